@@ -1,0 +1,70 @@
+"""The wire model shared by worker, hub, CLI and SPA (see ARCHITECTURE.md, Wire model).
+
+Entries cross the network as JSON encoded from these Structs; list and stream endpoints send
+them without bodies, the detail endpoint adds `body` to request and response.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+Protocol = Literal[
+    "http", "http2", "grpc", "websocket", "dns", "redis", "kafka", "amqp",
+    "postgres", "mysql", "mqtt", "tls", "tcp", "udp",
+]
+EndpointKind = Literal["pod", "service", "node", "external", "process", ""]
+
+
+class Endpoint(msgspec.Struct, omit_defaults=False):
+    ip: str
+    port: int
+    name: str = ""
+    namespace: str = ""
+    kind: EndpointKind = ""
+
+
+class Size(msgspec.Struct):
+    request: int = 0
+    response: int = 0
+
+
+class Entry(msgspec.Struct):
+    id: str
+    node: str
+    protocol: str
+    ts: float
+    src: Endpoint
+    dst: Endpoint
+    summary: str
+    elapsed_ms: float | None = None
+    status: int | None = None
+    request: dict[str, Any] = msgspec.field(default_factory=dict)
+    response: dict[str, Any] | None = None
+    size: Size = msgspec.field(default_factory=Size)
+    tls: bool = False
+    tags: list[str] = msgspec.field(default_factory=list)
+    # False when the exchange was cut by a gap, an eviction or the end of capture.
+    complete: bool = True
+
+
+class Body(msgspec.Struct):
+    """A message body in the detail view: text, or base64 with encoding="base64"."""
+
+    data: str
+    encoding: Literal["text", "base64"] = "text"
+    size: int = 0                 # bytes after content decoding, before truncation
+    truncated: bool = False
+    content_encoding: str = ""    # e.g. "gzip" when the wire bytes were compressed
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode_entry(data: bytes | str) -> Entry:
+    return msgspec.json.decode(data, type=Entry)

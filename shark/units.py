@@ -1,0 +1,81 @@
+"""Sizes ("200MB", "1GiB", "500Mi") and durations ("5m", "1h30m") parsed in one place."""
+
+from __future__ import annotations
+
+import re
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+    "ti": 1024**4, "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+class UnitError(ValueError):
+    """A size or duration that cannot be parsed; the message says what was expected."""
+
+
+def parse_size(text: str | int, field: str = "size") -> int:
+    """Bytes from "200MB" (SI), "1GiB"/"500Mi" (binary) or a plain number of bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise UnitError(f"{field}: {text} is negative; expected a size such as 200MB")
+        return text
+    if not isinstance(text, str):
+        raise UnitError(f"{field}: expected a size such as 200MB, 1GiB or 500Mi, got {text!r}")
+    match = _SIZE_RE.fullmatch(text)
+    if not match:
+        raise UnitError(f"{field}: {text!r} is not a size; expected a number with an optional "
+                        "unit such as 200MB, 1GiB or 500Mi")
+    number, unit = match.groups()
+    factor = _SIZE_UNITS.get(unit.lower())
+    if factor is None:
+        raise UnitError(f"{field}: unknown unit {unit!r} in {text!r}; expected one of "
+                        "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB (Ki, Mi, Gi also accepted)")
+    return int(float(number) * factor)
+
+
+def parse_duration(text: str | float | int, field: str = "duration") -> float:
+    """Seconds from "5m", "90s", "1h30m", "250ms" or a plain number of seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if text < 0:
+            raise UnitError(f"{field}: {text} is negative; expected a duration such as 5m")
+        return float(text)
+    if not isinstance(text, str):
+        raise UnitError(f"{field}: expected a duration such as 5m, 90s or 1h30m, got {text!r}")
+    stripped = text.strip()
+    try:
+        seconds = float(stripped)
+    except ValueError:
+        pass
+    else:
+        if seconds < 0:
+            raise UnitError(f"{field}: {text!r} is negative; expected a duration such as 5m")
+        return seconds
+    position = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(stripped):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    if position == 0 or position != len(stripped):
+        raise UnitError(f"{field}: {text!r} is not a duration (at character {position + 1}); "
+                        "expected a number with a unit: ms, s, m, h or d, e.g. 5m or 1h30m")
+    return total
+
+
+def format_size(size: int) -> str:
+    """A short human form: 209715200 -> "200MiB", 200000000 -> "200MB"."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    for unit, factor in (("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):
+        if size >= factor:
+            return f"{size / factor:g}{unit}"
+    return f"{size}B"

@@ -1,0 +1,93 @@
+"""The dissector interface: bytes in, exchanges out; no I/O, no globals.
+
+The assembler hands each flow's reassembled bytes to one Session. A Session is made by the
+dissector that claimed the flow by content (see worker.dissectors.select), after the bytes seen
+so far were replayed to it ("rewind"). Sessions call `emit` with each finished or abandoned
+request/response Exchange; the pipeline turns Exchanges into Entries and index rows.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from worker.packet import PacketRef
+
+
+class Direction(enum.IntEnum):
+    CLIENT_TO_SERVER = 0
+    SERVER_TO_CLIENT = 1
+
+
+class Detect(enum.Enum):
+    MATCH = "match"   # this dissector claims the flow
+    NO = "no"         # never this protocol
+    MORE = "more"     # cannot tell yet: wait for more bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FlowInfo:
+    transport: str        # "tcp" | "udp"
+    client_ip: bytes      # packed
+    client_port: int
+    server_ip: bytes
+    server_port: int
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request and its response (or a lone message), as a dissector saw it."""
+
+    protocol: str
+    start_ns: int                   # first byte of the request
+    end_ns: int | None              # last byte of the response; None when there is none
+    summary: str
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    status: int | None = None
+    request_size: int = 0           # bytes on the wire, headers included
+    response_size: int = 0
+    complete: bool = True           # False when cut by a gap, an eviction or the end of data
+    # Where to find it again (see worker.detail): the packets holding the first byte of the
+    # request and the last byte of the response, and the stream offsets (per direction, as
+    # given to Session.on_data) of the request's and the response's first bytes.
+    first_ref: PacketRef = (0, 0)
+    last_ref: PacketRef = (0, 0)
+    client_offset: int = 0
+    server_offset: int | None = None
+    # Only filled when the session was made with body_limit > 0 (the detail view).
+    request_body: bytes | None = None
+    response_body: bytes | None = None
+    notes: list[str] = field(default_factory=list)   # e.g. "gap in response body"
+
+
+Emit = Callable[[Exchange], None]
+
+
+class Session(Protocol):
+    """The per-flow state of one dissector."""
+
+    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
+                ref: PacketRef) -> None:
+        """In-order bytes of one direction; offset counts bytes since that direction's
+        first byte, gaps included. For UDP, one call per datagram."""
+
+    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        """`length` bytes at `offset` were lost; resync or give up cleanly."""
+
+    def on_close(self, ts_ns: int) -> None:
+        """The flow ended (FIN/RST, idle timeout, eviction, end of capture): emit what is
+        pending, marked incomplete where it is cut."""
+
+
+class Dissector(Protocol):
+    name: str                         # the Entry.protocol it produces
+    transports: frozenset[str]        # {"tcp"}, {"udp"} or both
+    ports: frozenset[int]             # only a hint: these flows are tried with it first
+
+    def detect(self, client: bytes, server: bytes) -> Detect:
+        """Look at the first bytes of each direction (either may be empty)."""
+
+    def session(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> Session:
+        """A new session; body_limit > 0 keeps up to that many body bytes per message."""

@@ -1,0 +1,143 @@
+"""Raw packets and the per-packet decode to a transport 5-tuple.
+
+This is the hot path: no dpkt objects, no IP strings; addresses stay as packed bytes until an
+Entry is made. Captures on lo carry invalid checksums (offload), so checksums are never checked.
+"""
+
+from __future__ import annotations
+
+import socket
+from struct import Struct
+from typing import NamedTuple
+
+# A captured frame as sources yield it: (timestamp in ns since the epoch, captured bytes,
+# original length on the wire). Plain tuples keep the capture path free of object overhead.
+RawPacket = tuple[int, bytes, int]
+
+# Where a packet lives in the store: (segment id, byte offset of its pcap record header).
+PacketRef = tuple[int, int]
+
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+# Some libpcap builds report DLT_RAW as 12 or 14 instead of LINKTYPE_RAW.
+_RAW_IP_LINKTYPES = {LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6}
+
+TCP = 6
+UDP = 17
+
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+_u16 = Struct("!H")
+_tcp = Struct("!HHIIBB")
+_udp_ports = Struct("!HH")
+_ETH_VLAN = {0x8100, 0x88A8, 0x9100}
+_IPV6_EXTENSIONS = {0, 43, 60}  # hop-by-hop, routing, destination options
+_IPV6_FRAGMENT = 44
+
+
+class Decoded(NamedTuple):
+    proto: int      # TCP or UDP
+    src: bytes      # packed address, 4 or 16 bytes
+    sport: int
+    dst: bytes
+    dport: int
+    flags: int      # TCP flags, 0 for UDP
+    seq: int        # TCP sequence number, 0 for UDP
+    payload: bytes
+
+
+def _network_offset(linktype: int, frame: bytes) -> tuple[int, int] | None:
+    """(offset of the IP header, IP version) for a frame, or None if it carries no IP."""
+    if linktype == LINKTYPE_ETHERNET:
+        if len(frame) < 14:
+            return None
+        ethertype = (frame[12] << 8) | frame[13]
+        offset = 14
+        while ethertype in _ETH_VLAN and len(frame) >= offset + 4:
+            ethertype = (frame[offset + 2] << 8) | frame[offset + 3]
+            offset += 4
+    elif linktype == LINKTYPE_LINUX_SLL:
+        if len(frame) < 16:
+            return None
+        ethertype = (frame[14] << 8) | frame[15]
+        offset = 16
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        if len(frame) < 20:
+            return None
+        ethertype = (frame[0] << 8) | frame[1]
+        offset = 20
+    elif linktype in _RAW_IP_LINKTYPES:
+        if not frame:
+            return None
+        version = frame[0] >> 4
+        return (0, version) if version in (4, 6) else None
+    elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if len(frame) < 5:
+            return None
+        version = frame[4] >> 4
+        return (4, version) if version in (4, 6) else None
+    else:
+        return None
+    if ethertype == 0x0800:
+        return offset, 4
+    if ethertype == 0x86DD:
+        return offset, 6
+    return None
+
+
+def decode(linktype: int, frame: bytes) -> Decoded | None:
+    """The TCP or UDP 5-tuple and payload of a frame; None for anything else or a fragment."""
+    located = _network_offset(linktype, frame)
+    if located is None:
+        return None
+    offset, version = located
+    if version == 4:
+        if len(frame) < offset + 20:
+            return None
+        ihl = (frame[offset] & 0x0F) * 4
+        total = _u16.unpack_from(frame, offset + 2)[0]
+        fragment = _u16.unpack_from(frame, offset + 6)[0]
+        if fragment & 0x3FFF:  # MF set or a non-zero offset: fragments are not reassembled
+            return None
+        proto = frame[offset + 9]
+        src = frame[offset + 12:offset + 16]
+        dst = frame[offset + 16:offset + 20]
+        # Trim Ethernet padding with the IP total length; TSO frames may report 0.
+        end = offset + total if total >= ihl else len(frame)
+        start = offset + ihl
+    else:
+        if len(frame) < offset + 40:
+            return None
+        proto = frame[offset + 6]
+        payload_length = _u16.unpack_from(frame, offset + 4)[0]
+        src = frame[offset + 8:offset + 24]
+        dst = frame[offset + 24:offset + 40]
+        start = offset + 40
+        end = start + payload_length if payload_length else len(frame)
+        while proto in _IPV6_EXTENSIONS or proto == _IPV6_FRAGMENT:
+            if proto == _IPV6_FRAGMENT or len(frame) < start + 8:
+                return None
+            proto, length = frame[start], (frame[start + 1] + 1) * 8
+            start += length
+    if proto == TCP:
+        if len(frame) < start + 20:
+            return None
+        sport, dport, seq, _ack, data_offset, flags = _tcp.unpack_from(frame, start)
+        payload_start = start + (data_offset >> 4) * 4
+        return Decoded(TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end])
+    if proto == UDP:
+        if len(frame) < start + 8:
+            return None
+        sport, dport = _udp_ports.unpack_from(frame, start)
+        return Decoded(UDP, src, sport, dst, dport, 0, 0, frame[start + 8:end])
+    return None
+
+
+def ip_text(packed: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
