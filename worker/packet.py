@@ -50,6 +50,7 @@ class Decoded(NamedTuple):
     flags: int      # TCP flags, 0 for UDP
     seq: int        # TCP sequence number, 0 for UDP
     payload: bytes
+    ack: int = 0    # TCP acknowledgment number (valid when ACK is in flags), 0 for UDP
 
 
 def _network_offset(linktype: int, frame: bytes) -> tuple[int, int] | None:
@@ -128,9 +129,9 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
     if proto == TCP:
         if len(frame) < start + 20:
             return None
-        sport, dport, seq, _ack, data_offset, flags = _tcp.unpack_from(frame, start)
+        sport, dport, seq, ack, data_offset, flags = _tcp.unpack_from(frame, start)
         payload_start = start + (data_offset >> 4) * 4
-        return Decoded(TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end])
+        return Decoded(TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end], ack)
     if proto == UDP:
         if len(frame) < start + 8:
             return None

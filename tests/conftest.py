@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.processes import Proc, Worker, free_port
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="needs root for raw capture and network namespaces")
+        for item in items:
+            if "root" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def http_server() -> Iterator[int]:
+    """A real HTTP/1.1 server on 127.0.0.1; yields its port."""
+    port = free_port()
+    server = Proc([sys.executable, "-m", "support.http_server", str(port)],
+                  env={"PYTHONPATH": str(Path(__file__).parent)})
+    server.wait_line(r"listening")
+    yield port
+    server.stop()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator:
+    """Start workers with given arguments; all are stopped at the end of the test."""
+    workers: list[Worker] = []
+
+    def start(*args: str, storage_dir: Path | None = None, **kwargs) -> Worker:
+        worker = Worker(list(args), storage_dir or tmp_path / f"store{len(workers)}", **kwargs)
+        workers.append(worker)
+        return worker
+    yield start
+    for worker in workers:
+        worker.stop()

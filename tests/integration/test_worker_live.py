@@ -1,0 +1,191 @@
+"""The worker end to end on lo: real server, real clients (curl, httpx), live capture."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from support.processes import wait_for
+
+pytestmark = pytest.mark.root
+
+
+def curl(*args: str) -> str:
+    return subprocess.run(["curl", "-sS", "--max-time", "10", *args], check=True,
+                          capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def worker(start_worker, http_server):
+    return start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}")
+
+
+def test_live_requests_become_entries(worker, http_server):
+    base = f"http://127.0.0.1:{http_server}"
+    curl(f"{base}/json?x=1")
+    curl("-X", "POST", "-H", "Content-Type: application/json", "-d", '{"item": 7}', f"{base}/echo")
+    curl(f"{base}/status/503")
+    curl("-I", f"{base}/hello")
+    started = time.monotonic()
+    with httpx.Client(base_url=base) as client:  # one keep-alive connection, three exchanges
+        for path in ("/a", "/b", "/slow/150"):
+            client.get(path)
+    client_elapsed_ms = (time.monotonic() - started) * 1000
+
+    entries = wait_for(lambda: (e := worker.entries(limit=100)) and len(e) >= 7 and e,
+                       what="7 entries")
+    assert len(entries) == 7
+    by_path = {e["request"]["path"]: e for e in entries}
+    assert set(by_path) == {"/json", "/echo", "/status/503", "/hello", "/a", "/b", "/slow/150"}
+    assert by_path["/json"]["request"]["query"] == {"x": ["1"]}
+    assert by_path["/echo"]["request"]["method"] == "POST"
+    assert by_path["/echo"]["size"]["request"] > len('{"item": 7}')
+    assert by_path["/status/503"]["status"] == 503
+    assert by_path["/hello"]["request"]["method"] == "HEAD"
+    assert by_path["/hello"]["status"] == 200
+    slow = by_path["/slow/150"]
+    assert 150 <= slow["elapsed_ms"] <= client_elapsed_ms
+    for entry in entries:
+        assert entry["protocol"] == "http"
+        assert entry["complete"] is True
+        assert entry["dst"]["port"] == http_server
+        assert entry["src"]["ip"] == entry["dst"]["ip"] == "127.0.0.1"
+        assert entry["id"].startswith(f"{worker.node}:")
+        assert "body" not in entry["request"]
+    # newest first
+    assert [e["ts"] for e in entries] == sorted((e["ts"] for e in entries), reverse=True)
+    # the keep-alive connection's three exchanges share a client port
+    assert by_path["/a"]["src"]["port"] == by_path["/b"]["src"]["port"] == slow["src"]["port"]
+
+    status = worker.status()
+    assert status["capture"]["received"] > 0
+    assert status["capture"]["dropped"] == 0
+    assert status["index"]["entries"] == 7
+    assert status["store"]["bytes"] <= status["store"]["limit"]
+
+
+def test_filters_narrow_entries(worker, http_server):
+    base = f"http://127.0.0.1:{http_server}"
+    for path in ("/status/500", "/status/502", "/status/404", "/json"):
+        curl(f"{base}{path}")
+    wait_for(lambda: len(worker.entries()) >= 4, what="4 entries")
+    assert {e["status"] for e in worker.entries(status="5xx")} == {500, 502}
+    assert [e["status"] for e in worker.entries(status="404")] == [404]
+    assert [e["request"]["path"] for e in worker.entries(path="/js")] == ["/json"]
+    assert len(worker.entries(limit=2)) == 2
+    assert worker.entries(method="post") == []
+    assert len(worker.entries(since="5m")) == 4
+    assert worker.entries(until=str(time.time() - 3600)) == []
+
+
+def test_detail_has_decoded_bodies(worker, http_server):
+    base = f"http://127.0.0.1:{http_server}"
+    curl("--compressed", f"{base}/gzip")
+    curl("-X", "POST", "-H", "Content-Type: application/json", "-d", '{"item": 7}', f"{base}/echo")
+    entries = wait_for(lambda: (e := worker.entries()) and len(e) >= 2 and e, what="2 entries")
+    by_path = {e["request"]["path"]: e for e in entries}
+
+    gz = worker.get(f"/entries/{by_path['/gzip']['id']}").json()
+    body = gz["response"]["body"]
+    assert body["data"] == "compressed hello " * 50
+    assert body["content_encoding"] == "gzip"
+    assert body["truncated"] is False
+
+    echo = worker.get(f"/entries/{by_path['/echo']['id']}").json()
+    assert echo["request"]["body"]["data"] == '{"item": 7}'
+    assert echo["response"]["body"]["data"] == '{"item": 7}'
+
+
+def test_entry_pcap_is_read_by_tshark(worker, http_server, tmp_path):
+    curl(f"http://127.0.0.1:{http_server}/json")
+    entry = wait_for(lambda: worker.entries(), what="an entry")[0]
+    response = worker.get(f"/entries/{entry['id']}/pcap")
+    assert response.headers["content-type"].startswith("application/vnd.tcpdump.pcap")
+    path = tmp_path / "entry.pcap"
+    path.write_bytes(response.content)
+    fields = subprocess.run(
+        ["tshark", "-r", str(path), "-d", f"tcp.port=={http_server},http", "-Y", "http",
+         "-T", "fields", "-e", "http.request.method", "-e", "http.request.uri",
+         "-e", "http.response.code"],
+        check=True, capture_output=True, text=True).stdout.split("\n")
+    rows = [line.split("\t") for line in fields if line.strip()]
+    assert rows == [["GET", "/json", ""], ["", "", "200"]]
+
+
+def test_sse_stream_delivers_new_entries(worker, http_server):
+    base = f"http://127.0.0.1:{http_server}"
+    events: list[dict] = []
+    with httpx.Client(timeout=20) as client:
+        with client.stream("GET", f"{worker.url}/stream", params={"status": "5xx"}) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            curl(f"{base}/status/200")
+            curl(f"{base}/status/500")
+            event_id = None
+            for line in stream.iter_lines():
+                if line.startswith("id:"):
+                    event_id = line[3:].strip()
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    break
+    assert [e["status"] for e in events] == [500]
+    assert event_id == events[0]["id"].split(":")[1]
+
+    # Resume: with Last-Event-ID the stream first replays what came after that event.
+    curl(f"{base}/status/501")
+    wait_for(lambda: worker.entries(status="501"), what="the 501 entry")
+    with httpx.Client(timeout=20) as client:
+        with client.stream("GET", f"{worker.url}/stream", params={"status": "5xx"},
+                           headers={"Last-Event-ID": event_id}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    assert json.loads(line[5:])["status"] == 501
+                    break
+
+
+def test_bad_query_parameters_name_the_field(worker):
+    cases = {
+        "/entries?limit=abc": "limit",
+        "/entries?limit=0": "limit",
+        "/entries?status=abc": "status",
+        "/entries?since=yesterday": "since",
+        "/entries?colour=red": "colour",
+        "/stream?port=http": "port",
+        "/entries/test-node:notanumber": "id",
+    }
+    for path, field in cases.items():
+        response = worker.get(path)
+        assert response.status_code == 400, path
+        body = response.json()
+        assert body["error"] == "bad request"
+        assert body["detail"].startswith(field), (path, body)
+    assert worker.get("/entries/test-node:999999").status_code == 404
+    assert worker.get("/entries/other-node:1").status_code == 404
+
+
+def test_config_and_targets_validate_input(worker, http_server):
+    put = lambda path, body: httpx.put(worker.url + path, content=body, timeout=10)  # noqa: E731
+    assert put("/config", b'{"storage_limit": "lots"}').json()["detail"].startswith("storage_limit")
+    assert put("/config", b'{"storage_limit": "1MB"}').status_code == 400
+    assert put("/config", b'{"colour": 1}').json()["detail"].startswith("colour")
+    assert put("/config", b"not json").json()["detail"].startswith("body")
+    ok = put("/config", b'{"storage_limit": "50MB"}')
+    assert ok.status_code == 200 and ok.json() == {"storage_limit": 50_000_000}
+    assert worker.status()["store"]["limit"] == 50_000_000
+
+    bad = put("/targets", b'{"ips": ["127.0.0.1", "not-an-ip"]}')
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("ips[1]")
+    assert put("/targets", b'{"ips": "127.0.0.1"}').status_code == 400
+    # Targeting an address that carries no traffic narrows capture to nothing ...
+    narrowed = put("/targets", b'{"ips": ["10.213.99.99"]}')
+    assert narrowed.status_code == 200
+    assert narrowed.json()["bpf"] == f"(tcp port {http_server}) and (host 10.213.99.99)"
+    curl(f"http://127.0.0.1:{http_server}/ignored")
+    # ... and clearing the targets brings it back.
+    assert put("/targets", b'{"ips": []}').status_code == 200
+    curl(f"http://127.0.0.1:{http_server}/seen")
+    entries = wait_for(lambda: worker.entries(), what="an entry after clearing targets")
+    assert [e["request"]["path"] for e in entries] == ["/seen"]

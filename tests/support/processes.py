@@ -1,0 +1,110 @@
+"""Real processes for integration tests: the worker and the HTTP test server."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition",
+             interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Proc:
+    """A child process whose output is collected in the background (never blocks on a pipe)."""
+
+    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
+                 prefix: Sequence[str] = ()) -> None:
+        self.argv = [*prefix, *argv]
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **(env or {})}, cwd=ROOT, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_line(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+
+        def find() -> re.Match[str] | None:
+            for line in list(self.lines):
+                if match := regex.search(line):
+                    return match
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.argv} exited {self.process.returncode}:\n{self.output}")
+            return None
+        return wait_for(find, timeout, f"{pattern!r} from {self.argv}")
+
+    def signal(self, sig: int) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.process.wait(5)
+
+
+class Worker(Proc):
+    """`python -m worker` with a fresh API port; `url` is its /api/v1 base."""
+
+    def __init__(self, args: Sequence[str], storage_dir: Path, *, prefix: Sequence[str] = (),
+                 node: str = "test-node", listen_host: str = "127.0.0.1") -> None:
+        super().__init__([sys.executable, "-m", "worker", *args, "--storage-dir", str(storage_dir),
+                          "--listen", f"{listen_host}:0", "--node", node], prefix=prefix)
+        match = self.wait_line(r"serving on (http://\S+/api/v1)")
+        self.url = match.group(1)
+        self.node = node
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=30, **kwargs)
+
+    def entries(self, **params: Any) -> list[dict[str, Any]]:
+        import json
+        response = self.get("/entries", params=params)
+        response.raise_for_status()
+        return [json.loads(line) for line in response.text.splitlines() if line]
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/status").json()

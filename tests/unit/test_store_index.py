@@ -1,0 +1,225 @@
+"""The entry index: rows with the dissection cursor, queries, pruning, corruption recovery."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from shark.model import Endpoint, Entry, encode
+from worker.store.index import EntryIndex, IndexRow, open_index
+
+
+def make_row(seq: int, ts: float | None = None, segment: int = 1, **changes) -> IndexRow:
+    ts = 1_700_000_000.0 + seq if ts is None else ts
+    entry = Entry(id=f"node-a:{seq}", node="node-a", protocol="http", ts=ts,
+                  src=Endpoint(ip="10.0.0.1", port=40000 + seq),
+                  dst=Endpoint(ip="10.0.0.2", port=80), summary=f"GET /{seq}")
+    fields = dict(seq=seq, ts=ts, protocol="http", entry_json=encode(entry),
+                  first_seg=segment, first_off=24 + seq, last_seg=segment, last_off=500 + seq,
+                  transport="tcp", client_ip="10.0.0.1", client_port=40000 + seq,
+                  server_ip="10.0.0.2", server_port=80, client_offset=0, server_offset=0,
+                  client_seq=1000, server_seq=None)
+    fields.update(changes)
+    return IndexRow(**fields)
+
+
+@pytest.fixture
+def index(tmp_path):
+    opened, _note = open_index(tmp_path / "index.sqlite")
+    yield opened
+    opened.close()
+
+
+def test_new_index_is_empty_and_has_no_cursor(index):
+    assert index.cursor() is None
+    assert index.max_seq() == 0
+    assert index.count() == 0
+    assert list(index.query(None, None)) == []
+    assert index.get(1) is None
+
+
+def test_rows_and_cursor_are_stored_together(index):
+    rows = [make_row(1), make_row(2, server_offset=None, client_seq=None)]
+    index.add(rows, (3, 4096))
+    assert index.cursor() == (3, 4096)
+    assert index.get(1) == rows[0] and index.get(2) == rows[1]
+    assert index.count() == 2 and index.max_seq() == 2
+    index.add([], (3, 5000))                     # the cursor moves on without new rows
+    assert index.cursor() == (3, 5000)
+    index.add([make_row(3)], None)               # None leaves the cursor where it was
+    assert index.cursor() == (3, 5000)
+
+
+def test_a_failed_add_changes_neither_rows_nor_cursor(index):
+    index.add([make_row(1)], (1, 100))
+    broken = make_row(2, protocol=None)          # violates NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        index.add([make_row(3), broken], (1, 900))
+    assert index.cursor() == (1, 100)
+    assert [row.seq for row in index.query(None, None)] == [1]
+    index.add([make_row(4)], (1, 1000))          # the connection is usable afterwards
+    assert index.cursor() == (1, 1000)
+
+
+def test_query_is_newest_first_by_time_then_seq_and_filters_by_time(index):
+    # seq order differs from time order: entries are indexed when their response ends.
+    rows = [make_row(1, ts=10.0), make_row(2, ts=30.0), make_row(3, ts=20.0),
+            make_row(4, ts=30.0), make_row(5, ts=40.0)]
+    index.add(rows, None)
+    assert [r.seq for r in index.query(None, None)] == [5, 4, 2, 3, 1]
+    assert [r.seq for r in index.query(since=20.0, until=40.0)] == [4, 2, 3]
+    assert [r.seq for r in index.query(since=30.0, until=None)] == [5, 4, 2]
+    assert [r.seq for r in index.query(None, None, before_seq=4)] == [2, 3, 1]
+    assert [r.seq for r in index.query(None, None, before_seq=2)] == [3, 1]
+
+
+def test_query_pages_lazily_and_completely(index):
+    index.add([make_row(seq, ts=float(seq // 3)) for seq in range(1, 101)], None)
+    expected = sorted(range(1, 101), key=lambda s: (s // 3, s), reverse=True)
+    for batch in (1, 3, 7, 100, 500):
+        assert [r.seq for r in index.query(None, None, batch=batch)] == expected
+    pages = index.query(None, None, batch=10)
+    first = [next(pages).seq for _ in range(10)]
+    index.add([make_row(1000, ts=-1.0)], None)   # rows added mid-iteration do not disturb
+    assert first + [r.seq for r in pages] == expected + [1000]
+    # Paging by before_seq from where a caller stopped gives the rest.
+    assert [r.seq for r in index.query(None, None, before_seq=first[-1])] == \
+        expected[10:] + [1000]
+
+
+def test_query_before_a_pruned_entry_falls_back_to_seq(index):
+    index.add([make_row(seq, segment=seq) for seq in range(1, 6)], None)
+    index.prune_segments_before(4)
+    index.add([make_row(6, ts=0.0)], None)
+    assert [r.seq for r in index.query(None, None, before_seq=3)] == []
+    assert [r.seq for r in index.query(None, None, before_seq=5)] == [4, 6]   # 6 is older
+
+
+def test_newer_than_is_oldest_first(index):
+    index.add([make_row(seq) for seq in (3, 1, 2, 5)], None)
+    assert [r.seq for r in index.newer_than(1)] == [2, 3, 5]
+    assert [r.seq for r in index.newer_than(1, limit=2)] == [2, 3]
+    assert index.newer_than(5) == []
+
+
+def test_prune_removes_rows_of_evicted_segments_and_seq_keeps_counting(index):
+    index.add([make_row(seq, segment=1 + seq // 4) for seq in range(1, 13)], (4, 24))
+    assert index.prune_segments_before(3) == 7          # seqs 1..7 live in segments 1 and 2
+    assert [r.seq for r in index.newer_than(0)] == [8, 9, 10, 11, 12]
+    assert index.prune_segments_before(100) == 5
+    assert index.count() == 0
+    assert index.max_seq() == 12                        # ids are never handed out twice
+
+
+def test_meta_and_size(index):
+    assert index.get_meta("node") is None
+    index.set_meta("node", "node-a")
+    index.set_meta("node", "node-b")
+    assert index.get_meta("node") == "node-b"
+    assert index.size_bytes() > 0
+
+
+def test_reopening_keeps_rows_and_cursor(tmp_path):
+    path = tmp_path / "index.sqlite"
+    first, note = open_index(path)
+    assert "is missing" in note and "rebuilt from the PCAP segments" in note
+    first.add([make_row(1), make_row(2)], (2, 48))
+    first.close()
+    again, note = open_index(path)
+    assert note is None
+    assert again.cursor() == (2, 48) and again.count() == 2
+    again.close()
+
+
+def _filled_index(path, rows: int = 2000) -> None:
+    index = EntryIndex(path)
+    index.add([make_row(seq) for seq in range(1, rows + 1)], (9, 9))
+    index.close()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "zeroed-page", "empty", "foreign",
+                                    "old-schema"])
+def test_corrupt_index_is_moved_aside_and_replaced(tmp_path, damage):
+    path = tmp_path / "index.sqlite"
+    _filled_index(path)
+    data = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database at all\n" * 100)
+    elif damage == "truncated":
+        path.write_bytes(data[:len(data) // 2])
+    elif damage == "zeroed-page":
+        path.write_bytes(data[:4096 * 3] + b"\x00" * 4096 + data[4096 * 4:])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "foreign":
+        path.unlink()
+        with sqlite3.connect(path) as other:
+            other.execute("CREATE TABLE something (x)")
+        other.close()
+    else:
+        with sqlite3.connect(path) as old:
+            old.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+        old.close()
+    index, note = open_index(path)
+    try:
+        assert note is not None and note.startswith(f"index {path} ")
+        assert "rebuilt from the PCAP segments" in note and "\n" not in note
+        assert index.cursor() is None and index.count() == 0
+        index.add([make_row(1)], (1, 24))
+        assert index.count() == 1
+        aside = list(tmp_path.glob("index.sqlite.corrupt-*"))
+        assert len(aside) == 1 and aside[0].name in note
+    finally:
+        index.close()
+
+
+def test_only_the_latest_corrupt_file_is_kept(tmp_path):
+    path = tmp_path / "index.sqlite"
+    (tmp_path / "index.sqlite.corrupt-1").write_bytes(b"old")
+    path.write_bytes(b"garbage" * 1000)
+    index, note = open_index(path)
+    index.close()
+    aside = list(tmp_path.glob("index.sqlite.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == b"garbage" * 1000
+
+
+def test_readers_in_other_threads_see_consistent_data_while_writing(tmp_path):
+    index, _ = open_index(tmp_path / "index.sqlite")
+    done = threading.Event()
+    problems: list[str] = []
+    observations = []
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                cursor = index.cursor()
+                seqs = [row.seq for row in index.query(None, None, batch=50)]
+                # Rows are added 10 at a time with the cursor: they must agree.
+                if cursor is not None and len(seqs) < cursor[1]:
+                    problems.append(f"cursor {cursor} but only {len(seqs)} rows")
+                if len(seqs) % 10:
+                    problems.append(f"saw a partial transaction: {len(seqs)} rows")
+                if seqs != sorted(seqs, reverse=True):
+                    problems.append("rows out of order")
+                observations.append(len(seqs))
+        except Exception as error:  # reported below, the thread must not die silently
+            problems.append(repr(error))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for batch in range(100):
+            rows = [make_row(batch * 10 + i) for i in range(1, 11)]
+            index.add(rows, (1, (batch + 1) * 10))
+        while observations.count(1000) < len(threads) and not problems:
+            threading.Event().wait(0.01)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    index.close()
+    assert problems == []
+    assert max(observations) == 1000

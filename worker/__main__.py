@@ -1,0 +1,136 @@
+"""python -m worker: capture on this node, store, dissect and serve the worker API."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from pathlib import Path
+
+import click
+import uvicorn
+
+from shark.units import UnitError, format_size, parse_size
+from worker.api.app import create_app
+from worker.api.runtime import WorkerRuntime
+from worker.broadcast import Broadcaster
+from worker.capture import CaptureProcess
+from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, OptionError,
+                            WorkerOptions, check_storage_dir, default_storage_dir, parse_listen)
+from worker.pipeline import Pipeline
+from worker.sources.base import CaptureError
+from worker.store.index import open_index
+from worker.store.segments import MIN_STORAGE_LIMIT, StoreError, list_segments
+
+log = logging.getLogger("shark.worker")
+
+
+def _size(value: str, option: str) -> int:
+    try:
+        return parse_size(value, option)
+    except UnitError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-i", "--iface", "ifaces", multiple=True, metavar="IFACE",
+              help="Interface to capture on; repeat for several, or 'any'.")
+@click.option("--pcap", "pcap_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Replay a pcap/pcapng file instead of capturing, then keep serving it.")
+@click.option("--bpf", default="", help="BPF capture filter, e.g. 'tcp port 80'.")
+@click.option("--source", type=click.Choice(["auto", "pcap", "af_packet"]), default="auto",
+              show_default=True, help="Capture mechanism.")
+@click.option("--snaplen", type=click.IntRange(64, 262144), default=DEFAULT_SNAPLEN, show_default=True)
+@click.option("--buffer-size", default="32MiB", show_default=True, help="Kernel capture buffer.")
+@click.option("--storage-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Where PCAP segments and the index live [default: {default_storage_dir()}].")
+@click.option("--storage-limit", default="200MB", show_default=True,
+              help="Cap on the PCAP segments on disk (200MB, 1GiB, 500Mi).")
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT of the API.")
+@click.option("--node", default=None, help="Node name in entry ids [default: hostname].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
+def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str, snaplen: int,
+         buffer_size: str, storage_dir: Path | None, storage_limit: str, listen: str,
+         node: str | None, log_level: str) -> None:
+    """Capture packets, store them in capped PCAP segments, dissect them, serve /api/v1."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    if bool(ifaces) == (pcap_file is not None):
+        raise click.UsageError("give either --iface (live capture) or --pcap FILE (replay)")
+    try:
+        host, port = parse_listen(listen)
+        options = WorkerOptions(
+            ifaces=list(ifaces), pcap_file=pcap_file, bpf=bpf, source=source, snaplen=snaplen,
+            buffer_size=_size(buffer_size, "--buffer-size"),
+            storage_dir=storage_dir or default_storage_dir(),
+            storage_limit=_size(storage_limit, "--storage-limit"),
+            host=host, port=port, node=node or socket.gethostname())
+        if options.storage_limit < MIN_STORAGE_LIMIT:
+            raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "
+                              f"{format_size(MIN_STORAGE_LIMIT)}")
+        check_storage_dir(options.storage_dir)
+        if pcap_file is not None and not pcap_file.is_file():
+            raise OptionError(f"--pcap: {pcap_file}: no such file")
+    except (OptionError, StoreError) as error:
+        fail(str(error))
+    listener = _bind(options.host, options.port)
+    sys.exit(serve(options, listener))
+
+
+def fail(message: str) -> None:
+    click.echo(f"worker: {message}", err=True)
+    sys.exit(1)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        fail(f"--listen: cannot listen on {host}:{port}: {error.strerror or error}")
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(options: WorkerOptions, listener: socket.socket) -> int:
+    capture = CaptureProcess(options)
+    try:
+        capture.start()
+    except CaptureError as error:
+        fail(str(error))
+    log.info("%s", capture.note)
+    for note in capture.repaired:
+        log.warning("store: %s", note)
+    index, index_note = open_index(options.storage_dir / "index.sqlite")
+    notes = [capture.note, *capture.repaired]
+    if index_note and list_segments(options.storage_dir):
+        log.warning("index: %s", index_note)
+        notes.append(index_note)
+    broadcaster = Broadcaster()
+    runtime_box: list[WorkerRuntime] = []
+    pipeline = Pipeline(options.storage_dir, index, options.node, broadcaster,
+                        capture_finished=lambda: runtime_box[0].capture_finished())
+    runtime = WorkerRuntime(options, capture, index, pipeline, broadcaster, notes=notes)
+    runtime_box.append(runtime)
+    pipeline.start()
+    host, port = listener.getsockname()[:2]
+    log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes)",
+             options.node, host, port, options.storage_dir, options.storage_limit)
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning",
+                                           access_log=False, timeout_graceful_shutdown=3))
+    try:
+        server.run(sockets=[listener])
+    finally:
+        pipeline.stop()
+        capture.stop()
+        index.close()
+        log.info("worker stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

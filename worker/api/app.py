@@ -1,0 +1,362 @@
+"""The worker's HTTP API (ARCHITECTURE.md, Worker API), a Litestar app over a WorkerRuntime."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, get, put
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.handlers import asgi
+from litestar.response import Stream
+from litestar.types import Receive, Scope, Send
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.responses import JSONResponse
+
+from shark.units import UnitError, parse_duration, parse_size
+from worker.api.runtime import WorkerRuntime
+from worker.detail import entry_packets, load_detail
+from worker.filters import FILTER_FIELDS, FilterError, compile_filter, row_predicate
+from worker.sources.base import CaptureError
+from worker.store.index import IndexRow
+from worker.store.segments import SegmentEvicted, iter_segment, list_segments, pcap_header, pcap_record
+
+API = "/api/v1"
+MAX_LIMIT = 100_000
+DEFAULT_LIMIT = 100
+PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
+SSE_PING_S = 15
+SUBSCRIBER_QUEUE = 1000
+
+
+class BadRequest(HTTPException):
+    status_code = 400
+
+
+def _error_response(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
+    return Response({"error": _reason(exc.status_code), "detail": exc.detail},
+                    status_code=exc.status_code)
+
+
+def _reason(status: int) -> str:
+    return {400: "bad request", 404: "not found", 409: "conflict", 410: "gone",
+            503: "unavailable"}.get(status, "error")
+
+
+# -- query parameters ------------------------------------------------------------------------
+def _time_param(params: Mapping[str, str], name: str) -> float | None:
+    """Epoch seconds, or a duration meaning that long ago ("5m")."""
+    text = params.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(text, name)
+    except UnitError as error:
+        raise BadRequest(f"{error} (or epoch seconds)") from None
+
+
+def _limit_param(params: Mapping[str, str]) -> int:
+    text = params.get("limit")
+    if text is None or text == "":
+        return DEFAULT_LIMIT
+    try:
+        limit = int(text)
+    except ValueError:
+        raise BadRequest(f"limit: {text!r} is not a whole number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit: {limit} is outside 1-{MAX_LIMIT}")
+    return limit
+
+
+def _check_params(params: Mapping[str, str], allowed: tuple[str, ...]) -> None:
+    for name in params:
+        if name not in allowed:
+            raise BadRequest(f"{name}: unknown query parameter; expected one of {', '.join(allowed)}")
+
+
+def _predicate(params: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    try:
+        return row_predicate(compile_filter(params))
+    except FilterError as error:
+        raise BadRequest(str(error)) from None
+
+
+def _seq_of(runtime: WorkerRuntime, entry_id: str) -> int:
+    node, sep, number = entry_id.rpartition(":")
+    if sep and node != runtime.options.node:
+        raise NotFoundException(f"entry {entry_id!r} belongs to node {node!r}, this is {runtime.options.node!r}")
+    try:
+        return int(number)
+    except ValueError:
+        raise BadRequest(f"id: {entry_id!r} is not an entry id (NODE:NUMBER)") from None
+
+
+def _row(runtime: WorkerRuntime, entry_id: str) -> IndexRow:
+    row = runtime.index.get(_seq_of(runtime, entry_id))
+    if row is None:
+        raise NotFoundException(f"no entry {entry_id!r} (never seen, or its packets were evicted)")
+    return row
+
+
+# -- pcap streaming --------------------------------------------------------------------------
+def _pcap_chunks(packets: Iterator[tuple[int, int, bytes, int]], snaplen: int) -> Iterator[bytes]:
+    """A pcap file from (linktype, ts_ns, data, wirelen); the first packet fixes the linktype
+    and packets of another link type are left out (a pcap file holds one)."""
+    chunk: list[bytes] = []
+    size = 0
+    linktype = None
+    for packet_linktype, ts_ns, data, wirelen in packets:
+        if linktype is None:
+            linktype = packet_linktype
+            chunk.append(pcap_header(linktype, snaplen))
+        elif packet_linktype != linktype:
+            continue
+        record = pcap_record(ts_ns, data, wirelen)
+        chunk.append(record)
+        size += len(record)
+        if size >= 256 * 1024:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+    if linktype is None:
+        chunk.append(pcap_header(1, snaplen))
+    if chunk:
+        yield b"".join(chunk)
+
+
+def _all_packets(runtime: WorkerRuntime, since: float | None, until: float | None) -> Iterator[tuple[int, int, bytes, int]]:
+    since_ns = int(since * 1e9) if since is not None else None
+    until_ns = int(until * 1e9) if until is not None else None
+    for segment in list_segments(runtime.options.storage_dir):
+        try:
+            for _ref, linktype, ts_ns, data, wirelen in iter_segment(segment.path):
+                if since_ns is not None and ts_ns < since_ns:
+                    continue
+                if until_ns is not None and ts_ns > until_ns:
+                    return
+                yield linktype, ts_ns, data, wirelen
+        except FileNotFoundError:  # evicted while we read: go on with the next one
+            continue
+
+
+def _matching_packets(runtime: WorkerRuntime, rows: list[IndexRow]) -> Iterator[tuple[int, int, bytes, int]]:
+    """The packets of the matching entries' streams, in store order, each packet once."""
+    seen: set[tuple[int, int]] = set()
+    rows = sorted(rows, key=lambda r: (r.first_seg, r.first_off))
+    for row in rows:
+        try:
+            for packet in entry_packets(runtime.options.storage_dir, row):
+                key = (packet[1], hash(packet[2]))
+                if key in seen:
+                    continue
+                seen.add(key)
+                yield packet
+        except SegmentEvicted:
+            continue
+
+
+def create_app(runtime: WorkerRuntime) -> Litestar:
+    options = runtime.options
+
+    @get(f"{API}/status", sync_to_thread=True)
+    def status() -> dict[str, Any]:
+        return runtime.status()
+
+    def _collect(params: Mapping[str, str], since: float | None, until: float | None, limit: int) -> list[IndexRow]:
+        predicate = _predicate(params)
+        rows: list[IndexRow] = []
+        for row in runtime.index.query(since, until):
+            if predicate(row):
+                rows.append(row)
+                if len(rows) >= limit:
+                    break
+        return rows
+
+    @get(f"{API}/entries")
+    async def entries(request: Request) -> Stream:
+        params = dict(request.query_params)
+        _check_params(params, ("since", "until", "limit", *FILTER_FIELDS))
+        since, until, limit = _time_param(params, "since"), _time_param(params, "until"), _limit_param(params)
+        filters = {k: v for k, v in params.items() if k in FILTER_FIELDS}
+        _predicate(filters)  # a bad filter is a 400 before the stream starts
+        rows = await anyio.to_thread.run_sync(_collect, filters, since, until, limit)
+
+        def lines() -> Iterator[bytes]:
+            for start in range(0, len(rows), 500):
+                yield b"".join(row.entry_json + b"\n" for row in rows[start:start + 500])
+        return Stream(lines(), media_type="application/x-ndjson")
+
+    @get(f"{API}/entries/{{entry_id:str}}", sync_to_thread=True)
+    def entry_detail(entry_id: str) -> Response[bytes]:
+        row = _row(runtime, entry_id)
+        try:
+            entry = load_detail(options.storage_dir, row, options.body_limit)
+        except SegmentEvicted as error:
+            raise HTTPException(status_code=410, detail=f"entry {entry_id!r}: its packets were evicted ({error})") from None
+        return Response(msgspec.json.encode(entry), media_type=MediaType.JSON)
+
+    @get(f"{API}/entries/{{entry_id:str}}/pcap", sync_to_thread=True)
+    def entry_pcap(entry_id: str) -> Stream:
+        row = _row(runtime, entry_id)
+        packets = list(_safe(entry_packets(options.storage_dir, row), entry_id))
+        filename = f"{entry_id.replace(':', '-')}.pcap"
+        return Stream(_pcap_chunks(iter(packets), options.snaplen), media_type=PCAP_MEDIA_TYPE,
+                      headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    @get(f"{API}/pcap")
+    async def pcap(request: Request) -> Stream:
+        params = dict(request.query_params)
+        _check_params(params, ("since", "until", "limit", *FILTER_FIELDS))
+        since, until = _time_param(params, "since"), _time_param(params, "until")
+        filters = {k: v for k, v in params.items() if k in FILTER_FIELDS}
+        if compile_filter_checked(filters) is None:
+            packets = _all_packets(runtime, since, until)
+        else:
+            limit = _limit_param(params) if "limit" in params else MAX_LIMIT
+            rows = await anyio.to_thread.run_sync(_collect, filters, since, until, limit)
+            packets = _matching_packets(runtime, rows)
+        return Stream(_pcap_chunks(packets, options.snaplen), media_type=PCAP_MEDIA_TYPE,
+                      headers={"Content-Disposition": f'attachment; filename="{options.node}.pcap"'})
+
+    @get(f"{API}/targets")
+    async def get_targets() -> dict[str, Any]:
+        return {"ips": runtime.target_ips}
+
+    @put(f"{API}/targets", status_code=200)
+    async def put_targets(request: Request) -> dict[str, Any]:
+        body = _json_object(await request.body())
+        ips = body.get("ips")
+        if not isinstance(ips, list):
+            raise BadRequest("ips: expected a list of IP addresses, e.g. {\"ips\": [\"10.0.0.5\"]}")
+        checked: list[str] = []
+        for position, ip in enumerate(ips):
+            try:
+                checked.append(str(ipaddress.ip_address(ip)))
+            except (ValueError, TypeError):
+                raise BadRequest(f"ips[{position}]: {ip!r} is not an IP address") from None
+        expression = targets_bpf(options.bpf, checked)
+        try:
+            await anyio.to_thread.run_sync(runtime.capture.ask, "filter", expression)
+        except CaptureError as error:
+            raise BadRequest(f"ips: the capture filter was refused: {error}") from None
+        runtime.target_ips = checked
+        return {"ips": checked, "bpf": expression}
+
+    @get(f"{API}/config", sync_to_thread=True)
+    def get_config() -> dict[str, Any]:
+        stats = runtime.capture_stats()
+        limit = stats["store"]["limit"] if stats else options.storage_limit
+        return {"storage_limit": limit, "bpf": options.bpf, "node": options.node}
+
+    @put(f"{API}/config", status_code=200)
+    async def put_config(request: Request) -> dict[str, Any]:
+        body = _json_object(await request.body())
+        unknown = sorted(set(body) - {"storage_limit"})
+        if unknown:
+            raise BadRequest(f"{unknown[0]}: unknown setting; expected storage_limit")
+        if "storage_limit" not in body:
+            raise BadRequest("storage_limit: missing; expected e.g. {\"storage_limit\": \"500MB\"}")
+        try:
+            limit = parse_size(body["storage_limit"], "storage_limit")
+        except UnitError as error:
+            raise BadRequest(str(error)) from None
+        try:
+            await anyio.to_thread.run_sync(runtime.capture.ask, "limit", limit)
+        except CaptureError as error:
+            raise BadRequest(f"storage_limit: {error}") from None
+        options.storage_limit = limit
+        return {"storage_limit": limit}
+
+    @asgi(f"{API}/stream", is_mount=False)
+    async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        try:
+            _check_params(params, FILTER_FIELDS)
+            predicate = _predicate(params)
+            last_id = _last_event_id(headers.get("last-event-id"))
+        except HTTPException as error:
+            await JSONResponse({"error": "bad request", "detail": error.detail}, status_code=400)(scope, receive, send)
+            return
+        response = EventSourceResponse(_events(runtime, predicate, last_id), ping=SSE_PING_S,
+                                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        await response(scope, receive, send)  # type: ignore[arg-type]
+
+    return Litestar(
+        route_handlers=[status, entries, entry_detail, entry_pcap, pcap, get_targets, put_targets,
+                        get_config, put_config, stream],
+        exception_handlers={HTTPException: _error_response},
+        openapi_config=None,
+        debug=False,
+    )
+
+
+def compile_filter_checked(filters: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    try:
+        return compile_filter(filters)
+    except FilterError as error:
+        raise BadRequest(str(error)) from None
+
+
+def _safe(packets: Iterator[tuple[int, int, bytes, int]], entry_id: str) -> Iterator[tuple[int, int, bytes, int]]:
+    try:
+        yield from packets
+    except SegmentEvicted as error:
+        raise HTTPException(status_code=410, detail=f"entry {entry_id!r}: its packets were evicted ({error})") from None
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as error:
+        raise BadRequest(f"body: not valid JSON ({error})") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body: expected a JSON object")
+    return body
+
+
+def _last_event_id(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(f"Last-Event-ID: {text!r} is not an event id from this worker") from None
+
+
+def targets_bpf(base: str, ips: list[str]) -> str:
+    """The capture filter for a set of target IPs, combined with the worker's own --bpf."""
+    if not ips:
+        return base
+    hosts = " or ".join(f"host {ip}" for ip in ips)
+    return f"({base}) and ({hosts})" if base else hosts
+
+
+async def _events(runtime: WorkerRuntime, predicate, last_id: int | None) -> AsyncIterator[ServerSentEvent]:  # type: ignore[no-untyped-def]
+    subscriber = runtime.broadcaster.subscribe(predicate, SUBSCRIBER_QUEUE)
+    try:
+        newest = -1
+        if last_id is not None:
+            missed = await anyio.to_thread.run_sync(runtime.index.newer_than, last_id)
+            for row in missed:
+                if predicate(row):
+                    newest = row.seq
+                    yield ServerSentEvent(data=row.entry_json.decode(), event="entry", id=str(row.seq))
+        while True:
+            row = await subscriber.queue.get()
+            lost = subscriber.take_lost()
+            if lost:
+                yield ServerSentEvent(data=msgspec.json.encode({"lost": lost}).decode(), event="lost")
+            if row.seq <= newest:
+                continue
+            yield ServerSentEvent(data=row.entry_json.decode(), event="entry", id=str(row.seq))
+    finally:
+        runtime.broadcaster.unsubscribe(subscriber)

@@ -1,0 +1,412 @@
+"""The assembler: decoded packets in, per-flow in-order byte streams out to dissector Sessions.
+
+Per packet the work is one dict lookup by `Decoded[:5]` and, for in-order TCP data, a few
+integer operations before `Session.on_data`; nothing is allocated and payloads are not copied.
+Only out-of-order data is buffered (see worker.assembler.tcp), bounded per flow and in total.
+
+Each Session sees one consistent timeline per direction: `on_data` and `on_gap` calls whose
+offsets follow each other without holes or overlaps, then one `on_close`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+
+import msgspec
+
+from worker.assembler.flows import Flow, FlowKey, Half, flow_key, reverse_key, sender_is_client
+from worker.assembler.tcp import HALF_SPACE, SEQ_MASK, insert, seq_delta, take_run
+from worker.dissectors.base import Direction, FlowInfo, Session
+from worker.packet import ACK, FIN, RST, SYN, TCP, Decoded, PacketRef
+
+log = logging.getLogger("shark.worker.assembler")
+
+# A closed TCP flow stays in the table this long (capture time) so that its stragglers (the
+# last ACK, retransmissions, a late RST) are absorbed instead of starting a bogus flow.
+CLOSED_LINGER_NS = 10_000_000_000
+
+
+class AssemblerStats(msgspec.Struct):
+    flows_active: int = 0           # flows with an open session
+    flows_total: int = 0            # flows ever opened
+    flows_evicted: int = 0          # closed early because the flow table was full
+    flows_expired: int = 0          # closed by the idle timeout
+    packets: int = 0
+    bytes_delivered: int = 0        # payload bytes handed to sessions
+    gaps: int = 0                   # on_gap calls
+    gap_bytes: int = 0
+    retransmitted_bytes: int = 0    # bytes trimmed because they were delivered or buffered
+    overlaps: int = 0               # segments partly new, partly seen before
+    out_of_order_packets: int = 0   # segments buffered ahead of a hole
+    buffered_bytes: int = 0         # out-of-order bytes held now, all flows
+    buffer_evictions: int = 0       # holes given up on because a buffer bound was passed
+    session_errors: int = 0         # exceptions raised by sessions (or by open_session)
+    non_ip_or_fragments: int = 0    # counted by the caller: packets decode() returned None for
+
+
+class Assembler:
+    def __init__(self, open_session: Callable[[FlowInfo], Session], *, max_flows: int = 65536,
+                 max_buffered_bytes_per_flow: int = 4 * 1024 * 1024,
+                 max_buffered_bytes_total: int = 256 * 1024 * 1024,
+                 tcp_idle_timeout_s: float = 120.0, udp_idle_timeout_s: float = 30.0) -> None:
+        if max_flows < 1:
+            raise ValueError(f"max_flows {max_flows}: expected at least 1")
+        self._open_session = open_session
+        self._max_flows = max_flows
+        self._max_flow_buffer = max_buffered_bytes_per_flow
+        self._max_total_buffer = max_buffered_bytes_total
+        self._tcp_idle_ns = int(tcp_idle_timeout_s * 1e9)
+        self._udp_idle_ns = int(udp_idle_timeout_s * 1e9)
+        self._halves: dict[FlowKey, Half] = {}
+        # Every flow in the table, oldest queued first: LRU eviction by second chance, so a
+        # packet only stamps flow.last_ns and never reorders this.
+        self._order: OrderedDict[Flow, None] = OrderedDict()
+        self._clock_ns = 0   # latest time given to expire()/close_all()
+        self.stats = AssemblerStats()
+
+    # -- per packet -------------------------------------------------------------------------
+    def packet(self, ts_ns: int, ref: PacketRef, decoded: Decoded) -> None:
+        stats = self.stats
+        stats.packets += 1
+        proto, src, sport, dst, dport, flags, seq, payload, ack = decoded
+        key = (proto, src, sport, dst, dport)
+        half = self._halves.get(key)
+        if proto != TCP:
+            if half is None:
+                half = self._new_flow(key, sender_is_client(sport, dport), ts_ns)
+            flow = half.flow
+            flow.last_ns = ts_ns
+            if payload:
+                size = len(payload)
+                offset = half.delivered
+                half.delivered = offset + size
+                stats.bytes_delivered += size
+                session = flow.session
+                if session is not None:
+                    try:
+                        session.on_data(half.direction, payload, offset, ts_ns, ref)
+                    except Exception:
+                        self._session_failed(flow, ts_ns)
+            return
+
+        if flags & SYN:
+            syn_ack = flags & ACK
+            if half is None or self._starts_new_connection(half, seq, syn_ack):
+                half = self._replace(half, key, not syn_ack, ts_ns)
+        elif half is None:
+            if not payload:
+                return   # a stray ACK/FIN/RST of a connection we never saw
+            half = self._new_flow(key, sender_is_client(sport, dport), ts_ns)
+        flow = half.flow
+        if flow.closed:
+            return
+        flow.last_ns = ts_ns
+        if flags & SYN:
+            seq = self._syn(half, flags, seq, ack)
+        if flags & ACK:
+            peer_next = half.peer.next_seq
+            if peer_next is not None:
+                acked = (ack - peer_next) & SEQ_MASK
+                if 0 < acked < HALF_SPACE:
+                    self._acked_beyond(half.peer, acked, ts_ns)
+        if payload:
+            expected = half.next_seq
+            if expected is None:
+                half.base = half.next_seq = expected = seq
+            if seq == expected and not half.pending:
+                size = len(payload)
+                offset = half.delivered
+                half.delivered = offset + size
+                half.next_seq = (expected + size) & SEQ_MASK
+                stats.bytes_delivered += size
+                session = flow.session
+                if session is not None:
+                    try:
+                        session.on_data(half.direction, payload, offset, ts_ns, ref)
+                    except Exception:
+                        self._session_failed(flow, ts_ns)
+            else:
+                self._segment(half, seq, payload, ts_ns, ref)
+        if flags & (FIN | RST):
+            self._fin_or_rst(half, flags, seq, len(payload), ts_ns)
+
+    # -- the pipeline's clock and the detail view --------------------------------------------
+    def expire(self, now_ns: int) -> None:
+        """Close flows idle longer than their timeout; forget closed flows after a linger."""
+        self._clock_ns = max(self._clock_ns, now_ns)
+        tcp_idle, udp_idle = self._tcp_idle_ns, self._udp_idle_ns
+        for flow in list(self._order):
+            idle = now_ns - flow.last_ns
+            if flow.closed:
+                if idle > CLOSED_LINGER_NS:
+                    self._remove(flow)
+            elif idle > (tcp_idle if flow.is_tcp else udp_idle):
+                self.stats.flows_expired += 1
+                self._close(flow, now_ns)
+                self._remove(flow)
+
+    def close_all(self, ts_ns: int) -> None:
+        """End of capture or a discontinuity: every session gets on_close; the table empties."""
+        self._clock_ns = max(self._clock_ns, ts_ns)
+        for flow in list(self._order):
+            self._close(flow, ts_ns)
+        self._halves.clear()
+        self._order.clear()
+
+    def anchor(self, flow: FlowInfo, client_start: int | None, server_start: int | None) -> None:
+        """Fix the roles of `flow` and, per direction, the TCP sequence number that becomes
+        stream offset 0 (earlier bytes are dropped); None starts at the first byte seen."""
+        key = flow_key(flow)
+        for existing in (self._halves.get(key), self._halves.get(reverse_key(key))):
+            if existing is not None:
+                self._close(existing.flow, self._clock_ns)
+                self._remove(existing.flow)
+        anchored = self._install(flow, key, self._clock_ns, anchored=True)
+        if anchored.is_tcp:
+            if client_start is not None:
+                anchored.client.start_at(client_start & SEQ_MASK)
+            if server_start is not None:
+                anchored.server.start_at(server_start & SEQ_MASK)
+
+    def seq_of(self, flow: FlowInfo, direction: Direction, offset: int) -> int | None:
+        """The TCP sequence number (mod 2**32) of stream offset `offset`; None for UDP or when
+        that direction has not started or the flow is gone."""
+        half = self._halves.get(flow_key(flow))
+        if half is None or half.flow.info != flow or not half.flow.is_tcp:
+            return None
+        base = half.flow.half(direction).base
+        return None if base is None else (base + offset) & SEQ_MASK
+
+    # -- flow table -------------------------------------------------------------------------
+    def _starts_new_connection(self, half: Half, seq: int, syn_ack: int) -> bool:
+        """A SYN on a known 4-tuple. A retransmission (same ISN) belongs to the flow, and so
+        does the first SYN-ACK of a connection whose SYN we saw; any other SYN is a new
+        connection (port reuse), unless the roles are anchored."""
+        flow = half.flow
+        if flow.closed:
+            return True
+        if flow.anchored:
+            return False
+        if half.base is None:
+            return not syn_ack
+        return half.base != (seq + 1) & SEQ_MASK
+
+    def _replace(self, old: Half | None, key: FlowKey, sender_client: bool, ts_ns: int) -> Half:
+        if old is not None:
+            self._close(old.flow, ts_ns)
+            self._remove(old.flow)
+        return self._new_flow(key, sender_client, ts_ns)
+
+    def _new_flow(self, key: FlowKey, sender_client: bool, ts_ns: int) -> Half:
+        """A flow for a packet with this key; returns the sender's half."""
+        proto, src, sport, dst, dport = key
+        transport = "tcp" if proto == TCP else "udp"
+        if sender_client:
+            flow = self._install(FlowInfo(transport, src, sport, dst, dport), key, ts_ns)
+            return flow.client
+        flow = self._install(FlowInfo(transport, dst, dport, src, sport), reverse_key(key), ts_ns)
+        return flow.server
+
+    def _install(self, info: FlowInfo, client_key: FlowKey, ts_ns: int,
+                 anchored: bool = False) -> Flow:
+        while len(self._order) >= self._max_flows:
+            self._evict_one(ts_ns)
+        session: Session | None = None
+        try:
+            session = self._open_session(info)
+        except Exception:
+            self.stats.session_errors += 1
+            log.warning("opening a session for %s failed; the flow is not dissected", info,
+                        exc_info=True)
+        flow = Flow(info, client_key, session, ts_ns, anchored)
+        self._halves[client_key] = flow.client
+        self._halves[reverse_key(client_key)] = flow.server
+        self._order[flow] = None
+        self.stats.flows_total += 1
+        self.stats.flows_active += 1
+        return flow
+
+    def _evict_one(self, ts_ns: int) -> None:
+        """Evict the least recently active flow (second chance: a flow active since it was
+        queued goes to the back once)."""
+        order = self._order
+        while order:
+            flow = next(iter(order))
+            if not flow.closed and flow.last_ns > flow.queued_ns:
+                flow.queued_ns = flow.last_ns
+                order.move_to_end(flow)
+                continue
+            if not flow.closed:
+                self.stats.flows_evicted += 1
+                self._close(flow, ts_ns)
+            self._remove(flow)
+            return
+
+    def _remove(self, flow: Flow) -> None:
+        for key, half in ((flow.key, flow.client), (reverse_key(flow.key), flow.server)):
+            if self._halves.get(key) is half:
+                del self._halves[key]
+        self._order.pop(flow, None)
+
+    def _close(self, flow: Flow, ts_ns: int) -> None:
+        """Deliver what is buffered (holes become gaps) and close the session; the flow stays
+        in the table, closed, until removed."""
+        if flow.closed:
+            return
+        for half in (flow.client, flow.server):
+            while half.pending:
+                self._skip_hole(half, ts_ns)
+            if half.fin_offset is not None and half.delivered < half.fin_offset:
+                self._gap(half, half.fin_offset - half.delivered, ts_ns)
+        flow.closed = True
+        flow.last_ns = max(flow.last_ns, ts_ns)
+        self.stats.flows_active -= 1
+        session, flow.session = flow.session, None
+        if session is not None:
+            try:
+                session.on_close(ts_ns)
+            except Exception:
+                self.stats.session_errors += 1
+                log.warning("closing the session of %s failed", flow.info, exc_info=True)
+
+    def _session_failed(self, flow: Flow, ts_ns: int) -> None:
+        """A session raised: count it, close it, keep the flow without dissection."""
+        self.stats.session_errors += 1
+        log.warning("the session of %s failed; the flow is no longer dissected", flow.info,
+                    exc_info=True)
+        session, flow.session = flow.session, None
+        if session is not None:
+            try:
+                session.on_close(ts_ns)
+            except Exception:
+                self.stats.session_errors += 1
+
+    # -- TCP --------------------------------------------------------------------------------
+    def _syn(self, half: Half, flags: int, seq: int, ack: int) -> int:
+        """Start the stream(s) a SYN or SYN-ACK tells us about; returns the sequence number of
+        the first data byte (the SYN takes one)."""
+        data_seq = (seq + 1) & SEQ_MASK
+        if half.base is None:
+            half.start_at(data_seq)
+        if flags & ACK and half.peer.base is None:
+            half.peer.start_at(ack & SEQ_MASK)
+        return data_seq
+
+    def _segment(self, half: Half, seq: int, payload: bytes, ts_ns: int, ref: PacketRef) -> None:
+        """The slow path: a segment that is not simply the next bytes of the stream."""
+        stats = self.stats
+        assert half.next_seq is not None
+        delta = seq_delta(seq, half.next_seq)
+        size = len(payload)
+        if delta < 0:
+            if -delta >= size:
+                stats.retransmitted_bytes += size
+                return
+            stats.retransmitted_bytes += -delta
+            stats.overlaps += 1
+            payload = payload[-delta:]
+            size += delta
+            delta = 0
+            if not half.pending:
+                self._deliver(half, payload, ts_ns, ref)
+                return
+        stored = insert(half.pending, half.delivered + delta, payload, ref)
+        if stored < size:
+            stats.retransmitted_bytes += size - stored
+            if stored:
+                stats.overlaps += 1
+        if not stored:
+            return
+        flow = half.flow
+        half.pending_bytes += stored
+        flow.buffered += stored
+        stats.buffered_bytes += stored
+        if delta == 0:
+            self._drain(half, ts_ns)
+            return
+        stats.out_of_order_packets += 1
+        if flow.buffered > self._max_flow_buffer or stats.buffered_bytes > self._max_total_buffer:
+            self._shed(flow, half, ts_ns)
+
+    def _deliver(self, half: Half, data: bytes, ts_ns: int, ref: PacketRef) -> None:
+        size = len(data)
+        offset = half.delivered
+        half.delivered = offset + size
+        half.next_seq = (half.next_seq + size) & SEQ_MASK   # type: ignore[operator]
+        self.stats.bytes_delivered += size
+        flow = half.flow
+        if flow.session is not None:
+            try:
+                flow.session.on_data(half.direction, data, offset, ts_ns, ref)
+            except Exception:
+                self._session_failed(flow, ts_ns)
+
+    def _drain(self, half: Half, ts_ns: int) -> None:
+        """Deliver the buffered bytes that now continue the stream, as one chunk."""
+        run = take_run(half.pending, half.delivered)
+        if run is None:
+            return
+        data, ref = run
+        size = len(data)
+        half.pending_bytes -= size
+        half.flow.buffered -= size
+        self.stats.buffered_bytes -= size
+        self._deliver(half, data, ts_ns, ref)
+
+    def _gap(self, half: Half, length: int, ts_ns: int) -> None:
+        offset = half.delivered
+        half.delivered = offset + length
+        if half.next_seq is not None:
+            half.next_seq = (half.next_seq + length) & SEQ_MASK
+        self.stats.gaps += 1
+        self.stats.gap_bytes += length
+        flow = half.flow
+        if flow.session is not None:
+            try:
+                flow.session.on_gap(half.direction, offset, length, ts_ns)
+            except Exception:
+                self._session_failed(flow, ts_ns)
+
+    def _skip_hole(self, half: Half, ts_ns: int) -> None:
+        """Give up on the hole before the first buffered piece: a gap, then the data after."""
+        self._gap(half, half.pending[0][0] - half.delivered, ts_ns)
+        self._drain(half, ts_ns)
+
+    def _shed(self, flow: Flow, half: Half, ts_ns: int) -> None:
+        """Over a buffer bound: skip the oldest holes of this flow until back under."""
+        stats = self.stats
+        while flow.buffered > self._max_flow_buffer or stats.buffered_bytes > self._max_total_buffer:
+            target = half if half.pending else half.peer
+            if not target.pending:
+                return
+            stats.buffer_evictions += 1
+            self._skip_hole(target, ts_ns)
+
+    def _acked_beyond(self, half: Half, acked: int, ts_ns: int) -> None:
+        """The peer acknowledged `acked` bytes past what we have of `half`: the capture lost
+        them. Everything up to there becomes gaps and buffered data."""
+        limit = half.delivered + acked
+        if half.fin_offset is not None:
+            limit = min(limit, half.fin_offset)   # the FIN takes a sequence number, not a byte
+        elif acked == 1:
+            return   # probably the ACK of a FIN we did not see
+        while half.delivered < limit:
+            if half.pending and half.pending[0][0] < limit:
+                self._skip_hole(half, ts_ns)
+            else:
+                self._gap(half, limit - half.delivered, ts_ns)
+                self._drain(half, ts_ns)
+
+    def _fin_or_rst(self, half: Half, flags: int, seq: int, size: int, ts_ns: int) -> None:
+        flow = half.flow
+        if flags & RST:
+            self._close(flow, ts_ns)
+            return
+        if half.fin_offset is None:
+            if half.next_seq is None:
+                half.start_at(seq)
+            half.fin_offset = half.delivered + seq_delta((seq + size) & SEQ_MASK, half.next_seq)  # type: ignore[arg-type]
+        if half.peer.fin_offset is not None:
+            self._close(flow, ts_ns)

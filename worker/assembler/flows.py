@@ -1,0 +1,97 @@
+"""Flow state: one Flow per connection (or UDP 5-tuple), one Half per direction, and roles.
+
+These are plain __slots__ classes made once per flow, never per packet. The assembler's table
+maps each direction's key (proto, src, sport, dst, dport), exactly `Decoded[:5]`, to that
+direction's Half, so a packet finds its state with one dict lookup and no canonicalisation.
+"""
+
+from __future__ import annotations
+
+from worker.dissectors.base import Direction, FlowInfo, Session
+from worker.packet import TCP, PacketRef
+
+FlowKey = tuple[int, bytes, int, bytes, int]   # (proto, src ip, src port, dst ip, dst port)
+
+# Ports that are servers more often than not, beyond the well-known range (<1024). Only a hint
+# for flows first seen mid-stream (no SYN) and for UDP; content decides the protocol.
+SERVER_PORT_HINTS = frozenset({
+    1883, 2379, 3000, 3306, 4222, 5432, 5672, 6379, 6443, 8000, 8080, 8443, 8888, 9000, 9090,
+    9092, 9200, 11211, 15672, 27017,
+})
+
+
+def is_server_port(port: int) -> bool:
+    return port < 1024 or port in SERVER_PORT_HINTS
+
+
+def sender_is_client(sport: int, dport: int) -> bool:
+    """Roles without a SYN: the side on the (lower) server-like port is the server; when the
+    ports say nothing, the first sender is the client."""
+    source_hint, destination_hint = is_server_port(sport), is_server_port(dport)
+    if source_hint and destination_hint:
+        return dport <= sport
+    return not source_hint
+
+
+def flow_key(flow: FlowInfo) -> FlowKey:
+    """The client-to-server key of a FlowInfo."""
+    proto = TCP if flow.transport == "tcp" else 17
+    return (proto, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port)
+
+
+def reverse_key(key: FlowKey) -> FlowKey:
+    proto, src, sport, dst, dport = key
+    return (proto, dst, dport, src, sport)
+
+
+# One buffered out-of-order piece: (stream offset, bytes, ref of the packet they came from).
+Piece = tuple[int, bytes, PacketRef]
+
+
+class Half:
+    """One direction of a flow: its reassembly position and out-of-order buffer."""
+
+    __slots__ = ("flow", "direction", "peer", "base", "next_seq", "delivered", "pending",
+                 "pending_bytes", "fin_offset", "pinned")
+
+    def __init__(self, flow: Flow, direction: Direction) -> None:
+        self.flow = flow
+        self.direction = direction
+        self.peer: Half = self
+        # TCP sequence number of stream offset 0 (None until this direction's first byte,
+        # SYN or anchor), and of the next byte to deliver (= base + delivered, mod 2**32).
+        self.base: int | None = None
+        self.next_seq: int | None = None
+        self.delivered = 0                 # stream offset of the next byte to deliver
+        self.pending: list[Piece] = []     # sorted by offset, non-overlapping, all > delivered
+        self.pending_bytes = 0
+        self.fin_offset: int | None = None  # stream offset where the FIN sits, once seen
+        self.pinned = False                 # base fixed by anchor(): a SYN does not move it
+
+    def start_at(self, seq: int) -> None:
+        self.base = self.next_seq = seq
+
+
+class Flow:
+    """A connection (TCP) or a 5-tuple (UDP) with fixed client/server roles."""
+
+    __slots__ = ("info", "key", "is_tcp", "session", "client", "server", "last_ns",
+                 "queued_ns", "closed", "anchored", "buffered")
+
+    def __init__(self, info: FlowInfo, key: FlowKey, session: Session | None, ts_ns: int,
+                 anchored: bool = False) -> None:
+        self.info = info
+        self.key = key                     # client-to-server key
+        self.is_tcp = key[0] == TCP
+        self.session = session             # None once closed or after the session failed
+        self.client = Half(self, Direction.CLIENT_TO_SERVER)
+        self.server = Half(self, Direction.SERVER_TO_CLIENT)
+        self.client.peer, self.server.peer = self.server, self.client
+        self.last_ns = ts_ns               # capture time of the last packet
+        self.queued_ns = ts_ns             # last_ns when last (re)queued in the LRU order
+        self.closed = False                # on_close delivered; kept briefly to absorb stragglers
+        self.anchored = anchored
+        self.buffered = 0                  # out-of-order bytes held, both directions
+
+    def half(self, direction: Direction) -> Half:
+        return self.client if direction == Direction.CLIENT_TO_SERVER else self.server

@@ -1,0 +1,204 @@
+"""The capture process: sources -> PCAP store, nothing else.
+
+It runs apart from dissection (a child process with its own GIL), so a slow dissector can
+never make capture wait: the store on disk is the bounded queue between the two, and the
+dissection side sheds (counted) when the store evicts data it has not read yet.
+The parent talks to it over a Pipe: ("stats"|"filter"|"limit"|"stop", arg) -> ("ok"|"error", value).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import select
+import signal
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+
+from worker.options import WorkerOptions
+from worker.sources import open_file_source, open_source
+from worker.sources.base import BpfError, CaptureError, Source
+from worker.store.segments import SegmentWriter, StoreError
+
+log = logging.getLogger("shark.worker.capture")
+
+BATCH = 4096
+# Bound the work between two looks at the control pipe, so stats and commands stay prompt.
+BATCHES_PER_TURN = 16
+
+
+@dataclass(slots=True)
+class CaptureState:
+    sources: list[Source]
+    writer: SegmentWriter
+    write_errors: int = 0
+    last_write_error: str = ""
+    dropped_on_write: int = 0
+
+
+def _open(options: WorkerOptions) -> tuple[list[Source], str]:
+    if options.pcap_file is not None:
+        source = open_file_source(options.pcap_file)
+        note = f"capture: replaying {options.pcap_file}"
+    else:
+        source, note = open_source(options.source, options.ifaces, options.bpf,
+                                   options.snaplen, options.buffer_size)
+    if options.pcap_file is not None and options.bpf:
+        source.set_filter(options.bpf)
+    return [source], note
+
+
+def _stats(state: CaptureState) -> dict[str, Any]:
+    return {
+        "sources": [msgspec.to_builtins(s.stats()) for s in state.sources],
+        "store": msgspec.to_builtins(state.writer.stats()),
+        "write_errors": state.write_errors,
+        "last_write_error": state.last_write_error,
+        "dropped_on_write": state.dropped_on_write,
+    }
+
+
+def _handle(state: CaptureState, command: str, arg: Any) -> tuple[str, Any]:
+    if command == "stats":
+        return "ok", _stats(state)
+    if command == "filter":
+        try:
+            for source in state.sources:
+                source.set_filter(arg)
+        except BpfError as error:
+            return "error", str(error)
+        return "ok", arg
+    if command == "limit":
+        try:
+            state.writer.set_limit(int(arg))
+        except StoreError as error:
+            return "error", str(error)
+        return "ok", int(arg)
+    return "error", f"unknown capture command {command!r}"
+
+
+def _drain(state: CaptureState, source: Source) -> None:
+    for _ in range(BATCHES_PER_TURN):
+        batch = source.read_batch(BATCH)
+        if not batch:
+            return
+        try:
+            state.writer.append(source.linktype, batch)
+        except OSError as error:
+            # A full or failing disk must not stop capture: count what could not be stored.
+            state.write_errors += 1
+            state.dropped_on_write += len(batch)
+            state.last_write_error = f"{type(error).__name__}: {error}"
+        if len(batch) < BATCH:
+            return
+
+
+def capture_main(options: WorkerOptions, conn: Connection) -> None:
+    """Entry point of the child process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and says stop
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        sources, note = _open(options)
+        writer = SegmentWriter(options.storage_dir, options.storage_limit, options.snaplen)
+    except (CaptureError, StoreError) as error:
+        conn.send(("error", str(error)))
+        return
+    except OSError as error:
+        conn.send(("error", f"capture: {error}"))
+        return
+    state = CaptureState(sources, writer)
+    conn.send(("ready", {"note": note, "repaired": list(writer.stats().repaired)}))
+    live = [s for s in sources if s.fileno() is not None]
+    files = [s for s in sources if s.fileno() is None]
+    by_fd = {s.fileno(): s for s in live}
+    control = conn.fileno()
+    try:
+        while not stop.is_set():
+            busy_files = [s for s in files if not s.finished]
+            for source in busy_files:
+                _drain(state, source)
+            timeout = 0 if busy_files else 0.1
+            readable, _, _ = select.select([control, *by_fd], [], [], timeout)
+            for fd in readable:
+                if fd == control:
+                    try:
+                        command, arg = conn.recv()
+                    except EOFError:  # the parent is gone
+                        return
+                    if command == "stop":
+                        conn.send(("ok", None))
+                        return
+                    conn.send(_handle(state, command, arg))
+                else:
+                    _drain(state, by_fd[fd])
+    finally:
+        for source in sources:
+            source.close()
+        writer.close()
+
+
+class CaptureProcess:
+    """The parent's handle on the capture child: start, ask, stop."""
+
+    def __init__(self, options: WorkerOptions) -> None:
+        self._options = options
+        context = multiprocessing.get_context("fork")
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(target=capture_main, args=(options, child_conn),
+                                        name="shark-capture", daemon=True)
+        self._lock = threading.Lock()
+        self.note = ""
+        self.repaired: list[str] = []
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the child and wait until its sources and store are open; CaptureError if not."""
+        self._process.start()
+        if not self._conn.poll(timeout):
+            self._process.kill()
+            raise CaptureError(f"capture process did not start within {timeout:g}s")
+        try:
+            kind, value = self._conn.recv()
+        except EOFError:
+            self._process.join(1)
+            raise CaptureError(f"capture process died at start (exit code {self._process.exitcode})") from None
+        if kind == "error":
+            self._process.join(5)
+            raise CaptureError(value)
+        self.note = value["note"]
+        self.repaired = value["repaired"]
+
+    def ask(self, command: str, arg: Any = None, timeout: float = 10.0) -> Any:
+        """Send a command; returns its value or raises CaptureError with the child's reason."""
+        with self._lock:
+            if not self._process.is_alive():
+                raise CaptureError(f"capture process is not running (exit code {self._process.exitcode})")
+            self._conn.send((command, arg))
+            if not self._conn.poll(timeout):
+                raise CaptureError(f"capture process did not answer {command!r} within {timeout:g}s")
+            kind, value = self._conn.recv()
+        if kind == "error":
+            raise CaptureError(value)
+        return value
+
+    @property
+    def alive(self) -> bool:
+        return self._process.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._process.is_alive():
+            try:
+                self.ask("stop", timeout=timeout)
+            except (CaptureError, OSError, EOFError):
+                pass
+            self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(2)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(2)

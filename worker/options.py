@@ -1,0 +1,65 @@
+"""The worker's settings, parsed and validated once at start (python -m worker)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:8897"
+DEFAULT_STORAGE_LIMIT = 200 * 1000 * 1000
+DEFAULT_SNAPLEN = 262144
+DEFAULT_BUFFER_SIZE = 32 * 1024 * 1024
+# The detail view keeps at most this many decoded body bytes per message (docs/API.md).
+DEFAULT_BODY_LIMIT = 1024 * 1024
+
+
+def default_storage_dir() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "shark" / "worker"
+
+
+@dataclass(slots=True)
+class WorkerOptions:
+    ifaces: list[str] = field(default_factory=list)
+    pcap_file: Path | None = None
+    bpf: str = ""
+    source: str = "auto"                  # auto | pcap | af_packet
+    snaplen: int = DEFAULT_SNAPLEN
+    buffer_size: int = DEFAULT_BUFFER_SIZE
+    storage_dir: Path = field(default_factory=default_storage_dir)
+    storage_limit: int = DEFAULT_STORAGE_LIMIT
+    host: str = "127.0.0.1"
+    port: int = 8897
+    node: str = field(default_factory=socket.gethostname)
+    body_limit: int = DEFAULT_BODY_LIMIT
+
+
+class OptionError(ValueError):
+    """An option with a bad value; the message names the option."""
+
+
+def parse_listen(text: str, option: str = "--listen") -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise OptionError(f"{option}: {text!r} is not HOST:PORT (e.g. 127.0.0.1:8897)")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise OptionError(f"{option}: port {port_text!r} in {text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise OptionError(f"{option}: port {port} in {text!r} is outside 0-65535")
+    return host, port
+
+
+def check_storage_dir(path: Path) -> None:
+    """Create the directory if needed and prove it is writable, with one clear error if not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OptionError(f"--storage-dir: {path} is not writable: {error.strerror or error}") from None

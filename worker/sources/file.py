@@ -1,0 +1,354 @@
+"""`--pcap FILE`: replay a pcap or pcapng file, as fast as it parses, through the live path.
+
+A streaming parser of our own (not dpkt) so that damage is located: a header that is not pcap
+or pcapng fails at open; damage later (a truncated record or block, an absurd length) stops the
+replay there, keeps what was read and says where in stats().error.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import BinaryIO
+
+from worker.packet import RawPacket
+from worker.sources.base import CaptureError, SourceStats
+from worker.sources.bpf import UserFilter, compile_bpf
+
+_CHUNK = 1 << 20
+_MAX_CAPLEN = 262144            # libpcap's MAXIMUM_SNAPLEN; a larger record length is damage
+_MAX_BLOCK = 16 << 20           # libpcap's limit on a pcapng block
+
+PCAP_MICRO = 0xA1B2C3D4
+PCAP_NANO = 0xA1B23C4D
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BYTE_ORDER = 0x1A2B3C4D
+_IDB, _OPB, _SPB, _EPB = 1, 2, 3, 6
+
+
+class _Buffer:
+    """A window on a file read in chunks; `base` is the file offset of data[0]."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.data = b""
+        self.pos = 0
+        self.base = 0
+
+    def ensure(self, n: int) -> bool:
+        """Make n bytes available at pos; False if the file ends first."""
+        available = len(self.data) - self.pos
+        if available >= n:
+            return True
+        rest = self.data[self.pos:]
+        self.base += self.pos
+        self.pos = 0
+        self.data = rest + self.file.read(max(n - available, _CHUNK))
+        return len(self.data) >= n
+
+    @property
+    def offset(self) -> int:
+        return self.base + self.pos
+
+    def at_end(self) -> bool:
+        return not self.ensure(1)
+
+
+class _Interface:
+    __slots__ = ("linktype", "snaplen", "multiplier", "divisor", "offset_ns")
+
+    def __init__(self, linktype: int, snaplen: int) -> None:
+        self.linktype = linktype
+        self.snaplen = snaplen
+        self.multiplier, self.divisor = 1000, 1   # default resolution: microseconds
+        self.offset_ns = 0
+
+    def set_resolution(self, tsresol: int) -> None:
+        exponent = tsresol & 0x7F
+        if tsresol & 0x80:
+            self.multiplier, self.divisor = 1_000_000_000, 1 << exponent
+        elif exponent <= 9:
+            self.multiplier, self.divisor = 10 ** (9 - exponent), 1
+        else:
+            self.multiplier, self.divisor = 1, 10 ** (exponent - 9)
+
+    def ns(self, units: int) -> int:
+        return units * self.multiplier // self.divisor + self.offset_ns
+
+
+class FileSource:
+    """A finite source: read_batch returns packets until the file ends or is damaged."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._label = os.path.basename(path) or path
+        self.name = f"file:{self._label}"
+        try:
+            self._file: BinaryIO = open(path, "rb")
+        except OSError as error:
+            raise CaptureError(f"{path}: cannot open: {error.strerror or error}") from None
+        self._buffer = _Buffer(self._file)
+        self._finished = False
+        self._error = ""
+        self._packets = 0        # records parsed (the packet number of the last one)
+        self._received = 0       # packets handed out (after the BPF filter)
+        self._skipped = 0        # pcapng packets of an interface with another linktype
+        self._filter: UserFilter | None = None
+        self._interfaces: list[_Interface] = []
+        self._last_ts = 0
+        try:
+            self._open()
+        except CaptureError:
+            self._file.close()
+            raise
+
+    # -- header ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        buffer = self._buffer
+        if not buffer.ensure(4):
+            raise CaptureError(f"{self._label}: not a pcap or pcapng file "
+                               f"({len(buffer.data)} bytes, too short)")
+        magic_le = struct.unpack_from("<I", buffer.data, 0)[0]
+        magic_be = struct.unpack_from(">I", buffer.data, 0)[0]
+        if magic_le == PCAPNG_SHB:
+            self._format = "pcapng"
+            self._order = "<"
+            self.linktype, self.snaplen = -1, 0
+            self._read_pcapng(1 << 30, until_interface=True)
+            if self._error:
+                raise CaptureError(self._error)
+            if self.linktype < 0:
+                raise CaptureError(f"{self._label}: pcapng file without an interface "
+                                   f"description block")
+            return
+        for order, magic in (("<", magic_le), (">", magic_be)):
+            if magic in (PCAP_MICRO, PCAP_NANO):
+                break
+        else:
+            raise CaptureError(f"{self._label}: not a pcap or pcapng file (magic 0x{magic_be:08x})")
+        if not buffer.ensure(24):
+            raise CaptureError(f"{self._label}: truncated pcap file header "
+                               f"({len(buffer.data)} of 24 bytes)")
+        self._format = "pcap"
+        self._order = order
+        self._nano = magic == PCAP_NANO
+        _major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack_from(
+            order + "HHiIII", buffer.data, 4)
+        self.linktype = network & 0x0FFFFFFF  # upper bits carry FCS information
+        self.snaplen = snaplen or _MAX_CAPLEN
+        self._record_limit = max(snaplen, _MAX_CAPLEN)
+        self._record = struct.Struct(order + "IIII")
+        buffer.pos = 24
+
+    # -- Source protocol ------------------------------------------------------------------
+
+    def fileno(self) -> int | None:
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def read_batch(self, max_packets: int) -> list[RawPacket]:
+        while not self._finished:
+            if self._format == "pcap":
+                packets = self._read_pcap(max_packets)
+            else:
+                packets = self._read_pcapng(max_packets)
+            if self._filter is not None:
+                accepts = self._filter.accepts
+                packets = [p for p in packets if accepts(p[1], p[2])]
+            if self._finished:
+                self._file.close()  # nothing more to read: give the descriptor back now
+            if packets:
+                self._received += len(packets)
+                return packets
+        return []
+
+    def set_filter(self, bpf: str) -> None:
+        self._filter = UserFilter(compile_bpf(bpf, self.linktype, self.snaplen)) if bpf else None
+
+    def stats(self) -> SourceStats:
+        error = self._error
+        if self._skipped:
+            note = (f"{self._label}: skipped {self._skipped} packets of interfaces whose "
+                    f"linktype is not {self.linktype}")
+            error = f"{error}; {note}" if error else note
+        return SourceStats(name=self.name, kind="file", received=self._received,
+                           finished=self._finished, error=error)
+
+    @property
+    def skipped(self) -> int:
+        return self._skipped
+
+    def close(self) -> None:
+        self._finished = True
+        self._file.close()
+
+    # -- parsing --------------------------------------------------------------------------
+
+    def _stop(self, what: str, offset: int, in_packet: bool = True) -> None:
+        """Damage: stop the replay here, keeping everything read before it."""
+        kept = self._packets
+        where = f"packet {kept + 1}" if in_packet else f"after packet {kept}"
+        self._error = (f"{self._label}: {what} at byte {offset} ({where}); "
+                       f"kept {kept} packets")
+        self._finished = True
+
+    def _read_pcap(self, max_packets: int) -> list[RawPacket]:
+        buffer = self._buffer
+        record = self._record.unpack_from
+        limit = self._record_limit
+        scale = 1 if self._nano else 1000
+        packets: list[RawPacket] = []
+        append = packets.append
+        damage: tuple[str, int] | None = None
+        data, pos = buffer.data, buffer.pos
+        end = len(data)
+        while len(packets) < max_packets:
+            if end - pos < 16:
+                buffer.pos = pos
+                if not buffer.ensure(16):
+                    if buffer.at_end():
+                        self._finished = True
+                    else:
+                        damage = ("truncated packet record header", buffer.offset)
+                    break
+                data, pos, end = buffer.data, buffer.pos, len(buffer.data)
+            sec, frac, caplen, wirelen = record(data, pos)
+            if caplen > limit:
+                buffer.pos = pos
+                damage = (f"packet length {caplen} larger than {limit}", buffer.offset)
+                break
+            stop = pos + 16 + caplen
+            if stop > end:
+                buffer.pos = pos
+                if not buffer.ensure(16 + caplen):
+                    damage = ("truncated packet record", buffer.offset)
+                    break
+                data, pos, end = buffer.data, buffer.pos, len(buffer.data)
+                stop = pos + 16 + caplen
+            append((sec * 1_000_000_000 + frac * scale, data[pos + 16:stop], wirelen))
+            pos = stop
+        else:
+            buffer.pos = pos
+        self._packets += len(packets)
+        if damage:
+            self._stop(*damage)
+        return packets
+
+    def _read_pcapng(self, max_packets: int, until_interface: bool = False) -> list[RawPacket]:
+        buffer = self._buffer
+        packets: list[RawPacket] = []
+        while len(packets) < max_packets:
+            if until_interface and self.linktype >= 0:
+                break
+            offset = buffer.offset
+            if not buffer.ensure(12):
+                if buffer.at_end():
+                    self._finished = True
+                else:
+                    self._stop("truncated block header", offset, in_packet=False)
+                break
+            data, pos = buffer.data, buffer.pos
+            order = self._order
+            block_type = struct.unpack_from(order + "I", data, pos)[0]
+            if block_type == PCAPNG_SHB:
+                magic = data[pos + 8:pos + 12]
+                if magic == b"\x4d\x3c\x2b\x1a":
+                    order = self._order = "<"
+                elif magic == b"\x1a\x2b\x3c\x4d":
+                    order = self._order = ">"
+                elif offset == 0:
+                    raise CaptureError(f"{self._label}: not a pcapng file (byte-order magic "
+                                       f"0x{magic.hex()})")
+                else:
+                    self._stop("bad section header byte-order magic", offset, in_packet=False)
+                    break
+            length = struct.unpack_from(order + "I", data, pos + 4)[0]
+            is_packet = block_type in (_EPB, _SPB, _OPB)
+            if length < 12 or length % 4 or length > _MAX_BLOCK:
+                self._stop(f"bad block length {length}", offset, is_packet)
+                break
+            if not buffer.ensure(length):
+                self._stop(f"truncated block (type 0x{block_type:x}, {length} bytes)", offset,
+                           is_packet)
+                break
+            data, pos = buffer.data, buffer.pos
+            if struct.unpack_from(order + "I", data, pos + length - 4)[0] != length:
+                self._stop("block length mismatch", offset, is_packet)
+                break
+            body = data[pos + 8:pos + length - 4]
+            buffer.pos = pos + length
+            if is_packet:
+                problem = self._packet_block(block_type, body, order, packets)
+                if problem:
+                    buffer.pos = pos
+                    self._stop(problem, offset)
+                    break
+            elif block_type == _IDB:
+                if len(body) < 8:
+                    buffer.pos = pos
+                    self._stop("interface description block too short", offset, False)
+                    break
+                self._add_interface(body, order)
+            elif block_type == PCAPNG_SHB:
+                self._interfaces = []  # a new section starts its own interface numbering
+            # Other blocks (name resolution, statistics, custom, ...) carry no packets.
+        return packets
+
+    def _add_interface(self, body: bytes, order: str) -> None:
+        linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", body, 0)
+        interface = _Interface(linktype, snaplen)
+        position = 8
+        while position + 4 <= len(body):
+            code, size = struct.unpack_from(order + "HH", body, position)
+            value = body[position + 4:position + 4 + size]
+            if code == 0 or len(value) < size:
+                break
+            if code == 9 and size >= 1:            # if_tsresol
+                interface.set_resolution(value[0])
+            elif code == 14 and size >= 8:         # if_tsoffset, seconds
+                interface.offset_ns = struct.unpack_from(order + "q", value)[0] * 1_000_000_000
+            position += 4 + (size + 3) // 4 * 4
+        self._interfaces.append(interface)
+        if self.linktype < 0:
+            self.linktype, self.snaplen = linktype, snaplen or _MAX_CAPLEN
+
+    def _packet_block(self, block_type: int, body: bytes, order: str,
+                      packets: list[RawPacket]) -> str:
+        """Append the block's packet; returns what is wrong with it, or ""."""
+        if block_type == _EPB:
+            if len(body) < 20:
+                return "enhanced packet block too short"
+            interface_id, high, low, caplen, wirelen = struct.unpack_from(order + "IIIII", body)
+            start = 20
+        elif block_type == _OPB:
+            if len(body) < 20:
+                return "packet block too short"
+            interface_id, _drops, high, low, caplen, wirelen = struct.unpack_from(
+                order + "HHIIII", body)
+            start = 20
+        else:  # simple packet block: interface 0, no timestamp
+            if len(body) < 4:
+                return "simple packet block too short"
+            interface_id, high, low = 0, -1, 0
+            wirelen = struct.unpack_from(order + "I", body)[0]
+            caplen = min(wirelen, len(body) - 4)
+            if self._interfaces and self._interfaces[0].snaplen:
+                caplen = min(caplen, self._interfaces[0].snaplen)
+            start = 4
+        if interface_id >= len(self._interfaces):
+            return f"packet on interface {interface_id} without an interface description block"
+        if start + caplen > len(body):
+            return f"packet length {caplen} larger than its block"
+        interface = self._interfaces[interface_id]
+        self._packets += 1
+        if high >= 0:
+            self._last_ts = interface.ns((high << 32) | low)
+        if interface.linktype != self.linktype:
+            self._skipped += 1
+            return ""
+        packets.append((self._last_ts, body[start:start + caplen], wirelen))
+        return ""

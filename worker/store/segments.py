@@ -1,0 +1,794 @@
+"""Capped PCAP segments: the capture process appends, the dissection process tails.
+
+Layout: `<storage-dir>/pcap/%012d.pcap`, segment ids increasing from 1. Every segment is a
+standard little-endian pcap file with nanosecond timestamps (magic 0xa1b23c4d, version 2.4),
+valid at every moment up to its last whole packet, so tcpdump and tshark read it while it is
+being written: a segment appears under its final name only once its header is on disk, and
+each batch of records goes out in one write on an O_APPEND descriptor.
+
+The disk is the bounded queue between capture and dissection: the writer never lets the total
+size of all segments exceed the storage limit, not even for a moment (it evicts the oldest
+segments before it writes), and a tail that falls behind the evictions jumps to the oldest
+segment left and says so (shed counters and a discontinuity flag).
+
+A PacketRef is (segment id, byte offset of the record header inside the segment).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import threading
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from struct import Struct
+from typing import NamedTuple
+
+import msgspec
+
+from shark.units import format_size
+from worker.packet import PacketRef, RawPacket
+
+MIN_SEGMENT_SIZE = 512 * 1024
+MAX_SEGMENT_SIZE = 64 * 1024 * 1024
+MIN_STORAGE_LIMIT = 4 * MIN_SEGMENT_SIZE
+MAX_SNAPLEN = 262144
+
+PCAP_MAGIC_NANO = 0xA1B23C4D
+PCAP_MAGIC_MICRO = 0xA1B2C3D4
+HEADER_SIZE = 24
+RECORD_HEADER_SIZE = 16
+
+_header = Struct("<IHHiIII")   # magic, major, minor, thiszone, sigfigs, snaplen, linktype
+_record = Struct("<IIII")      # ts_sec, ts_frac, incl_len, orig_len
+_SEGMENT_NAME = re.compile(r"^(\d{12})\.pcap$")
+_TMP_SUFFIX = ".tmp"
+_READ_CHUNK = 1024 * 1024
+_NS = 1_000_000_000
+
+# One record read back: (where it is, linktype, ts in ns since the epoch, bytes, wire length).
+StoredPacket = tuple[PacketRef, int, int, bytes, int]
+
+
+class StoreError(Exception):
+    """A store problem; the message is one line naming the path or value at fault."""
+
+
+class SegmentEvicted(StoreError):
+    """A segment that a read needs is gone: evicted to keep the storage limit."""
+
+
+class StoreStats(msgspec.Struct):
+    bytes: int                  # total size of all segments on disk
+    limit: int
+    segments: int
+    oldest_segment: int         # 0 when there is none
+    newest_segment: int         # 0 when there is none
+    oldest_ts: float | None     # epoch seconds of the oldest stored packet
+    packets_written: int        # since this writer opened
+    evicted_segments: int       # since this writer opened
+    repaired: list[str]         # one-line notes of what recovery fixed at open
+    segment_size: int = 0       # rotation threshold for this limit
+    damaged_segments: int = 0   # removed at open because their pcap header was damaged
+
+
+class SegmentInfo(NamedTuple):
+    id: int
+    path: Path
+
+
+class SegmentHeader(NamedTuple):
+    linktype: int
+    snaplen: int
+    ts_multiplier: int          # 1 for nanosecond files, 1000 for microsecond ones
+
+
+def segment_size_for(limit: int) -> int:
+    """Rotation size: an eighth of the limit, kept between 512 KiB and 64 MiB."""
+    return min(MAX_SEGMENT_SIZE, max(MIN_SEGMENT_SIZE, limit // 8))
+
+
+def validate_limit(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise StoreError(f"storage limit must be a number of bytes, got {limit!r}")
+    if limit < MIN_STORAGE_LIMIT:
+        raise StoreError(
+            f"storage limit {format_size(limit)} is below the minimum of "
+            f"{format_size(MIN_STORAGE_LIMIT)} (4 segments of {format_size(MIN_SEGMENT_SIZE)})")
+    return limit
+
+
+def pcap_header(linktype: int, snaplen: int, nano: bool = True) -> bytes:
+    """A pcap file header (little endian, version 2.4)."""
+    magic = PCAP_MAGIC_NANO if nano else PCAP_MAGIC_MICRO
+    return _header.pack(magic, 2, 4, 0, 0, snaplen, linktype)
+
+
+def pcap_record(ts_ns: int, data: bytes, wirelen: int, nano: bool = True) -> bytes:
+    """One pcap record (header + data) for a file written with pcap_header(nano=nano)."""
+    sec, frac = divmod(ts_ns, _NS)
+    if not nano:
+        frac //= 1000
+    return _record.pack(sec, frac, len(data), max(wirelen, len(data))) + data
+
+
+def segment_path(directory: Path, segment_id: int) -> Path:
+    """The path of a segment under a storage directory."""
+    return Path(directory) / "pcap" / f"{segment_id:012d}.pcap"
+
+
+def list_segments(directory: Path) -> list[SegmentInfo]:
+    """(id, path) of the segments under a storage directory, oldest first."""
+    pcap_dir = Path(directory) / "pcap"
+    found = []
+    try:
+        names = os.listdir(pcap_dir)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        match = _SEGMENT_NAME.match(name)
+        if match:
+            found.append(SegmentInfo(int(match.group(1)), pcap_dir / name))
+    found.sort()
+    return found
+
+
+def parse_header(raw: bytes, where: str) -> SegmentHeader:
+    """The header of one of our segments; StoreError saying what is wrong otherwise."""
+    if len(raw) < HEADER_SIZE:
+        raise StoreError(f"{where}: pcap header is {len(raw)} bytes, expected {HEADER_SIZE}")
+    magic, major, _minor, _zone, _sigfigs, snaplen, linktype = _header.unpack_from(raw)
+    if magic == PCAP_MAGIC_NANO:
+        multiplier = 1
+    elif magic == PCAP_MAGIC_MICRO:
+        multiplier = 1000
+    else:
+        raise StoreError(f"{where}: bad pcap magic 0x{magic:08x}, expected 0x{PCAP_MAGIC_NANO:08x}")
+    if major != 2:
+        raise StoreError(f"{where}: pcap version {major}.{_minor}, expected 2.4")
+    if not 0 < snaplen <= MAX_SNAPLEN:
+        raise StoreError(f"{where}: snaplen {snaplen} in the pcap header is out of range "
+                         f"1..{MAX_SNAPLEN}")
+    return SegmentHeader(linktype, snaplen, multiplier)
+
+
+def _whole_records_end(buf: bytes | memoryview, pos: int, snaplen: int) -> int:
+    """The offset just after the last whole, plausible record from pos on."""
+    unpack = _record.unpack_from
+    end = len(buf)
+    while pos + RECORD_HEADER_SIZE <= end:
+        incl = unpack(buf, pos)[2]
+        if incl > snaplen or pos + RECORD_HEADER_SIZE + incl > end:
+            break
+        pos += RECORD_HEADER_SIZE + incl
+    return pos
+
+
+def iter_segment(path: Path, start_offset: int = HEADER_SIZE) -> Iterator[StoredPacket]:
+    """(ref, linktype, ts_ns, data, wirelen) of each whole record of one segment from
+    start_offset (which must be a record boundary); stops quietly at a torn or damaged tail.
+    The ref's segment id comes from the file name (0 for a file not named like a segment)."""
+    path = Path(path)
+    match = _SEGMENT_NAME.match(path.name)
+    segment_id = int(match.group(1)) if match else 0
+    with open(path, "rb") as file:
+        header = parse_header(file.read(HEADER_SIZE), str(path))
+        linktype, snaplen, multiplier = header
+        offset = max(start_offset, HEADER_SIZE)
+        file.seek(offset)
+        while True:
+            raw = file.read(RECORD_HEADER_SIZE)
+            if len(raw) < RECORD_HEADER_SIZE:
+                return
+            sec, frac, incl, orig = _record.unpack(raw)
+            if incl > snaplen:
+                return
+            data = file.read(incl)
+            if len(data) < incl:
+                return
+            yield (segment_id, offset), linktype, sec * _NS + frac * multiplier, data, orig
+            offset += RECORD_HEADER_SIZE + incl
+
+
+class _Segment:
+    __slots__ = ("id", "path", "size", "first_ts_ns")
+
+    def __init__(self, segment_id: int, path: Path, size: int, first_ts_ns: int | None):
+        self.id = segment_id
+        self.path = path
+        self.size = size
+        self.first_ts_ns = first_ts_ns
+
+
+class SegmentWriter:
+    """Appends packets to rotating segments under `<directory>/pcap/`, within `limit` bytes.
+
+    One writer per directory (an exclusive lock file says so). Opening recovers what a crash
+    left: segments with a damaged header are removed, a torn last packet of the newest segment
+    is cut, and writing resumes in a NEW segment (id = highest seen + 1), created at the first
+    append because its header carries the linktype of its packets.
+    """
+
+    def __init__(self, directory: Path, limit: int, snaplen: int = MAX_SNAPLEN):
+        self._limit = validate_limit(limit)
+        if not isinstance(snaplen, int) or not 0 < snaplen <= MAX_SNAPLEN:
+            raise StoreError(f"snaplen {snaplen!r} is out of range 1..{MAX_SNAPLEN}")
+        self.directory = Path(directory)
+        self._pcap_dir = self.directory / "pcap"
+        self._snaplen = snaplen
+        self._segment_size = segment_size_for(limit)
+        self._segments: deque[_Segment] = deque()
+        self._total = 0
+        self._fd: int | None = None         # the segment being appended to, if any
+        self._linktype = -1
+        self._next_id = 1
+        self._packets_written = 0
+        self._evicted = 0
+        self._damaged = 0
+        self._repaired: list[str] = []
+        self._lock = threading.Lock()
+        self._lock_fd = self._open_directory()
+        try:
+            self._recover()
+            self._evict_until(0)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            raise StoreError(f"recovering the segments in {self._pcap_dir}: "
+                             f"{exc.strerror or exc} ({exc.filename or 'directory'})") from None
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _open_directory(self) -> int:
+        try:
+            self._pcap_dir.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(self._pcap_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"storage directory {self._pcap_dir}: "
+                             f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock_fd)
+            raise StoreError(f"storage directory {self._pcap_dir} is in use by another "
+                             "writer (its .lock is held)") from None
+        return lock_fd
+
+    def _recover(self) -> None:
+        self._adopt_unrenamed_segments()
+        found = list_segments(self.directory)
+        if found:
+            self._next_id = found[-1][0] + 1
+        for segment_id, path in found:
+            try:
+                with open(path, "rb") as file:
+                    head = file.read(HEADER_SIZE + RECORD_HEADER_SIZE)
+                    size = os.fstat(file.fileno()).st_size
+                header = parse_header(head, path.name)
+            except StoreError as exc:
+                self._remove_damaged(path, str(exc).removeprefix(f"{path.name}: "))
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot read segment {path}: {exc.strerror}") from None
+            first_ts = None
+            if len(head) == HEADER_SIZE + RECORD_HEADER_SIZE:
+                sec, frac, _incl, _orig = _record.unpack_from(head, HEADER_SIZE)
+                first_ts = sec * _NS + frac * header.ts_multiplier
+            self._segments.append(_Segment(segment_id, path, size, first_ts))
+            self._total += size
+        if self._segments:
+            self._repair_tail(self._segments[-1])
+
+    def _adopt_unrenamed_segments(self) -> None:
+        """A crash between writing a new segment's header and renaming it leaves a .tmp."""
+        for name in os.listdir(self._pcap_dir):
+            if not name.endswith(_TMP_SUFFIX):
+                continue
+            tmp = self._pcap_dir / name
+            final = self._pcap_dir / name[: -len(_TMP_SUFFIX)]
+            if _SEGMENT_NAME.match(final.name) and not final.exists():
+                os.rename(tmp, final)
+            else:
+                tmp.unlink(missing_ok=True)
+
+    def _remove_damaged(self, path: Path, reason: str) -> None:
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise StoreError(f"cannot remove damaged segment {path}: {exc.strerror}") from None
+        self._damaged += 1
+        self._repaired.append(f"removed segment {path.name}: {reason}")
+
+    def _repair_tail(self, segment: _Segment) -> None:
+        """Cut a torn last packet (a crash mid-write) so the segment ends on a whole record."""
+        with open(segment.path, "r+b") as file:
+            data = file.read()
+            header = parse_header(data, segment.path.name)
+            end = _whole_records_end(data, HEADER_SIZE, header.snaplen)
+            if end < len(data):
+                file.truncate(end)
+                self._repaired.append(
+                    f"segment {segment.path.name}: cut a torn last packet "
+                    f"({len(data) - end} bytes at offset {end})")
+                self._total -= len(data) - end
+                segment.size = end
+                if end == HEADER_SIZE:
+                    segment.first_ts_ns = None
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(self, linktype: int, packets: list[RawPacket]) -> None:
+        """Store packets (ts_ns, data, wirelen) of one linktype; data beyond snaplen is cut,
+        wirelen kept. Rotates at the segment size or on a linktype change, and evicts the
+        oldest segments first so that the total never exceeds the limit."""
+        if not packets:
+            return
+        with self._lock:
+            if self._lock_fd < 0:
+                raise StoreError(f"the segment writer of {self._pcap_dir} is closed")
+            count = len(packets)
+            index = 0
+            while index < count:
+                new = self._fd is None or linktype != self._linktype
+                used = HEADER_SIZE if new else self._segments[-1].size
+                parts, stop, size = self._pack(packets, index, self._segment_size - used)
+                if stop == index:
+                    if new:    # cannot happen: snaplen <= MAX_SNAPLEN < a segment's room
+                        raise StoreError(f"packet {index} does not fit in an empty segment "
+                                         f"of {format_size(self._segment_size)}")
+                    self._finish_current()         # the current one is full: rotate
+                    continue
+                try:
+                    blob = b"".join(parts)
+                except TypeError:
+                    bad = next(i for i, part in enumerate(parts) if not _is_bytes(part))
+                    raise StoreError(
+                        f"packet {index + bad // 2} of the batch cannot be stored: its data is "
+                        f"{type(parts[bad]).__name__}, expected bytes; packets {index} to "
+                        f"{count - 1} of the batch were not stored") from None
+                self._evict_until(size + (HEADER_SIZE if new else 0))
+                if new:
+                    self._start_segment(linktype, packets[index][0])
+                self._write(blob, size, stop - index)
+                index = stop
+
+    def _pack(self, packets: list[RawPacket], start: int, room: int
+              ) -> tuple[list[bytes], int, int]:
+        """Record headers and data for packets[start:] that fit in `room` bytes."""
+        parts: list[bytes] = []
+        add = parts.append
+        pack = _record.pack
+        snaplen = self._snaplen
+        size = 0
+        index = start
+        try:
+            for index in range(start, len(packets)):
+                ts, data, wirelen = packets[index]
+                incl = len(data)
+                if incl > snaplen:
+                    data = data[:snaplen]
+                    incl = snaplen
+                if size + RECORD_HEADER_SIZE + incl > room:
+                    return parts, index, size
+                if wirelen < incl:
+                    wirelen = incl
+                sec, frac = divmod(ts, _NS)
+                add(pack(sec, frac, incl, wirelen))
+                add(data)
+                size += RECORD_HEADER_SIZE + incl
+        except Exception as exc:  # a malformed packet: say which one and what was not stored
+            raise StoreError(f"packet {index} of the batch cannot be stored: "
+                             f"{_describe_packet(packets[index])}: {exc}; packets {start} to "
+                             f"{len(packets) - 1} of the batch were not stored") from None
+        return parts, len(packets), size
+
+    def _evict_until(self, incoming: int) -> None:
+        """Delete the oldest finished segments until `incoming` more bytes fit the limit."""
+        while self._total + incoming > self._limit:
+            if not self._segments or (self._fd is not None and len(self._segments) == 1):
+                raise StoreError(
+                    f"cannot keep {format_size(self._limit)}: {incoming} bytes do not fit "
+                    f"beside the current segment of {self._total} bytes")
+            oldest = self._segments[0]
+            try:
+                oldest.path.unlink()
+            except FileNotFoundError:
+                pass  # removed behind our back: its bytes are gone all the same
+            except OSError as exc:
+                raise StoreError(f"cannot evict segment {oldest.path}: {exc.strerror}") from None
+            self._segments.popleft()
+            self._total -= oldest.size
+            self._evicted += 1
+
+    def _start_segment(self, linktype: int, first_ts_ns: int) -> None:
+        self._finish_current()
+        segment_id = self._next_id
+        path = self._pcap_dir / f"{segment_id:012d}.pcap"
+        tmp = path.with_name(path.name + _TMP_SUFFIX)
+        header = pcap_header(linktype, self._snaplen)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            try:
+                _write_all(fd, header)
+                os.rename(tmp, path)    # readers only ever see a segment with its header
+            except BaseException:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StoreError(f"cannot create segment {path}: {exc.strerror}") from None
+        self._next_id += 1
+        self._fd = fd
+        self._linktype = linktype
+        self._segments.append(_Segment(segment_id, path, HEADER_SIZE, first_ts_ns))
+        self._total += HEADER_SIZE
+
+    def _write(self, blob: bytes, size: int, packets: int) -> None:
+        segment = self._segments[-1]
+        assert self._fd is not None
+        try:
+            _write_all(self._fd, blob)
+        except OSError as exc:
+            # Cut what part of the batch reached the disk: the segment must end on a record.
+            try:
+                os.ftruncate(self._fd, segment.size)
+            except OSError:
+                self._finish_current()   # cannot repair now; the next open will
+            raise StoreError(f"writing segment {segment.path} failed: "
+                             f"{exc.strerror or exc}") from None
+        segment.size += size
+        self._total += size
+        self._packets_written += packets
+
+    def _finish_current(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._linktype = -1
+
+    # -- control -------------------------------------------------------------------------
+
+    def set_limit(self, limit: int) -> None:
+        """Change the limit; a lower one evicts at once."""
+        validate_limit(limit)
+        with self._lock:
+            self._limit = limit
+            self._segment_size = segment_size_for(limit)
+            if self._fd is not None and self._segments[-1].size > self._segment_size:
+                self._finish_current()   # too big for the new limit: may be evicted itself
+            self._evict_until(0)
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def segment_size(self) -> int:
+        return self._segment_size
+
+    def stats(self) -> StoreStats:
+        with self._lock:
+            segments = self._segments
+            oldest_ts = next((s.first_ts_ns / _NS for s in segments
+                              if s.first_ts_ns is not None), None)
+            return StoreStats(
+                bytes=self._total, limit=self._limit, segments=len(segments),
+                oldest_segment=segments[0].id if segments else 0,
+                newest_segment=segments[-1].id if segments else 0,
+                oldest_ts=oldest_ts, packets_written=self._packets_written,
+                evicted_segments=self._evicted, repaired=list(self._repaired),
+                segment_size=self._segment_size, damaged_segments=self._damaged)
+
+    def close(self) -> None:
+        with self._lock:
+            self._finish_current()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+    def __enter__(self) -> SegmentWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def _is_bytes(value: object) -> bool:
+    return isinstance(value, (bytes, bytearray, memoryview))
+
+
+def _describe_packet(packet: object) -> str:
+    if isinstance(packet, tuple) and len(packet) == 3:
+        ts, data, wirelen = packet
+        if _is_bytes(data):
+            return f"(ts_ns={ts!r}, data={len(data)} bytes, wirelen={wirelen!r})"
+        return f"(ts_ns={ts!r}, data of type {type(data).__name__}, wirelen={wirelen!r})"
+    return f"expected (ts_ns, data, wirelen), got {type(packet).__name__}"
+
+
+class SegmentTail:
+    """Follows the writer from another process: complete records, oldest first.
+
+    start=None begins at the first record of the oldest segment. start=ref resumes just AFTER
+    ref (ref is the last record the caller processed, e.g. the index cursor): the first record
+    returned is the one that follows it. A partial record at the end of the newest segment is
+    left for a later read(); once a newer segment exists, the older one is finished, and a torn
+    tail there is skipped (torn_tails, torn_bytes).
+
+    When the writer evicted the segment to be read next (or the one being opened) before the
+    tail got there, the tail jumps to the oldest segment left, adds what it lost to
+    shed_segments/shed_bytes and raises the discontinuity flag that take_discontinuity()
+    returns (and clears): flows that were open across the jump are incomplete. A segment
+    evicted while the tail has it open is still read to its end through the open descriptor
+    (its bytes are intact; the kernel frees them when the tail moves on), so the disk holds at
+    most one segment beyond the limit. shed_bytes counts the sizes of the shed segments as the
+    tail last measured them (read() at each segment change, lag_bytes()); a segment written
+    and evicted entirely between two looks counts in shed_segments only.
+    """
+
+    def __init__(self, directory: Path, start: PacketRef | None = None):
+        self.directory = Path(directory)
+        self._pcap_dir = self.directory / "pcap"
+        self._resume = start
+        self._position: PacketRef | None = start
+        self._seg = 0                 # id of the open segment, 0 when none
+        self._fd: int | None = None
+        self._linktype = 0
+        self._snaplen = MAX_SNAPLEN
+        self._multiplier = 1
+        self._buf = b""
+        self._buf_start = 0           # file offset of _buf[0]
+        self._pos = 0                 # index in _buf of the next record
+        self._sizes: dict[int, int] = {}   # last known sizes of segments newer than _seg
+        self._final: set[int] = set()      # ids in _sizes that were finished when measured
+        self._discontinuity = False
+        self.shed_segments = 0
+        self.shed_bytes = 0
+        self.torn_tails = 0
+        self.torn_bytes = 0
+        self.packets_read = 0
+
+    @property
+    def position(self) -> PacketRef | None:
+        """The ref of the last record returned (or the start ref), None before any."""
+        return self._position
+
+    def take_discontinuity(self) -> bool:
+        """True once if packets were lost (shed) since the last call."""
+        happened, self._discontinuity = self._discontinuity, False
+        return happened
+
+    def read(self, max_packets: int) -> list[StoredPacket]:
+        """Up to max_packets complete records available now; [] when none."""
+        out: list[StoredPacket] = []
+        while len(out) < max_packets:
+            if self._fd is None and not self._open_first():
+                break
+            self._parse(out, max_packets)
+            if len(out) >= max_packets:
+                break
+            # The current segment is finished once it was evicted (it was read to its end
+            # through the open descriptor) or once a newer one exists.
+            evicted = os.fstat(self._fd).st_nlink == 0
+            newer = None if evicted else self._newer_segment()
+            if newer is None and not evicted:
+                break                                   # newest: wait for the writer
+            self._parse(out, max_packets)               # what was written before rotating
+            if len(out) >= max_packets:
+                break
+            torn = os.fstat(self._fd).st_size - (self._buf_start + self._pos)
+            if torn > 0:
+                self.torn_tails += 1
+                self.torn_bytes += torn
+            if newer is None:
+                finished = self._seg
+                self._close_fd()
+                self._jump_after(finished)
+            elif not self._open(newer):
+                self._shed_missing(newer)
+        self.packets_read += len(out)
+        return out
+
+    def lag_bytes(self) -> int:
+        """Bytes written but not read yet (whole segments after the current one included).
+        Cheap enough to call after every read: one listdir, one stat of the newest segment."""
+        behind = 0
+        if self._fd is not None:
+            behind = max(0, os.fstat(self._fd).st_size - (self._buf_start + self._pos))
+        for segment_id in self._remember_sizes():
+            behind += self._sizes[segment_id]
+        return behind
+
+    def close(self) -> None:
+        self._close_fd()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _parse(self, out: list[StoredPacket], max_packets: int) -> None:
+        """Append the complete records available now, refilling the buffer from the file."""
+        unpack = _record.unpack_from
+        seg, linktype, snaplen, mult = self._seg, self._linktype, self._snaplen, self._multiplier
+        append = out.append
+        while True:
+            buf, pos, base = self._buf, self._pos, self._buf_start
+            end = len(buf)
+            while len(out) < max_packets and pos + RECORD_HEADER_SIZE <= end:
+                sec, frac, incl, orig = unpack(buf, pos)
+                if incl > snaplen:
+                    break                               # damaged: only a newer segment ends it
+                data_start = pos + RECORD_HEADER_SIZE
+                data_end = data_start + incl
+                if data_end > end:
+                    break
+                append(((seg, base + pos), linktype, sec * _NS + frac * mult,
+                        buf[data_start:data_end], orig))
+                pos = data_end
+            if pos != self._pos:
+                self._pos = pos
+                self._position = out[-1][0]
+            if len(out) >= max_packets or (pos + RECORD_HEADER_SIZE <= end
+                                           and unpack(buf, pos)[2] > snaplen):
+                return
+            if not self._refill():
+                return
+
+    def _refill(self) -> bool:
+        """Read more of the file after the buffer; False when nothing new is there."""
+        assert self._fd is not None
+        kept = self._buf[self._pos:]
+        start = self._buf_start + self._pos
+        want = max(_READ_CHUNK, self._snaplen + RECORD_HEADER_SIZE)
+        more = os.pread(self._fd, want, start + len(kept))
+        self._buf = kept + more
+        self._buf_start = start
+        self._pos = 0
+        return bool(more)
+
+    def _open_first(self) -> bool:
+        if self._resume is not None:
+            ref, self._resume = self._resume, None
+            if self._open(ref[0], after=ref[1]):
+                return True
+            self._shed_missing(ref[0])
+            if self._fd is not None:
+                return True
+        # The oldest segment: at the start, or after a jump found nothing newer (the store
+        # was emptied and its ids started again from 1).
+        for segment_id, _path in list_segments(self.directory):
+            if self._open(segment_id):
+                return True
+        return False
+
+    def _open(self, segment_id: int, after: int | None = None) -> bool:
+        """Open a segment at its first record, or at the record following offset `after`."""
+        self._close_fd()
+        path = self._pcap_dir / f"{segment_id:012d}.pcap"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            header = parse_header(os.pread(fd, HEADER_SIZE, 0), path.name)
+        except StoreError:
+            os.close(fd)
+            return False
+        start = HEADER_SIZE
+        if after is not None:
+            raw = os.pread(fd, RECORD_HEADER_SIZE, after)
+            if after < HEADER_SIZE or len(raw) < RECORD_HEADER_SIZE \
+                    or _record.unpack(raw)[2] > header.snaplen:
+                os.close(fd)
+                return False
+            start = after + RECORD_HEADER_SIZE + _record.unpack(raw)[2]
+        self._fd = fd
+        self._seg = segment_id
+        self._linktype, self._snaplen, self._multiplier = header
+        self._buf, self._buf_start, self._pos = b"", start, 0
+        self._sizes = {k: v for k, v in self._sizes.items() if k > segment_id}
+        self._final = {k for k in self._final if k > segment_id}
+        return True
+
+    def _newer_segment(self) -> int | None:
+        newer = None
+        for segment_id, _path in list_segments(self.directory):
+            if segment_id > self._seg:
+                newer = segment_id
+                break
+        if newer is not None and newer not in self._sizes:
+            self._remember_sizes()
+        return newer
+
+    def _remember_sizes(self) -> list[int]:
+        """Measure the segments after the current one (for lag_bytes, and for shed_bytes if
+        they are evicted before the tail gets there); returns the ids measured. Only segments
+        that were still growing when last measured are measured again. Sizes of evicted
+        segments stay until the tail moves past them: shed_bytes needs them."""
+        newer = [info for info in list_segments(self.directory) if info.id > self._seg]
+        present = []
+        for position, (segment_id, path) in enumerate(newer):
+            if segment_id not in self._final:
+                try:
+                    self._sizes[segment_id] = path.stat().st_size
+                except FileNotFoundError:
+                    continue
+                if position < len(newer) - 1:
+                    self._final.add(segment_id)
+            present.append(segment_id)
+        return present
+
+    def _shed_missing(self, segment_id: int) -> None:
+        """Segment `segment_id` (the next to read) is gone: jump to the oldest one left."""
+        self._close_fd()
+        self._discontinuity = True
+        self.shed_segments += 1
+        self.shed_bytes += self._sizes.get(segment_id, 0)
+        self._jump_after(segment_id)
+
+    def _jump_after(self, last_known: int) -> None:
+        """Open the oldest segment after `last_known`; the ones in between were shed.
+        With none there, the next read() starts at the oldest segment that exists."""
+        for segment_id, _path in list_segments(self.directory):
+            if segment_id <= last_known:
+                continue
+            lost = [self._sizes.get(i, 0) for i in range(last_known + 1, segment_id)]
+            if self._open(segment_id):       # (forgets the sizes of older segments)
+                if lost:
+                    self._discontinuity = True
+                    self.shed_segments += len(lost)
+                    self.shed_bytes += sum(lost)
+                return
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._buf = b""
+            self._pos = 0
+
+
+def read_range(directory: Path, first: PacketRef, last: PacketRef) -> Iterator[StoredPacket]:
+    """The records from `first` to `last` inclusive, across segments, reading only them.
+
+    Both refs must point at record headers (as read() and iter_segment() report them).
+    Segments missing between the two (removed at recovery) are skipped; `first`'s or `last`'s
+    segment missing raises SegmentEvicted naming it.
+    """
+    directory = Path(directory)
+    if tuple(first) > tuple(last):
+        return
+    existing = {sid: path for sid, path in list_segments(directory)
+                if first[0] <= sid <= last[0]}
+    for needed in (first[0], last[0]):
+        if needed not in existing:
+            raise SegmentEvicted(f"segment {needed:012d}.pcap is gone (evicted to keep the "
+                                 "storage limit); its packets are no longer stored")
+    for segment_id in sorted(existing):
+        start = first[1] if segment_id == first[0] else HEADER_SIZE
+        if start < HEADER_SIZE:
+            raise StoreError(f"packet ref ({segment_id}, {start}) is inside the pcap header")
+        stop = last[1] if segment_id == last[0] else None
+        try:
+            for packet in iter_segment(existing[segment_id], start):
+                offset = packet[0][1]
+                if stop is not None and offset > stop:
+                    return
+                yield packet
+                if offset == stop:
+                    return
+        except FileNotFoundError:
+            raise SegmentEvicted(f"segment {segment_id:012d}.pcap was evicted while being "
+                                 "read") from None
