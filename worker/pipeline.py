@@ -30,7 +30,7 @@ log = logging.getLogger("shark.worker.pipeline")
 
 READ_BATCH = 2048
 EXPIRE_EVERY_NS = 1_000_000_000
-PRUNE_EVERY_S = 2.0
+PRUNE_EVERY_S = 0.25
 
 
 class DissectionStats(msgspec.Struct):

@@ -47,7 +47,13 @@ def tshark_fields(path: Path, port: int, display_filter: str, *fields: str) -> l
     for field in fields:
         argv += ["-e", field]
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
+    rows: list[tuple[str, ...]] = []
+    for line in out.splitlines():
+        if line.strip():
+            # Several messages in one frame (pipelining) come as comma-joined values per field.
+            columns = [value.split(",") for value in line.split("\t")]
+            rows.extend(zip(*columns))
+    return rows
 
 
 def test_worker_http_pairs_match_tshark(start_worker, http_server, tmp_path):
@@ -84,5 +90,13 @@ def test_worker_http_pairs_match_tshark(start_worker, http_server, tmp_path):
                              for e in entries if e["response"] is not None)
     # tshark names the request a response answers by its full URI (scheme, Host, path)
     theirs_responses = Counter((code, urlsplit(uri).path) for code, uri in responses)
-    assert ours_responses == theirs_responses
+    assert Counter(code for code, _ in ours_responses.elements()) == Counter(
+        code for code, _ in theirs_responses.elements())
+    # tshark 4.0 pairs every pipelined response with the last request of the frame that
+    # carried them; HTTP pairs them in order, as we do. Compare the rest one to one.
+    pipelined = {("200", f"/pipe/{n}") for n in range(3)}
+    assert {pair for pair in ours_responses if pair[1].startswith("/pipe/")} == pipelined
+    assert theirs_responses[("200", "/pipe/2")] == 3
+    assert (Counter({k: v for k, v in ours_responses.items() if k not in pipelined})
+            == Counter({k: v for k, v in theirs_responses.items() if not k[1].startswith("/pipe/")}))
     assert all(e["complete"] for e in entries)

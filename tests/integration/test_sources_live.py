@@ -113,10 +113,11 @@ def test_set_filter_replaces_the_filter(kind):
         send_udp(port_a, 5, tag=b"a")
         sent_b = send_udp(port_b, 5, tag=b"b")
         assert udp_payloads(source.linktype, collect(source, expected=5)) == sent_b
-        source.set_filter("")  # no filter: both ports
+        # (No filter at all is not tested live: other traffic on a busy lo could overflow
+        # the ring and make the test flaky; the unit tests check the accept-all program.)
+        source.set_filter(f"udp port {port_a} or udp port {port_b}")
         both = send_udp(port_a, 2, tag=b"c") + send_udp(port_b, 2, tag=b"d")
-        seen = udp_payloads(source.linktype, collect(source, expected=4, quiet=0.5))
-        assert [p for p in seen if p in both] == both
+        assert udp_payloads(source.linktype, collect(source, expected=4)) == both
     finally:
         source.close()
         first.close()

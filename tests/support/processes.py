@@ -54,8 +54,9 @@ class Proc:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
+        with self.process.stdout:
+            for line in self.process.stdout:
+                self.lines.append(line.rstrip("\n"))
 
     @property
     def output(self) -> str:
@@ -80,10 +81,12 @@ class Proc:
     def stop(self, timeout: float = 10.0) -> int:
         self.signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
-            return self.process.wait(5)
+            code = self.process.wait(5)
+        self._reader.join(5)
+        return code
 
 
 class Worker(Proc):

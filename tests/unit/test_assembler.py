@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pytest
 from factories import SEQ_MOD, TcpSegments, tcp_conversation, tcp_packet, udp_packet
@@ -60,10 +60,23 @@ class Recorder:
                 if e[0] == "gap" and (direction is None or e[1] == direction)]
 
 
+_harnesses: list[Harness] = []
+
+
+@pytest.fixture(autouse=True)
+def _sessions_never_fail() -> Iterator[None]:
+    """A Recorder's timeline assertion raises inside the assembler, which catches it as a
+    session error: fail the test on any."""
+    _harnesses.clear()
+    yield
+    assert [h.stats.session_errors for h in _harnesses] == [0] * len(_harnesses)
+
+
 class Harness:
     """An Assembler with Recorder sessions; frames get refs (0, 0), (0, 1), ... in order."""
 
     def __init__(self, **options: int | float) -> None:
+        _harnesses.append(self)
         self.sessions: list[Recorder] = []
         self.assembler = Assembler(self.open, **options)  # type: ignore[arg-type]
         self.count = 0

@@ -438,9 +438,10 @@ def test_oversized_header_block_is_not_http():
     conv = Conv()
     conv.c(b"GET / HTTP/1.1\r\n" + b"X-Pad: " + b"p" * 70000)
     conv.c(b"\r\n\r\n" + get("/after"))
-    conv.s(ok(b"1"))
-    (ex,) = conv.close()
-    assert ex.summary == "GET /after"
+    conv.s(ok(b"", b"431 Request Header Fields Too Large") + ok(b"1"))
+    too_large, after = conv.close()
+    assert too_large.request == {} and too_large.status == 431 and not too_large.complete
+    assert after.summary == "GET /after" and after.status == 200 and after.complete
 
 
 def test_101_upgrade_emits_the_exchange_and_stops_dissecting():
@@ -495,15 +496,15 @@ def test_connect_tunnel_stops_dissecting():
     (b"GET /x HTTP/1.", b"", Detect.MATCH),
     (b"GE", b"", Detect.MORE),
     (b"GET /very/long/path", b"", Detect.MORE),
-    (b"GET /x HTTP/2", b"", Detect.NO),
+    (b"GET /x HTTP/2", b"?", Detect.NO),
     (b"", b"HTTP/1.1 200 OK\r\n", Detect.MATCH),
     (b"", b"HTTP/1.1 2", Detect.MORE),
-    (b"", b"HTTP/2 200", Detect.NO),
-    (b"\x16\x03\x01", b"", Detect.MORE),              # waits for the server: mid-stream?
+    (b"?", b"HTTP/2 200", Detect.NO),
+    (b"\x16\x03\x01", b"", Detect.MORE),              # the client may be mid-message: wait
     (b"\x16\x03\x01", b"\x16\x03\x03", Detect.NO),
     (b"tail of a body", b"HTTP/1.0 404 Not Found", Detect.MATCH),
-    (b"GET\t/ HTTP/1.1", b"", Detect.NO),
-    (b"FOO / HTTP/1.1", b"", Detect.NO),
+    (b"GET\t/ HTTP/1.1", b"?", Detect.NO),
+    (b"FOO / HTTP/1.1", b"?", Detect.NO),
 ])
 def test_detect(client, server, expected):
     assert detect(client, server) is expected
@@ -518,8 +519,10 @@ CONVERSATION = (
     + b"HEAD /d HTTP/1.1\r\n\r\n"
     + get("/e"),
     ok(b"A")
-    + b"HTTP/1.1 100 Continue\r\n\r\n" + ok(gzip.compress(b"B" * 50), extra=b"Content-Encoding: gzip\r\n")
-    + b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"C", b"CC", trailers=b"T: 1\r\n")
+    + b"HTTP/1.1 100 Continue\r\n\r\n"
+    + ok(gzip.compress(b"B" * 50), extra=b"Content-Encoding: gzip\r\n")
+    + b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + chunked(b"C", b"CC", trailers=b"T: 1\r\n")
     + b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
     + b"HTTP/1.0 200 OK\r\n\r\nuntil close",
 )
@@ -575,3 +578,14 @@ def test_no_input_raises(evs, limit_choice):
     for ex in conv.close():
         assert ex.protocol == "http" and isinstance(ex.summary, str)
         assert ex.request_size >= 0 and ex.response_size >= 0
+
+
+def test_a_request_after_a_malformed_one_arriving_in_pieces_is_read_whole():
+    conv = Conv()
+    conv.c(b"GET /a HTTP/1.1\r\n\r\n")
+    conv.c(b"BROKEN LINE\r\nX: 1\r\nGET /b HTTP/1.1\r\nHost: b\r\n")   # no end yet
+    conv.c(b"\r\n")
+    conv.s(ok(b"a") + ok(b"", b"400 Bad Request") + ok(b"b"))
+    a, bad, b = conv.close()
+    assert (a.summary, b.summary, b.request["host"]) == ("GET /a", "GET /b", "b")
+    assert bad.status == 400 and b.complete

@@ -10,9 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.packet import LINKTYPE_ETHERNET, LINKTYPE_RAW, decode
+from worker.packet import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW, decode
 from worker.sources import open_file_source
 from worker.sources.base import BpfError, CaptureError
+from worker.sources.bpf import (UserFilter, compile_bpf, cooked_kernel_program, instructions,
+                                skip_loopback_outgoing)
 from worker.sources.file import FileSource
 
 NS = 1_000_000_000
@@ -282,6 +284,40 @@ def test_bad_bpf_on_a_file_raises_with_libpcaps_reason(tmp_path):
     with pytest.raises(BpfError, match="'udp port': .*syntax error"):
         source.set_filter("udp port")
     source.close()
+
+
+# -- BPF programs --------------------------------------------------------------------------
+
+def test_empty_expression_compiles_to_accept_all_capped_at_snaplen():
+    program = compile_bpf("", LINKTYPE_ETHERNET, 1234)
+    assert instructions(program) == [(0x06, 0, 0, 1234)]  # ret #1234
+    assert UserFilter(program).accepts(frame(1), len(frame(1)))
+
+
+def test_cooked_program_uses_kernel_loads_for_the_sll_header_fields():
+    program = compile_bpf("inbound and udp port 53", LINKTYPE_LINUX_SLL, 65535)
+
+    def is_packet_load(code: int) -> bool:  # ld/ldx with abs, ind or msh mode
+        return code & 0x07 in (0, 1) and code & 0xE0 in (0x20, 0x40, 0xA0)
+
+    def ancillary(field: int) -> int:       # SKF_AD_OFF + field, as the u32 in the program
+        return (-0x1000 + field) & 0xFFFFFFFF
+    loads = {before[3]: after[3] for before, after in
+             zip(instructions(program), instructions(cooked_kernel_program(program)))
+             if is_packet_load(before[0])}
+    assert loads[0] == ancillary(4)    # SLL packet type -> SKF_AD_PKTTYPE
+    assert loads[14] == ancillary(0)   # SLL protocol -> SKF_AD_PROTOCOL
+    assert all(loads[k] == k - 16 for k in loads if k >= 16)  # no SLL header in the kernel
+    # A load of other header bytes cannot run in the kernel: the caller filters in user space.
+    assert cooked_kernel_program(compile_bpf("link[4:2] = 6", LINKTYPE_LINUX_SLL, 100)) is None
+
+
+def test_loopback_prefix_drops_outgoing_loopback_packets_only():
+    program = skip_loopback_outgoing(1, compile_bpf("", LINKTYPE_LINUX_SLL, 100))
+    insns = instructions(program)
+    assert insns[-1] == (0x06, 0, 0, 100) and len(insns) == 6
+    assert insns[1][1:] == (0, 3, 1) and insns[3][1:] == (0, 1, 4)  # jumps land on ret 0 / start
+    assert insns[4] == (0x06, 0, 0, 0)
 
 
 # -- fuzz ---------------------------------------------------------------------------------

@@ -173,8 +173,11 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     def _collect(params: Mapping[str, str], since: float | None, until: float | None, limit: int) -> list[IndexRow]:
         predicate = _predicate(params)
         rows: list[IndexRow] = []
+        # The pipeline prunes rows of evicted segments a moment later; never list them.
+        stored = list_segments(options.storage_dir)
+        oldest = stored[0].id if stored else 0
         for row in runtime.index.query(since, until):
-            if predicate(row):
+            if row.first_seg >= oldest and predicate(row):
                 rows.append(row)
                 if len(rows) >= limit:
                     break

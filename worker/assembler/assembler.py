@@ -5,7 +5,9 @@ integer operations before `Session.on_data`; nothing is allocated and payloads a
 Only out-of-order data is buffered (see worker.assembler.tcp), bounded per flow and in total.
 
 Each Session sees one consistent timeline per direction: `on_data` and `on_gap` calls whose
-offsets follow each other without holes or overlaps, then one `on_close`.
+offsets follow each other without holes or overlaps, then one `on_close`. When buffered data
+is released, it comes as one chunk with the earliest PacketRef among its packets (re-reading
+the store from there finds them all) and the timestamp of the packet that released it.
 """
 
 from __future__ import annotations
@@ -320,7 +322,6 @@ class Assembler:
         if not stored:
             return
         flow = half.flow
-        half.pending_bytes += stored
         flow.buffered += stored
         stats.buffered_bytes += stored
         if delta == 0:
@@ -334,7 +335,7 @@ class Assembler:
         size = len(data)
         offset = half.delivered
         half.delivered = offset + size
-        half.next_seq = (half.next_seq + size) & SEQ_MASK   # type: ignore[operator]
+        half.next_seq = (half.next_seq + size) & SEQ_MASK  # type: ignore[operator]  # TCP only
         self.stats.bytes_delivered += size
         flow = half.flow
         if flow.session is not None:
@@ -350,7 +351,6 @@ class Assembler:
             return
         data, ref = run
         size = len(data)
-        half.pending_bytes -= size
         half.flow.buffered -= size
         self.stats.buffered_bytes -= size
         self._deliver(half, data, ts_ns, ref)
@@ -405,8 +405,10 @@ class Assembler:
             self._close(flow, ts_ns)
             return
         if half.fin_offset is None:
-            if half.next_seq is None:
+            expected = half.next_seq
+            if expected is None:
                 half.start_at(seq)
-            half.fin_offset = half.delivered + seq_delta((seq + size) & SEQ_MASK, half.next_seq)  # type: ignore[arg-type]
+                expected = seq
+            half.fin_offset = half.delivered + seq_delta((seq + size) & SEQ_MASK, expected)
         if half.peer.fin_offset is not None:
             self._close(flow, ts_ns)

@@ -52,7 +52,7 @@ class Half:
     """One direction of a flow: its reassembly position and out-of-order buffer."""
 
     __slots__ = ("flow", "direction", "peer", "base", "next_seq", "delivered", "pending",
-                 "pending_bytes", "fin_offset", "pinned")
+                 "fin_offset")
 
     def __init__(self, flow: Flow, direction: Direction) -> None:
         self.flow = flow
@@ -64,9 +64,7 @@ class Half:
         self.next_seq: int | None = None
         self.delivered = 0                 # stream offset of the next byte to deliver
         self.pending: list[Piece] = []     # sorted by offset, non-overlapping, all > delivered
-        self.pending_bytes = 0
         self.fin_offset: int | None = None  # stream offset where the FIN sits, once seen
-        self.pinned = False                 # base fixed by anchor(): a SYN does not move it
 
     def start_at(self, seq: int) -> None:
         self.base = self.next_seq = seq

@@ -14,8 +14,9 @@ resyncs by scanning for the next line that starts a message ("METHOD target HTTP
 "HTTP/1.x NNN"). A gap or an unparsable head where a message should start means a message
 was lost there: a lost request leaves a placeholder in `unanswered` (its response is emitted
 as "request not captured"), a lost response ends the request waiting for it (incomplete).
-The stream's first bytes may be the tail of a message (capture started late): that is not a
-loss, the reader just resyncs.
+The stream's first bytes may be the tail of a message (capture started late): on the client
+side that is a request whose response is still to come (a placeholder again), on the server
+side the tail of a response to a request never seen (skipped).
 
 Header values are decoded as UTF-8 (invalid bytes replaced), names lower-cased; a repeated
 header is joined with ", ", except set-cookie, joined with "\n" (cookie values hold commas).
@@ -207,8 +208,9 @@ class _BodySink:
     def finish(self, side: str, body_len: int, complete: bool) -> tuple[bytes, list[str]]:
         coding = self.coding
         if not coding:
-            notes = [f"{side} body truncated at {self.limit} bytes"] if body_len > self.limit else []
-            return bytes(self.raw), notes
+            if body_len > self.limit:
+                return bytes(self.raw), [f"{side} body truncated at {self.limit} bytes"]
+            return bytes(self.raw), []
         if coding not in ("gzip", "deflate"):
             why = "no brotli decoder installed" if coding == "br" else "no decoder for it"
             return bytes(self.raw), [f"{side} body left {coding}-encoded ({why})"]
@@ -393,8 +395,11 @@ class _Reader:
                 elif i >= 0:
                     end = i + 3
                 else:
-                    line_state = (request_line_state(work, pos) if self.is_request
-                                  else status_line_state(work, pos))
+                    # Reject a first line that cannot start a head now, not after 64 KiB;
+                    # once it was complete in the bytes scanned before, it was checked.
+                    checked = search_from > pos and work.find(b"\n", pos, search_from) >= 0
+                    line_state = (Detect.MATCH if checked else request_line_state(work, pos)
+                                  if self.is_request else status_line_state(work, pos))
                     if n - pos > HEAD_LIMIT or line_state is Detect.NO:
                         pos = self._malformed(pos, base)
                         continue
@@ -502,7 +507,8 @@ class _Reader:
         msg = self.msg
         assert msg is not None
         trailers = msg.trailers if msg.trailers is not None else {}
-        if offset - msg.start > 2 * HEAD_LIMIT or not _parse_fields([line.decode("utf-8", "replace")], trailers):
+        text = line.decode("utf-8", "replace")
+        if offset - msg.start > 2 * HEAD_LIMIT or not _parse_fields([text], trailers):
             self._cut("malformed chunk trailer", offset)
             return
         msg.trailers = trailers
@@ -530,7 +536,7 @@ class _Reader:
         self.s._on_end(msg)
 
     def _malformed(self, pos: int, base: int) -> int:
-        """Where a head should start there is none: resync, scanning from the next line."""
+        """Where a head should start there is none: resync after its first byte."""
         # The stream's first bytes may be a message's tail (capture started late). On the
         # client side that is a request whose response is still to come: it gets a
         # placeholder. On the server side it is a response to a request never seen.
@@ -539,13 +545,16 @@ class _Reader:
             why = "malformed" if self.synced else "initial"
             self.s._on_lost(self.is_request, why, base + pos, ts, ref)
         self.state = RESYNC
-        return pos
+        self.scanned = 0
+        self.skipped += 1
+        return pos + 1          # the line at pos is not a head: never match it again
 
     def _resync(self, work: bytes | bytearray, pos: int) -> int:
         """Skip to the next request/status line. Not only at line starts: a body need not
         end with a newline, and the next message follows its last byte directly."""
         line = _REQUEST_LINE if self.is_request else _STATUS_LINE
-        m = line.search(work, pos)
+        # Every such line ends with a newline: without one, nothing can match yet.
+        m = line.search(work, pos) if work.find(b"\n", pos) >= 0 else None
         if m is not None:
             self.skipped += m.start() - pos
             self.state = HEAD
@@ -734,6 +743,8 @@ class HttpSession:
         else:
             self.upgraded = "tunnel"
         self.requests.state = self.responses.state = DEAD
+        for pair in self.pairs:     # nothing more of them will be read as HTTP
+            pair.req_done = pair.resp_done = True
         if self._upgrade_hook is None:
             return
         successor = self._upgrade_hook(self.upgraded, self.flow)
@@ -781,10 +792,10 @@ class HttpSession:
         ex.last_ref = req.end_ref if req is not None else first_ref
         if resp is not None:
             ex.response = _response_fields(resp)
-            if resp.status == 101 or (resp.pair is not None and resp.pair.req is not None
-                                      and resp.pair.req.method == "CONNECT"
-                                      and 200 <= resp.status < 300):
-                ex.response["upgrade"] = self.upgraded or "unknown"
+            if resp.complete and self.upgraded and (resp.status == 101 or req is not None
+                                                    and req.method == "CONNECT"
+                                                    and 200 <= resp.status < 300):
+                ex.response["upgrade"] = self.upgraded
             notes += resp.notes
             ex.status = resp.status
             ex.end_ns = resp.end_ts

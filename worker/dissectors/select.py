@@ -41,7 +41,7 @@ class SelectingSession:
         self._detect_limit = detect_limit
         self._fallback = fallback
         self._calls: list[tuple] = []
-        self._windows = (bytearray(), bytearray())   # per direction, bytes since its last gap
+        self._windows = [bytearray(), bytearray()]   # per direction, bytes since its last gap
         self._refused: set[int] = set()              # said NO to the current windows
         self._buffered = 0
         self.dissector: Dissector | None = None      # the one that claimed the flow
@@ -54,7 +54,7 @@ class SelectingSession:
         if not data:
             return
         self._calls.append((_DATA, direction, data, offset, ts_ns, ref))
-        self._windows[direction] += data
+        self._windows[direction].extend(data)
         self._buffered += len(data)
         self._decide()
 
@@ -100,7 +100,7 @@ class SelectingSession:
         session = dissector.session(self.flow, self._emit, self._body_limit)
         self.dissector, self.session = dissector, session
         calls, self._calls = self._calls, []
-        self._windows = (bytearray(), bytearray())
+        self._windows = [bytearray(), bytearray()]
         # From now on calls go straight to the session.
         self.on_data = session.on_data          # type: ignore[method-assign]
         self.on_gap = session.on_gap            # type: ignore[method-assign]
@@ -115,7 +115,7 @@ class SelectingSession:
         self.ignored = True
         self.ignored_bytes += self._buffered
         self._calls = []
-        self._windows = (bytearray(), bytearray())
+        self._windows = [bytearray(), bytearray()]
         self.on_data = self._count              # type: ignore[method-assign]
         self.on_gap = self._nothing             # type: ignore[method-assign]
         self.on_close = self._nothing           # type: ignore[method-assign]

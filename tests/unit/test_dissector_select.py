@@ -1,0 +1,206 @@
+"""Choosing a dissector by content: port-hint order, rewind, undissected flows, gaps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from worker.dissectors import registry
+from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
+from worker.dissectors.http1 import Http1Dissector
+from worker.dissectors.select import open_session
+
+C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+REQUEST = b"GET /api/orders?id=7 HTTP/1.1\r\nHost: shop\r\nAccept: */*\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
+TLS_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64))
+
+
+def flow(server_port: int = 8080, transport: str = "tcp") -> FlowInfo:
+    return FlowInfo(transport, b"\x0a\xd5\x00\x01", 40000, b"\x0a\xd5\x00\x02", server_port)
+
+
+@dataclass
+class Recorder:
+    """A session that records its calls."""
+
+    calls: list[tuple] = field(default_factory=list)
+
+    def on_data(self, direction, data, offset, ts_ns, ref):
+        self.calls.append(("data", direction, data, offset, ts_ns, ref))
+
+    def on_gap(self, direction, offset, length, ts_ns):
+        self.calls.append(("gap", direction, offset, length, ts_ns))
+
+    def on_close(self, ts_ns):
+        self.calls.append(("close", ts_ns))
+
+
+class Fake:
+    """A dissector that claims flows whose client bytes start with `magic`."""
+
+    transports = frozenset({"tcp"})
+
+    def __init__(self, name: str, magic: bytes, ports: set[int] = frozenset()) -> None:
+        self.name, self.magic, self.ports = name, magic, frozenset(ports)
+        self.sessions: list[Recorder] = []
+        self.asked = 0
+
+    def detect(self, client: bytes, server: bytes) -> Detect:
+        self.asked += 1
+        if client.startswith(self.magic):
+            return Detect.MATCH
+        return Detect.MORE if self.magic.startswith(client) else Detect.NO
+
+    def session(self, flow, emit, body_limit=0):
+        self.sessions.append(Recorder())
+        return self.sessions[-1]
+
+
+def feed_one_byte_at_a_time(session, client: bytes, server: bytes) -> None:
+    for i in range(len(client)):
+        session.on_data(C2S, client[i:i + 1], i, 100 + i, (1, i))
+    for i in range(len(server)):
+        session.on_data(S2C, server[i:i + 1], i, 1000 + i, (2, i))
+
+
+def test_registry_lists_http():
+    assert [d.name for d in registry()] == ["http"]
+    assert all(isinstance(d.ports, frozenset) for d in registry())
+
+
+def test_rewind_one_byte_chunks_give_the_same_exchange_as_one_chunk():
+    whole: list[Exchange] = []
+    session = open_session(flow(), whole.append, registry())
+    session.on_data(C2S, REQUEST, 0, 100, (1, 0))
+    session.on_data(S2C, RESPONSE, 0, 1000, (2, 0))
+    session.on_close(5000)
+
+    split: list[Exchange] = []
+    session = open_session(flow(), split.append, registry())
+    feed_one_byte_at_a_time(session, REQUEST, RESPONSE)
+    session.on_close(5000)
+
+    assert len(whole) == len(split) == 1
+    a, b = whole[0], split[0]
+    assert b.summary == a.summary == "GET /api/orders?id=7"
+    assert (b.request, b.response, b.status, b.complete) == (a.request, a.response, 200, True)
+    assert (b.request_size, b.response_size) == (len(REQUEST), len(RESPONSE))
+    # The replayed chunks kept their own ts and refs: first and last byte of the exchange.
+    assert (b.start_ns, b.first_ref) == (100, (1, 0))
+    assert (b.end_ns, b.last_ref) == (1000 + len(RESPONSE) - 1, (2, len(RESPONSE) - 1))
+    assert session.dissector.name == "http"
+
+
+def test_replay_keeps_the_original_order_of_data_and_gaps():
+    fake = Fake("fake", b"MAGIC!")
+    session = open_session(flow(), [].append, [fake])
+    session.on_data(C2S, b"MAG", 0, 1, (0, 1))
+    session.on_data(S2C, b"srv", 0, 2, (0, 2))
+    session.on_data(C2S, b"IC", 3, 3, (0, 3))
+    assert fake.sessions == []
+    session.on_data(C2S, b"!", 5, 4, (0, 4))
+    session.on_gap(S2C, 3, 10, 5)
+    session.on_close(6)
+    (recorder,) = fake.sessions
+    assert recorder.calls == [
+        ("data", C2S, b"MAG", 0, 1, (0, 1)), ("data", S2C, b"srv", 0, 2, (0, 2)),
+        ("data", C2S, b"IC", 3, 3, (0, 3)), ("data", C2S, b"!", 5, 4, (0, 4)),
+        ("gap", S2C, 3, 10, 5), ("close", 6)]
+
+
+def test_flow_no_dissector_wants_is_ignored_and_counted():
+    out: list[Exchange] = []
+    fake = Fake("fake", b"MAGIC")
+    session = open_session(flow(443), out.append, [*registry(), fake])
+    session.on_data(C2S, TLS_HELLO, 0, 1, (0, 1))
+    assert not session.ignored          # http waits: the client may have started mid-message
+    session.on_data(S2C, b"\x16\x03\x03\x00\x5a", 0, 2, (0, 2))
+    assert session.ignored and session.dissector is None
+    session.on_data(C2S, REQUEST, len(TLS_HELLO), 3, (0, 3))    # even HTTP now: ignored
+    session.on_close(4)
+    assert out == [] and fake.sessions == []
+    assert session.ignored_bytes == len(TLS_HELLO) + 5 + len(REQUEST)
+
+
+def test_detect_limit_gives_up():
+    fake = Fake("fake", b"X" * 100)
+    session = open_session(flow(), [].append, [fake], detect_limit=50)
+    session.on_data(C2S, b"X" * 30, 0, 1, (0, 1))
+    assert not session.ignored
+    session.on_data(C2S, b"X" * 30, 30, 2, (0, 2))
+    assert session.ignored and fake.sessions == []
+
+
+def test_port_hint_goes_first_then_registry_order():
+    first, hinted = Fake("first", b"SAME"), Fake("hinted", b"SAME", {6379})
+    session = open_session(flow(6379), [].append, [first, hinted])
+    session.on_data(C2S, b"SAME", 0, 1, (0, 1))
+    assert session.dissector is hinted
+    first, hinted = Fake("first", b"SAME"), Fake("hinted", b"SAME", {6379})
+    session = open_session(flow(5432), [].append, [first, hinted])
+    session.on_data(C2S, b"SAME", 0, 1, (0, 1))
+    assert session.dissector is first
+
+
+def test_an_earlier_candidate_that_says_more_is_waited_for():
+    # "AB" is a MATCH for short but still a prefix for longer: the earlier one decides,
+    # so the choice does not depend on how the bytes were chunked.
+    longer, short = Fake("longer", b"ABCD"), Fake("short", b"AB")
+    session = open_session(flow(), [].append, [longer, short])
+    session.on_data(C2S, b"AB", 0, 1, (0, 1))
+    assert session.dissector is None
+    session.on_data(C2S, b"CD", 2, 2, (0, 2))
+    assert session.dissector is longer
+
+
+def test_a_candidate_that_said_no_is_skipped_after():
+    never, late = Fake("never", b"ZZZ"), Fake("late", b"ABCD")
+    session = open_session(flow(), [].append, [never, late])
+    session.on_data(C2S, b"AB", 0, 1, (0, 1))
+    asked = never.asked
+    session.on_data(C2S, b"CD", 2, 2, (0, 2))
+    assert session.dissector is late and never.asked == asked
+
+
+def test_detection_restarts_after_a_gap_for_a_capture_started_mid_stream():
+    out: list[Exchange] = []
+    session = open_session(flow(), out.append, registry())
+    session.on_data(C2S, b"tail of a previous upload", 0, 1, (0, 1))
+    session.on_gap(C2S, 25, 100, 2)
+    session.on_data(C2S, REQUEST, 125, 3, (0, 3))
+    assert session.dissector is not None and session.dissector.name == "http"
+    # The server answers the upload whose tail was seen, then the request.
+    session.on_data(S2C, RESPONSE.replace(b"200 OK", b"201 Created") + RESPONSE, 0, 4, (0, 4))
+    session.on_close(5)
+    upload, ex = out
+    assert upload.request == {} and upload.status == 201 and not upload.complete
+    assert ex.summary == "GET /api/orders?id=7" and ex.complete and ex.status == 200
+    assert ex.client_offset == 125 and ex.server_offset == len(RESPONSE) + 5
+
+
+def test_all_no_goes_to_the_fallback_with_the_rewind():
+    fallback = Fake("tcp", b"")
+    session = open_session(flow(), [].append, registry(), fallback=fallback)
+    session.on_data(C2S, TLS_HELLO, 0, 1, (0, 1))
+    session.on_data(S2C, b"\x16\x03\x03", 0, 2, (0, 2))
+    session.on_data(C2S, b"more", len(TLS_HELLO), 3, (0, 3))
+    session.on_close(4)
+    (recorder,) = fallback.sessions
+    assert [c[0] for c in recorder.calls] == ["data", "data", "data", "close"]
+    assert recorder.calls[0][2] == TLS_HELLO and not session.ignored
+
+
+def test_short_flow_closed_before_detection_goes_to_the_fallback():
+    fallback = Fake("tcp", b"")
+    session = open_session(flow(), [].append, registry(), fallback=fallback)
+    session.on_data(C2S, b"GE", 0, 1, (0, 1))
+    session.on_close(2)
+    assert fallback.sessions[0].calls == [("data", C2S, b"GE", 0, 1, (0, 1)), ("close", 2)]
+
+
+def test_dissectors_of_another_transport_are_not_asked():
+    out: list[Exchange] = []
+    session = open_session(flow(80, "udp"), out.append, [Http1Dissector()])
+    session.on_data(C2S, REQUEST, 0, 1, (0, 1))
+    session.on_close(2)
+    assert session.ignored and out == []
