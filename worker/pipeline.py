@@ -84,19 +84,33 @@ class Pipeline:
         self._thread = threading.Thread(target=self._run, name="shark-dissect", daemon=True)
         self._closed_at_end = False
         self._last_ts = 0
+        self._current_ref: tuple[int, int] = (0, 0)
         self._written_cursor = index.cursor()
         self.stats = DissectionStats()
 
     # -- sessions ---------------------------------------------------------------------------
     def _open_session(self, flow: FlowInfo) -> Session:
+        # The packet that opened the flow (its SYN, when seen): the connection's first
+        # exchange starts its packet range there, so its pcap carries the handshake.
+        flow_first_ref = self._current_ref
+
         def emit(exchange: Exchange) -> None:
+            if exchange.client_offset == 0 and flow_first_ref < exchange.first_ref:
+                exchange.first_ref = flow_first_ref
+            # Offsets are per direction of the session; when the selector swapped the
+            # assembler's guessed roles, its client is the assembler's server.
+            session_flow = selector.session_flow
+            to_server, to_client = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+            if selector.swapped:
+                to_server, to_client = to_client, to_server
             seq_of = self._assembler.seq_of
-            client_seq = seq_of(flow, Direction.CLIENT_TO_SERVER, exchange.client_offset)
+            client_seq = seq_of(flow, to_server, exchange.client_offset)
             server_seq = None
             if exchange.server_offset is not None:
-                server_seq = seq_of(flow, Direction.SERVER_TO_CLIENT, exchange.server_offset)
-            self._pending.append((flow, exchange, client_seq, server_seq))
-        return open_session(flow, emit, self._dissectors)
+                server_seq = seq_of(flow, to_client, exchange.server_offset)
+            self._pending.append((session_flow, exchange, client_seq, server_seq))
+        selector = open_session(flow, emit, self._dissectors)
+        return selector
 
     # -- thread -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -157,6 +171,7 @@ class Pipeline:
             if decoded is None:
                 not_ip += 1
                 continue
+            self._current_ref = ref
             packet(ts_ns, ref, decoded)
             if ts_ns - last_expire > EXPIRE_EVERY_NS:
                 self._assembler.expire(ts_ns)

@@ -72,8 +72,13 @@ def tree_pids(pid: int) -> list[int]:
 
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU time of the tree's live processes (threads included)."""
+    return cpu_seconds(tree_pids(pid))
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of these processes (threads included)."""
     total = 0
-    for p in tree_pids(pid):
+    for p in pids:
         try:
             with open(f"/proc/{p}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()

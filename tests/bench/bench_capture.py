@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (Child, Worker, machine, table, tree_cpu_seconds, tree_peak_rss_mb,  # noqa: E402
-                     wait_for, wait_for_quiet, write_json)
+from _common import (Child, Worker, cpu_seconds, machine, table, tree_cpu_seconds,  # noqa: E402
+                     tree_peak_rss_mb, tree_pids, wait_for, wait_for_quiet, write_json)
 
 UDP_LENGTH = 64
 CAPTURERS = ("tcpdump", "worker-af_packet", "worker-pcap")
@@ -45,12 +45,14 @@ class Run:
     target_pps: int | None     # None: iperf3 -b 0 (as fast as it goes)
     capturer: str
     seconds: float = 0.0       # iperf3's measured duration
-    offered: int | None = None  # datagrams iperf3 sent (UDP only)
+    offered: int | None = None  # UDP: datagrams iperf3 sent; TCP: segments the machine sent
+    iperf3_gbps: float = 0.0   # payload throughput iperf3 reported (sender side)
     stored: int = 0            # packets written to the file / the store
     kernel_dropped: int = 0
     if_dropped: int = 0
     other_dropped: int = 0     # the worker's dropped_on_write
     capturer_cpu_s: float = 0.0   # CPU time the capturer used during the flood
+    capture_cpu_s: float | None = None   # the worker's capture child alone
     capturer_rss_mb: float = 0.0
     store_bytes: int = 0
     notes: list[str] = field(default_factory=list)
@@ -64,14 +66,26 @@ class Run:
         return self.stored / self.seconds if self.seconds else 0.0
 
     @property
+    def lost(self) -> int:
+        """Packets offered but not stored (tcpdump's own kernel-drop line counts each lo packet
+        twice, so offered - stored is the number to compare)."""
+        if self.flood == "tcp":   # offered counts the whole machine's segments: drops only
+            return self.kernel_dropped + self.other_dropped
+        gap = max(0, self.offered - self.stored) if self.offered is not None else 0
+        return max(gap, self.other_dropped)
+
+    @property
+    def cpu_us_per_packet(self) -> float | None:
+        return self.capturer_cpu_s / self.stored * 1e6 if self.stored else None
+
+    @property
     def zero_drop(self) -> bool:
-        drops = self.kernel_dropped + self.other_dropped
-        complete = self.offered is None or self.stored >= self.offered
-        return drops == 0 and complete
+        return self.lost == 0 and self.kernel_dropped == 0
 
     def row(self) -> dict:
         data = asdict(self)
-        data.update(offered_pps=self.offered_pps, stored_pps=self.stored_pps, zero_drop=self.zero_drop)
+        data.update(offered_pps=self.offered_pps, stored_pps=self.stored_pps, lost=self.lost,
+                    cpu_us_per_packet=self.cpu_us_per_packet, zero_drop=self.zero_drop)
         return data
 
 
@@ -91,6 +105,14 @@ def _listening(port: int) -> bool:
     return False
 
 
+def _tcp_out_segments() -> int:
+    """Tcp OutSegs of the whole machine (/proc/net/snmp): every TCP segment sent, here mostly
+    the flood's data and ACKs on lo, since the flood dwarfs any other traffic."""
+    with open("/proc/net/snmp") as snmp:
+        lines = [line.split() for line in snmp if line.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("OutSegs")])
+
+
 def _flood(flood: str, port: int, seconds: float, target_pps: int | None, logs: Path,
            tag: str) -> dict:
     """One iperf3 server (-1: exits after one test) and client; returns the client's JSON."""
@@ -101,22 +123,25 @@ def _flood(flood: str, port: int, seconds: float, target_pps: int | None, logs: 
         if flood == "udp":
             bits = 0 if target_pps is None else target_pps * UDP_LENGTH * 8
             argv += ["-u", "-l", str(UDP_LENGTH), "-b", str(bits)]
+        segments_before = _tcp_out_segments()
         client = Child(argv, logs, f"{tag}-iperf3-client")
         client.wait(seconds + 30)
+        server.wait(15)
         result = json.loads(client.stdout())
+        result["tcp_out_segments"] = _tcp_out_segments() - segments_before
         if "error" in result:
             raise RuntimeError(f"iperf3: {result['error']}")
-        server.wait(15)
         return result
     finally:
         server.stop()
 
 
-def _flood_numbers(flood: str, result: dict) -> tuple[float, int | None]:
+def _flood_numbers(run: Run, result: dict) -> None:
     end = result["end"]
-    if flood == "udp":
-        return float(end["sum"]["seconds"]), int(end["sum"]["packets"])
-    return float(end["sum_sent"]["seconds"]), None
+    summary = end["sum"] if run.flood == "udp" else end["sum_sent"]
+    run.seconds = float(summary["seconds"])
+    run.iperf3_gbps = float(summary["bits_per_second"]) / 1e9
+    run.offered = int(summary["packets"]) if run.flood == "udp" else result["tcp_out_segments"]
 
 
 def _settled(worker: Worker, quiet_polls: int = 4, interval: float = 0.25, timeout: float = 60) -> dict:
@@ -158,7 +183,7 @@ def run_tcpdump(run: Run, args: argparse.Namespace, port: int, bpf: str, snaplen
         run.capturer_cpu_s = tree_cpu_seconds(tcpdump.pid) - cpu0
     finally:
         tcpdump.stop(signal.SIGINT)
-    run.seconds, run.offered = _flood_numbers(run.flood, result)
+    _flood_numbers(run, result)
     text = tcpdump.stderr()
     numbers = {k: int(m.group(1)) if (m := regex.search(text)) else None
                for k, regex in _TCPDUMP_LINES.items()}
@@ -180,16 +205,18 @@ def run_worker(run: Run, args: argparse.Namespace, port: int, bpf: str, snaplen:
                      "--storage-limit", args.storage_limit], out_dir, logs, tag)
     try:
         time.sleep(0.5)
-        cpu0 = tree_cpu_seconds(worker.pid)
+        children = tree_pids(worker.pid)[1:]   # the capture child
+        cpu0, capture0 = tree_cpu_seconds(worker.pid), cpu_seconds(children)
         result = _flood(run.flood, port, args.seconds, run.target_pps, logs, tag)
         status = _settled(worker)
         run.capturer_cpu_s = tree_cpu_seconds(worker.pid) - cpu0
+        run.capture_cpu_s = cpu_seconds(children) - capture0
         run.capturer_rss_mb = tree_peak_rss_mb(worker.pid)
     finally:
         code = worker.stop(signal.SIGTERM)
     if code != 0:
         run.notes.append(f"worker exited {code}")
-    run.seconds, run.offered = _flood_numbers(run.flood, result)
+    _flood_numbers(run, result)
     capture, store = status["capture"], status["store"] or {}
     run.stored = int(store.get("packets_written", 0))
     run.kernel_dropped = int(capture["dropped"])
@@ -217,8 +244,8 @@ def one(flood: str, target_pps: int | None, capturer: str, args: argparse.Namesp
         shutil.rmtree(out_dir, ignore_errors=True)
     rate = f"{run.offered_pps:,.0f} pps offered" if run.offered_pps else f"{run.seconds:.1f}s"
     print(f"  {flood:3} {('max' if target_pps is None else f'{target_pps:,}'):>8} {capturer:17} "
-          f"{rate}, stored {run.stored:,} ({run.stored_pps:,.0f} pps), dropped "
-          f"{run.kernel_dropped:,}+{run.other_dropped:,}, cpu {run.capturer_cpu_s:.1f}s "
+          f"{rate}, stored {run.stored:,} ({run.stored_pps:,.0f} pps), lost {run.lost:,}, "
+          f"kernel drops {run.kernel_dropped:,}, cpu {run.capturer_cpu_s:.1f}s "
           f"{' '.join(run.notes)}", file=sys.stderr, flush=True)
     return run
 
@@ -231,14 +258,18 @@ def _ratio(a: float | None, b: float | None) -> str | None:
 def flood_table(runs: list[Run], flood: str) -> str:
     rows = []
     peer = next((r for r in runs if r.capturer == "tcpdump"), None)
+    udp = flood == "udp"
     for r in runs:
-        rows.append([r.capturer, r.seconds, r.offered, r.offered_pps, r.stored, r.stored_pps,
-                     r.kernel_dropped, r.if_dropped + r.other_dropped, r.capturer_cpu_s,
-                     r.capturer_rss_mb, _ratio(r.stored_pps, peer.stored_pps if peer else None)])
-    headers = ["capturer", "seconds", "offered", "offered pps", "stored", "stored pps",
-               "kernel drops", "other drops", "cpu s", "peak RSS MB", "stored pps / tcpdump"]
-    if flood == "tcp":
-        headers[2:4] = ["offered (n/a)", "-"]
+        offered = [r.offered, r.offered_pps] if udp else [r.iperf3_gbps, r.offered]
+        cpu = f"{r.capturer_cpu_s:.2f}" + (f" ({r.capture_cpu_s:.2f})" if r.capture_cpu_s is not None else "")
+        rows.append([r.capturer, r.seconds, *offered, r.stored, r.stored_pps, r.lost,
+                     r.kernel_dropped, cpu, r.cpu_us_per_packet, r.capturer_rss_mb,
+                     _ratio(r.stored_pps, peer.stored_pps if peer else None)])
+    offered_headers = (["offered", "offered pps"] if udp
+                       else ["iperf3 Gbit/s", "TCP segments sent"])
+    headers = ["capturer", "seconds", *offered_headers, "stored", "stored pps", "lost",
+               "kernel drops", "cpu s (capture proc)", "cpu us/pkt", "peak RSS MB",
+               "stored pps / tcpdump"]
     return table(headers, rows)
 
 
@@ -255,9 +286,8 @@ def sweep_table(runs: list[Run]) -> tuple[str, dict[str, float | None]]:
             if r is None:
                 cells.append(None)
                 continue
-            loss = r.kernel_dropped + r.other_dropped + max(0, (r.offered or 0) - r.stored)
             cells.append(f"{r.offered_pps / 1000:.0f}k ok" if r.zero_drop
-                         else f"{r.offered_pps / 1000:.0f}k -{loss:,}")
+                         else f"{r.offered_pps / 1000:.0f}k -{r.lost:,}")
         zero = [r.offered_pps for r in mine.values() if r.zero_drop and r.offered_pps]
         best[capturer] = max(zero) if zero else None
         rows.append([capturer, *cells, best[capturer]])
@@ -269,7 +299,7 @@ def sweep_table(runs: list[Run]) -> tuple[str, dict[str, float | None]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each flood")
-    parser.add_argument("--rates", default="50000,100000,200000,300000,400000",
+    parser.add_argument("--rates", default="50000,100000,200000,250000,300000,350000,400000",
                         help="UDP sweep rates in packets/s, comma separated ('' for none)")
     parser.add_argument("--capturers", default=",".join(CAPTURERS))
     parser.add_argument("--no-tcp", action="store_true")

@@ -40,6 +40,9 @@ def test_cap_holds_while_five_times_the_limit_passes(start_worker, http_server, 
             on_disk = sum(p.stat().st_size for p in segments(storage) if p.exists())
             largest = max(largest, on_disk)
             assert on_disk <= LIMIT
+        # A flood that outruns dissection is shed (counted); traffic after it is dissected.
+        for n in range(5):
+            client.get(f"/after-flood/{n}")
     status = wait_for(lambda: (s := worker.status())["dissection"]["caught_up"] and s,
                       what="dissection to catch up")
     store = status["store"]
@@ -49,7 +52,11 @@ def test_cap_holds_while_five_times_the_limit_passes(start_worker, http_server, 
     assert largest > LIMIT // 2  # the store did fill up before evicting
     # Index rows of evicted segments went with them: what is left is found again.
     entries = worker.entries(limit=1000)
-    assert 0 < len(entries) < pushed // 400000
+    assert 5 <= len(entries) < 5 + pushed // 400000
+    assert [e["request"]["path"] for e in entries[:5]] == [f"/after-flood/{n}" for n in range(4, -1, -1)]
+    dissection = status["dissection"]
+    assert dissection["packets"] + dissection["shed_segments"] > 0
+    assert dissection["packets"] <= store["packets_written"]
     oldest = entries[-1]
     assert worker.get(f"/entries/{oldest['id']}").status_code == 200
 

@@ -186,6 +186,22 @@ def test_mid_stream_roles_by_port_hint(sender_port: int, receiver_port: int,
     assert h.assembler.seq_of(session.flow, C2S if sender_is_client else S2C, 0) == 777
 
 
+def test_mid_stream_roles_remember_servers_seen_accepting_connections() -> None:
+    # A connection to an unhinted port 45000 with its handshake, then (as after a capture
+    # discontinuity) the same server seen mid-stream sending first: it is still the server.
+    h = Harness()
+    h.feed_raw(tcp_conversation([b"GET / HTTP/1.1\r\n\r\n"], [b"HTTP/1.1 200 OK\r\n\r\n"],
+                                client=("10.0.0.1", 51000), server=("10.0.0.2", 45000)))
+    h.assembler.close_all(h.ts)
+    h.feed(tcp_packet("10.0.0.2", "10.0.0.1", 45000, 52000, seq=900, ack=5, flags="PA",
+                      payload=b"body bytes"))
+    h.feed(tcp_packet("10.0.0.1", "10.0.0.2", 52000, 45000, seq=5, ack=910, flags="PA",
+                      payload=b"GET /next"))
+    second = h.sessions[1]
+    assert second.flow == FlowInfo("tcp", CLIENT_IP, 52000, SERVER_IP, 45000)
+    assert (second.stream(S2C), second.stream(C2S)) == (b"body bytes", b"GET /next")
+
+
 def test_stray_ack_of_an_unknown_connection_opens_no_flow() -> None:
     h = Harness()
     h.feed(tcp_packet(seq=10, ack=20, flags="A"), tcp_packet(seq=10, ack=20, flags="FA"),

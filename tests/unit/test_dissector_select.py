@@ -122,13 +122,22 @@ def test_flow_no_dissector_wants_is_ignored_and_counted():
     assert session.ignored_bytes == len(TLS_HELLO) + 5 + len(REQUEST)
 
 
-def test_detect_limit_gives_up():
-    fake = Fake("fake", b"X" * 100)
+def test_undecided_bytes_past_the_detect_limit_become_a_gap_and_detection_goes_on():
+    # The server direction starts in the middle of a long body: no message start in it.
+    # Past detect_limit its bytes are replayed as one gap; the client's next message claims.
+    fake = Fake("fake", b"MAGIC")
     session = open_session(flow(), [].append, [fake], detect_limit=50)
-    session.on_data(C2S, b"X" * 30, 0, 1, (0, 1))
-    assert not session.ignored
-    session.on_data(C2S, b"X" * 30, 30, 2, (0, 2))
-    assert session.ignored and fake.sessions == []
+    session.on_data(S2C, b"b" * 30, 1000, 1, (0, 1))
+    session.on_data(S2C, b"b" * 30, 1030, 2, (0, 2))
+    assert not session.ignored and session.skipped_bytes == 60
+    session.on_data(S2C, b"b" * 10, 1060, 3, (0, 3))
+    session.on_data(C2S, b"MAGIC!", 0, 4, (0, 4))
+    assert session.dissector is fake
+    assert fake.sessions[0].calls == [
+        ("gap", S2C, 1000, 60, 2),
+        ("data", S2C, b"b" * 10, 1060, 3, (0, 3)),
+        ("data", C2S, b"MAGIC!", 0, 4, (0, 4)),
+    ]
 
 
 def test_port_hint_goes_first_then_registry_order():
@@ -204,3 +213,32 @@ def test_dissectors_of_another_transport_are_not_asked():
     session.on_data(C2S, REQUEST, 0, 1, (0, 1))
     session.on_close(2)
     assert session.ignored and out == []
+
+
+def test_guessed_roles_are_swapped_when_the_content_says_so():
+    # Mid-stream, no port hint: the assembler took the first sender (really the server, in
+    # the middle of a body) for the client. The request seen the other way claims the flow
+    # with the roles reversed, and the session sees directions as they really are.
+    guessed = FlowInfo("tcp", b"\x0a\x00\x00\x02", 45000, b"\x0a\x00\x00\x01", 51000,
+                       roles_guessed=True)
+    fake = Fake("fake", b"MAGIC")
+    session = open_session(guessed, [].append, [fake])
+    session.on_data(C2S, b"rest of a body", 500, 1, (0, 1))
+    session.on_data(S2C, b"MAGIC request", 0, 2, (0, 2))
+    assert session.dissector is fake and session.swapped
+    assert session.session_flow == FlowInfo("tcp", b"\x0a\x00\x00\x01", 51000,
+                                            b"\x0a\x00\x00\x02", 45000)
+    session.on_data(C2S, b"response", 514, 3, (0, 3))
+    assert fake.sessions[0].calls == [
+        ("data", S2C, b"rest of a body", 500, 1, (0, 1)),
+        ("data", C2S, b"MAGIC request", 0, 2, (0, 2)),
+        ("data", S2C, b"response", 514, 3, (0, 3)),
+    ]
+
+
+def test_roles_decided_by_syn_or_ports_are_never_swapped():
+    fake = Fake("fake", b"MAGIC")
+    session = open_session(flow(), [].append, [fake])
+    session.on_data(C2S, b"xyz", 0, 1, (0, 1))
+    session.on_data(S2C, b"MAGIC request", 0, 2, (0, 2))
+    assert session.dissector is None and not session.swapped

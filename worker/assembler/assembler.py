@@ -18,10 +18,13 @@ from collections.abc import Callable
 
 import msgspec
 
-from worker.assembler.flows import Flow, FlowKey, Half, flow_key, reverse_key, sender_is_client
+from worker.assembler.flows import (Flow, FlowKey, Half, flow_key, ports_decide_roles, reverse_key,
+                                    sender_is_client)
 from worker.assembler.tcp import HALF_SPACE, SEQ_MASK, insert, seq_delta, take_run
 from worker.dissectors.base import Direction, FlowInfo, Session
 from worker.packet import ACK, FIN, RST, SYN, TCP, Decoded, PacketRef
+
+MAX_KNOWN_SERVERS = 65536
 
 log = logging.getLogger("shark.worker.assembler")
 
@@ -66,6 +69,9 @@ class Assembler:
         # packet only stamps flow.last_ns and never reorders this.
         self._order: OrderedDict[Flow, None] = OrderedDict()
         self._clock_ns = 0   # latest time given to expire()/close_all()
+        # Endpoints seen accepting connections (SYN/SYN-ACK), most recent last: they decide
+        # roles of flows later seen mid-stream, where ports alone often cannot.
+        self._known_servers: OrderedDict[tuple[int, bytes, int], None] = OrderedDict()
         self.stats = AssemblerStats()
 
     # -- per packet -------------------------------------------------------------------------
@@ -77,7 +83,8 @@ class Assembler:
         half = self._halves.get(key)
         if proto != TCP:
             if half is None:
-                half = self._new_flow(key, sender_is_client(sport, dport), ts_ns)
+                half = self._new_flow(key, sender_is_client(sport, dport), ts_ns,
+                                      guessed=not ports_decide_roles(sport, dport))
             flow = half.flow
             flow.last_ns = ts_ns
             if payload:
@@ -95,12 +102,14 @@ class Assembler:
 
         if flags & SYN:
             syn_ack = flags & ACK
+            self._remember_server((proto, src, sport) if syn_ack else (proto, dst, dport))
             if half is None or self._starts_new_connection(half, seq, syn_ack):
                 half = self._replace(half, key, not syn_ack, ts_ns)
         elif half is None:
             if not payload:
                 return   # a stray ACK/FIN/RST of a connection we never saw
-            half = self._new_flow(key, sender_is_client(sport, dport), ts_ns)
+            sender_client, guessed = self._mid_stream_roles(key)
+            half = self._new_flow(key, sender_client, ts_ns, guessed)
         flow = half.flow
         if flow.closed:
             return
@@ -195,20 +204,41 @@ class Assembler:
             return not syn_ack
         return half.base != (seq + 1) & SEQ_MASK
 
+    def _remember_server(self, endpoint: tuple[int, bytes, int]) -> None:
+        servers = self._known_servers
+        if endpoint in servers:
+            servers.move_to_end(endpoint)
+            return
+        servers[endpoint] = None
+        if len(servers) > MAX_KNOWN_SERVERS:
+            servers.popitem(last=False)
+
+    def _mid_stream_roles(self, key: FlowKey) -> tuple[bool, bool]:
+        """(sender is client, guessed) for a TCP flow first seen without its SYN (capture
+        started late, or flows reset after a discontinuity): an endpoint seen accepting a
+        connection before is the server; else the port hints; else a guess the selector may
+        correct by content."""
+        proto, src, sport, dst, dport = key
+        if (proto, src, sport) in self._known_servers:
+            return False, False
+        if (proto, dst, dport) in self._known_servers:
+            return True, False
+        return sender_is_client(sport, dport), not ports_decide_roles(sport, dport)
+
     def _replace(self, old: Half | None, key: FlowKey, sender_client: bool, ts_ns: int) -> Half:
         if old is not None:
             self._close(old.flow, ts_ns)
             self._remove(old.flow)
         return self._new_flow(key, sender_client, ts_ns)
 
-    def _new_flow(self, key: FlowKey, sender_client: bool, ts_ns: int) -> Half:
+    def _new_flow(self, key: FlowKey, sender_client: bool, ts_ns: int, guessed: bool = False) -> Half:
         """A flow for a packet with this key; returns the sender's half."""
         proto, src, sport, dst, dport = key
         transport = "tcp" if proto == TCP else "udp"
         if sender_client:
-            flow = self._install(FlowInfo(transport, src, sport, dst, dport), key, ts_ns)
+            flow = self._install(FlowInfo(transport, src, sport, dst, dport, guessed), key, ts_ns)
             return flow.client
-        flow = self._install(FlowInfo(transport, dst, dport, src, sport), reverse_key(key), ts_ns)
+        flow = self._install(FlowInfo(transport, dst, dport, src, sport, guessed), reverse_key(key), ts_ns)
         return flow.server
 
     def _install(self, info: FlowInfo, client_key: FlowKey, ts_ns: int,

@@ -24,6 +24,10 @@ def is_server_port(port: int) -> bool:
     return port < 1024 or port in SERVER_PORT_HINTS
 
 
+def ports_decide_roles(sport: int, dport: int) -> bool:
+    return is_server_port(sport) or is_server_port(dport)
+
+
 def sender_is_client(sport: int, dport: int) -> bool:
     """Roles without a SYN: the side on the (lower) server-like port is the server; when the
     ports say nothing, the first sender is the client."""

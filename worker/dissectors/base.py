@@ -33,6 +33,9 @@ class FlowInfo:
     client_port: int
     server_ip: bytes
     server_port: int
+    # True when nothing decided the roles (no SYN, no port hint, no server seen before) and the
+    # first sender was taken for the client: the selector may swap them by content.
+    roles_guessed: bool = field(default=False, compare=False)
 
 
 @dataclass(slots=True)

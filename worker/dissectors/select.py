@@ -10,11 +10,17 @@ were split into chunks, and a port hint wins over an equally plausible later can
 The claiming dissector's session gets the recorded calls replayed in their original order,
 then the live calls directly (the selector rebinds its methods to the session's).
 
+Roles: when nothing decided them (flow.roles_guessed: no SYN, no port hint, no server seen
+before), a candidate that matches with the directions reversed claims the flow with the roles
+swapped (`session_flow`, `swapped`).
+
 Gaps: detection looks at the bytes after the last gap of each direction, so a flow whose
 capture started mid-connection is detected on the first message start after the gap; a gap
-also lets every candidate answer again. A flow no candidate claims (all NO, or detect_limit
-bytes without a MATCH) is handed to `fallback` when one is given (a generic tcp/udp entry),
-else ignored: buffered bytes are dropped, later ones only counted.
+also lets every candidate answer again. A direction that shows no message start within
+detect_limit bytes is turned into a gap (memory stays bounded) and detection goes on after it,
+so a keep-alive connection picked up in the middle of a long body is still dissected from its
+next message. A flow every candidate refuses is handed to `fallback` when one is given (a
+generic tcp/udp entry), else ignored: buffered bytes are dropped, later ones only counted.
 """
 
 from __future__ import annotations
@@ -43,25 +49,60 @@ class SelectingSession:
         self._calls: list[tuple] = []
         self._windows = [bytearray(), bytearray()]   # per direction, bytes since its last gap
         self._refused: set[int] = set()              # said NO to the current windows
+        self._refused_swapped: set[int] = set()      # ... with the directions reversed
         self._buffered = 0
         self.dissector: Dissector | None = None      # the one that claimed the flow
         self.session: Session | None = None
         self.ignored = False
         self.ignored_bytes = 0
+        self.skipped_bytes = 0                       # undecided bytes replayed as gaps
+        # The flow as the claiming session sees it: roles swapped when the content showed
+        # the assembler's guess wrong (then the session's directions are the reverse).
+        self.session_flow = flow
+        self.swapped = False
 
     def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
                 ref: PacketRef) -> None:
         if not data:
             return
         self._calls.append((_DATA, direction, data, offset, ts_ns, ref))
-        self._windows[direction].extend(data)
+        window = self._windows[direction]
+        window.extend(data)
         self._buffered += len(data)
+        if len(window) > self._detect_limit:
+            self._skip_window(direction, ts_ns)
         self._decide()
+
+    def _skip_window(self, direction: Direction, ts_ns: int) -> None:
+        """A direction that shows no message start within detect_limit bytes (a capture that
+        began in the middle of a long body) is replayed as a gap, and detection goes on with
+        the bytes after it: the next message start on either side can still claim the flow."""
+        kept: list[tuple] = []
+        placeholder: int | None = None
+        first_offset = skipped = 0
+        for call in self._calls:
+            if call[0] == _DATA and call[1] == direction:
+                if placeholder is None:
+                    placeholder, first_offset = len(kept), call[3]
+                    kept.append(call)
+                skipped += len(call[2])
+            else:
+                kept.append(call)
+        if placeholder is None:
+            return
+        kept[placeholder] = (_GAP, direction, first_offset, skipped, ts_ns)
+        self._calls = kept
+        self._buffered -= skipped
+        self.skipped_bytes += skipped
+        self._windows[direction].clear()
+        self._refused.clear()
+        self._refused_swapped.clear()
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         self._calls.append((_GAP, direction, offset, length, ts_ns))
         self._windows[direction].clear()
         self._refused.clear()
+        self._refused_swapped.clear()
 
     def on_close(self, ts_ns: int) -> None:
         # Nothing claimed the flow before it ended.
@@ -73,21 +114,32 @@ class SelectingSession:
 
     def _decide(self) -> None:
         client, server = bytes(self._windows[0]), bytes(self._windows[1])
-        if client or server:
-            for i, dissector in enumerate(self._candidates):
-                if i in self._refused:
-                    continue
-                answer = dissector.detect(client, server)
-                if answer is Detect.MATCH:
-                    self._claim(dissector)
-                    return
-                if answer is Detect.MORE:
-                    break
-                self._refused.add(i)
-            else:
-                self._give_up()
+        if not (client or server):
+            return
+        for i, dissector in enumerate(self._candidates):
+            if i in self._refused:
+                continue
+            answer = dissector.detect(client, server)
+            if answer is Detect.MATCH:
+                self._claim(dissector)
                 return
-        if self._buffered >= self._detect_limit:
+            if answer is Detect.MORE:
+                break
+            self._refused.add(i)
+        if self.flow.roles_guessed:
+            # Nothing decided who is the client: the content may say the guess was wrong.
+            for i, dissector in enumerate(self._candidates):
+                if i in self._refused_swapped:
+                    continue
+                answer = dissector.detect(server, client)
+                if answer is Detect.MATCH:
+                    self._claim(dissector, swapped=True)
+                    return
+                if answer is Detect.NO:
+                    self._refused_swapped.add(i)
+        else:
+            self._refused_swapped = self._refused
+        if len(self._refused) == len(self._refused_swapped) == len(self._candidates):
             self._give_up()
 
     def _give_up(self) -> None:
@@ -96,8 +148,16 @@ class SelectingSession:
         else:
             self._ignore()
 
-    def _claim(self, dissector: Dissector) -> None:
-        session = dissector.session(self.flow, self._emit, self._body_limit)
+    def _claim(self, dissector: Dissector, swapped: bool = False) -> None:
+        session: Session
+        if swapped:
+            flow = self.flow
+            self.session_flow = FlowInfo(flow.transport, flow.server_ip, flow.server_port,
+                                         flow.client_ip, flow.client_port)
+            self.swapped = True
+            session = _Swapped(dissector.session(self.session_flow, self._emit, self._body_limit))
+        else:
+            session = dissector.session(self.flow, self._emit, self._body_limit)
         self.dissector, self.session = dissector, session
         calls, self._calls = self._calls, []
         self._windows = [bytearray(), bytearray()]
@@ -126,6 +186,21 @@ class SelectingSession:
 
     def _nothing(self, *args: object) -> None:
         pass
+
+
+class _Swapped:
+    """A session seen through reversed roles: the assembler's client is its server."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self.on_close = session.on_close
+
+    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
+                ref: PacketRef) -> None:
+        self._session.on_data(Direction(1 - direction), data, offset, ts_ns, ref)
+
+    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        self._session.on_gap(Direction(1 - direction), offset, length, ts_ns)
 
 
 def candidates_for(flow: FlowInfo, dissectors: Sequence[Dissector]) -> list[Dissector]:
