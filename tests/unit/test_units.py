@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from shark.units import UnitError, format_size, parse_duration, parse_size
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("200MB", 200_000_000), ("1GiB", 1 << 30), ("500Mi", 500 << 20), ("4096", 4096),
+    ("1.5GB", 1_500_000_000), (" 10 KiB ", 10240), ("3kb", 3000), (123, 123),
+])
+def test_sizes(text: str | int, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("12XB", "unknown unit 'XB'"), ("", "is not a size"), ("MB", "is not a size"),
+    ("-5MB", "is not a size"), (-1, "negative"), (None, "expected a size"),
+])
+def test_bad_sizes_say_what_was_expected(text: object, fragment: str) -> None:
+    with pytest.raises(UnitError, match="storage_limit") as error:
+        parse_size(text, "storage_limit")  # type: ignore[arg-type]
+    assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("5m", 300.0), ("90s", 90.0), ("1h30m", 5400.0), ("250ms", 0.25), ("2d", 172800.0),
+    ("12", 12.0), ("0.5", 0.5), (7, 7.0),
+])
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(("text", "position"), [("5x", 1), ("m5", 1), ("5m3", 3), ("", 1)])
+def test_bad_durations_name_the_position(text: str, position: int) -> None:
+    with pytest.raises(UnitError, match=f"since: .*at character {position}"):
+        parse_duration(text, "since")
+
+
+def test_format_size() -> None:
+    assert [format_size(n) for n in (200_000_000, 2 << 20, 512 << 10, 1500, 12)] == [
+        "200MB", "2MiB", "512KiB", "1.5KB", "12B"]
+
+
+@given(st.text(max_size=20))
+def test_any_text_parses_or_raises_unit_error(text: str) -> None:
+    for parse in (parse_size, parse_duration):
+        try:
+            value = parse(text)
+        except UnitError:
+            continue
+        assert value >= 0
