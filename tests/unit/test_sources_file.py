@@ -165,6 +165,7 @@ def test_pcapng_keeps_the_first_linktype_and_counts_the_other_interfaces_packets
     assert [decode(LINKTYPE_ETHERNET, p[1]).dport for p in packets] == [1, 4]
     assert source.skipped == 2
     assert "skipped 2 packets" in source.stats().error
+    assert source.stats().skipped == 2
 
 
 def test_pcapng_simple_packet_block_takes_interface_zero_and_the_last_timestamp(tmp_path):

@@ -23,6 +23,7 @@ class SourceStats(msgspec.Struct):
     received: int = 0         # packets handed to the worker
     dropped: int = 0          # dropped by the kernel (buffer full)
     if_dropped: int = 0       # dropped by the interface/driver
+    skipped: int = 0          # packets left out: another link type than the capture's
     finished: bool = False    # a file source that has replayed all of its file
     error: str = ""           # e.g. where a damaged pcap file stopped being readable
 

@@ -176,7 +176,7 @@ class FileSource:
                     f"linktype is not {self.linktype}")
             error = f"{error}; {note}" if error else note
         return SourceStats(name=self.name, kind="file", received=self._received,
-                           finished=self._finished, error=error)
+                           skipped=self._skipped, finished=self._finished, error=error)
 
     @property
     def skipped(self) -> int:
