@@ -74,7 +74,11 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
     except (OptionError, StoreError) as error:
         fail(str(error))
     listener = _bind(options.host, options.port)
-    sys.exit(serve(options, listener))
+    try:
+        code = serve(options, listener)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down: a clean stop
+        code = 0
+    sys.exit(code)
 
 
 def fail(message: str) -> None:
@@ -120,7 +124,7 @@ def serve(options: WorkerOptions, listener: socket.socket) -> int:
     host, port = listener.getsockname()[:2]
     log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes)",
              options.node, host, port, options.storage_dir, options.storage_limit)
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning", log_config=None,
                                            access_log=False, timeout_graceful_shutdown=3))
     try:
         server.run(sockets=[listener])

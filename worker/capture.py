@@ -8,6 +8,7 @@ The parent talks to it over a Pipe: ("stats"|"filter"|"limit"|"stop", arg) -> ("
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import select
@@ -26,6 +27,7 @@ from worker.store.segments import SegmentWriter, StoreError
 
 log = logging.getLogger("shark.worker.capture")
 
+PR_SET_PDEATHSIG = 1
 BATCH = 4096
 # Bound the work between two looks at the control pipe, so stats and commands stay prompt.
 BATCHES_PER_TURN = 16
@@ -97,8 +99,20 @@ def _drain(state: CaptureState, source: Source) -> None:
             return
 
 
-def capture_main(options: WorkerOptions, conn: Connection) -> None:
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this process when its parent dies (even by kill -9), so an
+    orphaned capture never goes on holding the interface and the store."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connection) -> None:
     """Entry point of the child process."""
+    parent_conn.close()  # else the pipe never reports EOF when the parent is gone
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and says stop
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -149,8 +163,10 @@ class CaptureProcess:
         self._options = options
         context = multiprocessing.get_context("fork")
         self._conn, child_conn = context.Pipe()
-        self._process = context.Process(target=capture_main, args=(options, child_conn),
+        self._process = context.Process(target=capture_main,
+                                        args=(options, child_conn, self._conn),
                                         name="shark-capture", daemon=True)
+        self._child_conn = child_conn
         self._lock = threading.Lock()
         self.note = ""
         self.repaired: list[str] = []
@@ -158,6 +174,7 @@ class CaptureProcess:
     def start(self, timeout: float = 30.0) -> None:
         """Start the child and wait until its sources and store are open; CaptureError if not."""
         self._process.start()
+        self._child_conn.close()
         if not self._conn.poll(timeout):
             self._process.kill()
             raise CaptureError(f"capture process did not start within {timeout:g}s")

@@ -56,6 +56,7 @@ class Run:
     capturer_rss_mb: float = 0.0
     store_bytes: int = 0
     notes: list[str] = field(default_factory=list)
+    failed: str = ""           # why the run produced no numbers
 
     @property
     def offered_pps(self) -> float | None:
@@ -203,6 +204,7 @@ def run_worker(run: Run, args: argparse.Namespace, port: int, bpf: str, snaplen:
     tag = f"{run.flood}-{run.target_pps or 'max'}-{run.capturer}"
     worker = Worker(["--iface", "lo", "--bpf", bpf, "--source", source, "--snaplen", str(snaplen),
                      "--storage-limit", args.storage_limit], out_dir, logs, tag)
+    failure: Exception | None = None
     try:
         time.sleep(0.5)
         children = tree_pids(worker.pid)[1:]   # the capture child
@@ -212,8 +214,13 @@ def run_worker(run: Run, args: argparse.Namespace, port: int, bpf: str, snaplen:
         run.capturer_cpu_s = tree_cpu_seconds(worker.pid) - cpu0
         run.capture_cpu_s = cpu_seconds(children) - capture0
         run.capturer_rss_mb = tree_peak_rss_mb(worker.pid)
+    except OSError as error:   # e.g. /status refused: the worker is gone
+        failure = error
     finally:
         code = worker.stop(signal.SIGTERM)
+    if failure is not None:
+        tail = " | ".join(worker.stderr().strip().splitlines()[-3:])
+        raise RuntimeError(f"worker failed (exit code {code}): {failure}; stderr: {tail}")
     if code != 0:
         run.notes.append(f"worker exited {code}")
     _flood_numbers(run, result)
@@ -240,8 +247,14 @@ def one(flood: str, target_pps: int | None, capturer: str, args: argparse.Namesp
     runner = run_tcpdump if capturer == "tcpdump" else run_worker
     try:
         runner(run, args, port, bpf, snaplen, out_dir, logs)
+    except (RuntimeError, OSError, ValueError, KeyError) as error:   # report it, go on
+        run.failed = str(error)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+    if run.failed:
+        print(f"  {flood:3} {target_pps or 'max'} {capturer}: FAILED: {run.failed}",
+              file=sys.stderr, flush=True)
+        return run
     rate = f"{run.offered_pps:,.0f} pps offered" if run.offered_pps else f"{run.seconds:.1f}s"
     print(f"  {flood:3} {('max' if target_pps is None else f'{target_pps:,}'):>8} {capturer:17} "
           f"{rate}, stored {run.stored:,} ({run.stored_pps:,.0f} pps), lost {run.lost:,}, "
@@ -256,6 +269,7 @@ def _ratio(a: float | None, b: float | None) -> str | None:
 
 
 def flood_table(runs: list[Run], flood: str) -> str:
+    runs = [r for r in runs if not r.failed]
     rows = []
     peer = next((r for r in runs if r.capturer == "tcpdump"), None)
     udp = flood == "udp"
@@ -277,7 +291,7 @@ def sweep_table(runs: list[Run]) -> tuple[str, dict[str, float | None]]:
     rates = sorted({r.target_pps for r in runs if r.target_pps is not None}) + [None]
     rows, best = [], {}
     for capturer in CAPTURERS:
-        mine = {r.target_pps: r for r in runs if r.capturer == capturer}
+        mine = {r.target_pps: r for r in runs if r.capturer == capturer and not r.failed}
         if not mine:
             continue
         cells = []
@@ -348,6 +362,9 @@ def main() -> int:
         if capturer != "tcpdump":
             print(f"  {capturer}: highest zero-drop {value and f'{value:,.0f}'} pps, "
                   f"tcpdump {peer and f'{peer:,.0f}'} pps, ratio {_ratio(value, peer)}")
+    for r in [*udp, *tcp]:
+        if r.failed:
+            print(f"FAILED {r.flood} {r.target_pps or 'max'} {r.capturer}: {r.failed}")
     write_json(args.json_out, {
         "machine": info, "load_before": load_before, "load_after": load_after,
         "seconds": args.seconds, "tcp_snaplen": args.tcp_snaplen,

@@ -121,3 +121,24 @@ def test_corrupt_index_is_rebuilt_from_pcap(start_worker, http_server, tmp_path)
                        what="3 entries re-dissected from PCAP")
     assert sorted(e["request"]["path"] for e in entries) == ["/item/0", "/item/1", "/item/2"]
     assert any("rebuil" in note for note in restarted.status()["notes"])
+
+
+def test_capture_child_never_outlives_a_killed_worker(start_worker, tmp_path):
+    import os
+    import subprocess as sp
+    worker = start_worker("--iface", "lo", "--bpf", "tcp port 9", storage_dir=tmp_path / "s")
+    children = sp.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True,
+                      text=True).stdout.split()
+    assert len(children) == 1
+    os.kill(worker.process.pid, signal.SIGKILL)   # the API process only, not its group
+    worker.process.wait(10)
+
+    def gone() -> bool:
+        try:
+            os.kill(int(children[0]), 0)
+        except ProcessLookupError:
+            return True
+        return False
+    wait_for(gone, what="the capture child to exit after its parent was killed")
+    # and the store is free for a new worker at once
+    start_worker("--iface", "lo", "--bpf", "tcp port 9", storage_dir=tmp_path / "s")

@@ -298,6 +298,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
                         get_config, put_config, stream],
         exception_handlers={HTTPException: _error_response},
         openapi_config=None,
+        logging_config=None,
         debug=False,
     )
 
