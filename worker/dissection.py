@@ -1,0 +1,136 @@
+"""Packets in, index rows out: decode -> assembler -> dissector chosen by content -> Entry.
+
+The one path every packet takes, live (worker.pipeline follows the store with it) or offline
+(tests, golden files and benchmarks feed it a capture file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from shark.model import Endpoint, Entry, Size, encode
+from worker.assembler import Assembler
+from worker.dissectors import registry
+from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
+from worker.dissectors.select import open_session
+from worker.packet import PacketRef, decode, ip_text
+from worker.store.index import IndexRow
+
+EXPIRE_EVERY_NS = 1_000_000_000
+
+# (ref, linktype, ts_ns, data, wirelen): a stored packet as the store's readers yield it.
+StoredPacket = tuple[PacketRef, int, int, bytes, int]
+
+
+def entry_from_exchange(seq: int, node: str, flow: FlowInfo, exchange: Exchange,
+                        names: dict[bytes, str]) -> Entry:
+    client = names.get(flow.client_ip) or names.setdefault(flow.client_ip, ip_text(flow.client_ip))
+    server = names.get(flow.server_ip) or names.setdefault(flow.server_ip, ip_text(flow.server_ip))
+    elapsed = None
+    if exchange.end_ns is not None:
+        elapsed = round(max(0, exchange.end_ns - exchange.start_ns) / 1e6, 3)
+    return Entry(
+        id=f"{node}:{seq}", node=node, protocol=exchange.protocol,
+        ts=exchange.start_ns / 1e9, elapsed_ms=elapsed,
+        src=Endpoint(ip=client, port=flow.client_port),
+        dst=Endpoint(ip=server, port=flow.server_port),
+        summary=exchange.summary, status=exchange.status,
+        request=exchange.request, response=exchange.response,
+        size=Size(request=exchange.request_size, response=exchange.response_size),
+        complete=exchange.complete,
+    )
+
+
+class Dissection:
+    def __init__(self, node: str, first_seq: int = 1,
+                 dissectors: list[Dissector] | None = None) -> None:
+        self._node = node
+        self._next_seq = first_seq
+        self._dissectors = registry() if dissectors is None else dissectors
+        self._assembler = Assembler(self._open_session)
+        self._pending: list[tuple[FlowInfo, Exchange, int | None, int | None]] = []
+        self._names: dict[bytes, str] = {}
+        self._current_ref: PacketRef = (0, 0)
+        self._last_expire_ns = 0
+        self.last_ts = 0
+        self.packets = 0
+        self.not_tcp_udp = 0
+
+    @property
+    def assembler_stats(self) -> dict:
+        return msgspec.to_builtins(self._assembler.stats)
+
+    def _open_session(self, flow: FlowInfo) -> Session:
+        # The packet that opened the flow (its SYN, when seen): the connection's first
+        # exchange starts its packet range there, so its pcap carries the handshake.
+        flow_first_ref = self._current_ref
+
+        def emit(exchange: Exchange) -> None:
+            if exchange.client_offset == 0 and flow_first_ref < exchange.first_ref:
+                exchange.first_ref = flow_first_ref
+            # Offsets are per direction of the session; when the selector swapped the
+            # assembler's guessed roles, its client is the assembler's server.
+            to_server, to_client = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+            if selector.swapped:
+                to_server, to_client = to_client, to_server
+            seq_of = self._assembler.seq_of
+            client_seq = seq_of(flow, to_server, exchange.client_offset)
+            server_seq = None
+            if exchange.server_offset is not None:
+                server_seq = seq_of(flow, to_client, exchange.server_offset)
+            self._pending.append((selector.session_flow, exchange, client_seq, server_seq))
+        selector = open_session(flow, emit, self._dissectors)
+        return selector
+
+    def feed(self, batch: Iterable[StoredPacket]) -> None:
+        """Packets in store order; flows idle for long in capture time are closed as we go."""
+        packet = self._assembler.packet
+        last_expire = self._last_expire_ns
+        count = not_ip = 0
+        ts_ns = self.last_ts
+        for ref, linktype, ts_ns, data, _wirelen in batch:
+            count += 1
+            decoded = decode(linktype, data)
+            if decoded is None:
+                not_ip += 1
+                continue
+            self._current_ref = ref
+            packet(ts_ns, ref, decoded)
+            if ts_ns - last_expire > EXPIRE_EVERY_NS:
+                self._assembler.expire(ts_ns)
+                last_expire = ts_ns
+        self._last_expire_ns = last_expire
+        self.last_ts = ts_ns
+        self.packets += count
+        self.not_tcp_udp += not_ip
+
+    def expire(self, now_ns: int) -> None:
+        self._assembler.expire(now_ns)
+
+    def close_all(self) -> None:
+        """End of capture, or a discontinuity: every flow ends, pending exchanges come out."""
+        self._assembler.close_all(self.last_ts)
+
+    def discard_pending(self) -> None:
+        self._pending.clear()
+
+    def take_rows(self) -> list[IndexRow]:
+        """Index rows (with their entries) for the exchanges finished since the last call."""
+        pending, self._pending = self._pending, []
+        rows: list[IndexRow] = []
+        for flow, exchange, client_seq, server_seq in pending:
+            seq = self._next_seq
+            self._next_seq += 1
+            entry = entry_from_exchange(seq, self._node, flow, exchange, self._names)
+            rows.append(IndexRow(
+                seq=seq, ts=entry.ts, protocol=entry.protocol, entry_json=encode(entry),
+                first_seg=exchange.first_ref[0], first_off=exchange.first_ref[1],
+                last_seg=exchange.last_ref[0], last_off=exchange.last_ref[1],
+                transport=flow.transport, client_ip=entry.src.ip, client_port=flow.client_port,
+                server_ip=entry.dst.ip, server_port=flow.server_port,
+                client_offset=exchange.client_offset, server_offset=exchange.server_offset,
+                client_seq=client_seq, server_seq=server_seq,
+            ))
+        return rows
