@@ -102,15 +102,28 @@ def tree_peak_rss_mb(pid: int) -> float:
     return total_kb / 1024
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 class Child:
-    """A child in its own process group, stdout/stderr to files; reaped with wait4 for rusage."""
+    """A child in its own process group, stdout/stderr to files; reaped with wait4 for rusage.
+
+    With measure=True it runs under GNU time, whose report gives the peak RSS and CPU time of
+    the program alone: wait4's ru_maxrss would also count the pages of this (large) benchmark
+    process that the child held between fork and exec.
+    """
 
     def __init__(self, argv: Sequence[str], log_dir: Path, name: str,
-                 env: dict[str, str] | None = None, stdout: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, stdout: Path | None = None,
+                 measure: bool = False) -> None:
         self.argv = list(argv)
         self.name = name
         self.stdout_path = stdout or log_dir / f"{name}.out"
         self.stderr_path = log_dir / f"{name}.err"
+        self.time_path: Path | None = None
+        if measure and os.path.exists(GNU_TIME):
+            self.time_path = log_dir / f"{name}.time"
+            self.argv = [GNU_TIME, "-f", "%M %U %S", "-o", str(self.time_path), *self.argv]
         self.started = time.monotonic()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(self.argv, stdout=out, stderr=err, cwd=ROOT,
@@ -169,13 +182,27 @@ class Child:
                 return self.wait(10)
         return self.returncode
 
+    def _gnu_time(self) -> list[float] | None:
+        if self.time_path is None or not self.time_path.exists():
+            return None
+        lines = self.time_path.read_text().strip().splitlines()
+        try:
+            return [float(x) for x in lines[-1].split()]
+        except (IndexError, ValueError):
+            return None
+
     @property
     def maxrss_mb(self) -> float:
-        """Peak RSS of the largest process of the reaped tree (wait4's ru_maxrss is in KiB)."""
+        """Peak RSS of the program (GNU time), else of the largest process of the reaped tree
+        (wait4's ru_maxrss); both are in KiB."""
+        if (measured := self._gnu_time()) is not None:
+            return measured[0] / 1024
         return self.rusage.ru_maxrss / 1024 if self.rusage else 0.0
 
     @property
     def cpu_seconds(self) -> float:
+        if (measured := self._gnu_time()) is not None:
+            return measured[1] + measured[2]
         return (self.rusage.ru_utime + self.rusage.ru_stime) if self.rusage else 0.0
 
 

@@ -174,7 +174,7 @@ def run_tcpdump(run: Run, args: argparse.Namespace, port: int, bpf: str, snaplen
     if args.tcpdump_buffer_kib:
         argv += ["-B", str(args.tcpdump_buffer_kib)]
     tag = f"{run.flood}-{run.target_pps or 'max'}-tcpdump"
-    tcpdump = Child([*argv, bpf], logs, tag)
+    tcpdump = Child([*argv, bpf], logs, tag, measure=True)
     try:
         tcpdump.wait_stderr(r"listening on lo", 20)
         time.sleep(0.5)

@@ -224,7 +224,8 @@ def in_process(path: str, stage: str) -> dict:
 
 
 def run_in_process(pcap: Path, stage: str, logs: Path) -> dict:
-    child = Child([PYTHON, __file__, "--in-process", stage, str(pcap)], logs, f"inproc-{stage}")
+    child = Child([PYTHON, __file__, "--in-process", stage, str(pcap)], logs, f"inproc-{stage}",
+                  measure=True)
     code = child.wait(600)
     if code != 0:
         raise RuntimeError(f"in-process {stage} failed ({code}): {child.stderr()[-2000:]}")
@@ -282,24 +283,27 @@ def run_tshark(pcap: Path, mode: str, logs: Path, base: Path) -> dict:
     out = base / f"tshark-{mode}.out"
     argv = ["tshark", "-r", str(pcap)]
     argv += ["-T", "json", "-J", "http"] if mode == "json" else ["-Y", "http"]
-    child = Child(argv, logs, f"tshark-{mode}", stdout=out)
+    child = Child(argv, logs, f"tshark-{mode}", stdout=out, measure=True)
     code = child.wait(600)
     if code != 0:
         raise RuntimeError(f"tshark {mode} failed ({code}): {child.stderr()[-2000:]}")
-    text = out.read_text(errors="replace")
-    if mode == "json":
-        requests = len(re.findall(r'"http\.request": "1"', text))
-        responses = len(re.findall(r'"http\.response": "1"', text))
-        messages = requests + responses
-    else:
-        lines = [line for line in text.splitlines() if line.strip()]
-        requests = sum(1 for line in lines if re.search(r"\bHTTP\b.*\b(GET|POST|HEAD|PUT|DELETE) ", line))
-        messages = len(lines)
-        responses = messages - requests
+    requests = responses = lines = 0
+    request_line = re.compile(r"\bHTTP\b.*\b(GET|POST|HEAD|PUT|DELETE) ")
+    with open(out, errors="replace") as output:   # line by line: the JSON is large
+        for line in output:
+            if mode == "json":
+                requests += '"http.request": "1"' in line
+                responses += '"http.response": "1"' in line
+            elif line.strip():
+                lines += 1
+                requests += bool(request_line.search(line))
+    if mode != "json":
+        responses = lines - requests
+    size = out.stat().st_size
     out.unlink()
     return {"wall": child.ended - child.started, "requests": requests, "responses": responses,
-            "messages": messages, "rss_mb": child.maxrss_mb, "cpu_s": child.cpu_seconds,
-            "output_bytes": len(text)}
+            "messages": requests + responses, "rss_mb": child.maxrss_mb,
+            "cpu_s": child.cpu_seconds, "output_bytes": size}
 
 
 # -- main ---------------------------------------------------------------------------------------
