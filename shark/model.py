@@ -47,6 +47,8 @@ class Entry(msgspec.Struct):
     tags: list[str] = msgspec.field(default_factory=list)
     # False when the exchange was cut by a gap, an eviction or the end of capture.
     complete: bool = True
+    # What the dissector noticed: "malformed: ...", "gap in response body", truncation, ...
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 class Body(msgspec.Struct):

@@ -40,6 +40,7 @@ def entry_from_exchange(seq: int, node: str, flow: FlowInfo, exchange: Exchange,
         request=exchange.request, response=exchange.response,
         size=Size(request=exchange.request_size, response=exchange.response_size),
         complete=exchange.complete,
+        notes=list(exchange.notes),
     )
 
 
