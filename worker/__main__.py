@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -12,7 +14,7 @@ import uvicorn
 
 from shark.units import UnitError, format_size, parse_size
 from worker.api.app import create_app
-from worker.api.runtime import WorkerRuntime
+from worker.api.runtime import WorkerRuntime, replay_finished
 from worker.broadcast import Broadcaster
 from worker.capture import CaptureProcess
 from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, OptionError,
@@ -74,11 +76,18 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
     except (OptionError, StoreError) as error:
         fail(str(error))
     listener = _bind(options.host, options.port)
+    # uvicorn restores this handler and re-raises SIGTERM once it has shut down: make that a
+    # normal exit so serve() still stops dissection and capture and closes the index.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         code = serve(options, listener)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down: a clean stop
         code = 0
     sys.exit(code)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def fail(message: str) -> None:
@@ -106,33 +115,32 @@ def serve(options: WorkerOptions, listener: socket.socket) -> int:
         capture.start()
     except CaptureError as error:
         fail(str(error))
-    log.info("%s", capture.note)
-    for note in capture.repaired:
-        log.warning("store: %s", note)
-    index, index_note = open_index(options.storage_dir / "index.sqlite")
-    notes = [capture.note, *capture.repaired]
-    if index_note and list_segments(options.storage_dir):
-        log.warning("index: %s", index_note)
-        notes.append(index_note)
-    broadcaster = Broadcaster()
-    runtime_box: list[WorkerRuntime] = []
-    pipeline = Pipeline(options.storage_dir, index, options.node, broadcaster,
-                        capture_finished=lambda: runtime_box[0].capture_finished())
-    runtime = WorkerRuntime(options, capture, index, pipeline, broadcaster, notes=notes)
-    runtime_box.append(runtime)
-    pipeline.start()
-    host, port = listener.getsockname()[:2]
-    log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes)",
-             options.node, host, port, options.storage_dir, options.storage_limit)
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning", log_config=None,
-                                           access_log=False, timeout_graceful_shutdown=3))
-    try:
+    # From here on, whatever stops us (SIGTERM included) stops capture and closes the index.
+    with ExitStack() as cleanup:
+        cleanup.callback(log.info, "worker stopped")
+        cleanup.callback(capture.stop)
+        log.info("%s", capture.note)
+        for note in capture.repaired:
+            log.warning("store: %s", note)
+        index, index_note = open_index(options.storage_dir / "index.sqlite")
+        cleanup.callback(index.close)
+        notes = [capture.note, *capture.repaired]
+        if index_note and list_segments(options.storage_dir):
+            log.warning("index: %s", index_note)
+            notes.append(index_note)
+        broadcaster = Broadcaster()
+        pipeline = Pipeline(options.storage_dir, index, options.node, broadcaster,
+                            capture_finished=lambda: replay_finished(options, capture))
+        runtime = WorkerRuntime(options, capture, index, pipeline, broadcaster, notes=notes)
+        pipeline.start()
+        cleanup.callback(pipeline.stop)
+        host, port = listener.getsockname()[:2]
+        log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes)",
+                 options.node, host, port, options.storage_dir, options.storage_limit)
+        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning",
+                                               log_config=None, access_log=False,
+                                               timeout_graceful_shutdown=3))
         server.run(sockets=[listener])
-    finally:
-        pipeline.stop()
-        capture.stop()
-        index.close()
-        log.info("worker stopped")
     return 0
 
 

@@ -9,6 +9,7 @@ reset at the discontinuity.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ log = logging.getLogger("shark.worker.pipeline")
 
 READ_BATCH = 2048
 PRUNE_EVERY_S = 0.25
+DISSECTION_NICE = 10
 
 
 class DissectionStats(msgspec.Struct):
@@ -68,6 +70,12 @@ class Pipeline:
         return self._dissection.assembler_stats
 
     def _run(self) -> None:
+        # Under CPU contention capture (another process) must win over dissection, which
+        # can lag or shed without losing packets: lower this thread's scheduling priority.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DISSECTION_NICE)
+        except OSError:
+            pass
         last_prune = 0.0
         last_expire_ns = 0
         while not self._stop.is_set():

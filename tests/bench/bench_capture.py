@@ -341,10 +341,16 @@ def main() -> int:
     print(f"machine: {info}; work dir {base}", file=sys.stderr)
 
     udp: list[Run] = []
-    for rate in [*rates, None]:    # the sweep, then as fast as iperf3 goes
-        for capturer in capturers:
-            udp.append(one("udp", rate, capturer, args, base))
-    tcp = [] if args.no_tcp else [one("tcp", None, c, args, base) for c in capturers]
+    tcp: list[Run] = []
+    try:
+        for rate in [*rates, None]:    # the sweep, then as fast as iperf3 goes
+            for capturer in capturers:
+                udp.append(one("udp", rate, capturer, args, base))
+        if not args.no_tcp:
+            tcp = [one("tcp", None, c, args, base) for c in capturers]
+    finally:
+        if not args.work_dir:   # logs are kept only in a --work-dir
+            shutil.rmtree(base, ignore_errors=True)
     load_after = [round(x, 2) for x in os.getloadavg()]
 
     print(f"\nmachine: {info['nproc']} x {info['cpu']}, kernel {info['kernel']}, "
@@ -370,8 +376,6 @@ def main() -> int:
         "seconds": args.seconds, "tcp_snaplen": args.tcp_snaplen,
         "udp": [r.row() for r in udp], "tcp": [r.row() for r in tcp],
         "best_zero_drop_pps": best})
-    if not args.work_dir:
-        shutil.rmtree(base, ignore_errors=True)
     return 0
 
 

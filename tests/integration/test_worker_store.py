@@ -142,3 +142,11 @@ def test_capture_child_never_outlives_a_killed_worker(start_worker, tmp_path):
     wait_for(gone, what="the capture child to exit after its parent was killed")
     # and the store is free for a new worker at once
     start_worker("--iface", "lo", "--bpf", "tcp port 9", storage_dir=tmp_path / "s")
+
+
+def test_sigterm_stops_cleanly(start_worker, tmp_path):
+    import os
+    worker = start_worker("--iface", "lo", "--bpf", "tcp port 9", storage_dir=tmp_path / "s")
+    os.kill(worker.process.pid, signal.SIGTERM)   # as kubelet or systemd would
+    assert worker.process.wait(15) == 0
+    worker.wait_line("worker stopped", timeout=5)

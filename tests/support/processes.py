@@ -66,10 +66,13 @@ class Proc:
         regex = re.compile(pattern)
 
         def find() -> re.Match[str] | None:
+            exited = self.process.poll() is not None
+            if exited:
+                self._reader.join(5)   # everything it printed is in self.lines now
             for line in list(self.lines):
                 if match := regex.search(line):
                     return match
-            if self.process.poll() is not None:
+            if exited:
                 raise AssertionError(f"{self.argv} exited {self.process.returncode}:\n{self.output}")
             return None
         return wait_for(find, timeout, f"{pattern!r} from {self.argv}")

@@ -16,6 +16,17 @@ from worker.sources.base import CaptureError
 from worker.store.index import EntryIndex
 
 
+def replay_finished(options: WorkerOptions, capture: CaptureProcess) -> bool:
+    """True once a replayed file has been read to its end (never for live capture)."""
+    if options.pcap_file is None:
+        return False
+    try:
+        stats = capture.ask("stats", timeout=5.0)
+    except CaptureError:
+        return True
+    return all(source["finished"] for source in stats["sources"])
+
+
 @dataclass
 class WorkerRuntime:
     options: WorkerOptions
@@ -34,13 +45,7 @@ class WorkerRuntime:
             return None
 
     def capture_finished(self) -> bool:
-        """True once a replayed file has been read to its end (never for live capture)."""
-        if self.options.pcap_file is None:
-            return False
-        stats = self.capture_stats()
-        if stats is None:
-            return True
-        return all(source["finished"] for source in stats["sources"])
+        return replay_finished(self.options, self.capture)
 
     def status(self) -> dict[str, Any]:
         capture = self.capture_stats()
