@@ -101,12 +101,16 @@ def load_detail(storage_dir: Path, row: IndexRow, body_limit: int) -> Entry:
         if decoded is not None:
             assembler.packet(ts_ns, (0, 0), decoded)
             last_ts = ts_ns
-            if exchanges and exchanges[0].response is not None and exchanges[0].complete:
+            if any(abs(e.start_ns / 1e9 - entry.ts) < 1e-6 and e.response is not None
+                   and e.complete for e in exchanges):
                 break
     assembler.close_all(last_ts)
     if not exchanges:
         return entry
-    exchange = exchanges[0]
+    # Several exchanges can share the packets read (DNS queries on one socket answered out
+    # of order): the entry's own starts when it does.
+    exchange = next((e for e in exchanges if abs(e.start_ns / 1e9 - entry.ts) < 1e-6),
+                    exchanges[0])
     entry.request = _with_body(exchange.request, exchange.request_body, body_limit)
     if exchange.response is not None:
         entry.response = _with_body(exchange.response, exchange.response_body, body_limit)

@@ -12,7 +12,7 @@ import msgspec
 
 from shark.model import Endpoint, Entry, Size, encode
 from worker.assembler import Assembler
-from worker.dissectors import registry
+from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
 from worker.dissectors.select import open_session
 from worker.packet import PacketRef, decode, ip_text
@@ -50,6 +50,7 @@ class Dissection:
         self._node = node
         self._next_seq = first_seq
         self._dissectors = registry() if dissectors is None else dissectors
+        self._fallback = fallback()
         self._assembler = Assembler(self._open_session)
         self._pending: list[tuple[FlowInfo, Exchange, int | None, int | None]] = []
         self._names: dict[bytes, str] = {}
@@ -82,7 +83,7 @@ class Dissection:
             if exchange.server_offset is not None:
                 server_seq = seq_of(flow, to_client, exchange.server_offset)
             self._pending.append((selector.session_flow, exchange, client_seq, server_seq))
-        selector = open_session(flow, emit, self._dissectors)
+        selector = open_session(flow, emit, self._dissectors, fallback=self._fallback)
         return selector
 
     def feed(self, batch: Iterable[StoredPacket]) -> None:

@@ -22,9 +22,9 @@ def doc_commands() -> list[str]:
 
 def test_docs_have_examples():
     commands = doc_commands()
-    assert len(commands) >= 12
+    assert len(commands) >= 14
     for route in ("/status", "/entries?", "/stream", "/entries/$ENTRY", "/entries/$ENTRY/pcap",
-                  "/pcap", "/targets", "/config"):
+                  "/pcap", "/targets", "/config", "/query/validate", "q="):
         assert any(route in command for command in commands), route
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from shark.model import Endpoint, Entry, encode
 from worker.broadcast import Broadcaster
-from worker.filters import FilterError, compile_filter, row_predicate
+from worker.filters import KflError, compile_query, row_predicate
 from worker.store.index import IndexRow
 
 
@@ -28,40 +28,52 @@ def trow(entry: Entry) -> IndexRow:
                     server_seq=1)
 
 
-def test_field_filters() -> None:
+def test_query_filters_rows() -> None:
     entries = [tentry(1, 500), tentry(2, 503, "POST", "/api/pay"), tentry(3, 404, path="/x"),
                tentry(4, None, complete=False)]
 
-    def matching(**params: str) -> list[int]:
-        test = compile_filter(params)
-        assert test is not None
-        return [int(e.id.split(":")[1]) for e in entries if test(e)]
-    assert matching(status="5xx") == [1, 2]
-    assert matching(status="404") == [3]
-    assert matching(method="post") == [2]
-    assert matching(path="/api") == [1, 2, 4]
-    assert matching(complete="false") == [4]
-    assert matching(port="40000", ip="10.0.0.2") == [1, 2, 3, 4]
-    assert matching(host="other") == []
-    assert compile_filter({}) is None
+    def matching(q: str) -> list[int]:
+        predicate = row_predicate(compile_query(q))
+        return [row.seq for row in map(trow, entries) if predicate(row)]
+    assert matching("status >= 500 and status < 600") == [1, 2]
+    assert matching("status == 404") == [3]
+    assert matching('request.method.lower() == "post"') == [2]
+    assert matching('request.path.startsWith("/api")') == [1, 2, 4]
+    assert matching("not complete") == [4]
+    assert matching('src.port == 40000 and dst.ip == "10.0.0.2"') == [1, 2, 3, 4]
+    assert matching('request.host == "other"') == []
+    assert matching("dns") == []
+    assert matching("") == [1, 2, 3, 4]
+    assert compile_query(None).matches_all
     assert row_predicate(None)(trow(entries[0]))
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    ({"status": "abc"}, "status"), ({"status": "6xx"}, "status"), ({"port": "http"}, "port"),
-    ({"complete": "yes"}, "complete"),
+def test_protocol_queries_skip_other_rows_without_decoding() -> None:
+    row = trow(tentry(1))
+    broken = IndexRow(**{**{f: getattr(row, f) for f in row.__struct_fields__},
+                         "entry_json": b"not json"})
+    assert row_predicate(compile_query("http"))(row)
+    assert not row_predicate(compile_query("http"))(broken)     # undecodable: no match, no error
+    # The row's protocol column decides before its JSON is decoded.
+    relabelled = IndexRow(**{**{f: getattr(row, f) for f in row.__struct_fields__}, "protocol": "redis"})
+    assert not row_predicate(compile_query("http and status == 200"))(relabelled)
+    assert row_predicate(compile_query("status == 200"))(relabelled)
+
+
+@pytest.mark.parametrize(("q", "column"), [
+    ("status ==", 10), ("status = 5", 8), ("request.path.startswith('/')", 14), ("(http", 6),
 ])
-def test_bad_filter_names_the_field(params: dict[str, str], field: str) -> None:
-    with pytest.raises(FilterError) as error:
-        compile_filter(params)
-    assert error.value.field == field and str(error.value).startswith(field)
+def test_bad_query_says_where(q: str, column: int) -> None:
+    with pytest.raises(KflError) as error:
+        compile_query(q)
+    assert error.value.column == column and str(error.value).startswith(f"column {column}: ")
 
 
 def test_slow_subscriber_loses_oldest_and_is_told() -> None:
     async def run() -> tuple[list[int], int, int]:
         broadcaster = Broadcaster()
         slow = broadcaster.subscribe(lambda row: True, maxsize=3)
-        only_5xx = broadcaster.subscribe(row_predicate(compile_filter({"status": "5xx"})), 10)
+        only_5xx = broadcaster.subscribe(row_predicate(compile_query("status >= 500")), 10)
         broadcaster.publish([trow(tentry(n, 500 if n % 2 else 200)) for n in range(1, 11)])
         await asyncio.sleep(0)   # let the loop run the thread-safe callbacks
         got = [slow.queue.get_nowait().seq for _ in range(slow.queue.qsize())]

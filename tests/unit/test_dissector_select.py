@@ -63,8 +63,11 @@ def feed_one_byte_at_a_time(session, client: bytes, server: bytes) -> None:
         session.on_data(S2C, server[i:i + 1], i, 1000 + i, (2, i))
 
 
-def test_registry_lists_http():
-    assert [d.name for d in registry()] == ["http"]
+def test_registry_has_one_dissector_per_protocol():
+    names = [d.name for d in registry()]
+    assert len(names) == len(set(names))
+    assert {"http", "http2", "dns", "redis", "kafka", "amqp", "postgres", "mysql", "mqtt",
+            "tls"} <= set(names)
     assert all(isinstance(d.ports, frozenset) for d in registry())
 
 
@@ -111,7 +114,8 @@ def test_replay_keeps_the_original_order_of_data_and_gaps():
 def test_flow_no_dissector_wants_is_ignored_and_counted():
     out: list[Exchange] = []
     fake = Fake("fake", b"MAGIC")
-    session = open_session(flow(443), out.append, [*registry(), fake])
+    # Only HTTP and a fake are candidates here, so TLS bytes are wanted by nobody.
+    session = open_session(flow(443), out.append, [Http1Dissector(), fake])
     session.on_data(C2S, TLS_HELLO, 0, 1, (0, 1))
     assert not session.ignored          # http waits: the client may have started mid-message
     session.on_data(S2C, b"\x16\x03\x03\x00\x5a", 0, 2, (0, 2))
@@ -189,7 +193,7 @@ def test_detection_restarts_after_a_gap_for_a_capture_started_mid_stream():
 
 def test_all_no_goes_to_the_fallback_with_the_rewind():
     fallback = Fake("tcp", b"")
-    session = open_session(flow(), [].append, registry(), fallback=fallback)
+    session = open_session(flow(), [].append, [Http1Dissector()], fallback=fallback)
     session.on_data(C2S, TLS_HELLO, 0, 1, (0, 1))
     session.on_data(S2C, b"\x16\x03\x03", 0, 2, (0, 2))
     session.on_data(C2S, b"more", len(TLS_HELLO), 3, (0, 3))

@@ -468,7 +468,7 @@ def test_upgrade_hook_gets_the_rest_of_the_flow():
             seen.append(("close",))
 
     out: list[Exchange] = []
-    session = HttpSession(FLOW, out.append, upgrade_hook=lambda proto, flow: Recorder())
+    session = HttpSession(FLOW, out.append, upgrade_hook=lambda proto, flow, emit, body_limit: Recorder())
     conv = Conv(session=session)
     req = get("/h2", b"Upgrade: h2c\r\n")
     resp = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"

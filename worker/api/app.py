@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from shark.units import UnitError, parse_duration, parse_size
 from worker.api.runtime import WorkerRuntime
 from worker.detail import entry_packets, load_detail
-from worker.filters import FILTER_FIELDS, FilterError, compile_filter, row_predicate
+from worker.filters import KflError, compile_query, row_predicate
 from worker.sources.base import CaptureError
 from worker.store.index import IndexRow
 from worker.store.segments import SegmentEvicted, iter_segment, list_segments, pcap_header, pcap_record
@@ -34,13 +34,30 @@ SSE_PING_S = 15
 SUBSCRIBER_QUEUE = 1000
 
 
+QUERY_PARAMS = ("q", "since", "until", "limit")
+
+
 class BadRequest(HTTPException):
     status_code = 400
 
 
+class BadQuery(BadRequest):
+    """An invalid KFL `q`: the body carries the column as well."""
+
+    def __init__(self, error: KflError) -> None:
+        super().__init__(detail=f"q: {error}")
+        self.column = error.column
+
+
+def _error_body(exc: HTTPException) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": _reason(exc.status_code), "detail": exc.detail}
+    if isinstance(exc, BadQuery):
+        body["column"] = exc.column
+    return body
+
+
 def _error_response(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
-    return Response({"error": _reason(exc.status_code), "detail": exc.detail},
-                    status_code=exc.status_code)
+    return Response(_error_body(exc), status_code=exc.status_code)
 
 
 def _reason(status: int) -> str:
@@ -80,14 +97,16 @@ def _limit_param(params: Mapping[str, str]) -> int:
 def _check_params(params: Mapping[str, str], allowed: tuple[str, ...]) -> None:
     for name in params:
         if name not in allowed:
-            raise BadRequest(f"{name}: unknown query parameter; expected one of {', '.join(allowed)}")
+            raise BadRequest(f"{name}: unknown query parameter; expected one of {', '.join(allowed)}"
+                             " (filters are KFL queries in q, e.g. q=http and status >= 500)")
 
 
-def _predicate(params: Mapping[str, str]):  # type: ignore[no-untyped-def]
+def _query(params: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    """The compiled KFL query of `q` (matching everything when absent)."""
     try:
-        return row_predicate(compile_filter(params))
-    except FilterError as error:
-        raise BadRequest(str(error)) from None
+        return compile_query(params.get("q"))
+    except KflError as error:
+        raise BadQuery(error) from None
 
 
 def _seq_of(runtime: WorkerRuntime, entry_id: str) -> int:
@@ -170,8 +189,8 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     def status() -> dict[str, Any]:
         return runtime.status()
 
-    def _collect(params: Mapping[str, str], since: float | None, until: float | None, limit: int) -> list[IndexRow]:
-        predicate = _predicate(params)
+    def _collect(query, since: float | None, until: float | None, limit: int) -> list[IndexRow]:  # type: ignore[no-untyped-def]
+        predicate = row_predicate(query)
         rows: list[IndexRow] = []
         # The pipeline prunes rows of evicted segments a moment later; never list them.
         stored = list_segments(options.storage_dir)
@@ -186,11 +205,10 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     @get(f"{API}/entries")
     async def entries(request: Request) -> Stream:
         params = dict(request.query_params)
-        _check_params(params, ("since", "until", "limit", *FILTER_FIELDS))
+        _check_params(params, QUERY_PARAMS)
         since, until, limit = _time_param(params, "since"), _time_param(params, "until"), _limit_param(params)
-        filters = {k: v for k, v in params.items() if k in FILTER_FIELDS}
-        _predicate(filters)  # a bad filter is a 400 before the stream starts
-        rows = await anyio.to_thread.run_sync(_collect, filters, since, until, limit)
+        query = _query(params)  # a bad query is a 400 before the stream starts
+        rows = await anyio.to_thread.run_sync(_collect, query, since, until, limit)
 
         def lines() -> Iterator[bytes]:
             for start in range(0, len(rows), 500):
@@ -217,17 +235,27 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     @get(f"{API}/pcap")
     async def pcap(request: Request) -> Stream:
         params = dict(request.query_params)
-        _check_params(params, ("since", "until", "limit", *FILTER_FIELDS))
+        _check_params(params, QUERY_PARAMS)
         since, until = _time_param(params, "since"), _time_param(params, "until")
-        filters = {k: v for k, v in params.items() if k in FILTER_FIELDS}
-        if compile_filter_checked(filters) is None:
+        query = _query(params)
+        if query.matches_all:
             packets = _all_packets(runtime, since, until)
         else:
             limit = _limit_param(params) if "limit" in params else MAX_LIMIT
-            rows = await anyio.to_thread.run_sync(_collect, filters, since, until, limit)
+            rows = await anyio.to_thread.run_sync(_collect, query, since, until, limit)
             packets = _matching_packets(runtime, rows)
         return Stream(_pcap_chunks(packets, options.snaplen), media_type=PCAP_MEDIA_TYPE,
                       headers={"Content-Disposition": f'attachment; filename="{options.node}.pcap"'})
+
+    @get(f"{API}/query/validate")
+    async def validate_query(request: Request) -> dict[str, Any]:
+        params = dict(request.query_params)
+        _check_params(params, ("q",))
+        try:
+            compile_query(params.get("q"))
+        except KflError as error:
+            return {"valid": False, "error": str(error), "column": error.column}
+        return {"valid": True, "error": None, "column": None}
 
     @get(f"{API}/targets")
     async def get_targets() -> dict[str, Any]:
@@ -283,31 +311,24 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
-            _check_params(params, FILTER_FIELDS)
-            predicate = _predicate(params)
+            _check_params(params, ("q",))
+            predicate = row_predicate(_query(params))
             last_id = _last_event_id(headers.get("last-event-id"))
         except HTTPException as error:
-            await JSONResponse({"error": "bad request", "detail": error.detail}, status_code=400)(scope, receive, send)
+            await JSONResponse(_error_body(error), status_code=400)(scope, receive, send)
             return
         response = EventSourceResponse(_events(runtime, predicate, last_id), ping=SSE_PING_S,
                                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await response(scope, receive, send)  # type: ignore[arg-type]
 
     return Litestar(
-        route_handlers=[status, entries, entry_detail, entry_pcap, pcap, get_targets, put_targets,
-                        get_config, put_config, stream],
+        route_handlers=[status, entries, entry_detail, entry_pcap, pcap, validate_query, get_targets,
+                        put_targets, get_config, put_config, stream],
         exception_handlers={HTTPException: _error_response},
         openapi_config=None,
         logging_config=None,
         debug=False,
     )
-
-
-def compile_filter_checked(filters: Mapping[str, str]):  # type: ignore[no-untyped-def]
-    try:
-        return compile_filter(filters)
-    except FilterError as error:
-        raise BadRequest(str(error)) from None
 
 
 def _safe(packets: Iterator[tuple[int, int, bytes, int]], entry_id: str) -> Iterator[tuple[int, int, bytes, int]]:

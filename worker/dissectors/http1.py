@@ -624,7 +624,8 @@ class _Reader:
 
 # Called after a 101 Switching Protocols or a CONNECT tunnel with the protocol name
 # ("websocket", "h2c", "tunnel", ...); may return the Session that takes the flow over.
-UpgradeHook = Callable[[str, FlowInfo], "Session | None"]
+# Called as hook(protocol, flow, emit, body_limit).
+UpgradeHook = Callable[[str, FlowInfo, Emit, int], "Session | None"]
 
 
 class HttpSession:
@@ -747,16 +748,20 @@ class HttpSession:
             pair.req_done = pair.resp_done = True
         if self._upgrade_hook is None:
             return
-        successor = self._upgrade_hook(self.upgraded, self.flow)
+        successor = self._upgrade_hook(self.upgraded, self.flow, self.emit, self.body_limit)
         if successor is None:
             return
         self.successor = successor
-        pending = self.requests.buf     # client bytes sent right after the upgrade request
-        if pending:
-            start = self.requests.expected - len(pending)
-            self.requests.buf = bytearray()
-            successor.on_data(Direction.CLIENT_TO_SERVER, bytes(pending), start,
-                              self.requests.last_ts, self.requests.last_ref)
+        # Bytes already read past the switch (the client's first frames right after the
+        # upgrade request, the server's right after the 101) belong to the new protocol.
+        for reader, direction in ((self.requests, Direction.CLIENT_TO_SERVER),
+                                  (self.responses, Direction.SERVER_TO_CLIENT)):
+            pending = reader.buf
+            if pending:
+                start = reader.expected - len(pending)
+                reader.buf = bytearray()
+                successor.on_data(direction, bytes(pending), start, reader.last_ts,
+                                  reader.last_ref)
 
     def _flush(self) -> None:
         pairs = self.pairs

@@ -69,9 +69,9 @@ class SelectingSession:
         window = self._windows[direction]
         window.extend(data)
         self._buffered += len(data)
-        if len(window) > self._detect_limit:
-            self._skip_window(direction, ts_ns)
         self._decide()
+        if self.session is None and not self.ignored and len(window) > self._detect_limit:
+            self._skip_window(direction, ts_ns)
 
     def _skip_window(self, direction: Direction, ts_ns: int) -> None:
         """A direction that shows no message start within detect_limit bytes (a capture that

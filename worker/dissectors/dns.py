@@ -1,0 +1,690 @@
+"""DNS over UDP (one message per datagram) and TCP (2-byte length prefix, several messages per
+connection, RFC 7766): queries paired with their responses by message id within the flow.
+
+The parser is our own (no dpkt): bounded work per message, every malformation becomes a
+`Malformed` with a reason, never another exception. Names follow compression pointers with a
+hop limit and the 255-byte name limit, so a pointer loop ends; label bytes outside printable
+ASCII are shown as dig shows them (\\DDD).
+
+Pairing: a query waits in `pending` (by id, oldest first); a response takes the oldest query
+with its id. A query nobody answers is emitted with response None and complete=False when the
+flow closes, when it has waited QUERY_TIMEOUT_NS (capture time) or when more than MAX_PENDING
+queries wait. A response without a query (capture started late, or the query was lost) is an
+entry too, its request filled from the response's question section.
+
+TCP: each direction is read as length-prefixed frames. A gap loses the framing; the reader
+then looks for the next position where a length prefix is followed by a message that parses
+to exactly that length (or a plausible header when the frame is not complete yet).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections import deque
+from typing import Any
+
+from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
+from worker.packet import PacketRef
+
+MAX_ANSWERS = 50                      # answers listed per response (the count is exact)
+MAX_PENDING = 1024                    # queries waiting for an answer, per flow
+QUERY_TIMEOUT_NS = 10_000_000_000     # a query unanswered this long is emitted as such
+RDATA_HEX_LIMIT = 64                  # bytes of unknown rdata shown (as hex)
+TEXT_LIMIT = 1000                     # characters of TXT data shown
+RESYNC_SCAN_LIMIT = 4096              # positions tried per TCP chunk while resyncing
+
+TYPES = {
+    1: "A", 2: "NS", 3: "MD", 4: "MF", 5: "CNAME", 6: "SOA", 7: "MB", 8: "MG", 9: "MR",
+    10: "NULL", 11: "WKS", 12: "PTR", 13: "HINFO", 14: "MINFO", 15: "MX", 16: "TXT", 17: "RP",
+    18: "AFSDB", 24: "SIG", 25: "KEY", 28: "AAAA", 29: "LOC", 33: "SRV", 35: "NAPTR", 36: "KX",
+    37: "CERT", 39: "DNAME", 41: "OPT", 42: "APL", 43: "DS", 44: "SSHFP", 45: "IPSECKEY",
+    46: "RRSIG", 47: "NSEC", 48: "DNSKEY", 49: "DHCID", 50: "NSEC3", 51: "NSEC3PARAM",
+    52: "TLSA", 53: "SMIMEA", 55: "HIP", 59: "CDS", 60: "CDNSKEY", 61: "OPENPGPKEY",
+    62: "CSYNC", 63: "ZONEMD", 64: "SVCB", 65: "HTTPS", 99: "SPF", 249: "TKEY", 250: "TSIG",
+    251: "IXFR", 252: "AXFR", 253: "MAILB", 254: "MAILA", 255: "ANY", 256: "URI", 257: "CAA",
+}
+CLASSES = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
+RCODES = {
+    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
+    6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 11: "DSOTYPENI",
+    16: "BADVERS", 17: "BADKEY", 18: "BADTIME", 19: "BADMODE", 20: "BADNAME", 21: "BADALG",
+    22: "BADTRUNC", 23: "BADCOOKIE",
+}
+OPCODES = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE", 6: "DSO"}
+_NAME_TYPES = frozenset({2, 3, 4, 5, 7, 8, 9, 12, 39})   # rdata is one domain name
+_OPT = 41
+_MAX_HOPS = 64
+_NEEDS_ESCAPE = re.compile(rb"[^\x21-\x7e]|[\\\"();]")   # "." is checked apart
+_PRINTABLE_LABEL = re.compile(rb"[\x21-\x7e]+")
+
+
+class Malformed(Exception):
+    """A message that cannot be read as DNS; the text says why."""
+
+
+def type_name(value: int) -> str:
+    return TYPES.get(value) or f"TYPE{value}"
+
+
+def class_name(value: int) -> str:
+    return CLASSES.get(value) or f"CLASS{value}"
+
+
+def rcode_name(value: int) -> str:
+    return RCODES.get(value) or f"RCODE{value}"
+
+
+def _escape_label(label: bytes) -> str:
+    if _NEEDS_ESCAPE.search(label) is None and b"." not in label:
+        return label.decode("ascii")
+    out = []
+    for c in label:
+        if c in b".\\\"();":
+            out.append("\\" + chr(c))
+        elif 0x21 <= c <= 0x7E:
+            out.append(chr(c))
+        else:
+            out.append(f"\\{c:03d}")
+    return "".join(out)
+
+
+def read_name(buf: bytes, pos: int, memo: dict[int, str] | None = None) -> tuple[str, int]:
+    """The (possibly compressed) name at `pos` -> (dotted name, position after it). `memo`
+    (one per message) maps positions to the names read from there, so a compression pointer
+    to a name already read costs one lookup."""
+    start = pos
+    n = len(buf)
+    labels: list[bytes] = []
+    suffix = ""
+    end = -1
+    hops = total = 0
+    while True:
+        if pos >= n:
+            raise Malformed("name runs past the end of the message")
+        length = buf[pos]
+        if length == 0:
+            pos += 1
+            break
+        kind = length & 0xC0
+        if kind == 0xC0:
+            if pos + 1 >= n:
+                raise Malformed("name pointer runs past the end of the message")
+            if end < 0:
+                end = pos + 2
+            hops += 1
+            if hops > _MAX_HOPS:
+                raise Malformed("name compression loop")
+            pos = ((length & 0x3F) << 8) | buf[pos + 1]
+            if memo is not None and pos in memo:
+                suffix = memo[pos]
+                break
+            continue
+        if kind:
+            raise Malformed(f"unknown label type 0x{kind:02x}")
+        total += length + 1
+        if total > 255:
+            raise Malformed("name longer than 255 bytes")
+        stop = pos + 1 + length
+        if stop > n:
+            raise Malformed("label runs past the end of the message")
+        labels.append(buf[pos + 1:stop])
+        pos = stop
+    if labels:
+        joined = b".".join(labels)
+        if _NEEDS_ESCAPE.search(joined) is None and joined.count(b".") == len(labels) - 1:
+            name = joined.decode("ascii")
+        else:
+            name = ".".join(_escape_label(label) for label in labels)
+        if suffix and suffix != ".":
+            name = f"{name}.{suffix}"
+    else:
+        name = suffix or "."
+    if memo is not None:
+        memo[start] = name
+    return name, (end if end >= 0 else pos)
+
+
+def _character_strings(data: bytes) -> list[str]:
+    out = []
+    pos, n = 0, len(data)
+    while pos < n:
+        length = data[pos]
+        out.append(data[pos + 1:pos + 1 + length].decode("utf-8", "replace"))
+        pos += 1 + length
+    return out
+
+
+def _rdata(buf: bytes, rtype: int, start: int, end: int, memo: dict[int, str]) -> str:
+    """The record data in dig's presentation form (unknown types as RFC 3597 hex)."""
+    length = end - start
+    if rtype == 1 and length == 4:
+        return ".".join(str(b) for b in buf[start:end])
+    if rtype == 28 and length == 16:
+        return socket.inet_ntop(socket.AF_INET6, buf[start:end])
+    if rtype in _NAME_TYPES:
+        return read_name(buf, start, memo)[0]
+    if rtype == 15 and length >= 3:                               # MX
+        return f"{int.from_bytes(buf[start:start + 2], 'big')} {read_name(buf, start + 2, memo)[0]}"
+    if rtype in (16, 99):                                         # TXT, SPF
+        text = " ".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                        for s in _character_strings(buf[start:end]))
+        return text[:TEXT_LIMIT]
+    if rtype == 33 and length >= 7:                               # SRV
+        prio, weight, port = (int.from_bytes(buf[i:i + 2], "big") for i in (start, start + 2,
+                                                                           start + 4))
+        return f"{prio} {weight} {port} {read_name(buf, start + 6, memo)[0]}"
+    if rtype == 6:                                                # SOA
+        mname, pos = read_name(buf, start, memo)
+        rname, pos = read_name(buf, pos, memo)
+        if pos + 20 > end:
+            raise Malformed("SOA record too short")
+        numbers = [int.from_bytes(buf[i:i + 4], "big") for i in range(pos, pos + 20, 4)]
+        return " ".join([mname, rname, *map(str, numbers)])
+    if rtype == 257 and length >= 2:                              # CAA
+        tag_len = buf[start + 1]
+        tag = buf[start + 2:start + 2 + tag_len].decode("ascii", "replace")
+        value = buf[start + 2 + tag_len:end].decode("utf-8", "replace")
+        return f'{buf[start]} {tag} "{value}"'[:TEXT_LIMIT]
+    shown = buf[start:min(end, start + RDATA_HEX_LIMIT)].hex()
+    return f"\\# {length} {shown}{'...' if length > RDATA_HEX_LIMIT else ''}"
+
+
+class Message:
+    """One parsed DNS message. `error` is set when only a part could be read."""
+
+    __slots__ = ("id", "flags", "qdcount", "ancount", "nscount", "arcount", "qname", "qtype",
+                 "qclass", "answers", "authorities", "additionals", "edns", "rcode", "error",
+                 "end")
+
+    def __init__(self) -> None:
+        self.qname = ""
+        self.qtype = self.qclass = 0
+        self.answers: list[dict[str, Any]] = []
+        self.authorities: list[dict[str, Any]] = []
+        self.additionals: list[dict[str, Any]] = []
+        self.edns: int | None = None
+        self.rcode = 0
+        self.error = ""
+        self.end = -1                 # where the last record ends (-1: not read to the end)
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & 0x8000)
+
+
+def parse(buf: bytes, records: bool = True, keep_all: bool = False,
+          rdata: bool = True) -> Message:
+    """A whole DNS message. Raises Malformed when even the header or the question cannot be
+    read; a fault later (in the records) is kept in `error` with what was read before it.
+    rdata=False walks the records without decoding them (detection)."""
+    if len(buf) < 12:
+        raise Malformed(f"{len(buf)} bytes: shorter than a DNS header")
+    if type(buf) is not bytes:
+        buf = bytes(buf)
+    msg = Message()
+    msg.id = (buf[0] << 8) | buf[1]
+    flags = msg.flags = (buf[2] << 8) | buf[3]
+    msg.qdcount = (buf[4] << 8) | buf[5]
+    msg.ancount = (buf[6] << 8) | buf[7]
+    msg.nscount = (buf[8] << 8) | buf[9]
+    msg.arcount = (buf[10] << 8) | buf[11]
+    msg.rcode = flags & 0x0F
+    pos = 12
+    memo: dict[int, str] = {}
+    for i in range(msg.qdcount):
+        name, pos = read_name(buf, pos, memo)
+        if pos + 4 > len(buf):
+            raise Malformed("question runs past the end of the message")
+        if i == 0:
+            msg.qname = name
+            msg.qtype = (buf[pos] << 8) | buf[pos + 1]
+            msg.qclass = (buf[pos + 2] << 8) | buf[pos + 3]
+        pos += 4
+    if not records:
+        return msg
+    n = len(buf)
+    try:
+        for section, count in ((msg.answers, msg.ancount), (msg.authorities, msg.nscount),
+                               (msg.additionals, msg.arcount)):
+            keep = MAX_ANSWERS if (section is msg.answers or keep_all) and rdata else 0
+            for _ in range(count):
+                name, pos = read_name(buf, pos, memo)
+                if pos + 10 > n:
+                    raise Malformed("record runs past the end of the message")
+                rtype = (buf[pos] << 8) | buf[pos + 1]
+                rclass = (buf[pos + 2] << 8) | buf[pos + 3]
+                ttl = int.from_bytes(buf[pos + 4:pos + 8], "big")
+                rdlength = (buf[pos + 8] << 8) | buf[pos + 9]
+                start = pos + 10
+                pos = start + rdlength
+                if pos > n:
+                    raise Malformed("record data runs past the end of the message")
+                if rtype == _OPT and section is msg.additionals:
+                    msg.edns = rclass
+                    msg.rcode |= (ttl >> 24) << 4          # extended rcode
+                    continue
+                if len(section) < keep:
+                    section.append({"name": name, "type": type_name(rtype), "ttl": ttl,
+                                    "data": _rdata(buf, rtype, start, pos, memo)})
+                    if rclass != 1:
+                        section[-1]["class"] = class_name(rclass)
+        msg.end = pos
+    except Malformed as exc:
+        msg.error = str(exc)
+    except (IndexError, ValueError, OSError):
+        msg.error = "record data does not fit its type"
+    return msg
+
+
+def _plausible_header(buf: bytes | bytearray, pos: int, is_response: bool | None) -> bool:
+    """The 12 bytes at pos look like a DNS header (one question, sane counts, known opcode)."""
+    flags = (buf[pos + 2] << 8) | buf[pos + 3]
+    if is_response is not None and bool(flags & 0x8000) != is_response:
+        return False
+    if (flags >> 11) & 0x0F not in OPCODES:
+        return False
+    qd = (buf[pos + 4] << 8) | buf[pos + 5]
+    counts = [(buf[i] << 8) | buf[i + 1] for i in (pos + 6, pos + 8, pos + 10)]
+    return qd == 1 and max(counts) <= 512 and (flags & 0x8000 or counts[0] == 0)
+
+
+def _question_plausible(buf: bytes, pos: int = 12) -> int:
+    """Strict check for detection: printable labels, a known type and class. Returns the
+    position after the question, or -1."""
+    n = len(buf)
+    total = 0
+    while True:
+        if pos >= n:
+            return -1
+        length = buf[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length > 63 or _PRINTABLE_LABEL.fullmatch(buf, pos + 1, pos + 1 + length) is None:
+            return -1
+        total += length + 1
+        if total > 255:
+            return -1
+        pos += 1 + length
+    if pos + 4 > n:
+        return -1
+    qtype = (buf[pos] << 8) | buf[pos + 1]
+    qclass = ((buf[pos + 2] << 8) | buf[pos + 3]) & 0x7FFF     # mDNS: top bit = unicast
+    if qtype not in TYPES or qclass not in CLASSES:
+        return -1
+    return pos + 4
+
+
+def _labels_so_far(buf: bytes, pos: int) -> bool:
+    """The question name's labels present in buf are printable (for a partial message)."""
+    n = len(buf)
+    while pos < n:
+        length = buf[pos]
+        if length == 0:
+            return True
+        if length > 63:
+            return False
+        stop = min(n, pos + 1 + length)
+        if stop > pos + 1 and _PRINTABLE_LABEL.fullmatch(buf, pos + 1, stop) is None:
+            return False
+        pos += 1 + length
+    return True
+
+
+def _whole_message(buf: bytes, is_response: bool) -> bool:
+    """buf is exactly one plausible DNS message of the given kind."""
+    if len(buf) < 17 or not _plausible_header(buf, 0, is_response):
+        return False
+    if _question_plausible(buf) < 0:
+        return False
+    try:
+        msg = parse(buf, rdata=False)
+    except Malformed:
+        return False
+    return not msg.error and msg.end == len(buf)
+
+
+def _side(data: bytes, is_response: bool) -> Detect:
+    """One direction's first bytes: a whole UDP message, or a TCP length-prefixed one."""
+    if _whole_message(data, is_response):
+        return Detect.MATCH
+    n = len(data)
+    if n < 2:
+        return Detect.MORE
+    length = (data[0] << 8) | data[1]
+    if length < 17:
+        return Detect.NO
+    if n < 14:
+        if n >= 5 and is_response is not None and bool(data[4] & 0x80) != is_response:
+            return Detect.NO
+        return Detect.MORE
+    if not _plausible_header(data, 2, is_response):
+        return Detect.NO
+    if n < 2 + length:
+        # Only a header and some of the question so far: check the labels that are there.
+        if not _labels_so_far(data, 14):
+            return Detect.NO
+        return Detect.MORE if length <= 4096 or is_response else Detect.NO
+    return Detect.MATCH if _whole_message(bytes(data[2:2 + length]), is_response) else Detect.NO
+
+
+def detect(client: bytes, server: bytes) -> Detect:
+    """MATCH when the client's first message is a DNS query or the server's a DNS response
+    (a whole UDP datagram, or a length-prefixed TCP message), checked strictly (one question,
+    printable labels, known type and class, parses to exactly its length)."""
+    c = _side(client, False) if client else None
+    s = _side(server, True) if server else None
+    if c is Detect.MATCH or s is Detect.MATCH:
+        return Detect.MATCH
+    if Detect.MORE in (c, s):
+        return Detect.MORE
+    return Detect.NO
+
+
+# -- the session -------------------------------------------------------------------------
+
+class _Query:
+    __slots__ = ("msg", "ts", "ref", "offset", "size", "notes", "done")
+
+    def __init__(self, msg: Message, ts: int, ref: PacketRef, offset: int, size: int) -> None:
+        self.msg = msg
+        self.ts = ts
+        self.ref = ref
+        self.offset = offset
+        self.size = size
+        self.notes: list[str] = []
+        self.done = False
+
+
+class _TcpReader:
+    """One direction of DNS over TCP: length-prefixed frames, resync after a gap."""
+
+    __slots__ = ("s", "direction", "buf", "start", "expected", "marks", "synced")
+
+    def __init__(self, session: DnsSession, direction: Direction) -> None:
+        self.s = session
+        self.direction = direction
+        self.buf = bytearray()
+        self.start = 0               # stream offset of buf[0]
+        self.expected: int | None = None
+        self.marks: list[tuple[int, int, PacketRef]] = []   # (offset, ts, ref) per chunk
+        self.synced = True
+
+    def _where(self, offset: int) -> tuple[int, int, PacketRef]:
+        for mark in reversed(self.marks):
+            if mark[0] <= offset:
+                return mark
+        return self.marks[0]
+
+    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
+        if self.expected is not None and offset != self.expected:
+            if offset > self.expected:
+                self.gap(offset - self.expected)
+            else:
+                cut = self.expected - offset
+                if cut >= len(data):
+                    return
+                data, offset = data[cut:], self.expected
+        self.expected = offset + len(data)
+        if not self.buf:
+            self.start = offset
+            self.marks = []
+        self.buf += data
+        self.marks.append((offset, ts, ref))
+        buf = self.buf
+        pos = 0
+        n = len(buf)
+        is_response = self.direction == Direction.SERVER_TO_CLIENT
+        while n - pos >= 2:
+            length = (buf[pos] << 8) | buf[pos + 1]
+            if not self.synced:
+                # A frame start has qdcount 1 at +6: find candidates at C speed.
+                i = buf.find(b"\x00\x01", pos + 6)
+                if i < 0:
+                    pos = max(pos, n - 7)
+                    break
+                pos = i - 6
+                length = (buf[pos] << 8) | buf[pos + 1]
+                if n - pos < 14:
+                    break
+                if length < 17 or not _plausible_header(buf, pos + 2, is_response):
+                    pos += 1
+                    continue
+                if n - pos < 2 + length:
+                    if length > 4096 and not is_response:
+                        pos += 1
+                        continue
+                    break
+                if not _whole_message(bytes(buf[pos + 2:pos + 2 + length]), is_response):
+                    pos += 1
+                    continue
+                self.synced = True
+                self.s.skipped_bytes += pos
+            if n - pos < 2 + length:
+                break
+            first = self._where(self.start + pos)
+            end = pos + 2 + length
+            self.s._message(bytes(buf[pos + 2:end]), self.direction, self.start + pos,
+                            first[1], first[2], ts, ref, 2 + length)
+            pos = end
+        if pos:
+            if not self.synced:
+                self.s.skipped_bytes += pos
+            del buf[:pos]
+            self.start += pos
+            marks = self.marks
+            while len(marks) > 1 and marks[1][0] <= self.start:
+                del marks[0]
+
+    def gap(self, length: int) -> None:
+        if self.buf:
+            self.s.skipped_bytes += len(self.buf)
+        self.buf = bytearray()
+        self.marks = []
+        if self.expected is not None:
+            self.expected += length
+        self.synced = False
+
+
+class DnsSession:
+    def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
+        self.flow = flow
+        self.emit = emit
+        self.body_limit = body_limit
+        self.tcp = flow.transport == "tcp"
+        self.pending: dict[int, deque[_Query]] = {}
+        self.order: deque[_Query] = deque()       # pending queries, oldest first (lazy)
+        self.waiting = 0
+        self.offsets = [0, 0]                     # next offset per direction (for lone ones)
+        self.readers = (_TcpReader(self, Direction.CLIENT_TO_SERVER),
+                        _TcpReader(self, Direction.SERVER_TO_CLIENT)) if self.tcp else None
+        self.malformed = 0                        # messages dropped as unreadable
+        self.errors = 0                           # unexpected exceptions caught (bugs)
+        self.skipped_bytes = 0
+        self._closed = False
+
+    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
+                ref: PacketRef) -> None:
+        if self._closed or not data:
+            return
+        try:
+            if self.readers is not None:
+                self.readers[direction].feed(data, offset, ts_ns, ref)
+            else:
+                self._message(bytes(data), direction, offset, ts_ns, ref, ts_ns, ref, len(data))
+        except Exception:       # a bug must not end the flow's dissection: count and go on
+            self.errors += 1
+        self.offsets[direction] = offset + len(data)
+
+    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        if self.readers is not None and not self._closed:
+            self.readers[direction].gap(length)
+        self.offsets[direction] = offset + length
+
+    def on_close(self, ts_ns: int) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for query in self.order:
+            if not query.done:
+                query.done = True
+                self._unanswered(query, "no response")
+        self.order.clear()
+        self.pending.clear()
+
+    # -- messages --
+
+    def _message(self, data: bytes, direction: Direction, offset: int, ts: int, ref: PacketRef,
+                 end_ts: int, end_ref: PacketRef, size: int) -> None:
+        try:
+            msg = parse(data, keep_all=self.body_limit > 0)
+        except Malformed as exc:
+            if len(data) < 12:
+                self.malformed += 1
+                return
+            # The header is there: an entry with what it says and why the rest failed.
+            msg = Message()
+            msg.id = (data[0] << 8) | data[1]
+            msg.flags = (data[2] << 8) | data[3]
+            msg.qdcount, msg.ancount, msg.nscount, msg.arcount = (
+                (data[i] << 8) | data[i + 1] for i in (4, 6, 8, 10))
+            msg.rcode = msg.flags & 0x0F
+            msg.error = str(exc)
+        self._expire(ts)
+        if not msg.is_response:
+            if direction != Direction.CLIENT_TO_SERVER:     # a query from the server's side
+                offset = self.offsets[Direction.CLIENT_TO_SERVER]
+            query = _Query(msg, ts, ref, offset, size)
+            if msg.error:
+                query.notes.append(f"malformed: {msg.error}")
+            self.pending.setdefault(msg.id, deque()).append(query)
+            self.order.append(query)
+            self.waiting += 1
+            if self.waiting > MAX_PENDING:
+                self._expire(None)
+            return
+        waiting = self.pending.get(msg.id)
+        query = None
+        while waiting:
+            candidate = waiting.popleft()
+            if not candidate.done:
+                query = candidate
+                break
+        if waiting is not None and not waiting:
+            del self.pending[msg.id]
+        if query is not None:
+            query.done = True
+            self.waiting -= 1
+        self._answered(query, msg, direction, offset, ts, ref, end_ts, end_ref, size)
+
+    def _expire(self, now: int | None) -> None:
+        """Emit queries that waited too long (now=None: the oldest one, to make room)."""
+        order = self.order
+        while order:
+            query = order[0]
+            if query.done:
+                order.popleft()
+                continue
+            if now is not None and now - query.ts <= QUERY_TIMEOUT_NS:
+                return
+            order.popleft()
+            query.done = True
+            self.waiting -= 1
+            same_id = self.pending.get(query.msg.id)
+            if same_id is not None:
+                same_id.remove(query)
+                if not same_id:
+                    del self.pending[query.msg.id]
+            self._unanswered(query, "no response within 10 s" if now is not None
+                             else "no response (too many queries waiting)")
+            if now is None:
+                return
+
+    def _request(self, msg: Message) -> dict[str, Any]:
+        flags = msg.flags
+        return {
+            "id": msg.id,
+            "opcode": OPCODES.get((flags >> 11) & 0x0F, str((flags >> 11) & 0x0F)),
+            "qname": msg.qname,
+            "qtype": type_name(msg.qtype) if msg.qdcount else "",
+            "qclass": class_name(msg.qclass) if msg.qdcount else "",
+            "rd": bool(flags & 0x0100),
+            "flags": flags,
+            "questions": msg.qdcount,
+            "edns": msg.edns,
+        }
+
+    def _response(self, msg: Message) -> dict[str, Any]:
+        flags = msg.flags
+        rcode = rcode_name(msg.rcode)
+        fields: dict[str, Any] = {
+            "id": msg.id,
+            "rcode": rcode,
+            "aa": bool(flags & 0x0400),
+            "ra": bool(flags & 0x0080),
+            "truncated": bool(flags & 0x0200),
+            "answers": msg.answers,
+            "answer_count": msg.ancount,
+            "authority_count": msg.nscount,
+            "additional_count": msg.arcount,
+            "error": None if msg.rcode == 0 else rcode,
+        }
+        if self.body_limit > 0:
+            fields["authorities"] = msg.authorities
+            fields["additionals"] = msg.additionals
+        return fields
+
+    @staticmethod
+    def _summary(msg: Message) -> str:
+        if not msg.qdcount:
+            return f"{OPCODES.get((msg.flags >> 11) & 0x0F, 'opcode')} (no question)"
+        return f"{type_name(msg.qtype)} {msg.qname}"
+
+    def _unanswered(self, query: _Query, why: str) -> None:
+        msg = query.msg
+        self.emit(Exchange(
+            protocol="dns", start_ns=query.ts, end_ns=None, summary=self._summary(msg),
+            request=self._request(msg), response=None, status=None,
+            request_size=query.size, complete=False, first_ref=query.ref, last_ref=query.ref,
+            client_offset=query.offset, notes=[*query.notes, why]))
+
+    def _answered(self, query: _Query | None, msg: Message, direction: Direction, offset: int,
+                  ts: int, ref: PacketRef, end_ts: int, end_ref: PacketRef, size: int) -> None:
+        notes: list[str] = []
+        if query is not None:
+            request = self._request(query.msg)
+            notes += query.notes
+            start_ns, first_ref, client_offset = query.ts, query.ref, query.offset
+            summary = self._summary(query.msg)
+            request_size = query.size
+        else:
+            request = self._request(msg)
+            request["id"] = msg.id
+            notes.append("query not captured")
+            start_ns, first_ref, request_size = ts, ref, 0
+            client_offset = (offset if direction == Direction.CLIENT_TO_SERVER
+                             else self.offsets[Direction.CLIENT_TO_SERVER])
+            summary = self._summary(msg)
+        if msg.error:
+            notes.append(f"malformed: {msg.error}")
+        if msg.ancount > len(msg.answers) and not msg.error:
+            notes.append(f"{msg.ancount} answers, {len(msg.answers)} listed")
+        self.emit(Exchange(
+            protocol="dns", start_ns=start_ns, end_ns=end_ts, summary=summary,
+            request=request, response=self._response(msg), status=msg.rcode,
+            request_size=request_size, response_size=size, complete=query is not None,
+            first_ref=first_ref, last_ref=end_ref, client_offset=client_offset,
+            server_offset=offset, notes=notes))
+
+
+class DnsDissector:
+    name = "dns"
+    transports = frozenset({"udp", "tcp"})
+    ports = frozenset({53, 5353, 5355})
+
+    def detect(self, client: bytes, server: bytes) -> Detect:
+        return detect(client, server)
+
+    def session(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> DnsSession:
+        return DnsSession(flow, emit, body_limit)

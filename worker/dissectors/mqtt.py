@@ -1,0 +1,921 @@
+"""MQTT 3.1, 3.1.1 and 5: control packets of one connection, paired into entries.
+
+Framing: a fixed header (type << 4 | flags, then the remaining length as a 1-4 byte varint),
+then the variable header and payload. Each direction has a _Reader that buffers at most one
+packet (a PUBLISH larger than PACKET_BUFFER is parsed from its first bytes and the rest of
+its payload skipped by length, copied only when the session keeps bodies).
+
+Version: from CONNECT's protocol level (3 = 3.1, 4 = 3.1.1, 5 = 5). A capture that starts
+after CONNECT reads packets as 3.1.1 until one shows version 5 (an acknowledgement, CONNACK or
+DISCONNECT with a reason code / properties).
+
+Pairing (one entry each):
+- CONNECT with CONNACK; PINGREQ with PINGRESP (in order);
+- PUBLISH QoS 0 alone; QoS 1 with the PUBACK of its packet id from the other side; QoS 2 from
+  PUBLISH through PUBREC and PUBREL to PUBCOMP (an error PUBREC ends it);
+- SUBSCRIBE with SUBACK, UNSUBSCRIBE with UNSUBACK, by packet id;
+- DISCONNECT and AUTH alone; an acknowledgement whose request was not captured alone.
+Packet ids are per sender: the client's and the server's PUBLISH ids are separate spaces.
+Status: the CONNACK return code (3.x) or reason code (5) of the reply, the first failure code
+of a SUBACK/UNSUBACK (else 0), 0 for a 3.x acknowledgement (success is implied), None for a
+QoS 0 PUBLISH or a request without a reply. response.error: the reason's name when it is a
+failure (3.x CONNACK code != 0, code >= 0x80), else null.
+
+Losses: a gap or a malformed packet makes the reader resync at the next chunk whose first bytes
+are a plausible fixed header (packets mostly start segments); a request cut by it is emitted
+incomplete at close.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
+from worker.packet import PacketRef
+
+C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = range(8, 16)
+NAMES = {1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC", 6: "PUBREL",
+         7: "PUBCOMP", 8: "SUBSCRIBE", 9: "SUBACK", 10: "UNSUBSCRIBE", 11: "UNSUBACK",
+         12: "PINGREQ", 13: "PINGRESP", 14: "DISCONNECT", 15: "AUTH"}
+PACKET_BUFFER = 256 * 1024         # a larger PUBLISH is parsed from its head, payload skipped
+HEAD_NEEDED = 70_000               # enough for a topic (<= 65535) and the usual properties
+STRING_LIMIT = 1000
+SUMMARY_LIMIT = 256
+VERSIONS = {3: "3.1", 4: "3.1.1", 5: "5.0"}
+
+CONNACK_V3 = {0: "Connection Accepted", 1: "Unacceptable protocol version",
+              2: "Identifier rejected", 3: "Server unavailable",
+              4: "Bad user name or password", 5: "Not authorized"}
+REASONS_V5 = {
+    0x00: "Success", 0x01: "Granted QoS 1", 0x02: "Granted QoS 2",
+    0x04: "Disconnect with Will Message", 0x10: "No matching subscribers",
+    0x11: "No subscription existed", 0x18: "Continue authentication", 0x19: "Re-authenticate",
+    0x80: "Unspecified error", 0x81: "Malformed Packet", 0x82: "Protocol Error",
+    0x83: "Implementation specific error", 0x84: "Unsupported Protocol Version",
+    0x85: "Client Identifier not valid", 0x86: "Bad User Name or Password",
+    0x87: "Not authorized", 0x88: "Server unavailable", 0x89: "Server busy", 0x8A: "Banned",
+    0x8B: "Server shutting down", 0x8C: "Bad authentication method",
+    0x8D: "Keep Alive timeout", 0x8E: "Session taken over", 0x8F: "Topic Filter invalid",
+    0x90: "Topic Name invalid", 0x91: "Packet Identifier in use",
+    0x92: "Packet Identifier not found", 0x93: "Receive Maximum exceeded",
+    0x94: "Topic Alias invalid", 0x95: "Packet too large", 0x96: "Message rate too high",
+    0x97: "Quota exceeded", 0x98: "Administrative action", 0x99: "Payload format invalid",
+    0x9A: "Retain not supported", 0x9B: "QoS not supported", 0x9C: "Use another server",
+    0x9D: "Server moved", 0x9E: "Shared Subscriptions not supported",
+    0x9F: "Connection rate exceeded", 0xA0: "Maximum connect time",
+    0xA1: "Subscription Identifiers not supported",
+    0xA2: "Wildcard Subscriptions not supported",
+}
+# v5 property id -> (name, type): b byte, h two-byte int, i four-byte int, v varint,
+# s UTF-8 string, d binary data, p string pair.
+PROPERTIES = {
+    1: ("payload_format_indicator", "b"), 2: ("message_expiry_interval", "i"),
+    3: ("content_type", "s"), 8: ("response_topic", "s"), 9: ("correlation_data", "d"),
+    11: ("subscription_identifier", "v"), 17: ("session_expiry_interval", "i"),
+    18: ("assigned_client_identifier", "s"), 19: ("server_keep_alive", "h"),
+    21: ("authentication_method", "s"), 22: ("authentication_data", "d"),
+    23: ("request_problem_information", "b"), 24: ("will_delay_interval", "i"),
+    25: ("request_response_information", "b"), 26: ("response_information", "s"),
+    28: ("server_reference", "s"), 31: ("reason_string", "s"), 33: ("receive_maximum", "h"),
+    34: ("topic_alias_maximum", "h"), 35: ("topic_alias", "h"), 36: ("maximum_qos", "b"),
+    37: ("retain_available", "b"), 38: ("user_properties", "p"),
+    39: ("maximum_packet_size", "i"), 40: ("wildcard_subscription_available", "b"),
+    41: ("subscription_identifier_available", "b"),
+    42: ("shared_subscription_available", "b"),
+}
+# Fixed-header flags every packet type must carry (PUBLISH: any).
+_FLAGS = {t: 0 for t in range(1, 16)}
+_FLAGS.update({PUBREL: 2, SUBSCRIBE: 2, UNSUBSCRIBE: 2})
+
+
+class Malformed(ValueError):
+    pass
+
+
+# -- fixed header ------------------------------------------------------------------------
+
+def fixed_header(data: bytes | bytearray, pos: int) -> tuple[int, int, int] | None | bool:
+    """(type_and_flags, remaining length, header length) of a packet at data[pos:]; None when
+    more bytes are needed; False when it cannot be an MQTT fixed header."""
+    n = len(data)
+    if pos >= n:
+        return None
+    first = data[pos]
+    kind, flags = first >> 4, first & 15
+    if kind == 0 or (kind != PUBLISH and flags != _FLAGS[kind]) or \
+            (kind == PUBLISH and flags & 6 == 6):
+        return False
+    value = 0
+    for i in range(4):
+        if pos + 1 + i >= n:
+            return None
+        byte = data[pos + 1 + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if i and byte == 0:
+                return False            # a non-minimal encoding: not how clients write it
+            return first, value, 2 + i
+    return False
+
+
+def _plausible_size(kind: int, remaining: int) -> bool:
+    if kind in (PINGREQ, PINGRESP):
+        return remaining == 0
+    if kind in (PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK):
+        return 2 <= remaining <= 65_535
+    if kind == CONNACK:
+        return 2 <= remaining <= 65_535
+    if kind in (SUBSCRIBE, UNSUBSCRIBE, SUBACK):
+        return 3 <= remaining <= 1 << 20
+    if kind == CONNECT:
+        return 10 <= remaining <= 1 << 20
+    if kind == PUBLISH:
+        return 2 <= remaining
+    return remaining <= 65_535         # DISCONNECT, AUTH
+
+
+# -- field decoding ----------------------------------------------------------------------
+
+class _Cursor:
+    __slots__ = ("data", "pos", "end")
+
+    def __init__(self, data: bytes, pos: int, end: int) -> None:
+        self.data, self.pos, self.end = data, pos, end
+
+    def byte(self) -> int:
+        if self.pos >= self.end:
+            raise Malformed("packet cut")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def short(self) -> int:
+        if self.pos + 2 > self.end:
+            raise Malformed("packet cut")
+        self.pos += 2
+        return self.data[self.pos - 2] << 8 | self.data[self.pos - 1]
+
+    def int4(self) -> int:
+        if self.pos + 4 > self.end:
+            raise Malformed("packet cut")
+        self.pos += 4
+        return int.from_bytes(self.data[self.pos - 4:self.pos], "big")
+
+    def varint(self) -> int:
+        value = 0
+        for i in range(4):
+            byte = self.byte()
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                return value
+        raise Malformed("variable byte integer longer than 4 bytes")
+
+    def raw(self) -> bytes:
+        n = self.short()
+        if self.pos + n > self.end:
+            raise Malformed("string overruns the packet")
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
+
+    def text(self) -> str:
+        value = self.raw().decode("utf-8", "replace")
+        return value if len(value) <= STRING_LIMIT else value[:STRING_LIMIT] + "..."
+
+    def properties(self) -> dict[str, Any]:
+        length = self.varint()
+        stop = self.pos + length
+        if stop > self.end:
+            raise Malformed("properties overrun the packet")
+        out: dict[str, Any] = {}
+        outer, self.end = self.end, stop
+        try:
+            while self.pos < stop:
+                ident = self.varint()
+                known = PROPERTIES.get(ident)
+                if known is None:
+                    raise Malformed(f"unknown property {ident}")
+                name, kind = known
+                if kind == "b":
+                    value: Any = self.byte()
+                elif kind == "h":
+                    value = self.short()
+                elif kind == "i":
+                    value = self.int4()
+                elif kind == "v":
+                    value = self.varint()
+                elif kind == "s":
+                    value = self.text()
+                elif kind == "d":
+                    value = self.raw()[:STRING_LIMIT].hex()
+                else:
+                    value = [self.text(), self.text()]
+                if kind == "p" or ident == 11:     # may repeat
+                    out.setdefault(name, []).append(value)
+                else:
+                    out[name] = value
+        finally:
+            self.end = outer
+        return out
+
+
+def _reason(code: int | None, version: int, kind: int) -> str:
+    if code is None:
+        return ""
+    if version < 5:
+        if kind == CONNACK:
+            return CONNACK_V3.get(code, f"return code {code}")
+        return "Failure" if code == 0x80 else REASONS_V5.get(code, f"code {code}")
+    return REASONS_V5.get(code, f"reason code {code:#04x}")
+
+
+def _failed(code: int | None, version: int, kind: int) -> bool:
+    if code is None:
+        return False
+    if kind == CONNACK and version < 5:
+        return code != 0
+    return code >= 0x80
+
+
+# -- detection ---------------------------------------------------------------------------
+
+def _connect_state(data: bytes) -> Detect:
+    """A CONNECT at the start: fixed header, then "MQTT" (or "MQIsdp") and a level 3-5."""
+    header = fixed_header(data, 0)
+    if header is False:
+        return Detect.NO
+    if header is None:
+        return Detect.MORE if data[0] == 0x10 else Detect.NO
+    first, remaining, hlen = header
+    if first != 0x10 or not _plausible_size(CONNECT, remaining):
+        return Detect.NO
+    body = data[hlen:hlen + 9]
+    for name, level_at in ((b"\x00\x04MQTT", 6), (b"\x00\x06MQIsdp", 8)):
+        n = min(len(body), len(name))
+        if body[:n] == name[:n]:
+            if len(body) <= level_at:
+                return Detect.MORE
+            return Detect.MATCH if body[level_at] in (3, 4, 5) else Detect.NO
+    return Detect.NO
+
+
+def _chain_state(data: bytes) -> Detect:
+    """Mid-stream: packets with valid fixed headers and plausible sizes back to back from the
+    first byte, at least one of them checkable (a PUBLISH with a readable topic, SUBSCRIBE,
+    CONNACK, SUBACK), ending at the end of the data or in a plausible last packet."""
+    pos, n, strong, count = 0, len(data), False, 0
+    while pos < n and count < 64:
+        header = fixed_header(data, pos)
+        if header is False:
+            return Detect.NO
+        if header is None:
+            break
+        first, remaining, hlen = header
+        kind = first >> 4
+        if kind == CONNECT or not _plausible_size(kind, remaining):
+            return Detect.NO
+        end = pos + hlen + remaining
+        if kind == PUBLISH and pos + hlen + 2 <= n:
+            tlen = data[pos + hlen] << 8 | data[pos + hlen + 1]
+            if tlen == 0 or tlen + 2 > remaining:
+                return Detect.NO
+            topic = data[pos + hlen + 2:min(end, pos + hlen + 2 + tlen)]
+            if any(c < 0x20 or c in (0x23, 0x2B) for c in topic[:256]):
+                return Detect.NO
+            if pos + hlen + 2 + tlen <= n:
+                strong = True
+        elif kind in (SUBSCRIBE, UNSUBSCRIBE) and end <= n:
+            strong = True
+        elif kind == CONNACK and end <= n and data[pos + hlen] <= 1:
+            strong = True
+        if end > n:
+            break
+        pos = end
+        count += 1
+    if strong:
+        return Detect.MATCH
+    return Detect.MORE if n < 4 else Detect.NO
+
+
+def _direction_state(data: bytes, client: bool) -> Detect:
+    if client and data[0] == 0x10:
+        return _connect_state(data)
+    return _chain_state(data)
+
+
+def detect(client: bytes, server: bytes) -> Detect:
+    c = _direction_state(client, True) if client else None
+    s = _direction_state(server, False) if server else None
+    if c is Detect.MATCH or s is Detect.MATCH:
+        return Detect.MATCH
+    if c is Detect.NO and s is Detect.NO:
+        return Detect.NO
+    return Detect.MORE
+
+
+# -- packets -----------------------------------------------------------------------------
+
+class _Packet:
+    __slots__ = ("kind", "flags", "direction", "fields", "start", "end", "ts", "end_ts", "ref",
+                 "end_ref", "size", "payload", "notes", "packet_id", "code")
+
+    def __init__(self, kind: int, flags: int, direction: Direction) -> None:
+        self.kind, self.flags, self.direction = kind, flags, direction
+        self.fields: dict[str, Any] = {"packet_type": NAMES[kind]}
+        self.start = self.end = self.ts = self.end_ts = 0
+        self.ref = self.end_ref = (0, 0)
+        self.size = 0
+        self.payload: bytearray | None = None
+        self.notes: list[str] = []
+        self.packet_id: int | None = None
+        self.code: int | None = None
+
+
+class _Flow:
+    """A request and the packets that answer it."""
+
+    __slots__ = ("request", "replies", "done")
+
+    def __init__(self, request: _Packet | None) -> None:
+        self.request = request
+        self.replies: list[_Packet] = []
+        self.done = False
+
+
+SYNCED, RESYNC, SKIP = 0, 1, 2
+
+
+class _Reader:
+    __slots__ = ("s", "direction", "buf", "base", "expected", "marks", "state", "skip_left",
+                 "skipping", "last_ts", "last_ref", "skipped", "aliases")
+
+    def __init__(self, session: MqttSession, direction: Direction) -> None:
+        self.s = session
+        self.direction = direction
+        self.buf = bytearray()
+        self.base = 0
+        self.expected = 0
+        self.marks: list[tuple[int, int, PacketRef]] = []
+        self.state = RESYNC            # the first bytes must look like a packet start
+        self.skip_left = 0
+        self.skipping: _Packet | None = None
+        self.last_ts = 0
+        self.last_ref: PacketRef = (0, 0)
+        self.skipped = 0
+        self.aliases: dict[int, str] = {}   # v5 topic aliases of this sender
+
+    def where(self, offset: int) -> tuple[int, PacketRef]:
+        for mark in reversed(self.marks):
+            if mark[0] <= offset:
+                return mark[1], mark[2]
+        if self.marks:
+            return self.marks[0][1], self.marks[0][2]
+        return self.last_ts, self.last_ref
+
+    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
+        if not data:
+            return
+        if offset != self.expected:
+            if offset > self.expected:
+                self.gap(self.expected, offset - self.expected)
+            else:
+                cut = self.expected - offset
+                if cut >= len(data):
+                    return
+                data, offset = data[cut:], self.expected
+        self.expected = offset + len(data)
+        self.last_ts, self.last_ref = ts, ref
+        pos = 0
+        if self.state == SKIP:
+            take = min(len(data), self.skip_left)
+            self.skip_left -= take
+            packet = self.skipping
+            assert packet is not None
+            if packet.payload is not None:
+                room = self.s.body_limit - len(packet.payload)
+                if room > 0:
+                    packet.payload += data[:min(take, room)]
+            if self.skip_left:
+                return
+            packet.end, packet.end_ts, packet.end_ref = offset + take, ts, ref
+            self.skipping = None
+            self.state = SYNCED
+            self.s.packet(packet)
+            pos = take
+            if pos == len(data):
+                return
+        if self.state == RESYNC:
+            if self.buf:
+                self.buf = bytearray()      # a chunk that began no packet: dropped
+            if not self._plausible_start(data, pos):
+                self.skipped += len(data) - pos
+                return
+            self.state = SYNCED
+        if self.buf:
+            base = self.base
+            self.buf += data[pos:] if pos else data
+            work: bytes | bytearray = self.buf
+            self.marks.append((offset, ts, ref))
+            pos = 0
+        else:
+            base = offset
+            work = data
+            self.marks = [(offset, ts, ref)]
+        n = len(work)
+        while pos < n:
+            header = fixed_header(work, pos)
+            if header is None:
+                break
+            if header is False or not _plausible_size(work[pos] >> 4, header[1]):
+                self.s.malformed(self.direction, "malformed: not an MQTT fixed header")
+                self._resync(n - pos)
+                return
+            first, remaining, hlen = header
+            end = pos + hlen + remaining
+            if end > n:
+                if first >> 4 == PUBLISH and hlen + remaining > PACKET_BUFFER \
+                        and n - pos >= HEAD_NEEDED:
+                    self._skip_publish(work, pos, hlen, remaining, base)
+                    return
+                if n - pos > PACKET_BUFFER + HEAD_NEEDED:
+                    self.s.malformed(self.direction, "malformed: packet over the buffer limit")
+                    self._resync(n - pos)
+                    return
+                break
+            packet = self._parse(work, pos, hlen, end, base)
+            pos = end
+            if packet is not None:
+                self.s.packet(packet)
+            if self.state != SYNCED:        # the packet was unreadable: resync
+                return
+        if pos >= n:
+            self.buf = bytearray()
+            self.marks = []
+        else:
+            if work is self.buf:
+                del self.buf[:pos]
+            else:
+                self.buf = bytearray(work[pos:])
+            self.base = base + pos
+            marks = self.marks
+            while len(marks) > 1 and marks[1][0] <= self.base:
+                del marks[0]
+
+    def _plausible_start(self, data: bytes, pos: int) -> bool:
+        header = fixed_header(data, pos)
+        if header is None:
+            return len(data) - pos < 2 and data[pos] >> 4 in NAMES
+        if header is False:
+            return False
+        first, remaining, hlen = header
+        if not _plausible_size(first >> 4, remaining):
+            return False
+        end = pos + hlen + remaining
+        if first >> 4 == PUBLISH and pos + hlen + 2 <= len(data):
+            tlen = data[pos + hlen] << 8 | data[pos + hlen + 1]
+            if tlen + 2 > remaining:
+                return False
+        return end >= len(data) or fixed_header(data, end) is not False
+
+    def _parse(self, work: bytes | bytearray, pos: int, hlen: int, end: int,
+               base: int) -> _Packet | None:
+        first = work[pos]
+        packet = _Packet(first >> 4, first & 15, self.direction)
+        packet.start, packet.end, packet.size = base + pos, base + end, end - pos
+        packet.ts, packet.ref = self.where(packet.start)
+        packet.end_ts, packet.end_ref = self.where(packet.end - 1)
+        try:
+            self.s.decode(packet, bytes(work[pos + hlen:end]), end - pos - hlen, self)
+        except Malformed as exc:
+            packet.notes.append(f"malformed: {NAMES[packet.kind]}: {exc}")
+            self.s.malformed_count += 1
+        return packet
+
+    def _skip_publish(self, work: bytes | bytearray, pos: int, hlen: int, remaining: int,
+                      base: int) -> None:
+        """A PUBLISH too large to buffer: read its head from the bytes here, skip the rest."""
+        n = len(work)
+        first = work[pos]
+        packet = _Packet(first >> 4, first & 15, self.direction)
+        packet.start, packet.size = base + pos, hlen + remaining
+        packet.ts, packet.ref = self.where(packet.start)
+        try:
+            self.s.decode(packet, bytes(work[pos + hlen:n]), remaining, self)
+        except Malformed as exc:
+            packet.notes.append(f"malformed: PUBLISH: {exc}")
+        self.skipping = packet
+        self.skip_left = pos + hlen + remaining - n
+        self.state = SKIP
+        self.buf = bytearray()
+        self.marks = []
+
+    def _resync(self, dropped: int) -> None:
+        self.skipped += dropped
+        self.buf = bytearray()
+        self.marks = []
+        self.state = RESYNC
+
+    def gap(self, offset: int, length: int) -> None:
+        if length <= 0:
+            return
+        if self.state == SKIP and self.skipping is not None:
+            packet = self.skipping
+            packet.notes.append("gap in payload")
+            packet.end, packet.end_ts, packet.end_ref = offset, self.last_ts, self.last_ref
+            self.skipping = None
+            self.s.packet(packet, complete=False)
+        elif self.buf:
+            self.s.malformed(self.direction, "gap")
+        self.buf = bytearray()
+        self.marks = []
+        self.state = RESYNC
+        self.expected = offset + length
+
+
+# -- the session -------------------------------------------------------------------------
+
+class MqttSession:
+    def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
+        self.flow = flow
+        self.emit = emit
+        self.body_limit = body_limit
+        self.readers = (_Reader(self, C2S), _Reader(self, S2C))
+        self.version = 0                     # protocol level from CONNECT; 0 = not seen
+        self.connects: deque[_Flow] = deque()
+        self.pings: deque[_Flow] = deque()
+        self.pending: dict[tuple[int, int], _Flow] = {}    # (sender, packet id) -> flow
+        self.malformed_count = 0
+        self.losses = 0
+        self._closed = False
+
+    @property
+    def skipped_bytes(self) -> int:
+        return self.readers[0].skipped + self.readers[1].skipped
+
+    @property
+    def level(self) -> int:
+        return self.version or 4
+
+    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
+                ref: PacketRef) -> None:
+        if not self._closed:
+            self.readers[direction].feed(data, offset, ts_ns, ref)
+
+    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        if not self._closed:
+            self.readers[direction].gap(offset, length)
+
+    def on_close(self, ts_ns: int) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for reader in self.readers:
+            if reader.state == SKIP and reader.skipping is not None:
+                packet, reader.skipping = reader.skipping, None
+                packet.notes.append("payload cut by the end of the connection")
+                packet.end, packet.end_ts, packet.end_ref = (reader.expected, reader.last_ts,
+                                                             reader.last_ref)
+                self.packet(packet, complete=False)
+        waiting = list(self.connects) + list(self.pings) + list(self.pending.values())
+        self.connects.clear()
+        self.pings.clear()
+        self.pending.clear()
+        waiting.sort(key=lambda f: f.request.ts if f.request else 0)
+        for flow in waiting:
+            self._finish(flow, complete=False)
+
+    def malformed(self, direction: Direction, why: str) -> None:
+        if why.startswith("malformed"):
+            self.malformed_count += 1
+        else:
+            self.losses += 1
+
+    # -- decoding --
+
+    def decode(self, packet: _Packet, body: bytes, remaining: int, reader: _Reader) -> None:
+        """Fields of `packet` from its variable header and payload (body may be the first
+        bytes only of a large PUBLISH whose payload is `remaining` minus the header)."""
+        kind = packet.kind
+        fields = packet.fields
+        cur = _Cursor(body, 0, len(body))
+        if kind == CONNECT:
+            name = cur.text()
+            level = cur.byte()
+            flags = cur.byte()
+            keepalive = cur.short()
+            if level in VERSIONS:
+                self.version = level
+            fields.update(protocol_name=name, protocol_version=level,
+                          version=VERSIONS.get(level, str(level)),
+                          clean_session=bool(flags & 2), keepalive=keepalive,
+                          username_present=bool(flags & 0x80),
+                          password_present=bool(flags & 0x40), will=bool(flags & 4))
+            if level == 5:
+                props = cur.properties()
+                if props:
+                    fields["properties"] = props
+            fields["client_id"] = cur.text()
+            if flags & 4:
+                if level == 5:
+                    cur.properties()
+                fields["will_topic"] = cur.text()
+                fields["will_qos"] = flags >> 3 & 3
+                fields["will_retain"] = bool(flags & 0x20)
+            return
+        if kind == PUBLISH:
+            qos = packet.flags >> 1 & 3
+            topic = cur.text()
+            fields.update(topic=topic, qos=qos, retain=bool(packet.flags & 1),
+                          dup=bool(packet.flags & 8))
+            if qos:
+                packet.packet_id = cur.short()
+                fields["packet_id"] = packet.packet_id
+            if not self.version:
+                self._guess_properties(cur)
+            if self.version == 5:
+                props = cur.properties()
+                alias = props.get("topic_alias")
+                if isinstance(alias, int):
+                    if topic:
+                        reader.aliases[alias] = topic
+                    else:
+                        fields["topic"] = reader.aliases.get(alias, "")
+                if props:
+                    fields["properties"] = props
+            fields["payload_size"] = remaining - cur.pos
+            if self.body_limit > 0:
+                packet.payload = bytearray(body[cur.pos:cur.pos + self.body_limit])
+            return
+        if kind in (PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK, SUBACK):
+            packet.packet_id = cur.short()
+            fields["packet_id"] = packet.packet_id
+            if kind in (SUBACK, UNSUBACK):
+                if self.version == 5 or (not self.version and kind == UNSUBACK
+                                         and remaining > 2):
+                    self.version = self.version or 5
+                    props = cur.properties()
+                    if props:
+                        fields["properties"] = props
+                codes = list(body[cur.pos:])
+                if codes:
+                    fields["reason_codes"] = codes
+                    failures = [c for c in codes if c >= 0x80]
+                    packet.code = failures[0] if failures else 0
+                else:
+                    packet.code = 0
+                return
+            if remaining > 2:
+                self.version = self.version or 5
+                packet.code = cur.byte()
+                if remaining > 3:
+                    props = cur.properties()
+                    if props:
+                        fields["properties"] = props
+            else:
+                packet.code = 0
+            fields["reason_code"] = packet.code
+            return
+        if kind == CONNACK:
+            flags = cur.byte()
+            packet.code = cur.byte()
+            fields.update(session_present=bool(flags & 1), reason_code=packet.code)
+            if remaining > 2:
+                self.version = self.version or 5
+                props = cur.properties()
+                if props:
+                    fields["properties"] = props
+            return
+        if kind in (SUBSCRIBE, UNSUBSCRIBE):
+            packet.packet_id = cur.short()
+            fields["packet_id"] = packet.packet_id
+            if not self.version:
+                # 3.x or 5 (properties first)? Whichever reads the packet exactly.
+                start = cur.pos
+                try:
+                    self._topic_filters(kind, cur, 4, strict=True)
+                except Malformed:
+                    try:
+                        cur.pos = start
+                        cur.properties()
+                        self._topic_filters(kind, cur, 5, strict=True)
+                        self.version = 5
+                    except Malformed:
+                        pass
+                cur.pos = start
+            if self.version == 5:
+                props = cur.properties()
+                if props:
+                    fields["properties"] = props
+            fields["topics"] = self._topic_filters(kind, cur, self.level, strict=False)
+            return
+        if kind in (DISCONNECT, AUTH):
+            if remaining:
+                self.version = self.version or 5
+                packet.code = cur.byte()
+                fields["reason_code"] = packet.code
+                if remaining > 1:
+                    props = cur.properties()
+                    if props:
+                        fields["properties"] = props
+            elif self.version == 5:
+                packet.code = 0
+                fields["reason_code"] = 0
+            return
+        # PINGREQ, PINGRESP: nothing more
+
+    def _guess_properties(self, cur: _Cursor) -> None:
+        """Version unknown (capture started after CONNECT): a PUBLISH whose bytes after the
+        topic read as a non-empty v5 property block exactly is taken for version 5."""
+        start = cur.pos
+        try:
+            if cur.pos < cur.end and cur.data[cur.pos] and cur.properties():
+                self.version = 5
+        except Malformed:
+            pass
+        cur.pos = start
+
+    @staticmethod
+    def _topic_filters(kind: int, cur: _Cursor, version: int, strict: bool) -> list[Any]:
+        topics: list[Any] = []
+        while cur.pos < cur.end and len(topics) < 100:
+            topic = cur.text()
+            if strict and not topic:
+                raise Malformed("empty topic filter")
+            if kind == UNSUBSCRIBE:
+                topics.append(topic)
+                continue
+            options = cur.byte()
+            if strict and (options & 3 == 3 or options >> (6 if version == 5 else 2)):
+                raise Malformed("reserved subscription option bits set")
+            item: dict[str, Any] = {"topic": topic, "qos": options & 3}
+            if version == 5:
+                item.update(no_local=bool(options & 4), retain_as_published=bool(options & 8),
+                            retain_handling=options >> 4 & 3)
+            topics.append(item)
+        if not topics:
+            raise Malformed("no topic filters")
+        return topics
+
+    # -- pairing --
+
+    def packet(self, packet: _Packet, complete: bool = True) -> None:
+        if not complete:
+            packet.notes.append("incomplete")
+        kind = packet.kind
+        sender = packet.direction
+        if kind == CONNECT:
+            self.connects.append(_Flow(packet))
+        elif kind == CONNACK:
+            self._reply(self.connects.popleft() if self.connects else None, packet)
+        elif kind == PINGREQ:
+            self.pings.append(_Flow(packet))
+        elif kind == PINGRESP:
+            self._reply(self.pings.popleft() if self.pings else None, packet)
+        elif kind == PUBLISH:
+            qos = packet.fields.get("qos", 0)
+            if qos == 0 or packet.packet_id is None:
+                self._finish(_Flow(packet))
+            else:
+                old = self.pending.pop((sender, packet.packet_id), None)
+                if old is not None:
+                    old.request.notes.append("no acknowledgement")  # type: ignore[union-attr]
+                    self._finish(old, complete=False)
+                self.pending[(sender, packet.packet_id)] = _Flow(packet)
+        elif kind in (SUBSCRIBE, UNSUBSCRIBE):
+            if packet.packet_id is None:
+                self._finish(_Flow(packet))
+            else:
+                self.pending[(sender, packet.packet_id)] = _Flow(packet)
+        elif kind in (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK):
+            key = (1 - sender, packet.packet_id if packet.packet_id is not None else -1)
+            flow = self.pending.get(key)
+            want = {PUBACK: PUBLISH, PUBREC: PUBLISH, PUBCOMP: PUBLISH, SUBACK: SUBSCRIBE,
+                    UNSUBACK: UNSUBSCRIBE}[kind]
+            if flow is None or flow.request is None or flow.request.kind != want:
+                self._reply(None, packet)
+                return
+            flow.replies.append(packet)
+            if kind == PUBREC and not _failed(packet.code, self.level, kind):
+                return                      # PUBREL and PUBCOMP follow
+            del self.pending[key]
+            self._finish(flow)
+        elif kind == PUBREL:
+            flow = self.pending.get((sender, packet.packet_id if packet.packet_id is not None
+                                     else -1))
+            if flow is not None and flow.request is not None:
+                flow.replies.append(packet)
+            else:
+                self._reply(None, packet)
+        else:                                # DISCONNECT, AUTH
+            self._finish(_Flow(packet))
+
+    def _reply(self, flow: _Flow | None, packet: _Packet) -> None:
+        if flow is None:
+            flow = _Flow(None)
+        flow.replies.append(packet)
+        self._finish(flow)
+
+    def _finish(self, flow: _Flow, complete: bool = True) -> None:
+        request = flow.request
+        replies = flow.replies
+        final = replies[-1] if replies else None
+        lone = request is None
+        first = request if request is not None else final
+        assert first is not None
+        version = self.level
+        ex = Exchange(protocol="mqtt", start_ns=first.ts, end_ns=None, summary="",
+                      request={}, response=None, first_ref=first.ref, last_ref=first.end_ref,
+                      notes=list(first.notes))
+        if first.direction == C2S:
+            ex.client_offset = first.start
+        else:
+            ex.server_offset = first.start
+            ex.client_offset = self.readers[C2S].expected
+        if lone:
+            # an acknowledgement whose request was not captured: the packet is the request
+            request = first
+            replies = []
+            final = None
+            ex.notes.append("request not captured")
+        assert request is not None
+        ex.request = dict(request.fields)
+        ex.request["sender"] = "server" if request.direction == S2C else "client"
+        if request.code is not None and request.kind not in (CONNECT, PUBLISH):
+            ex.status = request.code
+        ex.request_size = request.size
+        ex.summary = _summary(request)
+        if self.body_limit > 0 and request.payload is not None:
+            ex.request_body = bytes(request.payload)
+            if request.fields.get("payload_size", 0) > self.body_limit:
+                ex.notes.append(f"payload truncated at {self.body_limit} bytes")
+        waits_for_reply = request.kind in (CONNECT, PINGREQ, SUBSCRIBE, UNSUBSCRIBE) or (
+            request.kind == PUBLISH and request.fields.get("qos", 0) > 0)
+        if final is not None:
+            response = dict(final.fields)
+            for reply in replies[:-1]:
+                if reply.kind == PUBREC:
+                    response["pubrec_reason_code"] = reply.code
+                ex.notes += reply.notes
+            ex.notes += final.notes
+            code = final.code
+            if request.kind == PUBLISH and replies and replies[0].kind == PUBREC and \
+                    _failed(replies[0].code, version, PUBREC):
+                code = replies[0].code
+            response["error"] = (_reason(code, version, final.kind)
+                                 if _failed(code, version, final.kind) else None)
+            if final.kind == CONNACK:
+                response["reason"] = _reason(code, version, CONNACK)
+            ex.response = response
+            ex.status = code
+            ex.end_ns = final.end_ts
+            ex.last_ref = final.end_ref
+            ex.response_size = sum(r.size for r in replies)
+            if final.direction == S2C:
+                ex.server_offset = replies[0].start
+            else:
+                ex.client_offset = replies[0].start
+                ex.server_offset = request.start
+            if request.kind == PUBLISH and request.fields.get("qos") == 2 and \
+                    final.kind != PUBCOMP and not _failed(code, version, final.kind):
+                complete = False
+                ex.notes.append("no PUBCOMP")
+        elif waits_for_reply and not lone:
+            complete = False
+            if "no acknowledgement" not in ex.notes:
+                ex.notes.append("no response")
+        ex.complete = complete and not any(n == "incomplete" for n in ex.notes)
+        if "incomplete" in ex.notes:
+            ex.notes = [n for n in ex.notes if n != "incomplete"]
+        self.emit(ex)
+
+
+def _summary(packet: _Packet) -> str:
+    fields = packet.fields
+    name = NAMES[packet.kind]
+    if packet.kind == PUBLISH:
+        text = f"{name} {fields.get('topic', '')} qos{fields.get('qos', 0)}"
+    elif packet.kind == CONNECT:
+        text = f"{name} {fields.get('client_id', '')}".rstrip()
+    elif packet.kind == SUBSCRIBE:
+        text = f"{name} " + ", ".join(t["topic"] for t in fields.get("topics", []))
+    elif packet.kind == UNSUBSCRIBE:
+        text = f"{name} " + ", ".join(fields.get("topics", []))
+    elif "packet_id" in fields:
+        text = f"{name} {fields['packet_id']}"
+    else:
+        text = name
+    text = text.strip()
+    return text if len(text) <= SUMMARY_LIMIT else text[:SUMMARY_LIMIT - 3] + "..."
+
+
+class MqttDissector:
+    name = "mqtt"
+    transports = frozenset({"tcp"})
+    ports = frozenset({1883})
+
+    def detect(self, client: bytes, server: bytes) -> Detect:
+        return detect(client, server)
+
+    def session(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> MqttSession:
+        return MqttSession(flow, emit, body_limit)

@@ -1,0 +1,900 @@
+"""Redis RESP2 and RESP3: commands paired with replies in order, pub/sub pushes as lone entries.
+
+Each direction has a _Reader, an incremental RESP parser fed chunk by chunk. It keeps only an
+unfinished line (a type header, a simple string, an inline command) and skips bulk payloads by
+length, keeping a short prefix of each (PREVIEW bytes) for the fields; aggregates keep their
+first KEEP children and count the rest. A finished top-level value is handed to the session.
+
+Pairing: requests queue up in `pending`; each reply answers the front one (pipelining and
+MULTI/EXEC need nothing more: queued commands get "QUEUED", EXEC gets the array of results).
+Not every server message is a reply:
+- RESP3 pushes (">") and, once the connection subscribed, RESP2 arrays ["message", channel,
+  data] / ["pmessage", pattern, channel, data] / ["smessage", ...] are lone entries: request {},
+  response {type: "push", kind, channel, ...}, summary "message <channel>".
+- A (un)subscribe confirmation (push or RESP2 array) answers the front request when that is
+  the matching command; SUBSCRIBE a b gets one confirmation per channel, all folded into that
+  request's entry (response.confirmations). A confirmation nothing waits for is a lone entry.
+- After MONITOR the server streams the commands it runs: lone entries of kind "monitor".
+- A reply with no request waiting (capture started late, a lost request) is a lone entry with
+  the note "request not captured".
+
+Losses: a gap or garbage in the client stream cuts the request being read (emitted with what
+was parsed, complete=False) and the reader resyncs on the next "*<n>\\r\\n$" array header.
+On the server side replies cannot be found again by content, so a gap or garbage ends every
+request waiting for a reply ("response lost in a gap") and the reader waits for a chunk that
+begins with a reply type byte after a later request was seen; pairing restarts there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Any
+
+from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
+from worker.packet import PacketRef
+
+PREVIEW = 256            # bytes kept of each bulk string / simple line for the fields
+KEEP = 8                 # children kept of each aggregate (the rest only counted)
+LINE_LIMIT = 64 * 1024   # a longer header/simple/inline line is not RESP
+MAX_DEPTH = 64
+MAX_COUNT = 1 << 32
+VALUE_CHARS = 100        # response.value preview
+ARG_CHARS = 64           # each request.arguments item
+ARGS_SHOWN = 4
+
+TYPES = {
+    0x2B: "simple_string", 0x2D: "error", 0x3A: "integer", 0x24: "bulk_string",
+    0x2A: "array", 0x5F: "null", 0x2C: "double", 0x23: "boolean", 0x21: "blob_error",
+    0x3D: "verbatim", 0x28: "big_number", 0x25: "map", 0x7E: "set", 0x7C: "attribute",
+    0x3E: "push",
+}
+_AGGREGATES = frozenset(b"*%~|>")
+_BLOBS = frozenset(b"$!=")
+_LINES = frozenset(b"+-:_,#(")
+_REPLY_START = frozenset(TYPES)
+
+# Commands whose first word takes a sub-command: "CONFIG GET", "CLIENT SETNAME".
+CONTAINERS = frozenset({
+    "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY",
+    "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
+})
+# Sub-commands whose next argument is a key.
+KEYED_SUBCOMMANDS = frozenset({
+    "OBJECT ENCODING", "OBJECT FREQ", "OBJECT IDLETIME", "OBJECT REFCOUNT", "MEMORY USAGE",
+    "XINFO STREAM", "XINFO GROUPS", "XINFO CONSUMERS", "XGROUP CREATE", "XGROUP DESTROY",
+    "XGROUP SETID", "XGROUP CREATECONSUMER", "XGROUP DELCONSUMER",
+})
+NO_KEY = frozenset({
+    "AUTH", "BGREWRITEAOF", "BGSAVE", "DBSIZE", "DISCARD", "ECHO", "EXEC", "FAILOVER",
+    "FLUSHALL", "FLUSHDB", "HELLO", "INFO", "KEYS", "LASTSAVE", "LOLWUT", "MONITOR", "MULTI",
+    "PING", "PSUBSCRIBE", "PUBLISH", "PUNSUBSCRIBE", "QUIT", "RANDOMKEY", "READONLY",
+    "READWRITE", "REPLCONF", "REPLICAOF", "RESET", "ROLE", "SAVE", "SCAN", "SELECT",
+    "SHUTDOWN", "SLAVEOF", "SPUBLISH", "SSUBSCRIBE", "SUBSCRIBE", "SUNSUBSCRIBE", "SWAPDB",
+    "SYNC", "PSYNC", "TIME", "UNSUBSCRIBE", "UNWATCH", "WAIT", "WAITAOF",
+})
+# Commands whose keys follow a numkeys argument at index 2 (EVAL script numkeys key ...).
+NUMKEYS_AT_2 = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
+NUMKEYS_AT_1 = frozenset({"ZUNION", "ZINTER", "ZDIFF", "SINTERCARD", "LMPOP", "ZMPOP"})
+# The first key of these is later: BLMPOP timeout numkeys key; XREAD ... STREAMS key.
+SUBSCRIBES = {"subscribe": "SUBSCRIBE", "psubscribe": "PSUBSCRIBE",
+              "ssubscribe": "SSUBSCRIBE", "unsubscribe": "UNSUBSCRIBE",
+              "punsubscribe": "PUNSUBSCRIBE", "sunsubscribe": "SUNSUBSCRIBE"}
+MESSAGES = frozenset({"message", "pmessage", "smessage"})
+
+_INLINE_DETECT = frozenset({
+    b"PING", b"INFO", b"AUTH", b"HELLO", b"ECHO", b"SELECT", b"QUIT", b"MONITOR", b"DBSIZE",
+    b"FLUSHALL", b"FLUSHDB", b"CLIENT", b"CONFIG", b"SUBSCRIBE",
+})
+_ARRAY_START = re.compile(rb"\*[0-9]{1,10}\r\n\$[0-9]{1,10}\r\n")
+# Inline commands are accepted only for known command names (a stream picked up in the
+# middle of a value must not turn its tail into a command).
+KNOWN_COMMANDS = frozenset("""
+ACL APPEND ASKING AUTH BGREWRITEAOF BGSAVE BITCOUNT BITFIELD BITFIELD_RO BITOP BITPOS BLMOVE
+BLMPOP BLPOP BRPOP BRPOPLPUSH BZMPOP BZPOPMAX BZPOPMIN CLIENT CLUSTER COMMAND CONFIG COPY
+DBSIZE DEBUG DECR DECRBY DEL DISCARD DUMP ECHO EVAL EVALSHA EVALSHA_RO EVAL_RO EXEC EXISTS
+EXPIRE EXPIREAT EXPIRETIME FAILOVER FCALL FCALL_RO FLUSHALL FLUSHDB FUNCTION GEOADD GEODIST
+GEOHASH GEOPOS GEORADIUS GEORADIUSBYMEMBER GEOSEARCH GEOSEARCHSTORE GET GETBIT GETDEL GETEX
+GETRANGE GETSET HDEL HELLO HEXISTS HGET HGETALL HINCRBY HINCRBYFLOAT HKEYS HLEN HMGET HMSET
+HRANDFIELD HSCAN HSET HSETNX HSTRLEN HVALS INCR INCRBY INCRBYFLOAT INFO KEYS LASTSAVE LATENCY
+LCS LINDEX LINSERT LLEN LMOVE LMPOP LOLWUT LPOP LPOS LPUSH LPUSHX LRANGE LREM LSET LTRIM
+MEMORY MGET MIGRATE MODULE MONITOR MOVE MSET MSETNX MULTI OBJECT PERSIST PEXPIRE PEXPIREAT
+PEXPIRETIME PFADD PFCOUNT PFMERGE PING PSETEX PSUBSCRIBE PSYNC PTTL PUBLISH PUBSUB
+PUNSUBSCRIBE QUIT RANDOMKEY READONLY READWRITE RENAME RENAMENX REPLCONF REPLICAOF RESET
+RESTORE ROLE RPOP RPOPLPUSH RPUSH RPUSHX SADD SAVE SCAN SCARD SCRIPT SDIFF SDIFFSTORE SELECT
+SET SETBIT SETEX SETNX SETRANGE SHUTDOWN SINTER SINTERCARD SINTERSTORE SISMEMBER SLAVEOF
+SLOWLOG SMEMBERS SMISMEMBER SMOVE SORT SORT_RO SPOP SPUBLISH SRANDMEMBER SREM SSCAN
+SSUBSCRIBE STRLEN SUBSCRIBE SUBSTR SUNION SUNIONSTORE SUNSUBSCRIBE SWAPDB SYNC TIME TOUCH TTL
+TYPE UNLINK UNSUBSCRIBE UNWATCH WAIT WAITAOF WATCH XACK XADD XAUTOCLAIM XCLAIM XDEL XGROUP
+XINFO XLEN XPENDING XRANGE XREAD XREADGROUP XREVRANGE XSETID XTRIM ZADD ZCARD ZCOUNT ZDIFF
+ZDIFFSTORE ZINCRBY ZINTER ZINTERCARD ZINTERSTORE ZLEXCOUNT ZMPOP ZMSCORE ZPOPMAX ZPOPMIN
+ZRANDMEMBER ZRANGE ZRANGEBYLEX ZRANGEBYSCORE ZRANGESTORE ZRANK ZREM ZREMRANGEBYLEX
+ZREMRANGEBYRANK ZREMRANGEBYSCORE ZREVRANGE ZREVRANGEBYLEX ZREVRANGEBYSCORE ZREVRANK ZSCAN
+ZSCORE ZUNION ZUNIONSTORE
+""".split())
+_PRINTABLE = re.compile(rb"[\x20-\x7e]+")
+# An array header at the start of a line (or of the bytes at hand).
+_ARRAY_RESYNC = re.compile(rb"(?<![^\n])\*[0-9]{1,10}\r\n\$[0-9]{1,10}\r\n")
+
+
+# -- detection ---------------------------------------------------------------------------
+
+def _client_state(data: bytes) -> Detect:
+    if not data:
+        return Detect.MORE
+    if data[0] == 0x2A:   # "*"
+        head = data[:32]
+        if _ARRAY_START.match(head):
+            return Detect.MATCH
+        # A prefix of "*<digits>\r\n$<digits>\r\n"?
+        if re.fullmatch(rb"\*[0-9]{0,10}(?:\r(?:\n(?:\$[0-9]{0,10}\r?)?)?)?", head):
+            return Detect.MORE
+        return Detect.NO
+    end = data.find(b"\n", 0, 256)
+    word_end = min((i for i in (data.find(b" ", 0, 16), data.find(b"\r", 0, 16)) if i >= 0),
+                   default=-1)
+    word = data[:word_end] if word_end >= 0 else data[:16]
+    if word.upper() not in _INLINE_DETECT:
+        if word_end < 0 and len(data) < 16 and any(w.startswith(data.upper())
+                                                   for w in _INLINE_DETECT):
+            return Detect.MORE
+        return Detect.NO
+    if end < 0:
+        return Detect.MORE if len(data) < 256 else Detect.NO
+    if b"HTTP/" in data[:end]:
+        return Detect.NO
+    return Detect.MATCH
+
+
+def _server_state(data: bytes) -> Detect:
+    """A complete, well-formed first reply line (the server alone is weaker evidence)."""
+    if not data:
+        return Detect.MORE
+    t = data[0]
+    if t not in _REPLY_START:
+        return Detect.NO
+    end = data.find(b"\r\n", 0, 512)
+    if end < 0:
+        return Detect.MORE if len(data) < 512 and b"\n" not in data else Detect.NO
+    line = data[1:end]
+    if t in (0x2B, 0x2D):
+        return Detect.MATCH if _PRINTABLE.fullmatch(line) else Detect.NO
+    if t == 0x5F:
+        return Detect.MATCH if not line else Detect.NO
+    if t == 0x23:
+        return Detect.MATCH if line in (b"t", b"f") else Detect.NO
+    if t == 0x2C:
+        return Detect.MATCH if re.fullmatch(rb"[-+0-9.eE]+|inf|-inf|nan", line) else Detect.NO
+    if re.fullmatch(rb"-?[0-9]{1,19}", line):
+        return Detect.MATCH
+    return Detect.NO
+
+
+def detect(client: bytes, server: bytes) -> Detect:
+    c = _client_state(client) if client else None
+    if c is Detect.MATCH:
+        return Detect.MATCH
+    s = _server_state(server) if server else None
+    if c is None:
+        return s or Detect.MORE
+    if c is Detect.NO:
+        # The client may have been picked up mid-command: look for an array header later on.
+        m = _ARRAY_RESYNC.search(client, 1, 4096)
+        if m is not None and s is not Detect.NO:
+            return Detect.MATCH
+        return Detect.NO
+    if s is Detect.NO:
+        return Detect.NO
+    return Detect.MATCH if s is Detect.MATCH else Detect.MORE
+
+
+# -- values --------------------------------------------------------------------------------
+
+class _Node:
+    """A parsed value: `kind` a type byte; `value` the (prefix) bytes of a blob or line, or
+    the kept children of an aggregate; `length` the blob size or element count."""
+
+    __slots__ = ("kind", "value", "length", "left", "attrs")
+
+    def __init__(self, kind: int, value: Any, length: int, left: int = 0) -> None:
+        self.kind = kind
+        self.value = value
+        self.length = length
+        self.left = left        # children still to come (aggregates being read)
+        self.attrs = 0
+
+
+def _text(value: bytes, limit: int) -> str:
+    text = value[:limit * 4].decode("utf-8", "replace")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _scalar(node: _Node) -> Any:
+    k, v = node.kind, node.value
+    if k == 0x3A:
+        try:
+            return int(v)
+        except ValueError:
+            return _text(v, VALUE_CHARS)
+    if k == 0x23:
+        return v == b"t"
+    if k == 0x2C:
+        try:
+            number = float(v)
+        except ValueError:
+            return _text(v, VALUE_CHARS)
+        return number if number == number and abs(number) != float("inf") else v.decode()
+    if k == 0x5F or v is None:
+        return None
+    if k == 0x3D and v[3:4] == b":":   # verbatim "txt:..."
+        v = v[4:]
+    return _text(v, VALUE_CHARS)
+
+
+def _render(node: _Node, budget: int) -> str:
+    k = node.kind
+    if k in _AGGREGATES:
+        if node.value is None:
+            return "null"
+        items = node.value
+        open_, close = ("{", "}") if k in (0x25, 0x7C) else ("[", "]")
+        parts: list[str] = []
+        used = 2
+        pairs = k in (0x25, 0x7C)
+        for i, child in enumerate(items):
+            if used >= budget:
+                break
+            text = _render(child, budget - used)
+            sep = ": " if pairs and i % 2 == 0 else ", "
+            parts.append(text + (sep if i < len(items) - 1 else ""))
+            used += len(text) + 2
+        shown = len(items) // (2 if pairs else 1)
+        total = node.length
+        out = open_ + "".join(parts)
+        if shown < total or used >= budget:
+            out = out.rstrip(", ") + ", ..."
+        return out + close
+    value = _scalar(node)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _word(node: _Node) -> str:
+    if node.kind in _AGGREGATES or not isinstance(node.value, (bytes, bytearray)):
+        return ""
+    return bytes(node.value[:PREVIEW]).decode("utf-8", "replace")
+
+
+# -- requests ------------------------------------------------------------------------------
+
+def _first_key(command: str, words: list[str], count: int) -> str | None:
+    """The first key of a command given its argument words (command words first)."""
+    name = command.split(" ")[0]
+    if command in KEYED_SUBCOMMANDS:
+        index = 2
+    elif name in CONTAINERS or name in NO_KEY:
+        return None
+    elif name in NUMKEYS_AT_2:
+        if len(words) < 4 or words[2] in ("", "0"):
+            return None
+        index = 3
+    elif name in NUMKEYS_AT_1:
+        index = 2
+    elif name == "BLMPOP" or name == "BZMPOP":
+        index = 3
+    elif name in ("XREAD", "XREADGROUP"):
+        upper = [w.upper() for w in words]
+        if "STREAMS" not in upper:
+            return None
+        index = upper.index("STREAMS") + 1
+    else:
+        index = 1
+    if index >= count or index >= len(words):
+        return None
+    return words[index]
+
+
+def _mask(command: str, args: list[str]) -> list[str]:
+    """Hide passwords: AUTH [user] pass; HELLO ... AUTH user pass; MIGRATE ... AUTH pass."""
+    if command == "AUTH":
+        return ["***" for _ in args]
+    if command in ("HELLO", "MIGRATE"):
+        out, hide = [], 0
+        for arg in args:
+            if hide:
+                out.append("***")
+                hide -= 1
+            else:
+                out.append(arg)
+            if arg.upper() == "AUTH":
+                hide = 2
+            elif arg.upper() == "AUTH2":
+                hide = 2
+        return out
+    if command == "CONFIG SET" and args and args[0].lower() in ("requirepass", "masterauth"):
+        return [args[0]] + ["***" for _ in args[1:]]
+    return args
+
+
+def request_fields(node: _Node, inline: bool) -> dict[str, Any]:
+    items = node.value if node.kind == 0x2A and node.value is not None else []
+    count = node.length if node.kind == 0x2A else 0
+    words = [_word(child) for child in items]
+    command = words[0].upper() if words else ""
+    used = 1
+    if command in CONTAINERS and len(words) > 1:
+        command = f"{command} {words[1].upper()}"
+        used = 2
+    args = [_text(w.encode("utf-8", "replace"), ARG_CHARS) for w in words[used:used + ARGS_SHOWN]]
+    key = _first_key(command, words, count)
+    return {
+        "command": command,
+        "key": key if key is None else _text(key.encode("utf-8", "replace"), PREVIEW),
+        "args": max(0, count - used),
+        "arguments": _mask(command, args),
+        "inline": inline,
+    }
+
+
+def _summary(request: dict[str, Any]) -> str:
+    command = request.get("command") or "?"
+    if request.get("key") is not None:
+        return f"{command} {request['key']}"[:256]
+    arguments = request.get("arguments") or []
+    if arguments:
+        return f"{command} {arguments[0]}"[:256]
+    return command
+
+
+# -- replies -------------------------------------------------------------------------------
+
+def response_fields(node: _Node) -> dict[str, Any]:
+    kind = node.kind
+    null = node.value is None and kind != 0x5F
+    fields: dict[str, Any] = {"type": "null" if null or kind == 0x5F else TYPES[kind]}
+    if kind in _AGGREGATES:
+        fields["value"] = None if null else _render(node, VALUE_CHARS)
+    else:
+        fields["value"] = None if null else _scalar(node)
+    if kind in (0x2D, 0x21):
+        fields["error"] = _text(bytes(node.value or b""), 256)
+    else:
+        fields["error"] = None
+    if null or kind in (0x5F, 0x3A, 0x23, 0x2C):
+        fields["length"] = None
+    elif kind in _AGGREGATES or kind in _BLOBS:
+        fields["length"] = node.length
+    else:
+        fields["length"] = node.length
+    if node.attrs:
+        fields["attributes"] = node.attrs
+    return fields
+
+
+def _push_info(node: _Node) -> tuple[str, list[str]] | None:
+    """(kind, its words) when the node is an array/push whose first element is a string."""
+    if node.kind not in (0x2A, 0x3E) or not node.value:
+        return None
+    first = node.value[0]
+    if first.kind not in (0x24, 0x2B):
+        return None
+    return _word(first).lower(), [_word(c) for c in node.value[1:4]]
+
+
+# -- one direction -----------------------------------------------------------------------
+
+class _Message:
+    __slots__ = ("node", "start", "ts", "ref", "end", "end_ts", "end_ref", "inline",
+                 "complete", "raw", "notes")
+
+    def __init__(self, start: int, ts: int, ref: PacketRef) -> None:
+        self.node: _Node | None = None
+        self.start = start
+        self.ts = ts
+        self.ref = ref
+        self.end = start
+        self.end_ts = ts
+        self.end_ref = ref
+        self.inline = False
+        self.complete = True
+        self.raw: bytearray | None = None
+        self.notes: list[str] = []
+
+
+SYNC, RESYNC, LOST, DEAD = range(4)
+
+
+class _Reader:
+    __slots__ = ("s", "is_request", "state", "buf", "buf_ts", "buf_ref", "expected", "stack",
+                 "blob", "blob_left", "msg", "attrs", "last_ts", "last_ref", "raw_limit",
+                 "skipped")
+
+    def __init__(self, session: RedisSession, is_request: bool, raw_limit: int) -> None:
+        self.s = session
+        self.is_request = is_request
+        self.state = SYNC
+        self.buf = b""               # an unfinished line (from its first byte)
+        self.buf_ts = 0
+        self.buf_ref: PacketRef = (0, 0)
+        self.expected = 0            # stream offset of the next byte
+        self.stack: list[_Node] = []
+        self.blob: _Node | None = None   # the blob string being read
+        self.blob_left = 0           # its bytes still to come, CRLF included
+        self.msg: _Message | None = None
+        self.attrs = 0               # attributes seen before the value being read
+        self.last_ts = 0
+        self.last_ref: PacketRef = (0, 0)
+        self.raw_limit = raw_limit
+        self.skipped = 0
+
+    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
+        if self.state == DEAD or not data:
+            return
+        if offset != self.expected:
+            if offset > self.expected:
+                self.gap(self.expected, offset - self.expected, ts)
+            else:
+                cut = self.expected - offset
+                if cut >= len(data):
+                    return
+                data, offset = data[cut:], self.expected
+        self.expected = offset + len(data)
+        self.last_ts, self.last_ref = ts, ref
+        if self.state == LOST:
+            # Server side after a loss: a chunk that starts a reply, once a request waits.
+            if not (data[0] in _REPLY_START and self.s.pending):
+                self.skipped += len(data)
+                return
+            self.state = SYNC
+        base = offset
+        first_ts, first_ref = ts, ref
+        if self.buf:
+            base = offset - len(self.buf)
+            data = self.buf + data
+            self.buf = b""
+            first_ts, first_ref = self.buf_ts, self.buf_ref
+        try:
+            self._parse(data, base, ts, ref, first_ts, first_ref)
+        except (ValueError, IndexError, TypeError, AssertionError) as exc:   # defensive
+            self._malformed(f"malformed: {type(exc).__name__}", 0)
+
+    def _parse(self, data: bytes, base: int, ts: int, ref: PacketRef, first_ts: int,
+               first_ref: PacketRef) -> None:
+        pos, n = 0, len(data)
+        keep = self.s.keep
+        seg = 0                               # start of the current message's bytes in data
+        while pos < n:
+            if self.state != SYNC:
+                if self.state != RESYNC:      # LOST or DEAD: drop the rest of the chunk
+                    self.skipped += n - pos
+                    return
+                pos = seg = self._resync(data, pos)
+                continue
+            if self.blob_left:
+                take = min(self.blob_left, n - pos)
+                blob = self.blob
+                assert blob is not None
+                room = min(blob.length, self.s.keep) - len(blob.value)
+                if room > 0:
+                    blob.value += data[pos:pos + min(take, room)]
+                pos += take
+                self.blob_left -= take
+                if self.blob_left == 0:
+                    if take >= 2 and data[pos - 2:pos] != b"\r\n":
+                        self._malformed("malformed: bulk string not ended by CRLF", 0)
+                        seg = pos
+                        continue
+                    self.blob = None
+                    if self._done(blob, data, seg, pos, base, ts, ref):
+                        seg = pos
+                continue
+            msg = self.msg
+            if msg is None:
+                start_ts, start_ref = (first_ts, first_ref) if pos == 0 else (ts, ref)
+                msg = self.msg = _Message(base + pos, start_ts, start_ref)
+                if self.raw_limit:
+                    msg.raw = bytearray()
+                seg = pos
+            t = data[pos]
+            nl = data.find(b"\n", pos, pos + LINE_LIMIT)
+            if nl < 0:
+                if n - pos >= LINE_LIMIT:
+                    self._malformed("malformed: line longer than 64 KiB")
+                    pos = seg = pos + 1
+                    continue
+                if msg.raw is not None:
+                    self._keep_raw(msg, data, seg, pos)
+                self.buf = data[pos:]
+                self.buf_ts, self.buf_ref = (first_ts, first_ref) if pos == 0 else (ts, ref)
+                return
+            end = nl + 1
+            line = data[pos + 1:nl - 1 if data[nl - 1] == 0x0D and nl > pos else nl]
+            nested = bool(self.stack)
+            if t in _BLOBS and (nested or not self.is_request):
+                size = _int(line)
+                if size is None or size < -1 or size >= MAX_COUNT:
+                    self._malformed("malformed: bad bulk length")
+                    pos = seg = pos + 1
+                    continue
+                pos = end
+                if size == -1:
+                    if self._done(_Node(t, None, 0), data, seg, pos, base, ts, ref):
+                        seg = pos
+                    continue
+                stop = pos + size
+                if stop + 2 <= n:          # the whole string is here: no blob state
+                    if data[stop:stop + 2] != b"\r\n":
+                        self._malformed("malformed: bulk string not ended by CRLF", 0)
+                        pos = seg = stop + 2
+                        continue
+                    node = _Node(t, data[pos:pos + min(size, keep)], size)
+                    pos = stop + 2
+                    if self._done(node, data, seg, pos, base, ts, ref):
+                        seg = pos
+                    continue
+                self.blob = _Node(t, bytearray(), size)
+                self.blob_left = size + 2
+                continue
+            if t in _AGGREGATES and (nested or not self.is_request or t == 0x2A):
+                count = _int(line)
+                if count is None or count < -1 or count >= MAX_COUNT or \
+                        len(self.stack) >= MAX_DEPTH:
+                    self._malformed("malformed: bad aggregate length")
+                    pos = seg = pos + 1
+                    continue
+                pos = end
+                if count == -1:
+                    if self._done(_Node(t, None, 0), data, seg, pos, base, ts, ref):
+                        seg = pos
+                    continue
+                elements = count * 2 if t in (0x25, 0x7C) else count
+                node = _Node(t, [], count, elements)
+                if elements == 0:
+                    if self._done(node, data, seg, pos, base, ts, ref):
+                        seg = pos
+                    continue
+                self.stack.append(node)
+                continue
+            if t in _LINES and (nested or not self.is_request):
+                if t == 0x3A and _int(line) is None:
+                    self._malformed("malformed: bad integer")
+                    pos = seg = pos + 1
+                    continue
+                pos = end
+                value = bytes(line[:self.s.keep]) if t in (0x2B, 0x2D) else bytes(line[:64])
+                if self._done(_Node(t, value, len(line)), data, seg, pos, base, ts, ref):
+                    seg = pos
+                continue
+            if self.is_request and not nested:
+                # An inline command: words separated by spaces, one command per line.
+                words = data[pos:end].split()
+                if not words:
+                    self.msg = None        # empty lines are ignored by the server
+                    pos = seg = end
+                    continue
+                if words[0][:32].upper().decode("ascii", "replace") not in KNOWN_COMMANDS:
+                    self._malformed("malformed: not a command")
+                    pos = seg = pos + 1
+                    continue
+                pos = end
+                children = [_Node(0x24, w[:self.s.keep], len(w)) for w in words[:KEEP]]
+                msg.inline = True
+                if self._done(_Node(0x2A, children, len(words)), data, seg, pos, base, ts, ref):
+                    seg = pos
+                continue
+            self._malformed(f"malformed: unexpected type byte 0x{t:02x}")
+            pos = seg = pos + 1
+        if self.msg is not None and self.msg.raw is not None:
+            self._keep_raw(self.msg, data, seg, n)
+
+    def _keep_raw(self, msg: _Message, data: bytes, a: int, b: int) -> None:
+        raw = msg.raw
+        assert raw is not None
+        room = self.raw_limit - len(raw)
+        if room > 0 and b > a:
+            raw += data[a:min(b, a + room)]
+
+    def _done(self, node: _Node, data: bytes, seg: int, pos: int, base: int, ts: int,
+              ref: PacketRef) -> bool:
+        """A value ended at data[pos]; returns True when that ended the top-level message."""
+        while True:
+            if self.stack:
+                parent = self.stack[-1]
+                if node.kind == 0x7C:          # an attribute decorates the next value
+                    self.attrs += 1
+                    return False
+                if len(parent.value) < KEEP:
+                    parent.value.append(node)
+                parent.left -= 1
+                if parent.left > 0:
+                    return False
+                node = self.stack.pop()
+                continue
+            if node.kind == 0x7C:
+                self.attrs += 1
+                return False
+            msg = self.msg
+            assert msg is not None
+            node.attrs, self.attrs = self.attrs, 0
+            msg.node = node
+            msg.end, msg.end_ts, msg.end_ref = base + pos, ts, ref
+            if msg.raw is not None:
+                self._keep_raw(msg, data, seg, pos)
+            self.msg = None
+            self.s._on_message(self.is_request, msg)
+            return True
+
+    def _malformed(self, why: str, skip: int = 1) -> None:
+        """Garbage where RESP should be: cut the message; the client side resyncs on the next
+        array header (after the `skip` bad bytes), the server side waits for a chunk that
+        starts a reply (see the doc)."""
+        self.skipped += skip
+        self._cut(why)
+        if self.is_request:
+            self.state = RESYNC
+        else:
+            self.state = LOST
+            self.s._lose_replies(why)
+
+    def _cut(self, why: str) -> None:
+        msg = self.msg
+        self.msg = None
+        self.buf = b""
+        stack = self.stack
+        if stack:                     # hang what was read so far on its parents
+            for child, parent in zip([self.blob, *stack[:0:-1]], stack[::-1]):
+                if child is not None and len(parent.value) < KEEP:
+                    parent.value.append(child)
+        node = stack[0] if stack else self.blob
+        self.stack = []
+        self.blob = None
+        self.blob_left = 0
+        self.attrs = 0
+        if msg is None:
+            return
+        msg.complete = False
+        msg.notes.append(why)
+        msg.end, msg.end_ts, msg.end_ref = self.expected, self.last_ts, self.last_ref
+        if node is not None and node.kind in _AGGREGATES:
+            node.value = node.value if isinstance(node.value, list) else []
+        msg.node = node
+        self.s._on_message(self.is_request, msg)
+
+    def _resync(self, data: bytes, pos: int) -> int:
+        """Skip to the next array header at a line start; keep a possible partial one."""
+        m = _ARRAY_RESYNC.search(data, pos)
+        if m is not None:
+            self.skipped += m.start() - pos
+            self.state = SYNC
+            return m.start()
+        n = len(data)
+        nl = data.rfind(b"\n", pos)
+        keep = nl + 1 if nl >= 0 and n - nl <= 32 else n
+        self.skipped += keep - pos
+        if keep < n:
+            self.buf = data[keep:]
+            self.buf_ts, self.buf_ref = self.last_ts, self.last_ref
+        return n
+
+    def gap(self, offset: int, length: int, ts: int) -> None:
+        if self.state == DEAD or length <= 0:
+            return
+        side = "request" if self.is_request else "response"
+        if self.msg is not None or self.buf:
+            self._cut(f"gap in {side}")
+        self.expected = offset + length
+        if self.is_request:
+            self.state = RESYNC
+        else:
+            self.state = LOST
+            self.s._lose_replies("response lost in a gap")
+
+    def close(self) -> None:
+        if self.state == SYNC and (self.msg is not None or self.buf):
+            side = "request" if self.is_request else "response"
+            self._cut(f"{side} cut by the end of the connection")
+        self.state = DEAD
+
+
+def _int(line: bytes) -> int | None:
+    if not line or len(line) > 20:
+        return None
+    try:
+        return int(line)
+    except ValueError:
+        return None
+
+
+# -- the session -------------------------------------------------------------------------
+
+class _Request:
+    __slots__ = ("msg", "fields", "reply", "confirmations", "expect")
+
+    def __init__(self, msg: _Message, fields: dict[str, Any]) -> None:
+        self.msg = msg
+        self.fields = fields
+        self.reply: _Message | None = None
+        self.confirmations = 0
+        # Subscribe-family commands get one confirmation per channel (0: until count 0).
+        self.expect = fields["args"] if fields["command"] in SUBSCRIBES.values() else 1
+
+
+class RedisSession:
+    def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
+        self.flow = flow
+        self.emit = emit
+        self.body_limit = body_limit
+        self.keep = max(PREVIEW, min(body_limit, 1 << 20)) if body_limit > 0 else PREVIEW
+        self.requests = _Reader(self, True, body_limit)
+        self.replies = _Reader(self, False, body_limit)
+        self.pending: deque[_Request] = deque()
+        self.subscribed = False
+        self.monitoring = False       # after MONITOR: the server streams the commands it runs
+        self._closed = False
+
+    @property
+    def skipped_bytes(self) -> int:
+        return self.requests.skipped + self.replies.skipped
+
+    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
+                ref: PacketRef) -> None:
+        if self._closed:
+            return
+        if direction == Direction.CLIENT_TO_SERVER:
+            self.requests.feed(data, offset, ts_ns, ref)
+        else:
+            self.replies.feed(data, offset, ts_ns, ref)
+
+    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        if self._closed:
+            return
+        reader = self.requests if direction == Direction.CLIENT_TO_SERVER else self.replies
+        reader.gap(offset, length, ts_ns)
+
+    def on_close(self, ts_ns: int) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.requests.close()
+        self.replies.close()
+        while self.pending:
+            request = self.pending.popleft()
+            if request.reply is None:
+                request.msg.notes.append("no response")
+            self._emit(request, complete=request.reply is not None)
+
+    # -- called by the readers --
+
+    def _on_message(self, is_request: bool, msg: _Message) -> None:
+        if is_request:
+            if msg.node is None:
+                return                     # cut before anything could be read
+            fields = request_fields(msg.node, msg.inline)
+            self.pending.append(_Request(msg, fields))
+            return
+        node = msg.node
+        if node is None:
+            return
+        info = _push_info(node)
+        if info is not None:
+            kind, words = info
+            if kind in SUBSCRIBES and (node.kind == 0x3E or len(words) == 2):
+                if self._confirm(kind, words, msg):
+                    return
+                self._lone(msg, kind, words)
+                return
+            if node.kind == 0x3E or (kind in MESSAGES and self.subscribed):
+                self._lone(msg, kind, words)
+                return
+        self._finish_subscribe()
+        if not self.pending:
+            self._lone(msg, "monitor" if self.monitoring else None, [])
+            return
+        request = self.pending.popleft()
+        request.reply = msg
+        if request.fields["command"] == "MONITOR" and node.kind == 0x2B:
+            self.monitoring = True
+        self._emit(request, complete=msg.complete and request.msg.complete)
+
+    def _confirm(self, kind: str, words: list[str], msg: _Message) -> bool:
+        """A subscribe/unsubscribe confirmation: fold it into the waiting command."""
+        self.subscribed = True
+        if not self.pending or self.pending[0].fields["command"] != SUBSCRIBES[kind]:
+            self._finish_subscribe()
+            if not self.pending or self.pending[0].fields["command"] != SUBSCRIBES[kind]:
+                return False
+        request = self.pending[0]
+        request.confirmations += 1
+        if request.reply is None:
+            request.reply = msg
+        else:
+            request.reply.end, request.reply.end_ts = msg.end, msg.end_ts
+            request.reply.end_ref = msg.end_ref
+        remaining = words[1] if len(words) > 1 else ""
+        if (request.expect and request.confirmations >= request.expect) or \
+                (not request.expect and remaining in ("0", "")):
+            self.pending.popleft()
+            self._emit(request, complete=request.msg.complete)
+        return True
+
+    def _finish_subscribe(self) -> None:
+        """A subscribe command that got fewer confirmations than channels ends here."""
+        if self.pending and self.pending[0].confirmations:
+            request = self.pending.popleft()
+            self._emit(request, complete=request.msg.complete)
+
+    def _lose_replies(self, why: str) -> None:
+        while self.pending:
+            request = self.pending.popleft()
+            request.msg.notes.append(why)
+            self._emit(request, complete=False)
+
+    def _emit(self, request: _Request, complete: bool) -> None:
+        msg, reply = request.msg, request.reply
+        fields = request.fields
+        ex = Exchange(protocol="redis", start_ns=msg.ts, end_ns=None, summary=_summary(fields),
+                      request=fields, response=None, request_size=msg.end - msg.start,
+                      complete=complete, first_ref=msg.ref, last_ref=msg.end_ref,
+                      client_offset=msg.start, notes=list(msg.notes))
+        if msg.raw is not None:
+            ex.request_body = bytes(msg.raw)
+        if reply is not None:
+            response = response_fields(reply.node) if reply.node is not None else \
+                {"type": None, "value": None, "error": None, "length": None}
+            if request.confirmations:
+                response["confirmations"] = request.confirmations
+            ex.response = response
+            ex.end_ns = reply.end_ts
+            ex.last_ref = reply.end_ref
+            ex.server_offset = reply.start
+            ex.response_size = reply.end - reply.start
+            ex.notes += reply.notes
+            if reply.raw is not None:
+                ex.response_body = bytes(reply.raw)
+        self.emit(ex)
+
+    def _lone(self, msg: _Message, kind: str | None, words: list[str]) -> None:
+        """A server message no request waits for: a push, or a reply whose request was not
+        captured."""
+        node = msg.node
+        assert node is not None
+        response = response_fields(node)
+        notes = list(msg.notes)
+        if kind == "monitor":
+            response["kind"] = kind
+            summary = f"monitor {response['value']}"[:256]
+        elif kind is not None:
+            response["type"] = "push"
+            response["kind"] = kind
+            channel = words[1] if kind == "pmessage" and len(words) > 1 else \
+                (words[0] if words else None)
+            response["channel"] = channel
+            if kind == "pmessage":
+                response["pattern"] = words[0] if words else None
+            summary = f"{kind} {channel}" if channel else kind
+        else:
+            summary = f"{response['type']} reply"
+            notes.append("request not captured")
+        ex = Exchange(protocol="redis", start_ns=msg.ts, end_ns=msg.end_ts, summary=summary,
+                      request={}, response=response, response_size=msg.end - msg.start,
+                      complete=msg.complete, first_ref=msg.ref, last_ref=msg.end_ref,
+                      client_offset=self.requests.expected, server_offset=msg.start,
+                      notes=notes)
+        if msg.raw is not None:
+            ex.response_body = bytes(msg.raw)
+        self.emit(ex)
+
+
+class RedisDissector:
+    name = "redis"
+    transports = frozenset({"tcp"})
+    ports = frozenset({6379, 6380, 26379})
+
+    def detect(self, client: bytes, server: bytes) -> Detect:
+        return detect(client, server)
+
+    def session(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> RedisSession:
+        return RedisSession(flow, emit, body_limit)
