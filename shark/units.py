@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -43,7 +44,7 @@ def parse_size(text: str | int, field: str = "size") -> int:
 def parse_duration(text: str | float | int, field: str = "duration") -> float:
     """Seconds from "5m", "90s", "1h30m", "250ms" or a plain number of seconds."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if text < 0:
+        if not math.isfinite(text) or text < 0:
             raise UnitError(f"{field}: {text} is negative; expected a duration such as 5m")
         return float(text)
     if not isinstance(text, str):
@@ -54,8 +55,9 @@ def parse_duration(text: str | float | int, field: str = "duration") -> float:
     except ValueError:
         pass
     else:
-        if seconds < 0:
-            raise UnitError(f"{field}: {text!r} is negative; expected a duration such as 5m")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise UnitError(f"{field}: {text!r} is not a duration; expected a non-negative "
+                            "number of seconds or a number with a unit, e.g. 5m")
         return seconds
     position = 0
     total = 0.0

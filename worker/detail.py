@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import base64
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from shark.model import Body, Entry, decode_entry
 from worker.assembler import Assembler
 from worker.dissectors import registry
-from worker.dissectors.base import Exchange, FlowInfo, Session
+from worker.dissectors.base import Emit, Exchange, FlowInfo, Session
+from worker.dissectors.upgrades import UPGRADES
 from worker.packet import decode
 from worker.store.index import IndexRow
 from worker.store.segments import read_range
@@ -78,11 +80,41 @@ def _with_body(message: dict, body: bytes | None, limit: int) -> dict:
     return {**message, "body": _body(body, content_type, limit, max(size, len(body)), encoding)}
 
 
+def _likeness(exchange: Exchange, entry: Entry) -> tuple[bool, bool, bool]:
+    """How surely a re-dissected exchange is the stored entry: the same stream (HTTP/2), it
+    starts when the entry does, and where the anchored stream starts. Several exchanges can
+    share the packets read back: DNS queries on one socket, AMQP channels, MQTT packet ids,
+    HTTP/2 streams."""
+    stream = entry.request.get("stream_id")
+    same_stream = stream is None or exchange.request.get("stream_id") == stream
+    same_start = abs(exchange.start_ns / 1e9 - entry.ts) < 1e-6
+    at_anchor = exchange.client_offset == 0 or exchange.server_offset == 0
+    return same_stream, same_start, at_anchor
+
+
+def _dissector_for(protocol: str) -> Callable[[FlowInfo, Emit, int], Session] | None:
+    """A session factory for the stored entry's protocol: a registered dissector that makes
+    it (HTTP/2 makes http2 and grpc), or what an HTTP upgrade hands over to (websocket)."""
+    for dissector in registry():
+        if protocol in getattr(dissector, "protocols", (dissector.name,)):
+            return dissector.session
+    return UPGRADES.get(protocol)
+
+
+def _merge(stored: dict[str, Any], again: dict[str, Any], body: bytes | None,
+           limit: int) -> dict[str, Any]:
+    """The stored fields (decoded with the connection's full state, e.g. HTTP/2 header
+    tables) plus the body found again."""
+    if "body" in again:   # a dissector that renders its own body (gRPC: protobuf messages)
+        return {**stored, "body": again["body"]}
+    return _with_body(stored, body, limit)
+
+
 def load_detail(storage_dir: Path, row: IndexRow, body_limit: int) -> Entry:
-    """The stored summary entry with request and response re-dissected in full (bodies)."""
+    """The stored summary entry with its bodies, re-dissected from the stored packets."""
     entry = decode_entry(row.entry_json)
-    dissector = next((d for d in registry() if d.name == row.protocol), None)
-    if dissector is None:
+    make_session = _dissector_for(row.protocol)
+    if make_session is None:
         return entry
     flow = flow_of(row)
     exchanges: list[Exchange] = []
@@ -90,7 +122,7 @@ def load_detail(storage_dir: Path, row: IndexRow, body_limit: int) -> Entry:
     def open_session(seen: FlowInfo) -> Session:
         if seen != flow:
             return _Ignore()
-        return dissector.session(flow, exchanges.append, body_limit)
+        return make_session(flow, exchanges.append, body_limit)
 
     assembler = Assembler(open_session)
     assembler.anchor(flow, row.client_seq if flow.transport == "tcp" else None,
@@ -101,17 +133,15 @@ def load_detail(storage_dir: Path, row: IndexRow, body_limit: int) -> Entry:
         if decoded is not None:
             assembler.packet(ts_ns, (0, 0), decoded)
             last_ts = ts_ns
-            if any(abs(e.start_ns / 1e9 - entry.ts) < 1e-6 and e.response is not None
-                   and e.complete for e in exchanges):
+            if any(all(_likeness(e, entry)) and e.response is not None and e.complete
+                   for e in exchanges):
                 break
     assembler.close_all(last_ts)
     if not exchanges:
         return entry
-    # Several exchanges can share the packets read (DNS queries on one socket answered out
-    # of order): the entry's own starts when it does.
-    exchange = next((e for e in exchanges if abs(e.start_ns / 1e9 - entry.ts) < 1e-6),
-                    exchanges[0])
-    entry.request = _with_body(exchange.request, exchange.request_body, body_limit)
-    if exchange.response is not None:
-        entry.response = _with_body(exchange.response, exchange.response_body, body_limit)
+    exchange = max(exchanges, key=lambda e: _likeness(e, entry))
+    entry.request = _merge(entry.request, exchange.request, exchange.request_body, body_limit)
+    if exchange.response is not None and entry.response is not None:
+        entry.response = _merge(entry.response, exchange.response, exchange.response_body,
+                                body_limit)
     return entry

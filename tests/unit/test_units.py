@@ -32,6 +32,12 @@ def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
+@pytest.mark.parametrize("text", ["nan", "inf", "-3"])
+def test_durations_that_are_numbers_but_not_durations(text: str) -> None:
+    with pytest.raises(UnitError, match="since: .* is not a duration"):
+        parse_duration(text, "since")
+
+
 @pytest.mark.parametrize(("text", "position"), [("5x", 1), ("m5", 1), ("5m3", 3), ("", 1)])
 def test_bad_durations_name_the_position(text: str, position: int) -> None:
     with pytest.raises(UnitError, match=f"since: .*at character {position}"):

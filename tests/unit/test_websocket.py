@@ -245,7 +245,7 @@ def test_handoff_from_http1_after_101() -> None:
     from worker.dissectors.http1 import HttpSession
     out: list[Exchange] = []
     http = HttpSession(FLOW, out.append, 0,
-                       upgrade_hook=lambda name, flow: upgrade_session(name, flow, out.append, 0))
+                       upgrade_hook=upgrade_session)
     request = (b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     response = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
