@@ -72,6 +72,12 @@ class Dissection:
         def emit(exchange: Exchange) -> None:
             if exchange.client_offset == 0 and flow_first_ref < exchange.first_ref:
                 exchange.first_ref = flow_first_ref
+            # No packet of an exchange comes before its flow's first or after the current one
+            # (a dissector that left a ref unset must not point the index at nothing).
+            if exchange.first_ref < flow_first_ref:
+                exchange.first_ref = flow_first_ref
+            if not exchange.first_ref <= exchange.last_ref <= self._current_ref:
+                exchange.last_ref = self._current_ref
             # Offsets are per direction of the session; when the selector swapped the
             # assembler's guessed roles, its client is the assembler's server.
             to_server, to_client = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT

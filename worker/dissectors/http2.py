@@ -327,7 +327,7 @@ class _Stream:
         self.push = False
         self.client_offset = 0
         self.ts = 0
-        self.ref: PacketRef = (0, 0)
+        self.ref: PacketRef | None = None   # where the stream was first seen, if it was
 
 
 def _headers(pairs: list[tuple[bytes, bytes]], msg: _Msg | None,
@@ -970,7 +970,9 @@ class Http2Session:
             ex.last_ref = req.end_ref
             ex.complete = req.complete and req.ended
         else:
-            ex.first_ref, ex.client_offset = stream.ref, stream.client_offset
+            # An upgraded stream 1 has no HTTP/2 request: it starts with its response.
+            ex.first_ref = stream.ref if stream.ref is not None else first.ref
+            ex.client_offset = stream.client_offset
             ex.start_ns = min(stream.ts, first.ts) if stream.ts else first.ts
             ex.complete = stream.sid == 1 and "request sent as HTTP/1.1 with Upgrade: h2c" \
                 in stream.notes
