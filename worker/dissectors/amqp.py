@@ -41,6 +41,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
+from worker.dissectors.stream import in_order
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
@@ -441,13 +442,11 @@ class _Reader:
         if not data:
             return
         if offset != self.expected:
-            if offset > self.expected:
-                self.gap(self.expected, offset - self.expected, ts)
-            else:
-                cut = self.expected - offset
-                if cut >= len(data):
-                    return
-                data, offset = data[cut:], self.expected
+            missing, data, offset = in_order(self.expected, data, offset)
+            if missing:
+                self.gap(self.expected, missing, ts)
+            elif not data:
+                return
         self.expected = offset + len(data)
         self.last_ts, self.last_ref = ts, ref
         if self.buf:

@@ -26,6 +26,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
+from worker.dissectors.stream import in_order
 
 MAX_ANSWERS = 50                      # answers listed per response (the count is exact)
 MAX_PENDING = 1024                    # queries waiting for an answer, per flow
@@ -419,13 +420,11 @@ class _TcpReader:
 
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         if self.expected is not None and offset != self.expected:
-            if offset > self.expected:
-                self.gap(offset - self.expected)
-            else:
-                cut = self.expected - offset
-                if cut >= len(data):
-                    return
-                data, offset = data[cut:], self.expected
+            missing, data, offset = in_order(self.expected, data, offset)
+            if missing:
+                self.gap(missing)
+            elif not data:
+                return
         self.expected = offset + len(data)
         if not self.buf:
             self.start = offset

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, Session
 from worker.packet import PacketRef
+from worker.dissectors.stream import in_order
 
 HEAD_LIMIT = 64 * 1024   # a longer header block is not HTTP (resync)
 LINE_LIMIT = 8 * 1024    # request/status line, chunk-size line, trailer line
@@ -342,13 +343,11 @@ class _Reader:
         if self.state == DEAD or not data:
             return
         if offset != self.expected:
-            if offset > self.expected:
-                self.gap(self.expected, offset - self.expected, ts)
-            else:           # overlap with bytes already seen: keep only the new ones
-                cut = self.expected - offset
-                if cut >= len(data):
-                    return
-                data, offset = data[cut:], self.expected
+            missing, data, offset = in_order(self.expected, data, offset)
+            if missing:
+                self.gap(self.expected, missing, ts)
+            elif not data:
+                return
         self.expected = offset + len(data)
         self.last_ts, self.last_ref = ts, ref
         work: bytes | bytearray

@@ -41,6 +41,7 @@ from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.dissectors.http1 import _BodySink, _content_coding
 from worker.dissectors.protobuf import decode_message
 from worker.packet import PacketRef
+from worker.dissectors.stream import in_order
 
 _GRPC_PATH = re.compile(r"/[A-Za-z_][\w.]*/\w+")
 
@@ -396,13 +397,11 @@ class _Reader:
         if self.expected is None:
             self.expected = offset
         if offset != self.expected:
-            if offset > self.expected:
-                self.gap(self.expected, offset - self.expected)
-            else:
-                cut = self.expected - offset
-                if cut >= len(data):
-                    return
-                data, offset = data[cut:], self.expected
+            missing, data, offset = in_order(self.expected, data, offset)
+            if missing:
+                self.gap(self.expected, missing)
+            elif not data:
+                return
         self.expected = offset + len(data)
         self.last_ts, self.last_ref = ts, ref
         work: bytes | bytearray

@@ -32,6 +32,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
+from worker.dissectors.stream import in_order
 
 PARSE_LIMIT = 64 * 1024      # body bytes kept for parsing each message
 MAX_SIZE = 256 << 20         # a larger size is not a Kafka message
@@ -540,13 +541,11 @@ class _Reader:
         if self.state == DEAD or not data:
             return
         if offset != self.expected:
-            if offset > self.expected:
-                self.gap(self.expected, offset - self.expected, ts)
-            else:
-                cut = self.expected - offset
-                if cut >= len(data):
-                    return
-                data, offset = data[cut:], self.expected
+            missing, data, offset = in_order(self.expected, data, offset)
+            if missing:
+                self.gap(self.expected, missing, ts)
+            elif not data:
+                return
         self.expected = offset + len(data)
         self.last_ts, self.last_ref = ts, ref
         base = offset

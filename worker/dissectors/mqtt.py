@@ -33,6 +33,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
+from worker.dissectors.stream import in_order
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
@@ -377,13 +378,11 @@ class _Reader:
         if not data:
             return
         if offset != self.expected:
-            if offset > self.expected:
-                self.gap(self.expected, offset - self.expected)
-            else:
-                cut = self.expected - offset
-                if cut >= len(data):
-                    return
-                data, offset = data[cut:], self.expected
+            missing, data, offset = in_order(self.expected, data, offset)
+            if missing:
+                self.gap(self.expected, missing)
+            elif not data:
+                return
         self.expected = offset + len(data)
         self.last_ts, self.last_ref = ts, ref
         pos = 0

@@ -40,6 +40,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
+from worker.dissectors.stream import in_order
 
 QUERY_LIMIT = 1000          # request.query is capped at this many characters
 SUMMARY_LIMIT = 200
@@ -275,13 +276,11 @@ class _Reader:
         if self.state == DEAD or not data:
             return
         if offset != self.expected:
-            if offset > self.expected:
-                self.gap(self.expected, offset - self.expected)
-            else:
-                cut = self.expected - offset
-                if cut >= len(data):
-                    return
-                data, offset = data[cut:], self.expected
+            missing, data, offset = in_order(self.expected, data, offset)
+            if missing:
+                self.gap(self.expected, missing)
+            elif not data:
+                return
         self.expected = offset + len(data)
         if self.state == SKIP:
             take = min(self.skip_left, len(data))

@@ -29,6 +29,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
+from worker.dissectors.stream import in_order
 
 OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 TEXT_LIMIT = 1000                 # characters of a text message shown (and of a close reason)
@@ -168,13 +169,11 @@ class _Reader:
 
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         if self.expected is not None and offset != self.expected:
-            if offset > self.expected:
-                self.gap(offset - self.expected, ts)
-            else:
-                cut = self.expected - offset
-                if cut >= len(data):
-                    return
-                data, offset = data[cut:], self.expected
+            missing, data, offset = in_order(self.expected, data, offset)
+            if missing:
+                self.gap(missing, ts)
+            elif not data:
+                return
         self.expected = offset + len(data)
         self.last_ts, self.last_ref = ts, ref
         if self.state != RESYNC:
