@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,9 +17,6 @@ from worker.store.segments import (
     segment_path,
 )
 
-pytestmark = pytest.mark.skipif(not (shutil.which("tshark") and shutil.which("tcpdump")),
-                                reason="tshark and tcpdump are needed (apt-get install tshark "
-                                       "tcpdump)")
 
 T0 = 1_700_000_000_000_000_001
 ETHERNET = 1

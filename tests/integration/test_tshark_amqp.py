@@ -10,7 +10,6 @@ object_pairs_hook.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections import Counter
 
@@ -19,7 +18,6 @@ import pytest
 from support.golden import GOLDEN, dissect_capture
 
 PCAP = GOLDEN / "amqp" / "basic.pcap"
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 CLOSES = ("channel.close", "connection.close")
 
 

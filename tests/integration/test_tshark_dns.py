@@ -3,7 +3,6 @@ rcodes and answer counts; tshark's unanswered queries are ours too."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -12,7 +11,6 @@ from support.golden import GOLDEN, dissect_capture
 
 PCAP = GOLDEN / "dns" / "basic.pcap"
 
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
 
 def tshark_rows(port: int) -> list[list[str]]:

@@ -10,7 +10,6 @@ grpc.status field: grpc-status is read from http2.header.name / http2.header.val
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 
 from support.golden import GOLDEN, dissect_capture
 
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
 
 H2 = GOLDEN / "http2"
 

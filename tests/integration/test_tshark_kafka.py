@@ -11,7 +11,6 @@ partition errors) with commas; a response's fields have no kafka.api_version.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections import Counter
 
@@ -19,7 +18,6 @@ import pytest
 
 from support.golden import GOLDEN, dissect_capture
 
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
 
 def tshark_rows(pcap: str, port: int, display_filter: str, *fields: str) -> list[list[str]]:

@@ -10,7 +10,6 @@ object_pairs_hook. tshark learns the version from CONNECT as we do.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections import Counter
 
@@ -19,7 +18,6 @@ import pytest
 from support.golden import GOLDEN, dissect_capture
 from worker.dissectors.mqtt import NAMES
 
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 CAPTURES = ["v311", "v5"]
 
 

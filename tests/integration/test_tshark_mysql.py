@@ -7,7 +7,6 @@ a single character; str.splitlines would split at it too, hence split("\\n")).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 from support.golden import GOLDEN, dissect_capture
 from worker.dissectors.mysql import COMMANDS
 
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 CODES = {name: code for code, name in COMMANDS.items()}
 
 

@@ -8,7 +8,6 @@ pgsql.code also carries the SQLSTATE of NoticeResponses (00000): only errors are
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 
 from support.golden import GOLDEN, dissect_capture
 
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
 
 def tshark(path: Path, *fields: str) -> list[list[list[str]]]:

@@ -10,7 +10,6 @@ pipelining) and prints bulk strings as hex (FT_BYTES).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections import Counter, defaultdict
 
@@ -18,7 +17,6 @@ import pytest
 
 from support.golden import GOLDEN, dissect_capture
 
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
 
 def tshark_rows(pcap: str, display_filter: str, *fields: str) -> list[list[str]]:

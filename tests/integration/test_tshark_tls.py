@@ -9,7 +9,6 @@ from tcp.len / udp.length instead.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 from support.golden import GOLDEN, dissect_capture
 
 TLS = GOLDEN / "tls"
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 HANDSHAKES = ["tls13", "tls12", "python_https", "fail_version", "fail_unknown_ca"]
 TLS13_ALPN_HIDDEN = {"tls13", "python_https"}   # the server's choice is encrypted in TLS 1.3
 

@@ -7,7 +7,6 @@ reassembled (its text field stays empty), so texts are compared for one-frame me
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -19,7 +18,6 @@ FIELDS = ["tcp.srcport", "websocket.fin", "websocket.opcode", "websocket.payload
           "websocket.payload_length_ext_16", "websocket.payload_length_ext_64",
           "websocket.payload.close.status_code", "websocket.payload.text"]
 
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
 
 def tshark_frames(port: int) -> list[dict[str, str]]:
