@@ -78,19 +78,19 @@ class SelectingSession:
         began in the middle of a long body) is replayed as a gap, and detection goes on with
         the bytes after it: the next message start on either side can still claim the flow."""
         kept: list[tuple] = []
-        placeholder: int | None = None
+        gap_at: int | None = None
         first_offset = skipped = 0
         for call in self._calls:
             if call[0] == _DATA and call[1] == direction:
-                if placeholder is None:
-                    placeholder, first_offset = len(kept), call[3]
+                if gap_at is None:
+                    gap_at, first_offset = len(kept), call[3]
                     kept.append(call)
                 skipped += len(call[2])
             else:
                 kept.append(call)
-        if placeholder is None:
+        if gap_at is None:
             return
-        kept[placeholder] = (_GAP, direction, first_offset, skipped, ts_ns)
+        kept[gap_at] = (_GAP, direction, first_offset, skipped, ts_ns)
         self._calls = kept
         self._buffered -= skipped
         self.skipped_bytes += skipped
