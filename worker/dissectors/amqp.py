@@ -41,7 +41,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
-from worker.dissectors.stream import in_order
+from worker.dissectors.stream import chunk_at, in_order
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
@@ -431,12 +431,10 @@ class _Reader:
         self.skipped = 0
 
     def where(self, offset: int) -> tuple[int, PacketRef]:
-        for mark in reversed(self.marks):
-            if mark[0] <= offset:
-                return mark[1], mark[2]
-        if self.marks:
-            return self.marks[0][1], self.marks[0][2]
-        return self.last_ts, self.last_ref
+        if not self.marks:
+            return self.last_ts, self.last_ref
+        _, ts, ref = chunk_at(self.marks, offset)
+        return ts, ref
 
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         if not data:

@@ -26,7 +26,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
-from worker.dissectors.stream import in_order
+from worker.dissectors.stream import chunk_at, in_order
 
 MAX_ANSWERS = 50                      # answers listed per response (the count is exact)
 MAX_PENDING = 1024                    # queries waiting for an answer, per flow
@@ -413,10 +413,7 @@ class _TcpReader:
         self.synced = True
 
     def _where(self, offset: int) -> tuple[int, int, PacketRef]:
-        for mark in reversed(self.marks):
-            if mark[0] <= offset:
-                return mark
-        return self.marks[0]
+        return chunk_at(self.marks, offset)
 
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         if self.expected is not None and offset != self.expected:

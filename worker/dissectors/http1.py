@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, Session
 from worker.packet import PacketRef
-from worker.dissectors.stream import in_order
+from worker.dissectors.stream import chunk_at, in_order
 
 HEAD_LIMIT = 64 * 1024   # a longer header block is not HTTP (resync)
 LINE_LIMIT = 8 * 1024    # request/status line, chunk-size line, trailer line
@@ -333,10 +333,7 @@ class _Reader:
         self.skipped = 0                # bytes skipped while resyncing
 
     def _where(self, offset: int) -> tuple[int, int, PacketRef]:
-        for mark in reversed(self.marks):
-            if mark[0] <= offset:
-                return mark
-        return self.marks[0]
+        return chunk_at(self.marks, offset)
 
     # The loop below is the hot path: one pass per chunk, no re-parsing of earlier bytes.
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:

@@ -41,7 +41,7 @@ from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.dissectors.http1 import _BodySink, _content_coding
 from worker.dissectors.protobuf import decode_message
 from worker.packet import PacketRef
-from worker.dissectors.stream import in_order
+from worker.dissectors.stream import chunk_at, in_order
 
 _GRPC_PATH = re.compile(r"/[A-Za-z_][\w.]*/\w+")
 
@@ -386,10 +386,7 @@ class _Reader:
         return decoder
 
     def _where(self, offset: int) -> tuple[int, int, PacketRef]:
-        for mark in reversed(self.marks):
-            if mark[0] <= offset:
-                return mark
-        return self.marks[0]
+        return chunk_at(self.marks, offset)
 
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         if not data:

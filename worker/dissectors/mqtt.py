@@ -33,7 +33,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
-from worker.dissectors.stream import in_order
+from worker.dissectors.stream import chunk_at, in_order
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
@@ -367,12 +367,10 @@ class _Reader:
         self.aliases: dict[int, str] = {}   # v5 topic aliases of this sender
 
     def where(self, offset: int) -> tuple[int, PacketRef]:
-        for mark in reversed(self.marks):
-            if mark[0] <= offset:
-                return mark[1], mark[2]
-        if self.marks:
-            return self.marks[0][1], self.marks[0][2]
-        return self.last_ts, self.last_ref
+        if not self.marks:
+            return self.last_ts, self.last_ref
+        _, ts, ref = chunk_at(self.marks, offset)
+        return ts, ref
 
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         if not data:

@@ -40,7 +40,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
-from worker.dissectors.stream import in_order
+from worker.dissectors.stream import chunk_at, in_order
 
 QUERY_LIMIT = 1000          # request.query is capped at this many characters
 SUMMARY_LIMIT = 200
@@ -267,10 +267,8 @@ class _Reader:
         self.cut = False                    # the skipped message lost bytes in a gap
 
     def _where(self, offset: int) -> tuple[int, PacketRef]:
-        for mark in reversed(self.marks):
-            if mark[0] <= offset:
-                return mark[1], mark[2]
-        return self.marks[0][1], self.marks[0][2]
+        _, ts, ref = chunk_at(self.marks, offset)
+        return ts, ref
 
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         if self.state == DEAD or not data:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from worker.packet import PacketRef
+
 
 def in_order(expected: int, data: bytes, offset: int) -> tuple[int, bytes, int]:
     """(missing, data, offset) for a chunk at `offset` when `expected` is the next new byte:
@@ -12,3 +14,16 @@ def in_order(expected: int, data: bytes, offset: int) -> tuple[int, bytes, int]:
     if offset < expected:
         return 0, data[expected - offset:], expected
     return 0, data, offset
+
+
+# (stream offset where a chunk began, its ts, its ref): readers keep one per buffered chunk so
+# a message found in the buffer can say which packet its first or last byte came in.
+Mark = tuple[int, int, PacketRef]
+
+
+def chunk_at(marks: list[Mark], offset: int) -> Mark:
+    """The mark of the chunk holding stream byte `offset` (the first one if none is before)."""
+    for mark in reversed(marks):
+        if mark[0] <= offset:
+            return mark
+    return marks[0]
