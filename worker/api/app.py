@@ -306,7 +306,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         options.storage_limit = limit
         return {"storage_limit": limit}
 
-    @asgi(f"{API}/stream", is_mount=False)
+    @asgi(f"{API}/stream", is_mount=False, copy_scope=True)
     async def stream(scope: Scope, receive: Receive, send: Send) -> None:
         params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}

@@ -1,0 +1,363 @@
+"""The hub's HTTP API (ARCHITECTURE.md, Hub API): a Litestar app over a WorkerPool.
+
+KFL is validated once here: an invalid `q` is a 400 with its column before any worker is
+asked; a valid one is pushed down so only matches cross the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.openapi import OpenAPIConfig
+from litestar.handlers import asgi
+from litestar.response import Stream
+from litestar.types import Receive, Scope, Send
+from sse_starlette import EventSourceResponse
+from starlette.responses import JSONResponse
+
+from hub.stream import Feed, last_event_id
+from hub.workers import WorkerClient, WorkerError, WorkerPool, describe
+from shark import kfl
+
+log = logging.getLogger("shark.hub")
+
+API = "/api/v1"
+PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 100_000
+QUERY_PARAMS = ("q", "since", "until", "limit")
+VERSION = "0.1.0"
+SSE_PING_S = 15
+
+
+@dataclass
+class HubSettings:
+    workers: list[str]
+    poll_interval: float = 2.0
+    timeout: float = 10.0
+    retries: int = 2
+    backoff: float = 0.2
+    client_options: dict[str, Any] = field(default_factory=dict)   # e.g. a test transport
+
+
+class BadRequest(HTTPException):
+    status_code = 400
+
+
+class BadQuery(BadRequest):
+    def __init__(self, error: kfl.KflError) -> None:
+        super().__init__(detail=f"q: {error}")
+        self.column = error.column
+
+
+class BadGateway(HTTPException):
+    status_code = 502
+
+
+REASONS = {400: "bad request", 404: "not found", 409: "conflict", 410: "gone",
+           500: "internal error", 502: "bad gateway", 503: "unavailable"}
+
+
+def _error_response(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"error": REASONS.get(exc.status_code, "error"), "detail": exc.detail}
+    if isinstance(exc, BadQuery):
+        body["column"] = exc.column
+    return Response(body, status_code=exc.status_code)
+
+
+def _params(request: Request, allowed: tuple[str, ...] = QUERY_PARAMS) -> dict[str, str]:
+    params = dict(request.query_params)
+    for name in params:
+        if name not in allowed:
+            raise BadRequest(f"{name}: unknown query parameter; expected one of {', '.join(allowed)}"
+                             " (filters are KFL queries in q, e.g. q=http and status >= 500)")
+    if params.get("q"):
+        try:
+            kfl.compile(params["q"])
+        except kfl.KflError as error:
+            raise BadQuery(error) from None
+    return {name: value for name, value in params.items() if value != ""}
+
+
+def _limit(params: Mapping[str, str]) -> int:
+    text = params.get("limit")
+    if text is None:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(text)
+    except ValueError:
+        raise BadRequest(f"limit: {text!r} is not a whole number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit: {limit} is outside 1-{MAX_LIMIT}")
+    return limit
+
+
+def _from_worker(error: WorkerError | httpx.HTTPError, client: WorkerClient | None) -> HTTPException:
+    """A worker's failure as the hub's answer: its 4xx passed on, anything else a 502."""
+    if isinstance(error, WorkerError) and error.status is not None and error.status < 500:
+        detail = error.body.get("detail") if isinstance(error.body, dict) else str(error)
+        exc = HTTPException(status_code=error.status, detail=detail or str(error))
+        return exc
+    where = f"worker {client.node or '?'} ({client.url})" if client else "worker"
+    return BadGateway(detail=f"{where}: {describe(error)}")
+
+
+def _split_id(entry_id: str) -> str:
+    node, sep, number = entry_id.rpartition(":")
+    if not sep or not node or not number.isdigit():
+        raise BadRequest(f"id: {entry_id!r} is not an entry id (NODE:NUMBER)")
+    return node
+
+
+async def _owner(pool: WorkerPool, entry_id: str) -> WorkerClient:
+    node = _split_id(entry_id)
+    client = await pool.owner(node)
+    if client is None:
+        known = ", ".join(sorted(c.node for c in pool.clients if c.node)) or "none reachable"
+        raise NotFoundException(f"entry {entry_id!r}: no worker named {node!r} (workers: {known})")
+    return client
+
+
+# -- HAR ----------------------------------------------------------------------------------
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _pairs(headers: Any) -> list[dict[str, str]]:
+    if isinstance(headers, dict):
+        items = headers.items()
+    elif isinstance(headers, list):
+        items = ((h[0], h[1]) if isinstance(h, (list, tuple)) else (h.get("name"), h.get("value"))
+                 for h in headers)
+    else:
+        return []
+    out = []
+    for name, value in items:
+        for one in value if isinstance(value, list) else [value]:
+            out.append({"name": str(name), "value": str(one)})
+    return out
+
+
+def _url(entry: dict[str, Any]) -> str:
+    request = entry.get("request") or {}
+    dst = entry.get("dst") or {}
+    host = request.get("host") or f"{dst.get('ip', '')}:{dst.get('port', '')}"
+    scheme = "https" if entry.get("tls") else "http"
+    url = f"{scheme}://{host}{request.get('path') or '/'}"
+    query = request.get("query")
+    if isinstance(query, dict) and query:
+        url += "?" + urlencode([(k, v) for k, vs in query.items() for v in (vs if isinstance(vs, list) else [vs])])
+    return url
+
+
+def har_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    request = entry.get("request") or {}
+    response = entry.get("response") or {}
+    size = entry.get("size") or {}
+    query = request.get("query") if isinstance(request.get("query"), dict) else {}
+    elapsed = entry.get("elapsed_ms")
+    elapsed = float(elapsed) if isinstance(elapsed, (int, float)) else -1
+    res_headers = _pairs(response.get("headers"))
+    mime = response.get("content_type") or next(
+        (h["value"] for h in res_headers if h["name"].lower() == "content-type"), "")
+    return {
+        "startedDateTime": _iso(float(entry["ts"])),
+        "time": max(elapsed, 0),
+        "request": {
+            "method": request.get("method") or "GET",
+            "url": _url(entry),
+            "httpVersion": request.get("version") or "HTTP/1.1",
+            "cookies": [],
+            "headers": _pairs(request.get("headers")),
+            "queryString": [{"name": k, "value": str(v)} for k, vs in query.items()
+                            for v in (vs if isinstance(vs, list) else [vs])],
+            "headersSize": -1,
+            "bodySize": int(request.get("content_length") or 0),
+        },
+        "response": {
+            "status": int(response.get("status") or entry.get("status") or 0),
+            "statusText": response.get("reason") or "",
+            "httpVersion": response.get("version") or request.get("version") or "HTTP/1.1",
+            "cookies": [],
+            "headers": res_headers,
+            "content": {"size": int(response.get("content_length") or 0), "mimeType": mime},
+            "redirectURL": next((h["value"] for h in res_headers if h["name"].lower() == "location"), ""),
+            "headersSize": -1,
+            "bodySize": int(response.get("content_length") or 0) if response else -1,
+        },
+        "cache": {},
+        "timings": {"send": 0, "wait": max(elapsed, 0), "receive": 0},
+        "serverIPAddress": (entry.get("dst") or {}).get("ip", ""),
+        "comment": entry.get("id", ""),
+    }
+
+
+def har_log(entries: list[dict[str, Any]], workers: list[dict[str, Any]]) -> dict[str, Any]:
+    failed = [f"{w['node'] or w['url']}: {w['error']}" for w in workers if not w["ok"]]
+    log_: dict[str, Any] = {
+        "version": "1.2",
+        "creator": {"name": "kubectl-shark", "version": VERSION},
+        "pages": [],
+        "entries": [har_entry(e) for e in sorted(entries, key=lambda e: e["ts"])],
+    }
+    if failed:
+        log_["comment"] = "partial: " + "; ".join(failed)
+    return {"log": log_}
+
+
+def create_app(settings: HubSettings) -> Litestar:
+    pool = WorkerPool(settings.workers, poll_interval=settings.poll_interval,
+                      timeout=settings.timeout, retries=settings.retries, backoff=settings.backoff,
+                      **settings.client_options)
+    started = time.time()
+    feed = Feed(pool)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await pool.start()
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    @get(f"{API}/entries")
+    async def entries(request: Request) -> dict[str, Any]:
+        """Entries from every worker, newest first, with the `workers` block."""
+        params = _params(request)
+        limit = _limit(params)
+        try:
+            answer = await pool.entries(params, limit)
+        except WorkerError as error:
+            raise _from_worker(error, None) from None
+        return {"entries": answer.entries, "workers": answer.workers}
+
+    @get(f"{API}/entries/{{entry_id:str}}")
+    async def entry_detail(request: Request) -> Response[bytes]:
+        """One entry in full, from the worker that owns it."""
+        entry_id = request.path_params["entry_id"]
+        client = await _owner(pool, entry_id)
+        try:
+            response = await client.get(f"/entries/{entry_id}")
+        except (WorkerError, httpx.HTTPError) as error:
+            raise _from_worker(error, client) from None
+        return Response(response.content, media_type=MediaType.JSON)
+
+    @get(f"{API}/entries/{{entry_id:str}}/pcap")
+    async def entry_pcap(request: Request) -> Stream:
+        """That entry's stream as a pcap file, from the worker that owns it."""
+        entry_id = request.path_params["entry_id"]
+        client = await _owner(pool, entry_id)
+        stack = AsyncExitStack()
+        try:
+            response = await client.open_stream(stack, f"/entries/{entry_id}/pcap")
+        except (WorkerError, httpx.HTTPError) as error:
+            await stack.aclose()
+            raise _from_worker(error, client) from None
+
+        async def body() -> AsyncIterator[bytes]:
+            async with stack:
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+        filename = f"{entry_id.replace(':', '-')}.pcap"
+        return Stream(body(), media_type=PCAP_MEDIA_TYPE,
+                      headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    @get(f"{API}/pcap")
+    async def pcap(request: Request) -> Stream:
+        """One time-ordered pcap merged from every worker's matching packets."""
+        params = _params(request)
+        try:
+            answer = await pool.pcap(params)
+        except WorkerError as error:
+            raise _from_worker(error, None) from None
+        failed = [w for w in answer.workers if not w["ok"]]
+        if len(failed) == len(answer.workers):
+            raise BadGateway(detail="no worker answered: " + "; ".join(
+                f"{w['node'] or w['url']}: {w['error']}" for w in failed))
+        headers = {"Content-Disposition": 'attachment; filename="shark.pcap"'}
+        if failed:
+            headers["X-Shark-Partial"] = ", ".join(f"{w['node'] or w['url']}" for w in failed)
+        return Stream(answer.chunks(), media_type=PCAP_MEDIA_TYPE, headers=headers)
+
+    @get(f"{API}/har")
+    async def har(request: Request) -> dict[str, Any]:
+        """HAR 1.2 of the HTTP entries matching q (oldest first)."""
+        params = _params(request)
+        limit = _limit(params) if "limit" in params else 10_000
+        q = params.get("q", "").strip()
+        params["q"] = f"http and ({q})" if q else "http"
+        try:
+            answer = await pool.entries(params, limit)
+        except WorkerError as error:
+            raise _from_worker(error, None) from None
+        return har_log(answer.entries, answer.workers)
+
+    @get(f"{API}/query/validate")
+    async def validate_query(request: Request) -> dict[str, Any]:
+        """Whether q is valid KFL, and where it goes wrong."""
+        params = dict(request.query_params)
+        for name in params:
+            if name != "q":
+                raise BadRequest(f"{name}: unknown query parameter; expected q")
+        error = kfl.validate(params.get("q") or "")
+        if error is None:
+            return {"valid": True, "error": None, "column": None}
+        return {"valid": False, "error": str(error), "column": error.column}
+
+    @get(f"{API}/workers")
+    async def workers() -> list[dict[str, Any]]:
+        """Health of every worker, as last polled."""
+        return pool.health()
+
+    @get(f"{API}/status")
+    async def status() -> dict[str, Any]:
+        """The hub and a summary of every worker's status."""
+        rows = []
+        for client, health in zip(pool.clients, pool.health()):
+            rows.append({**health, "status": client.health.status if client.health.ok else None})
+        up = sum(1 for row in rows if row["ok"])
+        return {"hub": {"version": VERSION, "uptime_s": round(time.time() - started, 3),
+                        "workers": len(rows), "workers_ok": up},
+                "workers": rows}
+
+    @asgi(f"{API}/stream", is_mount=False, copy_scope=True)
+    async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        """SSE: `event: entry` (id = hub sequence), `event: status`, `event: lost`."""
+        params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        body: dict[str, Any] | None = None
+        unknown = [name for name in params if name != "q"]
+        if unknown:
+            body = {"error": "bad request", "detail": f"{unknown[0]}: unknown query parameter; expected q"}
+        elif params.get("q") and (error := kfl.validate(params["q"])) is not None:
+            body = {"error": "bad request", "detail": f"q: {error}", "column": error.column}
+        try:
+            last_id = last_event_id(headers)
+        except ValueError as error:
+            body = {"error": "bad request", "detail": str(error)}
+        if body is not None:
+            await JSONResponse(body, status_code=400)(scope, receive, send)  # type: ignore[arg-type]
+            return
+        response = EventSourceResponse(feed.events(params.get("q") or None, last_id), ping=SSE_PING_S,
+                                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        await response(scope, receive, send)  # type: ignore[arg-type]
+
+    return Litestar(
+        route_handlers=[stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers, status],
+        lifespan=[lifespan],
+        exception_handlers={HTTPException: _error_response},
+        openapi_config=OpenAPIConfig(title="kubectl-shark hub", version=VERSION, path="/schema"),
+        logging_config=None,
+        debug=False,
+    )

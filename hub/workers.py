@@ -1,0 +1,420 @@
+"""The hub's side of the worker API: one WorkerClient per worker, and a WorkerPool that fans
+queries out to all of them and merges the answers (ARCHITECTURE.md, Hub API).
+
+Partial answers are stated, never silent: every fan-out returns a `workers` block saying which
+worker answered and which failed, and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("shark.hub.workers")
+
+API = "/api/v1"
+RETRY_STATUSES = frozenset({502, 503, 504})
+PCAP_NANO_MAGIC = 0xA1B23C4D
+PCAP_MICRO_MAGIC = 0xA1B2C3D4
+
+
+class WorkerError(Exception):
+    """A worker did not answer usefully; `status` is its HTTP status when it answered at all."""
+
+    def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Health:
+    ok: bool | None = None          # None until the first poll
+    error: str | None = None
+    last_seen: float | None = None  # epoch seconds of the last good answer
+    latency_ms: float | None = None
+    status: dict[str, Any] | None = None
+
+
+def api_base(url: str) -> str:
+    """A worker URL as given (with or without /api/v1) -> its /api/v1 base URL."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url if url.endswith(API) else url + API
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, WorkerError):
+        return str(error)
+    if isinstance(error, httpx.TimeoutException):
+        return f"timed out ({type(error).__name__})"
+    if isinstance(error, httpx.ConnectError):
+        return f"cannot connect ({error or 'connection refused'})"
+    if isinstance(error, httpx.HTTPError):
+        return f"{type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _worker_error(response: httpx.Response, body: bytes) -> WorkerError:
+    try:
+        decoded = json.loads(body)
+        detail = decoded.get("detail") if isinstance(decoded, dict) else None
+    except ValueError:
+        decoded, detail = None, None
+    text = detail or body[:200].decode("utf-8", "replace") or response.reason_phrase
+    return WorkerError(f"HTTP {response.status_code}: {text}", response.status_code, decoded)
+
+
+class WorkerClient:
+    """One worker: GETs with timeouts and retries (exponential backoff), and its health."""
+
+    def __init__(self, url: str, *, timeout: float = 10.0, connect_timeout: float = 3.0,
+                 retries: int = 2, backoff: float = 0.2,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.url = api_base(url)
+        self.retries = retries
+        self.backoff = backoff
+        self.health = Health()
+        self.node: str | None = None
+        self.http = httpx.AsyncClient(
+            base_url=self.url, transport=transport,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout))
+
+    def __repr__(self) -> str:
+        return f"WorkerClient({self.url!r}, node={self.node!r})"
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def block(self, error: str | None = None, **extra: Any) -> dict[str, Any]:
+        """This worker's row in a `workers` block."""
+        return {"node": self.node, "url": self.url, "ok": error is None, "error": error, **extra}
+
+    def mark(self, error: BaseException | None, latency_s: float | None = None) -> None:
+        if error is None:
+            self.health.ok, self.health.error = True, None
+            self.health.last_seen = time.time()
+            if latency_s is not None:
+                self.health.latency_ms = round(latency_s * 1000, 3)
+        elif not (isinstance(error, WorkerError) and error.status is not None and error.status < 500):
+            # a 4xx is the caller's mistake, not the worker's health
+            self.health.ok, self.health.error = False, describe(error)
+
+    async def _retrying(self, attempt: Callable[[], Any]) -> Any:
+        """Run an idempotent request, retrying transport errors and 502/503/504 with backoff."""
+        delay = self.backoff
+        for number in range(self.retries + 1):
+            try:
+                result = await attempt()
+            except (httpx.TransportError, WorkerError) as error:
+                retryable = not isinstance(error, WorkerError) or error.status in RETRY_STATUSES
+                if not retryable or number == self.retries:
+                    self.mark(error)
+                    raise
+                log.debug("%s: %s; retrying in %.2fs", self.url, describe(error), delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+            else:
+                self.mark(None)
+                return result
+        raise AssertionError("unreachable")
+
+    async def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        """A whole (small) answer; WorkerError for a non-2xx status."""
+        async def attempt() -> httpx.Response:
+            response = await self.http.get(path, params=params)
+            if response.status_code >= 400:
+                raise _worker_error(response, response.content)
+            return response
+        return await self._retrying(attempt)
+
+    async def refresh(self) -> dict[str, Any]:
+        """GET /status: learns the node name, updates health."""
+        started = time.monotonic()
+        response = await self.get("/status")
+        latency = time.monotonic() - started
+        status = response.json()
+        self.health.status = status
+        self.health.latency_ms = round(latency * 1000, 3)
+        node = status.get("node") if isinstance(status, dict) else None
+        if isinstance(node, str) and node:
+            self.node = node
+        return status
+
+    async def entries(self, params: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
+        """GET /entries as a stream of NDJSON lines -> (entries newest first, lines skipped).
+        A malformed line is skipped and counted, never fatal."""
+        async def attempt() -> tuple[list[dict[str, Any]], int]:
+            entries: list[dict[str, Any]] = []
+            skipped = 0
+            async with self.http.stream("GET", "/entries", params=params) as response:
+                if response.status_code >= 400:
+                    raise _worker_error(response, await response.aread())
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        skipped += 1
+                        continue
+                    if not isinstance(entry, dict) or not isinstance(entry.get("ts"), (int, float)):
+                        skipped += 1
+                        continue
+                    entries.append(entry)
+            return entries, skipped
+        started = time.monotonic()
+        result = await self._retrying(attempt)
+        self.health.latency_ms = round((time.monotonic() - started) * 1000, 3)
+        if self.node is None and result[0]:
+            self.node = result[0][0].get("node") or None
+        return result
+
+    async def open_stream(self, stack: AsyncExitStack, path: str,
+                          params: dict[str, str] | None = None) -> httpx.Response:
+        """A streamed GET, closed with `stack`; retried only until the answer starts."""
+        async def attempt() -> httpx.Response:
+            response = await stack.enter_async_context(self.http.stream("GET", path, params=params))
+            if response.status_code >= 400:
+                raise _worker_error(response, await response.aread())
+            return response
+        return await self._retrying(attempt)
+
+
+# -- pcap reading and merging ----------------------------------------------------------------
+@dataclass(order=True)
+class PcapPacket:
+    ts_ns: int
+    data: bytes = field(compare=False)
+    wirelen: int = field(compare=False)
+    linktype: int = field(compare=False)
+
+
+class PcapFormatError(Exception):
+    pass
+
+
+async def read_pcap(chunks: AsyncIterator[bytes], *, max_record: int = 1 << 20) -> AsyncIterator[tuple[int, int, PcapPacket | None]]:
+    """Parse a pcap byte stream incrementally. Yields (linktype, snaplen, None) once for the
+    header, then (linktype, snaplen, packet) per record; holds at most one record in memory."""
+    buffer = bytearray()
+    header: tuple[str, bool, int, int] | None = None   # endian, nano, snaplen, linktype
+    async for chunk in chunks:
+        buffer += chunk
+        if header is None:
+            if len(buffer) < 24:
+                continue
+            magic_le = struct.unpack_from("<I", buffer)[0]
+            magic_be = struct.unpack_from(">I", buffer)[0]
+            if magic_le in (PCAP_NANO_MAGIC, PCAP_MICRO_MAGIC):
+                endian, magic = "<", magic_le
+            elif magic_be in (PCAP_NANO_MAGIC, PCAP_MICRO_MAGIC):
+                endian, magic = ">", magic_be
+            else:
+                raise PcapFormatError(f"not a pcap file (magic {magic_le:#010x})")
+            _, _, _, _, snaplen, linktype = struct.unpack_from(endian + "HHiIII", buffer, 4)
+            header = (endian, magic == PCAP_NANO_MAGIC, snaplen, linktype & 0xFFFF)
+            del buffer[:24]
+            yield header[3], snaplen, None
+        endian, nano, snaplen, linktype = header
+        offset = 0
+        while len(buffer) - offset >= 16:
+            sec, frac, incl, orig = struct.unpack_from(endian + "IIII", buffer, offset)
+            if incl > max_record:
+                raise PcapFormatError(f"a record of {incl} bytes is larger than {max_record}")
+            if len(buffer) - offset - 16 < incl:
+                break
+            data = bytes(buffer[offset + 16:offset + 16 + incl])
+            offset += 16 + incl
+            ts_ns = sec * 1_000_000_000 + (frac if nano else frac * 1000)
+            yield linktype, snaplen, PcapPacket(ts_ns, data, orig, linktype)
+        del buffer[:offset]
+    if header is None and buffer:
+        raise PcapFormatError("the stream ended inside the pcap header")
+
+
+# -- the pool --------------------------------------------------------------------------------
+@dataclass
+class EntriesAnswer:
+    entries: list[dict[str, Any]]
+    workers: list[dict[str, Any]]
+
+
+@dataclass
+class PcapAnswer:
+    """A merged pcap ready to stream: `chunks()` yields the file; `workers` says who is in it."""
+    workers: list[dict[str, Any]]
+    chunks: Callable[[], AsyncIterator[bytes]]
+
+
+class WorkerPool:
+    def __init__(self, urls: Sequence[str], *, poll_interval: float = 2.0, **client_options: Any) -> None:
+        if not urls:
+            raise ValueError("at least one worker URL is needed")
+        self.clients = [WorkerClient(url, **client_options) for url in urls]
+        self.poll_interval = poll_interval
+        self._poller: asyncio.Task[None] | None = None
+        self.on_change: list[Callable[[WorkerClient], None]] = []
+
+    async def start(self) -> None:
+        await self.refresh_all()
+        self._poller = asyncio.create_task(self._poll(), name="hub-worker-poll")
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            try:
+                await self._poller
+            except asyncio.CancelledError:
+                pass
+        await asyncio.gather(*(client.aclose() for client in self.clients))
+
+    async def refresh_all(self) -> None:
+        async def one(client: WorkerClient) -> None:
+            before = client.health.ok
+            try:
+                await client.refresh()
+            except (httpx.HTTPError, WorkerError, ValueError) as error:
+                client.mark(error if isinstance(error, (httpx.HTTPError, WorkerError)) else WorkerError(str(error)))
+            if client.health.ok != before:
+                log.info("worker %s (%s): %s", client.node or "?", client.url,
+                         "up" if client.health.ok else f"down: {client.health.error}")
+                for callback in self.on_change:
+                    callback(client)
+        await asyncio.gather(*(one(client) for client in self.clients))
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            await self.refresh_all()
+
+    def health(self) -> list[dict[str, Any]]:
+        return [{"node": c.node, "url": c.url, "ok": c.health.ok, "error": c.health.error,
+                 "last_seen": c.health.last_seen, "latency_ms": c.health.latency_ms}
+                for c in self.clients]
+
+    async def owner(self, node: str) -> WorkerClient | None:
+        """The client of the worker named `node`; asks workers not yet known for their name."""
+        for client in self.clients:
+            if client.node == node:
+                return client
+        unknown = [c for c in self.clients if c.node is None]
+        if unknown:
+            await asyncio.gather(*(c.refresh() for c in unknown), return_exceptions=True)
+            for client in unknown:
+                if client.node == node:
+                    return client
+        return None
+
+    async def entries(self, params: dict[str, str], limit: int) -> EntriesAnswer:
+        """Every worker's matching entries, merged newest first by ts, at most `limit`."""
+        params = {**params, "limit": str(limit)}
+        results = await asyncio.gather(*(c.entries(params) for c in self.clients), return_exceptions=True)
+        lists: list[list[dict[str, Any]]] = []
+        workers: list[dict[str, Any]] = []
+        for client, result in zip(self.clients, results):
+            if isinstance(result, BaseException):
+                if isinstance(result, WorkerError) and result.status == 400:
+                    raise result   # the caller's mistake (a bad since/until/limit): say so
+                if not isinstance(result, (httpx.HTTPError, WorkerError)):
+                    log.exception("worker %s: unexpected error", client.url, exc_info=result)
+                workers.append(client.block(describe(result)))
+                continue
+            found, skipped = result
+            found.sort(key=lambda e: e["ts"], reverse=True)   # newest first, whatever it sent
+            lists.append(found)
+            workers.append(client.block(None, count=len(found), skipped=skipped))
+        merged = heapq.merge(*lists, key=lambda e: e["ts"], reverse=True)
+        entries = [entry for _, entry in zip(range(limit), merged)]
+        return EntriesAnswer(entries, workers)
+
+    async def pcap(self, params: dict[str, str]) -> PcapAnswer:
+        """Open every worker's /pcap; the answer merges them by timestamp as it is read."""
+        stack = AsyncExitStack()
+        responses: list[tuple[WorkerClient, httpx.Response]] = []
+        workers: list[dict[str, Any]] = []
+
+        async def open_one(client: WorkerClient) -> httpx.Response:
+            return await client.open_stream(stack, "/pcap", params)
+        results = await asyncio.gather(*(open_one(c) for c in self.clients), return_exceptions=True)
+        for client, result in zip(self.clients, results):
+            if isinstance(result, BaseException):
+                if isinstance(result, WorkerError) and result.status == 400:
+                    await stack.aclose()
+                    raise result
+                workers.append(client.block(describe(result)))
+            else:
+                responses.append((client, result))
+                workers.append(client.block(None))
+        if not responses:
+            await stack.aclose()
+        return PcapAnswer(workers, lambda: _merged_pcap(stack, responses))
+
+
+async def _merged_pcap(stack: AsyncExitStack, responses: list[tuple[WorkerClient, httpx.Response]],
+                       flush_at: int = 256 * 1024) -> AsyncIterator[bytes]:
+    """One nanosecond pcap, time-ordered, from several pcap streams; streamed, never whole."""
+    from worker.store.segments import pcap_header, pcap_record
+
+    async with stack:
+        readers: list[AsyncIterator[tuple[int, int, PcapPacket | None]]] = []
+        for client, response in responses:
+            readers.append(read_pcap(response.aiter_bytes()).__aiter__())
+        heap: list[tuple[int, int, PcapPacket]] = []
+        linktypes: dict[int, int] = {}
+        snaplen = 0
+
+        async def advance(index: int) -> None:
+            nonlocal snaplen
+            client = responses[index][0]
+            try:
+                while True:
+                    linktype, snap, packet = await readers[index].__anext__()
+                    if packet is None:
+                        linktypes[index] = linktype
+                        snaplen = max(snaplen, snap)
+                        continue
+                    heapq.heappush(heap, (packet.ts_ns, index, packet))
+                    return
+            except StopAsyncIteration:
+                return
+            except (httpx.HTTPError, PcapFormatError) as error:
+                log.warning("pcap from %s (%s) cut short: %s", client.node, client.url, describe(error))
+
+        await asyncio.gather(*(advance(i) for i in range(len(readers))))
+        if heap:
+            linktype = heap[0][2].linktype
+        elif linktypes:
+            linktype = next(iter(linktypes.values()))
+        else:
+            linktype = 1
+        chunk = [pcap_header(linktype, snaplen or 262144)]
+        size = 0
+        left_out = 0
+        while heap:
+            _, index, packet = heapq.heappop(heap)
+            if packet.linktype == linktype:
+                record = pcap_record(packet.ts_ns, packet.data, packet.wirelen)
+                chunk.append(record)
+                size += len(record)
+            else:
+                left_out += 1
+            if size >= flush_at:
+                yield b"".join(chunk)
+                chunk, size = [], 0
+            await advance(index)
+        if left_out:
+            log.info("merged pcap: %d packets of another link type than %d left out", left_out, linktype)
+        if chunk:
+            yield b"".join(chunk)

@@ -1,0 +1,291 @@
+"""The hub's worker client and pool against mocked workers (respx): failures are stated."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+
+import httpx
+import pytest
+import respx
+from litestar.testing import TestClient
+
+from hub.app import HubSettings, create_app, har_log
+from hub.workers import WorkerClient, WorkerPool, read_pcap
+from worker.store.segments import pcap_header, pcap_record
+
+URLS = ["http://w1:8897", "http://w2:8897", "http://w3:8897"]
+
+
+def entry(node: str, seq: int, ts: float, **extra) -> dict:
+    return {"id": f"{node}:{seq}", "node": node, "protocol": "http", "ts": ts, "summary": f"GET /{seq}",
+            "src": {"ip": "10.0.0.1", "port": 40000}, "dst": {"ip": "10.0.0.2", "port": 80}, **extra}
+
+
+def ndjson(*entries: dict) -> bytes:
+    return b"".join(json.dumps(e).encode() + b"\n" for e in entries)
+
+
+def status(node: str) -> httpx.Response:
+    return httpx.Response(200, json={"node": node, "capture": {"received": 1}})
+
+
+def pool(urls=URLS, **options) -> WorkerPool:
+    return WorkerPool(urls, retries=options.pop("retries", 2), backoff=0.001, timeout=1.0, **options)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@respx.mock
+def test_merge_is_newest_first_across_workers():
+    respx.get("http://w1:8897/api/v1/entries").respond(200, content=ndjson(entry("a", 3, 30.0), entry("a", 1, 10.0)))
+    respx.get("http://w2:8897/api/v1/entries").respond(200, content=ndjson(entry("b", 2, 25.0), entry("b", 1, 5.0)))
+    # a worker that sends oldest first is sorted, not trusted
+    respx.get("http://w3:8897/api/v1/entries").respond(200, content=ndjson(entry("c", 1, 12.0), entry("c", 2, 28.0)))
+
+    async def go():
+        p = pool()
+        try:
+            return await p.entries({}, limit=5)
+        finally:
+            await p.close()
+    answer = run(go())
+    assert [e["id"] for e in answer.entries] == ["a:3", "c:2", "b:2", "c:1", "a:1"]
+    assert all(w["ok"] for w in answer.workers)
+    assert [w["count"] for w in answer.workers] == [2, 2, 2]
+
+
+@respx.mock
+def test_limit_and_query_are_pushed_down():
+    route = respx.get("http://w1:8897/api/v1/entries").respond(200, content=b"")
+
+    async def go():
+        p = pool(URLS[:1])
+        try:
+            await p.entries({"q": "http", "since": "5m"}, limit=7)
+        finally:
+            await p.close()
+    run(go())
+    params = route.calls.last.request.url.params
+    assert (params["q"], params["since"], params["limit"]) == ("http", "5m", "7")
+
+
+@respx.mock
+def test_one_of_three_failing_is_a_partial_answer_naming_it():
+    respx.get("http://w1:8897/api/v1/status").mock(return_value=status("a"))
+    respx.get("http://w2:8897/api/v1/status").mock(return_value=status("b"))
+    respx.get("http://w3:8897/api/v1/status").mock(return_value=status("c"))
+    respx.get("http://w1:8897/api/v1/entries").respond(200, content=ndjson(entry("a", 1, 10.0)))
+    respx.get("http://w2:8897/api/v1/entries").mock(side_effect=httpx.ConnectError("refused"))
+    respx.get("http://w3:8897/api/v1/entries").respond(200, content=ndjson(entry("c", 1, 11.0)))
+
+    async def go():
+        p = pool()
+        try:
+            await p.refresh_all()
+            return await p.entries({}, limit=10), p.health()
+        finally:
+            await p.close()
+    answer, health = run(go())
+    assert [e["id"] for e in answer.entries] == ["c:1", "a:1"]
+    failed = [w for w in answer.workers if not w["ok"]]
+    assert len(failed) == 1
+    assert failed[0]["node"] == "b" and failed[0]["url"] == "http://w2:8897/api/v1"
+    assert "cannot connect" in failed[0]["error"]
+    assert [h["ok"] for h in health] == [True, False, True]
+
+
+@respx.mock
+def test_timeout_is_reported():
+    respx.get("http://w1:8897/api/v1/entries").respond(200, content=ndjson(entry("a", 1, 10.0)))
+    slow = respx.get("http://w2:8897/api/v1/entries").mock(side_effect=httpx.ReadTimeout("slow"))
+
+    async def go():
+        p = pool(URLS[:2])
+        try:
+            return await p.entries({}, limit=10)
+        finally:
+            await p.close()
+    answer = run(go())
+    assert [e["id"] for e in answer.entries] == ["a:1"]
+    assert answer.workers[1]["ok"] is False
+    assert "timed out" in answer.workers[1]["error"]
+    assert slow.call_count == 3   # one try + two retries
+
+
+@respx.mock
+def test_malformed_lines_are_skipped_and_counted():
+    body = ndjson(entry("a", 2, 20.0)) + b"{not json\n" + b'"a string"\n' + ndjson(entry("a", 1, 10.0))
+    respx.get("http://w1:8897/api/v1/entries").respond(200, content=body)
+
+    async def go():
+        p = pool(URLS[:1])
+        try:
+            return await p.entries({}, limit=10)
+        finally:
+            await p.close()
+    answer = run(go())
+    assert [e["id"] for e in answer.entries] == ["a:2", "a:1"]
+    assert answer.workers == [{"node": "a", "url": "http://w1:8897/api/v1", "ok": True, "error": None,
+                               "count": 2, "skipped": 2}]
+
+
+@respx.mock
+def test_retries_with_backoff_then_success():
+    route = respx.get("http://w1:8897/api/v1/status").mock(side_effect=[
+        httpx.ConnectError("refused"), httpx.Response(503, json={"error": "unavailable", "detail": "busy"}),
+        status("a")])
+
+    async def go():
+        client = WorkerClient(URLS[0], retries=2, backoff=0.001)
+        try:
+            answer = await client.refresh()
+            return answer, client
+        finally:
+            await client.aclose()
+    answer, client = run(go())
+    assert answer["node"] == "a" and client.node == "a"
+    assert route.call_count == 3
+    assert client.health.ok is True and client.health.last_seen is not None
+
+
+@respx.mock
+def test_a_4xx_is_not_retried():
+    route = respx.get("http://w1:8897/api/v1/entries/a:9").respond(404, json={"error": "not found", "detail": "no entry"})
+
+    async def go():
+        client = WorkerClient(URLS[0], retries=3, backoff=0.001)
+        try:
+            await client.get("/entries/a:9")
+        finally:
+            await client.aclose()
+    with pytest.raises(Exception, match="no entry"):
+        run(go())
+    assert route.call_count == 1
+
+
+def _pcap(linktype: int, *stamps_ns: int) -> bytes:
+    return pcap_header(linktype, 65535) + b"".join(
+        pcap_record(ts, f"pkt{ts}".encode(), 10) for ts in stamps_ns)
+
+
+def _records(data: bytes) -> list[int]:
+    magic, _, _, _, _, _, linktype = struct.unpack_from("<IHHiIII", data)
+    assert magic == 0xA1B23C4D
+    offset, stamps = 24, []
+    while offset < len(data):
+        sec, frac, incl, _ = struct.unpack_from("<IIII", data, offset)
+        stamps.append(sec * 1_000_000_000 + frac)
+        offset += 16 + incl
+    return stamps
+
+
+@respx.mock
+def test_merged_pcap_is_time_ordered():
+    respx.get("http://w1:8897/api/v1/pcap").respond(200, content=_pcap(1, 1_000, 5_000, 9_000_000_001))
+    respx.get("http://w2:8897/api/v1/pcap").respond(200, content=_pcap(1, 2_000, 3_000, 7_000))
+    respx.get("http://w3:8897/api/v1/pcap").mock(side_effect=httpx.ConnectError("refused"))
+
+    async def go():
+        p = pool()
+        try:
+            answer = await p.pcap({})
+            return answer.workers, b"".join([chunk async for chunk in answer.chunks()])
+        finally:
+            await p.close()
+    workers, data = run(go())
+    assert _records(data) == [1_000, 2_000, 3_000, 5_000, 7_000, 9_000_000_001]
+    assert [w["ok"] for w in workers] == [True, True, False]
+
+
+def test_pcap_reader_takes_any_chunking():
+    data = _pcap(1, 10, 20, 30)
+
+    async def chunks():
+        for i in range(0, len(data), 7):
+            yield data[i:i + 7]
+
+    async def go():
+        return [packet.ts_ns async for _, _, packet in read_pcap(chunks()) if packet]
+    assert run(go()) == [10, 20, 30]
+
+
+@respx.mock
+def test_app_validates_kfl_before_asking_workers():
+    respx.get("http://w1:8897/api/v1/status").mock(return_value=status("a"))
+    entries = respx.get("http://w1:8897/api/v1/entries").respond(200, content=b"")
+    app = create_app(HubSettings(workers=URLS[:1], poll_interval=60, backoff=0.001))
+    with TestClient(app) as client:
+        for path in ("/api/v1/entries", "/api/v1/pcap", "/api/v1/har"):
+            response = client.get(path, params={"q": "http and =="})
+            assert response.status_code == 400, path
+            assert response.json()["column"] == 10
+            assert set(response.json()) == {"error", "detail", "column"}
+        assert client.get("/api/v1/query/validate", params={"q": "dns or"}).json()["valid"] is False
+        assert client.get("/api/v1/query/validate", params={"q": "dns"}).json() == {
+            "valid": True, "error": None, "column": None}
+        assert client.get("/api/v1/entries", params={"bogus": "1"}).status_code == 400
+    assert entries.call_count == 0
+
+
+@respx.mock
+def test_app_routes_detail_to_the_owner():
+    respx.get("http://w1:8897/api/v1/status").mock(return_value=status("a"))
+    respx.get("http://w2:8897/api/v1/status").mock(return_value=status("b"))
+    respx.get("http://w2:8897/api/v1/entries/b:4").respond(200, json=entry("b", 4, 1.0))
+    respx.get("http://w2:8897/api/v1/entries/b:5").respond(410, json={"error": "gone", "detail": "evicted"})
+    app = create_app(HubSettings(workers=URLS[:2], poll_interval=60, backoff=0.001))
+    with TestClient(app) as client:
+        assert client.get("/api/v1/entries/b:4").json()["id"] == "b:4"
+        gone = client.get("/api/v1/entries/b:5")
+        assert gone.status_code == 410 and gone.json() == {"error": "gone", "detail": "evicted"}
+        missing = client.get("/api/v1/entries/zz:1")
+        assert missing.status_code == 404 and "zz" in missing.json()["detail"]
+        assert client.get("/api/v1/entries/nonsense").status_code == 400
+        assert [w["node"] for w in client.get("/api/v1/workers").json()] == ["a", "b"]
+        assert client.get("/api/v1/status").json()["hub"]["workers_ok"] == 2
+
+
+def test_har_of_an_http_entry():
+    e = entry("a", 1, 1764150000.5, elapsed_ms=12.5, status=200,
+              request={"method": "GET", "path": "/x", "query": {"a": ["1"]}, "version": "HTTP/1.1",
+                       "headers": {"host": "svc"}, "host": "svc"},
+              response={"status": 200, "reason": "OK", "version": "HTTP/1.1",
+                        "headers": {"content-type": "text/plain"}, "content_length": 5})
+    har = har_log([e], [{"node": "a", "url": "u", "ok": True, "error": None}])["log"]
+    assert har["version"] == "1.2"
+    one = har["entries"][0]
+    assert one["startedDateTime"] == "2025-11-26T09:40:00.500Z"
+    assert one["request"]["url"] == "http://svc/x?a=1"
+    assert one["request"]["queryString"] == [{"name": "a", "value": "1"}]
+    assert one["response"]["content"] == {"size": 5, "mimeType": "text/plain"}
+    assert one["time"] == 12.5
+
+
+def test_client_queue_drops_the_oldest_and_counts():
+    from sse_starlette import ServerSentEvent
+
+    from hub.stream import ClientQueue
+
+    async def go():
+        queue = ClientQueue(size=3)
+        for number in range(5):
+            queue.put(ServerSentEvent(data=str(number), event="entry", id=str(number)))
+        first, lost = await queue.get()
+        second, lost_after = await queue.get()
+        return first.data, lost, second.data, lost_after
+    assert run(go()) == ("2", 2, "3", 0)
+
+
+def test_ring_maps_hub_ids_to_worker_positions():
+    from hub.stream import Ring
+    ring = Ring(size=4)
+    for worker, seq in [(0, 10), (1, 5), (0, 11), (1, 6), (0, 12)]:
+        ring.add(worker, seq)
+    # id 1 (worker 0 seq 10) has left the bounded ring
+    assert ring.positions(4) == {1: 6, 0: 11}
+    assert ring.positions(5) == {1: 6, 0: 12}
+    assert ring.positions(2) == {1: 5}
