@@ -25,8 +25,11 @@ from litestar.types import Receive, Scope, Send
 from sse_starlette import EventSourceResponse
 from starlette.responses import JSONResponse
 
+from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, StreamCounters, render as render_metrics
+from hub.servicemap import build as build_servicemap
 from hub.stream import Feed, last_event_id
 from hub.workers import WorkerClient, WorkerError, WorkerPool, describe
+from hub.ws import ws_handler
 from shark import kfl
 
 log = logging.getLogger("shark.hub")
@@ -38,6 +41,7 @@ MAX_LIMIT = 100_000
 QUERY_PARAMS = ("q", "since", "until", "limit")
 VERSION = "0.1.0"
 SSE_PING_S = 15
+SERVICEMAP_LIMIT = 10_000
 
 
 @dataclass
@@ -221,6 +225,7 @@ def create_app(settings: HubSettings) -> Litestar:
                       **settings.client_options)
     started = time.time()
     feed = Feed(pool)
+    counters = StreamCounters()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -349,12 +354,32 @@ def create_app(settings: HubSettings) -> Litestar:
         if body is not None:
             await JSONResponse(body, status_code=400)(scope, receive, send)  # type: ignore[arg-type]
             return
-        response = EventSourceResponse(feed.events(params.get("q") or None, last_id), ping=SSE_PING_S,
+        events = counters.track(feed.events(params.get("q") or None, last_id))
+        response = EventSourceResponse(events, ping=SSE_PING_S,
                                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await response(scope, receive, send)  # type: ignore[arg-type]
 
+    @get(f"{API}/servicemap")
+    async def servicemap(request: Request) -> dict[str, Any]:
+        """Endpoints and src -> dst edges (count, errors, error_rate, p50/p99) of the matching
+        entries (at most `limit`, default 10000), with the `workers` block."""
+        params = _params(request)
+        limit = _limit(params) if "limit" in params else SERVICEMAP_LIMIT
+        try:
+            answer = await pool.entries(params, limit)
+        except WorkerError as error:
+            raise _from_worker(error, None) from None
+        return {**build_servicemap(answer.entries), "entries": len(answer.entries), "workers": answer.workers}
+
+    @get("/metrics", include_in_schema=False)
+    async def metrics() -> Response[str]:
+        """Prometheus text: worker counters as last polled, hub stream counters."""
+        rows = [(c.node or c.url, c.health.ok, c.health.status) for c in pool.clients]
+        return Response(render_metrics(rows, counters), media_type=METRICS_CONTENT_TYPE)
+
     return Litestar(
-        route_handlers=[stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers, status],
+        route_handlers=[stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers, status,
+                        ws_handler(f"{API}/ws", feed, counters), servicemap, metrics],
         lifespan=[lifespan],
         exception_handlers={HTTPException: _error_response},
         openapi_config=OpenAPIConfig(title="kubectl-shark hub", version=VERSION, path="/schema"),

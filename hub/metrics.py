@@ -1,0 +1,100 @@
+"""GET /metrics: Prometheus text exposition (version 0.0.4) from the workers' /status, as the
+pool last polled it, and the hub's own stream counters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class StreamCounters:
+    """Live SSE/WebSocket clients and events they lost (oldest dropped from a full queue)."""
+
+    def __init__(self) -> None:
+        self.sse_clients = 0
+        self.ws_clients = 0
+        self.lost_total = 0
+
+    async def track(self, events: AsyncIterator[Any], kind: str = "sse") -> AsyncIterator[Any]:
+        """Pass `events` (sse_starlette ServerSentEvents) through, counting the client and its
+        `lost` events."""
+        attr = f"{kind}_clients"
+        setattr(self, attr, getattr(self, attr) + 1)
+        try:
+            async for event in events:
+                if getattr(event, "event", None) == "lost":
+                    try:
+                        self.lost_total += int(json.loads(event.data)["lost"])
+                    except (ValueError, KeyError, TypeError):
+                        pass
+                yield event
+        finally:
+            setattr(self, attr, getattr(self, attr) - 1)
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    return None
+
+
+def _get(status: dict[str, Any] | None, *path: str) -> Any:
+    value: Any = status
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+WORKER_METRICS = (
+    # name, type, help, path in /status
+    ("shark_worker_packets_received_total", "counter", "Packets the worker's capture received.",
+     ("capture", "received")),
+    ("shark_worker_packets_dropped_total", "counter", "Packets dropped by the worker's capture (buffer full).",
+     ("capture", "dropped")),
+    ("shark_worker_store_bytes", "gauge", "Bytes of PCAP the worker holds.", ("store", "bytes")),
+    ("shark_worker_store_limit_bytes", "gauge", "The worker's storage limit in bytes.", ("store", "limit")),
+    ("shark_worker_entries", "gauge", "Entries in the worker's index.", ("index", "entries")),
+    ("shark_worker_dissection_lag_bytes", "gauge", "Stored bytes not yet dissected by the worker.",
+     ("dissection", "lag_bytes")),
+)
+
+
+def render(workers: Iterable[tuple[str, bool | None, dict[str, Any] | None]],
+           counters: StreamCounters) -> str:
+    """workers: (node label, up, last /status) per worker. A worker's counters are left out
+    while it is down (its last values would be stale)."""
+    rows = list(workers)
+    lines = ["# HELP shark_hub_workers_up Whether the hub's last poll of the worker succeeded (1) or not (0).",
+             "# TYPE shark_hub_workers_up gauge"]
+    for node, up, _ in rows:
+        lines.append(f'shark_hub_workers_up{{node="{_escape(node)}"}} {1 if up else 0}')
+    for name, kind, help_, path in WORKER_METRICS:
+        lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+        for node, up, status in rows:
+            value = _number(_get(status, *path)) if up else None
+            if value is not None:
+                lines.append(f'{name}{{node="{_escape(node)}"}} {value}')
+    lines += ["# HELP shark_hub_sse_clients SSE clients connected to the hub's /stream.",
+              "# TYPE shark_hub_sse_clients gauge",
+              f"shark_hub_sse_clients {counters.sse_clients}",
+              "# HELP shark_hub_ws_clients WebSocket clients connected to the hub's /ws.",
+              "# TYPE shark_hub_ws_clients gauge",
+              f"shark_hub_ws_clients {counters.ws_clients}",
+              "# HELP shark_hub_sse_lost_events_total Events dropped from full client queues (SSE and WebSocket).",
+              "# TYPE shark_hub_sse_lost_events_total counter",
+              f"shark_hub_sse_lost_events_total {counters.lost_total}"]
+    return "\n".join(lines) + "\n"

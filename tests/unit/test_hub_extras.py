@@ -1,0 +1,226 @@
+"""The hub's WebSocket feed, service map and Prometheus metrics against mocked workers."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+from litestar.exceptions import WebSocketDisconnect
+from litestar.testing import TestClient
+
+from hub.app import HubSettings, create_app
+from hub.metrics import StreamCounters, render
+from hub.servicemap import build, is_error, percentile
+
+URLS = ["http://w1:8897", "http://w2:8897"]
+
+
+def entry(node: str, seq: int, ts: float, src: str, dst: str, port: int, **extra) -> dict:
+    return {"id": f"{node}:{seq}", "node": node, "protocol": "http", "ts": ts, "summary": f"GET /{seq}",
+            "src": {"ip": src, "port": 40000 + seq, "name": "", "namespace": "", "kind": ""},
+            "dst": {"ip": dst, "port": port, "name": "", "namespace": "", "kind": ""}, **extra}
+
+
+STATUS = {
+    "w1": {"node": "a", "capture": {"received": 120, "dropped": 3}, "store": {"bytes": 4096, "limit": 1 << 20},
+           "index": {"entries": 7}, "dissection": {"lag_bytes": 0}},
+    "w2": {"node": "b", "capture": {"received": 5, "dropped": 0}, "store": {"bytes": 100, "limit": 1 << 20},
+           "index": {"entries": 1}, "dissection": {"lag_bytes": 12}},
+}
+ENTRIES = {
+    "w1": [entry("a", 2, 20.0, "10.0.0.1", "10.0.0.2", 80, status=503, elapsed_ms=30.0),
+           entry("a", 1, 10.0, "10.0.0.1", "10.0.0.2", 80, status=200, elapsed_ms=10.0)],
+    "w2": [entry("b", 1, 15.0, "10.0.0.3", "10.0.0.4", 6379, protocol="redis", status=None, elapsed_ms=1.0,
+                 response={"error": "ERR unknown command"}),
+           entry("b", 2, 16.0, "10.0.0.3", "10.0.0.4", 6379, protocol="redis", status=None, elapsed_ms=None)],
+}
+
+
+def handler(down: set[str] = frozenset()):
+    def handle(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if host in down:
+            raise httpx.ConnectError("connection refused", request=request)
+        path = request.url.path
+        if path.endswith("/status"):
+            return httpx.Response(200, json=STATUS[host])
+        if path.endswith("/entries"):
+            return httpx.Response(200, content=b"".join(json.dumps(e).encode() + b"\n" for e in ENTRIES[host]))
+        if path.endswith("/stream"):
+            first = ENTRIES[host][-1]
+            return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                  content=f"event: entry\nid: 1\ndata: {json.dumps(first)}\n\n".encode())
+        return httpx.Response(404, json={"error": "not found", "detail": path})
+    return handle
+
+
+def app(down: set[str] = frozenset()):
+    return create_app(HubSettings(workers=URLS, poll_interval=60, retries=0, backoff=0.001,
+                                  client_options={"transport": httpx.MockTransport(handler(down))}))
+
+
+# -- service map ---------------------------------------------------------------------------
+def test_errors_are_defined_per_protocol():
+    assert is_error({"protocol": "http", "status": 500})
+    assert not is_error({"protocol": "http", "status": 404})
+    assert is_error({"protocol": "grpc", "status": 14})
+    assert not is_error({"protocol": "grpc", "status": 0})
+    assert is_error({"protocol": "redis", "response": {"error": "ERR"}})
+    assert is_error({"protocol": "dns", "status": 3, "response": {"error": "NXDOMAIN"}})
+    assert not is_error({"protocol": "dns", "status": 0, "response": {"error": None}})
+    assert not is_error({"protocol": "tcp", "response": None})
+
+
+def test_percentiles_are_nearest_rank():
+    values = sorted(float(v) for v in range(1, 101))
+    assert percentile(values, 50) == 50.0 and percentile(values, 99) == 99.0
+    assert percentile([7.0], 99) == 7.0 and percentile([], 50) is None
+
+
+def test_servicemap_nodes_and_edges():
+    named = entry("c", 1, 1.0, "10.0.0.9", "10.0.0.2", 80, status=200, elapsed_ms=5.0)
+    named["src"].update(name="frontend", namespace="shop", kind="pod")
+    result = build([e for rows in ENTRIES.values() for e in rows] + [named])
+    ids = {n["id"] for n in result["nodes"]}
+    assert ids == {"10.0.0.1", "10.0.0.2:80", "10.0.0.3", "10.0.0.4:6379", "shop/frontend"}
+    front = next(n for n in result["nodes"] if n["id"] == "shop/frontend")
+    assert front == {"id": "shop/frontend", "name": "frontend", "namespace": "shop", "kind": "pod"}
+    edges = {(e["source"], e["target"]): e for e in result["edges"]}
+    http = edges[("10.0.0.1", "10.0.0.2:80")]
+    assert (http["count"], http["errors"], http["error_rate"], http["protocol"]) == (2, 1, 0.5, "http")
+    assert (http["p50_ms"], http["p99_ms"]) == (10.0, 30.0)
+    redis = edges[("10.0.0.3", "10.0.0.4:6379")]
+    assert (redis["count"], redis["errors"], redis["unanswered"], redis["p50_ms"]) == (2, 1, 1, 1.0)
+    assert redis["protocols"] == ["redis"]
+
+
+def test_servicemap_route_is_partial_and_validates_q():
+    with TestClient(app(down={"w2"})) as client:
+        body = client.get("/api/v1/servicemap").json()
+        assert [(e["source"], e["target"], e["count"]) for e in body["edges"]] == [("10.0.0.1", "10.0.0.2:80", 2)]
+        assert {w["url"]: w["ok"] for w in body["workers"]} == {
+            "http://w1:8897/api/v1": True, "http://w2:8897/api/v1": False}
+        bad = client.get("/api/v1/servicemap", params={"q": "http and"})
+        assert bad.status_code == 400 and bad.json()["column"] == 9
+
+
+# -- metrics -------------------------------------------------------------------------------
+LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>[a-zA-Z_]+="(?:[^"\\]|\\.)*"'
+                  r'(,[a-zA-Z_]+="(?:[^"\\]|\\.)*")*)\})? (?P<value>-?[0-9.e+]+|NaN|[+-]Inf)$')
+
+
+def parse_prometheus(text: str) -> dict[tuple[str, str], float]:
+    """A strict little parser of the text format: every line is HELP, TYPE or a sample whose
+    family was declared by TYPE before it."""
+    assert text.endswith("\n")
+    samples: dict[tuple[str, str], float] = {}
+    types: dict[str, str] = {}
+    helps: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            helps.add(line.split(" ")[2])
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge") and name in helps and name not in types, line
+            types[name] = kind
+        else:
+            match = LINE.match(line)
+            assert match, f"not a sample line: {line!r}"
+            assert match["name"] in types, line
+            samples[(match["name"], match["labels"] or "")] = float(match["value"])
+    return samples
+
+
+def test_metrics_from_polled_status():
+    with TestClient(app(down={"w2"})) as client:
+        response = client.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        samples = parse_prometheus(response.text)
+    assert samples[("shark_hub_workers_up", 'node="a"')] == 1
+    assert samples[("shark_hub_workers_up", 'node="http://w2:8897/api/v1"')] == 0
+    assert samples[("shark_worker_packets_received_total", 'node="a"')] == 120
+    assert samples[("shark_worker_packets_dropped_total", 'node="a"')] == 3
+    assert samples[("shark_worker_store_bytes", 'node="a"')] == 4096
+    assert samples[("shark_worker_store_limit_bytes", 'node="a"')] == 1 << 20
+    assert samples[("shark_worker_entries", 'node="a"')] == 7
+    assert samples[("shark_worker_dissection_lag_bytes", 'node="a"')] == 0
+    assert ("shark_worker_entries", 'node="http://w2:8897/api/v1"') not in samples   # down: no stale value
+    assert samples[("shark_hub_sse_clients", "")] == 0
+    assert samples[("shark_hub_sse_lost_events_total", "")] == 0
+
+
+def test_metrics_escape_labels_and_count_lost():
+    counters = StreamCounters()
+    counters.lost_total = 4
+    text = render([('we"ird\\node', True, {"capture": {"received": 1.5}})], counters)
+    samples = parse_prometheus(text)
+    assert samples[("shark_worker_packets_received_total", 'node="we\\"ird\\\\node"')] == 1.5
+    assert samples[("shark_hub_sse_lost_events_total", "")] == 4
+
+
+# -- WebSocket -----------------------------------------------------------------------------
+def test_ws_streams_entries_and_status():
+    with TestClient(app()) as client, client.websocket_connect("/api/v1/ws") as ws:
+        ws.send_text("redis")
+        seen: dict[str, list] = {"entry": [], "status": []}
+        while not seen["entry"] or len(seen["status"]) < 2:
+            message = ws.receive_json(timeout=10)
+            assert set(message) == {"type", "payload"}
+            seen[message["type"]].append(message["payload"])
+        assert seen["entry"][0]["id"] in ("a:1", "b:2") and isinstance(seen["entry"][0]["seq"], int)
+        assert {"node", "url", "ok", "error"} <= set(seen["status"][0])
+
+
+def test_ws_rejects_invalid_kfl_with_1008():
+    with TestClient(app()) as client, client.websocket_connect("/api/v1/ws") as ws:
+        ws.send_text("http and")
+        message = ws.receive_json(timeout=10)
+        assert message["type"] == "error" and message["payload"]["column"] == 9
+        assert "q:" in message["payload"]["detail"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text(timeout=10)
+        assert closed.value.code == 1008
+
+
+def test_ws_accepts_a_json_first_message():
+    with TestClient(app()) as client, client.websocket_connect("/api/v1/ws") as ws:
+        ws.send_text(json.dumps({"q": "http and =="}))
+        assert ws.receive_json(timeout=10)["payload"]["column"] == 10
+
+
+def test_counters_track_clients_and_lost_events():
+    import asyncio
+
+    from sse_starlette import ServerSentEvent
+
+    async def events():
+        yield ServerSentEvent(data="{}", event="entry", id="1")
+        yield ServerSentEvent(data='{"lost": 5}', event="lost")
+        yield ServerSentEvent(data="{}", event="entry", id="7")
+
+    async def go():
+        counters = StreamCounters()
+        seen = []
+        tracked = counters.track(events())
+        async for event in tracked:
+            seen.append((event.event, counters.sse_clients))
+        return counters, seen
+    counters, seen = asyncio.run(go())
+    assert seen == [("entry", 1), ("lost", 1), ("entry", 1)]
+    assert (counters.sse_clients, counters.lost_total) == (0, 5)
+
+
+def test_ws_client_leaving_is_forgotten():
+    import time
+    with TestClient(app()) as client:
+        with client.websocket_connect("/api/v1/ws") as ws:
+            ws.send_text("")
+            ws.receive_json(timeout=10)
+            assert "shark_hub_ws_clients 1" in client.get("/metrics").text
+        deadline = time.monotonic() + 5
+        while "shark_hub_ws_clients 0" not in client.get("/metrics").text:
+            assert time.monotonic() < deadline, "the WebSocket client was not forgotten"
+            time.sleep(0.05)
