@@ -1,12 +1,52 @@
+"""The kubectl-shark command line: thin click commands over shark.local and shark.hubclient.
+
+Errors become exit statuses in one place (shark.errors.report): 0 ok, 1 failure with a
+one-line reason on stderr, 2 usage error; a traceback only with --debug.
+"""
+
 from __future__ import annotations
+
+import json
+import sys
+import time
+import webbrowser
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import click
 
 from shark import __version__
+from shark.errors import ExitStatus, SharkError, report
+from shark.hubclient import DEFAULT_HUB, HubClient
+from shark.units import UnitError, format_size, parse_duration, parse_size
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+class SharkGroup(click.Group):
+    """Runs a command and maps whatever it raises to an exit status (shark.errors)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
+        try:
+            code = super().main(argv, prog_name or "kubectl-shark", complete_var,
+                                standalone_mode=False, **extra)
+        except BaseException as error:  # noqa: BLE001 - the one mapping to exit statuses
+            if isinstance(error, SystemExit):
+                raise
+            code = report(error, debug)
+        sys.exit(code if isinstance(code, int) else ExitStatus.OK)
+
+
+def _check_output(out: Path) -> None:
+    if str(out) != "-" and not out.parent.is_dir():
+        raise SharkError(f"cannot write {out}: no directory {out.parent}")
+
+
+@click.group(cls=SharkGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+def cli(debug: bool) -> None:
     """kubectl-shark: packet capture and API-traffic inspection for Kubernetes."""
 
 
@@ -16,5 +56,269 @@ def version() -> None:
     click.echo(f"kubectl-shark {__version__}")
 
 
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _size(value: str, option: str) -> str:
+    try:
+        parse_size(value, option)
+    except UnitError as error:
+        raise click.UsageError(str(error)) from None
+    return value
+
+
+# ---- tap -------------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--local", "local", is_flag=True, help="Capture on this machine: a worker and the hub "
+              "as child processes, no cluster.")
+@click.option("-i", "--iface", "ifaces", multiple=True, metavar="IFACE",
+              help="Interface to capture on (with --local); repeat for several [default: lo].")
+@click.option("--pcap", "pcap_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Browse a pcap file instead of capturing (with --local).")
+@click.option("--no-open", is_flag=True, help="Do not open the browser.")
+@click.option("--storage-limit", default="200MB", show_default=True,
+              help="Cap on the stored packets (200MB, 1GiB, 500Mi).")
+@click.option("--proxy-host", default="127.0.0.1", show_default=True, help="Address of the UI and API.")
+@click.option("--proxy-port", type=click.IntRange(1, 65535), default=8899, show_default=True,
+              help="Port of the UI and API.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where local mode keeps packets and logs [default: $XDG_STATE_HOME/shark].")
+def tap(local: bool, ifaces: tuple[str, ...], pcap_file: Path | None, no_open: bool,
+        storage_limit: str, proxy_host: str, proxy_port: int, state_dir: Path | None) -> None:
+    """Capture traffic and serve it at http://PROXY-HOST:PROXY-PORT until Ctrl-C."""
+    from shark.local import LocalOptions, LocalTap, default_state_dir
+
+    if not local:
+        raise SharkError("cluster mode is not available yet", hint="use `kubectl shark tap --local`")
+    if ifaces and pcap_file:
+        raise click.UsageError("give either -i/--iface or --pcap, not both")
+    options = LocalOptions(ifaces=list(ifaces), pcap_file=pcap_file,
+                           state_dir=state_dir or default_state_dir(),
+                           storage_limit=_size(storage_limit, "--storage-limit"),
+                           proxy_host=proxy_host, proxy_port=proxy_port)
+    what = f"replaying {pcap_file}" if pcap_file else f"capturing on {', '.join(ifaces or ['lo'])}"
+
+    def ready(url: str) -> None:
+        click.echo(f"kubectl-shark is {what}; UI and API at {url}")
+        _say("press Ctrl-C to stop")
+        if not no_open:
+            try:
+                webbrowser.open(url)
+            except Exception:  # noqa: BLE001 - no browser is not an error
+                pass
+    code = LocalTap(options, _say).run(ready)
+    sys.exit(code)
+
+
+# ---- hub-facing commands ---------------------------------------------------------------------
+
+hub_option = click.option("--hub", "hub_url", default=DEFAULT_HUB, show_default=True,
+                          envvar="SHARK_HUB", help="The hub's URL.")
+
+
+def _since(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return time.time() - parse_duration(value, "--since")
+    except UnitError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _endpoint(point: Any) -> str:
+    if not isinstance(point, dict):
+        return "?"
+    name = point.get("name")
+    if name:
+        ns = point.get("namespace")
+        return f"{ns}/{name}" if ns else str(name)
+    ip, port = point.get("ip") or "?", point.get("port")
+    ip = f"[{ip}]" if ":" in str(ip) else ip
+    return f"{ip}:{port}" if port is not None else str(ip)
+
+
+COLUMNS = (("TIME", 12), ("PROTO", 9), ("SRC → DST", 44), ("SUMMARY", 0), ("STATUS", 6), ("ELAPSED", 9))
+
+
+def format_row(entry: dict[str, Any]) -> str:
+    ts = entry.get("ts")
+    when = (time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+            if isinstance(ts, (int, float)) else "?")
+    flow = f"{_endpoint(entry.get('src'))} → {_endpoint(entry.get('dst'))}"
+    status = entry.get("status")
+    elapsed = entry.get("elapsed_ms")
+    summary = str(entry.get("summary") or "").replace("\n", " ")
+    if len(summary) > 60:
+        summary = summary[:59] + "…"
+    return (f"{when:<12} {str(entry.get('protocol') or '?'):<9} {flow:<44} {summary:<60} "
+            f"{'' if status is None else status!s:>6} "
+            f"{'' if elapsed is None else f'{elapsed:.1f}ms':>9}").rstrip()
+
+
+def format_header() -> str:
+    return f"{'TIME':<12} {'PROTO':<9} {'SRC → DST':<44} {'SUMMARY':<60} {'STATUS':>6} {'ELAPSED':>9}"
+
+
+def _warn_workers(workers: Any) -> None:
+    for worker in workers or []:
+        if isinstance(worker, dict) and worker.get("ok") is False:
+            _say(f"warning: worker {worker.get('node') or worker.get('url')} did not answer: "
+                 f"{worker.get('error')} (results are partial)")
+
+
+@cli.command()
+@click.argument("kfl", default="", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new entries as they arrive.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table, or json: one entry per line.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              help="How many of the newest entries to list.")
+@click.option("--since", default=None, help="Only entries newer than this, e.g. 5m.")
+@hub_option
+def query(kfl: str, follow: bool, output: str, limit: int, since: str | None, hub_url: str) -> None:
+    """List the entries matching a KFL query (empty: all), e.g. 'http and status >= 500'."""
+    def emit(entry: dict[str, Any]) -> None:
+        click.echo(json.dumps(entry, separators=(",", ":")) if output == "json" else format_row(entry))
+
+    with HubClient(hub_url) as hub:
+        if follow:
+            if output == "table":
+                click.echo(format_header())
+            try:
+                for event, data in hub.stream(kfl):
+                    if event == "entry" and isinstance(data, dict):
+                        emit(data)
+                    elif event == "lost" and isinstance(data, dict):
+                        _say(f"warning: {data.get('lost')} entries were lost (the terminal was too slow)")
+                    elif event == "status" and isinstance(data, dict) and data.get("ok") is False:
+                        _say(f"warning: worker {data.get('node') or data.get('url')}: {data.get('error')}")
+            except KeyboardInterrupt:
+                return
+            return
+        answer = hub.entries(kfl, limit=limit, since=_since(since))
+        entries = answer.get("entries") or []
+        _warn_workers(answer.get("workers"))
+        if output == "table":
+            click.echo(format_header())
+        for entry in reversed(entries):   # the hub answers newest first; print as a log
+            emit(entry)
+
+
+class _Progress:
+    """Bytes downloaded so far, on one updating stderr line when stderr is a terminal."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.live = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, total: int) -> None:
+        now = time.monotonic()
+        if self.live and now - self.last > 0.1:
+            self.last = now
+            click.echo(f"\r{self.what} {_bytes(total)} …", err=True, nl=False)
+
+    def done(self) -> None:
+        if self.live:
+            click.echo("\r\033[K", err=True, nl=False)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+@cli.command()
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The pcap file to write ('-' for stdout).")
+@click.option("-q", "--query", "kfl", default="", help="KFL: only the streams of matching entries.")
+@click.option("--since", default=None, help="Only packets newer than this, e.g. 5m.")
+@hub_option
+def pcapdump(out: Path, kfl: str, since: str | None, hub_url: str) -> None:
+    """Write the captured packets (merged from every worker) to a pcap file."""
+    since_ts = _since(since)
+    _check_output(out)
+    progress = _Progress("downloading")
+    with HubClient(hub_url) as hub:
+        if str(out) == "-":
+            total, partial = hub.pcap(sys.stdout.buffer, kfl, since_ts)
+        else:
+            part = out.with_name(out.name + ".part")
+            try:
+                with open(part, "wb") as file:
+                    total, partial = hub.pcap(file, kfl, since_ts, progress)
+                part.replace(out)
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
+            finally:
+                progress.done()
+            _say(f"wrote {_bytes(total)} to {out}")
+    if partial:
+        _say(f"warning: partial capture: no answer from {partial}")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["har"]), default="har", show_default=True)
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The file to write ('-' for stdout).")
+@click.option("-q", "--query", "kfl", default="", help="KFL: only matching HTTP entries.")
+@hub_option
+def export(fmt: str, out: Path, kfl: str, hub_url: str) -> None:
+    """Export the HTTP entries as HAR 1.2."""
+    _check_output(out)
+    with HubClient(hub_url) as hub:
+        har = hub.har(kfl)
+    text = json.dumps(har, indent=2)
+    count = len(har.get("log", {}).get("entries", [])) if isinstance(har, dict) else 0
+    if str(out) == "-":
+        click.echo(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        _say(f"wrote {count} HAR entries to {out}")
+
+
+@cli.command()
+@hub_option
+def status(hub_url: str) -> None:
+    """Health of the hub and every worker: capture drops, storage, dissection."""
+    with HubClient(hub_url) as hub:
+        answer = hub.status()
+    info = answer.get("hub", {})
+    workers = answer.get("workers", [])
+    click.echo(f"hub {hub.url}: version {info.get('version', '?')}, up {info.get('uptime_s', 0):.0f}s, "
+               f"workers {info.get('workers_ok', '?')}/{info.get('workers', len(workers))} ok")
+    failed = 0
+    for worker in workers:
+        name = worker.get("node") or worker.get("url")
+        if worker.get("ok") is False:
+            failed += 1
+            click.echo(f"  worker {name}: DOWN: {worker.get('error')}")
+            continue
+        if worker.get("ok") is None:
+            click.echo(f"  worker {name}: not polled yet")
+            continue
+        st = worker.get("status") or {}
+        cap, store = st.get("capture") or {}, st.get("store") or {}
+        dis, index = st.get("dissection") or {}, st.get("index") or {}
+        storage = (f"{format_size(store.get('bytes', 0))} of {format_size(store.get('limit', 0))}"
+                   if store else "?")
+        click.echo(f"  worker {name}: ok; packets {cap.get('received', 0)}, dropped "
+                   f"{cap.get('dropped', 0)} (interface {cap.get('if_dropped', 0)}); storage {storage}; "
+                   f"entries {index.get('entries', 0)}; dissection lag {dis.get('lag_seconds', 0):.1f}s, "
+                   f"shed {dis.get('shed_bytes', 0)} bytes")
+    if failed:
+        raise SharkError(f"{failed} of {len(workers)} workers are down")
+
+
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,6 @@ The parent talks to it over a Pipe: ("stats"|"filter"|"limit"|"stop", arg) -> ("
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import select
@@ -20,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from shark.process import die_with_parent
 from worker.options import WorkerOptions
 from worker.sources import open_file_source, open_source
 from worker.sources.base import BpfError, CaptureError, Source
@@ -27,7 +27,6 @@ from worker.store.segments import SegmentWriter, StoreError
 
 log = logging.getLogger("shark.worker.capture")
 
-PR_SET_PDEATHSIG = 1
 BATCH = 4096
 # Bound the work between two looks at the control pipe, so stats and commands stay prompt.
 BATCHES_PER_TURN = 16
@@ -99,20 +98,10 @@ def _drain(state: CaptureState, source: Source) -> None:
             return
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGTERM this process when its parent dies (even by kill -9), so an
-    orphaned capture never goes on holding the interface and the store."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
 def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connection) -> None:
     """Entry point of the child process."""
     parent_conn.close()  # else the pipe never reports EOF when the parent is gone
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and says stop
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,0 +1,160 @@
+"""`kubectl shark tap --local` as a real process: a worker and the hub as its children,
+real HTTP traffic on lo, and the hub-facing commands run against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.processes import Proc, free_port, wait_for
+
+pytestmark = pytest.mark.root
+
+
+def shark(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shark.cli", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True).stdout
+    return [int(line) for line in out.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def tap(tmp_path: Path):
+    port = free_port()
+    proc = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
+                 "--proxy-port", str(port)], env={"XDG_STATE_HOME": str(tmp_path / "state")})
+    proc.wait_line(rf"UI and API at http://127\.0\.0\.1:{port}")
+    yield proc, f"http://127.0.0.1:{port}"
+    proc.stop()
+
+
+def test_tap_local_serves_traffic_to_the_commands_and_stops_on_ctrl_c(tap, http_server, tmp_path):
+    proc, hub = tap
+    kids = children(proc.process.pid)
+    assert len(kids) == 2, proc.output
+    assert (tmp_path / "state" / "shark" / "worker").is_dir()
+    assert (tmp_path / "state" / "shark" / "logs" / "hub.log").is_file()
+
+    for number in range(3):
+        httpx.get(f"http://127.0.0.1:{http_server}/json?n={number}", timeout=10)
+
+    def ours() -> list[dict] | None:
+        r = shark("query", "http", "-o", "json", "--hub", hub)
+        assert r.returncode == 0, r.stderr
+        found = [e for e in map(json.loads, r.stdout.splitlines())
+                 if e["dst"]["port"] == http_server]
+        return found if len(found) >= 3 else None
+    found = wait_for(ours, timeout=30, what="3 entries from `query http`")
+    assert sorted(e["summary"] for e in found) == [f"GET /json?n={n}" for n in range(3)]
+    # our own traffic (CLI -> hub, hub -> worker) is left out of the capture
+    everything = shark("query", "-o", "json", "--hub", hub)
+    ports = {e["dst"]["port"] for e in map(json.loads, everything.stdout.splitlines())}
+    assert ports == {http_server}, everything.stdout
+
+    table = shark("query", f"http and dst.port == {http_server}", "--hub", hub)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].startswith("TIME")
+    assert len(table.stdout.splitlines()) == 4
+
+    bad = shark("query", "http and ==", "--hub", hub)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("kubectl-shark: query: column 10: ")
+
+    pcap = tmp_path / "out.pcap"
+    r = shark("pcapdump", "-o", str(pcap), "--since", "5m", "--hub", hub)
+    assert r.returncode == 0, r.stderr
+    read = subprocess.run(["tshark", "-r", str(pcap), "-Y", f"tcp.port == {http_server} && http.request",
+                           "-T", "fields", "-e", "http.request.uri"], capture_output=True, text=True, timeout=60)
+    assert read.returncode == 0, read.stderr
+    assert sorted(read.stdout.split()) == ["/json?n=0", "/json?n=1", "/json?n=2"]
+
+    har_file = tmp_path / "out.har"
+    r = shark("export", "--format", "har", "-o", str(har_file), "-q", f"dst.port == {http_server}",
+              "--hub", hub)
+    assert r.returncode == 0, r.stderr
+    har = json.loads(har_file.read_text())
+    assert har["log"]["version"] == "1.2"
+    assert len(har["log"]["entries"]) == 3
+    assert all(e["response"]["status"] == 200 for e in har["log"]["entries"])
+
+    r = shark("status", "--hub", hub)
+    assert r.returncode == 0, r.stderr
+    assert "workers 1/1 ok" in r.stdout
+
+    proc.signal(signal.SIGINT)
+    assert proc.process.wait(20) == 0, proc.output
+    proc._reader.join(5)
+    assert "stopped hub and worker" in proc.output
+    assert not [pid for pid in kids if alive(pid)]
+
+
+def test_sigterm_stops_both_children(tap):
+    proc, hub = tap
+    kids = children(proc.process.pid)
+    assert len(kids) == 2
+    proc.signal(signal.SIGTERM)
+    assert proc.process.wait(20) == 0, proc.output
+    proc._reader.join(5)
+    assert "stopped hub and worker" in proc.output
+    assert not [pid for pid in kids if alive(pid)]
+
+
+def test_proxy_port_taken_is_one_line_with_a_hint(tap, tmp_path):
+    _, hub = tap
+    port = hub.rsplit(":", 1)[1]
+    r = shark("tap", "--local", "--no-open", "--proxy-port", port, "--state-dir", str(tmp_path / "other"))
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        f"kubectl-shark: cannot listen on 127.0.0.1:{port}: Address already in use",
+        "hint: another `kubectl shark tap` may be running (try `kubectl shark status`); "
+        "stop it or choose another port with --proxy-port"]
+
+
+def test_a_child_failing_at_start_is_reported_in_one_line(tmp_path):
+    r = shark("tap", "--local", "--no-open", "-i", "nosuch0", "--proxy-port", str(free_port()),
+              "--state-dir", str(tmp_path))
+    assert r.returncode == 1
+    assert "kubectl-shark: worker failed to start: unknown interface 'nosuch0'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_hub_down(tmp_path):
+    r = shark("status", "--hub", f"http://127.0.0.1:{free_port()}")
+    assert r.returncode == 1
+    assert "cannot reach the hub" in r.stderr and "kubectl shark tap --local" in r.stderr
+
+
+def test_tap_local_replays_a_pcap_file(tmp_path):
+    golden = Path(__file__).resolve().parents[1] / "golden" / "http1" / "basic.pcap"
+    port = free_port()
+    proc = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "--pcap", str(golden),
+                 "--proxy-port", str(port), "--state-dir", str(tmp_path / "state")])
+    try:
+        proc.wait_line(rf"replaying .*basic\.pcap; UI and API at http://127\.0\.0\.1:{port}")
+
+        def entries() -> list[dict] | None:
+            r = shark("query", "http", "-o", "json", "--hub", f"http://127.0.0.1:{port}")
+            assert r.returncode == 0, r.stderr
+            return [json.loads(line) for line in r.stdout.splitlines()] or None
+        assert all(e["protocol"] == "http" for e in wait_for(entries, timeout=30, what="replayed entries"))
+        assert (tmp_path / "state" / "replay").is_dir()
+    finally:
+        assert proc.stop() == 0, proc.output
