@@ -12,10 +12,10 @@ once both its request and its response have ended (or were cut), in request orde
 Losses: a gap inside a message cuts it (emitted with complete=False); the reader then
 resyncs by scanning for the next line that starts a message ("METHOD target HTTP/1.x" or
 "HTTP/1.x NNN"). A gap or an unparsable head where a message should start means a message
-was lost there: a lost request leaves a placeholder in `unanswered` (its response is emitted
+was lost there: a lost request leaves a stand-in in `unanswered` (its response is emitted
 as "request not captured"), a lost response ends the request waiting for it (incomplete).
 The stream's first bytes may be the tail of a message (capture started late): on the client
-side that is a request whose response is still to come (a placeholder again), on the server
+side that is a request whose response is still to come (a stand-in again), on the server
 side the tail of a response to a request never seen (skipped).
 
 Header values are decoded as UTF-8 (invalid bytes replaced), names lower-cased; a repeated
@@ -132,7 +132,7 @@ class _Message:
 
 
 class _Pair:
-    """A request and the final response that answers it. req is None for a placeholder (a
+    """A request and the final response that answers it. req is None for a stand-in (a
     request lost in a gap or unparsable) and for a response nobody was waiting for."""
 
     __slots__ = ("req", "resp", "req_done", "resp_done", "notes", "client_offset", "ts", "ref")
@@ -535,7 +535,7 @@ class _Reader:
         """Where a head should start there is none: resync after its first byte."""
         # The stream's first bytes may be a message's tail (capture started late). On the
         # client side that is a request whose response is still to come: it gets a
-        # placeholder. On the server side it is a response to a request never seen.
+        # stand-in. On the server side it is a response to a request never seen.
         if self.synced or self.is_request:
             _, ts, ref = self._where(base + pos)
             why = "malformed" if self.synced else "initial"

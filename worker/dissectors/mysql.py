@@ -24,7 +24,7 @@ a capture that did not see the greeting) a reader resyncs only at the start of a
 chunk whose header is plausible: a command (sequence id 0, a known command byte) from the
 client, the first packet of a response (sequence id 1) from the server. Clients write a command
 in one go, so its first byte starts a segment. A response nobody waits for is an entry noted
-"request not captured"; a command lost in a gap leaves a placeholder for its response.
+"request not captured"; a command lost in a gap leaves a stand-in for its response.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ any time: notices go to the unit being answered, notifications are entries of th
 
 Losses: a gap inside a skipped message body only shortens the skip (the entry is marked
 incomplete); elsewhere the reader resyncs by looking for a plausible run of messages. A lost
-client message leaves a placeholder op that takes the backend's answers up to the next
+client message leaves a stand-in op that takes the backend's answers up to the next
 ReadyForQuery ("request lost in a gap"); after a lost backend message its answers are
 dropped up to the next ReadyForQuery, which ends the ops waiting for it (incomplete). Backend
 messages nobody waits for (the capture started after the request) are entries with the note
