@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -21,6 +22,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.handlers import asgi
 from litestar.response import Stream
+from litestar.static_files import create_static_files_router
 from litestar.types import Receive, Scope, Send
 from sse_starlette import EventSourceResponse
 from starlette.responses import JSONResponse
@@ -42,6 +44,7 @@ QUERY_PARAMS = ("q", "since", "until", "limit")
 VERSION = "0.1.0"
 SSE_PING_S = 15
 SERVICEMAP_LIMIT = 10_000
+SPA_DIR = Path(__file__).resolve().parent.parent / "spa"
 
 
 @dataclass
@@ -52,6 +55,18 @@ class HubSettings:
     retries: int = 2
     backoff: float = 0.2
     client_options: dict[str, Any] = field(default_factory=dict)   # e.g. a test transport
+    spa_dir: Path | None = SPA_DIR          # served at /; None serves no UI
+    state_dir: Path | None = None           # where the hub keeps what must survive a restart
+    kube: bool = False                      # workers and names come from the Kubernetes API
+
+
+@dataclass
+class HubState:
+    """What the parts of the hub share; each part that adds routes is handed this."""
+    settings: HubSettings
+    pool: WorkerPool
+    feed: Feed
+    counters: StreamCounters
 
 
 class BadRequest(HTTPException):
@@ -220,12 +235,13 @@ def har_log(entries: list[dict[str, Any]], workers: list[dict[str, Any]]) -> dic
 
 
 def create_app(settings: HubSettings) -> Litestar:
-    pool = WorkerPool(settings.workers, poll_interval=settings.poll_interval,
+    pool = WorkerPool(settings.workers, poll_interval=settings.poll_interval, allow_empty=settings.kube,
                       timeout=settings.timeout, retries=settings.retries, backoff=settings.backoff,
                       **settings.client_options)
     started = time.time()
     feed = Feed(pool)
     counters = StreamCounters()
+    state = HubState(settings, pool, feed, counters)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -377,10 +393,16 @@ def create_app(settings: HubSettings) -> Litestar:
         rows = [(c.node or c.url, c.health.ok, c.health.status) for c in pool.clients]
         return Response(render_metrics(rows, counters), media_type=METRICS_CONTENT_TYPE)
 
+    handlers: list[Any] = [stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers,
+                           status, ws_handler(f"{API}/ws", feed, counters), servicemap, metrics]
+    lifespans: list[Any] = [lifespan]
+    # Parts with routes of their own add them here, each from its module, given `state`.
+    if settings.spa_dir is not None and (settings.spa_dir / "index.html").is_file():
+        handlers.append(create_static_files_router(path="/", directories=[settings.spa_dir],
+                                                   html_mode=True, name="spa"))
     return Litestar(
-        route_handlers=[stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers, status,
-                        ws_handler(f"{API}/ws", feed, counters), servicemap, metrics],
-        lifespan=[lifespan],
+        route_handlers=handlers,
+        lifespan=lifespans,
         exception_handlers={HTTPException: _error_response},
         openapi_config=OpenAPIConfig(title="kubectl-shark hub", version=VERSION, path="/schema"),
         logging_config=None,

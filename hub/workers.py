@@ -263,13 +263,51 @@ class PcapAnswer:
 
 
 class WorkerPool:
-    def __init__(self, urls: Sequence[str], *, poll_interval: float = 2.0, **client_options: Any) -> None:
-        if not urls:
+    """The workers the hub fans out to. Membership may change while it runs (in cluster the
+    DaemonSet's pods come and go): `add` and `remove` tell the `on_membership` listeners, and
+    every fan-out works on a snapshot of the clients taken when it starts."""
+
+    def __init__(self, urls: Sequence[str], *, poll_interval: float = 2.0, allow_empty: bool = False,
+                 **client_options: Any) -> None:
+        if not urls and not allow_empty:
             raise ValueError("at least one worker URL is needed")
+        self.client_options = client_options
         self.clients = [WorkerClient(url, **client_options) for url in urls]
         self.poll_interval = poll_interval
         self._poller: asyncio.Task[None] | None = None
         self.on_change: list[Callable[[WorkerClient], None]] = []
+        # (client, True) when a worker joins, (client, False) when it leaves
+        self.on_membership: list[Callable[[WorkerClient, bool], None]] = []
+
+    def find(self, url: str) -> WorkerClient | None:
+        base = api_base(url)
+        return next((c for c in self.clients if c.url == base), None)
+
+    async def add(self, url: str) -> WorkerClient:
+        """Start fanning out to the worker at `url` (no-op when it is already a member)."""
+        existing = self.find(url)
+        if existing is not None:
+            return existing
+        client = WorkerClient(url, **self.client_options)
+        self.clients = [*self.clients, client]
+        for callback in self.on_membership:
+            callback(client, True)
+        try:
+            await client.refresh()
+        except (httpx.HTTPError, WorkerError, ValueError) as error:
+            client.mark(error if isinstance(error, (httpx.HTTPError, WorkerError)) else WorkerError(str(error)))
+        return client
+
+    async def remove(self, url: str) -> bool:
+        """Stop fanning out to the worker at `url`; False when it was not a member."""
+        client = self.find(url)
+        if client is None:
+            return False
+        self.clients = [c for c in self.clients if c is not client]
+        for callback in self.on_membership:
+            callback(client, False)
+        await client.aclose()
+        return True
 
     async def start(self) -> None:
         await self.refresh_all()
@@ -296,7 +334,7 @@ class WorkerPool:
                          "up" if client.health.ok else f"down: {client.health.error}")
                 for callback in self.on_change:
                     callback(client)
-        await asyncio.gather(*(one(client) for client in self.clients))
+        await asyncio.gather(*(one(client) for client in list(self.clients)))
 
     async def _poll(self) -> None:
         while True:
@@ -324,10 +362,11 @@ class WorkerPool:
     async def entries(self, params: dict[str, str], limit: int) -> EntriesAnswer:
         """Every worker's matching entries, merged newest first by ts, at most `limit`."""
         params = {**params, "limit": str(limit)}
-        results = await asyncio.gather(*(c.entries(params) for c in self.clients), return_exceptions=True)
+        clients = self.clients
+        results = await asyncio.gather(*(c.entries(params) for c in clients), return_exceptions=True)
         lists: list[list[dict[str, Any]]] = []
         workers: list[dict[str, Any]] = []
-        for client, result in zip(self.clients, results):
+        for client, result in zip(clients, results):
             if isinstance(result, BaseException):
                 if isinstance(result, WorkerError) and result.status == 400:
                     raise result   # the caller's mistake (a bad since/until/limit): say so
@@ -351,8 +390,9 @@ class WorkerPool:
 
         async def open_one(client: WorkerClient) -> httpx.Response:
             return await client.open_stream(stack, "/pcap", params)
-        results = await asyncio.gather(*(open_one(c) for c in self.clients), return_exceptions=True)
-        for client, result in zip(self.clients, results):
+        clients = self.clients
+        results = await asyncio.gather(*(open_one(c) for c in clients), return_exceptions=True)
+        for client, result in zip(clients, results):
             if isinstance(result, BaseException):
                 if isinstance(result, WorkerError) and result.status == 400:
                     await stack.aclose()
