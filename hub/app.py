@@ -250,6 +250,7 @@ def create_app(settings: HubSettings) -> Litestar:
         try:
             yield
         finally:
+            await feed.close()
             await pool.close()
 
     @get(f"{API}/entries")
@@ -391,7 +392,8 @@ def create_app(settings: HubSettings) -> Litestar:
     async def metrics() -> Response[str]:
         """Prometheus text: worker counters as last polled, hub stream counters."""
         rows = [(c.node or c.url, c.health.ok, c.health.status) for c in pool.clients]
-        return Response(render_metrics(rows, counters), media_type=METRICS_CONTENT_TYPE)
+        return Response(render_metrics(rows, counters, groups=len(feed.groups), upstreams=feed.upstreams()),
+                        media_type=METRICS_CONTENT_TYPE)
 
     handlers: list[Any] = [stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers,
                            status, ws_handler(f"{API}/ws", feed, counters), servicemap, metrics]

@@ -74,7 +74,7 @@ WORKER_METRICS = (
 
 
 def render(workers: Iterable[tuple[str, bool | None, dict[str, Any] | None]],
-           counters: StreamCounters) -> str:
+           counters: StreamCounters, *, groups: int = 0, upstreams: int = 0) -> str:
     """workers: (node label, up, last /status) per worker. A worker's counters are left out
     while it is down (its last values would be stale)."""
     rows = list(workers)
@@ -96,5 +96,11 @@ def render(workers: Iterable[tuple[str, bool | None, dict[str, Any] | None]],
               f"shark_hub_ws_clients {counters.ws_clients}",
               "# HELP shark_hub_sse_lost_events_total Events dropped from full client queues (SSE and WebSocket).",
               "# TYPE shark_hub_sse_lost_events_total counter",
-              f"shark_hub_sse_lost_events_total {counters.lost_total}"]
+              f"shark_hub_sse_lost_events_total {counters.lost_total}",
+              "# HELP shark_hub_stream_groups Distinct live queries; clients with the same query share one.",
+              "# TYPE shark_hub_stream_groups gauge",
+              f"shark_hub_stream_groups {groups}",
+              "# HELP shark_hub_worker_streams Open /stream connections from the hub to workers (one per query and worker).",
+              "# TYPE shark_hub_worker_streams gauge",
+              f"shark_hub_worker_streams {upstreams}"]
     return "\n".join(lines) + "\n"

@@ -87,9 +87,9 @@ class WorkerClient:
         self.backoff = backoff
         self.health = Health()
         self.node: str | None = None
-        # Every live client of the hub holds one SSE stream per worker open: httpx's default
-        # pool of 100 connections made the 101st stream (and every request after it) wait
-        # forever. The number of streams is bounded by the hub's clients, not by the pool.
+        # The feed holds one SSE stream per worker for every distinct live query: httpx's
+        # default pool of 100 connections made the 101st stream (and every request after it)
+        # wait forever. The number of streams is bounded by the live queries, not by the pool.
         self.http = httpx.AsyncClient(
             base_url=self.url, transport=transport,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),

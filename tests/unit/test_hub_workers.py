@@ -280,12 +280,13 @@ def test_client_queue_drops_the_oldest_and_counts():
     assert run(go()) == ("2", 2, "3", 0)
 
 
-def test_ring_maps_hub_ids_to_worker_positions():
-    from hub.stream import Ring
-    ring = Ring(size=4)
-    for worker, seq in [(0, 10), (1, 5), (0, 11), (1, 6), (0, 12)]:
-        ring.add(worker, seq)
-    # id 1 (worker 0 seq 10) has left the bounded ring
-    assert ring.positions(4) == {1: 6, 0: 11}
-    assert ring.positions(5) == {1: 6, 0: 12}
-    assert ring.positions(2) == {1: 5}
+def test_marks_map_hub_ids_to_worker_positions_in_a_bounded_ring():
+    from hub.stream import Marks
+    marks = Marks(size=4)
+    assert marks.oldest_id is None and marks.after(0, 100) == []
+    for hub_id, worker, seq in [(101, "w0", 10), (102, "w1", 5), (105, "w0", 11), (106, "w1", 6), (107, "w0", 12)]:
+        marks.add(hub_id, worker, seq)
+    # id 101 (w0 seq 10) has left the bounded ring
+    assert marks.oldest_id == 102
+    assert marks.after(102, 106) == [(105, "w0", 11), (106, "w1", 6)]
+    assert marks.after(106, 10**9) == [(107, "w0", 12)]

@@ -1,0 +1,211 @@
+"""The hub's live feed (hub/stream.py) against in-process fake workers that speak the worker's
+/stream contract: replay after Last-Event-ID from the index, then live entries.
+
+What is checked: clients with the same query share one upstream per worker; ids are the
+group's, also when a client resumes (from the ring of recent events or re-read from the
+workers); a resume point the hub no longer knows is stated; workers joining and leaving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+
+from hub.stream import Feed
+from hub.workers import WorkerPool
+
+
+class FakeWorker:
+    """A worker's /status and /stream: every connection replays what it has after
+    Last-Event-ID, then gets what is published while it is open."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.entries: list[tuple[int, str]] = []
+        self.open: list[asyncio.Queue[tuple[int, str] | None]] = []
+        self.connections: list[dict[str, Any]] = []
+
+    def publish(self, path: str) -> None:
+        seq = len(self.entries) + 1
+        data = json.dumps({"id": f"{self.node}:{seq}", "node": self.node, "ts": float(seq),
+                           "request": {"path": path}})
+        self.entries.append((seq, data))
+        for queue in self.open:
+            queue.put_nowait((seq, data))
+
+    async def _body(self, after: int, queue: asyncio.Queue[tuple[int, str] | None]) -> AsyncIterator[bytes]:
+        try:
+            for seq, data in [e for e in self.entries if e[0] > after]:
+                yield f"event: entry\nid: {seq}\ndata: {data}\n\n".encode()
+            while (item := await queue.get()) is not None:
+                yield f"event: entry\nid: {item[0]}\ndata: {item[1]}\n\n".encode()
+        finally:
+            self.open.remove(queue)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/status"):
+            return httpx.Response(200, json={"node": self.node})
+        if request.url.path.endswith("/stream"):
+            after = int(request.headers.get("last-event-id", "0"))
+            self.connections.append({"q": request.url.params.get("q"), "after": after})
+            queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
+            self.open.append(queue)
+            return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                  content=self._body(after, queue))
+        return httpx.Response(404, json={"error": "not found"})
+
+
+class Transport(httpx.AsyncBaseTransport):
+    def __init__(self, workers: dict[str, FakeWorker]) -> None:
+        self.workers = workers
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.workers[request.url.host].handle(request)
+
+
+def fake_pool(*names: str) -> tuple[WorkerPool, dict[str, FakeWorker]]:
+    workers = {name: FakeWorker(name) for name in names}
+    pool = WorkerPool([f"http://{name}:8897" for name in names], retries=0, timeout=2.0,
+                      transport=Transport(workers))
+    return pool, workers
+
+
+class Client:
+    """One consumer of Feed.events, collecting what it receives."""
+
+    def __init__(self, feed: Feed, q: str | None, last_id: int | None = None) -> None:
+        self.events: list[Any] = []
+        self.task = asyncio.create_task(self._run(feed.events(q, last_id)))
+
+    async def _run(self, events: AsyncIterator[Any]) -> None:
+        async with aclosing(events):
+            async for event in events:
+                self.events.append(event)
+
+    def entries(self) -> list[tuple[int, str]]:
+        return [(int(e.id), json.loads(e.data)["id"]) for e in self.events if e.event == "entry"]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [json.loads(e.data) for e in self.events if e.event == kind]
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def until(check, what: str, timeout: float = 5.0):  # noqa: ANN001, ANN201
+    async with asyncio.timeout(timeout):
+        while not (value := check()):
+            await asyncio.sleep(0.01)
+    assert value, what
+    return value
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    return asyncio.run(coro)
+
+
+def test_clients_with_one_query_share_one_upstream_per_worker():
+    async def go() -> None:
+        pool, workers = fake_pool("w1", "w2")
+        feed = Feed(pool)
+        a, b, everything = Client(feed, "http"), Client(feed, "http"), Client(feed, None)
+        await until(lambda: all(len(w.open) == 2 for w in workers.values()), "two upstreams per worker")
+        workers["w1"].publish("/one")
+        workers["w2"].publish("/two")
+        await until(lambda: len(a.entries()) == 2 and len(b.entries()) == 2 and len(everything.entries()) == 2,
+                    "every client got both entries")
+        # one connection per worker and query, however many clients: 2 queries x 2 workers
+        for worker in workers.values():
+            assert sorted(c["q"] or "" for c in worker.connections) == ["", "http"]
+        assert a.entries() == b.entries()                       # same events, same ids
+        assert {e[1] for e in everything.entries()} == {"w1:1", "w2:1"}
+        assert feed.upstreams() == 4 and len(feed.groups) == 2
+        # each client was told both workers are up, a late joiner too
+        late = Client(feed, "http")
+        await until(lambda: len(late.of("status")) == 2, "status of both workers for a late joiner")
+        assert all(s["ok"] for s in late.of("status"))
+        for client in (a, b, everything, late):
+            await client.close()
+        await feed.close()
+        await pool.close()
+    run(go())
+
+
+def test_resume_gives_the_groups_own_ids_from_the_ring_and_from_the_workers():
+    async def go() -> None:
+        pool, workers = fake_pool("w1", "w2")
+        feed = Feed(pool, recent_size=2)        # the ring holds 2 events: the rest is re-read
+        keeper = Client(feed, "http")           # keeps the group alive and sees everything
+        first = Client(feed, "http")
+        await until(lambda: all(len(w.open) == 1 for w in workers.values()), "upstreams")
+        for n in range(2):
+            workers["w1"].publish(f"/before{n}")
+        await until(lambda: len(first.entries()) == 2, "two entries before leaving")
+        last_id = first.entries()[-1][0]
+        await first.close()
+        for n in range(3):
+            workers["w1"].publish(f"/away{n}")
+            workers["w2"].publish(f"/away{n}")
+        await until(lambda: len(keeper.entries()) == 8, "the keeper saw the 6 missed entries")
+        resumed = Client(feed, "http", last_id)
+        missed = keeper.entries()[2:]
+        await until(lambda: len(resumed.entries()) >= 6, "the 6 missed entries replayed")
+        assert resumed.entries()[:6] == missed                 # same ids, same order, none twice
+        assert resumed.of("lost") == []
+        # 4 of the 6 were older than the ring: re-read from the workers after a worker seq
+        replays = [c["after"] for w in workers.values() for c in w.connections if c["after"]]
+        assert replays, "the workers were asked to replay"
+        workers["w2"].publish("/live")
+        await until(lambda: len(resumed.entries()) == 7, "live again after catching up")
+        assert resumed.entries()[-1][1] == "w2:4" and resumed.entries()[-1][0] > missed[-1][0]
+        for client in (keeper, resumed):
+            await client.close()
+        await feed.close()
+        await pool.close()
+    run(go())
+
+
+def test_a_resume_point_the_hub_does_not_remember_is_stated():
+    async def go() -> None:
+        pool, workers = fake_pool("w1")
+        feed = Feed(pool)
+        stale = Client(feed, None, last_id=12)        # e.g. an id from before a hub restart
+        lost = await until(lambda: stale.of("lost"), "a lost notice")
+        assert lost[0]["lost"] is None and "older than what the hub remembers" in lost[0]["reason"]
+        await until(lambda: workers["w1"].open, "then live")
+        workers["w1"].publish("/after")
+        await until(lambda: stale.entries(), "live entries after the notice")
+        await stale.close()
+        await feed.close()
+        await pool.close()
+    run(go())
+
+
+def test_workers_joining_and_leaving_and_idle_groups_closing():
+    async def go() -> None:
+        pool, workers = fake_pool("w1", "w2")
+        workers["w3"] = FakeWorker("w3")
+        feed = Feed(pool, linger_s=0.05)
+        client = Client(feed, "http")
+        await until(lambda: len(client.of("status")) == 2, "two workers up")
+        await pool.add("http://w3:8897")
+        await until(lambda: workers["w3"].open, "the group follows the new worker")
+        workers["w3"].publish("/new")
+        await until(lambda: client.entries(), "an entry from the new worker")
+        await pool.remove("http://w1:8897")
+        gone = await until(lambda: [s for s in client.of("status") if s["ok"] is False], "w1 left")
+        assert gone[0]["url"] == "http://w1:8897/api/v1" and "left" in gone[0]["error"]
+        await until(lambda: not workers["w1"].open, "its upstream closed")
+        await client.close()
+        # the last client gone: the group lingers, then its upstreams close
+        await until(lambda: not feed.groups and not workers["w2"].open and not workers["w3"].open,
+                    "idle group closed")
+        await feed.close()
+        await pool.close()
+    run(go())
