@@ -1,0 +1,284 @@
+"""Scripting in the hub, put together: the store, the scripting thread, the scripts' console,
+the actions, and the hub task that feeds new entries to onItemCaptured.
+
+The routes (routes.py) call this; hub/app.py creates one per hub and runs its lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+
+from hub.scripts.actions import Actions
+from hub.scripts.engine import ScriptEngine
+from hub.scripts.logs import ScriptLogs
+from hub.scripts.model import MAX_CODE_BYTES, StoredScript, name_problem
+from hub.scripts.runtime import Limits, ScriptRuntime
+from hub.scripts.store import ConfigMapScriptStore, FileScriptStore, MemoryScriptStore, ScriptStore, StoreError
+from hub.scripts.syntax import SyntaxProblem, locate
+
+if TYPE_CHECKING:
+    from hub.app import HubState
+
+log = logging.getLogger("shark.hub.scripts")
+
+
+@dataclass
+class ScriptSettings:
+    env: dict[str, str] = field(default_factory=dict)          # `env` in every script
+    allowed_hosts: list[str] = field(default_factory=list)     # for vendor.webhook / vendor.slack
+    time_limit_s: float = 1.0                                  # CPU seconds per hook call or job run
+    memory_limit: int = 64 * 1024 * 1024                       # bytes per script
+    max_failures: int = 5                                      # failures within the window that disable
+    failure_window_s: float = 60.0
+    outbound_timeout_s: float = 10.0
+    store: ScriptStore | None = None     # None: <state_dir>/scripts, or memory without a state dir
+    outbound_transport: httpx.AsyncBaseTransport | None = None  # tests inject faults here
+
+
+class ScriptNotFound(LookupError):
+    pass
+
+
+class ScriptConflict(Exception):
+    pass
+
+
+class ScriptRejected(ValueError):
+    """The script cannot be taken: `field` names what is wrong; a syntax error has its place."""
+
+    def __init__(self, field_name: str, message: str, syntax: SyntaxProblem | None = None) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.syntax = syntax
+
+
+class Scripting:
+    def __init__(self, state: HubState) -> None:
+        self.state = state
+        settings: ScriptSettings = getattr(state.settings, "scripts", None) or ScriptSettings()
+        self.settings = settings
+        self.limits = Limits(settings.time_limit_s, settings.memory_limit)
+        state_dir: Path | None = state.settings.state_dir
+        kube = getattr(state.settings, "kube_settings", None)
+        if settings.store is not None:
+            self.store: ScriptStore = settings.store
+        elif state.settings.kube and getattr(kube, "api_client", None) is not None:
+            # in a cluster the pod's files do not outlive it: scripts go to a ConfigMap
+            self.store = ConfigMapScriptStore(kube.api_client, kube.resolved_namespace())
+        elif state_dir is not None:
+            self.store = FileScriptStore(Path(state_dir) / "scripts")
+        else:
+            self.store = MemoryScriptStore()
+        self.logs = ScriptLogs()
+        self.actions = Actions(state.pool, self.logs, settings.allowed_hosts,
+                               Path(state_dir) / "snapshots" if state_dir is not None else None,
+                               self._disabled_by_engine, settings.outbound_transport, settings.outbound_timeout_s)
+        self.engine = ScriptEngine(self.limits, dict(settings.env), self.actions.dispatch,
+                                   max_failures=settings.max_failures, failure_window_s=settings.failure_window_s)
+        self.scripts: dict[str, StoredScript] = {}
+        self._feed_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock = asyncio.Lock()      # one change to the set of scripts at a time
+        self.feed_lost = 0
+
+    # -- life -------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        self.engine.start(asyncio.get_running_loop())
+        await self.actions.start()
+        try:
+            stored = await self.store.load_all()
+        except StoreError as error:
+            log.error("scripts: cannot read the stored scripts: %s", error)
+            stored = []
+        for script in stored:
+            self.scripts[script.name] = script
+            await self.engine.load(script.name, script.code, script.enabled, script.disabled_reason)
+        if stored:
+            log.info("scripts: %d loaded from %s", len(stored), self.store.description)
+        self._sync_feed()
+
+    async def stop(self) -> None:
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            await asyncio.gather(self._feed_task, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self.engine.stop)
+        await self.actions.close()
+
+    # -- onItemCaptured: the hub's own client of the feed ---------------------------------------
+    def _sync_feed(self) -> None:
+        """Follow the feed while some running script has onItemCaptured, and only then."""
+        wanted = self.engine.wants("onItemCaptured")
+        if wanted and self._feed_task is None:
+            self._feed_task = asyncio.create_task(self._follow_feed(), name="hub-scripts-feed")
+        elif not wanted and self._feed_task is not None:
+            self._feed_task.cancel()
+            self._feed_task = None
+
+    async def _follow_feed(self) -> None:
+        while True:
+            try:
+                async for event in self.state.feed.events(None, None):
+                    if event.event == "entry":
+                        self.engine.captured(str(event.data))
+                    elif event.event == "lost":
+                        try:
+                            self.feed_lost += int(json.loads(str(event.data)).get("lost", 0))
+                        except (ValueError, AttributeError):
+                            pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - scripts must not lose the feed for good over one bug
+                log.exception("scripts: following the feed failed; again in 1s")
+            await asyncio.sleep(1.0)
+
+    # -- onItemQueried, hub actions, jobs -------------------------------------------------------
+    async def on_queried(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not entries or not self.engine.wants("onItemQueried"):
+            return entries
+        texts = await self.engine.queried([json.dumps(entry) for entry in entries])
+        return [json.loads(text) for text in texts]
+
+    def hub_action(self, action: str, data: Any) -> None:
+        self.engine.hub_action(action, json.dumps(data))
+
+    async def run_job(self, name: str, job: str) -> str | None:
+        """Run a job now; its failure as text, or None."""
+        try:
+            failure = await self.engine.run_job(name, job)
+        except KeyError:
+            raise ScriptNotFound(name) from None
+        return failure.describe(self.limits) if failure is not None else None
+
+    # -- managing scripts -----------------------------------------------------------------------
+    def view(self, name: str, code: bool = True) -> dict[str, Any]:
+        script = self.scripts.get(name)
+        if script is None:
+            raise ScriptNotFound(name)
+        state = self.engine.states.get(name)
+        status = state.view() if state is not None else {"state": "loading"}
+        if script.enabled is False and script.disabled_reason and not status.get("disabled_reason"):
+            status["disabled_reason"] = script.disabled_reason
+        body: dict[str, Any] = {"name": name, **status, "created": script.created, "updated": script.updated}
+        if code:
+            body["code"] = script.code
+        return body
+
+    def views(self) -> list[dict[str, Any]]:
+        return [self.view(name, code=False) for name in sorted(self.scripts)]
+
+    def overview(self) -> dict[str, Any]:
+        return {
+            "scripts": self.views(),
+            "store": self.store.description,
+            "limits": {"time_s": self.limits.time_s, "memory_bytes": self.limits.memory_bytes,
+                       "max_failures": self.settings.max_failures, "failure_window_s": self.settings.failure_window_s},
+            "env": sorted(self.settings.env),
+            "allowed_hosts": self.actions.policy.patterns,
+            "feed": {"following": self._feed_task is not None, "entries": self.engine.captured_seen,
+                     "dropped": self.engine.captured_dropped, "lost": self.feed_lost,
+                     "backlog": self.engine.backlog()},
+            "outbound": dataclasses.asdict(self.actions.outbound),
+            "tags": {"written": self.actions.tags_written, "failed": self.actions.tags_failed},
+        }
+
+    async def put(self, name: str, code: str | None, enabled: bool | None, *, create_only: bool = False) -> bool:
+        """Create or update a script; True when it was created. Raises ScriptRejected
+        (nothing changed), ScriptConflict (create_only and it exists), StoreError."""
+        problem = name_problem(name)
+        if problem is not None:
+            raise ScriptRejected("name", problem)
+        if code is not None:
+            if not isinstance(code, str):
+                raise ScriptRejected("code", "expected the script's JavaScript as a string")
+            if not code.strip():
+                raise ScriptRejected("code", "the script is empty")
+            if len(code.encode("utf-8")) > MAX_CODE_BYTES:
+                raise ScriptRejected("code", f"the script is larger than {MAX_CODE_BYTES // 1024} KiB")
+        if enabled is not None and not isinstance(enabled, bool):
+            raise ScriptRejected("enabled", "expected true or false")
+        async with self._lock:
+            existing = self.scripts.get(name)
+            if existing is not None and create_only:
+                raise ScriptConflict(name)
+            if existing is None and code is None:
+                raise ScriptRejected("code", "missing; a new script needs its code")
+            new_code = code if code is not None else existing.code  # type: ignore[union-attr]
+            new_enabled = enabled if enabled is not None else (existing.enabled if existing else True)
+            if new_enabled:
+                result = await self.engine.load(name, new_code, True, replace=False)
+                if result.failure is not None:
+                    raise self._rejection(new_code, result.failure)
+            else:
+                failure = await asyncio.to_thread(self._check, name, new_code)
+                if failure is not None:
+                    raise self._rejection(new_code, failure)
+                await self.engine.load(name, new_code, False)
+            now = round(time.time(), 3)
+            script = StoredScript(name=name, code=new_code, enabled=new_enabled, disabled_reason=None,
+                                  created=existing.created if existing else now, updated=now)
+            await self.store.put(script)
+            self.scripts[name] = script
+            if existing is None:
+                self.logs.add(name, "info", "created", "hub")
+            self._sync_feed()
+            return existing is None
+
+    def _check(self, name: str, code: str) -> Any:
+        """Load in a context of its own (thrown away) to find what is wrong with a script
+        that is to be stored disabled."""
+        return ScriptRuntime(name, code, dict(self.settings.env), self.limits).load().failure
+
+    def _rejection(self, code: str, failure: Any) -> ScriptRejected:
+        if failure.kind == "syntax" and failure.line is not None:
+            problem = locate(code, failure.message, failure.line)
+            return ScriptRejected("code", str(problem), problem)
+        return ScriptRejected("code", f"the script failed when it was loaded: {failure.describe(self.limits)}")
+
+    async def delete(self, name: str) -> None:
+        async with self._lock:
+            if name not in self.scripts:
+                raise ScriptNotFound(name)
+            await self.engine.unload(name)
+            await self.store.delete(name)
+            del self.scripts[name]
+            self.logs.add(name, "info", "deleted", "hub")
+            self._sync_feed()
+
+    def _disabled_by_engine(self, name: str, reason: str) -> None:
+        """The scripting thread disabled a script: remember it in the store too."""
+        script = self.scripts.get(name)
+        self._sync_feed()
+        if script is None:
+            return
+        script = msgspec.structs.replace(script, enabled=False, disabled_reason=reason, updated=round(time.time(), 3))
+        self.scripts[name] = script
+
+        async def save() -> None:
+            try:
+                await self.store.put(script)
+            except StoreError as error:
+                self.logs.add(name, "error", f"could not store that it was disabled: {error}", "hub")
+        task = asyncio.create_task(save())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
