@@ -1,0 +1,168 @@
+"""manifests/ filled in with tap's options, in apply order.
+
+The YAML files listed in manifests/kustomization.yaml are the base (`kubectl apply -k
+manifests/` deploys them as they are); this module changes only what an option says:
+the release namespace (and the names of cluster-scoped objects and the hostPath that depend
+on it), the image, the workers' storage limit, the hub's targets and, with --tls, what eBPF
+capture needs. No I/O besides reading manifests/.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shark import __version__
+from shark.kube.resources import APPLY_ORDER, DEFAULT_RELEASE_NAMESPACE, HUB, MANAGED_BY, MANAGER, WORKER
+from shark.units import UnitError, parse_size
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+DEFAULT_IMAGE = f"kubectl-shark:{__version__}"
+PULL_POLICIES = ("IfNotPresent", "Always", "Never")
+TLS_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE"]
+# What bcc needs from the node for eBPF TLS capture: kernel headers and tracefs.
+TLS_HOST_PATHS = (("lib-modules", "/lib/modules", True), ("usr-src", "/usr/src", True),
+                  ("tracefs", "/sys/kernel/tracing", False))
+NAMESPACE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class OptionError(ValueError):
+    """An option the manifests cannot be rendered with; the message starts with the option."""
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    release_namespace: str = DEFAULT_RELEASE_NAMESPACE
+    image: str = DEFAULT_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    storage_limit: str = "200MB"
+    pod_regex: str | None = None                 # None: every pod
+    target_namespaces: tuple[str, ...] = ()      # empty: every namespace
+    tls: bool = False
+
+    def check(self) -> None:
+        for option, name in [("--release-namespace", self.release_namespace),
+                             *(("-n/--namespace", ns) for ns in self.target_namespaces)]:
+            if len(name) > 63 or not NAMESPACE_NAME.match(name):
+                raise OptionError(f"{option}: {name!r} is not a namespace name (lower case letters, digits "
+                                  "and '-', at most 63 characters)")
+        if not self.image or any(c.isspace() for c in self.image):
+            raise OptionError(f"--image: {self.image!r} is not an image reference")
+        if self.image_pull_policy not in PULL_POLICIES:
+            raise OptionError(f"--image-pull-policy: {self.image_pull_policy!r} is not one of "
+                              f"{', '.join(PULL_POLICIES)}")
+        try:
+            parse_size(self.storage_limit, "--storage-limit")
+        except UnitError as error:
+            raise OptionError(str(error)) from None
+        if self.pod_regex is not None:
+            try:
+                re.compile(self.pod_regex)
+            except re.error as error:
+                at = f" at position {error.pos}" if error.pos is not None else ""
+                raise OptionError(f"POD_REGEX: {self.pod_regex!r} is not a regular expression: {error.msg}{at}") \
+                    from None
+
+
+def cluster_scoped_name(release_namespace: str) -> str:
+    """ClusterRole and ClusterRoleBinding names: one pair per release namespace."""
+    return HUB if release_namespace == DEFAULT_RELEASE_NAMESPACE else f"{HUB}-{release_namespace}"
+
+
+def storage_path(release_namespace: str) -> str:
+    return f"/var/lib/kubectl-shark/{release_namespace}"
+
+
+def load_base(directory: Path = MANIFESTS) -> list[dict[str, Any]]:
+    """The objects of the kustomization's resources, in the order it lists them."""
+    kustomization = directory / "kustomization.yaml"
+    try:
+        listed = (yaml.safe_load(kustomization.read_text(encoding="utf-8")) or {}).get("resources") or []
+    except OSError as error:
+        raise OptionError(f"cannot read the manifests: {kustomization}: {error.strerror or error}") from None
+    objects = []
+    for name in listed:
+        path = directory / name
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc:
+                objects.append(doc)
+    return objects
+
+
+def _find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    for obj in objects:
+        if obj.get("kind") == kind and obj.get("metadata", {}).get("name") == name:
+            return obj
+    raise OptionError(f"the manifests have no {kind} {name!r}")
+
+
+def _container(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    for container in workload["spec"]["template"]["spec"].get("containers") or []:
+        if container.get("name") == name:
+            return container
+    raise OptionError(f"the manifests' {workload['kind']} {workload['metadata']['name']!r} has no container {name!r}")
+
+
+def _set_arg(args: list[str], flag: str, value: str) -> None:
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+
+
+def render(options: DeployOptions, base: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The objects to apply for these options, dependencies first."""
+    options.check()
+    objects = copy.deepcopy(base if base is not None else load_base())
+    ns = options.release_namespace
+    cluster_name = cluster_scoped_name(ns)
+    for obj in objects:
+        meta = obj.setdefault("metadata", {})
+        if meta.get("labels", {}).get(MANAGED_BY) != MANAGER:
+            raise OptionError(f"the manifests' {obj.get('kind')} {meta.get('name')!r} lacks the label "
+                              f"{MANAGED_BY}={MANAGER} that clean finds it by")
+        if obj["kind"] == "Namespace":
+            meta["name"] = ns
+        elif obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            meta["name"] = cluster_name
+        else:
+            meta["namespace"] = ns
+        if obj["kind"] == "ClusterRoleBinding":
+            obj["roleRef"]["name"] = cluster_name
+            for subject in obj.get("subjects") or []:
+                subject["namespace"] = ns
+
+    hub = _container(_find(objects, "Deployment", HUB), "hub")
+    worker_set = _find(objects, "DaemonSet", WORKER)
+    worker = _container(worker_set, "worker")
+    for container in (hub, worker):
+        container["image"] = options.image
+        container["imagePullPolicy"] = options.image_pull_policy
+    if options.pod_regex is not None:
+        hub["args"] += ["--pod-regex", options.pod_regex]
+    for target in options.target_namespaces:
+        hub["args"] += ["--target-namespace", target]
+    _set_arg(worker["args"], "--storage-limit", options.storage_limit)
+    pod_spec = worker_set["spec"]["template"]["spec"]
+    for volume in pod_spec.get("volumes") or []:
+        if volume.get("name") == "storage" and "hostPath" in volume:
+            volume["hostPath"]["path"] = storage_path(ns)
+    if options.tls:
+        worker["args"].append("--tls")
+        caps = worker.setdefault("securityContext", {}).setdefault("capabilities", {}).setdefault("add", [])
+        caps += [c for c in TLS_CAPABILITIES if c not in caps]
+        pod_spec["hostPID"] = True       # uprobes on the libssl of processes in other pods
+        for name, path, read_only in TLS_HOST_PATHS:
+            pod_spec.setdefault("volumes", []).append({"name": name, "hostPath": {"path": path}})
+            worker.setdefault("volumeMounts", []).append({"name": name, "mountPath": path, "readOnly": read_only})
+    return sorted(objects, key=lambda o: APPLY_ORDER.index(o["kind"]) if o["kind"] in APPLY_ORDER else len(APPLY_ORDER))
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    """One YAML stream, as `kubectl apply -f -` reads it."""
+    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,125 @@
+"""Cluster mode end to end on one machine: `tap` deploys into the API double, and the hub and
+workers it deployed run as real processes, started the way a kubelet would start them: with
+the command and arguments of the pod spec tap applied.
+
+The nodes are loopback addresses (127.x.y.z, unique to this test run), so the workers' host
+network addresses are real and local; the workers replay a pcap instead of capturing `any`
+(the only argument changed besides paths and the listen address); the hub finds them through
+the double as it would through a cluster's API. A pod turns ready in the double only when its
+process answers the readiness probe path, as a kubelet probing it would see.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from relay import RelayForwarder
+from shark.kube.render import DeployOptions
+from shark.kube.runner import Access, ClusterRunner, Proxy
+from shark.kube.view import LineView
+from support.kubeapi import KubeAPI
+from support.processes import Proc, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PCAP = ROOT / "tests" / "golden" / "http1" / "basic.pcap"
+
+
+def loopback_nodes() -> dict[str, str]:
+    pid = os.getpid()
+    base = f"127.{100 + pid % 100}.{pid // 100 % 250 + 1}"
+    return {"node-a": f"{base}.2", "node-b": f"{base}.3"}
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def replace_arg(args: list[str], flag: str, value: str) -> list[str]:
+    args = list(args)
+    args[args.index(flag) + 1] = value
+    return args
+
+
+def container(kube: KubeAPI, kind: str, name: str) -> dict[str, Any]:
+    return kube.get(kind, name, "shark")["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.skipif(not PCAP.exists(), reason="the golden HTTP capture is missing")
+def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube, tmp_path):
+    nodes = loopback_nodes()
+    for name, ip in nodes.items():
+        kube.add_node(name, ip=ip)
+    probes: dict[str, str] = {}     # pod kind -> readiness URL, once its process runs
+
+    def kubelet(pod: dict[str, Any]) -> str:
+        component = pod["metadata"]["labels"].get("app.kubernetes.io/component")
+        key = component if component == "hub" else pod["spec"].get("nodeName", "")
+        url = probes.get(key)
+        return "ready" if url and answers(url) else "creating"
+    kube.pod_behavior = kubelet
+    forwarder = RelayForwarder(("127.0.0.1", 0))
+    said: list[str] = []
+    runner = ClusterRunner(Access(str(kube.kubeconfig), None, "shark"), said.append, said.append,
+                           forwarder=forwarder, opener=lambda url: None, view_factory=LineView, poll_interval=0.2)
+    port = free_port()
+    result: list[Any] = []
+
+    def tap() -> None:
+        try:
+            result.append(runner.tap(DeployOptions(target_namespaces=("default",)), Proxy("127.0.0.1", port, False),
+                                     60))
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            result.append(error)
+    thread = threading.Thread(target=tap)
+    thread.start()
+    processes: list[Proc] = []
+    try:
+        kube.wait_for(lambda: kube.find("DaemonSet", "shark-worker", "shark"), 20, "the DaemonSet")
+        worker = container(kube, "DaemonSet", "shark-worker")
+        for name, ip in nodes.items():
+            args = replace_arg(worker["args"], "--iface", "any")
+            at = args.index("--iface")
+            args[at:at + 2] = ["--pcap", str(PCAP)]                  # replay instead of capturing `any`
+            args = replace_arg(args, "--storage-dir", str(tmp_path / name))
+            args = replace_arg(args, "--listen", f"{ip}:8897")
+            args = replace_arg(args, "--node", name)                 # $(NODE_NAME), from spec.nodeName
+            assert worker["command"] == ["python", "-m", "worker"]
+            processes.append(Proc([sys.executable, "-m", "worker", *args]))
+            processes[-1].wait_line(r"serving on")
+            probes[name] = f"http://{ip}:8897{worker['readinessProbe']['httpGet']['path']}"
+        hub = container(kube, "Deployment", "shark-hub")
+        assert hub["command"] == ["python", "-m", "hub"]
+        args = replace_arg(hub["args"], "--listen", "127.0.0.1:0")
+        args = replace_arg(args, "--state-dir", str(tmp_path / "hub"))
+        hub_proc = Proc([sys.executable, "-m", "hub", *args, "--kubeconfig", str(kube.kubeconfig)],
+                        env={"POD_NAMESPACE": "shark"})         # the downward API's value
+        processes.append(hub_proc)
+        hub_url = hub_proc.wait_line(r"hub serving on (http://\S+)").group(1)
+        forwarder.target = ("127.0.0.1", int(hub_url.rsplit(":", 1)[1]))
+        probes["hub"] = hub_url + hub["readinessProbe"]["httpGet"]["path"]
+        assert forwarder.started.wait(60), "\n".join(said)
+
+        ui = f"http://127.0.0.1:{port}/api/v1"
+        workers = kube.wait_for(lambda: (w := httpx.get(f"{ui}/workers").json()) and len(w) == 2
+                                and all(x["ok"] for x in w) and w, 30, "both workers up at the hub")
+        assert sorted(w["url"] for w in workers) == sorted(f"http://{ip}:8897/api/v1" for ip in nodes.values())
+        entries = kube.wait_for(lambda: httpx.get(f"{ui}/entries").json()["entries"], 30, "entries")
+        assert {e["node"] for e in entries} == set(nodes)            # from both nodes, merged
+        assert {e["protocol"] for e in entries} == {"http"}
+    finally:
+        runner.stop.set()
+        thread.join(30)
+        for proc in processes:
+            proc.stop()
+    assert result == [0], "\n".join(said)
+    assert "kubectl-shark is ready: the hub and 2 workers" in said

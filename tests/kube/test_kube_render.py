@@ -1,0 +1,143 @@
+"""manifests/ and what tap renders from them: valid for Kubernetes 1.28-1.33, options in place.
+
+Validation uses the OpenAPI schemas that kubernetes-validate ships (strict: unknown fields are
+errors), offline. `kubectl kustomize` reads manifests/ the way `kubectl apply -k` does.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from shark.kube.render import (DEFAULT_IMAGE, DeployOptions, OptionError, cluster_scoped_name, load_base, render,
+                               to_yaml)
+from shark.kube.resources import APPLY_ORDER, MANAGED_BY
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSIONS = ["1.28.0", "1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
+VARIANTS = {
+    "defaults": DeployOptions(),
+    "targets": DeployOptions(pod_regex="^(checkout|payments)-", target_namespaces=("shop", "billing")),
+    "tls": DeployOptions(tls=True, storage_limit="1GiB", image="registry.example.com/shark:1.2"),
+    "elsewhere": DeployOptions(release_namespace="tools", image_pull_policy="Always"),
+}
+
+
+def by_kind(objects: list[dict]) -> dict[str, dict]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objects}
+
+
+def container(objects: list[dict], kind: str, name: str) -> dict:
+    workload = next(o for o in objects if o["kind"] == kind)
+    return next(c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_rendered_manifests_are_valid_for_each_kubernetes_version(variant, version):
+    for obj in render(VARIANTS[variant]):
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_a_schema_error_would_be_caught():
+    broken = render(DeployOptions())
+    ds = next(o for o in broken if o["kind"] == "DaemonSet")
+    ds["spec"]["template"]["spec"]["hostNetwrok"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ds, "1.33.0", strict=True)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_reads_the_same_objects_tap_renders_by_default():
+    built = subprocess.run(["kubectl", "kustomize", str(ROOT / "manifests")], capture_output=True, text=True,
+                           check=True).stdout
+    from_kustomize = by_kind([d for d in yaml.safe_load_all(built) if d])
+    assert from_kustomize == by_kind(render(DeployOptions()))
+
+
+def test_defaults_and_what_the_manifests_promise():
+    objects = render(DeployOptions())
+    assert [o["kind"] for o in objects] == list(APPLY_ORDER[:2]) + ["ServiceAccount"] + list(APPLY_ORDER[2:])
+    assert all(o["metadata"]["labels"][MANAGED_BY] == "kubectl-shark" for o in objects)
+    role = by_kind(objects)["ClusterRole/shark-hub"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods", "services", "endpoints", "namespaces", "nodes"],
+                              "verbs": ["get", "list", "watch"]}]
+    worker_set = by_kind(objects)["DaemonSet/shark-worker"]
+    pod = worker_set["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and "hostPID" not in pod
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    worker = container(objects, "DaemonSet", "worker")
+    assert worker["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "NET_ADMIN"]}
+    assert worker["image"] == DEFAULT_IMAGE and worker["resources"]["limits"] and worker["resources"]["requests"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert worker[probe]["httpGet"]["path"] == "/api/v1/status"
+        assert container(objects, "Deployment", "hub")[probe]["httpGet"]["path"] == "/api/v1/status"
+    hub_pod = by_kind(objects)["Deployment/shark-hub"]["spec"]["template"]["spec"]
+    assert hub_pod["securityContext"]["runAsNonRoot"] is True
+    assert by_kind(objects)["Service/shark-hub"]["spec"]["type"] == "ClusterIP"
+
+
+def test_targets_storage_and_image_reach_the_containers():
+    objects = render(DeployOptions(pod_regex="web", target_namespaces=("shop", "billing"), storage_limit="1GiB",
+                                   image="r.example/shark:2", image_pull_policy="Always"))
+    hub = container(objects, "Deployment", "hub")
+    assert hub["args"][-6:] == ["--pod-regex", "web", "--target-namespace", "shop", "--target-namespace", "billing"]
+    worker = container(objects, "DaemonSet", "worker")
+    assert worker["args"][worker["args"].index("--storage-limit") + 1] == "1GiB"
+    assert {(c["image"], c["imagePullPolicy"]) for c in (hub, worker)} == {("r.example/shark:2", "Always")}
+    everywhere = container(render(DeployOptions()), "Deployment", "hub")["args"]
+    assert "--pod-regex" not in everywhere and "--target-namespace" not in everywhere
+
+
+def test_tls_adds_only_what_ebpf_needs():
+    objects = render(DeployOptions(tls=True))
+    pod = by_kind(objects)["DaemonSet/shark-worker"]["spec"]["template"]["spec"]
+    worker = container(objects, "DaemonSet", "worker")
+    assert pod["hostPID"] is True and worker["args"][-1] == "--tls"
+    assert worker["securityContext"]["capabilities"]["add"] == ["NET_RAW", "NET_ADMIN", "BPF", "PERFMON", "SYS_PTRACE"]
+    mounts = {m["mountPath"]: m.get("readOnly") for m in worker["volumeMounts"]}
+    assert mounts["/lib/modules"] is True and mounts["/usr/src"] is True and "/sys/kernel/tracing" in mounts
+
+
+def test_another_release_namespace_moves_everything_and_renames_cluster_objects():
+    objects = render(DeployOptions(release_namespace="tools"))
+    assert {o["metadata"].get("namespace") for o in objects if o["kind"] not in (
+        "Namespace", "ClusterRole", "ClusterRoleBinding")} == {"tools"}
+    binding = by_kind(objects)["ClusterRoleBinding/shark-hub-tools"]
+    assert binding["roleRef"]["name"] == "shark-hub-tools" and binding["subjects"][0]["namespace"] == "tools"
+    assert "Namespace/tools" in by_kind(objects) and cluster_scoped_name("shark") == "shark-hub"
+    volumes = by_kind(objects)["DaemonSet/shark-worker"]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "storage", "hostPath": {"path": "/var/lib/kubectl-shark/tools", "type": "DirectoryOrCreate"}} \
+        in volumes
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (DeployOptions(release_namespace="Shark"), "--release-namespace: 'Shark' is not a namespace name"),
+    (DeployOptions(target_namespaces=("ok", "not_ok")), "-n/--namespace: 'not_ok'"),
+    (DeployOptions(pod_regex="web("), "POD_REGEX: 'web(' is not a regular expression: missing ), unterminated "
+                                      "subpattern at position 3"),
+    (DeployOptions(storage_limit="lots"), "--storage-limit"),
+    (DeployOptions(image="a b"), "--image: 'a b'"),
+    (DeployOptions(image_pull_policy="Sometimes"), "--image-pull-policy"),
+])
+def test_bad_options_say_which_and_why(options, message):
+    with pytest.raises(OptionError) as error:
+        render(options)
+    assert str(error.value).startswith(message)
+
+
+def test_manifests_without_the_clean_label_are_refused(tmp_path):
+    base = load_base()
+    del base[0]["metadata"]["labels"][MANAGED_BY]
+    with pytest.raises(OptionError, match="lacks the label app.kubernetes.io/managed-by=kubectl-shark"):
+        render(DeployOptions(), base)
+
+
+def test_dry_run_yaml_is_one_stream_of_the_rendered_objects():
+    objects = render(DeployOptions(tls=True))
+    assert list(yaml.safe_load_all(to_yaml(objects))) == objects

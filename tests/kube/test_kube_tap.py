@@ -1,0 +1,418 @@
+"""tap, open, clean, status --cluster and logs against the Kubernetes API double.
+
+The double (tests/support/kubeapi.py) answers as the real API does and runs stand-ins for the
+controllers and kubelets, so pods appear per node and become ready, or not, as a test chooses.
+The port-forward is injected (a TCP relay to a server on this machine); the real forwarder,
+`kubectl port-forward`, is exercised against the double where it fails (the double does not
+speak the streaming protocol) to test how its failures are reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kubernetes_validate
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from relay import RelayForwarder
+from shark.cli import cli
+from shark.errors import Forbidden, SharkError
+from shark.kube import commands
+from shark.kube.forward import KubectlForwarder
+from shark.kube.render import DeployOptions
+from shark.kube.rollout import RolloutFailed
+from shark.kube.runner import Access, ClusterRunner, Proxy
+from shark.kube.view import LineView
+from support.kubeapi import KubeAPI
+from support.processes import free_port
+
+OURS = "app.kubernetes.io/managed-by=kubectl-shark"
+
+
+class Run:
+    """A ClusterRunner on the double, with what it printed."""
+
+    def __init__(self, kube: KubeAPI, forwarder: Any = None, namespace: str = "shark") -> None:
+        self.said: list[str] = []
+        self.printed: list[str] = []
+        self.opened: list[str] = []
+        self.runner = ClusterRunner(Access(str(kube.kubeconfig), None, namespace), self.said.append,
+                                    self.printed.append, forwarder=forwarder, opener=self.opened.append,
+                                    view_factory=LineView, poll_interval=0.05)
+
+    def tap(self, options: DeployOptions | None = None, timeout: float = 20, port: int | None = None) -> int:
+        self.runner.stop.set()      # return as soon as the forward is up
+        return self.runner.tap(options or DeployOptions(target_namespaces=("default",)),
+                               Proxy("127.0.0.1", port or free_port(), True), timeout)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.said)
+
+
+def resource_versions(kube: KubeAPI) -> dict[str, str]:
+    found = {}
+    for kind, ns in [("Namespace", None), ("ServiceAccount", "shark"), ("ClusterRole", None),
+                     ("ClusterRoleBinding", None), ("Service", "shark"), ("Deployment", "shark"),
+                     ("DaemonSet", "shark")]:
+        for obj in kube.list(kind, ns, OURS):
+            found[f"{kind}/{obj['metadata']['name']}"] = obj["metadata"]["resourceVersion"]
+    return found
+
+
+def pod_uids(kube: KubeAPI) -> set[str]:
+    return {p["metadata"]["uid"] for p in kube.list("Pod", "shark")}
+
+
+@pytest.fixture
+def forwarder(web_server) -> RelayForwarder:
+    return RelayForwarder(web_server)
+
+
+# ---- tap -------------------------------------------------------------------------------------------
+
+def test_tap_deploys_waits_per_node_forwards_and_leaves_it_running(kube, nodes, forwarder):
+    run = Run(kube, forwarder)
+    run.runner.stop.clear()
+    port = free_port()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run.runner.tap(
+        DeployOptions(target_namespaces=("default",)), Proxy("127.0.0.1", port, True), 20)))
+    thread.start()
+    assert forwarder.started.wait(20), run.text
+    assert httpx.get(f"http://127.0.0.1:{port}/").text == "hub here"       # through the forward
+    assert run.opened == [f"http://127.0.0.1:{port}"]
+    assert run.printed == [f"kubectl-shark UI and API at http://127.0.0.1:{port}"]
+    assert forwarder.calls == [("shark", "shark-hub", 8899, "127.0.0.1", port)]
+    run.runner.stop.set()
+    thread.join(10)
+    assert result == [0]
+    for line in ("namespace/shark created", "daemonset/shark-worker created", "kubectl-shark is ready: the hub "
+                 "and 3 workers", "still running in the cluster"):
+        assert line in run.text
+    for node in nodes:
+        assert any(line.split()[:1] == [node] and line.endswith("ready") for line in run.said), node
+    assert len(kube.list("Pod", "shark", "app.kubernetes.io/component=worker")) == 3   # still deployed
+
+
+def test_a_second_tap_with_the_same_options_changes_nothing(kube, nodes, forwarder):
+    assert Run(kube, forwarder).tap() == 0
+    before, uids = resource_versions(kube), pod_uids(kube)
+    again = Run(kube, forwarder)
+    assert again.tap() == 0
+    assert [line for line in again.said if line.split()[0].count("/") == 1] == [
+        "namespace/shark unchanged", "serviceaccount/shark-hub unchanged", "serviceaccount/shark-worker unchanged",
+        "clusterrole/shark-hub unchanged", "clusterrolebinding/shark-hub unchanged", "service/shark-hub unchanged",
+        "deployment/shark-hub unchanged", "daemonset/shark-worker unchanged"]
+    assert resource_versions(kube) == before and pod_uids(kube) == uids
+    applies = [r for r in kube.writes() if r.content_type.startswith("application/apply-patch")]
+    assert {r.query["fieldManager"] for r in applies} == {"kubectl-shark"}
+
+
+def test_a_tap_with_other_options_reconfigures_only_the_workloads(kube, nodes, forwarder):
+    Run(kube, forwarder).tap()
+    before, uids = resource_versions(kube), pod_uids(kube)
+    run = Run(kube, forwarder)
+    assert run.tap(DeployOptions(pod_regex="^web", target_namespaces=("shop",), storage_limit="1GiB")) == 0
+    assert "deployment/shark-hub configured" in run.said and "daemonset/shark-worker configured" in run.said
+    after = resource_versions(kube)
+    assert {k for k in after if after[k] != before[k]} == {"Deployment/shark-hub", "DaemonSet/shark-worker"}
+    hub_args = kube.get("Deployment", "shark-hub", "shark")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert hub_args[-4:] == ["--pod-regex", "^web", "--target-namespace", "shop"]
+    assert not (pod_uids(kube) & uids)          # rolled: every pod replaced, and waited for
+
+
+def test_image_pull_errors_stop_the_wait_with_the_image_and_a_hint(kube, nodes, forwarder):
+    kube.pullable_images = {"kubectl-shark:0.1.0"}
+    run = Run(kube, forwarder)
+    with pytest.raises(RolloutFailed) as failed:
+        run.tap(DeployOptions(image="registry.invalid/shark:9", target_namespaces=("default",)), timeout=30)
+    assert "ImagePullBackOff: Back-off pulling image \"registry.invalid/shark:9\"" in failed.value.message
+    assert "registry.invalid/shark:9" in failed.value.hint and "--image" in failed.value.hint
+    assert forwarder.calls == []
+
+
+def test_a_rollout_that_does_not_finish_lists_the_pods_not_ready_and_why(kube, nodes, forwarder):
+    def behavior(pod: dict[str, Any]) -> str:
+        if pod["metadata"]["labels"].get("app.kubernetes.io/component") != "worker":
+            return "ready"
+        return {"node-b": "not-ready", "node-c": "creating"}.get(pod["spec"].get("nodeName"), "ready")
+    kube.pod_behavior = behavior
+    with pytest.raises(RolloutFailed) as failed:
+        Run(kube, forwarder).tap(timeout=5)
+    assert failed.value.message == "the rollout did not finish within 5s: 2 pods not ready"
+    details = "\n".join(failed.value.details)
+    assert "on node-b: not ready: the readiness probe has not passed" in details
+    assert "on node-c: ContainerCreating" in details
+
+
+def test_rbac_refusal_names_the_verb_the_resource_and_the_namespace(kube, nodes, forwarder):
+    kube.forbid("patch", "daemonsets", namespace="shark")
+    with pytest.raises(Forbidden) as refused:
+        Run(kube, forwarder).tap()
+    assert (refused.value.verb, refused.value.resource, refused.value.namespace) == ("patch", "daemonsets.apps",
+                                                                                       "shark")
+    assert 'cannot patch resource "daemonsets" in API group "apps"' in refused.value.message
+    assert "kubectl auth can-i patch daemonsets.apps -n shark" in refused.value.hint
+
+
+def test_tap_after_clean_waits_for_the_namespace_to_go(kube, nodes, forwarder):
+    kube.store.namespace_finalize_delay = 1.0
+    Run(kube, forwarder).tap()
+    Run(kube, forwarder).runner.clean()
+    run = Run(kube, forwarder)
+    assert run.tap() == 0
+    assert "namespace shark is still being deleted; waiting for it to go …" in run.said
+    assert "namespace/shark created" in run.said
+
+
+def test_a_namespace_kubectl_shark_did_not_create_is_used_and_never_deleted(kube, nodes, forwarder):
+    run = Run(kube, forwarder, namespace="default")
+    run.runner.stop.set()
+    assert run.runner.tap(DeployOptions(release_namespace="default"), Proxy("127.0.0.1", free_port(), False), 20) == 0
+    assert any("namespace/default exists and was not created by kubectl-shark" in line for line in run.said)
+    assert "kubectl-shark" not in (kube.get("Namespace", "default")["metadata"].get("labels") or {}).values()
+    clean = Run(kube, forwarder, namespace="default")
+    clean.runner.clean()
+    assert "namespace default was not created by kubectl-shark: left in place" in clean.said
+    assert kube.find("Namespace", "default") is not None and kube.find("Service", "kubernetes", "default")
+    assert kube.list("DaemonSet", "default") == [] and kube.find("ClusterRole", "shark-hub-default") is None
+
+
+# ---- clean -----------------------------------------------------------------------------------------
+
+def test_clean_removes_everything_by_label_and_twice_is_fine(kube, nodes, forwarder):
+    Run(kube, forwarder).tap()
+    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {
+        "name": "shark-hub-other", "labels": {"app.kubernetes.io/managed-by": "kubectl-shark"}}, "rules": []})
+    run = Run(kube, forwarder)
+    assert run.runner.clean() == 0
+    assert run.said == ["daemonset/shark-worker deleted", "deployment/shark-hub deleted", "service/shark-hub deleted",
+                        "serviceaccount/shark-hub deleted", "serviceaccount/shark-worker deleted",
+                        "clusterrolebinding/shark-hub deleted", "clusterrole/shark-hub deleted",
+                        "namespace/shark deleted"]
+    kube.wait_for(lambda: kube.find("Namespace", "shark") is None, what="the namespace to go")
+    assert kube.list("Pod", "shark") == [] and kube.find("ClusterRoleBinding", "shark-hub") is None
+    assert kube.find("ClusterRole", "shark-hub-other") is not None     # another release's: not ours to delete
+    again = Run(kube, forwarder)
+    assert again.runner.clean() == 0
+    assert again.said == ["nothing to clean: kubectl-shark is not deployed in namespace shark"]
+
+
+# ---- open ------------------------------------------------------------------------------------------
+
+def test_open_forwards_again_when_the_forward_drops(kube, nodes, forwarder):
+    Run(kube, forwarder).tap()
+    run = Run(kube, forwarder)
+    port = free_port()
+    thread = threading.Thread(target=run.runner.open, args=(Proxy("127.0.0.1", port, False), 10))
+    thread.start()
+    kube.wait_for(lambda: len(forwarder.forwards) == 2, what="open's forward")
+    forwarder.forwards[-1].drop("lost connection to pod")
+    kube.wait_for(lambda: len(forwarder.forwards) == 3, what="a second forward")
+    assert httpx.get(f"http://127.0.0.1:{port}/").text == "hub here"
+    run.runner.stop.set()
+    thread.join(10)
+    assert "the port-forward ended: lost connection to pod; forwarding again once the hub is ready" in run.said
+    assert run.opened == []
+
+
+def test_open_without_a_deployment_says_to_tap_first(kube, forwarder):
+    with pytest.raises(SharkError) as missing:
+        Run(kube, forwarder).runner.open(Proxy("127.0.0.1", free_port(), False), 5)
+    assert missing.value.message == "kubectl-shark is not deployed in namespace shark"
+    assert "kubectl shark tap" in missing.value.hint
+
+
+# ---- logs ------------------------------------------------------------------------------------------
+
+def test_logs_prefix_each_line_with_where_it_came_from(kube, nodes, forwarder):
+    Run(kube, forwarder).tap()
+    for pod in kube.list("Pod", "shark"):
+        container = pod["spec"]["containers"][0]["name"]
+        where = pod["spec"]["nodeName"]
+        kube.append_log("shark", pod["metadata"]["name"], container, f"{container} started on {where}\nserving")
+    run = Run(kube, forwarder)
+    assert run.runner.logs(("worker",), False, 1, "node-b") == 0
+    assert run.printed == ["[worker node-b] serving"]
+    run = Run(kube, forwarder)
+    assert run.runner.logs(("hub", "worker"), False, None, None) == 0
+    assert len(run.printed) == 8 and run.printed[0].startswith("[hub] hub started on")
+    follow = Run(kube, forwarder)
+    thread = threading.Thread(target=follow.runner.logs, args=(("hub",), True, 0, None))
+    thread.start()
+    hub_pod = kube.list("Pod", "shark", "app.kubernetes.io/component=hub")[0]["metadata"]["name"]
+    kube.wait_for(lambda: kube.append_log("shark", hub_pod, "hub", "a new request") or
+                  "[hub] a new request" in follow.printed, what="a followed line")
+    follow.runner.stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+# ---- the real port-forward through kubectl ---------------------------------------------------------
+
+def test_kubectl_forwarder_reports_why_it_could_not_forward(kube, nodes, forwarder, kubectl):
+    Run(kube, forwarder).tap()
+    real = KubectlForwarder(str(kube.kubeconfig), "shark-test")
+    assert real.command("shark", "shark-hub", 8899, "127.0.0.1", 9000) == [
+        "kubectl", "--kubeconfig", str(kube.kubeconfig), "--context", "shark-test", "port-forward", "--namespace",
+        "shark", "svc/shark-hub", "9000:8899", "--address", "127.0.0.1"]
+    with pytest.raises(SharkError) as failed:
+        real("shark", "shark-hub", 8899, "127.0.0.1", free_port())
+    # what the API answers a port-forward request without the streaming upgrade
+    assert failed.value.message.startswith("kubectl port-forward to the hub failed:")
+    assert "Upgrade request required" in failed.value.message
+
+
+def test_a_taken_local_port_fails_before_anything_is_deployed(kube, nodes):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = Run(kube, forwarder=None)
+        with pytest.raises(SharkError) as failed:
+            run.tap(port=port)
+    assert failed.value.message.startswith(f"cannot listen on 127.0.0.1:{port}")
+    assert "--proxy-port" in failed.value.hint
+    assert kube.writes() == []
+
+
+# ---- the command line: exit codes and messages -----------------------------------------------------
+
+@pytest.fixture
+def shark_cli(monkeypatch, forwarder):
+    """Runs `kubectl-shark ARGS` in-process with the relay as its port-forward."""
+    def factory(kubeconfig: str | None, context: str | None, namespace: str) -> ClusterRunner:
+        runner = ClusterRunner(Access(kubeconfig, context, namespace), commands._say, commands._out,
+                               forwarder=forwarder, opener=lambda url: None, view_factory=LineView,
+                               poll_interval=0.05)
+        runner.stop.set()
+        return runner
+    monkeypatch.setattr(commands, "runner_factory", factory)
+
+    def invoke(*args: str, env: dict[str, str] | None = None):
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return invoke
+
+
+def test_cli_tap_status_and_clean(kube, nodes, shark_cli):
+    config = str(kube.kubeconfig)
+    tapped = shark_cli("tap", "web", "-n", "default", "--kubeconfig", config, "--no-open", "--proxy-port",
+                       str(free_port()))
+    assert tapped.exit_code == 0, tapped.stderr
+    assert "kubectl-shark UI and API at http://127.0.0.1:" in tapped.stdout
+    status = shark_cli("status", "--kubeconfig", config)
+    assert status.exit_code == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0] == f"kubectl-shark in namespace shark, context shark-test, server {kube.url}"
+    assert sum(line.split()[0] in {"node-a", "node-b", "node-c"} and line.endswith("ready") for line in lines) == 3
+    assert "targets: pods matching 'web' in namespace default" in status.stdout
+    kube.pod_behavior = {"node-a": "crash-loop", "*": "ready"}
+    kube.wait_for(lambda: "CrashLoopBackOff" in shark_cli("status", "--cluster", "--kubeconfig", config).stdout,
+                  what="the crash loop in status")
+    broken = shark_cli("status", "--cluster", "--kubeconfig", config)
+    assert broken.exit_code == 1 and "kubectl-shark: 1 of 4 not ready" in broken.stderr
+    hub_pod = kube.list("Pod", "shark", "app.kubernetes.io/component=hub")[0]["metadata"]["name"]
+    kube.append_log("shark", hub_pod, "hub", "hub serving on http://0.0.0.0:8899")
+    logs = shark_cli("logs", "--component", "hub", "--kubeconfig", config)
+    assert logs.exit_code == 0 and logs.stdout == "[hub] hub serving on http://0.0.0.0:8899\n"
+    opened = shark_cli("open", "--no-open", "--kubeconfig", config, "--proxy-port", str(free_port()))
+    assert opened.exit_code == 0 and "kubectl-shark UI and API at http://127.0.0.1:" in opened.stdout
+    cleaned = shark_cli("clean", "--kubeconfig", config)
+    assert cleaned.exit_code == 0 and "namespace/shark deleted" in cleaned.stderr
+
+
+def test_cli_failures_are_one_line_with_a_hint_and_exit_1(kube, shark_cli, tmp_path):
+    missing = shark_cli("tap", "--kubeconfig", str(tmp_path / "nope"), "--no-open")
+    assert missing.exit_code == 1
+    assert missing.stderr.splitlines()[0] == f"kubectl-shark: no cluster to talk to: no kubeconfig at {tmp_path / 'nope'}"
+    assert missing.stderr.splitlines()[1].startswith("hint: pass --kubeconfig FILE or set KUBECONFIG")
+    closed = free_port()
+    dead = tmp_path / "dead"
+    dead.write_text(Path(kube.kubeconfig).read_text().replace(f":{kube.port}", f":{closed}"))
+    unreachable = shark_cli("clean", "--kubeconfig", str(dead))
+    assert unreachable.exit_code == 1
+    assert unreachable.stderr.splitlines()[0] == (f"kubectl-shark: cannot reach the cluster at "
+                                                  f"http://127.0.0.1:{closed}: connection refused")
+    assert "kubectl cluster-info --context shark-test" in unreachable.stderr
+    kube.forbid("list", "daemonsets")
+    refused = shark_cli("clean", "--kubeconfig", str(kube.kubeconfig))
+    assert refused.exit_code == 1 and "kubectl-shark: not allowed to list daemonsets.apps in namespace shark" \
+        in refused.stderr
+    assert "Traceback" not in refused.stderr + unreachable.stderr + missing.stderr
+
+
+def test_cli_image_pull_failure_shows_each_pod_and_exits_1(kube, nodes, shark_cli):
+    kube.pullable_images = set()
+    failed = shark_cli("tap", "-A", "--kubeconfig", str(kube.kubeconfig), "--no-open", "--image", "nope/shark:1")
+    assert failed.exit_code == 1
+    lines = failed.stderr.splitlines()
+    reason = next(n for n, line in enumerate(lines) if line.startswith("kubectl-shark: pod "))
+    assert "cannot start: ImagePullBackOff: Back-off pulling image \"nope/shark:1\"" in lines[reason]
+    assert sum("ImagePullBackOff" in line for line in lines[reason + 1:]) >= 1      # the pods, indented
+    assert lines[-1].startswith("hint: the nodes cannot pull nope/shark:1")
+
+
+def test_dry_run_needs_no_cluster_and_prints_valid_manifests(tmp_path, kube):
+    kube.write_kubeconfig(tmp_path / "ctx", namespace="shop")
+    done = CliRunner().invoke(cli, ["tap", "--dry-run", "--kubeconfig", str(tmp_path / "ctx"), "--tls"],
+                              catch_exceptions=False)
+    assert done.exit_code == 0, done.stderr
+    objects = [d for d in yaml.safe_load_all(done.stdout) if d]
+    assert len(objects) == 8
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.33.0", strict=True)
+    hub = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert hub["args"][-2:] == ["--target-namespace", "shop"]        # the context's namespace, as kubectl does
+    assert kube.requests == []                                       # nothing was asked of the cluster
+    nowhere = CliRunner().invoke(cli, ["tap", "--dry-run", "-A", "--kubeconfig", str(tmp_path / "none")],
+                                 catch_exceptions=False)
+    assert nowhere.exit_code == 0 and "--target-namespace" not in nowhere.stdout
+
+
+# ---- kubectl plugin discovery -------------------------------------------------------------------
+
+def test_kubectl_finds_the_plugin_on_path(kubectl, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PATH": f"{root}{os.pathsep}{os.environ['PATH']}", "KUBECONFIG": str(kubectl.kubeconfig)}
+    listed = subprocess.run(["kubectl", "plugin", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert f"{root}/kubectl-shark" in listed.stdout, listed.stdout + listed.stderr
+    version = subprocess.run(["kubectl", "shark", "version"], env=env, capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("kubectl-shark ")
+    help_text = subprocess.run(["kubectl", "shark", "--help"], env=env, capture_output=True, text=True, timeout=60)
+    for command in ("tap", "open", "clean", "status", "logs", "version"):
+        assert f"  {command} " in help_text.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None, reason="needs make and git")
+def test_make_krew_builds_the_archive_the_manifest_describes(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    manifest_path = tmp_path / "plugin.yaml"
+    shutil.copy(root / "plugin.yaml", manifest_path)
+    subprocess.run(["make", "-s", "krew", f"DIST={tmp_path}/dist", f"PLUGIN={manifest_path}"], cwd=root, check=True,
+                   capture_output=True, timeout=120)
+    manifest = yaml.safe_load(manifest_path.read_text())
+    assert manifest["apiVersion"] == "krew.googlecontainertools.github.com/v1alpha2"
+    assert manifest["kind"] == "Plugin" and manifest["metadata"]["name"] == "shark"
+    archive = tmp_path / "dist" / "kubectl-shark-0.1.0.tar.gz"
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert manifest["spec"]["version"] == "v0.1.0"
+    for platform in manifest["spec"]["platforms"]:
+        assert platform["sha256"] == digest and platform["uri"].endswith("/kubectl-shark-0.1.0.tar.gz")
+        assert platform["bin"] == "kubectl-shark"
+        top = platform["files"][0]["from"].removesuffix("/*")
+        assert f"{top}/kubectl-shark" in names and f"{top}/manifests/kustomization.yaml" in names
+    assert not any(name.endswith("/plugin.yaml") for name in names)

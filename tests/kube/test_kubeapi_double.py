@@ -1,0 +1,334 @@
+"""The Kubernetes API double answers as the real API does for the calls this project makes.
+
+Every expectation here is the real API server's behaviour (status codes and Status bodies,
+resourceVersion, watch events, server-side apply), checked through three clients: the real
+kubectl, the kubernetes Python client and plain HTTP. If the double drifted from the real API,
+tests built on it would prove nothing; these keep it honest.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client as kclient
+from kubernetes import config as kconfig
+from kubernetes import watch as kwatch
+from kubernetes.client.rest import ApiException
+
+from support.kubeapi import KubeAPI, iter_watch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def api(kube: KubeAPI) -> kclient.ApiClient:
+    return kconfig.new_client_from_config(config_file=str(kube.kubeconfig), persist_config=False)
+
+
+def configmap(name: str, ns: str = "default", **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data}
+
+
+def status_of(error: ApiException) -> dict[str, Any]:
+    return json.loads(error.body)
+
+
+# ---- kubectl -----------------------------------------------------------------------------------
+
+def test_kubectl_applies_the_manifests_then_finds_nothing_to_change(kube, kubectl, nodes):
+    first = kubectl("apply", "-k", str(ROOT / "manifests"))
+    assert "namespace/shark created" in first.stdout
+    assert "daemonset.apps/shark-worker created" in first.stdout
+    kube.wait_for(lambda: (kube.get("DaemonSet", "shark-worker", "shark").get("status") or {}).get("numberReady") == 3
+                  and (kube.get("Deployment", "shark-hub", "shark").get("status") or {}).get("readyReplicas") == 1,
+                  what="the controllers to settle")
+    settled = {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+               for kind in ("DaemonSet", "Deployment", "Service", "ServiceAccount") for o in kube.list(kind, "shark")}
+    again = kubectl("apply", "-k", str(ROOT / "manifests"))
+    assert again.stdout.count("unchanged") == 8, again.stdout
+    assert {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+            for kind in ("DaemonSet", "Deployment", "Service", "ServiceAccount") for o in kube.list(kind, "shark")} \
+        == settled
+    listing = kubectl("get", "daemonsets,deployments,services", "-n", "shark", "-o", "name").stdout.split()
+    assert sorted(listing) == ["daemonset.apps/shark-worker", "deployment.apps/shark-hub", "service/shark-hub"]
+
+
+def test_kubectl_server_side_apply_and_delete_by_label(kube, kubectl, nodes):
+    out = kubectl("apply", "--server-side", "--field-manager", "kubectl-shark", "-k", str(ROOT / "manifests"))
+    assert out.stdout.count("serverside-applied") == 8
+    kube.wait_for(lambda: len(kube.list("Pod", "shark", "app.kubernetes.io/component=worker")) == 3,
+                  what="a worker pod per node")
+    gone = kubectl("delete", "daemonsets,deployments,services,serviceaccounts", "-n", "shark",
+                   "-l", "app.kubernetes.io/managed-by=kubectl-shark")
+    assert 'daemonset.apps "shark-worker" deleted' in gone.stdout
+    assert kube.list("DaemonSet", "shark") == [] and kube.list("ServiceAccount", "shark") == []
+    # the garbage collector takes the DaemonSet's pods and the Deployment's ReplicaSet with them
+    kube.wait_for(lambda: kube.list("Pod", "shark") == [] and kube.list("ReplicaSet", "shark") == [],
+                  what="dependents deleted")
+    missing = kubectl("get", "daemonset", "shark-worker", "-n", "shark", check=False)
+    assert missing.returncode == 1
+    assert 'daemonsets.apps "shark-worker" not found' in missing.stderr
+
+
+def test_kubectl_refuses_unknown_fields_through_strict_server_validation(kube, kubectl, tmp_path):
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(json.dumps({**configmap("c"), "spec": {"replicas": 1}}))
+    out = kubectl("apply", "-f", str(manifest), check=False)
+    assert out.returncode == 1
+    assert 'strict decoding error: unknown field "spec"' in out.stderr
+    assert kube.find("ConfigMap", "c", "default") is None
+
+
+def test_kubectl_reports_forbidden_as_the_real_api_words_it(kube, kubectl):
+    kube.forbid("list", "pods", namespace="kube-system")
+    out = kubectl("get", "pods", "-n", "kube-system", check=False)
+    assert out.returncode == 1
+    assert ('pods is forbidden: User "tester" cannot list resource "pods" in API group "" in the namespace '
+            '"kube-system"') in out.stderr
+
+
+# ---- status codes and objects ------------------------------------------------------------------
+
+def test_errors_are_status_objects_with_the_real_codes(kube):
+    core = kclient.CoreV1Api(api(kube))
+    with pytest.raises(ApiException) as missing:
+        core.read_namespaced_config_map("nope", "default")
+    assert missing.value.status == 404
+    assert status_of(missing.value) == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": 'configmaps "nope" not found', "reason": "NotFound",
+        "details": {"name": "nope", "group": "", "kind": "configmaps"}, "code": 404}
+    core.create_namespaced_config_map("default", configmap("c", a="1"))
+    with pytest.raises(ApiException) as exists:
+        core.create_namespaced_config_map("default", configmap("c"))
+    assert (exists.value.status, status_of(exists.value)["reason"]) == (409, "AlreadyExists")
+    with pytest.raises(ApiException) as bad_name:
+        core.create_namespaced_config_map("default", configmap("Not_Valid"))
+    assert bad_name.value.status == 422 and status_of(bad_name.value)["reason"] == "Invalid"
+    assert status_of(bad_name.value)["details"]["causes"][0]["field"] == "metadata.name"
+    with pytest.raises(ApiException) as no_ns:
+        core.create_namespaced_config_map("nowhere", configmap("c", "nowhere"))
+    assert no_ns.value.status == 404 and status_of(no_ns.value)["message"] == 'namespaces "nowhere" not found'
+    stale = core.read_namespaced_config_map("c", "default").to_dict()
+    core.patch_namespaced_config_map("c", "default", {"data": {"a": "2"}})
+    with pytest.raises(ApiException) as conflict:
+        core.replace_namespaced_config_map("c", "default", {**configmap("c", a="3"),
+                                                            "metadata": {**stale["metadata"]}})
+    assert conflict.value.status == 409 and "the object has been modified" in status_of(conflict.value)["message"]
+
+
+def test_resource_versions_generation_and_status_subresource(kube):
+    kube.add_node("node-a", "127.213.0.2")
+    apps = kclient.AppsV1Api(api(kube))
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+                "metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}},
+            "status": {"replicas": 99}}
+    created = apps.create_namespaced_deployment("default", body)
+    assert created.metadata.generation == 1 and created.spec.replicas == 1      # defaulted
+    assert created.status is None or created.status.replicas != 99             # status is not writable here
+    rv = int(created.metadata.resource_version)
+    labelled = apps.patch_namespaced_deployment("web", "default", {"metadata": {"labels": {"team": "a"}}})
+    assert labelled.metadata.generation == 1 and int(labelled.metadata.resource_version) > rv
+    scaled = apps.patch_namespaced_deployment("web", "default", {"spec": {"replicas": 2}})
+    assert scaled.metadata.generation == 2
+    kube.wait_for(lambda: (kube.get("Deployment", "web", "default").get("status") or {}).get("readyReplicas") == 2,
+                  what="the controllers to run two ready pods")
+    status = kube.get("Deployment", "web", "default")["status"]
+    assert status["observedGeneration"] == 2 and status["updatedReplicas"] == 2
+
+
+def test_list_pages_and_selectors(kube):
+    for i in range(5):
+        kube.create({**configmap(f"c{i}"), "metadata": {"name": f"c{i}", "namespace": "default",
+                                                          "labels": {"tier": "a" if i < 3 else "b"}}})
+    core = kclient.CoreV1Api(api(kube))
+    page = core.list_namespaced_config_map("default", limit=2)
+    assert [c.metadata.name for c in page.items] == ["c0", "c1"] and page.metadata._continue
+    rest = core.list_namespaced_config_map("default", limit=10, _continue=page.metadata._continue)
+    assert [c.metadata.name for c in rest.items] == ["c2", "c3", "c4"] and not rest.metadata._continue
+    assert len(core.list_namespaced_config_map("default", label_selector="tier in (b)").items) == 2
+    assert len(core.list_namespaced_config_map("default", label_selector="tier!=b,tier").items) == 3
+    assert [c.metadata.name for c in core.list_namespaced_config_map(
+        "default", field_selector="metadata.name=c4").items] == ["c4"]
+    with pytest.raises(ApiException) as bad:
+        core.list_namespaced_config_map("default", label_selector="tier in (")
+    assert bad.value.status == 400
+
+
+# ---- watch -------------------------------------------------------------------------------------
+
+def test_watch_from_a_resource_version_sees_every_change_in_order(kube):
+    core = kclient.CoreV1Api(api(kube))
+    start = core.list_namespaced_config_map("default").metadata.resource_version
+    core.create_namespaced_config_map("default", configmap("w", a="1"))
+    core.patch_namespaced_config_map("w", "default", {"data": {"a": "2"}})
+    core.delete_namespaced_config_map("w", "default")
+    events = [(e["type"], e["object"].metadata.name, (e["object"].data or {}).get("a"))
+              for e in kwatch.Watch().stream(core.list_namespaced_config_map, "default",
+                                             resource_version=start, timeout_seconds=1)]
+    assert events == [("ADDED", "w", "1"), ("MODIFIED", "w", "2"), ("DELETED", "w", "2")]
+
+
+def test_watch_without_resource_version_starts_with_what_exists(kube):
+    kube.create(configmap("old"))
+    with httpx.stream("GET", f"{kube.url}/api/v1/namespaces/default/configmaps",
+                      params={"watch": "1", "timeoutSeconds": "1"}) as response:
+        assert response.headers["transfer-encoding"] == "chunked"
+        events = list(iter_watch(response.iter_lines()))
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "old")]
+    assert events[0]["object"]["kind"] == "ConfigMap"
+
+
+def test_watch_from_a_compacted_resource_version_gets_410_expired(kube):
+    kube.create(configmap("a"))
+    old = str(kube.store.revision)
+    kube.create(configmap("b"))
+    kube.compact()
+    with httpx.stream("GET", f"{kube.url}/api/v1/configmaps", params={"watch": "true", "resourceVersion": old}) as r:
+        assert r.status_code == 200
+        events = list(iter_watch(r.iter_lines()))
+    assert len(events) == 1 and events[0]["type"] == "ERROR"
+    assert events[0]["object"]["code"] == 410 and events[0]["object"]["reason"] == "Expired"
+
+
+def test_watch_with_a_selector_sees_objects_enter_and_leave_it(kube):
+    kube.create(configmap("x"))
+    start = str(kube.store.revision)
+    core = kclient.CoreV1Api(api(kube))
+    core.patch_namespaced_config_map("x", "default", {"metadata": {"labels": {"app": "shark"}}})
+    core.patch_namespaced_config_map("x", "default", {"data": {"k": "v"}})
+    core.patch_namespaced_config_map("x", "default", {"metadata": {"labels": {"app": None}}})
+    with httpx.stream("GET", f"{kube.url}/api/v1/configmaps", params={
+            "watch": "1", "resourceVersion": start, "labelSelector": "app=shark", "timeoutSeconds": "1"}) as r:
+        kinds = [e["type"] for e in iter_watch(r.iter_lines())]
+    assert kinds == ["ADDED", "MODIFIED", "DELETED"]
+
+
+def test_watch_bookmarks_and_server_side_close(kube):
+    got: list[str] = []
+
+    def read() -> None:
+        with httpx.stream("GET", f"{kube.url}/api/v1/pods", params={
+                "watch": "1", "resourceVersion": str(kube.store.revision), "allowWatchBookmarks": "true"},
+                timeout=10) as r:
+            for event in iter_watch(r.iter_lines()):
+                got.append(event["type"])
+    reader = threading.Thread(target=read)
+    reader.start()
+    kube.wait_for(lambda: "BOOKMARK" in got, what="a bookmark on an idle watch")
+    kube.close_watches()
+    reader.join(5)
+    assert not reader.is_alive(), "the watch stream did not end"
+
+
+# ---- server-side apply ---------------------------------------------------------------------------
+
+def apply(kube: KubeAPI, obj: dict[str, Any], manager: str = "kubectl-shark", force: bool = False) -> httpx.Response:
+    meta = obj["metadata"]
+    return httpx.patch(f"{kube.url}/api/v1/namespaces/{meta['namespace']}/configmaps/{meta['name']}",
+                       params={"fieldManager": manager, **({"force": "true"} if force else {})},
+                       content=json.dumps(obj), headers={"Content-Type": "application/apply-patch+yaml"})
+
+
+def test_server_side_apply_creates_then_changes_only_what_differs(kube):
+    first = apply(kube, configmap("s", a="1", b="2"))
+    assert first.status_code == 201
+    rv = first.json()["metadata"]["resourceVersion"]
+    same = apply(kube, configmap("s", a="1", b="2"))
+    assert same.status_code == 200 and same.json()["metadata"]["resourceVersion"] == rv
+    fewer = apply(kube, configmap("s", a="1")).json()
+    assert fewer["data"] == {"a": "1"} and fewer["metadata"]["resourceVersion"] != rv   # b is no longer applied
+    managers = [m["manager"] for m in fewer["metadata"]["managedFields"]]
+    assert managers == ["kubectl-shark"]
+
+
+def test_server_side_apply_conflicts_with_another_manager_unless_forced(kube):
+    apply(kube, configmap("s", a="1"), manager="someone")
+    clash = apply(kube, configmap("s", a="2"))
+    assert clash.status_code == 409 and clash.json()["reason"] == "Conflict"
+    assert clash.json()["details"]["causes"][0]["field"] == ".data.a"
+    forced = apply(kube, configmap("s", a="2"), force=True)
+    assert forced.status_code == 200 and forced.json()["data"] == {"a": "2"}
+    no_manager = httpx.patch(f"{kube.url}/api/v1/namespaces/default/configmaps/s", content=json.dumps(configmap("s")),
+                             headers={"Content-Type": "application/apply-patch+yaml"})
+    assert no_manager.status_code == 422
+
+
+def test_namespace_deletion_terminates_then_removes_its_contents(kube):
+    kube.store.namespace_finalize_delay = 2.0     # long enough to look at it while it terminates
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gone"}})
+    kube.create(configmap("c", "gone"))
+    deleted = httpx.delete(f"{kube.url}/api/v1/namespaces/gone")
+    assert deleted.status_code == 200 and deleted.json()["status"]["phase"] == "Terminating"
+    again = httpx.delete(f"{kube.url}/api/v1/namespaces/gone")
+    assert again.status_code == 409
+    refused = httpx.post(f"{kube.url}/api/v1/namespaces/gone/configmaps", json=configmap("d", "gone"))
+    assert refused.status_code == 403 and "is being terminated" in refused.json()["message"]
+    kube.wait_for(lambda: kube.find("Namespace", "gone") is None, what="the namespace to go")
+    assert kube.list("ConfigMap", "gone") == []
+
+
+# ---- controllers and kubelets ----------------------------------------------------------------------
+
+def daemonset(image: str = "app:1") -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {"hostNetwork": True, "containers": [{"name": "agent", "image": image}]}}}}
+
+
+def test_a_daemonset_runs_a_pod_per_node_with_the_behaviour_the_test_chose(kube, nodes):
+    kube.pod_behavior = {"node-c": "image-pull-backoff", "*": "ready"}
+    kube.apply(daemonset())
+    status = kube.wait_for(lambda: (s := kube.get("DaemonSet", "agent", "default").get("status") or {})
+                           .get("currentNumberScheduled") == 3 and s, what="three pods")
+    assert status["desiredNumberScheduled"] == 3
+    kube.wait_for(lambda: kube.get("DaemonSet", "agent", "default")["status"]["numberReady"] == 2, what="2 ready")
+    pods = {p["spec"]["nodeName"]: p for p in kube.list("Pod", "default", "app=agent")}
+    assert pods["node-a"]["status"]["podIP"] == "127.213.0.2"      # host network: the node's address
+    waiting = pods["node-c"]["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting == {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "app:1"'}
+    kube.pod_behavior = "ready"
+    kube.wait_for(lambda: kube.get("DaemonSet", "agent", "default")["status"]["numberReady"] == 3, what="3 ready")
+
+
+def test_endpoints_follow_the_ready_pods_of_a_service(kube, nodes):
+    kube.add_pod("web-1", "default", ip="10.244.0.5", labels={"app": "web"}, node="node-a")
+    kube.add_pod("web-2", "default", ip="10.244.0.6", labels={"app": "web"}, node="node-b", ready=False)
+    kube.add_service("web", "default", "10.96.5.5", selector={"app": "web"}, ports=[{"port": 80, "targetPort": 8080}])
+    endpoints = kube.wait_for(lambda: (kube.find("Endpoints", "web", "default") or {}).get("subsets"),
+                              what="endpoints")
+    assert [a["ip"] for a in endpoints[0]["addresses"]] == ["10.244.0.5"]
+    assert [a["ip"] for a in endpoints[0]["notReadyAddresses"]] == ["10.244.0.6"]
+    assert endpoints[0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    kube.delete("Service", "web", "default")
+    kube.wait_for(lambda: kube.find("Endpoints", "web", "default") is None, what="endpoints removed")
+
+
+def test_pod_logs_as_the_real_api_serves_them(kube, nodes):
+    kube.add_pod("two", "default", ip="10.244.0.7", node="node-a",
+                 containers=[{"name": "a", "image": "x"}, {"name": "b", "image": "y"}])
+    kube.append_log("default", "two", "a", "first\nsecond\nthird")
+    base = f"{kube.url}/api/v1/namespaces/default/pods/two/log"
+    assert httpx.get(base).status_code == 400
+    assert "choose one of: [a b]" in httpx.get(base).json()["message"]
+    assert httpx.get(base, params={"container": "a", "tailLines": "2"}).text == "second\nthird\n"
+    lines: list[str] = []
+
+    def follow() -> None:
+        with httpx.stream("GET", base, params={"container": "a", "follow": "true"}, timeout=10) as r:
+            for line in r.iter_lines():
+                lines.append(line)
+    reader = threading.Thread(target=follow)
+    reader.start()
+    kube.wait_for(lambda: len(lines) == 3, what="the existing lines")
+    kube.append_log("default", "two", "a", "fourth")
+    kube.wait_for(lambda: lines[-1:] == ["fourth"], what="a followed line")
+    kube.delete("Pod", "two", "default")
+    reader.join(5)
+    assert not reader.is_alive(), "following stops when the pod is gone"
