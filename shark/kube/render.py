@@ -134,6 +134,7 @@ def render(options: DeployOptions, base: list[dict[str, Any]] | None = None) -> 
             meta["namespace"] = ns
         if obj["kind"] == "ClusterRoleBinding":
             obj["roleRef"]["name"] = cluster_name
+        if obj["kind"] in ("ClusterRoleBinding", "RoleBinding"):
             for subject in obj.get("subjects") or []:
                 subject["namespace"] = ns
 

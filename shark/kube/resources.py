@@ -43,6 +43,8 @@ KINDS = {k.kind: k for k in (
     Kind("ServiceAccount", "v1", "serviceaccounts", True),
     Kind("ClusterRole", "rbac.authorization.k8s.io/v1", "clusterroles", False),
     Kind("ClusterRoleBinding", "rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    Kind("Role", "rbac.authorization.k8s.io/v1", "roles", True),
+    Kind("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings", True),
     Kind("Service", "v1", "services", True),
     Kind("Deployment", "apps/v1", "deployments", True),
     Kind("DaemonSet", "apps/v1", "daemonsets", True),
@@ -50,10 +52,11 @@ KINDS = {k.kind: k for k in (
     Kind("Node", "v1", "nodes", False),
 )}
 # Dependencies first: a namespace before what lives in it, RBAC before the pods that use it.
-APPLY_ORDER = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
-               "DaemonSet")
+APPLY_ORDER = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service",
+               "Deployment", "DaemonSet")
 # What clean deletes, dependents first; the namespace last, and only if we created it.
-CLEAN_ORDER = ("DaemonSet", "Deployment", "Service", "ServiceAccount", "ClusterRoleBinding", "ClusterRole")
+CLEAN_ORDER = ("DaemonSet", "Deployment", "Service", "RoleBinding", "Role", "ServiceAccount", "ClusterRoleBinding",
+               "ClusterRole")
 
 
 def kind_of(obj: dict) -> Kind:

@@ -64,7 +64,8 @@ class Run:
 def resource_versions(kube: KubeAPI) -> dict[str, str]:
     found = {}
     for kind, ns in [("Namespace", None), ("ServiceAccount", "shark"), ("ClusterRole", None),
-                     ("ClusterRoleBinding", None), ("Service", "shark"), ("Deployment", "shark"),
+                     ("ClusterRoleBinding", None), ("Role", "shark"), ("RoleBinding", "shark"), ("Service", "shark"),
+                     ("Deployment", "shark"),
                      ("DaemonSet", "shark")]:
         for obj in kube.list(kind, ns, OURS):
             found[f"{kind}/{obj['metadata']['name']}"] = obj["metadata"]["resourceVersion"]
@@ -113,7 +114,8 @@ def test_a_second_tap_with_the_same_options_changes_nothing(kube, nodes, forward
     assert again.tap() == 0
     assert [line for line in again.said if line.split()[0].count("/") == 1] == [
         "namespace/shark unchanged", "serviceaccount/shark-hub unchanged", "serviceaccount/shark-worker unchanged",
-        "clusterrole/shark-hub unchanged", "clusterrolebinding/shark-hub unchanged", "service/shark-hub unchanged",
+        "clusterrole/shark-hub unchanged", "clusterrolebinding/shark-hub unchanged",
+        "role/shark-hub-scripts unchanged", "rolebinding/shark-hub-scripts unchanged", "service/shark-hub unchanged",
         "deployment/shark-hub unchanged", "daemonset/shark-worker unchanged"]
     assert resource_versions(kube) == before and pod_uids(kube) == uids
     applies = [r for r in kube.writes() if r.content_type.startswith("application/apply-patch")]
@@ -199,6 +201,7 @@ def test_clean_removes_everything_by_label_and_twice_is_fine(kube, nodes, forwar
     run = Run(kube, forwarder)
     assert run.runner.clean() == 0
     assert run.said == ["daemonset/shark-worker deleted", "deployment/shark-hub deleted", "service/shark-hub deleted",
+                        "rolebinding/shark-hub-scripts deleted", "role/shark-hub-scripts deleted",
                         "serviceaccount/shark-hub deleted", "serviceaccount/shark-worker deleted",
                         "clusterrolebinding/shark-hub deleted", "clusterrole/shark-hub deleted",
                         "namespace/shark deleted"]
@@ -370,7 +373,7 @@ def test_dry_run_needs_no_cluster_and_prints_valid_manifests(tmp_path, kube):
                               catch_exceptions=False)
     assert done.exit_code == 0, done.stderr
     objects = [d for d in yaml.safe_load_all(done.stdout) if d]
-    assert len(objects) == 8
+    assert len(objects) == 10
     for obj in objects:
         kubernetes_validate.validate(obj, "1.33.0", strict=True)
     hub = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]

@@ -49,7 +49,7 @@ def test_kubectl_applies_the_manifests_then_finds_nothing_to_change(kube, kubect
     settled = {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
                for kind in ("DaemonSet", "Deployment", "Service", "ServiceAccount") for o in kube.list(kind, "shark")}
     again = kubectl("apply", "-k", str(ROOT / "manifests"))
-    assert again.stdout.count("unchanged") == 8, again.stdout
+    assert again.stdout.count("unchanged") == 10, again.stdout
     assert {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
             for kind in ("DaemonSet", "Deployment", "Service", "ServiceAccount") for o in kube.list(kind, "shark")} \
         == settled
@@ -59,7 +59,7 @@ def test_kubectl_applies_the_manifests_then_finds_nothing_to_change(kube, kubect
 
 def test_kubectl_server_side_apply_and_delete_by_label(kube, kubectl, nodes):
     out = kubectl("apply", "--server-side", "--field-manager", "kubectl-shark", "-k", str(ROOT / "manifests"))
-    assert out.stdout.count("serverside-applied") == 8
+    assert out.stdout.count("serverside-applied") == 10
     kube.wait_for(lambda: len(kube.list("Pod", "shark", "app.kubernetes.io/component=worker")) == 3,
                   what="a worker pod per node")
     gone = kubectl("delete", "daemonsets,deployments,services,serviceaccounts", "-n", "shark",
