@@ -1,0 +1,375 @@
+"""Cleartext chunks -> synthesized packets -> the real dissection: entries marked tls, gaps
+where chunks were lost, one view of a connection whose two ends are both hooked, and the
+encrypted packets of the same 5-tuple kept apart."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from factories import tcp_conversation
+
+from worker.detail import entry_packets, load_detail
+from worker.dissection import Dissection
+from worker.packet import (ACK, FIN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
+                           SYN, RawPacket, decode)
+from worker.sources.ebpf.events import TlsEvent, connection_of
+from worker.sources.ebpf.program import (FLAG_READ_FAILED, FLAG_TUPLE, KIND_READ, KIND_WRITE,
+                                         ROLE_CLIENT, ROLE_SERVER)
+from worker.sources.ebpf.streams import CLOSED_MEMORY_NS, IDLE_FORGET_NS, StreamSynthesizer
+from worker.sources.ebpf.synth import is_synthesized, max_payload
+from worker.store.segments import SegmentWriter, iter_segment, list_segments
+
+START = 1_700_000_000_000_000_000
+MS = 1_000_000
+CLIENT = ("10.1.0.1", 40000)
+SERVER = ("10.1.0.2", 443)
+REQUEST = b"GET /orders?id=7 HTTP/1.1\r\nHost: shop\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+
+
+def mapped(ip: str) -> bytes:
+    packed = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    return packed if len(packed) == 16 else b"\x00" * 10 + b"\xff\xff" + packed
+
+
+def event(kind: int, data: bytes = b"", offset: int = 0, *, role: int = ROLE_CLIENT,
+          tgid: int = 100, ssl: int = 0xA000, fd: int = 5, client=CLIENT, server=SERVER,
+          length: int | None = None, failed: bool = False) -> TlsEvent:
+    local, remote = (client, server) if role == ROLE_CLIENT else (server, client)
+    flags = FLAG_TUPLE | (FLAG_READ_FAILED if failed else 0)
+    size = len(data) if length is None else length
+    return TlsEvent(0, ssl, tgid, tgid, fd, kind, role, 10 if ":" in client[0] else 2, flags,
+                    size, size, offset, local[1], remote[1], mapped(local[0]), mapped(remote[0]),
+                    b"" if failed else data)
+
+
+class Story:
+    """Feeds events to a synthesizer and its packets to the real dissection."""
+
+    def __init__(self, linktype: int = LINKTYPE_ETHERNET, snaplen: int = 262144) -> None:
+        self.synth = StreamSynthesizer(linktype, snaplen)
+        self.linktype = linktype
+        self.packets: list[RawPacket] = []
+        self.clock = START
+
+    def tick(self) -> int:
+        self.clock += MS
+        return self.clock
+
+    def chunk(self, ev: TlsEvent) -> list[RawPacket]:
+        key = connection_of(ev.role, ev.laddr, ev.lport, ev.raddr, ev.rport)
+        assert key is not None
+        out = self.synth.chunk(ev, key, ev.role == ROLE_CLIENT, self.tick())
+        self.packets += out
+        return out
+
+    def close(self, tgid: int = 100, fd: int = 5) -> list[RawPacket]:
+        out = self.synth.close(tgid, fd, None, self.tick())
+        self.packets += out
+        return out
+
+    def exit(self, tgid: int = 100) -> list[RawPacket]:
+        out = self.synth.exit(tgid, self.tick())
+        self.packets += out
+        return out
+
+    def entries(self, extra: list[RawPacket] = ()) -> list[dict]:
+        import msgspec
+        dissection = Dissection("node-a")
+        stored = sorted([*self.packets, *extra], key=lambda p: p[0])
+        dissection.feed([((1, 24 + i), self.linktype, ts, frame, wirelen)
+                         for i, (ts, frame, wirelen) in enumerate(stored)])
+        dissection.close_all()
+        return [msgspec.json.decode(row.entry_json) for row in dissection.take_rows()]
+
+
+def exchange(story: Story, request: bytes = REQUEST, response: bytes = RESPONSE,
+             offsets: tuple[int, int] = (0, 0), role: int = ROLE_CLIENT, **kw) -> None:
+    """One request/response as the given end sees it: the client writes the request and
+    reads the response; the server reads the request and writes the response."""
+    first, second = (KIND_WRITE, KIND_READ) if role == ROLE_CLIENT else (KIND_READ, KIND_WRITE)
+    story.chunk(event(first, request, offsets[0], role=role, **kw))
+    story.chunk(event(second, response, offsets[1], role=role, **kw))
+
+
+def test_a_clients_chunks_become_an_http_entry_marked_tls():
+    story = Story()
+    exchange(story)
+    story.close()
+    [entry] = story.entries()
+    assert entry["protocol"] == "http"
+    assert entry["tls"] is True
+    assert entry["request"]["method"] == "GET"
+    assert entry["request"]["path"] == "/orders"
+    assert entry["status"] == 200
+    assert entry["complete"] is True
+    assert (entry["src"]["ip"], entry["src"]["port"]) == CLIENT
+    assert (entry["dst"]["ip"], entry["dst"]["port"]) == SERVER
+    assert entry["elapsed_ms"] == pytest.approx(1.0)
+
+
+def test_the_servers_view_gives_the_same_connection():
+    story = Story()
+    exchange(story, role=ROLE_SERVER)
+    story.close()
+    [entry] = story.entries()
+    assert (entry["src"]["ip"], entry["src"]["port"]) == CLIENT
+    assert (entry["dst"]["ip"], entry["dst"]["port"]) == SERVER
+    assert (entry["request"]["path"], entry["status"], entry["tls"]) == ("/orders", 200, True)
+
+
+def test_handshake_data_and_fins_are_a_plain_tcp_stream():
+    story = Story()
+    exchange(story)
+    story.close()
+    decoded = [decode(LINKTYPE_ETHERNET, frame) for _ts, frame, _len in story.packets]
+    assert all(is_synthesized(LINKTYPE_ETHERNET, frame) for _ts, frame, _len in story.packets)
+    flags = [d.flags for d in decoded]
+    assert flags[:3] == [SYN, SYN | ACK, ACK]
+    assert [f & FIN for f in flags[-3:]] == [FIN, FIN, 0]
+    client_isn, server_isn = decoded[0].seq, decoded[1].seq
+    request, response = decoded[3], decoded[4]
+    assert (request.seq, request.ack) == (client_isn + 1, server_isn + 1)
+    assert request.payload == REQUEST
+    assert (response.seq, response.ack) == (server_isn + 1, client_isn + 1 + len(REQUEST))
+    assert decoded[-3].seq == client_isn + 1 + len(REQUEST)        # the client's FIN
+    assert decoded[-2].seq == server_isn + 1 + len(RESPONSE)        # the server's FIN
+
+
+def test_keep_alive_exchanges_share_the_connection():
+    story = Story()
+    exchange(story)
+    second = REQUEST.replace(b"/orders?id=7", b"/cart")
+    exchange(story, second, RESPONSE.replace(b"200 OK", b"404 Not Found"),
+             offsets=(len(REQUEST), len(RESPONSE)))
+    story.close()
+    entries = sorted(story.entries(), key=lambda e: e["ts"])
+    assert [(e["request"]["path"], e["status"]) for e in entries] == [("/orders", 200), ("/cart", 404)]
+    assert entries[0]["src"]["port"] == entries[1]["src"]["port"] == CLIENT[1]
+    assert story.synth.stats.connections == 1
+
+
+def test_concurrent_connections_stay_apart():
+    story = Story()
+    ends = [(("10.1.0.1", 40000 + n), 0xB000 + n, 10 + n) for n in range(5)]
+    for (client, ssl, fd) in ends:     # all requests first, then all responses
+        story.chunk(event(KIND_WRITE, REQUEST.replace(b"7", str(fd).encode()), client=client,
+                          ssl=ssl, fd=fd))
+    for (client, ssl, fd) in reversed(ends):
+        story.chunk(event(KIND_READ, RESPONSE, client=client, ssl=ssl, fd=fd))
+    for (_client, _ssl, fd) in ends:
+        story.close(fd=fd)
+    entries = story.entries()
+    assert sorted((e["src"]["port"], e["request"]["query"]["id"][0]) for e in entries) == [
+        (40000 + n, str(10 + n)) for n in range(5)]
+    assert all(e["complete"] and e["tls"] for e in entries)
+    assert story.synth.stats.connections_active == 0
+
+
+def test_both_ends_hooked_report_each_byte_once():
+    story = Story()
+    client = dict(role=ROLE_CLIENT, tgid=100, ssl=0xA000, fd=5)
+    server = dict(role=ROLE_SERVER, tgid=200, ssl=0xC000, fd=9)
+    story.chunk(event(KIND_WRITE, REQUEST, **client))
+    story.chunk(event(KIND_READ, REQUEST, **server))        # the server's copy: dropped
+    story.chunk(event(KIND_WRITE, RESPONSE, **server))
+    story.chunk(event(KIND_READ, RESPONSE, **client))
+    story.close(tgid=200, fd=9)      # the other end closing does not end the owner's view
+    assert story.synth.stats.connections_active == 1
+    story.close(tgid=100, fd=5)
+    late = story.chunk(event(KIND_WRITE, b"late", len(RESPONSE), **server))
+    assert late == []
+    assert story.synth.stats.duplicate_chunks == 3
+    [entry] = story.entries()
+    assert (entry["request"]["path"], entry["status"], entry["complete"]) == ("/orders", 200, True)
+
+
+def test_the_closed_memory_fades():
+    story = Story()
+    exchange(story)
+    story.close()
+    story.synth.expire(story.clock + CLOSED_MEMORY_NS + 1)
+    other_end = story.chunk(event(KIND_READ, REQUEST, role=ROLE_SERVER, tgid=200, ssl=0xC000))
+    assert other_end                 # a new connection on a reused 5-tuple is reported again
+    assert story.synth.stats.connections == 2
+
+
+def test_a_lost_chunk_is_a_gap_and_the_next_exchange_resyncs():
+    story = Story()
+    story.chunk(event(KIND_WRITE, REQUEST))
+    # The response's chunk was lost in the ring buffer: the next one comes at a later offset.
+    second = REQUEST.replace(b"/orders?id=7", b"/cart")
+    story.chunk(event(KIND_WRITE, second, len(REQUEST)))
+    story.chunk(event(KIND_READ, RESPONSE, len(RESPONSE)))
+    story.close()
+    entries = sorted(story.entries(), key=lambda e: e["ts"])
+    assert story.synth.stats.gaps == 1
+    assert story.synth.stats.gap_bytes == len(RESPONSE)
+    assert [e["request"]["path"] for e in entries] == ["/orders", "/cart"]
+    assert entries[0]["complete"] is False
+    assert entries[1]["status"] == 200
+
+
+@pytest.mark.parametrize("lost", [1, 2, 700])
+def test_gaps_of_any_size_release_the_data_behind_them(lost):
+    story = Story()
+    body = b"x" * 1000
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+    story.chunk(event(KIND_WRITE, REQUEST))
+    story.chunk(event(KIND_READ, head))
+    story.chunk(event(KIND_READ, body[lost:], len(head) + lost))   # `lost` bytes never came
+    story.chunk(event(KIND_WRITE, REQUEST.replace(b"/orders?id=7", b"/next"), len(REQUEST)))
+    story.chunk(event(KIND_READ, RESPONSE, len(head) + len(body)))
+    story.close()
+    entries = sorted(story.entries(), key=lambda e: e["ts"])
+    assert [e["request"]["path"] for e in entries] == ["/orders", "/next"]
+    assert entries[0]["complete"] is False
+    assert entries[1]["status"] == 200 and entries[1]["complete"] is True
+
+
+def test_chunks_in_order_across_directions_and_overlaps_trimmed():
+    """One call's 16 KiB pieces come in order; a piece repeating bytes already given (never
+    expected from the program, handled all the same) adds only what is new."""
+    story = Story()
+    story.chunk(event(KIND_WRITE, REQUEST[:10]))
+    story.chunk(event(KIND_WRITE, REQUEST[5:20], 5))             # 5 bytes seen, 10 new
+    story.chunk(event(KIND_WRITE, REQUEST[:20], 0))              # nothing new: no packet
+    story.chunk(event(KIND_WRITE, REQUEST[20:], 20))
+    story.chunk(event(KIND_READ, RESPONSE[:17]))
+    story.chunk(event(KIND_READ, RESPONSE[17:], 17))
+    story.close()
+    payloads = [decode(LINKTYPE_ETHERNET, f).payload for _t, f, _l in story.packets]
+    assert [p for p in payloads if p] == [REQUEST[:10], REQUEST[10:20], REQUEST[20:],
+                                          RESPONSE[:17], RESPONSE[17:]]
+    assert story.synth.stats.gaps == 0
+    [entry] = story.entries()
+    assert (entry["request"]["path"], entry["status"], entry["complete"]) == ("/orders", 200, True)
+
+
+def test_an_unreadable_buffer_counts_up_to_the_fin():
+    story = Story()
+    story.chunk(event(KIND_WRITE, REQUEST))
+    story.chunk(event(KIND_READ, length=len(RESPONSE), failed=True))
+    story.close()
+    [entry] = story.entries()
+    assert entry["complete"] is False
+    fins = [decode(LINKTYPE_ETHERNET, f) for _t, f, _l in story.packets
+            if decode(LINKTYPE_ETHERNET, f).flags & FIN]
+    server_fin = next(f for f in fins if f.sport == SERVER[1])
+    syn_ack = decode(LINKTYPE_ETHERNET, story.packets[1][1])
+    assert server_fin.seq == syn_ack.seq + 1 + len(RESPONSE)
+
+
+def test_a_process_that_exits_mid_stream_ends_its_connections():
+    story = Story()
+    story.chunk(event(KIND_WRITE, REQUEST))
+    story.chunk(event(KIND_READ, RESPONSE[:30]))     # the response is cut off by the exit
+    second = dict(client=("10.1.0.1", 40001), ssl=0xA001, fd=6)
+    story.chunk(event(KIND_WRITE, REQUEST, **second))
+    story.chunk(event(KIND_READ, RESPONSE[:-2], **second))     # two bytes of body missing
+    story.chunk(event(KIND_WRITE, REQUEST, tgid=300, ssl=0xD000, client=("10.1.0.3", 40002)))
+    story.exit(100)
+    assert story.synth.stats.connections_active == 1            # process 300's
+    assert not story.synth.owns(100) and story.synth.owns(300)
+    closed = [e for e in story.entries() if e["src"]["port"] in (40000, 40001)]
+    assert sorted((e["src"]["port"], e["status"], e["complete"]) for e in closed) == [
+        (40000, 200, False), (40001, 200, False)]
+
+
+def test_big_chunks_are_cut_to_what_an_ip_packet_and_the_snaplen_hold():
+    snaplen = 9000
+    story = Story(snaplen=snaplen)
+    body = bytes(range(256)) * 800      # 204800 bytes
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(body)
+    exchange(story, response=head + body)
+    story.close()
+    limit = max_payload(LINKTYPE_ETHERNET, snaplen, ipv6=False)
+    data_packets = [decode(LINKTYPE_ETHERNET, f) for _t, f, _l in story.packets]
+    assert all(len(f) <= snaplen for _t, f, _l in story.packets)
+    assert max(len(d.payload) for d in data_packets) == limit
+    [entry] = story.entries()
+    assert entry["response"]["content_length"] == len(body)
+    assert entry["size"]["response"] == len(head) + len(body)
+    assert entry["complete"] is True
+
+
+def test_an_ssl_object_moved_to_another_socket_ends_the_old_connection():
+    story = Story()
+    exchange(story)
+    story.chunk(event(KIND_WRITE, REQUEST, client=("10.1.0.1", 40009), fd=6))
+    assert story.synth.stats.connections == 2
+    assert story.synth.stats.connections_active == 1
+    entries = story.entries()
+    assert {e["src"]["port"] for e in entries} == {40000, 40009}
+
+
+def test_idle_connections_are_forgotten():
+    story = Story()
+    story.chunk(event(KIND_WRITE, REQUEST))
+    story.synth.expire(story.clock + IDLE_FORGET_NS + 1)
+    assert story.synth.stats.forgotten == 1
+    assert story.synth.stats.connections_active == 0
+
+
+def test_ipv6_connections():
+    client, server = ("fd00::1", 50000), ("fd00::2", 8443)
+    story = Story()
+    exchange(story, client=client, server=server)
+    story.close()
+    [entry] = story.entries()
+    assert (entry["src"]["ip"], entry["dst"]["ip"], entry["dst"]["port"]) == ("fd00::1", "fd00::2", 8443)
+    assert entry["status"] == 200 and entry["tls"] is True
+
+
+@pytest.mark.parametrize("linktype", [LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2])
+def test_every_markable_link_type_dissects(linktype):
+    story = Story(linktype)
+    exchange(story)
+    story.close()
+    [entry] = story.entries()
+    assert (entry["request"]["path"], entry["tls"]) == ("/orders", True)
+
+
+def test_the_encrypted_packets_of_the_same_connection_stay_apart():
+    """The wire shows the connection encrypted (here: other bytes on the same 5-tuple); the
+    probes show its cleartext. Each becomes its own entry, and only one is tls."""
+    story = Story()
+    exchange(story)
+    story.close()
+    wire = tcp_conversation([b"GET /wire HTTP/1.1\r\nHost: x\r\n\r\n"],
+                            [b"HTTP/1.1 204 No Content\r\n\r\n"], client=CLIENT, server=SERVER,
+                            start_ns=START)
+    entries = story.entries(extra=wire)
+    assert sorted((e["request"]["path"], e["status"], e["tls"]) for e in entries) == [
+        ("/orders", 200, True), ("/wire", 204, False)]
+
+
+def test_detail_and_entry_pcap_read_the_synthesized_packets(tmp_path: Path):
+    story = Story()
+    exchange(story)
+    story.close()
+    wire = tcp_conversation([b"GET /wire HTTP/1.1\r\nHost: x\r\n\r\n"],
+                            [b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwire"],
+                            client=CLIENT, server=SERVER, start_ns=START)
+    with SegmentWriter(tmp_path, 4 * 1024 * 1024) as writer:
+        for packet in sorted([*story.packets, *wire], key=lambda p: p[0]):
+            writer.append(LINKTYPE_ETHERNET, [packet])
+    dissection = Dissection("node-a")
+    for segment in list_segments(tmp_path):
+        dissection.feed(list(iter_segment(segment.path)))
+    dissection.close_all()
+    rows = {row.protocol + ("+tls" if b'"tls":true' in row.entry_json else ""): row
+            for row in dissection.take_rows()}
+    tls_row, wire_row = rows["http+tls"], rows["http"]
+    detail = load_detail(tmp_path, tls_row, 1 << 20)
+    assert detail.tls is True
+    assert detail.response["body"].data == "hello"
+    assert load_detail(tmp_path, wire_row, 1 << 20).response["body"].data == "wire"
+    # From the SYN to the response's last byte: the synthesized packets, none of the wire's.
+    tls_packets = [data for _linktype, _ts, data, _len in entry_packets(tmp_path, tls_row)]
+    assert tls_packets == [frame for _ts, frame, _len in story.packets[:5]]
+    wire_packets = [data for _linktype, _ts, data, _len in entry_packets(tmp_path, wire_row)]
+    assert wire_packets == [frame for _ts, frame, _len in wire[:len(wire_packets)]]
+    assert len(wire_packets) >= 5

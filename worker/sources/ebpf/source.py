@@ -1,0 +1,267 @@
+"""The eBPF TLS source: cleartext from libssl, as synthesized packets for the PCAP store.
+
+It runs in the capture process beside the live source, whose link type it adopts (the store
+keeps one link type per segment; alternating would rotate segments at every batch). Its
+fileno() is the ring buffer's: the capture loop selects on it like on a capture socket.
+housekeeping() is called at least every 0.1 s: it looks for new libssl files to hook and
+ends connections whose close was never seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import msgspec
+
+from worker.packet import RawPacket
+from worker.sources.base import SourceStats
+from worker.sources.bpf import UserFilter, compile_bpf
+from worker.sources.ebpf.events import ConnKey, EventError, TlsEvent, event_connection, parse_event
+from worker.sources.ebpf.libraries import LibraryFile, LibraryScanner
+from worker.sources.ebpf.loader import BccProgram, EbpfUnavailable
+from worker.sources.ebpf.program import (DEFAULT_CHUNKS_PER_CALL, DEFAULT_RINGBUF_PAGES,
+                                         KIND_CLOSE, KIND_EXIT, ROLE_CLIENT)
+from worker.sources.ebpf.sockets import resolve_fd
+from worker.sources.ebpf.streams import StreamSynthesizer
+from worker.sources.ebpf.synth import MIN_USEFUL_PAYLOAD, mark_offset, max_payload
+
+log = logging.getLogger("shark.worker.ebpf")
+
+SCAN_EVERY_S = 1.0
+EXPIRE_EVERY_S = 10.0
+CLOCK_EVERY_S = 10.0
+# How long a /proc lookup that found nothing is believed (the fd may be a pipe or unix socket).
+NEGATIVE_RESOLVE_S = 5.0
+# A found one is also written into the program's map (later chunks carry it); the copy here
+# is for a full map, and goes with the socket's close or after this long.
+POSITIVE_RESOLVE_S = 600.0
+
+
+class LibraryStatus(msgspec.Struct):
+    path: str
+    probes: int
+    processes: int
+    error: str = ""
+
+
+class EbpfStatus(msgspec.Struct):
+    """The /status `ebpf` block."""
+    enabled: bool = False             # --tls given
+    loaded: bool = False              # the probes are in the kernel
+    error: str = ""                   # why not, naming what is missing
+    kernel_headers: str = ""          # the header tree bcc compiled against
+    tracepoints: int = 0
+    probes_attached: int = 0          # uprobes + uretprobes on libssl functions
+    libraries: list[LibraryStatus] = msgspec.field(default_factory=list)
+    processes_hooked: int = 0         # processes that map a hooked libssl
+    calls: int = 0                    # SSL read/write calls that moved bytes
+    chunks: int = 0                   # chunks the probes sent (a call is 16 KiB per chunk)
+    lost_events: int = 0              # ring buffer full: chunks (and closes) lost
+    lost_bytes: int = 0
+    truncated_bytes: int = 0          # beyond what one call copies (become gaps)
+    read_errors: int = 0              # user buffers the probe could not read (gaps)
+    bad_events: int = 0               # records that did not decode (never expected)
+    unresolved_chunks: int = 0        # chunks whose socket or connection was not found
+    duplicate_chunks: int = 0         # the other end of a connection already reported
+    connections: int = 0
+    connections_active: int = 0
+    packets: int = 0                  # synthesized packets (before the capture filter)
+    filtered: int = 0                 # of those, left out by the capture filter
+    bytes: int = 0                    # cleartext bytes in them
+    gaps: int = 0
+    gap_bytes: int = 0
+
+
+class EbpfTlsSource:
+    kind = "ebpf"
+
+    def __init__(self, linktype: int, snaplen: int, *,
+                 chunks_per_call: int = DEFAULT_CHUNKS_PER_CALL,
+                 ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, proc: str = "/proc",
+                 cache_dir: Path | None = None) -> None:
+        if mark_offset(linktype) is None:
+            raise EbpfUnavailable(
+                f"eBPF TLS capture is off: the capture's link type {linktype} has no hardware "
+                "address to mark synthesized packets with; capture on an Ethernet interface "
+                "or on 'any'")
+        smallest = min(max_payload(linktype, snaplen, ipv6=True),
+                       max_payload(linktype, snaplen, ipv6=False))
+        if smallest < MIN_USEFUL_PAYLOAD:
+            raise EbpfUnavailable(f"eBPF TLS capture is off: --snaplen {snaplen} leaves "
+                                  f"{max(smallest, 0)} bytes of cleartext per packet; give at "
+                                  f"least {snaplen - smallest + MIN_USEFUL_PAYLOAD}")
+        self.name = "ebpf:tls"
+        self.linktype = linktype
+        self.snaplen = snaplen
+        self._proc = proc
+        self._records: list[bytes] = []
+        self._program = BccProgram(self._records.append, chunks_per_call, ringbuf_pages, cache_dir)
+        self._synth = StreamSynthesizer(linktype, snaplen)
+        self._scanner = LibraryScanner(proc)
+        self._hooked: dict[LibraryFile, LibraryStatus] = {}
+        self._refused: list[LibraryStatus] = []     # libssl files that could not be probed
+        self._resolved: dict[tuple[int, int], tuple[tuple[ConnKey, bool] | None, float]] = {}
+        self._clock_offset = self._measure_clock()
+        self._last_scan = self._last_expire = self._last_clock = float("-inf")
+        self._status = EbpfStatus(enabled=True, loaded=True,
+                                  kernel_headers=self._program.kernel_source or "",
+                                  tracepoints=self._program.tracepoints)
+        self._received = 0
+        self._filtered = 0
+        self._filter: UserFilter | None = None
+        self._closed = False
+        self.housekeeping(time.monotonic())
+
+    # -- Source -------------------------------------------------------------------------
+    def fileno(self) -> int | None:
+        return self._program.ring_fd
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+    def read_batch(self, max_packets: int) -> list[RawPacket]:
+        """The packets for every event waiting in the ring buffer (a batch can exceed
+        max_packets: the ring buffer is drained whole, and one chunk makes several packets
+        when it opens a connection)."""
+        self._program.consume()
+        records = self._records[:]        # the ring buffer's callback appends to this list
+        self._records.clear()
+        packets: list[RawPacket] = []
+        for raw in records:
+            try:
+                event = parse_event(raw)
+            except EventError as error:
+                self._status.bad_events += 1
+                log.warning("ebpf: %s", error)
+                continue
+            packets += self._packets(event)
+        if self._filter is not None:
+            accepts = self._filter.accepts
+            kept = [p for p in packets if accepts(p[1], p[2])]
+            self._filtered += len(packets) - len(kept)
+            packets = kept
+        self._received += len(packets)
+        return packets
+
+    def set_filter(self, bpf: str) -> None:
+        """The capture filter applies to synthesized packets as if they were on the wire
+        (host and port filters keep or drop whole connections; the hub's idle filter drops
+        all). BpfError for an expression libpcap refuses."""
+        self._filter = UserFilter(compile_bpf(bpf, self.linktype, self.snaplen)) if bpf else None
+
+    def stats(self) -> SourceStats:
+        counters = self._program.counters()
+        return SourceStats(name=self.name, kind=self.kind, received=self._received,
+                           dropped=counters["lost_events"])
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._program.close()
+
+    # -- the rest -----------------------------------------------------------------------
+    def housekeeping(self, now: float) -> None:
+        """Hook new libssl files, forget stale state, re-read the clocks; cheap when idle."""
+        if now - self._last_scan >= SCAN_EVERY_S:
+            self._last_scan = now
+            for library, path in self._scanner.scan(now).items():
+                self._hook(library, path)
+            files = set(self._hooked)
+            self._status.processes_hooked = self._scanner.processes_mapping(files)
+            for library, status in self._hooked.items():
+                status.processes = self._scanner.processes_mapping({library})
+        if now - self._last_expire >= EXPIRE_EVERY_S:
+            self._last_expire = now
+            self._synth.expire(time.time_ns())
+            self._resolved = {k: v for k, v in self._resolved.items()
+                              if now - v[1] < (NEGATIVE_RESOLVE_S if v[0] is None else POSITIVE_RESOLVE_S)}
+        if now - self._last_clock >= CLOCK_EVERY_S:
+            self._last_clock = now
+            self._clock_offset = self._measure_clock()
+
+    def status(self) -> EbpfStatus:
+        status = self._status
+        counters = self._program.counters()
+        status.calls = counters["calls"]
+        status.chunks = counters["chunks"]
+        status.lost_events = counters["lost_events"]
+        status.lost_bytes = counters["lost_bytes"]
+        status.truncated_bytes = counters["truncated_bytes"]
+        status.read_errors = counters["read_errors"]
+        synth = self._synth.stats
+        status.duplicate_chunks = synth.duplicate_chunks
+        status.connections = synth.connections
+        status.connections_active = synth.connections_active
+        status.packets = synth.packets
+        status.bytes = synth.bytes
+        status.gaps = synth.gaps
+        status.gap_bytes = synth.gap_bytes
+        status.filtered = self._filtered
+        status.probes_attached = self._program.uprobes
+        status.libraries = sorted([*self._hooked.values(), *self._refused],
+                                  key=lambda lib: lib.path)
+        return status
+
+    def _hook(self, library: LibraryFile, path: str) -> None:
+        try:
+            probes = self._program.attach_library(path)
+            self._hooked[library] = LibraryStatus(path=path, probes=probes, processes=0)
+            log.info("ebpf: hooked %s (%d probes)", path, probes)
+        except RuntimeError as error:
+            self._refused.append(LibraryStatus(path=path, probes=0, processes=0, error=str(error)))
+            log.warning("ebpf: %s", error)
+
+    def _packets(self, event: TlsEvent) -> list[RawPacket]:
+        wall_ns = event.ts_ns + self._clock_offset
+        if event.kind == KIND_EXIT:
+            self._forget_process(event.tgid)
+            return self._synth.exit(event.tgid, wall_ns)
+        if event.kind == KIND_CLOSE:
+            self._resolved.pop((event.tgid, event.fd), None)
+            return self._synth.close(event.tgid, event.fd, event_connection(event), wall_ns)
+        key = event_connection(event)
+        if key is not None:
+            fd_is_client = event.role == ROLE_CLIENT
+        else:
+            found = self._resolve(event)
+            if found is None:
+                self._status.unresolved_chunks += 1
+                return []
+            key, fd_is_client = found
+        return self._synth.chunk(event, key, fd_is_client, wall_ns)
+
+    def _resolve(self, event: TlsEvent) -> tuple[ConnKey, bool] | None:
+        """The connection of a chunk the program could not place, from /proc; remembered in
+        the program so the socket's later chunks and its close carry it."""
+        if event.fd < 0:
+            return None
+        cache_key = (event.tgid, event.fd)
+        cached = self._resolved.get(cache_key)
+        if cached is not None:
+            return cached[0]
+        found = resolve_fd(event.tgid, event.fd, self._proc)
+        self._resolved[cache_key] = (found, time.monotonic())
+        if found is not None:
+            try:
+                self._program.remember_connection(event.tgid, event.fd, *found)
+            except Exception as error:   # a full map: the chunks still resolve from the cache
+                log.debug("ebpf: cannot remember %s: %s", cache_key, error)
+        return found
+
+    def _forget_process(self, tgid: int) -> None:
+        for key in [k for k in self._resolved if k[0] == tgid]:
+            del self._resolved[key]
+
+    @staticmethod
+    def _measure_clock() -> int:
+        """Epoch minus CLOCK_MONOTONIC (what bpf_ktime_get_ns counts), in ns."""
+        return time.time_ns() - time.monotonic_ns()
+
+
+def open_tls_source(linktype: int, snaplen: int, cache_dir: Path | None = None) -> EbpfTlsSource:
+    """The eBPF TLS source for a capture of this link type; EbpfUnavailable says what is
+    missing when it cannot load. cache_dir: where split kernel headers may be merged."""
+    return EbpfTlsSource(linktype, snaplen, cache_dir=cache_dir)
