@@ -6,11 +6,14 @@ import logging
 import signal
 import socket
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 import uvicorn
 
 from hub.app import HubSettings, create_app
+from hub.scripts.options import script_options, script_settings
 
 log = logging.getLogger("shark.hub")
 DEFAULT_LISTEN = "127.0.0.1:8899"
@@ -52,29 +55,95 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _kube_settings(kubeconfig: str | None, context: str | None, workers_namespace: str | None,
+                   worker_selector: str | None, worker_port: int, pod_regex: str | None,
+                   target_namespaces: tuple[str, ...]):  # noqa: ANN202 - the kubernetes client loads only with --kube
+    from hub.kube.cluster import DEFAULT_WORKER_SELECTOR, KubeConfigError, KubeSettings, api_client
+    from hub.kube.targeter import SpecError, TargetSpec
+
+    try:
+        spec = TargetSpec.of(pod_regex, list(target_namespaces))
+    except SpecError as error:
+        field_name, _, problem = str(error).partition(": ")
+        hint = "--pod-regex" if field_name == "regex" else "--target-namespace"
+        raise click.BadParameter(problem, param_hint=hint) from None
+    settings = KubeSettings(kubeconfig=kubeconfig, context=context, namespace=workers_namespace,
+                            worker_selector=worker_selector or DEFAULT_WORKER_SELECTOR, worker_port=worker_port,
+                            spec=spec)
+    try:
+        settings.api_client = api_client(settings)
+    except KubeConfigError as error:
+        fail(str(error))
+    return settings
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--worker", "workers", multiple=True, required=True, metavar="URL",
-              help="A worker's API URL (http://HOST:PORT); repeat for each worker.")
+@click.option("--worker", "workers", multiple=True, metavar="URL",
+              help="A worker's API URL (http://HOST:PORT); repeat for each worker. With --kube the "
+                   "workers are found in the cluster.")
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT of the hub API.")
 @click.option("--poll-interval", type=click.FloatRange(0.1, 3600), default=2.0, show_default=True,
               help="Seconds between health checks of each worker.")
 @click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
               help="Seconds to wait for a worker's answer.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
-def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: float, log_level: str) -> None:
+@click.option("--kube", is_flag=True,
+              help="In a cluster: the workers are the DaemonSet's pods, and addresses are named after "
+                   "pods, services and nodes (docs/CLUSTER.md).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --kube: the kubeconfig (default: the pod's service account when in a cluster, "
+                   "else $KUBECONFIG or ~/.kube/config).")
+@click.option("--context", metavar="NAME", help="With --kube: the kubeconfig context (default: its current one).")
+@click.option("--namespace", "workers_namespace", metavar="NS", envvar="POD_NAMESPACE",
+              help="With --kube: the namespace of the worker DaemonSet, the hub's own (default: $POD_NAMESPACE, "
+                   "else the service account's, else shark). Its pods are never targets.")
+@click.option("--worker-selector", metavar="LABELS", default=None,
+              help="With --kube: the label selector of the worker pods "
+                   "(default: app.kubernetes.io/name=shark,app.kubernetes.io/component=worker).")
+@click.option("--worker-port", type=click.IntRange(1, 65535), default=8897, show_default=True,
+              help="With --kube: the workers' API port when their pod has no port named 'api'.")
+@click.option("--pod-regex", metavar="REGEX",
+              help="With --kube: tap the pods whose name matches (searched anywhere in the name, as "
+                   "`kubectl shark tap POD_REGEX`); default: every pod but the hub's namespace's. "
+                   "PUT /api/v1/targets changes it.")
+@click.option("--target-namespace", "target_namespaces", multiple=True, metavar="NS",
+              help="With --kube: tap pods in this namespace; repeat for several (default: all).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the hub keeps what must survive a restart (scripts, pcap snapshots); "
+                   "without it scripts live in memory only.")
+@script_options
+def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: float, log_level: str,
+         kube: bool, kubeconfig: str | None, context: str | None, workers_namespace: str | None,
+         worker_selector: str | None, worker_port: int, pod_regex: str | None,
+         target_namespaces: tuple[str, ...], state_dir: Path | None, **script_args: Any) -> None:
     """Fan queries out to the workers and merge their answers under /api/v1."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     for url in workers:
         if not url.startswith(("http://", "https://")):
             raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="--worker")
+    if not workers and not kube:
+        raise click.UsageError("give the workers with --worker URL, or find them in a cluster with --kube")
+    kube_only = {"--kubeconfig": kubeconfig, "--context": context, "--worker-selector": worker_selector,
+                 "--pod-regex": pod_regex, "--target-namespace": target_namespaces}
+    given = [name for name, value in kube_only.items() if value]
+    if given and not kube:
+        raise click.UsageError(f"{given[0]} needs --kube (the hub is not in a cluster without it)")
+    kube_settings = _kube_settings(kubeconfig, context, workers_namespace, worker_selector, worker_port,
+                                   pod_regex, target_namespaces) if kube else None
     host, port = parse_listen(listen)
     listener = _bind(host, port)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    app = create_app(HubSettings(workers=list(workers), poll_interval=poll_interval, timeout=timeout))
+    app = create_app(HubSettings(workers=list(workers), poll_interval=poll_interval, timeout=timeout,
+                                 kube=kube, kube_settings=kube_settings, state_dir=state_dir,
+                                 scripts=script_settings(**script_args)))
     bound_host, bound_port = listener.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    log.info("hub serving on http://%s:%d (%d workers: %s)", shown, bound_port, len(workers), ", ".join(workers))
+    if kube:
+        log.info("hub serving on http://%s:%d (workers: pods of the DaemonSet in %s)", shown, bound_port,
+                 kube_settings.resolved_namespace())
+    else:
+        log.info("hub serving on http://%s:%d (%d workers: %s)", shown, bound_port, len(workers), ", ".join(workers))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, access_log=False,
                                            timeout_graceful_shutdown=3))
     try:

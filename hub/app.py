@@ -27,9 +27,12 @@ from litestar.types import Receive, Scope, Send
 from sse_starlette import EventSourceResponse
 from starlette.responses import JSONResponse
 
+from hub.kube.names import NamedFeed, fill_json
 from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, StreamCounters, render as render_metrics
+from hub.scripts import Scripting, script_routes
 from hub.servicemap import build as build_servicemap
 from hub.stream import Feed, last_event_id
+from hub.targets import target_handlers
 from hub.workers import WorkerClient, WorkerError, WorkerPool, describe
 from hub.ws import ws_handler
 from shark import kfl
@@ -58,6 +61,8 @@ class HubSettings:
     spa_dir: Path | None = SPA_DIR          # served at /; None serves no UI
     state_dir: Path | None = None           # where the hub keeps what must survive a restart
     kube: bool = False                      # workers and names come from the Kubernetes API
+    kube_settings: Any = None               # hub.kube.cluster.KubeSettings (None: its defaults)
+    scripts: Any = None                     # hub.scripts.ScriptSettings (None: its defaults)
 
 
 @dataclass
@@ -218,6 +223,9 @@ def har_entry(entry: dict[str, Any]) -> dict[str, Any]:
         "timings": {"send": 0, "wait": max(elapsed, 0), "receive": 0},
         "serverIPAddress": (entry.get("dst") or {}).get("ip", ""),
         "comment": entry.get("id", ""),
+        # custom fields (HAR 1.2 allows them with a leading "_"): both ends, with their names
+        "_src": entry.get("src") or {},
+        "_dst": entry.get("dst") or {},
     }
 
 
@@ -234,6 +242,11 @@ def har_log(entries: list[dict[str, Any]], workers: list[dict[str, Any]]) -> dic
     return {"log": log_}
 
 
+def _cluster(settings: HubSettings, pool: WorkerPool) -> Any:
+    from hub.kube.cluster import Cluster, KubeSettings   # the kubernetes client only in cluster mode
+    return Cluster(pool, settings.kube_settings or KubeSettings())
+
+
 def create_app(settings: HubSettings) -> Litestar:
     pool = WorkerPool(settings.workers, poll_interval=settings.poll_interval, allow_empty=settings.kube,
                       timeout=settings.timeout, retries=settings.retries, backoff=settings.backoff,
@@ -242,6 +255,16 @@ def create_app(settings: HubSettings) -> Litestar:
     feed = Feed(pool)
     counters = StreamCounters()
     state = HubState(settings, pool, feed, counters)
+    # In a cluster, endpoints the workers did not name are named at read time (hub/kube/names.py).
+    cluster = _cluster(settings, pool) if settings.kube else None
+    fill = cluster.fill if cluster is not None else None
+    named_feed = NamedFeed(feed, fill) if fill is not None else feed
+
+    def named(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if fill is not None:
+            for entry in found:
+                fill(entry)
+        return found
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -262,7 +285,8 @@ def create_app(settings: HubSettings) -> Litestar:
             answer = await pool.entries(params, limit)
         except WorkerError as error:
             raise _from_worker(error, None) from None
-        return {"entries": answer.entries, "workers": answer.workers}
+        # onItemQueried (scripts, set up below) may tag or change what is answered
+        return {"entries": await scripting.on_queried(named(answer.entries)), "workers": answer.workers}
 
     @get(f"{API}/entries/{{entry_id:str}}")
     async def entry_detail(request: Request) -> Response[bytes]:
@@ -273,7 +297,8 @@ def create_app(settings: HubSettings) -> Litestar:
             response = await client.get(f"/entries/{entry_id}")
         except (WorkerError, httpx.HTTPError) as error:
             raise _from_worker(error, client) from None
-        return Response(response.content, media_type=MediaType.JSON)
+        content = fill_json(response.content, fill) if fill is not None else response.content
+        return Response(content, media_type=MediaType.JSON)
 
     @get(f"{API}/entries/{{entry_id:str}}/pcap")
     async def entry_pcap(request: Request) -> Stream:
@@ -323,7 +348,7 @@ def create_app(settings: HubSettings) -> Litestar:
             answer = await pool.entries(params, limit)
         except WorkerError as error:
             raise _from_worker(error, None) from None
-        return har_log(answer.entries, answer.workers)
+        return har_log(named(answer.entries), answer.workers)
 
     @get(f"{API}/query/validate")
     async def validate_query(request: Request) -> dict[str, Any]:
@@ -371,7 +396,7 @@ def create_app(settings: HubSettings) -> Litestar:
         if body is not None:
             await JSONResponse(body, status_code=400)(scope, receive, send)  # type: ignore[arg-type]
             return
-        events = counters.track(feed.events(params.get("q") or None, last_id))
+        events = counters.track(named_feed.events(params.get("q") or None, last_id))
         response = EventSourceResponse(events, ping=SSE_PING_S,
                                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await response(scope, receive, send)  # type: ignore[arg-type]
@@ -386,7 +411,7 @@ def create_app(settings: HubSettings) -> Litestar:
             answer = await pool.entries(params, limit)
         except WorkerError as error:
             raise _from_worker(error, None) from None
-        return {**build_servicemap(answer.entries), "entries": len(answer.entries), "workers": answer.workers}
+        return {**build_servicemap(named(answer.entries)), "entries": len(answer.entries), "workers": answer.workers}
 
     @get("/metrics", include_in_schema=False)
     async def metrics() -> Response[str]:
@@ -396,9 +421,15 @@ def create_app(settings: HubSettings) -> Litestar:
                         media_type=METRICS_CONTENT_TYPE)
 
     handlers: list[Any] = [stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers,
-                           status, ws_handler(f"{API}/ws", feed, counters), servicemap, metrics]
+                           status, ws_handler(f"{API}/ws", named_feed, counters), servicemap, metrics]
     lifespans: list[Any] = [lifespan]
     # Parts with routes of their own add them here, each from its module, given `state`.
+    handlers += target_handlers(pool, cluster)
+    scripting = Scripting(state)
+    handlers += script_routes(scripting)
+    lifespans.append(scripting.lifespan)
+    if cluster is not None:
+        lifespans.append(cluster.lifespan)
     if settings.spa_dir is not None and (settings.spa_dir / "index.html").is_file():
         handlers.append(create_static_files_router(path="/", directories=[settings.spa_dir],
                                                    html_mode=True, name="spa"))

@@ -1,4 +1,4 @@
-"""The kubectl-shark command line: thin click commands over shark.local and shark.hubclient.
+"""The kubectl-shark command line: thin click commands over shark.local, shark.kube and shark.hubclient.
 
 Errors become exit statuses in one place (shark.errors.report): 0 ok, 1 failure with a
 one-line reason on stderr, 2 usage error; a traceback only with --debug.
@@ -19,6 +19,8 @@ import click
 from shark import __version__
 from shark.errors import ExitStatus, SharkError, report
 from shark.hubclient import DEFAULT_HUB, HubClient
+from shark.kube.commands import cluster_options, status_cluster, tap_cluster, timeout_option
+from shark.kube.render import DEFAULT_IMAGE, PULL_POLICIES
 from shark.units import UnitError, format_size, parse_duration, parse_size
 
 
@@ -71,8 +73,18 @@ def _size(value: str, option: str) -> str:
 # ---- tap -------------------------------------------------------------------------------------
 
 @cli.command()
+@click.argument("pod_regex", required=False, metavar="[POD_REGEX]")
 @click.option("--local", "local", is_flag=True, help="Capture on this machine: a worker and the hub "
               "as child processes, no cluster.")
+@click.option("-n", "--namespace", "namespaces", multiple=True, metavar="NS",
+              help="In a cluster: tap pods in this namespace; repeat for several [default: the context's].")
+@click.option("-A", "--all-namespaces", is_flag=True, help="In a cluster: tap pods in every namespace.")
+@cluster_options
+@click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="In a cluster: the image of hub and workers.")
+@click.option("--image-pull-policy", type=click.Choice(PULL_POLICIES), default="IfNotPresent", show_default=True,
+              help="In a cluster: when nodes pull the image.")
+@click.option("--dry-run", is_flag=True, help="In a cluster: print the manifests tap would apply; touch nothing.")
+@timeout_option
 @click.option("-i", "--iface", "ifaces", multiple=True, metavar="IFACE",
               help="Interface to capture on (with --local); repeat for several [default: lo].")
 @click.option("--pcap", "pcap_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -85,16 +97,48 @@ def _size(value: str, option: str) -> str:
               help="Port of the UI and API.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where local mode keeps packets and logs [default: $XDG_STATE_HOME/shark].")
-def tap(local: bool, ifaces: tuple[str, ...], pcap_file: Path | None, no_open: bool,
-        storage_limit: str, proxy_host: str, proxy_port: int, state_dir: Path | None) -> None:
-    """Capture traffic and serve it at http://PROXY-HOST:PROXY-PORT until Ctrl-C."""
+@click.option("--tls", is_flag=True, help="Also show TLS traffic decrypted: cleartext from libssl "
+              "through eBPF probes (docs/TLS.md).")
+def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_namespaces: bool,
+        kubeconfig: str | None, context: str | None, release_namespace: str, image: str, image_pull_policy: str,
+        dry_run: bool, timeout: float, ifaces: tuple[str, ...], pcap_file: Path | None, no_open: bool,
+        storage_limit: str, proxy_host: str, proxy_port: int, state_dir: Path | None,
+        tls: bool) -> None:
+    """Capture traffic and serve it at http://PROXY-HOST:PROXY-PORT until Ctrl-C.
+
+    In a cluster (without --local): deploy a hub and a worker per node, tapping the pods whose
+    name matches POD_REGEX (default: all) in the given namespaces, and port-forward to the hub;
+    they keep running after Ctrl-C (`open` reconnects, `clean` removes them). docs/CLUSTER.md.
+    """
     from shark.local import LocalOptions, LocalTap, default_state_dir
 
+    ctx = click.get_current_context()
+
+    def given(flags: dict[str, str]) -> list[str]:
+        return [flag for name, flag in flags.items()
+                if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     if not local:
-        raise SharkError("cluster mode is not available yet", hint="use `kubectl shark tap --local`")
+        local_only = given({"ifaces": "-i/--iface", "pcap_file": "--pcap", "state_dir": "--state-dir"})
+        if local_only:
+            raise click.UsageError(f"{local_only[0]} needs --local (in a cluster every node's interfaces "
+                                   "are captured)")
+        sys.exit(tap_cluster(pod_regex=pod_regex, namespaces=namespaces, all_namespaces=all_namespaces,
+                             kubeconfig=kubeconfig, context=context, release_namespace=release_namespace,
+                             image=image, image_pull_policy=image_pull_policy,
+                             storage_limit=_size(storage_limit, "--storage-limit"), proxy_host=proxy_host,
+                             proxy_port=proxy_port, no_open=no_open, dry_run=dry_run, timeout=timeout, tls=tls))
+    cluster_only = given({"pod_regex": "POD_REGEX", "namespaces": "-n/--namespace",
+                          "all_namespaces": "-A/--all-namespaces", "kubeconfig": "--kubeconfig",
+                          "context": "--context", "release_namespace": "-s/--release-namespace",
+                          "image": "--image", "image_pull_policy": "--image-pull-policy", "dry_run": "--dry-run",
+                          "timeout": "--timeout"})
+    if cluster_only:
+        raise click.UsageError(f"{cluster_only[0]} is for a cluster; it cannot be used with --local")
     if ifaces and pcap_file:
         raise click.UsageError("give either -i/--iface or --pcap, not both")
-    options = LocalOptions(ifaces=list(ifaces), pcap_file=pcap_file,
+    if tls and pcap_file:
+        raise click.UsageError("--tls captures live TLS cleartext; it cannot be used with --pcap")
+    options = LocalOptions(ifaces=list(ifaces), pcap_file=pcap_file, tls=tls,
                            state_dir=state_dir or default_state_dir(),
                            storage_limit=_size(storage_limit, "--storage-limit"),
                            proxy_host=proxy_host, proxy_port=proxy_port)
@@ -285,8 +329,16 @@ def export(fmt: str, out: Path, kfl: str, hub_url: str) -> None:
 
 @cli.command()
 @hub_option
-def status(hub_url: str) -> None:
+@click.option("--cluster", is_flag=True, help="The deployment in the cluster instead: the hub and each "
+              "node's worker, ready or why not (implied by the cluster options below).")
+@cluster_options
+def status(hub_url: str, cluster: bool, kubeconfig: str | None, context: str | None,
+           release_namespace: str) -> None:
     """Health of the hub and every worker: capture drops, storage, dissection."""
+    ctx = click.get_current_context()
+    if cluster or any(ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+                      for name in ("kubeconfig", "context", "release_namespace")):
+        sys.exit(status_cluster(kubeconfig, context, release_namespace))
     with HubClient(hub_url) as hub:
         answer = hub.status()
     info = answer.get("hub", {})
@@ -314,6 +366,14 @@ def status(hub_url: str) -> None:
                    f"shed {dis.get('shed_bytes', 0)} bytes")
     if failed:
         raise SharkError(f"{failed} of {len(workers)} workers are down")
+
+
+from shark.scripts_cli import scripts as scripts_group  # noqa: E402 - a command group of its own module
+cli.add_command(scripts_group)
+from shark.kube.commands import clean, logs, open_command  # noqa: E402 - cluster commands of their own module
+cli.add_command(open_command)
+cli.add_command(clean)
+cli.add_command(logs)
 
 
 def main() -> None:

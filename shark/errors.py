@@ -21,18 +21,54 @@ class ExitStatus(enum.IntEnum):
 
 
 class SharkError(Exception):
-    """A failure with a one-line reason and, where one helps, a hint of what to do."""
+    """A failure with a one-line reason and, where one helps, a hint of what to do; `details`
+    are indented lines after the reason (e.g. each pod that is not ready and why)."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, details: list[str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = details or []
 
 
 class HubUnreachable(SharkError):
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"cannot reach the hub at {url}: {reason}",
                          hint="is `kubectl shark tap --local` running? (or pass --hub URL)")
+
+
+class NoKubeconfig(SharkError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"no cluster to talk to: {reason}",
+                         hint="pass --kubeconfig FILE or set KUBECONFIG (kubectl's own config works); "
+                              "for capture on this machine use `kubectl shark tap --local`")
+
+
+class ClusterUnreachable(SharkError):
+    def __init__(self, server: str, reason: str, context: str | None) -> None:
+        check = f"kubectl cluster-info --context {context}" if context else "kubectl cluster-info"
+        super().__init__(f"cannot reach the cluster at {server}: {reason}",
+                         hint=f"is the cluster running and the kubeconfig current? check with `{check}`")
+
+
+class Forbidden(SharkError):
+    """RBAC refused one verb on one resource: say which, and how to check it."""
+
+    def __init__(self, verb: str, resource: str, namespace: str | None, message: str) -> None:
+        where = f" in namespace {namespace}" if namespace else " (cluster-wide)"
+        check = f"kubectl auth can-i {verb} {resource}" + (f" -n {namespace}" if namespace else "")
+        super().__init__(f"not allowed to {verb} {resource}{where}: {message}",
+                         hint=f"your account needs RBAC permission to {verb} {resource}{where}; "
+                              f"check with `{check}` and ask a cluster admin for a role that allows it")
+        self.verb, self.resource, self.namespace = verb, resource, namespace
+
+
+class KubeApiError(SharkError):
+    """The API server refused a request for another reason: its Status message in one line."""
+
+    def __init__(self, message: str, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
 
 
 class HubError(SharkError):
@@ -55,6 +91,8 @@ def report(error: BaseException, debug: bool = False) -> ExitStatus:
         return ExitStatus.CTRL_C
     if isinstance(error, SharkError):
         click.echo(f"kubectl-shark: {error.message}", err=True)
+        for line in error.details:
+            click.echo(f"  {line}", err=True)
         if error.hint:
             click.echo(f"hint: {error.hint}", err=True)
         return ExitStatus.ERROR

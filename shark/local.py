@@ -37,6 +37,7 @@ def default_state_dir() -> Path:
 class LocalOptions:
     ifaces: list[str] = field(default_factory=list)
     pcap_file: Path | None = None
+    tls: bool = False             # eBPF TLS cleartext (the worker's --tls)
     state_dir: Path = field(default_factory=default_state_dir)
     storage_limit: str = "200MB"
     proxy_host: str = "127.0.0.1"
@@ -199,6 +200,7 @@ class LocalTap:
             worker_port = free_port()
             source = [arg for iface in (o.ifaces or ["lo"]) for arg in ("--iface", iface)]
             source += ["--bpf", f"not (tcp port {worker_port} or tcp port {o.proxy_port})"]
+            source += ["--tls"] if o.tls else []
         self.say("starting worker …")
         worker = Child("worker", [sys.executable, "-m", "worker", *source,
                                   "--listen", f"127.0.0.1:{worker_port}",
@@ -207,9 +209,14 @@ class LocalTap:
         self.children.append(worker)
         worker_url = worker.wait_line(r"serving on (http://\S+?)(/api/v1)?\s", START_TIMEOUT_S,
                                       self.stop_requested).group(1)
+        if o.tls:   # loaded, or the one line saying what is missing
+            self.say(worker.wait_line(r"(tls: eBPF probes loaded.*|eBPF TLS capture is off.*)",
+                                      1.0, self.stop_requested).group(1))
         self.say(f"worker ready at {worker_url}; starting hub …")
         host = f"[{o.proxy_host}]" if ":" in o.proxy_host else o.proxy_host
+        # The hub keeps scripts and pcap snapshots under <state>/hub across restarts.
         hub = Child("hub", [sys.executable, "-m", "hub", "--worker", worker_url,
+                            "--state-dir", str(o.state_dir / "hub"),
                             "--listen", f"{host}:{o.proxy_port}"], logs / "hub.log")
         self.children.append(hub)
         self.url = hub.wait_line(r"hub serving on (http://\S+)", START_TIMEOUT_S,

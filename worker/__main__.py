@@ -50,15 +50,20 @@ def _size(value: str, option: str) -> int:
               help="Cap on the PCAP segments on disk (200MB, 1GiB, 500Mi).")
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT of the API.")
 @click.option("--node", default=None, help="Node name in entry ids [default: hostname].")
+@click.option("--tls", is_flag=True,
+              help="Also capture TLS cleartext from libssl with eBPF uprobes (docs/TLS.md); "
+                   "where eBPF cannot load, says what is missing and captures without it.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str, snaplen: int,
          buffer_size: str, storage_dir: Path | None, storage_limit: str, listen: str,
-         node: str | None, log_level: str) -> None:
+         node: str | None, tls: bool, log_level: str) -> None:
     """Capture packets, store them in capped PCAP segments, dissect them, serve /api/v1."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     if bool(ifaces) == (pcap_file is not None):
         raise click.UsageError("give either --iface (live capture) or --pcap FILE (replay)")
+    if tls and pcap_file is not None:
+        raise click.UsageError("--tls captures live TLS cleartext; it cannot be used with --pcap")
     try:
         host, port = parse_listen(listen)
         options = WorkerOptions(
@@ -66,7 +71,7 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
             buffer_size=_size(buffer_size, "--buffer-size"),
             storage_dir=storage_dir or default_storage_dir(),
             storage_limit=_size(storage_limit, "--storage-limit"),
-            host=host, port=port, node=node or socket.gethostname())
+            host=host, port=port, node=node or socket.gethostname(), tls=tls)
         if options.storage_limit < MIN_STORAGE_LIMIT:
             raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "
                               f"{format_size(MIN_STORAGE_LIMIT)}")
@@ -120,11 +125,13 @@ def serve(options: WorkerOptions, listener: socket.socket) -> int:
         cleanup.callback(log.info, "worker stopped")
         cleanup.callback(capture.stop)
         log.info("%s", capture.note)
+        if capture.tls_note:
+            (log.info if capture.tls_ok else log.warning)("%s", capture.tls_note)
         for note in capture.repaired:
             log.warning("store: %s", note)
         index, index_note = open_index(options.storage_dir / "index.sqlite")
         cleanup.callback(index.close)
-        notes = [capture.note, *capture.repaired]
+        notes = [capture.note, *([capture.tls_note] if capture.tls_note else []), *capture.repaired]
         if index_note and list_segments(options.storage_dir):
             log.warning("index: %s", index_note)
             notes.append(index_note)

@@ -13,6 +13,7 @@ import multiprocessing
 import select
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -39,6 +40,8 @@ class CaptureState:
     write_errors: int = 0
     last_write_error: str = ""
     dropped_on_write: int = 0
+    tls: Any = None               # the EbpfTlsSource with --tls, when it loaded
+    tls_status: Any = None        # EbpfStatus: off, or why it could not load
 
 
 def _open(options: WorkerOptions) -> tuple[list[Source], str]:
@@ -53,13 +56,37 @@ def _open(options: WorkerOptions) -> tuple[list[Source], str]:
     return [source], note
 
 
+def _open_tls(options: WorkerOptions, live: Source) -> tuple[Any, Any, str]:
+    """(source, status, note) for eBPF TLS capture. Where it cannot load, the note says what
+    is missing and capture goes on without it."""
+    from worker.sources.ebpf import EbpfStatus, EbpfUnavailable, open_tls_source
+    if not options.tls:
+        return None, EbpfStatus(), ""
+    try:
+        source = open_tls_source(live.linktype, options.snaplen, options.storage_dir)
+    except EbpfUnavailable as error:
+        return None, EbpfStatus(enabled=True, error=str(error)), str(error)
+    except Exception as error:  # TLS is an extra: whatever breaks it, capture goes on
+        log.exception("eBPF TLS capture failed to start")
+        message = f"eBPF TLS capture is off: it failed to start ({type(error).__name__}: {error})"
+        return None, EbpfStatus(enabled=True, error=message), message
+    if options.bpf:   # libpcap already took it for the live source: it compiles here too
+        source.set_filter(options.bpf)
+    status = source.status()
+    libraries = ", ".join(lib.path for lib in status.libraries) or "none mapped yet"
+    return source, None, (f"tls: eBPF probes loaded ({status.probes_attached} on libssl: "
+                          f"{libraries}; {status.processes_hooked} processes)")
+
+
 def _stats(state: CaptureState) -> dict[str, Any]:
+    tls_status = state.tls.status() if state.tls is not None else state.tls_status
     return {
         "sources": [msgspec.to_builtins(s.stats()) for s in state.sources],
         "store": msgspec.to_builtins(state.writer.stats()),
         "write_errors": state.write_errors,
         "last_write_error": state.last_write_error,
         "dropped_on_write": state.dropped_on_write,
+        "ebpf": msgspec.to_builtins(tls_status),
     }
 
 
@@ -114,14 +141,20 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
     except OSError as error:
         conn.send(("error", f"capture: {error}"))
         return
-    state = CaptureState(sources, writer)
-    conn.send(("ready", {"note": note, "repaired": list(writer.stats().repaired)}))
+    tls, tls_status, tls_note = _open_tls(options, sources[0])
+    if tls is not None:
+        sources.append(tls)
+    state = CaptureState(sources, writer, tls=tls, tls_status=tls_status)
+    conn.send(("ready", {"note": note, "repaired": list(writer.stats().repaired),
+                         "tls": tls_note, "tls_ok": tls is not None}))
     live = [s for s in sources if s.fileno() is not None]
     files = [s for s in sources if s.fileno() is None]
     by_fd = {s.fileno(): s for s in live}
     control = conn.fileno()
     try:
         while not stop.is_set():
+            if tls is not None:
+                tls.housekeeping(time.monotonic())
             busy_files = [s for s in files if not s.finished]
             for source in busy_files:
                 _drain(state, source)
@@ -159,6 +192,8 @@ class CaptureProcess:
         self._lock = threading.Lock()
         self.note = ""
         self.repaired: list[str] = []
+        self.tls_note = ""            # with --tls: what loaded, or what is missing
+        self.tls_ok = False
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the child and wait until its sources and store are open; CaptureError if not."""
@@ -177,6 +212,8 @@ class CaptureProcess:
             raise CaptureError(value)
         self.note = value["note"]
         self.repaired = value["repaired"]
+        self.tls_note = value.get("tls", "")
+        self.tls_ok = value.get("tls_ok", False)
 
     def ask(self, command: str, arg: Any = None, timeout: float = 10.0) -> Any:
         """Send a command; returns its value or raises CaptureError with the child's reason."""

@@ -13,12 +13,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from shark.model import Body, Entry, decode_entry
 from worker.assembler import Assembler
 from worker.dissectors import registry
 from worker.dissectors.base import Emit, Exchange, FlowInfo, Session
 from worker.dissectors.upgrades import UPGRADES
 from worker.packet import decode
+from worker.sources.ebpf.synth import is_synthesized
 from worker.store.index import IndexRow
 from worker.store.segments import read_range
 
@@ -40,20 +43,27 @@ def flow_of(row: IndexRow) -> FlowInfo:
                     packed(row.server_ip), row.server_port)
 
 
+class _TlsFlag(msgspec.Struct):
+    tls: bool = False
+
+
 def entry_packets(storage_dir: Path, row: IndexRow) -> Iterator[tuple[int, int, bytes, int]]:
     """(linktype, ts_ns, data, wirelen) of the entry's packets, both directions, in store order.
-    Raises SegmentEvicted when they are no longer stored."""
+    An entry from eBPF TLS cleartext gets the synthesized packets of its 5-tuple, any other
+    entry the captured ones (the two share 5-tuples). Raises SegmentEvicted when they are no
+    longer stored."""
     flow = flow_of(row)
     proto = 6 if flow.transport == "tcp" else 17
     forward = (flow.client_ip, flow.client_port, flow.server_ip, flow.server_port)
     backward = (flow.server_ip, flow.server_port, flow.client_ip, flow.client_port)
+    tls = msgspec.json.decode(row.entry_json, type=_TlsFlag).tls
     for _ref, linktype, ts_ns, data, wirelen in read_range(
             storage_dir, (row.first_seg, row.first_off), (row.last_seg, row.last_off)):
         decoded = decode(linktype, data)
         if decoded is None or decoded.proto != proto:
             continue
         key = (decoded.src, decoded.sport, decoded.dst, decoded.dport)
-        if key == forward or key == backward:
+        if (key == forward or key == backward) and is_synthesized(linktype, data) == tls:
             yield linktype, ts_ns, data, wirelen
 
 

@@ -15,7 +15,9 @@ from worker.assembler import Assembler
 from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
 from worker.dissectors.select import open_session
+from worker.names import NameTable
 from worker.packet import PacketRef, decode, ip_text
+from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import IndexRow
 
 EXPIRE_EVERY_NS = 1_000_000_000
@@ -24,8 +26,17 @@ EXPIRE_EVERY_NS = 1_000_000_000
 StoredPacket = tuple[PacketRef, int, int, bytes, int]
 
 
+def _endpoint(ip: str, port: int, identities: NameTable | None) -> Endpoint:
+    named = identities.get(ip) if identities is not None else None
+    if named is None:
+        return Endpoint(ip=ip, port=port)
+    return Endpoint(ip=ip, port=port, name=named[0], namespace=named[1], kind=named[2])  # type: ignore[arg-type]
+
+
 def entry_from_exchange(seq: int, node: str, flow: FlowInfo, exchange: Exchange,
-                        names: dict[bytes, str]) -> Entry:
+                        names: dict[bytes, str], identities: NameTable | None = None) -> Entry:
+    """`names` caches address texts; `identities` (the hub's names) names the endpoints as
+    they are now, so the entry keeps them when the address later changes hands."""
     client = names.get(flow.client_ip) or names.setdefault(flow.client_ip, ip_text(flow.client_ip))
     server = names.get(flow.server_ip) or names.setdefault(flow.server_ip, ip_text(flow.server_ip))
     elapsed = None
@@ -34,8 +45,8 @@ def entry_from_exchange(seq: int, node: str, flow: FlowInfo, exchange: Exchange,
     return Entry(
         id=f"{node}:{seq}", node=node, protocol=exchange.protocol,
         ts=exchange.start_ns / 1e9, elapsed_ms=elapsed,
-        src=Endpoint(ip=client, port=flow.client_port),
-        dst=Endpoint(ip=server, port=flow.server_port),
+        src=_endpoint(client, flow.client_port, identities),
+        dst=_endpoint(server, flow.server_port, identities),
         summary=exchange.summary, status=exchange.status,
         request=exchange.request, response=exchange.response,
         size=Size(request=exchange.request_size, response=exchange.response_size),
@@ -46,13 +57,20 @@ def entry_from_exchange(seq: int, node: str, flow: FlowInfo, exchange: Exchange,
 
 class Dissection:
     def __init__(self, node: str, first_seq: int = 1,
-                 dissectors: list[Dissector] | None = None) -> None:
+                 dissectors: list[Dissector] | None = None, identities: NameTable | None = None) -> None:
         self._node = node
+        self._identities = identities
         self._next_seq = first_seq
         self._dissectors = registry() if dissectors is None else dissectors
         self._fallback = fallback()
         self._assembler = Assembler(self._open_session)
-        self._pending: list[tuple[FlowInfo, Exchange, int | None, int | None]] = []
+        # Cleartext from the eBPF TLS probes shares 5-tuples with the encrypted packets on
+        # the wire: its marked packets get an assembler of their own (docs/TLS.md).
+        self._tls_assembler = Assembler(lambda flow: self._open_session(flow, tls=True))
+        # TLS cleartext is what TLS carries, never TLS again (whose port hints would claim
+        # it first and wait for a handshake that never comes).
+        self._cleartext_dissectors = [d for d in self._dissectors if d.name != "tls"]
+        self._pending: list[tuple[FlowInfo, Exchange, int | None, int | None, bool]] = []
         self._names: dict[bytes, str] = {}
         self._current_ref: PacketRef = (0, 0)
         self._last_expire_ns = 0
@@ -64,7 +82,7 @@ class Dissection:
     def assembler_stats(self) -> dict:
         return msgspec.to_builtins(self._assembler.stats)
 
-    def _open_session(self, flow: FlowInfo) -> Session:
+    def _open_session(self, flow: FlowInfo, tls: bool = False) -> Session:
         # The packet that opened the flow (its SYN, when seen): the connection's first
         # exchange starts its packet range there, so its pcap carries the handshake.
         flow_first_ref = self._current_ref
@@ -83,21 +101,24 @@ class Dissection:
             to_server, to_client = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
             if selector.swapped:
                 to_server, to_client = to_client, to_server
-            seq_of = self._assembler.seq_of
+            seq_of = (self._tls_assembler if tls else self._assembler).seq_of
             client_seq = seq_of(flow, to_server, exchange.client_offset)
             server_seq = None
             if exchange.server_offset is not None:
                 server_seq = seq_of(flow, to_client, exchange.server_offset)
-            self._pending.append((selector.session_flow, exchange, client_seq, server_seq))
-        selector = open_session(flow, emit, self._dissectors, fallback=self._fallback)
+            self._pending.append((selector.session_flow, exchange, client_seq, server_seq, tls))
+        dissectors = self._cleartext_dissectors if tls else self._dissectors
+        selector = open_session(flow, emit, dissectors, fallback=self._fallback)
         return selector
 
     def feed(self, batch: Iterable[StoredPacket]) -> None:
         """Packets in store order; flows idle for long in capture time are closed as we go."""
         packet = self._assembler.packet
+        tls_packet = self._tls_assembler.packet
         last_expire = self._last_expire_ns
         count = not_ip = 0
         ts_ns = self.last_ts
+        mark_linktype, mark_at = -1, None
         for ref, linktype, ts_ns, data, _wirelen in batch:
             count += 1
             decoded = decode(linktype, data)
@@ -105,9 +126,15 @@ class Dissection:
                 not_ip += 1
                 continue
             self._current_ref = ref
-            packet(ts_ns, ref, decoded)
+            if linktype != mark_linktype:
+                mark_linktype, mark_at = linktype, mark_offset(linktype)
+            if mark_at is not None and data[mark_at:mark_at + 6] == MARK:
+                tls_packet(ts_ns, ref, decoded)
+            else:
+                packet(ts_ns, ref, decoded)
             if ts_ns - last_expire > EXPIRE_EVERY_NS:
                 self._assembler.expire(ts_ns)
+                self._tls_assembler.expire(ts_ns)
                 last_expire = ts_ns
         self._last_expire_ns = last_expire
         self.last_ts = ts_ns
@@ -116,10 +143,12 @@ class Dissection:
 
     def expire(self, now_ns: int) -> None:
         self._assembler.expire(now_ns)
+        self._tls_assembler.expire(now_ns)
 
     def close_all(self) -> None:
         """End of capture, or a discontinuity: every flow ends, pending exchanges come out."""
         self._assembler.close_all(self.last_ts)
+        self._tls_assembler.close_all(self.last_ts)
 
     def discard_pending(self) -> None:
         self._pending.clear()
@@ -128,10 +157,11 @@ class Dissection:
         """Index rows (with their entries) for the exchanges finished since the last call."""
         pending, self._pending = self._pending, []
         rows: list[IndexRow] = []
-        for flow, exchange, client_seq, server_seq in pending:
+        for flow, exchange, client_seq, server_seq, tls in pending:
             seq = self._next_seq
             self._next_seq += 1
-            entry = entry_from_exchange(seq, self._node, flow, exchange, self._names)
+            entry = entry_from_exchange(seq, self._node, flow, exchange, self._names, self._identities)
+            entry.tls = tls
             rows.append(IndexRow(
                 seq=seq, ts=entry.ts, protocol=entry.protocol, entry_json=encode(entry),
                 first_seg=exchange.first_ref[0], first_off=exchange.first_ref[1],

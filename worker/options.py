@@ -34,6 +34,7 @@ class WorkerOptions:
     port: int = 8897
     node: str = field(default_factory=socket.gethostname)
     body_limit: int = DEFAULT_BODY_LIMIT
+    tls: bool = False                     # eBPF TLS cleartext from libssl (docs/TLS.md)
 
 
 class OptionError(ValueError):

@@ -19,6 +19,7 @@ import msgspec
 
 from worker.broadcast import Broadcaster
 from worker.dissection import EXPIRE_EVERY_NS, Dissection
+from worker.names import NameTable
 from worker.packet import PacketRef
 from worker.store.index import EntryIndex
 from worker.store.segments import SegmentTail, list_segments
@@ -52,7 +53,8 @@ class Pipeline:
         self._broadcaster = broadcaster
         self._capture_finished = capture_finished
         self._tail = SegmentTail(storage_dir, index.cursor())
-        self._dissection = Dissection(node, index.max_seq() + 1)
+        self.names = NameTable()   # the hub's names, stamped into entries as they are indexed
+        self._dissection = Dissection(node, index.max_seq() + 1, identities=self.names)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shark-dissect", daemon=True)
         self._closed_at_end = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -10,7 +11,7 @@ from urllib.parse import parse_qsl
 
 import anyio
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get, put
+from litestar import Litestar, MediaType, Request, Response, get, post, put
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.handlers import asgi
 from litestar.response import Stream
@@ -22,6 +23,7 @@ from shark.units import UnitError, parse_duration, parse_size
 from worker.api.runtime import WorkerRuntime
 from worker.detail import entry_packets, load_detail
 from worker.filters import KflError, compile_query, row_predicate
+from worker.names import NamesError, parse_names, parse_nets
 from worker.sources.base import CaptureError
 from worker.store.index import IndexRow
 from worker.store.segments import SegmentEvicted, iter_segment, list_segments, pcap_header, pcap_record
@@ -257,13 +259,24 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
             return {"valid": False, "error": str(error), "column": error.column}
         return {"valid": True, "error": None, "column": None}
 
+    def _targets() -> dict[str, Any]:
+        names = runtime.pipeline.names
+        return {"ips": runtime.target_ips, "idle": runtime.target_idle, "names": names.as_json(),
+                "cluster_nets": names.cluster_nets}
+
     @get(f"{API}/targets")
     async def get_targets() -> dict[str, Any]:
-        return {"ips": runtime.target_ips}
+        return _targets()
 
     @put(f"{API}/targets", status_code=200)
     async def put_targets(request: Request) -> dict[str, Any]:
+        """{ips, idle?, names?, cluster_nets?}: capture only these addresses (none at all when
+        idle, all when ips is empty and not idle); names (with cluster_nets), when given, replace
+        the names stamped into entries."""
         body = _json_object(await request.body())
+        unknown = sorted(set(body) - {"ips", "idle", "names", "cluster_nets"})
+        if unknown:
+            raise BadRequest(f"{unknown[0]}: unknown field; expected ips, idle, names, cluster_nets")
         ips = body.get("ips")
         if not isinstance(ips, list):
             raise BadRequest("ips: expected a list of IP addresses, e.g. {\"ips\": [\"10.0.0.5\"]}")
@@ -273,13 +286,30 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
                 checked.append(str(ipaddress.ip_address(ip)))
             except (ValueError, TypeError):
                 raise BadRequest(f"ips[{position}]: {ip!r} is not an IP address") from None
-        expression = targets_bpf(options.bpf, checked)
-        try:
-            await anyio.to_thread.run_sync(runtime.capture.ask, "filter", expression)
-        except CaptureError as error:
-            raise BadRequest(f"ips: the capture filter was refused: {error}") from None
-        runtime.target_ips = checked
-        return {"ips": checked, "bpf": expression}
+        idle = body.get("idle", False)
+        if not isinstance(idle, bool):
+            raise BadRequest("idle: expected true or false")
+        if idle and checked:
+            raise BadRequest("idle: true captures nothing; it cannot come with ips")
+        names = None
+        if "cluster_nets" in body and "names" not in body:
+            raise BadRequest("cluster_nets: comes with names (they are replaced together)")
+        if "names" in body:
+            try:
+                names = parse_names(body["names"])
+                nets = parse_nets(body.get("cluster_nets"))
+            except NamesError as error:
+                raise BadRequest(str(error)) from None
+        expression = targets_bpf(options.bpf, checked, idle)
+        if (checked, idle) != (runtime.target_ips, runtime.target_idle):
+            try:
+                await anyio.to_thread.run_sync(runtime.capture.ask, "filter", expression)
+            except CaptureError as error:
+                raise BadRequest(f"ips: the capture filter was refused: {error}") from None
+        runtime.target_ips, runtime.target_idle = checked, idle
+        if names is not None:
+            runtime.pipeline.names.replace(names, nets)
+        return {**_targets(), "bpf": expression}
 
     @get(f"{API}/config", sync_to_thread=True)
     def get_config() -> dict[str, Any]:
@@ -306,6 +336,15 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         options.storage_limit = limit
         return {"storage_limit": limit}
 
+    @post(f"{API}/tags", status_code=200)
+    async def post_tags(request: Request) -> dict[str, Any]:
+        """Add and remove tags on stored entries (the hub's scripts: test.pass / test.fail)."""
+        changes = tag_changes(_json_object(await request.body()), options.node)
+        found = set(await anyio.to_thread.run_sync(runtime.index.update_tags, changes))
+        ids = [f"{options.node}:{seq}" for seq, _, _ in changes]
+        return {"updated": [i for i, (seq, _, _) in zip(ids, changes) if seq in found],
+                "missing": [i for i, (seq, _, _) in zip(ids, changes) if seq not in found]}
+
     @asgi(f"{API}/stream", is_mount=False, copy_scope=True)
     async def stream(scope: Scope, receive: Receive, send: Send) -> None:
         params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
@@ -323,7 +362,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
 
     return Litestar(
         route_handlers=[status, entries, entry_detail, entry_pcap, pcap, validate_query, get_targets,
-                        put_targets, get_config, put_config, stream],
+                        put_targets, get_config, put_config, post_tags, stream],
         exception_handlers={HTTPException: _error_response},
         openapi_config=None,
         logging_config=None,
@@ -336,6 +375,49 @@ def _safe(packets: Iterator[tuple[int, int, bytes, int]], entry_id: str) -> Iter
         yield from packets
     except SegmentEvicted as error:
         raise HTTPException(status_code=410, detail=f"entry {entry_id!r}: its packets were evicted ({error})") from None
+
+
+MAX_TAG_CHANGES = 1000
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
+
+
+def tag_changes(body: dict[str, Any], node: str) -> list[tuple[int, list[str], list[str]]]:
+    """{"changes": [{"id": "node:seq", "add": [...], "remove": [...]}]} -> (seq, add, remove)s;
+    BadRequest naming the first thing wrong."""
+    unknown = sorted(set(body) - {"changes"})
+    if unknown:
+        raise BadRequest(f"{unknown[0]}: unknown field; expected changes")
+    changes = body.get("changes")
+    if not isinstance(changes, list) or not changes:
+        raise BadRequest('changes: expected a non-empty list, e.g. [{"id": "node-a:42", "add": ["test.fail"]}]')
+    if len(changes) > MAX_TAG_CHANGES:
+        raise BadRequest(f"changes: {len(changes)} changes; at most {MAX_TAG_CHANGES} per request")
+    parsed = []
+    for position, change in enumerate(changes):
+        where = f"changes[{position}]"
+        if not isinstance(change, dict):
+            raise BadRequest(f"{where}: expected an object with id, add, remove")
+        extra = sorted(set(change) - {"id", "add", "remove"})
+        if extra:
+            raise BadRequest(f"{where}.{extra[0]}: unknown field; expected id, add, remove")
+        entry_id = change.get("id")
+        owner, sep, number = entry_id.rpartition(":") if isinstance(entry_id, str) else ("", "", "")
+        if not sep or not number.isdigit():
+            raise BadRequest(f"{where}.id: {entry_id!r} is not an entry id (NODE:NUMBER)")
+        if owner != node:
+            raise BadRequest(f"{where}.id: entry {entry_id!r} belongs to node {owner!r}, this is {node!r}")
+        lists = []
+        for name in ("add", "remove"):
+            tags = change.get(name, [])
+            if not isinstance(tags, list):
+                raise BadRequest(f"{where}.{name}: expected a list of tags")
+            for index, tag in enumerate(tags):
+                if not isinstance(tag, str) or not _TAG.match(tag):
+                    raise BadRequest(f"{where}.{name}[{index}]: {tag!r} is not a tag (1-64 letters, digits "
+                                     "and _ . : / -, starting with a letter or digit)")
+            lists.append(tags)
+        parsed.append((int(number), lists[0], lists[1]))
+    return parsed
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -357,8 +439,13 @@ def _last_event_id(text: str | None) -> int | None:
         raise BadRequest(f"Last-Event-ID: {text!r} is not an event id from this worker") from None
 
 
-def targets_bpf(base: str, ips: list[str]) -> str:
+IDLE_BPF = "less 0"   # no packet is that short: capture nothing (an always-false filter is refused by libpcap)
+
+
+def targets_bpf(base: str, ips: list[str], idle: bool = False) -> str:
     """The capture filter for a set of target IPs, combined with the worker's own --bpf."""
+    if idle:
+        return IDLE_BPF
     if not ips:
         return base
     hosts = " or ".join(f"host {ip}" for ip in ips)

@@ -36,6 +36,7 @@ class WorkerRuntime:
     broadcaster: Broadcaster
     started: float = field(default_factory=time.time)
     target_ips: list[str] = field(default_factory=list)
+    target_idle: bool = False      # the hub's targets match nothing on this node: capture nothing
     notes: list[str] = field(default_factory=list)
 
     def capture_stats(self) -> dict[str, Any] | None:
@@ -65,10 +66,11 @@ class WorkerRuntime:
                 "last_write_error": capture["last_write_error"] if capture else "",
             },
             "store": store,
+            "ebpf": capture.get("ebpf") if capture else None,
             "index": {"entries": self.index.count(), "bytes": self.index.size_bytes()},
             "dissection": msgspec.to_builtins(self.pipeline.stats),
             "assembler": self.pipeline.assembler_stats(),
             "stream": {"subscribers": self.broadcaster.count, "lost": self.broadcaster.lost_total},
-            "targets": {"ips": self.target_ips},
+            "targets": {"ips": self.target_ips, "idle": self.target_idle, "names": len(self.pipeline.names)},
             "notes": self.notes,
         }

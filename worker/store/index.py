@@ -141,6 +141,26 @@ class EntryIndex:
             connection.execute("ROLLBACK")
             raise
 
+    def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> list[int]:
+        """Add and remove tags on stored entries (scripts' test.pass/test.fail): per change
+        (seq, add, remove), in one transaction; returns the seqs that were found. Tags keep
+        their order; an added tag that is there already is not added twice."""
+        connection = self._connection()
+        found: list[int] = []
+        with _transaction(connection):
+            for seq, add, remove in changes:
+                row = connection.execute("SELECT entry_json FROM entries WHERE seq = ?", (seq,)).fetchone()
+                if row is None:
+                    continue
+                entry = msgspec.json.decode(row[0])
+                tags = [tag for tag in entry.get("tags") or [] if tag not in remove]
+                tags += [tag for tag in dict.fromkeys(add) if tag not in tags]
+                entry["tags"] = tags
+                connection.execute("UPDATE entries SET entry_json = ? WHERE seq = ?",
+                                   (msgspec.json.encode(entry), seq))
+                found.append(seq)
+        return found
+
     def prune_segments_before(self, segment_id: int) -> int:
         """Delete the rows whose first packet is in a segment older than segment_id."""
         connection = self._connection()
