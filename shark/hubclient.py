@@ -96,25 +96,7 @@ class HubClient:
         """SSE events from /stream as (event, decoded data); runs until the hub closes it."""
         timeout = httpx.Timeout(None, connect=5.0)
         with self._open("/stream", {"q": q}, timeout=timeout) as response:
-            event, data = "message", []
-            for line in response.iter_lines():
-                if not line:
-                    if data:
-                        text = "\n".join(data)
-                        try:
-                            yield event, json.loads(text)
-                        except ValueError:
-                            yield event, text
-                    event, data = "message", []
-                elif line.startswith(":"):
-                    continue
-                else:
-                    name, _, value = line.partition(":")
-                    value = value.removeprefix(" ")
-                    if name == "event":
-                        event = value
-                    elif name == "data":
-                        data.append(value)
+            yield from sse_events(response)
 
     def pcap(self, out: BinaryIO, q: str = "", since: float | None = None,
              progress: Callable[[int], None] | None = None) -> tuple[int, str | None]:
@@ -129,3 +111,26 @@ class HubClient:
                 if progress is not None:
                     progress(total)
         return total, partial
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
+    """(event, data) of an SSE response; data decoded from JSON where it is JSON."""
+    event, data = "message", []
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                text = "\n".join(data)
+                try:
+                    yield event, json.loads(text)
+                except ValueError:
+                    yield event, text
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)

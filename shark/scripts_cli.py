@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import click
 import httpx
 
 from shark.errors import HubError, HubUnreachable, SharkError
-from shark.hubclient import DEFAULT_HUB, HubClient
+from shark.hubclient import DEFAULT_HUB, HubClient, sse_events
 
 hub_option = click.option("--hub", "hub_url", default=DEFAULT_HUB, show_default=True, envvar="SHARK_HUB",
                           help="The hub's URL.")
@@ -147,27 +146,6 @@ def format_line(line: dict[str, Any]) -> str:
     return f"{when} [{line.get('script')}] {marker}{source}{line.get('text', '')}"
 
 
-def _events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
-    event, data = "message", []
-    for text in response.iter_lines():
-        if not text:
-            if data:
-                try:
-                    yield event, json.loads("\n".join(data))
-                except ValueError:
-                    pass
-            event, data = "message", []
-        elif text.startswith(":"):
-            continue
-        else:
-            name, _, value = text.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
-
-
 @scripts.command("logs")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they come.")
 @click.option("--script", "script", default=None, help="Only this script's lines.")
@@ -191,7 +169,7 @@ def logs(follow: bool, script: str | None, tail: int, hub_url: str) -> None:
                 if response.status_code >= 400:
                     response.read()
                     _checked(response, "script logs")
-                for event, data in _events(response):
+                for event, data in sse_events(response):
                     if event == "log" and isinstance(data, dict):
                         click.echo(format_line(data))
                     elif event == "lost" and isinstance(data, dict):
