@@ -187,7 +187,6 @@ def _url(entry: dict[str, Any]) -> str:
 def har_entry(entry: dict[str, Any]) -> dict[str, Any]:
     request = entry.get("request") or {}
     response = entry.get("response") or {}
-    size = entry.get("size") or {}
     query = request.get("query") if isinstance(request.get("query"), dict) else {}
     elapsed = entry.get("elapsed_ms")
     elapsed = float(elapsed) if isinstance(elapsed, (int, float)) else -1

@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import dpkt
-import pytest
 
 from worker.store.segments import (
     MIN_STORAGE_LIMIT,

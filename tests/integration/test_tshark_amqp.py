@@ -13,7 +13,6 @@ import json
 import subprocess
 from collections import Counter
 
-import pytest
 
 from support.golden import GOLDEN, dissect_capture
 

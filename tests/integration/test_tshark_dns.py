@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
 
 from support.golden import GOLDEN, dissect_capture
 

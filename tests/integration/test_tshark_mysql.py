@@ -11,7 +11,6 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-import pytest
 
 from support.golden import GOLDEN, dissect_capture
 from worker.dissectors.mysql import COMMANDS

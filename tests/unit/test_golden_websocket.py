@@ -3,7 +3,6 @@ Upgrade (capture_websocket.py); entries come through the real path (HTTP/1 -> up
 
 from __future__ import annotations
 
-import pytest
 
 from support.golden import GOLDEN, assert_golden, dissect_capture
 
