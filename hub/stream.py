@@ -132,10 +132,15 @@ async def _sse_lines(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
                 event[name] = value
 
 
+CONNECTED = -1   # worker_entries' (seq, data) when the stream is open: data is ""
+LOST = -2        # ... when the worker dropped entries for this stream: data is its {"lost": N}
+
+
 async def worker_entries(client: WorkerClient, q: str | None, after: int | None,
                          ) -> AsyncIterator[tuple[int, str]]:
     """(worker seq, Entry JSON) from one worker's /stream: what its index holds after `after`,
-    then live. Raises httpx.HTTPError when the worker cannot be reached or ends the stream."""
+    then live; and the CONNECTED and LOST markers. Raises httpx.HTTPError when the worker
+    cannot be reached or ends the stream."""
     headers = {"Last-Event-ID": str(after)} if after is not None else {}
     params = {"q": q} if q else {}
     async with client.http.stream("GET", "/stream", params=params, headers=headers,
@@ -143,8 +148,11 @@ async def worker_entries(client: WorkerClient, q: str | None, after: int | None,
         if response.status_code != 200:
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request,
                                         response=response)
-        yield -1, ""     # connected: lets the caller report the worker up before any entry
+        yield CONNECTED, ""     # lets the caller report the worker up before any entry
         async for event in _sse_lines(response):
+            if event.get("event") == "lost":
+                yield LOST, event.get("data", "")
+                continue
             if event.get("event") != "entry":
                 continue
             try:
@@ -160,10 +168,12 @@ def status_event(client: WorkerClient, ok: bool, error: str | None) -> ServerSen
     return ServerSentEvent(data=json.dumps(payload), event="status")
 
 
-def lost_event(lost: int | None, reason: str | None = None) -> ServerSentEvent:
+def lost_event(lost: int | None, reason: str | None = None, node: str | None = None) -> ServerSentEvent:
     payload: dict[str, Any] = {"lost": lost}
     if reason:
         payload["reason"] = reason
+    if node:
+        payload["node"] = node
     return ServerSentEvent(data=json.dumps(payload), event="lost")
 
 
@@ -208,10 +218,13 @@ class Group:
             try:
                 async with aclosing(worker_entries(client, self.q, after)) as entries:
                     async for worker_seq, data in entries:
-                        if worker_seq < 0:
+                        if worker_seq == CONNECTED:
                             client.mark(None)
                             self._set_up(client, True, None)
                             delay = RECONNECT_S[0]
+                            continue
+                        if worker_seq == LOST:
+                            self._worker_lost(client, data)
                             continue
                         after = worker_seq
                         self._publish(client, worker_seq, data)
@@ -221,6 +234,16 @@ class Group:
                 log.debug("stream from %s: %s; reconnecting in %.1fs", client.url, describe(error), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_S[1])
+
+    def _worker_lost(self, client: WorkerClient, data: str) -> None:
+        """The worker's own queue for this stream overflowed: its entries are in its index
+        (/entries) but were not streamed; every member is told, with the worker named."""
+        try:
+            lost = int(json.loads(data)["lost"])
+        except (ValueError, KeyError, TypeError):
+            return
+        self._broadcast(lost_event(lost, f"worker {client.node or client.url} could not stream them fast "
+                                         "enough; they are in /api/v1/entries", node=client.node))
 
     # -- members --------------------------------------------------------------------------
     def _publish(self, client: WorkerClient, worker_seq: int, data: str) -> None:
@@ -312,6 +335,8 @@ class Group:
                 async with asyncio.timeout(CATCH_UP_TIMEOUT_S), \
                         aclosing(worker_entries(client, self.q, min(seqs) - 1)) as entries:
                     async for worker_seq, data in entries:
+                        if worker_seq < 0:
+                            continue
                         if worker_seq in seqs:
                             found[seqs[worker_seq]] = data
                         if worker_seq >= end:

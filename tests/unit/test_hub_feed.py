@@ -38,12 +38,20 @@ class FakeWorker:
         for queue in self.open:
             queue.put_nowait((seq, data))
 
+    def lose(self, count: int) -> None:
+        """As a worker whose queue for each open stream overflowed by `count` entries."""
+        for queue in self.open:
+            queue.put_nowait((0, json.dumps({"lost": count})))
+
     async def _body(self, after: int, queue: asyncio.Queue[tuple[int, str] | None]) -> AsyncIterator[bytes]:
         try:
             for seq, data in [e for e in self.entries if e[0] > after]:
                 yield f"event: entry\nid: {seq}\ndata: {data}\n\n".encode()
             while (item := await queue.get()) is not None:
-                yield f"event: entry\nid: {item[0]}\ndata: {item[1]}\n\n".encode()
+                if item[0] == 0:
+                    yield f"event: lost\ndata: {item[1]}\n\n".encode()
+                else:
+                    yield f"event: entry\nid: {item[0]}\ndata: {item[1]}\n\n".encode()
         finally:
             self.open.remove(queue)
 
@@ -206,6 +214,27 @@ def test_workers_joining_and_leaving_and_idle_groups_closing():
         # the last client gone: the group lingers, then its upstreams close
         await until(lambda: not feed.groups and not workers["w2"].open and not workers["w3"].open,
                     "idle group closed")
+        await feed.close()
+        await pool.close()
+    run(go())
+
+
+def test_entries_a_worker_could_not_stream_are_reported_with_its_name():
+    async def go() -> None:
+        pool, workers = fake_pool("w1", "w2")
+        await pool.refresh_all()                # the workers' node names, from their /status
+        feed = Feed(pool)
+        a, b = Client(feed, "http"), Client(feed, "http")
+        await until(lambda: all(len(w.open) == 1 for w in workers.values()), "upstreams")
+        await until(lambda: len(a.of("status")) == 2, "workers up")
+        workers["w2"].lose(40)
+        workers["w2"].publish("/after")
+        await until(lambda: b.entries() and a.entries(), "the stream goes on")
+        for client in (a, b):
+            assert client.of("lost") == [{"lost": 40, "node": "w2", "reason": client.of("lost")[0]["reason"]}]
+            assert "worker w2" in client.of("lost")[0]["reason"]
+        for client in (a, b):
+            await client.close()
         await feed.close()
         await pool.close()
     run(go())
