@@ -276,16 +276,20 @@ def create_app(settings: HubSettings) -> Litestar:
             await pool.close()
 
     @get(f"{API}/entries")
-    async def entries(request: Request) -> dict[str, Any]:
+    async def entries(request: Request) -> Response[Any]:
         """Entries from every worker, newest first, with the `workers` block."""
         params = _params(request)
         limit = _limit(params)
         try:
+            if fill is None and not scripting.wants_queried():
+                # nothing to add to the entries: passed on as the workers wrote them
+                raw = await pool.raw_entries(params, limit)
+                return Response(raw.json(), media_type=MediaType.JSON)
             answer = await pool.entries(params, limit)
         except WorkerError as error:
             raise _from_worker(error, None) from None
         # onItemQueried (scripts, set up below) may tag or change what is answered
-        return {"entries": await scripting.on_queried(named(answer.entries)), "workers": answer.workers}
+        return Response({"entries": await scripting.on_queried(named(answer.entries)), "workers": answer.workers})
 
     @get(f"{API}/entries/{{entry_id:str}}")
     async def entry_detail(request: Request) -> Response[bytes]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 
 log = logging.getLogger("shark.hub.workers")
 
@@ -156,34 +157,34 @@ class WorkerClient:
             self.node = node
         return status
 
-    async def entries(self, params: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
-        """GET /entries as a stream of NDJSON lines -> (entries newest first, lines skipped).
-        A malformed line is skipped and counted, never fatal."""
-        async def attempt() -> tuple[list[dict[str, Any]], int]:
-            entries: list[dict[str, Any]] = []
+    async def raw_entries(self, params: dict[str, str]) -> tuple[list[tuple[float, bytes]], int]:
+        """GET /entries (NDJSON) -> ((ts, the entry's JSON bytes) newest first, lines skipped).
+        Only `ts` (and `node`, once) is decoded: the hub merges by time and passes the entries
+        on as the worker wrote them. A malformed line is skipped and counted, never fatal."""
+        async def attempt() -> tuple[list[tuple[float, bytes]], int]:
+            found: list[tuple[float, bytes]] = []
             skipped = 0
+            rest = b""
             async with self.http.stream("GET", "/entries", params=params) as response:
                 if response.status_code >= 400:
                     raise _worker_error(response, await response.aread())
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        skipped += 1
-                        continue
-                    if not isinstance(entry, dict) or not isinstance(entry.get("ts"), (int, float)):
-                        skipped += 1
-                        continue
-                    entries.append(entry)
-            return entries, skipped
+                async for chunk in response.aiter_bytes():
+                    lines = (rest + chunk).split(b"\n")
+                    rest = lines.pop()
+                    skipped += _stamp_lines(lines, found)
+            skipped += _stamp_lines([rest], found)
+            return found, skipped
         started = time.monotonic()
         result = await self._retrying(attempt)
         self.health.latency_ms = round((time.monotonic() - started) * 1000, 3)
         if self.node is None and result[0]:
-            self.node = result[0][0].get("node") or None
+            self.node = _NODE.decode(result[0][0][1]).node or None
         return result
+
+    async def entries(self, params: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
+        """As raw_entries, decoded."""
+        found, skipped = await self.raw_entries(params)
+        return [json.loads(raw) for _, raw in found], skipped
 
     async def open_stream(self, stack: AsyncExitStack, path: str,
                           params: dict[str, str] | None = None) -> httpx.Response:
@@ -194,6 +195,10 @@ class WorkerClient:
                 raise _worker_error(response, await response.aread())
             return response
         return await self._retrying(attempt)
+
+
+def _ts(item: tuple[float, bytes]) -> float:
+    return item[0]
 
 
 # -- pcap reading and merging ----------------------------------------------------------------
@@ -253,6 +258,43 @@ async def read_pcap(chunks: AsyncIterator[bytes], *, max_record: int = 1 << 20) 
 class EntriesAnswer:
     entries: list[dict[str, Any]]
     workers: list[dict[str, Any]]
+
+
+@dataclass
+class RawEntriesAnswer:
+    entries: list[bytes]          # each an Entry's JSON as its worker wrote it
+    workers: list[dict[str, Any]]
+
+    def json(self) -> bytes:
+        """{"entries": [...], "workers": [...]} without decoding the entries again."""
+        return (b'{"entries":[' + b",".join(self.entries) + b'],"workers":'
+                + msgspec.json.encode(self.workers) + b"}")
+
+
+class _Stamp(msgspec.Struct):
+    ts: float
+
+
+class _Node(msgspec.Struct):
+    node: str | None = None
+
+
+_STAMP = msgspec.json.Decoder(_Stamp)
+_NODE = msgspec.json.Decoder(_Node)
+
+
+def _stamp_lines(lines: list[bytes], found: list[tuple[float, bytes]]) -> int:
+    """Append (ts, line) for each entry line; the number of lines that were not one."""
+    skipped = 0
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            found.append((_STAMP.decode(line).ts, line))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            skipped += 1
+    return skipped
 
 
 @dataclass
@@ -359,12 +401,13 @@ class WorkerPool:
                     return client
         return None
 
-    async def entries(self, params: dict[str, str], limit: int) -> EntriesAnswer:
-        """Every worker's matching entries, merged newest first by ts, at most `limit`."""
+    async def raw_entries(self, params: dict[str, str], limit: int) -> RawEntriesAnswer:
+        """Every worker's matching entries, merged newest first by ts, at most `limit`, as the
+        workers wrote them."""
         params = {**params, "limit": str(limit)}
         clients = self.clients
-        results = await asyncio.gather(*(c.entries(params) for c in clients), return_exceptions=True)
-        lists: list[list[dict[str, Any]]] = []
+        results = await asyncio.gather(*(c.raw_entries(params) for c in clients), return_exceptions=True)
+        lists: list[list[tuple[float, bytes]]] = []
         workers: list[dict[str, Any]] = []
         for client, result in zip(clients, results):
             if isinstance(result, BaseException):
@@ -375,12 +418,16 @@ class WorkerPool:
                 workers.append(client.block(describe(result)))
                 continue
             found, skipped = result
-            found.sort(key=lambda e: e["ts"], reverse=True)   # newest first, whatever it sent
+            found.sort(key=_ts, reverse=True)   # newest first, whatever it sent
             lists.append(found)
             workers.append(client.block(None, count=len(found), skipped=skipped))
-        merged = heapq.merge(*lists, key=lambda e: e["ts"], reverse=True)
-        entries = [entry for _, entry in zip(range(limit), merged)]
-        return EntriesAnswer(entries, workers)
+        merged = heapq.merge(*lists, key=_ts, reverse=True)
+        return RawEntriesAnswer([raw for _, (_, raw) in zip(range(limit), merged)], workers)
+
+    async def entries(self, params: dict[str, str], limit: int) -> EntriesAnswer:
+        """As raw_entries, decoded."""
+        answer = await self.raw_entries(params, limit)
+        return EntriesAnswer([json.loads(raw) for raw in answer.entries], answer.workers)
 
     async def pcap(self, params: dict[str, str]) -> PcapAnswer:
         """Open every worker's /pcap; the answer merges them by timestamp as it is read."""

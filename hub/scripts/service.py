@@ -153,6 +153,10 @@ class Scripting:
             await asyncio.sleep(1.0)
 
     # -- onItemQueried, hub actions, jobs -------------------------------------------------------
+    def wants_queried(self) -> bool:
+        """Whether an enabled script has an onItemQueried hook."""
+        return self.engine.wants("onItemQueried")
+
     async def on_queried(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not entries or not self.engine.wants("onItemQueried"):
             return entries
