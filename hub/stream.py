@@ -391,6 +391,13 @@ class Feed:
         self.groups.clear()
         await asyncio.gather(*(group.close() for group in groups))
 
+    def announce_tags(self, entry_id: str, tags: list[str]) -> None:
+        """An entry's tags changed (a script tagged it after it was streamed): every live
+        client is told with `event: tags` {id, tags}; no `id:`, so resuming is unaffected."""
+        event = ServerSentEvent(data=json.dumps({"id": entry_id, "tags": tags}), event="tags")
+        for group in self.groups.values():
+            group._broadcast(event)
+
     def upstreams(self) -> int:
         """Connections to workers the feed holds (for /metrics)."""
         return sum(len(group.followers) for group in self.groups.values())

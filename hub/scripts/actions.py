@@ -73,8 +73,10 @@ class _Change:
 class Actions:
     def __init__(self, pool: WorkerPool, logs: ScriptLogs, allowed_hosts: list[str],
                  snapshots_dir: Path | None, on_disabled: Callable[[str, str], None],
-                 transport: httpx.AsyncBaseTransport | None = None, timeout: float = 10.0) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, timeout: float = 10.0,
+                 on_tagged: Callable[[str, list[str]], None] | None = None) -> None:
         self.pool = pool
+        self.on_tagged = on_tagged     # (entry id, its tags now): live clients are told
         self.logs = logs
         self.policy = HostPolicy(allowed_hosts)
         self.snapshots_dir = snapshots_dir
@@ -178,6 +180,9 @@ class Actions:
                 continue
             answer = response.json()
             missing = set(answer.get("missing") or [])
+            if self.on_tagged is not None:
+                for entry_id, tags in (answer.get("tags") or {}).items():
+                    self.on_tagged(entry_id, tags)
             self.tags_written += len(chunk) - len(missing)
             if missing:
                 self._tag_failure([item for item in chunk if item[0] in missing],

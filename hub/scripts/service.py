@@ -84,7 +84,8 @@ class Scripting:
         self.logs = ScriptLogs()
         self.actions = Actions(state.pool, self.logs, settings.allowed_hosts,
                                Path(state_dir) / "snapshots" if state_dir is not None else None,
-                               self._disabled_by_engine, settings.outbound_transport, settings.outbound_timeout_s)
+                               self._disabled_by_engine, settings.outbound_transport, settings.outbound_timeout_s,
+                               on_tagged=state.feed.announce_tags)
         self.engine = ScriptEngine(self.limits, dict(settings.env), self.actions.dispatch,
                                    max_failures=settings.max_failures, failure_window_s=settings.failure_window_s)
         self.scripts: dict[str, StoredScript] = {}

@@ -95,6 +95,17 @@ export class EntryStore {
     return excess;
   }
 
+  /** A script tagged an entry after it arrived: its row gets the new tags (a new object, so
+   *  the view sees it changed). False when the page does not hold that entry. */
+  setTags(id, tags) {
+    if (!this.ids.has(id)) return false;
+    const i = this.indexOf(id);
+    if (i < 0) return false;
+    this.items[i] = { ...this.items[i], tags: Array.isArray(tags) && tags.length ? tags : null };
+    this.version += 1;
+    return true;
+  }
+
   indexOf(id) {
     for (let i = this.items.length - 1; i >= 0; i -= 1) if (this.items[i].id === id) return i;
     return -1;

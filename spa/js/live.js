@@ -74,7 +74,8 @@ export class LiveFeed {
     };
     source.addEventListener("entry", (event) => this.queue(event.data));
     source.addEventListener("status", (event) => this.handlers.onWorkerStatus?.(JSON.parse(event.data)));
-    source.addEventListener("lost", (event) => this.handlers.onLost?.(JSON.parse(event.data).lost));
+    source.addEventListener("lost", (event) => this.handlers.onLost?.(JSON.parse(event.data)));
+    source.addEventListener("tags", (event) => this.handlers.onTags?.(JSON.parse(event.data)));
     source.onerror = () => {
       if (opened && source.readyState === EventSource.CONNECTING) {
         // The browser reconnects by itself and sends Last-Event-ID: the hub resumes from there.
@@ -109,7 +110,8 @@ export class LiveFeed {
       const { type, payload } = decoded || {};
       if (type === "entry") this.queuePayload(payload);
       else if (type === "status") this.handlers.onWorkerStatus?.(payload);
-      else if (type === "lost") this.handlers.onLost?.(payload.lost);
+      else if (type === "lost") this.handlers.onLost?.(payload);
+      else if (type === "tags") this.handlers.onTags?.(payload);
       else if (type === "error") this.setState("error", "ws", payload?.detail || "the hub refused the query");
     };
     socket.onclose = (event) => {

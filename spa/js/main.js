@@ -125,7 +125,12 @@ function restartFeed() {
       if (had !== state.upstreams.size) drawLiveState();
       health.poll();
     },
-    onLost: (n) => { state.lost += n; drawCounts(); },
+    onLost: (lost) => {
+      // null: the hub could not tell what was missed across a reconnect; reload recent entries
+      if (lost.lost == null) scheduleResync();
+      else { state.lost += lost.lost; drawCounts(); }
+    },
+    onTags: ({ id, tags }) => { if (store.setTags(id, tags)) feed.schedule(); },
     onState: (liveState, transport, detailText) => {
       if (liveState !== "live" || state.liveState !== "live") state.upstreams = new Set();
       Object.assign(state, { liveState, liveTransport: transport, liveDetail: detailText });

@@ -183,3 +183,27 @@ def test_rows_show_the_tags_scripts_set(mod):
                  status: row.querySelector(".c-status").className, summary: row.querySelector(".summary-text").textContent };
     }""")
     assert tags == {"tags": ["test.fail", "slo-breach"], "status": "c-status st-error", "summary": "GET /pay"}
+
+
+def test_a_row_already_drawn_takes_the_tags_a_script_set_later(mod):
+    """`event: tags` from the hub: the store replaces the row, the view redraws it."""
+    result = mod("feedview.js", """async (m) => {
+        const { EntryStore } = await import("/js/entries.js");
+        const viewport = document.createElement("div");
+        viewport.style.cssText = "height: 300px; overflow: auto; position: relative";
+        document.body.replaceChildren(viewport);
+        const store = new EntryStore();
+        store.add([{ id: "n:1", node: "n", ts: 1, protocol: "http", src: { ip: "10.0.0.1", port: 1 },
+                     dst: { ip: "10.0.0.2", port: 80 }, summary: "GET /pay", status: 503, response: { status: 503 },
+                     elapsed_ms: 3, size: {} }]);
+        const feed = new m.FeedView({ viewport, store, emptyText: () => "" });
+        feed.changed({ added: 1 });
+        feed.draw();
+        const tagsOf = () => [...viewport.querySelectorAll(".feed-spacer .feed-row .tag")].map((t) => t.textContent);
+        const before = tagsOf();
+        const known = store.setTags("n:1", ["test.fail"]);
+        const unknown = store.setTags("n:2", ["test.fail"]);
+        feed.draw();
+        return { before, known, unknown, after: tagsOf() };
+    }""")
+    assert result == {"before": [], "known": True, "unknown": False, "after": ["test.fail"]}

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,31 @@ def scripts_for(port: int) -> dict[str, str]:
     }
 
 
+class StreamReader:
+    """(event, data) of the hub's /stream, read in a thread."""
+
+    def __init__(self, url: str, q: str) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.client = httpx.Client(timeout=httpx.Timeout(None, connect=10))
+        self.response = self.client.send(self.client.build_request("GET", url, params={"q": q}), stream=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        event = ""
+        try:
+            for line in self.response.iter_lines():
+                if line.startswith("event:"):
+                    event = line.partition(":")[2].strip()
+                elif line.startswith("data:"):
+                    self.events.append((event, json.loads(line.partition(":")[2])))
+        except httpx.HTTPError:
+            pass
+
+    def close(self) -> None:
+        self.response.close()
+        self.client.close()
+
+
 def test_scripts_on_live_traffic_and_after_a_restart(http_server: int, receiver: Receiver, tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {"SHARK_SCRIPT_ALLOW_HOSTS": "127.0.0.1", "SHARK_SCRIPT_ENV": f"HOOK={receiver.url}/hook",
@@ -117,6 +143,8 @@ def test_scripts_on_live_traffic_and_after_a_restart(http_server: int, receiver:
             return True
         wait_for(warm, timeout=30, what="the scripts to see new traffic")
 
+        live = StreamReader(f"{tap.api}/stream", f"dst.port == {http_server}")
+        wait_for(lambda: any(kind == "status" for kind, _ in live.events), what="the live stream open")
         for path in ("/json", "/status/500", "/json", "/status/503", "/status/500", "/status/502"):
             httpx.get(base + path, timeout=10)
 
@@ -130,6 +158,15 @@ def test_scripts_on_live_traffic_and_after_a_restart(http_server: int, receiver:
         failed = wait_for(lambda: (e := tap.get("/entries", q=f'{mine} and "test.fail" in tags')["entries"])
                           and len(e) == 4 and e, what="4 entries tagged test.fail")
         assert sorted(e["id"] for e in failed) == sorted(h["id"] for h in hooks)
+        # live clients saw each entry first untagged, then were told of its tags
+        streamed = {data["id"]: data["tags"] for kind, data in live.events if kind == "entry"}
+        assert all(streamed.get(e["id"]) == [] for e in failed), streamed
+        retagged = wait_for(lambda: {d["id"]: d["tags"] for k, d in live.events if k == "tags"
+                                     and d["id"] in streamed} or None, what="tags events")
+        wait_for(lambda: all(e["id"] in retagged for e in failed), what="a tags event for each 5xx")
+        retagged = {d["id"]: d["tags"] for k, d in live.events if k == "tags"}
+        assert all(retagged[e["id"]] == ["test.fail"] for e in failed)
+        live.close()
         passed = wait_for(lambda: len(e := tap.get("/entries", q=f'{mine} and tags.contains("test.pass")')["entries"]) == 2
                           and e, what="2 entries tagged test.pass")
         assert {e["status"] for e in passed} == {200}

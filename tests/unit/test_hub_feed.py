@@ -238,3 +238,21 @@ def test_entries_a_worker_could_not_stream_are_reported_with_its_name():
         await feed.close()
         await pool.close()
     run(go())
+
+
+def test_tags_set_after_an_entry_was_streamed_reach_every_live_client():
+    async def go() -> None:
+        pool, workers = fake_pool("w1")
+        feed = Feed(pool)
+        a, b = Client(feed, "http"), Client(feed, None)
+        await until(lambda: len(workers["w1"].open) == 2, "upstreams")
+        feed.announce_tags("w1:1", ["test.fail"])
+        for client in (a, b):
+            told = await until(lambda c=client: [e for e in c.events if e.event == "tags"], "a tags event")
+            assert json.loads(told[0].data) == {"id": "w1:1", "tags": ["test.fail"]}
+            assert told[0].id is None        # not a resume point
+        for client in (a, b):
+            await client.close()
+        await feed.close()
+        await pool.close()
+    run(go())

@@ -76,8 +76,9 @@ def test_tags_are_written_into_the_stored_entries_and_seen_by_kfl(tmp_path: Path
     try:
         index.add([make_row(1), make_row(2), make_row(3)], None)
         found = index.update_tags([(1, ["test.fail", "slow"], []), (2, ["test.pass"], ["test.fail"]), (9, ["x"], [])])
-        assert found == [1, 2]
-        assert index.update_tags([(1, ["test.pass", "slow"], ["test.fail"])]) == [1]   # no duplicates; order kept
+        assert found == {1: ["test.fail", "slow"], 2: ["test.pass"]}
+        # no duplicates; order kept
+        assert index.update_tags([(1, ["test.pass", "slow"], ["test.fail"])]) == {1: ["slow", "test.pass"]}
         entries = {row.seq: json.loads(row.entry_json) for row in index.query()}
         assert entries[1]["tags"] == ["slow", "test.pass"] and entries[2]["tags"] == ["test.pass"]
         assert entries[3]["tags"] == []

@@ -340,10 +340,11 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     async def post_tags(request: Request) -> dict[str, Any]:
         """Add and remove tags on stored entries (the hub's scripts: test.pass / test.fail)."""
         changes = tag_changes(_json_object(await request.body()), options.node)
-        found = set(await anyio.to_thread.run_sync(runtime.index.update_tags, changes))
+        found = await anyio.to_thread.run_sync(runtime.index.update_tags, changes)
         ids = [f"{options.node}:{seq}" for seq, _, _ in changes]
         return {"updated": [i for i, (seq, _, _) in zip(ids, changes) if seq in found],
-                "missing": [i for i, (seq, _, _) in zip(ids, changes) if seq not in found]}
+                "missing": [i for i, (seq, _, _) in zip(ids, changes) if seq not in found],
+                "tags": {f"{options.node}:{seq}": tags for seq, tags in found.items()}}
 
     @asgi(f"{API}/stream", is_mount=False, copy_scope=True)
     async def stream(scope: Scope, receive: Receive, send: Send) -> None:

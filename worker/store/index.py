@@ -141,12 +141,12 @@ class EntryIndex:
             connection.execute("ROLLBACK")
             raise
 
-    def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> list[int]:
+    def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> dict[int, list[str]]:
         """Add and remove tags on stored entries (scripts' test.pass/test.fail): per change
-        (seq, add, remove), in one transaction; returns the seqs that were found. Tags keep
-        their order; an added tag that is there already is not added twice."""
+        (seq, add, remove), in one transaction; returns each found seq's tags after the change.
+        Tags keep their order; an added tag that is there already is not added twice."""
         connection = self._connection()
-        found: list[int] = []
+        found: dict[int, list[str]] = {}
         with _transaction(connection):
             for seq, add, remove in changes:
                 row = connection.execute("SELECT entry_json FROM entries WHERE seq = ?", (seq,)).fetchone()
@@ -158,7 +158,7 @@ class EntryIndex:
                 entry["tags"] = tags
                 connection.execute("UPDATE entries SET entry_json = ? WHERE seq = ?",
                                    (msgspec.json.encode(entry), seq))
-                found.append(seq)
+                found[seq] = tags
         return found
 
     def prune_segments_before(self, segment_id: int) -> int:
