@@ -276,15 +276,16 @@ def create_app(settings: HubSettings) -> Litestar:
             await pool.close()
 
     @get(f"{API}/entries")
-    async def entries(request: Request) -> Response[Any]:
+    async def entries(request: Request) -> Response[Any] | Stream:
         """Entries from every worker, newest first, with the `workers` block."""
         params = _params(request)
         limit = _limit(params)
         try:
             if fill is None and not scripting.wants_queried():
-                # nothing to add to the entries: passed on as the workers wrote them
-                raw = await pool.raw_entries(params, limit)
-                return Response(raw.json(), media_type=MediaType.JSON)
+                # nothing to add to the entries: merged as they stream in, passed on as the
+                # workers wrote them
+                merged = await pool.open_entries(params, limit)
+                return Stream(merged.chunks(), media_type=MediaType.JSON)
             answer = await pool.entries(params, limit)
         except WorkerError as error:
             raise _from_worker(error, None) from None

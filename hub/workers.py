@@ -265,10 +265,87 @@ class RawEntriesAnswer:
     entries: list[bytes]          # each an Entry's JSON as its worker wrote it
     workers: list[dict[str, Any]]
 
-    def json(self) -> bytes:
-        """{"entries": [...], "workers": [...]} without decoding the entries again."""
-        return (b'{"entries":[' + b",".join(self.entries) + b'],"workers":'
-                + msgspec.json.encode(self.workers) + b"}")
+
+class EntriesStream:
+    """Every worker's /entries, open, merged newest first as the lines arrive: the first entry
+    goes out once every worker has sent its first line, not when the slowest has sent all.
+    Workers send newest first (their contract); a line newer than the one before it from the
+    same worker is still passed on, and counted in that worker's block as `unordered`."""
+
+    def __init__(self, stack: AsyncExitStack, opened: list[tuple[WorkerClient, httpx.Response, dict[str, Any]]],
+                 workers: list[dict[str, Any]], limit: int) -> None:
+        self.stack = stack
+        self.opened = opened
+        self.workers = workers
+        self.limit = limit
+
+    async def chunks(self, flush_at: int = 64 * 1024) -> AsyncIterator[bytes]:
+        """{"entries": [...], "workers": [...]}, streamed; the workers block comes last, when
+        every worker's part is known."""
+        async with self.stack:
+            readers = [_entry_lines(response).__aiter__() for _, response, _ in self.opened]
+            newest_seen: list[float | None] = [None] * len(readers)
+            heap: list[tuple[float, int, bytes]] = []
+
+            async def advance(index: int) -> None:
+                client, _, block = self.opened[index]
+                try:
+                    while True:
+                        item = await readers[index].__anext__()
+                        if item is None:
+                            block["skipped"] += 1
+                            continue
+                        ts, raw = item
+                        break
+                except StopAsyncIteration:
+                    return
+                except (httpx.HTTPError, WorkerError) as error:
+                    block.update(ok=False, error=f"{describe(error)} (after {block['count']} entries)")
+                    client.mark(error)
+                    return
+                block["count"] += 1
+                last = newest_seen[index]
+                if last is not None and ts > last:
+                    block["unordered"] = block.get("unordered", 0) + 1
+                newest_seen[index] = ts
+                heapq.heappush(heap, (-ts, index, raw))
+
+            await asyncio.gather(*(advance(i) for i in range(len(readers))))
+            out = [b'{"entries":[']
+            size, sent = 0, 0
+            while heap and sent < self.limit:
+                _, index, raw = heapq.heappop(heap)
+                out.append(raw if sent == 0 else b"," + raw)
+                size += len(raw)
+                sent += 1
+                if sent == 1 or size >= flush_at:
+                    yield b"".join(out)
+                    out, size = [], 0
+                if sent < self.limit:
+                    await advance(index)
+            out.append(b'],"workers":' + msgspec.json.encode(self.workers) + b"}")
+            yield b"".join(out)
+
+
+async def _entry_lines(response: httpx.Response) -> AsyncIterator[tuple[float, bytes] | None]:
+    """(ts, line) per NDJSON entry line of a worker's /entries; None for a line that is not one."""
+    rest = b""
+    async for chunk in response.aiter_bytes():
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line.strip():
+                yield _stamp(line)
+    if rest.strip():
+        yield _stamp(rest)
+
+
+def _stamp(line: bytes) -> tuple[float, bytes] | None:
+    line = line.strip()
+    try:
+        return _STAMP.decode(line).ts, line
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 class _Stamp(msgspec.Struct):
@@ -423,6 +500,30 @@ class WorkerPool:
             workers.append(client.block(None, count=len(found), skipped=skipped))
         merged = heapq.merge(*lists, key=_ts, reverse=True)
         return RawEntriesAnswer([raw for _, (_, raw) in zip(range(limit), merged)], workers)
+
+    async def open_entries(self, params: dict[str, str], limit: int) -> EntriesStream:
+        """Every worker's /entries opened (a worker's 400 raised before anything is sent),
+        to be merged as it streams (EntriesStream.chunks)."""
+        params = {**params, "limit": str(limit)}
+        stack = AsyncExitStack()
+        clients = self.clients
+        results = await asyncio.gather(*(c.open_stream(stack, "/entries", params) for c in clients),
+                                       return_exceptions=True)
+        opened: list[tuple[WorkerClient, httpx.Response, dict[str, Any]]] = []
+        workers: list[dict[str, Any]] = []
+        for client, result in zip(clients, results):
+            if isinstance(result, BaseException):
+                if isinstance(result, WorkerError) and result.status == 400:
+                    await stack.aclose()
+                    raise result   # the caller's mistake (a bad since/until/limit): say so
+                if not isinstance(result, (httpx.HTTPError, WorkerError)):
+                    log.exception("worker %s: unexpected error", client.url, exc_info=result)
+                workers.append(client.block(describe(result)))
+                continue
+            block = client.block(None, count=0, skipped=0)
+            workers.append(block)
+            opened.append((client, result, block))
+        return EntriesStream(stack, opened, workers, limit)
 
     async def entries(self, params: dict[str, str], limit: int) -> EntriesAnswer:
         """As raw_entries, decoded."""

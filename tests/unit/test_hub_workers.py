@@ -290,3 +290,82 @@ def test_marks_map_hub_ids_to_worker_positions_in_a_bounded_ring():
     assert marks.oldest_id == 102
     assert marks.after(102, 106) == [(105, "w0", 11), (106, "w1", 6)]
     assert marks.after(106, 10**9) == [(107, "w0", 12)]
+
+
+class StreamingWorkers(httpx.AsyncBaseTransport):
+    """Workers whose /entries bodies are async generators, so a test controls when each line
+    is sent."""
+
+    def __init__(self, bodies) -> None:  # noqa: ANN001
+        self.bodies = bodies
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = self.bodies[request.url.host]
+        if isinstance(body, Exception):
+            raise body
+        return httpx.Response(200, content=body())
+
+
+def test_entries_stream_merged_newest_first_before_the_slowest_worker_ends():
+    released = asyncio.Event()
+
+    def fast():
+        async def lines():
+            yield ndjson(entry("a", 3, 30.0), entry("a", 1, 10.0))
+            yield b"{not json\n"
+        return lines()
+
+    def slow():
+        async def lines():
+            yield ndjson(entry("b", 2, 25.0))
+            await released.wait()                         # the rest only when the test says so
+            yield ndjson(entry("b", 1, 5.0), entry("b", 0, 12.0))   # 12.0 after 5.0: out of order
+        return lines()
+
+    async def go():
+        p = WorkerPool(URLS, retries=0, timeout=2.0, transport=StreamingWorkers(
+            {"w1": fast, "w2": slow, "w3": httpx.ConnectError("refused")}))
+        try:
+            merged = await p.open_entries({}, limit=10)
+            chunks = merged.chunks(flush_at=1)
+            first = await chunks.__anext__()
+            assert not released.is_set()
+            released.set()
+            rest = [chunk async for chunk in chunks]
+            return first, json.loads(first + b"".join(rest))
+        finally:
+            await p.close()
+    first, answer = run(go())
+    assert json.loads(first.removeprefix(b'{"entries":['))["id"] == "a:3"   # out before b's end
+    assert [e["id"] for e in answer["entries"]] == ["a:3", "b:2", "a:1", "b:1", "b:0"]
+    w1, w2, w3 = answer["workers"]
+    assert (w1["ok"], w1["count"], w1["skipped"]) == (True, 2, 1)
+    assert (w2["ok"], w2["count"], w2["unordered"]) == (True, 3, 1)
+    assert w3["ok"] is False and "cannot connect" in w3["error"]
+
+
+def test_entries_stream_stops_at_the_limit_and_a_worker_failing_midway_is_named():
+    def steady():
+        async def lines():
+            for n in range(100, 0, -1):
+                yield ndjson(entry("a", n, float(n)))
+        return lines()
+
+    def breaking():
+        async def lines():
+            yield ndjson(entry("b", 1, 99.5))
+            raise httpx.ReadError("connection reset")
+        return lines()
+
+    async def go():
+        p = WorkerPool(URLS[:2], retries=0, timeout=2.0, transport=StreamingWorkers({"w1": steady, "w2": breaking}))
+        try:
+            merged = await p.open_entries({}, limit=5)
+            return json.loads(b"".join([chunk async for chunk in merged.chunks()]))
+        finally:
+            await p.close()
+    answer = run(go())
+    assert [e["id"] for e in answer["entries"]] == ["a:100", "b:1", "a:99", "a:98", "a:97"]
+    w1, w2 = answer["workers"]
+    assert w1["ok"] is True
+    assert w2["ok"] is False and "connection reset" in w2["error"] and "after 1 entries" in w2["error"]
