@@ -186,6 +186,68 @@ def test_both_ends_hooked_report_each_byte_once():
     assert (entry["request"]["path"], entry["status"], entry["complete"]) == ("/orders", 200, True)
 
 
+
+def test_the_clients_end_takes_over_when_the_servers_chunks_come_first():
+    """The racy order of a client preempted between its write and the probe on the write's
+    return: the server's read of the request is seen first. The client's end takes over, so
+    the body it read counts though the server's big write failed (a failed call reports
+    nothing), and the client's exit ends the connection."""
+    story = Story()
+    client = dict(role=ROLE_CLIENT, tgid=100, ssl=0xA000, fd=5)
+    server = dict(role=ROLE_SERVER, tgid=200, ssl=0xC000, fd=9)
+    request = b"GET /bytes/3000000 HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n"
+    story.chunk(event(KIND_READ, request, **server))
+    story.chunk(event(KIND_WRITE, request, **client))
+    story.chunk(event(KIND_WRITE, head, **server))
+    offset = 0
+    for size in (len(head), 16384, 16384, 7232):
+        story.chunk(event(KIND_READ, (head + b"x" * 40000)[offset:offset + size], offset, **client))
+        offset += size
+    assert story.synth.stats.handovers == 1
+    assert story.synth.stats.duplicate_chunks == 1          # the server's head, after the client's
+    story.exit(100)
+    assert story.synth.stats.connections_active == 0
+    [entry] = story.entries()
+    assert (entry["request"]["path"], entry["status"], entry["complete"]) == (
+        "/bytes/3000000", 200, False)
+    assert entry["size"]["response"] == len(head) + 40000
+    assert (entry["src"]["ip"], entry["src"]["port"]) == CLIENT
+
+
+def test_a_server_that_speaks_first_hands_over_to_the_client():
+    story = Story()
+    banner = b"* OK IMAP4rev1 ready\r\n"
+    server = dict(role=ROLE_SERVER, tgid=200, ssl=0xC000, fd=9)
+    story.chunk(event(KIND_WRITE, banner, **server))
+    story.chunk(event(KIND_READ, banner[:4]))                # the client reads it in two
+    story.chunk(event(KIND_READ, banner[4:], 4))
+    story.chunk(event(KIND_READ, b"a1 LOGIN", **server))     # the client's copy comes next
+    story.chunk(event(KIND_WRITE, b"a1 LOGIN"))
+    assert story.synth.stats.handovers == 1
+    assert not story.synth.owns(200) and story.synth.owns(100)
+    payloads = [decode(LINKTYPE_ETHERNET, f).payload for _t, f, _l in story.packets]
+    assert b"".join(p for p in payloads if p) == banner + b"a1 LOGIN"   # each byte once
+    story.close(tgid=200, fd=9)                               # the server's close: a duplicate end
+    assert story.synth.stats.connections_active == 1
+    story.close()
+    assert story.synth.stats.connections_active == 0
+
+
+def test_a_client_end_with_other_bytes_at_the_same_offsets_stays_a_duplicate():
+    """Ends hooked mid-connection count from their own first call: their offsets need not
+    agree, and the bytes tell. The server keeps the connection."""
+    story = Story()
+    exchange(story, role=ROLE_SERVER, tgid=200, ssl=0xC000, fd=9)
+    second = REQUEST.replace(b"/orders?id=7", b"/cart")      # the client's first hooked call
+    assert not story.chunk(event(KIND_WRITE, second))
+    assert not story.chunk(event(KIND_READ, b"x", 1, failed=True))
+    assert story.synth.stats.handovers == 0
+    assert story.synth.stats.duplicate_chunks == 2
+    story.close(tgid=200, fd=9)
+    [entry] = story.entries()
+    assert (entry["request"]["path"], entry["status"], entry["complete"]) == ("/orders", 200, True)
+
 def test_the_closed_memory_fades():
     story = Story()
     exchange(story)

@@ -17,7 +17,8 @@ How a chunk of cleartext finds its connection:
   finds it and ties it to (process, new fd) (role: server).
 Per SSL object and direction, the bytes moved so far are counted here, so every event carries
 its stream offset: an event lost in the ring buffer, or bytes beyond what one call copies,
-become a gap at the right place instead of silently shifting the stream.
+become a gap at the right place instead of silently shifting the stream. The counts end with
+the socket's close() (the SSL object's address and the fd number are often reused together).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ struct tuple_t {
     u16 rport;
     u8 laddr[16];
     u8 raddr[16];
+    u64 ssl;            /* the SSL object last seen on this socket (0: none yet) */
 };
 
 struct event_t {
@@ -228,6 +230,7 @@ static __always_inline int exit_call(struct pt_regs *ctx, int ex_variant) {
         struct tuple_t *t = conns.lookup(&ckey);
         if (t) {
             t->tls = 1;
+            t->ssl = c.ssl;
             ev->flags = FLAG_TUPLE;
             ev->role = t->role;
             ev->family = t->family;
@@ -434,6 +437,15 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
         return 0;
     if (t->tls)
         emit_control(KIND_CLOSE, key.tgid, key.fd, t);
+    if (t->ssl) {
+        /* The SSL object's streams end with its socket: a server that frees it and gets
+           the same address and the same fd number for its next connection (malloc and
+           the lowest free fd make that common) must count that one from 0 again. */
+        struct ssl_key_t skey = {};
+        skey.tgid = key.tgid;
+        skey.ssl = t->ssl;
+        ssl_states.delete(&skey);
+    }
     conns.delete(&key);
     return 0;
 }

@@ -8,8 +8,15 @@ buffer, bytes beyond what one call copies, unreadable buffers) become holes that
 ACK then covers, so the assembler reports a gap right there and dissection resyncs.
 
 When both ends of a connection run on this node and both are hooked, each reports the same
-bytes; the first end seen owns the connection and the other end's chunks are counted as
-duplicates and left out (also for a while after the owner closed, like TIME_WAIT).
+bytes; one end owns the connection and the other end's chunks are counted as duplicates and
+left out (also for a while after the owner closed, like TIME_WAIT). The client's end is
+preferred, whichever comes first: a write that fails midway (the peer went away) reports
+nothing, though part of it was delivered, while the reads report what arrived, and the
+client's exit or close is what ends a request cut short. The server's end is seen first when
+the client is preempted between its write and the probe on the write's return, or when the
+server speaks first; it owns the connection until the client's first chunk, which takes over
+if its bytes match what the server reported at the same offsets (both ends count from the
+connection's start; an end hooked mid-connection does not, and is left out as a duplicate).
 
 Pure: events and times in, packets out; no I/O.
 """
@@ -30,6 +37,9 @@ from worker.sources.ebpf.synth import SEQ_MASK, max_payload, tcp_frame
 CLOSED_MEMORY_NS = 60_000_000_000
 # A connection with no chunk for this long is forgotten (its close was never seen).
 IDLE_FORGET_NS = 600_000_000_000
+# Of a connection a server's end owns, this many first bytes each way are kept to match the
+# client's end against.
+MATCH_BYTES = 256
 
 Owner = tuple[int, int]   # (process, SSL object): one end of one TLS connection
 
@@ -41,6 +51,7 @@ class SynthStats(msgspec.Struct):
     connections: int = 0          # connections opened
     connections_active: int = 0
     duplicate_chunks: int = 0     # the other end of a connection another end already reports
+    handovers: int = 0            # connections the client's end took over from the server's
     gaps: int = 0                 # holes in a stream (lost or unreadable chunks)
     gap_bytes: int = 0
     forgotten: int = 0            # connections dropped after IDLE_FORGET_NS without a close
@@ -62,6 +73,8 @@ class _Connection:
     last_ns: int
     to_server: _Half = field(default_factory=lambda: _Half(0))
     to_client: _Half = field(default_factory=lambda: _Half(0))
+    # While a server's end owns it: (offset, bytes) of the first data each way, by to_server.
+    first_data: dict[bool, tuple[int, bytes]] = field(default_factory=dict)
 
 
 def _isn(key: ConnKey, to_server: bool) -> int:
@@ -100,11 +113,16 @@ class StreamSynthesizer:
                 packets += self._finish(self._connections[previous], wall_ns)
             connection = self._open(key, owner, owner_is_client, event.fd, wall_ns, packets)
         elif connection.owner != owner:
-            self.stats.duplicate_chunks += 1
-            return packets
+            if not (owner_is_client and self._takes_over(connection, event)):
+                self.stats.duplicate_chunks += 1
+                return packets
+            packets += self._hand_over(connection, owner, event.fd, wall_ns)
         connection.last_ns = wall_ns
         sent_by_owner = event.kind == KIND_WRITE
         to_server = sent_by_owner == connection.owner_is_client
+        if not connection.owner_is_client and to_server not in connection.first_data \
+                and event.data:
+            connection.first_data[to_server] = (event.offset, event.data[:MATCH_BYTES])
         packets += self._data(connection, to_server, sent_by_owner, event, wall_ns)
         return packets
 
@@ -137,6 +155,38 @@ class StreamSynthesizer:
 
     def owns(self, tgid: int) -> bool:
         return any(owner[0] == tgid for owner in self._by_owner)
+
+    # -- ownership ------------------------------------------------------------------------
+    @staticmethod
+    def _takes_over(connection: _Connection, event: TlsEvent) -> bool:
+        """Whether a chunk of the client's end of a connection a server's end owns is the
+        same stream: its bytes equal the server's first bytes that way at the same offsets."""
+        if connection.owner_is_client or event.read_failed:
+            return False
+        first = connection.first_data.get(event.kind == KIND_WRITE)   # the client writes to the server
+        if first is None:
+            return False
+        start, seen = first
+        low = max(start, event.offset)
+        high = min(start + len(seen), event.offset + len(event.data))
+        return high > low and (seen[low - start:high - start]
+                               == event.data[low - event.offset:high - event.offset])
+
+    def _hand_over(self, connection: _Connection, owner: Owner, fd: int,
+                   wall_ns: int) -> list[RawPacket]:
+        """The client's end owns the connection from now on; the server's is a duplicate."""
+        if self._by_owner.get(connection.owner) == connection.key:
+            del self._by_owner[connection.owner]
+        packets: list[RawPacket] = []
+        previous = self._by_owner.get(owner)
+        if previous is not None:
+            # The client's SSL object moved to this socket: its old connection is over.
+            packets += self._finish(self._connections[previous], wall_ns)
+        connection.owner, connection.owner_is_client, connection.fd = owner, True, fd
+        connection.first_data.clear()
+        self._by_owner[owner] = connection.key
+        self.stats.handovers += 1
+        return packets
 
     # -- packets --------------------------------------------------------------------------
     def _open(self, key: ConnKey, owner: Owner, owner_is_client: bool, fd: int, wall_ns: int,
