@@ -232,6 +232,9 @@ class Group:
                 client.mark(error)
                 self._set_up(client, False, client.health.error or describe(error))
                 log.debug("stream from %s: %s; reconnecting in %.1fs", client.url, describe(error), delay)
+            except Exception as error:   # noqa: BLE001 - a bug here must not end this worker's feed for good
+                log.exception("stream from %s failed; reconnecting in %.1fs", client.url, delay)
+                self._set_up(client, False, f"{type(error).__name__}: {error}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_S[1])
 
@@ -275,7 +278,8 @@ class Group:
     async def _close_later(self) -> None:
         await asyncio.sleep(self.feed.linger_s)
         if not self.members:
-            self.feed.drop(self)
+            self.feed.forget(self)
+            await self.close()
 
     async def close(self) -> None:
         tasks = list(self.followers.values())
@@ -381,10 +385,9 @@ class Feed:
                 group.add_worker(client)
         return group
 
-    def drop(self, group: Group) -> None:
+    def forget(self, group: Group) -> None:
         if self.groups.get(group.q) is group:
             del self.groups[group.q]
-        asyncio.ensure_future(group.close())
 
     async def close(self) -> None:
         groups = list(self.groups.values())
