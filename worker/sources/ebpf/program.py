@@ -133,6 +133,17 @@ BPF_TABLE("lru_hash", struct peer_key_t, struct tuple_t, accepted, 65536);
 BPF_HASH(accepting, u64, u64, 16384);                    /* thread -> sockaddr of accept() */
 BPF_TABLE("lru_hash", u32, u8, tls_processes, 65536);
 
+// The connection's 5-tuple and role, as the event carries them.
+static __always_inline void copy_tuple(struct event_t *ev, struct tuple_t *t) {
+    ev->flags = FLAG_TUPLE;
+    ev->role = t->role;
+    ev->family = t->family;
+    ev->lport = t->lport;
+    ev->rport = t->rport;
+    __builtin_memcpy(ev->laddr, t->laddr, 16);
+    __builtin_memcpy(ev->raddr, t->raddr, 16);
+}
+
 static __always_inline void count(int which, u64 amount) {
     int key = which;
     u64 *value = counters.lookup(&key);
@@ -231,13 +242,7 @@ static __always_inline int exit_call(struct pt_regs *ctx, int ex_variant) {
         if (t) {
             t->tls = 1;
             t->ssl = c.ssl;
-            ev->flags = FLAG_TUPLE;
-            ev->role = t->role;
-            ev->family = t->family;
-            ev->lport = t->lport;
-            ev->rport = t->rport;
-            __builtin_memcpy(ev->laddr, t->laddr, 16);
-            __builtin_memcpy(ev->raddr, t->raddr, 16);
+            copy_tuple(ev, t);
         }
     }
     u8 base_flags = ev->flags;
@@ -415,13 +420,7 @@ static __always_inline void emit_control(u32 kind, u32 tgid, s32 fd, struct tupl
     ev->lport = 0;
     ev->rport = 0;
     if (t) {
-        ev->flags = FLAG_TUPLE;
-        ev->role = t->role;
-        ev->family = t->family;
-        ev->lport = t->lport;
-        ev->rport = t->rport;
-        __builtin_memcpy(ev->laddr, t->laddr, 16);
-        __builtin_memcpy(ev->raddr, t->raddr, 16);
+        copy_tuple(ev, t);
     }
     if (events.ringbuf_output(ev, EVENT_HEADER_SIZE, 0) != 0)
         count(C_LOST_EVENTS, 1);
