@@ -164,15 +164,14 @@ class WorkerClient:
         async def attempt() -> tuple[list[tuple[float, bytes]], int]:
             found: list[tuple[float, bytes]] = []
             skipped = 0
-            rest = b""
             async with self.http.stream("GET", "/entries", params=params) as response:
                 if response.status_code >= 400:
                     raise _worker_error(response, await response.aread())
-                async for chunk in response.aiter_bytes():
-                    lines = (rest + chunk).split(b"\n")
-                    rest = lines.pop()
-                    skipped += _stamp_lines(lines, found)
-            skipped += _stamp_lines([rest], found)
+                async for item in _entry_lines(response):
+                    if item is None:
+                        skipped += 1
+                    else:
+                        found.append(item)
             return found, skipped
         started = time.monotonic()
         result = await self._retrying(attempt)
@@ -358,20 +357,6 @@ class _Node(msgspec.Struct):
 
 _STAMP = msgspec.json.Decoder(_Stamp)
 _NODE = msgspec.json.Decoder(_Node)
-
-
-def _stamp_lines(lines: list[bytes], found: list[tuple[float, bytes]]) -> int:
-    """Append (ts, line) for each entry line; the number of lines that were not one."""
-    skipped = 0
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            found.append((_STAMP.decode(line).ts, line))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            skipped += 1
-    return skipped
 
 
 @dataclass
