@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import uvicorn
 
+from shark import token as shark_token
 from shark.units import UnitError, format_size, parse_size
 from worker.api.app import create_app
 from worker.api.runtime import WorkerRuntime, replay_finished
@@ -71,14 +72,15 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
             buffer_size=_size(buffer_size, "--buffer-size"),
             storage_dir=storage_dir or default_storage_dir(),
             storage_limit=_size(storage_limit, "--storage-limit"),
-            host=host, port=port, node=node or socket.gethostname(), tls=tls)
+            host=host, port=port, node=node or socket.gethostname(), tls=tls,
+            token=shark_token.from_env())
         if options.storage_limit < MIN_STORAGE_LIMIT:
             raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "
                               f"{format_size(MIN_STORAGE_LIMIT)}")
         check_storage_dir(options.storage_dir)
         if pcap_file is not None and not pcap_file.is_file():
             raise OptionError(f"--pcap: {pcap_file}: no such file")
-    except (OptionError, StoreError) as error:
+    except (OptionError, StoreError, shark_token.TokenError) as error:
         fail(str(error))
     listener = _bind(options.host, options.port)
     # uvicorn restores this handler and re-raises SIGTERM once it has shut down: make that a

@@ -35,6 +35,7 @@ class WorkerOptions:
     node: str = field(default_factory=socket.gethostname)
     body_limit: int = DEFAULT_BODY_LIMIT
     tls: bool = False                     # eBPF TLS cleartext from libssl (docs/TLS.md)
+    token: str | None = None              # the installation's token (shark/token.py), from SHARK_TOKEN
 
 
 class OptionError(ValueError):
