@@ -1,37 +1,75 @@
-# One image for the hub and the workers (docs/CLUSTER.md): `make image` builds it.
-# Untested here: no container engine runs on the development machine, so this file has not
-# been built in this repository's CI. Keep it in step with pyproject.toml.
+# One image for the hub and the workers; `make image` builds it, `make image-tls` the variant
+# with bcc for `tap --tls` (docs/CLUSTER.md, "The image"). The test suite builds both and runs
+# them with the manifests' own pod settings (tests/image/).
+#
+# Debian's python3, not python.org's: bcc (python3-bpfcc) is built for Debian's interpreter,
+# and the venv below is made from that same interpreter, so the worker imports bcc in the TLS
+# variant. The project and its dependencies come as wheels:
+#   WHEELS=context  from build/wheels in the build context, made by `make wheels` on a host whose
+#                   python3 and libc are this base's (Debian 12, Python 3.11: the dev machine);
+#   WHEELS=index    built here from the package index (any host, any architecture: the release).
+ARG BASE=debian:bookworm-slim
+ARG VARIANT=lean
+ARG WHEELS=context
 
-# Wheels for every dependency (pypcap is compiled against libpcap here, not in the final image).
-FROM python:3.11-slim-bookworm AS build
+# What both variants run on: the interpreter, libpcap for the pcap source, CA certificates for
+# scripts' webhooks. Nothing of the project yet, so code changes rebuild none of it.
+FROM ${BASE} AS os-lean
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc libc6-dev libpcap-dev \
- && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY shark shark
-COPY hub hub
-COPY worker worker
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+ && apt-get install -y --no-install-recommends python3 libpcap0.8 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10001 shark \
+ && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin shark
 
-FROM python:3.11-slim-bookworm
-# TLS=1: Debian's bcc (python3-bpfcc, for Debian's python 3.11) for `tap --tls`.
-ARG TLS=0
+# bcc and the LLVM it compiles with: about 500 MB, so only in the TLS variant.
+FROM os-lean AS os-tls
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libpcap0.8 \
- && if [ "$TLS" = 1 ]; then apt-get install -y --no-install-recommends python3-bpfcc; fi \
+ && apt-get install -y --no-install-recommends python3-bpfcc \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
-# The source tree too: the hub serves spa/ from beside hub/ (python -m runs from /app).
-WORKDIR /app
-COPY shark shark
-COPY hub hub
-COPY worker worker
-COPY spa spa
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-# The hub runs as this user; the workers' pods ask for root (only for NET_RAW/NET_ADMIN).
-RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin shark
-USER 10001
+
+FROM os-lean AS venv
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/kubectl-shark
+
+FROM venv AS wheels-context
+COPY build/wheels/deps /wheels/deps
+
+FROM venv AS wheels-index
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev libpcap-dev python3-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml README.md /src/
+COPY shark /src/shark
+COPY hub /src/hub
+COPY worker /src/worker
+RUN /opt/kubectl-shark/bin/pip wheel --no-cache-dir --wheel-dir /wheels/deps /src \
+ && mkdir /wheels/project && mv /wheels/deps/kubectl_shark-*.whl /wheels/project/
+
+# The dependencies first: a layer that code changes leave alone. kubectl-shark uses the
+# kubernetes client's synchronous API; its asyncio copy (kubernetes/aio, 68 MB) is never imported.
+FROM wheels-${WHEELS} AS deps
+RUN /opt/kubectl-shark/bin/pip install --no-cache-dir --no-index /wheels/deps/*.whl \
+ && rm -rf /opt/kubectl-shark/lib/python3.11/site-packages/kubernetes/aio
+
+FROM deps AS project-context
+COPY build/wheels/project /wheels/project
+
+FROM deps AS project-index
+
+FROM project-${WHEELS} AS installed
+RUN /opt/kubectl-shark/bin/pip install --no-cache-dir --no-index --no-deps /wheels/project/*.whl \
+ && /opt/kubectl-shark/bin/pip uninstall -y -q pip setuptools
+# The hub serves the UI from spa/ beside its package (hub/app.py, SPA_DIR).
+COPY spa /opt/kubectl-shark/lib/python3.11/site-packages/spa
+
+FROM os-${VARIANT}
+COPY --from=installed /opt/kubectl-shark /opt/kubectl-shark
+# `python` is the venv's (a link to Debian's python3), as the manifests' commands expect.
+ENV PATH=/opt/kubectl-shark/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# The hub runs as this user; the workers' pods ask for root (only for the capture capabilities).
+USER 10001:10001
 EXPOSE 8899 8897
 CMD ["python", "-m", "hub", "--kube", "--listen", "0.0.0.0:8899"]
