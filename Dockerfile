@@ -65,6 +65,10 @@ RUN /opt/kubectl-shark/bin/pip install --no-cache-dir --no-index --no-deps /whee
 COPY spa /opt/kubectl-shark/lib/python3.11/site-packages/spa
 
 FROM os-${VARIANT}
+LABEL org.opencontainers.image.title="kubectl-shark" \
+      org.opencontainers.image.description="kubectl-shark's hub and worker (docs/CLUSTER.md)" \
+      org.opencontainers.image.source="https://github.com/kubectl-shark/kubectl-shark" \
+      org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=installed /opt/kubectl-shark /opt/kubectl-shark
 # `python` is the venv's (a link to Debian's python3), as the manifests' commands expect.
 ENV PATH=/opt/kubectl-shark/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

@@ -20,7 +20,7 @@ from shark import __version__
 from shark.errors import ExitStatus, SharkError, report
 from shark.hubclient import DEFAULT_HUB, HubClient
 from shark.kube.commands import cluster_options, status_cluster, tap_cluster, timeout_option
-from shark.kube.render import DEFAULT_IMAGE, PULL_POLICIES
+from shark.kube.render import DEFAULT_IMAGE, DEFAULT_TLS_IMAGE, PULL_POLICIES
 from shark.units import UnitError, format_size, parse_duration, parse_size
 
 
@@ -80,7 +80,8 @@ def _size(value: str, option: str) -> str:
               help="In a cluster: tap pods in this namespace; repeat for several [default: the context's].")
 @click.option("-A", "--all-namespaces", is_flag=True, help="In a cluster: tap pods in every namespace.")
 @cluster_options
-@click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="In a cluster: the image of hub and workers.")
+@click.option("--image", default=None, metavar="REF", help=f"In a cluster: the image of hub and workers "
+              f"[default: {DEFAULT_IMAGE}; with --tls, {DEFAULT_TLS_IMAGE}].")
 @click.option("--image-pull-policy", type=click.Choice(PULL_POLICIES), default="IfNotPresent", show_default=True,
               help="In a cluster: when nodes pull the image.")
 @click.option("--dry-run", is_flag=True, help="In a cluster: print the manifests tap would apply; touch nothing.")
@@ -100,7 +101,7 @@ def _size(value: str, option: str) -> str:
 @click.option("--tls", is_flag=True, help="Also show TLS traffic decrypted: cleartext from libssl "
               "through eBPF probes (docs/TLS.md).")
 def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_namespaces: bool,
-        kubeconfig: str | None, context: str | None, release_namespace: str, image: str, image_pull_policy: str,
+        kubeconfig: str | None, context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
         dry_run: bool, timeout: float, ifaces: tuple[str, ...], pcap_file: Path | None, no_open: bool,
         storage_limit: str, proxy_host: str, proxy_port: int, state_dir: Path | None,
         tls: bool) -> None:

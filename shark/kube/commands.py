@@ -61,7 +61,7 @@ def _proxy(host: str, port: int, open_browser: bool) -> Any:
     return Proxy(host, port, open_browser)
 
 
-def _deploy_options(release_namespace: str, image: str, image_pull_policy: str, storage_limit: str,
+def _deploy_options(release_namespace: str, image: str | None, image_pull_policy: str, storage_limit: str,
                     pod_regex: str | None, target_namespaces: tuple[str, ...], tls: bool) -> DeployOptions:
     options = DeployOptions(release_namespace=release_namespace, image=image, image_pull_policy=image_pull_policy,
                             storage_limit=storage_limit, pod_regex=pod_regex or None,
@@ -74,7 +74,7 @@ def _deploy_options(release_namespace: str, image: str, image_pull_policy: str, 
 
 
 def tap_cluster(*, pod_regex: str | None, namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | None,
-                context: str | None, release_namespace: str, image: str, image_pull_policy: str,
+                context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
                 storage_limit: str, proxy_host: str, proxy_port: int, no_open: bool, dry_run: bool,
                 timeout: float, tls: bool) -> int:
     from shark.kube.client import context_namespace

@@ -22,9 +22,15 @@ from shark.kube.resources import APPLY_ORDER, DEFAULT_RELEASE_NAMESPACE, HUB, MA
 from shark.units import UnitError, parse_size
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
-DEFAULT_IMAGE = f"kubectl-shark:{__version__}"
+# What `make image` and `make image-tls` build and the release workflow pushes (docs/CLUSTER.md):
+# REGISTRY/kubectl-shark:VERSION, and the variant with bcc for --tls under the same tag + "-tls".
+DEFAULT_REGISTRY = "ghcr.io/kubectl-shark"
+DEFAULT_IMAGE = f"{DEFAULT_REGISTRY}/kubectl-shark:{__version__}"
+DEFAULT_TLS_IMAGE = f"{DEFAULT_IMAGE}-tls"
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
-TLS_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE"]
+# SYS_ADMIN, not just BPF and PERFMON: in a container, attaching a uprobe to another container's
+# libssl through /proc/PID/root is refused without it (EACCES; tests/image measures it).
+TLS_CAPABILITIES = ["SYS_ADMIN", "SYS_PTRACE"]
 # What bcc needs from the node for eBPF TLS capture: kernel headers and tracefs.
 TLS_HOST_PATHS = (("lib-modules", "/lib/modules", True), ("usr-src", "/usr/src", True),
                   ("tracefs", "/sys/kernel/tracing", False))
@@ -38,12 +44,18 @@ class OptionError(ValueError):
 @dataclass(frozen=True)
 class DeployOptions:
     release_namespace: str = DEFAULT_RELEASE_NAMESPACE
-    image: str = DEFAULT_IMAGE
+    image: str | None = None                     # None: DEFAULT_IMAGE, or DEFAULT_TLS_IMAGE with tls
     image_pull_policy: str = "IfNotPresent"
     storage_limit: str = "200MB"
     pod_regex: str | None = None                 # None: every pod
     target_namespaces: tuple[str, ...] = ()      # empty: every namespace
     tls: bool = False
+
+    @property
+    def image_ref(self) -> str:
+        if self.image is not None:
+            return self.image
+        return DEFAULT_TLS_IMAGE if self.tls else DEFAULT_IMAGE
 
     def check(self) -> None:
         for option, name in [("--release-namespace", self.release_namespace),
@@ -51,8 +63,8 @@ class DeployOptions:
             if len(name) > 63 or not NAMESPACE_NAME.match(name):
                 raise OptionError(f"{option}: {name!r} is not a namespace name (lower case letters, digits "
                                   "and '-', at most 63 characters)")
-        if not self.image or any(c.isspace() for c in self.image):
-            raise OptionError(f"--image: {self.image!r} is not an image reference")
+        if not self.image_ref or any(c.isspace() for c in self.image_ref):
+            raise OptionError(f"--image: {self.image_ref!r} is not an image reference")
         if self.image_pull_policy not in PULL_POLICIES:
             raise OptionError(f"--image-pull-policy: {self.image_pull_policy!r} is not one of "
                               f"{', '.join(PULL_POLICIES)}")
@@ -142,7 +154,7 @@ def render(options: DeployOptions, base: list[dict[str, Any]] | None = None) -> 
     worker_set = _find(objects, "DaemonSet", WORKER)
     worker = _container(worker_set, "worker")
     for container in (hub, worker):
-        container["image"] = options.image
+        container["image"] = options.image_ref
         container["imagePullPolicy"] = options.image_pull_policy
     if options.pod_regex is not None:
         hub["args"] += ["--pod-regex", options.pod_regex]

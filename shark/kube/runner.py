@@ -87,7 +87,7 @@ class ClusterRunner:
         try:
             self._wait_namespace_gone(cluster, timeout)
             self.apply(cluster, objects)
-            self._rollout(cluster, timeout, deploy.image)
+            self._rollout(cluster, timeout, deploy.image_ref)
             return self._serve(cluster, proxy, timeout)
         finally:
             cluster.close()

@@ -9,7 +9,6 @@ addresses, which exist only inside the namespaces made here. Addresses: 10.213.4
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
@@ -25,12 +24,12 @@ BENCH = Path(__file__).resolve().parent
 TESTS = BENCH.parent
 sys.path[:0] = [str(TESTS)]
 
+from support.netns import enter_netns  # noqa: E402
 from support.processes import Proc, Worker, wait_for  # noqa: E402
 
 SUBNET = "10.213.41"
 HTTP_PORT = 8080
 LOAD = [sys.executable, str(BENCH / "_hub_load.py")]
-CLONE_NEWNET = 0x40000000
 P = TypeVar("P", bound=Proc)
 TCP_WMEM = "/proc/sys/net/ipv4/tcp_wmem"
 
@@ -39,19 +38,6 @@ def ip(*args: str) -> None:
     result = subprocess.run(["ip", *args], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-
-
-def enter_netns(name: str) -> None:
-    """Move this process (its only thread; run before any other thread starts) into the named
-    network namespace: sockets opened and children started from now on live there."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"setns into {name}: {os.strerror(errno)}")
-    finally:
-        os.close(fd)
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 
+from support.relay import pipe
+
 
 class RelayForward:
     """A forward that relays local_host:local_port to a server on this machine, as `kubectl
@@ -30,28 +32,7 @@ class RelayForward:
                 client.close()
                 continue
             upstream.settimeout(None)
-            pair = [client, upstream]
-            finished: list[int] = []
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b, finished, pair), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket, finished: list[int], pair: list[socket.socket]) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            finished.append(1)                      # list.append is atomic
-            if len(finished) == 2:                  # both directions done: nobody uses the sockets
-                for s in pair:
-                    s.close()
+            pipe(client, upstream)
 
     def wait(self, timeout: float | None = None) -> str | None:
         return self.reason if self.ended.wait(timeout) else None

@@ -99,7 +99,7 @@ def test_tls_adds_only_what_ebpf_needs():
     pod = by_kind(objects)["DaemonSet/shark-worker"]["spec"]["template"]["spec"]
     worker = container(objects, "DaemonSet", "worker")
     assert pod["hostPID"] is True and worker["args"][-1] == "--tls"
-    assert worker["securityContext"]["capabilities"]["add"] == ["NET_RAW", "NET_ADMIN", "BPF", "PERFMON", "SYS_PTRACE"]
+    assert worker["securityContext"]["capabilities"]["add"] == ["NET_RAW", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"]
     mounts = {m["mountPath"]: m.get("readOnly") for m in worker["volumeMounts"]}
     assert mounts["/lib/modules"] is True and mounts["/usr/src"] is True and "/sys/kernel/tracing" in mounts
 

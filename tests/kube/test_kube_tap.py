@@ -30,7 +30,7 @@ from shark.cli import cli
 from shark.errors import Forbidden, SharkError
 from shark.kube import commands
 from shark.kube.forward import KubectlForwarder
-from shark.kube.render import DeployOptions
+from shark.kube.render import DEFAULT_IMAGE, DeployOptions
 from shark.kube.rollout import RolloutFailed
 from shark.kube.runner import Access, ClusterRunner, Proxy
 from shark.kube.view import LineView
@@ -136,7 +136,7 @@ def test_a_tap_with_other_options_reconfigures_only_the_workloads(kube, nodes, f
 
 
 def test_image_pull_errors_stop_the_wait_with_the_image_and_a_hint(kube, nodes, forwarder):
-    kube.pullable_images = {"kubectl-shark:0.1.0"}
+    kube.pullable_images = {DEFAULT_IMAGE}
     run = Run(kube, forwarder)
     with pytest.raises(RolloutFailed) as failed:
         run.tap(DeployOptions(image="registry.invalid/shark:9", target_namespaces=("default",)), timeout=30)

@@ -2,13 +2,59 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import socket
 import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling thread into the named network namespace: sockets it opens and children
+    it starts from now on live there (a process with one thread moves as a whole)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"setns into {name}: {os.strerror(errno)}")
+    finally:
+        os.close(fd)
+
+
+def in_netns(name: str, make: Callable[[], T]) -> T:
+    """`make()` run in a thread of its own inside the named namespace (the caller's stays where
+    it is). A socket made there stays in that namespace whichever thread uses it later."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            enter_netns(name)
+            result.append(make())
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            failure.append(error)
+    thread = threading.Thread(target=run, name=f"netns-{name}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def connect_in(name: str, address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
+    """A TCP connection made from inside the named namespace."""
+    return in_netns(name, lambda: socket.create_connection(address, timeout=timeout))
 
 
 @dataclass
