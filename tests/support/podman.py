@@ -89,16 +89,16 @@ class Images:
 
     @staticmethod
     def _remove_old_images() -> None:
-        """Images of earlier builds that lost their tag (a rebuild took it) and no container
-        uses: each holds a copy of the project's venv. The layer cache (untagged build stages
-        without the label) stays."""
+        """Images of earlier builds that lost their tag and that no container uses, with the
+        steps of their last stage: each holds a copy of the project's venv. The layer cache of
+        the other stages (no label, and children of their own) stays."""
         old = podman("images", "-q", "--no-trunc", "--filter", "dangling=true", "--filter", f"label={TITLE}").stdout
         for image in old.split():
-            podman("rmi", "--no-prune", image, check=False)
+            podman("rmi", image, check=False)
 
     def remove(self) -> None:
         for variant in self.built:
-            podman("rmi", "--no-prune", self.reference + ("-tls" if variant == "tls" else ""), check=False)
+            podman("rmi", self.reference + ("-tls" if variant == "tls" else ""), check=False)
 
 
 def rendered(*tap_args: str) -> list[dict[str, Any]]:
