@@ -31,12 +31,15 @@ export CONTAINERS_CONF ?= $(CURDIR)/containers.conf
 endif
 BUILD = $(ENGINE) build --build-arg BASE=$(BASE) --build-arg WHEELS=$(WHEELS)
 
+WHEELS_BUILT := build/wheels/.built
+WHEEL_SOURCES := pyproject.toml README.md $(shell find shark hub worker -type f \( -name '*.py' -o -name '*.js' \))
+
 .PHONY: image image-tls engine base-image wheels krew print-%
 
-image: engine base-image $(if $(filter context,$(WHEELS)),wheels)
+image: engine base-image $(if $(filter context,$(WHEELS)),$(WHEELS_BUILT))
 	$(BUILD) --build-arg VARIANT=lean -t $(IMAGE) .
 
-image-tls: engine base-image $(if $(filter context,$(WHEELS)),wheels)
+image-tls: engine base-image $(if $(filter context,$(WHEELS)),$(WHEELS_BUILT))
 	$(BUILD) --build-arg VARIANT=tls -t $(IMAGE_TLS) .
 
 engine:
@@ -74,12 +77,15 @@ $(BASE_TAR):
 	rm -rf $@.$$PPID.d $@.$$PPID.log
 
 # Every wheel the image installs, built with this host's Python: the dependencies apart from
-# the project, so that the image's layer of dependencies survives changes to the code.
-wheels:
+# the project, so that the image's layer of dependencies survives changes to the code. Made
+# again when the project's sources change (`make -B wheels` to fetch newer dependencies).
+wheels: $(WHEELS_BUILT)
+$(WHEELS_BUILT): $(WHEEL_SOURCES)
 	rm -rf build/wheels && mkdir -p build
 	SOURCE_DATE_EPOCH=315532800 $(PYTHON) -m pip wheel -q --wheel-dir build/wheels/deps . 2>build/wheels.log \
 	  || { cat build/wheels.log >&2; exit 1; }
 	mkdir -p build/wheels/project && mv build/wheels/deps/kubectl_shark-*.whl build/wheels/project/
+	touch $@
 
 print-%:
 	@echo '$($*)'

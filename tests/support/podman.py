@@ -36,6 +36,7 @@ PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
 BUILD_LOCK = Path(tempfile.gettempdir()) / "kubectl-shark-image-build.lock"
 TITLE = "org.opencontainers.image.title=kubectl-shark"     # the Dockerfile's label on its images
 RUN_TAG = f"test-{os.getpid()}"
+CACHE_TAG = "test-cache"          # the last run's images, kept so that an unchanged tree builds in seconds
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -97,8 +98,11 @@ class Images:
             podman("rmi", image, check=False)
 
     def remove(self) -> None:
+        """This run's names go; its images stay under CACHE_TAG until a later run replaces them."""
         for variant in self.built:
-            podman("rmi", self.reference + ("-tls" if variant == "tls" else ""), check=False)
+            suffix = "-tls" if variant == "tls" else ""
+            podman("tag", self.reference + suffix, self.reference.replace(RUN_TAG, CACHE_TAG) + suffix, check=False)
+            podman("rmi", self.reference + suffix, check=False)
 
 
 def rendered(*tap_args: str) -> list[dict[str, Any]]:
