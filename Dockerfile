@@ -21,7 +21,7 @@ RUN apt-get update \
  && groupadd --gid 10001 shark \
  && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin shark
 
-# bcc and the LLVM it compiles with: about 500 MB, so only in the TLS variant.
+# bcc and the LLVM it compiles with: 370 MB more, so only in the TLS variant.
 FROM os-lean AS os-tls
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-bpfcc \

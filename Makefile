@@ -8,15 +8,19 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 REGISTRY ?= ghcr.io/kubectl-shark
 IMAGE ?= $(REGISTRY)/kubectl-shark:$(VERSION)
 IMAGE_TLS ?= $(IMAGE)-tls
-# podman or docker, the first that answers
-ENGINE ?= $(shell for e in podman docker; do $$e info >/dev/null 2>&1 && { echo $$e; break; }; done)
-BASE ?= debian:bookworm-slim
-# context: wheels built here (needs this host's python3 to be the base's: Debian 12, Python 3.11);
-# index: wheels built inside the image from the package index (any other host)
-WHEELS ?= $(shell . /etc/os-release 2>/dev/null; [ "$$VERSION_CODENAME" = bookworm ] \
-            && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null \
-            && echo context || echo index)
 PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+# podman or docker, the first that answers (asked once)
+ifeq ($(origin ENGINE),undefined)
+ENGINE := $(shell for e in podman docker; do $$e info >/dev/null 2>&1 && { echo $$e; break; }; done)
+endif
+BASE ?= debian:bookworm-slim
+# context: wheels built here (needs this host's Python to be the base's: Debian 12, Python 3.11);
+# index: wheels built inside the image from the package index (any other host)
+ifeq ($(origin WHEELS),undefined)
+WHEELS := $(shell . /etc/os-release 2>/dev/null; [ "$$VERSION_CODENAME" = bookworm ] \
+            && $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null \
+            && echo context || echo index)
+endif
 # Where no registry can be reached, $(BASE) is made with debootstrap and kept here as a tarball.
 BASE_CACHE ?= /var/cache/kubectl-shark
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
@@ -45,6 +49,8 @@ image-tls: engine base-image $(if $(filter context,$(WHEELS)),$(WHEELS_BUILT))
 engine:
 	@test -n "$(ENGINE)" || { echo "make: no container engine answers: install podman" \
 	  "(apt-get install podman runc) or start docker, or name one with ENGINE=" >&2; exit 1; }
+	@$(ENGINE) info >/dev/null 2>&1 || { echo "make: $(ENGINE) does not answer:" \
+	  "$$($(ENGINE) info 2>&1 | grep -v '^ ' | tail -1)" >&2; exit 1; }
 
 # $(BASE) as it is, pulled, or (no registry reachable) a Debian 12 minbase made like Debian's
 # -slim images: no docs, man pages or translations, apt lists and archives emptied.

@@ -20,7 +20,7 @@ import ssl
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import pytest
 from support.kubeapi import KubeAPI
 from support.netns import VethPair, in_netns, ip
 from support.podman import ROOT, Container, Forwards, Images, Secrets, find, podman, rendered, wait_ready
-from support.pods import Placement, translate
+from support.pods import LocalImage, Placement, translate
 from support.processes import Proc, free_port, wait_for
 from support.relay import Relay
 
@@ -41,7 +41,6 @@ SHOP = "shop"
 NODE = "node-a"
 FRONTEND, ORDERS = "127.0.0.2", "127.0.0.3"       # app pods: addresses on the node's lo
 API = ("10.96.0.1", 443)                          # the `kubernetes` Service, as pods reach it
-WORKER_LABELS = "app.kubernetes.io/component=worker"
 
 
 def pod_name(workload: dict[str, Any]) -> str:
@@ -64,6 +63,7 @@ class OneNode:
         self.procs: list[Proc] = []
         self.kube: KubeAPI | None = None
         self.api_relay: Relay | None = None
+        self.service_account_dir: Path | None = None
 
     def __enter__(self) -> OneNode:
         self.net.__enter__()
@@ -108,7 +108,7 @@ class OneNode:
 
     # -- pods ------------------------------------------------------------------------------------
     def run(self, objects: list[dict[str, Any]], kind: str, name: str, container: str,
-            images: dict[str, Any]) -> tuple[Container, Placement, dict[str, Any]]:
+            images: Mapping[str, LocalImage]) -> tuple[Container, Placement, dict[str, Any]]:
         """Schedule the workload's pod on the node: record it in the API (as its controller and
         kubelet would) and run its container with the template's settings."""
         workload = find(objects, kind, name)
@@ -119,7 +119,7 @@ class OneNode:
             node_netns=self.node_netns, node_ip=self.node_ip, pod_netns=self.hub_netns, pod_ip=self.hub_ip,
             node_root=self.tmp / "node", images=images, secret=self.secrets,
             service_accounts={o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"},
-            service_account_dir=getattr(self, "service_account_dir", None),
+            service_account_dir=self.service_account_dir,
             api=API if self.kube else None)
         translation = translate(template, container, placement)
         if self.kube:
@@ -183,17 +183,17 @@ def test_worker_and_hub_images_run_with_the_manifests_pod_settings(images: Image
     kube.add_pod("frontend-1", SHOP, ip=FRONTEND, node=NODE)
     kube.add_pod("orders-1", SHOP, ip=ORDERS, node=NODE)
 
-    worker, worker_placement, worker_template = one_node.run(objects, "DaemonSet", "shark-worker", "worker",
+    worker, _, worker_template = one_node.run(objects, "DaemonSet", "shark-worker", "worker",
                                                              {reference: image})
     hub, _, _ = one_node.run(objects, "Deployment", "shark-hub", "hub", {reference: image})
 
     # the containers run as the manifests say: users, capabilities, root filesystem
-    worker_status = worker.exec("cat", "/proc/1/status").stdout
+    worker_status = worker.process_status()
     expected = worker_template["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
     assert status_of(worker_status, "Uid").split()[0] == "0"
     assert capability_names(status_of(worker_status, "CapEff")) == set(expected)
     assert capability_names(status_of(worker_status, "CapBnd")) == set(expected)
-    hub_status = hub.exec("cat", "/proc/1/status").stdout
+    hub_status = hub.process_status()
     assert status_of(hub_status, "Uid").split()[0] == "10001"
     assert capability_names(status_of(hub_status, "CapBnd")) == set()
     assert status_of(hub_status, "NoNewPrivs") == "1"
@@ -212,7 +212,6 @@ def test_worker_and_hub_images_run_with_the_manifests_pod_settings(images: Image
     workers = wait_for(lambda: [w for w in get("/api/v1/workers").json() if w["ok"]], timeout=60,
                        what="the hub's worker", interval=0.3)
     assert [(w["node"], w["url"]) for w in workers] == [(NODE, f"http://{one_node.node_ip}:8897/api/v1")]
-    assert worker_placement.pod_name in kube.get("Pod", worker_placement.pod_name, "shark")["metadata"]["name"]
 
     def worker_targets() -> dict[str, Any] | None:
         rows = get("/api/v1/targets").json()["workers"]
@@ -250,32 +249,19 @@ def https_server(tmp_path: Path) -> Iterator[int]:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     port = free_port()
-    server = Proc([sys.executable, "-c", HTTPS_SERVER, str(port), str(cert), str(key)],
+    server = Proc([sys.executable, "-m", "support.http_server", str(port), "127.0.0.1", "--tls", str(cert), str(key)],
                   env={"PYTHONPATH": str(TESTS)})
     server.wait_line("listening")
     yield port
     server.stop()
 
 
-HTTPS_SERVER = """
-import ssl, sys
-from http.server import ThreadingHTTPServer
-from support.http_server import Handler
-port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-server.daemon_threads = True
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(cert, key)
-server.socket = context.wrap_socket(server.socket, server_side=True)
-print("listening", flush=True)
-server.serve_forever()
-"""
-
-
 def test_tls_image_worker_decrypts_https_made_on_the_host(images: Images, one_node: OneNode, https_server: int):
     reference, image = images.get("tls")
     objects = rendered("--tls", "--image", reference, "-n", SHOP)
-    worker, placement, template = one_node.run(objects, "DaemonSet", "shark-worker", "worker", {reference: image})
+    worker, _, template = one_node.run(objects, "DaemonSet", "shark-worker", "worker", {reference: image})
+    added = template["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
+    assert capability_names(status_of(worker.process_status(), "CapEff")) == set(added)
     port = worker.translation.probes["readinessProbe"].port
     url = one_node.forwards(one_node.node_netns, ("127.0.0.1", port)) + "/api/v1"
     headers = one_node.secrets.headers()

@@ -23,20 +23,6 @@ pytestmark = pytest.mark.root
 
 TESTS = Path(__file__).resolve().parents[1]
 
-HTTPS_SERVER = """
-import ssl, sys
-from http.server import ThreadingHTTPServer
-from support.http_server import Handler
-port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-server.daemon_threads = True
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(cert, key)
-server.socket = context.wrap_socket(server.socket, server_side=True)
-print("listening", flush=True)
-server.serve_forever()
-"""
-
 H2_SERVER = """
 import asyncio, sys
 from hypercorn.asyncio import serve
@@ -168,7 +154,7 @@ class Servers:
         cert, key = certs
         self.https, self.s_server, self.h2 = free_port(), free_port(), free_port()
         self.procs = [
-            Proc([sys.executable, "-c", HTTPS_SERVER, str(self.https), cert, key],
+            Proc([sys.executable, "-m", "support.http_server", str(self.https), "127.0.0.1", "--tls", cert, key],
                  env={"PYTHONPATH": str(TESTS)}),
             Proc([sys.executable, "-c", H2_SERVER, str(self.h2), cert, key]),
         ]

@@ -1,6 +1,6 @@
 """A real HTTP/1.1 server for capture tests, run as its own process.
 
-python -m support.http_server PORT [HOST]   (from tests/, or with tests/ on sys.path)
+python -m support.http_server PORT [HOST] [--tls CERT KEY]   (from tests/, or with tests/ on sys.path)
 Routes: /status/NNN, /json, /gzip, /deflate, /chunked, /bytes/N, /echo (POST), /slow/MS,
 /nobody (204), anything else 200 with a short text body. Keep-alive on; HTTP/1.1.
 """
@@ -83,10 +83,20 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    port = int(sys.argv[1])
-    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    args = sys.argv[1:]
+    tls = None
+    if "--tls" in args:                      # HTTPS with this certificate and key
+        at = args.index("--tls")
+        tls, args = args[at + 1:at + 3], args[:at] + args[at + 3:]
+    port = int(args[0])
+    host = args[1] if len(args) > 1 else "127.0.0.1"
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
+    if tls:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(f"listening {host}:{server.server_address[1]}", flush=True)
     server.serve_forever()
 

@@ -151,6 +151,10 @@ class Container:
     def state(self) -> dict[str, Any]:
         return json.loads(podman("inspect", "--format", "{{json .State}}", self.name).stdout)
 
+    def process_status(self) -> str:
+        """/proc/PID/status of the container's main process, read from this machine."""
+        return Path(f"/proc/{self.state()['Pid']}/status").read_text()
+
     def logs(self) -> str:
         done = podman("logs", self.name, check=False)
         return done.stdout + done.stderr
