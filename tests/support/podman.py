@@ -136,7 +136,7 @@ class Secrets:
 
 
 class Container:
-    """One translated container, started detached; `stop()` removes it (and its logs go to the report)."""
+    """One translated container, started detached; failures carry its log; `stop()` removes it."""
 
     def __init__(self, name: str, translation: Translation, workdir: Path) -> None:
         self.name = f"shark-{RUN_TAG}-{name}"
