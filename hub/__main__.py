@@ -14,6 +14,8 @@ import uvicorn
 
 from hub.app import HubSettings, create_app
 from hub.scripts.options import script_options, script_settings
+from shark import token as shark_token
+from shark.auth import ListenRefused, check_listen, host_name, is_loopback
 
 log = logging.getLogger("shark.hub")
 DEFAULT_LISTEN = "127.0.0.1:8899"
@@ -111,6 +113,9 @@ def _kube_settings(kubeconfig: str | None, context: str | None, workers_namespac
                    "PUT /api/v1/targets changes it.")
 @click.option("--target-namespace", "target_namespaces", multiple=True, metavar="NS",
               help="With --kube: tap pods in this namespace; repeat for several (default: all).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Serve requests whose Host is NAME too (besides 127.0.0.1, localhost, ::1 and the --listen "
+                   "address); repeat for several. Other names are refused (DNS rebinding).")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the hub keeps what must survive a restart (scripts, pcap snapshots); "
                    "without it scripts live in memory only.")
@@ -118,8 +123,12 @@ def _kube_settings(kubeconfig: str | None, context: str | None, workers_namespac
 def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: float, log_level: str,
          kube: bool, kubeconfig: str | None, context: str | None, workers_namespace: str | None,
          worker_selector: str | None, worker_port: int, pod_regex: str | None,
-         target_namespaces: tuple[str, ...], state_dir: Path | None, **script_args: Any) -> None:
-    """Fan queries out to the workers and merge their answers under /api/v1."""
+         target_namespaces: tuple[str, ...], allowed_hosts: tuple[str, ...], state_dir: Path | None,
+         **script_args: Any) -> None:
+    """Fan queries out to the workers and merge their answers under /api/v1.
+
+    The token comes from SHARK_TOKEN: clients must send it (docs/API.md) and the hub sends it to
+    the workers. Without one the hub listens on loopback only."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     for url in workers:
@@ -134,19 +143,34 @@ def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: f
         raise click.UsageError(f"{given[0]} needs --kube (the hub is not in a cluster without it)")
     kube_settings = _kube_settings(kubeconfig, context, workers_namespace, worker_selector, worker_port,
                                    pod_regex, target_namespaces) if kube else None
+    for name in allowed_hosts:
+        try:
+            host_name(name, "--allowed-host")
+        except ValueError as error:
+            raise click.BadParameter(str(error).removeprefix("--allowed-host: "), param_hint="--allowed-host") from None
     host, port = parse_listen(listen)
+    try:
+        token = shark_token.from_env()
+        check_listen(host, port, token)
+    except (shark_token.TokenError, ListenRefused) as error:
+        fail(str(error))
+    if host not in ("0.0.0.0", "::") and not is_loopback(host):
+        allowed_hosts += (host,)          # the address it listens on is its own name
     listener = _bind(host, port)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app = create_app(HubSettings(workers=list(workers), poll_interval=poll_interval, timeout=timeout,
                                  kube=kube, kube_settings=kube_settings, state_dir=state_dir,
-                                 scripts=script_settings(**script_args)))
+                                 scripts=script_settings(**script_args), token=token,
+                                 allowed_hosts=list(allowed_hosts)))
     bound_host, bound_port = listener.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    access = "the token is required" if token else "no token: loopback only"
     if kube:
-        log.info("hub serving on http://%s:%d (workers: pods of the DaemonSet in %s)", shown, bound_port,
-                 kube_settings.resolved_namespace())
+        log.info("hub serving on http://%s:%d (workers: pods of the DaemonSet in %s; %s)", shown, bound_port,
+                 kube_settings.resolved_namespace(), access)
     else:
-        log.info("hub serving on http://%s:%d (%d workers: %s)", shown, bound_port, len(workers), ", ".join(workers))
+        log.info("hub serving on http://%s:%d (%d workers: %s; %s)", shown, bound_port, len(workers),
+                 ", ".join(workers), access)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, access_log=False,
                                            timeout_graceful_shutdown=3))
     try:

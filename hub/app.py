@@ -27,6 +27,7 @@ from litestar.types import Receive, Scope, Send
 from sse_starlette import EventSourceResponse
 from starlette.responses import JSONResponse
 
+from hub.auth import healthz, hub_policy
 from hub.kube.names import NamedFeed, fill_json
 from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, StreamCounters, render as render_metrics
 from hub.scripts import Scripting, script_routes
@@ -36,6 +37,7 @@ from hub.targets import target_handlers
 from hub.workers import WorkerClient, WorkerError, WorkerPool, describe
 from hub.ws import ws_handler
 from shark import kfl
+from shark.auth import protect
 
 log = logging.getLogger("shark.hub")
 
@@ -63,6 +65,8 @@ class HubSettings:
     kube: bool = False                      # workers and names come from the Kubernetes API
     kube_settings: Any = None               # hub.kube.cluster.KubeSettings (None: its defaults)
     scripts: Any = None                     # hub.scripts.ScriptSettings (None: its defaults)
+    token: str | None = None                # the installation's token: asked of clients, sent to workers
+    allowed_hosts: list[str] = field(default_factory=list)   # Host names served besides loopback's
 
 
 @dataclass
@@ -249,7 +253,7 @@ def _cluster(settings: HubSettings, pool: WorkerPool) -> Any:
 def create_app(settings: HubSettings) -> Litestar:
     pool = WorkerPool(settings.workers, poll_interval=settings.poll_interval, allow_empty=settings.kube,
                       timeout=settings.timeout, retries=settings.retries, backoff=settings.backoff,
-                      **settings.client_options)
+                      token=settings.token, **settings.client_options)
     started = time.time()
     feed = Feed(pool)
     counters = StreamCounters()
@@ -424,7 +428,7 @@ def create_app(settings: HubSettings) -> Litestar:
         return Response(render_metrics(rows, counters, groups=len(feed.groups), upstreams=feed.upstreams()),
                         media_type=METRICS_CONTENT_TYPE)
 
-    handlers: list[Any] = [stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers,
+    handlers: list[Any] = [healthz, stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers,
                            status, ws_handler(f"{API}/ws", named_feed, counters), servicemap, metrics]
     lifespans: list[Any] = [lifespan]
     # Parts with routes of their own add them here, each from its module, given `state`.
@@ -434,10 +438,10 @@ def create_app(settings: HubSettings) -> Litestar:
     lifespans.append(scripting.lifespan)
     if cluster is not None:
         lifespans.append(cluster.lifespan)
-    if settings.spa_dir is not None and (settings.spa_dir / "index.html").is_file():
-        handlers.append(create_static_files_router(path="/", directories=[settings.spa_dir],
-                                                   html_mode=True, name="spa"))
-    return Litestar(
+    spa_dir = settings.spa_dir if settings.spa_dir is not None and (settings.spa_dir / "index.html").is_file() else None
+    if spa_dir is not None:
+        handlers.append(create_static_files_router(path="/", directories=[spa_dir], html_mode=True, name="spa"))
+    app = Litestar(
         route_handlers=handlers,
         lifespan=lifespans,
         exception_handlers={HTTPException: _error_response},
@@ -445,3 +449,4 @@ def create_app(settings: HubSettings) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    return protect(app, hub_policy(settings.token, settings.allowed_hosts, spa_dir))

@@ -81,7 +81,7 @@ class WorkerClient:
     """One worker: GETs with timeouts and retries (exponential backoff), and its health."""
 
     def __init__(self, url: str, *, timeout: float = 10.0, connect_timeout: float = 3.0,
-                 retries: int = 2, backoff: float = 0.2,
+                 retries: int = 2, backoff: float = 0.2, token: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = api_base(url)
         self.retries = retries
@@ -91,8 +91,10 @@ class WorkerClient:
         # The feed holds one SSE stream per worker for every distinct live query: httpx's
         # default pool of 100 connections made the 101st stream (and every request after it)
         # wait forever. The number of streams is bounded by the live queries, not by the pool.
+        # Every request to the worker carries the installation's token (shark/auth.py).
         self.http = httpx.AsyncClient(
             base_url=self.url, transport=transport,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=20))
 

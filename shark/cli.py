@@ -99,19 +99,24 @@ def _size(value: str, option: str) -> str:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where local mode keeps packets and logs [default: $XDG_STATE_HOME/shark].")
 @click.option("--tls", is_flag=True, help="Also show TLS traffic decrypted: cleartext from libssl "
-              "through eBPF probes (docs/TLS.md).")
+              "through eBPF probes (docs/TLS.md). In a cluster this makes the workers node-root equivalent.")
+@click.option("--tolerate-control-plane", is_flag=True,
+              help="In a cluster: run workers on control-plane nodes too (their NoSchedule taint).")
+@click.option("--toleration", "tolerations", multiple=True, metavar="KEY[=VALUE][:EFFECT]",
+              help="In a cluster: run workers on nodes with this taint too (e.g. dedicated=capture:NoSchedule); "
+                   "repeat for several.")
 def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_namespaces: bool,
         kubeconfig: str | None, context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
         dry_run: bool, timeout: float, ifaces: tuple[str, ...], pcap_file: Path | None, no_open: bool,
         storage_limit: str, proxy_host: str, proxy_port: int, state_dir: Path | None,
-        tls: bool) -> None:
+        tls: bool, tolerate_control_plane: bool, tolerations: tuple[str, ...]) -> None:
     """Capture traffic and serve it at http://PROXY-HOST:PROXY-PORT until Ctrl-C.
 
     In a cluster (without --local): deploy a hub and a worker per node, tapping the pods whose
     name matches POD_REGEX (default: all) in the given namespaces, and port-forward to the hub;
     they keep running after Ctrl-C (`open` reconnects, `clean` removes them). docs/CLUSTER.md.
     """
-    from shark.local import LocalOptions, LocalTap, default_state_dir
+    from shark.local import LocalOptions, LocalTap, default_state_dir, login_url
 
     ctx = click.get_current_context()
 
@@ -127,12 +132,14 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
                              kubeconfig=kubeconfig, context=context, release_namespace=release_namespace,
                              image=image, image_pull_policy=image_pull_policy,
                              storage_limit=_size(storage_limit, "--storage-limit"), proxy_host=proxy_host,
-                             proxy_port=proxy_port, no_open=no_open, dry_run=dry_run, timeout=timeout, tls=tls))
+                             proxy_port=proxy_port, no_open=no_open, dry_run=dry_run, timeout=timeout, tls=tls,
+                             tolerate_control_plane=tolerate_control_plane, tolerations=tolerations))
     cluster_only = given({"pod_regex": "POD_REGEX", "namespaces": "-n/--namespace",
                           "all_namespaces": "-A/--all-namespaces", "kubeconfig": "--kubeconfig",
                           "context": "--context", "release_namespace": "-s/--release-namespace",
                           "image": "--image", "image_pull_policy": "--image-pull-policy", "dry_run": "--dry-run",
-                          "timeout": "--timeout"})
+                          "timeout": "--timeout", "tolerate_control_plane": "--tolerate-control-plane",
+                          "tolerations": "--toleration"})
     if cluster_only:
         raise click.UsageError(f"{cluster_only[0]} is for a cluster; it cannot be used with --local")
     if ifaces and pcap_file:
@@ -145,16 +152,60 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
                            proxy_host=proxy_host, proxy_port=proxy_port)
     what = f"replaying {pcap_file}" if pcap_file else f"capturing on {', '.join(ifaces or ['lo'])}"
 
-    def ready(url: str) -> None:
+    def ready(url: str, token: str) -> None:
+        login = login_url(url, token)
         click.echo(f"kubectl-shark is {what}; UI and API at {url}")
+        click.echo(f"log in to the UI at {login}")
         _say("press Ctrl-C to stop")
         if not no_open:
             try:
-                webbrowser.open(url)
+                webbrowser.open(login)
             except Exception:  # noqa: BLE001 - no browser is not an error
                 pass
     code = LocalTap(options, _say).run(ready)
     sys.exit(code)
+
+
+# ---- token -------------------------------------------------------------------------------------
+
+@cli.command("token")
+@click.option("--local", "local", is_flag=True, help="The token of `tap --local` (in the state dir) instead of "
+              "the cluster's.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --local: where tap --local keeps its state [default: $XDG_STATE_HOME/shark].")
+@cluster_options
+def token_command(local: bool, state_dir: Path | None, kubeconfig: str | None, context: str | None,
+                  release_namespace: str) -> None:
+    """Print the token the hub and the workers ask for: curl sends it as
+    `Authorization: Bearer TOKEN`, a browser logs in once at http://HUB/?token=TOKEN.
+
+    In a cluster it is the Secret shark-token that tap created in the release namespace; with
+    --local the file that tap --local created. (SHARK_TOKEN, when set, is what the CLI sends
+    instead; this prints what is stored.)
+    """
+    from shark.local import default_state_dir, token_file
+    from shark.token import TokenError, read_file
+
+    ctx = click.get_current_context()
+    if local:
+        given = [flag for name, flag in (("kubeconfig", "--kubeconfig"), ("context", "--context"),
+                                         ("release_namespace", "-s/--release-namespace"))
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{given[0]} is for a cluster; it cannot be used with --local")
+        path = token_file(state_dir or default_state_dir())
+        if not path.exists():
+            raise SharkError(f"no token at {path}", hint="`kubectl shark tap --local` creates it (with the same "
+                             "--state-dir)")
+        try:
+            click.echo(read_file(path))
+        except TokenError as error:
+            raise SharkError(str(error)) from None
+        return
+    if state_dir is not None:
+        raise click.UsageError("--state-dir needs --local (in a cluster the token is a Secret)")
+    from shark.kube.commands import runner_factory
+    sys.exit(runner_factory(kubeconfig, context, release_namespace).token())
 
 
 # ---- hub-facing commands ---------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """A small client of the hub's public API for the hub-facing commands (query, pcapdump,
-export, status). Failures become SharkErrors with one-line reasons."""
+export, status, scripts). It finds the token itself (shark/credentials.py). Failures become
+SharkErrors with one-line reasons."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from shark.credentials import TokenAuth, TokenFinder
 from shark.errors import HubError, HubUnreachable
 
 API = "/api/v1"
@@ -25,7 +27,10 @@ def _reason(error: httpx.TransportError) -> str:
     return text
 
 
-def _hub_error(response: httpx.Response) -> HubError:
+def _hub_error(response: httpx.Response, tokens: TokenFinder | None = None) -> HubError:
+    if response.status_code == 401:
+        return HubError(f"the hub refused the token: {_detail(response)}", 401,
+                        hint=tokens.hint() if tokens is not None else None)
     try:
         body = json.loads(response.read())
     except ValueError:
@@ -41,15 +46,29 @@ def _hub_error(response: httpx.Response) -> HubError:
     return HubError(f"hub answered {response.status_code}: {detail}", response.status_code)
 
 
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = json.loads(response.read())
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return str(detail) if detail else response.text[:200].strip() or response.reason_phrase
+
+
 class HubClient:
     def __init__(self, url: str = DEFAULT_HUB, *, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, tokens: TokenFinder | None = None) -> None:
         url = url.strip().rstrip("/")
         if "://" not in url:
             url = "http://" + url
         self.url = url.removesuffix(API)
-        self.http = httpx.Client(base_url=self.url + API, transport=transport,
+        self.tokens = tokens or TokenFinder()
+        self.http = httpx.Client(base_url=self.url + API, transport=transport, auth=TokenAuth(self.tokens),
                                  timeout=httpx.Timeout(timeout, connect=5.0))
+
+    def error(self, response: httpx.Response) -> HubError:
+        """The hub's error answer as a HubError (a 401 with where the token was looked for)."""
+        return _hub_error(response, self.tokens)
 
     def close(self) -> None:
         self.http.close()
@@ -68,7 +87,7 @@ class HubClient:
             extra = {"timeout": timeout} if timeout is not None else {}
             with self.http.stream("GET", path, params=params, **extra) as response:
                 if response.status_code >= 400:
-                    raise _hub_error(response)
+                    raise self.error(response)
                 yield response
         except httpx.TransportError as error:
             if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout)):

@@ -2,6 +2,8 @@
 
 The children talk over the same HTTP API as in a cluster. Their logs go to files under
 <state-dir>/logs; the runner watches them for the "serving on" lines to know they are ready.
+Both get the installation's token (SHARK_TOKEN, else <state-dir>/token, created once, 0600) in
+their environment, never on a command line.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
+from shark import token as shark_token
 from shark.errors import SharkError
 from shark.process import die_with_parent
 
@@ -31,6 +35,23 @@ STOP_TIMEOUT_S = 10.0
 def default_state_dir() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(state) / "shark"
+
+
+def token_file(state_dir: Path) -> Path:
+    return state_dir / shark_token.FILE_NAME
+
+
+def local_token(state_dir: Path) -> str:
+    """SHARK_TOKEN, else the state dir's token, created (0600) the first time."""
+    try:
+        return shark_token.from_env() or shark_token.load_or_create(token_file(state_dir))
+    except shark_token.TokenError as error:
+        raise SharkError(str(error), hint="remove the file to have a new token made, or set SHARK_TOKEN") from None
+
+
+def login_url(url: str, token: str) -> str:
+    """The address that logs a browser in once (the hub trades the token for a cookie)."""
+    return f"{url.rstrip('/')}/?token={quote(token, safe='')}"
 
 
 @dataclass
@@ -47,13 +68,15 @@ class LocalOptions:
 class Child:
     """A child process whose output goes to a log file while we look for one line in it."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, token: str | None = None) -> None:
         self.name = name
         self.log_path = log_path
         self.lines: list[str] = []
         self._changed = threading.Condition()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p), "PYTHONUNBUFFERED": "1"}
+        if token is not None:
+            env[shark_token.ENV] = token     # the environment, not argv: `ps` shows argv to everyone
         # A session of its own: Ctrl-C reaches only us, and we stop the children in order;
         # and if we are killed outright, the kernel stops them (die_with_parent).
         self.process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -157,18 +180,20 @@ class LocalTap:
         self.children: list[Child] = []
         self.stop_requested = threading.Event()
         self.url = ""
+        self.token = ""
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stop_requested.set()
 
-    def run(self, ready: Callable[[str], None]) -> int:
+    def run(self, ready: Callable[[str, str], None]) -> int:
+        """Start both children, hand (URL, token) to `ready`, serve until a signal."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             try:
                 self.start()
             except KeyboardInterrupt:
                 return 0
-            ready(self.url)
+            ready(self.url, self.token)
             return self.watch()
         finally:
             stopped = self.stop()
@@ -186,6 +211,7 @@ class LocalTap:
         except OSError as error:
             raise SharkError(f"cannot create {logs}: {error.strerror or error}",
                              hint="choose another place with --state-dir or XDG_STATE_HOME") from None
+        self.token = local_token(o.state_dir)
         worker_port = 0
         storage = o.state_dir / "worker"
         if o.pcap_file:
@@ -205,7 +231,7 @@ class LocalTap:
         worker = Child("worker", [sys.executable, "-m", "worker", *source,
                                   "--listen", f"127.0.0.1:{worker_port}",
                                   "--storage-dir", str(storage),
-                                  "--storage-limit", o.storage_limit], logs / "worker.log")
+                                  "--storage-limit", o.storage_limit], logs / "worker.log", self.token)
         self.children.append(worker)
         worker_url = worker.wait_line(r"serving on (http://\S+?)(/api/v1)?\s", START_TIMEOUT_S,
                                       self.stop_requested).group(1)
@@ -217,7 +243,7 @@ class LocalTap:
         # The hub keeps scripts and pcap snapshots under <state>/hub across restarts.
         hub = Child("hub", [sys.executable, "-m", "hub", "--worker", worker_url,
                             "--state-dir", str(o.state_dir / "hub"),
-                            "--listen", f"{host}:{o.proxy_port}"], logs / "hub.log")
+                            "--listen", f"{host}:{o.proxy_port}"], logs / "hub.log", self.token)
         self.children.append(hub)
         self.url = hub.wait_line(r"hub serving on (http://\S+)", START_TIMEOUT_S,
                                  self.stop_requested).group(1)

@@ -21,11 +21,14 @@ hub_option = click.option("--hub", "hub_url", default=DEFAULT_HUB, show_default=
 def _call(hub: HubClient, method: str, path: str, **kwargs: Any) -> httpx.Response:
     """One request to the hub; a transport failure becomes HubUnreachable."""
     try:
-        return hub.http.request(method, path, **kwargs)
+        response = hub.http.request(method, path, **kwargs)
     except (httpx.ConnectError, httpx.ConnectTimeout) as error:
         raise HubUnreachable(hub.url, str(error) or "connection refused") from error
     except httpx.TransportError as error:
         raise HubUnreachable(hub.url, f"connection lost: {error}") from error
+    if response.status_code == 401:
+        raise hub.error(response)
+    return response
 
 
 def _detail(response: httpx.Response) -> str:
@@ -168,6 +171,8 @@ def logs(follow: bool, script: str | None, tail: int, hub_url: str) -> None:
                                  timeout=httpx.Timeout(None, connect=5.0)) as response:
                 if response.status_code >= 400:
                     response.read()
+                    if response.status_code == 401:
+                        raise hub.error(response)
                     _checked(response, "script logs")
                 for event, data in sse_events(response):
                     if event == "log" and isinstance(data, dict):

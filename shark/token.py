@@ -75,6 +75,12 @@ def keyed_hash(key: str, value: str | bytes) -> str:
     return hmac.new(key.encode("utf-8"), data, hashlib.sha256).hexdigest()[:HASH_CHARS]
 
 
+def session_value(token: str) -> str:
+    """What a browser's session cookie holds: derived from the token (a full HMAC), so the
+    cookie jar never holds the token itself, and a new token ends every old session."""
+    return hmac.new(token.encode("utf-8"), b"kubectl-shark browser session v1", hashlib.sha256).hexdigest()
+
+
 def same(given: str, expected: str) -> bool:
     """Constant-time comparison of a presented token with the installation's."""
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))

@@ -13,6 +13,7 @@ import click
 import uvicorn
 
 from shark import token as shark_token
+from shark.auth import ListenRefused, check_listen
 from shark.units import UnitError, format_size, parse_size
 from worker.api.app import create_app
 from worker.api.runtime import WorkerRuntime, replay_finished
@@ -74,13 +75,14 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
             storage_limit=_size(storage_limit, "--storage-limit"),
             host=host, port=port, node=node or socket.gethostname(), tls=tls,
             token=shark_token.from_env())
+        check_listen(host, port, options.token)   # before anything is written
         if options.storage_limit < MIN_STORAGE_LIMIT:
             raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "
                               f"{format_size(MIN_STORAGE_LIMIT)}")
         check_storage_dir(options.storage_dir)
         if pcap_file is not None and not pcap_file.is_file():
             raise OptionError(f"--pcap: {pcap_file}: no such file")
-    except (OptionError, StoreError, shark_token.TokenError) as error:
+    except (OptionError, StoreError, shark_token.TokenError, ListenRefused) as error:
         fail(str(error))
     listener = _bind(options.host, options.port)
     # uvicorn restores this handler and re-raises SIGTERM once it has shut down: make that a
@@ -147,8 +149,9 @@ def serve(options: WorkerOptions, listener: socket.socket) -> int:
         pipeline.start()
         cleanup.callback(pipeline.stop)
         host, port = listener.getsockname()[:2]
-        log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes)",
-                 options.node, host, port, options.storage_dir, options.storage_limit)
+        log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes; %s)",
+                 options.node, host, port, options.storage_dir, options.storage_limit,
+                 "the token is required" if options.token else "no token: loopback only")
         server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning",
                                                log_config=None, access_log=False,
                                                timeout_graceful_shutdown=3))

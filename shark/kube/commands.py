@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from shark.auth import is_loopback
 from shark.kube.render import DeployOptions, OptionError
 from shark.kube.resources import DEFAULT_RELEASE_NAMESPACE
 
@@ -62,10 +63,15 @@ def _proxy(host: str, port: int, open_browser: bool) -> Any:
 
 
 def _deploy_options(release_namespace: str, image: str | None, image_pull_policy: str, storage_limit: str,
-                    pod_regex: str | None, target_namespaces: tuple[str, ...], tls: bool) -> DeployOptions:
+                    pod_regex: str | None, target_namespaces: tuple[str, ...], tls: bool,
+                    tolerate_control_plane: bool, tolerations: tuple[str, ...], proxy_host: str) -> DeployOptions:
+    # the browser asks the hub for the name it was given: loopback names are served anyway
+    hosts = () if is_loopback(proxy_host) or proxy_host in ("0.0.0.0", "::") else (proxy_host,)
     options = DeployOptions(release_namespace=release_namespace, image=image, image_pull_policy=image_pull_policy,
                             storage_limit=storage_limit, pod_regex=pod_regex or None,
-                            target_namespaces=target_namespaces, tls=tls)
+                            target_namespaces=target_namespaces, tls=tls,
+                            tolerate_control_plane=tolerate_control_plane, tolerations=tolerations,
+                            allowed_hosts=hosts)
     try:
         options.check()
     except OptionError as error:
@@ -76,7 +82,8 @@ def _deploy_options(release_namespace: str, image: str | None, image_pull_policy
 def tap_cluster(*, pod_regex: str | None, namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | None,
                 context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
                 storage_limit: str, proxy_host: str, proxy_port: int, no_open: bool, dry_run: bool,
-                timeout: float, tls: bool) -> int:
+                timeout: float, tls: bool, tolerate_control_plane: bool = False,
+                tolerations: tuple[str, ...] = ()) -> int:
     from shark.kube.client import context_namespace
 
     if all_namespaces and namespaces:
@@ -85,7 +92,8 @@ def tap_cluster(*, pod_regex: str | None, namespaces: tuple[str, ...], all_names
         targets: tuple[str, ...] = ()
     else:   # like kubectl: without -n, the namespace of the kubeconfig's context
         targets = tuple(dict.fromkeys(namespaces)) or (context_namespace(kubeconfig, context),)
-    deploy = _deploy_options(release_namespace, image, image_pull_policy, storage_limit, pod_regex, targets, tls)
+    deploy = _deploy_options(release_namespace, image, image_pull_policy, storage_limit, pod_regex, targets, tls,
+                             tolerate_control_plane, tolerations, proxy_host)
     runner = runner_factory(kubeconfig, context, release_namespace)
     return runner.tap(deploy, _proxy(proxy_host, proxy_port, not no_open), timeout, dry_run)
 
@@ -110,9 +118,14 @@ def open_command(kubeconfig: str | None, context: str | None, release_namespace:
 
 @click.command()
 @cluster_options
-def clean(kubeconfig: str | None, context: str | None, release_namespace: str) -> None:
-    """Delete everything kubectl-shark created in the cluster (safe to run twice)."""
-    sys.exit(runner_factory(kubeconfig, context, release_namespace).clean())
+@click.option("--keep-data", is_flag=True, help="Leave the stored packets on the nodes (deleted by default).")
+@click.option("--timeout", type=click.FloatRange(1, 86_400), default=120.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the workers to stop and the nodes' stores to be removed.")
+def clean(kubeconfig: str | None, context: str | None, release_namespace: str, keep_data: bool,
+          timeout: float) -> None:
+    """Delete everything kubectl-shark created in the cluster, the Secret with its token and the
+    packets stored on the nodes included (safe to run twice)."""
+    sys.exit(runner_factory(kubeconfig, context, release_namespace).clean(timeout, keep_data))
 
 
 @click.command()

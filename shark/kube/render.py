@@ -3,8 +3,10 @@
 The YAML files listed in manifests/kustomization.yaml are the base (`kubectl apply -k
 manifests/` deploys them as they are); this module changes only what an option says:
 the release namespace (and the names of cluster-scoped objects and the hostPath that depend
-on it), the image, the workers' storage limit, the hub's targets and, with --tls, what eBPF
-capture needs. No I/O besides reading manifests/.
+on it), the image, the workers' storage limit, the hub's targets and the names it serves, the
+taints the workers tolerate and, with --tls, what eBPF capture needs. The token is in none of
+them: the pods read it from the Secret tap creates (shark/kube/secret.py). No I/O besides
+reading manifests/.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import yaml
 
 from shark import __version__
+from shark.auth import host_name
 from shark.kube.resources import APPLY_ORDER, DEFAULT_RELEASE_NAMESPACE, HUB, MANAGED_BY, MANAGER, WORKER
 from shark.units import UnitError, parse_size
 
@@ -35,6 +38,11 @@ TLS_CAPABILITIES = ["SYS_ADMIN", "SYS_PTRACE"]
 TLS_HOST_PATHS = (("lib-modules", "/lib/modules", True), ("usr-src", "/usr/src", True),
                   ("tracefs", "/sys/kernel/tracing", False))
 NAMESPACE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A taint's key (a qualified name, optionally prefixed by a DNS subdomain) and value.
+TAINT_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+TAINT_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 
 class OptionError(ValueError):
@@ -50,6 +58,9 @@ class DeployOptions:
     pod_regex: str | None = None                 # None: every pod
     target_namespaces: tuple[str, ...] = ()      # empty: every namespace
     tls: bool = False
+    tolerate_control_plane: bool = False         # workers on control-plane nodes too
+    tolerations: tuple[str, ...] = ()            # KEY[=VALUE][:EFFECT], as `kubectl taint` spells them
+    allowed_hosts: tuple[str, ...] = ()          # Host names the hub serves besides loopback's
 
     @property
     def image_ref(self) -> str:
@@ -58,6 +69,13 @@ class DeployOptions:
         return DEFAULT_TLS_IMAGE if self.tls else DEFAULT_IMAGE
 
     def check(self) -> None:
+        for spec in self.tolerations:
+            toleration(spec)
+        for name in self.allowed_hosts:
+            try:
+                host_name(name, "--proxy-host")
+            except ValueError as error:
+                raise OptionError(str(error)) from None
         for option, name in [("--release-namespace", self.release_namespace),
                              *(("-n/--namespace", ns) for ns in self.target_namespaces)]:
             if len(name) > 63 or not NAMESPACE_NAME.match(name):
@@ -79,6 +97,26 @@ class DeployOptions:
                 at = f" at position {error.pos}" if error.pos is not None else ""
                 raise OptionError(f"POD_REGEX: {self.pod_regex!r} is not a regular expression: {error.msg}{at}") \
                     from None
+
+
+def toleration(spec: str) -> dict[str, str]:
+    """`KEY[=VALUE][:EFFECT]` (`dedicated=capture:NoSchedule`, `gpu`) as a pod toleration; no
+    VALUE tolerates any value, no EFFECT any effect."""
+    rest, colon, effect = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    key, equals, value = rest.partition("=")
+    where = f"--toleration: {spec!r}"
+    if not TAINT_KEY.match(key) or len(key) > 316:
+        raise OptionError(f"{where}: {key!r} is not a taint key (e.g. dedicated or example.com/pool)")
+    if equals and not TAINT_VALUE.match(value):
+        raise OptionError(f"{where}: {value!r} is not a taint value (letters, digits, '-', '_', '.', at most 63)")
+    if colon and effect not in TAINT_EFFECTS:
+        raise OptionError(f"{where}: the effect {effect!r} is not one of {', '.join(TAINT_EFFECTS)}")
+    found: dict[str, str] = {"key": key, "operator": "Equal" if equals else "Exists"}
+    if equals:
+        found["value"] = value
+    if effect:
+        found["effect"] = effect
+    return found
 
 
 def cluster_scoped_name(release_namespace: str) -> str:
@@ -160,15 +198,26 @@ def render(options: DeployOptions, base: list[dict[str, Any]] | None = None) -> 
         hub["args"] += ["--pod-regex", options.pod_regex]
     for target in options.target_namespaces:
         hub["args"] += ["--target-namespace", target]
+    for name in options.allowed_hosts:
+        hub["args"] += ["--allowed-host", name]
     _set_arg(worker["args"], "--storage-limit", options.storage_limit)
     pod_spec = worker_set["spec"]["template"]["spec"]
+    tolerations = [{"key": key, "operator": "Exists", "effect": "NoSchedule"}
+                   for key in CONTROL_PLANE_TAINTS if options.tolerate_control_plane]
+    tolerations += [toleration(spec) for spec in options.tolerations]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     for volume in pod_spec.get("volumes") or []:
         if volume.get("name") == "storage" and "hostPath" in volume:
             volume["hostPath"]["path"] = storage_path(ns)
     if options.tls:
         worker["args"].append("--tls")
-        caps = worker.setdefault("securityContext", {}).setdefault("capabilities", {}).setdefault("add", [])
+        security = worker.setdefault("securityContext", {})
+        caps = security.setdefault("capabilities", {}).setdefault("add", [])
         caps += [c for c in TLS_CAPABILITIES if c not in caps]
+        # bcc's bpf() and perf_event_open() calls: runtimes' default seccomp profiles allow them
+        # only with capabilities some of them check as CAP_SYS_ADMIN (docs/CLUSTER.md)
+        security["seccompProfile"] = {"type": "Unconfined"}
         pod_spec["hostPID"] = True       # uprobes on the libssl of processes in other pods
         for name, path, read_only in TLS_HOST_PATHS:
             pod_spec.setdefault("volumes", []).append({"name": name, "hostPath": {"path": path}})

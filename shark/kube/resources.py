@@ -46,6 +46,7 @@ KINDS = {k.kind: k for k in (
     Kind("Role", "rbac.authorization.k8s.io/v1", "roles", True),
     Kind("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings", True),
     Kind("Service", "v1", "services", True),
+    Kind("Secret", "v1", "secrets", True),
     Kind("Deployment", "apps/v1", "deployments", True),
     Kind("DaemonSet", "apps/v1", "daemonsets", True),
     Kind("Pod", "v1", "pods", True),
@@ -54,9 +55,10 @@ KINDS = {k.kind: k for k in (
 # Dependencies first: a namespace before what lives in it, RBAC before the pods that use it.
 APPLY_ORDER = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service",
                "Deployment", "DaemonSet")
-# What clean deletes, dependents first; the namespace last, and only if we created it.
-CLEAN_ORDER = ("DaemonSet", "Deployment", "Service", "RoleBinding", "Role", "ServiceAccount", "ClusterRoleBinding",
-               "ClusterRole")
+# What clean deletes, dependents first; the namespace last, and only if we created it. The
+# Secret (the token, created by tap, not applied) goes once no pod reads it.
+CLEAN_ORDER = ("DaemonSet", "Deployment", "Service", "Secret", "RoleBinding", "Role", "ServiceAccount",
+               "ClusterRoleBinding", "ClusterRole")
 
 
 def kind_of(obj: dict) -> Kind:

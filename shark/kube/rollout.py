@@ -155,6 +155,31 @@ def assess(nodes: list[dict[str, Any]], deployment: dict[str, Any] | None, daemo
     return state
 
 
+def _tolerates(tolerations: list[dict[str, Any]], taint: dict[str, Any]) -> bool:
+    for tol in tolerations:
+        if tol.get("effect") and tol.get("effect") != taint.get("effect"):
+            continue
+        if not tol.get("key") and tol.get("operator") == "Exists":
+            return True
+        if tol.get("key") == taint.get("key") and (tol.get("operator") == "Exists"
+                                                    or tol.get("value", "") == taint.get("value", "")):
+            return True
+    return False
+
+
+def untolerated(nodes: list[dict[str, Any]], tolerations: list[dict[str, Any]]) -> dict[str, str]:
+    """Nodes a pod with these tolerations is kept off, each with the taint that does it
+    (`key=value:Effect`, as `kubectl taint` spells it)."""
+    kept: dict[str, str] = {}
+    for node in nodes:
+        for taint in (node.get("spec") or {}).get("taints") or []:
+            if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(tolerations, taint):
+                value = f"={taint['value']}" if taint.get("value") else ""
+                kept[(node.get("metadata") or {}).get("name", "?")] = f"{taint.get('key')}{value}:{taint['effect']}"
+                break
+    return kept
+
+
 def snapshot(cluster: Cluster, namespace: str) -> RolloutState:
     return assess(cluster.list(KINDS["Node"]),
                   cluster.get(KINDS["Deployment"], HUB, namespace),
@@ -173,6 +198,9 @@ def _failure(state: RolloutState, headline: str, image: str | None) -> RolloutFa
         hint = (f"the nodes cannot pull {image or 'the image'}: build it with `make image`, push it to a registry "
                 "the cluster can pull from and pass --image REGISTRY/kubectl-shark:TAG (on kind: "
                 "`kind load docker-image`), then run tap again")
+    elif "CreateContainerConfigError" in reasons:
+        hint = ("the pods cannot read their token from the Secret shark-token: `kubectl get secret shark-token -n "
+                "NAMESPACE` shows whether it is there; `kubectl shark tap` creates it when it is missing")
     elif "CrashLoopBackOff" in reasons:
         hint = "see why with `kubectl shark logs --component worker` (or --component hub)"
     elif reasons & {"Unschedulable", "Pending"}:

@@ -20,10 +20,12 @@ from shark.kube.client import Cluster
 from shark.kube.forward import Forward, Forwarder, KubectlForwarder
 from shark.kube.render import DeployOptions, cluster_scoped_name, render, to_yaml
 from shark.kube.resources import (CLEAN_ORDER, HUB, HUB_PORT, HUB_SELECTOR, KINDS, MANAGED_BY, MANAGER, OURS,
-                                  WORKER_SELECTOR, kind_of)
-from shark.kube.rollout import RolloutFailed, RolloutState, pod_state, snapshot, wait_rollout
+                                  WORKER, WORKER_SELECTOR, kind_of)
+from shark.kube.rollout import RolloutFailed, RolloutState, pod_state, snapshot, untolerated, wait_rollout
+from shark.kube.secret import NAME as SECRET, ensure_token, read_token
 from shark.kube.view import make_view
-from shark.local import check_port_free
+from shark.kube.wipe import stores_of, wipe_stores
+from shark.local import check_port_free, login_url
 
 Say = Callable[[str], None]
 
@@ -86,9 +88,17 @@ class ClusterRunner:
         cluster = self._connect()
         try:
             self._wait_namespace_gone(cluster, timeout)
-            self.apply(cluster, objects)
+            # the Secret before the pods that read it (and after the namespace it lives in)
+            self.apply(cluster, [o for o in objects if o["kind"] == "Namespace"])
+            token, created = ensure_token(cluster, self.namespace)
+            self.say(f"secret/{SECRET} {'created' if created else 'unchanged'}")
+            self.apply(cluster, [o for o in objects if o["kind"] != "Namespace"])
             self._rollout(cluster, timeout, deploy.image_ref)
-            return self._serve(cluster, proxy, timeout)
+            worker_spec = next(o for o in objects if o["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+            for node, taint in untolerated(cluster.list(KINDS["Node"]), worker_spec.get("tolerations") or []).items():
+                self.say(f"warning: no worker on node {node} (taint {taint}): its pods' traffic is not captured; "
+                         "tap with --tolerate-control-plane or --toleration KEY[=VALUE][:EFFECT] to run one there")
+            return self._serve(cluster, proxy, timeout, token)
         finally:
             cluster.close()
 
@@ -155,7 +165,11 @@ class ClusterRunner:
                                  hint="deploy it with `kubectl shark tap` (or name its namespace with "
                                       "-s/--release-namespace)")
             self._wait_hub(cluster, timeout)
-            return self._serve(cluster, proxy, timeout)
+            token = read_token(cluster, self.namespace)
+            if token is None:
+                raise SharkError(f"the hub's token (Secret {SECRET} in namespace {self.namespace}) is missing",
+                                 hint="`kubectl shark tap` creates it again (and restarts nothing else)")
+            return self._serve(cluster, proxy, timeout, token)
         finally:
             cluster.close()
 
@@ -177,12 +191,14 @@ class ClusterRunner:
     def _forward(self, proxy: Proxy) -> Forward:
         return self._forwarder()(self.namespace, HUB, HUB_PORT, proxy.host, proxy.port)
 
-    def _serve(self, cluster: Cluster, proxy: Proxy, timeout: float) -> int:
+    def _serve(self, cluster: Cluster, proxy: Proxy, timeout: float, token: str) -> int:
         forward = self._forward(proxy)
+        login = login_url(forward.url, token)
         self.out(f"kubectl-shark UI and API at {forward.url}")
+        self.out(f"log in to the UI at {login}")
         if proxy.open_browser:
             try:
-                self.opener(forward.url)
+                self.opener(login)
             except Exception:  # noqa: BLE001 - no browser is not an error
                 pass
         self.say("press Ctrl-C to stop forwarding (kubectl-shark keeps running in the cluster)")
@@ -205,11 +221,15 @@ class ClusterRunner:
 
     # ---- clean ---------------------------------------------------------------------------------------
 
-    def clean(self) -> int:
+    def clean(self, timeout: float = 120.0, keep_data: bool = False) -> int:
         cluster = self._connect()
         try:
             deleted = []
             cluster_name = cluster_scoped_name(self.namespace)
+            # where the workers stored packets, read before their DaemonSet goes
+            stores = None if keep_data else stores_of(
+                cluster.get(KINDS["DaemonSet"], WORKER, self.namespace),
+                cluster.list(KINDS["Pod"], self.namespace, WORKER_SELECTOR))
             for kind_name in CLEAN_ORDER:
                 kind = KINDS[kind_name]
                 if kind.namespaced:
@@ -219,24 +239,45 @@ class ClusterRunner:
                 for obj in found:
                     if cluster.delete(kind, obj["metadata"]["name"], self.namespace if kind.namespaced else None):
                         deleted.append(f"{kind_name.lower()}/{obj['metadata']['name']}")
+            for what in deleted:
+                self.say(f"{what} deleted")
+            if stores is not None and stores.nodes:
+                self.say(f"removing the stored packets on {len(stores.nodes)} node{'s' * (len(stores.nodes) != 1)} …")
+                for problem in wipe_stores(cluster, self.namespace, stores, timeout, self.say,
+                                           poll=min(self.poll_interval, 1.0), sleep=self.sleep):
+                    self.say(f"warning: {problem}")
             namespace = cluster.get(KINDS["Namespace"], self.namespace)
             if ours(namespace) and not terminating(namespace):
                 try:
                     cluster.delete(KINDS["Namespace"], self.namespace)
                     deleted.append(f"namespace/{self.namespace}")
+                    self.say(f"namespace/{self.namespace} deleted")
                 except KubeApiError as error:
                     if error.status != 409:     # 409: already being deleted
                         raise
             elif namespace is not None and not ours(namespace):
                 self.say(f"namespace {self.namespace} was not created by kubectl-shark: left in place")
-            for what in deleted:
-                self.say(f"{what} deleted")
             if not deleted:
                 self.say(f"nothing to clean: kubectl-shark is not deployed in namespace {self.namespace}"
                          + (" (its deletion is still finishing)" if terminating(namespace) else ""))
             return 0
         finally:
             cluster.close()
+
+    # ---- token ---------------------------------------------------------------------------------------
+
+    def token(self) -> int:
+        cluster = self._connect()
+        try:
+            token = read_token(cluster, self.namespace)
+        finally:
+            cluster.close()
+        if token is None:
+            raise SharkError(f"kubectl-shark has no token in namespace {self.namespace} (no Secret {SECRET})",
+                             hint="`kubectl shark tap` creates it; `kubectl shark token --local` prints the token "
+                                  "of `tap --local`")
+        self.out(token)
+        return 0
 
     # ---- status --------------------------------------------------------------------------------------
 

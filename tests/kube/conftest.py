@@ -12,7 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from relay import RelayForwarder
+from shark.cli import cli
+from shark.kube import commands
+from shark.kube.runner import Access, ClusterRunner
+from shark.kube.view import LineView
 from support.kubeapi import KubeAPI
 
 KUBECTL = shutil.which("kubectl")
@@ -75,3 +81,24 @@ def web_server() -> Iterator[tuple[str, int]]:
     yield ("127.0.0.1", server.server_address[1])
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def forwarder(web_server) -> RelayForwarder:
+    return RelayForwarder(web_server)
+
+
+@pytest.fixture
+def shark_cli(monkeypatch, forwarder):
+    """Runs `kubectl-shark ARGS` in-process with the relay as its port-forward."""
+    def factory(kubeconfig: str | None, context: str | None, namespace: str) -> ClusterRunner:
+        runner = ClusterRunner(Access(kubeconfig, context, namespace), commands._say, commands._out,
+                               forwarder=forwarder, opener=lambda url: None, view_factory=LineView,
+                               poll_interval=0.05)
+        runner.stop.set()
+        return runner
+    monkeypatch.setattr(commands, "runner_factory", factory)
+
+    def invoke(*args: str, env: dict[str, str] | None = None):
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return invoke

@@ -1,6 +1,7 @@
 """Cluster mode end to end on one machine: `tap` deploys into the API double, and the hub and
 workers it deployed run as real processes, started the way a kubelet would start them: with
-the command and arguments of the pod spec tap applied.
+the command, arguments and environment of the pod spec tap applied (the token read from the
+Secret tap created, as a kubelet resolves secretKeyRef).
 
 The nodes are loopback addresses (127.x.y.z, unique to this test run), so the workers' host
 network addresses are real and local; the workers replay a pcap instead of capturing `any`
@@ -11,6 +12,7 @@ process answers the readiness probe path, as a kubelet probing it would see.
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import threading
@@ -54,6 +56,22 @@ def container(kube: KubeAPI, kind: str, name: str) -> dict[str, Any]:
     return kube.get(kind, name, "shark")["spec"]["template"]["spec"]["containers"][0]
 
 
+def container_env(kube: KubeAPI, spec: dict[str, Any], node: str) -> dict[str, str]:
+    """The environment a kubelet gives the container: values, the downward API, Secret keys."""
+    env = {}
+    for item in spec.get("env") or []:
+        source = item.get("valueFrom") or {}
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif "fieldRef" in source:
+            env[item["name"]] = {"metadata.namespace": "shark", "spec.nodeName": node}[source["fieldRef"]["fieldPath"]]
+        else:
+            ref = source["secretKeyRef"]
+            data = kube.get("Secret", ref["name"], "shark")["data"][ref["key"]]
+            env[item["name"]] = base64.b64decode(data).decode()
+    return env
+
+
 @pytest.mark.skipif(not PCAP.exists(), reason="the golden HTTP capture is missing")
 def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube, tmp_path):
     nodes = loopback_nodes()
@@ -94,7 +112,7 @@ def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube,
             args = replace_arg(args, "--listen", f"{ip}:8897")
             args = replace_arg(args, "--node", name)                 # $(NODE_NAME), from spec.nodeName
             assert worker["command"] == ["python", "-m", "worker"]
-            processes.append(Proc([sys.executable, "-m", "worker", *args]))
+            processes.append(Proc([sys.executable, "-m", "worker", *args], env=container_env(kube, worker, name)))
             processes[-1].wait_line(r"serving on")
             probes[name] = f"http://{ip}:8897{worker['readinessProbe']['httpGet']['path']}"
         hub = container(kube, "Deployment", "shark-hub")
@@ -102,18 +120,30 @@ def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube,
         args = replace_arg(hub["args"], "--listen", "127.0.0.1:0")
         args = replace_arg(args, "--state-dir", str(tmp_path / "hub"))
         hub_proc = Proc([sys.executable, "-m", "hub", *args, "--kubeconfig", str(kube.kubeconfig)],
-                        env={"POD_NAMESPACE": "shark"})         # the downward API's value
+                        env=container_env(kube, hub, "node-a"))
         processes.append(hub_proc)
         hub_url = hub_proc.wait_line(r"hub serving on (http://\S+)").group(1)
         forwarder.target = ("127.0.0.1", int(hub_url.rsplit(":", 1)[1]))
         probes["hub"] = hub_url + hub["readinessProbe"]["httpGet"]["path"]
         assert forwarder.started.wait(60), "\n".join(said)
 
+        # the token: created once by tap as a Secret, read by the pods from it, never in their args
+        token = base64.b64decode(kube.get("Secret", "shark-token", "shark")["data"]["token"]).decode()
+        assert all(token not in arg for arg in [*worker["args"], *hub["args"]])
         ui = f"http://127.0.0.1:{port}/api/v1"
-        workers = kube.wait_for(lambda: (w := httpx.get(f"{ui}/workers").json()) and len(w) == 2
+        assert httpx.get(f"{ui}/workers").status_code == 401
+        assert httpx.get(f"http://{nodes['node-a']}:8897/api/v1/status").status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
+        workers = kube.wait_for(lambda: (w := httpx.get(f"{ui}/workers", headers=auth).json()) and len(w) == 2
                                 and all(x["ok"] for x in w) and w, 30, "both workers up at the hub")
         assert sorted(w["url"] for w in workers) == sorted(f"http://{ip}:8897/api/v1" for ip in nodes.values())
-        entries = kube.wait_for(lambda: httpx.get(f"{ui}/entries").json()["entries"], 30, "entries")
+        # a browser logs in with the address tap printed, then reads with its cookie alone
+        login = next(line.removeprefix("log in to the UI at ") for line in said if line.startswith("log in"))
+        assert login == f"http://127.0.0.1:{port}/?token={token}"
+        with httpx.Client(follow_redirects=True) as browser:
+            page = browser.get(login)
+            assert page.status_code == 200 and str(page.url) == f"http://127.0.0.1:{port}/"
+            entries = kube.wait_for(lambda: browser.get(f"{ui}/entries").json()["entries"], 30, "entries")
         assert {e["node"] for e in entries} == set(nodes)            # from both nodes, merged
         assert {e["protocol"] for e in entries} == {"http"}
     finally:

@@ -70,16 +70,55 @@ def test_defaults_and_what_the_manifests_promise():
     worker_set = by_kind(objects)["DaemonSet/shark-worker"]
     pod = worker_set["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True and "hostPID" not in pod
-    assert pod["tolerations"] == [{"operator": "Exists"}]
+    assert "tolerations" not in pod                  # tainted nodes (the control plane) only when asked
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
     worker = container(objects, "DaemonSet", "worker")
-    assert worker["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "NET_ADMIN"]}
+    # NET_RAW opens packet sockets; NET_ADMIN was measured unneeded (docs/CLUSTER.md)
+    assert worker["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW"]}
+    assert worker["securityContext"]["readOnlyRootFilesystem"] is True
+    assert worker["securityContext"]["allowPrivilegeEscalation"] is False
     assert worker["image"] == DEFAULT_IMAGE and worker["resources"]["limits"] and worker["resources"]["requests"]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert worker[probe]["httpGet"]["path"] == "/api/v1/status"
-        assert container(objects, "Deployment", "hub")[probe]["httpGet"]["path"] == "/api/v1/status"
+    hub = container(objects, "Deployment", "hub")
+    for probe in ("readinessProbe", "livenessProbe"):      # the one route without the token
+        assert worker[probe]["httpGet"]["path"] == "/healthz"
+        assert hub[probe]["httpGet"]["path"] == "/healthz"
     hub_pod = by_kind(objects)["Deployment/shark-hub"]["spec"]["template"]["spec"]
     assert hub_pod["securityContext"]["runAsNonRoot"] is True
+    assert hub_pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert by_kind(objects)["Service/shark-hub"]["spec"]["type"] == "ClusterIP"
+    assert "--allowed-host" not in hub["args"]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_token_comes_from_the_secret_and_is_in_no_manifest(variant, monkeypatch):
+    monkeypatch.setenv("SHARK_TOKEN", "sentinel-token-value")
+    objects = render(VARIANTS[variant])
+    assert "sentinel-token-value" not in to_yaml(objects)
+    assert not [o for o in objects if o["kind"] == "Secret"]      # tap creates it once, outside the manifests
+    for kind, name in (("Deployment", "hub"), ("DaemonSet", "worker")):
+        spec = container(objects, kind, name)
+        token_env = [e for e in spec["env"] if e["name"] == "SHARK_TOKEN"]
+        assert token_env == [{"name": "SHARK_TOKEN", "valueFrom": {"secretKeyRef": {"name": "shark-token",
+                                                                                        "key": "token"}}}]
+        assert not any("TOKEN" in arg.upper() for arg in [*spec.get("command", []), *spec["args"]])
+
+
+def test_tolerations_are_opt_in():
+    pod = by_kind(render(DeployOptions(tolerate_control_plane=True, tolerations=(
+        "dedicated=capture:NoSchedule", "gpu", "example.com/pool:NoExecute"))))["DaemonSet/shark-worker"]
+    assert pod["spec"]["template"]["spec"]["tolerations"] == [
+        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "node-role.kubernetes.io/master", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dedicated", "operator": "Equal", "value": "capture", "effect": "NoSchedule"},
+        {"key": "gpu", "operator": "Exists"},
+        {"key": "example.com/pool", "operator": "Exists", "effect": "NoExecute"}]
+    for version in VERSIONS:
+        kubernetes_validate.validate(pod, version, strict=True)
+
+
+def test_a_proxy_host_other_than_loopback_is_a_name_the_hub_serves():
+    hub = container(render(DeployOptions(allowed_hosts=("shark.example.com",))), "Deployment", "hub")
+    assert hub["args"][-2:] == ["--allowed-host", "shark.example.com"]
 
 
 def test_targets_storage_and_image_reach_the_containers():
@@ -99,7 +138,10 @@ def test_tls_adds_only_what_ebpf_needs():
     pod = by_kind(objects)["DaemonSet/shark-worker"]["spec"]["template"]["spec"]
     worker = container(objects, "DaemonSet", "worker")
     assert pod["hostPID"] is True and worker["args"][-1] == "--tls"
-    assert worker["securityContext"]["capabilities"]["add"] == ["NET_RAW", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"]
+    assert worker["securityContext"]["capabilities"]["add"] == ["NET_RAW", "SYS_ADMIN", "SYS_PTRACE"]
+    assert worker["securityContext"]["seccompProfile"] == {"type": "Unconfined"}     # bcc's bpf(), perf_event_open()
+    plain = container(render(DeployOptions()), "DaemonSet", "worker")
+    assert "seccompProfile" not in plain["securityContext"]             # the pod's RuntimeDefault
     mounts = {m["mountPath"]: m.get("readOnly") for m in worker["volumeMounts"]}
     assert mounts["/lib/modules"] is True and mounts["/usr/src"] is True and "/sys/kernel/tracing" in mounts
 
@@ -124,6 +166,11 @@ def test_another_release_namespace_moves_everything_and_renames_cluster_objects(
     (DeployOptions(storage_limit="lots"), "--storage-limit"),
     (DeployOptions(image="a b"), "--image: 'a b'"),
     (DeployOptions(image_pull_policy="Sometimes"), "--image-pull-policy"),
+    (DeployOptions(tolerations=("bad key",)), "--toleration: 'bad key': 'bad key' is not a taint key"),
+    (DeployOptions(tolerations=("k=v:Sometimes",)), "--toleration: 'k=v:Sometimes': the effect 'Sometimes' is not "
+                                                     "one of NoSchedule, PreferNoSchedule, NoExecute"),
+    (DeployOptions(tolerations=("k=a b",)), "--toleration: 'k=a b': 'a b' is not a taint value"),
+    (DeployOptions(allowed_hosts=("http://x",)), "--proxy-host: 'http://x' is not a host name"),
 ])
 def test_bad_options_say_which_and_why(options, message):
     with pytest.raises(OptionError) as error:

@@ -9,6 +9,7 @@ speak the streaming protocol) to test how its failures are reported.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
@@ -25,10 +26,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from relay import RelayForwarder
 from shark.cli import cli
 from shark.errors import Forbidden, SharkError
-from shark.kube import commands
 from shark.kube.forward import KubectlForwarder
 from shark.kube.render import DEFAULT_IMAGE, DeployOptions
 from shark.kube.rollout import RolloutFailed
@@ -61,9 +60,13 @@ class Run:
         return "\n".join(self.said)
 
 
+def secret_token(kube: KubeAPI, namespace: str = "shark") -> str:
+    return base64.b64decode(kube.get("Secret", "shark-token", namespace)["data"]["token"]).decode()
+
+
 def resource_versions(kube: KubeAPI) -> dict[str, str]:
     found = {}
-    for kind, ns in [("Namespace", None), ("ServiceAccount", "shark"), ("ClusterRole", None),
+    for kind, ns in [("Namespace", None), ("Secret", "shark"), ("ServiceAccount", "shark"), ("ClusterRole", None),
                      ("ClusterRoleBinding", None), ("Role", "shark"), ("RoleBinding", "shark"), ("Service", "shark"),
                      ("Deployment", "shark"),
                      ("DaemonSet", "shark")]:
@@ -76,11 +79,6 @@ def pod_uids(kube: KubeAPI) -> set[str]:
     return {p["metadata"]["uid"] for p in kube.list("Pod", "shark")}
 
 
-@pytest.fixture
-def forwarder(web_server) -> RelayForwarder:
-    return RelayForwarder(web_server)
-
-
 # ---- tap -------------------------------------------------------------------------------------------
 
 def test_tap_deploys_waits_per_node_forwards_and_leaves_it_running(kube, nodes, forwarder):
@@ -91,16 +89,21 @@ def test_tap_deploys_waits_per_node_forwards_and_leaves_it_running(kube, nodes, 
     thread = threading.Thread(target=lambda: result.append(run.runner.tap(
         DeployOptions(target_namespaces=("default",)), Proxy("127.0.0.1", port, True), 20)))
     thread.start()
-    assert forwarder.started.wait(20), run.text
-    assert httpx.get(f"http://127.0.0.1:{port}/").text == "hub here"       # through the forward
-    assert run.opened == [f"http://127.0.0.1:{port}"]
-    assert run.printed == [f"kubectl-shark UI and API at http://127.0.0.1:{port}"]
-    assert forwarder.calls == [("shark", "shark-hub", 8899, "127.0.0.1", port)]
-    run.runner.stop.set()
-    thread.join(10)
+    try:
+        assert forwarder.started.wait(20), run.text
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "hub here"       # through the forward
+        token = secret_token(kube)
+        # the browser opens the address that logs it in; the terminal shows both
+        assert run.opened == [f"http://127.0.0.1:{port}/?token={token}"]
+        assert run.printed == [f"kubectl-shark UI and API at http://127.0.0.1:{port}",
+                               f"log in to the UI at http://127.0.0.1:{port}/?token={token}"]
+        assert forwarder.calls == [("shark", "shark-hub", 8899, "127.0.0.1", port)]
+    finally:
+        run.runner.stop.set()
+        thread.join(10)
     assert result == [0]
-    for line in ("namespace/shark created", "daemonset/shark-worker created", "kubectl-shark is ready: the hub "
-                 "and 3 workers", "still running in the cluster"):
+    for line in ("namespace/shark created", "secret/shark-token created", "daemonset/shark-worker created",
+                 "kubectl-shark is ready: the hub and 3 workers", "still running in the cluster"):
         assert line in run.text
     for node in nodes:
         assert any(line.split()[:1] == [node] and line.endswith("ready") for line in run.said), node
@@ -113,7 +116,7 @@ def test_a_second_tap_with_the_same_options_changes_nothing(kube, nodes, forward
     again = Run(kube, forwarder)
     assert again.tap() == 0
     assert [line for line in again.said if line.split()[0].count("/") == 1] == [
-        "namespace/shark unchanged", "serviceaccount/shark-hub unchanged", "serviceaccount/shark-worker unchanged",
+        "namespace/shark unchanged", "secret/shark-token unchanged", "serviceaccount/shark-hub unchanged", "serviceaccount/shark-worker unchanged",
         "clusterrole/shark-hub unchanged", "clusterrolebinding/shark-hub unchanged",
         "role/shark-hub-scripts unchanged", "rolebinding/shark-hub-scripts unchanged", "service/shark-hub unchanged",
         "deployment/shark-hub unchanged", "daemonset/shark-worker unchanged"]
@@ -201,10 +204,18 @@ def test_clean_removes_everything_by_label_and_twice_is_fine(kube, nodes, forwar
     run = Run(kube, forwarder)
     assert run.runner.clean() == 0
     assert run.said == ["daemonset/shark-worker deleted", "deployment/shark-hub deleted", "service/shark-hub deleted",
+                        "secret/shark-token deleted",
                         "rolebinding/shark-hub-scripts deleted", "role/shark-hub-scripts deleted",
                         "serviceaccount/shark-hub deleted", "serviceaccount/shark-worker deleted",
                         "clusterrolebinding/shark-hub deleted", "clusterrole/shark-hub deleted",
+                        "removing the stored packets on 3 nodes …",
+                        "node-a: stored packets removed (/var/lib/kubectl-shark/shark)",
+                        "node-b: stored packets removed (/var/lib/kubectl-shark/shark)",
+                        "node-c: stored packets removed (/var/lib/kubectl-shark/shark)",
                         "namespace/shark deleted"]
+    deleted = [r for r in kube.requests if r.method == "DELETE" and r.path.startswith("/api/v1/namespaces/shark/")]
+    assert "/api/v1/namespaces/shark/secrets/shark-token" in [r.path for r in deleted]
+    assert kube.find("Secret", "shark-token", "shark") is None
     kube.wait_for(lambda: kube.find("Namespace", "shark") is None, what="the namespace to go")
     assert kube.list("Pod", "shark") == [] and kube.find("ClusterRoleBinding", "shark-hub") is None
     assert kube.find("ClusterRole", "shark-hub-other") is not None     # another release's: not ours to delete
@@ -292,22 +303,6 @@ def test_a_taken_local_port_fails_before_anything_is_deployed(kube, nodes):
 
 
 # ---- the command line: exit codes and messages -----------------------------------------------------
-
-@pytest.fixture
-def shark_cli(monkeypatch, forwarder):
-    """Runs `kubectl-shark ARGS` in-process with the relay as its port-forward."""
-    def factory(kubeconfig: str | None, context: str | None, namespace: str) -> ClusterRunner:
-        runner = ClusterRunner(Access(kubeconfig, context, namespace), commands._say, commands._out,
-                               forwarder=forwarder, opener=lambda url: None, view_factory=LineView,
-                               poll_interval=0.05)
-        runner.stop.set()
-        return runner
-    monkeypatch.setattr(commands, "runner_factory", factory)
-
-    def invoke(*args: str, env: dict[str, str] | None = None):
-        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-    return invoke
-
 
 def test_cli_tap_status_and_clean(kube, nodes, shark_cli):
     config = str(kube.kubeconfig)

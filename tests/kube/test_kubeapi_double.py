@@ -43,6 +43,16 @@ def test_kubectl_applies_the_manifests_then_finds_nothing_to_change(kube, kubect
     first = kubectl("apply", "-k", str(ROOT / "manifests"))
     assert "namespace/shark created" in first.stdout
     assert "daemonset.apps/shark-worker created" in first.stdout
+    # the pods read the token from a Secret the manifests do not hold: they wait for it, as a
+    # kubelet makes them, until it is created the way docs/CLUSTER.md says
+    reasons = "jsonpath={.items[*].status.containerStatuses[*].state.waiting.reason}"
+    kube.wait_for(lambda: kubectl("get", "pods", "-n", "shark", "-o", reasons).stdout.split()
+                  == ["CreateContainerConfigError"] * 4, what="the pods to wait for their Secret")
+    secret = kubectl("create", "secret", "generic", "shark-token", "-n", "shark", "--from-literal=token=s3cret-t0ken",
+                     "--dry-run=client", "-o", "yaml").stdout
+    kubectl("apply", "-f", "-", input=secret)
+    encoded = kubectl("get", "secret", "shark-token", "-n", "shark", "-o", "jsonpath={.data.token}").stdout
+    assert encoded == "czNjcmV0LXQwa2Vu"                          # base64, as the API stores it
     kube.wait_for(lambda: (kube.get("DaemonSet", "shark-worker", "shark").get("status") or {}).get("numberReady") == 3
                   and (kube.get("Deployment", "shark-hub", "shark").get("status") or {}).get("readyReplicas") == 1,
                   what="the controllers to settle")
@@ -332,3 +342,41 @@ def test_pod_logs_as_the_real_api_serves_them(kube, nodes):
     kube.delete("Pod", "two", "default")
     reader.join(5)
     assert not reader.is_alive(), "following stops when the pod is gone"
+
+
+def test_secrets_as_the_real_api_stores_them(kube):
+    base = f"{kube.url}/api/v1/namespaces/default/secrets"
+    made = httpx.post(base, json={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                                  "stringData": {"token": "abc"}, "data": {"other": "eHl6"}})
+    assert made.status_code == 201
+    body = made.json()
+    assert body["data"] == {"other": "eHl6", "token": "YWJj"} and "stringData" not in body and body["type"] == "Opaque"
+    bad = httpx.post(base, json={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t"},
+                                 "data": {"token": "not base64!"}})
+    assert bad.status_code == 400 and "illegal base64 data" in bad.json()["message"]
+    assert httpx.get(f"{base}/s").json()["data"]["token"] == "YWJj"
+    assert kclient.CoreV1Api(api(kube)).read_namespaced_secret("s", "default").data["token"] == "YWJj"
+    assert httpx.delete(f"{base}/s").status_code == 200
+    assert httpx.get(f"{base}/s").status_code == 404
+
+
+def test_a_pod_reading_a_missing_secret_waits_then_a_run_to_completion_pod_ends(kube, nodes):
+    def pod(name: str, restart: str, command: str | None = None) -> dict[str, Any]:
+        container = {"name": "main", "image": "example/app:1",
+                     "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "later", "key": "token"}}}]}
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": "node-a", "restartPolicy": restart, "containers": [container]}}
+    kube.create(pod("waits", "Always"))
+    kube.create(pod("once", "Never"))
+
+    def waiting(name: str) -> dict[str, Any] | None:
+        statuses = (kube.get("Pod", name, "default").get("status") or {}).get("containerStatuses") or []
+        return statuses and statuses[0]["state"].get("waiting")
+    assert kube.wait_for(lambda: waiting("waits"), what="a config error") == {
+        "reason": "CreateContainerConfigError", "message": 'secret "later" not found'}
+    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "later", "namespace": "default"},
+                 "stringData": {"token": "x"}})
+    kube.wait_for(lambda: (kube.get("Pod", "waits", "default")["status"]["phase"] == "Running"), what="it to start")
+    done = kube.wait_for(lambda: (p := kube.get("Pod", "once", "default"))["status"]["phase"] == "Succeeded" and p,
+                         what="the run-to-completion pod to end")
+    assert done["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"

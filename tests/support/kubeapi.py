@@ -43,9 +43,12 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
   application/strategic-merge-patch+json (merge keys of the pod spec lists, $patch,
   $setElementOrder, $retainKeys, $deleteFromPrimitiveList) and application/json-patch+json
   (RFC 6902; kubectl uses it to move client-side apply's fields to server-side apply); other
-  media types get 415. fieldValidation=Strict (kubectl's default) refuses fields the schema of
+  media types get 415, protobuf bodies too (`kubectl create secret` sends them; `kubectl create
+  ... --dry-run=client -o yaml | kubectl apply -f -` sends JSON). fieldValidation=Strict (kubectl's default) refuses fields the schema of
   the served version does not declare, 400 "strict decoding error: unknown field ..." (schemas
-  from kubernetes-validate; other schema errors are not checked). dryRun=All computes and stores nothing. A write that changes nothing keeps
+  from kubernetes-validate; other schema errors are not checked). Secrets: `data` must be base64
+  (400 as the real API otherwise), `stringData` is folded into `data` and never stored, `type`
+  defaults to Opaque. dryRun=All computes and stores nothing. A write that changes nothing keeps
   the resourceVersion and sends no watch event. Main-resource writes keep .status; the status
   subresource writes only .status. metadata.generation (apps/v1 kinds) bumps on spec changes.
 - DELETE one object (200 with a Success Status; dependents by ownerReferences are deleted
@@ -468,6 +471,12 @@ class ApiHandler(BaseHTTPRequestHandler):
         content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
         if not raw:
             return None
+        if content_type not in ("application/json", "application/yaml", "application/apply-patch+yaml",
+                                "application/merge-patch+json", "application/strategic-merge-patch+json",
+                                "application/json-patch+json"):
+            # protobuf (kubectl create sends it for built-in kinds): the double speaks JSON only
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                                "application/json, application/yaml")
         try:
             if content_type.endswith("yaml"):
                 return yaml.safe_load(raw)

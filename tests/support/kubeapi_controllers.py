@@ -13,7 +13,10 @@ resourceVersion and a watch event, as in a cluster), converging after each chang
   status from the pod behaviour the test chose: "ready",
   "not-ready" (running, readiness failing), "creating" (ContainerCreating),
   "image-pull-backoff" (also when `pullable_images` is set and lacks the image),
-  "err-image-pull", "crash-loop", "unschedulable";
+  "err-image-pull", "crash-loop", "unschedulable"; a container whose env reads a Secret (or
+  a key of one) that is not there waits in CreateContainerConfigError until it is, as a
+  kubelet does; a pod with restartPolicy Never or OnFailure runs to completion: "ready"
+  ends Succeeded (exit 0, Completed), "crash-loop" Failed (exit 1, Error);
 - Endpoints for every Service with a selector, from the ready and not-ready pods it selects;
 - workload status: observedGeneration, replicas / desired / ready / updated / available.
 """
@@ -36,7 +39,7 @@ BEHAVIORS = ("ready", "not-ready", "creating", "image-pull-backoff", "err-image-
              "unschedulable")
 
 R = {plural: BY_PATH[(group, "v1", plural)] for group, plural in [
-    ("", "pods"), ("", "nodes"), ("", "services"), ("", "endpoints"), ("", "namespaces"),
+    ("", "pods"), ("", "nodes"), ("", "services"), ("", "endpoints"), ("", "namespaces"), ("", "secrets"),
     ("apps", "deployments"), ("apps", "daemonsets"), ("apps", "replicasets")]}
 
 
@@ -315,10 +318,33 @@ class Controllers:
             "message": f"0/{node_count} nodes are available: {node_count} node(s) didn't match Pod's node "
                        "affinity/selector. preemption: 0/{node_count} nodes are available."}]}
 
+    def _missing_secret(self, pod: dict[str, Any], container: dict[str, Any]) -> str | None:
+        """Why the kubelet cannot make this container's environment (a Secret or key not there)."""
+        namespace = pod["metadata"]["namespace"]
+        for env in container.get("env") or []:
+            ref = ((env.get("valueFrom") or {}).get("secretKeyRef")) or None
+            if not ref or ref.get("optional"):
+                continue
+            secret = self.store.find(R["secrets"], namespace, ref.get("name", ""))
+            if secret is None:
+                return f'secret "{ref.get("name")}" not found'
+            if ref.get("key") not in (secret.get("data") or {}):
+                return f"couldn't find key {ref.get('key')} in Secret {namespace}/{ref.get('name')}"
+        return None
+
     def _status(self, pod: dict[str, Any], behavior: str, node: dict[str, Any], index: int) -> dict[str, Any]:
         if behavior == "unschedulable":
             return self._unschedulable(1)
         now = now_rfc3339()
+        started = any("running" in (c.get("state") or {}) or "terminated" in (c.get("state") or {})
+                      for c in (pod.get("status") or {}).get("containerStatuses") or [])
+        config_error = None if started else next(
+            (why for c in pod["spec"].get("containers") or [] if (why := self._missing_secret(pod, c))), None)
+        if config_error and behavior in ("ready", "not-ready", "crash-loop"):
+            behavior = "config-error"
+        once = pod["spec"].get("restartPolicy") in ("Never", "OnFailure")
+        if once and behavior in ("ready", "not-ready", "crash-loop"):
+            return self._completed(pod, node, index, now, behavior != "crash-loop")
         running = behavior in ("ready", "not-ready")
         ready = behavior == "ready"
         containers = []
@@ -326,7 +352,9 @@ class Controllers:
             image = c.get("image", "")
             state: dict[str, Any]
             extra: dict[str, Any] = {}
-            if running:
+            if behavior == "config-error":
+                state = {"waiting": {"reason": "CreateContainerConfigError", "message": config_error}}
+            elif running:
                 state = {"running": {"startedAt": now}}
             elif behavior == "creating":
                 state = {"waiting": {"reason": "ContainerCreating"}}
@@ -355,6 +383,22 @@ class Controllers:
                 "conditions": [cond("Initialized", True), cond("Ready", ready, not_ready),
                                cond("ContainersReady", ready, not_ready), cond("PodScheduled", True)],
                 "containerStatuses": containers}
+
+    def _completed(self, pod: dict[str, Any], node: dict[str, Any], index: int, now: str, ok: bool
+                   ) -> dict[str, Any]:
+        """A run-to-completion pod once its containers have exited."""
+        terminated = {"exitCode": 0, "reason": "Completed"} if ok else {"exitCode": 1, "reason": "Error"}
+        containers = [{"name": c.get("name"), "image": c.get("image", ""), "imageID": "", "ready": False,
+                       "started": False, "restartCount": 0,
+                       "state": {"terminated": {**terminated, "startedAt": now, "finishedAt": now}}}
+                      for c in pod["spec"].get("containers") or []]
+        conditions = [{"type": kind, "status": status, "lastProbeTime": None, "lastTransitionTime": now,
+                       **({"reason": "PodCompleted"} if status == "False" else {})}
+                      for kind, status in (("Initialized", "True"), ("Ready", "False"), ("ContainersReady", "False"),
+                                           ("PodScheduled", "True"))]
+        ip = self._pod_ip(pod, node, index)
+        return {"phase": "Succeeded" if ok else "Failed", "hostIP": node_ip(node), "podIP": ip,
+                "podIPs": [{"ip": ip}], "startTime": now, "conditions": conditions, "containerStatuses": containers}
 
     # ---- workload status and endpoints ----------------------------------------------------------
 

@@ -10,6 +10,8 @@ termination, garbage collection by ownerReferences, and an event log that watche
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import ipaddress
 import itertools
@@ -179,6 +181,20 @@ class Store:
                 spec.setdefault("progressDeadlineSeconds", 600)
                 spec.setdefault("strategy", {"type": "RollingUpdate",
                                              "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+        elif resource.plural == "secrets":
+            # as the real API: data is base64 (checked), stringData is folded into data and never stored
+            obj.setdefault("type", "Opaque")
+            data = obj.get("data") or {}
+            for key, value in data.items():
+                try:
+                    base64.b64decode(value if isinstance(value, str) else "!", validate=True)
+                except (binascii.Error, ValueError):
+                    raise ApiError(400, f'Secret in version "v1" cannot be handled as a Secret: illegal base64 '
+                                   f"data in data.{key}") from None
+            for key, value in (obj.pop("stringData", None) or {}).items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+            if data:
+                obj["data"] = data
         elif resource.plural == "daemonsets":
             spec.setdefault("revisionHistoryLimit", 10)
             spec.setdefault("updateStrategy", {"type": "RollingUpdate",

@@ -19,7 +19,9 @@ from litestar.types import Receive, Scope, Send
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import JSONResponse
 
+from shark.auth import LOOPBACK_HOSTS, Policy, protect
 from shark.units import UnitError, parse_duration, parse_size
+from worker.api.health import healthz
 from worker.api.runtime import WorkerRuntime
 from worker.detail import entry_packets, load_detail
 from worker.filters import KflError, compile_query, row_predicate
@@ -361,14 +363,18 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
                                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await response(scope, receive, send)  # type: ignore[arg-type]
 
-    return Litestar(
-        route_handlers=[status, entries, entry_detail, entry_pcap, pcap, validate_query, get_targets,
+    app = Litestar(
+        route_handlers=[healthz, status, entries, entry_detail, entry_pcap, pcap, validate_query, get_targets,
                         put_targets, get_config, put_config, post_tags, stream],
         exception_handlers={HTTPException: _error_response},
         openapi_config=None,
         logging_config=None,
         debug=False,
     )
+    # With a token, the hub reaches the worker by whatever address the node has; without one the
+    # worker listens on loopback only and answers loopback names only (a rebound name is refused).
+    return protect(app, Policy(options.token, "worker", None if options.token else LOOPBACK_HOSTS,
+                               host_hint="; a worker without a token answers on loopback only"))
 
 
 def _safe(packets: Iterator[tuple[int, int, bytes, int]], entry_id: str) -> Iterator[tuple[int, int, bytes, int]]:
