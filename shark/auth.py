@@ -190,8 +190,8 @@ class Guard:
             if refusal is not None:
                 return refusal
         if method in STATE_CHANGING and not websocket and not _json_or_empty(headers):
-            given = headers.get("content-type", "none, with a body")
-            return _error(415, "unsupported media type", f"Content-Type: {given!r}; changes take application/json")
+            given = repr(headers["content-type"]) if "content-type" in headers else "missing"
+            return _error(415, "unsupported media type", f"Content-Type: {given}; changes take application/json")
         return None
 
     def _unauthenticated(self, headers: dict[str, str], port: int) -> Answer | None:

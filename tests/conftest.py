@@ -9,6 +9,10 @@ import pytest
 
 from support.processes import Proc, Worker, free_port
 
+# Each test gives its workers, hubs and CLI runs the token it means them to have; one exported in
+# the shell that runs the suite must not leak into all of them.
+os.environ.pop("SHARK_TOKEN", None)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if os.geteuid() != 0:

@@ -19,10 +19,16 @@ export class Health {
     this.inflight = null;
   }
 
-  start() { this.poll(); }
+  start() { this.stopped = false; this.poll(); }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
 
   async poll() {
     clearTimeout(this.timer);
+    if (this.stopped) return undefined;
     if (this.inflight) return this.inflight;
     const controller = new AbortController();
     const timeout = setTimeout(() => controller.abort(), TIMEOUT_MS);
@@ -38,6 +44,7 @@ export class Health {
         clearTimeout(timeout);
         this.inflight = null;
       }
+      if (this.stopped) return;
       this.draw();
       this.onChange?.(this);
       this.timer = setTimeout(() => this.poll(), POLL_MS);

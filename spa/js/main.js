@@ -10,6 +10,7 @@ import { FilterBox, addClause } from "./filterbox.js";
 import { count } from "./format.js";
 import { Health } from "./health.js";
 import { LiveFeed } from "./live.js";
+import { UNAUTHORIZED, loggedIn, showLogin } from "./login.js";
 import { ServiceMap } from "./servicemap.js";
 import { renderTraffic, renderWorkers } from "./stats.js";
 
@@ -409,10 +410,18 @@ try { storedOrder = localStorage.getItem("shark.order"); } catch { /* private mo
 setOrder([params.get("order"), storedOrder].find((order) => order === "top" || order === "bottom") || "bottom");
 drawTheme();
 filter.set(state.q);
-health.start();
-applyFilter(state.q, { push: false });
-showView(state.view, { push: false });
-if (state.entry) openEntry(state.entry);
+// The hub refused this page (no session yet, or a new token since): stop asking, ask for the token.
+window.addEventListener(UNAUTHORIZED, () => {
+  live?.stop();
+  health.stop();
+  showLogin();
+});
+if (await loggedIn()) {
+  health.start();
+  applyFilter(state.q, { push: false });
+  showView(state.view, { push: false });
+  if (state.entry) openEntry(state.entry);
+}
 
 // For the browser tests and benchmarks, and for poking at the page from devtools.
 window.shark = { state, store, feed, filter, health, addEntries, applyFilter, get live() { return live; } };

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from support.processes import Proc, Worker
-from ui_support import ROOT, Tap, open_ui, start_tap
+from ui_support import ROOT, open_ui, start_tap, wait_tap
 
 pytestmark = pytest.mark.root
 
@@ -39,8 +39,7 @@ def test_the_hub_going_away_is_said_and_the_feed_resumes_when_it_is_back(page, s
         port = tap.url.rsplit(":", 1)[1]
         again = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "-i", "lo", "--no-open",
                       "--proxy-port", port, "--state-dir", str(tap.state_dir)])
-        tap = Tap(again.wait_line(rf"UI and API at (http://127\.0\.0\.1:{port})", timeout=60).group(1),
-                  again, tap.state_dir)
+        tap = wait_tap(again, tap.state_dir, port)     # the same token: the page's cookie still counts
         expect(banner).to_have_count(0)
         expect(page.locator("#live-state")).to_have_text(re.compile(r"^live \("), timeout=40_000)
         site.get("/json?t=down-after")
@@ -79,7 +78,7 @@ def test_a_worker_that_dies_is_named_with_its_error(page, tmp_path):
 def test_the_websocket_takes_over_when_server_sent_events_fail(page, tap, site):
     # a proxy in the way that refuses event streams
     page.route(re.compile(r"/api/v1/stream(\?|$)"), lambda route: route.abort("connectionrefused"))
-    page.goto(f"{tap.url}/?q={site.kfl.replace(' ', '+').replace('==', '%3D%3D')}")
+    page.goto(tap.login_url(q=site.kfl))
     expect(page.locator("#live-state")).to_have_text("live (WebSocket)")
     expect(page.locator("#live-state")).to_have_attribute("title", re.compile(r"server-sent events failed"))
     site.get("/json?t=ws-live-1")

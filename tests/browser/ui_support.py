@@ -36,17 +36,28 @@ class Tap:
     url: str            # the UI and the API, e.g. http://127.0.0.1:41234
     proc: Proc
     state_dir: Path
+    token: str          # what tap put in the address it printed to log in with
 
     def api(self, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}/api/v1{path}", timeout=30, **kwargs)
+        return httpx.get(f"{self.url}/api/v1{path}", timeout=30, headers={"Authorization": f"Bearer {self.token}"},
+                         **kwargs)
+
+    def login_url(self, **params: str) -> str:
+        """The address tap prints (and opens), with more parameters (a filter, a view) after it."""
+        return str(httpx.URL(self.url + "/", params={"token": self.token, **params}))
+
+
+def wait_tap(proc: Proc, state_dir: Path, port: int | str) -> Tap:
+    url = proc.wait_line(rf"UI and API at (http://127\.0\.0\.1:{port})", timeout=60).group(1)
+    login = proc.wait_line(rf"log in to the UI at {re.escape(url)}/\?token=(\S+)").group(1)
+    return Tap(url, proc, state_dir, login)
 
 
 def start_tap(state_dir: Path) -> Tap:
     port = free_port()
     proc = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "-i", "lo", "--no-open",
                  "--proxy-port", str(port), "--state-dir", str(state_dir)])
-    match = proc.wait_line(rf"UI and API at (http://127\.0\.0\.1:{port})", timeout=60)
-    return Tap(match.group(1), proc, state_dir)
+    return wait_tap(proc, state_dir, port)
 
 
 @dataclass
@@ -68,9 +79,9 @@ class Site:
 
 
 def open_ui(page: Any, tap: Tap, query: str = "", **params: str) -> None:
-    """Load the UI (optionally with a filter in the URL) and wait until the live feed is up."""
-    url = httpx.URL(tap.url + "/", params={**({"q": query} if query else {}), **params})
-    page.goto(str(url))
+    """Load the UI (optionally with a filter in the URL) the way tap opens it, logged in with the
+    token in the address, and wait until the live feed is up."""
+    page.goto(tap.login_url(**({"q": query} if query else {}), **params))
     expect(page.locator("#live-state")).to_have_text(re.compile(r"^live \((SSE|WebSocket)\)$"))
     settled(page)
 

@@ -437,8 +437,10 @@ def test_tap_local_passes_tls_on(problem, servers, tmp_path):
         tap.wait_line(rf"UI and API at http://127\.0\.0\.1:{port}")
         curl(f"https://127.0.0.1:{servers.https}/json?via=tap")
 
+        token = (tmp_path / "state" / "shark" / "token").read_text().strip()     # tap --local made it
+
         def via_hub() -> list[dict] | None:
-            body = httpx.get(f"http://127.0.0.1:{port}/api/v1/entries",
+            body = httpx.get(f"http://127.0.0.1:{port}/api/v1/entries", headers={"Authorization": f"Bearer {token}"},
                              params={"q": 'request.query["via"][0] == "tap"'}, timeout=10).json()
             return [e for e in body["entries"] if e["tls"]] or None
         [entry] = wait_for(via_hub, 30, "the tls entry through the hub")

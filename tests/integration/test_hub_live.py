@@ -11,21 +11,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.processes import Proc, free_port, wait_for
+from support.processes import TEST_TOKEN, Proc, free_port, wait_for
 
 pytestmark = pytest.mark.root
 TESTS = Path(__file__).resolve().parents[1]
+# hub and workers ask for the token, as a tap's do; the hub sends it to the workers
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 
 class Hub(Proc):
     def __init__(self, *worker_urls: str) -> None:
         args = [a for url in worker_urls for a in ("--worker", url)]
         super().__init__([sys.executable, "-m", "hub", *args, "--listen", "127.0.0.1:0",
-                          "--poll-interval", "0.3", "--timeout", "5"])
+                          "--poll-interval", "0.3", "--timeout", "5"], env={"SHARK_TOKEN": TEST_TOKEN})
         self.url = self.wait_line(r"hub serving on (http://\S+)").group(1) + "/api/v1"
 
     def get(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30, **kwargs)
+        return httpx.get(self.url + path, timeout=30, headers={**AUTH, **kwargs.pop("headers", {})}, **kwargs)
 
 
 @pytest.fixture
@@ -39,8 +41,8 @@ def second_server():
 
 @pytest.fixture
 def cluster(start_worker, http_server, second_server):
-    alpha = start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}", node="alpha")
-    beta = start_worker("--iface", "lo", "--bpf", f"tcp port {second_server}", node="beta")
+    alpha = start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}", node="alpha", token=TEST_TOKEN)
+    beta = start_worker("--iface", "lo", "--bpf", f"tcp port {second_server}", node="beta", token=TEST_TOKEN)
     hub = Hub(alpha.url, beta.url.removesuffix("/api/v1"))   # both URL forms are accepted
     yield hub, alpha, beta, http_server, second_server
     assert hub.stop() == 0, hub.output
@@ -94,7 +96,7 @@ def test_merged_answers_from_two_workers(cluster, tmp_path):
     assert merged.status_code == 200
     path = tmp_path / "merged.pcap"
     path.write_bytes(merged.content)
-    singles = [len(httpx.get(w.url + "/pcap", timeout=30).content) for w in (alpha, beta)]
+    singles = [len(w.get("/pcap").content) for w in (alpha, beta)]
     assert len(merged.content) == sum(singles) - 24   # one header instead of two
     out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch",
                           "-e", "tcp.port"], capture_output=True, text=True, check=True).stdout
@@ -107,7 +109,7 @@ def test_merged_answers_from_two_workers(cluster, tmp_path):
     per_worker = []
     for worker in (alpha, beta):
         single = tmp_path / f"{worker.node}-all.pcap"
-        single.write_bytes(httpx.get(worker.url + "/pcap", timeout=30).content)
+        single.write_bytes(worker.get("/pcap").content)
         per_worker.append(len(subprocess.run(["tshark", "-r", str(single), "-T", "fields", "-e", "frame.number"],
                                              capture_output=True, text=True, check=True).stdout.split()))
     assert len(rows) == sum(per_worker)
@@ -129,7 +131,7 @@ def test_merged_answers_from_two_workers(cluster, tmp_path):
     assert hub.get("/query/validate", params={"q": "http and"}).json()["valid"] is False
 
     assert hub.get("/status").json()["hub"]["workers_ok"] == 2
-    assert httpx.get(hub.url.removesuffix("/api/v1") + "/schema/openapi.json").status_code == 200
+    assert httpx.get(hub.url.removesuffix("/api/v1") + "/schema/openapi.json", headers=AUTH).status_code == 200
 
 
 def test_a_dead_worker_gives_a_partial_answer(cluster):
@@ -158,7 +160,7 @@ class SseReader:
         import threading
         self.events: list[dict[str, str]] = []
         self.client = httpx.Client(timeout=httpx.Timeout(30, read=None))
-        self.request = self.client.build_request("GET", url, params=params, headers=headers or {})
+        self.request = self.client.build_request("GET", url, params=params, headers={**AUTH, **(headers or {})})
         self.response = self.client.send(self.request, stream=True)
         assert self.response.status_code == 200, self.response.read()
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -188,7 +190,7 @@ class SseReader:
 
 def test_stream_merges_resumes_and_reports_status(cluster):
     hub, alpha, beta, port_a, port_b = cluster
-    bad = httpx.get(hub.url + "/stream", params={"q": "http and"}, timeout=10)
+    bad = hub.get("/stream", params={"q": "http and"})
     assert bad.status_code == 400 and bad.json()["column"] == 9
 
     reader = SseReader(hub.url + "/stream", q="http")
@@ -233,11 +235,12 @@ def test_every_hub_doc_example_runs(cluster, tmp_path):
     hub, alpha, beta, port_a, port_b = cluster
     commands = hub_doc_commands()
     for route in ("/entries?", "/entries/$ENTRY", "/entries/$ENTRY/pcap", "/pcap", "/har", "/stream",
-                  "/query/validate", "/workers", "/status", "/schema"):
+                  "/query/validate", "/workers", "/status", "/schema", "/healthz"):
         assert any(route in command for command in commands), route
+    assert all('-H "Authorization: Bearer $SHARK_TOKEN"' in c for c in commands if "/healthz" not in c)
     traffic(port_a, port_b)
     entry = all_entries(hub, 5)["entries"][0]
-    env = {**os.environ, "HUB": hub.url.removesuffix("/api/v1"), "ENTRY": entry["id"]}
+    env = {**os.environ, "HUB": hub.url.removesuffix("/api/v1"), "ENTRY": entry["id"], "SHARK_TOKEN": TEST_TOKEN}
     for command in commands:
         result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=30)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support.processes import Proc, Worker, wait_for
+from support.processes import TEST_TOKEN, Proc, Worker, wait_for
 
 pytestmark = pytest.mark.root
 TESTS = str(Path(__file__).resolve().parents[1])
@@ -94,8 +94,11 @@ def cluster():
         c.down()
 
 
+AUTH = f"Authorization: Bearer {TEST_TOKEN}"     # workers and hub serve beyond loopback: the token
+
+
 def hub_get(c: Cluster, url: str, *curl_args: str) -> str:
-    result = c.bridge.run("curl", "-sS", "--max-time", "20", *curl_args, url)
+    result = c.bridge.run("curl", "-sS", "--max-time", "20", "-H", AUTH, *curl_args, url)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -107,7 +110,7 @@ def ws_messages(proc: Proc) -> list[dict]:
 WS_CLIENT = """
 import asyncio, json, sys, websockets
 async def main():
-    async with websockets.connect(sys.argv[1]) as ws:
+    async with websockets.connect(sys.argv[1], additional_headers={"Authorization": "Bearer " + sys.argv[3]}) as ws:
         await ws.send(sys.argv[2])
         async for message in ws:
             print(message, flush=True)
@@ -139,16 +142,17 @@ def test_three_nodes_merged_by_the_hub(cluster, tmp_path):
                                     prefix=n3.prefix))
         redis_server.wait_line("Ready to accept connections")
     workers = [c.start(Worker(["--iface", node.iface], tmp_path / node.name, prefix=node.prefix,
-                              node=node.name, listen_host=node.address)) for node in c.nodes]
+                              node=node.name, listen_host=node.address, token=TEST_TOKEN)) for node in c.nodes]
     hub = c.start(Proc([sys.executable, "-m", "hub", *[a for w in workers for a in ("--worker", w.url)],
                         "--listen", f"{c.bridge.address}:0", "--poll-interval", "0.3", "--timeout", "5"],
-                       prefix=c.bridge.prefix))
+                       prefix=c.bridge.prefix, env={"SHARK_TOKEN": TEST_TOKEN}))
     base = hub.wait_line(r"hub serving on (http://\S+)").group(1)
     api = base + "/api/v1"
     wait_for(lambda: all(w["ok"] for w in json.loads(hub_get(c, api + "/workers"))), what="3 workers up")
 
     # a WebSocket client of the hub, in the bridge namespace
-    ws = c.start(Proc([sys.executable, "-c", WS_CLIENT, base.replace("http://", "ws://") + "/api/v1/ws", "redis"],
+    ws = c.start(Proc([sys.executable, "-c", WS_CLIENT, base.replace("http://", "ws://") + "/api/v1/ws", "redis",
+                       TEST_TOKEN],
                       prefix=c.bridge.prefix))
     wait_for(lambda: sum(m["type"] == "status" for m in ws_messages(ws)) >= 3, what="status messages on the WebSocket")
 
@@ -202,7 +206,7 @@ def test_three_nodes_merged_by_the_hub(cluster, tmp_path):
     assert "shark_hub_ws_clients 1" in metrics
 
     # a live SSE client, then node3's worker dies mid-stream
-    sse = c.start(Proc(["curl", "-sN", "--max-time", "30", api + "/stream"], prefix=c.bridge.prefix))
+    sse = c.start(Proc(["curl", "-sN", "--max-time", "30", "-H", AUTH, api + "/stream"], prefix=c.bridge.prefix))
     wait_for(lambda: sum(line == "event: status" for line in sse.lines) >= 3, what="SSE status events")
     victim = workers[2]
     victim.signal(signal.SIGKILL)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from support.processes import wait_for
-from test_hub_live import Hub, SseReader
+from test_hub_live import AUTH, Hub, SseReader
 
 pytestmark = pytest.mark.root
 
@@ -66,12 +66,13 @@ def open_slow_client(base_url: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # before connect: sets the window
     sock.connect((parts.hostname, parts.port))
     sock.sendall((f"GET {parts.path}/stream HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                  f"Authorization: {AUTH['Authorization']}\r\n"
                   "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n").encode())
     return sock
 
 
 def metric(hub: Hub, name: str) -> float:
-    text = httpx.get(hub.url.removesuffix("/api/v1") + "/metrics", timeout=30).text
+    text = httpx.get(hub.url.removesuffix("/api/v1") + "/metrics", timeout=30, headers=AUTH).text
     match = re.search(rf"^{name} (\S+)$", text, re.M)
     assert match, f"{name} not in /metrics:\n{text}"
     return float(match.group(1))

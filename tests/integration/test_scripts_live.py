@@ -23,8 +23,9 @@ from unit.test_scripts_api import Receiver
 pytestmark = pytest.mark.root
 
 
-def shark(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shark.cli", *args], capture_output=True, text=True, timeout=60)
+def shark(*args: str, token: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shark.cli", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SHARK_TOKEN": token})
 
 
 class Tap:
@@ -35,9 +36,11 @@ class Tap:
         self.proc.wait_line(rf"UI and API at http://127\.0\.0\.1:{port}")
         self.url = f"http://127.0.0.1:{port}"
         self.api = self.url + "/api/v1"
+        self.token = (state / "token").read_text().strip()       # --state-dir: the CLI is handed it
+        self.auth = {"Authorization": f"Bearer {self.token}"}
 
     def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(self.api + path, params=params, timeout=30)
+        response = httpx.get(self.api + path, params=params, timeout=30, headers=self.auth)
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -49,7 +52,7 @@ class Tap:
                         f"{needle!r} in the log of {script}")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return shark(*args, "--hub", self.url)
+        return shark(*args, "--hub", self.url, token=self.token)
 
     def stop(self) -> None:
         self.proc.stop()
@@ -95,9 +98,9 @@ def scripts_for(port: int) -> dict[str, str]:
 class StreamReader:
     """(event, data) of the hub's /stream, read in a thread."""
 
-    def __init__(self, url: str, q: str) -> None:
+    def __init__(self, url: str, q: str, headers: dict[str, str]) -> None:
         self.events: list[tuple[str, Any]] = []
-        self.client = httpx.Client(timeout=httpx.Timeout(None, connect=10))
+        self.client = httpx.Client(timeout=httpx.Timeout(None, connect=10), headers=headers)
         self.response = self.client.send(self.client.build_request("GET", url, params={"q": q}), stream=True)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -143,7 +146,7 @@ def test_scripts_on_live_traffic_and_after_a_restart(http_server: int, receiver:
             return True
         wait_for(warm, timeout=30, what="the scripts to see new traffic")
 
-        live = StreamReader(f"{tap.api}/stream", f"dst.port == {http_server}")
+        live = StreamReader(f"{tap.api}/stream", f"dst.port == {http_server}", tap.auth)
         wait_for(lambda: any(kind == "status" for kind, _ in live.events), what="the live stream open")
         for path in ("/json", "/status/500", "/json", "/status/503", "/status/500", "/status/502"):
             httpx.get(base + path, timeout=10)
@@ -174,12 +177,12 @@ def test_scripts_on_live_traffic_and_after_a_restart(http_server: int, receiver:
         assert detail["tags"] == ["test.fail"] and "body" in detail["response"]
         # onItemQueried changed what /entries answers (not what is stored)
         assert all(e["summary"].startswith("[5xx] ") for e in failed)
-        stored = httpx.get(f"{tap.api}/entries/{failed[0]['id']}", timeout=30).json()
+        stored = httpx.get(f"{tap.api}/entries/{failed[0]['id']}", timeout=30, headers=tap.auth).json()
         assert not stored["summary"].startswith("[5xx]")
 
         # the pcap snapshot: listed, downloadable, readable by tshark
         snapshot = wait_for(lambda: tap.get("/scripts/snapshots")["snapshots"], what="a snapshot")[0]
-        pcap = httpx.get(f"{tap.api}/scripts/snapshots/{snapshot['name']}", timeout=30)
+        pcap = httpx.get(f"{tap.api}/scripts/snapshots/{snapshot['name']}", timeout=30, headers=tap.auth)
         assert pcap.status_code == 200 and len(pcap.content) == snapshot["bytes"] > 24
         (tmp_path / "snap.pcap").write_bytes(pcap.content)
         codes = subprocess.run(["tshark", "-r", str(tmp_path / "snap.pcap"), "-Y", "http.response",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +38,12 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def tap(tmp_path: Path):
+def tap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # the CLI runs below find the token where tap put it: the same user, the same state dir
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     port = free_port()
     proc = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
-                 "--proxy-port", str(port)], env={"XDG_STATE_HOME": str(tmp_path / "state")})
+                 "--proxy-port", str(port)])
     proc.wait_line(rf"UI and API at http://127\.0\.0\.1:{port}")
     yield proc, f"http://127.0.0.1:{port}"
     proc.stop()
@@ -64,10 +67,12 @@ def test_tap_local_serves_traffic_to_the_commands_and_stops_on_ctrl_c(tap, http_
         return found if len(found) >= 3 else None
     found = wait_for(ours, timeout=30, what="3 entries from `query http`")
     assert sorted(e["summary"] for e in found) == [f"GET /json?n={n}" for n in range(3)]
-    # our own traffic (CLI -> hub, hub -> worker) is left out of the capture
-    everything = shark("query", "-o", "json", "--hub", hub)
+    # our own traffic (CLI -> hub, hub -> worker) is left out of the capture (lo also carries
+    # other tests' traffic: only ours is looked for)
+    everything = shark("query", "-o", "json", "--limit", "100000", "--hub", hub)
     ports = {e["dst"]["port"] for e in map(json.loads, everything.stdout.splitlines())}
-    assert ports == {http_server}, everything.stdout
+    worker_port = int(proc.wait_line(r"worker ready at http://127\.0\.0\.1:(\d+)").group(1))
+    assert http_server in ports and not ports & {worker_port, int(hub.rsplit(":", 1)[1])}, everything.stdout
 
     table = shark("query", f"http and dst.port == {http_server}", "--hub", hub)
     assert table.returncode == 0, table.stderr
@@ -104,6 +109,49 @@ def test_tap_local_serves_traffic_to_the_commands_and_stops_on_ctrl_c(tap, http_
     proc._reader.join(5)
     assert "stopped hub and worker" in proc.output
     assert not [pid for pid in kids if alive(pid)]
+
+
+def test_tap_local_makes_the_token_once_and_hands_it_over_out_of_sight(tap, tmp_path):
+    proc, hub = tap
+    token_file = tmp_path / "state" / "shark" / "token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token_file.parent.stat().st_mode) & 0o077 == 0 or token_file.parent.owner() == "root"
+    token = token_file.read_text().strip()
+    assert len(token) >= 40
+    login = proc.wait_line(r"log in to the UI at (\S+)").group(1)
+    assert login == f"{hub}/?token={token}"
+    # children get it in their environment, never on a command line (`ps` shows those to everyone)
+    for pid in children(proc.process.pid):
+        assert token.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert f"SHARK_TOKEN={token}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert httpx.get(f"{hub}/api/v1/status", timeout=10).status_code == 401
+    assert httpx.get(f"{hub}/api/v1/status", headers={"Authorization": f"Bearer {token}"},
+                     timeout=10).status_code == 200
+    printed = shark("token", "--local")
+    assert printed.returncode == 0 and printed.stdout == token + "\n"
+    # the same user's next tap uses the same token (a browser stays logged in)
+    proc.stop()
+    again = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
+                  "--proxy-port", hub.rsplit(":", 1)[1]])
+    try:
+        assert again.wait_line(r"log in to the UI at (\S+)").group(1) == login
+    finally:
+        again.stop()
+    # SHARK_TOKEN overrides the file for tap and the CLI alike
+    port = free_port()
+    chosen = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
+                   "--proxy-port", str(port)], env={"SHARK_TOKEN": "chosen-token-abc"})
+    try:
+        assert chosen.wait_line(r"log in to the UI at (\S+)").group(1) == f"http://127.0.0.1:{port}/?token=chosen-token-abc"
+        denied = shark("status", "--hub", f"http://127.0.0.1:{port}")      # the file's token: refused
+        assert denied.returncode == 1 and denied.stderr.startswith("kubectl-shark: the hub refused the token: the "
+                                                                   "token is not this hub's")
+        assert "SHARK_TOKEN (not set); " in denied.stderr
+        assert shark("status", "--hub", f"http://127.0.0.1:{port}", env={"SHARK_TOKEN": "chosen-token-abc"}
+                     ).returncode == 0
+    finally:
+        chosen.stop()
+    assert token_file.read_text().strip() == token
 
 
 def test_sigterm_stops_both_children(tap):
@@ -149,9 +197,11 @@ def test_tap_local_replays_a_pcap_file(tmp_path):
                  "--proxy-port", str(port), "--state-dir", str(tmp_path / "state")])
     try:
         proc.wait_line(rf"replaying .*basic\.pcap; UI and API at http://127\.0\.0\.1:{port}")
+        # a state dir of its own: the CLI is handed its token (README, "The token")
+        token = shark("token", "--local", "--state-dir", str(tmp_path / "state")).stdout.strip()
 
         def entries() -> list[dict] | None:
-            r = shark("query", "http", "-o", "json", "--hub", f"http://127.0.0.1:{port}")
+            r = shark("query", "http", "-o", "json", "--hub", f"http://127.0.0.1:{port}", env={"SHARK_TOKEN": token})
             assert r.returncode == 0, r.stderr
             return [json.loads(line) for line in r.stdout.splitlines()] or None
         assert all(e["protocol"] == "http" for e in wait_for(entries, timeout=30, what="replayed entries"))

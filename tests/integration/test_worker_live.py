@@ -184,7 +184,8 @@ def test_bad_queries_are_400_with_the_column(worker):
 
 
 def test_config_and_targets_validate_input(worker, http_server):
-    put = lambda path, body: httpx.put(worker.url + path, content=body, timeout=10)  # noqa: E731
+    put = lambda path, body: httpx.put(worker.url + path, content=body, timeout=10,  # noqa: E731
+                                       headers={"Content-Type": "application/json"})
     assert put("/config", b'{"storage_limit": "lots"}').json()["detail"].startswith("storage_limit")
     assert put("/config", b'{"storage_limit": "1MB"}').status_code == 400
     assert put("/config", b'{"colour": 1}').json()["detail"].startswith("colour")

@@ -18,6 +18,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+# The installation's token of tests whose workers and hub serve beyond loopback (namespaces as
+# nodes), where a token is required (shark/auth.py).
+TEST_TOKEN = "shark-tests-9c1f3e2d7b6a5f4e3d2c1b0a9f8e7d6c"
 
 
 def free_port() -> int:
@@ -93,18 +96,23 @@ class Proc:
 
 
 class Worker(Proc):
-    """`python -m worker` with a fresh API port; `url` is its /api/v1 base."""
+    """`python -m worker` with a fresh API port; `url` is its /api/v1 base. With `token` it asks
+    for it (and `get` sends it); without, it runs without one (loopback only), whatever
+    SHARK_TOKEN the test run itself has."""
 
     def __init__(self, args: Sequence[str], storage_dir: Path, *, prefix: Sequence[str] = (),
-                 node: str = "test-node", listen_host: str = "127.0.0.1") -> None:
+                 node: str = "test-node", listen_host: str = "127.0.0.1", token: str | None = None) -> None:
         super().__init__([sys.executable, "-m", "worker", *args, "--storage-dir", str(storage_dir),
-                          "--listen", f"{listen_host}:0", "--node", node], prefix=prefix)
+                          "--listen", f"{listen_host}:0", "--node", node], prefix=prefix,
+                         env={"SHARK_TOKEN": token or ""})
         match = self.wait_line(r"serving on (http://\S+/api/v1)")
         self.url = match.group(1)
         self.node = node
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30, **kwargs)
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return httpx.get(self.url + path, timeout=30, headers=headers, **kwargs)
 
     def entries(self, **params: Any) -> list[dict[str, Any]]:
         import json

@@ -15,6 +15,7 @@ from hub.metrics import StreamCounters, render
 from hub.servicemap import build, is_error, percentile
 
 URLS = ["http://w1:8897", "http://w2:8897"]
+LOCAL = "http://127.0.0.1"        # a Host the hub serves (shark/auth.py refuses others)
 
 
 def entry(node: str, seq: int, ts: float, src: str, dst: str, port: int, **extra) -> dict:
@@ -97,7 +98,7 @@ def test_servicemap_nodes_and_edges():
 
 
 def test_servicemap_route_is_partial_and_validates_q():
-    with TestClient(app(down={"w2"})) as client:
+    with TestClient(app(down={"w2"}), base_url=LOCAL) as client:
         body = client.get("/api/v1/servicemap").json()
         assert [(e["source"], e["target"], e["count"]) for e in body["edges"]] == [("10.0.0.1", "10.0.0.2:80", 2)]
         assert {w["url"]: w["ok"] for w in body["workers"]} == {
@@ -134,7 +135,7 @@ def parse_prometheus(text: str) -> dict[tuple[str, str], float]:
 
 
 def test_metrics_from_polled_status():
-    with TestClient(app(down={"w2"})) as client:
+    with TestClient(app(down={"w2"}), base_url=LOCAL) as client:
         response = client.get("/metrics")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -163,7 +164,7 @@ def test_metrics_escape_labels_and_count_lost():
 
 # -- WebSocket -----------------------------------------------------------------------------
 def test_ws_streams_entries_and_status():
-    with TestClient(app()) as client, client.websocket_connect("/api/v1/ws") as ws:
+    with TestClient(app(), base_url=LOCAL) as client, client.websocket_connect("/api/v1/ws") as ws:
         ws.send_text("redis")
         seen: dict[str, list] = {"entry": [], "status": []}
         while not seen["entry"] or len(seen["status"]) < 2:
@@ -175,7 +176,7 @@ def test_ws_streams_entries_and_status():
 
 
 def test_ws_rejects_invalid_kfl_with_1008():
-    with TestClient(app()) as client, client.websocket_connect("/api/v1/ws") as ws:
+    with TestClient(app(), base_url=LOCAL) as client, client.websocket_connect("/api/v1/ws") as ws:
         ws.send_text("http and")
         message = ws.receive_json(timeout=10)
         assert message["type"] == "error" and message["payload"]["column"] == 9
@@ -186,7 +187,7 @@ def test_ws_rejects_invalid_kfl_with_1008():
 
 
 def test_ws_accepts_a_json_first_message():
-    with TestClient(app()) as client, client.websocket_connect("/api/v1/ws") as ws:
+    with TestClient(app(), base_url=LOCAL) as client, client.websocket_connect("/api/v1/ws") as ws:
         ws.send_text(json.dumps({"q": "http and =="}))
         assert ws.receive_json(timeout=10)["payload"]["column"] == 10
 
@@ -215,7 +216,7 @@ def test_counters_track_clients_and_lost_events():
 
 def test_ws_client_leaving_is_forgotten():
     import time
-    with TestClient(app()) as client:
+    with TestClient(app(), base_url=LOCAL) as client:
         with client.websocket_connect("/api/v1/ws") as ws:
             ws.send_text("")
             ws.receive_json(timeout=10)

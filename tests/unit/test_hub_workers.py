@@ -16,6 +16,7 @@ from hub.workers import WorkerClient, WorkerPool, read_pcap
 from worker.store.segments import pcap_header, pcap_record
 
 URLS = ["http://w1:8897", "http://w2:8897", "http://w3:8897"]
+LOCAL = "http://127.0.0.1"        # a Host the hub serves (shark/auth.py refuses others)
 
 
 def entry(node: str, seq: int, ts: float, **extra) -> dict:
@@ -218,7 +219,7 @@ def test_app_validates_kfl_before_asking_workers():
     respx.get("http://w1:8897/api/v1/status").mock(return_value=status("a"))
     entries = respx.get("http://w1:8897/api/v1/entries").respond(200, content=b"")
     app = create_app(HubSettings(workers=URLS[:1], poll_interval=60, backoff=0.001))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         for path in ("/api/v1/entries", "/api/v1/pcap", "/api/v1/har"):
             response = client.get(path, params={"q": "http and =="})
             assert response.status_code == 400, path
@@ -238,7 +239,7 @@ def test_app_routes_detail_to_the_owner():
     respx.get("http://w2:8897/api/v1/entries/b:4").respond(200, json=entry("b", 4, 1.0))
     respx.get("http://w2:8897/api/v1/entries/b:5").respond(410, json={"error": "gone", "detail": "evicted"})
     app = create_app(HubSettings(workers=URLS[:2], poll_interval=60, backoff=0.001))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         assert client.get("/api/v1/entries/b:4").json()["id"] == "b:4"
         gone = client.get("/api/v1/entries/b:5")
         assert gone.status_code == 410 and gone.json() == {"error": "gone", "detail": "evicted"}

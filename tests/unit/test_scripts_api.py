@@ -169,7 +169,8 @@ def test_bad_requests_say_which_field(hub: RunningHub, body: dict[str, Any], det
     assert answer.status_code == 400 and answer.json()["error"] == "bad request"
     assert answer.json()["detail"].startswith(detail), answer.json()
     assert hub.http.get("/scripts").json()["scripts"] == []
-    assert hub.http.post("/scripts", content=b"{nope").json()["detail"].startswith("body: not valid JSON")
+    assert hub.http.post("/scripts", content=b"{nope", headers={"Content-Type": "application/json"}).json()[
+        "detail"].startswith("body: not valid JSON")
 
 
 def test_a_syntax_error_is_a_400_with_line_and_column_and_changes_nothing(hub: RunningHub) -> None:
