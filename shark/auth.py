@@ -185,9 +185,10 @@ class Guard:
             login = self._login(scope, port)
             if login is not None:
                 return login
-        if policy.token is not None and not (method in READING and not websocket and policy.public(path)):
+        if policy.token is not None:
             refusal = self._unauthenticated(headers, port)
-            if refusal is not None:
+            # (public() looks at the disk: asked only of requests without credentials)
+            if refusal is not None and not (method in READING and not websocket and policy.public(path)):
                 return refusal
         if method in STATE_CHANGING and not websocket and not _json_or_empty(headers):
             given = repr(headers["content-type"]) if "content-type" in headers else "missing"

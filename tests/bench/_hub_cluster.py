@@ -25,7 +25,10 @@ TESTS = BENCH.parent
 sys.path[:0] = [str(TESTS)]
 
 from support.netns import enter_netns  # noqa: E402
-from support.processes import Proc, Worker, wait_for  # noqa: E402
+from support.processes import TEST_TOKEN, Proc, Worker, wait_for  # noqa: E402
+
+# Workers on the nodes' addresses need a token (shark/auth.py); the hub sends it and asks for it.
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 SUBNET = "10.213.41"
 HTTP_PORT = 8080
@@ -137,7 +140,7 @@ class Lab:
         for node in nodes:
             worker = Worker(["--iface", "eth0", "--bpf", f"tcp port {HTTP_PORT}"], store / node.name,
                             prefix=[*node.prefix, *tree_env(self.worker_tree)], node=f"node{node.index}",
-                            listen_host=node.address)
+                            listen_host=node.address, token=TEST_TOKEN)
             self.start(worker)
             started.append(worker)
         return started
@@ -164,15 +167,15 @@ class HubProc(Proc):
 
     def __init__(self, worker_urls: list[str], tree: Path | None = None) -> None:
         super().__init__([sys.executable, "-m", "hub", *[a for u in worker_urls for a in ("--worker", u)],
-                          "--listen", "127.0.0.1:0"], prefix=tree_env(tree))
+                          "--listen", "127.0.0.1:0"], prefix=tree_env(tree), env={"SHARK_TOKEN": TEST_TOKEN})
         self.base = self.wait_line(r"hub serving on (http://\S+)").group(1)
         self.url = self.base + "/api/v1"
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30, **kwargs)
+        return httpx.get(self.url + path, timeout=30, headers=AUTH, **kwargs)
 
     def metric(self, name: str) -> float:
-        for line in httpx.get(self.base + "/metrics", timeout=30).text.splitlines():
+        for line in httpx.get(self.base + "/metrics", timeout=30, headers=AUTH).text.splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])
         raise RuntimeError(f"{name} not in the hub's /metrics")
@@ -198,7 +201,7 @@ class SseClients(Proc):
 
     def __init__(self, url: str, count: int, prefix: str, status_events: int = 0) -> None:
         super().__init__([*LOAD, "sse", url, "--clients", str(count), "--prefix", prefix,
-                          "--status-events", str(status_events)])
+                          "--status-events", str(status_events)], env={"SHARK_TOKEN": TEST_TOKEN})
         line = self.wait_line(r"^(ready|failed.*)$", timeout=30).group(1)
         if line != "ready":
             self.stop()
@@ -238,7 +241,7 @@ class SseClients(Proc):
 
 
 def worker_status(worker: Worker) -> dict[str, Any]:
-    return httpx.get(worker.url + "/status", timeout=30).json()
+    return httpx.get(worker.url + "/status", timeout=30, headers=AUTH).json()
 
 
 def established(node: Node, port: int) -> int:

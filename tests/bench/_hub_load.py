@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -226,7 +227,7 @@ async def read_sse(url: str, prefix: str, stats: SseStats) -> None:
     try:
         reader, writer = await asyncio.open_connection(part.hostname, part.port, limit=1 << 22)
         writer.write(f"GET {target} HTTP/1.1\r\nHost: {part.netloc}\r\nAccept: text/event-stream\r\n"
-                     "Cache-Control: no-cache\r\n\r\n".encode())
+                     f"{auth_header(os.environ.get('SHARK_TOKEN'))}Cache-Control: no-cache\r\n\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 200"):
             stats.error = head.split(b"\r\n", 1)[0].decode("latin-1")
@@ -323,14 +324,19 @@ async def sse_clients(url: str, clients: int, prefix: str, status_events: int) -
 
 
 # -- slow clients (used in-process by bench_hub.py) ----------------------------------------------
-def open_slow_client(url: str) -> socket.socket:
+def auth_header(token: str | None) -> str:
+    """The request header line that carries the token (hub and workers ask for it), or none."""
+    return f"Authorization: Bearer {token}\r\n" if token else ""
+
+
+def open_slow_client(url: str, token: str | None = None) -> socket.socket:
     """An SSE request whose reader never reads; a 4 KB receive buffer (set before connect, so it
     sets the window) makes the sender's side back up early."""
     part = urlsplit(url)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((part.hostname, part.port))
-    sock.sendall((f"GET {part.path} HTTP/1.1\r\nHost: {part.netloc}\r\n"
+    sock.sendall((f"GET {part.path} HTTP/1.1\r\nHost: {part.netloc}\r\n{auth_header(token)}"
                   "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n").encode())
     return sock
 

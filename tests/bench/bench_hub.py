@@ -61,7 +61,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH)]
 
 from _common import ROOT, machine, table, tree_pids, wait_for_quiet  # noqa: E402
-from _hub_cluster import Lab, SseClients, established, run_load, set_tcp_wmem_max, worker_status  # noqa: E402
+from _hub_cluster import AUTH, Lab, SseClients, established, run_load, set_tcp_wmem_max, worker_status  # noqa: E402
 from _hub_load import open_slow_client  # noqa: E402
 from support.processes import wait_for  # noqa: E402
 
@@ -156,7 +156,7 @@ def repeat_query(url: str, params: dict[str, Any], reps: int, marker: bytes, che
     (the hub's own, and the workers' summed: on 2 cores, 8 workers answering at once queue
     for the CPU where a cluster would run each on its own node)."""
     firsts, fulls = [], []
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=AUTH) as client:
         for _ in range(2):
             check(timed_get(client, url, params, marker)[2])
         cpu = CpuWindow(cpu_of)
@@ -396,7 +396,8 @@ def rss(lab: Lab, store: Path, args: argparse.Namespace) -> dict[str, Any]:
         pid = hub.process.pid
         idle = rss_mb(pid)
         sentinel = lab.start(SseClients(hub.url + "/stream", 1, "/rss/", status_events=1))
-        sockets = [open_slow_client(hub.url + "/stream") for _ in range(args.slow_clients)]
+        sockets = [open_slow_client(hub.url + "/stream", AUTH["Authorization"].split()[1])
+                   for _ in range(args.slow_clients)]
         wait_for(lambda: hub.metric("shark_hub_sse_clients") == args.slow_clients + 1, 30,
                  f"{args.slow_clients + 1} SSE clients at the hub")
         connected = rss_mb(pid)

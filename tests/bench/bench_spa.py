@@ -254,10 +254,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "--proxy-port", str(port), "--state-dir", str(work / "state"), "--storage-limit", "1GB"])
     try:
         hub = tap.wait_line(rf"UI and API at (http://127\.0\.0\.1:{port})", timeout=120).group(1)
+        token = tap.wait_line(r"log in to the UI at \S+\?token=(\S+)").group(1)
         started = time.monotonic()
 
         def dissected() -> int | None:
-            status = httpx.get(f"{hub}/api/v1/status", timeout=30).json()
+            status = httpx.get(f"{hub}/api/v1/status", timeout=30, headers={"Authorization": f"Bearer {token}"}).json()
             worker = (status["workers"] or [{}])[0].get("status") or {}
             entries = worker.get("index", {}).get("entries", 0)
             return entries if entries >= args.entries and worker.get("dissection", {}).get("caught_up") else None
@@ -271,7 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             page.add_init_script(f"({LONG_TASKS_JS})()")
             limit = min(args.entries, 100_000)
             started = time.monotonic()
-            page.goto(f"{hub}/?limit={limit}")
+            page.goto(f"{hub}/?limit={limit}&token={token}")     # logged in as tap opens it
             page.wait_for_function(f"window.shark && window.shark.store.length >= {limit} && window.shark.state.loads === 0",
                                    timeout=600_000, polling=50)
             load_s = time.monotonic() - started
