@@ -137,6 +137,10 @@ def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube,
         workers = kube.wait_for(lambda: (w := httpx.get(f"{ui}/workers", headers=auth).json()) and len(w) == 2
                                 and all(x["ok"] for x in w) and w, 30, "both workers up at the hub")
         assert sorted(w["url"] for w in workers) == sorted(f"http://{ip}:8897/api/v1" for ip in nodes.values())
+        # the targets went to every worker with the token (a worker refusing them would say 401 here)
+        sent = kube.wait_for(lambda: (t := httpx.get(f"{ui}/targets", headers=auth).json()["workers"]) and all(
+            w["sent_at"] for w in t) and t, 30, "targets sent to both workers")
+        assert [(w["ok"], w["error"]) for w in sent] == [(True, None), (True, None)]
         # a browser logs in with the address tap printed, then reads with its cookie alone
         login = next(line.removeprefix("log in to the UI at ") for line in said if line.startswith("log in"))
         assert login == f"http://127.0.0.1:{port}/?token={token}"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import respx
 
-from unit.test_cli import HUB, shark
+from unit.test_cli import HUB, CLIResult, shark
 
 STATUS = {"hub": {"version": "t", "uptime_s": 1, "workers": 0, "workers_ok": 0}, "workers": []}
 
@@ -38,23 +38,25 @@ def hub_wanting(token: str | None) -> tuple[respx.MockRouter, list[str | None]]:
     return router, seen
 
 
-def test_the_state_dirs_token_is_sent(state: Path):
-    state.mkdir(parents=True)
-    (state / "token").write_text("from-the-file\n")
-    router, seen = hub_wanting("from-the-file")
+def status_with(state: Path, stored: str | None, wanted: str | None) -> tuple[CLIResult, list[str | None]]:
+    """`kubectl shark status` with `stored` in the state dir's token file, against a hub wanting `wanted`."""
+    if stored is not None:
+        state.mkdir(parents=True)
+        (state / "token").write_text(stored)
+    router, seen = hub_wanting(wanted)
     with router:
-        result = shark("status", "--hub", HUB)
+        return shark("status", "--hub", HUB), seen
+
+
+def test_the_state_dirs_token_is_sent(state: Path):
+    result, seen = status_with(state, "from-the-file\n", "from-the-file")
     assert result.exit_status == 0, result.stderr
     assert seen == ["Bearer from-the-file"]
 
 
 def test_shark_token_overrides_the_file_and_is_the_only_one_tried(state: Path, monkeypatch: pytest.MonkeyPatch):
-    state.mkdir(parents=True)
-    (state / "token").write_text("from-the-file\n")
     monkeypatch.setenv("SHARK_TOKEN", "from-the-env")
-    router, seen = hub_wanting("from-the-file")
-    with router:
-        refused = shark("status", "--hub", HUB)
+    refused, seen = status_with(state, "from-the-file\n", "from-the-file")
     assert seen == ["Bearer from-the-env"]
     assert refused.exit_status == 1
     assert refused.stderr.splitlines() == [
@@ -64,16 +66,12 @@ def test_shark_token_overrides_the_file_and_is_the_only_one_tried(state: Path, m
 
 
 def test_without_any_token_a_hub_that_needs_none_is_asked_as_it_is(state: Path):
-    router, seen = hub_wanting(None)
-    with router:
-        assert shark("status", "--hub", HUB).exit_status == 0
-    assert seen == [None]
+    result, seen = status_with(state, None, None)
+    assert result.exit_status == 0 and seen == [None]
 
 
 def test_nowhere_to_find_it_says_where_it_looked(state: Path):
-    router, seen = hub_wanting("secret")
-    with router:
-        refused = shark("status", "--hub", HUB)
+    refused, seen = status_with(state, None, "secret")
     assert seen == [None]
     assert refused.exit_status == 1
     assert refused.stderr.splitlines()[0] == ("kubectl-shark: the hub refused the token: no token: send "
@@ -84,11 +82,7 @@ def test_nowhere_to_find_it_says_where_it_looked(state: Path):
 
 
 def test_an_unreadable_token_file_is_named(state: Path):
-    state.mkdir(parents=True)
-    (state / "token").write_text("  \n")
-    router, _ = hub_wanting("secret")
-    with router:
-        refused = shark("status", "--hub", HUB)
+    refused, _ = status_with(state, "  \n", "secret")
     assert f"{state / 'token'}: the token is empty" in refused.stderr
 
 
