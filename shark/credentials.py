@@ -46,15 +46,15 @@ def cluster_token(namespace: str = DEFAULT_RELEASE_NAMESPACE) -> tuple[str | Non
 class TokenFinder:
     """The tokens to try, in order; `looked` says where it looked, for the user."""
 
-    def __init__(self, state_dir: Path | None = None, release_namespace: str = DEFAULT_RELEASE_NAMESPACE,
-                 cluster: bool = True) -> None:
+    def __init__(self, state_dir: Path | None = None) -> None:
         self.state_dir = state_dir or default_state_dir()
-        self.release_namespace = release_namespace
-        self.cluster = cluster
         self.looked: list[str] = []
 
     def candidates(self) -> Iterator[str | None]:
-        from_env = shark_token.from_env()
+        try:
+            from_env = shark_token.from_env()
+        except shark_token.TokenError as error:
+            raise SharkError(str(error), hint=f"unset {shark_token.ENV} or set it to the token") from None
         if from_env is not None:
             self.looked.append(shark_token.ENV)
             yield from_env
@@ -69,11 +69,10 @@ class TokenFinder:
         else:
             self.looked.append(str(path) if local else f"{path} (none)")
         yield local
-        if self.cluster:
-            token, where = cluster_token(self.release_namespace)
-            self.looked.append(where)
-            if token is not None and token != local:
-                yield token
+        token, where = cluster_token()
+        self.looked.append(where)
+        if token is not None and token != local:
+            yield token
 
     def hint(self) -> str:
         return (f"looked for the token in: {'; '.join(self.looked)}; set {shark_token.ENV} "

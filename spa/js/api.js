@@ -42,7 +42,7 @@ export async function getJson(path, params = {}, { signal } = {}) {
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = null; }
   if (!response.ok) {
-    if (response.status === 401) refused(body?.detail);
+    if (response.status === 401) refused();
     const detail = body && typeof body === "object" && body.detail ? body.detail : text.slice(0, 200);
     throw new ApiError(`${response.status} ${detail || response.statusText}`, response.status, body);
   }
@@ -71,7 +71,7 @@ function startLoader() {
       return;
     }
     pendingLoads.delete(data.id);
-    if (data.error?.status === 401) refused(data.error.detail);
+    if (data.error?.status === 401) refused();
     if (data.error) pending.reject(new ApiError(data.error.detail, data.error.status, data.error.body ?? null));
     else pending.resolve({ count: data.count, workers: data.workers, timing: { ...data.timing, sent: pending.sent } });
   };

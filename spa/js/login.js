@@ -11,8 +11,8 @@ export const UNAUTHORIZED = "shark:unauthorized";
 let shown = false;
 
 /** Called by whatever got a 401 from the hub. */
-export function refused(detail = "") {
-  window.dispatchEvent(new CustomEvent(UNAUTHORIZED, { detail }));
+export function refused() {
+  window.dispatchEvent(new Event(UNAUTHORIZED));
 }
 
 /** Is this page logged in? Asks the hub once; a 401 shows the login dialog and answers false. */
