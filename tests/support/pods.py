@@ -274,8 +274,9 @@ def translate(template: Mapping[str, Any], container_name: str, placement: Place
     security = c.sub("securityContext")
 
     def either(key: str) -> Any:
+        from_pod = pod_security.get(key)      # read (and so checked) even where the container's own wins
         own = security.get(key)
-        return own if own is not None else pod_security.get(key)
+        return own if own is not None else from_pod
     uid, gid = either("runAsUser"), either("runAsGroup")
     image_user = image.user.split(":")[0] if image.user else "0"
     if uid is not None:
