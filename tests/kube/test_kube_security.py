@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from shark.errors import SharkError
-from shark.kube.render import DeployOptions, render
+from shark.kube.render import DEFAULT_IMAGE, DeployOptions, render
 from shark.kube.rollout import pod_state
 from shark.kube.runner import Proxy
 from support.kubeapi import KubeAPI
@@ -196,7 +196,7 @@ def test_clean_removes_the_stores_on_the_nodes_with_a_pod_per_node(kube, nodes, 
     spec, container = pod["spec"], pod["spec"]["containers"][0]
     assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
     assert spec["tolerations"] == [{"operator": "Exists"}]                # wherever a worker ran
-    assert container["image"] == "kubectl-shark:0.1.0"                    # the workers' own image
+    assert container["image"] == DEFAULT_IMAGE                            # the workers' own image
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert spec["volumes"][0]["hostPath"] == {"path": "/var/lib/kubectl-shark", "type": "Directory"}
     assert kube.list("Pod", "shark", "app.kubernetes.io/component=cleanup") == []     # deleted when done
