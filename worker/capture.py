@@ -72,10 +72,7 @@ def _open_tls(options: WorkerOptions, live: Source) -> tuple[Any, Any, str]:
         return None, EbpfStatus(enabled=True, error=message), message
     if options.bpf:   # libpcap already took it for the live source: it compiles here too
         source.set_filter(options.bpf)
-    status = source.status()
-    libraries = ", ".join(lib.path for lib in status.libraries) or "none mapped yet"
-    return source, None, (f"tls: eBPF probes loaded ({status.probes_attached} on libssl: "
-                          f"{libraries}; {status.processes_hooked} processes)")
+    return source, None, source.summary()
 
 
 def _stats(state: CaptureState) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def noop_probes():  # type: ignore[no-untyped-def]
     """Empty uprobes and uretprobes on every libssl the node maps; returns the BPF object."""
     import os
     from worker.sources.ebpf.diagnosis import diagnose, host_facts
-    from worker.sources.ebpf.libraries import LibraryScanner
+    from worker.sources.ebpf.libraries import LIBSSL, LibraryScanner
     from worker.sources.ebpf.loader import import_bcc
     bcc = import_bcc()
     facts = host_facts(None)
@@ -98,7 +98,9 @@ def noop_probes():  # type: ignore[no-untyped-def]
         raise SystemExit(problem)
     os.environ["BCC_KERNEL_SOURCE"] = facts.kernel_source or ""
     bpf = bcc.BPF(text="int noop(struct pt_regs *ctx) { return 0; }")
-    for path in LibraryScanner().scan(0.0).values():
+    for path, kind in LibraryScanner().scan(0.0).values():
+        if kind != LIBSSL:
+            continue
         for symbol in SSL_FUNCTIONS:
             bpf.attach_uprobe(name=path, sym=symbol, fn_name="noop")
             bpf.attach_uretprobe(name=path, sym=symbol, fn_name="noop")

@@ -94,14 +94,15 @@ source.close()
 SERVER_OFFSETS = """
 import json, ssl, socket, sys, time
 from worker.sources.ebpf.events import parse_event
-from worker.sources.ebpf.libraries import LibraryScanner
+from worker.sources.ebpf.libraries import LIBSSL, LibraryScanner
 from worker.sources.ebpf.loader import BccProgram
 from worker.sources.ebpf.program import KIND_READ, KIND_WRITE
 port, server_pid = int(sys.argv[1]), int(sys.argv[2])
 records = []
 program = BccProgram(records.append, 16, 2048)
-for path in LibraryScanner("/proc").scan(time.monotonic()).values():
-    program.attach_library(path)
+for path, kind in LibraryScanner("/proc").scan(time.monotonic()).values():
+    if kind == LIBSSL:
+        program.attach_library(path)
 context = ssl.create_default_context()
 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
 for number in range(3):

@@ -9,7 +9,8 @@ import ssl  # noqa: F401  - maps libssl into this process, which the scanner mus
 
 import pytest
 
-from worker.sources.ebpf.libraries import LibraryFile, LibraryScanner, libssl_paths
+from worker.sources.ebpf.libraries import (EXECUTABLE, LIBSSL, Found, LibraryFile, LibraryScanner,
+                                           libssl_paths)
 from worker.sources.ebpf.sockets import (SocketTableError, connection_from_table,
                                          parse_socket_table, resolve_fd, socket_inode)
 
@@ -117,8 +118,13 @@ def test_the_scanner_finds_the_libssl_this_process_maps():
     path = next(iter(ours))
     status = os.stat(path)
     library = LibraryFile(status.st_dev, status.st_ino)
-    assert found[library] == path          # our mount namespace: the plain path
+    assert found[library] == Found(path, LIBSSL)   # our mount namespace: the plain path
     assert scanner.processes_mapping({library}) >= 1
+    # and the executable this process runs
+    exe = os.stat(f"/proc/{os.getpid()}/exe")
+    executable = LibraryFile(exe.st_dev, exe.st_ino)
+    assert found[executable] == Found(os.path.realpath(f"/proc/{os.getpid()}/exe"), EXECUTABLE)
+    assert scanner.processes_mapping({executable}) >= 1
     # Known files are not reported again; a later scan of new processes only is cheap.
     assert library not in scanner.scan(now=1.0)
 
@@ -130,12 +136,16 @@ def test_processes_that_are_gone_are_forgotten(tmp_path):
     lib.write_bytes(b"")
     (proc / "42" / "root").symlink_to("/")
     (proc / "42" / "maps").write_text(f"00-01 r-xp 0 0:0 1 {lib}\n")
+    app = tmp_path / "app"
+    app.write_bytes(b"")
+    (proc / "42" / "exe").symlink_to(app)
     scanner = LibraryScanner(str(proc))
     found = scanner.scan(now=0.0)
-    assert list(found.values()) == [str(lib)]
+    assert sorted(found.values()) == [Found(str(app), EXECUTABLE), Found(str(lib), LIBSSL)]
     assert scanner.processes_mapping(set(found)) == 1
     (proc / "42" / "maps").unlink()
     (proc / "42" / "root").unlink()
+    (proc / "42" / "exe").unlink()
     (proc / "42").rmdir()
     scanner.scan(now=100.0)
     assert scanner.processes_mapping(set(found)) == 0

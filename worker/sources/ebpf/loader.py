@@ -1,4 +1,5 @@
-"""Loading the bcc program: import bcc, compile, attach tracepoints and libssl uprobes.
+"""Loading the bcc program: import bcc, compile, attach tracepoints, and uprobes on libssl,
+on executables that link OpenSSL statically, and on Go's crypto/tls.
 
 bcc comes from the distribution (python3-bpfcc), installed for the system Python. It is
 imported from its directory without adding that directory to sys.path, so nothing else of
@@ -12,6 +13,7 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
+import resource
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +22,8 @@ from typing import Any
 
 from worker.sources.ebpf.diagnosis import diagnose, host_facts
 from worker.sources.ebpf.events import ConnKey
-from worker.sources.ebpf.program import COUNTERS, ROLE_CLIENT, ROLE_SERVER, render
+from worker.sources.ebpf.gobinary import GoTls
+from worker.sources.ebpf.program import COUNTERS, ROLE_CLIENT, ROLE_SERVER, go_supported, render
 
 log = logging.getLogger("shark.worker.ebpf")
 
@@ -33,6 +36,24 @@ SSL_PROBES = (
     ("SSL_write_ex", "enter_write_ex", "exit_call_ex", False),
     ("SSL_read_ex", "enter_read_ex", "exit_call_ex", False),
 )
+
+
+# Each uprobe holds a perf event descriptor. bcc refuses more than 1000 probes unless told
+# (BCC_PROBE_LIMIT); a Go binary takes ~20 (its entries and RETs), so a node with many Go
+# programs needs more, and the descriptors to match.
+MAX_UPROBES = 8192
+
+
+def _allow_probes(count: int) -> None:
+    os.environ.setdefault("BCC_PROBE_LIMIT", str(count))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 1024
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        except (ValueError, OSError) as error:
+            log.info("cannot raise the descriptor limit to %d: %s", limit, error)
 
 
 class EbpfUnavailable(Exception):
@@ -86,8 +107,10 @@ class BccProgram:
         if facts.kernel_source and os.path.isdir(facts.kernel_source):
             os.environ["BCC_KERNEL_SOURCE"] = facts.kernel_source
         self.kernel_source = facts.kernel_source
+        _allow_probes(MAX_UPROBES)
+        self.go = go_supported()
         try:
-            self._bpf = bcc.BPF(text=render(chunks_per_call, ringbuf_pages))
+            self._bpf = bcc.BPF(text=render(chunks_per_call, ringbuf_pages, go=self.go))
         except Exception as error:
             raise EbpfUnavailable(f"eBPF TLS capture is off: bcc could not load the probes "
                                   f"({_first_line(error)}); its compiler output is in the "
@@ -106,6 +129,7 @@ class BccProgram:
                                   f"({_first_line(error)})") from None
         self._counters = self._bpf["counters"]
         self._conns = self._bpf["conns"]
+        self._go_hashes = self._bpf["go_tcpconn_hashes"] if self.go else None
         self.uprobes = 0
 
     @property
@@ -118,9 +142,10 @@ class BccProgram:
         self._bpf.ring_buffer_consume()
 
     def attach_library(self, path: str) -> int:
-        """Uprobes and uretprobes on the SSL read/write functions of one libssl file; returns
-        how many were attached. RuntimeError with the reason when the library lacks
-        SSL_read/SSL_write or the kernel refuses a probe."""
+        """Uprobes and uretprobes on the SSL read/write functions of one libssl file, or of an
+        executable that links OpenSSL statically; returns how many were attached.
+        RuntimeError with the reason when the file lacks SSL_read/SSL_write or the kernel
+        refuses a probe."""
         attached = 0
         for symbol, enter, leave, required in SSL_PROBES:
             try:
@@ -132,6 +157,32 @@ class BccProgram:
                 if required:
                     raise RuntimeError(f"{path}: cannot probe {symbol}: {_first_line(error)}") from None
                 log.info("%s: no %s (%s)", path, symbol, _first_line(error))
+        self.uprobes += attached
+        return attached
+
+    def attach_go(self, path: str, tls: GoTls) -> int:
+        """Uprobes on a Go binary's crypto/tls: at the start of (*Conn).Write and .Read (past
+        the stack check) and at each of their RET instructions (never uretprobes: Go moves stacks). Returns how many
+        were attached; RuntimeError with the reason when the kernel refuses one (those
+        attached stay: bcc detaches them all at close)."""
+        if not self.go:
+            raise RuntimeError(f"{path}: Go probes read amd64 registers; this machine is not amd64")
+        if tls.tcpconn_hash is not None and self._go_hashes is not None:
+            try:
+                self._go_hashes[ctypes.c_uint32(tls.tcpconn_hash)] = ctypes.c_uint8(1)
+            except Exception as error:   # a full map: that binary's sockets come from syscalls
+                log.info("%s: cannot note its *net.TCPConn type: %s", path, _first_line(error))
+        plan = [(tls.write.call, "go_enter_write"), (tls.read.call, "go_enter_read")]
+        plan += [(address, "go_return") for address in (*tls.write.returns, *tls.read.returns)]
+        attached = 0
+        try:
+            for address, function in plan:
+                self._bpf.attach_uprobe(name=path, addr=address, fn_name=function)
+                attached += 1
+        except Exception as error:
+            self.uprobes += attached
+            raise RuntimeError(f"{path}: cannot probe {address:#x} ({function}): "
+                               f"{_first_line(error)}") from None
         self.uprobes += attached
         return attached
 

@@ -15,6 +15,12 @@ How a chunk of cleartext finds its connection:
 - accept()/accept4(): the accepted child socket turned ESTABLISHED earlier (in softirq) and
   was filed under its peer address; the peer address that accept() copies to user memory
   finds it and ties it to (process, new fd) (role: server).
+Go's crypto/tls (Go 1.17+, amd64 register ABI) is probed the same way, with two differences:
+the call is keyed by goroutine (the g pointer in R14), not thread, since a goroutine may
+resume on another thread; and it returns through uprobes on each RET instruction (the loader
+finds them), never a uretprobe, which breaks on Go's movable stacks. The *tls.Conn plays the
+SSL object's part, and its socket is read from the net.Conn inside it when that is a
+*net.TCPConn (offsets below); otherwise the syscalls made during the call name it.
 Per SSL object and direction, the bytes moved so far are counted here, so every event carries
 its stream offset: an event lost in the ring buffer, or bytes beyond what one call copies,
 become a gap at the right place instead of silently shifting the stream. The counts end with
@@ -22,6 +28,8 @@ the socket's close() (the SSL object's address and the fd number are often reuse
 """
 
 from __future__ import annotations
+
+import platform
 
 # Event kinds (struct event_t.kind).
 KIND_WRITE = 1      # cleartext the process sent (SSL_write)
@@ -40,11 +48,30 @@ FLAG_READ_FAILED = 2  # the user buffer could not be read (the chunk is a gap)
 
 # Counters (BPF_PERCPU_ARRAY counters), summed over CPUs by the loader.
 COUNTERS = ("calls", "chunks", "lost_events", "lost_bytes", "truncated_bytes", "read_errors",
-            "no_fd_calls")
+            "no_fd_calls", "go_calls", "go_syscall_fds")
 
 CHUNK_SIZE = 16384          # bytes of cleartext per event
 DEFAULT_CHUNKS_PER_CALL = 16  # events per SSL call: 256 KiB; beyond that a gap
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB ring buffer (a power of two of 4 KiB pages)
+
+# Go: where the socket of a *tls.Conn is, the same in every Go version from 1.9 (when
+# internal/poll appeared) to 1.23 at least:
+GO_OFFSETS = {
+    # crypto/tls.Conn's first field is `conn net.Conn` (src/crypto/tls/conn.go, since Go 1.0);
+    # an interface value is {itab, data}.
+    "GO_TLS_CONN_CONN": 0,
+    "GO_IFACE_DATA": 8,
+    # runtime.itab {inter, _type, hash uint32, ...} (src/runtime/runtime2.go; internal/abi.ITab
+    # from 1.22): the dynamic type's hash, the same in every itab of that type.
+    "GO_ITAB_HASH": 16,
+    # net.TCPConn embeds net.conn {fd *netFD} (src/net/tcpsock.go, src/net/net.go).
+    "GO_TCPCONN_NETFD": 0,
+    # net.netFD starts with pfd poll.FD (src/net/fd_posix.go), poll.FD with fdmu fdMutex
+    # {state uint64; rsema, wsema uint32} then Sysfd int (src/internal/poll/fd_unix.go,
+    # fd_mutex.go).
+    "GO_NETFD_SYSFD": 16,
+}
+GO_TCPCONN_HASHES_MAX = 1024     # distinct *net.TCPConn type hashes (one per Go build mode)
 
 # Header layout of struct event_t, as packed below (little endian, no padding).
 EVENT_HEADER_FORMAT = "<QQIIiBBBBIIQHH16s16s"
@@ -72,7 +99,7 @@ SOURCE = r"""
 #define FAMILY_INET6 10
 
 enum counter { C_CALLS, C_CHUNKS, C_LOST_EVENTS, C_LOST_BYTES, C_TRUNCATED_BYTES,
-               C_READ_ERRORS, C_NO_FD_CALLS, C_COUNT };
+               C_READ_ERRORS, C_NO_FD_CALLS, C_GO_CALLS, C_GO_SYSCALL_FDS, C_COUNT };
 
 struct tuple_t {
     u8 family;          /* FAMILY_INET or FAMILY_INET6; addresses are IPv6-sized, v4 mapped */
@@ -108,12 +135,13 @@ struct event_t {
 
 #define EVENT_HEADER_SIZE (sizeof(struct event_t) - CHUNK_SIZE)
 
-struct active_t {       /* an SSL call in progress on a thread */
+struct active_t {       /* an SSL call in progress on a thread (a Go call: on a goroutine) */
     u64 ssl;
     u64 buf;
     u64 size_ptr;       /* _ex variants: where the byte count is written */
     s32 fd;
     u32 kind;
+    u64 started;        /* Go: when it began, to tell it from the goroutine's next call */
 };
 
 struct ssl_key_t { u32 tgid; u32 pad; u64 ssl; };
@@ -132,7 +160,7 @@ BPF_TABLE("lru_hash", u64, struct conn_key_t, sock_owner, 65536);  /* socket -> 
 BPF_TABLE("lru_hash", struct peer_key_t, struct tuple_t, accepted, 65536);
 BPF_HASH(accepting, u64, u64, 16384);                    /* thread -> sockaddr of accept() */
 BPF_TABLE("lru_hash", u32, u8, tls_processes, 65536);
-
+__GO_MAPS__
 // The connection's 5-tuple and role, as the event carries them.
 static __always_inline void copy_tuple(struct event_t *ev, struct tuple_t *t) {
     ev->flags = FLAG_TUPLE;
@@ -165,28 +193,8 @@ static __always_inline int enter_call(struct pt_regs *ctx, u32 kind, u64 size_pt
     return 0;
 }
 
-static __always_inline int exit_call(struct pt_regs *ctx, int ex_variant) {
-    u64 id = bpf_get_current_pid_tgid();
-    struct active_t *call = active.lookup(&id);
-    if (!call)
-        return 0;
-    struct active_t c = *call;
-    active.delete(&id);
-    /* SSL_read/SSL_write and the _ex variants return int: only the low 32 bits of the
-       register are the value (-1 must not read as 4294967295). */
-    int ret = (int)PT_REGS_RC(ctx);
-    u64 moved = 0;
-    if (ex_variant) {
-        if (ret != 1 || !c.size_ptr)
-            return 0;
-        bpf_probe_read_user(&moved, sizeof(moved), (void *)c.size_ptr);
-    } else {
-        if (ret <= 0)
-            return 0;
-        moved = ret;
-    }
-    if (moved == 0)
-        return 0;
+/* A call that moved `moved` bytes of c.buf: count its stream, send its chunks. */
+static __always_inline int report_call(u64 id, struct active_t c, u64 moved) {
     count(C_CALLS, 1);
 
     u32 tgid = id >> 32;
@@ -272,20 +280,49 @@ static __always_inline int exit_call(struct pt_regs *ctx, int ex_variant) {
     return 0;
 }
 
+static __always_inline int exit_call(struct pt_regs *ctx, int ex_variant) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct active_t *call = active.lookup(&id);
+    if (!call)
+        return 0;
+    struct active_t c = *call;
+    active.delete(&id);
+    /* SSL_read/SSL_write and the _ex variants return int: only the low 32 bits of the
+       register are the value (-1 must not read as 4294967295). */
+    int ret = (int)PT_REGS_RC(ctx);
+    u64 moved = 0;
+    if (ex_variant) {
+        if (ret != 1 || !c.size_ptr)
+            return 0;
+        bpf_probe_read_user(&moved, sizeof(moved), (void *)c.size_ptr);
+    } else {
+        if (ret <= 0)
+            return 0;
+        moved = ret;
+    }
+    if (moved == 0)
+        return 0;
+    return report_call(id, c, moved);
+}
+
 int enter_write(struct pt_regs *ctx) { return enter_call(ctx, KIND_WRITE, 0); }
 int enter_read(struct pt_regs *ctx) { return enter_call(ctx, KIND_READ, 0); }
 int enter_write_ex(struct pt_regs *ctx) { return enter_call(ctx, KIND_WRITE, PT_REGS_PARM4(ctx)); }
 int enter_read_ex(struct pt_regs *ctx) { return enter_call(ctx, KIND_READ, PT_REGS_PARM4(ctx)); }
 int exit_call_plain(struct pt_regs *ctx) { return exit_call(ctx, 0); }
 int exit_call_ex(struct pt_regs *ctx) { return exit_call(ctx, 1); }
-
+__GO_PROBES__
 /* ---- the socket behind an SSL call ----------------------------------------------------- */
 
 static __always_inline void note_fd(s64 fd) {
     u64 id = bpf_get_current_pid_tgid();
     struct active_t *call = active.lookup(&id);
-    if (call && call->fd < 0)
-        call->fd = (s32)fd;
+    if (call) {
+        if (call->fd < 0)
+            call->fd = (s32)fd;
+        return;
+    }
+    __GO_NOTE_FD__
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) { note_fd(args->fd); return 0; }
@@ -462,13 +499,154 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 """
 
 
+GO_MAPS = r"""
+struct go_key_t { u32 tgid; u32 pad; u64 g; };           /* one goroutine */
+struct go_thread_t { struct go_key_t key; u64 started; };
+BPF_TABLE("lru_hash", struct go_key_t, struct active_t, go_active, 16384);
+/* thread -> the Go call whose socket its syscalls name (only when the conn could not tell) */
+BPF_TABLE("lru_hash", u64, struct go_thread_t, go_threads, 16384);
+/* the type hashes of *net.TCPConn in the Go binaries hooked (filled in by the loader) */
+BPF_HASH(go_tcpconn_hashes, u32, u8, __GO_TCPCONN_HASHES_MAX__);
+"""
+
+# Go's register ABI on amd64 (src/cmd/compile/abi-internal.md): integer arguments and results
+# in RAX, RBX, RCX, RDI, RSI, R8-R11; the current goroutine's g in R14. For
+# (*tls.Conn).Write/Read(b []byte) (int, error): c in RAX, b = {RBX ptr, RCX len, RDI cap};
+# at RET, n in RAX and the error in RBX/RCX.
+GO_PROBES = r"""
+/* ---- Go crypto/tls ----------------------------------------------------------------------- */
+
+static __always_inline s32 go_tcpconn_fd(u64 iface_addr) {
+    /* The socket of a net.Conn interface value whose dynamic type is *net.TCPConn. */
+    u64 iface[2] = {};
+    if (bpf_probe_read_user(iface, sizeof(iface), (void *)iface_addr) != 0 || !iface[0])
+        return -1;
+    u32 hash = 0;
+    if (bpf_probe_read_user(&hash, sizeof(hash), (void *)(iface[0] + GO_ITAB_HASH)) != 0)
+        return -1;
+    if (!go_tcpconn_hashes.lookup(&hash))
+        return -2;
+    u64 netfd = 0;
+    if (bpf_probe_read_user(&netfd, sizeof(netfd), (void *)(iface[1] + GO_TCPCONN_NETFD)) != 0
+            || !netfd)
+        return -1;
+    s64 sysfd = -1;
+    if (bpf_probe_read_user(&sysfd, sizeof(sysfd), (void *)(netfd + GO_NETFD_SYSFD)) != 0)
+        return -1;
+    return sysfd >= 0 && sysfd < 0x7fffffff ? (s32)sysfd : -1;
+}
+
+static __always_inline s32 go_conn_fd(u64 conn) {
+    u64 iface_addr = conn + GO_TLS_CONN_CONN;
+    s32 fd = go_tcpconn_fd(iface_addr);
+    if (fd != -2)
+        return fd;
+    /* A wrapper that embeds a net.Conn as its first field (cmux.MuxConn and the like): one
+       level down. */
+    u64 data = 0;
+    if (bpf_probe_read_user(&data, sizeof(data), (void *)(iface_addr + GO_IFACE_DATA)) != 0
+            || !data)
+        return -1;
+    fd = go_tcpconn_fd(data);
+    return fd < 0 ? -1 : fd;
+}
+
+static __always_inline int go_enter(struct pt_regs *ctx, u32 kind) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct go_key_t key = {};
+    key.tgid = id >> 32;
+    key.g = ctx->r14;
+    struct active_t call = {};
+    call.ssl = ctx->ax;
+    call.buf = ctx->bx;
+    call.kind = kind;
+    call.started = bpf_ktime_get_ns();
+    call.fd = go_conn_fd(call.ssl);
+    if (kind == KIND_WRITE && call.fd >= 0) {
+        /* Write sends all of b or fails (and the connection is then broken for good), so
+           its bytes are reported now, before they reach the socket: reported at its return,
+           a request would often come after the response, which another goroutine (net/http's
+           readLoop) reads while this one has not reached its RET yet. */
+        u64 length = ctx->cx;
+        if (length > 0) {
+            count(C_GO_CALLS, 1);
+            report_call(id, call, length);
+        }
+        return 0;
+    }
+    go_active.update(&key, &call);
+    if (call.fd < 0) {
+        /* The syscalls this thread makes next name the socket (note_fd). */
+        struct go_thread_t thread = {};
+        thread.key = key;
+        thread.started = call.started;
+        go_threads.update(&id, &thread);
+    }
+    return 0;
+}
+
+int go_enter_write(struct pt_regs *ctx) { return go_enter(ctx, KIND_WRITE); }
+int go_enter_read(struct pt_regs *ctx) { return go_enter(ctx, KIND_READ); }
+
+/* At each RET of (*tls.Conn).Write and .Read: the goroutine may be on another thread now. */
+int go_return(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct go_key_t key = {};
+    key.tgid = id >> 32;
+    key.g = ctx->r14;
+    struct active_t *call = go_active.lookup(&key);
+    if (!call)
+        return 0;
+    struct active_t c = *call;
+    go_active.delete(&key);
+    struct go_thread_t *thread = go_threads.lookup(&id);
+    if (thread && thread->key.g == key.g)
+        go_threads.delete(&id);
+    s64 moved = (s64)ctx->ax;
+    if (moved <= 0)
+        return 0;
+    count(C_GO_CALLS, 1);
+    return report_call(id, c, (u64)moved);
+}
+"""
+
+GO_NOTE_FD = r"""
+    struct go_thread_t *thread = go_threads.lookup(&id);
+    if (!thread)
+        return;
+    struct go_key_t key = thread->key;
+    struct active_t *go_call = go_active.lookup(&key);
+    if (!go_call || go_call->started != thread->started) {
+        go_threads.delete(&id);     /* that call is over */
+        return;
+    }
+    if (go_call->fd < 0) {
+        go_call->fd = (s32)fd;
+        count(C_GO_SYSCALL_FDS, 1);
+    }
+"""
+
+
+def go_supported(machine: str | None = None) -> bool:
+    """Whether this machine's Go probes compile: they read amd64 registers."""
+    return (machine or platform.machine()) in ("x86_64", "amd64")
+
+
 def render(chunks_per_call: int = DEFAULT_CHUNKS_PER_CALL,
-           ringbuf_pages: int = DEFAULT_RINGBUF_PAGES) -> str:
-    """The program text with its sizes filled in."""
+           ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, go: bool | None = None) -> str:
+    """The program text with its sizes filled in; the Go probes only where they compile
+    (go=None: this machine's architecture decides)."""
     if chunks_per_call < 1:
         raise ValueError(f"chunks_per_call {chunks_per_call}: expected at least 1")
     if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
         raise ValueError(f"ringbuf_pages {ringbuf_pages}: expected a power of two")
-    return (SOURCE.replace("__CHUNK_SIZE__", str(CHUNK_SIZE))
+    with_go = go_supported() if go is None else go
+    text = (SOURCE.replace("__GO_MAPS__", GO_MAPS if with_go else "")
+            .replace("__GO_PROBES__", GO_PROBES if with_go else "")
+            .replace("__GO_NOTE_FD__", GO_NOTE_FD if with_go else ""))
+    defines = "".join(f"#define {name} {value}\n" for name, value in GO_OFFSETS.items())
+    text = text.replace("#define CHUNK_SIZE", defines + "#define CHUNK_SIZE", 1)
+    return (text.replace("__CHUNK_SIZE__", str(CHUNK_SIZE))
             .replace("__CHUNKS_PER_CALL__", str(chunks_per_call))
-            .replace("__RINGBUF_PAGES__", str(ringbuf_pages)))
+            .replace("__RINGBUF_PAGES__", str(ringbuf_pages))
+            .replace("__GO_TCPCONN_HASHES_MAX__", str(GO_TCPCONN_HASHES_MAX)))

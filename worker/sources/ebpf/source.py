@@ -1,10 +1,11 @@
-"""The eBPF TLS source: cleartext from libssl, as synthesized packets for the PCAP store.
+"""The eBPF TLS source: cleartext from libssl, static OpenSSL and Go's crypto/tls, as
+synthesized packets for the PCAP store.
 
 It runs in the capture process beside the live source, whose link type it adopts (the store
 keeps one link type per segment; alternating would rotate segments at every batch). Its
 fileno() is the ring buffer's: the capture loop selects on it like on a capture socket.
-housekeeping() is called at least every 0.1 s: it looks for new libssl files to hook and
-ends connections whose close was never seen.
+housekeeping() is called at least every 0.1 s: it looks for new libssl files and executables
+to hook and ends connections whose close was never seen.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from worker.packet import RawPacket
 from worker.sources.base import SourceStats
 from worker.sources.bpf import UserFilter, compile_bpf
 from worker.sources.ebpf.events import ConnKey, EventError, TlsEvent, event_connection, parse_event
-from worker.sources.ebpf.libraries import LibraryFile, LibraryScanner
+from worker.sources.ebpf.executables import ExecutableError, inspect_executable
+from worker.sources.ebpf.libraries import LIBSSL, Found, LibraryFile, LibraryScanner
 from worker.sources.ebpf.loader import BccProgram, EbpfUnavailable
 from worker.sources.ebpf.program import (DEFAULT_CHUNKS_PER_CALL, DEFAULT_RINGBUF_PAGES,
                                          KIND_CLOSE, KIND_EXIT, ROLE_CLIENT)
@@ -40,10 +42,14 @@ POSITIVE_RESOLVE_S = 600.0
 
 
 class LibraryStatus(msgspec.Struct):
+    """A file whose TLS functions are hooked, or could not be."""
     path: str
     probes: int
-    processes: int
-    error: str = ""
+    processes: int                    # processes that map or run it
+    error: str = ""                   # why it is not (fully) hooked, naming what is missing
+    kind: str = "libssl"              # libssl | go | openssl-static | go+openssl-static
+    version: str = ""                 # Go: the version it was built with
+    notes: list[str] = msgspec.field(default_factory=list)   # how it was found
 
 
 class EbpfStatus(msgspec.Struct):
@@ -53,10 +59,12 @@ class EbpfStatus(msgspec.Struct):
     error: str = ""                   # why not, naming what is missing
     kernel_headers: str = ""          # the header tree bcc compiled against
     tracepoints: int = 0
-    probes_attached: int = 0          # uprobes + uretprobes on libssl functions
+    probes_attached: int = 0          # uprobes + uretprobes on TLS functions
     libraries: list[LibraryStatus] = msgspec.field(default_factory=list)
-    processes_hooked: int = 0         # processes that map a hooked libssl
-    calls: int = 0                    # SSL read/write calls that moved bytes
+    processes_hooked: int = 0         # processes that map or run a hooked file
+    calls: int = 0                    # TLS read/write calls that moved bytes
+    go_calls: int = 0                 # of those, Go crypto/tls calls
+    go_syscall_fds: int = 0           # Go calls whose socket came from syscalls, not the conn
     chunks: int = 0                   # chunks the probes sent (a call is 16 KiB per chunk)
     lost_events: int = 0              # ring buffer full: chunks (and closes) lost
     lost_bytes: int = 0
@@ -101,7 +109,7 @@ class EbpfTlsSource:
         self._synth = StreamSynthesizer(linktype, snaplen)
         self._scanner = LibraryScanner(proc)
         self._hooked: dict[LibraryFile, LibraryStatus] = {}
-        self._refused: list[LibraryStatus] = []     # libssl files that could not be probed
+        self._refused: list[LibraryStatus] = []     # files with TLS code that could not be probed
         self._resolved: dict[tuple[int, int], tuple[tuple[ConnKey, bool] | None, float]] = {}
         self._clock_offset = self._measure_clock()
         self._last_scan = self._last_expire = self._last_clock = float("-inf")
@@ -164,11 +172,12 @@ class EbpfTlsSource:
 
     # -- the rest -----------------------------------------------------------------------
     def housekeeping(self, now: float) -> None:
-        """Hook new libssl files, forget stale state, re-read the clocks; cheap when idle."""
+        """Hook new libssl files and executables, forget stale state, re-read the clocks;
+        cheap when idle."""
         if now - self._last_scan >= SCAN_EVERY_S:
             self._last_scan = now
-            for library, path in self._scanner.scan(now).items():
-                self._hook(library, path)
+            for library, found in self._scanner.scan(now).items():
+                self._hook(library, found)
             files = set(self._hooked)
             self._status.processes_hooked = self._scanner.processes_mapping(files)
             for library, status in self._hooked.items():
@@ -191,6 +200,8 @@ class EbpfTlsSource:
         status.lost_bytes = counters["lost_bytes"]
         status.truncated_bytes = counters["truncated_bytes"]
         status.read_errors = counters["read_errors"]
+        status.go_calls = counters["go_calls"]
+        status.go_syscall_fds = counters["go_syscall_fds"]
         synth = self._synth.stats
         status.duplicate_chunks = synth.duplicate_chunks
         status.connections = synth.connections
@@ -205,14 +216,71 @@ class EbpfTlsSource:
                                   key=lambda lib: lib.path)
         return status
 
-    def _hook(self, library: LibraryFile, path: str) -> None:
+    def summary(self) -> str:
+        """One line for the worker's log: what is hooked, by kind (5 files of each at most)."""
+        status = self.status()
+        groups: dict[str, list[str]] = {"libssl": [], "Go": [], "static OpenSSL": []}
+        for lib in status.libraries:
+            if not lib.probes:
+                continue
+            if lib.kind == LIBSSL:
+                groups["libssl"].append(lib.path)
+            if "go" in lib.kind:
+                groups["Go"].append(f"{lib.path} ({lib.version})" if lib.version else lib.path)
+            if "openssl-static" in lib.kind:
+                groups["static OpenSSL"].append(lib.path)
+        parts = [f"{kind}: " + ", ".join(paths[:5]) + (f" and {len(paths) - 5} more"
+                                                       if len(paths) > 5 else "")
+                 for kind, paths in groups.items() if paths]
+        return (f"tls: eBPF probes loaded ({status.probes_attached} on "
+                f"{'; '.join(parts) or 'nothing yet'}; {status.processes_hooked} processes)")
+
+    def _hook(self, library: LibraryFile, found: Found) -> None:
+        if found.kind == LIBSSL:
+            try:
+                probes = self._program.attach_library(found.path)
+                self._hooked[library] = LibraryStatus(path=found.path, probes=probes, processes=0)
+                log.info("ebpf: hooked %s (%d probes)", found.path, probes)
+            except RuntimeError as error:
+                self._refused.append(LibraryStatus(path=found.path, probes=0, processes=0,
+                                                   error=str(error)))
+                log.warning("ebpf: %s", error)
+            return
+        self._hook_executable(library, found.path)
+
+    def _hook_executable(self, library: LibraryFile, path: str) -> None:
+        """Go's crypto/tls and a static OpenSSL in an executable, when it has them."""
         try:
-            probes = self._program.attach_library(path)
-            self._hooked[library] = LibraryStatus(path=path, probes=probes, processes=0)
-            log.info("ebpf: hooked %s (%d probes)", path, probes)
-        except RuntimeError as error:
-            self._refused.append(LibraryStatus(path=path, probes=0, processes=0, error=str(error)))
-            log.warning("ebpf: %s", error)
+            code = inspect_executable(path)
+        except ExecutableError as error:
+            self._refused.append(LibraryStatus(path=path, probes=0, processes=0, kind="go",
+                                               version=error.version, error=str(error)))
+            log.warning("ebpf: %s: %s", path, error)
+            return
+        if code is None:
+            return
+        status = LibraryStatus(path=path, probes=0, processes=0, kind=code.kind,
+                               version=code.go.version if code.go else "", notes=code.notes)
+        errors = []
+        if code.openssl:
+            try:
+                status.probes += self._program.attach_library(path)
+            except RuntimeError as error:
+                errors.append(str(error))
+        if code.go is not None:
+            try:
+                status.probes += self._program.attach_go(path, code.go)
+            except RuntimeError as error:
+                errors.append(str(error))
+        status.error = "; ".join(errors)
+        if status.probes:
+            self._hooked[library] = status
+            log.info("ebpf: hooked %s (%s %s, %d probes)%s", path, status.kind, status.version,
+                     status.probes, "".join(f"; {note}" for note in status.notes))
+        else:
+            self._refused.append(status)
+        if errors:
+            log.warning("ebpf: %s", status.error)
 
     def _packets(self, event: TlsEvent) -> list[RawPacket]:
         wall_ns = event.ts_ns + self._clock_offset

@@ -1,0 +1,184 @@
+"""An executable's ELF file, mapped read-only: its sections, the bytes at a virtual address,
+pointers stored in it (with the relocations of a position-independent executable) and the
+functions its symbol tables define.
+
+pyelftools parses the headers; the bytes are read straight from the mapping, so a 100 MB
+binary costs what the few tables we look at cost, not a copy of the file.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+ELF_MAGIC = b"\x7fELF"
+PT_LOAD = "PT_LOAD"
+PF_W = 2
+R_X86_64_RELATIVE = 8
+STT_FUNC = 2
+SHN_UNDEF = 0
+
+_rela = struct.Struct("<QQq")
+_sym64 = struct.Struct("<IBBHQQ")
+
+
+def _string_table(elf: ELFFile, index: int) -> tuple[int, int]:
+    section = elf.get_section(index)
+    return section["sh_offset"], section["sh_size"]
+
+
+class ElfImageError(ValueError):
+    """Not an ELF file this can read; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    name: str
+    address: int        # virtual address (0 for a section not loaded)
+    offset: int         # in the file
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    address: int
+    offset: int
+    file_size: int
+    writable: bool
+
+
+class ElfImage:
+    """One ELF file. Use as a context manager, or close()."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: BinaryIO = open(path, "rb")
+        try:
+            try:
+                self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:     # an empty file cannot be mapped
+                raise ElfImageError(f"{path}: empty file") from None
+            if self._map[:4] != ELF_MAGIC:
+                raise ElfImageError(f"{path}: not an ELF file")
+            try:
+                elf = ELFFile(self._map)
+                self.machine = elf["e_machine"]
+                self.position_independent = elf["e_type"] == "ET_DYN"
+                self.sections = {s.name: Section(s.name, s["sh_addr"], s["sh_offset"],
+                                                 0 if s["sh_type"] == "SHT_NOBITS" else s["sh_size"])
+                                 for s in elf.iter_sections() if s.name}
+                self.segments = [Segment(p["p_vaddr"], p["p_offset"], p["p_filesz"],
+                                         bool(p["p_flags"] & PF_W))
+                                 for p in elf.iter_segments() if p["p_type"] == PT_LOAD]
+                self._rela = [self.sections[s.name] for s in elf.iter_sections()
+                              if s["sh_type"] == "SHT_RELA" and s.name in self.sections]
+                self._symtabs = [(self.sections[s.name], _string_table(elf, s["sh_link"]))
+                                 for s in elf.iter_sections()
+                                 if s["sh_type"] in ("SHT_SYMTAB", "SHT_DYNSYM")
+                                 and s.name in self.sections]
+                self.elfclass = elf.elfclass
+            except (ELFError, KeyError, ValueError, struct.error) as error:
+                raise ElfImageError(f"{path}: damaged ELF headers ({error})") from None
+            self._relocations: dict[int, int] | None = None
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> ElfImage:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if getattr(self, "_map", None) is not None:
+            self._map.close()
+            self._map = None  # type: ignore[assignment]
+        self._file.close()
+
+    # -- sections and bytes ---------------------------------------------------------------
+    @property
+    def has_symbol_table(self) -> bool:
+        return ".symtab" in self.sections
+
+    def section(self, *names: str) -> Section | None:
+        """The first section found under one of `names` (a name may also end another
+        section's name: ".gopclntab" finds a PIE's ".data.rel.ro.gopclntab")."""
+        for name in names:
+            if name in self.sections:
+                return self.sections[name]
+        for name in names:
+            for section in self.sections.values():
+                if section.name.endswith(name):
+                    return section
+        return None
+
+    def section_bytes(self, section: Section) -> memoryview:
+        return memoryview(self._map)[section.offset:section.offset + section.size]
+
+    def find(self, needle: bytes, offset: int, size: int) -> int:
+        """Where `needle` first occurs in the file's bytes [offset, offset + size), or -1."""
+        return self._map.find(needle, offset, offset + size)
+
+    def file_bytes(self, offset: int, size: int) -> bytes:
+        return self._map[offset:offset + size]
+
+    def read(self, address: int, size: int) -> bytes:
+        """`size` bytes at a virtual address; ElfImageError when the file does not hold them."""
+        for segment in self.segments:
+            start = address - segment.address
+            if 0 <= start and start + size <= segment.file_size:
+                return self._map[segment.offset + start:segment.offset + start + size]
+        raise ElfImageError(f"{self.path}: address {address:#x} (+{size}) is not in the file")
+
+    def pointer(self, address: int) -> int:
+        """The 8-byte pointer stored at a virtual address. A position-independent executable
+        may leave it 0 in the file, its value in an R_X86_64_RELATIVE relocation."""
+        value = int.from_bytes(self.read(address, 8), "little")
+        if value == 0 and self._rela:
+            value = self._relative_relocations().get(address, 0)
+        return value
+
+    def _relative_relocations(self) -> dict[int, int]:
+        if self._relocations is None:
+            self._relocations = {}
+            for section in self._rela:
+                data = self.section_bytes(section)
+                usable = len(data) - len(data) % _rela.size
+                for offset, info, addend in _rela.iter_unpack(data[:usable]):
+                    if info & 0xFFFFFFFF == R_X86_64_RELATIVE:
+                        self._relocations[offset] = addend
+        return self._relocations
+
+    # -- symbols --------------------------------------------------------------------------
+    def defined_functions(self, names: set[str]) -> set[str]:
+        """Which of `names` the file's own symbol tables (.symtab, .dynsym) define as
+        functions. The string tables are searched first, so a file without them costs a few
+        byte searches, not a walk over its symbols."""
+        found: set[str] = set()
+        if self.elfclass != 64:
+            return found
+        for symtab, (strings_offset, strings_size) in self._symtabs:
+            strings = self._map[strings_offset:strings_offset + strings_size]
+            wanted: dict[int, str] = {}
+            for name in names - found:
+                needle = name.encode() + b"\x00"
+                at = strings.find(needle)
+                while at >= 0:
+                    wanted[at] = name
+                    at = strings.find(needle, at + 1)
+            if not wanted:
+                continue
+            data = self.section_bytes(symtab)
+            usable = len(data) - len(data) % _sym64.size
+            for st_name, st_info, _other, st_shndx, st_value, _size in _sym64.iter_unpack(data[:usable]):
+                name = wanted.get(st_name)
+                if name is not None and st_info & 0xF == STT_FUNC and st_shndx != SHN_UNDEF \
+                        and st_value:
+                    found.add(name)
+        return found
