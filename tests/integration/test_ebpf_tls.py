@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support.ebpf import ebpf_problem, make_certs, tls_entries
 from support.processes import ROOT, Proc, Worker, free_port, wait_for
 
 pytestmark = pytest.mark.root
@@ -120,21 +121,6 @@ program.close()
 """
 
 
-def ebpf_problem() -> str | None:
-    """What this machine lacks for eBPF TLS capture (the worker's own diagnosis), or None.
-    Asked in a child so that bcc and LLVM stay out of the test process."""
-    script = ("from worker.sources.ebpf.loader import import_bcc\n"
-              "from worker.sources.ebpf.diagnosis import diagnose, host_facts\n"
-              "try:\n    import_bcc(); error = None\n"
-              "except Exception as e:\n    error = str(e).splitlines()[0]\n"
-              "print(diagnose(host_facts(error)) or '')\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
-    if done.returncode != 0:
-        raise AssertionError(f"the eBPF diagnosis itself failed:\n{done.stderr}")
-    return done.stdout.strip() or None
-
-
 @pytest.fixture(scope="module")
 def problem() -> str | None:
     return ebpf_problem()
@@ -142,12 +128,7 @@ def problem() -> str | None:
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    where = tmp_path_factory.mktemp("certs")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return str(cert), str(key)
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 class Servers:
@@ -212,17 +193,6 @@ def worker(problem, servers, tmp_path_factory) -> Iterator[Worker]:
 def curl(*args: str) -> str:
     return subprocess.run(["curl", "-sSk", "--max-time", "20", *args], check=True,
                           capture_output=True, text=True).stdout
-
-
-def tls_entries(worker: Worker, port: int, count: int, q: str = "") -> list[dict]:
-    """Entries from eBPF cleartext to `port` (waits until there are `count`), oldest first."""
-    query = f"dst.port == {port}" + (f" and ({q})" if q else "")
-
-    def found() -> list[dict] | None:
-        entries = [e for e in worker.entries(q=query, limit=1000) if e["tls"]]
-        return entries if len(entries) >= count else None
-    entries = wait_for(found, 30, f"{count} tls entries to port {port}")
-    return sorted(entries, key=lambda e: e["ts"])
 
 
 def test_curl_requests_become_tls_entries_with_keep_alive(worker, servers):

@@ -46,11 +46,12 @@ class Proc:
     """A child process whose output is collected in the background (never blocks on a pipe)."""
 
     def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
-                 prefix: Sequence[str] = ()) -> None:
+                 prefix: Sequence[str] = (), stdin: bool = False) -> None:
         self.argv = [*prefix, *argv]
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdin=subprocess.PIPE if stdin else None,
             env={**os.environ, **(env or {})}, cwd=ROOT, start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -80,6 +81,14 @@ class Proc:
             return None
         return wait_for(find, timeout, f"{pattern!r} from {self.argv}")
 
+    def send(self, text: str, close: bool = False) -> None:
+        """Write to the standard input (a Proc made with stdin=True); close it after."""
+        assert self.process.stdin is not None, "made without stdin=True"
+        self.process.stdin.write(text)
+        self.process.stdin.flush()
+        if close:
+            self.process.stdin.close()
+
     def signal(self, sig: int) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, sig)
@@ -92,6 +101,8 @@ class Proc:
             self.signal(signal.SIGKILL)
             code = self.process.wait(5)
         self._reader.join(5)
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         return code
 
 

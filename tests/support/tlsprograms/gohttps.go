@@ -1,0 +1,124 @@
+// An HTTPS server and client on Go's crypto/tls and net/http, for the eBPF TLS tests.
+//
+//	gohttps -mode server -addr 127.0.0.1:PORT -cert C -key K
+//	gohttps -mode client -url https://127.0.0.1:PORT -proto h1|h2 -workers 8 -requests 6 -tag T
+//
+// The server answers every request with status ?status=N (default 200) and the body
+// "PROTO METHOD PATH body=REQUEST-BODY". The client runs -workers goroutines on one
+// http.Client (keep-alive: h1 keeps one connection per goroutine, h2 multiplexes them on
+// one), each making -requests requests to /TAG/wW/rR: GET, POST with a body every second
+// request, ?status=404 every third. It checks every status and body and prints
+// "done N failures".
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+)
+
+func serve(addr, cert, key string) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		status := 200
+		if s := r.URL.Query().Get("status"); s != "" {
+			status, _ = strconv.Atoi(s)
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "%s %s %s body=%s", r.Proto, r.Method, r.URL.Path, body)
+	})
+	server := &http.Server{Addr: addr, Handler: handler}
+	fmt.Println("listening")
+	if err := server.ListenAndServeTLS(cert, key); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func request(client *http.Client, url, tag string, w, r int) error {
+	path := fmt.Sprintf("/%s/w%d/r%d", tag, w, r)
+	method, body, status := "GET", "", 200
+	if r%2 == 1 {
+		method, body = "POST", fmt.Sprintf("payload-%d-%d", w, r)
+	}
+	if r%3 == 2 {
+		status = 404
+	}
+	req, err := http.NewRequest(method, fmt.Sprintf("%s%s?status=%d", url, path, status),
+		bytes.NewBufferString(body))
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	want := fmt.Sprintf("%s %s %s body=%s", resp.Proto, method, path, body)
+	if resp.StatusCode != status || string(got) != want {
+		return fmt.Errorf("%s: got %d %q, want %d %q", path, resp.StatusCode, got, status, want)
+	}
+	return nil
+}
+
+func run(url, proto string, workers, requests int, tag string) {
+	transport := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+		MaxIdleConnsPerHost: workers}
+	if proto == "h2" {
+		transport.ForceAttemptHTTP2 = true
+	} else {
+		transport.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	client := &http.Client{Transport: transport}
+	var wg sync.WaitGroup
+	failures := make(chan error, workers*requests)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for r := 0; r < requests; r++ {
+				if err := request(client, url, tag, w, r); err != nil {
+					failures <- err
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(failures)
+	count := 0
+	for err := range failures {
+		fmt.Fprintln(os.Stderr, err)
+		count++
+	}
+	transport.CloseIdleConnections()
+	fmt.Printf("done %d failures\n", count)
+}
+
+func main() {
+	mode := flag.String("mode", "server", "server or client")
+	addr := flag.String("addr", "127.0.0.1:8443", "server: where to listen")
+	cert := flag.String("cert", "", "server: certificate (PEM)")
+	key := flag.String("key", "", "server: private key (PEM)")
+	url := flag.String("url", "", "client: https://HOST:PORT")
+	proto := flag.String("proto", "h1", "client: h1 or h2")
+	workers := flag.Int("workers", 4, "client: goroutines")
+	requests := flag.Int("requests", 3, "client: requests per goroutine")
+	tag := flag.String("tag", "t", "client: first path segment")
+	flag.Parse()
+	if *mode == "server" {
+		serve(*addr, *cert, *key)
+	} else {
+		run(*url, *proto, *workers, *requests, *tag)
+	}
+}
