@@ -11,6 +11,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +55,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def worker(programs, tmp_path_factory) -> Iterator[Worker]:
     # Only the test's own servers' traffic: their ports are chosen now, before they start.
-    ports = {name: free_port() for name in ("https", "grpc", "stripped")}
+    ports = {name: free_port() for name in ("https", "grpc", "stripped", "wrapped")}
     running = Worker(["--iface", "lo", "--tls", "--bpf",
                       " or ".join(f"tcp port {port}" for port in ports.values())],
                      tmp_path_factory.mktemp("store"))
@@ -152,12 +153,15 @@ def test_go_http2_one_connection_many_streams(worker, https_server, programs):
     assert len({e["src"]["port"] for e in entries}) == 1
 
 
-def test_both_ends_of_a_go_connection_see_the_cleartext(problem, programs, certs):
+@pytest.mark.parametrize("wrap", ["none", "embed", "field"])
+def test_both_ends_of_a_go_connection_see_the_cleartext(problem, programs, certs, wrap):
     """Hooked alone (no worker), each Go process reports its own side: the client writes the
-    requests and reads the answers, the server the other way round, on mirrored 5-tuples."""
+    requests and reads the answers, the server the other way round, on mirrored 5-tuples.
+    The server's TCP connections are also tried inside wrappers that hold the net.Conn as a
+    field, first or not: the probe sees through them (one level down) to the socket."""
     probe = ProbedFiles(programs["gohttps"])
     port = free_port()
-    server = start_server(programs["gohttps"], port, certs)
+    server = start_server(programs["gohttps"], port, certs, "-wrap", wrap)
     try:
         go_client(programs["gohttps"], "-url", f"https://127.0.0.1:{port}", "-proto", "h1",
                   "-workers", "3", "-requests", "3", "-tag", "ends")
@@ -179,6 +183,66 @@ def test_both_ends_of_a_go_connection_see_the_cleartext(problem, programs, certs
     client_tuples = {(e["lport"], e["rport"]) for e in client_events}
     assert client_tuples == {(r, l) for l, r in {(e["lport"], e["rport"]) for e in server_events}}
     assert counters["go_syscall_fds"] == 0
+
+
+# Keep-alive HTTP/1.1 over asyncio's TLS, whose SSL calls run on memory buffers: they make no
+# syscall, so the probes never learn this client's socket and its end is not reported. What
+# the worker shows of these connections comes from the server's end alone.
+ASYNCIO_CLIENT = """
+import asyncio, ssl, sys
+
+async def connection(port, number):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    for request in range(4):
+        path = f"/server-end/c{number}/r{request}"
+        body = f"data-{number}-{request}".encode() if request % 2 else b""
+        method = "POST" if body else "GET"
+        writer.write(f"{method} {path} HTTP/1.1\\r\\nHost: x\\r\\n"
+                     f"Content-Length: {len(body)}\\r\\n\\r\\n".encode() + body)
+        head = await reader.readuntil(b"\\r\\n\\r\\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\\r\\n")[0])
+        answer = await reader.readexactly(length)
+        assert answer == f"HTTP/1.1 {method} {path} body={body.decode()}".encode(), answer
+    writer.close()
+    await writer.wait_closed()
+
+async def main(port):
+    await asyncio.gather(*(connection(port, number) for number in range(3)))
+    print("done")
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def test_the_server_end_alone_behind_a_wrapper_it_cannot_see_through(worker, programs, certs):
+    """A Go server whose TCP connections sit behind a pointer in a wrapper: each call's socket
+    comes from its syscalls, and the first request of each connection, which Go reads into
+    its buffer during the handshake and Read then serves without a syscall, is held until
+    the connection's next call names the socket."""
+    port = worker.ports["wrapped"]
+    server = start_server(programs["gohttps"], port, certs, "-wrap", "deep")
+    hooked(worker, programs["gohttps"])
+    before = worker.status()["ebpf"]["go_syscall_fds"]
+    client = Proc([sys.executable, "-c", ASYNCIO_CLIENT, str(port)])
+    try:
+        client.wait_line("^done$", timeout=60)
+        entries = tls_entries(worker, port, 12, 'request.path.startsWith("/server-end/")')
+    finally:
+        assert client.stop() == 0, client.output
+        server.stop()
+    wanted = {f"/server-end/c{c}/r{r}": ("POST", f"data-{c}-{r}") if r % 2 else ("GET", "")
+              for c in range(3) for r in range(4)}
+    assert sorted(e["request"]["path"] for e in entries) == sorted(wanted)
+    for entry in entries:
+        method, body = wanted[entry["request"]["path"]]
+        assert (entry["request"]["method"], entry["status"], entry["complete"]) == (
+            method, 200, True)
+        detail = worker.get(f"/entries/{entry['id']}").json()
+        assert body_text(detail["request"]) == body
+    assert len({e["src"]["port"] for e in entries}) == 3
+    assert worker.status()["ebpf"]["go_syscall_fds"] > before
 
 
 def test_grpc_over_tls(worker, programs, certs):
@@ -284,3 +348,33 @@ def test_static_openssl_client(worker, https_server, programs):
     assert len({e["src"]["port"] for e in entries}) == 1
     detail = worker.get(f"/entries/{entries[1]['id']}").json()
     assert body_text(detail["response"]) == "HTTP/1.1 GET /static/b body="
+
+
+def test_a_stripped_release_binary_of_another_go_version(problem, programs, certs, tmp_path):
+    """kubectl as shipped (stripped, static, built by a newer Go than the test programs),
+    hooked alone: its HTTP/2 requests to the Go server and the answers, read through the
+    *net.TCPConn offsets of that version."""
+    if problem is not None:
+        pytest.skip(problem)
+    kubectl = os.path.realpath(KUBECTL)
+    if not os.path.exists(kubectl):
+        pytest.skip(f"no {KUBECTL} on this machine")
+    probe = ProbedFiles(kubectl)
+    port = free_port()
+    server = start_server(programs["gohttps"], port, certs)
+    try:
+        done = subprocess.run(
+            [kubectl, f"--server=https://127.0.0.1:{port}", "--insecure-skip-tls-verify=true",
+             "--token=test", "get", "--raw", "/kubectl/raw"], capture_output=True, text=True,
+            timeout=60, stdin=subprocess.DEVNULL,
+            env={**os.environ, "HOME": str(tmp_path), "KUBECONFIG": os.devnull})
+        assert done.returncode == 0 and done.stdout == "HTTP/2.0 GET /kubectl/raw body=", done
+        events, counters = probe.events()
+    finally:
+        server.stop()
+        probe.close()
+    mine = [e for e in events if e["rport"] == port]
+    assert mine and {e["role"] for e in mine} == {CLIENT}
+    assert "PRI * HTTP/2.0" in "".join(e["data"] for e in mine if e["kind"] == WRITE)
+    assert "HTTP/2.0 GET /kubectl/raw body=" in "".join(e["data"] for e in mine if e["kind"] == READ)
+    assert counters["go_calls"] > 0 and counters["go_syscall_fds"] == 0

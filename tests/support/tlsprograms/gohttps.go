@@ -1,6 +1,6 @@
 // An HTTPS server and client on Go's crypto/tls and net/http, for the eBPF TLS tests.
 //
-//	gohttps -mode server -addr 127.0.0.1:PORT -cert C -key K
+//	gohttps -mode server -addr 127.0.0.1:PORT -cert C -key K [-wrap none|embed|field]
 //	gohttps -mode client -url https://127.0.0.1:PORT -proto h1|h2 -workers 8 -requests 6 -tag T
 //
 // The server answers every request with status ?status=N (default 200) and the body
@@ -9,6 +9,11 @@
 // one), each making -requests requests to /TAG/wW/rR: GET, POST with a body every second
 // request, ?status=404 every third. It checks every status and body and prints
 // "done N failures".
+//
+// -wrap puts the server's TCP connections in a wrapper before TLS sees them, as proxies and
+// connection multiplexers do: "embed" a struct whose first field is the net.Conn
+// (cmux.MuxConn's shape), "field" a struct that holds it after another field, "deep" one
+// that holds it behind a pointer.
 package main
 
 import (
@@ -17,13 +22,81 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
-func serve(addr, cert, key string) {
+// embeddedConn has the net.Conn as its first field.
+type embeddedConn struct {
+	net.Conn
+	reads int64
+}
+
+func (c *embeddedConn) Read(b []byte) (int, error) {
+	atomic.AddInt64(&c.reads, 1)
+	return c.Conn.Read(b)
+}
+
+// fieldConn holds the net.Conn after another field.
+type fieldConn struct {
+	bytes int64
+	inner net.Conn
+}
+
+func (c *fieldConn) Read(b []byte) (int, error) {
+	n, err := c.inner.Read(b)
+	atomic.AddInt64(&c.bytes, int64(n))
+	return n, err
+}
+func (c *fieldConn) Write(b []byte) (int, error)        { return c.inner.Write(b) }
+func (c *fieldConn) Close() error                       { return c.inner.Close() }
+func (c *fieldConn) LocalAddr() net.Addr                { return c.inner.LocalAddr() }
+func (c *fieldConn) RemoteAddr() net.Addr               { return c.inner.RemoteAddr() }
+func (c *fieldConn) SetDeadline(t time.Time) error      { return c.inner.SetDeadline(t) }
+func (c *fieldConn) SetReadDeadline(t time.Time) error  { return c.inner.SetReadDeadline(t) }
+func (c *fieldConn) SetWriteDeadline(t time.Time) error { return c.inner.SetWriteDeadline(t) }
+
+// deepConn reaches the net.Conn through a pointer.
+type deepConn struct {
+	state *fieldConn
+}
+
+func (c *deepConn) Read(b []byte) (int, error)        { return c.state.Read(b) }
+func (c *deepConn) Write(b []byte) (int, error)       { return c.state.Write(b) }
+func (c *deepConn) Close() error                      { return c.state.Close() }
+func (c *deepConn) LocalAddr() net.Addr               { return c.state.LocalAddr() }
+func (c *deepConn) RemoteAddr() net.Addr              { return c.state.RemoteAddr() }
+func (c *deepConn) SetDeadline(t time.Time) error     { return c.state.SetDeadline(t) }
+func (c *deepConn) SetReadDeadline(t time.Time) error { return c.state.SetReadDeadline(t) }
+func (c *deepConn) SetWriteDeadline(t time.Time) error {
+	return c.state.SetWriteDeadline(t)
+}
+
+type wrappingListener struct {
+	net.Listener
+	wrap string
+}
+
+func (l wrappingListener) Accept() (net.Conn, error) {
+	conn, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	switch l.wrap {
+	case "embed":
+		return &embeddedConn{Conn: conn}, nil
+	case "deep":
+		return &deepConn{state: &fieldConn{inner: conn}}, nil
+	}
+	return &fieldConn{inner: conn}, nil
+}
+
+func serve(addr, cert, key, wrap string) {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		status := 200
@@ -35,8 +108,19 @@ func serve(addr, cert, key string) {
 		fmt.Fprintf(w, "%s %s %s body=%s", r.Proto, r.Method, r.URL.Path, body)
 	})
 	server := &http.Server{Addr: addr, Handler: handler}
-	fmt.Println("listening")
-	if err := server.ListenAndServeTLS(cert, key); err != nil {
+	var err error
+	if wrap == "none" {
+		fmt.Println("listening")
+		err = server.ListenAndServeTLS(cert, key)
+	} else {
+		var listener net.Listener
+		listener, err = net.Listen("tcp", addr)
+		if err == nil {
+			fmt.Println("listening")
+			err = server.ServeTLS(wrappingListener{listener, wrap}, cert, key)
+		}
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -115,9 +199,10 @@ func main() {
 	workers := flag.Int("workers", 4, "client: goroutines")
 	requests := flag.Int("requests", 3, "client: requests per goroutine")
 	tag := flag.String("tag", "t", "client: first path segment")
+	wrap := flag.String("wrap", "none", "server: none, embed, field or deep")
 	flag.Parse()
 	if *mode == "server" {
-		serve(*addr, *cert, *key)
+		serve(*addr, *cert, *key, *wrap)
 	} else {
 		run(*url, *proto, *workers, *requests, *tag)
 	}

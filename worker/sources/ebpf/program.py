@@ -70,6 +70,8 @@ GO_OFFSETS = {
     # {state uint64; rsema, wsema uint32} then Sysfd int (src/internal/poll/fd_unix.go,
     # fd_mutex.go).
     "GO_NETFD_SYSFD": 16,
+    # A wrapper conn is searched for a net.Conn field at its first this many 8-byte words.
+    "GO_WRAPPER_FIELDS": 6,
 }
 GO_TCPCONN_HASHES_MAX = 1024     # distinct *net.TCPConn type hashes (one per Go build mode)
 
@@ -207,10 +209,14 @@ static __always_inline int report_call(u64 id, struct active_t c, u64 moved) {
     if (!state)
         return 0;
     if (c.fd >= 0 && state->fd != c.fd) {
-        /* A new socket under this SSL object (or the first one seen): streams restart. */
+        if (state->fd >= 0) {
+            /* A new socket under this SSL object: its streams restart. */
+            state->sent = 0;
+            state->received = 0;
+        }
+        /* (The first socket seen: calls before it, served from a buffer without a syscall,
+           were this socket's too, and keep their offsets.) */
         state->fd = c.fd;
-        state->sent = 0;
-        state->received = 0;
     }
     s32 fd = state->fd;
     if (fd < 0)
@@ -541,14 +547,20 @@ static __always_inline s32 go_conn_fd(u64 conn) {
     s32 fd = go_tcpconn_fd(iface_addr);
     if (fd != -2)
         return fd;
-    /* A wrapper that embeds a net.Conn as its first field (cmux.MuxConn and the like): one
-       level down. */
+    /* A wrapper (a proxy's or a multiplexer's conn type, cmux.MuxConn and the like) that
+       holds the net.Conn as one of its first fields: one level down. A field is taken for
+       a *net.TCPConn only when it reads as an itab with that type's hash. */
     u64 data = 0;
     if (bpf_probe_read_user(&data, sizeof(data), (void *)(iface_addr + GO_IFACE_DATA)) != 0
             || !data)
         return -1;
-    fd = go_tcpconn_fd(data);
-    return fd < 0 ? -1 : fd;
+#pragma unroll
+    for (int field = 0; field < GO_WRAPPER_FIELDS; field++) {
+        fd = go_tcpconn_fd(data + field * 8);
+        if (fd >= 0)
+            return fd;
+    }
+    return -1;
 }
 
 static __always_inline int go_enter(struct pt_regs *ctx, u32 kind) {

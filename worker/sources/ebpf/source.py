@@ -22,6 +22,7 @@ from worker.sources.bpf import UserFilter, compile_bpf
 from worker.sources.ebpf.events import ConnKey, EventError, TlsEvent, event_connection, parse_event
 from worker.sources.ebpf.executables import ExecutableError, inspect_executable
 from worker.sources.ebpf.libraries import LIBSSL, Found, LibraryFile, LibraryScanner
+from worker.sources.ebpf.pending import PendingChunks
 from worker.sources.ebpf.loader import BccProgram, EbpfUnavailable
 from worker.sources.ebpf.program import (DEFAULT_CHUNKS_PER_CALL, DEFAULT_RINGBUF_PAGES,
                                          KIND_CLOSE, KIND_EXIT, ROLE_CLIENT)
@@ -71,7 +72,7 @@ class EbpfStatus(msgspec.Struct):
     truncated_bytes: int = 0          # beyond what one call copies (become gaps)
     read_errors: int = 0              # user buffers the probe could not read (gaps)
     bad_events: int = 0               # records that did not decode (never expected)
-    unresolved_chunks: int = 0        # chunks whose socket or connection was not found
+    unresolved_chunks: int = 0        # chunks whose socket or connection was never found
     duplicate_chunks: int = 0         # the other end of a connection already reported
     connections: int = 0
     connections_active: int = 0
@@ -107,6 +108,7 @@ class EbpfTlsSource:
         self._records: list[bytes] = []
         self._program = BccProgram(self._records.append, chunks_per_call, ringbuf_pages, cache_dir)
         self._synth = StreamSynthesizer(linktype, snaplen)
+        self._pending = PendingChunks()
         self._scanner = LibraryScanner(proc)
         self._hooked: dict[LibraryFile, LibraryStatus] = {}
         self._refused: list[LibraryStatus] = []     # files with TLS code that could not be probed
@@ -185,6 +187,7 @@ class EbpfTlsSource:
         if now - self._last_expire >= EXPIRE_EVERY_S:
             self._last_expire = now
             self._synth.expire(time.time_ns())
+            self._status.unresolved_chunks += self._pending.expire(time.time_ns())
             self._resolved = {k: v for k, v in self._resolved.items()
                               if now - v[1] < (NEGATIVE_RESOLVE_S if v[0] is None else POSITIVE_RESOLVE_S)}
         if now - self._last_clock >= CLOCK_EVERY_S:
@@ -286,6 +289,7 @@ class EbpfTlsSource:
         wall_ns = event.ts_ns + self._clock_offset
         if event.kind == KIND_EXIT:
             self._forget_process(event.tgid)
+            self._status.unresolved_chunks += self._pending.forget_process(event.tgid)
             return self._synth.exit(event.tgid, wall_ns)
         if event.kind == KIND_CLOSE:
             self._resolved.pop((event.tgid, event.fd), None)
@@ -296,10 +300,17 @@ class EbpfTlsSource:
         else:
             found = self._resolve(event)
             if found is None:
-                self._status.unresolved_chunks += 1
+                if event.fd < 0:    # served from a buffer: a later call may name the socket
+                    self._status.unresolved_chunks += self._pending.hold(event, wall_ns)
+                else:
+                    self._status.unresolved_chunks += 1
                 return []
             key, fd_is_client = found
-        return self._synth.chunk(event, key, fd_is_client, wall_ns)
+        packets: list[RawPacket] = []
+        if self._pending:
+            for held, held_ns in self._pending.take(event.tgid, event.ssl):
+                packets += self._synth.chunk(held, key, fd_is_client, held_ns)
+        return packets + self._synth.chunk(event, key, fd_is_client, wall_ns)
 
     def _resolve(self, event: TlsEvent) -> tuple[ConnKey, bool] | None:
         """The connection of a chunk the program could not place, from /proc; remembered in
