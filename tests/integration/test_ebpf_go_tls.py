@@ -55,7 +55,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def worker(programs, tmp_path_factory) -> Iterator[Worker]:
     # Only the test's own servers' traffic: their ports are chosen now, before they start.
-    ports = {name: free_port() for name in ("https", "grpc", "stripped", "wrapped")}
+    ports = {name: free_port() for name in ("https", "grpc", "stripped", "wrapped",
+                                            "sectionless")}
     running = Worker(["--iface", "lo", "--tls", "--bpf",
                       " or ".join(f"tcp port {port}" for port in ports.values())],
                      tmp_path_factory.mktemp("store"))
@@ -280,8 +281,8 @@ def test_stripped_go_binary_is_found_through_gopclntab(worker, programs, certs):
         library = hooked(worker, programs["stripped"])
         assert library["kind"] == "go" and library["version"].startswith("go1.")
         assert library["probes"] > 2 and library["error"] == ""
-        assert any("no symbol table (stripped)" in note and ".gopclntab" in note
-                   for note in library["notes"])
+        assert library["notes"] == [
+            "no symbol table (stripped): crypto/tls functions found through .gopclntab"]
         go_client(programs["stripped"], "-url", f"https://127.0.0.1:{port}", "-proto", "h1",
                   "-workers", "2", "-requests", "3", "-tag", "stripped")
         check_every_request(worker, port, "stripped", "http", "HTTP/1.1", 2, 3)
@@ -301,18 +302,53 @@ def without_section_headers(binary: Path, target: Path) -> Path:
     return target
 
 
-def test_a_go_binary_without_sections_is_named_with_what_is_missing(worker, programs, certs,
-                                                                     tmp_path):
-    binary = without_section_headers(programs["stripped"], tmp_path / "sectionless-server")
+def test_a_go_binary_without_section_headers_is_named_with_what_is_missing(
+        worker, programs, certs, tmp_path):
+    """No sections: the function table is found by its header in the file, but there is no
+    .itablink to read *net.TCPConn's type from, so sockets come from each call's syscalls
+    (and a first request served from Go's buffer waits for the next call to name it)."""
+    binary = without_section_headers(programs["stripped"], tmp_path / "sectionless")
+    port = worker.ports["sectionless"]
+    server = start_server(binary, port, certs)
+    try:
+        library = hooked(worker, binary)
+        go_client(binary, "-url", f"https://127.0.0.1:{port}", "-proto", "h1",
+                  "-workers", "2", "-requests", "3", "-tag", "sectionless")
+        check_every_request(worker, port, "sectionless", "http", "HTTP/1.1", 2, 3)
+    finally:
+        server.stop()
+    assert library["kind"] == "go" and library["probes"] > 2 and library["error"] == ""
+    assert library["version"].startswith("go1.")      # found by searching the data segment
+    assert library["notes"] == [
+        "no symbol table (stripped): crypto/tls functions found through its header, searched "
+        "for in the file",
+        "no *net.TCPConn itab (no .itablink section, no symbols): each call's socket comes "
+        "from the syscalls it makes"]
+
+
+def with_go_version(binary: Path, target: Path, version: str) -> Path:
+    """A copy of a Go 1.18+ binary whose build info names another Go version of the same
+    length (the runtime does not read it: the program runs as before)."""
+    data = bytearray(binary.read_bytes())
+    at = data.index(b"\xff Go buildinf:") + 32
+    length = data[at]
+    assert data[at + 1:at + 1 + length].startswith(b"go1.") and len(version) == length
+    data[at + 1:at + 1 + length] = version.encode()
+    target.write_bytes(bytes(data))
+    target.chmod(0o755)
+    return target
+
+
+def test_a_go_binary_too_old_to_probe_is_named_with_why(worker, programs, certs, tmp_path):
+    binary = with_go_version(programs["gohttps"], tmp_path / "old-go", "go1.16.9")
     server = start_server(binary, free_port(), certs)
     try:
         library = hooked(worker, binary)
     finally:
         server.stop()
-    assert library["probes"] == 0 and library["kind"] == "go"
-    assert library["version"].startswith("go1.")      # found by searching the data segment
-    assert "no symbol table and no .gopclntab section" in library["error"]
-    assert "crypto/tls.(*Conn).Read/Write cannot be located" in library["error"]
+    assert (library["probes"], library["kind"], library["version"]) == (0, "go", "go1.16.9")
+    assert library["error"] == ("go1.16.9: Go before 1.17 passes arguments on the stack "
+                                "(ABI0); only the register ABI of Go 1.17+ is supported")
 
 
 def test_static_openssl_client(worker, https_server, programs):

@@ -156,29 +156,39 @@ class ElfImage:
         return self._relocations
 
     # -- symbols --------------------------------------------------------------------------
+    def address_of(self, offset: int) -> int | None:
+        """The virtual address a file offset is loaded at, or None."""
+        for segment in self.segments:
+            if segment.offset <= offset < segment.offset + segment.file_size:
+                return segment.address + offset - segment.offset
+        return None
+
     def defined_functions(self, names: set[str]) -> set[str]:
         """Which of `names` the file's own symbol tables (.symtab, .dynsym) define as
-        functions. The string tables are searched first, so a file without them costs a few
-        byte searches, not a walk over its symbols."""
-        found: set[str] = set()
+        functions."""
+        return {name for name, (_value, function) in self.symbols(names).items() if function}
+
+    def symbols(self, names: set[str]) -> dict[str, tuple[int, bool]]:
+        """The symbols among `names` that the file's own symbol tables (.symtab, .dynsym)
+        define: name -> (value, is a function). The string tables are searched first, so a
+        file without them costs a few byte searches, not a walk over its symbols."""
+        found: dict[str, tuple[int, bool]] = {}
         if self.elfclass != 64:
             return found
         for symtab, (strings_offset, strings_size) in self._symtabs:
-            strings = self._map[strings_offset:strings_offset + strings_size]
             wanted: dict[int, str] = {}
-            for name in names - found:
+            for name in names - set(found):
                 needle = name.encode() + b"\x00"
-                at = strings.find(needle)
+                at = self.find(needle, strings_offset, strings_size)
                 while at >= 0:
-                    wanted[at] = name
-                    at = strings.find(needle, at + 1)
+                    wanted[at - strings_offset] = name
+                    at = self.find(needle, at + 1, strings_offset + strings_size - at - 1)
             if not wanted:
                 continue
             data = self.section_bytes(symtab)
             usable = len(data) - len(data) % _sym64.size
             for st_name, st_info, _other, st_shndx, st_value, _size in _sym64.iter_unpack(data[:usable]):
                 name = wanted.get(st_name)
-                if name is not None and st_info & 0xF == STT_FUNC and st_shndx != SHN_UNDEF \
-                        and st_value:
-                    found.add(name)
+                if name is not None and st_shndx != SHN_UNDEF and st_value and name not in found:
+                    found[name] = (st_value, st_info & 0xF == STT_FUNC)
         return found

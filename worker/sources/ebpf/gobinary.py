@@ -5,7 +5,10 @@ entry and every RET of crypto/tls.(*Conn).Write and .Read, and the type hash of
 - The version comes from .go.buildinfo (src/debug/buildinfo/buildinfo.go): a 32-byte header
   "\\xff Go buildinf:", pointer size, flags; with flag 2 (Go 1.18+) the version follows as a
   varint-prefixed string, before that two pointers lead to the version's string header.
-- Functions come from .gopclntab (gopclntab.py), present stripped or not.
+- Functions come from the function table (gopclntab.py), present stripped or not: the
+  .gopclntab section; where external linking (cgo, -buildmode=pie) merged it into
+  .data.rel.ro, the runtime.pclntab symbol; where neither is left (stripped and externally
+  linked, or section headers removed), its header found in the file by its magic.
 - RETs: Go moves goroutine stacks, so a uretprobe (which replaces the return address on the
   stack) crashes the program or misreports; the probes go on each RET instruction instead,
   found by disassembling the function with capstone.
@@ -15,10 +18,11 @@ entry and every RET of crypto/tls.(*Conn).Write and .Read, and the type hash of
   arguments are still in their registers at that point.
 - *net.TCPConn's type hash: tls.Conn.conn is a net.Conn interface whose itab tells the
   dynamic type; every itab of one type carries the type's hash at offset 16
-  (src/runtime/runtime2.go `itab`, internal/abi `ITab` since 1.22). It is read from any itab
-  in .itablink whose methods resolve (through .gopclntab) to net.(*TCPConn) methods; the
-  hash function itself changed between Go versions (md5, then sha256-based), so it is read,
-  never computed.
+  (src/runtime/runtime2.go `itab`, internal/abi `ITab` since 1.22). It is read from the
+  symbol go.itab.*net.TCPConn,net.Conn (go:itab. since 1.20), or, stripped, from any itab
+  in .itablink whose methods resolve (through the function table) to net.(*TCPConn)
+  methods; the hash function itself changed between Go versions (md5, then sha256-based),
+  so it is read, never computed.
 
 Go before 1.17 passes arguments on the stack (ABI0): unsupported, and said so.
 """
@@ -32,13 +36,21 @@ from dataclasses import dataclass, field
 import capstone
 
 from worker.sources.ebpf.elfimage import ElfImage, ElfImageError, Section
-from worker.sources.ebpf.gopclntab import MAGIC_GO1_16, Function, FunctionTable, PclntabError
+from worker.sources.ebpf.gopclntab import (MAGIC_GO1_16, MAGIC_GO1_18, MAGIC_GO1_20, Function,
+                                           FunctionTable, PclntabError)
 
 BUILDINFO_MAGIC = b"\xff Go buildinf:"
 TLS_WRITE = "crypto/tls.(*Conn).Write"
 TLS_READ = "crypto/tls.(*Conn).Read"
 TLS_FUNCTIONS = (TLS_WRITE, TLS_READ)
 TCPCONN_METHOD_PREFIX = "net.(*TCPConn)."
+TCPCONN_ITAB_SYMBOLS = ("go:itab.*net.TCPConn,net.Conn", "go.itab.*net.TCPConn,net.Conn")
+PCLNTAB_SYMBOL = "runtime.pclntab"
+# A function table's header: magic, two zero pad bytes, the x86 instruction quantum 1, the
+# pointer size 8 (Go 1.16+ layouts, the ones a register ABI binary has).
+PCLNTAB_HEADERS = tuple(struct.pack("<IBBBB", magic, 0, 0, 1, 8)
+                        for magic in (MAGIC_GO1_20, MAGIC_GO1_18, MAGIC_GO1_16))
+TEXT_START_OFFSET = 24        # of the 1.18+ header's textStart field
 ITAB_FUN_OFFSET = 24          # inter, _type, hash + pad, then fun[]
 ITAB_HASH_OFFSET = 16
 # Register ABI (ABIInternal) on amd64 since Go 1.17 (src/cmd/compile/abi-internal.md).
@@ -188,8 +200,15 @@ def _probe_points(image: ElfImage, function: Function | None) -> ProbePoints | N
 
 
 def tcpconn_type_hash(image: ElfImage, table: FunctionTable) -> int | None:
-    """The type hash of *net.TCPConn, read from one of its itabs in .itablink; None when
-    the binary has none (or no .itablink)."""
+    """The type hash of *net.TCPConn, read from one of its itabs: the symbol, else a walk
+    of .itablink; None when neither is there (or the binary has no such itab)."""
+    symbols = image.symbols(set(TCPCONN_ITAB_SYMBOLS))
+    for name in TCPCONN_ITAB_SYMBOLS:
+        if name in symbols:
+            try:
+                return struct.unpack("<I", image.read(symbols[name][0] + ITAB_HASH_OFFSET, 4))[0]
+            except ElfImageError:
+                break
     section = image.section(".itablink")
     if section is None or not section.address:
         return None
@@ -208,6 +227,50 @@ def tcpconn_type_hash(image: ElfImage, table: FunctionTable) -> int | None:
             return struct.unpack("<I", image.read(itab + ITAB_HASH_OFFSET, 4))[0]
         except ElfImageError:
             return None
+    return None
+
+
+def function_table(image: ElfImage) -> tuple[FunctionTable, str] | None:
+    """The binary's function table and where it was found: the .gopclntab section, the
+    runtime.pclntab symbol, or its header searched for in the file. None when there is
+    none; PclntabError when there is one but it does not parse."""
+    candidates: list[tuple[int, int, str]] = []     # (file offset, size, how)
+    section = image.section(".gopclntab")
+    if section is not None:
+        candidates.append((section.offset, section.size, ".gopclntab"))
+    symbol = image.symbols({PCLNTAB_SYMBOL}).get(PCLNTAB_SYMBOL)
+    if symbol is not None:
+        for segment in image.segments:
+            start = symbol[0] - segment.address
+            if 0 <= start < segment.file_size:
+                candidates.append((segment.offset + start, segment.file_size - start,
+                                   PCLNTAB_SYMBOL))
+    if not candidates:
+        for segment in image.segments:
+            for header in PCLNTAB_HEADERS:
+                at = image.find(header, segment.offset, segment.file_size)
+                while at >= 0 and len(candidates) < 16:
+                    end = segment.offset + segment.file_size
+                    candidates.append((at, end - at, "its header, searched for in the file"))
+                    at = image.find(header, at + 1, end - at - 1)
+    error: PclntabError | None = None
+    for offset, size, how in candidates:
+        data = memoryview(image.file_bytes(offset, size)) if how != ".gopclntab" \
+            else image.section_bytes(section)   # type: ignore[arg-type]
+        address = image.address_of(offset)
+        try:
+            text_start = image.pointer(address + TEXT_START_OFFSET) if address else 0
+        except ElfImageError:
+            text_start = 0
+        try:
+            table = FunctionTable(data, text_start)
+        except PclntabError as failed:
+            error = error or PclntabError(f"{how}: {failed}")
+            continue
+        if table.find({TLS_WRITE}) or how == ".gopclntab":
+            return table, how
+    if error is not None:
+        raise error
     return None
 
 
@@ -236,16 +299,15 @@ def inspect_go(image: ElfImage) -> GoTls | None:
     if parsed is not None and parsed < FIRST_REGISTER_ABI:
         raise GoBinaryError(f"{version}: Go before 1.17 passes arguments on the stack "
                             "(ABI0); only the register ABI of Go 1.17+ is supported")
-    if section is None:
-        missing = "no symbol table and no .gopclntab section" if not image.has_symbol_table \
-            else "no .gopclntab section"
-        raise GoBinaryError(f"{label}: {missing} (section headers removed?): "
-                            "crypto/tls.(*Conn).Read/Write cannot be located")
-    text = image.section(".text")
     try:
-        table = FunctionTable(image.section_bytes(section), text.address if text else 0)
+        found = function_table(image)
     except PclntabError as error:
-        raise GoBinaryError(f"{label}: .gopclntab: {error}") from None
+        raise GoBinaryError(f"{label}: function table: {error}") from None
+    if found is None:
+        raise GoBinaryError(f"{label}: no function table found (no .gopclntab section, no "
+                            f"{PCLNTAB_SYMBOL} symbol, no table header in the file: a packed "
+                            "binary?): crypto/tls.(*Conn).Read/Write cannot be located")
+    table, how = found
     if parsed is None and table.magic == MAGIC_GO1_16:
         raise GoBinaryError("Go 1.16 or 1.17 (no readable version in .go.buildinfo): cannot "
                             "tell whether it uses the register ABI")
@@ -254,13 +316,17 @@ def inspect_go(image: ElfImage) -> GoTls | None:
     read = _probe_points(image, functions.get(TLS_READ))
     if write is None or read is None:
         missing_name = TLS_WRITE if write is None else TLS_READ
-        raise GoBinaryError(f"{label}: {missing_name} is not in .gopclntab")
+        raise GoBinaryError(f"{label}: {missing_name} is not in its function table ({how})")
     notes = []
     stripped = not image.has_symbol_table
     if stripped:
-        notes.append("no symbol table (stripped): crypto/tls functions found in .gopclntab")
+        notes.append(f"no symbol table (stripped): crypto/tls functions found through {how}")
+    elif how != ".gopclntab":
+        notes.append(f"crypto/tls functions found through {how}")
     tcpconn = tcpconn_type_hash(image, table)
     if tcpconn is None:
-        notes.append("no *net.TCPConn itab found: each call's socket comes from the syscalls "
-                     "it makes")
+        where = "no .itablink section" if image.section(".itablink") is None \
+            else "none in .itablink"
+        notes.append(f"no *net.TCPConn itab ({where}{', no symbols' if stripped else ''}): "
+                     "each call's socket comes from the syscalls it makes")
     return GoTls(version, write, read, tcpconn, stripped, notes)
