@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import struct
 import subprocess
 import sys
 from collections import Counter
@@ -20,7 +18,8 @@ import pytest
 
 from support.ebpf import ProbedFiles, ebpf_problem, make_certs, tls_entries
 from support.processes import Proc, Worker, free_port, wait_for
-from support.programs import ProgramUnavailable, go_program, static_openssl_client
+from support.programs import (ProgramUnavailable, go_program, static_openssl_client, with_go_version,
+                              without_section_headers)
 
 pytestmark = pytest.mark.root
 
@@ -40,7 +39,7 @@ def programs(problem) -> dict[str, Path]:
         pytest.skip(problem)
     try:
         return {"gohttps": go_program("gohttps"),
-                "stripped": go_program("gohttps", stripped=True),
+                "stripped": go_program("gohttps", "stripped"),
                 "gogrpc": go_program("gogrpc"),
                 "openssl": static_openssl_client()}
     except ProgramUnavailable as error:
@@ -290,18 +289,6 @@ def test_stripped_go_binary_is_found_through_gopclntab(worker, programs, certs):
         server.stop()
 
 
-def without_section_headers(binary: Path, target: Path) -> Path:
-    """A copy of an ELF executable with its section headers removed (e_shoff, e_shnum and
-    e_shstrndx zeroed, as sstrip and some packers leave binaries): it still runs."""
-    shutil.copy(binary, target)
-    with open(target, "r+b") as file:
-        file.seek(0x28)                         # e_shoff (ELF64)
-        file.write(struct.pack("<Q", 0))
-        file.seek(0x3C)                         # e_shnum, e_shstrndx
-        file.write(struct.pack("<HH", 0, 0))
-    return target
-
-
 def test_a_go_binary_without_section_headers_is_named_with_what_is_missing(
         worker, programs, certs, tmp_path):
     """No sections: the function table is found by its header in the file, but there is no
@@ -324,19 +311,6 @@ def test_a_go_binary_without_section_headers_is_named_with_what_is_missing(
         "for in the file",
         "no *net.TCPConn itab (no .itablink section, no symbols): each call's socket comes "
         "from the syscalls it makes"]
-
-
-def with_go_version(binary: Path, target: Path, version: str) -> Path:
-    """A copy of a Go 1.18+ binary whose build info names another Go version of the same
-    length (the runtime does not read it: the program runs as before)."""
-    data = bytearray(binary.read_bytes())
-    at = data.index(b"\xff Go buildinf:") + 32
-    length = data[at]
-    assert data[at + 1:at + 1 + length].startswith(b"go1.") and len(version) == length
-    data[at + 1:at + 1 + length] = version.encode()
-    target.write_bytes(bytes(data))
-    target.chmod(0o755)
-    return target
 
 
 def test_a_go_binary_too_old_to_probe_is_named_with_why(worker, programs, certs, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -59,9 +60,20 @@ def _run_build(argv: list[str], env: dict[str, str], what: str) -> None:
         raise ProgramUnavailable(f"building {what} failed:\n{done.stderr[-3000:]}")
 
 
-def go_program(name: str, *, stripped: bool = False) -> Path:
-    """The Go program tlsprograms/NAME.go, built (stripped: without symbol table and DWARF,
-    -ldflags='-s -w', as release images are)."""
+# Build variants: how release binaries come.
+GO_VARIANTS = {
+    "plain": ([], {}),
+    # without symbol table and DWARF, as release images are
+    "stripped": (["-ldflags=-s -w"], {}),
+    # the system linker (as cgo programs are linked) and a position-independent executable,
+    # as distributions build: the function table lands inside .data.rel.ro, no .gopclntab
+    # section (cgo itself stays off: the standard library built for the others serves)
+    "external-pie": (["-buildmode=pie", "-ldflags=-linkmode=external"], {}),
+}
+
+
+def go_program(name: str, variant: str = "plain") -> Path:
+    """The Go program tlsprograms/NAME.go, built as one of GO_VARIANTS."""
     if shutil.which("go") is None:
         raise ProgramUnavailable("no Go toolchain (golang-go): ./dev installs it")
     source = SOURCES / f"{name}.go"
@@ -69,14 +81,16 @@ def go_program(name: str, *, stripped: bool = False) -> Path:
             f"{DEBIAN_GOPATH}/src/google.golang.org/grpc"):
         raise ProgramUnavailable("no gRPC for Go in /usr/share/gocode (golang-google-grpc-dev): "
                                  "./dev installs it")
-    flags = ["-trimpath"] + (["-ldflags=-s -w"] if stripped else [])
-    key = [source.read_text(), " ".join(flags), _tool_version(["go", "version"])]
+    extra_flags, extra_env = GO_VARIANTS[variant]
+    flags = ["-trimpath", *extra_flags]
+    key = [source.read_text(), " ".join(flags), repr(sorted(extra_env.items())),
+           _tool_version(["go", "version"])]
 
     def build(output: Path) -> None:
         env = {"GO111MODULE": "off", "GOPATH": DEBIAN_GOPATH, "GOFLAGS": "",
-               "GOCACHE": str(ROOT / ".cache" / "go-build"), "CGO_ENABLED": "0"}
+               "GOCACHE": str(ROOT / ".cache" / "go-build"), "CGO_ENABLED": "0", **extra_env}
         _run_build(["go", "build", *flags, "-o", str(output), str(source)], env, source.name)
-    return _cached(name + ("-stripped" if stripped else ""), key, build)
+    return _cached(name if variant == "plain" else f"{name}-{variant}", key, build)
 
 
 def static_openssl_client() -> Path:
@@ -94,3 +108,30 @@ def static_openssl_client() -> Path:
         _run_build(["gcc", "-O1", "-o", str(output), str(source), *STATIC_OPENSSL,
                     "-lpthread", "-ldl"], {}, source.name)
     return _cached("openssl_static_client", key, build)
+
+
+# -- binaries doctored the way real ones come ---------------------------------------------
+
+def without_section_headers(binary: Path, target: Path) -> Path:
+    """A copy of an ELF executable with its section headers removed (e_shoff, e_shnum and
+    e_shstrndx zeroed, as sstrip and some packers leave binaries): it still runs."""
+    shutil.copy(binary, target)
+    with open(target, "r+b") as file:
+        file.seek(0x28)                         # e_shoff (ELF64)
+        file.write(struct.pack("<Q", 0))
+        file.seek(0x3C)                         # e_shnum, e_shstrndx
+        file.write(struct.pack("<HH", 0, 0))
+    return target
+
+
+def with_go_version(binary: Path, target: Path, version: str) -> Path:
+    """A copy of a Go 1.18+ binary whose build info names another Go version of the same
+    length (the runtime does not read it: the program runs as before)."""
+    data = bytearray(binary.read_bytes())
+    at = data.index(b"\xff Go buildinf:") + 32
+    length = data[at]
+    assert data[at + 1:at + 1 + length].startswith(b"go1.") and len(version) == length
+    data[at + 1:at + 1 + length] = version.encode()
+    target.write_bytes(bytes(data))
+    target.chmod(0o755)
+    return target

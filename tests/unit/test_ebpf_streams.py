@@ -17,6 +17,7 @@ from worker.packet import (ACK, FIN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINK
 from worker.sources.ebpf.events import TlsEvent, connection_of
 from worker.sources.ebpf.program import (FLAG_READ_FAILED, FLAG_TUPLE, KIND_READ, KIND_WRITE,
                                          ROLE_CLIENT, ROLE_SERVER)
+from worker.sources.ebpf.pending import PendingChunks
 from worker.sources.ebpf.streams import CLOSED_MEMORY_NS, IDLE_FORGET_NS, StreamSynthesizer
 from worker.sources.ebpf.synth import is_synthesized, max_payload
 from worker.store.segments import SegmentWriter, iter_segment, list_segments
@@ -435,3 +436,44 @@ def test_detail_and_entry_pcap_read_the_synthesized_packets(tmp_path: Path):
     wire_packets = [data for _linktype, _ts, data, _len in entry_packets(tmp_path, wire_row)]
     assert wire_packets == [frame for _ts, frame, _len in wire[:len(wire_packets)]]
     assert len(wire_packets) >= 5
+
+
+# -- chunks of a socket not known yet (pending.py) -----------------------------------------
+
+def unplaced(ev: TlsEvent) -> TlsEvent:
+    """The same chunk as the program sends it when no syscall named the socket."""
+    return ev._replace(fd=-1, flags=ev.flags & ~FLAG_TUPLE, role=0, lport=0, rport=0)
+
+
+def test_a_first_request_served_from_a_buffer_is_placed_when_the_socket_is_named():
+    """A server whose first read is served from the TLS library's buffer (no syscall, so no
+    socket): the chunk is held, and the connection's next call places it before its own,
+    at the offsets the program kept."""
+    story, pending = Story(), PendingChunks()
+    first = unplaced(event(KIND_READ, REQUEST, 0, role=ROLE_SERVER))
+    assert pending.hold(first, story.tick()) == 0 and len(pending) == 1
+    assert pending.take(100, 0xBEEF) == []            # another TLS object: nothing for it
+    answer = event(KIND_WRITE, RESPONSE, 0, role=ROLE_SERVER)
+    for held, held_ns in pending.take(answer.tgid, answer.ssl):
+        key = connection_of(answer.role, answer.laddr, answer.lport, answer.raddr, answer.rport)
+        story.packets += story.synth.chunk(held, key, False, held_ns)
+    story.chunk(answer)
+    story.close()
+    [entry] = story.entries()
+    assert (entry["request"]["path"], entry["status"], entry["complete"]) == ("/orders", 200, True)
+    assert not pending and len(pending) == 0
+
+
+def test_held_chunks_are_bounded_and_expire():
+    pending = PendingChunks(max_per_owner=2, max_bytes=100, hold_ns=10)
+    chunk = unplaced(event(KIND_READ, b"x" * 40))
+    assert pending.hold(chunk, 0) == 0
+    assert pending.hold(chunk, 1) == 0
+    assert pending.hold(chunk, 2) == 1                  # a third for the same object: dropped
+    other = chunk._replace(ssl=0xB000)
+    assert pending.hold(other, 3) == 1                  # 120 bytes > 100: the oldest goes
+    assert len(pending) == 2
+    assert pending.expire(12) == 1                      # held since 1, 11 ns ago
+    assert len(pending) == 1
+    assert pending.forget_process(100) == 1 and not pending
+

@@ -219,7 +219,10 @@ def tcpconn_type_hash(image: ElfImage, table: FunctionTable) -> int | None:
             method = image.pointer(itab + ITAB_FUN_OFFSET)
         except ElfImageError:
             continue
-        function = table.function_at(method)
+        try:
+            function = table.function_at(method)
+        except PclntabError:
+            continue
         if function is None or function.entry != method \
                 or not function.name.startswith(TCPCONN_METHOD_PREFIX):
             continue
@@ -264,11 +267,10 @@ def function_table(image: ElfImage) -> tuple[FunctionTable, str] | None:
             text_start = 0
         try:
             table = FunctionTable(data, text_start)
+            if how == ".gopclntab" or table.find({TLS_WRITE}):
+                return table, how
         except PclntabError as failed:
             error = error or PclntabError(f"{how}: {failed}")
-            continue
-        if table.find({TLS_WRITE}) or how == ".gopclntab":
-            return table, how
     if error is not None:
         raise error
     return None
@@ -311,7 +313,10 @@ def inspect_go(image: ElfImage) -> GoTls | None:
     if parsed is None and table.magic == MAGIC_GO1_16:
         raise GoBinaryError("Go 1.16 or 1.17 (no readable version in .go.buildinfo): cannot "
                             "tell whether it uses the register ABI")
-    functions = table.find(set(TLS_FUNCTIONS))
+    try:
+        functions = table.find(set(TLS_FUNCTIONS))
+    except PclntabError as error:
+        raise GoBinaryError(f"{label}: function table ({how}): {error}") from None
     write = _probe_points(image, functions.get(TLS_WRITE))
     read = _probe_points(image, functions.get(TLS_READ))
     if write is None or read is None:

@@ -93,6 +93,8 @@ class FunctionTable:
     def _name_offset(self, index: int) -> int:
         record = self._table_at + self._funcoffs[index]
         skip = 8 if self.magic == MAGIC_GO1_16 else 4
+        if record + skip + 4 > len(self._data):
+            raise PclntabError(f"function record at {record} is outside the table")
         return struct.unpack_from("<i", self._data, record + skip)[0]
 
     def _name(self, name_offset: int) -> str:
