@@ -11,10 +11,10 @@ from __future__ import annotations
 import mmap
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 ELF_MAGIC = b"\x7fELF"
 PT_LOAD = "PT_LOAD"
@@ -27,7 +27,7 @@ _rela = struct.Struct("<QQq")
 _sym64 = struct.Struct("<IBBHQQ")
 
 
-def _string_table(elf: ELFFile, index: int) -> tuple[int, int]:
+def _string_table(elf: "ELFFile", index: int) -> tuple[int, int]:
     section = elf.get_section(index)
     return section["sh_offset"], section["sh_size"]
 
@@ -56,6 +56,9 @@ class ElfImage:
     """One ELF file. Use as a context manager, or close()."""
 
     def __init__(self, path: str) -> None:
+        # here, not at the top: the dissection imports this package and reads no ELF file
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
         self.path = path
         self._file: BinaryIO = open(path, "rb")
         try:

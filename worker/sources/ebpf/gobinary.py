@@ -32,8 +32,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
-
-import capstone
+from typing import Any
 
 from worker.sources.ebpf.elfimage import ElfImage, ElfImageError, Section
 from worker.sources.ebpf.gopclntab import (MAGIC_GO1_16, MAGIC_GO1_18, MAGIC_GO1_20, Function,
@@ -157,7 +156,8 @@ def version_tuple(version: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _disassembler() -> capstone.Cs:
+def _disassembler() -> Any:
+    import capstone     # here: the dissection imports this package, and needs no disassembler
     disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     disassembler.skipdata = True      # never stop at bytes that do not decode
     return disassembler
