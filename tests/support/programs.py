@@ -50,6 +50,9 @@ def _cached(name: str, key_parts: list[str], build: Callable[[Path], None]) -> P
         os.replace(partial, target)     # atomic: a parallel run sees all of it or nothing
     finally:
         partial.unlink(missing_ok=True)
+    for older in CACHE.glob(f"{name}-*"):   # builds of earlier sources
+        if len(older.name) == len(target.name) and older != target:
+            older.unlink(missing_ok=True)
     return target
 
 

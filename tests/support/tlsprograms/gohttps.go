@@ -2,13 +2,15 @@
 //
 //	gohttps -mode server -addr 127.0.0.1:PORT -cert C -key K [-wrap none|embed|field]
 //	gohttps -mode client -url https://127.0.0.1:PORT -proto h1|h2 -workers 8 -requests 6 -tag T
+//	        [-seconds S]
 //
 // The server answers every request with status ?status=N (default 200) and the body
 // "PROTO METHOD PATH body=REQUEST-BODY". The client runs -workers goroutines on one
 // http.Client (keep-alive: h1 keeps one connection per goroutine, h2 multiplexes them on
 // one), each making -requests requests to /TAG/wW/rR: GET, POST with a body every second
 // request, ?status=404 every third. It checks every status and body and prints
-// "done N failures".
+// "done N failures". With -seconds, each goroutine repeats its requests until S seconds have
+// passed, and the client prints "requests N" (how many were made) before that line.
 //
 // -wrap puts the server's TCP connections in a wrapper before TLS sees them, as proxies and
 // connection multiplexers do: "embed" a struct whose first field is the net.Conn
@@ -156,7 +158,7 @@ func request(client *http.Client, url, tag string, w, r int) error {
 	return nil
 }
 
-func run(url, proto string, workers, requests int, tag string) {
+func run(url, proto string, workers, requests int, tag string, seconds float64) {
 	transport := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
 		MaxIdleConnsPerHost: workers}
 	if proto == "h2" {
@@ -166,20 +168,29 @@ func run(url, proto string, workers, requests int, tag string) {
 	}
 	client := &http.Client{Transport: transport}
 	var wg sync.WaitGroup
+	var made int64
+	deadline := time.Now().Add(time.Duration(seconds * float64(time.Second)))
 	failures := make(chan error, workers*requests)
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for r := 0; r < requests; r++ {
-				if err := request(client, url, tag, w, r); err != nil {
-					failures <- err
+			for r := 0; r < requests || (seconds > 0 && time.Now().Before(deadline)); r++ {
+				if err := request(client, url, tag, w, r%requests); err != nil {
+					select {
+					case failures <- err:
+					default: // enough to report
+					}
 				}
+				atomic.AddInt64(&made, 1)
 			}
 		}(w)
 	}
 	wg.Wait()
 	close(failures)
+	if seconds > 0 {
+		fmt.Printf("requests %d\n", made)
+	}
 	count := 0
 	for err := range failures {
 		fmt.Fprintln(os.Stderr, err)
@@ -200,10 +211,11 @@ func main() {
 	requests := flag.Int("requests", 3, "client: requests per goroutine")
 	tag := flag.String("tag", "t", "client: first path segment")
 	wrap := flag.String("wrap", "none", "server: none, embed, field or deep")
+	seconds := flag.Float64("seconds", 0, "client: repeat the requests for this long")
 	flag.Parse()
 	if *mode == "server" {
 		serve(*addr, *cert, *key, *wrap)
 	} else {
-		run(*url, *proto, *workers, *requests, *tag)
+		run(*url, *proto, *workers, *requests, *tag, *seconds)
 	}
 }
