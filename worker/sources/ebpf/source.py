@@ -260,6 +260,9 @@ class EbpfTlsSource:
                                                version=error.version, error=str(error)))
             log.warning("ebpf: %s: %s", path, error)
             return
+        except Exception:   # a file nothing was written for: capture must go on regardless
+            log.exception("ebpf: cannot inspect %s", path)
+            return
         if code is None:
             return
         status = LibraryStatus(path=path, probes=0, processes=0, kind=code.kind,
