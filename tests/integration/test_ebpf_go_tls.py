@@ -139,11 +139,9 @@ def test_go_http1_keep_alive_many_goroutines(worker, https_server, programs):
     # keep-alive: connections carry several requests (Go's pool may dial a few spare ones)
     per_connection = Counter(e["src"]["port"] for e in entries)
     assert len(per_connection) < len(entries) and max(per_connection.values()) >= 3
-    ebpf = worker.status()["ebpf"]
-    assert ebpf["go_calls"] > 0
-    # every socket came from the *net.TCPConn inside the tls.Conn, none from syscalls
-    assert ebpf["go_syscall_fds"] == 0
-    assert ebpf["lost_events"] == 0 and ebpf["unresolved_chunks"] == 0
+    # (the counters are the node's: other processes' TLS counts too, so only this is sure;
+    # where this program's sockets come from is checked with it hooked alone, below)
+    assert worker.status()["ebpf"]["go_calls"] >= 8 * 6
 
 
 def test_go_http2_one_connection_many_streams(worker, https_server, programs):

@@ -563,11 +563,17 @@ static __always_inline s32 go_conn_fd(u64 conn) {
     return -1;
 }
 
-static __always_inline int go_enter(struct pt_regs *ctx, u32 kind) {
-    u64 id = bpf_get_current_pid_tgid();
+/* The current goroutine: its g is in R14 under the register ABI. */
+static __always_inline struct go_key_t go_key(struct pt_regs *ctx, u64 id) {
     struct go_key_t key = {};
     key.tgid = id >> 32;
     key.g = ctx->r14;
+    return key;
+}
+
+static __always_inline int go_enter(struct pt_regs *ctx, u32 kind) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct go_key_t key = go_key(ctx, id);
     struct active_t call = {};
     call.ssl = ctx->ax;
     call.buf = ctx->bx;
@@ -603,9 +609,7 @@ int go_enter_read(struct pt_regs *ctx) { return go_enter(ctx, KIND_READ); }
 /* At each RET of (*tls.Conn).Write and .Read: the goroutine may be on another thread now. */
 int go_return(struct pt_regs *ctx) {
     u64 id = bpf_get_current_pid_tgid();
-    struct go_key_t key = {};
-    key.tgid = id >> 32;
-    key.g = ctx->r14;
+    struct go_key_t key = go_key(ctx, id);
     struct active_t *call = go_active.lookup(&key);
     if (!call)
         return 0;
