@@ -225,10 +225,10 @@ def test_the_server_end_alone_behind_a_wrapper_it_cannot_see_through(worker, pro
     before = worker.status()["ebpf"]["go_syscall_fds"]
     client = Proc([sys.executable, "-c", ASYNCIO_CLIENT, str(port)])
     try:
-        client.wait_line("^done$", timeout=60)
+        assert client.process.wait(60) == 0, client.output
         entries = tls_entries(worker, port, 12, 'request.path.startsWith("/server-end/")')
     finally:
-        assert client.stop() == 0, client.output
+        client.stop()
         server.stop()
     wanted = {f"/server-end/c{c}/r{r}": ("POST", f"data-{c}-{r}") if r % 2 else ("GET", "")
               for c in range(3) for r in range(4)}
@@ -319,6 +319,7 @@ def test_a_go_binary_too_old_to_probe_is_named_with_why(worker, programs, certs,
     finally:
         server.stop()
     assert (library["probes"], library["kind"], library["version"]) == (0, "go", "go1.16.9")
+    assert library["processes"] == 1          # the processes running it are counted too
     assert library["error"] == ("go1.16.9: Go before 1.17 passes arguments on the stack "
                                 "(ABI0); only the register ABI of Go 1.17+ is supported")
 

@@ -162,9 +162,9 @@ class BccProgram:
 
     def attach_go(self, path: str, tls: GoTls) -> int:
         """Uprobes on a Go binary's crypto/tls: at the start of (*Conn).Write and .Read (past
-        the stack check) and at each of their RET instructions (never uretprobes: Go moves stacks). Returns how many
-        were attached; RuntimeError with the reason when the kernel refuses one (those
-        attached stay: bcc detaches them all at close)."""
+        the stack check) and at each of their RET instructions (never uretprobes: Go moves
+        stacks). Returns how many were attached; RuntimeError with the reason when the kernel
+        refuses one (those attached stay: bcc detaches them all at close)."""
         if not self.go:
             raise RuntimeError(f"{path}: Go probes read amd64 registers; this machine is not amd64")
         if tls.tcpconn_hash is not None and self._go_hashes is not None:

@@ -22,8 +22,8 @@ from worker.sources.bpf import UserFilter, compile_bpf
 from worker.sources.ebpf.events import ConnKey, EventError, TlsEvent, event_connection, parse_event
 from worker.sources.ebpf.executables import ExecutableError, inspect_executable
 from worker.sources.ebpf.libraries import LIBSSL, Found, LibraryFile, LibraryScanner
-from worker.sources.ebpf.pending import PendingChunks
 from worker.sources.ebpf.loader import BccProgram, EbpfUnavailable
+from worker.sources.ebpf.pending import PendingChunks
 from worker.sources.ebpf.program import (DEFAULT_CHUNKS_PER_CALL, DEFAULT_RINGBUF_PAGES,
                                          KIND_CLOSE, KIND_EXIT, ROLE_CLIENT)
 from worker.sources.ebpf.sockets import resolve_fd
@@ -111,7 +111,7 @@ class EbpfTlsSource:
         self._pending = PendingChunks()
         self._scanner = LibraryScanner(proc)
         self._hooked: dict[LibraryFile, LibraryStatus] = {}
-        self._refused: list[LibraryStatus] = []     # files with TLS code that could not be probed
+        self._refused: dict[LibraryFile, LibraryStatus] = {}   # TLS code that could not be probed
         self._resolved: dict[tuple[int, int], tuple[tuple[ConnKey, bool] | None, float]] = {}
         self._clock_offset = self._measure_clock()
         self._last_scan = self._last_expire = self._last_clock = float("-inf")
@@ -182,7 +182,7 @@ class EbpfTlsSource:
                 self._hook(library, found)
             files = set(self._hooked)
             self._status.processes_hooked = self._scanner.processes_mapping(files)
-            for library, status in self._hooked.items():
+            for library, status in [*self._hooked.items(), *self._refused.items()]:
                 status.processes = self._scanner.processes_mapping({library})
         if now - self._last_expire >= EXPIRE_EVERY_S:
             self._last_expire = now
@@ -215,7 +215,7 @@ class EbpfTlsSource:
         status.gap_bytes = synth.gap_bytes
         status.filtered = self._filtered
         status.probes_attached = self._program.uprobes
-        status.libraries = sorted([*self._hooked.values(), *self._refused],
+        status.libraries = sorted([*self._hooked.values(), *self._refused.values()],
                                   key=lambda lib: lib.path)
         return status
 
@@ -245,8 +245,8 @@ class EbpfTlsSource:
                 self._hooked[library] = LibraryStatus(path=found.path, probes=probes, processes=0)
                 log.info("ebpf: hooked %s (%d probes)", found.path, probes)
             except RuntimeError as error:
-                self._refused.append(LibraryStatus(path=found.path, probes=0, processes=0,
-                                                   error=str(error)))
+                self._refused[library] = LibraryStatus(path=found.path, probes=0, processes=0,
+                                                       error=str(error))
                 log.warning("ebpf: %s", error)
             return
         self._hook_executable(library, found.path)
@@ -256,8 +256,8 @@ class EbpfTlsSource:
         try:
             code = inspect_executable(path)
         except ExecutableError as error:
-            self._refused.append(LibraryStatus(path=path, probes=0, processes=0, kind="go",
-                                               version=error.version, error=str(error)))
+            self._refused[library] = LibraryStatus(path=path, probes=0, processes=0, kind="go",
+                                                   version=error.version, error=str(error))
             log.warning("ebpf: %s: %s", path, error)
             return
         except Exception:   # a file nothing was written for: capture must go on regardless
@@ -284,7 +284,7 @@ class EbpfTlsSource:
             log.info("ebpf: hooked %s (%s %s, %d probes)%s", path, status.kind, status.version,
                      status.probes, "".join(f"; {note}" for note in status.notes))
         else:
-            self._refused.append(status)
+            self._refused[library] = status
         if errors:
             log.warning("ebpf: %s", status.error)
 
