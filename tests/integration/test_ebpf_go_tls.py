@@ -132,13 +132,24 @@ def check_every_request(worker: Worker, port: int, tag: str, protocol: str, vers
     return entries
 
 
-def test_go_http1_keep_alive_many_goroutines(worker, https_server, programs):
+def test_go_http1_keep_alive_many_goroutines(worker, https_server, programs, tmp_path):
     go_client(programs["gohttps"], "-url", f"https://127.0.0.1:{https_server}", "-proto", "h1",
               "-workers", "8", "-requests", "6", "-tag", "h1")
     entries = check_every_request(worker, https_server, "h1", "http", "HTTP/1.1", 8, 6)
     # keep-alive: connections carry several requests (Go's pool may dial a few spare ones)
     per_connection = Counter(e["src"]["port"] for e in entries)
     assert len(per_connection) < len(entries) and max(per_connection.values()) >= 3
+    # the pcap export of an entry is the cleartext stream of its real connection
+    entry = entries[1]
+    pcap = tmp_path / "entry.pcap"
+    pcap.write_bytes(worker.get(f"/entries/{entry['id']}/pcap").content)
+    rows = [line.split("\t") for line in subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y", "http", "-T", "fields", "-e", "tcp.srcport",
+         "-e", "http.request.uri", "-e", "http.response.code"],
+        check=True, capture_output=True, text=True).stdout.splitlines()]
+    assert [r[1] for r in rows if r[1]] == [entry["request"]["path"] + f"?status={entry['status']}"]
+    assert [r[2] for r in rows if r[2]] == [str(entry["status"])]
+    assert {int(r[0]) for r in rows} == {entry["src"]["port"], https_server}
     # (the counters are the node's: other processes' TLS counts too, so only this is sure;
     # where this program's sockets come from is checked with it hooked alone, below)
     assert worker.status()["ebpf"]["go_calls"] >= 8 * 6

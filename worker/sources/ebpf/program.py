@@ -73,7 +73,7 @@ GO_OFFSETS = {
     # A wrapper conn is searched for a net.Conn field at its first this many 8-byte words.
     "GO_WRAPPER_FIELDS": 6,
 }
-GO_TCPCONN_HASHES_MAX = 1024     # distinct *net.TCPConn type hashes (one per Go build mode)
+GO_TCPCONN_HASHES_MAX = 1024     # *net.TCPConn type hashes (Go changed its hash function)
 
 # Header layout of struct event_t, as packed below (little endian, no padding).
 EVENT_HEADER_FORMAT = "<QQIIiBBBBIIQHH16s16s"
