@@ -1,5 +1,6 @@
-"""The bcc program: uprobes on libssl's read/write calls, and the tracepoints that tell which
-socket (fd) and which connection (5-tuple) each call belongs to.
+"""The bcc program: uprobes on the TLS read/write calls (OpenSSL's, shared or linked into an
+executable, and Go's crypto/tls), and the tracepoints that tell which socket (fd) and which
+connection (5-tuple) each call belongs to.
 
 Only stable interfaces are read: function arguments, syscall arguments, tracepoint fields
 (bcc lays them out from tracefs at load time) and user memory. No kernel struct is read, so
