@@ -281,3 +281,20 @@ def test_the_program_carries_the_go_probes_only_where_they_compile():
         assert f"#define {name} {value}\n" in with_go
     with pytest.raises(ValueError, match="chunks_per_call 0"):
         render(chunks_per_call=0)
+
+
+def test_searching_the_file_finds_a_needle_across_read_boundaries(binaries, tmp_path,
+                                                                   monkeypatch):
+    import worker.sources.ebpf.elfimage as elfimage
+    monkeypatch.setattr(elfimage, "FIND_CHUNK", 64)
+    data = bytearray(binaries["stripped"].read_bytes())
+    at = 64 * 100 - 4                            # across a 64-byte read (in code: not run)
+    data[at:at + 10] = b"NEEDLE-123"
+    path = tmp_path / "needle"
+    path.write_bytes(bytes(data))
+    with ElfImage(str(path)) as image:
+        assert image.find(b"NEEDLE-123", 0, len(data)) == at
+        assert image.find(b"NEEDLE-123", at + 1, len(data)) == -1
+        assert image.find(b"NEEDLE-123", 0, at + 9) == -1    # the range ends inside it
+        assert image.file_bytes(len(data) - 2, 10) == bytes(data[-2:])
+        assert image.file_bytes(len(data) + 5, 10) == b""

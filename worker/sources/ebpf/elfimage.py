@@ -1,14 +1,15 @@
-"""An executable's ELF file, mapped read-only: its sections, the bytes at a virtual address,
-pointers stored in it (with the relocations of a position-independent executable) and the
-functions its symbol tables define.
+"""An executable's ELF file: its sections, the bytes at a virtual address, pointers stored in
+it (with the relocations of a position-independent executable) and the functions its symbol
+tables define.
 
-pyelftools parses the headers; the bytes are read straight from the mapping, so a 100 MB
-binary costs what the few tables we look at cost, not a copy of the file.
+pyelftools parses the headers; the bytes are read with pread where they are needed, so a
+100 MB binary costs what the few tables we look at cost, not a copy of the file. (Not mmap:
+a file cut short while mapped raises SIGBUS, which would end the capture process.)
 """
 
 from __future__ import annotations
 
-import mmap
+import os
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
@@ -23,6 +24,7 @@ R_X86_64_RELATIVE = 8
 STT_FUNC = 2
 SHN_UNDEF = 0
 
+FIND_CHUNK = 8 << 20
 _rela = struct.Struct("<QQq")
 _sym64 = struct.Struct("<IBBHQQ")
 
@@ -62,14 +64,13 @@ class ElfImage:
         self.path = path
         self._file: BinaryIO = open(path, "rb")
         try:
-            try:
-                self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-            except ValueError:     # an empty file cannot be mapped
-                raise ElfImageError(f"{path}: empty file") from None
-            if self._map[:4] != ELF_MAGIC:
+            self._size = os.fstat(self._file.fileno()).st_size
+            if self._size == 0:
+                raise ElfImageError(f"{path}: empty file")
+            if self.file_bytes(0, 4) != ELF_MAGIC:
                 raise ElfImageError(f"{path}: not an ELF file")
             try:
-                elf = ELFFile(self._map)
+                elf = ELFFile(self._file)
                 self.machine = elf["e_machine"]
                 self.position_independent = elf["e_type"] == "ET_DYN"
                 self.sections = {s.name: Section(s.name, s["sh_addr"], s["sh_offset"],
@@ -99,9 +100,6 @@ class ElfImage:
         self.close()
 
     def close(self) -> None:
-        if getattr(self, "_map", None) is not None:
-            self._map.close()
-            self._map = None  # type: ignore[assignment]
         self._file.close()
 
     # -- sections and bytes ---------------------------------------------------------------
@@ -121,22 +119,37 @@ class ElfImage:
                     return section
         return None
 
-    def section_bytes(self, section: Section) -> memoryview:
-        return memoryview(self._map)[section.offset:section.offset + section.size]
+    def section_bytes(self, section: Section) -> bytes:
+        return self.file_bytes(section.offset, section.size)
 
     def find(self, needle: bytes, offset: int, size: int) -> int:
         """Where `needle` first occurs in the file's bytes [offset, offset + size), or -1."""
-        return self._map.find(needle, offset, offset + size)
+        end = min(offset + size, self._size)
+        at = offset
+        while at < end:
+            chunk = self.file_bytes(at, min(FIND_CHUNK, end - at))
+            found = chunk.find(needle)
+            if found >= 0 and at + found + len(needle) <= end:
+                return at + found
+            if at + len(chunk) >= end or not chunk:
+                return -1
+            at += max(len(chunk) - len(needle) + 1, 1)   # a needle across the boundary
+        return -1
 
     def file_bytes(self, offset: int, size: int) -> bytes:
-        return self._map[offset:offset + size]
+        """Up to `size` bytes at a file offset (fewer at the end of the file)."""
+        if offset < 0 or size <= 0 or offset >= self._size:
+            return b""
+        return os.pread(self._file.fileno(), min(size, self._size - offset), offset)
 
     def read(self, address: int, size: int) -> bytes:
         """`size` bytes at a virtual address; ElfImageError when the file does not hold them."""
         for segment in self.segments:
             start = address - segment.address
             if 0 <= start and start + size <= segment.file_size:
-                return self._map[segment.offset + start:segment.offset + start + size]
+                data = self.file_bytes(segment.offset + start, size)
+                if len(data) == size:
+                    return data
         raise ElfImageError(f"{self.path}: address {address:#x} (+{size}) is not in the file")
 
     def pointer(self, address: int) -> int:

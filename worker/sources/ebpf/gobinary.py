@@ -258,8 +258,7 @@ def function_table(image: ElfImage) -> tuple[FunctionTable, str] | None:
                     at = image.find(header, at + 1, end - at - 1)
     error: PclntabError | None = None
     for offset, size, how in candidates:
-        data = memoryview(image.file_bytes(offset, size)) if how != ".gopclntab" \
-            else image.section_bytes(section)   # type: ignore[arg-type]
+        data = image.file_bytes(offset, size)
         address = image.address_of(offset)
         try:
             text_start = image.pointer(address + TEXT_START_OFFSET) if address else 0

@@ -44,7 +44,7 @@ class FunctionTable:
     """The functions of one .gopclntab. text_start: the address the 1.18+ entry offsets
     count from when the header's own field is 0 (left to a relocation in the file)."""
 
-    def __init__(self, data: bytes | memoryview, text_start: int = 0) -> None:
+    def __init__(self, data: bytes, text_start: int = 0) -> None:
         self._data = data
         if len(data) < 8:
             raise PclntabError(f"function table of {len(data)} bytes has no header")
@@ -75,7 +75,7 @@ class FunctionTable:
             raise PclntabError(f"function table of {nfunc} functions does not fit in "
                                f"{len(data)} bytes")
         self._nfunc = nfunc
-        raw = bytes(data[table_at:table_at + nfunc * entry_size])
+        raw = data[table_at:table_at + nfunc * entry_size]
         if magic == MAGIC_GO1_16:
             pairs = list(struct.iter_unpack("<QQ", raw))
             self._end = struct.unpack_from("<Q", data, table_at + nfunc * entry_size)[0]
@@ -99,10 +99,10 @@ class FunctionTable:
 
     def _name(self, name_offset: int) -> str:
         start = self._names_at + name_offset
-        end = bytes(self._data[start:start + 4096]).find(b"\x00")
+        end = self._data[start:start + 4096].find(b"\x00")
         if name_offset < 0 or end < 0:
             raise PclntabError(f"function name at {name_offset} is not terminated")
-        return bytes(self._data[start:start + end]).decode("utf-8", "replace")
+        return self._data[start:start + end].decode("utf-8", "replace")
 
     def _bounds(self, index: int) -> tuple[int, int]:
         end = self._entries[index + 1] if index + 1 < self._nfunc else self._end
@@ -111,8 +111,8 @@ class FunctionTable:
     def find(self, names: set[str]) -> dict[str, Function]:
         """The functions named in `names` that the table holds. Names are found as bytes in
         the name table first, so only a few records are compared."""
-        names_region = bytes(self._data[self._names_at:self._table_at]) \
-            if self._names_at < self._table_at else bytes(self._data[self._names_at:])
+        names_region = self._data[self._names_at:self._table_at] \
+            if self._names_at < self._table_at else self._data[self._names_at:]
         wanted: dict[int, str] = {}
         for name in names:
             needle = name.encode() + b"\x00"
