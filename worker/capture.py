@@ -171,8 +171,11 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
                     _drain(state, by_fd[fd])
     finally:
         for source in sources:
-            source.close()
+            if source is not tls:
+                source.close()
         writer.close()
+        if tls is not None:    # last: the kernel removes its probes one at a time, ~0.1 s each
+            tls.close()
 
 
 class CaptureProcess:

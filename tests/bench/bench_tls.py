@@ -16,7 +16,7 @@ Workloads (each a client process that loops for --seconds on one connection and 
 Modes, interleaved round by round so that the machine's load hits all of them alike:
   - none: no worker;
   - noop: no worker, but no-op probes on the same functions (uprobes and uretprobes on
-    libssl's and the static client's; on Go's, uprobes at the call and at each RET), loaded
+    libssl's and the static client's; on Go's, uprobes at the calls and at each RET of Read), loaded
     by this script through bcc: what the kernel's uprobe mechanism alone costs;
   - capture: the worker on lo without --tls (the cost of capturing the encrypted packets);
   - tls: the worker on lo with --tls (probes, synthesized packets, their dissection).
@@ -115,9 +115,8 @@ def noop_probes(go_binary: Path, static_client: Path):  # type: ignore[no-untype
             bpf.attach_uretprobe(name=path, sym=symbol, fn_name="noop")
     code = inspect_executable(str(go_binary))
     assert code is not None and code.go is not None
-    for points in (code.go.write, code.go.read):
-        for address in (points.call, *points.returns):
-            bpf.attach_uprobe(name=str(go_binary), addr=address, fn_name="noop")
+    for address in (code.go.write.call, code.go.read.call, *code.go.read.returns):
+        bpf.attach_uprobe(name=str(go_binary), addr=address, fn_name="noop")
     return bpf
 
 

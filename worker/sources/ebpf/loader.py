@@ -39,8 +39,8 @@ SSL_PROBES = (
 
 
 # Each uprobe holds a perf event descriptor. bcc refuses more than 1000 probes unless told
-# (BCC_PROBE_LIMIT); a Go binary takes ~20 (its entries and RETs), so a node with many Go
-# programs needs more, and the descriptors to match.
+# (BCC_PROBE_LIMIT); a Go binary takes about 9 (two calls and Read's RETs), so a node with many
+# Go programs needs more, and the descriptors to match.
 MAX_UPROBES = 8192
 
 
@@ -162,9 +162,10 @@ class BccProgram:
 
     def attach_go(self, path: str, tls: GoTls) -> int:
         """Uprobes on a Go binary's crypto/tls: at the start of (*Conn).Write and .Read (past
-        the stack check) and at each of their RET instructions (never uretprobes: Go moves
-        stacks). Returns how many were attached; RuntimeError with the reason when the kernel
-        refuses one (those attached stay: bcc detaches them all at close)."""
+        the stack check), and at each RET instruction of Read (never uretprobes: Go moves
+        stacks; Write is reported at its call). Returns how many were attached;
+        RuntimeError with the reason when the kernel refuses one (those attached stay: bcc
+        detaches them all at close)."""
         if not self.go:
             raise RuntimeError(f"{path}: Go probes read amd64 registers; this machine is not amd64")
         if tls.tcpconn_hash is not None and self._go_hashes is not None:
@@ -173,7 +174,7 @@ class BccProgram:
             except Exception as error:   # a full map: that binary's sockets come from syscalls
                 log.info("%s: cannot note its *net.TCPConn type: %s", path, _first_line(error))
         plan = [(tls.write.call, "go_enter_write"), (tls.read.call, "go_enter_read")]
-        plan += [(address, "go_return") for address in (*tls.write.returns, *tls.read.returns)]
+        plan += [(address, "go_return") for address in tls.read.returns]
         attached = 0
         try:
             for address, function in plan:

@@ -18,10 +18,11 @@ How a chunk of cleartext finds its connection:
   finds it and ties it to (process, new fd) (role: server).
 Go's crypto/tls (Go 1.17+, amd64 register ABI) is probed the same way, with two differences:
 the call is keyed by goroutine (the g pointer in R14), not thread, since a goroutine may
-resume on another thread; and it returns through uprobes on each RET instruction (the loader
-finds them), never a uretprobe, which breaks on Go's movable stacks. The *tls.Conn plays the
-SSL object's part, and its socket is read from the net.Conn inside it when that is a
-*net.TCPConn (offsets below); otherwise the syscalls made during the call name it.
+resume on another thread; and Read returns through uprobes on each RET instruction (the
+loader finds them), never a uretprobe, which breaks on Go's movable stacks (Write is
+reported at its call). The *tls.Conn plays the SSL object's part, and its socket is read from
+the net.Conn inside it when that is a *net.TCPConn (offsets below); otherwise the syscalls
+made during a Read name it.
 Per SSL object and direction, the bytes moved so far are counted here, so every event carries
 its stream offset: an event lost in the ring buffer, or bytes beyond what one call copies,
 become a gap at the right place instead of silently shifting the stream. The counts end with
@@ -519,7 +520,7 @@ BPF_HASH(go_tcpconn_hashes, u32, u8, __GO_TCPCONN_HASHES_MAX__);
 # Go's register ABI on amd64 (src/cmd/compile/abi-internal.md): integer arguments and results
 # in RAX, RBX, RCX, RDI, RSI, R8-R11; the current goroutine's g in R14. For
 # (*tls.Conn).Write/Read(b []byte) (int, error): c in RAX, b = {RBX ptr, RCX len, RDI cap};
-# at RET, n in RAX and the error in RBX/RCX.
+# at Read's RET, n in RAX and the error in RBX/RCX.
 GO_PROBES = r"""
 /* ---- Go crypto/tls ----------------------------------------------------------------------- */
 
@@ -581,11 +582,14 @@ static __always_inline int go_enter(struct pt_regs *ctx, u32 kind) {
     call.kind = kind;
     call.started = bpf_ktime_get_ns();
     call.fd = go_conn_fd(call.ssl);
-    if (kind == KIND_WRITE && call.fd >= 0) {
+    if (kind == KIND_WRITE) {
         /* Write sends all of b or fails (and the connection is then broken for good), so
-           its bytes are reported now, before they reach the socket: reported at its return,
-           a request would often come after the response, which another goroutine (net/http's
-           readLoop) reads while this one has not reached its RET yet. */
+           its bytes are reported now, before they reach the socket, and Write needs no
+           probes on its RETs. Reported at its return, a request would often come after
+           the response, which another goroutine (net/http's readLoop) reads while this
+           one has not reached its RET yet. Without the conn's socket, the one last seen
+           for this conn is used (or none yet: user space holds the chunk until a later
+           call names it). */
         u64 length = ctx->cx;
         if (length > 0) {
             count(C_GO_CALLS, 1);
@@ -607,7 +611,7 @@ static __always_inline int go_enter(struct pt_regs *ctx, u32 kind) {
 int go_enter_write(struct pt_regs *ctx) { return go_enter(ctx, KIND_WRITE); }
 int go_enter_read(struct pt_regs *ctx) { return go_enter(ctx, KIND_READ); }
 
-/* At each RET of (*tls.Conn).Write and .Read: the goroutine may be on another thread now. */
+/* At each RET of (*tls.Conn).Read: the goroutine may be on another thread now. */
 int go_return(struct pt_regs *ctx) {
     u64 id = bpf_get_current_pid_tgid();
     struct go_key_t key = go_key(ctx, id);
