@@ -281,8 +281,9 @@ class EbpfTlsSource:
         status.error = "; ".join(errors)
         if status.probes:
             self._hooked[library] = status
-            log.info("ebpf: hooked %s (%s %s, %d probes)%s", path, status.kind, status.version,
-                     status.probes, "".join(f"; {note}" for note in status.notes))
+            log.info("ebpf: hooked %s (%s, %d probes)%s", path,
+                     " ".join(filter(None, (status.kind, status.version))), status.probes,
+                     "".join(f"; {note}" for note in status.notes))
         else:
             self._refused[library] = status
         if errors:
