@@ -6,13 +6,14 @@ members: the workers see one connection per query, however many browsers, curl -
 watch it (before, each client opened its own connection to every worker; docs/BENCHMARKS.md
 has the comparison).
 
-Event ids: every entry event gets a hub id from one counter that starts at the hub's start time
-in microseconds, so ids grow, stay unique within the process and do not repeat after a restart.
-A group remembers, in bounded rings, which worker and worker sequence each id stood for and the
-last events themselves. A client that comes back with Last-Event-ID N gets what its group sent
-after N: from the ring of recent events, or, when that has moved on, re-read from the workers'
-indexes by worker sequence. When N is older than anything the group remembers (or the group
-was started after N), the client is told with `event: lost` ({"lost": null, "reason": ...}).
+Event ids are positions, not counters: the id of an entry event lists, for every node the group
+follows, the last entry of that node the group had sent with it (`node@store:seq`, comma
+separated; `store` names the worker's index, so a reset store is told apart). A client that
+comes back with Last-Event-ID therefore says exactly what it has seen, and any hub can answer
+it, the same process or one started since on another node with another clock: from the ring of
+recent events when its id is there, otherwise re-read from each worker's index after that
+node's position up to where the group is now. What cannot be given is said with `event: lost`
+naming the node and why (a worker down, a node not in the feed then, a store reset since).
 
 Each client has one bounded queue: when it is full the oldest event goes and the client is
 told with `event: lost` {lost: N}.
@@ -23,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from array import array
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 from sse_starlette import ServerSentEvent
@@ -37,55 +37,32 @@ from hub.workers import WorkerClient, WorkerPool, describe
 
 log = logging.getLogger("shark.hub.stream")
 
-MARKS_SIZE = 100_000       # ids a group can map back to worker positions (~2.4 MB per group)
 RECENT_SIZE = 2_000        # events a group keeps to replay without asking the workers
 CLIENT_QUEUE = 1_000
 LINGER_S = 30.0            # an empty group waits this long for clients reconnecting
 CATCH_UP_TIMEOUT_S = 10.0  # longest wait for a worker to replay what a client missed
+REPLAY_LIMIT = 100_000     # entries one resume re-reads from the workers, at most
 RECONNECT_S = (0.2, 5.0)   # first and longest wait before reconnecting to a worker
 
+Positions = dict[str, tuple[str, int]]   # node -> (worker store id, last worker seq sent)
 
-class Marks:
-    """The last `size` (hub id, worker, worker seq) marks of one group, in id order, kept in
-    flat arrays so a busy group costs a fixed few MB."""
 
-    def __init__(self, size: int = MARKS_SIZE) -> None:
-        self.size = size
-        self.ids = array("q", [0]) * size
-        self.workers = array("H", [0]) * size
-        self.seqs = array("q", [0]) * size
-        self.count = 0                       # marks ever added
-        self.worker_names: list[str] = []    # worker index -> worker URL
-        self._worker_index: dict[str, int] = {}
+def format_positions(positions: Positions) -> str:
+    """The event id of a position: `node@store:seq,...`, nodes sorted, names %-quoted."""
+    return ",".join(f"{quote(node, safe='')}@{store}:{seq}" for node, (store, seq) in sorted(positions.items()))
 
-    def add(self, hub_id: int, worker: str, worker_seq: int) -> None:
-        index = self._worker_index.get(worker)
-        if index is None:
-            index = self._worker_index[worker] = len(self.worker_names)
-            self.worker_names.append(worker)
-        slot = self.count % self.size
-        self.ids[slot], self.workers[slot], self.seqs[slot] = hub_id, index, worker_seq
-        self.count += 1
 
-    def _ordered(self) -> range:
-        first = max(0, self.count - self.size)
-        return range(first, self.count)
-
-    @property
-    def oldest_id(self) -> int | None:
-        if not self.count:
-            return None
-        return self.ids[max(0, self.count - self.size) % self.size]
-
-    def after(self, last_id: int, upto: int) -> list[tuple[int, str, int]]:
-        """(hub id, worker, worker seq) of every mark with last_id < id <= upto, in id order."""
-        out = []
-        for n in self._ordered():
-            slot = n % self.size
-            hub_id = self.ids[slot]
-            if last_id < hub_id <= upto:
-                out.append((hub_id, self.worker_names[self.workers[slot]], self.seqs[slot]))
-        return out
+def parse_positions(text: str) -> Positions:
+    """A Last-Event-ID of this hub -> positions; ValueError naming the part that is wrong."""
+    positions: Positions = {}
+    for index, part in enumerate(text.split(",")):
+        node, at, rest = part.partition("@")
+        store, colon, seq = rest.rpartition(":")
+        if not (node and at and colon and seq.isdigit()) or (store and not store.isalnum()):
+            raise ValueError(f"Last-Event-ID: part {index + 1} {part!r} is not NODE@STORE:SEQ "
+                             "(an event id of this hub's /stream)")
+        positions[unquote(node)] = (store, int(seq))
+    return positions
 
 
 class ClientQueue:
@@ -132,35 +109,66 @@ async def _sse_lines(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
                 event[name] = value
 
 
-CONNECTED = -1   # worker_entries' (seq, data) when the stream is open: data is ""
+CONNECTED = -1   # worker_entries' (seq, data) when the stream is open: data is its hello ("" from a worker without one)
 LOST = -2        # ... when the worker dropped entries for this stream: data is its {"lost": N}
+NO_ID = -3       # ... for an entry the worker sent without an id (cannot be resumed from)
+REPLAYED = -4    # ... when what it held after Last-Event-ID was sent: data is {"seq", "evicted"}
 
 
-async def worker_entries(client: WorkerClient, q: str | None, after: int | None,
+async def worker_entries(client: WorkerClient, q: str | None, after: str | None,
                          ) -> AsyncIterator[tuple[int, str]]:
-    """(worker seq, Entry JSON) from one worker's /stream: what its index holds after `after`,
-    then live; and the CONNECTED and LOST markers. Raises httpx.HTTPError when the worker
-    cannot be reached or ends the stream."""
-    headers = {"Last-Event-ID": str(after)} if after is not None else {}
+    """(worker seq, Entry JSON) from one worker's /stream: what its index holds after `after`
+    (SEQ or STORE:SEQ), then live; and the CONNECTED, LOST, NO_ID and REPLAYED markers. Raises
+    httpx.HTTPError when the worker cannot be reached or ends the stream."""
+    headers = {"Last-Event-ID": after} if after is not None else {}
     params = {"q": q} if q else {}
     async with client.http.stream("GET", "/stream", params=params, headers=headers,
                                   timeout=httpx.Timeout(None, connect=3.0)) as response:
         if response.status_code != 200:
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request,
                                         response=response)
-        yield CONNECTED, ""     # lets the caller report the worker up before any entry
+        greeted = False
         async for event in _sse_lines(response):
-            if event.get("event") == "lost":
+            kind = event.get("event")
+            if kind == "hello" and not greeted:
+                greeted = True
+                yield CONNECTED, event.get("data", "")
+                continue
+            if not greeted:     # a worker from before the hello: connected all the same
+                greeted = True
+                yield CONNECTED, ""
+            if kind == "lost":
                 yield LOST, event.get("data", "")
-                continue
-            if event.get("event") != "entry":
-                continue
-            try:
-                worker_seq = int(event.get("id", ""))
-            except ValueError:
-                continue
-            yield worker_seq, event["data"]
+            elif kind == "live":
+                yield REPLAYED, event.get("data", "")
+            elif kind == "entry":
+                seq = event.get("id", "")
+                yield (int(seq) if seq.isdigit() else NO_ID), event["data"]
+        if not greeted:
+            yield CONNECTED, ""
     raise httpx.RemoteProtocolError("the worker ended the stream")
+
+
+def _hello(data: str) -> tuple[str | None, str, int | None, bool]:
+    """A worker's hello -> (node, store, head, reset); empty for a worker that sent none."""
+    try:
+        hello = json.loads(data) if data else {}
+    except ValueError:
+        hello = {}
+    if not isinstance(hello, dict):
+        hello = {}
+    node = hello.get("node") if isinstance(hello.get("node"), str) and hello.get("node") else None
+    store = hello.get("store") if isinstance(hello.get("store"), str) and hello["store"].isalnum() else ""
+    head = hello.get("head") if isinstance(hello.get("head"), int) else None
+    return node, store, head, hello.get("reset") is True
+
+
+def _evicted_count(data: str) -> int:
+    try:
+        evicted = json.loads(data).get("evicted", 0)
+    except (ValueError, AttributeError):
+        return 0
+    return evicted if isinstance(evicted, int) and evicted > 0 else 0
 
 
 def status_event(client: WorkerClient, ok: bool, error: str | None) -> ServerSentEvent:
@@ -177,30 +185,42 @@ def lost_event(lost: int | None, reason: str | None = None, node: str | None = N
     return ServerSentEvent(data=json.dumps(payload), event="lost")
 
 
+class Follower:
+    """One worker's /stream for a group: the node it turned out to be, and whether it has
+    answered (or failed) once, which a resume waits for."""
+
+    def __init__(self, client: WorkerClient) -> None:
+        self.client = client
+        self.node: str | None = None
+        self.settled = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.told_no_id = False
+
+
 class Group:
     """The clients of one query and the one upstream per worker that feeds them all."""
 
     def __init__(self, feed: Feed, q: str | None) -> None:
         self.feed = feed
         self.q = q
-        self.started_id = feed.last_id    # ids at or below this were never this group's
         self.members: set[ClientQueue] = set()
-        self.followers: dict[WorkerClient, asyncio.Task[None]] = {}
+        self.followers: dict[WorkerClient, Follower] = {}
         self.up: dict[WorkerClient, tuple[bool, str | None]] = {}
-        self.marks = Marks(feed.marks_size)
-        self.recent: deque[tuple[int, ServerSentEvent]] = deque(maxlen=feed.recent_size)
-        self.last_id = self.started_id
+        self.positions: Positions = {}
+        self.cursor = ""                  # format_positions(self.positions), kept current
+        self.recent: deque[tuple[str, ServerSentEvent]] = deque(maxlen=feed.recent_size)
         self.closer: asyncio.Task[None] | None = None
 
     # -- workers --------------------------------------------------------------------------
     def add_worker(self, client: WorkerClient) -> None:
         if client not in self.followers:
-            self.followers[client] = asyncio.create_task(self._follow(client), name=f"feed {client.url}")
+            follower = self.followers[client] = Follower(client)
+            follower.task = asyncio.create_task(self._follow(follower), name=f"feed {client.url}")
 
     def remove_worker(self, client: WorkerClient) -> None:
-        task = self.followers.pop(client, None)
-        if task is not None:
-            task.cancel()
+        follower = self.followers.pop(client, None)
+        if follower is not None and follower.task is not None:
+            follower.task.cancel()
         self.up.pop(client, None)
         self._broadcast(status_event(client, False, "left the hub's workers"))
 
@@ -210,24 +230,30 @@ class Group:
         self.up[client] = (ok, error)
         self._broadcast(status_event(client, ok, error))
 
-    async def _follow(self, client: WorkerClient) -> None:
-        """Follow one worker's /stream for the group, resuming after the last seq seen."""
+    def _after(self, follower: Follower) -> str | None:
+        """Where a reconnecting follower resumes: STORE:SEQ of its node's position."""
+        if follower.node is None or follower.node not in self.positions:
+            return None
+        store, seq = self.positions[follower.node]
+        return f"{store}:{seq}" if store else str(seq)
+
+    async def _follow(self, follower: Follower) -> None:
+        """Follow one worker's /stream for the group, resuming after its node's position."""
+        client = follower.client
         delay = RECONNECT_S[0]
-        after: int | None = None
         while True:
             try:
-                async with aclosing(worker_entries(client, self.q, after)) as entries:
+                async with aclosing(worker_entries(client, self.q, self._after(follower))) as entries:
                     async for worker_seq, data in entries:
                         if worker_seq == CONNECTED:
-                            client.mark(None)
-                            self._set_up(client, True, None)
+                            self._connected(follower, data)
                             delay = RECONNECT_S[0]
-                            continue
-                        if worker_seq == LOST:
+                        elif worker_seq == LOST:
                             self._worker_lost(client, data)
-                            continue
-                        after = worker_seq
-                        self._publish(client, worker_seq, data)
+                        elif worker_seq == REPLAYED:
+                            self._evicted(follower, data)
+                        else:
+                            self._publish(follower, worker_seq, data)
             except httpx.HTTPError as error:
                 client.mark(error)
                 self._set_up(client, False, client.health.error or describe(error))
@@ -235,8 +261,32 @@ class Group:
             except Exception as error:   # noqa: BLE001 - a bug here must not end this worker's feed for good
                 log.exception("stream from %s failed; reconnecting in %.1fs", client.url, delay)
                 self._set_up(client, False, f"{type(error).__name__}: {error}")
+            follower.settled.set()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_S[1])
+
+    def _connected(self, follower: Follower, hello: str) -> None:
+        client = follower.client
+        node, store, head, reset = _hello(hello)
+        node = node or client.node or client.url
+        if client.node is None and node != client.url:
+            client.node = node
+        client.mark(None)
+        known = self.positions.get(node)
+        if reset and known is not None:
+            self._broadcast(lost_event(None, f"the worker on node {node} restarted with another store "
+                                             f"(reset or rebuilt): entries after {node}:{known[1]} it had "
+                                             "not streamed are gone; its new entries follow", node=node))
+        if known is None or reset:
+            # entries up to head were there before this group followed the node (or, after a
+            # reset, the worker replays its new store from the start)
+            self.positions[node] = (store, 0 if reset or head is None else head)
+        elif known[0] != store and store:
+            self.positions[node] = (store, known[1])
+        self.cursor = format_positions(self.positions)
+        follower.node = node
+        self._set_up(client, True, None)
+        follower.settled.set()
 
     def _worker_lost(self, client: WorkerClient, data: str) -> None:
         """The worker's own queue for this stream overflowed: its entries are in its index
@@ -248,13 +298,29 @@ class Group:
         self._broadcast(lost_event(lost, f"worker {client.node or client.url} could not stream them fast "
                                          "enough; they are in /api/v1/entries", node=client.node))
 
+    def _evicted(self, follower: Follower, data: str) -> None:
+        """Back after an outage, the worker had evicted entries this group had not streamed."""
+        evicted = _evicted_count(data)
+        if evicted:
+            node = follower.node or follower.client.url
+            self._broadcast(lost_event(evicted, f"node {node} evicted {evicted} entries (of any query) from its "
+                                                "storage before this hub could stream them", node=node))
+
     # -- members --------------------------------------------------------------------------
-    def _publish(self, client: WorkerClient, worker_seq: int, data: str) -> None:
-        hub_id = self.feed.next_id()
-        self.last_id = hub_id
-        self.marks.add(hub_id, client.url, worker_seq)
-        event = ServerSentEvent(data=data, event="entry", id=str(hub_id))
-        self.recent.append((hub_id, event))
+    def _publish(self, follower: Follower, worker_seq: int, data: str) -> None:
+        node = follower.node or follower.client.url
+        if worker_seq == NO_ID:
+            # passed on, but no resume can re-read it: the event keeps the last position
+            if not follower.told_no_id:
+                follower.told_no_id = True
+                log.warning("worker %s sends entries without an id: a resume cannot re-read them", node)
+        else:
+            store, seq = self.positions.get(node, ("", 0))
+            if worker_seq > seq:
+                self.positions[node] = (store, worker_seq)
+                self.cursor = format_positions(self.positions)
+        event = ServerSentEvent(data=data, event="entry", id=self.cursor or None)
+        self.recent.append((self.cursor, event))
         for member in self.members:
             member.put(event)
 
@@ -282,7 +348,7 @@ class Group:
             await self.close()
 
     async def close(self) -> None:
-        tasks = list(self.followers.values())
+        tasks = [f.task for f in self.followers.values() if f.task is not None]
         if self.closer is not None and self.closer is not asyncio.current_task():
             tasks.append(self.closer)
         for task in tasks:
@@ -291,83 +357,113 @@ class Group:
         self.followers.clear()
 
     # -- resume ---------------------------------------------------------------------------
-    def remembers(self, last_id: int) -> bool:
-        """Whether every event this group sent after `last_id` is still in its marks."""
-        if last_id <= self.started_id:
-            return False
-        oldest = self.marks.oldest_id
-        return self.marks.count <= self.marks.size or (oldest is not None and last_id >= oldest)
+    def recent_after(self, last_id: str) -> list[ServerSentEvent] | None:
+        """The ring's events after the one with id `last_id`; None when the ring lacks it."""
+        found = None
+        for index, (cursor, _) in enumerate(self.recent):
+            if cursor == last_id:
+                found = index        # the last event with that id (id-less entries repeat it)
+        if found is None:
+            return None
+        return [event for _, event in list(self.recent)[found + 1:]]
 
-    async def missed(self, last_id: int, upto: int) -> AsyncIterator[ServerSentEvent]:
-        """What this group sent after `last_id` up to `upto`, in id order."""
-        if last_id >= upto and last_id > self.started_id:
-            return
-        if not self.remembers(last_id):
-            yield lost_event(None, f"Last-Event-ID {last_id} is older than what the hub remembers "
-                                   "for this query; entries since then are in /api/v1/entries")
-            return
-        wanted = self.marks.after(last_id, upto)
-        recent = {hub_id: event for hub_id, event in self.recent}
-        missing = [(hub_id, worker, seq) for hub_id, worker, seq in wanted if hub_id not in recent]
-        fetched = await self._refetch(missing) if missing else {}
-        lost = 0
-        for hub_id, _, _ in wanted:
-            if hub_id in recent:
-                yield recent[hub_id]
-            elif hub_id in fetched:
-                yield ServerSentEvent(data=fetched[hub_id], event="entry", id=str(hub_id))
-            else:
-                lost += 1
-        if lost:
-            yield lost_event(lost, "evicted from the workers' storage, or a worker did not answer")
-
-    async def _refetch(self, missing: list[tuple[int, str, int]]) -> dict[int, str]:
-        """Ask each worker again, by worker seq, for the entries the recent ring no longer has:
-        its /stream replays from its index after the seq given as Last-Event-ID."""
-        by_worker: dict[str, dict[int, int]] = {}
-        for hub_id, worker, seq in missing:
-            by_worker.setdefault(worker, {})[seq] = hub_id
-        clients = {client.url: client for client in self.feed.pool.clients}
-        found: dict[int, str] = {}
-
-        async def one(url: str, seqs: dict[int, int]) -> None:
-            client = clients.get(url)
-            if client is None:
-                return
-            end = max(seqs)
+    async def settled(self, timeout: float) -> None:
+        """Wait until every worker has answered this group once (or failed), at most `timeout`."""
+        waits = [f.settled.wait() for f in self.followers.values() if not f.settled.is_set()]
+        if waits:
             try:
-                async with asyncio.timeout(CATCH_UP_TIMEOUT_S), \
-                        aclosing(worker_entries(client, self.q, min(seqs) - 1)) as entries:
-                    async for worker_seq, data in entries:
-                        if worker_seq < 0:
-                            continue
-                        if worker_seq in seqs:
-                            found[seqs[worker_seq]] = data
-                        if worker_seq >= end:
-                            return
-            except (httpx.HTTPError, TimeoutError) as error:
-                log.info("catching a client up from %s: %s", url, describe(error))
-        await asyncio.gather(*(one(url, seqs) for url, seqs in by_worker.items()))
-        return found
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*waits)
+            except TimeoutError:
+                pass
+
+    async def replay(self, seen: Positions, upto: Positions) -> AsyncIterator[ServerSentEvent]:
+        """What the group sent after the client's positions `seen` up to `upto` (the group's
+        positions when the client joined), re-read from the workers, each event with the
+        client's position after it; `lost` for what cannot be re-read."""
+        followers = {f.node: f for f in self.followers.values() if f.node is not None}
+        position = dict(seen)
+        budget = [REPLAY_LIMIT]
+        for node in sorted(set(seen) - set(upto)):
+            store, seq = position.pop(node)
+            yield lost_event(None, f"node {node} is not answering this hub now: its entries after {node}:{seq} "
+                                   "are not replayed; they are in /api/v1/entries once it is back", node=node)
+        for node in sorted(set(upto) - set(seen)):
+            yield lost_event(None, f"node {node} was not in this feed at your Last-Event-ID: its entries "
+                                   "from before it joined are not replayed; they are in /api/v1/entries", node=node)
+            position[node] = upto[node]
+        for node in sorted(set(seen) & set(upto)):
+            (store, seq), (store_now, seq_now) = seen[node], upto[node]
+            if store == store_now and seq >= seq_now:
+                continue
+            follower = followers.get(node)
+            if follower is None:
+                yield lost_event(None, f"node {node}: its worker is not followed now; entries after "
+                                       f"{node}:{seq} are not replayed", node=node)
+                position[node] = upto[node]
+                continue
+            async for event in self._replay_node(follower.client, node, seen[node], upto[node], position, budget):
+                yield event
+
+    async def _replay_node(self, client: WorkerClient, node: str, seen: tuple[str, int], upto: tuple[str, int],
+                           position: Positions, budget: list[int]) -> AsyncIterator[ServerSentEvent]:
+        """One node's part of a replay: its worker's /stream after the client's position, read
+        until the worker says its stored entries are sent or the group's position is passed."""
+        store, seq = seen
+        problem = None
+        says_live = False        # a worker with a hello ends its replay with `live`
+        try:
+            async with asyncio.timeout(CATCH_UP_TIMEOUT_S), \
+                    aclosing(worker_entries(client, self.q, f"{store}:{seq}" if store else str(seq))) as entries:
+                async for worker_seq, data in entries:
+                    if worker_seq == CONNECTED:
+                        says_live = bool(data)
+                        _, store_now, _, reset = _hello(data)
+                        if reset:
+                            yield lost_event(None, f"the worker on node {node} has another store since "
+                                                   f"{node}:{seq} (reset or rebuilt): what it held after that "
+                                                   "and had not streamed is gone", node=node)
+                        if upto[0] and store_now != upto[0]:
+                            problem = "its store changed again while you were away"
+                            break
+                    elif worker_seq == REPLAYED:
+                        if evicted := _evicted_count(data):
+                            yield lost_event(evicted, f"node {node} evicted {evicted} entries (of any query) "
+                                                      f"after {node}:{seq} from its storage", node=node)
+                        break
+                    elif worker_seq == NO_ID or worker_seq > upto[1]:
+                        break
+                    elif worker_seq > 0:
+                        if budget[0] <= 0:
+                            problem = f"more than {REPLAY_LIMIT} entries to replay"
+                            break
+                        budget[0] -= 1
+                        position[node] = (upto[0], worker_seq)
+                        yield ServerSentEvent(data=data, event="entry", id=format_positions(position))
+                        if worker_seq == upto[1] and not says_live:
+                            break
+        except (httpx.HTTPError, TimeoutError) as error:
+            problem = describe(error) if isinstance(error, httpx.HTTPError) else \
+                f"not replayed within {CATCH_UP_TIMEOUT_S:.0f} s"
+            log.info("catching a client up from %s: %s", client.url, problem)
+        if problem is not None:
+            done = position[node][1] if position[node][0] == upto[0] else seq
+            yield lost_event(None, f"node {node}: entries after {node}:{done} up to {node}:{upto[1]} were not "
+                                   f"replayed ({problem}); they are in /api/v1/entries", node=node)
+        position[node] = upto
 
 
 class Feed:
-    """Every live group of one hub, and the id counter they share."""
+    """Every live group of one hub."""
 
-    def __init__(self, pool: WorkerPool, *, linger_s: float = LINGER_S, marks_size: int = MARKS_SIZE,
+    def __init__(self, pool: WorkerPool, *, linger_s: float = LINGER_S,
                  recent_size: int = RECENT_SIZE, queue_size: int = CLIENT_QUEUE) -> None:
         self.pool = pool
         self.linger_s = linger_s
-        self.marks_size = marks_size
         self.recent_size = recent_size
         self.queue_size = queue_size
         self.groups: dict[str | None, Group] = {}
-        self.last_id = int(time.time() * 1_000_000)
         pool.on_membership.append(self._membership)
-
-    def next_id(self) -> int:
-        self.last_id += 1
-        return self.last_id
 
     def _membership(self, client: WorkerClient, joined: bool) -> None:
         for group in self.groups.values():
@@ -405,15 +501,29 @@ class Feed:
         """Connections to workers the feed holds (for /metrics)."""
         return sum(len(group.followers) for group in self.groups.values())
 
-    async def events(self, q: str | None, last_id: int | None) -> AsyncIterator[ServerSentEvent]:
+    async def events(self, q: str | None, last_id: str | None) -> AsyncIterator[ServerSentEvent]:
         group = self.group(q)
         queue = ClientQueue(self.queue_size)
-        upto = group.last_id
-        group.join(queue)
+        missed: list[ServerSentEvent] = []
+        seen: Positions | None = None
+        if last_id is not None:
+            recent = group.recent_after(last_id)
+            if recent is not None:
+                missed = recent
+            elif last_id.isdigit():
+                missed = [lost_event(None, f"Last-Event-ID {last_id} is an id of an older hub version, not a "
+                                           "position this hub can resume from; entries since then are in "
+                                           "/api/v1/entries")]
+            else:
+                seen = parse_positions(last_id)
+                await group.settled(CATCH_UP_TIMEOUT_S)
+        upto = dict(group.positions)
+        group.join(queue)          # no await since `upto` and the ring: live events are all after them
         try:
-            if last_id is not None:
-                # live events queue up meanwhile; what was missed comes first, in id order
-                async for event in group.missed(last_id, upto):
+            for event in missed:
+                yield event
+            if seen is not None:
+                async for event in group.replay(seen, upto):
                     yield event
             while True:
                 event, lost = await queue.get()
@@ -424,11 +534,11 @@ class Feed:
             group.leave(queue)
 
 
-def last_event_id(headers: dict[str, Any]) -> int | None:
+def last_event_id(headers: dict[str, Any]) -> str | None:
+    """The Last-Event-ID header, checked; ValueError naming what is wrong."""
     text = headers.get("last-event-id")
     if not text:
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"Last-Event-ID: {text!r} is not an event id from this hub") from None
+    if not text.isdigit():
+        parse_positions(text)
+    return text

@@ -3,8 +3,8 @@
 The first message from the client is the KFL query (plain text; "" for everything; a JSON
 object {"q": "..."} is accepted too). It is validated here: an invalid query is answered with
 {"type": "error", "payload": {"detail", "column"}} and the socket is closed with 1008. After
-that every message is {"type", "payload"}: "entry" (an Entry, plus "seq", the hub event id),
-"status" (a worker's health changed: {node, url, ok, error}) and "lost" ({lost: N}, events
+that every message is {"type", "payload"}: "entry" (an Entry, plus "seq", its SSE id: the
+position after it), "status" (a worker's health changed: {node, url, ok, error}) and "lost" ({lost: N}, events
 dropped from this client's bounded queue, oldest first).
 """
 
@@ -43,7 +43,7 @@ def as_message(event: Any) -> dict[str, Any]:
     """An sse_starlette ServerSentEvent of the Feed as a {type, payload} message."""
     payload = json.loads(event.data)
     if event.event == "entry" and isinstance(payload, dict) and event.id is not None:
-        payload = {**payload, "seq": int(event.id)}
+        payload = {**payload, "seq": event.id}
     return {"type": event.event, "payload": payload}
 
 

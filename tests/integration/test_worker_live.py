@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -118,34 +119,66 @@ def test_entry_pcap_is_read_by_tshark(worker, http_server, tmp_path):
     assert rows == [["GET", "/json", ""], ["", "", "200"]]
 
 
+def _sse(stream) -> Iterator[tuple[str, str | None, str]]:  # noqa: ANN001
+    """(event, id, data) of an SSE response, as they come."""
+    kind, event_id, data = "message", None, []
+    for line in stream.iter_lines():
+        if line == "":
+            if data:
+                yield kind, event_id, "\n".join(data)
+            kind, event_id, data = "message", None, []
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
 def test_sse_stream_delivers_new_entries(worker, http_server):
     base = f"http://127.0.0.1:{http_server}"
-    events: list[dict] = []
     with httpx.Client(timeout=20) as client:
         with client.stream("GET", f"{worker.url}/stream", params={"q": "status >= 500"}) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
+            events = _sse(stream)
+            kind, _, data = next(events)
+            # first the hello: which node and store, and the seq the live entries come after
+            hello = json.loads(data)
+            assert kind == "hello" and hello["node"] == worker.node and hello["reset"] is False
+            assert hello["store"].isalnum() and isinstance(hello["head"], int)
             curl(f"{base}/status/200")
             curl(f"{base}/status/500")
-            event_id = None
-            for line in stream.iter_lines():
-                if line.startswith("id:"):
-                    event_id = line[3:].strip()
-                if line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-                    break
-    assert [e["status"] for e in events] == [500]
-    assert event_id == events[0]["id"].split(":")[1]
+            kind, event_id, data = next(events)
+    entry = json.loads(data)
+    assert (kind, entry["status"]) == ("entry", 500)
+    assert event_id == entry["id"].split(":")[1] and int(event_id) > hello["head"]
 
-    # Resume: with Last-Event-ID the stream first replays what came after that event.
+    # Resume: with Last-Event-ID (SEQ, or STORE:SEQ as the hub sends) the stream first replays
+    # what came after that event, then says `live`.
     curl(f"{base}/status/501")
     wait_for(lambda: worker.entries(q="status == 501"), what="the 501 entry")
+    for last in (event_id, f"{hello['store']}:{event_id}"):
+        with httpx.Client(timeout=20) as client:
+            with client.stream("GET", f"{worker.url}/stream", params={"q": "status >= 500"},
+                               headers={"Last-Event-ID": last}) as stream:
+                events = _sse(stream)
+                assert json.loads(next(events)[2])["reset"] is False
+                kind, _, data = next(events)
+                assert kind == "entry" and json.loads(data)["status"] == 501
+                kind, _, data = next(events)
+                assert kind == "live" and json.loads(data)["evicted"] == 0
+    # an id of another store (this one reset since) replays all this store holds
     with httpx.Client(timeout=20) as client:
         with client.stream("GET", f"{worker.url}/stream", params={"q": "status >= 500"},
-                           headers={"Last-Event-ID": event_id}) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("data:"):
-                    assert json.loads(line[5:])["status"] == 501
+                           headers={"Last-Event-ID": f"0other0:{event_id}"}) as stream:
+            events = _sse(stream)
+            assert json.loads(next(events)[2])["reset"] is True
+            replayed = []
+            for kind, _, data in events:
+                if kind == "live":
                     break
+                replayed.append(json.loads(data)["status"])
+            assert replayed[-2:] == [500, 501]
 
 
 def test_bad_query_parameters_name_the_field(worker):

@@ -171,7 +171,7 @@ def test_ws_streams_entries_and_status():
             message = ws.receive_json(timeout=10)
             assert set(message) == {"type", "payload"}
             seen[message["type"]].append(message["payload"])
-        assert seen["entry"][0]["id"] in ("a:1", "b:2") and isinstance(seen["entry"][0]["seq"], int)
+        assert seen["entry"][0]["id"] in ("a:1", "b:2") and seen["entry"][0]["seq"].startswith(seen["entry"][0]["node"] + "@")
         assert {"node", "url", "ok", "error"} <= set(seen["status"][0])
 
 

@@ -2,8 +2,9 @@
 /stream contract: replay after Last-Event-ID from the index, then live entries.
 
 What is checked: clients with the same query share one upstream per worker; ids are the
-group's, also when a client resumes (from the ring of recent events or re-read from the
-workers); a resume point the hub no longer knows is stated; workers joining and leaving.
+group's positions, also when a client resumes (from the ring of recent events or re-read from
+the workers), on this hub or on one started since; what cannot be replayed is stated (a store
+reset, evictions, a worker down); workers joining and leaving; entries sent without an id.
 """
 
 from __future__ import annotations
@@ -21,37 +22,65 @@ from hub.workers import WorkerPool
 
 
 class FakeWorker:
-    """A worker's /status and /stream: every connection replays what it has after
-    Last-Event-ID, then gets what is published while it is open."""
+    """A worker's /status and /stream: every connection says hello (node, store, head), replays
+    what it has after Last-Event-ID (SEQ or STORE:SEQ) and says `live`, then gets what is
+    published while it is open."""
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, store: str = "s1") -> None:
         self.node = node
+        self.store = store
+        self.seq = 0
         self.entries: list[tuple[int, str]] = []
         self.open: list[asyncio.Queue[tuple[int, str] | None]] = []
         self.connections: list[dict[str, Any]] = []
+        self.with_ids = True
 
     def publish(self, path: str) -> None:
-        seq = len(self.entries) + 1
-        data = json.dumps({"id": f"{self.node}:{seq}", "node": self.node, "ts": float(seq),
+        self.seq += 1
+        data = json.dumps({"id": f"{self.node}:{self.seq}", "node": self.node, "ts": float(self.seq),
                            "request": {"path": path}})
-        self.entries.append((seq, data))
+        self.entries.append((self.seq, data))
         for queue in self.open:
-            queue.put_nowait((seq, data))
+            queue.put_nowait((self.seq, data))
 
     def lose(self, count: int) -> None:
         """As a worker whose queue for each open stream overflowed by `count` entries."""
         for queue in self.open:
             queue.put_nowait((0, json.dumps({"lost": count})))
 
-    async def _body(self, after: int, queue: asyncio.Queue[tuple[int, str] | None]) -> AsyncIterator[bytes]:
+    def reset(self, store: str) -> None:
+        """As a worker restarted with an empty store: its streams end, seqs start again."""
+        self.store, self.seq, self.entries = store, 0, []
+        for queue in list(self.open):
+            queue.put_nowait(None)
+
+    def evict(self, upto: int) -> None:
+        self.entries = [e for e in self.entries if e[0] > upto]
+
+    def _id(self, seq: int) -> str:
+        return f"id: {seq}\n" if self.with_ids else ""
+
+    async def _body(self, last: str | None, queue: asyncio.Queue[tuple[int, str] | None]) -> AsyncIterator[bytes]:
         try:
-            for seq, data in [e for e in self.entries if e[0] > after]:
-                yield f"event: entry\nid: {seq}\ndata: {data}\n\n".encode()
+            store, _, seq = (last or "").rpartition(":")
+            after = int(seq) if last else None
+            reset = after is not None and ((bool(store) and store != self.store) or after > self.seq)
+            if reset:
+                after = 0
+            hello = {"node": self.node, "store": self.store, "head": self.seq, "reset": reset}
+            yield f"event: hello\ndata: {json.dumps(hello)}\n\n".encode()
+            newest = self.seq
+            if after is not None:
+                missed = [e for e in self.entries if e[0] > after]
+                for seq_, data in missed:
+                    yield f"event: entry\n{self._id(seq_)}data: {data}\n\n".encode()
+                evicted = max(0, (missed[0][0] if missed else self.seq + 1) - after - 1)
+                yield f"event: live\ndata: {json.dumps({'seq': newest, 'evicted': evicted})}\n\n".encode()
             while (item := await queue.get()) is not None:
                 if item[0] == 0:
                     yield f"event: lost\ndata: {item[1]}\n\n".encode()
-                else:
-                    yield f"event: entry\nid: {item[0]}\ndata: {item[1]}\n\n".encode()
+                elif item[0] > newest:
+                    yield f"event: entry\n{self._id(item[0])}data: {item[1]}\n\n".encode()
         finally:
             self.open.remove(queue)
 
@@ -59,12 +88,12 @@ class FakeWorker:
         if request.url.path.endswith("/status"):
             return httpx.Response(200, json={"node": self.node})
         if request.url.path.endswith("/stream"):
-            after = int(request.headers.get("last-event-id", "0"))
-            self.connections.append({"q": request.url.params.get("q"), "after": after})
+            last = request.headers.get("last-event-id")
+            self.connections.append({"q": request.url.params.get("q"), "after": last})
             queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
             self.open.append(queue)
             return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                  content=self._body(after, queue))
+                                  content=self._body(last, queue))
         return httpx.Response(404, json={"error": "not found"})
 
 
@@ -86,7 +115,7 @@ def fake_pool(*names: str) -> tuple[WorkerPool, dict[str, FakeWorker]]:
 class Client:
     """One consumer of Feed.events, collecting what it receives."""
 
-    def __init__(self, feed: Feed, q: str | None, last_id: int | None = None) -> None:
+    def __init__(self, feed: Feed, q: str | None, last_id: str | None = None) -> None:
         self.events: list[Any] = []
         self.task = asyncio.create_task(self._run(feed.events(q, last_id)))
 
@@ -95,8 +124,9 @@ class Client:
             async for event in events:
                 self.events.append(event)
 
-    def entries(self) -> list[tuple[int, str]]:
-        return [(int(e.id), json.loads(e.data)["id"]) for e in self.events if e.event == "entry"]
+    def entries(self) -> list[tuple[str, str]]:
+        """(event id, entry id) of every entry event."""
+        return [(e.id, json.loads(e.data)["id"]) for e in self.events if e.event == "entry"]
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [json.loads(e.data) for e in self.events if e.event == kind]
@@ -166,12 +196,13 @@ def test_resume_gives_the_groups_own_ids_from_the_ring_and_from_the_workers():
         await until(lambda: len(resumed.entries()) >= 6, "the 6 missed entries replayed")
         assert resumed.entries()[:6] == missed                 # same ids, same order, none twice
         assert resumed.of("lost") == []
-        # 4 of the 6 were older than the ring: re-read from the workers after a worker seq
-        replays = [c["after"] for w in workers.values() for c in w.connections if c["after"]]
-        assert replays, "the workers were asked to replay"
+        # 4 of the 6 were older than the ring: re-read from the workers after the client's
+        # position of each node (w1 after its entry 2, w2 after where the group started)
+        replays = sorted(c["after"] for w in workers.values() for c in w.connections if c["after"])
+        assert replays == ["s1:0", "s1:2"], replays
         workers["w2"].publish("/live")
         await until(lambda: len(resumed.entries()) == 7, "live again after catching up")
-        assert resumed.entries()[-1][1] == "w2:4" and resumed.entries()[-1][0] > missed[-1][0]
+        assert resumed.entries()[-1] == ("w1@s1:5,w2@s1:4", "w2:4")
         for client in (keeper, resumed):
             await client.close()
         await feed.close()
@@ -179,17 +210,134 @@ def test_resume_gives_the_groups_own_ids_from_the_ring_and_from_the_workers():
     run(go())
 
 
-def test_a_resume_point_the_hub_does_not_remember_is_stated():
+def test_an_id_of_an_older_hub_version_is_stated():
     async def go() -> None:
         pool, workers = fake_pool("w1")
         feed = Feed(pool)
-        stale = Client(feed, None, last_id=12)        # e.g. an id from before a hub restart
+        stale = Client(feed, None, last_id="1764150000123456")    # the counter ids hubs sent before
         lost = await until(lambda: stale.of("lost"), "a lost notice")
-        assert lost[0]["lost"] is None and "older than what the hub remembers" in lost[0]["reason"]
+        assert lost[0]["lost"] is None and "older hub version" in lost[0]["reason"]
         await until(lambda: workers["w1"].open, "then live")
         workers["w1"].publish("/after")
         await until(lambda: stale.entries(), "live entries after the notice")
         await stale.close()
+        await feed.close()
+        await pool.close()
+    run(go())
+
+
+def test_after_a_hub_restart_a_resume_gets_every_entry_captured_while_it_was_down():
+    """The new hub knows nothing of the old one (nor its clock): the id alone says where the
+    client was, and the workers still have what came since."""
+    async def go() -> None:
+        pool, workers = fake_pool("w1", "w2")
+        old_hub = Feed(pool)
+        client = Client(old_hub, "http")
+        await until(lambda: all(w.open for w in workers.values()), "upstreams")
+        workers["w1"].publish("/a")
+        workers["w2"].publish("/b")
+        await until(lambda: len(client.entries()) == 2, "two entries")
+        last_id = client.entries()[-1][0]
+        assert last_id == "w1@s1:1,w2@s1:1"
+        await client.close()
+        await old_hub.close()
+        await pool.close()
+        # while no hub runs, the workers go on capturing
+        for n in range(3):
+            workers["w1"].publish(f"/down{n}")
+        workers["w2"].publish("/down")
+        pool = WorkerPool(["http://w1:8897", "http://w2:8897"], retries=0, timeout=2.0, transport=Transport(workers))
+        new_hub = Feed(pool)
+        resumed = Client(new_hub, "http", last_id)
+        await until(lambda: len(resumed.entries()) == 4, "the 4 entries captured while the hub was down")
+        assert sorted(e[1] for e in resumed.entries()) == ["w1:2", "w1:3", "w1:4", "w2:2"]
+        assert resumed.of("lost") == []
+        assert resumed.entries()[-1][0] in ("w1@s1:4,w2@s1:2",)
+        workers["w2"].publish("/live")
+        await until(lambda: len(resumed.entries()) == 5, "then live, nothing twice")
+        assert resumed.entries()[-1] == ("w1@s1:4,w2@s1:3", "w2:3")
+        await resumed.close()
+        await new_hub.close()
+        await pool.close()
+    run(go())
+
+
+def test_what_a_resume_cannot_give_is_stated_per_node():
+    async def go() -> None:
+        pool, workers = fake_pool("w1", "w2", "w3")
+        workers["gone"] = FakeWorker("gone")
+        feed = Feed(pool)
+        first = Client(feed, None)
+        await until(lambda: all(len(w.open) == 1 for n, w in workers.items() if n != "gone"), "upstreams")
+        for name in ("w1", "w2", "w3"):
+            workers[name].publish("/x")
+        await until(lambda: len(first.entries()) == 3, "three entries")
+        await first.close()
+        await feed.close()
+        await pool.close()
+        for name in ("w1", "w2", "w3"):
+            for n in range(3):
+                workers[name].publish(f"/away{n}")
+        workers["w1"].reset("s2")           # w1 restarted with an empty store; has 1 new entry
+        workers["w1"].publish("/new")
+        workers["w2"].evict(3)              # w2 evicted entries 1-3 (2 and 3 unseen by the client)
+        last_id = first.entries()[-1][0] + ",gone@s9:4"     # a node the new hub does not follow
+        pool = WorkerPool([f"http://{n}:8897" for n in ("w1", "w2", "w3")], retries=0, timeout=2.0,
+                          transport=Transport(workers))
+        feed = Feed(pool)
+        resumed = Client(feed, None, last_id)
+        await until(lambda: len(resumed.entries()) == 1 + 1 + 3, "what the workers still have")
+        by_node = {}
+        for _, entry_id in resumed.entries():
+            by_node.setdefault(entry_id.split(":")[0], []).append(entry_id)
+        assert by_node == {"w1": ["w1:1"], "w2": ["w2:4"], "w3": ["w3:2", "w3:3", "w3:4"]}
+        lost = await until(lambda: len(resumed.of("lost")) == 3 and resumed.of("lost"), "three notices")
+        notices = {n["node"]: n for n in lost}
+        assert "not answering" in notices["gone"]["reason"]
+        assert "another store" in notices["w1"]["reason"]
+        assert notices["w2"]["lost"] == 2 and "evicted" in notices["w2"]["reason"]
+        await resumed.close()
+        await feed.close()
+        await pool.close()
+    run(go())
+
+
+def test_a_worker_reset_mid_feed_streams_its_new_entries_and_says_what_is_gone():
+    async def go() -> None:
+        pool, workers = fake_pool("w1")
+        feed = Feed(pool)
+        client = Client(feed, None)
+        await until(lambda: workers["w1"].open, "upstream")
+        for n in range(5):
+            workers["w1"].publish(f"/old{n}")
+        await until(lambda: len(client.entries()) == 5, "five entries")
+        workers["w1"].reset("s2")           # the stream ends; the worker's seqs start over
+        workers["w1"].publish("/new0")      # indexed before the hub reconnects
+        await until(lambda: len(client.entries()) == 6, "the new store's first entry, though its seq is 1")
+        workers["w1"].publish("/new1")
+        await until(lambda: len(client.entries()) == 7, "and the next")
+        assert [e[1] for e in client.entries()[5:]] == ["w1:1", "w1:2"]
+        assert client.entries()[-1][0] == "w1@s2:2"
+        assert "another store" in client.of("lost")[0]["reason"]
+        await client.close()
+        await feed.close()
+        await pool.close()
+    run(go())
+
+
+def test_entries_without_an_id_are_passed_on_not_dropped():
+    async def go() -> None:
+        pool, workers = fake_pool("w1")
+        workers["w1"].with_ids = False
+        feed = Feed(pool)
+        client = Client(feed, None)
+        await until(lambda: workers["w1"].open, "upstream")
+        workers["w1"].publish("/a")
+        workers["w1"].publish("/b")
+        await until(lambda: len(client.entries()) == 2, "both entries")
+        # no position moves: the ids stay where the group started (a resume re-reads nothing)
+        assert [e[0] for e in client.entries()] == ["w1@s1:0", "w1@s1:0"]
+        await client.close()
         await feed.close()
         await pool.close()
     run(go())

@@ -281,16 +281,19 @@ def test_client_queue_drops_the_oldest_and_counts():
     assert run(go()) == ("2", 2, "3", 0)
 
 
-def test_marks_map_hub_ids_to_worker_positions_in_a_bounded_ring():
-    from hub.stream import Marks
-    marks = Marks(size=4)
-    assert marks.oldest_id is None and marks.after(0, 100) == []
-    for hub_id, worker, seq in [(101, "w0", 10), (102, "w1", 5), (105, "w0", 11), (106, "w1", 6), (107, "w0", 12)]:
-        marks.add(hub_id, worker, seq)
-    # id 101 (w0 seq 10) has left the bounded ring
-    assert marks.oldest_id == 102
-    assert marks.after(102, 106) == [(105, "w0", 11), (106, "w1", 6)]
-    assert marks.after(106, 10**9) == [(107, "w0", 12)]
+def test_event_ids_are_positions_per_node_and_bad_ones_name_the_part():
+    from hub.stream import format_positions, parse_positions
+    positions = {"node-b": ("a1b2c3d4", 7), "ip-10-0-0-5.ec2.internal": ("ffee0011", 42), "odd,name@x:": ("", 3)}
+    text = format_positions(positions)
+    assert text.startswith("ip-10-0-0-5.ec2.internal@ffee0011:42,")        # sorted by node
+    assert "\n" not in text and parse_positions(text) == positions
+    for bad, part in [("node-a@x1:", 1), ("node-a@x1:4,node-b", 2), ("@x1:4", 1), ("n@x-1:4", 1), ("n@s:-4", 1)]:
+        try:
+            parse_positions(bad)
+        except ValueError as error:
+            assert f"part {part}" in str(error) and "NODE@STORE:SEQ" in str(error)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
 
 
 class StreamingWorkers(httpx.AsyncBaseTransport):

@@ -437,13 +437,15 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _last_event_id(text: str | None) -> int | None:
+def _last_event_id(text: str | None) -> tuple[str | None, int] | None:
+    """Last-Event-ID: a seq of this worker's stream, or STORE:SEQ naming the store it is from
+    (the hub sends that, so a worker whose store was reset since cannot be taken for the old one)."""
     if not text:
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise BadRequest(f"Last-Event-ID: {text!r} is not an event id from this worker") from None
+    store, _, seq = text.rpartition(":")
+    if seq.isdigit():
+        return store or None, int(seq)
+    raise BadRequest(f"Last-Event-ID: {text!r} is not an event id from this worker (SEQ or STORE:SEQ)")
 
 
 IDLE_BPF = "less 0"   # no packet is that short: capture nothing (an always-false filter is refused by libpcap)
@@ -459,16 +461,33 @@ def targets_bpf(base: str, ips: list[str], idle: bool = False) -> str:
     return f"({base}) and ({hosts})" if base else hosts
 
 
-async def _events(runtime: WorkerRuntime, predicate, last_id: int | None) -> AsyncIterator[ServerSentEvent]:  # type: ignore[no-untyped-def]
+async def _events(runtime: WorkerRuntime, predicate, last_id: tuple[str | None, int] | None,  # type: ignore[no-untyped-def]
+                  ) -> AsyncIterator[ServerSentEvent]:
     subscriber = runtime.broadcaster.subscribe(predicate, SUBSCRIBER_QUEUE)
     try:
-        newest = -1
-        if last_id is not None:
-            missed = await anyio.to_thread.run_sync(runtime.index.newer_than, last_id)
+        # subscribed first, so nothing indexed from here on is missed between hello and live
+        head = await anyio.to_thread.run_sync(runtime.index.max_seq)
+        store = runtime.index.store_id
+        after = None if last_id is None else last_id[1]
+        # an id from another store (this one was reset or rebuilt since), or above anything
+        # this store numbered: everything it holds is new to the reader
+        reset = last_id is not None and ((last_id[0] is not None and last_id[0] != store) or last_id[1] > head)
+        if reset:
+            after = 0
+        hello = {"node": runtime.options.node, "store": store, "head": head, "reset": reset}
+        yield ServerSentEvent(data=msgspec.json.encode(hello).decode(), event="hello")
+        newest = head     # what is streamed is what was indexed after `after`, or after head
+        if after is not None:
+            missed = await anyio.to_thread.run_sync(runtime.index.newer_than, after)
             for row in missed:
                 if predicate(row):
-                    newest = row.seq
                     yield ServerSentEvent(data=row.entry_json.decode(), event="entry", id=str(row.seq))
+            if missed:
+                newest = max(newest, missed[-1].seq)
+            # seqs are contiguous: a gap after `after` is what eviction took (of any query)
+            evicted = max(0, (missed[0].seq if missed else head + 1) - after - 1)
+            yield ServerSentEvent(data=msgspec.json.encode({"seq": newest, "evicted": evicted}).decode(),
+                                  event="live")
         while True:
             row = await subscriber.queue.get()
             lost = subscriber.take_lost()

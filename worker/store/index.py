@@ -11,6 +11,7 @@ empty one, whose cursor() is None, so the caller re-dissects the PCAP segments f
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -91,6 +92,11 @@ class EntryIndex:
             connection.executescript(_SCHEMA)
             connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES "
                                "('schema_version', ?)", (SCHEMA_VERSION,))
+            # Names this index's seq numbering: a reset or rebuilt index numbers from 1 again
+            # under another id, so a reader resuming after seq N can tell (the /stream hello).
+            connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)",
+                               (secrets.token_hex(4),))
+        self.store_id = self.get_meta("store_id") or ""
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
