@@ -252,6 +252,8 @@ async def read_pcap(chunks: AsyncIterator[bytes], *, max_record: int = 1 << 20) 
         del buffer[:offset]
     if header is None and buffer:
         raise PcapFormatError("the stream ended inside the pcap header")
+    if buffer:
+        raise PcapFormatError(f"the stream ended inside a packet record ({len(buffer)} bytes of it)")
 
 
 # -- the pool --------------------------------------------------------------------------------
@@ -518,10 +520,12 @@ class WorkerPool:
         return EntriesAnswer([json.loads(raw) for raw in answer.entries], answer.workers)
 
     async def pcap(self, params: dict[str, str]) -> PcapAnswer:
-        """Open every worker's /pcap; the answer merges them by timestamp as it is read."""
+        """Open every worker's /pcap and read each one's header and first packet: a worker that
+        fails before that (no answer, not a pcap, another link type) is named in `workers`
+        before the answer starts. The answer merges the rest by timestamp as it is read."""
         stack = AsyncExitStack()
         responses: list[tuple[WorkerClient, httpx.Response]] = []
-        workers: list[dict[str, Any]] = []
+        errors: dict[WorkerClient, str] = {}
 
         async def open_one(client: WorkerClient) -> httpx.Response:
             return await client.open_stream(stack, "/pcap", params)
@@ -532,68 +536,101 @@ class WorkerPool:
                 if isinstance(result, WorkerError) and result.status == 400:
                     await stack.aclose()
                     raise result
-                workers.append(client.block(describe(result)))
+                errors[client] = describe(result)
             else:
                 responses.append((client, result))
-                workers.append(client.block(None))
-        if not responses:
+        merge = PcapMerge(stack, responses)
+        try:
+            await merge.start()
+        except BaseException:
             await stack.aclose()
-        return PcapAnswer(workers, lambda: _merged_pcap(stack, responses))
+            raise
+        errors.update(merge.failed)
+        if not merge.readers:
+            await stack.aclose()
+        workers = [client.block(errors.get(client)) for client in clients]
+        return PcapAnswer(workers, merge.chunks)
 
 
-async def _merged_pcap(stack: AsyncExitStack, responses: list[tuple[WorkerClient, httpx.Response]],
-                       flush_at: int = 256 * 1024) -> AsyncIterator[bytes]:
-    """One nanosecond pcap, time-ordered, from several pcap streams; streamed, never whole."""
-    from worker.store.segments import pcap_header, pcap_record
+class PcapCutShort(Exception):
+    """A worker's pcap ended early or broke after the merged answer had started: the answer is
+    ended without its last chunk, so the client sees an incomplete download, not a whole file."""
 
-    async with stack:
-        readers: list[AsyncIterator[tuple[int, int, PcapPacket | None]]] = []
-        for client, response in responses:
-            readers.append(read_pcap(response.aiter_bytes()).__aiter__())
-        heap: list[tuple[int, int, PcapPacket]] = []
-        linktypes: dict[int, int] = {}
-        snaplen = 0
 
-        async def advance(index: int) -> None:
-            nonlocal snaplen
-            client = responses[index][0]
-            try:
-                while True:
-                    linktype, snap, packet = await readers[index].__anext__()
-                    if packet is None:
-                        linktypes[index] = linktype
-                        snaplen = max(snaplen, snap)
-                        continue
-                    heapq.heappush(heap, (packet.ts_ns, index, packet))
-                    return
-            except StopAsyncIteration:
+class PcapMerge:
+    """One nanosecond pcap, time-ordered, from several workers' pcap streams; streamed, never
+    whole. `start` reads every stream's header and first packet and picks the link type (the
+    earliest packet's): what fails by then is in `failed` and left out, said before the answer
+    starts. A stream that fails later is left out from there, and the answer ends cut short."""
+
+    def __init__(self, stack: AsyncExitStack, responses: list[tuple[WorkerClient, httpx.Response]]) -> None:
+        self.stack = stack
+        self.clients = [client for client, _ in responses]
+        self.readers = {index: read_pcap(response.aiter_bytes()).__aiter__()
+                        for index, (_, response) in enumerate(responses)}
+        self.heap: list[tuple[int, int, PcapPacket]] = []
+        self.linktypes: dict[int, int] = {}
+        self.snaplen = 0
+        self.linktype = 1
+        self.failed: dict[WorkerClient, str] = {}   # left out before the answer started
+        self.cut: dict[WorkerClient, str] = {}      # left out after
+        self.started = False
+
+    async def _advance(self, index: int) -> None:
+        """Read stream `index` up to its next packet (onto the heap); record why it ended early."""
+        client = self.clients[index]
+        try:
+            while True:
+                linktype, snap, packet = await self.readers[index].__anext__()
+                if packet is None:
+                    self.linktypes[index] = linktype
+                    self.snaplen = max(self.snaplen, snap)
+                    continue
+                heapq.heappush(self.heap, (packet.ts_ns, index, packet))
                 return
-            except (httpx.HTTPError, PcapFormatError) as error:
-                log.warning("pcap from %s (%s) cut short: %s", client.node, client.url, describe(error))
+        except StopAsyncIteration:
+            if index not in self.linktypes:
+                self._drop(index, "it sent no pcap header")
+        except (httpx.HTTPError, PcapFormatError) as error:
+            self._drop(index, describe(error) if isinstance(error, httpx.HTTPError) else str(error))
 
-        await asyncio.gather(*(advance(i) for i in range(len(readers))))
-        if heap:
-            linktype = heap[0][2].linktype
-        elif linktypes:
-            linktype = next(iter(linktypes.values()))
-        else:
-            linktype = 1
-        chunk = [pcap_header(linktype, snaplen or 262144)]
-        size = 0
-        left_out = 0
-        while heap:
-            _, index, packet = heapq.heappop(heap)
-            if packet.linktype == linktype:
+    def _drop(self, index: int, why: str) -> None:
+        client = self.clients[index]
+        self.readers.pop(index, None)
+        self.heap = [item for item in self.heap if item[1] != index]
+        heapq.heapify(self.heap)
+        (self.cut if self.started else self.failed)[client] = why
+        log.warning("pcap from %s (%s) left out: %s", client.node, client.url, why)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self._advance(i) for i in list(self.readers)))
+        if self.heap:
+            self.linktype = self.heap[0][2].linktype
+        elif self.linktypes:
+            self.linktype = next(iter(self.linktypes.values()))
+        for index, linktype in list(self.linktypes.items()):
+            if linktype != self.linktype and index in self.readers:
+                self._drop(index, f"its link type is {linktype}, the merged file's {self.linktype}")
+        self.started = True
+
+    async def chunks(self, flush_at: int = 256 * 1024) -> AsyncIterator[bytes]:
+        from worker.store.segments import pcap_header, pcap_record
+
+        async with self.stack:
+            chunk = [pcap_header(self.linktype, self.snaplen or 262144)]
+            size = 0
+            while self.heap:
+                _, index, packet = heapq.heappop(self.heap)
                 record = pcap_record(packet.ts_ns, packet.data, packet.wirelen)
                 chunk.append(record)
                 size += len(record)
-            else:
-                left_out += 1
-            if size >= flush_at:
+                if size >= flush_at:
+                    yield b"".join(chunk)
+                    chunk, size = [], 0
+                if index in self.readers:
+                    await self._advance(index)
+            if chunk:
                 yield b"".join(chunk)
-                chunk, size = [], 0
-            await advance(index)
-        if left_out:
-            log.info("merged pcap: %d packets of another link type than %d left out", left_out, linktype)
-        if chunk:
-            yield b"".join(chunk)
+            if self.cut:
+                raise PcapCutShort("merged pcap cut short: " + "; ".join(
+                    f"{client.node or client.url}: {why}" for client, why in self.cut.items()))

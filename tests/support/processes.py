@@ -112,9 +112,10 @@ class Worker(Proc):
     SHARK_TOKEN the test run itself has."""
 
     def __init__(self, args: Sequence[str], storage_dir: Path, *, prefix: Sequence[str] = (),
-                 node: str = "test-node", listen_host: str = "127.0.0.1", token: str | None = None) -> None:
+                 node: str = "test-node", listen_host: str = "127.0.0.1", token: str | None = None,
+                 port: int = 0) -> None:
         super().__init__([sys.executable, "-m", "worker", *args, "--storage-dir", str(storage_dir),
-                          "--listen", f"{listen_host}:0", "--node", node], prefix=prefix,
+                          "--listen", f"{listen_host}:{port}", "--node", node], prefix=prefix,
                          env={"SHARK_TOKEN": token or ""})
         match = self.wait_line(r"serving on (http://\S+/api/v1)")
         self.url = match.group(1)

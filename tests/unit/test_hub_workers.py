@@ -202,6 +202,42 @@ def test_merged_pcap_is_time_ordered():
     assert [w["ok"] for w in workers] == [True, True, False]
 
 
+@respx.mock
+def test_merged_pcap_names_workers_it_leaves_out_and_ends_cut_short_when_one_breaks_midway():
+    whole = _pcap(1, 1_000, 4_000)
+    respx.get("http://w1:8897/api/v1/pcap").respond(200, content=whole)
+    respx.get("http://w2:8897/api/v1/pcap").respond(200, content=_pcap(113, 2_000))   # Linux cooked
+    respx.get("http://w3:8897/api/v1/pcap").respond(200, content=b"<html>not a pcap</html>" * 2)
+
+    async def go(*extra):
+        p = pool()
+        try:
+            answer = await p.pcap({})
+            data = b""
+            try:
+                async for chunk in answer.chunks():
+                    data += chunk
+            except Exception as error:   # noqa: BLE001 - the test looks at it
+                return answer.workers, data, error
+            return answer.workers, data, None
+        finally:
+            await p.close()
+    workers, data, error = run(go())
+    assert error is None and _records(data) == [1_000, 4_000]
+    assert [(w["ok"], w["error"]) for w in workers][0] == (True, None)
+    assert "link type is 113" in workers[1]["error"] and "not a pcap" in workers[2]["error"]
+
+    # w3 sends a header and a packet, then its stream breaks: the others' packets all come,
+    # then the answer fails instead of ending like a whole file
+    broken = _pcap(1, 3_000, 5_000)[:-10]
+    respx.get("http://w2:8897/api/v1/pcap").respond(200, content=_pcap(1, 2_000, 6_000))
+    respx.get("http://w3:8897/api/v1/pcap").respond(200, content=broken)
+    workers, data, error = run(go())
+    assert all(w["ok"] for w in workers)
+    assert _records(data) == [1_000, 2_000, 3_000, 4_000, 6_000]
+    assert type(error).__name__ == "PcapCutShort" and "cut short" in str(error)
+
+
 def test_pcap_reader_takes_any_chunking():
     data = _pcap(1, 10, 20, 30)
 
