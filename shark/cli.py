@@ -90,6 +90,8 @@ def _size(value: str, option: str) -> str:
               help="Interface to capture on (with --local); repeat for several [default: lo].")
 @click.option("--pcap", "pcap_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Browse a pcap file instead of capturing (with --local).")
+@click.option("--bpf", default="", metavar="EXPR",
+              help="With --local: capture only what this filter (tcpdump syntax) keeps, e.g. 'tcp port 8080'.")
 @click.option("--no-open", is_flag=True, help="Do not open the browser.")
 @click.option("--storage-limit", default="200MB", show_default=True,
               help="Cap on the stored packets (200MB, 1GiB, 500Mi).")
@@ -107,7 +109,7 @@ def _size(value: str, option: str) -> str:
                    "repeat for several.")
 def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_namespaces: bool,
         kubeconfig: str | None, context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
-        dry_run: bool, timeout: float, ifaces: tuple[str, ...], pcap_file: Path | None, no_open: bool,
+        dry_run: bool, timeout: float, ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, no_open: bool,
         storage_limit: str, proxy_host: str, proxy_port: int, state_dir: Path | None,
         tls: bool, tolerate_control_plane: bool, tolerations: tuple[str, ...]) -> None:
     """Capture traffic and serve it at http://PROXY-HOST:PROXY-PORT until Ctrl-C.
@@ -124,7 +126,7 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
         return [flag for name, flag in flags.items()
                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     if not local:
-        local_only = given({"ifaces": "-i/--iface", "pcap_file": "--pcap", "state_dir": "--state-dir"})
+        local_only = given({"ifaces": "-i/--iface", "pcap_file": "--pcap", "bpf": "--bpf", "state_dir": "--state-dir"})
         if local_only:
             raise click.UsageError(f"{local_only[0]} needs --local (in a cluster every node's interfaces "
                                    "are captured)")
@@ -146,7 +148,9 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
         raise click.UsageError("give either -i/--iface or --pcap, not both")
     if tls and pcap_file:
         raise click.UsageError("--tls captures live TLS cleartext; it cannot be used with --pcap")
-    options = LocalOptions(ifaces=list(ifaces), pcap_file=pcap_file, tls=tls,
+    if bpf and pcap_file:
+        raise click.UsageError("--bpf filters live capture; it cannot be used with --pcap")
+    options = LocalOptions(ifaces=list(ifaces), pcap_file=pcap_file, tls=tls, bpf=bpf,
                            state_dir=state_dir or default_state_dir(),
                            storage_limit=_size(storage_limit, "--storage-limit"),
                            proxy_host=proxy_host, proxy_port=proxy_port)

@@ -59,6 +59,7 @@ class LocalOptions:
     ifaces: list[str] = field(default_factory=list)
     pcap_file: Path | None = None
     tls: bool = False             # eBPF TLS cleartext (the worker's --tls)
+    bpf: str = ""                 # the user's capture filter, besides leaving our own ports out
     state_dir: Path = field(default_factory=default_state_dir)
     storage_limit: str = "200MB"
     proxy_host: str = "127.0.0.1"
@@ -225,7 +226,8 @@ class LocalTap:
             # seconds and the UI talks to the hub, and neither is what the user came to see.
             worker_port = free_port()
             source = [arg for iface in (o.ifaces or ["lo"]) for arg in ("--iface", iface)]
-            source += ["--bpf", f"not (tcp port {worker_port} or tcp port {o.proxy_port})"]
+            own = f"not (tcp port {worker_port} or tcp port {o.proxy_port})"
+            source += ["--bpf", f"({o.bpf}) and {own}" if o.bpf else own]
             source += ["--tls"] if o.tls else []
         self.say("starting worker …")
         worker = Child("worker", [sys.executable, "-m", "worker", *source,

@@ -38,12 +38,13 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def tap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def tap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_server: int):
     # the CLI runs below find the token where tap put it: the same user, the same state dir
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     port = free_port()
+    # only the test server's traffic: lo carries whatever else runs on this machine
     proc = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
-                 "--proxy-port", str(port)])
+                 "--bpf", f"tcp port {http_server}", "--proxy-port", str(port)])
     proc.wait_line(rf"UI and API at http://127\.0\.0\.1:{port}")
     yield proc, f"http://127.0.0.1:{port}"
     proc.stop()
@@ -132,7 +133,7 @@ def test_tap_local_makes_the_token_once_and_hands_it_over_out_of_sight(tap, tmp_
     # the same user's next tap uses the same token (a browser stays logged in)
     proc.stop()
     again = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
-                  "--proxy-port", hub.rsplit(":", 1)[1]])
+                  "--bpf", "tcp port 9", "--proxy-port", hub.rsplit(":", 1)[1]])
     try:
         assert again.wait_line(r"log in to the UI at (\S+)").group(1) == login
     finally:
@@ -140,7 +141,7 @@ def test_tap_local_makes_the_token_once_and_hands_it_over_out_of_sight(tap, tmp_
     # SHARK_TOKEN overrides the file for tap and the CLI alike
     port = free_port()
     chosen = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
-                   "--proxy-port", str(port)], env={"SHARK_TOKEN": "chosen-token-abc"})
+                   "--bpf", "tcp port 9", "--proxy-port", str(port)], env={"SHARK_TOKEN": "chosen-token-abc"})
     try:
         assert chosen.wait_line(r"log in to the UI at (\S+)").group(1) == f"http://127.0.0.1:{port}/?token=chosen-token-abc"
         denied = shark("status", "--hub", f"http://127.0.0.1:{port}")      # the file's token: refused

@@ -72,7 +72,6 @@ def container_env(kube: KubeAPI, spec: dict[str, Any], node: str) -> dict[str, s
     return env
 
 
-@pytest.mark.skipif(not PCAP.exists(), reason="the golden HTTP capture is missing")
 def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube, tmp_path):
     nodes = loopback_nodes()
     for name, ip in nodes.items():
