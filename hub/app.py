@@ -404,6 +404,8 @@ def create_app(settings: HubSettings) -> Litestar:
         if body is not None:
             await JSONResponse(body, status_code=400)(scope, receive, send)  # type: ignore[arg-type]
             return
+        # the headers say "streaming from now": sent once the query's worker streams are open
+        await feed.ready(params.get("q") or None)
         events = counters.track(named_feed.events(params.get("q") or None, last_id))
         response = EventSourceResponse(events, ping=SSE_PING_S,
                                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

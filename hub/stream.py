@@ -43,6 +43,7 @@ LINGER_S = 30.0            # an empty group waits this long for clients reconnec
 CATCH_UP_TIMEOUT_S = 10.0  # longest wait for a worker to replay what a client missed
 REPLAY_LIMIT = 100_000     # entries one resume re-reads from the workers, at most
 RECONNECT_S = (0.2, 5.0)   # first and longest wait before reconnecting to a worker
+READY_S = 5.0              # longest a new client waits for a query's worker streams to open
 
 Positions = dict[str, tuple[str, int]]   # node -> (worker store id, last worker seq sent)
 
@@ -338,6 +339,9 @@ class Group:
 
     def leave(self, queue: ClientQueue) -> None:
         self.members.discard(queue)
+        self.linger_if_empty()
+
+    def linger_if_empty(self) -> None:
         if not self.members and self.closer is None:
             self.closer = asyncio.create_task(self._close_later(), name="feed group linger")
 
@@ -500,6 +504,16 @@ class Feed:
     def upstreams(self) -> int:
         """Connections to workers the feed holds (for /metrics)."""
         return sum(len(group.followers) for group in self.groups.values())
+
+    async def ready(self, q: str | None, timeout: float = READY_S) -> None:
+        """Wait, at most `timeout`, until every worker's stream for `q` has opened (or failed):
+        a client that starts reading after this misses nothing captured from then on, even when
+        its query's upstreams are new."""
+        group = self.group(q)
+        try:
+            await group.settled(timeout)
+        finally:
+            group.linger_if_empty()   # the client may never join (it left while waiting)
 
     async def events(self, q: str | None, last_id: str | None) -> AsyncIterator[ServerSentEvent]:
         group = self.group(q)

@@ -68,7 +68,7 @@ class NamedFeed:
         self.feed = feed
         self.fill = fill
 
-    def events(self, q: str | None, last_id: int | None) -> AsyncIterator[ServerSentEvent]:
+    def events(self, q: str | None, last_id: str | None) -> AsyncIterator[ServerSentEvent]:
         return named_events(self.feed.events(q, last_id), self.fill)
 
     def __getattr__(self, name: str) -> Any:

@@ -34,7 +34,8 @@ from support.pods import LocalImage, Placement, translate
 from support.processes import Proc, free_port, wait_for
 from support.relay import Relay
 
-pytestmark = pytest.mark.root
+# building both images cold takes about 5 min on 2 cores, in the first test's fixture
+pytestmark = [pytest.mark.root, pytest.mark.timeout(1500)]
 
 TESTS = ROOT / "tests"
 SHOP = "shop"
