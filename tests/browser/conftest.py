@@ -43,9 +43,9 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def tap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tap]:
+def tap(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Tap]:
     """`kubectl shark tap --local -i lo` as a real process: a worker capturing lo and the hub."""
-    tap = start_tap(tmp_path_factory.mktemp("tap"))
+    tap = start_tap(tmp_path_factory.mktemp("tap"), site.port)
     yield tap
     tap.proc.stop()
 

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from support.processes import Proc, Worker
-from ui_support import ROOT, open_ui, start_tap, wait_tap
+from ui_support import ROOT, open_ui, start_tap, tap_command, wait_tap
 
 pytestmark = pytest.mark.root
 
@@ -20,7 +20,7 @@ GOLDEN_HTTP = ROOT / "tests" / "golden" / "http1" / "basic.pcap"
 
 
 def test_the_hub_going_away_is_said_and_the_feed_resumes_when_it_is_back(page, site, tmp_path):
-    tap = start_tap(tmp_path / "state")
+    tap = start_tap(tmp_path / "state", site.port)
     try:
         open_ui(page, tap, site.kfl)
         site.get("/json?t=down-before")
@@ -37,8 +37,7 @@ def test_the_hub_going_away_is_said_and_the_feed_resumes_when_it_is_back(page, s
 
         # the same tap again, on the same port and store
         port = tap.url.rsplit(":", 1)[1]
-        again = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "-i", "lo", "--no-open",
-                      "--proxy-port", port, "--state-dir", str(tap.state_dir)])
+        again = Proc(tap_command(tap.state_dir, port, site.port))
         tap = wait_tap(again, tap.state_dir, port)     # the same token: the page's cookie still counts
         expect(banner).to_have_count(0)
         expect(page.locator("#live-state")).to_have_text(re.compile(r"^live \("), timeout=40_000)

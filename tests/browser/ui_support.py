@@ -53,11 +53,15 @@ def wait_tap(proc: Proc, state_dir: Path, port: int | str) -> Tap:
     return Tap(url, proc, state_dir, login)
 
 
-def start_tap(state_dir: Path) -> Tap:
+def tap_command(state_dir: Path, proxy_port: int | str, site_port: int) -> list[str]:
+    """`tap --local` on lo capturing only the test site's port (lo carries other tests' traffic)."""
+    return [sys.executable, "-m", "shark.cli", "tap", "--local", "-i", "lo", "--bpf", f"tcp port {site_port}",
+            "--no-open", "--proxy-port", str(proxy_port), "--state-dir", str(state_dir)]
+
+
+def start_tap(state_dir: Path, site_port: int) -> Tap:
     port = free_port()
-    proc = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "-i", "lo", "--no-open",
-                 "--proxy-port", str(port), "--state-dir", str(state_dir)])
-    return wait_tap(proc, state_dir, port)
+    return wait_tap(Proc(tap_command(state_dir, port, site_port)), state_dir, port)
 
 
 @dataclass

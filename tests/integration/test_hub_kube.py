@@ -190,13 +190,20 @@ def test_targets_follow_the_spec_and_the_pods(cluster):
     # and capture follows: node-a keeps the frontend's traffic, idle node-b keeps nothing
     call(FRONTEND, ORDERS_2, cluster.app_port, "/while-idle")
     assert [e["node"] for e in cluster.entries('request.path == "/while-idle"')] == ["node-a"]
-    time.sleep(1)
-    assert httpx.get(f"http://127.0.0.1:{port_b}/api/v1/entries", timeout=10).text == ""
 
     # pods come and go: the workers' shares follow
     cluster.kube.add_pod("frontend-2", SHOP, ip="127.0.0.5", node="node-b")
     wait_for(lambda: cluster.worker_targets("node-b")["ips"] == ["127.0.0.5"], what="frontend-2 targeted")
     assert cluster.worker_targets("node-b")["idle"] is False
+    # node-b captures in packet order: once it has indexed a later request, it would have had
+    # /while-idle before it had it captured that one while idle
+    call("127.0.0.5", ORDERS_2, cluster.app_port, "/after-idle")
+
+    def b_paths() -> list[str] | None:
+        text = httpx.get(f"http://127.0.0.1:{port_b}/api/v1/entries", timeout=10).text
+        paths = [json.loads(line)["request"]["path"] for line in text.splitlines()]
+        return paths if "/after-idle" in paths else None
+    assert wait_for(b_paths, what="node-b's entry for /after-idle") == ["/after-idle"]
     cluster.kube.delete("Pod", "frontend-1", SHOP)
     wait_for(lambda: cluster.worker_targets("node-a")["idle"], what="node-a idle")
     # new names follow (at most once a second)

@@ -29,10 +29,11 @@ def shark(*args: str, token: str) -> subprocess.CompletedProcess[str]:
 
 
 class Tap:
-    def __init__(self, state: Path, env: dict[str, str]) -> None:
+    def __init__(self, state: Path, env: dict[str, str], app_port: int) -> None:
         port = free_port()
         self.proc = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
-                          "--proxy-port", str(port), "--state-dir", str(state)], env=env)
+                          "--bpf", f"tcp port {app_port}", "--proxy-port", str(port), "--state-dir", str(state)],
+                         env=env)
         self.proc.wait_line(rf"UI and API at http://127\.0\.0\.1:{port}")
         self.url = f"http://127.0.0.1:{port}"
         self.api = self.url + "/api/v1"
@@ -124,7 +125,7 @@ def test_scripts_on_live_traffic_and_after_a_restart(http_server: int, receiver:
     state = tmp_path / "state"
     env = {"SHARK_SCRIPT_ALLOW_HOSTS": "127.0.0.1", "SHARK_SCRIPT_ENV": f"HOOK={receiver.url}/hook",
            "SHARK_SCRIPT_TIME_LIMIT": "0.3", "SHARK_SCRIPT_MEMORY_LIMIT": "16MiB", "SHARK_SCRIPT_MAX_FAILURES": "3"}
-    tap = Tap(state, env)
+    tap = Tap(state, env, http_server)
     try:
         for name, code in scripts_for(http_server).items():
             (tmp_path / name).write_text(code)
@@ -218,7 +219,7 @@ def test_scripts_on_live_traffic_and_after_a_restart(http_server: int, receiver:
         tap.stop()
 
     # a restart keeps the scripts (disabled ones with their reason) and the snapshots
-    tap = Tap(state, env)
+    tap = Tap(state, env, http_server)
     try:
         scripts = {s["name"]: s for s in tap.get("/scripts")["scripts"]}
         assert set(scripts) == {"tag-5xx", "wrong-args", "runaway", "bomb", "beat", "mark-5xx"}
