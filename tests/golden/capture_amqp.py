@@ -11,13 +11,14 @@ consumer (basic.consume, deliveries, acks, basic.cancel), a passive declare of a
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager
 import uuid
 from pathlib import Path
 
 import pika
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.golden import GOLDEN, record  # noqa: E402
+from support.golden import GOLDEN, Scenario, fixed, record_all  # noqa: E402
 
 PORT = 5672
 
@@ -67,9 +68,9 @@ def traffic() -> None:
     connection.close()
 
 
-def main() -> None:
-    record(GOLDEN / "amqp" / "basic.pcap", f"tcp port {PORT}", traffic)
+def scenarios() -> AbstractContextManager[list[Scenario]]:
+    return fixed(Scenario(GOLDEN / "amqp" / "basic.pcap", f"tcp port {PORT}", traffic))
 
 
 if __name__ == "__main__":
-    main()
+    record_all(scenarios)

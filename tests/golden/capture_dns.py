@@ -13,13 +13,15 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dnslib import QTYPE, RCODE, RR, DNSError
 from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.golden import GOLDEN, record  # noqa: E402
+from support.golden import GOLDEN, Scenario, record_all  # noqa: E402
 
 ZONE = """
 example.test.      60 IN A     192.0.2.10
@@ -68,7 +70,8 @@ def free_port() -> int:
             return port
 
 
-def main() -> None:
+@contextmanager
+def scenarios() -> Iterator[list[Scenario]]:
     port = free_port()
     logger = DNSLogger("-recv,-send,-request,-reply,-truncated,-error,-data")
     servers = [DNSServer(FixedResolver(), port=port, address="127.0.0.1", tcp=tcp,
@@ -90,12 +93,12 @@ def main() -> None:
         dig("big.example.test", "TXT")
         dig("silent.example.test", "A")
     try:
-        record(GOLDEN / "dns" / "basic.pcap", f"port {port}", traffic)
+        yield [Scenario(GOLDEN / "dns" / "basic.pcap", f"port {port}", traffic)]
     finally:
         for server in servers:
             server.stop()
-    print(f"server port {port}")
+            server.server.server_close()    # stop() ends the thread but keeps the socket
 
 
 if __name__ == "__main__":
-    main()
+    record_all(scenarios)

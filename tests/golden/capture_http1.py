@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.golden import GOLDEN, record  # noqa: E402
+from support.golden import GOLDEN, Scenario, record_all  # noqa: E402
 from support.processes import Proc, free_port  # noqa: E402
 
 
-def main() -> None:
+@contextmanager
+def scenarios() -> Iterator[list[Scenario]]:
     port = free_port()
     server = Proc([sys.executable, "-m", "support.http_server", str(port)],
                   env={"PYTHONPATH": str(GOLDEN.parent)})
@@ -34,10 +37,10 @@ def main() -> None:
             client.get("/status/503")
         subprocess.run(["curl", "-s", "-o", "/dev/null", f"{base}/status/404"], check=True)
     try:
-        record(GOLDEN / "http1" / "basic.pcap", f"tcp port {port}", traffic)
+        yield [Scenario(GOLDEN / "http1" / "basic.pcap", f"tcp port {port}", traffic)]
     finally:
         server.stop()
 
 
 if __name__ == "__main__":
-    main()
+    record_all(scenarios)

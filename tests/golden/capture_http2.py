@@ -16,10 +16,12 @@ from __future__ import annotations
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.golden import GOLDEN, record  # noqa: E402
+from support.golden import GOLDEN, Scenario, record_all  # noqa: E402
 from support.processes import Proc, free_port  # noqa: E402
 
 OUT = GOLDEN / "http2"
@@ -181,25 +183,28 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "serve-grpc":
         serve_grpc(int(sys.argv[2]))
         return
-    me = str(Path(__file__).resolve())
-    port = free_port()
-    server = Proc([sys.executable, me, "serve-h2", str(port)])
-    try:
-        server.wait_line("listening")
-        time.sleep(0.5)
-        record(OUT / "h2c.pcap", f"tcp port {port}", lambda: h2c_traffic(port))
-        record(OUT / "upgrade.pcap", f"tcp port {port}", lambda: upgrade_traffic(port))
-    finally:
-        server.stop()
-    port = free_port()
-    server = Proc([sys.executable, me, "serve-grpc", str(port)])
-    try:
-        server.wait_line("listening")
-        record(OUT / "grpc.pcap", f"tcp port {port}", lambda: grpc_traffic(port))
-    finally:
-        server.stop()
+    record_all(scenarios)
     for name in ("h2c", "upgrade", "grpc"):
         print(name, (OUT / f"{name}.pcap").stat().st_size, "bytes")
+
+
+@contextmanager
+def scenarios() -> Iterator[list[Scenario]]:
+    """hypercorn and a grpcio server, each in a child process of this script."""
+    me = str(Path(__file__).resolve())
+    h2_port, grpc_port = free_port(), free_port()
+    servers = [Proc([sys.executable, me, "serve-h2", str(h2_port)]),
+               Proc([sys.executable, me, "serve-grpc", str(grpc_port)])]
+    try:
+        for server in servers:
+            server.wait_line("listening")
+        time.sleep(0.5)
+        yield [Scenario(OUT / "h2c.pcap", f"tcp port {h2_port}", lambda: h2c_traffic(h2_port)),
+               Scenario(OUT / "upgrade.pcap", f"tcp port {h2_port}", lambda: upgrade_traffic(h2_port)),
+               Scenario(OUT / "grpc.pcap", f"tcp port {grpc_port}", lambda: grpc_traffic(grpc_port))]
+    finally:
+        for server in servers:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ cleared afterwards, UNSUBSCRIBE, DISCONNECT. Topic names are unique per run.
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager
 import threading
 import uuid
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.golden import GOLDEN, record  # noqa: E402
+from support.golden import GOLDEN, Scenario, fixed, record_all  # noqa: E402
 
 PORT = 1883
 
@@ -66,10 +67,10 @@ def session(protocol: int) -> None:
         client.loop_stop()
 
 
-def main() -> None:
-    record(GOLDEN / "mqtt" / "v311.pcap", f"tcp port {PORT}", lambda: session(mqtt.MQTTv311))
-    record(GOLDEN / "mqtt" / "v5.pcap", f"tcp port {PORT}", lambda: session(mqtt.MQTTv5))
+def scenarios() -> AbstractContextManager[list[Scenario]]:
+    return fixed(Scenario(GOLDEN / "mqtt" / "v311.pcap", f"tcp port {PORT}", lambda: session(mqtt.MQTTv311)),
+                 Scenario(GOLDEN / "mqtt" / "v5.pcap", f"tcp port {PORT}", lambda: session(mqtt.MQTTv5)))
 
 
 if __name__ == "__main__":
-    main()
+    record_all(scenarios)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import struct
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pymysql
 from pymysql.constants import CLIENT, COMMAND
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.golden import GOLDEN, record  # noqa: E402
+from support.golden import GOLDEN, Scenario, fixed, record_all  # noqa: E402
 
 
 def read_result(conn: pymysql.connections.Connection) -> None:
@@ -80,9 +81,9 @@ def session() -> None:
     conn.close()
 
 
-def main() -> None:
-    record(GOLDEN / "mysql" / "session.pcap", "tcp port 3306", session)
+def scenarios() -> AbstractContextManager[list[Scenario]]:
+    return fixed(Scenario(GOLDEN / "mysql" / "session.pcap", "tcp port 3306", session))
 
 
 if __name__ == "__main__":
-    main()
+    record_all(scenarios)

@@ -10,12 +10,13 @@ unit tests.
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.golden import GOLDEN, record  # noqa: E402
+from support.golden import GOLDEN, Scenario, fixed, record_all  # noqa: E402
 
 DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres application_name=golden"
 
@@ -55,10 +56,10 @@ def ssl_negotiation() -> None:
         pass
 
 
-def main() -> None:
-    record(GOLDEN / "postgres" / "session.pcap", "tcp port 5432", session)
-    record(GOLDEN / "postgres" / "ssl.pcap", "tcp port 5432", ssl_negotiation)
+def scenarios() -> AbstractContextManager[list[Scenario]]:
+    return fixed(Scenario(GOLDEN / "postgres" / "session.pcap", "tcp port 5432", session),
+                 Scenario(GOLDEN / "postgres" / "ssl.pcap", "tcp port 5432", ssl_negotiation))
 
 
 if __name__ == "__main__":
-    main()
+    record_all(scenarios)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.golden import GOLDEN, record  # noqa: E402
+from support.golden import GOLDEN, Scenario, fixed, record_all  # noqa: E402
 
 PREFIX = "shark:golden:"
 
@@ -69,11 +70,10 @@ def traffic(protocol: int) -> None:
         r.close()
 
 
-def main() -> None:
-    for protocol in (2, 3):
-        record(GOLDEN / "redis" / f"resp{protocol}.pcap", "tcp port 6379",
-               lambda: traffic(protocol))
+def scenarios() -> AbstractContextManager[list[Scenario]]:
+    return fixed(*(Scenario(GOLDEN / "redis" / f"resp{protocol}.pcap", "tcp port 6379",
+                            lambda protocol=protocol: traffic(protocol)) for protocol in (2, 3)))
 
 
 if __name__ == "__main__":
-    main()
+    record_all(scenarios)

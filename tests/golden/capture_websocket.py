@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from websockets.sync.client import connect
 from websockets.sync.server import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.golden import GOLDEN, record  # noqa: E402
+from support.golden import GOLDEN, Scenario, record_all  # noqa: E402
 from support.processes import free_port  # noqa: E402
 
 
@@ -30,7 +32,8 @@ def handler(ws) -> None:  # noqa: ANN001 (websockets' connection)
         ws.send(message)
 
 
-def main() -> None:
+@contextmanager
+def scenarios() -> Iterator[list[Scenario]]:
     port = free_port()
     server = serve(handler, "127.0.0.1", port, ping_interval=None)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -57,11 +60,10 @@ def main() -> None:
             except Exception:   # ConnectionClosedOK with 4000
                 pass
     try:
-        record(GOLDEN / "websocket" / "basic.pcap", f"tcp port {port}", traffic)
+        yield [Scenario(GOLDEN / "websocket" / "basic.pcap", f"tcp port {port}", traffic)]
     finally:
         server.shutdown()
-    print(f"server port {port}")
 
 
 if __name__ == "__main__":
-    main()
+    record_all(scenarios)

@@ -15,7 +15,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,32 @@ def assert_golden(path: Path, entries: list[dict[str, Any]]) -> None:
         return
     expected = json.loads(path.read_text())
     assert entries == expected, f"entries differ from {path} (UPDATE_GOLDEN=1 to rewrite)"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One golden capture's traffic: a real client against a real server, replayable. The
+    capture scripts record it into `golden`; the live protocol tests run it again under a live
+    worker (tests/integration/test_protocols_live.py)."""
+    golden: Path                     # the .pcap it made; its entries are in the .json beside it
+    bpf: str                         # only this traffic (the server's port)
+    traffic: Callable[[], None]
+
+
+Scenarios = Callable[[], AbstractContextManager[list[Scenario]]]
+
+
+@contextmanager
+def fixed(*scenarios: Scenario) -> Iterator[list[Scenario]]:
+    """Scenarios whose server runs on the machine already (nothing to start or stop)."""
+    yield list(scenarios)
+
+
+def record_all(scenarios: Scenarios) -> None:
+    """What a capture script's main does: record each of its scenarios, servers started first."""
+    with scenarios() as each:
+        for scenario in each:
+            record(scenario.golden, scenario.bpf, scenario.traffic)
 
 
 def record(path: Path, bpf: str, action: Callable[[], None], iface: str = "lo") -> None:
