@@ -1,0 +1,344 @@
+"""Per protocol: how fast the worker indexes a capture of a busy server, against tshark.
+
+    .venv/bin/python tests/bench/bench_protocols.py [--only redis,dns] [--scale 1.0]
+        [--work-dir DIR] [--regenerate] [--profile] [--json-out FILE]
+
+Captures (kept in --work-dir, made again with --regenerate) come from the machine's real
+servers driven as hard as their usual load tools drive them, recorded by tcpdump on lo:
+  redis     redis-benchmark -c 4 -t set,get -d 64 against 127.0.0.1:6379
+  postgres  pgbench -S -c 2 -j 2 against the `test` database (pgbench -i makes its tables once)
+  mysql     mysqlslap against MariaDB (auto-generated SQL, 4 clients)
+  amqp      pika publishing to a queue and consuming it (RabbitMQ)
+  mqtt      paho publishing QoS 0 and 1 to Mosquitto, subscribed to its own topic
+  http1     the test HTTP server, 4 keep-alive httpx clients
+  h2c       hypercorn (tests/golden/capture_http2.py's server), httpx over h2 prior knowledge
+  dns       dnslib on a free port, one UDP socket per query (as stub resolvers do)
+Then per capture, in the same run: `python -m worker --pcap FILE` from start until /status says
+the file is read and dissection caught up (its entries counted), and `tshark -r FILE -Y PROTO`
+(frames only, no pairing: the cheaper peer). The ratio is tshark's time over ours: above 1.0
+means the worker is faster. --profile adds cProfile's top functions of the in-process path
+(source -> decode -> assembler -> dissectors) per protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import PYTHON, ROOT, Child, Worker, machine, table, write_json  # noqa: E402
+
+TSHARK_FILTER = {"redis": "resp", "postgres": "pgsql", "mysql": "mysql", "amqp": "amqp", "mqtt": "mqtt",
+                 "http1": "http", "h2c": "http2", "dns": "dns"}
+
+
+# -- making the captures ------------------------------------------------------------------------
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def record(path: Path, bpf: str, action: Callable[[], None]) -> None:
+    """tcpdump on lo around `action`, ended once the file stops growing."""
+    tcpdump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-s", "0", "-B", "65536", "-w", str(path), bpf],
+                               stderr=subprocess.PIPE, text=True)
+    assert tcpdump.stderr is not None
+    if "listening" not in tcpdump.stderr.readline():
+        tcpdump.kill()
+        raise RuntimeError("tcpdump did not start")
+    try:
+        action()
+        sizes = [-1]
+        while sizes[-1] != path.stat().st_size:
+            sizes.append(path.stat().st_size)
+            time.sleep(0.3)
+    finally:
+        tcpdump.send_signal(signal.SIGINT)
+        _, err = tcpdump.communicate(timeout=30)
+    if "dropped by kernel" in err and " 0 packets dropped by kernel" not in err:
+        print(f"  tcpdump: {err.strip().splitlines()[-1]}", file=sys.stderr)
+
+
+def decode_as(pcap: Path, rule: str) -> None:
+    """tshark's -d for a capture on a port it does not know the protocol of (kept beside it)."""
+    pcap.with_suffix(".decode-as").write_text(rule)
+
+
+def run(*argv: str) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def make_redis(path: Path, scale: float) -> None:
+    record(path, "tcp port 6379", lambda: run("redis-benchmark", "-h", "127.0.0.1", "-n", str(int(100_000 * scale)),
+                                              "-c", "4", "-t", "set,get", "-d", "64", "-q"))
+
+
+def make_postgres(path: Path, scale: float) -> None:
+    run("pgbench", "-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "1", "-q", "test")
+    record(path, "tcp port 5432", lambda: run("pgbench", "-h", "127.0.0.1", "-U", "postgres", "-S", "-c", "2",
+                                              "-j", "2", "-T", str(max(1, round(4 * scale))), "test"))
+
+
+def make_mysql(path: Path, scale: float) -> None:
+    record(path, "tcp port 3306", lambda: run(
+        "mysqlslap", "-h", "127.0.0.1", "-u", "root", "--auto-generate-sql", "--auto-generate-sql-load-type=mixed",
+        "--concurrency=4", f"--number-of-queries={int(40_000 * scale)}", "--create-schema=shark_bench"))
+
+
+def make_amqp(path: Path, scale: float) -> None:
+    import pika
+
+    def traffic() -> None:
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+        channel = connection.channel()
+        queue = f"shark-bench-{uuid.uuid4().hex[:8]}"
+        channel.queue_declare(queue, auto_delete=True)
+        count = int(20_000 * scale)
+        for n in range(count):
+            channel.basic_publish("", queue, b'{"order": %d}' % n,
+                                  pika.BasicProperties(content_type="application/json"))
+        got = 0
+        for method, _, _ in channel.consume(queue, inactivity_timeout=5):
+            if method is None:
+                break
+            channel.basic_ack(method.delivery_tag)
+            got += 1
+            if got == count:
+                break
+        channel.cancel()
+        connection.close()
+    record(path, "tcp port 5672", traffic)
+
+
+def make_mqtt(path: Path, scale: float) -> None:
+    import paho.mqtt.client as mqtt
+
+    def traffic() -> None:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}")
+        received = threading.Event()
+        count, got = int(20_000 * scale), [0]
+        topic = f"shark/bench/{uuid.uuid4().hex[:8]}"
+
+        def on_message(*_: object) -> None:
+            got[0] += 1
+            if got[0] == count:
+                received.set()
+        client.on_message = on_message
+        client.connect("127.0.0.1", 1883)
+        client.loop_start()
+        client.subscribe(topic, qos=1)
+        time.sleep(0.3)
+        for n in range(count):
+            info = client.publish(topic, b"reading %d" % n, qos=n % 2)
+            if n % 500 == 0:
+                info.wait_for_publish(10)
+        received.wait(30)
+        client.disconnect()
+        client.loop_stop()
+    record(path, "tcp port 1883", traffic)
+
+
+def _threads(clients: int, target: Callable[[], None]) -> None:
+    threads = [threading.Thread(target=target) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def make_http1(path: Path, scale: float) -> None:
+    import httpx
+    port = free_port()
+    server = subprocess.Popen([PYTHON, "-m", "support.http_server", str(port)], cwd=ROOT,
+                              env={"PYTHONPATH": str(ROOT / "tests")}, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and "listening" in server.stdout.readline()
+    paths = ["/json", "/echo", "/status/500", "/gzip", "/bytes/200"]
+
+    def client() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            for n in range(int(5_000 * scale)):
+                c.post("/echo", json={"n": n}) if n % 5 == 1 else c.get(paths[n % 5])
+    try:
+        record(path, f"tcp port {port}", lambda: _threads(4, client))
+        decode_as(path, f"tcp.port=={port},http")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def make_h2c(path: Path, scale: float) -> None:
+    import httpx
+    port = free_port()
+    server = subprocess.Popen([PYTHON, str(ROOT / "tests" / "golden" / "capture_http2.py"), "serve-h2", str(port)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and "listening" in server.stdout.readline()
+    time.sleep(0.5)
+
+    def client() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", http1=False, http2=True) as c:
+            for n in range(int(3_000 * scale)):
+                c.post("/echo", content=b"ping %d" % n) if n % 3 == 1 else c.get("/json" if n % 3 else "/missing")
+    try:
+        record(path, f"tcp port {port}", lambda: _threads(4, client))
+        decode_as(path, f"tcp.port=={port},http2")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def make_dns(path: Path, scale: float) -> None:
+    from dnslib import QTYPE, RR, DNSRecord
+    from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+    class Fixed(BaseResolver):
+        def resolve(self, request, handler):  # noqa: ANN001, ANN201 (dnslib's interface)
+            reply = request.reply()
+            if request.q.qtype == QTYPE.A:
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=__import__("dnslib").A("192.0.2.10"), ttl=60))
+            return reply
+    port = free_port(socket.SOCK_DGRAM)
+    server = DNSServer(Fixed(), port=port, address="127.0.0.1", logger=DNSLogger("-recv,-send,-request,-reply,"
+                                                                                    "-truncated,-error,-data"))
+    server.start_thread()
+
+    def client() -> None:
+        for n in range(int(5_000 * scale)):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:   # a new flow per query
+                s.settimeout(2)
+                s.sendto(DNSRecord.question(f"host{n}.bench.test", "A" if n % 2 else "AAAA").pack(),
+                         ("127.0.0.1", port))
+                try:
+                    s.recv(4096)
+                except TimeoutError:
+                    pass
+    try:
+        record(path, f"udp port {port}", lambda: _threads(4, client))
+        decode_as(path, f"udp.port=={port},dns")
+    finally:
+        server.stop()
+        server.server.server_close()
+
+
+MAKERS: dict[str, Callable[[Path, float], None]] = {
+    "redis": make_redis, "postgres": make_postgres, "mysql": make_mysql, "amqp": make_amqp,
+    "mqtt": make_mqtt, "http1": make_http1, "h2c": make_h2c, "dns": make_dns}
+
+
+# -- measuring ----------------------------------------------------------------------------------
+def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str]) -> dict:
+    """`python -m worker --pcap` from start until the file is read, dissection has caught up and
+    the entry count holds for two more polls."""
+    storage = Path(tempfile.mkdtemp(prefix="worker-", dir=base))
+    started = time.monotonic()
+    worker = Worker(["--pcap", str(pcap), "--storage-limit", "4GB", *extra], storage, logs, "worker-" + pcap.stem)
+    try:
+        last, same, done = -1, 0, 0.0
+        while same < 2:
+            polled = time.monotonic()
+            status = worker.status()
+            finished = all(s["finished"] for s in status["capture"]["sources"])
+            entries = status["index"]["entries"]
+            if finished and status["dissection"]["caught_up"] and entries == last:
+                same += 1
+            else:
+                last, same, done = entries, 0, polled
+            if polled - started > 900:
+                raise RuntimeError(f"worker did not finish {pcap.name}: {status}")
+            time.sleep(0.1)
+        return {"wall": done - started, "entries": last, "packets": status["dissection"]["packets"]}
+    finally:
+        worker.stop()
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def run_tshark(pcap: Path, proto: str, logs: Path) -> dict:
+    rule = pcap.with_suffix(".decode-as")
+    decode = ["-d", rule.read_text().strip()] if rule.exists() else []
+    child = Child(["tshark", "-r", str(pcap), *decode, "-Y", TSHARK_FILTER[proto]], logs, f"tshark-{proto}")
+    if child.wait(900) != 0:
+        raise RuntimeError(f"tshark failed: {child.stderr()[-1000:]}")
+    frames = sum(1 for line in open(child.stdout_path, errors="replace") if line.strip())
+    return {"wall": (child.ended or 0) - child.started, "frames": frames}
+
+
+def profile(pcap: Path, top: int = 14) -> str:
+    """cProfile of the dissection path over the whole file (decode, assembler, selection,
+    dissectors, entries as JSON: what the worker's dissection process does before sqlite), the
+    functions with most own time."""
+    from worker.dissection import Dissection
+    from worker.sources import open_file_source
+    source, dissection, number = open_file_source(str(pcap)), Dissection("bench"), 0
+    profiler = cProfile.Profile()
+    profiler.enable()
+    while not source.finished:
+        stored = []
+        for ts_ns, data, wirelen in source.read_batch(4096):
+            stored.append(((0, number), source.linktype, ts_ns, data, wirelen))
+            number += 1
+        dissection.feed(stored)
+        dissection.take_rows()
+    dissection.close_all()
+    dissection.take_rows()
+    profiler.disable()
+    source.close()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(MAKERS), help="comma-separated: " + ", ".join(MAKERS))
+    parser.add_argument("--scale", type=float, default=1.0, help="traffic volume factor (default 1.0)")
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "shark-bench-protocols")
+    parser.add_argument("--regenerate", action="store_true")
+    parser.add_argument("--worker-arg", action="append", default=[], help="passed to every worker run")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--json-out")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MAKERS]
+    if unknown:
+        parser.error(f"--only: unknown {unknown[0]!r}; expected some of {', '.join(MAKERS)}")
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    logs = args.work_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    rows, results = [], {}
+    for name in names:
+        pcap = args.work_dir / f"{name}.pcap"
+        if args.regenerate or not pcap.exists():
+            print(f"making {pcap} ...", file=sys.stderr)
+            MAKERS[name](pcap, args.scale)
+        ours = run_worker(pcap, logs, args.work_dir, args.worker_arg)
+        peer = run_tshark(pcap, name, logs)
+        ratio = peer["wall"] / ours["wall"] if ours["wall"] else 0.0
+        size_mb = pcap.stat().st_size / 1e6
+        results[name] = {"pcap_mb": size_mb, "worker": ours, "tshark": peer, "ratio": ratio}
+        rows.append([name, f"{size_mb:.1f}", ours["packets"], ours["entries"], f"{ours['wall']:.2f}",
+                     f"{ours['entries'] / ours['wall']:,.0f}", f"{peer['wall']:.2f}", f"{ratio:.2f}x"])
+        print(table(["capture", "MB", "packets", "entries", "worker s", "entries/s", "tshark -Y s",
+                     "tshark/worker"], rows[-1:]), file=sys.stderr)
+        if args.profile:
+            print(profile(pcap), file=sys.stderr)
+    print(table(["capture", "MB", "packets", "entries", "worker s", "entries/s", "tshark -Y s", "tshark/worker"],
+                rows))
+    write_json(args.json_out, {"machine": machine(), "results": results})
+
+
+if __name__ == "__main__":
+    main()
