@@ -103,13 +103,6 @@ def pod_node(pod: dict[str, Any]) -> str:
     return str(spec(pod).get("nodeName") or "")
 
 
-def pod_ready(pod: dict[str, Any]) -> bool:
-    for condition in status(pod).get("conditions") or []:
-        if isinstance(condition, dict) and condition.get("type") == "Ready":
-            return condition.get("status") == "True"
-    return False
-
-
 def container_port(pod: dict[str, Any], port_name: str) -> int | None:
     """The port named `port_name` of the pod's containers (hostPort when set)."""
     for container in spec(pod).get("containers") or []:

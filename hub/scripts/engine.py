@@ -158,9 +158,6 @@ class ScriptEngine:
     async def unload(self, name: str) -> None:
         await self._ask(lambda: self._unload(name))
 
-    async def disable(self, name: str) -> None:
-        await self._ask(lambda: self._disable_by_user(name))
-
     async def queried(self, entries: list[str]) -> list[str]:
         """onItemQueried over every entry (JSON texts), each script's output the next one's input."""
         return await self._ask(lambda: self._queried(entries))
@@ -271,11 +268,6 @@ class ScriptEngine:
     def _unload(self, name: str) -> None:
         self._runtimes.pop(name, None)
         self.states.pop(name, None)
-
-    def _disable_by_user(self, name: str) -> None:
-        self._runtimes.pop(name, None)
-        self.states[name] = ScriptState(name, False, None)
-        self._say(name, "info", "disabled")
 
     # -- calls ------------------------------------------------------------------------------
     def _hook_all(self, hook: str, args_json: str, depth: int = 0) -> None:

@@ -23,7 +23,6 @@ from shark import kfl
 HERE = Path(__file__).resolve().parent
 KFL_JS = (HERE / "kfl.js").read_text(encoding="utf-8")
 PRELUDE_JS = (HERE / "prelude.js").read_text(encoding="utf-8")
-HOOKS = ("onItemCaptured", "onItemQueried", "onHubAction")
 FailureKind = Literal["error", "timeout", "memory", "stack", "syntax"]
 
 _SYNTAX_LINE = re.compile(r"^\s*at <input>:(\d+)\s*$", re.M)

@@ -205,6 +205,7 @@ class Scripting:
                      "backlog": self.engine.backlog()},
             "outbound": dataclasses.asdict(self.actions.outbound),
             "tags": {"written": self.actions.tags_written, "failed": self.actions.tags_failed},
+            "hub_actions": {"dropped": self.engine.actions_dropped},
         }
 
     async def put(self, name: str, code: str | None, enabled: bool | None, *, create_only: bool = False) -> bool:

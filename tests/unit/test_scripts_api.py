@@ -295,6 +295,7 @@ def test_hub_actions_reach_every_script_and_loops_are_cut(hub: RunningHub) -> No
     hub.wait_log("pong", "pong 2")
     hub.http.post("/scripts/actions", json={"action": "loop", "data": {}})
     hub.wait_log("forever", "dropped: actions triggered one another more than 8 levels deep")
+    assert hub.http.get("/scripts").json()["hub_actions"] == {"dropped": 1}
     assert hub.http.post("/scripts/actions", json={"action": ""}).status_code == 400
 
 
