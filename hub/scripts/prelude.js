@@ -9,6 +9,9 @@ Object.defineProperty(globalThis, "__kfl", {value: __kfl, writable: false, confi
 Object.defineProperty(globalThis, "__shark", {writable: false, configurable: false, value: (function () {
   "use strict";
   var KFL = __kfl;
+  // Captured before the script runs: a script that replaces JSON's functions changes its own
+  // JSON, not what the helpers hand the hub (which the hub checks anyway: hub/scripts/wire.py).
+  var stringify = JSON.stringify.bind(JSON), parse = JSON.parse.bind(JSON);
   var MAX_ACTIONS = 1000;      // per hook call; more are dropped and counted
   var MAX_TEXT = 64 * 1024;    // a log line, a webhook body
   var TAG = /^[A-Za-z0-9][A-Za-z0-9_.:\/-]{0,63}$/;
@@ -36,7 +39,7 @@ Object.defineProperty(globalThis, "__shark", {writable: false, configurable: fal
       var a = args[i];
       if (typeof a === "string") { parts.push(a); continue; }
       try {
-        parts.push(a === undefined ? "undefined" : (typeof a === "object" || typeof a === "string" ? JSON.stringify(a) : String(a)));
+        parts.push(a === undefined ? "undefined" : (typeof a === "object" || typeof a === "string" ? stringify(a) : String(a)));
       } catch (error) {
         parts.push(String(a));   // a cyclic object
       }
@@ -81,7 +84,7 @@ Object.defineProperty(globalThis, "__shark", {writable: false, configurable: fal
     if (typeof value === "string") return {body: value, type: "text/plain; charset=utf-8"};
     if (typeof value === "object") {
       var json;
-      try { json = JSON.stringify(value); } catch (error) { fail(helper, "the body cannot be made JSON: " + error.message); }
+      try { json = stringify(value); } catch (error) { fail(helper, "the body cannot be made JSON: " + error.message); }
       return {body: json, type: "application/json"};
     }
     return {body: String(value), type: "text/plain; charset=utf-8"};
@@ -180,7 +183,7 @@ Object.defineProperty(globalThis, "__shark", {writable: false, configurable: fal
     action: function (action, data) {
       if (typeof action !== "string" || !action.length) fail("hub.action", "expected an action name (a string), got " + describe(action));
       var json;
-      try { json = JSON.stringify(data === undefined ? null : data); } catch (error) { fail("hub.action", "data cannot be made JSON: " + error.message); }
+      try { json = stringify(data === undefined ? null : data); } catch (error) { fail("hub.action", "data cannot be made JSON: " + error.message); }
       push({t: "action", action: action, data: json});
     }
   };
@@ -191,7 +194,7 @@ Object.defineProperty(globalThis, "__shark", {writable: false, configurable: fal
       if (typeof cron !== "string") fail("jobs.schedule", "expected a cron expression (a string like \"*/5 * * * *\"), got " + describe(cron));
       var fields = cron.trim().split(/\s+/);
       if ((fields.length !== 5 && fields.length !== 6) || !fields.every(function (f) { return CRON_FIELD.test(f); })) {
-        fail("jobs.schedule", "cron: expected 5 fields (minute hour day month weekday, optionally seconds as a 6th), got " + JSON.stringify(cron));
+        fail("jobs.schedule", "cron: expected 5 fields (minute hour day month weekday, optionally seconds as a 6th), got " + stringify(cron));
       }
       if (typeof fn !== "function") fail("jobs.schedule", "expected a function to run, got " + describe(fn));
       jobTable[name] = {cron: cron, fn: fn};
@@ -209,7 +212,7 @@ Object.defineProperty(globalThis, "__shark", {writable: false, configurable: fal
     },
     run: function (name) {
       checkName("jobs.run", name);
-      if (!Object.prototype.hasOwnProperty.call(jobTable, name)) fail("jobs.run", "no job named " + JSON.stringify(name));
+      if (!Object.prototype.hasOwnProperty.call(jobTable, name)) fail("jobs.run", "no job named " + stringify(name));
       return jobTable[name].fn();
     }
   };
@@ -219,37 +222,31 @@ Object.defineProperty(globalThis, "__shark", {writable: false, configurable: fal
     if (result !== undefined) out.result = result;
     queue = [];
     dropped = 0;
-    return JSON.stringify(out);
+    return stringify(out);
   }
 
   return {
     init: function (config) {
-      var c = JSON.parse(config);
+      var c = parse(config);
       scriptName = c.name;
       KFL.configure(c.kfl.fields, c.kfl.protocols, c.kfl.helpers);
       env = Object.freeze(c.env);
       globalThis.env = env;
     },
-    // The hooks the script defines, as JSON.
-    hooks: function () {
-      return JSON.stringify(["onItemCaptured", "onItemQueried", "onHubAction"].filter(function (name) {
-        return typeof globalThis[name] === "function";
-      }));
-    },
     // Calls hook(...args); null when there is nothing to report, else {actions, dropped}.
     call: function (hook, args) {
       var fn = globalThis[hook];
       if (typeof fn !== "function") return null;
-      fn.apply(null, JSON.parse(args));
+      fn.apply(null, parse(args));
       return queue.length || dropped ? drain(undefined) : null;
     },
     // onItemQueried: the entry as the hook left it (or what it returned) in `result`.
     query: function (entry) {
-      var fn = globalThis.onItemQueried, item = JSON.parse(entry);
+      var fn = globalThis.onItemQueried, item = parse(entry);
       var returned = fn(item);
       // Another object replaces the entry only if it is that entry (the same id).
       var kept = returned !== null && typeof returned === "object" && returned.id === item.id ? returned : item;
-      return drain(JSON.stringify(kept));
+      return drain(stringify(kept));
     },
     job: function (name) {
       if (!Object.prototype.hasOwnProperty.call(jobTable, name)) return drain(undefined);
@@ -260,6 +257,6 @@ Object.defineProperty(globalThis, "__shark", {writable: false, configurable: fal
     unschedule: function (name) { delete jobTable[name]; },
     // What a failed call queued before it failed (the hub still carries it out).
     drain: function () { return queue.length || dropped ? drain(undefined) : null; },
-    jobs: function () { return JSON.stringify(globalThis.jobs.list()); }
+    jobs: function () { return stringify(globalThis.jobs.list()); }
   };
 })()});

@@ -18,11 +18,13 @@ from typing import Any, Literal
 
 import quickjs
 
+from hub.scripts import wire
 from shark import kfl
 
 HERE = Path(__file__).resolve().parent
 KFL_JS = (HERE / "kfl.js").read_text(encoding="utf-8")
 PRELUDE_JS = (HERE / "prelude.js").read_text(encoding="utf-8")
+HOOKS = ("onItemCaptured", "onItemQueried", "onHubAction")   # what the helpers may say a script defines
 FailureKind = Literal["error", "timeout", "memory", "stack", "syntax"]
 
 _SYNTAX_LINE = re.compile(r"^\s*at <input>:(\d+)\s*$", re.M)
@@ -92,7 +94,7 @@ class ScriptRuntime:
         config = {"name": self.name, "env": self.env, "kfl": _kfl_config()}
         context.eval("__shark.init")(json.dumps(config))
         call, query, job = (context.eval(f"__shark.{n}") for n in ("call", "query", "job"))
-        drain, hooks = context.eval("__shark.drain"), context.eval("__shark.hooks")
+        drain = context.eval("__shark.drain")
         self._unschedule = context.eval("__shark.unschedule")
         context.set_memory_limit(self.limits.memory_bytes)
         context.set_time_limit(self.limits.time_s)
@@ -105,7 +107,14 @@ class ScriptRuntime:
             self._context = None
             return outcome
         self._call, self._query, self._job = call, query, job
-        self.hooks = frozenset(json.loads(hooks()))
+        # asked of the context directly: nothing the script may have replaced answers it
+        try:
+            self.hooks = frozenset(hook for hook in HOOKS
+                                   if context.eval(f"typeof globalThis.{hook} === 'function'") is True)
+        except quickjs.JSException as error:     # a getter named like a hook that throws or runs away
+            outcome = self._failed(error, allow_recreate=False)
+            self._context = None
+            return outcome
         return self._decode(drain())
 
     @property
@@ -118,8 +127,14 @@ class ScriptRuntime:
         return self._run(self._call, hook, args_json)
 
     def query(self, entry_json: str) -> Outcome:
-        """onItemQueried(entry): `result` is the entry as the hook left or returned it."""
-        return self._run(self._query, entry_json)
+        """onItemQueried(entry): `result` is the entry as the hook left or returned it (an
+        object with the entry's id: anything else is the call's failure)."""
+        outcome = self._run(self._query, entry_json)
+        if outcome.failure is None and outcome.result is not None:
+            problem = wire.not_the_entry(outcome.result, entry_json)
+            if problem is not None:
+                return Outcome(failure=Failure("error", f"onItemQueried: {problem}"))
+        return outcome
 
     def job(self, name: str) -> Outcome:
         return self._run(self._job, name)
@@ -143,12 +158,18 @@ class ScriptRuntime:
             return self._failed(error, allow_recreate=True)
         return self._decode(answer)
 
-    def _decode(self, answer: str | None) -> Outcome:
+    def _decode(self, answer: Any) -> Outcome:
+        """The helpers' answer, checked (hub/scripts/wire.py): anything but what they make is
+        this call's failure, with nothing of it carried out."""
         if answer is None:
             return Outcome()
-        data = json.loads(answer)
-        return Outcome(actions=data.get("actions") or [], dropped=int(data.get("dropped") or 0),
-                       result=data.get("result"))
+        if not isinstance(answer, str):
+            return Outcome(failure=Failure("error", f"the helpers' answer is {type(answer).__name__}, not their JSON"))
+        try:
+            actions, dropped, result = wire.decode(answer, self.name)
+        except ValueError as error:
+            return Outcome(failure=Failure("error", str(error)))
+        return Outcome(actions=actions, dropped=dropped, result=result)
 
     def _failed(self, error: quickjs.JSException, allow_recreate: bool) -> Outcome:
         failure = classify(error, self._near_memory_limit())
@@ -166,7 +187,8 @@ class ScriptRuntime:
             drained = self._decode(self._drain())
         except quickjs.JSException:
             drained = Outcome()
-        outcome.actions, outcome.dropped = drained.actions, drained.dropped
+        if drained.failure is None:
+            outcome.actions, outcome.dropped = drained.actions, drained.dropped
         return outcome
 
     def _near_memory_limit(self) -> bool:

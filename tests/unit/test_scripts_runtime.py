@@ -248,3 +248,59 @@ def test_on_item_queried_returns_the_entry_as_left() -> None:
 def test_the_internals_cannot_be_replaced_by_a_script() -> None:
     runtime = load("__shark = null; __kfl = null;\nfunction onItemCaptured(e) { console.log(kfl.match('http', e)); }")
     assert captured(runtime, entry()).actions[0]["text"] == "true"
+
+
+def test_a_script_replacing_json_changes_its_own_json_not_what_the_hub_gets() -> None:
+    runtime = load("""
+        JSON.stringify = function () { return "not json"; };
+        JSON.parse = function () { return [{id: "forged:1"}]; };
+        function onItemCaptured(e) { console.log("saw", e.id); pcap.snapshot("http"); }""")
+    outcome = captured(runtime, entry())
+    assert outcome.failure is None
+    assert outcome.actions[0] == {"t": "log", "level": "info", "text": "saw node-a:42"}
+    assert outcome.actions[1]["t"] == "snapshot" and outcome.actions[1]["name"].startswith("demo-")
+
+
+# A prototype's toJSON is consulted by every JSON.stringify, the helpers' too: it can forge the
+# answer. This one replaces the first object it is asked for (the answer) once.
+FORGE = """
+    var forged = false;
+    Object.prototype.toJSON = function () {
+        if (forged) return this;
+        forged = true;
+        return %s;
+    };"""
+
+
+@pytest.mark.parametrize("answer, where", [
+    ('{actions: [{t: "snapshot", query: "", name: "../../../tmp/escape.pcap"}], dropped: 0}', "$.actions[0].name"),
+    ('{actions: [{t: "snapshot", query: "", name: "other-20261206T101010-1.pcap"}], dropped: 0}', "script's own name"),
+    ('{actions: [{t: "log", level: "info", text: "x", source: "hub"}], dropped: 0}', "source"),
+    ('{actions: [{t: "webhook", method: "TRACE", url: "http://127.0.0.1/", body: "", type: ""}], dropped: 0}',
+     "$.actions[0].method"),
+    ('{actions: [{t: "tag", id: "node-a:1", add: ["bad tag!"], remove: []}], dropped: 0}', "$.actions[0].add[0]"),
+    ('{actions: [{t: "job", op: "schedule", name: "j"}], dropped: 0}', "cron"),
+    ('{actions: [{t: "shell", command: "rm -rf /"}], dropped: 0}', "$.actions[0]"),
+    ('{actions: [], dropped: -5}', "$.dropped"),
+])
+def test_a_forged_answer_is_the_calls_failure_and_nothing_of_it_is_done(answer: str, where: str) -> None:
+    runtime = load(FORGE % answer + "\nfunction onItemCaptured(e) { console.log('hi'); }")
+    outcome = captured(runtime, entry())
+    assert outcome.failure is not None and outcome.failure.kind == "error"
+    assert "not what they make" in outcome.failure.message and where in outcome.failure.message
+    assert outcome.actions == [] and outcome.dropped == 0
+
+
+def test_a_queried_entry_that_is_not_the_entry_is_the_calls_failure() -> None:
+    runtime = load(FORGE % "5" + "\nfunction onItemQueried(e) { e.summary = 'changed'; }")
+    outcome = runtime.query(json.dumps(entry()))
+    assert outcome.failure is not None
+    assert outcome.failure.message.startswith("onItemQueried: ") and "not entry node-a:42" in outcome.failure.message
+    assert outcome.result is None
+
+
+def test_a_hook_that_is_a_runaway_getter_fails_the_load() -> None:
+    runtime = ScriptRuntime("demo", "Object.defineProperty(globalThis, 'onItemCaptured', {get: function () { while (true) {} }});",
+                            {}, LIMITS)
+    outcome = runtime.load()
+    assert outcome.failure is not None and outcome.failure.kind == "timeout" and not runtime.loaded
