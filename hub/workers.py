@@ -14,7 +14,7 @@ import logging
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,34 +159,6 @@ class WorkerClient:
             self.node = node
         return status
 
-    async def raw_entries(self, params: dict[str, str]) -> tuple[list[tuple[float, bytes]], int]:
-        """GET /entries (NDJSON) -> ((ts, the entry's JSON bytes) newest first, lines skipped).
-        Only `ts` (and `node`, once) is decoded: the hub merges by time and passes the entries
-        on as the worker wrote them. A malformed line is skipped and counted, never fatal."""
-        async def attempt() -> tuple[list[tuple[float, bytes]], int]:
-            found: list[tuple[float, bytes]] = []
-            skipped = 0
-            async with self.http.stream("GET", "/entries", params=params) as response:
-                if response.status_code >= 400:
-                    raise _worker_error(response, await response.aread())
-                async for item in _entry_lines(response):
-                    if item is None:
-                        skipped += 1
-                    else:
-                        found.append(item)
-            return found, skipped
-        started = time.monotonic()
-        result = await self._retrying(attempt)
-        self.health.latency_ms = round((time.monotonic() - started) * 1000, 3)
-        if self.node is None and result[0]:
-            self.node = _NODE.decode(result[0][0][1]).node or None
-        return result
-
-    async def entries(self, params: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
-        """As raw_entries, decoded."""
-        found, skipped = await self.raw_entries(params)
-        return [json.loads(raw) for _, raw in found], skipped
-
     async def open_stream(self, stack: AsyncExitStack, path: str,
                           params: dict[str, str] | None = None) -> httpx.Response:
         """A streamed GET, closed with `stack`; retried only until the answer starts."""
@@ -196,10 +168,6 @@ class WorkerClient:
                 raise _worker_error(response, await response.aread())
             return response
         return await self._retrying(attempt)
-
-
-def _ts(item: tuple[float, bytes]) -> float:
-    return item[0]
 
 
 # -- pcap reading and merging ----------------------------------------------------------------
@@ -282,9 +250,9 @@ class EntriesStream:
         self.workers = workers
         self.limit = limit
 
-    async def chunks(self, flush_at: int = 64 * 1024) -> AsyncIterator[bytes]:
-        """{"entries": [...], "workers": [...]}, streamed; the workers block comes last, when
-        every worker's part is known."""
+    async def merged(self) -> AsyncIterator[bytes]:
+        """The entries (as the workers wrote them), newest first, at most `limit`: one line per
+        worker is held at a time, whatever the number of workers."""
         async with self.stack:
             readers = [_entry_lines(response).__aiter__() for _, response, _ in self.opened]
             newest_seen: list[float | None] = [None] * len(readers)
@@ -307,6 +275,8 @@ class EntriesStream:
                     client.mark(error)
                     return
                 block["count"] += 1
+                if client.node is None:          # not polled yet: its entries say which node it is
+                    client.node = block["node"] = _NODE.decode(raw).node or None
                 last = newest_seen[index]
                 if last is not None and ts > last:
                     block["unordered"] = block.get("unordered", 0) + 1
@@ -314,20 +284,60 @@ class EntriesStream:
                 heapq.heappush(heap, (-ts, index, raw))
 
             await asyncio.gather(*(advance(i) for i in range(len(readers))))
-            out = [b'{"entries":[']
-            size, sent = 0, 0
+            sent = 0
             while heap and sent < self.limit:
                 _, index, raw = heapq.heappop(heap)
+                yield raw
+                sent += 1
+                if sent < self.limit:
+                    await advance(index)
+
+    async def newest(self) -> list[bytes]:
+        """Every worker's answer read whole, the newest `limit` entries kept (a bounded heap:
+        the hub holds `limit` entries, not workers x limit) and sorted newest first, whatever
+        order a worker sent them in."""
+        kept: list[tuple[float, int, bytes]] = []      # a min-heap: the oldest kept entry first
+        order = 0
+
+        async def read(client: WorkerClient, response: httpx.Response, block: dict[str, Any]) -> None:
+            nonlocal order
+            try:
+                async for item in _entry_lines(response):
+                    if item is None:
+                        block["skipped"] += 1
+                        continue
+                    ts, raw = item
+                    block["count"] += 1
+                    if client.node is None:
+                        client.node = block["node"] = _NODE.decode(raw).node or None
+                    order += 1
+                    if len(kept) < self.limit:
+                        heapq.heappush(kept, (ts, -order, raw))
+                    elif ts > kept[0][0]:
+                        heapq.heapreplace(kept, (ts, -order, raw))
+            except (httpx.HTTPError, WorkerError) as error:
+                block.update(ok=False, error=f"{describe(error)} (after {block['count']} entries)")
+                client.mark(error)
+
+        async with self.stack:
+            await asyncio.gather(*(read(*opened) for opened in self.opened))
+        return [raw for _, _, raw in sorted(kept, reverse=True)]
+
+    async def chunks(self, flush_at: int = 64 * 1024) -> AsyncIterator[bytes]:
+        """{"entries": [...], "workers": [...]}, streamed; the workers block comes last, when
+        every worker's part is known."""
+        out = [b'{"entries":[']
+        size = sent = 0
+        async with aclosing(self.merged()) as entries:
+            async for raw in entries:
                 out.append(raw if sent == 0 else b"," + raw)
                 size += len(raw)
                 sent += 1
                 if sent == 1 or size >= flush_at:
                     yield b"".join(out)
                     out, size = [], 0
-                if sent < self.limit:
-                    await advance(index)
-            out.append(b'],"workers":' + msgspec.json.encode(self.workers) + b"}")
-            yield b"".join(out)
+        out.append(b'],"workers":' + msgspec.json.encode(self.workers) + b"}")
+        yield b"".join(out)
 
 
 async def _entry_lines(response: httpx.Response) -> AsyncIterator[tuple[float, bytes] | None]:
@@ -355,11 +365,13 @@ class _Stamp(msgspec.Struct):
     ts: float
 
 
+_STAMP = msgspec.json.Decoder(_Stamp)
+
+
 class _Node(msgspec.Struct):
     node: str | None = None
 
 
-_STAMP = msgspec.json.Decoder(_Stamp)
 _NODE = msgspec.json.Decoder(_Node)
 
 
@@ -469,26 +481,9 @@ class WorkerPool:
 
     async def raw_entries(self, params: dict[str, str], limit: int) -> RawEntriesAnswer:
         """Every worker's matching entries, merged newest first by ts, at most `limit`, as the
-        workers wrote them."""
-        params = {**params, "limit": str(limit)}
-        clients = self.clients
-        results = await asyncio.gather(*(c.raw_entries(params) for c in clients), return_exceptions=True)
-        lists: list[list[tuple[float, bytes]]] = []
-        workers: list[dict[str, Any]] = []
-        for client, result in zip(clients, results):
-            if isinstance(result, BaseException):
-                if isinstance(result, WorkerError) and result.status == 400:
-                    raise result   # the caller's mistake (a bad since/until/limit): say so
-                if not isinstance(result, (httpx.HTTPError, WorkerError)):
-                    log.exception("worker %s: unexpected error", client.url, exc_info=result)
-                workers.append(client.block(describe(result)))
-                continue
-            found, skipped = result
-            found.sort(key=_ts, reverse=True)   # newest first, whatever it sent
-            lists.append(found)
-            workers.append(client.block(None, count=len(found), skipped=skipped))
-        merged = heapq.merge(*lists, key=_ts, reverse=True)
-        return RawEntriesAnswer([raw for _, (_, raw) in zip(range(limit), merged)], workers)
+        workers wrote them (EntriesStream.newest: at most `limit` held)."""
+        stream = await self.open_entries(params, limit)
+        return RawEntriesAnswer(await stream.newest(), stream.workers)
 
     async def open_entries(self, params: dict[str, str], limit: int) -> EntriesStream:
         """Every worker's /entries opened (a worker's 400 raised before anything is sent),

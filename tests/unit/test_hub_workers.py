@@ -59,6 +59,45 @@ def test_merge_is_newest_first_across_workers():
     assert [w["count"] for w in answer.workers] == [2, 2, 2]
 
 
+class Lines(httpx.AsyncByteStream):
+    """A worker answer made as it is read (nothing of it held before): `count` entries of
+    `node`, oldest first (the order a worker must not send, which the hub still sorts)."""
+
+    def __init__(self, node: str, count: int) -> None:
+        self.node, self.count = node, count
+
+    async def __aiter__(self):
+        for seq in range(self.count):
+            yield json.dumps(entry(self.node, seq, seq + 0.001 * int(self.node[1:]), pad="x" * 150)).encode() + b"\n"
+
+
+@respx.mock
+def test_whole_answers_hold_limit_entries_not_workers_times_limit():
+    """In cluster mode (names filled in) and for scripts, HAR and the service map, the hub
+    reads the workers' answers whole: 40 workers x 1500 entries (about 13 MB of lines) for
+    a limit of 20 must not be held."""
+    import tracemalloc
+    urls = [f"http://w{n}:8897" for n in range(1, 41)]
+    for n, url in enumerate(urls, 1):
+        respx.get(f"{url}/api/v1/entries").mock(return_value=httpx.Response(200, stream=Lines(f"w{n}", 1500)))
+
+    async def go():
+        p = pool(urls)
+        try:
+            tracemalloc.start()
+            answer = await p.entries({}, limit=20)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            return answer, peak
+        finally:
+            await p.close()
+    answer, peak = run(go())
+    # the newest 20 across all workers: seq 1499 of each of the 20 highest-numbered nodes
+    assert [e["id"] for e in answer.entries] == [f"w{n}:1499" for n in range(40, 20, -1)]
+    assert [w["count"] for w in answer.workers] == [1500] * 40
+    assert peak < 3 * 1024 * 1024, f"{peak / 1e6:.1f} MB held while merging"
+
+
 @respx.mock
 def test_limit_and_query_are_pushed_down():
     route = respx.get("http://w1:8897/api/v1/entries").respond(200, content=b"")
