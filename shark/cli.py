@@ -21,6 +21,7 @@ from shark.errors import ExitStatus, SharkError, report
 from shark.hubclient import DEFAULT_HUB, HubClient
 from shark.kube.commands import cluster_options, status_cluster, tap_cluster, timeout_option
 from shark.kube.render import DEFAULT_IMAGE, DEFAULT_TLS_IMAGE, PULL_POLICIES
+from shark.redaction import Redaction
 from shark.units import UnitError, format_size, parse_duration, parse_size
 
 
@@ -107,11 +108,18 @@ def _size(value: str, option: str) -> str:
 @click.option("--toleration", "tolerations", multiple=True, metavar="KEY[=VALUE][:EFFECT]",
               help="In a cluster: run workers on nodes with this taint too (e.g. dedicated=capture:NoSchedule); "
                    "repeat for several.")
+@click.option("--no-redact", is_flag=True, help="Show credentials as captured (by default the workers show "
+              "credential headers, query parameters and body fields as [redacted:HASH]).")
+@click.option("--redact-header", "redact_headers", multiple=True, metavar="NAME",
+              help="Also redact this header's value; repeat for several.")
+@click.option("--redact-field", "redact_fields", multiple=True, metavar="NAME",
+              help="Also redact query parameters and JSON/form body fields of this name; repeat for several.")
 def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_namespaces: bool,
         kubeconfig: str | None, context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
         dry_run: bool, timeout: float, ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, no_open: bool,
         storage_limit: str, proxy_host: str, proxy_port: int, state_dir: Path | None,
-        tls: bool, tolerate_control_plane: bool, tolerations: tuple[str, ...]) -> None:
+        tls: bool, tolerate_control_plane: bool, tolerations: tuple[str, ...], no_redact: bool,
+        redact_headers: tuple[str, ...], redact_fields: tuple[str, ...]) -> None:
     """Capture traffic and serve it at http://PROXY-HOST:PROXY-PORT until Ctrl-C.
 
     In a cluster (without --local): deploy a hub and a worker per node, tapping the pods whose
@@ -121,6 +129,14 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
     from shark.local import LocalOptions, LocalTap, default_state_dir, login_url
 
     ctx = click.get_current_context()
+    redaction = Redaction(not no_redact, tuple(h.strip() for h in redact_headers),
+                          tuple(f.strip() for f in redact_fields))
+    try:
+        redaction.check()
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    if no_redact and (redact_headers or redact_fields):
+        raise click.UsageError("--no-redact turns redaction off; it cannot be used with --redact-header/--redact-field")
 
     def given(flags: dict[str, str]) -> list[str]:
         return [flag for name, flag in flags.items()
@@ -135,7 +151,8 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
                              image=image, image_pull_policy=image_pull_policy,
                              storage_limit=_size(storage_limit, "--storage-limit"), proxy_host=proxy_host,
                              proxy_port=proxy_port, no_open=no_open, dry_run=dry_run, timeout=timeout, tls=tls,
-                             tolerate_control_plane=tolerate_control_plane, tolerations=tolerations))
+                             tolerate_control_plane=tolerate_control_plane, tolerations=tolerations,
+                             redaction=redaction))
     cluster_only = given({"pod_regex": "POD_REGEX", "namespaces": "-n/--namespace",
                           "all_namespaces": "-A/--all-namespaces", "kubeconfig": "--kubeconfig",
                           "context": "--context", "release_namespace": "-s/--release-namespace",
@@ -153,7 +170,7 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
     options = LocalOptions(ifaces=list(ifaces), pcap_file=pcap_file, tls=tls, bpf=bpf,
                            state_dir=state_dir or default_state_dir(),
                            storage_limit=_size(storage_limit, "--storage-limit"),
-                           proxy_host=proxy_host, proxy_port=proxy_port)
+                           proxy_host=proxy_host, proxy_port=proxy_port, redaction=redaction)
     what = f"replaying {pcap_file}" if pcap_file else f"capturing on {', '.join(ifaces or ['lo'])}"
 
     def ready(url: str, token: str) -> None:

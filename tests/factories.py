@@ -23,15 +23,30 @@ import ipaddress
 import struct
 from collections.abc import Sequence
 
+from typing import Any
+
+from shark.model import Endpoint, Entry
 from worker.packet import LINKTYPE_ETHERNET, RawPacket
 
 __all__ = ["LINKTYPE_ETHERNET", "SEQ_MOD", "TcpSegments", "tcp_conversation", "tcp_flags",
-           "tcp_packet", "udp_packet"]
+           "tcp_packet", "tentry", "udp_packet"]
 
 SEQ_MOD = 2 ** 32
 _FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20}
 _CLIENT_MAC = bytes.fromhex("02000000000a")
 _SERVER_MAC = bytes.fromhex("02000000000b")
+
+
+def tentry(**fields: Any) -> Entry:
+    """An HTTP entry as the worker indexes it; `fields` replace the defaults."""
+    values: dict[str, Any] = {
+        "id": "test-node:1", "node": "test-node", "protocol": "http", "ts": 1764150000.0,
+        "src": Endpoint(ip="10.0.0.1", port=40000), "dst": Endpoint(ip="10.0.0.2", port=80),
+        "summary": "GET /", "request": {"method": "GET", "path": "/", "query": {}, "headers": {}},
+        "response": {"status": 200, "headers": {}}, "status": 200,
+    }
+    values.update(fields)
+    return Entry(**values)
 
 
 def tcp_flags(flags: str | int) -> int:

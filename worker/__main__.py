@@ -22,6 +22,7 @@ from worker.capture import CaptureProcess
 from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, OptionError,
                             WorkerOptions, check_storage_dir, default_storage_dir, parse_listen)
 from worker.pipeline import Pipeline
+from worker.redact import Redactor, key_for
 from worker.sources.base import CaptureError
 from worker.store.index import open_index
 from worker.store.segments import MIN_STORAGE_LIMIT, StoreError, list_segments
@@ -55,10 +56,18 @@ def _size(value: str, option: str) -> int:
 @click.option("--tls", is_flag=True,
               help="Also capture TLS cleartext from libssl with eBPF uprobes (docs/TLS.md); "
                    "where eBPF cannot load, says what is missing and captures without it.")
+@click.option("--no-redact", is_flag=True,
+              help="Show credentials as captured (by default header values, query parameters and "
+                   "body fields that hold them become [redacted:HASH]; docs/OPERATIONS.md).")
+@click.option("--redact-header", "redact_headers", multiple=True, metavar="NAME",
+              help="Also redact this header's value; repeat for several.")
+@click.option("--redact-field", "redact_fields", multiple=True, metavar="NAME",
+              help="Also redact query parameters and JSON/form body fields of this name; repeat for several.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str, snaplen: int,
          buffer_size: str, storage_dir: Path | None, storage_limit: str, listen: str,
-         node: str | None, tls: bool, log_level: str) -> None:
+         node: str | None, tls: bool, no_redact: bool, redact_headers: tuple[str, ...],
+         redact_fields: tuple[str, ...], log_level: str) -> None:
     """Capture packets, store them in capped PCAP segments, dissect them, serve /api/v1."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
@@ -74,7 +83,9 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
             storage_dir=storage_dir or default_storage_dir(),
             storage_limit=_size(storage_limit, "--storage-limit"),
             host=host, port=port, node=node or socket.gethostname(), tls=tls,
-            token=shark_token.from_env())
+            token=shark_token.from_env(), redact=not no_redact,
+            redact_headers=_names(redact_headers, "--redact-header"),
+            redact_fields=_names(redact_fields, "--redact-field"))
         check_listen(host, port, options.token)   # before anything is written
         if options.storage_limit < MIN_STORAGE_LIMIT:
             raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "
@@ -93,6 +104,13 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down: a clean stop
         code = 0
     sys.exit(code)
+
+
+def _names(values: tuple[str, ...], option: str) -> list[str]:
+    for value in values:
+        if not value.strip() or any(ch.isspace() or not ch.isprintable() for ch in value.strip()):
+            raise OptionError(f"{option}: {value!r} is not a name")
+    return [value.strip() for value in values]
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -143,15 +161,25 @@ def serve(options: WorkerOptions, listener: socket.socket) -> int:
             log.warning("index: %s", index_note)
             notes.append(index_note)
         broadcaster = Broadcaster()
+        redactor = None
+        if options.redact:
+            try:
+                key = key_for(options.token, options.storage_dir)
+            except shark_token.TokenError as error:
+                fail(f"--storage-dir: {error}")
+            redactor = Redactor(key, options.redact_headers, options.redact_fields)
         pipeline = Pipeline(options.storage_dir, index, options.node, broadcaster,
-                            capture_finished=lambda: replay_finished(options, capture))
-        runtime = WorkerRuntime(options, capture, index, pipeline, broadcaster, notes=notes)
+                            capture_finished=lambda: replay_finished(options, capture),
+                            redactor=redactor)
+        runtime = WorkerRuntime(options, capture, index, pipeline, broadcaster, notes=notes,
+                                redactor=redactor)
         pipeline.start()
         cleanup.callback(pipeline.stop)
         host, port = listener.getsockname()[:2]
-        log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes; %s)",
+        log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes; %s; %s)",
                  options.node, host, port, options.storage_dir, options.storage_limit,
-                 "the token is required" if options.token else "no token: loopback only")
+                 "the token is required" if options.token else "no token: loopback only",
+                 "credentials redacted" if redactor else "redaction off (--no-redact)")
         server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning",
                                                log_config=None, access_log=False,
                                                timeout_graceful_shutdown=3))

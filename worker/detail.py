@@ -21,6 +21,7 @@ from worker.dissectors import registry
 from worker.dissectors.base import Emit, Exchange, FlowInfo, Session
 from worker.dissectors.upgrades import UPGRADES
 from worker.packet import decode
+from worker.redact import Redactor
 from worker.sources.ebpf.synth import is_synthesized
 from worker.store.index import IndexRow
 from worker.store.segments import read_range
@@ -120,8 +121,17 @@ def _merge(stored: dict[str, Any], again: dict[str, Any], body: bytes | None,
     return _with_body(stored, body, limit)
 
 
-def load_detail(storage_dir: Path, row: IndexRow, body_limit: int) -> Entry:
-    """The stored summary entry with its bodies, re-dissected from the stored packets."""
+def load_detail(storage_dir: Path, row: IndexRow, body_limit: int,
+                redactor: Redactor | None = None) -> Entry:
+    """The stored summary entry with its bodies, re-dissected from the stored packets (the
+    stored fields were redacted when indexed; the bodies found again are redacted here)."""
+    entry = _load_detail(storage_dir, row, body_limit)
+    if redactor is not None:
+        redactor.detail(entry)
+    return entry
+
+
+def _load_detail(storage_dir: Path, row: IndexRow, body_limit: int) -> Entry:
     entry = decode_entry(row.entry_json)
     make_session = _dissector_for(row.protocol)
     if make_session is None:

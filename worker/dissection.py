@@ -17,6 +17,7 @@ from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Ses
 from worker.dissectors.select import open_session
 from worker.names import NameTable
 from worker.packet import PacketRef, decode, ip_text
+from worker.redact import Redactor
 from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import IndexRow
 
@@ -57,8 +58,10 @@ def entry_from_exchange(seq: int, node: str, flow: FlowInfo, exchange: Exchange,
 
 class Dissection:
     def __init__(self, node: str, first_seq: int = 1,
-                 dissectors: list[Dissector] | None = None, identities: NameTable | None = None) -> None:
+                 dissectors: list[Dissector] | None = None, identities: NameTable | None = None,
+                 redactor: Redactor | None = None) -> None:
         self._node = node
+        self._redactor = redactor
         self._identities = identities
         self._next_seq = first_seq
         self._dissectors = registry() if dissectors is None else dissectors
@@ -162,6 +165,8 @@ class Dissection:
             self._next_seq += 1
             entry = entry_from_exchange(seq, self._node, flow, exchange, self._names, self._identities)
             entry.tls = tls
+            if self._redactor is not None:   # before the entry is indexed or streamed
+                self._redactor.entry(entry)
             rows.append(IndexRow(
                 seq=seq, ts=entry.ts, protocol=entry.protocol, entry_json=encode(entry),
                 first_seg=exchange.first_ref[0], first_off=exchange.first_ref[1],

@@ -36,6 +36,9 @@ class WorkerOptions:
     body_limit: int = DEFAULT_BODY_LIMIT
     tls: bool = False                     # eBPF TLS cleartext from libssl (docs/TLS.md)
     token: str | None = None              # the installation's token (shark/token.py), from SHARK_TOKEN
+    redact: bool = True                   # credentials become [redacted:HASH] (worker/redact.py)
+    redact_headers: list[str] = field(default_factory=list)   # besides redact.DEFAULT_HEADERS
+    redact_fields: list[str] = field(default_factory=list)    # besides redact.DEFAULT_FIELDS
 
 
 class OptionError(ValueError):

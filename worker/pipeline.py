@@ -21,6 +21,7 @@ from worker.broadcast import Broadcaster
 from worker.dissection import EXPIRE_EVERY_NS, Dissection
 from worker.names import NameTable
 from worker.packet import PacketRef
+from worker.redact import Redactor
 from worker.store.index import EntryIndex
 from worker.store.segments import SegmentTail, list_segments
 
@@ -47,14 +48,15 @@ class DissectionStats(msgspec.Struct):
 
 class Pipeline:
     def __init__(self, storage_dir: Path, index: EntryIndex, node: str, broadcaster: Broadcaster,
-                 capture_finished: Callable[[], bool]) -> None:
+                 capture_finished: Callable[[], bool], redactor: Redactor | None = None) -> None:
         self._storage_dir = storage_dir
         self._index = index
         self._broadcaster = broadcaster
         self._capture_finished = capture_finished
         self._tail = SegmentTail(storage_dir, index.cursor())
         self.names = NameTable()   # the hub's names, stamped into entries as they are indexed
-        self._dissection = Dissection(node, index.max_seq() + 1, identities=self.names)
+        self._dissection = Dissection(node, index.max_seq() + 1, identities=self.names,
+                                      redactor=redactor)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shark-dissect", daemon=True)
         self._closed_at_end = False

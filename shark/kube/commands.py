@@ -15,6 +15,7 @@ import click
 from shark.auth import is_loopback
 from shark.kube.render import DeployOptions, OptionError
 from shark.kube.resources import DEFAULT_RELEASE_NAMESPACE
+from shark.redaction import Redaction
 
 if TYPE_CHECKING:     # the kubernetes client loads only for cluster commands: hub-facing ones start faster
     from shark.kube.runner import ClusterRunner
@@ -64,14 +65,15 @@ def _proxy(host: str, port: int, open_browser: bool) -> Any:
 
 def _deploy_options(release_namespace: str, image: str | None, image_pull_policy: str, storage_limit: str,
                     pod_regex: str | None, target_namespaces: tuple[str, ...], tls: bool,
-                    tolerate_control_plane: bool, tolerations: tuple[str, ...], proxy_host: str) -> DeployOptions:
+                    tolerate_control_plane: bool, tolerations: tuple[str, ...], proxy_host: str,
+                    redaction: Redaction = Redaction()) -> DeployOptions:
     # the browser asks the hub for the name it was given: loopback names are served anyway
     hosts = () if is_loopback(proxy_host) or proxy_host in ("0.0.0.0", "::") else (proxy_host,)
     options = DeployOptions(release_namespace=release_namespace, image=image, image_pull_policy=image_pull_policy,
                             storage_limit=storage_limit, pod_regex=pod_regex or None,
                             target_namespaces=target_namespaces, tls=tls,
                             tolerate_control_plane=tolerate_control_plane, tolerations=tolerations,
-                            allowed_hosts=hosts)
+                            allowed_hosts=hosts, redaction=redaction)
     try:
         options.check()
     except OptionError as error:
@@ -83,7 +85,7 @@ def tap_cluster(*, pod_regex: str | None, namespaces: tuple[str, ...], all_names
                 context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
                 storage_limit: str, proxy_host: str, proxy_port: int, no_open: bool, dry_run: bool,
                 timeout: float, tls: bool, tolerate_control_plane: bool = False,
-                tolerations: tuple[str, ...] = ()) -> int:
+                tolerations: tuple[str, ...] = (), redaction: Redaction = Redaction()) -> int:
     from shark.kube.client import context_namespace
 
     if all_namespaces and namespaces:
@@ -93,7 +95,7 @@ def tap_cluster(*, pod_regex: str | None, namespaces: tuple[str, ...], all_names
     else:   # like kubectl: without -n, the namespace of the kubeconfig's context
         targets = tuple(dict.fromkeys(namespaces)) or (context_namespace(kubeconfig, context),)
     deploy = _deploy_options(release_namespace, image, image_pull_policy, storage_limit, pod_regex, targets, tls,
-                             tolerate_control_plane, tolerations, proxy_host)
+                             tolerate_control_plane, tolerations, proxy_host, redaction)
     runner = runner_factory(kubeconfig, context, release_namespace)
     return runner.tap(deploy, _proxy(proxy_host, proxy_port, not no_open), timeout, dry_run)
 

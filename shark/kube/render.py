@@ -22,6 +22,7 @@ import yaml
 from shark import __version__
 from shark.auth import host_name
 from shark.kube.resources import APPLY_ORDER, DEFAULT_RELEASE_NAMESPACE, HUB, MANAGED_BY, MANAGER, WORKER
+from shark.redaction import Redaction
 from shark.units import UnitError, parse_size
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -61,6 +62,7 @@ class DeployOptions:
     tolerate_control_plane: bool = False         # workers on control-plane nodes too
     tolerations: tuple[str, ...] = ()            # KEY[=VALUE][:EFFECT], as `kubectl taint` spells them
     allowed_hosts: tuple[str, ...] = ()          # Host names the hub serves besides loopback's
+    redaction: Redaction = Redaction()           # the workers' --no-redact / --redact-header / --redact-field
 
     @property
     def image_ref(self) -> str:
@@ -71,6 +73,10 @@ class DeployOptions:
     def check(self) -> None:
         for spec in self.tolerations:
             toleration(spec)
+        try:
+            self.redaction.check()
+        except ValueError as error:
+            raise OptionError(str(error)) from None
         for name in self.allowed_hosts:
             try:
                 host_name(name, "--proxy-host")
@@ -201,6 +207,7 @@ def render(options: DeployOptions, base: list[dict[str, Any]] | None = None) -> 
     for name in options.allowed_hosts:
         hub["args"] += ["--allowed-host", name]
     _set_arg(worker["args"], "--storage-limit", options.storage_limit)
+    worker["args"] += options.redaction.worker_args()
     pod_spec = worker_set["spec"]["template"]["spec"]
     tolerations = [{"key": key, "operator": "Exists", "effect": "NoSchedule"}
                    for key in CONTROL_PLANE_TAINTS if options.tolerate_control_plane]

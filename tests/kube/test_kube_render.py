@@ -17,6 +17,7 @@ import yaml
 from shark.kube.render import (DEFAULT_IMAGE, DeployOptions, OptionError, cluster_scoped_name, load_base, render,
                                to_yaml)
 from shark.kube.resources import APPLY_ORDER, MANAGED_BY
+from shark.redaction import Redaction
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ["1.28.0", "1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
@@ -147,6 +148,16 @@ def test_tls_adds_only_what_ebpf_needs():
     assert mounts["/lib/modules"] is True and mounts["/usr/src"] is True and "/sys/kernel/tracing" in mounts
 
 
+def test_redaction_options_reach_the_workers():
+    def worker_args(redaction: Redaction) -> list[str]:
+        return container(render(DeployOptions(redaction=redaction)), "DaemonSet", "worker")["args"]
+    default = worker_args(Redaction())
+    assert not any("redact" in arg for arg in default)          # on, with the worker's defaults
+    assert worker_args(Redaction(headers=("X-Session",), fields=("otp", "pin")))[len(default):] == [
+        "--redact-header", "X-Session", "--redact-field", "otp", "--redact-field", "pin"]
+    assert worker_args(Redaction(enabled=False))[len(default):] == ["--no-redact"]
+
+
 def test_another_release_namespace_moves_everything_and_renames_cluster_objects():
     objects = render(DeployOptions(release_namespace="tools"))
     assert {o["metadata"].get("namespace") for o in objects if o["kind"] not in (
@@ -172,6 +183,7 @@ def test_another_release_namespace_moves_everything_and_renames_cluster_objects(
                                                      "one of NoSchedule, PreferNoSchedule, NoExecute"),
     (DeployOptions(tolerations=("k=a b",)), "--toleration: 'k=a b': 'a b' is not a taint value"),
     (DeployOptions(allowed_hosts=("http://x",)), "--proxy-host: 'http://x' is not a host name"),
+    (DeployOptions(redaction=Redaction(headers=("X Bad",))), "--redact-header: 'X Bad' is not a name"),
 ])
 def test_bad_options_say_which_and_why(options, message):
     with pytest.raises(OptionError) as error:

@@ -15,6 +15,9 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+SESSION = "server-session-5e1b0c"   # the cookie /setcookie sets
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "shark-test/1.0"
@@ -68,6 +71,9 @@ class Handler(BaseHTTPRequestHandler):
         elif parts[0] == "slow" and len(parts) == 2:
             time.sleep(int(parts[1]) / 1000)
             self._send(200, b"slow\n")
+        elif parts[0] == "setcookie":            # a session cookie set by the server
+            self._send(200, b"cookie set\n", "text/plain",
+                       {"Set-Cookie": f"sid={SESSION}; Path=/; HttpOnly"})
         elif parts[0] == "nobody":
             self._send(204, b"")
         else:

@@ -223,7 +223,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     def entry_detail(entry_id: str) -> Response[bytes]:
         row = _row(runtime, entry_id)
         try:
-            entry = load_detail(options.storage_dir, row, options.body_limit)
+            entry = load_detail(options.storage_dir, row, options.body_limit, runtime.redactor)
         except SegmentEvicted as error:
             raise HTTPException(status_code=410, detail=f"entry {entry_id!r}: its packets were evicted ({error})") from None
         return Response(msgspec.json.encode(entry), media_type=MediaType.JSON)

@@ -12,6 +12,7 @@ from worker.broadcast import Broadcaster
 from worker.capture import CaptureProcess
 from worker.options import WorkerOptions
 from worker.pipeline import Pipeline
+from worker.redact import Redactor, describe_off
 from worker.sources.base import CaptureError
 from worker.store.index import EntryIndex
 
@@ -38,6 +39,7 @@ class WorkerRuntime:
     target_ips: list[str] = field(default_factory=list)
     target_idle: bool = False      # the hub's targets match nothing on this node: capture nothing
     notes: list[str] = field(default_factory=list)
+    redactor: Redactor | None = None   # None with --no-redact
 
     def capture_stats(self) -> dict[str, Any] | None:
         try:
@@ -72,5 +74,6 @@ class WorkerRuntime:
             "assembler": self.pipeline.assembler_stats(),
             "stream": {"subscribers": self.broadcaster.count, "lost": self.broadcaster.lost_total},
             "targets": {"ips": self.target_ips, "idle": self.target_idle, "names": len(self.pipeline.names)},
+            "redaction": self.redactor.describe() if self.redactor else describe_off(),
             "notes": self.notes,
         }

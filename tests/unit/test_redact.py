@@ -1,0 +1,89 @@
+"""worker/redact.py on entries and bodies as the dissectors make them."""
+
+from __future__ import annotations
+
+import json
+
+from factories import tentry
+from shark.model import Body
+from shark.token import keyed_hash
+from worker.redact import DEFAULT_FIELDS, DEFAULT_HEADERS, Redactor, key_for
+
+KEY = "installation-token"
+
+
+def mark(value: str) -> str:
+    return f"[redacted:{keyed_hash(KEY, value)}]"
+
+
+def test_headers_keep_scheme_and_cookie_names() -> None:
+    entry = tentry(request={"method": "GET", "path": "/", "query": {}, "headers": {
+        "authorization": "Basic Ym9iOnB3", "proxy-authorization": "opaque", "cookie": "a=1; b=2",
+        "x-auth-token": "t", "x-other": "kept", "accept": "*/*"}},
+        response={"status": 200, "headers": {"set-cookie": "a=1; Path=/\nb=2; Secure; HttpOnly"},
+                  "trailers": {"X-Api-Key": "k"}})
+    Redactor(KEY).entry(entry)
+    assert entry.request["headers"] == {
+        "authorization": f"Basic {mark('Ym9iOnB3')}", "proxy-authorization": mark("opaque"),
+        "cookie": f"a={mark('1')}; b={mark('2')}", "x-auth-token": mark("t"), "x-other": "kept",
+        "accept": "*/*"}
+    assert entry.response["headers"]["set-cookie"] == f"a={mark('1')}; Path=/\nb={mark('2')}; Secure; HttpOnly"
+    assert entry.response["trailers"] == {"X-Api-Key": mark("k")}   # names case-insensitive
+
+
+def test_query_summary_and_userinfo() -> None:
+    entry = tentry(summary="GET http://bob:pw%21@example.com/x?Access_Token=a%2Bb&q=1",
+                   request={"method": "GET", "path": "/x", "host": "bob:pw!@example.com",
+                            "query": {"Access_Token": ["a+b"], "q": ["1"]}, "headers": {}})
+    Redactor(KEY).entry(entry)
+    # the same value shows the same hash whether it came decoded (query) or encoded (summary)
+    assert entry.summary == f"GET http://{mark('bob:pw!')}@example.com/x?Access_Token={mark('a+b')}&q=1"
+    assert entry.request["query"] == {"Access_Token": [mark("a+b")], "q": ["1"]}
+    assert entry.request["host"] == f"{mark('bob:pw!')}@example.com"
+
+
+def test_protocols_without_secret_fields_are_left_alone() -> None:
+    entry = tentry(protocol="postgres", summary="SELECT 1", request={"kind": "simple", "query": "SELECT 1"})
+    Redactor(KEY).entry(entry)
+    assert entry.request == {"kind": "simple", "query": "SELECT 1"} and entry.summary == "SELECT 1"
+
+
+def test_json_bodies_keep_their_shape_even_truncated() -> None:
+    redactor = Redactor(KEY, fields=["PIN"])
+    text = '{"user": "bob", "Password": "p\\"w", "n": {"apikey": 42, "x": [1]}, "pin": null, "secret": {"a": 1}}'
+    out = json.loads(redactor.body_text(text, "application/json; charset=utf-8"))
+    assert out == {"user": "bob", "Password": mark('p\\"w'), "n": {"apikey": mark("42"), "x": [1]},
+                   "pin": mark("null"), "secret": {"a": 1}}
+    assert redactor.body_text('{"token": "abcdef', "application/json") == f'{{"token": "{mark("abcdef")}"'
+    assert redactor.body_text('{"token": "x"}', "") == f'{{"token": "{mark("x")}"}}'   # sniffed
+
+
+def test_form_bodies_and_other_bodies() -> None:
+    redactor = Redactor(KEY)
+    assert redactor.body_text("user=bob&passwd=a+b%21&x=1", "application/x-www-form-urlencoded") == \
+        f"user=bob&passwd={mark('a b!')}&x=1"
+    assert redactor.body_text("password=plain text", "text/plain") == "password=plain text"
+
+
+def test_detail_redacts_text_bodies_only() -> None:
+    entry = tentry(request={"content_type": "application/json", "headers": {},
+                            "body": Body(data='{"secret": "s"}')},
+                   response={"content_type": "application/json",
+                             "body": Body(data="eyJzZWNyZXQiOiAicyJ9", encoding="base64")})
+    Redactor(KEY).detail(entry)
+    assert entry.request["body"].data == f'{{"secret": "{mark("s")}"}}'
+    assert entry.response["body"].data == "eyJzZWNyZXQiOiAicyJ9"
+
+
+def test_names_added_and_described() -> None:
+    described = Redactor(KEY, headers=["X-Session"], fields=["otp", "token"]).describe()
+    assert described["enabled"] is True
+    assert described["headers"] == [*DEFAULT_HEADERS, "x-session"]
+    assert described["fields"] == [*DEFAULT_FIELDS, "otp"]
+
+
+def test_key_without_a_token_is_kept_in_the_store(tmp_path) -> None:
+    assert key_for("the-token", tmp_path) == "the-token"
+    key = key_for(None, tmp_path)
+    assert key_for(None, tmp_path) == key
+    assert (tmp_path / "redaction.key").stat().st_mode & 0o777 == 0o600

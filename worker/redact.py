@@ -1,0 +1,170 @@
+"""Credentials in captured traffic shown as `[redacted:HASH]` (ARCHITECTURE.md, Security model).
+
+Applied at the worker to every entry before it is indexed or streamed, and to the bodies the
+detail view dissects again from the pcap, so the index, /entries, /stream, the detail, the
+hub's HAR, scripts and the UI never see the value. HASH is a short HMAC-SHA256 of the value
+keyed with the installation's token (shark.token.keyed_hash): the same credential shows the
+same hash, without the hash telling the credential to anyone who lacks the token. The stored
+pcap keeps the raw bytes (docs/OPERATIONS.md).
+
+Cheap on the hot path: an entry costs a look at its header names and query keys; strings are
+searched only when they can hold a secret ('?' in a summary, '@' in a host, a JSON or form body).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, unquote_plus
+
+from shark.model import Body, Entry
+from shark.token import keyed_hash, load_or_create
+
+DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
+                   "x-auth-token")
+DEFAULT_FIELDS = ("password", "passwd", "secret", "token", "access_token", "api_key", "apikey")
+PREFIX = "[redacted:"
+KEY_FILE = "redaction.key"
+MARK_CACHE = 4096
+
+# Authorization-like headers keep their scheme ("Bearer [redacted:…]"): which kind of
+# credential was sent is useful and not secret.
+_SCHEMED = frozenset({"authorization", "proxy-authorization"})
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#@\s]+)@")
+
+
+class Redactor:
+    def __init__(self, key: str, headers: Iterable[str] = (), fields: Iterable[str] = ()) -> None:
+        self._key = key
+        self._marks: dict[str, str] = {}
+        self.headers = tuple(dict.fromkeys([*DEFAULT_HEADERS, *(h.strip().lower() for h in headers)]))
+        self.fields = tuple(dict.fromkeys([*DEFAULT_FIELDS, *(f.strip().lower() for f in fields)]))
+        self._header_set = frozenset(self.headers)
+        self._field_set = frozenset(self.fields)
+        names = "|".join(re.escape(f) for f in sorted(self.fields, key=len, reverse=True))
+        # name=value in a query string or a form body; the value up to the next separator.
+        self._pair = re.compile(rf"(?P<lead>^|[?&;])(?P<name>{names})=(?P<value>[^&;#\s]*)", re.I)
+        # "name": value in JSON text, found in place so formatting stays and a truncated body
+        # is still redacted (an unterminated string runs to the end).
+        self._json = re.compile(
+            rf'"(?P<name>{names})"(?P<sep>\s*:\s*)(?P<value>"(?:[^"\\]|\\.)*"?|[^\s,{{}}\[\]][^\s,}}\]]*)', re.I)
+
+    def describe(self) -> dict[str, Any]:
+        """What /status says about the mode."""
+        return {"enabled": True, "headers": list(self.headers), "fields": list(self.fields)}
+
+    def mark(self, value: str) -> str:
+        # The same credential comes back on every request of a client: remember its mark.
+        marked = self._marks.get(value)
+        if marked is None:
+            if len(self._marks) >= MARK_CACHE:
+                self._marks.clear()
+            marked = self._marks[value] = f"{PREFIX}{keyed_hash(self._key, value)}]"
+        return marked
+
+    # -- entries (summary fields; every protocol) ---------------------------------------------
+
+    def entry(self, entry: Entry) -> None:
+        """Redact `entry` in place."""
+        for message in (entry.request, entry.response):
+            if message:
+                self._message(message)
+        summary = entry.summary
+        if "?" in summary or "@" in summary:
+            entry.summary = self.url_text(summary)
+
+    def _message(self, message: dict[str, Any]) -> None:
+        for key in ("headers", "trailers"):
+            headers = message.get(key)
+            if isinstance(headers, dict) and headers:
+                self._headers(headers)
+        query = message.get("query")
+        if isinstance(query, dict) and query:
+            for name, values in query.items():
+                if name.lower() in self._field_set:
+                    query[name] = ([self.mark(str(v)) for v in values] if isinstance(values, list)
+                                   else self.mark(str(values)))
+        for key in ("host", "authority"):
+            value = message.get(key)
+            if isinstance(value, str) and "@" in value:
+                name, _, rest = value.rpartition("@")
+                message[key] = f"{self.mark(name)}@{rest}"
+
+    def _headers(self, headers: dict[str, Any]) -> None:
+        secret = self._header_set
+        for name, value in headers.items():
+            lower = name.lower()
+            if lower not in secret:
+                continue
+            text = value if isinstance(value, str) else str(value)
+            if lower == "cookie":
+                headers[name] = self._cookies(text, "; ")
+            elif lower == "set-cookie":
+                headers[name] = "\n".join(self._set_cookie(line) for line in text.split("\n"))
+            elif lower in _SCHEMED and " " in text.strip():
+                scheme, _, credentials = text.strip().partition(" ")
+                headers[name] = f"{scheme} {self.mark(credentials.strip())}"
+            else:
+                headers[name] = self.mark(text)
+
+    def _cookies(self, text: str, joiner: str) -> str:
+        """`a=1; b=2` -> `a=[redacted:…]; b=[redacted:…]`: the names stay, each value is hashed."""
+        out = []
+        for part in text.split(";"):
+            name, eq, value = part.strip().partition("=")
+            out.append(f"{name}={self.mark(value)}" if eq else self.mark(name) if name else "")
+        return joiner.join(p for p in out if p)
+
+    def _set_cookie(self, line: str) -> str:
+        """The cookie's value hashed, its attributes (Path, Expires, HttpOnly, …) kept."""
+        first, sep, attributes = line.partition(";")
+        return self._cookies(first, "") + sep + attributes
+
+    def url_text(self, text: str) -> str:
+        """A request line or URL with its secret query parameters and user:password@ hashed."""
+        if "@" in text:
+            text = _USERINFO.sub(lambda m: f"{m['scheme']}{self.mark(unquote(m['info']))}@", text)
+        if "?" in text:
+            path, _, query = text.partition("?")
+            text = f"{path}?{self._pairs(query, unquote)}"
+        return text
+
+    def _pairs(self, text: str, unquoting: Any) -> str:
+        return self._pair.sub(
+            lambda m: f"{m['lead']}{m['name']}={self.mark(unquoting(m['value']))}", text)
+
+    # -- bodies (detail view) -------------------------------------------------------------------
+
+    def body_text(self, text: str, content_type: str) -> str:
+        """JSON and form-urlencoded bodies with their secret fields hashed; others as they are."""
+        content_type = content_type.lower()
+        if "x-www-form-urlencoded" in content_type:
+            return self._pairs(text, unquote_plus)
+        if "json" in content_type or text.lstrip()[:1] in ("{", "["):
+            return self._json.sub(self._json_value, text)
+        return text
+
+    def _json_value(self, match: re.Match[str]) -> str:
+        value = match["value"]
+        if value.startswith('"'):
+            value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
+        return f'"{match["name"]}"{match["sep"]}"{self.mark(value)}"'
+
+    def detail(self, entry: Entry) -> None:
+        """The bodies a detail view adds to an (already redacted) stored entry."""
+        for message in (entry.request, entry.response):
+            body = message.get("body") if message else None
+            if isinstance(body, Body) and body.encoding == "text" and body.data:
+                body.data = self.body_text(body.data, str(message.get("content_type") or ""))  # type: ignore[union-attr]
+
+
+def describe_off() -> dict[str, Any]:
+    return {"enabled": False, "headers": [], "fields": []}
+
+
+def key_for(token: str | None, storage_dir: Path) -> str:
+    """The hash key: the installation's token, or without one (a loopback-only worker) a key
+    kept in the store (0600), so hashes stay the same across restarts on that store."""
+    return token if token else load_or_create(storage_dir / KEY_FILE)
