@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 import logging
+import os
 import signal
 import socket
 import sys
@@ -25,6 +26,7 @@ from worker.pipeline import Pipeline
 from worker.redact import Redactor, key_for
 from worker.sources.base import CaptureError
 from worker.store.index import open_index
+from worker.store.private import UMASK
 from worker.store.segments import MIN_STORAGE_LIMIT, StoreError, list_segments
 
 log = logging.getLogger("shark.worker")
@@ -71,6 +73,8 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
     """Capture packets, store them in capped PCAP segments, dissect them, serve /api/v1."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
+    # Whatever the worker and its capture child write is theirs alone (worker/store/private.py).
+    os.umask(UMASK)
     if bool(ifaces) == (pcap_file is not None):
         raise click.UsageError("give either --iface (live capture) or --pcap FILE (replay)")
     if tls and pcap_file is not None:

@@ -7,6 +7,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker.store.private import make_dir, tighten_store
+
 DEFAULT_LISTEN = "127.0.0.1:8897"
 DEFAULT_STORAGE_LIMIT = 200 * 1000 * 1000
 DEFAULT_SNAPLEN = 262144
@@ -60,9 +62,11 @@ def parse_listen(text: str, option: str = "--listen") -> tuple[str, int]:
 
 
 def check_storage_dir(path: Path) -> None:
-    """Create the directory if needed and prove it is writable, with one clear error if not."""
+    """Create the directory if needed (0700; an existing store is made private too) and prove
+    it is writable, with one clear error if not."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make_dir(path)
+        tighten_store(path)
         probe = path / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()

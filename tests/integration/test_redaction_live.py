@@ -5,6 +5,7 @@ keeps the raw bytes."""
 from __future__ import annotations
 
 import json
+import stat
 import sys
 
 import httpx
@@ -111,8 +112,10 @@ def test_secrets_are_redacted_everywhere_but_the_pcap(start_worker, http_server)
         hub.stop()
 
 
-def test_no_redact_shows_the_credentials(start_worker, http_server):
-    worker = start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}", "--no-redact")
+def test_no_redact_shows_the_credentials(start_worker, http_server, tmp_path):
+    store = tmp_path / "store"
+    worker = start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}", "--no-redact",
+                          storage_dir=store)
     with httpx.Client(base_url=f"http://127.0.0.1:{http_server}", timeout=10) as client:
         client.get("/bearer1", headers={"Authorization": f"Bearer {ALPHA}"})
         client.post("/json", json={"password": ALPHA})
@@ -121,3 +124,11 @@ def test_no_redact_shows_the_credentials(start_worker, http_server):
     body = worker.get(f"/entries/{by_path['/json']['id']}").json()["request"]["body"]["data"]
     assert json.loads(body) == {"password": ALPHA}
     assert worker.status()["redaction"] == {"enabled": False, "headers": [], "fields": []}
+
+    # The raw credentials are in the store: its files are the worker's user's alone.
+    files = [p for p in store.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm", ".lock"} <= names
+    assert any(name.endswith(".pcap") for name in names)
+    assert {str(p): stat.S_IMODE(p.stat().st_mode) for p in files} == {str(p): 0o600 for p in files}
+    assert stat.S_IMODE(store.stat().st_mode) == stat.S_IMODE((store / "pcap").stat().st_mode) == 0o700

@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 from worker.packet import PacketRef
+from worker.store.private import create_file, make_dir
 from worker.store.segments import StoreError
 
 SCHEMA_VERSION = "1"
@@ -336,7 +337,7 @@ def open_index(path: Path) -> tuple[EntryIndex, str | None]:
     line, or None) says what happened: the index then gets rebuilt from the PCAP segments."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(path.parent)
     except OSError as exc:
         raise StoreError(f"index directory {path.parent}: {exc.strerror}") from None
     problem = _check(path)
@@ -356,4 +357,6 @@ def open_index(path: Path) -> tuple[EntryIndex, str | None]:
     # A WAL left by the bad file must not be replayed into the new one.
     for suffix in ("-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    # SQLite gives its WAL and shared-memory files the database file's mode.
+    create_file(path)
     return EntryIndex(path), note

@@ -31,6 +31,7 @@ import msgspec
 
 from shark.units import format_size
 from worker.packet import PacketRef, RawPacket
+from worker.store.private import FILE_MODE, make_dir
 
 MIN_SEGMENT_SIZE = 512 * 1024
 MAX_SEGMENT_SIZE = 64 * 1024 * 1024
@@ -246,8 +247,8 @@ class SegmentWriter:
 
     def _open_directory(self) -> int:
         try:
-            self._pcap_dir.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(self._pcap_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            make_dir(self._pcap_dir)
+            lock_fd = os.open(self._pcap_dir / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as exc:
             raise StoreError(f"storage directory {self._pcap_dir}: "
                              f"{exc.strerror or exc}") from None
@@ -412,7 +413,7 @@ class SegmentWriter:
         tmp = path.with_name(path.name + _TMP_SUFFIX)
         header = pcap_header(linktype, self._snaplen)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, FILE_MODE)
             try:
                 _write_all(fd, header)
                 os.rename(tmp, path)    # readers only ever see a segment with its header

@@ -1,0 +1,58 @@
+"""The store is its owner's alone: files 0600 in 0700 directories, whatever the umask."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from factories import LINKTYPE_ETHERNET, tcp_packet
+from test_store_index import make_row
+from worker.options import check_storage_dir
+from worker.store.index import open_index
+from worker.store.segments import MIN_STORAGE_LIMIT, SegmentWriter
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture
+def loose_umask():
+    old = os.umask(0o022)           # what a shell gives: files 0644 unless the code says otherwise
+    yield
+    os.umask(old)
+
+
+def test_segments_lock_index_and_wal_are_created_private(tmp_path, loose_umask):
+    store = tmp_path / "store"
+    with SegmentWriter(store, MIN_STORAGE_LIMIT) as writer:
+        writer.append(LINKTYPE_ETHERNET, [(1_700_000_000_000_000_000, tcp_packet(payload=b"pw"), 60)])
+    index, _note = open_index(store / "index.sqlite")
+    index.add([make_row(1)], (1, 100))
+    files = [store / "index.sqlite", store / "index.sqlite-wal", store / "index.sqlite-shm",
+             store / "pcap" / ".lock", *(store / "pcap").glob("*.pcap")]
+    assert len(files) == 5 and all(path.exists() for path in files)
+    assert {str(path.relative_to(store)): mode(path) for path in files} == \
+        {str(path.relative_to(store)): 0o600 for path in files}
+    assert mode(store) == mode(store / "pcap") == 0o700
+    index.close()
+
+
+def test_an_older_store_is_tightened_at_start_without_following_links(tmp_path, loose_umask):
+    store, outside = tmp_path / "store", tmp_path / "usr-src-header.h"
+    (store / "pcap").mkdir(parents=True)
+    (store / "headers").mkdir()
+    for path in (store / "index.sqlite", store / "pcap" / "000000000001.pcap", outside,
+                 store / "headers" / "kconfig.h"):
+        path.write_bytes(b"x")
+        path.chmod(0o644)
+    (store / "linked.h").symlink_to(outside)
+    store.chmod(0o755)
+    check_storage_dir(store)
+    assert mode(store) == mode(store / "pcap") == 0o700
+    assert mode(store / "index.sqlite") == mode(store / "pcap" / "000000000001.pcap") == 0o600
+    assert mode(outside) == 0o644                           # a symlink's target is not ours
+    assert mode(store / "headers" / "kconfig.h") == 0o644   # nor what lives in other directories

@@ -1,0 +1,54 @@
+"""The store is readable by its owner only: the pcap segments hold every credential as sent
+and the index what the dissectors saw (docs/OPERATIONS.md, Storage).
+
+Files are created 0600 in 0700 directories by the code that makes them (and the worker runs
+with umask 077, which covers SQLite's WAL and shared-memory files and the capture child's);
+a store written by an older version, or a hostPath the kubelet made 0755, is tightened when
+a worker opens it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+UMASK = 0o077
+
+
+def create_file(path: Path) -> None:
+    """Make `path` (empty) with FILE_MODE if it does not exist; an existing one is left alone."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        pass
+
+
+def make_dir(path: Path) -> None:
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    _tighten(path, DIR_MODE)
+
+
+def tighten_store(storage_dir: Path) -> None:
+    """The store directory and its pcap/ 0700, the regular files in them 0600. Symlinks and
+    other directories (e.g. kernel headers merged for --tls, links into /usr/src) are not
+    followed."""
+    for directory in (storage_dir, storage_dir / "pcap"):
+        try:
+            info = os.lstat(directory)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            continue
+        _tighten(directory, DIR_MODE)
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    _tighten(Path(entry.path), FILE_MODE)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    if stat.S_IMODE(os.lstat(path).st_mode) & ~mode:
+        os.chmod(path, mode)
