@@ -26,6 +26,7 @@ from worker.pipeline import Pipeline
 from worker.redact import Redactor, key_for
 from worker.sources.base import CaptureError
 from worker.store.index import open_index
+from worker.store.capacity import LimitRefused, check_limit
 from worker.store.private import UMASK
 from worker.store.segments import MIN_STORAGE_LIMIT, StoreError, list_segments
 
@@ -53,6 +54,9 @@ def _size(value: str, option: str) -> int:
               help=f"Where PCAP segments and the index live [default: {default_storage_dir()}].")
 @click.option("--storage-limit", default="200MB", show_default=True,
               help="Cap on the PCAP segments on disk (200MB, 1GiB, 500Mi).")
+@click.option("--max-storage-limit", default=None, metavar="SIZE",
+              help="The most --storage-limit and PUT /config may ask for [default: what the "
+                   "store's filesystem can hold].")
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT of the API.")
 @click.option("--node", default=None, help="Node name in entry ids [default: hostname].")
 @click.option("--tls", is_flag=True,
@@ -67,7 +71,8 @@ def _size(value: str, option: str) -> int:
               help="Also redact query parameters and JSON/form body fields of this name; repeat for several.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str, snaplen: int,
-         buffer_size: str, storage_dir: Path | None, storage_limit: str, listen: str,
+         buffer_size: str, storage_dir: Path | None, storage_limit: str, max_storage_limit: str | None,
+         listen: str,
          node: str | None, tls: bool, no_redact: bool, redact_headers: tuple[str, ...],
          redact_fields: tuple[str, ...], log_level: str) -> None:
     """Capture packets, store them in capped PCAP segments, dissect them, serve /api/v1."""
@@ -86,6 +91,8 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
             buffer_size=_size(buffer_size, "--buffer-size"),
             storage_dir=storage_dir or default_storage_dir(),
             storage_limit=_size(storage_limit, "--storage-limit"),
+            max_storage_limit=(_size(max_storage_limit, "--max-storage-limit")
+                               if max_storage_limit is not None else None),
             host=host, port=port, node=node or socket.gethostname(), tls=tls,
             token=shark_token.from_env(), redact=not no_redact,
             redact_headers=_names(redact_headers, "--redact-header"),
@@ -95,9 +102,11 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
             raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "
                               f"{format_size(MIN_STORAGE_LIMIT)}")
         check_storage_dir(options.storage_dir)
+        check_limit(options.storage_limit, options.storage_dir, options.max_storage_limit,
+                    "--storage-limit", storage_limit)
         if pcap_file is not None and not pcap_file.is_file():
             raise OptionError(f"--pcap: {pcap_file}: no such file")
-    except (OptionError, StoreError, shark_token.TokenError, ListenRefused) as error:
+    except (OptionError, StoreError, shark_token.TokenError, ListenRefused, LimitRefused) as error:
         fail(str(error))
     listener = _bind(options.host, options.port)
     # uvicorn restores this handler and re-raises SIGTERM once it has shut down: make that a

@@ -41,6 +41,7 @@ class WorkerOptions:
     redact: bool = True                   # credentials become [redacted:HASH] (worker/redact.py)
     redact_headers: list[str] = field(default_factory=list)   # besides redact.DEFAULT_HEADERS
     redact_fields: list[str] = field(default_factory=list)    # besides redact.DEFAULT_FIELDS
+    max_storage_limit: int | None = None  # the operator's cap on the storage limit (PUT /config too)
 
 
 class OptionError(ValueError):

@@ -27,6 +27,7 @@ from worker.detail import entry_packets, load_detail
 from worker.filters import KflError, compile_query, row_predicate
 from worker.names import NamesError, parse_names, parse_nets
 from worker.sources.base import CaptureError
+from worker.store.capacity import LimitRefused, check_limit
 from worker.store.index import IndexRow
 from worker.store.segments import SegmentEvicted, iter_segment, list_segments, pcap_header, pcap_record
 
@@ -317,7 +318,8 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     def get_config() -> dict[str, Any]:
         stats = runtime.capture_stats()
         limit = stats["store"]["limit"] if stats else options.storage_limit
-        return {"storage_limit": limit, "bpf": options.bpf, "node": options.node}
+        return {"storage_limit": limit, "max_storage_limit": options.max_storage_limit, "bpf": options.bpf,
+                "node": options.node}
 
     @put(f"{API}/config", status_code=200)
     async def put_config(request: Request) -> dict[str, Any]:
@@ -330,6 +332,12 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         try:
             limit = parse_size(body["storage_limit"], "storage_limit")
         except UnitError as error:
+            raise BadRequest(str(error)) from None
+        try:
+            await anyio.to_thread.run_sync(check_limit, limit, options.storage_dir,
+                                           options.max_storage_limit, "storage_limit",
+                                           str(body["storage_limit"]))
+        except LimitRefused as error:
             raise BadRequest(str(error)) from None
         try:
             await anyio.to_thread.run_sync(runtime.capture.ask, "limit", limit)
