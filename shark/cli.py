@@ -22,6 +22,7 @@ from shark.hubclient import DEFAULT_HUB, HubClient
 from shark.kube.commands import cluster_options, status_cluster, tap_cluster, timeout_option
 from shark.kube.render import DEFAULT_IMAGE, DEFAULT_TLS_IMAGE, PULL_POLICIES
 from shark.redaction import Redaction
+from shark.terminal import printable
 from shark.units import UnitError, format_size, parse_duration, parse_size
 
 
@@ -266,12 +267,12 @@ def format_row(entry: dict[str, Any]) -> str:
     flow = f"{_endpoint(entry.get('src'))} → {_endpoint(entry.get('dst'))}"
     status = entry.get("status")
     elapsed = entry.get("elapsed_ms")
-    summary = str(entry.get("summary") or "").replace("\n", " ")
+    summary = printable(str(entry.get("summary") or ""))    # captured bytes: escaped before cut
     if len(summary) > 60:
         summary = summary[:59] + "…"
-    return (f"{when:<12} {str(entry.get('protocol') or '?'):<9} {flow:<44} {summary:<60} "
-            f"{'' if status is None else status!s:>6} "
-            f"{'' if elapsed is None else f'{elapsed:.1f}ms':>9}").rstrip()
+    return printable(f"{when:<12} {str(entry.get('protocol') or '?'):<9} {flow:<44} {summary:<60} "
+                     f"{'' if status is None else status!s:>6} "
+                     f"{'' if elapsed is None else f'{elapsed:.1f}ms':>9}").rstrip()
 
 
 def format_header() -> str:

@@ -13,6 +13,7 @@ import httpx
 
 from shark.errors import HubError, HubUnreachable, SharkError
 from shark.hubclient import DEFAULT_HUB, HubClient, sse_events
+from shark.terminal import printable
 
 hub_option = click.option("--hub", "hub_url", default=DEFAULT_HUB, show_default=True, envvar="SHARK_HUB",
                           help="The hub's URL.")
@@ -146,7 +147,7 @@ def format_line(line: dict[str, Any]) -> str:
     level = str(line.get("level", "info"))
     marker = {"error": "ERROR ", "warn": "WARN  "}.get(level, "")
     source = "hub: " if line.get("source") == "hub" else ""
-    return f"{when} [{line.get('script')}] {marker}{source}{line.get('text', '')}"
+    return printable(f"{when} [{line.get('script')}] {marker}{source}{line.get('text', '')}")
 
 
 @scripts.command("logs")

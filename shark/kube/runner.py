@@ -25,6 +25,7 @@ from shark.kube.rollout import RolloutFailed, RolloutState, pod_state, snapshot,
 from shark.kube.secret import NAME as SECRET, ensure_token, read_token
 from shark.kube.view import make_view
 from shark.kube.wipe import stores_of, wipe_stores
+from shark.terminal import printable
 from shark.local import check_port_free, login_url
 
 Say = Callable[[str], None]
@@ -326,7 +327,7 @@ class ClusterRunner:
             for label, pod, container in pods:
                 try:
                     for line in cluster.pod_log(self.namespace, pod, container, tail=tail):
-                        self.out(f"[{label}] {line}")
+                        self.out(f"[{label}] {printable(line)}")
                 except KubeApiError as error:
                     failures += 1
                     self.say(f"warning: no log from {label} ({pod}): {error.message}")
@@ -362,9 +363,9 @@ class ClusterRunner:
                 if item is None:
                     running -= 1
                 elif item[1].startswith("\0"):
-                    self.say(f"[{item[0]}] {item[1][1:]}")
+                    self.say(f"[{item[0]}] {printable(item[1][1:])}")
                 else:
-                    self.out(f"[{item[0]}] {item[1]}")
+                    self.out(f"[{item[0]}] {printable(item[1])}")
         except KeyboardInterrupt:
             pass
         return 0

@@ -260,9 +260,15 @@ def test_logs_prefix_each_line_with_where_it_came_from(kube, nodes, forwarder):
     run = Run(kube, forwarder)
     assert run.runner.logs(("worker",), False, 1, "node-b") == 0
     assert run.printed == ["[worker node-b] serving"]
+    worker_b = next(p for p in kube.list("Pod", "shark") if p["spec"]["nodeName"] == "node-b"
+                    and p["spec"]["containers"][0]["name"] == "worker")["metadata"]["name"]
+    kube.append_log("shark", worker_b, "worker", "bad request line '\x1b[2J\x07GET /'")   # captured bytes
+    run = Run(kube, forwarder)
+    assert run.runner.logs(("worker",), False, 1, "node-b") == 0
+    assert run.printed == ["[worker node-b] bad request line '\\x1b[2J\\x07GET /'"]
     run = Run(kube, forwarder)
     assert run.runner.logs(("hub", "worker"), False, None, None) == 0
-    assert len(run.printed) == 8 and run.printed[0].startswith("[hub] hub started on")
+    assert len(run.printed) == 9 and run.printed[0].startswith("[hub] hub started on")
     follow = Run(kube, forwarder)
     thread = threading.Thread(target=follow.runner.logs, args=(("hub",), True, 0, None))
     thread.start()
