@@ -32,6 +32,8 @@ MARK_CACHE = 4096
 # Authorization-like headers keep their scheme ("Bearer [redacted:…]"): which kind of
 # credential was sent is useful and not secret.
 _SCHEMED = frozenset({"authorization", "proxy-authorization"})
+# Protocols whose summary is a request line and whose header names are lower case.
+_HTTP = frozenset({"http", "http2", "grpc"})
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#@\s]+)@")
 
 
@@ -68,22 +70,29 @@ class Redactor:
 
     def entry(self, entry: Entry) -> None:
         """Redact `entry` in place."""
+        http = entry.protocol in _HTTP
+        in_query = False
         for message in (entry.request, entry.response):
             if message:
-                self._message(message)
+                in_query |= self._message(message, http)
+        # An HTTP summary is the request line: its query is request.query's, so it needs a
+        # look only when that held a secret (or the target names a user).
         summary = entry.summary
-        if "?" in summary or "@" in summary:
+        if http and (in_query or "@" in summary):
             entry.summary = self.url_text(summary)
 
-    def _message(self, message: dict[str, Any]) -> None:
+    def _message(self, message: dict[str, Any], http: bool) -> bool:
+        """Redact one side; True when its query held a secret."""
         for key in ("headers", "trailers"):
             headers = message.get(key)
             if isinstance(headers, dict) and headers:
-                self._headers(headers)
+                self._headers(headers, http)
+        found = False
         query = message.get("query")
         if isinstance(query, dict) and query:
             for name, values in query.items():
                 if name.lower() in self._field_set:
+                    found = True
                     query[name] = ([self.mark(str(v)) for v in values] if isinstance(values, list)
                                    else self.mark(str(values)))
         for key in ("host", "authority"):
@@ -91,13 +100,19 @@ class Redactor:
             if isinstance(value, str) and "@" in value:
                 name, _, rest = value.rpartition("@")
                 message[key] = f"{self.mark(name)}@{rest}"
+        # A WebSocket text message is often JSON that logs in: {"type": "auth", "token": ...}
+        text = message.get("text")
+        if isinstance(text, str) and '"' in text:
+            message["text"] = self._json.sub(self._json_value, text)
+        return found
 
-    def _headers(self, headers: dict[str, Any]) -> None:
+    def _headers(self, headers: dict[str, Any], lower_case: bool) -> None:
         secret = self._header_set
-        for name, value in headers.items():
+        # HTTP dissectors give header names in lower case: one set intersection finds them all.
+        names = headers.keys() & secret if lower_case else [n for n in headers if n.lower() in secret]
+        for name in names:
             lower = name.lower()
-            if lower not in secret:
-                continue
+            value = headers[name]
             text = value if isinstance(value, str) else str(value)
             if lower == "cookie":
                 headers[name] = self._cookies(text, "; ")

@@ -21,14 +21,18 @@ def test_headers_keep_scheme_and_cookie_names() -> None:
         "authorization": "Basic Ym9iOnB3", "proxy-authorization": "opaque", "cookie": "a=1; b=2",
         "x-auth-token": "t", "x-other": "kept", "accept": "*/*"}},
         response={"status": 200, "headers": {"set-cookie": "a=1; Path=/\nb=2; Secure; HttpOnly"},
-                  "trailers": {"X-Api-Key": "k"}})
+                  "trailers": {"x-api-key": "k"}})
     Redactor(KEY).entry(entry)
     assert entry.request["headers"] == {
         "authorization": f"Basic {mark('Ym9iOnB3')}", "proxy-authorization": mark("opaque"),
         "cookie": f"a={mark('1')}; b={mark('2')}", "x-auth-token": mark("t"), "x-other": "kept",
         "accept": "*/*"}
     assert entry.response["headers"]["set-cookie"] == f"a={mark('1')}; Path=/\nb={mark('2')}; Secure; HttpOnly"
-    assert entry.response["trailers"] == {"X-Api-Key": mark("k")}   # names case-insensitive
+    assert entry.response["trailers"] == {"x-api-key": mark("k")}
+    # names are case-insensitive where a protocol keeps their case (AMQP's headers table)
+    amqp = tentry(protocol="amqp", summary="basic.publish", request={"headers": {"X-Api-Key": 7, "n": 1}})
+    Redactor(KEY).entry(amqp)
+    assert amqp.request["headers"] == {"X-Api-Key": mark("7"), "n": 1}
 
 
 def test_query_summary_and_userinfo() -> None:
@@ -40,6 +44,14 @@ def test_query_summary_and_userinfo() -> None:
     assert entry.summary == f"GET http://{mark('bob:pw!')}@example.com/x?Access_Token={mark('a+b')}&q=1"
     assert entry.request["query"] == {"Access_Token": [mark("a+b")], "q": ["1"]}
     assert entry.request["host"] == f"{mark('bob:pw!')}@example.com"
+
+
+def test_websocket_json_messages() -> None:
+    entry = tentry(protocol="websocket", summary="text 40 bytes →",
+                   request={"direction": "client", "opcode": "text",
+                            "text": '{"type":"auth","access_token":"abc"}'}, response=None)
+    Redactor(KEY).entry(entry)
+    assert entry.request["text"] == f'{{"type":"auth","access_token":"{mark("abc")}"}}'
 
 
 def test_protocols_without_secret_fields_are_left_alone() -> None:
