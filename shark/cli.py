@@ -437,7 +437,9 @@ def status(hub_url: str, cluster: bool, kubeconfig: str | None, context: str | N
         click.echo(f"  worker {name}: ok; packets {cap.get('received', 0)}, dropped "
                    f"{cap.get('dropped', 0)} (interface {cap.get('if_dropped', 0)}); storage {storage}; "
                    f"entries {index.get('entries', 0)}; dissection lag {dis.get('lag_seconds', 0):.1f}s, "
-                   f"shed {dis.get('shed_bytes', 0)} bytes")
+                   f"shed {dis.get('shed_bytes', 0)} bytes"
+                   + ("; credentials NOT redacted (--no-redact)"
+                      if (st.get("redaction") or {}).get("enabled") is False else ""))
     if failed:
         raise SharkError(f"{failed} of {len(workers)} workers are down")
 

@@ -158,15 +158,21 @@ def test_status_shows_workers_and_fails_when_one_is_down(hub: respx.MockRouter) 
             {"node": "a", "url": "http://a", "ok": True, "error": None,
              "status": {"capture": {"received": 10, "dropped": 1, "if_dropped": 2},
                         "store": {"bytes": 1000, "limit": 200_000_000}, "index": {"entries": 4},
-                        "dissection": {"lag_seconds": 0.0, "shed_bytes": 0}}},
+                        "dissection": {"lag_seconds": 0.0, "shed_bytes": 0},
+                        "redaction": {"enabled": True, "headers": ["cookie"], "fields": ["token"]}}},
+            {"node": "c", "url": "http://c", "ok": True, "error": None,
+             "status": {"redaction": {"enabled": False, "headers": [], "fields": []}}},
             {"node": "b", "url": "http://b", "ok": False, "error": "cannot connect"}]})
     r = shark("status", "--hub", HUB)
     assert "workers 1/2 ok" in r
     assert "worker a: ok; packets 10, dropped 1 (interface 2)" in r
     assert "storage 1KB of 200MB" in r
     assert "worker b: DOWN: cannot connect" in r
+    lines = {line.split(":")[0].strip(): line for line in r.splitlines()}
+    assert "NOT redacted" not in lines["worker a"]
+    assert lines["worker c"].endswith("; credentials NOT redacted (--no-redact)")
     assert r.exit_status == 1
-    assert "1 of 2 workers are down" in r.stderr
+    assert "1 of 3 workers are down" in r.stderr
 
 
 @pytest.mark.parametrize("args", [
