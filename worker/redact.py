@@ -21,6 +21,7 @@ from urllib.parse import unquote, unquote_plus
 
 from shark.model import Body, Entry
 from shark.token import keyed_hash, load_or_create
+from worker.dissectors.redis import secret_arguments
 
 DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                    "x-auth-token")
@@ -80,6 +81,23 @@ class Redactor:
         summary = entry.summary
         if http and (in_query or "@" in summary):
             entry.summary = self.url_text(summary)
+        elif entry.protocol == "redis":
+            self._redis(entry)
+
+    def _redis(self, entry: Entry) -> None:
+        """AUTH / HELLO AUTH / MIGRATE AUTH / CONFIG SET requirepass arguments, and the summary
+        (the command and its first argument) when that is one of them."""
+        command, args = entry.request.get("command"), entry.request.get("arguments")
+        if not isinstance(command, str) or not isinstance(args, list) or not args:
+            return
+        secret = secret_arguments(command, args)
+        if not secret:
+            return
+        first = args[0]
+        for i in secret:
+            args[i] = self.mark(str(args[i]))
+        if 0 in secret and entry.summary == f"{command} {first}"[:256]:
+            entry.summary = f"{command} {args[0]}"
 
     def _message(self, message: dict[str, Any], http: bool) -> bool:
         """Redact one side; True when its query held a secret."""

@@ -10,10 +10,11 @@ import sys
 
 import httpx
 import pytest
+import redis
 
 from shark.token import keyed_hash
 from support.http_server import SESSION
-from support.processes import TEST_TOKEN, Proc, wait_for
+from support.processes import TEST_TOKEN, Proc, free_port, wait_for
 
 pytestmark = pytest.mark.root
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
@@ -132,3 +133,29 @@ def test_no_redact_shows_the_credentials(start_worker, http_server, tmp_path):
     assert any(name.endswith(".pcap") for name in names)
     assert {str(p): stat.S_IMODE(p.stat().st_mode) for p in files} == {str(p): 0o600 for p in files}
     assert stat.S_IMODE(store.stat().st_mode) == stat.S_IMODE((store / "pcap").stat().st_mode) == 0o700
+
+
+def test_redis_auth_is_redacted(start_worker, tmp_path):
+    port = free_port()
+    server = Proc(["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--dir", str(tmp_path), "--requirepass", ALPHA])
+    try:
+        server.wait_line("Ready to accept connections")
+        worker = start_worker("--iface", "lo", "--bpf", f"tcp port {port}", token=TEST_TOKEN)
+        client = redis.Redis(host="127.0.0.1", port=port, password=ALPHA, socket_timeout=10)
+        client.set("k", "v")                          # connects with HELLO 3 AUTH default PASSWORD
+        client.execute_command("AUTH", ALPHA)
+        client.close()
+
+        def commands() -> dict[str, dict] | None:
+            found = {e["request"]["command"]: e for e in worker.entries(q="redis")}
+            return found if {"HELLO", "AUTH", "SET"} <= set(found) else None
+        by_command = wait_for(commands, what="HELLO, AUTH and SET entries")
+    finally:
+        server.stop()
+    hello, auth = by_command["HELLO"], by_command["AUTH"]
+    assert hello["request"]["arguments"] == ["3", "AUTH", mark("default"), mark(ALPHA)]
+    assert auth["request"]["arguments"] == [mark(ALPHA)] and auth["summary"] == f"AUTH {mark(ALPHA)}"
+    assert auth["response"]["value"] == "OK"
+    assert ALPHA not in worker.get("/entries").text
+    assert ALPHA.encode() in worker.get(f"/entries/{auth['id']}/pcap").content

@@ -54,6 +54,21 @@ def test_websocket_json_messages() -> None:
     assert entry.request["text"] == f'{{"type":"auth","access_token":"{mark("abc")}"}}'
 
 
+def test_redis_credentials() -> None:
+    auth = tentry(protocol="redis", summary="AUTH user", response=None,
+                  request={"command": "AUTH", "key": None, "args": 2, "arguments": ["user", "s3cret"]})
+    config = tentry(protocol="redis", summary="CONFIG SET requirepass", response=None,
+                    request={"command": "CONFIG SET", "key": None, "args": 2, "arguments": ["requirepass", "pw"]})
+    get = tentry(protocol="redis", summary="GET AUTH", response=None,
+                 request={"command": "GET", "key": "AUTH", "args": 1, "arguments": ["AUTH"]})
+    for entry in (auth, config, get):
+        Redactor(KEY).entry(entry)
+    assert auth.request["arguments"] == [mark("user"), mark("s3cret")] and auth.summary == f"AUTH {mark('user')}"
+    assert config.request["arguments"] == ["requirepass", mark("pw")]
+    assert config.summary == "CONFIG SET requirepass"
+    assert get.request["arguments"] == ["AUTH"] and get.summary == "GET AUTH"
+
+
 def test_protocols_without_secret_fields_are_left_alone() -> None:
     entry = tentry(protocol="postgres", summary="SELECT 1", request={"kind": "simple", "query": "SELECT 1"})
     Redactor(KEY).entry(entry)

@@ -298,26 +298,24 @@ def _first_key(command: str, words: list[str], count: int) -> str | None:
     return words[index]
 
 
-def _mask(command: str, args: list[str]) -> list[str]:
-    """Hide passwords: AUTH [user] pass; HELLO ... AUTH user pass; MIGRATE ... AUTH pass."""
+def secret_arguments(command: str, args: list[str]) -> list[int]:
+    """Where `arguments` hold credentials: AUTH [user] pass; HELLO ... AUTH user pass;
+    MIGRATE ... AUTH pass | AUTH2 user pass; CONFIG SET requirepass|masterauth value. The
+    worker's redaction (worker/redact.py) hides them; the dissector shows what was sent."""
     if command == "AUTH":
-        return ["***" for _ in args]
+        return list(range(len(args)))
     if command in ("HELLO", "MIGRATE"):
         out, hide = [], 0
-        for arg in args:
+        for i, arg in enumerate(args):
             if hide:
-                out.append("***")
+                out.append(i)
                 hide -= 1
-            else:
-                out.append(arg)
-            if arg.upper() == "AUTH":
-                hide = 2
-            elif arg.upper() == "AUTH2":
+            elif arg.upper() in ("AUTH", "AUTH2"):
                 hide = 2
         return out
     if command == "CONFIG SET" and args and args[0].lower() in ("requirepass", "masterauth"):
-        return [args[0]] + ["***" for _ in args[1:]]
-    return args
+        return list(range(1, len(args)))
+    return []
 
 
 def request_fields(node: _Node, inline: bool) -> dict[str, Any]:
@@ -335,7 +333,7 @@ def request_fields(node: _Node, inline: bool) -> dict[str, Any]:
         "command": command,
         "key": key if key is None else _text(key.encode("utf-8", "replace"), PREVIEW),
         "args": max(0, count - used),
-        "arguments": _mask(command, args),
+        "arguments": args,
         "inline": inline,
     }
 
