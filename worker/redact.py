@@ -35,6 +35,13 @@ MARK_CACHE = 4096
 _SCHEMED = frozenset({"authorization", "proxy-authorization"})
 # Protocols whose summary is a request line and whose header names are lower case.
 _HTTP = frozenset({"http", "http2", "grpc"})
+# SQL that sets a password: PostgreSQL's [ENCRYPTED] PASSWORD 'x', MySQL's IDENTIFIED [WITH
+# plugin] BY 'x', SET PASSWORD [FOR u] = [PASSWORD]('x'); also WHERE password = 'x'.
+_SQL = frozenset({"postgres", "mysql"})
+_SQL_HINT = re.compile(r"password|identified", re.I)
+_SQL_SECRET = re.compile(
+    r"(?P<lead>\b(?:password|identified(?:\s+with\s+\S+)?\s+by)\s*(?:=\s*)?(?:password\s*)?\(?\s*)"
+    r"'(?P<value>(?:[^'\\]|\\.|'')*)'?", re.I)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#@\s]+)@")
 
 
@@ -83,6 +90,15 @@ class Redactor:
             entry.summary = self.url_text(summary)
         elif entry.protocol == "redis":
             self._redis(entry)
+        elif entry.protocol in _SQL:
+            query = entry.request.get("query")
+            if isinstance(query, str) and _SQL_HINT.search(query):
+                entry.request["query"] = self.sql(query)
+                entry.summary = self.sql(entry.summary)
+
+    def sql(self, text: str) -> str:
+        """SQL with the password literals it sets (or compares) hashed."""
+        return _SQL_SECRET.sub(lambda m: f"{m['lead']}'{self.mark(m['value'])}'", text)
 
     def _redis(self, entry: Entry) -> None:
         """AUTH / HELLO AUTH / MIGRATE AUTH / CONFIG SET requirepass arguments, and the summary

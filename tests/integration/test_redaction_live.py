@@ -9,6 +9,8 @@ import stat
 import sys
 
 import httpx
+import psycopg
+import pymysql
 import pytest
 import redis
 
@@ -159,3 +161,29 @@ def test_redis_auth_is_redacted(start_worker, tmp_path):
     assert auth["response"]["value"] == "OK"
     assert ALPHA not in worker.get("/entries").text
     assert ALPHA.encode() in worker.get(f"/entries/{auth['id']}/pcap").content
+
+
+def test_sql_that_sets_a_password_is_redacted(start_worker):
+    worker = start_worker("--iface", "lo", "--bpf", "tcp port 5432 or tcp port 3306", token=TEST_TOKEN)
+    # Roles that do not exist: the statements fail and change nothing on the shared servers.
+    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres sslmode=disable",
+                         autocommit=True) as conn:
+        with pytest.raises(psycopg.Error):
+            conn.execute(f"ALTER ROLE shark_no_such_role WITH PASSWORD '{ALPHA}'")
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database="test")
+    try:
+        with conn.cursor() as cur, pytest.raises(pymysql.MySQLError):
+            cur.execute(f"ALTER USER 'shark_no_such'@'localhost' IDENTIFIED BY '{BETA}'")
+    finally:
+        conn.close()
+
+    def statements() -> dict[str, dict] | None:
+        found = {e["protocol"]: e for e in worker.entries(q='request.query.contains("shark_no_such")')}
+        return found if {"postgres", "mysql"} <= set(found) else None
+    by_protocol = wait_for(statements, what="the postgres and mysql statements")
+    assert by_protocol["postgres"]["request"]["query"] == \
+        f"ALTER ROLE shark_no_such_role WITH PASSWORD '{mark(ALPHA)}'"
+    assert by_protocol["postgres"]["response"]["error"]["code"] == "42704"      # undefined_object
+    assert by_protocol["mysql"]["summary"] == f"ALTER USER 'shark_no_such'@'localhost' IDENTIFIED BY '{mark(BETA)}'"
+    listing = worker.get("/entries").text
+    assert ALPHA not in listing and BETA not in listing

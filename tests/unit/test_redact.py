@@ -69,6 +69,24 @@ def test_redis_credentials() -> None:
     assert get.request["arguments"] == ["AUTH"] and get.summary == "GET AUTH"
 
 
+def test_sql_password_literals() -> None:
+    redactor = Redactor(KEY)
+    cases = {
+        "ALTER ROLE app WITH ENCRYPTED PASSWORD 'it''s'": f"ALTER ROLE app WITH ENCRYPTED PASSWORD '{mark('it' + chr(39) * 2 + 's')}'",
+        "CREATE USER 'a'@'%' IDENTIFIED BY 'pw1'": f"CREATE USER 'a'@'%' IDENTIFIED BY '{mark('pw1')}'",
+        "ALTER USER a IDENTIFIED WITH mysql_native_password BY 'pw2'":
+            f"ALTER USER a IDENTIFIED WITH mysql_native_password BY '{mark('pw2')}'",
+        "SET PASSWORD FOR a = PASSWORD('pw3')": f"SET PASSWORD FOR a = PASSWORD('{mark('pw3')}')",
+        "SELECT id FROM users WHERE password = 'pw4'": f"SELECT id FROM users WHERE password = '{mark('pw4')}'",
+        "SELECT password_hash FROM users WHERE name = 'bob'": "SELECT password_hash FROM users WHERE name = 'bob'",
+        "ALTER ROLE app PASSWORD 'cut sh": f"ALTER ROLE app PASSWORD '{mark('cut sh')}'",
+    }
+    for query, expected in cases.items():
+        entry = tentry(protocol="postgres", summary=query, request={"kind": "simple", "query": query})
+        redactor.entry(entry)
+        assert (entry.request["query"], entry.summary) == (expected, expected), query
+
+
 def test_protocols_without_secret_fields_are_left_alone() -> None:
     entry = tentry(protocol="postgres", summary="SELECT 1", request={"kind": "simple", "query": "SELECT 1"})
     Redactor(KEY).entry(entry)
