@@ -8,13 +8,14 @@ same hash, without the hash telling the credential to anyone who lacks the token
 pcap keeps the raw bytes (docs/OPERATIONS.md).
 
 Cheap on the hot path: an entry costs a look at its header names and query keys; strings are
-searched only when they can hold a secret ('?' in a summary, '@' in a host, a JSON or form body).
+searched only when they can hold a secret (an HTTP summary whose query held one, '@' in a host,
+SQL that says password, a JSON or form body in the detail view).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -180,7 +181,7 @@ class Redactor:
             text = f"{path}?{self._pairs(query, unquote)}"
         return text
 
-    def _pairs(self, text: str, unquoting: Any) -> str:
+    def _pairs(self, text: str, unquoting: Callable[[str], str]) -> str:
         return self._pair.sub(
             lambda m: f"{m['lead']}{m['name']}={self.mark(unquoting(m['value']))}", text)
 
