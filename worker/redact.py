@@ -36,6 +36,11 @@ MARK_CACHE = 4096
 _SCHEMED = frozenset({"authorization", "proxy-authorization"})
 # Protocols whose summary is a request line and whose header names are lower case.
 _HTTP = frozenset({"http", "http2", "grpc"})
+# Headers that carry a URL, whose query (or fragment: OAuth's #access_token=) can hold a secret.
+_URL_HEADERS = frozenset({"location", "referer", "content-location", "origin"})
+# Kubernetes' WebSocket clients send the bearer token as a subprotocol (browsers cannot set
+# Authorization on a WebSocket): base64url.bearer.authorization.k8s.io.TOKEN
+_K8S_BEARER = "base64url.bearer.authorization.k8s.io."
 # SQL that sets a password: PostgreSQL's [ENCRYPTED] PASSWORD 'x', MySQL's IDENTIFIED [WITH
 # plugin] BY 'x', SET PASSWORD [FOR u] = [PASSWORD]('x'); also WHERE password = 'x'.
 _SQL = frozenset({"postgres", "mysql"})
@@ -56,7 +61,7 @@ class Redactor:
         self._field_set = frozenset(self.fields)
         names = "|".join(re.escape(f) for f in sorted(self.fields, key=len, reverse=True))
         # name=value in a query string or a form body; the value up to the next separator.
-        self._pair = re.compile(rf"(?P<lead>^|[?&;])(?P<name>{names})=(?P<value>[^&;#\s]*)", re.I)
+        self._pair = re.compile(rf"(?P<lead>^|[?&;#])(?P<name>{names})=(?P<value>[^&;#\s]*)", re.I)
         # "name": value in JSON text, found in place so formatting stays and a truncated body
         # is still redacted (an unterminated string runs to the end).
         self._json = re.compile(
@@ -145,6 +150,16 @@ class Redactor:
         secret = self._header_set
         # HTTP dissectors give header names in lower case: one set intersection finds them all.
         names = headers.keys() & secret if lower_case else [n for n in headers if n.lower() in secret]
+        if lower_case:
+            for name in headers.keys() & _URL_HEADERS:
+                value = headers[name]
+                if isinstance(value, str) and ("?" in value or "#" in value or "@" in value):
+                    headers[name] = self.url_text(value)
+            protocols = headers.get("sec-websocket-protocol")
+            if isinstance(protocols, str) and _K8S_BEARER in protocols:
+                headers["sec-websocket-protocol"] = ", ".join(
+                    f"{_K8S_BEARER}{self.mark(p.strip()[len(_K8S_BEARER):])}"
+                    if p.strip().startswith(_K8S_BEARER) else p.strip() for p in protocols.split(","))
         for name in names:
             lower = name.lower()
             value = headers[name]
@@ -176,9 +191,9 @@ class Redactor:
         """A request line or URL with its secret query parameters and user:password@ hashed."""
         if "@" in text:
             text = _USERINFO.sub(lambda m: f"{m['scheme']}{self.mark(unquote(m['info']))}@", text)
-        if "?" in text:
-            path, _, query = text.partition("?")
-            text = f"{path}?{self._pairs(query, unquote)}"
+        if "?" in text or "#" in text:
+            cut = min(i for i in (text.find("?"), text.find("#")) if i >= 0)
+            text = text[:cut] + self._pairs(text[cut:], unquote)
         return text
 
     def _pairs(self, text: str, unquoting: Callable[[str], str]) -> str:

@@ -35,6 +35,22 @@ def test_headers_keep_scheme_and_cookie_names() -> None:
     assert amqp.request["headers"] == {"X-Api-Key": mark("7"), "n": 1}
 
 
+def test_urls_in_headers_and_kubernetes_websocket_tokens() -> None:
+    entry = tentry(request={"method": "GET", "path": "/", "query": {}, "headers": {
+        "referer": "https://app.example/list?page=2&api_key=k1",
+        "sec-websocket-protocol": "v4.channel.k8s.io, base64url.bearer.authorization.k8s.io.dG9r"}},
+        response={"status": 302, "headers": {
+            "location": "https://app.example/cb#access_token=t1&token_type=bearer",
+            "content-location": "/plain/path"}})
+    Redactor(KEY).entry(entry)
+    assert entry.request["headers"] == {
+        "referer": f"https://app.example/list?page=2&api_key={mark('k1')}",
+        "sec-websocket-protocol": f"v4.channel.k8s.io, base64url.bearer.authorization.k8s.io.{mark('dG9r')}"}
+    assert entry.response["headers"] == {
+        "location": f"https://app.example/cb#access_token={mark('t1')}&token_type=bearer",
+        "content-location": "/plain/path"}
+
+
 def test_query_summary_and_userinfo() -> None:
     entry = tentry(summary="GET http://bob:pw%21@example.com/x?Access_Token=a%2Bb&q=1",
                    request={"method": "GET", "path": "/x", "host": "bob:pw!@example.com",
