@@ -58,6 +58,8 @@ class Redactor:
         self.headers = tuple(dict.fromkeys([*DEFAULT_HEADERS, *(h.strip().lower() for h in headers)]))
         self.fields = tuple(dict.fromkeys([*DEFAULT_FIELDS, *(f.strip().lower() for f in fields)]))
         self._header_set = frozenset(self.headers)
+        # every header name looked at: the secret ones, and those that may hold one inside
+        self._watched = self._header_set | _URL_HEADERS | {"sec-websocket-protocol"}
         self._field_set = frozenset(self.fields)
         names = "|".join(re.escape(f) for f in sorted(self.fields, key=len, reverse=True))
         # name=value in a query string or a form body; the value up to the next separator.
@@ -122,49 +124,51 @@ class Redactor:
             entry.summary = f"{command} {args[0]}"
 
     def _message(self, message: dict[str, Any], http: bool) -> bool:
-        """Redact one side; True when its query held a secret."""
-        for key in ("headers", "trailers"):
-            headers = message.get(key)
-            if isinstance(headers, dict) and headers:
-                self._headers(headers, http)
+        """Redact one side; True when its query held a secret. (Written flat: it runs for
+        every entry, and most have nothing to redact.)"""
+        get = message.get
+        headers = get("headers")
+        if headers and isinstance(headers, dict):
+            self._headers(headers, http)
+        trailers = get("trailers")
+        if trailers and isinstance(trailers, dict):
+            self._headers(trailers, http)
         found = False
-        query = message.get("query")
-        if isinstance(query, dict) and query:
+        query = get("query")
+        if query and isinstance(query, dict):
             for name, values in query.items():
                 if name.lower() in self._field_set:
                     found = True
                     query[name] = ([self.mark(str(v)) for v in values] if isinstance(values, list)
                                    else self.mark(str(values)))
-        for key in ("host", "authority"):
-            value = message.get(key)
-            if isinstance(value, str) and "@" in value:
-                name, _, rest = value.rpartition("@")
-                message[key] = f"{self.mark(name)}@{rest}"
+        host = get("host") or get("authority")
+        if host and isinstance(host, str) and "@" in host:
+            key = "host" if get("host") else "authority"
+            name, _, rest = host.rpartition("@")
+            message[key] = f"{self.mark(name)}@{rest}"
         # A WebSocket text message is often JSON that logs in: {"type": "auth", "token": ...}
-        text = message.get("text")
-        if isinstance(text, str) and '"' in text:
+        text = get("text")
+        if text and isinstance(text, str) and '"' in text:
             message["text"] = self._json.sub(self._json_value, text)
         return found
 
     def _headers(self, headers: dict[str, Any], lower_case: bool) -> None:
-        secret = self._header_set
-        # HTTP dissectors give header names in lower case: one set intersection finds them all.
-        names = headers.keys() & secret if lower_case else [n for n in headers if n.lower() in secret]
-        if lower_case:
-            for name in headers.keys() & _URL_HEADERS:
-                value = headers[name]
-                if isinstance(value, str) and ("?" in value or "#" in value or "@" in value):
-                    headers[name] = self.url_text(value)
-            protocols = headers.get("sec-websocket-protocol")
-            if isinstance(protocols, str) and _K8S_BEARER in protocols:
-                headers["sec-websocket-protocol"] = ", ".join(
-                    f"{_K8S_BEARER}{self.mark(p.strip()[len(_K8S_BEARER):])}"
-                    if p.strip().startswith(_K8S_BEARER) else p.strip() for p in protocols.split(","))
+        watched = self._watched
+        # HTTP dissectors give header names in lower case: one set intersection finds them all
+        # (and usually finds none).
+        names = headers.keys() & watched if lower_case else [n for n in headers if n.lower() in watched]
         for name in names:
             lower = name.lower()
             value = headers[name]
             text = value if isinstance(value, str) else str(value)
-            if lower == "cookie":
+            if lower not in self._header_set:       # a header that may hold a secret inside
+                if lower in _URL_HEADERS and ("?" in text or "#" in text or "@" in text):
+                    headers[name] = self.url_text(text)
+                elif lower == "sec-websocket-protocol" and _K8S_BEARER in text:
+                    headers[name] = ", ".join(
+                        f"{_K8S_BEARER}{self.mark(p.strip()[len(_K8S_BEARER):])}"
+                        if p.strip().startswith(_K8S_BEARER) else p.strip() for p in text.split(","))
+            elif lower == "cookie":
                 headers[name] = self._cookies(text, "; ")
             elif lower == "set-cookie":
                 headers[name] = "\n".join(self._set_cookie(line) for line in text.split("\n"))
