@@ -383,6 +383,14 @@ def test_dry_run_needs_no_cluster_and_prints_valid_manifests(tmp_path, kube):
     nowhere = CliRunner().invoke(cli, ["tap", "--dry-run", "-A", "--kubeconfig", str(tmp_path / "none")],
                                  catch_exceptions=False)
     assert nowhere.exit_code == 0 and "--target-namespace" not in nowhere.stdout
+    # tap's redaction options reach the workers' arguments
+    redacting = CliRunner().invoke(cli, ["tap", "--dry-run", "-A", "--kubeconfig", str(tmp_path / "none"),
+                                         "--redact-header", "X-Session", "--redact-field", "otp"],
+                                   catch_exceptions=False)
+    worker = next(o for o in yaml.safe_load_all(redacting.stdout) if o and o["kind"] == "DaemonSet")
+    args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-4:] == ["--redact-header", "X-Session", "--redact-field", "otp"]
+    assert "redact" not in nowhere.stdout                            # on by default, with the defaults
 
 
 # ---- kubectl plugin discovery -------------------------------------------------------------------
