@@ -101,7 +101,7 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
         if options.storage_limit < MIN_STORAGE_LIMIT:
             raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "
                               f"{format_size(MIN_STORAGE_LIMIT)}")
-        check_storage_dir(options.storage_dir)
+        private_notes = check_storage_dir(options.storage_dir)
         check_limit(options.storage_limit, options.storage_dir, options.max_storage_limit,
                     "--storage-limit", storage_limit)
         if pcap_file is not None and not pcap_file.is_file():
@@ -113,7 +113,7 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
     # normal exit so serve() still stops dissection and capture and closes the index.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        code = serve(options, listener)
+        code = serve(options, listener, private_notes)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down: a clean stop
         code = 0
     sys.exit(code)
@@ -152,7 +152,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(options: WorkerOptions, listener: socket.socket) -> int:
+def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str] | None = None) -> int:
     capture = CaptureProcess(options)
     try:
         capture.start()
@@ -170,6 +170,9 @@ def serve(options: WorkerOptions, listener: socket.socket) -> int:
         index, index_note = open_index(options.storage_dir / "index.sqlite")
         cleanup.callback(index.close)
         notes = [capture.note, *([capture.tls_note] if capture.tls_note else []), *capture.repaired]
+        for note in store_notes or []:
+            log.warning("store: %s", note)
+            notes.append(note)
         if index_note and list_segments(options.storage_dir):
             log.warning("index: %s", index_note)
             notes.append(index_note)

@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.store.private import make_dir, tighten_store
+from worker.store.private import tighten_store
 
 DEFAULT_LISTEN = "127.0.0.1:8897"
 DEFAULT_STORAGE_LIMIT = 200 * 1000 * 1000
@@ -62,14 +62,16 @@ def parse_listen(text: str, option: str = "--listen") -> tuple[str, int]:
     return host, port
 
 
-def check_storage_dir(path: Path) -> None:
+def check_storage_dir(path: Path) -> list[str]:
     """Create the directory if needed (0700; an existing store is made private too) and prove
-    it is writable, with one clear error if not."""
+    it is writable, with one clear error if not. Returns notes about what stays readable
+    beyond its owner."""
     try:
-        make_dir(path)
-        tighten_store(path)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        notes = tighten_store(path)
         probe = path / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
         raise OptionError(f"--storage-dir: {path} is not writable: {error.strerror or error}") from None
+    return notes

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,23 @@ def test_an_older_store_is_tightened_at_start_without_following_links(tmp_path, 
     assert mode(store / "index.sqlite") == mode(store / "pcap" / "000000000001.pcap") == 0o600
     assert mode(outside) == 0o644                           # a symlink's target is not ours
     assert mode(store / "headers" / "kconfig.h") == 0o644   # nor what lives in other directories
+
+
+@pytest.mark.root
+def test_a_file_that_cannot_be_tightened_is_a_note_not_a_failure(tmp_path, loose_umask):
+    store = tmp_path / "store"
+    store.mkdir()
+    stuck = store / "index.sqlite"
+    stuck.write_bytes(b"x")
+    stuck.chmod(0o644)
+    # nobody's: root cannot chmod it without CAP_FOWNER, which a worker with NET_RAW alone lacks
+    os.chown(stuck, 65534, 65534)
+    code = ("import sys; from pathlib import Path; from worker.options import check_storage_dir; "
+            "print(check_storage_dir(Path(sys.argv[1])))")
+    done = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", code,
+                           str(store)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert f"{stuck} stays mode 644, readable beyond its owner: cannot change it (Operation not permitted)" \
+        in done.stdout
+    assert mode(store) == 0o700

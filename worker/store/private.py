@@ -28,13 +28,15 @@ def create_file(path: Path) -> None:
 
 def make_dir(path: Path) -> None:
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    _tighten(path, DIR_MODE)
+    _tighten(path, DIR_MODE, [])
 
 
-def tighten_store(storage_dir: Path) -> None:
+def tighten_store(storage_dir: Path) -> list[str]:
     """The store directory and its pcap/ 0700, the regular files in them 0600. Symlinks and
     other directories (e.g. kernel headers merged for --tls, links into /usr/src) are not
-    followed."""
+    followed. What could not be tightened (a file of another owner) is returned as notes: the
+    worker says so and goes on, as it could before."""
+    notes: list[str] = []
     for directory in (storage_dir, storage_dir / "pcap"):
         try:
             info = os.lstat(directory)
@@ -42,13 +44,19 @@ def tighten_store(storage_dir: Path) -> None:
             continue
         if not stat.S_ISDIR(info.st_mode):
             continue
-        _tighten(directory, DIR_MODE)
+        _tighten(directory, DIR_MODE, notes)
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.is_file(follow_symlinks=False):
-                    _tighten(Path(entry.path), FILE_MODE)
+                    _tighten(Path(entry.path), FILE_MODE, notes)
+    return notes
 
 
-def _tighten(path: Path, mode: int) -> None:
-    if stat.S_IMODE(os.lstat(path).st_mode) & ~mode:
-        os.chmod(path, mode)
+def _tighten(path: Path, mode: int, notes: list[str]) -> None:
+    current = stat.S_IMODE(os.lstat(path).st_mode)
+    if current & ~mode:
+        try:
+            os.chmod(path, mode)
+        except PermissionError as error:
+            notes.append(f"{path} stays mode {current:o}, readable beyond its owner: cannot change it "
+                         f"({error.strerror})")
