@@ -24,7 +24,7 @@ from shark.process import die_with_parent
 from worker.options import WorkerOptions
 from worker.sources import open_file_source, open_source
 from worker.sources.base import BpfError, CaptureError, Source
-from worker.store.segments import SegmentWriter, StoreError
+from worker.store.segments import SegmentWriter, StoreError, StoreWriteError
 
 log = logging.getLogger("shark.worker.capture")
 
@@ -37,9 +37,13 @@ BATCHES_PER_TURN = 16
 class CaptureState:
     sources: list[Source]
     writer: SegmentWriter
-    write_errors: int = 0
+    write_errors: int = 0         # batches of which some packets could not be stored
     last_write_error: str = ""
-    dropped_on_write: int = 0
+    last_write_error_ts: float | None = None
+    dropped_on_write: int = 0     # packets not stored (the disk refused them, or malformed)
+    loop_errors: int = 0          # anything else that went wrong in a turn of the loop
+    last_loop_error: str = ""
+    last_loop_error_ts: float | None = None
     tls: Any = None               # the EbpfTlsSource with --tls, when it loaded
     tls_status: Any = None        # EbpfStatus: off, or why it could not load
 
@@ -82,7 +86,11 @@ def _stats(state: CaptureState) -> dict[str, Any]:
         "store": msgspec.to_builtins(state.writer.stats()),
         "write_errors": state.write_errors,
         "last_write_error": state.last_write_error,
+        "last_write_error_ts": state.last_write_error_ts,
         "dropped_on_write": state.dropped_on_write,
+        "loop_errors": state.loop_errors,
+        "last_loop_error": state.last_loop_error,
+        "last_loop_error_ts": state.last_loop_error_ts,
         "ebpf": msgspec.to_builtins(tls_status),
     }
 
@@ -113,11 +121,14 @@ def _drain(state: CaptureState, source: Source) -> None:
             return
         try:
             state.writer.append(source.linktype, batch)
-        except OSError as error:
-            # A full or failing disk must not stop capture: count what could not be stored.
+        except (StoreError, OSError) as error:
+            # A full or failing disk must not stop capture: the store freed what it could,
+            # what it still could not write is counted, and the next batch tries again.
             state.write_errors += 1
-            state.dropped_on_write += len(batch)
+            state.dropped_on_write += error.unwritten if isinstance(error, StoreWriteError) \
+                else len(batch)
             state.last_write_error = f"{type(error).__name__}: {error}"
+            state.last_write_error_ts = time.time()
         if len(batch) < BATCH:
             return
 
@@ -150,25 +161,18 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
     control = conn.fileno()
     try:
         while not stop.is_set():
-            if tls is not None:
-                tls.housekeeping(time.monotonic())
-            busy_files = [s for s in files if not s.finished]
-            for source in busy_files:
-                _drain(state, source)
-            timeout = 0 if busy_files else 0.1
-            readable, _, _ = select.select([control, *by_fd], [], [], timeout)
-            for fd in readable:
-                if fd == control:
-                    try:
-                        command, arg = conn.recv()
-                    except EOFError:  # the parent is gone
-                        return
-                    if command == "stop":
-                        conn.send(("ok", None))
-                        return
-                    conn.send(_handle(state, command, arg))
-                else:
-                    _drain(state, by_fd[fd])
+            try:
+                if not _turn(state, conn, control, files, by_fd, tls):
+                    return
+            except (EOFError, BrokenPipeError):   # the parent is gone
+                return
+            except Exception as error:   # capture never stops on its own: count, wait, go on
+                state.loop_errors += 1
+                state.last_loop_error = f"{type(error).__name__}: {error}"
+                state.last_loop_error_ts = time.time()
+                if state.loop_errors <= 10 or state.loop_errors % 1000 == 0:
+                    log.exception("capture: error %d in the capture loop", state.loop_errors)
+                stop.wait(0.1)
     finally:
         for source in sources:
             if source is not tls:
@@ -176,6 +180,28 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
         writer.close()
         if tls is not None:    # last: the kernel removes its probes one at a time, ~0.1 s each
             tls.close()
+
+
+def _turn(state: CaptureState, conn: Connection, control: int, files: list[Source],
+          by_fd: dict[int | None, Source], tls: Any) -> bool:
+    """One look at every source and the control pipe; False once told to stop."""
+    if tls is not None:
+        tls.housekeeping(time.monotonic())
+    busy_files = [s for s in files if not s.finished]
+    for source in busy_files:
+        _drain(state, source)
+    timeout = 0 if busy_files else 0.1
+    readable, _, _ = select.select([control, *by_fd], [], [], timeout)
+    for fd in readable:
+        if fd == control:
+            command, arg = conn.recv()
+            if command == "stop":
+                conn.send(("ok", None))
+                return False
+            conn.send(_handle(state, command, arg))
+        else:
+            _drain(state, by_fd[fd])
+    return True
 
 
 class CaptureProcess:
@@ -231,6 +257,10 @@ class CaptureProcess:
     @property
     def alive(self) -> bool:
         return self._process.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.exitcode
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._process.is_alive():

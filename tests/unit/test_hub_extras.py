@@ -25,7 +25,9 @@ def entry(node: str, seq: int, ts: float, src: str, dst: str, port: int, **extra
 
 
 STATUS = {
-    "w1": {"node": "a", "capture": {"received": 120, "dropped": 3}, "store": {"bytes": 4096, "limit": 1 << 20},
+    "w1": {"node": "a", "capture": {"received": 120, "dropped": 3, "running": True, "degraded": True,
+                                    "dropped_on_write": 9},
+           "store": {"bytes": 4096, "limit": 1 << 20, "write_errors": 2, "evicted_for_space": 1},
            "index": {"entries": 7}, "dissection": {"lag_bytes": 0}},
     "w2": {"node": "b", "capture": {"received": 5, "dropped": 0}, "store": {"bytes": 100, "limit": 1 << 20},
            "index": {"entries": 1}, "dissection": {"lag_bytes": 12}},
@@ -148,6 +150,11 @@ def test_metrics_from_polled_status():
     assert samples[("shark_worker_store_limit_bytes", 'node="a"')] == 1 << 20
     assert samples[("shark_worker_entries", 'node="a"')] == 7
     assert samples[("shark_worker_dissection_lag_bytes", 'node="a"')] == 0
+    assert samples[("shark_worker_capture_running", 'node="a"')] == 1
+    assert samples[("shark_worker_capture_degraded", 'node="a"')] == 1
+    assert samples[("shark_worker_packets_not_stored_total", 'node="a"')] == 9
+    assert samples[("shark_worker_store_write_errors_total", 'node="a"')] == 2
+    assert samples[("shark_worker_store_evicted_for_space_total", 'node="a"')] == 1
     assert ("shark_worker_entries", 'node="http://w2:8897/api/v1"') not in samples   # down: no stale value
     assert samples[("shark_hub_sse_clients", "")] == 0
     assert samples[("shark_hub_sse_lost_events_total", "")] == 0

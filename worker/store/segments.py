@@ -21,6 +21,7 @@ import fcntl
 import os
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,23 @@ class SegmentEvicted(StoreError):
     """A segment that a read needs is gone: evicted to keep the storage limit."""
 
 
+class StoreWriteError(StoreError):
+    """The disk refused a write even after the store freed what it could; `unwritten` packets
+    of the batch were not stored (the caller counts them and goes on with the next batch)."""
+
+    def __init__(self, message: str, errno_: int | None = None, unwritten: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno_
+        self.unwritten = unwritten
+
+
+# Errors that freeing space can cure; any other write error starts a new segment instead.
+_SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT)
+# Segments evicted for one failed write at most: when the space is held by something else
+# (a reader's open descriptor, another program), the store is not emptied in one go.
+EVICT_PER_WRITE_ERROR = 2
+
+
 class StoreStats(msgspec.Struct):
     bytes: int                  # total size of all segments on disk
     limit: int
@@ -74,6 +92,10 @@ class StoreStats(msgspec.Struct):
     repaired: list[str]         # one-line notes of what recovery fixed at open
     segment_size: int = 0       # rotation threshold for this limit
     damaged_segments: int = 0   # removed at open because their pcap header was damaged
+    write_errors: int = 0       # writes the disk refused (ENOSPC, EIO, ...) since open
+    evicted_for_space: int = 0  # segments evicted because the disk was full (not the limit)
+    last_write_error: str = ""  # one line: the path and the reason
+    last_write_error_ts: float | None = None   # epoch seconds of that error
 
 
 class SegmentInfo(NamedTuple):
@@ -230,6 +252,10 @@ class SegmentWriter:
         self._evicted = 0
         self._damaged = 0
         self._repaired: list[str] = []
+        self._write_errors = 0
+        self._evicted_for_space = 0
+        self._last_write_error = ""
+        self._last_write_error_ts: float | None = None
         self._lock = threading.Lock()
         self._lock_fd = self._open_directory()
         try:
@@ -334,6 +360,7 @@ class SegmentWriter:
                 raise StoreError(f"the segment writer of {self._pcap_dir} is closed")
             count = len(packets)
             index = 0
+            failures = 0
             while index < count:
                 new = self._fd is None or linktype != self._linktype
                 used = HEADER_SIZE if new else self._segments[-1].size
@@ -352,10 +379,17 @@ class SegmentWriter:
                         f"packet {index + bad // 2} of the batch cannot be stored: its data is "
                         f"{type(parts[bad]).__name__}, expected bytes; packets {index} to "
                         f"{count - 1} of the batch were not stored") from None
-                self._evict_until(size + (HEADER_SIZE if new else 0))
-                if new:
-                    self._start_segment(linktype, packets[index][0])
-                self._write(blob, size, stop - index)
+                try:
+                    self._evict_until(size + (HEADER_SIZE if new else 0))
+                    if new:
+                        self._start_segment(linktype, packets[index][0])
+                    self._write(blob, size, stop - index)
+                except StoreWriteError as exc:
+                    failures += 1
+                    if self._recover_from(exc, failures):
+                        continue             # space was freed: the same packets again
+                    exc.unwritten = count - index
+                    raise
                 index = stop
 
     def _pack(self, packets: list[RawPacket], start: int, room: int
@@ -422,7 +456,8 @@ class SegmentWriter:
                 tmp.unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise StoreError(f"cannot create segment {path}: {exc.strerror}") from None
+            raise StoreWriteError(f"cannot create segment {path}: {exc.strerror or exc}",
+                                  exc.errno) from None
         self._next_id += 1
         self._fd = fd
         self._linktype = linktype
@@ -440,11 +475,43 @@ class SegmentWriter:
                 os.ftruncate(self._fd, segment.size)
             except OSError:
                 self._finish_current()   # cannot repair now; the next open will
-            raise StoreError(f"writing segment {segment.path} failed: "
-                             f"{exc.strerror or exc}") from None
+            raise StoreWriteError(f"writing segment {segment.path} failed: "
+                                  f"{exc.strerror or exc}", exc.errno) from None
         segment.size += size
         self._total += size
         self._packets_written += packets
+
+    def _recover_from(self, error: StoreWriteError, failures: int) -> bool:
+        """Count a refused write and free what may cure it: True to try the write again.
+
+        A full disk (the limit is larger than the room the disk has, or something else fills
+        it) evicts the oldest segment, up to EVICT_PER_WRITE_ERROR per batch; the current one
+        goes last (finished first, so the next write starts a new segment). Any other error
+        finishes the current segment, so the next batch starts a new file."""
+        self._write_errors += 1
+        self._last_write_error = str(error)
+        self._last_write_error_ts = time.time()
+        if error.errno not in _SPACE_ERRORS:
+            self._finish_current()
+            return False
+        if failures > EVICT_PER_WRITE_ERROR:
+            return False
+        if len(self._segments) == 1 and self._fd is not None:
+            self._finish_current()
+        if not self._segments:
+            return False
+        oldest = self._segments[0]
+        try:
+            oldest.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        self._segments.popleft()
+        self._total -= oldest.size
+        self._evicted += 1
+        self._evicted_for_space += 1
+        return True
 
     def _finish_current(self) -> None:
         if self._fd is not None:
@@ -483,7 +550,10 @@ class SegmentWriter:
                 newest_segment=segments[-1].id if segments else 0,
                 oldest_ts=oldest_ts, packets_written=self._packets_written,
                 evicted_segments=self._evicted, repaired=list(self._repaired),
-                segment_size=self._segment_size, damaged_segments=self._damaged)
+                segment_size=self._segment_size, damaged_segments=self._damaged,
+                write_errors=self._write_errors, evicted_for_space=self._evicted_for_space,
+                last_write_error=self._last_write_error,
+                last_write_error_ts=self._last_write_error_ts)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,38 @@
+"""A worker whose storage dir is a real tmpfs smaller than its --storage-limit: the flood fills
+the disk, capture goes on (the store evicts to make room), entries after the flood are indexed,
+and /status says what the disk refused."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from support.processes import wait_for
+from support.tmpfs import small_tmpfs
+
+pytestmark = pytest.mark.root
+
+
+def test_full_disk_degrades_capture_but_never_stops_it(start_worker, http_server, tmp_path):
+    with small_tmpfs(tmp_path / "disk", "8m") as disk:
+        worker = start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}",
+                              "--storage-limit", "32MB", storage_dir=disk)
+        pushed = 0
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_server}") as client:
+            while pushed < 30_000_000:                 # ~4x the disk
+                pushed += len(client.get("/bytes/400000").content)
+            status = wait_for(lambda: (s := worker.status())["store"]["write_errors"] and s,
+                              what="the disk to refuse a write")
+            capture = status["capture"]
+            assert capture["running"]
+            assert capture["degraded"]
+            assert "the disk refused" in capture["degraded_reasons"][0]
+            assert "No space left on device" in capture["degraded_reasons"][0]
+            assert status["store"]["evicted_for_space"] > 0
+            for n in range(5):
+                client.get(f"/after-full/{n}")
+        entries = wait_for(lambda: (e := worker.entries(q='request.path.startsWith("/after-full")'))
+                           and len(e) == 5 and e, timeout=60, what="the 5 requests after the flood")
+        assert [e["request"]["path"] for e in entries] == [f"/after-full/{n}" for n in range(4, -1, -1)]
+        assert worker.status()["capture"]["running"]
+        worker.stop()
