@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import select
 import signal
 import threading
@@ -220,6 +221,8 @@ class CaptureProcess:
         self.repaired: list[str] = []
         self.tls_note = ""            # with --tls: what loaded, or what is missing
         self.tls_ok = False
+        self.exited_at: float | None = None   # time.monotonic() when the child was seen to exit
+        self._stopping = False
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the child and wait until its sources and store are open; CaptureError if not."""
@@ -238,6 +241,7 @@ class CaptureProcess:
             raise CaptureError(value)
         self.note = value["note"]
         self.repaired = value["repaired"]
+        threading.Thread(target=self._watch_exit, name="shark-capture-watch", daemon=True).start()
         self.tls_note = value.get("tls", "")
         self.tls_ok = value.get("tls_ok", False)
 
@@ -262,7 +266,22 @@ class CaptureProcess:
     def exitcode(self) -> int | None:
         return self._process.exitcode
 
+    def dead_for(self, now: float) -> float | None:
+        """Seconds since the child exited unasked (time.monotonic() now), None while it runs
+        or once it was told to stop."""
+        if self.exited_at is None or self._stopping:
+            return None
+        return max(0.0, now - self.exited_at)
+
+    def _watch_exit(self) -> None:
+        multiprocessing.connection.wait([self._process.sentinel])
+        self.exited_at = time.monotonic()
+        if not self._stopping:
+            log.error("the capture process exited (exit code %s): nothing is captured until "
+                      "the worker is restarted", self._process.exitcode)
+
     def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
         if self._process.is_alive():
             try:
                 self.ask("stop", timeout=timeout)

@@ -83,6 +83,9 @@ def test_defaults_and_what_the_manifests_promise():
     for probe in ("readinessProbe", "livenessProbe"):      # the one route without the token
         assert worker[probe]["httpGet"]["path"] == "/healthz"
         assert hub[probe]["httpGet"]["path"] == "/healthz"
+    # /healthz fails once capture is dead: the kubelet restarts such a worker within a minute
+    liveness = worker["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] <= 60
     hub_pod = by_kind(objects)["Deployment/shark-hub"]["spec"]["template"]["spec"]
     assert hub_pod["securityContext"]["runAsNonRoot"] is True
     assert hub_pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

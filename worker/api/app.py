@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 
 from shark.auth import LOOPBACK_HOSTS, Policy, protect
 from shark.units import UnitError, parse_duration, parse_size
-from worker.api.health import healthz
+from worker.api.health import health_handler
 from worker.api.runtime import WorkerRuntime
 from worker.detail import entry_packets, load_detail
 from worker.filters import KflError, compile_query, row_predicate
@@ -372,7 +372,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         await response(scope, receive, send)  # type: ignore[arg-type]
 
     app = Litestar(
-        route_handlers=[healthz, status, entries, entry_detail, entry_pcap, pcap, validate_query, get_targets,
+        route_handlers=[health_handler(runtime.capture), status, entries, entry_detail, entry_pcap, pcap, validate_query, get_targets,
                         put_targets, get_config, put_config, post_tags, stream],
         exception_handlers={HTTPException: _error_response},
         openapi_config=None,

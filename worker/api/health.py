@@ -1,13 +1,29 @@
-"""GET /healthz: the worker's data-free health for probes, outside /api/v1 and without the token
-(shark/auth.py lets it through): 200 while the process serves."""
+"""GET /healthz: the worker's data-free health for probes (readiness and liveness), outside
+/api/v1 and without the token (shark/auth.py lets it through). 200 while capture runs; 503 with
+one line once the capture process has been dead for more than CAPTURE_DEAD_GRACE_S, so the
+kubelet restarts a worker that would otherwise serve on while capturing nothing."""
 
 from __future__ import annotations
 
-from litestar import MediaType, get
+import time
+
+from litestar import MediaType, Response, get
+from litestar.handlers import HTTPRouteHandler
 
 from shark.auth import HEALTH_PATH
+from worker.capture import CaptureProcess
+
+# A moment for a stop in progress: only a capture dead for longer fails the probe.
+CAPTURE_DEAD_GRACE_S = 3.0
 
 
-@get(HEALTH_PATH, media_type=MediaType.TEXT, include_in_schema=False, sync_to_thread=False)
-def healthz() -> str:
-    return "ok\n"
+def health_handler(capture: CaptureProcess) -> HTTPRouteHandler:
+    @get(HEALTH_PATH, media_type=MediaType.TEXT, include_in_schema=False, sync_to_thread=False)
+    def healthz() -> Response[str]:
+        dead = capture.dead_for(time.monotonic())
+        if dead is not None and dead > CAPTURE_DEAD_GRACE_S:
+            return Response(f"capture process exited {dead:.0f}s ago (exit code "
+                            f"{capture.exitcode}) and was not restarted: nothing is captured\n",
+                            status_code=503)
+        return Response("ok\n")
+    return healthz

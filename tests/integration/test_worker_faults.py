@@ -1,8 +1,11 @@
-"""A worker whose storage dir is a real tmpfs smaller than its --storage-limit: the flood fills
-the disk, capture goes on (the store evicts to make room), entries after the flood are indexed,
-and /status says what the disk refused."""
+"""Faults that must never stop capture silently: a disk smaller than the limit, a capture
+process that dies."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
 
 import httpx
 import pytest
@@ -14,6 +17,9 @@ pytestmark = pytest.mark.root
 
 
 def test_full_disk_degrades_capture_but_never_stops_it(start_worker, http_server, tmp_path):
+    """The storage dir is a real tmpfs smaller than --storage-limit: the flood fills the disk,
+    capture goes on (the store evicts to make room), entries after the flood are indexed, and
+    /status says what the disk refused."""
     with small_tmpfs(tmp_path / "disk", "8m") as disk:
         worker = start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}",
                               "--storage-limit", "32MB", storage_dir=disk)
@@ -36,3 +42,22 @@ def test_full_disk_degrades_capture_but_never_stops_it(start_worker, http_server
         assert [e["request"]["path"] for e in entries] == [f"/after-full/{n}" for n in range(4, -1, -1)]
         assert worker.status()["capture"]["running"]
         worker.stop()
+
+
+def test_healthz_fails_once_the_capture_process_is_dead(start_worker, tmp_path):
+    worker = start_worker("--iface", "lo", "--bpf", "tcp port 9", storage_dir=tmp_path / "s")
+    health = worker.url.removesuffix("/api/v1") + "/healthz"
+    assert httpx.get(health).text == "ok\n"
+    child = subprocess.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True,
+                           text=True).stdout.split()
+    assert len(child) == 1
+    os.kill(int(child[0]), signal.SIGKILL)
+    answer = wait_for(lambda: (r := httpx.get(health)).status_code == 503 and r,
+                      what="/healthz to fail")
+    assert answer.text.startswith("capture process exited ")
+    assert "(exit code -9) and was not restarted" in answer.text
+    assert answer.text.count("\n") == 1
+    status = worker.status()
+    assert status["capture"]["running"] is False
+    assert status["capture"]["degraded_reasons"] == [
+        "the capture process is not running (exit code -9): nothing is captured"]
