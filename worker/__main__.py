@@ -22,7 +22,7 @@ from worker.broadcast import Broadcaster
 from worker.capture import CaptureProcess
 from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, OptionError,
                             WorkerOptions, check_storage_dir, default_storage_dir, parse_listen)
-from worker.pipeline import Pipeline
+from worker.pipeline import Pipeline, read_batch_for
 from worker.redact import Redactor, key_for
 from worker.sources.base import CaptureError
 from worker.store.index import open_index
@@ -53,7 +53,7 @@ def _size(value: str, option: str) -> int:
 @click.option("--storage-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Where PCAP segments and the index live [default: {default_storage_dir()}].")
 @click.option("--storage-limit", default="200MB", show_default=True,
-              help="Cap on the PCAP segments on disk (200MB, 1GiB, 500Mi).")
+              help="Cap on everything under --storage-dir: PCAP segments, index, WAL (200MB, 1GiB, 500Mi).")
 @click.option("--max-storage-limit", default=None, metavar="SIZE",
               help="The most --storage-limit and PUT /config may ask for [default: what the "
                    "store's filesystem can hold].")
@@ -187,6 +187,7 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
         pipeline = Pipeline(options.storage_dir, index, options.node, broadcaster,
                             capture_finished=lambda: replay_finished(options, capture),
                             redactor=redactor)
+        pipeline.read_batch = read_batch_for(options.storage_limit)
         runtime = WorkerRuntime(options, capture, index, pipeline, broadcaster, notes=notes,
                                 redactor=redactor)
         pipeline.start()

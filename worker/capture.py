@@ -188,6 +188,7 @@ def _turn(state: CaptureState, conn: Connection, control: int, files: list[Sourc
     """One look at every source and the control pipe; False once told to stop."""
     if tls is not None:
         tls.housekeeping(time.monotonic())
+    state.writer.enforce()      # the index grew beside the segments: keep the limit
     busy_files = [s for s in files if not s.finished]
     for source in busy_files:
         _drain(state, source)

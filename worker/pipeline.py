@@ -28,6 +28,15 @@ from worker.store.segments import SegmentTail, list_segments
 log = logging.getLogger("shark.worker.pipeline")
 
 READ_BATCH = 2048
+MIN_READ_BATCH = 256
+
+
+def read_batch_for(storage_limit: int) -> int:
+    """Packets per dissection step: their index rows are written in one transaction, whose
+    pages pass through the WAL, which counts in the storage limit. A small limit takes smaller
+    steps (one packet per 6 KB of limit: the rows of a batch of DNS-sized exchanges then fill
+    at most ~1/16 of it); from 12 MB on, READ_BATCH."""
+    return max(MIN_READ_BATCH, min(READ_BATCH, storage_limit // 6000))
 PRUNE_EVERY_S = 0.25
 DISSECTION_NICE = 10
 
@@ -41,6 +50,7 @@ class DissectionStats(msgspec.Struct):
     shed_segments: int = 0
     shed_bytes: int = 0
     discontinuities: int = 0
+    unindexed_evicted: int = 0    # entries streamed live but not indexed: their packets were evicted
     errors: int = 0
     last_error: str = ""
     caught_up: bool = False       # everything stored so far has been dissected
@@ -61,7 +71,10 @@ class Pipeline:
         self._thread = threading.Thread(target=self._run, name="shark-dissect", daemon=True)
         self._closed_at_end = False
         self._written_cursor = index.cursor()
+        self._pruned_before = -1
+        self._newest_segment = 0
         self.stats = DissectionStats()
+        self.read_batch = READ_BATCH     # serve() sets it from the storage limit: read_batch_for
 
     def start(self) -> None:
         self._thread.start()
@@ -106,7 +119,7 @@ class Pipeline:
 
     def _step(self) -> bool:
         tail = self._tail
-        batch = tail.read(READ_BATCH)
+        batch = tail.read(self.read_batch)
         stats = self.stats
         if tail.take_discontinuity():
             stats.discontinuities += 1
@@ -133,14 +146,30 @@ class Pipeline:
 
     def _flush(self, cursor: PacketRef | None) -> None:
         rows = self._dissection.take_rows()
-        if rows or (cursor is not None and cursor != self._written_cursor):
-            self._index.add(rows, cursor)
+        kept = rows
+        if rows:
+            # Rows of a segment evicted while the tail read it would be pruned at once: they
+            # are not written (the index counts in the storage limit), only streamed live.
+            oldest = self._prune()
+            kept = [row for row in rows if row.first_seg >= oldest]
+            self.stats.unindexed_evicted += len(rows) - len(kept)
+        if kept or (cursor is not None and cursor != self._written_cursor):
+            self._index.add(kept, cursor)
             self._written_cursor = cursor
         if rows:
             self.stats.entries += len(rows)
             self._broadcaster.publish(rows)
 
-    def _prune(self) -> None:
+    def _prune(self) -> int:
+        """Delete the rows of evicted segments (at once: the index counts in the storage
+        limit, and the writer evicts for it); returns the oldest segment id left."""
         segments = list_segments(self._storage_dir)
-        if segments:
-            self._index.prune_segments_before(segments[0].id)
+        position = self._tail.position
+        newest = max(segments[-1].id if segments else 0, position[0] if position else 0)
+        self._newest_segment = max(self._newest_segment, newest)
+        # none left: every row is of an evicted segment (the next one gets a higher id)
+        oldest = segments[0].id if segments else self._newest_segment + 1
+        if oldest != self._pruned_before:
+            self._index.prune_segments_before(oldest)
+            self._pruned_before = oldest
+        return oldest

@@ -26,6 +26,7 @@ from worker.api.runtime import WorkerRuntime
 from worker.detail import entry_packets, load_detail
 from worker.filters import KflError, compile_query, row_predicate
 from worker.names import NamesError, parse_names, parse_nets
+from worker.pipeline import read_batch_for
 from worker.sources.base import CaptureError
 from worker.store.capacity import LimitRefused, check_limit
 from worker.store.index import IndexRow
@@ -344,6 +345,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         except CaptureError as error:
             raise BadRequest(f"storage_limit: {error}") from None
         options.storage_limit = limit
+        runtime.pipeline.read_batch = read_batch_for(limit)
         return {"storage_limit": limit}
 
     @post(f"{API}/tags", status_code=200)

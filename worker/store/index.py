@@ -26,6 +26,14 @@ from worker.store.segments import StoreError
 
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 10_000
+# The WAL is checkpointed every 64 pages (256 KiB at 4 KiB pages, sqlite's default is 1000)
+# and cut back to 256 KiB after: it counts in --storage-limit, whose minimum is 2 MiB.
+WAL_CHECKPOINT_PAGES = 64
+WAL_SIZE_LIMIT = 256 * 1024
+# Rows deleted per transaction when pruning (their pages go through the WAL).
+PRUNE_CHUNK = 256
+# Free pages given back per prune (1 MiB at 4 KiB pages): the moves go through the WAL.
+VACUUM_PAGES = 256
 
 _COLUMNS = ("seq", "ts", "protocol", "entry_json", "first_seg", "first_off", "last_seg",
             "last_off", "transport", "client_ip", "client_port", "server_ip", "server_port",
@@ -111,10 +119,17 @@ class EntryIndex:
             connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                          isolation_level=None, check_same_thread=False)
             connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            # Pages freed by pruning go back to the disk (incremental_vacuum after each
+            # prune), so the file shrinks with the store. It takes effect only in a new file
+            # and before journal_mode=WAL writes the file's header.
+            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
             connection.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash may
             # drop the last transactions, and then rows and cursor go back together.
             connection.execute("PRAGMA synchronous=NORMAL")
+            # The WAL counts in --storage-limit: checkpoint it often and cut it back after.
+            connection.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open index {self.path}: {exc}") from None
         self._local.connection = connection
@@ -147,6 +162,7 @@ class EntryIndex:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+        self.keep_small()
 
     def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> dict[int, list[str]]:
         """Add and remove tags on stored entries (scripts' test.pass/test.fail): per change
@@ -171,9 +187,32 @@ class EntryIndex:
     def prune_segments_before(self, segment_id: int) -> int:
         """Delete the rows whose first packet is in a segment older than segment_id."""
         connection = self._connection()
-        with _transaction(connection):
-            return connection.execute("DELETE FROM entries WHERE first_seg < ?",
-                                      (segment_id,)).rowcount
+        deleted = 0
+        while True:   # in chunks: every page a delete changes goes through the WAL
+            with _transaction(connection):
+                count = connection.execute(
+                    "DELETE FROM entries WHERE seq IN (SELECT seq FROM entries WHERE "
+                    "first_seg < ? LIMIT ?)", (segment_id, PRUNE_CHUNK)).rowcount
+            deleted += count
+            if count:
+                self.keep_small()
+            if count < PRUNE_CHUNK:
+                return deleted
+
+    def keep_small(self) -> None:
+        """Give free pages back to the disk (up to VACUUM_PAGES at a time: each page moved is
+        written to the WAL) and cut a WAL grown past WAL_SIZE_LIMIT: both count in the
+        storage limit, and the segment writer evicts for them."""
+        connection = self._connection()
+        if connection.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+            # executescript steps the pragma to its end; execute() frees one page per call
+            connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+        try:
+            wal = os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return
+        if wal > WAL_SIZE_LIMIT:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def set_meta(self, key: str, value: str) -> None:
         connection = self._connection()

@@ -75,6 +75,13 @@ class StoreWriteError(StoreError):
 
 # Errors that freeing space can cure; any other write error starts a new segment instead.
 _SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT)
+# How often the writer measures the rest of the storage directory (the index grows beside it).
+OTHER_BYTES_EVERY_S = 0.02
+# How long an eviction for the index waits for the dissection to prune (unless it grows).
+PRUNE_WAIT_S = 0.5
+# Segments the limit holds with their index rows at least (the rotation size shrinks to that).
+SEGMENTS_IN_LIMIT = 4
+MIN_ROTATION_SIZE = 64 * 1024
 # Segments evicted for one failed write at most: when the space is held by something else
 # (a reader's open descriptor, another program), the store is not emptied in one go.
 EVICT_PER_WRITE_ERROR = 2
@@ -94,6 +101,8 @@ class StoreStats(msgspec.Struct):
     damaged_segments: int = 0   # removed at open because their pcap header was damaged
     write_errors: int = 0       # writes the disk refused (ENOSPC, EIO, ...) since open
     evicted_for_space: int = 0  # segments evicted because the disk was full (not the limit)
+    other_bytes: int = 0        # the rest of the storage dir (index, WAL, temp files), as last measured
+    evicted_for_other: int = 0  # segments evicted to make room for those (within evicted_segments)
     last_write_error: str = ""  # one line: the path and the reason
     last_write_error_ts: float | None = None   # epoch seconds of that error
 
@@ -254,6 +263,11 @@ class SegmentWriter:
         self._repaired: list[str] = []
         self._write_errors = 0
         self._evicted_for_space = 0
+        self._evicted_for_other = 0
+        self._other = 0                     # bytes under the directory besides the segments
+        self._other_at = float("-inf")      # time.monotonic() of that measure
+        self._other_when_evicted = -1       # _other when segments were last evicted for it
+        self._other_evicted_at = float("-inf")
         self._last_write_error = ""
         self._last_write_error_ts: float | None = None
         self._lock = threading.Lock()
@@ -364,7 +378,10 @@ class SegmentWriter:
             while index < count:
                 new = self._fd is None or linktype != self._linktype
                 used = HEADER_SIZE if new else self._segments[-1].size
-                parts, stop, size = self._pack(packets, index, self._segment_size - used)
+                room = self._rotation_size()
+                if new:     # whatever the rotation size, one packet always fits a new segment
+                    room = max(room, HEADER_SIZE + RECORD_HEADER_SIZE + self._snaplen)
+                parts, stop, size = self._pack(packets, index, room - used)
                 if stop == index:
                     if new:    # cannot happen: snaplen <= MAX_SNAPLEN < a segment's room
                         raise StoreError(f"packet {index} does not fit in an empty segment "
@@ -381,6 +398,8 @@ class SegmentWriter:
                         f"{count - 1} of the batch were not stored") from None
                 try:
                     self._evict_until(size + (HEADER_SIZE if new else 0))
+                    if not new and self._fd is None:
+                        continue     # the current segment went too: pack again for a new one
                     if new:
                         self._start_segment(linktype, packets[index][0])
                     self._write(blob, size, stop - index)
@@ -423,22 +442,69 @@ class SegmentWriter:
         return parts, len(packets), size
 
     def _evict_until(self, incoming: int) -> None:
-        """Delete the oldest finished segments until `incoming` more bytes fit the limit."""
+        """Delete the oldest segments until `incoming` more bytes fit the limit beside
+        everything else under the storage directory (the index and its WAL, temp files:
+        measured at most every OTHER_BYTES_EVERY_S). For those the current segment goes too
+        when it must (it is finished first; the next write starts a new one)."""
         while self._total + incoming > self._limit:
             if not self._segments or (self._fd is not None and len(self._segments) == 1):
                 raise StoreError(
                     f"cannot keep {format_size(self._limit)}: {incoming} bytes do not fit "
                     f"beside the current segment of {self._total} bytes")
-            oldest = self._segments[0]
-            try:
-                oldest.path.unlink()
-            except FileNotFoundError:
-                pass  # removed behind our back: its bytes are gone all the same
-            except OSError as exc:
-                raise StoreError(f"cannot evict segment {oldest.path}: {exc.strerror}") from None
-            self._segments.popleft()
-            self._total -= oldest.size
-            self._evicted += 1
+            self._evict_oldest()
+        self._refresh_other()
+        # After an eviction for them, the index shrinks only once the dissection pruned its
+        # rows: until then (or until it grows further) its old size must not evict again.
+        if self._other <= self._other_when_evicted and \
+                time.monotonic() - self._other_evicted_at < PRUNE_WAIT_S:
+            return
+        evicted = False
+        while self._segments and self._total + self._other + incoming > self._limit:
+            if len(self._segments) == 1 and self._fd is not None:
+                if self._segments[0].size <= HEADER_SIZE:
+                    break          # nothing to give: the index shrinks once its rows are pruned
+                self._finish_current()
+            self._evict_oldest()
+            self._evicted_for_other += 1
+            evicted = True
+        if evicted:
+            self._other_when_evicted = self._other
+            self._other_evicted_at = time.monotonic()
+
+    def _evict_oldest(self) -> None:
+        oldest = self._segments[0]
+        try:
+            oldest.path.unlink()
+        except FileNotFoundError:
+            pass  # removed behind our back: its bytes are gone all the same
+        except OSError as exc:
+            raise StoreError(f"cannot evict segment {oldest.path}: {exc.strerror}") from None
+        self._segments.popleft()
+        self._total -= oldest.size
+        self._evicted += 1
+
+    def _rotation_size(self) -> int:
+        """The segment size, smaller when the index outweighs the packets (many small
+        exchanges: DNS): eviction frees whole segments, so the limit must hold several of
+        them with their index rows, at least SEGMENTS_IN_LIMIT."""
+        if self._other <= 0 or self._total <= HEADER_SIZE * len(self._segments):
+            return self._segment_size
+        weight = 1 + min(64.0, self._other / self._total)   # bytes on disk per segment byte
+        fitting = int(self._limit / (SEGMENTS_IN_LIMIT * weight))
+        return max(MIN_ROTATION_SIZE, min(self._segment_size, fitting))
+
+    def _refresh_other(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._other_at >= OTHER_BYTES_EVERY_S:
+            self._other = _other_bytes(self.directory, self._pcap_dir)
+            self._other_at = now
+
+    def enforce(self) -> None:
+        """Evict for what grew beside the segments since the last write (the index, as the
+        dissection catches up): the capture loop calls this between batches."""
+        with self._lock:
+            if self._lock_fd >= 0 and time.monotonic() - self._other_at >= OTHER_BYTES_EVERY_S:
+                self._evict_until(0)
 
     def _start_segment(self, linktype: int, first_ts_ns: int) -> None:
         self._finish_current()
@@ -500,16 +566,10 @@ class SegmentWriter:
             self._finish_current()
         if not self._segments:
             return False
-        oldest = self._segments[0]
         try:
-            oldest.path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError:
+            self._evict_oldest()
+        except StoreError:
             return False
-        self._segments.popleft()
-        self._total -= oldest.size
-        self._evicted += 1
         self._evicted_for_space += 1
         return True
 
@@ -552,6 +612,7 @@ class SegmentWriter:
                 evicted_segments=self._evicted, repaired=list(self._repaired),
                 segment_size=self._segment_size, damaged_segments=self._damaged,
                 write_errors=self._write_errors, evicted_for_space=self._evicted_for_space,
+                other_bytes=self._other, evicted_for_other=self._evicted_for_other,
                 last_write_error=self._last_write_error,
                 last_write_error_ts=self._last_write_error_ts)
 
@@ -567,6 +628,32 @@ class SegmentWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _other_bytes(directory: Path, pcap_dir: Path) -> int:
+    """What `du -sb` counts under the storage directory besides the segments: the index, its
+    WAL and shared memory, temp files, the directories themselves."""
+    try:
+        total = os.lstat(directory).st_size
+    except FileNotFoundError:
+        return 0
+    pending = [str(directory)]
+    while pending:
+        path = pending.pop()
+        try:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                            total += entry.stat(follow_symlinks=False).st_size
+                        elif path != str(pcap_dir) or not _SEGMENT_NAME.match(entry.name):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+    return total
 
 
 def _write_all(fd: int, data: bytes) -> None:
