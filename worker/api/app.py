@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 
 from shark.auth import LOOPBACK_HOSTS, Policy, protect
 from shark.units import UnitError, parse_duration, parse_size
+from worker.api.export import Span, collect_spans, span_packets
 from worker.api.health import health_handler
 from worker.api.runtime import WorkerRuntime
 from worker.detail import entry_packets, load_detail
@@ -38,6 +39,7 @@ DEFAULT_LIMIT = 100
 PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
 SSE_PING_S = 15
 SUBSCRIBER_QUEUE = 1000
+REPLAY_PAGE = 500      # index rows read at a time when /stream replays from a Last-Event-ID
 
 
 QUERY_PARAMS = ("q", "since", "until", "limit")
@@ -172,22 +174,6 @@ def _all_packets(runtime: WorkerRuntime, since: float | None, until: float | Non
             continue
 
 
-def _matching_packets(runtime: WorkerRuntime, rows: list[IndexRow]) -> Iterator[tuple[int, int, bytes, int]]:
-    """The packets of the matching entries' streams, in store order, each packet once."""
-    seen: set[tuple[int, int]] = set()
-    rows = sorted(rows, key=lambda r: (r.first_seg, r.first_off))
-    for row in rows:
-        try:
-            for packet in entry_packets(runtime.options.storage_dir, row):
-                key = (packet[1], hash(packet[2]))
-                if key in seen:
-                    continue
-                seen.add(key)
-                yield packet
-        except SegmentEvicted:
-            continue
-
-
 def create_app(runtime: WorkerRuntime) -> Litestar:
     options = runtime.options
 
@@ -207,6 +193,13 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
                 if len(rows) >= limit:
                     break
         return rows
+
+    def _collect_spans(query, since: float | None, until: float | None, limit: int) -> list[Span]:  # type: ignore[no-untyped-def]
+        stored = list_segments(options.storage_dir)
+        oldest = stored[0].id if stored else 0
+        predicate = row_predicate(query)
+        return collect_spans(runtime.index.query(since, until),
+                             lambda row: row.first_seg >= oldest and predicate(row), limit)
 
     @get(f"{API}/entries")
     async def entries(request: Request) -> Stream:
@@ -248,8 +241,8 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
             packets = _all_packets(runtime, since, until)
         else:
             limit = _limit_param(params) if "limit" in params else MAX_LIMIT
-            rows = await anyio.to_thread.run_sync(_collect, query, since, until, limit)
-            packets = _matching_packets(runtime, rows)
+            spans = await anyio.to_thread.run_sync(_collect_spans, query, since, until, limit)
+            packets = span_packets(options.storage_dir, spans)
         return Stream(_pcap_chunks(packets, options.snaplen), media_type=PCAP_MEDIA_TYPE,
                       headers={"Content-Disposition": f'attachment; filename="{options.node}.pcap"'})
 
@@ -488,14 +481,24 @@ async def _events(runtime: WorkerRuntime, predicate, last_id: tuple[str | None, 
         yield ServerSentEvent(data=msgspec.json.encode(hello).decode(), event="hello")
         newest = head     # what is streamed is what was indexed after `after`, or after head
         if after is not None:
-            missed = await anyio.to_thread.run_sync(runtime.index.newer_than, after)
-            for row in missed:
-                if predicate(row):
-                    yield ServerSentEvent(data=row.entry_json.decode(), event="entry", id=str(row.seq))
-            if missed:
-                newest = max(newest, missed[-1].seq)
+            # A page at a time: a resume from seq 0 on a large index never holds it all.
+            first_missed = None
+            cursor = after
+            while True:
+                page = await anyio.to_thread.run_sync(runtime.index.newer_than, cursor, REPLAY_PAGE)
+                if not page:
+                    break
+                if first_missed is None:
+                    first_missed = page[0].seq
+                for row in page:
+                    if predicate(row):
+                        yield ServerSentEvent(data=row.entry_json.decode(), event="entry", id=str(row.seq))
+                cursor = page[-1].seq
+                newest = max(newest, cursor)
+                if len(page) < REPLAY_PAGE:
+                    break
             # seqs are contiguous: a gap after `after` is what eviction took (of any query)
-            evicted = max(0, (missed[0].seq if missed else head + 1) - after - 1)
+            evicted = max(0, (first_missed if first_missed is not None else head + 1) - after - 1)
             yield ServerSentEvent(data=msgspec.json.encode({"seq": newest, "evicted": evicted}).decode(),
                                   event="live")
         while True:
