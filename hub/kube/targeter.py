@@ -41,6 +41,7 @@ import httpx
 from hub.kube import objects
 from hub.kube.resolver import Identity, Resolver
 from hub.workers import WorkerClient, WorkerPool, api_base, describe
+from shark.regex import RegexError, compile_linear
 
 log = logging.getLogger("shark.hub.kube")
 
@@ -54,11 +55,12 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class TargetSpec:
-    regex: str | None = None              # matched anywhere in the pod name (re.search); None: every pod
+    regex: str | None = None              # matched anywhere in the pod name (RE2 search); None: every pod
     namespaces: tuple[str, ...] = ()      # empty: every namespace
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_compiled", re.compile(self.regex) if self.regex is not None else None)
+        # RE2: the regex runs on the hub's event loop for every pod event; linear time
+        object.__setattr__(self, "_compiled", compile_linear(self.regex) if self.regex is not None else None)
 
     def matches(self, namespace: str, name: str) -> bool:
         if self.namespaces and namespace not in self.namespaces:
@@ -76,10 +78,10 @@ class TargetSpec:
             raise SpecError(f"regex: expected a string (a pod-name regex) or null, got {type(regex).__name__}")
         if regex is not None:
             try:
-                re.compile(regex)
-            except re.error as error:
-                where = f" at position {error.pos}" if error.pos is not None else ""
-                raise SpecError(f"regex: {regex!r} is not a valid regular expression: {error.msg}{where}") from None
+                compile_linear(regex)
+            except RegexError as error:
+                raise SpecError(f"regex: {regex!r} is not a valid regular expression: {error.message} "
+                                f"at position {error.position}") from None
         if namespaces is None:
             namespaces = []
         if not isinstance(namespaces, (list, tuple)):

@@ -7,8 +7,10 @@
 // random ones and requires the same answers. The lists of fields, protocols and helpers come
 // from shark.kfl at load time (__kfl.configure), so they cannot drift.
 //
-// Regexes are Python `re` syntax in KFL; here they run as JavaScript RegExp after the usual
-// Python forms are translated: leading (?aiLmsu) flags, (?P<name>...), (?P=name), \A, \Z.
+// Regexes are RE2 syntax in KFL (shark/regex.py: linear time); here they run as JavaScript
+// RegExp after the usual Python forms are translated: leading (?aiLmsu) flags, (?P<name>...),
+// \A, \Z. What RE2 refuses (backreferences, lookaround, possessive) is refused here the same
+// way; JavaScript's RegExp still backtracks, bounded by the script's time limit.
 var __kfl = (function () {
   "use strict";
   var FIELDS = [], PROTOCOLS = [], HELPERS = {};
@@ -303,7 +305,53 @@ var __kfl = (function () {
     return parseInt(text, 10);
   }
 
+  // What RE2 refuses for running in linear time (shark/regex.py's unsupported(), the same scan
+  // and messages): scripts refuse the queries the workers refuse, at the same columns.
+  var RE2_WHY = "RE2 runs in linear time and has no backreferences or lookaround";
+  var RE2_GROUPS = [["(?<=", "lookbehind (?<=...)"], ["(?<!", "negative lookbehind (?<!...)"],
+    ["(?P=", "a named backreference (?P=name)"], ["(?=", "lookahead (?=...)"],
+    ["(?!", "negative lookahead (?!...)"], ["(?>", "an atomic group (?>...)"]];
+
+  function unsupported(source) {
+    var index = 0, inSet = false, previous = "", quantifiers = "*+?}";
+    while (index < source.length) {
+      var ch = source.charAt(index);
+      if (ch === "\\") {
+        var following = source.charAt(index + 1);
+        if (!inSet && following !== "" && "123456789".indexOf(following) >= 0)
+          return ["a backreference \\" + following + " is not supported (" + RE2_WHY + ")", index];
+        previous = "\\";
+        index += 2;
+        continue;
+      }
+      if (inSet) {
+        inSet = ch !== "]";
+        index += 1;
+        continue;
+      }
+      if (ch === "[") {
+        inSet = true;
+        index += 1 + (source.charAt(index + 1) === "]" ? 1 : 0) + (source.substr(index + 1, 2) === "^]" ? 1 : 0);
+        previous = "]";
+        continue;
+      }
+      if (ch === "(") {
+        for (var g = 0; g < RE2_GROUPS.length; g++) {
+          if (source.substr(index, RE2_GROUPS[g][0].length) === RE2_GROUPS[g][0])
+            return [RE2_GROUPS[g][1] + " is not supported (" + RE2_WHY + ")", index];
+        }
+      }
+      if (ch === "+" && previous !== "" && quantifiers.indexOf(previous) >= 0)
+        return ["a possessive quantifier " + previous + "+ is not supported (" + RE2_WHY + ")", index - 1];
+      previous = (previous !== "" && quantifiers.indexOf(previous) >= 0 && ch === "?") ? "" : ch;
+      index += 1;
+    }
+    return null;
+  }
+
   function Regex(source, column, prefix) {
+    var refused = unsupported(source);
+    if (refused !== null) throw new KflError("invalid regex: " + refused[0], column + prefix + refused[1]);
     var flags = "", body = source, m = /^\(\?([aiLmsux]+)\)/.exec(source);
     if (m) {
       if (m[1].indexOf("x") >= 0) throw new KflError("invalid regex: the verbose flag (?x) is not supported in scripts", column + prefix);

@@ -14,13 +14,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 import typing
-import warnings
 from typing import Any
 
 import lark
 
 from shark.kfl.errors import KflError
 from shark.kfl.parser import KEYWORDS
+from shark.regex import RegexError, compile_linear
 from shark.model import Entry, Protocol
 
 Getter = Callable[[dict[str, Any]], Any]
@@ -45,12 +45,12 @@ class Regex:
     __slots__ = ("source", "search", "fullmatch", "match", "_end")
 
     def __init__(self, source: str) -> None:
-        flags = re.match(r"\(\?[aiLmsux]+\)", source)
+        # RE2 (shark/regex.py): linear time whatever the pattern and the text; a query runs
+        # on every entry, in the dissection thread for live subscribers.
+        flags = re.match(r"\(\?[imsU]+\)", source)
         head = flags.group(0) if flags else ""
-        with warnings.catch_warnings():   # "possible nested set" and the like: still valid
-            warnings.simplefilter("ignore", FutureWarning)
-            compiled = re.compile(source)
-            end = re.compile(f"{head}(?:{source[len(head):]})\\Z")
+        compiled = compile_linear(source)
+        end = compile_linear(f"{head}(?:{source[len(head):]})\\z")
         self.source = source
         self.search = compiled.search
         self.fullmatch = compiled.fullmatch
@@ -586,10 +586,9 @@ def _regex(token: lark.Token) -> Regex:
 def _compile_regex(source: str, column: int, prefix: int) -> Regex:
     try:
         return Regex(source)
-    except re.error as error:
-        position = error.pos if isinstance(error.pos, int) else 0
-        raise KflError(f"invalid regex: {error.msg}", column + prefix + position) from None
-    except (RecursionError, OverflowError, ValueError, MemoryError):
+    except RegexError as error:
+        raise KflError(f"invalid regex: {error.message}", column + prefix + error.position) from None
+    except (RecursionError, OverflowError, MemoryError):
         raise KflError("invalid regex: too complex", column) from None
 
 

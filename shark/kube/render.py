@@ -21,6 +21,7 @@ import yaml
 
 from shark import __version__
 from shark.auth import host_name
+from shark.regex import RegexError, compile_linear
 from shark.kube.resources import APPLY_ORDER, DEFAULT_RELEASE_NAMESPACE, HUB, MANAGED_BY, MANAGER, WORKER
 from shark.redaction import Redaction
 from shark.units import UnitError, parse_size
@@ -98,11 +99,10 @@ class DeployOptions:
             raise OptionError(str(error)) from None
         if self.pod_regex is not None:
             try:
-                re.compile(self.pod_regex)
-            except re.error as error:
-                at = f" at position {error.pos}" if error.pos is not None else ""
-                raise OptionError(f"POD_REGEX: {self.pod_regex!r} is not a regular expression: {error.msg}{at}") \
-                    from None
+                compile_linear(self.pod_regex)   # as the hub will run it (RE2)
+            except RegexError as error:
+                raise OptionError(f"POD_REGEX: {self.pod_regex!r} is not a regular expression: {error.message} "
+                                  f"at position {error.position}") from None
 
 
 def toleration(spec: str) -> dict[str, str]:

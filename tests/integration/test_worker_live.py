@@ -208,6 +208,10 @@ def test_bad_queries_are_400_with_the_column(worker):
         assert response.json() == {
             "error": "bad request", "column": 10,
             "detail": "q: column 10: expected a value after '==', got end of query"}
+    # a pattern RE2 cannot run in linear time: 400 with its column, never a frozen worker
+    refused = worker.get("/entries", params={"q": 'request.path.matches("x(?=y)")'})
+    assert refused.status_code == 400 and refused.json()["column"] == 24
+    assert "lookahead (?=...) is not supported" in refused.json()["detail"]
     valid = worker.get("/query/validate", params={"q": 'http and request.path.startsWith("/api")'})
     assert valid.status_code == 200 and valid.json() == {"valid": True, "error": None, "column": None}
     invalid = worker.get("/query/validate", params={"q": "http and (status == 500"}).json()
