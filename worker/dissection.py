@@ -22,9 +22,20 @@ from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import IndexRow
 
 EXPIRE_EVERY_NS = 1_000_000_000
+# How a dissector notes what a per-session cap cut: "cut: <what>: <detail>" (counted by what).
+CUT = "cut: "
 
 # (ref, linktype, ts_ns, data, wirelen): a stored packet as the store's readers yield it.
 StoredPacket = tuple[PacketRef, int, int, bytes, int]
+
+
+def count_cuts(counts: dict[str, int], notes: Iterable[str]) -> None:
+    """Add the caps an exchange's notes say were reached ("...cut: what: detail")."""
+    for note in notes:
+        at = note.find(CUT)
+        if at >= 0:
+            what = note[at + len(CUT):].partition(":")[0]
+            counts[what] = counts.get(what, 0) + 1
 
 
 def _endpoint(ip: str, port: int, identities: NameTable | None) -> Endpoint:
@@ -80,6 +91,7 @@ class Dissection:
         self.last_ts = 0
         self.packets = 0
         self.not_tcp_udp = 0
+        self.cut: dict[str, int] = {}   # per-session caps reached, by what (notes "cut: what: ...")
 
     @property
     def assembler_stats(self) -> dict:
@@ -161,6 +173,7 @@ class Dissection:
         pending, self._pending = self._pending, []
         rows: list[IndexRow] = []
         for flow, exchange, client_seq, server_seq, tls in pending:
+            count_cuts(self.cut, exchange.notes)
             seq = self._next_seq
             self._next_seq += 1
             entry = entry_from_exchange(seq, self._node, flow, exchange, self._names, self._identities)

@@ -51,6 +51,7 @@ class DissectionStats(msgspec.Struct):
     shed_bytes: int = 0
     discontinuities: int = 0
     unindexed_evicted: int = 0    # entries streamed live but not indexed: their packets were evicted
+    cut: dict[str, int] = msgspec.field(default_factory=dict)   # entries a per-session cap cut, by cap
     errors: int = 0
     last_error: str = ""
     caught_up: bool = False       # everything stored so far has been dissected
@@ -146,6 +147,8 @@ class Pipeline:
 
     def _flush(self, cursor: PacketRef | None) -> None:
         rows = self._dissection.take_rows()
+        if self._dissection.cut:
+            self.stats.cut = dict(self._dissection.cut)
         kept = rows
         if rows:
             # Rows of a segment evicted while the tail read it would be pruned at once: they

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from hpack import Decoder
+from hpack.exceptions import InvalidTableSizeError
 from hpack.hpack import decode_integer
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
@@ -61,6 +62,14 @@ CLOSED_MEMORY = 1024
 MAX_SIZES = 100                  # gRPC message sizes listed per direction
 SUMMARY_LIMIT = 256
 HEADER_LIST_LIMIT = 1 << 20
+# Per-session byte caps: memory per flow stays bounded whatever a peer (or a forged capture)
+# sends, across up to the assembler's 65,536 flows. What is cut is noted in the entry as
+# "cut: <what>: ..." and counted in /status (dissection.cut).
+HEADER_BLOCK_LIMIT = 256 * 1024   # HEADERS + CONTINUATION kept for one block (4x the 64 KiB
+                                  # header lists common servers accept)
+HPACK_TABLE_LIMIT = 64 * 1024     # HPACK dynamic table per direction (16x the 4 KiB default;
+                                  # the protocol allows up to 4 GiB, hpack's own cap is 16 MiB)
+FRAME_LIMIT = 1 << 20             # one frame buffered whole; SETTINGS may allow up to 16 MiB
 
 # Flags each frame type defines; a frame with others set is not taken as a frame start when
 # looking for one (detection, resync), though a synced reader ignores unknown flags.
@@ -381,7 +390,7 @@ class _Reader:
     @staticmethod
     def _new_decoder() -> Decoder:
         decoder = Decoder()
-        decoder.max_allowed_table_size = 1 << 24   # passive: whatever the peers agreed
+        decoder.max_allowed_table_size = HPACK_TABLE_LIMIT
         decoder.max_header_list_size = HEADER_LIST_LIMIT
         return decoder
 
@@ -419,6 +428,10 @@ class _Reader:
                 if n - pos < 9:
                     break
                 length = work[pos] << 16 | work[pos + 1] << 8 | work[pos + 2]
+                if FRAME_LIMIT < length <= self.max_frame:
+                    self._lost(base + pos, f"cut: http2 frame: a frame of {length} bytes is "
+                                           f"over the {FRAME_LIMIT >> 20} MiB kept per direction")
+                    continue
                 if not _plausible(work, pos, self.max_frame, False):
                     self._lost(base + pos, "malformed frame header")
                     continue
@@ -523,8 +536,11 @@ class _Reader:
         block = self.block
         if block is not None:
             if ftype == CONTINUATION and sid == block[1]:
-                block[2].append(bytes(work[p:end]))
                 block[6] += size
+                if block[2] is not None:
+                    block[2].append(bytes(work[p:end]))
+                    if block[6] > HEADER_BLOCK_LIMIT:
+                        block[2] = None    # cut: the rest of the block is counted, not kept
                 if flags & END_HEADERS:
                     self.block = None
                     self._headers_done(block, start + size - 1)
@@ -566,8 +582,8 @@ class _Reader:
                 s._malformed_frame(self.is_client, sid, start, size, "malformed: header frame")
                 return
             _, ts, ref = self._where(start)
-            block = [ftype, sid, [bytes(work[p:end])], start, ts, ref, size,
-                     ftype == HEADERS and bool(flags & END_STREAM), promised]
+            block = [ftype, sid, [bytes(work[p:end])] if size <= HEADER_BLOCK_LIMIT else None,
+                     start, ts, ref, size, ftype == HEADERS and bool(flags & END_STREAM), promised]
             if flags & END_HEADERS:
                 self._headers_done(block, start + size - 1)
             else:
@@ -589,15 +605,33 @@ class _Reader:
         # PRIORITY, PING, GOAWAY, WINDOW_UPDATE and extension frames carry nothing we show.
 
     def _headers_done(self, block: list[Any], last: int) -> None:
-        data = b"".join(block[2])
         pairs: list[tuple[bytes, bytes]] | None
+        if block[2] is None:
+            # Over HEADER_BLOCK_LIMIT: not decoded, and the HPACK state it would have
+            # changed is unknown from here on.
+            side = "request" if self.is_client else "response"
+            self.decoder = self._new_decoder()
+            self.known = False
+            self.why_unknown = "a header block over the size kept"
+            _, end_ts, end_ref = self._where(last)
+            self.s._header_block(
+                self.is_client, block[0], block[1], None, block[3], block[4], block[5], block[6],
+                block[7], block[8], last,
+                f"cut: http2 header block: the {side} header block of {block[6]} bytes is over "
+                f"the {HEADER_BLOCK_LIMIT >> 10} KiB kept; its headers are not decoded",
+                (end_ts, end_ref))
+            return
+        data = b"".join(block[2])
         note = ""
         try:
             pairs = self.decoder.decode(data, raw=True)
         except Exception as exc:   # hpack raises a zoo of errors on unknown state or garbage
             pairs, skipped = _self_contained(data)
             side = "request" if self.is_client else "response"
-            if self.known:
+            if isinstance(exc, InvalidTableSizeError):
+                note = (f"cut: hpack table: the {side} side set an HPACK table over the "
+                        f"{HPACK_TABLE_LIMIT >> 10} KiB kept; its headers are not decoded")
+            elif self.known:
                 note = (f"malformed: {side} header block could not be decoded "
                         f"({type(exc).__name__})")
             elif pairs:

@@ -1,0 +1,83 @@
+"""Per-session byte caps in the HTTP/2 dissector: a header block, the HPACK table and one frame
+stay within their caps whatever the peer sends; what was cut is noted in the entry and counted."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+from hpack import Encoder
+
+from test_http2 import C2S, S2C, Conv, frame, preface
+from worker.dissection import count_cuts
+from worker.dissectors.http2 import FRAME_LIMIT, HEADER_BLOCK_LIMIT
+
+HEADERS, CONTINUATION, DATA, SETTINGS = 1, 9, 0, 4
+END_STREAM, END_HEADERS = 1, 4
+
+
+def request_block(path: str = "/") -> bytes:
+    return Encoder().encode([(":method", "GET"), (":path", path), (":scheme", "http"),
+                             (":authority", "shop")])
+
+
+def response(sid: int) -> bytes:
+    return frame(HEADERS, END_HEADERS | END_STREAM, sid, Encoder().encode([(":status", "200")]))
+
+
+def notes_of(exchanges) -> list[str]:
+    return [note for exchange in exchanges for note in exchange.notes]
+
+
+def test_a_continuation_flood_is_cut_at_the_header_block_cap():
+    conv = Conv().feed(preface())
+    conv.send(C2S, frame(HEADERS, END_STREAM, 1, request_block()))
+    fragment = b"\x00" * 16384
+    tracemalloc.start()
+    try:
+        for _ in range(400):                                  # 6.5 MB of CONTINUATION
+            conv.send(C2S, frame(CONTINUATION, 0, 1, fragment))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * HEADER_BLOCK_LIMIT, peak               # kept: the cap, not the flood
+    conv.send(C2S, frame(CONTINUATION, END_HEADERS, 1, fragment))
+    conv.send(S2C, response(1))
+    exchanges = conv.close()
+    notes = notes_of(exchanges)
+    assert any(note.startswith("cut: http2 header block: the request header block of "
+                               f"{9 + len(request_block()) + 401 * (9 + 16384)} bytes is over "
+                               "the 256 KiB kept; its headers are not decoded") for note in notes), notes
+    counts: dict[str, int] = {}
+    count_cuts(counts, notes)
+    assert counts == {"http2 header block": 1}
+
+
+def test_an_hpack_table_over_the_cap_is_cut_and_noted():
+    conv = Conv().feed(preface())
+    encoder = Encoder()
+    encoder.header_table_size = 1 << 20       # the block starts with a table size update to 1 MiB
+    conv.send(C2S, frame(HEADERS, END_HEADERS | END_STREAM, 1, encoder.encode(
+        [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "shop")])))
+    conv.send(S2C, response(1))
+    notes = notes_of(conv.close())
+    assert any(note.startswith("cut: hpack table: the request side set an HPACK table over the "
+                               "64 KiB kept") for note in notes), notes
+
+
+def test_a_frame_over_the_buffer_cap_is_cut_without_being_buffered():
+    conv = Conv()
+    # the server allows frames up to 16 MiB - 1 (SETTINGS_MAX_FRAME_SIZE)
+    conv.send(C2S, preface()[0][1])
+    conv.send(S2C, frame(SETTINGS, 0, 0, (5).to_bytes(2, "big") + ((1 << 24) - 1).to_bytes(4, "big")))
+    conv.send(C2S, frame(HEADERS, END_HEADERS, 1, request_block("/upload")))
+    big = 2 * FRAME_LIMIT
+    conv.send(C2S, big.to_bytes(3, "big") + bytes([DATA, END_STREAM]) + (1).to_bytes(4, "big"))
+    for _ in range(big // 65536):
+        conv.send(C2S, b"\x00" * 65536)
+        assert len(conv.session.requests.buf) < FRAME_LIMIT
+    conv.send(S2C, response(1))
+    exchanges = conv.close()
+    notes = notes_of(exchanges)
+    assert any("cut: http2 frame: a frame of 2097152 bytes is over the 1 MiB kept per direction"
+               in note for note in notes), notes
+    assert exchanges[0].request["path"] == "/upload" and not exchanges[0].complete
