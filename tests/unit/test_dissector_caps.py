@@ -81,3 +81,31 @@ def test_a_frame_over_the_buffer_cap_is_cut_without_being_buffered():
     assert any("cut: http2 frame: a frame of 2097152 bytes is over the 1 MiB kept per direction"
                in note for note in notes), notes
     assert exchanges[0].request["path"] == "/upload" and not exchanges[0].complete
+
+
+def test_redis_pending_commands_are_capped_and_later_replies_still_pair():
+    from test_redis import Conv as RedisConv, cmd
+    from worker.dissectors.redis import MAX_PENDING
+    conv = RedisConv()
+    total = MAX_PENDING + 500                 # redis-cli --pipe: every command before any reply
+    conv.c(b"".join(cmd("SET", f"k{n}", str(n)) for n in range(total)))
+    assert len(conv.session.pending) == MAX_PENDING
+    cut = [ex for ex in conv.out if ex.notes]
+    assert len(cut) == 500 and all(not ex.complete for ex in cut)
+    assert cut[0].notes == [f"cut: redis pending: over {MAX_PENDING} commands awaited replies; "
+                            "this one's reply is not paired"]
+    conv.s(b"".join(b"$%d\r\n%d\r\n" % (len(str(n)), n) for n in range(total)))
+    conv.c(cmd("GET", "after"))
+    conv.s(b"$5\r\nvalue\r\n")
+    exchanges = conv.close()
+    paired = [ex for ex in exchanges if ex.response is not None]
+    # the first MAX_PENDING replies pair with their commands, the 500 of cut ones are dropped,
+    # and the command after them gets its own reply
+    assert [ex.response["value"] for ex in paired[:3]] == ["0", "1", "2"]
+    assert paired[MAX_PENDING - 1].request["arguments"][0] == f"k{MAX_PENDING - 1}"
+    assert paired[MAX_PENDING - 1].response["value"] == str(MAX_PENDING - 1)
+    assert paired[-1].request["command"] == "GET" and paired[-1].response["value"] == "value"
+    assert len(paired) == MAX_PENDING + 1
+    counts: dict[str, int] = {}
+    count_cuts(counts, notes_of(exchanges))
+    assert counts == {"redis pending": 500}

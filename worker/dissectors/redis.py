@@ -41,6 +41,10 @@ LINE_LIMIT = 64 * 1024   # a longer header/simple/inline line is not RESP
 MAX_DEPTH = 64
 MAX_COUNT = 1 << 32
 VALUE_CHARS = 100        # response.value preview
+# Commands awaiting replies kept per connection (each ~1 KB: previews only). Beyond it a
+# command is an entry at once ("cut: redis pending"), and its reply, when it comes, is counted
+# and dropped so the replies after it still pair (redis-cli --pipe sends everything first).
+MAX_PENDING = 1024
 ARG_CHARS = 64           # each request.arguments item
 ARGS_SHOWN = 4
 
@@ -708,13 +712,14 @@ def _int(line: bytes) -> int | None:
 # -- the session -------------------------------------------------------------------------
 
 class _Request:
-    __slots__ = ("msg", "fields", "reply", "confirmations", "expect")
+    __slots__ = ("msg", "fields", "reply", "confirmations", "expect", "skip_before")
 
     def __init__(self, msg: _Message, fields: dict[str, Any]) -> None:
         self.msg = msg
         self.fields = fields
         self.reply: _Message | None = None
         self.confirmations = 0
+        self.skip_before = 0          # replies of commands cut before this one: dropped first
         # Subscribe-family commands get one confirmation per channel (0: until count 0).
         self.expect = fields["args"] if fields["command"] in SUBSCRIBES.values() else 1
 
@@ -728,6 +733,7 @@ class RedisSession:
         self.requests = _Reader(self, True, body_limit)
         self.replies = _Reader(self, False, body_limit)
         self.pending: deque[_Request] = deque()
+        self.skip_tail = 0            # replies of commands cut after the last pending one
         self.subscribed = False
         self.monitoring = False       # after MONITOR: the server streams the commands it runs
         self._closed = False
@@ -770,7 +776,15 @@ class RedisSession:
             if msg.node is None:
                 return                     # cut before anything could be read
             fields = request_fields(msg.node, msg.inline)
-            self.pending.append(_Request(msg, fields))
+            request = _Request(msg, fields)
+            if len(self.pending) >= MAX_PENDING:
+                self.skip_tail += 1
+                msg.notes.append(f"cut: redis pending: over {MAX_PENDING} commands awaited "
+                                 "replies; this one's reply is not paired")
+                self._emit(request, complete=False)
+                return
+            request.skip_before, self.skip_tail = self.skip_tail, 0
+            self.pending.append(request)
             return
         node = msg.node
         if node is None:
@@ -787,6 +801,12 @@ class RedisSession:
                 self._lone(msg, kind, words)
                 return
         self._finish_subscribe()
+        if self.pending and self.pending[0].skip_before:
+            self.pending[0].skip_before -= 1       # the reply of a command that was cut
+            return
+        if not self.pending and self.skip_tail:
+            self.skip_tail -= 1
+            return
         if not self.pending:
             self._lone(msg, "monitor" if self.monitoring else None, [])
             return
@@ -824,6 +844,7 @@ class RedisSession:
             self._emit(request, complete=request.msg.complete)
 
     def _lose_replies(self, why: str) -> None:
+        self.skip_tail = 0
         while self.pending:
             request = self.pending.popleft()
             request.msg.notes.append(why)
