@@ -109,3 +109,25 @@ def test_redis_pending_commands_are_capped_and_later_replies_still_pair():
     counts: dict[str, int] = {}
     count_cuts(counts, notes_of(exchanges))
     assert counts == {"redis pending": 500}
+
+
+def test_http1_pipelining_past_the_cap_gives_the_connection_up():
+    from test_http1 import Conv as HttpConv
+    from worker.dissectors.http1 import MAX_PENDING
+    conv = HttpConv()
+    conv.c(b"".join(b"GET /%d HTTP/1.1\r\nHost: shop\r\n\r\n" % n for n in range(3)))
+    conv.s(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" * 3)
+    for n in range(3, 3 + MAX_PENDING + 50):      # never answered
+        conv.c(b"GET /%d HTTP/1.1\r\nHost: shop\r\n\r\n" % n)
+    assert len(conv.session.unanswered) == 0 and len(conv.session.pairs) == 0
+    conv.s(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")    # ignored from here on
+    exchanges = conv.close()
+    assert [ex.request["path"] for ex in exchanges[:3]] == ["/0", "/1", "/2"]
+    assert all(ex.response["status"] == 200 and ex.complete for ex in exchanges[:3])
+    cut = exchanges[3:]
+    assert len(cut) == MAX_PENDING and all(ex.response is None for ex in cut)
+    assert cut[0].notes == [f"cut: http1 pending: over {MAX_PENDING} requests awaited responses; "
+                            "the rest of this connection is not dissected"]
+    counts: dict[str, int] = {}
+    count_cuts(counts, notes_of(exchanges))
+    assert counts == {"http1 pending": MAX_PENDING}

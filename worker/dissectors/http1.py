@@ -37,6 +37,11 @@ from worker.dissectors.stream import chunk_at, in_order
 HEAD_LIMIT = 64 * 1024   # a longer header block is not HTTP (resync)
 LINE_LIMIT = 8 * 1024    # request/status line, chunk-size line, trailer line
 SUMMARY_LIMIT = 256
+# Requests awaiting their responses kept per connection (each up to HEAD_LIMIT of headers:
+# 8 MiB at most). Pipelining that deep is not seen from real clients (wrk pipelines ~16), so
+# beyond it the connection is given up: what was pending becomes entries noted
+# "cut: http1 pending", and the rest of the connection is not dissected.
+MAX_PENDING = 128
 
 METHODS = frozenset({
     b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
@@ -638,6 +643,7 @@ class HttpSession:
         self.successor: Session | None = None     # what the upgrade hook returned
         self._upgrade_hook = upgrade_hook
         self._closed = False
+        self._gave_up = False                     # over MAX_PENDING: nothing more is read
 
     @property
     def skipped_bytes(self) -> int:
@@ -647,7 +653,7 @@ class HttpSession:
                 ref: PacketRef) -> None:
         if self.successor is not None:
             self.successor.on_data(direction, data, offset, ts_ns, ref)
-        elif not self._closed:
+        elif not self._closed and not self._gave_up:
             reader = self.requests if direction == Direction.CLIENT_TO_SERVER else self.responses
             reader.feed(data, offset, ts_ns, ref)
 
@@ -678,6 +684,12 @@ class HttpSession:
 
     def _on_head(self, msg: _Message) -> bool:
         """A head was parsed; returns whether a body may follow it."""
+        if self._gave_up:
+            return False
+        if msg.is_request and len(self.unanswered) >= MAX_PENDING:
+            self._give_up(f"cut: http1 pending: over {MAX_PENDING} requests awaited responses; "
+                          "the rest of this connection is not dissected")
+            return False
         if msg.is_request:
             pair = _Pair(msg)
             msg.pair = pair
@@ -718,8 +730,24 @@ class HttpSession:
                 self._upgrade(msg, method)
         self._flush()
 
+    def _give_up(self, note: str) -> None:
+        self._gave_up = True
+        for reader in (self.requests, self.responses):
+            reader.buf = bytearray()
+        for pair in self.pairs:
+            if not (pair.req_done and pair.resp_done):
+                pair.notes.append(note)
+            for msg in (pair.req, pair.resp):
+                if msg is not None and msg.end < msg.start:    # cut mid-body
+                    msg.end, msg.end_ts, msg.end_ref, msg.complete = msg.start, msg.ts, msg.ref, False
+            pair.req_done = pair.resp_done = True
+        self.unanswered.clear()
+        self._flush()
+
     def _on_lost(self, is_request: bool, why: str, offset: int, ts: int, ref: PacketRef) -> None:
         """A whole message start was lost (gap) or unparsable (malformed) at a boundary."""
+        if self._gave_up:
+            return
         if is_request:
             pair = _Pair(None, offset, ts, ref)
             pair.notes.append({"gap": "request lost in a gap", "initial": "request not captured"}
