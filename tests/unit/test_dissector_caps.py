@@ -131,3 +131,23 @@ def test_http1_pipelining_past_the_cap_gives_the_connection_up():
     counts: dict[str, int] = {}
     count_cuts(counts, notes_of(exchanges))
     assert counts == {"http1 pending": MAX_PENDING}
+
+
+def test_mysql_commands_piling_up_past_the_cap_give_the_connection_up():
+    from test_mysql import connected, ok, query
+    from worker.dissectors.mysql import MAX_PENDING
+    conv = connected()
+    conv.c(query("SELECT 1")).s(ok())
+    conv.c(b"".join(query(f"INSERT INTO t VALUES ({n})") for n in range(MAX_PENDING + 50)))
+    assert len(conv.session.pending) == 0 and conv.session.dead
+    conv.s(ok())                                   # ignored: the connection was given up
+    exchanges = conv.close()
+    assert exchanges[1].request["query"] == "SELECT 1" and exchanges[1].complete
+    cut = exchanges[2:]
+    assert len(cut) == MAX_PENDING + 1 and all(not ex.complete for ex in cut)
+    assert cut[0].request["query"] == "INSERT INTO t VALUES (0)"
+    assert f"cut: mysql pending: over {MAX_PENDING} commands awaited responses; the rest of this " \
+           "connection is not dissected" in cut[0].notes
+    counts: dict[str, int] = {}
+    count_cuts(counts, notes_of(exchanges))
+    assert counts == {"mysql pending": MAX_PENDING + 1}

@@ -41,6 +41,11 @@ SUMMARY_LIMIT = 200
 KEEP_LIMIT = 64 * 1024
 MAX_PAYLOAD = 0xFFFFFF
 STATEMENTS_LIMIT = 4096
+# Commands awaiting responses kept per connection (each keeps up to QUERY_LIMIT characters of
+# its query). MySQL clients wait for each answer; pipelining this deep is not seen, so beyond
+# it the connection is given up: the pending commands become entries noted "cut: mysql
+# pending" and the rest of the connection is not dissected.
+MAX_PENDING = 128
 COLUMNS_LIMIT = 64
 
 CLIENT_CONNECT_WITH_DB = 0x8
@@ -541,6 +546,8 @@ class MySession:
     def _packet(self, client: bool, seq: int, body: bytes, start: int, ts: int, ref: PacketRef,
                 end: int, end_ts: int, end_ref: PacketRef, size: int, cont: bool,
                 cut: bool) -> None:
+        if self.dead:
+            return
         try:
             if client:
                 self._client(seq, body, start, ts, ref, end, cont)
@@ -577,6 +584,12 @@ class MySession:
             self._emit(cmd)
         else:
             self.pending.append(cmd)
+            if len(self.pending) > MAX_PENDING:
+                note = (f"cut: mysql pending: over {MAX_PENDING} commands awaited responses; "
+                        "the rest of this connection is not dissected")
+                for waiting in self.pending:
+                    waiting.notes.append(note)
+                self._stop()
 
     def _command(self, cmd: _Cmd, body: bytes) -> None:
         command = cmd.command
