@@ -70,3 +70,18 @@ def test_bpf_applies_to_a_replayed_file(start_worker, capture_file):
     wait_for(lambda: worker.status()["capture"]["sources"][0]["finished"], what="the replay")
     entries = wait_for(lambda: worker.entries(), what="an entry")
     assert [e["request"]["path"] for e in entries] == ["/item/2"]
+
+
+def test_a_cap_reached_is_counted_in_status_and_noted_in_the_entries(start_worker, tmp_path):
+    # one connection pipelining 200 requests that are never answered: HTTP/1's pending cap
+    requests = [b"GET /p/%d HTTP/1.1\r\nHost: shop\r\n\r\n" % n for n in range(200)]
+    path = tmp_path / "pipelined.pcap"
+    write_pcap(path, tcp_conversation([b"".join(requests)], [b""], server=("10.0.0.2", 8080),
+                                      close=None))
+    worker = start_worker("--pcap", str(path))
+    status = wait_for(lambda: (s := worker.status())["dissection"]["cut"] and s,
+                      what="the cap to be counted")
+    assert status["dissection"]["cut"] == {"http1 pending": 128}
+    entries = worker.entries(limit=1000)
+    assert len(entries) == 128
+    assert all(e["notes"][0].startswith("cut: http1 pending: over 128 requests") for e in entries)
