@@ -498,3 +498,22 @@ def test_tail_in_another_process_follows_a_writer_without_loss(tmp_path):
     assert seen == [T0 + i * 1001 for i in range(300 * 50)]
     assert len(list_segments(tmp_path)) > 1
     assert (tail.torn_tails, tail.shed_segments) == (0, 0)
+
+
+def test_the_rest_of_the_storage_dir_counts_in_the_limit_as_du_counts_it(tmp_path):
+    import subprocess
+    (tmp_path / "index.sqlite").write_bytes(b"i" * 700_000)
+    tree = tmp_path / "kernel-headers" / "include"
+    tree.mkdir(parents=True)
+    (tree / "a.h").write_bytes(b"h" * 5000)
+    limit = 4 * MIN_SEGMENT_SIZE
+    with SegmentWriter(tmp_path, limit) as writer:
+        for n in range(40):
+            writer.append(ETHERNET, make_packets(100, size=1000, start=n * 100))
+            assert disk_bytes(tmp_path) + writer.stats().other_bytes <= limit
+        stats = writer.stats()
+        du = int(subprocess.run(["du", "-sb", str(tmp_path)], capture_output=True, text=True,
+                                check=True).stdout.split()[0])
+        assert stats.other_bytes + stats.bytes == du
+        assert du <= limit
+        assert stats.evicted_for_other > 0

@@ -267,6 +267,8 @@ class SegmentWriter:
         self._other = 0                     # bytes under the directory besides the segments
         self._other_at = float("-inf")      # time.monotonic() of that measure
         self._other_when_evicted = -1       # _other when segments were last evicted for it
+        self._subtrees: dict[str, int] = {}   # sizes of subdirectories measured once
+        self._room_when_evicted = 0         # segment bytes left then: kept while held
         self._other_evicted_at = float("-inf")
         self._last_write_error = ""
         self._last_write_error_ts: float | None = None
@@ -453,13 +455,16 @@ class SegmentWriter:
                     f"beside the current segment of {self._total} bytes")
             self._evict_oldest()
         self._refresh_other()
-        # After an eviction for them, the index shrinks only once the dissection pruned its
-        # rows: until then (or until it grows further) its old size must not evict again.
-        if self._other <= self._other_when_evicted and \
-                time.monotonic() - self._other_evicted_at < PRUNE_WAIT_S:
-            return
+        room = self._limit - self._other
+        # After an eviction for them, the index shrinks only once the dissection pruned the
+        # rows of what was evicted: until then (unless it grows further) its stale size must
+        # not evict more; new bytes only replace the oldest (the segments keep their size).
+        held = self._other <= self._other_when_evicted and \
+            time.monotonic() - self._other_evicted_at < PRUNE_WAIT_S
+        if held:
+            room = max(room, self._room_when_evicted)
         evicted = False
-        while self._segments and self._total + self._other + incoming > self._limit:
+        while self._segments and self._total + incoming > room:
             if len(self._segments) == 1 and self._fd is not None:
                 if self._segments[0].size <= HEADER_SIZE:
                     break          # nothing to give: the index shrinks once its rows are pruned
@@ -467,9 +472,10 @@ class SegmentWriter:
             self._evict_oldest()
             self._evicted_for_other += 1
             evicted = True
-        if evicted:
+        if evicted and not held:
             self._other_when_evicted = self._other
             self._other_evicted_at = time.monotonic()
+            self._room_when_evicted = self._total + incoming
 
     def _evict_oldest(self) -> None:
         oldest = self._segments[0]
@@ -496,7 +502,7 @@ class SegmentWriter:
     def _refresh_other(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._other_at >= OTHER_BYTES_EVERY_S:
-            self._other = _other_bytes(self.directory, self._pcap_dir)
+            self._other = _other_bytes(self.directory, self._pcap_dir, self._subtrees)
             self._other_at = now
 
     def enforce(self) -> None:
@@ -630,24 +636,50 @@ class SegmentWriter:
         self.close()
 
 
-def _other_bytes(directory: Path, pcap_dir: Path) -> int:
+def _other_bytes(directory: Path, pcap_dir: Path, subtrees: dict[str, int]) -> int:
     """What `du -sb` counts under the storage directory besides the segments: the index, its
-    WAL and shared memory, temp files, the directories themselves."""
+    WAL and shared memory, temp files, the directories themselves. The files at the top and in
+    pcap/ are measured each time; other subdirectories (with --tls, the merged kernel headers:
+    thousands of entries written once) are measured once, into `subtrees`."""
     try:
         total = os.lstat(directory).st_size
     except FileNotFoundError:
         return 0
-    pending = [str(directory)]
-    while pending:
-        path = pending.pop()
+    for path, is_pcap in ((str(directory), False), (str(pcap_dir), True)):
         try:
             with os.scandir(path) as entries:
                 for entry in entries:
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            pending.append(entry.path)
+                            if entry.path == str(pcap_dir):
+                                total += entry.stat(follow_symlinks=False).st_size
+                            else:
+                                if entry.path not in subtrees:
+                                    subtrees[entry.path] = _tree_bytes(entry.path)
+                                total += subtrees[entry.path]
+                        elif not is_pcap or not _SEGMENT_NAME.match(entry.name):
                             total += entry.stat(follow_symlinks=False).st_size
-                        elif path != str(pcap_dir) or not _SEGMENT_NAME.match(entry.name):
+                    except FileNotFoundError:
+                        continue
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+    return total
+
+
+def _tree_bytes(path: str) -> int:
+    """du -sb of a directory: it, and everything under it, links not followed."""
+    total = 0
+    pending = [path]
+    while pending:
+        current = pending.pop()
+        try:
+            total += os.lstat(current).st_size
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        else:
                             total += entry.stat(follow_symlinks=False).st_size
                     except FileNotFoundError:
                         continue
