@@ -17,15 +17,19 @@ pytestmark = pytest.mark.root
 
 
 def test_full_disk_degrades_capture_but_never_stops_it(start_worker, http_server, tmp_path):
-    """The storage dir is a real tmpfs smaller than --storage-limit: the flood fills the disk,
-    capture goes on (the store evicts to make room), entries after the flood are indexed, and
-    /status says what the disk refused."""
+    """The storage dir is on a real 8 MiB tmpfs that another program fills: the flood meets a
+    full disk long before the limit, capture goes on (the store evicts to make room), entries
+    after the flood are indexed, and /status says what the disk refused. (A limit above the
+    filesystem's room is refused at start, worker/store/capacity.py: the disk fills from
+    elsewhere.)"""
     with small_tmpfs(tmp_path / "disk", "8m") as disk:
         worker = start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}",
-                              "--storage-limit", "32MB", storage_dir=disk)
+                              "--storage-limit", "6MB", storage_dir=disk / "store")
+        with open(disk / "filler", "wb") as filler:     # another program: ~3 MB left
+            filler.write(b"\0" * 5_000_000)
         pushed = 0
         with httpx.Client(base_url=f"http://127.0.0.1:{http_server}") as client:
-            while pushed < 30_000_000:                 # ~4x the disk
+            while pushed < 30_000_000:                 # ~10x the room left
                 pushed += len(client.get("/bytes/400000").content)
             status = wait_for(lambda: (s := worker.status())["store"]["write_errors"] and s,
                               what="the disk to refuse a write")
