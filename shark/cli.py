@@ -444,6 +444,23 @@ def status(hub_url: str, cluster: bool, kubeconfig: str | None, context: str | N
         raise SharkError(f"{failed} of {len(workers)} workers are down")
 
 
+@cli.command("mcp")
+@hub_option
+@click.option("--http", "http", is_flag=True, help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --http: the address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8898, show_default=True,
+              help="With --http: the port to listen on.")
+def mcp_command(hub_url: str, http: bool, host: str, port: int) -> None:
+    """Serve the hub's traffic to AI assistants over the Model Context Protocol (docs/MCP.md):
+    stdio by default, for a client that starts this command itself."""
+    ctx = click.get_current_context()
+    if not http and any(ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+                        for name in ("host", "port")):
+        raise click.UsageError("--host and --port need --http (stdio has no address)")
+    from shark.mcp_server import serve
+    serve(hub_url, http, host, port)
+
+
 from shark.scripts_cli import scripts as scripts_group  # noqa: E402 - a command group of its own module
 cli.add_command(scripts_group)
 from shark.kube.commands import clean, logs, open_command  # noqa: E402 - cluster commands of their own module

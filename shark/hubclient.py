@@ -5,6 +5,7 @@ SharkErrors with one-line reasons."""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -102,14 +103,27 @@ class HubClient:
         except ValueError:
             raise HubError(f"the hub's answer to {path} is not JSON", 200) from None
 
-    def entries(self, q: str = "", limit: int | None = None, since: float | None = None) -> dict[str, Any]:
-        return self._json("/entries", {"q": q, "limit": limit, "since": since})
+    def entries(self, q: str = "", limit: int | None = None, since: float | str | None = None,
+                until: float | str | None = None) -> dict[str, Any]:
+        return self._json("/entries", {"q": q, "limit": limit, "since": since, "until": until})
+
+    def entry(self, entry_id: str) -> dict[str, Any]:
+        """One entry in full (bodies included), from the worker that owns it."""
+        return self._json(f"/entries/{quote(entry_id, safe=':')}")
+
+    def servicemap(self, q: str = "", limit: int | None = None, since: float | str | None = None,
+                   until: float | str | None = None) -> dict[str, Any]:
+        return self._json("/servicemap", {"q": q, "limit": limit, "since": since, "until": until})
+
+    def validate(self, q: str) -> dict[str, Any]:
+        return self._json("/query/validate", {"q": q})
 
     def status(self) -> dict[str, Any]:
         return self._json("/status")
 
-    def har(self, q: str = "") -> dict[str, Any]:
-        return self._json("/har", {"q": q})
+    def har(self, q: str = "", since: float | str | None = None, until: float | str | None = None,
+            limit: int | None = None) -> dict[str, Any]:
+        return self._json("/har", {"q": q, "since": since, "until": until, "limit": limit})
 
     def stream(self, q: str = "") -> Iterator[tuple[str, Any]]:
         """SSE events from /stream as (event, decoded data); runs until the hub closes it."""
@@ -117,11 +131,12 @@ class HubClient:
         with self._open("/stream", {"q": q}, timeout=timeout) as response:
             yield from sse_events(response)
 
-    def pcap(self, out: BinaryIO, q: str = "", since: float | None = None,
-             progress: Callable[[int], None] | None = None) -> tuple[int, str | None]:
+    def pcap(self, out: BinaryIO, q: str = "", since: float | str | None = None,
+             progress: Callable[[int], None] | None = None,
+             until: float | str | None = None) -> tuple[int, str | None]:
         """Stream the merged pcap into `out`; returns (bytes written, workers that failed)."""
         total = 0
-        with self._open("/pcap", {"q": q, "since": since},
+        with self._open("/pcap", {"q": q, "since": since, "until": until},
                         timeout=httpx.Timeout(300.0, connect=5.0)) as response:
             partial = response.headers.get("x-shark-partial")
             for chunk in response.iter_bytes():
