@@ -13,6 +13,7 @@ import click
 import uvicorn
 
 from hub.app import HubSettings, create_app
+from hub.edgemetrics import DEFAULT_MAX_EDGES
 from hub.scripts.options import script_options, script_settings
 from shark import token as shark_token
 from shark.auth import ListenRefused, check_listen, host_name, is_loopback
@@ -119,12 +120,15 @@ def _kube_settings(kubeconfig: str | None, context: str | None, workers_namespac
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the hub keeps what must survive a restart (scripts, pcap snapshots); "
                    "without it scripts live in memory only.")
+@click.option("--metrics-edges", type=click.IntRange(0, 10_000), default=DEFAULT_MAX_EDGES, show_default=True,
+              help="Service-map edges with /metrics series of their own; the rest are summed as src/dst "
+                   "\"other\" (docs/API.md, GET /metrics).")
 @script_options
 def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: float, log_level: str,
          kube: bool, kubeconfig: str | None, context: str | None, workers_namespace: str | None,
          worker_selector: str | None, worker_port: int, pod_regex: str | None,
          target_namespaces: tuple[str, ...], allowed_hosts: tuple[str, ...], state_dir: Path | None,
-         **script_args: Any) -> None:
+         metrics_edges: int, **script_args: Any) -> None:
     """Fan queries out to the workers and merge their answers under /api/v1.
 
     The token comes from SHARK_TOKEN: clients must send it (docs/API.md) and the hub sends it to
@@ -161,7 +165,7 @@ def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: f
     app = create_app(HubSettings(workers=list(workers), poll_interval=poll_interval, timeout=timeout,
                                  kube=kube, kube_settings=kube_settings, state_dir=state_dir,
                                  scripts=script_settings(**script_args), token=token,
-                                 allowed_hosts=list(allowed_hosts)))
+                                 allowed_hosts=list(allowed_hosts), metrics_edges=metrics_edges))
     bound_host, bound_port = listener.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     access = "the token is required" if token else "no token: loopback only"

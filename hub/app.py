@@ -28,6 +28,7 @@ from sse_starlette import EventSourceResponse
 from starlette.responses import JSONResponse
 
 from hub.auth import healthz, hub_policy
+from hub.edgemetrics import DEFAULT_MAX_EDGES, EdgeMetrics
 from hub.kube.names import NamedFeed, fill_json
 from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, StreamCounters, render as render_metrics
 from hub.scripts import Scripting, script_routes
@@ -67,6 +68,7 @@ class HubSettings:
     scripts: Any = None                     # hub.scripts.ScriptSettings (None: its defaults)
     token: str | None = None                # the installation's token: asked of clients, sent to workers
     allowed_hosts: list[str] = field(default_factory=list)   # Host names served besides loopback's
+    metrics_edges: int = DEFAULT_MAX_EDGES  # service-map edges with /metrics series of their own
 
 
 @dataclass
@@ -262,6 +264,7 @@ def create_app(settings: HubSettings) -> Litestar:
     cluster = _cluster(settings, pool) if settings.kube else None
     fill = cluster.fill if cluster is not None else None
     named_feed = NamedFeed(feed, fill) if fill is not None else feed
+    edge_metrics = EdgeMetrics(settings.metrics_edges)
 
     def named(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if fill is not None:
@@ -276,6 +279,7 @@ def create_app(settings: HubSettings) -> Litestar:
         try:
             yield
         finally:
+            await edge_metrics.stop()
             await feed.close()
             await pool.close()
 
@@ -425,10 +429,12 @@ def create_app(settings: HubSettings) -> Litestar:
 
     @get("/metrics", include_in_schema=False)
     async def metrics() -> Response[str]:
-        """Prometheus text: worker counters as last polled, hub stream counters."""
+        """Prometheus text: worker counters as last polled, hub stream counters, and the service
+        map's edges (counted from the live feed from the first scrape on)."""
+        edge_metrics.start(named_feed)
         rows = [(c.node or c.url, c.health.ok, c.health.status) for c in pool.clients]
-        return Response(render_metrics(rows, counters, groups=len(feed.groups), upstreams=feed.upstreams()),
-                        media_type=METRICS_CONTENT_TYPE)
+        text = render_metrics(rows, counters, groups=len(feed.groups), upstreams=feed.upstreams())
+        return Response(text + edge_metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     handlers: list[Any] = [healthz, stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers,
                            status, ws_handler(f"{API}/ws", named_feed, counters), servicemap, metrics]

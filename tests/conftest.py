@@ -34,6 +34,19 @@ def http_server() -> Iterator[int]:
 
 
 @pytest.fixture
+def tap_local(tmp_path: Path, http_server: int) -> Iterator[tuple[str, dict[str, str]]]:
+    """`kubectl shark tap --local` on lo capturing only the http_server's port; yields the hub's
+    URL and the environment (its state dir, with the token) hub-facing commands need."""
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    port = free_port()
+    proc = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
+                 "--bpf", f"tcp port {http_server}", "--proxy-port", str(port)], env=env)
+    proc.wait_line(rf"UI and API at http://127\.0\.0\.1:{port}")
+    yield f"http://127.0.0.1:{port}", env
+    proc.stop()
+
+
+@pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator:
     """Start workers with given arguments; all are stopped at the end of the test."""
     workers: list[Worker] = []

@@ -24,18 +24,6 @@ from support.processes import Proc, free_port, wait_for
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture
-def tap(tmp_path: Path, http_server: int):
-    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
-    port = free_port()
-    # only the test server's traffic: lo carries whatever else runs on this machine
-    proc = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
-                 "--bpf", f"tcp port {http_server}", "--proxy-port", str(port)], env=env)
-    proc.wait_line(rf"UI and API at http://127\.0\.0\.1:{port}")
-    yield f"http://127.0.0.1:{port}", env
-    proc.stop()
-
-
 def data(result: Any) -> Any:
     assert not result.is_error, result.content[0].text
     return result.structured_content
@@ -115,8 +103,8 @@ async def session(client: Client, port: int, tmp_path: Path) -> None:
     assert 'dst.name == "orders"' in prompt.messages[0].content.text
 
 
-def test_mcp_stdio_serves_every_tool_against_tap_local(tap, http_server, tmp_path):
-    hub, env = tap
+def test_mcp_stdio_serves_every_tool_against_tap_local(tap_local, http_server, tmp_path):
+    hub, env = tap_local
     for path in ("/json?n=0", "/json?n=1", "/json?n=2", "/status/503", "/status/503"):
         httpx.get(f"http://127.0.0.1:{http_server}{path}", timeout=10)
 
@@ -137,8 +125,8 @@ def test_mcp_stdio_serves_every_tool_against_tap_local(tap, http_server, tmp_pat
     asyncio.run(run())
 
 
-def test_mcp_streamable_http(tap, tmp_path):
-    hub, env = tap
+def test_mcp_streamable_http(tap_local, tmp_path):
+    hub, env = tap_local
     port = free_port()
     server = Proc([sys.executable, "-m", "shark.cli", "mcp", "--http", "--port", str(port), "--hub", hub], env=env)
 

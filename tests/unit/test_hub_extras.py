@@ -13,6 +13,7 @@ from litestar.testing import TestClient
 from hub.app import HubSettings, create_app
 from hub.metrics import StreamCounters, render
 from hub.servicemap import build, is_error, percentile
+from support.prometheus import parse_prometheus
 
 URLS = ["http://w1:8897", "http://w2:8897"]
 LOCAL = "http://127.0.0.1"        # a Host the hub serves (shark/auth.py refuses others)
@@ -110,32 +111,6 @@ def test_servicemap_route_is_partial_and_validates_q():
 
 
 # -- metrics -------------------------------------------------------------------------------
-LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>[a-zA-Z_]+="(?:[^"\\]|\\.)*"'
-                  r'(,[a-zA-Z_]+="(?:[^"\\]|\\.)*")*)\})? (?P<value>-?[0-9.e+]+|NaN|[+-]Inf)$')
-
-
-def parse_prometheus(text: str) -> dict[tuple[str, str], float]:
-    """A strict little parser of the text format: every line is HELP, TYPE or a sample whose
-    family was declared by TYPE before it."""
-    assert text.endswith("\n")
-    samples: dict[tuple[str, str], float] = {}
-    types: dict[str, str] = {}
-    helps: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            helps.add(line.split(" ")[2])
-        elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge") and name in helps and name not in types, line
-            types[name] = kind
-        else:
-            match = LINE.match(line)
-            assert match, f"not a sample line: {line!r}"
-            assert match["name"] in types, line
-            samples[(match["name"], match["labels"] or "")] = float(match["value"])
-    return samples
-
-
 def test_metrics_from_polled_status():
     with TestClient(app(down={"w2"}), base_url=LOCAL) as client:
         response = client.get("/metrics")
