@@ -13,7 +13,7 @@
 // way; JavaScript's RegExp still backtracks, bounded by the script's time limit.
 var __kfl = (function () {
   "use strict";
-  var FIELDS = [], PROTOCOLS = [], HELPERS = {};
+  var FIELDS = [], PROTOCOLS = [], HELPERS = {}, ALIASES = {}, PROTOCOL_ALIASES = {}, FUNCTIONS = {};
   var KEYWORDS = {and: 1, or: 1, not: 1, "in": 1, "true": 1, "false": 1, "null": 1};
   var MAX_QUERY_LENGTH = 10000, MAX_DEPTH = 64, MAX_INT_DIGITS = 4300;
 
@@ -57,6 +57,8 @@ var __kfl = (function () {
         end = quoted(text, i);
         if (end < 0) throw new KflError("unterminated string: no closing quote", i + 1);
         type = "STRING";
+      } else if ((c === "+" || c === "-") && (c === "+" || operandEnded(tokens))) {
+        end = i + 1; type = "ADDOP";   // as lark's contextual lexer: after an operand '-' subtracts
       } else if (((c >= "0" && c <= "9") || c === "." || c === "-") && (NUMBER_RE.lastIndex = i, m = NUMBER_RE.exec(text))) {
         end = i + m[0].length; type = "NUMBER";
       } else if ((NAME_RE.lastIndex = i, m = NAME_RE.exec(text))) {
@@ -82,6 +84,13 @@ var __kfl = (function () {
       i = end;
     }
     return tokens;
+  }
+
+  function operandEnded(tokens) {
+    var last = tokens[tokens.length - 1];
+    if (!last) return false;
+    if (last.type === "NAME") return !/^(and|or|not|in)$/.test(last.value);
+    return /^(NUMBER|STRING|REGEX|RPAR|RSQB)$/.test(last.type);
   }
 
   // -- parser: text -> tree -----------------------------------------------------------------
@@ -170,12 +179,21 @@ var __kfl = (function () {
     }
     return this.comparison(depth, closer);
   };
+  // `a + b - c` after its first operand (called after operand() returns: no deeper stack,
+  // whose depth quickjs limits)
+  Parser.prototype.sum = function (node, depth) {
+    while (this.peek() !== null && this.peek().type === "ADDOP") {
+      var op = this.next();
+      node = {k: "arith", op: op.value, l: node, r: this.operand(depth, "a value"), col: node.col, comparable: true};
+    }
+    return node;
+  };
   Parser.prototype.comparison = function (depth, closer) {
-    var left = this.operand(depth, "an expression");
+    var left = this.sum(this.operand(depth, "an expression"), depth);
     var token = this.peek();
     if (token !== null && (token.type === "CMP" || this.opWord("in"))) {
       token = this.next();
-      var right = this.operand(depth, "a value");
+      var right = this.sum(this.operand(depth, "a value"), depth);
       var node = token.type === "CMP" ? {k: "cmp", op: token.value, l: left, r: right} : {k: "in", l: left, r: right};
       var after = this.peek();
       if (after !== null && after.type !== "RPAR" && !this.operatorAhead()) {
@@ -230,9 +248,30 @@ var __kfl = (function () {
         this.keywordError(token);
       }
       this.next();
+      if (this.peek() !== null && this.peek().type === "LPAR") {   // now(), map_get(m, k, d)
+        var lpar = this.next();
+        return this.postfix({k: "func", name: token.value, col: token.start + 1, lpar: lpar.start + 1,
+                             args: this.args(depth), comparable: true}, depth);
+      }
       return this.postfix({k: "field", name: token.value, col: token.start + 1, comparable: true}, depth);
     }
     this.fail(what);
+  };
+  // The arguments after a '(' up to its ')'.
+  Parser.prototype.args = function (depth) {
+    var args = [];
+    if (this.peek() !== null && this.peek().type === "RPAR") {
+      this.next();
+      return args;
+    }
+    if (this.peek() === null || this.peek().type === "BAD") this.fail("a value or ')'");
+    for (;;) {
+      args.push(this.operand(depth + 1, "a value"));
+      var sep = this.peek();
+      if (sep !== null && sep.type === "COMMA") { this.next(); continue; }
+      if (sep !== null && sep.type === "RPAR") { this.next(); return args; }
+      this.fail("',' or ')'");
+    }
   };
   Parser.prototype.postfix = function (node, depth) {
     for (;;) {
@@ -246,19 +285,7 @@ var __kfl = (function () {
         depth++;
         if (depth > MAX_DEPTH) throw new KflError("the query nests deeper than " + MAX_DEPTH + " levels", name.start + 1);
         if (this.peek() !== null && this.peek().type === "LPAR") {
-          var lpar = this.next(), args = [];
-          if (this.peek() !== null && this.peek().type === "RPAR") {
-            this.next();
-          } else {
-            if (this.peek() === null || this.peek().type === "BAD") this.fail("a value or ')'");
-            for (;;) {
-              args.push(this.operand(depth + 1, "a value"));
-              var sep = this.peek();
-              if (sep !== null && sep.type === "COMMA") { this.next(); continue; }
-              if (sep !== null && sep.type === "RPAR") { this.next(); break; }
-              this.fail("',' or ')'");
-            }
-          }
+          var lpar = this.next(), args = this.args(depth);
           node = {k: "call", obj: node, name: name.value, nameCol: name.start + 1, lpar: lpar.start + 1, args: args, comparable: true};
         } else {
           node = {k: "attr", obj: node, name: name.value, comparable: true};
@@ -525,13 +552,18 @@ var __kfl = (function () {
     if (PROTOCOLS.indexOf(name) >= 0) {
       throw new KflError("'" + name + "' is a protocol name: it stands alone (" + name + " and ...); its fields are under request. and response.", column);
     }
-    throw new KflError("unknown field '" + name + "'" + didYouMean(name, FIELDS.concat(PROTOCOLS)) +
-                       "; expected a protocol name or one of " + FIELDS.join(", "), column);
+    throw new KflError("unknown field '" + name + "'" + didYouMean(name, FIELDS.concat(PROTOCOLS, Object.keys(ALIASES))) +
+                       "; expected a protocol name, one of " + FIELDS.join(", ") + " or a Kubeshark (KFL2) name (docs/KFL.md)", column);
   }
 
   function bareName(name, column) {
     if (name === "tls") return function (e) { return e.protocol === "tls" || e.tls === true; };
+    if (has(PROTOCOL_ALIASES, name)) name = PROTOCOL_ALIASES[name];
     if (PROTOCOLS.indexOf(name) >= 0) return function (e) { return e.protocol === name; };
+    if (has(ALIASES, name) && FIELDS.indexOf(name) < 0) {
+      var alias = ALIASES[name];
+      return function (e) { return truthy(alias(e)); };
+    }
     checkRoot(name, column);
     return function (e) { return truthy(get(e, name)); };
   }
@@ -616,6 +648,8 @@ var __kfl = (function () {
       }
       case "field": case "attr": case "index": return path(node);
       case "call": return call(node);
+      case "func": return func(node);
+      case "arith": return arith(node);
     }
     var other = boolean(node);
     return {get: other, column: node.col || 1, c: MISSING};
@@ -648,9 +682,12 @@ var __kfl = (function () {
               column: base.column, c: MISSING};
     }
     var root = current.name;
-    if (!steps.length && PROTOCOLS.indexOf(root) >= 0 && FIELDS.indexOf(root) < 0) {
+    var asProtocol = has(PROTOCOL_ALIASES, root) ? PROTOCOL_ALIASES[root] : root;
+    if (!steps.length && PROTOCOLS.indexOf(asProtocol) >= 0 && FIELDS.indexOf(root) < 0) {
       return {get: bareName(root, current.col), column: current.col, c: MISSING};
     }
+    var aliased = alias(root, steps, current.col);
+    if (aliased !== null) return {get: aliased, column: current.col, c: MISSING};
     checkRoot(root, current.col);
     return {get: function (e) {
       var v = get(e, root);
@@ -684,6 +721,222 @@ var __kfl = (function () {
     return {get: function (e) { return fn(getReceiver(e), getArg(e)); }, column: receiver.column, c: MISSING};
   }
 
+  // -- Kubeshark's KFL2 names (shark/kfl/aliases.py, rule for rule) ------------------------
+  function at() {
+    var path = arguments;
+    return function (e) {
+      var v = e;
+      for (var i = 0; i < path.length; i++) { if (!isDict(v)) return null; v = get(v, path[i]); }
+      return v;
+    };
+  }
+  function of(protocol, getter) { return function (e) { return isDict(e) && e.protocol === protocol ? getter(e) : null; }; }
+  function endpoint(side, kinds, field) {
+    return function (e) {
+      var point = get(e, side);
+      return isDict(point) && kinds.indexOf(get(point, "kind")) >= 0 ? get(point, field) : null;
+    };
+  }
+  function both(kinds, field) {
+    return function (e) {
+      var out = [];
+      ["src", "dst"].forEach(function (side) {
+        var point = get(e, side);
+        if (isDict(point) && (kinds === null || kinds.indexOf(get(point, "kind")) >= 0)) {
+          var v = get(point, field);
+          if (typeof v === "string" && v && out.indexOf(v) < 0) out.push(v);
+        }
+      });
+      return out;
+    };
+  }
+  function listOf(getter) { return function (e) { var v = getter(e); return v === null ? [] : [v]; }; }
+  function upper(getter) { return function (e) { var v = getter(e); return typeof v === "string" ? v.toUpperCase() : null; }; }
+  function success(protocol) {
+    return function (e) { return isDict(e) && e.protocol === protocol && isDict(get(e, "response")) && get(e.response, "error") === null; };
+  }
+  function isAnswered(protocol, side) { return function (e) { return isDict(e) && e.protocol === protocol && isDict(get(e, side)); }; }
+  function quotePlus(text) {   // Python's urllib.parse.quote_plus
+    var out = "", bytes = unescape_utf8(text);
+    for (var i = 0; i < bytes.length; i++) {
+      var b = bytes[i], c = String.fromCharCode(b);
+      if (/[A-Za-z0-9_.~-]/.test(c)) out += c;
+      else if (c === " ") out += "+";
+      else out += "%" + (b < 16 ? "0" : "") + b.toString(16).toUpperCase();
+    }
+    return out;
+  }
+  function unescape_utf8(text) {
+    var bytes = [], encoded = encodeURIComponent(text);
+    for (var i = 0; i < encoded.length; i++) {
+      if (encoded[i] === "%") { bytes.push(parseInt(encoded.slice(i + 1, i + 3), 16)); i += 2; }
+      else bytes.push(encoded.charCodeAt(i));
+    }
+    return bytes;
+  }
+  function url(e) {
+    var request = get(e, "request");
+    if (!isDict(request) || typeof get(request, "path") !== "string") return null;
+    var query = get(request, "query");
+    if (!isDict(query) || !Object.keys(query).length) return request.path;
+    var pairs = [], keys = Object.keys(query);
+    for (var i = 0; i < keys.length; i++) {
+      var v = query[keys[i]];
+      if (typeof v === "string") { pairs.push(quotePlus(keys[i]) + "=" + quotePlus(v)); continue; }
+      if (!Array.isArray(v) || !v.every(function (s) { return typeof s === "string"; })) return null;
+      for (var j = 0; j < v.length; j++) pairs.push(quotePlus(keys[i]) + "=" + quotePlus(v[j]));
+    }
+    return request.path + "?" + pairs.join("&");
+  }
+  function queryString(e) {
+    var query = at("request", "query")(e);
+    if (!isDict(query)) return null;
+    var out = {};
+    Object.keys(query).forEach(function (k) { var v = query[k]; out[k] = Array.isArray(v) && v.length ? v[0] : v; });
+    return out;
+  }
+  function redisCommand(e) {
+    var request = get(e, "request");
+    if (!isDict(e) || e.protocol !== "redis" || !isDict(request) || typeof get(request, "command") !== "string") return null;
+    var args = get(request, "arguments");
+    if (Array.isArray(args) && args.every(function (a) { return typeof a === "string"; })) return [request.command].concat(args).join(" ");
+    return request.command;
+  }
+  var POD = ["pod", "service"], SERVICE = ["service"];
+  var ALIAS_GETTERS = {
+    status_code: at("status"), method: at("request", "method"), path: at("request", "path"), url: url,
+    http_version: at("request", "version"), query_string: queryString,
+    request_body_size: at("request", "content_length"), response_body_size: at("response", "content_length"),
+    timestamp: at("ts"),
+    elapsed_time: function (e) { var ms = get(e, "elapsed_ms"); return typeof ms === "number" ? ms * 1000 : null; },
+    node_name: at("node"), node_id: at("node"), worker: at("node"),
+    "src.pod.name": endpoint("src", POD, "name"), "src.pod.namespace": endpoint("src", POD, "namespace"),
+    "dst.pod.name": endpoint("dst", POD, "name"), "dst.pod.namespace": endpoint("dst", POD, "namespace"),
+    "src.service.name": endpoint("src", SERVICE, "name"), "src.service.namespace": endpoint("src", SERVICE, "namespace"),
+    "dst.service.name": endpoint("dst", SERVICE, "name"), "dst.service.namespace": endpoint("dst", SERVICE, "namespace"),
+    namespaces: both(null, "namespace"), pods: both(["pod"], "name"), services: both(SERVICE, "name"),
+    dns_questions: of("dns", listOf(at("request", "qname"))), dns_question_types: of("dns", listOf(at("request", "qtype"))),
+    dns_answers: of("dns", function (e) {
+      var answers = at("response", "answers")(e);
+      return (Array.isArray(answers) ? answers : []).filter(isDict).map(function (a) { return get(a, "data"); });
+    }),
+    dns_request: isAnswered("dns", "request"), dns_response: isAnswered("dns", "response"),
+    redis_type: of("redis", at("request", "command")), redis_command: redisCommand, redis_key: of("redis", at("request", "key")),
+    kafka_api_key: of("kafka", at("request", "api_key")), kafka_api_key_name: of("kafka", upper(at("request", "api"))),
+    kafka_client_id: of("kafka", at("request", "client_id")), kafka_request_summary: of("kafka", at("request", "topic")),
+    amqp_method: of("amqp", at("request", "method")),
+    mysql_command: of("mysql", at("request", "command")), mysql_query: of("mysql", at("request", "query")),
+    mysql_database: of("mysql", at("request", "database")), mysql_success: success("mysql"),
+    mysql_error_code: of("mysql", at("response", "error", "code")),
+    mysql_error_message: of("mysql", at("response", "error", "message")),
+    postgresql_query: of("postgres", at("request", "query")), postgresql_database: of("postgres", at("request", "database")),
+    postgresql_user: of("postgres", at("request", "user")),
+    postgresql_command: of("postgres", function (e) {
+      var tag = at("response", "command_tag")(e);
+      return typeof tag === "string" ? tag.split(" ")[0] || null : null;
+    }),
+    postgresql_success: success("postgres"),
+    postgresql_error_code: of("postgres", at("response", "error", "code")),
+    postgresql_error_message: of("postgres", at("response", "error", "message")),
+    grpc_method: of("grpc", at("request", "method")), grpc_status: of("grpc", at("status"))
+  };
+
+  function alias(root, steps, column) {
+    var names = [root];
+    for (var i = 0; i < steps.length && typeof steps[i] === "string"; i++) names.push(names[i] + "." + steps[i]);
+    for (var used = names.length; used > 0; used--) {
+      var name = names[used - 1];
+      if (has(ALIASES, name) && (used > 1 || FIELDS.indexOf(root) < 0)) {
+        var getter = ALIASES[name], rest = steps.slice(used - 1);
+        if (!rest.length) return getter;
+        return function (e) { var v = getter(e); for (var j = 0; j < rest.length; j++) v = get(v, rest[j]); return v; };
+      }
+    }
+    if (names.length > 1 && /^(src|dst)\.(pod|service)$/.test(names[1])) {
+      var shown = names.length > 2 ? names[2] : names[1];
+      throw new KflError("unknown field '" + shown + "'" + didYouMean(shown, Object.keys(ALIASES)) + "; under " + names[1] + " only " +
+                         Object.keys(ALIASES).filter(function (a) { return a.indexOf(names[1] + ".") === 0; }).join(", "), column);
+    }
+    return null;
+  }
+
+  var DURATION = /^(?:(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+|[0-9]+(?:\.[0-9]+)?)$/;
+  var DURATION_PART = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)/g, DURATION_UNITS = {ms: 0.001, s: 1, m: 60, h: 3600, d: 86400};
+  var TIMESTAMP = /^([0-9]{4})-([0-9]{2})-([0-9]{2})(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?)?(Z|[+-][0-9]{2}:[0-9]{2})?$/;
+
+  function duration(text, column) {
+    if (!DURATION.test(text)) {
+      throw new KflError("duration(): " + pyRepr(text) + " is not a duration; expected a number of seconds or numbers with units ms, s, m, h, d, e.g. duration(\"5m\"), duration(\"1h30m\")", column);
+    }
+    var total = 0, m, any = false;
+    DURATION_PART.lastIndex = 0;
+    while ((m = DURATION_PART.exec(text)) !== null) { total += parseFloat(m[1]) * DURATION_UNITS[m[2]]; any = true; }
+    return any ? total : parseFloat(text);
+  }
+  function daysFromCivil(y, m, d) {   // days since 1970-01-01 of a proleptic Gregorian date
+    y -= m <= 2 ? 1 : 0;
+    var era = Math.floor(y / 400), yoe = y - era * 400;
+    var doy = Math.floor((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5) + d - 1;
+    return era * 146097 + yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy - 719468;
+  }
+  function timestamp(text, column) {
+    var m = TIMESTAMP.exec(text);
+    var bad = new KflError("timestamp(): " + pyRepr(text) + " is not a time; expected ISO 8601 as \"2026-03-14T22:00:00Z\" (UTC without an offset)", column);
+    if (m === null) throw bad;
+    var year = +m[1], month = +m[2], day = +m[3], hour = +(m[4] || 0), minute = +(m[5] || 0), second = +(m[6] || 0);
+    var leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+    var days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if (year < 1 || month < 1 || month > 12 || day < 1 || day > days[month - 1] || hour > 23 || minute > 59 || second > 59) throw bad;
+    var offset = 0, zone = m[8];
+    if (zone && zone !== "Z") {
+      var hours = +zone.slice(1, 3), minutes = +zone.slice(4, 6);
+      if (hours > 23 || minutes > 59) throw bad;
+      offset = (hours * 60 + minutes) * 60 * (zone[0] === "+" ? 1 : -1);
+    }
+    var seconds = daysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+    var micro = parseInt((m[7] || "").padEnd(6, "0"), 10);
+    return (seconds - offset) + micro / 1000000;
+  }
+  function pyRepr(text) { return "'" + text.replace(/\\/g, "\\\\").replace(/'/g, "\\'") + "'"; }
+
+  function func(node) {
+    var name = node.name;
+    if (!has(FUNCTIONS, name)) {
+      throw new KflError("unknown function '" + name + "'" + didYouMean(name, Object.keys(FUNCTIONS)) + "; expected one of " +
+                         Object.keys(FUNCTIONS).join(", ") + " (helpers are called on a value: x.startsWith(...))", node.col);
+    }
+    var args = node.args.map(value), wanted = FUNCTIONS[name];
+    if (args.length !== wanted) {
+      throw new KflError(name + "() takes " + wanted + " argument" + (wanted !== 1 ? "s" : "") + ", got " + args.length, node.lpar);
+    }
+    if (name === "now") return constant(Date.now() / 1000, node.col);
+    if (name === "duration" || name === "timestamp") {
+      var arg = args[0];
+      if (!isConst(arg) || typeof arg.c !== "string") throw new KflError(name + "() takes a string literal", arg.column);
+      return constant(name === "duration" ? duration(arg.c, arg.column) : timestamp(arg.c, arg.column), node.col);
+    }
+    if (name === "size") {
+      var getSized = args[0].get;
+      return {get: function (e) { return HELPER_FUNCS.len(getSized(e)); }, column: node.col, c: MISSING};
+    }
+    var getMap = args[0].get, getKey = args[1].get, getDefault = args[2].get;
+    return {get: function (e) {
+      var container = getMap(e), key = getKey(e);
+      return isDict(container) && typeof key === "string" && has(container, key) && container[key] !== undefined ? container[key] : getDefault(e);
+    }, column: node.col, c: MISSING};
+  }
+
+  function arith(node) {
+    var left = value(node.l), right = value(node.r), sign = node.op === "+" ? 1 : -1;
+    [left, right].forEach(function (side) {
+      if (isConst(side) && kind(side.c) !== "num") throw new KflError("'" + node.op + "' takes numbers (times and durations are seconds)", side.column);
+    });
+    function compute(a, b) { return kind(a) === "num" && kind(b) === "num" ? a + sign * b : null; }
+    if (isConst(left) && isConst(right)) return constant(compute(left.c, right.c), left.column);
+    var getL = left.get, getR = right.get;
+    return {get: function (e) { return compute(getL(e), getR(e)); }, column: left.column, c: MISSING};
+  }
+
   // -- the public side ------------------------------------------------------------------------
   function compile(text) {
     if (typeof text !== "string") throw new KflError("the query must be text", 1);
@@ -711,7 +964,14 @@ var __kfl = (function () {
 
   return {
     KflError: KflError,
-    configure: function (fields, protocols, helpers) { FIELDS = fields; PROTOCOLS = protocols; HELPERS = helpers; },
+    configure: function (fields, protocols, helpers, aliases, protocolAliases, functions) {
+      FIELDS = fields; PROTOCOLS = protocols; HELPERS = helpers;
+      PROTOCOL_ALIASES = protocolAliases || {}; FUNCTIONS = functions || {}; ALIASES = {};
+      (aliases || []).forEach(function (name) {   // shark.kfl's names; a missing getter fails loudly here
+        if (!has(ALIAS_GETTERS, name)) throw new Error("kfl.js has no getter for the KFL2 name " + name);
+        ALIASES[name] = ALIAS_GETTERS[name];
+      });
+    },
     compile: compiled,
     // {valid, error, column} as GET /query/validate answers
     check: function (text) {

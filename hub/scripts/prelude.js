@@ -229,7 +229,7 @@ Object.defineProperty(globalThis, "__shark", {writable: false, configurable: fal
     init: function (config) {
       var c = parse(config);
       scriptName = c.name;
-      KFL.configure(c.kfl.fields, c.kfl.protocols, c.kfl.helpers);
+      KFL.configure(c.kfl.fields, c.kfl.protocols, c.kfl.helpers, c.kfl.aliases, c.kfl.protocol_aliases, c.kfl.functions);
       env = Object.freeze(c.env);
       globalThis.env = env;
     },

@@ -65,7 +65,9 @@ class Outcome:
 
 
 def _kfl_config() -> dict[str, Any]:
-    return {"fields": list(kfl.FIELDS), "protocols": list(kfl.PROTOCOLS), "helpers": dict(kfl.HELPERS)}
+    from shark.kfl.aliases import ALIASES, FUNCTIONS, PROTOCOL_ALIASES
+    return {"fields": list(kfl.FIELDS), "protocols": list(kfl.PROTOCOLS), "helpers": dict(kfl.HELPERS),
+            "aliases": list(ALIASES), "protocol_aliases": dict(PROTOCOL_ALIASES), "functions": dict(FUNCTIONS)}
 
 
 class ScriptRuntime:

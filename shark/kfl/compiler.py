@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import re
+import time
+from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import dataclass
 import typing
@@ -18,6 +20,7 @@ from typing import Any
 
 import lark
 
+from shark.kfl.aliases import ALIASES, FUNCTIONS, PROTOCOL_ALIASES, map_get
 from shark.kfl.errors import KflError
 from shark.kfl.parser import KEYWORDS
 from shark.regex import RegexError, compile_linear
@@ -36,6 +39,8 @@ HELPERS = {  # name: number of arguments
 
 _NUM = frozenset({int, float})
 _MISSING = object()
+KNOWN_ALIASES: tuple[str, ...] = tuple(ALIASES) + tuple(PROTOCOL_ALIASES)
+_KUBE_PREFIXES = frozenset(name.rsplit(".", 1)[0] for name in ALIASES if name.count(".") == 2)
 
 
 class Regex:
@@ -277,8 +282,12 @@ class _Compiler:
         name = str(token.value)
         if name == "tls":  # both the TLS protocol's entries and cleartext from eBPF TLS probes
             return Compiled(lambda entry: entry.get("protocol") == "tls" or entry.get("tls") is True)
+        name = PROTOCOL_ALIASES.get(name, name)
         if name in PROTOCOLS:
             return Compiled(lambda entry: entry.get("protocol") == name, frozenset({name}))
+        if name in ALIASES and name not in FIELDS:
+            get = ALIASES[name][1]
+            return Compiled(lambda entry: bool(get(entry)))
         self.check_root(token)
         return Compiled(lambda entry: bool(entry.get(name)))
 
@@ -335,6 +344,10 @@ class _Compiler:
             return self.path(node)
         if kind == "call":
             return self.call(node)
+        if kind == "func":
+            return self.function(node)
+        if kind == "arith":
+            return self.arith(node)
         # A boolean sub-expression used as an operand, e.g. (a == b) == true.
         test = self.boolean(node).test
         return Value(test, _first_column(node))
@@ -363,8 +376,11 @@ class _Compiler:
             steps.reverse()
             return Value(_walk(base.get, tuple(steps)), base.column)
         root = current.children[0]
-        if not steps and root.value in PROTOCOLS and root.value not in FIELDS:
+        if not steps and PROTOCOL_ALIASES.get(root.value, root.value) in PROTOCOLS and root.value not in FIELDS:
             return Value(self.bare_name(root).test, _col(root))   # `http == true`
+        alias = self.alias(root, steps)
+        if alias is not None:
+            return Value(alias, _col(root))
         self.check_root(root)
         steps.append(str(root.value))
         steps.reverse()
@@ -380,9 +396,77 @@ class _Compiler:
         if name in PROTOCOLS:
             raise KflError(f"'{name}' is a protocol name: it stands alone ({name} and ...); "
                            "its fields are under request. and response.", _col(token))
-        hint = _did_you_mean(name, FIELDS + PROTOCOLS)
-        raise KflError(f"unknown field '{name}'{hint}; expected a protocol name or one of "
-                       f"{', '.join(FIELDS)}", _col(token))
+        hint = _did_you_mean(name, FIELDS + PROTOCOLS + KNOWN_ALIASES)
+        raise KflError(f"unknown field '{name}'{hint}; expected a protocol name, one of "
+                       f"{', '.join(FIELDS)} or a Kubeshark (KFL2) name (docs/KFL.md)", _col(token))
+
+    def alias(self, token: lark.Token, steps: list[str | int]) -> Getter | None:
+        """A KFL2 name (docs/KFL.md, Kubeshark's names): the longest dotted prefix of the path
+        that is an alias, walked further by the steps after it. `steps` is reversed (last
+        first), as path() collects them. Our own fields win over a one-word alias."""
+        root = str(token.value)
+        names = [root]
+        for step in reversed(steps):
+            if type(step) is not str:
+                break
+            names.append(f"{names[-1]}.{step}")
+        for used in range(len(names), 0, -1):
+            name = names[used - 1]
+            if name in ALIASES and (used > 1 or root not in FIELDS):
+                rest = tuple(reversed(steps))[used - 1:]
+                get = ALIASES[name][1]
+                return _walk(get, rest) if rest else get
+        if len(names) > 1 and names[1] in _KUBE_PREFIXES:
+            # our endpoints have no pod/service objects: only the KFL2 names below them exist
+            shown = names[2] if len(names) > 2 else names[1]
+            hint = _did_you_mean(shown, KNOWN_ALIASES)
+            raise KflError(f"unknown field '{shown}'{hint}; under {names[1]} only "
+                           f"{', '.join(a for a in ALIASES if a.startswith(names[1] + '.'))}", _col(token))
+        return None
+
+    def function(self, node: lark.Tree) -> Value:
+        """KFL2's (CEL's) functions called by name: now(), duration("5m"), timestamp("..."),
+        size(x), map_get(map, key, default). Times are epoch seconds, durations seconds."""
+        name_token, lpar, args_node, _rpar = node.children
+        name = str(name_token.value)
+        if name not in FUNCTIONS:
+            hint = _did_you_mean(name, tuple(FUNCTIONS))
+            raise KflError(f"unknown function '{name}'{hint}; expected one of {', '.join(FUNCTIONS)} "
+                           "(helpers are called on a value: x.startsWith(...))", _col(name_token))
+        args = [self.value(child) for child in (args_node.children if args_node else [])
+                if isinstance(child, lark.Tree)]
+        column = _col(name_token)
+        if len(args) != FUNCTIONS[name]:
+            raise KflError(f"{name}() takes {FUNCTIONS[name]} argument{'s' if FUNCTIONS[name] != 1 else ''}, "
+                           f"got {len(args)}", _col(lpar))
+        if name == "now":
+            return _const(time.time(), column)   # once, when the query is compiled (as KFL2)
+        if name in ("duration", "timestamp"):
+            arg = args[0]
+            if not arg.is_const or type(arg.const) is not str:
+                raise KflError(f"{name}() takes a string literal", arg.column)
+            return _const(_duration(arg) if name == "duration" else _timestamp(arg), column)
+        if name == "size":
+            get = args[0].get
+            return Value(lambda entry: h_len(get(entry)), column)
+        container, key, default = (arg.get for arg in args)
+        return Value(lambda entry: map_get(container(entry), key(entry), default(entry)), column)
+
+    def arith(self, node: lark.Tree) -> Value:
+        """`a + b`, `a - b` on numbers (times and durations are seconds); null otherwise."""
+        left_node, op_token, right_node = node.children
+        left, right = self.value(left_node), self.value(right_node)
+        sign = 1 if op_token.value == "+" else -1
+        for side in (left, right):
+            if side.is_const and type(side.const) not in _NUM:
+                raise KflError(f"'{op_token.value}' takes numbers (times and durations are seconds)", side.column)
+
+        def compute(a: Any, b: Any) -> Any:
+            return a + sign * b if type(a) in _NUM and type(b) in _NUM else None
+        if left.is_const and right.is_const:
+            return _const(compute(left.const, right.const), left.column)
+        get_left, get_right = left.get, right.get
+        return Value(lambda entry: compute(get_left(entry), get_right(entry)), left.column)
 
     def call(self, node: lark.Tree) -> Value:
         receiver_node, _dot, name_token, lpar, args_node, _rpar = node.children
@@ -622,3 +706,47 @@ def _did_you_mean(name: str, choices: tuple[str, ...]) -> str:
     import difflib
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# duration("5m") and timestamp("...") take a strict form, the same in hub/scripts/kfl.js
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+|[0-9]+(?:\.[0-9]+)?")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_TIMESTAMP = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?)?"
+                        r"(Z|[+-][0-9]{2}:[0-9]{2})?")
+
+
+def _duration(arg: Value) -> float:
+    text = arg.const
+    if _DURATION.fullmatch(text) is None:
+        raise KflError(f"duration(): {text!r} is not a duration; expected a number of seconds or numbers "
+                       "with units ms, s, m, h, d, e.g. duration(\"5m\"), duration(\"1h30m\")", arg.column)
+    parts = _DURATION_PART.findall(text)
+    if not parts:
+        return float(text)
+    total = 0.0
+    for number, unit in parts:
+        total += float(number) * _DURATION_UNITS[unit]
+    return total
+
+
+def _timestamp(arg: Value) -> float:
+    match = _TIMESTAMP.fullmatch(arg.const)
+    bad = KflError(f"timestamp(): {arg.const!r} is not a time; expected ISO 8601 as "
+                   "\"2026-03-14T22:00:00Z\" (UTC without an offset)", arg.column)
+    if match is None:
+        raise bad
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    offset = 0
+    if zone and zone != "Z":
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23 or minutes > 59:
+            raise bad
+        offset = (hours * 60 + minutes) * 60 * (1 if zone[0] == "+" else -1)
+    try:
+        when = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+                        tzinfo=timezone.utc)
+    except ValueError:
+        raise bad from None
+    micro = int((fraction or "").ljust(6, "0"))
+    return (int(when.timestamp()) - offset) + micro / 1_000_000

@@ -1,7 +1,7 @@
 """The KFL grammar (lark, LALR(1) with the contextual lexer); docs/KFL.md has it as EBNF.
 
-Precedence, loosest first: or, and, not, comparison / in, postfix (`.name`, `[key]`,
-`.helper(...)`). `and`/`or` take a flat list of operands (no deep trees for long chains);
+Precedence, loosest first: or, and, not, comparison / in, + and -, postfix (`.name`, `[key]`,
+`.helper(...)`, `function(...)`). `and`/`or` take a flat list of operands (no deep trees for long chains);
 comparisons do not chain (`a < b < c` is an error).
 """
 
@@ -18,9 +18,12 @@ GRAMMAR = r"""
          | not_expr (_AND not_expr)+         -> and_
 ?not_expr: (NOT | BANG) not_expr             -> not_
          | comparison
-?comparison: operand
-           | operand CMP operand             -> compare
-           | operand IN operand              -> in_
+?comparison: sum
+           | sum CMP sum                     -> compare
+           | sum IN sum                      -> in_
+
+?sum: operand
+    | sum ADDOP operand                      -> arith
 
 ?operand: postfix
         | literal
@@ -28,6 +31,7 @@ GRAMMAR = r"""
         | LPAR or_expr RPAR                  -> group
 
 ?postfix: NAME                               -> field
+        | NAME LPAR [args] RPAR              -> func
         | postfix DOT NAME                   -> attr
         | postfix DOT NAME LPAR [args] RPAR  -> call
         | postfix LSQB (STRING | NUMBER) RSQB -> index
@@ -51,6 +55,7 @@ TRUE: "true"
 FALSE: "false"
 NULL: "null"
 CMP: "==" | "!=" | "<=" | ">=" | "<" | ">"
+ADDOP: "+" | "-"
 LPAR: "("
 RPAR: ")"
 LSQB: "["
