@@ -83,6 +83,14 @@ def _kube_settings(kubeconfig: str | None, context: str | None, workers_namespac
     return settings
 
 
+def _size(value: str, option: str) -> int:
+    from shark.units import UnitError, parse_size
+    try:
+        return parse_size(value, option)
+    except UnitError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--worker", "workers", multiple=True, metavar="URL",
               help="A worker's API URL (http://HOST:PORT); repeat for each worker. With --kube the "
@@ -123,12 +131,15 @@ def _kube_settings(kubeconfig: str | None, context: str | None, workers_namespac
 @click.option("--metrics-edges", type=click.IntRange(0, 10_000), default=DEFAULT_MAX_EDGES, show_default=True,
               help="Service-map edges with /metrics series of their own; the rest are summed as src/dst "
                    "\"other\" (docs/API.md, GET /metrics).")
+@click.option("--snapshot-limit", default="500MB", show_default=True,
+              help="Bytes all traffic snapshots may use under --state-dir (500MB, 1GiB); a snapshot that "
+                   "would pass it is refused.")
 @script_options
 def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: float, log_level: str,
          kube: bool, kubeconfig: str | None, context: str | None, workers_namespace: str | None,
          worker_selector: str | None, worker_port: int, pod_regex: str | None,
          target_namespaces: tuple[str, ...], allowed_hosts: tuple[str, ...], state_dir: Path | None,
-         metrics_edges: int, **script_args: Any) -> None:
+         metrics_edges: int, snapshot_limit: str, **script_args: Any) -> None:
     """Fan queries out to the workers and merge their answers under /api/v1.
 
     The token comes from SHARK_TOKEN: clients must send it (docs/API.md) and the hub sends it to
@@ -165,7 +176,8 @@ def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: f
     app = create_app(HubSettings(workers=list(workers), poll_interval=poll_interval, timeout=timeout,
                                  kube=kube, kube_settings=kube_settings, state_dir=state_dir,
                                  scripts=script_settings(**script_args), token=token,
-                                 allowed_hosts=list(allowed_hosts), metrics_edges=metrics_edges))
+                                 allowed_hosts=list(allowed_hosts), metrics_edges=metrics_edges,
+                                 snapshot_limit=_size(snapshot_limit, "--snapshot-limit")))
     bound_host, bound_port = listener.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     access = "the token is required" if token else "no token: loopback only"

@@ -33,6 +33,8 @@ from hub.kube.names import NamedFeed, fill_json
 from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, StreamCounters, render as render_metrics
 from hub.scripts import Scripting, script_routes
 from hub.servicemap import build as build_servicemap
+from hub.snapshots import DEFAULT_LIMIT as SNAPSHOT_LIMIT, DIRECTORY as SNAPSHOT_DIRECTORY, SnapshotStore
+from hub.snapshots import metrics as snapshot_metrics, snapshot_handlers
 from hub.stream import Feed, last_event_id
 from hub.targets import target_handlers
 from hub.workers import WorkerClient, WorkerError, WorkerPool, describe
@@ -69,6 +71,7 @@ class HubSettings:
     token: str | None = None                # the installation's token: asked of clients, sent to workers
     allowed_hosts: list[str] = field(default_factory=list)   # Host names served besides loopback's
     metrics_edges: int = DEFAULT_MAX_EDGES  # service-map edges with /metrics series of their own
+    snapshot_limit: int = SNAPSHOT_LIMIT    # bytes all traffic snapshots may use (hub/snapshots.py)
 
 
 @dataclass
@@ -265,6 +268,8 @@ def create_app(settings: HubSettings) -> Litestar:
     fill = cluster.fill if cluster is not None else None
     named_feed = NamedFeed(feed, fill) if fill is not None else feed
     edge_metrics = EdgeMetrics(settings.metrics_edges)
+    snapshots = SnapshotStore(settings.state_dir / SNAPSHOT_DIRECTORY if settings.state_dir is not None else None,
+                              settings.snapshot_limit)
 
     def named(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if fill is not None:
@@ -434,13 +439,14 @@ def create_app(settings: HubSettings) -> Litestar:
         edge_metrics.start(named_feed)
         rows = [(c.node or c.url, c.health.ok, c.health.status) for c in pool.clients]
         text = render_metrics(rows, counters, groups=len(feed.groups), upstreams=feed.upstreams())
-        return Response(text + edge_metrics.render(), media_type=METRICS_CONTENT_TYPE)
+        return Response(text + edge_metrics.render() + snapshot_metrics(snapshots), media_type=METRICS_CONTENT_TYPE)
 
     handlers: list[Any] = [healthz, stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers,
                            status, ws_handler(f"{API}/ws", named_feed, counters), servicemap, metrics]
     lifespans: list[Any] = [lifespan]
     # Parts with routes of their own add them here, each from its module, given `state`.
     handlers += target_handlers(pool, cluster)
+    handlers += snapshot_handlers(pool, snapshots)
     scripting = Scripting(state)
     handlers += script_routes(scripting)
     lifespans.append(scripting.lifespan)

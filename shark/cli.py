@@ -463,6 +463,8 @@ def mcp_command(hub_url: str, http: bool, host: str, port: int) -> None:
 
 from shark.scripts_cli import scripts as scripts_group  # noqa: E402 - a command group of its own module
 cli.add_command(scripts_group)
+from shark.snapshot_cli import snapshot as snapshot_group  # noqa: E402 - a command group of its own module
+cli.add_command(snapshot_group)
 from shark.kube.commands import clean, logs, open_command  # noqa: E402 - cluster commands of their own module
 cli.add_command(open_command)
 cli.add_command(clean)

@@ -8,6 +8,7 @@ import json
 from urllib.parse import quote
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
@@ -145,6 +146,37 @@ class HubClient:
                 if progress is not None:
                     progress(total)
         return total, partial
+
+
+    def json_get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._json(path, params)
+
+    def post_json(self, path: str, body: Any, timeout: float | None = None) -> Any:
+        """POST a JSON body; the hub's JSON answer, or a HubError with its reason."""
+        extra = {"timeout": httpx.Timeout(timeout, connect=5.0)} if timeout is not None else {}
+        try:
+            response = self.http.post(path, json=body, **extra)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            raise HubUnreachable(self.url, _reason(error)) from error
+        except httpx.TransportError as error:
+            raise HubUnreachable(self.url, f"connection lost: {_reason(error)}") from error
+        if response.status_code >= 400:
+            raise self.error(response)
+        return response.json() if response.content else None
+
+    def download(self, path: str, out: Path) -> int:
+        """GET `path` into the file `out` (written whole or not at all); returns its size."""
+        part = out.with_name(out.name + ".part")
+        total = 0
+        try:
+            with self._open(path, timeout=httpx.Timeout(300.0, connect=5.0)) as response, open(part, "wb") as file:
+                for chunk in response.iter_bytes():
+                    file.write(chunk)
+                    total += len(chunk)
+            part.replace(out)
+        finally:
+            part.unlink(missing_ok=True)
+        return total
 
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:

@@ -200,6 +200,21 @@ class SharkTools:
             answer["comment"] = log["comment"]
         return answer
 
+    def create_snapshot(self, name: Annotated[str | None, Field(
+            description="1-63 letters, digits, '.', '_', '-'; default snapshot-DATE-TIME")] = None,
+            query: Query = "", since: Since = "15m", until: Until = None) -> dict[str, Any]:
+        """Save the packets of a time window (all, or the streams of the query's matches) and its
+        entries in the hub, kept across restarts: evidence that outlives the capture ring.
+        Download later with `kubectl shark snapshot download NAME`."""
+        body = {"name": name, "q": query or None, "since": since, "until": until}
+        return self._run(lambda hub: hub.post_json("/snapshots", {k: v for k, v in body.items() if v is not None},
+                                                   timeout=300.0))
+
+    def list_snapshots(self) -> dict[str, Any]:
+        """The snapshots the hub keeps (name, created, query, window, entries, bytes) and the
+        bytes they use of its limit."""
+        return self._run(lambda hub: hub.json_get("/snapshots"))
+
 
 def why_failing(service: Annotated[str, Field(description="service or pod name, as in the service map")],
                 since: Annotated[str, Field(description="how far back to look, e.g. 15m")] = "15m") -> str:
@@ -233,8 +248,9 @@ def what_talks_to(service: Annotated[str, Field(description="service or pod name
             f"typical requests.")
 
 
-TOOLS = ("list_entries", "get_entry", "service_map", "status", "validate_query", "export_pcap", "export_har")
-READ_ONLY = frozenset(TOOLS) - {"export_pcap", "export_har"}
+TOOLS = ("list_entries", "get_entry", "service_map", "status", "validate_query", "export_pcap", "export_har",
+         "create_snapshot", "list_snapshots")
+READ_ONLY = frozenset(TOOLS) - {"export_pcap", "export_har", "create_snapshot"}
 
 
 def build_server(hub_url: str = DEFAULT_HUB, client: HubClient | None = None, **settings: Any) -> MCPServer:

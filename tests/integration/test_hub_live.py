@@ -21,8 +21,9 @@ AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 
 class Hub(Proc):
-    def __init__(self, *worker_urls: str) -> None:
+    def __init__(self, *worker_urls: str, state_dir: Path | None = None) -> None:
         args = [a for url in worker_urls for a in ("--worker", url)]
+        args += ["--state-dir", str(state_dir)] if state_dir is not None else []
         super().__init__([sys.executable, "-m", "hub", *args, "--listen", "127.0.0.1:0",
                           "--poll-interval", "0.3", "--timeout", "5"], env={"SHARK_TOKEN": TEST_TOKEN})
         self.url = self.wait_line(r"hub serving on (http://\S+)").group(1) + "/api/v1"
@@ -41,10 +42,11 @@ def second_server():
 
 
 @pytest.fixture
-def cluster(start_worker, http_server, second_server):
+def cluster(start_worker, http_server, second_server, tmp_path):
     alpha = start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}", node="alpha", token=TEST_TOKEN)
     beta = start_worker("--iface", "lo", "--bpf", f"tcp port {second_server}", node="beta", token=TEST_TOKEN)
-    hub = Hub(alpha.url, beta.url.removesuffix("/api/v1"))   # both URL forms are accepted
+    # both URL forms are accepted; a state dir for snapshots (docs/API.md's examples make one)
+    hub = Hub(alpha.url, beta.url.removesuffix("/api/v1"), state_dir=tmp_path / "hub-state")
     yield hub, alpha, beta, http_server, second_server
     assert hub.stop() == 0, hub.output
 
@@ -284,7 +286,7 @@ def test_every_hub_doc_example_runs(cluster, tmp_path):
     hub, alpha, beta, port_a, port_b = cluster
     commands = hub_doc_commands()
     for route in ("/entries?", "/entries/$ENTRY", "/entries/$ENTRY/pcap", "/pcap", "/har", "/stream",
-                  "/query/validate", "/workers", "/status", "/schema", "/healthz"):
+                  "/query/validate", "/workers", "/status", "/schema", "/healthz", "/snapshots"):
         assert any(route in command for command in commands), route
     assert all('-H "Authorization: Bearer $SHARK_TOKEN"' in c for c in commands if "/healthz" not in c)
     traffic(port_a, port_b)
@@ -300,3 +302,4 @@ def test_every_hub_doc_example_runs(cluster, tmp_path):
             assert result.returncode == 0, (command, result.stderr)
     assert (tmp_path / "cluster.pcap").stat().st_size > 24
     assert json.loads((tmp_path / "traffic.har").read_text())["log"]["version"] == "1.2"
+    assert (tmp_path / "incident-42.pcap").stat().st_size > 24

@@ -97,6 +97,12 @@ async def session(client: Client, port: int, tmp_path: Path) -> None:
     assert len(json.loads((tmp_path / "out.har").read_text())["log"]["entries"]) == 5
     assert "no directory" in error(await client.call_tool("export_har", {"path": str(tmp_path / "no" / "x.har")}))
 
+    snap = data(await client.call_tool("create_snapshot", {"name": "mcp-1", "query": ours, "since": "10m"}))
+    assert (snap["name"], snap["entries"]) == ("mcp-1", 5) and snap["pcap_bytes"] > 24
+    assert "exists" in error(await client.call_tool("create_snapshot", {"name": "mcp-1"}))
+    listed = data(await client.call_tool("list_snapshots", {}))
+    assert [s["name"] for s in listed["snapshots"]] == ["mcp-1"] and listed["bytes"] > snap["pcap_bytes"]
+
     prompts = await client.list_prompts()
     assert {p.name for p in prompts.prompts} == {"why_failing", "slow_endpoints", "what_talks_to"}
     prompt = await client.get_prompt("why_failing", {"service": "orders"})

@@ -1,0 +1,239 @@
+"""Traffic snapshots (/api/v1/snapshots): the packets of a time window (all of them, or the
+streams of a query's matches), merged across workers, saved by the hub with the matching
+entries, so the evidence outlives the workers' rings and the hub's restarts.
+
+A snapshot is a directory `<state-dir>/traffic-snapshots/NAME/` holding `packets.pcap`,
+`entries.json` and `meta.json`; it is written as `.NAME.part/` and renamed when whole, so a
+hub killed midway leaves no half snapshot behind (the next start removes the leftovers).
+All snapshots together stay under `--snapshot-limit` bytes: one that would pass it is
+refused (413) and removed, never kept half.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from litestar import Request, Response, delete, get, post
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.response import File
+
+from hub.workers import WorkerError, WorkerPool, describe
+from shark import kfl
+from shark.units import UnitError, parse_duration
+
+API = "/api/v1"
+PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
+DIRECTORY = "traffic-snapshots"
+DEFAULT_LIMIT = 500 * 1000 * 1000
+MAX_ENTRIES = 100_000
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+FIELDS = ("name", "q", "since", "until")
+
+
+class TooBig(Exception):
+    pass
+
+
+@dataclass
+class SnapshotStore:
+    root: Path | None                 # None: the hub keeps no files (no --state-dir)
+    limit: int = DEFAULT_LIMIT
+    refused: int = 0                  # refused for the limit, for /metrics
+    _writing: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.root is not None and self.root.is_dir():
+            for leftover in self.root.glob(".*.part"):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    # -- reading ------------------------------------------------------------------------
+    def list(self) -> list[dict[str, Any]]:
+        if self.root is None or not self.root.is_dir():
+            return []
+        rows = []
+        for meta in sorted(self.root.glob("*/meta.json")):
+            try:
+                rows.append(json.loads(meta.read_text()))
+            except (OSError, ValueError):
+                continue        # unreadable: left out of the list, still counted in bytes
+        rows.sort(key=lambda row: row.get("created") or 0)
+        return rows
+
+    def used(self) -> int:
+        if self.root is None or not self.root.is_dir():
+            return 0
+        return sum(path.stat().st_size for path in self.root.rglob("*") if path.is_file())
+
+    def path(self, name: str, part: str = "") -> Path:
+        if self.root is None or not NAME.fullmatch(name) or not (self.root / name / "meta.json").is_file():
+            raise NotFoundException(f"no snapshot named {name!r}")
+        return self.root / name / part if part else self.root / name
+
+    def meta(self, name: str) -> dict[str, Any]:
+        return json.loads((self.path(name) / "meta.json").read_text())
+
+    def delete(self, name: str) -> None:
+        shutil.rmtree(self.path(name))
+
+    # -- writing ------------------------------------------------------------------------
+    async def create(self, pool: WorkerPool, body: Any) -> dict[str, Any]:
+        spec = parse_spec(body)
+        if self.root is None:
+            raise HTTPException(status_code=409, detail="snapshots: the hub keeps no files: start it with "
+                                                        "--state-dir (tap does)")
+        name = spec["name"] or time.strftime("snapshot-%Y%m%d-%H%M%S")
+        if name in self._writing or (self.root / name).exists():
+            raise HTTPException(status_code=409, detail=f"name: a snapshot named {name!r} exists")
+        params = {k: str(spec[k]) for k in ("q", "since", "until") if spec[k] not in (None, "")}
+        budget = self.limit - self.used()
+        part = self.root / f".{name}.part"
+        self._writing.add(name)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            part.mkdir()
+            try:
+                meta = await self._write(pool, params, part, budget)
+            except BaseException:
+                shutil.rmtree(part, ignore_errors=True)
+                raise
+            meta = {"name": name, "created": round(time.time(), 3), "q": spec["q"], "since": spec["since"],
+                    "until": spec["until"], **meta}
+            (part / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            part.rename(self.root / name)
+        except TooBig as error:
+            self.refused += 1
+            raise HTTPException(status_code=413, detail=str(error)) from None
+        except OSError as error:
+            raise HTTPException(status_code=507, detail=f"snapshots: cannot write {self.root}: "
+                                                        f"{error.strerror or error}") from None
+        finally:
+            self._writing.discard(name)
+        return meta
+
+    async def _write(self, pool: WorkerPool, params: dict[str, str], part: Path, budget: int) -> dict[str, Any]:
+        def over(size: int) -> TooBig:
+            return TooBig(f"snapshot: more than the {max(budget, 0)} bytes left of --snapshot-limit "
+                          f"{self.limit} (snapshots use {self.used()}); delete some, narrow it (q, since, until) "
+                          "or raise the limit")
+        try:
+            answer = await pool.entries(params, MAX_ENTRIES)
+            entries = json.dumps({"entries": answer.entries}).encode()
+            if len(entries) > budget:
+                raise over(len(entries))
+            (part / "entries.json").write_bytes(entries)
+            pcap = await pool.pcap(params)
+        except (WorkerError, httpx.HTTPError) as error:
+            raise HTTPException(status_code=502, detail=f"snapshot: {describe(error)}") from None
+        failed = [f"{w['node'] or w['url']}: {w['error']}" for w in pcap.workers if not w["ok"]]
+        if len(failed) == len(pcap.workers):
+            raise HTTPException(status_code=502, detail="snapshot: no worker answered: " + "; ".join(failed))
+        size = len(entries)
+        with open(part / "packets.pcap", "wb") as file:
+            async with aclosing(pcap.chunks()) as chunks:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > budget:
+                        raise over(size)
+                    file.write(chunk)
+        missing = {str(w["node"] or w["url"]) for w in [*answer.workers, *pcap.workers] if not w["ok"]}
+        return {"entries": len(answer.entries), "bytes": size, "pcap_bytes": size - len(entries),
+                "partial": sorted(missing)}
+
+
+def parse_spec(body: Any) -> dict[str, Any]:
+    """The POST body: {name?, q?, since?, until?}; a bad field is a 400 naming it."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise HTTPException(status_code=400, detail="body: expected a JSON object {name, q, since, until}")
+    for key in body:
+        if key not in FIELDS:
+            raise HTTPException(status_code=400, detail=f"{key}: unknown field; expected one of {', '.join(FIELDS)}")
+    spec: dict[str, Any] = {key: body.get(key) for key in FIELDS}
+    name = spec["name"]
+    if name is not None and (not isinstance(name, str) or not NAME.fullmatch(name)):
+        raise HTTPException(status_code=400, detail=f"name: {name!r} is not a snapshot name (1-63 letters, digits, "
+                                                    "'.', '_', '-', starting with a letter or digit)")
+    q = spec["q"]
+    if q is not None:
+        if not isinstance(q, str):
+            raise HTTPException(status_code=400, detail="q: expected a KFL query string")
+        error = kfl.validate(q)
+        if error is not None:
+            raise HTTPException(status_code=400, detail=f"q: {error}")
+    for key in ("since", "until"):
+        value = spec[key]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise HTTPException(status_code=400, detail=f"{key}: expected epoch seconds or a duration ago (10m)")
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                try:
+                    parse_duration(value, key)
+                except UnitError as error:
+                    raise HTTPException(status_code=400, detail=str(error)) from None
+    return spec
+
+
+def snapshot_handlers(pool: WorkerPool, store: SnapshotStore) -> list[Any]:
+    @post(f"{API}/snapshots", status_code=201)
+    async def create_snapshot(request: Request) -> dict[str, Any]:
+        """Save the packets and entries of a window (q, since, until) under a name."""
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError as error:
+            raise HTTPException(status_code=400, detail=f"body: not valid JSON ({error})") from None
+        return await store.create(pool, body)
+
+    @get(f"{API}/snapshots")
+    async def list_snapshots() -> dict[str, Any]:
+        """Every snapshot, oldest first, and the bytes they use of the limit."""
+        return {"snapshots": store.list(), "bytes": store.used(), "limit": store.limit}
+
+    @get(f"{API}/snapshots/{{name:str}}")
+    async def snapshot_meta(request: Request) -> dict[str, Any]:
+        """One snapshot's description."""
+        return store.meta(request.path_params["name"])
+
+    @get(f"{API}/snapshots/{{name:str}}/pcap")
+    async def snapshot_pcap(request: Request) -> File:
+        """The snapshot's packets."""
+        name = request.path_params["name"]
+        return File(path=store.path(name, "packets.pcap"), filename=f"{name}.pcap", media_type=PCAP_MEDIA_TYPE)
+
+    @get(f"{API}/snapshots/{{name:str}}/entries")
+    async def snapshot_entries(request: Request) -> Response[bytes]:
+        """The snapshot's entries, as saved."""
+        return Response(store.path(request.path_params["name"], "entries.json").read_bytes(), media_type="application/json")
+
+    @delete(f"{API}/snapshots/{{name:str}}", status_code=204)
+    async def delete_snapshot(request: Request) -> None:
+        store.delete(request.path_params["name"])
+
+    return [create_snapshot, list_snapshots, snapshot_meta, snapshot_pcap, snapshot_entries, delete_snapshot]
+
+
+def metrics(store: SnapshotStore) -> str:
+    snapshots = store.list()
+    return "\n".join([
+        "# HELP shark_hub_snapshots Traffic snapshots the hub keeps.", "# TYPE shark_hub_snapshots gauge",
+        f"shark_hub_snapshots {len(snapshots)}",
+        "# HELP shark_hub_snapshot_bytes Bytes the snapshots use.", "# TYPE shark_hub_snapshot_bytes gauge",
+        f"shark_hub_snapshot_bytes {store.used()}",
+        "# HELP shark_hub_snapshot_limit_bytes The hub's --snapshot-limit.",
+        "# TYPE shark_hub_snapshot_limit_bytes gauge", f"shark_hub_snapshot_limit_bytes {store.limit}",
+        "# HELP shark_hub_snapshots_refused_total Snapshots refused for the limit.",
+        "# TYPE shark_hub_snapshots_refused_total counter", f"shark_hub_snapshots_refused_total {store.refused}",
+    ]) + "\n"

@@ -1,0 +1,116 @@
+"""Traffic snapshots (hub/snapshots.py) over fake workers: created from a window's entries and
+packets, listed, downloaded, durable across a new hub on the same state dir, bounded by bytes
+with a clear 413, and bad requests named by field."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import dpkt
+import httpx
+from litestar.testing import TestClient
+
+from factories import tcp_packet
+from hub.app import HubSettings, create_app
+from hub.snapshots import DIRECTORY
+from support.prometheus import parse_prometheus
+
+LOCAL = "http://127.0.0.1"
+ENTRY = {"id": "a:1", "node": "a", "protocol": "http", "ts": 10.0, "summary": "GET /x", "status": 200,
+         "src": {"ip": "10.0.0.1", "port": 40000}, "dst": {"ip": "10.0.0.2", "port": 80}}
+
+
+def pcap(packets: int) -> bytes:
+    out = io.BytesIO()
+    writer = dpkt.pcap.Writer(out, nano=True)
+    for number in range(packets):
+        writer.writepkt(tcp_packet(payload=b"GET /x HTTP/1.1\r\n\r\n"), ts=10.0 + number)
+    return out.getvalue()
+
+
+def transport(seen: list[httpx.Request]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.path
+        if path.endswith("/status"):
+            return httpx.Response(200, json={"node": "a"})
+        if path.endswith("/entries"):
+            return httpx.Response(200, content=json.dumps(ENTRY).encode() + b"\n")
+        if path.endswith("/pcap"):
+            return httpx.Response(200, content=pcap(50), headers={"content-type": "application/vnd.tcpdump.pcap"})
+        return httpx.Response(404, json={"error": "not found", "detail": path})
+    return httpx.MockTransport(handle)
+
+
+def client(state: Path | None, seen: list[httpx.Request], limit: int = 10_000_000) -> TestClient:
+    return TestClient(create_app(HubSettings(workers=["http://w1:8897"], poll_interval=60, retries=0,
+                                             state_dir=state, snapshot_limit=limit,
+                                             client_options={"transport": transport(seen)})), base_url=LOCAL)
+
+
+def test_a_snapshot_is_saved_listed_downloaded_and_outlives_the_hub(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+    with client(tmp_path, seen) as hub:
+        made = hub.post("/api/v1/snapshots", json={"name": "incident-1", "q": "http", "since": 5, "until": "1m"})
+        assert made.status_code == 201, made.text
+        meta = made.json()
+        assert (meta["name"], meta["entries"], meta["q"], meta["partial"]) == ("incident-1", 1, "http", [])
+        assert meta["pcap_bytes"] == len(pcap(50))
+        # the window and the query went to the worker, for the entries and the packets alike
+        asked = [r for r in seen if r.url.path.endswith(("/entries", "/pcap"))]
+        assert {(r.url.params["q"], r.url.params["since"], r.url.params["until"]) for r in asked} == {("http", "5", "1m")}
+        assert hub.post("/api/v1/snapshots", json={"name": "incident-1"}).status_code == 409
+    (tmp_path / DIRECTORY / ".half.part").mkdir()        # as a hub killed mid-write leaves it
+    with client(tmp_path, []) as hub:                    # a new hub on the same state dir
+        listed = hub.get("/api/v1/snapshots").json()
+        assert [s["name"] for s in listed["snapshots"]] == ["incident-1"]
+        assert listed["bytes"] == meta["bytes"] + len((tmp_path / DIRECTORY / "incident-1" / "meta.json").read_bytes())
+        assert not (tmp_path / DIRECTORY / ".half.part").exists()
+        assert hub.get("/api/v1/snapshots/incident-1").json() == meta
+        packets = hub.get("/api/v1/snapshots/incident-1/pcap")
+        assert packets.headers["content-type"] == "application/vnd.tcpdump.pcap"
+        assert len(list(dpkt.pcap.Reader(io.BytesIO(packets.content)))) == 50
+        assert hub.get("/api/v1/snapshots/incident-1/entries").json() == {"entries": [ENTRY]}
+        samples = parse_prometheus(hub.get("/metrics").text)
+        assert samples[("shark_hub_snapshots", "")] == 1 and samples[("shark_hub_snapshot_bytes", "")] == listed["bytes"]
+        assert hub.delete("/api/v1/snapshots/incident-1").status_code == 204
+        assert hub.get("/api/v1/snapshots/incident-1").status_code == 404
+        assert hub.get("/api/v1/snapshots").json()["snapshots"] == []
+
+
+def test_the_limit_refuses_a_snapshot_whole(tmp_path: Path) -> None:
+    with client(tmp_path, [], limit=len(pcap(50)) + 500) as hub:
+        assert hub.post("/api/v1/snapshots", json={"name": "first"}).status_code == 201
+        refused = hub.post("/api/v1/snapshots", json={"name": "second"})
+        assert refused.status_code == 413
+        assert "--snapshot-limit" in refused.json()["detail"] and "delete some" in refused.json()["detail"]
+        assert sorted(p.name for p in (tmp_path / DIRECTORY).iterdir()) == ["first"]   # nothing half kept
+        samples = parse_prometheus(hub.get("/metrics").text)
+        assert samples[("shark_hub_snapshots_refused_total", "")] == 1
+        assert samples[("shark_hub_snapshot_limit_bytes", "")] == len(pcap(50)) + 500
+
+
+def test_bad_requests_name_the_field(tmp_path: Path) -> None:
+    with client(tmp_path, []) as hub:
+        for body, status, field in [({"name": "../x"}, 400, "name:"), ({"q": "http and"}, 400, "q: column 9"),
+                                    ({"since": "ten minutes"}, 400, "since:"), ({"until": True}, 400, "until:"),
+                                    ({"size": 1}, 400, "size: unknown field"), ([1], 400, "body:")]:
+            answer = hub.post("/api/v1/snapshots", json=body)
+            assert answer.status_code == status and answer.json()["detail"].startswith(field), (body, answer.text)
+        assert hub.get("/api/v1/snapshots/nope/pcap").status_code == 404
+    with client(None, []) as hub:
+        answer = hub.post("/api/v1/snapshots", json={})
+        assert answer.status_code == 409 and "--state-dir" in answer.json()["detail"]
+
+
+def test_snapshots_are_behind_the_token(tmp_path: Path) -> None:
+    app = create_app(HubSettings(workers=["http://w1:8897"], poll_interval=60, retries=0, state_dir=tmp_path,
+                                 token="s3cret", client_options={"transport": transport([])}))
+    with TestClient(app, base_url=LOCAL) as hub:
+        for method, path in [("POST", "/api/v1/snapshots"), ("GET", "/api/v1/snapshots"),
+                             ("GET", "/api/v1/snapshots/x/pcap"), ("DELETE", "/api/v1/snapshots/x")]:
+            assert hub.request(method, path, json={}).status_code == 401, path
+        made = hub.post("/api/v1/snapshots", json={"name": "ok"}, headers={"Authorization": "Bearer s3cret"})
+        assert made.status_code == 201, made.text
