@@ -11,6 +11,7 @@ refused (413) and removed, never kept half.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -47,7 +48,8 @@ class SnapshotStore:
     root: Path | None                 # None: the hub keeps no files (no --state-dir)
     limit: int = DEFAULT_LIMIT
     refused: int = 0                  # refused for the limit, for /metrics
-    _writing: set[str] = field(default_factory=set)
+    # one snapshot written at a time: each one's budget is what the ones before it left
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         if self.root is not None and self.root.is_dir():
@@ -89,15 +91,18 @@ class SnapshotStore:
         if self.root is None:
             raise HTTPException(status_code=409, detail="snapshots: the hub keeps no files: start it with "
                                                         "--state-dir (tap does)")
+        async with self._lock:
+            return await self._create(pool, spec, self.root)
+
+    async def _create(self, pool: WorkerPool, spec: dict[str, Any], root: Path) -> dict[str, Any]:
         name = spec["name"] or time.strftime("snapshot-%Y%m%d-%H%M%S")
-        if name in self._writing or (self.root / name).exists():
+        if (root / name).exists():
             raise HTTPException(status_code=409, detail=f"name: a snapshot named {name!r} exists")
         params = {k: str(spec[k]) for k in ("q", "since", "until") if spec[k] not in (None, "")}
         budget = self.limit - self.used()
-        part = self.root / f".{name}.part"
-        self._writing.add(name)
+        part = root / f".{name}.part"
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
             part.mkdir()
             try:
                 meta = await self._write(pool, params, part, budget)
@@ -107,15 +112,13 @@ class SnapshotStore:
             meta = {"name": name, "created": round(time.time(), 3), "q": spec["q"], "since": spec["since"],
                     "until": spec["until"], **meta}
             (part / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-            part.rename(self.root / name)
+            part.rename(root / name)
         except TooBig as error:
             self.refused += 1
             raise HTTPException(status_code=413, detail=str(error)) from None
         except OSError as error:
-            raise HTTPException(status_code=507, detail=f"snapshots: cannot write {self.root}: "
+            raise HTTPException(status_code=507, detail=f"snapshots: cannot write {root}: "
                                                         f"{error.strerror or error}") from None
-        finally:
-            self._writing.discard(name)
         return meta
 
     async def _write(self, pool: WorkerPool, params: dict[str, str], part: Path, budget: int) -> dict[str, Any]:
