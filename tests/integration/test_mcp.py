@@ -79,8 +79,12 @@ async def session(client: Client, port: int, tmp_path: Path) -> None:
     assert edge["target"] == f"127.0.0.1:{port}" and edge["count"] == 5 and edge["errors"] == 2
     assert edge["protocol"] == "http" and edge["p99_ms"] is not None
 
-    status = data(await client.call_tool("status", {}))
-    [worker] = status["workers"]
+    for _ in range(60):     # the hub's view of the worker is its last poll (every 2 s)
+        status = data(await client.call_tool("status", {}))
+        [worker] = status["workers"]
+        if (worker.get("entries") or 0) >= 5:
+            break
+        await asyncio.sleep(0.5)
     assert worker["ok"] is True and worker["packets_received"] > 0 and worker["entries"] >= 5
     assert status["hub"]["workers_ok"] == 1 and status["packets_dropped_total"] == 0
 

@@ -30,7 +30,7 @@ def start_tap(env: dict[str, str], http_server: int, port: int) -> Proc:
     return proc
 
 
-def test_snapshot_saved_from_real_traffic_outlives_a_restart(tmp_path: Path, http_server: int):
+def test_snapshot_saved_from_real_traffic_outlives_a_restart(tmp_path: Path, http_server: int, start_worker):
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
     port = free_port()
     hub = f"http://127.0.0.1:{port}"
@@ -65,6 +65,10 @@ def test_snapshot_saved_from_real_traffic_outlives_a_restart(tmp_path: Path, htt
         read = subprocess.run(["tshark", "-r", str(out), "-Y", "http.request", "-T", "fields", "-e", "http.request.uri"],
                               capture_output=True, text=True, timeout=60)
         assert read.stdout.split() == ["/status/503"], read.stderr     # only the matching stream's packets
+        # the pcap opens again as live traffic does (what `tap --local --pcap FILE` runs)
+        replay = start_worker("--pcap", str(out))
+        replayed = wait_for(lambda: replay.entries() or None, timeout=30, what="the replayed entry")
+        assert [(e["summary"], e["status"]) for e in replayed] == [("GET /status/503", 503)]
         entries = tmp_path / "errors.json"
         assert shark("snapshot", "download", "errors", "--entries", "-o", str(entries), "--hub", hub,
                      env=env).returncode == 0
