@@ -12,6 +12,7 @@ import { Health } from "./health.js";
 import { LiveFeed } from "./live.js";
 import { UNAUTHORIZED, loggedIn, showLogin } from "./login.js";
 import { ServiceMap } from "./servicemap.js";
+import { Snapshots } from "./snapshots.js";
 import { renderTraffic, renderWorkers } from "./stats.js";
 
 const DEFAULT_LIMIT = 2000;
@@ -299,7 +300,7 @@ let mapTimer = null;
 let statsTimer = null;
 
 function showView(view, { push = true } = {}) {
-  if (!["traffic", "map", "stats"].includes(view)) view = "traffic";
+  if (!["traffic", "map", "stats", "snapshots"].includes(view)) view = "traffic";
   const changed = view !== state.view;
   state.view = view;
   for (const tab of document.querySelectorAll("[role=tab]")) {
@@ -313,6 +314,8 @@ function showView(view, { push = true } = {}) {
   if (view === "map") {
     map.load(state.q);
     mapTimer = setInterval(() => { if ($("#map-auto").checked) map.refresh(state.q); }, MAP_REFRESH_MS);
+  } else if (view === "snapshots") {
+    snapshots.load();
   } else if (view === "stats") {
     let drawn = -1;
     const draw = () => {
@@ -372,7 +375,7 @@ document.addEventListener("keydown", (event) => {
   const key = event.key;
   if (key === "/") { event.preventDefault(); filter.focus(); }
   else if (key === "?") { event.preventDefault(); $("#help-dialog").showModal(); }
-  else if (key === "1" || key === "2" || key === "3") showView(["traffic", "map", "stats"][Number(key) - 1]);
+  else if (["1", "2", "3", "4"].includes(key)) showView(["traffic", "map", "stats", "snapshots"][Number(key) - 1]);
   else if (state.view !== "traffic") return;
   else if (key === "j" || key === "ArrowDown") { event.preventDefault(); feed.move(1); }
   else if (key === "k" || key === "ArrowUp") { event.preventDefault(); feed.move(-1); }
@@ -396,6 +399,12 @@ $("#clear").addEventListener("click", () => { store.clear(); state.lost = 0; fee
 $("#jump").addEventListener("click", () => feed.jumpToLive());
 $("#help").addEventListener("click", () => $("#help-dialog").showModal());
 $("#workers-pill").addEventListener("click", () => showView("stats"));
+const snapshots = new Snapshots($("#snapshot-list"), $("#snapshot-message"));
+$("#snapshot-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const since = Date.now() / 1000 - Number($("#snapshot-since").value);
+  snapshots.create(state.q, since, $("#snapshot-name").value.trim());
+});
 $("#map-refresh").addEventListener("click", () => map.load(state.q));
 for (const tab of document.querySelectorAll("[role=tab]")) tab.addEventListener("click", () => showView(tab.dataset.view));
 

@@ -152,3 +152,33 @@ def test_the_hub_serves_the_page_and_its_modules_with_their_types(tap):
         # browsers refuse ES modules served with another type
         assert response.headers["content-type"].split(";")[0] in ("text/javascript", "application/javascript")
     assert httpx.get(tap.url + "/app.css", timeout=10).headers["content-type"].startswith("text/css")
+
+
+def test_a_snapshot_of_the_filtered_traffic_is_saved_downloaded_and_deleted(page, tap, site):
+    query = f'{site.kfl} and request.query["t"][0].startsWith("snap-")'
+    open_ui(page, tap, query)
+    site.get("/json?t=snap-a")
+    site.get("/status/500?t=snap-b")
+    site.get("/json?t=other")
+    expect(page.locator(ROWS).filter(has_text="t=snap-")).to_have_count(2)
+
+    page.get_by_role("tab", name="Snapshots").click()
+    page.get_by_label("Snapshot name").fill("ui-snap")
+    page.get_by_role("button", name="Save snapshot").click()
+    expect(page.locator("#snapshot-message")).to_have_text(re.compile(r"^saved ui-snap: 2 entries, "))
+    row = page.locator("table.snapshots tr[data-name=ui-snap]")
+    expect(row).to_contain_text("startsWith(\"snap-\")")
+
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download pcap of ui-snap").click()
+    reader = dpkt.pcap.Reader(io.BytesIO(Path(info.value.path()).read_bytes()))
+    requests = sorted(bytes(tcp.data).split(b" HTTP/")[0] for _, frame in reader
+                      for tcp in [dpkt.ethernet.Ethernet(frame).data.data]
+                      if isinstance(tcp, dpkt.tcp.TCP) and tcp.data.startswith(b"GET "))
+    assert requests == [b"GET /json?t=snap-a", b"GET /status/500?t=snap-b"], requests
+
+    page.get_by_role("button", name="Save snapshot").click()      # the same name again: refused, said
+    expect(page.locator("#snapshot-message")).to_contain_text("not saved: 409 name: a snapshot named 'ui-snap' exists")
+    page.get_by_role("button", name="Delete ui-snap").click()
+    expect(row).to_have_count(0)
+    expect(page.locator("#snapshot-message")).to_have_text("deleted ui-snap")
