@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -171,6 +172,14 @@ def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: f
         fail(str(error))
     if host not in ("0.0.0.0", "::") and not is_loopback(host):
         allowed_hosts += (host,)          # the address it listens on is its own name
+    pod_ip = os.environ.get("POD_IP", "").strip()
+    if pod_ip:
+        # in a cluster (the manifests set POD_IP from the downward API) the pod's own address is
+        # its name too: Prometheus scrapes http://POD_IP:8899/metrics with that Host
+        try:
+            allowed_hosts += (host_name(pod_ip, "POD_IP"),)
+        except ValueError as error:
+            fail(str(error))
     listener = _bind(host, port)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app = create_app(HubSettings(workers=list(workers), poll_interval=poll_interval, timeout=timeout,

@@ -80,3 +80,26 @@ def test_edge_metrics_from_real_traffic_back_every_dashboard_query(tap_local, ht
             legend = set(re.findall(r"\{\{(\w+)\}\}", target.get("legendFormat", "")))
             have = set.union(*(labels_of[m] for m in METRIC.findall(target["expr"])))
             assert legend <= have, (panel["title"], legend - have)
+
+
+def test_the_hub_answers_prometheus_at_its_pod_ip():
+    """In a cluster Prometheus scrapes http://POD_IP:8899/metrics with that Host; the manifests
+    hand the hub POD_IP, and any other name is still refused."""
+    import sys
+
+    from support.processes import TEST_TOKEN, Proc
+
+    def scrape(url: str, host: str) -> int:
+        return httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {TEST_TOKEN}", "Host": host},
+                         timeout=10).status_code
+    started = {pod_ip: Proc([sys.executable, "-m", "hub", "--worker", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"],
+                            env={"SHARK_TOKEN": TEST_TOKEN, "POD_IP": pod_ip}) for pod_ip in ("10.244.7.9", "")}
+    try:
+        hubs = {ip: (hub, hub.wait_line(r"hub serving on (http://\S+)").group(1)) for ip, hub in started.items()}
+        with_ip, without = hubs["10.244.7.9"][1], hubs[""][1]
+        assert scrape(with_ip, "10.244.7.9:8899") == 200
+        assert scrape(with_ip, "evil.example:8899") == 403
+        assert scrape(without, "10.244.7.9:8899") == 403
+    finally:
+        for hub in started.values():
+            hub.stop()

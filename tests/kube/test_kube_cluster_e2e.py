@@ -64,7 +64,9 @@ def container_env(kube: KubeAPI, spec: dict[str, Any], node: str) -> dict[str, s
         if "value" in item:
             env[item["name"]] = item["value"]
         elif "fieldRef" in source:
-            env[item["name"]] = {"metadata.namespace": "shark", "spec.nodeName": node}[source["fieldRef"]["fieldPath"]]
+            # the pods run on this machine's loopback here: that is their address
+            env[item["name"]] = {"metadata.namespace": "shark", "spec.nodeName": node,
+                                 "status.podIP": "127.0.0.1"}[source["fieldRef"]["fieldPath"]]
         else:
             ref = source["secretKeyRef"]
             data = kube.get("Secret", ref["name"], "shark")["data"][ref["key"]]
