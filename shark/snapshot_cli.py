@@ -14,6 +14,7 @@ import httpx
 
 from shark.errors import HubError, HubUnreachable, SharkError
 from shark.hubclient import DEFAULT_HUB, HubClient
+from shark.terminal import printable
 from shark.units import UnitError, format_size, parse_duration
 
 hub_option = click.option("--hub", "hub_url", default=DEFAULT_HUB, show_default=True, envvar="SHARK_HUB",
@@ -35,7 +36,7 @@ def _call(hub: HubClient, method: str, path: str, what: str, **kwargs: Any) -> A
         except (ValueError, AttributeError):
             detail = None
         hint = "`kubectl shark snapshot list` shows the snapshots" if response.status_code == 404 else None
-        raise HubError(f"{what}: hub answered {response.status_code}: {detail or response.text[:200]}",
+        raise HubError(f"{what}: hub answered {response.status_code}: {printable(str(detail or response.text[:200]))}",
                        response.status_code, hint=hint)
     return response.json() if response.content else None
 
@@ -100,7 +101,7 @@ def list_(output: str, hub_url: str) -> None:
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.get("created") or 0))
         click.echo(f"{row['name']:<32} {created:<20} {row.get('entries', 0):>8} "
-                   f"{format_size(row.get('bytes', 0)):>10}  {row.get('q') or ''}".rstrip())
+                   f"{format_size(row.get('bytes', 0)):>10}  {printable(row.get('q') or '')}".rstrip())
     click.echo(f"{len(rows)} snapshots, {format_size(answer.get('bytes', 0))} of {format_size(answer.get('limit', 0))}",
                err=True)
 
