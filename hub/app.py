@@ -35,7 +35,7 @@ from hub.scripts import Scripting, script_routes
 from hub.servicemap import build as build_servicemap
 from hub.snapshots import DEFAULT_LIMIT as SNAPSHOT_LIMIT, DIRECTORY as SNAPSHOT_DIRECTORY, SnapshotStore
 from hub.snapshots import metrics as snapshot_metrics, snapshot_handlers
-from hub.stream import Feed, last_event_id
+from hub.stream import MAX_LIVE_CLIENTS, MAX_LIVE_QUERIES, Feed, last_event_id
 from hub.targets import target_handlers
 from hub.workers import WorkerClient, WorkerError, WorkerPool, describe
 from hub.ws import ws_handler
@@ -72,6 +72,8 @@ class HubSettings:
     allowed_hosts: list[str] = field(default_factory=list)   # Host names served besides loopback's
     metrics_edges: int = DEFAULT_MAX_EDGES  # service-map edges with /metrics series of their own
     snapshot_limit: int = SNAPSHOT_LIMIT    # bytes all traffic snapshots may use (hub/snapshots.py)
+    max_live_clients: int = MAX_LIVE_CLIENTS  # SSE + WebSocket clients at once
+    max_live_queries: int = MAX_LIVE_QUERIES  # distinct live queries at once
 
 
 @dataclass
@@ -260,7 +262,7 @@ def create_app(settings: HubSettings) -> Litestar:
                       timeout=settings.timeout, retries=settings.retries, backoff=settings.backoff,
                       token=settings.token, **settings.client_options)
     started = time.time()
-    feed = Feed(pool)
+    feed = Feed(pool, max_clients=settings.max_live_clients, max_queries=settings.max_live_queries)
     counters = StreamCounters()
     state = HubState(settings, pool, feed, counters)
     # In a cluster, endpoints the workers did not name are named at read time (hub/kube/names.py).
@@ -413,6 +415,11 @@ def create_app(settings: HubSettings) -> Litestar:
         if body is not None:
             await JSONResponse(body, status_code=400)(scope, receive, send)  # type: ignore[arg-type]
             return
+        problem = feed.refusal(params.get("q") or None)
+        if problem is not None:
+            await JSONResponse({"error": "unavailable", "detail": problem}, status_code=503,  # type: ignore[arg-type]
+                               headers={"Retry-After": "10"})(scope, receive, send)
+            return
         # the headers say "streaming from now": sent once the query's worker streams are open
         await feed.ready(params.get("q") or None)
         events = counters.track(named_feed.events(params.get("q") or None, last_id))
@@ -438,8 +445,9 @@ def create_app(settings: HubSettings) -> Litestar:
         map's edges (counted from the live feed from the first scrape on)."""
         edge_metrics.start(named_feed)
         rows = [(c.node or c.url, c.health.ok, c.health.status) for c in pool.clients]
-        text = render_metrics(rows, counters, groups=len(feed.groups), upstreams=feed.upstreams())
-        return Response(text + edge_metrics.render() + snapshot_metrics(snapshots), media_type=METRICS_CONTENT_TYPE)
+        text = render_metrics(rows, counters, feed)
+        return Response(text + edge_metrics.render() + snapshot_metrics(snapshots) + scripting.metrics(),
+                        media_type=METRICS_CONTENT_TYPE)
 
     handlers: list[Any] = [healthz, stream, entries, entry_detail, entry_pcap, pcap, har, validate_query, workers,
                            status, ws_handler(f"{API}/ws", named_feed, counters), servicemap, metrics]

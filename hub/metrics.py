@@ -88,7 +88,7 @@ WORKER_METRICS = (
 
 
 def render(workers: Iterable[tuple[str, bool | None, dict[str, Any] | None]],
-           counters: StreamCounters, *, groups: int = 0, upstreams: int = 0) -> str:
+           counters: StreamCounters, feed: Any = None) -> str:
     """workers: (node label, up, last /status) per worker. A worker's counters are left out
     while it is down (its last values would be stale)."""
     rows = list(workers)
@@ -113,8 +113,21 @@ def render(workers: Iterable[tuple[str, bool | None, dict[str, Any] | None]],
               f"shark_hub_sse_lost_events_total {counters.lost_total}",
               "# HELP shark_hub_stream_groups Distinct live queries; clients with the same query share one.",
               "# TYPE shark_hub_stream_groups gauge",
-              f"shark_hub_stream_groups {groups}",
+              f"shark_hub_stream_groups {len(feed.groups) if feed else 0}",
               "# HELP shark_hub_worker_streams Open /stream connections from the hub to workers (one per query and worker).",
               "# TYPE shark_hub_worker_streams gauge",
-              f"shark_hub_worker_streams {upstreams}"]
+              f"shark_hub_worker_streams {feed.upstreams() if feed else 0}"]
+    if feed is not None:
+        lines += ["# HELP shark_hub_live_clients_limit Live (SSE + WebSocket) clients the hub serves at once (--max-live-clients).",
+                  "# TYPE shark_hub_live_clients_limit gauge",
+                  f"shark_hub_live_clients_limit {feed.max_clients}",
+                  "# HELP shark_hub_live_clients_refused_total Live clients turned away: the limit was reached.",
+                  "# TYPE shark_hub_live_clients_refused_total counter",
+                  f"shark_hub_live_clients_refused_total {feed.refused_clients}",
+                  "# HELP shark_hub_live_queries_limit Distinct live queries the hub follows at once (--max-live-queries).",
+                  "# TYPE shark_hub_live_queries_limit gauge",
+                  f"shark_hub_live_queries_limit {feed.max_queries}",
+                  "# HELP shark_hub_live_queries_refused_total Live clients turned away: their query would pass the limit.",
+                  "# TYPE shark_hub_live_queries_refused_total counter",
+                  f"shark_hub_live_queries_refused_total {feed.refused_queries}"]
     return "\n".join(lines) + "\n"

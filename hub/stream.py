@@ -44,6 +44,8 @@ CATCH_UP_TIMEOUT_S = 10.0  # longest wait for a worker to replay what a client m
 REPLAY_LIMIT = 100_000     # entries one resume re-reads from the workers, at most
 RECONNECT_S = (0.2, 5.0)   # first and longest wait before reconnecting to a worker
 READY_S = 5.0              # longest a new client waits for a query's worker streams to open
+MAX_LIVE_CLIENTS = 1_000   # SSE + WebSocket clients at once (each holds a queue of CLIENT_QUEUE events)
+MAX_LIVE_QUERIES = 100     # distinct live queries at once (each holds one stream per worker)
 
 Positions = dict[str, tuple[str, int]]   # node -> (worker store id, last worker seq sent)
 
@@ -461,13 +463,34 @@ class Feed:
     """Every live group of one hub."""
 
     def __init__(self, pool: WorkerPool, *, linger_s: float = LINGER_S,
-                 recent_size: int = RECENT_SIZE, queue_size: int = CLIENT_QUEUE) -> None:
+                 recent_size: int = RECENT_SIZE, queue_size: int = CLIENT_QUEUE,
+                 max_clients: int = MAX_LIVE_CLIENTS, max_queries: int = MAX_LIVE_QUERIES) -> None:
         self.pool = pool
         self.linger_s = linger_s
         self.recent_size = recent_size
         self.queue_size = queue_size
+        self.max_clients = max_clients
+        self.max_queries = max_queries
+        self.refused_clients = 0       # clients turned away: max_clients were connected
+        self.refused_queries = 0       # ... or theirs would have been a query past max_queries
         self.groups: dict[str | None, Group] = {}
         pool.on_membership.append(self._membership)
+
+    def clients(self) -> int:
+        return sum(len(group.members) for group in self.groups.values())
+
+    def refusal(self, q: str | None) -> str | None:
+        """Why a new live client of `q` is turned away (counted), or None: the hub holds a
+        queue per client and a stream per worker per distinct query, so both are bounded."""
+        if self.clients() >= self.max_clients:
+            self.refused_clients += 1
+            return (f"{self.max_clients} live clients are connected, the most this hub serves "
+                    "(--max-live-clients); try again later")
+        if (q or None) not in self.groups and len(self.groups) >= self.max_queries:
+            self.refused_queries += 1
+            return (f"{self.max_queries} distinct live queries are followed, the most this hub serves "
+                    "(--max-live-queries); use a query already followed, or try again later")
+        return None
 
     def _membership(self, client: WorkerClient, joined: bool) -> None:
         for group in self.groups.values():

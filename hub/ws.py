@@ -24,6 +24,7 @@ from shark import kfl
 
 log = logging.getLogger("shark.hub.ws")
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013          # RFC 6455 registry: the server is overloaded; come back later
 FIRST_MESSAGE_TIMEOUT_S = 30.0
 
 
@@ -61,6 +62,12 @@ def ws_handler(path: str, feed: Feed, counters: StreamCounters):  # noqa: ANN201
         if q.strip() and (error := kfl.validate(q)) is not None:
             await socket.send_json({"type": "error", "payload": {"detail": f"q: {error}", "column": error.column}})
             await _close(socket, POLICY_VIOLATION)
+            return
+
+        problem = feed.refusal(q.strip() or None)
+        if problem is not None:
+            await socket.send_json({"type": "error", "payload": {"detail": problem}})
+            await _close(socket, TRY_AGAIN_LATER)
             return
 
         async def pump() -> None:

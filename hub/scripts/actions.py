@@ -11,6 +11,7 @@ import fnmatch
 import logging
 import os
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,13 @@ TAG_FLUSH_S = 0.2
 TAG_BATCH = 500                  # changes per request to one worker
 OUTBOUND_CONCURRENCY = 8
 OUTBOUND_PENDING = 500           # webhooks/Slack messages waiting; more are dropped and logged
-SNAPSHOT_CONCURRENCY = 2
+SNAPSHOT_CONCURRENCY = 1        # one at a time: each one's budget is what the others left
+SNAPSHOT_LIMIT = 200 * 1000 * 1000   # bytes all scripts' snapshots may take (--script-snapshot-limit)
 MAX_SNAPSHOTS = 100              # files kept; more are refused until some are deleted
+
+
+class _OverBudget(Exception):
+    pass
 
 
 class HostPolicy:
@@ -74,8 +80,10 @@ class Actions:
     def __init__(self, pool: WorkerPool, logs: ScriptLogs, allowed_hosts: list[str],
                  snapshots_dir: Path | None, on_disabled: Callable[[str, str], None],
                  transport: httpx.AsyncBaseTransport | None = None, timeout: float = 10.0,
-                 on_tagged: Callable[[str, list[str]], None] | None = None) -> None:
+                 on_tagged: Callable[[str, list[str]], None] | None = None,
+                 snapshot_limit: int = SNAPSHOT_LIMIT) -> None:
         self.pool = pool
+        self.snapshot_limit = snapshot_limit
         self.on_tagged = on_tagged     # (entry id, its tags now): live clients are told
         self.logs = logs
         self.policy = HostPolicy(allowed_hosts)
@@ -248,6 +256,9 @@ class Actions:
             rows.append({"name": path.name, "bytes": stat.st_size, "created": round(stat.st_mtime, 3)})
         return rows
 
+    def snapshot_bytes(self) -> int:
+        return sum(row["bytes"] for row in self.snapshots())
+
     def _snapshot(self, script: str, query: str, name: str) -> None:
         if self.snapshots_dir is None:
             self.logs.add(script, "error", f"pcap.snapshot: {name} not written: the hub keeps no files "
@@ -276,13 +287,24 @@ class Actions:
                                                f"({'; '.join(failed)})", "hub")
                 return   # the pool closed what it opened: no worker stream is left open
             size = 0
+            budget = self.snapshot_limit - self.snapshot_bytes()
             try:
                 self.snapshots_dir.mkdir(parents=True, exist_ok=True)
                 with open(part, "wb") as file:
-                    async for chunk in answer.chunks():
-                        file.write(chunk)
-                        size += len(chunk)
+                    async with aclosing(answer.chunks()) as chunks:   # closed early too: workers' streams end
+                        async for chunk in chunks:
+                            size += len(chunk)
+                            if size > budget:
+                                raise _OverBudget(budget)
+                            file.write(chunk)
                 os.replace(part, target)
+            except _OverBudget:
+                part.unlink(missing_ok=True)
+                self.logs.add(script, "error", f"pcap.snapshot: {name} not written: it would pass the "
+                                               f"{self.snapshot_limit:,}-byte limit of scripts' snapshots "
+                                               f"({max(budget, 0):,} bytes left; --script-snapshot-limit); "
+                                               "delete some (DELETE /api/v1/scripts/snapshots/NAME)", "hub")
+                return
             except OSError as error:
                 part.unlink(missing_ok=True)
                 self.logs.add(script, "error", f"pcap.snapshot: {name} not written: {error.strerror or error}", "hub")

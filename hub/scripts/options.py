@@ -31,6 +31,12 @@ def script_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="CPU seconds one hook call or job run may take before it is stopped."),
         click.option("--script-memory-limit", default="64MiB", show_default=True, envvar="SHARK_SCRIPT_MEMORY_LIMIT",
                      help="Memory one script may use (64MiB, 256MB, ...)."),
+        click.option("--script-max-count", type=click.IntRange(1, 1_000), default=16, show_default=True,
+                     envvar="SHARK_SCRIPT_MAX_COUNT",
+                     help="Scripts the hub takes at once (their memory is at most this x --script-memory-limit)."),
+        click.option("--script-snapshot-limit", default="200MB", show_default=True, envvar="SHARK_SCRIPT_SNAPSHOT_LIMIT",
+                     help="Bytes all the scripts' pcap.snapshot() files may take under --state-dir; a "
+                          "snapshot that would pass it is not written (said in the script's log)."),
         click.option("--script-max-failures", type=click.IntRange(1, 10_000), default=5, show_default=True,
                      envvar="SHARK_SCRIPT_MAX_FAILURES",
                      help="Failures within a minute after which a script is disabled."),
@@ -41,7 +47,8 @@ def script_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def script_settings(script_env: tuple[str, ...], script_allowed_hosts: tuple[str, ...], script_time_limit: float,
-                    script_memory_limit: str, script_max_failures: int) -> ScriptSettings:
+                    script_memory_limit: str, script_max_failures: int, script_max_count: int = 16,
+                    script_snapshot_limit: str = "200MB") -> ScriptSettings:
     env: dict[str, str] = {}
     for item in script_env:
         name, sep, value = item.partition("=")
@@ -58,8 +65,13 @@ def script_settings(script_env: tuple[str, ...], script_allowed_hosts: tuple[str
         memory = parse_size(script_memory_limit, "--script-memory-limit")
     except UnitError as error:
         raise click.BadParameter(str(error), param_hint="--script-memory-limit") from None
+    try:
+        snapshot_limit = parse_size(script_snapshot_limit, "--script-snapshot-limit")
+    except UnitError as error:
+        raise click.BadParameter(str(error), param_hint="--script-snapshot-limit") from None
     if memory < MIN_MEMORY_LIMIT:
         raise click.BadParameter(f"{script_memory_limit} is below the minimum of 4MiB",
                                  param_hint="--script-memory-limit")
     return ScriptSettings(env=env, allowed_hosts=list(script_allowed_hosts), time_limit_s=script_time_limit,
-                          memory_limit=memory, max_failures=script_max_failures)
+                          memory_limit=memory, max_failures=script_max_failures, max_scripts=script_max_count,
+                          snapshot_limit=snapshot_limit)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
-from hub.scripts.actions import Actions
+from hub.scripts.actions import SNAPSHOT_LIMIT, Actions
 from hub.scripts.engine import ScriptEngine
 from hub.scripts.logs import ScriptLogs
 from hub.scripts.model import MAX_CODE_BYTES, StoredScript, name_problem
@@ -41,6 +41,8 @@ class ScriptSettings:
     time_limit_s: float = 1.0                                  # CPU seconds per hook call or job run
     memory_limit: int = 64 * 1024 * 1024                       # bytes per script
     max_failures: int = 5                                      # failures within the window that disable
+    max_scripts: int = 16                                      # scripts at once: memory_limit x 16 = 1 GiB at most
+    snapshot_limit: int = SNAPSHOT_LIMIT                       # bytes all pcap.snapshot() files may take
     failure_window_s: float = 60.0
     outbound_timeout_s: float = 10.0
     store: ScriptStore | None = None     # None: <state_dir>/scripts, or memory without a state dir
@@ -85,7 +87,7 @@ class Scripting:
         self.actions = Actions(state.pool, self.logs, settings.allowed_hosts,
                                Path(state_dir) / "snapshots" if state_dir is not None else None,
                                self._disabled_by_engine, settings.outbound_transport, settings.outbound_timeout_s,
-                               on_tagged=state.feed.announce_tags)
+                               on_tagged=state.feed.announce_tags, snapshot_limit=settings.snapshot_limit)
         self.engine = ScriptEngine(self.limits, dict(settings.env), self.actions.dispatch,
                                    max_failures=settings.max_failures, failure_window_s=settings.failure_window_s)
         self.scripts: dict[str, StoredScript] = {}
@@ -197,7 +199,8 @@ class Scripting:
             "scripts": self.views(),
             "store": self.store.description,
             "limits": {"time_s": self.limits.time_s, "memory_bytes": self.limits.memory_bytes,
-                       "max_failures": self.settings.max_failures, "failure_window_s": self.settings.failure_window_s},
+                       "max_failures": self.settings.max_failures, "failure_window_s": self.settings.failure_window_s,
+                       "max_scripts": self.settings.max_scripts},
             "env": sorted(self.settings.env),
             "allowed_hosts": self.actions.policy.patterns,
             "feed": {"following": self._feed_task is not None, "entries": self.engine.captured_seen,
@@ -207,6 +210,18 @@ class Scripting:
             "tags": {"written": self.actions.tags_written, "failed": self.actions.tags_failed},
             "hub_actions": {"dropped": self.engine.actions_dropped},
         }
+
+    def metrics(self) -> str:
+        """Prometheus lines: the scripts and their snapshots against their limits."""
+        rows = [("shark_hub_scripts", "gauge", "Scripts the hub holds (running or not).", len(self.scripts)),
+                ("shark_hub_scripts_limit", "gauge", "Scripts the hub takes at once (--script-max-count).",
+                 self.settings.max_scripts),
+                ("shark_hub_script_snapshot_bytes", "gauge", "Bytes the scripts' pcap.snapshot() files take.",
+                 self.actions.snapshot_bytes()),
+                ("shark_hub_script_snapshot_limit_bytes", "gauge",
+                 "Bytes the scripts' snapshots may take (--script-snapshot-limit).", self.settings.snapshot_limit)]
+        return "".join(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {value}\n"
+                       for name, kind, help_, value in rows)
 
     async def put(self, name: str, code: str | None, enabled: bool | None, *, create_only: bool = False) -> bool:
         """Create or update a script; True when it was created. Raises ScriptRejected
@@ -229,6 +244,10 @@ class Scripting:
                 raise ScriptConflict(name)
             if existing is None and code is None:
                 raise ScriptRejected("code", "missing; a new script needs its code")
+            if existing is None and len(self.scripts) >= self.settings.max_scripts:
+                raise ScriptRejected("name", f"the hub runs {len(self.scripts)} scripts already, the most it takes "
+                                             f"(--script-max-count {self.settings.max_scripts}: at most "
+                                             f"{self.settings.max_scripts} x the memory limit); delete one first")
             new_code = code if code is not None else existing.code  # type: ignore[union-attr]
             new_enabled = enabled if enabled is not None else (existing.enabled if existing else True)
             if new_enabled:

@@ -134,7 +134,7 @@ def test_create_read_update_delete(hub: RunningHub) -> None:
     assert [s["name"] for s in listed["scripts"]] == ["counter"] and "code" not in listed["scripts"][0]
     assert listed["store"].endswith("scripts") and listed["allowed_hosts"] == ["127.0.0.1"]
     assert listed["limits"] == {"time_s": 0.3, "memory_bytes": 16 << 20, "max_failures": 5,
-                                 "failure_window_s": 60.0}
+                                 "failure_window_s": 60.0, "max_scripts": 16}
 
     assert create(hub, "counter", code).status_code == 409
     hub.http.post("/scripts/actions", json={"action": "ping", "data": {"n": 1}})
