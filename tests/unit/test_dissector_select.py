@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.dissectors import fallback as fallback_dissector
 from worker.dissectors import registry
 from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
 from worker.dissectors.http1 import Http1Dissector
@@ -246,3 +250,115 @@ def test_roles_decided_by_syn_or_ports_are_never_swapped():
     session.on_data(C2S, b"xyz", 0, 1, (0, 1))
     session.on_data(S2C, b"MAGIC request", 0, 2, (0, 2))
     assert session.dissector is None and not session.swapped
+
+
+# -- the rule: who spoke first, and an earlier MORE that never ends ---------------------------
+
+class Waiter(Fake):
+    """Says MORE until its client bytes reach `patience`, then NO (a weak detector)."""
+
+    def __init__(self, name: str, patience: int, client_first: bool = True) -> None:
+        super().__init__(name, b"")
+        self.patience, self.client_first = patience, client_first
+
+    def detect(self, client: bytes, server: bytes) -> Detect:
+        self.asked += 1
+        return Detect.MORE if len(client) + len(server) < self.patience else Detect.NO
+
+
+def handshake_flow(server_port: int = 13306) -> FlowInfo:
+    return FlowInfo("tcp", b"\x0a\xd5\x00\x01", 40000, b"\x0a\xd5\x00\x02", server_port,
+                    handshake=True)
+
+
+def test_client_first_protocols_are_not_tried_when_the_server_spoke_first():
+    # MySQL's greeting on a port no hint knows: the registry's client-first protocols (which
+    # all answer MORE to server bytes alone) are out, and MySQL claims on the greeting.
+    from test_mysql import greeting, handshake_response
+    out: list[Exchange] = []
+    session = open_session(handshake_flow(), out.append, registry())
+    session.on_data(S2C, greeting(), 0, 1, (0, 1))
+    assert session.server_first and session.dissector.name == "mysql"
+    session.on_data(C2S, handshake_response(), 0, 2, (0, 2))
+    assert session.dissector.name == "mysql"
+    # The same bytes on a flow picked up mid-stream (no handshake): nothing is excluded.
+    session = open_session(flow(13306), [].append, registry())
+    session.on_data(S2C, greeting(), 0, 1, (0, 1))
+    assert not session.server_first
+
+
+def test_server_first_on_a_flow_without_a_server_first_candidate_goes_to_the_fallback():
+    fallback = Fake("tcp", b"")
+    session = open_session(handshake_flow(), [].append, [Http1Dissector()], fallback=fallback)
+    session.on_data(S2C, b"220 smtp.example ESMTP\r\n", 0, 1, (0, 1))
+    assert session.dissector is fallback
+    assert fallback.sessions[0].calls == [("data", S2C, b"220 smtp.example ESMTP\r\n", 0, 1, (0, 1))]
+
+
+def test_a_later_match_stops_waiting_for_an_earlier_more_at_a_checkpoint():
+    slow, fake = Waiter("slow", 10**9), Fake("fake", b"MAGIC")
+    session = open_session(flow(), [].append, [slow, fake])
+    session.on_data(C2S, b"MAGIC" + b"x" * 500, 0, 1, (0, 1))
+    assert session.dissector is None          # 505 bytes: slow still holds it
+    session.on_data(S2C, b"y" * 10, 0, 2, (0, 2))
+    assert session.dissector is fake          # 512 reached: the first MATCH in order claims
+
+
+def test_a_match_waiting_at_close_claims_instead_of_the_fallback():
+    fallback, slow, fake = Fake("tcp", b""), Waiter("slow", 10**9), Fake("fake", b"MAGIC")
+    session = open_session(flow(), [].append, [slow, fake], fallback=fallback)
+    session.on_data(C2S, b"MAGIC!", 0, 1, (0, 1))
+    session.on_close(2)
+    assert session.dissector is fake and fallback.sessions == []
+    assert fake.sessions[0].calls == [("data", C2S, b"MAGIC!", 0, 1, (0, 1)), ("close", 2)]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=1299), max_size=12),
+       patience=st.sampled_from([300, 700, 1100, 5000]), late=st.integers(0, 1200))
+def test_the_choice_does_not_depend_on_chunking(cuts, patience, late):
+    # An earlier candidate that gives up after `patience` bytes, a later one whose magic sits
+    # `late` bytes in: whatever the chunking, the same one claims, on the same bytes.
+    stream = b"z" * late + b"MAGIC" + b"w" * (1300 - late - 5)
+    points = sorted(set(cuts)) + [len(stream)]
+
+    def claim(chunks: list[bytes]) -> tuple[str | None, int]:
+        slow, fake = Waiter("slow", patience), Fake("fake", b"z" * late + b"MAGIC")
+        session = open_session(flow(), [].append, [slow, fake])
+        at = 0
+        for chunk in chunks:
+            session.on_data(C2S, chunk, at, at, (0, at))
+            at += len(chunk)
+            if session.dissector is not None:
+                break
+        return (session.dissector.name if session.dissector else None), at
+
+    starts = [0] + points[:-1]
+    split = claim([stream[a:b] for a, b in zip(starts, points)])
+    whole = claim([stream])
+    assert split[0] == whole[0]
+    # One byte at a time finds the earliest point: every chunking claims within that chunk.
+    bytewise = claim([stream[i:i + 1] for i in range(len(stream))])
+    assert bytewise[0] == whole[0]
+
+
+def test_skipped_bytes_are_noted_as_skipped_not_as_lost():
+    out: list[Exchange] = []
+    session = open_session(flow(), out.append, [Fake("fake", b"MAGIC")], detect_limit=50,
+                           fallback=fallback_dissector())
+    session.on_data(S2C, b"b" * 60, 1000, 1, (0, 1))
+    session.on_close(2)
+    (ex,) = out
+    assert ex.protocol == "tcp" and ex.complete and ex.response_size == 60
+    assert ex.notes == ["detection skipped 60 captured bytes (no message start in them)"]
+    # A claiming dissector gets them as a gap to resync on, and its first exchange says so.
+    out.clear()
+    session = open_session(flow(), out.append, registry(), detect_limit=50)
+    session.on_data(C2S, b"\x00\x01" * 40, 0, 1, (0, 1))
+    session.on_data(C2S, REQUEST, 80, 2, (0, 2))
+    session.on_data(S2C, RESPONSE, 0, 3, (0, 3))
+    session.on_close(4)
+    # (HTTP takes the skipped bytes for a request it lost: the response answers that one.)
+    assert "GET /api/orders?id=7" in [e.summary for e in out]
+    assert "detection skipped 80 captured bytes (no message start in them)" in out[0].notes
+    assert sum("detection skipped" in note for e in out for note in e.notes) == 1

@@ -229,17 +229,18 @@ class Assembler:
         if old is not None:
             self._close(old.flow, ts_ns)
             self._remove(old.flow)
-        return self._new_flow(key, sender_client, ts_ns)
+        return self._new_flow(key, sender_client, ts_ns, handshake=True)
 
-    def _new_flow(self, key: FlowKey, sender_client: bool, ts_ns: int, guessed: bool = False) -> Half:
+    def _new_flow(self, key: FlowKey, sender_client: bool, ts_ns: int, guessed: bool = False,
+                  handshake: bool = False) -> Half:
         """A flow for a packet with this key; returns the sender's half."""
         proto, src, sport, dst, dport = key
         transport = "tcp" if proto == TCP else "udp"
         if sender_client:
-            flow = self._install(FlowInfo(transport, src, sport, dst, dport, guessed), key, ts_ns)
-            return flow.client
-        flow = self._install(FlowInfo(transport, dst, dport, src, sport, guessed), reverse_key(key), ts_ns)
-        return flow.server
+            info = FlowInfo(transport, src, sport, dst, dport, guessed, handshake)
+            return self._install(info, key, ts_ns).client
+        info = FlowInfo(transport, dst, dport, src, sport, guessed, handshake)
+        return self._install(info, reverse_key(key), ts_ns).server
 
     def _install(self, info: FlowInfo, client_key: FlowKey, ts_ns: int,
                  anchored: bool = False) -> Flow:

@@ -983,6 +983,7 @@ class AmqpDissector:
     name = "amqp"
     transports = frozenset({"tcp"})
     ports = frozenset({5672})
+    client_first = True         # the AMQP protocol header
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return detect(client, server)

@@ -36,6 +36,9 @@ class FlowInfo:
     # True when nothing decided the roles (no SYN, no port hint, no server seen before) and the
     # first sender was taken for the client: the selector may swap them by content.
     roles_guessed: bool = field(default=False, compare=False)
+    # True when the flow was opened by its SYN or SYN-ACK: each direction's first byte is the
+    # connection's first (so "the server spoke first" is a fact, not an artefact of capture).
+    handshake: bool = field(default=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -88,6 +91,9 @@ class Dissector(Protocol):
     name: str                         # the Entry.protocol it produces
     transports: frozenset[str]        # {"tcp"}, {"udp"} or both
     ports: frozenset[int]             # only a hint: these flows are tried with it first
+    # True when the client always sends first on a new connection (HTTP, TLS, PostgreSQL...):
+    # such a protocol is not tried on a connection whose server spoke first (MySQL's greeting).
+    client_first: bool
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         """Look at the first bytes of each direction (either may be empty)."""

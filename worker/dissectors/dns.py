@@ -678,6 +678,7 @@ class DnsDissector:
     name = "dns"
     transports = frozenset({"udp", "tcp"})
     ports = frozenset({53, 5353, 5355})
+    client_first = True         # a query
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return detect(client, server)

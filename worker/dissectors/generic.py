@@ -74,6 +74,15 @@ class GenericSession:
         side.chunks += 1
         side.last_ts, side.last_ref = ts_ns, ref
 
+    def on_skipped(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        """Bytes the selector buffered and dropped while no dissector could tell (captured,
+        not lost): they count as bytes of the flow, not as a gap."""
+        side = self._sides[direction]
+        if side.first_ts is None:
+            side.first_ts, side.first_offset = ts_ns, offset
+        side.bytes += length
+        side.last_ts = max(side.last_ts, ts_ns)
+
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         self._sides[direction].gap_bytes += length
         if self._gap_ts is None:
@@ -129,6 +138,7 @@ class GenericDissector:
     name = "generic"
     transports = frozenset({"tcp", "udp"})
     ports: frozenset[int] = frozenset()
+    client_first = False
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return Detect.MATCH

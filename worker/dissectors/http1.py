@@ -891,6 +891,7 @@ class Http1Dissector:
     name = "http"
     transports = frozenset({"tcp"})
     ports = frozenset({80, 8080, 8000, 3000, 5000, 8888, 9090})
+    client_first = True         # a request
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return detect(client, server)

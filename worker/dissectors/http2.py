@@ -1178,6 +1178,7 @@ class Http2Dissector:
     protocols = frozenset({"http2", "grpc"})   # Entry.protocol values its sessions produce
     transports = frozenset({"tcp"})
     ports = frozenset({50051})
+    client_first = False        # a server may send its SETTINGS before the client preface
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return detect(client, server)

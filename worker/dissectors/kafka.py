@@ -842,6 +842,7 @@ class KafkaDissector:
     name = "kafka"
     transports = frozenset({"tcp"})
     ports = frozenset({9092, 9093, 9094, 29092})
+    client_first = True         # a request
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return detect(client, server)

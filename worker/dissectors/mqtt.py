@@ -910,6 +910,7 @@ class MqttDissector:
     name = "mqtt"
     transports = frozenset({"tcp"})
     ports = frozenset({1883})
+    client_first = True         # CONNECT
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return detect(client, server)

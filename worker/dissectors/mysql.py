@@ -1045,6 +1045,7 @@ class MysqlDissector:
     name = "mysql"
     transports = frozenset({"tcp"})
     ports = frozenset({3306})
+    client_first = False        # the server's greeting comes first
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return detect(client, server)

@@ -1087,6 +1087,7 @@ class PostgresDissector:
     name = "postgres"
     transports = frozenset({"tcp"})
     ports = frozenset({5432})
+    client_first = True         # StartupMessage or SSLRequest
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return detect(client, server)

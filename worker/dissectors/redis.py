@@ -910,6 +910,7 @@ class RedisDissector:
     name = "redis"
     transports = frozenset({"tcp"})
     ports = frozenset({6379, 6380, 26379})
+    client_first = True         # a command
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return detect(client, server)

@@ -3,9 +3,18 @@
 Until a dissector claims the flow, the selector records every call (data, with offsets, ts and
 refs, and gaps) and asks the candidate dissectors about the first bytes of each direction.
 Candidates are tried in a fixed order: those whose port hint matches either port first, then
-the rest, each group in registry order. The first candidate that does not say NO decides: MATCH
-claims the flow, MORE waits for more bytes. So the choice does not depend on how the bytes
-were split into chunks, and a port hint wins over an equally plausible later candidate.
+the rest, each group in registry order.
+
+The rule, which does not depend on how the bytes were split into chunks:
+- A protocol whose client always speaks first (`client_first`) is not a candidate when the
+  server spoke first on a connection seen from its handshake (MySQL's greeting is no HTTP,
+  TLS, AMQP or PostgreSQL, which would all wait for the client's first bytes).
+- The first candidate in order that does not say NO decides: MATCH claims the flow, MORE
+  waits for more bytes. So a port hint wins over an equally plausible later candidate.
+- An earlier MORE does not hold up a later MATCH forever: at fixed amounts of buffered bytes
+  (CHECKPOINTS, counted over both directions) and when the flow closes, the first candidate
+  in order that says MATCH on exactly those bytes claims the flow. The bytes at a checkpoint
+  are the same however they were chunked, so the choice is too.
 
 The claiming dissector's session gets the recorded calls replayed in their original order,
 then the live calls directly (the selector rebinds its methods to the session's).
@@ -17,22 +26,29 @@ swapped (`session_flow`, `swapped`).
 Gaps: detection looks at the bytes after the last gap of each direction, so a flow whose
 capture started mid-connection is detected on the first message start after the gap; a gap
 also lets every candidate answer again. A direction that shows no message start within
-detect_limit bytes is turned into a gap (memory stays bounded) and detection goes on after it,
-so a keep-alive connection picked up in the middle of a long body is still dissected from its
-next message. A flow every candidate refuses is handed to `fallback` when one is given (a
-generic tcp/udp entry), else ignored: buffered bytes are dropped, later ones only counted.
+detect_limit bytes is skipped (memory stays bounded) and detection goes on after it, so a
+keep-alive connection picked up in the middle of a long body is still dissected from its next
+message. Skipped bytes were captured: the claiming session gets them as a gap (it must resync)
+and the first exchange it emits says how many bytes detection skipped; the generic fallback
+counts them as bytes of the flow. A flow every candidate refuses is handed to `fallback` when
+one is given (a generic tcp/udp entry), else ignored: buffered bytes are dropped, later ones
+only counted.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from worker.dissectors.base import Detect, Direction, Dissector, Emit, FlowInfo, Session
+from worker.dissectors.base import Detect, Direction, Dissector, Emit, Exchange, FlowInfo, Session
 from worker.packet import PacketRef
 
 DETECT_LIMIT = 16384
+# Buffered bytes (both directions, since the last gap) at which a MATCH stops waiting for an
+# earlier candidate's MORE. The first is past any greeting or first request that a detector
+# can judge alone; the last is the detect limit.
+CHECKPOINTS = (512, 1024, 2048, 4096, 8192, 16384)
 
-_DATA, _GAP = 0, 1
+_DATA, _GAP, _SKIP = 0, 1, 2
 
 
 class SelectingSession:
@@ -51,11 +67,13 @@ class SelectingSession:
         self._refused: set[int] = set()              # said NO to the current windows
         self._refused_swapped: set[int] = set()      # ... with the directions reversed
         self._buffered = 0
+        self._first_call = True
         self.dissector: Dissector | None = None      # the one that claimed the flow
         self.session: Session | None = None
         self.ignored = False
         self.ignored_bytes = 0
-        self.skipped_bytes = 0                       # undecided bytes replayed as gaps
+        self.skipped_bytes = 0                       # undecided bytes skipped by detection
+        self.server_first = False                    # the server spoke first (handshake seen)
         # The flow as the claiming session sees it: roles swapped when the content showed
         # the assembler's guess wrong (then the session's directions are the reverse).
         self.session_flow = flow
@@ -65,18 +83,31 @@ class SelectingSession:
                 ref: PacketRef) -> None:
         if not data:
             return
+        if self._first_call:
+            self._first_call = False
+            if direction == Direction.SERVER_TO_CLIENT and offset == 0 and self.flow.handshake:
+                self._server_spoke_first()
+                if self.ignored or self.session is not None:
+                    self.on_data(direction, data, offset, ts_ns, ref)
+                    return
         self._calls.append((_DATA, direction, data, offset, ts_ns, ref))
         window = self._windows[direction]
         window.extend(data)
         self._buffered += len(data)
-        self._decide()
+        self._decide(direction, len(data))
         if self.session is None and not self.ignored and len(window) > self._detect_limit:
             self._skip_window(direction, ts_ns)
 
+    def _server_spoke_first(self) -> None:
+        self.server_first = True
+        self._candidates = [d for d in self._candidates if not getattr(d, "client_first", False)]
+        if not self._candidates:
+            self._give_up()
+
     def _skip_window(self, direction: Direction, ts_ns: int) -> None:
         """A direction that shows no message start within detect_limit bytes (a capture that
-        began in the middle of a long body) is replayed as a gap, and detection goes on with
-        the bytes after it: the next message start on either side can still claim the flow."""
+        began in the middle of a long body) is skipped, and detection goes on with the bytes
+        after it: the next message start on either side can still claim the flow."""
         kept: list[tuple] = []
         gap_at: int | None = None
         first_offset = skipped = 0
@@ -90,7 +121,7 @@ class SelectingSession:
                 kept.append(call)
         if gap_at is None:
             return
-        kept[gap_at] = (_GAP, direction, first_offset, skipped, ts_ns)
+        kept[gap_at] = (_SKIP, direction, first_offset, skipped, ts_ns)
         self._calls = kept
         self._buffered -= skipped
         self.skipped_bytes += skipped
@@ -99,23 +130,52 @@ class SelectingSession:
         self._refused_swapped.clear()
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        self._first_call = False
         self._calls.append((_GAP, direction, offset, length, ts_ns))
         self._windows[direction].clear()
         self._refused.clear()
         self._refused_swapped.clear()
 
     def on_close(self, ts_ns: int) -> None:
-        # Nothing claimed the flow before it ended.
-        if self._fallback is not None:
+        # Nothing claimed the flow before it ended: the bytes there are are all there will
+        # be, so a MATCH no longer waits for an earlier MORE.
+        client, server = bytes(self._windows[0]), bytes(self._windows[1])
+        winner = self._first_match(client, server) if client or server else None
+        if winner is not None:
+            self._claim(winner)
+        elif self._fallback is not None:
             self._claim(self._fallback)
-            self.on_close(ts_ns)   # now the fallback session's on_close
         else:
             self._ignore()
-
-    def _decide(self) -> None:
-        client, server = bytes(self._windows[0]), bytes(self._windows[1])
-        if not (client or server):
             return
+        self.on_close(ts_ns)   # now the claiming session's on_close
+
+    def _first_match(self, client: bytes, server: bytes) -> Dissector | None:
+        """The first candidate in order that says MATCH, earlier MOREs notwithstanding."""
+        for i, dissector in enumerate(self._candidates):
+            if i in self._refused:
+                continue
+            answer = dissector.detect(client, server)
+            if answer is Detect.MATCH:
+                return dissector
+            if answer is Detect.NO:
+                self._refused.add(i)
+        return None
+
+    def _decide(self, direction: Direction, size: int) -> None:
+        client, server = bytes(self._windows[0]), bytes(self._windows[1])
+        total = len(client) + len(server)
+        for checkpoint in CHECKPOINTS:
+            if total - size < checkpoint <= total:
+                # The windows as they were when exactly `checkpoint` bytes were buffered.
+                cut = total - checkpoint
+                if direction == Direction.CLIENT_TO_SERVER:
+                    winner = self._first_match(client[:len(client) - cut], server)
+                else:
+                    winner = self._first_match(client, server[:len(server) - cut])
+                if winner is not None:
+                    self._claim(winner)
+                    return
         for i, dissector in enumerate(self._candidates):
             if i in self._refused:
                 continue
@@ -155,9 +215,10 @@ class SelectingSession:
             self.session_flow = FlowInfo(flow.transport, flow.server_ip, flow.server_port,
                                          flow.client_ip, flow.client_port)
             self.swapped = True
-            session = _Swapped(dissector.session(self.session_flow, self._emit, self._body_limit))
+            session = _Swapped(dissector.session(self.session_flow, self._emit_noting_skips(),
+                                                 self._body_limit))
         else:
-            session = dissector.session(self.flow, self._emit, self._body_limit)
+            session = dissector.session(self.flow, self._emit_noting_skips(), self._body_limit)
         self.dissector, self.session = dissector, session
         calls, self._calls = self._calls, []
         self._windows = [bytearray(), bytearray()]
@@ -165,11 +226,30 @@ class SelectingSession:
         self.on_data = session.on_data          # type: ignore[method-assign]
         self.on_gap = session.on_gap            # type: ignore[method-assign]
         self.on_close = session.on_close        # type: ignore[method-assign]
+        on_skipped = getattr(session, "on_skipped", session.on_gap)
         for call in calls:
             if call[0] == _DATA:
                 session.on_data(*call[1:])
-            else:
+            elif call[0] == _GAP:
                 session.on_gap(*call[1:])
+            else:
+                on_skipped(*call[1:])
+
+    def _emit_noting_skips(self) -> Emit:
+        """The emit of a claiming session: its first exchange says what detection skipped
+        (the session saw those bytes as a gap, but they were captured)."""
+        if not self.skipped_bytes:
+            return self._emit
+        emit, noted = self._emit, False
+
+        def emit_first_noted(exchange: Exchange) -> None:
+            nonlocal noted
+            if not noted:
+                noted = True
+                exchange.notes.append(f"detection skipped {self.skipped_bytes} captured bytes "
+                                      "(no message start in them)")
+            emit(exchange)
+        return emit_first_noted
 
     def _ignore(self) -> None:
         self.ignored = True

@@ -595,6 +595,7 @@ class TlsDissector:
     name = "tls"
     transports = frozenset({"tcp"})
     ports = frozenset({443, 8443, 6443, 10250, 2379, 2380, 9443})
+    client_first = True         # ClientHello
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return detect(client, server)

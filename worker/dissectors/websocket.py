@@ -643,6 +643,7 @@ class WebSocketDissector:
     name = "websocket"
     transports = frozenset({"tcp"})
     ports: frozenset[int] = frozenset()
+    client_first = False        # only reached by an HTTP upgrade, never by detection
 
     def detect(self, client: bytes, server: bytes) -> Detect:
         return Detect.NO
