@@ -179,6 +179,15 @@ _SECRET_KEYS = frozenset({"response", "challenge", "new_secret"})
 _METHOD_FRAME = re.compile(rb"\x01[\x00-\xff]{2}\x00[\x00-\x0f][\x00-\xff]{2}\x00[" + b"".join(
     re.escape(bytes([c])) for c in sorted({k[0] for k in METHODS})) + rb"]", re.DOTALL)
 _HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+# Methods only one side sends (detection: seen from the other side, the roles are the other
+# way round, e.g. a capture that starts after the protocol header, on a port no hint knows).
+# Either side sends close, flow, cancel, ack and nack and their replies.
+_EITHER = frozenset({(10, 50), (10, 51), (20, 20), (20, 21), (20, 40), (20, 41), (60, 30),
+                     (60, 31), (60, 80), (60, 120)})
+_CONNECTION_SERVER = frozenset({(10, 10), (10, 20), (10, 30), (10, 41), (10, 60), (10, 61), (10, 71)})
+_SERVER_ONLY = _CONNECTION_SERVER | frozenset(
+    k for k in METHODS if k[0] != 10 and k not in _EITHER and (k in REPLY_METHODS or k in (RETURN, DELIVER)))
+_CLIENT_ONLY = frozenset(k for k in METHODS if k not in _EITHER and k not in _SERVER_ONLY)
 
 
 class Malformed(ValueError):
@@ -314,9 +323,10 @@ def method_name(class_id: int, method_id: int) -> str:
 
 # -- detection ---------------------------------------------------------------------------
 
-def _frame_at(data: bytes, pos: int) -> Detect:
-    """Whether a frame that looks like AMQP starts at data[pos:]: a known method or a
-    heartbeat, checked up to its frame end (MORE: a plausible prefix)."""
+def _frame_at(data: bytes, pos: int, client: bool | None = None) -> Detect:
+    """Whether a frame that looks like AMQP starts at data[pos:]: a known method (one the
+    side sends, when `client` says which side) or a heartbeat, checked up to its frame end
+    (MORE: a plausible prefix)."""
     head = data[pos:pos + 11]
     if not head:
         return Detect.MORE
@@ -333,7 +343,8 @@ def _frame_at(data: bytes, pos: int) -> Detect:
         return Detect.NO
     if len(head) < 11:
         return Detect.MORE
-    if (int.from_bytes(head[7:9], "big"), int.from_bytes(head[9:11], "big")) not in METHODS:
+    key = (int.from_bytes(head[7:9], "big"), int.from_bytes(head[9:11], "big"))
+    if key not in METHODS or key in (_SERVER_ONLY if client else _CLIENT_ONLY if client is False else ()):
         return Detect.NO
     end = pos + 7 + size
     if len(data) <= end:
@@ -347,17 +358,27 @@ def _direction_state(data: bytes, client: bool) -> Detect:
         if data[:n] == PROTOCOL_HEADER[:n]:
             return Detect.MATCH if n == 8 else Detect.MORE
         return Detect.NO
-    state = _frame_at(data, 0)
+    state = _frame_at(data, 0, client)
     if state is not Detect.NO:
         return state
     # Mid-stream: a known method frame further in, ending right where it says.
     for m in _METHOD_FRAME.finditer(data, 0, 4096):
-        if _frame_at(data, m.start()) is Detect.MATCH:
+        if _frame_at(data, m.start(), client) is Detect.MATCH:
             return Detect.MATCH
     return Detect.NO
 
 
+def _other_sides_frame(data: bytes, client: bool) -> bool:
+    """The direction begins with a whole method frame only the other side sends (a
+    connection.start from the "client"): the roles are the other way round."""
+    return data[:1] == bytes([FRAME_METHOD]) and _frame_at(data, 0) is Detect.MATCH \
+        and _frame_at(data, 0, client) is Detect.NO
+
+
 def detect(client: bytes, server: bytes) -> Detect:
+    if (client and _other_sides_frame(client, True)) or \
+            (server and _other_sides_frame(server, False)):
+        return Detect.NO
     c = _direction_state(client, True) if client else None
     s = _direction_state(server, False) if server else None
     if c is Detect.MATCH or s is Detect.MATCH:

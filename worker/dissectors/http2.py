@@ -215,6 +215,8 @@ def detect(client: bytes, server: bytes) -> Detect:
     either direction. One direction refused while the other has sent nothing is NO: HTTP/2
     does not hold up the detectors after it."""
     c: Detect | None = None
+    if server[:len(PREFACE)] == PREFACE:
+        return Detect.NO       # the client's preface from our "server": roles the other way
     if client:
         head = client[:len(PREFACE)]
         if head == PREFACE:

@@ -261,10 +261,18 @@ def _connect_state(data: bytes) -> Detect:
     return Detect.NO
 
 
-def _chain_state(data: bytes) -> Detect:
+# Packet types only the other side sends: seen from this side, the roles are the other way
+# round (a capture that starts after the CONNECT, on a port no hint knows).
+_NOT_FROM = {True: frozenset({CONNACK, SUBACK, UNSUBACK, PINGRESP}),
+             False: frozenset({CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ})}
+
+
+def _chain_state(data: bytes, client: bool) -> Detect:
     """Mid-stream: packets with valid fixed headers and plausible sizes back to back from the
-    first byte, at least one of them checkable (a PUBLISH with a readable topic, SUBSCRIBE,
-    CONNACK, SUBACK), ending at the end of the data or in a plausible last packet."""
+    first byte, each one this side sends, at least one of them checkable (a PUBLISH with a
+    readable topic, SUBSCRIBE, CONNACK, SUBACK), ending at the end of the data or in a
+    plausible last packet."""
+    not_from = _NOT_FROM[client]
     pos, n, strong, count = 0, len(data), False, 0
     while pos < n and count < 64:
         header = fixed_header(data, pos)
@@ -274,7 +282,7 @@ def _chain_state(data: bytes) -> Detect:
             break
         first, remaining, hlen = header
         kind = first >> 4
-        if kind == CONNECT or not _plausible_size(kind, remaining):
+        if kind == CONNECT or kind in not_from or not _plausible_size(kind, remaining):
             return Detect.NO
         end = pos + hlen + remaining
         if kind == PUBLISH and pos + hlen + 2 <= n:
@@ -302,10 +310,26 @@ def _chain_state(data: bytes) -> Detect:
 def _direction_state(data: bytes, client: bool) -> Detect:
     if client and data[0] == 0x10:
         return _connect_state(data)
-    return _chain_state(data)
+    return _chain_state(data, client)
+
+
+def _other_sides_packet(data: bytes, client: bool) -> bool:
+    """The direction begins with a whole, well-formed packet only the other side sends (a
+    CONNACK from the "client"): the roles are the other way round."""
+    header = fixed_header(data, 0)
+    if not isinstance(header, tuple):
+        return False
+    first, remaining, hlen = header
+    kind = first >> 4
+    end = hlen + remaining
+    return kind in _NOT_FROM[client] and _plausible_size(kind, remaining) and end <= len(data) \
+        and (end == len(data) or fixed_header(data, end) is not False)
 
 
 def detect(client: bytes, server: bytes) -> Detect:
+    if (client and _other_sides_packet(client, True)) or \
+            (server and _other_sides_packet(server, False)):
+        return Detect.NO
     c = _direction_state(client, True) if client else None
     s = _direction_state(server, False) if server else None
     if c is Detect.MATCH or s is Detect.MATCH:

@@ -214,8 +214,11 @@ def _command_state(data: bytes) -> Detect:
     elif command in (0x0E, 0x01, 0x09, 0x1F):
         if size != 1:
             return Detect.NO
-    elif command in (0x17, 0x19, 0x1A):
-        if size < 5:
+    elif command in (0x19, 0x1A):                      # STMT_CLOSE, STMT_RESET: an id only
+        if size != 5:
+            return Detect.NO
+    elif command == 0x17:                               # STMT_EXECUTE: id, flags, iterations 1
+        if size < 10 or payload[5:9] != b"\x01\x00\x00\x00":
             return Detect.NO
     else:
         return Detect.NO

@@ -209,8 +209,20 @@ def _untyped_state(data: bytes) -> Detect:
     if code >> 16 == 3 and 8 < length <= 10000:
         if len(data) < length:
             return Detect.MORE
-        return Detect.MATCH if data[length - 1] == 0 else Detect.NO
+        return Detect.MATCH if _startup_parameters(data[8:length]) else Detect.NO
     return Detect.NO
+
+
+def _startup_parameters(body: bytes) -> bool:
+    """A StartupMessage's body: printable name/value pairs, each NUL-terminated, then a NUL,
+    with `user` among the names (it is required). A Kafka Metadata v0 request begins with the
+    same 8 bytes as a startup of protocol 3.0, but not with this."""
+    if not body.endswith(b"\0\0") and body != b"\0":
+        return False
+    fields = body[:-2].split(b"\0") if len(body) > 1 else []
+    if len(fields) % 2 or any(c < 0x20 for f in fields for c in f):
+        return False
+    return b"user" in fields[0::2]
 
 
 def _scan(data: bytes, frontend: bool) -> Detect:

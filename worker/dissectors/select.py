@@ -20,8 +20,9 @@ The claiming dissector's session gets the recorded calls replayed in their origi
 then the live calls directly (the selector rebinds its methods to the session's).
 
 Roles: when nothing decided them (flow.roles_guessed: no SYN, no port hint, no server seen
-before), a candidate that matches with the directions reversed claims the flow with the roles
-swapped (`session_flow`, `swapped`).
+before), each candidate is tried again with the directions reversed, right after it was tried
+the assembler's way (a protocol's evidence counts before the guess); one that claims so gets
+the flow with the roles swapped (`session_flow`, `swapped`).
 
 Gaps: detection looks at the bytes after the last gap of each direction, so a flow whose
 capture started mid-connection is detected on the first message start after the gap; a gap
@@ -58,14 +59,16 @@ class SelectingSession:
                  body_limit: int, detect_limit: int, fallback: Dissector | None) -> None:
         self.flow = flow
         self._emit = emit
-        self._candidates = list(candidates)
+        # (dissector, swapped) in the order they are asked; with guessed roles each
+        # candidate is also tried the other way round, right after the assembler's way.
+        self._candidates: list[tuple[Dissector, bool]] = [
+            (d, swapped) for d in candidates for swapped in ((False, True) if flow.roles_guessed else (False,))]
         self._body_limit = body_limit
         self._detect_limit = detect_limit
         self._fallback = fallback
         self._calls: list[tuple] = []
         self._windows = [bytearray(), bytearray()]   # per direction, bytes since its last gap
         self._refused: set[int] = set()              # said NO to the current windows
-        self._refused_swapped: set[int] = set()      # ... with the directions reversed
         self._buffered = 0
         self._first_call = True
         self.dissector: Dissector | None = None      # the one that claimed the flow
@@ -100,7 +103,7 @@ class SelectingSession:
 
     def _server_spoke_first(self) -> None:
         self.server_first = True
-        self._candidates = [d for d in self._candidates if not getattr(d, "client_first", False)]
+        self._candidates = [c for c in self._candidates if not getattr(c[0], "client_first", False)]
         if not self._candidates:
             self._give_up()
 
@@ -127,14 +130,12 @@ class SelectingSession:
         self.skipped_bytes += skipped
         self._windows[direction].clear()
         self._refused.clear()
-        self._refused_swapped.clear()
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         self._first_call = False
         self._calls.append((_GAP, direction, offset, length, ts_ns))
         self._windows[direction].clear()
         self._refused.clear()
-        self._refused_swapped.clear()
 
     def on_close(self, ts_ns: int) -> None:
         # Nothing claimed the flow before it ended: the bytes there are are all there will
@@ -142,7 +143,7 @@ class SelectingSession:
         client, server = bytes(self._windows[0]), bytes(self._windows[1])
         winner = self._first_match(client, server) if client or server else None
         if winner is not None:
-            self._claim(winner)
+            self._claim(*winner)
         elif self._fallback is not None:
             self._claim(self._fallback)
         else:
@@ -150,14 +151,14 @@ class SelectingSession:
             return
         self.on_close(ts_ns)   # now the claiming session's on_close
 
-    def _first_match(self, client: bytes, server: bytes) -> Dissector | None:
+    def _first_match(self, client: bytes, server: bytes) -> tuple[Dissector, bool] | None:
         """The first candidate in order that says MATCH, earlier MOREs notwithstanding."""
-        for i, dissector in enumerate(self._candidates):
+        for i, (dissector, swapped) in enumerate(self._candidates):
             if i in self._refused:
                 continue
-            answer = dissector.detect(client, server)
+            answer = dissector.detect(server, client) if swapped else dissector.detect(client, server)
             if answer is Detect.MATCH:
-                return dissector
+                return dissector, swapped
             if answer is Detect.NO:
                 self._refused.add(i)
         return None
@@ -174,33 +175,19 @@ class SelectingSession:
                 else:
                     winner = self._first_match(client, server[:len(server) - cut])
                 if winner is not None:
-                    self._claim(winner)
+                    self._claim(*winner)
                     return
-        for i, dissector in enumerate(self._candidates):
+        for i, (dissector, swapped) in enumerate(self._candidates):
             if i in self._refused:
                 continue
-            answer = dissector.detect(client, server)
+            answer = dissector.detect(server, client) if swapped else dissector.detect(client, server)
             if answer is Detect.MATCH:
-                self._claim(dissector)
+                self._claim(dissector, swapped)
                 return
             if answer is Detect.MORE:
-                break
+                return
             self._refused.add(i)
-        if self.flow.roles_guessed:
-            # Nothing decided who is the client: the content may say the guess was wrong.
-            for i, dissector in enumerate(self._candidates):
-                if i in self._refused_swapped:
-                    continue
-                answer = dissector.detect(server, client)
-                if answer is Detect.MATCH:
-                    self._claim(dissector, swapped=True)
-                    return
-                if answer is Detect.NO:
-                    self._refused_swapped.add(i)
-        else:
-            self._refused_swapped = self._refused
-        if len(self._refused) == len(self._refused_swapped) == len(self._candidates):
-            self._give_up()
+        self._give_up()
 
     def _give_up(self) -> None:
         if self._fallback is not None:
