@@ -8,6 +8,7 @@ p50/p99 of `elapsed_ms` over the entries that have one.
 An entry is an error when:
 - http, http2, websocket: `status >= 500`;
 - grpc: `status` (grpc-status) is set and not 0;
+- postgres, mysql, redis: `status` is set and not 0 (an error reply: ErrorResponse, ERR, `-ERR`);
 - any protocol: `response.error` is set (a Redis error reply, a DNS rcode other than 0, a gRPC
   error, a Kafka/AMQP/... error the dissector reported).
 An entry without a response (`elapsed_ms` null) is not an error; edges count it in
@@ -20,6 +21,8 @@ import math
 from typing import Any
 
 HTTP_LIKE = frozenset({"http", "http2", "websocket"})
+# Protocols whose status is 0 for success and non-zero for an error (worker.dissectors.base).
+ZERO_IS_OK = frozenset({"grpc", "postgres", "mysql", "redis"})
 
 
 def is_error(entry: dict[str, Any]) -> bool:
@@ -27,7 +30,7 @@ def is_error(entry: dict[str, Any]) -> bool:
     status = entry.get("status")
     if protocol in HTTP_LIKE and isinstance(status, int) and status >= 500:
         return True
-    if protocol == "grpc" and isinstance(status, int) and status != 0:
+    if protocol in ZERO_IS_OK and isinstance(status, int) and status != 0:
         return True
     response = entry.get("response")
     return isinstance(response, dict) and bool(response.get("error"))

@@ -1,10 +1,13 @@
 // How values look in the UI: times, sizes, durations, endpoints, status classes.
 
 const HTTP_LIKE = new Set(["http", "http2", "websocket"]);
+// Status 0 is success, anything else an error (hub/servicemap.py ZERO_IS_OK, DNS's rcode too).
+const ZERO_IS_OK = new Set(["grpc", "dns", "postgres", "mysql", "redis"]);
+const DATABASES = new Set(["postgres", "mysql", "redis"]);
 
 /**
  * The colour class of an entry's outcome, as the service map counts errors (hub/servicemap.py):
- * HTTP-like by status class; gRPC and DNS by their status (0 is success); any protocol whose
+ * HTTP-like by status class; gRPC, DNS and the databases by their status (0 is success); any protocol whose
  * response carries `error` is an error; no response at all is "none".
  */
 export function statusClass(entry) {
@@ -17,7 +20,7 @@ export function statusClass(entry) {
     if (status >= 200) return "ok";
     return "info";
   }
-  if ((protocol === "grpc" || protocol === "dns") && typeof status === "number") {
+  if (ZERO_IS_OK.has(protocol) && typeof status === "number") {
     return status === 0 ? "ok" : "error";
   }
   if (response === null || response === undefined || entry.elapsed_ms === null) return "none";
@@ -91,10 +94,21 @@ export function endpoint(ep, withPort = true) {
 export function statusText(entry) {
   if (typeof entry.status === "number") {
     if (entry.protocol === "dns" && entry.response && entry.response.rcode) return entry.response.rcode;
+    if (DATABASES.has(entry.protocol)) return databaseStatus(entry);
     return String(entry.status);
   }
   if (entry.response && entry.response.error) return "ERR";
   return entry.response ? "" : "—";
+}
+
+/** A database reply's outcome: OK, the SQLSTATE (postgres), the ERR code (mysql) or the
+ *  error's first word (redis: ERR, WRONGTYPE, ...). */
+function databaseStatus(entry) {
+  if (entry.status === 0) return "OK";
+  const error = entry.response && entry.response.error;
+  if (entry.protocol === "postgres" && error && error.code) return String(error.code);
+  if (entry.protocol === "redis" && typeof error === "string") return error.split(" ")[0] || "ERR";
+  return String(entry.status);
 }
 
 /** "1 connection", "3 connections" (with thousands separators). */

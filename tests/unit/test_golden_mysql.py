@@ -5,7 +5,9 @@ from support.golden import GOLDEN, assert_golden, dissect_capture
 
 def test_mysql_session_golden() -> None:
     entries = dissect_capture(GOLDEN / "mysql" / "session.pcap")
-    assert all(e["protocol"] == "mysql" and e["status"] is None for e in entries)
+    assert all(e["protocol"] == "mysql" for e in entries)
+    # status: 0 for OK or a result set, the ERR code for an error
+    assert [e["status"] for e in entries if e["status"] != 0 and e["response"]] == [1146]
     assert entries[0]["summary"] == "connect root@test"
     assert entries[0]["response"]["auth_result"] == "ok"
     commands = [e["request"]["command"] for e in entries[1:]]

@@ -5,7 +5,10 @@ from support.golden import GOLDEN, assert_golden, dissect_capture
 
 def test_postgres_session_golden() -> None:
     entries = dissect_capture(GOLDEN / "postgres" / "session.pcap")
-    assert all(e["protocol"] == "postgres" and e["status"] is None for e in entries)
+    assert all(e["protocol"] == "postgres" for e in entries)
+    # status: 0 for a reply, 1 for an ErrorResponse (its SQLSTATE in response.error.code)
+    assert all(e["status"] == (1 if e["response"].get("error") else 0) for e in entries)
+    assert {e["response"]["error"]["code"] for e in entries if e["status"]} == {"42601", "23505"}
     summaries = [e["summary"] for e in entries]
     assert summaries[0] == "startup postgres@test"
     assert entries[0]["response"]["auth_result"] == "ok"

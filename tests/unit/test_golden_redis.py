@@ -41,5 +41,8 @@ def test_redis_golden(version: int) -> None:
     assert by_summary["PUBLISH shark:golden:news"]["response"]["value"] == 1
     if version == 3:
         assert by_summary["HELLO 3"]["response"]["type"] == "map"
-    assert all(e["status"] is None for e in entries)
+    # status: 0 for a reply, 1 for an error reply
+    assert all(e["status"] == (1 if e["response"] and e["response"]["error"] else 0)
+               for e in entries)
+    assert any(e["status"] == 1 for e in entries)
     assert_golden(GOLDEN / "redis" / f"resp{version}.json", entries)

@@ -75,6 +75,9 @@ def test_errors_are_defined_per_protocol():
     assert is_error({"protocol": "dns", "status": 3, "response": {"error": "NXDOMAIN"}})
     assert not is_error({"protocol": "dns", "status": 0, "response": {"error": None}})
     assert not is_error({"protocol": "tcp", "response": None})
+    assert is_error({"protocol": "postgres", "status": 1, "response": {"error": {"code": "42P01"}}})
+    assert is_error({"protocol": "mysql", "status": 1146, "response": {}})
+    assert not is_error({"protocol": "mysql", "status": 0, "response": {"rows": 3}})
 
 
 def test_percentiles_are_nearest_rank():

@@ -146,7 +146,7 @@ def test_handshake_and_query() -> None:
     assert hs.request["user"] == "app" and hs.request["database"] == "shop"
     assert hs.response["server_version"] == "10.11.6-MariaDB"
     assert hs.response["connection_id"] == 77 and hs.response["auth_result"] == "ok"
-    assert q.summary == "SELECT id, name FROM users" and q.status is None
+    assert q.summary == "SELECT id, name FROM users" and q.status == 0
     assert q.request == {"command": "COM_QUERY", "query": "SELECT id, name FROM users"}
     assert q.response["rows"] == 2 and q.response["columns"] == ["id", "name"]
     assert q.response["error"] is None and q.complete

@@ -149,7 +149,7 @@ def test_startup_and_simple_query() -> None:
     assert first.response["auth_method"] == "md5" and first.response["auth_result"] == "ok"
     assert first.response["server_version"] == "15.2" and first.response["backend_pid"] == 42
     assert first.request_size == len(startup()) + len(msg(b"p", cstr("md5abc")))
-    assert second.summary == "SELECT id, name FROM users" and second.status is None
+    assert second.summary == "SELECT id, name FROM users" and second.status == 0
     assert second.request == {"kind": "simple", "query": "SELECT id, name FROM users"}
     assert second.response["rows"] == 2 and second.response["command_tag"] == "SELECT 2"
     assert second.response["columns"] == ["id", "name"] and second.response["error"] is None

@@ -78,7 +78,7 @@ def test_get_pairs_with_bulk_reply() -> None:
     assert ex.request == {"command": "GET", "key": "user:42", "args": 1,
                           "arguments": ["user:42"], "inline": False}
     assert ex.response == {"type": "bulk_string", "value": "alice", "error": None, "length": 5}
-    assert ex.status is None and ex.complete
+    assert ex.status == 0 and ex.complete
     assert (ex.start_ns, ex.end_ns, ex.first_ref, ex.last_ref) == (1000, 2000, (7, 1), (7, 2))
     assert (ex.request_size, ex.response_size) == (len(cmd("GET", "user:42")), 11)
     assert (ex.client_offset, ex.server_offset) == (0, 0)

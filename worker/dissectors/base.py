@@ -70,6 +70,18 @@ class Exchange:
 
 Emit = Callable[[Exchange], None]
 
+# Database protocols (postgres, mysql, redis) share one meaning of `status`, as gRPC and DNS
+# do: 0 for a reply that is not an error, non-zero for an error reply (MySQL: its ERR code;
+# PostgreSQL and Redis, whose codes are not numbers: 1, the code is in response.error), null
+# without a reply. So `status != 0` finds the failures of every one of them.
+DB_ERROR = 1
+
+
+def db_status(answered: bool, error: bool) -> int | None:
+    if not answered:
+        return None
+    return DB_ERROR if error else 0
+
 
 class Session(Protocol):
     """The per-flow state of one dissector."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
+from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
 from worker.packet import PacketRef
 from worker.dissectors.stream import chunk_at, in_order
 
@@ -1030,8 +1030,11 @@ class MySession:
             error = cmd.error
             notes.append(f"ERR {error['code']} ({error['state']}): {error['message']}"[:QUERY_LIMIT])
         start_ns = cmd.resp_ts if cmd.lost and answered else cmd.ts
+        # The ERR code is MySQL's own status number (1146, 1045, ...); 0 is success.
+        status = (cmd.error["code"] or 1) if cmd.error is not None and answered else \
+            db_status(answered, False)
         ex = Exchange(protocol="mysql", start_ns=start_ns,
-                      end_ns=cmd.end_ts if answered else None, summary=summary,
+                      end_ns=cmd.end_ts if answered else None, summary=summary, status=status,
                       request=cmd.request, response=response,
                       request_size=0 if cmd.lost else max(0, cmd.req_end - cmd.start),
                       response_size=(cmd.resp_end - cmd.resp_start) if answered else 0,

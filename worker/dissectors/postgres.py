@@ -38,7 +38,7 @@ import re
 from collections import deque
 from typing import Any
 
-from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
+from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
 from worker.packet import PacketRef
 from worker.dissectors.stream import chunk_at, in_order
 
@@ -1054,6 +1054,7 @@ class PgSession:
                       start_ns=unit.resp_ts if unknown and answered else unit.ts,
                       end_ns=unit.end_ts if answered else None,
                       summary=summary or kind, request=request, response=response,
+                      status=db_status(answered, unit.error is not None),
                       request_size=0 if unknown else max(0, unit.req_end - unit.start),
                       response_size=(unit.resp_end - unit.resp_start) if answered else 0,
                       complete=unit.complete and not unknown,

@@ -31,7 +31,7 @@ import re
 from collections import deque
 from typing import Any
 
-from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
+from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
 from worker.packet import PacketRef
 from worker.dissectors.stream import in_order
 
@@ -865,6 +865,7 @@ class RedisSession:
             if request.confirmations:
                 response["confirmations"] = request.confirmations
             ex.response = response
+            ex.status = db_status(True, bool(response.get("error")))
             ex.end_ns = reply.end_ts
             ex.last_ref = reply.end_ref
             ex.server_offset = reply.start
@@ -898,6 +899,7 @@ class RedisSession:
             notes.append("request not captured")
         ex = Exchange(protocol="redis", start_ns=msg.ts, end_ns=msg.end_ts, summary=summary,
                       request={}, response=response, response_size=msg.end - msg.start,
+                      status=db_status(True, bool(response.get("error"))),
                       complete=msg.complete, first_ref=msg.ref, last_ref=msg.end_ref,
                       client_offset=self.requests.expected, server_offset=msg.start,
                       notes=notes)
