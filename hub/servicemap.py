@@ -11,8 +11,11 @@ An entry is an error when:
 - postgres, mysql, redis: `status` is set and not 0 (an error reply: ErrorResponse, ERR, `-ERR`);
 - any protocol: `response.error` is set (a Redis error reply, a DNS rcode other than 0, a gRPC
   error, a Kafka/AMQP/... error the dissector reported).
+- any protocol: `tcp.failure` is set (a refused, reset or timed-out connection;
+  worker/connections.py).
 An entry without a response (`elapsed_ms` null) is not an error; edges count it in
-`unanswered`.
+`unanswered`. Edges also count failed connections by kind in `failed` ({refused, reset,
+timeout}).
 """
 
 from __future__ import annotations
@@ -32,8 +35,20 @@ def is_error(entry: dict[str, Any]) -> bool:
         return True
     if protocol in ZERO_IS_OK and isinstance(status, int) and status != 0:
         return True
+    if failure(entry) is not None:
+        return True
     response = entry.get("response")
     return isinstance(response, dict) and bool(response.get("error"))
+
+
+def failure(entry: dict[str, Any]) -> str | None:
+    """refused, reset or timeout when the entry's TCP connection failed."""
+    tcp = entry.get("tcp")
+    kind = tcp.get("failure") if isinstance(tcp, dict) else None
+    return kind if kind in FAILURES else None
+
+
+FAILURES = ("refused", "reset", "timeout")
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -74,7 +89,8 @@ def build(entries: list[dict[str, Any]]) -> dict[str, Any]:
         edge = edges.get(key)
         if edge is None:
             edge = edges[key] = {"source": ids[0], "target": ids[1], "protocols": [], "count": 0,
-                                 "errors": 0, "unanswered": 0}
+                                 "errors": 0, "unanswered": 0,
+                                 "failed": dict.fromkeys(FAILURES, 0)}
             latencies[key] = []
         edge["count"] += 1
         protocol = entry.get("protocol")
@@ -82,6 +98,9 @@ def build(entries: list[dict[str, Any]]) -> dict[str, Any]:
             edge["protocols"].append(protocol)
         if is_error(entry):
             edge["errors"] += 1
+        kind = failure(entry)
+        if kind is not None:
+            edge["failed"][kind] += 1
         elapsed = entry.get("elapsed_ms")
         if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool):
             latencies[key].append(float(elapsed))

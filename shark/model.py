@@ -30,6 +30,18 @@ class Size(msgspec.Struct):
     response: int = 0
 
 
+class TcpInfo(msgspec.Struct):
+    """Facts of the TCP connection an entry came over (worker/connections.py, docs/KFL.md)."""
+
+    handshake_ms: float | None = None      # SYN to SYN-ACK as the capture saw them
+    syns: int = 0                          # SYNs the client sent (1 = no retransmission)
+    retransmitted_bytes: int = 0           # payload bytes seen again, both directions
+    zero_windows: int = 0                  # segments advertising a zero receive window
+    closed_by: Literal["client", "server"] | None = None    # the first FIN's sender
+    rst: Literal["client", "server"] | None = None          # the RST's sender
+    failure: Literal["refused", "reset", "timeout"] | None = None
+
+
 class Entry(msgspec.Struct):
     id: str
     node: str
@@ -49,6 +61,8 @@ class Entry(msgspec.Struct):
     complete: bool = True
     # What the dissector noticed: "malformed: ...", "gap in response body", truncation, ...
     notes: list[str] = msgspec.field(default_factory=list)
+    # The TCP connection's facts so far (null for UDP); `tcp.rst`, `tcp.handshake_ms` in KFL.
+    tcp: TcpInfo | None = None
 
 
 class Body(msgspec.Struct):

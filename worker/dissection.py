@@ -10,8 +10,9 @@ from collections.abc import Iterable
 
 import msgspec
 
-from shark.model import Endpoint, Entry, Size, encode
+from shark.model import Endpoint, Entry, Size, TcpInfo, encode
 from worker.assembler import Assembler
+from worker.connections import TcpFacts, failure_exchange, reset_note
 from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
 from worker.dissectors.select import open_session
@@ -77,14 +78,14 @@ class Dissection:
         self._next_seq = first_seq
         self._dissectors = registry() if dissectors is None else dissectors
         self._fallback = fallback()
-        self._assembler = Assembler(self._open_session)
+        self._assembler = Assembler(self._open_session, on_failure=self._failed)
         # Cleartext from the eBPF TLS probes shares 5-tuples with the encrypted packets on
         # the wire: its marked packets get an assembler of their own (docs/TLS.md).
         self._tls_assembler = Assembler(lambda flow: self._open_session(flow, tls=True))
         # TLS cleartext is what TLS carries, never TLS again (whose port hints would claim
         # it first and wait for a handshake that never comes).
         self._cleartext_dissectors = [d for d in self._dissectors if d.name != "tls"]
-        self._pending: list[tuple[FlowInfo, Exchange, int | None, int | None, bool]] = []
+        self._pending: list[tuple[FlowInfo, Exchange, int | None, int | None, bool, TcpInfo | None]] = []
         self._names: dict[bytes, str] = {}
         self._current_ref: PacketRef = (0, 0)
         self._last_expire_ns = 0
@@ -101,6 +102,9 @@ class Dissection:
         # The packet that opened the flow (its SYN, when seen): the connection's first
         # exchange starts its packet range there, so its pcap carries the handshake.
         flow_first_ref = self._current_ref
+        facts: TcpFacts | None = flow.facts
+        if facts is not None:
+            facts.first_ref = flow_first_ref
 
         def emit(exchange: Exchange) -> None:
             if exchange.client_offset == 0 and flow_first_ref < exchange.first_ref:
@@ -121,10 +125,27 @@ class Dissection:
             server_seq = None
             if exchange.server_offset is not None:
                 server_seq = seq_of(flow, to_client, exchange.server_offset)
-            self._pending.append((selector.session_flow, exchange, client_seq, server_seq, tls))
+            tcp = None
+            if facts is not None:
+                if facts.failure == "reset":
+                    # Emitted as the RST closed the flow: this entry carries the reset (and
+                    # says so when the reset cut it).
+                    if not exchange.complete:
+                        exchange.notes.append(reset_note(facts, exchange, selector.swapped))
+                    facts.carried = True
+                tcp = facts.info(selector.swapped)
+            self._pending.append((selector.session_flow, exchange, client_seq, server_seq, tls, tcp))
         dissectors = self._cleartext_dissectors if tls else self._dissectors
         selector = open_session(flow, emit, dissectors, fallback=self._fallback)
         return selector
+
+    def _failed(self, flow: FlowInfo, facts: TcpFacts, ts_ns: int) -> None:
+        """A connection failed with no protocol entry to carry it: a `tcp` entry of its own."""
+        if facts.carried or (facts.failure == "reset" and facts.rst_by == Direction.CLIENT_TO_SERVER):
+            return   # a client's RST after its exchanges completed is how some clients close
+        first_ref = facts.first_ref or self._current_ref
+        exchange = failure_exchange(flow, facts, ts_ns, first_ref)
+        self._pending.append((flow, exchange, None, None, False, facts.info()))
 
     def feed(self, batch: Iterable[StoredPacket]) -> None:
         """Packets in store order; flows idle for long in capture time are closed as we go."""
@@ -172,12 +193,13 @@ class Dissection:
         """Index rows (with their entries) for the exchanges finished since the last call."""
         pending, self._pending = self._pending, []
         rows: list[IndexRow] = []
-        for flow, exchange, client_seq, server_seq, tls in pending:
+        for flow, exchange, client_seq, server_seq, tls, tcp in pending:
             count_cuts(self.cut, exchange.notes)
             seq = self._next_seq
             self._next_seq += 1
             entry = entry_from_exchange(seq, self._node, flow, exchange, self._names, self._identities)
             entry.tls = tls
+            entry.tcp = tcp
             if self._redactor is not None:   # before the entry is indexed or streamed
                 self._redactor.entry(entry)
             rows.append(IndexRow(

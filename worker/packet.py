@@ -34,7 +34,7 @@ UDP = 17
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 _u16 = Struct("!H")
-_tcp = Struct("!HHIIBB")
+_tcp = Struct("!HHIIBBH")
 _udp_ports = Struct("!HH")
 _ETH_VLAN = {0x8100, 0x88A8, 0x9100}
 _IPV6_EXTENSIONS = {0, 43, 60}  # hop-by-hop, routing, destination options
@@ -51,6 +51,7 @@ class Decoded(NamedTuple):
     seq: int        # TCP sequence number, 0 for UDP
     payload: bytes
     ack: int = 0    # TCP acknowledgment number (valid when ACK is in flags), 0 for UDP
+    window: int = -1  # TCP receive window (unscaled), -1 for UDP
 
 
 def _network_offset(linktype: int, frame: bytes) -> tuple[int, int] | None:
@@ -129,9 +130,10 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
     if proto == TCP:
         if len(frame) < start + 20:
             return None
-        sport, dport, seq, ack, data_offset, flags = _tcp.unpack_from(frame, start)
+        sport, dport, seq, ack, data_offset, flags, window = _tcp.unpack_from(frame, start)
         payload_start = start + (data_offset >> 4) * 4
-        return Decoded(TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end], ack)
+        return Decoded(TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end], ack,
+                       window)
     if proto == UDP:
         if len(frame) < start + 8:
             return None

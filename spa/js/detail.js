@@ -71,6 +71,7 @@ export class DetailView {
     return h("div", { class: "detail-body" },
       this.overview(entry),
       this.ends(entry),
+      this.connection(entry),
       this.message("Request", "request", entry.request, entry),
       entry.response ? this.message("Response", "response", entry.response, entry)
         : section("Response", h("p", { class: "muted" }, "No response captured.")),
@@ -122,6 +123,16 @@ export class DetailView {
           ep[name] === "" || ep[name] === undefined ? null : this.field([key, name], ep[name]))));
     };
     return section("Source → Destination", h("div", { class: "ends" }, side("src", "Source"), h("span", { class: "arrow", "aria-hidden": "true" }, "→"), side("dst", "Destination")));
+  }
+
+  /** The TCP connection's facts (worker/connections.py): handshake, retransmissions, who
+   *  closed or reset it, the failure. Each one is a filter. */
+  connection(entry) {
+    const tcp = entry.tcp;
+    if (!tcp || typeof tcp !== "object") return null;
+    const rows = ["failure", "handshake_ms", "syns", "retransmitted_bytes", "zero_windows", "closed_by", "rst"]
+      .map((name) => this.field(["tcp", name], tcp[name] ?? null));
+    return section("TCP connection", h("div", { class: "fields", "aria-label": "TCP connection" }, rows));
   }
 
   message(title, key, message, entry) {

@@ -158,11 +158,12 @@ export class ServiceMap {
     const byId = new Map(nodes.map((node) => [node.id, node]));
     return h("table", { class: "edges-table", "aria-label": "Connections" },
       h("thead", {}, h("tr", {}, ["Source", "Destination", "Protocol", "Requests", "Errors", "Error rate",
-        "Unanswered", "p50", "p99", ""].map((label, i) => h("th", { scope: "col", class: i >= 3 && i <= 8 ? "num" : null }, label)))),
+        "Failed connections", "Unanswered", "p50", "p99", ""].map((label, i) => h("th", { scope: "col", class: i >= 3 && i <= 9 ? "num" : null }, label)))),
       h("tbody", {}, edges.map((edge) => h("tr", { "data-source": edge.source, "data-target": edge.target },
         h("td", {}, edge.source), h("td", {}, edge.target), h("td", {}, edge.protocol),
         h("td", { class: "num" }, count(edge.count)), h("td", { class: "num" }, count(edge.errors)),
         h("td", { class: `num ${edge.error_rate > 0 ? "st-error" : ""}` }, percent(edge.error_rate)),
+        h("td", { class: `num ${failedCount(edge) ? "st-error" : ""}`, title: failedText(edge) || null }, failedText(edge) || "0"),
         h("td", { class: "num" }, count(edge.unanswered)),
         h("td", { class: "num" }, millis(edge.p50_ms) || "—"), h("td", { class: "num" }, millis(edge.p99_ms) || "—"),
         h("td", {}, h("button", { type: "button", onclick: () => this.filterEdge(edge, byId),
@@ -182,9 +183,21 @@ export class ServiceMap {
   }
 }
 
+function failedCount(edge) {
+  const failed = edge.failed || {};
+  return (failed.refused || 0) + (failed.reset || 0) + (failed.timeout || 0);
+}
+
+/** "2 refused, 1 reset" (hub/servicemap.py `failed`); "" when none failed. */
+function failedText(edge) {
+  const failed = edge.failed || {};
+  return ["refused", "reset", "timeout"].filter((kind) => failed[kind]).map((kind) => `${count(failed[kind])} ${kind}`).join(", ");
+}
+
 function edgeLabel(edge) {
   const latency = edge.p50_ms === null ? "no responses" : `p50 ${millis(edge.p50_ms)} / p99 ${millis(edge.p99_ms)}`;
-  return `${count(edge.count)} req · ${percent(edge.error_rate)} err · ${latency}`;
+  const failed = failedText(edge);
+  return `${count(edge.count)} req · ${percent(edge.error_rate)} err${failed ? ` · ${failed}` : ""} · ${latency}`;
 }
 
 function edgePath(a, b, bend) {

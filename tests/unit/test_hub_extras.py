@@ -101,6 +101,19 @@ def test_servicemap_nodes_and_edges():
     redis = edges[("10.0.0.3", "10.0.0.4:6379")]
     assert (redis["count"], redis["errors"], redis["unanswered"], redis["p50_ms"]) == (2, 1, 1, 1.0)
     assert redis["protocols"] == ["redis"]
+    assert http["failed"] == redis["failed"] == {"refused": 0, "reset": 0, "timeout": 0}
+
+
+def test_servicemap_counts_failed_connections_per_edge():
+    refused = entry("f", 1, 1.0, "10.0.0.1", "10.0.0.2", 5432)
+    refused.update(protocol="tcp", elapsed_ms=None, tcp={"failure": "refused", "rst": "server"})
+    reset = entry("f", 2, 2.0, "10.0.0.1", "10.0.0.2", 5432, elapsed_ms=3.0)
+    reset.update(protocol="postgres", status=None, tcp={"failure": "reset", "rst": "server"})
+    fine = entry("f", 3, 3.0, "10.0.0.1", "10.0.0.2", 5432, elapsed_ms=1.0)
+    fine.update(protocol="postgres", status=0, tcp={"failure": None, "rst": None})
+    (edge,) = build([refused, reset, fine])["edges"]
+    assert edge["failed"] == {"refused": 1, "reset": 1, "timeout": 0}
+    assert (edge["count"], edge["errors"], edge["unanswered"]) == (3, 2, 1)
 
 
 def test_servicemap_route_is_partial_and_validates_q():

@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 
 import msgspec
 
 from worker.assembler.flows import (Flow, FlowKey, Half, flow_key, ports_decide_roles, reverse_key,
                                     sender_is_client)
 from worker.assembler.tcp import HALF_SPACE, SEQ_MASK, insert, seq_delta, take_run
+from worker.connections import SYN_TIMEOUT_NS, TcpFacts
 from worker.dissectors.base import Direction, FlowInfo, Session
 from worker.packet import ACK, FIN, RST, SYN, TCP, Decoded, PacketRef
 
@@ -31,6 +33,10 @@ log = logging.getLogger("shark.worker.assembler")
 # A closed TCP flow stays in the table this long (capture time) so that its stragglers (the
 # last ACK, retransmissions, a late RST) are absorbed instead of starting a bogus flow.
 CLOSED_LINGER_NS = 10_000_000_000
+
+# Called when a TCP connection failed (worker.connections): after its session closed for a
+# refusal or a reset, when its SYNs have gone unanswered for SYN_TIMEOUT_NS.
+OnFailure = Callable[[FlowInfo, TcpFacts, int], None]
 
 
 class AssemblerStats(msgspec.Struct):
@@ -55,10 +61,12 @@ class Assembler:
     def __init__(self, open_session: Callable[[FlowInfo], Session], *, max_flows: int = 65536,
                  max_buffered_bytes_per_flow: int = 4 * 1024 * 1024,
                  max_buffered_bytes_total: int = 256 * 1024 * 1024,
-                 tcp_idle_timeout_s: float = 120.0, udp_idle_timeout_s: float = 30.0) -> None:
+                 tcp_idle_timeout_s: float = 120.0, udp_idle_timeout_s: float = 30.0,
+                 on_failure: OnFailure | None = None) -> None:
         if max_flows < 1:
             raise ValueError(f"max_flows {max_flows}: expected at least 1")
         self._open_session = open_session
+        self._on_failure = on_failure
         self._max_flows = max_flows
         self._max_flow_buffer = max_buffered_bytes_per_flow
         self._max_total_buffer = max_buffered_bytes_total
@@ -78,7 +86,7 @@ class Assembler:
     def packet(self, ts_ns: int, ref: PacketRef, decoded: Decoded) -> None:
         stats = self.stats
         stats.packets += 1
-        proto, src, sport, dst, dport, flags, seq, payload, ack = decoded
+        proto, src, sport, dst, dport, flags, seq, payload, ack, window = decoded
         key = (proto, src, sport, dst, dport)
         half = self._halves.get(key)
         if proto != TCP:
@@ -115,7 +123,7 @@ class Assembler:
             return
         flow.last_ns = ts_ns
         if flags & SYN:
-            seq = self._syn(half, flags, seq, ack)
+            seq = self._syn(half, flags, seq, ack, ts_ns, ref)
         if flags & ACK:
             peer_next = half.peer.next_seq
             if peer_next is not None:
@@ -140,8 +148,10 @@ class Assembler:
                         self._session_failed(flow, ts_ns)
             else:
                 self._segment(half, seq, payload, ts_ns, ref)
+        elif not window and not flags & (SYN | FIN | RST):
+            flow.info.facts.zero_windows += 1
         if flags & (FIN | RST):
-            self._fin_or_rst(half, flags, seq, len(payload), ts_ns)
+            self._fin_or_rst(half, flags, seq, len(payload), ts_ns, ref)
 
     # -- the pipeline's clock and the detail view --------------------------------------------
     def expire(self, now_ns: int) -> None:
@@ -150,6 +160,8 @@ class Assembler:
         tcp_idle, udp_idle = self._tcp_idle_ns, self._udp_idle_ns
         for flow in list(self._order):
             idle = now_ns - flow.last_ns
+            if flow.is_tcp and not flow.closed:
+                self._check_syn_timeout(flow, now_ns)
             if flow.closed:
                 if idle > CLOSED_LINGER_NS:
                     self._remove(flow)
@@ -236,16 +248,19 @@ class Assembler:
         """A flow for a packet with this key; returns the sender's half."""
         proto, src, sport, dst, dport = key
         transport = "tcp" if proto == TCP else "udp"
+        facts = TcpFacts() if proto == TCP else None
         if sender_client:
-            info = FlowInfo(transport, src, sport, dst, dport, guessed, handshake)
+            info = FlowInfo(transport, src, sport, dst, dport, guessed, handshake, facts)
             return self._install(info, key, ts_ns).client
-        info = FlowInfo(transport, dst, dport, src, sport, guessed, handshake)
+        info = FlowInfo(transport, dst, dport, src, sport, guessed, handshake, facts)
         return self._install(info, reverse_key(key), ts_ns).server
 
     def _install(self, info: FlowInfo, client_key: FlowKey, ts_ns: int,
                  anchored: bool = False) -> Flow:
         while len(self._order) >= self._max_flows:
             self._evict_one(ts_ns)
+        if info.facts is None and client_key[0] == TCP:   # an anchored flow (detail view)
+            info = replace(info, facts=TcpFacts())
         session: Session | None = None
         try:
             session = self._open_session(info)
@@ -296,6 +311,14 @@ class Assembler:
         flow.closed = True
         flow.last_ns = max(flow.last_ns, ts_ns)
         self.stats.flows_active -= 1
+        facts: TcpFacts | None = flow.info.facts
+        failed = False
+        if facts is not None and facts.failure is None:
+            # Known before the session closes, so that an exchange the RST cut can say so.
+            facts.failure = facts.reset_failure()
+            if facts.failure is None and self._syns_timed_out(flow, ts_ns):
+                facts.failure = "timeout"
+            failed = facts.failure is not None
         session, flow.session = flow.session, None
         if session is not None:
             try:
@@ -303,6 +326,21 @@ class Assembler:
             except Exception:
                 self.stats.session_errors += 1
                 log.warning("closing the session of %s failed", flow.info, exc_info=True)
+        if failed and self._on_failure is not None:
+            self._on_failure(flow.info, facts, ts_ns)   # type: ignore[arg-type]
+
+    def _syns_timed_out(self, flow: Flow, now_ns: int) -> bool:
+        facts: TcpFacts = flow.info.facts
+        return facts.syn_ns is not None and facts.synack_ns is None and \
+            now_ns - facts.syn_ns >= SYN_TIMEOUT_NS and not flow.client.delivered and \
+            not flow.server.delivered
+
+    def _check_syn_timeout(self, flow: Flow, now_ns: int) -> None:
+        facts: TcpFacts = flow.info.facts
+        if facts.failure is None and self._syns_timed_out(flow, now_ns):
+            facts.failure = "timeout"
+            if self._on_failure is not None:
+                self._on_failure(flow.info, facts, now_ns)
 
     def _session_failed(self, flow: Flow, ts_ns: int) -> None:
         """A session raised: count it, close it, keep the flow without dissection."""
@@ -317,9 +355,18 @@ class Assembler:
                 self.stats.session_errors += 1
 
     # -- TCP --------------------------------------------------------------------------------
-    def _syn(self, half: Half, flags: int, seq: int, ack: int) -> int:
+    def _syn(self, half: Half, flags: int, seq: int, ack: int, ts_ns: int, ref: PacketRef) -> int:
         """Start the stream(s) a SYN or SYN-ACK tells us about; returns the sequence number of
         the first data byte (the SYN takes one)."""
+        facts: TcpFacts = half.flow.info.facts
+        if flags & ACK:
+            if facts.synack_ns is None:
+                facts.synack_ns = ts_ns
+        else:
+            facts.syns += 1
+            facts.last_ref = ref
+            if facts.syn_ns is None:
+                facts.syn_ns = ts_ns
         data_seq = (seq + 1) & SEQ_MASK
         if half.base is None:
             half.start_at(data_seq)
@@ -334,10 +381,13 @@ class Assembler:
         delta = seq_delta(seq, half.next_seq)
         size = len(payload)
         if delta < 0:
+            facts: TcpFacts = half.flow.info.facts
             if -delta >= size:
                 stats.retransmitted_bytes += size
+                facts.retransmitted_bytes += size
                 return
             stats.retransmitted_bytes += -delta
+            facts.retransmitted_bytes += -delta
             stats.overlaps += 1
             payload = payload[-delta:]
             size += delta
@@ -348,6 +398,7 @@ class Assembler:
         stored = insert(half.pending, half.delivered + delta, payload, ref)
         if stored < size:
             stats.retransmitted_bytes += size - stored
+            half.flow.info.facts.retransmitted_bytes += size - stored
             if stored:
                 stats.overlaps += 1
         if not stored:
@@ -430,11 +481,16 @@ class Assembler:
                 self._gap(half, limit - half.delivered, ts_ns)
                 self._drain(half, ts_ns)
 
-    def _fin_or_rst(self, half: Half, flags: int, seq: int, size: int, ts_ns: int) -> None:
+    def _fin_or_rst(self, half: Half, flags: int, seq: int, size: int, ts_ns: int,
+                    ref: PacketRef) -> None:
         flow = half.flow
+        facts: TcpFacts = flow.info.facts
         if flags & RST:
+            facts.rst_by, facts.rst_ns, facts.last_ref = half.direction, ts_ns, ref
             self._close(flow, ts_ns)
             return
+        if facts.fin_by is None:
+            facts.fin_by = half.direction
         if half.fin_offset is None:
             expected = half.next_seq
             if expected is None:

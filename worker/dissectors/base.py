@@ -39,6 +39,9 @@ class FlowInfo:
     # True when the flow was opened by its SYN or SYN-ACK: each direction's first byte is the
     # connection's first (so "the server spoke first" is a fact, not an artefact of capture).
     handshake: bool = field(default=False, compare=False)
+    # The assembler's worker.connections.TcpFacts of a TCP flow (None for UDP and in the
+    # detail view): read when an exchange becomes an entry, never by dissectors.
+    facts: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,106 @@
+"""Failed TCP connections as entries (issue 15), from real sockets on lo captured by tcpdump,
+dissected through the worker's path and checked against tshark on the same capture."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from shark import kfl
+from support.golden import dissect_capture, record
+from support.processes import free_port
+
+pytestmark = pytest.mark.root
+
+REQUEST = b"GET /orders HTTP/1.1\r\nHost: shop\r\n\r\n"
+
+
+def tshark_resets(path: Path) -> list[tuple[int, int]]:
+    """(source port, destination port) of every segment with RST, as tshark reads the file."""
+    out = subprocess.run(["tshark", "-r", str(path), "-Y", "tcp.flags.reset == 1", "-T", "fields",
+                          "-e", "tcp.srcport", "-e", "tcp.dstport"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    return [tuple(map(int, line.split())) for line in out.splitlines() if line.strip()]
+
+
+def matching(query: str, entries: list[dict]) -> list[dict]:
+    compiled = kfl.compile(query)
+    return [e for e in entries if compiled(e)]
+
+
+def resetting_server(port: int, reply: bytes) -> threading.Thread:
+    """Accepts one connection, reads the request, sends `reply` and closes with SO_LINGER 0
+    (an RST instead of a FIN)."""
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            data = b""
+            while not data.endswith(b"\r\n\r\n"):
+                data += conn.recv(4096)
+            if reply:
+                conn.sendall(reply)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def client_until_reset(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(REQUEST)
+        try:
+            while sock.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+
+
+def test_connect_to_a_closed_port_is_a_refused_entry(tmp_path):
+    port = free_port()        # bound and closed again: nothing listens there
+    path = tmp_path / "refused.pcap"
+
+    def connect() -> None:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=10)
+
+    record(path, f"tcp port {port}", connect)
+    entries = dissect_capture(path)
+    (entry,) = entries
+    assert entry["protocol"] == "tcp" and entry["dst"]["port"] == port
+    assert entry["summary"] == f"connection refused: 127.0.0.1:{port}"
+    assert entry["tcp"]["failure"] == "refused" and entry["tcp"]["rst"] == "server"
+    assert entry["tcp"]["syns"] == 1 and entry["tcp"]["handshake_ms"] is None
+    assert matching('tcp.failure == "refused"', entries) == entries
+    # tshark sees the one RST, sent by the closed port
+    assert [src for src, _ in tshark_resets(path)] == [port]
+
+
+@pytest.mark.parametrize("reply, when", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10, "mid-response"),
+    (b"", "before the response"),
+])
+def test_server_reset_cuts_the_exchange_it_was_answering(tmp_path, reply, when):
+    port = free_port()
+    path = tmp_path / "reset.pcap"
+    server = resetting_server(port, reply)
+    record(path, f"tcp port {port}", lambda: client_until_reset(port))
+    server.join(10)
+    entries = dissect_capture(path)
+    (entry,) = entries       # the HTTP exchange carries the reset: no separate tcp entry
+    assert entry["protocol"] == "http" and entry["summary"] == "GET /orders"
+    assert not entry["complete"]
+    assert f"connection reset by server {when}" in entry["notes"]
+    assert entry["tcp"]["rst"] == "server" and entry["tcp"]["failure"] == "reset"
+    assert entry["tcp"]["handshake_ms"] is not None and entry["tcp"]["closed_by"] is None
+    assert matching('http and tcp.rst == "server"', entries) == entries
+    assert matching("tcp.handshake_ms >= 0", entries) == entries
+    assert (port, entry["src"]["port"]) in tshark_resets(path)
