@@ -3,6 +3,7 @@ dissected through the worker's path and checked against tshark on the same captu
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from shark import kfl
 from support.golden import dissect_capture, record
+from support.netns import in_netns
 from support.processes import free_port
 
 pytestmark = pytest.mark.root
@@ -104,3 +106,42 @@ def test_server_reset_cuts_the_exchange_it_was_answering(tmp_path, reply, when):
     assert matching('http and tcp.rst == "server"', entries) == entries
     assert matching("tcp.handshake_ms >= 0", entries) == entries
     assert (port, entry["src"]["port"]) in tshark_resets(path)
+
+
+def test_syns_dropped_by_a_firewall_are_a_timeout_entry(tmp_path):
+    # A namespace of our own whose iptables drops SYNs to one port; Linux retransmits the SYN
+    # every second at first (net.ipv4.tcp_syn_linear_timeouts = 4): 0, 1, 2, 3, 4 s.
+    name = f"shark-t15-{os.getpid()}"
+    port = 5544
+    path = tmp_path / "timeout.pcap"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        def run(*argv: str) -> None:
+            subprocess.run(["ip", "netns", "exec", name, *argv], check=True, capture_output=True)
+        run("ip", "link", "set", "lo", "up")
+        run("sysctl", "-q", "-w", "net.ipv4.tcp_syn_linear_timeouts=4")
+        run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(port), "--syn", "-j", "DROP")
+
+        def connect() -> None:
+            def attempt() -> None:
+                with pytest.raises(TimeoutError):
+                    socket.create_connection(("127.0.0.1", port), timeout=4.5)
+            in_netns(name, attempt)
+
+        record(path, f"tcp port {port}", connect, netns=name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+    entries = dissect_capture(path)
+    (entry,) = entries
+    assert entry["protocol"] == "tcp" and entry["tcp"]["failure"] == "timeout"
+    assert entry["summary"] == f"connection timed out: 127.0.0.1:{port}"
+    assert matching('tcp.failure == "timeout"', entries) == entries
+    # tshark sees the SYNs (the first, then retransmissions) and no answer; the entry was made
+    # once 3 s had passed, with the SYNs seen by then (the one at 4 s came after)
+    out = subprocess.run(["tshark", "-r", str(path), "-Y", "tcp.flags.syn == 1", "-T", "fields",
+                          "-e", "tcp.flags.ack", "-e", "tcp.analysis.retransmission"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout.split("\n")
+    syns = [line for line in out if line.strip()]
+    assert 4 <= entry["tcp"]["syns"] <= len(syns)
+    assert all(line.split("\t")[0] in ("0", "False") for line in syns)     # no SYN-ACK
+    assert sum(1 for line in syns if line.split("\t")[1:] != [""]) == len(syns) - 1

@@ -84,10 +84,13 @@ def record_all(scenarios: Scenarios) -> None:
             record(scenario.golden, scenario.bpf, scenario.traffic)
 
 
-def record(path: Path, bpf: str, action: Callable[[], None], iface: str = "lo") -> None:
-    """Capture what `action` does (a real client against a real server) into `path`."""
+def record(path: Path, bpf: str, action: Callable[[], None], iface: str = "lo",
+           netns: str | None = None) -> None:
+    """Capture what `action` does (a real client against a real server) into `path`; on
+    `iface` of the named network namespace when `netns` is given."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tcpdump = subprocess.Popen(["tcpdump", "-i", iface, "-U", "--immediate-mode", "-s", "0",
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    tcpdump = subprocess.Popen([*prefix, "tcpdump", "-i", iface, "-U", "--immediate-mode", "-s", "0",
                                 "-w", str(path), bpf], stderr=subprocess.PIPE, text=True)
     assert tcpdump.stderr is not None
     line = tcpdump.stderr.readline()   # "listening on lo ..." once capture has started
