@@ -43,9 +43,12 @@ def is_error(entry: dict[str, Any]) -> bool:
 
 def failure(entry: dict[str, Any]) -> str | None:
     """refused, reset or timeout when the entry's TCP connection failed."""
-    tcp = entry.get("tcp")
-    kind = tcp.get("failure") if isinstance(tcp, dict) else None
-    return kind if kind in FAILURES else None
+    for transport in ("tcp", "udp"):
+        facts = entry.get(transport)
+        kind = facts.get("failure") if isinstance(facts, dict) else None
+        if kind in FAILURES:
+            return kind
+    return None
 
 
 FAILURES = ("refused", "reset", "timeout")

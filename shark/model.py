@@ -42,6 +42,12 @@ class TcpInfo(msgspec.Struct):
     failure: Literal["refused", "reset", "timeout"] | None = None
 
 
+class UdpInfo(msgspec.Struct):
+    """Of the UDP flow an entry came over: refused when an ICMP port unreachable answered it."""
+
+    failure: Literal["refused"] | None = None
+
+
 class Entry(msgspec.Struct):
     id: str
     node: str
@@ -63,6 +69,8 @@ class Entry(msgspec.Struct):
     notes: list[str] = msgspec.field(default_factory=list)
     # The TCP connection's facts so far (null for UDP); `tcp.rst`, `tcp.handshake_ms` in KFL.
     tcp: TcpInfo | None = None
+    # The UDP flow's: `udp.failure == "refused"` (ICMP port unreachable). Null for TCP.
+    udp: UdpInfo | None = None
 
 
 class Body(msgspec.Struct):

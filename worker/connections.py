@@ -28,6 +28,8 @@ SYN_TIMEOUT_S = 3.0       # Linux retransmits a SYN after 1 s, then 3 s: two wen
 SYN_TIMEOUT_NS = int(SYN_TIMEOUT_S * 1e9)
 
 Failure = Literal["refused", "reset", "timeout"]
+# UDP flows keep a TcpFacts too, for `failure` alone: an ICMP port unreachable refuses them.
+UNREACHABLE_NOTE = "refused: ICMP port unreachable (nothing listens on that port)"
 _SIDES = ("client", "server")
 
 
@@ -93,16 +95,19 @@ def failure_exchange(flow: FlowInfo, facts: TcpFacts, ts_ns: int,
     failure = facts.failure
     start = facts.syn_ns if facts.syn_ns is not None else (facts.rst_ns or ts_ns)
     target = f"{endpoint_text(flow.server_ip, flow.server_port)}"
-    if failure == "refused":
+    if failure == "refused" and flow.transport == "udp":
+        note = UNREACHABLE_NOTE
+    elif failure == "refused":
         note = "connection refused (SYN answered by RST)"
     elif failure == "timeout":
         note = f"connection timed out ({facts.syns} SYN{'s' * (facts.syns != 1)} unanswered)"
     else:
         note = f"connection reset by {facts.info().rst}"
-    summary = f"{note.split(' (')[0]}: {target}"
+    summary = f"port unreachable: {target}" if flow.transport == "udp" else \
+        f"{note.split(' (')[0]}: {target}"
     end = facts.rst_ns if failure != "timeout" else None
     last_ref = facts.last_ref or first_ref
-    return Exchange(protocol="tcp", start_ns=start, end_ns=end, summary=summary,
+    return Exchange(protocol=flow.transport, start_ns=start, end_ns=end, summary=summary,
                     request={"failure": failure}, response=None, status=None,
                     complete=failure != "timeout", first_ref=first_ref, last_ref=last_ref,
                     client_offset=0, server_offset=None, notes=[note])

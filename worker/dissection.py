@@ -10,9 +10,9 @@ from collections.abc import Iterable
 
 import msgspec
 
-from shark.model import Endpoint, Entry, Size, TcpInfo, encode
+from shark.model import Endpoint, Entry, Size, TcpInfo, UdpInfo, encode
 from worker.assembler import Assembler
-from worker.connections import TcpFacts, failure_exchange, reset_note
+from worker.connections import UNREACHABLE_NOTE, TcpFacts, failure_exchange, reset_note
 from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
 from worker.dissectors.select import open_session
@@ -85,7 +85,8 @@ class Dissection:
         # TLS cleartext is what TLS carries, never TLS again (whose port hints would claim
         # it first and wait for a handshake that never comes).
         self._cleartext_dissectors = [d for d in self._dissectors if d.name != "tls"]
-        self._pending: list[tuple[FlowInfo, Exchange, int | None, int | None, bool, TcpInfo | None]] = []
+        self._pending: list[tuple[FlowInfo, Exchange, int | None, int | None, bool,
+                                  TcpInfo | UdpInfo | None]] = []
         self._names: dict[bytes, str] = {}
         self._current_ref: PacketRef = (0, 0)
         self._last_expire_ns = 0
@@ -125,8 +126,15 @@ class Dissection:
             server_seq = None
             if exchange.server_offset is not None:
                 server_seq = seq_of(flow, to_client, exchange.server_offset)
-            tcp = None
-            if facts is not None:
+            tcp: TcpInfo | UdpInfo | None = None
+            if facts is not None and flow.transport == "udp":
+                if facts.failure == "refused":
+                    # Emitted as the ICMP port unreachable ended the flow: its request.
+                    exchange.notes.append(UNREACHABLE_NOTE)
+                    exchange.complete = False
+                    facts.carried = True
+                tcp = UdpInfo(failure=facts.failure)
+            elif facts is not None:
                 if facts.failure == "reset":
                     # Emitted as the RST closed the flow: this entry carries the reset (and
                     # says so when the reset cut it).
@@ -145,7 +153,8 @@ class Dissection:
             return   # a client's RST after its exchanges completed is how some clients close
         first_ref = facts.first_ref or self._current_ref
         exchange = failure_exchange(flow, facts, ts_ns, first_ref)
-        self._pending.append((flow, exchange, None, None, False, facts.info()))
+        info = facts.info() if flow.transport == "tcp" else UdpInfo(failure=facts.failure)
+        self._pending.append((flow, exchange, None, None, False, info))
 
     def feed(self, batch: Iterable[StoredPacket]) -> None:
         """Packets in store order; flows idle for long in capture time are closed as we go."""
@@ -199,7 +208,10 @@ class Dissection:
             self._next_seq += 1
             entry = entry_from_exchange(seq, self._node, flow, exchange, self._names, self._identities)
             entry.tls = tls
-            entry.tcp = tcp
+            if isinstance(tcp, TcpInfo):
+                entry.tcp = tcp
+            else:
+                entry.udp = tcp
             if self._redactor is not None:   # before the entry is indexed or streamed
                 self._redactor.entry(entry)
             rows.append(IndexRow(

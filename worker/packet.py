@@ -30,6 +30,10 @@ _RAW_IP_LINKTYPES = {LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6}
 
 TCP = 6
 UDP = 17
+# Not an IP protocol number: Decoded.proto of an ICMP/ICMPv6 "port unreachable" about a UDP
+# datagram, whose addresses and ports are those of that datagram (client -> server).
+UNREACHABLE = 256
+_ICMP, _ICMPV6 = 1, 58
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
@@ -139,7 +143,33 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
             return None
         sport, dport = _udp_ports.unpack_from(frame, start)
         return Decoded(UDP, src, sport, dst, dport, 0, 0, frame[start + 8:end])
+    if proto == _ICMP or proto == _ICMPV6:
+        return _port_unreachable(frame, start, proto)
     return None
+
+
+def _port_unreachable(frame: bytes, start: int, proto: int) -> Decoded | None:
+    """An ICMP destination unreachable / port unreachable (ICMPv6: type 1 code 4) quoting a
+    UDP datagram: that datagram's 5-tuple as Decoded(UNREACHABLE, ...); None otherwise."""
+    if len(frame) < start + 8:
+        return None
+    kind, code = frame[start], frame[start + 1]
+    inner = start + 8
+    if proto == _ICMP:
+        if kind != 3 or code != 3 or len(frame) < inner + 20 or frame[inner] >> 4 != 4:
+            return None
+        ihl = (frame[inner] & 0x0F) * 4
+        if frame[inner + 9] != UDP or len(frame) < inner + ihl + 4:
+            return None
+        src, dst = frame[inner + 12:inner + 16], frame[inner + 16:inner + 20]
+        ports_at = inner + ihl
+    else:
+        if kind != 1 or code != 4 or len(frame) < inner + 44 or frame[inner + 6] != UDP:
+            return None
+        src, dst = frame[inner + 8:inner + 24], frame[inner + 24:inner + 40]
+        ports_at = inner + 40
+    sport, dport = _udp_ports.unpack_from(frame, ports_at)
+    return Decoded(UNREACHABLE, src, sport, dst, dport, 0, 0, b"")
 
 
 def ip_text(packed: bytes) -> str:

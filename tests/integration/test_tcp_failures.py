@@ -145,3 +145,26 @@ def test_syns_dropped_by_a_firewall_are_a_timeout_entry(tmp_path):
     assert 4 <= entry["tcp"]["syns"] <= len(syns)
     assert all(line.split("\t")[0] in ("0", "False") for line in syns)     # no SYN-ACK
     assert sum(1 for line in syns if line.split("\t")[1:] != [""]) == len(syns) - 1
+
+
+def test_dns_to_a_port_with_no_listener_is_refused_by_icmp(tmp_path):
+    port = free_port()
+    path = tmp_path / "unreachable.pcap"
+
+    def query() -> None:
+        result = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+tries=1", "+time=2",
+                                 "shop.example.", "A"], capture_output=True, text=True, timeout=30)
+        assert "refused" in result.stdout.lower() or "unreachable" in result.stdout.lower(), result.stdout
+
+    record(path, f"udp port {port} or icmp", query)
+    entries = dissect_capture(path)
+    (entry,) = entries
+    assert entry["protocol"] == "dns" and entry["dst"]["port"] == port
+    assert entry["request"]["qname"] == "shop.example" and entry["response"] is None
+    assert entry["udp"] == {"failure": "refused"} and not entry["complete"]
+    assert "refused: ICMP port unreachable (nothing listens on that port)" in entry["notes"]
+    assert matching('dns and udp.failure == "refused"', entries) == entries
+    out = subprocess.run(["tshark", "-r", str(path), "-Y", "icmp.type == 3 and icmp.code == 3",
+                          "-T", "fields", "-e", "udp.dstport"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    assert out == [str(port)]

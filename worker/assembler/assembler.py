@@ -24,7 +24,7 @@ from worker.assembler.flows import (Flow, FlowKey, Half, flow_key, ports_decide_
 from worker.assembler.tcp import HALF_SPACE, SEQ_MASK, insert, seq_delta, take_run
 from worker.connections import SYN_TIMEOUT_NS, TcpFacts
 from worker.dissectors.base import Direction, FlowInfo, Session
-from worker.packet import ACK, FIN, RST, SYN, TCP, Decoded, PacketRef
+from worker.packet import ACK, FIN, RST, SYN, TCP, UDP, UNREACHABLE, Decoded, PacketRef
 
 MAX_KNOWN_SERVERS = 65536
 
@@ -90,6 +90,9 @@ class Assembler:
         key = (proto, src, sport, dst, dport)
         half = self._halves.get(key)
         if proto != TCP:
+            if proto == UNREACHABLE:
+                self._unreachable(key, ts_ns, ref)
+                return
             if half is None:
                 half = self._new_flow(key, sender_is_client(sport, dport), ts_ns,
                                       guessed=not ports_decide_roles(sport, dport))
@@ -248,7 +251,7 @@ class Assembler:
         """A flow for a packet with this key; returns the sender's half."""
         proto, src, sport, dst, dport = key
         transport = "tcp" if proto == TCP else "udp"
-        facts = TcpFacts() if proto == TCP else None
+        facts = TcpFacts()
         if sender_client:
             info = FlowInfo(transport, src, sport, dst, dport, guessed, handshake, facts)
             return self._install(info, key, ts_ns).client
@@ -313,7 +316,7 @@ class Assembler:
         self.stats.flows_active -= 1
         facts: TcpFacts | None = flow.info.facts
         failed = False
-        if facts is not None and facts.failure is None:
+        if facts is not None and facts.failure is None and flow.is_tcp:
             # Known before the session closes, so that an exchange the RST cut can say so.
             facts.failure = facts.reset_failure()
             if facts.failure is None and self._syns_timed_out(flow, ts_ns):
@@ -328,6 +331,21 @@ class Assembler:
                 log.warning("closing the session of %s failed", flow.info, exc_info=True)
         if failed and self._on_failure is not None:
             self._on_failure(flow.info, facts, ts_ns)   # type: ignore[arg-type]
+
+    def _unreachable(self, key: FlowKey, ts_ns: int, ref: PacketRef) -> None:
+        """An ICMP port unreachable about a datagram of a UDP flow: nothing listens there. The
+        flow is refused and ends now (its pending request comes out unanswered)."""
+        half = self._halves.get((UDP, *key[1:]))
+        if half is None or half.flow.closed:
+            return
+        flow = half.flow
+        facts: TcpFacts = flow.info.facts
+        if facts.failure is None:
+            facts.failure, facts.rst_by, facts.rst_ns, facts.last_ref = \
+                "refused", half.peer.direction, ts_ns, ref
+            self._close(flow, ts_ns)
+            if self._on_failure is not None:
+                self._on_failure(flow.info, facts, ts_ns)
 
     def _syns_timed_out(self, flow: Flow, now_ns: int) -> bool:
         facts: TcpFacts = flow.info.facts
