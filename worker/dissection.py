@@ -149,7 +149,8 @@ class Dissection:
 
     def _failed(self, flow: FlowInfo, facts: TcpFacts, ts_ns: int) -> None:
         """A connection failed with no protocol entry to carry it: a `tcp` entry of its own."""
-        if facts.carried or (facts.failure == "reset" and facts.rst_by == Direction.CLIENT_TO_SERVER):
+        client_reset = facts.failure == "reset" and facts.rst_by == Direction.CLIENT_TO_SERVER
+        if facts.carried or client_reset:
             return   # a client's RST after its exchanges completed is how some clients close
         first_ref = facts.first_ref or self._current_ref
         exchange = failure_exchange(flow, facts, ts_ns, first_ref)

@@ -184,9 +184,11 @@ _HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 # Either side sends close, flow, cancel, ack and nack and their replies.
 _EITHER = frozenset({(10, 50), (10, 51), (20, 20), (20, 21), (20, 40), (20, 41), (60, 30),
                      (60, 31), (60, 80), (60, 120)})
-_CONNECTION_SERVER = frozenset({(10, 10), (10, 20), (10, 30), (10, 41), (10, 60), (10, 61), (10, 71)})
+_CONNECTION_SERVER = frozenset({(10, 10), (10, 20), (10, 30), (10, 41), (10, 60), (10, 61),
+                                (10, 71)})
 _SERVER_ONLY = _CONNECTION_SERVER | frozenset(
-    k for k in METHODS if k[0] != 10 and k not in _EITHER and (k in REPLY_METHODS or k in (RETURN, DELIVER)))
+    k for k in METHODS
+    if k[0] != 10 and k not in _EITHER and (k in REPLY_METHODS or k in (RETURN, DELIVER)))
 _CLIENT_ONLY = frozenset(k for k in METHODS if k not in _EITHER and k not in _SERVER_ONLY)
 
 
@@ -344,7 +346,9 @@ def _frame_at(data: bytes, pos: int, client: bool | None = None) -> Detect:
     if len(head) < 11:
         return Detect.MORE
     key = (int.from_bytes(head[7:9], "big"), int.from_bytes(head[9:11], "big"))
-    if key not in METHODS or key in (_SERVER_ONLY if client else _CLIENT_ONLY if client is False else ()):
+    if key not in METHODS:
+        return Detect.NO
+    if client is not None and key in (_SERVER_ONLY if client else _CLIENT_ONLY):
         return Detect.NO
     end = pos + 7 + size
     if len(data) <= end:

@@ -61,8 +61,9 @@ class SelectingSession:
         self._emit = emit
         # (dissector, swapped) in the order they are asked; with guessed roles each
         # candidate is also tried the other way round, right after the assembler's way.
+        ways = (False, True) if flow.roles_guessed else (False,)
         self._candidates: list[tuple[Dissector, bool]] = [
-            (d, swapped) for d in candidates for swapped in ((False, True) if flow.roles_guessed else (False,))]
+            (d, swapped) for d in candidates for swapped in ways]
         self._body_limit = body_limit
         self._detect_limit = detect_limit
         self._fallback = fallback
@@ -156,7 +157,7 @@ class SelectingSession:
         for i, (dissector, swapped) in enumerate(self._candidates):
             if i in self._refused:
                 continue
-            answer = dissector.detect(server, client) if swapped else dissector.detect(client, server)
+            answer = _ask(dissector, swapped, client, server)
             if answer is Detect.MATCH:
                 return dissector, swapped
             if answer is Detect.NO:
@@ -180,7 +181,7 @@ class SelectingSession:
         for i, (dissector, swapped) in enumerate(self._candidates):
             if i in self._refused:
                 continue
-            answer = dissector.detect(server, client) if swapped else dissector.detect(client, server)
+            answer = _ask(dissector, swapped, client, server)
             if answer is Detect.MATCH:
                 self._claim(dissector, swapped)
                 return
@@ -253,6 +254,10 @@ class SelectingSession:
 
     def _nothing(self, *args: object) -> None:
         pass
+
+
+def _ask(dissector: Dissector, swapped: bool, client: bytes, server: bytes) -> Detect:
+    return dissector.detect(server, client) if swapped else dissector.detect(client, server)
 
 
 class _Swapped:
