@@ -7,11 +7,13 @@ const DATABASES = new Set(["postgres", "mysql", "redis"]);
 
 /**
  * The colour class of an entry's outcome, as the service map counts errors (hub/servicemap.py):
- * HTTP-like by status class; gRPC, DNS and the databases by their status (0 is success); any protocol whose
+ * a failed connection (tcp.failure, udp.failure) is an error; HTTP-like by status class; gRPC, DNS
+ * and the databases by their status (0 is success); any protocol whose
  * response carries `error` is an error; no response at all is "none".
  */
 export function statusClass(entry) {
   const { protocol, status, response } = entry;
+  if (failureOf(entry)) return "error";
   if (response && response.error) return "error";
   if (HTTP_LIKE.has(protocol) && typeof status === "number") {
     if (status >= 500) return "error";
@@ -91,7 +93,14 @@ export function endpoint(ep, withPort = true) {
 }
 
 /** The status column: HTTP status, DNS rcode name, "ERR" for an error without status. */
+/** refused, reset or timeout when the entry's connection failed (worker/connections.py). */
+export function failureOf(entry) {
+  return (entry.tcp && entry.tcp.failure) || (entry.udp && entry.udp.failure) || null;
+}
+
 export function statusText(entry) {
+  const failure = failureOf(entry);
+  if (failure && typeof entry.status !== "number") return failure;
   if (typeof entry.status === "number") {
     if (entry.protocol === "dns" && entry.response && entry.response.rcode) return entry.response.rcode;
     if (DATABASES.has(entry.protocol)) return databaseStatus(entry);
