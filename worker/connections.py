@@ -9,11 +9,14 @@ the failure:
 - refused: the SYN was answered by an RST (no SYN-ACK);
 - timeout: SYNs unanswered for SYN_TIMEOUT_S seconds (reported once, when that time has passed
   in capture time, or at the end of the flow or capture);
-- reset: an RST after the handshake (or on a flow seen without it). An entry emitted as the RST
-  closed the flow carries it instead: an exchange the RST cut (`complete: false`, note
-  `connection reset by server before the response` / `... mid-response`), or the generic entry
-  of an unrecognised flow. A client's RST after its exchanges all completed is how some clients
-  close (pika, Python's ssl): it is only in `tcp.rst` of nothing, no entry of its own.
+- reset: an RST before any FIN (or the server's after its own FIN: a request on a keep-alive it
+  had closed). An entry emitted as the RST closed the flow carries it instead: an exchange the
+  RST cut (`complete: false`, note `connection reset by server before the response` / `...
+  mid-response`), or the generic entry of an unrecognised flow. A client's RST after its
+  exchanges all completed (how some clients close) gets no entry of its own.
+
+UDP flows keep a TcpFacts too, for `failure` alone: an ICMP port unreachable quoting one of
+their datagrams refuses them (the waiting request carries it, `Entry.udp`).
 """
 
 from __future__ import annotations
@@ -24,17 +27,19 @@ from shark.model import TcpInfo
 from worker.dissectors.base import Direction, Exchange, FlowInfo
 from worker.dissectors.generic import endpoint_text
 
-SYN_TIMEOUT_S = 3.0       # Linux retransmits a SYN after 1 s, then 3 s: two went unanswered
+# Linux retransmits an unanswered SYN after 1 s, then 1 s (tcp_syn_linear_timeouts, 6.5+) or
+# 2 s later: by 3 s at least two retransmissions went unanswered.
+SYN_TIMEOUT_S = 3.0
 SYN_TIMEOUT_NS = int(SYN_TIMEOUT_S * 1e9)
 
 Failure = Literal["refused", "reset", "timeout"]
-# UDP flows keep a TcpFacts too, for `failure` alone: an ICMP port unreachable refuses them.
 UNREACHABLE_NOTE = "refused: ICMP port unreachable (nothing listens on that port)"
 _SIDES = ("client", "server")
 
 
 class TcpFacts:
-    """What the assembler saw of one TCP connection. Sides are Direction values (0 client)."""
+    """What the assembler saw of one connection (a UDP flow: `failure` alone). Sides are
+    Direction values (0 client)."""
 
     __slots__ = ("syn_ns", "synack_ns", "syns", "retransmitted_bytes", "zero_windows",
                  "fin_by", "rst_by", "rst_ns", "failure", "carried", "first_ref", "last_ref")
