@@ -42,7 +42,8 @@ class TcpFacts:
     Direction values (0 client)."""
 
     __slots__ = ("syn_ns", "synack_ns", "syns", "retransmitted_bytes", "zero_windows",
-                 "fin_by", "rst_by", "rst_ns", "failure", "carried", "first_ref", "last_ref")
+                 "fin_by", "rst_by", "rst_ns", "failure", "carried", "first_ref", "last_ref",
+                 "_key", "_info")
 
     def __init__(self) -> None:
         self.syn_ns: int | None = None        # the first SYN
@@ -57,6 +58,8 @@ class TcpFacts:
         self.carried = False                  # a protocol entry carries the failure
         self.first_ref: tuple[int, int] | None = None  # the packet that opened the flow
         self.last_ref: tuple[int, int] | None = None   # the last SYN or the RST
+        self._key: tuple | None = None        # what _info was made from
+        self._info: TcpInfo | None = None
 
     def reset_failure(self) -> Failure | None:
         """The failure an RST means: refused before a SYN-ACK, reset after it. An RST after a FIN
@@ -72,7 +75,14 @@ class TcpFacts:
         return "reset"
 
     def info(self, swapped: bool = False) -> TcpInfo:
-        """The facts as an entry carries them (`swapped`: the session's roles are reversed)."""
+        """The facts as an entry carries them (`swapped`: the session's roles are reversed).
+        Made again only when a fact changed: most entries of a connection share one (entries
+        are encoded as they are made, never changed after)."""
+        key = (self.syns, self.synack_ns, self.retransmitted_bytes, self.zero_windows,
+               self.fin_by, self.rst_by, self.failure, swapped)
+        if key == self._key and self._info is not None:
+            return self._info
+
         def side(value: int | None) -> str | None:
             if value is None:
                 return None
@@ -80,10 +90,12 @@ class TcpFacts:
         handshake = None
         if self.syn_ns is not None and self.synack_ns is not None:
             handshake = round(max(0, self.synack_ns - self.syn_ns) / 1e6, 3)
-        return TcpInfo(handshake_ms=handshake, syns=self.syns,
-                       retransmitted_bytes=self.retransmitted_bytes,
-                       zero_windows=self.zero_windows, closed_by=side(self.fin_by),
-                       rst=side(self.rst_by), failure=self.failure)
+        self._key = key
+        self._info = TcpInfo(handshake_ms=handshake, syns=self.syns,
+                             retransmitted_bytes=self.retransmitted_bytes,
+                             zero_windows=self.zero_windows, closed_by=side(self.fin_by),
+                             rst=side(self.rst_by), failure=self.failure)
+        return self._info
 
 
 def reset_note(facts: TcpFacts, exchange: Exchange, swapped: bool = False) -> str:

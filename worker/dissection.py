@@ -25,6 +25,8 @@ from worker.store.index import IndexRow
 EXPIRE_EVERY_NS = 1_000_000_000
 # How a dissector notes what a per-session cap cut: "cut: <what>: <detail>" (counted by what).
 CUT = "cut: "
+# The two things a UDP entry can say of its flow, made once (entries never change them).
+_UDP_INFO = {None: UdpInfo(), "refused": UdpInfo(failure="refused")}
 
 # (ref, linktype, ts_ns, data, wirelen): a stored packet as the store's readers yield it.
 StoredPacket = tuple[PacketRef, int, int, bytes, int]
@@ -133,7 +135,7 @@ class Dissection:
                     exchange.notes.append(UNREACHABLE_NOTE)
                     exchange.complete = False
                     facts.carried = True
-                tcp = UdpInfo(failure=facts.failure)
+                tcp = _UDP_INFO[facts.failure]
             elif facts is not None:
                 if facts.failure == "reset":
                     # Emitted as the RST closed the flow: this entry carries the reset (and
@@ -154,7 +156,7 @@ class Dissection:
             return   # a client's RST after its exchanges completed is how some clients close
         first_ref = facts.first_ref or self._current_ref
         exchange = failure_exchange(flow, facts, ts_ns, first_ref)
-        info = facts.info() if flow.transport == "tcp" else UdpInfo(failure=facts.failure)
+        info = facts.info() if flow.transport == "tcp" else _UDP_INFO[facts.failure]
         self._pending.append((flow, exchange, None, None, False, info))
 
     def feed(self, batch: Iterable[StoredPacket]) -> None:
