@@ -48,8 +48,9 @@ def test_the_service_map_shows_the_connection_with_counts_errors_and_latency(pag
 
     row = page.get_by_role("table", name="Connections").locator(f'tr[data-target="{target}"]')
     cells = row.locator("td").all_inner_texts()
-    assert cells[:7] == ["127.0.0.1", target, "http", "6", "1", "17%", "0"], cells
-    p99 = cells[8]
+    # ... errors, error rate, failed connections (none), unanswered
+    assert cells[:8] == ["127.0.0.1", target, "http", "6", "1", "17%", "0", "0"], cells
+    p99 = cells[9]
     assert re.fullmatch(r"[0-9.]+ ms", p99) and float(p99.split()[0]) >= 50, cells   # /slow/50 is the slowest
 
     # the map's numbers are the hub's
