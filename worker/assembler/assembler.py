@@ -163,8 +163,8 @@ class Assembler:
         tcp_idle, udp_idle = self._tcp_idle_ns, self._udp_idle_ns
         for flow in list(self._order):
             idle = now_ns - flow.last_ns
-            if flow.is_tcp and not flow.closed:
-                self._check_syn_timeout(flow, now_ns)
+            if flow.is_tcp and not flow.closed and flow.info.facts.synack_ns is None:
+                self._check_syn_timeout(flow, now_ns)   # only connections still unanswered
             if flow.closed:
                 if idle > CLOSED_LINGER_NS:
                     self._remove(flow)
