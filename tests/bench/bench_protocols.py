@@ -161,44 +161,43 @@ def _threads(clients: int, target: Callable[[], None]) -> None:
         thread.join()
 
 
+def _record_against(path: Path, server_argv: list[str], port: int, tshark_name: str, client: Callable[[], None],
+                    env: dict[str, str] | None = None) -> None:
+    """Start a server child (it prints "listening"), record 4 threads of `client` against it."""
+    server = subprocess.Popen(server_argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and "listening" in server.stdout.readline()
+        time.sleep(0.5)
+        record(path, f"tcp port {port}", lambda: _threads(4, client))
+        decode_as(path, f"tcp.port=={port},{tshark_name}")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def make_http1(path: Path, scale: float) -> None:
     import httpx
     port = free_port()
-    server = subprocess.Popen([PYTHON, "-m", "support.http_server", str(port)], cwd=ROOT,
-                              env={"PYTHONPATH": str(ROOT / "tests")}, stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None and "listening" in server.stdout.readline()
     paths = ["/json", "/echo", "/status/500", "/gzip", "/bytes/200"]
 
     def client() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
             for n in range(int(5_000 * scale)):
                 c.post("/echo", json={"n": n}) if n % 5 == 1 else c.get(paths[n % 5])
-    try:
-        record(path, f"tcp port {port}", lambda: _threads(4, client))
-        decode_as(path, f"tcp.port=={port},http")
-    finally:
-        server.terminate()
-        server.wait(10)
+    _record_against(path, [PYTHON, "-m", "support.http_server", str(port)], port, "http", client,
+                    env={"PYTHONPATH": str(ROOT / "tests")})
 
 
 def make_h2c(path: Path, scale: float) -> None:
     import httpx
     port = free_port()
-    server = subprocess.Popen([PYTHON, str(ROOT / "tests" / "golden" / "capture_http2.py"), "serve-h2", str(port)],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None and "listening" in server.stdout.readline()
-    time.sleep(0.5)
 
     def client() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", http1=False, http2=True) as c:
             for n in range(int(3_000 * scale)):
                 c.post("/echo", content=b"ping %d" % n) if n % 3 == 1 else c.get("/json" if n % 3 else "/missing")
-    try:
-        record(path, f"tcp port {port}", lambda: _threads(4, client))
-        decode_as(path, f"tcp.port=={port},http2")
-    finally:
-        server.terminate()
-        server.wait(10)
+    _record_against(path, [PYTHON, str(ROOT / "tests" / "golden" / "capture_http2.py"), "serve-h2", str(port)],
+                    port, "http2", client)
 
 
 def make_dns(path: Path, scale: float) -> None:
