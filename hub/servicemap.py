@@ -15,7 +15,7 @@ An entry is an error when:
   worker/connections.py).
 An entry without a response (`elapsed_ms` null) is not an error; edges count it in
 `unanswered`. Edges also count failed connections by kind in `failed` ({refused, reset,
-timeout}).
+timeout, abandoned}).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def is_error(entry: dict[str, Any]) -> bool:
 
 
 def failure(entry: dict[str, Any]) -> str | None:
-    """refused, reset or timeout when the entry's TCP connection failed."""
+    """refused, reset, timeout or abandoned when the entry's TCP connection failed."""
     for transport in ("tcp", "udp"):
         facts = entry.get(transport)
         kind = facts.get("failure") if isinstance(facts, dict) else None
@@ -51,7 +51,7 @@ def failure(entry: dict[str, Any]) -> str | None:
     return None
 
 
-FAILURES = ("refused", "reset", "timeout")
+FAILURES = ("refused", "reset", "timeout", "abandoned")
 
 
 def percentile(values: list[float], p: float) -> float | None:

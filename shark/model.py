@@ -39,7 +39,7 @@ class TcpInfo(msgspec.Struct):
     zero_windows: int = 0                  # segments advertising a zero receive window
     closed_by: Literal["client", "server"] | None = None    # the first FIN's sender
     rst: Literal["client", "server"] | None = None          # the RST's sender
-    failure: Literal["refused", "reset", "timeout"] | None = None
+    failure: Literal["refused", "reset", "timeout", "abandoned"] | None = None
 
 
 class UdpInfo(msgspec.Struct):

@@ -9,6 +9,9 @@ the failure:
 - refused: the SYN was answered by an RST (no SYN-ACK);
 - timeout: SYNs unanswered for SYN_TIMEOUT_S seconds (reported once, when that time has passed
   in capture time, or at the end of the flow or capture);
+- abandoned: the handshake completed but neither side sent a byte, a FIN or an RST before the
+  flow's idle timeout (half-open: one end gone without a word, or a client that connected and
+  never asked);
 - reset: an RST before any FIN (or the server's after its own FIN: a request on a keep-alive it
   had closed). An entry emitted as the RST closed the flow carries it instead: an exchange the
   RST cut (`complete: false`, note `connection reset by server before the response` / `...
@@ -32,7 +35,7 @@ from worker.dissectors.generic import endpoint_text
 SYN_TIMEOUT_S = 3.0
 SYN_TIMEOUT_NS = int(SYN_TIMEOUT_S * 1e9)
 
-Failure = Literal["refused", "reset", "timeout"]
+Failure = Literal["refused", "reset", "timeout", "abandoned"]
 UNREACHABLE_NOTE = "refused: ICMP port unreachable (nothing listens on that port)"
 _SIDES = ("client", "server")
 
@@ -118,13 +121,16 @@ def failure_exchange(flow: FlowInfo, facts: TcpFacts, ts_ns: int,
         note = "connection refused (SYN answered by RST)"
     elif failure == "timeout":
         note = f"connection timed out ({facts.syns} SYN{'s' * (facts.syns != 1)} unanswered)"
+    elif failure == "abandoned":
+        idle = (ts_ns - (facts.synack_ns or ts_ns)) / 1e9
+        note = f"connection abandoned (established, then nothing from either side for {idle:.0f} s: half-open)"
     else:
         note = f"connection reset by {facts.info().rst}"
     summary = f"port unreachable: {target}" if flow.transport == "udp" else \
         f"{note.split(' (')[0]}: {target}"
-    end = facts.rst_ns if failure != "timeout" else None
+    end = facts.rst_ns if failure not in ("timeout", "abandoned") else None
     last_ref = facts.last_ref or first_ref
     return Exchange(protocol=flow.transport, start_ns=start, end_ns=end, summary=summary,
                     request={"failure": failure}, response=None, status=None,
-                    complete=failure != "timeout", first_ref=first_ref, last_ref=last_ref,
+                    complete=failure not in ("timeout", "abandoned"), first_ref=first_ref, last_ref=last_ref,
                     client_offset=0, server_offset=None, notes=[note])

@@ -93,7 +93,7 @@ export function endpoint(ep, withPort = true) {
 }
 
 /** The status column: HTTP status, DNS rcode name, "ERR" for an error without status. */
-/** refused, reset or timeout when the entry's connection failed (worker/connections.py). */
+/** refused, reset, timeout or abandoned when the entry's connection failed (worker/connections.py). */
 export function failureOf(entry) {
   return (entry.tcp && entry.tcp.failure) || (entry.udp && entry.udp.failure) || null;
 }

@@ -183,15 +183,17 @@ export class ServiceMap {
   }
 }
 
+const FAILURES = ["refused", "reset", "timeout", "abandoned"];   // hub/servicemap.py FAILURES
+
 function failedCount(edge) {
   const failed = edge.failed || {};
-  return (failed.refused || 0) + (failed.reset || 0) + (failed.timeout || 0);
+  return FAILURES.reduce((sum, kind) => sum + (failed[kind] || 0), 0);
 }
 
 /** "2 refused, 1 reset" (hub/servicemap.py `failed`); "" when none failed. */
 function failedText(edge) {
   const failed = edge.failed || {};
-  return ["refused", "reset", "timeout"].filter((kind) => failed[kind]).map((kind) => `${count(failed[kind])} ${kind}`).join(", ");
+  return FAILURES.filter((kind) => failed[kind]).map((kind) => `${count(failed[kind])} ${kind}`).join(", ");
 }
 
 function edgeLabel(edge) {

@@ -98,3 +98,24 @@ def test_a_client_reset_mid_response_is_carried_by_the_cut_exchange():
     assert entry["protocol"] == "http" and not entry["complete"]
     assert "connection reset by client mid-response" in entry["notes"]
     assert entry["tcp"]["rst"] == "client" and entry["tcp"]["failure"] == "reset"
+
+
+def test_an_established_connection_silent_past_the_idle_timeout_is_abandoned():
+    second = 1_000_000_000
+    tcp = TcpSegments(server=("10.0.0.2", 6379))
+    handshake = [(0, tcp.syn()), (1 * MS, tcp.syn_ack()), (2 * MS, tcp.client(0, flags="A"))]
+    assert dissect(handshake, close=False) == []
+    # another flow's packet 130 s later: past the 120 s TCP idle timeout of the silent one
+    later = tcp_packet("10.0.0.7", "10.0.0.8", 1234, 9, flags="S")
+    (entry,) = dissect(handshake + [(130 * second, later)], close=False)
+    assert entry["protocol"] == "tcp" and entry["summary"] == "connection abandoned: 10.0.0.2:6379"
+    assert entry["notes"] == ["connection abandoned (established, then nothing from either side for 130 s: half-open)"]
+    assert entry["tcp"]["failure"] == "abandoned" and entry["tcp"]["handshake_ms"] == 1.0
+    assert not entry["complete"] and entry["elapsed_ms"] is None
+    assert kfl.compile('tcp.failure == "abandoned"')(entry)
+    # a silent connection the capture ended on is not called abandoned: it may have gone on
+    assert dissect(handshake) == []
+    # nor is one that carried bytes and then went quiet: its exchange says what it lacks
+    talked = handshake + [(3 * MS, tcp.client(0, REQUEST)), (130 * second, later)]
+    (http,) = dissect(talked, close=False)
+    assert http["protocol"] == "http" and http["tcp"]["failure"] is None and not http["complete"]

@@ -101,7 +101,7 @@ def test_servicemap_nodes_and_edges():
     redis = edges[("10.0.0.3", "10.0.0.4:6379")]
     assert (redis["count"], redis["errors"], redis["unanswered"], redis["p50_ms"]) == (2, 1, 1, 1.0)
     assert redis["protocols"] == ["redis"]
-    assert http["failed"] == redis["failed"] == {"refused": 0, "reset": 0, "timeout": 0}
+    assert http["failed"] == redis["failed"] == {"refused": 0, "reset": 0, "timeout": 0, "abandoned": 0}
 
 
 def test_servicemap_counts_failed_connections_per_edge():
@@ -112,7 +112,7 @@ def test_servicemap_counts_failed_connections_per_edge():
     fine = entry("f", 3, 3.0, "10.0.0.1", "10.0.0.2", 5432, elapsed_ms=1.0)
     fine.update(protocol="postgres", status=0, tcp={"failure": None, "rst": None})
     (edge,) = build([refused, reset, fine])["edges"]
-    assert edge["failed"] == {"refused": 1, "reset": 1, "timeout": 0}
+    assert edge["failed"] == {"refused": 1, "reset": 1, "timeout": 0, "abandoned": 0}
     assert (edge["count"], edge["errors"], edge["unanswered"]) == (3, 2, 1)
 
 

@@ -170,8 +170,11 @@ class Assembler:
                     self._remove(flow)
             elif idle > (tcp_idle if flow.is_tcp else udp_idle):
                 self.stats.flows_expired += 1
+                abandoned = self._abandoned(flow)
                 self._close(flow, now_ns)
                 self._remove(flow)
+                if abandoned and self._on_failure is not None:
+                    self._on_failure(flow.info, flow.info.facts, now_ns)
 
     def close_all(self, ts_ns: int) -> None:
         """End of capture or a discontinuity: every session gets on_close; the table empties."""
@@ -346,6 +349,17 @@ class Assembler:
             self._close(flow, ts_ns)
             if self._on_failure is not None:
                 self._on_failure(flow.info, facts, ts_ns)
+
+    def _abandoned(self, flow: Flow) -> bool:
+        """A connection idle past its timeout that was established and then silent: no byte,
+        FIN or RST from either side (marked so: its entry says so)."""
+        facts: TcpFacts | None = flow.info.facts
+        if not flow.is_tcp or facts is None or facts.failure is not None or facts.synack_ns is None \
+                or facts.fin_by is not None or facts.rst_by is not None \
+                or flow.client.delivered or flow.server.delivered:
+            return False
+        facts.failure = "abandoned"
+        return True
 
     def _syns_timed_out(self, flow: Flow, now_ns: int) -> bool:
         facts: TcpFacts = flow.info.facts
