@@ -83,7 +83,7 @@ class OneNode:
 
     # -- the API, as the hub pod sees it ---------------------------------------------------------
     def start_api(self) -> KubeAPI:
-        self.kube = KubeAPI().start()
+        self.kube = KubeAPI(tls=False).start()      # the relay below is the TLS the pods see
         certs = self.tmp / "apiserver"
         certs.mkdir()
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -99,7 +99,8 @@ class OneNode:
         # what a kubelet mounts for the pod's service account
         account = self.tmp / "serviceaccount"
         account.mkdir()
-        (account / "token").write_text(f"token-of-{uuid.uuid4().hex}")
+        # the hub's service account: the double authorizes it by the RBAC the manifests bind to it
+        (account / "token").write_text(self.kube.service_account_token("shark", "shark-hub"))
         (account / "ca.crt").write_text((certs / "cert.pem").read_text())
         (account / "namespace").write_text("shark")
         for path in (account, *account.iterdir()):

@@ -120,7 +120,10 @@ def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube,
         assert hub["command"] == ["python", "-m", "hub"]
         args = replace_arg(hub["args"], "--listen", "127.0.0.1:0")
         args = replace_arg(args, "--state-dir", str(tmp_path / "hub"))
-        hub_proc = Proc([sys.executable, "-m", "hub", *args, "--kubeconfig", str(kube.kubeconfig)],
+        # as the hub's ServiceAccount: the double authorizes it by the RBAC tap applied
+        as_hub = kube.write_kubeconfig(tmp_path / "hub-kubeconfig",
+                                       token=kube.service_account_token("shark", "shark-hub"))
+        hub_proc = Proc([sys.executable, "-m", "hub", *args, "--kubeconfig", str(as_hub)],
                         env=container_env(kube, hub, "node-a"))
         processes.append(hub_proc)
         hub_url = hub_proc.wait_line(r"hub serving on (http://\S+)").group(1)

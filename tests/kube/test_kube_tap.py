@@ -348,7 +348,7 @@ def test_cli_failures_are_one_line_with_a_hint_and_exit_1(kube, shark_cli, tmp_p
     unreachable = shark_cli("clean", "--kubeconfig", str(dead))
     assert unreachable.exit_code == 1
     assert unreachable.stderr.splitlines()[0] == (f"kubectl-shark: cannot reach the cluster at "
-                                                  f"http://127.0.0.1:{closed}: connection refused")
+                                                  f"https://127.0.0.1:{closed}: connection refused")
     assert "kubectl cluster-info --context shark-test" in unreachable.stderr
     kube.forbid("list", "daemonsets")
     refused = shark_cli("clean", "--kubeconfig", str(kube.kubeconfig))

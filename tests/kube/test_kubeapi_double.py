@@ -20,7 +20,9 @@ from kubernetes import config as kconfig
 from kubernetes import watch as kwatch
 from kubernetes.client.rest import ApiException
 
+from conftest import Kubectl
 from support.kubeapi import KubeAPI, iter_watch
+from support.kubeapi_rbac import Identity
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,6 +101,64 @@ def test_kubectl_reports_forbidden_as_the_real_api_words_it(kube, kubectl):
     assert out.returncode == 1
     assert ('pods is forbidden: User "tester" cannot list resource "pods" in API group "" in the namespace '
             '"kube-system"') in out.stderr
+
+
+def test_rbac_authorizes_a_service_account_by_its_bindings(kube, kubectl, tmp_path):
+    """RBAC as the real authorizer: ClusterRoleBinding everywhere, RoleBinding in its namespace,
+    resourceNames only for named requests; tokens nobody issued are 401, no token is anonymous."""
+    kubectl("apply", "-f", str(ROOT / "manifests" / "namespace.yaml"), "-f", str(ROOT / "manifests" / "rbac.yaml"))
+    token = kube.service_account_token("shark", "shark-hub")
+    hub = httpx.Client(base_url=kube.url, verify=kube.verify, headers={"Authorization": f"Bearer {token}"})
+    with hub:
+        assert hub.get("/api/v1/pods").status_code == 200                         # ClusterRole: all namespaces
+        assert hub.get("/api/v1/namespaces/kube-system/services").status_code == 200
+        assert hub.get("/api/v1/namespaces/shark/configmaps/shark-scripts").status_code == 404   # allowed: missing
+        made = hub.post("/api/v1/namespaces/shark/configmaps", json=configmap("shark-scripts", "shark"))
+        assert made.status_code == 201
+        assert hub.put("/api/v1/namespaces/shark/configmaps/shark-scripts", json=made.json()).status_code == 200
+        refusals = {
+            ("get", "/api/v1/namespaces/shark/configmaps/other"):
+                'configmaps "other" is forbidden: User "system:serviceaccount:shark:shark-hub" cannot get resource '
+                '"configmaps" in API group "" in the namespace "shark"',
+            ("post", "/api/v1/namespaces/default/configmaps"):        # the Role is bound in shark only
+                'configmaps is forbidden: User "system:serviceaccount:shark:shark-hub" cannot create resource '
+                '"configmaps" in API group "" in the namespace "default"',
+            ("get", "/api/v1/namespaces/shark/configmaps"):           # a list has no name: resourceNames miss
+                'configmaps is forbidden: User "system:serviceaccount:shark:shark-hub" cannot list resource '
+                '"configmaps" in API group "" in the namespace "shark"',
+            ("delete", "/api/v1/namespaces/default/pods/x"):
+                'pods "x" is forbidden: User "system:serviceaccount:shark:shark-hub" cannot delete resource "pods" '
+                'in API group "" in the namespace "default"',
+            ("get", "/apis/apps/v1/daemonsets"):
+                'daemonsets.apps is forbidden: User "system:serviceaccount:shark:shark-hub" cannot list resource '
+                '"daemonsets" in API group "apps" at the cluster scope',
+            ("get", "/api/v1/namespaces/default/pods/x/log"):
+                'pods "x" is forbidden: User "system:serviceaccount:shark:shark-hub" cannot get resource "pods/log" '
+                'in API group "" in the namespace "default"',
+        }
+        for (method, path), message in refusals.items():
+            answer = hub.request(method.upper(), path, json=configmap("c") if method == "post" else None)
+            assert (answer.status_code, answer.json()["reason"], answer.json()["message"]) == (
+                403, "Forbidden", message), path
+        kube.delete("ServiceAccount", "shark-hub", "shark")       # its tokens die with it
+        assert hub.get("/api/v1/pods").json() == {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                                   "status": "Failure", "message": "Unauthorized",
+                                                   "reason": "Unauthorized", "code": 401}
+    assert httpx.get(f"{kube.url}/api/v1/pods", verify=kube.verify,
+                     headers={"Authorization": "Bearer made-up"}).status_code == 401
+    anonymous = httpx.get(f"{kube.url}/api/v1/pods", verify=kube.verify)
+    assert anonymous.status_code == 403 and 'User "system:anonymous" cannot list' in anonymous.json()["message"]
+    # a user outside system:masters gets what a RoleBinding to it grants, as kubectl shows
+    user = kube.token_for(Identity("dev", ("system:authenticated",)))
+    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": "dev-view", "namespace": "default"},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "shark-hub"},
+                 "subjects": [{"kind": "User", "name": "dev", "apiGroup": "rbac.authorization.k8s.io"}]})
+    dev = Kubectl(kube.write_kubeconfig(tmp_path / "dev", token=user), tmp_path / "dev-cache")
+    assert dev("get", "pods", "-n", "default").returncode == 0
+    denied = dev("get", "pods", "-n", "kube-system", check=False)
+    assert denied.returncode == 1 and ('pods is forbidden: User "dev" cannot list resource "pods" in API group "" in '
+                                       'the namespace "kube-system"') in denied.stderr
 
 
 # ---- status codes and objects ------------------------------------------------------------------
@@ -186,7 +246,7 @@ def test_watch_from_a_resource_version_sees_every_change_in_order(kube):
 
 def test_watch_without_resource_version_starts_with_what_exists(kube):
     kube.create(configmap("old"))
-    with httpx.stream("GET", f"{kube.url}/api/v1/namespaces/default/configmaps",
+    with kube.http.stream("GET", f"{kube.url}/api/v1/namespaces/default/configmaps",
                       params={"watch": "1", "timeoutSeconds": "1"}) as response:
         assert response.headers["transfer-encoding"] == "chunked"
         events = list(iter_watch(response.iter_lines()))
@@ -199,7 +259,8 @@ def test_watch_from_a_compacted_resource_version_gets_410_expired(kube):
     old = str(kube.store.revision)
     kube.create(configmap("b"))
     kube.compact()
-    with httpx.stream("GET", f"{kube.url}/api/v1/configmaps", params={"watch": "true", "resourceVersion": old}) as r:
+    with kube.http.stream("GET", f"{kube.url}/api/v1/configmaps",
+                          params={"watch": "true", "resourceVersion": old}) as r:
         assert r.status_code == 200
         events = list(iter_watch(r.iter_lines()))
     assert len(events) == 1 and events[0]["type"] == "ERROR"
@@ -213,7 +274,7 @@ def test_watch_with_a_selector_sees_objects_enter_and_leave_it(kube):
     core.patch_namespaced_config_map("x", "default", {"metadata": {"labels": {"app": "shark"}}})
     core.patch_namespaced_config_map("x", "default", {"data": {"k": "v"}})
     core.patch_namespaced_config_map("x", "default", {"metadata": {"labels": {"app": None}}})
-    with httpx.stream("GET", f"{kube.url}/api/v1/configmaps", params={
+    with kube.http.stream("GET", f"{kube.url}/api/v1/configmaps", params={
             "watch": "1", "resourceVersion": start, "labelSelector": "app=shark", "timeoutSeconds": "1"}) as r:
         kinds = [e["type"] for e in iter_watch(r.iter_lines())]
     assert kinds == ["ADDED", "MODIFIED", "DELETED"]
@@ -223,7 +284,7 @@ def test_watch_bookmarks_and_server_side_close(kube):
     got: list[str] = []
 
     def read() -> None:
-        with httpx.stream("GET", f"{kube.url}/api/v1/pods", params={
+        with kube.http.stream("GET", f"{kube.url}/api/v1/pods", params={
                 "watch": "1", "resourceVersion": str(kube.store.revision), "allowWatchBookmarks": "true"},
                 timeout=10) as r:
             for event in iter_watch(r.iter_lines()):
@@ -240,7 +301,7 @@ def test_watch_bookmarks_and_server_side_close(kube):
 
 def apply(kube: KubeAPI, obj: dict[str, Any], manager: str = "kubectl-shark", force: bool = False) -> httpx.Response:
     meta = obj["metadata"]
-    return httpx.patch(f"{kube.url}/api/v1/namespaces/{meta['namespace']}/configmaps/{meta['name']}",
+    return kube.http.patch(f"{kube.url}/api/v1/namespaces/{meta['namespace']}/configmaps/{meta['name']}",
                        params={"fieldManager": manager, **({"force": "true"} if force else {})},
                        content=json.dumps(obj), headers={"Content-Type": "application/apply-patch+yaml"})
 
@@ -264,8 +325,9 @@ def test_server_side_apply_conflicts_with_another_manager_unless_forced(kube):
     assert clash.json()["details"]["causes"][0]["field"] == ".data.a"
     forced = apply(kube, configmap("s", a="2"), force=True)
     assert forced.status_code == 200 and forced.json()["data"] == {"a": "2"}
-    no_manager = httpx.patch(f"{kube.url}/api/v1/namespaces/default/configmaps/s", content=json.dumps(configmap("s")),
-                             headers={"Content-Type": "application/apply-patch+yaml"})
+    no_manager = kube.http.patch(f"{kube.url}/api/v1/namespaces/default/configmaps/s",
+                                 content=json.dumps(configmap("s")),
+                                 headers={"Content-Type": "application/apply-patch+yaml"})
     assert no_manager.status_code == 422
 
 
@@ -273,11 +335,11 @@ def test_namespace_deletion_terminates_then_removes_its_contents(kube):
     kube.store.namespace_finalize_delay = 2.0     # long enough to look at it while it terminates
     kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gone"}})
     kube.create(configmap("c", "gone"))
-    deleted = httpx.delete(f"{kube.url}/api/v1/namespaces/gone")
+    deleted = kube.http.delete(f"{kube.url}/api/v1/namespaces/gone")
     assert deleted.status_code == 200 and deleted.json()["status"]["phase"] == "Terminating"
-    again = httpx.delete(f"{kube.url}/api/v1/namespaces/gone")
+    again = kube.http.delete(f"{kube.url}/api/v1/namespaces/gone")
     assert again.status_code == 409
-    refused = httpx.post(f"{kube.url}/api/v1/namespaces/gone/configmaps", json=configmap("d", "gone"))
+    refused = kube.http.post(f"{kube.url}/api/v1/namespaces/gone/configmaps", json=configmap("d", "gone"))
     assert refused.status_code == 403 and "is being terminated" in refused.json()["message"]
     kube.wait_for(lambda: kube.find("Namespace", "gone") is None, what="the namespace to go")
     assert kube.list("ConfigMap", "gone") == []
@@ -325,13 +387,13 @@ def test_pod_logs_as_the_real_api_serves_them(kube, nodes):
                  containers=[{"name": "a", "image": "x"}, {"name": "b", "image": "y"}])
     kube.append_log("default", "two", "a", "first\nsecond\nthird")
     base = f"{kube.url}/api/v1/namespaces/default/pods/two/log"
-    assert httpx.get(base).status_code == 400
-    assert "choose one of: [a b]" in httpx.get(base).json()["message"]
-    assert httpx.get(base, params={"container": "a", "tailLines": "2"}).text == "second\nthird\n"
+    assert kube.http.get(base).status_code == 400
+    assert "choose one of: [a b]" in kube.http.get(base).json()["message"]
+    assert kube.http.get(base, params={"container": "a", "tailLines": "2"}).text == "second\nthird\n"
     lines: list[str] = []
 
     def follow() -> None:
-        with httpx.stream("GET", base, params={"container": "a", "follow": "true"}, timeout=10) as r:
+        with kube.http.stream("GET", base, params={"container": "a", "follow": "true"}, timeout=10) as r:
             for line in r.iter_lines():
                 lines.append(line)
     reader = threading.Thread(target=follow)
@@ -346,18 +408,18 @@ def test_pod_logs_as_the_real_api_serves_them(kube, nodes):
 
 def test_secrets_as_the_real_api_stores_them(kube):
     base = f"{kube.url}/api/v1/namespaces/default/secrets"
-    made = httpx.post(base, json={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+    made = kube.http.post(base, json={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
                                   "stringData": {"token": "abc"}, "data": {"other": "eHl6"}})
     assert made.status_code == 201
     body = made.json()
     assert body["data"] == {"other": "eHl6", "token": "YWJj"} and "stringData" not in body and body["type"] == "Opaque"
-    bad = httpx.post(base, json={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t"},
+    bad = kube.http.post(base, json={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t"},
                                  "data": {"token": "not base64!"}})
     assert bad.status_code == 400 and "illegal base64 data" in bad.json()["message"]
-    assert httpx.get(f"{base}/s").json()["data"]["token"] == "YWJj"
+    assert kube.http.get(f"{base}/s").json()["data"]["token"] == "YWJj"
     assert kclient.CoreV1Api(api(kube)).read_namespaced_secret("s", "default").data["token"] == "YWJj"
-    assert httpx.delete(f"{base}/s").status_code == 200
-    assert httpx.get(f"{base}/s").status_code == 404
+    assert kube.http.delete(f"{base}/s").status_code == 200
+    assert kube.http.get(f"{base}/s").status_code == 404
 
 
 def test_a_pod_reading_a_missing_secret_waits_then_a_run_to_completion_pod_ends(kube, nodes):

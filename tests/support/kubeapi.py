@@ -58,15 +58,27 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
 - Pod logs (text/plain; `container` is required for pods of several containers, 400 as the real
   API otherwise; a container that is waiting answers 400 "... is waiting to start: REASON";
   tailLines, timestamps, follow=true streams appended lines until the pod is deleted).
-- No authentication; every request acts as `user` (default "tester"). `forbid()` makes the
-  authorizer refuse a verb on a resource with the real 403 wording. pods/portforward answers
+- Authentication by bearer token (401 Unauthorized for a token it did not issue, or a service
+  account's whose ServiceAccount is gone; no token: system:anonymous). The user's token (user
+  `user`, groups `user_groups`, by default system:masters: cluster-admin) is in the kubeconfig
+  `write_kubeconfig` writes; `service_account_token(ns, name)` issues system:serviceaccount:NS:NAME's.
+  Authorization is RBAC over the Roles, ClusterRoles and bindings stored in the double
+  (kubeapi_rbac.py: what `tap` applied from manifests/rbac.yaml is what the hub may do); a
+  refusal is the real 403 Status ("pods is forbidden: User \"system:serviceaccount:shark:shark-hub\"
+  cannot list resource \"pods\" in API group \"\" at the cluster scope"). `forbid()` refuses a
+  verb on a resource to everyone on top of that. pods/portforward answers
   400 "Upgrade request required" (the double does not speak SPDY or WebSockets: tests forward
   through an injectable forwarder).
 
 ## Python interface (for tests)
-- `KubeAPI(controllers=False, user="tester", version=(1, 32), bookmark_interval=1.0)`;
-  `.start()/.stop()` or `with`; `.url`; `.write_kubeconfig(path, context="shark-test",
-  namespace=None)`.
+- `KubeAPI(controllers=False, user="tester", version=(1, 32), bookmark_interval=1.0,
+  user_groups=("system:masters", "system:authenticated"))` (groups without system:masters: the
+  user gets what bindings to User "tester" grant); `.start()/.stop()` or `with`; `.url`;
+  `.write_kubeconfig(path, context="shark-test", namespace=None, token=None)` (token: whose
+  identity; default the user's); `.service_account_token(ns, name)`; `.http` (an httpx.Client acting as the
+  user); `.verify` (an SSL context trusting the server, for other clients);
+  `.write_service_account(dir, ns, name)` (token, ca.crt, namespace as a kubelet mounts them; returns
+  the KUBERNETES_SERVICE_HOST/PORT environment).
 - Objects, through the same code as HTTP (resourceVersions, watch events): `.create(obj)`
   (a .status in obj is then written through the status subresource, as a kubelet would),
   `.apply(obj, manager="test")`, `.get(kind, name, namespace=None)` (raises ApiError 404),
@@ -92,12 +104,16 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import socket
+import ssl
+import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -105,13 +121,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import yaml
 
 from support.kubeapi_controllers import Controllers, PodBehavior
 from support.kubeapi_model import (BY_KIND, BY_PATH, RESOURCES, ApiError, Resource, Selector, discovery_resources,
                                    forbidden, group_versions, parse_field_selector, parse_label_selector,
                                    unknown_fields)
+from support.kubeapi_rbac import (ANONYMOUS, MASTERS, Attributes, Identity, authorize, service_account_identity,
+                                  service_account_of, unauthorized)
 from support.kubeapi_store import Event, Store
+from support.kubeapi_tls import certificates
 
 T = TypeVar("T")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -157,9 +177,14 @@ def kind_resource(kind: str) -> Resource:
 
 class KubeAPI:
     def __init__(self, controllers: bool = False, user: str = "tester", version: tuple[int, int] = (1, 32),
-                 bookmark_interval: float = 1.0) -> None:
+                 bookmark_interval: float = 1.0,
+                 user_groups: tuple[str, ...] = (MASTERS, "system:authenticated"), tls: bool = True) -> None:
         self.store = Store()
+        self.certificates = certificates() if tls else None
         self.user = user
+        # bearer token -> who it is; the user's token goes into write_kubeconfig's kubeconfig
+        self.tokens: dict[str, Identity] = {}
+        self.user_token = self.token_for(Identity(user, user_groups))
         self.version = version
         self.bookmark_interval = bookmark_interval
         self.rules: list[Rule] = []
@@ -170,6 +195,7 @@ class KubeAPI:
         self.stopping = False
         self.controllers = Controllers(self.store) if controllers else None
         self._server: ThreadingHTTPServer | None = None
+        self._http: httpx.Client | None = None
         self._thread: threading.Thread | None = None
         self._seed()
 
@@ -187,7 +213,8 @@ class KubeAPI:
 
         class Handler(ApiHandler):
             kube = api
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = (TLSServer(self.certificates.server_context()) if self.certificates
+                        else ThreadingHTTPServer)(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="kubeapi", daemon=True)
@@ -202,6 +229,8 @@ class KubeAPI:
             self.store.changed.notify_all()
         if self.controllers:
             self.controllers.stop()
+        if self._http is not None:
+            self._http.close()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -222,18 +251,81 @@ class KubeAPI:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.certificates else 'http'}://127.0.0.1:{self.port}"
 
-    def write_kubeconfig(self, path: Path, context: str = "shark-test", namespace: str | None = None) -> Path:
-        ctx: dict[str, Any] = {"cluster": "double", "user": "tester"}
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a plain HTTP client verifies the server with (httpx's `verify=`)."""
+        return self.certificates.client_context() if self.certificates else False
+
+    @property
+    def http(self) -> httpx.Client:
+        """A plain HTTP client acting as the user (token, the server's CA), closed by stop()."""
+        if self._http is None:
+            self._http = httpx.Client(headers={"Authorization": f"Bearer {self.user_token}"}, verify=self.verify)
+        return self._http
+
+    def write_service_account(self, directory: Path, namespace: str, name: str) -> dict[str, str]:
+        """What a kubelet gives a pod of the ServiceAccount NAMESPACE/NAME: `directory` gets its
+        token, ca.crt and namespace (as /var/run/secrets/kubernetes.io/serviceaccount); returns the
+        environment pointing at the API (KUBERNETES_SERVICE_HOST/PORT)."""
+        assert self.certificates, "in-cluster clients need TLS: KubeAPI(tls=True)"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "token").write_text(self.service_account_token(namespace, name))
+        (directory / "ca.crt").write_bytes(self.certificates.ca.read_bytes())
+        (directory / "namespace").write_text(namespace)
+        return {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.port),
+                "KUBERNETES_SERVICE_PORT_HTTPS": str(self.port)}
+
+    def write_kubeconfig(self, path: Path, context: str = "shark-test", namespace: str | None = None,
+                         token: str | None = None) -> Path:
+        """A kubeconfig for the user (or for whoever `token` is, e.g. a service account's)."""
+        token = token or self.user_token
+        user = self.tokens[token].user
+        ctx: dict[str, Any] = {"cluster": "double", "user": user}
         if namespace:
             ctx["namespace"] = namespace
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": context, "preferences": {},
-            "clusters": [{"name": "double", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {}}],
+            "clusters": [{"name": "double", "cluster": {"server": self.url, **({
+                "certificate-authority-data": base64.b64encode(self.certificates.ca.read_bytes()).decode()}
+                if self.certificates else {})}}],
+            "users": [{"name": user, "user": {"token": token}}],
             "contexts": [{"name": context, "context": ctx}]}))
         return path
+
+    # ---- identities ------------------------------------------------------------------------------
+
+    def token_for(self, identity: Identity) -> str:
+        token = f"{identity.user.replace(':', '-')}-{uuid.uuid4().hex}"
+        self.tokens[token] = identity
+        return token
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A token of the ServiceAccount NAMESPACE/NAME (valid while it exists, as the real API
+        checks): its requests are authorized by the RBAC objects bound to it."""
+        return self.token_for(service_account_identity(namespace, name))
+
+    def identity(self, authorization: str | None) -> Identity:
+        """Who sends a request with this Authorization header (401 for a token nobody issued,
+        or a service account's that no longer exists); none: system:anonymous."""
+        if not authorization:
+            return ANONYMOUS
+        scheme, _, token = authorization.partition(" ")
+        identity = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if identity is None:
+            raise unauthorized()
+        account = service_account_of(identity)
+        if account and self.store.find(BY_PATH[("", "v1", "serviceaccounts")], account[0], account[1]) is None:
+            raise unauthorized()
+        return identity
+
+    def allowed(self, identity: Identity, request: Attributes) -> bool:
+        """The RBAC authorizer over the Roles, ClusterRoles and bindings stored now."""
+        def objects(plural: str) -> list[dict[str, Any]]:
+            return self.store.list(BY_PATH[("rbac.authorization.k8s.io", "v1", plural)], Selector())[0]
+        return authorize(identity, request, objects("roles"), objects("clusterroles"), objects("rolebindings"),
+                         objects("clusterrolebindings"))
 
     # ---- objects (same paths as HTTP) ------------------------------------------------------------
 
@@ -410,6 +502,19 @@ TABLE_COLUMNS = [
 ]
 
 
+def TLSServer(context: ssl.SSLContext) -> type[ThreadingHTTPServer]:
+    """A ThreadingHTTPServer serving HTTPS; each handshake in its connection's thread."""
+    class Server(ThreadingHTTPServer):
+        def get_request(self) -> tuple[Any, Any]:
+            connection, address = self.socket.accept()
+            return context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False), address
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            if not isinstance(sys.exc_info()[1], (ssl.SSLError, OSError)):   # a failed handshake is the client's
+                super().handle_error(request, client_address)
+    return Server
+
+
 class ApiHandler(BaseHTTPRequestHandler):
     kube: KubeAPI
     protocol_version = "HTTP/1.1"
@@ -418,6 +523,17 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:   # quiet: tests read .requests
         pass
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError):    # a client that gives up (or probes with plain HTTP)
+                self.request.close()
+                raise
+            self.request.settimeout(None)
+        super().setup()
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -624,13 +740,23 @@ class ApiHandler(BaseHTTPRequestHandler):
         return {"POST": "create", "PUT": "update", "PATCH": "patch"}[self.command]
 
     def _authorize(self, target: Target, query: dict[str, str]) -> None:
+        identity = self.kube.identity(self.headers.get("Authorization"))
         verb = self._verb(target, query)
         resource = (f"{target.resource.plural}/{target.subresource}" if target.subresource
                     else target.resource.plural)
+        refuse = forbidden(identity.user, verb, target.resource, target.subresource, target.namespace, target.name)
         for rule in self.kube.rules:
             if rule.matches(verb, resource, target.namespace, target.name):
-                raise forbidden(self.kube.user, verb, target.resource, target.subresource, target.namespace,
-                                target.name)
+                raise refuse
+        name = target.name
+        if name is None and verb in ("list", "watch"):     # RBAC's resourceNames see a metadata.name selector
+            for requirement in parse_field_selector(query.get("fieldSelector"), target.resource):
+                if requirement.path == ("metadata", "name") and requirement.equal:
+                    name = requirement.value
+        # a namespace is in itself: a RoleBinding there grants get on it
+        namespace = name if target.resource.plural == "namespaces" and target.name else target.namespace
+        if not self.kube.allowed(identity, Attributes(verb, target.resource, target.subresource, namespace, name)):
+            raise refuse
 
     def _strict(self, res: Resource, body: Any, query: dict[str, str]) -> None:
         """fieldValidation=Strict (kubectl's default): unknown fields are a 400, as in the real API."""
