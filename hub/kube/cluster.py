@@ -23,6 +23,7 @@ from typing import Any
 
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
+from kubernetes.config.incluster_config import InClusterConfigLoader
 
 from hub.kube.discovery import Discovery
 from hub.kube.names import Fill, filler
@@ -33,9 +34,15 @@ from hub.workers import WorkerPool, api_base
 
 log = logging.getLogger("shark.hub.kube")
 
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_NAMESPACE = "shark"
 DEFAULT_WORKER_SELECTOR = "app.kubernetes.io/name=shark,app.kubernetes.io/component=worker"
+
+
+def service_account_dir() -> Path:
+    """Where the kubelet mounts the pod's service account (token, ca.crt, namespace);
+    $SHARK_SERVICE_ACCOUNT_DIR moves it, so tests start the hub as a pod is started, outside one."""
+    return Path(os.environ.get("SHARK_SERVICE_ACCOUNT_DIR") or SERVICE_ACCOUNT_DIR)
 
 
 class KubeConfigError(Exception):
@@ -63,7 +70,7 @@ class KubeSettings:
         if self.namespace:
             return self.namespace
         try:
-            return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_NAMESPACE
+            return (service_account_dir() / "namespace").read_text().strip() or DEFAULT_NAMESPACE
         except OSError:
             return DEFAULT_NAMESPACE
 
@@ -74,12 +81,16 @@ def api_client(settings: KubeSettings) -> kclient.ApiClient:
     configuration = kclient.Configuration()
     try:
         if settings.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            kconfig.load_incluster_config(client_configuration=configuration)
+            account = service_account_dir()
+            InClusterConfigLoader(token_filename=str(account / "token"),
+                                  cert_filename=str(account / "ca.crt")).load_and_set(configuration)
         else:
             kconfig.load_kube_config(config_file=settings.kubeconfig, context=settings.context,
                                      client_configuration=configuration, persist_config=False)
     except (kconfig.ConfigException, OSError, ValueError, TypeError) as error:
-        where = settings.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        where = settings.kubeconfig or (f"the service account in {service_account_dir()}"
+                                        if os.environ.get("KUBERNETES_SERVICE_HOST") else None) \
+            or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise KubeConfigError(f"cannot load the cluster's configuration ({where}"
                               f"{', context ' + settings.context if settings.context else ''}): {error}") from None
     return kclient.ApiClient(configuration)

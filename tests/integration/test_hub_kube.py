@@ -1,5 +1,7 @@
-"""The hub in cluster mode end to end: `python -m hub --kube` against the Kubernetes API double
-(over HTTP, through a kubeconfig), with real workers capturing real HTTP traffic on lo.
+"""The hub in cluster mode end to end: `python -m hub --kube` against the Kubernetes API double,
+started as its Deployment starts it in a pod (in-cluster config: KUBERNETES_SERVICE_HOST/PORT,
+the ServiceAccount's token and CA in a mounted directory, HTTPS), acting as the hub's
+ServiceAccount with the RBAC tap applies; real workers capture real HTTP traffic on lo.
 
 The "cluster": two nodes; the worker DaemonSet's pods (host network, port named `api`) point at
 two real worker processes on 127.0.0.1 (a real worker pod's address is its node's; here both
@@ -28,7 +30,7 @@ import httpx
 import pytest
 import websockets
 
-from support.hub_rbac import apply_hub_rbac
+from support.hub_rbac import HUB_ACCOUNT, apply_hub_rbac
 from support.kubeapi import KubeAPI
 from support.processes import Proc, free_port, wait_for
 
@@ -43,7 +45,7 @@ class Cluster:
     def __init__(self, kube: KubeAPI, tmp: Path) -> None:
         self.kube = kube
         self.tmp = tmp
-        self.kubeconfig: Path | None = None      # the hub's, with its ServiceAccount's token (rbac())
+        self.pod_env: dict[str, str] | None = None      # the hub pod's service account (rbac())
         self.app_port = free_port()
         self.procs: list[Proc] = []
         self.workers: dict[str, tuple[Proc, int]] = {}
@@ -71,14 +73,15 @@ class Cluster:
     def rbac(self, edit=None) -> None:
         """Applies the ServiceAccount and RBAC tap applies (changed by `edit`, as a later apply
         of changed manifests would): the hub runs as that account."""
-        token = apply_hub_rbac(self.kube, edit=edit)
-        self.kubeconfig = self.kube.write_kubeconfig(self.tmp / "hub-kubeconfig", token=token)
+        apply_hub_rbac(self.kube, edit=edit)
+        account = self.tmp / "serviceaccount"
+        self.pod_env = {**self.kube.write_service_account(account, "shark", HUB_ACCOUNT),
+                        "SHARK_SERVICE_ACCOUNT_DIR": str(account)}
 
     def start_hub(self, *args: str) -> None:
-        assert self.kubeconfig, "rbac() first: the hub acts as its ServiceAccount"
-        self.hub = self.start(Proc([sys.executable, "-m", "hub", "--kube", "--kubeconfig", str(self.kubeconfig),
-                                    "--namespace", "shark", "--listen", "127.0.0.1:0", "--poll-interval", "0.3",
-                                    *args]))
+        assert self.pod_env, "rbac() first: the hub acts as its ServiceAccount"
+        self.hub = self.start(Proc([sys.executable, "-m", "hub", "--kube", "--listen", "127.0.0.1:0",
+                                    "--poll-interval", "0.3", *args], env=self.pod_env))
         self.hub_url = self.hub.wait_line(r"hub serving on (http://\S+)").group(1)
 
     def stop(self) -> None:
@@ -171,6 +174,8 @@ def test_workers_are_the_daemonsets_pods(cluster):
     assert status["hub"]["workers"] == 1
     watches = cluster.get("/targets").json()["watches"]
     assert all(w["synced"] and w["errors"] == 0 for w in watches.values()), watches
+    # in-cluster config: every request reached the API as the hub's ServiceAccount
+    assert {r.user for r in cluster.kube.requests} == {"system:serviceaccount:shark:shark-hub"}
 
 
 def test_the_hub_can_do_only_what_its_rbac_allows(cluster):

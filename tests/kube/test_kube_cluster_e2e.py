@@ -3,6 +3,8 @@ workers it deployed run as real processes, started the way a kubelet would start
 the command, arguments and environment of the pod spec tap applied (the token read from the
 Secret tap created, as a kubelet resolves secretKeyRef).
 
+The hub gets the in-cluster configuration a kubelet gives its pod (KUBERNETES_SERVICE_HOST/PORT,
+its ServiceAccount's token and the cluster CA in a directory) and acts as that account.
 The nodes are loopback addresses (127.x.y.z, unique to this test run), so the workers' host
 network addresses are real and local; the workers replay a pcap instead of capturing `any`
 (the only argument changed besides paths and the listen address); the hub finds them through
@@ -120,11 +122,13 @@ def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube,
         assert hub["command"] == ["python", "-m", "hub"]
         args = replace_arg(hub["args"], "--listen", "127.0.0.1:0")
         args = replace_arg(args, "--state-dir", str(tmp_path / "hub"))
-        # as the hub's ServiceAccount: the double authorizes it by the RBAC tap applied
-        as_hub = kube.write_kubeconfig(tmp_path / "hub-kubeconfig",
-                                       token=kube.service_account_token("shark", "shark-hub"))
-        hub_proc = Proc([sys.executable, "-m", "hub", *args, "--kubeconfig", str(as_hub)],
-                        env=container_env(kube, hub, "node-a"))
+        # as in its pod: in-cluster config with the token of its ServiceAccount (the double
+        # authorizes it by the RBAC tap applied) and the cluster's CA, mounted where the hub reads them
+        account = tmp_path / "serviceaccount"
+        pod_spec = kube.get("Deployment", "shark-hub", "shark")["spec"]["template"]["spec"]
+        in_cluster = {**kube.write_service_account(account, "shark", pod_spec["serviceAccountName"]),
+                      "SHARK_SERVICE_ACCOUNT_DIR": str(account)}
+        hub_proc = Proc([sys.executable, "-m", "hub", *args], env={**container_env(kube, hub, "node-a"), **in_cluster})
         processes.append(hub_proc)
         hub_url = hub_proc.wait_line(r"hub serving on (http://\S+)").group(1)
         forwarder.target = ("127.0.0.1", int(hub_url.rsplit(":", 1)[1]))
@@ -160,4 +164,6 @@ def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube,
         for proc in processes:
             proc.stop()
     assert result == [0], "\n".join(said)
+    hub_requests = [r for r in kube.requests if r.user == "system:serviceaccount:shark:shark-hub"]
+    assert hub_requests and not {r.status for r in hub_requests} & {401, 403}     # (the scripts' ConfigMap: 404)
     assert "kubectl-shark is ready: the hub and 2 workers" in said

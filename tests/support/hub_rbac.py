@@ -22,12 +22,12 @@ def rbac_objects(release_namespace: str = "shark") -> list[dict[str, Any]]:
 
 
 def apply_hub_rbac(kube: KubeAPI, release_namespace: str = "shark",
-                   edit: Callable[[list[dict[str, Any]]], None] | None = None) -> str:
+                   edit: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
     """Applies the rendered ServiceAccounts, Roles and bindings (after `edit`, which may change
-    them in place); returns a token of the hub's ServiceAccount."""
+    them in place). The hub then acts as HUB_ACCOUNT: `kube.write_service_account(dir,
+    release_namespace, HUB_ACCOUNT)` is what its pod gets mounted."""
     objects = rbac_objects(release_namespace)
     if edit is not None:
         edit(objects)
     for obj in objects:
         kube.apply(obj, manager="kubectl-shark")
-    return kube.service_account_token(release_namespace, HUB_ACCOUNT)

@@ -98,7 +98,7 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
   cleanly (as a server-side timeout does), `.close_watches(abrupt=True)` cuts the connections;
   `.compact()` forgets the event log (old resourceVersions then get 410).
 - Logs: `.append_log(namespace, pod, container, text)`.
-- Observing: `.requests` ([Request(method, path, query, content_type, status)], newest last),
+- Observing: `.requests` ([Request(method, path, query, content_type, status, user)], newest last),
   `.writes()` (the mutating ones), `.store.revision`, `.wait_for(check, timeout)`.
 """
 
@@ -144,6 +144,7 @@ class Request:
     query: dict[str, str]
     content_type: str
     status: int = 0
+    user: str = ""                # who it was authenticated as (resource requests)
 
 
 @dataclass
@@ -741,6 +742,8 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     def _authorize(self, target: Target, query: dict[str, str]) -> None:
         identity = self.kube.identity(self.headers.get("Authorization"))
+        if self._request is not None:
+            self._request.user = identity.user
         verb = self._verb(target, query)
         resource = (f"{target.resource.plural}/{target.subresource}" if target.subresource
                     else target.resource.plural)
