@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shark.errors import SharkError
@@ -31,13 +31,15 @@ class PodState:
     reason: str            # "ready", "Pending", "ContainerCreating", "ImagePullBackOff", "not ready", ...
     message: str = ""
     image: str = ""
+    outdated: bool = False   # a worker of the DaemonSet's previous template, not replaced yet
 
     @property
     def fatal(self) -> bool:
         return self.reason in FATAL_REASONS
 
     def describe(self) -> str:
-        return f"{self.reason}: {self.message}" if self.message else self.reason
+        text = f"{self.reason}: {self.message}" if self.message else self.reason
+        return f"{text}, previous version" if self.outdated else text
 
 
 def _conditions(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -90,6 +92,7 @@ class RolloutState:
     hub_done: bool = False
     workers_done: bool = False
     missing: list[str] = field(default_factory=list)                    # objects not found
+    max_unavailable: int | str = 1                                     # the DaemonSet's rolling update
 
     @property
     def done(self) -> bool:
@@ -108,7 +111,14 @@ class RolloutState:
                 lines.append(f"worker on {node}: no pod yet")
             elif not pod.ready:
                 lines.append(f"worker {pod.name} on {node}: {pod.describe()}")
+            elif pod.outdated:
+                lines.append(f"worker {pod.name} on {node}: still the previous version, waiting to be replaced "
+                             f"(the DaemonSet replaces workers with at most {self.max_unavailable} "
+                             f"node{'s' * (str(self.max_unavailable) != '1')} unavailable at a time)")
         return lines + [f"{what}: not found" for what in self.missing]
+
+    def outdated(self) -> list[PodState]:
+        return [p for p in self.workers.values() if p is not None and p.outdated]
 
 
 def _newest(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,10 +150,19 @@ def assess(nodes: list[dict[str, Any]], deployment: dict[str, Any] | None, daemo
         by_node: dict[str, list[dict[str, Any]]] = {}
         for pod in worker_pods:
             by_node.setdefault((pod.get("spec") or {}).get("nodeName") or "", []).append(pod)
+        generation = str((daemonset.get("metadata") or {}).get("generation", 1))
+        rolling = (daemonset.get("spec") or {}).get("updateStrategy") or {}
+        state.max_unavailable = (rolling.get("rollingUpdate") or {}).get("maxUnavailable", 1)
+        updating = st.get("updatedNumberScheduled", 0) < desired
         for node in nodes:
             name = (node.get("metadata") or {}).get("name", "?")
             newest = _newest(by_node.get(name, []))
             state.workers[name] = pod_state(newest[0]) if newest else None
+            # the DaemonSet controller labels its pods with the template generation they were made from
+            made_from = ((newest[0].get("metadata") or {}).get("labels") or {}).get("pod-template-generation") \
+                if newest else None
+            if updating and made_from is not None and made_from != generation:
+                state.workers[name] = replace(state.workers[name], outdated=True)
         state.workers_done = (_generation_seen(daemonset) and st.get("updatedNumberScheduled", 0) == desired
                               and st.get("numberReady", 0) == desired and desired == len(
                                   [p for p in state.workers.values() if p is not None and p.ready]))
@@ -227,7 +246,9 @@ def wait_rollout(cluster: Cluster, namespace: str, timeout: float, show: Callabl
             where = f" on {first.node}" if first.node else ""
             raise _failure(state, f"pod {first.name}{where} cannot start: {first.describe()}", image or first.image)
         if clock() >= deadline:
-            count = len(state.not_ready())
+            old = len(state.outdated())
+            count = len(state.not_ready()) - old
+            behind = f", {old} of {len(state.workers)} workers still the previous version" if old else ""
             raise _failure(state, f"the rollout did not finish within {timeout:g}s: {count} "
-                                  f"pod{'s' * (count != 1)} not ready", image)
+                                  f"pod{'s' * (count != 1)} not ready{behind}", image)
         sleep(min(interval, max(deadline - clock(), 0)))

@@ -90,6 +90,26 @@ def test_a_node_without_its_worker_and_a_replaced_pod_show_the_newest():
     assert state.not_ready() == ["worker w-new on node-a: ContainerCreating", "worker on node-b: no pod yet"]
 
 
+def test_a_partial_rollout_names_the_workers_still_on_the_previous_version():
+    def generation(obj: dict[str, Any], made_from: int) -> dict[str, Any]:
+        obj["metadata"]["labels"] = {"pod-template-generation": str(made_from)}
+        return obj
+    workers = [generation(pod("w-a", "node-a", ready=True), 2), generation(pod("w-b", "node-b"), 2),
+               generation(pod("w-c", "node-c", ready=True), 1)]
+    rolling = daemonset(3, 2, updated=2, generation=2, observed=2)
+    rolling["spec"] = {"updateStrategy": {"rollingUpdate": {"maxUnavailable": "34%"}}}
+    state = assess([node("node-a"), node("node-b"), node("node-c")], deployment(), rolling, HUB, workers)
+    assert not state.done and [p.name for p in state.outdated()] == ["w-c"]
+    assert state.workers["node-c"].describe() == "ready, previous version"
+    assert state.not_ready() == [
+        "worker w-b on node-b: not ready: the readiness probe has not passed",
+        "worker w-c on node-c: still the previous version, waiting to be replaced (the DaemonSet replaces "
+        "workers with at most 34% nodes unavailable at a time)"]
+    # once the controller reports every node updated, an old label alone does not mark a pod
+    done = assess([node("node-c")], deployment(), daemonset(1, 1, generation=2, observed=2), HUB, [workers[2]])
+    assert done.done and done.outdated() == []
+
+
 def test_missing_objects_are_named():
     state = assess([node("node-a")], None, None, [], [])
     assert not state.done and state.missing == ["Deployment shark-hub", "DaemonSet shark-worker"]

@@ -37,6 +37,7 @@ from support.kubeapi import KubeAPI
 from support.processes import free_port
 
 OURS = "app.kubernetes.io/managed-by=kubectl-shark"
+WORKERS = "app.kubernetes.io/component=worker"
 
 
 class Run:
@@ -160,6 +161,33 @@ def test_a_rollout_that_does_not_finish_lists_the_pods_not_ready_and_why(kube, n
     details = "\n".join(failed.value.details)
     assert "on node-b: not ready: the readiness probe has not passed" in details
     assert "on node-c: ContainerCreating" in details
+
+
+def test_a_stalled_worker_rollout_shows_the_node_not_ready_and_the_nodes_not_updated(kube, nodes, forwarder):
+    """A changed DaemonSet rolls one node at a time (maxUnavailable 1, the manifests' default):
+    node-a's new worker gets ready, node-b's never does, so node-c keeps its old one."""
+    assert Run(kube, forwarder).tap() == 0
+    old = {p["spec"]["nodeName"]: p["metadata"]["name"] for p in kube.list("Pod", "shark", WORKERS)}
+
+    def behavior(pod: dict[str, Any]) -> str:
+        new = pod["metadata"]["labels"].get("pod-template-generation") == "2"
+        return "not-ready" if new and pod["spec"].get("nodeName") == "node-b" else "ready"
+    kube.pod_behavior = behavior
+    with pytest.raises(RolloutFailed) as failed:
+        Run(kube, forwarder).tap(DeployOptions(target_namespaces=("default",), storage_limit="1GiB"), timeout=3)
+    assert failed.value.message == ("the rollout did not finish within 3s: 1 pod not ready, "
+                                    "1 of 3 workers still the previous version")
+    details = failed.value.details
+    assert any(line.endswith("on node-b: not ready: the readiness probe has not passed") for line in details)
+    assert f"worker {old['node-c']} on node-c: still the previous version, waiting to be replaced (the DaemonSet " \
+        "replaces workers with at most 1 node unavailable at a time)" in details
+    assert not any("node-a" in line for line in details)
+    status = kube.get("DaemonSet", "shark-worker", "shark")["status"]
+    assert (status["updatedNumberScheduled"], status["numberReady"], status["desiredNumberScheduled"]) == (2, 2, 3)
+    # node-b's worker gets ready: the rollout goes on to node-c
+    kube.pod_behavior = "ready"
+    assert Run(kube, forwarder).tap(DeployOptions(target_namespaces=("default",), storage_limit="1GiB")) == 0
+    assert not set(old.values()) & {p["metadata"]["name"] for p in kube.list("Pod", "shark", WORKERS)}
 
 
 def test_rbac_refusal_names_the_verb_the_resource_and_the_namespace(kube, nodes, forwarder):

@@ -6,8 +6,11 @@ Here one thread does all of that through the store's own write paths (so every c
 resourceVersion and a watch event, as in a cluster), converging after each change:
 
 - Deployment -> ReplicaSet `<name>-<template hash>` (old ones scaled to 0) -> pods;
-- DaemonSet -> one pod per node whose taints it tolerates (`controller-revision-hash` label;
-  a changed template replaces the pods);
+- DaemonSet -> one pod per node whose taints it tolerates (`controller-revision-hash` and
+  `pod-template-generation` labels); a changed template replaces the pods as a RollingUpdate
+  does: at most `maxUnavailable` (default 1, int or percent) nodes unavailable at a time, so one
+  node whose new pod never gets ready stalls the rollout with the rest on the old pods
+  (OnDelete: old pods stay until deleted);
 - scheduler: a pod without a node goes to the first schedulable node (Unschedulable if none);
 - kubelet: a scheduled pod (the controllers', or a bare one created without a status) gets a
   status from the pod behaviour the test chose: "ready",
@@ -83,6 +86,13 @@ def tolerates(pod_spec: dict[str, Any], taint: dict[str, Any]) -> bool:
                                                     or tol.get("value", "") == taint.get("value", "")):
             return True
     return False
+
+
+def scaled(value: int | str, total: int) -> int:
+    """An int-or-percent field (maxUnavailable) against a total; percentages round up."""
+    if isinstance(value, str) and value.endswith("%"):
+        return -(-int(value[:-1]) * total // 100)
+    return int(value)
 
 
 def node_ip(node: dict[str, Any]) -> str:
@@ -231,18 +241,43 @@ class Controllers:
             digest = template_hash(template)
             eligible = {n["metadata"]["name"] for n in nodes
                         if all(tolerates(template.get("spec") or {}, t) for t in n["spec"].get("taints") or [])}
-            mine = [p for p in pods if owned_by(p, ds)]
-            placed = set()
-            for pod in mine:
+            on_node: dict[str, dict[str, Any]] = {}
+            for pod in sorted((p for p in pods if owned_by(p, ds)), key=lambda p: p["metadata"]["creationTimestamp"]):
                 node = pod["spec"].get("nodeName")
-                stale = pod["metadata"].get("labels", {}).get("controller-revision-hash") != digest
-                if node not in eligible or stale or node in placed:
+                if node not in eligible or node in on_node:
                     self.store.delete(R["pods"], ns, pod["metadata"]["name"])
                 else:
-                    placed.add(node)
-            labels = {**((template.get("metadata") or {}).get("labels") or {}), "controller-revision-hash": digest}
-            for node in sorted(eligible - placed):
+                    on_node[node] = pod
+            for name in self._rolling_update(ds, digest, eligible, on_node):
+                self.store.delete(R["pods"], ns, name)
+                on_node.pop(next(n for n, p in on_node.items() if p["metadata"]["name"] == name))
+            labels = {**((template.get("metadata") or {}).get("labels") or {}), "controller-revision-hash": digest,
+                      "pod-template-generation": str(ds["metadata"].get("generation", 1))}
+            for node in sorted(eligible - set(on_node)):
                 self._new_pod(ds, template, labels, node)
+
+    def _rolling_update(self, ds: dict[str, Any], digest: str, eligible: set[str],
+                        on_node: dict[str, dict[str, Any]]) -> list[str]:
+        """The old pods to delete now, as the DaemonSet controller's rolling update does with
+        maxSurge 0 (pkg/controller/daemon/update.go): an old pod that is not available goes at
+        once; an available one only while fewer than maxUnavailable nodes are unavailable (a
+        node without a pod, or with a new pod not ready yet, counts). OnDelete: none."""
+        strategy = ds["spec"].get("updateStrategy") or {}
+        if strategy.get("type") == "OnDelete":
+            return []
+        budget = scaled((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1), len(eligible))
+        unavailable, replace, candidates = 0, [], []
+        for node in sorted(eligible):
+            pod = on_node.get(node)
+            if pod is None:
+                unavailable += 1
+            elif pod["metadata"].get("labels", {}).get("controller-revision-hash") == digest:
+                unavailable += not self._ready(pod)
+            elif not self._ready(pod):
+                replace.append(pod["metadata"]["name"])
+            elif unavailable < budget:
+                candidates.append(pod["metadata"]["name"])
+        return replace + candidates[:max(budget - unavailable, 0)]
 
     # ---- scheduler and kubelets -----------------------------------------------------------------
 
