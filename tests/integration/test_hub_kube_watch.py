@@ -6,7 +6,8 @@ can run on this machine, FACTS.md): lists carry metadata.resourceVersion and pag
 limit/continue; a watch is a chunked stream of {"type", "object"} JSON lines (ADDED, MODIFIED,
 DELETED; BOOKMARK with only metadata.resourceVersion when allowWatchBookmarks); a watch from a
 resourceVersion older than the last compaction gets an ERROR event whose object is a Status
-with code 410 (reason Expired), as etcd compaction makes the real server do; timeoutSeconds and
+with code 410 (reason Expired), as etcd compaction makes the real server do, and so does a list
+page whose continue token's revision was compacted; timeoutSeconds and
 server-side ends close the stream cleanly; RBAC refusals are 403 with a Status body. What it
 does not reproduce and the hub does not rely on: watch caches, HTTP/2, protobuf, real latency.
 """
@@ -128,6 +129,37 @@ def test_410_gone_lists_again_and_sees_what_was_missed(kube):
             kube.delete("Pod", "b", "default")
             await until(lambda: ("DELETED", "b") in changes, what="a deletion after the relist")
             assert watch.stats.ok is True
+
+    asyncio.run(go())
+
+
+def test_an_expired_continue_token_lists_again_from_the_start(kube):
+    """Between two pages of the first list, a pod is added and the server compacts: the second
+    page's continue token is too old (the real 410 Expired). The hub starts the list over, so its
+    store is one consistent list (no mix of two revisions) that has the new pod."""
+    for i in range(7):
+        kube.add_pod(f"web-{i}", "default", ip=f"10.1.0.{i}", node="node-a")
+    compacted: list[str] = []
+
+    def compact_before_the_second_page(request) -> None:
+        if "continue" in request.query and not compacted:
+            kube.add_pod("web-new", "default", ip="10.1.0.99", node="node-a")
+            compacted.append(str(kube.compact()))
+    kube.on_request.append(compact_before_the_second_page)
+
+    async def go():
+        changes = []
+        async with running(Watch("pods", core(kube).list_pod_for_all_namespaces,
+                                 [lambda c: changes.append((c.type, c.obj["metadata"]["name"]))], page_size=3,
+                                 backoff_s=(0.1, 0.5))) as watch:
+            await asyncio.wait_for(watch.synced.wait(), 10)
+            assert names(watch.store) == sorted([*(f"web-{i}" for i in range(7)), "web-new"])
+            assert (watch.stats.lists, watch.stats.relists_gone, watch.stats.errors) == (1, 1, 0)
+            assert watch.stats.resource_version == compacted[0]
+            lists = [(r.query.get("continue") is not None, r.status) for r in kube.requests
+                     if r.path == "/api/v1/pods" and "watch" not in r.query]
+            assert lists == [(False, 200), (True, 410), (False, 200), (True, 200), (True, 200)]
+            assert sorted(changes) == sorted(("ADDED", n) for n in names(watch.store))   # each once
 
     asyncio.run(go())
 

@@ -8,6 +8,7 @@ tests built on it would prove nothing; these keep it honest.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from pathlib import Path
@@ -242,6 +243,35 @@ def test_watch_from_a_resource_version_sees_every_change_in_order(kube):
               for e in kwatch.Watch().stream(core.list_namespaced_config_map, "default",
                                              resource_version=start, timeout_seconds=1)]
     assert events == [("ADDED", "w", "1"), ("MODIFIED", "w", "2"), ("DELETED", "w", "2")]
+
+
+def test_list_pages_are_one_snapshot_until_the_revision_is_compacted(kube):
+    for name in ("a", "b", "c", "d"):
+        kube.create(configmap(name))
+    url = f"{kube.url}/api/v1/namespaces/default/configmaps"
+    first = kube.http.get(url, params={"limit": "2"}).json()
+    assert [i["metadata"]["name"] for i in first["items"]] == ["a", "b"]
+    assert first["metadata"]["remainingItemCount"] == 2
+    token = first["metadata"]["continue"]
+    assert json.loads(base64.urlsafe_b64decode(token + "==")) == {
+        "v": "meta.k8s.io/v1", "rv": int(first["metadata"]["resourceVersion"]), "start": "default/b\x00"}
+    # changes after the first page do not show in the next: it is read at the first's revision
+    kube.delete("ConfigMap", "c", "default")
+    kube.create(configmap("e"))
+    kube.create(configmap("bb"))
+    second = kube.http.get(url, params={"limit": "2", "continue": token}).json()
+    assert [i["metadata"]["name"] for i in second["items"]] == ["c", "d"]
+    assert "continue" not in second["metadata"]
+    assert second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    # once compacted, the token is too old: 410 Expired with a token that goes on inconsistently
+    kube.compact()
+    expired = kube.http.get(url, params={"limit": "2", "continue": token})
+    assert expired.status_code == 410 and expired.json()["reason"] == "Expired"
+    assert expired.json()["message"].startswith("The provided continue parameter is too old to display a "
+                                                "consistent list result.")
+    rest = kube.http.get(url, params={"continue": expired.json()["metadata"]["continue"]}).json()
+    assert [i["metadata"]["name"] for i in rest["items"]] == ["bb", "d", "e"]
+    assert kube.http.get(url, params={"continue": "nonsense"}).status_code == 400
 
 
 def test_watch_without_resource_version_starts_with_what_exists(kube):

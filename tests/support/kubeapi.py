@@ -25,8 +25,12 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
   /apis/apps/v1/daemonsets (all namespaces), .../NAME/status, /api/v1/namespaces/NS/pods/NAME/log.
 - GET (one object; with `Accept: ...;as=Table` the default Name/Created At table kubectl
   prints), list (labelSelector with =, ==, !=, in, notin, exists, !exists; fieldSelector
-  metadata.name/namespace and per-resource fields like spec.nodeName, status.phase; limit and
-  continue; items without kind/apiVersion as the real lists), watch (?watch=1: chunked JSON
+  metadata.name/namespace and per-resource fields like spec.nodeName, status.phase; items
+  without kind/apiVersion as the real lists; `limit` pages with the real continue tokens
+  (base64 {v, rv, start}) and remainingItemCount, each later page read from the first page's
+  revision (a consistent snapshot, rebuilt from the event log); once `compact()` has forgotten
+  that revision, a continue gets the real 410 Expired "The provided continue parameter is too
+  old ..." with an inconsistent continue token in the Status's metadata), watch (?watch=1: chunked JSON
   lines {"type", "object"}; no resourceVersion or "0" starts with synthetic ADDED events; a
   resourceVersion resumes after it; one older than the last compaction gets an ERROR event with
   a 410 Expired Status; a selector seeing an object start or stop matching gets ADDED/DELETED;
@@ -98,7 +102,8 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
   cleanly (as a server-side timeout does), `.close_watches(abrupt=True)` cuts the connections;
   `.compact()` forgets the event log (old resourceVersions then get 410).
 - Logs: `.append_log(namespace, pod, container, text)`.
-- Observing: `.requests` ([Request(method, path, query, content_type, status, user)], newest last),
+- Observing: `.requests` ([Request(method, path, query, content_type, status, user)], newest last;
+  `.on_request` hooks see each before it is served, e.g. to compact between two pages),
   `.writes()` (the mutating ones), `.store.revision`, `.wait_for(check, timeout)`.
 """
 
@@ -190,6 +195,7 @@ class KubeAPI:
         self.bookmark_interval = bookmark_interval
         self.rules: list[Rule] = []
         self.requests: list[Request] = []
+        self.on_request: list[Callable[[Request], None]] = []    # called before each request is served
         self.logs: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
         self.watch_generation = 0          # bumped by close_watches()
         self.abrupt_generation = 0
@@ -629,6 +635,8 @@ class ApiHandler(BaseHTTPRequestHandler):
         query = self._query()
         self._request = Request(self.command, path, query, self.headers.get("Content-Type") or "")
         self.kube.requests.append(self._request)
+        for hook in list(self.kube.on_request):
+            hook(self._request)
         try:
             if self.command == "GET" and self._discovery(path):
                 return
@@ -867,20 +875,26 @@ class ApiHandler(BaseHTTPRequestHandler):
                          for i in items]}
 
     def _list(self, res: Resource, selector: Selector, query: dict[str, str]) -> None:
-        items, revision = self.kube.store.list(res, selector)
-        start = 0
+        store = self.kube.store
+        after = ""
         if query.get("continue"):
+            revision, after = decode_continue(query["continue"])
             try:
-                start_text, rv_text = query["continue"].split(":", 1)
-                start, revision = int(start_text), int(rv_text)
-            except ValueError:
-                raise ApiError(400, f"continue key is not valid: {query['continue']!r}") from None
+                items = store.list_at(res, selector, revision)
+            except ApiError:
+                # etcd compacted the list's revision: the real 410, with a token that goes on
+                # from the current revision (inconsistent, as the message says)
+                raise ApiError(410, CONTINUE_EXPIRED, "Expired",
+                               metadata={"continue": encode_continue(store.revision, after)}) from None
+        else:
+            items, revision = store.list(res, selector)
+        items = sorted((i for i in items if _key(i) > after), key=_key)
         limit = int(query.get("limit") or 0)
-        page = items[start:start + limit] if limit else items[start:]
+        page = items[:limit] if limit else items
         meta: dict[str, Any] = {"resourceVersion": str(revision)}
-        if limit and start + limit < len(items):
-            meta["continue"] = f"{start + limit}:{revision}"
-            meta["remainingItemCount"] = len(items) - start - limit
+        if limit and limit < len(items):
+            meta["continue"] = encode_continue(revision, _key(page[-1]))
+            meta["remainingItemCount"] = len(items) - limit
         if self._wants_table():
             table = self._table(page, str(revision))
             table["metadata"] = meta
@@ -1027,6 +1041,36 @@ class ApiHandler(BaseHTTPRequestHandler):
             if kube.stopping or gone or kube.watch_generation != generation:
                 break
         self._end_chunked()
+
+
+CONTINUE_EXPIRED = (
+    "The provided continue parameter is too old to display a consistent list result. You can start a new list "
+    "without the continue parameter, or use the continue token in this response to retrieve the remainder of the "
+    "results. Continuing with the provided token results in an inconsistent list - objects that were created, "
+    "modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+
+
+def _key(obj: dict[str, Any]) -> str:
+    """An object's place in a list: its storage key's order (namespace, then name)."""
+    meta = obj["metadata"]
+    return f"{meta.get('namespace') or ''}/{meta['name']}"
+
+
+def encode_continue(revision: int, after: str) -> str:
+    """A continue token as the real API makes one: base64 of {v, rv, start} (the key to start
+    after, +\\x00), so a later page is read from the first page's revision."""
+    body = json.dumps({"v": "meta.k8s.io/v1", "rv": revision, "start": after + "\x00"}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> tuple[int, str]:
+    try:
+        body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if body.get("v") != "meta.k8s.io/v1" or not isinstance(body.get("rv"), int) or body["rv"] <= 0:
+            raise ValueError
+        return body["rv"], str(body.get("start", "")).removesuffix("\x00")
+    except (ValueError, TypeError, AttributeError):
+        raise ApiError(400, f"continue key is not valid: {token!r}") from None
 
 
 def iter_watch(lines: Iterator[bytes]) -> Iterator[dict[str, Any]]:

@@ -119,15 +119,16 @@ class ApiError(Exception):
     """An answer of the API that is a metav1.Status with status Failure."""
 
     def __init__(self, code: int, message: str, reason: str | None = None,
-                 details: dict[str, Any] | None = None) -> None:
+                 details: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.reason = reason or REASONS.get(code, "Unknown")
         self.details = details
+        self.metadata = metadata or {}
 
     def status(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": dict(self.metadata),
                                 "status": "Failure", "message": self.message, "reason": self.reason,
                                 "code": self.code}
         if self.details is not None:

@@ -41,7 +41,7 @@ class Event:
     type: str                          # ADDED | MODIFIED | DELETED
     resource: Resource
     object: dict[str, Any]
-    old: dict[str, Any] | None = None  # the object before a MODIFIED (selector transitions)
+    old: dict[str, Any] | None = None  # the object before a MODIFIED or DELETED (selector transitions, snapshots)
 
 
 @dataclass
@@ -85,6 +85,26 @@ class Store:
                 self.objects.items(), key=lambda kv: (kv[0][1], kv[0][2])) if res == resource
                 and selector.matches(obj)]
             return items, self.revision
+
+    def list_at(self, resource: Resource, selector: Selector, revision: int) -> list[dict[str, Any]]:
+        """The objects as they were at `revision` (what etcd serves a continued list from): the
+        current ones with the later events undone. ApiError 410 once compaction forgot them."""
+        with self.lock:
+            if revision < self.compacted:
+                raise ApiError(410, "too old resource version", "Expired")
+            objects = {(k[1], k[2]): obj for k, obj in self.objects.items() if k[0] == resource}
+            for event in reversed(self.events):
+                if event.rv <= revision:
+                    break
+                if event.resource != resource:
+                    continue
+                meta = event.object["metadata"]
+                key = (meta.get("namespace") or "", meta["name"])
+                if event.type == "ADDED":
+                    objects.pop(key, None)
+                elif event.old is not None:
+                    objects[key] = event.old
+            return [copy.deepcopy(obj) for _, obj in sorted(objects.items()) if selector.matches(obj)]
 
     # ---- writing ------------------------------------------------------------------------------
 
@@ -486,7 +506,7 @@ class Store:
         rv = self._bump()
         gone = copy.deepcopy(old)
         gone["metadata"]["resourceVersion"] = str(rv)
-        self._emit(Event(rv, "DELETED", key[0], gone))
+        self._emit(Event(rv, "DELETED", key[0], gone, old))
 
     def _collect_garbage(self, owner_uid: str) -> None:
         """The garbage collector: dependents of a deleted owner go too (background propagation)."""
