@@ -23,6 +23,7 @@ from kubernetes.client.rest import ApiException
 
 from conftest import Kubectl
 from support.kubeapi import KubeAPI, iter_watch
+from support.kubeapi_model import ApiError
 from support.kubeapi_rbac import Identity
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -359,6 +360,53 @@ def test_server_side_apply_conflicts_with_another_manager_unless_forced(kube):
                                  content=json.dumps(configmap("s")),
                                  headers={"Content-Type": "application/apply-patch+yaml"})
     assert no_manager.status_code == 422
+
+
+def deployment(*containers: dict[str, Any], name: str = "app") -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+                "metadata": {"labels": {"app": name}}, "spec": {"containers": list(containers)}}}}
+
+
+def test_server_side_apply_merges_associative_lists_per_key(kube):
+    """Containers by name, env by name, a container's ports by containerPort+protocol: two
+    managers own different items of one list, and each apply changes only its own
+    (https://kubernetes.io/docs/reference/using-api/server-side-apply/#merge-strategy)."""
+    def containers() -> dict[str, dict[str, Any]]:
+        spec = kube.get("Deployment", "app", "default")["spec"]["template"]["spec"]
+        return {c["name"]: c for c in spec["containers"]}
+    kube.apply(deployment({"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}],
+                           "ports": [{"containerPort": 53, "protocol": "UDP"}]}), manager="tap")
+    kube.apply(deployment({"name": "app", "env": [{"name": "B", "value": "2"}],
+                           "ports": [{"containerPort": 53, "protocol": "TCP"}]},
+                          {"name": "sidecar", "image": "proxy:1"}), manager="mesh", force=False)
+    merged = containers()
+    assert list(merged) == ["app", "sidecar"] and merged["app"]["image"] == "app:1"
+    assert merged["app"]["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    assert merged["app"]["ports"] == [{"containerPort": 53, "protocol": "UDP"}, {"containerPort": 53, "protocol": "TCP"}]
+    managed = {m["manager"]: m["fieldsV1"] for m in kube.get("Deployment", "app", "default")["metadata"]["managedFields"]}
+    mesh = managed["mesh"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
+    assert set(mesh) == {'k:{"name":"app"}', 'k:{"name":"sidecar"}'}
+    assert mesh['k:{"name":"app"}']["f:ports"] == {'k:{"containerPort":53,"protocol":"TCP"}': {
+        ".": {}, "f:containerPort": {}, "f:protocol": {}}}
+    # tap stops applying env A and changes its image: mesh's items are left alone
+    kube.apply(deployment({"name": "app", "image": "app:2", "ports": [{"containerPort": 53, "protocol": "UDP"}]}),
+               manager="tap", force=False)
+    merged = containers()
+    assert merged["app"]["image"] == "app:2" and merged["app"]["env"] == [{"name": "B", "value": "2"}]
+    assert [p["protocol"] for p in merged["app"]["ports"]] == ["UDP", "TCP"] and "sidecar" in merged
+    # changing a field of mesh's item is a conflict named by the item's keys
+    with pytest.raises(ApiError) as clash:
+        kube.apply(deployment({"name": "app", "image": "app:2"}, {"name": "sidecar", "image": "proxy:2"}),
+                   manager="tap", force=False)
+    assert clash.value.code == 409
+    assert '- .spec.template.spec.containers[name="sidecar"].image' in clash.value.message
+    # mesh stops applying: its items go; the app container stays, tap owns fields of it
+    kube.apply(deployment({"name": "app", "env": [{"name": "B", "value": "2"}]}), manager="mesh", force=False)
+    kube.apply(deployment(), manager="mesh", force=False)
+    merged = containers()
+    assert list(merged) == ["app"] and "env" not in merged["app"]
+    assert merged["app"]["ports"] == [{"containerPort": 53, "protocol": "UDP"}]
 
 
 def test_namespace_deletion_terminates_then_removes_its_contents(kube):

@@ -41,9 +41,11 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
   terminating; 422 Invalid for bad names), PUT replace (409 Conflict on a stale
   metadata.resourceVersion), PATCH with application/apply-patch+yaml (server-side apply:
   fieldManager required, creates when missing (201), managedFields per manager, conflicts with
-  other managers are 409 unless force=true, fields a manager stops applying are removed; lists
-  are atomic here, unlike the real API's associative lists, which only differs when two
-  managers own items of one list), application/merge-patch+json and
+  other managers are 409 unless force=true, fields a manager stops applying are removed;
+  associative lists merged and owned per item key as the built-in types declare them —
+  containers/env/volumes by name, a container's ports by containerPort+protocol, a Service's
+  by port+protocol, volumeMounts by mountPath; other lists atomic; kubeapi_merge.py),
+  application/merge-patch+json and
   application/strategic-merge-patch+json (merge keys of the pod spec lists, $patch,
   $setElementOrder, $retainKeys, $deleteFromPrimitiveList) and application/json-patch+json
   (RFC 6902; kubectl uses it to move client-side apply's fields to server-side apply); other

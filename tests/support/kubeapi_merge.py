@@ -1,9 +1,16 @@
 """Patch and apply semantics of the Kubernetes API double (tests/support/kubeapi.py).
 
 Pure functions over JSON-like dicts, no I/O:
-- field sets for server-side apply: every leaf path of an object (lists are atomic leaves),
-  the way managedFields records ownership;
-- `apply_fields`: what a server-side apply by one manager does to an object;
+- field sets for server-side apply: every leaf path of an object, the way managedFields records
+  ownership (https://kubernetes.io/docs/reference/using-api/server-side-apply/#merge-strategy):
+  the associative lists of the built-in types (x-kubernetes-list-type: map) are followed item by
+  item, each item named by its keys as FieldsV1 names it (`k:{"name":"hub"}`) — containers,
+  initContainers, volumes and imagePullSecrets by name, env by name, a container's ports by
+  containerPort+protocol, a Service's by port+protocol, volumeMounts by mountPath; every other
+  list (args, tolerations, set lists such as finalizers too) is atomic, a leaf;
+- `apply_fields`: what a server-side apply by one manager does to an object (associative lists
+  merged per key: other managers' items stay; an item a manager stops applying goes unless
+  another manager owns fields of it);
 - `merge_patch`: RFC 7386 (application/merge-patch+json);
 - `strategic_merge_patch`: application/strategic-merge-patch+json for the lists kubectl
   patches (containers, env, ports, volumes, ...) with the directives kubectl sends
@@ -13,6 +20,7 @@ Pure functions over JSON-like dicts, no I/O:
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 Path = tuple[str, ...]
@@ -22,12 +30,49 @@ SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", 
                    "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "name", "namespace")
 
 
+KEY_DEFAULTS = {"protocol": "TCP"}     # a key field the API defaults is part of the item's key
+
+
+def list_keys(path: Path, items: Any) -> tuple[str, ...] | None:
+    """x-kubernetes-list-map-keys of the list at `path`, or None: an atomic list."""
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items) or len(path) < 2:
+        return None
+    field, parent = path[-1], path[-2]
+    in_container = parent.startswith("k:") and len(path) >= 3 and path[-3] in CONTAINER_LISTS
+    if field in CONTAINER_LISTS or field in ("volumes", "imagePullSecrets"):
+        return ("name",) if parent == "spec" else None
+    if field == "env" and in_container:
+        return ("name",)
+    if field == "volumeMounts" and in_container:
+        return ("mountPath",)
+    if field == "ports" and in_container:
+        return ("containerPort", "protocol")
+    if field == "ports" and path == ("spec", "ports"):     # a Service's
+        return ("port", "protocol")
+    return None
+
+
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+def item_key(keys: tuple[str, ...], item: dict[str, Any]) -> str:
+    """How FieldsV1 names a list item: k:{"containerPort":8899,"protocol":"TCP"}."""
+    return "k:" + json.dumps({k: item.get(k, KEY_DEFAULTS.get(k)) for k in keys}, separators=(",", ":"))
+
+
 def leaf_paths(obj: Any, prefix: Path = ()) -> set[Path]:
-    """Every leaf of a nested dict; a list, a scalar and an empty dict are leaves."""
+    """Every leaf of a nested dict, through associative lists item by item; an atomic list,
+    a scalar and an empty dict are leaves."""
     if isinstance(obj, dict) and obj:
         paths: set[Path] = set()
         for key, value in obj.items():
-            paths |= leaf_paths(value, (*prefix, key))
+            path = (*prefix, key)
+            keys = list_keys(path, value)
+            if keys and value:
+                for item in value:
+                    paths |= leaf_paths(item, (*path, item_key(keys, item))) or {(*path, item_key(keys, item))}
+            else:
+                paths |= leaf_paths(value, path)
         return paths
     return {prefix} if prefix else set()
 
@@ -48,11 +93,28 @@ def owned_paths(obj: dict[str, Any], with_status: bool = False) -> set[Path]:
 _MISSING = object()
 
 
+def _find_item(items: Any, element: str) -> int | None:
+    """The index of the associative list item `element` (k:{...}) names."""
+    if not isinstance(items, list):
+        return None
+    wanted = json.loads(element[2:])
+    for n, item in enumerate(items):
+        if isinstance(item, dict) and all(item.get(k, KEY_DEFAULTS.get(k)) == v for k, v in wanted.items()):
+            return n
+    return None
+
+
 def get_path(obj: Any, path: Path) -> Any:
     for key in path:
-        if not isinstance(obj, dict) or key not in obj:
+        if key.startswith("k:"):
+            at = _find_item(obj, key)
+            if at is None:
+                return _MISSING
+            obj = obj[at]
+        elif not isinstance(obj, dict) or key not in obj:
             return _MISSING
-        obj = obj[key]
+        else:
+            obj = obj[key]
     return obj
 
 
@@ -69,40 +131,81 @@ def set_path(obj: dict[str, Any], path: Path, value: Any) -> None:
 
 
 def delete_path(obj: dict[str, Any], path: Path, keep: set[Path]) -> None:
-    """Remove a leaf, then the maps it leaves empty (unless a manager still owns them)."""
-    parents: list[tuple[dict[str, Any], str]] = []
+    """Remove a leaf, then the maps it leaves empty (unless a manager still owns them); an
+    associative list item goes whole once no manager owns a field of it, and its key fields
+    stay while it stays."""
+    def owned_under(prefix: Path) -> bool:
+        return any(p[:len(prefix)] == prefix for p in keep)
+    for depth in range(len(path)):                  # the outermost item nobody owns goes whole
+        if path[depth].startswith("k:") and not owned_under(path[:depth + 1]):
+            items = get_path(obj, path[:depth])
+            at = _find_item(items, path[depth])
+            if at is not None:
+                del items[at]
+                if not items and not owned_under(path[:depth]):
+                    delete_path(obj, path[:depth], keep)
+            return
+    if path[-1] in KEY_FIELDS and len(path) > 1 and path[-2].startswith("k:"):
+        return
+    parents: list[tuple[Any, Any]] = []
     node: Any = obj
     for key in path[:-1]:
-        if not isinstance(node, dict) or not isinstance(node.get(key), dict):
+        if key.startswith("k:"):
+            at = _find_item(node, key)
+            if at is None:
+                return
+            parents.append((node, at))
+            node = node[at]
+        elif not isinstance(node, dict) or not isinstance(node.get(key), (dict, list)):
             return
-        parents.append((node, key))
-        node = node[key]
+        else:
+            parents.append((node, key))
+            node = node[key]
     if not isinstance(node, dict):
         return
     node.pop(path[-1], None)
     for depth in range(len(parents) - 1, -1, -1):
         parent, key = parents[depth]
-        if parent[key] or path[: depth + 1] in keep:
+        if isinstance(key, int) or parent[key] or path[: depth + 1] in keep:
             break
         del parent[key]
 
 
-def deep_merge(target: dict[str, Any], source: dict[str, Any]) -> None:
-    """Maps merge key by key; anything else (lists included) is replaced."""
+KEY_FIELDS = {"name", "mountPath", "containerPort", "port", "protocol"}
+
+
+def deep_merge(target: dict[str, Any], source: dict[str, Any], prefix: Path = ()) -> None:
+    """Maps merge key by key; associative lists item by item (by their keys; new items are
+    appended); anything else (atomic lists included) is replaced."""
     for key, value in source.items():
+        path = (*prefix, key)
+        keys = list_keys(path, value)
         if isinstance(value, dict) and value and isinstance(target.get(key), dict):
-            deep_merge(target[key], value)
+            deep_merge(target[key], value, path)
+        elif keys and isinstance(target.get(key), list) and list_keys(path, target[key]):
+            for item in value:
+                element = item_key(keys, item)
+                at = _find_item(target[key], element)
+                if at is None:
+                    target[key].append(copy.deepcopy(item))
+                else:
+                    deep_merge(target[key][at], item, (*path, element))
         else:
             target[key] = copy.deepcopy(value)
 
 
 def fields_v1(paths: set[Path]) -> dict[str, Any]:
-    """managedFields' FieldsV1 form of a field set: {"f:spec": {"f:replicas": {}}}."""
+    """managedFields' FieldsV1 form of a field set: {"f:spec": {"f:replicas": {}}}, list items
+    as {"k:{\"name\":\"hub\"}": {".": {}, "f:image": {}}}."""
     tree: dict[str, Any] = {}
     for path in sorted(paths):
         node = tree
         for key in path:
-            node = node.setdefault(f"f:{key}", {})
+            if key.startswith("k:"):
+                node = node.setdefault(key, {})
+                node["."] = {}
+            else:
+                node = node.setdefault(f"f:{key}", {})
     return tree
 
 
@@ -240,6 +343,17 @@ def apply_fields(current: dict[str, Any], applied: dict[str, Any], previously_ow
     return result
 
 
+def render_path(path: Path) -> str:
+    """A field path as the API's conflict messages spell it: .spec.containers[name="hub"].image."""
+    out = ""
+    for key in path:
+        if key.startswith("k:"):
+            out += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in json.loads(key[2:]).items()) + "]"
+        else:
+            out += f".{key}"
+    return out
+
+
 def conflicts(current: dict[str, Any], applied: dict[str, Any],
               owners: dict[str, set[Path]]) -> list[tuple[str, Path]]:
     """(manager, path) of every field another manager owns with a value this apply changes."""
@@ -343,18 +457,19 @@ def _add(doc: Any, tokens: list[str], value: Any, op: str) -> Any:
 
 
 def parse_fields_v1(tree: Any, prefix: Path = ()) -> set[Path]:
-    """A FieldsV1 tree back to field paths; list items ("k:…", "v:…", "i:…") own their whole list
-    here, since the double treats lists as atomic."""
+    """A FieldsV1 tree back to field paths; items of associative lists ("k:…") as paths of
+    their own; items of set or positional lists ("v:…", "i:…") own their whole list here,
+    since the double treats those lists as atomic."""
     if not isinstance(tree, dict):
         return set()
     paths: set[Path] = set()
     for key, sub in tree.items():
         if key == ".":
             continue
-        if key.startswith(("k:", "v:", "i:")):
+        if key.startswith(("v:", "i:")):
             return {prefix} if prefix else set()
-        if key.startswith("f:"):
-            path = (*prefix, key[2:])
+        if key.startswith(("f:", "k:")):
+            path = (*prefix, key[2:] if key.startswith("f:") else key)
             children = parse_fields_v1(sub, path)
             paths |= children or {path}
     return paths

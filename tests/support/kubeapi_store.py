@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from support.kubeapi_merge import (Path, PatchError, apply_fields, conflicts, fields_v1, json_patch, merge_patch,
-                                   owned_paths, parse_fields_v1, strategic_merge_patch)
+                                   owned_paths, parse_fields_v1, render_path, strategic_merge_patch)
 from support.kubeapi_model import (ApiError, Resource, Selector, already_exists, invalid, modified_conflict,
                                    name_problem, not_found)
 
@@ -442,14 +442,14 @@ class Store:
                 others.setdefault(other, set()).update(entry.paths)
         found = conflicts(old, applied, others)
         if found and not force:
-            lines = "\n".join(f"- .{'.'.join(path)}" for _, path in found)
+            lines = "\n".join(f"- {render_path(path)}" for _, path in found)
             by = sorted({m for m, _ in found})
             plural = "s" * (len(found) > 1)
             raise ApiError(409, f"Apply failed with {len(found)} conflict{plural}: conflict{plural} with "
                            f"{', '.join(repr(m) for m in by)} using {resource.api_version}:\n{lines}",
                            "Conflict",
                            details={"name": name, "group": resource.group, "kind": resource.plural,
-                                    "causes": [{"reason": "FieldManagerConflict", "field": "." + ".".join(p),
+                                    "causes": [{"reason": "FieldManagerConflict", "field": render_path(p),
                                                 "message": f'conflict with "{m}" using {resource.api_version}'}
                                                for m, p in found]})
         taken = {p for _, p in found}
