@@ -2,7 +2,8 @@
 
 No API server can run on this machine (FACTS.md), so tests talk to this one. It is purpose-built
 and answers the calls the project makes the way the real API does; what it does not do, it
-refuses (415/405) rather than pretend. Start it, point a kubeconfig at it, use any client:
+refuses (415/405) rather than pretend. KUBEAPI.md lists each behaviour with the Kubernetes
+document it follows. Start it, point a kubeconfig at it, use any client:
 
     with KubeAPI(controllers=True) as kube:           # 127.0.0.1, a free port, a daemon thread
         kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")   # context "shark-test"
