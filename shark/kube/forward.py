@@ -61,8 +61,10 @@ class KubectlForward:
                     self.errors.append(line)
 
     def reason(self) -> str:
+        """kubectl's last useful line, without its "error: " (as in "error: lost connection to pod")."""
         useful = [e for e in self.errors if e.lower().startswith(("error", "e1", "e0", "unable", "f"))]
-        return (useful or list(self.errors) or [f"kubectl exited with status {self.process.returncode}"])[-1]
+        last = (useful or list(self.errors) or [f"kubectl exited with status {self.process.returncode}"])[-1]
+        return last.removeprefix("error: ")
 
     def wait(self, timeout: float | None = None) -> str | None:
         try:

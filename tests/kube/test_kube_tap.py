@@ -310,17 +310,78 @@ def test_logs_prefix_each_line_with_where_it_came_from(kube, nodes, forwarder):
 
 # ---- the real port-forward through kubectl ---------------------------------------------------------
 
-def test_kubectl_forwarder_reports_why_it_could_not_forward(kube, nodes, forwarder, kubectl):
+def hub_pod(kube: KubeAPI) -> str | None:
+    pods = kube.list("Pod", "shark", "app.kubernetes.io/component=hub")
+    return pods[0]["metadata"]["name"] if pods else None
+
+
+def forwards(kube: KubeAPI) -> list[tuple[str, str, int]]:
+    """The port-forward upgrades the double answered: (method, pod, status)."""
+    return [(r.method, r.path.split("/")[-2], r.status) for r in kube.requests if r.path.endswith("/portforward")]
+
+
+def test_open_through_kubectl_port_forward_forwards_again_when_the_hub_pod_goes(kube, nodes, forwarder, kubectl,
+                                                                                 web_server):
+    """The real `kubectl port-forward` (SPDY in a WebSocket, as kubectl 1.31+ speaks it) to the
+    double, which relays the hub pod's port to the stand-in hub; the pod is deleted mid-session:
+    kubectl loses it, and `open` forwards again to the new pod once it is ready."""
+    Run(kube, forwarder).tap()
+    kube.port_forward_address = lambda pod, port: web_server
+    real = KubectlForwarder(str(kube.kubeconfig), "shark-test")
+    run = Run(kube, real)
+    port = free_port()
+    thread = threading.Thread(target=run.runner.open, args=(Proxy("127.0.0.1", port, False), 20))
+    thread.start()
+    try:
+        first = hub_pod(kube)
+        assert kube.wait_for(lambda: answers(f"http://127.0.0.1:{port}/"), 30, "the forward") == "hub here"
+        assert forwards(kube) == [("GET", first, 101)]          # the WebSocket upgrade
+        kube.delete("Pod", first, "shark")
+        second = kube.wait_for(lambda: (name := hub_pod(kube)) != first and name, what="a new hub pod")
+        kube.wait_for(lambda: ("GET", second, 101) in forwards(kube), 30, "a forward to the new pod")
+        assert kube.wait_for(lambda: answers(f"http://127.0.0.1:{port}/"), 30, "the new forward") == "hub here"
+    finally:
+        run.runner.stop.set()
+        thread.join(20)
+    assert not thread.is_alive()
+    assert "the port-forward ended: lost connection to pod; forwarding again once the hub is ready" in run.said
+
+
+def answers(url: str) -> str | None:
+    try:
+        return httpx.get(url, timeout=2).text
+    except httpx.HTTPError:
+        return None
+
+
+def test_kubectl_forwarder_reports_why_it_could_not_forward(kube, nodes, forwarder, kubectl, web_server):
     Run(kube, forwarder).tap()
     real = KubectlForwarder(str(kube.kubeconfig), "shark-test")
     assert real.command("shark", "shark-hub", 8899, "127.0.0.1", 9000) == [
         "kubectl", "--kubeconfig", str(kube.kubeconfig), "--context", "shark-test", "port-forward", "--namespace",
         "shark", "svc/shark-hub", "9000:8899", "--address", "127.0.0.1"]
-    with pytest.raises(SharkError) as failed:
+    # RBAC: the upgrade needs create on pods/portforward
+    kube.forbid("create", "pods/portforward")
+    with pytest.raises(SharkError) as refused:
         real("shark", "shark-hub", 8899, "127.0.0.1", free_port())
-    # what the API answers a port-forward request without the streaming upgrade
-    assert failed.value.message.startswith("kubectl port-forward to the hub failed:")
-    assert "Upgrade request required" in failed.value.message
+    assert refused.value.message.startswith("the cluster refused the port-forward:")
+    assert (f'pods "{hub_pod(kube)}" is forbidden: User "tester" cannot create resource "pods/portforward" in '
+            'API group "" in the namespace "shark"') in refused.value.message
+    assert "kubectl auth can-i create pods --subresource=portforward" in refused.value.hint
+    kube.allow_all()
+    # the pod's port refuses: the kubelet's message comes back on the error stream and the forward ends
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        kube.port_forward_address = lambda pod, port: closed.getsockname()
+        local = free_port()
+        forward = real("shark", "shark-hub", 8899, "127.0.0.1", local)
+        try:
+            assert answers(f"http://127.0.0.1:{local}/") is None
+            reason = forward.wait(30)
+        finally:
+            forward.stop()
+    assert reason is not None and "error forwarding port 8899 to pod" in "\n".join(forward.errors)
+    assert "connect: connection refused" in "\n".join(forward.errors)
 
 
 def test_a_taken_local_port_fails_before_anything_is_deployed(kube, nodes):

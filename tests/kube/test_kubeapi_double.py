@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,9 @@ from kubernetes import config as kconfig
 from kubernetes import watch as kwatch
 from kubernetes.client.rest import ApiException
 
-from conftest import Kubectl
 from support.kubeapi import KubeAPI, iter_watch
 from support.kubeapi_model import ApiError
+from support.processes import free_port
 from support.kubeapi_rbac import Identity
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,7 +158,7 @@ def test_rbac_authorizes_a_service_account_by_its_bindings(kube, kubectl, tmp_pa
                  "metadata": {"name": "dev-view", "namespace": "default"},
                  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "shark-hub"},
                  "subjects": [{"kind": "User", "name": "dev", "apiGroup": "rbac.authorization.k8s.io"}]})
-    dev = Kubectl(kube.write_kubeconfig(tmp_path / "dev", token=user), tmp_path / "dev-cache")
+    dev = type(kubectl)(kube.write_kubeconfig(tmp_path / "dev", token=user), tmp_path / "dev-cache")
     assert dev("get", "pods", "-n", "default").returncode == 0
     denied = dev("get", "pods", "-n", "kube-system", check=False)
     assert denied.returncode == 1 and ('pods is forbidden: User "dev" cannot list resource "pods" in API group "" in '
@@ -482,6 +484,31 @@ def test_pod_logs_as_the_real_api_serves_them(kube, nodes):
     kube.delete("Pod", "two", "default")
     reader.join(5)
     assert not reader.is_alive(), "following stops when the pod is gone"
+
+
+@pytest.mark.parametrize("websockets", ["true", "false"])
+def test_kubectl_port_forward_over_a_websocket_or_spdy(kube, kubectl, web_server, websockets, tmp_path):
+    """kubectl 1.31+ tunnels SPDY in a WebSocket (GET); with KUBECTL_PORT_FORWARD_WEBSOCKETS=false it
+    upgrades to SPDY itself (POST). Bytes go both ways; the session ends with the pod."""
+    kube.add_pod("web-1", "default", ip="10.244.0.9", containers=[{"name": "web", "image": "x"}])
+    kube.port_forward_address = lambda pod, port: web_server
+    local = free_port()
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "KUBECACHEDIR": str(tmp_path / "cache"),
+           "KUBECTL_PORT_FORWARD_WEBSOCKETS": websockets}
+    with subprocess.Popen(["kubectl", "port-forward", "pod/web-1", f"{local}:8080", "--address", "127.0.0.1"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as forward:
+        try:
+            assert forward.stdout is not None and forward.stdout.readline().startswith("Forwarding from 127.0.0.1")
+            for _ in range(2):       # a stream pair per connection, in one session
+                assert httpx.get(f"http://127.0.0.1:{local}/").text == "hub here"
+            method = "GET" if websockets == "true" else "POST"
+            upgrades = [(r.method, r.status) for r in kube.requests if r.path.endswith("/web-1/portforward")]
+            assert upgrades == [(method, 101)]
+            kube.delete("Pod", "web-1", "default")
+            assert forward.wait(30) == 1
+            assert forward.stderr is not None and "lost connection to pod" in forward.stderr.read()
+        finally:
+            forward.kill()
 
 
 def test_secrets_as_the_real_api_stores_them(kube):

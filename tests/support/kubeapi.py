@@ -73,9 +73,13 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
   (kubeapi_rbac.py: what `tap` applied from manifests/rbac.yaml is what the hub may do); a
   refusal is the real 403 Status ("pods is forbidden: User \"system:serviceaccount:shark:shark-hub\"
   cannot list resource \"pods\" in API group \"\" at the cluster scope"). `forbid()` refuses a
-  verb on a resource to everyone on top of that. pods/portforward answers
-  400 "Upgrade request required" (the double does not speak SPDY or WebSockets: tests forward
-  through an injectable forwarder).
+  verb on a resource to everyone on top of that.
+- pods/portforward (verb create, its WebSocket GET too): the real `kubectl port-forward` works
+  against the double — SPDY/3.1 tunnelled in a WebSocket (kubectl 1.31+) or plain SPDY after an
+  `Upgrade: SPDY/3.1` (kubeapi_portforward.py); each data stream is relayed to the pod's port
+  (its podIP, or `.port_forward_address(pod, port)`); a refused connection is the kubelet's
+  message on the error stream; deleting the pod ends the session (kubectl: "lost connection to
+  pod"); without an upgrade: 400 "Upgrade request required".
 
 ## Python interface (for tests)
 - `KubeAPI(controllers=False, user="tester", version=(1, 32), bookmark_interval=1.0,
@@ -136,6 +140,8 @@ from support.kubeapi_controllers import Controllers, PodBehavior
 from support.kubeapi_model import (BY_KIND, BY_PATH, RESOURCES, ApiError, Resource, Selector, discovery_resources,
                                    forbidden, group_versions, parse_field_selector, parse_label_selector,
                                    unknown_fields)
+from support.kubeapi_portforward import (PROTOCOL, SPDY, TUNNEL, RawTransport, Session, WebSocketTransport,
+                                         upgrade_kind, websocket_accept)
 from support.kubeapi_rbac import (ANONYMOUS, MASTERS, Attributes, Identity, authorize, service_account_identity,
                                   service_account_of, unauthorized)
 from support.kubeapi_store import Event, Store
@@ -199,6 +205,9 @@ class KubeAPI:
         self.rules: list[Rule] = []
         self.requests: list[Request] = []
         self.on_request: list[Callable[[Request], None]] = []    # called before each request is served
+        # pods/portforward: where a pod's port is reached (default: its podIP); the sessions
+        self.port_forward_address: Callable[[dict[str, Any], int], tuple[str, int]] | None = None
+        self.port_forwards: list[Session] = []
         self.logs: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
         self.watch_generation = 0          # bumped by close_watches()
         self.abrupt_generation = 0
@@ -743,6 +752,8 @@ class ApiHandler(BaseHTTPRequestHandler):
         return Target(resource, namespace, name, sub)
 
     def _verb(self, target: Target, query: dict[str, str]) -> str:
+        if target.subresource == "portforward":     # its WebSocket GET too (AuthorizePodWebsocketUpgradeCreatePermission)
+            return "create"
         if self.command in ("GET", "HEAD"):
             if target.name is None:
                 return "watch" if query.get("watch") in ("1", "true") else "list"
@@ -806,7 +817,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             elif sub == "log":
                 self._log(ns or "", name, query)
             elif sub == "portforward":
-                raise ApiError(400, "Upgrade request required")
+                self._port_forward(res, ns or "", name)
             else:
                 obj = store.get(res, ns, name)
                 self._send_json(200, self._table([obj], obj["metadata"]["resourceVersion"]) if self._wants_table()
@@ -814,7 +825,8 @@ class ApiHandler(BaseHTTPRequestHandler):
         elif method == "POST":
             if name is not None:
                 if sub == "portforward":
-                    raise ApiError(400, "Upgrade request required")
+                    self._port_forward(res, ns or "", name)
+                    return
                 raise ApiError(405, "the server does not allow this method on the requested resource")
             body = self._read_body()
             self._strict(res, body, query)
@@ -865,6 +877,61 @@ class ApiHandler(BaseHTTPRequestHandler):
                                                   "uid": left["metadata"]["uid"]}})
         else:
             raise ApiError(405, "the server does not allow this method on the requested resource")
+
+    def _port_forward(self, res: Resource, namespace: str, name: str) -> None:
+        """Upgrade to SPDY (or SPDY in a WebSocket) and forward the pod's ports (kubeapi_portforward.py)."""
+        kind = upgrade_kind(self.headers)
+        if kind is None:
+            raise ApiError(400, "Upgrade request required")
+        kube, store = self.kube, self.kube.store
+        pod = store.get(res, namespace, name)
+        uid = pod["metadata"]["uid"]
+        self._record(101)
+        self.send_response(101)
+        if kind == "websocket":
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", websocket_accept(self.headers.get("Sec-WebSocket-Key") or ""))
+            self.send_header("Sec-WebSocket-Protocol", TUNNEL)
+        else:
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Upgrade", SPDY)
+            self.send_header("X-Stream-Protocol-Version", PROTOCOL)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+
+        def connect(port: int) -> socket.socket:
+            current = store.find(res, namespace, name) or pod
+            address = kube.port_forward_address(current, port) if kube.port_forward_address else \
+                ((current.get("status") or {}).get("podIP") or "", port)
+            connection = socket.create_connection(address, timeout=5)
+            connection.settimeout(None)
+            return connection
+
+        def refuse(port: int, error: OSError) -> str:     # as a kubelet (containerd) words it
+            return (f"error forwarding port {port} to pod {uid}, uid : failed to execute portforward in network "
+                    f"namespace: failed to connect to localhost:{port} inside namespace \"{uid}\", IPv4: dial tcp4 "
+                    f"127.0.0.1:{port}: connect: {(error.strerror or str(error)).lower()}")
+        transport = (WebSocketTransport if kind == "websocket" else RawTransport)(self.rfile, self.wfile)
+        session = Session(transport, connect, refuse)
+        kube.port_forwards.append(session)
+
+        def pod_gone() -> None:
+            """The kubelet's side ends when the pod does."""
+            with store.changed:
+                store.changed.wait_for(lambda: kube.stopping or session.closed.is_set() or
+                                       (store.find(res, namespace, name) or {}).get("metadata", {}).get("uid") != uid)
+            if not session.closed.is_set():
+                session.go_away()
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        threading.Thread(target=pod_gone, daemon=True, name="portforward-pod").start()
+        session.serve()
+        with store.changed:
+            store.changed.notify_all()
 
     def _wants_table(self) -> bool:
         return "as=Table" in (self.headers.get("Accept") or "")
