@@ -3,7 +3,8 @@ workers it deployed run as real processes, started the way a kubelet would start
 the command, arguments and environment of the pod spec tap applied (the token read from the
 Secret tap created, as a kubelet resolves secretKeyRef).
 
-The hub gets the in-cluster configuration a kubelet gives its pod (KUBERNETES_SERVICE_HOST/PORT,
+`tap` reaches the hub through the real `kubectl port-forward` (the double relays the hub pod's
+port to the hub process). The hub gets the in-cluster configuration a kubelet gives its pod (KUBERNETES_SERVICE_HOST/PORT,
 its ServiceAccount's token and the cluster CA in a directory) and acts as that account.
 The nodes are loopback addresses (127.x.y.z, unique to this test run), so the workers' host
 network addresses are real and local; the workers replay a pcap instead of capturing `any`
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from relay import RelayForwarder
+from shark.kube.forward import KubectlForwarder
 from shark.kube.render import DeployOptions
 from shark.kube.runner import Access, ClusterRunner, Proxy
 from shark.kube.view import LineView
@@ -88,7 +89,8 @@ def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube,
         url = probes.get(key)
         return "ready" if url and answers(url) else "creating"
     kube.pod_behavior = kubelet
-    forwarder = RelayForwarder(("127.0.0.1", 0))
+    # the real `kubectl port-forward` to the double, which relays the hub pod's port to the hub process
+    forwarder = KubectlForwarder(str(kube.kubeconfig))
     said: list[str] = []
     runner = ClusterRunner(Access(str(kube.kubeconfig), None, "shark"), said.append, said.append,
                            forwarder=forwarder, opener=lambda url: None, view_factory=LineView, poll_interval=0.2)
@@ -131,9 +133,10 @@ def test_tap_deploys_a_hub_that_finds_its_workers_and_serves_their_entries(kube,
         hub_proc = Proc([sys.executable, "-m", "hub", *args], env={**container_env(kube, hub, "node-a"), **in_cluster})
         processes.append(hub_proc)
         hub_url = hub_proc.wait_line(r"hub serving on (http://\S+)").group(1)
-        forwarder.target = ("127.0.0.1", int(hub_url.rsplit(":", 1)[1]))
+        hub_address = ("127.0.0.1", int(hub_url.rsplit(":", 1)[1]))
+        kube.port_forward_address = lambda pod, port: hub_address if port == 8899 else ("127.0.0.1", 1)
         probes["hub"] = hub_url + hub["readinessProbe"]["httpGet"]["path"]
-        assert forwarder.started.wait(60), "\n".join(said)
+        kube.wait_for(lambda: any(line.startswith("log in to the UI") for line in said), 60, "tap's forward")
 
         # the token: created once by tap as a Secret, read by the pods from it, never in their args
         token = base64.b64decode(kube.get("Secret", "shark-token", "shark")["data"]["token"]).decode()
