@@ -28,6 +28,7 @@ from click.testing import CliRunner
 
 from shark.cli import cli
 from shark.errors import Forbidden, SharkError
+from shark.kube import forward as forward_module
 from shark.kube.forward import KubectlForwarder
 from shark.kube.render import DEFAULT_IMAGE, DeployOptions
 from shark.kube.rollout import RolloutFailed
@@ -354,7 +355,8 @@ def answers(url: str) -> str | None:
         return None
 
 
-def test_kubectl_forwarder_reports_why_it_could_not_forward(kube, nodes, forwarder, kubectl, web_server):
+def test_kubectl_forwarder_reports_why_it_could_not_forward(kube, nodes, forwarder, kubectl, web_server,
+                                                            monkeypatch):
     Run(kube, forwarder).tap()
     real = KubectlForwarder(str(kube.kubeconfig), "shark-test")
     assert real.command("shark", "shark-hub", 8899, "127.0.0.1", 9000) == [
@@ -382,6 +384,15 @@ def test_kubectl_forwarder_reports_why_it_could_not_forward(kube, nodes, forward
             forward.stop()
     assert reason is not None and "error forwarding port 8899 to pod" in "\n".join(forward.errors)
     assert "connect: connection refused" in "\n".join(forward.errors)
+    # the local port taken after the check (another process won the race): kubectl's own refusal
+    monkeypatch.setattr(forward_module, "check_port_free", lambda host, port: None)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(SharkError) as busy:
+            real("shark", "shark-hub", 8899, "127.0.0.1", port)
+    assert busy.value.message == (f"cannot listen on 127.0.0.1:{port}: unable to listen on any of the requested "
+                                  f"ports: [{{{port} 8899}}]")
+    assert "--proxy-port" in busy.value.hint
 
 
 def test_a_taken_local_port_fails_before_anything_is_deployed(kube, nodes):
