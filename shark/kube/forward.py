@@ -131,8 +131,8 @@ def _refusal(reason: str, host: str, port: int) -> SharkError:
                                "with --proxy-port")
     if "forbidden" in text:
         return SharkError(f"the cluster refused the port-forward: {text}",
-                          hint="port-forwarding needs RBAC permission to get services and pods and to create "
-                               "pods/portforward; check with `kubectl auth can-i create pods --subresource=portforward "
+                          hint="port-forwarding needs RBAC permission to get services and pods, list pods and to "
+                               "create pods/portforward; check with `kubectl auth can-i create pods --subresource=portforward "
                                "-n NAMESPACE`")
     return SharkError(f"kubectl port-forward to the hub failed: {text}",
                       hint="`kubectl shark status --cluster` shows whether the hub is ready")

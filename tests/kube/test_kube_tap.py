@@ -35,6 +35,7 @@ from shark.kube.rollout import RolloutFailed
 from shark.kube.runner import Access, ClusterRunner, Proxy
 from shark.kube.view import LineView
 from support.kubeapi import KubeAPI
+from support.kubeapi_rbac import Identity
 from support.processes import free_port
 
 OURS = "app.kubernetes.io/managed-by=kubectl-shark"
@@ -353,6 +354,50 @@ def answers(url: str) -> str | None:
         return httpx.get(url, timeout=2).text
     except httpx.HTTPError:
         return None
+
+
+OPEN_RULES = [   # what docs/CLUSTER.md says `open` needs
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["services", "secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["create"]},
+]
+
+
+def test_open_works_for_a_user_with_only_the_documented_rbac(kube, nodes, forwarder, kubectl, web_server, tmp_path):
+    """A user outside system:masters, bound in the release namespace to exactly the rules
+    docs/CLUSTER.md lists for `open`, opens the UI through the real kubectl port-forward."""
+    Run(kube, forwarder).tap()
+    kube.port_forward_address = lambda pod, port: web_server
+    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                 "metadata": {"name": "shark-open", "namespace": "shark"}, "rules": OPEN_RULES})
+    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": "shark-open", "namespace": "shark"},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "shark-open"},
+                 "subjects": [{"kind": "User", "name": "dev", "apiGroup": "rbac.authorization.k8s.io"}]})
+    config = kube.write_kubeconfig(tmp_path / "dev", token=kube.token_for(Identity("dev", ("system:authenticated",))))
+    said: list[str] = []
+    runner = ClusterRunner(Access(str(config), None, "shark"), said.append, said.append,
+                           forwarder=KubectlForwarder(str(config)), opener=lambda url: None, view_factory=LineView,
+                           poll_interval=0.05)
+    port = free_port()
+    failed: list[BaseException] = []
+
+    def open_ui() -> None:
+        try:
+            runner.open(Proxy("127.0.0.1", port, False), 20)
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            failed.append(error)
+    thread = threading.Thread(target=open_ui)
+    thread.start()
+    try:
+        assert kube.wait_for(lambda: answers(f"http://127.0.0.1:{port}/") or failed, 30, "the forward") \
+            == "hub here", failed
+    finally:
+        runner.stop.set()
+        thread.join(20)
+    refused = [(r.method, r.path) for r in kube.requests if r.user == "dev" and r.status == 403]
+    assert refused == []
 
 
 def test_kubectl_forwarder_reports_why_it_could_not_forward(kube, nodes, forwarder, kubectl, web_server,
