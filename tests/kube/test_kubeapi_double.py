@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 from kubernetes import watch as kwatch
@@ -163,6 +164,50 @@ def test_rbac_authorizes_a_service_account_by_its_bindings(kube, kubectl, tmp_pa
     denied = dev("get", "pods", "-n", "kube-system", check=False)
     assert denied.returncode == 1 and ('pods is forbidden: User "dev" cannot list resource "pods" in API group "" in '
                                        'the namespace "kube-system"') in denied.stderr
+
+
+def test_rbac_refuses_to_grant_what_the_granter_does_not_hold(kube):
+    """Privilege escalation prevention: a Role/ClusterRole (or a binding to one) can only carry
+    permissions its creator holds, unless it has escalate (roles) or bind (bindings)."""
+    def cluster_role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+                "rules": rules}
+
+    def binding(name: str, role: str, user: str) -> dict[str, Any]:
+        return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]}
+    rbac = {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles", "clusterrolebindings"],
+            "verbs": ["create"]}
+    kube.create(cluster_role("rbac-writer", [rbac]))
+    kube.create(binding("dev-rbac", "rbac-writer", "dev"))
+    token = kube.token_for(Identity("dev", ("system:authenticated",)))
+    hub_role = next(o for o in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text())
+                    if o["kind"] == "ClusterRole")
+    url = f"{kube.url}/apis/rbac.authorization.k8s.io/v1/clusterroles"
+    with httpx.Client(verify=kube.verify, headers={"Authorization": f"Bearer {token}"}) as dev:
+        refused = dev.post(url, json=hub_role)
+        assert refused.status_code == 403
+        message = refused.json()["message"]
+        assert message.startswith('clusterroles.rbac.authorization.k8s.io "shark-hub" is forbidden: user "dev" '
+                                  '(groups=["system:authenticated"]) is attempting to grant RBAC permissions not '
+                                  'currently held:\n'
+                                  '{APIGroups:[""], Resources:["pods"], Verbs:["get" "list" "watch"]}\n')
+        assert message.count("\n") == 5                      # one line per resource, none held
+        # holding them, dev may grant them, and bind them
+        kube.create(cluster_role("viewer", hub_role["rules"]))
+        kube.create(binding("dev-view", "viewer", "dev"))
+        assert dev.post(url, json=hub_role).status_code == 201
+        assert dev.post(f"{url.replace('clusterroles', 'clusterrolebindings')}",
+                        json=binding("hub", "shark-hub", "someone")).status_code == 201
+        # a binding to a role with more than dev holds is refused too, unless dev may bind it
+        kube.create(cluster_role("admin-ish", [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]))
+        bindings = url.replace("clusterroles", "clusterrolebindings")
+        assert dev.post(bindings, json=binding("promote", "admin-ish", "dev")).status_code == 403
+        kube.create(cluster_role("binder", [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                                             "verbs": ["bind"], "resourceNames": ["admin-ish"]}]))
+        kube.create(binding("dev-binder", "binder", "dev"))
+        assert dev.post(bindings, json=binding("promote", "admin-ish", "dev")).status_code == 201
 
 
 # ---- status codes and objects ------------------------------------------------------------------
@@ -385,8 +430,10 @@ def test_server_side_apply_merges_associative_lists_per_key(kube):
     merged = containers()
     assert list(merged) == ["app", "sidecar"] and merged["app"]["image"] == "app:1"
     assert merged["app"]["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
-    assert merged["app"]["ports"] == [{"containerPort": 53, "protocol": "UDP"}, {"containerPort": 53, "protocol": "TCP"}]
-    managed = {m["manager"]: m["fieldsV1"] for m in kube.get("Deployment", "app", "default")["metadata"]["managedFields"]}
+    assert merged["app"]["ports"] == [{"containerPort": 53, "protocol": "UDP"},
+                                      {"containerPort": 53, "protocol": "TCP"}]
+    managed = {m["manager"]: m["fieldsV1"]
+               for m in kube.get("Deployment", "app", "default")["metadata"]["managedFields"]}
     mesh = managed["mesh"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
     assert set(mesh) == {'k:{"name":"app"}', 'k:{"name":"sidecar"}'}
     assert mesh['k:{"name":"app"}']["f:ports"] == {'k:{"containerPort":53,"protocol":"TCP"}': {

@@ -72,7 +72,8 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
   Authorization is RBAC over the Roles, ClusterRoles and bindings stored in the double
   (kubeapi_rbac.py: what `tap` applied from manifests/rbac.yaml is what the hub may do); a
   refusal is the real 403 Status ("pods is forbidden: User \"system:serviceaccount:shark:shark-hub\"
-  cannot list resource \"pods\" in API group \"\" at the cluster scope"). `forbid()` refuses a
+  cannot list resource \"pods\" in API group \"\" at the cluster scope"); RBAC objects may only
+  grant what their writer holds (or with escalate/bind). `forbid()` refuses a
   verb on a resource to everyone on top of that.
 - pods/portforward (verb create, its WebSocket GET too): the real `kubectl port-forward` works
   against the double — SPDY/3.1 tunnelled in a WebSocket (kubectl 1.31+) or plain SPDY after an
@@ -142,12 +143,13 @@ from support.kubeapi_model import (BY_KIND, BY_PATH, RESOURCES, ApiError, Resour
                                    unknown_fields)
 from support.kubeapi_portforward import (PROTOCOL, SPDY, TUNNEL, RawTransport, Session, WebSocketTransport,
                                          upgrade_kind, websocket_accept)
-from support.kubeapi_rbac import (ANONYMOUS, MASTERS, Attributes, Identity, authorize, service_account_identity,
-                                  service_account_of, unauthorized)
+from support.kubeapi_rbac import (ANONYMOUS, MASTERS, Attributes, Identity, Policy, allows, authorize, escalation,
+                                  not_held, service_account_identity, service_account_of, unauthorized)
 from support.kubeapi_store import Event, Store
 from support.kubeapi_tls import certificates
 
 T = TypeVar("T")
+RBAC_GROUP = "rbac.authorization.k8s.io"
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -339,12 +341,40 @@ class KubeAPI:
             raise unauthorized()
         return identity
 
+    def policy(self) -> Policy:
+        """The Roles, ClusterRoles and bindings stored now."""
+        def objects(plural: str) -> list[dict[str, Any]]:
+            return self.store.list(BY_PATH[(RBAC_GROUP, "v1", plural)], Selector())[0]
+        return Policy(objects("roles"), objects("clusterroles"), objects("rolebindings"),
+                      objects("clusterrolebindings"))
+
     def allowed(self, identity: Identity, request: Attributes) -> bool:
         """The RBAC authorizer over the Roles, ClusterRoles and bindings stored now."""
-        def objects(plural: str) -> list[dict[str, Any]]:
-            return self.store.list(BY_PATH[("rbac.authorization.k8s.io", "v1", plural)], Selector())[0]
-        return authorize(identity, request, objects("roles"), objects("clusterroles"), objects("rolebindings"),
-                         objects("clusterrolebindings"))
+        policy = self.policy()
+        return authorize(identity, request, policy.roles, policy.cluster_roles, policy.bindings,
+                         policy.cluster_bindings)
+
+    def check_escalation(self, identity: Identity, res: Resource, namespace: str | None, obj: Any) -> None:
+        """RBAC's escalation prevention for a Role/ClusterRole or binding about to be written."""
+        if res.group != RBAC_GROUP or identity.admin or not isinstance(obj, dict):
+            return
+        policy, name = self.policy(), (obj.get("metadata") or {}).get("name") or ""
+        scope = namespace if res.namespaced else None
+        if res.plural in ("roles", "clusterroles"):
+            if allows(identity, policy, RBAC_GROUP, res.plural, "escalate", scope, name):
+                return
+            rules = obj.get("rules")
+        else:
+            ref = obj.get("roleRef") or {}
+            kind = "clusterroles" if ref.get("kind") == "ClusterRole" else "roles"
+            if allows(identity, policy, RBAC_GROUP, kind, "bind", scope, ref.get("name")):
+                return
+            role = self.store.find(BY_PATH[(RBAC_GROUP, "v1", kind)], scope if kind == "roles" else None,
+                                   ref.get("name") or "")
+            rules = (role or {}).get("rules")
+        missing = not_held(identity, policy, rules, scope)
+        if missing:
+            raise escalation(identity, res.plural, name, missing)
 
     # ---- objects (same paths as HTTP) ------------------------------------------------------------
 
@@ -665,6 +695,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     _body_read = False
+    _identity: Identity = ANONYMOUS
 
     def _body_if_unread(self) -> None:
         """Drain a request body an early error left unread, so the connection stays usable."""
@@ -752,7 +783,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         return Target(resource, namespace, name, sub)
 
     def _verb(self, target: Target, query: dict[str, str]) -> str:
-        if target.subresource == "portforward":     # its WebSocket GET too (AuthorizePodWebsocketUpgradeCreatePermission)
+        if target.subresource == "portforward":     # its WebSocket GET too (feature AuthorizePodWebsocketUpgrade...)
             return "create"
         if self.command in ("GET", "HEAD"):
             if target.name is None:
@@ -764,6 +795,7 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     def _authorize(self, target: Target, query: dict[str, str]) -> None:
         identity = self.kube.identity(self.headers.get("Authorization"))
+        self._identity = identity
         if self._request is not None:
             self._request.user = identity.user
         verb = self._verb(target, query)
@@ -830,6 +862,7 @@ class ApiHandler(BaseHTTPRequestHandler):
                 raise ApiError(405, "the server does not allow this method on the requested resource")
             body = self._read_body()
             self._strict(res, body, query)
+            self.kube.check_escalation(self._identity, res, ns, body)
             self._send_json(201, store.create(res, ns, body, manager, dry_run))
         elif method == "PUT":
             if name is None:
@@ -838,6 +871,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             self._strict(res, body, query)
             if sub not in (None, "status"):
                 raise ApiError(405, f"the double does not update {res.plural}/{sub}")
+            self.kube.check_escalation(self._identity, res, ns, body)
             self._send_json(200, store.replace(res, ns, name, body, manager, dry_run, sub))
         elif method == "PATCH":
             if name is None:
@@ -852,8 +886,12 @@ class ApiHandler(BaseHTTPRequestHandler):
             body = self._read_body()
             if kinds[content_type] != "json":
                 self._strict(res, body, query)
-            obj, created = store.patch(res, ns, name, kinds[content_type], body,
-                                       query.get("fieldManager") or (None if kinds[content_type] == "apply" else manager),
+            patch_manager = query.get("fieldManager") or (None if kinds[content_type] == "apply" else manager)
+            if res.group == RBAC_GROUP and not self._identity.admin:     # what the patch would make
+                would_be, _ = store.patch(res, ns, name, kinds[content_type], body, patch_manager,
+                                          query.get("force") == "true", True, sub)
+                self.kube.check_escalation(self._identity, res, ns, would_be)
+            obj, created = store.patch(res, ns, name, kinds[content_type], body, patch_manager,
                                        query.get("force") == "true", dry_run, sub)
             self._send_json(201 if created else 200, obj)
         elif method == "DELETE":

@@ -10,13 +10,17 @@ authorizer decides (https://kubernetes.io/docs/reference/access-authn-authz/rbac
   verbs hold the request's, and its resourceNames (if any) hold the object's name; a create, or a
   list/watch without a `metadata.name` field selector, has no name, so resourceNames never match it;
 - subjects: User by name, Group by the identity's groups, ServiceAccount as
-  system:serviceaccount:NS:NAME; members of system:masters bypass authorization (cluster-admin).
+  system:serviceaccount:NS:NAME; members of system:masters bypass authorization (cluster-admin);
+- escalation prevention: creating or updating a Role/ClusterRole, or a binding to one, needs
+  every permission it grants held already at that scope, or the `escalate` (roles) / `bind`
+  (bindings, on the role named) verb.
 Nothing grants by default: no bootstrap roles beyond the ones a test stores (discovery paths are
 not authorized here, as the bootstrap system:discovery role allows them to everyone).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -85,26 +89,51 @@ def _bound(subjects: Any, identity: Identity, binding_namespace: str | None) -> 
 
 def rule_allows(rule: dict[str, Any], request: Attributes) -> bool:
     res = request.resource
-    if not any(g in ("*", res.group) for g in rule.get("apiGroups") or []):
-        return False
-    if not any(v in ("*", request.verb) for v in rule.get("verbs") or []):
-        return False
     full = f"{res.plural}/{request.subresource}" if request.subresource else res.plural
-    wanted = {"*", full}
-    if request.subresource:
-        wanted |= {f"*/{request.subresource}", f"{res.plural}/*"}
+    return _rule_allows(rule, res.group, full, request.verb, request.name)
+
+
+def _rule_allows(rule: dict[str, Any], group: str, resource: str, verb: str, name: str | None) -> bool:
+    """`resource` as RBAC spells it (pods, pods/log); a "*" asked for is matched only by "*"."""
+    if not any(g in ("*", group) for g in rule.get("apiGroups") or []):
+        return False
+    if not any(v in ("*", verb) for v in rule.get("verbs") or []):
+        return False
+    plural, _, sub = resource.partition("/")
+    wanted = {"*", resource}
+    if sub:
+        wanted |= {f"*/{sub}", f"{plural}/*"}
     if not wanted & set(rule.get("resources") or []):
         return False
     names = rule.get("resourceNames") or []
-    return not names or (request.name is not None and request.name in names)
+    return not names or (name is not None and name in names)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The RBAC objects stored now."""
+    roles: list[dict[str, Any]]
+    cluster_roles: list[dict[str, Any]]
+    bindings: list[dict[str, Any]]
+    cluster_bindings: list[dict[str, Any]]
 
 
 def authorize(identity: Identity, request: Attributes, roles: Iterable[dict[str, Any]],
               cluster_roles: Iterable[dict[str, Any]], bindings: Iterable[dict[str, Any]],
               cluster_bindings: Iterable[dict[str, Any]]) -> bool:
     """True when some binding of `identity` grants a rule that allows `request`."""
+    res = request.resource
+    full = f"{res.plural}/{request.subresource}" if request.subresource else res.plural
+    return allows(identity, Policy(list(roles), list(cluster_roles), list(bindings), list(cluster_bindings)),
+                  res.group, full, request.verb, request.namespace, request.name)
+
+
+def allows(identity: Identity, policy: Policy, group: str, resource: str, verb: str, namespace: str | None,
+           name: str | None) -> bool:
     if identity.admin:
         return True
+    roles, cluster_roles, bindings, cluster_bindings = (policy.roles, policy.cluster_roles, policy.bindings,
+                                                        policy.cluster_bindings)
     by_cluster_role = {r["metadata"]["name"]: r for r in cluster_roles}
     by_role = {(r["metadata"].get("namespace"), r["metadata"]["name"]): r for r in roles}
 
@@ -119,16 +148,54 @@ def authorize(identity: Identity, request: Attributes, roles: Iterable[dict[str,
             role = None
         return [r for r in (role or {}).get("rules") or [] if isinstance(r, dict)]
 
+    def grants(rule: dict[str, Any]) -> bool:
+        return _rule_allows(rule, group, resource, verb, name)
+
     for binding in cluster_bindings:
         if _bound(binding.get("subjects"), identity, None) and any(
-                rule_allows(rule, request) for rule in rules_of(binding.get("roleRef"), None)):
+                grants(rule) for rule in rules_of(binding.get("roleRef"), None)):
             return True
-    if request.namespace is None:       # cluster-scoped, or across all namespaces: ClusterRoleBindings only
+    if namespace is None:               # cluster-scoped, or across all namespaces: ClusterRoleBindings only
         return False
     for binding in bindings:
-        namespace = binding["metadata"].get("namespace")
-        if namespace != request.namespace or not _bound(binding.get("subjects"), identity, namespace):
+        where = binding["metadata"].get("namespace")
+        if where != namespace or not _bound(binding.get("subjects"), identity, where):
             continue
-        if any(rule_allows(rule, request) for rule in rules_of(binding.get("roleRef"), namespace)):
+        if any(grants(rule) for rule in rules_of(binding.get("roleRef"), where)):
             return True
     return False
+
+
+def not_held(identity: Identity, policy: Policy, rules: Any, namespace: str | None) -> list[dict[str, Any]]:
+    """The rules `identity` does not hold itself in `namespace` (None: cluster-wide), one per
+    apiGroup x resource x name with the verbs it lacks (as the API compacts them): what RBAC's
+    escalation check refuses to let it grant (RBAC docs: "Privilege escalation prevention and
+    bootstrapping")."""
+    missing: dict[tuple[str, str, str | None], list[str]] = {}
+    for rule in rules if isinstance(rules, list) else []:
+        if not isinstance(rule, dict) or rule.get("nonResourceURLs"):
+            continue
+        for group in rule.get("apiGroups") or []:
+            for resource in rule.get("resources") or []:
+                for verb in rule.get("verbs") or []:
+                    for name in rule.get("resourceNames") or [None]:
+                        if not allows(identity, policy, group, resource, verb, namespace, name):
+                            missing.setdefault((group, resource, name), []).append(verb)
+    return [{"apiGroups": [group], "resources": [resource], "verbs": verbs,
+             **({"resourceNames": [name]} if name else {})} for (group, resource, name), verbs in missing.items()]
+
+
+def escalation(identity: Identity, kind: str, name: str, missing: list[dict[str, Any]]) -> ApiError:
+    """The 403 the real API answers an attempt to grant permissions one does not hold."""
+    def spell(rule: dict[str, Any]) -> str:
+        parts = [f"APIGroups:[{' '.join(json.dumps(g) for g in rule['apiGroups'])}]",
+                 f"Resources:[{' '.join(json.dumps(r) for r in rule['resources'])}]"]
+        if rule.get("resourceNames"):
+            parts.append(f"ResourceNames:[{' '.join(json.dumps(n) for n in rule['resourceNames'])}]")
+        parts.append(f"Verbs:[{' '.join(json.dumps(v) for v in rule['verbs'])}]")
+        return "{" + ", ".join(parts) + "}"
+    groups = ",".join(json.dumps(g) for g in identity.groups)
+    return ApiError(403, f'{kind}.rbac.authorization.k8s.io "{name}" is forbidden: user "{identity.user}" '
+                    f"(groups=[{groups}]) is attempting to grant RBAC permissions not currently held:\n"
+                    + "\n".join(spell(r) for r in missing),
+                    details={"name": name, "group": "rbac.authorization.k8s.io", "kind": kind})
