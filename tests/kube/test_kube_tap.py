@@ -356,6 +356,43 @@ def answers(url: str) -> str | None:
         return None
 
 
+TAP_RULES = [    # what docs/CLUSTER.md says `tap` needs
+    {"apiGroups": [""], "resources": ["namespaces", "serviceaccounts", "services", "secrets"],
+     "verbs": ["get", "create", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments", "daemonsets"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": ["rbac.authorization.k8s.io"],
+     "resources": ["clusterroles", "clusterrolebindings", "roles", "rolebindings"], "verbs": ["get", "create", "patch"]},
+    # RBAC lets one grant only what one holds: the hub's own permissions
+    {"apiGroups": [""], "resources": ["pods", "services", "endpoints", "namespaces", "nodes"],
+     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update", "patch"]},
+]
+
+
+def test_tap_works_for_a_user_with_only_the_documented_rbac(kube, nodes, forwarder):
+    """A user outside system:masters with exactly the ClusterRole docs/CLUSTER.md gives for `tap`
+    deploys: the API's escalation check makes it hold what it grants the hub."""
+    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "tapper"},
+                 "rules": TAP_RULES})
+    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                 "metadata": {"name": "tapper"},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tapper"},
+                 "subjects": [{"kind": "User", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"}]})
+    token = kube.token_for(Identity("ops", ("system:authenticated",)))
+    kube.kubeconfig = kube.write_kubeconfig(kube.kubeconfig.with_name("ops"), token=token)
+    assert Run(kube, forwarder).tap() == 0
+    assert [r for r in kube.requests if r.user == "ops" and r.status >= 400 and r.status != 404] == []
+    # one permission less (the hub's endpoints): the escalation check names it
+    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "tapper"},
+                "rules": [*TAP_RULES[:3], {**TAP_RULES[3], "resources": ["pods", "services", "namespaces", "nodes"]},
+                          TAP_RULES[4]]})
+    kube.delete("ClusterRole", "shark-hub")
+    with pytest.raises(Forbidden) as refused:
+        Run(kube, forwarder).tap()
+    assert 'is attempting to grant RBAC permissions not currently held:\n{APIGroups:[""], Resources:["endpoints"], ' \
+        'Verbs:["get" "list" "watch"]}' in refused.value.message
+
+
 OPEN_RULES = [   # what docs/CLUSTER.md says `open` needs
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["services", "secrets"], "verbs": ["get"]},

@@ -41,7 +41,8 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
 - POST create (201; 409 AlreadyExists; 404 when the namespace does not exist; 403 while it is
   terminating; 422 Invalid for bad names), PUT replace (409 Conflict on a stale
   metadata.resourceVersion), PATCH with application/apply-patch+yaml (server-side apply:
-  fieldManager required, creates when missing (201), managedFields per manager, conflicts with
+  fieldManager required, creates when missing (201; the requester then needs create as well as
+  patch, as in the real API), managedFields per manager, conflicts with
   other managers are 409 unless force=true, fields a manager stops applying are removed;
   associative lists merged and owned per item key as the built-in types declare them —
   containers/env/volumes by name, a container's ports by containerPort+protocol, a Service's
@@ -887,6 +888,10 @@ class ApiHandler(BaseHTTPRequestHandler):
             if kinds[content_type] != "json":
                 self._strict(res, body, query)
             patch_manager = query.get("fieldManager") or (None if kinds[content_type] == "apply" else manager)
+            if kinds[content_type] == "apply" and store.find(res, ns, name) is None and not self.kube.allowed(
+                    self._identity, Attributes("create", res, sub, ns, name)):
+                # an apply that creates is authorized as a create too, as in the real API
+                raise forbidden(self._identity.user, "create", res, sub, ns, name)
             if res.group == RBAC_GROUP and not self._identity.admin:     # what the patch would make
                 would_be, _ = store.patch(res, ns, name, kinds[content_type], body, patch_manager,
                                           query.get("force") == "true", True, sub)
