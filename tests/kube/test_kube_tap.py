@@ -393,6 +393,32 @@ def test_tap_works_for_a_user_with_only_the_documented_rbac(kube, nodes, forward
         'Verbs:["get" "list" "watch"]}' in refused.value.message
 
 
+CLEAN_RULES = [  # what docs/CLUSTER.md says `clean` needs
+    {"apiGroups": [""], "resources": ["namespaces", "serviceaccounts", "services", "secrets"],
+     "verbs": ["get", "list", "delete"]},
+    {"apiGroups": ["apps"], "resources": ["deployments", "daemonsets"], "verbs": ["get", "list", "delete"]},
+    {"apiGroups": ["rbac.authorization.k8s.io"],
+     "resources": ["clusterroles", "clusterrolebindings", "roles", "rolebindings"], "verbs": ["get", "list", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "create", "delete"]},   # the wipe pods
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
+]
+
+
+def test_clean_works_for_a_user_with_only_the_documented_rbac(kube, nodes, forwarder):
+    assert Run(kube, forwarder).tap() == 0
+    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "cleaner"},
+                 "rules": CLEAN_RULES})
+    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                 "metadata": {"name": "cleaner"},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cleaner"},
+                 "subjects": [{"kind": "User", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"}]})
+    token = kube.token_for(Identity("ops", ("system:authenticated",)))
+    kube.kubeconfig = kube.write_kubeconfig(kube.kubeconfig.with_name("ops"), token=token)
+    run = Run(kube, forwarder)
+    assert run.runner.clean() == 0 and run.said[-1] == "namespace/shark deleted"
+    assert [r for r in kube.requests if r.user == "ops" and r.status >= 400 and r.status != 404] == []
+
+
 OPEN_RULES = [   # what docs/CLUSTER.md says `open` needs
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["services", "secrets"], "verbs": ["get"]},
