@@ -456,6 +456,11 @@ def test_server_side_apply_merges_associative_lists_per_key(kube):
     merged = containers()
     assert list(merged) == ["app"] and "env" not in merged["app"]
     assert merged["app"]["ports"] == [{"containerPort": 53, "protocol": "UDP"}]
+    # mesh, having applied an empty list, stops applying the field: tap's items stay
+    empty = deployment()
+    del empty["spec"]["template"]["spec"]["containers"]
+    kube.apply(empty, manager="mesh", force=False)
+    assert list(containers()) == ["app"]
 
 
 def test_namespace_deletion_terminates_then_removes_its_contents(kube):

@@ -136,6 +136,8 @@ def delete_path(obj: dict[str, Any], path: Path, keep: set[Path]) -> None:
     stay while it stays."""
     def owned_under(prefix: Path) -> bool:
         return any(p[:len(prefix)] == prefix for p in keep)
+    if any(len(p) > len(path) and p[:len(path)] == path for p in keep):
+        return      # a field (an empty list applied once) that holds what others still own
     for depth in range(len(path)):                  # the outermost item nobody owns goes whole
         if path[depth].startswith("k:") and not owned_under(path[:depth + 1]):
             items = get_path(obj, path[:depth])
@@ -180,7 +182,7 @@ def deep_merge(target: dict[str, Any], source: dict[str, Any], prefix: Path = ()
     for key, value in source.items():
         path = (*prefix, key)
         keys = list_keys(path, value)
-        if isinstance(value, dict) and value and isinstance(target.get(key), dict):
+        if isinstance(value, dict) and isinstance(target.get(key), dict):     # {} too: it merges, never clears
             deep_merge(target[key], value, path)
         elif keys and isinstance(target.get(key), list) and list_keys(path, target[key]):
             for item in value:
