@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -561,6 +562,36 @@ def test_kubectl_port_forward_over_a_websocket_or_spdy(kube, kubectl, web_server
             assert forward.stderr is not None and "lost connection to pod" in forward.stderr.read()
         finally:
             forward.kill()
+
+
+def test_the_pod_closing_a_forwarded_connection_closes_the_local_one(kube, tmp_path):
+    """A pod that answers and closes (an HTTP/1.0 response, an idle keep-alive timeout): the
+    local end gets EOF, not a connection kubectl holds open."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def greet_and_close() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"bye")
+    greeter = threading.Thread(target=greet_and_close)
+    greeter.start()
+    kube.add_pod("greeter", "default", ip="10.244.0.10", containers=[{"name": "g", "image": "x"}])
+    kube.port_forward_address = lambda pod, port: server.getsockname()[:2]
+    local = free_port()
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "KUBECACHEDIR": str(tmp_path / "cache")}
+    with subprocess.Popen(["kubectl", "port-forward", "pod/greeter", f"{local}:8080", "--address", "127.0.0.1"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as forward:
+        try:
+            assert forward.stdout is not None and forward.stdout.readline().startswith("Forwarding from 127.0.0.1")
+            with socket.create_connection(("127.0.0.1", local), timeout=15) as sock:
+                received = bytearray()
+                while chunk := sock.recv(100):        # EOF, not the socket's timeout
+                    received += chunk
+            assert received == b"bye"
+        finally:
+            forward.kill()
+            greeter.join(10)
+            server.close()
 
 
 def test_secrets_as_the_real_api_stores_them(kube):

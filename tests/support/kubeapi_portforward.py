@@ -272,6 +272,10 @@ class Session:
         except OSError:
             pass
         self.data(pair.data, b"", fin=True)
+        # kubectl closes the local connection only once the error stream has ended too (the
+        # kubelet ends both when the pod's side closes)
+        if pair.error is not None:
+            self.data(pair.error, b"", fin=True)
 
     def _on_data(self, stream: int, flags: int, payload: bytes) -> None:
         pair = self.streams.get(stream)
