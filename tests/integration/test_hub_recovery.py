@@ -94,12 +94,14 @@ def test_a_segment_evicted_under_a_read_is_a_410_through_the_hub(start_worker, h
         httpx.get(f"http://127.0.0.1:{http_server}/json", timeout=10)
         entry = wait_for(lambda: worker.entries(q="http"), what="an entry")[0]
         assert hub.get(f"/entries/{entry['id']}").status_code == 200
-        # the segments go as eviction takes them, while the index still lists the entry
+        # the segments go as eviction takes them. Until the worker prunes their index rows (it
+        # looks every 0.25 s) a read finds the row and not the packets: 410; after, no row: 404.
+        # Either way the hub passes the worker's answer on, saying why (never a 502).
         for segment in (store / "pcap").iterdir():
             segment.unlink()
         for path in (f"/entries/{entry['id']}", f"/entries/{entry['id']}/pcap"):
             answer = hub.get(path)
-            assert answer.status_code == 410, (path, answer.text)
+            assert answer.status_code in (404, 410), (path, answer.text)
             assert "evicted" in answer.json()["detail"]
         # a merged pcap of evicted entries is an empty file, not a failure
         merged = hub.get("/pcap", params={"q": "http"})
