@@ -1,6 +1,7 @@
-"""The scripting thread: owns every script's quickjs context (a context must stay on one thread),
+"""A scripting thread: owns its scripts' quickjs contexts (a context must stay on one thread),
 runs the hooks and the cron jobs, keeps each script's status, and hands the actions the helpers
-queued to the event loop in batches.
+queued to the event loop in batches. The hub gives each script an engine of its own
+(engines.py), so that one script's runaway call holds only its own thread.
 
 Isolation: every call has a CPU time limit and every context a memory limit; a call that
 fails is reported in the script's log and status and nothing else is affected; a memory
@@ -101,12 +102,15 @@ class ScriptEngine:
     """Runs on its own thread; every public method may be called from the event loop."""
 
     def __init__(self, limits: Limits, env: dict[str, str], dispatch: Dispatch, *, max_failures: int = 5,
-                 failure_window_s: float = 60.0) -> None:
+                 failure_window_s: float = 60.0,
+                 relay_action: Callable[[str, str, int], None] | None = None) -> None:
         self.limits = limits
         self.env = env
         self.max_failures = max_failures
         self.failure_window_s = failure_window_s
         self._dispatch = dispatch          # called on the event loop with [(script, action), ...]
+        # where a hook's hub.action() goes: this engine's scripts, or every engine's (engines.py)
+        self._relay_action = relay_action or self.hub_action
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runtimes: dict[str, ScriptRuntime] = {}
         self.states: dict[str, ScriptState] = {}
@@ -122,9 +126,9 @@ class ScriptEngine:
         self.actions_dropped = 0           # hub actions dropped (too deep, queue full)
 
     # -- life -----------------------------------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, thread_name: str = "hub-scripts") -> None:
         self._loop = loop
-        self._thread = threading.Thread(target=self._main, name="hub-scripts", daemon=True)
+        self._thread = threading.Thread(target=self._main, name=thread_name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -417,7 +421,7 @@ class ScriptEngine:
                     self._error_line(name, state, f"hub.action({action.get('action')!r}): dropped: actions "
                                                   f"triggered one another more than {MAX_ACTION_DEPTH} levels deep")
                     continue
-                self.hub_action(str(action.get("action")), str(action.get("data")), depth + 1)
+                self._relay_action(str(action.get("action")), str(action.get("data")), depth + 1)
             else:
                 self._outbox.append((name, action))
 

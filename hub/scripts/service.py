@@ -21,7 +21,7 @@ import httpx
 import msgspec
 
 from hub.scripts.actions import SNAPSHOT_LIMIT, Actions
-from hub.scripts.engine import ScriptEngine
+from hub.scripts.engines import ScriptEngines
 from hub.scripts.logs import ScriptLogs
 from hub.scripts.model import MAX_CODE_BYTES, StoredScript, name_problem
 from hub.scripts.runtime import Limits, ScriptRuntime
@@ -88,8 +88,8 @@ class Scripting:
                                Path(state_dir) / "snapshots" if state_dir is not None else None,
                                self._disabled_by_engine, settings.outbound_transport, settings.outbound_timeout_s,
                                on_tagged=state.feed.announce_tags, snapshot_limit=settings.snapshot_limit)
-        self.engine = ScriptEngine(self.limits, dict(settings.env), self.actions.dispatch,
-                                   max_failures=settings.max_failures, failure_window_s=settings.failure_window_s)
+        self.engine = ScriptEngines(self.limits, dict(settings.env), self.actions.dispatch,
+                                    max_failures=settings.max_failures, failure_window_s=settings.failure_window_s)
         self.scripts: dict[str, StoredScript] = {}
         self._feed_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -362,10 +362,31 @@ def test_the_hub_stops_cleanly_with_a_script_running_a_loop(tmp_path: Path) -> N
     # running_hub asserts the server thread ended
 
 
-def test_engine_runs_on_its_own_thread() -> None:
-    async def check() -> None:
-        with running_hub(None) as hub:
-            names = {thread.name for thread in threading.enumerate()}
-            assert "hub-scripts" in names
-            assert hub.http.get("/scripts").status_code == 200
-    asyncio.run(check())
+def test_a_runaway_script_does_not_hold_the_others_hooks() -> None:
+    """While one script's hook spins toward its 5 s time limit, another script's hooks run: all
+    five of them are done before the runaway call has even been stopped (on one shared thread
+    they waited the whole limit)."""
+    with running_hub(None, time_limit_s=5.0) as hub:
+        create(hub, "runaway", "function onHubAction(a) { if (a === 'spin') { while (true) {} } }")
+        create(hub, "steady", "function onHubAction(a, d) { if (a === 'tick') console.log('tick', d.n); }")
+        hub.http.post("/scripts/actions", json={"action": "spin"})
+        for n in range(5):
+            hub.http.post("/scripts/actions", json={"action": "tick", "data": {"n": n}})
+        wait_for(lambda: [t for t in hub.texts("steady") if t.startswith("tick")] == [f"tick {n}" for n in range(5)],
+                 what="the steady script's five hooks")
+        runaway = hub.http.get("/scripts/runaway").json()
+        assert runaway["failures"] == 0 and runaway["last_error"] is None, runaway
+        hub.wait_log("runaway", "ran longer than its time limit")
+
+
+def test_each_script_runs_on_a_thread_of_its_own() -> None:
+    def threads() -> set[str]:
+        return {thread.name for thread in threading.enumerate() if thread.name.startswith("hub-script")}
+    with running_hub(None) as hub:
+        create(hub, "one", "var a = 1;")
+        create(hub, "two", "var b = 2;")
+        assert threads() == {"hub-script one", "hub-script two"}
+        assert hub.http.delete("/scripts/one").status_code == 204
+        wait_for(lambda: threads() == {"hub-script two"}, what="the deleted script's thread gone")
+        refused = hub.http.post("/scripts", json={"name": "bad", "code": "function ("})
+        assert refused.status_code == 400 and threads() == {"hub-script two"}   # a failed create leaves none
