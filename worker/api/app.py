@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -31,7 +33,9 @@ from worker.pipeline import read_batch_for
 from worker.sources.base import CaptureError
 from worker.store.capacity import LimitRefused, check_limit
 from worker.store.index import IndexRow
-from worker.store.segments import SegmentEvicted, iter_segment, list_segments, pcap_header, pcap_record
+from worker.store.segments import SegmentEvicted, StoreError, iter_segment, list_segments, pcap_header, pcap_record
+
+log = logging.getLogger("shark.worker.api")
 
 API = "/api/v1"
 MAX_LIMIT = 100_000
@@ -66,6 +70,18 @@ def _error_body(exc: HTTPException) -> dict[str, Any]:
 
 def _error_response(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
     return Response(_error_body(exc), status_code=exc.status_code)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    """Anything a route did not handle: the index or the disk failing is a 503 saying so (the
+    next request may well succeed: capture goes on), anything else a 500 naming the error; both
+    are logged with the request."""
+    if isinstance(exc, (sqlite3.Error, StoreError, OSError)):
+        log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return Response({"error": "unavailable", "detail": f"the store cannot answer now: {exc}"}, status_code=503,
+                        headers={"Retry-After": "1"})
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return Response({"error": "internal error", "detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
 
 
 def _reason(status: int) -> str:
@@ -369,7 +385,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     app = Litestar(
         route_handlers=[health_handler(runtime.capture), status, entries, entry_detail, entry_pcap, pcap, validate_query, get_targets,
                         put_targets, get_config, put_config, post_tags, stream],
-        exception_handlers={HTTPException: _error_response},
+        exception_handlers={HTTPException: _error_response, Exception: _unexpected},
         openapi_config=None,
         logging_config=None,
         debug=False,
