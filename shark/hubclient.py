@@ -151,15 +151,23 @@ class HubClient:
     def json_get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self._json(path, params)
 
-    def post_json(self, path: str, body: Any, timeout: float | None = None) -> Any:
-        """POST a JSON body; the hub's JSON answer, or a HubError with its reason."""
-        extra = {"timeout": httpx.Timeout(timeout, connect=5.0)} if timeout is not None else {}
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, answered whole; a transport failure is HubUnreachable and a 401 the
+        hub's HubError (the token), any other status is the caller's to read."""
         try:
-            response = self.http.post(path, json=body, **extra)
+            response = self.http.request(method, path, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
             raise HubUnreachable(self.url, _reason(error)) from error
         except httpx.TransportError as error:
             raise HubUnreachable(self.url, f"connection lost: {_reason(error)}") from error
+        if response.status_code == 401:
+            raise self.error(response)
+        return response
+
+    def post_json(self, path: str, body: Any, timeout: float | None = None) -> Any:
+        """POST a JSON body; the hub's JSON answer, or a HubError with its reason."""
+        extra = {"timeout": httpx.Timeout(timeout, connect=5.0)} if timeout is not None else {}
+        response = self.request("POST", path, json=body, **extra)
         if response.status_code >= 400:
             raise self.error(response)
         return response.json() if response.content else None

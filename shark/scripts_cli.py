@@ -20,16 +20,8 @@ hub_option = click.option("--hub", "hub_url", default=DEFAULT_HUB, show_default=
 
 
 def _call(hub: HubClient, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """One request to the hub; a transport failure becomes HubUnreachable."""
-    try:
-        response = hub.http.request(method, path, **kwargs)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-        raise HubUnreachable(hub.url, str(error) or "connection refused") from error
-    except httpx.TransportError as error:
-        raise HubUnreachable(hub.url, f"connection lost: {error}") from error
-    if response.status_code == 401:
-        raise hub.error(response)
-    return response
+    """One request to the hub (HubClient.request: transport failures and 401 raised)."""
+    return hub.request(method, path, **kwargs)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
-from shark.errors import HubError, HubUnreachable, SharkError
+from shark.errors import HubError, SharkError
 from shark.hubclient import DEFAULT_HUB, HubClient
 from shark.terminal import printable
 from shark.units import UnitError, format_size, parse_duration
@@ -22,15 +21,8 @@ hub_option = click.option("--hub", "hub_url", default=DEFAULT_HUB, show_default=
 
 
 def _call(hub: HubClient, method: str, path: str, what: str, **kwargs: Any) -> Any:
-    try:
-        response = hub.http.request(method, path, **kwargs)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-        raise HubUnreachable(hub.url, str(error) or "connection refused") from error
-    except httpx.TransportError as error:
-        raise HubUnreachable(hub.url, f"connection lost: {error}") from error
+    response = hub.request(method, path, **kwargs)
     if response.status_code >= 400:
-        if response.status_code == 401:
-            raise hub.error(response)
         try:
             detail = response.json().get("detail")
         except (ValueError, AttributeError):
