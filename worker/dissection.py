@@ -17,7 +17,7 @@ from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
 from worker.dissectors.select import open_session
 from worker.names import NameTable
-from worker.packet import PacketRef, decode, ip_text
+from worker.packet import PacketRef, StoredPacket, decode, ip_text
 from worker.redact import Redactor
 from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import IndexRow
@@ -27,9 +27,6 @@ EXPIRE_EVERY_NS = 1_000_000_000
 CUT = "cut: "
 # The two things a UDP entry can say of its flow, made once (entries never change them).
 _UDP_INFO = {None: UdpInfo(), "refused": UdpInfo(failure="refused")}
-
-# (ref, linktype, ts_ns, data, wirelen): a stored packet as the store's readers yield it.
-StoredPacket = tuple[PacketRef, int, int, bytes, int]
 
 
 def count_cuts(counts: dict[str, int], notes: Iterable[str]) -> None:

@@ -17,6 +17,9 @@ RawPacket = tuple[int, bytes, int]
 # Where a packet lives in the store: (segment id, byte offset of its pcap record header).
 PacketRef = tuple[int, int]
 
+# A packet read back from the store: (where it is, linktype, ts_ns, captured bytes, wire length).
+StoredPacket = tuple[PacketRef, int, int, bytes, int]
+
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101

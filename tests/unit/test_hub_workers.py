@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 
 from hub.app import HubSettings, create_app, har_log
 from hub.workers import WorkerClient, WorkerPool, read_pcap
-from worker.store.segments import pcap_header, pcap_record
+from shark.pcap import encode_header, encode_record
 
 URLS = ["http://w1:8897", "http://w2:8897", "http://w3:8897"]
 LOCAL = "http://127.0.0.1"        # a Host the hub serves (shark/auth.py refuses others)
@@ -208,8 +208,8 @@ def test_a_4xx_is_not_retried():
 
 
 def _pcap(linktype: int, *stamps_ns: int) -> bytes:
-    return pcap_header(linktype, 65535) + b"".join(
-        pcap_record(ts, f"pkt{ts}".encode(), 10) for ts in stamps_ns)
+    return encode_header(linktype, 65535) + b"".join(
+        encode_record(ts, f"pkt{ts}".encode(), 10) for ts in stamps_ns)
 
 
 def _records(data: bytes) -> list[int]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shark.pcap import encode_header, encode_record
 from worker.store import segments as segments_module
 from worker.store.segments import (
     HEADER_SIZE,
@@ -20,8 +21,6 @@ from worker.store.segments import (
     StoreError,
     iter_segment,
     list_segments,
-    pcap_header,
-    pcap_record,
     read_range,
     segment_path,
     segment_size_for,
@@ -58,8 +57,8 @@ def write_segment(directory: Path, segment_id: int, packets, linktype: int = ETH
     """A segment written by hand (to make partial and torn records the writer never makes)."""
     path = segment_path(directory, segment_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pcap_header(linktype, 65535)
-                     + b"".join(pcap_record(ts, data, wirelen) for ts, data, wirelen in packets)
+    path.write_bytes(encode_header(linktype, 65535)
+                     + b"".join(encode_record(ts, data, wirelen) for ts, data, wirelen in packets)
                      + tail)
     return path
 
@@ -259,13 +258,14 @@ def test_damaged_header_segment_is_removed_and_its_id_not_reused(tmp_path):
         writer.append(RAW, make_packets(3, start=3))
         writer.append(ETHERNET, make_packets(3, start=6))
     segment_path(tmp_path, 2).write_bytes(b"\x00" * 100)
-    segment_path(tmp_path, 3).write_bytes(pcap_header(ETHERNET, 65535)[:10])
+    segment_path(tmp_path, 3).write_bytes(encode_header(ETHERNET, 65535)[:10])
     with SegmentWriter(tmp_path, MIN_STORAGE_LIMIT) as writer:
         stats = writer.stats()
         assert stats.damaged_segments == 2
         assert stats.repaired == [
-            "removed segment 000000000002.pcap: bad pcap magic 0x00000000, expected 0xa1b23c4d",
-            "removed segment 000000000003.pcap: pcap header is 10 bytes, expected 24"]
+            "removed segment 000000000002.pcap: not a pcap file (magic 0x00000000, expected "
+            "0xa1b2c3d4 or 0xa1b23c4d in either byte order)",
+            "removed segment 000000000003.pcap: truncated pcap file header (10 of 24 bytes)"]
         writer.append(ETHERNET, make_packets(1, start=9))
         assert writer.stats().newest_segment == 4
     assert [info.id for info in list_segments(tmp_path)] == [1, 4]
@@ -317,7 +317,7 @@ def test_tail_follows_a_live_writer(tmp_path):
 def test_tail_waits_on_a_partial_record_then_reads_it_whole(tmp_path):
     packets = make_packets(3, size=200)
     path = write_segment(tmp_path, 1, packets[:2])
-    last = pcap_record(*packets[2])
+    last = encode_record(*packets[2])
     tail = SegmentTail(tmp_path)
     assert len(tail.read(10)) == 2
     position = tail.position
@@ -339,7 +339,7 @@ def test_tail_waits_on_a_partial_record_then_reads_it_whole(tmp_path):
 
 def test_torn_tail_of_a_finished_segment_is_skipped_and_counted(tmp_path):
     packets = make_packets(5)
-    torn = pcap_record(*packets[3])[:30]
+    torn = encode_record(*packets[3])[:30]
     write_segment(tmp_path, 1, packets[:3], tail=torn)
     tail = SegmentTail(tmp_path)
     assert len(tail.read(10)) == 3
@@ -460,12 +460,12 @@ def test_read_range_names_the_evicted_segment(tmp_path):
 
 def test_pcap_helpers_build_a_readable_file(tmp_path):
     path = tmp_path / "out.pcap"
-    path.write_bytes(pcap_header(RAW, 1500) + pcap_record(T0, b"abc", 60)
-                     + pcap_record(T0 + 5, b"de", 2))
+    path.write_bytes(encode_header(RAW, 1500) + encode_record(T0, b"abc", 60)
+                     + encode_record(T0 + 5, b"de", 2))
     assert list(iter_segment(path)) == [((0, 24), RAW, T0, b"abc", 60),
                                         ((0, 43), RAW, T0 + 5, b"de", 2)]
     micro = tmp_path / "micro.pcap"
-    micro.write_bytes(pcap_header(RAW, 1500, nano=False) + pcap_record(T0, b"x", 1, nano=False))
+    micro.write_bytes(encode_header(RAW, 1500, nano=False) + encode_record(T0, b"x", 1, nano=False))
     assert [p[2] for p in iter_segment(micro)] == [T0 // 1000 * 1000]
 
 

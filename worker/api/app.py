@@ -22,6 +22,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import JSONResponse
 
 from shark.auth import LOOPBACK_HOSTS, Policy, protect
+from shark.pcap import PcapWriter
 from shark.units import UnitError, parse_duration, parse_size
 from worker.api.export import Span, collect_spans, span_packets
 from worker.api.health import health_handler
@@ -33,7 +34,7 @@ from worker.pipeline import read_batch_for
 from worker.sources.base import CaptureError
 from worker.store.capacity import LimitRefused, check_limit
 from worker.store.index import IndexRow
-from worker.store.segments import SegmentEvicted, StoreError, iter_segment, list_segments, pcap_header, pcap_record
+from worker.store.segments import SegmentEvicted, StoreError, iter_segment, list_segments
 
 log = logging.getLogger("shark.worker.api")
 
@@ -154,25 +155,22 @@ def _row(runtime: WorkerRuntime, entry_id: str) -> IndexRow:
 def _pcap_chunks(packets: Iterator[tuple[int, int, bytes, int]], snaplen: int) -> Iterator[bytes]:
     """A pcap file from (linktype, ts_ns, data, wirelen); the first packet fixes the linktype
     and packets of another link type are left out (a pcap file holds one)."""
-    chunk: list[bytes] = []
-    size = 0
+    writer: PcapWriter | None = None
     linktype = None
     for packet_linktype, ts_ns, data, wirelen in packets:
-        if linktype is None:
+        if writer is None:
             linktype = packet_linktype
-            chunk.append(pcap_header(linktype, snaplen))
+            writer = PcapWriter(linktype, snaplen)
         elif packet_linktype != linktype:
             continue
-        record = pcap_record(ts_ns, data, wirelen)
-        chunk.append(record)
-        size += len(record)
-        if size >= 256 * 1024:
-            yield b"".join(chunk)
-            chunk, size = [], 0
-    if linktype is None:
-        chunk.append(pcap_header(1, snaplen))
-    if chunk:
-        yield b"".join(chunk)
+        chunk = writer.add(ts_ns, data, wirelen)
+        if chunk:
+            yield chunk
+    if writer is None:
+        writer = PcapWriter(1, snaplen)
+    last = writer.flush()
+    if last:
+        yield last
 
 
 def _all_packets(runtime: WorkerRuntime, since: float | None, until: float | None) -> Iterator[tuple[int, int, bytes, int]]:

@@ -13,8 +13,6 @@ from worker.store.segments import (
     StoreStats,
     iter_segment,
     list_segments,
-    pcap_header,
-    pcap_record,
     read_range,
     segment_size_for,
 )
@@ -22,6 +20,6 @@ from worker.store.segments import (
 __all__ = [
     "MIN_SEGMENT_SIZE", "MIN_STORAGE_LIMIT", "EntryIndex", "IndexRow", "SegmentEvicted",
     "SegmentTail", "SegmentWriter", "StoreError", "StoreStats", "iter_segment",
-    "list_segments", "open_index", "pcap_header", "pcap_record", "read_range",
+    "list_segments", "open_index", "read_range",
     "segment_size_for",
 ]

@@ -1,7 +1,7 @@
-"""Capped PCAP segments: the capture process appends, the dissection process tails.
+"""Capped PCAP segments: the capture process appends, the dissection follows (SegmentTail).
 
 Layout: `<storage-dir>/pcap/%012d.pcap`, segment ids increasing from 1. Every segment is a
-standard little-endian pcap file with nanosecond timestamps (magic 0xa1b23c4d, version 2.4),
+standard little-endian pcap file with nanosecond timestamps (shark/pcap.py, version 2.4),
 valid at every moment up to its last whole packet, so tcpdump and tshark read it while it is
 being written: a segment appears under its final name only once its header is on disk, and
 each batch of records goes out in one write on an O_APPEND descriptor.
@@ -23,36 +23,42 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from struct import Struct
 from typing import NamedTuple
 
 import msgspec
 
+from shark.pcap import (
+    HEADER_SIZE,
+    MAX_SNAPLEN,
+    NS,
+    RECORD_HEADER_SIZE,
+    FileHeader,
+    PcapFormatError,
+    PcapReader,
+    Record,
+    Stop,
+    decode_header,
+    decode_records,
+    encode_header,
+    record_struct,
+    whole_records_end,
+)
 from shark.units import format_size
-from worker.packet import PacketRef, RawPacket
+from worker.packet import PacketRef, RawPacket, StoredPacket
 from worker.store.private import FILE_MODE, make_dir
 
 MIN_SEGMENT_SIZE = 512 * 1024
 MAX_SEGMENT_SIZE = 64 * 1024 * 1024
 MIN_STORAGE_LIMIT = 4 * MIN_SEGMENT_SIZE
-MAX_SNAPLEN = 262144
 
-PCAP_MAGIC_NANO = 0xA1B23C4D
-PCAP_MAGIC_MICRO = 0xA1B2C3D4
-HEADER_SIZE = 24
-RECORD_HEADER_SIZE = 16
-
-_header = Struct("<IHHiIII")   # magic, major, minor, thiszone, sigfigs, snaplen, linktype
-_record = Struct("<IIII")      # ts_sec, ts_frac, incl_len, orig_len
+_record = record_struct()      # segments are written little endian, nanoseconds
 _SEGMENT_NAME = re.compile(r"^(\d{12})\.pcap$")
 _TMP_SUFFIX = ".tmp"
 _READ_CHUNK = 1024 * 1024
-_NS = 1_000_000_000
-
-# One record read back: (where it is, linktype, ts in ns since the epoch, bytes, wire length).
-StoredPacket = tuple[PacketRef, int, int, bytes, int]
+# iter_segment reads a range of records (an entry's packets), not whole segments
+_RANGE_CHUNK = 64 * 1024
 
 
 class StoreError(Exception):
@@ -112,12 +118,6 @@ class SegmentInfo(NamedTuple):
     path: Path
 
 
-class SegmentHeader(NamedTuple):
-    linktype: int
-    snaplen: int
-    ts_multiplier: int          # 1 for nanosecond files, 1000 for microsecond ones
-
-
 def segment_size_for(limit: int) -> int:
     """Rotation size: an eighth of the limit, kept between 512 KiB and 64 MiB."""
     return min(MAX_SEGMENT_SIZE, max(MIN_SEGMENT_SIZE, limit // 8))
@@ -131,20 +131,6 @@ def validate_limit(limit: int) -> int:
             f"storage limit {format_size(limit)} is below the minimum of "
             f"{format_size(MIN_STORAGE_LIMIT)} (4 segments of {format_size(MIN_SEGMENT_SIZE)})")
     return limit
-
-
-def pcap_header(linktype: int, snaplen: int, nano: bool = True) -> bytes:
-    """A pcap file header (little endian, version 2.4)."""
-    magic = PCAP_MAGIC_NANO if nano else PCAP_MAGIC_MICRO
-    return _header.pack(magic, 2, 4, 0, 0, snaplen, linktype)
-
-
-def pcap_record(ts_ns: int, data: bytes, wirelen: int, nano: bool = True) -> bytes:
-    """One pcap record (header + data) for a file written with pcap_header(nano=nano)."""
-    sec, frac = divmod(ts_ns, _NS)
-    if not nano:
-        frac //= 1000
-    return _record.pack(sec, frac, len(data), max(wirelen, len(data))) + data
 
 
 def segment_path(directory: Path, segment_id: int) -> Path:
@@ -168,35 +154,23 @@ def list_segments(directory: Path) -> list[SegmentInfo]:
     return found
 
 
-def parse_header(raw: bytes, where: str) -> SegmentHeader:
-    """The header of one of our segments; StoreError saying what is wrong otherwise."""
-    if len(raw) < HEADER_SIZE:
-        raise StoreError(f"{where}: pcap header is {len(raw)} bytes, expected {HEADER_SIZE}")
-    magic, major, _minor, _zone, _sigfigs, snaplen, linktype = _header.unpack_from(raw)
-    if magic == PCAP_MAGIC_NANO:
-        multiplier = 1
-    elif magic == PCAP_MAGIC_MICRO:
-        multiplier = 1000
-    else:
-        raise StoreError(f"{where}: bad pcap magic 0x{magic:08x}, expected 0x{PCAP_MAGIC_NANO:08x}")
-    if major != 2:
-        raise StoreError(f"{where}: pcap version {major}.{_minor}, expected 2.4")
-    if not 0 < snaplen <= MAX_SNAPLEN:
-        raise StoreError(f"{where}: snaplen {snaplen} in the pcap header is out of range "
+def parse_header(raw: bytes, where: str) -> FileHeader:
+    """The header of one of our segments (any pcap 2.x with a snaplen a record can have);
+    StoreError saying what is wrong otherwise."""
+    try:
+        header = decode_header(raw)
+    except PcapFormatError as exc:
+        raise StoreError(f"{where}: {exc}") from None
+    return _checked(header, where)
+
+
+def _checked(header: FileHeader, where: str) -> FileHeader:
+    if header.major != 2:
+        raise StoreError(f"{where}: pcap version {header.major}.{header.minor}, expected 2.4")
+    if not 0 < header.snaplen <= MAX_SNAPLEN:
+        raise StoreError(f"{where}: snaplen {header.snaplen} in the pcap header is out of range "
                          f"1..{MAX_SNAPLEN}")
-    return SegmentHeader(linktype, snaplen, multiplier)
-
-
-def _whole_records_end(buf: bytes | memoryview, pos: int, snaplen: int) -> int:
-    """The offset just after the last whole, plausible record from pos on."""
-    unpack = _record.unpack_from
-    end = len(buf)
-    while pos + RECORD_HEADER_SIZE <= end:
-        incl = unpack(buf, pos)[2]
-        if incl > snaplen or pos + RECORD_HEADER_SIZE + incl > end:
-            break
-        pos += RECORD_HEADER_SIZE + incl
-    return pos
+    return header
 
 
 def iter_segment(path: Path, start_offset: int = HEADER_SIZE) -> Iterator[StoredPacket]:
@@ -207,22 +181,14 @@ def iter_segment(path: Path, start_offset: int = HEADER_SIZE) -> Iterator[Stored
     match = _SEGMENT_NAME.match(path.name)
     segment_id = int(match.group(1)) if match else 0
     with open(path, "rb") as file:
-        header = parse_header(file.read(HEADER_SIZE), str(path))
-        linktype, snaplen, multiplier = header
-        offset = max(start_offset, HEADER_SIZE)
-        file.seek(offset)
-        while True:
-            raw = file.read(RECORD_HEADER_SIZE)
-            if len(raw) < RECORD_HEADER_SIZE:
-                return
-            sec, frac, incl, orig = _record.unpack(raw)
-            if incl > snaplen:
-                return
-            data = file.read(incl)
-            if len(data) < incl:
-                return
-            yield (segment_id, offset), linktype, sec * _NS + frac * multiplier, data, orig
-            offset += RECORD_HEADER_SIZE + incl
+        try:
+            reader = PcapReader(file, start=start_offset, chunk=_RANGE_CHUNK)
+        except PcapFormatError as exc:
+            raise StoreError(f"{path}: {exc}") from None
+        linktype = _checked(reader.header, str(path)).linktype
+        reader.limit = reader.header.snaplen      # a longer record is damage in our segments
+        for offset, ts_ns, data, wirelen in reader:
+            yield (segment_id, offset), linktype, ts_ns, data, wirelen
 
 
 class _Segment:
@@ -320,8 +286,8 @@ class SegmentWriter:
                 raise StoreError(f"cannot read segment {path}: {exc.strerror}") from None
             first_ts = None
             if len(head) == HEADER_SIZE + RECORD_HEADER_SIZE:
-                sec, frac, _incl, _orig = _record.unpack_from(head, HEADER_SIZE)
-                first_ts = sec * _NS + frac * header.ts_multiplier
+                sec, frac, _incl, _orig = header.record.unpack_from(head, HEADER_SIZE)
+                first_ts = sec * NS + frac * header.ts_multiplier
             self._segments.append(_Segment(segment_id, path, size, first_ts))
             self._total += size
         if self._segments:
@@ -352,7 +318,7 @@ class SegmentWriter:
         with open(segment.path, "r+b") as file:
             data = file.read()
             header = parse_header(data, segment.path.name)
-            end = _whole_records_end(data, HEADER_SIZE, header.snaplen)
+            end = whole_records_end(data, HEADER_SIZE, header, header.snaplen)
             if end < len(data):
                 file.truncate(end)
                 self._repaired.append(
@@ -433,7 +399,7 @@ class SegmentWriter:
                     return parts, index, size
                 if wirelen < incl:
                     wirelen = incl
-                sec, frac = divmod(ts, _NS)
+                sec, frac = divmod(ts, NS)
                 add(pack(sec, frac, incl, wirelen))
                 add(data)
                 size += RECORD_HEADER_SIZE + incl
@@ -517,7 +483,7 @@ class SegmentWriter:
         segment_id = self._next_id
         path = self._pcap_dir / f"{segment_id:012d}.pcap"
         tmp = path.with_name(path.name + _TMP_SUFFIX)
-        header = pcap_header(linktype, self._snaplen)
+        header = encode_header(linktype, self._snaplen)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, FILE_MODE)
             try:
@@ -608,7 +574,7 @@ class SegmentWriter:
     def stats(self) -> StoreStats:
         with self._lock:
             segments = self._segments
-            oldest_ts = next((s.first_ts_ns / _NS for s in segments
+            oldest_ts = next((s.first_ts_ns / NS for s in segments
                               if s.first_ts_ns is not None), None)
             return StoreStats(
                 bytes=self._total, limit=self._limit, segments=len(segments),
@@ -641,33 +607,25 @@ def _other_bytes(directory: Path, pcap_dir: Path, subtrees: dict[str, int]) -> i
     WAL and shared memory, temp files, the directories themselves. The files at the top and in
     pcap/ are measured each time; other subdirectories (with --tls, the merged kernel headers:
     thousands of entries written once) are measured once, into `subtrees`."""
-    try:
-        total = os.lstat(directory).st_size
-    except FileNotFoundError:
-        return 0
-    for path, is_pcap in ((str(directory), False), (str(pcap_dir), True)):
-        try:
-            with os.scandir(path) as entries:
-                for entry in entries:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            if entry.path == str(pcap_dir):
-                                total += entry.stat(follow_symlinks=False).st_size
-                            else:
-                                if entry.path not in subtrees:
-                                    subtrees[entry.path] = _tree_bytes(entry.path)
-                                total += subtrees[entry.path]
-                        elif not is_pcap or not _SEGMENT_NAME.match(entry.name):
-                            total += entry.stat(follow_symlinks=False).st_size
-                    except FileNotFoundError:
-                        continue
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-    return total
+    pcap = str(pcap_dir)
+
+    def measured_once(path: str) -> int | None:
+        if path == pcap:
+            return None
+        if path not in subtrees:
+            subtrees[path] = _tree_bytes(path)
+        return subtrees[path]
+
+    def is_segment(entry: os.DirEntry[str]) -> bool:
+        return bool(_SEGMENT_NAME.match(entry.name)) and os.path.dirname(entry.path) == pcap
+
+    return _tree_bytes(str(directory), skip=is_segment, known=measured_once)
 
 
-def _tree_bytes(path: str) -> int:
-    """du -sb of a directory: it, and everything under it, links not followed."""
+def _tree_bytes(path: str, skip: Callable[[os.DirEntry[str]], bool] | None = None,
+                known: Callable[[str], int | None] | None = None) -> int:
+    """du -sb of a directory: it, and everything under it, links not followed; files that
+    `skip` accepts left out, subdirectories whose size `known` gives not walked."""
     total = 0
     pending = [path]
     while pending:
@@ -678,8 +636,12 @@ def _tree_bytes(path: str) -> int:
                 for entry in entries:
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            pending.append(entry.path)
-                        else:
+                            size = known(entry.path) if known is not None else None
+                            if size is None:
+                                pending.append(entry.path)
+                            else:
+                                total += size
+                        elif skip is None or not skip(entry):
                             total += entry.stat(follow_symlinks=False).st_size
                     except FileNotFoundError:
                         continue
@@ -737,9 +699,7 @@ class SegmentTail:
         self._position: PacketRef | None = start
         self._seg = 0                 # id of the open segment, 0 when none
         self._fd: int | None = None
-        self._linktype = 0
-        self._snaplen = MAX_SNAPLEN
-        self._multiplier = 1
+        self._header = FileHeader(0, MAX_SNAPLEN)   # of the open segment
         self._buf = b""
         self._buf_start = 0           # file offset of _buf[0]
         self._pos = 0                 # index in _buf of the next record
@@ -809,31 +769,20 @@ class SegmentTail:
     # -- internals -----------------------------------------------------------------------
 
     def _parse(self, out: list[StoredPacket], max_packets: int) -> None:
-        """Append the complete records available now, refilling the buffer from the file."""
-        unpack = _record.unpack_from
-        seg, linktype, snaplen, mult = self._seg, self._linktype, self._snaplen, self._multiplier
-        append = out.append
+        """Append the complete records available now, refilling the buffer from the file.
+        A record longer than the snaplen is damage: only a newer segment ends it."""
+        seg, header = self._seg, self._header
+        linktype = header.linktype
         while True:
-            buf, pos, base = self._buf, self._pos, self._buf_start
-            end = len(buf)
-            while len(out) < max_packets and pos + RECORD_HEADER_SIZE <= end:
-                sec, frac, incl, orig = unpack(buf, pos)
-                if incl > snaplen:
-                    break                               # damaged: only a newer segment ends it
-                data_start = pos + RECORD_HEADER_SIZE
-                data_end = data_start + incl
-                if data_end > end:
-                    break
-                append(((seg, base + pos), linktype, sec * _NS + frac * mult,
-                        buf[data_start:data_end], orig))
-                pos = data_end
-            if pos != self._pos:
+            records: list[Record] = []
+            pos, stop = decode_records(self._buf, self._pos, header, header.snaplen,
+                                       max_packets - len(out), records, self._buf_start)
+            if records:
+                out.extend([((seg, offset), linktype, ts_ns, data, wirelen)
+                            for offset, ts_ns, data, wirelen in records])
                 self._pos = pos
                 self._position = out[-1][0]
-            if len(out) >= max_packets or (pos + RECORD_HEADER_SIZE <= end
-                                           and unpack(buf, pos)[2] > snaplen):
-                return
-            if not self._refill():
+            if stop is not Stop.MORE or not self._refill():
                 return
 
     def _refill(self) -> bool:
@@ -841,7 +790,7 @@ class SegmentTail:
         assert self._fd is not None
         kept = self._buf[self._pos:]
         start = self._buf_start + self._pos
-        want = max(_READ_CHUNK, self._snaplen + RECORD_HEADER_SIZE)
+        want = max(_READ_CHUNK, self._header.snaplen + RECORD_HEADER_SIZE)
         more = os.pread(self._fd, want, start + len(kept))
         self._buf = kept + more
         self._buf_start = start
@@ -880,13 +829,13 @@ class SegmentTail:
         if after is not None:
             raw = os.pread(fd, RECORD_HEADER_SIZE, after)
             if after < HEADER_SIZE or len(raw) < RECORD_HEADER_SIZE \
-                    or _record.unpack(raw)[2] > header.snaplen:
+                    or header.record.unpack(raw)[2] > header.snaplen:
                 os.close(fd)
                 return False
-            start = after + RECORD_HEADER_SIZE + _record.unpack(raw)[2]
+            start = after + RECORD_HEADER_SIZE + header.record.unpack(raw)[2]
         self._fd = fd
         self._seg = segment_id
-        self._linktype, self._snaplen, self._multiplier = header
+        self._header = header
         self._buf, self._buf_start, self._pos = b"", start, 0
         self._sizes = {k: v for k, v in self._sizes.items() if k > segment_id}
         self._final = {k for k in self._final if k > segment_id}
