@@ -11,22 +11,23 @@ import asyncio
 import heapq
 import json
 import logging
-import struct
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
 import msgspec
 
+from hub.merge import Merge
+from shark.pcap import MAX_SNAPLEN, PcapFormatError, PcapStream, PcapWriter, Record
+
 log = logging.getLogger("shark.hub.workers")
 
 API = "/api/v1"
 RETRY_STATUSES = frozenset({502, 503, 504})
-PCAP_NANO_MAGIC = 0xA1B23C4D
-PCAP_MICRO_MAGIC = 0xA1B2C3D4
 
 
 class WorkerError(Exception):
@@ -170,60 +171,6 @@ class WorkerClient:
         return await self._retrying(attempt)
 
 
-# -- pcap reading and merging ----------------------------------------------------------------
-@dataclass(order=True)
-class PcapPacket:
-    ts_ns: int
-    data: bytes = field(compare=False)
-    wirelen: int = field(compare=False)
-    linktype: int = field(compare=False)
-
-
-class PcapFormatError(Exception):
-    pass
-
-
-async def read_pcap(chunks: AsyncIterator[bytes], *, max_record: int = 1 << 20) -> AsyncIterator[tuple[int, int, PcapPacket | None]]:
-    """Parse a pcap byte stream incrementally. Yields (linktype, snaplen, None) once for the
-    header, then (linktype, snaplen, packet) per record; holds at most one record in memory."""
-    buffer = bytearray()
-    header: tuple[str, bool, int, int] | None = None   # endian, nano, snaplen, linktype
-    async for chunk in chunks:
-        buffer += chunk
-        if header is None:
-            if len(buffer) < 24:
-                continue
-            magic_le = struct.unpack_from("<I", buffer)[0]
-            magic_be = struct.unpack_from(">I", buffer)[0]
-            if magic_le in (PCAP_NANO_MAGIC, PCAP_MICRO_MAGIC):
-                endian, magic = "<", magic_le
-            elif magic_be in (PCAP_NANO_MAGIC, PCAP_MICRO_MAGIC):
-                endian, magic = ">", magic_be
-            else:
-                raise PcapFormatError(f"not a pcap file (magic {magic_le:#010x})")
-            _, _, _, _, snaplen, linktype = struct.unpack_from(endian + "HHiIII", buffer, 4)
-            header = (endian, magic == PCAP_NANO_MAGIC, snaplen, linktype & 0xFFFF)
-            del buffer[:24]
-            yield header[3], snaplen, None
-        endian, nano, snaplen, linktype = header
-        offset = 0
-        while len(buffer) - offset >= 16:
-            sec, frac, incl, orig = struct.unpack_from(endian + "IIII", buffer, offset)
-            if incl > max_record:
-                raise PcapFormatError(f"a record of {incl} bytes is larger than {max_record}")
-            if len(buffer) - offset - 16 < incl:
-                break
-            data = bytes(buffer[offset + 16:offset + 16 + incl])
-            offset += 16 + incl
-            ts_ns = sec * 1_000_000_000 + (frac if nano else frac * 1000)
-            yield linktype, snaplen, PcapPacket(ts_ns, data, orig, linktype)
-        del buffer[:offset]
-    if header is None and buffer:
-        raise PcapFormatError("the stream ended inside the pcap header")
-    if buffer:
-        raise PcapFormatError(f"the stream ended inside a packet record ({len(buffer)} bytes of it)")
-
-
 # -- the pool --------------------------------------------------------------------------------
 @dataclass
 class EntriesAnswer:
@@ -256,9 +203,8 @@ class EntriesStream:
         async with self.stack:
             readers = [_entry_lines(response).__aiter__() for _, response, _ in self.opened]
             newest_seen: list[float | None] = [None] * len(readers)
-            heap: list[tuple[float, int, bytes]] = []
 
-            async def advance(index: int) -> None:
+            async def pull(index: int) -> tuple[float, bytes] | None:
                 client, _, block = self.opened[index]
                 try:
                     while True:
@@ -269,11 +215,11 @@ class EntriesStream:
                         ts, raw = item
                         break
                 except StopAsyncIteration:
-                    return
+                    return None
                 except (httpx.HTTPError, WorkerError) as error:
                     block.update(ok=False, error=f"{describe(error)} (after {block['count']} entries)")
                     client.mark(error)
-                    return
+                    return None
                 block["count"] += 1
                 if client.node is None:          # not polled yet: its entries say which node it is
                     client.node = block["node"] = _NODE.decode(raw).node or None
@@ -281,16 +227,19 @@ class EntriesStream:
                 if last is not None and ts > last:
                     block["unordered"] = block.get("unordered", 0) + 1
                 newest_seen[index] = ts
-                heapq.heappush(heap, (-ts, index, raw))
+                return -ts, raw
 
-            await asyncio.gather(*(advance(i) for i in range(len(readers))))
+            merge = Merge([partial(pull, index) for index in range(len(readers))])
+            await merge.prime()
+            if self.limit <= 0:
+                return
             sent = 0
-            while heap and sent < self.limit:
-                _, index, raw = heapq.heappop(heap)
-                yield raw
-                sent += 1
-                if sent < self.limit:
-                    await advance(index)
+            async with aclosing(merge.items()) as items:
+                async for _index, raw in items:
+                    yield raw
+                    sent += 1
+                    if sent == self.limit:
+                        break           # before the next line is read: no worker is read further
 
     async def newest(self) -> list[bytes]:
         """Every worker's answer read whole, the newest `limit` entries kept (a bounded heap:
@@ -561,9 +510,9 @@ class PcapMerge:
     def __init__(self, stack: AsyncExitStack, responses: list[tuple[WorkerClient, httpx.Response]]) -> None:
         self.stack = stack
         self.clients = [client for client, _ in responses]
-        self.readers = {index: read_pcap(response.aiter_bytes()).__aiter__()
+        self.readers = {index: PcapStream(response.aiter_bytes())
                         for index, (_, response) in enumerate(responses)}
-        self.heap: list[tuple[int, int, PcapPacket]] = []
+        self.merge: Merge[Record] = Merge([partial(self._next, index) for index in self.readers])
         self.linktypes: dict[int, int] = {}
         self.snaplen = 0
         self.linktype = 1
@@ -571,36 +520,35 @@ class PcapMerge:
         self.cut: dict[WorkerClient, str] = {}      # left out after
         self.started = False
 
-    async def _advance(self, index: int) -> None:
-        """Read stream `index` up to its next packet (onto the heap); record why it ended early."""
-        client = self.clients[index]
+    async def _next(self, index: int) -> tuple[int, Record] | None:
+        """Stream `index`'s next packet (its header first); records why it ended early."""
+        reader = self.readers[index]
         try:
-            while True:
-                linktype, snap, packet = await self.readers[index].__anext__()
-                if packet is None:
-                    self.linktypes[index] = linktype
-                    self.snaplen = max(self.snaplen, snap)
-                    continue
-                heapq.heappush(self.heap, (packet.ts_ns, index, packet))
-                return
-        except StopAsyncIteration:
-            if index not in self.linktypes:
-                self._drop(index, "it sent no pcap header")
+            if reader.header is None:
+                header = await reader.read_header()
+                if header is None:
+                    self._drop(index, "it sent no pcap header")
+                    return None
+                self.linktypes[index] = header.linktype
+                self.snaplen = max(self.snaplen, header.snaplen)
+            record = await reader.next()
         except (httpx.HTTPError, PcapFormatError) as error:
             self._drop(index, describe(error) if isinstance(error, httpx.HTTPError) else str(error))
+            return None
+        return None if record is None else (record[1], record)
 
     def _drop(self, index: int, why: str) -> None:
         client = self.clients[index]
         self.readers.pop(index, None)
-        self.heap = [item for item in self.heap if item[1] != index]
-        heapq.heapify(self.heap)
+        self.merge.drop(index)
         (self.cut if self.started else self.failed)[client] = why
         log.warning("pcap from %s (%s) left out: %s", client.node, client.url, why)
 
     async def start(self) -> None:
-        await asyncio.gather(*(self._advance(i) for i in list(self.readers)))
-        if self.heap:
-            self.linktype = self.heap[0][2].linktype
+        await self.merge.prime()
+        first = self.merge.first()
+        if first is not None:
+            self.linktype = self.linktypes[first[0]]
         elif self.linktypes:
             self.linktype = next(iter(self.linktypes.values()))
         for index, linktype in list(self.linktypes.items()):
@@ -609,23 +557,16 @@ class PcapMerge:
         self.started = True
 
     async def chunks(self, flush_at: int = 256 * 1024) -> AsyncIterator[bytes]:
-        from worker.store.segments import pcap_header, pcap_record
-
         async with self.stack:
-            chunk = [pcap_header(self.linktype, self.snaplen or 262144)]
-            size = 0
-            while self.heap:
-                _, index, packet = heapq.heappop(self.heap)
-                record = pcap_record(packet.ts_ns, packet.data, packet.wirelen)
-                chunk.append(record)
-                size += len(record)
-                if size >= flush_at:
-                    yield b"".join(chunk)
-                    chunk, size = [], 0
-                if index in self.readers:
-                    await self._advance(index)
-            if chunk:
-                yield b"".join(chunk)
+            writer = PcapWriter(self.linktype, self.snaplen or MAX_SNAPLEN, flush_at=flush_at)
+            async with aclosing(self.merge.items()) as records:
+                async for _index, (_offset, ts_ns, data, wirelen) in records:
+                    chunk = writer.add(ts_ns, data, wirelen)
+                    if chunk:
+                        yield chunk
+            last = writer.flush()
+            if last:
+                yield last
             if self.cut:
                 raise PcapCutShort("merged pcap cut short: " + "; ".join(
                     f"{client.node or client.url}: {why}" for client, why in self.cut.items()))

@@ -207,18 +207,21 @@ class PcapReader:
     reading: read() returns the records before it and `damage` says what and where."""
 
     def __init__(self, file: BinaryIO, *, limit: int | None = None, start: int = HEADER_SIZE,
-                 chunk: int = 1 << 20) -> None:
+                 chunk: int = 1 << 20, head: bytes = b"") -> None:
+        """`start`: the offset of the first record to read (a record boundary); `head`: what
+        the caller read already from the start of the file (to tell its format)."""
         self._file = file
         self._chunk = chunk
-        self.header = decode_header(file.read(HEADER_SIZE))
+        raw = head + file.read(max(0, HEADER_SIZE - len(head)))
+        self.header = decode_header(raw)
         # By default as libpcap: a record may be as long as the larger of snaplen and its maximum.
         self.limit = max(self.header.snaplen, MAX_SNAPLEN) if limit is None else limit
-        start = max(start, HEADER_SIZE)
-        if start != HEADER_SIZE:
-            file.seek(start)
-        self._buf = b""
+        self._buf = raw[HEADER_SIZE:]
         self._pos = 0
-        self._base = start           # file offset of _buf[0]
+        self._base = HEADER_SIZE     # file offset of _buf[0]
+        if start > HEADER_SIZE:
+            file.seek(start)
+            self._buf, self._base = b"", start
         self.damage: PcapFormatError | None = None
         self.finished = False
         self.records = 0             # records read so far
@@ -294,9 +297,13 @@ class PcapStream:
         return self.header
 
     async def next(self) -> Record | None:
-        """The next record (its offset in the stream), None at the end of a whole file."""
+        """The next record (its offset in the stream), None at the end of a whole file (or of
+        a stream without a byte)."""
         header = self.header
-        assert header is not None, "read_header() first"
+        if header is None:
+            header = await self.read_header()
+            if header is None:
+                return None
         while not self._ready:
             if self._damage is not None:
                 raise self._damage

@@ -12,7 +12,7 @@ import respx
 from litestar.testing import TestClient
 
 from hub.app import HubSettings, create_app, har_log
-from hub.workers import WorkerClient, WorkerPool, read_pcap
+from hub.workers import WorkerClient, WorkerPool
 from shark.pcap import encode_header, encode_record
 
 URLS = ["http://w1:8897", "http://w2:8897", "http://w3:8897"]
@@ -275,18 +275,6 @@ def test_merged_pcap_names_workers_it_leaves_out_and_ends_cut_short_when_one_bre
     assert all(w["ok"] for w in workers)
     assert _records(data) == [1_000, 2_000, 3_000, 4_000, 6_000]
     assert type(error).__name__ == "PcapCutShort" and "cut short" in str(error)
-
-
-def test_pcap_reader_takes_any_chunking():
-    data = _pcap(1, 10, 20, 30)
-
-    async def chunks():
-        for i in range(0, len(data), 7):
-            yield data[i:i + 7]
-
-    async def go():
-        return [packet.ts_ns async for _, _, packet in read_pcap(chunks()) if packet]
-    assert run(go()) == [10, 20, 30]
 
 
 @respx.mock

@@ -1,8 +1,9 @@
 """`--pcap FILE`: replay a pcap or pcapng file, as fast as it parses, through the live path.
 
-A streaming parser of our own (not dpkt) so that damage is located: a header that is not pcap
-or pcapng fails at open; damage later (a truncated record or block, an absurd length) stops the
-replay there, keeps what was read and says where in stats().error.
+Streaming parsers of our own (not dpkt) so that damage is located: shark/pcap.py for pcap, the
+pcapng blocks here. A header that is not pcap or pcapng fails at open; damage later (a
+truncated record or block, an absurd length) stops the replay there, keeps what was read and
+says where in stats().error.
 """
 
 from __future__ import annotations
@@ -11,16 +12,14 @@ import os
 import struct
 from typing import BinaryIO
 
+from shark import pcap
 from worker.packet import RawPacket
 from worker.sources.base import CaptureError, SourceStats
 from worker.sources.bpf import UserFilter, compile_bpf
 
 _CHUNK = 1 << 20
-_MAX_CAPLEN = 262144            # libpcap's MAXIMUM_SNAPLEN; a larger record length is damage
 _MAX_BLOCK = 16 << 20           # libpcap's limit on a pcapng block
 
-PCAP_MICRO = 0xA1B2C3D4
-PCAP_NANO = 0xA1B23C4D
 PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BYTE_ORDER = 0x1A2B3C4D
 _IDB, _OPB, _SPB, _EPB = 1, 2, 3, 6
@@ -122,24 +121,15 @@ class FileSource:
                 raise CaptureError(f"{self._label}: pcapng file without an interface "
                                    f"description block")
             return
-        for order, magic in (("<", magic_le), (">", magic_be)):
-            if magic in (PCAP_MICRO, PCAP_NANO):
-                break
-        else:
+        if pcap.identify(buffer.data) is None:
             raise CaptureError(f"{self._label}: not a pcap or pcapng file (magic 0x{magic_be:08x})")
-        if not buffer.ensure(24):
-            raise CaptureError(f"{self._label}: truncated pcap file header "
-                               f"({len(buffer.data)} of 24 bytes)")
         self._format = "pcap"
-        self._order = order
-        self._nano = magic == PCAP_NANO
-        _major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack_from(
-            order + "HHiIII", buffer.data, 4)
-        self.linktype = network & 0x0FFFFFFF  # upper bits carry FCS information
-        self.snaplen = snaplen or _MAX_CAPLEN
-        self._record_limit = max(snaplen, _MAX_CAPLEN)
-        self._record = struct.Struct(order + "IIII")
-        buffer.pos = 24
+        try:
+            self._pcap = pcap.PcapReader(self._file, head=buffer.data)
+        except pcap.PcapFormatError as error:
+            raise CaptureError(f"{self._label}: {error}") from None
+        self.linktype = self._pcap.header.linktype
+        self.snaplen = self._pcap.header.snaplen or pcap.MAX_SNAPLEN
 
     # -- Source protocol ------------------------------------------------------------------
 
@@ -197,46 +187,14 @@ class FileSource:
         self._finished = True
 
     def _read_pcap(self, max_packets: int) -> list[RawPacket]:
-        buffer = self._buffer
-        record = self._record.unpack_from
-        limit = self._record_limit
-        scale = 1 if self._nano else 1000
-        packets: list[RawPacket] = []
-        append = packets.append
-        damage: tuple[str, int] | None = None
-        data, pos = buffer.data, buffer.pos
-        end = len(data)
-        while len(packets) < max_packets:
-            if end - pos < 16:
-                buffer.pos = pos
-                if not buffer.ensure(16):
-                    if buffer.at_end():
-                        self._finished = True
-                    else:
-                        damage = ("truncated packet record header", buffer.offset)
-                    break
-                data, pos, end = buffer.data, buffer.pos, len(buffer.data)
-            sec, frac, caplen, wirelen = record(data, pos)
-            if caplen > limit:
-                buffer.pos = pos
-                damage = (f"packet length {caplen} larger than {limit}", buffer.offset)
-                break
-            stop = pos + 16 + caplen
-            if stop > end:
-                buffer.pos = pos
-                if not buffer.ensure(16 + caplen):
-                    damage = ("truncated packet record", buffer.offset)
-                    break
-                data, pos, end = buffer.data, buffer.pos, len(buffer.data)
-                stop = pos + 16 + caplen
-            append((sec * 1_000_000_000 + frac * scale, data[pos + 16:stop], wirelen))
-            pos = stop
-        else:
-            buffer.pos = pos
-        self._packets += len(packets)
-        if damage:
-            self._stop(*damage)
-        return packets
+        reader = self._pcap
+        records = reader.read(max_packets)
+        self._packets += len(records)
+        if reader.damage is not None:
+            self._stop(reader.damage.what, reader.damage.offset or 0)
+        elif reader.finished:
+            self._finished = True
+        return [(ts_ns, data, wirelen) for _offset, ts_ns, data, wirelen in records]
 
     def _read_pcapng(self, max_packets: int, until_interface: bool = False) -> list[RawPacket]:
         buffer = self._buffer
@@ -314,7 +272,7 @@ class FileSource:
             position += 4 + (size + 3) // 4 * 4
         self._interfaces.append(interface)
         if self.linktype < 0:
-            self.linktype, self.snaplen = linktype, snaplen or _MAX_CAPLEN
+            self.linktype, self.snaplen = linktype, snaplen or pcap.MAX_SNAPLEN
 
     def _packet_block(self, block_type: int, body: bytes, order: str,
                       packets: list[RawPacket]) -> str:
