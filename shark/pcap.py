@@ -125,8 +125,8 @@ class Stop(enum.Enum):
     TOO_LONG = "too long"    # the next record's captured length is above the limit: damage
 
 
-def decode_records(buf: bytes | bytearray | memoryview, pos: int, header: FileHeader, limit: int,
-                   max_records: int, out: list[Record], base: int = 0) -> tuple[int, Stop]:
+def decode_records(buf: bytes, pos: int, header: FileHeader, limit: int, max_records: int,
+                   out: list[Record], base: int = 0) -> tuple[int, Stop]:
     """Append the whole records of buf from pos on (a record boundary) to `out`, at most
     max_records, their offsets counted from `base` (the offset of buf[0] in the file);
     returns the position in buf after the last one and why it stopped there."""
@@ -134,8 +134,8 @@ def decode_records(buf: bytes | bytearray | memoryview, pos: int, header: FileHe
     mult = header.ts_multiplier
     append = out.append
     end = len(buf)
-    count = 0
-    while count < max_records:
+    full = len(out) + max_records
+    while len(out) < full:
         if pos + RECORD_HEADER_SIZE > end:
             return pos, Stop.MORE
         sec, frac, incl, orig = unpack(buf, pos)
@@ -145,13 +145,12 @@ def decode_records(buf: bytes | bytearray | memoryview, pos: int, header: FileHe
         stop = start + incl
         if stop > end:
             return pos, Stop.MORE
-        append((base + pos, sec * NS + frac * mult, bytes(buf[start:stop]), orig))
+        append((base + pos, sec * NS + frac * mult, buf[start:stop], orig))
         pos = stop
-        count += 1
     return pos, Stop.FULL
 
 
-def whole_records_end(buf: bytes | bytearray | memoryview, pos: int, header: FileHeader,
+def whole_records_end(buf: bytes | memoryview, pos: int, header: FileHeader,
                       limit: int) -> int:
     """The offset just after the last whole record (captured length within limit) from pos."""
     unpack = header.record.unpack_from
@@ -164,7 +163,7 @@ def whole_records_end(buf: bytes | bytearray | memoryview, pos: int, header: Fil
     return pos
 
 
-def _record_error(stop: Stop, buf: bytes | bytearray, pos: int, base: int, header: FileHeader,
+def _record_error(stop: Stop, buf: bytes, pos: int, base: int, header: FileHeader,
             limit: int) -> PcapFormatError:
     """What is wrong with the record at buf[pos] (file offset base + pos) that cannot be read."""
     if stop is Stop.TOO_LONG:
@@ -267,7 +266,7 @@ class PcapStream:
         self._chunks = chunks.__aiter__()
         self.limit = limit
         self.header: FileHeader | None = None
-        self._buf = bytearray()
+        self._buf = b""
         self._base = 0               # stream offset of _buf[0]
         self._ready: deque[Record] = deque()
         self._damage: PcapFormatError | None = None
@@ -279,7 +278,7 @@ class PcapStream:
         except StopAsyncIteration:
             self._ended = True
             return False
-        self._buf += chunk
+        self._buf += chunk           # (after the decoded records were cut off: one chunk or so)
         return True
 
     async def read_header(self) -> FileHeader | None:
@@ -291,8 +290,8 @@ class PcapStream:
         if len(self._buf) < HEADER_SIZE and identify(self._buf) is not None:
             raise PcapFormatError(f"the stream ended inside the pcap header "
                                   f"({len(self._buf)} of {HEADER_SIZE} bytes)")
-        self.header = decode_header(bytes(self._buf[:HEADER_SIZE]))
-        del self._buf[:HEADER_SIZE]
+        self.header = decode_header(self._buf)
+        self._buf = self._buf[HEADER_SIZE:]
         self._base = HEADER_SIZE
         return self.header
 
@@ -312,7 +311,7 @@ class PcapStream:
             self._ready.extend(out)
             if stop is Stop.TOO_LONG:     # raised once the records before it are handed out
                 self._damage = _record_error(stop, self._buf, pos, self._base, header, self.limit)
-            del self._buf[:pos]
+            self._buf = self._buf[pos:]
             self._base += pos
             if self._ready or self._damage is not None:
                 continue
