@@ -4,16 +4,16 @@ session calls with hand-made frames."""
 from __future__ import annotations
 
 import struct
-from dataclasses import asdict
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.dissectors.amqp import (METHODS, PROTOCOL_HEADER, AmqpDissector, AmqpSession,
-                                    detect)
+from worker.dissectors.amqp import METHODS, PROTOCOL_HEADER, AmqpDissector, detect
 from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
+from support import sessions
+from support.sessions import comparable
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 5672)
@@ -105,47 +105,14 @@ HANDSHAKE = [  # (client, server) turns
 HANDSHAKE_S = HANDSHAKE[0][1]
 
 
-class Conv:
-    """One session; each call is a chunk with ts = 1000 * n and ref = (7, n)."""
-
+class Conv(sessions.Conv):
     def __init__(self, body_limit: int = 0) -> None:
-        self.out: list[Exchange] = []
-        self.session: AmqpSession = AmqpDissector().session(FLOW, self.out.append, body_limit)
-        self.offsets = [0, 0]
-        self.calls = 0
-
-    def send(self, direction: Direction, data: bytes) -> int:
-        self.calls += 1
-        self.session.on_data(direction, data, self.offsets[direction], 1000 * self.calls,
-                             (7, self.calls))
-        self.offsets[direction] += len(data)
-        return self.calls
-
-    def c(self, data: bytes) -> int:
-        return self.send(C2S, data)
-
-    def s(self, data: bytes) -> int:
-        return self.send(S2C, data)
-
-    def gap(self, direction: Direction, length: int) -> None:
-        self.calls += 1
-        self.session.on_gap(direction, self.offsets[direction], length, 1000 * self.calls)
-        self.offsets[direction] += length
-
-    def close(self) -> list[Exchange]:
-        self.session.on_close(10 ** 9)
-        return self.out
+        super().__init__(lambda emit: AmqpDissector().session(FLOW, emit, body_limit),
+                         close_ts=10 ** 9)
 
 
 def summaries(out: list[Exchange]) -> list[str]:
     return [e.summary for e in out]
-
-
-def comparable(ex: Exchange) -> dict:
-    d = asdict(ex)
-    for key in ("start_ns", "end_ns", "first_ref", "last_ref"):
-        d.pop(key)
-    return d
 
 
 # -- detection ----------------------------------------------------------------------------
@@ -227,8 +194,8 @@ def test_offsets_sizes_and_refs_of_a_publish_split_over_chunks():
     conv.c(PROTOCOL_HEADER)
     pub = method("basic.publish", exchange="", routing_key="q")
     body = content(1, b"abcdef", frame_max=3)
-    first = conv.c(pub)
-    last = conv.c(body)
+    first = conv.c(pub).calls
+    last = conv.c(body).calls
     out = conv.close()
     (ex,) = out
     assert (ex.client_offset, ex.request_size) == (8, len(pub) + len(body))

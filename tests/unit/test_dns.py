@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import asdict
 
 import dnslib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
+from worker.dissectors.base import Detect, Direction, FlowInfo
 from worker.dissectors.dns import (MAX_ANSWERS, QUERY_TIMEOUT_NS, DnsDissector, Malformed, detect,
                                    parse, read_name)
+from support import sessions
+from support.sessions import comparable
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 UDP = FlowInfo("udp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 53)
@@ -42,34 +43,10 @@ def framed(msg: bytes) -> bytes:
     return struct.pack("!H", len(msg)) + msg
 
 
-class Conv:
+class Conv(sessions.Conv):
     def __init__(self, flow: FlowInfo = UDP, body_limit: int = 0) -> None:
-        self.out: list[Exchange] = []
-        self.session = DnsDissector().session(flow, self.out.append, body_limit)
-        self.offsets = [0, 0]
-        self.calls = 0
-
-    def send(self, direction: Direction, data: bytes, ts: int | None = None) -> None:
-        self.calls += 1
-        self.session.on_data(direction, data, self.offsets[direction],
-                             ts if ts is not None else 1000 * self.calls, (1, self.calls))
-        self.offsets[direction] += len(data)
-
-    def gap(self, direction: Direction, length: int) -> None:
-        self.session.on_gap(direction, self.offsets[direction], length, 0)
-        self.offsets[direction] += length
-
-    def close(self) -> list[Exchange]:
-        self.session.on_close(10 ** 12)
-        assert self.session.errors == 0
-        return self.out
-
-
-def comparable(ex: Exchange) -> dict:
-    d = asdict(ex)
-    for key in ("start_ns", "end_ns", "first_ref", "last_ref"):
-        d.pop(key)
-    return d
+        super().__init__(lambda emit: DnsDissector().session(flow, emit, body_limit), segment=1,
+                         timed_gaps=False, close_ts=10 ** 12, check_errors=True)
 
 
 # -- parsing -----------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from dataclasses import asdict
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,44 +11,16 @@ from hypothesis import strategies as st
 
 from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
 from worker.dissectors.http1 import Http1Dissector, HttpSession, detect
+from support import sessions
+from support.sessions import comparable
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\xd5\x00\x01", 40000, b"\x0a\xd5\x00\x02", 8080)
 
 
-class Conv:
-    """Drives one session: each call is a chunk with ts = 1000 * (call number) and
-    ref = (7, call number), so tests can tell which chunk a field came from."""
-
+class Conv(sessions.Conv):
     def __init__(self, body_limit: int = 0, session: HttpSession | None = None) -> None:
-        self.out: list[Exchange] = []
-        self.session = session or Http1Dissector().session(FLOW, self.out.append, body_limit)
-        self.offsets = [0, 0]
-        self.calls = 0
-
-    def send(self, direction: Direction, data: bytes) -> int:
-        """Returns the call number (ts = 1000 * n, ref = (7, n))."""
-        self.calls += 1
-        n = self.calls
-        self.session.on_data(direction, data, self.offsets[direction], 1000 * n, (7, n))
-        self.offsets[direction] += len(data)
-        return n
-
-    def c(self, data: bytes) -> int:
-        return self.send(C2S, data)
-
-    def s(self, data: bytes) -> int:
-        return self.send(S2C, data)
-
-    def gap(self, direction: Direction, length: int) -> None:
-        self.calls += 1
-        self.session.on_gap(direction, self.offsets[direction], length, 1000 * self.calls)
-        self.offsets[direction] += length
-
-    def close(self) -> list[Exchange]:
-        self.calls += 1
-        self.session.on_close(1000 * self.calls)
-        return self.out
+        super().__init__(lambda emit: session or Http1Dissector().session(FLOW, emit, body_limit))
 
 
 def get(path: str = "/", extra: bytes = b"") -> bytes:
@@ -64,14 +35,6 @@ def ok(body: bytes = b"", status: bytes = b"200 OK", extra: bytes = b"") -> byte
 def chunked(*parts: bytes, trailers: bytes = b"") -> bytes:
     out = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts)
     return out + b"0\r\n" + trailers + b"\r\n"
-
-
-def comparable(ex: Exchange) -> dict:
-    """An exchange without the fields that depend on how bytes were split into chunks."""
-    d = asdict(ex)
-    for key in ("start_ns", "end_ns", "first_ref", "last_ref"):
-        d.pop(key)
-    return d
 
 
 def run_whole(client: bytes, server: bytes, body_limit: int = 0) -> list[Exchange]:
@@ -89,7 +52,7 @@ def test_keep_alive_three_requests_pair_in_order_with_offsets_sizes_and_refs():
     for i in range(3):
         req = get(f"/api/orders/{i}?page={i}&flag")
         resp = ok(b"x" * (10 + i), extra=b"Content-Type: application/json\r\n")
-        chunks.append((conv.c(req), len(req), conv.s(resp), len(resp)))
+        chunks.append((conv.c(req).calls, len(req), conv.s(resp).calls, len(resp)))
     out = conv.close()
     assert [e.summary for e in out] == [f"GET /api/orders/{i}?page={i}&flag" for i in range(3)]
     coff = soff = 0
@@ -205,7 +168,7 @@ def test_100_continue_does_not_consume_the_request():
     conv.s(b"HTTP/1.1 100 Continue\r\n\r\n")
     assert conv.out == []
     conv.c(b"abc")
-    n = conv.s(ok(b"stored", b"201 Created"))
+    n = conv.s(ok(b"stored", b"201 Created")).calls
     (ex,) = conv.close()
     assert ex.status == 201 and ex.request_body == b"abc" and ex.complete
     assert ex.response_body == b"stored"
@@ -216,7 +179,7 @@ def test_response_without_length_lasts_until_close():
     conv = Conv(body_limit=100)
     conv.c(b"GET /old HTTP/1.0\r\n\r\n")
     conv.s(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>")
-    last = conv.s(b"</html>")
+    last = conv.s(b"</html>").calls
     assert conv.out == []
     (ex,) = conv.close()
     assert ex.complete and ex.response_body == b"<html></html>"
@@ -373,7 +336,7 @@ def test_gap_where_a_request_starts_keeps_pairing_aligned():
 
 def test_close_before_the_response_emits_the_request_incomplete():
     conv = Conv()
-    n = conv.c(get("/x"))
+    n = conv.c(get("/x")).calls
     (ex,) = conv.close()
     assert ex.summary == "GET /x" and ex.response is None and ex.status is None
     assert not ex.complete and ex.end_ns is None and ex.server_offset is None

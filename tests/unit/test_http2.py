@@ -4,7 +4,6 @@ and server state machines (real frames and HPACK) or from frames built by hand."
 
 from __future__ import annotations
 
-from dataclasses import asdict
 
 import h2.config
 import h2.connection
@@ -19,6 +18,7 @@ from worker.dissectors.http1 import HttpSession
 from worker.dissectors.http2 import PREFACE, Http2Dissector, Http2Session, detect
 from worker.dissectors.protobuf import decode_message
 from worker.dissectors.upgrades import upgrade_session
+from support import sessions
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\xd5\x00\x01", 40000, b"\x0a\xd5\x00\x02", 50051)
@@ -108,35 +108,9 @@ def preface() -> Chunks:
     return [(C2S, PREFACE + frame(4, 0, 0, b"")), (S2C, frame(4, 0, 0, b""))]
 
 
-class Conv:
-    """Feeds chunks to one session: ts = 1000 * call number, ref = (7, call number)."""
-
+class Conv(sessions.Conv):
     def __init__(self, body_limit: int = 0, session: object | None = None) -> None:
-        self.out: list[Exchange] = []
-        self.session = session or Http2Session(FLOW, self.out.append, body_limit)
-        self.offsets = [0, 0]
-        self.calls = 0
-
-    def send(self, direction: Direction, data: bytes) -> None:
-        self.calls += 1
-        self.session.on_data(direction, data, self.offsets[direction], 1000 * self.calls,
-                             (7, self.calls))
-        self.offsets[direction] += len(data)
-
-    def feed(self, chunks: Chunks) -> Conv:
-        for direction, data in chunks:
-            self.send(direction, data)
-        return self
-
-    def gap(self, direction: Direction, length: int) -> None:
-        self.calls += 1
-        self.session.on_gap(direction, self.offsets[direction], length, 1000 * self.calls)
-        self.offsets[direction] += length
-
-    def close(self) -> list[Exchange]:
-        self.calls += 1
-        self.session.on_close(1000 * self.calls)
-        return self.out
+        super().__init__(lambda emit: session or Http2Session(FLOW, emit, body_limit))
 
 
 def run(chunks: Chunks, body_limit: int = 0) -> list[Exchange]:
@@ -148,14 +122,7 @@ def summaries(exchanges: list[Exchange]) -> list[str]:
 
 
 def comparable(exchanges: list[Exchange]) -> list[dict]:
-    """Exchanges without what depends on how bytes were cut into chunks."""
-    out = []
-    for e in exchanges:
-        d = asdict(e)
-        for key in ("start_ns", "end_ns", "first_ref", "last_ref"):
-            d.pop(key)
-        out.append(d)
-    return out
+    return [sessions.comparable(exchange) for exchange in exchanges]
 
 
 # -- detection ---------------------------------------------------------------------------

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import struct
 import warnings
-from dataclasses import asdict
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
-from worker.dissectors.kafka import KafkaDissector, KafkaSession, detect
+from worker.dissectors.kafka import KafkaDissector, detect
+from support import sessions
+from support.sessions import comparable
 
 with warnings.catch_warnings():   # kafka-python 3 loads its schemas with a deprecated API
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -27,34 +28,9 @@ C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 9092)
 
 
-class Conv:
+class Conv(sessions.Conv):
     def __init__(self, body_limit: int = 0) -> None:
-        self.out: list[Exchange] = []
-        self.session: KafkaSession = KafkaDissector().session(FLOW, self.out.append, body_limit)
-        self.offsets = [0, 0]
-        self.calls = 0
-
-    def send(self, direction: Direction, data: bytes) -> None:
-        self.calls += 1
-        self.session.on_data(direction, data, self.offsets[direction], 1000 * self.calls,
-                             (7, self.calls))
-        self.offsets[direction] += len(data)
-
-    def c(self, data: bytes) -> None:
-        self.send(C2S, data)
-
-    def s(self, data: bytes) -> None:
-        self.send(S2C, data)
-
-    def gap(self, direction: Direction, length: int) -> None:
-        self.calls += 1
-        self.session.on_gap(direction, self.offsets[direction], length, 1000 * self.calls)
-        self.offsets[direction] += length
-
-    def close(self) -> list[Exchange]:
-        self.calls += 1
-        self.session.on_close(1000 * self.calls)
-        return self.out
+        super().__init__(lambda emit: KafkaDissector().session(FLOW, emit, body_limit))
 
 
 def request(message, cid: int, client_id: str = "app") -> bytes:
@@ -143,13 +119,6 @@ def run(client: bytes, server: bytes, body_limit: int = 0) -> list[Exchange]:
     if server:
         conv.s(server)
     return conv.close()
-
-
-def comparable(ex: Exchange) -> dict:
-    d = asdict(ex)
-    for key in ("start_ns", "end_ns", "first_ref", "last_ref"):
-        d.pop(key)
-    return d
 
 
 # -- headers and bodies ---------------------------------------------------------------------

@@ -4,13 +4,14 @@ driven by session calls with hand-made packets."""
 from __future__ import annotations
 
 import struct
-from dataclasses import asdict
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
-from worker.dissectors.mqtt import MqttDissector, MqttSession, detect
+from worker.dissectors.base import Detect, Direction, FlowInfo
+from worker.dissectors.mqtt import MqttDissector, detect
+from support import sessions
+from support.sessions import comparable
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 1883)
@@ -83,41 +84,10 @@ def suback(pid: int, *codes: int, v5: bool = False) -> bytes:
 PINGREQ, PINGRESP, DISCONNECT = b"\xc0\x00", b"\xd0\x00", b"\xe0\x00"
 
 
-class Conv:
+class Conv(sessions.Conv):
     def __init__(self, body_limit: int = 0) -> None:
-        self.out: list[Exchange] = []
-        self.session: MqttSession = MqttDissector().session(FLOW, self.out.append, body_limit)
-        self.offsets = [0, 0]
-        self.calls = 0
-
-    def send(self, direction: Direction, data: bytes) -> int:
-        self.calls += 1
-        self.session.on_data(direction, data, self.offsets[direction], 1000 * self.calls,
-                             (7, self.calls))
-        self.offsets[direction] += len(data)
-        return self.calls
-
-    def c(self, data: bytes) -> int:
-        return self.send(C2S, data)
-
-    def s(self, data: bytes) -> int:
-        return self.send(S2C, data)
-
-    def gap(self, direction: Direction, length: int) -> None:
-        self.calls += 1
-        self.session.on_gap(direction, self.offsets[direction], length, 1000 * self.calls)
-        self.offsets[direction] += length
-
-    def close(self) -> list[Exchange]:
-        self.session.on_close(10 ** 9)
-        return self.out
-
-
-def comparable(ex: Exchange) -> dict:
-    d = asdict(ex)
-    for key in ("start_ns", "end_ns", "first_ref", "last_ref"):
-        d.pop(key)
-    return d
+        super().__init__(lambda emit: MqttDissector().session(FLOW, emit, body_limit),
+                         close_ts=10 ** 9)
 
 
 # -- detection ----------------------------------------------------------------------------
@@ -138,8 +108,8 @@ def test_detect_connect_and_mid_stream_packets():
 
 def test_v311_connect_subscribe_publish_qos_0_1_2_ping_disconnect():
     conv = Conv()
-    first = conv.c(connect("dev-1"))
-    last = conv.s(connack(0))
+    first = conv.c(connect("dev-1")).calls
+    last = conv.s(connack(0)).calls
     conv.c(subscribe(1, ("sensors/+", 1), ("alerts", 2)))
     conv.s(suback(1, 1, 0x80))
     conv.c(publish("sensors/0", b"x" * 10))

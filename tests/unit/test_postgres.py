@@ -4,13 +4,14 @@ session calls on hand-made bytes."""
 from __future__ import annotations
 
 import struct
-from dataclasses import asdict
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
+from worker.dissectors.base import Detect, Direction, FlowInfo
 from worker.dissectors.postgres import PostgresDissector, detect
+from support import sessions
+from support.sessions import comparable
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 5432)
@@ -87,42 +88,10 @@ def execute(portal: str = "") -> bytes:
 SYNC = msg(b"S")
 
 
-class Conv:
+class Conv(sessions.Conv):
     def __init__(self, body_limit: int = 0) -> None:
-        self.out: list[Exchange] = []
-        self.session = PostgresDissector().session(FLOW, self.out.append, body_limit)
-        self.offsets = [0, 0]
-        self.calls = 0
-
-    def send(self, direction: Direction, data: bytes) -> None:
-        self.calls += 1
-        self.session.on_data(direction, data, self.offsets[direction], 1000 * self.calls,
-                             (7, self.calls))
-        self.offsets[direction] += len(data)
-
-    def c(self, data: bytes) -> Conv:
-        self.send(C2S, data)
-        return self
-
-    def s(self, data: bytes) -> Conv:
-        self.send(S2C, data)
-        return self
-
-    def gap(self, direction: Direction, length: int) -> Conv:
-        self.session.on_gap(direction, self.offsets[direction], length, 0)
-        self.offsets[direction] += length
-        return self
-
-    def close(self) -> list[Exchange]:
-        self.session.on_close(10 ** 9)
-        return self.out
-
-
-def comparable(ex: Exchange) -> dict:
-    d = asdict(ex)
-    for key in ("start_ns", "end_ns", "first_ref", "last_ref"):
-        d.pop(key)
-    return d
+        super().__init__(lambda emit: PostgresDissector().session(FLOW, emit, body_limit),
+                         timed_gaps=False, close_ts=10 ** 9)
 
 
 def test_detect() -> None:

@@ -2,62 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
-from worker.dissectors.redis import RedisDissector, RedisSession, detect, secret_arguments
+from worker.dissectors.redis import RedisDissector, detect, secret_arguments
+from support import sessions
+from support.sessions import comparable
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 6379)
 
 
-class Conv:
-    """Drives one session; call n has ts = 1000 * n and ref = (7, n)."""
-
+class Conv(sessions.Conv):
     def __init__(self, body_limit: int = 0) -> None:
-        self.out: list[Exchange] = []
-        self.session: RedisSession = RedisDissector().session(FLOW, self.out.append, body_limit)
-        self.offsets = [0, 0]
-        self.calls = 0
-
-    def send(self, direction: Direction, data: bytes) -> int:
-        self.calls += 1
-        self.session.on_data(direction, data, self.offsets[direction], 1000 * self.calls,
-                             (7, self.calls))
-        self.offsets[direction] += len(data)
-        return self.calls
-
-    def c(self, data: bytes) -> int:
-        return self.send(C2S, data)
-
-    def s(self, data: bytes) -> int:
-        return self.send(S2C, data)
-
-    def gap(self, direction: Direction, length: int) -> None:
-        self.calls += 1
-        self.session.on_gap(direction, self.offsets[direction], length, 1000 * self.calls)
-        self.offsets[direction] += length
-
-    def close(self) -> list[Exchange]:
-        self.calls += 1
-        self.session.on_close(1000 * self.calls)
-        return self.out
+        super().__init__(lambda emit: RedisDissector().session(FLOW, emit, body_limit))
 
 
 def cmd(*args: str | bytes) -> bytes:
     parts = [a.encode() if isinstance(a, str) else a for a in args]
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-
-
-def comparable(ex: Exchange) -> dict:
-    d = asdict(ex)
-    for key in ("start_ns", "end_ns", "first_ref", "last_ref"):
-        d.pop(key)
-    return d
 
 
 def run(client: bytes, server: bytes, body_limit: int = 0) -> list[Exchange]:

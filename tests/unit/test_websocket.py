@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import asdict
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +12,8 @@ from hypothesis import strategies as st
 from worker.dissectors.base import Direction, Exchange, FlowInfo
 from worker.dissectors.upgrades import upgrade_session
 from worker.dissectors.websocket import TEXT_LIMIT, WebSocketSession
+from support import sessions
+from support.sessions import comparable
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 8080)
@@ -44,34 +45,10 @@ def close_payload(code: int, reason: bytes = b"") -> bytes:
     return struct.pack("!H", code) + reason
 
 
-class Conv:
+class Conv(sessions.Conv):
     def __init__(self, body_limit: int = 0) -> None:
-        self.out: list[Exchange] = []
-        self.session = WebSocketSession(FLOW, self.out.append, body_limit)
-        self.offsets = [0, 0]
-        self.calls = 0
-
-    def send(self, direction: Direction, data: bytes) -> None:
-        self.calls += 1
-        self.session.on_data(direction, data, self.offsets[direction], 1000 * self.calls,
-                             (2, self.calls))
-        self.offsets[direction] += len(data)
-
-    def gap(self, direction: Direction, length: int) -> None:
-        self.session.on_gap(direction, self.offsets[direction], length, 0)
-        self.offsets[direction] += length
-
-    def close(self) -> list[Exchange]:
-        self.session.on_close(10 ** 9)
-        assert self.session.errors == 0
-        return self.out
-
-
-def comparable(ex: Exchange) -> dict:
-    d = asdict(ex)
-    for key in ("start_ns", "end_ns", "first_ref", "last_ref"):
-        d.pop(key)
-    return d
+        super().__init__(lambda emit: WebSocketSession(FLOW, emit, body_limit), segment=2,
+                         timed_gaps=False, close_ts=10 ** 9, check_errors=True)
 
 
 def conversation() -> tuple[bytes, bytes]:
