@@ -25,11 +25,13 @@ from collections.abc import Sequence
 
 from typing import Any
 
-from shark.model import Endpoint, Entry
+import msgspec
+
+from shark.model import Endpoint, Entry, encode
 from worker.packet import LINKTYPE_ETHERNET, RawPacket
 
-__all__ = ["LINKTYPE_ETHERNET", "SEQ_MOD", "TcpSegments", "tcp_conversation", "tcp_flags",
-           "tcp_packet", "tentry", "udp_packet"]
+__all__ = ["API", "FRONTEND", "LINKTYPE_ETHERNET", "SEQ_MOD", "TcpSegments", "tcp_conversation",
+           "tcp_flags", "tcp_packet", "tentry", "tentry_json", "udp_packet"]
 
 SEQ_MOD = 2 ** 32
 _FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20}
@@ -47,6 +49,20 @@ def tentry(**fields: Any) -> Entry:
     }
     values.update(fields)
     return Entry(**values)
+
+
+def tentry_json(**fields: Any) -> dict[str, Any]:
+    """tentry(**fields) as its JSON decodes: a worker's /entries line, what the hub, the CLI and
+    scripts read. Keys an Entry does not have are added as given (what a reader must pass on)."""
+    known = {name: value for name, value in fields.items() if name in Entry.__struct_fields__}
+    made: dict[str, Any] = msgspec.json.decode(encode(tentry(**known)))
+    made.update((name, value) for name, value in fields.items() if name not in known)
+    return made
+
+
+# Two named endpoints: a pod calling a service in namespace "shop".
+FRONTEND = Endpoint("10.0.0.5", 40000, "frontend", "shop", "pod")
+API = Endpoint("10.0.0.9", 8080, "api", "shop", "service")
 
 
 def tcp_flags(flags: str | int) -> int:

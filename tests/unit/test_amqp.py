@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.dissectors.amqp import METHODS, PROTOCOL_HEADER, AmqpDissector, detect
-from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
 from support import sessions
 from support.sessions import comparable
+from worker.dissectors.amqp import METHODS, PROTOCOL_HEADER, AmqpDissector, detect
+from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 5672)

@@ -11,7 +11,9 @@ import pytest
 import respx
 from click.testing import CliRunner
 
+from factories import tentry_json
 from shark.cli import cli, format_row
+from shark.model import Endpoint
 
 HUB = "http://hub.test:8899"
 API = HUB + "/api/v1"
@@ -37,10 +39,9 @@ def shark(*args: str) -> CLIResult:
 
 
 def entry(seq: int, ts: float, **extra: Any) -> dict[str, Any]:
-    return {"id": f"node-a:{seq}", "node": "node-a", "protocol": "http", "ts": ts,
-            "src": {"ip": "10.0.0.1", "port": 40000, "name": "", "namespace": "", "kind": ""},
-            "dst": {"ip": "10.0.0.2", "port": 80, "name": "orders", "namespace": "shop", "kind": "service"},
-            "summary": f"GET /orders/{seq}", "status": 200, "elapsed_ms": 12.34, **extra}
+    return tentry_json(**{"id": f"node-a:{seq}", "node": "node-a", "ts": ts, "summary": f"GET /orders/{seq}",
+                          "dst": Endpoint("10.0.0.2", 80, "orders", "shop", "service"),
+                          "elapsed_ms": 12.34, **extra})
 
 
 ENTRIES = {"entries": [entry(2, 1764150002.5), entry(1, 1764150001.25, status=500)],

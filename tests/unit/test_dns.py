@@ -8,11 +8,11 @@ import dnslib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support import sessions
+from support.sessions import comparable
 from worker.dissectors.base import Detect, Direction, FlowInfo
 from worker.dissectors.dns import (MAX_ANSWERS, QUERY_TIMEOUT_NS, DnsDissector, Malformed, detect,
                                    parse, read_name)
-from support import sessions
-from support.sessions import comparable
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 UDP = FlowInfo("udp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 53)

@@ -9,14 +9,17 @@ from typing import Any
 
 from sse_starlette import ServerSentEvent
 
+from factories import tentry_json
 from hub.edgemetrics import BUCKETS, EdgeMetrics, status_class
+from shark.model import Endpoint
 from support.prometheus import parse_prometheus
 
 
 def entry(src: str = "10.0.0.1", dst: str = "10.0.0.2", port: int = 80, protocol: str = "http",
           status: int | None = 200, elapsed_ms: float | None = 3.0, **extra: Any) -> dict[str, Any]:
-    return {"id": "a:1", "protocol": protocol, "src": {"ip": src, "port": 40000}, "dst": {"ip": dst, "port": port},
-            "status": status, "elapsed_ms": elapsed_ms, **extra}
+    return tentry_json(**{"id": "a:1", "protocol": protocol, "src": Endpoint(src, 40000),
+                          "dst": Endpoint(dst, port), "status": status, "elapsed_ms": elapsed_ms,
+                          "response": None, **extra})
 
 
 def requests(samples: dict[tuple[str, str], float]) -> dict[str, float]:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
-from worker.dissectors.http1 import Http1Dissector, HttpSession, detect
 from support import sessions
 from support.sessions import comparable
+from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
+from worker.dissectors.http1 import Http1Dissector, HttpSession, detect
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\xd5\x00\x01", 40000, b"\x0a\xd5\x00\x02", 8080)

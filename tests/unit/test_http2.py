@@ -13,12 +13,12 @@ from hpack import Encoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support import sessions
 from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
 from worker.dissectors.http1 import HttpSession
 from worker.dissectors.http2 import PREFACE, Http2Dissector, Http2Session, detect
 from worker.dissectors.protobuf import decode_message
 from worker.dissectors.upgrades import upgrade_session
-from support import sessions
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\xd5\x00\x01", 40000, b"\x0a\xd5\x00\x02", 50051)

@@ -10,9 +10,11 @@ import pytest
 from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
+from factories import tentry_json
 from hub.app import HubSettings, create_app
 from hub.metrics import StreamCounters, render
 from hub.servicemap import build, is_error, percentile
+from shark.model import Endpoint
 from support.prometheus import parse_prometheus
 
 URLS = ["http://w1:8897", "http://w2:8897"]
@@ -20,9 +22,9 @@ LOCAL = "http://127.0.0.1"        # a Host the hub serves (shark/auth.py refuses
 
 
 def entry(node: str, seq: int, ts: float, src: str, dst: str, port: int, **extra) -> dict:
-    return {"id": f"{node}:{seq}", "node": node, "protocol": "http", "ts": ts, "summary": f"GET /{seq}",
-            "src": {"ip": src, "port": 40000 + seq, "name": "", "namespace": "", "kind": ""},
-            "dst": {"ip": dst, "port": port, "name": "", "namespace": "", "kind": ""}, **extra}
+    return tentry_json(**{"id": f"{node}:{seq}", "node": node, "ts": ts, "summary": f"GET /{seq}",
+                          "src": Endpoint(src, 40000 + seq), "dst": Endpoint(dst, port),
+                          "status": None, "response": None, **extra})
 
 
 STATUS = {

@@ -8,10 +8,12 @@ import json
 
 from sse_starlette import ServerSentEvent
 
+from factories import tentry_json
 from hub.kube.names import NamedFeed, fill_json, filler
 from hub.kube.resolver import Resolver
 from hub.kube.store import Change
 from hub.kube.tobjects import tpod
+from shark.model import Endpoint
 
 T0 = 1_700_000_000.0
 
@@ -27,10 +29,8 @@ def resolver() -> Resolver:
 
 
 def entry(ts: float, src: dict | None = None, dst: dict | None = None) -> dict:
-    blank = {"name": "", "namespace": "", "kind": ""}
-    return {"id": "node-a:1", "ts": ts, "protocol": "http",
-            "src": {"ip": "192.0.2.7", "port": 40000, **blank, **(src or {})},
-            "dst": {"ip": "10.1.0.3", "port": 80, **blank, **(dst or {})}}
+    return tentry_json(id="node-a:1", ts=ts, src=Endpoint(**{"ip": "192.0.2.7", "port": 40000, **(src or {})}),
+                       dst=Endpoint(**{"ip": "10.1.0.3", "port": 80, **(dst or {})}))
 
 
 def test_entries_get_the_identity_their_address_had_then():

@@ -11,6 +11,7 @@ import pytest
 import respx
 from litestar.testing import TestClient
 
+from factories import tentry_json
 from hub.app import HubSettings, create_app, har_log
 from hub.workers import WorkerClient, WorkerPool
 from shark.pcap import encode_header, encode_record
@@ -20,8 +21,7 @@ LOCAL = "http://127.0.0.1"        # a Host the hub serves (shark/auth.py refuses
 
 
 def entry(node: str, seq: int, ts: float, **extra) -> dict:
-    return {"id": f"{node}:{seq}", "node": node, "protocol": "http", "ts": ts, "summary": f"GET /{seq}",
-            "src": {"ip": "10.0.0.1", "port": 40000}, "dst": {"ip": "10.0.0.2", "port": 80}, **extra}
+    return tentry_json(id=f"{node}:{seq}", node=node, ts=ts, summary=f"GET /{seq}", **extra)
 
 
 def ndjson(*entries: dict) -> bytes:

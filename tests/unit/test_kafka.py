@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
-from worker.dissectors.kafka import KafkaDissector, detect
 from support import sessions
 from support.sessions import comparable
+from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
+from worker.dissectors.kafka import KafkaDissector, detect
 
 with warnings.catch_warnings():   # kafka-python 3 loads its schemas with a deprecated API
     warnings.simplefilter("ignore", DeprecationWarning)

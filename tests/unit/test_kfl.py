@@ -7,14 +7,14 @@ import re
 import string
 from typing import Any
 
-import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from factories import API, FRONTEND, tentry_json
 from shark import kfl
 from shark.kfl import KflError
-from shark.model import Endpoint, Entry, encode
+from shark.model import Entry
 from support.processes import ROOT
 
 DOC = (ROOT / "docs" / "KFL.md").read_text()
@@ -22,13 +22,9 @@ DOC = (ROOT / "docs" / "KFL.md").read_text()
 
 def entry(name: str, protocol: str, **fields: Any) -> dict[str, Any]:
     """A sample entry as the worker's index holds it: an Entry encoded and decoded."""
-    base = Entry(id=f"n:{name}", node="node-a", protocol=protocol, ts=1764150000.0,
-                 src=Endpoint("10.0.0.5", 40000, "frontend", "shop", "pod"),
-                 dst=Endpoint("10.0.0.9", 8080, "api", "shop", "service"), summary=name)
-    decoded = msgspec.json.decode(encode(base))
-    decoded.update(fields)
-    decoded["summary"] = fields.get("summary", name)
-    return decoded
+    made = {"id": f"n:{name}", "node": "node-a", "protocol": protocol, "summary": name,
+            "src": FRONTEND, "dst": API, "request": {}, "response": None, "status": None}
+    return tentry_json(**{**made, **fields})
 
 
 SAMPLES: dict[str, dict[str, Any]] = {

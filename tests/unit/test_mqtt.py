@@ -8,10 +8,10 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.dissectors.base import Detect, Direction, FlowInfo
-from worker.dissectors.mqtt import MqttDissector, detect
 from support import sessions
 from support.sessions import comparable
+from worker.dissectors.base import Detect, Direction, FlowInfo
+from worker.dissectors.mqtt import MqttDissector, detect
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 1883)

@@ -6,24 +6,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import msgspec
 import pytest
 
+from factories import API, FRONTEND, tentry_json
 from hub.scripts.runtime import Limits, ScriptRuntime
 from hub.scripts.syntax import locate
-from shark.model import Endpoint, Entry, encode
 
 LIMITS = Limits(time_s=0.3, memory_bytes=16 * 1024 * 1024)
 
 
 def entry(number: int = 42, status: int = 200, path: str = "/api/orders", tags: list[str] | None = None) -> dict[str, Any]:
-    made = Entry(id=f"node-a:{number}", node="node-a", protocol="http", ts=1764150000.5,
-                 src=Endpoint("10.0.0.5", 40000, "frontend", "shop", "pod"),
-                 dst=Endpoint("10.0.0.9", 8080, "api", "shop", "service"), summary=f"GET {path}",
-                 elapsed_ms=3.5, status=status, tags=tags or [],
-                 request={"method": "GET", "path": path, "headers": {"host": "api", "user-agent": "curl/8"}},
-                 response={"status": status, "reason": "OK", "headers": {"content-type": "application/json"}})
-    return msgspec.json.decode(encode(made))
+    return tentry_json(
+        id=f"node-a:{number}", node="node-a", ts=1764150000.5, src=FRONTEND, dst=API,
+        summary=f"GET {path}", elapsed_ms=3.5, status=status, tags=tags or [],
+        request={"method": "GET", "path": path, "headers": {"host": "api", "user-agent": "curl/8"}},
+        response={"status": status, "reason": "OK", "headers": {"content-type": "application/json"}})
 
 
 def load(code: str, env: dict[str, str] | None = None, limits: Limits = LIMITS) -> ScriptRuntime:

@@ -8,10 +8,10 @@ from dataclasses import asdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support import sessions
 from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
 from worker.dissectors.select import open_session
 from worker.dissectors.tls import HRR_RANDOM, TlsDissector, detect
-from support import sessions
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\xd5\x00\x01", 40000, b"\x0a\xd5\x00\x02", 443)

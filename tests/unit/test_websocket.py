@@ -9,11 +9,11 @@ import zlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support import sessions
+from support.sessions import comparable
 from worker.dissectors.base import Direction, Exchange, FlowInfo
 from worker.dissectors.upgrades import upgrade_session
 from worker.dissectors.websocket import TEXT_LIMIT, WebSocketSession
-from support import sessions
-from support.sessions import comparable
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 FLOW = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 8080)
