@@ -7,7 +7,6 @@ and counts them, so a slow `kubectl shark scripts logs -f` never holds the hub b
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -15,6 +14,8 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 import msgspec
+
+from hub.queues import DropOldest
 
 Level = Literal["info", "warn", "error"]
 RING_SIZE = 2000
@@ -33,21 +34,15 @@ class LogLine(msgspec.Struct):
 
 
 class Follower:
+    """One `logs -f`: the lines of its script (of every script when None), in its own queue."""
+
     def __init__(self, script: str | None, size: int) -> None:
         self.script = script
-        self.lines: deque[LogLine] = deque()
-        self.size = size
-        self.lost = 0
-        self.ready = asyncio.Event()
+        self.queue: DropOldest[LogLine] = DropOldest(size)
 
     def put(self, line: LogLine) -> None:
-        if self.script is not None and line.script != self.script:
-            return
-        if len(self.lines) >= self.size:
-            self.lines.popleft()
-            self.lost += 1
-        self.lines.append(line)
-        self.ready.set()
+        if self.script is None or line.script == self.script:
+            self.queue.put(line)
 
 
 class ScriptLogs:
@@ -78,10 +73,6 @@ class ScriptLogs:
         self.followers.add(follower)
         try:
             while True:
-                while not follower.lines:
-                    follower.ready.clear()
-                    await follower.ready.wait()
-                lost, follower.lost = follower.lost, 0
-                yield follower.lines.popleft(), lost
+                yield await follower.queue.get()
         finally:
             self.followers.discard(follower)
