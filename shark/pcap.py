@@ -242,9 +242,13 @@ class PcapReader:
         return out
 
     def _fill(self) -> bool:
-        """Read more after the buffer's unread part; False at the end of the file."""
-        want = max(self._chunk, RECORD_HEADER_SIZE + self.limit)
-        more = self._file.read(want)
+        """Read more after the buffer's unread part (a chunk, or what the record begun there
+        needs if more); False at the end of the file."""
+        rest = len(self._buf) - self._pos
+        need = RECORD_HEADER_SIZE
+        if rest >= RECORD_HEADER_SIZE:
+            need += self.header.record.unpack_from(self._buf, self._pos)[2]
+        more = self._file.read(max(self._chunk, need - rest))
         if not more:
             return False
         self._base += self._pos
