@@ -3,7 +3,9 @@ streams of a query's matches), merged across workers, saved by the hub with the 
 entries, so the evidence outlives the workers' rings and the hub's restarts.
 
 A snapshot is a directory `<state-dir>/traffic-snapshots/NAME/` holding `packets.pcap`,
-`entries.json` and `meta.json`; it is written as `.NAME.part/` and renamed when whole, so a
+`entries.json`, `details.jsonl` (the full entries, bodies included, of the newest
+MAX_DETAILS: the workers dissect them while they still hold the packets, so the UI can open
+a snapshot's entries after the ring has moved on) and `meta.json`; it is written as `.NAME.part/` and renamed when whole, so a
 hub killed midway leaves no half snapshot behind (the next start removes the leftovers).
 All snapshots together stay under `--snapshot-limit` bytes: one that would pass it is
 refused (413) and removed, never kept half.
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import File
@@ -35,6 +38,9 @@ PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
 DIRECTORY = "traffic-snapshots"
 DEFAULT_LIMIT = 500 * 1000 * 1000
 MAX_ENTRIES = 100_000
+MAX_DETAILS = 1000        # entries saved in full (newest first); the rest keep their summary
+DETAIL_FETCHES = 8        # details asked of the workers at once while a snapshot is saved
+QUERY_PARAMS = ("q", "since", "until", "limit")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 FIELDS = ("name", "q", "since", "until")
 
@@ -43,11 +49,22 @@ class TooBig(Exception):
     pass
 
 
+class _Id(msgspec.Struct):
+    id: str = ""
+
+
+def _bad(detail: str) -> HTTPException:
+    return HTTPException(status_code=400, detail=detail)
+
+
 @dataclass
 class SnapshotStore:
     root: Path | None                 # None: the hub keeps no files (no --state-dir)
     limit: int = DEFAULT_LIMIT
     refused: int = 0                  # refused for the limit, for /metrics
+    # the last snapshot's entries read (name, mtime, entries): the UI pages and filters one
+    # snapshot many times, and 100k entries take a while to parse
+    _read: tuple[str, float, list[dict[str, Any]]] | None = None
     # one snapshot written at a time: each one's budget is what the ones before it left
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -81,6 +98,57 @@ class SnapshotStore:
 
     def meta(self, name: str) -> dict[str, Any]:
         return json.loads((self.path(name) / "meta.json").read_text())
+
+    def entries(self, name: str) -> list[dict[str, Any]]:
+        """The snapshot's entries as saved, newest first."""
+        path = self.path(name, "entries.json")
+        mtime = path.stat().st_mtime
+        if self._read is None or self._read[:2] != (name, mtime):
+            self._read = (name, mtime, json.loads(path.read_bytes())["entries"])
+        return self._read[2]
+
+    def query(self, name: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """The saved entries matching q within [since, until), newest first, at most limit
+        (as GET /entries filters live ones)."""
+        for key in params:
+            if key not in QUERY_PARAMS:
+                raise _bad(f"{key}: unknown query parameter; expected one of {', '.join(QUERY_PARAMS)}")
+        try:
+            query = kfl.compile(params.get("q") or "")
+        except kfl.KflError as error:
+            from hub.app import BadQuery   # the hub's 400 with `column`; hub.app imports this module
+            raise BadQuery(error) from None
+        since, until = _time(params, "since"), _time(params, "until")
+        limit = _limit(params.get("limit"))
+        found = []
+        for entry in self.entries(name):
+            ts = entry.get("ts")
+            if not isinstance(ts, (int, float)):
+                continue
+            if (since is not None and ts < since) or (until is not None and ts >= until) or not query(entry):
+                continue
+            found.append(entry)
+            if len(found) >= limit:
+                break
+        return found
+
+    def detail(self, name: str, entry_id: str) -> bytes:
+        """One entry in full as the worker answered when the snapshot was saved; an entry
+        saved without it is its summary with a note saying why."""
+        folder = self.path(name)
+        details = folder / "details.jsonl"
+        if details.is_file():
+            with open(details, "rb") as file:
+                for line in file:
+                    if msgspec.json.decode(line, type=_Id).id == entry_id:
+                        return line.rstrip(b"\n")
+        summary = next((e for e in self.entries(name) if e.get("id") == entry_id), None)
+        if summary is None:
+            raise NotFoundException(f"snapshot {name!r} has no entry {entry_id!r}")
+        note = (f"snapshot {name}: only this entry's summary was saved (details are saved for the newest "
+                f"{MAX_DETAILS} entries whose packets the workers still held); its packets are in the "
+                "snapshot's pcap")
+        return json.dumps({**summary, "notes": [*(summary.get("notes") or []), note]}).encode()
 
     def delete(self, name: str) -> None:
         shutil.rmtree(self.path(name))
@@ -132,13 +200,17 @@ class SnapshotStore:
             if len(entries) > budget:
                 raise over(len(entries))
             (part / "entries.json").write_bytes(entries)
+            details = b"".join(line + b"\n" for line in await _details(pool, answer.entries[:MAX_DETAILS]))
+            if len(entries) + len(details) > budget:
+                raise over(len(entries) + len(details))
+            (part / "details.jsonl").write_bytes(details)
             pcap = await pool.pcap(params)
         except (WorkerError, httpx.HTTPError) as error:
             raise HTTPException(status_code=502, detail=f"snapshot: {describe(error)}") from None
         failed = [f"{w['node'] or w['url']}: {w['error']}" for w in pcap.workers if not w["ok"]]
         if len(failed) == len(pcap.workers):
             raise HTTPException(status_code=502, detail="snapshot: no worker answered: " + "; ".join(failed))
-        size = len(entries)
+        size = len(entries) + len(details)
         with open(part / "packets.pcap", "wb") as file:
             async with aclosing(pcap.chunks()) as chunks:
                 async for chunk in chunks:
@@ -147,8 +219,58 @@ class SnapshotStore:
                         raise over(size)
                     file.write(chunk)
         missing = {str(w["node"] or w["url"]) for w in [*answer.workers, *pcap.workers] if not w["ok"]}
-        return {"entries": len(answer.entries), "bytes": size, "pcap_bytes": size - len(entries),
-                "partial": sorted(missing)}
+        return {"entries": len(answer.entries), "details": details.count(b"\n"), "bytes": size,
+                "pcap_bytes": size - len(entries) - len(details), "partial": sorted(missing)}
+
+
+async def _details(pool: WorkerPool, entries: list[dict[str, Any]]) -> list[bytes]:
+    """The full entries (GET /entries/{id} of the owning worker), those it can still dissect:
+    an evicted one (410) or one of a worker gone keeps its summary."""
+    gate = asyncio.Semaphore(DETAIL_FETCHES)
+
+    async def one(entry_id: str) -> bytes | None:
+        node, sep, number = entry_id.rpartition(":")
+        if not sep or not number.isdigit():
+            return None
+        client = await pool.owner(node)
+        if client is None:
+            return None
+        async with gate:
+            try:
+                response = await client.get(f"/entries/{entry_id}")
+            except (WorkerError, httpx.HTTPError):
+                return None
+        line = response.content.strip()
+        try:
+            same = msgspec.json.decode(line, type=_Id).id == entry_id
+        except msgspec.DecodeError:
+            return None
+        # a JSON document holds no raw newline: one per line
+        return line if same and b"\n" not in line else None
+    found = await asyncio.gather(*(one(str(entry.get("id") or "")) for entry in entries))
+    return [line for line in found if line is not None]
+
+
+def _time(params: dict[str, str], key: str) -> float | None:
+    text = params.get(key)
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise _bad(f"{key}: {text!r} is not epoch seconds") from None
+
+
+def _limit(text: str | None) -> int:
+    if text is None or text == "":
+        return MAX_ENTRIES
+    try:
+        limit = int(text)
+    except ValueError:
+        raise _bad(f"limit: {text!r} is not a whole number") from None
+    if not 1 <= limit <= MAX_ENTRIES:
+        raise _bad(f"limit: {limit} is outside 1-{MAX_ENTRIES}")
+    return limit
 
 
 def parse_spec(body: Any) -> dict[str, Any]:
@@ -217,15 +339,28 @@ def snapshot_handlers(pool: WorkerPool, store: SnapshotStore) -> list[Any]:
         return File(path=store.path(name, "packets.pcap"), filename=f"{name}.pcap", media_type=PCAP_MEDIA_TYPE)
 
     @get(f"{API}/snapshots/{{name:str}}/entries")
-    async def snapshot_entries(request: Request) -> Response[bytes]:
-        """The snapshot's entries, as saved."""
-        return Response(store.path(request.path_params["name"], "entries.json").read_bytes(), media_type="application/json")
+    async def snapshot_entries(request: Request) -> Response[Any]:
+        """The snapshot's entries, newest first: all as saved, or those matching q within
+        since/until, at most limit (what the UI shows when a snapshot is opened)."""
+        name = request.path_params["name"]
+        params = dict(request.query_params)
+        if not params:
+            return Response(store.path(name, "entries.json").read_bytes(), media_type="application/json")
+        found = await asyncio.to_thread(store.query, name, params)
+        return Response({"entries": found, "workers": []})
+
+    @get(f"{API}/snapshots/{{name:str}}/entries/{{entry_id:str}}")
+    async def snapshot_entry(request: Request) -> Response[bytes]:
+        """One of the snapshot's entries in full, as saved."""
+        found = await asyncio.to_thread(store.detail, request.path_params["name"], request.path_params["entry_id"])
+        return Response(found, media_type="application/json")
 
     @delete(f"{API}/snapshots/{{name:str}}", status_code=204)
     async def delete_snapshot(request: Request) -> None:
         store.delete(request.path_params["name"])
 
-    return [create_snapshot, list_snapshots, snapshot_meta, snapshot_pcap, snapshot_entries, delete_snapshot]
+    return [create_snapshot, list_snapshots, snapshot_meta, snapshot_pcap, snapshot_entries, snapshot_entry,
+            delete_snapshot]
 
 
 def metrics(store: SnapshotStore) -> str:

@@ -20,6 +20,9 @@ from support.prometheus import parse_prometheus
 LOCAL = "http://127.0.0.1"
 ENTRY = {"id": "a:1", "node": "a", "protocol": "http", "ts": 10.0, "summary": "GET /x", "status": 200,
          "src": {"ip": "10.0.0.1", "port": 40000}, "dst": {"ip": "10.0.0.2", "port": 80}}
+DETAIL = {**ENTRY, "response": {"status": 200, "body": {"data": "hello", "size": 5}}}
+# an entry whose packets the worker evicted before the snapshot asked for its detail
+EVICTED = {**ENTRY, "id": "a:2", "ts": 11.0, "summary": "POST /y", "status": 503}
 
 
 def pcap(packets: int) -> bytes:
@@ -30,24 +33,29 @@ def pcap(packets: int) -> bytes:
     return out.getvalue()
 
 
-def transport(seen: list[httpx.Request]) -> httpx.MockTransport:
+def transport(seen: list[httpx.Request], entries: tuple[dict, ...] = (ENTRY,)) -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         path = request.url.path
         if path.endswith("/status"):
             return httpx.Response(200, json={"node": "a"})
         if path.endswith("/entries"):
-            return httpx.Response(200, content=json.dumps(ENTRY).encode() + b"\n")
+            return httpx.Response(200, content=b"".join(json.dumps(e).encode() + b"\n" for e in entries))
+        if path.endswith("/entries/a:1"):
+            return httpx.Response(200, json=DETAIL)
+        if path.endswith("/entries/a:2"):
+            return httpx.Response(410, json={"error": "gone", "detail": "its packets were evicted"})
         if path.endswith("/pcap"):
             return httpx.Response(200, content=pcap(50), headers={"content-type": "application/vnd.tcpdump.pcap"})
         return httpx.Response(404, json={"error": "not found", "detail": path})
     return httpx.MockTransport(handle)
 
 
-def client(state: Path | None, seen: list[httpx.Request], limit: int = 10_000_000) -> TestClient:
+def client(state: Path | None, seen: list[httpx.Request], limit: int = 10_000_000,
+           entries: tuple[dict, ...] = (ENTRY,)) -> TestClient:
     return TestClient(create_app(HubSettings(workers=["http://w1:8897"], poll_interval=60, retries=0,
                                              state_dir=state, snapshot_limit=limit,
-                                             client_options={"transport": transport(seen)})), base_url=LOCAL)
+                                             client_options={"transport": transport(seen, entries)})), base_url=LOCAL)
 
 
 def test_a_snapshot_is_saved_listed_downloaded_and_outlives_the_hub(tmp_path: Path) -> None:
@@ -56,7 +64,8 @@ def test_a_snapshot_is_saved_listed_downloaded_and_outlives_the_hub(tmp_path: Pa
         made = hub.post("/api/v1/snapshots", json={"name": "incident-1", "q": "http", "since": 5, "until": "1m"})
         assert made.status_code == 201, made.text
         meta = made.json()
-        assert (meta["name"], meta["entries"], meta["q"], meta["partial"]) == ("incident-1", 1, "http", [])
+        assert (meta["name"], meta["entries"], meta["details"], meta["q"], meta["partial"]) == (
+            "incident-1", 1, 1, "http", [])
         assert meta["pcap_bytes"] == len(pcap(50))
         # the window and the query went to the worker, for the entries and the packets alike
         asked = [r for r in seen if r.url.path.endswith(("/entries", "/pcap"))]
@@ -73,6 +82,7 @@ def test_a_snapshot_is_saved_listed_downloaded_and_outlives_the_hub(tmp_path: Pa
         assert packets.headers["content-type"] == "application/vnd.tcpdump.pcap"
         assert len(list(dpkt.pcap.Reader(io.BytesIO(packets.content)))) == 50
         assert hub.get("/api/v1/snapshots/incident-1/entries").json() == {"entries": [ENTRY]}
+        assert hub.get("/api/v1/snapshots/incident-1/entries/a:1").json() == DETAIL   # with the worker long gone
         samples = parse_prometheus(hub.get("/metrics").text)
         assert samples[("shark_hub_snapshots", "")] == 1 and samples[("shark_hub_snapshot_bytes", "")] == listed["bytes"]
         assert hub.delete("/api/v1/snapshots/incident-1").status_code == 204
@@ -114,3 +124,37 @@ def test_snapshots_are_behind_the_token(tmp_path: Path) -> None:
             assert hub.request(method, path, json={}).status_code == 401, path
         made = hub.post("/api/v1/snapshots", json={"name": "ok"}, headers={"Authorization": "Bearer s3cret"})
         assert made.status_code == 201, made.text
+
+
+def test_an_opened_snapshot_is_filtered_by_kfl_and_its_entries_open_in_full(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+    with client(tmp_path, seen, entries=(EVICTED, ENTRY)) as hub:
+        meta = hub.post("/api/v1/snapshots", json={"name": "two"}).json()
+        assert (meta["entries"], meta["details"]) == (2, 1)
+        assert meta["bytes"] == meta["pcap_bytes"] + sum(
+            (tmp_path / DIRECTORY / "two" / part).stat().st_size for part in ("entries.json", "details.jsonl"))
+    with client(tmp_path, []) as hub:       # a new hub: the workers no longer matter
+        def ids(**params: str) -> list[str]:
+            answer = hub.get("/api/v1/snapshots/two/entries", params=params)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["workers"] == []
+            return [e["id"] for e in answer.json()["entries"]]
+        assert ids(q="") == ["a:2", "a:1"]                      # newest first, as saved
+        assert ids(q="status >= 500") == ["a:2"]
+        assert ids(q="status_code < 500") == ["a:1"]           # KFL2 names work as live
+        assert ids(limit="1") == ["a:2"]
+        assert ids(until="11") == ["a:1"] and ids(since="11") == ["a:2"]
+        bad = hub.get("/api/v1/snapshots/two/entries", params={"q": "status >="})
+        assert bad.status_code == 400 and bad.json()["detail"].startswith("q: column") and bad.json()["column"] == 10
+        for params, field in [({"limit": "0"}, "limit:"), ({"until": "soon"}, "until:"), ({"node": "a"}, "node:")]:
+            answer = hub.get("/api/v1/snapshots/two/entries", params=params)
+            assert answer.status_code == 400 and answer.json()["detail"].startswith(field), answer.text
+        assert hub.get("/api/v1/snapshots/two/entries/a:1").json() == DETAIL
+        summary = hub.get("/api/v1/snapshots/two/entries/a:2").json()    # evicted: the summary, said so
+        assert {k: v for k, v in summary.items() if k != "notes"} == EVICTED
+        assert "only this entry's summary was saved" in summary["notes"][0]
+        for path in ("/api/v1/snapshots/nope/entries?q=http", "/api/v1/snapshots/nope/entries/a:1",
+                     "/api/v1/snapshots/two/entries/a:9"):
+            answer = hub.get(path)
+            assert answer.status_code == 404 and answer.json()["error"] == "not found", path
+        assert "has no entry 'a:9'" in hub.get("/api/v1/snapshots/two/entries/a:9").json()["detail"]
