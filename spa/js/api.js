@@ -86,12 +86,13 @@ function startLoader() {
   return loader;
 }
 
-/** GET /entries: its rows (compact, oldest first) are handed to onRows, in one or more
- *  chunks; resolves with {count, workers, timing} once all were handed over. */
-export function loadRows(params, onRows) {
+/** GET /entries (or an opened snapshot's: path snapshots/NAME/entries, the same answer): its
+ *  rows (compact, oldest first) are handed to onRows, in one or more chunks; resolves with
+ *  {count, workers, timing} once all were handed over. */
+export function loadRows(params, onRows, path = "entries") {
   const onMainThread = async () => {
     const started = performance.now();
-    const { entries, workers } = await getJson("entries", params);
+    const { entries, workers } = await getJson(path, params);
     const received = performance.now();
     const rows = entries.filter(isEntry).map(compact).sort((a, b) => a.ts - b.ts);
     const timing = { body_ms: received - started, rows_ms: performance.now() - received, worker_thread: false };
@@ -102,7 +103,7 @@ export function loadRows(params, onRows) {
   return new Promise((resolve, reject) => {
     const id = ++nextLoad;
     pendingLoads.set(id, { onRows, resolve, reject, sent: performance.now(), fallback: () => onMainThread().then(resolve, reject) });
-    loader.postMessage({ id, url: apiUrl("entries", params) });
+    loader.postMessage({ id, url: apiUrl(path, params) });
   });
 }
 
@@ -113,6 +114,10 @@ export const api = {
   status: (options) => getJson("status", {}, options),
   servicemap: (params, options) => getJson("servicemap", params, options),
   entryPcapUrl: (id) => apiUrl(`entries/${encodeURIComponent(id)}/pcap`),
+  snapshot: (name, options) => getJson(`snapshots/${encodeURIComponent(name)}`, {}, options),
+  snapshotEntriesPath: (name) => `snapshots/${encodeURIComponent(name)}/entries`,
+  snapshotEntry: (name, id, options) => getJson(`snapshots/${encodeURIComponent(name)}/entries/${encodeURIComponent(id)}`, {}, options),
+  snapshotPcapUrl: (name) => apiUrl(`snapshots/${encodeURIComponent(name)}/pcap`),
   pcapUrl: (q) => apiUrl("pcap", { q }),
   harUrl: (q) => apiUrl("har", { q }),
 };

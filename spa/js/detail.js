@@ -1,4 +1,5 @@
-// One entry in full (GET /api/v1/entries/{id}): overview, both ends, request and response with
+// One entry in full (GET /api/v1/entries/{id}, or /snapshots/{name}/entries/{id} while a
+// snapshot is open: set `snapshot`): overview, both ends, request and response with
 // headers and bodies, timing, tags, notes, and its pcap. Every field name is a button that adds
 // `field == value` to the filter, as Kubeshark's queryable fields do.
 
@@ -18,6 +19,7 @@ export class DetailView {
     this.onClose = onClose;
     this.id = null;
     this.controller = null;
+    this.snapshot = null;   // the name of the opened snapshot, whose saved entries are shown
   }
 
   async open(id) {
@@ -29,7 +31,8 @@ export class DetailView {
     replace(this.root, this.header(id, null), h("p", { class: "muted", role: "status" }, "loading…"));
     let entry;
     try {
-      entry = await api.entry(id, { signal: this.controller.signal });
+      const options = { signal: this.controller.signal };
+      entry = this.snapshot ? await api.snapshotEntry(this.snapshot, id, options) : await api.entry(id, options);
     } catch (error) {
       if (error.name === "AbortError") return;
       const detail = error.body?.detail || error.message;
@@ -62,8 +65,11 @@ export class DetailView {
         h("h2", { id: "detail-title" }, entry ? entry.summary || "(no summary)" : id)),
       h("div", { class: "detail-actions" },
         entry?.protocol === "http" ? h("button", { type: "button", onclick: (event) => copyCurl(entry, event.currentTarget) }, "Copy as cURL") : null,
-        h("a", { class: "button", href: api.entryPcapUrl(id), download: `${id.replace(/:/g, "-")}.pcap`, "aria-label": "Download this entry's pcap",
-                 title: "This exchange's packets, for Wireshark" }, "Download pcap"),
+        this.snapshot
+          ? h("a", { class: "button", href: api.snapshotPcapUrl(this.snapshot), download: `${this.snapshot}.pcap`,
+                     "aria-label": "Download the snapshot's pcap", title: "The packets of the whole snapshot, for Wireshark" }, "Snapshot pcap")
+          : h("a", { class: "button", href: api.entryPcapUrl(id), download: `${id.replace(/:/g, "-")}.pcap`, "aria-label": "Download this entry's pcap",
+                     title: "This exchange's packets, for Wireshark" }, "Download pcap"),
         h("button", { type: "button", class: "close", "aria-label": "Close detail", onclick: () => this.close() }, "✕")));
   }
 

@@ -1,5 +1,7 @@
 // The page: wires the filter, the live feed, the list, the detail, the map and the stats, and
-// keeps what is shareable (filter, view, open entry) in the URL.
+// keeps what is shareable (filter, view, open entry, opened snapshot) in the URL. An opened
+// snapshot takes the live feed's place in the Traffic view: its saved entries, filtered by the
+// same KFL, read-only, under a banner that leads back to live.
 
 import { api, loadRows } from "./api.js";
 import { $, h, replace } from "./dom.js";
@@ -7,7 +9,7 @@ import { DetailView } from "./detail.js";
 import { EntryStore, MAX_KEPT } from "./entries.js";
 import { FeedView } from "./feedview.js";
 import { FilterBox, addClause } from "./filterbox.js";
-import { count } from "./format.js";
+import { count, dateTime } from "./format.js";
 import { Health } from "./health.js";
 import { LiveFeed } from "./live.js";
 import { UNAUTHORIZED, loggedIn, showLogin } from "./login.js";
@@ -25,6 +27,7 @@ const state = {
   q: params.get("q") || "",
   view: params.get("view") || "traffic",
   entry: params.get("entry"),
+  snapshot: params.get("snapshot") || null,   // the opened snapshot's name; null: live traffic
   limit: clampLimit(params.get("limit")),
   transport: ["sse", "ws"].includes(params.get("transport")) ? params.get("transport") : "auto",
   paused: false,
@@ -53,6 +56,7 @@ const feed = new FeedView({
   store,
   emptyText: () => (state.filterError ? `Nothing is shown: the filter is not valid KFL (${state.filterError}).`
     : state.loads ? "loading…"
+    : state.snapshot ? `No entries of snapshot ${state.snapshot}${state.q ? ` match ${state.q}` : ""}.`
     : `No entries${state.q ? ` match ${state.q}` : ""} yet; new ones appear here as they are captured.`),
   onOpen: (id) => openEntry(id),
   onFollowChange: (follow, unseen) => {
@@ -94,15 +98,66 @@ function applyFilter(q, { push = true } = {}) {
   state.q = q;
   if (filter.applied !== q || filter.value !== q) filter.set(q);
   if (push && changed) writeUrl(true);
-  document.title = q ? `${q} — kubectl-shark` : "kubectl-shark";
-  $("#download-pcap").href = api.pcapUrl(q);
-  $("#download-har").href = api.harUrl(q);
+  document.title = [q, state.snapshot && `snapshot ${state.snapshot}`, "kubectl-shark"].filter(Boolean).join(" — ");
+  drawDownloads();
   restartFeed();
   if (state.view === "map") map.load(q);
 }
 
+function drawDownloads() {
+  const pcap = $("#download-pcap");
+  if (state.snapshot) {
+    pcap.href = api.snapshotPcapUrl(state.snapshot);
+    pcap.download = `${state.snapshot}.pcap`;
+    pcap.setAttribute("aria-label", `Download pcap of snapshot ${state.snapshot}`);
+  } else {
+    pcap.href = api.pcapUrl(state.q);
+    pcap.download = "shark.pcap";
+    pcap.setAttribute("aria-label", "Download pcap of the filtered traffic");
+  }
+  $("#download-har").href = api.harUrl(state.q);
+  $("#download-har").hidden = Boolean(state.snapshot);
+}
+
+/** The entries of the opened snapshot, or live traffic again (name null). */
+function setSnapshot(name, { push = true } = {}) {
+  if (name === state.snapshot) return;
+  state.snapshot = name;
+  detail.snapshot = name;
+  if (state.entry) detail.close();
+  drawSnapshot();
+  if (name) showView("traffic", { push: false });
+  if (push) writeUrl(true);
+  applyFilter(state.q, { push: false });
+}
+
+async function drawSnapshot() {
+  const banner = $("#snapshot-banner");
+  for (const id of ["pause", "clear"]) $(`#${id}`).disabled = Boolean(state.snapshot);
+  if (!state.snapshot) {
+    banner.hidden = true;
+    replace(banner);
+    return;
+  }
+  const name = state.snapshot;
+  const back = h("button", { type: "button", class: "primary", onclick: () => setSnapshot(null) }, "Back to live");
+  const say = (...text) => replace(banner, h("span", {}, ...text), back);
+  banner.hidden = false;
+  say(h("strong", {}, `Snapshot ${name}`), " — read-only: saved entries, not live traffic.");
+  try {
+    const meta = await api.snapshot(name);
+    if (state.snapshot !== name) return;
+    say(h("strong", {}, `Snapshot ${name}`), ` — read-only: ${count(meta.entries)} entries saved ${dateTime(meta.created)}`,
+      meta.q ? ` (filter ${meta.q})` : "", ", not live traffic.");
+  } catch (error) {
+    if (state.snapshot !== name) return;
+    say(h("strong", {}, `Snapshot ${name}`), h("span", { class: "warn" }, ` cannot be read: ${error.message}`));
+  }
+}
+
 function restartFeed() {
   live?.stop();
+  live = null;
   clearTimeout(resyncTimer);
   state.resyncPending = false;
   state.generation += 1;
@@ -114,6 +169,11 @@ function restartFeed() {
   state.partial = null;
   state.filterError = null;
   feed.reset();
+  if (state.snapshot) {          // saved entries only: nothing streams
+    drawLiveState();
+    loadRecent();
+    return;
+  }
   live = new LiveFeed({
     q: state.q,
     transport: state.transport,
@@ -172,7 +232,7 @@ async function loadRecent(limit = state.limit) {
       const started = performance.now();
       addRows(rows);
       insertMs += performance.now() - started;
-    });
+    }, entriesPath());
     if (generation !== state.generation) return;
     state.partial = answer.workers.filter((w) => !w.ok);
     // how the last loads went, for devtools and the benchmark
@@ -193,6 +253,10 @@ async function loadRecent(limit = state.limit) {
   }
 }
 
+function entriesPath() {
+  return state.snapshot ? api.snapshotEntriesPath(state.snapshot) : "entries";
+}
+
 async function loadOlder() {
   const oldest = store.oldest;
   const button = $("#older");
@@ -202,7 +266,7 @@ async function loadOlder() {
     const before = store.length;
     const generation = state.generation;
     await loadRows({ q: state.q, limit: OLDER_BATCH, ...(oldest ? { until: String(oldest.ts + 1e-6) } : {}) },
-      (rows) => { if (generation === state.generation) addRows(rows); });
+      (rows) => { if (generation === state.generation) addRows(rows); }, entriesPath());
     $("#feed-notice").textContent = store.length === before ? "no older entries" : "";
   } catch (error) {
     $("#feed-notice").textContent = `cannot load older entries: ${error.message}`;
@@ -275,7 +339,8 @@ function drawLiveState() {
   const transport = state.liveTransport === "ws" ? "WebSocket" : "SSE";
   let text;
   let cls;
-  if (state.paused) { text = "paused"; cls = "st-redirect"; }
+  if (state.snapshot) { text = "snapshot (not live)"; cls = "st-redirect"; }
+  else if (state.paused) { text = "paused"; cls = "st-redirect"; }
   else if (state.liveState === "live" && state.upstreams.size) { text = `live (${transport})`; cls = "st-ok"; }
   else if (state.liveState === "live") { text = `connected (${transport}), no worker streaming`; cls = "st-client"; }
   else if (state.liveState === "error") { text = "stream refused"; cls = "st-error"; }
@@ -338,6 +403,7 @@ function writeUrl(push) {
   set("q", state.q);
   set("view", state.view === "traffic" ? "" : state.view);
   set("entry", state.entry);
+  set("snapshot", state.snapshot);
   if (push) history.pushState(null, "", url);
   else history.replaceState(null, "", url);
 }
@@ -345,7 +411,11 @@ function writeUrl(push) {
 window.addEventListener("popstate", () => {
   const next = new URLSearchParams(location.search);
   const q = next.get("q") || "";
-  if (q !== state.q) applyFilter(q, { push: false });
+  const snapshot = next.get("snapshot") || null;
+  if (snapshot !== state.snapshot) {
+    state.q = q;
+    setSnapshot(snapshot, { push: false });
+  } else if (q !== state.q) applyFilter(q, { push: false });
   showView(next.get("view") || "traffic", { push: false });
   const entry = next.get("entry");
   if (entry && entry !== state.entry) openEntry(entry);
@@ -383,7 +453,7 @@ document.addEventListener("keydown", (event) => {
     event.preventDefault();
     openEntry(feed.selectedId);
   } else if (key === "Escape" && state.entry) detail.close();
-  else if (key === "p") setPaused(!state.paused);
+  else if (key === "p" && !state.snapshot) setPaused(!state.paused);
   else if (key === "G") feed.jumpToLive();
 });
 
@@ -399,7 +469,7 @@ $("#clear").addEventListener("click", () => { store.clear(); state.lost = 0; fee
 $("#jump").addEventListener("click", () => feed.jumpToLive());
 $("#help").addEventListener("click", () => $("#help-dialog").showModal());
 $("#workers-pill").addEventListener("click", () => showView("stats"));
-const snapshots = new Snapshots($("#snapshot-list"), $("#snapshot-message"));
+const snapshots = new Snapshots($("#snapshot-list"), $("#snapshot-message"), (name) => setSnapshot(name));
 $("#snapshot-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const since = Date.now() / 1000 - Number($("#snapshot-since").value);
@@ -427,10 +497,12 @@ window.addEventListener(UNAUTHORIZED, () => {
 });
 if (await loggedIn()) {
   health.start();
+  detail.snapshot = state.snapshot;
+  drawSnapshot();
   applyFilter(state.q, { push: false });
   showView(state.view, { push: false });
   if (state.entry) openEntry(state.entry);
 }
 
 // For the browser tests and benchmarks, and for poking at the page from devtools.
-window.shark = { state, store, feed, filter, health, addEntries, applyFilter, get live() { return live; } };
+window.shark = { state, store, feed, filter, health, addEntries, applyFilter, setSnapshot, get live() { return live; } };

@@ -1,5 +1,6 @@
 // Snapshots (docs/API.md, "Snapshots"): save the filtered traffic of a recent window in the hub,
-// where it outlives the workers' rings and the hub's restarts; list, download and delete them.
+// where it outlives the workers' rings and the hub's restarts; list, open (in the Traffic view),
+// download and delete them.
 
 import { ApiError, apiUrl, getJson } from "./api.js";
 import { h, replace } from "./dom.js";
@@ -23,10 +24,12 @@ async function change(method, path, body) {
 }
 
 export class Snapshots {
-  /** root: the view's list element; message: where outcomes are said. */
-  constructor(root, message) {
+  /** root: the view's list element; message: where outcomes are said; onOpen(name): show
+   *  that snapshot's entries in the Traffic view. */
+  constructor(root, message, onOpen) {
     this.root = root;
     this.message = message;
+    this.onOpen = onOpen;
   }
 
   say(text, problem = false) {
@@ -84,6 +87,8 @@ export class Snapshots {
           h("td", { class: "num" }, count(row.entries)),
           h("td", { class: "num" }, bytes(row.bytes)),
           h("td", {},
+            h("button", { type: "button", class: "primary", "aria-label": `Open ${row.name}`,
+              title: "Show its entries in the Traffic view", onclick: () => this.onOpen(row.name) }, "Open"), " ",
             h("a", { class: "button", href: apiUrl(`snapshots/${name}/pcap`), download: `${row.name}.pcap`,
               "aria-label": `Download pcap of ${row.name}` }, "pcap"), " ",
             h("a", { class: "button", href: apiUrl(`snapshots/${name}/entries`), download: `${row.name}.json`,

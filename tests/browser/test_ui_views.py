@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from ui_support import ROOT, open_ui
+from ui_support import ROOT, open_ui, settled
 
 pytestmark = pytest.mark.root
 
@@ -183,3 +183,61 @@ def test_a_snapshot_of_the_filtered_traffic_is_saved_downloaded_and_deleted(page
     page.get_by_role("button", name="Delete ui-snap").click()
     expect(row).to_have_count(0)
     expect(page.locator("#snapshot-message")).to_have_text("deleted ui-snap")
+
+
+def test_an_opened_snapshot_shows_its_entries_read_only_filtered_and_in_full(page, tap, site):
+    query = f'{site.kfl} and request.query["t"][0].startsWith("open-")'
+    open_ui(page, tap, query)
+    site.post("/echo?t=open-json", json={"order": 7, "paid": True})
+    site.get("/status/500?t=open-fail")
+    expect(page.locator(ROWS).filter(has_text="t=open-")).to_have_count(2)
+    page.get_by_role("tab", name="Snapshots").click()
+    page.get_by_label("Snapshot name").fill("ui-open")
+    page.get_by_role("button", name="Save snapshot").click()
+    expect(page.locator("#snapshot-message")).to_have_text(re.compile(r"^saved ui-open: 2 entries, "))
+    site.get("/json?t=open-later")           # live traffic after the snapshot: not in it
+
+    page.get_by_role("button", name="Open ui-open").click()
+    expect(page).to_have_url(re.compile(r"snapshot=ui-open"))
+    expect(page.get_by_role("tab", name="Traffic")).to_have_attribute("aria-selected", "true")
+    banner = page.get_by_role("region", name="Opened snapshot")
+    expect(banner).to_contain_text(re.compile(r"Snapshot ui-open — read-only: 2 entries saved .*not live traffic"))
+    expect(page.locator("#live-state")).to_have_text("snapshot (not live)")
+    settled(page)
+    expect(page.locator(ROWS).filter(has_text="t=open-")).to_have_count(2)
+    expect(page.locator(ROWS).filter(has_text="t=open-later")).to_have_count(0)
+    expect(page.locator("#pause")).to_be_disabled()
+
+    # KFL filters the saved entries (a KFL2 name here), as it does live ones
+    box = page.get_by_role("combobox", name="KFL filter")
+    box.fill("status_code >= 500")
+    expect(page.locator("#kfl-form")).to_have_attribute("data-state", "valid")
+    box.press("Enter")
+    expect(page.locator(ROWS)).to_have_count(1)
+    expect(page.locator(ROWS)).to_contain_text("GET /status/500?t=open-fail")
+    expect(banner).to_be_visible()
+
+    # an entry opens in full from what the snapshot saved (the request body is in it)
+    box.fill('path == "/echo"')
+    box.press("Enter")
+    row = page.locator(ROWS).filter(has_text="POST /echo?t=open-json")
+    expect(row).to_have_count(1)
+    settled(page)
+    with page.expect_response(re.compile(r"/api/v1/snapshots/ui-open/entries/[^/?]+$")) as answer:
+        row.click()
+    assert answer.value.status == 200
+    detail = page.get_by_role("region", name="Entry detail")
+    expect(detail.locator("h2")).to_have_text("POST /echo?t=open-json")
+    body = detail.get_by_role("region", name="Request", exact=True).get_by_role("region", name="Request body")
+    expect(body.locator("pre.body.json")).to_contain_text('"paid": true')
+    expect(detail.get_by_role("link", name="Download the snapshot's pcap")).to_have_attribute(
+        "href", re.compile(r"/api/v1/snapshots/ui-open/pcap$"))
+
+    # back to live: the banner goes, the live feed and its newer traffic come back
+    banner.get_by_role("button", name="Back to live").click()
+    expect(banner).to_be_hidden()
+    expect(page).not_to_have_url(re.compile(r"snapshot="))
+    expect(page.locator("#live-state")).to_have_text(re.compile(r"^live \((SSE|WebSocket)\)$"))
+    box.fill(query)
+    box.press("Enter")
+    expect(page.locator(ROWS).filter(has_text="t=open-later")).to_have_count(1)
