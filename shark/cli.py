@@ -97,6 +97,12 @@ def _size(value: str, option: str) -> str:
 @click.option("--no-open", is_flag=True, help="Do not open the browser.")
 @click.option("--storage-limit", default="200MB", show_default=True,
               help="Cap on the stored packets (200MB, 1GiB, 500Mi).")
+@click.option("--hub-storage", default=None, metavar="SIZE",
+              help="In a cluster: keep the hub's state (snapshots, scripts) on a PersistentVolumeClaim of this "
+                   "size (5Gi), so it outlives the hub's pod; the snapshot limit follows it [default: an "
+                   "emptyDir of 1Gi, lost with the pod].")
+@click.option("--hub-storage-class", default=None, metavar="NAME",
+              help="In a cluster: the StorageClass of --hub-storage [default: the cluster's default class].")
 @click.option("--proxy-host", default="127.0.0.1", show_default=True, help="Address of the UI and API.")
 @click.option("--proxy-port", type=click.IntRange(1, 65535), default=8899, show_default=True,
               help="Port of the UI and API.")
@@ -118,8 +124,8 @@ def _size(value: str, option: str) -> str:
 def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_namespaces: bool,
         kubeconfig: str | None, context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
         dry_run: bool, timeout: float, ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, no_open: bool,
-        storage_limit: str, proxy_host: str, proxy_port: int, state_dir: Path | None,
-        tls: bool, tolerate_control_plane: bool, tolerations: tuple[str, ...], no_redact: bool,
+        storage_limit: str, hub_storage: str | None, hub_storage_class: str | None, proxy_host: str,
+        proxy_port: int, state_dir: Path | None, tls: bool, tolerate_control_plane: bool, tolerations: tuple[str, ...], no_redact: bool,
         redact_headers: tuple[str, ...], redact_fields: tuple[str, ...]) -> None:
     """Capture traffic and serve it at http://PROXY-HOST:PROXY-PORT until Ctrl-C.
 
@@ -153,13 +159,14 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
                              storage_limit=_size(storage_limit, "--storage-limit"), proxy_host=proxy_host,
                              proxy_port=proxy_port, no_open=no_open, dry_run=dry_run, timeout=timeout, tls=tls,
                              tolerate_control_plane=tolerate_control_plane, tolerations=tolerations,
-                             redaction=redaction))
+                             redaction=redaction, hub_storage=hub_storage, hub_storage_class=hub_storage_class))
     cluster_only = given({"pod_regex": "POD_REGEX", "namespaces": "-n/--namespace",
                           "all_namespaces": "-A/--all-namespaces", "kubeconfig": "--kubeconfig",
                           "context": "--context", "release_namespace": "-s/--release-namespace",
                           "image": "--image", "image_pull_policy": "--image-pull-policy", "dry_run": "--dry-run",
                           "timeout": "--timeout", "tolerate_control_plane": "--tolerate-control-plane",
-                          "tolerations": "--toleration"})
+                          "tolerations": "--toleration", "hub_storage": "--hub-storage",
+                          "hub_storage_class": "--hub-storage-class"})
     if cluster_only:
         raise click.UsageError(f"{cluster_only[0]} is for a cluster; it cannot be used with --local")
     if ifaces and pcap_file:

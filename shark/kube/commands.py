@@ -66,14 +66,16 @@ def _proxy(host: str, port: int, open_browser: bool) -> Any:
 def _deploy_options(release_namespace: str, image: str | None, image_pull_policy: str, storage_limit: str,
                     pod_regex: str | None, target_namespaces: tuple[str, ...], tls: bool,
                     tolerate_control_plane: bool, tolerations: tuple[str, ...], proxy_host: str,
-                    redaction: Redaction = Redaction()) -> DeployOptions:
+                    redaction: Redaction = Redaction(), hub_storage: str | None = None,
+                    hub_storage_class: str | None = None) -> DeployOptions:
     # the browser asks the hub for the name it was given: loopback names are served anyway
     hosts = () if is_loopback(proxy_host) or proxy_host in ("0.0.0.0", "::") else (proxy_host,)
     options = DeployOptions(release_namespace=release_namespace, image=image, image_pull_policy=image_pull_policy,
                             storage_limit=storage_limit, pod_regex=pod_regex or None,
                             target_namespaces=target_namespaces, tls=tls,
                             tolerate_control_plane=tolerate_control_plane, tolerations=tolerations,
-                            allowed_hosts=hosts, redaction=redaction)
+                            allowed_hosts=hosts, redaction=redaction, hub_storage=hub_storage,
+                            hub_storage_class=hub_storage_class)
     try:
         options.check()
     except OptionError as error:
@@ -85,7 +87,8 @@ def tap_cluster(*, pod_regex: str | None, namespaces: tuple[str, ...], all_names
                 context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
                 storage_limit: str, proxy_host: str, proxy_port: int, no_open: bool, dry_run: bool,
                 timeout: float, tls: bool, tolerate_control_plane: bool = False,
-                tolerations: tuple[str, ...] = (), redaction: Redaction = Redaction()) -> int:
+                tolerations: tuple[str, ...] = (), redaction: Redaction = Redaction(),
+                hub_storage: str | None = None, hub_storage_class: str | None = None) -> int:
     from shark.kube.client import context_namespace
 
     if all_namespaces and namespaces:
@@ -95,7 +98,8 @@ def tap_cluster(*, pod_regex: str | None, namespaces: tuple[str, ...], all_names
     else:   # like kubectl: without -n, the namespace of the kubeconfig's context
         targets = tuple(dict.fromkeys(namespaces)) or (context_namespace(kubeconfig, context),)
     deploy = _deploy_options(release_namespace, image, image_pull_policy, storage_limit, pod_regex, targets, tls,
-                             tolerate_control_plane, tolerations, proxy_host, redaction)
+                             tolerate_control_plane, tolerations, proxy_host, redaction, hub_storage,
+                             hub_storage_class)
     runner = runner_factory(kubeconfig, context, release_namespace)
     return runner.tap(deploy, _proxy(proxy_host, proxy_port, not no_open), timeout, dry_run)
 
@@ -120,13 +124,15 @@ def open_command(kubeconfig: str | None, context: str | None, release_namespace:
 
 @click.command()
 @cluster_options
-@click.option("--keep-data", is_flag=True, help="Leave the stored packets on the nodes (deleted by default).")
+@click.option("--keep-data", is_flag=True, help="Leave the stored packets on the nodes and the hub's volume of "
+              "tap --hub-storage (its snapshots and scripts, with the namespace that holds it) for the next tap "
+              "(deleted by default).")
 @click.option("--timeout", type=click.FloatRange(1, 86_400), default=120.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the workers to stop and the nodes' stores to be removed.")
 def clean(kubeconfig: str | None, context: str | None, release_namespace: str, keep_data: bool,
           timeout: float) -> None:
-    """Delete everything kubectl-shark created in the cluster, the Secret with its token and the
-    packets stored on the nodes included (safe to run twice)."""
+    """Delete everything kubectl-shark created in the cluster, the Secret with its token, the
+    hub's volume (snapshots) and the packets stored on the nodes included (safe to run twice)."""
     sys.exit(runner_factory(kubeconfig, context, release_namespace).clean(timeout, keep_data))
 
 

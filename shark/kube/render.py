@@ -4,7 +4,8 @@ The YAML files listed in manifests/kustomization.yaml are the base (`kubectl app
 manifests/` deploys them as they are); this module changes only what an option says:
 the release namespace (and the names of cluster-scoped objects and the hostPath that depend
 on it), the image, the workers' storage limit, the hub's targets and the names it serves, the
-taints the workers tolerate and, with --tls, what eBPF capture needs. The token is in none of
+taints the workers tolerate, with --hub-storage a PersistentVolumeClaim for the hub's state
+(manifests/hub-storage.yaml) and, with --tls, what eBPF capture needs. The token is in none of
 them: the pods read it from the Secret tap creates (shark/kube/secret.py). No I/O besides
 reading manifests/.
 """
@@ -22,7 +23,7 @@ import yaml
 from shark import __version__
 from shark.auth import host_name
 from shark.regex import RegexError, compile_linear
-from shark.kube.resources import APPLY_ORDER, DEFAULT_RELEASE_NAMESPACE, HUB, MANAGED_BY, MANAGER, WORKER
+from shark.kube.resources import APPLY_ORDER, DEFAULT_RELEASE_NAMESPACE, HUB, HUB_STATE, MANAGED_BY, MANAGER, WORKER
 from shark.redaction import Redaction
 from shark.units import UnitError, parse_size
 
@@ -45,6 +46,14 @@ TAINT_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z
 TAINT_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+HUB_STORAGE_FILE = "hub-storage.yaml"
+STORAGE_CLASS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+HUB_UID = 10001                      # the hub's runAsUser/runAsGroup (manifests/hub.yaml)
+# What else lives on the hub's volume besides traffic snapshots: the scripts' pcap snapshots
+# (the hub's --script-snapshot-limit default, hub/scripts/options.py) and a tenth of the volume
+# for scripts, their logs and the filesystem's own overhead.
+SCRIPT_SNAPSHOTS = 200 * 1000 * 1000
+MIN_HUB_STORAGE = 512 * 1024 * 1024
 
 
 class OptionError(ValueError):
@@ -64,6 +73,8 @@ class DeployOptions:
     tolerations: tuple[str, ...] = ()            # KEY[=VALUE][:EFFECT], as `kubectl taint` spells them
     allowed_hosts: tuple[str, ...] = ()          # Host names the hub serves besides loopback's
     redaction: Redaction = Redaction()           # the workers' --no-redact / --redact-header / --redact-field
+    hub_storage: str | None = None               # a PVC of this size for the hub's state; None: emptyDir
+    hub_storage_class: str | None = None         # its StorageClass; None: the cluster's default
 
     @property
     def image_ref(self) -> str:
@@ -97,6 +108,14 @@ class DeployOptions:
             parse_size(self.storage_limit, "--storage-limit")
         except UnitError as error:
             raise OptionError(str(error)) from None
+        if self.hub_storage is not None:
+            hub_storage_bytes(self.hub_storage)
+        if self.hub_storage_class is not None:
+            if self.hub_storage is None:
+                raise OptionError("--hub-storage-class: give --hub-storage SIZE too (the class of the hub's volume)")
+            if len(self.hub_storage_class) > 253 or not STORAGE_CLASS_NAME.match(self.hub_storage_class):
+                raise OptionError(f"--hub-storage-class: {self.hub_storage_class!r} is not a StorageClass name "
+                                  "(lower case letters, digits, '-' and '.', at most 253 characters)")
         if self.pod_regex is not None:
             try:
                 compile_linear(self.pod_regex)   # as the hub will run it (RE2)
@@ -123,6 +142,33 @@ def toleration(spec: str) -> dict[str, str]:
     if effect:
         found["effect"] = effect
     return found
+
+
+def hub_storage_bytes(size: str) -> int:
+    """--hub-storage in bytes; at least MIN_HUB_STORAGE (the scripts' snapshots and room for traffic ones)."""
+    try:
+        found = parse_size(size, "--hub-storage")
+    except UnitError as error:
+        raise OptionError(str(error)) from None
+    if found < MIN_HUB_STORAGE:
+        raise OptionError(f"--hub-storage: {size} is too small; the hub's state needs at least 512Mi "
+                          f"({SCRIPT_SNAPSHOTS // 1000_000}MB for scripts' pcap snapshots, the rest for traffic snapshots)")
+    return found
+
+
+def snapshot_limit_for(volume: int) -> int:
+    """The hub's --snapshot-limit on a volume of `volume` bytes: what the scripts' snapshots and
+    a tenth for the rest leave, so a full set of snapshots never fills the volume."""
+    return volume - volume // 10 - SCRIPT_SNAPSHOTS
+
+
+def quantity(size: int) -> str:
+    """Bytes as a Kubernetes quantity, in the largest unit that divides them (5Gi, 500M)."""
+    for unit, factor in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("T", 10**12), ("G", 10**9),
+                         ("M", 10**6), ("Ki", 1 << 10), ("k", 1000)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
 
 
 def cluster_scoped_name(release_namespace: str) -> str:
@@ -171,10 +217,20 @@ def _set_arg(args: list[str], flag: str, value: str) -> None:
         args += [flag, value]
 
 
+def load_hub_storage(directory: Path = MANIFESTS) -> dict[str, Any]:
+    path = directory / HUB_STORAGE_FILE
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise OptionError(f"cannot read the manifests: {path}: {error.strerror or error}") from None
+
+
 def render(options: DeployOptions, base: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The objects to apply for these options, dependencies first."""
     options.check()
     objects = copy.deepcopy(base if base is not None else load_base())
+    if options.hub_storage is not None:
+        objects.append(load_hub_storage())
     ns = options.release_namespace
     cluster_name = cluster_scoped_name(ns)
     for obj in objects:
@@ -206,6 +262,8 @@ def render(options: DeployOptions, base: list[dict[str, Any]] | None = None) -> 
         hub["args"] += ["--target-namespace", target]
     for name in options.allowed_hosts:
         hub["args"] += ["--allowed-host", name]
+    if options.hub_storage is not None:
+        _hub_volume(objects, options)
     _set_arg(worker["args"], "--storage-limit", options.storage_limit)
     worker["args"] += options.redaction.worker_args()
     pod_spec = worker_set["spec"]["template"]["spec"]
@@ -228,6 +286,31 @@ def render(options: DeployOptions, base: list[dict[str, Any]] | None = None) -> 
             pod_spec.setdefault("volumes", []).append({"name": name, "hostPath": {"path": path}})
             worker.setdefault("volumeMounts", []).append({"name": name, "mountPath": path, "readOnly": read_only})
     return sorted(objects, key=lambda o: APPLY_ORDER.index(o["kind"]) if o["kind"] in APPLY_ORDER else len(APPLY_ORDER))
+
+
+def _hub_volume(objects: list[dict[str, Any]], options: DeployOptions) -> None:
+    """The hub's state on the claim: its `state` volume, a Recreate rollout (a ReadWriteOnce
+    volume is mounted by one node at a time: a surge pod elsewhere would wait for it forever),
+    the volume group-writable by the hub's uid (a fresh volume is root's), and the hub's
+    snapshot limit within the volume."""
+    assert options.hub_storage is not None
+    size = hub_storage_bytes(options.hub_storage)
+    claim = _find(objects, "PersistentVolumeClaim", HUB_STATE)
+    claim["spec"]["resources"]["requests"]["storage"] = quantity(size)
+    if options.hub_storage_class is not None:
+        claim["spec"]["storageClassName"] = options.hub_storage_class
+    deployment = _find(objects, "Deployment", HUB)
+    deployment["spec"]["strategy"] = {"type": "Recreate"}
+    pod_spec = deployment["spec"]["template"]["spec"]
+    state = next((v for v in pod_spec.get("volumes") or [] if v.get("name") == "state"), None)
+    if state is None:
+        raise OptionError(f"the manifests' Deployment {HUB!r} has no volume 'state'")
+    state.clear()
+    state.update({"name": "state", "persistentVolumeClaim": {"claimName": HUB_STATE}})
+    security = pod_spec.setdefault("securityContext", {})
+    security["fsGroup"] = HUB_UID
+    security["fsGroupChangePolicy"] = "OnRootMismatch"   # not a walk over every snapshot at each start
+    _set_arg(_container(deployment, "hub")["args"], "--snapshot-limit", str(snapshot_limit_for(size)))
 
 
 def to_yaml(objects: list[dict[str, Any]]) -> str:

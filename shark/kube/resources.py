@@ -11,6 +11,7 @@ COMPONENT = "app.kubernetes.io/component"
 HUB_SELECTOR = "app.kubernetes.io/name=shark,app.kubernetes.io/component=hub"
 WORKER_SELECTOR = "app.kubernetes.io/name=shark,app.kubernetes.io/component=worker"
 HUB = "shark-hub"                            # the Deployment, Service and ServiceAccount
+HUB_STATE = "shark-hub-state"                # the PersistentVolumeClaim of tap --hub-storage
 WORKER = "shark-worker"                      # the DaemonSet and ServiceAccount
 HUB_PORT = 8899
 DEFAULT_RELEASE_NAMESPACE = "shark"
@@ -47,6 +48,7 @@ KINDS = {k.kind: k for k in (
     Kind("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings", True),
     Kind("Service", "v1", "services", True),
     Kind("Secret", "v1", "secrets", True),
+    Kind("PersistentVolumeClaim", "v1", "persistentvolumeclaims", True),
     Kind("Deployment", "apps/v1", "deployments", True),
     Kind("DaemonSet", "apps/v1", "daemonsets", True),
     Kind("Pod", "v1", "pods", True),
@@ -54,10 +56,11 @@ KINDS = {k.kind: k for k in (
 )}
 # Dependencies first: a namespace before what lives in it, RBAC before the pods that use it.
 APPLY_ORDER = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service",
-               "Deployment", "DaemonSet")
+               "PersistentVolumeClaim", "Deployment", "DaemonSet")
 # What clean deletes, dependents first; the namespace last, and only if we created it. The
-# Secret (the token, created by tap, not applied) goes once no pod reads it.
-CLEAN_ORDER = ("DaemonSet", "Deployment", "Service", "Secret", "RoleBinding", "Role", "ServiceAccount",
+# Secret (the token, created by tap, not applied) goes once no pod reads it, the hub's volume once
+# no pod mounts it.
+CLEAN_ORDER = ("DaemonSet", "Deployment", "PersistentVolumeClaim", "Service", "Secret", "RoleBinding", "Role", "ServiceAccount",
                "ClusterRoleBinding", "ClusterRole")
 
 

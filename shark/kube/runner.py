@@ -231,12 +231,17 @@ class ClusterRunner:
             stores = None if keep_data else stores_of(
                 cluster.get(KINDS["DaemonSet"], WORKER, self.namespace),
                 cluster.list(KINDS["Pod"], self.namespace, WORKER_SELECTOR))
+            kept = []
             for kind_name in CLEAN_ORDER:
                 kind = KINDS[kind_name]
                 if kind.namespaced:
                     found = cluster.list(kind, self.namespace, OURS)
                 else:   # another release namespace's ClusterRole carries the same label: match the name
                     found = [o for o in cluster.list(kind, None, OURS) if o["metadata"]["name"] == cluster_name]
+                if kind_name == "PersistentVolumeClaim" and keep_data:
+                    # the hub's snapshots and scripts, for the next tap --hub-storage to mount again
+                    kept += [f"persistentvolumeclaim/{o['metadata']['name']}" for o in found]
+                    continue
                 for obj in found:
                     if cluster.delete(kind, obj["metadata"]["name"], self.namespace if kind.namespaced else None):
                         deleted.append(f"{kind_name.lower()}/{obj['metadata']['name']}")
@@ -247,8 +252,13 @@ class ClusterRunner:
                 for problem in wipe_stores(cluster, self.namespace, stores, timeout, self.say,
                                            poll=min(self.poll_interval, 1.0), sleep=self.sleep):
                     self.say(f"warning: {problem}")
+            for what in kept:
+                self.say(f"{what} kept (--keep-data): the hub's snapshots and scripts, mounted again by the next "
+                         "tap --hub-storage; clean without --keep-data deletes it")
             namespace = cluster.get(KINDS["Namespace"], self.namespace)
-            if ours(namespace) and not terminating(namespace):
+            if kept and ours(namespace) and not terminating(namespace):
+                self.say(f"namespace/{self.namespace} kept: it holds the hub's volume")
+            elif ours(namespace) and not terminating(namespace):
                 try:
                     cluster.delete(KINDS["Namespace"], self.namespace)
                     deleted.append(f"namespace/{self.namespace}")

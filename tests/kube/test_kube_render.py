@@ -26,6 +26,7 @@ VARIANTS = {
     "targets": DeployOptions(pod_regex="^(checkout|payments)-", target_namespaces=("shop", "billing")),
     "tls": DeployOptions(tls=True, storage_limit="1GiB", image="registry.example.com/shark:1.2"),
     "elsewhere": DeployOptions(release_namespace="tools", image_pull_policy="Always"),
+    "hub-storage": DeployOptions(hub_storage="5Gi", hub_storage_class="fast-ssd"),
 }
 
 
@@ -63,7 +64,9 @@ def test_kustomize_reads_the_same_objects_tap_renders_by_default():
 
 def test_defaults_and_what_the_manifests_promise():
     objects = render(DeployOptions())
-    assert [o["kind"] for o in objects] == list(APPLY_ORDER[:2]) + ["ServiceAccount"] + list(APPLY_ORDER[2:])
+    # the hub's state is an emptyDir unless --hub-storage asks for a claim
+    assert [o["kind"] for o in objects] == list(APPLY_ORDER[:2]) + ["ServiceAccount"] + [
+        k for k in APPLY_ORDER[2:] if k != "PersistentVolumeClaim"]
     assert all(o["metadata"]["labels"][MANAGED_BY] == "kubectl-shark" for o in objects)
     role = by_kind(objects)["ClusterRole/shark-hub"]
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods", "services", "endpoints", "namespaces", "nodes"],
@@ -91,6 +94,29 @@ def test_defaults_and_what_the_manifests_promise():
     assert hub_pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert by_kind(objects)["Service/shark-hub"]["spec"]["type"] == "ClusterIP"
     assert "--allowed-host" not in hub["args"]
+    assert {"name": "state", "emptyDir": {"sizeLimit": "1Gi"}} in hub_pod["volumes"]
+    assert "--snapshot-limit" not in hub["args"] and "strategy" not in by_kind(objects)["Deployment/shark-hub"]["spec"]
+
+
+def test_hub_storage_is_a_claim_the_hub_mounts_with_a_snapshot_limit_inside_it():
+    objects = by_kind(render(DeployOptions(hub_storage="5Gi", hub_storage_class="fast-ssd", release_namespace="tools")))
+    claim = objects["PersistentVolumeClaim/shark-hub-state"]
+    assert claim["metadata"]["namespace"] == "tools" and claim["metadata"]["labels"][MANAGED_BY] == "kubectl-shark"
+    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}},
+                             "storageClassName": "fast-ssd"}
+    deployment = objects["Deployment/shark-hub"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert {"name": "state", "persistentVolumeClaim": {"claimName": "shark-hub-state"}} in pod["volumes"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}     # one node mounts a ReadWriteOnce volume
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 10001
+    args = container(list(objects.values()), "Deployment", "hub")["args"]
+    limit = int(args[args.index("--snapshot-limit") + 1])
+    volume = 5 * 2**30
+    # traffic snapshots + the scripts' snapshots (200MB) leave a tenth of the volume free
+    assert limit + 200_000_000 == volume - volume // 10
+    # no class: the cluster's default; sizes in other units become quantities
+    claim = by_kind(render(DeployOptions(hub_storage="2GB")))["PersistentVolumeClaim/shark-hub-state"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2G" and "storageClassName" not in claim["spec"]
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -187,6 +213,11 @@ def test_another_release_namespace_moves_everything_and_renames_cluster_objects(
     (DeployOptions(tolerations=("k=a b",)), "--toleration: 'k=a b': 'a b' is not a taint value"),
     (DeployOptions(allowed_hosts=("http://x",)), "--proxy-host: 'http://x' is not a host name"),
     (DeployOptions(redaction=Redaction(headers=("X Bad",))), "--redact-header: 'X Bad' is not a name"),
+    (DeployOptions(hub_storage="lots"), "--hub-storage: 'lots' is not a size"),
+    (DeployOptions(hub_storage="100Mi"), "--hub-storage: 100Mi is too small; the hub's state needs at least 512Mi"),
+    (DeployOptions(hub_storage_class="fast"), "--hub-storage-class: give --hub-storage SIZE too"),
+    (DeployOptions(hub_storage="1Gi", hub_storage_class="Fast SSD"), "--hub-storage-class: 'Fast SSD' is not a "
+                                                                      "StorageClass name"),
 ])
 def test_bad_options_say_which_and_why(options, message):
     with pytest.raises(OptionError) as error:

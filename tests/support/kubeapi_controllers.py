@@ -20,6 +20,9 @@ resourceVersion and a watch event, as in a cluster), converging after each chang
   a key of one) that is not there waits in CreateContainerConfigError until it is, as a
   kubelet does; a pod with restartPolicy Never or OnFailure runs to completion: "ready"
   ends Succeeded (exit 0, Completed), "crash-loop" Failed (exit 1, Error);
+- PersistentVolumeClaims of a StorageClass the cluster has (`Store.storage_classes`) are bound
+  at once (Immediate binding: status Bound, capacity as requested); a pod whose claim is missing
+  or unbound is not scheduled (Unschedulable, with the scheduler's message);
 - Endpoints for every Service with a selector, from the ready and not-ready pods it selects;
 - workload status: observedGeneration, replicas / desired / ready / updated / available.
 """
@@ -43,6 +46,7 @@ BEHAVIORS = ("ready", "not-ready", "creating", "image-pull-backoff", "err-image-
 
 R = {plural: BY_PATH[(group, "v1", plural)] for group, plural in [
     ("", "pods"), ("", "nodes"), ("", "services"), ("", "endpoints"), ("", "namespaces"), ("", "secrets"),
+    ("", "persistentvolumeclaims"),
     ("apps", "deployments"), ("apps", "daemonsets"), ("apps", "replicasets")]}
 
 
@@ -157,6 +161,7 @@ class Controllers:
         self._deployments()
         self._replicasets(nodes)
         self._daemonsets(nodes)
+        self._claims()
         self._kubelets(nodes)
         self._workload_status(nodes)
         self._endpoints()
@@ -312,11 +317,15 @@ class Controllers:
             if not self._runs(pod):
                 continue
             node_name = pod["spec"].get("nodeName")
-            if not node_name and schedulable and self.behavior_of(pod) != "unschedulable":
+            # the scheduler places no pod whose claim is missing or unbound
+            unbound = None if node_name else self._unbound_claim(pod, len(nodes))
+            if unbound is None and not node_name and schedulable and self.behavior_of(pod) != "unschedulable":
                 pod["spec"]["nodeName"] = node_name = schedulable[len(name) % len(schedulable)]
                 self.store.replace(R["pods"], ns, name, pod, "kube-scheduler")
                 pod = self.store.get(R["pods"], ns, name)
-            if node_name not in by_name:
+            if unbound is not None:
+                status = unbound
+            elif node_name not in by_name:
                 status = self._unschedulable(len(nodes))
             else:
                 index, node = by_name[node_name]
@@ -352,6 +361,39 @@ class Controllers:
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": now_rfc3339(),
             "message": f"0/{node_count} nodes are available: {node_count} node(s) didn't match Pod's node "
                        "affinity/selector. preemption: 0/{node_count} nodes are available."}]}
+
+    def _claims(self) -> None:
+        """The volume binder with a dynamic provisioner per known StorageClass (Immediate binding)."""
+        for claim in self._all("persistentvolumeclaims"):
+            if (claim.get("status") or {}).get("phase") == "Bound":
+                continue
+            if claim["spec"].get("storageClassName") not in self.store.storage_classes:
+                continue      # no provisioner: Pending for ever, as with a class the cluster lacks
+            requested = ((claim["spec"].get("resources") or {}).get("requests") or {}).get("storage")
+            claim["status"] = {"phase": "Bound", "accessModes": claim["spec"].get("accessModes") or [],
+                               "capacity": {"storage": requested}}
+            self.store.replace(R["persistentvolumeclaims"], claim["metadata"]["namespace"], claim["metadata"]["name"],
+                               claim, "persistentvolume-binder-controller", subresource="status")
+
+    def _unbound_claim(self, pod: dict[str, Any], node_count: int) -> dict[str, Any] | None:
+        """The scheduler's verdict on a pod whose PersistentVolumeClaim is missing or unbound."""
+        for volume in pod["spec"].get("volumes") or []:
+            name = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if not name:
+                continue
+            claim = self.store.find(R["persistentvolumeclaims"], pod["metadata"]["namespace"], name)
+            if claim is None:
+                why = f'persistentvolumeclaim "{name}" not found'
+            elif (claim.get("status") or {}).get("phase") != "Bound":
+                why = "pod has unbound immediate PersistentVolumeClaims"
+            else:
+                continue
+            return {"phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "lastTransitionTime": now_rfc3339(),
+                "message": f"0/{node_count} nodes are available: {why}. preemption: 0/{node_count} nodes are "
+                           f"available: {node_count} Preemption is not helpful for scheduling."}]}
+        return None
 
     def _missing_secret(self, pod: dict[str, Any], container: dict[str, Any]) -> str | None:
         """Why the kubelet cannot make this container's environment (a Secret or key not there)."""

@@ -52,6 +52,16 @@ class Manager:
     paths: set[Path] = field(default_factory=set)
 
 
+QUANTITY_SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+                     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity(text: str) -> float:
+    """A resource.Quantity (5Gi, 500M, 1.5G, 1024) as a number; 422-worthy input as a ValueError."""
+    number = text.rstrip("kMGTPEi")
+    return float(number) * QUANTITY_SUFFIXES[text[len(number):]]
+
+
 class Store:
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -63,6 +73,9 @@ class Store:
         self.compacted = 0             # watches from a resourceVersion below this get 410
         self._cluster_ips = itertools.count(10)
         self.namespace_finalize_delay = 0.2     # the namespace controller takes a moment, as in a cluster
+        # StorageClasses the cluster has (the first is its default) and those that allow volume expansion
+        self.storage_classes: list[str] = ["standard"]
+        self.expandable_storage_classes: set[str] = set()
         self.on_event: list[Callable[[Event], None]] = []
 
     # ---- reading ------------------------------------------------------------------------------
@@ -215,10 +228,41 @@ class Store:
                 data[key] = base64.b64encode(str(value).encode()).decode()
             if data:
                 obj["data"] = data
+        elif resource.plural == "persistentvolumeclaims":
+            spec = obj.setdefault("spec", {})
+            # the DefaultStorageClass admission plugin: a claim without a class gets the default
+            if "storageClassName" not in spec and self.storage_classes:
+                spec["storageClassName"] = self.storage_classes[0]
+            spec.setdefault("volumeMode", "Filesystem")
+            obj.setdefault("status", {}).setdefault("phase", "Pending")
         elif resource.plural == "daemonsets":
             spec.setdefault("revisionHistoryLimit", 10)
             spec.setdefault("updateStrategy", {"type": "RollingUpdate",
                                                "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}})
+
+    def _check_claim_update(self, resource: Resource, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """A claim's spec is immutable but for a larger storage request, and that only where its
+        StorageClass allows expansion (validation, then the PersistentVolumeClaimResize admission)."""
+        name = old["metadata"]["name"]
+
+        def storage(obj: dict[str, Any]) -> float:
+            return quantity(str(((obj["spec"].get("resources") or {}).get("requests") or {}).get("storage", "0")))
+
+        def without_requests(spec: dict[str, Any]) -> dict[str, Any]:
+            rest = copy.deepcopy(spec)
+            (rest.get("resources") or {}).pop("requests", None)
+            return rest
+        if without_requests(old["spec"]) != without_requests(new["spec"]):
+            raise invalid(resource, name, "spec", "Forbidden: spec is immutable after creation except "
+                          "resources.requests and volumeAttributesClassName for bound claims", "FieldValueForbidden")
+        before, after = storage(old), storage(new)
+        if after < before:
+            raise invalid(resource, name, "spec.resources.requests.storage",
+                          "Forbidden: field can not be less than status.capacity", "FieldValueForbidden")
+        if after > before and new["spec"].get("storageClassName") not in self.expandable_storage_classes:
+            raise ApiError(403, f'{resource.qualified} "{name}" is forbidden: only dynamically provisioned pvc '
+                           "can be resized and the storageclass that provisions the pvc must support resize",
+                           details={"name": name, "kind": resource.plural})
 
     def _render_managers(self, key: Key, obj: dict[str, Any]) -> None:
         entries = []
@@ -241,6 +285,8 @@ class Store:
         the resourceVersion and send no watch event, as the real API."""
         new["apiVersion"], new["kind"] = resource.api_version, resource.kind
         self._defaults(resource, new)
+        if old is not None and resource.plural == "persistentvolumeclaims":
+            self._check_claim_update(resource, old, new)
         if old is not None:
             for server_field in ("uid", "creationTimestamp", "generation", "resourceVersion",
                                  "deletionTimestamp"):
