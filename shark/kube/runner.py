@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shark.errors import KubeApiError, SharkError
+from shark.errors import Forbidden, KubeApiError, SharkError
 from shark.kube.client import Cluster
 from shark.kube.forward import Forward, Forwarder, KubectlForwarder
 from shark.kube.render import DeployOptions, cluster_scoped_name, render, to_yaml
@@ -117,7 +117,12 @@ class ClusterRunner:
                 self.say(f"{label} exists and was not created by kubectl-shark: using it as it is "
                          "(clean will leave it in place)")
                 continue
-            after = cluster.apply(obj)
+            try:
+                after = cluster.apply(obj)
+            except (Forbidden, KubeApiError) as error:
+                if kind.kind != "PersistentVolumeClaim" or before is None or "cannot patch resource" in error.message:
+                    raise
+                raise _claim_unchanged(before, error) from None
             if before is None:
                 verdict = "created"
             elif before["metadata"].get("resourceVersion") == after["metadata"].get("resourceVersion"):
@@ -379,6 +384,19 @@ class ClusterRunner:
         except KeyboardInterrupt:
             pass
         return 0
+
+
+def _claim_unchanged(before: dict[str, Any], error: SharkError) -> SharkError:
+    """The API refused to change the hub's volume: say what it is and what can be done."""
+    spec = before.get("spec") or {}
+    size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "?")
+    name = before["metadata"]["name"]
+    return SharkError(f"--hub-storage: persistentvolumeclaim/{name} ({size}, StorageClass "
+                      f"{spec.get('storageClassName') or 'none'}) cannot be changed so: {error.message}",
+                      hint=f"a claim never changes its class and only grows, where its StorageClass allows "
+                           f"expansion: tap again with --hub-storage {size}"
+                           + (f" --hub-storage-class {spec['storageClassName']}" if spec.get("storageClassName") else "")
+                           + ", or `kubectl shark clean` first (the hub's snapshots go with it)")
 
 
 def describe(state: RolloutState, deployment: dict[str, Any] | None) -> list[str]:

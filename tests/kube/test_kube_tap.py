@@ -254,6 +254,67 @@ def test_clean_removes_everything_by_label_and_twice_is_fine(kube, nodes, forwar
     assert again.said == ["nothing to clean: kubectl-shark is not deployed in namespace shark"]
 
 
+def test_hub_storage_is_a_bound_claim_the_hub_mounts_kept_by_keep_data_and_deleted_by_clean(kube, nodes, forwarder):
+    run = Run(kube, forwarder)
+    assert run.tap(DeployOptions(target_namespaces=("default",), hub_storage="5Gi")) == 0
+    said = [line for line in run.said if line.split()[0].count("/") == 1]
+    assert said.index("persistentvolumeclaim/shark-hub-state created") < said.index("deployment/shark-hub created")
+    claim = kube.get("PersistentVolumeClaim", "shark-hub-state", "shark")
+    assert claim["status"] == {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "5Gi"}}
+    assert claim["spec"]["storageClassName"] == "standard"          # the cluster's default class
+    [hub] = kube.list("Pod", "shark", "app.kubernetes.io/component=hub")
+    assert {"name": "state", "persistentVolumeClaim": {"claimName": "shark-hub-state"}} in hub["spec"]["volumes"]
+
+    kept = Run(kube, forwarder)
+    assert kept.runner.clean(keep_data=True) == 0
+    assert "persistentvolumeclaim/shark-hub-state deleted" not in kept.said
+    assert kept.said[-2:] == [
+        "persistentvolumeclaim/shark-hub-state kept (--keep-data): the hub's snapshots and scripts, mounted again by "
+        "the next tap --hub-storage; clean without --keep-data deletes it",
+        "namespace/shark kept: it holds the hub's volume"]
+    assert kube.get("PersistentVolumeClaim", "shark-hub-state", "shark")["metadata"]["uid"] == claim["metadata"]["uid"]
+    assert kube.list("Deployment", "shark") == [] and kube.find("Namespace", "shark") is not None
+
+    again = Run(kube, forwarder)             # the next tap mounts the same claim: the snapshots are back
+    assert again.tap(DeployOptions(target_namespaces=("default",), hub_storage="5Gi")) == 0
+    assert "persistentvolumeclaim/shark-hub-state unchanged" in again.said
+    assert kube.get("PersistentVolumeClaim", "shark-hub-state", "shark")["metadata"]["uid"] == claim["metadata"]["uid"]
+
+    gone = Run(kube, forwarder)
+    assert gone.runner.clean() == 0
+    assert gone.said.index("deployment/shark-hub deleted") < gone.said.index(
+        "persistentvolumeclaim/shark-hub-state deleted") < gone.said.index("namespace/shark deleted")
+    assert kube.find("PersistentVolumeClaim", "shark-hub-state", "shark") is None
+
+
+def test_a_hub_volume_that_cannot_change_so_is_said_with_what_can_be_done(kube, nodes, forwarder):
+    assert Run(kube, forwarder).tap(DeployOptions(target_namespaces=("default",), hub_storage="5Gi")) == 0
+    for options, why in [(DeployOptions(target_namespaces=("default",), hub_storage="1Gi"),
+                          "field can not be less than status.capacity"),
+                         (DeployOptions(target_namespaces=("default",), hub_storage="10Gi"),
+                          "the storageclass that provisions the pvc must support resize"),
+                         (DeployOptions(target_namespaces=("default",), hub_storage="5Gi", hub_storage_class="fast"),
+                          "spec is immutable after creation")]:
+        with pytest.raises(SharkError) as refused:
+            Run(kube, forwarder).tap(options)
+        assert refused.value.message.startswith("--hub-storage: persistentvolumeclaim/shark-hub-state (5Gi, "
+                                                "StorageClass standard) cannot be changed so: "), refused.value.message
+        assert why in refused.value.message
+        assert "tap again with --hub-storage 5Gi --hub-storage-class standard" in refused.value.hint
+    kube.store.expandable_storage_classes.add("standard")         # a class that expands: the claim grows
+    run = Run(kube, forwarder)
+    assert run.tap(DeployOptions(target_namespaces=("default",), hub_storage="10Gi")) == 0
+    assert "persistentvolumeclaim/shark-hub-state configured" in run.said
+
+
+def test_a_hub_storage_class_the_cluster_lacks_stops_the_rollout_saying_why(kube, nodes, forwarder):
+    with pytest.raises(RolloutFailed) as failed:
+        Run(kube, forwarder).tap(DeployOptions(target_namespaces=("default",), hub_storage="1Gi",
+                                               hub_storage_class="nope"), timeout=3)
+    assert kube.get("PersistentVolumeClaim", "shark-hub-state", "shark")["status"]["phase"] == "Pending"
+    assert "pod has unbound immediate PersistentVolumeClaims" in "\n".join(failed.value.details)
+
+
 # ---- open ------------------------------------------------------------------------------------------
 
 def test_open_forwards_again_when_the_forward_drops(kube, nodes, forwarder):
@@ -367,6 +428,7 @@ TAP_RULES = [    # what docs/CLUSTER.md says `tap` needs
      "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update", "patch"]},
 ]
+HUB_STORAGE_RULE = {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "create", "patch"]}
 
 
 def test_tap_works_for_a_user_with_only_the_documented_rbac(kube, nodes, forwarder):
@@ -382,6 +444,15 @@ def test_tap_works_for_a_user_with_only_the_documented_rbac(kube, nodes, forward
     kube.kubeconfig = kube.write_kubeconfig(kube.kubeconfig.with_name("ops"), token=token)
     assert Run(kube, forwarder).tap() == 0
     assert [r for r in kube.requests if r.user == "ops" and r.status >= 400 and r.status != 404] == []
+    # --hub-storage: the claim too, refused until the documented rule for it is there
+    with pytest.raises(Forbidden) as refused:
+        Run(kube, forwarder).tap(DeployOptions(target_namespaces=("default",), hub_storage="1Gi"))
+    assert (refused.value.verb, refused.value.resource) == ("get", "persistentvolumeclaims")
+    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "tapper"},
+                "rules": [*TAP_RULES, HUB_STORAGE_RULE]})
+    before = len(kube.requests)
+    assert Run(kube, forwarder).tap(DeployOptions(target_namespaces=("default",), hub_storage="1Gi")) == 0
+    assert [r for r in kube.requests[before:] if r.user == "ops" and r.status >= 400 and r.status != 404] == []
     # one permission less (the hub's endpoints): the escalation check names it
     kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "tapper"},
                 "rules": [*TAP_RULES[:3], {**TAP_RULES[3], "resources": ["pods", "services", "namespaces", "nodes"]},
@@ -399,13 +470,14 @@ CLEAN_RULES = [  # what docs/CLUSTER.md says `clean` needs
     {"apiGroups": ["apps"], "resources": ["deployments", "daemonsets"], "verbs": ["get", "list", "delete"]},
     {"apiGroups": ["rbac.authorization.k8s.io"],
      "resources": ["clusterroles", "clusterrolebindings", "roles", "rolebindings"], "verbs": ["get", "list", "delete"]},
+    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "create", "delete"]},   # the wipe pods
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
 ]
 
 
 def test_clean_works_for_a_user_with_only_the_documented_rbac(kube, nodes, forwarder):
-    assert Run(kube, forwarder).tap() == 0
+    assert Run(kube, forwarder).tap(DeployOptions(target_namespaces=("default",), hub_storage="1Gi")) == 0
     kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "cleaner"},
                  "rules": CLEAN_RULES})
     kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -599,6 +671,17 @@ def test_dry_run_needs_no_cluster_and_prints_valid_manifests(tmp_path, kube):
     args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[-4:] == ["--redact-header", "X-Session", "--redact-field", "otp"]
     assert "redact" not in nowhere.stdout                            # on by default, with the defaults
+    # --hub-storage: the claim, and the hub on it
+    stored = CliRunner().invoke(cli, ["tap", "--dry-run", "-A", "--kubeconfig", str(tmp_path / "none"),
+                                      "--hub-storage", "5Gi", "--hub-storage-class", "fast"], catch_exceptions=False)
+    assert stored.exit_code == 0, stored.stderr
+    claim = next(o for o in yaml.safe_load_all(stored.stdout) if o and o["kind"] == "PersistentVolumeClaim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi" and claim["spec"]["storageClassName"] == "fast"
+    for args, message in [(["--hub-storage", "10Mi"], "--hub-storage: 10Mi is too small"),
+                          (["--local", "--hub-storage", "5Gi"], "--hub-storage is for a cluster")]:
+        refused = CliRunner().invoke(cli, ["tap", "--dry-run", "--kubeconfig", str(tmp_path / "none"), *args]
+                                     if "--local" not in args else ["tap", *args], catch_exceptions=False)
+        assert refused.exit_code == 2 and message in refused.stderr, refused.stderr
 
 
 # ---- kubectl plugin discovery -------------------------------------------------------------------

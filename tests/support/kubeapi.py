@@ -20,7 +20,7 @@ kube-system, kube-public and kube-node-lease and the `kubernetes` Service, as in
   /healthz, /livez, /readyz. /openapi/v2 and /openapi/v3 answer 404 (kubectl then validates on
   the server with fieldValidation and builds strategic merge patches from its built-in types).
 - Resources (RESOURCES in kubeapi_model.py): core v1 namespaces, nodes, pods, services,
-  endpoints, serviceaccounts, configmaps, secrets, events; apps/v1 deployments, daemonsets,
+  endpoints, serviceaccounts, configmaps, secrets, persistentvolumeclaims, events; apps/v1 deployments, daemonsets,
   replicasets, statefulsets; rbac.authorization.k8s.io/v1 (cluster)roles(bindings);
   discovery.k8s.io/v1 endpointslices. Paths as the real API: /api/v1/namespaces/NS/pods/NAME,
   /apis/apps/v1/daemonsets (all namespaces), .../NAME/status, /api/v1/namespaces/NS/pods/NAME/log.
