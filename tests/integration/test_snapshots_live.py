@@ -30,7 +30,7 @@ def start_tap(env: dict[str, str], http_server: int, port: int) -> Proc:
     return proc
 
 
-def test_snapshot_saved_from_real_traffic_outlives_a_restart(tmp_path: Path, http_server: int, start_worker):
+def test_snapshot_saved_from_real_traffic_outlives_a_restart(tmp_path: Path, http_server: int):
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
     port = free_port()
     hub = f"http://127.0.0.1:{port}"
@@ -58,17 +58,35 @@ def test_snapshot_saved_from_real_traffic_outlives_a_restart(tmp_path: Path, htt
         listed = shark("snapshot", "list", "-o", "json", "--hub", hub, env=env)
         assert listed.returncode == 0, listed.stderr
         [row] = json.loads(listed.stdout)["snapshots"]
-        assert (row["name"], row["entries"], row["q"]) == ("errors", 1, "status >= 500")
+        assert (row["name"], row["entries"], row["details"], row["q"]) == ("errors", 1, 1, "status >= 500")
+        # its entry opens in full from the snapshot (the body the worker dissected when it was saved)
+        auth = {"Authorization": f"Bearer {shark('token', '--local', env=env).stdout.strip()}"}
+        [saved] = httpx.get(f"{hub}/api/v1/snapshots/errors/entries", params={"q": "status_code == 503"},
+                            headers=auth, timeout=10).json()["entries"]
+        full = httpx.get(f"{hub}/api/v1/snapshots/errors/entries/{saved['id']}", headers=auth, timeout=10).json()
+        assert full["response"]["body"]["data"] == "status 503\n"
         out = tmp_path / "errors.pcap"
         got = shark("snapshot", "download", "errors", "-o", str(out), "--hub", hub, env=env)
         assert got.returncode == 0, got.stderr
         read = subprocess.run(["tshark", "-r", str(out), "-Y", "http.request", "-T", "fields", "-e", "http.request.uri"],
                               capture_output=True, text=True, timeout=60)
         assert read.stdout.split() == ["/status/503"], read.stderr     # only the matching stream's packets
-        # the pcap opens again as live traffic does (what `tap --local --pcap FILE` runs)
-        replay = start_worker("--pcap", str(out))
-        replayed = wait_for(lambda: replay.entries() or None, timeout=30, what="the replayed entry")
-        assert [(e["summary"], e["status"]) for e in replayed] == [("GET /status/503", 503)]
+        # the downloaded pcap opens again with `tap --local --pcap FILE`, as docs/API.md says
+        replay_env = {"XDG_STATE_HOME": str(tmp_path / "replay-state")}
+        replay_port = free_port()
+        replay = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "--pcap", str(out),
+                       "--proxy-port", str(replay_port)], env=replay_env)
+        try:
+            replay.wait_line(rf"replaying .*errors\.pcap; UI and API at http://127\.0\.0\.1:{replay_port}")
+            replay_hub = f"http://127.0.0.1:{replay_port}"
+
+            def replayed() -> list[dict] | None:
+                r = shark("query", "", "-o", "json", "--hub", replay_hub, env=replay_env)
+                return [json.loads(line) for line in r.stdout.splitlines()] or None
+            [entry] = wait_for(replayed, timeout=30, what="the replayed entry")
+            assert (entry["summary"], entry["status"]) == ("GET /status/503", 503)
+        finally:
+            replay.stop()
         entries = tmp_path / "errors.json"
         assert shark("snapshot", "download", "errors", "--entries", "-o", str(entries), "--hub", hub,
                      env=env).returncode == 0
