@@ -454,7 +454,7 @@ def create_app(settings: HubSettings) -> Litestar:
     lifespans: list[Any] = [lifespan]
     # Parts with routes of their own add them here, each from its module, given `state`.
     handlers += target_handlers(pool, cluster)
-    handlers += snapshot_handlers(pool, snapshots)
+    handlers += snapshot_handlers(pool, snapshots, fill)
     scripting = Scripting(state)
     handlers += script_routes(scripting)
     lifespans.append(scripting.lifespan)

@@ -8,7 +8,8 @@ MAX_DETAILS: the workers dissect them while they still hold the packets, so the 
 a snapshot's entries after the ring has moved on) and `meta.json`; it is written as `.NAME.part/` and renamed when whole, so a
 hub killed midway leaves no half snapshot behind (the next start removes the leftovers).
 All snapshots together stay under `--snapshot-limit` bytes: one that would pass it is
-refused (413) and removed, never kept half.
+refused (413) and removed, never kept half. In a cluster the entries are saved named (the
+hub's names of that moment: the pods may be gone when the snapshot is opened).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import File
 
+from hub.kube.names import Fill, fill_json
 from hub.workers import WorkerError, WorkerPool, describe
 from shark import kfl
 from shark.units import UnitError, parse_duration
@@ -154,15 +156,15 @@ class SnapshotStore:
         shutil.rmtree(self.path(name))
 
     # -- writing ------------------------------------------------------------------------
-    async def create(self, pool: WorkerPool, body: Any) -> dict[str, Any]:
+    async def create(self, pool: WorkerPool, body: Any, fill: Fill | None = None) -> dict[str, Any]:
         spec = parse_spec(body)
         if self.root is None:
             raise HTTPException(status_code=409, detail="snapshots: the hub keeps no files: start it with "
                                                         "--state-dir (tap does)")
         async with self._lock:
-            return await self._create(pool, spec, self.root)
+            return await self._create(pool, spec, self.root, fill)
 
-    async def _create(self, pool: WorkerPool, spec: dict[str, Any], root: Path) -> dict[str, Any]:
+    async def _create(self, pool: WorkerPool, spec: dict[str, Any], root: Path, fill: Fill | None) -> dict[str, Any]:
         name = spec["name"] or time.strftime("snapshot-%Y%m%d-%H%M%S")
         if (root / name).exists():
             raise HTTPException(status_code=409, detail=f"name: a snapshot named {name!r} exists")
@@ -173,7 +175,7 @@ class SnapshotStore:
             root.mkdir(parents=True, exist_ok=True)
             part.mkdir()
             try:
-                meta = await self._write(pool, params, part, budget)
+                meta = await self._write(pool, params, part, budget, fill)
             except BaseException:
                 shutil.rmtree(part, ignore_errors=True)
                 raise
@@ -189,18 +191,23 @@ class SnapshotStore:
                                                         f"{error.strerror or error}") from None
         return meta
 
-    async def _write(self, pool: WorkerPool, params: dict[str, str], part: Path, budget: int) -> dict[str, Any]:
+    async def _write(self, pool: WorkerPool, params: dict[str, str], part: Path, budget: int,
+                     fill: Fill | None) -> dict[str, Any]:
         def over(size: int) -> TooBig:
             return TooBig(f"snapshot: more than the {max(budget, 0)} bytes left of --snapshot-limit "
                           f"{self.limit} (snapshots use {self.used()}); delete some, narrow it (q, since, until) "
                           "or raise the limit")
         try:
             answer = await pool.entries(params, MAX_ENTRIES)
-            entries = json.dumps({"entries": answer.entries}).encode()
+            rows = [fill(entry) for entry in answer.entries] if fill is not None else answer.entries
+            entries = json.dumps({"entries": rows}).encode()
             if len(entries) > budget:
                 raise over(len(entries))
             (part / "entries.json").write_bytes(entries)
-            details = b"".join(line + b"\n" for line in await _details(pool, answer.entries[:MAX_DETAILS]))
+            found = await _details(pool, rows[:MAX_DETAILS])
+            if fill is not None:
+                found = [bytes(fill_json(line, fill)) for line in found]
+            details = b"".join(line + b"\n" for line in found)
             if len(entries) + len(details) > budget:
                 raise over(len(entries) + len(details))
             (part / "details.jsonl").write_bytes(details)
@@ -219,7 +226,7 @@ class SnapshotStore:
                         raise over(size)
                     file.write(chunk)
         missing = {str(w["node"] or w["url"]) for w in [*answer.workers, *pcap.workers] if not w["ok"]}
-        return {"entries": len(answer.entries), "details": details.count(b"\n"), "bytes": size,
+        return {"entries": len(rows), "details": details.count(b"\n"), "bytes": size,
                 "pcap_bytes": size - len(entries) - len(details), "partial": sorted(missing)}
 
 
@@ -311,7 +318,8 @@ def parse_spec(body: Any) -> dict[str, Any]:
     return spec
 
 
-def snapshot_handlers(pool: WorkerPool, store: SnapshotStore) -> list[Any]:
+def snapshot_handlers(pool: WorkerPool, store: SnapshotStore, fill: Fill | None = None) -> list[Any]:
+    """The snapshot routes; `fill` names endpoints in a cluster (hub/kube/names.py)."""
     @post(f"{API}/snapshots", status_code=201)
     async def create_snapshot(request: Request) -> dict[str, Any]:
         """Save the packets and entries of a window (q, since, until) under a name."""
@@ -320,7 +328,7 @@ def snapshot_handlers(pool: WorkerPool, store: SnapshotStore) -> list[Any]:
             body = json.loads(raw) if raw.strip() else None
         except ValueError as error:
             raise HTTPException(status_code=400, detail=f"body: not valid JSON ({error})") from None
-        return await store.create(pool, body)
+        return await store.create(pool, body, fill)
 
     @get(f"{API}/snapshots")
     async def list_snapshots() -> dict[str, Any]:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import dpkt
 import httpx
-from litestar.testing import TestClient
+from litestar.testing import TestClient, create_test_client
 
 from factories import tcp_packet
 from hub.app import HubSettings, create_app
-from hub.snapshots import DIRECTORY
+from hub.snapshots import DIRECTORY, SnapshotStore, snapshot_handlers
+from hub.workers import WorkerPool
 from support.prometheus import parse_prometheus
 
 LOCAL = "http://127.0.0.1"
@@ -158,3 +159,36 @@ def test_an_opened_snapshot_is_filtered_by_kfl_and_its_entries_open_in_full(tmp_
             answer = hub.get(path)
             assert answer.status_code == 404 and answer.json()["error"] == "not found", path
         assert "has no entry 'a:9'" in hub.get("/api/v1/snapshots/two/entries/a:9").json()["detail"]
+
+
+def test_in_a_cluster_the_entries_are_saved_with_the_names_of_that_moment(tmp_path: Path) -> None:
+    """The hub names endpoints at read time (hub/kube/names.py); a snapshot keeps the names of
+    when it was saved, since the pods may be gone when it is opened."""
+    unnamed = {**ENTRY, "src": {"ip": "10.0.0.1", "port": 40000, "name": "", "namespace": "", "kind": ""}}
+    detail = {**unnamed, "response": DETAIL["response"]}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/status"):
+            return httpx.Response(200, json={"node": "a"})
+        if path.endswith("/entries"):
+            return httpx.Response(200, content=json.dumps(unnamed).encode() + b"\n")
+        if path.endswith("/entries/a:1"):
+            return httpx.Response(200, json=detail)
+        return httpx.Response(200, content=pcap(1))
+
+    def fill(entry: dict) -> dict:
+        if entry["src"]["ip"] == "10.0.0.1" and not entry["src"]["kind"]:
+            entry["src"].update(name="frontend-7d9", namespace="shop", kind="pod")
+        return entry
+
+    # the routes alone, given a fill as app.py gives them the cluster's
+    pool = WorkerPool(["http://w1:8897"], poll_interval=60, retries=0, transport=httpx.MockTransport(handle))
+    store = SnapshotStore(tmp_path / DIRECTORY)
+    with create_test_client(route_handlers=snapshot_handlers(pool, store, fill)) as hub:
+        assert hub.post("/api/v1/snapshots", json={"name": "named"}).status_code == 201
+        [saved] = hub.get("/api/v1/snapshots/named/entries").json()["entries"]
+        full = hub.get("/api/v1/snapshots/named/entries/a:1").json()
+    named = {"ip": "10.0.0.1", "port": 40000, "name": "frontend-7d9", "namespace": "shop", "kind": "pod"}
+    assert saved["src"] == named and full["src"] == named
+    assert full["response"]["body"]["data"] == "hello"
