@@ -55,6 +55,17 @@ class _Id(msgspec.Struct):
     id: str = ""
 
 
+class _Stamp(msgspec.Struct):
+    id: str = ""
+    ts: float | None = None
+
+
+class _Saved(msgspec.Struct):
+    """entries.json with each entry left as its JSON text: 100k entries cost their bytes, not
+    100k dicts (the hub's pod has 512Mi), and pass on to the answer as they are."""
+    entries: list[msgspec.Raw]
+
+
 def _bad(detail: str) -> HTTPException:
     return HTTPException(status_code=400, detail=detail)
 
@@ -65,8 +76,8 @@ class SnapshotStore:
     limit: int = DEFAULT_LIMIT
     refused: int = 0                  # refused for the limit, for /metrics
     # the last snapshot's entries read (name, mtime, entries): the UI pages and filters one
-    # snapshot many times, and 100k entries take a while to parse
-    _read: tuple[str, float, list[dict[str, Any]]] | None = None
+    # snapshot many times, and 100k entries take a while to read
+    _read: tuple[str, float, list[msgspec.Raw]] | None = None
     # one snapshot written at a time: each one's budget is what the ones before it left
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -101,17 +112,18 @@ class SnapshotStore:
     def meta(self, name: str) -> dict[str, Any]:
         return json.loads((self.path(name) / "meta.json").read_text())
 
-    def entries(self, name: str) -> list[dict[str, Any]]:
-        """The snapshot's entries as saved, newest first."""
+    def entries(self, name: str) -> list[msgspec.Raw]:
+        """The snapshot's entries as saved (JSON text each), newest first."""
         path = self.path(name, "entries.json")
         mtime = path.stat().st_mtime
         if self._read is None or self._read[:2] != (name, mtime):
-            self._read = (name, mtime, json.loads(path.read_bytes())["entries"])
+            self._read = None          # the old one goes before the new one is read
+            self._read = (name, mtime, msgspec.json.decode(path.read_bytes(), type=_Saved).entries)
         return self._read[2]
 
-    def query(self, name: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    def query(self, name: str, params: dict[str, str]) -> bytes:
         """The saved entries matching q within [since, until), newest first, at most limit
-        (as GET /entries filters live ones)."""
+        (as GET /entries filters live ones), as the JSON answer {entries, workers}."""
         for key in params:
             if key not in QUERY_PARAMS:
                 raise _bad(f"{key}: unknown query parameter; expected one of {', '.join(QUERY_PARAMS)}")
@@ -122,17 +134,17 @@ class SnapshotStore:
             raise BadQuery(error) from None
         since, until = _time(params, "since"), _time(params, "until")
         limit = _limit(params.get("limit"))
-        found = []
-        for entry in self.entries(name):
-            ts = entry.get("ts")
-            if not isinstance(ts, (int, float)):
-                continue
-            if (since is not None and ts < since) or (until is not None and ts >= until) or not query(entry):
-                continue
-            found.append(entry)
+        found: list[bytes] = []
+        for raw in self.entries(name):
             if len(found) >= limit:
                 break
-        return found
+            if since is not None or until is not None:
+                ts = msgspec.json.decode(raw, type=_Stamp).ts
+                if ts is None or (since is not None and ts < since) or (until is not None and ts >= until):
+                    continue
+            if query.matches_all or query(msgspec.json.decode(raw)):
+                found.append(bytes(raw))
+        return b'{"entries":[' + b",".join(found) + b'],"workers":[]}'
 
     def detail(self, name: str, entry_id: str) -> bytes:
         """One entry in full as the worker answered when the snapshot was saved; an entry
@@ -144,9 +156,10 @@ class SnapshotStore:
                 for line in file:
                     if msgspec.json.decode(line, type=_Id).id == entry_id:
                         return line.rstrip(b"\n")
-        summary = next((e for e in self.entries(name) if e.get("id") == entry_id), None)
-        if summary is None:
+        raw = next((r for r in self.entries(name) if msgspec.json.decode(r, type=_Id).id == entry_id), None)
+        if raw is None:
             raise NotFoundException(f"snapshot {name!r} has no entry {entry_id!r}")
+        summary = msgspec.json.decode(raw)
         note = (f"snapshot {name}: only this entry's summary was saved (details are saved for the newest "
                 f"{MAX_DETAILS} entries whose packets the workers still held); its packets are in the "
                 "snapshot's pcap")
@@ -355,7 +368,7 @@ def snapshot_handlers(pool: WorkerPool, store: SnapshotStore, fill: Fill | None 
         if not params:
             return Response(store.path(name, "entries.json").read_bytes(), media_type="application/json")
         found = await asyncio.to_thread(store.query, name, params)
-        return Response({"entries": found, "workers": []})
+        return Response(found, media_type="application/json")
 
     @get(f"{API}/snapshots/{{name:str}}/entries/{{entry_id:str}}")
     async def snapshot_entry(request: Request) -> Response[bytes]:
