@@ -5,8 +5,8 @@ entries, so the evidence outlives the workers' rings and the hub's restarts.
 A snapshot is a directory `<state-dir>/traffic-snapshots/NAME/` holding `packets.pcap`,
 `entries.json`, `details.jsonl` (the full entries, bodies included, of the newest
 MAX_DETAILS: the workers dissect them while they still hold the packets, so the UI can open
-a snapshot's entries after the ring has moved on) and `meta.json`; it is written as `.NAME.part/` and renamed when whole, so a
-hub killed midway leaves no half snapshot behind (the next start removes the leftovers).
+a snapshot's entries after the ring has moved on) and `meta.json`; it is written as
+`.NAME.part/` and renamed when whole, so a hub killed midway leaves no half snapshot behind (the next start removes the leftovers).
 All snapshots together stay under `--snapshot-limit` bytes: one that would pass it is
 refused (413) and removed, never kept half. In a cluster the entries are saved named (the
 hub's names of that moment: the pods may be gone when the snapshot is opened).
@@ -56,7 +56,6 @@ class _Id(msgspec.Struct):
 
 
 class _Stamp(msgspec.Struct):
-    id: str = ""
     ts: float | None = None
 
 
@@ -167,6 +166,8 @@ class SnapshotStore:
 
     def delete(self, name: str) -> None:
         shutil.rmtree(self.path(name))
+        if self._read is not None and self._read[0] == name:
+            self._read = None
 
     # -- writing ------------------------------------------------------------------------
     async def create(self, pool: WorkerPool, body: Any, fill: Fill | None = None) -> dict[str, Any]:
