@@ -119,14 +119,15 @@ function drawDownloads() {
   $("#download-har").hidden = Boolean(state.snapshot);
 }
 
-/** The entries of the opened snapshot, or live traffic again (name null). */
-function setSnapshot(name, { push = true } = {}) {
+/** The entries of the opened snapshot (shown in the Traffic view unless `view` is false), or
+ *  live traffic again (name null). */
+function setSnapshot(name, { push = true, view = true } = {}) {
   if (name === state.snapshot) return;
   state.snapshot = name;
   detail.snapshot = name;
   if (state.entry) detail.close();
   drawSnapshot();
-  if (name) showView("traffic", { push: false });
+  if (name && view) showView("traffic", { push: false });
   if (push) writeUrl(true);
   applyFilter(state.q, { push: false });
 }
@@ -469,7 +470,8 @@ $("#clear").addEventListener("click", () => { store.clear(); state.lost = 0; fee
 $("#jump").addEventListener("click", () => feed.jumpToLive());
 $("#help").addEventListener("click", () => $("#help-dialog").showModal());
 $("#workers-pill").addEventListener("click", () => showView("stats"));
-const snapshots = new Snapshots($("#snapshot-list"), $("#snapshot-message"), (name) => setSnapshot(name));
+const snapshots = new Snapshots($("#snapshot-list"), $("#snapshot-message"), (name) => setSnapshot(name),
+  (name) => { if (state.snapshot === name) setSnapshot(null, { view: false }); });
 $("#snapshot-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const since = Date.now() / 1000 - Number($("#snapshot-since").value);

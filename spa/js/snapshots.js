@@ -25,11 +25,12 @@ async function change(method, path, body) {
 
 export class Snapshots {
   /** root: the view's list element; message: where outcomes are said; onOpen(name): show
-   *  that snapshot's entries in the Traffic view. */
-  constructor(root, message, onOpen) {
+   *  that snapshot's entries in the Traffic view; onDeleted(name): it is gone. */
+  constructor(root, message, onOpen, onDeleted) {
     this.root = root;
     this.message = message;
     this.onOpen = onOpen;
+    this.onDeleted = onDeleted;
   }
 
   say(text, problem = false) {
@@ -62,6 +63,7 @@ export class Snapshots {
     try {
       await change("DELETE", `snapshots/${encodeURIComponent(name)}`);
       this.say(`deleted ${name}`);
+      this.onDeleted?.(name);
     } catch (error) {
       this.say(`not deleted: ${error.message}`, true);
     }

@@ -241,3 +241,14 @@ def test_an_opened_snapshot_shows_its_entries_read_only_filtered_and_in_full(pag
     box.fill(query)
     box.press("Enter")
     expect(page.locator(ROWS).filter(has_text="t=open-later")).to_have_count(1)
+
+    # the snapshot shown is deleted: the page goes back to live traffic
+    page.get_by_role("tab", name="Snapshots").click()
+    page.get_by_role("button", name="Open ui-open").click()
+    expect(banner).to_be_visible()
+    page.get_by_role("tab", name="Snapshots").click()
+    page.get_by_role("button", name="Delete ui-open").click()
+    expect(page.locator("#snapshot-message")).to_have_text("deleted ui-open")
+    expect(banner).to_be_hidden()
+    expect(page).not_to_have_url(re.compile(r"snapshot="))
+    expect(page.locator("#live-state")).to_have_text(re.compile(r"^live \((SSE|WebSocket)\)$"))
