@@ -123,9 +123,9 @@ function drawDownloads() {
  *  live traffic again (name null). */
 function setSnapshot(name, { push = true, view = true } = {}) {
   if (name === state.snapshot) return;
+  if (state.entry) detail.close();   // first: closing rewrites the current URL, which is not the snapshot's
   state.snapshot = name;
   detail.snapshot = name;
-  if (state.entry) detail.close();
   drawSnapshot();
   if (name && view) showView("traffic", { push: false });
   if (push) writeUrl(true);
