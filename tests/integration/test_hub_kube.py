@@ -334,7 +334,7 @@ def test_the_hub_names_what_the_workers_did_not(cluster):
     early = wait_for(lambda: (e := [json.loads(line) for line in httpx.get(f"{worker_url}/entries").text.splitlines()])
                      and len(e) == 2 and e, what="the early entries")
     assert {(e["src"]["kind"], e["dst"]["kind"]) for e in early} == {("", "")}   # the worker had no names
-    cluster.start_hub()
+    cluster.start_hub("--state-dir", str(cluster.tmp / "hub-state"))
     wait_for(lambda: cluster.worker_targets("node-a")["names"], what="names at node-a")
 
     entry = cluster.entries('request.path == "/early"')[0]
@@ -349,6 +349,15 @@ def test_the_hub_names_what_the_workers_did_not(cluster):
     assert har[0]["_dst"]["name"] == "orders-1" and har[0]["_src"]["namespace"] == SHOP
     nodes = {n["id"]: n for n in cluster.get("/servicemap").json()["nodes"]}
     assert nodes["shop/orders-1"]["kind"] == "pod" and nodes["shop/frontend-1"]["kind"] == "pod"
+    # a snapshot keeps these names: the pods may be gone when it is opened
+    made = httpx.post(f"{cluster.hub_url}/api/v1/snapshots", json={"name": "early", "q": 'request.path == "/early"'},
+                      timeout=60)
+    assert made.status_code == 201 and made.json()["details"] == 1, made.text
+    [saved] = cluster.get("/snapshots/early/entries", q="dst.kind == \"pod\"").json()["entries"]
+    full = cluster.get(f"/snapshots/early/entries/{saved['id']}").json()
+    for named in (saved, full):
+        assert (named["src"]["name"], named["dst"]["name"], named["dst"]["namespace"]) == ("frontend-1", "orders-1", SHOP)
+    assert full["request"]["path"] == "/early"
 
     # from now on the worker names what it indexes: outside the pod networks is external
     call("127.0.0.77", ORDERS_1, cluster.app_port, "/later")
