@@ -1,7 +1,24 @@
-"""What every dissector's per-direction reader does with a chunk before parsing it."""
+"""One direction of a TCP session, read once for every dissector.
+
+A dissector's session owns two readers, one per direction (TwoWaySession). A StreamReader
+takes the chunks the assembler hands to Session.on_data, drops what was already seen, reports
+what was lost, buffers what the parser has not consumed with a mark per chunk (so a message
+found in the buffer can say which packet its first and last bytes came in: a Span), trims
+what was consumed and counts the bytes skipped while resyncing. The dissector writes only
+`parse` (cut the buffer into messages) and `lose` (what a gap means to it).
+
+LengthPrefixedReader adds what every protocol whose messages carry their length shares: a
+message longer than what the session wants to keep is not buffered; its head is kept and the
+rest skipped by length (the SKIP state), across chunks and gaps, and delivered as one Frame.
+"""
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import msgspec
+
+from worker.dissectors.base import Direction
 from worker.packet import PacketRef
 
 
@@ -27,3 +44,243 @@ def chunk_at(marks: list[Mark], offset: int) -> Mark:
         if mark[0] <= offset:
             return mark
     return marks[0]
+
+
+class Span(msgspec.Struct, frozen=True, gc=False):
+    """Where a message lies: stream offsets [start, end) of its direction, and the time and
+    packet of its first and of its last byte."""
+
+    start: int
+    end: int
+    first_ts: int
+    first_ref: PacketRef
+    last_ts: int
+    last_ref: PacketRef
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+class StreamReader:
+    """Buffer, marks, offsets, gaps and skipped bytes of one direction.
+
+    Subclasses write `parse` and `lose`; `feed`, `gap` and `close` are the session's calls."""
+
+    __slots__ = ("direction", "buf", "base", "marks", "expected", "skipped", "dead")
+
+    def __init__(self, direction: Direction) -> None:
+        self.direction = direction
+        self.buf = bytearray()
+        self.base = 0                   # stream offset of buf[0]
+        self.marks: list[Mark] = []     # one per buffered chunk
+        self.expected = 0               # the next new stream byte
+        self.skipped = 0                # bytes passed over while looking for a message start
+        self.dead = False
+
+    # -- what a dissector writes --
+
+    def parse(self, ts: int, ref: PacketRef) -> int:
+        """Cut messages out of self.buf (chunk `ts`/`ref` just added); how many bytes of the
+        buffer were consumed (len(self.buf) or more drops it all)."""
+        raise NotImplementedError
+
+    def lose(self, offset: int, end: int) -> None:
+        """Bytes [offset, end) were lost; called before the buffer is dropped."""
+        raise NotImplementedError
+
+    # -- the session's calls --
+
+    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
+        if self.dead or not data:
+            return
+        if offset != self.expected:
+            missing, data, offset = in_order(self.expected, data, offset)
+            if missing:
+                self.gap(self.expected, missing)
+            elif not data:
+                return
+        self.expected = offset + len(data)
+        self.take(data, offset, ts, ref)
+
+    def gap(self, offset: int, length: int) -> None:
+        if self.dead or length <= 0:
+            return
+        end = offset + length
+        self.lose(offset, end)
+        self.drop()
+        self.expected = end
+
+    def close(self) -> None:
+        self.dead = True
+        self.buf = bytearray()
+
+    # -- for parsers --
+
+    def take(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
+        """Buffer an in-order chunk, parse, trim what was consumed."""
+        if self.buf:
+            self.buf += data
+        else:
+            self.buf = bytearray(data)
+            self.base = offset
+            self.marks = []
+        self.marks.append((offset, ts, ref))
+        self.consume(self.parse(ts, ref))
+
+    def consume(self, pos: int) -> None:
+        """The first `pos` buffered bytes were parsed: forget them and their chunks' marks."""
+        if pos >= len(self.buf):
+            self.drop()
+        elif pos:
+            del self.buf[:pos]
+            self.base += pos
+            marks = self.marks
+            while len(marks) > 1 and marks[1][0] <= self.base:
+                marks.pop(0)
+
+    def drop(self) -> None:
+        self.buf = bytearray()
+        self.marks = []
+
+    def where(self, offset: int) -> Mark:
+        """(chunk offset, ts, ref) of the buffered chunk holding stream byte `offset`."""
+        return chunk_at(self.marks, offset)
+
+    def last(self, ts: int) -> tuple[int, PacketRef]:
+        """The time and packet of the last chunk taken (`ts` and no packet if none)."""
+        if self.marks:
+            _, ts, ref = self.marks[-1]
+            return ts, ref
+        return ts, (0, 0)
+
+    def span(self, start: int, end: int, ts: int, ref: PacketRef) -> Span:
+        """The span of buffered bytes [start, end) whose last byte came in (ts, ref)."""
+        _, first_ts, first_ref = chunk_at(self.marks, start)
+        return Span(start, end, first_ts, first_ref, ts, ref)
+
+
+class Frame(msgspec.Struct, frozen=True, gc=False):
+    """One message of a length-prefixed protocol, as its reader hands it to the session."""
+
+    kind: int              # the protocol's message type (PostgreSQL: type byte; MySQL: seq)
+    body: bytes            # the body, cut to what FrameSink.keep asked for
+    span: Span             # the whole message on the wire, header included
+    cut: bool = False      # bytes of its skipped body were lost (a gap, the end of the flow)
+    continued: bool = False   # it continues the previous message (MySQL's 16 MiB packets)
+
+
+class FrameSink(Protocol):
+    """What a LengthPrefixedReader calls on its session."""
+
+    def keep(self, direction: Direction, kind: int, size: int) -> int:
+        """How many of a `size`-byte body to copy; the rest is skipped by length."""
+
+    def on_frame(self, direction: Direction, frame: Frame) -> None:
+        """One message, whole or with its body cut to what keep asked for."""
+
+    def on_lost(self, direction: Direction, why: str, start: int, end: int, ts: int,
+                ref: PacketRef) -> None:
+        """Bytes [start, end) were lost in a gap (why="gap") or are not a message where one
+        should start ("malformed"); ts and ref say where the reader was."""
+
+
+class LengthPrefixedReader(StreamReader):
+    """A StreamReader whose parser knows each message's length: a message longer than what
+    the sink keeps is delivered from its head, the rest skipped by length (SKIP)."""
+
+    __slots__ = ("sink", "skip_left", "pending", "cut")
+
+    def __init__(self, sink: FrameSink, direction: Direction) -> None:
+        super().__init__(direction)
+        self.sink = sink
+        self.skip_left = 0
+        # (kind, head, start, first_ts, first_ref, continued) of the message being skipped
+        self.pending: tuple[int, bytes, int, int, PacketRef, bool] | None = None
+        self.cut = False            # the skipped message lost bytes in a gap
+
+    def frame(self, kind: int, body: bytes, start: int, end: int, ts: int, ref: PacketRef,
+              continued: bool = False) -> None:
+        """Deliver a whole buffered message [start, end) whose last chunk came at ts/ref."""
+        self.sink.on_frame(self.direction,
+                           Frame(kind, body, self.span(start, end, ts, ref), False, continued))
+
+    def skip(self, kind: int, head: bytes, start: int, total: int,
+             continued: bool = False) -> None:
+        """The buffered message at `start` of `total` bytes is delivered with `head` once its
+        last byte has passed; the parser stops here (the rest of the buffer is its body)."""
+        _, ts, ref = chunk_at(self.marks, start)
+        self.pending = (kind, head, start, ts, ref, continued)
+        self.skip_left = total - (self.base + len(self.buf) - start)
+
+    def take(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
+        if self.pending is not None:
+            take = min(self.skip_left, len(data))
+            self.skip_left -= take
+            if self.skip_left:
+                return
+            self._end_skip(offset + take, ts, ref)
+            data, offset = data[take:], offset + take
+            if not data:
+                return
+        self.chunk(data, offset, ts, ref)
+
+    def chunk(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
+        """An in-order chunk outside a skip (a parser may refuse it before it is buffered)."""
+        StreamReader.take(self, data, offset, ts, ref)
+
+    def gap(self, offset: int, length: int) -> None:
+        if self.dead or length <= 0:
+            return
+        if self.pending is not None and self.skip_left > length:
+            self.skip_left -= length     # only bytes of a skipped body were lost
+            self.cut = True
+            self.expected = offset + length
+            return
+        self.pending = None
+        super().gap(offset, length)
+
+    def finish(self, ts: int) -> None:
+        """The flow ended: deliver a message being skipped (cut), then stop."""
+        if self.pending is not None and not self.dead:
+            self.cut = True
+            last_ts, last_ref = self.last(ts)
+            self._end_skip(self.expected, last_ts, last_ref)
+        self.close()
+
+    def close(self) -> None:
+        super().close()
+        self.pending = None
+
+    def _end_skip(self, end: int, ts: int, ref: PacketRef) -> None:
+        kind, head, start, first_ts, first_ref, continued = self.pending  # type: ignore[misc]
+        self.pending = None
+        cut, self.cut = self.cut, False
+        self.sink.on_frame(self.direction, Frame(
+            kind, head, Span(start, end, first_ts, first_ref, ts, ref), cut, continued))
+
+
+class TwoWaySession:
+    """A session reading each direction with its own reader: the client's and the server's.
+
+    Subclasses make the two readers and write on_close; `dead` stops both directions."""
+
+    def __init__(self, client: StreamReader, server: StreamReader) -> None:
+        self.client = client
+        self.server = server
+        self.readers = (client, server)       # indexed by Direction
+        self.dead = False
+
+    @property
+    def skipped_bytes(self) -> int:
+        """Bytes both readers passed over while looking for a message start."""
+        return self.client.skipped + self.server.skipped
+
+    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
+                ref: PacketRef) -> None:
+        if not self.dead:
+            self.readers[direction].feed(data, offset, ts_ns, ref)
+
+    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        if not self.dead:
+            self.readers[direction].gap(offset, length)
