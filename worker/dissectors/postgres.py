@@ -39,8 +39,8 @@ from collections import deque
 from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
+from worker.dissectors.stream import Frame, LengthPrefixedReader, Span, TwoWaySession
 from worker.packet import PacketRef
-from worker.dissectors.stream import chunk_at, in_order
 
 QUERY_LIMIT = 1000          # request.query is capped at this many characters
 SUMMARY_LIMIT = 200
@@ -257,76 +257,28 @@ def detect(client: bytes, server: bytes) -> Detect:
 
 # -- per direction framing -----------------------------------------------------------------
 
-SYNC, SKIP, RESYNC, DEAD = range(4)
+class _Reader(LengthPrefixedReader):
+    """Cuts one direction into messages; the SKIP state, gaps and marks are the base's."""
 
+    __slots__ = ("frontend", "resyncing", "untyped")
+    sink: PgSession
 
-class _Reader:
-    __slots__ = ("s", "frontend", "state", "buf", "base", "marks", "expected", "skip_left",
-                 "cur", "skipped", "untyped", "cut")
+    def __init__(self, session: PgSession, direction: Direction) -> None:
+        super().__init__(session, direction)
+        self.frontend = direction == Direction.CLIENT_TO_SERVER
+        self.resyncing = False
+        self.untyped = self.frontend        # the next client message may be untyped
 
-    def __init__(self, session: PgSession, frontend: bool) -> None:
-        self.s = session
-        self.frontend = frontend
-        self.state = SYNC
-        self.buf = bytearray()
-        self.base = 0                       # stream offset of buf[0]
-        self.marks: list[tuple[int, int, PacketRef]] = []
-        self.expected = 0
-        self.skip_left = 0
-        self.cur: tuple | None = None       # the message being skipped
-        self.skipped = 0
-        self.untyped = frontend             # the next client message may be untyped
-        self.cut = False                    # the skipped message lost bytes in a gap
-
-    def _where(self, offset: int) -> tuple[int, PacketRef]:
-        _, ts, ref = chunk_at(self.marks, offset)
-        return ts, ref
-
-    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
-        if self.state == DEAD or not data:
-            return
-        if offset != self.expected:
-            missing, data, offset = in_order(self.expected, data, offset)
-            if missing:
-                self.gap(self.expected, missing)
-            elif not data:
-                return
-        self.expected = offset + len(data)
-        if self.state == SKIP:
-            take = min(self.skip_left, len(data))
-            self.skip_left -= take
-            if self.skip_left:
-                return
-            self._end_skip(offset + take, ts, ref)
-            data, offset = data[take:], offset + take
-            if not data:
-                return
-        if self.buf:
-            self.buf += data
-        else:
-            self.buf = bytearray(data)
-            self.base = offset
-            self.marks = []
-        self.marks.append((offset, ts, ref))
-        self._parse(ts, ref)
-
-    def _end_skip(self, end: int, ts: int, ref: PacketRef) -> None:
-        t, body, start, start_ts, start_ref, length = self.cur   # type: ignore[misc]
-        self.cur = None
-        self.state = SYNC
-        cut, self.cut = self.cut, False
-        self.s._message(self.frontend, t, body, start, start_ts, start_ref, end, ts, ref,
-                        length, cut)
-
-    def _parse(self, ts: int, ref: PacketRef) -> None:
+    def parse(self, ts: int, ref: PacketRef) -> int:
         buf = self.buf
         n = len(buf)
         pos = 0
         base = self.base
         frontend = self.frontend
+        sink = self.sink
         types = FRONTEND if frontend else BACKEND
-        while pos < n and self.state != DEAD:
-            if self.state == RESYNC:
+        while pos < n and not self.dead:
+            if self.resyncing:
                 p, more = self._find(buf, pos)
                 if p < 0:
                     # keep a tail that may hold the start of a candidate
@@ -340,11 +292,12 @@ class _Reader:
                     break
                 self.skipped += p - pos
                 pos = p
-                self.state = SYNC
-                self.s._resynced(frontend)
+                self.resyncing = False
                 continue
-            if not frontend and self.s._expects_byte():
-                self.s._answer_byte(buf[pos], base + pos, *self._where(base + pos))
+            if not frontend and sink.expects_byte():
+                start = base + pos
+                _, byte_ts, byte_ref = self.where(start)
+                sink.answer_byte(buf[pos], self.span(start, start + 1, byte_ts, byte_ref))
                 pos += 1
                 continue
             if self.untyped and frontend:
@@ -358,10 +311,8 @@ class _Reader:
                 if n - pos < length:
                     break
                 body = bytes(buf[pos + 4:pos + length])
-                start_ts, start_ref = self._where(base + pos)
                 self.untyped = _u32(body, 0) in (SSL_CODE, GSS_CODE)
-                self.s._message(True, 0, body, base + pos, start_ts, start_ref,
-                                base + pos + length, ts, ref, length, False)
+                self.frame(0, body, base + pos, base + pos + length, ts, ref)
                 pos += length
                 continue
             if n - pos < 5:
@@ -373,32 +324,19 @@ class _Reader:
                 pos += 1
                 continue
             total = 1 + length
-            keep = self.s._keep(frontend, t, length - 4)
-            start_ts, start_ref = self._where(base + pos)
+            keep = sink.keep(self.direction, t, length - 4)
             if n - pos >= total:
                 body = bytes(buf[pos + 5:pos + 5 + min(keep, length - 4)])
-                self.s._message(frontend, t, body, base + pos, start_ts, start_ref,
-                                base + pos + total, ts, ref, total, False)
+                self.frame(t, body, base + pos, base + pos + total, ts, ref)
                 pos += total
             elif keep < length - 4:
                 if n - pos < 5 + keep:
                     break
-                self.cur = (t, bytes(buf[pos + 5:pos + 5 + keep]), base + pos, start_ts,
-                            start_ref, total)
-                self.skip_left = total - (n - pos)
-                self.state = SKIP
+                self.skip(t, bytes(buf[pos + 5:pos + 5 + keep]), base + pos, total)
                 pos = n
             else:
                 break
-        if pos >= n:
-            self.buf = bytearray()
-            self.marks = []
-        elif pos:
-            del buf[:pos]
-            self.base = base + pos
-            first = self.base
-            while len(self.marks) > 1 and self.marks[1][0] <= first:
-                self.marks.pop(0)
+        return pos
 
     def _find(self, buf: bytearray, pos: int) -> tuple[int, bool]:
         """The next plausible message start at or after pos, and whether it still needs
@@ -415,34 +353,17 @@ class _Reader:
         return -1, False
 
     def _malformed(self, offset: int) -> None:
-        self.state = RESYNC
+        self.resyncing = True
         self.skipped += 1
-        self.s._lost(self.frontend, "malformed", offset, *self._where(offset))
+        _, ts, ref = self.where(offset)
+        self.sink.on_lost(self.direction, "malformed", offset, offset + 1, ts, ref)
 
-    def gap(self, offset: int, length: int) -> None:
-        if self.state == DEAD or length <= 0:
-            return
-        end = offset + length
-        if self.state == SKIP and self.skip_left > length:
-            self.skip_left -= length     # only bytes of a skipped body were lost
-            self.cut = True
-            self.expected = end
-            return
-        if self.state == SKIP:
-            self.cur = None
-        mark = self.marks[-1] if self.marks else (offset, 0, (0, 0))
-        if self.state != RESYNC:
-            self.s._lost(self.frontend, "gap", offset, mark[1], mark[2])
-        self.state = RESYNC
+    def lose(self, offset: int, end: int) -> None:
+        if not self.resyncing:
+            ts, ref = self.last(0)
+            self.sink.on_lost(self.direction, "gap", offset, end, ts, ref)
+        self.resyncing = True
         self.untyped = False
-        self.buf = bytearray()
-        self.marks = []
-        self.expected = end
-
-    def close(self) -> None:
-        self.state = DEAD
-        self.buf = bytearray()
-        self.cur = None
 
 
 # -- units and ops -------------------------------------------------------------------------
@@ -513,13 +434,13 @@ def _tag_rows(tag: str) -> int | None:
     return None
 
 
-class PgSession:
+class PgSession(TwoWaySession):
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
+        super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER),
+                         _Reader(self, Direction.SERVER_TO_CLIENT))
         self.flow = flow
         self.emit = emit
         self.body_limit = body_limit
-        self.client = _Reader(self, True)
-        self.server = _Reader(self, False)
         self.units: deque[_Unit] = deque()       # in request order, not emitted yet
         self.ops: deque[tuple[int, _Unit]] = deque()
         self.group: _Unit | None = None          # the extended-protocol group being sent
@@ -531,37 +452,21 @@ class PgSession:
         self.startup: _Unit | None = None
         self.encryption: list[str] = []          # refused SSL/GSS requests before startup
         self.refused: list[_Unit] = []
-        self.dead = False
         self.nobody = _Unit("sync", 0, 0, (0, 0))   # the owner of Sync ops: never emitted
 
-    @property
-    def skipped_bytes(self) -> int:
-        return self.client.skipped + self.server.skipped
-
-    # -- the Session interface --
-
-    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
-                ref: PacketRef) -> None:
-        if not self.dead:
-            (self.client if direction == Direction.CLIENT_TO_SERVER else self.server).feed(
-                data, offset, ts_ns, ref)
+    # -- the Session interface (on_data is TwoWaySession's) --
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         if not self.dead:
-            (self.client if direction == Direction.CLIENT_TO_SERVER else self.server).gap(
-                offset, length)
+            super().on_gap(direction, offset, length, ts_ns)
             self._flush()
 
     def on_close(self, ts_ns: int) -> None:
         if self.dead:
             return
         self.dead = True
-        for reader in (self.client, self.server):
-            if reader.state == SKIP and reader.cur is not None:
-                reader.cut = True
-                reader._end_skip(reader.expected, reader.marks[-1][1] if reader.marks
-                                 else ts_ns, reader.marks[-1][2] if reader.marks else (0, 0))
-            reader.close()
+        for reader in self.readers:
+            reader.finish(ts_ns)
         self._finish_orphan()
         for unit in self.units:
             if unit.ops:
@@ -573,22 +478,23 @@ class PgSession:
         self.ops.clear()
         self._flush()
 
-    # -- framing callbacks --
+    # -- what the readers call (worker.dissectors.stream.FrameSink, and the SSL answer) --
 
-    def _keep(self, frontend: bool, t: int, size: int) -> int:
-        if t == 0x44 and not frontend:          # DataRow
+    def keep(self, direction: Direction, t: int, size: int) -> int:
+        if t == 0x44 and direction == Direction.SERVER_TO_CLIENT:   # DataRow
             return min(size, self.body_limit) if self.body_limit > 0 else 0
         if t == 0x64:                           # CopyData
             return 0
         return min(size, KEEP_LIMIT)
 
-    def _expects_byte(self) -> bool:
+    def expects_byte(self) -> bool:
+        """The server's next byte is its one-byte answer to SSLRequest/GSSENCRequest."""
         return bool(self.ops) and self.ops[0][0] == SSL
 
-    def _answer_byte(self, byte: int, offset: int, ts: int, ref: PacketRef) -> None:
+    def answer_byte(self, byte: int, span: Span) -> None:
         _, unit = self.ops.popleft()
         unit.ops -= 1
-        self._answer(unit, offset, ts, ref, offset + 1)
+        self._answer(unit, span)
         what = unit.request.get("kind", "ssl")
         if byte in b"SG":
             unit.extra["encryption"] = "accepted"
@@ -622,13 +528,11 @@ class PgSession:
         self.ops.clear()
         self._flush()
 
-    def _resynced(self, frontend: bool) -> None:
-        pass
-
-    def _lost(self, frontend: bool, why: str, offset: int, ts: int, ref: PacketRef) -> None:
+    def on_lost(self, direction: Direction, why: str, offset: int, end: int, ts: int,
+                ref: PacketRef) -> None:
         """A message start was lost in a gap, or garbage stands where one should start."""
         initial = why == "malformed" and offset == 0
-        if frontend:
+        if direction == Direction.CLIENT_TO_SERVER:
             if self.group is not None:
                 self.group.complete = False
                 self.group.notes.append("request cut by a gap" if why == "gap"
@@ -662,26 +566,25 @@ class PgSession:
 
     # -- messages --
 
-    def _message(self, frontend: bool, t: int, body: bytes, start: int, ts: int,
-                 ref: PacketRef, end: int, end_ts: int, end_ref: PacketRef, size: int,
-                 cut: bool) -> None:
+    def on_frame(self, direction: Direction, frame: Frame) -> None:
+        frontend = direction == Direction.CLIENT_TO_SERVER
         try:
             if frontend:
-                self._frontend(t, body, start, ts, ref, end, size, cut)
+                self._frontend(frame.kind, frame.body, frame.span)
             else:
-                self._backend(t, body, start, ts, ref, end, end_ts, end_ref, size, cut)
+                self._backend(frame.kind, frame.body, frame.span, frame.cut)
         except (ValueError, IndexError):
             unit = self.ops[0][1] if self.ops and not frontend else self.group
             if unit is not None:
                 unit.notes.append(f"malformed: {'frontend' if frontend else 'backend'} "
-                                  f"message {chr(t)!r} of {size} bytes")
+                                  f"message {chr(frame.kind)!r} of {frame.span.size} bytes")
         self._flush()
 
-    def _frontend(self, t: int, body: bytes, start: int, ts: int, ref: PacketRef, end: int,
-                  size: int, cut: bool) -> None:
+    def _frontend(self, t: int, body: bytes, span: Span) -> None:
         if t == 0:
-            self._untyped(body, start, ts, ref, end)
+            self._untyped(body, span)
             return
+        start, ts, ref, end = span.start, span.first_ts, span.first_ref, span.end
         if t == 0x51:                                         # Query
             unit = _Unit("simple", start, ts, ref)
             query = _cstr(body, 0)[0] if b"\0" in body else body.decode("utf-8", "replace")
@@ -795,7 +698,8 @@ class PgSession:
             del table[next(iter(table))]
         table[key] = value
 
-    def _untyped(self, body: bytes, start: int, ts: int, ref: PacketRef, end: int) -> None:
+    def _untyped(self, body: bytes, span: Span) -> None:
+        start, ts, ref, end = span.start, span.first_ts, span.first_ref, span.end
         code = _u32(body, 0)
         if code in (SSL_CODE, GSS_CODE):
             kind = "ssl" if code == SSL_CODE else "gssenc"
@@ -837,8 +741,7 @@ class PgSession:
         self.startup = unit
         self._add(unit, STARTUP)
 
-    def _backend(self, t: int, body: bytes, start: int, ts: int, ref: PacketRef, end: int,
-                 end_ts: int, end_ref: PacketRef, size: int, cut: bool) -> None:
+    def _backend(self, t: int, body: bytes, span: Span, cut: bool) -> None:
         if t == 0x4E:                                        # NoticeResponse
             fields = _error_fields(body)
             unit = self.ops[0][1] if self.ops and self.ops[0][1] is not self.nobody else (
@@ -851,12 +754,12 @@ class PgSession:
             pid = _u32(body, 0)
             channel, i = _cstr(body, 4)
             payload, _ = _cstr(body, i)
-            unit = _Unit("notification", start, ts, ref)
+            unit = _Unit("notification", span.start, span.first_ts, span.first_ref)
             unit.request = {"kind": "notification", "channel": channel,
                             "payload": payload[:QUERY_LIMIT], "backend_pid": pid}
             unit.summary = f"NOTIFY {channel}"
             unit.start = unit.req_end = self.client.expected   # a server push: no request
-            self._answer(unit, start, ts, ref, end, end_ts, end_ref)
+            self._answer(unit, span)
             self._emit(unit)
             return
         if t == 0x53:                                        # ParameterStatus
@@ -878,10 +781,10 @@ class PgSession:
                     self._end_op(incomplete="response not captured")
                 op = self.ops[0]
             else:
-                self._orphan_message(t, body, start, ts, ref, end, end_ts, end_ref)
+                self._orphan_message(t, body, span)
                 return
         kind, unit = op
-        self._answer(unit, start, ts, ref, end, end_ts, end_ref)
+        self._answer(unit, span)
         if cut:
             unit.complete = False
             unit.notes.append("gap in a response message")
@@ -969,13 +872,13 @@ class PgSession:
         if room > 0:
             unit.body += (line + "\n").encode()[:room]
 
-    def _answer(self, unit: _Unit, start: int, ts: int, ref: PacketRef, end: int,
-                end_ts: int | None = None, end_ref: PacketRef | None = None) -> None:
+    @staticmethod
+    def _answer(unit: _Unit, span: Span) -> None:
         if unit.resp_start is None:
-            unit.resp_start, unit.resp_ts, unit.resp_ref = start, ts, ref
-        unit.resp_end = end
-        unit.end_ts = ts if end_ts is None else end_ts
-        unit.end_ref = ref if end_ref is None else end_ref
+            unit.resp_start, unit.resp_ts, unit.resp_ref = span.start, span.first_ts, span.first_ref
+        unit.resp_end = span.end
+        unit.end_ts = span.last_ts
+        unit.end_ref = span.last_ref
 
     def _end_op(self, incomplete: str = "") -> None:
         _, unit = self.ops.popleft()
@@ -985,14 +888,13 @@ class PgSession:
             if incomplete not in unit.notes:
                 unit.notes.append(incomplete)
 
-    def _orphan_message(self, t: int, body: bytes, start: int, ts: int, ref: PacketRef,
-                        end: int, end_ts: int, end_ref: PacketRef) -> None:
+    def _orphan_message(self, t: int, body: bytes, span: Span) -> None:
         unit = self.orphan
         if unit is None:
             client_at = self.client.expected
-            unit = self.orphan = _Unit("unknown", client_at, ts, ref)
+            unit = self.orphan = _Unit("unknown", client_at, span.first_ts, span.first_ref)
             unit.notes.append("request not captured")
-        self._answer(unit, start, ts, ref, end, end_ts, end_ref)
+        self._answer(unit, span)
         self._apply(unit, t, body, QUERY)
         if t == 0x5A:
             self._finish_orphan()
