@@ -33,8 +33,8 @@ from collections import deque
 from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
+from worker.dissectors.stream import Frame, LengthPrefixedReader, Span, TwoWaySession
 from worker.packet import PacketRef
-from worker.dissectors.stream import chunk_at, in_order
 
 QUERY_LIMIT = 1000
 SUMMARY_LIMIT = 200
@@ -250,136 +250,61 @@ def detect(client: bytes, server: bytes) -> Detect:
 
 # -- per direction framing -----------------------------------------------------------------
 
-SYNC, SKIP, RESYNC, DEAD = range(4)
+class _Reader(LengthPrefixedReader):
+    """Cuts one direction into packets; the SKIP state, gaps and marks are the base's."""
 
+    __slots__ = ("resyncing", "continued")
+    sink: MySession
 
-class _Reader:
-    __slots__ = ("s", "client", "state", "buf", "base", "marks", "expected", "skip_left",
-                 "cur", "skipped", "cut", "continued")
-
-    def __init__(self, session: MySession, client: bool) -> None:
-        self.s = session
-        self.client = client
-        self.state = SYNC
-        self.buf = bytearray()
-        self.base = 0
-        self.marks: list[tuple[int, int, PacketRef]] = []
-        self.expected = 0
-        self.skip_left = 0
-        self.cur: tuple | None = None
-        self.skipped = 0
-        self.cut = False
+    def __init__(self, session: MySession, direction: Direction) -> None:
+        super().__init__(session, direction)
+        self.resyncing = False
         self.continued = False       # the previous packet had a 0xFFFFFF payload
 
-    def _where(self, offset: int) -> tuple[int, PacketRef]:
-        _, ts, ref = chunk_at(self.marks, offset)
-        return ts, ref
-
-    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
-        if self.state == DEAD or not data:
-            return
-        if offset != self.expected:
-            missing, data, offset = in_order(self.expected, data, offset)
-            if missing:
-                self.gap(self.expected, missing)
-            elif not data:
-                return
-        self.expected = offset + len(data)
-        if self.state == SKIP:
-            take = min(self.skip_left, len(data))
-            self.skip_left -= take
-            if self.skip_left:
-                return
-            self._end_skip(offset + take, ts, ref)
-            data, offset = data[take:], offset + take
-            if not data:
-                return
-        if self.state == RESYNC:
+    def chunk(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
+        if self.resyncing:
             # Resync only where a captured chunk starts (see the module doc).
-            if not self.s._plausible(self.client, data):
+            if not self.sink.plausible(self.direction, data):
                 self.skipped += len(data)
                 return
-            self.state = SYNC
+            self.resyncing = False
             self.buf = bytearray()
-        if self.buf:
-            self.buf += data
-        else:
-            self.buf = bytearray(data)
-            self.base = offset
-            self.marks = []
-        self.marks.append((offset, ts, ref))
-        self._parse(ts, ref)
+        super().chunk(data, offset, ts, ref)
 
-    def _end_skip(self, end: int, ts: int, ref: PacketRef) -> None:
-        seq, body, start, start_ts, start_ref, size, cont = self.cur   # type: ignore[misc]
-        self.cur = None
-        self.state = SYNC
-        cut, self.cut = self.cut, False
-        self.s._packet(self.client, seq, body, start, start_ts, start_ref, end, ts, ref, size,
-                       cont, cut)
-
-    def _parse(self, ts: int, ref: PacketRef) -> None:
+    def parse(self, ts: int, ref: PacketRef) -> int:
         buf = self.buf
         n = len(buf)
         pos = 0
         base = self.base
-        while n - pos >= 4 and self.state == SYNC:
+        while n - pos >= 4 and not (self.resyncing or self.dead or self.pending):
             size = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             seq = buf[pos + 3]
             total = 4 + size
             cont = self.continued
             self.continued = size == MAX_PAYLOAD
-            keep = self.s._keep(self.client, size, cont)
-            start_ts, start_ref = self._where(base + pos)
+            keep = 0 if cont else self.sink.keep(self.direction, seq, size)
             if n - pos >= total:
                 body = bytes(buf[pos + 4:pos + 4 + min(keep, size)])
                 pos += total
-                self.s._packet(self.client, seq, body, base + pos - total, start_ts, start_ref,
-                               base + pos, ts, ref, total, cont, False)
+                self.frame(seq, body, base + pos - total, base + pos, ts, ref, cont)
             elif keep < size and n - pos >= 4 + keep:
-                self.cur = (seq, bytes(buf[pos + 4:pos + 4 + keep]), base + pos, start_ts,
-                            start_ref, total, cont)
-                self.skip_left = total - (n - pos)
-                self.state = SKIP
+                self.skip(seq, bytes(buf[pos + 4:pos + 4 + keep]), base + pos, total, cont)
                 pos = n
             else:
                 self.continued = cont
                 break
-        if self.state in (RESYNC, DEAD) or pos >= n:
-            self.buf = bytearray()
-            self.marks = []
-        elif pos:
-            del buf[:pos]
-            self.base = base + pos
-            while len(self.marks) > 1 and self.marks[1][0] <= self.base:
-                self.marks.pop(0)
+        return n if self.resyncing or self.dead else pos
 
     def resync(self) -> None:
         """The session found the packets make no sense: wait for a plausible chunk start."""
-        self.state = RESYNC
-        self.cur = None
+        self.resyncing = True
+        self.pending = None
         self.continued = False
 
-    def gap(self, offset: int, length: int) -> None:
-        if self.state == DEAD or length <= 0:
-            return
-        end = offset + length
-        if self.state == SKIP and self.skip_left > length:
-            self.skip_left -= length
-            self.cut = True
-            self.expected = end
-            return
-        if self.state != RESYNC:
-            self.s._lost(self.client, end)
+    def lose(self, offset: int, end: int) -> None:
+        if not self.resyncing:
+            self.sink.on_lost(self.direction, "gap", offset, end, *self.last(0))
         self.resync()
-        self.buf = bytearray()
-        self.marks = []
-        self.expected = end
-
-    def close(self) -> None:
-        self.state = DEAD
-        self.buf = bytearray()
-        self.cur = None
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -442,51 +367,39 @@ def _parse_err(payload: bytes) -> dict[str, Any]:
             "message": message.decode("utf-8", "replace")[:QUERY_LIMIT]}
 
 
-class MySession:
+class MySession(TwoWaySession):
+    client: _Reader
+    server: _Reader
+
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
+        super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER),
+                         _Reader(self, Direction.SERVER_TO_CLIENT))
         self.flow = flow
         self.emit = emit
         self.body_limit = body_limit
-        self.client = _Reader(self, True)
-        self.server = _Reader(self, False)
         self.pending: deque[_Cmd] = deque()
         self.handshake: _Cmd | None = None      # greeting .. auth result
         self.phase = "unknown"                  # "greeting", "auth", "command"
         self.deprecate_eof: bool | None = None
         self.statements: dict[int, tuple[str, int]] = {}
         self.orphan: _Cmd | None = None
-        self.dead = False
-
-    @property
-    def skipped_bytes(self) -> int:
-        return self.client.skipped + self.server.skipped
 
     def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
                 ref: PacketRef) -> None:
         if self.dead:
             return
-        reader = self.client if direction == Direction.CLIENT_TO_SERVER else self.server
+        reader = self.readers[direction]
         if offset == 0 and reader.expected == 0 and self.phase == "unknown":
-            if not self._first_chunk(reader.client, data):
+            if not self._first_chunk(direction == Direction.CLIENT_TO_SERVER, data):
                 reader.resync()
         reader.feed(data, offset, ts_ns, ref)
-
-    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
-        if not self.dead:
-            (self.client if direction == Direction.CLIENT_TO_SERVER else self.server).gap(
-                offset, length)
 
     def on_close(self, ts_ns: int) -> None:
         if self.dead:
             return
-        for reader in (self.client, self.server):
-            if reader.state == SKIP and reader.cur is not None:
-                reader.cut = True
-                last = reader.marks[-1] if reader.marks else (0, ts_ns, (0, 0))
-                reader._end_skip(reader.expected, last[1], last[2])
+        for reader in self.readers:
+            reader.finish(ts_ns)
         self.dead = True
-        self.client.close()
-        self.server.close()
         self._finish_orphan()
         hs = self.handshake
         if hs is not None:
@@ -515,21 +428,26 @@ class MySession:
         return (_greeting_state(data) is not Detect.NO
                 or _response_state(data) is not Detect.NO)
 
-    def _plausible(self, client: bool, data: bytes) -> bool:
-        if client:
+    # -- what the readers call (worker.dissectors.stream.FrameSink, and plausible) --
+
+    def plausible(self, direction: Direction, data: bytes) -> bool:
+        """Whether a chunk may start with a packet: where a resyncing reader starts again."""
+        if direction == Direction.CLIENT_TO_SERVER:
             return _command_state(data) is not Detect.NO
         return _response_state(data) is not Detect.NO
 
-    def _keep(self, client: bool, size: int, cont: bool) -> int:
-        if cont:
-            return 0
-        if not client and self.pending and self.pending[0].state == ROWS:
+    def keep(self, direction: Direction, seq: int, size: int) -> int:
+        if (direction == Direction.SERVER_TO_CLIENT and self.pending
+                and self.pending[0].state == ROWS):
             return max(16, min(size, self.body_limit)) if self.body_limit > 0 else 16
         return min(size, KEEP_LIMIT)
 
-    def _lost(self, client: bool, resume: int) -> None:
-        if client:
-            cmd = _Cmd(-1, resume, 0, (0, 0))
+    def on_lost(self, direction: Direction, why: str, offset: int, end: int, ts: int,
+                ref: PacketRef) -> None:
+        """Bytes up to `end` were lost in a gap: a stand-in for a lost command, or the
+        response being read ends there."""
+        if direction == Direction.CLIENT_TO_SERVER:
+            cmd = _Cmd(-1, end, 0, (0, 0))
             cmd.lost = True
             cmd.kind = UNKNOWN
             cmd.complete = False
@@ -546,29 +464,30 @@ class MySession:
 
     # -- packets --
 
-    def _packet(self, client: bool, seq: int, body: bytes, start: int, ts: int, ref: PacketRef,
-                end: int, end_ts: int, end_ref: PacketRef, size: int, cont: bool,
-                cut: bool) -> None:
+    def on_frame(self, direction: Direction, frame: Frame) -> None:
         if self.dead:
             return
+        client = direction == Direction.CLIENT_TO_SERVER
         try:
             if client:
-                self._client(seq, body, start, ts, ref, end, cont)
+                self._client(frame)
             else:
-                self._server(seq, body, start, ts, ref, end, end_ts, end_ref, size, cont, cut)
+                self._server(frame)
         except (ValueError, IndexError):
             cmd = self.pending[0] if self.pending else self.handshake
             if cmd is not None:
-                note = f"malformed: {'client' if client else 'server'} packet of {size} bytes"
+                note = (f"malformed: {'client' if client else 'server'} packet of "
+                        f"{frame.span.size} bytes")
                 if note not in cmd.notes:
                     cmd.notes.append(note)
 
-    def _client(self, seq: int, body: bytes, start: int, ts: int, ref: PacketRef, end: int,
-                cont: bool) -> None:
+    def _client(self, frame: Frame) -> None:
+        seq, body, span, cont = frame.kind, frame.body, frame.span, frame.continued
+        end = span.end
         hs = self.handshake
         if hs is not None and (self.phase == "greeting" or seq != 0):
             if self.phase == "greeting" and seq == 1 and not cont:
-                self._handshake_response(hs, body, start, ts, ref, end)
+                self._handshake_response(hs, body, end)
             else:
                 hs.req_end = end        # authentication data
             return
@@ -580,7 +499,7 @@ class MySession:
         self.phase = "command"
         while self.pending and self.pending[-1].lost and self.pending[-1].resp_start is None:
             self.pending.pop()         # lockstep: a lost command without answer had none
-        cmd = _Cmd(body[0], start, ts, ref)
+        cmd = _Cmd(body[0], span.start, span.first_ts, span.first_ref)
         cmd.req_end = end
         self._command(cmd, body)
         if cmd.kind == NONE:
@@ -635,8 +554,7 @@ class MySession:
             cmd.notes.append(f"unknown command {command:#04x}")
             cmd.kind = UNKNOWN
 
-    def _handshake_response(self, hs: _Cmd, body: bytes, start: int, ts: int, ref: PacketRef,
-                            end: int) -> None:
+    def _handshake_response(self, hs: _Cmd, body: bytes, end: int) -> None:
         caps = _u32(body, 0)
         hs.req_end = end
         hs.request["client_flags"] = caps
@@ -678,21 +596,21 @@ class MySession:
             cmd.notes.append("no response")
             self._emit(cmd)
 
-    def _server(self, seq: int, body: bytes, start: int, ts: int, ref: PacketRef, end: int,
-                end_ts: int, end_ref: PacketRef, size: int, cont: bool, cut: bool) -> None:
-        if cont:
+    def _server(self, frame: Frame) -> None:
+        seq, body, span = frame.kind, frame.body, frame.span
+        if frame.continued:
             cmd = self.pending[0] if self.pending else None
             if cmd is not None:
-                self._answer(cmd, start, ts, ref, end, end_ts, end_ref)
+                self._answer(cmd, span)
             return
         if not body:
             return
-        if self.phase == "unknown" and seq == 0 and body[0] == 0x0A and start == 0:
-            self._greeting(body, start, ts, ref, end, end_ts, end_ref)
+        if self.phase == "unknown" and seq == 0 and body[0] == 0x0A and span.start == 0:
+            self._greeting(body, span)
             return
         hs = self.handshake
         if hs is not None and self.phase in ("greeting", "auth"):
-            self._answer(hs, start, ts, ref, end, end_ts, end_ref)
+            self._answer(hs, span)
             first = body[0]
             if first == 0x00 and self.phase == "auth":
                 hs.ok = {"auth_result": "ok"}
@@ -713,12 +631,12 @@ class MySession:
         while True:
             cmd = self.pending[0] if self.pending else None
             if cmd is None:
-                self._orphan_packet(seq, body, start, ts, ref, end, end_ts, end_ref)
+                self._orphan_packet(seq, body, span)
                 return
             if cmd.pending_eof:
                 cmd.pending_eof = False
                 if body[0] == 0xFE and len(body) < 9 and seq == cmd.seq + 1:
-                    self._answer(cmd, start, ts, ref, end, end_ts, end_ref)
+                    self._answer(cmd, span)
                     self._done(cmd)
                     return
                 self.deprecate_eof = True
@@ -730,18 +648,17 @@ class MySession:
             cmd.complete = False
             cmd.notes.append("response ended early")
             self._done(cmd)
-            self._server(seq, body, start, ts, ref, end, end_ts, end_ref, size, cont, cut)
+            self._server(frame)
             return
         cmd.seq = seq
-        self._answer(cmd, start, ts, ref, end, end_ts, end_ref)
-        if cut:
+        self._answer(cmd, span)
+        if frame.cut:
             cmd.complete = False
             cmd.notes.append("gap in a response packet")
-        self._response(cmd, body, size - 4)
+        self._response(cmd, body, span.size - 4)
 
-    def _greeting(self, body: bytes, start: int, ts: int, ref: PacketRef, end: int,
-                  end_ts: int, end_ref: PacketRef) -> None:
-        hs = _Cmd(-1, 0, ts, ref)
+    def _greeting(self, body: bytes, span: Span) -> None:
+        hs = _Cmd(-1, 0, span.first_ts, span.first_ref)
         hs.name = "handshake"
         hs.request = {"command": "handshake", "user": "", "database": ""}
         hs.summary = "connect"
@@ -752,8 +669,7 @@ class MySession:
         if len(body) >= i + 7:
             caps |= _u16(body, i + 5) << 16
         hs.params = caps                    # the server's capabilities
-        hs.resp_start, hs.resp_ts, hs.resp_ref = start, ts, ref
-        hs.resp_end, hs.end_ts, hs.end_ref = end, end_ts, end_ref
+        self._answer(hs, span)
         hs.extra = {"server_version": version, "connection_id": conn_id}
         self.handshake = hs
         self.phase = "greeting"
@@ -941,11 +857,11 @@ class MySession:
             cmd.ok["warnings"] += ok["warnings"]
             cmd.ok["status_flags"] = ok["status_flags"]
 
-    def _answer(self, cmd: _Cmd, start: int, ts: int, ref: PacketRef, end: int, end_ts: int,
-                end_ref: PacketRef) -> None:
+    @staticmethod
+    def _answer(cmd: _Cmd, span: Span) -> None:
         if cmd.resp_start is None:
-            cmd.resp_start, cmd.resp_ts, cmd.resp_ref = start, ts, ref
-        cmd.resp_end, cmd.end_ts, cmd.end_ref = end, end_ts, end_ref
+            cmd.resp_start, cmd.resp_ts, cmd.resp_ref = span.start, span.first_ts, span.first_ref
+        cmd.resp_end, cmd.end_ts, cmd.end_ref = span.end, span.last_ts, span.last_ref
 
     def _done(self, cmd: _Cmd) -> None:
         cmd.state = DONE
@@ -953,23 +869,22 @@ class MySession:
             self.pending.popleft()
         self._emit(cmd)
 
-    def _orphan_packet(self, seq: int, body: bytes, start: int, ts: int, ref: PacketRef,
-                       end: int, end_ts: int, end_ref: PacketRef) -> None:
+    def _orphan_packet(self, seq: int, body: bytes, span: Span) -> None:
         cmd = self.orphan
         if cmd is not None and seq == 1:
             self._finish_orphan()
             cmd = None
         if cmd is None:
             if seq != 1:
-                self.server.skipped += end - start
+                self.server.skipped += span.size
                 return
-            cmd = self.orphan = _Cmd(-1, self.client.expected, ts, ref)
+            cmd = self.orphan = _Cmd(-1, self.client.expected, span.first_ts, span.first_ref)
             cmd.lost = True
             cmd.kind = UNKNOWN
             cmd.request = {"command": "unknown"}
             cmd.notes.append("request not captured")
         cmd.seq = seq
-        self._answer(cmd, start, ts, ref, end, end_ts, end_ref)
+        self._answer(cmd, span)
         first = body[0]
         if first == 0xFF:
             cmd.error = _parse_err(body)
