@@ -271,11 +271,9 @@ class _Reader(LengthPrefixedReader):
             self.buf = bytearray()
         super().chunk(data, offset, ts, ref)
 
-    def parse(self, ts: int, ref: PacketRef) -> int:
-        buf = self.buf
+    def parse(self, buf: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         n = len(buf)
         pos = 0
-        base = self.base
         while n - pos >= 4 and not (self.resyncing or self.dead or self.pending):
             size = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             seq = buf[pos + 3]
@@ -303,7 +301,7 @@ class _Reader(LengthPrefixedReader):
 
     def lose(self, offset: int, end: int) -> None:
         if not self.resyncing:
-            self.sink.on_lost(self.direction, "gap", offset, end, *self.last(0))
+            self.sink.on_lost(self.direction, "gap", offset, end, *self.last_mark(0))
         self.resync()
 
 

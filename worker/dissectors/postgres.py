@@ -269,11 +269,9 @@ class _Reader(LengthPrefixedReader):
         self.resyncing = False
         self.untyped = self.frontend        # the next client message may be untyped
 
-    def parse(self, ts: int, ref: PacketRef) -> int:
-        buf = self.buf
+    def parse(self, buf: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         n = len(buf)
         pos = 0
-        base = self.base
         frontend = self.frontend
         sink = self.sink
         types = FRONTEND if frontend else BACKEND
@@ -338,7 +336,7 @@ class _Reader(LengthPrefixedReader):
                 break
         return pos
 
-    def _find(self, buf: bytearray, pos: int) -> tuple[int, bool]:
+    def _find(self, buf: bytes | bytearray, pos: int) -> tuple[int, bool]:
         """The next plausible message start at or after pos, and whether it still needs
         more bytes to be sure; (-1, False) when none can start before the last 4 bytes."""
         data = bytes(buf)
@@ -360,7 +358,7 @@ class _Reader(LengthPrefixedReader):
 
     def lose(self, offset: int, end: int) -> None:
         if not self.resyncing:
-            ts, ref = self.last(0)
+            ts, ref = self.last_mark(0)
             self.sink.on_lost(self.direction, "gap", offset, end, ts, ref)
         self.resyncing = True
         self.untyped = False

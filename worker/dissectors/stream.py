@@ -67,7 +67,8 @@ class StreamReader:
 
     Subclasses write `parse` and `lose`; `feed`, `gap` and `close` are the session's calls."""
 
-    __slots__ = ("direction", "buf", "base", "marks", "expected", "skipped", "dead")
+    __slots__ = ("direction", "buf", "base", "marks", "expected", "skipped", "dead", "last_ts",
+                 "last_ref")
 
     def __init__(self, direction: Direction) -> None:
         self.direction = direction
@@ -77,12 +78,15 @@ class StreamReader:
         self.expected = 0               # the next new stream byte
         self.skipped = 0                # bytes passed over while looking for a message start
         self.dead = False
+        self.last_ts = 0                # the time and packet of the last chunk taken
+        self.last_ref: PacketRef = (0, 0)
 
     # -- what a dissector writes --
 
-    def parse(self, ts: int, ref: PacketRef) -> int:
-        """Cut messages out of self.buf (chunk `ts`/`ref` just added); how many bytes of the
-        buffer were consumed (len(self.buf) or more drops it all)."""
+    def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
+        """Cut messages out of `work` (the buffered bytes and the chunk `ts`/`ref` just taken;
+        work[0] is stream byte `base`): how many bytes of it were consumed (len(work) or more
+        keeps none). Read `work` only: it may be the caller's chunk, not a copy."""
         raise NotImplementedError
 
     def lose(self, offset: int, end: int) -> None:
@@ -118,26 +122,35 @@ class StreamReader:
     # -- for parsers --
 
     def take(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
-        """Buffer an in-order chunk, parse, trim what was consumed."""
+        """Parse an in-order chunk after what is buffered; buffer what was not consumed (a
+        chunk parsed whole is never copied)."""
+        self.last_ts, self.last_ref = ts, ref
+        work: bytes | bytearray
         if self.buf:
             self.buf += data
+            work = self.buf
+            self.marks.append((offset, ts, ref))
         else:
-            self.buf = bytearray(data)
             self.base = offset
-            self.marks = []
-        self.marks.append((offset, ts, ref))
-        self.consume(self.parse(ts, ref))
+            work = data
+            self.marks = [(offset, ts, ref)]
+        self.consume(work, self.parse(work, self.base, ts, ref))
 
-    def consume(self, pos: int) -> None:
-        """The first `pos` buffered bytes were parsed: forget them and their chunks' marks."""
-        if pos >= len(self.buf):
+    def consume(self, work: bytes | bytearray, pos: int) -> None:
+        """The first `pos` bytes of `work` were parsed: buffer the rest, forget the marks of
+        chunks wholly consumed."""
+        if pos >= len(work) or self.dead:
             self.drop()
-        elif pos:
-            del self.buf[:pos]
-            self.base += pos
-            marks = self.marks
-            while len(marks) > 1 and marks[1][0] <= self.base:
-                marks.pop(0)
+            return
+        if work is self.buf:
+            if pos:
+                del self.buf[:pos]
+        else:
+            self.buf = bytearray(work[pos:])
+        self.base += pos
+        marks = self.marks
+        while len(marks) > 1 and marks[1][0] <= self.base:
+            marks.pop(0)
 
     def drop(self) -> None:
         self.buf = bytearray()
@@ -147,8 +160,8 @@ class StreamReader:
         """(chunk offset, ts, ref) of the buffered chunk holding stream byte `offset`."""
         return chunk_at(self.marks, offset)
 
-    def last(self, ts: int) -> tuple[int, PacketRef]:
-        """The time and packet of the last chunk taken (`ts` and no packet if none)."""
+    def last_mark(self, ts: int) -> tuple[int, PacketRef]:
+        """The time and packet of the last chunk buffered (`ts` and no packet if none)."""
         if self.marks:
             _, ts, ref = self.marks[-1]
             return ts, ref
@@ -207,11 +220,11 @@ class LengthPrefixedReader(StreamReader):
 
     def skip(self, kind: int, head: bytes, start: int, total: int,
              continued: bool = False) -> None:
-        """The buffered message at `start` of `total` bytes is delivered with `head` once its
-        last byte has passed; the parser stops here (the rest of the buffer is its body)."""
+        """The message at `start` of `total` bytes is delivered with `head` once its last byte
+        has passed; the parser stops here (the rest of what it was given is that message's)."""
         _, ts, ref = chunk_at(self.marks, start)
         self.pending = (kind, head, start, ts, ref, continued)
-        self.skip_left = total - (self.base + len(self.buf) - start)
+        self.skip_left = total - (self.expected - start)
 
     def take(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         if self.pending is not None:
@@ -244,7 +257,7 @@ class LengthPrefixedReader(StreamReader):
         """The flow ended: deliver a message being skipped (cut), then stop."""
         if self.pending is not None and not self.dead:
             self.cut = True
-            last_ts, last_ref = self.last(ts)
+            last_ts, last_ref = self.last_mark(ts)
             self._end_skip(self.expected, last_ts, last_ref)
         self.close()
 
