@@ -40,8 +40,8 @@ from collections import deque
 from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
+from worker.dissectors.stream import Span, StreamReader, TwoWaySession
 from worker.packet import PacketRef
-from worker.dissectors.stream import chunk_at, in_order
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
@@ -437,50 +437,27 @@ class _Channel:
 
 # -- one direction -----------------------------------------------------------------------
 
-class _Reader:
-    __slots__ = ("s", "direction", "buf", "base", "expected", "marks", "synced", "body_left",
-                 "body_channel", "last_ts", "last_ref", "skipped")
+class _Reader(StreamReader):
+    """Cuts one direction into frames; body frames pass through by length, in pieces."""
+
+    __slots__ = ("s", "synced", "body_left", "body_channel")
 
     def __init__(self, session: AmqpSession, direction: Direction) -> None:
+        super().__init__(direction)
         self.s = session
-        self.direction = direction
-        self.buf = bytearray()
-        self.base = 0                   # stream offset of buf[0]
-        self.expected = 0
-        self.marks: list[tuple[int, int, PacketRef]] = []
         self.synced = False
         self.body_left = 0              # bytes of the current body frame still to come (+ end)
         self.body_channel = 0
-        self.last_ts = 0
-        self.last_ref: PacketRef = (0, 0)
-        self.skipped = 0
 
-    def where(self, offset: int) -> tuple[int, PacketRef]:
-        if not self.marks:
-            return self.last_ts, self.last_ref
-        _, ts, ref = chunk_at(self.marks, offset)
-        return ts, ref
+    def take(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
+        super().take(data, offset, ts, ref)
+        if len(self.buf) > BUFFERED_FRAME_LIMIT + 16:
+            self.s.lost(self.direction, self.base, "frame longer than the buffer limit")
+            self.skipped += len(self.buf)
+            self.drop()
+            self.synced = False
 
-    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
-        if not data:
-            return
-        if offset != self.expected:
-            missing, data, offset = in_order(self.expected, data, offset)
-            if missing:
-                self.gap(self.expected, missing, ts)
-            elif not data:
-                return
-        self.expected = offset + len(data)
-        self.last_ts, self.last_ref = ts, ref
-        if self.buf:
-            base = self.base
-            self.buf += data
-            work: bytes | bytearray = self.buf
-            self.marks.append((offset, ts, ref))
-        else:
-            base = offset
-            work = data
-            self.marks = [(offset, ts, ref)]
+    def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         n = len(work)
         pos = 0
         s = self.s
@@ -552,29 +529,13 @@ class _Reader:
                 pos = self._malformed("frame does not end with 0xCE", base + pos, pos + 1, base)
                 continue
             if kind == FRAME_METHOD:
-                s.method(direction, channel, bytes(work[pos + 7:end - 1]), base + pos, base + end)
+                s.method(direction, channel, bytes(work[pos + 7:end - 1]),
+                         self.span_of(base + pos, base + end))
             elif kind == FRAME_HEADER:
-                s.header(direction, channel, bytes(work[pos + 7:end - 1]), base + pos, base + end)
+                s.header(direction, channel, bytes(work[pos + 7:end - 1]),
+                         self.span_of(base + pos, base + end))
             pos = end                       # heartbeats: nothing to say
-        # keep what was not consumed
-        if pos >= n:
-            self.buf = bytearray()
-            self.marks = []
-        else:
-            if work is self.buf:
-                del self.buf[:pos]
-            else:
-                self.buf = bytearray(work[pos:])
-            self.base = base + pos
-            marks = self.marks
-            while len(marks) > 1 and marks[1][0] <= self.base:
-                del marks[0]
-            if len(self.buf) > BUFFERED_FRAME_LIMIT + 16:
-                self.s.lost(direction, self.base, "frame longer than the buffer limit")
-                self.skipped += len(self.buf)
-                self.buf = bytearray()
-                self.marks = []
-                self.synced = False
+        return pos
 
     def _sync(self, work: bytes | bytearray, pos: int, base: int) -> int:
         """Find a frame start from pos: the protocol header, a known method frame or a
@@ -609,47 +570,28 @@ class _Reader:
         self.skipped += 1
         return resume
 
-    def gap(self, offset: int, length: int, ts: int) -> None:
-        if length <= 0:
-            return
+    def lose(self, offset: int, end: int) -> None:
         self.s.lost(self.direction, offset, "gap")
-        self.buf = bytearray()
-        self.marks = []
         self.synced = False
         self.body_left = 0
-        self.expected = offset + length
 
 
 # -- the session -------------------------------------------------------------------------
 
-class AmqpSession:
+class AmqpSession(TwoWaySession):
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
+        super().__init__(_Reader(self, C2S), _Reader(self, S2C))
         self.flow = flow
         self.emit = emit
         self.body_limit = body_limit
-        self.readers = (_Reader(self, C2S), _Reader(self, S2C))
         self.channels: dict[int, _Channel] = {}
         self.version = ""
         self.malformed = 0
-        self._closed = False
-
-    @property
-    def skipped_bytes(self) -> int:
-        return self.readers[0].skipped + self.readers[1].skipped
-
-    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
-                ref: PacketRef) -> None:
-        if not self._closed:
-            self.readers[direction].feed(data, offset, ts_ns, ref)
-
-    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
-        if not self._closed:
-            self.readers[direction].gap(offset, length, ts_ns)
 
     def on_close(self, ts_ns: int) -> None:
-        if self._closed:
+        if self.dead:
             return
-        self._closed = True
+        self.dead = True
         for number in sorted(self.channels):
             self._end_channel(number, "no response", None)
 
@@ -679,11 +621,8 @@ class AmqpSession:
                 msg.end, msg.end_ts, msg.end_ref = offset, reader.last_ts, reader.last_ref
                 self._dispatch(msg)
 
-    def method(self, direction: Direction, number: int, payload: bytes, start: int,
-               end: int) -> None:
-        reader = self.readers[direction]
-        ts, ref = reader.where(start)
-        end_ts, end_ref = reader.where(end - 1)
+    def method(self, direction: Direction, number: int, payload: bytes, span: Span) -> None:
+        start, end = span.start, span.end
         channel = self._channel(number)
         pending = channel.content[direction]
         if pending is not None:             # its content never came whole
@@ -709,22 +648,22 @@ class AmqpSession:
                 fields = {}
                 notes.append(f"malformed: {known[0]}: {exc}")
                 self.malformed += 1
-        msg = _Msg(key, direction, number, fields, start, ts, ref)
+        msg = _Msg(key, direction, number, fields, start, span.first_ts, span.first_ref)
         msg.notes += notes
-        msg.end, msg.end_ts, msg.end_ref, msg.size = end, end_ts, end_ref, end - start
+        msg.end, msg.end_ts, msg.end_ref, msg.size = end, span.last_ts, span.last_ref, span.size
         if key in WITH_CONTENT and known is not None and not notes:
             channel.content[direction] = msg
             return
         self._dispatch(msg)
 
-    def header(self, direction: Direction, number: int, payload: bytes, start: int,
-               end: int) -> None:
+    def header(self, direction: Direction, number: int, payload: bytes, span: Span) -> None:
+        end = span.end
         channel = self.channels.get(number)
         msg = channel.content[direction] if channel is not None else None
         if msg is None or msg.has_header:
             return                          # content of a method not seen (capture started late)
         msg.has_header = True
-        msg.size += end - start
+        msg.size += span.size
         if len(payload) < 14:
             msg.notes.append("malformed: content header too short")
             self._content_done(channel, msg, end, False)
@@ -748,9 +687,8 @@ class AmqpSession:
                 props["headers"] = headers
         msg.fields["properties"] = props
         msg.fields["body_size"] = msg.body_size
-        reader = self.readers[direction]
         msg.end = end
-        msg.end_ts, msg.end_ref = reader.where(end - 1)
+        msg.end_ts, msg.end_ref = span.last_ts, span.last_ref
         if self.body_limit > 0:
             msg.body = bytearray()
         if msg.body_size == 0:

@@ -167,6 +167,13 @@ class StreamReader:
             return ts, ref
         return ts, (0, 0)
 
+    def span_of(self, start: int, end: int) -> Span:
+        """The span of buffered bytes [start, end), both ends looked up in the marks."""
+        marks = self.marks
+        _, first_ts, first_ref = chunk_at(marks, start)
+        _, last_ts, last_ref = chunk_at(marks, end - 1)
+        return Span(start, end, first_ts, first_ref, last_ts, last_ref)
+
     def span(self, start: int, end: int, ts: int, ref: PacketRef) -> Span:
         """The span of buffered bytes [start, end) whose last byte came in (ts, ref)."""
         _, first_ts, first_ref = chunk_at(self.marks, start)
