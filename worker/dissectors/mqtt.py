@@ -33,7 +33,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
-from worker.dissectors.stream import chunk_at, in_order
+from worker.dissectors.stream import StreamReader, TwoWaySession
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
@@ -371,41 +371,21 @@ class _Flow:
 SYNCED, RESYNC, SKIP = 0, 1, 2
 
 
-class _Reader:
-    __slots__ = ("s", "direction", "buf", "base", "expected", "marks", "state", "skip_left",
-                 "skipping", "last_ts", "last_ref", "skipped", "aliases")
+class _Reader(StreamReader):
+    """Cuts one direction into packets; a PUBLISH too large to buffer is read from its head
+    and its payload passed over by length (kept up to body_limit), a gap in it ends it."""
+
+    __slots__ = ("s", "state", "skip_left", "skipping", "aliases")
 
     def __init__(self, session: MqttSession, direction: Direction) -> None:
+        super().__init__(direction)
         self.s = session
-        self.direction = direction
-        self.buf = bytearray()
-        self.base = 0
-        self.expected = 0
-        self.marks: list[tuple[int, int, PacketRef]] = []
         self.state = RESYNC            # the first bytes must look like a packet start
         self.skip_left = 0
         self.skipping: _Packet | None = None
-        self.last_ts = 0
-        self.last_ref: PacketRef = (0, 0)
-        self.skipped = 0
         self.aliases: dict[int, str] = {}   # v5 topic aliases of this sender
 
-    def where(self, offset: int) -> tuple[int, PacketRef]:
-        if not self.marks:
-            return self.last_ts, self.last_ref
-        _, ts, ref = chunk_at(self.marks, offset)
-        return ts, ref
-
-    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
-        if not data:
-            return
-        if offset != self.expected:
-            missing, data, offset = in_order(self.expected, data, offset)
-            if missing:
-                self.gap(self.expected, missing)
-            elif not data:
-                return
-        self.expected = offset + len(data)
+    def take(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         self.last_ts, self.last_ref = ts, ref
         pos = 0
         if self.state == SKIP:
@@ -427,23 +407,16 @@ class _Reader:
             if pos == len(data):
                 return
         if self.state == RESYNC:
-            if self.buf:
-                self.buf = bytearray()      # a chunk that began no packet: dropped
+            self.drop()                     # a chunk that began no packet: dropped
             if not self._plausible_start(data, pos):
                 self.skipped += len(data) - pos
                 return
             self.state = SYNCED
-        if self.buf:
-            base = self.base
-            self.buf += data[pos:] if pos else data
-            work: bytes | bytearray = self.buf
-            self.marks.append((offset, ts, ref))
-            pos = 0
-        else:
-            base = offset
-            work = data
-            self.marks = [(offset, ts, ref)]
+        super().take(data[pos:] if pos else data, offset + pos, ts, ref)
+
+    def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         n = len(work)
+        pos = 0
         while pos < n:
             header = fixed_header(work, pos)
             if header is None:
@@ -451,37 +424,24 @@ class _Reader:
             if header is False or not _plausible_size(work[pos] >> 4, header[1]):
                 self.s.malformed(self.direction, "malformed: not an MQTT fixed header")
                 self._resync(n - pos)
-                return
+                return n
             first, remaining, hlen = header
             end = pos + hlen + remaining
             if end > n:
                 if first >> 4 == PUBLISH and hlen + remaining > PACKET_BUFFER \
                         and n - pos >= HEAD_NEEDED:
                     self._skip_publish(work, pos, hlen, remaining, base)
-                    return
+                    return n
                 if n - pos > PACKET_BUFFER + HEAD_NEEDED:
                     self.s.malformed(self.direction, "malformed: packet over the buffer limit")
                     self._resync(n - pos)
-                    return
+                    return n
                 break
             packet = self._parse(work, pos, hlen, end, base)
             pos = end
             if packet is not None:
                 self.s.packet(packet)
-            if self.state != SYNCED:        # the packet was unreadable: resync
-                return
-        if pos >= n:
-            self.buf = bytearray()
-            self.marks = []
-        else:
-            if work is self.buf:
-                del self.buf[:pos]
-            else:
-                self.buf = bytearray(work[pos:])
-            self.base = base + pos
-            marks = self.marks
-            while len(marks) > 1 and marks[1][0] <= self.base:
-                del marks[0]
+        return pos
 
     def _plausible_start(self, data: bytes, pos: int) -> bool:
         header = fixed_header(data, pos)
@@ -503,9 +463,10 @@ class _Reader:
                base: int) -> _Packet | None:
         first = work[pos]
         packet = _Packet(first >> 4, first & 15, self.direction)
-        packet.start, packet.end, packet.size = base + pos, base + end, end - pos
-        packet.ts, packet.ref = self.where(packet.start)
-        packet.end_ts, packet.end_ref = self.where(packet.end - 1)
+        span = self.span_of(base + pos, base + end)
+        packet.start, packet.end, packet.size = span.start, span.end, span.size
+        packet.ts, packet.ref = span.first_ts, span.first_ref
+        packet.end_ts, packet.end_ref = span.last_ts, span.last_ref
         try:
             self.s.decode(packet, bytes(work[pos + hlen:end]), end - pos - hlen, self)
         except Malformed as exc:
@@ -520,7 +481,7 @@ class _Reader:
         first = work[pos]
         packet = _Packet(first >> 4, first & 15, self.direction)
         packet.start, packet.size = base + pos, hlen + remaining
-        packet.ts, packet.ref = self.where(packet.start)
+        _, packet.ts, packet.ref = self.where(packet.start)
         try:
             self.s.decode(packet, bytes(work[pos + hlen:n]), remaining, self)
         except Malformed as exc:
@@ -528,18 +489,12 @@ class _Reader:
         self.skipping = packet
         self.skip_left = pos + hlen + remaining - n
         self.state = SKIP
-        self.buf = bytearray()
-        self.marks = []
 
     def _resync(self, dropped: int) -> None:
         self.skipped += dropped
-        self.buf = bytearray()
-        self.marks = []
         self.state = RESYNC
 
-    def gap(self, offset: int, length: int) -> None:
-        if length <= 0:
-            return
+    def lose(self, offset: int, end: int) -> None:
         if self.state == SKIP and self.skipping is not None:
             packet = self.skipping
             packet.notes.append("gap in payload")
@@ -548,49 +503,34 @@ class _Reader:
             self.s.packet(packet, complete=False)
         elif self.buf:
             self.s.malformed(self.direction, "gap")
-        self.buf = bytearray()
-        self.marks = []
         self.state = RESYNC
-        self.expected = offset + length
 
 
 # -- the session -------------------------------------------------------------------------
 
-class MqttSession:
+class MqttSession(TwoWaySession):
+    readers: tuple[_Reader, _Reader]
+
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
+        super().__init__(_Reader(self, C2S), _Reader(self, S2C))
         self.flow = flow
         self.emit = emit
         self.body_limit = body_limit
-        self.readers = (_Reader(self, C2S), _Reader(self, S2C))
         self.version = 0                     # protocol level from CONNECT; 0 = not seen
         self.connects: deque[_Flow] = deque()
         self.pings: deque[_Flow] = deque()
         self.pending: dict[tuple[int, int], _Flow] = {}    # (sender, packet id) -> flow
         self.malformed_count = 0
         self.losses = 0
-        self._closed = False
-
-    @property
-    def skipped_bytes(self) -> int:
-        return self.readers[0].skipped + self.readers[1].skipped
 
     @property
     def level(self) -> int:
         return self.version or 4
 
-    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
-                ref: PacketRef) -> None:
-        if not self._closed:
-            self.readers[direction].feed(data, offset, ts_ns, ref)
-
-    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
-        if not self._closed:
-            self.readers[direction].gap(offset, length)
-
     def on_close(self, ts_ns: int) -> None:
-        if self._closed:
+        if self.dead:
             return
-        self._closed = True
+        self.dead = True
         for reader in self.readers:
             if reader.state == SKIP and reader.skipping is not None:
                 packet, reader.skipping = reader.skipping, None
