@@ -26,7 +26,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
-from worker.dissectors.stream import chunk_at, in_order
+from worker.dissectors.stream import Span, StreamReader
 
 MAX_ANSWERS = 50                      # answers listed per response (the count is exact)
 MAX_PENDING = 1024                    # queries waiting for an answer, per flow
@@ -398,37 +398,24 @@ class _Query:
         self.done = False
 
 
-class _TcpReader:
+class _TcpReader(StreamReader):
     """One direction of DNS over TCP: length-prefixed frames, resync after a gap."""
 
-    __slots__ = ("s", "direction", "buf", "start", "expected", "marks", "synced")
+    __slots__ = ("s", "started", "synced")
 
     def __init__(self, session: DnsSession, direction: Direction) -> None:
+        super().__init__(direction)
         self.s = session
-        self.direction = direction
-        self.buf = bytearray()
-        self.start = 0               # stream offset of buf[0]
-        self.expected: int | None = None
-        self.marks: list[tuple[int, int, PacketRef]] = []   # (offset, ts, ref) per chunk
+        self.started = False
         self.synced = True
 
-    def _where(self, offset: int) -> tuple[int, int, PacketRef]:
-        return chunk_at(self.marks, offset)
-
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
-        if self.expected is not None and offset != self.expected:
-            missing, data, offset = in_order(self.expected, data, offset)
-            if missing:
-                self.gap(missing)
-            elif not data:
-                return
-        self.expected = offset + len(data)
-        if not self.buf:
-            self.start = offset
-            self.marks = []
-        self.buf += data
-        self.marks.append((offset, ts, ref))
-        buf = self.buf
+        if not self.started:        # a DNS stream is read from wherever it was joined
+            self.started = True
+            self.expected = offset
+        super().feed(data, offset, ts, ref)
+
+    def parse(self, buf: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         pos = 0
         n = len(buf)
         is_response = self.direction == Direction.SERVER_TO_CLIENT
@@ -456,30 +443,19 @@ class _TcpReader:
                     pos += 1
                     continue
                 self.synced = True
-                self.s.skipped_bytes += pos
+                self.skipped += pos
             if n - pos < 2 + length:
                 break
-            first = self._where(self.start + pos)
             end = pos + 2 + length
-            self.s._message(bytes(buf[pos + 2:end]), self.direction, self.start + pos,
-                            first[1], first[2], ts, ref, 2 + length)
+            self.s.message(bytes(buf[pos + 2:end]), self.direction,
+                           self.span(base + pos, base + end, ts, ref))
             pos = end
-        if pos:
-            if not self.synced:
-                self.s.skipped_bytes += pos
-            del buf[:pos]
-            self.start += pos
-            marks = self.marks
-            while len(marks) > 1 and marks[1][0] <= self.start:
-                del marks[0]
+        if pos and not self.synced:
+            self.skipped += pos
+        return pos
 
-    def gap(self, length: int) -> None:
-        if self.buf:
-            self.s.skipped_bytes += len(self.buf)
-        self.buf = bytearray()
-        self.marks = []
-        if self.expected is not None:
-            self.expected += length
+    def lose(self, offset: int, end: int) -> None:
+        self.skipped += len(self.buf)
         self.synced = False
 
 
@@ -497,8 +473,12 @@ class DnsSession:
                         _TcpReader(self, Direction.SERVER_TO_CLIENT)) if self.tcp else None
         self.malformed = 0                        # messages dropped as unreadable
         self.errors = 0                           # unexpected exceptions caught (bugs)
-        self.skipped_bytes = 0
         self._closed = False
+
+    @property
+    def skipped_bytes(self) -> int:
+        """Bytes of a TCP stream passed over while looking for a message start."""
+        return 0 if self.readers is None else self.readers[0].skipped + self.readers[1].skipped
 
     def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
                 ref: PacketRef) -> None:
@@ -508,14 +488,15 @@ class DnsSession:
             if self.readers is not None:
                 self.readers[direction].feed(data, offset, ts_ns, ref)
             else:
-                self._message(bytes(data), direction, offset, ts_ns, ref, ts_ns, ref, len(data))
+                self.message(bytes(data), direction,
+                             Span(offset, offset + len(data), ts_ns, ref, ts_ns, ref))
         except Exception:       # a bug must not end the flow's dissection: count and go on
             self.errors += 1
         self.offsets[direction] = offset + len(data)
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         if self.readers is not None and not self._closed:
-            self.readers[direction].gap(length)
+            self.readers[direction].gap(offset, length)
         self.offsets[direction] = offset + length
 
     def on_close(self, ts_ns: int) -> None:
@@ -531,8 +512,9 @@ class DnsSession:
 
     # -- messages --
 
-    def _message(self, data: bytes, direction: Direction, offset: int, ts: int, ref: PacketRef,
-                 end_ts: int, end_ref: PacketRef, size: int) -> None:
+    def message(self, data: bytes, direction: Direction, span: Span) -> None:
+        """One DNS message (a datagram, or a frame of a TCP stream without its length)."""
+        offset, ts, ref = span.start, span.first_ts, span.first_ref
         try:
             msg = parse(data, keep_all=self.body_limit > 0)
         except Malformed as exc:
@@ -551,7 +533,7 @@ class DnsSession:
         if not msg.is_response:
             if direction != Direction.CLIENT_TO_SERVER:     # a query from the server's side
                 offset = self.offsets[Direction.CLIENT_TO_SERVER]
-            query = _Query(msg, ts, ref, offset, size)
+            query = _Query(msg, ts, ref, offset, span.size)
             if msg.error:
                 query.notes.append(f"malformed: {msg.error}")
             self.pending.setdefault(msg.id, deque()).append(query)
@@ -572,7 +554,7 @@ class DnsSession:
         if query is not None:
             query.done = True
             self.waiting -= 1
-        self._answered(query, msg, direction, offset, ts, ref, end_ts, end_ref, size)
+        self._answered(query, msg, direction, span)
 
     def _expire(self, now: int | None) -> None:
         """Emit queries that waited too long (now=None: the oldest one, to make room)."""
@@ -645,8 +627,11 @@ class DnsSession:
             request_size=query.size, complete=False, first_ref=query.ref, last_ref=query.ref,
             client_offset=query.offset, notes=[*query.notes, why]))
 
-    def _answered(self, query: _Query | None, msg: Message, direction: Direction, offset: int,
-                  ts: int, ref: PacketRef, end_ts: int, end_ref: PacketRef, size: int) -> None:
+    def _answered(self, query: _Query | None, msg: Message, direction: Direction,
+                  span: Span) -> None:
+        offset, ts, ref, end_ts, end_ref = (span.start, span.first_ts, span.first_ref,
+                                            span.last_ts, span.last_ref)
+        size = span.size
         notes: list[str] = []
         if query is not None:
             request = self._request(query.msg)
