@@ -570,7 +570,7 @@ class _Reader(StreamReader):
         self.skipped += 1
         return resume
 
-    def lose(self, offset: int, end: int) -> None:
+    def lose(self, offset: int, end: int, ts: int) -> None:
         self.s.lost(self.direction, offset, "gap")
         self.synced = False
         self.body_left = 0

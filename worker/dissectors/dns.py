@@ -454,7 +454,7 @@ class _TcpReader(StreamReader):
             self.skipped += pos
         return pos
 
-    def lose(self, offset: int, end: int) -> None:
+    def lose(self, offset: int, end: int, ts: int) -> None:
         self.skipped += len(self.buf)
         self.synced = False
 
@@ -496,7 +496,7 @@ class DnsSession:
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         if self.readers is not None and not self._closed:
-            self.readers[direction].gap(offset, length)
+            self.readers[direction].gap(offset, length, ts_ns)
         self.offsets[direction] = offset + length
 
     def on_close(self, ts_ns: int) -> None:

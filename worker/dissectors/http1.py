@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, Session
 from worker.packet import PacketRef
-from worker.dissectors.stream import chunk_at, in_order
+from worker.dissectors.stream import StreamReader, TwoWaySession
 
 HEAD_LIMIT = 64 * 1024   # a longer header block is not HTTP (resync)
 LINE_LIMIT = 8 * 1024    # request/status line, chunk-size line, trailer line
@@ -317,51 +317,28 @@ def _content_length(headers: dict[str, str]) -> int | None:
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, UNTIL_CLOSE, RESYNC, DEAD = range(9)
 
 
-class _Reader:
-    __slots__ = ("s", "is_request", "state", "buf", "marks", "expected", "synced", "scanned",
-                 "msg", "remaining", "last_ts", "last_ref", "skipped")
+class _Reader(StreamReader):
+    """Cuts one direction into heads and bodies (a state machine over the chunks)."""
 
-    def __init__(self, session: HttpSession, is_request: bool) -> None:
+    __slots__ = ("s", "is_request", "state", "synced", "scanned", "msg", "remaining")
+
+    def __init__(self, session: HttpSession, direction: Direction) -> None:
+        super().__init__(direction)
         self.s = session
-        self.is_request = is_request
+        self.is_request = direction == Direction.CLIENT_TO_SERVER
         self.state = HEAD
-        self.buf = bytearray()          # bytes not consumed yet (a head, a line)
-        # (stream offset, ts, ref) of each chunk with bytes in buf, plus the current one.
-        self.marks: list[tuple[int, int, PacketRef]] = []
-        self.expected = 0               # stream offset of the next byte
         self.synced = False             # a head was parsed: later garbage is a loss
         self.scanned = 0                # stream offset up to which no head end was found
         self.msg: _Message | None = None
         self.remaining = 0
-        self.last_ts = 0
-        self.last_ref: PacketRef = (0, 0)
-        self.skipped = 0                # bytes skipped while resyncing
 
-    def _where(self, offset: int) -> tuple[int, int, PacketRef]:
-        return chunk_at(self.marks, offset)
+    def stop(self) -> None:
+        """The connection was upgraded: what follows belongs to another protocol."""
+        self.state = DEAD
+        self.dead = True
 
     # The loop below is the hot path: one pass per chunk, no re-parsing of earlier bytes.
-    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
-        if self.state == DEAD or not data:
-            return
-        if offset != self.expected:
-            missing, data, offset = in_order(self.expected, data, offset)
-            if missing:
-                self.gap(self.expected, missing, ts)
-            elif not data:
-                return
-        self.expected = offset + len(data)
-        self.last_ts, self.last_ref = ts, ref
-        work: bytes | bytearray
-        if self.buf:
-            base = offset - len(self.buf)
-            self.buf += data
-            work = self.buf
-            self.marks.append((offset, ts, ref))
-        else:
-            base = offset
-            work = data
-            self.marks = [(offset, ts, ref)]
+    def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         n = len(work)
         pos = 0
         while pos < n:
@@ -448,23 +425,9 @@ class _Reader:
             else:   # DEAD: the connection was upgraded; the rest belongs to another protocol
                 successor = self.s.successor
                 if successor is not None:
-                    direction = (Direction.CLIENT_TO_SERVER if self.is_request
-                                 else Direction.SERVER_TO_CLIENT)
-                    successor.on_data(direction, bytes(work[pos:]), base + pos, ts, ref)
-                self.buf = bytearray()
-                return
-        if pos >= n:
-            if work is self.buf:
-                self.buf = bytearray()
-        elif work is self.buf:
-            del self.buf[:pos]
-        else:
-            self.buf = bytearray(work[pos:])
-        if self.buf:
-            new_base = base + pos
-            marks = self.marks
-            while len(marks) > 1 and marks[1][0] <= new_base:
-                del marks[0]
+                    successor.on_data(self.direction, bytes(work[pos:]), base + pos, ts, ref)
+                return n
+        return pos
 
     def _head(self, work: bytes | bytearray, pos: int, end: int, base: int) -> int:
         if end - pos > HEAD_LIMIT:
@@ -475,8 +438,8 @@ class _Reader:
         self.synced = True
         self.scanned = 0
         msg.start = base + pos
-        _, msg.ts, msg.ref = self._where(msg.start)
-        has_body = self.s._on_head(msg)
+        _, msg.ts, msg.ref = self.where(msg.start)
+        has_body = self.s.on_head(msg)
         headers = msg.headers
         self.msg = msg
         if not has_body:
@@ -519,11 +482,11 @@ class _Reader:
         msg = self.msg
         assert msg is not None
         msg.end = end
-        _, msg.end_ts, msg.end_ref = self._where(end - 1)
+        _, msg.end_ts, msg.end_ref = self.where(end - 1)
         self.msg = None
         if self.state != DEAD:
             self.state = HEAD
-        self.s._on_end(msg)
+        self.s.on_end(msg)
 
     def _cut(self, why: str, end: int, resync: bool = True) -> None:
         """The current message cannot be read to its end: emit it incomplete."""
@@ -534,7 +497,7 @@ class _Reader:
         msg.end, msg.end_ts, msg.end_ref = end, self.last_ts, self.last_ref
         self.msg = None
         self.state = RESYNC if resync else HEAD
-        self.s._on_end(msg)
+        self.s.on_end(msg)
 
     def _malformed(self, pos: int, base: int) -> int:
         """Where a head should start there is none: resync after its first byte."""
@@ -542,9 +505,9 @@ class _Reader:
         # client side that is a request whose response is still to come: it gets a
         # stand-in. On the server side it is a response to a request never seen.
         if self.synced or self.is_request:
-            _, ts, ref = self._where(base + pos)
+            _, ts, ref = self.where(base + pos)
             why = "malformed" if self.synced else "initial"
-            self.s._on_lost(self.is_request, why, base + pos, ts, ref)
+            self.s.on_lost(self.direction, why, base + pos, ts, ref)
         self.state = RESYNC
         self.scanned = 0
         self.skipped += 1
@@ -567,9 +530,7 @@ class _Reader:
         self.skipped += keep - pos
         return keep
 
-    def gap(self, offset: int, length: int, ts: int) -> None:
-        if self.state == DEAD or length <= 0:
-            return
+    def lose(self, offset: int, end: int, ts: int) -> None:
         side = "request" if self.is_request else "response"
         st = self.state
         if st == HEAD:
@@ -580,20 +541,17 @@ class _Reader:
                 if msg is not None:
                     start = self.expected - len(pending)
                     msg.start = start
-                    _, msg.ts, msg.ref = self._where(start)
-                    self.s._on_head(msg)
+                    _, msg.ts, msg.ref = self.where(start)
+                    self.s.on_head(msg)
                     self.msg = msg
                     self._cut(f"gap in {side} headers", self.expected)
                 else:
-                    self.s._on_lost(self.is_request, "gap", self.expected, ts, self.last_ref)
+                    self.s.on_lost(self.direction, "gap", self.expected, ts, self.last_ref)
             else:
-                self.s._on_lost(self.is_request, "gap", offset, ts, self.last_ref)
+                self.s.on_lost(self.direction, "gap", offset, ts, self.last_ref)
         elif st != RESYNC:
             self._cut(f"gap in {side} body", self.expected)
-        self.buf = bytearray()
-        self.marks = []
         self.state = RESYNC
-        self.expected = offset + length
 
     def close(self) -> None:
         st = self.state
@@ -604,21 +562,21 @@ class _Reader:
             msg.end, msg.end_ts, msg.end_ref = self.expected, self.last_ts, self.last_ref
             self.msg = None
             self.state = HEAD
-            self.s._on_end(msg)
+            self.s.on_end(msg)
         elif st == HEAD:
             pending = self.buf.lstrip(b"\r\n")
             if b"\n" in pending:
                 msg = _parse_head(pending[:pending.rfind(b"\n") + 1], self.is_request)
                 if msg is not None:
                     msg.start = self.expected - len(pending)
-                    _, msg.ts, msg.ref = self._where(msg.start)
-                    self.s._on_head(msg)
+                    _, msg.ts, msg.ref = self.where(msg.start)
+                    self.s.on_head(msg)
                     self.msg = msg
                     self._cut(f"{side} headers cut by the end of the connection", self.expected)
         elif st not in (RESYNC, DEAD):
             self._cut(f"{side} cut by the end of the connection", self.expected)
         self.state = DEAD
-        self.buf = bytearray()
+        super().close()
 
 
 # -- the session -------------------------------------------------------------------------
@@ -629,51 +587,48 @@ class _Reader:
 UpgradeHook = Callable[[str, FlowInfo, Emit, int], "Session | None"]
 
 
-class HttpSession:
+class HttpSession(TwoWaySession):
+    client: _Reader
+    server: _Reader
+    readers: tuple[_Reader, _Reader]
+
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0,
                  upgrade_hook: UpgradeHook | None = None) -> None:
+        super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER),
+                         _Reader(self, Direction.SERVER_TO_CLIENT))
         self.flow = flow
         self.emit = emit
         self.body_limit = body_limit
-        self.requests = _Reader(self, True)
-        self.responses = _Reader(self, False)
         self.pairs: deque[_Pair] = deque()        # in request order, not emitted yet
         self.unanswered: deque[_Pair] = deque()   # waiting for their final response
         self.upgraded: str | None = None          # protocol after 101 / CONNECT
         self.successor: Session | None = None     # what the upgrade hook returned
         self._upgrade_hook = upgrade_hook
-        self._closed = False
         self._gave_up = False                     # over MAX_PENDING: nothing more is read
-
-    @property
-    def skipped_bytes(self) -> int:
-        return self.requests.skipped + self.responses.skipped
 
     def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
                 ref: PacketRef) -> None:
         if self.successor is not None:
             self.successor.on_data(direction, data, offset, ts_ns, ref)
-        elif not self._closed and not self._gave_up:
-            reader = self.requests if direction == Direction.CLIENT_TO_SERVER else self.responses
-            reader.feed(data, offset, ts_ns, ref)
+        elif not self.dead and not self._gave_up:
+            self.readers[direction].feed(data, offset, ts_ns, ref)
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         if self.successor is not None:
             self.successor.on_gap(direction, offset, length, ts_ns)
-        elif not self._closed:
-            reader = self.requests if direction == Direction.CLIENT_TO_SERVER else self.responses
-            reader.gap(offset, length, ts_ns)
+        elif not self.dead:
+            self.readers[direction].gap(offset, length, ts_ns)
             self._flush()
 
     def on_close(self, ts_ns: int) -> None:
         if self.successor is not None:
             self.successor.on_close(ts_ns)
             return
-        if self._closed:
+        if self.dead:
             return
-        self._closed = True
-        self.requests.close()
-        self.responses.close()
+        self.dead = True
+        self.client.close()
+        self.server.close()
         for pair in self.pairs:
             pair.req_done = pair.resp_done = True
             if pair.resp is None and pair.req is not None and not pair.notes:
@@ -682,7 +637,7 @@ class HttpSession:
 
     # -- called by the readers --
 
-    def _on_head(self, msg: _Message) -> bool:
+    def on_head(self, msg: _Message) -> bool:
         """A head was parsed; returns whether a body may follow it."""
         if self._gave_up:
             return False
@@ -704,7 +659,7 @@ class HttpSession:
         if self.unanswered:
             pair = self.unanswered.popleft()
         else:                              # capture started after the request
-            pair = _Pair(None, self.requests.expected, msg.ts, msg.ref)
+            pair = _Pair(None, self.client.expected, msg.ts, msg.ref)
             pair.notes.append("request not captured")
             self.pairs.append(pair)
         pair.resp = msg
@@ -716,7 +671,8 @@ class HttpSession:
             msg.sink = _BodySink(self.body_limit, _content_coding(msg.headers))
         return not (method == "HEAD" or status in (204, 304))
 
-    def _on_end(self, msg: _Message) -> None:
+    def on_end(self, msg: _Message) -> None:
+        """A message ended (complete or cut)."""
         pair = msg.pair
         if pair is None:                   # a 1xx response
             return
@@ -732,7 +688,7 @@ class HttpSession:
 
     def _give_up(self, note: str) -> None:
         self._gave_up = True
-        for reader in (self.requests, self.responses):
+        for reader in (self.client, self.server):
             reader.buf = bytearray()
         for pair in self.pairs:
             if not (pair.req_done and pair.resp_done):
@@ -744,11 +700,12 @@ class HttpSession:
         self.unanswered.clear()
         self._flush()
 
-    def _on_lost(self, is_request: bool, why: str, offset: int, ts: int, ref: PacketRef) -> None:
+    def on_lost(self, direction: Direction, why: str, offset: int, ts: int,
+                ref: PacketRef) -> None:
         """A whole message start was lost (gap) or unparsable (malformed) at a boundary."""
         if self._gave_up:
             return
-        if is_request:
+        if direction == Direction.CLIENT_TO_SERVER:
             pair = _Pair(None, offset, ts, ref)
             pair.notes.append({"gap": "request lost in a gap", "initial": "request not captured"}
                               .get(why, "request could not be parsed"))
@@ -767,7 +724,8 @@ class HttpSession:
             self.upgraded = msg.headers.get("upgrade", "").strip().lower() or "unknown"
         else:
             self.upgraded = "tunnel"
-        self.requests.state = self.responses.state = DEAD
+        self.client.stop()
+        self.server.stop()
         for pair in self.pairs:     # nothing more of them will be read as HTTP
             pair.req_done = pair.resp_done = True
         if self._upgrade_hook is None:
@@ -778,8 +736,8 @@ class HttpSession:
         self.successor = successor
         # Bytes already read past the switch (the client's first frames right after the
         # upgrade request, the server's right after the 101) belong to the new protocol.
-        for reader, direction in ((self.requests, Direction.CLIENT_TO_SERVER),
-                                  (self.responses, Direction.SERVER_TO_CLIENT)):
+        for reader, direction in ((self.client, Direction.CLIENT_TO_SERVER),
+                                  (self.server, Direction.SERVER_TO_CLIENT)):
             pending = reader.buf
             if pending:
                 start = reader.expected - len(pending)

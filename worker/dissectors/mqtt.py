@@ -494,7 +494,7 @@ class _Reader(StreamReader):
         self.skipped += dropped
         self.state = RESYNC
 
-    def lose(self, offset: int, end: int) -> None:
+    def lose(self, offset: int, end: int, ts: int) -> None:
         if self.state == SKIP and self.skipping is not None:
             packet = self.skipping
             packet.notes.append("gap in payload")

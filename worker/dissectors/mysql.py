@@ -299,7 +299,7 @@ class _Reader(LengthPrefixedReader):
         self.pending = None
         self.continued = False
 
-    def lose(self, offset: int, end: int) -> None:
+    def lose(self, offset: int, end: int, ts: int) -> None:
         if not self.resyncing:
             self.sink.on_lost(self.direction, "gap", offset, end, *self.last_mark(0))
         self.resync()

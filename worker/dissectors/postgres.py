@@ -356,7 +356,7 @@ class _Reader(LengthPrefixedReader):
         _, ts, ref = self.where(offset)
         self.sink.on_lost(self.direction, "malformed", offset, offset + 1, ts, ref)
 
-    def lose(self, offset: int, end: int) -> None:
+    def lose(self, offset: int, end: int, ts: int) -> None:
         if not self.resyncing:
             ts, ref = self.last_mark(0)
             self.sink.on_lost(self.direction, "gap", offset, end, ts, ref)

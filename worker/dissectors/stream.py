@@ -89,8 +89,9 @@ class StreamReader:
         keeps none). Read `work` only: it may be the caller's chunk, not a copy."""
         raise NotImplementedError
 
-    def lose(self, offset: int, end: int) -> None:
-        """Bytes [offset, end) were lost; called before the buffer is dropped."""
+    def lose(self, offset: int, end: int, ts: int) -> None:
+        """Bytes [offset, end) were lost (noticed at time `ts`); called before the buffer
+        is dropped."""
         raise NotImplementedError
 
     # -- the session's calls --
@@ -101,17 +102,17 @@ class StreamReader:
         if offset != self.expected:
             missing, data, offset = in_order(self.expected, data, offset)
             if missing:
-                self.gap(self.expected, missing)
+                self.gap(self.expected, missing, ts)
             elif not data:
                 return
         self.expected = offset + len(data)
         self.take(data, offset, ts, ref)
 
-    def gap(self, offset: int, length: int) -> None:
+    def gap(self, offset: int, length: int, ts: int = 0) -> None:
         if self.dead or length <= 0:
             return
         end = offset + length
-        self.lose(offset, end)
+        self.lose(offset, end, ts)
         self.drop()
         self.expected = end
 
@@ -249,7 +250,7 @@ class LengthPrefixedReader(StreamReader):
         """An in-order chunk outside a skip (a parser may refuse it before it is buffered)."""
         StreamReader.take(self, data, offset, ts, ref)
 
-    def gap(self, offset: int, length: int) -> None:
+    def gap(self, offset: int, length: int, ts: int = 0) -> None:
         if self.dead or length <= 0:
             return
         if self.pending is not None and self.skip_left > length:
@@ -258,7 +259,7 @@ class LengthPrefixedReader(StreamReader):
             self.expected = offset + length
             return
         self.pending = None
-        super().gap(offset, length)
+        super().gap(offset, length, ts)
 
     def finish(self, ts: int) -> None:
         """The flow ended: deliver a message being skipped (cut), then stop."""
@@ -303,4 +304,4 @@ class TwoWaySession:
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         if not self.dead:
-            self.readers[direction].gap(offset, length)
+            self.readers[direction].gap(offset, length, ts_ns)
