@@ -74,7 +74,7 @@ def test_a_frame_over_the_buffer_cap_is_cut_without_being_buffered():
     conv.send(C2S, big.to_bytes(3, "big") + bytes([DATA, END_STREAM]) + (1).to_bytes(4, "big"))
     for _ in range(big // 65536):
         conv.send(C2S, b"\x00" * 65536)
-        assert len(conv.session.requests.buf) < FRAME_LIMIT
+        assert len(conv.session.client.buf) < FRAME_LIMIT
     conv.send(S2C, response(1))
     exchanges = conv.close()
     notes = notes_of(exchanges)

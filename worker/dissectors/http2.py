@@ -42,7 +42,7 @@ from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.dissectors.http1 import _BodySink, _content_coding
 from worker.dissectors.protobuf import decode_message
 from worker.packet import PacketRef
-from worker.dissectors.stream import chunk_at, in_order
+from worker.dissectors.stream import Span, StreamReader, TwoWaySession
 
 _GRPC_PATH = re.compile(r"/[A-Za-z_][\w.]*/\w+")
 
@@ -367,27 +367,45 @@ def _headers(pairs: list[tuple[bytes, bytes]], msg: _Msg | None,
 START, FRAMES, RESYNC = range(3)
 
 
-class _Reader:
-    __slots__ = ("s", "is_client", "state", "buf", "marks", "expected", "decoder", "known",
-                 "why_unknown", "block", "max_frame", "skipped", "last_ts", "last_ref")
+class _Block:
+    """A header block (HEADERS or PUSH_PROMISE and its CONTINUATIONs) being read."""
 
-    def __init__(self, session: Http2Session, is_client: bool) -> None:
+    __slots__ = ("kind", "sid", "fragments", "start", "ts", "ref", "size", "end_stream",
+                 "promised")
+
+    def __init__(self, kind: int, sid: int, fragments: list[bytes] | None, start: int, ts: int,
+                 ref: PacketRef, size: int, end_stream: bool, promised: int) -> None:
+        self.kind = kind
+        self.sid = sid
+        self.fragments = fragments       # None once over HEADER_BLOCK_LIMIT: counted, not kept
+        self.start, self.ts, self.ref = start, ts, ref
+        self.size = size                 # frame bytes, headers included
+        self.end_stream = end_stream
+        self.promised = promised
+
+    def span(self, end: int, last: tuple[int, PacketRef] | None = None) -> Span:
+        """From its first byte to `end`, whose byte came at `last` (its first's if None)."""
+        last_ts, last_ref = last if last is not None else (self.ts, self.ref)
+        return Span(self.start, end, self.ts, self.ref, last_ts, last_ref)
+
+
+class _Reader(StreamReader):
+    """Cuts one direction into frames and decodes its header blocks (HPACK is per side)."""
+
+    __slots__ = ("s", "is_client", "state", "started", "decoder", "known", "why_unknown",
+                 "block", "max_frame")
+
+    def __init__(self, session: Http2Session, direction: Direction) -> None:
+        super().__init__(direction)
         self.s = session
-        self.is_client = is_client
+        self.is_client = direction == Direction.CLIENT_TO_SERVER
         self.state = START
-        self.buf = bytearray()
-        self.marks: list[tuple[int, int, PacketRef]] = []
-        self.expected: int | None = None     # stream offset of the next byte
+        self.started = False                 # a stream is read from wherever it was joined
         self.decoder = self._new_decoder()
         self.known = False                   # HPACK state followed from the connection start
         self.why_unknown = "capture started mid-connection"
-        # A header block waiting for CONTINUATION: [kind, sid, fragments, start, ts, ref,
-        # size, end_stream, promised]
-        self.block: list[Any] | None = None
+        self.block: _Block | None = None     # a header block waiting for CONTINUATION
         self.max_frame = UNKNOWN_MAX_FRAME   # the peer's SETTINGS_MAX_FRAME_SIZE when seen
-        self.skipped = 0
-        self.last_ts = 0
-        self.last_ref: PacketRef = (0, 0)
 
     @staticmethod
     def _new_decoder() -> Decoder:
@@ -396,32 +414,13 @@ class _Reader:
         decoder.max_header_list_size = HEADER_LIST_LIMIT
         return decoder
 
-    def _where(self, offset: int) -> tuple[int, int, PacketRef]:
-        return chunk_at(self.marks, offset)
-
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
-        if not data:
-            return
-        if self.expected is None:
+        if not self.started and data:
+            self.started = True
             self.expected = offset
-        if offset != self.expected:
-            missing, data, offset = in_order(self.expected, data, offset)
-            if missing:
-                self.gap(self.expected, missing)
-            elif not data:
-                return
-        self.expected = offset + len(data)
-        self.last_ts, self.last_ref = ts, ref
-        work: bytes | bytearray
-        if self.buf:
-            base = offset - len(self.buf)
-            self.buf += data
-            work = self.buf
-            self.marks.append((offset, ts, ref))
-        else:
-            base = offset
-            work = data
-            self.marks = [(offset, ts, ref)]
+        super().feed(data, offset, ts, ref)
+
+    def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         n = len(work)
         pos = 0
         while pos < n:
@@ -469,18 +468,7 @@ class _Reader:
                 pos = self._resync(work, pos, base)
                 if self.state == RESYNC:
                     break
-        if pos >= n:
-            if work is self.buf:
-                self.buf = bytearray()
-        elif work is self.buf:
-            del self.buf[:pos]
-        else:
-            self.buf = bytearray(work[pos:])
-        if self.buf:
-            new_base = base + pos
-            marks = self.marks
-            while len(marks) > 1 and marks[1][0] <= new_base:
-                del marks[0]
+        return pos
 
     def _resync(self, work: bytes | bytearray, pos: int, base: int) -> int:
         """Skip to a frame header followed by another one (or by the end of the data, to be
@@ -511,18 +499,19 @@ class _Reader:
         self.decoder = self._new_decoder()
         self.known = False
         self.why_unknown = "a gap in the capture" if why == "gap" else "a malformed frame"
-        self.s._cut_side(self.is_client, why)
+        self.s.cut_side(self.is_client, why)
 
-    def gap(self, offset: int, length: int) -> None:
-        if length <= 0:
-            return
-        self.buf = bytearray()
-        self.marks = []
+    def gap(self, offset: int, length: int, ts: int = 0) -> None:
+        if length > 0:
+            self.started = True
+            self.drop()
+        super().gap(offset, length, ts)
+
+    def lose(self, offset: int, end: int, ts: int) -> None:
         if self.state == START:
             self.state = RESYNC
         elif self.state == FRAMES:
             self._lost(offset, "gap")
-        self.expected = offset + length
 
     # -- frames --
 
@@ -537,12 +526,12 @@ class _Reader:
         s = self.s
         block = self.block
         if block is not None:
-            if ftype == CONTINUATION and sid == block[1]:
-                block[6] += size
-                if block[2] is not None:
-                    block[2].append(bytes(work[p:end]))
-                    if block[6] > HEADER_BLOCK_LIMIT:
-                        block[2] = None    # cut: the rest of the block is counted, not kept
+            if ftype == CONTINUATION and sid == block.sid:
+                block.size += size
+                if block.fragments is not None:
+                    block.fragments.append(bytes(work[p:end]))
+                    if block.size > HEADER_BLOCK_LIMIT:
+                        block.fragments = None   # cut: the rest is counted, not kept
                 if flags & END_HEADERS:
                     self.block = None
                     self._headers_done(block, start + size - 1)
@@ -552,23 +541,21 @@ class _Reader:
             self.decoder = self._new_decoder()
             self.known = False
             self.why_unknown = "a header block without its CONTINUATION"
-            s._header_block(self.is_client, block[0], block[1], None, block[3], block[4],
-                            block[5], block[6], block[7], block[8], start - 1,
-                            "malformed: header block without its CONTINUATION")
+            s.header_block(self.is_client, block, None, block.span(start),
+                           "malformed: header block without its CONTINUATION")
         if ftype == DATA:
             if flags & PADDED:
                 if length < 1 or work[p] >= length:
-                    s._malformed_frame(self.is_client, sid, start, size, "malformed: padding")
+                    s.malformed_frame(sid, "malformed: padding")
                     return
                 end -= work[p]
                 p += 1
-            _, ts, ref = self._where(start)
-            s._data(self.is_client, sid, work, p, end, bool(flags & END_STREAM), start, size,
-                    ts, ref, self._where(start + size - 1))
+            s.data(self.is_client, sid, work, p, end, bool(flags & END_STREAM),
+                   self.span_of(start, start + size))
         elif ftype == HEADERS or ftype == PUSH_PROMISE:
             if flags & PADDED:
                 if length < 1 or work[p] >= length:
-                    s._malformed_frame(self.is_client, sid, start, size, "malformed: padding")
+                    s.malformed_frame(sid, "malformed: padding")
                     return
                 end -= work[p]
                 p += 1
@@ -581,49 +568,47 @@ class _Reader:
                         | work[p + 3]
                 p += 4
             if p > end:
-                s._malformed_frame(self.is_client, sid, start, size, "malformed: header frame")
+                s.malformed_frame(sid, "malformed: header frame")
                 return
-            _, ts, ref = self._where(start)
-            block = [ftype, sid, [bytes(work[p:end])] if size <= HEADER_BLOCK_LIMIT else None,
-                     start, ts, ref, size, ftype == HEADERS and bool(flags & END_STREAM), promised]
+            _, ts, ref = self.where(start)
+            block = _Block(ftype, sid, [bytes(work[p:end])] if size <= HEADER_BLOCK_LIMIT else None,
+                           start, ts, ref, size, ftype == HEADERS and bool(flags & END_STREAM),
+                           promised)
             if flags & END_HEADERS:
                 self._headers_done(block, start + size - 1)
             else:
                 self.block = block
         elif ftype == RST_STREAM:
             code = int.from_bytes(work[p:p + 4], "big")
-            s._rst(self.is_client, sid, code, start, size, self._where(start + size - 1))
+            s.rst(self.is_client, sid, code, self.span_of(start, start + size))
         elif ftype == SETTINGS:
             if not flags & 1:
-                other = s.responses if self.is_client else s.requests
+                other = s.server if self.is_client else s.client
                 for i in range(p, end - 5, 6):
                     ident = work[i] << 8 | work[i + 1]
                     value = int.from_bytes(work[i + 2:i + 6], "big")
                     if ident == 5 and DEFAULT_MAX_FRAME <= value < 1 << 24:
                         other.max_frame = value   # what the peer may send us
         elif ftype == CONTINUATION:
-            s._malformed_frame(self.is_client, sid, start, size,
-                               "malformed: CONTINUATION without a header block")
+            s.malformed_frame(sid, "malformed: CONTINUATION without a header block")
         # PRIORITY, PING, GOAWAY, WINDOW_UPDATE and extension frames carry nothing we show.
 
-    def _headers_done(self, block: list[Any], last: int) -> None:
+    def _headers_done(self, block: _Block, last: int) -> None:
         pairs: list[tuple[bytes, bytes]] | None
-        if block[2] is None:
+        if block.fragments is None:
             # Over HEADER_BLOCK_LIMIT: not decoded, and the HPACK state it would have
             # changed is unknown from here on.
             side = "request" if self.is_client else "response"
             self.decoder = self._new_decoder()
             self.known = False
             self.why_unknown = "a header block over the size kept"
-            _, end_ts, end_ref = self._where(last)
-            self.s._header_block(
-                self.is_client, block[0], block[1], None, block[3], block[4], block[5], block[6],
-                block[7], block[8], last,
-                f"cut: http2 header block: the {side} header block of {block[6]} bytes is over "
-                f"the {HEADER_BLOCK_LIMIT >> 10} KiB kept; its headers are not decoded",
-                (end_ts, end_ref))
+            _, end_ts, end_ref = self.where(last)
+            self.s.header_block(
+                self.is_client, block, None, block.span(last + 1, (end_ts, end_ref)),
+                f"cut: http2 header block: the {side} header block of {block.size} bytes is "
+                f"over the {HEADER_BLOCK_LIMIT >> 10} KiB kept; its headers are not decoded")
             return
-        data = b"".join(block[2])
+        data = b"".join(block.fragments)
         note = ""
         try:
             pairs = self.decoder.decode(data, raw=True)
@@ -647,30 +632,32 @@ class _Reader:
             # reference to them fails instead of hitting the wrong entry.
             self.decoder = self._new_decoder()
             self.known = False
-        _, end_ts, end_ref = self._where(last)
-        self.s._header_block(self.is_client, block[0], block[1], pairs, block[3], block[4],
-                             block[5], block[6], block[7], block[8], last, note,
-                             (end_ts, end_ref))
+        _, end_ts, end_ref = self.where(last)
+        self.s.header_block(self.is_client, block, pairs, block.span(last + 1, (end_ts, end_ref)),
+                            note)
 
 
 # -- the session -------------------------------------------------------------------------
 
-class Http2Session:
+class Http2Session(TwoWaySession):
+    client: _Reader
+    server: _Reader
+    readers: tuple[_Reader, _Reader]
+
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0,
                  upgraded: bool = False) -> None:
+        super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER),
+                         _Reader(self, Direction.SERVER_TO_CLIENT))
         self.flow = flow
         self.emit = emit
         self.body_limit = body_limit
         self.connection_start = False      # the client preface was seen
-        self.requests = _Reader(self, True)
-        self.responses = _Reader(self, False)
         self.streams: dict[int, _Stream] = {}
         # Streams already emitted (the latest CLOSED_MEMORY): frames still in flight on them
         # (DATA after a reset, say) are ignored rather than taken for new streams.
         self.closed: dict[int, None] = {}
         self.late_frames = 0
         self.malformed = 0
-        self._closed = False
         if upgraded:
             # Upgrade: h2c. Stream 1 is the HTTP/1.1 request (an "http" entry of its own);
             # its response comes here, as HTTP/2.
@@ -678,37 +665,18 @@ class Http2Session:
             stream.notes.append("request sent as HTTP/1.1 with Upgrade: h2c")
             self.streams[1] = stream
             self.connection_start = True
-            self.requests.known = self.responses.known = True
-
-    @property
-    def skipped_bytes(self) -> int:
-        return self.requests.skipped + self.responses.skipped
-
-    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
-                ref: PacketRef) -> None:
-        if self._closed:
-            return
-        if direction == Direction.CLIENT_TO_SERVER:
-            self.requests.feed(data, offset, ts_ns, ref)
-        else:
-            self.responses.feed(data, offset, ts_ns, ref)
-
-    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
-        if self._closed:
-            return
-        reader = self.requests if direction == Direction.CLIENT_TO_SERVER else self.responses
-        reader.gap(offset, length)
+            self.client.known = self.server.known = True
 
     def on_close(self, ts_ns: int) -> None:
-        if self._closed:
+        if self.dead:
             return
-        self._closed = True
-        for reader in (self.requests, self.responses):
+        self.dead = True
+        for reader in self.readers:
             if reader.block is not None:
                 block, reader.block = reader.block, None
-                self._header_block(reader.is_client, block[0], block[1], None, block[3],
-                                   block[4], block[5], block[6], False, block[8], block[3],
-                                   "header block cut by the end of the connection")
+                block.end_stream = False
+                self.header_block(reader.is_client, block, None, block.span(block.start + 1),
+                                  "header block cut by the end of the connection")
         for sid in sorted(self.streams):
             stream = self.streams[sid]
             for msg, side in ((stream.req, "request"), (stream.resp, "response")):
@@ -720,7 +688,7 @@ class Http2Session:
             self._finish(stream)
         self.streams.clear()
 
-    # -- called by the readers --
+    # -- called by the readers (frames, header blocks, losses) --
 
     def _stream(self, sid: int, is_client: bool, offset: int, ts: int,
                 ref: PacketRef) -> _Stream:
@@ -733,7 +701,7 @@ class Http2Session:
                 self._forget(oldest)
                 self._emit(victim)
             stream = _Stream(sid)
-            stream.client_offset = offset if is_client else (self.requests.expected or 0)
+            stream.client_offset = offset if is_client else (self.client.expected or 0)
             stream.ts, stream.ref = ts, ref
             self.streams[sid] = stream
         return stream
@@ -745,7 +713,7 @@ class Http2Session:
         if msg is None:
             msg = _Msg(start, ts, ref)
             side = "request" if is_client else "response"
-            reader = self.requests if is_client else self.responses
+            reader = self.client if is_client else self.server
             why = reader.why_unknown if not reader.known else "stream began earlier"
             msg.notes.append(f"{side} headers not captured ({what}: {why})")
             self._body_start(msg, None if is_client else stream.req)
@@ -779,16 +747,17 @@ class Http2Session:
             if not msg.grpc:
                 msg.sink = _BodySink(self.body_limit, _content_coding(msg.headers))
 
-    def _header_block(self, is_client: bool, ftype: int, sid: int,
-                      pairs: list[tuple[bytes, bytes]] | None, start: int, ts: int,
-                      ref: PacketRef, size: int, end_stream: bool, promised: int, last: int,
-                      note: str, end: tuple[int, PacketRef] | None = None) -> None:
-        end_ts, end_ref = end if end is not None else (ts, ref)
+    def header_block(self, is_client: bool, block: _Block,
+                     pairs: list[tuple[bytes, bytes]] | None, span: Span, note: str) -> None:
+        """A header block ended (decoded into pairs, or None with a note saying why not)."""
+        ftype, sid, size, end_stream, promised = (block.kind, block.sid, block.size,
+                                                  block.end_stream, block.promised)
+        start, ts, ref = span.start, span.first_ts, span.first_ref
         if ftype == PUSH_PROMISE:
             if is_client or not promised:
                 self.malformed += 1
                 return
-            stream = self._stream(promised, True, self.requests.expected or 0, ts, ref)
+            stream = self._stream(promised, True, self.client.expected or 0, ts, ref)
             stream.push = True
             stream.notes.append(f"server push (promised on stream {sid})")
             msg = _Msg(start, ts, ref)
@@ -825,7 +794,7 @@ class Http2Session:
             if note:
                 msg.notes.append(note.replace("headers", "trailers", 1))
         msg.size += size
-        msg.end, msg.end_ts, msg.end_ref = last + 1, end_ts, end_ref
+        msg.end, msg.end_ts, msg.end_ref = span.end, span.last_ts, span.last_ref
         if end_stream:
             self._ended(stream, msg, is_client)
 
@@ -847,9 +816,10 @@ class Http2Session:
             msg.partial = bool(note)
             _headers(pairs, msg, msg.headers)
 
-    def _data(self, is_client: bool, sid: int, work: bytes | bytearray, p: int, end: int,
-              end_stream: bool, start: int, size: int, ts: int, ref: PacketRef,
-              last: tuple[int, int, PacketRef]) -> None:
+    def data(self, is_client: bool, sid: int, work: bytes | bytearray, p: int, end: int,
+             end_stream: bool, span: Span) -> None:
+        """A DATA frame (span) whose payload is work[p:end]."""
+        start, size, ts, ref = span.start, span.size, span.first_ts, span.first_ref
         if sid in self.closed:
             self.late_frames += 1
             return
@@ -865,7 +835,7 @@ class Http2Session:
             self._grpc(msg, work, p, end)
         if msg.sink is not None:
             msg.sink.add(work[p:end])
-        msg.end, msg.end_ts, msg.end_ref = start + size, last[1], last[2]
+        msg.end, msg.end_ts, msg.end_ref = span.end, span.last_ts, span.last_ref
         if end_stream:
             self._ended(stream, msg, is_client)
 
@@ -905,23 +875,21 @@ class Http2Session:
                 msg.gkeep = [pre[0], bytearray(), length]
                 msg.gkept.append(msg.gkeep)
 
-    def _rst(self, is_client: bool, sid: int, code: int, start: int, size: int,
-             last: tuple[int, int, PacketRef]) -> None:
+    def rst(self, is_client: bool, sid: int, code: int, span: Span) -> None:
         stream = self.streams.get(sid)
         if stream is None:
             return
         stream.reset = ("client" if is_client else "server", code)
         msg = stream.req if is_client else stream.resp
         if msg is not None and not msg.ended:
-            msg.size += size
-            msg.end, msg.end_ts, msg.end_ref = start + size, last[1], last[2]
+            msg.size += span.size
+            msg.end, msg.end_ts, msg.end_ref = span.end, span.last_ts, span.last_ref
         for other in (stream.req, stream.resp):
             if other is not None:
                 other.ended = True
         self._finish(stream)
 
-    def _malformed_frame(self, is_client: bool, sid: int, start: int, size: int,
-                         note: str) -> None:
+    def malformed_frame(self, sid: int, note: str) -> None:
         self.malformed += 1
         stream = self.streams.get(sid)
         if stream is not None:
@@ -935,7 +903,7 @@ class Http2Session:
         if resp is not None and resp.ended and (req is None or req.ended):
             self._finish(stream)
 
-    def _cut_side(self, is_client: bool, why: str) -> None:
+    def cut_side(self, is_client: bool, why: str) -> None:
         """A gap or a malformed frame in one direction: its open messages are cut."""
         if why != "gap":
             self.malformed += 1
