@@ -15,7 +15,7 @@ from worker.assembler import Assembler
 from worker.connections import UNREACHABLE_NOTE, TcpFacts, failure_exchange, reset_note
 from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
-from worker.dissectors.select import open_session
+from worker.dissectors.select import SelectingSession, open_session
 from worker.names import NameTable
 from worker.packet import PacketRef, StoredPacket, decode, ip_text
 from worker.redact import Redactor
@@ -93,6 +93,8 @@ class Dissection:
         self.packets = 0
         self.not_tcp_udp = 0
         self.cut: dict[str, int] = {}   # per-session caps reached, by what (notes "cut: what: ...")
+        # Bytes sessions passed over looking for a message start, by protocol (at flow end).
+        self.skipped: dict[str, int] = {}
 
     @property
     def assembler_stats(self) -> dict:
@@ -143,8 +145,15 @@ class Dissection:
                 tcp = facts.info(selector.swapped)
             self._pending.append((selector.session_flow, exchange, client_seq, server_seq, tls, tcp))
         dissectors = self._cleartext_dissectors if tls else self._dissectors
-        selector = open_session(flow, emit, dissectors, fallback=self._fallback)
+        selector = open_session(flow, emit, dissectors, fallback=self._fallback,
+                                on_closed=self._closed)
         return selector
+
+    def _closed(self, selector: SelectingSession) -> None:
+        skipped = selector.session_skipped_bytes
+        if skipped and selector.dissector is not None:
+            name = selector.dissector.name
+            self.skipped[name] = self.skipped.get(name, 0) + skipped
 
     def _failed(self, flow: FlowInfo, facts: TcpFacts, ts_ns: int) -> None:
         """A connection failed with no protocol entry to carry it: a `tcp` entry of its own."""

@@ -52,6 +52,8 @@ class DissectionStats(msgspec.Struct):
     discontinuities: int = 0
     unindexed_evicted: int = 0    # entries streamed live but not indexed: their packets were evicted
     cut: dict[str, int] = msgspec.field(default_factory=dict)   # entries a per-session cap cut, by cap
+    # bytes sessions passed over looking for a message start, by protocol (when flows end)
+    skipped: dict[str, int] = msgspec.field(default_factory=dict)
     errors: int = 0
     last_error: str = ""
     caught_up: bool = False       # everything stored so far has been dissected
@@ -149,6 +151,8 @@ class Pipeline:
         rows = self._dissection.take_rows()
         if self._dissection.cut:
             self.stats.cut = dict(self._dissection.cut)
+        if self._dissection.skipped:
+            self.stats.skipped = dict(self._dissection.skipped)
         kept = rows
         if rows:
             # Rows of a segment evicted while the tail read it would be pruned at once: they

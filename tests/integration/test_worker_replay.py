@@ -85,3 +85,17 @@ def test_a_cap_reached_is_counted_in_status_and_noted_in_the_entries(start_worke
     entries = worker.entries(limit=1000)
     assert len(entries) == 128
     assert all(e["notes"][0].startswith("cut: http1 pending: over 128 requests") for e in entries)
+
+
+def test_bytes_a_session_skipped_are_counted_in_status(start_worker, tmp_path):
+    # garbage where the second request should start: the HTTP/1 reader resyncs past it
+    garbage = b"\x00\x01 not a request line\r\n"
+    requests = [b"GET /a HTTP/1.1\r\nHost: shop\r\n\r\n",
+                garbage + b"GET /b HTTP/1.1\r\nHost: shop\r\n\r\n"]
+    responses = [b"HTTP/1.1 204 No Content\r\n\r\n"] * 2
+    path = tmp_path / "garbage.pcap"
+    write_pcap(path, tcp_conversation(requests, responses, server=("10.0.0.2", 8080)))
+    worker = start_worker("--pcap", str(path))
+    status = wait_for(lambda: (s := worker.status())["dissection"]["skipped"] and s,
+                      what="the skipped bytes to be counted")
+    assert status["dissection"]["skipped"] == {"http": len(garbage)}

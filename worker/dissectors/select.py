@@ -38,7 +38,7 @@ only counted.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from worker.dissectors.base import Detect, Direction, Dissector, Emit, Exchange, FlowInfo, Session
 from worker.packet import PacketRef
@@ -56,8 +56,10 @@ class SelectingSession:
     """A Session that becomes its claiming dissector's session (see the module doc)."""
 
     def __init__(self, flow: FlowInfo, emit: Emit, candidates: Sequence[Dissector],
-                 body_limit: int, detect_limit: int, fallback: Dissector | None) -> None:
+                 body_limit: int, detect_limit: int, fallback: Dissector | None,
+                 on_closed: Callable[[SelectingSession], None] | None = None) -> None:
         self.flow = flow
+        self._on_closed = on_closed
         self._emit = emit
         # (dissector, swapped) in the order they are asked; with guessed roles each
         # candidate is also tried the other way round, right after the assembler's way.
@@ -213,7 +215,8 @@ class SelectingSession:
         # From now on calls go straight to the session.
         self.on_data = session.on_data          # type: ignore[method-assign]
         self.on_gap = session.on_gap            # type: ignore[method-assign]
-        self.on_close = session.on_close        # type: ignore[method-assign]
+        self.on_close = (session.on_close if self._on_closed is None  # type: ignore[method-assign]
+                         else self._close_and_report)
         on_skipped = getattr(session, "on_skipped", session.on_gap)
         for call in calls:
             if call[0] == _DATA:
@@ -222,6 +225,20 @@ class SelectingSession:
                 session.on_gap(*call[1:])
             else:
                 on_skipped(*call[1:])
+
+    def _close_and_report(self, ts_ns: int) -> None:
+        assert self.session is not None and self._on_closed is not None
+        self.session.on_close(ts_ns)
+        self._on_closed(self)
+
+    @property
+    def session_skipped_bytes(self) -> int:
+        """Bytes the claiming session passed over looking for a message start (0 for a
+        session that does not count them)."""
+        session = self.session
+        if isinstance(session, _Swapped):
+            session = session._session
+        return getattr(session, "skipped_bytes", 0)
 
     def _emit_noting_skips(self) -> Emit:
         """The emit of a claiming session: its first exchange says what detection skipped
@@ -285,10 +302,13 @@ def candidates_for(flow: FlowInfo, dissectors: Sequence[Dissector]) -> list[Diss
 
 def open_session(flow: FlowInfo, emit: Emit, dissectors: Sequence[Dissector], *,
                  body_limit: int = 0, detect_limit: int = DETECT_LIMIT,
-                 fallback: Dissector | None = None) -> SelectingSession:
-    """A session for a new flow that picks its dissector by content (see the module doc)."""
+                 fallback: Dissector | None = None,
+                 on_closed: Callable[[SelectingSession], None] | None = None
+                 ) -> SelectingSession:
+    """A session for a new flow that picks its dissector by content (see the module doc);
+    on_closed is called with it after a claiming session's on_close."""
     selector = SelectingSession(flow, emit, candidates_for(flow, dissectors), body_limit,
-                                detect_limit, fallback)
+                                detect_limit, fallback, on_closed)
     if not selector._candidates:
         selector._give_up()
     return selector
