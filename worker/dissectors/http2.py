@@ -499,7 +499,7 @@ class _Reader(StreamReader):
         self.decoder = self._new_decoder()
         self.known = False
         self.why_unknown = "a gap in the capture" if why == "gap" else "a malformed frame"
-        self.s.cut_side(self.is_client, why)
+        self.s.cut_side(self.direction, why)
 
     def gap(self, offset: int, length: int, ts: int = 0) -> None:
         if length > 0:
@@ -541,7 +541,7 @@ class _Reader(StreamReader):
             self.decoder = self._new_decoder()
             self.known = False
             self.why_unknown = "a header block without its CONTINUATION"
-            s.header_block(self.is_client, block, None, block.span(start),
+            s.header_block(self.direction, block, None, block.span(start),
                            "malformed: header block without its CONTINUATION")
         if ftype == DATA:
             if flags & PADDED:
@@ -550,7 +550,7 @@ class _Reader(StreamReader):
                     return
                 end -= work[p]
                 p += 1
-            s.data(self.is_client, sid, work, p, end, bool(flags & END_STREAM),
+            s.data(self.direction, sid, work, p, end, bool(flags & END_STREAM),
                    self.span_of(start, start + size))
         elif ftype == HEADERS or ftype == PUSH_PROMISE:
             if flags & PADDED:
@@ -580,7 +580,7 @@ class _Reader(StreamReader):
                 self.block = block
         elif ftype == RST_STREAM:
             code = int.from_bytes(work[p:p + 4], "big")
-            s.rst(self.is_client, sid, code, self.span_of(start, start + size))
+            s.rst(self.direction, sid, code, self.span_of(start, start + size))
         elif ftype == SETTINGS:
             if not flags & 1:
                 other = s.server if self.is_client else s.client
@@ -604,7 +604,7 @@ class _Reader(StreamReader):
             self.why_unknown = "a header block over the size kept"
             _, end_ts, end_ref = self.where(last)
             self.s.header_block(
-                self.is_client, block, None, block.span(last + 1, (end_ts, end_ref)),
+                self.direction, block, None, block.span(last + 1, (end_ts, end_ref)),
                 f"cut: http2 header block: the {side} header block of {block.size} bytes is "
                 f"over the {HEADER_BLOCK_LIMIT >> 10} KiB kept; its headers are not decoded")
             return
@@ -633,7 +633,7 @@ class _Reader(StreamReader):
             self.decoder = self._new_decoder()
             self.known = False
         _, end_ts, end_ref = self.where(last)
-        self.s.header_block(self.is_client, block, pairs, block.span(last + 1, (end_ts, end_ref)),
+        self.s.header_block(self.direction, block, pairs, block.span(last + 1, (end_ts, end_ref)),
                             note)
 
 
@@ -675,7 +675,7 @@ class Http2Session(TwoWaySession):
             if reader.block is not None:
                 block, reader.block = reader.block, None
                 block.end_stream = False
-                self.header_block(reader.is_client, block, None, block.span(block.start + 1),
+                self.header_block(reader.direction, block, None, block.span(block.start + 1),
                                   "header block cut by the end of the connection")
         for sid in sorted(self.streams):
             stream = self.streams[sid]
@@ -747,9 +747,10 @@ class Http2Session(TwoWaySession):
             if not msg.grpc:
                 msg.sink = _BodySink(self.body_limit, _content_coding(msg.headers))
 
-    def header_block(self, is_client: bool, block: _Block,
+    def header_block(self, direction: Direction, block: _Block,
                      pairs: list[tuple[bytes, bytes]] | None, span: Span, note: str) -> None:
         """A header block ended (decoded into pairs, or None with a note saying why not)."""
+        is_client = direction == Direction.CLIENT_TO_SERVER
         ftype, sid, size, end_stream, promised = (block.kind, block.sid, block.size,
                                                   block.end_stream, block.promised)
         start, ts, ref = span.start, span.first_ts, span.first_ref
@@ -816,9 +817,10 @@ class Http2Session(TwoWaySession):
             msg.partial = bool(note)
             _headers(pairs, msg, msg.headers)
 
-    def data(self, is_client: bool, sid: int, work: bytes | bytearray, p: int, end: int,
+    def data(self, direction: Direction, sid: int, work: bytes | bytearray, p: int, end: int,
              end_stream: bool, span: Span) -> None:
         """A DATA frame (span) whose payload is work[p:end]."""
+        is_client = direction == Direction.CLIENT_TO_SERVER
         start, size, ts, ref = span.start, span.size, span.first_ts, span.first_ref
         if sid in self.closed:
             self.late_frames += 1
@@ -875,7 +877,9 @@ class Http2Session(TwoWaySession):
                 msg.gkeep = [pre[0], bytearray(), length]
                 msg.gkept.append(msg.gkeep)
 
-    def rst(self, is_client: bool, sid: int, code: int, span: Span) -> None:
+    def rst(self, direction: Direction, sid: int, code: int, span: Span) -> None:
+        """RST_STREAM: the sender's side of the stream ends here."""
+        is_client = direction == Direction.CLIENT_TO_SERVER
         stream = self.streams.get(sid)
         if stream is None:
             return
@@ -903,8 +907,9 @@ class Http2Session(TwoWaySession):
         if resp is not None and resp.ended and (req is None or req.ended):
             self._finish(stream)
 
-    def cut_side(self, is_client: bool, why: str) -> None:
+    def cut_side(self, direction: Direction, why: str) -> None:
         """A gap or a malformed frame in one direction: its open messages are cut."""
+        is_client = direction == Direction.CLIENT_TO_SERVER
         if why != "gap":
             self.malformed += 1
         side = "request" if is_client else "response"
