@@ -1,6 +1,7 @@
 """Protocol dissectors: one module per protocol behind the interface of base.py.
 
-A new protocol is a module with a Dissector and one line in registry().
+A new protocol is a module with a Dissector (a detect function, and a session that reads each
+direction through worker.dissectors.stream) and one line in registry(): docs/DISSECTORS.md.
 """
 
 from __future__ import annotations
