@@ -588,6 +588,19 @@ class AmqpSession(TwoWaySession):
         self.version = ""
         self.malformed = 0
 
+    def kept_bytes(self) -> int:
+        """Bodies of messages waiting for their content, reply or acknowledgement."""
+        seen: set[int] = set()
+        kept = 0
+        for channel in self.channels.values():
+            waiting = [*channel.content, *channel.waiting[0], *channel.waiting[1],
+                       *channel.unconfirmed.values(), *channel.unacked.values()]
+            for msg in waiting:
+                if msg is not None and msg.body is not None and id(msg) not in seen:
+                    seen.add(id(msg))
+                    kept += len(msg.body)
+        return kept
+
     def on_close(self, ts_ns: int) -> None:
         if self.dead:
             return

@@ -101,6 +101,12 @@ class Session(Protocol):
         """The flow ended (FIN/RST, idle timeout, eviction, end of capture): emit what is
         pending, marked incomplete where it is cut."""
 
+    def held_bytes(self) -> int:
+        """Bytes of the flow the session holds now: unparsed buffers, message heads and
+        bodies kept for exchanges not emitted yet, decoder tables (HPACK). What a worker-wide
+        memory budget counts; Python's per-object overhead is not included. 0 once closed
+        (the assembler drops a closed session)."""
+
 
 class Dissector(Protocol):
     name: str                         # the Entry.protocol it produces

@@ -475,6 +475,15 @@ class DnsSession:
         self.errors = 0                           # unexpected exceptions caught (bugs)
         self._closed = False
 
+    def held_bytes(self) -> int:
+        """TCP readers' buffers, and the wire size of each query waiting for its answer."""
+        if self._closed:
+            return 0
+        held = sum(query.size for query in self.order if not query.done)
+        if self.readers is not None:
+            held += self.readers[0].held_bytes() + self.readers[1].held_bytes()
+        return held
+
     @property
     def skipped_bytes(self) -> int:
         """Bytes of a TCP stream passed over while looking for a message start."""

@@ -88,6 +88,9 @@ class GenericSession:
         if self._gap_ts is None:
             self._gap_ts = ts_ns
 
+    def held_bytes(self) -> int:
+        return 0                # counts only
+
     def on_close(self, ts_ns: int) -> None:
         if self._done:
             return

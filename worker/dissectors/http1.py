@@ -211,6 +211,9 @@ class _BodySink:
         if self.decoder.unconsumed_tail:
             self.truncated = True
 
+    def held_bytes(self) -> int:
+        return len(self.raw) + len(self.out) + len(self.pending)
+
     def finish(self, side: str, body_len: int, complete: bool) -> tuple[bytes, list[str]]:
         coding = self.coding
         if not coding:
@@ -634,6 +637,18 @@ class HttpSession(TwoWaySession):
             if pair.resp is None and pair.req is not None and not pair.notes:
                 pair.notes.append("no response")
         self._flush()
+
+    def held_bytes(self) -> int:
+        held = super().held_bytes()
+        return held if self.successor is None else held + self.successor.held_bytes()
+
+    def kept_bytes(self) -> int:
+        kept = 0
+        for pair in self.pairs:
+            for msg in (pair.req, pair.resp):
+                if msg is not None and msg.sink is not None:
+                    kept += msg.sink.held_bytes()
+        return kept
 
     # -- called by the readers --
 

@@ -688,6 +688,25 @@ class Http2Session(TwoWaySession):
             self._finish(stream)
         self.streams.clear()
 
+    def kept_bytes(self) -> int:
+        """Kept bodies of open streams, both HPACK tables and a header block being read."""
+        kept = 0
+        for stream in self.streams.values():
+            for msg in (stream.req, stream.resp):
+                if msg is None:
+                    continue
+                if msg.sink is not None:
+                    kept += msg.sink.held_bytes()
+                if msg.gkept is not None:
+                    kept += sum(len(part[1]) for part in msg.gkept)
+        for reader in self.readers:
+            # RFC 7541 4.1: an entry's size is its name and value plus 32
+            kept += sum(32 + len(name) + len(value)
+                        for name, value in reader.decoder.header_table.dynamic_entries)
+            if reader.block is not None and reader.block.fragments is not None:
+                kept += sum(map(len, reader.block.fragments))
+        return kept
+
     # -- called by the readers (frames, header blocks, losses) --
 
     def _stream(self, sid: int, is_client: bool, offset: int, ts: int,

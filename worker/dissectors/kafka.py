@@ -704,6 +704,21 @@ class KafkaSession:
         reader = self.requests if direction == Direction.CLIENT_TO_SERVER else self.responses
         reader.gap(offset, length, ts_ns)
 
+    def held_bytes(self) -> int:
+        """Bytes before a whole size field, the frames being read and those of the requests
+        waiting for their response."""
+        if self._closed:
+            return 0
+        frames = [request.frame for request in self.waiting.values()]
+        held = 0
+        for reader in (self.requests, self.responses):
+            held += len(reader.buf)
+            if reader.frame is not None:
+                frames.append(reader.frame)
+        for frame in frames:
+            held += len(frame.body) + (len(frame.raw) if frame.raw is not None else 0)
+        return held
+
     def on_close(self, ts_ns: int) -> None:
         if self._closed:
             return

@@ -527,6 +527,24 @@ class MqttSession(TwoWaySession):
     def level(self) -> int:
         return self.version or 4
 
+    def held_bytes(self) -> int:
+        held = super().held_bytes()
+        if self.dead:
+            return 0
+        for reader in self.readers:
+            if reader.skipping is not None and reader.skipping.payload is not None:
+                held += len(reader.skipping.payload)
+        return held
+
+    def kept_bytes(self) -> int:
+        """Payloads of packets waiting for their acknowledgement or reply."""
+        kept = 0
+        for flow in [*self.connects, *self.pings, *self.pending.values()]:
+            for packet in (flow.request, *flow.replies):
+                if packet is not None and packet.payload is not None:
+                    kept += len(packet.payload)
+        return kept
+
     def on_close(self, ts_ns: int) -> None:
         if self.dead:
             return

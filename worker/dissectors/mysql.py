@@ -392,6 +392,10 @@ class MySession(TwoWaySession):
                 reader.resync()
         reader.feed(data, offset, ts_ns, ref)
 
+    def kept_bytes(self) -> int:
+        cmds = [*self.pending, self.handshake, self.orphan]
+        return sum(len(cmd.body) for cmd in cmds if cmd is not None and cmd.body is not None)
+
     def on_close(self, ts_ns: int) -> None:
         if self.dead:
             return

@@ -454,6 +454,12 @@ class PgSession(TwoWaySession):
 
     # -- the Session interface (on_data is TwoWaySession's) --
 
+    def kept_bytes(self) -> int:
+        units = list(self.units)
+        if self.orphan is not None:
+            units.append(self.orphan)
+        return sum(len(unit.body) for unit in units if unit.body is not None)
+
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         if not self.dead:
             super().on_gap(direction, offset, length, ts_ns)

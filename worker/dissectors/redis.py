@@ -757,6 +757,22 @@ class RedisSession:
         reader = self.requests if direction == Direction.CLIENT_TO_SERVER else self.replies
         reader.gap(offset, length, ts_ns)
 
+    def held_bytes(self) -> int:
+        """Unfinished lines and blobs, and the raw messages kept for the detail view."""
+        if self._closed:
+            return 0
+        held = 0
+        for reader in (self.requests, self.replies):
+            held += len(reader.buf)
+            if reader.blob is not None and isinstance(reader.blob.value, bytearray):
+                held += len(reader.blob.value)
+            if reader.msg is not None and reader.msg.raw is not None:
+                held += len(reader.msg.raw)
+        for request in self.pending:
+            if request.msg.raw is not None:
+                held += len(request.msg.raw)
+        return held
+
     def on_close(self, ts_ns: int) -> None:
         if self._closed:
             return

@@ -226,6 +226,15 @@ class SelectingSession:
             else:
                 on_skipped(*call[1:])
 
+    def held_bytes(self) -> int:
+        """Before a dissector claims the flow: the calls kept to replay and the detection
+        windows; then its session's."""
+        if self.session is not None:
+            return self.session.held_bytes()
+        if self.ignored:
+            return 0
+        return self._buffered + sum(len(window) for window in self._windows)
+
     def _close_and_report(self, ts_ns: int) -> None:
         assert self.session is not None and self._on_closed is not None
         self.session.on_close(ts_ns)
@@ -290,6 +299,9 @@ class _Swapped:
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         self._session.on_gap(Direction(1 - direction), offset, length, ts_ns)
+
+    def held_bytes(self) -> int:
+        return self._session.held_bytes()
 
 
 def candidates_for(flow: FlowInfo, dissectors: Sequence[Dissector]) -> list[Dissector]:

@@ -120,6 +120,10 @@ class StreamReader:
         self.dead = True
         self.buf = bytearray()
 
+    def held_bytes(self) -> int:
+        """Bytes buffered and not parsed yet."""
+        return len(self.buf)
+
     # -- for parsers --
 
     def take(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
@@ -273,6 +277,10 @@ class LengthPrefixedReader(StreamReader):
         super().close()
         self.pending = None
 
+    def held_bytes(self) -> int:
+        pending = self.pending
+        return len(self.buf) + (len(pending[1]) if pending is not None else 0)
+
     def _end_skip(self, end: int, ts: int, ref: PacketRef) -> None:
         kind, head, start, first_ts, first_ref, continued = self.pending  # type: ignore[misc]
         self.pending = None
@@ -296,6 +304,18 @@ class TwoWaySession:
     def skipped_bytes(self) -> int:
         """Bytes both readers passed over while looking for a message start."""
         return self.client.skipped + self.server.skipped
+
+    def held_bytes(self) -> int:
+        """What the readers buffer plus what the session keeps (kept_bytes); nothing once
+        dead (closed, or given up: what it still references is no longer the flow's)."""
+        if self.dead:
+            return 0
+        return self.client.held_bytes() + self.server.held_bytes() + self.kept_bytes()
+
+    def kept_bytes(self) -> int:
+        """Bytes the session keeps beyond its readers' buffers: bodies of messages waiting
+        for their exchange, decoder tables. Sessions that keep any say how many."""
+        return 0
 
     def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
                 ref: PacketRef) -> None:

@@ -370,6 +370,13 @@ class TlsSession:
         if not side.remaining:
             side.plain = False
 
+    def held_bytes(self) -> int:
+        """Record and handshake headers being collected, a handshake message being kept."""
+        if self._done:
+            return 0
+        return sum(len(side.hdr) + len(side.hs_hdr) + len(side.hs_body) + len(side.alert_buf)
+                   for side in self._sides)
+
     def on_close(self, ts_ns: int) -> None:
         if self._done:
             return

@@ -522,6 +522,18 @@ class WebSocketSession:
             self.errors += 1
             reader.reset()
 
+    def held_bytes(self) -> int:
+        """Incomplete frame headers, resync buffers and the payload kept of messages being
+        assembled or waiting for their reply (pings, a close)."""
+        if self._closed:
+            return 0
+        messages = [*self.pings[0], *self.pings[1], self.close_sent]
+        held = 0
+        for reader in self.readers:
+            held += len(reader.hbuf) + len(reader.rbuf)
+            messages.append(reader.msg)
+        return held + sum(len(msg.kept) for msg in messages if msg is not None)
+
     def on_close(self, ts_ns: int) -> None:
         if self._closed:
             return
