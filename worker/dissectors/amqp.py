@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 import struct
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.dissectors.stream import Span, StreamReader, TwoWaySession
@@ -437,12 +437,31 @@ class _Channel:
 
 # -- one direction -----------------------------------------------------------------------
 
+class _Sink(Protocol):
+    """All an AMQP reader calls on its session."""
+
+    def protocol_header(self, direction: Direction, header: bytes, offset: int) -> None: ...
+
+    def method(self, direction: Direction, number: int, payload: bytes, span: Span) -> None:
+        """A method frame on channel `number`."""
+
+    def header(self, direction: Direction, number: int, payload: bytes, span: Span) -> None:
+        """A content header frame."""
+
+    def body(self, direction: Direction, number: int, piece: bytes | bytearray | None,
+             length: int, end: int, frame_done: bool) -> None:
+        """`length` bytes of a body frame (piece: them, when bodies are kept)."""
+
+    def lost(self, direction: Direction, offset: int, why: str) -> None:
+        """Bytes from offset were lost or unreadable."""
+
+
 class _Reader(StreamReader):
     """Cuts one direction into frames; body frames pass through by length, in pieces."""
 
     __slots__ = ("s", "synced", "body_left", "body_channel")
 
-    def __init__(self, session: AmqpSession, direction: Direction) -> None:
+    def __init__(self, session: _Sink, direction: Direction) -> None:
         super().__init__(direction)
         self.s = session
         self.synced = False

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import socket
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
@@ -398,12 +398,18 @@ class _Query:
         self.done = False
 
 
+class _Sink(Protocol):
+    """All a DNS TCP reader calls on its session."""
+
+    def message(self, data: bytes, direction: Direction, span: Span) -> None: ...
+
+
 class _TcpReader(StreamReader):
     """One direction of DNS over TCP: length-prefixed frames, resync after a gap."""
 
     __slots__ = ("s", "started", "synced")
 
-    def __init__(self, session: DnsSession, direction: Direction) -> None:
+    def __init__(self, session: _Sink, direction: Direction) -> None:
         super().__init__(direction)
         self.s = session
         self.started = False

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, Session
@@ -320,12 +320,29 @@ def _content_length(headers: dict[str, str]) -> int | None:
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, UNTIL_CLOSE, RESYNC, DEAD = range(9)
 
 
+class _Sink(Protocol):
+    """All an HTTP/1 reader calls on its session."""
+
+    successor: Session | None       # the session an upgrade handed the flow to
+
+    def on_head(self, msg: _Message) -> bool:
+        """A head was parsed; whether a body may follow it."""
+
+    def on_end(self, msg: _Message) -> None:
+        """A message ended (complete or cut)."""
+
+    def on_lost(self, direction: Direction, why: str, offset: int, ts: int,
+                ref: PacketRef) -> None:
+        """A message start was lost ("gap"), unparsable ("malformed") or not captured
+        ("initial")."""
+
+
 class _Reader(StreamReader):
     """Cuts one direction into heads and bodies (a state machine over the chunks)."""
 
     __slots__ = ("s", "is_request", "state", "synced", "scanned", "msg", "remaining")
 
-    def __init__(self, session: HttpSession, direction: Direction) -> None:
+    def __init__(self, session: _Sink, direction: Direction) -> None:
         super().__init__(direction)
         self.s = session
         self.is_request = direction == Direction.CLIENT_TO_SERVER

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
 from hpack import Decoder
@@ -389,13 +389,33 @@ class _Block:
         return Span(self.start, end, self.ts, self.ref, last_ts, last_ref)
 
 
+class _Sink(Protocol):
+    """All an HTTP/2 reader calls on its session."""
+
+    connection_start: bool          # the client preface was seen
+    client: _Reader                 # a SETTINGS frame sets the other reader's max_frame
+    server: _Reader
+
+    def header_block(self, direction: Direction, block: _Block,
+                     pairs: list[tuple[bytes, bytes]] | None, span: Span, note: str) -> None: ...
+
+    def data(self, direction: Direction, sid: int, work: bytes | bytearray, p: int, end: int,
+             end_stream: bool, span: Span) -> None: ...
+
+    def rst(self, direction: Direction, sid: int, code: int, span: Span) -> None: ...
+
+    def malformed_frame(self, sid: int, note: str) -> None: ...
+
+    def cut_side(self, direction: Direction, why: str) -> None: ...
+
+
 class _Reader(StreamReader):
     """Cuts one direction into frames and decodes its header blocks (HPACK is per side)."""
 
     __slots__ = ("s", "is_client", "state", "started", "decoder", "known", "why_unknown",
                  "block", "max_frame")
 
-    def __init__(self, session: Http2Session, direction: Direction) -> None:
+    def __init__(self, session: _Sink, direction: Direction) -> None:
         super().__init__(direction)
         self.s = session
         self.is_client = direction == Direction.CLIENT_TO_SERVER

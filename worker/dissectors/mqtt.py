@@ -29,7 +29,7 @@ incomplete at close.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
@@ -371,13 +371,27 @@ class _Flow:
 SYNCED, RESYNC, SKIP = 0, 1, 2
 
 
+class _Sink(Protocol):
+    """All an MQTT reader calls on its session."""
+
+    body_limit: int
+    malformed_count: int
+
+    def decode(self, packet: _Packet, body: bytes, remaining: int, reader: _Reader) -> None:
+        """Fill the packet's fields from its body (the reader keeps the topic aliases)."""
+
+    def packet(self, packet: _Packet, complete: bool = True) -> None: ...
+
+    def malformed(self, direction: Direction, why: str) -> None: ...
+
+
 class _Reader(StreamReader):
     """Cuts one direction into packets; a PUBLISH too large to buffer is read from its head
     and its payload passed over by length (kept up to body_limit), a gap in it ends it."""
 
     __slots__ = ("s", "state", "skip_left", "skipping", "aliases")
 
-    def __init__(self, session: MqttSession, direction: Direction) -> None:
+    def __init__(self, session: _Sink, direction: Direction) -> None:
         super().__init__(direction)
         self.s = session
         self.state = RESYNC            # the first bytes must look like a packet start
