@@ -67,8 +67,8 @@ def compile_linear(source: str) -> Pattern:
 
 def unsupported(source: str) -> tuple[str, int] | None:
     """(why, position) of the first construct RE2 refuses for running in linear time, scanning
-    left to right outside character sets; None when there is none. hub/scripts/kfl.js has the
-    same scan, so scripts refuse the same queries at the same columns."""
+    left to right outside character sets; None when there is none. hub/scripts/re2.js has the
+    same scan (and RE2's parser), so scripts refuse the same queries at the same columns."""
     index = 0
     in_set = False
     previous = ""          # the last character outside a set, for possessive quantifiers

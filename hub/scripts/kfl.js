@@ -7,10 +7,9 @@
 // random ones and requires the same answers. The lists of fields, protocols and helpers come
 // from shark.kfl at load time (__kfl.configure), so they cannot drift.
 //
-// Regexes are RE2 syntax in KFL (shark/regex.py: linear time); here they run as JavaScript
-// RegExp after the usual Python forms are translated: leading (?aiLmsu) flags, (?P<name>...),
-// \A, \Z. What RE2 refuses (backreferences, lookaround, possessive) is refused here the same
-// way; JavaScript's RegExp still backtracks, bounded by the script's time limit.
+// Regexes are RE2 in KFL (shark/regex.py: linear time). JavaScript's RegExp backtracks, so
+// they run with re2.js, loaded before this file: RE2's syntax, refusals and error texts, and a
+// matcher linear in the text.
 var __kfl = (function () {
   "use strict";
   var FIELDS = [], PROTOCOLS = [], HELPERS = {}, ALIASES = {}, PROTOCOL_ALIASES = {}, FUNCTIONS = {};
@@ -332,71 +331,24 @@ var __kfl = (function () {
     return parseInt(text, 10);
   }
 
-  // What RE2 refuses for running in linear time (shark/regex.py's unsupported(), the same scan
-  // and messages): scripts refuse the queries the workers refuse, at the same columns.
-  var RE2_WHY = "RE2 runs in linear time and has no backreferences or lookaround";
-  var RE2_GROUPS = [["(?<=", "lookbehind (?<=...)"], ["(?<!", "negative lookbehind (?<!...)"],
-    ["(?P=", "a named backreference (?P=name)"], ["(?=", "lookahead (?=...)"],
-    ["(?!", "negative lookahead (?!...)"], ["(?>", "an atomic group (?>...)"]];
-
-  function unsupported(source) {
-    var index = 0, inSet = false, previous = "", quantifiers = "*+?}";
-    while (index < source.length) {
-      var ch = source.charAt(index);
-      if (ch === "\\") {
-        var following = source.charAt(index + 1);
-        if (!inSet && following !== "" && "123456789".indexOf(following) >= 0)
-          return ["a backreference \\" + following + " is not supported (" + RE2_WHY + ")", index];
-        previous = "\\";
-        index += 2;
-        continue;
-      }
-      if (inSet) {
-        inSet = ch !== "]";
-        index += 1;
-        continue;
-      }
-      if (ch === "[") {
-        inSet = true;
-        index += 1 + (source.charAt(index + 1) === "]" ? 1 : 0) + (source.substr(index + 1, 2) === "^]" ? 1 : 0);
-        previous = "]";
-        continue;
-      }
-      if (ch === "(") {
-        for (var g = 0; g < RE2_GROUPS.length; g++) {
-          if (source.substr(index, RE2_GROUPS[g][0].length) === RE2_GROUPS[g][0])
-            return [RE2_GROUPS[g][1] + " is not supported (" + RE2_WHY + ")", index];
-        }
-      }
-      if (ch === "+" && previous !== "" && quantifiers.indexOf(previous) >= 0)
-        return ["a possessive quantifier " + previous + "+ is not supported (" + RE2_WHY + ")", index - 1];
-      previous = (previous !== "" && quantifiers.indexOf(previous) >= 0 && ch === "?") ? "" : ch;
-      index += 1;
-    }
-    return null;
-  }
-
+  // A regex literal, RE2 as the workers run it (re2.js: the same refusals, linear time).
   function Regex(source, column, prefix) {
-    var refused = unsupported(source);
-    if (refused !== null) throw new KflError("invalid regex: " + refused[0], column + prefix + refused[1]);
-    var flags = "", body = source, m = /^\(\?([aiLmsux]+)\)/.exec(source);
-    if (m) {
-      if (m[1].indexOf("x") >= 0) throw new KflError("invalid regex: the verbose flag (?x) is not supported in scripts", column + prefix);
-      if (m[1].indexOf("i") >= 0) flags += "i";
-      if (m[1].indexOf("m") >= 0) flags += "m";
-      if (m[1].indexOf("s") >= 0) flags += "s";
-      body = source.slice(m[0].length);
-    }
-    body = body.replace(/\(\?P</g, "(?<").replace(/\(\?P=(\w+)\)/g, "\\k<$1>")
-      .replace(/\\A/g, "(?<![\\s\\S])").replace(/\\Z/g, "(?![\\s\\S])");
+    // as compiler.py's Regex: endsWith() is the pattern followed by \z, under its leading flags
+    var head = /^\(\?[imsU]+\)/.exec(source), flags = head ? head[0] : "";
+    var pattern, end;
     try {
-      this.search = new RegExp(body, flags);
-      this.full = new RegExp("(?<![\\s\\S])(?:" + body + ")(?![\\s\\S])", flags);
-      this.start = new RegExp("(?<![\\s\\S])(?:" + body + ")", flags);
-      this.end = new RegExp("(?:" + body + ")(?![\\s\\S])", flags);
+      pattern = __re2.compile(source);
+      end = __re2.compile(flags + "(?:" + source.slice(flags.length) + ")\\z");
     } catch (error) {
-      throw new KflError("invalid regex: " + String(error.message || error), column + prefix);
+      if (error instanceof __re2.RegexError) throw new KflError("invalid regex: " + error.message, column + prefix + error.position);
+      // nested deeper than quickjs's stack (shark.kfl says the same on a RecursionError)
+      if (error instanceof InternalError && /stack overflow/.test(error.message)) throw new KflError("invalid regex: too complex", column);
+      throw error;
     }
+    this.search = pattern.search;
+    this.full = pattern.full;
+    this.start = pattern.prefix;
+    this.end = end.search;
     this.source = source;
   }
 

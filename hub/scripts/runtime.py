@@ -22,7 +22,8 @@ from hub.scripts import wire
 from shark import kfl
 
 HERE = Path(__file__).resolve().parent
-KFL_JS = (HERE / "kfl.js").read_text(encoding="utf-8")
+# re2.js first: kfl.js runs its regexes with it
+KFL_JS = "\n".join((HERE / name).read_text(encoding="utf-8") for name in ("re2.js", "kfl.js"))
 PRELUDE_JS = (HERE / "prelude.js").read_text(encoding="utf-8")
 HOOKS = ("onItemCaptured", "onItemQueried", "onHubAction")   # what the helpers may say a script defines
 FailureKind = Literal["error", "timeout", "memory", "stack", "syntax"]

@@ -4,12 +4,18 @@ column, in the workers' KFL, in the scripts' port of it, and in the hub's pod re
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub.kube.targeter import SpecError, TargetSpec
 from shark import kfl
 from shark.kfl.errors import KflError
 from test_scripts_kfl import JS
+from test_scripts_runtime import entry, load
 
 # Python's re: 41 ms at 28 characters, x1.6 per character more; 2000 would never end.
 EVIL = 'request.path.matches("(a|aa)+$")'
@@ -51,3 +57,84 @@ def test_the_hubs_pod_regex_is_linear_and_refuses_lookaround():
     with pytest.raises(SpecError, match=r"regex: 'web-\(\?!canary\)' is not a valid regular expression: "
                                         r"negative lookahead .* at position 4"):
         TargetSpec.of("web-(?!canary)", [])
+
+
+# -- the scripts' port (hub/scripts/re2.js) against RE2 itself ----------------------------------
+# Patterns around each of RE2's rules: accepted forms, each error it gives (the fragment it
+# names becomes the column), the flags, classes, escapes and assertions.
+PATTERNS = [
+    "a)", "(a", "[a", "a**", "*a", "a{1001}", "(a{100}){100}", "(a{10}){100}", "(a{10}){101}", "a{2,1}",
+    r"\q", "a\\", "[z-a]", "(?<n>a)", "(?P<1>a)", "(?P<a-b>x)", "(?P<>x)", "(?P<n", "(?<n", "(?P>a)",
+    "(?x)a", "(?a)a", "(?#c)", "(?", "(?)", "(?-)", "(?i-)", "(?--i)", "(?i-i)", "(?i", "(?iq)a",
+    r"\pX", r"\p{Foo}", r"\p{Greek", r"\p", r"\p{IsGreek}", r"\p{Grek}", "[[:foo:]]", r"[\pX]",
+    "[a-[:alpha:]]", r"[a-\d]", r"[\b]", r"[\Q]", r"\x4", r"\x{", r"\x{}", r"\x{41", r"\xZZ", r"\x{110000}",
+    r"\e", r"\cA", r"\k<n>", r"\X", r"\N{DIGIT ONE}", r"\u0041", "a{2}{3}", "a{2}*", "a*{2}", "a+*", "a*?+",
+    "x**?", "a{1000}{1000}", "(*)", "a|*", ")", "[^]", r"\Qab", "a{,3}", "x{3", "x{1}{1", "a{001}", "a{0,0}b",
+    r"\0", r"\01", r"\08", r"\x41", r"\x{10FFFF}", r"\x{e9}", r"[\x41-\x5A]+", "[a-]", "[-a]", "[]a]", "[--/]",
+    r"[\d-z]", r"\b+", "^*", "(?:)", "()", "|", "a|b|", ".{2}", "(?s:.)", "(?s).+", ".+", "(?-i)a", "(?i-s:a)",
+    "(?U)a+", "(?U)a+?", "(?m)^a$", "(?m)^b$", "(?m)a$", "(?m)^", "$", "^$", "^a", "a$", r"\Aa", r"a\z", r"a\Z",
+    r"\bfoo\b", r"\Bo\B", r"\ba", r"b\b", r"\Q*\E", r"\Qa\E*", r"\d\s\w\D\S\W", r"\W+", r"[^\D]", r"[\W\d]",
+    r"\.\-\_", r"\v\f\a\t\n\r", "[[:alpha:]]", "[[:^alpha:]]+", "[[:word:]]", "[[=a=]]", r"\pL", r"\PL", r"\pN",
+    r"\pZ", r"\p{Lu}", r"\P{Lu}", r"\p{Any}", r"\P{^L}", r"\p{^Greek}", r"\p{Greek}+", r"\p{Han}", r"[\p{Greek}]",
+    r"\p{Cs}", r"\p{C}", r"\p{Zs}", "(?i)a", "(?i)k", "(?i)K", "(?i)[a-z]+", "(?i)[^a]", "(?i)É", "(?i)αΒ",
+    "[^a]", r"[^\n]", "é+", "[é-ü]", "😀", "[😀]", ".😀", "(a|aa)+$", "(x+x+)+y", "(a*)*b", "(a|)+c",
+    "(ab){2,3}c", "a{2}", r"[\x00-\x{10FFFF}]", "(?i)(?m)^A", "a(?i)b", "(?i:a)b", "((a))|b",
+    ".{1000}" * 20, ".{1000}" * 60, r"\pL{1000}", r"\pL{300}", "a{1000}" * 100,
+]
+TEXTS = ["", "a", "aa", "ab", "abc", "A", "Ab", "a\nb", "\n", "x y", "foo_bar", "é", "É", "αβγ", "中文", "😀",
+         "a1b2", "{1}", "a{2", "a{001}", " ", "-", "]", "[", "K", "k", "\u212a", "aaaa!", "xxxxy", "/api/v1/users",
+         "ababc", "Ba", "bA"]
+FORMS = ('summary.matches(r"{}")', 'summary == r"{}"', 'summary.startsWith(r"{}")', 'summary.endsWith(r"{}")')
+
+
+def _same_in_scripts(pattern: str, texts: list[str]) -> None:
+    for form in FORMS:
+        query = form.format(pattern)
+        error = kfl.validate(query)
+        answer = JS.check(query)
+        if error is not None:
+            assert answer == {"valid": False, "error": str(error), "column": error.column}, query
+            continue
+        assert answer["valid"] is True, (query, answer)
+        compiled = kfl.compile(query)
+        for text in texts:
+            assert JS.match(query, {"summary": text}) is compiled({"summary": text}), (query, text)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_scripts_refuse_and_match_as_re2_does(pattern: str) -> None:
+    _same_in_scripts(pattern, TEXTS)
+
+
+# random patterns from RE2's pieces, on texts from a small alphabet (ASCII, a newline and a few
+# letters whose case JavaScript folds as Unicode does)
+PIECES = st.sampled_from(["a", "b", "A", "é", "α", ".", "\\n", "x", "-", "(", ")", "(?:", "(?i)", "(?s)", "(?m)",
+                          "(?i:", "|", "*", "+", "?", "*?", "{2}", "{1,3}", "{0,}", "{", "}", "[", "]", "[^", "a-z",
+                          "^", "$", "\\b", "\\B", "\\A", "\\z", "\\d", "\\w", "\\s", "\\W", "\\pL", "\\p{Greek}",
+                          "[:alpha:]", "\\Q", "\\E", "\\x41", "\\", "(?P<n>", "1", ","])
+PATTERN = st.lists(PIECES, max_size=8).map("".join)
+SAMPLE = st.text(st.sampled_from("abAB é\nα-x1_"), max_size=8)
+
+
+@settings(max_examples=int(os.environ.get("SHARK_FUZZ_EXAMPLES", "300")), deadline=None)
+@given(PATTERN, st.lists(SAMPLE, min_size=1, max_size=4))
+def test_fuzz_random_patterns_agree(pattern: str, texts: list[str]) -> None:
+    _same_in_scripts(pattern, texts)
+
+
+def test_a_script_with_the_catastrophic_pattern_answers_within_its_time_limit():
+    # JavaScript's RegExp took 118 ms at 28 characters and doubled every ~1.5 characters: on
+    # this path the call would run into the 0.3 s limit and fail as a timeout
+    runtime = load("function onItemCaptured(e) { console.log(kfl.match('request.path.matches(\"(a|aa)+$\")', e),"
+                   " kfl.match('request.path == r\"(x+x+)+y\"', e)); }")
+    for path, said in (("a" * 5000 + "!", "false false"), ("a" * 5000, "true false")):
+        outcome = runtime.call("onItemCaptured", json.dumps([entry(path=path)]))
+        assert outcome.failure is None, outcome.failure
+        assert outcome.actions == [{"t": "log", "level": "info", "text": said}]
+
+
+def test_a_pattern_with_more_states_than_the_cache_holds_still_answers_right():
+    # "a" 13th from the end: 8192 states, twice what re2.js caches, so its cache starts over
+    pattern = "(a|b)*a(a|b){12}"
+    texts = ["".join("ab"[(i * 7919 + j * 104729) % 3 % 2] for i in range(3000 + j)) for j in range(4)]
+    _same_in_scripts(pattern, texts + [text + "a" + "b" * 12 for text in texts])
