@@ -457,15 +457,34 @@ def status(hub_url: str, cluster: bool, kubeconfig: str | None, context: str | N
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --http: the address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8898, show_default=True,
               help="With --http: the port to listen on.")
-def mcp_command(hub_url: str, http: bool, host: str, port: int) -> None:
+@click.option("--http-token", envvar="SHARK_MCP_TOKEN", show_envvar=True, default=None,
+              help="With --http: the bearer token clients must send [default: the state dir's mcp-token "
+                   "file, made the first time].")
+@click.option("--allow-remote", is_flag=True,
+              help="With --http: allow --host to be an address other than loopback.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="With --http: also accept this Host (and Origin) name, e.g. the name remote clients "
+                   "use; repeatable.")
+def mcp_command(hub_url: str, http: bool, host: str, port: int, http_token: str | None, allow_remote: bool,
+                allow_hosts: tuple[str, ...]) -> None:
     """Serve the hub's traffic to AI assistants over the Model Context Protocol (docs/MCP.md):
     stdio by default, for a client that starts this command itself."""
     ctx = click.get_current_context()
-    if not http and any(ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-                        for name in ("host", "port")):
-        raise click.UsageError("--host and --port need --http (stdio has no address)")
+    if not http:
+        given = [name for name in ("host", "port", "http_token", "allow_remote", "allow_hosts")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-").removesuffix("s") for name in given)
+            raise click.UsageError(f"{flags} need --http (stdio has no address)")
     from shark.mcp_server import serve
-    serve(hub_url, http, host, port)
+    if not http:
+        serve(hub_url)
+        return
+    from shark.local import default_state_dir
+    from shark.mcp_http import HttpGuard, check_bind, http_token as resolve_token
+    check_bind(host, allow_remote)
+    token, token_from = resolve_token(http_token, default_state_dir())
+    serve(hub_url, HttpGuard(token, token_from, allow_hosts), host, port)
 
 
 from shark.scripts_cli import scripts as scripts_group  # noqa: E402 - a command group of its own module

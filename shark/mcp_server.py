@@ -23,6 +23,7 @@ from pydantic import Field
 
 from shark.errors import SharkError
 from shark.hubclient import DEFAULT_HUB, HubClient
+from shark.mcp_http import TOKEN_FILE, HttpGuard
 
 T = TypeVar("T")
 
@@ -271,12 +272,21 @@ def _version() -> str:
     return __version__
 
 
-def serve(hub_url: str, http: bool, host: str, port: int) -> None:
-    """Serve until stdin closes (stdio) or the process is stopped (HTTP)."""
-    if http:
-        # stderr only: on stdio, stdout is the protocol
-        server = build_server(hub_url, log_level="WARNING")
-        server.run("streamable-http", host=host, port=port)
-    else:
+def serve(hub_url: str, http: HttpGuard | None = None, host: str = "127.0.0.1", port: int = 8898) -> None:
+    """Serve until stdin closes (stdio) or the process is stopped (HTTP, guarded by `http`:
+    shark/mcp_http.py)."""
+    if http is None:
         build_server(hub_url, log_level="WARNING").run("stdio")
+        return
+    import sys
 
+    from shark.mcp_http import StaticTokenVerifier, auth_settings, transport_security
+
+    server = build_server(hub_url, log_level="WARNING", auth=auth_settings(host, port),
+                          token_verifier=StaticTokenVerifier(http.token))
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"
+    shown = http.token if http.token_from.endswith(TOKEN_FILE) else f"(the one in {http.token_from})"
+    # stderr: a client started by hand reads it there; stdout stays clean as on stdio
+    print(f"kubectl-shark MCP server at {url}\nclients send the header: Authorization: Bearer {shown}\n"
+          f"(token from {http.token_from})", file=sys.stderr, flush=True)
+    server.run("streamable-http", host=host, port=port, transport_security=transport_security(host, http.hosts))

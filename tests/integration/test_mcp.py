@@ -17,6 +17,8 @@ import httpx
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from shark.mcp_server import TOOLS
 from support.processes import Proc, free_port, wait_for
@@ -138,7 +140,9 @@ def test_mcp_stdio_serves_every_tool_against_tap_local(tap_local, http_server, t
 def test_mcp_streamable_http(tap_local, tmp_path):
     hub, env = tap_local
     port = free_port()
-    server = Proc([sys.executable, "-m", "shark.cli", "mcp", "--http", "--port", str(port), "--hub", hub], env=env)
+    token = "mcp-token-for-the-test"     # the guard itself: tests/unit/test_mcp_http.py
+    server = Proc([sys.executable, "-m", "shark.cli", "mcp", "--http", "--port", str(port), "--hub", hub],
+                  env={**env, "SHARK_MCP_TOKEN": token})
 
     def listening() -> bool | None:
         try:
@@ -150,7 +154,9 @@ def test_mcp_streamable_http(tap_local, tmp_path):
         wait_for(listening, timeout=30, what="the MCP HTTP server")
 
         async def run() -> None:
-            async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=60) as client:
+            http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+            transport = streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)
+            async with http, Client(transport, read_timeout_seconds=60) as client:
                 for _ in range(60):     # until the hub has polled its worker once
                     status = data(await client.call_tool("status", {}))
                     if status["hub"]["workers_ok"] == 1:
