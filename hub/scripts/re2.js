@@ -352,16 +352,20 @@ var __re2 = (function () {
     return {lo: lo, hi: hi, end: i + m[0].length};
   }
 
-  // RE2's RepetitionWalker: nested counted repetitions may not multiply past 1000
-  function repeatBudget(node, budget) {
-    if (node.t === "rep" && node.counted) {
-      var m = node.max < 0 ? node.min : node.max;
-      if (m > 0) budget = Math.floor(budget / m);
+  // RE2's RepetitionWalker: nested counted repetitions may not multiply past 1000. Walked
+  // with a stack of our own, as everything over the tree here: quickjs's stack holds only a
+  // few hundred calls, and RE2 takes patterns nested thousands deep.
+  function repeatBudget(root) {
+    var least = MAX_REPEAT, todo = [[root, MAX_REPEAT]];
+    while (todo.length) {
+      var top = todo.pop(), node = top[0], budget = top[1];
+      if (node.t === "rep" && node.counted) {
+        var m = node.max < 0 ? node.min : node.max;
+        if (m > 0) budget = Math.floor(budget / m);
+      }
+      least = Math.min(least, budget);
+      (node.items || (node.sub ? [node.sub] : [])).forEach(function (child) { todo.push([child, budget]); });
     }
-    var least = budget;
-    (node.items || (node.sub ? [node.sub] : [])).forEach(function (child) {
-      least = Math.min(least, repeatBudget(child, budget));
-    });
     return least;
   }
 
@@ -378,7 +382,7 @@ var __re2 = (function () {
       if (!frame.items.length) throw new Re2Error("no argument for repetition operator", op);
       var node = {t: "rep", min: min, max: max, sub: frame.items.pop(), counted: counted};
       frame.items.push(node);
-      if (counted && (min >= 2 || max >= 2) && repeatBudget(node, MAX_REPEAT) === 0) {
+      if (counted && (min >= 2 || max >= 2) && repeatBudget(node) === 0) {
         throw new Re2Error("invalid repetition size", op);
       }
     }
@@ -445,7 +449,7 @@ var __re2 = (function () {
         var node = group();
         flags = frame.saved;
         frame = stack.pop();
-        push({t: "group", sub: node});
+        push(node);   // a group is its content: nothing here captures
         i++;
       } else if (c === "^") {
         push({t: "assert", k: flags.m ? "bol" : "bot"}); i++;
@@ -524,20 +528,54 @@ var __re2 = (function () {
   var CHAR = 0, SPLIT = 1, JUMP = 2, ASSERT = 3, MATCH = 4;
   var ASSERTS = {bot: 0, eot: 1, bol: 2, eol: 3, wb: 4, nwb: 5};
 
-  function weight(node) {
-    switch (node.t) {
-      case "char": return node.weight;
-      case "assert": return 1;
-      case "group": return weight(node.sub);
-      case "cat": return node.items.reduce(function (sum, item) { return sum + weight(item); }, 0);
-      case "alt": return node.items.reduce(function (sum, item) { return sum + weight(item) + 1; }, 0);
-      case "rep":
-        var copies = node.max < 0 ? Math.max(node.min, 1) : Math.max(node.max, node.min);
-        return copies * (weight(node.sub) + 1);
-    }
-    return 1;
+  // the copies a repetition is compiled to (x{2,4}: four, x*: one, x{2,}: two)
+  function copies(node) { return node.max < 0 ? Math.max(node.min, 1) : node.max; }
+  function children(node) {
+    if (node.t === "cat" || node.t === "alt") return node.items;
+    if (node.t === "rep") return new Array(copies(node)).fill(node.sub);
+    return [];
   }
 
+  // Post-order over the tree without recursion: combine(node, values of its children) for
+  // every node, children (a repetition's copies each on its own) before their parent.
+  function postOrder(root, combine) {
+    var stack = [{node: root, kids: children(root), i: 0, values: []}];
+    for (;;) {
+      var top = stack[stack.length - 1];
+      if (top.i < top.kids.length) {
+        var child = top.kids[top.i++];
+        stack.push({node: child, kids: children(child), i: 0, values: []});
+        continue;
+      }
+      stack.pop();
+      var value = combine(top.node, top.values);
+      if (!stack.length) return value;
+      stack[stack.length - 1].values.push(value);
+    }
+  }
+
+  // RE2's size of the program, estimated (compile() refuses past BUDGET before emitting)
+  function weight(root) {
+    var memo = new Map(), stack = [root];
+    while (stack.length) {   // a shared sub-tree (a repetition's copies) is weighed once
+      var node = stack[stack.length - 1];
+      if (memo.has(node)) { stack.pop(); continue; }
+      var pending = (node.t === "rep" ? [node.sub] : node.items || []).filter(function (c) { return !memo.has(c); });
+      if (pending.length) { Array.prototype.push.apply(stack, pending); continue; }
+      stack.pop();
+      var w;
+      if (node.t === "char") w = node.weight;
+      else if (node.t === "assert") w = 1;
+      else if (node.t === "cat") w = node.items.reduce(function (sum, c) { return sum + memo.get(c); }, 0);
+      else if (node.t === "alt") w = node.items.reduce(function (sum, c) { return sum + memo.get(c) + 1; }, 0);
+      else w = copies(node) * (memo.get(node.sub) + 1);
+      memo.set(node, w);
+    }
+    return memo.get(root);
+  }
+
+  // Thompson's construction: each node a fragment {start, outs} whose outs (holes: an
+  // instruction and which of its two exits) are patched to what follows it
   function Program() {
     this.op = []; this.x = []; this.y = []; this.tests = []; this.asserts = false;
   }
@@ -545,40 +583,64 @@ var __re2 = (function () {
     this.op.push(op); this.x.push(x); this.y.push(y);
     return this.op.length - 1;
   };
-  // emits node so that it continues at `next` (an instruction index); returns its entry
-  Program.prototype.compile = function (node, next) {
-    var self = this;
-    switch (node.t) {
-      case "char":
-        self.tests.push(node.test);
-        return self.emit(CHAR, next, self.tests.length - 1);
-      case "assert":
-        self.asserts = true;
-        return self.emit(ASSERT, next, ASSERTS[node.k]);
-      case "group":
-        return self.compile(node.sub, next);
-      case "cat":
-        for (var i = node.items.length - 1; i >= 0; i--) next = self.compile(node.items[i], next);
-        return next;
-      case "alt":
-        var entry = self.compile(node.items[node.items.length - 1], next);
-        for (var b = node.items.length - 2; b >= 0; b--) entry = self.emit(SPLIT, self.compile(node.items[b], next), entry);
-        return entry;
-      case "rep":
-        var min = node.min, max = node.max;
-        if (max < 0) {   // x{min,}: min - 1 copies, then x+ (or x* when min is 0)
-          var loop = self.emit(SPLIT, -1, next);
-          var body = self.compile(node.sub, loop);
-          self.x[loop] = body;
-          next = min === 0 ? loop : body;
-          for (var k = 1; k < min; k++) next = self.compile(node.sub, next);
-          return next;
-        }
-        for (var o = 0; o < max - min; o++) next = self.emit(SPLIT, self.compile(node.sub, next), next);
-        for (var r = 0; r < min; r++) next = self.compile(node.sub, next);
-        return next;
+  Program.prototype.patch = function (outs, to) {
+    for (var i = 0; i < outs.length; i++) this[outs[i][1]][outs[i][0]] = to;
+  };
+  Program.prototype.fragment = function (node, parts) {
+    var pc, self = this;
+    if (node.t === "char") {
+      self.tests.push(node.test);
+      pc = self.emit(CHAR, -1, self.tests.length - 1);
+      return {start: pc, outs: [[pc, "x"]]};
     }
-    return next;
+    if (node.t === "assert") {
+      self.asserts = true;
+      pc = self.emit(ASSERT, -1, ASSERTS[node.k]);
+      return {start: pc, outs: [[pc, "x"]]};
+    }
+    if (!parts.length) {   // the empty string (an empty group, x{0})
+      pc = self.emit(JUMP, -1, 0);
+      return {start: pc, outs: [[pc, "x"]]};
+    }
+    if (node.t === "alt") {
+      var entry = parts[parts.length - 1].start, outs = [];
+      for (var b = parts.length - 2; b >= 0; b--) entry = self.emit(SPLIT, parts[b].start, entry);
+      parts.forEach(function (part) { outs = outs.concat(part.outs); });
+      return {start: entry, outs: outs};
+    }
+    if (node.t === "rep" && node.max < 0) {   // x{min,}: the last copy loops (x* when min is 0)
+      var last = parts[parts.length - 1], loop = self.emit(SPLIT, last.start, -1);
+      self.patch(last.outs, loop);
+      var chain = self.chain(parts.slice(0, -1), last.start);
+      return {start: node.min === 0 ? loop : chain, outs: [[loop, "y"]]};
+    }
+    if (node.t === "rep") {   // x{min,max}: min copies, then max - min nested optional ones
+      var optional = parts.slice(node.min), holes = [], next = -1;
+      for (var o = optional.length - 1; o >= 0; o--) {   // take copy o (then maybe o + 1), or stop
+        var split = self.emit(SPLIT, optional[o].start, -1);
+        holes.push([split, "y"]);
+        if (next < 0) holes = holes.concat(optional[o].outs);
+        else self.patch(optional[o].outs, next);
+        next = split;
+      }
+      if (!node.min) return {start: next, outs: holes};
+      var mandatory = parts.slice(0, node.min), tail = mandatory[mandatory.length - 1];
+      if (next >= 0) self.patch(tail.outs, next);
+      return {start: self.chain(mandatory.slice(0, -1), tail.start), outs: next >= 0 ? holes : tail.outs};
+    }
+    var first = parts[0].start;   // cat
+    for (var i = 0; i + 1 < parts.length; i++) self.patch(parts[i].outs, parts[i + 1].start);
+    return {start: first, outs: parts[parts.length - 1].outs};
+  };
+  // parts one after the other, then `then`; the entry
+  Program.prototype.chain = function (parts, then) {
+    for (var i = parts.length - 1; i >= 0; i--) { this.patch(parts[i].outs, then); then = parts[i].start; }
+    return then;
+  };
+  Program.prototype.compile = function (tree, match) {
+    var self = this, whole = postOrder(tree, function (node, parts) { return self.fragment(node, parts); });
+    self.patch(whole.outs, match);
+    return whole.start;
   };
 
   // -- matching: a DFA built as the text asks for it ----------------------------------------
