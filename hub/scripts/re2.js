@@ -644,7 +644,9 @@ var __re2 = (function () {
   };
 
   // -- matching: a DFA built as the text asks for it ----------------------------------------
-  var MAX_STATES = 4096;   // cached sets per pattern; past it the cache starts over (as RE2's)
+  // cached sets per matcher; past it the cache starts over, as RE2's does. A state costs a
+  // few KB here (its transitions), and a script's context has 64 MiB for all it keeps.
+  var MAX_STATES = 1024;
 
   function Matcher(program, start, anchored, atEndOnly, literal) {
     this.p = program;

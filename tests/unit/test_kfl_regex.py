@@ -135,7 +135,7 @@ def test_a_script_with_the_catastrophic_pattern_answers_within_its_time_limit():
 
 
 def test_a_pattern_with_more_states_than_the_cache_holds_still_answers_right():
-    # "a" 13th from the end: 8192 states, twice what re2.js caches, so its cache starts over
+    # "a" 13th from the end: 8192 states, eight times what re2.js caches, so its cache starts over
     pattern = "(a|b)*a(a|b){12}"
     texts = ["".join("ab"[(i * 7919 + j * 104729) % 3 % 2] for i in range(3000 + j)) for j in range(4)]
     _same_in_scripts(pattern, texts + [text + "a" + "b" * 12 for text in texts])
