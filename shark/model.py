@@ -6,7 +6,7 @@ them without bodies, the detail endpoint adds `body` to request and response.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -92,3 +92,39 @@ def encode(value: Any) -> bytes:
 
 def decode_entry(data: bytes | str) -> Entry:
     return msgspec.json.decode(data, type=Entry)
+
+
+# -- bodies the hub sends a worker (decoded with shark.bodies.decode_body) ----------------------
+
+class TargetsUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """PUT /api/v1/targets of a worker: capture only `ips` (none when idle, all when empty and
+    not idle); `names` with `cluster_nets`, when given, replace the names stamped into entries
+    (checked by worker.names.parse_names/parse_nets, which name the IP that is wrong)."""
+
+    ips: Annotated[list[str], msgspec.Meta(
+        description='a list of IP addresses, e.g. {"ips": ["10.0.0.5"]}')]
+    idle: bool = False
+    names: Any = msgspec.UNSET          # IP -> {name, namespace, kind}; msgspec.Raw when pre-encoded
+    cluster_nets: Any = msgspec.UNSET   # ["10.244.0.0/16", ...] or null
+
+
+class ConfigUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """PUT /api/v1/config of a worker."""
+
+    storage_limit: Annotated[str | int, msgspec.Meta(description='a size, e.g. {"storage_limit": "500MB"}')]
+
+
+TAG_DESCRIPTION = "a list of tags"
+
+
+class TagChange(msgspec.Struct, forbid_unknown_fields=True):
+    id: str                                                     # NODE:SEQ
+    add: Annotated[list[str], msgspec.Meta(description=TAG_DESCRIPTION)] = []
+    remove: Annotated[list[str], msgspec.Meta(description=TAG_DESCRIPTION)] = []
+
+
+class TagChanges(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /api/v1/tags of a worker (the hub's scripts: test.pass / test.fail)."""
+
+    changes: Annotated[list[TagChange], msgspec.Meta(
+        description='a non-empty list, e.g. [{"id": "node-a:42", "add": ["test.fail"]}]')]

@@ -28,7 +28,6 @@ node's address, so they are not targets either (their node's whole traffic would
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -37,10 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 
 from hub.kube import objects
 from hub.kube.resolver import Identity, Resolver
 from hub.workers import WorkerClient, WorkerPool, api_base, describe
+from shark.model import TargetsUpdate
 from shark.regex import RegexError, compile_linear
 
 log = logging.getLogger("shark.hub.kube")
@@ -180,7 +181,7 @@ class Targeter:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _names: dict[str, Identity] = field(default_factory=dict)
     _nets: list[str] | None = None
-    _names_json: str = '"names": {}, "cluster_nets": null}'    # the body's end, encoded once per version
+    _names_json: msgspec.Raw = field(default_factory=lambda: msgspec.Raw(b"{}"))   # encoded once per version
     _names_count: int = 0
     _names_version: int = 0
     _names_at: float = float("-inf")
@@ -281,7 +282,7 @@ class Targeter:
                 self._names_later = asyncio.get_running_loop().call_later(wait, later)
             return
         self._names, self._nets = names, nets
-        self._names_json = json.dumps({"names": names_payload(names), "cluster_nets": nets})[1:]
+        self._names_json = msgspec.Raw(msgspec.json.encode(names_payload(names)))
         self._names_count = len(names)
         self._names_version += 1
         self._names_at = time.monotonic()
@@ -318,7 +319,8 @@ class Targeter:
 
     async def _send(self, client: WorkerClient, state: WorkerTargets, wanted: NodeTargets) -> None:
         version = self._names_version
-        body = json.dumps({"ips": list(wanted.ips), "idle": wanted.idle})[:-1] + ", " + self._names_json
+        body = msgspec.json.encode(TargetsUpdate(ips=list(wanted.ips), idle=wanted.idle, names=self._names_json,
+                                                 cluster_nets=self._nets))
         state.ips, state.idle, state.names, state.names_version = wanted.ips, wanted.idle, self._names_count, version
         try:
             response = await client.http.put("/targets", content=body, headers={"Content-Type": "application/json"})

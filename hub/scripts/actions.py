@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from hub.scripts.logs import ScriptLogs
 from hub.workers import WorkerError, WorkerPool, describe
+from shark.model import TagChange, TagChanges
 
 log = logging.getLogger("shark.hub.scripts")
 

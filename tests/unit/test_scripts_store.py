@@ -90,22 +90,27 @@ def test_tags_are_written_into_the_stored_entries_and_seen_by_kfl(tmp_path: Path
 
 
 @pytest.mark.parametrize(("body", "detail"), [
-    ({}, "changes: expected a non-empty list"),
+    ({}, "changes: missing; expected a non-empty list"),
+    ({"changes": []}, "changes: expected a non-empty list"),
     ({"changes": [], "x": 1}, "x: unknown field"),
     ({"changes": [{"id": "node-a:1", "add": ["ok"]}] * 1001}, "changes: 1001 changes; at most 1000"),
-    ({"changes": ["node-a:1"]}, "changes[0]: expected an object"),
+    ({"changes": ["node-a:1"]}, "changes[0]: expected an object, got str"),
+    ({"changes": [{"id": "node-a:1", "add": [1]}]}, "changes[0].add[0]: expected a string, got int"),
+    ({"changes": [{"add": ["x"]}]}, "changes[0].id: missing"),
+    (b"{", "body: not valid JSON"),
+    (b"[1]", "body: expected a JSON object, got a list"),
     ({"changes": [{"id": "node-a"}]}, "changes[0].id: 'node-a' is not an entry id"),
     ({"changes": [{"id": "node-b:1", "add": ["x"]}]}, "changes[0].id: entry 'node-b:1' belongs to node 'node-b'"),
     ({"changes": [{"id": "node-a:1", "add": "x"}]}, "changes[0].add: expected a list of tags"),
     ({"changes": [{"id": "node-a:1", "remove": ["ok", " bad"]}]}, "changes[0].remove[1]: ' bad' is not a tag"),
     ({"changes": [{"id": "node-a:1", "tags": []}]}, "changes[0].tags: unknown field"),
 ])
-def test_tag_changes_are_checked(body: dict, detail: str) -> None:
+def test_tag_changes_are_checked(body: dict | bytes, detail: str) -> None:
     with pytest.raises(HTTPException) as caught:
-        tag_changes(body, "node-a")
+        tag_changes(body if isinstance(body, bytes) else msgspec.json.encode(body), "node-a")
     assert caught.value.status_code == 400 and caught.value.detail.startswith(detail)
 
 
 def test_tag_changes_parse() -> None:
     body = {"changes": [{"id": "node-a:7", "add": ["test.fail"], "remove": ["test.pass"]}, {"id": "node-a:8"}]}
-    assert tag_changes(body, "node-a") == [(7, ["test.fail"], ["test.pass"]), (8, [], [])]
+    assert tag_changes(msgspec.json.encode(body), "node-a") == [(7, ["test.fail"], ["test.pass"]), (8, [], [])]

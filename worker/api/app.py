@@ -8,7 +8,7 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
@@ -22,6 +22,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import JSONResponse
 
 from shark.auth import LOOPBACK_HOSTS, Policy, protect
+from shark.bodies import BodyError, decode_body
+from shark.model import ConfigUpdate, TagChanges, TargetsUpdate
 from shark.pcap import PcapWriter
 from shark.units import UnitError, parse_duration, parse_size
 from worker.api.export import Span, collect_spans, span_packets
@@ -37,6 +39,7 @@ from worker.store.index import IndexRow
 from worker.store.segments import SegmentEvicted, StoreError, iter_segment, list_segments
 
 log = logging.getLogger("shark.worker.api")
+T = TypeVar("T")
 
 API = "/api/v1"
 MAX_LIMIT = 100_000
@@ -284,31 +287,23 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         """{ips, idle?, names?, cluster_nets?}: capture only these addresses (none at all when
         idle, all when ips is empty and not idle); names (with cluster_nets), when given, replace
         the names stamped into entries."""
-        body = _json_object(await request.body())
-        unknown = sorted(set(body) - {"ips", "idle", "names", "cluster_nets"})
-        if unknown:
-            raise BadRequest(f"{unknown[0]}: unknown field; expected ips, idle, names, cluster_nets")
-        ips = body.get("ips")
-        if not isinstance(ips, list):
-            raise BadRequest("ips: expected a list of IP addresses, e.g. {\"ips\": [\"10.0.0.5\"]}")
+        body = _body(await request.body(), TargetsUpdate)
         checked: list[str] = []
-        for position, ip in enumerate(ips):
+        for position, ip in enumerate(body.ips):
             try:
                 checked.append(str(ipaddress.ip_address(ip)))
-            except (ValueError, TypeError):
+            except ValueError:
                 raise BadRequest(f"ips[{position}]: {ip!r} is not an IP address") from None
-        idle = body.get("idle", False)
-        if not isinstance(idle, bool):
-            raise BadRequest("idle: expected true or false")
+        idle = body.idle
         if idle and checked:
             raise BadRequest("idle: true captures nothing; it cannot come with ips")
         names = None
-        if "cluster_nets" in body and "names" not in body:
+        if body.cluster_nets is not msgspec.UNSET and body.names is msgspec.UNSET:
             raise BadRequest("cluster_nets: comes with names (they are replaced together)")
-        if "names" in body:
+        if body.names is not msgspec.UNSET:
             try:
-                names = parse_names(body["names"])
-                nets = parse_nets(body.get("cluster_nets"))
+                names = parse_names(body.names)
+                nets = parse_nets(None if body.cluster_nets is msgspec.UNSET else body.cluster_nets)
             except NamesError as error:
                 raise BadRequest(str(error)) from None
         expression = targets_bpf(options.bpf, checked, idle)
@@ -331,20 +326,15 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
 
     @put(f"{API}/config", status_code=200)
     async def put_config(request: Request) -> dict[str, Any]:
-        body = _json_object(await request.body())
-        unknown = sorted(set(body) - {"storage_limit"})
-        if unknown:
-            raise BadRequest(f"{unknown[0]}: unknown setting; expected storage_limit")
-        if "storage_limit" not in body:
-            raise BadRequest("storage_limit: missing; expected e.g. {\"storage_limit\": \"500MB\"}")
+        body = _body(await request.body(), ConfigUpdate)
         try:
-            limit = parse_size(body["storage_limit"], "storage_limit")
+            limit = parse_size(body.storage_limit, "storage_limit")
         except UnitError as error:
             raise BadRequest(str(error)) from None
         try:
             await anyio.to_thread.run_sync(check_limit, limit, options.storage_dir,
                                            options.max_storage_limit, "storage_limit",
-                                           str(body["storage_limit"]))
+                                           str(body.storage_limit))
         except LimitRefused as error:
             raise BadRequest(str(error)) from None
         try:
@@ -358,7 +348,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     @post(f"{API}/tags", status_code=200)
     async def post_tags(request: Request) -> dict[str, Any]:
         """Add and remove tags on stored entries (the hub's scripts: test.pass / test.fail)."""
-        changes = tag_changes(_json_object(await request.body()), options.node)
+        changes = tag_changes(await request.body(), options.node)
         found = await anyio.to_thread.run_sync(runtime.index.update_tags, changes)
         ids = [f"{options.node}:{seq}" for seq, _, _ in changes]
         return {"updated": [i for i, (seq, _, _) in zip(ids, changes) if seq in found],
@@ -405,53 +395,36 @@ MAX_TAG_CHANGES = 1000
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
 
 
-def tag_changes(body: dict[str, Any], node: str) -> list[tuple[int, list[str], list[str]]]:
+def tag_changes(raw: bytes, node: str) -> list[tuple[int, list[str], list[str]]]:
     """{"changes": [{"id": "node:seq", "add": [...], "remove": [...]}]} -> (seq, add, remove)s;
     BadRequest naming the first thing wrong."""
-    unknown = sorted(set(body) - {"changes"})
-    if unknown:
-        raise BadRequest(f"{unknown[0]}: unknown field; expected changes")
-    changes = body.get("changes")
-    if not isinstance(changes, list) or not changes:
+    changes = _body(raw, TagChanges).changes
+    if not changes:
         raise BadRequest('changes: expected a non-empty list, e.g. [{"id": "node-a:42", "add": ["test.fail"]}]')
     if len(changes) > MAX_TAG_CHANGES:
         raise BadRequest(f"changes: {len(changes)} changes; at most {MAX_TAG_CHANGES} per request")
     parsed = []
     for position, change in enumerate(changes):
         where = f"changes[{position}]"
-        if not isinstance(change, dict):
-            raise BadRequest(f"{where}: expected an object with id, add, remove")
-        extra = sorted(set(change) - {"id", "add", "remove"})
-        if extra:
-            raise BadRequest(f"{where}.{extra[0]}: unknown field; expected id, add, remove")
-        entry_id = change.get("id")
-        owner, sep, number = entry_id.rpartition(":") if isinstance(entry_id, str) else ("", "", "")
+        owner, sep, number = change.id.rpartition(":")
         if not sep or not number.isdigit():
-            raise BadRequest(f"{where}.id: {entry_id!r} is not an entry id (NODE:NUMBER)")
+            raise BadRequest(f"{where}.id: {change.id!r} is not an entry id (NODE:NUMBER)")
         if owner != node:
-            raise BadRequest(f"{where}.id: entry {entry_id!r} belongs to node {owner!r}, this is {node!r}")
-        lists = []
-        for name in ("add", "remove"):
-            tags = change.get(name, [])
-            if not isinstance(tags, list):
-                raise BadRequest(f"{where}.{name}: expected a list of tags")
+            raise BadRequest(f"{where}.id: entry {change.id!r} belongs to node {owner!r}, this is {node!r}")
+        for name, tags in (("add", change.add), ("remove", change.remove)):
             for index, tag in enumerate(tags):
-                if not isinstance(tag, str) or not _TAG.match(tag):
+                if not _TAG.match(tag):
                     raise BadRequest(f"{where}.{name}[{index}]: {tag!r} is not a tag (1-64 letters, digits "
                                      "and _ . : / -, starting with a letter or digit)")
-            lists.append(tags)
-        parsed.append((int(number), lists[0], lists[1]))
+        parsed.append((int(number), change.add, change.remove))
     return parsed
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
+def _body(raw: bytes, type_: type[T]) -> T:
     try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as error:
-        raise BadRequest(f"body: not valid JSON ({error})") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body: expected a JSON object")
-    return body
+        return decode_body(raw, type_)
+    except BodyError as error:
+        raise BadRequest(str(error)) from None
 
 
 def _last_event_id(text: str | None) -> tuple[str | None, int] | None:
