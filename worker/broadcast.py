@@ -1,7 +1,9 @@
 """Fan-out of new entries from the dissection thread to live subscribers (SSE clients).
 
 Each subscriber has its own bounded queue; a slow one loses its oldest events, never blocks
-the dissection thread, and is told how many it lost.
+the dissection thread, and is told how many it lost. A batch of rows crosses to the event loop
+in one call and leaves the queue in one get (the /stream writes it in one send): per-row
+wake-ups cost more than a busy node's entries allow.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 
+from shark.queues import DropOldest
 from worker.store.index import IndexRow
 
 Predicate = Callable[[IndexRow], bool]
@@ -19,26 +22,14 @@ class Subscriber:
     def __init__(self, loop: asyncio.AbstractEventLoop, predicate: Predicate, maxsize: int) -> None:
         self.loop = loop
         self.predicate = predicate
-        self.queue: asyncio.Queue[IndexRow] = asyncio.Queue(maxsize)
-        self.lost = 0
-
-    def _put(self, rows: list[IndexRow]) -> None:
-        for row in rows:
-            if self.queue.full():
-                self.queue.get_nowait()
-                self.lost += 1
-            self.queue.put_nowait(row)
-
-    def take_lost(self) -> int:
-        lost, self.lost = self.lost, 0
-        return lost
+        self.queue: DropOldest[IndexRow] = DropOldest(maxsize)
 
 
 class Broadcaster:
     def __init__(self) -> None:
         self._subscribers: set[Subscriber] = set()
         self._lock = threading.Lock()
-        self.lost_total = 0
+        self._lost_before = 0     # rows dropped from the queues of subscribers gone since
 
     def subscribe(self, predicate: Predicate, maxsize: int = 1000) -> Subscriber:
         subscriber = Subscriber(asyncio.get_running_loop(), predicate, maxsize)
@@ -48,8 +39,15 @@ class Broadcaster:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self._lock:
-            self._subscribers.discard(subscriber)
-        self.lost_total += subscriber.lost
+            if subscriber in self._subscribers:
+                self._subscribers.discard(subscriber)
+                self._lost_before += subscriber.queue.dropped
+
+    @property
+    def lost_total(self) -> int:
+        """Rows dropped from live subscribers' queues since the start (slow readers)."""
+        with self._lock:
+            return self._lost_before + sum(s.queue.dropped for s in self._subscribers)
 
     @property
     def count(self) -> int:
@@ -66,6 +64,6 @@ class Broadcaster:
                 continue
             if matching:
                 try:
-                    subscriber.loop.call_soon_threadsafe(subscriber._put, matching)
+                    subscriber.loop.call_soon_threadsafe(subscriber.queue.put_many, matching)
                 except RuntimeError:  # its event loop is closed: the client is gone
                     self.unsubscribe(subscriber)

@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-from hub.queues import DropOldest
+from shark.queues import DropOldest
 
 Level = Literal["info", "warn", "error"]
 RING_SIZE = 2000

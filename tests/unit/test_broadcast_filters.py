@@ -70,17 +70,18 @@ def test_bad_query_says_where(q: str, column: int) -> None:
 
 
 def test_slow_subscriber_loses_oldest_and_is_told() -> None:
-    async def run() -> tuple[list[int], int, int]:
+    async def run() -> tuple[list[int], int, int, int, int]:
         broadcaster = Broadcaster()
         slow = broadcaster.subscribe(lambda row: True, maxsize=3)
         only_5xx = broadcaster.subscribe(row_predicate(compile_query("status >= 500")), 10)
         broadcaster.publish([trow(tentry(n, 500 if n % 2 else 200)) for n in range(1, 11)])
         await asyncio.sleep(0)   # let the loop run the thread-safe callbacks
-        got = [slow.queue.get_nowait().seq for _ in range(slow.queue.qsize())]
-        lost = slow.take_lost()
-        odd = only_5xx.queue.qsize()
+        rows, lost = await slow.queue.get_batch(100)
+        odd, _ = await only_5xx.queue.get_batch(100)
+        counted = broadcaster.lost_total
         broadcaster.unsubscribe(slow)
         broadcaster.unsubscribe(only_5xx)
-        return got, lost, odd
-    got, lost, odd = asyncio.run(run())
+        return [row.seq for row in rows], lost, len(odd), counted, broadcaster.lost_total
+    got, lost, odd, counted, after = asyncio.run(run())
     assert got == [8, 9, 10] and lost == 7 and odd == 5
+    assert counted == after == 7      # in /status, whether the reader is still there or gone

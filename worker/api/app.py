@@ -7,7 +7,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -46,7 +46,11 @@ MAX_LIMIT = 100_000
 DEFAULT_LIMIT = 100
 PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
 SSE_PING_S = 15
-SUBSCRIBER_QUEUE = 1000
+# A live subscriber's queue, in entries: two of the dissection's largest publishes (a batch of
+# READ_BATCH packets can finish ~1000 exchanges), so a reader that keeps up loses nothing; one
+# that does not costs the worker at most this many rows (~1 KB each).
+SUBSCRIBER_QUEUE = 4096
+STREAM_BATCH = 1024    # entries written to a /stream client in one send
 REPLAY_PAGE = 500      # index rows read at a time when /stream replays from a Last-Event-ID
 
 
@@ -427,6 +431,12 @@ def _body(raw: bytes, type_: type[T]) -> T:
         raise BadRequest(str(error)) from None
 
 
+def _entry_events(rows: Iterable[IndexRow]) -> bytes:
+    """Rows as `event: entry` SSE events, encoded once into one chunk (as sse-starlette would
+    encode each, CRLF-separated: entry JSON has no raw line breaks)."""
+    return b"".join(b"id: %d\r\nevent: entry\r\ndata: %s\r\n\r\n" % (row.seq, row.entry_json) for row in rows)
+
+
 def _last_event_id(text: str | None) -> tuple[str | None, int] | None:
     """Last-Event-ID: a seq of this worker's stream, or STORE:SEQ naming the store it is from
     (the hub sends that, so a worker whose store was reset since cannot be taken for the old one)."""
@@ -452,7 +462,7 @@ def targets_bpf(base: str, ips: list[str], idle: bool = False) -> str:
 
 
 async def _events(runtime: WorkerRuntime, predicate, last_id: tuple[str | None, int] | None,  # type: ignore[no-untyped-def]
-                  ) -> AsyncIterator[ServerSentEvent]:
+                  ) -> AsyncIterator[ServerSentEvent | bytes]:
     subscriber = runtime.broadcaster.subscribe(predicate, SUBSCRIBER_QUEUE)
     try:
         # subscribed first, so nothing indexed from here on is missed between hello and live
@@ -477,9 +487,9 @@ async def _events(runtime: WorkerRuntime, predicate, last_id: tuple[str | None, 
                     break
                 if first_missed is None:
                     first_missed = page[0].seq
-                for row in page:
-                    if predicate(row):
-                        yield ServerSentEvent(data=row.entry_json.decode(), event="entry", id=str(row.seq))
+                chunk = _entry_events(row for row in page if predicate(row))
+                if chunk:
+                    yield chunk
                 cursor = page[-1].seq
                 newest = max(newest, cursor)
                 if len(page) < REPLAY_PAGE:
@@ -489,12 +499,11 @@ async def _events(runtime: WorkerRuntime, predicate, last_id: tuple[str | None, 
             yield ServerSentEvent(data=msgspec.json.encode({"seq": newest, "evicted": evicted}).decode(),
                                   event="live")
         while True:
-            row = await subscriber.queue.get()
-            lost = subscriber.take_lost()
+            rows, lost = await subscriber.queue.get_batch(STREAM_BATCH)
             if lost:
                 yield ServerSentEvent(data=msgspec.json.encode({"lost": lost}).decode(), event="lost")
-            if row.seq <= newest:
-                continue
-            yield ServerSentEvent(data=row.entry_json.decode(), event="entry", id=str(row.seq))
+            chunk = _entry_events(row for row in rows if row.seq > newest)
+            if chunk:
+                yield chunk
     finally:
         runtime.broadcaster.unsubscribe(subscriber)
