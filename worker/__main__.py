@@ -20,7 +20,8 @@ from worker.api.app import create_app
 from worker.api.runtime import WorkerRuntime, replay_finished
 from worker.broadcast import Broadcaster
 from worker.capture import CaptureProcess
-from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, OptionError,
+from worker.dissection import MemoryBudget
+from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, MIN_DISSECT_MEMORY, OptionError,
                             WorkerOptions, check_storage_dir, default_storage_dir, parse_listen)
 from worker.pipeline import Pipeline, read_batch_for
 from worker.redact import Redactor, key_for
@@ -57,6 +58,9 @@ def _size(value: str, option: str) -> int:
 @click.option("--max-storage-limit", default=None, metavar="SIZE",
               help="The most --storage-limit and PUT /config may ask for [default: what the "
                    "store's filesystem can hold].")
+@click.option("--dissect-memory", default="64MiB", show_default=True, metavar="SIZE",
+              help="What all dissection sessions may hold together (partial messages, kept "
+                   "bodies, HPACK tables); over it the largest are cut (docs/OPERATIONS.md).")
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT of the API.")
 @click.option("--node", default=None, help="Node name in entry ids [default: hostname].")
 @click.option("--tls", is_flag=True,
@@ -72,7 +76,7 @@ def _size(value: str, option: str) -> int:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str, snaplen: int,
          buffer_size: str, storage_dir: Path | None, storage_limit: str, max_storage_limit: str | None,
-         listen: str,
+         dissect_memory: str, listen: str,
          node: str | None, tls: bool, no_redact: bool, redact_headers: tuple[str, ...],
          redact_fields: tuple[str, ...], log_level: str) -> None:
     """Capture packets, store them in capped PCAP segments, dissect them, serve /api/v1."""
@@ -93,6 +97,7 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
             storage_limit=_size(storage_limit, "--storage-limit"),
             max_storage_limit=(_size(max_storage_limit, "--max-storage-limit")
                                if max_storage_limit is not None else None),
+            dissect_memory=_size(dissect_memory, "--dissect-memory"),
             host=host, port=port, node=node or socket.gethostname(), tls=tls,
             token=shark_token.from_env(), redact=not no_redact,
             redact_headers=_names(redact_headers, "--redact-header"),
@@ -101,6 +106,9 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
         if options.storage_limit < MIN_STORAGE_LIMIT:
             raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "
                               f"{format_size(MIN_STORAGE_LIMIT)}")
+        if options.dissect_memory < MIN_DISSECT_MEMORY:
+            raise OptionError(f"--dissect-memory: {dissect_memory} is below the minimum of "
+                              f"{format_size(MIN_DISSECT_MEMORY)}")
         private_notes = check_storage_dir(options.storage_dir)
         check_limit(options.storage_limit, options.storage_dir, options.max_storage_limit,
                     "--storage-limit", storage_limit)
@@ -186,7 +194,7 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
             redactor = Redactor(key, options.redact_headers, options.redact_fields)
         pipeline = Pipeline(options.storage_dir, index, options.node, broadcaster,
                             capture_finished=lambda: replay_finished(options, capture),
-                            redactor=redactor)
+                            redactor=redactor, memory=MemoryBudget(options.dissect_memory))
         pipeline.read_batch = read_batch_for(options.storage_limit)
         runtime = WorkerRuntime(options, capture, index, pipeline, broadcaster, notes=notes,
                                 redactor=redactor)

@@ -6,6 +6,7 @@ The one path every packet takes, live (worker.pipeline follows the store with it
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 import msgspec
@@ -23,10 +24,22 @@ from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import IndexRow
 
 EXPIRE_EVERY_NS = 1_000_000_000
+# Over the budget, sessions are cut, largest first, until all hold at most this share of it
+# (so the next check does not cut again at once).
+LOW_WATER = 0.75
+# Between two checks what sessions hold grows by at most about twice the bytes delivered (the
+# selector keeps undecided bytes twice): the next check comes once that could reach the
+# budget, and at least every 1/32 of the budget delivered; also at each expiry tick.
+GROWTH_PER_BYTE = 2
+MIN_CHECK_SHARE = 32
 # How a dissector notes what a per-session cap cut: "cut: <what>: <detail>" (counted by what).
 CUT = "cut: "
 # The two things a UDP entry can say of its flow, made once (entries never change them).
 _UDP_INFO = {None: UdpInfo(), "refused": UdpInfo(failure="refused")}
+
+
+def _held(item: tuple[int, SelectingSession]) -> int:
+    return item[0]
 
 
 def count_cuts(counts: dict[str, int], notes: Iterable[str]) -> None:
@@ -67,10 +80,31 @@ def entry_from_exchange(seq: int, node: str, flow: FlowInfo, exchange: Exchange,
     )
 
 
+class MemoryBudget(msgspec.Struct):
+    """What the sessions of one Dissection may hold together (Session.held_bytes), and what
+    keeping to it cost. A worker divided into shards gives each its share."""
+
+    limit: int
+    held: int = 0              # what all sessions held at the last check (after cutting)
+    peak: int = 0              # the most they were found holding at a check (before cutting)
+    sessions: int = 0          # live sessions at the last check
+    checks: int = 0
+    cut_sessions: int = 0      # sessions cut: each emitted what it had and read on
+    cut_bytes: int = 0         # what those sessions held when cut
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"memory budget {self.limit}: expected at least 1 byte")
+
+    @property
+    def low_water(self) -> int:
+        return int(self.limit * LOW_WATER)
+
+
 class Dissection:
     def __init__(self, node: str, first_seq: int = 1,
                  dissectors: list[Dissector] | None = None, identities: NameTable | None = None,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, memory: MemoryBudget | None = None) -> None:
         self._node = node
         self._redactor = redactor
         self._identities = identities
@@ -95,6 +129,13 @@ class Dissection:
         self.cut: dict[str, int] = {}   # per-session caps reached, by what (notes "cut: what: ...")
         # Bytes sessions passed over looking for a message start, by protocol (at flow end).
         self.skipped: dict[str, int] = {}
+        # The memory budget (None: none) and the live sessions it sums: each leaves the set
+        # when its flow closes (weak, so a session whose close raised cannot stay for ever).
+        self.memory = memory
+        self._sessions: weakref.WeakSet[SelectingSession] = weakref.WeakSet()
+        self._next_check = 0          # bytes delivered (both assemblers) at the next check
+        self._cut_note: str | None = None   # set while a session is cut for the budget
+        self._restarting = False      # a cut flow gets a new session: its first ref stays
 
     @property
     def assembler_stats(self) -> dict:
@@ -106,9 +147,15 @@ class Dissection:
         flow_first_ref = self._current_ref
         facts: TcpFacts | None = flow.facts
         if facts is not None:
-            facts.first_ref = flow_first_ref
+            if self._restarting and facts.first_ref is not None:
+                flow_first_ref = facts.first_ref
+            else:
+                facts.first_ref = flow_first_ref
 
         def emit(exchange: Exchange) -> None:
+            if self._cut_note is not None:
+                exchange.notes.insert(0, self._cut_note)
+                exchange.complete = False
             if exchange.client_offset == 0 and flow_first_ref < exchange.first_ref:
                 exchange.first_ref = flow_first_ref
             # No packet of an exchange comes before its flow's first or after the current one
@@ -147,9 +194,12 @@ class Dissection:
         dissectors = self._cleartext_dissectors if tls else self._dissectors
         selector = open_session(flow, emit, dissectors, fallback=self._fallback,
                                 on_closed=self._closed)
+        if self.memory is not None:
+            self._sessions.add(selector)
         return selector
 
     def _closed(self, selector: SelectingSession) -> None:
+        self._sessions.discard(selector)
         skipped = selector.session_skipped_bytes
         if skipped and selector.dissector is not None:
             name = selector.dissector.name
@@ -190,14 +240,73 @@ class Dissection:
                 self._assembler.expire(ts_ns)
                 self._tls_assembler.expire(ts_ns)
                 last_expire = ts_ns
+                if self.memory is not None:
+                    self.keep_to_budget(ts_ns, force=True)
         self._last_expire_ns = last_expire
         self.last_ts = ts_ns
         self.packets += count
         self.not_tcp_udp += not_ip
+        if self.memory is not None:
+            self.keep_to_budget(ts_ns)
 
     def expire(self, now_ns: int) -> None:
         self._assembler.expire(now_ns)
         self._tls_assembler.expire(now_ns)
+        if self.memory is not None:
+            self.keep_to_budget(now_ns, force=True)
+
+    def keep_to_budget(self, ts_ns: int, force: bool = False) -> None:
+        """Sum what the sessions hold, once enough bytes came in since the last sum that they
+        could have passed the budget (or when forced: an expiry tick); over it, cut the
+        sessions holding the most until all hold at most the low-water mark."""
+        budget = self.memory
+        assert budget is not None
+        delivered = (self._assembler.stats.bytes_delivered
+                     + self._tls_assembler.stats.bytes_delivered)
+        if not force and delivered < self._next_check:
+            return
+        holding = []
+        total = live = 0
+        for selector in list(self._sessions):
+            live += 1
+            held = selector.held_bytes()
+            if held:
+                total += held
+                holding.append((held, selector))
+        budget.checks += 1
+        budget.sessions = live
+        budget.peak = max(budget.peak, total)
+        if total > budget.limit:
+            holding.sort(key=_held, reverse=True)
+            found, low_water = total, budget.low_water
+            for held, selector in holding:
+                if total <= low_water:
+                    break
+                self._cut(selector, held, found, ts_ns)
+                total -= held
+        budget.held = total
+        self._next_check = delivered + max((budget.limit - total) // GROWTH_PER_BYTE,
+                                           budget.limit // MIN_CHECK_SHARE)
+
+    def _cut(self, selector: SelectingSession, held: int, found: int, ts_ns: int) -> None:
+        """The budget's cut of one flow: its session emits what it has, cut (noted), and the
+        flow reads on with a new session from its next byte, as after a gap."""
+        budget = self.memory
+        assert budget is not None
+        self._sessions.discard(selector)
+        self._cut_note = (f"cut: memory budget: this flow's session held {held} bytes when all "
+                          f"sessions held {found} (budget {budget.limit}); what it had is this "
+                          "entry, the flow is read on from its next message")
+        self._restarting = True
+        try:
+            # The flow is in one of the two (a FlowInfo is its flow's own object).
+            if not self._assembler.restart_session(selector.flow, ts_ns):
+                self._tls_assembler.restart_session(selector.flow, ts_ns)
+        finally:
+            self._cut_note = None
+            self._restarting = False
+        budget.cut_sessions += 1
+        budget.cut_bytes += held
 
     def close_all(self) -> None:
         """End of capture, or a discontinuity: every flow ends, pending exchanges come out."""

@@ -15,6 +15,14 @@ DEFAULT_SNAPLEN = 262144
 DEFAULT_BUFFER_SIZE = 32 * 1024 * 1024
 # The detail view keeps at most this many decoded body bytes per message (docs/API.md).
 DEFAULT_BODY_LIMIT = 1024 * 1024
+# What all dissection sessions may hold together (Session.held_bytes; docs/OPERATIONS.md,
+# "Faults and bounds"): 8x the most one session may hold under its own caps (HTTP/1's 128
+# pending heads of up to 64 KiB), 256 HTTP/2 header blocks at their cap, 1,000 flows each
+# holding a 64 KiB partial head; and with the 141-251 MB the worker used in the soak
+# (docs/BENCHMARKS.md), where sessions held little, well under the DaemonSet's 1 GiB limit.
+# Below the minimum one HTTP/2 header block at its cap would pass it.
+DEFAULT_DISSECT_MEMORY = 64 * 1024 * 1024
+MIN_DISSECT_MEMORY = 256 * 1024
 
 
 def default_storage_dir() -> Path:
@@ -36,6 +44,7 @@ class WorkerOptions:
     port: int = 8897
     node: str = field(default_factory=socket.gethostname)
     body_limit: int = DEFAULT_BODY_LIMIT
+    dissect_memory: int = DEFAULT_DISSECT_MEMORY   # --dissect-memory: the sessions' budget
     tls: bool = False                     # eBPF TLS cleartext from libssl (docs/TLS.md)
     token: str | None = None              # the installation's token (shark/token.py), from SHARK_TOKEN
     redact: bool = True                   # credentials become [redacted:HASH] (worker/redact.py)

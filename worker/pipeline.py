@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from worker.broadcast import Broadcaster
-from worker.dissection import EXPIRE_EVERY_NS, Dissection
+from worker.dissection import EXPIRE_EVERY_NS, Dissection, MemoryBudget
 from worker.names import NameTable
 from worker.packet import PacketRef
 from worker.redact import Redactor
@@ -54,6 +54,8 @@ class DissectionStats(msgspec.Struct):
     cut: dict[str, int] = msgspec.field(default_factory=dict)   # entries a per-session cap cut, by cap
     # bytes sessions passed over looking for a message start, by protocol (when flows end)
     skipped: dict[str, int] = msgspec.field(default_factory=dict)
+    # the sessions' memory budget (--dissect-memory): what they held, what was cut for it
+    memory: MemoryBudget | None = None
     errors: int = 0
     last_error: str = ""
     caught_up: bool = False       # everything stored so far has been dissected
@@ -61,7 +63,8 @@ class DissectionStats(msgspec.Struct):
 
 class Pipeline:
     def __init__(self, storage_dir: Path, index: EntryIndex, node: str, broadcaster: Broadcaster,
-                 capture_finished: Callable[[], bool], redactor: Redactor | None = None) -> None:
+                 capture_finished: Callable[[], bool], redactor: Redactor | None = None,
+                 memory: MemoryBudget | None = None) -> None:
         self._storage_dir = storage_dir
         self._index = index
         self._broadcaster = broadcaster
@@ -69,14 +72,14 @@ class Pipeline:
         self._tail = SegmentTail(storage_dir, index.cursor())
         self.names = NameTable()   # the hub's names, stamped into entries as they are indexed
         self._dissection = Dissection(node, index.max_seq() + 1, identities=self.names,
-                                      redactor=redactor)
+                                      redactor=redactor, memory=memory)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shark-dissect", daemon=True)
         self._closed_at_end = False
         self._written_cursor = index.cursor()
         self._pruned_before = -1
         self._newest_segment = 0
-        self.stats = DissectionStats()
+        self.stats = DissectionStats(memory=memory)   # the same object: its counters are live
         self.read_batch = READ_BATCH     # serve() sets it from the storage limit: read_batch_for
 
     def start(self) -> None:

@@ -199,6 +199,30 @@ class Assembler:
             if server_start is not None:
                 anchored.server.start_at(server_start & SEQ_MASK)
 
+    def restart_session(self, flow: FlowInfo, ts_ns: int) -> bool:
+        """Close the session of a live flow (it emits what it has, cut) and give the flow a new
+        one that reads on from the next byte, as after a gap: the flow keeps its roles, facts
+        and sequence numbers (the worker-wide memory budget's cut). False if it is gone."""
+        half = self._halves.get(flow_key(flow))
+        if half is None or half.flow.info is not flow or half.flow.closed:
+            return False
+        live = half.flow
+        session, live.session = live.session, None
+        if session is None:
+            return False   # its session failed: the flow is no longer dissected
+        try:
+            session.on_close(ts_ns)
+        except Exception:
+            self.stats.session_errors += 1
+            log.warning("closing the session of %s failed", flow, exc_info=True)
+        try:
+            live.session = self._open_session(flow)
+        except Exception:
+            self.stats.session_errors += 1
+            log.warning("opening a session for %s failed; the flow is not dissected", flow,
+                        exc_info=True)
+        return True
+
     def seq_of(self, flow: FlowInfo, direction: Direction, offset: int) -> int | None:
         """The TCP sequence number (mod 2**32) of stream offset `offset`; None for UDP or when
         that direction has not started or the flow is gone."""
