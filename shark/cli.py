@@ -21,6 +21,7 @@ from shark.errors import ExitStatus, SharkError, report
 from shark.hubclient import DEFAULT_HUB, HubClient
 from shark.kube.commands import cluster_options, status_cluster, tap_cluster, timeout_option
 from shark.kube.render import DEFAULT_IMAGE, DEFAULT_TLS_IMAGE, PULL_POLICIES
+from shark.dissect_memory import check_dissect_memory
 from shark.redaction import Redaction
 from shark.terminal import printable
 from shark.units import UnitError, format_size, parse_duration, parse_size
@@ -97,6 +98,9 @@ def _size(value: str, option: str) -> str:
 @click.option("--no-open", is_flag=True, help="Do not open the browser.")
 @click.option("--storage-limit", default="200MB", show_default=True,
               help="Cap on the stored packets (200MB, 1GiB, 500Mi).")
+@click.option("--dissect-memory", default=None, metavar="SIZE",
+              help="What each worker's dissection sessions may hold together (partial messages, HPACK "
+                   "tables); over it the largest are cut, counted and noted [default: the worker's, 64MiB].")
 @click.option("--hub-storage", default=None, metavar="SIZE",
               help="In a cluster: keep the hub's state (snapshots, scripts) on a PersistentVolumeClaim of this "
                    "size (5Gi), so it outlives the hub's pod; the snapshot limit follows it [default: an "
@@ -124,7 +128,7 @@ def _size(value: str, option: str) -> str:
 def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_namespaces: bool,
         kubeconfig: str | None, context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
         dry_run: bool, timeout: float, ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, no_open: bool,
-        storage_limit: str, hub_storage: str | None, hub_storage_class: str | None, proxy_host: str,
+        storage_limit: str, dissect_memory: str | None, hub_storage: str | None, hub_storage_class: str | None, proxy_host: str,
         proxy_port: int, state_dir: Path | None, tls: bool, tolerate_control_plane: bool, tolerations: tuple[str, ...], no_redact: bool,
         redact_headers: tuple[str, ...], redact_fields: tuple[str, ...]) -> None:
     """Capture traffic and serve it at http://PROXY-HOST:PROXY-PORT until Ctrl-C.
@@ -144,6 +148,11 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
         raise click.UsageError(str(error)) from None
     if no_redact and (redact_headers or redact_fields):
         raise click.UsageError("--no-redact turns redaction off; it cannot be used with --redact-header/--redact-field")
+    if dissect_memory is not None:
+        try:
+            check_dissect_memory(dissect_memory)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
 
     def given(flags: dict[str, str]) -> list[str]:
         return [flag for name, flag in flags.items()
@@ -159,7 +168,8 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
                              storage_limit=_size(storage_limit, "--storage-limit"), proxy_host=proxy_host,
                              proxy_port=proxy_port, no_open=no_open, dry_run=dry_run, timeout=timeout, tls=tls,
                              tolerate_control_plane=tolerate_control_plane, tolerations=tolerations,
-                             redaction=redaction, hub_storage=hub_storage, hub_storage_class=hub_storage_class))
+                             redaction=redaction, hub_storage=hub_storage, hub_storage_class=hub_storage_class,
+                             dissect_memory=dissect_memory))
     cluster_only = given({"pod_regex": "POD_REGEX", "namespaces": "-n/--namespace",
                           "all_namespaces": "-A/--all-namespaces", "kubeconfig": "--kubeconfig",
                           "context": "--context", "release_namespace": "-s/--release-namespace",
@@ -178,7 +188,8 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
     options = LocalOptions(ifaces=list(ifaces), pcap_file=pcap_file, tls=tls, bpf=bpf,
                            state_dir=state_dir or default_state_dir(),
                            storage_limit=_size(storage_limit, "--storage-limit"),
-                           proxy_host=proxy_host, proxy_port=proxy_port, redaction=redaction)
+                           proxy_host=proxy_host, proxy_port=proxy_port, redaction=redaction,
+                           dissect_memory=dissect_memory)
     what = f"replaying {pcap_file}" if pcap_file else f"capturing on {', '.join(ifaces or ['lo'])}"
 
     def ready(url: str, token: str) -> None:

@@ -26,6 +26,7 @@ from urllib.parse import quote
 from shark import token as shark_token
 from shark.errors import SharkError
 from shark.process import die_with_parent
+from shark.dissect_memory import worker_args as dissect_memory_args
 from shark.redaction import Redaction
 
 ROOT = Path(__file__).resolve().parents[1]   # the directory that holds shark/, hub/, worker/
@@ -66,6 +67,7 @@ class LocalOptions:
     proxy_host: str = "127.0.0.1"
     proxy_port: int = 8899
     redaction: Redaction = field(default_factory=Redaction)
+    dissect_memory: str | None = None   # the worker's --dissect-memory; None: its default
 
 
 class Child:
@@ -235,7 +237,8 @@ class LocalTap:
         worker = Child("worker", [sys.executable, "-m", "worker", *source,
                                   "--listen", f"127.0.0.1:{worker_port}",
                                   "--storage-dir", str(storage),
-                                  "--storage-limit", o.storage_limit, *o.redaction.worker_args()],
+                                  "--storage-limit", o.storage_limit, *o.redaction.worker_args(),
+                                  *dissect_memory_args(o.dissect_memory)],
                            logs / "worker.log", self.token)
         self.children.append(worker)
         worker_url = worker.wait_line(r"serving on (http://\S+?)(/api/v1)?\s", START_TIMEOUT_S,

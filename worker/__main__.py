@@ -19,9 +19,10 @@ from shark.units import UnitError, format_size, parse_size
 from worker.api.app import create_app
 from worker.api.runtime import WorkerRuntime, replay_finished
 from worker.broadcast import Broadcaster
+from shark.dissect_memory import check_dissect_memory
 from worker.capture import CaptureProcess
 from worker.dissection import MemoryBudget
-from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, MIN_DISSECT_MEMORY, OptionError,
+from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, OptionError,
                             WorkerOptions, check_storage_dir, default_storage_dir, parse_listen)
 from worker.pipeline import Pipeline, read_batch_for
 from worker.redact import Redactor, key_for
@@ -97,7 +98,6 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
             storage_limit=_size(storage_limit, "--storage-limit"),
             max_storage_limit=(_size(max_storage_limit, "--max-storage-limit")
                                if max_storage_limit is not None else None),
-            dissect_memory=_size(dissect_memory, "--dissect-memory"),
             host=host, port=port, node=node or socket.gethostname(), tls=tls,
             token=shark_token.from_env(), redact=not no_redact,
             redact_headers=_names(redact_headers, "--redact-header"),
@@ -106,9 +106,10 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
         if options.storage_limit < MIN_STORAGE_LIMIT:
             raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "
                               f"{format_size(MIN_STORAGE_LIMIT)}")
-        if options.dissect_memory < MIN_DISSECT_MEMORY:
-            raise OptionError(f"--dissect-memory: {dissect_memory} is below the minimum of "
-                              f"{format_size(MIN_DISSECT_MEMORY)}")
+        try:
+            options.dissect_memory = check_dissect_memory(dissect_memory)
+        except ValueError as error:
+            raise OptionError(str(error)) from None
         private_notes = check_storage_dir(options.storage_dir)
         check_limit(options.storage_limit, options.storage_dir, options.max_storage_limit,
                     "--storage-limit", storage_limit)

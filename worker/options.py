@@ -20,9 +20,7 @@ DEFAULT_BODY_LIMIT = 1024 * 1024
 # pending heads of up to 64 KiB), 256 HTTP/2 header blocks at their cap, 1,000 flows each
 # holding a 64 KiB partial head; and with the 141-251 MB the worker used in the soak
 # (docs/BENCHMARKS.md), where sessions held little, well under the DaemonSet's 1 GiB limit.
-# Below the minimum one HTTP/2 header block at its cap would pass it.
 DEFAULT_DISSECT_MEMORY = 64 * 1024 * 1024
-MIN_DISSECT_MEMORY = 256 * 1024
 
 
 def default_storage_dir() -> Path:

@@ -67,7 +67,8 @@ def _deploy_options(release_namespace: str, image: str | None, image_pull_policy
                     pod_regex: str | None, target_namespaces: tuple[str, ...], tls: bool,
                     tolerate_control_plane: bool, tolerations: tuple[str, ...], proxy_host: str,
                     redaction: Redaction = Redaction(), hub_storage: str | None = None,
-                    hub_storage_class: str | None = None) -> DeployOptions:
+                    hub_storage_class: str | None = None, dissect_memory: str | None = None
+                    ) -> DeployOptions:
     # the browser asks the hub for the name it was given: loopback names are served anyway
     hosts = () if is_loopback(proxy_host) or proxy_host in ("0.0.0.0", "::") else (proxy_host,)
     options = DeployOptions(release_namespace=release_namespace, image=image, image_pull_policy=image_pull_policy,
@@ -75,7 +76,7 @@ def _deploy_options(release_namespace: str, image: str | None, image_pull_policy
                             target_namespaces=target_namespaces, tls=tls,
                             tolerate_control_plane=tolerate_control_plane, tolerations=tolerations,
                             allowed_hosts=hosts, redaction=redaction, hub_storage=hub_storage,
-                            hub_storage_class=hub_storage_class)
+                            hub_storage_class=hub_storage_class, dissect_memory=dissect_memory)
     try:
         options.check()
     except OptionError as error:
@@ -88,7 +89,8 @@ def tap_cluster(*, pod_regex: str | None, namespaces: tuple[str, ...], all_names
                 storage_limit: str, proxy_host: str, proxy_port: int, no_open: bool, dry_run: bool,
                 timeout: float, tls: bool, tolerate_control_plane: bool = False,
                 tolerations: tuple[str, ...] = (), redaction: Redaction = Redaction(),
-                hub_storage: str | None = None, hub_storage_class: str | None = None) -> int:
+                hub_storage: str | None = None, hub_storage_class: str | None = None,
+                dissect_memory: str | None = None) -> int:
     from shark.kube.client import context_namespace
 
     if all_namespaces and namespaces:
@@ -99,7 +101,7 @@ def tap_cluster(*, pod_regex: str | None, namespaces: tuple[str, ...], all_names
         targets = tuple(dict.fromkeys(namespaces)) or (context_namespace(kubeconfig, context),)
     deploy = _deploy_options(release_namespace, image, image_pull_policy, storage_limit, pod_regex, targets, tls,
                              tolerate_control_plane, tolerations, proxy_host, redaction, hub_storage,
-                             hub_storage_class)
+                             hub_storage_class, dissect_memory)
     runner = runner_factory(kubeconfig, context, release_namespace)
     return runner.tap(deploy, _proxy(proxy_host, proxy_port, not no_open), timeout, dry_run)
 

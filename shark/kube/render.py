@@ -24,6 +24,8 @@ from shark import __version__
 from shark.auth import host_name
 from shark.regex import RegexError, compile_linear
 from shark.kube.resources import APPLY_ORDER, DEFAULT_RELEASE_NAMESPACE, HUB, HUB_STATE, MANAGED_BY, MANAGER, WORKER
+from shark.dissect_memory import check_dissect_memory
+from shark.dissect_memory import worker_args as dissect_memory_args
 from shark.redaction import Redaction
 from shark.units import UnitError, parse_size
 
@@ -75,6 +77,7 @@ class DeployOptions:
     redaction: Redaction = Redaction()           # the workers' --no-redact / --redact-header / --redact-field
     hub_storage: str | None = None               # a PVC of this size for the hub's state; None: emptyDir
     hub_storage_class: str | None = None         # its StorageClass; None: the cluster's default
+    dissect_memory: str | None = None            # the workers' --dissect-memory; None: its default
 
     @property
     def image_ref(self) -> str:
@@ -110,6 +113,11 @@ class DeployOptions:
             raise OptionError(str(error)) from None
         if self.hub_storage is not None:
             hub_storage_bytes(self.hub_storage)
+        if self.dissect_memory is not None:
+            try:
+                check_dissect_memory(self.dissect_memory)
+            except ValueError as error:
+                raise OptionError(str(error)) from None
         if self.hub_storage_class is not None:
             if self.hub_storage is None:
                 raise OptionError("--hub-storage-class: give --hub-storage SIZE too (the class of the hub's volume)")
@@ -266,6 +274,7 @@ def render(options: DeployOptions, base: list[dict[str, Any]] | None = None) -> 
         _hub_volume(objects, options)
     _set_arg(worker["args"], "--storage-limit", options.storage_limit)
     worker["args"] += options.redaction.worker_args()
+    worker["args"] += dissect_memory_args(options.dissect_memory)
     pod_spec = worker_set["spec"]["template"]["spec"]
     tolerations = [{"key": key, "operator": "Exists", "effect": "NoSchedule"}
                    for key in CONTROL_PLANE_TAINTS if options.tolerate_control_plane]

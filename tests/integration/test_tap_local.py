@@ -133,13 +133,15 @@ def test_tap_local_makes_the_token_once_and_hands_it_over_out_of_sight(tap, tmp_
     # the same user's next tap uses the same token (a browser stays logged in)
     proc.stop()
     again = Proc([sys.executable, "-m", "shark.cli", "tap", "--local", "--no-open", "-i", "lo",
-                  "--bpf", "tcp port 9", "--proxy-port", hub.rsplit(":", 1)[1], "--redact-field", "pin"])
+                  "--bpf", "tcp port 9", "--proxy-port", hub.rsplit(":", 1)[1], "--redact-field", "pin",
+                  "--dissect-memory", "128MiB"])
     try:
         assert again.wait_line(r"log in to the UI at (\S+)").group(1) == login
-        # tap's redaction options reach its worker
+        # tap's redaction and dissection memory options reach its worker
         worker_cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                            for pid in children(again.process.pid)]
-        assert [b"--redact-field", b"pin"] in [args[i:i + 2] for args in worker_cmdlines for i in range(len(args))]
+        pairs = [args[i:i + 2] for args in worker_cmdlines for i in range(len(args))]
+        assert [b"--redact-field", b"pin"] in pairs and [b"--dissect-memory", b"128MiB"] in pairs
     finally:
         again.stop()
     # SHARK_TOKEN overrides the file for tap and the CLI alike

@@ -187,6 +187,14 @@ def test_redaction_options_reach_the_workers():
     assert worker_args(Redaction(enabled=False))[len(default):] == ["--no-redact"]
 
 
+def test_the_dissect_memory_budget_reaches_the_workers_only_when_given():
+    def worker_args(**given: str) -> list[str]:
+        return container(render(DeployOptions(**given)), "DaemonSet", "worker")["args"]
+    default = worker_args()
+    assert not any("dissect-memory" in arg for arg in default)   # the worker's default, 64MiB
+    assert worker_args(dissect_memory="128MiB")[len(default):] == ["--dissect-memory", "128MiB"]
+
+
 def test_another_release_namespace_moves_everything_and_renames_cluster_objects():
     objects = render(DeployOptions(release_namespace="tools"))
     assert {o["metadata"].get("namespace") for o in objects if o["kind"] not in (
@@ -214,6 +222,8 @@ def test_another_release_namespace_moves_everything_and_renames_cluster_objects(
     (DeployOptions(allowed_hosts=("http://x",)), "--proxy-host: 'http://x' is not a host name"),
     (DeployOptions(redaction=Redaction(headers=("X Bad",))), "--redact-header: 'X Bad' is not a name"),
     (DeployOptions(hub_storage="lots"), "--hub-storage: 'lots' is not a size"),
+    (DeployOptions(dissect_memory="lots"), "--dissect-memory"),
+    (DeployOptions(dissect_memory="64KiB"), "--dissect-memory: 64KiB is below the minimum of 256KiB"),
     (DeployOptions(hub_storage="100Mi"), "--hub-storage: 100Mi is too small; the hub's state needs at least 512Mi"),
     (DeployOptions(hub_storage_class="fast"), "--hub-storage-class: give --hub-storage SIZE too"),
     (DeployOptions(hub_storage="1Gi", hub_storage_class="Fast SSD"), "--hub-storage-class: 'Fast SSD' is not a "

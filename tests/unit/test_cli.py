@@ -187,6 +187,8 @@ def test_status_shows_workers_and_fails_when_one_is_down(hub: respx.MockRouter) 
     ["tap", "--local", "-i", "lo", "--pcap", __file__],
     ["tap", "--local", "--no-redact", "--redact-field", "pin"],
     ["tap", "--local", "--redact-header", "X Bad"],
+    ["tap", "--local", "--dissect-memory", "64KiB"],
+    ["tap", "--dissect-memory", "lots"],
 ])
 def test_usage_errors_exit_2(args: list[str]) -> None:
     r = shark(*args)
