@@ -38,7 +38,8 @@ def test_bodies_kept_for_the_detail_view_count_until_the_exchange_is_emitted():
     http = open_session(FLOW, emitted.append, registry(), body_limit=1 << 20)
     request = b"POST /a HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n" + bytes(1000)
     http.on_data(C2S, request, 0, 1, (0, 0))
-    assert http.held_bytes() == 1000          # the request body, waiting for its response
+    head = len("/a") + len("host") + len("shop") + len("content-length") + len("1000")
+    assert http.held_bytes() == 1000 + head   # the request body and head, awaiting the response
     http.on_data(S2C, b"HTTP/1.1 204 No Content\r\n\r\n", 0, 2, (0, 1))
     assert emitted and http.held_bytes() == 0
 
@@ -73,3 +74,26 @@ def test_every_session_holds_nothing_after_its_flow_closed():
                 session.on_data(S2C, data, 0, 1, (0, 0))
             session.on_close(2)
             assert session.held_bytes() == 0, (dissector.name, transport)
+
+
+def test_heads_of_requests_awaiting_responses_count():
+    http = open_session(FLOW, lambda e: None, registry())
+    pipelined = b"".join(b"GET /p/%d HTTP/1.1\r\nHost: shop\r\nX-Pad: %s\r\n\r\n" % (n, b"a" * 1000)
+                         for n in range(10))
+    http.on_data(C2S, pipelined, 0, 1, (0, 0))
+    # ten parsed heads, each its target and its fields' names and values
+    assert http.held_bytes() == 10 * (len("/p/0") + len("host") + len("shop") + len("x-pad") + 1000)
+    http.on_close(2)
+    assert http.held_bytes() == 0
+
+
+def test_decoded_headers_of_an_open_http2_stream_count():
+    session = Http2Dissector().session(FLOW, lambda e: None)
+    block = Encoder().encode([(":method", "GET"), (":path", "/a"), (":scheme", "http"),
+                              (":authority", "shop"), ("x-pad", "p" * 3000)], huffman=False)
+    headers = len(block).to_bytes(3, "big") + bytes([1, 5]) + (1).to_bytes(4, "big") + block
+    session.on_data(C2S, PREFACE + headers, 0, 1, (0, 0))
+    table = 32 + len("x-pad") + 3000 + 32 + len(":authority") + len("shop")   # HPACK entries
+    assert session.held_bytes() >= table + len("x-pad") + 3000
+    session.on_close(2)
+    assert session.held_bytes() == 0

@@ -154,6 +154,11 @@ class _Pair:
         self.ref = ref
 
 
+def fields_bytes(fields: dict[str, str]) -> int:
+    """What a decoded header (or trailer) dict holds of the flow: its names and values."""
+    return sum(len(name) + len(value) for name, value in fields.items())
+
+
 def _content_coding(headers: dict[str, str]) -> str:
     value = headers.get("content-encoding", "").strip().lower()
     if value in ("", "identity"):
@@ -660,11 +665,17 @@ class HttpSession(TwoWaySession):
         return held if self.successor is None else held + self.successor.held_bytes()
 
     def kept_bytes(self) -> int:
+        """Heads (and kept bodies) of messages waiting for their exchange: up to 128
+        pipelined requests of up to 64 KiB each."""
         kept = 0
         for pair in self.pairs:
             for msg in (pair.req, pair.resp):
-                if msg is not None and msg.sink is not None:
-                    kept += msg.sink.held_bytes()
+                if msg is not None:
+                    kept += len(msg.target) + fields_bytes(msg.headers)
+                    if msg.trailers:
+                        kept += fields_bytes(msg.trailers)
+                    if msg.sink is not None:
+                        kept += msg.sink.held_bytes()
         return kept
 
     # -- called by the readers --

@@ -39,7 +39,7 @@ from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
-from worker.dissectors.http1 import _BodySink, _content_coding
+from worker.dissectors.http1 import _BodySink, _content_coding, fields_bytes
 from worker.dissectors.protobuf import decode_message
 from worker.packet import PacketRef
 from worker.dissectors.stream import Span, StreamReader, TwoWaySession
@@ -709,12 +709,16 @@ class Http2Session(TwoWaySession):
         self.streams.clear()
 
     def kept_bytes(self) -> int:
-        """Kept bodies of open streams, both HPACK tables and a header block being read."""
+        """Decoded headers and kept bodies of open streams, both HPACK tables and a header
+        block being read."""
         kept = 0
         for stream in self.streams.values():
             for msg in (stream.req, stream.resp):
                 if msg is None:
                     continue
+                kept += fields_bytes(msg.headers) + fields_bytes(msg.pseudo)
+                if msg.trailers:
+                    kept += fields_bytes(msg.trailers)
                 if msg.sink is not None:
                     kept += msg.sink.held_bytes()
                 if msg.gkept is not None:
