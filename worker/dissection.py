@@ -35,6 +35,9 @@ LOW_WATER = 0.75
 GROWTH_PER_BYTE = 2
 MIN_CHECK_SHARE = 16
 CHECK_AT_LEAST_EVERY_NS = 10_000_000_000
+# Whether a check is due is asked every this many packets of a batch and after it, so the
+# total passes the budget by at most what 256 packets deliver (x2) before it is cut back.
+CHECK_EVERY_PACKETS = 256
 # How a dissector notes what a per-session cap cut: "cut: <what>: <detail>" (counted by what).
 CUT = "cut: "
 # The two things a UDP entry can say of its flow, made once (entries never change them).
@@ -227,6 +230,7 @@ class Dissection:
         count = not_ip = 0
         ts_ns = self.last_ts
         mark_linktype, mark_at = -1, None
+        budgeted = self.memory is not None
         for ref, linktype, ts_ns, data, _wirelen in batch:
             count += 1
             decoded = decode(linktype, data)
@@ -244,13 +248,13 @@ class Dissection:
                 self._assembler.expire(ts_ns)
                 self._tls_assembler.expire(ts_ns)
                 last_expire = ts_ns
-                if self.memory is not None:
-                    self.keep_to_budget(ts_ns)
+            if not count % CHECK_EVERY_PACKETS and budgeted:
+                self.keep_to_budget(ts_ns)   # a sum only when bytes delivered call for one
         self._last_expire_ns = last_expire
         self.last_ts = ts_ns
         self.packets += count
         self.not_tcp_udp += not_ip
-        if self.memory is not None:
+        if budgeted:
             self.keep_to_budget(ts_ns)
 
     def expire(self, now_ns: int) -> None:
@@ -301,8 +305,8 @@ class Dissection:
         assert budget is not None
         self._sessions.discard(selector)
         self._cut_note = (f"cut: memory budget: this flow's session held {held} bytes when all "
-                          f"sessions held {found} (budget {budget.limit}); what it had is this "
-                          "entry, the flow is read on from its next message")
+                          f"sessions held {found} (budget {budget.limit}); it was ended here and "
+                          "the flow is read on from its next message")
         self._restarting = True
         try:
             # The flow is in one of the two (a FlowInfo is its flow's own object).
