@@ -30,7 +30,7 @@ LOW_WATER = 0.75
 # Between two checks what sessions hold grows by at most about twice the bytes delivered (the
 # selector keeps undecided bytes twice): the next check comes once that could reach the
 # budget, and at least every 1/16 of the budget delivered. A check sums every session (1-2 us
-# each: 138 ms with 65,536 flows), so it is never per packet; every 10 s of capture time one
+# each: 138-177 ms with 65,536 flows), so it is never per packet; every 10 s of capture time one
 # comes anyway, for what grows faster than the bytes that made it (decoded HPACK entries).
 GROWTH_PER_BYTE = 2
 MIN_CHECK_SHARE = 16
