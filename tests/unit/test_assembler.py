@@ -692,3 +692,21 @@ def test_shuffled_duplicated_segments_always_reassemble(
     assert session.stream(S2C) == server
     assert session.gaps() == [] and session.closed == 1
     assert h.stats.buffered_bytes == 0
+
+
+def test_restart_session_closes_it_and_reads_on_with_a_new_one_from_the_next_byte() -> None:
+    h = Harness()
+    conn = TcpSegments()
+    h.feed(*handshake(conn), conn.client(0, b"first part "))
+    old = h.session
+    assert h.assembler.restart_session(old.flow, h.ts)
+    assert old.closed == 1 and len(h.sessions) == 2
+    new = h.sessions[1]
+    assert new.flow is old.flow   # the same flow: its roles, facts and sequence numbers
+    new.next_offset = {C2S: 11, S2C: 0}   # it reads on where the old one stopped
+    h.feed(conn.client(11, b"rest"), conn.server(0, b"reply"))
+    assert new.chunks(C2S)[0][2:4] == (b"rest", 11) and new.stream(S2C) == b"reply"
+    assert h.assembler.seq_of(new.flow, C2S, 11) == (conn.client_isn + 1 + 11) % SEQ_MOD
+    assert old.stream(C2S) == b"first part "
+    gone = FlowInfo("tcp", CLIENT_IP, 1, SERVER_IP, 2)
+    assert not h.assembler.restart_session(gone, h.ts)   # not in the table: nothing to do
