@@ -84,6 +84,20 @@ WORKER_METRICS = (
     ("shark_worker_entries", "gauge", "Entries in the worker's index.", ("index", "entries")),
     ("shark_worker_dissection_lag_bytes", "gauge", "Stored bytes not yet dissected by the worker.",
      ("dissection", "lag_bytes")),
+    ("shark_worker_dissection_memory_held_bytes", "gauge",
+     "Bytes the worker's dissector sessions held at its last check of --dissect-memory.",
+     ("dissection", "memory", "held")),
+    ("shark_worker_dissection_memory_limit_bytes", "gauge", "The worker's --dissect-memory in bytes.",
+     ("dissection", "memory", "limit")),
+    ("shark_worker_dissection_memory_cut_sessions_total", "counter",
+     "Sessions the worker cut because all of them held more than --dissect-memory.",
+     ("dissection", "memory", "cut_sessions")),
+    ("shark_worker_dissection_memory_cut_bytes_total", "counter",
+     "Bytes the sessions cut for --dissect-memory held when they were cut.",
+     ("dissection", "memory", "cut_bytes")),
+    ("shark_worker_stream_lost_total", "counter",
+     "Entries the worker dropped from its slow /stream clients' queues (the hub's included).",
+     ("stream", "lost")),
 )
 
 

@@ -31,7 +31,9 @@ STATUS = {
     "w1": {"node": "a", "capture": {"received": 120, "dropped": 3, "running": True, "degraded": True,
                                     "dropped_on_write": 9},
            "store": {"bytes": 4096, "limit": 1 << 20, "write_errors": 2, "evicted_for_space": 1},
-           "index": {"entries": 7}, "dissection": {"lag_bytes": 0}},
+           "index": {"entries": 7}, "stream": {"subscribers": 1, "lost": 5},
+           "dissection": {"lag_bytes": 0, "memory": {"limit": 1 << 26, "held": 4000, "cut_sessions": 2,
+                                                     "cut_bytes": 70000}}},
     "w2": {"node": "b", "capture": {"received": 5, "dropped": 0}, "store": {"bytes": 100, "limit": 1 << 20},
            "index": {"entries": 1}, "dissection": {"lag_bytes": 12}},
 }
@@ -143,6 +145,12 @@ def test_metrics_from_polled_status():
     assert samples[("shark_worker_store_limit_bytes", 'node="a"')] == 1 << 20
     assert samples[("shark_worker_entries", 'node="a"')] == 7
     assert samples[("shark_worker_dissection_lag_bytes", 'node="a"')] == 0
+    assert samples[("shark_worker_dissection_memory_limit_bytes", 'node="a"')] == 1 << 26
+    assert samples[("shark_worker_dissection_memory_held_bytes", 'node="a"')] == 4000
+    assert samples[("shark_worker_dissection_memory_cut_sessions_total", 'node="a"')] == 2
+    assert samples[("shark_worker_dissection_memory_cut_bytes_total", 'node="a"')] == 70000
+    assert samples[("shark_worker_stream_lost_total", 'node="a"')] == 5
+    assert ("shark_worker_dissection_memory_held_bytes", 'node="b"') not in samples   # an older worker: no row
     assert samples[("shark_worker_capture_running", 'node="a"')] == 1
     assert samples[("shark_worker_capture_degraded", 'node="a"')] == 1
     assert samples[("shark_worker_packets_not_stored_total", 'node="a"')] == 9
