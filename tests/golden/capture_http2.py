@@ -65,6 +65,9 @@ def serve_h2(port: int) -> None:
 
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
+    # hypercorn ends a connection (GOAWAY) after 1000 requests by default; the benchmark's
+    # clients keep one connection for thousands
+    config.keep_alive_max_requests = 1_000_000
     print("listening", flush=True)
     asyncio.run(serve(app, config))
 
