@@ -18,7 +18,7 @@ from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
 from worker.dissectors.select import SelectingSession, open_session
 from worker.names import NameTable
-from worker.packet import PacketRef, StoredPacket, decode, ip_text
+from worker.packet import PacketRef, StoredPacket, decode, flow_shard, ip_text
 from worker.redact import Redactor
 from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import IndexRow
@@ -42,6 +42,21 @@ CHECK_EVERY_PACKETS = 256
 CUT = "cut: "
 # The two things a UDP entry can say of its flow, made once (entries never change them).
 _UDP_INFO = {None: UdpInfo(), "refused": UdpInfo(failure="refused")}
+
+# Where an entry was made, in the order one dissection makes them: (segment, offset) of the
+# packet being processed, the phase, a time for the phases that have one, the assembler (0,
+# or 1 for eBPF TLS cleartext), the (segment, offset) of the packet that opened the entry's
+# flow, and a running count. Shards dissecting disjoint flows of the same packets make the
+# same keys for the same entries, so their merge by key is the order of one dissection
+# (docs/OPERATIONS.md, "Dissection shards").
+OrderKey = tuple[int, int, int, int, int, int, int, int]
+# The phases of one packet's position: its own processing, the capture-time expiry after it,
+# then (while no newer packet is there) expiry by the wall clock and close-all at a
+# discontinuity, both stamped with a strictly increasing time, and the close-all at the end.
+PACKET, EXPIRED, IDLE, END, DONE = 1, 2, 3, 4, 5
+# An entry encoded before its seq is known (dissection shards): the merge gives it its id.
+UNNUMBERED_ID = ""
+_UNNUMBERED_PREFIX = b'{"id":""'
 
 
 def _held(item: tuple[int, SelectingSession]) -> int:
@@ -67,14 +82,15 @@ def _endpoint(ip: str, port: int, identities: NameTable | None) -> Endpoint:
 def entry_from_exchange(seq: int, node: str, flow: FlowInfo, exchange: Exchange,
                         names: dict[bytes, str], identities: NameTable | None = None) -> Entry:
     """`names` caches address texts; `identities` (the hub's names) names the endpoints as
-    they are now, so the entry keeps them when the address later changes hands."""
+    they are now, so the entry keeps them when the address later changes hands. Seq 0 makes
+    an unnumbered entry (id UNNUMBERED_ID, numbered later by number_row)."""
     client = names.get(flow.client_ip) or names.setdefault(flow.client_ip, ip_text(flow.client_ip))
     server = names.get(flow.server_ip) or names.setdefault(flow.server_ip, ip_text(flow.server_ip))
     elapsed = None
     if exchange.end_ns is not None:
         elapsed = round(max(0, exchange.end_ns - exchange.start_ns) / 1e6, 3)
     return Entry(
-        id=f"{node}:{seq}", node=node, protocol=exchange.protocol,
+        id=f"{node}:{seq}" if seq else UNNUMBERED_ID, node=node, protocol=exchange.protocol,
         ts=exchange.start_ns / 1e9, elapsed_ms=elapsed,
         src=_endpoint(client, flow.client_port, identities),
         dst=_endpoint(server, flow.server_port, identities),
@@ -107,10 +123,33 @@ class MemoryBudget(msgspec.Struct):
         return int(self.limit * LOW_WATER)
 
 
+def number_row(row: IndexRow, seq: int, id_prefix: bytes) -> None:
+    """Give a row made unnumbered (seq 0) its seq and its entry its id, in place; id_prefix
+    is id_prefix_for(node). The id is the entry's first field: the JSON is not decoded."""
+    if not row.entry_json.startswith(_UNNUMBERED_PREFIX):
+        raise ValueError(f"entry_json: expected an unnumbered entry ({_UNNUMBERED_PREFIX!r}...), "
+                         f"got {row.entry_json[:40]!r}")
+    row.seq = seq
+    row.entry_json = b"".join((id_prefix, str(seq).encode(), b'"',
+                               row.entry_json[len(_UNNUMBERED_PREFIX):]))
+
+
+def id_prefix_for(node: str) -> bytes:
+    """The encoded start of an entry up to its seq: {"id":"<node>:"""
+    return b'{"id":' + encode(f"{node}:")[:-1]
+
+
 class Dissection:
+    """One dissection of a sequence of stored packets. With `shard` (index, count) it follows
+    every packet (for the clock) but dissects only the flows flow_shard() gives to `index`."""
+
     def __init__(self, node: str, first_seq: int = 1,
                  dissectors: list[Dissector] | None = None, identities: NameTable | None = None,
-                 redactor: Redactor | None = None, memory: MemoryBudget | None = None) -> None:
+                 redactor: Redactor | None = None, memory: MemoryBudget | None = None,
+                 shard: tuple[int, int] | None = None, position: PacketRef = (0, 0)) -> None:
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard {shard[0]} of {shard[1]}: expected 0 <= index < count")
+        self._shard = shard
         self._node = node
         self._redactor = redactor
         self._identities = identities
@@ -125,9 +164,12 @@ class Dissection:
         # it first and wait for a handshake that never comes).
         self._cleartext_dissectors = [d for d in self._dissectors if d.name != "tls"]
         self._pending: list[tuple[FlowInfo, Exchange, int | None, int | None, bool,
-                                  TcpInfo | UdpInfo | None]] = []
+                                  TcpInfo | UdpInfo | None, OrderKey]] = []
         self._names: dict[bytes, str] = {}
-        self._current_ref: PacketRef = (0, 0)
+        self._current_ref: PacketRef = position
+        self._phase = PACKET
+        self._phase_t = 0
+        self._made = 0                  # entries made: the last field of their OrderKey
         self._last_expire_ns = 0
         self.last_ts = 0
         self.packets = 0
@@ -197,7 +239,8 @@ class Dissection:
                         exchange.notes.append(reset_note(facts, exchange, selector.swapped))
                     facts.carried = True
                 tcp = facts.info(selector.swapped)
-            self._pending.append((selector.session_flow, exchange, client_seq, server_seq, tls, tcp))
+            self._pending.append((selector.session_flow, exchange, client_seq, server_seq, tls, tcp,
+                                  self._key(tls, flow_first_ref)))
         dissectors = self._cleartext_dissectors if tls else self._dissectors
         selector = open_session(flow, emit, dissectors, fallback=self._fallback,
                                 on_closed=self._closed)
@@ -220,10 +263,17 @@ class Dissection:
         first_ref = facts.first_ref or self._current_ref
         exchange = failure_exchange(flow, facts, ts_ns, first_ref)
         info = facts.info() if flow.transport == "tcp" else _UDP_INFO[facts.failure]
-        self._pending.append((flow, exchange, None, None, False, info))
+        self._pending.append((flow, exchange, None, None, False, info, self._key(False, first_ref)))
+
+    def _key(self, tls: bool, flow_ref: PacketRef) -> OrderKey:
+        self._made += 1
+        ref = self._current_ref
+        return (ref[0], ref[1], self._phase, self._phase_t, int(tls), flow_ref[0], flow_ref[1],
+                self._made)
 
     def feed(self, batch: Iterable[StoredPacket]) -> None:
-        """Packets in store order; flows idle for long in capture time are closed as we go."""
+        """Packets in store order; flows idle for long in capture time are closed as we go
+        (timed by every packet, dissected or not, so that every shard closes them alike)."""
         packet = self._assembler.packet
         tls_packet = self._tls_assembler.packet
         last_expire = self._last_expire_ns
@@ -231,22 +281,26 @@ class Dissection:
         ts_ns = self.last_ts
         mark_linktype, mark_at = -1, None
         budgeted = self.memory is not None
+        shard, shards = self._shard or (0, 0)
         for ref, linktype, ts_ns, data, _wirelen in batch:
             count += 1
-            decoded = decode(linktype, data)
-            if decoded is None:
-                not_ip += 1
-                continue
             self._current_ref = ref
-            if linktype != mark_linktype:
-                mark_linktype, mark_at = linktype, mark_offset(linktype)
-            if mark_at is not None and data[mark_at:mark_at + 6] == MARK:
-                tls_packet(ts_ns, ref, decoded)
-            else:
-                packet(ts_ns, ref, decoded)
+            if not shards or flow_shard(linktype, data, shards) == shard:
+                decoded = decode(linktype, data)
+                if decoded is None:
+                    not_ip += 1
+                else:
+                    if linktype != mark_linktype:
+                        mark_linktype, mark_at = linktype, mark_offset(linktype)
+                    if mark_at is not None and data[mark_at:mark_at + 6] == MARK:
+                        tls_packet(ts_ns, ref, decoded)
+                    else:
+                        packet(ts_ns, ref, decoded)
             if ts_ns - last_expire > EXPIRE_EVERY_NS:
+                self._phase = EXPIRED
                 self._assembler.expire(ts_ns)
                 self._tls_assembler.expire(ts_ns)
+                self._phase = PACKET
                 last_expire = ts_ns
             if not count % CHECK_EVERY_PACKETS and budgeted:
                 self.keep_to_budget(ts_ns)   # a sum only when bytes delivered call for one
@@ -257,11 +311,15 @@ class Dissection:
         if budgeted:
             self.keep_to_budget(ts_ns)
 
-    def expire(self, now_ns: int) -> None:
+    def expire(self, now_ns: int, at: int = 0) -> None:
+        """Expiry by the wall clock (live and idle); `at` is its strictly increasing time
+        in the entries' OrderKey."""
+        self._phase, self._phase_t = IDLE, at
         self._assembler.expire(now_ns)
         self._tls_assembler.expire(now_ns)
         if self.memory is not None:
             self.keep_to_budget(now_ns)
+        self._phase, self._phase_t = PACKET, 0
 
     def keep_to_budget(self, ts_ns: int, force: bool = False) -> None:
         """Sum what the sessions hold, once enough bytes came in since the last sum that they
@@ -318,22 +376,35 @@ class Dissection:
         budget.cut_sessions += 1
         budget.cut_bytes += held
 
-    def close_all(self) -> None:
-        """End of capture, or a discontinuity: every flow ends, pending exchanges come out."""
+    def close_all(self, at: int | None = None) -> None:
+        """End of capture (at None), or a discontinuity (at: its strictly increasing time in
+        the entries' OrderKey): every flow ends, pending exchanges come out."""
+        self._phase, self._phase_t = (END, 0) if at is None else (IDLE, at)
         self._assembler.close_all(self.last_ts)
         self._tls_assembler.close_all(self.last_ts)
+        self._phase, self._phase_t = PACKET, 0
+
+    def has_pending(self) -> bool:
+        return bool(self._pending)
 
     def discard_pending(self) -> None:
         self._pending.clear()
 
     def take_rows(self) -> list[IndexRow]:
         """Index rows (with their entries) for the exchanges finished since the last call."""
+        return [row for _key, row in self.take_keyed_rows()]
+
+    def take_keyed_rows(self, numbered: bool = True) -> list[tuple[OrderKey, IndexRow]]:
+        """The same with their OrderKeys; unnumbered (seq 0, entry id UNNUMBERED_ID: a shard's
+        rows, numbered by the merge with number_row) unless `numbered`."""
         pending, self._pending = self._pending, []
-        rows: list[IndexRow] = []
-        for flow, exchange, client_seq, server_seq, tls, tcp in pending:
+        rows: list[tuple[OrderKey, IndexRow]] = []
+        for flow, exchange, client_seq, server_seq, tls, tcp, key in pending:
             count_cuts(self.cut, exchange.notes)
-            seq = self._next_seq
-            self._next_seq += 1
+            seq = 0
+            if numbered:
+                seq = self._next_seq
+                self._next_seq += 1
             entry = entry_from_exchange(seq, self._node, flow, exchange, self._names, self._identities)
             entry.tls = tls
             if isinstance(tcp, TcpInfo):
@@ -342,7 +413,7 @@ class Dissection:
                 entry.udp = tcp
             if self._redactor is not None:   # before the entry is indexed or streamed
                 self._redactor.entry(entry)
-            rows.append(IndexRow(
+            rows.append((key, IndexRow(
                 seq=seq, ts=entry.ts, protocol=entry.protocol, entry_json=encode(entry),
                 first_seg=exchange.first_ref[0], first_off=exchange.first_ref[1],
                 last_seg=exchange.last_ref[0], last_off=exchange.last_ref[1],
@@ -350,5 +421,5 @@ class Dissection:
                 server_ip=entry.dst.ip, server_port=flow.server_port,
                 client_offset=exchange.client_offset, server_offset=exchange.server_offset,
                 client_seq=client_seq, server_seq=server_seq,
-            ))
+            )))
         return rows

@@ -7,6 +7,7 @@ Entry is made. Captures on lo carry invalid checksums (offload), so checksums ar
 from __future__ import annotations
 
 import socket
+from zlib import crc32
 from struct import Struct
 from typing import NamedTuple
 
@@ -177,3 +178,49 @@ def _port_unreachable(frame: bytes, start: int, proto: int) -> Decoded | None:
 
 def ip_text(packed: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+
+
+def flow_shard(linktype: int, frame: bytes, shards: int) -> int:
+    """Which of `shards` dissection shards owns this frame's flow: the same number for both
+    directions of a flow, and for an ICMP port unreachable the number of the UDP flow it
+    quotes. 0 for a frame decode() has no flow for (shard 0 decodes those and counts them).
+    Cheaper than decode(): a few slices of the headers, no payload copy."""
+    located = _network_offset(linktype, frame)
+    if located is None:
+        return 0
+    offset, version = located
+    if version == 4:
+        if len(frame) < offset + 20 or _u16.unpack_from(frame, offset + 6)[0] & 0x3FFF:
+            return 0
+        proto = frame[offset + 9]
+        addresses = offset + 12, offset + 16, 4
+        start = offset + (frame[offset] & 0x0F) * 4
+    else:
+        if len(frame) < offset + 40:
+            return 0
+        proto = frame[offset + 6]
+        addresses = offset + 8, offset + 24, 16
+        start = offset + 40
+        while proto in _IPV6_EXTENSIONS:
+            if len(frame) < start + 8:
+                return 0
+            proto, start = frame[start], start + (frame[start + 1] + 1) * 8
+    if proto == _ICMP or proto == _ICMPV6:
+        # The quoted datagram's addresses and ports (decode() checks the rest; a frame it
+        # then refuses lands in some shard that refuses it just the same).
+        inner = start + 8
+        if proto == _ICMP:
+            if len(frame) < inner + 20:
+                return 0
+            addresses, start = (inner + 12, inner + 16, 4), inner + (frame[inner] & 0x0F) * 4
+        else:
+            addresses, start = (inner + 8, inner + 24, 16), inner + 40
+    elif proto != TCP and proto != UDP:
+        return 0
+    if len(frame) < start + 4:
+        return 0
+    src_at, dst_at, size = addresses
+    source = frame[src_at:src_at + size] + frame[start:start + 2]
+    destination = frame[dst_at:dst_at + size] + frame[start + 2:start + 4]
+    pair = source + destination if source < destination else destination + source
+    return crc32(pair) % shards

@@ -22,6 +22,7 @@ from worker.dissection import EXPIRE_EVERY_NS, Dissection, MemoryBudget
 from worker.names import NameTable
 from worker.packet import PacketRef
 from worker.redact import Redactor
+from worker.shard import ShardState
 from worker.store.index import EntryIndex
 from worker.store.segments import SegmentTail, list_segments
 
@@ -59,6 +60,8 @@ class DissectionStats(msgspec.Struct):
     errors: int = 0
     last_error: str = ""
     caught_up: bool = False       # everything stored so far has been dissected
+    # --dissect-shards above 1: each shard process (worker.sharded); empty when in-thread
+    shards: list[ShardState] = msgspec.field(default_factory=list)
 
 
 class Pipeline:
@@ -76,6 +79,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shark-dissect", daemon=True)
         self._closed_at_end = False
+        self.ended = False   # a replayed file is dissected to its end and indexed
         self._written_cursor = index.cursor()
         self._pruned_before = -1
         self._newest_segment = 0
@@ -140,6 +144,7 @@ class Pipeline:
                 self._closed_at_end = True
                 self._dissection.close_all()
                 self._flush(tail.position)
+                self.ended = True
             return False
         stats.caught_up = False
         self._dissection.feed(batch)

@@ -1,0 +1,98 @@
+"""Dissection sharded by flow (--dissect-shards): the same index as one dissection, and a
+shard that dies is seen in the stats and started again while the worker goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from support.golden import GOLDEN
+from worker.broadcast import Broadcaster
+from worker.pipeline import Pipeline
+from worker.redact import Redactor
+from worker.sharded import ShardedPipeline
+from worker.sources import open_file_source
+from worker.store.index import EntryIndex, IndexRow
+from worker.store.segments import SegmentWriter, list_segments
+
+# Copies of the mixed capture, each later by more than the TCP idle timeout (its flows end
+# between copies): the store then spans several segments.
+COPIES = 5
+COPY_SHIFT_NS = 300 * 1_000_000_000
+LIMIT = 4 * 1024 * 1024   # segments of 512 KiB
+TIMEOUT_S = 60.0
+
+
+def mixed_packets() -> list[tuple[int, bytes, int]]:
+    """Every golden capture (all Ethernet), each moved to start 7 ms after the previous one,
+    merged by time: their flows interleave."""
+    packets: list[tuple[int, int, int, bytes, int]] = []
+    for number, path in enumerate(sorted(GOLDEN.rglob("*.pcap"))):
+        source = open_file_source(path)
+        assert source.linktype == 1, f"{path}: linktype {source.linktype}, expected Ethernet"
+        base = None
+        order = 0
+        while not source.finished:
+            for ts_ns, data, wirelen in source.read_batch(4096):
+                base = ts_ns if base is None else base
+                packets.append((ts_ns - base + number * 7_000_000, number, order, data, wirelen))
+                order += 1
+        source.close()
+    packets.sort(key=lambda p: p[:3])
+    start = 1_700_000_000 * 1_000_000_000
+    return [(start + copy * COPY_SHIFT_NS + ts, data, wirelen)
+            for copy in range(COPIES) for ts, _n, _o, data, wirelen in packets]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("store")
+    writer = SegmentWriter(directory, LIMIT)
+    packets = mixed_packets()
+    for at in range(0, len(packets), 500):
+        writer.append(1, packets[at:at + 500])
+    writer.close()
+    assert len(list_segments(directory)) >= 2
+    return directory
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def indexed(store: Path, index_path: Path, shards: int) -> Iterator[IndexRow]:
+    index = EntryIndex(index_path)
+    redactor = Redactor("k" * 32)
+    if shards == 1:
+        pipeline: Pipeline | ShardedPipeline = Pipeline(store, index, "n1", Broadcaster(),
+                                                        lambda: True, redactor)
+    else:
+        pipeline = ShardedPipeline(store, index, "n1", Broadcaster(), lambda: True, redactor,
+                                   shards=shards)
+    pipeline.start()
+    try:
+        wait_for(lambda: pipeline.ended, f"{shards} shards to index the store")
+        assert pipeline.stats.errors == 0, pipeline.stats.last_error
+        return index.newer_than(0)
+    finally:
+        pipeline.stop()
+        index.close()
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_sharded_index_is_the_single_one(store: Path, tmp_path: Path, shards: int) -> None:
+    single = indexed(store, tmp_path / "single.sqlite", 1)
+    sharded = indexed(store, tmp_path / "sharded.sqlite", shards)
+    protocols = {row.protocol for row in single}
+    assert {"http", "dns", "redis", "kafka", "postgres", "mysql", "mqtt", "tls"} <= protocols
+    assert len(single) > 300
+    assert [row.entry_json for row in sharded] == [row.entry_json for row in single]
+    assert sharded == single   # seq (the id), packet refs, flows: every column

@@ -1,0 +1,220 @@
+"""One dissection shard: a process that follows the store and dissects the flows it owns.
+
+Every shard reads every packet of the segments (the disk is shared, the page cache makes the
+second read cheap) so that capture time, expiry and shedding are the same in all of them, but
+builds flows and entries only for the flows that flow_shard() gives it. It sends what it made
+to the API process (worker.sharded merges the shards into the one index) as ShardReports:
+rows tagged with their OrderKey, and a watermark below which it will make no more.
+
+The parent talks to it over the same Pipe: ("names", names, nets) | ("read_batch", n) |
+("finished",) | ("stop",). Reports go the other way as msgpack bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from shark.process import die_with_parent
+from worker.dissection import DONE, EXPIRE_EVERY_NS, IDLE, Dissection, OrderKey
+from worker.names import Name, NameTable, parse_nets
+from worker.packet import PacketRef
+from worker.redact import Redactor
+from worker.store.index import IndexRow
+from worker.store.segments import SegmentTail
+
+log = logging.getLogger("shark.worker.shard")
+
+# (segment, offset, phase, time): a shard makes no more entries whose OrderKey is below it.
+Watermark = tuple[int, int, int, int]
+# A shard with nothing to read still tells the merge how far it is this often (its idle
+# time moves its watermark), so that entries other shards expire by the wall clock go out.
+IDLE_REPORT_S = 0.1
+IDLE_WAIT_S = 0.02
+SHARD_NICE = 10
+
+
+class ShardStats(msgspec.Struct):
+    packets: int = 0
+    not_tcp_udp: int = 0
+    entries: int = 0
+    lag_bytes: int = 0
+    lag_seconds: float = 0.0
+    shed_segments: int = 0
+    shed_bytes: int = 0
+    discontinuities: int = 0
+    errors: int = 0
+    last_error: str = ""
+    caught_up: bool = False
+    cut: dict[str, int] = msgspec.field(default_factory=dict)
+    assembler: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class ShardState(msgspec.Struct):
+    """One shard as /status shows it (dissection.shards)."""
+    shard: int
+    pid: int | None = None
+    running: bool = False
+    restarts: int = 0
+    last_failure: str = ""          # why it last stopped, and what was lost
+    last_failure_ts: float | None = None
+    position: list[int] | None = None   # the last packet it had finished: [segment, offset]
+    packets: int = 0
+    entries: int = 0
+    lag_bytes: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+class ShardReport(msgspec.Struct, array_like=True):
+    watermark: Watermark
+    rows: list[tuple[OrderKey, IndexRow]]
+    stats: ShardStats
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    index: int
+    count: int
+    storage_dir: Path
+    node: str
+    start: PacketRef | None          # resume after this packet (None: the oldest segment)
+    read_batch: int
+    redactor: Redactor | None
+    names: dict[str, Name]
+    nets: list[str] | None
+    finished: bool                   # the replayed file was read to its end already
+
+
+class _Clock:
+    """Strictly increasing nanoseconds: the time field of IDLE keys and watermarks."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def tick(self) -> int:
+        self._last = max(self._last + 1, time.time_ns())
+        return self._last
+
+
+def shard_main(config: ShardConfig, conn: Connection) -> None:
+    """Entry point of a shard process; returns when told to stop or the parent is gone."""
+    die_with_parent()
+    try:   # capture (another process) must win the CPU over dissection, as in-thread
+        os.setpriority(os.PRIO_PROCESS, 0, SHARD_NICE)
+    except OSError:
+        pass
+    _Shard(config, conn).run()
+
+
+class _Shard:
+    def __init__(self, config: ShardConfig, conn: Connection) -> None:
+        self._conn = conn
+        self._encoder = msgspec.msgpack.Encoder()
+        self._tail = SegmentTail(config.storage_dir, config.start)
+        self._names = NameTable()
+        self._names.replace(config.names, parse_nets(config.nets))
+        self._dissection = Dissection(config.node, identities=self._names,
+                                      redactor=config.redactor,
+                                      shard=(config.index, config.count),
+                                      position=config.start or (0, 0))
+        self._read_batch = config.read_batch
+        self._finished = config.finished
+        self._closed_at_end = False
+        self._clock = _Clock()
+        self._position: PacketRef = config.start or (0, 0)
+        self._watermark: Watermark = (*self._position, IDLE, 0)
+        self.stats = ShardStats()
+
+    def run(self) -> None:
+        last_report = last_expire = 0.0
+        while True:
+            if not self._commands():
+                return
+            try:
+                worked = self._step()
+            except Exception as error:   # one bad batch must not stop the shard
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(error).__name__}: {error}"
+                log.exception("dissection error in a shard")
+                self._dissection.discard_pending()
+                worked = False
+            if worked:
+                self._report()
+                continue
+            now = time.monotonic()
+            if not self._finished and now - last_expire > EXPIRE_EVERY_NS / 1e9:
+                # Live and idle: time still passes for the flows.
+                last_expire = now
+                self._dissection.expire(time.time_ns(), self._clock.tick())
+            if self._dissection.has_pending() or now - last_report > IDLE_REPORT_S:
+                last_report = now
+                if not self._closed_at_end:
+                    self._watermark = (*self._position, IDLE, self._clock.tick())
+                self._report()
+            self._conn.poll(IDLE_WAIT_S)
+
+    def _commands(self) -> bool:
+        """Apply what the parent sent; False once it says stop (or is gone)."""
+        try:
+            while self._conn.poll():
+                command, *args = self._conn.recv()
+                if command == "stop":
+                    return False
+                if command == "names":
+                    self._names.replace(args[0], parse_nets(args[1]))
+                elif command == "read_batch":
+                    self._read_batch = int(args[0])
+                elif command == "finished":
+                    self._finished = True
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _step(self) -> bool:
+        tail, stats, dissection = self._tail, self.stats, self._dissection
+        batch = tail.read(self._read_batch)
+        if tail.take_discontinuity():
+            stats.discontinuities += 1
+            dissection.close_all(self._clock.tick())
+        stats.shed_segments, stats.shed_bytes = tail.shed_segments, tail.shed_bytes
+        stats.lag_bytes = tail.lag_bytes()
+        if not batch:
+            stats.caught_up = True
+            stats.lag_seconds = 0.0
+            if self._finished and not self._closed_at_end:
+                # End of a replayed file: what is pending comes out as incomplete exchanges.
+                self._closed_at_end = True
+                dissection.close_all()
+                self._watermark = (*self._position, DONE, 0)
+                return True
+            return False
+        stats.caught_up = False
+        dissection.feed(batch)
+        self._position = batch[-1][0]
+        self._watermark = (*self._position, IDLE, 0)
+        stats.lag_seconds = max(0.0, time.time() - dissection.last_ts / 1e9) if stats.lag_bytes else 0.0
+        return True
+
+    def _report(self) -> None:
+        dissection, stats = self._dissection, self.stats
+        rows = dissection.take_keyed_rows(numbered=False)
+        stats.entries += len(rows)
+        stats.packets, stats.not_tcp_udp = dissection.packets, dissection.not_tcp_udp
+        stats.cut = dissection.cut
+        stats.assembler = dissection.assembler_stats
+        try:
+            self._conn.send_bytes(self._encoder.encode(ShardReport(self._watermark, rows, stats)))
+        except (BrokenPipeError, EOFError, OSError):
+            raise SystemExit(0) from None   # the parent is gone
+
+
+def decode_report(data: bytes, decoder: Any = msgspec.msgpack.Decoder(ShardReport)) -> ShardReport:
+    return decoder.decode(data)

@@ -1,0 +1,355 @@
+"""Dissection sharded by flow over N processes, merged into the one index (--dissect-shards).
+
+Each shard (worker.shard) follows all the packets of the store and dissects the flows that
+flow_shard() gives it. Every entry carries the OrderKey one in-thread dissection would have
+made it with, and every shard reports a watermark below which it makes no more; this thread
+merges the shards' rows by key up to the lowest watermark, numbers them (seq, hence ids, in
+the order one dissection numbers them), indexes and broadcasts them as Pipeline does. The
+API sees one index: ids, /entries order, details and pcap exports are those of one shard.
+
+A shard that dies (a crash, the OOM killer) is started again after the last packet it had
+finished: the entries it had sent are kept; the exchanges then in progress on its flows are
+lost (its flows are picked up mid-stream, as after a discontinuity). /status says so:
+dissection.shards[i].restarts, last_failure.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from worker.broadcast import Broadcaster
+from worker.dissection import DONE, IDLE, OrderKey, id_prefix_for, number_row
+from worker.names import Name, Network, NameTable
+from worker.pipeline import PRUNE_EVERY_S, READ_BATCH, DissectionStats
+from worker.redact import Redactor
+from worker.shard import (ShardConfig, ShardReport, ShardState, ShardStats, Watermark, decode_report,
+                          shard_main)
+from worker.store.index import EntryIndex, IndexRow
+from worker.store.segments import list_segments
+
+log = logging.getLogger("shark.worker.sharded")
+
+WAIT_S = 0.05
+FINISHED_EVERY_S = 0.25
+# Rows a shard may get ahead of the slowest one before the merge stops reading it (its
+# sends then block: the pipe is the back-pressure).
+MAX_AHEAD_ROWS = 100_000
+# A shard that dies this soon after it started is crash-looping: it is started again only
+# after RESTART_BACKOFF_S (its flows are not dissected meanwhile, and the others go on).
+CRASH_LOOP_S = 5.0
+RESTART_BACKOFF_S = 5.0
+STOP_WAIT_S = 3.0
+
+
+@dataclass
+class _Shard:
+    state: ShardState
+    process: Any = None                     # multiprocessing.Process
+    conn: Connection | None = None
+    watermark: Watermark = (0, 0, IDLE, 0)
+    started: float = 0.0
+    restart_at: float | None = None         # when a crash-looping shard is started again
+    rows: list[tuple[OrderKey, IndexRow]] = field(default_factory=list)
+    stats: ShardStats = field(default_factory=ShardStats)
+
+
+class SharedNames(NameTable):
+    """The names table of the API process; a replacement goes to every shard too."""
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        super().__init__()
+        self._send = send
+        self.nets_text: list[str] | None = None
+        self.names: dict[str, Name] = {}
+
+    def replace(self, names: dict[str, Name], nets: list[Network] | None = None) -> None:
+        super().replace(names, nets)
+        self.names, self.nets_text = names, self.cluster_nets
+        self._send(("names", names, self.nets_text))
+
+
+class ShardedPipeline:
+    """Pipeline's interface (start, stop, stats, names, read_batch, assembler_stats) over
+    `shards` processes."""
+
+    def __init__(self, storage_dir: Path, index: EntryIndex, node: str, broadcaster: Broadcaster,
+                 capture_finished: Callable[[], bool], redactor: Redactor | None = None,
+                 shards: int = 2) -> None:
+        if shards < 2:
+            raise ValueError(f"shards {shards}: a sharded pipeline has at least 2 (1 is Pipeline)")
+        self._storage_dir = storage_dir
+        self._index = index
+        self._node = node
+        self._id_prefix = id_prefix_for(node)
+        self._broadcaster = broadcaster
+        self._capture_finished = capture_finished
+        self._redactor = redactor
+        self._count = shards
+        self._next_seq = index.max_seq() + 1
+        cursor = index.cursor()
+        self._released: Watermark = (*(cursor or (0, 0)), IDLE, 0)
+        self._written_cursor = cursor
+        self._shards = [_Shard(ShardState(shard=i), watermark=self._released) for i in range(shards)]
+        self._guard = threading.Lock()      # commands to the shards come from API threads too
+        self._context = multiprocessing.get_context("spawn")
+        self._finished = False
+        self._pruned_before = -1
+        self._newest_segment = 0
+        self._read_batch = READ_BATCH
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shark-merge", daemon=True)
+        self._merge_errors = 0
+        self.ended = False   # a replayed file is dissected to its end and indexed
+        self.names = SharedNames(self._send_all)
+        self.stats = DissectionStats()
+
+    # -- Pipeline's interface ---------------------------------------------------------------
+    @property
+    def read_batch(self) -> int:
+        return self._read_batch
+
+    @read_batch.setter
+    def read_batch(self, value: int) -> None:
+        self._read_batch = value
+        self._send_all(("read_batch", value))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def assembler_stats(self) -> dict:
+        total: dict[str, int] = {}
+        for shard in self._shards:
+            for name, value in shard.stats.assembler.items():
+                total[name] = total.get(name, 0) + value
+        return total
+
+    def shard_pids(self) -> list[int | None]:
+        return [shard.state.pid if shard.state.running else None for shard in self._shards]
+
+    # -- the shards ---------------------------------------------------------------------------
+    def _send_all(self, command: tuple[Any, ...]) -> None:
+        with self._guard:
+            for shard in self._shards:
+                if shard.conn is not None and shard.state.running:
+                    try:
+                        shard.conn.send(command)
+                    except OSError:
+                        pass   # it is dying: the merge thread sees it and starts it again
+
+    def _spawn(self, shard: _Shard) -> None:
+        """Start the shard's process after the last packet it (or, if further, the merge)
+        had finished."""
+        resume = max(shard.watermark, self._released)
+        start = (resume[0], resume[1]) if resume[:2] != (0, 0) else None
+        config = ShardConfig(
+            index=shard.state.shard, count=self._count, storage_dir=self._storage_dir,
+            node=self._node, start=start, read_batch=self._read_batch, redactor=self._redactor,
+            names=self.names.names, nets=self.names.nets_text, finished=self._finished)
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(target=shard_main, args=(config, theirs),
+                                        name=f"shark-shard-{shard.state.shard}", daemon=True)
+        process.start()
+        theirs.close()
+        with self._guard:
+            shard.process, shard.conn = process, ours
+            shard.watermark = resume
+            shard.started = time.monotonic()
+            shard.restart_at = None
+            shard.state.pid, shard.state.running = process.pid, True
+
+    def _failed(self, shard: _Shard) -> None:
+        """Its process is gone: keep what it sent, say so, start it again."""
+        self._drain(shard)
+        code = shard.process.exitcode
+        with self._guard:
+            if shard.conn is not None:
+                shard.conn.close()
+            shard.conn = None
+            shard.state.running = False
+        why = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 \
+            else f"exited with code {code}"
+        at = f"{shard.watermark[0]}:{shard.watermark[1]}"
+        state = shard.state
+        state.restarts += 1
+        state.last_failure_ts = time.time()
+        quick = time.monotonic() - shard.started < CRASH_LOOP_S
+        state.last_failure = (f"shard {state.shard} {why}; started again after packet {at}"
+                              f"{f' in {RESTART_BACKOFF_S:.0f}s' if quick else ''}: the "
+                              "exchanges in progress on its flows were lost")
+        log.warning("dissection %s", state.last_failure)
+        if quick:
+            shard.restart_at = time.monotonic() + RESTART_BACKOFF_S
+        else:
+            self._spawn(shard)
+
+    # -- the merge ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        for shard in self._shards:
+            self._spawn(shard)
+        last_prune = last_finished = 0.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._turn()
+                    now = time.monotonic()
+                    if not self._finished and now - last_finished > FINISHED_EVERY_S:
+                        last_finished = now
+                        if self._capture_finished():
+                            self._finished = True
+                            self._send_all(("finished",))
+                    if now - last_prune > PRUNE_EVERY_S:
+                        last_prune = now
+                        self._prune()
+                except Exception as error:   # the merge must go on
+                    self._merge_errors += 1
+                    self.stats.last_error = f"{type(error).__name__}: {error}"
+                    log.exception("merge error")
+                    self._stop.wait(0.1)
+        finally:
+            self._stop_shards()
+
+    def _turn(self) -> None:
+        now = time.monotonic()
+        for shard in self._shards:
+            if not shard.state.running and shard.restart_at is not None and now >= shard.restart_at:
+                self._spawn(shard)
+        floor = self._floor()
+        readable = [shard.conn for shard in self._shards
+                    if shard.conn is not None and (len(shard.rows) < MAX_AHEAD_ROWS
+                                                   or shard.watermark <= floor)]
+        sentinels = [shard.process.sentinel for shard in self._shards if shard.state.running]
+        wait([*readable, *sentinels], WAIT_S)
+        for shard in self._shards:
+            if shard.conn is not None and shard.conn in readable:
+                self._drain(shard)
+            if shard.state.running and shard.process.exitcode is not None:
+                self._failed(shard)
+        self._release()
+        self._sum_stats()
+
+    def _drain(self, shard: _Shard) -> None:
+        conn = shard.conn
+        if conn is None:
+            return
+        try:
+            while conn.poll():
+                self._take(shard, decode_report(conn.recv_bytes()))
+        except (EOFError, OSError):
+            pass
+
+    def _take(self, shard: _Shard, report: ShardReport) -> None:
+        if report.rows:
+            rows = shard.rows
+            if rows and report.rows[0][0] < rows[-1][0]:
+                rows.extend(report.rows)
+                rows.sort(key=_key)
+            else:
+                rows.extend(report.rows)
+        shard.watermark = max(shard.watermark, report.watermark)
+        shard.stats = report.stats
+        state = shard.state
+        state.position = [shard.watermark[0], shard.watermark[1]]
+        state.packets, state.entries = report.stats.packets, report.stats.entries
+        state.lag_bytes, state.errors = report.stats.lag_bytes, report.stats.errors
+        state.last_error = report.stats.last_error
+
+    def _floor(self) -> Watermark:
+        """The lowest watermark of the running shards: every row below it is here."""
+        running = [shard.watermark for shard in self._shards if shard.state.running]
+        return min(running) if running else max(shard.watermark for shard in self._shards)
+
+    def _release(self) -> None:
+        floor = self._floor()
+        runs = []
+        for shard in self._shards:
+            cut = bisect_left(shard.rows, floor, key=_key)
+            if cut:
+                runs.append(shard.rows[:cut])
+                del shard.rows[:cut]
+        released = max(self._released, floor)
+        if not runs and released == self._released:
+            return
+        self._released = released
+        rows = [row for _key_, row in heapq.merge(*runs, key=_key)]
+        for row in rows:
+            number_row(row, self._next_seq, self._id_prefix)
+            self._next_seq += 1
+        cursor = (released[0], released[1]) if released[:2] != (0, 0) else None
+        kept = rows
+        if rows:
+            # As Pipeline: rows of a segment evicted meanwhile are only streamed, not indexed.
+            oldest = self._prune()
+            kept = [row for row in rows if row.first_seg >= oldest]
+            self.stats.unindexed_evicted += len(rows) - len(kept)
+        if kept or (cursor is not None and cursor != self._written_cursor):
+            self._index.add(kept, cursor)
+            self._written_cursor = cursor
+        if rows:
+            self.stats.entries += len(rows)
+            self._broadcaster.publish(rows)
+        self.ended = released[2] == DONE
+
+    def _prune(self) -> int:
+        """Delete the rows of evicted segments; returns the oldest segment id left."""
+        segments = list_segments(self._storage_dir)
+        newest = max(segments[-1].id if segments else 0, self._released[0])
+        self._newest_segment = max(self._newest_segment, newest)
+        oldest = segments[0].id if segments else self._newest_segment + 1
+        if oldest != self._pruned_before:
+            self._index.prune_segments_before(oldest)
+            self._pruned_before = oldest
+        return oldest
+
+    def _sum_stats(self) -> None:
+        stats, shards = self.stats, [shard.stats for shard in self._shards]
+        stats.packets = min(s.packets for s in shards)
+        stats.not_tcp_udp = sum(s.not_tcp_udp for s in shards)
+        stats.lag_bytes = max(s.lag_bytes for s in shards)
+        stats.lag_seconds = max(s.lag_seconds for s in shards)
+        stats.shed_segments = max(s.shed_segments for s in shards)
+        stats.shed_bytes = max(s.shed_bytes for s in shards)
+        stats.discontinuities = max(s.discontinuities for s in shards)
+        cut: dict[str, int] = {}
+        for s in shards:
+            for what, count in s.cut.items():
+                cut[what] = cut.get(what, 0) + count
+        stats.cut = cut
+        stats.caught_up = all(s.caught_up for s in shards) and all(
+            shard.state.running and not shard.rows for shard in self._shards)
+        stats.shards = [shard.state for shard in self._shards]
+        stats.errors = self._merge_errors + sum(s.errors for s in shards)
+        stats.last_error = stats.last_error or next((s.last_error for s in shards if s.last_error), "")
+
+    def _stop_shards(self) -> None:
+        self._send_all(("stop",))
+        deadline = time.monotonic() + STOP_WAIT_S
+        for shard in self._shards:
+            if shard.process is None:
+                continue
+            shard.process.join(max(0.0, deadline - time.monotonic()))
+            if shard.process.exitcode is None:
+                shard.process.terminate()
+                shard.process.join(1.0)
+            shard.state.running = False
+            if shard.conn is not None:
+                shard.conn.close()
+                shard.conn = None
+
+
+def _key(item: tuple[OrderKey, IndexRow]) -> OrderKey:
+    return item[0]
