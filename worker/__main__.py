@@ -22,9 +22,11 @@ from worker.broadcast import Broadcaster
 from shark.dissect_memory import check_dissect_memory
 from worker.capture import CaptureProcess
 from worker.dissection import MemoryBudget
-from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, OptionError,
-                            WorkerOptions, check_storage_dir, default_storage_dir, parse_listen)
+from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, MAX_DISSECT_SHARDS, OptionError,
+                            WorkerOptions, check_storage_dir, default_dissect_shards,
+                            default_storage_dir, parse_listen)
 from worker.pipeline import Pipeline, read_batch_for
+from worker.sharded import ShardedPipeline
 from worker.redact import Redactor, key_for
 from worker.sources.base import CaptureError
 from worker.store.index import open_index
@@ -74,12 +76,16 @@ def _size(value: str, option: str) -> int:
               help="Also redact this header's value; repeat for several.")
 @click.option("--redact-field", "redact_fields", multiple=True, metavar="NAME",
               help="Also redact query parameters and JSON/form body fields of this name; repeat for several.")
+@click.option("--dissect-shards", type=click.IntRange(1, MAX_DISSECT_SHARDS), default=None,
+              metavar="N",
+              help="Dissect in N processes, each taking its share of the flows, behind one index "
+                   "(1: in a thread of the API process) [default: the CPUs the worker may use].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str, snaplen: int,
          buffer_size: str, storage_dir: Path | None, storage_limit: str, max_storage_limit: str | None,
          dissect_memory: str, listen: str,
          node: str | None, tls: bool, no_redact: bool, redact_headers: tuple[str, ...],
-         redact_fields: tuple[str, ...], log_level: str) -> None:
+         redact_fields: tuple[str, ...], dissect_shards: int | None, log_level: str) -> None:
     """Capture packets, store them in capped PCAP segments, dissect them, serve /api/v1."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
@@ -101,7 +107,8 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
             host=host, port=port, node=node or socket.gethostname(), tls=tls,
             token=shark_token.from_env(), redact=not no_redact,
             redact_headers=_names(redact_headers, "--redact-header"),
-            redact_fields=_names(redact_fields, "--redact-field"))
+            redact_fields=_names(redact_fields, "--redact-field"),
+            dissect_shards=dissect_shards or default_dissect_shards())
         check_listen(host, port, options.token)   # before anything is written
         if options.storage_limit < MIN_STORAGE_LIMIT:
             raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "
@@ -193,19 +200,30 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
             except shark_token.TokenError as error:
                 fail(f"--storage-dir: {error}")
             redactor = Redactor(key, options.redact_headers, options.redact_fields)
-        pipeline = Pipeline(options.storage_dir, index, options.node, broadcaster,
-                            capture_finished=lambda: replay_finished(options, capture),
-                            redactor=redactor, memory=MemoryBudget(options.dissect_memory))
+        finished = lambda: replay_finished(options, capture)   # noqa: E731
+        pipeline: Pipeline | ShardedPipeline
+        if options.dissect_shards > 1:   # each shard keeps to its share of --dissect-memory
+            pipeline = ShardedPipeline(options.storage_dir, index, options.node, broadcaster,
+                                       capture_finished=finished, redactor=redactor,
+                                       shards=options.dissect_shards,
+                                       memory_limit=options.dissect_memory)
+        else:
+            pipeline = Pipeline(options.storage_dir, index, options.node, broadcaster,
+                                capture_finished=finished, redactor=redactor,
+                                memory=MemoryBudget(options.dissect_memory))
         pipeline.read_batch = read_batch_for(options.storage_limit)
         runtime = WorkerRuntime(options, capture, index, pipeline, broadcaster, notes=notes,
                                 redactor=redactor)
         pipeline.start()
         cleanup.callback(pipeline.stop)
         host, port = listener.getsockname()[:2]
-        log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes; %s; %s)",
+        log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes; %s; %s; "
+                 "dissection in %s)",
                  options.node, host, port, options.storage_dir, options.storage_limit,
                  "the token is required" if options.token else "no token: loopback only",
-                 "credentials redacted" if redactor else "redaction off (--no-redact)")
+                 "credentials redacted" if redactor else "redaction off (--no-redact)",
+                 f"{options.dissect_shards} shard processes" if options.dissect_shards > 1
+                 else "a thread")
         server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning",
                                                log_config=None, access_log=False,
                                                timeout_graceful_shutdown=3))

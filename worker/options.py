@@ -23,6 +23,16 @@ DEFAULT_BODY_LIMIT = 1024 * 1024
 DEFAULT_DISSECT_MEMORY = 64 * 1024 * 1024
 
 
+# The most dissection shards --dissect-shards takes (each is a process reading every packet).
+MAX_DISSECT_SHARDS = 64
+
+
+def default_dissect_shards() -> int:
+    """One dissection shard per CPU this process may run on (its affinity, not a cgroup CPU
+    quota: in a pod with a CPU limit, set --dissect-shards to the limit)."""
+    return max(1, min(MAX_DISSECT_SHARDS, len(os.sched_getaffinity(0))))
+
+
 def default_storage_dir() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(state) / "shark" / "worker"
@@ -49,6 +59,7 @@ class WorkerOptions:
     redact_headers: list[str] = field(default_factory=list)   # besides redact.DEFAULT_HEADERS
     redact_fields: list[str] = field(default_factory=list)    # besides redact.DEFAULT_FIELDS
     max_storage_limit: int | None = None  # the operator's cap on the storage limit (PUT /config too)
+    dissect_shards: int = 1               # dissection processes, by flow; 1: in a thread (worker.sharded)
 
 
 class OptionError(ValueError):

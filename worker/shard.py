@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from shark.process import die_with_parent
-from worker.dissection import DONE, EXPIRE_EVERY_NS, IDLE, Dissection, OrderKey
+from worker.dissection import DONE, EXPIRE_EVERY_NS, IDLE, Dissection, MemoryBudget, OrderKey
 from worker.names import Name, NameTable, parse_nets
 from worker.packet import PacketRef
 from worker.redact import Redactor
@@ -55,6 +55,7 @@ class ShardStats(msgspec.Struct):
     caught_up: bool = False
     cut: dict[str, int] = msgspec.field(default_factory=dict)
     assembler: dict[str, int] = msgspec.field(default_factory=dict)
+    memory: MemoryBudget | None = None      # its share of --dissect-memory, and what it held
 
 
 class ShardState(msgspec.Struct):
@@ -91,6 +92,7 @@ class ShardConfig:
     names: dict[str, Name]
     nets: list[str] | None
     finished: bool                   # the replayed file was read to its end already
+    memory_limit: int | None = None  # its share of --dissect-memory (None: no budget)
 
 
 class _Clock:
@@ -124,6 +126,8 @@ class _Shard:
         self._dissection = Dissection(config.node, identities=self._names,
                                       redactor=config.redactor,
                                       shard=(config.index, config.count),
+                                      memory=(MemoryBudget(config.memory_limit)
+                                              if config.memory_limit is not None else None),
                                       position=config.start or (0, 0))
         self._read_batch = config.read_batch
         self._finished = config.finished
@@ -210,6 +214,7 @@ class _Shard:
         stats.packets, stats.not_tcp_udp = dissection.packets, dissection.not_tcp_udp
         stats.cut = dissection.cut
         stats.assembler = dissection.assembler_stats
+        stats.memory = dissection.memory
         try:
             self._conn.send_bytes(self._encoder.encode(ShardReport(self._watermark, rows, stats)))
         except (BrokenPipeError, EOFError, OSError):

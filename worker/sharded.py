@@ -45,7 +45,7 @@ FINISHED_EVERY_S = 0.25
 # Rows a shard may get ahead of the slowest one before the merge stops reading it (its
 # sends then block: the pipe is the back-pressure).
 MAX_AHEAD_ROWS = 100_000
-# A shard that dies this soon after it started is crash-looping: it is started again only
+# A restarted shard that dies this soon after is crash-looping: it is started again only
 # after RESTART_BACKOFF_S (its flows are not dissected meanwhile, and the others go on).
 CRASH_LOOP_S = 5.0
 RESTART_BACKOFF_S = 5.0
@@ -185,9 +185,10 @@ class ShardedPipeline:
             else f"exited with code {code}"
         at = f"{shard.watermark[0]}:{shard.watermark[1]}"
         state = shard.state
+        # The first failure starts it again at once; one that follows a restart quickly waits.
+        quick = state.restarts > 0 and time.monotonic() - shard.started < CRASH_LOOP_S
         state.restarts += 1
         state.last_failure_ts = time.time()
-        quick = time.monotonic() - shard.started < CRASH_LOOP_S
         state.last_failure = (f"shard {state.shard} {why}; started again after packet {at}"
                               f"{f' in {RESTART_BACKOFF_S:.0f}s' if quick else ''}: the "
                               "exchanges in progress on its flows were lost")

@@ -12,6 +12,7 @@ from worker.broadcast import Broadcaster
 from worker.capture import CaptureProcess
 from worker.options import WorkerOptions
 from worker.pipeline import Pipeline
+from worker.sharded import ShardedPipeline
 from worker.redact import Redactor, describe_off
 from worker.sources.base import CaptureError
 from worker.store.index import EntryIndex
@@ -62,7 +63,7 @@ class WorkerRuntime:
     options: WorkerOptions
     capture: CaptureProcess
     index: EntryIndex
-    pipeline: Pipeline
+    pipeline: Pipeline | ShardedPipeline
     broadcaster: Broadcaster
     started: float = field(default_factory=time.time)
     target_ips: list[str] = field(default_factory=list)

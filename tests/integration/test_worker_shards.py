@@ -1,0 +1,50 @@
+"""--dissect-shards on lo: a shard process killed is seen in /status, started again, and the
+worker goes on indexing."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+import pytest
+
+from support.processes import wait_for
+
+pytestmark = pytest.mark.root
+
+
+def requests(base: str, tag: str, count: int) -> None:
+    for number in range(count):   # a connection each: flows (client ports) spread over the shards
+        with httpx.Client(base_url=base) as client:
+            client.get(f"/{tag}/{number}")
+
+
+def paths(worker, tag: str) -> set[str]:
+    return {e["request"]["path"] for e in worker.entries(q=f'request.path.startsWith("/{tag}/")', limit=500)}
+
+
+def test_killed_shard_is_reported_and_started_again(start_worker, http_server):
+    worker = start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}", "--dissect-shards", "2")
+    base = f"http://127.0.0.1:{http_server}"
+    requests(base, "before", 20)
+    wait_for(lambda: len(paths(worker, "before")) == 20, what="20 entries before the kill")
+    shards = worker.status()["dissection"]["shards"]
+    assert [s["shard"] for s in shards] == [0, 1]
+    assert all(s["running"] and s["restarts"] == 0 and s["entries"] > 0 for s in shards)
+    victim = shards[1]["pid"]
+
+    os.kill(victim, signal.SIGKILL)
+    restarted = wait_for(lambda: (s := worker.status()["dissection"]["shards"][1])["restarts"] == 1
+                         and s["running"] and s,
+                         what="the killed shard started again", timeout=30)
+    assert restarted["pid"] != victim
+    assert "SIGKILL" in restarted["last_failure"]
+    assert "lost" in restarted["last_failure"]
+
+    requests(base, "after", 20)
+    wait_for(lambda: len(paths(worker, "after")) == 20, what="20 entries after the kill")
+    status = worker.status()
+    assert status["dissection"]["shards"][1]["entries"] > 0   # the new process dissects its flows
+    ids = [int(e["id"].rpartition(":")[2]) for e in worker.entries(limit=500)]
+    assert len(ids) == len(set(ids)) == 40
