@@ -95,6 +95,8 @@ def _size(value: str, option: str) -> str:
               help="Browse a pcap file instead of capturing (with --local).")
 @click.option("--bpf", default="", metavar="EXPR",
               help="With --local: capture only what this filter (tcpdump syntax) keeps, e.g. 'tcp port 8080'.")
+@click.option("--dissect-shards", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="With --local: the worker dissects in N processes, by flow [default: the CPUs it may use].")
 @click.option("--no-open", is_flag=True, help="Do not open the browser.")
 @click.option("--storage-limit", default="200MB", show_default=True,
               help="Cap on the stored packets (200MB, 1GiB, 500Mi).")
@@ -127,7 +129,8 @@ def _size(value: str, option: str) -> str:
               help="Also redact query parameters and JSON/form body fields of this name; repeat for several.")
 def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_namespaces: bool,
         kubeconfig: str | None, context: str | None, release_namespace: str, image: str | None, image_pull_policy: str,
-        dry_run: bool, timeout: float, ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, no_open: bool,
+        dry_run: bool, timeout: float, ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str,
+        dissect_shards: int | None, no_open: bool,
         storage_limit: str, dissect_memory: str | None, hub_storage: str | None, hub_storage_class: str | None, proxy_host: str,
         proxy_port: int, state_dir: Path | None, tls: bool, tolerate_control_plane: bool, tolerations: tuple[str, ...], no_redact: bool,
         redact_headers: tuple[str, ...], redact_fields: tuple[str, ...]) -> None:
@@ -158,6 +161,9 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
         return [flag for name, flag in flags.items()
                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     if not local:
+        if given({"dissect_shards": "--dissect-shards"}):
+            raise click.UsageError("--dissect-shards needs --local (in a cluster each worker uses "
+                                   "the CPUs of its limit, docs/CLUSTER.md)")
         local_only = given({"ifaces": "-i/--iface", "pcap_file": "--pcap", "bpf": "--bpf", "state_dir": "--state-dir"})
         if local_only:
             raise click.UsageError(f"{local_only[0]} needs --local (in a cluster every node's interfaces "
@@ -189,7 +195,7 @@ def tap(pod_regex: str | None, local: bool, namespaces: tuple[str, ...], all_nam
                            state_dir=state_dir or default_state_dir(),
                            storage_limit=_size(storage_limit, "--storage-limit"),
                            proxy_host=proxy_host, proxy_port=proxy_port, redaction=redaction,
-                           dissect_memory=dissect_memory)
+                           dissect_memory=dissect_memory, dissect_shards=dissect_shards)
     what = f"replaying {pcap_file}" if pcap_file else f"capturing on {', '.join(ifaces or ['lo'])}"
 
     def ready(url: str, token: str) -> None:

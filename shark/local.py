@@ -68,6 +68,7 @@ class LocalOptions:
     proxy_port: int = 8899
     redaction: Redaction = field(default_factory=Redaction)
     dissect_memory: str | None = None   # the worker's --dissect-memory; None: its default
+    dissect_shards: int | None = None   # the worker's --dissect-shards (None: its default)
 
 
 class Child:
@@ -238,7 +239,8 @@ class LocalTap:
                                   "--listen", f"127.0.0.1:{worker_port}",
                                   "--storage-dir", str(storage),
                                   "--storage-limit", o.storage_limit, *o.redaction.worker_args(),
-                                  *dissect_memory_args(o.dissect_memory)],
+                                  *dissect_memory_args(o.dissect_memory),
+                                  *(["--dissect-shards", str(o.dissect_shards)] if o.dissect_shards else [])],
                            logs / "worker.log", self.token)
         self.children.append(worker)
         worker_url = worker.wait_line(r"serving on (http://\S+?)(/api/v1)?\s", START_TIMEOUT_S,

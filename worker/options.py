@@ -27,10 +27,17 @@ DEFAULT_DISSECT_MEMORY = 64 * 1024 * 1024
 MAX_DISSECT_SHARDS = 64
 
 
-def default_dissect_shards() -> int:
-    """One dissection shard per CPU this process may run on (its affinity, not a cgroup CPU
-    quota: in a pod with a CPU limit, set --dissect-shards to the limit)."""
-    return max(1, min(MAX_DISSECT_SHARDS, len(os.sched_getaffinity(0))))
+def default_dissect_shards(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """One dissection shard per CPU this process may use: the CPUs of its affinity, fewer
+    under a cgroup v2 CPU quota (a pod's CPU limit: "100000 100000" is one CPU), rounded up."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass   # no cgroup v2 here, or no quota
+    return max(1, min(MAX_DISSECT_SHARDS, cpus))
 
 
 def default_storage_dir() -> Path:

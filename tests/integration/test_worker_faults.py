@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -65,8 +67,11 @@ def test_healthz_fails_once_the_capture_process_is_dead(start_worker, tmp_path):
     worker = start_worker("--iface", "lo", "--bpf", "tcp port 9", storage_dir=tmp_path / "s")
     health = worker.url.removesuffix("/api/v1") + "/healthz"
     assert httpx.get(health).text == "ok\n"
-    child = subprocess.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True,
-                           text=True).stdout.split()
+    children = subprocess.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True,
+                              text=True).stdout.split()
+    # the capture child is forked (the dissection shards are spawned: multiprocessing.spawn)
+    child = [pid for pid in children
+             if b"multiprocessing" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(child) == 1
     os.kill(int(child[0]), signal.SIGKILL)
     answer = wait_for(lambda: (r := httpx.get(health)).status_code == 503 and r,

@@ -42,8 +42,13 @@ def test_killed_shard_is_reported_and_started_again(start_worker, http_server):
     assert "SIGKILL" in restarted["last_failure"]
     assert "lost" in restarted["last_failure"]
 
+    # Names the hub gives now reach every shard, the restarted one too.
+    names = {"127.0.0.1": {"name": "web-1", "namespace": "shop", "kind": "pod"}}
+    httpx.put(f"{worker.url}/targets", json={"ips": [], "names": names}, timeout=10).raise_for_status()
     requests(base, "after", 20)
     wait_for(lambda: len(paths(worker, "after")) == 20, what="20 entries after the kill")
+    after = worker.entries(q='request.path.startsWith("/after/")', limit=500)
+    assert {e["dst"]["name"] for e in after} == {"web-1"}
     status = worker.status()
     assert status["dissection"]["shards"][1]["entries"] > 0   # the new process dissects its flows
     ids = [int(e["id"].rpartition(":")[2]) for e in worker.entries(limit=500)]

@@ -4,15 +4,15 @@ shard that dies is seen in the stats and started again while the worker goes on.
 from __future__ import annotations
 
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from support.golden import GOLDEN
 from worker.broadcast import Broadcaster
+from worker.options import default_dissect_shards
 from worker.pipeline import Pipeline
 from worker.redact import Redactor
 from worker.sharded import ShardedPipeline
@@ -68,7 +68,7 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-def indexed(store: Path, index_path: Path, shards: int) -> Iterator[IndexRow]:
+def indexed(store: Path, index_path: Path, shards: int) -> list[IndexRow]:
     index = EntryIndex(index_path)
     redactor = Redactor("k" * 32)
     if shards == 1:
@@ -77,6 +77,8 @@ def indexed(store: Path, index_path: Path, shards: int) -> Iterator[IndexRow]:
     else:
         pipeline = ShardedPipeline(store, index, "n1", Broadcaster(), lambda: True, redactor,
                                    shards=shards)
+    # The hub's names, given before the shards start, are stamped by them as in-thread.
+    pipeline.names.replace({"127.0.0.1": ("web-1", "shop", "pod")})
     pipeline.start()
     try:
         wait_for(lambda: pipeline.ended, f"{shards} shards to index the store")
@@ -94,5 +96,16 @@ def test_sharded_index_is_the_single_one(store: Path, tmp_path: Path, shards: in
     protocols = {row.protocol for row in single}
     assert {"http", "dns", "redis", "kafka", "postgres", "mysql", "mqtt", "tls"} <= protocols
     assert len(single) > 300
+    assert any(b'"name":"web-1"' in row.entry_json for row in single)
     assert [row.entry_json for row in sharded] == [row.entry_json for row in single]
     assert sharded == single   # seq (the id), packet refs, flows: every column
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [
+    ("50000 100000\n", 1), ("100000 100000\n", 1), ("max 100000\n", None), ("garbage\n", None)])
+def test_default_shards_follow_the_cpu_quota(tmp_path: Path, cpu_max: str, expected: int | None) -> None:
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    cpus = len(os.sched_getaffinity(0))
+    assert default_dissect_shards(path) == (expected or cpus)
+    assert default_dissect_shards(tmp_path / "missing") == cpus
