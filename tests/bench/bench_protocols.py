@@ -1,7 +1,7 @@
 """Per protocol: how fast the worker indexes a capture of a busy server, against tshark.
 
     .venv/bin/python tests/bench/bench_protocols.py [--only redis,dns] [--scale 1.0]
-        [--work-dir DIR] [--regenerate] [--profile] [--json-out FILE]
+        [--shards 1,2] [--work-dir DIR] [--regenerate] [--profile] [--json-out FILE]
 
 Captures (kept in --work-dir, made again with --regenerate) come from the machine's real
 servers driven as hard as their usual load tools drive them, recorded by tcpdump on lo:
@@ -14,9 +14,10 @@ servers driven as hard as their usual load tools drive them, recorded by tcpdump
   h2c       hypercorn (tests/golden/capture_http2.py's server), httpx over h2 prior knowledge
   dns       dnslib on a free port, one UDP socket per query (as stub resolvers do)
 Then per capture, in the same run: `python -m worker --pcap FILE` from start until /status says
-the file is read and dissection caught up (its entries counted), and `tshark -r FILE -Y PROTO`
-(frames only, no pairing: the cheaper peer). The ratio is tshark's time over ours: above 1.0
-means the worker is faster. --profile adds cProfile's top functions of the in-process path
+the file is read and dissection caught up (its entries counted), once per `--shards` count
+(`--dissect-shards`; default 1 and the CPUs this process may use), and `tshark -r FILE -Y PROTO`
+(frames only, no pairing: the cheaper peer). The ratio is tshark's time over ours (with the
+most shards): above 1.0 means the worker is faster; "N/1" is the speed-up of N shards over one. --profile adds cProfile's top functions of the in-process path
 (source -> decode -> assembler -> dissectors) per protocol.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import shutil
 import signal
@@ -311,34 +313,53 @@ def main() -> None:
     parser.add_argument("--regenerate", action="store_true")
     parser.add_argument("--worker-arg", action="append", default=[], help="passed to every worker run")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--shards", default=f"1,{len(os.sched_getaffinity(0))}",
+                        help="comma-separated --dissect-shards counts to time (default: 1 and the CPUs)")
     parser.add_argument("--json-out")
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in MAKERS]
     if unknown:
         parser.error(f"--only: unknown {unknown[0]!r}; expected some of {', '.join(MAKERS)}")
+    try:
+        counts = sorted({int(n) for n in args.shards.split(",") if n.strip()})
+    except ValueError:
+        parser.error(f"--shards: {args.shards!r} is not a list of numbers, e.g. 1,2")
+    if not counts or counts[0] < 1:
+        parser.error(f"--shards: {args.shards!r}: expected numbers of 1 or more")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     logs = args.work_dir / "logs"
     logs.mkdir(exist_ok=True)
+    headers = ["capture", "MB", "packets", "entries",
+               *(f"worker s, {n} shard{'s' if n > 1 else ''}" for n in counts),
+               *(f"{n}/{counts[0]}" for n in counts[1:]),
+               "entries/s", "tshark -Y s", "tshark/worker"]
     rows, results = [], {}
     for name in names:
         pcap = args.work_dir / f"{name}.pcap"
         if args.regenerate or not pcap.exists():
             print(f"making {pcap} ...", file=sys.stderr)
             MAKERS[name](pcap, args.scale)
-        ours = run_worker(pcap, logs, args.work_dir, args.worker_arg)
+        runs = {n: run_worker(pcap, logs, args.work_dir, [*args.worker_arg, "--dissect-shards", str(n)])
+                for n in counts}
+        if len({run["entries"] for run in runs.values()}) != 1:
+            print(f"{name}: the shard counts indexed different numbers of entries: "
+                  f"{ {n: run['entries'] for n, run in runs.items()} }", file=sys.stderr)
+        ours = runs[counts[-1]]
         peer = run_tshark(pcap, name, logs)
         ratio = peer["wall"] / ours["wall"] if ours["wall"] else 0.0
         size_mb = pcap.stat().st_size / 1e6
-        results[name] = {"pcap_mb": size_mb, "worker": ours, "tshark": peer, "ratio": ratio}
-        rows.append([name, f"{size_mb:.1f}", ours["packets"], ours["entries"], f"{ours['wall']:.2f}",
+        results[name] = {"pcap_mb": size_mb, "worker": ours, "tshark": peer, "ratio": ratio,
+                         "shards": {str(n): run for n, run in runs.items()}}
+        first = runs[counts[0]]["wall"]
+        rows.append([name, f"{size_mb:.1f}", ours["packets"], ours["entries"],
+                     *(f"{runs[n]['wall']:.2f}" for n in counts),
+                     *(f"{first / runs[n]['wall']:.2f}x" for n in counts[1:]),
                      f"{ours['entries'] / ours['wall']:,.0f}", f"{peer['wall']:.2f}", f"{ratio:.2f}x"])
-        print(table(["capture", "MB", "packets", "entries", "worker s", "entries/s", "tshark -Y s",
-                     "tshark/worker"], rows[-1:]), file=sys.stderr)
+        print(table(headers, rows[-1:]), file=sys.stderr)
         if args.profile:
             print(profile(pcap), file=sys.stderr)
-    print(table(["capture", "MB", "packets", "entries", "worker s", "entries/s", "tshark -Y s", "tshark/worker"],
-                rows))
+    print(table(headers, rows))
     write_json(args.json_out, {"machine": machine(), "results": results})
 
 
