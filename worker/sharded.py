@@ -156,16 +156,18 @@ class ShardedPipeline:
         had finished."""
         resume = max(shard.watermark, self._released)
         start = (resume[0], resume[1]) if resume[:2] != (0, 0) else None
-        config = ShardConfig(
-            index=shard.state.shard, count=self._count, storage_dir=self._storage_dir,
-            node=self._node, start=start, read_batch=self._read_batch, redactor=self._redactor,
-            names=self.names.names, nets=self.names.nets_text, finished=self._finished)
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(target=shard_main, args=(config, theirs),
-                                        name=f"shark-shard-{shard.state.shard}", daemon=True)
-        process.start()
-        theirs.close()
+        # Under the guard: names or a read batch changed meanwhile must not miss this shard.
         with self._guard:
+            config = ShardConfig(
+                index=shard.state.shard, count=self._count, storage_dir=self._storage_dir,
+                node=self._node, start=start, read_batch=self._read_batch,
+                redactor=self._redactor, names=self.names.names, nets=self.names.nets_text,
+                finished=self._finished)
+            ours, theirs = self._context.Pipe()
+            process = self._context.Process(target=shard_main, args=(config, theirs),
+                                            name=f"shark-shard-{shard.state.shard}", daemon=True)
+            process.start()
+            theirs.close()
             shard.process, shard.conn = process, ours
             shard.watermark = resume
             shard.started = time.monotonic()
@@ -234,7 +236,10 @@ class ShardedPipeline:
                     if shard.conn is not None and (len(shard.rows) < MAX_AHEAD_ROWS
                                                    or shard.watermark <= floor)]
         sentinels = [shard.process.sentinel for shard in self._shards if shard.state.running]
-        wait([*readable, *sentinels], WAIT_S)
+        if readable or sentinels:
+            wait([*readable, *sentinels], WAIT_S)
+        else:   # every shard waits to be started again
+            self._stop.wait(WAIT_S)
         for shard in self._shards:
             if shard.conn is not None and shard.conn in readable:
                 self._drain(shard)

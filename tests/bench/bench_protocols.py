@@ -264,10 +264,38 @@ def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str]) -> dict:
             if polled - started > 900:
                 raise RuntimeError(f"worker did not finish {pcap.name}: {status}")
             time.sleep(0.1)
-        return {"wall": done - started, "entries": last, "packets": status["dissection"]["packets"]}
+        shards = {s["pid"] for s in status["dissection"].get("shards", [])}
+        cpu = process_cpu([worker.pid, *children(worker.pid)])
+        roles = {"api": cpu.pop(worker.pid, 0.0),
+                 "shards": [round(used, 2) for pid, used in cpu.items() if pid in shards],
+                 "capture": sum(used for pid, used in cpu.items() if pid not in shards)}
+        return {"wall": done - started, "entries": last, "packets": status["dissection"]["packets"],
+                "cpu": roles["api"] + roles["capture"] + sum(roles["shards"]),
+                "cpu_max": max(roles["api"], *roles["shards"]), "cpu_by_process": roles}
     finally:
         worker.stop()
         shutil.rmtree(storage, ignore_errors=True)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def process_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each process has used so far: the worker, its capture child
+    and its dissection shards. On a loaded machine wall times mislead; these do less."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return used
 
 
 def run_tshark(pcap: Path, proto: str, logs: Path) -> dict:
@@ -333,6 +361,7 @@ def main() -> None:
     headers = ["capture", "MB", "packets", "entries",
                *(f"worker s, {n} shard{'s' if n > 1 else ''}" for n in counts),
                *(f"{n}/{counts[0]}" for n in counts[1:]),
+               *(f"cpu s (busiest dissecting process), {n}" for n in counts),
                "entries/s", "tshark -Y s", "tshark/worker"]
     rows, results = [], {}
     for name in names:
@@ -355,6 +384,7 @@ def main() -> None:
         rows.append([name, f"{size_mb:.1f}", ours["packets"], ours["entries"],
                      *(f"{runs[n]['wall']:.2f}" for n in counts),
                      *(f"{first / runs[n]['wall']:.2f}x" for n in counts[1:]),
+                     *(f"{runs[n]['cpu']:.1f} ({runs[n]['cpu_max']:.1f})" for n in counts),
                      f"{ours['entries'] / ours['wall']:,.0f}", f"{peer['wall']:.2f}", f"{ratio:.2f}x"])
         print(table(headers, rows[-1:]), file=sys.stderr)
         if args.profile:
