@@ -271,7 +271,7 @@ def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str]) -> dict:
                  "capture": sum(used for pid, used in cpu.items() if pid not in shards)}
         return {"wall": done - started, "entries": last, "packets": status["dissection"]["packets"],
                 "cpu": roles["api"] + roles["capture"] + sum(roles["shards"]),
-                "cpu_max": max(roles["api"], *roles["shards"]), "cpu_by_process": roles}
+                "cpu_max": max([roles["api"], *roles["shards"]]), "cpu_by_process": roles}
     finally:
         worker.stop()
         shutil.rmtree(storage, ignore_errors=True)
