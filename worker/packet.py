@@ -7,9 +7,9 @@ Entry is made. Captures on lo carry invalid checksums (offload), so checksums ar
 from __future__ import annotations
 
 import socket
-from zlib import crc32
 from struct import Struct
 from typing import NamedTuple
+from zlib import crc32
 
 # A captured frame as sources yield it: (timestamp in ns since the epoch, captured bytes,
 # original length on the wire). Plain tuples keep the capture path free of object overhead.
