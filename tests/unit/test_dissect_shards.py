@@ -4,15 +4,18 @@ shard that dies is seen in the stats and started again while the worker goes on.
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from factories import tcp_packet, udp_packet
 from support.golden import GOLDEN
 from worker.broadcast import Broadcaster
 from worker.options import default_dissect_shards
+from worker.packet import UNREACHABLE, decode, flow_shard
 from worker.pipeline import Pipeline
 from worker.redact import Redactor
 from worker.sharded import ShardedPipeline
@@ -109,3 +112,39 @@ def test_default_shards_follow_the_cpu_quota(tmp_path: Path, cpu_max: str, expec
     cpus = len(os.sched_getaffinity(0))
     assert default_dissect_shards(path) == (expected or cpus)
     assert default_dissect_shards(tmp_path / "missing") == cpus
+
+
+def icmp_unreachable(datagram_frame: bytes, v6: bool) -> bytes:
+    """An ICMP port unreachable from the datagram's destination back to its source, quoting
+    it (IP header on), as a kernel sends one."""
+    quoted = datagram_frame[14:]
+    if v6:
+        src, dst = quoted[24:40], quoted[8:24]
+        icmp = bytes([1, 4, 0, 0, 0, 0, 0, 0]) + quoted
+        header = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, 64, src, dst)
+        return datagram_frame[:12] + b"\x86\xdd" + header + icmp
+    src, dst = quoted[16:20], quoted[12:16]
+    icmp = bytes([3, 3, 0, 0, 0, 0, 0, 0]) + quoted
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0, src, dst)
+    return datagram_frame[:12] + b"\x08\x00" + header + icmp
+
+
+@pytest.mark.parametrize("shards", [2, 3, 5])
+def test_a_flow_has_one_shard_in_both_directions(shards: int) -> None:
+    owners = set()
+    for number in range(40):
+        port = 40000 + 2 * number
+        for client, server in (("10.0.0.1", "10.0.0.2"), ("fd00::1", "fd00::2")):
+            v6 = ":" in client
+            forward = tcp_packet(client, server, port, 5432, flags="S")
+            backward = tcp_packet(server, client, 5432, port, flags="SA")
+            assert flow_shard(1, forward, shards) == flow_shard(1, backward, shards)
+            query = udp_packet(client, server, port, 53, b"q")
+            answer = udp_packet(server, client, 53, port, b"a")
+            refused = icmp_unreachable(query, v6)
+            assert decode(1, refused) is not None and decode(1, refused).proto == UNREACHABLE
+            assert flow_shard(1, query, shards) == flow_shard(1, answer, shards) \
+                == flow_shard(1, refused, shards)
+            owners.add(flow_shard(1, forward, shards))
+    assert owners == set(range(shards))   # 80 flows reach every shard
+    assert flow_shard(1, b"\xff" * 12 + b"\x08\x06" + b"\0" * 28, shards) == 0   # ARP: shard 0
