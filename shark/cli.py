@@ -462,10 +462,19 @@ def status(hub_url: str, cluster: bool, kubeconfig: str | None, context: str | N
                    f"{cap.get('dropped', 0)} (interface {cap.get('if_dropped', 0)}); storage {storage}; "
                    f"entries {index.get('entries', 0)}; dissection lag {dis.get('lag_seconds', 0):.1f}s, "
                    f"shed {dis.get('shed_bytes', 0)} bytes"
+                   + "".join(_shard_trouble(shard) for shard in dis.get("shards") or [])
                    + ("; credentials NOT redacted (--no-redact)"
                       if (st.get("redaction") or {}).get("enabled") is False else ""))
     if failed:
         raise SharkError(f"{failed} of {len(workers)} workers are down")
+
+
+def _shard_trouble(shard: dict) -> str:
+    """What `status` says of a dissection shard that failed (nothing for a sound one)."""
+    if shard.get("running") and not shard.get("restarts"):
+        return ""
+    state = f"restarted {shard.get('restarts', 0)}x" if shard.get("running") else "DOWN"
+    return f"; dissection shard {shard.get('shard')} {state}: {shard.get('last_failure', '')}"
 
 
 @cli.command("mcp")

@@ -159,7 +159,10 @@ def test_status_shows_workers_and_fails_when_one_is_down(hub: respx.MockRouter) 
             {"node": "a", "url": "http://a", "ok": True, "error": None,
              "status": {"capture": {"received": 10, "dropped": 1, "if_dropped": 2},
                         "store": {"bytes": 1000, "limit": 200_000_000}, "index": {"entries": 4},
-                        "dissection": {"lag_seconds": 0.0, "shed_bytes": 0},
+                        "dissection": {"lag_seconds": 0.0, "shed_bytes": 0, "shards": [
+                            {"shard": 0, "running": True, "restarts": 0, "last_failure": ""},
+                            {"shard": 1, "running": True, "restarts": 1,
+                             "last_failure": "shard 1 killed by SIGKILL; started again after packet 3:24"}]},
                         "redaction": {"enabled": True, "headers": ["cookie"], "fields": ["token"]}}},
             {"node": "c", "url": "http://c", "ok": True, "error": None,
              "status": {"redaction": {"enabled": False, "headers": [], "fields": []}}},
@@ -171,6 +174,9 @@ def test_status_shows_workers_and_fails_when_one_is_down(hub: respx.MockRouter) 
     assert "worker b: DOWN: cannot connect" in r
     lines = {line.split(":")[0].strip(): line for line in r.splitlines()}
     assert "NOT redacted" not in lines["worker a"]
+    assert "; dissection shard 1 restarted 1x: shard 1 killed by SIGKILL; started again after packet 3:24" \
+        in lines["worker a"]
+    assert "shard 0" not in lines["worker a"]
     assert lines["worker c"].endswith("; credentials NOT redacted (--no-redact)")
     assert r.exit_status == 1
     assert "1 of 3 workers are down" in r.stderr
