@@ -102,7 +102,11 @@ class ShardedPipeline:
         self._written_cursor = cursor
         self._shards = [_Shard(ShardState(shard=i), watermark=self._released) for i in range(shards)]
         self._guard = threading.Lock()      # commands to the shards come from API threads too
-        self._context = multiprocessing.get_context("spawn")
+        # Shards fork from a server process that imported the dissection once: a shard starts
+        # (and restarts) in milliseconds and shares those pages, and is never forked from
+        # this process, whose other threads may hold locks.
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["worker.shard"])
         self._finished = False
         self._pruned_before = -1
         self._newest_segment = 0

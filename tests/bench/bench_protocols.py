@@ -265,10 +265,10 @@ def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str]) -> dict:
                 raise RuntimeError(f"worker did not finish {pcap.name}: {status}")
             time.sleep(0.1)
         shards = {s["pid"] for s in status["dissection"].get("shards", [])}
-        cpu = process_cpu([worker.pid, *children(worker.pid)])
+        cpu = process_cpu([worker.pid, *descendants(worker.pid)])
         roles = {"api": cpu.pop(worker.pid, 0.0),
                  "shards": [round(used, 2) for pid, used in cpu.items() if pid in shards],
-                 "capture": sum(used for pid, used in cpu.items() if pid not in shards)}
+                 "capture": sum(used for pid, used in cpu.items() if pid not in shards)}   # + fork server
         return {"wall": done - started, "entries": last, "packets": status["dissection"]["packets"],
                 "cpu": roles["api"] + roles["capture"] + sum(roles["shards"]),
                 "cpu_max": max([roles["api"], *roles["shards"]]), "cpu_by_process": roles}
@@ -277,16 +277,28 @@ def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str]) -> dict:
         shutil.rmtree(storage, ignore_errors=True)
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
+def descendants(pid: int) -> list[int]:
+    """Children, theirs, and so on (the shards are children of multiprocessing's fork server)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                kids = [int(c) for c in (task / "children").read_text().split()]
+            except FileNotFoundError:
+                continue
+            found += kids
+            todo += kids
     return found
 
 
 def process_cpu(pids: list[int]) -> dict[int, float]:
-    """CPU seconds (user + system) each process has used so far: the worker, its capture child
-    and its dissection shards. On a loaded machine wall times mislead; these do less."""
+    """CPU seconds (user + system) each process has used so far: the worker, its capture child,
+    its dissection shards and the fork server they come from. On a loaded machine wall times mislead; these do less."""
     tick = os.sysconf("SC_CLK_TCK")
     used = {}
     for pid in pids:
