@@ -69,7 +69,7 @@ def test_healthz_fails_once_the_capture_process_is_dead(start_worker, tmp_path):
     assert httpx.get(health).text == "ok\n"
     children = subprocess.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True,
                               text=True).stdout.split()
-    # the capture child is forked (the dissection shards are spawned: multiprocessing.spawn)
+    # the capture child is forked; the other is the fork server of the dissection shards
     child = [pid for pid in children
              if b"multiprocessing" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(child) == 1

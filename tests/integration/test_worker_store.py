@@ -137,10 +137,14 @@ def test_corrupt_index_is_rebuilt_from_pcap(start_worker, http_server, tmp_path)
 def test_capture_child_never_outlives_a_killed_worker(start_worker, tmp_path):
     import os
     import subprocess as sp
-    worker = start_worker("--iface", "lo", "--bpf", "tcp port 9", storage_dir=tmp_path / "s")
+    worker = start_worker("--iface", "lo", "--bpf", "tcp port 9", "--dissect-shards", "2",
+                          storage_dir=tmp_path / "s")
     children = sp.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True,
                       text=True).stdout.split()
-    assert len(children) >= 1   # capture, and the dissection shards (--dissect-shards)
+    assert len(children) >= 1   # capture, and the dissection shards' fork server
+    shards = wait_for(lambda: (s := worker.status()["dissection"]["shards"]) and all(x["running"] for x in s)
+                      and [x["pid"] for x in s], what="the dissection shards to run")
+    children += [str(pid) for pid in shards]   # the fork server's children
     os.kill(worker.process.pid, signal.SIGKILL)   # the API process only, not its group
     worker.process.wait(10)
 
@@ -152,7 +156,7 @@ def test_capture_child_never_outlives_a_killed_worker(start_worker, tmp_path):
             except ProcessLookupError:
                 pass
         return True
-    wait_for(gone, what="the capture child and the shards to exit after their parent was killed")
+    wait_for(gone, what="capture, fork server and shards to exit after their parent was killed")
     # and the store is free for a new worker at once
     start_worker("--iface", "lo", "--bpf", "tcp port 9", storage_dir=tmp_path / "s")
 
