@@ -4,6 +4,7 @@ shard that dies is seen in the stats and started again while the worker goes on.
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from support.golden import GOLDEN
 from worker.broadcast import Broadcaster
 from worker.options import default_dissect_shards
 from worker.packet import UNREACHABLE, decode, flow_shard
-from worker.pipeline import Pipeline
+from worker.pipeline import DissectionStats, Pipeline
 from worker.redact import Redactor
 from worker.sharded import ShardedPipeline
 from worker.sources import open_file_source
@@ -71,8 +72,12 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-def indexed(store: Path, index_path: Path, shards: int) -> list[IndexRow]:
+def indexed(store: Path, index_path: Path, shards: int,
+            cursor: tuple[int, int] | None = None) -> tuple[list[IndexRow], DissectionStats]:
+    """The rows `shards` shards index from the store (from after `cursor`), and their stats."""
     index = EntryIndex(index_path)
+    if cursor is not None:
+        index.add([], cursor)
     redactor = Redactor("k" * 32)
     if shards == 1:
         pipeline: Pipeline | ShardedPipeline = Pipeline(store, index, "n1", Broadcaster(),
@@ -86,7 +91,7 @@ def indexed(store: Path, index_path: Path, shards: int) -> list[IndexRow]:
     try:
         wait_for(lambda: pipeline.ended, f"{shards} shards to index the store")
         assert pipeline.stats.errors == 0, pipeline.stats.last_error
-        return index.newer_than(0)
+        return index.newer_than(0), pipeline.stats
     finally:
         pipeline.stop()
         index.close()
@@ -94,14 +99,31 @@ def indexed(store: Path, index_path: Path, shards: int) -> list[IndexRow]:
 
 @pytest.mark.parametrize("shards", [2, 3])
 def test_sharded_index_is_the_single_one(store: Path, tmp_path: Path, shards: int) -> None:
-    single = indexed(store, tmp_path / "single.sqlite", 1)
-    sharded = indexed(store, tmp_path / "sharded.sqlite", shards)
+    single, _ = indexed(store, tmp_path / "single.sqlite", 1)
+    sharded, _ = indexed(store, tmp_path / "sharded.sqlite", shards)
     protocols = {row.protocol for row in single}
     assert {"http", "dns", "redis", "kafka", "postgres", "mysql", "mqtt", "tls"} <= protocols
     assert len(single) > 300
     assert any(b'"name":"web-1"' in row.entry_json for row in single)
     assert [row.entry_json for row in sharded] == [row.entry_json for row in single]
     assert sharded == single   # seq (the id), packet refs, flows: every column
+
+
+def test_shards_shed_an_evicted_segment_as_one_dissection_does(store: Path, tmp_path: Path) -> None:
+    """The index cursor points into a segment evicted since: every shard skips to the next
+    one, counts what it lost, and the index is still the single dissection's."""
+    shedding = tmp_path / "store"
+    shutil.copytree(store, shedding)
+    first = list_segments(shedding)[0]
+    first.path.unlink()
+    single, single_stats = indexed(shedding, tmp_path / "single.sqlite", 1, cursor=(first.id, 24))
+    sharded, sharded_stats = indexed(shedding, tmp_path / "sharded.sqlite", 2, cursor=(first.id, 24))
+    assert len(single) > 100
+    assert sharded == single
+    for stats in (single_stats, sharded_stats):
+        assert (stats.shed_segments, stats.discontinuities) == (1, 1)
+    assert [s.shard for s in sharded_stats.shards] == [0, 1]
+    assert all(s.restarts == 0 for s in sharded_stats.shards)
 
 
 @pytest.mark.parametrize(("cpu_max", "expected"), [
