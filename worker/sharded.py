@@ -42,9 +42,9 @@ log = logging.getLogger("shark.worker.sharded")
 
 WAIT_S = 0.05
 FINISHED_EVERY_S = 0.25
-# Rows a shard may get ahead of the slowest one before the merge stops reading it (its
+# Rows a shard may get ahead of the slowest one (~30 MB) before the merge stops reading it (its
 # sends then block: the pipe is the back-pressure).
-MAX_AHEAD_ROWS = 100_000
+MAX_AHEAD_ROWS = 20_000
 # A restarted shard that dies this soon after is crash-looping: it is started again only
 # after RESTART_BACKOFF_S (its flows are not dissected meanwhile, and the others go on).
 CRASH_LOOP_S = 5.0
