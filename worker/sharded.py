@@ -142,9 +142,6 @@ class ShardedPipeline:
                 total[name] = total.get(name, 0) + value
         return total
 
-    def shard_pids(self) -> list[int | None]:
-        return [shard.state.pid if shard.state.running else None for shard in self._shards]
-
     # -- the shards ---------------------------------------------------------------------------
     def _send_all(self, command: tuple[Any, ...]) -> None:
         with self._guard:
@@ -195,9 +192,10 @@ class ShardedPipeline:
         quick = state.restarts > 0 and time.monotonic() - shard.started < CRASH_LOOP_S
         state.restarts += 1
         state.last_failure_ts = time.time()
-        state.last_failure = (f"shard {state.shard} {why}; started again after packet {at}"
-                              f"{f' in {RESTART_BACKOFF_S:.0f}s' if quick else ''}: the "
-                              "exchanges in progress on its flows were lost")
+        again = (f"started again in {RESTART_BACKOFF_S:.0f}s, after the last packet indexed"
+                 if quick else f"started again after packet {at}")
+        state.last_failure = (f"shard {state.shard} {why}; {again}: the exchanges in progress "
+                              "on its flows were lost")
         log.warning("dissection %s", state.last_failure)
         if quick:
             shard.restart_at = time.monotonic() + RESTART_BACKOFF_S
