@@ -54,6 +54,7 @@ class ShardStats(msgspec.Struct):
     last_error: str = ""
     caught_up: bool = False
     cut: dict[str, int] = msgspec.field(default_factory=dict)
+    skipped: dict[str, int] = msgspec.field(default_factory=dict)
     assembler: dict[str, int] = msgspec.field(default_factory=dict)
     memory: MemoryBudget | None = None      # its share of --dissect-memory, and what it held
 
@@ -212,7 +213,7 @@ class _Shard:
         rows = dissection.take_keyed_rows(numbered=False)
         stats.entries += len(rows)
         stats.packets, stats.not_tcp_udp = dissection.packets, dissection.not_tcp_udp
-        stats.cut = dissection.cut
+        stats.cut, stats.skipped = dissection.cut, dissection.skipped
         stats.assembler = dissection.assembler_stats
         stats.memory = dissection.memory
         try:

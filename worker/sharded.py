@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -136,11 +136,7 @@ class ShardedPipeline:
         self._thread.join(timeout)
 
     def assembler_stats(self) -> dict:
-        total: dict[str, int] = {}
-        for shard in self._shards:
-            for name, value in shard.stats.assembler.items():
-                total[name] = total.get(name, 0) + value
-        return total
+        return _summed(shard.stats.assembler for shard in self._shards)
 
     # -- the shards ---------------------------------------------------------------------------
     def _send_all(self, command: tuple[Any, ...]) -> None:
@@ -332,11 +328,8 @@ class ShardedPipeline:
         stats.shed_segments = max(s.shed_segments for s in shards)
         stats.shed_bytes = max(s.shed_bytes for s in shards)
         stats.discontinuities = max(s.discontinuities for s in shards)
-        cut: dict[str, int] = {}
-        for s in shards:
-            for what, count in s.cut.items():
-                cut[what] = cut.get(what, 0) + count
-        stats.cut = cut
+        stats.cut = _summed(s.cut for s in shards)
+        stats.skipped = _summed(s.skipped for s in shards)
         stats.caught_up = all(s.caught_up for s in shards) and all(
             shard.state.running and not shard.rows for shard in self._shards)
         stats.shards = [shard.state for shard in self._shards]
@@ -361,3 +354,11 @@ class ShardedPipeline:
 
 def _key(item: tuple[OrderKey, IndexRow]) -> OrderKey:
     return item[0]
+
+
+def _summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for each in counts:
+        for name, value in each.items():
+            total[name] = total.get(name, 0) + value
+    return total

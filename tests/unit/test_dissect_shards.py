@@ -99,14 +99,17 @@ def indexed(store: Path, index_path: Path, shards: int,
 
 @pytest.mark.parametrize("shards", [2, 3])
 def test_sharded_index_is_the_single_one(store: Path, tmp_path: Path, shards: int) -> None:
-    single, _ = indexed(store, tmp_path / "single.sqlite", 1)
-    sharded, _ = indexed(store, tmp_path / "sharded.sqlite", shards)
+    single, single_stats = indexed(store, tmp_path / "single.sqlite", 1)
+    sharded, sharded_stats = indexed(store, tmp_path / "sharded.sqlite", shards)
     protocols = {row.protocol for row in single}
     assert {"http", "dns", "redis", "kafka", "postgres", "mysql", "mqtt", "tls"} <= protocols
     assert len(single) > 300
     assert any(b'"name":"web-1"' in row.entry_json for row in single)
     assert [row.entry_json for row in sharded] == [row.entry_json for row in single]
     assert sharded == single   # seq (the id), packet refs, flows: every column
+    # and the counters /status shows, summed over the shards
+    for name in ("packets", "not_tcp_udp", "entries", "cut", "skipped", "discontinuities"):
+        assert getattr(sharded_stats, name) == getattr(single_stats, name), name
 
 
 def test_shards_shed_an_evicted_segment_as_one_dissection_does(store: Path, tmp_path: Path) -> None:
