@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.broadcast import Broadcaster
-from worker.dissection import DONE, IDLE, OrderKey, id_prefix_for, number_row
+from worker.dissection import DONE, IDLE, MemoryBudget, OrderKey, id_prefix_for, number_row
 from worker.names import Name, Network, NameTable
 from worker.pipeline import PRUNE_EVERY_S, READ_BATCH, DissectionStats
 from worker.redact import Redactor
@@ -85,7 +85,7 @@ class ShardedPipeline:
 
     def __init__(self, storage_dir: Path, index: EntryIndex, node: str, broadcaster: Broadcaster,
                  capture_finished: Callable[[], bool], redactor: Redactor | None = None,
-                 shards: int = 2) -> None:
+                 shards: int = 2, memory_limit: int | None = None) -> None:
         if shards < 2:
             raise ValueError(f"shards {shards}: a sharded pipeline has at least 2 (1 is Pipeline)")
         self._storage_dir = storage_dir
@@ -96,6 +96,8 @@ class ShardedPipeline:
         self._capture_finished = capture_finished
         self._redactor = redactor
         self._count = shards
+        # Sessions' memory is budgeted per shard: each keeps to its share of --dissect-memory.
+        self._memory_share = None if memory_limit is None else max(1, memory_limit // shards)
         self._next_seq = index.max_seq() + 1
         cursor = index.cursor()
         self._released: Watermark = (*(cursor or (0, 0)), IDLE, 0)
@@ -159,7 +161,7 @@ class ShardedPipeline:
                 index=shard.state.shard, count=self._count, storage_dir=self._storage_dir,
                 node=self._node, start=start, read_batch=self._read_batch,
                 redactor=self._redactor, names=self.names.names, nets=self.names.nets_text,
-                finished=self._finished)
+                finished=self._finished, memory_limit=self._memory_share)
             ours, theirs = self._context.Pipe()
             process = self._context.Process(target=shard_main, args=(config, theirs),
                                             name=f"shark-shard-{shard.state.shard}", daemon=True)
@@ -333,6 +335,10 @@ class ShardedPipeline:
         stats.caught_up = all(s.caught_up for s in shards) and all(
             shard.state.running and not shard.rows for shard in self._shards)
         stats.shards = [shard.state for shard in self._shards]
+        budgets = [s.memory for s in shards if s.memory is not None]
+        if budgets:   # the shards' shares summed: the worker's --dissect-memory
+            stats.memory = MemoryBudget(**{name: sum(getattr(b, name) for b in budgets)
+                                           for name in MemoryBudget.__struct_fields__})
         stats.errors = self._merge_errors + sum(s.errors for s in shards)
         stats.last_error = stats.last_error or next((s.last_error for s in shards if s.last_error), "")
 

@@ -15,6 +15,7 @@ import pytest
 from factories import tcp_packet, udp_packet
 from support.golden import GOLDEN
 from worker.broadcast import Broadcaster
+from worker.dissection import MemoryBudget
 from worker.options import default_dissect_shards
 from worker.packet import UNREACHABLE, decode, flow_shard
 from worker.pipeline import DissectionStats, Pipeline
@@ -81,10 +82,11 @@ def indexed(store: Path, index_path: Path, shards: int,
     redactor = Redactor("k" * 32)
     if shards == 1:
         pipeline: Pipeline | ShardedPipeline = Pipeline(store, index, "n1", Broadcaster(),
-                                                        lambda: True, redactor)
+                                                        lambda: True, redactor,
+                                                        memory=MemoryBudget(64 * 1024 * 1024))
     else:
         pipeline = ShardedPipeline(store, index, "n1", Broadcaster(), lambda: True, redactor,
-                                   shards=shards)
+                                   shards=shards, memory_limit=64 * 1024 * 1024)
     # The hub's names, given before the shards start, are stamped by them as in-thread.
     pipeline.names.replace({"127.0.0.1": ("web-1", "shop", "pod")})
     pipeline.start()
@@ -110,6 +112,9 @@ def test_sharded_index_is_the_single_one(store: Path, tmp_path: Path, shards: in
     # and the counters /status shows, summed over the shards
     for name in ("packets", "not_tcp_udp", "entries", "cut", "skipped", "discontinuities"):
         assert getattr(sharded_stats, name) == getattr(single_stats, name), name
+    assert sharded_stats.memory is not None and single_stats.memory is not None
+    assert sharded_stats.memory.limit == single_stats.memory.limit // shards * shards
+    assert sharded_stats.memory.cut_sessions == single_stats.memory.cut_sessions == 0
 
 
 def test_shards_shed_an_evicted_segment_as_one_dissection_does(store: Path, tmp_path: Path) -> None:
