@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import struct
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from worker.options import default_dissect_shards
 from worker.packet import UNREACHABLE, decode, flow_shard
 from worker.pipeline import DissectionStats, Pipeline
 from worker.redact import Redactor
+from worker import sharded
+from worker.shard import ShardState
 from worker.sharded import ShardedPipeline
 from worker.sources import open_file_source
 from worker.store.index import EntryIndex, IndexRow
@@ -178,3 +181,35 @@ def test_a_flow_has_one_shard_in_both_directions(shards: int) -> None:
             owners.add(flow_shard(1, forward, shards))
     assert owners == set(range(shards))   # 80 flows reach every shard
     assert flow_shard(1, b"\xff" * 12 + b"\x08\x06" + b"\0" * 28, shards) == 0   # ARP: shard 0
+
+
+def test_a_shard_dying_again_soon_after_a_restart_waits_before_the_next(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sharded, "RESTART_BACKOFF_S", 1.0)
+    index = EntryIndex(tmp_path / "index.sqlite")
+    pipeline = ShardedPipeline(store, index, "n1", Broadcaster(), lambda: False, shards=2)
+    pipeline.start()
+    try:
+        def shard_one() -> ShardState:
+            return pipeline.stats.shards[1] if pipeline.stats.shards else ShardState(shard=1)
+
+        wait_for(lambda: pipeline.stats.caught_up, "the shards to catch up")
+        first = shard_one().pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: shard_one().restarts == 1 and shard_one().running, "a restart at once")
+        assert "killed by SIGKILL; started again after packet" in shard_one().last_failure
+        second = shard_one().pid
+        assert second != first
+        os.kill(second, signal.SIGKILL)   # within CRASH_LOOP_S of its start
+        wait_for(lambda: shard_one().restarts == 2, "the second failure")
+        assert shard_one().running is False
+        assert "started again in 1s" in shard_one().last_failure
+        assert pipeline.stats.shards[0].running   # the other shard goes on
+        wait_for(lambda: shard_one().running, "the restart after the wait")
+        assert shard_one().pid not in (first, second)
+        entries = index.count()
+        assert entries > 300 and pipeline.stats.errors == 0
+    finally:
+        pipeline.stop()
+        index.close()
