@@ -31,6 +31,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import File
 
 from hub.kube.names import Fill, fill_json
+from hub.params import bad_query
 from hub.workers import WorkerError, WorkerPool, describe
 from shark import kfl
 from shark.units import UnitError, parse_duration
@@ -129,8 +130,7 @@ class SnapshotStore:
         try:
             query = kfl.compile(params.get("q") or "")
         except kfl.KflError as error:
-            from hub.app import BadQuery   # the hub's 400 with `column`; hub.app imports this module
-            raise BadQuery(error) from None
+            raise bad_query(error) from None
         since, until = _time(params, "since"), _time(params, "until")
         limit = _limit(params.get("limit"))
         found: list[bytes] = []

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from litestar import Request, get, put
+from litestar import Controller, Request, get, put
 from litestar.exceptions import HTTPException
 
+from hub.api import API
+from hub.inject import Injected
 from hub.kube.targeter import SpecError, TargetSpec
 from hub.workers import WorkerPool
 
-API = "/api/v1"
+if TYPE_CHECKING:
+    from hub.kube.cluster import Cluster   # the kubernetes client only in cluster mode
+
 PUT_WAIT_S = 15.0     # at most this long for the workers' answers before PUT answers anyway
 
 
@@ -38,16 +42,39 @@ def local_view(pool: WorkerPool) -> dict[str, Any]:
             "nodes_without_worker": [], "names": 0, "cluster_nets": None, "workers": rows}
 
 
-def target_handlers(pool: WorkerPool, cluster: Any | None) -> list[Any]:
-    """The two routes; `cluster` is the hub's hub.kube.cluster.Cluster, None outside a cluster."""
+class Targets:
+    """What the routes act on: the cluster's targeter, or the workers' own reports without one."""
 
-    @get(f"{API}/targets")
-    async def get_targets() -> dict[str, Any]:
+    def __init__(self, pool: WorkerPool, cluster: Cluster | None) -> None:
+        self.pool = pool
+        self.cluster = cluster
+
+    def view(self) -> dict[str, Any]:
+        return self.cluster.view() if self.cluster is not None else local_view(self.pool)
+
+    async def select(self, spec: TargetSpec) -> dict[str, Any]:
+        if self.cluster is None:
+            raise HTTPException(status_code=409, detail=(
+                "targets: the hub is not in a cluster (started without --kube), so there are no pods "
+                "to select by regex and namespace; narrow a worker's capture with its own "
+                "PUT /api/v1/targets {\"ips\": [...]}, or filter entries with a KFL query (q=)"))
+        try:
+            await asyncio.wait_for(asyncio.shield(self.cluster.targeter.set_spec(spec)), PUT_WAIT_S)
+        except asyncio.TimeoutError:
+            pass   # the answer shows which workers have not answered yet
+        return self.cluster.view()
+
+
+class TargetsController(Controller):
+    path = f"{API}/targets"
+
+    @get()
+    async def get_targets(self, targets: Injected[Targets]) -> dict[str, Any]:
         """The pods selected for capture and what each worker was sent."""
-        return cluster.view() if cluster is not None else local_view(pool)
+        return targets.view()
 
-    @put(f"{API}/targets", status_code=200)
-    async def put_targets(request: Request) -> dict[str, Any]:
+    @put(status_code=200)
+    async def put_targets(self, request: Request, targets: Injected[Targets]) -> dict[str, Any]:
         """Select pods by `regex` (searched in the pod name; null: any) and `namespaces` ([]: all)."""
         raw = await request.body()
         try:
@@ -58,15 +85,4 @@ def target_handlers(pool: WorkerPool, cluster: Any | None) -> list[Any]:
             spec = TargetSpec.parse(body)
         except SpecError as error:
             raise HTTPException(status_code=400, detail=str(error)) from None
-        if cluster is None:
-            raise HTTPException(status_code=409, detail=(
-                "targets: the hub is not in a cluster (started without --kube), so there are no pods "
-                "to select by regex and namespace; narrow a worker's capture with its own "
-                "PUT /api/v1/targets {\"ips\": [...]}, or filter entries with a KFL query (q=)"))
-        try:
-            await asyncio.wait_for(asyncio.shield(cluster.targeter.set_spec(spec)), PUT_WAIT_S)
-        except asyncio.TimeoutError:
-            pass   # the answer shows which workers have not answered yet
-        return cluster.view()
-
-    return [get_targets, put_targets]
+        return await targets.select(spec)

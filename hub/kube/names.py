@@ -73,3 +73,20 @@ class NamedFeed:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.feed, name)
+
+
+class Names:
+    """Names filled into what the hub answers at read time; without a `fill` (outside a
+    cluster) entries pass as the workers wrote them."""
+
+    def __init__(self, fill: Fill | None = None) -> None:
+        self.fill = fill
+
+    def entries(self, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.fill is not None:
+            for entry in found:
+                self.fill(entry)
+        return found
+
+    def entry_json(self, content: bytes) -> bytes:
+        return content if self.fill is None else fill_json(content, self.fill)  # type: ignore[return-value]

@@ -3,8 +3,8 @@ each in its own quickjs context with time and memory limits, run by one scriptin
 
 from __future__ import annotations
 
-from hub.scripts.routes import script_routes
+from hub.scripts.routes import ScriptsController
 from hub.scripts.service import ScriptSettings, Scripting
 from hub.scripts.store import ConfigMapScriptStore, FileScriptStore, MemoryScriptStore, ScriptStore
 
-__all__ = ["ConfigMapScriptStore", "FileScriptStore", "MemoryScriptStore", "ScriptSettings", "ScriptStore", "Scripting", "script_routes"]
+__all__ = ["ConfigMapScriptStore", "FileScriptStore", "MemoryScriptStore", "ScriptSettings", "ScriptStore", "Scripting", "ScriptsController"]

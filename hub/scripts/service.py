@@ -29,7 +29,7 @@ from hub.scripts.store import ConfigMapScriptStore, FileScriptStore, MemoryScrip
 from hub.scripts.syntax import SyntaxProblem, locate
 
 if TYPE_CHECKING:
-    from hub.app import HubState
+    from hub.services import HubServices as HubState
 
 log = logging.getLogger("shark.hub.scripts")
 

@@ -12,7 +12,8 @@ import respx
 from litestar.testing import TestClient
 
 from factories import tentry_json
-from hub.app import HubSettings, create_app, har_log
+from hub.app import HubSettings, create_app
+from hub.har import har_log
 from hub.workers import WorkerClient, WorkerPool
 from shark.pcap import encode_header, encode_record
 

@@ -1,11 +1,13 @@
-"""WS /api/v1/ws: the live feed for clients without SSE, on the same merged stream as /stream.
+"""The live feed: SSE at /api/v1/stream, and WS /api/v1/ws for clients without SSE.
 
-The first message from the client is the KFL query (plain text; "" for everything; a JSON
+SSE: `event: entry` (id = the client's position), `event: status`, `event: lost`, `event: tags`.
+
+WS: the first message from the client is the KFL query (plain text; "" for everything; a JSON
 object {"q": "..."} is accepted too). It is validated here: an invalid query is answered with
 {"type": "error", "payload": {"detail", "column"}} and the socket is closed with 1008. After
 that every message is {"type", "payload"}: "entry" (an Entry, plus "seq", its SSE id: the
-position after it), "status" (a worker's health changed: {node, url, ok, error}) and "lost" ({lost: N}, events
-dropped from this client's bounded queue, oldest first).
+position after it), "status" (a worker's health changed: {node, url, ok, error}) and "lost"
+({lost: N}, events dropped from this client's bounded queue, oldest first).
 """
 
 from __future__ import annotations
@@ -15,29 +17,28 @@ import json
 import logging
 from typing import Any
 
-from litestar import WebSocket, websocket
+from litestar import Controller, Request, WebSocket, get, websocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.types import ASGIApp
+from sse_starlette import EventSourceResponse
 
+from hub import params
+from hub.api import API
+from hub.errors import Unavailable
+from hub.inject import Injected
 from hub.metrics import StreamCounters
-from hub.stream import Feed
 from shark import kfl
 
 log = logging.getLogger("shark.hub.ws")
+
+SSE_PING_S = 15
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013          # RFC 6455 registry: the server is overloaded; come back later
 FIRST_MESSAGE_TIMEOUT_S = 30.0
 
-
-def parse_first(message: str) -> str:
-    text = message.strip()
-    if text.startswith("{"):
-        try:
-            decoded = json.loads(text)
-        except ValueError:
-            return message
-        if isinstance(decoded, dict) and isinstance(decoded.get("q", ""), str):
-            return decoded.get("q", "")
-    return message
+# what live clients read: Feed or NamedFeed (a union of two classes msgspec cannot check)
+LiveFeed = Injected[Any]
 
 
 def as_message(event: Any) -> dict[str, Any]:
@@ -48,9 +49,25 @@ def as_message(event: Any) -> dict[str, Any]:
     return {"type": event.event, "payload": payload}
 
 
-def ws_handler(path: str, feed: Feed, counters: StreamCounters):  # noqa: ANN201
-    @websocket(path)
-    async def ws(socket: WebSocket) -> None:
+class LiveController(Controller):
+    path = API
+
+    @get("/stream", include_in_schema=False)
+    async def stream(self, request: Request, live: LiveFeed,
+                     counters: Injected[StreamCounters]) -> ASGIApp:
+        """SSE: `event: entry` (id = hub sequence), `event: status`, `event: lost`."""
+        q, last_id = params.live(dict(request.query_params), request.headers)
+        problem = live.refusal(q)
+        if problem is not None:
+            raise Unavailable(problem, headers={"Retry-After": "10"})
+        # the headers say "streaming from now": sent once the query's worker streams are open
+        await live.ready(q)
+        events = counters.track(live.events(q, last_id))
+        return EventSourceResponse(events, ping=SSE_PING_S, headers=SSE_HEADERS)
+
+    @websocket("/ws")
+    async def ws(self, socket: WebSocket, live: LiveFeed,
+                 counters: Injected[StreamCounters]) -> None:
         """The merged live feed over a WebSocket; first message: the KFL query."""
         await socket.accept()
         try:
@@ -58,20 +75,20 @@ def ws_handler(path: str, feed: Feed, counters: StreamCounters):  # noqa: ANN201
         except (WebSocketDisconnect, asyncio.TimeoutError):
             await _close(socket, POLICY_VIOLATION)
             return
-        q = parse_first(first)
-        if q.strip() and (error := kfl.validate(q)) is not None:
+        text = params.ws_query(first)
+        q = text.strip() or None
+        if q is not None and (error := kfl.validate(text)) is not None:
             await socket.send_json({"type": "error", "payload": {"detail": f"q: {error}", "column": error.column}})
             await _close(socket, POLICY_VIOLATION)
             return
-
-        problem = feed.refusal(q.strip() or None)
+        problem = live.refusal(q)
         if problem is not None:
             await socket.send_json({"type": "error", "payload": {"detail": problem}})
             await _close(socket, TRY_AGAIN_LATER)
             return
 
         async def pump() -> None:
-            async for event in counters.track(feed.events(q.strip() or None, None), "ws"):
+            async for event in counters.track(live.events(q, None), "ws"):
                 await socket.send_json(as_message(event))
 
         async def watch() -> None:
@@ -93,8 +110,6 @@ def ws_handler(path: str, feed: Feed, counters: StreamCounters):  # noqa: ANN201
                 if isinstance(result, Exception) and not isinstance(result, WebSocketDisconnect):
                     log.debug("websocket client: %r", result)
         await _close(socket, 1000)
-
-    return ws
 
 
 async def _close(socket: WebSocket, code: int) -> None:

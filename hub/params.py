@@ -1,0 +1,88 @@
+"""The hub's query parameters, parsed and checked: text in, values or a BadRequest naming the
+parameter out; no I/O.
+
+KFL is validated once here: an invalid `q` is a 400 with its column before any worker is
+asked; a valid one is pushed down so only matches cross the network.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from hub.errors import BadRequest
+from hub.stream import last_event_id
+from shark import kfl
+
+QUERY_PARAMS = ("q", "since", "until", "limit")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 100_000
+
+
+def bad_query(error: kfl.KflError) -> BadRequest:
+    return BadRequest(f"q: {error}", column=error.column)
+
+
+def only(params: Mapping[str, str], allowed: tuple[str, ...], hint: str = "") -> None:
+    for name in params:
+        if name not in allowed:
+            expected = allowed[0] if len(allowed) == 1 else f"one of {', '.join(allowed)}"
+            raise BadRequest(f"{name}: unknown query parameter; expected {expected}{hint}")
+
+
+def query(params: Mapping[str, str], allowed: tuple[str, ...] = QUERY_PARAMS) -> dict[str, str]:
+    """The parameters of a query over the workers' entries, `q` compiled; empty ones dropped."""
+    only(params, allowed, " (filters are KFL queries in q, e.g. q=http and status >= 500)")
+    if params.get("q"):
+        try:
+            kfl.compile(params["q"])
+        except kfl.KflError as error:
+            raise bad_query(error) from None
+    return {name: value for name, value in params.items() if value != ""}
+
+
+def limit(params: Mapping[str, str], default: int = DEFAULT_LIMIT) -> int:
+    text = params.get("limit")
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"limit: {text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise BadRequest(f"limit: {value} is outside 1-{MAX_LIMIT}")
+    return value
+
+
+def entry_node(entry_id: str) -> str:
+    """The node of an entry id NODE:NUMBER."""
+    node, sep, number = entry_id.rpartition(":")
+    if not sep or not node or not number.isdigit():
+        raise BadRequest(f"id: {entry_id!r} is not an entry id (NODE:NUMBER)")
+    return node
+
+
+def live(params: Mapping[str, str], headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """/stream's query `q` (None: everything) and its Last-Event-ID, checked."""
+    try:
+        last_id = last_event_id(dict(headers))   # a bad one is told first
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    only(params, ("q",))
+    q = params.get("q") or None
+    if q is not None and (error := kfl.validate(q)) is not None:
+        raise bad_query(error)
+    return q, last_id
+
+
+def ws_query(message: str) -> str:
+    """The query of a WebSocket's first message: plain KFL text, or {"q": "..."}."""
+    text = message.strip()
+    if text.startswith("{"):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return message
+        if isinstance(decoded, dict) and isinstance(decoded.get("q", ""), str):
+            return decoded.get("q", "")
+    return message

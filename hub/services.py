@@ -1,0 +1,90 @@
+"""The parts of one hub, built once from its settings, and handed to the routes by name as
+Litestar dependencies (a route asks for `pool: WorkerPool`, `scripting: Scripting`, ...)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar
+from litestar.di import Provide
+
+from hub.edgemetrics import EdgeMetrics
+from hub.kube.names import NamedFeed, Names
+from hub.metrics import StreamCounters
+from hub.scripts import Scripting
+from hub.settings import HubSettings
+from hub.snapshots import DIRECTORY as SNAPSHOT_DIRECTORY, SnapshotStore
+from hub.stream import Feed
+from hub.targets import Targets
+from hub.workers import WorkerPool
+
+if TYPE_CHECKING:
+    from hub.kube.cluster import Cluster
+
+
+@dataclass
+class HubServices:
+    settings: HubSettings
+    pool: WorkerPool
+    feed: Feed                   # the live feed as the workers stream it
+    live: Feed | NamedFeed       # ... as clients read it (names filled in a cluster)
+    counters: StreamCounters
+    names: Names
+    edge_metrics: EdgeMetrics
+    snapshots: SnapshotStore
+    targets: Targets
+    cluster: Cluster | None
+    started: float
+    scripting: Scripting | None = None
+
+    @classmethod
+    def build(cls, settings: HubSettings) -> HubServices:
+        pool = WorkerPool(settings.workers, poll_interval=settings.poll_interval, allow_empty=settings.kube,
+                          timeout=settings.timeout, retries=settings.retries, backoff=settings.backoff,
+                          token=settings.token, **settings.client_options)
+        feed = Feed(pool, max_clients=settings.max_live_clients, max_queries=settings.max_live_queries)
+        # In a cluster, endpoints the workers did not name are named at read time (hub/kube/names.py).
+        cluster = _cluster(settings, pool) if settings.kube else None
+        names = Names(cluster.fill if cluster is not None else None)
+        snapshots = SnapshotStore(settings.state_dir / SNAPSHOT_DIRECTORY if settings.state_dir is not None else None,
+                                  settings.snapshot_limit)
+        services = cls(settings, pool, feed, NamedFeed(feed, names.fill) if names.fill is not None else feed,
+                       StreamCounters(), names, EdgeMetrics(settings.metrics_edges), snapshots,
+                       Targets(pool, cluster), cluster, time.time())
+        services.scripting = Scripting(services)
+        return services
+
+    @asynccontextmanager
+    async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        await self.pool.start()
+        try:
+            yield
+        finally:
+            await self.edge_metrics.stop()
+            await self.feed.close()
+            await self.pool.close()
+
+    def lifespans(self) -> list[Any]:
+        """Started in this order, stopped in the reverse."""
+        assert self.scripting is not None
+        return [self.lifespan, self.scripting.lifespan] + ([self.cluster.lifespan] if self.cluster else [])
+
+    def dependencies(self) -> dict[str, Provide]:
+        """What routes may ask for, by parameter name."""
+        return {name: _value(getattr(self, name)) for name in
+                ("pool", "live", "counters", "names", "edge_metrics", "snapshots", "targets", "scripting", "started")}
+
+
+def _value(value: Any) -> Provide:
+    def dependency() -> Any:
+        return value
+    return Provide(dependency, use_cache=True, sync_to_thread=False)
+
+
+def _cluster(settings: HubSettings, pool: WorkerPool) -> Cluster:
+    from hub.kube.cluster import Cluster, KubeSettings   # the kubernetes client only in cluster mode
+    return Cluster(pool, settings.kube_settings or KubeSettings())
