@@ -15,7 +15,8 @@ from litestar.di import Provide
 from hub.edgemetrics import EdgeMetrics
 from hub.kube.names import NamedFeed, Names
 from hub.metrics import StreamCounters
-from hub.scripts import Scripting
+from hub.scripts import ScriptSettings, Scripting
+from hub.scripts.service import script_store
 from hub.settings import HubSettings
 from hub.snapshots import DIRECTORY as SNAPSHOT_DIRECTORY, SnapshotStore
 from hub.stream import Feed
@@ -23,7 +24,7 @@ from hub.targets import Targets
 from hub.workers import WorkerPool
 
 if TYPE_CHECKING:
-    from hub.kube.cluster import Cluster
+    from hub.kube.cluster import Cluster, KubeSettings
 
 
 @dataclass
@@ -38,8 +39,8 @@ class HubServices:
     snapshots: SnapshotStore
     targets: Targets
     cluster: Cluster | None
+    scripting: Scripting
     started: float
-    scripting: Scripting | None = None
 
     @classmethod
     def build(cls, settings: HubSettings) -> HubServices:
@@ -52,11 +53,12 @@ class HubServices:
         names = Names(cluster.fill if cluster is not None else None)
         snapshots = SnapshotStore(settings.state_dir / SNAPSHOT_DIRECTORY if settings.state_dir is not None else None,
                                   settings.snapshot_limit)
-        services = cls(settings, pool, feed, NamedFeed(feed, names.fill) if names.fill is not None else feed,
-                       StreamCounters(), names, EdgeMetrics(settings.metrics_edges), snapshots,
-                       Targets(pool, cluster), cluster, time.time())
-        services.scripting = Scripting(services)
-        return services
+        scripts = settings.scripts or ScriptSettings()
+        scripting = Scripting(scripts, pool, feed, settings.state_dir,
+                              script_store(scripts, settings.state_dir, _kube_settings(settings)))
+        return cls(settings, pool, feed, NamedFeed(feed, names.fill) if names.fill is not None else feed,
+                   StreamCounters(), names, EdgeMetrics(settings.metrics_edges), snapshots,
+                   Targets(pool, cluster), cluster, scripting, time.time())
 
     @asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -70,7 +72,6 @@ class HubServices:
 
     def lifespans(self) -> list[Any]:
         """Started in this order, stopped in the reverse."""
-        assert self.scripting is not None
         return [self.lifespan, self.scripting.lifespan] + ([self.cluster.lifespan] if self.cluster else [])
 
     def dependencies(self) -> dict[str, Provide]:
@@ -85,6 +86,15 @@ def _value(value: Any) -> Provide:
     return Provide(dependency, use_cache=True, sync_to_thread=False)
 
 
+def _kube_settings(settings: HubSettings) -> KubeSettings | None:
+    if not settings.kube:
+        return None
+    from hub.kube.cluster import KubeSettings   # the kubernetes client only in cluster mode
+    return settings.kube_settings or KubeSettings()
+
+
 def _cluster(settings: HubSettings, pool: WorkerPool) -> Cluster:
-    from hub.kube.cluster import Cluster, KubeSettings   # the kubernetes client only in cluster mode
-    return Cluster(pool, settings.kube_settings or KubeSettings())
+    from hub.kube.cluster import Cluster   # the kubernetes client only in cluster mode
+    kube = _kube_settings(settings)
+    assert kube is not None
+    return Cluster(pool, kube)

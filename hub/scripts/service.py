@@ -1,7 +1,7 @@
 """Scripting in the hub, put together: the store, the scripting thread, the scripts' console,
 the actions, and the hub task that feeds new entries to onItemCaptured.
 
-The routes (routes.py) call this; hub/app.py creates one per hub and runs its lifespan.
+The routes (routes.py) call this; hub/services.py creates one per hub and the app runs its lifespan.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from hub.scripts.model import MAX_CODE_BYTES, StoredScript, name_problem
 from hub.scripts.runtime import Limits, ScriptRuntime
 from hub.scripts.store import ConfigMapScriptStore, FileScriptStore, MemoryScriptStore, ScriptStore, StoreError
 from hub.scripts.syntax import SyntaxProblem, locate
+from hub.stream import Feed
+from hub.workers import WorkerPool
 
 if TYPE_CHECKING:
-    from hub.services import HubServices as HubState
+    from hub.kube.cluster import KubeSettings     # the kubernetes client only in cluster mode
 
 log = logging.getLogger("shark.hub.scripts")
 
@@ -66,28 +68,30 @@ class ScriptRejected(ValueError):
         self.syntax = syntax
 
 
+def script_store(settings: ScriptSettings, state_dir: Path | None, kube: KubeSettings | None) -> ScriptStore:
+    """Where scripts are kept: the settings' store, else a ConfigMap in a cluster (the pod's files
+    do not outlive it), else files in the state directory, else memory."""
+    if settings.store is not None:
+        return settings.store
+    if kube is not None and kube.api_client is not None:
+        return ConfigMapScriptStore(kube.api_client, kube.resolved_namespace())
+    if state_dir is not None:
+        return FileScriptStore(state_dir / "scripts")
+    return MemoryScriptStore()
+
+
 class Scripting:
-    def __init__(self, state: HubState) -> None:
-        self.state = state
-        settings: ScriptSettings = getattr(state.settings, "scripts", None) or ScriptSettings()
+    def __init__(self, settings: ScriptSettings, pool: WorkerPool, feed: Feed, state_dir: Path | None,
+                 store: ScriptStore) -> None:
+        self.feed = feed
         self.settings = settings
         self.limits = Limits(settings.time_limit_s, settings.memory_limit)
-        state_dir: Path | None = state.settings.state_dir
-        kube = getattr(state.settings, "kube_settings", None)
-        if settings.store is not None:
-            self.store: ScriptStore = settings.store
-        elif state.settings.kube and getattr(kube, "api_client", None) is not None:
-            # in a cluster the pod's files do not outlive it: scripts go to a ConfigMap
-            self.store = ConfigMapScriptStore(kube.api_client, kube.resolved_namespace())
-        elif state_dir is not None:
-            self.store = FileScriptStore(Path(state_dir) / "scripts")
-        else:
-            self.store = MemoryScriptStore()
+        self.store = store
         self.logs = ScriptLogs()
-        self.actions = Actions(state.pool, self.logs, settings.allowed_hosts,
-                               Path(state_dir) / "snapshots" if state_dir is not None else None,
+        self.actions = Actions(pool, self.logs, settings.allowed_hosts,
+                               state_dir / "snapshots" if state_dir is not None else None,
                                self._disabled_by_engine, settings.outbound_transport, settings.outbound_timeout_s,
-                               on_tagged=state.feed.announce_tags, snapshot_limit=settings.snapshot_limit)
+                               on_tagged=feed.announce_tags, snapshot_limit=settings.snapshot_limit)
         self.engine = ScriptEngines(self.limits, dict(settings.env), self.actions.dispatch,
                                     max_failures=settings.max_failures, failure_window_s=settings.failure_window_s)
         self.scripts: dict[str, StoredScript] = {}
@@ -141,7 +145,7 @@ class Scripting:
     async def _follow_feed(self) -> None:
         while True:
             try:
-                async for event in self.state.feed.events(None, None):
+                async for event in self.feed.events(None, None):
                     if event.event == "entry":
                         self.engine.captured(str(event.data))
                     elif event.event == "lost":
