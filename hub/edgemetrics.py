@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.events import HubEvent, Lost
 from hub.servicemap import HTTP_LIKE, endpoint_id, is_error
+from hub.stream import Feed
 
 log = logging.getLogger("shark.hub")
 
@@ -148,27 +150,23 @@ class EdgeMetrics:
         return "\n".join(lines) + "\n"
 
     # -- feeding from the hub's live feed ------------------------------------------------
-    def start(self, feed: Any) -> None:
-        """Follow every entry of `feed` (hub.stream.Feed or the NamedFeed) from now on; once."""
+    def start(self, feed: Feed) -> None:
+        """Follow every entry of `feed` (hub.stream.Feed) from now on; once."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._follow(feed.events(None, None)))
 
-    async def _follow(self, events: AsyncIterator[Any]) -> None:
+    async def _follow(self, events: AsyncIterator[HubEvent]) -> None:
         try:
             async for event in events:
-                kind = getattr(event, "event", None)
-                if kind == "entry":
+                if isinstance(event.data, Lost):
+                    self.lost += event.data.lost or 0
+                elif event.kind == "entry" and isinstance(event.data, bytes):
                     try:
                         entry = json.loads(event.data)
-                    except (TypeError, ValueError):
+                    except ValueError:
                         continue
                     if isinstance(entry, dict):
                         self.observe(entry)
-                elif kind == "lost":
-                    try:
-                        self.lost += int(json.loads(event.data).get("lost") or 0)
-                    except (TypeError, ValueError, AttributeError):
-                        pass
         except Exception:  # noqa: BLE001 - metrics must never take the hub down
             log.exception("edge metrics stopped following the feed")
         finally:

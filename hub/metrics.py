@@ -3,9 +3,10 @@ pool last polled it, and the hub's own stream counters."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
+
+from hub.events import HubEvent, Lost
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -18,18 +19,14 @@ class StreamCounters:
         self.ws_clients = 0
         self.lost_total = 0
 
-    async def track(self, events: AsyncIterator[Any], kind: str = "sse") -> AsyncIterator[Any]:
-        """Pass `events` (sse_starlette ServerSentEvents) through, counting the client and its
-        `lost` events."""
+    async def track(self, events: AsyncIterator[HubEvent], kind: str = "sse") -> AsyncIterator[HubEvent]:
+        """Pass a client's `events` through, counting the client and its `lost` events."""
         attr = f"{kind}_clients"
         setattr(self, attr, getattr(self, attr) + 1)
         try:
             async for event in events:
-                if getattr(event, "event", None) == "lost":
-                    try:
-                        self.lost_total += int(json.loads(event.data)["lost"])
-                    except (ValueError, KeyError, TypeError):
-                        pass
+                if isinstance(event.data, Lost) and event.data.lost:
+                    self.lost_total += event.data.lost
                 yield event
         finally:
             setattr(self, attr, getattr(self, attr) - 1)

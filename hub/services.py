@@ -13,7 +13,7 @@ from litestar import Litestar
 from litestar.di import Provide
 
 from hub.edgemetrics import EdgeMetrics
-from hub.kube.names import NamedFeed, Names
+from hub.kube.names import Names
 from hub.metrics import StreamCounters
 from hub.scripts import ScriptSettings, Scripting
 from hub.scripts.service import script_store
@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 class HubServices:
     settings: HubSettings
     pool: WorkerPool
-    feed: Feed                   # the live feed as the workers stream it
-    live: Feed | NamedFeed       # ... as clients read it (names filled in a cluster)
+    feed: Feed
     counters: StreamCounters
     names: Names
     edge_metrics: EdgeMetrics
@@ -47,17 +46,18 @@ class HubServices:
         pool = WorkerPool(settings.workers, poll_interval=settings.poll_interval, allow_empty=settings.kube,
                           timeout=settings.timeout, retries=settings.retries, backoff=settings.backoff,
                           token=settings.token, **settings.client_options)
-        feed = Feed(pool, max_clients=settings.max_live_clients, max_queries=settings.max_live_queries)
+        kube = _kube_settings(settings)      # None outside a cluster
+        cluster = _cluster(pool, kube) if kube is not None else None
         # In a cluster, endpoints the workers did not name are named at read time (hub/kube/names.py).
-        cluster = _cluster(settings, pool) if settings.kube else None
         names = Names(cluster.fill if cluster is not None else None)
+        feed = Feed(pool, max_clients=settings.max_live_clients, max_queries=settings.max_live_queries,
+                    rewrite=names.entry_json if names.fill is not None else None)
         snapshots = SnapshotStore(settings.state_dir / SNAPSHOT_DIRECTORY if settings.state_dir is not None else None,
                                   settings.snapshot_limit)
         scripts = settings.scripts or ScriptSettings()
         scripting = Scripting(scripts, pool, feed, settings.state_dir,
-                              script_store(scripts, settings.state_dir, _kube_settings(settings)))
-        return cls(settings, pool, feed, NamedFeed(feed, names.fill) if names.fill is not None else feed,
-                   StreamCounters(), names, EdgeMetrics(settings.metrics_edges), snapshots,
+                              script_store(scripts, settings.state_dir, kube))
+        return cls(settings, pool, feed, StreamCounters(), names, EdgeMetrics(settings.metrics_edges), snapshots,
                    Targets(pool, cluster), cluster, scripting, time.time())
 
     @asynccontextmanager
@@ -77,7 +77,7 @@ class HubServices:
     def dependencies(self) -> dict[str, Provide]:
         """What routes may ask for, by parameter name."""
         return {name: _value(getattr(self, name)) for name in
-                ("pool", "live", "counters", "names", "edge_metrics", "snapshots", "targets", "scripting", "started")}
+                ("pool", "feed", "counters", "names", "edge_metrics", "snapshots", "targets", "scripting", "started")}
 
 
 def _value(value: Any) -> Provide:
@@ -93,8 +93,6 @@ def _kube_settings(settings: HubSettings) -> KubeSettings | None:
     return settings.kube_settings or KubeSettings()
 
 
-def _cluster(settings: HubSettings, pool: WorkerPool) -> Cluster:
+def _cluster(pool: WorkerPool, kube: KubeSettings) -> Cluster:
     from hub.kube.cluster import Cluster   # the kubernetes client only in cluster mode
-    kube = _kube_settings(settings)
-    assert kube is not None
     return Cluster(pool, kube)

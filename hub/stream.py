@@ -17,6 +17,9 @@ naming the node and why (a worker down, a node not in the feed then, a store res
 
 Each client has one bounded queue: when it is full the oldest event goes and the client is
 told with `event: lost` {lost: N}.
+
+Events are hub/events.py's HubEvent, made once per event and shared by the group's clients;
+an entry is named (in a cluster) once, when the group publishes it, not per client.
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote, unquote
 
 import httpx
-from sse_starlette import ServerSentEvent
 
+from hub.events import HubEvent, entry_event, lost_event, status_event, tags_event
 from hub.workers import WorkerClient, WorkerPool, describe
 
 log = logging.getLogger("shark.hub.stream")
@@ -48,6 +51,7 @@ MAX_LIVE_CLIENTS = 1_000   # SSE + WebSocket clients at once (each holds a queue
 MAX_LIVE_QUERIES = 100     # distinct live queries at once (each holds one stream per worker)
 
 Positions = dict[str, tuple[str, int]]   # node -> (worker store id, last worker seq sent)
+Rewrite = Callable[[bytes], bytes]       # an entry's JSON as clients get it (names filled in)
 
 
 def format_positions(positions: Positions) -> str:
@@ -72,19 +76,19 @@ class ClientQueue:
     """A bounded queue that drops the oldest item and counts what it dropped."""
 
     def __init__(self, size: int = CLIENT_QUEUE) -> None:
-        self.items: deque[ServerSentEvent] = deque()
+        self.items: deque[HubEvent] = deque()
         self.size = size
         self.lost = 0
         self.ready = asyncio.Event()
 
-    def put(self, event: ServerSentEvent) -> None:
+    def put(self, event: HubEvent) -> None:
         if len(self.items) >= self.size:
             self.items.popleft()
             self.lost += 1
         self.items.append(event)
         self.ready.set()
 
-    async def get(self) -> tuple[ServerSentEvent, int]:
+    async def get(self) -> tuple[HubEvent, int]:
         while not self.items:
             self.ready.clear()
             await self.ready.wait()
@@ -174,18 +178,8 @@ def _evicted_count(data: str) -> int:
     return evicted if isinstance(evicted, int) and evicted > 0 else 0
 
 
-def status_event(client: WorkerClient, ok: bool, error: str | None) -> ServerSentEvent:
-    payload = {"node": client.node, "url": client.url, "ok": ok, "error": error}
-    return ServerSentEvent(data=json.dumps(payload), event="status")
-
-
-def lost_event(lost: int | None, reason: str | None = None, node: str | None = None) -> ServerSentEvent:
-    payload: dict[str, Any] = {"lost": lost}
-    if reason:
-        payload["reason"] = reason
-    if node:
-        payload["node"] = node
-    return ServerSentEvent(data=json.dumps(payload), event="lost")
+def worker_status(client: WorkerClient, ok: bool, error: str | None) -> HubEvent:
+    return status_event(client.node, client.url, ok, error)
 
 
 class Follower:
@@ -211,7 +205,7 @@ class Group:
         self.up: dict[WorkerClient, tuple[bool, str | None]] = {}
         self.positions: Positions = {}
         self.cursor = ""                  # format_positions(self.positions), kept current
-        self.recent: deque[tuple[str, ServerSentEvent]] = deque(maxlen=feed.recent_size)
+        self.recent: deque[tuple[str, HubEvent]] = deque(maxlen=feed.recent_size)
         self.closer: asyncio.Task[None] | None = None
 
     # -- workers --------------------------------------------------------------------------
@@ -225,13 +219,13 @@ class Group:
         if follower is not None and follower.task is not None:
             follower.task.cancel()
         self.up.pop(client, None)
-        self._broadcast(status_event(client, False, "left the hub's workers"))
+        self._broadcast(worker_status(client, False, "left the hub's workers"))
 
     def _set_up(self, client: WorkerClient, ok: bool, error: str | None) -> None:
         if self.up.get(client, (None, None))[0] is ok:
             return
         self.up[client] = (ok, error)
-        self._broadcast(status_event(client, ok, error))
+        self._broadcast(worker_status(client, ok, error))
 
     def _after(self, follower: Follower) -> str | None:
         """Where a reconnecting follower resumes: STORE:SEQ of its node's position."""
@@ -322,12 +316,12 @@ class Group:
             if worker_seq > seq:
                 self.positions[node] = (store, worker_seq)
                 self.cursor = format_positions(self.positions)
-        event = ServerSentEvent(data=data, event="entry", id=self.cursor or None)
+        event = entry_event(self.feed.entry(data), self.cursor or None)
         self.recent.append((self.cursor, event))
         for member in self.members:
             member.put(event)
 
-    def _broadcast(self, event: ServerSentEvent) -> None:
+    def _broadcast(self, event: HubEvent) -> None:
         for member in self.members:
             member.put(event)
 
@@ -336,7 +330,7 @@ class Group:
             self.closer.cancel()
             self.closer = None
         for client, (ok, error) in self.up.items():
-            queue.put(status_event(client, ok, error))
+            queue.put(worker_status(client, ok, error))
         self.members.add(queue)
 
     def leave(self, queue: ClientQueue) -> None:
@@ -363,7 +357,7 @@ class Group:
         self.followers.clear()
 
     # -- resume ---------------------------------------------------------------------------
-    def recent_after(self, last_id: str) -> list[ServerSentEvent] | None:
+    def recent_after(self, last_id: str) -> list[HubEvent] | None:
         """The ring's events after the one with id `last_id`; None when the ring lacks it."""
         found = None
         for index, (cursor, _) in enumerate(self.recent):
@@ -383,7 +377,7 @@ class Group:
             except TimeoutError:
                 pass
 
-    async def replay(self, seen: Positions, upto: Positions) -> AsyncIterator[ServerSentEvent]:
+    async def replay(self, seen: Positions, upto: Positions) -> AsyncIterator[HubEvent]:
         """What the group sent after the client's positions `seen` up to `upto` (the group's
         positions when the client joined), re-read from the workers, each event with the
         client's position after it; `lost` for what cannot be re-read."""
@@ -412,7 +406,7 @@ class Group:
                 yield event
 
     async def _replay_node(self, client: WorkerClient, node: str, seen: tuple[str, int], upto: tuple[str, int],
-                           position: Positions, budget: list[int]) -> AsyncIterator[ServerSentEvent]:
+                           position: Positions, budget: list[int]) -> AsyncIterator[HubEvent]:
         """One node's part of a replay: its worker's /stream after the client's position, read
         until the worker says its stored entries are sent or the group's position is passed."""
         store, seq = seen
@@ -445,7 +439,7 @@ class Group:
                             break
                         budget[0] -= 1
                         position[node] = (upto[0], worker_seq)
-                        yield ServerSentEvent(data=data, event="entry", id=format_positions(position))
+                        yield entry_event(self.feed.entry(data), format_positions(position))
                         if worker_seq == upto[1] and not says_live:
                             break
         except (httpx.HTTPError, TimeoutError) as error:
@@ -464,8 +458,10 @@ class Feed:
 
     def __init__(self, pool: WorkerPool, *, linger_s: float = LINGER_S,
                  recent_size: int = RECENT_SIZE, queue_size: int = CLIENT_QUEUE,
-                 max_clients: int = MAX_LIVE_CLIENTS, max_queries: int = MAX_LIVE_QUERIES) -> None:
+                 max_clients: int = MAX_LIVE_CLIENTS, max_queries: int = MAX_LIVE_QUERIES,
+                 rewrite: Rewrite | None = None) -> None:
         self.pool = pool
+        self.rewrite = rewrite
         self.linger_s = linger_s
         self.recent_size = recent_size
         self.queue_size = queue_size
@@ -475,6 +471,11 @@ class Feed:
         self.refused_queries = 0       # ... or theirs would have been a query past max_queries
         self.groups: dict[str | None, Group] = {}
         pool.on_membership.append(self._membership)
+
+    def entry(self, data: str) -> bytes:
+        """An entry's JSON from a worker as every client of the feed gets it."""
+        encoded = data.encode()
+        return self.rewrite(encoded) if self.rewrite is not None else encoded
 
     def clients(self) -> int:
         return sum(len(group.members) for group in self.groups.values())
@@ -520,7 +521,7 @@ class Feed:
     def announce_tags(self, entry_id: str, tags: list[str]) -> None:
         """An entry's tags changed (a script tagged it after it was streamed): every live
         client is told with `event: tags` {id, tags}; no `id:`, so resuming is unaffected."""
-        event = ServerSentEvent(data=json.dumps({"id": entry_id, "tags": tags}), event="tags")
+        event = tags_event(entry_id, tags)
         for group in self.groups.values():
             group._broadcast(event)
 
@@ -538,10 +539,10 @@ class Feed:
         finally:
             group.linger_if_empty()   # the client may never join (it left while waiting)
 
-    async def events(self, q: str | None, last_id: str | None) -> AsyncIterator[ServerSentEvent]:
+    async def events(self, q: str | None, last_id: str | None) -> AsyncIterator[HubEvent]:
         group = self.group(q)
         queue = ClientQueue(self.queue_size)
-        missed: list[ServerSentEvent] = []
+        missed: list[HubEvent] = []
         seen: Positions | None = None
         if last_id is not None:
             recent = group.recent_after(last_id)

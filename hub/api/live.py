@@ -13,9 +13,9 @@ position after it), "status" (a worker's health changed: {node, url, ok, error})
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from litestar import Controller, Request, WebSocket, get, websocket
 from litestar.exceptions import WebSocketDisconnect
@@ -25,8 +25,10 @@ from sse_starlette import EventSourceResponse
 from hub import params
 from hub.api import API
 from hub.errors import Unavailable
+from hub.events import HubEvent
 from hub.inject import Injected
 from hub.metrics import StreamCounters
+from hub.stream import Feed
 from shark import kfl
 
 log = logging.getLogger("shark.hub.ws")
@@ -37,36 +39,25 @@ POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013          # RFC 6455 registry: the server is overloaded; come back later
 FIRST_MESSAGE_TIMEOUT_S = 30.0
 
-# what live clients read: Feed or NamedFeed (a union of two classes msgspec cannot check)
-LiveFeed = Injected[Any]
-
-
-def as_message(event: Any) -> dict[str, Any]:
-    """An sse_starlette ServerSentEvent of the Feed as a {type, payload} message."""
-    payload = json.loads(event.data)
-    if event.event == "entry" and isinstance(payload, dict) and event.id is not None:
-        payload = {**payload, "seq": event.id}
-    return {"type": event.event, "payload": payload}
-
 
 class LiveController(Controller):
     path = API
 
     @get("/stream", include_in_schema=False)
-    async def stream(self, request: Request, live: LiveFeed,
+    async def stream(self, request: Request, feed: Injected[Feed],
                      counters: Injected[StreamCounters]) -> ASGIApp:
         """SSE: `event: entry` (id = hub sequence), `event: status`, `event: lost`."""
         q, last_id = params.live(dict(request.query_params), request.headers)
-        problem = live.refusal(q)
+        problem = feed.refusal(q)
         if problem is not None:
             raise Unavailable(problem, headers={"Retry-After": "10"})
         # the headers say "streaming from now": sent once the query's worker streams are open
-        await live.ready(q)
-        events = counters.track(live.events(q, last_id))
-        return EventSourceResponse(events, ping=SSE_PING_S, headers=SSE_HEADERS)
+        await feed.ready(q)
+        events = counters.track(feed.events(q, last_id))
+        return EventSourceResponse(_sse(events), ping=SSE_PING_S, headers=SSE_HEADERS)
 
     @websocket("/ws")
-    async def ws(self, socket: WebSocket, live: LiveFeed,
+    async def ws(self, socket: WebSocket, feed: Injected[Feed],
                  counters: Injected[StreamCounters]) -> None:
         """The merged live feed over a WebSocket; first message: the KFL query."""
         await socket.accept()
@@ -81,15 +72,15 @@ class LiveController(Controller):
             await socket.send_json({"type": "error", "payload": {"detail": f"q: {error}", "column": error.column}})
             await _close(socket, POLICY_VIOLATION)
             return
-        problem = live.refusal(q)
+        problem = feed.refusal(q)
         if problem is not None:
             await socket.send_json({"type": "error", "payload": {"detail": problem}})
             await _close(socket, TRY_AGAIN_LATER)
             return
 
         async def pump() -> None:
-            async for event in counters.track(live.events(q, None), "ws"):
-                await socket.send_json(as_message(event))
+            async for event in counters.track(feed.events(q, None), "ws"):
+                await socket.send_text(event.ws)     # encoded once, for all of its clients
 
         async def watch() -> None:
             try:
@@ -110,6 +101,13 @@ class LiveController(Controller):
                 if isinstance(result, Exception) and not isinstance(result, WebSocketDisconnect):
                     log.debug("websocket client: %r", result)
         await _close(socket, 1000)
+
+
+async def _sse(events: AsyncIterator[HubEvent]) -> AsyncIterator[bytes]:
+    """Each event as SSE, encoded once for all of its clients (hub/events.py)."""
+    async with aclosing(events):
+        async for event in events:
+            yield event.sse
 
 
 async def _close(socket: WebSocket, code: int) -> None:

@@ -9,12 +9,12 @@ from litestar import Controller, Response, get
 
 from hub import VERSION
 from hub.api import API
-from hub.api.live import LiveFeed
 from hub.edgemetrics import EdgeMetrics
 from hub.inject import Injected
 from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, StreamCounters, render as render_metrics
 from hub.scripts import Scripting
 from hub.snapshots import SnapshotStore, metrics as snapshot_metrics
+from hub.stream import Feed
 from hub.workers import WorkerPool
 
 
@@ -36,14 +36,14 @@ class StatusController(Controller):
                 "workers": rows}
 
     @get("/metrics", include_in_schema=False)
-    async def metrics(self, pool: Injected[WorkerPool], live: LiveFeed,
+    async def metrics(self, pool: Injected[WorkerPool], feed: Injected[Feed],
                       counters: Injected[StreamCounters], edge_metrics: Injected[EdgeMetrics],
                       snapshots: Injected[SnapshotStore],
                       scripting: Injected[Scripting]) -> Response[str]:
         """Prometheus text: worker counters as last polled, hub stream counters, and the service
         map's edges (counted from the live feed from the first scrape on)."""
-        edge_metrics.start(live)
+        edge_metrics.start(feed)
         rows = [(c.node or c.url, c.health.ok, c.health.status) for c in pool.clients]
-        text = render_metrics(rows, counters, live)
+        text = render_metrics(rows, counters, feed)
         return Response(text + edge_metrics.render() + snapshot_metrics(snapshots) + scripting.metrics(),
                         media_type=METRICS_CONTENT_TYPE)

@@ -8,16 +8,14 @@ time, with the identity its address had at the entry's `ts` (hub/kube/resolver.p
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import Callable
 from typing import Any
 
-from sse_starlette import ServerSentEvent
+import msgspec
 
 from hub.kube.resolver import Resolver
 
 Fill = Callable[[dict[str, Any]], dict[str, Any]]
-UNNAMED_MARKS = ('"kind":""', '"kind": ""')
 
 
 def filler(resolver: Resolver) -> Fill:
@@ -36,43 +34,40 @@ def filler(resolver: Resolver) -> Fill:
     return fill
 
 
+class _End(msgspec.Struct):
+    ip: Any = None
+    kind: Any = None
+
+
+class _Ends(msgspec.Struct):
+    """What of an entry tells whether it needs a name (the rest is skipped when decoding)."""
+    ts: Any = None
+    src: _End | None = None
+    dst: _End | None = None
+
+
+def needs_name(data: bytes | str) -> bool:
+    """Whether an entry's JSON has an endpoint `fill` would name: with an ip and no kind."""
+    try:
+        ends = msgspec.json.decode(data, type=_Ends)
+    except msgspec.DecodeError:     # not JSON, or src/dst not objects: nothing fill would name
+        return False
+    return isinstance(ends.ts, (int, float)) and any(
+        end is not None and not end.kind and isinstance(end.ip, str) for end in (ends.src, ends.dst))
+
+
 def fill_json(data: bytes | str, fill: Fill) -> bytes | str:
     """An entry as JSON text, named; returned as it came when nothing needed a name."""
-    text = data.decode() if isinstance(data, bytes) else data
-    if not any(mark in text for mark in UNNAMED_MARKS):
+    if not needs_name(data):
         return data
     try:
-        entry = json.loads(text)
+        entry = json.loads(data)
     except ValueError:
         return data
     if not isinstance(entry, dict):
         return data
     out = json.dumps(fill(entry), separators=(",", ":"))
     return out.encode() if isinstance(data, bytes) else out
-
-
-async def named_events(events: AsyncIterator[ServerSentEvent], fill: Fill) -> AsyncIterator[ServerSentEvent]:
-    async with aclosing(events):  # type: ignore[type-var]
-        async for event in events:
-            if event.event == "entry" and isinstance(event.data, str):
-                named = fill_json(event.data, fill)
-                if named is not event.data:
-                    event = ServerSentEvent(data=named, event=event.event, id=event.id, retry=event.retry)
-            yield event
-
-
-class NamedFeed:
-    """The hub's Feed with names filled into its entry events (what /stream and /ws read)."""
-
-    def __init__(self, feed: Any, fill: Fill) -> None:
-        self.feed = feed
-        self.fill = fill
-
-    def events(self, q: str | None, last_id: str | None) -> AsyncIterator[ServerSentEvent]:
-        return named_events(self.feed.events(q, last_id), self.fill)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.feed, name)
 
 
 class Names:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
+from hub.events import Lost
 from hub.scripts.actions import SNAPSHOT_LIMIT, Actions
 from hub.scripts.engines import ScriptEngines
 from hub.scripts.logs import ScriptLogs
@@ -146,13 +147,10 @@ class Scripting:
         while True:
             try:
                 async for event in self.feed.events(None, None):
-                    if event.event == "entry":
-                        self.engine.captured(str(event.data))
-                    elif event.event == "lost":
-                        try:
-                            self.feed_lost += int(json.loads(str(event.data)).get("lost", 0))
-                        except (ValueError, AttributeError):
-                            pass
+                    if isinstance(event.data, Lost):
+                        self.feed_lost += event.data.lost or 0
+                    elif event.kind == "entry" and isinstance(event.data, bytes):
+                        self.engine.captured(event.data.decode())
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - scripts must not lose the feed for good over one bug

@@ -7,10 +7,9 @@ import asyncio
 import json
 from typing import Any
 
-from sse_starlette import ServerSentEvent
-
 from factories import tentry_json
 from hub.edgemetrics import BUCKETS, EdgeMetrics, status_class
+from hub.events import entry_event, lost_event, status_event
 from shark.model import Endpoint
 from support.prometheus import parse_prometheus
 
@@ -94,10 +93,11 @@ def test_follows_the_feed_and_counts_lost():
             return self.gen()
 
         async def gen(self):
-            yield ServerSentEvent(data=json.dumps(entry()), event="entry", id="a@x:1")
-            yield ServerSentEvent(data='{"node": "a", "ok": true}', event="status")
-            yield ServerSentEvent(data='{"lost": 4}', event="lost")
-            yield ServerSentEvent(data=json.dumps(entry(status=500)), event="entry", id="a@x:2")
+            yield entry_event(json.dumps(entry()).encode(), "a@x:1")
+            yield status_event("a", "http://a:8897", True, None)
+            yield lost_event(4)
+            yield lost_event(None, "a worker restarted")      # how many is not known: not counted
+            yield entry_event(json.dumps(entry(status=500)).encode(), "a@x:2")
             await asyncio.Event().wait()      # a live feed: nothing more for now
 
     async def go() -> EdgeMetrics:

@@ -203,22 +203,23 @@ def test_ws_accepts_a_json_first_message():
 def test_counters_track_clients_and_lost_events():
     import asyncio
 
-    from sse_starlette import ServerSentEvent
+    from hub.events import entry_event, lost_event
 
     async def events():
-        yield ServerSentEvent(data="{}", event="entry", id="1")
-        yield ServerSentEvent(data='{"lost": 5}', event="lost")
-        yield ServerSentEvent(data="{}", event="entry", id="7")
+        yield entry_event(b"{}", "1")
+        yield lost_event(5)
+        yield lost_event(None, "a worker restarted")
+        yield entry_event(b"{}", "7")
 
     async def go():
         counters = StreamCounters()
         seen = []
         tracked = counters.track(events())
         async for event in tracked:
-            seen.append((event.event, counters.sse_clients))
+            seen.append((event.kind, counters.sse_clients))
         return counters, seen
     counters, seen = asyncio.run(go())
-    assert seen == [("entry", 1), ("lost", 1), ("entry", 1)]
+    assert seen == [("entry", 1), ("lost", 1), ("lost", 1), ("entry", 1)]
     assert (counters.sse_clients, counters.lost_total) == (0, 5)
 
 

@@ -126,10 +126,10 @@ class Client:
 
     def entries(self) -> list[tuple[str, str]]:
         """(event id, entry id) of every entry event."""
-        return [(e.id, json.loads(e.data)["id"]) for e in self.events if e.event == "entry"]
+        return [(e.id, json.loads(e.payload)["id"]) for e in self.events if e.kind == "entry"]
 
     def of(self, kind: str) -> list[dict[str, Any]]:
-        return [json.loads(e.data) for e in self.events if e.event == kind]
+        return [json.loads(e.payload) for e in self.events if e.kind == kind]
 
     async def close(self) -> None:
         self.task.cancel()
@@ -396,10 +396,41 @@ def test_tags_set_after_an_entry_was_streamed_reach_every_live_client():
         await until(lambda: len(workers["w1"].open) == 2, "upstreams")
         feed.announce_tags("w1:1", ["test.fail"])
         for client in (a, b):
-            told = await until(lambda c=client: [e for e in c.events if e.event == "tags"], "a tags event")
-            assert json.loads(told[0].data) == {"id": "w1:1", "tags": ["test.fail"]}
+            told = await until(lambda c=client: [e for e in c.events if e.kind == "tags"], "a tags event")
+            assert json.loads(told[0].payload) == {"id": "w1:1", "tags": ["test.fail"]}
             assert told[0].id is None        # not a resume point
         for client in (a, b):
+            await client.close()
+        await feed.close()
+        await pool.close()
+    run(go())
+
+
+def test_an_entry_is_rewritten_and_encoded_once_for_every_client():
+    """The group makes one event per entry: the feed's rewrite (naming, in a cluster) runs once,
+    and every client gets the same event, so its SSE and WebSocket texts are encoded once."""
+    rewrites: list[bytes] = []
+
+    def rewrite(data: bytes) -> bytes:
+        rewrites.append(data)
+        return data.replace(b'"/one"', b'"/named"')
+
+    async def go() -> None:
+        pool, workers = fake_pool("w1")
+        feed = Feed(pool, rewrite=rewrite)
+        clients = [Client(feed, None) for _ in range(3)]
+        await until(lambda: len(workers["w1"].open) == 1, "one upstream")
+        workers["w1"].publish("/one")
+        await until(lambda: all(c.entries() for c in clients), "every client got the entry")
+        events = [next(e for e in c.events if e.kind == "entry") for c in clients]
+        assert len(rewrites) == 1
+        assert all(event is events[0] for event in events)
+        event = events[0]
+        assert b'"path": "/named"' in event.sse and event.sse.startswith(b"id: w1@s1:1\r\nevent: entry\r\n")
+        message = json.loads(event.ws)
+        assert (message["type"], message["payload"]["request"], message["payload"]["seq"]) == \
+            ("entry", {"path": "/named"}, "w1@s1:1")
+        for client in clients:
             await client.close()
         await feed.close()
         await pool.close()

@@ -1,15 +1,13 @@
-"""Names filled in by the hub at read time (hub/kube/names.py): entries, JSON texts and the
-live feed, for the endpoints a worker left unnamed, with the identity at the entry's time."""
+"""Names filled in by the hub at read time (hub/kube/names.py): entries and JSON texts, for
+the endpoints a worker left unnamed, with the identity at the entry's time. The live feed names
+its entries through the same fill_json, once per event (test_hub_feed.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
-from sse_starlette import ServerSentEvent
-
 from factories import tentry_json
-from hub.kube.names import NamedFeed, fill_json, filler
+from hub.kube.names import fill_json, filler, needs_name
 from hub.kube.resolver import Resolver
 from hub.kube.store import Change
 from hub.kube.tobjects import tpod
@@ -55,27 +53,12 @@ def test_json_texts_are_left_alone_when_nothing_needs_a_name():
     assert fill_json("not json, \"kind\":\"\"", fill) == "not json, \"kind\":\"\""
 
 
-def test_the_live_feed_is_named_and_closing_it_closes_the_upstream():
-    closed = []
-
-    class Feed:
-        async def events(self, q, last_id):
-            try:
-                yield ServerSentEvent(data=json.dumps(entry(T0 + 10)), event="entry", id="7")
-                yield ServerSentEvent(data=json.dumps({"node": "node-a", "ok": False}), event="status")
-                yield ServerSentEvent(data=json.dumps(entry(T0 + 300)), event="entry", id="8")
-                await asyncio.sleep(3600)
-            finally:
-                closed.append((q, last_id))
-
-    async def go():
-        events = NamedFeed(Feed(), filler(resolver())).events("http", 5)
-        got = [await events.__anext__() for _ in range(3)]
-        await events.aclose()
-        return got
-
-    first, status, second = asyncio.run(go())
-    assert (first.event, first.id, json.loads(first.data)["dst"]["name"]) == ("entry", "7", "orders-1")
-    assert json.loads(status.data) == {"node": "node-a", "ok": False}
-    assert json.loads(second.data)["dst"]["name"] == "payments-1"
-    assert closed == [("http", 5)]
+def test_an_entry_needs_a_name_when_an_end_has_an_address_and_no_kind():
+    assert needs_name(json.dumps(entry(T0)).encode())
+    assert needs_name(json.dumps({"ts": T0, "src": {"ip": "10.1.0.3"}, "dst": None}))      # no kind at all
+    # a header that reads like an unnamed end is not one (the old text search was fooled)
+    named = entry(T0, src={"kind": "external"}, dst={"kind": "pod", "name": "x"})
+    named["request"] = {"headers": {"x-note": '"kind":""'}}
+    assert not needs_name(json.dumps(named, separators=(",", ":")))
+    assert not needs_name(json.dumps({"src": {"ip": "10.1.0.3", "kind": ""}}))           # no ts: fill skips it
+    assert not needs_name(b"not json") and not needs_name(b'{"ts": 1, "src": "10.1.0.3"}')

@@ -331,18 +331,17 @@ def test_har_of_an_http_entry():
 
 
 def test_client_queue_drops_the_oldest_and_counts():
-    from sse_starlette import ServerSentEvent
-
+    from hub.events import entry_event
     from hub.stream import ClientQueue
 
     async def go():
         queue = ClientQueue(size=3)
         for number in range(5):
-            queue.put(ServerSentEvent(data=str(number), event="entry", id=str(number)))
+            queue.put(entry_event(str(number).encode(), str(number)))
         first, lost = await queue.get()
         second, lost_after = await queue.get()
         return first.data, lost, second.data, lost_after
-    assert run(go()) == ("2", 2, "3", 0)
+    assert run(go()) == (b"2", 2, b"3", 0)
 
 
 def test_event_ids_are_positions_per_node_and_bad_ones_name_the_part():
