@@ -15,8 +15,8 @@ recent events when its id is there, otherwise re-read from each worker's index a
 node's position up to where the group is now. What cannot be given is said with `event: lost`
 naming the node and why (a worker down, a node not in the feed then, a store reset since).
 
-Each client has one bounded queue: when it is full the oldest event goes and the client is
-told with `event: lost` {lost: N}.
+Each client has one bounded queue (shark/queues.py): when it is full the oldest event goes and
+the client is told with `event: lost` {lost: N}.
 
 Events are hub/events.py's HubEvent, made once per event and shared by the group's clients;
 an entry is named (in a cluster) once, when the group publishes it, not per client.
@@ -37,6 +37,7 @@ import httpx
 
 from hub.events import HubEvent, entry_event, lost_event, status_event, tags_event
 from hub.workers import WorkerClient, WorkerPool, describe
+from shark.queues import DropOldest
 
 log = logging.getLogger("shark.hub.stream")
 
@@ -70,30 +71,6 @@ def parse_positions(text: str) -> Positions:
                              "(an event id of this hub's /stream)")
         positions[unquote(node)] = (store, int(seq))
     return positions
-
-
-class ClientQueue:
-    """A bounded queue that drops the oldest item and counts what it dropped."""
-
-    def __init__(self, size: int = CLIENT_QUEUE) -> None:
-        self.items: deque[HubEvent] = deque()
-        self.size = size
-        self.lost = 0
-        self.ready = asyncio.Event()
-
-    def put(self, event: HubEvent) -> None:
-        if len(self.items) >= self.size:
-            self.items.popleft()
-            self.lost += 1
-        self.items.append(event)
-        self.ready.set()
-
-    async def get(self) -> tuple[HubEvent, int]:
-        while not self.items:
-            self.ready.clear()
-            await self.ready.wait()
-        lost, self.lost = self.lost, 0
-        return self.items.popleft(), lost
 
 
 async def _sse_lines(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
@@ -200,7 +177,7 @@ class Group:
     def __init__(self, feed: Feed, q: str | None) -> None:
         self.feed = feed
         self.q = q
-        self.members: set[ClientQueue] = set()
+        self.members: set[DropOldest[HubEvent]] = set()
         self.followers: dict[WorkerClient, Follower] = {}
         self.up: dict[WorkerClient, tuple[bool, str | None]] = {}
         self.positions: Positions = {}
@@ -325,7 +302,7 @@ class Group:
         for member in self.members:
             member.put(event)
 
-    def join(self, queue: ClientQueue) -> None:
+    def join(self, queue: DropOldest[HubEvent]) -> None:
         if self.closer is not None:
             self.closer.cancel()
             self.closer = None
@@ -333,7 +310,7 @@ class Group:
             queue.put(worker_status(client, ok, error))
         self.members.add(queue)
 
-    def leave(self, queue: ClientQueue) -> None:
+    def leave(self, queue: DropOldest[HubEvent]) -> None:
         self.members.discard(queue)
         self.linger_if_empty()
 
@@ -541,7 +518,7 @@ class Feed:
 
     async def events(self, q: str | None, last_id: str | None) -> AsyncIterator[HubEvent]:
         group = self.group(q)
-        queue = ClientQueue(self.queue_size)
+        queue: DropOldest[HubEvent] = DropOldest(self.queue_size)
         missed: list[HubEvent] = []
         seen: Positions | None = None
         if last_id is not None:

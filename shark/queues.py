@@ -2,8 +2,9 @@
 drops the oldest item and counts it, and `get` says how many were dropped before the item it
 returns, so the reader can tell its user (`event: lost`, a log line) instead of holding the
 writer back (Litestar's channels do the same, "dropleft"). Used by the worker's live
-subscribers (worker/broadcast.py) and the hub's script logs; `put_many` and `get_batch` let a
-fast writer and reader move a batch per wake-up instead of an item."""
+subscribers (worker/broadcast.py), the hub's live clients (hub/stream.py) and its script logs;
+`put_many` and `get_batch` let a fast writer and reader move a batch per wake-up instead of an
+item."""
 
 from __future__ import annotations
 

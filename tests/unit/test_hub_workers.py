@@ -331,11 +331,11 @@ def test_har_of_an_http_entry():
 
 
 def test_client_queue_drops_the_oldest_and_counts():
-    from hub.events import entry_event
-    from hub.stream import ClientQueue
+    from hub.events import HubEvent, entry_event
+    from shark.queues import DropOldest
 
     async def go():
-        queue = ClientQueue(size=3)
+        queue: DropOldest[HubEvent] = DropOldest(size=3)
         for number in range(5):
             queue.put(entry_event(str(number).encode(), str(number)))
         first, lost = await queue.get()
