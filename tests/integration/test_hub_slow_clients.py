@@ -31,8 +31,9 @@ TRAFFIC_BUDGET_S = 120.0          # traffic stops at REQUESTS or after this long
 MB = 1024 * 1024
 
 # The bound. Each SSE client has one queue of at most hub.stream.CLIENT_QUEUE = 1000 events; a
-# queued event is a ServerSentEvent holding its own copy of the entry's JSON (each client has
-# its own upstream stream from the worker, so strings are not shared): ~0.9 KB of summary JSON
+# queued event held its own copy of the entry's JSON when each client had its own upstream
+# stream (measured then, and kept as the bound; clients of one query now share one HubEvent,
+# hub/events.py): ~0.9 KB of summary JSON
 # (measured 892-905 B) plus Python object overhead; measured ~1.0-1.1 KB per queued event
 # while the queues fill (+45-50 MB per 44,400 events); call it <= 1.5 KB. 100 clients x 1000 x 1.5 KB =
 # ~150 MB worst case for the queues; add per-connection state (uvicorn protocol, the httpx
