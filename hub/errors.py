@@ -46,9 +46,11 @@ def error_body(status_code: int, detail: Any, **extra: Any) -> dict[str, Any]:
 
 def error_response(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
     """The app's exception handler for every HTTPException."""
-    fields = exc.fields if isinstance(exc, HubError) else {}
-    return Response(error_body(exc.status_code, exc.detail, **fields), status_code=exc.status_code,
-                    headers=exc.headers)
+    if isinstance(exc, HubError):
+        return Response(error_body(exc.status_code, exc.detail, **exc.fields), status_code=exc.status_code,
+                        headers=exc.headers)
+    # Litestar's own (404, 405, ...) answered as the hub always answered them: without their headers
+    return Response(error_body(exc.status_code, exc.detail), status_code=exc.status_code)
 
 
 def from_worker(error: WorkerError | httpx.HTTPError, client: WorkerClient | None) -> HTTPException:
