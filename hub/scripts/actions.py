@@ -177,11 +177,12 @@ class Actions:
             return
         for start in range(0, len(items), TAG_BATCH):
             chunk = items[start:start + TAG_BATCH]
-            body = {"changes": [{"id": entry_id, "add": [t for t, on in change.tags.items() if on],
-                                 "remove": [t for t, on in change.tags.items() if not on]}
-                                for entry_id, change in chunk]}
+            body = TagChanges([TagChange(entry_id, add=[t for t, on in change.tags.items() if on],
+                                         remove=[t for t, on in change.tags.items() if not on])
+                               for entry_id, change in chunk])
             try:
-                response = await client.http.post("/tags", json=body)
+                response = await client.http.post("/tags", content=msgspec.json.encode(body),
+                                                  headers={"Content-Type": "application/json"})
             except httpx.HTTPError as error:
                 self._tag_failure(chunk, f"worker {node}: {describe(error)}")
                 continue
