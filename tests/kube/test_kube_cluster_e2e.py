@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from shark.kube.forward import KubectlForwarder
 from shark.kube.render import DeployOptions

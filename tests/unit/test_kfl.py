@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from factories import API, FRONTEND, tentry_json
 from shark import kfl
 from shark.kfl import KflError
-from shark.model import Entry
 from support.processes import ROOT
 
 DOC = (ROOT / "docs" / "KFL.md").read_text()

@@ -6,7 +6,6 @@ it will not listen beyond loopback unless told to. No hub is needed to list tool
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import stat

@@ -11,7 +11,6 @@ import struct
 import pytest
 
 from shark.pcap import (
-    HEADER_SIZE,
     MAX_SNAPLEN,
     FileHeader,
     PcapFormatError,

@@ -7,7 +7,6 @@ tests/integration/test_scripts_live.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
