@@ -19,18 +19,20 @@ class StreamCounters:
         self.ws_clients = 0
         self.lost_total = 0
 
-    async def track(self, events: AsyncIterator[HubEvent], kind: str = "sse") -> AsyncIterator[HubEvent]:
-        """Pass a client's `events` through, counting the client and its `lost` events."""
+    async def track(self, batches: AsyncIterator[list[HubEvent]], kind: str = "sse",
+                    ) -> AsyncIterator[list[HubEvent]]:
+        """Pass a client's batches of events through, counting the client and its `lost` events."""
         attr = f"{kind}_clients"
         setattr(self, attr, getattr(self, attr) + 1)
         try:
-            async for event in events:
-                if isinstance(event.data, Lost) and event.data.lost:
-                    self.lost_total += event.data.lost
-                yield event
+            async for batch in batches:
+                for event in batch:
+                    if isinstance(event.data, Lost) and event.data.lost:
+                        self.lost_total += event.data.lost
+                yield batch
         finally:
             setattr(self, attr, getattr(self, attr) - 1)
-            aclose = getattr(events, "aclose", None)
+            aclose = getattr(batches, "aclose", None)
             if aclose is not None:
                 await aclose()
 

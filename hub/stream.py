@@ -16,7 +16,9 @@ node's position up to where the group is now. What cannot be given is said with 
 naming the node and why (a worker down, a node not in the feed then, a store reset since).
 
 Each client has one bounded queue (shark/queues.py): when it is full the oldest event goes and
-the client is told with `event: lost` {lost: N}.
+the client is told with `event: lost` {lost: N}. Entries move in batches: a worker's stream is
+cut into events a read at a time (worker_batches), each batch goes into every member's queue in
+one put, and a client's writer takes all it has queued in one get (Feed.batches).
 
 Events are hub/events.py's HubEvent, made once per event and shared by the group's clients;
 an entry is named (in a cluster) once, when the group publishes it, not per client.
@@ -42,7 +44,8 @@ from shark.queues import DropOldest
 log = logging.getLogger("shark.hub.stream")
 
 RECENT_SIZE = 2_000        # events a group keeps to replay without asking the workers
-CLIENT_QUEUE = 1_000
+CLIENT_QUEUE = 1_000        # events a live client's queue holds before it loses the oldest
+SEND_BATCH = 1_000         # events a client gets in one write, at most (all it has queued)
 LINGER_S = 30.0            # an empty group waits this long for clients reconnecting
 CATCH_UP_TIMEOUT_S = 10.0  # longest wait for a worker to replay what a client missed
 REPLAY_LIMIT = 100_000     # entries one resume re-reads from the workers, at most
@@ -73,24 +76,47 @@ def parse_positions(text: str) -> Positions:
     return positions
 
 
-async def _sse_lines(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
-    """Events of an SSE response as {event, data, id} dicts."""
-    event: dict[str, str] = {}
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                yield {**event, "data": "\n".join(data)}
-            event, data = {}, []
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
+async def _sse_batches(response: httpx.Response) -> AsyncIterator[list[tuple[str, str, bytes]]]:
+    """The events of an SSE response as (event, id, data), a list per chunk read: a busy worker
+    sends hundreds of events in one write, and cutting them out of the bytes in C (split on the
+    blank line) instead of line by line is what lets one hub follow it."""
+    rest = b""
+    async for chunk in response.aiter_bytes():
+        buffer, held = rest + chunk, b""
+        if buffer.endswith(b"\r"):       # perhaps the first half of a CRLF: the next chunk says
+            buffer, held = buffer[:-1], b"\r"
+        batch, rest = _sse_cut(buffer)
+        rest += held
+        if batch:
+            yield batch
+    if rest.endswith(b"\r"):             # the stream ended on a lone CR: it ended a line
+        batch, _ = _sse_cut(rest[:-1] + b"\n")
+        if batch:
+            yield batch
+
+
+def _sse_cut(buffer: bytes) -> tuple[list[tuple[str, str, bytes]], bytes]:
+    """The whole events at the start of `buffer` as (event, id, data), and what is left of it."""
+    if b"\r" in buffer:
+        buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    blocks = buffer.split(b"\n\n")
+    rest = blocks.pop()
+    batch = []
+    for block in blocks:
+        name, ident, data = "", "", []
+        for line in block.split(b"\n"):
+            field, _, value = line.partition(b":")
+            if value.startswith(b" "):
+                value = value[1:]
+            if field == b"data":
                 data.append(value)
-            elif name in ("event", "id"):
-                event[name] = value
+            elif field == b"event":
+                name = value.decode("utf-8", "replace")
+            elif field == b"id":
+                ident = value.decode("utf-8", "replace")
+        if data:                          # comments (pings) and events without data are skipped
+            batch.append((name, ident, b"\n".join(data)))
+    return batch, rest
 
 
 CONNECTED = -1   # worker_entries' (seq, data) when the stream is open: data is its hello ("" from a worker without one)
@@ -99,11 +125,11 @@ NO_ID = -3       # ... for an entry the worker sent without an id (cannot be res
 REPLAYED = -4    # ... when what it held after Last-Event-ID was sent: data is {"seq", "evicted"}
 
 
-async def worker_entries(client: WorkerClient, q: str | None, after: str | None,
-                         ) -> AsyncIterator[tuple[int, str]]:
-    """(worker seq, Entry JSON) from one worker's /stream: what its index holds after `after`
-    (SEQ or STORE:SEQ), then live; and the CONNECTED, LOST, NO_ID and REPLAYED markers. Raises
-    httpx.HTTPError when the worker cannot be reached or ends the stream."""
+async def worker_batches(client: WorkerClient, q: str | None, after: str | None,
+                         ) -> AsyncIterator[list[tuple[int, bytes]]]:
+    """(worker seq, Entry JSON) from one worker's /stream, a list per chunk read: what its index
+    holds after `after` (SEQ or STORE:SEQ), then live; and the CONNECTED, LOST, NO_ID and
+    REPLAYED markers. Raises httpx.HTTPError when the worker cannot be reached or ends the stream."""
     headers = {"Last-Event-ID": after} if after is not None else {}
     params = {"q": q} if q else {}
     async with client.http.stream("GET", "/stream", params=params, headers=headers,
@@ -112,28 +138,39 @@ async def worker_entries(client: WorkerClient, q: str | None, after: str | None,
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request,
                                         response=response)
         greeted = False
-        async for event in _sse_lines(response):
-            kind = event.get("event")
-            if kind == "hello" and not greeted:
-                greeted = True
-                yield CONNECTED, event.get("data", "")
-                continue
-            if not greeted:     # a worker from before the hello: connected all the same
-                greeted = True
-                yield CONNECTED, ""
-            if kind == "lost":
-                yield LOST, event.get("data", "")
-            elif kind == "live":
-                yield REPLAYED, event.get("data", "")
-            elif kind == "entry":
-                seq = event.get("id", "")
-                yield (int(seq) if seq.isdigit() else NO_ID), event["data"]
+        async for events in _sse_batches(response):
+            batch: list[tuple[int, bytes]] = []
+            for kind, ident, data in events:
+                if kind == "hello" and not greeted:
+                    greeted = True
+                    batch.append((CONNECTED, data))
+                    continue
+                if not greeted:     # a worker from before the hello: connected all the same
+                    greeted = True
+                    batch.append((CONNECTED, b""))
+                if kind == "entry":
+                    batch.append((int(ident) if ident.isdigit() else NO_ID, data))
+                elif kind == "lost":
+                    batch.append((LOST, data))
+                elif kind == "live":
+                    batch.append((REPLAYED, data))
+            if batch:
+                yield batch
         if not greeted:
-            yield CONNECTED, ""
+            yield [(CONNECTED, b"")]
     raise httpx.RemoteProtocolError("the worker ended the stream")
 
 
-def _hello(data: str) -> tuple[str | None, str, int | None, bool]:
+async def worker_entries(client: WorkerClient, q: str | None, after: str | None,
+                         ) -> AsyncIterator[tuple[int, bytes]]:
+    """worker_batches one (seq, data) at a time (for a replay, which stops part-way)."""
+    async with aclosing(worker_batches(client, q, after)) as batches:
+        async for batch in batches:
+            for item in batch:
+                yield item
+
+
+def _hello(data: bytes) -> tuple[str | None, str, int | None, bool]:
     """A worker's hello -> (node, store, head, reset); empty for a worker that sent none."""
     try:
         hello = json.loads(data) if data else {}
@@ -147,7 +184,7 @@ def _hello(data: str) -> tuple[str | None, str, int | None, bool]:
     return node, store, head, hello.get("reset") is True
 
 
-def _evicted_count(data: str) -> int:
+def _evicted_count(data: bytes) -> int:
     try:
         evicted = json.loads(data).get("evicted", 0)
     except (ValueError, AttributeError):
@@ -217,17 +254,23 @@ class Group:
         delay = RECONNECT_S[0]
         while True:
             try:
-                async with aclosing(worker_entries(client, self.q, self._after(follower))) as entries:
-                    async for worker_seq, data in entries:
-                        if worker_seq == CONNECTED:
-                            self._connected(follower, data)
-                            delay = RECONNECT_S[0]
-                        elif worker_seq == LOST:
-                            self._worker_lost(client, data)
-                        elif worker_seq == REPLAYED:
-                            self._evicted(follower, data)
-                        else:
-                            self._publish(follower, worker_seq, data)
+                async with aclosing(worker_batches(client, self.q, self._after(follower))) as batches:
+                    async for batch in batches:
+                        published: list[HubEvent] = []
+                        for worker_seq, data in batch:
+                            if worker_seq >= 0 or worker_seq == NO_ID:
+                                published.append(self._entry(follower, worker_seq, data))
+                                continue
+                            self._fan_out(published)     # in order: the entries before the marker first
+                            published = []
+                            if worker_seq == CONNECTED:
+                                self._connected(follower, data)
+                                delay = RECONNECT_S[0]
+                            elif worker_seq == LOST:
+                                self._worker_lost(client, data)
+                            elif worker_seq == REPLAYED:
+                                self._evicted(follower, data)
+                        self._fan_out(published)
             except httpx.HTTPError as error:
                 client.mark(error)
                 self._set_up(client, False, client.health.error or describe(error))
@@ -281,7 +324,8 @@ class Group:
                                                 "storage before this hub could stream them", node=node))
 
     # -- members --------------------------------------------------------------------------
-    def _publish(self, follower: Follower, worker_seq: int, data: str) -> None:
+    def _entry(self, follower: Follower, worker_seq: int, data: bytes) -> HubEvent:
+        """The event of one entry from a worker, with the position after it; kept in the ring."""
         node = follower.node or follower.client.url
         if worker_seq == NO_ID:
             # passed on, but no resume can re-read it: the event keeps the last position
@@ -295,8 +339,13 @@ class Group:
                 self.cursor = format_positions(self.positions)
         event = entry_event(self.feed.entry(data), self.cursor or None)
         self.recent.append((self.cursor, event))
-        for member in self.members:
-            member.put(event)
+        return event
+
+    def _fan_out(self, events: list[HubEvent]) -> None:
+        """Hand a worker's batch of entry events to every member, in one put each."""
+        if events:
+            for member in self.members:
+                member.put_many(events)
 
     def _broadcast(self, event: HubEvent) -> None:
         for member in self.members:
@@ -449,10 +498,9 @@ class Feed:
         self.groups: dict[str | None, Group] = {}
         pool.on_membership.append(self._membership)
 
-    def entry(self, data: str) -> bytes:
+    def entry(self, data: bytes) -> bytes:
         """An entry's JSON from a worker as every client of the feed gets it."""
-        encoded = data.encode()
-        return self.rewrite(encoded) if self.rewrite is not None else encoded
+        return self.rewrite(data) if self.rewrite is not None else data
 
     def clients(self) -> int:
         return sum(len(group.members) for group in self.groups.values())
@@ -516,7 +564,10 @@ class Feed:
         finally:
             group.linger_if_empty()   # the client may never join (it left while waiting)
 
-    async def events(self, q: str | None, last_id: str | None) -> AsyncIterator[HubEvent]:
+    async def batches(self, q: str | None, last_id: str | None) -> AsyncIterator[list[HubEvent]]:
+        """A live client's events, a list at a time: what it missed (from the ring, or
+        re-read from the workers after its Last-Event-ID), then live, each get taking all
+        that is queued (up to SEND_BATCH) so a writer sends it in one write."""
         group = self.group(q)
         queue: DropOldest[HubEvent] = DropOldest(self.queue_size)
         missed: list[HubEvent] = []
@@ -535,18 +586,23 @@ class Feed:
         upto = dict(group.positions)
         group.join(queue)          # no await since `upto` and the ring: live events are all after them
         try:
-            for event in missed:
-                yield event
+            for start in range(0, len(missed), SEND_BATCH):
+                yield missed[start:start + SEND_BATCH]
             if seen is not None:
                 async for event in group.replay(seen, upto):
-                    yield event
+                    yield [event]
             while True:
-                event, lost = await queue.get()
-                if lost:
-                    yield lost_event(lost)
-                yield event
+                events, lost = await queue.get_batch(SEND_BATCH)
+                yield [lost_event(lost), *events] if lost else events
         finally:
             group.leave(queue)
+
+    async def events(self, q: str | None, last_id: str | None) -> AsyncIterator[HubEvent]:
+        """batches() one event at a time (scripts, the edge metrics)."""
+        async with aclosing(self.batches(q, last_id)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
 
 
 def last_event_id(headers: dict[str, Any]) -> str | None:

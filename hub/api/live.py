@@ -53,8 +53,8 @@ class LiveController(Controller):
             raise Unavailable(problem, headers={"Retry-After": "10"})
         # the headers say "streaming from now": sent once the query's worker streams are open
         await feed.ready(q)
-        events = counters.track(feed.events(q, last_id))
-        return EventSourceResponse(_sse(events), ping=SSE_PING_S, headers=SSE_HEADERS)
+        batches = counters.track(feed.batches(q, last_id))
+        return EventSourceResponse(_sse(batches), ping=SSE_PING_S, headers=SSE_HEADERS)
 
     @websocket("/ws")
     async def ws(self, socket: WebSocket, feed: Injected[Feed],
@@ -79,8 +79,9 @@ class LiveController(Controller):
             return
 
         async def pump() -> None:
-            async for event in counters.track(feed.events(q, None), "ws"):
-                await socket.send_text(event.ws)     # encoded once, for all of its clients
+            async for batch in counters.track(feed.batches(q, None), "ws"):
+                for event in batch:
+                    await socket.send_text(event.ws)     # encoded once, for all of its clients
 
         async def watch() -> None:
             try:
@@ -103,11 +104,12 @@ class LiveController(Controller):
         await _close(socket, 1000)
 
 
-async def _sse(events: AsyncIterator[HubEvent]) -> AsyncIterator[bytes]:
-    """Each event as SSE, encoded once for all of its clients (hub/events.py)."""
-    async with aclosing(events):
-        async for event in events:
-            yield event.sse
+async def _sse(batches: AsyncIterator[list[HubEvent]]) -> AsyncIterator[bytes]:
+    """Each batch of events as SSE in one write; each event encoded once for all of its
+    clients (hub/events.py)."""
+    async with aclosing(batches):
+        async for batch in batches:
+            yield batch[0].sse if len(batch) == 1 else b"".join(event.sse for event in batch)
 
 
 async def _close(socket: WebSocket, code: int) -> None:

@@ -204,18 +204,17 @@ def test_counters_track_clients_and_lost_events():
 
     from hub.events import entry_event, lost_event
 
-    async def events():
-        yield entry_event(b"{}", "1")
-        yield lost_event(5)
-        yield lost_event(None, "a worker restarted")
-        yield entry_event(b"{}", "7")
+    async def batches():
+        yield [entry_event(b"{}", "1"), lost_event(5)]
+        yield [lost_event(None, "a worker restarted")]
+        yield [entry_event(b"{}", "7")]
 
     async def go():
         counters = StreamCounters()
         seen = []
-        tracked = counters.track(events())
-        async for event in tracked:
-            seen.append((event.kind, counters.sse_clients))
+        tracked = counters.track(batches())
+        async for batch in tracked:
+            seen += [(event.kind, counters.sse_clients) for event in batch]
         return counters, seen
     counters, seen = asyncio.run(go())
     assert seen == [("entry", 1), ("lost", 1), ("lost", 1), ("entry", 1)]

@@ -1,0 +1,58 @@
+"""hub.stream._sse_batches: a worker's SSE cut into events from raw chunks, however the chunks
+fall (a CRLF, an event or a field split between two reads)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hub.stream import _sse_batches
+
+
+class Chunks:
+    """What _sse_batches reads of an httpx response: its body as these chunks."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def aiter_bytes(self):
+        for chunk in self.chunks:
+            yield chunk
+
+
+def events(chunks: list[bytes]) -> list[list[tuple[str, str, bytes]]]:
+    async def go():
+        return [batch async for batch in _sse_batches(Chunks(chunks))]
+    return asyncio.run(go())
+
+
+STREAM = (b'event: hello\r\ndata: {"node": "a"}\r\n\r\n'
+          b": ping - 2026-12-06\r\n\r\n"
+          b'id: 7\r\nevent: entry\r\ndata: {"id": "a:7"}\r\n\r\n'
+          b"event: lost\r\ndata: first line\r\ndata: second line\r\n\r\n"
+          b"event: empty\r\n\r\n"
+          b'id: 8\r\nevent: entry\r\ndata: {"id": "a:8"}\r\n\r\n')
+EXPECTED = [("hello", "", b'{"node": "a"}'), ("entry", "7", b'{"id": "a:7"}'),
+            ("lost", "", b"first line\nsecond line"), ("entry", "8", b'{"id": "a:8"}')]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 16, 61, len(STREAM)])
+def test_events_are_the_same_however_the_chunks_fall(size: int) -> None:
+    chunks = [STREAM[i:i + size] for i in range(0, len(STREAM), size)]
+    got = [event for batch in events(chunks) for event in batch]
+    assert got == EXPECTED
+
+
+def test_line_feeds_alone_and_lone_carriage_returns_end_lines_too() -> None:
+    lf = STREAM.replace(b"\r\n", b"\n")
+    cr = STREAM.replace(b"\r\n", b"\r")
+    assert [e for batch in events([lf]) for e in batch] == EXPECTED
+    assert [e for batch in events([cr[:40], cr[40:]]) for e in batch] == EXPECTED
+
+
+def test_a_read_gives_one_batch_of_its_whole_events_and_an_unfinished_one_waits() -> None:
+    first, second = STREAM[:100], STREAM[100:]       # the entry a:7 ends at byte 104
+    batches = events([first, second, b'id: 9\r\nevent: entry\r\ndata: {"id": "a:9"}'])   # the last never ends
+    assert [len(batch) for batch in batches] == [1, 3]
+    assert batches[1][-1] == ("entry", "8", b'{"id": "a:8"}')
