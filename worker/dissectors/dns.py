@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import socket
 from collections import deque
+from struct import Struct
 from typing import Any, Protocol
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
@@ -56,6 +57,9 @@ OPCODES = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE", 6: "D
 _NAME_TYPES = frozenset({2, 3, 4, 5, 7, 8, 9, 12, 39})   # rdata is one domain name
 _OPT = 41
 _MAX_HOPS = 64
+_HEADER = Struct("!6H")        # id, flags, qdcount, ancount, nscount, arcount
+_RECORD = Struct("!HHIH")       # type, class, ttl, rdlength
+_QUESTION = Struct("!HH")       # type, class
 _NEEDS_ESCAPE = re.compile(rb"[^\x21-\x7e]|[\\\"();]")   # "." is checked apart
 _PRINTABLE_LABEL = re.compile(rb"[\x21-\x7e]+")
 
@@ -96,6 +100,12 @@ def read_name(buf: bytes, pos: int, memo: dict[int, str] | None = None) -> tuple
     to a name already read costs one lookup."""
     start = pos
     n = len(buf)
+    if memo is not None and pos + 1 < n and buf[pos] >= 0xC0:
+        # The common case in answers: the whole name is a pointer to one already read.
+        known = memo.get(((buf[pos] & 0x3F) << 8) | buf[pos + 1])
+        if known is not None:
+            memo[start] = known
+            return known, pos + 2
     labels: list[bytes] = []
     suffix = ""
     end = -1
@@ -160,7 +170,7 @@ def _rdata(buf: bytes, rtype: int, start: int, end: int, memo: dict[int, str]) -
     """The record data in dig's presentation form (unknown types as RFC 3597 hex)."""
     length = end - start
     if rtype == 1 and length == 4:
-        return ".".join(str(b) for b in buf[start:end])
+        return socket.inet_ntoa(buf[start:end])
     if rtype == 28 and length == 16:
         return socket.inet_ntop(socket.AF_INET6, buf[start:end])
     if rtype in _NAME_TYPES:
@@ -224,39 +234,38 @@ def parse(buf: bytes, records: bool = True, keep_all: bool = False,
     if type(buf) is not bytes:
         buf = bytes(buf)
     msg = Message()
-    msg.id = (buf[0] << 8) | buf[1]
-    flags = msg.flags = (buf[2] << 8) | buf[3]
-    msg.qdcount = (buf[4] << 8) | buf[5]
-    msg.ancount = (buf[6] << 8) | buf[7]
-    msg.nscount = (buf[8] << 8) | buf[9]
-    msg.arcount = (buf[10] << 8) | buf[11]
+    msg.id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(buf)
+    msg.flags, msg.qdcount, msg.ancount, msg.nscount, msg.arcount = \
+        flags, qdcount, ancount, nscount, arcount
     msg.rcode = flags & 0x0F
     pos = 12
+    n = len(buf)
     memo: dict[int, str] = {}
-    for i in range(msg.qdcount):
+    for i in range(qdcount):
         name, pos = read_name(buf, pos, memo)
-        if pos + 4 > len(buf):
+        if pos + 4 > n:
             raise Malformed("question runs past the end of the message")
         if i == 0:
             msg.qname = name
-            msg.qtype = (buf[pos] << 8) | buf[pos + 1]
-            msg.qclass = (buf[pos + 2] << 8) | buf[pos + 3]
+            msg.qtype, msg.qclass = _QUESTION.unpack_from(buf, pos)
         pos += 4
     if not records:
         return msg
-    n = len(buf)
+    if not (ancount or nscount or arcount):
+        msg.end = pos
+        return msg
+    record = _RECORD.unpack_from
     try:
-        for section, count in ((msg.answers, msg.ancount), (msg.authorities, msg.nscount),
-                               (msg.additionals, msg.arcount)):
+        for section, count in ((msg.answers, ancount), (msg.authorities, nscount),
+                               (msg.additionals, arcount)):
+            if not count:
+                continue
             keep = MAX_ANSWERS if (section is msg.answers or keep_all) and rdata else 0
             for _ in range(count):
                 name, pos = read_name(buf, pos, memo)
                 if pos + 10 > n:
                     raise Malformed("record runs past the end of the message")
-                rtype = (buf[pos] << 8) | buf[pos + 1]
-                rclass = (buf[pos + 2] << 8) | buf[pos + 3]
-                ttl = int.from_bytes(buf[pos + 4:pos + 8], "big")
-                rdlength = (buf[pos + 8] << 8) | buf[pos + 9]
+                rtype, rclass, ttl, rdlength = record(buf, pos)
                 start = pos + 10
                 pos = start + rdlength
                 if pos > n:
@@ -333,22 +342,35 @@ def _labels_so_far(buf: bytes, pos: int) -> bool:
     return True
 
 
-def _whole_message(buf: bytes, is_response: bool) -> bool:
-    """buf is exactly one plausible DNS message of the given kind."""
+def _whole_message(buf: bytes, is_response: bool) -> Message | None:
+    """buf is exactly one plausible DNS message of the given kind: its parse (records walked,
+    not decoded), else None."""
     if len(buf) < 17 or not _plausible_header(buf, 0, is_response):
-        return False
+        return None
     if _question_plausible(buf) < 0:
-        return False
+        return None
     try:
         msg = parse(buf, rdata=False)
     except Malformed:
-        return False
-    return not msg.error and msg.end == len(buf)
+        return None
+    return msg if not msg.error and msg.end == len(buf) else None
 
 
-def _side(data: bytes, is_response: bool) -> Detect:
-    """One direction's first bytes: a whole UDP message, or a TCP length-prefixed one."""
-    if _whole_message(data, is_response):
+def _no_records(msg: Message) -> bool:
+    """A message with no record besides its EDNS OPT: parsed with or without rdata it is the
+    same (OPT is read either way), so the session may take detection's parse as its own."""
+    return not msg.ancount and not msg.nscount and \
+        (not msg.arcount or (msg.arcount == 1 and msg.edns is not None))
+
+
+def _side(data: bytes, is_response: bool, parsed: list[tuple[bytes, Message]] | None = None
+          ) -> Detect:
+    """One direction's first bytes: a whole UDP message, or a TCP length-prefixed one. A
+    whole message's parse is appended to `parsed` when the session can reuse it."""
+    whole = _whole_message(data, is_response)
+    if whole is not None:
+        if parsed is not None and _no_records(whole):
+            parsed.append((data, whole))
         return Detect.MATCH
     n = len(data)
     if n < 2:
@@ -370,12 +392,14 @@ def _side(data: bytes, is_response: bool) -> Detect:
     return Detect.MATCH if _whole_message(bytes(data[2:2 + length]), is_response) else Detect.NO
 
 
-def detect(client: bytes, server: bytes) -> Detect:
+def detect(client: bytes, server: bytes, parsed: list[tuple[bytes, Message]] | None = None
+           ) -> Detect:
     """MATCH when the client's first message is a DNS query or the server's a DNS response
     (a whole UDP datagram, or a length-prefixed TCP message), checked strictly (one question,
-    printable labels, known type and class, parses to exactly its length)."""
-    c = _side(client, False) if client else None
-    s = _side(server, True) if server else None
+    printable labels, known type and class, parses to exactly its length). `parsed` collects
+    (bytes, parse) of whole datagrams a session can take instead of parsing them again."""
+    c = _side(client, False, parsed) if client else None
+    s = _side(server, True, parsed) if server else None
     if c is Detect.MATCH or s is Detect.MATCH:
         return Detect.MATCH
     if Detect.MORE in (c, s):
@@ -445,7 +469,7 @@ class _TcpReader(StreamReader):
                         pos += 1
                         continue
                     break
-                if not _whole_message(bytes(buf[pos + 2:pos + 2 + length]), is_response):
+                if _whole_message(bytes(buf[pos + 2:pos + 2 + length]), is_response) is None:
                     pos += 1
                     continue
                 self.synced = True
@@ -466,8 +490,12 @@ class _TcpReader(StreamReader):
 
 
 class DnsSession:
-    def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
+    def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0,
+                 parsed: list[tuple[bytes, Message]] | None = None) -> None:
         self.flow = flow
+        # Detection's parses of this flow's first datagrams (see DnsDissector): taken, when
+        # the bytes are the same, instead of parsing them again.
+        self.parsed = parsed
         self.emit = emit
         self.body_limit = body_limit
         self.tcp = flow.transport == "tcp"
@@ -531,7 +559,9 @@ class DnsSession:
         """One DNS message (a datagram, or a frame of a TCP stream without its length)."""
         offset, ts, ref = span.start, span.first_ts, span.first_ref
         try:
-            msg = parse(data, keep_all=self.body_limit > 0)
+            msg = self._parsed(data) if self.parsed else None
+            if msg is None:
+                msg = parse(data, keep_all=self.body_limit > 0)
         except Malformed as exc:
             if len(data) < 12:
                 self.malformed += 1
@@ -551,7 +581,10 @@ class DnsSession:
             query = _Query(msg, ts, ref, offset, span.size)
             if msg.error:
                 query.notes.append(f"malformed: {msg.error}")
-            self.pending.setdefault(msg.id, deque()).append(query)
+            same_id = self.pending.get(msg.id)
+            if same_id is None:
+                same_id = self.pending[msg.id] = deque()
+            same_id.append(query)
             self.order.append(query)
             self.waiting += 1
             if self.waiting > MAX_PENDING:
@@ -570,6 +603,17 @@ class DnsSession:
             query.done = True
             self.waiting -= 1
         self._answered(query, msg, direction, span)
+
+    def _parsed(self, data: bytes) -> Message | None:
+        """Detection's parse of exactly these bytes, if it made one (used once)."""
+        parsed = self.parsed
+        assert parsed is not None
+        for i, (seen, msg) in enumerate(parsed):
+            if seen == data:
+                del parsed[i]
+                return msg
+        self.parsed = None      # past the datagrams detection saw
+        return None
 
     def _expire(self, now: int | None) -> None:
         """Emit queries that waited too long (now=None: the oldest one, to make room)."""
@@ -680,8 +724,16 @@ class DnsDissector:
     ports = frozenset({53, 5353, 5355})
     client_first = True         # a query
 
+    def __init__(self) -> None:
+        # The parses of the whole datagrams the last detect() saw: the selector makes the
+        # claiming session right after a MATCH and replays those datagrams to it, so the
+        # session takes them (compared byte for byte) instead of parsing each message twice.
+        self._parsed: list[tuple[bytes, Message]] = []
+
     def detect(self, client: bytes, server: bytes) -> Detect:
-        return detect(client, server)
+        self._parsed = []
+        return detect(client, server, self._parsed)
 
     def session(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> DnsSession:
-        return DnsSession(flow, emit, body_limit)
+        parsed, self._parsed = self._parsed, []
+        return DnsSession(flow, emit, body_limit, parsed or None)
