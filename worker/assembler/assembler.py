@@ -227,7 +227,8 @@ class Assembler:
         """The TCP sequence number (mod 2**32) of stream offset `offset`; None for UDP or when
         that direction has not started or the flow is gone."""
         half = self._halves.get(flow_key(flow))
-        if half is None or half.flow.info != flow or not half.flow.is_tcp:
+        if half is None or not half.flow.is_tcp or (half.flow.info is not flow
+                                                    and half.flow.info != flow):
             return None
         base = half.flow.half(direction).base
         return None if base is None else (base + offset) & SEQ_MASK
@@ -451,7 +452,10 @@ class Assembler:
             if not half.pending:
                 self._deliver(half, payload, ts_ns, ref)
                 return
-        stored = insert(half.pending, half.delivered + delta, payload, ref)
+        pending = half.pending
+        if type(pending) is tuple:
+            pending = half.pending = []
+        stored = insert(pending, half.delivered + delta, payload, ref)
         if stored < size:
             stats.retransmitted_bytes += size - stored
             half.flow.info.facts.retransmitted_bytes += size - stored

@@ -50,6 +50,9 @@ def reverse_key(key: FlowKey) -> FlowKey:
 
 # One buffered out-of-order piece: (stream offset, bytes, ref of the packet they came from).
 Piece = tuple[int, bytes, PacketRef]
+# A Half's `pending` until it first buffers a piece: most never do, and a list per direction
+# of every flow would be that many more objects for the garbage collector to walk.
+NO_PIECES: tuple[Piece, ...] = ()
 
 
 class Half:
@@ -67,7 +70,8 @@ class Half:
         self.base: int | None = None
         self.next_seq: int | None = None
         self.delivered = 0                 # stream offset of the next byte to deliver
-        self.pending: list[Piece] = []     # sorted by offset, non-overlapping, all > delivered
+        # Sorted by offset, non-overlapping, all > delivered; NO_PIECES until the first one.
+        self.pending: list[Piece] | tuple[Piece, ...] = NO_PIECES
         self.fin_offset: int | None = None  # stream offset where the FIN sits, once seen
 
     def start_at(self, seq: int) -> None:

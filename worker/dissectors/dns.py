@@ -602,6 +602,8 @@ class DnsSession:
         if query is not None:
             query.done = True
             self.waiting -= 1
+            if self.order[0] is query:    # done queries leave the order at once, not lazily
+                self.order.popleft()
         self._answered(query, msg, direction, span)
 
     def _parsed(self, data: bytes) -> Message | None:

@@ -38,6 +38,7 @@ only counted.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, Sequence
 
 from worker.dissectors.base import Detect, Direction, Dissector, Emit, Exchange, FlowInfo, Session
@@ -50,6 +51,11 @@ DETECT_LIMIT = 16384
 CHECKPOINTS = (512, 1024, 2048, 4096, 8192, 16384)
 
 _DATA, _GAP, _SKIP = 0, 1, 2
+# After a claim or an ignore nothing more is recorded: shared empties instead of a new list,
+# set and windows per flow (fewer live objects for the garbage collector to walk).
+_NO_WINDOWS: tuple[bytearray, ...] = ()
+_NO_CALLS: tuple[tuple, ...] = ()
+_NONE_REFUSED: frozenset[int] = frozenset()
 
 
 class SelectingSession:
@@ -63,9 +69,8 @@ class SelectingSession:
         self._emit = emit
         # (dissector, swapped) in the order they are asked; with guessed roles each
         # candidate is also tried the other way round, right after the assembler's way.
-        ways = (False, True) if flow.roles_guessed else (False,)
-        self._candidates: list[tuple[Dissector, bool]] = [
-            (d, swapped) for d in candidates for swapped in ways]
+        self._candidates: Sequence[tuple[Dissector, bool]] = _ways(
+            candidates if type(candidates) is tuple else tuple(candidates), flow.roles_guessed)
         self._body_limit = body_limit
         self._detect_limit = detect_limit
         self._fallback = fallback
@@ -210,8 +215,9 @@ class SelectingSession:
         else:
             session = dissector.session(self.flow, self._emit_noting_skips(), self._body_limit)
         self.dissector, self.session = dissector, session
-        calls, self._calls = self._calls, []
-        self._windows = [bytearray(), bytearray()]
+        calls, self._calls = self._calls, _NO_CALLS   # type: ignore[assignment]
+        self._windows = _NO_WINDOWS                    # type: ignore[assignment]
+        self._refused = _NONE_REFUSED                  # type: ignore[assignment]
         # From now on calls go straight to the session.
         self.on_data = session.on_data          # type: ignore[method-assign]
         self.on_gap = session.on_gap            # type: ignore[method-assign]
@@ -268,8 +274,9 @@ class SelectingSession:
     def _ignore(self) -> None:
         self.ignored = True
         self.ignored_bytes += self._buffered
-        self._calls = []
-        self._windows = [bytearray(), bytearray()]
+        self._calls = _NO_CALLS                        # type: ignore[assignment]
+        self._windows = _NO_WINDOWS                    # type: ignore[assignment]
+        self._refused = _NONE_REFUSED                  # type: ignore[assignment]
         self.on_data = self._count              # type: ignore[method-assign]
         self.on_gap = self._nothing             # type: ignore[method-assign]
         self.on_close = self._nothing           # type: ignore[method-assign]
@@ -306,10 +313,38 @@ class _Swapped:
 
 def candidates_for(flow: FlowInfo, dissectors: Sequence[Dissector]) -> list[Dissector]:
     """The dissectors for the flow's transport, port-hinted ones first, registry order kept."""
-    usable = [d for d in dissectors if flow.transport in d.transports]
-    ports = (flow.client_port, flow.server_port)
-    hinted = [d for d in usable if ports[0] in d.ports or ports[1] in d.ports]
-    return hinted + [d for d in usable if d not in hinted]
+    return list(_ordered(tuple(dissectors), flow.transport, flow.client_port, flow.server_port))
+
+
+# The candidate order is set up per flow; it depends only on the dissectors, the transport and
+# which of the two ports is some dissector's hint, so it is made once per such combination
+# (ports that hint nothing are keyed as -1) and shared, as a tuple, by every flow it fits.
+@lru_cache(maxsize=64)
+def _hint_ports(dissectors: tuple[Dissector, ...]) -> frozenset[int]:
+    return frozenset(port for d in dissectors for port in d.ports)
+
+
+def _ordered(dissectors: tuple[Dissector, ...], transport: str, client_port: int,
+             server_port: int) -> tuple[Dissector, ...]:
+    hints = _hint_ports(dissectors)
+    return _ordered_by_hints(dissectors, transport, client_port if client_port in hints else -1,
+                             server_port if server_port in hints else -1)
+
+
+@lru_cache(maxsize=1024)
+def _ordered_by_hints(dissectors: tuple[Dissector, ...], transport: str, client_port: int,
+                      server_port: int) -> tuple[Dissector, ...]:
+    usable = [d for d in dissectors if transport in d.transports]
+    hinted = [d for d in usable if client_port in d.ports or server_port in d.ports]
+    return tuple(hinted + [d for d in usable if d not in hinted])
+
+
+@lru_cache(maxsize=1024)
+def _ways(candidates: tuple[Dissector, ...], guessed: bool) -> tuple[tuple[Dissector, bool], ...]:
+    """(dissector, swapped) in the order they are asked; with guessed roles each candidate is
+    also tried the other way round, right after the assembler's way."""
+    ways = (False, True) if guessed else (False,)
+    return tuple((d, swapped) for d in candidates for swapped in ways)
 
 
 def open_session(flow: FlowInfo, emit: Emit, dissectors: Sequence[Dissector], *,
@@ -319,8 +354,9 @@ def open_session(flow: FlowInfo, emit: Emit, dissectors: Sequence[Dissector], *,
                  ) -> SelectingSession:
     """A session for a new flow that picks its dissector by content (see the module doc);
     on_closed is called with it after a claiming session's on_close."""
-    selector = SelectingSession(flow, emit, candidates_for(flow, dissectors), body_limit,
-                                detect_limit, fallback, on_closed)
+    selector = SelectingSession(flow, emit, _ordered(tuple(dissectors), flow.transport,
+                                                     flow.client_port, flow.server_port),
+                                body_limit, detect_limit, fallback, on_closed)
     if not selector._candidates:
         selector._give_up()
     return selector
