@@ -42,6 +42,7 @@ _ICMP, _ICMPV6 = 1, 58
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 _u16 = Struct("!H")
+_ipv4 = Struct("!BxHxxHxB")   # version/IHL, total length, flags/fragment offset, protocol
 _tcp = Struct("!HHIIBBH")
 _udp_ports = Struct("!HH")
 _ETH_VLAN = {0x8100, 0x88A8, 0x9100}
@@ -101,21 +102,26 @@ def _network_offset(linktype: int, frame: bytes) -> tuple[int, int] | None:
     return None
 
 
+# Decoded made without NamedTuple's Python-level __new__ (one call less per packet).
+_new = tuple.__new__
+
+
 def decode(linktype: int, frame: bytes) -> Decoded | None:
     """The TCP or UDP 5-tuple and payload of a frame; None for anything else or a fragment."""
-    located = _network_offset(linktype, frame)
-    if located is None:
-        return None
-    offset, version = located
+    if linktype == LINKTYPE_ETHERNET and frame[12:14] == b"\x08\x00":
+        offset, version = 14, 4      # the common case, without _network_offset's tests
+    else:
+        located = _network_offset(linktype, frame)
+        if located is None:
+            return None
+        offset, version = located
     if version == 4:
         if len(frame) < offset + 20:
             return None
-        ihl = (frame[offset] & 0x0F) * 4
-        total = _u16.unpack_from(frame, offset + 2)[0]
-        fragment = _u16.unpack_from(frame, offset + 6)[0]
+        version_ihl, total, fragment, proto = _ipv4.unpack_from(frame, offset)
+        ihl = (version_ihl & 0x0F) * 4
         if fragment & 0x3FFF:  # MF set or a non-zero offset: fragments are not reassembled
             return None
-        proto = frame[offset + 9]
         src = frame[offset + 12:offset + 16]
         dst = frame[offset + 16:offset + 20]
         # Trim Ethernet padding with the IP total length; TSO frames may report 0.
@@ -140,13 +146,13 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
             return None
         sport, dport, seq, ack, data_offset, flags, window = _tcp.unpack_from(frame, start)
         payload_start = start + (data_offset >> 4) * 4
-        return Decoded(TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end], ack,
-                       window)
+        return _new(Decoded, (TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end],
+                              ack, window))
     if proto == UDP:
         if len(frame) < start + 8:
             return None
         sport, dport = _udp_ports.unpack_from(frame, start)
-        return Decoded(UDP, src, sport, dst, dport, 0, 0, frame[start + 8:end])
+        return _new(Decoded, (UDP, src, sport, dst, dport, 0, 0, frame[start + 8:end], 0, -1))
     if proto == _ICMP or proto == _ICMPV6:
         return _port_unreachable(frame, start, proto)
     return None
