@@ -122,6 +122,9 @@ ERRORS: dict[int, str] = {
     89: "THROTTLING_QUOTA_EXCEEDED", 90: "PRODUCER_FENCED", 100: "UNKNOWN_TOPIC_ID",
 }
 
+_I16 = struct.Struct(">h").unpack_from
+_I32 = struct.Struct(">i").unpack_from
+_CLIENT_ID_TEXT = re.compile(rb"[\x20-\x7e]*")
 _HEADER = struct.Struct(">ihhih")    # size, api_key, api_version, correlation_id, client_id len
 # A request header: size < 2**28, a known api key, a version <= 20, any correlation id, and a
 # client id length that is -1 or < 2**15 (first bytes only; checked further in _plausible).
@@ -140,6 +143,7 @@ class _Cursor:
         self.p = pos
         self.flexible = flexible
 
+    # Fixed-size fields are read in place (struct, an index), never through a slice.
     def take(self, n: int) -> bytes:
         p = self.p
         if n < 0 or p + n > len(self.b):
@@ -148,26 +152,49 @@ class _Cursor:
         return self.b[p:p + n]
 
     def i8(self) -> int:
-        return self.take(1)[0]
+        p = self.p
+        if p >= len(self.b):
+            raise _Short
+        self.p = p + 1
+        return self.b[p]
 
     def i16(self) -> int:
-        return int.from_bytes(self.take(2), "big", signed=True)
+        p = self.p
+        if p + 2 > len(self.b):
+            raise _Short
+        self.p = p + 2
+        return _I16(self.b, p)[0]
 
     def i32(self) -> int:
-        return int.from_bytes(self.take(4), "big", signed=True)
+        p = self.p
+        if p + 4 > len(self.b):
+            raise _Short
+        self.p = p + 4
+        return _I32(self.b, p)[0]
 
     def skip(self, n: int) -> None:
-        self.take(n)
+        p = self.p
+        if n < 0 or p + n > len(self.b):
+            raise _Short
+        self.p = p + n
 
     def uvarint(self) -> int:
+        b, p = self.b, self.p
+        n = len(b)
         shift = value = 0
         while True:
-            byte = self.i8()
+            if p >= n:
+                self.p = p
+                raise _Short
+            byte = b[p]
+            p += 1
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
+                self.p = p
                 return value
             shift += 7
             if shift > 35:
+                self.p = p
                 raise _Short
 
     def string(self) -> str | None:
@@ -228,7 +255,7 @@ def _plausible(data: bytes, p: int = 0) -> Detect:
         return Detect.NO
     if cid_len > 0:
         cid = data[p + 14:p + 14 + min(cid_len, 64)]
-        if not all(0x20 <= c < 0x7F for c in cid):
+        if _CLIENT_ID_TEXT.fullmatch(cid) is None:
             return Detect.NO
         if len(cid) < min(cid_len, 64):
             return Detect.MORE
