@@ -226,11 +226,17 @@ class Assembler:
     def seq_of(self, flow: FlowInfo, direction: Direction, offset: int) -> int | None:
         """The TCP sequence number (mod 2**32) of stream offset `offset`; None for UDP or when
         that direction has not started or the flow is gone."""
-        half = self._halves.get(flow_key(flow))
-        if half is None or not half.flow.is_tcp or (half.flow.info is not flow
-                                                    and half.flow.info != flow):
+        if flow.transport != "tcp":
             return None
-        base = half.flow.half(direction).base
+        # Called twice per exchange: the key and the half inlined (flow_key, Flow.half).
+        half = self._halves.get((TCP, flow.client_ip, flow.client_port, flow.server_ip,
+                                 flow.server_port))
+        if half is None:
+            return None
+        owner = half.flow
+        if owner.info is not flow and owner.info != flow:
+            return None
+        base = (owner.client if direction == Direction.CLIENT_TO_SERVER else owner.server).base
         return None if base is None else (base + offset) & SEQ_MASK
 
     # -- flow table -------------------------------------------------------------------------
