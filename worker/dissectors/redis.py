@@ -515,7 +515,13 @@ class _Reader:
             line = data[pos + 1:nl - 1 if data[nl - 1] == 0x0D and nl > pos else nl]
             nested = bool(self.stack)
             if t in _BLOBS and (nested or not self.is_request):
-                size = _int(line)
+                # _int inlined: a length line per bulk string is the commonest line of all.
+                size = None
+                if 0 < len(line) <= 20:
+                    try:
+                        size = int(line)
+                    except ValueError:
+                        pass
                 if size is None or size < -1 or size >= MAX_COUNT:
                     self._malformed("malformed: bad bulk length")
                     pos = seg = pos + 1
@@ -533,6 +539,13 @@ class _Reader:
                         continue
                     node = _Node(t, data[pos:pos + min(size, keep)], size)
                     pos = stop + 2
+                    parent = self.stack[-1] if nested else None
+                    if parent is not None and parent.left > 1:
+                        # Not the last element of its aggregate: what _done does then.
+                        if len(parent.value) < KEEP:
+                            parent.value.append(node)
+                        parent.left -= 1
+                        continue
                     if self._done(node, data, seg, pos, base, ts, ref):
                         seg = pos
                     continue
