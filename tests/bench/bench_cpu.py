@@ -1,0 +1,107 @@
+"""CPU seconds of the dissection path over a capture, best of N: for before/after comparisons
+on a loaded machine (CPU time, not wall time), the trees run back to back.
+
+    .venv/bin/python tests/bench/bench_cpu.py PCAP [--tree DIR] [--repeat 3] [--gc-threshold N]
+    .venv/bin/python tests/bench/bench_cpu.py --golden-copies OUT COPIES GOLDEN.pcap...
+
+The file is read into memory first; then, timed with time.process_time(), what the worker's
+dissection process does before sqlite: worker.dissection.Dissection.feed (decode, assembler,
+selection, dissectors) and take_rows (entries encoded as index rows). `--tree` imports
+`worker` from another checkout (e.g. `git worktree add /tmp/old main`); the printed digest of
+every entry's JSON says whether two trees produced the same entries. `--gc-threshold` sets
+gen0's threshold (gc.set_threshold(N, 50, 100)) to show what the garbage collector costs.
+`--golden-copies` writes a pcap of golden captures repeated COPIES times, each copy's ports
+shifted (new flows) and its timestamps after the previous copy's (Kafka, WebSocket).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import struct
+import sys
+import time
+from pathlib import Path
+
+
+def golden_copies(out: Path, copies: int, inputs: list[Path]) -> None:
+    header, packets = b"", []
+    for path in inputs:
+        data = path.read_bytes()
+        header = header or data[:24]
+        pos, these = 24, []
+        while pos < len(data):
+            sec, usec, incl, orig = struct.unpack_from("<IIII", data, pos)
+            these.append((sec * 1_000_000 + usec, data[pos + 16:pos + 16 + incl], orig))
+            pos += 16 + incl
+        base = packets[-1][0] + 1000 if packets else 0
+        packets += [(base + t - these[0][0], frame, orig) for t, frame, orig in these]
+    span = packets[-1][0] - packets[0][0] + 1000
+    with open(out, "wb") as w:
+        w.write(header)
+        for i in range(copies):
+            for t, frame, orig in packets:
+                frame = bytearray(frame)        # Ethernet + IPv4 (the goldens are)
+                at = 14 + (frame[14] & 0x0F) * 4
+                for off in (at, at + 2):
+                    port = struct.unpack_from("!H", frame, off)[0]
+                    if port != 53:
+                        struct.pack_into("!H", frame, off, 20000 + (port + i * 13) % 40000)
+                ts = t + i * span
+                w.write(struct.pack("<IIII", ts // 1_000_000, ts % 1_000_000, len(frame), orig))
+                w.write(frame)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pcap", nargs="?")
+    parser.add_argument("--tree", help="a checkout whose worker/ is measured (default: this one)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--gc-threshold", type=int)
+    parser.add_argument("--golden-copies", nargs="+", metavar="ARG")
+    args = parser.parse_args()
+    if args.golden_copies:
+        out, copies, *inputs = args.golden_copies
+        golden_copies(Path(out), int(copies), [Path(p) for p in inputs])
+        return
+    if not args.pcap:
+        parser.error("a pcap is needed")
+    sys.path.insert(0, args.tree or str(Path(__file__).resolve().parents[2]))
+    from worker.dissection import Dissection
+    from worker.sources import open_file_source
+    source = open_file_source(args.pcap)
+    batches, number = [], 0
+    while not source.finished:
+        stored = []
+        for ts_ns, data, wirelen in source.read_batch(4096):
+            stored.append(((0, number), source.linktype, ts_ns, data, wirelen))
+            number += 1
+        batches.append(stored)
+    source.close()
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, 50, 100)
+
+    def once() -> tuple[int, str]:
+        dissection, digest, rows = Dissection("bench"), hashlib.sha256(), 0
+        for batch in [*batches, None]:
+            if batch is None:
+                dissection.close_all()
+            else:
+                dissection.feed(batch)
+            for row in dissection.take_rows():
+                rows += 1
+                digest.update(row.entry_json)
+        return rows, digest.hexdigest()[:16]
+
+    best = float("inf")
+    for _ in range(args.repeat):
+        started = time.process_time()
+        rows, digest = once()
+        best = min(best, time.process_time() - started)
+    print(f"{Path(args.pcap).name}: packets {number}, entries {rows}, digest {digest}, "
+          f"cpu best of {args.repeat} {best:.3f} s ({rows / best:,.0f} entries/s)")
+
+
+if __name__ == "__main__":
+    main()
