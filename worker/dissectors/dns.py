@@ -289,14 +289,12 @@ def parse(buf: bytes, records: bool = True, keep_all: bool = False,
 
 def _plausible_header(buf: bytes | bytearray, pos: int, is_response: bool | None) -> bool:
     """The 12 bytes at pos look like a DNS header (one question, sane counts, known opcode)."""
-    flags = (buf[pos + 2] << 8) | buf[pos + 3]
+    _, flags, qd, an, ns, ar = _HEADER.unpack_from(buf, pos)
     if is_response is not None and bool(flags & 0x8000) != is_response:
         return False
     if (flags >> 11) & 0x0F not in OPCODES:
         return False
-    qd = (buf[pos + 4] << 8) | buf[pos + 5]
-    counts = [(buf[i] << 8) | buf[i + 1] for i in (pos + 6, pos + 8, pos + 10)]
-    return qd == 1 and max(counts) <= 512 and (flags & 0x8000 or counts[0] == 0)
+    return qd == 1 and max(an, ns, ar) <= 512 and (flags & 0x8000 or an == 0)
 
 
 def _question_plausible(buf: bytes, pos: int = 12) -> int:
