@@ -174,7 +174,8 @@ class SelectingSession:
     def _decide(self, direction: Direction, size: int) -> None:
         client, server = bytes(self._windows[0]), bytes(self._windows[1])
         total = len(client) + len(server)
-        for checkpoint in CHECKPOINTS:
+        # Most flows are decided on their first bytes, short of the first checkpoint.
+        for checkpoint in CHECKPOINTS if total >= CHECKPOINTS[0] else ():
             if total - size < checkpoint <= total:
                 # The windows as they were when exactly `checkpoint` bytes were buffered.
                 cut = total - checkpoint
