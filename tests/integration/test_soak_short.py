@@ -25,7 +25,7 @@ def test_thirty_seconds_of_mixed_traffic_stay_within_bounds(tmp_path: Path) -> N
     result = soak(30, tmp_path, storage_limit="16MB")
     assert all(result.requests.get(p, 0) > 50 for p in ("http", "redis", "dns")), result.requests
     assert result.streamed > 0, "the hub's live client received nothing"
-    assert result.final_status["index"]["entries"] > 0
+    assert result.final_status["index"]["entries"] > 0, result.final_status["dissection"]
     over = [s for s in result.samples if s.store_bytes > result.storage_limit * STORAGE_SLACK]
     assert not over, f"the store went over {result.storage_limit:,} bytes (+25%): {over[:3]}"
     worst_worker, worst_hub = max(s.worker_rss_mb for s in result.samples), max(s.hub_rss_mb for s in result.samples)

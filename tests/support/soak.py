@@ -100,6 +100,9 @@ def _dns_server(port: int) -> Any:
     return server
 
 
+CATCH_UP_S = 30.0
+
+
 def soak(seconds: float, tmp: Path, storage_limit: str = "16MB", clients_per_protocol: int = 1,
          on_sample: Callable[[Sample], None] | None = None) -> SoakResult:
     import redis
@@ -163,7 +166,14 @@ def soak(seconds: float, tmp: Path, storage_limit: str = "16MB", clients_per_pro
             if on_sample is not None:
                 on_sample(sample)
         clients.join()
+        # What a user sees once the traffic stops: the worker catches up on what it stores (a
+        # worker that fell behind sheds what was evicted before it got there, and its index
+        # holds only what is still stored), so the final status is taken once it has.
+        deadline = time.monotonic() + CATCH_UP_S
         final = worker.status()
+        while not final["dissection"].get("caught_up") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            final = worker.status()
         limit = int(final["store"]["limit"])
         return SoakResult(samples, dict(clients.requests), dict(clients.errors), streamed[0], limit, final)
     finally:
