@@ -6,6 +6,7 @@ The one path every packet takes, live (worker.pipeline follows the store with it
 
 from __future__ import annotations
 
+import gc
 import weakref
 from collections.abc import Iterable
 
@@ -57,6 +58,21 @@ PACKET, EXPIRED, IDLE, END, DONE = 1, 2, 3, 4, 5
 # An entry encoded before its seq is known (dissection shards): the merge gives it its id.
 UNNUMBERED_ID = ""
 _UNNUMBERED_PREFIX = b'{"id":""'
+
+# Dissection allocates and frees many small containers per packet (flows, sessions, exchanges,
+# entries). At CPython's default gen0 threshold (700 allocations) the collector ran every few
+# packets and walked every young flow; 100,000 lets it run ~140x less often, for at most that
+# many objects of cyclic garbage held meanwhile (a few MB). Measured: DNS -30% CPU (issue 17,
+# docs/BENCHMARKS.md).
+GC_GEN0_THRESHOLD = 100_000
+
+
+def tune_gc_for_dissection() -> None:
+    """For a process whose main work is dissection: what is loaded so far (modules, tables)
+    is never garbage, so it leaves every collection (gc.freeze), and young collections come
+    after GC_GEN0_THRESHOLD allocations."""
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _held(item: tuple[int, SelectingSession]) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from worker.broadcast import Broadcaster
-from worker.dissection import EXPIRE_EVERY_NS, Dissection, MemoryBudget
+from worker.dissection import EXPIRE_EVERY_NS, Dissection, MemoryBudget, tune_gc_for_dissection
 from worker.names import NameTable
 from worker.packet import PacketRef
 from worker.redact import Redactor
@@ -103,6 +103,7 @@ class Pipeline:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DISSECTION_NICE)
         except OSError:
             pass
+        tune_gc_for_dissection()      # process-wide: the API's event loop allocates far less
         last_prune = 0.0
         last_expire_ns = 0
         while not self._stop.is_set():

@@ -23,7 +23,8 @@ from typing import Any
 import msgspec
 
 from shark.process import die_with_parent
-from worker.dissection import DONE, EXPIRE_EVERY_NS, IDLE, Dissection, MemoryBudget, OrderKey
+from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, Dissection, MemoryBudget, OrderKey,
+                               tune_gc_for_dissection)
 from worker.names import Name, NameTable, parse_nets
 from worker.packet import PacketRef
 from worker.redact import Redactor
@@ -114,6 +115,7 @@ def shard_main(config: ShardConfig, conn: Connection) -> None:
         os.setpriority(os.PRIO_PROCESS, 0, SHARD_NICE)
     except OSError:
         pass
+    tune_gc_for_dissection()
     _Shard(config, conn).run()
 
 
