@@ -59,6 +59,28 @@ PACKET, EXPIRED, IDLE, END, DONE = 1, 2, 3, 4, 5
 UNNUMBERED_ID = ""
 _UNNUMBERED_PREFIX = b'{"id":""'
 
+class DissectionCounters(msgspec.Struct):
+    """The counters of one dissection as /status shows them (dissection.*): the in-thread
+    pipeline's (worker.pipeline.DissectionStats) and each shard's (worker.shard.ShardStats)."""
+
+    packets: int = 0
+    not_tcp_udp: int = 0
+    entries: int = 0
+    lag_bytes: int = 0
+    lag_seconds: float = 0.0
+    shed_segments: int = 0
+    shed_bytes: int = 0
+    discontinuities: int = 0
+    cut: dict[str, int] = msgspec.field(default_factory=dict)   # entries a per-session cap cut, by cap
+    # bytes sessions passed over looking for a message start, by protocol (when flows end)
+    skipped: dict[str, int] = msgspec.field(default_factory=dict)
+    # the sessions' memory budget (--dissect-memory): what they held, what was cut for it
+    memory: MemoryBudget | None = None
+    errors: int = 0
+    last_error: str = ""
+    caught_up: bool = False       # everything stored so far has been dissected
+
+
 # Dissection allocates and frees many small containers per packet (flows, sessions, exchanges,
 # entries). At CPython's default gen0 threshold (700 allocations) the collector ran every few
 # packets and walked every young flow; 100,000 lets it run ~140x less often, for at most that

@@ -18,12 +18,13 @@ from pathlib import Path
 import msgspec
 
 from worker.broadcast import Broadcaster
-from worker.dissection import EXPIRE_EVERY_NS, Dissection, MemoryBudget, tune_gc_for_dissection
+from worker.dissection import (EXPIRE_EVERY_NS, Dissection, DissectionCounters, MemoryBudget,
+                               tune_gc_for_dissection)
 from worker.names import NameTable
 from worker.packet import PacketRef
 from worker.redact import Redactor
 from worker.shard import ShardState
-from worker.store.index import EntryIndex
+from worker.store.index import EntryIndex, IndexRow
 from worker.store.segments import SegmentTail, list_segments
 
 log = logging.getLogger("shark.worker.pipeline")
@@ -42,35 +43,65 @@ PRUNE_EVERY_S = 0.25
 DISSECTION_NICE = 10
 
 
-class DissectionStats(msgspec.Struct):
-    packets: int = 0
-    not_tcp_udp: int = 0
-    entries: int = 0
-    lag_bytes: int = 0
-    lag_seconds: float = 0.0
-    shed_segments: int = 0
-    shed_bytes: int = 0
-    discontinuities: int = 0
+class DissectionStats(DissectionCounters):
+    """/status dissection: one dissection's counters, and what the pipeline adds."""
+
     unindexed_evicted: int = 0    # entries streamed live but not indexed: their packets were evicted
-    cut: dict[str, int] = msgspec.field(default_factory=dict)   # entries a per-session cap cut, by cap
-    # bytes sessions passed over looking for a message start, by protocol (when flows end)
-    skipped: dict[str, int] = msgspec.field(default_factory=dict)
-    # the sessions' memory budget (--dissect-memory): what they held, what was cut for it
-    memory: MemoryBudget | None = None
-    errors: int = 0
-    last_error: str = ""
-    caught_up: bool = False       # everything stored so far has been dissected
     # --dissect-shards above 1: each shard process (worker.sharded); empty when in-thread
     shards: list[ShardState] = msgspec.field(default_factory=list)
+
+
+class IndexWriter:
+    """What a pipeline does with the rows dissection finished (both Pipeline and the sharded
+    merge, worker/sharded.py): the index loses the rows of segments evicted since, the rows
+    whose packets are still stored are written with the dissection cursor in one transaction,
+    and all of them are streamed live."""
+
+    def __init__(self, storage_dir: Path, index: EntryIndex, broadcaster: Broadcaster,
+                 stats: DissectionStats) -> None:
+        self._storage_dir = storage_dir
+        self._index = index
+        self._broadcaster = broadcaster
+        self._stats = stats
+        self._written_cursor = index.cursor()
+        self._pruned_before = -1
+        self._newest_segment = 0
+
+    def write(self, rows: list[IndexRow], cursor: PacketRef | None, reading_segment: int) -> None:
+        """`rows` just dissected; `cursor` the last packet processed (None: none new);
+        `reading_segment` the segment dissection reads now."""
+        kept = rows
+        if rows:
+            # Rows of a segment evicted while dissection read it would be pruned at once: they
+            # are not written (the index counts in the storage limit), only streamed live.
+            oldest = self.prune(reading_segment)
+            kept = [row for row in rows if row.first_seg >= oldest]
+            self._stats.unindexed_evicted += len(rows) - len(kept)
+        if kept or (cursor is not None and cursor != self._written_cursor):
+            self._index.add(kept, cursor)
+            self._written_cursor = cursor
+        if rows:
+            self._stats.entries += len(rows)
+            self._broadcaster.publish(rows)
+
+    def prune(self, reading_segment: int) -> int:
+        """Delete the rows of evicted segments (at once: the index counts in the storage
+        limit, and the writer evicts for it); returns the oldest segment id left."""
+        segments = list_segments(self._storage_dir)
+        newest = max(segments[-1].id if segments else 0, reading_segment)
+        self._newest_segment = max(self._newest_segment, newest)
+        # none left: every row is of an evicted segment (the next one gets a higher id)
+        oldest = segments[0].id if segments else self._newest_segment + 1
+        if oldest != self._pruned_before:
+            self._index.prune_segments_before(oldest)
+            self._pruned_before = oldest
+        return oldest
 
 
 class Pipeline:
     def __init__(self, storage_dir: Path, index: EntryIndex, node: str, broadcaster: Broadcaster,
                  capture_finished: Callable[[], bool], redactor: Redactor | None = None,
                  memory: MemoryBudget | None = None) -> None:
-        self._storage_dir = storage_dir
-        self._index = index
-        self._broadcaster = broadcaster
         self._capture_finished = capture_finished
         self._tail = SegmentTail(storage_dir, index.cursor())
         self.names = NameTable()   # the hub's names, stamped into entries as they are indexed
@@ -80,10 +111,8 @@ class Pipeline:
         self._thread = threading.Thread(target=self._run, name="shark-dissect", daemon=True)
         self._closed_at_end = False
         self.ended = False   # a replayed file is dissected to its end and indexed
-        self._written_cursor = index.cursor()
-        self._pruned_before = -1
-        self._newest_segment = 0
         self.stats = DissectionStats(memory=memory)   # the same object: its counters are live
+        self._writer = IndexWriter(storage_dir, index, broadcaster, self.stats)
         self.read_batch = READ_BATCH     # serve() sets it from the storage limit: read_batch_for
 
     def start(self) -> None:
@@ -112,7 +141,7 @@ class Pipeline:
                 now = time.monotonic()
                 if now - last_prune > PRUNE_EVERY_S:
                     last_prune = now
-                    self._prune()
+                    self._writer.prune(self._reading_segment())
                 if not worked:
                     wall_ns = time.time_ns()
                     if wall_ns - last_expire_ns > EXPIRE_EVERY_NS and not self._capture_finished():
@@ -162,30 +191,8 @@ class Pipeline:
             self.stats.cut = dict(self._dissection.cut)
         if self._dissection.skipped:
             self.stats.skipped = dict(self._dissection.skipped)
-        kept = rows
-        if rows:
-            # Rows of a segment evicted while the tail read it would be pruned at once: they
-            # are not written (the index counts in the storage limit), only streamed live.
-            oldest = self._prune()
-            kept = [row for row in rows if row.first_seg >= oldest]
-            self.stats.unindexed_evicted += len(rows) - len(kept)
-        if kept or (cursor is not None and cursor != self._written_cursor):
-            self._index.add(kept, cursor)
-            self._written_cursor = cursor
-        if rows:
-            self.stats.entries += len(rows)
-            self._broadcaster.publish(rows)
+        self._writer.write(rows, cursor, self._reading_segment())
 
-    def _prune(self) -> int:
-        """Delete the rows of evicted segments (at once: the index counts in the storage
-        limit, and the writer evicts for it); returns the oldest segment id left."""
-        segments = list_segments(self._storage_dir)
+    def _reading_segment(self) -> int:
         position = self._tail.position
-        newest = max(segments[-1].id if segments else 0, position[0] if position else 0)
-        self._newest_segment = max(self._newest_segment, newest)
-        # none left: every row is of an evicted segment (the next one gets a higher id)
-        oldest = segments[0].id if segments else self._newest_segment + 1
-        if oldest != self._pruned_before:
-            self._index.prune_segments_before(oldest)
-            self._pruned_before = oldest
-        return oldest
+        return position[0] if position else 0

@@ -23,8 +23,8 @@ from typing import Any
 import msgspec
 
 from shark.process import die_with_parent
-from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, Dissection, MemoryBudget, OrderKey,
-                               tune_gc_for_dissection)
+from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, Dissection, DissectionCounters, MemoryBudget,
+                               OrderKey, tune_gc_for_dissection)
 from worker.names import Name, NameTable, parse_nets
 from worker.packet import PacketRef
 from worker.redact import Redactor
@@ -42,22 +42,10 @@ IDLE_WAIT_S = 0.02
 SHARD_NICE = 10
 
 
-class ShardStats(msgspec.Struct):
-    packets: int = 0
-    not_tcp_udp: int = 0
-    entries: int = 0
-    lag_bytes: int = 0
-    lag_seconds: float = 0.0
-    shed_segments: int = 0
-    shed_bytes: int = 0
-    discontinuities: int = 0
-    errors: int = 0
-    last_error: str = ""
-    caught_up: bool = False
-    cut: dict[str, int] = msgspec.field(default_factory=dict)
-    skipped: dict[str, int] = msgspec.field(default_factory=dict)
+class ShardStats(DissectionCounters):
+    """What a shard reports of its dissection (the merge sums them into /status)."""
+
     assembler: dict[str, int] = msgspec.field(default_factory=dict)
-    memory: MemoryBudget | None = None      # its share of --dissect-memory, and what it held
 
 
 class ShardState(msgspec.Struct):

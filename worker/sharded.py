@@ -31,12 +31,11 @@ from typing import Any
 from worker.broadcast import Broadcaster
 from worker.dissection import DONE, IDLE, MemoryBudget, OrderKey, id_prefix_for, number_row
 from worker.names import Name, Network, NameTable
-from worker.pipeline import PRUNE_EVERY_S, READ_BATCH, DissectionStats
+from worker.pipeline import PRUNE_EVERY_S, READ_BATCH, DissectionStats, IndexWriter
 from worker.redact import Redactor
 from worker.shard import (ShardConfig, ShardReport, ShardState, ShardStats, Watermark, decode_report,
                           shard_main)
 from worker.store.index import EntryIndex, IndexRow
-from worker.store.segments import list_segments
 
 log = logging.getLogger("shark.worker.sharded")
 
@@ -89,10 +88,8 @@ class ShardedPipeline:
         if shards < 2:
             raise ValueError(f"shards {shards}: a sharded pipeline has at least 2 (1 is Pipeline)")
         self._storage_dir = storage_dir
-        self._index = index
         self._node = node
         self._id_prefix = id_prefix_for(node)
-        self._broadcaster = broadcaster
         self._capture_finished = capture_finished
         self._redactor = redactor
         self._count = shards
@@ -101,7 +98,6 @@ class ShardedPipeline:
         self._next_seq = index.max_seq() + 1
         cursor = index.cursor()
         self._released: Watermark = (*(cursor or (0, 0)), IDLE, 0)
-        self._written_cursor = cursor
         self._shards = [_Shard(ShardState(shard=i), watermark=self._released) for i in range(shards)]
         self._guard = threading.Lock()      # commands to the shards come from API threads too
         # Shards fork from a server process that imported the dissection once: a shard starts
@@ -110,8 +106,6 @@ class ShardedPipeline:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["worker.shard"])
         self._finished = False
-        self._pruned_before = -1
-        self._newest_segment = 0
         self._read_batch = READ_BATCH
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shark-merge", daemon=True)
@@ -119,6 +113,7 @@ class ShardedPipeline:
         self.ended = False   # a replayed file is dissected to its end and indexed
         self.names = SharedNames(self._send_all)
         self.stats = DissectionStats()
+        self._writer = IndexWriter(storage_dir, index, broadcaster, self.stats)
 
     # -- Pipeline's interface ---------------------------------------------------------------
     @property
@@ -217,7 +212,7 @@ class ShardedPipeline:
                             self._send_all(("finished",))
                     if now - last_prune > PRUNE_EVERY_S:
                         last_prune = now
-                        self._prune()
+                        self._writer.prune(self._released[0])
                 except Exception as error:   # the merge must go on
                     self._merge_errors += 1
                     self.stats.last_error = f"{type(error).__name__}: {error}"
@@ -296,30 +291,8 @@ class ShardedPipeline:
             number_row(row, self._next_seq, self._id_prefix)
             self._next_seq += 1
         cursor = (released[0], released[1]) if released[:2] != (0, 0) else None
-        kept = rows
-        if rows:
-            # As Pipeline: rows of a segment evicted meanwhile are only streamed, not indexed.
-            oldest = self._prune()
-            kept = [row for row in rows if row.first_seg >= oldest]
-            self.stats.unindexed_evicted += len(rows) - len(kept)
-        if kept or (cursor is not None and cursor != self._written_cursor):
-            self._index.add(kept, cursor)
-            self._written_cursor = cursor
-        if rows:
-            self.stats.entries += len(rows)
-            self._broadcaster.publish(rows)
+        self._writer.write(rows, cursor, released[0])
         self.ended = released[2] == DONE
-
-    def _prune(self) -> int:
-        """Delete the rows of evicted segments; returns the oldest segment id left."""
-        segments = list_segments(self._storage_dir)
-        newest = max(segments[-1].id if segments else 0, self._released[0])
-        self._newest_segment = max(self._newest_segment, newest)
-        oldest = segments[0].id if segments else self._newest_segment + 1
-        if oldest != self._pruned_before:
-            self._index.prune_segments_before(oldest)
-            self._pruned_before = oldest
-        return oldest
 
     def _sum_stats(self) -> None:
         stats, shards = self.stats, [shard.stats for shard in self._shards]
