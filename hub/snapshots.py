@@ -31,7 +31,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import File
 
 from hub.kube.names import Fill, fill_json
-from hub.params import bad_query
+from hub import params as entry_params
 from hub.workers import WorkerError, WorkerPool, describe
 from shark import kfl
 from shark.units import UnitError, parse_duration
@@ -124,15 +124,10 @@ class SnapshotStore:
     def query(self, name: str, params: dict[str, str]) -> bytes:
         """The saved entries matching q within [since, until), newest first, at most limit
         (as GET /entries filters live ones), as the JSON answer {entries, workers}."""
-        for key in params:
-            if key not in QUERY_PARAMS:
-                raise _bad(f"{key}: unknown query parameter; expected one of {', '.join(QUERY_PARAMS)}")
-        try:
-            query = kfl.compile(params.get("q") or "")
-        except kfl.KflError as error:
-            raise bad_query(error) from None
+        params = entry_params.query(params, QUERY_PARAMS)     # names and q checked, empty ones dropped
+        query = kfl.compile(params.get("q") or "")
         since, until = _time(params, "since"), _time(params, "until")
-        limit = _limit(params.get("limit"))
+        limit = entry_params.limit(params, default=MAX_ENTRIES)
         found: list[bytes] = []
         for raw in self.entries(name):
             if len(found) >= limit:
@@ -282,16 +277,6 @@ def _time(params: dict[str, str], key: str) -> float | None:
         raise _bad(f"{key}: {text!r} is not epoch seconds") from None
 
 
-def _limit(text: str | None) -> int:
-    if text is None or text == "":
-        return MAX_ENTRIES
-    try:
-        limit = int(text)
-    except ValueError:
-        raise _bad(f"limit: {text!r} is not a whole number") from None
-    if not 1 <= limit <= MAX_ENTRIES:
-        raise _bad(f"limit: {limit} is outside 1-{MAX_ENTRIES}")
-    return limit
 
 
 def parse_spec(body: Any) -> dict[str, Any]:
