@@ -18,13 +18,13 @@ from hub import VERSION
 from hub.api.entries import EntriesController
 from hub.api.export import ExportController
 from hub.api.live import LiveController
+from hub.api.snapshots import SnapshotsController
 from hub.api.status import StatusController
 from hub.auth import healthz, hub_policy
 from hub.errors import error_response
 from hub.scripts import ScriptsController
 from hub.services import HubServices
 from hub.settings import HubSettings
-from hub.snapshots import snapshot_handlers
 from hub.targets import TargetsController
 from shark.auth import protect
 
@@ -34,8 +34,7 @@ __all__ = ["HubSettings", "create_app"]
 def create_app(settings: HubSettings) -> Litestar:
     services = HubServices.build(settings)
     handlers: list[Any] = [healthz, EntriesController, ExportController, LiveController, StatusController,
-                           TargetsController, ScriptsController,
-                           *snapshot_handlers(services.pool, services.snapshots, services.names.fill)]
+                           TargetsController, ScriptsController, SnapshotsController]
     spa_dir = settings.spa_dir if settings.spa_dir is not None and (settings.spa_dir / "index.html").is_file() else None
     if spa_dir is not None:
         handlers.append(create_static_files_router(path="/", directories=[spa_dir], html_mode=True, name="spa"))

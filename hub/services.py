@@ -76,11 +76,12 @@ class HubServices:
 
     def dependencies(self) -> dict[str, Provide]:
         """What routes may ask for, by parameter name."""
-        return {name: _value(getattr(self, name)) for name in
+        return {name: provided(getattr(self, name)) for name in
                 ("pool", "feed", "counters", "names", "edge_metrics", "snapshots", "targets", "scripting", "started")}
 
 
-def _value(value: Any) -> Provide:
+def provided(value: Any) -> Provide:
+    """A dependency that is `value` itself (one of the hub's parts)."""
     def dependency() -> Any:
         return value
     return Provide(dependency, use_cache=True, sync_to_thread=False)

@@ -26,18 +26,14 @@ from typing import Any
 
 import httpx
 import msgspec
-from litestar import Request, Response, delete, get, post
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.response import File
 
-from hub.kube.names import Fill, fill_json
 from hub import params as entry_params
+from hub.kube.names import Fill, fill_json
 from hub.workers import WorkerError, WorkerPool, describe
 from shark import kfl
 from shark.units import UnitError, parse_duration
 
-API = "/api/v1"
-PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
 DIRECTORY = "traffic-snapshots"
 DEFAULT_LIMIT = 500 * 1000 * 1000
 MAX_ENTRIES = 100_000
@@ -315,59 +311,6 @@ def parse_spec(body: Any) -> dict[str, Any]:
                 except UnitError as error:
                     raise HTTPException(status_code=400, detail=str(error)) from None
     return spec
-
-
-def snapshot_handlers(pool: WorkerPool, store: SnapshotStore, fill: Fill | None = None) -> list[Any]:
-    """The snapshot routes; `fill` names endpoints in a cluster (hub/kube/names.py)."""
-    @post(f"{API}/snapshots", status_code=201)
-    async def create_snapshot(request: Request) -> dict[str, Any]:
-        """Save the packets and entries of a window (q, since, until) under a name."""
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else None
-        except ValueError as error:
-            raise HTTPException(status_code=400, detail=f"body: not valid JSON ({error})") from None
-        return await store.create(pool, body, fill)
-
-    @get(f"{API}/snapshots")
-    async def list_snapshots() -> dict[str, Any]:
-        """Every snapshot, oldest first, and the bytes they use of the limit."""
-        return {"snapshots": store.list(), "bytes": store.used(), "limit": store.limit}
-
-    @get(f"{API}/snapshots/{{name:str}}")
-    async def snapshot_meta(request: Request) -> dict[str, Any]:
-        """One snapshot's description."""
-        return store.meta(request.path_params["name"])
-
-    @get(f"{API}/snapshots/{{name:str}}/pcap")
-    async def snapshot_pcap(request: Request) -> File:
-        """The snapshot's packets."""
-        name = request.path_params["name"]
-        return File(path=store.path(name, "packets.pcap"), filename=f"{name}.pcap", media_type=PCAP_MEDIA_TYPE)
-
-    @get(f"{API}/snapshots/{{name:str}}/entries")
-    async def snapshot_entries(request: Request) -> Response[Any]:
-        """The snapshot's entries, newest first: all as saved, or those matching q within
-        since/until, at most limit (what the UI shows when a snapshot is opened)."""
-        name = request.path_params["name"]
-        params = dict(request.query_params)
-        if not params:
-            return Response(store.path(name, "entries.json").read_bytes(), media_type="application/json")
-        found = await asyncio.to_thread(store.query, name, params)
-        return Response(found, media_type="application/json")
-
-    @get(f"{API}/snapshots/{{name:str}}/entries/{{entry_id:str}}")
-    async def snapshot_entry(request: Request) -> Response[bytes]:
-        """One of the snapshot's entries in full, as saved."""
-        found = await asyncio.to_thread(store.detail, request.path_params["name"], request.path_params["entry_id"])
-        return Response(found, media_type="application/json")
-
-    @delete(f"{API}/snapshots/{{name:str}}", status_code=204)
-    async def delete_snapshot(request: Request) -> None:
-        store.delete(request.path_params["name"])
-
-    return [create_snapshot, list_snapshots, snapshot_meta, snapshot_pcap, snapshot_entries, snapshot_entry,
-            delete_snapshot]
 
 
 def metrics(store: SnapshotStore) -> str:

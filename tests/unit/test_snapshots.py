@@ -14,7 +14,10 @@ from litestar.testing import TestClient, create_test_client
 
 from factories import tcp_packet
 from hub.app import HubSettings, create_app
-from hub.snapshots import DIRECTORY, SnapshotStore, snapshot_handlers
+from hub.api.snapshots import SnapshotsController
+from hub.kube.names import Names
+from hub.services import provided
+from hub.snapshots import DIRECTORY, SnapshotStore
 from hub.workers import WorkerPool
 from support.prometheus import parse_prometheus
 
@@ -182,10 +185,12 @@ def test_in_a_cluster_the_entries_are_saved_with_the_names_of_that_moment(tmp_pa
             entry["src"].update(name="frontend-7d9", namespace="shop", kind="pod")
         return entry
 
-    # the routes alone, given a fill as app.py gives them the cluster's
+    # the controller alone, given a fill as hub/services.py gives it the cluster's
     pool = WorkerPool(["http://w1:8897"], poll_interval=60, retries=0, transport=httpx.MockTransport(handle))
     store = SnapshotStore(tmp_path / DIRECTORY)
-    with create_test_client(route_handlers=snapshot_handlers(pool, store, fill)) as hub:
+    parts = {"pool": pool, "snapshots": store, "names": Names(fill)}
+    with create_test_client(route_handlers=[SnapshotsController],
+                            dependencies={name: provided(part) for name, part in parts.items()}) as hub:
         assert hub.post("/api/v1/snapshots", json={"name": "named"}).status_code == 201
         [saved] = hub.get("/api/v1/snapshots/named/entries").json()["entries"]
         full = hub.get("/api/v1/snapshots/named/entries/a:1").json()
