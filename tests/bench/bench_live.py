@@ -1,6 +1,7 @@
 """How many entries per second a worker's live /stream carries to one client, and what it loses.
 
     .venv/bin/python tests/bench/bench_live.py --pcap FILE [--clients 1] [--hub] [--json-out FILE]
+    .venv/bin/python tests/bench/bench_live.py --live REQUESTS [--clients 1] [--hub] [--json-out FILE]
 
 The worker replays FILE (`--pcap`) as fast as it dissects; each client (curl) subscribes to
 /stream as soon as the worker serves, without Last-Event-ID, so everything indexed after its
@@ -10,6 +11,13 @@ the dissection's: what the stream had to carry. With --hub the clients read a hu
 (`python -m hub --worker ...`) instead: the hub's hello does not name the worker's head, so a
 client is counted from its first entry on (its event ids carry the worker's seq). Captures of busy servers: bench_protocols.py
 makes them (e.g. its redis capture: 200k commands).
+
+--live REQUESTS captures instead: the worker on lo (`tcp port 6379`) while redis-benchmark
+sends REQUESTS SETs and as many GETs (64 bytes; --connections, 4 by default), as fast as it
+goes or at --rate entries/s (a burst every 0.1 s) to the machine's Redis, as fast
+as it goes. One more client, a raw socket in its own process, stamps each read with the clock
+and takes the `ts` (the request's first packet) of the last entry in it: the packet-to-client
+latency, p50/p99 over the reads.
 """
 
 from __future__ import annotations
@@ -53,16 +61,128 @@ class Reader:
         return {"head": head, "entries": entries, "lost": lost}
 
 
+def latency_reader(url: str, out: Path) -> None:
+    """The --live latency client (run as its own process): reads the raw stream until SIGTERM,
+    then writes {entries, lost, latencies} to `out`."""
+    import signal
+    import socket
+    from urllib.parse import urlsplit
+    parts = urlsplit(url + "/stream")
+    sock = socket.create_connection((parts.hostname, parts.port))
+    sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    entries, lost, latencies, tail = 0, 0, [], b""
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    sock.settimeout(0.5)
+    while not stopping:
+        try:
+            data = sock.recv(1 << 20)
+        except TimeoutError:
+            continue
+        except InterruptedError:
+            break
+        if not data:
+            break
+        now = time.time()
+        entries += data.count(b"event: entry")
+        buffer = tail + data
+        for found in buffer.split(b'"lost":')[1:]:
+            number = found.split(b",")[0].split(b"}")[0].strip()
+            lost += int(number) if number.isdigit() else 0
+        at = buffer.rfind(b'"ts":')
+        if at >= 0:
+            end = buffer.find(b",", at)
+            if end > 0:
+                latencies.append(now - float(buffer[at + 5:end]))
+        tail = buffer[-256:]
+    out.write_text(json.dumps({"entries": entries, "lost": lost, "latencies": latencies}))
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+def live(args: argparse.Namespace, work: Path) -> None:
+    worker = Worker(["--iface", "lo", "--bpf", "tcp port 6379", "--storage-limit", "2GB"], work / "store", work,
+                    "worker")
+    hub: Child | None = None
+    try:
+        url = worker.url
+        if args.hub:
+            hub = Child([PYTHON, "-m", "hub", "--worker", worker.url.removesuffix("/api/v1"),
+                         "--listen", "127.0.0.1:0"], work, "hub")
+            url = hub.wait_stderr(r"hub serving on (http://[^\s]+)").group(1) + "/api/v1"
+        timing = work / "latency.json"
+        reader = subprocess.Popen([PYTHON, __file__, "--latency-reader", url, str(timing)])
+        readers = [Reader(url, work / f"client-{n}.sse") for n in range(args.clients - 1)]
+        time.sleep(2.0)                        # the streams open (the hub's upstream with them)
+        before = worker.status()["index"]["entries"]
+        started = time.monotonic()
+        sent = 0
+        while sent < args.live:   # per tick of 0.1 s, a burst of --rate/10 entries (half SET, half GET)
+            burst = min(args.live - sent, max(1, args.rate // 20)) if args.rate else args.live
+            subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-n", str(burst), "-c", str(args.connections),
+                            "-t", "set,get", "-d", "64", "-q"], check=True, stdout=subprocess.DEVNULL)
+            sent += burst
+            if args.rate:
+                time.sleep(max(0.0, started + sent * 2 / args.rate - time.monotonic()))
+        sent_s = time.monotonic() - started
+        deadline = time.monotonic() + 120
+        while not worker.status()["dissection"]["caught_up"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)
+        status = worker.status()
+        made = status["index"]["entries"] - before
+        reader.terminate()
+        reader.wait(10)
+        timed = json.loads(timing.read_text())
+        rows = [["latency client", timed["entries"], made, timed["lost"], made - timed["entries"]]]
+        for n, client in enumerate(readers, 1):
+            got = client.stop()
+            rows.append([n, got["entries"], made, got["lost"], made - got["entries"]])
+        lat = timed["latencies"]
+        print(f"{made:,} entries from {args.live:,} requests in {sent_s:.1f} s: {made / sent_s:,.0f} entries/s; "
+              f"packet-to-client latency over {len(lat):,} reads: p50 {percentile(lat, 0.5) * 1000:.0f} ms, "
+              f"p99 {percentile(lat, 0.99) * 1000:.0f} ms, max {max(lat, default=0) * 1000:.0f} ms; "
+              f"kernel drops {sum(s['dropped'] for s in status['capture']['sources'])}")
+        print(table(["client", "received", "indexed", "lost (reported)", "missing"], rows))
+        write_json(args.json_out, {"machine": machine(), "live_requests": args.live, "entries": made,
+                                   "entries_per_s": made / sent_s, "p50_s": percentile(lat, 0.5),
+                                   "p99_s": percentile(lat, 0.99), "rows": rows})
+    finally:
+        if hub is not None:
+            hub.stop()
+        worker.stop()
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--latency-reader":
+        latency_reader(sys.argv[2], Path(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pcap", type=Path, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pcap", type=Path)
+    source.add_argument("--live", type=int, metavar="REQUESTS", help="capture redis-benchmark on lo instead")
+    parser.add_argument("--rate", type=int, default=0,
+                        help="--live: entries per second to aim at, in bursts every 0.1 s (default: as fast as it goes)")
+    parser.add_argument("--connections", type=int, default=4,
+                        help="--live: redis-benchmark's connections (its rate: 1 makes ~20k commands/s here)")
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--hub", action="store_true", help="read a hub's /stream in front of the worker")
     parser.add_argument("--json-out")
     args = parser.parse_args()
-    if not args.pcap.is_file():
+    if args.pcap is not None and not args.pcap.is_file():
         parser.error(f"--pcap: {args.pcap} is not a file")
+    if args.clients < 1:
+        parser.error("--clients: at least 1")
     work = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    if args.live is not None:
+        try:
+            live(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     worker = Worker(["--pcap", str(args.pcap), "--storage-limit", "4GB"], work / "store", work, "worker")
     hub: Child | None = None
     try:
