@@ -3,7 +3,8 @@
 It runs apart from dissection (a child process with its own GIL), so a slow dissector can
 never make capture wait: the store on disk is the bounded queue between the two, and the
 dissection side sheds (counted) when the store evicts data it has not read yet.
-The parent talks to it over a Pipe: ("stats"|"filter"|"limit"|"stop", arg) -> ("ok"|"error", value).
+The parent talks to it over a Pipe: ("stats"|"filter"|"limit"|"stop", arg) -> ("ok"|"error", value);
+"stats" answers a CaptureStats (a Struct: it pickles over the pipe like any value).
 """
 
 from __future__ import annotations
@@ -24,14 +25,29 @@ import msgspec
 from shark.process import die_with_parent
 from worker.options import WorkerOptions
 from worker.sources import open_file_source, open_source
-from worker.sources.base import BpfError, CaptureError, Source
-from worker.store.segments import SegmentWriter, StoreError, StoreWriteError
+from worker.sources.base import BpfError, CaptureError, Source, SourceStats
+from worker.sources.ebpf.source import EbpfStatus
+from worker.store.segments import SegmentWriter, StoreError, StoreStats, StoreWriteError
 
 log = logging.getLogger("shark.worker.capture")
 
 BATCH = 4096
 # Bound the work between two looks at the control pipe, so stats and commands stay prompt.
 BATCHES_PER_TURN = 16
+
+
+class CaptureStats(msgspec.Struct):
+    """The child's answer to "stats": the parent's /status, /config and health read it."""
+    sources: list[SourceStats]
+    store: StoreStats
+    ebpf: EbpfStatus
+    write_errors: int = 0         # see CaptureState
+    last_write_error: str = ""
+    last_write_error_ts: float | None = None
+    dropped_on_write: int = 0
+    loop_errors: int = 0
+    last_loop_error: str = ""
+    last_loop_error_ts: float | None = None
 
 
 @dataclass(slots=True)
@@ -46,7 +62,7 @@ class CaptureState:
     last_loop_error: str = ""
     last_loop_error_ts: float | None = None
     tls: Any = None               # the EbpfTlsSource with --tls, when it loaded
-    tls_status: Any = None        # EbpfStatus: off, or why it could not load
+    tls_status: EbpfStatus | None = None   # off, or why it could not load (None: tls.status())
 
 
 def _open(options: WorkerOptions) -> tuple[list[Source], str]:
@@ -64,7 +80,7 @@ def _open(options: WorkerOptions) -> tuple[list[Source], str]:
 def _open_tls(options: WorkerOptions, live: Source) -> tuple[Any, Any, str]:
     """(source, status, note) for eBPF TLS capture. Where it cannot load, the note says what
     is missing and capture goes on without it."""
-    from worker.sources.ebpf import EbpfStatus, EbpfUnavailable, open_tls_source
+    from worker.sources.ebpf import EbpfUnavailable, open_tls_source
     if not options.tls:
         return None, EbpfStatus(), ""
     try:
@@ -80,20 +96,14 @@ def _open_tls(options: WorkerOptions, live: Source) -> tuple[Any, Any, str]:
     return source, None, source.summary()
 
 
-def _stats(state: CaptureState) -> dict[str, Any]:
+def _stats(state: CaptureState) -> CaptureStats:
     tls_status = state.tls.status() if state.tls is not None else state.tls_status
-    return {
-        "sources": [msgspec.to_builtins(s.stats()) for s in state.sources],
-        "store": msgspec.to_builtins(state.writer.stats()),
-        "write_errors": state.write_errors,
-        "last_write_error": state.last_write_error,
-        "last_write_error_ts": state.last_write_error_ts,
-        "dropped_on_write": state.dropped_on_write,
-        "loop_errors": state.loop_errors,
-        "last_loop_error": state.last_loop_error,
-        "last_loop_error_ts": state.last_loop_error_ts,
-        "ebpf": msgspec.to_builtins(tls_status),
-    }
+    return CaptureStats(
+        sources=[s.stats() for s in state.sources], store=state.writer.stats(), ebpf=tls_status,
+        write_errors=state.write_errors, last_write_error=state.last_write_error,
+        last_write_error_ts=state.last_write_error_ts, dropped_on_write=state.dropped_on_write,
+        loop_errors=state.loop_errors, last_loop_error=state.last_loop_error,
+        last_loop_error_ts=state.last_loop_error_ts)
 
 
 def _handle(state: CaptureState, command: str, arg: Any) -> tuple[str, Any]:
@@ -258,10 +268,6 @@ class CaptureProcess:
         if kind == "error":
             raise CaptureError(value)
         return value
-
-    @property
-    def alive(self) -> bool:
-        return self._process.is_alive()
 
     @property
     def exitcode(self) -> int | None:

@@ -324,7 +324,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     @get(f"{API}/config", sync_to_thread=True)
     def get_config() -> dict[str, Any]:
         stats = runtime.capture_stats()
-        limit = stats["store"]["limit"] if stats else options.storage_limit
+        limit = stats.store.limit if stats else options.storage_limit
         return {"storage_limit": limit, "max_storage_limit": options.max_storage_limit, "bpf": options.bpf,
                 "node": options.node}
 

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from worker.broadcast import Broadcaster
-from worker.capture import CaptureProcess
+from worker.capture import CaptureProcess, CaptureStats
 from worker.options import WorkerOptions
 from worker.pipeline import Pipeline
 from worker.sharded import ShardedPipeline
@@ -26,35 +26,35 @@ def replay_finished(options: WorkerOptions, capture: CaptureProcess) -> bool:
         stats = capture.ask("stats", timeout=5.0)
     except CaptureError:
         return True
-    return all(source["finished"] for source in stats["sources"])
+    return all(source.finished for source in stats.sources)
 
 
 # A write or loop error keeps capture "degraded" this long after it happened.
 DEGRADED_WINDOW_S = 60.0
 
 
-def degraded_reasons(capture: dict[str, Any] | None, exitcode: int | None,
+def degraded_reasons(capture: CaptureStats | None, exitcode: int | None,
                      now: float) -> list[str]:
     """One line per reason capture is not whole right now (empty: it is)."""
     if capture is None:
         code = "" if exitcode is None else f" (exit code {exitcode})"
         return [f"the capture process is not running{code}: nothing is captured"]
     reasons = []
-    store = capture["store"]
-    refused_at = store.get("last_write_error_ts")
+    store = capture.store
+    refused_at = store.last_write_error_ts
     if refused_at is not None and now - refused_at < DEGRADED_WINDOW_S:
         reasons.append(
-            f"the disk refused {store['write_errors']} writes, the last {now - refused_at:.0f}s "
-            f"ago ({store['last_write_error']}); {store['evicted_for_space']} segments were "
-            f"evicted to make room and {capture['dropped_on_write']} packets were not stored")
-    failed_at = capture.get("last_write_error_ts")
+            f"the disk refused {store.write_errors} writes, the last {now - refused_at:.0f}s "
+            f"ago ({store.last_write_error}); {store.evicted_for_space} segments were "
+            f"evicted to make room and {capture.dropped_on_write} packets were not stored")
+    failed_at = capture.last_write_error_ts
     if failed_at is not None and now - failed_at < DEGRADED_WINDOW_S and refused_at is None:
-        reasons.append(f"{capture['dropped_on_write']} packets could not be stored, the last "
-                       f"{now - failed_at:.0f}s ago ({capture['last_write_error']})")
-    loop_at = capture.get("last_loop_error_ts")
+        reasons.append(f"{capture.dropped_on_write} packets could not be stored, the last "
+                       f"{now - failed_at:.0f}s ago ({capture.last_write_error})")
+    loop_at = capture.last_loop_error_ts
     if loop_at is not None and now - loop_at < DEGRADED_WINDOW_S:
-        reasons.append(f"the capture loop failed {capture['loop_errors']} times, the last "
-                       f"{now - loop_at:.0f}s ago ({capture['last_loop_error']})")
+        reasons.append(f"the capture loop failed {capture.loop_errors} times, the last "
+                       f"{now - loop_at:.0f}s ago ({capture.last_loop_error})")
     return reasons
 
 
@@ -71,7 +71,7 @@ class WorkerRuntime:
     notes: list[str] = field(default_factory=list)
     redactor: Redactor | None = None   # None with --no-redact
 
-    def capture_stats(self) -> dict[str, Any] | None:
+    def capture_stats(self) -> CaptureStats | None:
         try:
             return self.capture.ask("stats", timeout=5.0)
         except CaptureError:
@@ -82,8 +82,7 @@ class WorkerRuntime:
 
     def status(self) -> dict[str, Any]:
         capture = self.capture_stats()
-        sources = capture["sources"] if capture else []
-        store = capture["store"] if capture else None
+        sources = capture.sources if capture else []
         reasons = degraded_reasons(capture, self.capture.exitcode, time.time())
         return {
             "node": self.options.node,
@@ -92,18 +91,18 @@ class WorkerRuntime:
                 "running": capture is not None,
                 "degraded": bool(reasons),
                 "degraded_reasons": reasons,
-                "sources": sources,
-                "received": sum(s["received"] for s in sources),
-                "dropped": sum(s["dropped"] for s in sources),
-                "if_dropped": sum(s["if_dropped"] for s in sources),
-                "write_errors": capture["write_errors"] if capture else 0,
-                "dropped_on_write": capture["dropped_on_write"] if capture else 0,
-                "last_write_error": capture["last_write_error"] if capture else "",
-                "loop_errors": capture["loop_errors"] if capture else 0,
-                "last_loop_error": capture["last_loop_error"] if capture else "",
+                "sources": msgspec.to_builtins(sources),
+                "received": sum(s.received for s in sources),
+                "dropped": sum(s.dropped for s in sources),
+                "if_dropped": sum(s.if_dropped for s in sources),
+                "write_errors": capture.write_errors if capture else 0,
+                "dropped_on_write": capture.dropped_on_write if capture else 0,
+                "last_write_error": capture.last_write_error if capture else "",
+                "loop_errors": capture.loop_errors if capture else 0,
+                "last_loop_error": capture.last_loop_error if capture else "",
             },
-            "store": store,
-            "ebpf": capture.get("ebpf") if capture else None,
+            "store": msgspec.to_builtins(capture.store) if capture else None,
+            "ebpf": msgspec.to_builtins(capture.ebpf) if capture else None,
             "index": {"entries": self.index.count(), "bytes": self.index.size_bytes()},
             "dissection": msgspec.to_builtins(self.pipeline.stats),
             "assembler": self.pipeline.assembler_stats(),
