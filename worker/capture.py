@@ -3,8 +3,9 @@
 It runs apart from dissection (a child process with its own GIL), so a slow dissector can
 never make capture wait: the store on disk is the bounded queue between the two, and the
 dissection side sheds (counted) when the store evicts data it has not read yet.
-The parent talks to it over a Pipe: ("stats"|"filter"|"limit"|"stop", arg) -> ("ok"|"error", value);
-"stats" answers a CaptureStats (a Struct: it pickles over the pipe like any value).
+The parent talks to it over a Pipe: ("stats"|"filter"|"limit"|"stop", arg) -> ("ok"|"error", value).
+Once open it sends ("ready", CaptureReady); "stats" answers a CaptureStats (Structs pickle
+over the pipe like any value).
 """
 
 from __future__ import annotations
@@ -36,8 +37,16 @@ BATCH = 4096
 BATCHES_PER_TURN = 16
 
 
+class CaptureReady(msgspec.Struct):
+    """What the child says once its sources and store are open."""
+    note: str                     # what it captures from
+    repaired: list[str]           # what the store's recovery fixed at open
+    tls: str = ""                 # with --tls: what loaded, or what is missing
+    tls_ok: bool = False
+
+
 class CaptureStats(msgspec.Struct):
-    """The child's answer to "stats": the parent's /status, /config and health read it."""
+    """The child's answer to "stats": /status (with its degraded reasons) and /config read it."""
     sources: list[SourceStats]
     store: StoreStats
     ebpf: EbpfStatus
@@ -164,8 +173,8 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
     if tls is not None:
         sources.append(tls)
     state = CaptureState(sources, writer, tls=tls, tls_status=tls_status)
-    conn.send(("ready", {"note": note, "repaired": list(writer.stats().repaired),
-                         "tls": tls_note, "tls_ok": tls is not None}))
+    conn.send(("ready", CaptureReady(note, list(writer.stats().repaired), tls_note,
+                                     tls is not None)))
     live = [s for s in sources if s.fileno() is not None]
     files = [s for s in sources if s.fileno() is None]
     by_fd = {s.fileno(): s for s in live}
@@ -250,11 +259,10 @@ class CaptureProcess:
         if kind == "error":
             self._process.join(5)
             raise CaptureError(value)
-        self.note = value["note"]
-        self.repaired = value["repaired"]
+        ready: CaptureReady = value
+        self.note, self.repaired = ready.note, ready.repaired
         threading.Thread(target=self._watch_exit, name="shark-capture-watch", daemon=True).start()
-        self.tls_note = value.get("tls", "")
-        self.tls_ok = value.get("tls_ok", False)
+        self.tls_note, self.tls_ok = ready.tls, ready.tls_ok
 
     def ask(self, command: str, arg: Any = None, timeout: float = 10.0) -> Any:
         """Send a command; returns its value or raises CaptureError with the child's reason."""
