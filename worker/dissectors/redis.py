@@ -1,9 +1,11 @@
 """Redis RESP2 and RESP3: commands paired with replies in order, pub/sub pushes as lone entries.
 
-Each direction has a _Reader, an incremental RESP parser fed chunk by chunk. It keeps only an
-unfinished line (a type header, a simple string, an inline command) and skips bulk payloads by
-length, keeping a short prefix of each (PREVIEW bytes) for the fields; aggregates keep their
-first KEEP children and count the rest. A finished top-level value is handed to the session.
+Each direction has a _Reader (a StreamReader of worker/dissectors/stream.py: order, gaps, the
+buffer and where each chunk came from are its), an incremental RESP parser fed chunk by chunk.
+It leaves buffered only an unfinished line (a type header, a simple string, an inline command)
+and skips bulk payloads by length, keeping a short prefix of each (PREVIEW bytes) for the
+fields; aggregates keep their first KEEP children and count the rest. A finished top-level
+value is handed to the session.
 
 Pairing: requests queue up in `pending`; each reply answers the front one (pipelining and
 MULTI/EXEC need nothing more: queued commands get "QUEUED", EXEC gets the array of results).
@@ -33,7 +35,7 @@ from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
 from worker.packet import PacketRef
-from worker.dissectors.stream import in_order
+from worker.dissectors.stream import StreamReader, TwoWaySession
 
 PREVIEW = 256            # bytes kept of each bulk string / simple line for the fields
 KEEP = 8                 # children kept of each aggregate (the rest only counted)
@@ -407,212 +409,194 @@ class _Message:
         self.notes: list[str] = []
 
 
-SYNC, RESYNC, LOST, DEAD = range(4)
+SYNC, RESYNC, LOST = range(3)
 
 
-class _Reader:
-    __slots__ = ("s", "is_request", "state", "buf", "buf_ts", "buf_ref", "expected", "stack",
-                 "blob", "blob_left", "msg", "attrs", "last_ts", "last_ref", "raw_limit",
-                 "skipped")
+class _Reader(StreamReader):
+    """Cuts one direction into RESP values, a state machine over the chunks: the buffer holds
+    only an unfinished line; bulk payloads are passed by length (their prefix kept)."""
 
-    def __init__(self, session: RedisSession, is_request: bool, raw_limit: int) -> None:
+    __slots__ = ("s", "is_request", "state", "stack", "blob", "blob_left", "msg", "attrs",
+                 "raw_limit")
+
+    def __init__(self, session: RedisSession, direction: Direction, raw_limit: int) -> None:
+        super().__init__(direction)
         self.s = session
-        self.is_request = is_request
+        self.is_request = direction == Direction.CLIENT_TO_SERVER
         self.state = SYNC
-        self.buf = b""               # an unfinished line (from its first byte)
-        self.buf_ts = 0
-        self.buf_ref: PacketRef = (0, 0)
-        self.expected = 0            # stream offset of the next byte
         self.stack: list[_Node] = []
         self.blob: _Node | None = None   # the blob string being read
         self.blob_left = 0           # its bytes still to come, CRLF included
         self.msg: _Message | None = None
         self.attrs = 0               # attributes seen before the value being read
-        self.last_ts = 0
-        self.last_ref: PacketRef = (0, 0)
         self.raw_limit = raw_limit
-        self.skipped = 0
 
-    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
-        if self.state == DEAD or not data:
-            return
-        if offset != self.expected:
-            missing, data, offset = in_order(self.expected, data, offset)
-            if missing:
-                self.gap(self.expected, missing, ts)
-            elif not data:
-                return
-        self.expected = offset + len(data)
-        self.last_ts, self.last_ref = ts, ref
+    def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
+        data = work
         if self.state == LOST:
-            # Server side after a loss: a chunk that starts a reply, once a request waits.
+            # Server side after a loss (nothing is buffered then): a chunk that starts a
+            # reply, once a request waits.
             if not (data[0] in _REPLY_START and self.s.pending):
                 self.skipped += len(data)
-                return
+                return len(data)
             self.state = SYNC
-        base = offset
-        first_ts, first_ref = ts, ref
-        if self.buf:
-            base = offset - len(self.buf)
-            data = self.buf + data
-            self.buf = b""
-            first_ts, first_ref = self.buf_ts, self.buf_ref
         try:
-            self._parse(data, base, ts, ref, first_ts, first_ref)
+            pos, n = 0, len(data)
+            keep = self.s.keep
+            seg = 0                               # start of the current message's bytes in data
+            while pos < n:
+                if self.state != SYNC:
+                    if self.state != RESYNC:      # LOST: drop the rest of the chunk
+                        self.skipped += n - pos
+                        return n
+                    pos = seg = self._resync(data, pos)
+                    if self.state != SYNC:
+                        return pos                # keep a possible partial array header
+                    continue
+                if self.blob_left:
+                    take = min(self.blob_left, n - pos)
+                    blob = self.blob
+                    assert blob is not None
+                    room = min(blob.length, self.s.keep) - len(blob.value)
+                    if room > 0:
+                        blob.value += data[pos:pos + min(take, room)]
+                    pos += take
+                    self.blob_left -= take
+                    if self.blob_left == 0:
+                        if take >= 2 and data[pos - 2:pos] != b"\r\n":
+                            self._malformed("malformed: bulk string not ended by CRLF", 0)
+                            seg = pos
+                            continue
+                        self.blob = None
+                        if self._done(blob, data, seg, pos, base, ts, ref):
+                            seg = pos
+                    continue
+                msg = self.msg
+                if msg is None:
+                    if pos:
+                        start_ts, start_ref = ts, ref
+                    else:                         # where the buffered line began
+                        _, start_ts, start_ref = self.marks[0]
+                    msg = self.msg = _Message(base + pos, start_ts, start_ref)
+                    if self.raw_limit:
+                        msg.raw = bytearray()
+                    seg = pos
+                t = data[pos]
+                nl = data.find(b"\n", pos, pos + LINE_LIMIT)
+                if nl < 0:
+                    if n - pos >= LINE_LIMIT:
+                        self._malformed("malformed: line longer than 64 KiB")
+                        pos = seg = pos + 1
+                        continue
+                    if msg.raw is not None:
+                        self._keep_raw(msg, data, seg, pos)
+                    return pos                    # an unfinished line: kept for the next chunk
+                end = nl + 1
+                line = data[pos + 1:nl - 1 if data[nl - 1] == 0x0D and nl > pos else nl]
+                nested = bool(self.stack)
+                if t in _BLOBS and (nested or not self.is_request):
+                    # _int inlined: a length line per bulk string is the commonest line of all.
+                    size = None
+                    if 0 < len(line) <= 20:
+                        try:
+                            size = int(line)
+                        except ValueError:
+                            pass
+                    if size is None or size < -1 or size >= MAX_COUNT:
+                        self._malformed("malformed: bad bulk length")
+                        pos = seg = pos + 1
+                        continue
+                    pos = end
+                    if size == -1:
+                        if self._done(_Node(t, None, 0), data, seg, pos, base, ts, ref):
+                            seg = pos
+                        continue
+                    stop = pos + size
+                    if stop + 2 <= n:          # the whole string is here: no blob state
+                        if data[stop:stop + 2] != b"\r\n":
+                            self._malformed("malformed: bulk string not ended by CRLF", 0)
+                            pos = seg = stop + 2
+                            continue
+                        node = _Node(t, data[pos:pos + min(size, keep)], size)
+                        pos = stop + 2
+                        parent = self.stack[-1] if nested else None
+                        if parent is not None and parent.left > 1:
+                            # Not the last element of its aggregate: what _done does then.
+                            if len(parent.value) < KEEP:
+                                parent.value.append(node)
+                            parent.left -= 1
+                            continue
+                        if self._done(node, data, seg, pos, base, ts, ref):
+                            seg = pos
+                        continue
+                    self.blob = _Node(t, bytearray(), size)
+                    self.blob_left = size + 2
+                    continue
+                if t in _AGGREGATES and (nested or not self.is_request or t == 0x2A):
+                    count = _int(line)
+                    if count is None or count < -1 or count >= MAX_COUNT or \
+                            len(self.stack) >= MAX_DEPTH:
+                        self._malformed("malformed: bad aggregate length")
+                        pos = seg = pos + 1
+                        continue
+                    pos = end
+                    if count == -1:
+                        if self._done(_Node(t, None, 0), data, seg, pos, base, ts, ref):
+                            seg = pos
+                        continue
+                    elements = count * 2 if t in (0x25, 0x7C) else count
+                    node = _Node(t, [], count, elements)
+                    if elements == 0:
+                        if self._done(node, data, seg, pos, base, ts, ref):
+                            seg = pos
+                        continue
+                    self.stack.append(node)
+                    continue
+                if t in _LINES and (nested or not self.is_request):
+                    if t == 0x3A and _int(line) is None:
+                        self._malformed("malformed: bad integer")
+                        pos = seg = pos + 1
+                        continue
+                    pos = end
+                    value = bytes(line[:self.s.keep]) if t in (0x2B, 0x2D) else bytes(line[:64])
+                    if self._done(_Node(t, value, len(line)), data, seg, pos, base, ts, ref):
+                        seg = pos
+                    continue
+                if self.is_request and not nested:
+                    # An inline command: words separated by spaces, one command per line.
+                    words = data[pos:end].split()
+                    if not words:
+                        self.msg = None        # empty lines are ignored by the server
+                        pos = seg = end
+                        continue
+                    if words[0][:32].upper().decode("ascii", "replace") not in KNOWN_COMMANDS:
+                        self._malformed("malformed: not a command")
+                        pos = seg = pos + 1
+                        continue
+                    pos = end
+                    children = [_Node(0x24, w[:self.s.keep], len(w)) for w in words[:KEEP]]
+                    msg.inline = True
+                    if self._done(_Node(0x2A, children, len(words)), data, seg, pos, base, ts, ref):
+                        seg = pos
+                    continue
+                self._malformed(f"malformed: unexpected type byte 0x{t:02x}")
+                pos = seg = pos + 1
+            if self.msg is not None and self.msg.raw is not None:
+                self._keep_raw(self.msg, data, seg, n)
+            return n
         except (ValueError, IndexError, TypeError, AssertionError) as exc:   # defensive
             self._malformed(f"malformed: {type(exc).__name__}", 0)
+            return len(data)
 
-    def _parse(self, data: bytes, base: int, ts: int, ref: PacketRef, first_ts: int,
-               first_ref: PacketRef) -> None:
-        pos, n = 0, len(data)
-        keep = self.s.keep
-        seg = 0                               # start of the current message's bytes in data
-        while pos < n:
-            if self.state != SYNC:
-                if self.state != RESYNC:      # LOST or DEAD: drop the rest of the chunk
-                    self.skipped += n - pos
-                    return
-                pos = seg = self._resync(data, pos)
-                continue
-            if self.blob_left:
-                take = min(self.blob_left, n - pos)
-                blob = self.blob
-                assert blob is not None
-                room = min(blob.length, self.s.keep) - len(blob.value)
-                if room > 0:
-                    blob.value += data[pos:pos + min(take, room)]
-                pos += take
-                self.blob_left -= take
-                if self.blob_left == 0:
-                    if take >= 2 and data[pos - 2:pos] != b"\r\n":
-                        self._malformed("malformed: bulk string not ended by CRLF", 0)
-                        seg = pos
-                        continue
-                    self.blob = None
-                    if self._done(blob, data, seg, pos, base, ts, ref):
-                        seg = pos
-                continue
-            msg = self.msg
-            if msg is None:
-                start_ts, start_ref = (first_ts, first_ref) if pos == 0 else (ts, ref)
-                msg = self.msg = _Message(base + pos, start_ts, start_ref)
-                if self.raw_limit:
-                    msg.raw = bytearray()
-                seg = pos
-            t = data[pos]
-            nl = data.find(b"\n", pos, pos + LINE_LIMIT)
-            if nl < 0:
-                if n - pos >= LINE_LIMIT:
-                    self._malformed("malformed: line longer than 64 KiB")
-                    pos = seg = pos + 1
-                    continue
-                if msg.raw is not None:
-                    self._keep_raw(msg, data, seg, pos)
-                self.buf = data[pos:]
-                self.buf_ts, self.buf_ref = (first_ts, first_ref) if pos == 0 else (ts, ref)
-                return
-            end = nl + 1
-            line = data[pos + 1:nl - 1 if data[nl - 1] == 0x0D and nl > pos else nl]
-            nested = bool(self.stack)
-            if t in _BLOBS and (nested or not self.is_request):
-                # _int inlined: a length line per bulk string is the commonest line of all.
-                size = None
-                if 0 < len(line) <= 20:
-                    try:
-                        size = int(line)
-                    except ValueError:
-                        pass
-                if size is None or size < -1 or size >= MAX_COUNT:
-                    self._malformed("malformed: bad bulk length")
-                    pos = seg = pos + 1
-                    continue
-                pos = end
-                if size == -1:
-                    if self._done(_Node(t, None, 0), data, seg, pos, base, ts, ref):
-                        seg = pos
-                    continue
-                stop = pos + size
-                if stop + 2 <= n:          # the whole string is here: no blob state
-                    if data[stop:stop + 2] != b"\r\n":
-                        self._malformed("malformed: bulk string not ended by CRLF", 0)
-                        pos = seg = stop + 2
-                        continue
-                    node = _Node(t, data[pos:pos + min(size, keep)], size)
-                    pos = stop + 2
-                    parent = self.stack[-1] if nested else None
-                    if parent is not None and parent.left > 1:
-                        # Not the last element of its aggregate: what _done does then.
-                        if len(parent.value) < KEEP:
-                            parent.value.append(node)
-                        parent.left -= 1
-                        continue
-                    if self._done(node, data, seg, pos, base, ts, ref):
-                        seg = pos
-                    continue
-                self.blob = _Node(t, bytearray(), size)
-                self.blob_left = size + 2
-                continue
-            if t in _AGGREGATES and (nested or not self.is_request or t == 0x2A):
-                count = _int(line)
-                if count is None or count < -1 or count >= MAX_COUNT or \
-                        len(self.stack) >= MAX_DEPTH:
-                    self._malformed("malformed: bad aggregate length")
-                    pos = seg = pos + 1
-                    continue
-                pos = end
-                if count == -1:
-                    if self._done(_Node(t, None, 0), data, seg, pos, base, ts, ref):
-                        seg = pos
-                    continue
-                elements = count * 2 if t in (0x25, 0x7C) else count
-                node = _Node(t, [], count, elements)
-                if elements == 0:
-                    if self._done(node, data, seg, pos, base, ts, ref):
-                        seg = pos
-                    continue
-                self.stack.append(node)
-                continue
-            if t in _LINES and (nested or not self.is_request):
-                if t == 0x3A and _int(line) is None:
-                    self._malformed("malformed: bad integer")
-                    pos = seg = pos + 1
-                    continue
-                pos = end
-                value = bytes(line[:self.s.keep]) if t in (0x2B, 0x2D) else bytes(line[:64])
-                if self._done(_Node(t, value, len(line)), data, seg, pos, base, ts, ref):
-                    seg = pos
-                continue
-            if self.is_request and not nested:
-                # An inline command: words separated by spaces, one command per line.
-                words = data[pos:end].split()
-                if not words:
-                    self.msg = None        # empty lines are ignored by the server
-                    pos = seg = end
-                    continue
-                if words[0][:32].upper().decode("ascii", "replace") not in KNOWN_COMMANDS:
-                    self._malformed("malformed: not a command")
-                    pos = seg = pos + 1
-                    continue
-                pos = end
-                children = [_Node(0x24, w[:self.s.keep], len(w)) for w in words[:KEEP]]
-                msg.inline = True
-                if self._done(_Node(0x2A, children, len(words)), data, seg, pos, base, ts, ref):
-                    seg = pos
-                continue
-            self._malformed(f"malformed: unexpected type byte 0x{t:02x}")
-            pos = seg = pos + 1
-        if self.msg is not None and self.msg.raw is not None:
-            self._keep_raw(self.msg, data, seg, n)
-
-    def _keep_raw(self, msg: _Message, data: bytes, a: int, b: int) -> None:
+    def _keep_raw(self, msg: _Message, data: bytes | bytearray, a: int, b: int) -> None:
         raw = msg.raw
         assert raw is not None
         room = self.raw_limit - len(raw)
         if room > 0 and b > a:
             raw += data[a:min(b, a + room)]
 
-    def _done(self, node: _Node, data: bytes, seg: int, pos: int, base: int, ts: int,
-              ref: PacketRef) -> bool:
+    def _done(self, node: _Node, data: bytes | bytearray, seg: int, pos: int, base: int,
+              ts: int, ref: PacketRef) -> bool:
         """A value ended at data[pos]; returns True when that ended the top-level message."""
         while True:
             if self.stack:
@@ -638,7 +622,7 @@ class _Reader:
             if msg.raw is not None:
                 self._keep_raw(msg, data, seg, pos)
             self.msg = None
-            self.s._on_message(self.is_request, msg)
+            self.s.on_message(self.is_request, msg)
             return True
 
     def _malformed(self, why: str, skip: int = 1) -> None:
@@ -651,12 +635,11 @@ class _Reader:
             self.state = RESYNC
         else:
             self.state = LOST
-            self.s._lose_replies(why)
+            self.s.lose_replies(why)
 
     def _cut(self, why: str) -> None:
         msg = self.msg
         self.msg = None
-        self.buf = b""
         stack = self.stack
         if stack:                     # hang what was read so far on its parents
             for child, parent in zip([self.blob, *stack[:0:-1]], stack[::-1]):
@@ -675,10 +658,11 @@ class _Reader:
         if node is not None and node.kind in _AGGREGATES:
             node.value = node.value if isinstance(node.value, list) else []
         msg.node = node
-        self.s._on_message(self.is_request, msg)
+        self.s.on_message(self.is_request, msg)
 
-    def _resync(self, data: bytes, pos: int) -> int:
-        """Skip to the next array header at a line start; keep a possible partial one."""
+    def _resync(self, data: bytes | bytearray, pos: int) -> int:
+        """Skip to the next array header at a line start: where it begins, or (the state still
+        RESYNC) where a possible partial one begins, to be kept."""
         m = _ARRAY_RESYNC.search(data, pos)
         if m is not None:
             self.skipped += m.start() - pos
@@ -688,29 +672,32 @@ class _Reader:
         nl = data.rfind(b"\n", pos)
         keep = nl + 1 if nl >= 0 and n - nl <= 32 else n
         self.skipped += keep - pos
-        if keep < n:
-            self.buf = data[keep:]
-            self.buf_ts, self.buf_ref = self.last_ts, self.last_ref
-        return n
+        return keep
 
-    def gap(self, offset: int, length: int, ts: int) -> None:
-        if self.state == DEAD or length <= 0:
-            return
+    def lose(self, offset: int, end: int, ts: int) -> None:
         side = "request" if self.is_request else "response"
         if self.msg is not None or self.buf:
             self._cut(f"gap in {side}")
-        self.expected = offset + length
         if self.is_request:
             self.state = RESYNC
         else:
             self.state = LOST
-            self.s._lose_replies("response lost in a gap")
+            self.s.lose_replies("response lost in a gap")
 
     def close(self) -> None:
-        if self.state == SYNC and (self.msg is not None or self.buf):
+        if not self.dead and self.state == SYNC and (self.msg is not None or self.buf):
             side = "request" if self.is_request else "response"
             self._cut(f"{side} cut by the end of the connection")
-        self.state = DEAD
+        super().close()
+
+    def held_bytes(self) -> int:
+        """The unfinished line, the blob being read and the raw message kept so far."""
+        held = len(self.buf)
+        if self.blob is not None and isinstance(self.blob.value, bytearray):
+            held += len(self.blob.value)
+        if self.msg is not None and self.msg.raw is not None:
+            held += len(self.msg.raw)
+        return held
 
 
 def _int(line: bytes) -> int | None:
@@ -737,61 +724,33 @@ class _Request:
         self.expect = fields["args"] if fields["command"] in SUBSCRIBES.values() else 1
 
 
-class RedisSession:
+class RedisSession(TwoWaySession):
+    client: _Reader
+    server: _Reader
+    readers: tuple[_Reader, _Reader]
+
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
+        super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER, body_limit),
+                         _Reader(self, Direction.SERVER_TO_CLIENT, body_limit))
         self.flow = flow
         self.emit = emit
         self.body_limit = body_limit
         self.keep = max(PREVIEW, min(body_limit, 1 << 20)) if body_limit > 0 else PREVIEW
-        self.requests = _Reader(self, True, body_limit)
-        self.replies = _Reader(self, False, body_limit)
         self.pending: deque[_Request] = deque()
         self.skip_tail = 0            # replies of commands cut after the last pending one
         self.subscribed = False
         self.monitoring = False       # after MONITOR: the server streams the commands it runs
-        self._closed = False
 
-    @property
-    def skipped_bytes(self) -> int:
-        return self.requests.skipped + self.replies.skipped
-
-    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
-                ref: PacketRef) -> None:
-        if self._closed:
-            return
-        if direction == Direction.CLIENT_TO_SERVER:
-            self.requests.feed(data, offset, ts_ns, ref)
-        else:
-            self.replies.feed(data, offset, ts_ns, ref)
-
-    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
-        if self._closed:
-            return
-        reader = self.requests if direction == Direction.CLIENT_TO_SERVER else self.replies
-        reader.gap(offset, length, ts_ns)
-
-    def held_bytes(self) -> int:
-        """Unfinished lines and blobs, and the raw messages kept for the detail view."""
-        if self._closed:
-            return 0
-        held = 0
-        for reader in (self.requests, self.replies):
-            held += len(reader.buf)
-            if reader.blob is not None and isinstance(reader.blob.value, bytearray):
-                held += len(reader.blob.value)
-            if reader.msg is not None and reader.msg.raw is not None:
-                held += len(reader.msg.raw)
-        for request in self.pending:
-            if request.msg.raw is not None:
-                held += len(request.msg.raw)
-        return held
+    def kept_bytes(self) -> int:
+        """The raw requests kept for the detail view while they wait for their reply."""
+        return sum(len(r.msg.raw) for r in self.pending if r.msg.raw is not None)
 
     def on_close(self, ts_ns: int) -> None:
-        if self._closed:
+        if self.dead:
             return
-        self._closed = True
-        self.requests.close()
-        self.replies.close()
+        self.dead = True
+        self.client.close()
+        self.server.close()
         while self.pending:
             request = self.pending.popleft()
             if request.reply is None:
@@ -800,7 +759,7 @@ class RedisSession:
 
     # -- called by the readers --
 
-    def _on_message(self, is_request: bool, msg: _Message) -> None:
+    def on_message(self, is_request: bool, msg: _Message) -> None:
         if is_request:
             if msg.node is None:
                 return                     # cut before anything could be read
@@ -872,7 +831,7 @@ class RedisSession:
             request = self.pending.popleft()
             self._emit(request, complete=request.msg.complete)
 
-    def _lose_replies(self, why: str) -> None:
+    def lose_replies(self, why: str) -> None:
         self.skip_tail = 0
         while self.pending:
             request = self.pending.popleft()
@@ -930,7 +889,7 @@ class RedisSession:
                       request={}, response=response, response_size=msg.end - msg.start,
                       status=db_status(True, bool(response.get("error"))),
                       complete=msg.complete, first_ref=msg.ref, last_ref=msg.end_ref,
-                      client_offset=self.requests.expected, server_offset=msg.start,
+                      client_offset=self.client.expected, server_offset=msg.start,
                       notes=notes)
         if msg.raw is not None:
             ex.response_body = bytes(msg.raw)

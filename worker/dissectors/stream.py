@@ -136,14 +136,15 @@ class StreamReader:
         if buf:
             buf += data
             work = buf
+            base = self.base
             self.marks.append((offset, ts, ref))
         else:
-            self.base = offset
+            self.base = base = offset
             work = data
             self.marks = [(offset, ts, ref)]
-        pos = self.parse(work, self.base, ts, ref)
+        pos = self.parse(work, base, ts, ref)
         if pos >= len(work) or self.dead:
-            if self.buf:
+            if work is buf:
                 self.buf = bytearray()
             self.marks.clear()
             return
