@@ -272,7 +272,7 @@ def _render(node: _Node, budget: int) -> str:
 def _word(node: _Node) -> str:
     if node.kind in _AGGREGATES or not isinstance(node.value, (bytes, bytearray)):
         return ""
-    return bytes(node.value[:PREVIEW]).decode("utf-8", "replace")
+    return node.value[:PREVIEW].decode("utf-8", "replace")
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -433,6 +433,7 @@ class _Reader(StreamReader):
 
     def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         data = work
+        is_request = self.is_request
         if self.state == LOST:
             # Server side after a loss (nothing is buffered then): a chunk that starts a
             # reply, once a request waits.
@@ -457,7 +458,7 @@ class _Reader(StreamReader):
                     take = min(self.blob_left, n - pos)
                     blob = self.blob
                     assert blob is not None
-                    room = min(blob.length, self.s.keep) - len(blob.value)
+                    room = min(blob.length, keep) - len(blob.value)
                     if room > 0:
                         blob.value += data[pos:pos + min(take, room)]
                     pos += take
@@ -494,7 +495,7 @@ class _Reader(StreamReader):
                 end = nl + 1
                 line = data[pos + 1:nl - 1 if data[nl - 1] == 0x0D and nl > pos else nl]
                 nested = bool(self.stack)
-                if t in _BLOBS and (nested or not self.is_request):
+                if t in _BLOBS and (nested or not is_request):
                     # _int inlined: a length line per bulk string is the commonest line of all.
                     size = None
                     if 0 < len(line) <= 20:
@@ -532,7 +533,7 @@ class _Reader(StreamReader):
                     self.blob = _Node(t, bytearray(), size)
                     self.blob_left = size + 2
                     continue
-                if t in _AGGREGATES and (nested or not self.is_request or t == 0x2A):
+                if t in _AGGREGATES and (nested or not is_request or t == 0x2A):
                     count = _int(line)
                     if count is None or count < -1 or count >= MAX_COUNT or \
                             len(self.stack) >= MAX_DEPTH:
@@ -552,17 +553,17 @@ class _Reader(StreamReader):
                         continue
                     self.stack.append(node)
                     continue
-                if t in _LINES and (nested or not self.is_request):
+                if t in _LINES and (nested or not is_request):
                     if t == 0x3A and _int(line) is None:
                         self._malformed("malformed: bad integer")
                         pos = seg = pos + 1
                         continue
                     pos = end
-                    value = bytes(line[:self.s.keep]) if t in (0x2B, 0x2D) else bytes(line[:64])
+                    value = bytes(line[:keep]) if t in (0x2B, 0x2D) else bytes(line[:64])
                     if self._done(_Node(t, value, len(line)), data, seg, pos, base, ts, ref):
                         seg = pos
                     continue
-                if self.is_request and not nested:
+                if is_request and not nested:
                     # An inline command: words separated by spaces, one command per line.
                     words = data[pos:end].split()
                     if not words:
@@ -574,7 +575,7 @@ class _Reader(StreamReader):
                         pos = seg = pos + 1
                         continue
                     pos = end
-                    children = [_Node(0x24, w[:self.s.keep], len(w)) for w in words[:KEEP]]
+                    children = [_Node(0x24, w[:keep], len(w)) for w in words[:KEEP]]
                     msg.inline = True
                     if self._done(_Node(0x2A, children, len(words)), data, seg, pos, base, ts, ref):
                         seg = pos

@@ -132,16 +132,18 @@ class StreamReader:
         parse, nothing allocated when all is consumed."""
         self.last_ts, self.last_ref = ts, ref
         buf = self.buf
+        marks = self.marks
         work: bytes | bytearray
         if buf:
             buf += data
             work = buf
             base = self.base
-            self.marks.append((offset, ts, ref))
         else:
             self.base = base = offset
             work = data
-            self.marks = [(offset, ts, ref)]
+            if marks:                   # left by a reader that emptied its buffer itself
+                marks.clear()
+        marks.append((offset, ts, ref))
         pos = self.parse(work, base, ts, ref)
         if pos >= len(work) or self.dead:
             if work is buf:
