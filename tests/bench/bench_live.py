@@ -98,6 +98,13 @@ def latency_reader(url: str, out: Path) -> None:
     out.write_text(json.dumps({"entries": entries, "lost": lost, "latencies": latencies}))
 
 
+def start_hub(worker: Worker, work: Path) -> tuple[Child, str]:
+    """A hub in front of `worker`, and the API URL its clients read."""
+    hub = Child([PYTHON, "-m", "hub", "--worker", worker.url.removesuffix("/api/v1"), "--listen", "127.0.0.1:0"],
+                work, "hub")
+    return hub, hub.wait_stderr(r"hub serving on (http://[^\s]+)").group(1) + "/api/v1"
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
@@ -108,11 +115,10 @@ def live(args: argparse.Namespace, work: Path) -> None:
                     "worker")
     hub: Child | None = None
     try:
-        url = worker.url
         if args.hub:
-            hub = Child([PYTHON, "-m", "hub", "--worker", worker.url.removesuffix("/api/v1"),
-                         "--listen", "127.0.0.1:0"], work, "hub")
-            url = hub.wait_stderr(r"hub serving on (http://[^\s]+)").group(1) + "/api/v1"
+            hub, url = start_hub(worker, work)
+        else:
+            url = worker.url
         timing = work / "latency.json"
         reader = subprocess.Popen([PYTHON, __file__, "--latency-reader", url, str(timing)])
         readers = [Reader(url, work / f"client-{n}.sse") for n in range(args.clients - 1)]
@@ -186,11 +192,10 @@ def main() -> None:
     worker = Worker(["--pcap", str(args.pcap), "--storage-limit", "4GB"], work / "store", work, "worker")
     hub: Child | None = None
     try:
-        url = worker.url
         if args.hub:
-            hub = Child([PYTHON, "-m", "hub", "--worker", worker.url.removesuffix("/api/v1"),
-                         "--listen", "127.0.0.1:0"], work, "hub")
-            url = hub.wait_stderr(r"hub serving on (http://[^\s]+)").group(1) + "/api/v1"
+            hub, url = start_hub(worker, work)
+        else:
+            url = worker.url
         readers = [Reader(url, work / f"client-{n}.sse") for n in range(args.clients)]
         started = time.monotonic()
         last, same, done_at = -1, 0, started

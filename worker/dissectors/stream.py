@@ -14,6 +14,7 @@ rest skipped by length (the SKIP state), across chunks and gaps, and delivered a
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Protocol
 
 import msgspec
@@ -62,7 +63,7 @@ class Span(msgspec.Struct, frozen=True, gc=False):
         return self.end - self.start
 
 
-class StreamReader:
+class StreamReader(ABC):
     """Buffer, marks, offsets, gaps and skipped bytes of one direction.
 
     Subclasses write `parse` and `lose`; `feed`, `gap` and `close` are the session's calls."""
@@ -83,16 +84,16 @@ class StreamReader:
 
     # -- what a dissector writes --
 
+    @abstractmethod
     def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         """Cut messages out of `work` (the buffered bytes and the chunk `ts`/`ref` just taken;
         work[0] is stream byte `base`): how many bytes of it were consumed (len(work) or more
         keeps none). Read `work` only: it may be the caller's chunk, not a copy."""
-        raise NotImplementedError
 
+    @abstractmethod
     def lose(self, offset: int, end: int, ts: int) -> None:
         """Bytes [offset, end) were lost (noticed at time `ts`); called before the buffer
         is dropped."""
-        raise NotImplementedError
 
     # -- the session's calls --
 
