@@ -790,6 +790,10 @@ var __re2 = (function () {
       if (state === undefined) state = this.close(set, context);
       if (state.matched && (!this.atEndOnly || cp < 0)) return true;
       if (cp < 0) return false;
+      // RE2 runs on UTF-8 bytes: between the bytes of a character both sides are non-word and
+      // not a newline, so a pattern that matches empty there (\B) matches inside any non-ASCII one
+      if (cp >= 128 && !this.anchored && !this.atEndOnly &&
+          (this.first.closed[0] || this.close(this.first, 0)).matched) return true;
       if (this.anchored && !state.chars.length) return false;
       var next = cp < 128 ? state.ascii[cp] : state.other.get(cp);
       set = next !== undefined ? next : this.step(state, cp);

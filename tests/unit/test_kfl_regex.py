@@ -81,10 +81,12 @@ PATTERNS = [
     "(ab){2,3}c", "a{2}", "a{0,2}b", "(a|bc){1,3}$", "x{2,}y", "(a?){3}", "(?:a{1,2}){2}b", "(a{0})+b",
     "(" * 600 + "a" + ")" * 600, "(x" * 300 + "y" + ")" * 300, r"[\x00-\x{10FFFF}]", "(?i)(?m)^A", "a(?i)b", "(?i:a)b", "((a))|b",
     ".{1000}" * 20, ".{1000}" * 60, r"\pL{1000}", r"\pL{300}", "a{1000}" * 100,
+    # RE2 matches bytes: \B holds between the UTF-8 bytes of one non-ASCII character
+    r"\B", r"\B\B", r"a|\B", r"\Bx", r"(?m)^\B", r"\B$", r"(?:\B)+", r"\b",
 ]
 TEXTS = ["", "a", "aa", "ab", "abc", "A", "Ab", "a\nb", "\n", "x y", "foo_bar", "é", "É", "αβγ", "中文", "😀",
          "a1b2", "{1}", "a{2", "a{001}", " ", "-", "]", "[", "K", "k", "\u212a", "aaaa!", "xxxxy", "/api/v1/users",
-         "ababc", "Ba", "bA"]
+         "ababc", "Ba", "bA", "1é1-1", "aé"]
 FORMS = ('summary.matches(r"{}")', 'summary == r"{}"', 'summary.startsWith(r"{}")', 'summary.endsWith(r"{}")')
 
 
