@@ -8,6 +8,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from hub import VERSION
+from shark.model import WorkerPart
+
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -84,8 +86,8 @@ def har_entry(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def har_log(entries: list[dict[str, Any]], workers: list[dict[str, Any]]) -> dict[str, Any]:
-    failed = [f"{w['node'] or w['url']}: {w['error']}" for w in workers if not w["ok"]]
+def har_log(entries: list[dict[str, Any]], workers: list[WorkerPart]) -> dict[str, Any]:
+    failed = [part.failure for part in workers if not part.ok]
     log_: dict[str, Any] = {
         "version": "1.2",
         "creator": {"name": "kubectl-shark", "version": VERSION},

@@ -219,7 +219,7 @@ class SnapshotStore:
             pcap = await pool.pcap(params)
         except (WorkerError, httpx.HTTPError) as error:
             raise HTTPException(status_code=502, detail=f"snapshot: {describe(error)}") from None
-        failed = [f"{w['node'] or w['url']}: {w['error']}" for w in pcap.workers if not w["ok"]]
+        failed = [part.failure for part in pcap.workers if not part.ok]
         if len(failed) == len(pcap.workers):
             raise HTTPException(status_code=502, detail="snapshot: no worker answered: " + "; ".join(failed))
         size = len(entries) + len(details)
@@ -230,7 +230,7 @@ class SnapshotStore:
                     if size > budget:
                         raise over(size)
                     file.write(chunk)
-        missing = {str(w["node"] or w["url"]) for w in [*answer.workers, *pcap.workers] if not w["ok"]}
+        missing = {part.name for part in [*answer.workers, *pcap.workers] if not part.ok}
         return {"entries": len(rows), "details": details.count(b"\n"), "bytes": size,
                 "pcap_bytes": size - len(entries) - len(details), "partial": sorted(missing)}
 

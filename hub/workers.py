@@ -22,6 +22,7 @@ import httpx
 import msgspec
 
 from hub.merge import Merge
+from shark.model import WorkerPart
 from shark.pcap import MAX_SNAPLEN, PcapFormatError, PcapStream, PcapWriter, Record
 
 log = logging.getLogger("shark.hub.workers")
@@ -105,9 +106,10 @@ class WorkerClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    def block(self, error: str | None = None, **extra: Any) -> dict[str, Any]:
-        """This worker's row in a `workers` block."""
-        return {"node": self.node, "url": self.url, "ok": error is None, "error": error, **extra}
+    def part(self, error: str | None = None, opened: bool = False) -> WorkerPart:
+        """This worker's row in a `workers` block; `opened`: its answer is being read."""
+        return WorkerPart(self.node, self.url, error is None, error,
+                          count=0 if opened else None, skipped=0 if opened else None)
 
     def mark(self, error: BaseException | None, latency_s: float | None = None) -> None:
         if error is None:
@@ -175,13 +177,13 @@ class WorkerClient:
 @dataclass
 class EntriesAnswer:
     entries: list[dict[str, Any]]
-    workers: list[dict[str, Any]]
+    workers: list[WorkerPart]
 
 
 @dataclass
 class RawEntriesAnswer:
     entries: list[bytes]          # each an Entry's JSON as its worker wrote it
-    workers: list[dict[str, Any]]
+    workers: list[WorkerPart]
 
 
 class EntriesStream:
@@ -190,8 +192,8 @@ class EntriesStream:
     Workers send newest first (their contract); a line newer than the one before it from the
     same worker is still passed on, and counted in that worker's block as `unordered`."""
 
-    def __init__(self, stack: AsyncExitStack, opened: list[tuple[WorkerClient, httpx.Response, dict[str, Any]]],
-                 workers: list[dict[str, Any]], limit: int) -> None:
+    def __init__(self, stack: AsyncExitStack, opened: list[tuple[WorkerClient, httpx.Response, WorkerPart]],
+                 workers: list[WorkerPart], limit: int) -> None:
         self.stack = stack
         self.opened = opened
         self.workers = workers
@@ -205,27 +207,23 @@ class EntriesStream:
             newest_seen: list[float | None] = [None] * len(readers)
 
             async def pull(index: int) -> tuple[float, bytes] | None:
-                client, _, block = self.opened[index]
+                client, _, part = self.opened[index]
                 try:
                     while True:
                         item = await readers[index].__anext__()
-                        if item is None:
-                            block["skipped"] += 1
-                            continue
-                        ts, raw = item
-                        break
+                        if item is not None:
+                            break
+                        part.skipped = (part.skipped or 0) + 1
                 except StopAsyncIteration:
                     return None
                 except (httpx.HTTPError, WorkerError) as error:
-                    block.update(ok=False, error=f"{describe(error)} (after {block['count']} entries)")
-                    client.mark(error)
+                    _broke(client, part, error)
                     return None
-                block["count"] += 1
-                if client.node is None:          # not polled yet: its entries say which node it is
-                    client.node = block["node"] = _NODE.decode(raw).node or None
+                ts, raw = item
+                _counted(client, part, raw)
                 last = newest_seen[index]
                 if last is not None and ts > last:
-                    block["unordered"] = block.get("unordered", 0) + 1
+                    part.unordered += 1
                 newest_seen[index] = ts
                 return -ts, raw
 
@@ -248,25 +246,22 @@ class EntriesStream:
         kept: list[tuple[float, int, bytes]] = []      # a min-heap: the oldest kept entry first
         order = 0
 
-        async def read(client: WorkerClient, response: httpx.Response, block: dict[str, Any]) -> None:
+        async def read(client: WorkerClient, response: httpx.Response, part: WorkerPart) -> None:
             nonlocal order
             try:
                 async for item in _entry_lines(response):
                     if item is None:
-                        block["skipped"] += 1
+                        part.skipped = (part.skipped or 0) + 1
                         continue
                     ts, raw = item
-                    block["count"] += 1
-                    if client.node is None:
-                        client.node = block["node"] = _NODE.decode(raw).node or None
+                    _counted(client, part, raw)
                     order += 1
                     if len(kept) < self.limit:
                         heapq.heappush(kept, (ts, -order, raw))
                     elif ts > kept[0][0]:
                         heapq.heapreplace(kept, (ts, -order, raw))
             except (httpx.HTTPError, WorkerError) as error:
-                block.update(ok=False, error=f"{describe(error)} (after {block['count']} entries)")
-                client.mark(error)
+                _broke(client, part, error)
 
         async with self.stack:
             await asyncio.gather(*(read(*opened) for opened in self.opened))
@@ -287,6 +282,17 @@ class EntriesStream:
                     out, size = [], 0
         out.append(b'],"workers":' + msgspec.json.encode(self.workers) + b"}")
         yield b"".join(out)
+
+
+def _counted(client: WorkerClient, part: WorkerPart, raw: bytes) -> None:
+    part.count = (part.count or 0) + 1
+    if client.node is None:          # not polled yet: its entries say which node it is
+        client.node = part.node = _NODE.decode(raw).node or None
+
+
+def _broke(client: WorkerClient, part: WorkerPart, error: httpx.HTTPError | WorkerError) -> None:
+    part.ok, part.error = False, f"{describe(error)} (after {part.count} entries)"
+    client.mark(error)
 
 
 async def _entry_lines(response: httpx.Response) -> AsyncIterator[tuple[float, bytes] | None]:
@@ -327,7 +333,7 @@ _NODE = msgspec.json.Decoder(_Node)
 @dataclass
 class PcapAnswer:
     """A merged pcap ready to stream: `chunks()` yields the file; `workers` says who is in it."""
-    workers: list[dict[str, Any]]
+    workers: list[WorkerPart]
     chunks: Callable[[], AsyncIterator[bytes]]
 
 
@@ -442,8 +448,8 @@ class WorkerPool:
         clients = self.clients
         results = await asyncio.gather(*(c.open_stream(stack, "/entries", params) for c in clients),
                                        return_exceptions=True)
-        opened: list[tuple[WorkerClient, httpx.Response, dict[str, Any]]] = []
-        workers: list[dict[str, Any]] = []
+        opened: list[tuple[WorkerClient, httpx.Response, WorkerPart]] = []
+        workers: list[WorkerPart] = []
         for client, result in zip(clients, results):
             if isinstance(result, BaseException):
                 if isinstance(result, WorkerError) and result.status == 400:
@@ -451,11 +457,11 @@ class WorkerPool:
                     raise result   # the caller's mistake (a bad since/until/limit): say so
                 if not isinstance(result, (httpx.HTTPError, WorkerError)):
                     log.exception("worker %s: unexpected error", client.url, exc_info=result)
-                workers.append(client.block(describe(result)))
+                workers.append(client.part(describe(result)))
                 continue
-            block = client.block(None, count=0, skipped=0)
-            workers.append(block)
-            opened.append((client, result, block))
+            part = client.part(opened=True)
+            workers.append(part)
+            opened.append((client, result, part))
         return EntriesStream(stack, opened, workers, limit)
 
     async def entries(self, params: dict[str, str], limit: int) -> EntriesAnswer:
@@ -492,7 +498,7 @@ class WorkerPool:
         errors.update(merge.failed)
         if not merge.readers:
             await stack.aclose()
-        workers = [client.block(errors.get(client)) for client in clients]
+        workers = [client.part(errors.get(client)) for client in clients]
         return PcapAnswer(workers, merge.chunks)
 
 

@@ -128,3 +128,27 @@ class TagChanges(msgspec.Struct, forbid_unknown_fields=True):
 
     changes: Annotated[list[TagChange], msgspec.Meta(
         description='a non-empty list, e.g. [{"id": "node-a:42", "add": ["test.fail"]}]')]
+
+
+# -- what the hub says about its workers in a merged answer ---------------------------------------
+
+class WorkerPart(msgspec.Struct, omit_defaults=True):
+    """One worker's part in a merged answer: a row of the `workers` block of /entries, /har,
+    /servicemap (and of a /pcap's X-Shark-Partial). `ok` and `error` are always sent."""
+
+    node: str | None             # None until the worker has said its name
+    url: str
+    ok: bool
+    error: str | None
+    count: int | None = None     # its entries the hub read (None: its answer never opened)
+    skipped: int | None = None   # its lines that were not valid entries (left out)
+    unordered: int = 0           # its entries out of newest-first order (sent only when some)
+
+    @property
+    def name(self) -> str:
+        return self.node or self.url
+
+    @property
+    def failure(self) -> str:
+        """'name: why' of a part that failed."""
+        return f"{self.name}: {self.error}"

@@ -53,13 +53,12 @@ class ExportController(Controller):
             answer = await pool.pcap(query)
         except WorkerError as error:
             raise from_worker(error, None) from None
-        failed = [w for w in answer.workers if not w["ok"]]
+        failed = [part for part in answer.workers if not part.ok]
         if len(failed) == len(answer.workers):
-            raise BadGateway("no worker answered: " + "; ".join(
-                f"{w['node'] or w['url']}: {w['error']}" for w in failed))
+            raise BadGateway("no worker answered: " + "; ".join(part.failure for part in failed))
         headers = {"Content-Disposition": 'attachment; filename="shark.pcap"'}
         if failed:
-            headers["X-Shark-Partial"] = ", ".join(f"{w['node'] or w['url']}" for w in failed)
+            headers["X-Shark-Partial"] = ", ".join(part.name for part in failed)
         return Stream(answer.chunks(), media_type=PCAP_MEDIA_TYPE, headers=headers)
 
     @get("/har")

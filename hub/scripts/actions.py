@@ -284,7 +284,7 @@ class Actions:
             except (WorkerError, httpx.HTTPError) as error:
                 self.logs.add(script, "error", f"pcap.snapshot: {name} not written: {describe(error)}", "hub")
                 return
-            failed = [f"{w['node'] or w['url']}: {w['error']}" for w in answer.workers if not w["ok"]]
+            failed = [part.failure for part in answer.workers if not part.ok]
             if len(failed) == len(answer.workers):
                 self.logs.add(script, "error", f"pcap.snapshot: {name} not written: no worker answered "
                                                f"({'; '.join(failed)})", "hub")

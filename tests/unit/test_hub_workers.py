@@ -7,6 +7,7 @@ import json
 import struct
 
 import httpx
+import msgspec
 import pytest
 import respx
 from litestar.testing import TestClient
@@ -15,6 +16,7 @@ from factories import tentry_json
 from hub.app import HubSettings, create_app
 from hub.har import har_log
 from hub.workers import WorkerClient, WorkerPool
+from shark.model import WorkerPart
 from shark.pcap import encode_header, encode_record
 
 URLS = ["http://w1:8897", "http://w2:8897", "http://w3:8897"]
@@ -56,8 +58,8 @@ def test_merge_is_newest_first_across_workers():
             await p.close()
     answer = run(go())
     assert [e["id"] for e in answer.entries] == ["a:3", "c:2", "b:2", "c:1", "a:1"]
-    assert all(w["ok"] for w in answer.workers)
-    assert [w["count"] for w in answer.workers] == [2, 2, 2]
+    assert all(w.ok for w in answer.workers)
+    assert [w.count for w in answer.workers] == [2, 2, 2]
 
 
 class Lines(httpx.AsyncByteStream):
@@ -95,7 +97,7 @@ def test_whole_answers_hold_limit_entries_not_workers_times_limit():
     answer, peak = run(go())
     # the newest 20 across all workers: seq 1499 of each of the 20 highest-numbered nodes
     assert [e["id"] for e in answer.entries] == [f"w{n}:1499" for n in range(40, 20, -1)]
-    assert [w["count"] for w in answer.workers] == [1500] * 40
+    assert [w.count for w in answer.workers] == [1500] * 40
     assert peak < 3 * 1024 * 1024, f"{peak / 1e6:.1f} MB held while merging"
 
 
@@ -132,10 +134,10 @@ def test_one_of_three_failing_is_a_partial_answer_naming_it():
             await p.close()
     answer, health = run(go())
     assert [e["id"] for e in answer.entries] == ["c:1", "a:1"]
-    failed = [w for w in answer.workers if not w["ok"]]
+    failed = [w for w in answer.workers if not w.ok]
     assert len(failed) == 1
-    assert failed[0]["node"] == "b" and failed[0]["url"] == "http://w2:8897/api/v1"
-    assert "cannot connect" in failed[0]["error"]
+    assert failed[0].node == "b" and failed[0].url == "http://w2:8897/api/v1"
+    assert "cannot connect" in failed[0].error
     assert [h["ok"] for h in health] == [True, False, True]
 
 
@@ -152,8 +154,8 @@ def test_timeout_is_reported():
             await p.close()
     answer = run(go())
     assert [e["id"] for e in answer.entries] == ["a:1"]
-    assert answer.workers[1]["ok"] is False
-    assert "timed out" in answer.workers[1]["error"]
+    assert answer.workers[1].ok is False
+    assert "timed out" in answer.workers[1].error
     assert slow.call_count == 3   # one try + two retries
 
 
@@ -170,7 +172,7 @@ def test_malformed_lines_are_skipped_and_counted():
             await p.close()
     answer = run(go())
     assert [e["id"] for e in answer.entries] == ["a:2", "a:1"]
-    assert answer.workers == [{"node": "a", "url": "http://w1:8897/api/v1", "ok": True, "error": None,
+    assert msgspec.to_builtins(answer.workers) == [{"node": "a", "url": "http://w1:8897/api/v1", "ok": True, "error": None,
                                "count": 2, "skipped": 2}]
 
 
@@ -239,7 +241,7 @@ def test_merged_pcap_is_time_ordered():
             await p.close()
     workers, data = run(go())
     assert _records(data) == [1_000, 2_000, 3_000, 5_000, 7_000, 9_000_000_001]
-    assert [w["ok"] for w in workers] == [True, True, False]
+    assert [w.ok for w in workers] == [True, True, False]
 
 
 @respx.mock
@@ -264,8 +266,8 @@ def test_merged_pcap_names_workers_it_leaves_out_and_ends_cut_short_when_one_bre
             await p.close()
     workers, data, error = run(go())
     assert error is None and _records(data) == [1_000, 4_000]
-    assert [(w["ok"], w["error"]) for w in workers][0] == (True, None)
-    assert "link type is 113" in workers[1]["error"] and "not a pcap" in workers[2]["error"]
+    assert [(w.ok, w.error) for w in workers][0] == (True, None)
+    assert "link type is 113" in workers[1].error and "not a pcap" in workers[2].error
 
     # w3 sends a header and a packet, then its stream breaks: the others' packets all come,
     # then the answer fails instead of ending like a whole file
@@ -273,7 +275,7 @@ def test_merged_pcap_names_workers_it_leaves_out_and_ends_cut_short_when_one_bre
     respx.get("http://w2:8897/api/v1/pcap").respond(200, content=_pcap(1, 2_000, 6_000))
     respx.get("http://w3:8897/api/v1/pcap").respond(200, content=broken)
     workers, data, error = run(go())
-    assert all(w["ok"] for w in workers)
+    assert all(w.ok for w in workers)
     assert _records(data) == [1_000, 2_000, 3_000, 4_000, 6_000]
     assert type(error).__name__ == "PcapCutShort" and "cut short" in str(error)
 
@@ -320,7 +322,7 @@ def test_har_of_an_http_entry():
                        "headers": {"host": "svc"}, "host": "svc"},
               response={"status": 200, "reason": "OK", "version": "HTTP/1.1",
                         "headers": {"content-type": "text/plain"}, "content_length": 5})
-    har = har_log([e], [{"node": "a", "url": "u", "ok": True, "error": None}])["log"]
+    har = har_log([e], [WorkerPart("a", "u", True, None)])["log"]
     assert har["version"] == "1.2"
     one = har["entries"][0]
     assert one["startedDateTime"] == "2025-11-26T09:40:00.500Z"
