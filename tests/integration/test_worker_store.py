@@ -69,7 +69,9 @@ def test_cap_holds_while_five_times_the_limit_passes(start_worker, http_server, 
     assert dissection["packets"] + dissection["shed_segments"] > 0
     assert dissection["packets"] <= store["packets_written"]
     oldest = entries[-1]
-    assert worker.get(f"/entries/{oldest['id']}").status_code == 200
+    detail = worker.get(f"/entries/{oldest['id']}")
+    assert detail.status_code == 200, (detail.text, oldest["id"], worker.status()["store"],
+                                       [p.name for p in segments(storage)])
 
     # Lowering the limit while running evicts at once.
     response = httpx.put(f"{worker.url}/config", json={"storage_limit": "2MiB"}, timeout=10)
