@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PYTHON, Child, Worker, machine, table, write_json  # noqa: E402
+from _common import PYTHON, Child, Worker, machine, table, tree_pids, write_json  # noqa: E402
 
 
 class Reader:
@@ -105,6 +107,64 @@ def start_hub(worker: Worker, work: Path) -> tuple[Child, str]:
     return hub, hub.wait_stderr(r"hub serving on (http://[^\s]+)").group(1) + "/api/v1"
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of `pid` now."""
+    seconds: dict[int, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return seconds
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[int(tid)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return seconds
+
+
+def cpu_by_role(worker: int, hub: int | None) -> dict[str, float]:
+    """CPU seconds so far of each stage of the live path: the worker's event loop (the API and
+    /stream) apart from its other threads (the shard merge, which writes the index and
+    publishes; the API's worker threads), its capture child, its dissection shards (the
+    forkserver's children) and the hub's event loop and other threads."""
+    roles: dict[str, float] = {}
+
+    def add(role: str, seconds: float) -> None:
+        roles[role] = roles.get(role, 0.0) + seconds
+
+    for tid, seconds in _thread_cpu(worker).items():
+        add("worker event loop (/stream)" if tid == worker else "worker merge + other threads", seconds)
+    for pid in tree_pids(worker)[1:]:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"multiprocessing.forkserver" not in cmdline:
+            add("worker capture child", sum(_thread_cpu(pid).values()))
+        elif parent != worker:
+            add("worker dissection shards", sum(_thread_cpu(pid).values()))
+    if hub is not None:
+        for tid, seconds in _thread_cpu(hub).items():
+            add("hub event loop (/stream)" if tid == hub else "hub other threads", seconds)
+    return roles
+
+
+def cpu_rows(before: dict[str, float], after: dict[str, float], wall_s: float, entries: int) -> list[list[Any]]:
+    """Per stage: CPU seconds, share of one core over the run, and microseconds per entry."""
+    rows = []
+    for role, seconds in after.items():
+        used = seconds - before.get(role, 0.0)
+        rows.append([role, f"{used:.2f}", f"{100 * used / wall_s:.0f}%",
+                     f"{1e6 * used / entries:.0f}" if entries else "-"])
+    return rows
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
@@ -124,6 +184,8 @@ def live(args: argparse.Namespace, work: Path) -> None:
         readers = [Reader(url, work / f"client-{n}.sse") for n in range(args.clients - 1)]
         time.sleep(2.0)                        # the streams open (the hub's upstream with them)
         before = worker.status()["index"]["entries"]
+        hub_pid = hub.pid if hub is not None else None
+        cpu_before = cpu_by_role(worker.pid, hub_pid)
         started = time.monotonic()
         sent = 0
         while sent < args.live:   # per tick of 0.1 s, a burst of --rate/10 entries (half SET, half GET)
@@ -140,6 +202,7 @@ def live(args: argparse.Namespace, work: Path) -> None:
         time.sleep(2.0)
         status = worker.status()
         made = status["index"]["entries"] - before
+        cpu = cpu_rows(cpu_before, cpu_by_role(worker.pid, hub_pid), time.monotonic() - started, made)
         reader.terminate()
         reader.wait(10)
         timed = json.loads(timing.read_text())
@@ -153,9 +216,10 @@ def live(args: argparse.Namespace, work: Path) -> None:
               f"p99 {percentile(lat, 0.99) * 1000:.0f} ms, max {max(lat, default=0) * 1000:.0f} ms; "
               f"kernel drops {sum(s['dropped'] for s in status['capture']['sources'])}")
         print(table(["client", "received", "indexed", "lost (reported)", "missing"], rows))
+        print(table(["stage", "CPU s", "of one core", "µs/entry"], cpu))
         write_json(args.json_out, {"machine": machine(), "live_requests": args.live, "entries": made,
                                    "entries_per_s": made / sent_s, "p50_s": percentile(lat, 0.5),
-                                   "p99_s": percentile(lat, 0.99), "rows": rows})
+                                   "p99_s": percentile(lat, 0.99), "rows": rows, "cpu": cpu})
     finally:
         if hub is not None:
             hub.stop()
