@@ -16,7 +16,10 @@ from contextlib import aclosing
 from typing import Any
 
 import httpx
+import pytest
+from sse_starlette import ServerSentEvent
 
+from hub.events import entry_event, lost_event
 from hub.stream import Feed
 from hub.workers import WorkerPool
 
@@ -435,3 +438,21 @@ def test_an_entry_is_rewritten_and_encoded_once_for_every_client():
         await feed.close()
         await pool.close()
     run(go())
+
+
+@pytest.mark.parametrize(("data", "id"), [
+    (b'{"id": "w1:1", "summary": "GET /caf\xc3\xa9"}', "w1@s1:1"),
+    (b'{"id": "w1:2"}', "w1@s1:2,w%402@s2:9"),
+    (b'{"id": "w1:3"}', None),
+    (b"", ""),
+    (b'{"a":\n"two lines"}', "w1@s1:4"),       # not one line: sse_starlette's data lines
+    (b'{"a": "cr"}\r', "w1@s1:5"),
+])
+def test_an_entry_event_is_the_sse_sse_starlette_writes(data: bytes, id: str | None) -> None:
+    """An entry's SSE is joined from its bytes, and is what sse_starlette encodes for it."""
+    expected = ServerSentEvent(data=data.decode(), event="entry", id=id).encode()
+    assert entry_event(data, id).sse == expected
+
+
+def test_the_hubs_own_events_keep_their_json_spacing() -> None:
+    assert lost_event(3).sse == b'event: lost\r\ndata: {"lost": 3}\r\n\r\n'

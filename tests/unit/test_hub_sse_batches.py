@@ -56,3 +56,20 @@ def test_a_read_gives_one_batch_of_its_whole_events_and_an_unfinished_one_waits(
     batches = events([first, second, b'id: 9\r\nevent: entry\r\ndata: {"id": "a:9"}'])   # the last never ends
     assert [len(batch) for batch in batches] == [1, 3]
     assert batches[1][-1] == ("entry", "8", b'{"id": "a:8"}')
+
+
+def test_entry_events_in_another_shape_than_the_workers_are_cut_as_any_event() -> None:
+    """The worker's own `id / event: entry / data` shape is cut on a shortcut; anything else
+    (fields in another order, no space after the colon, a comment or a retry inside, data on
+    two lines) by the field parser, with the same result it always had."""
+    stream = (b'event: entry\r\nid: 1\r\ndata: {"id": "a:1"}\r\n\r\n'
+              b'id:2\r\nevent: entry\r\ndata:{"id": "a:2"}\r\n\r\n'
+              b'id: 3\r\nevent: entry\r\n: note\r\ndata: {"id": "a:3"}\r\n\r\n'
+              b'id: 4\r\nevent: entry\r\ndata: {"id":\r\ndata: "a:4"}\r\n\r\n'
+              b'id: 5\r\nevent: entry\r\nretry: 10\r\n\r\n'
+              b'id: 6\r\nevent: entryx\r\ndata: {"id": "a:6"}\r\n\r\n'
+              b'id: 7\nevent: entry\ndata: {"id": "a:7", "s": "caf\xc3\xa9"}\n\n')
+    assert [e for batch in events([stream]) for e in batch] == [
+        ("entry", "1", b'{"id": "a:1"}'), ("entry", "2", b'{"id": "a:2"}'), ("entry", "3", b'{"id": "a:3"}'),
+        ("entry", "4", b'{"id":\n"a:4"}'), ("entryx", "6", b'{"id": "a:6"}'),
+        ("entry", "7", b'{"id": "a:7", "s": "caf\xc3\xa9"}')]
