@@ -17,7 +17,12 @@ sends REQUESTS SETs and as many GETs (64 bytes; --connections, 4 by default), as
 goes or at --rate entries/s (a burst every 0.1 s) to the machine's Redis, as fast
 as it goes. One more client, a raw socket in its own process, stamps each read with the clock
 and takes the `ts` (the request's first packet) of the last entry in it: the packet-to-client
-latency, p50/p99 over the reads.
+latency, p50/p99 over the reads. Then the CPU each stage used from the first request until the
+worker caught up (and 2 s more), in all and per entry: the worker's event loop (/stream), its
+other threads (mostly the shard merge: index writes, publishing), its dissection shards and
+capture child, the hub's event loop, and the load itself (redis-benchmark, redis-server). On a
+shared machine latency mostly says how long the stages waited for a core; the CPU per entry
+says what each costs, so what a rate needs.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -155,6 +161,16 @@ def cpu_by_role(worker: int, hub: int | None) -> dict[str, float]:
     return roles
 
 
+def load_cpu() -> dict[str, float]:
+    """CPU seconds so far of the load: the redis-benchmark runs this process waited for, and
+    the Redis server (the machine's: other users of it count too)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    roles = {"redis-benchmark (the load)": children.ru_utime + children.ru_stime}
+    for pid in subprocess.run(["pgrep", "-x", "redis-server"], capture_output=True, text=True).stdout.split():
+        roles["redis-server"] = roles.get("redis-server", 0.0) + sum(_thread_cpu(int(pid)).values())
+    return roles
+
+
 def cpu_rows(before: dict[str, float], after: dict[str, float], wall_s: float, entries: int) -> list[list[Any]]:
     """Per stage: CPU seconds, share of one core over the run, and microseconds per entry."""
     rows = []
@@ -185,7 +201,7 @@ def live(args: argparse.Namespace, work: Path) -> None:
         time.sleep(2.0)                        # the streams open (the hub's upstream with them)
         before = worker.status()["index"]["entries"]
         hub_pid = hub.pid if hub is not None else None
-        cpu_before = cpu_by_role(worker.pid, hub_pid)
+        cpu_before = cpu_by_role(worker.pid, hub_pid) | load_cpu()
         started = time.monotonic()
         sent = 0
         while sent < args.live:   # per tick of 0.1 s, a burst of --rate/10 entries (half SET, half GET)
@@ -196,13 +212,14 @@ def live(args: argparse.Namespace, work: Path) -> None:
             if args.rate:
                 time.sleep(max(0.0, started + sent * 2 / args.rate - time.monotonic()))
         sent_s = time.monotonic() - started
+        load_after = load_cpu()
         deadline = time.monotonic() + 120
         while not worker.status()["dissection"]["caught_up"] and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(2.0)
         status = worker.status()
         made = status["index"]["entries"] - before
-        cpu = cpu_rows(cpu_before, cpu_by_role(worker.pid, hub_pid), time.monotonic() - started, made)
+        cpu = cpu_rows(cpu_before, cpu_by_role(worker.pid, hub_pid) | load_after, time.monotonic() - started, made)
         reader.terminate()
         reader.wait(10)
         timed = json.loads(timing.read_text())
