@@ -32,6 +32,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -60,7 +61,15 @@ Rewrite = Callable[[bytes], bytes]       # an entry's JSON as clients get it (na
 
 def format_positions(positions: Positions) -> str:
     """The event id of a position: `node@store:seq,...`, nodes sorted, names %-quoted."""
-    return ",".join(f"{quote(node, safe='')}@{store}:{seq}" for node, (store, seq) in sorted(positions.items()))
+    if len(positions) == 1:       # one worker: the id of every entry event, made per entry
+        [(node, (store, seq))] = positions.items()
+        return f"{_quoted(node)}@{store}:{seq}"
+    return ",".join(f"{_quoted(node)}@{store}:{seq}" for node, (store, seq) in sorted(positions.items()))
+
+
+@lru_cache(maxsize=4096)
+def _quoted(node: str) -> str:
+    return quote(node, safe="")
 
 
 def parse_positions(text: str) -> Positions:
