@@ -352,6 +352,8 @@ def test_event_ids_are_positions_per_node_and_bad_ones_name_the_part():
     text = format_positions(positions)
     assert text.startswith("ip-10-0-0-5.ec2.internal@ffee0011:42,")        # sorted by node
     assert "\n" not in text and parse_positions(text) == positions
+    one = {"odd,name@x:": ("", 3)}                     # one node: the id of a single worker's feed
+    assert format_positions(one) == "odd%2Cname%40x%3A@:3" and parse_positions(format_positions(one)) == one
     for bad, part in [("node-a@x1:", 1), ("node-a@x1:4,node-b", 2), ("@x1:4", 1), ("n@x-1:4", 1), ("n@s:-4", 1)]:
         try:
             parse_positions(bad)
