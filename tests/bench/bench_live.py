@@ -71,18 +71,23 @@ class Reader:
 
 def latency_reader(url: str, out: Path) -> None:
     """The --live latency client (run as its own process): reads the raw stream until SIGTERM,
-    then writes {entries, lost, latencies} to `out`."""
+    then writes {entries, lost, latencies} to `out`; meanwhile `out`.count holds the entries
+    received and reported lost so far. Only whole events count: a read can end anywhere in one."""
     import signal
     import socket
     from urllib.parse import urlsplit
     parts = urlsplit(url + "/stream")
     sock = socket.create_connection((parts.hostname, parts.port))
     sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n\r\n".encode())
-    entries, lost, latencies, tail = 0, 0, [], b""
+    entries, lost, latencies, pending = 0, 0, [], b""
+    progress, said = out.with_suffix(".count"), time.monotonic()
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     sock.settimeout(0.5)
     while not stopping:
+        if time.monotonic() - said > 0.2:
+            said = time.monotonic()
+            progress.write_text(f"{entries} {lost}")
         try:
             data = sock.recv(1 << 20)
         except TimeoutError:
@@ -92,18 +97,30 @@ def latency_reader(url: str, out: Path) -> None:
         if not data:
             break
         now = time.time()
-        entries += data.count(b"event: entry")
-        buffer = tail + data
-        for found in buffer.split(b'"lost":')[1:]:
+        buffer = pending + data
+        cut = buffer.rfind(b"\r\n\r\n")     # the end of the last whole event (events end with a blank line)
+        if cut < 0:
+            pending = buffer
+            continue
+        whole, pending = buffer[:cut + 4], buffer[cut + 4:]
+        entries += whole.count(b"event: entry\r\n")
+        for found in whole.split(b'"lost":')[1:]:
             number = found.split(b",")[0].split(b"}")[0].strip()
             lost += int(number) if number.isdigit() else 0
-        at = buffer.rfind(b'"ts":')
+        at = whole.rfind(b'"ts":')
         if at >= 0:
-            end = buffer.find(b",", at)
+            end = whole.find(b",", at)
             if end > 0:
-                latencies.append(now - float(buffer[at + 5:end]))
-        tail = buffer[-256:]
+                latencies.append(now - float(whole[at + 5:end]))
     out.write_text(json.dumps({"entries": entries, "lost": lost, "latencies": latencies}))
+
+
+def accounted(timing: Path) -> int:
+    """What the latency client has received or been told it lost so far."""
+    try:
+        return sum(int(n) for n in timing.with_suffix(".count").read_text().split())
+    except (OSError, ValueError):
+        return 0
 
 
 def start_hub(worker: Worker, work: Path) -> tuple[Child, str]:
@@ -216,7 +233,12 @@ def live(args: argparse.Namespace, work: Path) -> None:
         deadline = time.monotonic() + 120
         while not worker.status()["dissection"]["caught_up"] and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(2.0)
+        status = worker.status()
+        made = status["index"]["entries"] - before
+        deadline = time.monotonic() + 60      # the latency client gets all, unless something is lost
+        while accounted(timing) < made and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
         status = worker.status()
         made = status["index"]["entries"] - before
         cpu = cpu_rows(cpu_before, cpu_by_role(worker.pid, hub_pid) | load_after, time.monotonic() - started, made)
