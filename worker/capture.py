@@ -27,7 +27,7 @@ from shark.process import die_with_parent
 from worker.options import WorkerOptions
 from worker.sources import open_file_source, open_source
 from worker.sources.base import BpfError, CaptureError, Source, SourceStats
-from worker.sources.ebpf.source import EbpfStatus
+from worker.sources.ebpf.status import EbpfStatus
 from worker.store.segments import SegmentWriter, StoreError, StoreStats, StoreWriteError
 
 log = logging.getLogger("shark.worker.capture")
@@ -89,9 +89,11 @@ def _open(options: WorkerOptions) -> tuple[list[Source], str]:
 def _open_tls(options: WorkerOptions, live: Source) -> tuple[Any, Any, str]:
     """(source, status, note) for eBPF TLS capture. Where it cannot load, the note says what
     is missing and capture goes on without it."""
-    from worker.sources.ebpf import EbpfUnavailable, open_tls_source
     if not options.tls:
         return None, EbpfStatus(), ""
+    # Only here: the eBPF source and its loader (ELF and Go readers) are --tls's alone.
+    from worker.sources.ebpf.loader import EbpfUnavailable
+    from worker.sources.ebpf.source import open_tls_source
     try:
         source = open_tls_source(live.linktype, options.snaplen, options.storage_dir)
     except EbpfUnavailable as error:
@@ -246,8 +248,18 @@ class CaptureProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the child and wait until its sources and store are open; CaptureError if not."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Fork the child (before this process starts any thread: a fork copies only the
+        calling thread, and a lock another one held would stay held in the child forever)."""
         self._process.start()
         self._child_conn.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the launched child's sources and store are open; CaptureError if not.
+        Nothing may ask it anything before: its first message is the answer to this."""
         if not self._conn.poll(timeout):
             self._process.kill()
             raise CaptureError(f"capture process did not start within {timeout:g}s")
