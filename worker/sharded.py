@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import multiprocessing
 import signal
 import threading
 import time
@@ -35,6 +34,7 @@ from worker.pipeline import PRUNE_EVERY_S, READ_BATCH, DissectionStats, IndexWri
 from worker.redact import Redactor
 from worker.shard import (ShardConfig, ShardReport, ShardState, ShardStats, Watermark, decode_report,
                           shard_main)
+from worker.shard_server import shard_context
 from worker.store.index import EntryIndex, IndexRow
 
 log = logging.getLogger("shark.worker.sharded")
@@ -100,11 +100,8 @@ class ShardedPipeline:
         self._released: Watermark = (*(cursor or (0, 0)), IDLE, 0)
         self._shards = [_Shard(ShardState(shard=i), watermark=self._released) for i in range(shards)]
         self._guard = threading.Lock()      # commands to the shards come from API threads too
-        # Shards fork from a server process that imported the dissection once: a shard starts
-        # (and restarts) in milliseconds and shares those pages, and is never forked from
-        # this process, whose other threads may hold locks.
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["worker.shard"])
+        # Shards fork from a server process that imported the dissection once (worker.shard_server).
+        self._context = shard_context()
         self._finished = False
         self._read_batch = READ_BATCH
         self._stop = threading.Event()
