@@ -11,28 +11,24 @@ import sys
 from pathlib import Path
 
 import click
-import uvicorn
 
 from shark import token as shark_token
 from shark.auth import ListenRefused, check_listen
 from shark.units import UnitError, format_size, parse_size
-from worker.api.app import create_app
-from worker.api.runtime import WorkerRuntime, replay_finished
-from worker.broadcast import Broadcaster
 from shark.dissect_memory import check_dissect_memory
 from worker.capture import CaptureProcess
-from worker.dissection import MemoryBudget
 from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, MAX_DISSECT_SHARDS, OptionError,
                             WorkerOptions, check_storage_dir, default_dissect_shards,
                             default_storage_dir, parse_listen)
-from worker.pipeline import Pipeline, read_batch_for
-from worker.sharded import ShardedPipeline
-from worker.redact import Redactor, key_for
+from worker.shard_server import start_shard_server
 from worker.sources.base import CaptureError
-from worker.store.index import open_index
 from worker.store.capacity import LimitRefused, check_limit
 from worker.store.private import UMASK
 from worker.store.segments import MIN_STORAGE_LIMIT, StoreError, list_segments
+# The dissection, the API (Litestar) and uvicorn are imported in serve(), once the capture child
+# and the shards' fork server run: their start overlaps this process's heaviest imports, and
+# the capture child is forked from a process that has not loaded them (docs/BENCHMARKS.md,
+# "Worker start").
 
 log = logging.getLogger("shark.worker")
 
@@ -170,8 +166,17 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str] | None = None) -> int:
     capture = CaptureProcess(options)
+    capture.launch()          # a fork: first, while this process has no other thread
+    if options.dissect_shards > 1:
+        start_shard_server()  # its interpreter and imports run beside ours
+    from worker.broadcast import Broadcaster
+    from worker.dissection import MemoryBudget
+    from worker.pipeline import Pipeline, read_batch_for
+    from worker.redact import Redactor, key_for
+    from worker.sharded import ShardedPipeline
+    from worker.store.index import open_index
     try:
-        capture.start()
+        capture.wait_ready()
     except CaptureError as error:
         fail(str(error))
     # From here on, whatever stops us (SIGTERM included) stops capture and closes the index.
@@ -200,6 +205,7 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
             except shark_token.TokenError as error:
                 fail(f"--storage-dir: {error}")
             redactor = Redactor(key, options.redact_headers, options.redact_fields)
+        from worker.api.runtime import WorkerRuntime, replay_finished
         finished = lambda: replay_finished(options, capture)   # noqa: E731
         pipeline: Pipeline | ShardedPipeline
         if options.dissect_shards > 1:   # each shard keeps to its share of --dissect-memory
@@ -214,8 +220,16 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
         pipeline.read_batch = read_batch_for(options.storage_limit)
         runtime = WorkerRuntime(options, capture, index, pipeline, broadcaster, notes=notes,
                                 redactor=redactor)
-        pipeline.start()
-        cleanup.callback(pipeline.stop)
+        sharded = isinstance(pipeline, ShardedPipeline)
+        if sharded:   # the shards are processes: they dissect while the API loads
+            pipeline.start()
+            cleanup.callback(pipeline.stop)
+        import uvicorn
+        from worker.api.app import create_app
+        app = create_app(runtime)
+        if not sharded:   # a thread of this process: after the imports, which it would slow
+            pipeline.start()
+            cleanup.callback(pipeline.stop)
         host, port = listener.getsockname()[:2]
         log.info("worker %s serving on http://%s:%d/api/v1 (storage %s, limit %d bytes; %s; %s; "
                  "dissection in %s)",
@@ -224,7 +238,7 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
                  "credentials redacted" if redactor else "redaction off (--no-redact)",
                  f"{options.dissect_shards} shard processes" if options.dissect_shards > 1
                  else "a thread")
-        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning",
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
                                                log_config=None, access_log=False,
                                                timeout_graceful_shutdown=3))
         server.run(sockets=[listener])
