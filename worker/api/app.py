@@ -16,6 +16,8 @@ import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post, put
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.handlers import asgi
+from litestar.plugins import PluginProtocol
+from litestar.plugins.core import MsgspecDIPlugin
 from litestar.response import Stream
 from litestar.types import Receive, Scope, Send
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -193,6 +195,18 @@ def _all_packets(runtime: WorkerRuntime, since: float | None, until: float | Non
                 yield linktype, ts_ns, data, wirelen
         except FileNotFoundError:  # evicted while we read: go on with the next one
             continue
+
+
+class WorkerLitestar(Litestar):
+    """Litestar without the plugins it adds when pydantic and attrs are installed (kubernetes
+    and mcp bring pydantic here): the worker's API carries msgspec Structs and plain values,
+    and importing pydantic for its plugins was ~0.15 s CPU of every start (docs/BENCHMARKS.md,
+    "Worker start"). A Litestar installed without them makes the same app."""
+
+    @staticmethod
+    def _get_default_plugins(plugins: list[PluginProtocol]) -> list[PluginProtocol]:
+        plugins.append(MsgspecDIPlugin())
+        return plugins
 
 
 def create_app(runtime: WorkerRuntime) -> Litestar:
@@ -374,7 +388,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
                                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await response(scope, receive, send)  # type: ignore[arg-type]
 
-    app = Litestar(
+    app = WorkerLitestar(
         route_handlers=[health_handler(runtime.capture), status, entries, entry_detail, entry_pcap, pcap, validate_query, get_targets,
                         put_targets, get_config, put_config, post_tags, stream],
         exception_handlers={HTTPException: _error_response, Exception: _unexpected},

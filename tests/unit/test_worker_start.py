@@ -1,0 +1,56 @@
+"""What `python -m worker` loads, and when: the capture child is forked and the shards' fork
+server started before the API (Litestar, uvicorn) and the dissection are imported, eBPF's source
+only with --tls, and the API's Litestar without pydantic (docs/BENCHMARKS.md, "Worker start").
+Each check runs in a fresh interpreter, whose modules are what the import statements load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def loaded_after(code: str) -> set[str]:
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def packages(modules: set[str], *names: str) -> set[str]:
+    return {m for m in modules if any(m == name or m.startswith(name + ".") for name in names)}
+
+
+def test_the_worker_command_loads_neither_the_api_nor_the_dissection_before_its_children_start():
+    modules = loaded_after("import worker.__main__")
+    assert "worker.capture" in modules and "worker.shard_server" in modules   # what forks first
+    assert packages(modules, "litestar", "uvicorn", "worker.api", "worker.dissection",
+                    "worker.dissectors", "worker.shard", "worker.sharded", "shark.kfl") == set()
+
+
+def test_the_capture_path_leaves_ebpf_alone_without_tls(tmp_path: Path):
+    capture = ROOT / "tests" / "golden" / "http1" / "basic.pcap"
+    modules = loaded_after(
+        "from pathlib import Path\n"
+        "from worker.capture import _open, _open_tls\n"
+        "from worker.options import WorkerOptions\n"
+        f"options = WorkerOptions(pcap_file=Path({str(capture)!r}), storage_dir=Path({str(tmp_path)!r}))\n"
+        "sources, _ = _open(options)\n"
+        "assert _open_tls(options, sources[0])[0] is None\n"
+        "import worker.dissection   # dissection needs eBPF's packet marks, not its source\n")
+    assert "worker.sources.ebpf.synth" in modules and "worker.sources.ebpf.status" in modules
+    assert packages(modules, "worker.sources.ebpf.source", "worker.sources.ebpf.loader") == set()
+
+
+def test_the_worker_api_makes_its_app_without_pydantic():
+    modules = loaded_after(
+        "from litestar.plugins.core import MsgspecDIPlugin\n"
+        "from worker.api.app import WorkerLitestar\n"
+        "app = WorkerLitestar(route_handlers=[])\n"
+        "assert any(isinstance(p, MsgspecDIPlugin) for p in app.plugins)\n")
+    assert "litestar" in modules
+    assert packages(modules, "pydantic", "litestar.plugins.pydantic", "attrs") == set()
