@@ -59,7 +59,7 @@ def one_run(pcap: Path, shards: int, repo: Path, base: Path) -> dict[str, float 
         if not found.wait(60) or not url:
             raise RuntimeError(f"worker did not start (exit {process.poll()})")
         answered = None
-        answered_cpu = 0.0
+        answered_cpu = api_cpu = 0.0
         seen: list[tuple[float, bool, int, float]] = []   # (time, read and caught up, entries, CPU s)
         while True:
             polled = time.monotonic()
@@ -73,7 +73,7 @@ def one_run(pcap: Path, shards: int, repo: Path, base: Path) -> dict[str, float 
                 continue
             cpu = cpu_seconds(tree_pids(process.pid))   # the worker, capture, fork server, shards
             if answered is None:
-                answered, answered_cpu = polled, cpu
+                answered, answered_cpu, api_cpu = polled, cpu, cpu_seconds([process.pid])
             done = (all(s["finished"] for s in status["capture"]["sources"])
                     and status["dissection"]["caught_up"])
             seen.append((polled, done, status["index"]["entries"], cpu))
@@ -86,7 +86,7 @@ def one_run(pcap: Path, shards: int, repo: Path, base: Path) -> dict[str, float 
         entries = seen[-1][2]
         caught_up, caught_up_cpu = next((t, c) for t, d, n, c in seen if d and n == entries)
         return {"status": answered - started, "caught_up": caught_up - started, "entries": entries,
-                "status_cpu": answered_cpu, "caught_up_cpu": caught_up_cpu}
+                "status_cpu": answered_cpu, "status_api_cpu": api_cpu, "caught_up_cpu": caught_up_cpu}
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -125,11 +125,12 @@ def main() -> None:
                      statistics.median(r["caught_up"] for r in runs),
                      min(r["caught_up"] for r in runs),
                      statistics.median(r["status_cpu"] for r in runs),
+                     statistics.median(r["status_api_cpu"] for r in runs),
                      statistics.median(r["caught_up_cpu"] for r in runs),
                      "/".join(sorted({str(r["entries"]) for r in runs}))])
     print(f"repos {', '.join(map(str, repos))}; machine {machine()}")
     print(table(["capture", "to /status s", "to caught-up s", "caught-up s (best)",
-                 "CPU s to /status", "CPU s to caught-up", "entries"], rows))
+                 "CPU s to /status", "of which API process", "CPU s to caught-up", "entries"], rows))
     print("medians of", args.runs, "runs; CPU: user + system of the worker's process tree")
     write_json(args.json_out, {"machine": machine(), "repos": [str(repo) for repo in repos], "runs": results})
 
