@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -98,7 +99,12 @@ class _Clock:
 
 def shard_main(config: ShardConfig, conn: Connection) -> None:
     """Entry point of a shard process; returns when told to stop or the parent is gone."""
-    die_with_parent()
+    # Ctrl-C or a SIGTERM to the worker's process group reaches the shards too: the API process
+    # stops them in order (("stop",) then a kill), so they must not die first and be taken
+    # for failed shards, started again during the shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(signal.SIGKILL)
     try:   # capture (another process) must win the CPU over dissection, as in-thread
         os.setpriority(os.PRIO_PROCESS, 0, SHARD_NICE)
     except OSError:

@@ -12,8 +12,9 @@ import multiprocessing
 import multiprocessing.forkserver
 from multiprocessing.context import ForkServerContext
 
-# What the server imports before it forks any shard: the shard's entry point and all it uses.
-PRELOAD = ["worker.shard"]
+# What the server imports before it forks any shard: its signal dispositions, then the
+# shard's entry point and all it uses.
+PRELOAD = ["worker.shard_server_signals", "worker.shard"]
 
 
 def shard_context() -> ForkServerContext:

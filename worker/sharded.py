@@ -320,7 +320,7 @@ class ShardedPipeline:
                 continue
             shard.process.join(max(0.0, deadline - time.monotonic()))
             if shard.process.exitcode is None:
-                shard.process.terminate()
+                shard.process.kill()     # it ignores SIGTERM (worker/shard.py)
                 shard.process.join(1.0)
             shard.state.running = False
             if shard.conn is not None:

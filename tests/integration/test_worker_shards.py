@@ -53,3 +53,16 @@ def test_killed_shard_is_reported_and_started_again(start_worker, http_server):
     assert status["dissection"]["shards"][1]["entries"] > 0   # the new process dissects its flows
     ids = [int(e["id"].rpartition(":")[2]) for e in worker.entries(limit=500)]
     assert len(ids) == len(set(ids)) == 40
+
+
+def test_sigterm_to_the_process_group_stops_the_shards_in_order(start_worker, http_server):
+    """kubectl delete / Ctrl-C signal the whole group: the shards must not die first and be
+    started again by the merge as failed ones while the worker shuts down."""
+    worker = start_worker("--iface", "lo", "--bpf", f"tcp port {http_server}", "--dissect-shards", "2")
+    requests(f"http://127.0.0.1:{http_server}", "before", 4)
+    wait_for(lambda: len(paths(worker, "before")) == 4, what="4 entries")
+    pids = [s["pid"] for s in worker.status()["dissection"]["shards"]]
+    assert worker.stop() == 0
+    assert "started again" not in worker.output and "exited with code" not in worker.output, worker.output
+    for pid in pids:
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what=f"shard {pid} gone", timeout=10)
