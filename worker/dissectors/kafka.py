@@ -1,8 +1,10 @@
 """Kafka: requests paired with responses by correlation id; topics for Produce/Fetch/Metadata.
 
-Every message is a 4-byte big-endian size and a body. Each direction has a _Reader that keeps
-the first PARSE_LIMIT bytes of a body (enough for the headers, topic names and the first
-partitions) and skips the rest by length, so a large Fetch response costs no copy.
+Every message is a 4-byte big-endian size and a body. Each direction has a _Reader (a
+StreamReader of worker/dissectors/stream.py: order, gaps, the buffer and its marks) whose parse
+keeps the first PARSE_LIMIT bytes of a body (enough for the headers, topic names and the first
+partitions) and passes the rest by length itself, so a large Fetch response costs no copy; the
+session is a TwoWaySession and gets each message as a stream.Frame.
 
 Request header: api_key int16, api_version int16, correlation_id int32, client_id nullable
 string (int16 length), and in flexible versions (header v2, see FLEXIBLE) tagged fields.
@@ -31,8 +33,8 @@ import struct
 from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
+from worker.dissectors.stream import Frame, Span, StreamReader, TwoWaySession, chunk_at
 from worker.packet import PacketRef
-from worker.dissectors.stream import in_order
 
 PARSE_LIMIT = 64 * 1024      # body bytes kept for parsing each message
 MAX_SIZE = 256 << 20         # a larger size is not a Kafka message
@@ -525,116 +527,93 @@ def parse_response(api_key: int, version: int, body: bytes, pos: int) -> dict[st
 
 # -- one direction -----------------------------------------------------------------------
 
-class _Frame:
-    __slots__ = ("size", "start", "ts", "ref", "end_ts", "end_ref", "body", "complete",
-                 "raw")
+class _Reader(StreamReader):
+    """Cuts one direction into messages: stream.Frame, kind 0 (Kafka's framing has no type).
+    What the base buffers is only an unfinished size field, or while resyncing a tail that
+    may begin a message; a body is passed by length and its first `keep` bytes kept."""
 
-    def __init__(self, size: int, start: int, ts: int, ref: PacketRef) -> None:
-        self.size = size
-        self.start = start
-        self.ts = ts
-        self.ref = ref
-        self.end_ts = ts
-        self.end_ref = ref
-        self.body = bytearray()
-        self.complete = True
-        self.raw: bytearray | None = None
+    __slots__ = ("s", "is_request", "deliver", "keep", "resyncing", "open", "head", "left")
 
-
-SYNC, RESYNC, DEAD = range(3)
-
-
-class _Reader:
-    __slots__ = ("s", "is_request", "state", "buf", "buf_ts", "buf_ref", "expected", "frame",
-                 "left", "keep", "raw_limit", "skipped", "last_ts", "last_ref")
-
-    def __init__(self, session: KafkaSession, is_request: bool, raw_limit: int) -> None:
+    def __init__(self, session: KafkaSession, direction: Direction, keep: int) -> None:
+        super().__init__(direction)
         self.s = session
-        self.is_request = is_request
-        self.state = SYNC
-        self.buf = b""                 # bytes before a whole size field / while resyncing
-        self.buf_ts = 0
-        self.buf_ref: PacketRef = (0, 0)
-        self.expected = 0
-        self.frame: _Frame | None = None
-        self.left = 0                  # body bytes of the frame still to come
-        self.keep = max(PARSE_LIMIT, raw_limit)
-        self.raw_limit = raw_limit
-        self.skipped = 0
-        self.last_ts = 0
-        self.last_ref: PacketRef = (0, 0)
+        self.is_request = direction == Direction.CLIENT_TO_SERVER
+        # The session's handler, bound once: one call per message.
+        self.deliver = session.on_request if self.is_request else session.on_response
+        self.keep = keep
+        self.resyncing = False
+        # The message whose body is still coming: (start, size, first_ts, first_ref), the
+        # body bytes kept so far and how many are still to come.
+        self.open: tuple[int, int, int, PacketRef] | None = None
+        self.head = bytearray()
+        self.left = 0
 
-    def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
-        if self.state == DEAD or not data:
-            return
-        if offset != self.expected:
-            missing, data, offset = in_order(self.expected, data, offset)
-            if missing:
-                self.gap(self.expected, missing, ts)
-            elif not data:
-                return
-        self.expected = offset + len(data)
-        self.last_ts, self.last_ref = ts, ref
-        base = offset
-        first_ts, first_ref = ts, ref
-        if self.buf:
-            base -= len(self.buf)
-            data = self.buf + data
-            self.buf = b""
-            first_ts, first_ref = self.buf_ts, self.buf_ref
-        pos, n = 0, len(data)
-        while pos < n:
-            frame = self.frame
-            if frame is not None:
-                take = min(self.left, n - pos)
-                room = self.keep - len(frame.body)
-                if room > 0:
-                    frame.body += data[pos:pos + min(take, room)]
-                if frame.raw is not None:
-                    frame.raw += data[pos:pos + min(take, self.raw_limit - len(frame.raw))]
-                pos += take
-                self.left -= take
-                if self.left == 0:
-                    frame.end_ts, frame.end_ref = ts, ref
-                    self.frame = None
-                    self.s._on_frame(self.is_request, frame)
-                continue
-            if self.state == RESYNC:
-                found = self._find(data, pos)
-                if found < 0:
-                    keep = max(pos, n - 32)
-                    self.skipped += keep - pos
-                    self.buf = data[keep:]
-                    self.buf_ts, self.buf_ref = ts, ref
-                    return
-                self.skipped += found - pos
-                pos = found
-                self.state = SYNC
-            if n - pos < 4:
-                self.buf = data[pos:]
-                self.buf_ts, self.buf_ref = (first_ts, first_ref) if pos == 0 else (ts, ref)
-                return
-            size = int.from_bytes(data[pos:pos + 4], "big", signed=True)
-            if not self._sane(data, pos, size):
-                self._lost(f"malformed: size {size} or header not Kafka", data, pos)
-                pos += 1
-                continue
-            start_ts, start_ref = (first_ts, first_ref) if pos == 0 else (ts, ref)
-            frame = self.frame = _Frame(size, base + pos, start_ts, start_ref)
-            if self.raw_limit:
-                frame.raw = bytearray(data[pos:pos + 4])
-            self.left = size
-            pos += 4
-            if size == 0:
-                self.frame = None
-                self.s._on_frame(self.is_request, frame)
+    def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
+        pos, n = 0, len(work)
+        keep = self.keep
+        deliver = self.deliver
+        is_request = self.is_request
+        chunk_start = self.marks[-1][0]      # work from here on came in (ts, ref)
+        try:
+            while pos < n:
+                if self.open is not None:        # the body of a message begun earlier
+                    take = min(self.left, n - pos)
+                    head = self.head
+                    room = keep - len(head)
+                    if room > 0:
+                        head += work[pos:pos + min(take, room)]
+                    pos += take
+                    self.left -= take
+                    if not self.left:
+                        start, size, first_ts, first_ref = self.open
+                        self.open = None
+                        self.head = bytearray()
+                        deliver(Frame(0, bytes(head), Span(start, start + 4 + size, first_ts,
+                                                           first_ref, ts, ref)), None)
+                    continue
+                if self.resyncing:
+                    found = self._find(work, pos)
+                    if found < 0:
+                        tail = max(pos, n - 32)     # may hold the start of the next one
+                        self.skipped += tail - pos
+                        return tail
+                    self.skipped += found - pos
+                    pos = found
+                    self.resyncing = False
+                if n - pos < 4:
+                    return pos
+                size = _I32(work, pos)[0]
+                if not ((size >= 10 and _plausible(work, pos) is not Detect.NO) if is_request
+                        else 4 <= size <= MAX_SIZE):
+                    self.resyncing = True
+                    self.s.on_loss(is_request, f"malformed: size {size} or header not Kafka")
+                    pos += 1
+                    continue
+                start = base + pos
+                if start >= chunk_start:
+                    first_ts, first_ref = ts, ref
+                else:
+                    _, first_ts, first_ref = chunk_at(self.marks, start)
+                end = pos + 4 + size
+                if end <= n:                     # whole: its body cut from work, no state
+                    deliver(Frame(0, bytes(work[pos + 4:min(end, pos + 4 + keep)]),
+                                  Span(start, base + end, first_ts, first_ref, ts, ref)), None)
+                    pos = end
+                    continue
+                self.open = (start, size, first_ts, first_ref)
+                self.head = bytearray(work[pos + 4:min(n, pos + 4 + keep)])
+                self.left = size - (n - pos - 4)
+                return n
+            return n
+        except (ValueError, IndexError, OverflowError) as exc:   # defensive: never raise
+            self.open = None
+            self.head = bytearray()
+            self.left = 0
+            self.resyncing = True
+            self.s.on_loss(is_request, f"malformed: {type(exc).__name__}")
+            return n
 
-    def _sane(self, data: bytes, pos: int, size: int) -> bool:
-        if self.is_request:
-            return size >= 10 and _plausible(data, pos) is not Detect.NO
-        return 4 <= size <= MAX_SIZE
-
-    def _find(self, data: bytes, pos: int) -> int:
+    def _find(self, data: bytes | bytearray, pos: int) -> int:
         if self.is_request:
             return find_request(data, pos)
         # A response to a waiting request: its correlation id after a plausible size.
@@ -651,34 +630,34 @@ class _Reader:
                 at = data.find(needle, at + 1)
         return best
 
-    def _lost(self, why: str, data: bytes, pos: int) -> None:
-        self.state = RESYNC
-        self.s._on_loss(self.is_request, why)
-
-    def gap(self, offset: int, length: int, ts: int) -> None:
-        if self.state == DEAD or length <= 0:
+    def _cut(self, note: str) -> None:
+        """Deliver the message whose body is still coming, as far as it came."""
+        opened = self.open
+        if opened is None:
             return
+        start, size, first_ts, first_ref = opened
+        head = self.head
+        self.open = None
+        self.head = bytearray()
+        self.left = 0
+        self.deliver(Frame(0, bytes(head), Span(start, start + 4 + size, first_ts, first_ref,
+                                                self.last_ts, self.last_ref), True), note)
+
+    def lose(self, offset: int, end: int, ts: int) -> None:
         side = "request" if self.is_request else "response"
-        frame = self.frame
-        self.frame = None
-        self.buf = b""
-        self.expected = offset + length
-        if frame is not None:
-            frame.complete = False
-            frame.end_ts, frame.end_ref = self.last_ts, self.last_ref
-            self.s._on_frame(self.is_request, frame, f"gap in {side}")
-        self.state = RESYNC
-        self.s._on_loss(self.is_request, f"{side} lost in a gap")
+        self._cut(f"gap in {side}")
+        self.resyncing = True
+        self.s.on_loss(self.is_request, f"{side} lost in a gap")
 
     def close(self) -> None:
-        frame = self.frame
-        self.frame = None
-        if frame is not None and self.state != DEAD:
-            frame.complete = False
-            frame.end_ts, frame.end_ref = self.last_ts, self.last_ref
+        if not self.dead:
             side = "request" if self.is_request else "response"
-            self.s._on_frame(self.is_request, frame, f"{side} cut by the end of the connection")
-        self.state = DEAD
+            self._cut(f"{side} cut by the end of the connection")
+        super().close()
+
+    def held_bytes(self) -> int:
+        """An unfinished size field or resync tail, and the kept body of an open message."""
+        return len(self.buf) + len(self.head)
 
 
 # -- the session -------------------------------------------------------------------------
@@ -686,7 +665,7 @@ class _Reader:
 class _Request:
     __slots__ = ("frame", "fields", "api_key", "version", "cid", "notes")
 
-    def __init__(self, frame: _Frame, fields: dict[str, Any], notes: list[str]) -> None:
+    def __init__(self, frame: Frame, fields: dict[str, Any], notes: list[str]) -> None:
         self.frame = frame
         self.fields = fields
         self.api_key = fields["api_key"]
@@ -695,63 +674,33 @@ class _Request:
         self.notes = notes
 
 
-class KafkaSession:
+class KafkaSession(TwoWaySession):
+    client: _Reader
+    server: _Reader
+    readers: tuple[_Reader, _Reader]
+
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
+        keep = max(PARSE_LIMIT, body_limit)
+        super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER, keep),
+                         _Reader(self, Direction.SERVER_TO_CLIENT, keep))
         self.flow = flow
         self.emit = emit
         self.body_limit = body_limit
-        self.requests = _Reader(self, True, body_limit)
-        self.responses = _Reader(self, False, body_limit)
         self.waiting: dict[int, _Request] = {}      # correlation id -> request, in order
-        self._closed = False
-
-    @property
-    def skipped_bytes(self) -> int:
-        return self.requests.skipped + self.responses.skipped
 
     def waiting_ids(self) -> list[int]:
         return list(self.waiting)[:16]
 
-    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
-                ref: PacketRef) -> None:
-        if self._closed:
-            return
-        reader = self.requests if direction == Direction.CLIENT_TO_SERVER else self.responses
-        try:
-            reader.feed(data, offset, ts_ns, ref)
-        except (ValueError, IndexError, OverflowError) as exc:   # defensive: never raise
-            reader.frame = None
-            reader.buf = b""
-            reader.state = RESYNC
-            self._on_loss(reader.is_request, f"malformed: {type(exc).__name__}")
-
-    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
-        if self._closed:
-            return
-        reader = self.requests if direction == Direction.CLIENT_TO_SERVER else self.responses
-        reader.gap(offset, length, ts_ns)
-
-    def held_bytes(self) -> int:
-        """Bytes before a whole size field, the frames being read and those of the requests
-        waiting for their response."""
-        if self._closed:
-            return 0
-        frames = [request.frame for request in self.waiting.values()]
-        held = 0
-        for reader in (self.requests, self.responses):
-            held += len(reader.buf)
-            if reader.frame is not None:
-                frames.append(reader.frame)
-        for frame in frames:
-            held += len(frame.body) + (len(frame.raw) if frame.raw is not None else 0)
-        return held
+    def kept_bytes(self) -> int:
+        """The kept bodies of the requests waiting for their response."""
+        return sum(len(request.frame.body) for request in self.waiting.values())
 
     def on_close(self, ts_ns: int) -> None:
-        if self._closed:
+        if self.dead:
             return
-        self._closed = True
-        self.requests.close()
-        self.responses.close()
+        self.dead = True
+        self.client.close()
+        self.server.close()
         for request in list(self.waiting.values()):
             request.notes.append("no response")
             self._emit(request, None, complete=False)
@@ -759,14 +708,8 @@ class KafkaSession:
 
     # -- called by the readers --
 
-    def _on_frame(self, is_request: bool, frame: _Frame, cut: str | None = None) -> None:
-        if is_request:
-            self._on_request(frame, cut)
-        else:
-            self._on_response(frame, cut)
-
-    def _on_request(self, frame: _Frame, cut: str | None) -> None:
-        body = bytes(frame.body)
+    def on_request(self, frame: Frame, cut: str | None) -> None:
+        body = frame.body
         notes = [cut] if cut else []
         if len(body) < 10:
             return                                 # not even a header: nothing to show
@@ -787,16 +730,16 @@ class KafkaSession:
                 pos = c.p
             fields.update(parse_request(api_key, version, body, pos))
         except _Short:
-            if frame.complete and len(body) == frame.size:
+            if not frame.cut and len(body) == frame.span.size - 4:
                 notes.append("malformed: request body shorter than its fields")
         topics = fields.get("topics")
         if topics:
             fields["topic"] = topics[0]
         request = _Request(frame, fields, notes)
         if api_key == 0 and fields.get("acks") == 0:
-            self._emit(request, None, complete=frame.complete)   # acks=0: no response comes
+            self._emit(request, None, complete=not frame.cut)   # acks=0: no response comes
             return
-        if not frame.complete:
+        if frame.cut:
             self._emit(request, None, complete=False)
             return
         old = self.waiting.pop(cid, None)
@@ -805,24 +748,25 @@ class KafkaSession:
             self._emit(old, None, complete=False)
         self.waiting[cid] = request
 
-    def _on_response(self, frame: _Frame, cut: str | None) -> None:
-        body = bytes(frame.body)
+    def on_response(self, frame: Frame, cut: str | None) -> None:
+        body = frame.body
         if len(body) < 4:
             return
         cid = int.from_bytes(body[:4], "big", signed=True)
         request = self.waiting.pop(cid, None)
         notes = [cut] if cut else []
         fields: dict[str, Any] = {"correlation_id": cid, "error_code": None, "error": None}
+        span = frame.span
         if request is None:
             notes.append("request not captured")
-            ex = Exchange(protocol="kafka", start_ns=frame.ts, end_ns=frame.end_ts,
+            ex = Exchange(protocol="kafka", start_ns=span.first_ts, end_ns=span.last_ts,
                           summary=f"response {cid} (request not captured)", request={},
-                          response=fields, response_size=4 + frame.size,
-                          complete=frame.complete, first_ref=frame.ref, last_ref=frame.end_ref,
-                          client_offset=self.requests.expected, server_offset=frame.start,
-                          notes=notes)
-            if frame.raw is not None:
-                ex.response_body = bytes(frame.raw)
+                          response=fields, response_size=span.size,
+                          complete=not frame.cut, first_ref=span.first_ref,
+                          last_ref=span.last_ref, client_offset=self.client.expected,
+                          server_offset=span.start, notes=notes)
+            if self.body_limit:
+                ex.response_body = self._raw(frame)
             self.emit(ex)
             return
         api_key, version = request.api_key, request.version
@@ -834,49 +778,56 @@ class KafkaSession:
                 pos = c.p
             fields.update(parse_response(api_key, version, body, pos))
         except _Short:
-            if frame.complete and len(body) == frame.size:
+            if not frame.cut and len(body) == span.size - 4:
                 notes.append("malformed: response body shorter than its fields")
         code = fields.get("error_code")
         if code:
             fields["error"] = ERRORS.get(code, f"error {code}")
         request.notes += notes
-        self._emit(request, frame, complete=frame.complete and request.frame.complete,
+        self._emit(request, frame, complete=not frame.cut and not request.frame.cut,
                    response=fields)
 
-    def _on_loss(self, is_request: bool, why: str) -> None:
+    def on_loss(self, is_request: bool, why: str) -> None:
         if is_request:
             return          # responses of lost requests come back as lone entries
         for request in list(self.waiting.values()):
-            if request.frame.end_ts <= self.responses.last_ts:
+            if request.frame.span.last_ts <= self.server.last_ts:
                 request.notes.append("response lost in a gap" if "gap" in why else why)
                 self._emit(request, None, complete=False)
                 del self.waiting[request.cid]
 
-    def _emit(self, request: _Request, frame_r: _Frame | None, complete: bool,
+    def _raw(self, frame: Frame) -> bytes:
+        """The message's first body_limit bytes as on the wire (at least its size field)."""
+        span = frame.span
+        return (span.size - 4).to_bytes(4, "big") + frame.body[:max(0, self.body_limit - 4)]
+
+    def _emit(self, request: _Request, frame_r: Frame | None, complete: bool,
               response: dict[str, Any] | None = None) -> None:
-        frame = request.frame
+        span = request.frame.span
         fields = request.fields
         summary = fields["api"]
         topics = fields.get("topics")
         if topics:
             summary += " " + ", ".join(topics[:3]) + (" ..." if len(topics) > 3 else "")
-        ex = Exchange(protocol="kafka", start_ns=frame.ts, end_ns=None, summary=summary[:256],
-                      request=fields, response=None, request_size=4 + frame.size,
-                      complete=complete, first_ref=frame.ref, last_ref=frame.end_ref,
-                      client_offset=frame.start, notes=list(request.notes))
+        ex = Exchange(protocol="kafka", start_ns=span.first_ts, end_ns=None,
+                      summary=summary[:256], request=fields, response=None,
+                      request_size=span.size, complete=complete, first_ref=span.first_ref,
+                      last_ref=span.last_ref, client_offset=span.start,
+                      notes=list(request.notes))
         if fields.get("acks") == 0 and fields["api_key"] == 0:
             ex.notes.append("acks=0: no response expected")
-        if frame.raw is not None:
-            ex.request_body = bytes(frame.raw)
+        if self.body_limit:
+            ex.request_body = self._raw(request.frame)
         if frame_r is not None and response is not None:
+            span_r = frame_r.span
             ex.response = response
             ex.status = response.get("error_code")
-            ex.end_ns = frame_r.end_ts
-            ex.last_ref = frame_r.end_ref
-            ex.server_offset = frame_r.start
-            ex.response_size = 4 + frame_r.size
-            if frame_r.raw is not None:
-                ex.response_body = bytes(frame_r.raw)
+            ex.end_ns = span_r.last_ts
+            ex.last_ref = span_r.last_ref
+            ex.server_offset = span_r.start
+            ex.response_size = span_r.size
+            if self.body_limit:
+                ex.response_body = self._raw(frame_r)
         self.emit(ex)
 
 
