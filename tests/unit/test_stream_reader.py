@@ -6,7 +6,8 @@ a kind of 0 is not a message (the reader then looks for the next non-zero byte).
 from __future__ import annotations
 
 from worker.dissectors.base import Direction
-from worker.dissectors.stream import Frame, LengthPrefixedReader, Span, TwoWaySession
+from worker.dissectors.stream import (Frame, LengthPrefixedReader, Span, StreamReader,
+                                      TwoWaySession)
 from worker.packet import PacketRef
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
@@ -149,3 +150,36 @@ def test_the_end_of_the_flow_delivers_a_skipped_message_cut():
     assert big.cut and big.span.end == 30 and big.span.last_ref == (0, 0)
     session.on_data(C2S, b"more", 30, 10, (0, 1))     # a closed reader reads nothing
     assert len(session.frames) == 1
+
+
+class LineReader(StreamReader):
+    """A plain reader (take not overridden): lines, each with the span of its bytes."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self) -> None:
+        super().__init__(C2S)
+        self.lines: list[tuple[bytes, Span]] = []
+
+    def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
+        pos = 0
+        while (nl := work.find(b"\n", pos)) >= 0:
+            self.lines.append((bytes(work[pos:nl]), self.span_of(base + pos, base + nl + 1)))
+            pos = nl + 1
+        return pos
+
+    def lose(self, offset: int, end: int, ts: int) -> None:
+        pass
+
+
+def test_a_plain_reader_keeps_what_parse_left_with_the_marks_of_its_chunks():
+    reader = LineReader()
+    assert reader.direct
+    offset = 0
+    for i, chunk in enumerate([b"ab\ncd", b"e", b"\nf", b"\n"]):
+        reader.feed(chunk, offset, 100 + i, (0, i))
+        offset += len(chunk)
+    assert [(line, span.first_ref, span.last_ref) for line, span in reader.lines] == [
+        (b"ab", (0, 0), (0, 0)), (b"cde", (0, 0), (0, 2)), (b"f", (0, 2), (0, 3))]
+    assert reader.buf == b"" and reader.marks == [] and reader.expected == 9
+    assert not ToyReader(ToySession(), C2S).direct      # it overrides take: feed calls it

@@ -69,7 +69,7 @@ class StreamReader(ABC):
     Subclasses write `parse` and `lose`; `feed`, `gap` and `close` are the session's calls."""
 
     __slots__ = ("direction", "buf", "base", "marks", "expected", "skipped", "dead", "last_ts",
-                 "last_ref")
+                 "last_ref", "direct")
 
     def __init__(self, direction: Direction) -> None:
         self.direction = direction
@@ -81,6 +81,10 @@ class StreamReader(ABC):
         self.dead = False
         self.last_ts = 0                # the time and packet of the last chunk taken
         self.last_ref: PacketRef = (0, 0)
+        # A reader that overrides take (to act on in-order chunks before they are buffered)
+        # gets every chunk through it; for the others feed does take's work itself while
+        # nothing is buffered, so the commonest chunk costs one call: parse.
+        self.direct = type(self).take is StreamReader.take
 
     # -- what a dissector writes --
 
@@ -107,7 +111,22 @@ class StreamReader(ABC):
             elif not data:
                 return
         self.expected = offset + len(data)
-        self.take(data, offset, ts, ref)
+        if self.buf or not self.direct:
+            self.take(data, offset, ts, ref)
+            return
+        # take() for an empty buffer, inline
+        self.last_ts, self.last_ref = ts, ref
+        self.base = offset
+        marks = self.marks
+        if marks:                       # left by a reader that emptied its buffer itself
+            marks.clear()
+        marks.append((offset, ts, ref))
+        pos = self.parse(data, offset, ts, ref)
+        if pos >= len(data) or self.dead:
+            self.marks.clear()
+        else:
+            self.buf = bytearray(data[pos:])
+            self.base += pos
 
     def gap(self, offset: int, length: int, ts: int = 0) -> None:
         if self.dead or length <= 0:
@@ -129,8 +148,9 @@ class StreamReader(ABC):
 
     def take(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         """Parse an in-order chunk after what is buffered; buffer what was not consumed (a
-        chunk parsed whole is never copied). The hot path of every dissector: no call but
-        parse, nothing allocated when all is consumed."""
+        chunk parsed whole is never copied): no call but parse, nothing allocated when all is
+        consumed. feed does the same inline when nothing is buffered and take is not
+        overridden; a reader overriding it calls it (super().take) to buffer and parse."""
         self.last_ts, self.last_ref = ts, ref
         buf = self.buf
         marks = self.marks
