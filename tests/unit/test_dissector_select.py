@@ -11,7 +11,7 @@ from worker.dissectors import fallback as fallback_dissector
 from worker.dissectors import registry
 from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
 from worker.dissectors.http1 import Http1Dissector
-from worker.dissectors.select import open_session
+from worker.dissectors.select import ServerHints, open_session
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 REQUEST = b"GET /api/orders?id=7 HTTP/1.1\r\nHost: shop\r\nAccept: */*\r\n\r\n"
@@ -362,3 +362,94 @@ def test_skipped_bytes_are_noted_as_skipped_not_as_lost():
     assert "GET /api/orders?id=7" in [e.summary for e in out]
     assert "detection skipped 80 captured bytes (no message start in them)" in out[0].notes
     assert sum("detection skipped" in note for e in out for note in e.notes) == 1
+
+
+def other_client(port: int, server_port: int = 8080) -> FlowInfo:
+    return FlowInfo("tcp", b"\x0a\xd5\x00\x03", port, b"\x0a\xd5\x00\x02", server_port)
+
+
+def test_a_learned_server_hint_asks_the_claiming_dissector_first():
+    # A weak early candidate says MORE on the first request: without a hint every flow waits
+    # for more bytes and asks it again; once the server was claimed, the next flow is
+    # claimed by its first bytes and the early candidate is never asked.
+    hints = ServerHints()
+    slow, fake = Waiter("slow", 10**9), Fake("fake", b"MAGIC")
+    first = open_session(flow(), [].append, [slow, fake], hints=hints)
+    first.on_data(C2S, b"MAGIC!", 0, 1, (0, 1))
+    assert first.dissector is None              # slow still holds it
+    first.on_data(C2S, b"x" * 600, 6, 2, (0, 2))
+    assert first.dissector is fake and len(hints) == 1
+    asked = slow.asked
+    second = open_session(other_client(40001), [].append, [slow, fake], hints=hints)
+    second.on_data(C2S, b"MAGIC!", 0, 3, (0, 3))
+    assert second.dissector is fake and slow.asked == asked
+    assert fake.sessions[-1].calls == [("data", C2S, b"MAGIC!", 0, 3, (0, 3))]
+    # Another server of the same flows is not hinted.
+    third = open_session(other_client(40002, server_port=8081), [].append, [slow, fake],
+                         hints=hints)
+    third.on_data(C2S, b"MAGIC!", 0, 4, (0, 4))
+    assert third.dissector is None and slow.asked == asked + 1
+
+
+def test_a_hint_that_refuses_leaves_the_order_as_without_hints():
+    # The server changed protocol: the hinted dissector says NO and the flow is decided in
+    # the usual order, on the same bytes, as a flow without hints.
+    def choose(hints: ServerHints) -> tuple[str | None, list[tuple]]:
+        longer, short, fake = Fake("longer", b"ABCD"), Fake("short", b"AB"), Fake("fake", b"MAGIC")
+        session = open_session(flow(), [].append, [longer, short, fake], hints=hints)
+        session.on_data(C2S, b"AB", 0, 1, (0, 1))
+        before = session.dissector
+        session.on_data(C2S, b"CD", 2, 2, (0, 2))
+        assert before is None                   # longer's MORE is waited for, hint or not
+        return session.dissector.name, session.dissector.sessions[0].calls
+
+    plain = choose(ServerHints())
+    hints = ServerHints()
+    claimer = Fake("fake", b"MAGIC")
+    open_session(flow(), [].append, [claimer], hints=hints).on_data(C2S, b"MAGIC", 0, 1, (0, 1))
+    hinted_for_another = ServerHints()
+    hinted_for_another.learn(("tcp", flow().server_ip, 8080), claimer)
+    assert plain == ("longer", [("data", C2S, b"AB", 0, 1, (0, 1)), ("data", C2S, b"CD", 2, 2, (0, 2))])
+    assert choose(hinted_for_another) == plain
+
+
+def test_a_hinted_candidate_saying_more_does_not_hold_up_an_earlier_match():
+    hints = ServerHints()
+    early, waiter = Fake("early", b"GET "), Waiter("waiter", 10**9)
+    hints.learn(("tcp", flow().server_ip, 8080), waiter)
+    session = open_session(flow(), [].append, [early, waiter], hints=hints)
+    session.on_data(C2S, b"GET / HTTP/1.1\r\n", 0, 1, (0, 1))
+    assert session.dissector is early and waiter.asked == 1
+
+
+def test_the_fallback_teaches_no_hint_and_hints_are_bounded_least_recent_out():
+    hints = ServerHints(limit=2)
+    fallback = Fake("tcp", b"")
+    session = open_session(flow(), [].append, [Fake("fake", b"MAGIC")], fallback=fallback,
+                           hints=hints)
+    session.on_data(C2S, b"nothing known", 0, 1, (0, 1))
+    assert session.dissector is fallback and len(hints) == 0
+    fake = Fake("fake", b"MAGIC")
+    for port in (1, 2, 1, 3):   # 1 claimed again after 2: 2 is the least recent
+        open_session(other_client(40000 + port, port), [].append, [fake],
+                     hints=hints).on_data(C2S, b"MAGIC", 0, 1, (0, 1))
+    server = other_client(0).server_ip
+    assert [hints.get(("tcp", server, port)) for port in (1, 2, 3)] == [fake, None, fake]
+
+
+def test_roles_swapped_by_content_teach_the_real_server():
+    hints = ServerHints()
+    fake = Fake("fake", b"MAGIC")
+    guessed = FlowInfo("tcp", b"\x0a\xd5\x00\x01", 40000, b"\x0a\xd5\x00\x02", 41000,
+                       roles_guessed=True)
+    session = open_session(guessed, [].append, [fake], hints=hints)
+    session.on_data(C2S, b"rest of a body", 500, 1, (0, 1))
+    session.on_data(S2C, b"MAGIC request", 0, 2, (0, 2))
+    assert session.swapped and len(hints) == 1 and hints.get(("tcp", guessed.client_ip, 40000)) is fake
+    # The next guessed flow with that endpoint on the assembler's client side asks the
+    # swapped way first.
+    again = FlowInfo("tcp", b"\x0a\xd5\x00\x01", 40000, b"\x0a\xd5\x00\x09", 41001,
+                     roles_guessed=True)
+    session = open_session(again, [].append, [Fake("early", b"MAGIC"), fake], hints=hints)
+    session.on_data(S2C, b"MAGIC request", 0, 1, (0, 1))
+    assert session.dissector is fake and session.swapped

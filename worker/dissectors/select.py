@@ -17,7 +17,18 @@ The rule, which does not depend on how the bytes were split into chunks:
   are the same however they were chunked, so the choice is too.
 
 The claiming dissector's session gets the recorded calls replayed in their original order,
-then the live calls directly (the selector rebinds its methods to the session's).
+then the live calls directly (the selector rebinds its methods to the session's). Most flows
+are decided on their first call: then nothing is recorded (no call list, windows or set).
+
+Learned server hints: a server endpoint (transport, ip, port) some registered dissector claimed
+is remembered (ServerHints, bounded), and a new flow to it asks that dissector first, on every
+decision until it says NO: its MATCH claims the flow, its NO sends the flow to the order above
+as if there were no hint, its MORE too (where a MORE at its own place in the order waits, as
+always). A hint is a port hint learned from content: it changes nothing when the hinted
+protocol is the one the order would choose (the same server again), and saves asking every
+earlier candidate, twice when one of them said MORE on the first request (Kafka's first
+request gets MORE from AMQP). Like a port hint, it wins over an earlier candidate that would
+also have matched, so it is learned from claims by content only, never from the fallback.
 
 Roles: when nothing decided them (flow.roles_guessed: no SYN, no port hint, no server seen
 before), each candidate is tried again with the directions reversed, right after it was tried
@@ -51,11 +62,47 @@ DETECT_LIMIT = 16384
 CHECKPOINTS = (512, 1024, 2048, 4096, 8192, 16384)
 
 _DATA, _GAP, _SKIP = 0, 1, 2
-# After a claim or an ignore nothing more is recorded: shared empties instead of a new list,
-# set and windows per flow (fewer live objects for the garbage collector to walk).
+# Until a flow's first undecided call and after a claim or an ignore nothing is recorded: shared
+# empties instead of a new list, set and windows per flow (fewer live objects for the garbage
+# collector to walk; most flows never make them).
 _NO_WINDOWS: tuple[bytearray, ...] = ()
 _NO_CALLS: tuple[tuple, ...] = ()
 _NONE_REFUSED: frozenset[int] = frozenset()
+_MATCH, _MORE = Detect.MATCH, Detect.MORE
+_C2S, _S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+
+# Learned hints kept, most recently claimed last. A hint pays for a server that gets many
+# connections, and a node's busy servers are its services' endpoints: tens to hundreds. 4096
+# holds all of those with room for churn, in well under a megabyte (a 3-tuple key and a dict
+# slot each), while a scan of one-off endpoints only cycles the oldest out.
+MAX_SERVER_HINTS = 4096
+
+Endpoint = tuple[str, bytes, int]   # (transport, ip, port)
+
+
+class ServerHints:
+    """Server endpoints and the dissector that last claimed a flow to them, least recently
+    claimed first; at most `limit`."""
+
+    __slots__ = ("_table", "_limit")
+
+    def __init__(self, limit: int = MAX_SERVER_HINTS) -> None:
+        if limit < 1:
+            raise ValueError(f"server hint limit {limit}: expected at least 1")
+        self._table: dict[Endpoint, Dissector] = {}
+        self._limit = limit
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def get(self, endpoint: Endpoint) -> Dissector | None:
+        return self._table.get(endpoint)
+
+    def learn(self, endpoint: Endpoint, dissector: Dissector) -> None:
+        table = self._table
+        if table.pop(endpoint, None) is None and len(table) >= self._limit:
+            del table[next(iter(table))]
+        table[endpoint] = dissector
 
 
 class SelectingSession:
@@ -63,7 +110,8 @@ class SelectingSession:
 
     def __init__(self, flow: FlowInfo, emit: Emit, candidates: Sequence[Dissector],
                  body_limit: int, detect_limit: int, fallback: Dissector | None,
-                 on_closed: Callable[[SelectingSession], None] | None = None) -> None:
+                 on_closed: Callable[[SelectingSession], None] | None = None,
+                 hints: ServerHints | None = None) -> None:
         self.flow = flow
         self._on_closed = on_closed
         self._emit = emit
@@ -74,9 +122,16 @@ class SelectingSession:
         self._body_limit = body_limit
         self._detect_limit = detect_limit
         self._fallback = fallback
-        self._calls: list[tuple] = []
-        self._windows = [bytearray(), bytearray()]   # per direction, bytes since its last gap
-        self._refused: set[int] = set()              # said NO to the current windows
+        self._hints = hints
+        # Index in _candidates of the way a learned hint names (-1: none), asked first.
+        self._hint = -1 if hints is None or not len(hints) else _hinted(self._candidates, flow,
+                                                                         hints)
+        # The recording (calls to replay, per direction the bytes since its last gap, the
+        # candidates that said NO to those windows): made by the first call that decides
+        # nothing (_record), shared empties until then and again after a decision.
+        self._calls: list[tuple] = _NO_CALLS      # type: ignore[assignment]
+        self._windows: list[bytearray] = _NO_WINDOWS   # type: ignore[assignment]
+        self._refused: set[int] = _NONE_REFUSED   # type: ignore[assignment]
         self._buffered = 0
         self._first_call = True
         self.dissector: Dissector | None = None      # the one that claimed the flow
@@ -96,11 +151,28 @@ class SelectingSession:
             return
         if self._first_call:
             self._first_call = False
-            if direction == Direction.SERVER_TO_CLIENT and offset == 0 and self.flow.handshake:
+            if direction == _S2C and offset == 0 and self.flow.handshake:
                 self._server_spoke_first()
                 if self.ignored or self.session is not None:
                     self.on_data(direction, data, offset, ts_ns, ref)
                     return
+            # Decided on its first bytes (most flows): the call goes straight to the session
+            # (or is counted), nothing recorded. Short of the first checkpoint and the detect
+            # limit, this is exactly what _decide would do with those bytes alone.
+            if len(data) < CHECKPOINTS[0] and len(data) <= self._detect_limit:
+                if direction == _C2S:
+                    decided = self._choose(data, b"")
+                else:
+                    decided = self._choose(b"", data)
+                if decided:
+                    self.on_data(direction, data, offset, ts_ns, ref)   # now the session's
+                    return
+                self._record()
+                self._calls.append((_DATA, direction, data, offset, ts_ns, ref))
+                self._windows[direction].extend(data)
+                self._buffered += len(data)
+                return
+            self._record()
         self._calls.append((_DATA, direction, data, offset, ts_ns, ref))
         window = self._windows[direction]
         window.extend(data)
@@ -109,9 +181,16 @@ class SelectingSession:
         if self.session is None and not self.ignored and len(window) > self._detect_limit:
             self._skip_window(direction, ts_ns)
 
+    def _record(self) -> None:
+        if self._calls is _NO_CALLS:
+            self._calls = []
+            self._windows = [bytearray(), bytearray()]
+
     def _server_spoke_first(self) -> None:
         self.server_first = True
+        hinted = self._candidates[self._hint] if self._hint >= 0 else None
         self._candidates = [c for c in self._candidates if not getattr(c[0], "client_first", False)]
+        self._hint = self._candidates.index(hinted) if hinted in self._candidates else -1
         if not self._candidates:
             self._give_up()
 
@@ -137,18 +216,20 @@ class SelectingSession:
         self._buffered -= skipped
         self.skipped_bytes += skipped
         self._windows[direction].clear()
-        self._refused.clear()
+        self._refused = _NONE_REFUSED
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         self._first_call = False
+        self._record()
         self._calls.append((_GAP, direction, offset, length, ts_ns))
         self._windows[direction].clear()
-        self._refused.clear()
+        self._refused = _NONE_REFUSED
 
     def on_close(self, ts_ns: int) -> None:
         # Nothing claimed the flow before it ended: the bytes there are are all there will
         # be, so a MATCH no longer waits for an earlier MORE.
-        client, server = bytes(self._windows[0]), bytes(self._windows[1])
+        windows = self._windows
+        client, server = (bytes(windows[0]), bytes(windows[1])) if windows else (b"", b"")
         winner = self._first_match(client, server) if client or server else None
         if winner is not None:
             self._claim(*winner)
@@ -159,16 +240,21 @@ class SelectingSession:
             return
         self.on_close(ts_ns)   # now the claiming session's on_close
 
+    def _refuse(self, i: int) -> None:
+        if self._refused is _NONE_REFUSED:
+            self._refused = set()
+        self._refused.add(i)
+
     def _first_match(self, client: bytes, server: bytes) -> tuple[Dissector, bool] | None:
         """The first candidate in order that says MATCH, earlier MOREs notwithstanding."""
         for i, (dissector, swapped) in enumerate(self._candidates):
             if i in self._refused:
                 continue
             answer = _ask(dissector, swapped, client, server)
-            if answer is Detect.MATCH:
+            if answer is _MATCH:
                 return dissector, swapped
             if answer is Detect.NO:
-                self._refused.add(i)
+                self._refuse(i)
         return None
 
     def _decide(self, direction: Direction, size: int) -> None:
@@ -179,24 +265,41 @@ class SelectingSession:
             if total - size < checkpoint <= total:
                 # The windows as they were when exactly `checkpoint` bytes were buffered.
                 cut = total - checkpoint
-                if direction == Direction.CLIENT_TO_SERVER:
+                if direction == _C2S:
                     winner = self._first_match(client[:len(client) - cut], server)
                 else:
                     winner = self._first_match(client, server[:len(server) - cut])
                 if winner is not None:
                     self._claim(*winner)
                     return
-        for i, (dissector, swapped) in enumerate(self._candidates):
-            if i in self._refused:
-                continue
-            answer = _ask(dissector, swapped, client, server)
-            if answer is Detect.MATCH:
+        self._choose(client, server)
+
+    def _choose(self, client: bytes, server: bytes) -> bool:
+        """Ask the hinted candidate, then the candidates in order, about these windows: the
+        first that does not say NO decides. True when the flow was claimed or given up."""
+        candidates, refused, hint = self._candidates, self._refused, self._hint
+        hint_answer: Detect | None = None
+        if hint >= 0 and hint not in refused:
+            dissector, swapped = candidates[hint]
+            hint_answer = _ask(dissector, swapped, client, server)
+            if hint_answer is _MATCH:
                 self._claim(dissector, swapped)
-                return
-            if answer is Detect.MORE:
-                return
-            self._refused.add(i)
+                return True
+        for i, (dissector, swapped) in enumerate(candidates):
+            if i in refused:
+                continue
+            # The hinted one's MORE (or NO) counts at its own place in the order.
+            answer = hint_answer if i == hint and hint_answer is not None else \
+                _ask(dissector, swapped, client, server)
+            if answer is _MATCH:
+                self._claim(dissector, swapped)
+                return True
+            if answer is _MORE:
+                return False
+            self._refuse(i)
+            refused = self._refused
         self._give_up()
+        return True
 
     def _give_up(self) -> None:
         if self._fallback is not None:
@@ -206,15 +309,17 @@ class SelectingSession:
 
     def _claim(self, dissector: Dissector, swapped: bool = False) -> None:
         session: Session
+        flow = self.flow
         if swapped:
-            flow = self.flow
-            self.session_flow = FlowInfo(flow.transport, flow.server_ip, flow.server_port,
-                                         flow.client_ip, flow.client_port)
+            flow = self.session_flow = FlowInfo(flow.transport, flow.server_ip, flow.server_port,
+                                                flow.client_ip, flow.client_port)
             self.swapped = True
-            session = _Swapped(dissector.session(self.session_flow, self._emit_noting_skips(),
+            session = _Swapped(dissector.session(flow, self._emit_noting_skips(),
                                                  self._body_limit))
         else:
-            session = dissector.session(self.flow, self._emit_noting_skips(), self._body_limit)
+            session = dissector.session(flow, self._emit_noting_skips(), self._body_limit)
+        if self._hints is not None and dissector is not self._fallback:
+            self._hints.learn((flow.transport, flow.server_ip, flow.server_port), dissector)
         self.dissector, self.session = dissector, session
         calls, self._calls = self._calls, _NO_CALLS   # type: ignore[assignment]
         self._windows = _NO_WINDOWS                    # type: ignore[assignment]
@@ -224,6 +329,8 @@ class SelectingSession:
         self.on_gap = session.on_gap            # type: ignore[method-assign]
         self.on_close = (session.on_close if self._on_closed is None  # type: ignore[method-assign]
                          else self._close_and_report)
+        if not calls:
+            return
         on_skipped = getattr(session, "on_skipped", session.on_gap)
         for call in calls:
             if call[0] == _DATA:
@@ -348,16 +455,40 @@ def _ways(candidates: tuple[Dissector, ...], guessed: bool) -> tuple[tuple[Disse
     return tuple((d, swapped) for d in candidates for swapped in ways)
 
 
+def _hinted(candidates: Sequence[tuple[Dissector, bool]], flow: FlowInfo,
+            hints: ServerHints) -> int:
+    """The index of the way a learned hint names for this flow's server (or, with guessed
+    roles, its client taken for the server); -1 for none or for the first way already."""
+    dissector = hints.get((flow.transport, flow.server_ip, flow.server_port))
+    way = (dissector, False)
+    if dissector is None and flow.roles_guessed:
+        dissector = hints.get((flow.transport, flow.client_ip, flow.client_port))
+        way = (dissector, True)
+    if dissector is None or way not in candidates:
+        return -1
+    return candidates.index(way) or -1
+
+
+@lru_cache(maxsize=16)
+def _hints_of(dissectors: tuple[Dissector, ...]) -> ServerHints:
+    """The hints shared by every selection over these dissector instances: a Dissection's
+    (the worker makes its dissectors once per Dissection, so no two share them)."""
+    return ServerHints()
+
+
 def open_session(flow: FlowInfo, emit: Emit, dissectors: Sequence[Dissector], *,
                  body_limit: int = 0, detect_limit: int = DETECT_LIMIT,
                  fallback: Dissector | None = None,
-                 on_closed: Callable[[SelectingSession], None] | None = None
-                 ) -> SelectingSession:
+                 on_closed: Callable[[SelectingSession], None] | None = None,
+                 hints: ServerHints | None = None) -> SelectingSession:
     """A session for a new flow that picks its dissector by content (see the module doc);
-    on_closed is called with it after a claiming session's on_close."""
-    selector = SelectingSession(flow, emit, _ordered(tuple(dissectors), flow.transport,
+    on_closed is called with it after a claiming session's on_close. `hints` are the learned
+    server hints to use and add to; by default those of these dissector instances."""
+    registered = tuple(dissectors)
+    selector = SelectingSession(flow, emit, _ordered(registered, flow.transport,
                                                      flow.client_port, flow.server_port),
-                                body_limit, detect_limit, fallback, on_closed)
+                                body_limit, detect_limit, fallback, on_closed,
+                                _hints_of(registered) if hints is None else hints)
     if not selector._candidates:
         selector._give_up()
     return selector
