@@ -12,7 +12,7 @@ from factories import SEQ_MOD, TcpSegments, tcp_conversation, tcp_packet, udp_pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.assembler import CLOSED_LINGER_NS, Assembler
+from worker.assembler import CLOSED_LINGER_NS, Assembler, is_server_port
 from worker.dissectors.base import Direction, FlowInfo
 from worker.packet import LINKTYPE_ETHERNET, PacketRef, decode
 
@@ -184,6 +184,28 @@ def test_mid_stream_roles_by_port_hint(sender_port: int, receiver_port: int,
         assert (session.stream(S2C), session.stream(C2S)) == (b"first", b"second")
     # Mid-stream, offset 0 is the first byte seen.
     assert h.assembler.seq_of(session.flow, C2S if sender_is_client else S2C, 0) == 777
+
+
+@pytest.mark.parametrize(("sender_port", "receiver_port", "sender_is_client"), [
+    (40000, 53, True), (53, 40000, False), (5353, 1883, True), (1883, 5353, False),
+    (123, 123, True), (50000, 51000, True), (51000, 50000, True),
+])
+def test_udp_roles_by_port_and_guessed_only_without_a_server_like_port(
+        sender_port: int, receiver_port: int, sender_is_client: bool) -> None:
+    h = Harness()
+    h.feed(udp_packet(sport=sender_port, dport=receiver_port, payload=b"first"))
+    h.feed(udp_packet(src="10.0.0.2", dst="10.0.0.1", sport=receiver_port, dport=sender_port,
+                      payload=b"second"))
+    flow = h.session.flow
+    if sender_is_client:
+        assert (flow.client_port, flow.server_port) == (sender_port, receiver_port)
+        assert h.session.stream(C2S) == b"first"
+    else:
+        assert (flow.client_port, flow.server_port) == (receiver_port, sender_port)
+        assert h.session.stream(S2C) == b"first"
+    server_like = [p for p in (sender_port, receiver_port) if is_server_port(p)]
+    assert flow.roles_guessed == (not server_like) and not flow.handshake
+    assert flow.facts is not None   # an ICMP port unreachable can refuse a UDP flow
 
 
 def test_mid_stream_roles_remember_servers_seen_accepting_connections() -> None:

@@ -19,8 +19,7 @@ from dataclasses import replace
 
 import msgspec
 
-from worker.assembler.flows import (Flow, FlowKey, Half, flow_key, ports_decide_roles, reverse_key,
-                                    sender_is_client)
+from worker.assembler.flows import Flow, FlowKey, Half, flow_key, reverse_key, roles_from_ports
 from worker.assembler.tcp import HALF_SPACE, SEQ_MASK, insert, seq_delta, take_run
 from worker.connections import SYN_TIMEOUT_NS, TcpFacts
 from worker.dissectors.base import Direction, FlowInfo, Session
@@ -94,8 +93,7 @@ class Assembler:
                 self._unreachable(key, ts_ns, ref)
                 return
             if half is None:
-                half = self._new_flow(key, sender_is_client(sport, dport), ts_ns,
-                                      guessed=not ports_decide_roles(sport, dport))
+                half = self._new_flow(key, *roles_from_ports(sport, dport), ts_ns)
             flow = half.flow
             flow.last_ns = ts_ns
             if payload:
@@ -120,7 +118,7 @@ class Assembler:
             if not payload:
                 return   # a stray ACK/FIN/RST of a connection we never saw
             sender_client, guessed = self._mid_stream_roles(key)
-            half = self._new_flow(key, sender_client, ts_ns, guessed)
+            half = self._new_flow(key, sender_client, guessed, ts_ns)
         flow = half.flow
         if flow.closed:
             return
@@ -272,29 +270,31 @@ class Assembler:
             return False, False
         if (proto, dst, dport) in self._known_servers:
             return True, False
-        return sender_is_client(sport, dport), not ports_decide_roles(sport, dport)
+        return roles_from_ports(sport, dport)
 
     def _replace(self, old: Half | None, key: FlowKey, sender_client: bool, ts_ns: int) -> Half:
         if old is not None:
             self._close(old.flow, ts_ns)
             self._remove(old.flow)
-        return self._new_flow(key, sender_client, ts_ns, handshake=True)
+        return self._new_flow(key, sender_client, False, ts_ns, handshake=True)
 
-    def _new_flow(self, key: FlowKey, sender_client: bool, ts_ns: int, guessed: bool = False,
+    def _new_flow(self, key: FlowKey, sender_client: bool, guessed: bool, ts_ns: int,
                   handshake: bool = False) -> Half:
         """A flow for a packet with this key; returns the sender's half."""
         proto, src, sport, dst, dport = key
-        transport = "tcp" if proto == TCP else "udp"
+        # Both assemblers' UDP flows too: an ICMP port unreachable refuses them (failure).
         facts = TcpFacts()
+        transport = "tcp" if proto == TCP else "udp"
         if sender_client:
             info = FlowInfo(transport, src, sport, dst, dport, guessed, handshake, facts)
-            return self._install(info, key, ts_ns).client
+            return self._install(info, key, ts_ns, False, (proto, dst, dport, src, sport)).client
         info = FlowInfo(transport, dst, dport, src, sport, guessed, handshake, facts)
-        return self._install(info, reverse_key(key), ts_ns).server
+        return self._install(info, (proto, dst, dport, src, sport), ts_ns, False, key).server
 
     def _install(self, info: FlowInfo, client_key: FlowKey, ts_ns: int,
-                 anchored: bool = False) -> Flow:
-        while len(self._order) >= self._max_flows:
+                 anchored: bool = False, server_key: FlowKey | None = None) -> Flow:
+        order = self._order
+        while len(order) >= self._max_flows:
             self._evict_one(ts_ns)
         if info.facts is None and client_key[0] == TCP:   # an anchored flow (detail view)
             info = replace(info, facts=TcpFacts())
@@ -306,11 +306,13 @@ class Assembler:
             log.warning("opening a session for %s failed; the flow is not dissected", info,
                         exc_info=True)
         flow = Flow(info, client_key, session, ts_ns, anchored)
-        self._halves[client_key] = flow.client
-        self._halves[reverse_key(client_key)] = flow.server
-        self._order[flow] = None
-        self.stats.flows_total += 1
-        self.stats.flows_active += 1
+        halves = self._halves
+        halves[client_key] = flow.client
+        halves[reverse_key(client_key) if server_key is None else server_key] = flow.server
+        order[flow] = None
+        stats = self.stats
+        stats.flows_total += 1
+        stats.flows_active += 1
         return flow
 
     def _evict_one(self, ts_ns: int) -> None:

@@ -24,17 +24,21 @@ def is_server_port(port: int) -> bool:
     return port < 1024 or port in SERVER_PORT_HINTS
 
 
-def ports_decide_roles(sport: int, dport: int) -> bool:
-    return is_server_port(sport) or is_server_port(dport)
-
-
 def sender_is_client(sport: int, dport: int) -> bool:
     """Roles without a SYN: the side on the (lower) server-like port is the server; when the
     ports say nothing, the first sender is the client."""
-    source_hint, destination_hint = is_server_port(sport), is_server_port(dport)
+    return roles_from_ports(sport, dport)[0]
+
+
+def roles_from_ports(sport: int, dport: int) -> tuple[bool, bool]:
+    """(sender is client, guessed) by the ports, for every new UDP flow and the TCP flows
+    first seen mid-stream: sender_is_client's rule, and guessed when neither port is
+    server-like (then the first sender was only taken for the client)."""
+    source_hint = sport < 1024 or sport in SERVER_PORT_HINTS
+    destination_hint = dport < 1024 or dport in SERVER_PORT_HINTS
     if source_hint and destination_hint:
-        return dport <= sport
-    return not source_hint
+        return dport <= sport, False
+    return not source_hint, not (source_hint or destination_hint)
 
 
 def flow_key(flow: FlowInfo) -> FlowKey:

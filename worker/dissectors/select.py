@@ -108,6 +108,27 @@ class ServerHints:
 class SelectingSession:
     """A Session that becomes its claiming dissector's session (see the module doc)."""
 
+    # Defaults shared by the class until a flow sets its own (less to set up per flow).
+    # The recording (calls to replay, per direction the bytes since its last gap, the
+    # candidates that said NO to those windows) is made by the first call that decides
+    # nothing (_record): shared empties until then and again after a decision.
+    _calls: list[tuple] = _NO_CALLS             # type: ignore[assignment]
+    _windows: list[bytearray] = _NO_WINDOWS     # type: ignore[assignment]
+    _refused: set[int] = _NONE_REFUSED          # type: ignore[assignment]
+    _buffered = 0
+    _first_call = True
+    _hint = -1
+    dissector: Dissector | None = None          # the one that claimed the flow
+    session: Session | None = None
+    ignored = False
+    ignored_bytes = 0
+    skipped_bytes = 0                           # undecided bytes skipped by detection
+    server_first = False                        # the server spoke first (handshake seen)
+    # The flow as the claiming session sees it (session_flow, set per flow): roles swapped
+    # when the content showed the assembler's guess wrong (then the session's directions
+    # are the reverse).
+    swapped = False
+
     def __init__(self, flow: FlowInfo, emit: Emit, candidates: Sequence[Dissector],
                  body_limit: int, detect_limit: int, fallback: Dissector | None,
                  on_closed: Callable[[SelectingSession], None] | None = None,
@@ -124,26 +145,9 @@ class SelectingSession:
         self._fallback = fallback
         self._hints = hints
         # Index in _candidates of the way a learned hint names (-1: none), asked first.
-        self._hint = -1 if hints is None or not len(hints) else _hinted(self._candidates, flow,
-                                                                         hints)
-        # The recording (calls to replay, per direction the bytes since its last gap, the
-        # candidates that said NO to those windows): made by the first call that decides
-        # nothing (_record), shared empties until then and again after a decision.
-        self._calls: list[tuple] = _NO_CALLS      # type: ignore[assignment]
-        self._windows: list[bytearray] = _NO_WINDOWS   # type: ignore[assignment]
-        self._refused: set[int] = _NONE_REFUSED   # type: ignore[assignment]
-        self._buffered = 0
-        self._first_call = True
-        self.dissector: Dissector | None = None      # the one that claimed the flow
-        self.session: Session | None = None
-        self.ignored = False
-        self.ignored_bytes = 0
-        self.skipped_bytes = 0                       # undecided bytes skipped by detection
-        self.server_first = False                    # the server spoke first (handshake seen)
-        # The flow as the claiming session sees it: roles swapped when the content showed
-        # the assembler's guess wrong (then the session's directions are the reverse).
+        if hints is not None and len(hints):
+            self._hint = _hinted(self._candidates, flow, hints)
         self.session_flow = flow
-        self.swapped = False
 
     def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
                 ref: PacketRef) -> None:
@@ -218,7 +222,14 @@ class SelectingSession:
         self._windows[direction].clear()
         self._refused = _NONE_REFUSED
 
+    # on_gap and on_close are rare (once per flow at most for most): they go through the
+    # selector, where on_data is rebound to the session's (one bound method per flow, not three).
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        if self.session is not None:
+            self.session.on_gap(direction, offset, length, ts_ns)
+            return
+        if self.ignored:
+            return
         self._first_call = False
         self._record()
         self._calls.append((_GAP, direction, offset, length, ts_ns))
@@ -226,6 +237,13 @@ class SelectingSession:
         self._refused = _NONE_REFUSED
 
     def on_close(self, ts_ns: int) -> None:
+        if self.session is not None:
+            self.session.on_close(ts_ns)
+            if self._on_closed is not None:
+                self._on_closed(self)
+            return
+        if self.ignored:
+            return
         # Nothing claimed the flow before it ended: the bytes there are are all there will
         # be, so a MATCH no longer waits for an earlier MORE.
         windows = self._windows
@@ -324,11 +342,8 @@ class SelectingSession:
         calls, self._calls = self._calls, _NO_CALLS   # type: ignore[assignment]
         self._windows = _NO_WINDOWS                    # type: ignore[assignment]
         self._refused = _NONE_REFUSED                  # type: ignore[assignment]
-        # From now on calls go straight to the session.
+        # From now on data goes straight to the session.
         self.on_data = session.on_data          # type: ignore[method-assign]
-        self.on_gap = session.on_gap            # type: ignore[method-assign]
-        self.on_close = (session.on_close if self._on_closed is None  # type: ignore[method-assign]
-                         else self._close_and_report)
         if not calls:
             return
         on_skipped = getattr(session, "on_skipped", session.on_gap)
@@ -348,11 +363,6 @@ class SelectingSession:
         if self.ignored:
             return 0
         return self._buffered + sum(len(window) for window in self._windows)
-
-    def _close_and_report(self, ts_ns: int) -> None:
-        assert self.session is not None and self._on_closed is not None
-        self.session.on_close(ts_ns)
-        self._on_closed(self)
 
     @property
     def session_skipped_bytes(self) -> int:
@@ -386,15 +396,10 @@ class SelectingSession:
         self._windows = _NO_WINDOWS                    # type: ignore[assignment]
         self._refused = _NONE_REFUSED                  # type: ignore[assignment]
         self.on_data = self._count              # type: ignore[method-assign]
-        self.on_gap = self._nothing             # type: ignore[method-assign]
-        self.on_close = self._nothing           # type: ignore[method-assign]
 
     def _count(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
                ref: PacketRef) -> None:
         self.ignored_bytes += len(data)
-
-    def _nothing(self, *args: object) -> None:
-        pass
 
 
 def _ask(dissector: Dissector, swapped: bool, client: bytes, server: bytes) -> Detect:
