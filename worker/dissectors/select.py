@@ -303,10 +303,13 @@ class SelectingSession:
             if hint_answer is _MATCH:
                 self._claim(dissector, swapped)
                 return True
+            if hint_answer is Detect.NO:
+                self._refuse(hint)   # not asked again about these windows
+                refused = self._refused
         for i, (dissector, swapped) in enumerate(candidates):
             if i in refused:
                 continue
-            # The hinted one's MORE (or NO) counts at its own place in the order.
+            # The hinted one's MORE counts at its own place in the order.
             answer = hint_answer if i == hint and hint_answer is not None else \
                 _ask(dissector, swapped, client, server)
             if answer is _MATCH:
