@@ -129,17 +129,15 @@ class SelectingSession:
     # are the reverse).
     swapped = False
 
-    def __init__(self, flow: FlowInfo, emit: Emit, candidates: Sequence[Dissector],
+    def __init__(self, flow: FlowInfo, emit: Emit, ways: Sequence[tuple[Dissector, bool]],
                  body_limit: int, detect_limit: int, fallback: Dissector | None,
                  on_closed: Callable[[SelectingSession], None] | None = None,
                  hints: ServerHints | None = None) -> None:
         self.flow = flow
         self._on_closed = on_closed
         self._emit = emit
-        # (dissector, swapped) in the order they are asked; with guessed roles each
-        # candidate is also tried the other way round, right after the assembler's way.
-        self._candidates: Sequence[tuple[Dissector, bool]] = _ways(
-            candidates if type(candidates) is tuple else tuple(candidates), flow.roles_guessed)
+        # (dissector, swapped) in the order they are asked (_Registered.ways).
+        self._candidates: Sequence[tuple[Dissector, bool]] = ways
         self._body_limit = body_limit
         self._detect_limit = detect_limit
         self._fallback = fallback
@@ -429,38 +427,47 @@ class _Swapped:
 
 def candidates_for(flow: FlowInfo, dissectors: Sequence[Dissector]) -> list[Dissector]:
     """The dissectors for the flow's transport, port-hinted ones first, registry order kept."""
-    return list(_ordered(tuple(dissectors), flow.transport, flow.client_port, flow.server_port))
+    registered = _Registered.of(tuple(dissectors))
+    return [d for d, swapped in registered.ways(flow) if not swapped]
 
 
-# The candidate order is set up per flow; it depends only on the dissectors, the transport and
-# which of the two ports is some dissector's hint, so it is made once per such combination
-# (ports that hint nothing are keyed as -1) and shared, as a tuple, by every flow it fits.
-@lru_cache(maxsize=64)
-def _hint_ports(dissectors: tuple[Dissector, ...]) -> frozenset[int]:
-    return frozenset(port for d in dissectors for port in d.ports)
+class _Registered:
+    """What every flow over one set of dissector instances (a Dissection's) shares: the ports
+    that hint at some dissector, the candidate orders, the learned server hints. Made once per
+    such set, so a new flow hashes the set once."""
 
+    __slots__ = ("dissectors", "hint_ports", "orders", "hints")
 
-def _ordered(dissectors: tuple[Dissector, ...], transport: str, client_port: int,
-             server_port: int) -> tuple[Dissector, ...]:
-    hints = _hint_ports(dissectors)
-    return _ordered_by_hints(dissectors, transport, client_port if client_port in hints else -1,
-                             server_port if server_port in hints else -1)
+    def __init__(self, dissectors: tuple[Dissector, ...]) -> None:
+        self.dissectors = dissectors
+        self.hint_ports = frozenset(port for d in dissectors for port in d.ports)
+        # (transport, client port, server port, guessed) -> the ways in order; ports that
+        # hint nothing are keyed as -1, so there are few keys (bounded by the hint ports).
+        self.orders: dict[tuple[str, int, int, bool], tuple[tuple[Dissector, bool], ...]] = {}
+        self.hints = ServerHints()
 
+    @staticmethod
+    @lru_cache(maxsize=16)
+    def of(dissectors: tuple[Dissector, ...]) -> _Registered:
+        return _Registered(dissectors)
 
-@lru_cache(maxsize=1024)
-def _ordered_by_hints(dissectors: tuple[Dissector, ...], transport: str, client_port: int,
-                      server_port: int) -> tuple[Dissector, ...]:
-    usable = [d for d in dissectors if transport in d.transports]
-    hinted = [d for d in usable if client_port in d.ports or server_port in d.ports]
-    return tuple(hinted + [d for d in usable if d not in hinted])
-
-
-@lru_cache(maxsize=1024)
-def _ways(candidates: tuple[Dissector, ...], guessed: bool) -> tuple[tuple[Dissector, bool], ...]:
-    """(dissector, swapped) in the order they are asked; with guessed roles each candidate is
-    also tried the other way round, right after the assembler's way."""
-    ways = (False, True) if guessed else (False,)
-    return tuple((d, swapped) for d in candidates for swapped in ways)
+    def ways(self, flow: FlowInfo) -> tuple[tuple[Dissector, bool], ...]:
+        """(dissector, swapped) in the order they are asked: port-hinted dissectors first,
+        registry order kept; with guessed roles each is also tried the other way round, right
+        after the assembler's way."""
+        ports, client_port, server_port = self.hint_ports, flow.client_port, flow.server_port
+        key = (flow.transport, client_port if client_port in ports else -1,
+               server_port if server_port in ports else -1, flow.roles_guessed)
+        ways = self.orders.get(key)
+        if ways is None:
+            transport, client_port, server_port, guessed = key
+            usable = [d for d in self.dissectors if transport in d.transports]
+            hinted = [d for d in usable if client_port in d.ports or server_port in d.ports]
+            sides = (False, True) if guessed else (False,)
+            ways = self.orders[key] = tuple(
+                (d, swapped) for d in hinted + [d for d in usable if d not in hinted]
+                for swapped in sides)
+        return ways
 
 
 def _hinted(candidates: Sequence[tuple[Dissector, bool]], flow: FlowInfo,
@@ -472,16 +479,9 @@ def _hinted(candidates: Sequence[tuple[Dissector, bool]], flow: FlowInfo,
     if dissector is None and flow.roles_guessed:
         dissector = hints.get((flow.transport, flow.client_ip, flow.client_port))
         way = (dissector, True)
-    if dissector is None or way not in candidates:
+    if dissector is None or not candidates or candidates[0] == way or way not in candidates:
         return -1
-    return candidates.index(way) or -1
-
-
-@lru_cache(maxsize=16)
-def _hints_of(dissectors: tuple[Dissector, ...]) -> ServerHints:
-    """The hints shared by every selection over these dissector instances: a Dissection's
-    (the worker makes its dissectors once per Dissection, so no two share them)."""
-    return ServerHints()
+    return candidates.index(way)
 
 
 def open_session(flow: FlowInfo, emit: Emit, dissectors: Sequence[Dissector], *,
@@ -491,12 +491,11 @@ def open_session(flow: FlowInfo, emit: Emit, dissectors: Sequence[Dissector], *,
                  hints: ServerHints | None = None) -> SelectingSession:
     """A session for a new flow that picks its dissector by content (see the module doc);
     on_closed is called with it after a claiming session's on_close. `hints` are the learned
-    server hints to use and add to; by default those of these dissector instances."""
-    registered = tuple(dissectors)
-    selector = SelectingSession(flow, emit, _ordered(registered, flow.transport,
-                                                     flow.client_port, flow.server_port),
-                                body_limit, detect_limit, fallback, on_closed,
-                                _hints_of(registered) if hints is None else hints)
+    server hints to use and add to; by default those shared by these dissector instances (one
+    Dissection's: the worker makes its dissectors once per Dissection, so no two share them)."""
+    registered = _Registered.of(dissectors if type(dissectors) is tuple else tuple(dissectors))
+    selector = SelectingSession(flow, emit, registered.ways(flow), body_limit, detect_limit,
+                                fallback, on_closed, registered.hints if hints is None else hints)
     if not selector._candidates:
         selector._give_up()
     return selector
