@@ -35,11 +35,13 @@ messages nobody waits for (the capture started after the request) are entries wi
 from __future__ import annotations
 
 import re
+import struct
 from collections import deque
 from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
-from worker.dissectors.stream import Frame, LengthPrefixedReader, Span, TwoWaySession
+from worker.dissectors.stream import (Frame, LengthPrefixedReader, Span, TwoWaySession,
+                                      chunk_at)
 from worker.packet import PacketRef
 
 QUERY_LIMIT = 1000          # request.query is capped at this many characters
@@ -64,6 +66,7 @@ ERROR_FIELDS = {"S": "severity", "V": "severity", "C": "code", "M": "message", "
                 "c": "column", "n": "constraint", "F": "file", "L": "line", "R": "routine",
                 "q": "internal_query", "p": "internal_position", "d": "data_type"}
 
+_HEAD = struct.Struct("!BI").unpack_from    # type byte and length of a typed message
 _CANDIDATE = {True: re.compile(b"[" + re.escape(bytes(sorted(FRONTEND))) + b"]\x00"),
               False: re.compile(b"[" + re.escape(bytes(sorted(BACKEND))) + b"]\x00")}
 
@@ -315,6 +318,10 @@ class _Reader(LengthPrefixedReader):
                 continue
             if n - pos < 5:
                 break
+            whole = self._whole(buf, pos, n, base, ts, ref)
+            if whole != pos:
+                pos = whole
+                continue
             t = buf[pos]
             length = _u32(buf, pos + 1)
             if t not in types or length < 4 or length > MAX_LEN:
@@ -333,6 +340,39 @@ class _Reader(LengthPrefixedReader):
                 self.skip(t, bytes(buf[pos + 5:pos + 5 + keep]), base + pos, total)
                 pos = n
             else:
+                break
+        return pos
+
+    def _whole(self, buf: bytes | bytearray, pos: int, n: int, base: int, ts: int,
+               ref: PacketRef) -> int:
+        """The fast path: typed messages that lie whole in buf[pos:], cut and handed to the
+        session one after another exactly as the loop of `parse` would. Returns where it
+        stopped (a message cut by the end of buf, a bad header, the server's one-byte answer
+        due, the reader closed): `parse` goes on from there."""
+        types = FRONTEND if self.frontend else BACKEND
+        sink = self.sink
+        keep_of = sink.keep
+        on_frame = sink.on_frame
+        direction = self.direction
+        ops = None if self.frontend else sink.ops
+        chunk_start = self.marks[-1][0]       # messages from here on began in this chunk
+        while n - pos >= 5:
+            t, length = _HEAD(buf, pos)
+            total = 1 + length
+            if n - pos < total or t not in types or length < 4 or length > MAX_LEN or \
+                    (ops and ops[0][0] == SSL):
+                break
+            size = length - 4
+            keep = keep_of(direction, t, size)
+            start = base + pos
+            if start >= chunk_start:
+                first_ts, first_ref = ts, ref
+            else:
+                _, first_ts, first_ref = chunk_at(self.marks, start)
+            on_frame(direction, Frame(t, bytes(buf[pos + 5:pos + 5 + min(keep, size)]),
+                                      Span(start, start + total, first_ts, first_ref, ts, ref)))
+            pos += total
+            if self.dead:
                 break
         return pos
 

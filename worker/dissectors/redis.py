@@ -121,6 +121,9 @@ ZSCORE ZUNION ZUNIONSTORE
 """.split())
 _PRINTABLE = re.compile(rb"[\x20-\x7e]+")
 # An array header at the start of a line (or of the bytes at hand).
+# The fast path's header lines (stricter than the state machine's: what they miss, it reads).
+_FAST_COUNT = re.compile(rb"\*([0-9]{1,19})\r\n").match
+_FAST_BULK = re.compile(rb"\$([0-9]{1,19})\r\n").match
 _ARRAY_RESYNC = re.compile(rb"(?<![^\n])\*[0-9]{1,10}\r\n\$[0-9]{1,10}\r\n")
 
 
@@ -474,6 +477,11 @@ class _Reader(StreamReader):
                     continue
                 msg = self.msg
                 if msg is None:
+                    # Between messages: whole ones go by the fast path; the general one
+                    # below takes the first it leaves (cut by the chunk's end, or unusual).
+                    pos = self._whole(data, pos, n, base, ts, ref)
+                    if pos >= n:
+                        break
                     if pos:
                         start_ts, start_ref = ts, ref
                     else:                         # where the buffered line began
@@ -588,6 +596,94 @@ class _Reader(StreamReader):
         except (ValueError, IndexError, TypeError, AssertionError) as exc:   # defensive
             self._malformed(f"malformed: {type(exc).__name__}", 0)
             return len(data)
+
+    def _whole(self, data: bytes | bytearray, pos: int, n: int, base: int, ts: int,
+               ref: PacketRef) -> int:
+        """The fast path: whole top-level values of the common shapes (an array of bulk
+        strings; a reply line or bulk string) read straight from data[pos:] and handed to the
+        session, exactly as the state machine would make them. Returns where the first value
+        it does not take begins (a value cut by the end of data, any other type, anything
+        malformed): the state machine reads that one, from its start."""
+        keep = self.s.keep
+        is_request = self.is_request
+        find = data.find
+        on_message = self.s.on_message
+        raw_limit = self.raw_limit
+        while pos < n:
+            start = pos
+            t = data[pos]
+            if t == 0x2A:                                        # "*": an array
+                m = _FAST_COUNT(data, pos)
+                if m is None:
+                    return start
+                count = int(m.group(1))
+                if count < 1 or count >= MAX_COUNT:
+                    return start
+                pos = m.end()
+                children: list[_Node] = []
+                for _ in range(count):
+                    m = _FAST_BULK(data, pos)                   # only bulk strings
+                    if m is None:
+                        return start
+                    size = int(m.group(1))
+                    pos = m.end()
+                    stop = pos + size
+                    if size >= MAX_COUNT or data[stop:stop + 2] != b"\r\n":
+                        return start
+                    if len(children) < KEEP:
+                        children.append(_Node(0x24, data[pos:pos + min(size, keep)], size))
+                    pos = stop + 2
+                node = _Node(0x2A, children, count)
+            elif is_request:
+                return start                       # inline commands: the general path
+            elif t == 0x24:                                      # "$": a bulk string
+                nl = find(b"\n", pos, pos + LINE_LIMIT)
+                if nl < 0 or data[nl - 1] != 0x0D:
+                    return start
+                line = data[pos + 1:nl - 1]
+                if not 0 < len(line) <= 20:
+                    return start
+                try:
+                    size = int(line)
+                except ValueError:
+                    return start
+                if size < -1 or size >= MAX_COUNT:
+                    return start
+                pos = nl + 1
+                if size == -1:
+                    node = _Node(0x24, None, 0)
+                else:
+                    stop = pos + size
+                    if stop + 2 > n or data[stop:stop + 2] != b"\r\n":
+                        return start
+                    node = _Node(0x24, data[pos:pos + min(size, keep)], size)
+                    pos = stop + 2
+            elif t == 0x2B or t == 0x2D or t == 0x3A:            # "+", "-", ":"
+                nl = find(b"\n", pos, pos + LINE_LIMIT)
+                if nl < 0 or data[nl - 1] != 0x0D:
+                    return start
+                line = data[pos + 1:nl - 1]
+                if t == 0x3A:
+                    if _int(line) is None:
+                        return start
+                    value = bytes(line[:64])
+                else:
+                    value = bytes(line[:keep])
+                node = _Node(t, value, len(line))
+                pos = nl + 1
+            else:
+                return start
+            if start:
+                msg = _Message(base + start, ts, ref)
+            else:                                  # where the buffered bytes began
+                _, start_ts, start_ref = self.marks[0]
+                msg = _Message(base, start_ts, start_ref)
+            if raw_limit:
+                msg.raw = bytearray(data[start:min(pos, start + raw_limit)])
+            msg.node = node
+            msg.end, msg.end_ts, msg.end_ref = base + pos, ts, ref
+            on_message(is_request, msg)
+        return pos
 
     def _keep_raw(self, msg: _Message, data: bytes | bytearray, a: int, b: int) -> None:
         raw = msg.raw
