@@ -33,7 +33,8 @@ from collections import deque
 from typing import Any
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
-from worker.dissectors.stream import Frame, LengthPrefixedReader, Span, TwoWaySession
+from worker.dissectors.stream import (Frame, LengthPrefixedReader, Span, TwoWaySession,
+                                      chunk_at)
 from worker.packet import PacketRef
 
 QUERY_LIMIT = 1000
@@ -274,17 +275,28 @@ class _Reader(LengthPrefixedReader):
     def parse(self, buf: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         n = len(buf)
         pos = 0
+        sink = self.sink
+        direction = self.direction
+        chunk_start = self.marks[-1][0]       # packets from here on began in this chunk
         while n - pos >= 4 and not (self.resyncing or self.dead or self.pending):
             size = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             seq = buf[pos + 3]
             total = 4 + size
             cont = self.continued
             self.continued = size == MAX_PAYLOAD
-            keep = 0 if cont else self.sink.keep(self.direction, seq, size)
+            keep = 0 if cont else sink.keep(direction, seq, size)
             if n - pos >= total:
+                # A whole packet (the common case): its Frame made here, without a lookup in
+                # the marks when it began in this chunk.
+                start = base + pos
+                if start >= chunk_start:
+                    first_ts, first_ref = ts, ref
+                else:
+                    _, first_ts, first_ref = chunk_at(self.marks, start)
                 body = bytes(buf[pos + 4:pos + 4 + min(keep, size)])
                 pos += total
-                self.frame(seq, body, base + pos - total, base + pos, ts, ref, cont)
+                sink.on_frame(direction, Frame(seq, body, Span(start, start + total, first_ts,
+                                                               first_ref, ts, ref), False, cont))
             elif keep < size and n - pos >= 4 + keep:
                 self.skip(seq, bytes(buf[pos + 4:pos + 4 + keep]), base + pos, total, cont)
                 pos = n
