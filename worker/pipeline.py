@@ -24,7 +24,7 @@ from worker.names import NameTable
 from worker.packet import PacketRef
 from worker.redact import Redactor
 from worker.shard import ShardState
-from worker.store.index import EntryIndex, IndexRow
+from worker.store.index import EntryIndex, IndexRow, IndexValues
 from worker.store.segments import SegmentTail, list_segments
 
 log = logging.getLogger("shark.worker.pipeline")
@@ -40,6 +40,8 @@ def read_batch_for(storage_limit: int) -> int:
     at most ~1/16 of it); from 12 MB on, READ_BATCH."""
     return max(MIN_READ_BATCH, min(READ_BATCH, storage_limit // 6000))
 PRUNE_EVERY_S = 0.25
+KEEP_SMALL_EVERY_S = 0.25
+_FIRST_SEG = IndexRow.__struct_fields__.index("first_seg")
 DISSECTION_NICE = 10
 
 
@@ -66,23 +68,44 @@ class IndexWriter:
         self._written_cursor = index.cursor()
         self._pruned_before = -1
         self._newest_segment = 0
+        self._kept_small = 0.0
 
     def write(self, rows: list[IndexRow], cursor: PacketRef | None, reading_segment: int) -> None:
         """`rows` just dissected; `cursor` the last packet processed (None: none new);
         `reading_segment` the segment dissection reads now."""
-        kept = rows
-        if rows:
+        self.write_values([msgspec.structs.astuple(row) for row in rows], cursor, reading_segment,
+                          rows)
+
+    def write_values(self, values: list[IndexValues], cursor: PacketRef | None,
+                     reading_segment: int, rows: list[IndexRow] | None = None) -> None:
+        """write() for rows given as their values (IndexRow's fields in order); `rows`, the
+        same as IndexRows when the caller has them: made only when someone streams live."""
+        kept = values
+        if values:
             # Rows of a segment evicted while dissection read it would be pruned at once: they
             # are not written (the index counts in the storage limit), only streamed live.
             oldest = self.prune(reading_segment)
-            kept = [row for row in rows if row.first_seg >= oldest]
-            self._stats.unindexed_evicted += len(rows) - len(kept)
+            if any(value[_FIRST_SEG] < oldest for value in values):
+                kept = [value for value in values if value[_FIRST_SEG] >= oldest]
+            self._stats.unindexed_evicted += len(values) - len(kept)
         if kept or (cursor is not None and cursor != self._written_cursor):
-            self._index.add(kept, cursor)
+            self._index.add_values(kept, cursor)
             self._written_cursor = cursor
-        if rows:
-            self._stats.entries += len(rows)
-            self._broadcaster.publish(rows)
+            self.keep_small()
+        if values:
+            self._stats.entries += len(values)
+            if self._broadcaster.count:
+                self._broadcaster.publish(rows if rows is not None
+                                          else [IndexRow(*value) for value in values])
+
+    def keep_small(self, now: float | None = None) -> None:
+        """The index's keep_small() at most every KEEP_SMALL_EVERY_S: each cuts the WAL back
+        with a checkpoint of its own (an fsync), too dear after every transaction of a busy
+        writer; sqlite's own checkpoints keep the WAL to about one transaction meanwhile."""
+        now = time.monotonic() if now is None else now
+        if now - self._kept_small >= KEEP_SMALL_EVERY_S:
+            self._kept_small = now
+            self._index.keep_small()
 
     def prune(self, reading_segment: int) -> int:
         """Delete the rows of evicted segments (at once: the index counts in the storage
@@ -95,6 +118,7 @@ class IndexWriter:
         if oldest != self._pruned_before:
             self._index.prune_segments_before(oldest)
             self._pruned_before = oldest
+        self.keep_small()   # called every PRUNE_EVERY_S: the WAL is cut back when idle too
         return oldest
 
 

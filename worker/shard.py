@@ -4,7 +4,10 @@ Every shard reads every packet of the segments (the disk is shared, the page cac
 second read cheap) so that capture time, expiry and shedding are the same in all of them, but
 builds flows and entries only for the flows that flow_shard() gives it. It sends what it made
 to the API process (worker.sharded merges the shards into the one index) as ShardReports:
-rows tagged with their OrderKey, and a watermark below which it will make no more.
+rows tagged with their OrderKey, and a watermark below which it will make no more. The merge
+is serial and caps how far shards scale, so a row crosses ready to insert: IndexRow's values as
+one msgpack array (no field names, no Struct to build and take apart again), its entry JSON
+without the empty id that the merge replaces (WireRow).
 
 The parent talks to it over the same Pipe: ("names", names, nets) | ("read_batch", n) |
 ("finished",) | ("stop",). Reports go the other way as msgpack bytes.
@@ -24,8 +27,8 @@ from typing import Any
 import msgspec
 
 from shark.process import die_with_parent
-from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, Dissection, DissectionCounters, MemoryBudget,
-                               OrderKey, tune_gc_for_dissection)
+from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, UNNUMBERED_ID, Dissection, DissectionCounters,
+                               MemoryBudget, OrderKey, tune_gc_for_dissection)
 from worker.names import Name, NameTable, parse_nets
 from worker.packet import PacketRef
 from worker.redact import Redactor
@@ -65,10 +68,25 @@ class ShardState(msgspec.Struct):
     last_error: str = ""
 
 
+# IndexRow's fields in order, with entry_json cut after its empty id: `,"node":...}` (seq 0).
+WireRow = tuple[int, float, str, bytes, int, int, int, int, str, str, int, str, int, int,
+                int | None, int | None, int | None]
+_UNNUMBERED_PREFIX = b'{"id":' + msgspec.json.encode(UNNUMBERED_ID)
+
+
 class ShardReport(msgspec.Struct, array_like=True):
     watermark: Watermark
-    rows: list[tuple[OrderKey, IndexRow]]
+    rows: list[tuple[OrderKey, WireRow]]
     stats: ShardStats
+
+
+def wire_row(row: IndexRow) -> WireRow:
+    """An unnumbered row as it crosses to the merge (worker.sharded numbers it)."""
+    if not row.entry_json.startswith(_UNNUMBERED_PREFIX):
+        raise ValueError(f"entry_json: expected an unnumbered entry ({_UNNUMBERED_PREFIX!r}...), "
+                         f"got {row.entry_json[:40]!r}")
+    values = msgspec.structs.astuple(row)
+    return (*values[:3], row.entry_json[len(_UNNUMBERED_PREFIX):], *values[4:])   # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -206,7 +224,7 @@ class _Shard:
 
     def _report(self) -> None:
         dissection, stats = self._dissection, self.stats
-        rows = dissection.take_keyed_rows(numbered=False)
+        rows = [(key, wire_row(row)) for key, row in dissection.take_keyed_rows(numbered=False)]
         stats.entries += len(rows)
         stats.packets, stats.not_tcp_udp = dissection.packets, dissection.not_tcp_udp
         stats.cut, stats.skipped = dissection.cut, dissection.skipped

@@ -24,18 +24,19 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from worker.broadcast import Broadcaster
-from worker.dissection import DONE, IDLE, MemoryBudget, OrderKey, id_prefix_for, number_row
+from worker.dissection import DONE, IDLE, MemoryBudget, OrderKey, id_prefix_for
 from worker.names import Name, Network, NameTable
 from worker.pipeline import PRUNE_EVERY_S, READ_BATCH, DissectionStats, IndexWriter
 from worker.redact import Redactor
-from worker.shard import (ShardConfig, ShardReport, ShardState, ShardStats, Watermark, decode_report,
-                          shard_main)
+from worker.shard import (ShardConfig, ShardReport, ShardState, ShardStats, Watermark, WireRow,
+                          decode_report, shard_main)
 from worker.shard_server import shard_context
-from worker.store.index import EntryIndex, IndexRow
+from worker.store.index import EntryIndex, IndexValues
 
 log = logging.getLogger("shark.worker.sharded")
 
@@ -59,7 +60,7 @@ class _Shard:
     watermark: Watermark = (0, 0, IDLE, 0)
     started: float = 0.0
     restart_at: float | None = None         # when a crash-looping shard is started again
-    rows: list[tuple[OrderKey, IndexRow]] = field(default_factory=list)
+    rows: list[tuple[OrderKey, WireRow]] = field(default_factory=list)
     stats: ShardStats = field(default_factory=ShardStats)
 
 
@@ -283,12 +284,11 @@ class ShardedPipeline:
         if not runs and released == self._released:
             return
         self._released = released
-        rows = [row for _key_, row in heapq.merge(*runs, key=_key)]
-        for row in rows:
-            number_row(row, self._next_seq, self._id_prefix)
-            self._next_seq += 1
+        merged = runs[0] if len(runs) == 1 else heapq.merge(*runs, key=_key)
+        values = _numbered(merged, self._next_seq, self._id_prefix)
+        self._next_seq += len(values)
         cursor = (released[0], released[1]) if released[:2] != (0, 0) else None
-        self._writer.write(rows, cursor, released[0])
+        self._writer.write_values(values, cursor, released[0])
         self.ended = released[2] == DONE
 
     def _sum_stats(self) -> None:
@@ -328,8 +328,15 @@ class ShardedPipeline:
                 shard.conn = None
 
 
-def _key(item: tuple[OrderKey, IndexRow]) -> OrderKey:
-    return item[0]
+_key: Callable[[tuple[OrderKey, WireRow]], OrderKey] = itemgetter(0)
+
+
+def _numbered(rows: Iterable[tuple[OrderKey, WireRow]], first_seq: int,
+              id_prefix: bytes) -> list[IndexValues]:
+    """The rows' values numbered from first_seq in their order: what number_row() does to an
+    IndexRow, to the wire form (its entry JSON comes without the empty id, from the comma on)."""
+    return [(seq, row[1], row[2], b"".join((id_prefix, str(seq).encode(), b'"', row[3])), *row[4:])
+            for seq, (_key_, row) in enumerate(rows, first_seq)]
 
 
 def _summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:

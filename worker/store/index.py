@@ -15,7 +15,8 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 from pathlib import Path
 
 import msgspec
@@ -87,6 +88,10 @@ class IndexRow(msgspec.Struct):
     server_seq: int | None
 
 
+# IndexRow's values in field order (msgspec.structs.astuple(row)).
+IndexValues = tuple[Any, ...]
+
+
 class EntryIndex:
     """The index file at `path`; use open_index() to get one with corruption handled."""
 
@@ -140,20 +145,24 @@ class EntryIndex:
     # -- writing -------------------------------------------------------------------------
 
     def add(self, rows: Iterable[IndexRow], cursor: PacketRef | None) -> None:
-        """Store rows and the dissection cursor (last packet processed) in one transaction."""
+        """Store rows and the dissection cursor (last packet processed) in one transaction,
+        then keep the files small (keep_small)."""
+        self.add_values([msgspec.structs.astuple(row) for row in rows], cursor)
+        self.keep_small()
+
+    def add_values(self, values: Sequence[IndexValues], cursor: PacketRef | None) -> None:
+        """add() for rows given as IndexRow's values in field order (what the dissection
+        shards send), without keep_small(): a busy writer calls that now and then."""
         connection = self._connection()
-        values = [tuple(msgspec.structs.astuple(row)) for row in rows]
-        top = max((value[0] for value in values), default=None)
         connection.execute("BEGIN IMMEDIATE")
         try:
             if values:
                 connection.executemany(_INSERT, values)
-            if top is not None:
                 connection.execute(
                     "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO "
                     "UPDATE SET value = "
                     "max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                    (top,))
+                    (max(value[0] for value in values),))
             if cursor is not None:
                 connection.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('cursor', ?)",
@@ -162,7 +171,6 @@ class EntryIndex:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        self.keep_small()
 
     def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> dict[int, list[str]]:
         """Add and remove tags on stored entries (scripts' test.pass/test.fail): per change
