@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 
 import msgspec
@@ -41,7 +42,7 @@ def read_batch_for(storage_limit: int) -> int:
     return max(MIN_READ_BATCH, min(READ_BATCH, storage_limit // 6000))
 PRUNE_EVERY_S = 0.25
 KEEP_SMALL_EVERY_S = 0.25
-_FIRST_SEG = IndexRow.__struct_fields__.index("first_seg")
+_first_seg = itemgetter(IndexRow.__struct_fields__.index("first_seg"))
 DISSECTION_NICE = 10
 
 
@@ -85,8 +86,8 @@ class IndexWriter:
             # Rows of a segment evicted while dissection read it would be pruned at once: they
             # are not written (the index counts in the storage limit), only streamed live.
             oldest = self.prune(reading_segment)
-            if any(value[_FIRST_SEG] < oldest for value in values):
-                kept = [value for value in values if value[_FIRST_SEG] >= oldest]
+            if min(map(_first_seg, values)) < oldest:
+                kept = [value for value in values if _first_seg(value) >= oldest]
             self._stats.unindexed_evicted += len(values) - len(kept)
         if kept or (cursor is not None and cursor != self._written_cursor):
             self._index.add_values(kept, cursor)

@@ -15,7 +15,6 @@ dissection.shards[i].restarts, last_failure.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import signal
 import threading
@@ -284,7 +283,10 @@ class ShardedPipeline:
         if not runs and released == self._released:
             return
         self._released = released
-        merged = runs[0] if len(runs) == 1 else heapq.merge(*runs, key=_key)
+        # Each run is sorted: sort() finds and merges them in C (heapq.merge steps in Python).
+        merged = [item for run in runs for item in run]
+        if len(runs) > 1:
+            merged.sort(key=_key)
         values = _numbered(merged, self._next_seq, self._id_prefix)
         self._next_seq += len(values)
         cursor = (released[0], released[1]) if released[:2] != (0, 0) else None

@@ -16,8 +16,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -90,6 +91,7 @@ class IndexRow(msgspec.Struct):
 
 # IndexRow's values in field order (msgspec.structs.astuple(row)).
 IndexValues = tuple[Any, ...]
+_SEQ = itemgetter(0)
 
 
 class EntryIndex:
@@ -162,7 +164,7 @@ class EntryIndex:
                     "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO "
                     "UPDATE SET value = "
                     "max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                    (max(value[0] for value in values),))
+                    (max(map(_SEQ, values)),))
             if cursor is not None:
                 connection.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('cursor', ?)",
