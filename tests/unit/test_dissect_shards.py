@@ -76,19 +76,35 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-def indexed(store: Path, index_path: Path, shards: int,
-            cursor: tuple[int, int] | None = None) -> tuple[list[IndexRow], DissectionStats]:
+class RecordingBroadcaster(Broadcaster):
+    """A broadcaster with one live subscriber that takes every row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[IndexRow] = []
+
+    @property
+    def count(self) -> int:
+        return 1
+
+    def publish(self, rows: list[IndexRow]) -> None:
+        self.published.extend(rows)
+
+
+def indexed(store: Path, index_path: Path, shards: int, cursor: tuple[int, int] | None = None,
+            broadcaster: Broadcaster | None = None) -> tuple[list[IndexRow], DissectionStats]:
     """The rows `shards` shards index from the store (from after `cursor`), and their stats."""
+    broadcaster = broadcaster or Broadcaster()
     index = EntryIndex(index_path)
     if cursor is not None:
         index.add([], cursor)
     redactor = Redactor("k" * 32)
     if shards == 1:
-        pipeline: Pipeline | ShardedPipeline = Pipeline(store, index, "n1", Broadcaster(),
+        pipeline: Pipeline | ShardedPipeline = Pipeline(store, index, "n1", broadcaster,
                                                         lambda: True, redactor,
                                                         memory=MemoryBudget(64 * 1024 * 1024))
     else:
-        pipeline = ShardedPipeline(store, index, "n1", Broadcaster(), lambda: True, redactor,
+        pipeline = ShardedPipeline(store, index, "n1", broadcaster, lambda: True, redactor,
                                    shards=shards, memory_limit=64 * 1024 * 1024)
     # The hub's names, given before the shards start, are stamped by them as in-thread.
     pipeline.names.replace({"127.0.0.1": ("web-1", "shop", "pod")})
@@ -118,6 +134,16 @@ def test_sharded_index_is_the_single_one(store: Path, tmp_path: Path, shards: in
     assert sharded_stats.memory is not None and single_stats.memory is not None
     assert sharded_stats.memory.limit == single_stats.memory.limit // shards * shards
     assert sharded_stats.memory.cut_sessions == single_stats.memory.cut_sessions == 0
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_live_stream_gets_the_rows_indexed(store: Path, tmp_path: Path, shards: int) -> None:
+    """Rows cross from the shards as bare values: the live stream still gets them as the
+    IndexRows the index holds, numbered, in order."""
+    live = RecordingBroadcaster()
+    rows, _stats = indexed(store, tmp_path / "index.sqlite", shards, broadcaster=live)
+    assert len(rows) > 300
+    assert live.published == rows
 
 
 def test_shards_shed_an_evicted_segment_as_one_dissection_does(store: Path, tmp_path: Path) -> None:
