@@ -9,16 +9,17 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
-from shark.model import Endpoint, Entry, Size, TcpInfo, UdpInfo, encode
+from shark.model import Endpoint, Size, TcpInfo, UdpInfo, encode
 from worker.assembler import Assembler
 from worker.connections import UNREACHABLE_NOTE, TcpFacts, failure_exchange, reset_note
 from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
 from worker.dissectors.select import SelectingSession, open_session
-from worker.names import NameTable
+from worker.names import Name, NameTable
 from worker.packet import PacketRef, StoredPacket, decode, flow_shard, ip_text
 from worker.redact import Redactor
 from worker.sources.ebpf.synth import MARK, mark_offset
@@ -41,8 +42,16 @@ CHECK_AT_LEAST_EVERY_NS = 10_000_000_000
 CHECK_EVERY_PACKETS = 256
 # How a dissector notes what a per-session cap cut: "cut: <what>: <detail>" (counted by what).
 CUT = "cut: "
-# The two things a UDP entry can say of its flow, made once (entries never change them).
+# The two things a UDP entry can say of its flow, made and encoded once (entries never change
+# them).
 _UDP_INFO = {None: UdpInfo(), "refused": UdpInfo(failure="refused")}
+_UDP_JSON = {failure: msgspec.Raw(encode(info)) for failure, info in _UDP_INFO.items()}
+# Below this many nanoseconds the double ns / 1e6 is within 1e-7 of the exact quotient, closer
+# than any millisecond value off a tie is to a rounding boundary (elapsed_ms).
+_EXACT_BELOW_NS = 10**15
+_NO_TAGS: tuple[str, ...] = ()
+_NOT_NAMED: tuple[Name | None, Name | None] = (None, None)
+_NO_JSON = msgspec.Raw(b"")
 
 # Where an entry was made, in the order one dissection makes them: (segment, offset) of the
 # packet being processed, the phase, a time for the phases that have one, the assembler (0,
@@ -110,34 +119,103 @@ def count_cuts(counts: dict[str, int], notes: Iterable[str]) -> None:
             counts[what] = counts.get(what, 0) + 1
 
 
-def _endpoint(ip: str, port: int, identities: NameTable | None) -> Endpoint:
-    named = identities.get(ip) if identities is not None else None
+def elapsed_ms(ns: int) -> float:
+    """round(ns / 1e6, 3), the same float, without round(): rounding a float to digits formats
+    and parses its decimal (2 us, a fifth of what making an entry cost). Off a tie (ns ending
+    in 500) the double ns / 1e6 rounds as the exact quotient does, so the integer's rounding
+    is the same number, and int / int gives its nearest double, as round() does."""
+    if type(ns) is int and 0 <= ns < _EXACT_BELOW_NS and ns % 1000 != 500:
+        return (ns + 500) // 1000 / 1000
+    return round(ns / 1e6, 3)
+
+
+def _endpoint_json(ip: str, port: int, named: Name | None) -> msgspec.Raw:
     if named is None:
-        return Endpoint(ip=ip, port=port)
-    return Endpoint(ip=ip, port=port, name=named[0], namespace=named[1], kind=named[2])  # type: ignore[arg-type]
+        return msgspec.Raw(encode(Endpoint(ip, port)))
+    return msgspec.Raw(encode(Endpoint(ip, port, *named)))
 
 
-def entry_from_exchange(seq: int, node: str, flow: FlowInfo, exchange: Exchange,
-                        names: dict[bytes, str], identities: NameTable | None = None) -> Entry:
-    """`names` caches address texts; `identities` (the hub's names) names the endpoints as
-    they are now, so the entry keeps them when the address later changes hands. Seq 0 makes
-    an unnumbered entry (id UNNUMBERED_ID, numbered later by number_row)."""
-    client = names.get(flow.client_ip) or names.setdefault(flow.client_ip, ip_text(flow.client_ip))
-    server = names.get(flow.server_ip) or names.setdefault(flow.server_ip, ip_text(flow.server_ip))
-    elapsed = None
-    if exchange.end_ns is not None:
-        elapsed = round(max(0, exchange.end_ns - exchange.start_ns) / 1e6, 3)
-    return Entry(
-        id=f"{node}:{seq}" if seq else UNNUMBERED_ID, node=node, protocol=exchange.protocol,
-        ts=exchange.start_ns / 1e9, elapsed_ms=elapsed,
-        src=_endpoint(client, flow.client_port, identities),
-        dst=_endpoint(server, flow.server_port, identities),
-        summary=exchange.summary, status=exchange.status,
-        request=exchange.request, response=exchange.response,
-        size=Size(request=exchange.request_size, response=exchange.response_size),
-        complete=exchange.complete,
-        notes=list(exchange.notes),
-    )
+class IndexedEntry(msgspec.Struct):
+    """A shark.model.Entry as dissection encodes it for the index: the same fields in the same
+    order (the same JSON), with the parts every entry of a flow shares (its endpoints, its
+    TCP or UDP facts) spliced in pre-encoded. What the redactor reads and changes (protocol,
+    summary, request, response) is as in Entry."""
+
+    id: str
+    node: str
+    protocol: str
+    ts: float
+    src: msgspec.Raw
+    dst: msgspec.Raw
+    summary: str
+    elapsed_ms: float | None
+    status: int | None
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    size: Size
+    tls: bool
+    tags: tuple[str, ...]
+    complete: bool
+    notes: list[str]
+    tcp: msgspec.Raw | None
+    udp: msgspec.Raw | None
+
+
+class FlowEntries:
+    """One session's emit, and what the entries of its flow share, made once per flow.
+
+    An object rather than a closure: a closure over the flow's context was a function and 6
+    cells per flow, a quarter of the GC-tracked objects a DNS flow leaves; this is one. It
+    keeps the flow's endpoints encoded for as long as the names they were made with stand.
+    """
+
+    __slots__ = ("dissection", "flow", "tls", "first_ref", "selector", "entry_flow",
+                 "client_ip", "server_ip", "named", "endpoints", "info", "info_json")
+
+    def __init__(self, dissection: Dissection, flow: FlowInfo, tls: bool,
+                 first_ref: PacketRef) -> None:
+        self.dissection = dissection
+        self.flow = flow              # the assembler's
+        self.tls = tls
+        self.first_ref = first_ref    # the packet that opened the flow
+        self.selector: SelectingSession | None = None
+        # What the entries say of the flow, made for the first and kept while it holds: the
+        # flow as the session sees it, address texts, names and endpoints JSON.
+        self.entry_flow: FlowInfo | None = None
+        self.client_ip = ""
+        self.server_ip = ""
+        self.named: tuple[Name | None, Name | None] | None = None   # what endpoints were made of
+        self.endpoints = (_NO_JSON, _NO_JSON)
+        self.info: TcpInfo | None = None      # the TcpInfo last encoded, and its JSON
+        self.info_json = _NO_JSON
+
+    def __call__(self, exchange: Exchange) -> None:
+        self.dissection._emit(self, exchange)
+
+    def endpoints_json(self, flow: FlowInfo, names: dict[bytes, str],
+                       identities: NameTable | None) -> tuple[msgspec.Raw, msgspec.Raw]:
+        """src and dst of `flow` (the flow as the session sees it), named as the hub's names
+        are now (they can change between two entries of a flow); `names` caches address
+        texts."""
+        if flow is not self.entry_flow:   # the flow's first entry
+            self.entry_flow, self.named = flow, None
+            self.client_ip = names.get(flow.client_ip) or names.setdefault(
+                flow.client_ip, ip_text(flow.client_ip))
+            self.server_ip = names.get(flow.server_ip) or names.setdefault(
+                flow.server_ip, ip_text(flow.server_ip))
+        named = _NOT_NAMED if identities is None else (identities.get(self.client_ip),
+                                                      identities.get(self.server_ip))
+        if named != self.named:
+            self.named = named
+            self.endpoints = (_endpoint_json(self.client_ip, flow.client_port, named[0]),
+                              _endpoint_json(self.server_ip, flow.server_port, named[1]))
+        return self.endpoints
+
+    def tcp_json(self, info: TcpInfo) -> msgspec.Raw:
+        # TcpFacts.info returns one object until a fact changes.
+        if info is not self.info:
+            self.info, self.info_json = info, msgspec.Raw(encode(info))
+        return self.info_json
 
 
 class MemoryBudget(msgspec.Struct):
@@ -201,7 +279,9 @@ class Dissection:
         # TLS cleartext is what TLS carries, never TLS again (whose port hints would claim
         # it first and wait for a handshake that never comes).
         self._cleartext_dissectors = [d for d in self._dissectors if d.name != "tls"]
-        self._pending: list[tuple[FlowInfo, Exchange, int | None, int | None, bool,
+        # Exchanges emitted, with their flow as the entry sees it (the session's roles), TCP
+        # sequence numbers and facts, until take_keyed_rows makes them index rows.
+        self._pending: list[tuple[FlowEntries, FlowInfo, Exchange, int | None, int | None,
                                   TcpInfo | UdpInfo | None, OrderKey]] = []
         self._names: dict[bytes, str] = {}
         self._current_ref: PacketRef = position
@@ -231,60 +311,65 @@ class Dissection:
     def _open_session(self, flow: FlowInfo, tls: bool = False) -> Session:
         # The packet that opened the flow (its SYN, when seen): the connection's first
         # exchange starts its packet range there, so its pcap carries the handshake.
-        flow_first_ref = self._current_ref
+        first_ref = self._current_ref
         facts: TcpFacts | None = flow.facts
         if facts is not None:
             if self._restarting and facts.first_ref is not None:
-                flow_first_ref = facts.first_ref
+                first_ref = facts.first_ref
             else:
-                facts.first_ref = flow_first_ref
-
-        def emit(exchange: Exchange) -> None:
-            if self._cut_note is not None:
-                exchange.notes.insert(0, self._cut_note)
-                exchange.complete = False
-            if exchange.client_offset == 0 and flow_first_ref < exchange.first_ref:
-                exchange.first_ref = flow_first_ref
-            # No packet of an exchange comes before its flow's first or after the current one
-            # (a dissector that left a ref unset must not point the index at nothing).
-            if exchange.first_ref < flow_first_ref:
-                exchange.first_ref = flow_first_ref
-            if not exchange.first_ref <= exchange.last_ref <= self._current_ref:
-                exchange.last_ref = self._current_ref
-            # Offsets are per direction of the session; when the selector swapped the
-            # assembler's guessed roles, its client is the assembler's server.
-            to_server, to_client = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
-            if selector.swapped:
-                to_server, to_client = to_client, to_server
-            seq_of = (self._tls_assembler if tls else self._assembler).seq_of
-            client_seq = seq_of(flow, to_server, exchange.client_offset)
-            server_seq = None
-            if exchange.server_offset is not None:
-                server_seq = seq_of(flow, to_client, exchange.server_offset)
-            tcp: TcpInfo | UdpInfo | None = None
-            if facts is not None and flow.transport == "udp":
-                if facts.failure == "refused":
-                    # Emitted as the ICMP port unreachable ended the flow: its request.
-                    exchange.notes.append(UNREACHABLE_NOTE)
-                    exchange.complete = False
-                    facts.carried = True
-                tcp = _UDP_INFO[facts.failure]
-            elif facts is not None:
-                if facts.failure == "reset":
-                    # Emitted as the RST closed the flow: this entry carries the reset (and
-                    # says so when the reset cut it).
-                    if not exchange.complete:
-                        exchange.notes.append(reset_note(facts, exchange, selector.swapped))
-                    facts.carried = True
-                tcp = facts.info(selector.swapped)
-            self._pending.append((selector.session_flow, exchange, client_seq, server_seq, tls, tcp,
-                                  self._key(tls, flow_first_ref)))
+                facts.first_ref = first_ref
+        entries = FlowEntries(self, flow, tls, first_ref)
         dissectors = self._cleartext_dissectors if tls else self._dissectors
-        selector = open_session(flow, emit, dissectors, fallback=self._fallback,
-                                on_closed=self._closed)
+        selector = entries.selector = open_session(flow, entries, dissectors,
+                                                   fallback=self._fallback, on_closed=self._closed)
         if self.memory is not None:
             self._sessions.add(selector)
         return selector
+
+    def _emit(self, entries: FlowEntries, exchange: Exchange) -> None:
+        """An exchange of the flow `entries` stands for, from its session."""
+        flow, flow_first_ref, selector = entries.flow, entries.first_ref, entries.selector
+        assert selector is not None
+        if self._cut_note is not None:
+            exchange.notes.insert(0, self._cut_note)
+            exchange.complete = False
+        if exchange.client_offset == 0 and flow_first_ref < exchange.first_ref:
+            exchange.first_ref = flow_first_ref
+        # No packet of an exchange comes before its flow's first or after the current one
+        # (a dissector that left a ref unset must not point the index at nothing).
+        if exchange.first_ref < flow_first_ref:
+            exchange.first_ref = flow_first_ref
+        if not exchange.first_ref <= exchange.last_ref <= self._current_ref:
+            exchange.last_ref = self._current_ref
+        # Offsets are per direction of the session; when the selector swapped the
+        # assembler's guessed roles, its client is the assembler's server.
+        to_server, to_client = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+        if selector.swapped:
+            to_server, to_client = to_client, to_server
+        seq_of = (self._tls_assembler if entries.tls else self._assembler).seq_of
+        client_seq = seq_of(flow, to_server, exchange.client_offset)
+        server_seq = None
+        if exchange.server_offset is not None:
+            server_seq = seq_of(flow, to_client, exchange.server_offset)
+        info: TcpInfo | UdpInfo | None = None
+        facts: TcpFacts | None = flow.facts
+        if facts is not None and flow.transport == "udp":
+            if facts.failure == "refused":
+                # Emitted as the ICMP port unreachable ended the flow: its request.
+                exchange.notes.append(UNREACHABLE_NOTE)
+                exchange.complete = False
+                facts.carried = True
+            info = _UDP_INFO[facts.failure]
+        elif facts is not None:
+            if facts.failure == "reset":
+                # Emitted as the RST closed the flow: this entry carries the reset (and
+                # says so when the reset cut it).
+                if not exchange.complete:
+                    exchange.notes.append(reset_note(facts, exchange, selector.swapped))
+                facts.carried = True
+            info = facts.info(selector.swapped)
+        self._pending.append((entries, selector.session_flow, exchange, client_seq, server_seq,
+                              info, self._key(entries.tls, flow_first_ref)))
 
     def _closed(self, selector: SelectingSession) -> None:
         self._sessions.discard(selector)
@@ -301,7 +386,8 @@ class Dissection:
         first_ref = facts.first_ref or self._current_ref
         exchange = failure_exchange(flow, facts, ts_ns, first_ref)
         info = facts.info() if flow.transport == "tcp" else _UDP_INFO[facts.failure]
-        self._pending.append((flow, exchange, None, None, False, info, self._key(False, first_ref)))
+        self._pending.append((FlowEntries(self, flow, False, first_ref), flow, exchange, None,
+                              None, info, self._key(False, first_ref)))
 
     def _key(self, tls: bool, flow_ref: PacketRef) -> OrderKey:
         self._made += 1
@@ -437,27 +523,37 @@ class Dissection:
         rows, numbered by the merge with number_row) unless `numbered`."""
         pending, self._pending = self._pending, []
         rows: list[tuple[OrderKey, IndexRow]] = []
-        for flow, exchange, client_seq, server_seq, tls, tcp, key in pending:
-            count_cuts(self.cut, exchange.notes)
+        node, names, identities, redactor = self._node, self._names, self._identities, self._redactor
+        for entries, flow, exchange, client_seq, server_seq, info, key in pending:
+            if exchange.notes:
+                count_cuts(self.cut, exchange.notes)
             seq = 0
             if numbered:
                 seq = self._next_seq
                 self._next_seq += 1
-            entry = entry_from_exchange(seq, self._node, flow, exchange, self._names, self._identities)
-            entry.tls = tls
-            if isinstance(tcp, TcpInfo):
-                entry.tcp = tcp
-            else:
-                entry.udp = tcp
-            if self._redactor is not None:   # before the entry is indexed or streamed
-                self._redactor.entry(entry)
+            src, dst = entries.endpoints_json(flow, names, identities)
+            tcp = udp = None
+            if type(info) is TcpInfo:
+                tcp = entries.tcp_json(info)
+            elif info is not None:
+                udp = _UDP_JSON[info.failure]
+            end_ns = exchange.end_ns
+            # Positional: the Entry's fields in order (IndexedEntry); msgspec takes a dozen
+            # keywords and more several times slower than positions.
+            entry = IndexedEntry(
+                f"{node}:{seq}" if seq else UNNUMBERED_ID, node, exchange.protocol,
+                exchange.start_ns / 1e9, src, dst, exchange.summary,
+                None if end_ns is None else elapsed_ms(max(0, end_ns - exchange.start_ns)),
+                exchange.status, exchange.request, exchange.response,
+                Size(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,
+                exchange.complete, exchange.notes, tcp, udp)
+            if redactor is not None:   # before the entry is indexed or streamed
+                redactor.entry(entry)
+            first, last = exchange.first_ref, exchange.last_ref
             rows.append((key, IndexRow(
-                seq=seq, ts=entry.ts, protocol=entry.protocol, entry_json=encode(entry),
-                first_seg=exchange.first_ref[0], first_off=exchange.first_ref[1],
-                last_seg=exchange.last_ref[0], last_off=exchange.last_ref[1],
-                transport=flow.transport, client_ip=entry.src.ip, client_port=flow.client_port,
-                server_ip=entry.dst.ip, server_port=flow.server_port,
-                client_offset=exchange.client_offset, server_offset=exchange.server_offset,
-                client_seq=client_seq, server_seq=server_seq,
-            )))
+                seq, entry.ts, entry.protocol, encode(entry),
+                first[0], first[1], last[0], last[1],
+                flow.transport, entries.client_ip, flow.client_port,
+                entries.server_ip, flow.server_port,
+                exchange.client_offset, exchange.server_offset, client_seq, server_seq)))
         return rows

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, unquote_plus
 
 from shark.model import Body, Entry
@@ -49,6 +49,16 @@ _SQL_SECRET = re.compile(
     r"(?P<lead>\b(?:password|identified(?:\s+with\s+\S+)?\s+by)\s*(?:=\s*)?(?:password\s*)?\(?\s*)"
     r"'(?P<value>(?:[^'\\]|\\.|'')*)'?", re.I)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#@\s]+)@")
+
+
+class Summary(Protocol):
+    """What Redactor.entry reads and changes: an Entry, or one in the making
+    (worker.dissection.IndexedEntry)."""
+
+    protocol: str
+    summary: str
+    request: dict[str, Any]
+    response: dict[str, Any] | None
 
 
 class Redactor:
@@ -84,7 +94,7 @@ class Redactor:
 
     # -- entries (summary fields; every protocol) ---------------------------------------------
 
-    def entry(self, entry: Entry) -> None:
+    def entry(self, entry: Summary) -> None:
         """Redact `entry` in place."""
         http = entry.protocol in _HTTP
         in_query = False
@@ -108,7 +118,7 @@ class Redactor:
         """SQL with the password literals it sets (or compares) hashed."""
         return _SQL_SECRET.sub(lambda m: f"{m['lead']}'{self.mark(m['value'])}'", text)
 
-    def _redis(self, entry: Entry) -> None:
+    def _redis(self, entry: Summary) -> None:
         """AUTH / HELLO AUTH / MIGRATE AUTH / CONFIG SET requirepass arguments, and the summary
         (the command and its first argument) when that is one of them."""
         command, args = entry.request.get("command"), entry.request.get("arguments")
