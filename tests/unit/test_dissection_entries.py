@@ -1,0 +1,93 @@
+"""How dissection makes an entry: the parts a flow shares are encoded once and spliced in
+(worker.dissection.IndexedEntry, FlowEntries), yet every entry says what it would have said
+made from scratch as a shark.model.Entry."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+
+import msgspec
+import pytest
+
+from factories import LINKTYPE_ETHERNET, tcp_conversation
+from shark.model import Endpoint, Entry, Size, TcpInfo, UdpInfo, decode_entry, encode
+from worker.dissection import Dissection, IndexedEntry, elapsed_ms
+from worker.names import NameTable
+from worker.redact import Redactor
+
+
+def test_elapsed_ms_is_the_float_round_gives():
+    rng = random.Random(17)
+    values = [0, 1, 499, 500, 501, 999, 1000, 1500, 2500, 62_500, 10**15 - 1, 10**15,
+              10**15 + 1, 2**53, 2**53 + 1, 2**60]
+    for scale in (1, 10**3, 10**6, 10**9, 10**12, 10**14):
+        values += [rng.randrange(scale, scale * 1000) for _ in range(2000)]
+    values += [n * 1000 + rest for n in range(300) for rest in range(0, 1000, 7)]   # every tail
+    values += [n * 1000 + 500 for n in range(1000)]                                  # the ties
+    for ns in values:
+        assert elapsed_ms(ns) == round(ns / 1e6, 3), ns
+    assert elapsed_ms(1234.5) == round(1234.5 / 1e6, 3)   # not an int: round() itself
+
+
+def test_an_indexed_entry_has_the_fields_of_an_entry_in_their_order():
+    assert IndexedEntry.__struct_fields__ == Entry.__struct_fields__
+    assert IndexedEntry.__struct_config__.omit_defaults == Entry.__struct_config__.omit_defaults
+
+
+@pytest.mark.parametrize("facts", [
+    {"tcp": TcpInfo(handshake_ms=0.25, syns=2, closed_by="server", failure="reset")},
+    {"udp": UdpInfo(failure="refused")},
+    {},
+])
+def test_an_indexed_entry_encodes_as_the_entry(facts: dict) -> None:
+    src = Endpoint("10.0.0.1", 40000, "web-1", "shop", "pod")
+    dst = Endpoint("fd00::2", 5432)
+    entry = Entry(id="n:7", node="n", protocol="postgres", ts=1764150000.123456, src=src, dst=dst,
+                  summary="SELECT 1", elapsed_ms=1.5, status=0, request={"query": "SELECT 1"},
+                  response={"rows": 1}, size=Size(10, 20), tls=True, complete=False,
+                  notes=["gap in response"], **facts)
+    raw = {name: msgspec.Raw(encode(value)) for name, value in facts.items()}
+    indexed = IndexedEntry("n:7", "n", "postgres", 1764150000.123456, msgspec.Raw(encode(src)),
+                           msgspec.Raw(encode(dst)), "SELECT 1", 1.5, 0, {"query": "SELECT 1"},
+                           {"rows": 1}, Size(10, 20), True, (), False, ["gap in response"],
+                           raw.get("tcp"), raw.get("udp"))
+    assert encode(indexed) == encode(entry)
+    assert decode_entry(encode(indexed)) == entry
+
+
+def _http(n: int) -> tuple[bytes, bytes]:
+    body = b'{"n": %d}' % n
+    return (b"GET /item/%d?token=s3cret HTTP/1.1\r\nHost: shop\r\n\r\n" % n,
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_the_entries_of_one_flow_carry_the_names_as_they_are_when_each_is_made():
+    names = NameTable()
+    dissection = Dissection("n", identities=names, redactor=Redactor("key"))
+    requests, responses = zip(*(_http(n) for n in range(4)))
+    packets = tcp_conversation(list(requests), list(responses), server=("10.0.0.2", 8080))
+    frames = [((0, i), LINKTYPE_ETHERNET, ts, frame, wirelen)
+              for i, (ts, frame, wirelen) in enumerate(packets)]
+    tables = [({"10.0.0.1": ("web-1", "shop", "pod")}, None),
+              ({"10.0.0.1": ("web-2", "shop", "pod"), "10.0.0.2": ("db", "shop", "service")}, None),
+              ({}, [ipaddress.ip_network("10.0.0.0/8")]),
+              ({}, [ipaddress.ip_network("192.168.0.0/16")])]
+    entries = []
+    # one exchange (request, ACK, response, ACK) per step, the names replaced in between
+    for step, (table, nets) in enumerate(tables):
+        names.replace(table, nets)
+        dissection.feed(frames[:3 + 4 * (step + 1)] if step == 0 else
+                        frames[3 + 4 * step:3 + 4 * (step + 1)])
+        if step == len(tables) - 1:
+            dissection.feed(frames[3 + 4 * len(tables):])
+        entries += [json.loads(row.entry_json) for row in dissection.take_rows()]
+    assert [(e["src"]["name"], e["src"]["kind"], e["dst"]["name"], e["dst"]["kind"])
+            for e in entries] == [("web-1", "pod", "", ""), ("web-2", "pod", "db", "service"),
+                                  ("", "", "", ""), ("", "external", "", "external")]
+    assert [e["request"]["path"] for e in entries] == [f"/item/{n}" for n in range(4)]
+    assert all(e["src"] == {**e["src"], "ip": "10.0.0.1", "port": 40000} for e in entries)
+    assert all(e["dst"] == {**e["dst"], "ip": "10.0.0.2", "port": 8080} for e in entries)
+    # the redactor still saw each entry: the query's token is hashed
+    assert all("s3cret" not in json.dumps(e) for e in entries)
