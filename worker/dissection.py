@@ -119,12 +119,16 @@ def count_cuts(counts: dict[str, int], notes: Iterable[str]) -> None:
             counts[what] = counts.get(what, 0) + 1
 
 
-def elapsed_ms(ns: int) -> float:
-    """round(ns / 1e6, 3), the same float, without round(): rounding a float to digits formats
-    and parses its decimal (2 us, a fifth of what making an entry cost). Off a tie (ns ending
-    in 500) the double ns / 1e6 rounds as the exact quotient does, so the integer's rounding
-    is the same number, and int / int gives its nearest double, as round() does."""
-    if type(ns) is int and 0 <= ns < _EXACT_BELOW_NS and ns % 1000 != 500:
+def elapsed_ms(start_ns: int, end_ns: int) -> float:
+    """round(max(0, end_ns - start_ns) / 1e6, 3), the same float, without round(): rounding a
+    float to digits formats and parses its decimal (2 us, a fifth of what making an entry
+    cost). Off a tie (ns ending in 500) the double ns / 1e6 rounds as the exact quotient does,
+    so the integer's rounding is the same number, and int / int gives its nearest double, as
+    round() does."""
+    ns = end_ns - start_ns
+    if ns < 0:
+        ns = 0
+    if type(ns) is int and ns < _EXACT_BELOW_NS and ns % 1000 != 500:
         return (ns + 500) // 1000 / 1000
     return round(ns / 1e6, 3)
 
@@ -346,11 +350,12 @@ class Dissection:
         to_server, to_client = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
         if selector.swapped:
             to_server, to_client = to_client, to_server
-        seq_of = (self._tls_assembler if entries.tls else self._assembler).seq_of
-        client_seq = seq_of(flow, to_server, exchange.client_offset)
-        server_seq = None
-        if exchange.server_offset is not None:
-            server_seq = seq_of(flow, to_client, exchange.server_offset)
+        client_seq = server_seq = None
+        if flow.transport == "tcp":
+            seq_of = (self._tls_assembler if entries.tls else self._assembler).seq_of
+            client_seq = seq_of(flow, to_server, exchange.client_offset)
+            if exchange.server_offset is not None:
+                server_seq = seq_of(flow, to_client, exchange.server_offset)
         info: TcpInfo | UdpInfo | None = None
         facts: TcpFacts | None = flow.facts
         if facts is not None and flow.transport == "udp":
@@ -543,7 +548,7 @@ class Dissection:
             entry = IndexedEntry(
                 f"{node}:{seq}" if seq else UNNUMBERED_ID, node, exchange.protocol,
                 exchange.start_ns / 1e9, src, dst, exchange.summary,
-                None if end_ns is None else elapsed_ms(max(0, end_ns - exchange.start_ns)),
+                None if end_ns is None else elapsed_ms(exchange.start_ns, end_ns),
                 exchange.status, exchange.request, exchange.response,
                 Size(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,
                 exchange.complete, exchange.notes, tcp, udp)

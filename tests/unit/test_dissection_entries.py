@@ -26,9 +26,11 @@ def test_elapsed_ms_is_the_float_round_gives():
         values += [rng.randrange(scale, scale * 1000) for _ in range(2000)]
     values += [n * 1000 + rest for n in range(300) for rest in range(0, 1000, 7)]   # every tail
     values += [n * 1000 + 500 for n in range(1000)]                                  # the ties
+    start = 1_764_150_000_123_456_789
     for ns in values:
-        assert elapsed_ms(ns) == round(ns / 1e6, 3), ns
-    assert elapsed_ms(1234.5) == round(1234.5 / 1e6, 3)   # not an int: round() itself
+        assert elapsed_ms(start, start + ns) == round(ns / 1e6, 3), ns
+    assert elapsed_ms(start, start - 5) == 0.0                   # a response before its request
+    assert elapsed_ms(0.5, 1234.0) == round(1233.5 / 1e6, 3)     # not ints: round() itself
 
 
 def test_an_indexed_entry_has_the_fields_of_an_entry_in_their_order():
