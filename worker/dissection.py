@@ -136,7 +136,7 @@ def elapsed_ms(start_ns: int, end_ns: int) -> float:
 def _endpoint_json(ip: str, port: int, named: Name | None) -> msgspec.Raw:
     if named is None:
         return msgspec.Raw(encode(Endpoint(ip, port)))
-    return msgspec.Raw(encode(Endpoint(ip, port, *named)))
+    return msgspec.Raw(encode(Endpoint(ip, port, *named)))  # type: ignore[arg-type]
 
 
 class IndexedEntry(msgspec.Struct):
