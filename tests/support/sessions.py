@@ -16,7 +16,8 @@ the driver (chains read as the conversation); `calls` is the number of the last 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -92,3 +93,51 @@ def comparable(exchange: Exchange) -> dict[str, Any]:
     for key in ("start_ns", "end_ns", "first_ref", "last_ref"):
         fields.pop(key)
     return fields
+
+
+# -- a reader's fast path for whole messages against its general loop ----------------------------
+
+Step = tuple[str, bytes | int]     # ("c" | "s", chunk) or ("gc" | "gs", gap length)
+
+
+def play(conv: Conv, steps: list[Step]) -> list[Exchange]:
+    for kind, what in steps:
+        if kind in ("c", "s"):
+            assert isinstance(what, bytes)
+            conv.send(C2S if kind == "c" else S2C, what)
+        else:
+            assert isinstance(what, int)
+            conv.gap(C2S if kind == "gc" else S2C, what)
+    return conv.close()
+
+
+@contextmanager
+def whole_messages(reader: type, on: bool) -> Iterator[list[int]]:
+    """`reader`'s fast path for whole messages in a chunk (its `_whole(buf, pos, ...)`, which
+    returns where it stopped) on, counting the bytes it took, or off (it takes nothing)."""
+    original = reader._whole      # type: ignore[attr-defined]
+    taken = [0]
+
+    def whole(self: Any, buf: bytes | bytearray, pos: int, *rest: object) -> int:
+        if not on:
+            return pos
+        end = original(self, buf, pos, *rest)
+        taken[0] += end - pos
+        return end
+
+    reader._whole = whole         # type: ignore[attr-defined]
+    try:
+        yield taken
+    finally:
+        reader._whole = original  # type: ignore[attr-defined]
+
+
+def both_paths(reader: type, make_conv: Callable[[], Conv], steps: list[Step]) -> tuple[list[Exchange], int]:
+    """The exchanges of `steps` (equal with `reader`'s fast path off and on) and the bytes the
+    fast path took."""
+    with whole_messages(reader, False):
+        slow = play(make_conv(), steps)
+    with whole_messages(reader, True) as taken:
+        fast = play(make_conv(), steps)
+    assert fast == slow
+    return fast, taken[0]

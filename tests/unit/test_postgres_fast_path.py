@@ -9,19 +9,15 @@ included), and the fast path must have taken messages. Pipelined, split, gapped,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 
-from support.sessions import C2S, S2C, comparable
+from support.sessions import Step, both_paths, comparable
 from test_postgres import (READY, SSL_REQUEST, STARTUP_REPLY, SYNC, Conv, bind, complete,
                            data_row, describe, error, execute, msg, parse, query,
                            row_description, startup)
 from worker.dissectors import postgres
 from worker.dissectors.base import Exchange
 
-Step = tuple[str, bytes | int]     # ("c" | "s", chunk) or ("gc" | "gs", gap length)
 
 BIG = data_row(b"z" * 70_000)       # longer than KEEP_LIMIT: skipped by length
 CLIENT = (startup() + query("SELECT 1") + query("SELECT big")
@@ -37,46 +33,9 @@ SERVER = (STARTUP_REPLY
 ENTRIES = 6
 
 
-@contextmanager
-def fast_path(on: bool) -> Iterator[list[int]]:
-    """The fast path on (counting the bytes it took) or off."""
-    original = postgres._Reader._whole
-    taken = [0]
-
-    def whole(self: postgres._Reader, buf: bytes | bytearray, pos: int, *rest: object) -> int:
-        if not on:
-            return pos
-        end = original(self, buf, pos, *rest)   # type: ignore[arg-type]
-        taken[0] += end - pos
-        return end
-
-    postgres._Reader._whole = whole            # type: ignore[method-assign]
-    try:
-        yield taken
-    finally:
-        postgres._Reader._whole = original     # type: ignore[method-assign]
-
-
-def play(steps: list[Step], body_limit: int = 0) -> list[Exchange]:
-    conv = Conv(body_limit=body_limit)
-    for kind, what in steps:
-        if kind in ("c", "s"):
-            assert isinstance(what, bytes)
-            conv.send(C2S if kind == "c" else S2C, what)
-        else:
-            assert isinstance(what, int)
-            conv.gap(C2S if kind == "gc" else S2C, what)
-    return conv.close()
-
-
 def both(steps: list[Step], body_limit: int = 0) -> tuple[list[Exchange], int]:
     """The exchanges (equal both ways) and the bytes the fast path took."""
-    with fast_path(False):
-        slow = play(steps, body_limit)
-    with fast_path(True) as taken:
-        fast = play(steps, body_limit)
-    assert fast == slow
-    return fast, taken[0]
+    return both_paths(postgres._Reader, lambda: Conv(body_limit=body_limit), steps)
 
 
 @pytest.mark.parametrize("body_limit", [0, 100])

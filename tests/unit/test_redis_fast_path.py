@@ -8,17 +8,13 @@ Pipelined, split, gapped and unusual messages make the readers switch between th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 
-from support.sessions import C2S, S2C, comparable
+from support.sessions import Step, both_paths, comparable
 from test_redis import Conv, cmd
 from worker.dissectors import redis
 from worker.dissectors.base import Exchange
 
-Step = tuple[str, bytes | int]     # ("c" | "s", chunk) or ("gc" | "gs", gap length)
 
 CLIENT = (cmd("SET", "k", "v") + cmd("GET", "k") + b"PING\r\n"
           + cmd("MGET", *[f"key{i}" for i in range(10)])          # more children than KEEP
@@ -33,46 +29,9 @@ SERVER = (b"+OK\r\n" + b"$1\r\nv\r\n" + b"+PONG\r\n"
 REQUESTS = 10
 
 
-@contextmanager
-def fast_path(on: bool) -> Iterator[list[int]]:
-    """The fast path on (counting the bytes it took) or off."""
-    original = redis._Reader._whole
-    taken = [0]
-
-    def whole(self: redis._Reader, data: bytes | bytearray, pos: int, *rest: object) -> int:
-        if not on:
-            return pos
-        end = original(self, data, pos, *rest)   # type: ignore[arg-type]
-        taken[0] += end - pos
-        return end
-
-    redis._Reader._whole = whole               # type: ignore[method-assign]
-    try:
-        yield taken
-    finally:
-        redis._Reader._whole = original        # type: ignore[method-assign]
-
-
-def play(steps: list[Step], body_limit: int = 0) -> list[Exchange]:
-    conv = Conv(body_limit)
-    for kind, what in steps:
-        if kind in ("c", "s"):
-            assert isinstance(what, bytes)
-            conv.send(C2S if kind == "c" else S2C, what)
-        else:
-            assert isinstance(what, int)
-            conv.gap(C2S if kind == "gc" else S2C, what)
-    return conv.close()
-
-
 def both(steps: list[Step], body_limit: int = 0) -> tuple[list[Exchange], int]:
     """The exchanges (equal both ways) and the bytes the fast path took."""
-    with fast_path(False):
-        slow = play(steps, body_limit)
-    with fast_path(True) as taken:
-        fast = play(steps, body_limit)
-    assert fast == slow
-    return fast, taken[0]
+    return both_paths(redis._Reader, lambda: Conv(body_limit), steps)
 
 
 @pytest.mark.parametrize("body_limit", [0, 10, 4096])
