@@ -123,6 +123,11 @@ def accounted(timing: Path) -> int:
         return 0
 
 
+def front(args: argparse.Namespace, worker: Worker, work: Path) -> tuple[Child | None, str]:
+    """With --hub, a hub in front of `worker` and its URL; else no hub and the worker's."""
+    return start_hub(worker, work) if args.hub else (None, worker.url)
+
+
 def start_hub(worker: Worker, work: Path) -> tuple[Child, str]:
     """A hub in front of `worker`, and the API URL its clients read."""
     hub = Child([PYTHON, "-m", "hub", "--worker", worker.url.removesuffix("/api/v1"), "--listen", "127.0.0.1:0"],
@@ -208,10 +213,7 @@ def live(args: argparse.Namespace, work: Path) -> None:
                     "worker")
     hub: Child | None = None
     try:
-        if args.hub:
-            hub, url = start_hub(worker, work)
-        else:
-            url = worker.url
+        hub, url = front(args, worker, work)
         timing = work / "latency.json"
         reader = subprocess.Popen([PYTHON, __file__, "--latency-reader", url, str(timing)])
         readers = [Reader(url, work / f"client-{n}.sse") for n in range(args.clients - 1)]
@@ -295,10 +297,7 @@ def main() -> None:
     worker = Worker(["--pcap", str(args.pcap), "--storage-limit", "4GB"], work / "store", work, "worker")
     hub: Child | None = None
     try:
-        if args.hub:
-            hub, url = start_hub(worker, work)
-        else:
-            url = worker.url
+        hub, url = front(args, worker, work)
         readers = [Reader(url, work / f"client-{n}.sse") for n in range(args.clients)]
         started = time.monotonic()
         last, same, done_at = -1, 0, started
