@@ -243,15 +243,24 @@ class MemoryBudget(msgspec.Struct):
         return int(self.limit * LOW_WATER)
 
 
-def number_row(row: IndexRow, seq: int, id_prefix: bytes) -> None:
-    """Give a row made unnumbered (seq 0) its seq and its entry its id, in place; id_prefix
-    is id_prefix_for(node). The id is the entry's first field: the JSON is not decoded."""
-    if not row.entry_json.startswith(_UNNUMBERED_PREFIX):
+def unnumbered_rest(entry_json: bytes) -> bytes:
+    """An unnumbered entry's JSON after its empty id (`,"node":...}`); the id is the entry's
+    first field, so the JSON is not decoded."""
+    if not entry_json.startswith(_UNNUMBERED_PREFIX):
         raise ValueError(f"entry_json: expected an unnumbered entry ({_UNNUMBERED_PREFIX!r}...), "
-                         f"got {row.entry_json[:40]!r}")
+                         f"got {entry_json[:40]!r}")
+    return entry_json[len(_UNNUMBERED_PREFIX):]
+
+
+def numbered_json(id_prefix: bytes, seq: int, rest: bytes) -> bytes:
+    """The entry's JSON with its id: id_prefix is id_prefix_for(node), rest unnumbered_rest()."""
+    return b"".join((id_prefix, str(seq).encode(), b'"', rest))
+
+
+def number_row(row: IndexRow, seq: int, id_prefix: bytes) -> None:
+    """Give a row made unnumbered (seq 0) its seq and its entry its id, in place."""
+    row.entry_json = numbered_json(id_prefix, seq, unnumbered_rest(row.entry_json))
     row.seq = seq
-    row.entry_json = b"".join((id_prefix, str(seq).encode(), b'"',
-                               row.entry_json[len(_UNNUMBERED_PREFIX):]))
 
 
 def id_prefix_for(node: str) -> bytes:

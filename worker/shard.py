@@ -27,8 +27,8 @@ from typing import Any
 import msgspec
 
 from shark.process import die_with_parent
-from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, UNNUMBERED_ID, Dissection, DissectionCounters,
-                               MemoryBudget, OrderKey, tune_gc_for_dissection)
+from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, Dissection, DissectionCounters,
+                               MemoryBudget, OrderKey, tune_gc_for_dissection, unnumbered_rest)
 from worker.names import Name, NameTable, parse_nets
 from worker.packet import PacketRef
 from worker.redact import Redactor
@@ -71,7 +71,6 @@ class ShardState(msgspec.Struct):
 # IndexRow's fields in order, with entry_json cut after its empty id: `,"node":...}` (seq 0).
 WireRow = tuple[int, float, str, bytes, int, int, int, int, str, str, int, str, int, int,
                 int | None, int | None, int | None]
-_UNNUMBERED_PREFIX = b'{"id":' + msgspec.json.encode(UNNUMBERED_ID)
 
 
 class ShardReport(msgspec.Struct, array_like=True):
@@ -82,11 +81,9 @@ class ShardReport(msgspec.Struct, array_like=True):
 
 def wire_row(row: IndexRow) -> WireRow:
     """An unnumbered row as it crosses to the merge (worker.sharded numbers it)."""
-    if not row.entry_json.startswith(_UNNUMBERED_PREFIX):
-        raise ValueError(f"entry_json: expected an unnumbered entry ({_UNNUMBERED_PREFIX!r}...), "
-                         f"got {row.entry_json[:40]!r}")
+    rest = unnumbered_rest(row.entry_json)
     values = msgspec.structs.astuple(row)
-    return (*values[:3], row.entry_json[len(_UNNUMBERED_PREFIX):], *values[4:])   # type: ignore[return-value]
+    return (*values[:3], rest, *values[4:])   # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
