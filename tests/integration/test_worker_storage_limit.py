@@ -24,8 +24,13 @@ TRANSIENT = LIMIT // 2
 
 
 def du(path: Path) -> int:
-    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True,
-                              check=True).stdout.split()[0])
+    """`du -sb` of a directory the worker is writing to: a segment evicted or a journal removed
+    between du's listing and its stat makes it exit 1, so such a walk is taken again."""
+    for _ in range(20):
+        done = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True)
+        if done.returncode == 0:
+            return int(done.stdout.split()[0])
+    raise AssertionError(f"du -sb {path} failed 20 times in a row: {done.stderr.strip()}")
 
 
 class Responder(threading.Thread):

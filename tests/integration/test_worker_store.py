@@ -150,15 +150,26 @@ def test_capture_child_never_outlives_a_killed_worker(start_worker, tmp_path):
     os.kill(worker.process.pid, signal.SIGKILL)   # the API process only, not its group
     worker.process.wait(10)
 
-    def gone() -> bool:
+    def survivors() -> list[str]:
+        """The children still running, as "pid state cmdline". An exited child that nobody
+        has reaped yet (a zombie, state Z: reparented to an init that reaps late) holds no
+        interface, store or port, so it counts as gone."""
+        alive = []
         for child in children:
             try:
-                os.kill(int(child), 0)
-                return False
-            except ProcessLookupError:
-                pass
-        return True
-    wait_for(gone, what="capture, fork server and shards to exit after their parent was killed")
+                stat = Path(f"/proc/{child}/stat").read_text()
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            state = stat.rsplit(")", 1)[1].split()[0]
+            if state != "Z":
+                alive.append(f"{child} {state} {cmdline.decode(errors='replace')[:120]}")
+        return alive
+    try:
+        wait_for(lambda: not survivors(), what="capture, fork server and shards to exit after "
+                 "their parent was killed")
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; still running: {survivors()}") from None
     # and the store is free for a new worker at once
     start_worker("--iface", "lo", "--bpf", "tcp port 9", storage_dir=tmp_path / "s")
 
