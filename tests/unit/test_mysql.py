@@ -271,3 +271,20 @@ def test_splitting_does_not_change_the_result(cuts_c: list[int], cuts_s: list[in
     for direction, data in turns:
         pieces += split(direction, data, cuts_c if direction == 0 else cuts_s)
     assert _run(pieces) == whole and len(whole) == 3
+
+
+def test_a_gap_in_the_last_packet_of_a_result_leaves_the_next_query_answered() -> None:
+    # The rest of a packet cut by a gap arrives as its own chunk: a few bytes that no detector
+    # refutes must not be taken for a header whose length swallows the next response.
+    result = result_set(["a", "b"], [(b"1", b"x"), (b"2", None), (b"3", b"z")])
+    for start in range(len(result) - 12, len(result) - 1):
+        for lost in (1, 2, 3):
+            conv = connected()
+            conv.c(query("SELECT a, b FROM t")).s(result[:start]).gap(S2C, lost)
+            if start + lost < len(result):
+                conv.s(result[start + lost:])
+            conv.c(query("SELECT 2")).s(result_set(["2"], [(b"2",)]))
+            _, cut, after = conv.close()
+            assert not cut.complete and "response lost in a gap" in cut.notes, (start, lost)
+            assert after.summary == "SELECT 2" and after.complete, (start, lost, after.notes)
+            assert after.response["rows"] == 1, (start, lost)

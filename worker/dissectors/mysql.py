@@ -22,8 +22,9 @@ told by the packets: a classic EOF payload is 5 bytes, an OK ending a result set
 Losses and mid-connection starts: packets carry no magic, so after a gap (and at the start of
 a capture that did not see the greeting) a reader resyncs only at the start of a captured
 chunk whose header is plausible: a command (sequence id 0, a known command byte) from the
-client, the first packet of a response (sequence id 1) from the server. Clients write a command
-in one go, so its first byte starts a segment. A response nobody waits for is an entry noted
+client, the first packet of a response (sequence id 1, whole in the chunk) from the server.
+Clients write a command in one go, so its first byte starts a segment; a chunk shorter than a
+header and a byte is never such a start (the rest of a packet a gap cut often is). A response nobody waits for is an entry noted
 "request not captured"; a command lost in a gap leaves a stand-in for its response.
 """
 
@@ -445,10 +446,21 @@ class MySession(TwoWaySession):
     # -- what the readers call (worker.dissectors.stream.FrameSink, and plausible) --
 
     def plausible(self, direction: Direction, data: bytes) -> bool:
-        """Whether a chunk may start with a packet: where a resyncing reader starts again."""
+        """Whether a chunk may start with a packet: where a resyncing reader starts again.
+
+        The chunk must show a header and a first byte the detector accepts, and a server's
+        first packet (an OK, ERR or column count: all small) must be whole in it: the rest of
+        a packet cut by a gap (a few bytes of an EOF, say) is otherwise "not refuted" and would
+        be read as a header whose bogus length swallows the next response."""
+        if len(data) < 5:
+            return False
         if direction == Direction.CLIENT_TO_SERVER:
             return _command_state(data) is not Detect.NO
-        return _response_state(data) is not Detect.NO
+        state = _response_state(data)
+        if state is Detect.MORE:
+            size, _ = _header(data)
+            return len(data) >= 4 + size
+        return state is Detect.MATCH
 
     def keep(self, direction: Direction, seq: int, size: int) -> int:
         if (direction == Direction.SERVER_TO_CLIENT and self.pending
