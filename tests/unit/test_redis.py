@@ -378,3 +378,28 @@ def test_random_splits_do_not_change_result(commands, replies, data) -> None:
         if server[a:b]:
             conv.s(server[a:b])
     assert [comparable(ex) for ex in conv.close()] == whole
+
+
+def test_mid_stream_start_with_a_chunk_ending_inside_the_next_array_header() -> None:
+    # Resyncing, a chunk may end anywhere in "*2\r\n$3\r\n": what could begin that header is
+    # kept for the next chunk (it ended after "*2\r\n" and the command was lost).
+    stale, request = b"lue-of-a-bulk\r\n", cmd("GET", "k")
+    for cut in range(1, 10):
+        conv = Conv()
+        conv.c(stale + request[:cut]).c(request[cut:])
+        conv.s(b"$1\r\nv\r\n")
+        out = conv.close()
+        assert [ex.summary for ex in out] == ["GET k"], cut
+        assert out[0].complete and out[0].response["value"] == "v", cut
+        assert conv.session.skipped_bytes == len(stale), cut
+
+
+def test_client_gap_then_a_chunk_ending_inside_the_next_array_header() -> None:
+    request = cmd("GET", "b")
+    for cut in range(1, 10):
+        conv = Conv()
+        conv.c(cmd("SET", "a", "1")[:12]).gap(C2S, 20)
+        conv.c(b"ue\r\n" + request[:cut]).c(request[cut:])
+        conv.s(b"+OK\r\n$1\r\n2\r\n")
+        out = conv.close()
+        assert [(ex.summary, ex.complete) for ex in out] == [("SET", False), ("GET b", True)], cut

@@ -125,6 +125,8 @@ _PRINTABLE = re.compile(rb"[\x20-\x7e]+")
 _FAST_COUNT = re.compile(rb"\*([0-9]{1,19})\r\n").match
 _FAST_BULK = re.compile(rb"\$([0-9]{1,19})\r\n").match
 _ARRAY_RESYNC = re.compile(rb"(?<![^\n])\*[0-9]{1,10}\r\n\$[0-9]{1,10}\r\n")
+# What a chunk may end with that could begin such a header ("*", "*2\r\n", "*2\r\n$3\r"...).
+_PARTIAL_ARRAY = re.compile(rb"(?<![^\n])\*[0-9]{0,10}(?:\r(?:\n(?:\$[0-9]{0,10}\r?)?)?)?\Z")
 
 
 # -- detection ---------------------------------------------------------------------------
@@ -766,8 +768,12 @@ class _Reader(StreamReader):
             self.state = SYNC
             return m.start()
         n = len(data)
-        nl = data.rfind(b"\n", pos)
-        keep = nl + 1 if nl >= 0 and n - nl <= 32 else n
+        partial = _PARTIAL_ARRAY.search(data, max(pos, n - 32))
+        if partial is not None:
+            keep = partial.start()
+        else:   # a short unfinished line is kept: a "*" after it does not start a line
+            nl = data.rfind(b"\n", pos)
+            keep = nl + 1 if nl >= 0 and n - nl <= 32 else n
         self.skipped += keep - pos
         return keep
 
