@@ -32,7 +32,7 @@ from hub import params as entry_params
 from hub.kube.names import Fill, fill_json
 from hub.workers import WorkerError, WorkerPool, describe
 from shark import kfl
-from shark.units import UnitError, parse_duration
+from shark.units import UnitError, check_window, parse_time
 
 DIRECTORY = "traffic-snapshots"
 DEFAULT_LIMIT = 500 * 1000 * 1000
@@ -268,11 +268,9 @@ def _time(params: dict[str, str], key: str) -> float | None:
     if text is None or text == "":
         return None
     try:
-        return float(text)
-    except ValueError:
-        raise _bad(f"{key}: {text!r} is not epoch seconds") from None
-
-
+        return parse_time(text, key, time.time())
+    except UnitError as error:
+        raise _bad(str(error)) from None
 
 
 def parse_spec(body: Any) -> dict[str, Any]:
@@ -296,20 +294,18 @@ def parse_spec(body: Any) -> dict[str, Any]:
         error = kfl.validate(q)
         if error is not None:
             raise HTTPException(status_code=400, detail=f"q: {error}")
+    now, window = time.time(), dict[str, float]()
     for key in ("since", "until"):
-        value = spec[key]
-        if value is None:
+        if spec[key] is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise HTTPException(status_code=400, detail=f"{key}: expected epoch seconds or a duration ago (10m)")
-        if isinstance(value, str):
-            try:
-                float(value)
-            except ValueError:
-                try:
-                    parse_duration(value, key)
-                except UnitError as error:
-                    raise HTTPException(status_code=400, detail=str(error)) from None
+        try:
+            window[key] = parse_time(spec[key], key, now)
+        except UnitError as error:
+            raise HTTPException(status_code=400, detail=str(error)) from None
+    try:
+        check_window(window.get("since"), window.get("until"))
+    except UnitError as error:
+        raise HTTPException(status_code=400, detail=str(error)) from None
     return spec
 
 

@@ -14,7 +14,7 @@ import click
 from shark.errors import HubError, SharkError
 from shark.hubclient import DEFAULT_HUB, HubClient
 from shark.terminal import printable
-from shark.units import UnitError, format_size, parse_duration
+from shark.units import UnitError, format_size, parse_duration, parse_time
 
 hub_option = click.option("--hub", "hub_url", default=DEFAULT_HUB, show_default=True, envvar="SHARK_HUB",
                           help="The hub's URL.")
@@ -38,9 +38,14 @@ def _when(value: str | None, option: str) -> float | None:
     if not value:
         return None
     try:
-        return float(value)
+        float(value)
     except ValueError:
         pass
+    else:
+        try:
+            return parse_time(value, option, time.time())   # finite and in range, or a UsageError
+        except UnitError as error:
+            raise click.UsageError(str(error)) from None
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

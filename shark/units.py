@@ -1,4 +1,5 @@
-"""Sizes ("200MB", "1GiB", "500Mi") and durations ("5m", "1h30m") parsed in one place."""
+"""Sizes ("200MB", "1GiB", "500Mi"), durations ("5m", "1h30m") and times (epoch seconds or a
+duration ago) parsed in one place."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 
+# Sizes and times end up in int64s (sqlite, the pcap's nanosecond timestamps): past these a
+# value would overflow somewhere downstream, so it is refused here with the reason.
+MAX_SIZE = 2**63 - 1
+MAX_EPOCH = (2**63 - 1) // 10**9        # 9223372036: the last second whose nanoseconds fit (2262)
+
+
 class UnitError(ValueError):
     """A size or duration that cannot be parsed; the message says what was expected."""
 
@@ -26,6 +33,8 @@ def parse_size(text: str | int, field: str = "size") -> int:
     if isinstance(text, int) and not isinstance(text, bool):
         if text < 0:
             raise UnitError(f"{field}: {text} is negative; expected a size such as 200MB")
+        if text > MAX_SIZE:
+            raise UnitError(f"{field}: {text} is too large; at most {MAX_SIZE} bytes (8EiB)")
         return text
     if not isinstance(text, str):
         raise UnitError(f"{field}: expected a size such as 200MB, 1GiB or 500Mi, got {text!r}")
@@ -38,7 +47,10 @@ def parse_size(text: str | int, field: str = "size") -> int:
     if factor is None:
         raise UnitError(f"{field}: unknown unit {unit!r} in {text!r}; expected one of "
                         "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB (Ki, Mi, Gi also accepted)")
-    return int(float(number) * factor)
+    size = float(number) * factor
+    if not size <= MAX_SIZE:           # also inf, from a number of hundreds of digits
+        raise UnitError(f"{field}: {text!r} is too large; at most {MAX_SIZE} bytes (8EiB)")
+    return int(size)
 
 
 def parse_duration(text: str | float | int, field: str = "duration") -> float:
@@ -70,6 +82,28 @@ def parse_duration(text: str | float | int, field: str = "duration") -> float:
         raise UnitError(f"{field}: {text!r} is not a duration (at character {position + 1}); "
                         "expected a number with a unit: ms, s, m, h or d, e.g. 5m or 1h30m")
     return total
+
+
+def parse_time(text: str | float | int, field: str, now: float) -> float:
+    """Epoch seconds from epoch seconds, or from a duration ago ("5m", "1h30m") taken from
+    `now`; finite and between 0 and MAX_EPOCH, else a UnitError naming the field."""
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise UnitError(f"{field}: expected epoch seconds or a duration ago (10m), got {text!r}")
+    try:
+        when = float(text)
+    except ValueError:
+        when = now - parse_duration(text, field)      # its error says what a duration is
+    if not 0 <= when <= MAX_EPOCH:                    # also nan and inf
+        raise UnitError(f"{field}: {text!r} is not a time; expected epoch seconds from 0 to "
+                        f"{MAX_EPOCH} or a duration ago (10m, 1h30m)")
+    return when
+
+
+def check_window(since: float | None, until: float | None) -> None:
+    """A window [since, until] that ends before it starts is a mistake, not an empty answer."""
+    if since is not None and until is not None and until < since:
+        raise UnitError(f"until: {until:.3f} is before since {since:.3f}; the window ends before it starts "
+                        "(since is the start, until the end, each epoch seconds or a duration ago)")
 
 
 def format_size(size: int) -> str:

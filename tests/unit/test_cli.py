@@ -243,3 +243,18 @@ def test_tap_without_local_says_what_works() -> None:
     r = shark("tap")
     assert r.exit_status == 1
     assert "kubectl shark tap --local" in r.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--to", "1e400"), "--to: '1e400' is not a time"),
+    (("--from", "nan"), "--from: 'nan' is not a time"),
+    (("--from", "-5"), "--from: '-5' is not a time"),
+])
+def test_snapshot_times_out_of_range_are_usage_errors(args: tuple[str, ...], message: str) -> None:
+    """--to 1e400 used to end in 'unexpected error: ValueError: Out of range float values are
+    not JSON compliant'; now a usage error before the hub is asked."""
+    with respx.mock(assert_all_called=False) as mock:
+        posted = mock.post(API + "/snapshots")
+        out = shark("snapshot", "create", *args, "--hub", HUB)
+    assert out.exit_status == 2 and message in out.stderr, out.stderr
+    assert not posted.called

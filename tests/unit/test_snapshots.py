@@ -110,7 +110,15 @@ def test_bad_requests_name_the_field(tmp_path: Path) -> None:
     with client(tmp_path, []) as hub:
         for body, status, field in [({"name": "../x"}, 400, "name:"), ({"q": "http and"}, 400, "q: column 9"),
                                     ({"since": "ten minutes"}, 400, "since:"), ({"until": True}, 400, "until:"),
-                                    ({"size": 1}, 400, "size: unknown field"), ([1], 400, "body:")]:
+                                    ({"size": 1}, 400, "size: unknown field"), ([1], 400, "body:"),
+                                    # not a time (nan and 1e300 reached the worker's pcap export and
+                                    # killed it: a 502), and a window that ends before it starts (an
+                                    # empty snapshot, saved without a word)
+                                    ({"since": "nan"}, 400, "since: 'nan' is not a time"),
+                                    ({"until": 1e300}, 400, "until: 1e+300 is not a time"),
+                                    ({"since": -5}, 400, "since: -5 is not a time"),
+                                    ({"since": "1m", "until": "5m"}, 400, "until: "),
+                                    ({"since": 100, "until": 50}, 400, "until: 50.000 is before since 100.000")]:
             answer = hub.post("/api/v1/snapshots", json=body)
             assert answer.status_code == status and answer.json()["detail"].startswith(field), (body, answer.text)
         assert hub.get("/api/v1/snapshots/nope/pcap").status_code == 404

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from shark.units import UnitError, format_size, parse_duration, parse_size
+from shark.units import MAX_EPOCH, UnitError, check_window, format_size, parse_duration, parse_size, parse_time
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -57,3 +57,39 @@ def test_any_text_parses_or_raises_unit_error(text: str) -> None:
         except UnitError:
             continue
         assert value >= 0
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("5m", 10000.0 - 300), ("1h30m", 10000.0 - 5400), ("1796600000", 1796600000.0), (12.5, 12.5), (0, 0.0),
+])
+def test_times_are_epoch_seconds_or_a_duration_ago(text: str | float, expected: float) -> None:
+    assert parse_time(text, "since", now=10000.0) == expected
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e300", "-5", 1e300, float("nan"), MAX_EPOCH + 1])
+def test_times_past_what_a_timestamp_holds_are_refused_by_name(text: str | float) -> None:
+    """nan, inf and 1e300 used to reach the worker's pcap export and kill the request there
+    (int(inf * 1e9)); a negative one matched nothing without a word."""
+    with pytest.raises(UnitError, match=r"until: .* is not a time; expected epoch seconds from 0 to 9223372036"):
+        parse_time(text, "until", now=1000.0)
+
+
+@pytest.mark.parametrize("text", [True, None, [1]])
+def test_times_that_are_not_text_or_numbers(text: object) -> None:
+    with pytest.raises(UnitError, match="since: expected epoch seconds or a duration ago"):
+        parse_time(text, "since", now=1000.0)  # type: ignore[arg-type]
+
+
+def test_a_window_that_ends_before_it_starts_is_an_error() -> None:
+    check_window(10.0, 10.0)
+    check_window(None, 5.0)
+    check_window(5.0, None)
+    with pytest.raises(UnitError, match=r"until: 5.000 is before since 10.000"):
+        check_window(10.0, 5.0)
+
+
+@pytest.mark.parametrize("text", ["9" * 400 + "TB", "99999999999999999999TB", 2**63])
+def test_sizes_past_int64_are_too_large(text: str | int) -> None:
+    """A number of hundreds of digits used to escape as OverflowError (int(inf)), not a UnitError."""
+    with pytest.raises(UnitError, match="storage_limit: .* is too large; at most 9223372036854775807 bytes"):
+        parse_size(text, "storage_limit")

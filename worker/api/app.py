@@ -27,7 +27,7 @@ from shark.auth import LOOPBACK_HOSTS, Policy, protect
 from shark.bodies import BodyError, decode_body
 from shark.model import ConfigUpdate, TagChanges, TargetsUpdate
 from shark.pcap import PcapWriter
-from shark.units import UnitError, parse_duration, parse_size
+from shark.units import UnitError, check_window, parse_size, parse_time
 from worker.api.export import Span, collect_spans, span_packets
 from worker.api.health import health_handler
 from worker.api.runtime import WorkerRuntime
@@ -100,19 +100,26 @@ def _reason(status: int) -> str:
 
 
 # -- query parameters ------------------------------------------------------------------------
-def _time_param(params: Mapping[str, str], name: str) -> float | None:
+def _time_param(params: Mapping[str, str], name: str, now: float) -> float | None:
     """Epoch seconds, or a duration meaning that long ago ("5m")."""
     text = params.get(name)
     if text is None or text == "":
         return None
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return time.time() - parse_duration(text, name)
+        return parse_time(text, name, now)
     except UnitError as error:
-        raise BadRequest(f"{error} (or epoch seconds)") from None
+        raise BadRequest(str(error) if "not a time" in str(error) else f"{error} (or epoch seconds)") from None
+
+
+def _window(params: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """since and until, each epoch seconds or a duration ago, since not after until."""
+    now = time.time()
+    since, until = _time_param(params, "since", now), _time_param(params, "until", now)
+    try:
+        check_window(since, until)
+    except UnitError as error:
+        raise BadRequest(str(error)) from None
+    return since, until
 
 
 def _limit_param(params: Mapping[str, str]) -> int:
@@ -240,7 +247,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     async def entries(request: Request) -> Stream:
         params = dict(request.query_params)
         _check_params(params, QUERY_PARAMS)
-        since, until, limit = _time_param(params, "since"), _time_param(params, "until"), _limit_param(params)
+        (since, until), limit = _window(params), _limit_param(params)
         query = _query(params)  # a bad query is a 400 before the stream starts
         rows = await anyio.to_thread.run_sync(_collect, query, since, until, limit)
 
@@ -270,7 +277,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
     async def pcap(request: Request) -> Stream:
         params = dict(request.query_params)
         _check_params(params, QUERY_PARAMS)
-        since, until = _time_param(params, "since"), _time_param(params, "until")
+        since, until = _window(params)
         query = _query(params)
         if query.matches_all:
             packets = _all_packets(runtime, since, until)
