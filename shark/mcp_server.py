@@ -90,6 +90,12 @@ def worker_health(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _cannot_write(path: Path, error: OSError) -> ToolError:
+    """A file the server cannot write (no permission, a read-only or full disk, /proc): the
+    model gets the reason instead of the SDK's bare 'Error executing tool'."""
+    return ToolError(f"path: cannot write {path}: {error.strerror or error}")
+
+
 def _out_path(path: str) -> Path:
     if not path.strip():
         raise ToolError("path: give the file to write")
@@ -178,11 +184,17 @@ class SharkTools:
         out = _out_path(path)
         part = out.with_name(out.name + ".part")
         try:
-            with open(part, "wb") as file:
-                total, partial = self._run(lambda hub: hub.pcap(file, query, since, until=until))
-            part.replace(out)
+            try:
+                with open(part, "wb") as file:
+                    total, partial = self._run(lambda hub: hub.pcap(file, query, since, until=until))
+                part.replace(out)
+            except OSError as error:
+                raise _cannot_write(out, error) from None
         finally:
-            part.unlink(missing_ok=True)
+            try:
+                part.unlink(missing_ok=True)
+            except OSError:
+                pass                   # never made (its directory refused it): nothing to clean
         answer: dict[str, Any] = {"path": str(out), "bytes": total}
         if partial:
             answer["partial"] = f"no answer from {partial}"
@@ -194,7 +206,10 @@ class SharkTools:
         """Write the matching HTTP entries as a HAR 1.2 file (oldest first, without bodies)."""
         out = _out_path(path)
         har = self._run(lambda hub: hub.har(query, since=since, until=until, limit=limit))
-        out.write_text(json.dumps(har, indent=2) + "\n", encoding="utf-8")
+        try:
+            out.write_text(json.dumps(har, indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise _cannot_write(out, error) from None
         log = har.get("log") or {}
         answer: dict[str, Any] = {"path": str(out), "entries": len(log.get("entries") or [])}
         if log.get("comment"):

@@ -1,0 +1,46 @@
+"""The MCP tools' own errors, through the SDK's in-memory client over a stub hub client: a file
+the server cannot write is a tool error saying why, and the server answers the next call."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+from mcp import Client
+
+from shark.mcp_server import build_server
+
+
+class StubHub:
+    url = "http://hub.test"
+
+    def har(self, q: str, since: Any = None, until: Any = None, limit: int | None = None) -> dict[str, Any]:
+        return {"log": {"version": "1.2", "entries": [{"request": {}}]}}
+
+    def pcap(self, out: BinaryIO, q: str, since: Any, until: Any = None) -> tuple[int, str | None]:
+        out.write(b"\xd4\xc3\xb2\xa1")
+        return 4, None
+
+    def validate(self, q: str) -> dict[str, Any]:
+        return {"valid": True, "error": None, "column": None}
+
+
+def call(calls: list[tuple[str, dict[str, Any]]]) -> list[tuple[bool, str]]:
+    async def run() -> list[tuple[bool, str]]:
+        async with Client(build_server(client=StubHub())) as client:  # type: ignore[arg-type]
+            return [((r := await client.call_tool(name, args)).is_error, r.content[0].text) for name, args in calls]
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("tool", ["export_pcap", "export_har"])
+def test_an_unwritable_path_is_a_tool_error_with_the_reason(tool: str, tmp_path: Path) -> None:
+    """/proc refuses new files: the tool used to fail with the SDK's bare 'Error executing tool
+    export_har' (an unexpected exception, logged as a traceback), no reason for the model."""
+    (unwritable, text), (after, _) = call([(tool, {"path": "/proc/out.file"}),
+                                           ("validate_query", {"query": "http"})])
+    assert unwritable and text.endswith("path: cannot write /proc/out.file: No such file or directory"), text
+    assert not after                   # the server goes on
+    ok, text = call([(tool, {"path": str(tmp_path / "out.file")})])[0]
+    assert not ok and (tmp_path / "out.file").is_file() and not list(tmp_path.glob("*.part"))
