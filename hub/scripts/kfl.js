@@ -551,8 +551,18 @@ var __kfl = (function () {
     return function (e) { return truthy(getter(e)); };
   }
 
+  // as compiler.py's canonical_protocol: protocol == "HTTP" (KFL2's capitals) compares as ours
+  function canonicalProtocol(v) {
+    if (typeof v !== "string") return v;
+    var name = v.toLowerCase();
+    if (has(PROTOCOL_ALIASES, name)) name = PROTOCOL_ALIASES[name];
+    return PROTOCOLS.indexOf(name) >= 0 ? name : v;
+  }
+
   function compare(node) {
     var op = node.op, left = value(node.l), right = value(node.r);
+    if (left.field === "protocol" && isConst(right)) right = constant(canonicalProtocol(right.c), right.column);
+    if (right.field === "protocol" && isConst(left)) left = constant(canonicalProtocol(left.c), left.column);
     [left, right].forEach(function (side) {
       if (side.c instanceof Regex && op !== "==" && op !== "!=") throw new KflError("a regex can only be compared with == or !=, not " + op, side.column);
     });
@@ -572,6 +582,9 @@ var __kfl = (function () {
     var item = value(node.l), container = value(node.r);
     if (isConst(container) && kind(container.c) !== "list" && kind(container.c) !== "str") {
       throw new KflError("expected a list, a string or a field after 'in'", container.column);
+    }
+    if (item.field === "protocol" && isConst(container) && kind(container.c) === "list") {
+      container = constant(container.c.map(canonicalProtocol), container.column);
     }
     var getItem = item.get, getContainer = container.get;
     if (isConst(container) && kind(container.c) === "list" && container.c.every(function (v) { return typeof v === "string"; })) {
@@ -645,7 +658,7 @@ var __kfl = (function () {
       var v = get(e, root);
       for (var i = 0; i < steps.length; i++) { v = get(v, steps[i]); if (v === null) return null; }
       return v;
-    }, column: current.col, c: MISSING};
+    }, column: current.col, c: MISSING, field: steps.length ? null : root};
   }
 
   function call(node) {

@@ -43,6 +43,15 @@ KNOWN_ALIASES: tuple[str, ...] = tuple(ALIASES) + tuple(PROTOCOL_ALIASES)
 _KUBE_PREFIXES = frozenset(name.rsplit(".", 1)[0] for name in ALIASES if name.count(".") == 2)
 
 
+def canonical_protocol(value: Any) -> Any:
+    """KFL2 spells protocols in capitals (`protocol == "HTTP"`), ours are lower case: a string
+    naming one of ours in any case, or by its KFL2 name ("WS", "PostgreSQL"), compares as ours."""
+    if type(value) is not str:
+        return value
+    name = PROTOCOL_ALIASES.get(value.lower(), value.lower())
+    return name if name in PROTOCOLS else value
+
+
 class Regex:
     """A regex literal r"...": == is a full match, matches()/contains() search anywhere,
     startsWith() matches at the start, endsWith() at the end."""
@@ -295,6 +304,10 @@ class _Compiler:
         left_node, op_token, right_node = node.children
         op = str(op_token.value)
         left, right = self.value(left_node), self.value(right_node)
+        if left.path == ("protocol",) and right.is_const:
+            right = _const(canonical_protocol(right.const), right.column)
+        if right.path == ("protocol",) and left.is_const:
+            left = _const(canonical_protocol(left.const), left.column)
         for side in (left, right):
             if isinstance(side.const, Regex) and op not in ("==", "!="):
                 raise KflError(f"a regex can only be compared with == or !=, not {op}", side.column)
@@ -308,6 +321,8 @@ class _Compiler:
         item, container = self.value(left_node), self.value(right_node)
         if container.is_const and not isinstance(container.const, (list, str)):
             raise KflError("expected a list, a string or a field after 'in'", container.column)
+        if item.path == ("protocol",) and container.is_const and isinstance(container.const, list):
+            container = _const([canonical_protocol(v) for v in container.const], container.column)
         protocols = None
         if container.is_const and isinstance(container.const, list) and item.path == ("protocol",):
             protocols = frozenset(v for v in container.const if isinstance(v, str))

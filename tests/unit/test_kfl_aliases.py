@@ -47,6 +47,12 @@ EXPECTED = {
     'timestamp == timestamp("2025-11-26T09:40:00Z")': ("ts == 1764150000", ALL),
     'timestamp > timestamp("2025-11-26T09:40:00+00:00") - duration("1s")': ("ts > 1764149999", ALL),
     'node_name == "node-a"': ('node == "node-a"', ALL),
+    # KFL2 spells protocols in capitals (its docs: protocol is "HTTP", "DNS", "TCP"); these
+    # matched nothing, silently, before
+    'protocol == "HTTP"': ('protocol == "http"', {"get_users", "post_fail", "cut"}),
+    '"DNS" == protocol': ('protocol == "dns"', {"dns_ok", "dns_nx"}),
+    'protocol in ["REDIS", "PostgreSQL"]': ('protocol in ["redis", "postgres"]', {"redis_get", "redis_err", "pg_err"}),
+    'protocol != "TCP"': ('protocol != "tcp"', ALL - {"tcp_flow"}),
 }
 
 
@@ -130,3 +136,4 @@ def test_times_and_durations_are_the_same_numbers_in_scripts(text: str) -> None:
         assert isinstance(number, float)
         query = f"ts == {expression}"
         assert kfl.compile(query)({"ts": number}) and JS.match(query, {"ts": number}), (query, number)
+
