@@ -12,7 +12,7 @@
 // matcher linear in the text.
 var __kfl = (function () {
   "use strict";
-  var FIELDS = [], PROTOCOLS = [], HELPERS = {}, ALIASES = {}, PROTOCOL_ALIASES = {}, FUNCTIONS = {};
+  var FIELDS = [], PROTOCOLS = [], HELPERS = {}, ALIASES = {}, PROTOCOL_ALIASES = {}, FUNCTIONS = {}, ENDPOINT_FIELDS = [];
   var KEYWORDS = {and: 1, or: 1, not: 1, "in": 1, "true": 1, "false": 1, "null": 1};
   var MAX_QUERY_LENGTH = 10000, MAX_DEPTH = 64, MAX_INT_DIGITS = 4300;
 
@@ -822,6 +822,12 @@ var __kfl = (function () {
       throw new KflError("unknown field '" + shown + "'" + didYouMean(shown, Object.keys(ALIASES)) + "; under " + names[1] + " only " +
                          Object.keys(ALIASES).filter(function (a) { return a.indexOf(names[1] + ".") === 0; }).join(", "), column);
     }
+    if ((root === "src" || root === "dst") && names.length > 1 && ENDPOINT_FIELDS.indexOf(steps[0]) < 0) {
+      var known = ENDPOINT_FIELDS.map(function (f) { return root + "." + f; }).concat(
+        Object.keys(ALIASES).filter(function (a) { return a.indexOf(root + ".") === 0; }));
+      throw new KflError("unknown field '" + names[1] + "'" + didYouMean(names[1], known) + "; under " + root + " only " +
+                         known.join(", "), column);
+    }
     return null;
   }
 
@@ -929,8 +935,8 @@ var __kfl = (function () {
 
   return {
     KflError: KflError,
-    configure: function (fields, protocols, helpers, aliases, protocolAliases, functions) {
-      FIELDS = fields; PROTOCOLS = protocols; HELPERS = helpers;
+    configure: function (fields, protocols, helpers, aliases, protocolAliases, functions, endpointFields) {
+      FIELDS = fields; PROTOCOLS = protocols; HELPERS = helpers; ENDPOINT_FIELDS = endpointFields || [];
       PROTOCOL_ALIASES = protocolAliases || {}; FUNCTIONS = functions || {}; ALIASES = {};
       (aliases || []).forEach(function (name) {   // shark.kfl's names; a missing getter fails loudly here
         if (!has(ALIAS_GETTERS, name)) throw new Error("kfl.js has no getter for the KFL2 name " + name);

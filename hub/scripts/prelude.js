@@ -229,7 +229,8 @@ Object.defineProperty(globalThis, "__shark", {writable: false, configurable: fal
     init: function (config) {
       var c = parse(config);
       scriptName = c.name;
-      KFL.configure(c.kfl.fields, c.kfl.protocols, c.kfl.helpers, c.kfl.aliases, c.kfl.protocol_aliases, c.kfl.functions);
+      KFL.configure(c.kfl.fields, c.kfl.protocols, c.kfl.helpers, c.kfl.aliases, c.kfl.protocol_aliases, c.kfl.functions,
+                    c.kfl.endpoint_fields);
       env = Object.freeze(c.env);
       globalThis.env = env;
     },

@@ -24,7 +24,7 @@ from shark.kfl.aliases import ALIASES, FUNCTIONS, PROTOCOL_ALIASES, map_get
 from shark.kfl.errors import KflError
 from shark.kfl.parser import KEYWORDS
 from shark.regex import RegexError, compile_linear
-from shark.model import Entry, Protocol
+from shark.model import Endpoint, Entry, Protocol
 
 Getter = Callable[[dict[str, Any]], Any]
 Test = Callable[[dict[str, Any]], bool]
@@ -41,6 +41,9 @@ _NUM = frozenset({int, float})
 _MISSING = object()
 KNOWN_ALIASES: tuple[str, ...] = tuple(ALIASES) + tuple(PROTOCOL_ALIASES)
 _KUBE_PREFIXES = frozenset(name.rsplit(".", 1)[0] for name in ALIASES if name.count(".") == 2)
+# What an endpoint (src, dst) has: a name below it that is none of these nor a KFL2 alias
+# (Kubeshark's src.dns, say) is an unknown field, not a null that silently matches nothing.
+ENDPOINT_FIELDS: tuple[str, ...] = Endpoint.__struct_fields__
 
 
 def canonical_protocol(value: Any) -> Any:
@@ -437,6 +440,11 @@ class _Compiler:
             hint = _did_you_mean(shown, KNOWN_ALIASES)
             raise KflError(f"unknown field '{shown}'{hint}; under {names[1]} only "
                            f"{', '.join(a for a in ALIASES if a.startswith(names[1] + '.'))}", _col(token))
+        if root in ("src", "dst") and len(names) > 1 and names[1].split(".", 1)[1] not in ENDPOINT_FIELDS:
+            known = tuple(f"{root}.{name}" for name in ENDPOINT_FIELDS) + tuple(
+                a for a in ALIASES if a.startswith(root + "."))
+            raise KflError(f"unknown field '{names[1]}'{_did_you_mean(names[1], known)}; under {root} only "
+                           f"{', '.join(known)}", _col(token))
         return None
 
     def function(self, node: lark.Tree) -> Value:

@@ -91,6 +91,12 @@ def test_our_names_win_over_one_word_aliases() -> None:
     ('path - "x" == 1', 8, "'-' takes numbers"),
     ("duration(path) > 1", 10, "duration() takes a string literal"),
     ("local_labels.app == 1", 1, "unknown field 'local_labels'"),
+    # an endpoint has ip, port, name, namespace, kind and KFL2's pod/service names: anything else
+    # below src/dst (Kubeshark's src.dns) was accepted and silently null
+    ('src.dns == "api.example.com"', 1, "unknown field 'src.dns'; under src only src.ip, src.port, src.name, "
+                                        "src.namespace, src.kind, src.pod.name"),
+    ('http and dst.namespce == "x"', 10, "unknown field 'dst.namespce' (did you mean 'dst.namespace'?)"),
+    ('dst["dns"] == "x"', 1, "unknown field 'dst.dns'"),
 ])
 def test_unknown_names_and_bad_calls_name_the_column(query: str, column: int, message: str) -> None:
     error = kfl.validate(query)
@@ -118,7 +124,8 @@ def test_scripts_select_the_same(query: str) -> None:
     "status_cod >= 500", "http and pathh == 1", 'dst.pod.nam == "x"', "src.service == 1", 'durtion("5m") > 0',
     'timestamp > now() - duration("5 minutes")', 'timestamp > timestamp("yesterday")', "now(1) > 0",
     'map_get(request.headers, "a") == 1', 'path - "x" == 1', "duration(path) > 1", "status + == 1",
-    'timestamp("2026-02-30T00:00:00Z") > 0', 'timestamp("2026-01-01T00:00:00+24:00") > 0', "+1 == 1"])
+    'timestamp("2026-02-30T00:00:00Z") > 0', 'timestamp("2026-01-01T00:00:00+24:00") > 0', "+1 == 1",
+    'src.dns == "api.example.com"', 'http and dst.namespce == "x"', 'dst["dns"] == "x"'])
 def test_scripts_refuse_the_same_at_the_same_column(query: str) -> None:
     from unit.test_scripts_kfl import JS
     error = kfl.validate(query)
