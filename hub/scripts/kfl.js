@@ -768,6 +768,16 @@ var __kfl = (function () {
     return request.command;
   }
   var POD = ["pod", "service"], SERVICE = ["service"];
+  function sizeOf(protocol, side) { return of(protocol, at("size", side)); }
+  function totalOf(protocol) {   // KFL2's *_total_size: request plus response, 0 for a side not seen
+    return function (e) {
+      var size = get(e, "size");
+      if (!isDict(e) || e.protocol !== protocol || !isDict(size)) return null;
+      return [get(size, "request"), get(size, "response")].reduce(function (sum, v) {
+        return typeof v === "number" && Math.floor(v) === v ? sum + v : sum;
+      }, 0);
+    };
+  }
   var ALIAS_GETTERS = {
     status_code: at("status"), method: at("request", "method"), path: at("request", "path"), url: url,
     http_version: at("request", "version"), query_string: queryString,
@@ -803,8 +813,27 @@ var __kfl = (function () {
     postgresql_success: success("postgres"),
     postgresql_error_code: of("postgres", at("response", "error", "code")),
     postgresql_error_message: of("postgres", at("response", "error", "message")),
-    grpc_method: of("grpc", at("request", "method")), grpc_status: of("grpc", at("status"))
+    grpc_method: of("grpc", at("request", "method")), grpc_status: of("grpc", at("status")),
+    kafka_request: isAnswered("kafka", "request"), kafka_response: isAnswered("kafka", "response"),
+    amqp_request: isAnswered("amqp", "request"), amqp_response: isAnswered("amqp", "response"),
+    ws_request: isAnswered("websocket", "request"), ws_response: isAnswered("websocket", "response"),
+    kafka_size: function (e) {
+      var request = sizeOf("kafka", "request")(e);
+      return typeof request === "number" && Math.floor(request) === request && request > 0 ? request : sizeOf("kafka", "response")(e);
+    }
   };
+  // KFL2's per-protocol sizes, as aliases.py's _SIZES
+  [["dns", "dns_request_length", "dns_response_length", "dns_total_size"],
+   ["redis", "redis_request_size", "redis_response_size", "redis_total_size"],
+   ["kafka", "kafka_request_size", "kafka_response_size", null],
+   ["amqp", "amqp_request_length", "amqp_response_length", "amqp_total_size"],
+   ["mysql", "mysql_request_size", "mysql_response_size", "mysql_total_size"],
+   ["postgres", "postgresql_request_size", "postgresql_response_size", "postgresql_total_size"],
+   ["tls", "tls_request_size", "tls_response_size", "tls_total_size"]].forEach(function (row) {
+    ALIAS_GETTERS[row[1]] = sizeOf(row[0], "request");
+    ALIAS_GETTERS[row[2]] = sizeOf(row[0], "response");
+    if (row[3]) ALIAS_GETTERS[row[3]] = totalOf(row[0]);
+  });
 
   function alias(root, steps, column) {
     var names = [root];

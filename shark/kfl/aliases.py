@@ -117,6 +117,47 @@ def _is(protocol: str, side: str) -> Getter:
     return lambda entry: entry.get("protocol") == protocol and type(entry.get(side)) is dict
 
 
+def _size(protocol: str, side: str) -> Getter:
+    return _of(protocol, _at("size", side))
+
+
+def _total(protocol: str) -> Getter:
+    """KFL2's *_total_size: request plus response bytes, 0 for a side not seen."""
+    def get(entry: dict[str, Any]) -> Any:
+        size = entry.get("size")
+        if entry.get("protocol") != protocol or type(size) is not dict:
+            return None
+        return sum(v for v in (size.get("request"), size.get("response")) if type(v) is int)
+    return get
+
+
+def _kafka_size(entry: dict[str, Any]) -> Any:
+    """KFL2's kafka_size: the request's bytes, else the response's."""
+    request, response = _size("kafka", "request")(entry), _size("kafka", "response")(entry)
+    return request if type(request) is int and request > 0 else response
+
+
+# KFL2's per-protocol sizes (request, response, total), all from our `size` of the entry
+_SIZES = {"dns": ("dns_request_length", "dns_response_length", "dns_total_size"),
+          "redis": ("redis_request_size", "redis_response_size", "redis_total_size"),
+          "kafka": ("kafka_request_size", "kafka_response_size", None),
+          "amqp": ("amqp_request_length", "amqp_response_length", "amqp_total_size"),
+          "mysql": ("mysql_request_size", "mysql_response_size", "mysql_total_size"),
+          "postgres": ("postgresql_request_size", "postgresql_response_size", "postgresql_total_size"),
+          "tls": ("tls_request_size", "tls_response_size", "tls_total_size")}
+
+
+def _sizes() -> dict[str, tuple[str, Getter]]:
+    out: dict[str, tuple[str, Getter]] = {}
+    for protocol, (request, response, total) in _SIZES.items():
+        out[request] = (f"size.request of {protocol} entries", _size(protocol, "request"))
+        out[response] = (f"size.response of {protocol} entries", _size(protocol, "response"))
+        if total:
+            out[total] = (f"size.request + size.response of {protocol} entries", _total(protocol))
+    out["kafka_size"] = ("size.request of kafka entries, else size.response", _kafka_size)
+    return out
+
+
 ALIASES: dict[str, tuple[str, Getter]] = {
     # HTTP (and HTTP/2, gRPC)
     "status_code": ("status", _at("status")),
@@ -158,12 +199,19 @@ ALIASES: dict[str, tuple[str, Getter]] = {
     "redis_command": ("request.command and request.arguments", _redis_command),
     "redis_key": ("request.key", _of("redis", _at("request", "key"))),
     # Kafka
+    "kafka_request": ("kafka (every entry has its request)", _is("kafka", "request")),
+    "kafka_response": ("kafka and response != null", _is("kafka", "response")),
     "kafka_api_key": ("request.api_key", _of("kafka", _at("request", "api_key"))),
     "kafka_api_key_name": ("request.api in upper case", _of("kafka", _upper(_at("request", "api")))),
     "kafka_client_id": ("request.client_id", _of("kafka", _at("request", "client_id"))),
     "kafka_request_summary": ("request.topic", _of("kafka", _at("request", "topic"))),
     # AMQP
     "amqp_method": ("request.method", _of("amqp", _at("request", "method"))),
+    "amqp_request": ("amqp (every entry has its request)", _is("amqp", "request")),
+    "amqp_response": ("amqp and response != null", _is("amqp", "response")),
+    # WebSocket
+    "ws_request": ("websocket (every entry has its request)", _is("websocket", "request")),
+    "ws_response": ("websocket and response != null", _is("websocket", "response")),
     # MySQL
     "mysql_command": ("request.command", _of("mysql", _at("request", "command"))),
     "mysql_query": ("request.query", _of("mysql", _at("request", "query"))),
@@ -184,6 +232,8 @@ ALIASES: dict[str, tuple[str, Getter]] = {
     # gRPC
     "grpc_method": ("request.method", _of("grpc", _at("request", "method"))),
     "grpc_status": ("status", _of("grpc", _at("status"))),
+    # sizes in bytes
+    **_sizes(),
 }
 
 # Functions called by name, KFL2 (CEL) style: name -> number of arguments

@@ -13,7 +13,7 @@ from shark import kfl
 from shark.kfl.aliases import ALIASES, PROTOCOL_ALIASES
 from shark.kfl.compiler import _Compiler
 from shark.kfl.parser import parse
-from test_kfl import DOC, SAMPLES, doc_blocks, matching
+from test_kfl import DOC, SAMPLES, doc_blocks, entry, matching
 
 ALL = set(SAMPLES)
 
@@ -53,6 +53,10 @@ EXPECTED = {
     '"DNS" == protocol': ('protocol == "dns"', {"dns_ok", "dns_nx"}),
     'protocol in ["REDIS", "PostgreSQL"]': ('protocol in ["redis", "postgres"]', {"redis_get", "redis_err", "pg_err"}),
     'protocol != "TCP"': ('protocol != "tcp"', ALL - {"tcp_flow"}),
+    # KFL2's size names (unknown fields before)
+    "http && tls_total_size == null": ("http", {"get_users", "post_fail", "cut"}),
+    "tls && tls_request_size == 0": ('protocol == "tls" and size.request == 0', {"tls_hello"}),
+    "dns && dns_total_size == 0": ("dns and size.request + size.response == 0", {"dns_ok", "dns_nx"}),
 }
 
 
@@ -144,3 +148,28 @@ def test_times_and_durations_are_the_same_numbers_in_scripts(text: str) -> None:
         query = f"ts == {expression}"
         assert kfl.compile(query)({"ts": number}) and JS.match(query, {"ts": number}), (query, number)
 
+
+# KFL2's sizes are our `size` of an entry of that protocol (null for another protocol's)
+SIZED = {
+    "redis": entry("redis", "redis", request={"command": "GET"}, response={"error": None},
+                   size={"request": 30, "response": 12000}),
+    "kafka_reply": entry("kafka_reply", "kafka", request={"api": "fetch"}, size={"request": 0, "response": 700}),
+    "kafka_sent": entry("kafka_sent", "kafka", request={"api": "produce"}, size={"request": 90, "response": 700}),
+    "pg": entry("pg", "postgres", request={"query": "SELECT 1"}, size={"request": 14, "response": 40}),
+}
+SIZE_QUERIES = {
+    "redis && redis_total_size > 10000": {"redis"},
+    "redis_request_size == 30 && redis_response_size == 12000": {"redis"},
+    "kafka && kafka_size == 700": {"kafka_reply"},
+    "kafka_size == 90 && kafka_request_size == 90 && kafka_response_size == 700": {"kafka_sent"},
+    "postgresql_total_size == 54": {"pg"},
+    "mysql_total_size >= 0 || dns_request_length >= 0 || amqp_total_size >= 0": set(),
+    "kafka_request && !kafka_response": {"kafka_reply", "kafka_sent"},
+}
+
+
+@pytest.mark.parametrize("query", SIZE_QUERIES)
+def test_kfl2_sizes_are_our_size_of_that_protocol(query: str) -> None:
+    from unit.test_scripts_kfl import JS
+    assert {name for name, e in SIZED.items() if kfl.compile(query)(e)} == SIZE_QUERIES[query]
+    assert {name for name, e in SIZED.items() if JS.match(query, e)} == SIZE_QUERIES[query]
