@@ -173,7 +173,14 @@ class SnapshotStore:
         name = spec["name"] or time.strftime("snapshot-%Y%m%d-%H%M%S")
         if (root / name).exists():
             raise HTTPException(status_code=409, detail=f"name: a snapshot named {name!r} exists")
-        params = {k: str(spec[k]) for k in ("q", "since", "until") if spec[k] not in (None, "")}
+        params = {"q": spec["q"]} if spec["q"] else {}
+        # One window for the entries and the packets, fixed now: a duration ("5m") or an open end
+        # resolved by the worker at each of the two requests would move in between, and the pcap
+        # would hold flows that began after the entries were read.
+        now = time.time()
+        if spec["since"] is not None:
+            params["since"] = f"{parse_time(spec['since'], 'since', now):.6f}"
+        params["until"] = f"{now if spec['until'] is None else parse_time(spec['until'], 'until', now):.6f}"
         budget = self.limit - self.used()
         part = root / f".{name}.part"
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import dpkt
@@ -71,9 +72,18 @@ def test_a_snapshot_is_saved_listed_downloaded_and_outlives_the_hub(tmp_path: Pa
         assert (meta["name"], meta["entries"], meta["details"], meta["q"], meta["partial"]) == (
             "incident-1", 1, 1, "http", [])
         assert meta["pcap_bytes"] == len(pcap(50))
-        # the window and the query went to the worker, for the entries and the packets alike
+        # the window and the query went to the worker, for the entries and the packets alike: the
+        # same window, fixed when the snapshot began (a duration or an open end, left to the
+        # worker, moved between the two requests: the pcap held flows the entries lacked)
         asked = [r for r in seen if r.url.path.endswith(("/entries", "/pcap"))]
-        assert {(r.url.params["q"], r.url.params["since"], r.url.params["until"]) for r in asked} == {("http", "5", "1m")}
+        [(q, since, until)] = {(r.url.params["q"], r.url.params["since"], r.url.params["until"]) for r in asked}
+        assert (q, float(since)) == ("http", 5.0) and abs(float(until) - (time.time() - 60)) < 5
+        seen.clear()
+        assert hub.post("/api/v1/snapshots", json={"name": "open-ended", "since": "10m"}).status_code == 201
+        asked = [r for r in seen if r.url.path.endswith(("/entries", "/pcap"))]
+        [(since, until)] = {(r.url.params["since"], r.url.params["until"]) for r in asked}
+        assert abs(float(until) - float(since) - 600) < 0.001 and abs(float(until) - time.time()) < 5
+        assert hub.delete("/api/v1/snapshots/open-ended").status_code == 204
         assert hub.post("/api/v1/snapshots", json={"name": "incident-1"}).status_code == 409
     (tmp_path / DIRECTORY / ".half.part").mkdir()        # as a hub killed mid-write leaves it
     with client(tmp_path, []) as hub:                    # a new hub on the same state dir
