@@ -123,6 +123,10 @@ class SnapshotStore:
         params = entry_params.query(params, QUERY_PARAMS)     # names and q checked, empty ones dropped
         query = kfl.compile(params.get("q") or "")
         since, until = _time(params, "since"), _time(params, "until")
+        try:
+            check_window(since, until)
+        except UnitError as error:
+            raise _bad(str(error)) from None
         limit = entry_params.limit(params, default=MAX_ENTRIES)
         found: list[bytes] = []
         for raw in self.entries(name):

@@ -86,13 +86,15 @@ def parse_duration(text: str | float | int, field: str = "duration") -> float:
 
 def parse_time(text: str | float | int, field: str, now: float) -> float:
     """Epoch seconds from epoch seconds, or from a duration ago ("5m", "1h30m") taken from
-    `now`; finite and between 0 and MAX_EPOCH, else a UnitError naming the field."""
+    `now` (at least 0: "100000d" is everything); finite and between 0 and MAX_EPOCH, else a
+    UnitError naming the field."""
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise UnitError(f"{field}: expected epoch seconds or a duration ago (10m), got {text!r}")
     try:
         when = float(text)
     except ValueError:
-        when = now - parse_duration(text, field)      # its error says what a duration is
+        # its error says what a duration is; one that reaches before 1970 means from the start
+        return max(0.0, now - parse_duration(text, field))
     if not 0 <= when <= MAX_EPOCH:                    # also nan and inf
         raise UnitError(f"{field}: {text!r} is not a time; expected epoch seconds from 0 to "
                         f"{MAX_EPOCH} or a duration ago (10m, 1h30m)")

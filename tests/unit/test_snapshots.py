@@ -132,6 +132,10 @@ def test_bad_requests_name_the_field(tmp_path: Path) -> None:
             answer = hub.post("/api/v1/snapshots", json=body)
             assert answer.status_code == status and answer.json()["detail"].startswith(field), (body, answer.text)
         assert hub.get("/api/v1/snapshots/nope/pcap").status_code == 404
+        assert hub.post("/api/v1/snapshots", json={"name": "s", "since": "100000d"}).status_code == 201   # all
+        for query, message in [("since=nan", "since: 'nan' is not a time"), ("since=1m&until=5m", "is before since")]:
+            answer = hub.get(f"/api/v1/snapshots/s/entries?{query}")
+            assert answer.status_code == 400 and message in answer.json()["detail"], answer.text
     with client(None, []) as hub:
         answer = hub.post("/api/v1/snapshots", json={})
         assert answer.status_code == 409 and "--state-dir" in answer.json()["detail"]

@@ -61,6 +61,7 @@ def test_any_text_parses_or_raises_unit_error(text: str) -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("5m", 10000.0 - 300), ("1h30m", 10000.0 - 5400), ("1796600000", 1796600000.0), (12.5, 12.5), (0, 0.0),
+    ("100000d", 0.0),        # a duration reaching before 1970: from the start, not an error
 ])
 def test_times_are_epoch_seconds_or_a_duration_ago(text: str | float, expected: float) -> None:
     assert parse_time(text, "since", now=10000.0) == expected
