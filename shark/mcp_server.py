@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
 from pydantic import Field
 
 from shark.errors import SharkError
@@ -269,11 +270,25 @@ TOOLS = ("list_entries", "get_entry", "service_map", "status", "validate_query",
 READ_ONLY = frozenset(TOOLS) - {"export_pcap", "export_har", "create_snapshot"}
 
 
+class _Server(MCPServer):
+    """The SDK's server, but a prompt asked for by a wrong name or without its arguments is the
+    client's mistake, said as such (invalid params, with the SDK's reason: "Missing required
+    arguments: {'service'}"), not "Internal server error" and a logged traceback."""
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None,
+                         context: Any = None) -> Any:
+        from mcp_types import INVALID_PARAMS
+        try:
+            return await super().get_prompt(name, arguments, context)
+        except ValueError as error:    # our prompts only format text: only their arguments fail
+            raise MCPError(INVALID_PARAMS, f"prompt {name!r}: {error}") from None
+
+
 def build_server(hub_url: str = DEFAULT_HUB, client: HubClient | None = None, **settings: Any) -> MCPServer:
     from mcp_types import ToolAnnotations
 
     tools = SharkTools(hub_url, client)
-    server = MCPServer("kubectl-shark", instructions=INSTRUCTIONS, version=_version(), **settings)
+    server = _Server("kubectl-shark", instructions=INSTRUCTIONS, version=_version(), **settings)
     for name in TOOLS:
         server.add_tool(getattr(tools, name), name=name,
                         annotations=ToolAnnotations(read_only_hint=name in READ_ONLY, open_world_hint=False))

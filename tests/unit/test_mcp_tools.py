@@ -44,3 +44,23 @@ def test_an_unwritable_path_is_a_tool_error_with_the_reason(tool: str, tmp_path:
     assert not after                   # the server goes on
     ok, text = call([(tool, {"path": str(tmp_path / "out.file")})])[0]
     assert not ok and (tmp_path / "out.file").is_file() and not list(tmp_path.glob("*.part"))
+
+
+def test_a_prompt_without_its_argument_or_unknown_is_invalid_params() -> None:
+    """It was the SDK's "Internal server error" (-32603) with a traceback in the server's log."""
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import INVALID_PARAMS
+
+    async def run() -> list[Any]:
+        answers: list[Any] = []
+        async with Client(build_server(client=StubHub())) as client:  # type: ignore[arg-type]
+            for name, args in (("why_failing", {}), ("no_such_prompt", {}), ("why_failing", {"service": "cart"})):
+                try:
+                    answers.append(await client.get_prompt(name, args))
+                except MCPError as error:
+                    answers.append(error.error)
+        return answers
+    missing, unknown, good = asyncio.run(run())
+    assert missing.code == INVALID_PARAMS and "Missing required arguments: {'service'}" in missing.message
+    assert unknown.code == INVALID_PARAMS and "Unknown prompt: no_such_prompt" in unknown.message
+    assert "'cart' is failing" in good.messages[0].content.text
