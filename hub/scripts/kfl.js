@@ -12,7 +12,7 @@
 // matcher linear in the text.
 var __kfl = (function () {
   "use strict";
-  var FIELDS = [], PROTOCOLS = [], HELPERS = {}, ALIASES = {}, PROTOCOL_ALIASES = {}, FUNCTIONS = {}, ENDPOINT_FIELDS = [];
+  var FIELDS = [], PROTOCOLS = [], HELPERS = {}, ALIASES = {}, PROTOCOL_ALIASES = {}, FUNCTIONS = {}, ENDPOINT_FIELDS = [], ABSENT = {};
   var KEYWORDS = {and: 1, or: 1, not: 1, "in": 1, "true": 1, "false": 1, "null": 1};
   var MAX_QUERY_LENGTH = 10000, MAX_DEPTH = 64, MAX_INT_DIGITS = 4300;
 
@@ -498,11 +498,25 @@ var __kfl = (function () {
     return "";
   }
 
+  // as aliases.py's absent(): why a KFL2 name has no counterpart, by name or by its longest "x_" prefix
+  function absent(name) {
+    if (has(ABSENT, name)) return ABSENT[name];
+    var best = null;
+    Object.keys(ABSENT).forEach(function (key) {
+      if (key.charAt(key.length - 1) === "_" && name.indexOf(key) === 0 && (best === null || key.length > best.length)) best = key;
+    });
+    return best === null ? null : ABSENT[best];
+  }
+
   function checkRoot(name, column) {
     if (has(KEYWORDS, name)) throw new KflError("expected a value, got the keyword '" + name + "'", column);
     if (FIELDS.indexOf(name) >= 0) return;
     if (PROTOCOLS.indexOf(name) >= 0) {
       throw new KflError("'" + name + "' is a protocol name: it stands alone (" + name + " and ...); its fields are under request. and response.", column);
+    }
+    var reason = absent(name);
+    if (reason !== null) {
+      throw new KflError("unknown field '" + name + "': a Kubeshark (KFL2) name with no counterpart here; " + reason + " (docs/KFL.md)", column);
     }
     throw new KflError("unknown field '" + name + "'" + didYouMean(name, FIELDS.concat(PROTOCOLS, Object.keys(ALIASES))) +
                        "; expected a protocol name, one of " + FIELDS.join(", ") + " or a Kubeshark (KFL2) name (docs/KFL.md)", column);
@@ -964,8 +978,9 @@ var __kfl = (function () {
 
   return {
     KflError: KflError,
-    configure: function (fields, protocols, helpers, aliases, protocolAliases, functions, endpointFields) {
+    configure: function (fields, protocols, helpers, aliases, protocolAliases, functions, endpointFields, absentNames) {
       FIELDS = fields; PROTOCOLS = protocols; HELPERS = helpers; ENDPOINT_FIELDS = endpointFields || [];
+      ABSENT = absentNames || {};
       PROTOCOL_ALIASES = protocolAliases || {}; FUNCTIONS = functions || {}; ALIASES = {};
       (aliases || []).forEach(function (name) {   // shark.kfl's names; a missing getter fails loudly here
         if (!has(ALIAS_GETTERS, name)) throw new Error("kfl.js has no getter for the KFL2 name " + name);

@@ -230,7 +230,7 @@ Object.defineProperty(globalThis, "__shark", {writable: false, configurable: fal
       var c = parse(config);
       scriptName = c.name;
       KFL.configure(c.kfl.fields, c.kfl.protocols, c.kfl.helpers, c.kfl.aliases, c.kfl.protocol_aliases, c.kfl.functions,
-                    c.kfl.endpoint_fields);
+                    c.kfl.endpoint_fields, c.kfl.absent);
       env = Object.freeze(c.env);
       globalThis.env = env;
     },

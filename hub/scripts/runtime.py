@@ -66,11 +66,11 @@ class Outcome:
 
 
 def _kfl_config() -> dict[str, Any]:
-    from shark.kfl.aliases import ALIASES, FUNCTIONS, PROTOCOL_ALIASES
+    from shark.kfl.aliases import ABSENT, ALIASES, FUNCTIONS, PROTOCOL_ALIASES
     from shark.kfl.compiler import ENDPOINT_FIELDS
     return {"fields": list(kfl.FIELDS), "protocols": list(kfl.PROTOCOLS), "helpers": dict(kfl.HELPERS),
             "aliases": list(ALIASES), "protocol_aliases": dict(PROTOCOL_ALIASES), "functions": dict(FUNCTIONS),
-            "endpoint_fields": list(ENDPOINT_FIELDS)}
+            "endpoint_fields": list(ENDPOINT_FIELDS), "absent": dict(ABSENT)}
 
 
 class ScriptRuntime:

@@ -236,6 +236,46 @@ ALIASES: dict[str, tuple[str, Getter]] = {
     **_sizes(),
 }
 
+# KFL2 names of what is not captured here, each with what to use instead or why not: a query
+# copied from Kubeshark's docs that uses one gets this in its 400, not a bare "unknown field"
+# (with no near name to suggest). A key ending in "_" stands for every name it begins.
+_L4 = ("Kubeshark's L4 connection and flow records are not kept here; every TCP entry carries its "
+       "connection's facts in tcp.* (tcp.handshake_ms, tcp.rst, tcp.failure, tcp.retransmitted_bytes)")
+_PAYLOAD = ("the packets are in the entry's pcap (GET /entries/{id}/pcap); size.request and "
+            "size.response count the bytes")
+ABSENT: dict[str, str] = {
+    **dict.fromkeys(("local_labels", "remote_labels", "local_annotations", "remote_annotations"),
+                    "Kubernetes labels and annotations are not captured here; the endpoints' names are "
+                    "(src.name, dst.namespace, src.pod.name, dst.service.name)"),
+    **dict.fromkeys(("local_process_name", "remote_process_name"), "process names are not captured here"),
+    **dict.fromkeys(("conn", "conn_", "flow", "flow_", "tcp_conn", "udp_conn", "tcp_flow", "udp_flow"), _L4),
+    **dict.fromkeys(("tcp_error_type", "tcp_error_message"),
+                    "a TCP failure here is tcp.failure (\"refused\", \"reset\", \"timeout\", \"abandoned\") "
+                    "and tcp.rst (\"client\", \"server\")"),
+    **dict.fromkeys(("tcp_method", "tcp_payload", "udp_length", "udp_checksum", "udp_payload"), _PAYLOAD),
+    **dict.fromkeys(("request_headers_size", "response_headers_size"),
+                    "size.request and size.response count headers and body together"),
+    **dict.fromkeys(("capture_source", "capture_backend", "capture_source_code", "capture"),
+                    "entries come from packets, and eBPF TLS cleartext is marked tls == true"),
+    **dict.fromkeys(("tls_summary", "tls_info"),
+                    "a tls entry has request.sni, response.version and response.cipher"),
+    **{name: f"there is no {label} dissector here" for names, label in (
+        (("ldap", "ldap_"), "LDAP"), (("radius", "radius_"), "RADIUS"), (("diameter", "diameter_"), "Diameter"),
+        (("mongodb", "mongodb_"), "MongoDB"), (("sctp", "sctp_"), "SCTP"), (("icmp", "icmp_"), "ICMP"))
+       for name in names},
+    **dict.fromkeys(("gql", "gqlv1", "gqlv2"), "GraphQL is not told apart here: its requests are http entries "
+                                                "(http && path.contains(\"graphql\"))"),
+}
+
+
+def absent(name: str) -> str | None:
+    """Why a KFL2 name has no counterpart here (ABSENT), or None for a name KFL2 lacks too."""
+    if name in ABSENT:
+        return ABSENT[name]
+    prefixes = [key for key in ABSENT if key.endswith("_") and name.startswith(key)]
+    return ABSENT[max(prefixes, key=len)] if prefixes else None
+
+
 # Functions called by name, KFL2 (CEL) style: name -> number of arguments
 FUNCTIONS = {"now": 0, "duration": 1, "timestamp": 1, "size": 1, "map_get": 3}
 

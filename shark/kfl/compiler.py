@@ -20,7 +20,7 @@ from typing import Any
 
 import lark
 
-from shark.kfl.aliases import ALIASES, FUNCTIONS, PROTOCOL_ALIASES, map_get
+from shark.kfl.aliases import ALIASES, FUNCTIONS, PROTOCOL_ALIASES, absent, map_get
 from shark.kfl.errors import KflError
 from shark.kfl.parser import KEYWORDS
 from shark.regex import RegexError, compile_linear
@@ -414,6 +414,10 @@ class _Compiler:
         if name in PROTOCOLS:
             raise KflError(f"'{name}' is a protocol name: it stands alone ({name} and ...); "
                            "its fields are under request. and response.", _col(token))
+        reason = absent(name)
+        if reason is not None:
+            raise KflError(f"unknown field '{name}': a Kubeshark (KFL2) name with no counterpart here; {reason} "
+                           "(docs/KFL.md)", _col(token))
         hint = _did_you_mean(name, FIELDS + PROTOCOLS + KNOWN_ALIASES)
         raise KflError(f"unknown field '{name}'{hint}; expected a protocol name, one of "
                        f"{', '.join(FIELDS)} or a Kubeshark (KFL2) name (docs/KFL.md)", _col(token))

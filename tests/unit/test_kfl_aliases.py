@@ -173,3 +173,27 @@ def test_kfl2_sizes_are_our_size_of_that_protocol(query: str) -> None:
     from unit.test_scripts_kfl import JS
     assert {name for name, e in SIZED.items() if kfl.compile(query)(e)} == SIZE_QUERIES[query]
     assert {name for name, e in SIZED.items() if JS.match(query, e)} == SIZE_QUERIES[query]
+
+
+# KFL2 names of what is not captured here: the 400 says so and what to use instead (it was a
+# bare "unknown field" with no near name to suggest), the same in scripts
+ABSENT_QUERIES = [
+    ('map_get(local_labels, "app", "") == "checkout"', 9, "Kubernetes labels and annotations are not captured"),
+    ('conn && conn_state == "open"', 1, "L4 connection and flow records are not kept here"),
+    ("flow && flow_local_pps > 1000", 1, "L4 connection and flow records are not kept here"),
+    ('tcp && tcp_error_type != ""', 8, 'tcp.failure ("refused", "reset", "timeout", "abandoned")'),
+    ("udp && udp_length > 1000", 8, "size.request and size.response count the bytes"),
+    ('ldap && ldap_type == "bind"', 1, "there is no LDAP dissector here"),
+    ('mongodb && mongodb_collection == "users"', 1, "there is no MongoDB dissector here"),
+    ('gql && method == "POST"', 1, "GraphQL is not told apart here"),
+    ('local_process_name == "nginx"', 1, "process names are not captured here"),
+]
+
+
+@pytest.mark.parametrize(("query", "column", "message"), ABSENT_QUERIES)
+def test_kfl2_names_of_what_is_not_captured_say_so(query: str, column: int, message: str) -> None:
+    from unit.test_scripts_kfl import JS
+    error = kfl.validate(query)
+    assert error is not None and error.column == column, (query, str(error))
+    assert "a Kubeshark (KFL2) name with no counterpart here; " in str(error) and message in str(error), str(error)
+    assert JS.check(query) == {"valid": False, "error": str(error), "column": column}

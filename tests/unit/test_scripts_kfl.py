@@ -25,7 +25,7 @@ class JsKfl:
     def __init__(self) -> None:
         self.context = quickjs.Context()
         self.context.eval(KFL_JS)
-        self.context.eval("(function (c) { c = JSON.parse(c); __kfl.configure(c.fields, c.protocols, c.helpers, c.aliases, c.protocol_aliases, c.functions, c.endpoint_fields); })")(
+        self.context.eval("(function (c) { c = JSON.parse(c); __kfl.configure(c.fields, c.protocols, c.helpers, c.aliases, c.protocol_aliases, c.functions, c.endpoint_fields, c.absent); })")(
             json.dumps(_kfl_config()))
         self._check = self.context.eval("(function (q) { return JSON.stringify(__kfl.check(q)); })")
         self._match = self.context.eval("(function (q, e) { return __kfl.compile(q)(JSON.parse(e)); })")
