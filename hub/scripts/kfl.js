@@ -110,7 +110,8 @@ var __kfl = (function () {
       var value = token.value.length > 40 ? token.value.slice(0, 37) + "..." : token.value;
       got = "'" + value + "'";
       if (token.type === "BAD") {
-        got += {"=": " (compare with '==')", "&": " (write 'and' or '&&')", "|": " (write 'or' or '||')"}[token.value] || "";
+        got += {"=": " (compare with '==')", "&": " (write 'and' or '&&')", "|": " (write 'or' or '||')",
+                "?": " (KFL has no ternary '? :'; write (c and a) or (not c and b))"}[token.value] || "";
       }
     }
     throw new KflError("expected " + expected + (before ? " after '" + before.value + "'" : "") + ", got " + got, column);

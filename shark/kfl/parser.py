@@ -23,7 +23,7 @@ _OPERATOR_WORDS = {"_AND": "'and'", "_OR": "'or'"}
 _PUNCTUATION = {"RPAR": "')'", "RSQB": "']'", "COMMA": "','", "LPAR": "'('", "DOT": "'.'",
                 "LSQB": "'['"}
 _HINTS = {"=": " (compare with '==')", "&": " (write 'and' or '&&')",
-          "|": " (write 'or' or '||')"}
+          "|": " (write 'or' or '||')", "?": " (KFL has no ternary '? :'; write (c and a) or (not c and b))"}
 
 
 def parse(text: str) -> lark.Tree | None:

@@ -83,6 +83,8 @@ ERRORS = [
     ("status in [1,", 14, "expected a value after ','"),
     ("@", 1, "expected an expression, got '@'"),
     ("http & dns", 6, "got '&' (write 'and' or '&&')"),
+    # KFL2 is CEL, which has one; a query copied with it hears why it stops there
+    ("http && status_code >= 500 ? true : false", 28, "got '?' (KFL has no ternary '? :'; write (c and a) or (not c and b))"),
     ('summary == "abc', 12, "unterminated string"),
     ('summary == "\\q"', 13, "unknown escape '\\q'"),
     ('summary < r"a"', 11, "a regex can only be compared with == or !="),
