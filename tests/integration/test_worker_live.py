@@ -187,6 +187,9 @@ def test_bad_query_parameters_name_the_field(worker):
         "/entries?limit=0": "limit",
         "/entries?status=500": "status",
         "/entries?since=yesterday": "since",
+        "/entries?since=nan": "since",
+        "/pcap?until=1e300": "until",          # reached int(until * 1e9): the stream died, no answer
+        "/entries?since=1m&until=5m": "until",  # a window that ends before it starts
         "/entries?colour=red": "colour",
         "/stream?port=80": "port",
         "/entries/test-node:notanumber": "id",
