@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
-from worker.dissectors.stream import StreamReader, TwoWaySession
+from worker.dissectors.stream import StreamReader, TwoWaySession, chunk_at
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
@@ -90,6 +90,10 @@ PROPERTIES = {
 # Fixed-header flags every packet type must carry (PUBLISH: any).
 _FLAGS = {t: 0 for t in range(1, 16)}
 _FLAGS.update({PUBREL: 2, SUBSCRIBE: 2, UNSUBSCRIBE: 2})
+# What each acknowledgement answers, and the requests that wait for one.
+_ANSWERS = {PUBACK: PUBLISH, PUBREC: PUBLISH, PUBCOMP: PUBLISH, SUBACK: SUBSCRIBE,
+            UNSUBACK: UNSUBSCRIBE}
+_WAITS_FOR_REPLY = frozenset({CONNECT, PINGREQ, SUBSCRIBE, UNSUBSCRIBE})
 
 
 class Malformed(ValueError):
@@ -376,6 +380,7 @@ class _Sink(Protocol):
 
     body_limit: int
     malformed_count: int
+    version: int
 
     def decode(self, packet: _Packet, body: bytes, remaining: int, reader: _Reader) -> None:
         """Fill the packet's fields from its body (the reader keeps the topic aliases)."""
@@ -430,7 +435,10 @@ class _Reader(StreamReader):
 
     def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         n = len(work)
-        pos = 0
+        # Whole PUBLISH and acknowledgement packets of the common shapes go by the fast path;
+        # the loop below takes the first it leaves (cut by the chunk's end, or unusual), then
+        # hands the rest back to it.
+        pos = self._whole(work, 0, n, base, ts, ref)
         while pos < n:
             header = fixed_header(work, pos)
             if header is None:
@@ -455,6 +463,111 @@ class _Reader(StreamReader):
             pos = end
             if packet is not None:
                 self.s.packet(packet)
+            if self.state == SYNCED and not self.dead:
+                pos = self._whole(work, pos, n, base, ts, ref)
+        return pos
+
+    def _whole(self, work: bytes | bytearray, pos: int, n: int, base: int, ts: int,
+               ref: PacketRef) -> int:
+        """The fast path: whole packets at work[pos:] that are a PUBLISH the session's version
+        reads without properties (3.x, or 5 with an empty property block) or a two-byte
+        PUBACK/PUBREC/PUBREL/PUBCOMP, made exactly as _parse and MqttSession.decode make them
+        and handed to the session. Returns where the first packet it does not take begins
+        (cut by the end of work, another type, anything the general path must judge)."""
+        session = self.s
+        version = session.version
+        if version == 0:
+            return pos              # a PUBLISH's properties are guessed: the general path
+        v5 = version == 5
+        body_limit = session.body_limit
+        on_packet = session.packet
+        direction = self.direction
+        marks = self.marks
+        last_start = marks[-1][0] if marks else -1
+        while n - pos >= 4:
+            first = work[pos]
+            kind = first >> 4
+            remaining = work[pos + 1]
+            if remaining & 0x80:                  # a longer length: up to 4 bytes
+                if kind != PUBLISH:
+                    return pos
+                remaining &= 0x7F
+                hlen = 0
+                for i in range(1, 4):
+                    if pos + 1 + i >= n:
+                        return pos
+                    byte = work[pos + 1 + i]
+                    remaining |= (byte & 0x7F) << (7 * i)
+                    if not byte & 0x80:
+                        if byte == 0:
+                            return pos             # non-minimal: the general path says so
+                        hlen = 2 + i
+                        break
+                if not hlen:
+                    return pos
+            else:
+                hlen = 2
+            end = pos + hlen + remaining
+            if end > n:
+                return pos
+            if kind == PUBLISH:
+                flags = first & 15
+                qos = flags >> 1 & 3
+                if qos == 3:
+                    return pos
+                at = pos + hlen
+                tlen = work[at] << 8 | work[at + 1]
+                at += 2 + tlen
+                if at > end:
+                    return pos
+                topic = work[pos + hlen + 2:at].decode("utf-8", "replace")
+                if len(topic) > STRING_LIMIT:
+                    topic = topic[:STRING_LIMIT] + "..."
+                packet_id = None
+                if qos:
+                    if at + 2 > end:
+                        return pos
+                    packet_id = work[at] << 8 | work[at + 1]
+                    at += 2
+                    fields: dict[str, Any] = {
+                        "packet_type": "PUBLISH", "topic": topic, "qos": qos,
+                        "retain": bool(flags & 1), "dup": bool(flags & 8),
+                        "packet_id": packet_id}
+                else:
+                    fields = {"packet_type": "PUBLISH", "topic": topic, "qos": 0,
+                              "retain": bool(flags & 1), "dup": bool(flags & 8)}
+                if v5:
+                    if at >= end or work[at]:
+                        return pos                # properties: the general path reads them
+                    at += 1
+                fields["payload_size"] = end - at
+                packet = _Packet.__new__(_Packet)
+                packet.kind, packet.flags, packet.fields = PUBLISH, flags, fields
+                packet.packet_id, packet.code = packet_id, None
+                packet.payload = bytearray(work[at:min(end, at + body_limit)]) \
+                    if body_limit > 0 else None
+            elif PUBACK <= kind <= PUBCOMP and remaining == 2 and \
+                    first & 15 == (2 if kind == PUBREL else 0):
+                packet_id = work[pos + 2] << 8 | work[pos + 3]
+                packet = _Packet.__new__(_Packet)
+                packet.kind, packet.flags = kind, first & 15
+                packet.fields = {"packet_type": NAMES[kind], "packet_id": packet_id,
+                                 "reason_code": 0}
+                packet.packet_id, packet.code, packet.payload = packet_id, 0, None
+            else:
+                return pos
+            packet.direction = direction
+            start = base + pos
+            packet.start, packet.end, packet.size = start, base + end, end - pos
+            if start >= last_start:               # within the chunk just taken
+                packet.ts = packet.end_ts = ts
+                packet.ref = packet.end_ref = ref
+            else:
+                _, packet.ts, packet.ref = chunk_at(marks, start)
+                _, packet.end_ts, packet.end_ref = chunk_at(marks, base + end - 1)
+            packet.notes = []
+            pos = end
+            on_packet(packet)
         return pos
 
     def _plausible_start(self, data: bytes, pos: int) -> bool:
@@ -783,9 +896,7 @@ class MqttSession(TwoWaySession):
         elif kind in (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK):
             key = (1 - sender, packet.packet_id if packet.packet_id is not None else -1)
             flow = self.pending.get(key)
-            want = {PUBACK: PUBLISH, PUBREC: PUBLISH, PUBCOMP: PUBLISH, SUBACK: SUBSCRIBE,
-                    UNSUBACK: UNSUBSCRIBE}[kind]
-            if flow is None or flow.request is None or flow.request.kind != want:
+            if flow is None or flow.request is None or flow.request.kind != _ANSWERS[kind]:
                 self._reply(None, packet)
                 return
             flow.replies.append(packet)
@@ -813,74 +924,77 @@ class MqttSession(TwoWaySession):
         request = flow.request
         replies = flow.replies
         final = replies[-1] if replies else None
-        lone = request is None
         first = request if request is not None else final
         assert first is not None
-        version = self.level
-        ex = Exchange(protocol="mqtt", start_ns=first.ts, end_ns=None, summary="",
-                      request={}, response=None, first_ref=first.ref, last_ref=first.end_ref,
-                      notes=list(first.notes))
+        notes = list(first.notes)
         if first.direction == C2S:
-            ex.client_offset = first.start
+            client_offset, server_offset = first.start, None
         else:
-            ex.server_offset = first.start
-            ex.client_offset = self.readers[C2S].expected
+            client_offset, server_offset = self.readers[C2S].expected, first.start
+        lone = request is None
         if lone:
             # an acknowledgement whose request was not captured: the packet is the request
             request = first
             replies = []
             final = None
-            ex.notes.append("request not captured")
+            notes.append("request not captured")
         assert request is not None
-        ex.request = dict(request.fields)
-        ex.request["sender"] = "server" if request.direction == S2C else "client"
-        if request.code is not None and request.kind not in (CONNECT, PUBLISH):
-            ex.status = request.code
-        ex.request_size = request.size
-        ex.summary = _summary(request)
+        kind = request.kind
+        fields = request.fields
+        request_fields = dict(fields)
+        request_fields["sender"] = "server" if request.direction == S2C else "client"
+        status = request.code if request.code is not None and kind != CONNECT and \
+            kind != PUBLISH else None
+        request_body = None
         if self.body_limit > 0 and request.payload is not None:
-            ex.request_body = bytes(request.payload)
-            if request.fields.get("payload_size", 0) > self.body_limit:
-                ex.notes.append(f"payload truncated at {self.body_limit} bytes")
-        waits_for_reply = request.kind in (CONNECT, PINGREQ, SUBSCRIBE, UNSUBSCRIBE) or (
-            request.kind == PUBLISH and request.fields.get("qos", 0) > 0)
+            request_body = bytes(request.payload)
+            if fields.get("payload_size", 0) > self.body_limit:
+                notes.append(f"payload truncated at {self.body_limit} bytes")
+        response = None
+        end_ns = None
+        last_ref = first.end_ref
+        response_size = 0
         if final is not None:
+            version = self.level
             response = dict(final.fields)
             for reply in replies[:-1]:
                 if reply.kind == PUBREC:
                     response["pubrec_reason_code"] = reply.code
-                ex.notes += reply.notes
-            ex.notes += final.notes
+                notes += reply.notes
+            notes += final.notes
             code = final.code
-            if request.kind == PUBLISH and replies and replies[0].kind == PUBREC and \
+            if kind == PUBLISH and replies[0].kind == PUBREC and \
                     _failed(replies[0].code, version, PUBREC):
                 code = replies[0].code
-            response["error"] = (_reason(code, version, final.kind)
-                                 if _failed(code, version, final.kind) else None)
+            failed = _failed(code, version, final.kind)
+            response["error"] = _reason(code, version, final.kind) if failed else None
             if final.kind == CONNACK:
                 response["reason"] = _reason(code, version, CONNACK)
-            ex.response = response
-            ex.status = code
-            ex.end_ns = final.end_ts
-            ex.last_ref = final.end_ref
-            ex.response_size = sum(r.size for r in replies)
+            status = code
+            end_ns = final.end_ts
+            last_ref = final.end_ref
+            response_size = sum(r.size for r in replies) if len(replies) > 1 else final.size
             if final.direction == S2C:
-                ex.server_offset = replies[0].start
+                server_offset = replies[0].start
             else:
-                ex.client_offset = replies[0].start
-                ex.server_offset = request.start
-            if request.kind == PUBLISH and request.fields.get("qos") == 2 and \
-                    final.kind != PUBCOMP and not _failed(code, version, final.kind):
+                client_offset = replies[0].start
+                server_offset = request.start
+            if kind == PUBLISH and fields.get("qos") == 2 and final.kind != PUBCOMP and \
+                    not failed:
                 complete = False
-                ex.notes.append("no PUBCOMP")
-        elif waits_for_reply and not lone:
+                notes.append("no PUBCOMP")
+        elif not lone and (kind in _WAITS_FOR_REPLY or
+                           (kind == PUBLISH and fields.get("qos", 0) > 0)):
             complete = False
-            if "no acknowledgement" not in ex.notes:
-                ex.notes.append("no response")
-        ex.complete = complete and not any(n == "incomplete" for n in ex.notes)
-        if "incomplete" in ex.notes:
-            ex.notes = [n for n in ex.notes if n != "incomplete"]
-        self.emit(ex)
+            if "no acknowledgement" not in notes:
+                notes.append("no response")
+        if "incomplete" in notes:
+            complete = False
+            notes = [n for n in notes if n != "incomplete"]
+        # Positional: Exchange's fields in order (one call instead of a dozen assignments).
+        self.emit(Exchange("mqtt", first.ts, end_ns, _summary(request), request_fields,
+                           response, status, request.size, response_size, complete, first.ref,
+                           last_ref, client_offset, server_offset, request_body, None, notes))
 
 
 def _summary(packet: _Packet) -> str:
