@@ -182,7 +182,9 @@ class FlowEntries:
         self.flow = flow              # the assembler's
         self.tls = tls
         self.first_ref = first_ref    # the packet that opened the flow
-        self.selector: SelectingSession | None = None
+        # The flow's selector, weakly: it holds this object (its emit, and its session's), so
+        # a strong reference back would make every flow a cycle for the garbage collector.
+        self.selector: weakref.ref[SelectingSession] | None = None
         # What the entries say of the flow, made for the first and kept while it holds: the
         # flow as the session sees it, address texts, names and endpoints JSON.
         self.entry_flow: FlowInfo | None = None
@@ -333,15 +335,18 @@ class Dissection:
                 facts.first_ref = first_ref
         entries = FlowEntries(self, flow, tls, first_ref)
         dissectors = self._cleartext_dissectors if tls else self._dissectors
-        selector = entries.selector = open_session(flow, entries, dissectors,
-                                                   fallback=self._fallback, on_closed=self._closed)
+        selector = open_session(flow, entries, dissectors, fallback=self._fallback,
+                                on_closed=self._closed)
+        entries.selector = weakref.ref(selector)
         if self.memory is not None:
             self._sessions.add(selector)
         return selector
 
     def _emit(self, entries: FlowEntries, exchange: Exchange) -> None:
         """An exchange of the flow `entries` stands for, from its session."""
-        flow, flow_first_ref, selector = entries.flow, entries.first_ref, entries.selector
+        flow, flow_first_ref, selected = entries.flow, entries.first_ref, entries.selector
+        # Alive: the assembler's flow holds it while its session can emit.
+        selector = selected() if selected is not None else None
         assert selector is not None
         if self._cut_note is not None:
             exchange.notes.insert(0, self._cut_note)

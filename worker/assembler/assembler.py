@@ -177,10 +177,13 @@ class Assembler:
     def close_all(self, ts_ns: int) -> None:
         """End of capture or a discontinuity: every session gets on_close; the table empties."""
         self._clock_ns = max(self._clock_ns, ts_ns)
-        for flow in list(self._order):
+        flows = list(self._order)
+        for flow in flows:
             self._close(flow, ts_ns)
         self._halves.clear()
         self._order.clear()
+        for flow in flows:
+            flow.unlink()
 
     def anchor(self, flow: FlowInfo, client_start: int | None, server_start: int | None) -> None:
         """Fix the roles of `flow` and, per direction, the TCP sequence number that becomes
@@ -332,10 +335,16 @@ class Assembler:
             return
 
     def _remove(self, flow: Flow) -> None:
+        """Out of the table, for good (a closed flow; unlinked, so freed by reference counts).
+        A flow removed before is left alone: anchor() may meet both halves of one flow."""
+        order = self._order
+        if flow not in order:
+            return
         for key, half in ((flow.key, flow.client), (reverse_key(flow.key), flow.server)):
             if self._halves.get(key) is half:
                 del self._halves[key]
-        self._order.pop(flow, None)
+        del order[flow]
+        flow.unlink()
 
     def _close(self, flow: Flow, ts_ns: int) -> None:
         """Deliver what is buffered (holes become gaps) and close the session; the flow stays

@@ -103,5 +103,16 @@ class Flow:
         self.anchored = anchored
         self.buffered = 0                  # out-of-order bytes held, both directions
 
+    def unlink(self) -> None:
+        """The flow left the assembler's table for good: cut the references between it and
+        its halves (flow -> half, half <-> peer, a half's own `peer` at first), the only
+        cycles a flow makes. Then the flow, its session and all they hold are freed by
+        reference counting as soon as nothing holds them, not left for the garbage collector
+        (a DNS flow is ~16 GC-tracked objects, most of them living through several young
+        collections). A half keeps its `flow`, so code still holding one sees it closed."""
+        client, server = self.client, self.server
+        del client.peer, server.peer
+        del self.client, self.server
+
     def half(self, direction: Direction) -> Half:
         return self.client if direction == Direction.CLIENT_TO_SERVER else self.server
