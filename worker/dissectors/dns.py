@@ -497,7 +497,7 @@ class DnsSession:
         self.emit = emit
         self.body_limit = body_limit
         self.tcp = flow.transport == "tcp"
-        self.pending: dict[int, deque[_Query]] = {}
+        self.pending: dict[int, _Query | deque[_Query]] = {}   # by id, oldest first
         self.order: deque[_Query] = deque()       # pending queries, oldest first (lazy)
         self.waiting = 0
         self.offsets = [0, 0]                     # next offset per direction (for lone ones)
@@ -528,9 +528,9 @@ class DnsSession:
         try:
             if self.readers is not None:
                 self.readers[direction].feed(data, offset, ts_ns, ref)
-            else:
-                self.message(bytes(data), direction,
-                             Span(offset, offset + len(data), ts_ns, ref, ts_ns, ref))
+            else:               # a datagram: one message, its first and last packet the same
+                self._message(data if type(data) is bytes else bytes(data), direction, offset,
+                              len(data), ts_ns, ref, ts_ns, ref)
         except Exception:       # a bug must not end the flow's dissection: count and go on
             self.errors += 1
         self.offsets[direction] = offset + len(data)
@@ -554,8 +554,14 @@ class DnsSession:
     # -- messages --
 
     def message(self, data: bytes, direction: Direction, span: Span) -> None:
-        """One DNS message (a datagram, or a frame of a TCP stream without its length)."""
-        offset, ts, ref = span.start, span.first_ts, span.first_ref
+        """One DNS message (a frame of a TCP stream without its length)."""
+        self._message(data, direction, span.start, span.end - span.start, span.first_ts,
+                      span.first_ref, span.last_ts, span.last_ref)
+
+    def _message(self, data: bytes, direction: Direction, offset: int, size: int, ts: int,
+                 ref: PacketRef, end_ts: int, end_ref: PacketRef) -> None:
+        """One DNS message (a datagram, or a TCP frame) at stream offset `offset`, `size`
+        bytes on the wire, its first byte in (ts, ref) and its last in (end_ts, end_ref)."""
         try:
             msg = self._parsed(data) if self.parsed else None
             if msg is None:
@@ -572,37 +578,48 @@ class DnsSession:
                 (data[i] << 8) | data[i + 1] for i in (4, 6, 8, 10))
             msg.rcode = msg.flags & 0x0F
             msg.error = str(exc)
-        self._expire(ts)
-        if not msg.is_response:
+        if self.order:
+            self._expire(ts)
+        pending = self.pending
+        if not msg.flags & 0x8000:                          # a query
             if direction != Direction.CLIENT_TO_SERVER:     # a query from the server's side
                 offset = self.offsets[Direction.CLIENT_TO_SERVER]
-            query = _Query(msg, ts, ref, offset, span.size)
+            query = _Query(msg, ts, ref, offset, size)
             if msg.error:
                 query.notes.append(f"malformed: {msg.error}")
-            same_id = self.pending.get(msg.id)
+            # The one query waiting with an id is kept as itself; a second with that id
+            # makes a deque of them, oldest first.
+            same_id = pending.get(msg.id)
             if same_id is None:
-                same_id = self.pending[msg.id] = deque()
-            same_id.append(query)
+                pending[msg.id] = query
+            elif type(same_id) is _Query:
+                pending[msg.id] = deque((same_id, query))
+            else:
+                same_id.append(query)
             self.order.append(query)
             self.waiting += 1
             if self.waiting > MAX_PENDING:
                 self._expire(None)
             return
-        waiting = self.pending.get(msg.id)
+        waiting = pending.pop(msg.id, None)
         query = None
-        while waiting:
-            candidate = waiting.popleft()
-            if not candidate.done:
-                query = candidate
-                break
-        if waiting is not None and not waiting:
-            del self.pending[msg.id]
+        if type(waiting) is _Query:
+            if not waiting.done:
+                query = waiting
+        elif waiting is not None:
+            while waiting:
+                candidate = waiting.popleft()
+                if not candidate.done:
+                    query = candidate
+                    break
+            if waiting:
+                pending[msg.id] = waiting
         if query is not None:
             query.done = True
             self.waiting -= 1
             if self.order[0] is query:    # done queries leave the order at once, not lazily
                 self.order.popleft()
-        self._answered(query, msg, direction, span)
+        self._answered(query, msg, direction, offset, size, ts, ref, end_ts, end_ref)
 
     def _parsed(self, data: bytes) -> Message | None:
         """Detection's parse of exactly these bytes, if it made one (used once)."""
@@ -629,7 +646,9 @@ class DnsSession:
             query.done = True
             self.waiting -= 1
             same_id = self.pending.get(query.msg.id)
-            if same_id is not None:
+            if same_id is query:
+                del self.pending[query.msg.id]
+            elif same_id is not None and type(same_id) is not _Query:
                 same_id.remove(query)
                 if not same_id:
                     del self.pending[query.msg.id]
@@ -687,35 +706,30 @@ class DnsSession:
             client_offset=query.offset, notes=[*query.notes, why]))
 
     def _answered(self, query: _Query | None, msg: Message, direction: Direction,
-                  span: Span) -> None:
-        offset, ts, ref, end_ts, end_ref = (span.start, span.first_ts, span.first_ref,
-                                            span.last_ts, span.last_ref)
-        size = span.size
-        notes: list[str] = []
+                  offset: int, size: int, ts: int, ref: PacketRef, end_ts: int,
+                  end_ref: PacketRef) -> None:
         if query is not None:
             request = self._request(query.msg)
-            notes += query.notes
+            notes = query.notes[:]
             start_ns, first_ref, client_offset = query.ts, query.ref, query.offset
             summary = self._summary(query.msg)
             request_size = query.size
         else:
             request = self._request(msg)
             request["id"] = msg.id
-            notes.append("query not captured")
+            notes = ["query not captured"]
             start_ns, first_ref, request_size = ts, ref, 0
             client_offset = (offset if direction == Direction.CLIENT_TO_SERVER
                              else self.offsets[Direction.CLIENT_TO_SERVER])
             summary = self._summary(msg)
         if msg.error:
             notes.append(f"malformed: {msg.error}")
-        if msg.ancount > len(msg.answers) and not msg.error:
+        elif msg.ancount > len(msg.answers):
             notes.append(f"{msg.ancount} answers, {len(msg.answers)} listed")
-        self.emit(Exchange(
-            protocol="dns", start_ns=start_ns, end_ns=end_ts, summary=summary,
-            request=request, response=self._response(msg), status=msg.rcode,
-            request_size=request_size, response_size=size, complete=query is not None,
-            first_ref=first_ref, last_ref=end_ref, client_offset=client_offset,
-            server_offset=offset, notes=notes))
+        # Positional: Exchange's fields in order.
+        self.emit(Exchange("dns", start_ns, end_ts, summary, request, self._response(msg),
+                           msg.rcode, request_size, size, query is not None, first_ref,
+                           end_ref, client_offset, offset, None, None, notes))
 
 
 class DnsDissector:
