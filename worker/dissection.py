@@ -52,6 +52,7 @@ _EXACT_BELOW_NS = 10**15
 _NO_TAGS: tuple[str, ...] = ()
 _NOT_NAMED: tuple[Name | None, Name | None] = (None, None)
 _NO_JSON = msgspec.Raw(b"")
+_C2S, _S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT   # (an enum lookup each)
 
 # Where an entry was made, in the order one dissection makes them: (segment, offset) of the
 # packet being processed, the phase, a time for the phases that have one, the assembler (0,
@@ -359,13 +360,11 @@ class Dissection:
             exchange.first_ref = flow_first_ref
         if not exchange.first_ref <= exchange.last_ref <= self._current_ref:
             exchange.last_ref = self._current_ref
-        # Offsets are per direction of the session; when the selector swapped the
-        # assembler's guessed roles, its client is the assembler's server.
-        to_server, to_client = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
-        if selector.swapped:
-            to_server, to_client = to_client, to_server
         client_seq = server_seq = None
         if flow.transport == "tcp":
+            # Offsets are per direction of the session; when the selector swapped the
+            # assembler's guessed roles, its client is the assembler's server.
+            to_server, to_client = (_S2C, _C2S) if selector.swapped else (_C2S, _S2C)
             seq_of = (self._tls_assembler if entries.tls else self._assembler).seq_of
             client_seq = seq_of(flow, to_server, exchange.client_offset)
             if exchange.server_offset is not None:
