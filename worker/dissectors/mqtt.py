@@ -940,8 +940,9 @@ class MqttSession(TwoWaySession):
             notes.append("request not captured")
         assert request is not None
         kind = request.kind
-        fields = request.fields
-        request_fields = dict(fields)
+        # A packet's fields become its exchange's request or response once (a packet is
+        # finished once, then dropped): taken as they are, not copied.
+        fields = request_fields = request.fields
         request_fields["sender"] = "server" if request.direction == S2C else "client"
         status = request.code if request.code is not None and kind != CONNECT and \
             kind != PUBLISH else None
@@ -956,7 +957,7 @@ class MqttSession(TwoWaySession):
         response_size = 0
         if final is not None:
             version = self.level
-            response = dict(final.fields)
+            response = final.fields
             for reply in replies[:-1]:
                 if reply.kind == PUBREC:
                     response["pubrec_reason_code"] = reply.code
