@@ -64,6 +64,14 @@ _NEEDS_ESCAPE = re.compile(rb"[^\x21-\x7e]|[\\\"();]")   # "." is checked apart
 _PRINTABLE_LABEL = re.compile(rb"[\x21-\x7e]+")
 
 
+# Names without compression pointers by their wire bytes (labels and root): what read_name made
+# of them, at most NAME_CACHE_SIZE (then emptied: a bound, not an LRU). A name's text depends
+# on those bytes alone, and in a node's traffic the same few hundred names come again and again
+# (a response repeats its query's question); 4096 names with their keys are a few hundred KB.
+NAME_CACHE_SIZE = 4096
+_NAMES: dict[bytes, str] = {}
+
+
 class Malformed(Exception):
     """A message that cannot be read as DNS; the text says why."""
 
@@ -97,7 +105,9 @@ def _escape_label(label: bytes) -> str:
 def read_name(buf: bytes, pos: int, memo: dict[int, str] | None = None) -> tuple[str, int]:
     """The (possibly compressed) name at `pos` -> (dotted name, position after it). `memo`
     (one per message) maps positions to the names read from there, so a compression pointer
-    to a name already read costs one lookup."""
+    to a name already read costs one lookup; a name without pointers is looked up by its wire
+    bytes in _NAMES first (a response repeats its query's question; clients ask for the same
+    names again and again)."""
     start = pos
     n = len(buf)
     if memo is not None and pos + 1 < n and buf[pos] >= 0xC0:
@@ -106,6 +116,22 @@ def read_name(buf: bytes, pos: int, memo: dict[int, str] | None = None) -> tuple
         if known is not None:
             memo[start] = known
             return known, pos + 2
+    # Where a name of plain labels ends (its root label), if it is one that reads without a
+    # fault: then its wire bytes alone make the name.
+    key = None
+    while pos < n:
+        length = buf[pos]
+        if not length or length & 0xC0:
+            break
+        pos += length + 1
+    if pos < n and not buf[pos] and pos - start <= 255 and type(buf) is bytes:
+        key = buf[start:pos + 1]
+        known = _NAMES.get(key)
+        if known is not None:
+            if memo is not None:
+                memo[start] = known
+            return known, pos + 1
+    pos = start
     labels: list[bytes] = []
     suffix = ""
     end = -1
@@ -153,6 +179,10 @@ def read_name(buf: bytes, pos: int, memo: dict[int, str] | None = None) -> tuple
         name = suffix or "."
     if memo is not None:
         memo[start] = name
+    if key is not None:
+        if len(_NAMES) >= NAME_CACHE_SIZE:
+            _NAMES.clear()
+        _NAMES[key] = name
     return name, (end if end >= 0 else pos)
 
 
