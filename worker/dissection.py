@@ -52,7 +52,6 @@ _EXACT_BELOW_NS = 10**15
 _NO_TAGS: tuple[str, ...] = ()
 _NOT_NAMED: tuple[Name | None, Name | None] = (None, None)
 _NO_JSON = msgspec.Raw(b"")
-_C2S, _S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT   # (an enum lookup each)
 
 # Where an entry was made, in the order one dissection makes them: (segment, offset) of the
 # packet being processed, the phase, a time for the phases that have one, the assembler (0,
@@ -364,11 +363,9 @@ class Dissection:
         if flow.transport == "tcp":
             # Offsets are per direction of the session; when the selector swapped the
             # assembler's guessed roles, its client is the assembler's server.
-            to_server, to_client = (_S2C, _C2S) if selector.swapped else (_C2S, _S2C)
-            seq_of = (self._tls_assembler if entries.tls else self._assembler).seq_of
-            client_seq = seq_of(flow, to_server, exchange.client_offset)
-            if exchange.server_offset is not None:
-                server_seq = seq_of(flow, to_client, exchange.server_offset)
+            client_seq, server_seq = (self._tls_assembler if entries.tls else self._assembler
+                                      ).seqs_of(flow, selector.swapped, exchange.client_offset,
+                                                exchange.server_offset)
         info: TcpInfo | UdpInfo | None = None
         facts: TcpFacts | None = flow.facts
         if facts is not None and flow.transport == "udp":

@@ -479,6 +479,10 @@ def test_sequence_numbers_wrap_around_2_to_the_32() -> None:
     assert h.assembler.seq_of(session.flow, C2S, 0) == SEQ_MOD - 4
     assert h.assembler.seq_of(session.flow, C2S, 6) == 2
     assert h.assembler.seq_of(session.flow, S2C, 0) == 0
+    # Both offsets of an exchange at once, and with the roles swapped (the selector's).
+    assert h.assembler.seqs_of(session.flow, False, 6, 0) == (2, 0)
+    assert h.assembler.seqs_of(session.flow, False, 6, None) == (2, None)
+    assert h.assembler.seqs_of(session.flow, True, 0, 6) == (0, 2)
     # Retransmission across the wrap is still recognised.
     h.feed(conn.client(2, b"cdefgh"))
     assert h.stats.retransmitted_bytes == 6 and session.stream(C2S) == b"abcdefghij"
@@ -497,8 +501,10 @@ def test_seq_of_unknown_flow_or_udp_is_none() -> None:
     h = Harness()
     flow = FlowInfo("tcp", CLIENT_IP, 1, SERVER_IP, 2)
     assert h.assembler.seq_of(flow, C2S, 0) is None
+    assert h.assembler.seqs_of(flow, False, 0, 0) == (None, None)
     h.feed(udp_packet(sport=40000, dport=53, payload=b"q"))
     assert h.assembler.seq_of(h.session.flow, C2S, 0) is None
+    assert h.assembler.seqs_of(h.session.flow, False, 0, 0) == (None, None)
 
 
 # -- flow table ------------------------------------------------------------------------------

@@ -240,6 +240,29 @@ class Assembler:
         base = (owner.client if direction == Direction.CLIENT_TO_SERVER else owner.server).base
         return None if base is None else (base + offset) & SEQ_MASK
 
+    def seqs_of(self, flow: FlowInfo, swapped: bool, client_offset: int,
+                server_offset: int | None) -> tuple[int | None, int | None]:
+        """seq_of of an exchange's two offsets with one lookup: the session's client offset
+        and its server offset (None: none, and None back). `swapped`: the session's client is
+        the assembler's server (the selector swapped guessed roles)."""
+        if flow.transport != "tcp":
+            return None, None
+        half = self._halves.get((TCP, flow.client_ip, flow.client_port, flow.server_ip,
+                                 flow.server_port))
+        if half is None:
+            return None, None
+        owner = half.flow
+        if owner.info is not flow and owner.info != flow:
+            return None, None
+        to_server, to_client = (owner.server, owner.client) if swapped else \
+            (owner.client, owner.server)
+        base = to_server.base
+        client_seq = None if base is None else (base + client_offset) & SEQ_MASK
+        if server_offset is None:
+            return client_seq, None
+        base = to_client.base
+        return client_seq, None if base is None else (base + server_offset) & SEQ_MASK
+
     # -- flow table -------------------------------------------------------------------------
     def _starts_new_connection(self, half: Half, seq: int, syn_ack: int) -> bool:
         """A SYN on a known 4-tuple. A retransmission (same ISN) belongs to the flow, and so
