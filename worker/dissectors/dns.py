@@ -689,12 +689,14 @@ class DnsSession:
 
     def _request(self, msg: Message) -> dict[str, Any]:
         flags = msg.flags
+        opcode = (flags >> 11) & 0x0F
+        asked = msg.qdcount
         return {
             "id": msg.id,
-            "opcode": OPCODES.get((flags >> 11) & 0x0F, str((flags >> 11) & 0x0F)),
+            "opcode": OPCODES.get(opcode) or str(opcode),
             "qname": msg.qname,
-            "qtype": type_name(msg.qtype) if msg.qdcount else "",
-            "qclass": class_name(msg.qclass) if msg.qdcount else "",
+            "qtype": (TYPES.get(msg.qtype) or f"TYPE{msg.qtype}") if asked else "",
+            "qclass": (CLASSES.get(msg.qclass) or f"CLASS{msg.qclass}") if asked else "",
             "rd": bool(flags & 0x0100),
             "flags": flags,
             "questions": msg.qdcount,
@@ -703,7 +705,7 @@ class DnsSession:
 
     def _response(self, msg: Message) -> dict[str, Any]:
         flags = msg.flags
-        rcode = rcode_name(msg.rcode)
+        rcode = RCODES.get(msg.rcode) or f"RCODE{msg.rcode}"
         fields: dict[str, Any] = {
             "id": msg.id,
             "rcode": rcode,
@@ -725,7 +727,7 @@ class DnsSession:
     def _summary(msg: Message) -> str:
         if not msg.qdcount:
             return f"{OPCODES.get((msg.flags >> 11) & 0x0F, 'opcode')} (no question)"
-        return f"{type_name(msg.qtype)} {msg.qname}"
+        return f"{TYPES.get(msg.qtype) or f'TYPE{msg.qtype}'} {msg.qname}"
 
     def _unanswered(self, query: _Query, why: str) -> None:
         msg = query.msg
