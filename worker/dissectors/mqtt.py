@@ -3,7 +3,9 @@
 Framing: a fixed header (type << 4 | flags, then the remaining length as a 1-4 byte varint),
 then the variable header and payload. Each direction has a _Reader that buffers at most one
 packet (a PUBLISH larger than PACKET_BUFFER is parsed from its first bytes and the rest of
-its payload skipped by length, copied only when the session keeps bodies).
+its payload skipped by length, copied only when the session keeps bodies). Whole PUBLISH and
+two-byte acknowledgement packets lying in the bytes at hand (the bulk of a busy connection) are
+read by a fast path, _Reader._whole, that makes exactly what the general loop makes.
 
 Version: from CONNECT's protocol level (3 = 3.1, 4 = 3.1.1, 5 = 5). A capture that starts
 after CONNECT reads packets as 3.1.1 until one shows version 5 (an acknowledgement, CONNACK or
