@@ -20,7 +20,7 @@ from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
 from worker.dissectors.select import SelectingSession, open_session
 from worker.names import Name, NameTable
-from worker.packet import PacketRef, StoredPacket, decode, flow_shard, ip_text
+from worker.packet import FOREIGN, PacketRef, StoredPacket, decode, ip_text
 from worker.redact import Redactor
 from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import IndexRow
@@ -271,16 +271,14 @@ def id_prefix_for(node: str) -> bytes:
 
 
 class Dissection:
-    """One dissection of a sequence of stored packets. With `shard` (index, count) it follows
-    every packet (for the clock) but dissects only the flows flow_shard() gives to `index`."""
+    """One dissection of a sequence of stored packets. A dissection shard feeds it its own
+    flows' packets and, for the clock, FOREIGN stand-ins of some of the others' (worker.
+    shard_filter): those are timed and placed like any packet, and not dissected."""
 
     def __init__(self, node: str, first_seq: int = 1,
                  dissectors: list[Dissector] | None = None, identities: NameTable | None = None,
                  redactor: Redactor | None = None, memory: MemoryBudget | None = None,
-                 shard: tuple[int, int] | None = None, position: PacketRef = (0, 0)) -> None:
-        if shard is not None and not 0 <= shard[0] < shard[1]:
-            raise ValueError(f"shard {shard[0]} of {shard[1]}: expected 0 <= index < count")
-        self._shard = shard
+                 position: PacketRef = (0, 0)) -> None:
         self._node = node
         self._redactor = redactor
         self._identities = identities
@@ -420,11 +418,10 @@ class Dissection:
         ts_ns = self.last_ts
         mark_linktype, mark_at = -1, None
         budgeted = self.memory is not None
-        shard, shards = self._shard or (0, 0)
         for ref, linktype, ts_ns, data, _wirelen in batch:
             count += 1
             self._current_ref = ref
-            if not shards or flow_shard(linktype, data, shards) == shard:
+            if linktype != FOREIGN:
                 decoded = decode(linktype, data)
                 if decoded is None:
                     not_ip += 1

@@ -20,6 +20,9 @@ PacketRef = tuple[int, int]
 
 # A packet read back from the store: (where it is, linktype, ts_ns, captured bytes, wire length).
 StoredPacket = tuple[PacketRef, int, int, bytes, int]
+# The linktype of a StoredPacket that stands for a packet of another shard's flow, its bytes
+# left out (worker.shard_filter): it only moves the dissection's clock and place.
+FOREIGN = -1
 
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
@@ -230,3 +233,64 @@ def flow_shard(linktype: int, frame: bytes, shards: int) -> int:
     destination = frame[dst_at:dst_at + size] + frame[start + 2:start + 4]
     pair = source + destination if source < destination else destination + source
     return crc32(pair) % shards
+
+
+
+# FlowRouter's fast path, per linktype: (where the link layer's EtherType is, what it and the
+# IPv4 header's first byte read for IPv4 without options, what the EtherType reads for IPv6,
+# where the IP header is). Raw IP and loopback have no EtherType: the IP version nibble alone
+# says it, as in _network_offset. Anything else (VLAN tags, Linux cooked v2 whose EtherType is
+# not next to the IP header) goes through flow_shard().
+_FIXED_LINKS: dict[int, tuple[int, bytes, bytes, int]] = {
+    LINKTYPE_ETHERNET: (12, b"\x08\x00\x45", b"\x86\xdd", 14),
+    LINKTYPE_LINUX_SLL: (14, b"\x08\x00\x45", b"\x86\xdd", 16),
+    **{linktype: (0, b"\x45", b"", 0) for linktype in _RAW_IP_LINKTYPES},
+    LINKTYPE_NULL: (4, b"\x45", b"", 4), LINKTYPE_LOOP: (4, b"\x45", b"", 4),
+}
+_TCP_UDP = (TCP, UDP)
+# Addresses and ports a FlowRouter remembers before it starts again (a DNS flow is a query and
+# its answer: most keys are seen twice, not more).
+ROUTER_KEYS = 1 << 16
+
+
+class FlowRouter:
+    """flow_shard(linktype, frame, shards) for a frame that lies at buf[start:stop] (a record
+    in a read buffer), without slicing it out. The common frames -- Ethernet, Linux cooked or
+    raw IP; IPv4 without options and not a fragment, or IPv6 without extension headers; TCP
+    or UDP -- are told by bytes at fixed offsets, and their owner is looked up by the one slice
+    that decides it (addresses then ports: contiguous in both headers). Anything else goes to
+    flow_shard(), which also computes the owner of a key seen first: the answer is always
+    flow_shard()'s (tests/unit/test_dissect_shards.py)."""
+
+    __slots__ = ("shards", "_known")
+
+    def __init__(self, shards: int) -> None:
+        if shards < 1:
+            raise ValueError(f"shards {shards}: expected at least 1")
+        self.shards = shards
+        self._known: dict[bytes, int] = {}
+
+    def shard(self, linktype: int, buf: bytes, start: int, stop: int) -> int:
+        link = _FIXED_LINKS.get(linktype)
+        if link is not None:
+            at, v4, v6, ip = link
+            at += start
+            ip += start
+            key = None
+            if buf[at:ip + 1] == v4:
+                # Not a fragment (MF clear, offset 0: the DF and reserved bits may be set).
+                if ip + 24 <= stop and not buf[ip + 6] & 0x3F and not buf[ip + 7] \
+                        and buf[ip + 9] in _TCP_UDP:
+                    key = buf[ip + 12:ip + 24]
+            elif buf[at:ip] == v6 and ip + 44 <= stop and buf[ip] >> 4 == 6 \
+                    and buf[ip + 6] in _TCP_UDP:
+                key = buf[ip + 8:ip + 44]
+            if key is not None:
+                known = self._known
+                owner = known.get(key)
+                if owner is None:
+                    if len(known) >= ROUTER_KEYS:
+                        known.clear()
+                    owner = known[key] = flow_shard(linktype, buf[start:stop], self.shards)
+                return owner
+        return flow_shard(linktype, buf[start:stop], self.shards)

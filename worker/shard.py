@@ -1,8 +1,10 @@
 """One dissection shard: a process that follows the store and dissects the flows it owns.
 
-Every shard reads every packet of the segments (the disk is shared, the page cache makes the
+Every shard reads every record of the segments (the disk is shared, the page cache makes the
 second read cheap) so that capture time, expiry and shedding are the same in all of them, but
-builds flows and entries only for the flows that flow_shard() gives it. It sends what it made
+decodes and dissects only the packets of the flows that flow_shard() gives it: the others are
+told apart where they lie in the read buffer and cost it no objects, bar the few its clock
+needs (worker.shard_filter). It sends what it made
 to the API process (worker.sharded merges the shards into the one index) as ShardReports:
 rows tagged with their OrderKey, and a watermark below which it will make no more. The merge
 is serial and caps how far shards scale, so a row crosses ready to insert: IndexRow's values as
@@ -32,6 +34,7 @@ from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, Dissection, Dissecti
 from worker.names import Name, NameTable, parse_nets
 from worker.packet import PacketRef
 from worker.redact import Redactor
+from worker.shard_filter import ShardFilter
 from worker.store.index import IndexRow
 from worker.store.segments import SegmentTail
 
@@ -133,11 +136,12 @@ class _Shard:
         self._conn = conn
         self._encoder = msgspec.msgpack.Encoder()
         self._tail = SegmentTail(config.storage_dir, config.start)
+        # Made with the dissection: both start their clocks at 0 (worker.shard_filter).
+        self._filter = ShardFilter(config.index, config.count)
         self._names = NameTable()
         self._names.replace(config.names, parse_nets(config.nets))
         self._dissection = Dissection(config.node, identities=self._names,
                                       redactor=config.redactor,
-                                      shard=(config.index, config.count),
                                       memory=(MemoryBudget(config.memory_limit)
                                               if config.memory_limit is not None else None),
                                       position=config.start or (0, 0))
@@ -196,7 +200,7 @@ class _Shard:
 
     def _step(self) -> bool:
         tail, stats, dissection = self._tail, self.stats, self._dissection
-        batch = tail.read(self._read_batch)
+        batch = tail.read(self._read_batch, self._filter)
         if tail.take_discontinuity():
             stats.discontinuities += 1
             dissection.close_all(self._clock.tick())
@@ -223,7 +227,7 @@ class _Shard:
         dissection, stats = self._dissection, self.stats
         rows = [(key, wire_row(row)) for key, row in dissection.take_keyed_rows(numbered=False)]
         stats.entries += len(rows)
-        stats.packets, stats.not_tcp_udp = dissection.packets, dissection.not_tcp_udp
+        stats.packets, stats.not_tcp_udp = self._tail.packets_read, dissection.not_tcp_udp
         stats.cut, stats.skipped = dissection.cut, dissection.skipped
         stats.assembler = dissection.assembler_stats
         stats.memory = dissection.memory

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -189,6 +189,17 @@ def iter_segment(path: Path, start_offset: int = HEADER_SIZE) -> Iterator[Stored
         reader.limit = reader.header.snaplen      # a longer record is damage in our segments
         for offset, ts_ns, data, wirelen in reader:
             yield (segment_id, offset), linktype, ts_ns, data, wirelen
+
+
+class RecordFilter(Protocol):
+    """What SegmentTail.read keeps of the records (worker.shard_filter.ShardFilter)."""
+
+    def records(self, segment: int, buf: bytes, pos: int, header: FileHeader, max_records: int,
+                out: list[StoredPacket], base: int) -> tuple[int, Stop, int]:
+        """As decode_records over buf[pos:] (offsets from `base`), appending the records it
+        keeps to `out` as StoredPackets of `segment`, the last one read always among them;
+        returns (position after the last record read, why it stopped, records read)."""
+        ...
 
 
 class _Segment:
@@ -722,14 +733,17 @@ class SegmentTail:
         happened, self._discontinuity = self._discontinuity, False
         return happened
 
-    def read(self, max_packets: int) -> list[StoredPacket]:
-        """Up to max_packets complete records available now; [] when none."""
+    def read(self, max_packets: int, keep: RecordFilter | None = None) -> list[StoredPacket]:
+        """Up to max_packets complete records available now; [] when none. With `keep`, those
+        it keeps of them (a shard's, worker.shard_filter): max_packets counts the records read,
+        kept or not, and the last one read is always among those returned."""
         out: list[StoredPacket] = []
-        while len(out) < max_packets:
+        taken = 0
+        while taken < max_packets:
             if self._fd is None and not self._open_first():
                 break
-            self._parse(out, max_packets)
-            if len(out) >= max_packets:
+            taken += self._parse(out, max_packets - taken, keep)
+            if taken >= max_packets:
                 break
             # The current segment is finished once it was evicted (it was read to its end
             # through the open descriptor) or once a newer one exists.
@@ -737,8 +751,8 @@ class SegmentTail:
             newer = None if evicted else self._newer_segment()
             if newer is None and not evicted:
                 break                                   # newest: wait for the writer
-            self._parse(out, max_packets)               # what was written before rotating
-            if len(out) >= max_packets:
+            taken += self._parse(out, max_packets - taken, keep)   # written before rotating
+            if taken >= max_packets:
                 break
             torn = os.fstat(self._fd).st_size - (self._buf_start + self._pos)
             if torn > 0:
@@ -750,7 +764,7 @@ class SegmentTail:
                 self._jump_after(finished)
             elif not self._open(newer):
                 self._shed_missing(newer)
-        self.packets_read += len(out)
+        self.packets_read += taken
         return out
 
     def lag_bytes(self) -> int:
@@ -768,22 +782,30 @@ class SegmentTail:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _parse(self, out: list[StoredPacket], max_packets: int) -> None:
-        """Append the complete records available now, refilling the buffer from the file.
-        A record longer than the snaplen is damage: only a newer segment ends it."""
+    def _parse(self, out: list[StoredPacket], max_packets: int, keep: RecordFilter | None) -> int:
+        """Append the complete records available now (those `keep` keeps), refilling the
+        buffer from the file; returns how many were read. A record longer than the snaplen
+        is damage: only a newer segment ends it."""
         seg, header = self._seg, self._header
         linktype = header.linktype
+        taken = 0
         while True:
-            records: list[Record] = []
-            pos, stop = decode_records(self._buf, self._pos, header, header.snaplen,
-                                       max_packets - len(out), records, self._buf_start)
-            if records:
+            if keep is None:
+                records: list[Record] = []
+                pos, stop = decode_records(self._buf, self._pos, header, header.snaplen,
+                                           max_packets - taken, records, self._buf_start)
+                read = len(records)
                 out.extend([((seg, offset), linktype, ts_ns, data, wirelen)
                             for offset, ts_ns, data, wirelen in records])
+            else:
+                pos, stop, read = keep.records(seg, self._buf, self._pos, header,
+                                               max_packets - taken, out, self._buf_start)
+            if read:
+                taken += read
                 self._pos = pos
                 self._position = out[-1][0]
             if stop is not Stop.MORE or not self._refill():
-                return
+                return taken
 
     def _refill(self) -> bool:
         """Read more of the file after the buffer; False when nothing new is there."""

@@ -1,0 +1,83 @@
+"""What a dissection shard reads of the store: the packets of its own flows, and of the other
+shards' packets only those that its dissection's clock needs.
+
+A shard reads every record of the store, but a record of another shard's flow should cost it
+as little as can be: its owner comes from the bytes where it lies in the read buffer
+(packet.FlowRouter), no bytes are sliced out and no StoredPacket is made for it. What such a
+record still means to the dissection is its time: Dissection.feed expires idle flows at the
+first packet more than EXPIRE_EVERY_NS after the packet of the last expiry, counting every
+packet of the store, so that all shards (and one in-thread dissection) expire at the same
+packets and give their entries the same OrderKeys. The filter applies the same rule to every
+record it reads, from the same start (0: a shard's filter and dissection are made together),
+and keeps a foreign record, as a FOREIGN StoredPacket without its bytes, exactly when the
+rule fires on it; the dissection, seeing the same times at every packet it would have expired
+at, fires at the same ones. The last record read in a call is kept too: after a batch the
+dissection's place and time are those of the last packet read, as when it read them all.
+"""
+
+from __future__ import annotations
+
+from shark.pcap import NS, RECORD_HEADER_SIZE, FileHeader, Stop
+from worker.dissection import EXPIRE_EVERY_NS
+from worker.packet import FOREIGN, FlowRouter, StoredPacket
+
+
+class ShardFilter:
+    """SegmentTail.read's `keep` for shard `index` of `count` (a store.segments.RecordFilter)."""
+
+    def __init__(self, index: int, count: int) -> None:
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index} of {count}: expected 0 <= index < count")
+        self.index = index
+        self._shard = FlowRouter(count).shard
+        self._last_expire_ns = 0
+        self.foreign = 0          # records of other shards' flows read
+
+    def records(self, segment: int, buf: bytes, pos: int, header: FileHeader, max_records: int,
+                out: list[StoredPacket], base: int) -> tuple[int, Stop, int]:
+        # shark.pcap.decode_records, with the owner of each record told before it is sliced.
+        unpack = header.record.unpack_from
+        mult = header.ts_multiplier
+        limit = header.snaplen
+        linktype = header.linktype
+        append = out.append
+        shard, index = self._shard, self.index
+        last_expire, every = self._last_expire_ns, EXPIRE_EVERY_NS
+        end = len(buf)
+        read = foreign = 0
+        kept_last = True
+        stopped = Stop.FULL
+        at = ts_ns = wirelen = 0
+        while read < max_records:
+            if pos + RECORD_HEADER_SIZE > end:
+                stopped = Stop.MORE
+                break
+            sec, frac, incl, wirelen = unpack(buf, pos)
+            if incl > limit:
+                stopped = Stop.TOO_LONG
+                break
+            start = pos + RECORD_HEADER_SIZE
+            stop = start + incl
+            if stop > end:
+                stopped = Stop.MORE
+                break
+            ts_ns = sec * NS + frac * mult
+            at = base + pos
+            due = ts_ns - last_expire > every
+            if due:
+                last_expire = ts_ns
+            if shard(linktype, buf, start, stop) == index:
+                append(((segment, at), linktype, ts_ns, buf[start:stop], wirelen))
+                kept_last = True
+            else:
+                foreign += 1
+                kept_last = due
+                if due:
+                    append(((segment, at), FOREIGN, ts_ns, b"", wirelen))
+            read += 1
+            pos = stop
+        if not kept_last:
+            append(((segment, at), FOREIGN, ts_ns, b"", wirelen))
+        self._last_expire_ns = last_expire
+        self.foreign += foreign
+        return pos, stopped, read
