@@ -1,0 +1,167 @@
+"""A shard's read of the store (worker.shard_filter, packet.FlowRouter): the owner of every
+frame is flow_shard()'s, and a shard that keeps only its own packets and the stand-ins its
+clock needs makes exactly the rows, keys included, that one dissection of everything makes
+for its flows."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from factories import tcp_packet, udp_packet
+from test_dissect_shards import icmp_unreachable, mixed_packets
+from worker import packet
+from worker.dissection import EXPIRED, Dissection, OrderKey
+from worker.packet import (FOREIGN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
+                           LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW, FlowRouter, StoredPacket,
+                           flow_shard)
+from worker.shard_filter import ShardFilter
+from worker.store.segments import SegmentTail, SegmentWriter, list_segments
+
+
+def _relinked(frame: bytes) -> list[tuple[int, bytes]]:
+    """An Ethernet frame as each link layer FlowRouter knows (and some it leaves to
+    flow_shard) carries its IP packet."""
+    ethertype, ip = frame[12:14], frame[14:]
+    family = 2 if ethertype == b"\x08\x00" else 30
+    return [
+        (LINKTYPE_ETHERNET, frame),
+        (LINKTYPE_ETHERNET, frame[:12] + b"\x81\x00\x00\x05" + frame[12:]),   # VLAN 5
+        (LINKTYPE_LINUX_SLL, b"\x00\x00\x00\x01\x00\x06" + frame[6:12] + b"\x00\x00" + ethertype + ip),
+        (LINKTYPE_LINUX_SLL2, ethertype + b"\x00\x00" + b"\x00\x00\x00\x02" + b"\x00\x01\x00\x06"
+         + frame[6:12] + b"\x00\x00" + ip),
+        (LINKTYPE_RAW, ip),
+        (LINKTYPE_NULL, struct.pack("<I", family) + ip),
+        (LINKTYPE_LOOP, struct.pack("!I", family) + ip),
+    ]
+
+
+def _variants(frame: bytes) -> list[bytes]:
+    """The frame, and the same flow's IP header made unusual: options, a fragment, DF."""
+    if frame[12:14] != b"\x08\x00":
+        hop_by_hop = bytes([frame[20], 0, 0, 0, 0, 0, 0, 0])     # IPv6: an extension header
+        return [frame, frame[:20] + b"\x00" + frame[21:54] + hop_by_hop + frame[54:]]
+    ihl6 = frame[:14] + b"\x46" + frame[15:34] + b"\x01\x01\x01\x01" + frame[34:]   # NOPs
+    more_fragments = frame[:20] + b"\x20\x00" + frame[22:]
+    later_fragment = frame[:20] + b"\x00\x10" + frame[22:]
+    no_df = frame[:20] + b"\x00\x00" + frame[22:]
+    reserved = frame[:20] + b"\xc0\x00" + frame[22:]
+    return [frame, ihl6, more_fragments, later_fragment, no_df, reserved]
+
+
+def _frames() -> list[tuple[int, bytes]]:
+    frames = []
+    for number, (client, server) in enumerate((("10.0.0.1", "10.0.0.2"), ("192.168.7.9", "10.1.0.3"),
+                                                ("fd00::1", "fd00::2"), ("2001:db8::9", "fe80::1"))):
+        v6 = ":" in client
+        query = udp_packet(client, server, 40000 + number, 53, b"q")
+        for frame in (tcp_packet(client, server, 50000 + number, 5432, flags="S", payload=b"x" * 30),
+                      tcp_packet(server, client, 5432, 50000 + number, flags="SA"),
+                      query, udp_packet(server, client, 53, 40000 + number, b"a"),
+                      icmp_unreachable(query, v6)):
+            for variant in _variants(frame):
+                frames += _relinked(variant)
+    frames.append((LINKTYPE_ETHERNET, b"\xff" * 12 + b"\x08\x06" + b"\0" * 28))   # ARP
+    frames.append((9999, b"\0" * 60))                                              # unknown link
+    return frames
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 5])
+def test_the_router_gives_every_frame_to_flow_shards_owner(shards: int) -> None:
+    router = FlowRouter(shards)
+    for linktype, frame in _frames():
+        # Cut at every length, and lying in a buffer between other bytes: the router reads
+        # nothing outside buf[start:stop].
+        for end in range(len(frame) + 1):
+            cut = frame[:end]
+            buf = b"\x45\x86\xdd" * 7 + cut + b"\x45\x00\x11" * 30
+            start = 21
+            expected = flow_shard(linktype, cut, shards)
+            assert router.shard(linktype, buf, start, start + end) == expected, (linktype, cut.hex())
+            assert router.shard(linktype, cut, 0, end) == expected   # remembered: the same
+
+
+def test_the_router_starts_again_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packet, "ROUTER_KEYS", 4)
+    router = FlowRouter(3)
+    frames = [tcp_packet("10.0.0.1", "10.0.0.2", 40000 + n, 80) for n in range(50)]
+    for _ in range(2):
+        for frame in frames:
+            assert router.shard(1, frame, 0, len(frame)) == flow_shard(1, frame, 3)
+    assert len(router._known) <= 4
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The mixed golden captures, 5 copies 300 s apart (flows expire between them), in
+    segments of 512 KiB."""
+    directory = tmp_path_factory.mktemp("store")
+    writer = SegmentWriter(directory, 4 * 1024 * 1024)
+    packets = mixed_packets()
+    for at in range(0, len(packets), 500):
+        writer.append(1, packets[at:at + 500])
+    writer.close()
+    assert len(list_segments(directory)) >= 2
+    return directory
+
+
+def _keyed(dissection: Dissection) -> list[tuple[OrderKey, bytes]]:
+    return [(key, row.entry_json) for key, row in dissection.take_keyed_rows(numbered=False)]
+
+
+def _one_dissection(store: Path) -> tuple[list[tuple[OrderKey, bytes]], int, tuple[int, int]]:
+    tail, dissection, rows = SegmentTail(store), Dissection("n1"), []
+    while batch := tail.read(2048):
+        dissection.feed(batch)
+        rows += _keyed(dissection)
+    dissection.close_all()
+    assert tail.position is not None
+    return rows + _keyed(dissection), tail.packets_read, tail.position
+
+
+@pytest.mark.parametrize(("shards", "read_batch"), [(2, 2048), (3, 100), (2, 7)])
+def test_filtered_shards_make_the_one_dissections_rows(store: Path, shards: int,
+                                                       read_batch: int) -> None:
+    single, packets, last = _one_dissection(store)
+    assert any(key[2] == EXPIRED for key, _json in single)   # the clock closes flows
+    merged: list[tuple[OrderKey, bytes]] = []
+    for index in range(shards):
+        tail, keep, dissection = SegmentTail(store), ShardFilter(index, shards), Dissection("n1")
+        stand_ins = 0
+        while batch := tail.read(read_batch, keep):
+            assert len(batch) <= read_batch
+            stand_ins += sum(1 for p in batch if p[1] == FOREIGN)
+            assert all(p[3] == b"" for p in batch if p[1] == FOREIGN)
+            assert batch[-1][0] == tail.position   # the last record read ends every batch
+            dissection.feed(batch)
+            merged += _keyed(dissection)
+            if read_batch == 7:
+                assert dissection._current_ref == tail.position
+        dissection.close_all()
+        merged += _keyed(dissection)
+        assert tail.packets_read == packets and tail.position == last
+        assert keep.foreign > 0 and stand_ins < keep.foreign / 2   # most cost no object
+    # In the merge's order (by key; a key's last field counts the entries its own dissection
+    # made), the entries of the one dissection, each where the one makes it.
+    merged.sort(key=lambda keyed: keyed[0])
+    assert [json for _key, json in merged] == [json for _key, json in single]
+    assert [key[:7] for key, _json in merged] == [key[:7] for key, _json in single]
+
+
+def test_a_shard_of_one_keeps_everything(store: Path) -> None:
+    tail, keep = SegmentTail(store), ShardFilter(0, 1)
+    every: list[StoredPacket] = []
+    while batch := tail.read(1000, keep):
+        every += batch
+    assert keep.foreign == 0 and all(p[1] != FOREIGN for p in every)
+    plain = SegmentTail(store)
+    assert every == [p for batch in iter(lambda: plain.read(1000), []) for p in batch]
+
+
+def test_a_filter_names_its_shard() -> None:
+    with pytest.raises(ValueError, match="shard 2 of 2"):
+        ShardFilter(2, 2)
+    with pytest.raises(ValueError, match="shards 0"):
+        FlowRouter(0)
