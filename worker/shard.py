@@ -3,13 +3,13 @@
 Every shard reads every record of the segments (the disk is shared, the page cache makes the
 second read cheap) so that capture time, expiry and shedding are the same in all of them, but
 decodes and dissects only the packets of the flows that flow_shard() gives it: the others are
-told apart where they lie in the read buffer and cost it no objects, bar the few its clock
-needs (worker.shard_filter). It sends what it made
-to the API process (worker.sharded merges the shards into the one index) as ShardReports:
-rows tagged with their OrderKey, and a watermark below which it will make no more. The merge
-is serial and caps how far shards scale, so a row crosses ready to insert: IndexRow's values as
-one msgpack array (no field names, no Struct to build and take apart again), its entry JSON
-without the empty id that the merge replaces (WireRow).
+told apart where they lie in the read buffer and cost it no objects, bar the few stand-ins its
+clock needs (worker.shard_filter). It sends what it made to the API process (worker.sharded
+merges the shards into the one index) as ShardReports: rows tagged with their OrderKey, and a
+watermark below which it will make no more. The merge is serial and caps how far shards
+scale, so a row crosses ready to insert: IndexRow's values as one msgpack array (no field
+names, no Struct to build and take apart again), its entry JSON without the empty id that the
+merge replaces (WireRow).
 
 The parent talks to it over the same Pipe: ("names", names, nets) | ("read_batch", n) |
 ("finished",) | ("stop",). Reports go the other way as msgpack bytes.
