@@ -49,6 +49,10 @@ def _options() -> re2.Options:
     options = re2.Options()
     options.log_errors = False      # else every refused pattern is logged to stderr by RE2
     options.max_mem = MAX_MEM
+    # Callers only ask whether and where a pattern matches. With capturing groups, google-re2's
+    # search reports every group's span, which forces RE2's slowest engine: a pattern of 3000
+    # nested groups took 370 ms per matching text, 11 us with the groups non-capturing.
+    options.never_capture = True
     return options
 
 
