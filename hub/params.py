@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from hub.errors import BadRequest
 from hub.stream import last_event_id
 from shark import kfl
+from shark.seq import MAX_SEQ, parse_seq
 
 QUERY_PARAMS = ("q", "since", "until", "limit")
 DEFAULT_LIMIT = 100
@@ -57,8 +58,8 @@ def limit(params: Mapping[str, str], default: int = DEFAULT_LIMIT) -> int:
 def entry_node(entry_id: str) -> str:
     """The node of an entry id NODE:NUMBER."""
     node, sep, number = entry_id.rpartition(":")
-    if not sep or not node or not number.isdigit():
-        raise BadRequest(f"id: {entry_id!r} is not an entry id (NODE:NUMBER)")
+    if not sep or not node or parse_seq(number) is None:
+        raise BadRequest(f"id: {entry_id!r} is not an entry id (NODE:NUMBER, NUMBER at most {MAX_SEQ})")
     return node
 
 

@@ -41,6 +41,7 @@ import httpx
 from hub.events import HubEvent, entry_event, lost_event, status_event, tags_event
 from hub.workers import WorkerClient, WorkerPool, describe
 from shark.queues import DropOldest
+from shark.seq import parse_seq
 
 log = logging.getLogger("shark.hub.stream")
 
@@ -77,11 +78,12 @@ def parse_positions(text: str) -> Positions:
     positions: Positions = {}
     for index, part in enumerate(text.split(",")):
         node, at, rest = part.partition("@")
-        store, colon, seq = rest.rpartition(":")
-        if not (node and at and colon and seq.isdigit()) or (store and not store.isalnum()):
+        store, colon, number = rest.rpartition(":")
+        seq = parse_seq(number)
+        if not (node and at and colon and seq is not None) or (store and not store.isalnum()):
             raise ValueError(f"Last-Event-ID: part {index + 1} {part!r} is not NODE@STORE:SEQ "
                              "(an event id of this hub's /stream)")
-        positions[unquote(node)] = (store, int(seq))
+        positions[unquote(node)] = (store, seq)
     return positions
 
 
@@ -591,7 +593,7 @@ class Feed:
             recent = group.recent_after(last_id)
             if recent is not None:
                 missed = recent
-            elif last_id.isdigit():
+            elif parse_seq(last_id) is not None:
                 missed = [lost_event(None, f"Last-Event-ID {last_id} is an id of an older hub version, not a "
                                            "position this hub can resume from; entries since then are in "
                                            "/api/v1/entries")]
@@ -625,6 +627,6 @@ def last_event_id(headers: dict[str, Any]) -> str | None:
     text = headers.get("last-event-id")
     if not text:
         return None
-    if not text.isdigit():
+    if parse_seq(text) is None:
         parse_positions(text)
     return text

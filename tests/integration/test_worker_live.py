@@ -204,6 +204,22 @@ def test_bad_query_parameters_name_the_field(worker):
     assert worker.get("/entries/other-node:1").status_code == 404
 
 
+def test_ids_no_entry_can_have_are_400_never_500(worker):
+    # a number past SQLite's INTEGER made the index raise OverflowError, and '²' passed
+    # str.isdigit() but not int(): both were a 500 (the Last-Event-ID one through latin-1 \xb2)
+    for number in ("99999999999999999999999", "9223372036854775808", "\u00b2"):
+        for path in (f"/entries/test-node:{number}", f"/entries/test-node:{number}/pcap"):
+            response = worker.get(path)
+            assert response.status_code == 400, (path, response.text)
+            assert response.json()["detail"].startswith("id: "), response.text
+        tags = httpx.post(worker.url + "/tags", timeout=10, headers={"Content-Type": "application/json"},
+                          content=json.dumps({"changes": [{"id": f"test-node:{number}", "add": ["x"]}]}))
+        assert tags.status_code == 400 and tags.json()["detail"].startswith("changes[0].id: "), tags.text
+        stream = worker.get("/stream", headers={"Last-Event-ID": number.encode("latin-1")})
+        assert stream.status_code == 400 and stream.json()["detail"].startswith("Last-Event-ID: "), stream.text
+    assert worker.get("/entries/test-node:9223372036854775807").status_code == 404
+
+
 def test_bad_queries_are_400_with_the_column(worker):
     for route in ("/entries", "/stream", "/pcap"):
         response = worker.get(route, params={"q": "status =="})

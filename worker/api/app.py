@@ -27,6 +27,7 @@ from shark.auth import LOOPBACK_HOSTS, Policy, protect
 from shark.bodies import BodyError, decode_body
 from shark.model import ConfigUpdate, TagChanges, TargetsUpdate
 from shark.pcap import PcapWriter
+from shark.seq import MAX_SEQ, parse_seq
 from shark.units import UnitError, check_window, parse_size, parse_time
 from worker.api.export import Span, collect_spans, span_packets
 from worker.api.health import health_handler
@@ -154,10 +155,10 @@ def _seq_of(runtime: WorkerRuntime, entry_id: str) -> int:
     node, sep, number = entry_id.rpartition(":")
     if sep and node != runtime.options.node:
         raise NotFoundException(f"entry {entry_id!r} belongs to node {node!r}, this is {runtime.options.node!r}")
-    try:
-        return int(number)
-    except ValueError:
-        raise BadRequest(f"id: {entry_id!r} is not an entry id (NODE:NUMBER)") from None
+    seq = parse_seq(number)
+    if seq is None:
+        raise BadRequest(f"id: {entry_id!r} is not an entry id (NODE:NUMBER, NUMBER at most {MAX_SEQ})")
+    return seq
 
 
 def _row(runtime: WorkerRuntime, entry_id: str) -> IndexRow:
@@ -432,8 +433,9 @@ def tag_changes(raw: bytes, node: str) -> list[tuple[int, list[str], list[str]]]
     for position, change in enumerate(changes):
         where = f"changes[{position}]"
         owner, sep, number = change.id.rpartition(":")
-        if not sep or not number.isdigit():
-            raise BadRequest(f"{where}.id: {change.id!r} is not an entry id (NODE:NUMBER)")
+        seq = parse_seq(number)
+        if not sep or seq is None:
+            raise BadRequest(f"{where}.id: {change.id!r} is not an entry id (NODE:NUMBER, NUMBER at most {MAX_SEQ})")
         if owner != node:
             raise BadRequest(f"{where}.id: entry {change.id!r} belongs to node {owner!r}, this is {node!r}")
         for name, tags in (("add", change.add), ("remove", change.remove)):
@@ -441,7 +443,7 @@ def tag_changes(raw: bytes, node: str) -> list[tuple[int, list[str], list[str]]]
                 if not _TAG.match(tag):
                     raise BadRequest(f"{where}.{name}[{index}]: {tag!r} is not a tag (1-64 letters, digits "
                                      "and _ . : / -, starting with a letter or digit)")
-        parsed.append((int(number), change.add, change.remove))
+        parsed.append((seq, change.add, change.remove))
     return parsed
 
 
@@ -463,9 +465,10 @@ def _last_event_id(text: str | None) -> tuple[str | None, int] | None:
     (the hub sends that, so a worker whose store was reset since cannot be taken for the old one)."""
     if not text:
         return None
-    store, _, seq = text.rpartition(":")
-    if seq.isdigit():
-        return store or None, int(seq)
+    store, _, number = text.rpartition(":")
+    seq = parse_seq(number)
+    if seq is not None:
+        return store or None, seq
     raise BadRequest(f"Last-Event-ID: {text!r} is not an event id from this worker (SEQ or STORE:SEQ)")
 
 
