@@ -7,8 +7,10 @@ asked; a valid one is pushed down so only matches cross the network.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
+from typing import Any
+
+import msgspec
 
 from hub.errors import BadRequest
 from hub.stream import last_event_id
@@ -18,6 +20,9 @@ from shark.seq import MAX_SEQ, parse_seq
 QUERY_PARAMS = ("q", "since", "until", "limit")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100_000
+# Python's JSON decoders and encoders recurse: a body of 3000 nested arrays raised
+# RecursionError, a bare 500 (and a hub action's data is encoded again for the scripts).
+MAX_JSON_DEPTH = 64
 
 
 def bad_query(error: kfl.KflError) -> BadRequest:
@@ -81,9 +86,37 @@ def ws_query(message: str) -> str:
     text = message.strip()
     if text.startswith("{"):
         try:
-            decoded = json.loads(text)
-        except ValueError:
+            decoded = json_body(text)
+        except BadRequest:
             return message
         if isinstance(decoded, dict) and isinstance(decoded.get("q", ""), str):
             return decoded.get("q", "")
     return message
+
+
+def json_body(raw: bytes | str) -> Any:
+    """A request body (or WebSocket message) as JSON, arrays and objects nested at most
+    MAX_JSON_DEPTH deep; BadRequest saying what is wrong."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as error:
+        raise BadRequest(f"body: not valid JSON ({error})") from None
+    except RecursionError:
+        value = None
+        too_deep = True
+    else:
+        too_deep = _deeper_than(value, MAX_JSON_DEPTH)
+    if too_deep:
+        raise BadRequest(f"body: arrays and objects nest deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False

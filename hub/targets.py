@@ -13,7 +13,6 @@ its /status last reported them.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Request, get, put
@@ -22,6 +21,7 @@ from litestar.exceptions import HTTPException
 from hub.api import API
 from hub.inject import Injected
 from hub.kube.targeter import SpecError, TargetSpec
+from hub.params import json_body
 from hub.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -77,10 +77,7 @@ class TargetsController(Controller):
     async def put_targets(self, request: Request, targets: Injected[Targets]) -> dict[str, Any]:
         """Select pods by `regex` (searched in the pod name; null: any) and `namespaces` ([]: all)."""
         raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else None
-        except ValueError as error:
-            raise HTTPException(status_code=400, detail=f"body: not valid JSON ({error})") from None
+        body = json_body(raw) if raw.strip() else None
         try:
             spec = TargetSpec.parse(body)
         except SpecError as error:

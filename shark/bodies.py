@@ -39,6 +39,8 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
         raise BodyError(describe(error, type_)) from None
     except msgspec.DecodeError as error:
         raise BodyError(f"body: not valid JSON ({error})") from None
+    except RecursionError:   # a field typed Any holding ~100k nested arrays: was a 500
+        raise BodyError("body: arrays and objects nest too deep to decode") from None
 
 
 def convert_body(value: Any, type_: type[T]) -> T:

@@ -4,7 +4,6 @@ it is kept is hub/snapshots.py's SnapshotStore; these are its routes."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
@@ -15,6 +14,7 @@ from hub.api import API, PCAP_MEDIA_TYPE
 from hub.errors import BadRequest
 from hub.inject import Injected
 from hub.kube.names import Names
+from hub.params import json_body
 from hub.snapshots import SnapshotStore
 from hub.workers import WorkerPool
 
@@ -28,10 +28,7 @@ class SnapshotsController(Controller):
         """Save the packets and entries of a window (q, since, until) under a name; in a
         cluster the entries keep the names the hub gives them now."""
         raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else None
-        except ValueError as error:
-            raise BadRequest(f"body: not valid JSON ({error})") from None
+        body = json_body(raw) if raw.strip() else None
         return await snapshots.create(pool, body, names.fill)
 
     @get("/")

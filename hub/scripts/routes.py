@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from hub.api import API, PCAP_MEDIA_TYPE
 from hub.errors import BadRequest
 from hub.inject import Injected
+from hub.params import json_body
 from hub.scripts.service import ScriptConflict, ScriptNotFound, ScriptRejected, Scripting
 from hub.scripts.store import StoreError
 
@@ -35,10 +36,7 @@ def _rejected(error: ScriptRejected) -> BadRequest:
 
 
 def _object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as error:
-        raise BadRequest(f"body: not valid JSON ({error})") from None
+    body = json_body(raw)
     if not isinstance(body, dict):
         raise BadRequest('body: expected a JSON object, e.g. {"name": "...", "code": "..."}')
     return body

@@ -55,3 +55,11 @@ def test_a_good_body_decodes_and_converts() -> None:
     assert convert_body({"items": [{"id": "b"}]}, Order).items == [Item("b")]
     with pytest.raises(BodyError, match=r"^items\[0\]\.id: expected a string, got int$"):
         convert_body({"items": [{"id": 2}]}, Order)
+
+
+def test_a_body_nested_too_deep_is_a_body_error() -> None:
+    # TargetsUpdate.names is Any: 100k nested arrays made msgspec raise RecursionError, a 500
+    from shark.model import TargetsUpdate
+    raw = b'{"names": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(BodyError, match=r"^body: arrays and objects nest too deep to decode$"):
+        decode_body(raw, TargetsUpdate)

@@ -172,6 +172,25 @@ def test_bad_requests_say_which_field(hub: RunningHub, body: dict[str, Any], det
         "detail"].startswith("body: not valid JSON")
 
 
+def test_bodies_nested_too_deep_are_a_400_on_every_json_route(hub: RunningHub) -> None:
+    # Python's JSON decoders and encoders recurse: 3000 nested arrays raised RecursionError,
+    # a bare 500 {"status_code": 500, ...}, on each of these routes
+    deep = "[" * 3000 + "]" * 3000
+    for method, path, body in (("POST", "/scripts/actions", '{"action": "x", "data": %s}'),
+                               ("POST", "/scripts", '{"name": "x", "code": %s}'),
+                               ("PUT", "/scripts/x", '{"code": %s}'),
+                               ("PUT", "/targets", '{"regex": %s}'),
+                               ("POST", "/snapshots", '{"name": %s}')):
+        for nested in (deep, "[" * 100_000 + "]" * 100_000):
+            answer = hub.http.request(method, path, content=(body % nested).encode(),
+                                      headers={"Content-Type": "application/json"})
+            assert answer.status_code == 400, (path, answer.text)
+            assert answer.json() == {"error": "bad request",
+                                     "detail": "body: arrays and objects nest deeper than 64 levels"}, path
+    shallow = hub.http.post("/scripts/actions", json={"action": "x", "data": [[[1]]]})
+    assert shallow.status_code == 202
+
+
 def test_a_syntax_error_is_a_400_with_line_and_column_and_changes_nothing(hub: RunningHub) -> None:
     assert create(hub, "tagger", "function onHubAction(a) { console.log('good', a); }").status_code == 201
     broken = "function onHubAction(a) {\n  if (a == 'x' {\n  }\n}"
