@@ -408,3 +408,37 @@ def test_each_script_runs_on_a_thread_of_its_own() -> None:
         wait_for(lambda: threads() == {"hub-script two"}, what="the deleted script's thread gone")
         refused = hub.http.post("/scripts", json={"name": "bad", "code": "function ("})
         assert refused.status_code == 400 and threads() == {"hub-script two"}   # a failed create leaves none
+
+
+def test_a_slow_on_item_queried_gets_its_time_limit_per_answer_not_per_entry() -> None:
+    """A hook that stays just under the time limit (0.1 s of 0.3 s) on each of 20 entries made
+    the answer take 20 x 0.1 s, and the script after it in name order waited as long. For one
+    answer a script's calls together get the time limit: the rest pass it unchanged, the script
+    after it still sees every entry, and the slow one has a failure saying so."""
+    import asyncio
+
+    from hub.scripts.engines import ScriptEngines
+    from hub.scripts.runtime import Limits
+
+    async def run() -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
+        engines = ScriptEngines(Limits(time_s=0.3, memory_bytes=16 << 20), {}, lambda actions: None)
+        engines.start(asyncio.get_running_loop())
+        try:
+            slow = ("function onItemQueried(e) { var t = Date.now(); while (Date.now() - t < 100) {} "
+                    "e.summary = 'slow'; return e; }")
+            assert (await engines.load("a-slow", slow, True)).failure is None
+            assert (await engines.load("b-after", "function onItemQueried(e) { e.tags = ['after']; }", True)).failure is None
+            entries = [json.dumps({"id": f"n:{i}", "summary": "s", "tags": []}) for i in range(20)]
+            started = time.perf_counter()
+            answered = [json.loads(text) for text in await engines.queried(entries)]
+            return time.perf_counter() - started, answered, engines.states["a-slow"].view()
+        finally:
+            await asyncio.to_thread(engines.stop)
+
+    took, answered, slow = asyncio.run(run())
+    assert took < 1.0, took                               # was 2.0 s: 20 x 0.1 s
+    assert [e["tags"] for e in answered] == [["after"]] * 20
+    changed = [e["summary"] for e in answered].count("slow")
+    assert 3 <= changed <= 5, answered                     # 0.3 s of 0.1 s calls, then unchanged
+    assert slow["failures"] == 1 and slow["state"] == "running", slow
+    assert "more than its time limit (0.3s) for one answer" in slow["last_error"]["message"], slow
