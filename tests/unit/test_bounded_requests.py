@@ -1,4 +1,5 @@
-"""One request's memory does not grow with the store: /stream replays a Last-Event-ID by pages,
+"""One request's memory does not grow with the store: /entries reads and sends by pages, /stream
+replays a Last-Event-ID by pages,
 /pcap?q= reads each flow's merged packet ranges once and keeps no set of packets seen."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 
 from factories import tcp_packet
 from shark.model import Endpoint, Entry, encode
-from worker.api.app import _events
+from worker.api.app import _entries_page, _entry_lines, _events
 from worker.api.export import collect_spans, span_packets
 from worker.broadcast import Broadcaster
 from worker.store.index import IndexRow, open_index
@@ -102,3 +103,31 @@ def test_pcap_of_overlapping_entries_reads_each_packet_once_in_bounded_memory(tm
         tracemalloc.stop()
     assert count == 40_000                 # every packet of the first flow, once
     assert peak < 3_000_000, peak          # a set of 40k packets seen alone takes ~5 MB
+
+
+def test_entries_are_read_and_sent_by_pages(tmp_path):
+    index, _ = open_index(tmp_path / "index.sqlite")
+    rows = [row(seq, (1, 24), (1, 24), pad=1000) for seq in range(1, 20_001)]   # ~22 MB of rows
+    for start in range(0, len(rows), 5000):
+        index.add(rows[start:start + 5000], None)
+    del rows
+    even = lambda r: r.seq % 2 == 0      # noqa: E731 - a query that skips rows
+
+    async def body(limit: int) -> tuple[list[int], int]:
+        tracemalloc.start()
+        try:
+            first = _entries_page(index, even, 0, None, None, None, min(500, limit))
+            seqs = []
+            async for chunk in _entry_lines(index, even, 0, None, None, limit, first):
+                seqs += [int(m) for m in re.findall(rb'"id":"n:(\d+)"', chunk)]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return seqs, peak
+
+    seqs, peak = asyncio.run(body(100_000))
+    assert seqs == list(range(20_000, 0, -2))           # every match, newest first, none twice
+    assert peak < 8_000_000, peak       # about 4.6 MB; all 10k matching rows read at once: 34 MB
+    seqs, _ = asyncio.run(body(1234))
+    assert seqs == list(range(20_000, 20_000 - 2 * 1234, -2))
+    index.close()
