@@ -267,13 +267,16 @@ class EntriesStream:
             await asyncio.gather(*(read(*opened) for opened in self.opened))
         return [raw for _, _, raw in sorted(kept, reverse=True)]
 
-    async def chunks(self, flush_at: int = 64 * 1024) -> AsyncIterator[bytes]:
+    async def chunks(self, flush_at: int = 64 * 1024,
+                     line: Callable[[bytes], bytes] | None = None) -> AsyncIterator[bytes]:
         """{"entries": [...], "workers": [...]}, streamed; the workers block comes last, when
-        every worker's part is known."""
+        every worker's part is known. `line` changes each entry's JSON on its way (names)."""
         out = [b'{"entries":[']
         size = sent = 0
         async with aclosing(self.merged()) as entries:
             async for raw in entries:
+                if line is not None:
+                    raw = line(raw)
                 out.append(raw if sent == 0 else b"," + raw)
                 size += len(raw)
                 sent += 1

@@ -3,6 +3,9 @@ query validation."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -17,7 +20,7 @@ from hub.errors import from_worker
 from hub.inject import Injected
 from hub.kube.names import Names
 from hub.scripts import Scripting
-from hub.servicemap import build as build_servicemap
+from hub.servicemap import Builder as ServiceMapBuilder
 from hub.workers import WorkerClient, WorkerError, WorkerPool
 from shark import kfl
 
@@ -44,11 +47,11 @@ class EntriesController(Controller):
         query = params.query(dict(request.query_params))
         limit = params.limit(query)
         try:
-            if names.fill is None and not scripting.wants_queried():
-                # nothing to add to the entries: merged as they stream in, passed on as the
-                # workers wrote them
+            if not scripting.wants_queried():
+                # merged as they stream in, each named on its way (in a cluster): read whole,
+                # limit=100000 held ~300 MB of dicts per request under the hub's 512Mi limit
                 merged = await pool.open_entries(query, limit)
-                return Stream(merged.chunks(), media_type=MediaType.JSON)
+                return Stream(merged.chunks(line=names.line), media_type=MediaType.JSON)
             answer = await pool.entries(query, limit)
         except WorkerError as error:
             raise from_worker(error, None) from None
@@ -75,11 +78,19 @@ class EntriesController(Controller):
         query = params.query(dict(request.query_params))
         limit = params.limit(query, SERVICEMAP_LIMIT)
         try:
-            answer = await pool.entries(query, limit)
+            merged = await pool.open_entries(query, limit)
         except WorkerError as error:
             raise from_worker(error, None) from None
-        return {**build_servicemap(names.entries(answer.entries)), "entries": len(answer.entries),
-                "workers": answer.workers}
+        builder = ServiceMapBuilder()
+        async with aclosing(merged.merged()) as lines:
+            async for raw in lines:
+                entry = json.loads(raw)
+                if names.fill is not None:
+                    names.fill(entry)
+                builder.add(entry)
+                if builder.entries % 1000 == 0:
+                    await asyncio.sleep(0)     # a long map does not hold the event loop
+        return {**builder.result(), "entries": builder.entries, "workers": merged.workers}
 
     @get("/query/validate")
     async def validate_query(self, request: Request) -> dict[str, Any]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Any
 
 import httpx
-from litestar import Controller, Request, get
+from litestar import Controller, MediaType, Request, get
 from litestar.params import FromPath
 from litestar.response import Stream
 
@@ -15,7 +14,7 @@ from hub import params
 from hub.api import API, PCAP_MEDIA_TYPE
 from hub.api.entries import owner
 from hub.errors import BadGateway, from_worker
-from hub.har import har_log
+from hub.har import har_chunks
 from hub.inject import Injected
 from hub.kube.names import Names
 from hub.workers import WorkerError, WorkerPool
@@ -62,15 +61,14 @@ class ExportController(Controller):
         return Stream(answer.chunks(), media_type=PCAP_MEDIA_TYPE, headers=headers)
 
     @get("/har")
-    async def har(self, request: Request, pool: Injected[WorkerPool],
-                  names: Injected[Names]) -> dict[str, Any]:
+    async def har(self, request: Request, pool: Injected[WorkerPool], names: Injected[Names]) -> Stream:
         """HAR 1.2 of the HTTP entries matching q (oldest first)."""
         query = params.query(dict(request.query_params))
         limit = params.limit(query, HAR_LIMIT)
         q = query.get("q", "").strip()
         query["q"] = f"http and ({q})" if q else "http"
         try:
-            answer = await pool.entries(query, limit)
+            answer = await pool.raw_entries(query, limit)
         except WorkerError as error:
             raise from_worker(error, None) from None
-        return har_log(names.entries(answer.entries), answer.workers)
+        return Stream(har_chunks(answer.entries, answer.workers, names.fill), media_type=MediaType.JSON)

@@ -85,3 +85,8 @@ class Names:
 
     def entry_json(self, content: bytes) -> bytes:
         return content if self.fill is None else fill_json(content, self.fill)  # type: ignore[return-value]
+
+    @property
+    def line(self) -> Callable[[bytes], bytes] | None:
+        """entry_json for entries streamed line by line; None when nothing is filled in."""
+        return None if self.fill is None else self.entry_json

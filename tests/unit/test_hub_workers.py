@@ -440,3 +440,70 @@ def test_entries_stream_stops_at_the_limit_and_a_worker_failing_midway_is_named(
     w1, w2 = answer["workers"]
     assert w1["ok"] is True
     assert w2["ok"] is False and "connection reset" in w2["error"] and "after 1 entries" in w2["error"]
+
+
+def test_har_streamed_from_the_lines_is_har_log_and_holds_no_dicts_of_all_entries():
+    """/har was har_log over every entry decoded (dicts of entries and of HAR entries): one
+    limit=100000 request took the hub from 60 MB to ~330 MB. har_chunks makes the same
+    document an entry at a time from the workers' lines."""
+    import tracemalloc
+
+    from hub.har import har_chunks
+    entries = [entry("a", seq, 1764150000.0 + seq // 2, status=200, elapsed_ms=1.5,
+                     request={"method": "GET", "path": f"/{seq}", "headers": {"host": "svc"}, "host": "svc",
+                              "query": {"q": ["x" * 300]}},
+                     response={"status": 200, "reason": "OK", "headers": {"content-type": "text/plain"}})
+               for seq in range(4000, 0, -1)]       # newest first, as the workers send; ties of two
+    raws = [json.dumps(e).encode() for e in entries]
+    workers = [WorkerPart("a", "u", True, None), WorkerPart("b", "v", False, "refused")]
+    expected = har_log([json.loads(r) for r in raws], workers)
+
+    async def body() -> bytes:
+        return b"".join([chunk async for chunk in har_chunks(list(raws), workers)])
+    assert json.loads(run(body())) == expected
+
+    async def peak() -> int:
+        tracemalloc.start()
+        try:
+            async for _chunk in har_chunks(list(raws), workers):
+                pass      # sent on: not held
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    lines = len(b"".join(raws))
+    # about 0.11x the lines (the order and the chunk being made); har_log over them: 8.2x
+    assert run(peak()) < lines, f"{run(peak()) / 1e6:.1f} MB for {lines / 1e6:.1f} MB of lines"
+
+
+class NewestFirst(httpx.AsyncByteStream):
+    """A worker's /entries as the contract has it, newest first, made as it is read."""
+
+    def __init__(self, node: str, count: int) -> None:
+        self.node, self.count = node, count
+
+    async def __aiter__(self):
+        for seq in range(self.count, 0, -1):
+            yield json.dumps(entry(self.node, seq, float(seq), pad="x" * 150, elapsed_ms=float(seq % 7),
+                                   status=500 if seq % 10 == 0 else 200)).encode() + b"\n"
+
+
+@respx.mock
+def test_the_service_map_folds_entries_in_as_they_stream():
+    """It decoded every entry of the answer first: one limit=100000 request took a hub to 886 MB
+    (its limit is 512Mi). Now each entry is folded in and dropped as it arrives."""
+    import tracemalloc
+    for n, url in enumerate(URLS[:2], 1):
+        respx.get(f"{url}/api/v1/status").mock(return_value=status(f"w{n}"))
+        respx.get(f"{url}/api/v1/entries").mock(return_value=httpx.Response(200, stream=NewestFirst(f"w{n}", 20_000)))
+    app = create_app(HubSettings(workers=URLS[:2], poll_interval=60, backoff=0.001))
+    with TestClient(app, base_url=LOCAL) as client:
+        tracemalloc.start()
+        try:
+            body = client.get("/api/v1/servicemap", params={"limit": "100000"}).json()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert body["entries"] == 40_000 and [w["count"] for w in body["workers"]] == [20_000, 20_000]
+    [edge] = body["edges"]
+    assert (edge["count"], edge["errors"], edge["p99_ms"]) == (40_000, 4_000, 6.0)
+    assert peak < 8_000_000, f"{peak / 1e6:.1f} MB held for ~20 MB of lines"
