@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
+
+import msgspec
 
 import httpx
 from litestar import Controller, MediaType, Request, Response, get
@@ -21,7 +24,7 @@ from hub.inject import Injected
 from hub.kube.names import Names
 from hub.scripts import Scripting
 from hub.servicemap import Builder as ServiceMapBuilder
-from hub.workers import WorkerClient, WorkerError, WorkerPool
+from hub.workers import EntriesStream, WorkerClient, WorkerError, WorkerPool
 from shark import kfl
 
 SERVICEMAP_LIMIT = 10_000
@@ -37,27 +40,55 @@ async def owner(pool: WorkerPool, entry_id: str) -> WorkerClient:
     return client
 
 
+QUERIED_BATCH = 500     # entries handed to the scripts' onItemQueried at a time
+
+
+async def _queried(merged: EntriesStream, names: Names, scripting: Scripting) -> AsyncIterator[bytes]:
+    """{"entries": [...], "workers": [...]} as EntriesStream.chunks, each batch of entries named
+    and changed by onItemQueried (scripts) on its way; the scripts' time limit holds for the
+    whole answer (one `spent` across the batches)."""
+    spent: dict[str, float] = {}
+    batch: list[bytes] = []
+    sent = 0
+
+    async def done(raws: list[bytes]) -> bytes:
+        nonlocal sent
+        entries = await scripting.on_queried(names.entries([json.loads(raw) for raw in raws]), spent)
+        text = b",".join(msgspec.json.encode(entry) for entry in entries)
+        text, sent = (text if sent == 0 else b"," + text), sent + len(entries)
+        return text
+
+    yield b'{"entries":['
+    async with aclosing(merged.merged()) as lines:
+        async for raw in lines:
+            batch.append(raw)
+            if len(batch) >= QUERIED_BATCH:
+                yield await done(batch)
+                batch = []
+    if batch:
+        yield await done(batch)
+    yield b'],"workers":' + msgspec.json.encode(merged.workers) + b"}"
+
+
 class EntriesController(Controller):
     path = API
 
     @get("/entries")
     async def entries(self, request: Request, pool: Injected[WorkerPool], names: Injected[Names],
-                      scripting: Injected[Scripting]) -> Response[Any] | Stream:
+                      scripting: Injected[Scripting]) -> Stream:
         """Entries from every worker, newest first, with the `workers` block."""
         query = params.query(dict(request.query_params))
         limit = params.limit(query)
         try:
-            if not scripting.wants_queried():
-                # merged as they stream in, each named on its way (in a cluster): read whole,
-                # limit=100000 held ~300 MB of dicts per request under the hub's 512Mi limit
-                merged = await pool.open_entries(query, limit)
-                return Stream(merged.chunks(line=names.line), media_type=MediaType.JSON)
-            answer = await pool.entries(query, limit)
+            # merged as they stream in, each named on its way (in a cluster) and passed through
+            # the scripts' onItemQueried in batches: read whole, limit=100000 held every entry
+            # decoded (~900 MB for the service map's) under the hub's 512Mi limit
+            merged = await pool.open_entries(query, limit)
         except WorkerError as error:
             raise from_worker(error, None) from None
-        # onItemQueried (scripts) may tag or change what is answered
-        return Response({"entries": await scripting.on_queried(names.entries(answer.entries)),
-                         "workers": answer.workers})
+        if not scripting.wants_queried():
+            return Stream(merged.chunks(line=names.line), media_type=MediaType.JSON)
+        return Stream(_queried(merged, names, scripting), media_type=MediaType.JSON)
 
     @get("/entries/{entry_id:str}")
     async def entry_detail(self, entry_id: FromPath[str], pool: Injected[WorkerPool],

@@ -162,9 +162,11 @@ class ScriptEngine:
     async def unload(self, name: str) -> None:
         await self._ask(lambda: self._unload(name))
 
-    async def queried(self, entries: list[str]) -> list[str]:
-        """onItemQueried over every entry (JSON texts), each script's output the next one's input."""
-        return await self._ask(lambda: self._queried(entries))
+    async def queried(self, entries: list[str], spent: dict[str, float] | None = None) -> list[str]:
+        """onItemQueried over every entry (JSON texts), each script's output the next one's input.
+        `spent`: seconds each script has taken for this answer so far (an answer sent in batches
+        passes the same dict each time)."""
+        return await self._ask(lambda: self._queried(entries, {} if spent is None else spent))
 
     async def run_job(self, name: str, job: str) -> Failure | None:
         return await self._ask(lambda: self._run_job_now(name, job))
@@ -286,13 +288,14 @@ class ScriptEngine:
     def _hub_action(self, action: str, data_json: str, depth: int) -> None:
         self._hook_all("onHubAction", f"[{json.dumps(action)},{data_json}]", depth)
 
-    def _queried(self, entries: list[str]) -> list[str]:
+    def _queried(self, entries: list[str], spent: dict[str, float]) -> list[str]:
         names = sorted(name for name, runtime in self._runtimes.items()
                        if "onItemQueried" in runtime.hooks and self.states[name].enabled)
         # Each call keeps to the time limit, but a hook just under it (0.8 s) made every
         # /entries answer take 0.8 s x its limit, and the scripts after it waited as long: for
         # one answer a script's calls together get the time limit, the rest pass it unchanged.
-        spent = dict.fromkeys(names, 0.0)
+        for name in names:
+            spent.setdefault(name, 0.0)
         out = []
         for position, entry in enumerate(entries):
             for name in names:

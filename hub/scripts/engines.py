@@ -68,11 +68,12 @@ class ScriptEngines:
             await self._engines[name].unload(name)
             await self._retire(name)
 
-    async def queried(self, entries: list[str]) -> list[str]:
+    async def queried(self, entries: list[str], spent: dict[str, float] | None = None) -> list[str]:
+        spent = {} if spent is None else spent
         for name in sorted(self._engines):
             engine = self._engines.get(name)
             if engine is not None and engine.wants("onItemQueried"):
-                entries = await engine.queried(entries)
+                entries = await engine.queried(entries, spent)
         return entries
 
     async def run_job(self, name: str, job: str) -> Failure | None:

@@ -162,10 +162,13 @@ class Scripting:
         """Whether an enabled script has an onItemQueried hook."""
         return self.engine.wants("onItemQueried")
 
-    async def on_queried(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def on_queried(self, entries: list[dict[str, Any]],
+                         spent: dict[str, float] | None = None) -> list[dict[str, Any]]:
+        """onItemQueried over `entries`; `spent` carries each script's time over the batches
+        of one answer (its time limit holds for the answer, not for each batch)."""
         if not entries or not self.engine.wants("onItemQueried"):
             return entries
-        texts = await self.engine.queried([json.dumps(entry) for entry in entries])
+        texts = await self.engine.queried([json.dumps(entry) for entry in entries], spent)
         return [json.loads(text) for text in texts]
 
     def hub_action(self, action: str, data: Any) -> None:
