@@ -87,6 +87,7 @@ NUMKEYS_AT_1 = frozenset({"ZUNION", "ZINTER", "ZDIFF", "SINTERCARD", "LMPOP", "Z
 SUBSCRIBES = {"subscribe": "SUBSCRIBE", "psubscribe": "PSUBSCRIBE",
               "ssubscribe": "SSUBSCRIBE", "unsubscribe": "UNSUBSCRIBE",
               "punsubscribe": "PUNSUBSCRIBE", "sunsubscribe": "SUNSUBSCRIBE"}
+_SUBSCRIBE_COMMANDS = frozenset(SUBSCRIBES.values())
 MESSAGES = frozenset({"message", "pmessage", "smessage"})
 
 _INLINE_DETECT = frozenset({
@@ -332,17 +333,29 @@ def secret_arguments(command: str, args: list[str]) -> list[int]:
 def request_fields(node: _Node, inline: bool) -> dict[str, Any]:
     items = node.value if node.kind == 0x2A and node.value is not None else []
     count = node.length if node.kind == 0x2A else 0
-    words = [_word(child) for child in items]
+    return _request_fields([_word(child) for child in items], count, inline)
+
+
+def _request_fields(words: list[str], count: int, inline: bool) -> dict[str, Any]:
+    """The request's fields from the words of its first KEEP elements (_word's) and its
+    element count: what request_fields makes of a parsed array, and the fast path of a
+    whole one (which decodes the words without making the nodes)."""
     command = words[0].upper() if words else ""
     used = 1
     if command in CONTAINERS and len(words) > 1:
         command = f"{command} {words[1].upper()}"
         used = 2
-    args = [_text(w.encode("utf-8", "replace"), ARG_CHARS) for w in words[used:used + ARGS_SHOWN]]
+    # A word is decoded with "replace" from at most PREVIEW bytes, so it encodes back to the
+    # same bytes and decodes to itself: up to `limit` characters (at most 4*limit bytes,
+    # all of which _text reads) it is what _text makes of its bytes, with no round trip.
+    args = [w if len(w) <= ARG_CHARS else _text(w.encode("utf-8", "replace"), ARG_CHARS)
+            for w in words[used:used + ARGS_SHOWN]]
     key = _first_key(command, words, count)
+    if key is not None and len(key) > PREVIEW:
+        key = _text(key.encode("utf-8", "replace"), PREVIEW)
     return {
         "command": command,
-        "key": key if key is None else _text(key.encode("utf-8", "replace"), PREVIEW),
+        "key": key,
         "args": max(0, count - used),
         "arguments": args,
         "inline": inline,
@@ -610,6 +623,7 @@ class _Reader(StreamReader):
         is_request = self.is_request
         find = data.find
         on_message = self.s.on_message
+        on_request = self.s.on_request
         raw_limit = self.raw_limit
         while pos < n:
             start = pos
@@ -622,20 +636,39 @@ class _Reader(StreamReader):
                 if count < 1 or count >= MAX_COUNT:
                     return start
                 pos = m.end()
-                children: list[_Node] = []
-                for _ in range(count):
-                    m = _FAST_BULK(data, pos)                   # only bulk strings
-                    if m is None:
-                        return start
-                    size = int(m.group(1))
-                    pos = m.end()
-                    stop = pos + size
-                    if size >= MAX_COUNT or data[stop:stop + 2] != b"\r\n":
-                        return start
-                    if len(children) < KEEP:
-                        children.append(_Node(0x24, data[pos:pos + min(size, keep)], size))
-                    pos = stop + 2
-                node = _Node(0x2A, children, count)
+                if is_request:
+                    # A command: only its words are wanted (what request_fields would take
+                    # of the nodes), so no node is made.
+                    words: list[str] = []
+                    for _ in range(count):
+                        m = _FAST_BULK(data, pos)               # only bulk strings
+                        if m is None:
+                            return start
+                        size = int(m.group(1))
+                        pos = m.end()
+                        stop = pos + size
+                        if size >= MAX_COUNT or data[stop:stop + 2] != b"\r\n":
+                            return start
+                        if len(words) < KEEP:
+                            words.append(data[pos:pos + min(size, PREVIEW)].decode(
+                                "utf-8", "replace"))
+                        pos = stop + 2
+                    node = None
+                else:
+                    children: list[_Node] = []
+                    for _ in range(count):
+                        m = _FAST_BULK(data, pos)               # only bulk strings
+                        if m is None:
+                            return start
+                        size = int(m.group(1))
+                        pos = m.end()
+                        stop = pos + size
+                        if size >= MAX_COUNT or data[stop:stop + 2] != b"\r\n":
+                            return start
+                        if len(children) < KEEP:
+                            children.append(_Node(0x24, data[pos:pos + min(size, keep)], size))
+                        pos = stop + 2
+                    node = _Node(0x2A, children, count)
             elif is_request:
                 return start                       # inline commands: the general path
             elif t == 0x24:                                      # "$": a bulk string
@@ -682,9 +715,12 @@ class _Reader(StreamReader):
                 msg = _Message(base, start_ts, start_ref)
             if raw_limit:
                 msg.raw = bytearray(data[start:min(pos, start + raw_limit)])
-            msg.node = node
             msg.end, msg.end_ts, msg.end_ref = base + pos, ts, ref
-            on_message(is_request, msg)
+            if node is None:
+                on_request(msg, _request_fields(words, count, False))
+            else:
+                msg.node = node
+                on_message(is_request, msg)
         return pos
 
     def _keep_raw(self, msg: _Message, data: bytes | bytearray, a: int, b: int) -> None:
@@ -824,7 +860,7 @@ class _Request:
         self.confirmations = 0
         self.skip_before = 0          # replies of commands cut before this one: dropped first
         # Subscribe-family commands get one confirmation per channel (0: until count 0).
-        self.expect = fields["args"] if fields["command"] in SUBSCRIBES.values() else 1
+        self.expect = fields["args"] if fields["command"] in _SUBSCRIBE_COMMANDS else 1
 
 
 class RedisSession(TwoWaySession):
@@ -864,18 +900,8 @@ class RedisSession(TwoWaySession):
 
     def on_message(self, is_request: bool, msg: _Message) -> None:
         if is_request:
-            if msg.node is None:
-                return                     # cut before anything could be read
-            fields = request_fields(msg.node, msg.inline)
-            request = _Request(msg, fields)
-            if len(self.pending) >= MAX_PENDING:
-                self.skip_tail += 1
-                msg.notes.append(f"cut: redis pending: over {MAX_PENDING} commands awaited "
-                                 "replies; this one's reply is not paired")
-                self._emit(request, complete=False)
-                return
-            request.skip_before, self.skip_tail = self.skip_tail, 0
-            self.pending.append(request)
+            if msg.node is not None:       # else cut before anything could be read
+                self.on_request(msg, request_fields(msg.node, msg.inline))
             return
         node = msg.node
         if node is None:
@@ -906,6 +932,18 @@ class RedisSession(TwoWaySession):
         if request.fields["command"] == "MONITOR" and node.kind == 0x2B:
             self.monitoring = True
         self._emit(request, complete=msg.complete and request.msg.complete)
+
+    def on_request(self, msg: _Message, fields: dict[str, Any]) -> None:
+        """A command read, with its fields (the fast path makes them without a node)."""
+        request = _Request(msg, fields)
+        if len(self.pending) >= MAX_PENDING:
+            self.skip_tail += 1
+            msg.notes.append(f"cut: redis pending: over {MAX_PENDING} commands awaited "
+                             "replies; this one's reply is not paired")
+            self._emit(request, complete=False)
+            return
+        request.skip_before, self.skip_tail = self.skip_tail, 0
+        self.pending.append(request)
 
     def _confirm(self, kind: str, words: list[str], msg: _Message) -> bool:
         """A subscribe/unsubscribe confirmation: fold it into the waiting command."""
