@@ -83,11 +83,12 @@ class Body(msgspec.Struct):
     content_encoding: str = ""    # e.g. "gzip" when the wire bytes were compressed
 
 
-_encoder = msgspec.json.Encoder()
+# The one JSON encoder: its bound `encode` is what hot loops call (no wrapper call).
+ENCODER = msgspec.json.Encoder()
 
 
 def encode(value: Any) -> bytes:
-    return _encoder.encode(value)
+    return ENCODER.encode(value)
 
 
 def decode_entry(data: bytes | str) -> Entry:

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from shark.model import Endpoint, Size, TcpInfo, UdpInfo, encode
+from shark.model import ENCODER, Endpoint, Size, TcpInfo, UdpInfo, encode
 from worker.assembler import Assembler
 from worker.connections import UNREACHABLE_NOTE, TcpFacts, failure_exchange, reset_note
 from worker.dissectors import fallback, registry
@@ -381,8 +381,13 @@ class Dissection:
                     exchange.notes.append(reset_note(facts, exchange, selector.swapped))
                 facts.carried = True
             info = facts.info(selector.swapped)
+        # The OrderKey (_key, inline: once per entry).
+        self._made += 1
+        ref = self._current_ref
         self._pending.append((entries, selector.session_flow, exchange, client_seq, server_seq,
-                              info, self._key(entries.tls, flow_first_ref)))
+                              info, (ref[0], ref[1], self._phase, self._phase_t,
+                                     1 if entries.tls else 0, flow_first_ref[0],
+                                     flow_first_ref[1], self._made)))
 
     def _closed(self, selector: SelectingSession) -> None:
         self._sessions.discard(selector)
@@ -536,6 +541,7 @@ class Dissection:
         pending, self._pending = self._pending, []
         rows: list[tuple[OrderKey, IndexRow]] = []
         node, names, identities, redactor = self._node, self._names, self._identities, self._redactor
+        encode_json = ENCODER.encode
         for entries, flow, exchange, client_seq, server_seq, info, key in pending:
             if exchange.notes:
                 count_cuts(self.cut, exchange.notes)
@@ -546,16 +552,22 @@ class Dissection:
             src, dst = entries.endpoints_json(flow, names, identities)
             tcp = udp = None
             if type(info) is TcpInfo:
-                tcp = entries.tcp_json(info)
+                tcp = entries.info_json if info is entries.info else entries.tcp_json(info)
             elif info is not None:
                 udp = _UDP_JSON[info.failure]
-            end_ns = exchange.end_ns
+            start_ns, end_ns = exchange.start_ns, exchange.end_ns
+            if end_ns is None:
+                elapsed = None
+            elif type(end_ns) is int and type(start_ns) is int and \
+                    0 <= end_ns - start_ns < _EXACT_BELOW_NS and (end_ns - start_ns) % 1000 != 500:
+                elapsed = (end_ns - start_ns + 500) // 1000 / 1000   # elapsed_ms, inline
+            else:
+                elapsed = elapsed_ms(start_ns, end_ns)
             # Positional: the Entry's fields in order (IndexedEntry); msgspec takes a dozen
             # keywords and more several times slower than positions.
             entry = IndexedEntry(
                 f"{node}:{seq}" if seq else UNNUMBERED_ID, node, exchange.protocol,
-                exchange.start_ns / 1e9, src, dst, exchange.summary,
-                None if end_ns is None else elapsed_ms(exchange.start_ns, end_ns),
+                start_ns / 1e9, src, dst, exchange.summary, elapsed,
                 exchange.status, exchange.request, exchange.response,
                 Size(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,
                 exchange.complete, exchange.notes, tcp, udp)
@@ -563,7 +575,7 @@ class Dissection:
                 redactor.entry(entry)
             first, last = exchange.first_ref, exchange.last_ref
             rows.append((key, IndexRow(
-                seq, entry.ts, entry.protocol, encode(entry),
+                seq, entry.ts, entry.protocol, encode_json(entry),
                 first[0], first[1], last[0], last[1],
                 flow.transport, entries.client_ip, flow.client_port,
                 entries.server_ip, flow.server_port,
