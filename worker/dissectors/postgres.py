@@ -365,6 +365,37 @@ class _Reader(LengthPrefixedReader):
                     (ops and ops[0][0] == SSL):
                 break
             size = length - 4
+            if ops and t in _RESULT_TAIL and not sink.server_lost and not row_limit:
+                kind, unit = ops[0]
+                if kind == QUERY or (kind == EXECUTE and t == 0x44):
+                    # The rows, tag and ReadyForQuery of a simple query (rows of a portal),
+                    # none of which can fail to parse: what on_message -> _backend does with
+                    # them, without the calls (the detail view's rows take that path).
+                    start = base + pos
+                    if unit.resp_start is None:
+                        if start >= chunk_start:
+                            first_ts, first_ref = ts, ref
+                        else:
+                            _, first_ts, first_ref = chunk_at(self.marks, start)
+                        unit.resp_start, unit.resp_ts, unit.resp_ref = start, first_ts, first_ref
+                    unit.resp_end, unit.end_ts, unit.end_ref = start + total, ts, ref
+                    if t == 0x44:
+                        unit.rows += 1
+                    elif t == 0x43:
+                        body = bytes(buf[pos + 5:pos + 5 + min(size, KEEP_LIMIT)])
+                        unit.tags.append(_cstr(body, 0)[0] if b"\0" in body
+                                         else body.decode("ascii", "replace"))
+                    else:                                        # ReadyForQuery: the end
+                        unit.extra["transaction_status"] = chr(buf[pos + 5]) if size else ""
+                        ops.popleft()
+                        unit.ops -= 1
+                        units = sink.units
+                        if units and not units[0].ops and units[0].closed:
+                            sink._flush()
+                    pos += total
+                    if self.dead:
+                        break
+                    continue
             if t == data_rows:
                 keep = min(size, row_limit)
             elif t == 0x64:
@@ -422,6 +453,7 @@ _ACCEPTS = {
     LOST: frozenset(BACKEND), SSL: frozenset(),
 }
 _ENDS_AT_Z = frozenset({STARTUP, QUERY, FUNCTION, OP_SYNC, LOST})
+_RESULT_TAIL = frozenset(b"DCZ")     # the backend's fast path takes these of a query
 
 
 class _Unit:
