@@ -974,15 +974,13 @@ class MySession(TwoWaySession):
         # The ERR code is MySQL's own status number (1146, 1045, ...); 0 is success.
         status = (cmd.error["code"] or 1) if cmd.error is not None and answered else \
             db_status(answered, False)
-        ex = Exchange(protocol="mysql", start_ns=start_ns,
-                      end_ns=cmd.end_ts if answered else None, summary=summary, status=status,
-                      request=cmd.request, response=response,
-                      request_size=0 if cmd.lost else max(0, cmd.req_end - cmd.start),
-                      response_size=(cmd.resp_end - cmd.resp_start) if answered else 0,
-                      complete=cmd.complete and not cmd.lost,
-                      first_ref=cmd.resp_ref if cmd.lost and answered else cmd.ref,
-                      last_ref=cmd.end_ref, client_offset=cmd.start,
-                      server_offset=cmd.resp_start, notes=notes)
+        # Positional, in Exchange's field order: a dozen keywords cost a microsecond more.
+        ex = Exchange("mysql", start_ns, cmd.end_ts if answered else None, summary, cmd.request,
+                      response, status, 0 if cmd.lost else max(0, cmd.req_end - cmd.start),
+                      (cmd.resp_end - cmd.resp_start) if answered else 0,
+                      cmd.complete and not cmd.lost,
+                      cmd.resp_ref if cmd.lost and answered else cmd.ref, cmd.end_ref,
+                      cmd.start, cmd.resp_start, None, None, notes)
         if self.body_limit > 0 and cmd.body is not None:
             ex.response_body = bytes(cmd.body)
         self.emit(ex)
