@@ -648,17 +648,23 @@ class _Reader(StreamReader):
                     # of the nodes), so no node is made.
                     words: list[str] = []
                     for _ in range(count):
-                        m = _FAST_BULK(data, pos)               # only bulk strings
-                        if m is None:
+                        # "$<1-19 digits>\r\n" (_FAST_BULK's header; found, not matched:
+                        # a fifth faster) and the string with its CRLF: only bulk strings.
+                        if pos >= n or data[pos] != 0x24:
                             return start
-                        size = int(m.group(1))
-                        pos = m.end()
+                        nl = find(b"\r\n", pos + 1, pos + 22)
+                        digits = data[pos + 1:nl]
+                        if nl < 0 or not digits.isdigit():
+                            return start
+                        size = int(digits)
+                        pos = nl + 2
                         stop = pos + size
-                        if size >= MAX_COUNT or data[stop:stop + 2] != b"\r\n":
+                        if size >= MAX_COUNT or stop + 2 > n or data[stop] != 0x0D or \
+                                data[stop + 1] != 0x0A:
                             return start
                         if len(words) < KEEP:
-                            words.append(data[pos:pos + min(size, PREVIEW)].decode(
-                                "utf-8", "replace"))
+                            words.append(data[pos:pos + size if size < PREVIEW else pos + PREVIEW]
+                                         .decode("utf-8", "replace"))
                         pos = stop + 2
                     node = None
                 else:
