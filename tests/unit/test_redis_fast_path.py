@@ -9,6 +9,8 @@ Pipelined, split, gapped and unusual messages make the readers switch between th
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from support.sessions import Step, both_paths, comparable
 from test_redis import Conv, cmd
@@ -98,3 +100,26 @@ def test_mid_stream_start_then_whole_messages() -> None:
         stream = tail + CLIENT
         out, _ = both([("c", stream[:cut]), ("c", stream[cut:]), ("s", SERVER)])
         assert "LRANGE l" in [ex.summary for ex in out], cut
+
+
+def _round_trip(word: str, limit: int) -> str:
+    """What the fields were before the shortcut: every word encoded again and cut by _text."""
+    return redis._text(word.encode("utf-8", "replace"), limit)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.binary(max_size=300),
+                          st.text(max_size=90).map(lambda t: t.encode("utf-8", "surrogatepass")),
+                          st.sampled_from([b"\xf0\x9f\x98\x80" * 70, b"\xff" * 200,
+                                           b"\xf0\x9f\x98\x80" * 63 + b"\xff" * 4])),
+                min_size=1, max_size=6))
+def test_arguments_and_key_as_the_round_trip_made_them(values: list[bytes]) -> None:
+    """The words of a command (at most PREVIEW bytes each, decoded with replacement) become
+    arguments and key without being encoded and decoded again: the same strings, invalid
+    UTF-8, 4-byte characters and long words included."""
+    words = [v[:redis.PREVIEW].decode("utf-8", "replace") for v in [b"SET", *values]]
+    fields = redis._request_fields(words, len(words), False)
+    assert fields["arguments"] == [_round_trip(w, redis.ARG_CHARS) for w in words[1:5]]
+    assert fields["key"] == _round_trip(words[1], redis.PREVIEW)
+    out, taken = both([("c", cmd(b"SET", *values)), ("s", b"+OK\r\n")])
+    assert taken and out[0].request == fields
