@@ -279,13 +279,21 @@ class _Reader(LengthPrefixedReader):
         sink = self.sink
         direction = self.direction
         chunk_start = self.marks[-1][0]       # packets from here on began in this chunk
+        # MySession.keep, inline (a call per packet): rows keep a head, the rest is parsed.
+        commands = sink.pending if direction == Direction.SERVER_TO_CLIENT else None
+        body_limit = sink.body_limit
         while n - pos >= 4 and not (self.resyncing or self.dead or self.pending):
             size = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             seq = buf[pos + 3]
             total = 4 + size
             cont = self.continued
             self.continued = size == MAX_PAYLOAD
-            keep = 0 if cont else sink.keep(direction, seq, size)
+            if cont:
+                keep = 0
+            elif commands and commands[0].state == ROWS:
+                keep = max(16, min(size, body_limit)) if body_limit > 0 else 16
+            else:
+                keep = min(size, KEEP_LIMIT)
             if n - pos >= total:
                 # A whole packet (the common case): its Frame made here, without a lookup in
                 # the marks when it began in this chunk.
@@ -329,7 +337,8 @@ class _Cmd:
 
     def __init__(self, command: int, start: int, ts: int, ref: PacketRef) -> None:
         self.command = command
-        self.name = COMMANDS.get(command, f"COM_{command:#04x}")
+        name = COMMANDS.get(command)
+        self.name = f"COM_{command:#04x}" if name is None else name
         self.request: dict[str, Any] = {"command": self.name}
         self.summary = self.name
         self.start = self.req_end = start
@@ -463,6 +472,7 @@ class MySession(TwoWaySession):
         return state is Detect.MATCH
 
     def keep(self, direction: Direction, seq: int, size: int) -> int:
+        # _Reader.parse has this inline: change both.
         if (direction == Direction.SERVER_TO_CLIENT and self.pending
                 and self.pending[0].state == ROWS):
             return max(16, min(size, self.body_limit)) if self.body_limit > 0 else 16

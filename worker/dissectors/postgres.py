@@ -564,6 +564,7 @@ class PgSession(TwoWaySession):
     # -- what the readers call (worker.dissectors.stream.FrameSink, and the SSL answer) --
 
     def keep(self, direction: Direction, t: int, size: int) -> int:
+        # _Reader._whole has this inline: change both.
         if t == 0x44 and direction == Direction.SERVER_TO_CLIENT:   # DataRow
             return min(size, self.body_limit) if self.body_limit > 0 else 0
         if t == 0x64:                           # CopyData
