@@ -1,12 +1,14 @@
 """A dissector's sessions in another checkout against this one's, on the same mutated inputs:
 the exchanges must be equal field by field (on demand, not in the suite).
 
-    .venv/bin/python tests/bench/diff_sessions.py --old DIR {mqtt,dns} [--inputs 20000] [--seed 5]
+    .venv/bin/python tests/bench/diff_sessions.py --old DIR PROTOCOL [--inputs 20000] [--seed 5]
+
+PROTOCOL: mqtt, redis, postgres, mysql, http1 (TCP) or dns.
 
 DIR is a checkout whose worker/dissectors/<protocol>.py is loaded beside this tree's (e.g.
 `git archive main worker | tar -x -C /tmp/old`); both use this tree's base and stream modules.
-Inputs: the golden captures' streams, mutated as fuzz_mqtt.py / fuzz_dns.py mutate them, fed
-in random chunks with gaps (MQTT; TCP) or as datagrams with repeated, reordered and late
+Inputs: the golden captures' streams, mutated as fuzz_amqp.py / fuzz_dns.py mutate them, fed
+in random chunks with gaps (the TCP protocols) or as datagrams with repeated, reordered and late
 queries (DNS, detection's parse handed to the session as the selector does). For a change that
 must not change any entry (a fast path, a cheaper structure), run with --old at the change's
 parent: every difference is printed with its input number.
@@ -41,13 +43,20 @@ def load_old(old: Path, protocol: str) -> ModuleType:
     return module
 
 
-def mqtt_run(module: ModuleType, client: list[bytes], server: list[bytes], seed: float,
-             body_limit: int) -> Run:
+# The TCP protocols: their dissector class and port.
+TCP = {"mqtt": ("MqttDissector", 1883), "redis": ("RedisDissector", 6379),
+       "postgres": ("PostgresDissector", 5432), "mysql": ("MysqlDissector", 3306),
+       "http1": ("Http1Dissector", 80)}
+
+
+def tcp_run(module: ModuleType, protocol: str, client: list[bytes], server: list[bytes],
+            seed: float, body_limit: int) -> Run:
     """fuzz_amqp.feed's chunking and gaps, from one seed for both trees."""
     rng = random.Random(seed)
-    flow = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 1883)
+    name, port = TCP[protocol]
+    flow = FlowInfo("tcp", b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", port)
     out: list[Any] = []
-    session = module.MqttDissector().session(flow, out.append, body_limit)
+    session = getattr(module, name)().session(flow, out.append, body_limit)
     offsets, ts = [0, 0], 1
     for turn in range(max(len(client), len(server))):
         for direction, chunks in ((0, client), (1, server)):
@@ -66,7 +75,7 @@ def mqtt_run(module: ModuleType, client: list[bytes], server: list[bytes], seed:
                 pos += size
                 ts += 1
     session.on_close(ts)
-    return out, 0, session.malformed_count
+    return out, 0, getattr(session, "malformed_count", 0)
 
 
 def dns_run(module: ModuleType, flow: FlowInfo, chunks: list[tuple[int, bytes | int]],
@@ -93,7 +102,7 @@ def dns_run(module: ModuleType, flow: FlowInfo, chunks: list[tuple[int, bytes | 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("protocol", choices=("mqtt", "dns"))
+    parser.add_argument("protocol", choices=(*TCP, "dns"))
     parser.add_argument("--old", type=Path, required=True)
     parser.add_argument("--inputs", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=5)
@@ -102,15 +111,16 @@ def main() -> None:
     new = importlib.import_module(f"worker.dissectors.{args.protocol}")
     rng = random.Random(args.seed)
     differing = exchanges = 0
-    if args.protocol == "mqtt":
+    if args.protocol in TCP:
         from fuzz_amqp import GOLDEN, mutate, streams_of
-        corpus = [s for pcap in sorted((GOLDEN / "mqtt").glob("*.pcap")) for s in streams_of(pcap)]
+        corpus = [s for pcap in sorted((GOLDEN / args.protocol).glob("*.pcap"))
+                  for s in streams_of(pcap)]
     else:
         from fuzz_dns import mutate as mutate_chunks
         from fuzz_dns import read_flows
         flows = read_flows(ROOT / "tests" / "golden" / "dns" / "basic.pcap")
     for n in range(args.inputs):
-        if args.protocol == "mqtt":
+        if args.protocol in TCP:
             client, server = rng.choice(corpus)
             which = rng.random()
             if which < 0.45:
@@ -120,12 +130,12 @@ def main() -> None:
             else:
                 client = [mutate(c, rng) for c in client]
                 server = [mutate(c, rng) for c in server]
-            if rng.random() < 0.1:      # joined mid-stream: the version is not known
+            if rng.random() < 0.1:      # joined mid-stream (MQTT: the version is not known)
                 cut = rng.randrange(len(client) + 1)
                 client, server = client[cut:], server[cut:]
             body_limit, seed = rng.choice((0, 0, 16, 4096)), rng.random()
-            a = mqtt_run(old, client, server, seed, body_limit)
-            b = mqtt_run(new, client, server, seed, body_limit)
+            a = tcp_run(old, args.protocol, client, server, seed, body_limit)
+            b = tcp_run(new, args.protocol, client, server, seed, body_limit)
         else:
             flow, chunks = flows[rng.randrange(len(flows))]
             mutated = mutate_chunks(chunks, rng) if rng.random() < 0.8 else list(chunks)
