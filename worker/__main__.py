@@ -174,7 +174,7 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
     from worker.pipeline import Pipeline, read_batch_for
     from worker.redact import Redactor, key_for
     from worker.sharded import ShardedPipeline
-    from worker.store.index import open_index
+    from worker.store.index import open_index, wal_limit_for
     try:
         capture.wait_ready()
     except CaptureError as error:
@@ -188,7 +188,8 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
             (log.info if capture.tls_ok else log.warning)("%s", capture.tls_note)
         for note in capture.repaired:
             log.warning("store: %s", note)
-        index, index_note = open_index(options.storage_dir / "index.sqlite")
+        index, index_note = open_index(options.storage_dir / "index.sqlite",
+                                       wal_limit_for(options.storage_limit))
         cleanup.callback(index.close)
         notes = [capture.note, *([capture.tls_note] if capture.tls_note else []), *capture.repaired]
         for note in store_notes or []:

@@ -38,7 +38,7 @@ from worker.names import NamesError, parse_names, parse_nets
 from worker.pipeline import read_batch_for
 from worker.sources.base import CaptureError
 from worker.store.capacity import LimitRefused, check_limit
-from worker.store.index import EntryIndex, IndexRow
+from worker.store.index import EntryIndex, IndexRow, wal_limit_for
 from worker.store.segments import SegmentEvicted, StoreError, iter_segment, list_segments
 
 log = logging.getLogger("shark.worker.api")
@@ -358,6 +358,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
             raise BadRequest(f"storage_limit: {error}") from None
         options.storage_limit = limit
         runtime.pipeline.read_batch = read_batch_for(limit)
+        runtime.index.wal_limit = wal_limit_for(limit)
         return {"storage_limit": limit}
 
     @post(f"{API}/tags", status_code=200)

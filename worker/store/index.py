@@ -10,6 +10,7 @@ empty one, whose cursor() is None, so the caller re-dissects the PCAP segments f
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sqlite3
@@ -26,16 +27,34 @@ from worker.packet import PacketRef
 from worker.store.private import create_file, make_dir
 from worker.store.segments import StoreError
 
-SCHEMA_VERSION = "1"
+log = logging.getLogger("shark.worker.index")
+
+SCHEMA_VERSION = "2"
+# Older versions this one migrates on open (_migrate), keeping rows, ids and cursor. Version 1
+# found a segment's rows through an index on first_seg, 20% of an insert's CPU.
+MIGRATES_FROM = ("1",)
 BUSY_TIMEOUT_MS = 10_000
-# The WAL is checkpointed every 64 pages (256 KiB at 4 KiB pages, sqlite's default is 1000)
-# and cut back to 256 KiB after: it counts in --storage-limit, whose minimum is 2 MiB.
-WAL_CHECKPOINT_PAGES = 64
-WAL_SIZE_LIMIT = 256 * 1024
+# The WAL counts in --storage-limit, so its size is bounded: its hard limit is 1/32 of the
+# storage limit, kept between 256 KiB (the minimum limit of 2 MiB holds 8) and 32 MiB. Past a
+# quarter of it a checkpoint thread copies it into the database beside the writer (sqlite's
+# own checkpoint would run inside the writer's COMMIT, with two fsyncs, while the dissection
+# shards wait on the merge); a writer that still finds it past the hard limit checkpoints and
+# truncates it itself. wal_limit_for() gives the limit; open_index() takes it.
+WAL_LIMIT_MIN = 256 * 1024
+WAL_LIMIT_MAX = 32 * 1024 * 1024
+WAL_LIMIT_SHARE = 32
+# The checkpoint thread also looks every this often, so that a WAL left by a last write is
+# copied into the database while the writer is idle.
+CHECKPOINT_EVERY_S = 0.25
 # Rows deleted per transaction when pruning (their pages go through the WAL).
 PRUNE_CHUNK = 256
 # Free pages given back per prune (1 MiB at 4 KiB pages): the moves go through the WAL.
 VACUUM_PAGES = 256
+# A segment's rows are found by seq ranges (segment_seqs): a batch's rows of one segment
+# extend that segment's last range when they start at most this many seqs after its end, else
+# they open a range of their own. Rows of other segments inside a range are skipped at prune
+# (each range is scanned once): a larger gap means fewer ranges, a longer scan.
+SEQ_GAP = 1024
 
 _COLUMNS = ("seq", "ts", "protocol", "entry_json", "first_seg", "first_off", "last_seg",
             "last_off", "transport", "client_ip", "client_port", "server_ip", "server_port",
@@ -43,7 +62,7 @@ _COLUMNS = ("seq", "ts", "protocol", "entry_json", "first_seg", "first_off", "la
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM entries"
 _INSERT = (f"INSERT OR REPLACE INTO entries ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_COLUMNS))})")
-_SCHEMA = """
+_ENTRIES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
@@ -65,8 +84,33 @@ CREATE TABLE IF NOT EXISTS entries (
     server_seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS entries_by_time ON entries (ts, seq);
-CREATE INDEX IF NOT EXISTS entries_by_segment ON entries (first_seg);
 """
+# Where each segment's rows are: every row with first_seg S has a seq in a range (lo..hi) of
+# S. A segment's entries are numbered as dissection reaches it, so its rows are nearly
+# consecutive: a few ranges per segment (one more per late straggler, such as the first
+# exchange of a connection opened in it long before), instead of an index entry per row.
+_SEGMENT_SEQS = """
+CREATE TABLE IF NOT EXISTS segment_seqs (
+    first_seg INTEGER NOT NULL,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    PRIMARY KEY (first_seg, lo)
+) WITHOUT ROWID;
+"""
+_SCHEMA = _ENTRIES + _SEGMENT_SEQS
+# A segment's rows extend its last range when they start within SEQ_GAP of its end ...
+_EXTEND_RANGE = (
+    "UPDATE segment_seqs SET hi = max(hi, :hi) WHERE first_seg = :seg AND lo = "
+    "(SELECT max(lo) FROM segment_seqs WHERE first_seg = :seg) AND lo <= :lo "
+    f"AND hi >= :lo - {SEQ_GAP}")
+# ... else they open one.
+_ADD_RANGE = ("INSERT INTO segment_seqs (first_seg, lo, hi) VALUES (:seg, :lo, :hi) "
+              "ON CONFLICT (first_seg, lo) DO UPDATE SET hi = max(hi, excluded.hi)")
+
+
+def wal_limit_for(storage_limit: int) -> int:
+    """The WAL's hard size limit for a storage limit (WAL_LIMIT_SHARE of it, bounded)."""
+    return min(WAL_LIMIT_MAX, max(WAL_LIMIT_MIN, storage_limit // WAL_LIMIT_SHARE))
 
 
 class IndexRow(msgspec.Struct):
@@ -92,17 +136,49 @@ class IndexRow(msgspec.Struct):
 # IndexRow's values in field order (msgspec.structs.astuple(row)).
 IndexValues = tuple[Any, ...]
 _SEQ = itemgetter(0)
+_FIRST_SEG = itemgetter(4)
+
+
+def seq_ranges(values: Sequence[IndexValues]) -> list[dict[str, int]]:
+    """Per segment of the rows' first packets: the lowest and highest seq of its rows."""
+    segments = list(map(_FIRST_SEG, values))
+    first = segments[0]
+    if segments.count(first) == len(segments):   # the usual batch: one segment (in C)
+        seqs = list(map(_SEQ, values))
+        return [{"seg": first, "lo": min(seqs), "hi": max(seqs)}]
+    ranges: dict[int, list[int]] = {}
+    for segment, value in zip(segments, values):
+        seq = value[0]
+        found = ranges.get(segment)
+        if found is None:
+            ranges[segment] = [seq, seq]
+        elif seq < found[0]:
+            found[0] = seq
+        elif seq > found[1]:
+            found[1] = seq
+    return [{"seg": segment, "lo": lo, "hi": hi} for segment, (lo, hi) in ranges.items()]
 
 
 class EntryIndex:
-    """The index file at `path`; use open_index() to get one with corruption handled."""
+    """The index file at `path`; use open_index() to get one with corruption handled.
 
-    def __init__(self, path: Path):
+    `wal_limit` bounds its WAL file (wal_limit_for(--storage-limit)); it can be changed while
+    open (the storage limit can)."""
+
+    def __init__(self, path: Path, wal_limit: int = WAL_LIMIT_MIN):
         self.path = Path(path)
+        self._wal_path = f"{self.path}-wal"
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         self._closed = False
+        self.wal_limit = wal_limit
+        self._checkpoint_wanted = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        # Checkpoints made by the checkpoint thread, and by a writer that found the WAL past
+        # its limit (the writer then waited for it).
+        self.background_checkpoints = 0
+        self.writer_checkpoints = 0
         connection = self._connection()
         with connection:
             connection.executescript(_SCHEMA)
@@ -112,7 +188,35 @@ class EntryIndex:
             # under another id, so a reader resuming after seq N can tell (the /stream hello).
             connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)",
                                (secrets.token_hex(4),))
+        if self.get_meta("schema_version") in MIGRATES_FROM:
+            self._migrate(connection)
         self.store_id = self.get_meta("store_id") or ""
+
+    @property
+    def wal_limit(self) -> int:
+        return self._wal_limit
+
+    @wal_limit.setter
+    def wal_limit(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"wal_limit {value}: expected at least 1 byte")
+        self._wal_limit = value
+        # The checkpoint thread is woken past a quarter of the limit; a WAL the writer
+        # restarts after a checkpoint is cut back to that size.
+        self._wal_wake = max(1, value // 4)
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        """Version 1 -> 2: each segment's rows get one seq range (from its lowest seq to its
+        highest: wide where a straggler came late, which costs only a longer scan at its
+        prune), and the index on first_seg goes. Rows, ids and cursor stay."""
+        with _transaction(connection):
+            connection.execute("DELETE FROM segment_seqs")   # a migration cut short before
+            connection.execute("INSERT INTO segment_seqs (first_seg, lo, hi) "
+                               "SELECT first_seg, min(seq), max(seq) FROM entries "
+                               "GROUP BY first_seg")
+            connection.execute("DROP INDEX IF EXISTS entries_by_segment")
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                               (SCHEMA_VERSION,))
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -132,17 +236,70 @@ class EntryIndex:
             connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
             connection.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash may
-            # drop the last transactions, and then rows and cursor go back together.
+            # drop the last transactions, and then rows and cursor go back together. Commits
+            # do not sync; checkpoints do.
             connection.execute("PRAGMA synchronous=NORMAL")
-            # The WAL counts in --storage-limit: checkpoint it often and cut it back after.
-            connection.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-            connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+            # No checkpoint inside a COMMIT: the checkpoint thread makes them (_committed).
+            connection.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open index {self.path}: {exc}") from None
         self._local.connection = connection
         with self._guard:
             self._connections.append(connection)
         return connection
+
+    # -- the WAL ---------------------------------------------------------------------------
+
+    def _wal_size(self) -> int:
+        try:
+            return os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def _committed(self, connection: sqlite3.Connection) -> None:
+        """After a write: past a quarter of the WAL's limit wake the checkpoint thread; past
+        the limit checkpoint and truncate it here (the thread fell behind a busy writer, or
+        readers kept it from restarting the WAL)."""
+        if getattr(self._local, "journal_limit", None) != self._wal_wake:
+            # A WAL that a write starts over is cut back to this size (set per connection,
+            # by its own thread: the limit can change while open).
+            self._local.journal_limit = self._wal_wake
+            connection.execute(f"PRAGMA journal_size_limit={self._wal_wake}").fetchall()
+        size = self._wal_size()
+        if size > self._wal_limit:
+            self.writer_checkpoints += 1
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        elif size > self._wal_wake:
+            if self._checkpointer is None:
+                self._start_checkpointer()
+            self._checkpoint_wanted.set()
+
+    def _start_checkpointer(self) -> None:
+        with self._guard:
+            if self._checkpointer is not None or self._closed:
+                return
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop,
+                                                  name="shark-index-checkpoint", daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database beside the writer (PASSIVE: it never blocks a
+        writer or a reader). Once all of it is copied, the next write starts the WAL over
+        from its beginning, so its file stops growing."""
+        while not self._closed:
+            self._checkpoint_wanted.wait(CHECKPOINT_EVERY_S)
+            self._checkpoint_wanted.clear()
+            if self._closed:
+                return
+            try:
+                self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.background_checkpoints += 1
+            except (sqlite3.Error, StoreError) as exc:
+                if self._closed:
+                    return
+                # The writer still checkpoints past the limit: the WAL stays bounded.
+                log.warning("index %s: checkpoint failed: %s", self.path, exc)
+                time.sleep(CHECKPOINT_EVERY_S)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -160,6 +317,9 @@ class EntryIndex:
         try:
             if values:
                 connection.executemany(_INSERT, values)
+                for found in seq_ranges(values):
+                    if not connection.execute(_EXTEND_RANGE, found).rowcount:
+                        connection.execute(_ADD_RANGE, found)
                 connection.execute(
                     "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO "
                     "UPDATE SET value = "
@@ -173,6 +333,7 @@ class EntryIndex:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+        self._committed(connection)
 
     def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> dict[int, list[str]]:
         """Add and remove tags on stored entries (scripts' test.pass/test.fail): per change
@@ -192,43 +353,57 @@ class EntryIndex:
                 connection.execute("UPDATE entries SET entry_json = ? WHERE seq = ?",
                                    (msgspec.json.encode(entry), seq))
                 found[seq] = tags
+        self._committed(connection)
         return found
 
     def prune_segments_before(self, segment_id: int) -> int:
-        """Delete the rows whose first packet is in a segment older than segment_id."""
+        """Delete the rows whose first packet is in a segment older than segment_id: those
+        in the seq ranges of these segments (segment_seqs), in chunks (every page a delete
+        changes goes through the WAL)."""
         connection = self._connection()
+        ranges = connection.execute(
+            "SELECT first_seg, lo, hi FROM segment_seqs WHERE first_seg < ? ORDER BY lo",
+            (segment_id,)).fetchall()
         deleted = 0
-        while True:   # in chunks: every page a delete changes goes through the WAL
-            with _transaction(connection):
-                count = connection.execute(
-                    "DELETE FROM entries WHERE seq IN (SELECT seq FROM entries WHERE "
-                    "first_seg < ? LIMIT ?)", (segment_id, PRUNE_CHUNK)).rowcount
-            deleted += count
-            if count:
+        for segment, lo, hi in ranges:
+            start = lo
+            while True:
+                with _transaction(connection):
+                    chunk = connection.execute(
+                        "SELECT seq FROM entries WHERE seq BETWEEN ? AND ? AND first_seg < ? "
+                        "ORDER BY seq LIMIT ?", (start, hi, segment_id, PRUNE_CHUNK)).fetchall()
+                    if chunk:
+                        # the same rows: between the first and last chosen, of old segments
+                        connection.execute(
+                            "DELETE FROM entries WHERE seq BETWEEN ? AND ? AND first_seg < ?",
+                            (chunk[0][0], chunk[-1][0], segment_id))
+                        start = chunk[-1][0] + 1
+                    last = len(chunk) < PRUNE_CHUNK
+                    if last:   # with its last rows, so that no row is left without a range
+                        connection.execute("DELETE FROM segment_seqs WHERE first_seg = ? AND lo = ?",
+                                           (segment, lo))
+                deleted += len(chunk)
                 self.keep_small()
-            if count < PRUNE_CHUNK:
-                return deleted
+                if last:
+                    break
+        return deleted
 
     def keep_small(self) -> None:
         """Give free pages back to the disk (up to VACUUM_PAGES at a time: each page moved is
-        written to the WAL) and cut a WAL grown past WAL_SIZE_LIMIT: both count in the
+        written to the WAL) and keep the WAL within its limit (_committed): both count in the
         storage limit, and the segment writer evicts for them."""
         connection = self._connection()
         if connection.execute("PRAGMA freelist_count").fetchone()[0] > 0:
             # executescript steps the pragma to its end; execute() frees one page per call
             connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
-        try:
-            wal = os.stat(f"{self.path}-wal").st_size
-        except FileNotFoundError:
-            return
-        if wal > WAL_SIZE_LIMIT:
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        self._committed(connection)
 
     def set_meta(self, key: str, value: str) -> None:
         connection = self._connection()
         with _transaction(connection):
             connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                (key, value))
+        self._committed(connection)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -325,6 +500,11 @@ class EntryIndex:
     def close(self) -> None:
         with self._guard:
             self._closed = True
+            checkpointer = self._checkpointer
+        if checkpointer is not None and checkpointer is not threading.current_thread():
+            self._checkpoint_wanted.set()
+            checkpointer.join(BUSY_TIMEOUT_MS / 1000)   # a checkpoint under way ends first
+        with self._guard:
             connections, self._connections = self._connections, []
         for connection in connections:
             try:
@@ -371,7 +551,7 @@ def _check(path: Path) -> str | None:
                 "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.OperationalError:
             return "has no schema version (not an index of this program)"
-        if row is None or row[0] != SCHEMA_VERSION:
+        if row is None or row[0] not in (SCHEMA_VERSION, *MIGRATES_FROM):
             found = None if row is None else row[0]
             return f"has schema version {found}, expected {SCHEMA_VERSION}"
         return None
@@ -381,9 +561,11 @@ def _check(path: Path) -> str | None:
         connection.close()
 
 
-def open_index(path: Path) -> tuple[EntryIndex, str | None]:
-    """Open the index; a missing or unusable one is replaced by an empty one. The note (one
-    line, or None) says what happened: the index then gets rebuilt from the PCAP segments."""
+def open_index(path: Path, wal_limit: int = WAL_LIMIT_MIN) -> tuple[EntryIndex, str | None]:
+    """Open the index (its WAL kept within wal_limit: wal_limit_for(--storage-limit)); a
+    missing or unusable one is replaced by an empty one, an older version is migrated. The
+    note (one line, or None) says what happened: the index then gets rebuilt from the PCAP
+    segments."""
     path = Path(path)
     try:
         make_dir(path.parent)
@@ -391,7 +573,7 @@ def open_index(path: Path) -> tuple[EntryIndex, str | None]:
         raise StoreError(f"index directory {path.parent}: {exc.strerror}") from None
     problem = _check(path)
     if problem is None:
-        return EntryIndex(path), None
+        return EntryIndex(path, wal_limit), None
     note = f"index {path} {problem}; it will be rebuilt from the PCAP segments"
     if path.exists():
         aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
@@ -408,4 +590,4 @@ def open_index(path: Path) -> tuple[EntryIndex, str | None]:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     # SQLite gives its WAL and shared-memory files the database file's mode.
     create_file(path)
-    return EntryIndex(path), note
+    return EntryIndex(path, wal_limit), note
