@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
+import msgspec
 import pytest
 
 from shark.model import Endpoint, Entry, encode
@@ -223,3 +225,91 @@ def test_readers_in_other_threads_see_consistent_data_while_writing(tmp_path):
     index.close()
     assert problems == []
     assert max(observations) == 1000
+
+
+def test_prune_finds_rows_of_interleaved_and_late_segments(index):
+    """A segment's rows are found by seq ranges: rows of two segments interleaved at their
+    boundary, and a straggler of an old segment long after (the first exchange of a connection
+    opened in it), go with their segment and no other row does."""
+    segments = {seq: 1 + seq // 100 for seq in range(1, 400)}   # segments 1..4 in order ...
+    for seq in range(95, 105, 2):
+        segments[seq] = 2                                          # ... interleaved at 1|2
+    segments[350] = 1                                              # a straggler of segment 1
+    segments[351] = 2
+    seqs = sorted(segments)
+    for at in range(0, len(seqs), 37):                              # batches of 37 rows
+        index.add([make_row(seq, segment=segments[seq]) for seq in seqs[at:at + 37]], None)
+    # the index keeps few ranges: per segment one, plus the stragglers'
+    ranges = index._connection().execute("SELECT count(*) FROM segment_seqs").fetchone()[0]
+    assert ranges <= 6, ranges
+    assert index.prune_segments_before(2) == sum(1 for s in segments.values() if s < 2)
+    left = {row.seq for row in index.newer_than(0)}
+    assert left == {seq for seq, s in segments.items() if s >= 2}
+    assert index.prune_segments_before(3) == sum(1 for s in segments.values() if s == 2)
+    assert {row.seq for row in index.newer_than(0)} == {seq for seq, s in segments.items() if s >= 3}
+    index.prune_segments_before(100)
+    assert index.count() == 0
+    assert index._connection().execute("SELECT count(*) FROM segment_seqs").fetchone()[0] == 0
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE entries (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, protocol TEXT NOT NULL,
+    entry_json BLOB NOT NULL, first_seg INTEGER NOT NULL, first_off INTEGER NOT NULL,
+    last_seg INTEGER NOT NULL, last_off INTEGER NOT NULL, transport TEXT NOT NULL,
+    client_ip TEXT NOT NULL, client_port INTEGER NOT NULL, server_ip TEXT NOT NULL,
+    server_port INTEGER NOT NULL, client_offset INTEGER NOT NULL, server_offset INTEGER,
+    client_seq INTEGER, server_seq INTEGER);
+CREATE INDEX entries_by_time ON entries (ts, seq);
+CREATE INDEX entries_by_segment ON entries (first_seg);
+"""
+
+
+def test_a_version_1_index_is_migrated_with_its_rows_ids_and_cursor(tmp_path):
+    path = tmp_path / "index.sqlite"
+    rows = [make_row(seq, segment=1 + seq // 5) for seq in range(1, 16)]
+    old = sqlite3.connect(path)
+    old.executescript(V1_SCHEMA)
+    old.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [msgspec.structs.astuple(row) for row in rows])
+    old.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", "1"), ("store_id", "cafe0001"),
+                                                      ("cursor", "3:77"), ("last_seq", "15")])
+    old.commit()
+    old.close()
+    index, note = open_index(path)
+    try:
+        assert note is None                                  # migrated, not rebuilt
+        assert index.get_meta("schema_version") == "2"
+        assert index.store_id == "cafe0001" and index.cursor() == (3, 77)
+        assert index.newer_than(0) == rows
+        names = {r[0] for r in index._connection().execute("SELECT name FROM sqlite_master")}
+        assert "entries_by_segment" not in names and "segment_seqs" in names
+        assert index.prune_segments_before(3) == 9           # seqs 1..9: segments 1 and 2
+        assert [r.seq for r in index.newer_than(0)] == list(range(10, 16))
+    finally:
+        index.close()
+
+
+def test_the_wal_stays_within_its_limit_and_is_checkpointed_beside_the_writer(tmp_path):
+    limit = 256 * 1024
+    index, _note = open_index(tmp_path / "index.sqlite", wal_limit=limit)
+    try:
+        wal = tmp_path / "index.sqlite-wal"
+        largest = 0
+        for batch in range(60):   # ~40 rows of ~1.3 KB a transaction: 4-5 of them per limit
+            index.add_values([msgspec.structs.astuple(make_row(seq, entry_json=b"x" * 1300))
+                              for seq in range(batch * 40 + 1, batch * 40 + 41)], (1, batch))
+            largest = max(largest, wal.stat().st_size)
+        assert largest <= limit, largest
+        assert index.count() == 2400
+        # the thread was woken past a quarter of the limit and made checkpoints
+        deadline = time.monotonic() + 10
+        while index.background_checkpoints == 0:
+            assert time.monotonic() < deadline, "no checkpoint from the checkpoint thread"
+            time.sleep(0.05)
+        index.wal_limit = 64 * 1024                          # the storage limit went down
+        index.add([make_row(9999)], (2, 0))
+        assert wal.stat().st_size <= 64 * 1024
+    finally:
+        index.close()
+    assert index._checkpointer is None or not index._checkpointer.is_alive()

@@ -174,6 +174,9 @@ class EntryIndex:
         self._closed = False
         self.wal_limit = wal_limit
         self._checkpoint_wanted = threading.Event()
+        # Held by whoever checkpoints: sqlite answers a checkpoint begun while another runs
+        # with "busy" at once (no busy handler), so the writer's waits for the thread's.
+        self._checkpointing = threading.Lock()
         self._checkpointer: threading.Thread | None = None
         # Checkpoints made by the checkpoint thread, and by a writer that found the WAL past
         # its limit (the writer then waited for it).
@@ -268,7 +271,8 @@ class EntryIndex:
         size = self._wal_size()
         if size > self._wal_limit:
             self.writer_checkpoints += 1
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            with self._checkpointing:
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         elif size > self._wal_wake:
             if self._checkpointer is None:
                 self._start_checkpointer()
@@ -292,7 +296,8 @@ class EntryIndex:
             if self._closed:
                 return
             try:
-                self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                with self._checkpointing:
+                    self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.background_checkpoints += 1
             except (sqlite3.Error, StoreError) as exc:
                 if self._closed:
