@@ -25,7 +25,7 @@ from worker.names import NameTable
 from worker.packet import PacketRef
 from worker.redact import Redactor
 from worker.shard import ShardState
-from worker.store.index import EntryIndex, IndexRow, IndexValues
+from worker.store.index import EntryIndex, IndexRow, IndexValues, row_from_values
 from worker.store.segments import SegmentTail, list_segments
 
 log = logging.getLogger("shark.worker.pipeline")
@@ -97,12 +97,13 @@ class IndexWriter:
             self._stats.entries += len(values)
             if self._broadcaster.count:
                 self._broadcaster.publish(rows if rows is not None
-                                          else [IndexRow(*value) for value in values])
+                                          else [row_from_values(value) for value in values])
 
     def keep_small(self, now: float | None = None) -> None:
-        """The index's keep_small() at most every KEEP_SMALL_EVERY_S: each cuts the WAL back
-        with a checkpoint of its own (an fsync), too dear after every transaction of a busy
-        writer; sqlite's own checkpoints keep the WAL to about one transaction meanwhile."""
+        """The index's keep_small() (free pages back to the disk) at most every
+        KEEP_SMALL_EVERY_S: each vacuum step's page moves go through the WAL, too dear after
+        every transaction of a busy writer. The WAL's own bound is kept after every write
+        (EntryIndex._committed)."""
         now = time.monotonic() if now is None else now
         if now - self._kept_small >= KEEP_SMALL_EVERY_S:
             self._kept_small = now

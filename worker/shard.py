@@ -35,7 +35,7 @@ from worker.names import Name, NameTable, parse_nets
 from worker.packet import PacketRef
 from worker.redact import Redactor
 from worker.shard_filter import ShardFilter
-from worker.store.index import IndexRow
+from worker.store.index import NO_VALUE, OPTIONAL_FROM, IndexRow
 from worker.store.segments import SegmentTail
 
 log = logging.getLogger("shark.worker.shard")
@@ -72,6 +72,8 @@ class ShardState(msgspec.Struct):
 
 
 # IndexRow's fields in order, with entry_json cut after its empty id: `,"node":...}` (seq 0).
+# A shard sends NO_VALUE for None in the optional ones (server_offset, client_seq, server_seq);
+# the merge takes either.
 WireRow = tuple[int, float, str, bytes, int, int, int, int, str, str, int, str, int, int,
                 int | None, int | None, int | None]
 
@@ -83,10 +85,16 @@ class ShardReport(msgspec.Struct, array_like=True):
 
 
 def wire_row(row: IndexRow) -> WireRow:
-    """An unnumbered row as it crosses to the merge (worker.sharded numbers it)."""
+    """An unnumbered row as it crosses to the merge (worker.sharded numbers it), its optional
+    columns NO_VALUE for None: the merge inserts them as they come, and sqlite binds an int
+    faster than a None (worker.store.index)."""
     rest = unnumbered_rest(row.entry_json)
     values = msgspec.structs.astuple(row)
-    return (*values[:3], rest, *values[4:])   # type: ignore[return-value]
+    server_offset, client_seq, server_seq = values[OPTIONAL_FROM:]
+    return (*values[:3], rest, *values[4:OPTIONAL_FROM],   # type: ignore[return-value]
+            NO_VALUE if server_offset is None else server_offset,
+            NO_VALUE if client_seq is None else client_seq,
+            NO_VALUE if server_seq is None else server_seq)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,8 @@ def record(store: Path, shards: int, out: Path) -> int:
     return rows
 
 
-def replay(store: Path, recording: Path, shards: int, index_dir: Path) -> dict[str, float | int | str]:
+def replay(store: Path, recording: Path, shards: int, index_dir: Path,
+           keep: Path | None = None) -> dict[str, float | int | str]:
     import msgspec
 
     from worker.broadcast import Broadcaster
@@ -138,7 +139,9 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path) -> dict[s
         size = index.size_bytes()
         checkpoints = (f"{getattr(index, 'background_checkpoints', '-')}"
                        f"/{getattr(index, 'writer_checkpoints', '-')}")
-        index.close()
+        index.close()   # the last connection's close copies the WAL in
+        if keep is not None:
+            shutil.copy(Path(scratch) / "index.sqlite", keep)
     count = len(rows)
     # per row: the merge thread's CPU, the process's (a checkpoint thread's included), wall
     return {"rows": count, "wall_s": wall,
@@ -158,21 +161,25 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose worker/ to import")
+    parser.add_argument("--keep-index", type=Path, help="copy the last run's index here")
+    parser.add_argument("--tag", default="", help="names the recording: shards of another wire "
+                        "format need their own (record with that tree)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree.resolve()))
     import worker
     print(f"worker from {Path(worker.__file__).parent}")
 
     base = args.work_dir / f"merge-{args.pcap.stem}"
-    store, recording = base / "store", base / f"shards-{args.shards}.msgpack"
+    store = base / "store"
+    recording = base / f"shards-{args.shards}{'-' + args.tag if args.tag else ''}.msgpack"
     if not recording.exists():
-        shutil.rmtree(base, ignore_errors=True)
-        base.mkdir(parents=True)
-        make_store(args.pcap, store)
+        if not store.exists():
+            base.mkdir(parents=True, exist_ok=True)
+            make_store(args.pcap, store)
         rows = record(store, args.shards, recording)
         print(f"recorded {rows} rows from {args.shards} shards in {recording}")
     for run in range(args.repeat):
-        result = replay(store, recording, args.shards, args.index_dir or base)
+        result = replay(store, recording, args.shards, args.index_dir or base, args.keep_index)
         print(f"run {run + 1}: " + "  ".join(
             f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 
