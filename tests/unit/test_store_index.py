@@ -313,3 +313,46 @@ def test_the_wal_stays_within_its_limit_and_is_checkpointed_beside_the_writer(tm
     finally:
         index.close()
     assert index._checkpointer is None or not index._checkpointer.is_alive()
+
+
+def test_count_follows_writes_replacements_and_prunes(index):
+    def stored() -> int:
+        return index._connection().execute("SELECT count(*) FROM entries").fetchone()[0]
+
+    assert index.count() == 0
+    index.add([make_row(seq) for seq in range(1, 11)], None)
+    assert index.count() == stored() == 10
+    index.add([make_row(5), make_row(11)], None)                # replaces 5, adds 11
+    assert index.count() == stored() == 11
+    index.add([make_row(seq, segment=2) for seq in range(12, 16)], None)
+    assert index.count() == stored() == 15
+    index.prune_segments_before(2)
+    assert index.count() == stored() == 4
+
+
+def test_count_asked_while_writing_ends_true(tmp_path):
+    index, _note = open_index(tmp_path / "index.sqlite")
+    done = threading.Event()
+    seen: list[int] = []
+
+    def ask() -> None:
+        while not done.is_set():
+            seen.append(index.count())
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        for batch in range(200):
+            index.add_values([msgspec.structs.astuple(make_row(seq, segment=1 + batch // 50))
+                              for seq in range(batch * 5 + 1, batch * 5 + 6)], None)
+            if batch % 50 == 49:
+                index.prune_segments_before(1 + batch // 50)
+    finally:
+        done.set()
+        asker.join()
+    try:
+        assert len(seen) > 1
+        assert index.count() == index._connection().execute(
+            "SELECT count(*) FROM entries").fetchone()[0] == 250
+    finally:
+        index.close()
