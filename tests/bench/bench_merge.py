@@ -1,7 +1,7 @@
 """The API process's share of a sharded dissection: merge, number and index the shards' rows.
 
     .venv/bin/python tests/bench/bench_merge.py PCAP [--work-dir DIR] [--shards 2]
-        [--repeat 3] [--tree DIR] [--index-dir DIR]
+        [--repeat 3] [--tree DIR] [--index-dir DIR] [--tag NAME] [--keep-index FILE]
 
 The first run imports PCAP into a store under --work-dir and records what the shards of
 `python -m worker --dissect-shards N` send the merge thread (their reports, raw, and when the
@@ -52,6 +52,7 @@ def record(store: Path, shards: int, out: Path) -> int:
     import msgspec
 
     from worker.broadcast import Broadcaster
+    from worker.shard import decode_report
     from worker.sharded import ShardedPipeline
     from worker.store.index import EntryIndex
 
@@ -66,7 +67,7 @@ def record(store: Path, shards: int, out: Path) -> int:
                 while conn.poll():
                     data = conn.recv_bytes()
                     events.append((shard.state.shard, data))
-                    self._take(shard, self._decode(data))
+                    self._take(shard, decode_report(data))
             except (EOFError, OSError):
                 pass
 
@@ -74,8 +75,6 @@ def record(store: Path, shards: int, out: Path) -> int:
             events.append(None)
             super()._release()
 
-    from worker.shard import decode_report
-    Recording._decode = staticmethod(decode_report)  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
         index = EntryIndex(Path(scratch) / "index.sqlite")
         pipeline = Recording(store, index, NODE, Broadcaster(), lambda: True, shards=shards)
