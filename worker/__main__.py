@@ -213,11 +213,13 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
             pipeline = ShardedPipeline(options.storage_dir, index, options.node, broadcaster,
                                        capture_finished=finished, redactor=redactor,
                                        shards=options.dissect_shards,
-                                       memory_limit=options.dissect_memory)
+                                       memory_limit=options.dissect_memory,
+                                       replay=options.pcap_file is not None)
         else:
             pipeline = Pipeline(options.storage_dir, index, options.node, broadcaster,
                                 capture_finished=finished, redactor=redactor,
-                                memory=MemoryBudget(options.dissect_memory))
+                                memory=MemoryBudget(options.dissect_memory),
+                                replay=options.pcap_file is not None)
         pipeline.read_batch = read_batch_for(options.storage_limit)
         runtime = WorkerRuntime(options, capture, index, pipeline, broadcaster, notes=notes,
                                 redactor=redactor)

@@ -127,8 +127,9 @@ class IndexWriter:
 class Pipeline:
     def __init__(self, storage_dir: Path, index: EntryIndex, node: str, broadcaster: Broadcaster,
                  capture_finished: Callable[[], bool], redactor: Redactor | None = None,
-                 memory: MemoryBudget | None = None) -> None:
+                 memory: MemoryBudget | None = None, replay: bool = False) -> None:
         self._capture_finished = capture_finished
+        self._replay = replay   # a file: its flows expire by its packets' time only
         self._tail = SegmentTail(storage_dir, index.cursor())
         self.names = NameTable()   # the hub's names, stamped into entries as they are indexed
         self._dissection = Dissection(node, index.max_seq() + 1, identities=self.names,
@@ -170,8 +171,10 @@ class Pipeline:
                     self._writer.prune(self._reading_segment())
                 if not worked:
                     wall_ns = time.time_ns()
-                    if wall_ns - last_expire_ns > EXPIRE_EVERY_NS and not self._capture_finished():
-                        # Live and idle: time still passes for the flows.
+                    if (not self._replay and wall_ns - last_expire_ns > EXPIRE_EVERY_NS
+                            and not self._capture_finished()):
+                        # Live and idle: time still passes for the flows. (Not while a file
+                        # is replayed: its packets are long past, the rest is on its way.)
                         last_expire_ns = wall_ns
                         self._dissection.expire(wall_ns)
                         self._flush(self._tail.position)

@@ -110,6 +110,7 @@ class ShardConfig:
     nets: list[str] | None
     finished: bool                   # the replayed file was read to its end already
     memory_limit: int | None = None  # its share of --dissect-memory (None: no budget)
+    replay: bool = False             # a file is replayed: flows expire by its packets' time only
 
 
 class _Clock:
@@ -155,6 +156,7 @@ class _Shard:
                                       position=config.start or (0, 0))
         self._read_batch = config.read_batch
         self._finished = config.finished
+        self._replay = config.replay
         self._closed_at_end = False
         self._clock = _Clock()
         self._position: PacketRef = config.start or (0, 0)
@@ -178,8 +180,9 @@ class _Shard:
                 self._report()
                 continue
             now = time.monotonic()
-            if not self._finished and now - last_expire > EXPIRE_EVERY_NS / 1e9:
-                # Live and idle: time still passes for the flows.
+            if not (self._replay or self._finished) and now - last_expire > EXPIRE_EVERY_NS / 1e9:
+                # Live and idle: time still passes for the flows. (Not while a file is
+                # replayed: its packets are long past, and the rest of it is on its way.)
                 last_expire = now
                 self._dissection.expire(time.time_ns(), self._clock.tick())
             if self._dissection.has_pending() or now - last_report > IDLE_REPORT_S:

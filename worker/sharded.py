@@ -84,13 +84,14 @@ class ShardedPipeline:
 
     def __init__(self, storage_dir: Path, index: EntryIndex, node: str, broadcaster: Broadcaster,
                  capture_finished: Callable[[], bool], redactor: Redactor | None = None,
-                 shards: int = 2, memory_limit: int | None = None) -> None:
+                 shards: int = 2, memory_limit: int | None = None, replay: bool = False) -> None:
         if shards < 2:
             raise ValueError(f"shards {shards}: a sharded pipeline has at least 2 (1 is Pipeline)")
         self._storage_dir = storage_dir
         self._node = node
         self._id_prefix = id_prefix_for(node)
         self._capture_finished = capture_finished
+        self._replay = replay
         self._redactor = redactor
         self._count = shards
         # Sessions' memory is budgeted per shard: each keeps to its share of --dissect-memory.
@@ -153,7 +154,7 @@ class ShardedPipeline:
                 index=shard.state.shard, count=self._count, storage_dir=self._storage_dir,
                 node=self._node, start=start, read_batch=self._read_batch,
                 redactor=self._redactor, names=self.names.names, nets=self.names.nets_text,
-                finished=self._finished, memory_limit=self._memory_share)
+                finished=self._finished, memory_limit=self._memory_share, replay=self._replay)
             ours, theirs = self._context.Pipe()
             process = self._context.Process(target=shard_main, args=(config, theirs),
                                             name=f"shark-shard-{shard.state.shard}", daemon=True)

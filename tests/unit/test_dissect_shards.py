@@ -3,6 +3,7 @@ shard that dies is seen in the stats and started again while the worker goes on.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -236,6 +237,61 @@ def test_a_shard_dying_again_soon_after_a_restart_waits_before_the_next(
         assert shard_one().pid not in (first, second)
         entries = index.count()
         assert entries > 300 and pipeline.stats.errors == 0
+    finally:
+        pipeline.stop()
+        index.close()
+
+
+def _http_halves() -> tuple[list[tuple[int, bytes, int]], list[tuple[int, bytes, int]]]:
+    """An HTTP exchange recorded long ago: the handshake and request, then the response."""
+    client, server = ("10.9.0.1", 41000), ("10.9.0.2", 80)
+    t0 = 1_600_000_000 * 1_000_000_000
+    request = b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    def c2s(seq: int, ack: int, flags: str, payload: bytes = b"") -> bytes:
+        return tcp_packet(client[0], server[0], client[1], server[1], seq=seq, ack=ack,
+                          flags=flags, payload=payload)
+
+    def s2c(seq: int, ack: int, flags: str, payload: bytes = b"") -> bytes:
+        return tcp_packet(server[0], client[0], server[1], client[1], seq=seq, ack=ack,
+                          flags=flags, payload=payload)
+    first = [c2s(0, 0, "S"), s2c(0, 1, "SA"), c2s(1, 1, "A"), c2s(1, 1, "PA", request)]
+    second = [s2c(1, 1 + len(request), "PA", response)]
+    return ([(t0 + n * 1000, frame, len(frame)) for n, frame in enumerate(first)],
+            [(t0 + 10_000_000 + n * 1000, frame, len(frame)) for n, frame in enumerate(second)])
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_replay_waiting_for_the_rest_of_its_file_does_not_expire_flows_by_the_wall_clock(
+        tmp_path: Path, shards: int) -> None:
+    # Replaying a file, dissection may catch up with the capture before the file is read to
+    # its end: its packets' times are long past, so expiring idle flows by the wall clock then
+    # closed every open flow mid-exchange (and made a sharded index's order depend on timing).
+    store = tmp_path / "store"
+    writer = SegmentWriter(store, LIMIT)
+    first, second = _http_halves()
+    writer.append(1, first)
+    finished = False
+    index = EntryIndex(tmp_path / "index.sqlite")
+    pipeline: Pipeline | ShardedPipeline
+    if shards == 1:
+        pipeline = Pipeline(store, index, "n1", Broadcaster(), lambda: finished, replay=True)
+    else:
+        pipeline = ShardedPipeline(store, index, "n1", Broadcaster(), lambda: finished,
+                                   shards=shards, replay=True)
+    pipeline.start()
+    try:
+        wait_for(lambda: pipeline.stats.caught_up, "dissection to catch up with the capture")
+        time.sleep(2.5)   # idle past EXPIRE_EVERY_NS, twice
+        writer.append(1, second)
+        writer.close()
+        finished = True
+        wait_for(lambda: pipeline.ended, "the replay to end")
+        rows = index.newer_than(0)
+        assert len(rows) == 1, [row.entry_json for row in rows]
+        entry = json.loads(rows[0].entry_json)
+        assert (entry["request"]["path"], entry["status"], entry["complete"]) == ("/slow", 200, True)
     finally:
         pipeline.stop()
         index.close()
