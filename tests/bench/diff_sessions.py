@@ -112,7 +112,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     differing = exchanges = 0
     if args.protocol in TCP:
-        from fuzz_amqp import GOLDEN, mutate, streams_of
+        from fuzz_amqp import GOLDEN, mutated_pair, streams_of
         corpus = [s for pcap in sorted((GOLDEN / args.protocol).glob("*.pcap"))
                   for s in streams_of(pcap)]
     else:
@@ -121,18 +121,7 @@ def main() -> None:
         flows = read_flows(ROOT / "tests" / "golden" / "dns" / "basic.pcap")
     for n in range(args.inputs):
         if args.protocol in TCP:
-            client, server = rng.choice(corpus)
-            which = rng.random()
-            if which < 0.45:
-                client = [mutate(c, rng) if rng.random() < 0.3 else c for c in client]
-            elif which < 0.9:
-                server = [mutate(c, rng) if rng.random() < 0.3 else c for c in server]
-            else:
-                client = [mutate(c, rng) for c in client]
-                server = [mutate(c, rng) for c in server]
-            if rng.random() < 0.1:      # joined mid-stream (MQTT: the version is not known)
-                cut = rng.randrange(len(client) + 1)
-                client, server = client[cut:], server[cut:]
+            client, server = mutated_pair(corpus, rng)
             body_limit, seed = rng.choice((0, 0, 16, 4096)), rng.random()
             a = tcp_run(old, args.protocol, client, server, seed, body_limit)
             b = tcp_run(new, args.protocol, client, server, seed, body_limit)

@@ -147,6 +147,25 @@ def feed(dissector: Dissector, client: list[bytes], server: list[bytes], rng: ra
     return len(out)
 
 
+def mutated_pair(corpus: list[tuple[list[bytes], list[bytes]]],
+                 rng: random.Random) -> tuple[list[bytes], list[bytes]]:
+    """One connection of the corpus with one side's chunks (or both) mutated, and sometimes
+    joined mid-stream."""
+    client, server = rng.choice(corpus)
+    which = rng.random()
+    if which < 0.45:
+        client = [mutate(c, rng) if rng.random() < 0.3 else c for c in client]
+    elif which < 0.9:
+        server = [mutate(c, rng) if rng.random() < 0.3 else c for c in server]
+    else:
+        client = [mutate(c, rng) for c in client]
+        server = [mutate(c, rng) for c in server]
+    if rng.random() < 0.1:      # start mid-stream (MQTT: the version is not known)
+        cut = rng.randrange(len(client) + 1)
+        client, server = client[cut:], server[cut:]
+    return client, server
+
+
 def fuzz(dissector: Dissector, pcaps: list[Path], inputs: int, seed: int) -> None:
     rng = random.Random(seed)
     corpus = [s for pcap in pcaps for s in streams_of(pcap)]
@@ -156,18 +175,7 @@ def fuzz(dissector: Dissector, pcaps: list[Path], inputs: int, seed: int) -> Non
     entries = 0
     start = time.perf_counter()
     for n in range(inputs):
-        client, server = rng.choice(corpus)
-        which = rng.random()
-        if which < 0.45:
-            client = [mutate(c, rng) if rng.random() < 0.3 else c for c in client]
-        elif which < 0.9:
-            server = [mutate(c, rng) if rng.random() < 0.3 else c for c in server]
-        else:
-            client = [mutate(c, rng) for c in client]
-            server = [mutate(c, rng) for c in server]
-        if rng.random() < 0.1:      # start mid-stream
-            cut = rng.randrange(len(client) + 1)
-            client, server = client[cut:], server[cut:]
+        client, server = mutated_pair(corpus, rng)
         try:
             entries += feed(dissector, client, server, rng, rng.choice((0, 0, 16, 4096)))
         except Exception:           # noqa: BLE001 - what this script is for

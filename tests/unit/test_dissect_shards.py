@@ -58,9 +58,8 @@ def mixed_packets() -> list[tuple[int, bytes, int]]:
             for copy in range(COPIES) for ts, _n, _o, data, wirelen in packets]
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("store")
+def write_mixed_store(directory: Path) -> Path:
+    """`mixed_packets` stored in segments of 512 KiB (several)."""
     writer = SegmentWriter(directory, LIMIT)
     packets = mixed_packets()
     for at in range(0, len(packets), 500):
@@ -68,6 +67,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     writer.close()
     assert len(list_segments(directory)) >= 2
     return directory
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mixed_store(tmp_path_factory.mktemp("store"))
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:

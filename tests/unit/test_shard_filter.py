@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from factories import tcp_packet, udp_packet
-from test_dissect_shards import icmp_unreachable, mixed_packets
+from test_dissect_shards import icmp_unreachable, write_mixed_store
 from worker import packet
 from worker.dissection import EXPIRED, Dissection, OrderKey
 from worker.packet import (FOREIGN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
                            LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW, FlowRouter, StoredPacket,
                            flow_shard)
 from worker.shard_filter import ShardFilter
-from worker.store.segments import SegmentTail, SegmentWriter, list_segments
+from worker.store.segments import SegmentTail
 
 
 def _relinked(frame: bytes) -> list[tuple[int, bytes]]:
@@ -97,14 +97,7 @@ def test_the_router_starts_again_when_full(monkeypatch: pytest.MonkeyPatch) -> N
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The mixed golden captures, 5 copies 300 s apart (flows expire between them), in
     segments of 512 KiB."""
-    directory = tmp_path_factory.mktemp("store")
-    writer = SegmentWriter(directory, 4 * 1024 * 1024)
-    packets = mixed_packets()
-    for at in range(0, len(packets), 500):
-        writer.append(1, packets[at:at + 500])
-    writer.close()
-    assert len(list_segments(directory)) >= 2
-    return directory
+    return write_mixed_store(tmp_path_factory.mktemp("store"))
 
 
 def _keyed(dissection: Dissection) -> list[tuple[OrderKey, bytes]]:
