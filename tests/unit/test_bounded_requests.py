@@ -32,12 +32,17 @@ def row(seq: int, first: tuple[int, int], last: tuple[int, int], client_port: in
                     client_seq=None, server_seq=None)
 
 
-def test_stream_replay_from_zero_reads_the_index_by_pages(tmp_path):
-    index, _ = open_index(tmp_path / "index.sqlite")
-    rows = [row(seq, (1, 24), (1, 24), pad=1000) for seq in range(1, 20_001)]   # ~22 MB of rows
+def big_index(path):
+    """An index of 20k rows of ~1 KB each (~22 MB), written 5000 at a time."""
+    index, _ = open_index(path)
+    rows = [row(seq, (1, 24), (1, 24), pad=1000) for seq in range(1, 20_001)]
     for start in range(0, len(rows), 5000):
         index.add(rows[start:start + 5000], None)
-    del rows
+    return index
+
+
+def test_stream_replay_from_zero_reads_the_index_by_pages(tmp_path):
+    index = big_index(tmp_path / "index.sqlite")
     runtime = SimpleNamespace(broadcaster=Broadcaster(), index=index,
                               options=SimpleNamespace(node="n"))
 
@@ -106,11 +111,7 @@ def test_pcap_of_overlapping_entries_reads_each_packet_once_in_bounded_memory(tm
 
 
 def test_entries_are_read_and_sent_by_pages(tmp_path):
-    index, _ = open_index(tmp_path / "index.sqlite")
-    rows = [row(seq, (1, 24), (1, 24), pad=1000) for seq in range(1, 20_001)]   # ~22 MB of rows
-    for start in range(0, len(rows), 5000):
-        index.add(rows[start:start + 5000], None)
-    del rows
+    index = big_index(tmp_path / "index.sqlite")
     even = lambda r: r.seq % 2 == 0      # noqa: E731 - a query that skips rows
 
     async def body(limit: int) -> tuple[list[int], int]:
