@@ -101,7 +101,7 @@ WORKER_METRICS = (
 
 
 def render(workers: Iterable[tuple[str, bool | None, dict[str, Any] | None]],
-           counters: StreamCounters, feed: Any = None) -> str:
+           counters: StreamCounters, feed: Any = None, max_query_rows: int | None = None) -> str:
     """workers: (node label, up, last /status) per worker. A worker's counters are left out
     while it is down (its last values would be stale)."""
     rows = list(workers)
@@ -143,4 +143,8 @@ def render(workers: Iterable[tuple[str, bool | None, dict[str, Any] | None]],
                   "# HELP shark_hub_live_queries_refused_total Live clients turned away: their query would pass the limit.",
                   "# TYPE shark_hub_live_queries_refused_total counter",
                   f"shark_hub_live_queries_refused_total {feed.refused_queries}"]
+    if max_query_rows is not None:
+        lines += ["# HELP shark_hub_query_rows_limit Rows one query may ask for and the hub hold (--max-query-rows).",
+                  "# TYPE shark_hub_query_rows_limit gauge",
+                  f"shark_hub_query_rows_limit {max_query_rows}"]
     return "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ from shark.seq import MAX_SEQ, parse_seq
 
 QUERY_PARAMS = ("q", "since", "until", "limit")
 DEFAULT_LIMIT = 100
+# rows one query may ask of the workers and hold at the hub: the default of --max-query-rows
 MAX_LIMIT = 100_000
 # Python's JSON decoders and encoders recurse: a body of 3000 nested arrays raised
 # RecursionError, a bare 500 (and a hub action's data is encoded again for the scripts).
@@ -47,16 +48,21 @@ def query(params: Mapping[str, str], allowed: tuple[str, ...] = QUERY_PARAMS) ->
     return {name: value for name, value in params.items() if value != ""}
 
 
-def limit(params: Mapping[str, str], default: int = DEFAULT_LIMIT) -> int:
+def limit(params: Mapping[str, str], default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    """`limit`, at most `maximum` (the hub's --max-query-rows); without one `default`, cut to
+    the maximum when the hub was started with a lower one."""
     text = params.get("limit")
     if text is None:
-        return default
+        return min(default, maximum)
     try:
         value = int(text)
     except ValueError:
         raise BadRequest(f"limit: {text!r} is not a whole number") from None
-    if not 1 <= value <= MAX_LIMIT:
-        raise BadRequest(f"limit: {value} is outside 1-{MAX_LIMIT}")
+    if value < 1:
+        raise BadRequest(f"limit: {value} is below 1")
+    if value > maximum:
+        raise BadRequest(f"limit: {value} is above the hub's maximum of {maximum} rows per query "
+                         "(--max-query-rows); narrow the query (q, since, until) or ask for fewer")
     return value
 
 

@@ -53,7 +53,7 @@ class HubServices:
         feed = Feed(pool, max_clients=settings.max_live_clients, max_queries=settings.max_live_queries,
                     rewrite=names.entry_json if names.fill is not None else None)
         snapshots = SnapshotStore(settings.state_dir / SNAPSHOT_DIRECTORY if settings.state_dir is not None else None,
-                                  settings.snapshot_limit)
+                                  settings.snapshot_limit, max_rows=settings.max_query_rows)
         scripts = settings.scripts or ScriptSettings()
         scripting = Scripting(scripts, pool, feed, settings.state_dir,
                               script_store(scripts, settings.state_dir, kube))
@@ -77,7 +77,8 @@ class HubServices:
     def dependencies(self) -> dict[str, Provide]:
         """What routes may ask for, by parameter name."""
         return {name: provided(getattr(self, name)) for name in
-                ("pool", "feed", "counters", "names", "edge_metrics", "snapshots", "targets", "scripting", "started")}
+                ("settings", "pool", "feed", "counters", "names", "edge_metrics", "snapshots", "targets",
+                 "scripting", "started")}
 
 
 def provided(value: Any) -> Provide:

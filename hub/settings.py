@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hub.edgemetrics import DEFAULT_MAX_EDGES
+from hub.params import MAX_LIMIT as MAX_QUERY_ROWS
 from hub.snapshots import DEFAULT_LIMIT as SNAPSHOT_LIMIT
 from hub.stream import MAX_LIVE_CLIENTS, MAX_LIVE_QUERIES
 
@@ -36,3 +37,4 @@ class HubSettings:
     snapshot_limit: int = SNAPSHOT_LIMIT    # bytes all traffic snapshots may use (hub/snapshots.py)
     max_live_clients: int = MAX_LIVE_CLIENTS  # SSE + WebSocket clients at once
     max_live_queries: int = MAX_LIVE_QUERIES  # distinct live queries at once
+    max_query_rows: int = MAX_QUERY_ROWS      # rows one query (limit=) may ask for and the hub hold

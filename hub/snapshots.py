@@ -70,6 +70,7 @@ def _bad(detail: str) -> HTTPException:
 class SnapshotStore:
     root: Path | None                 # None: the hub keeps no files (no --state-dir)
     limit: int = DEFAULT_LIMIT
+    max_rows: int = entry_params.MAX_LIMIT   # the hub's --max-query-rows: entries one snapshot saves or answers
     refused: int = 0                  # refused for the limit, for /metrics
     # the last snapshot's entries read (name, mtime, entries): the UI pages and filters one
     # snapshot many times, and 100k entries take a while to read
@@ -127,7 +128,7 @@ class SnapshotStore:
             check_window(since, until)
         except UnitError as error:
             raise _bad(str(error)) from None
-        limit = entry_params.limit(params, default=MAX_ENTRIES)
+        limit = entry_params.limit(params, default=MAX_ENTRIES, maximum=self.max_rows)
         found: list[bytes] = []
         for raw in self.entries(name):
             if len(found) >= limit:
@@ -214,7 +215,7 @@ class SnapshotStore:
                           f"{self.limit} (snapshots use {self.used()}); delete some, narrow it (q, since, until) "
                           "or raise the limit")
         try:
-            answer = await pool.entries(params, MAX_ENTRIES)
+            answer = await pool.entries(params, min(MAX_ENTRIES, self.max_rows))
             rows = [fill(entry) for entry in answer.entries] if fill is not None else answer.entries
             entries = json.dumps({"entries": rows}).encode()
             if len(entries) > budget:

@@ -24,6 +24,7 @@ from hub.inject import Injected
 from hub.kube.names import Names
 from hub.scripts import Scripting
 from hub.servicemap import Builder as ServiceMapBuilder
+from hub.settings import HubSettings
 from hub.workers import EntriesStream, WorkerClient, WorkerError, WorkerPool
 from shark import kfl
 
@@ -75,10 +76,10 @@ class EntriesController(Controller):
 
     @get("/entries")
     async def entries(self, request: Request, pool: Injected[WorkerPool], names: Injected[Names],
-                      scripting: Injected[Scripting]) -> Stream:
+                      scripting: Injected[Scripting], settings: Injected[HubSettings]) -> Stream:
         """Entries from every worker, newest first, with the `workers` block."""
         query = params.query(dict(request.query_params))
-        limit = params.limit(query)
+        limit = params.limit(query, maximum=settings.max_query_rows)
         try:
             # merged as they stream in, each named on its way (in a cluster) and passed through
             # the scripts' onItemQueried in batches: read whole, limit=100000 held every entry
@@ -102,12 +103,12 @@ class EntriesController(Controller):
         return Response(names.entry_json(response.content), media_type=MediaType.JSON)
 
     @get("/servicemap")
-    async def servicemap(self, request: Request, pool: Injected[WorkerPool],
-                         names: Injected[Names]) -> dict[str, Any]:
+    async def servicemap(self, request: Request, pool: Injected[WorkerPool], names: Injected[Names],
+                         settings: Injected[HubSettings]) -> dict[str, Any]:
         """Endpoints and src -> dst edges (count, errors, error_rate, p50/p99) of the matching
         entries (at most `limit`, default 10000), with the `workers` block."""
         query = params.query(dict(request.query_params))
-        limit = params.limit(query, SERVICEMAP_LIMIT)
+        limit = params.limit(query, SERVICEMAP_LIMIT, settings.max_query_rows)
         try:
             merged = await pool.open_entries(query, limit)
         except WorkerError as error:

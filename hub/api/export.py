@@ -17,6 +17,7 @@ from hub.errors import BadGateway, from_worker
 from hub.har import har_chunks
 from hub.inject import Injected
 from hub.kube.names import Names
+from hub.settings import HubSettings
 from hub.workers import WorkerError, WorkerPool
 
 HAR_LIMIT = 10_000
@@ -61,10 +62,11 @@ class ExportController(Controller):
         return Stream(answer.chunks(), media_type=PCAP_MEDIA_TYPE, headers=headers)
 
     @get("/har")
-    async def har(self, request: Request, pool: Injected[WorkerPool], names: Injected[Names]) -> Stream:
+    async def har(self, request: Request, pool: Injected[WorkerPool], names: Injected[Names],
+                  settings: Injected[HubSettings]) -> Stream:
         """HAR 1.2 of the HTTP entries matching q (oldest first)."""
         query = params.query(dict(request.query_params))
-        limit = params.limit(query, HAR_LIMIT)
+        limit = params.limit(query, HAR_LIMIT, settings.max_query_rows)
         q = query.get("q", "").strip()
         query["q"] = f"http and ({q})" if q else "http"
         try:

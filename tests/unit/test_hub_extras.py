@@ -129,6 +129,35 @@ def test_servicemap_route_is_partial_and_validates_q():
         assert bad.status_code == 400 and bad.json()["column"] == 9
 
 
+def test_rows_per_query_are_bounded_by_max_query_rows():
+    """A limit past --max-query-rows is a 400 naming limit, the maximum and the option; without
+    a limit the route's default is cut to the maximum, which is what the workers are asked for."""
+    asked: list[str] = []
+    answer = handler()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/entries"):
+            asked.append(request.url.params["limit"])
+        return answer(request)
+    hub = create_app(HubSettings(workers=URLS, poll_interval=60, retries=0, backoff=0.001, max_query_rows=50,
+                                 client_options={"transport": httpx.MockTransport(handle)}))
+    with TestClient(hub, base_url=LOCAL) as client:
+        for path in ("/api/v1/entries", "/api/v1/servicemap", "/api/v1/har"):
+            over = client.get(path, params={"limit": 51})
+            assert over.status_code == 400, path
+            assert over.json()["detail"].startswith("limit: 51 is above the hub's maximum of 50 rows per query "
+                                                    "(--max-query-rows)")
+            assert client.get(path, params={"limit": 50}).status_code == 200
+        assert client.get("/api/v1/entries", params={"limit": 0}).json()["detail"] == "limit: 0 is below 1"
+        assert asked == ["50"] * 6
+        asked.clear()
+        for path in ("/api/v1/entries", "/api/v1/servicemap", "/api/v1/har"):
+            assert client.get(path).status_code == 200
+        assert asked == ["50"] * 6      # defaults of 100 and 10000 cut to the maximum
+        samples = parse_prometheus(client.get("/metrics").text)
+    assert samples[("shark_hub_query_rows_limit", "")] == 50
+
+
 # -- metrics -------------------------------------------------------------------------------
 def test_metrics_from_polled_status():
     with TestClient(app(down={"w2"}), base_url=LOCAL) as client:

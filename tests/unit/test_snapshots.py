@@ -219,3 +219,17 @@ def test_in_a_cluster_the_entries_are_saved_with_the_names_of_that_moment(tmp_pa
     named = {"ip": "10.0.0.1", "port": 40000, "name": "frontend-7d9", "namespace": "shop", "kind": "pod"}
     assert saved["src"] == named and full["src"] == named
     assert full["response"]["body"]["data"] == "hello"
+
+
+def test_a_snapshot_saves_and_answers_at_most_max_query_rows(tmp_path: Path) -> None:
+    """--max-query-rows bounds a snapshot as it does a live query: the workers are asked for at
+    most that many entries, and an opened snapshot's limit past it is a 400 naming the option."""
+    seen: list[httpx.Request] = []
+    app = create_app(HubSettings(workers=["http://w1:8897"], poll_interval=60, retries=0, state_dir=tmp_path,
+                                 max_query_rows=7, client_options={"transport": transport(seen, (ENTRY, EVICTED))}))
+    with TestClient(app, base_url=LOCAL) as hub:
+        assert hub.post("/api/v1/snapshots", json={"name": "capped"}).status_code == 201
+        assert {r.url.params["limit"] for r in seen if r.url.path.endswith("/entries")} == {"7"}
+        over = hub.get("/api/v1/snapshots/capped/entries", params={"limit": "8"})
+        assert over.status_code == 400 and "maximum of 7 rows per query (--max-query-rows)" in over.json()["detail"]
+        assert len(hub.get("/api/v1/snapshots/capped/entries", params={"limit": "7"}).json()["entries"]) == 2
