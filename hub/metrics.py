@@ -97,6 +97,13 @@ WORKER_METRICS = (
     ("shark_worker_stream_lost_total", "counter",
      "Entries the worker dropped from its slow /stream clients' queues (the hub's included).",
      ("stream", "lost")),
+    ("shark_worker_stream_clients", "gauge", "/stream clients the worker serves (the hub's streams included).",
+     ("stream", "clients")),
+    ("shark_worker_stream_clients_limit", "gauge", "The worker's --max-stream-clients.",
+     ("stream", "max_clients")),
+    ("shark_worker_stream_clients_refused_total", "counter",
+     "/stream clients the worker turned away: --max-stream-clients were connected.",
+     ("stream", "refused")),
 )
 
 

@@ -17,7 +17,8 @@ from shark.auth import ListenRefused, check_listen
 from shark.units import UnitError, format_size, parse_size
 from shark.dissect_memory import check_dissect_memory
 from worker.capture import CaptureProcess
-from worker.options import (DEFAULT_LISTEN, DEFAULT_SNAPLEN, MAX_DISSECT_SHARDS, OptionError,
+from worker.options import (DEFAULT_LISTEN, DEFAULT_MAX_STREAM_CLIENTS, DEFAULT_SNAPLEN, MAX_DISSECT_SHARDS,
+                            OptionError,
                             WorkerOptions, check_storage_dir, default_dissect_shards,
                             default_storage_dir, parse_listen)
 from worker.shard_server import start_shard_server
@@ -76,12 +77,16 @@ def _size(value: str, option: str) -> int:
               metavar="N",
               help="Dissect in N processes, each taking its share of the flows, behind one index "
                    "(1: in a thread of the API process) [default: the CPUs the worker may use].")
+@click.option("--max-stream-clients", type=click.IntRange(1, 100_000), default=DEFAULT_MAX_STREAM_CLIENTS,
+              show_default=True,
+              help="/stream clients served at once (a hub holds one per distinct live query); more get a 503.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str, snaplen: int,
          buffer_size: str, storage_dir: Path | None, storage_limit: str, max_storage_limit: str | None,
          dissect_memory: str, listen: str,
          node: str | None, tls: bool, no_redact: bool, redact_headers: tuple[str, ...],
-         redact_fields: tuple[str, ...], dissect_shards: int | None, log_level: str) -> None:
+         redact_fields: tuple[str, ...], dissect_shards: int | None, max_stream_clients: int,
+         log_level: str) -> None:
     """Capture packets, store them in capped PCAP segments, dissect them, serve /api/v1."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
@@ -104,7 +109,7 @@ def main(ifaces: tuple[str, ...], pcap_file: Path | None, bpf: str, source: str,
             token=shark_token.from_env(), redact=not no_redact,
             redact_headers=_names(redact_headers, "--redact-header"),
             redact_fields=_names(redact_fields, "--redact-field"),
-            dissect_shards=dissect_shards or default_dissect_shards())
+            dissect_shards=dissect_shards or default_dissect_shards(), max_stream_clients=max_stream_clients)
         check_listen(host, port, options.token)   # before anything is written
         if options.storage_limit < MIN_STORAGE_LIMIT:
             raise OptionError(f"--storage-limit: {storage_limit} is below the minimum of "

@@ -25,6 +25,11 @@ DEFAULT_DISSECT_MEMORY = 64 * 1024 * 1024
 
 # The most dissection shards --dissect-shards takes (each is a process reading every packet).
 MAX_DISSECT_SHARDS = 64
+# /stream clients served at once (each holds a queue of up to 4096 rows). A hub opens one stream
+# per distinct live query per worker: at most its --max-live-queries (100) plus the feed of every
+# entry its scripts and edge metrics follow, so 256 leaves room for a second hub during a rollout
+# (2 x 101) and a few direct clients.
+DEFAULT_MAX_STREAM_CLIENTS = 256
 
 
 def default_dissect_shards(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -67,6 +72,7 @@ class WorkerOptions:
     redact_fields: list[str] = field(default_factory=list)    # besides redact.DEFAULT_FIELDS
     max_storage_limit: int | None = None  # the operator's cap on the storage limit (PUT /config too)
     dissect_shards: int = 1               # dissection processes, by flow; 1: in a thread (worker.sharded)
+    max_stream_clients: int = DEFAULT_MAX_STREAM_CLIENTS   # /stream clients at once; more get a 503
 
 
 class OptionError(ValueError):

@@ -111,3 +111,39 @@ def test_scripts_are_bounded_in_number_and_their_snapshots_in_bytes(start_worker
         assert "shark_hub_script_snapshot_limit_bytes 10000\n" in text
     finally:
         proc.stop()
+
+
+def test_a_workers_stream_clients_past_max_stream_clients_are_turned_away_with_why(start_worker) -> None:
+    """Each /stream client holds a queue at the worker: at most --max-stream-clients at once; a
+    further one gets a 503 naming the option, counted in the worker's /status and, through the
+    hub's polls, in the hub's /metrics; a client that leaves frees its place."""
+    worker = start_worker("--pcap", str(GOLDEN / "http1" / "basic.pcap"), "--max-stream-clients", "2")
+    proc = Proc([sys.executable, "-m", "hub", "--worker", worker.url.removesuffix("/api/v1"), "--listen",
+                 "127.0.0.1:0", "--poll-interval", "0.5"])
+    try:
+        hub = proc.wait_line(r"hub serving on (http://\S+)").group(1)
+        # the hub's first scrape starts its edge metrics, which follow every entry: the hub's
+        # own stream is one of the two
+        metric(hub, "shark_hub_workers_up{node=\"test-node\"}")
+        wait_for(lambda: worker.status()["stream"]["clients"] == 1, what="the hub's stream")
+        with ExitStack() as stack:
+            def follow() -> httpx.Response:
+                return stack.enter_context(httpx.stream("GET", f"{worker.url}/stream",
+                                                        timeout=httpx.Timeout(10, read=None)))
+            first = follow()
+            assert first.status_code == 200
+            third = follow()
+            assert third.status_code == 503 and third.headers["retry-after"] == "10"
+            assert json.loads(third.read())["detail"] == (
+                "2 /stream clients are connected, the most this worker serves (--max-stream-clients); "
+                "try again later")
+            assert worker.status()["stream"] | {"lost": 0} == {
+                "subscribers": 2, "lost": 0, "clients": 2, "max_clients": 2, "refused": 1}
+            wait_for(lambda: metric(hub, "shark_worker_stream_clients_refused_total{node=\"test-node\"}") == 1,
+                     what="the refusal in the hub's /metrics")
+            assert metric(hub, "shark_worker_stream_clients_limit{node=\"test-node\"}") == 2
+            first.close()
+            wait_for(lambda: worker.status()["stream"]["clients"] == 1, what="the first client gone")
+            assert follow().status_code == 200
+    finally:
+        proc.stop()

@@ -49,6 +49,7 @@ MAX_LIMIT = 100_000
 DEFAULT_LIMIT = 100
 PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
 SSE_PING_S = 15
+STREAM_RETRY_S = 10    # Retry-After of a /stream refused for --max-stream-clients
 # A live subscriber's queue, in entries: two of the dissection's largest publishes (a batch of
 # READ_BATCH packets can finish ~1000 exchanges), so a reader that keeps up loses nothing; one
 # that does not costs the worker at most this many rows (~1 KB each).
@@ -382,9 +383,22 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         except HTTPException as error:
             await JSONResponse(_error_body(error), status_code=400)(scope, receive, send)
             return
-        response = EventSourceResponse(_events(runtime, predicate, last_id), ping=SSE_PING_S,
-                                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        await response(scope, receive, send)  # type: ignore[arg-type]
+        # each client holds a queue of SUBSCRIBER_QUEUE rows and a filter run on every new row:
+        # counted from here to the end of its answer (no await between the check and the count)
+        if runtime.stream_clients >= options.max_stream_clients:
+            runtime.stream_refused += 1
+            detail = (f"{options.max_stream_clients} /stream clients are connected, the most this worker serves "
+                      "(--max-stream-clients); try again later")
+            await JSONResponse({"error": "unavailable", "detail": detail}, status_code=503,
+                               headers={"Retry-After": str(STREAM_RETRY_S)})(scope, receive, send)
+            return
+        runtime.stream_clients += 1
+        try:
+            response = EventSourceResponse(_events(runtime, predicate, last_id), ping=SSE_PING_S,
+                                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            await response(scope, receive, send)  # type: ignore[arg-type]
+        finally:
+            runtime.stream_clients -= 1
 
     app = WorkerLitestar(
         route_handlers=[health_handler(runtime.capture), status, entries, entry_detail, entry_pcap, pcap, validate_query, get_targets,

@@ -70,6 +70,8 @@ class WorkerRuntime:
     target_idle: bool = False      # the hub's targets match nothing on this node: capture nothing
     notes: list[str] = field(default_factory=list)
     redactor: Redactor | None = None   # None with --no-redact
+    stream_clients: int = 0        # /stream clients being served (--max-stream-clients)
+    stream_refused: int = 0        # /stream clients turned away: that many were served
 
     def capture_stats(self) -> CaptureStats | None:
         try:
@@ -106,7 +108,9 @@ class WorkerRuntime:
             "index": {"entries": self.index.count(), "bytes": self.index.size_bytes()},
             "dissection": msgspec.to_builtins(self.pipeline.stats),
             "assembler": self.pipeline.assembler_stats(),
-            "stream": {"subscribers": self.broadcaster.count, "lost": self.broadcaster.lost_total},
+            "stream": {"subscribers": self.broadcaster.count, "lost": self.broadcaster.lost_total,
+                       "clients": self.stream_clients, "max_clients": self.options.max_stream_clients,
+                       "refused": self.stream_refused},
             "targets": {"ips": self.target_ips, "idle": self.target_idle, "names": len(self.pipeline.names)},
             "redaction": self.redactor.describe() if self.redactor else describe_off(),
             "notes": self.notes,
