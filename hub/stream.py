@@ -152,8 +152,11 @@ async def worker_batches(client: WorkerClient, q: str | None, after: str | None,
     async with client.http.stream("GET", "/stream", params=params, headers=headers,
                                   timeout=httpx.Timeout(None, connect=3.0)) as response:
         if response.status_code != 200:
-            raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request,
-                                        response=response)
+            # the worker's reason (a full worker names --max-stream-clients) reaches the
+            # clients in the status event; an error body is one small JSON object, read at most
+            # ERROR_BODY bytes of
+            raise httpx.HTTPStatusError(f"HTTP {response.status_code}{await _error_detail(response)}",
+                                        request=response.request, response=response)
         greeted = False
         async for events in _sse_batches(response):
             batch: list[tuple[int, bytes]] = []
@@ -176,6 +179,23 @@ async def worker_batches(client: WorkerClient, q: str | None, after: str | None,
         if not greeted:
             yield [(CONNECTED, b"")]
     raise httpx.RemoteProtocolError("the worker ended the stream")
+
+
+ERROR_BODY = 4096
+
+
+async def _error_detail(response: httpx.Response) -> str:
+    """': DETAIL' of a worker's error answer ({"error", "detail"}), or '' when it has none."""
+    body = b""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= ERROR_BODY:
+            break
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {detail}" if isinstance(detail, str) and detail else ""
 
 
 async def worker_entries(client: WorkerClient, q: str | None, after: str | None,

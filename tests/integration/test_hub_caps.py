@@ -145,5 +145,13 @@ def test_a_workers_stream_clients_past_max_stream_clients_are_turned_away_with_w
             first.close()
             wait_for(lambda: worker.status()["stream"]["clients"] == 1, what="the first client gone")
             assert follow().status_code == 200
+            # full again: a hub client of a new query is told why the worker is not in its feed
+            live = stack.enter_context(httpx.stream("GET", f"{hub}/api/v1/stream", params={"q": "http"},
+                                                    timeout=httpx.Timeout(10)))
+            said = next(line for line in live.iter_lines() if "max-stream-clients" in line)
+            status = json.loads(said.removeprefix("data:"))
+            assert status["ok"] is False and status["error"].endswith(
+                "HTTP 503: 2 /stream clients are connected, the most this worker serves (--max-stream-clients); "
+                "try again later")
     finally:
         proc.stop()
