@@ -17,6 +17,7 @@ from hub.app import HubSettings, create_app
 from hub.edgemetrics import DEFAULT_MAX_EDGES
 from hub.scripts.options import script_options, script_settings
 from hub.params import MAX_LIMIT as MAX_QUERY_ROWS
+from hub.rowbudget import DEFAULT_MAX_HELD_ROWS
 from hub.stream import MAX_LIVE_CLIENTS, MAX_LIVE_QUERIES
 from shark import token as shark_token
 from shark.auth import ListenRefused, check_listen, host_name, is_loopback
@@ -145,13 +146,17 @@ def _size(value: str, option: str) -> int:
 @click.option("--max-query-rows", type=click.IntRange(1, 10_000_000), default=MAX_QUERY_ROWS, show_default=True,
               help="Rows one query may ask for (limit= on /entries, /servicemap, /har, snapshots), each held "
                    "at the hub while it answers; a larger limit is a 400.")
+@click.option("--max-held-rows", type=click.IntRange(1, 100_000_000), default=DEFAULT_MAX_HELD_ROWS,
+              show_default=True,
+              help="Rows whole answers (/har, an opened snapshot's entries) hold at once, all requests together "
+                   "(a /har line is ~0.85 KB); a request that would pass it waits 5 s, then gets a 503.")
 @script_options
 def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: float, log_level: str,
          kube: bool, kubeconfig: str | None, context: str | None, workers_namespace: str | None,
          worker_selector: str | None, worker_port: int, pod_regex: str | None,
          target_namespaces: tuple[str, ...], allowed_hosts: tuple[str, ...], state_dir: Path | None,
          metrics_edges: int, snapshot_limit: str, max_live_clients: int, max_live_queries: int,
-         max_query_rows: int, **script_args: Any) -> None:
+         max_query_rows: int, max_held_rows: int, **script_args: Any) -> None:
     """Fan queries out to the workers and merge their answers under /api/v1.
 
     The token comes from SHARK_TOKEN: clients must send it (docs/API.md) and the hub sends it to
@@ -199,7 +204,7 @@ def main(workers: tuple[str, ...], listen: str, poll_interval: float, timeout: f
                                  allowed_hosts=list(allowed_hosts), metrics_edges=metrics_edges,
                                  snapshot_limit=_size(snapshot_limit, "--snapshot-limit"),
                                  max_live_clients=max_live_clients, max_live_queries=max_live_queries,
-                                 max_query_rows=max_query_rows))
+                                 max_query_rows=max_query_rows, max_held_rows=max_held_rows))
     bound_host, bound_port = listener.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     access = "the token is required" if token else "no token: loopback only"

@@ -22,6 +22,7 @@ from hub.api.snapshots import SnapshotsController
 from hub.api.status import StatusController
 from hub.auth import healthz, hub_policy
 from hub.errors import error_response
+from hub.rowbudget import releasing
 from hub.scripts import ScriptsController
 from hub.services import HubServices
 from hub.settings import HubSettings
@@ -47,4 +48,5 @@ def create_app(settings: HubSettings) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    app.asgi_handler = releasing(app.asgi_handler)
     return protect(app, hub_policy(settings.token, settings.allowed_hosts, spa_dir))

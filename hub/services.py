@@ -15,6 +15,7 @@ from litestar.di import Provide
 from hub.edgemetrics import EdgeMetrics
 from hub.kube.names import Names
 from hub.metrics import StreamCounters
+from hub.rowbudget import RowBudget
 from hub.scripts import ScriptSettings, Scripting
 from hub.scripts.service import script_store
 from hub.settings import HubSettings
@@ -40,6 +41,7 @@ class HubServices:
     cluster: Cluster | None
     scripting: Scripting
     started: float
+    row_budget: RowBudget
 
     @classmethod
     def build(cls, settings: HubSettings) -> HubServices:
@@ -58,7 +60,8 @@ class HubServices:
         scripting = Scripting(scripts, pool, feed, settings.state_dir,
                               script_store(scripts, settings.state_dir, kube))
         return cls(settings, pool, feed, StreamCounters(), names, EdgeMetrics(settings.metrics_edges), snapshots,
-                   Targets(pool, cluster), cluster, scripting, time.time())
+                   Targets(pool, cluster), cluster, scripting, time.time(),
+                   RowBudget(settings.max_held_rows, settings.held_rows_wait_s))
 
     @asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -78,7 +81,7 @@ class HubServices:
         """What routes may ask for, by parameter name."""
         return {name: provided(getattr(self, name)) for name in
                 ("settings", "pool", "feed", "counters", "names", "edge_metrics", "snapshots", "targets",
-                 "scripting", "started")}
+                 "scripting", "started", "row_budget")}
 
 
 def provided(value: Any) -> Provide:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from hub.edgemetrics import DEFAULT_MAX_EDGES
 from hub.params import MAX_LIMIT as MAX_QUERY_ROWS
+from hub.rowbudget import DEFAULT_MAX_HELD_ROWS, WAIT_S as HELD_ROWS_WAIT_S
 from hub.snapshots import DEFAULT_LIMIT as SNAPSHOT_LIMIT
 from hub.stream import MAX_LIVE_CLIENTS, MAX_LIVE_QUERIES
 
@@ -38,3 +39,5 @@ class HubSettings:
     max_live_clients: int = MAX_LIVE_CLIENTS  # SSE + WebSocket clients at once
     max_live_queries: int = MAX_LIVE_QUERIES  # distinct live queries at once
     max_query_rows: int = MAX_QUERY_ROWS      # rows one query (limit=) may ask for and the hub hold
+    max_held_rows: int = DEFAULT_MAX_HELD_ROWS  # rows whole answers (/har, ...) hold at once, all requests
+    held_rows_wait_s: float = HELD_ROWS_WAIT_S  # how long a request waits for them before a 503

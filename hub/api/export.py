@@ -17,6 +17,7 @@ from hub.errors import BadGateway, from_worker
 from hub.har import har_chunks
 from hub.inject import Injected
 from hub.kube.names import Names
+from hub.rowbudget import RowBudget
 from hub.settings import HubSettings
 from hub.workers import WorkerError, WorkerPool
 
@@ -63,12 +64,15 @@ class ExportController(Controller):
 
     @get("/har")
     async def har(self, request: Request, pool: Injected[WorkerPool], names: Injected[Names],
-                  settings: Injected[HubSettings]) -> Stream:
+                  settings: Injected[HubSettings], row_budget: Injected[RowBudget]) -> Stream:
         """HAR 1.2 of the HTTP entries matching q (oldest first)."""
         query = params.query(dict(request.query_params))
         limit = params.limit(query, HAR_LIMIT, settings.max_query_rows)
         q = query.get("q", "").strip()
         query["q"] = f"http and ({q})" if q else "http"
+        # the newest `limit` lines are kept until the last is written: taken from what all
+        # requests may hold at once (given back when the answer ends, hub/rowbudget.py)
+        await row_budget.take(limit, request.scope)
         try:
             answer = await pool.raw_entries(query, limit)
         except WorkerError as error:

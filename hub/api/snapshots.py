@@ -14,8 +14,9 @@ from hub.api import API, PCAP_MEDIA_TYPE
 from hub.errors import BadRequest
 from hub.inject import Injected
 from hub.kube.names import Names
-from hub.params import json_body
-from hub.snapshots import SnapshotStore
+from hub.params import json_body, limit as parse_limit
+from hub.rowbudget import RowBudget
+from hub.snapshots import MAX_ENTRIES, SnapshotStore
 from hub.workers import WorkerPool
 
 
@@ -47,12 +48,18 @@ class SnapshotsController(Controller):
         return File(path=snapshots.path(name, "packets.pcap"), filename=f"{name}.pcap", media_type=PCAP_MEDIA_TYPE)
 
     @get("/{name:str}/entries")
-    async def entries(self, request: Request, name: FromPath[str], snapshots: Injected[SnapshotStore]) -> Response[Any]:
+    async def entries(self, request: Request, name: FromPath[str], snapshots: Injected[SnapshotStore],
+                      row_budget: Injected[RowBudget]) -> Response[Any]:
         """The snapshot's entries, newest first: all as saved, or those matching q within
         since/until, at most limit (what the UI shows when a snapshot is opened)."""
         params = dict(request.query_params)
         if not params:
             return Response(snapshots.path(name, "entries.json").read_bytes(), media_type="application/json")
+        # the matching rows are held whole until the answer is written: taken from what all
+        # requests may hold at once (hub/rowbudget.py), at most as many as the snapshot saved
+        limit = parse_limit(params, MAX_ENTRIES, snapshots.max_rows)
+        saved = snapshots.meta(name).get("entries")
+        await row_budget.take(min(limit, saved) if isinstance(saved, int) else limit, request.scope)
         found = await asyncio.to_thread(snapshots.query, name, params)
         return Response(found, media_type="application/json")
 

@@ -12,6 +12,7 @@ from hub.api import API
 from hub.edgemetrics import EdgeMetrics
 from hub.inject import Injected
 from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, StreamCounters, render as render_metrics
+from hub.rowbudget import RowBudget
 from hub.scripts import Scripting
 from hub.settings import HubSettings
 from hub.snapshots import SnapshotStore, metrics as snapshot_metrics
@@ -40,11 +41,13 @@ class StatusController(Controller):
     async def metrics(self, pool: Injected[WorkerPool], feed: Injected[Feed],
                       counters: Injected[StreamCounters], edge_metrics: Injected[EdgeMetrics],
                       snapshots: Injected[SnapshotStore],
-                      scripting: Injected[Scripting], settings: Injected[HubSettings]) -> Response[str]:
+                      scripting: Injected[Scripting], settings: Injected[HubSettings],
+                      row_budget: Injected[RowBudget]) -> Response[str]:
         """Prometheus text: worker counters as last polled, hub stream counters, and the service
         map's edges (counted from the live feed from the first scrape on)."""
         edge_metrics.start(feed)
         rows = [(c.node or c.url, c.health.ok, c.health.status) for c in pool.clients]
         text = render_metrics(rows, counters, feed, settings.max_query_rows)
-        return Response(text + edge_metrics.render() + snapshot_metrics(snapshots) + scripting.metrics(),
+        return Response(text + row_budget.metrics() + edge_metrics.render() + snapshot_metrics(snapshots)
+                        + scripting.metrics(),
                         media_type=METRICS_CONTENT_TYPE)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -12,6 +16,7 @@ from litestar.testing import TestClient
 from factories import tentry_json
 from hub.app import HubSettings, create_app
 from hub.metrics import StreamCounters, render
+from hub.rowbudget import SCOPE_KEY, RowBudget
 from hub.servicemap import build, is_error, percentile
 from shark.model import Endpoint
 from support.prometheus import parse_prometheus
@@ -261,3 +266,75 @@ def test_ws_client_leaving_is_forgotten():
         while "shark_hub_ws_clients 0" not in client.get("/metrics").text:
             assert time.monotonic() < deadline, "the WebSocket client was not forgotten"
             time.sleep(0.05)
+
+
+# -- rows held at once across requests ------------------------------------------------------
+def test_whole_answers_share_max_held_rows():
+    """/har keeps its `limit` lines until the last is written: all such answers together hold
+    at most --max-held-rows. One that does not fit waits (first come, first served), and after
+    the wait gets a 503 naming the option; the rows come back when an answer ends, also one
+    that failed before its body started (a worker's 400)."""
+    gate = threading.Event()
+    answer = handler()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        q = request.url.params.get("q", "")
+        if request.url.path.endswith("/entries") and "999" in q:
+            return httpx.Response(400, json={"error": "bad request", "detail": "since: no"})
+        if request.url.path.endswith("/entries") and "201" in q:
+            await asyncio.to_thread(gate.wait, 10)
+        return answer(request)
+    hub = create_app(HubSettings(workers=URLS, poll_interval=60, retries=0, backoff=0.001, max_held_rows=100,
+                                 held_rows_wait_s=0.3, client_options={"transport": httpx.MockTransport(handle)}))
+    with TestClient(hub, base_url=LOCAL, timeout=10) as client, ThreadPoolExecutor(2) as pool:
+        def held() -> float:
+            return parse_prometheus(client.get("/metrics").text)[("shark_hub_held_rows", "")]
+
+        def har(q: str, limit: int) -> httpx.Response:
+            return client.get("/api/v1/har", params={"q": q, "limit": limit})
+        first = pool.submit(har, "status == 201", 80)
+        deadline = time.monotonic() + 5
+        while held() != 80:
+            assert time.monotonic() < deadline, "the first /har took its rows"
+            time.sleep(0.01)
+        refused = har("", 30)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+        assert refused.json()["detail"] == ("the hub holds 80 rows for other answers, 100 at most (--max-held-rows); "
+                                            "this one needs 30: try again later or ask for fewer (limit)")
+        assert har("", 20).status_code == 200            # 80 + 20 fit
+        assert har("status == 999", 20).status_code == 400
+        assert held() == 80                              # given back although no body was sent
+        waiting = pool.submit(har, "", 50)
+        time.sleep(0.05)
+        gate.set()
+        assert first.result(10).status_code == 200 and waiting.result(10).status_code == 200
+        assert held() == 0
+        samples = parse_prometheus(client.get("/metrics").text)
+    assert samples[("shark_hub_held_rows_limit", "")] == 100
+    assert samples[("shark_hub_held_rows_refused_total", "")] == 1
+
+
+def test_a_row_budget_serves_in_order_and_forgets_who_left():
+    async def go() -> None:
+        budget = RowBudget(10, wait_s=5)
+        scope: dict = {SCOPE_KEY: []}
+        first = await budget.take(8, scope)
+        big = asyncio.create_task(budget.take(6, scope))
+        await asyncio.sleep(0)
+        small = asyncio.create_task(budget.take(1, scope))      # fits, but waits behind the earlier one
+        await asyncio.sleep(0.01)
+        assert not big.done() and not small.done() and budget.held == 8
+        small.cancel()                                          # a client that left while waiting
+        await asyncio.gather(small, return_exceptions=True)
+        first.release()
+        first.release()                                         # once only
+        await big
+        assert budget.held == 6 and not budget._waiting
+        for held in scope[SCOPE_KEY]:
+            held.release()
+        assert budget.held == 0
+        whole = await budget.take(50, scope)                    # more than the budget: takes all of it
+        assert budget.held == 10 and whole.rows == 10
+        with pytest.raises(RuntimeError):
+            await budget.take(1, {})
+    asyncio.run(go())

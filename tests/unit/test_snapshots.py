@@ -17,6 +17,7 @@ from factories import tcp_packet
 from hub.app import HubSettings, create_app
 from hub.api.snapshots import SnapshotsController
 from hub.kube.names import Names
+from hub.rowbudget import RowBudget
 from hub.services import provided
 from hub.snapshots import DIRECTORY, SnapshotStore
 from hub.workers import WorkerPool
@@ -210,7 +211,7 @@ def test_in_a_cluster_the_entries_are_saved_with_the_names_of_that_moment(tmp_pa
     # the controller alone, given a fill as hub/services.py gives it the cluster's
     pool = WorkerPool(["http://w1:8897"], poll_interval=60, retries=0, transport=httpx.MockTransport(handle))
     store = SnapshotStore(tmp_path / DIRECTORY)
-    parts = {"pool": pool, "snapshots": store, "names": Names(fill)}
+    parts = {"pool": pool, "snapshots": store, "names": Names(fill), "row_budget": RowBudget()}
     with create_test_client(route_handlers=[SnapshotsController],
                             dependencies={name: provided(part) for name, part in parts.items()}) as hub:
         assert hub.post("/api/v1/snapshots", json={"name": "named"}).status_code == 201
