@@ -19,10 +19,11 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import msgspec
@@ -210,69 +211,111 @@ class SnapshotStore:
 
     async def _write(self, pool: WorkerPool, params: dict[str, str], part: Path, budget: int,
                      fill: Fill | None) -> dict[str, Any]:
-        def over(size: int) -> TooBig:
-            return TooBig(f"snapshot: more than the {max(budget, 0)} bytes left of --snapshot-limit "
-                          f"{self.limit} (snapshots use {self.used()}); delete some, narrow it (q, since, until) "
-                          "or raise the limit")
+        """Entries, details and packets written to `part` as they arrive: a snapshot holds one
+        entry line per worker (and the ids of the newest MAX_DETAILS), never its 100k entries,
+        so it takes nothing of --max-held-rows (hub/rowbudget.py)."""
+        size = _Size(budget, lambda used: TooBig(
+            f"snapshot: more than the {max(budget, 0)} bytes left of --snapshot-limit {self.limit} (snapshots "
+            f"use {self.used()}); delete some, narrow it (q, since, until) or raise the limit"))
         try:
-            answer = await pool.entries(params, min(MAX_ENTRIES, self.max_rows))
-            rows = [fill(entry) for entry in answer.entries] if fill is not None else answer.entries
-            entries = json.dumps({"entries": rows}).encode()
-            if len(entries) > budget:
-                raise over(len(entries))
-            (part / "entries.json").write_bytes(entries)
-            found = await _details(pool, rows[:MAX_DETAILS])
-            if fill is not None:
-                found = [bytes(fill_json(line, fill)) for line in found]
-            details = b"".join(line + b"\n" for line in found)
-            if len(entries) + len(details) > budget:
-                raise over(len(entries) + len(details))
-            (part / "details.jsonl").write_bytes(details)
+            stream = await pool.open_entries(params, min(MAX_ENTRIES, self.max_rows))
+            newest: list[str] = []          # whose details are asked for once the entries are written
+            count = 0
+            with open(part / "entries.json", "wb") as file:
+                file.write(size.add(b'{"entries":['))
+                async with aclosing(stream.merged()) as lines:
+                    async for raw in lines:
+                        if fill is not None:
+                            raw = bytes(fill_json(raw, fill))
+                        if len(newest) < MAX_DETAILS:
+                            newest.append(_entry_id(raw))
+                        file.write(size.add(raw if count == 0 else b"," + raw))
+                        count += 1
+                file.write(size.add(b"]}"))
+            entries_bytes = size.used
+            with open(part / "details.jsonl", "wb") as file:
+                details = await _details(pool, newest, file, size, fill)
+            details_bytes = size.used - entries_bytes
             pcap = await pool.pcap(params)
         except (WorkerError, httpx.HTTPError) as error:
             raise HTTPException(status_code=502, detail=f"snapshot: {describe(error)}") from None
         failed = [part.failure for part in pcap.workers if not part.ok]
         if len(failed) == len(pcap.workers):
             raise HTTPException(status_code=502, detail="snapshot: no worker answered: " + "; ".join(failed))
-        size = len(entries) + len(details)
         with open(part / "packets.pcap", "wb") as file:
             async with aclosing(pcap.chunks()) as chunks:
                 async for chunk in chunks:
-                    size += len(chunk)
-                    if size > budget:
-                        raise over(size)
-                    file.write(chunk)
-        missing = {part.name for part in [*answer.workers, *pcap.workers] if not part.ok}
-        return {"entries": len(rows), "details": details.count(b"\n"), "bytes": size,
-                "pcap_bytes": size - len(entries) - len(details), "partial": sorted(missing)}
+                    file.write(size.add(chunk))
+        missing = {part.name for part in [*stream.workers, *pcap.workers] if not part.ok}
+        return {"entries": count, "details": details, "bytes": size.used,
+                "pcap_bytes": size.used - entries_bytes - details_bytes, "partial": sorted(missing)}
 
 
-async def _details(pool: WorkerPool, entries: list[dict[str, Any]]) -> list[bytes]:
-    """The full entries (GET /entries/{id} of the owning worker), those it can still dissect:
-    an evicted one (410) or one of a worker gone keeps its summary."""
+@dataclass
+class _Size:
+    """The bytes a snapshot has written, against what --snapshot-limit leaves it."""
+    budget: int
+    over: Callable[[int], Exception]
+    used: int = 0
+
+    def add(self, data: bytes) -> bytes:
+        """`data`, counted; the `over` error when it would pass the budget."""
+        if self.used + len(data) > self.budget:
+            raise self.over(self.used + len(data))
+        self.used += len(data)
+        return data
+
+
+async def _details(pool: WorkerPool, ids: list[str], out: BinaryIO, size: _Size, fill: Fill | None) -> int:
+    """The full entries (GET /entries/{id} of the owning worker), those it can still dissect,
+    written to `out` a line each as they come (at most DETAIL_FETCHES held at once): an
+    evicted one (410) or one of a worker gone keeps its summary. Returns how many."""
     gate = asyncio.Semaphore(DETAIL_FETCHES)
+    written = 0
+    over: list[Exception] = []         # the first one past the budget: the others stop writing
 
-    async def one(entry_id: str) -> bytes | None:
+    async def one(entry_id: str) -> None:
+        nonlocal written
         node, sep, number = entry_id.rpartition(":")
         if not sep or not number.isdigit():
-            return None
+            return
         client = await pool.owner(node)
         if client is None:
-            return None
+            return
         async with gate:
+            if over:
+                return
             try:
                 response = await client.get(f"/entries/{entry_id}")
             except (WorkerError, httpx.HTTPError):
-                return None
+                return
         line = response.content.strip()
         try:
             same = msgspec.json.decode(line, type=_Id).id == entry_id
         except msgspec.DecodeError:
-            return None
+            return
         # a JSON document holds no raw newline: one per line
-        return line if same and b"\n" not in line else None
-    found = await asyncio.gather(*(one(str(entry.get("id") or "")) for entry in entries))
-    return [line for line in found if line is not None]
+        if not same or b"\n" in line or over:
+            return
+        if fill is not None:
+            line = bytes(fill_json(line, fill))
+        try:
+            out.write(size.add(line + b"\n"))
+        except TooBig as error:
+            over.append(error)
+            return
+        written += 1
+    await asyncio.gather(*(one(entry_id) for entry_id in ids))
+    if over:
+        raise over[0]
+    return written
+
+
+def _entry_id(raw: bytes) -> str:
+    try:
+        return msgspec.json.decode(raw, type=_Id).id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
 
 
 def _time(params: dict[str, str], key: str) -> float | None:

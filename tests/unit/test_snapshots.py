@@ -234,3 +234,41 @@ def test_a_snapshot_saves_and_answers_at_most_max_query_rows(tmp_path: Path) -> 
         over = hub.get("/api/v1/snapshots/capped/entries", params={"limit": "8"})
         assert over.status_code == 400 and "maximum of 7 rows per query (--max-query-rows)" in over.json()["detail"]
         assert len(hub.get("/api/v1/snapshots/capped/entries", params={"limit": "7"}).json()["entries"]) == 2
+
+
+def test_a_snapshot_writes_its_entries_as_they_arrive_without_holding_them(tmp_path: Path) -> None:
+    """Saving a snapshot held every entry the workers sent (up to 100k, as dicts) outside
+    --max-held-rows until the last had arrived: two at once and a /har passed the hub's memory.
+    The entries go to the snapshot's file as they stream in: when the worker sends its last
+    line, those before it are on disk already."""
+    count = 3_000
+    on_disk_before_last: list[int] = []
+
+    async def lines():
+        for number in range(count, 0, -1):               # newest first, as workers send
+            if number == 1:
+                parts = list((tmp_path / DIRECTORY).glob(".*.part/entries.json"))
+                on_disk_before_last.append(parts[0].stat().st_size if parts else 0)
+            entry = {**ENTRY, "id": f"a:{number + 10}", "ts": 100.0 + number, "summary": "GET /" + "x" * 200}
+            yield json.dumps(entry).encode() + b"\n"
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/status"):
+            return httpx.Response(200, json={"node": "a"})
+        if path.endswith("/entries"):
+            return httpx.Response(200, content=lines())
+        if path.endswith("/pcap"):
+            return httpx.Response(200, content=pcap(1))
+        return httpx.Response(410, json={"error": "gone", "detail": "evicted"})
+
+    app = create_app(HubSettings(workers=["http://w1:8897"], poll_interval=60, retries=0, state_dir=tmp_path,
+                                 client_options={"transport": httpx.MockTransport(handle)}))
+    with TestClient(app, base_url=LOCAL) as hub:
+        created = hub.post("/api/v1/snapshots", json={"name": "big"})
+        assert created.status_code == 201, created.text
+        assert created.json()["entries"] == count
+        saved = hub.get("/api/v1/snapshots/big/entries").json()["entries"]
+    assert [e["id"] for e in saved[:2]] == [f"a:{count + 10}", f"a:{count + 9}"] and len(saved) == count
+    # ~240 bytes an entry: all but the last (less one write buffer) were written already
+    assert on_disk_before_last and on_disk_before_last[0] > (count - 1) * 240 - 64 * 1024, on_disk_before_last
