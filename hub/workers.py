@@ -22,6 +22,7 @@ import httpx
 import msgspec
 
 from hub.merge import Merge
+from shark.clip import clip
 from shark.model import WorkerPart
 from shark.pcap import MAX_SNAPLEN, PcapFormatError, PcapStream, PcapWriter, Record
 
@@ -75,7 +76,8 @@ def _worker_error(response: httpx.Response, body: bytes) -> WorkerError:
         detail = decoded.get("detail") if isinstance(decoded, dict) else None
     except ValueError:
         decoded, detail = None, None
-    text = detail or body[:200].decode("utf-8", "replace") or response.reason_phrase
+    text = clip(detail) if isinstance(detail, str) and detail else (body[:200].decode("utf-8", "replace")
+                                                                     or response.reason_phrase)
     return WorkerError(f"HTTP {response.status_code}: {text}", response.status_code, decoded)
 
 

@@ -41,6 +41,7 @@ import msgspec
 from hub.kube import objects
 from hub.kube.resolver import Identity, Resolver
 from hub.workers import WorkerClient, WorkerPool, api_base, describe
+from shark.clip import clip
 from shark.model import TargetsUpdate
 from shark.regex import RegexError, compile_linear
 
@@ -335,7 +336,7 @@ class Targeter:
             except (ValueError, AttributeError):
                 detail = None
             state.ok = False
-            state.error = f"HTTP {response.status_code}: {detail or response.text[:200]}"
+            state.error = f"HTTP {response.status_code}: {clip(detail) if isinstance(detail, str) else response.text[:200]}"
             state.retry = response.status_code >= 500
             log.warning("targets for %s refused: %s", client.node or client.url, state.error)
             return

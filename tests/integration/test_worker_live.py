@@ -263,3 +263,18 @@ def test_config_and_targets_validate_input(worker, http_server):
     curl(f"http://127.0.0.1:{http_server}/seen")
     entries = wait_for(lambda: worker.entries(), what="an entry after clearing targets")
     assert [e["request"]["path"] for e in entries] == ["/seen"]
+
+
+def test_a_refused_huge_target_list_is_described_not_echoed(worker, http_server):
+    """60k target IPs make a 1.2 MB BPF filter that libpcap refuses: the 400 says how long the
+    filter was, how it starts and why, in well under the 1.2 MB it echoed."""
+    ips = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(60_000)]
+    refused = httpx.put(worker.url + "/targets", json={"ips": ips}, timeout=60)
+    assert refused.status_code == 400, refused.text[:500]
+    detail = refused.json()["detail"]
+    assert len(refused.content) < 2000, len(refused.content)
+    assert detail.startswith("ips: the capture filter (")
+    assert "for 60000 addresses) was refused: bad BPF filter of" in detail and "starting '(tcp port" in detail
+    # the capture goes on with the filter it had
+    curl(f"http://127.0.0.1:{http_server}/still")
+    wait_for(lambda: any(e["request"]["path"] == "/still" for e in worker.entries()), what="an entry after the refusal")

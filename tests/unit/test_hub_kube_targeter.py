@@ -67,6 +67,7 @@ class Workers:
         self.puts: dict[str, list[dict]] = {W1: [], W2: []}
         self.answer: dict[str, int] = {W1: 200, W2: 200}
         self.reported: dict[str, dict] = {W1: {}, W2: {}}
+        self.detail: dict[str, str] = {}
         for url in (W1, W2):
             router.put(f"{url}/api/v1/targets").mock(side_effect=lambda r, url=url: self._put(url, r))
             router.get(f"{url}/api/v1/status").mock(side_effect=lambda r, url=url: httpx.Response(
@@ -79,7 +80,8 @@ class Workers:
         if code == 200:
             self.reported[url] = {"ips": body["ips"], "idle": body["idle"], "names": len(body["names"])}
             return httpx.Response(200, json=body)
-        return httpx.Response(code, json={"error": "bad request", "detail": f"ips: refused ({code})"})
+        return httpx.Response(code, json={"error": "bad request",
+                                          "detail": self.detail.get(url, f"ips: refused ({code})")})
 
 
 def make(spec: TargetSpec) -> tuple[WorkerPool, Resolver, Store, Targeter]:
@@ -251,6 +253,26 @@ def test_new_names_go_out_at_most_every_names_interval():
         assert asyncio.get_running_loop().time() - started >= 0.25
         assert "10.1.0.7" in workers.puts[W1][-1]["names"]
         await targeter.close()
+        await pool.close()
+
+    asyncio.run(go())
+
+
+@respx.mock
+def test_a_huge_refusal_is_shown_bounded():
+    """A worker that refused its targets with a 1.2 MB detail (an older worker echoing the whole
+    BPF filter of 60k addresses): /targets shows its first 1000 characters and its length."""
+    workers = Workers(respx.mock)
+    huge = "ips: the capture filter was refused: bad BPF filter " + " or ".join(f"host 10.0.{i // 256}.{i % 256}" for i in range(60_000))
+
+    async def go():
+        pool, resolver, pods, targeter = make(TargetSpec("web"))
+        add(pods, resolver, tpod("web-1", ip="10.1.0.2", node="node-a", started=T0))
+        workers.answer[W1], workers.detail[W1] = 400, huge
+        await targeter.reconcile()
+        error = {w["node"]: w for w in targeter.view()["workers"]}["node-a"]["error"]
+        assert error.startswith("HTTP 400: ips: the capture filter was refused: bad BPF filter host 10.0.0.0")
+        assert len(error) < 1100 and f"({len(huge)} characters in all)" in error
         await pool.close()
 
     asyncio.run(go())

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 
 from shark.auth import LOOPBACK_HOSTS, Policy, protect
 from shark.bodies import BodyError, decode_body
+from shark.clip import clip
 from shark.model import ConfigUpdate, TagChanges, TargetsUpdate
 from shark.pcap import PcapWriter
 from shark.seq import MAX_SEQ, parse_seq
@@ -327,7 +328,8 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
             try:
                 await anyio.to_thread.run_sync(runtime.capture.ask, "filter", expression)
             except CaptureError as error:
-                raise BadRequest(f"ips: the capture filter was refused: {error}") from None
+                raise BadRequest(f"ips: the capture filter ({len(expression)} characters for {len(checked)} addresses) "
+                                 f"was refused: {clip(str(error))}") from None
         runtime.target_ips, runtime.target_idle = checked, idle
         if names is not None:
             runtime.pipeline.names.replace(names, nets)

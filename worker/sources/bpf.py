@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 
+from shark.clip import shown
 from worker.sources.base import BpfError
 
 SO_ATTACH_FILTER = 26
@@ -97,7 +98,7 @@ def compile_bpf(expression: str, linktype: int, snaplen: int) -> bytes:
             if lib.pcap_compile(handle, ctypes.byref(program), encoded, 1,
                                 PCAP_NETMASK_UNKNOWN) != 0:
                 reason = (lib.pcap_geterr(handle) or b"unknown error").decode("utf-8", "replace")
-                raise BpfError(f"bad BPF filter {expression!r}: {reason}")
+                raise BpfError(f"bad BPF filter {shown(expression)}: {reason}")
             try:
                 return ctypes.string_at(program.bf_insns, program.bf_len * _INSN.size)
             finally:

@@ -11,6 +11,7 @@ import select
 
 import pcap
 
+from shark.clip import shown
 from worker.packet import RawPacket
 from worker.sources import check_interfaces
 from worker.sources.base import BpfError, CaptureError, SourceStats
@@ -93,7 +94,7 @@ class PcapSource:
             try:
                 handle.pcap.setfilter(bpf)
             except OSError as error:
-                raise BpfError(f"bad BPF filter {bpf!r}: {_text(error)}") from None
+                raise BpfError(f"bad BPF filter {shown(bpf)}: {_text(error)}") from None
 
     def stats(self) -> SourceStats:
         dropped = if_dropped = 0
