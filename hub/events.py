@@ -20,11 +20,15 @@ Kind = Literal["entry", "status", "lost", "tags"]
 
 
 class WorkerStatus(msgspec.Struct):
-    """`status`: a worker's health changed."""
+    """`status`: a worker's stream for this query went up or down, or the worker is up but
+    refuses it for now (`state` "busy": its --max-stream-clients; tried again in `retry_s`).
+    `ok`: its entries are in this stream."""
     node: str | None
     url: str
     ok: bool
     error: str | None
+    state: Literal["up", "down", "busy"] = "up"
+    retry_s: float | None = None
 
 
 class Lost(msgspec.Struct, omit_defaults=True):
@@ -87,8 +91,9 @@ def entry_event(data: bytes, id: str | None) -> HubEvent:
     return HubEvent("entry", data, id)
 
 
-def status_event(node: str | None, url: str, ok: bool, error: str | None) -> HubEvent:
-    return HubEvent("status", WorkerStatus(node, url, ok, error))
+def status_event(node: str | None, url: str, ok: bool, error: str | None,
+                 state: Literal["up", "down", "busy"] | None = None, retry_s: float | None = None) -> HubEvent:
+    return HubEvent("status", WorkerStatus(node, url, ok, error, state or ("up" if ok else "down"), retry_s))
 
 
 def lost_event(lost: int | None, reason: str | None = None, node: str | None = None) -> HubEvent:

@@ -52,6 +52,7 @@ LINGER_S = 30.0            # an empty group waits this long for clients reconnec
 CATCH_UP_TIMEOUT_S = 10.0  # longest wait for a worker to replay what a client missed
 REPLAY_LIMIT = 100_000     # entries one resume re-reads from the workers, at most
 RECONNECT_S = (0.2, 5.0)   # first and longest wait before reconnecting to a worker
+BUSY_RETRY_MAX_S = 60.0    # longest wait before asking a busy worker again (its Retry-After, doubled per refusal)
 READY_S = 5.0              # longest a new client waits for a query's worker streams to open
 MAX_LIVE_CLIENTS = 1_000   # SSE + WebSocket clients at once (each holds a queue of CLIENT_QUEUE events)
 MAX_LIVE_QUERIES = 100     # distinct live queries at once (each holds one stream per worker)
@@ -229,8 +230,18 @@ def _evicted_count(data: bytes) -> int:
     return evicted if isinstance(evicted, int) and evicted > 0 else 0
 
 
-def worker_status(client: WorkerClient, ok: bool, error: str | None) -> HubEvent:
-    return status_event(client.node, client.url, ok, error)
+def worker_status(client: WorkerClient, ok: bool, error: str | None, state: Any = None,
+                  retry_s: float | None = None) -> HubEvent:
+    return status_event(client.node, client.url, ok, error, state, retry_s)
+
+
+def busy_retry_s(error: httpx.HTTPStatusError) -> float | None:
+    """A worker's 503 with Retry-After (its --max-stream-clients): seconds it asks the hub to
+    wait; None for any other failure. The worker is up, only busy."""
+    if error.response.status_code != 503:
+        return None
+    text = error.response.headers.get("retry-after", "").strip()
+    return float(text) if text.isdigit() else None
 
 
 class Follower:
@@ -253,7 +264,7 @@ class Group:
         self.q = q
         self.members: set[DropOldest[HubEvent]] = set()
         self.followers: dict[WorkerClient, Follower] = {}
-        self.up: dict[WorkerClient, tuple[bool, str | None]] = {}
+        self.up: dict[WorkerClient, tuple[bool, str | None, str | None, float | None]] = {}
         self.positions: Positions = {}
         self.cursor = ""                  # format_positions(self.positions), kept current
         self.recent: deque[tuple[str, HubEvent]] = deque(maxlen=feed.recent_size)
@@ -272,11 +283,14 @@ class Group:
         self.up.pop(client, None)
         self._broadcast(worker_status(client, False, "left the hub's workers"))
 
-    def _set_up(self, client: WorkerClient, ok: bool, error: str | None) -> None:
-        if self.up.get(client, (None, None))[0] is ok:
+    def _set_up(self, client: WorkerClient, ok: bool, error: str | None, state: str | None = None,
+                retry_s: float | None = None) -> None:
+        """Tell the members when the worker's stream changes state (up, down, busy)."""
+        before = self.up.get(client)
+        if before is not None and before[0] is ok and before[2] == state:
             return
-        self.up[client] = (ok, error)
-        self._broadcast(worker_status(client, ok, error))
+        self.up[client] = (ok, error, state, retry_s)
+        self._broadcast(worker_status(client, ok, error, state, retry_s))
 
     def _after(self, follower: Follower) -> str | None:
         """Where a reconnecting follower resumes: STORE:SEQ of its node's position."""
@@ -287,9 +301,17 @@ class Group:
 
     async def _follow(self, follower: Follower) -> None:
         """Follow one worker's /stream for the group, resuming after its node's position."""
+        try:
+            await self._follow_loop(follower)
+        finally:
+            follower.client.refusing.pop(follower, None)   # a follower gone refuses nothing
+
+    async def _follow_loop(self, follower: Follower) -> None:
         client = follower.client
         delay = RECONNECT_S[0]
+        refusals = 0          # the worker's refusals in a row (busy): each wait twice the last
         while True:
+            wait = None
             try:
                 async with aclosing(worker_batches(client, self.q, self._after(follower))) as batches:
                     async for batch in batches:
@@ -302,22 +324,43 @@ class Group:
                             published = []
                             if worker_seq == CONNECTED:
                                 self._connected(follower, data)
-                                delay = RECONNECT_S[0]
+                                delay, refusals = RECONNECT_S[0], 0
                             elif worker_seq == LOST:
                                 self._worker_lost(client, data)
                             elif worker_seq == REPLAYED:
                                 self._evicted(follower, data)
                         self._fan_out(published)
+            except httpx.HTTPStatusError as error:
+                retry = busy_retry_s(error)
+                if retry is None:
+                    self._down(follower, error, delay)
+                else:
+                    # up, only busy: not marked down; asked again after its Retry-After, and
+                    # longer after each refusal in a row (bounded)
+                    refusals += 1
+                    wait = min(retry * 2 ** (refusals - 1), BUSY_RETRY_MAX_S)
+                    reason = str(error)
+                    client.refusing[follower] = reason
+                    self._set_up(client, False, f"busy: {reason}; the hub asks again in {wait:g} s", "busy", wait)
+                    log.info("stream from %s refused (busy): %s; asking again in %gs", client.url, reason, wait)
             except httpx.HTTPError as error:
-                client.mark(error)
-                self._set_up(client, False, client.health.error or describe(error))
-                log.debug("stream from %s: %s; reconnecting in %.1fs", client.url, describe(error), delay)
+                self._down(follower, error, delay)
             except Exception as error:   # noqa: BLE001 - a bug here must not end this worker's feed for good
                 log.exception("stream from %s failed; reconnecting in %.1fs", client.url, delay)
                 self._set_up(client, False, f"{type(error).__name__}: {error}")
             follower.settled.set()
+            if wait is not None:
+                await asyncio.sleep(wait)
+                continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_S[1])
+
+    def _down(self, follower: Follower, error: httpx.HTTPError, delay: float) -> None:
+        client = follower.client
+        client.refusing.pop(follower, None)
+        client.mark(error)
+        self._set_up(client, False, client.health.error or describe(error))
+        log.debug("stream from %s: %s; reconnecting in %.1fs", client.url, describe(error), delay)
 
     def _connected(self, follower: Follower, hello: str) -> None:
         client = follower.client
@@ -326,6 +369,7 @@ class Group:
         if client.node is None and node != client.url:
             client.node = node
         client.mark(None)
+        client.refusing.pop(follower, None)
         known = self.positions.get(node)
         if reset and known is not None:
             self._broadcast(lost_event(None, f"the worker on node {node} restarted with another store "
@@ -392,8 +436,8 @@ class Group:
         if self.closer is not None:
             self.closer.cancel()
             self.closer = None
-        for client, (ok, error) in self.up.items():
-            queue.put(worker_status(client, ok, error))
+        for client, (ok, error, state, retry_s) in self.up.items():
+            queue.put(worker_status(client, ok, error, state, retry_s))
         self.members.add(queue)
 
     def leave(self, queue: DropOldest[HubEvent]) -> None:

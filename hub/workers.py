@@ -92,6 +92,9 @@ class WorkerClient:
         self.backoff = backoff
         self.health = Health()
         self.node: str | None = None
+        # this hub's streams the worker refuses now (busy: a 503 with Retry-After, its
+        # --max-stream-clients), by follower, with its reason: it is up, only busy
+        self.refusing: dict[object, str] = {}
         # The feed holds one SSE stream per worker for every distinct live query: httpx's
         # default pool of 100 connections made the 101st stream (and every request after it)
         # wait forever. The number of streams is bounded by the live queries, not by the pool.
@@ -112,6 +115,17 @@ class WorkerClient:
         """This worker's row in a `workers` block; `opened`: its answer is being read."""
         return WorkerPart(self.node, self.url, error is None, error,
                           count=0 if opened else None, skipped=0 if opened else None)
+
+    def state(self) -> dict[str, Any]:
+        """{state, busy}: "down" (its last answer failed), "busy" (up, but refusing some of
+        this hub's live streams, `busy` says why and how many), "up", or None (not polled yet)."""
+        if self.health.ok is False:
+            return {"state": "down", "busy": None}
+        if self.refusing:
+            reason = next(reversed(self.refusing.values()))
+            streams = len(self.refusing)
+            return {"state": "busy", "busy": f"refuses {streams} of this hub's live stream{'s' if streams > 1 else ''}: {reason}"}
+        return {"state": None if self.health.ok is None else "up", "busy": None}
 
     def mark(self, error: BaseException | None, latency_s: float | None = None) -> None:
         if error is None:
@@ -423,7 +437,7 @@ class WorkerPool:
 
     def health(self) -> list[dict[str, Any]]:
         return [{"node": c.node, "url": c.url, "ok": c.health.ok, "error": c.health.error,
-                 "last_seen": c.health.last_seen, "latency_ms": c.health.latency_ms}
+                 "last_seen": c.health.last_seen, "latency_ms": c.health.latency_ms, **c.state()}
                 for c in self.clients]
 
     async def owner(self, node: str) -> WorkerClient | None:

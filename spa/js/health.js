@@ -66,6 +66,10 @@ export class Health {
           + "Its traffic is missing from the feed until it is back." });
         continue;
       }
+      if (worker.state === "busy") {   // up, but refusing the hub's live stream for now
+        out.push({ level: "warn", key: `busy:${name}`, text: `Worker ${name} is busy: it ${worker.busy}. `
+          + "Its new traffic is missing from the live feed until it accepts the stream; the hub keeps asking." });
+      }
       const capture = worker.status?.capture;
       for (const source of capture?.sources || []) {
         if (source.error) out.push({ level: "error", key: `source:${name}:${source.name}`, text: `Worker ${name}: capture on ${source.name} failed: ${source.error}` });

@@ -122,11 +122,11 @@ export function renderWorkers(root, status, error) {
     const dissection = s.dissection || {};
     const used = store.limit ? store.bytes / store.limit : null;
     const sourceErrors = (capture.sources || []).filter((src) => src.error).map((src) => `${src.name}: ${src.error}`);
-    const problems = [w.ok === false ? w.error : null, ...sourceErrors, capture.last_write_error, dissection.last_error].filter(Boolean);
+    const problems = [w.ok === false ? w.error : null, w.busy, ...sourceErrors, capture.last_write_error, dissection.last_error].filter(Boolean);
     return h("tr", { "data-node": w.node || w.url, class: w.ok === false ? "down" : "" },
       h("th", { scope: "row" }, w.node || w.url),
-      h("td", {}, h("span", { class: `health ${w.ok === true ? "st-ok" : w.ok === false ? "st-error" : "st-none"}` },
-        w.ok === true ? "up" : w.ok === false ? "down" : "unknown")),
+      h("td", {}, h("span", { class: `health ${w.state === "busy" ? "st-warn" : w.ok === true ? "st-ok" : w.ok === false ? "st-error" : "st-none"}` },
+        w.state === "busy" ? "busy" : w.ok === true ? "up" : w.ok === false ? "down" : "unknown")),
       h("td", {}, (capture.sources || []).map((src) => src.name).join(", ") || "—"),
       h("td", { class: "num" }, count(capture.received)),
       h("td", { class: `num ${capture.dropped ? "st-error" : ""}` }, count(capture.dropped)),

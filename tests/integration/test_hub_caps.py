@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -150,8 +151,13 @@ def test_a_workers_stream_clients_past_max_stream_clients_are_turned_away_with_w
                                                     timeout=httpx.Timeout(10)))
             said = next(line for line in live.iter_lines() if "max-stream-clients" in line)
             status = json.loads(said.removeprefix("data:"))
-            assert status["ok"] is False and status["error"].endswith(
-                "HTTP 503: 2 /stream clients are connected, the most this worker serves (--max-stream-clients); "
-                "try again later")
+            assert status["ok"] is False and status["state"] == "busy" and status["retry_s"] == 10
+            assert status["error"] == (
+                "busy: HTTP 503: 2 /stream clients are connected, the most this worker serves (--max-stream-clients); "
+                "try again later; the hub asks again in 10 s")
+            # up, only busy: /workers keeps it up and says why, across the hub's polls
+            time.sleep(1)
+            [row] = httpx.get(f"{hub}/api/v1/workers").json()
+            assert row["ok"] is True and row["state"] == "busy" and "--max-stream-clients" in row["busy"], row
     finally:
         proc.stop()

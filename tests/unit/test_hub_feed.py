@@ -37,6 +37,8 @@ class FakeWorker:
         self.open: list[asyncio.Queue[tuple[int, str] | None]] = []
         self.connections: list[dict[str, Any]] = []
         self.with_ids = True
+        self.refuse = 0              # /stream answers 503 with Retry-After this many more times
+        self.asked: list[float] = []  # when /stream was asked (loop time)
 
     def publish(self, path: str) -> None:
         self.seq += 1
@@ -91,6 +93,12 @@ class FakeWorker:
         if request.url.path.endswith("/status"):
             return httpx.Response(200, json={"node": self.node})
         if request.url.path.endswith("/stream"):
+            self.asked.append(asyncio.get_running_loop().time())
+            if self.refuse:
+                self.refuse -= 1
+                detail = "1 /stream clients are connected, the most this worker serves (--max-stream-clients)"
+                return httpx.Response(503, headers={"Retry-After": "1"},
+                                      json={"error": "unavailable", "detail": detail})
             last = request.headers.get("last-event-id")
             self.connections.append({"q": request.url.params.get("q"), "after": last})
             queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
@@ -365,6 +373,38 @@ def test_workers_joining_and_leaving_and_idle_groups_closing():
         # the last client gone: the group lingers, then its upstreams close
         await until(lambda: not feed.groups and not workers["w2"].open and not workers["w3"].open,
                     "idle group closed")
+        await feed.close()
+        await pool.close()
+    run(go())
+
+
+def test_a_worker_refusing_the_stream_is_busy_not_down_and_asked_again_after_retry_after():
+    """A worker at its --max-stream-clients answers 503 with Retry-After: it is up, only busy.
+    The hub kept it down until the next poll and asked again 0.2 s later; now /workers keeps it
+    up with state busy and the reason, live clients are told, and the hub asks again after the
+    Retry-After, twice as long after each refusal in a row, until it streams."""
+    async def go() -> None:
+        pool, workers = fake_pool("w1", "w2")
+        await pool.refresh_all()
+        workers["w1"].refuse = 2
+        feed = Feed(pool)
+        client = Client(feed, "http")
+        busy = await until(lambda: [s for s in client.of("status") if s.get("state") == "busy"], "told busy")
+        assert busy[0]["node"] == "w1" and busy[0]["ok"] is False and busy[0]["retry_s"] == 1
+        assert "--max-stream-clients" in busy[0]["error"] and "asks again in 1 s" in busy[0]["error"]
+        [w1, w2] = pool.health()
+        assert w1["ok"] is True and w1["state"] == "busy" and "--max-stream-clients" in w1["busy"], w1
+        assert w2["state"] == "up" and w2["busy"] is None
+        workers["w1"].publish("/late")
+        up = await until(lambda: [s for s in client.of("status") if s["node"] == "w1" and s["state"] == "up"],
+                         "w1 streams", timeout=10)
+        assert up[0]["ok"] is True and up[0]["error"] is None
+        asked = workers["w1"].asked
+        assert len(asked) == 3 and asked[1] - asked[0] >= 0.95 and asked[2] - asked[1] >= 1.95, asked
+        assert pool.health()[0]["state"] == "up" and pool.clients[0].health.ok is True
+        workers["w1"].publish("/streamed")
+        await until(lambda: any(e == "w1:2" for _, e in client.entries()), "its entries")
+        await client.close()
         await feed.close()
         await pool.close()
     run(go())
