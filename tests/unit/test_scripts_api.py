@@ -380,21 +380,43 @@ def test_the_hub_stops_cleanly_with_a_script_running_a_loop(tmp_path: Path) -> N
     # running_hub asserts the server thread ended
 
 
+def wait_cpu(check: Callable[[], Any], cpu_deadline: float, what: str, wall_s: float = 300.0) -> Any:
+    """Poll `check` until it holds; fail once this process has used CPU up to `cpu_deadline`
+    (time.process_time) first. The hub runs in this process and quickjs's time limit counts
+    its CPU time (clock()), so the two race on one clock, whatever the machine's load: a loaded
+    machine stretches a CPU second into many wall seconds for both alike."""
+    deadline = time.monotonic() + wall_s
+    while True:
+        cpu = time.process_time()
+        if (value := check()):
+            return value
+        if cpu > cpu_deadline or time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not by {cpu:.2f} s of CPU (deadline {cpu_deadline:.2f} s) "
+                                 f"or {wall_s:g} s of wall time")
+        time.sleep(0.02)
+
+
 def test_a_runaway_script_does_not_hold_the_others_hooks() -> None:
-    """While one script's hook spins toward its 5 s time limit, another script's hooks run: all
-    five of them are done before the runaway call has even been stopped (on one shared thread
-    they waited the whole limit)."""
-    with running_hub(None, time_limit_s=5.0) as hub:
+    """While one script's hook spins toward its time limit (3 s of CPU), another script's hooks
+    run: all five of them are done before the process has used those 3 s, so before the runaway
+    call can have been stopped (on one shared thread they waited for it). Timed in CPU seconds,
+    not wall seconds: at a load of 13 the 5 s limit took over 20 s of wall time and the test's
+    20 s wait failed, though nothing was wrong."""
+    limit_s = 3.0
+    with running_hub(None, time_limit_s=limit_s) as hub:
         create(hub, "runaway", "function onHubAction(a) { if (a === 'spin') { while (true) {} } }")
         create(hub, "steady", "function onHubAction(a, d) { if (a === 'tick') console.log('tick', d.n); }")
+        spun = time.process_time()     # the runaway's call starts after this: its limit ends later
         hub.http.post("/scripts/actions", json={"action": "spin"})
         for n in range(5):
             hub.http.post("/scripts/actions", json={"action": "tick", "data": {"n": n}})
-        wait_for(lambda: [t for t in hub.texts("steady") if t.startswith("tick")] == [f"tick {n}" for n in range(5)],
-                 what="the steady script's five hooks")
+        wait_cpu(lambda: [t for t in hub.texts("steady") if t.startswith("tick")] == [f"tick {n}" for n in range(5)],
+                 spun + limit_s, "the steady script's five hooks before the runaway's limit")
         runaway = hub.http.get("/scripts/runaway").json()
         assert runaway["failures"] == 0 and runaway["last_error"] is None, runaway
-        hub.wait_log("runaway", "ran longer than its time limit")
+        # and the runaway is stopped at its limit (a margin for the hub's and this test's own CPU)
+        wait_cpu(lambda: any("ran longer than its time limit" in t for t in hub.texts("runaway")),
+                 spun + limit_s + 3.0, "the runaway stopped at its time limit")
 
 
 def test_each_script_runs_on_a_thread_of_its_own() -> None:
