@@ -273,7 +273,20 @@ READ_ONLY = frozenset(TOOLS) - {"export_pcap", "export_har", "create_snapshot"}
 class _Server(MCPServer):
     """The SDK's server, but a prompt asked for by a wrong name or without its arguments is the
     client's mistake, said as such (invalid params, with the SDK's reason: "Missing required
-    arguments: {'service'}"), not "Internal server error" and a logged traceback."""
+    arguments: {'service'}"), not "Internal server error" and a logged traceback; and a tool
+    called with an argument it does not take is refused naming it (the SDK drops it silently:
+    `list_entries(filter=...)` answered every entry as if unfiltered)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        tool = self._tool_manager.get_tool(name)
+        if tool is not None:
+            known = list(tool.parameters.get("properties") or {})
+            unknown = sorted(set(arguments) - set(known))
+            if unknown:
+                raise ToolError(f"{name}: unknown argument{'s' if len(unknown) > 1 else ''} "
+                                f"{', '.join(map(repr, unknown))}; it takes "
+                                f"{', '.join(known) if known else 'no arguments'}")
+        return await super().call_tool(name, arguments, context)
 
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None,
                          context: Any = None) -> Any:
@@ -292,6 +305,9 @@ def build_server(hub_url: str = DEFAULT_HUB, client: HubClient | None = None, **
     for name in TOOLS:
         server.add_tool(getattr(tools, name), name=name,
                         annotations=ToolAnnotations(read_only_hint=name in READ_ONLY, open_world_hint=False))
+        added = server._tool_manager.get_tool(name)
+        assert added is not None
+        added.parameters["additionalProperties"] = False   # the schema says what call_tool refuses
     for prompt in (why_failing, slow_endpoints, what_talks_to):
         server.prompt()(prompt)
     return server

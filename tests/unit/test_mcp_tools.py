@@ -64,3 +64,23 @@ def test_a_prompt_without_its_argument_or_unknown_is_invalid_params() -> None:
     assert missing.code == INVALID_PARAMS and "Missing required arguments: {'service'}" in missing.message
     assert unknown.code == INVALID_PARAMS and "Unknown prompt: no_such_prompt" in unknown.message
     assert "'cart' is failing" in good.messages[0].content.text
+
+
+def test_an_unknown_argument_is_refused_naming_it_and_the_valid_ones() -> None:
+    """The SDK dropped an argument a tool does not take: list_entries(filter=...) answered every
+    entry, unfiltered, and validate_query(q=...) said `query` was missing, never what was wrong
+    with `q`. Now the call is a tool error naming the argument and the ones the tool takes, and
+    the tools' schemas say so."""
+    (wrong, text), (two, text2), (none, text3), (right, _) = call([
+        ("validate_query", {"q": "http and"}), ("validate_query", {"query": "http", "kfl": 1, "q": 2}),
+        ("status", {"verbose": True}), ("validate_query", {"query": "http"})])
+    assert wrong and text == "validate_query: unknown argument 'q'; it takes query", text
+    assert two and text2 == "validate_query: unknown arguments 'kfl', 'q'; it takes query", text2
+    assert none and text3 == "status: unknown argument 'verbose'; it takes no arguments", text3
+    assert not right
+
+    async def schemas() -> dict[str, Any]:
+        async with Client(build_server(client=StubHub())) as client:  # type: ignore[arg-type]
+            return {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+    listed = asyncio.run(schemas())
+    assert listed["list_entries"]["additionalProperties"] is False and "query" in listed["list_entries"]["properties"]
