@@ -337,8 +337,8 @@ class Group:
                 else:
                     # up, only busy: not marked down; asked again after its Retry-After, and
                     # longer after each refusal in a row (bounded)
-                    refusals += 1
-                    wait = min(retry * 2 ** (refusals - 1), BUSY_RETRY_MAX_S)
+                    refusals = min(refusals + 1, 8)
+                    wait = min(max(retry, RECONNECT_S[0]) * 2 ** (refusals - 1), BUSY_RETRY_MAX_S)
                     reason = str(error)
                     client.refusing[follower] = reason
                     self._set_up(client, False, f"busy: {reason}; the hub asks again in {wait:g} s", "busy", wait)
