@@ -279,15 +279,78 @@ def test_a_version_1_index_is_migrated_with_its_rows_ids_and_cursor(tmp_path):
     index, note = open_index(path)
     try:
         assert note is None                                  # migrated, not rebuilt
-        assert index.get_meta("schema_version") == "2"
+        assert index.get_meta("schema_version") == "3"
         assert index.store_id == "cafe0001" and index.cursor() == (3, 77)
         assert index.newer_than(0) == rows
         names = {r[0] for r in index._connection().execute("SELECT name FROM sqlite_master")}
         assert "entries_by_segment" not in names and "segment_seqs" in names
+        assert "entries_by_time" not in names and "entries_by_ts" in names
         assert index.prune_segments_before(3) == 9           # seqs 1..9: segments 1 and 2
         assert [r.seq for r in index.newer_than(0)] == list(range(10, 16))
     finally:
         index.close()
+
+
+V2_SCHEMA = V1_SCHEMA.replace("CREATE INDEX entries_by_segment ON entries (first_seg);", """
+CREATE TABLE segment_seqs (first_seg INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+    PRIMARY KEY (first_seg, lo)) WITHOUT ROWID;""")
+
+
+def test_a_version_2_index_is_migrated_and_answers_as_before(tmp_path):
+    path = tmp_path / "index.sqlite"
+    # two rows share a ts: the order by (ts, seq) must hold without seq in the time index
+    rows = [make_row(seq, ts=1_700_000_000.0 + seq // 2, segment=1 + seq // 10,
+                     server_offset=None if seq % 3 else seq, client_seq=None if seq % 4 else seq)
+            for seq in range(1, 31)]
+    old = sqlite3.connect(path)
+    old.executescript(V2_SCHEMA)
+    # version 2 stored NULL for the optional values
+    old.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [msgspec.structs.astuple(row) for row in rows])
+    old.executemany("INSERT INTO segment_seqs VALUES (?, ?, ?)", [(1, 1, 9), (2, 10, 19), (3, 20, 29),
+                                                                 (4, 30, 30)])
+    old.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", "2"), ("store_id", "cafe0002"),
+                                                      ("cursor", "4:10"), ("last_seq", "30")])
+    old.commit()
+    newest_first = sorted(rows, key=lambda row: (row.ts, row.seq), reverse=True)
+    index, note = open_index(path)
+    try:
+        assert note is None
+        assert index.get_meta("schema_version") == "3"
+        assert index.store_id == "cafe0002" and index.cursor() == (4, 10)
+        names = {r[0] for r in index._connection().execute("SELECT name FROM sqlite_master")}
+        assert "entries_by_time" not in names and "entries_by_ts" in names
+        assert index.newer_than(0) == rows
+        assert list(index.query(None, None, batch=4)) == newest_first
+        assert list(index.query(None, None, before_seq=17, batch=3)) == newest_first[newest_first.index(rows[16]) + 1:]
+        assert list(index.query(1_700_000_003.0, 1_700_000_009.0)) == [
+            row for row in newest_first if 1_700_000_003.0 <= row.ts < 1_700_000_009.0]
+        # new rows come after the migrated ones, their optional values stored as sent
+        index.add_values([msgspec.structs.astuple(make_row(31, segment=4, server_offset=-1, client_seq=-1))], (4, 20))
+        assert index.get(31) == make_row(31, segment=4, server_offset=None, client_seq=None)
+        assert index.prune_segments_before(3) == 19
+        assert [row.seq for row in index.newer_than(0)] == list(range(20, 32))
+    finally:
+        index.close()
+    old.close()
+
+
+def test_newest_first_needs_no_sort_and_new_rows_are_appended(index):
+    connection = index._connection()
+    plan = connection.execute("EXPLAIN QUERY PLAN SELECT seq FROM entries WHERE ts >= 1 AND (ts, seq) < (2, 3) "
+                              "ORDER BY ts DESC, seq DESC LIMIT 10").fetchall()
+    details = " ".join(str(step[-1]) for step in plan)
+    assert "entries_by_ts" in details and "TEMP B-TREE" not in details, details
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    try:
+        index.add([make_row(1), make_row(2)], None)          # new seqs: appended
+        index.add([make_row(2), make_row(3)], None)       # 2 again: replaced
+    finally:
+        connection.set_trace_callback(None)
+    inserts = [text.split(" INTO")[0] for text in statements if text.startswith("INSERT") and "entries (" in text]
+    assert inserts == ["INSERT"] * 2 + ["INSERT OR REPLACE"] * 2, inserts
+    assert [row.seq for row in index.newer_than(0)] == [1, 2, 3]
 
 
 def test_the_wal_stays_within_its_limit_and_is_checkpointed_beside_the_writer(tmp_path):

@@ -31,10 +31,12 @@ from worker.store.segments import StoreError
 
 log = logging.getLogger("shark.worker.index")
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 # Older versions this one migrates on open (_migrate), keeping rows, ids and cursor. Version 1
-# found a segment's rows through an index on first_seg, 20% of an insert's CPU.
-MIGRATES_FROM = ("1",)
+# found a segment's rows through an index on first_seg, 20% of an insert's CPU; versions 1 and
+# 2 ordered by time through an index on (ts, seq), which held each seq twice (an index on ts
+# alone ends with the rowid, which is seq).
+MIGRATES_FROM = ("1", "2")
 BUSY_TIMEOUT_MS = 10_000
 # The WAL counts in --storage-limit, so its size is bounded: its hard limit is 1/32 of the
 # storage limit, kept between 256 KiB (the minimum limit of 2 MiB holds 8) and 32 MiB. Past a
@@ -61,14 +63,19 @@ SEQ_GAP = 1024
 _COLUMNS = ("seq", "ts", "protocol", "entry_json", "first_seg", "first_off", "last_seg",
             "last_off", "transport", "client_ip", "client_port", "server_ip", "server_port",
             "client_offset", "server_offset", "client_seq", "server_seq")
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM entries"
 # The optional columns (server_offset, client_seq, server_seq: never negative) may come as
 # NO_VALUE instead of None: sqlite3 binds an int without looking for an adapter, a None with
-# (~0.5 us per value); the insert stores NULL for either.
+# (~0.5 us per value). Either is stored as it comes (a NULLIF per value in the insert cost the
+# writer ~0.1 us per row); reads give None for both.
 OPTIONAL_FROM = _COLUMNS.index("server_offset")
 NO_VALUE = -1
-_INSERT = (f"INSERT OR REPLACE INTO entries ({', '.join(_COLUMNS)}) VALUES "
-           f"({', '.join(['?'] * OPTIONAL_FROM + [f'NULLIF(?, {NO_VALUE})'] * (len(_COLUMNS) - OPTIONAL_FROM))})")
+_SELECT = ("SELECT " + ", ".join([*_COLUMNS[:OPTIONAL_FROM],
+                                  *(f"NULLIF({name}, {NO_VALUE})" for name in _COLUMNS[OPTIONAL_FROM:])])
+           + " FROM entries")
+# Rows whose seqs are all new (the writer's usual batch) are appended: INSERT OR REPLACE looks
+# for a row to delete first, ~1 us per row with the time index.
+_APPEND = f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_INSERT = _APPEND.replace("INSERT", "INSERT OR REPLACE", 1)
 _ENTRIES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
@@ -90,7 +97,7 @@ CREATE TABLE IF NOT EXISTS entries (
     client_seq INTEGER,
     server_seq INTEGER
 );
-CREATE INDEX IF NOT EXISTS entries_by_time ON entries (ts, seq);
+CREATE INDEX IF NOT EXISTS entries_by_ts ON entries (ts);
 """
 # Where each segment's rows are: every row with first_seg S has a seq in a range (lo..hi) of
 # S. A segment's entries are numbered as dissection reaches it, so its rows are nearly
@@ -231,13 +238,16 @@ class EntryIndex:
     def _migrate(self, connection: sqlite3.Connection) -> None:
         """Version 1 -> 2: each segment's rows get one seq range (from its lowest seq to its
         highest: wide where a straggler came late, which costs only a longer scan at its
-        prune), and the index on first_seg goes. Rows, ids and cursor stay."""
+        prune), and the index on first_seg goes. 2 -> 3: the index on (ts, seq) gives way to
+        one on ts (the executescript in __init__ made it). Rows, ids and cursor stay."""
         with _transaction(connection):
-            connection.execute("DELETE FROM segment_seqs")   # a migration cut short before
-            connection.execute("INSERT INTO segment_seqs (first_seg, lo, hi) "
-                               "SELECT first_seg, min(seq), max(seq) FROM entries "
-                               "GROUP BY first_seg")
-            connection.execute("DROP INDEX IF EXISTS entries_by_segment")
+            if self.get_meta("schema_version") == "1":
+                connection.execute("DELETE FROM segment_seqs")   # a migration cut short before
+                connection.execute("INSERT INTO segment_seqs (first_seg, lo, hi) "
+                                   "SELECT first_seg, min(seq), max(seq) FROM entries "
+                                   "GROUP BY first_seg")
+                connection.execute("DROP INDEX IF EXISTS entries_by_segment")
+            connection.execute("DROP INDEX IF EXISTS entries_by_time")
             connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                                (SCHEMA_VERSION,))
 
@@ -346,7 +356,7 @@ class EntryIndex:
                 above = connection.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
                 # New seqs above every stored one add a row each; else some may replace one.
                 added = len(seqs) if min(seqs) > above and len(set(seqs)) == len(seqs) else None
-                connection.executemany(_INSERT, values)
+                connection.executemany(_INSERT if added is None else _APPEND, values)
                 for found in seq_ranges(values):
                     if not connection.execute(_EXTEND_RANGE, found).rowcount:
                         connection.execute(_ADD_RANGE, found)
