@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/bench/bench_merge.py PCAP [--work-dir DIR] [--shards 2]
         [--repeat 3] [--tree DIR] [--index-dir DIR] [--tag NAME] [--keep-index FILE]
+        [--page-size BYTES]
 
 The first run imports PCAP into a store under --work-dir and records what the shards of
 `python -m worker --dissect-shards N` send the merge thread (their reports, raw, and when the
@@ -94,7 +95,7 @@ def record(store: Path, shards: int, out: Path) -> int:
 
 
 def replay(store: Path, recording: Path, shards: int, index_dir: Path,
-           keep: Path | None = None) -> dict[str, float | int | str]:
+           keep: Path | None = None, page_size: int | None = None) -> dict[str, float | int | str]:
     import msgspec
 
     from worker.broadcast import Broadcaster
@@ -105,6 +106,8 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
     from worker.store import index as index_module
 
     events = msgspec.msgpack.decode(recording.read_bytes())
+    if page_size is not None:   # a new index's page size (trees that set one: PAGE_SIZE)
+        index_module.PAGE_SIZE = page_size
     with tempfile.TemporaryDirectory(dir=index_dir) as scratch:
         # as the worker opens it for --storage-limit LIMIT (where the tree says how)
         wal_limit_for = getattr(index_module, "wal_limit_for", None)
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose worker/ to import")
     parser.add_argument("--keep-index", type=Path, help="copy the last run's index here")
+    parser.add_argument("--page-size", type=int, help="the new index's page size, for trees that set one")
     parser.add_argument("--tag", default="", help="names the recording: shards of another wire "
                         "format need their own (record with that tree)")
     args = parser.parse_args()
@@ -178,7 +182,8 @@ def main() -> None:
         rows = record(store, args.shards, recording)
         print(f"recorded {rows} rows from {args.shards} shards in {recording}")
     for run in range(args.repeat):
-        result = replay(store, recording, args.shards, args.index_dir or base, args.keep_index)
+        result = replay(store, recording, args.shards, args.index_dir or base, args.keep_index,
+                        args.page_size)
         print(f"run {run + 1}: " + "  ".join(
             f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from shark.model import Endpoint, Entry, encode
-from worker.store.index import EntryIndex, IndexRow, open_index
+from worker.store.index import PAGE_SIZE, EntryIndex, IndexRow, open_index
 
 
 def make_row(seq: int, ts: float | None = None, segment: int = 1, **changes) -> IndexRow:
@@ -337,6 +337,9 @@ def test_a_version_2_index_is_migrated_and_answers_as_before(tmp_path):
 
 def test_newest_first_needs_no_sort_and_new_rows_are_appended(index):
     connection = index._connection()
+    # a new file gets the large pages, and still gives freed pages back (auto_vacuum=2)
+    assert connection.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 16384
+    assert connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     plan = connection.execute("EXPLAIN QUERY PLAN SELECT seq FROM entries WHERE ts >= 1 AND (ts, seq) < (2, 3) "
                               "ORDER BY ts DESC, seq DESC LIMIT 10").fetchall()
     details = " ".join(str(step[-1]) for step in plan)

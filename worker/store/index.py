@@ -52,8 +52,12 @@ WAL_LIMIT_SHARE = 32
 CHECKPOINT_EVERY_S = 0.25
 # Rows deleted per transaction when pruning (their pages go through the WAL).
 PRUNE_CHUNK = 256
-# Free pages given back per prune (1 MiB at 4 KiB pages): the moves go through the WAL.
-VACUUM_PAGES = 256
+# Bytes of free pages given back per prune: the moves go through the WAL.
+VACUUM_BYTES = 1024 * 1024
+# The page size of a new index file (an existing one keeps its own). Rows are ~0.5-1.5 KB: at
+# 4 KiB a page held 4 rows of ~900 bytes and ~600 bytes of nothing; larger pages waste less of
+# each and take fewer WAL frames per row (docs/BENCHMARKS.md, "The index's row").
+PAGE_SIZE = 16384
 # A segment's rows are found by seq ranges (segment_seqs): a batch's rows of one segment
 # extend that segment's last range when they start at most this many seqs after its end, else
 # they open a range of their own. Rows of other segments inside a range are skipped at prune
@@ -263,9 +267,11 @@ class EntryIndex:
             connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                          isolation_level=None, check_same_thread=False)
             connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            # Pages freed by pruning go back to the disk (incremental_vacuum after each
-            # prune), so the file shrinks with the store. It takes effect only in a new file
-            # and before journal_mode=WAL writes the file's header.
+            # Both take effect only in a new file, before journal_mode=WAL writes its header,
+            # and the page size only before auto_vacuum (which fixes it). Pages freed by
+            # pruning go back to the disk (incremental_vacuum after each prune), so the file
+            # shrinks with the store.
+            connection.execute(f"PRAGMA page_size={PAGE_SIZE}")
             connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
             connection.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash may
@@ -440,14 +446,21 @@ class EntryIndex:
         return deleted
 
     def keep_small(self) -> None:
-        """Give free pages back to the disk (up to VACUUM_PAGES at a time: each page moved is
+        """Give free pages back to the disk (up to VACUUM_BYTES at a time: each page moved is
         written to the WAL) and keep the WAL within its limit (_committed): both count in the
         storage limit, and the segment writer evicts for them."""
         connection = self._connection()
         if connection.execute("PRAGMA freelist_count").fetchone()[0] > 0:
             # executescript steps the pragma to its end; execute() frees one page per call
-            connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+            connection.executescript(f"PRAGMA incremental_vacuum({self._vacuum_pages(connection)});")
         self._committed(connection)
+
+    def _vacuum_pages(self, connection: sqlite3.Connection) -> int:
+        pages = getattr(self._local, "vacuum_pages", None)
+        if pages is None:
+            pages = self._local.vacuum_pages = max(
+                1, VACUUM_BYTES // connection.execute("PRAGMA page_size").fetchone()[0])
+        return pages
 
     def set_meta(self, key: str, value: str) -> None:
         connection = self._connection()
