@@ -313,10 +313,12 @@ def test_a_version_2_index_is_migrated_and_answers_as_before(tmp_path):
                                                       ("cursor", "4:10"), ("last_seq", "30")])
     old.commit()
     newest_first = sorted(rows, key=lambda row: (row.ts, row.seq), reverse=True)
-    index, note = open_index(path)
+    index, note = open_index(path, wal_limit=4096)
     try:
         assert note is None
         assert index.get_meta("schema_version") == "3"
+        wal = tmp_path / "index.sqlite-wal"
+        assert not wal.exists() or wal.stat().st_size <= 4096   # the migration's writes checkpointed
         assert index.store_id == "cafe0002" and index.cursor() == (4, 10)
         names = {r[0] for r in index._connection().execute("SELECT name FROM sqlite_master")}
         assert "entries_by_time" not in names and "entries_by_ts" in names

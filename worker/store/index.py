@@ -254,6 +254,9 @@ class EntryIndex:
             connection.execute("DROP INDEX IF EXISTS entries_by_time")
             connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                                (SCHEMA_VERSION,))
+        # Building the new index went through the WAL (8 MB for 200k rows): within its bound
+        # again before the first write.
+        self._committed(connection)
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
