@@ -69,8 +69,8 @@ _COLUMNS = ("seq", "ts", "protocol", "entry_json", "first_seg", "first_off", "la
             "client_offset", "server_offset", "client_seq", "server_seq")
 # The optional columns (server_offset, client_seq, server_seq: never negative) may come as
 # NO_VALUE instead of None: sqlite3 binds an int without looking for an adapter, a None with
-# (~0.5 us per value). Either is stored as it comes (a NULLIF per value in the insert cost the
-# writer ~0.1 us per row); reads give None for both.
+# (~0.5 us per value). Either is stored as it comes (a NULLIF per value in the insert cost
+# the writer ~0.1-0.5 us per row); reads give None for both.
 OPTIONAL_FROM = _COLUMNS.index("server_offset")
 NO_VALUE = -1
 _SELECT = ("SELECT " + ", ".join([*_COLUMNS[:OPTIONAL_FROM],
