@@ -1,5 +1,7 @@
 """How long `python -m worker --pcap FILE` takes to start: from exec until /status answers, and
-until it says the file is read and dissection has caught up.
+until it says the file is read and dissection has caught up, with the CPU seconds of each of
+the worker's processes at caught up (api, capture, forkserver, tracker, shard: the mean of the
+shards).
 
     .venv/bin/python tests/bench/bench_startup.py FILE [FILE…] [--runs 7] [--shards 1,0]
         [--repo DIR …] [--json-out FILE]
@@ -34,6 +36,51 @@ from _common import PYTHON, ROOT, cpu_seconds, machine, table, tree_pids, write_
 # Every /status costs the API process some CPU (with one shard, GIL time taken from dissection).
 POLL_S = 0.05
 SETTLE_S = 0.5     # the entry count must hold this long after caught-up is first seen
+ROLES = ("api", "capture", "forkserver", "tracker", "shard")
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, user + system CPU seconds) of a live process."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return b""
+
+
+def role_cpu(root: int) -> dict[str, float]:
+    """CPU seconds per process of the worker's tree, by role: the API process (root), the
+    capture child (a fork of it, same command line), multiprocessing's fork server and
+    resource tracker (by their command lines) and the shards (the fork server's children;
+    their mean)."""
+    pids = tree_pids(root)
+    stats = {pid: st for pid in pids if (st := _stat(pid)) is not None}
+    lines = {pid: _cmdline(pid) for pid in stats}
+    server = next((pid for pid, line in lines.items() if b"multiprocessing.forkserver" in line), None)
+    cpu: dict[str, float] = {role: 0.0 for role in ROLES}
+    shards: list[float] = []
+    for pid, (parent, seconds) in stats.items():
+        if pid == root:
+            cpu["api"] += seconds
+        elif pid == server:
+            cpu["forkserver"] += seconds
+        elif b"resource_tracker" in lines[pid]:
+            cpu["tracker"] += seconds
+        elif server is not None and parent == server:
+            shards.append(seconds)
+        elif parent == root and lines[pid] == lines[root]:
+            cpu["capture"] += seconds
+    cpu["shard"] = sum(shards) / len(shards) if shards else 0.0
+    return cpu
 
 
 def one_run(pcap: Path, shards: int, repo: Path, base: Path) -> dict[str, float | int]:
@@ -60,7 +107,8 @@ def one_run(pcap: Path, shards: int, repo: Path, base: Path) -> dict[str, float 
             raise RuntimeError(f"worker did not start (exit {process.poll()})")
         answered = None
         answered_cpu = api_cpu = 0.0
-        seen: list[tuple[float, bool, int, float]] = []   # (time, read and caught up, entries, CPU s)
+        # (time, read and caught up, entries, CPU s, CPU s by role)
+        seen: list[tuple[float, bool, int, float, dict[str, float]]] = []
         while True:
             polled = time.monotonic()
             try:
@@ -76,17 +124,18 @@ def one_run(pcap: Path, shards: int, repo: Path, base: Path) -> dict[str, float 
                 answered, answered_cpu, api_cpu = polled, cpu, cpu_seconds([process.pid])
             done = (all(s["finished"] for s in status["capture"]["sources"])
                     and status["dissection"]["caught_up"])
-            seen.append((polled, done, status["index"]["entries"], cpu))
-            first_done = next((t for t, d, _, _ in seen if d), None)
+            seen.append((polled, done, status["index"]["entries"], cpu, role_cpu(process.pid)))
+            first_done = next((t for t, d, *_ in seen if d), None)
             if first_done is not None and polled - first_done >= SETTLE_S:
                 break
             if polled - started > 300:
                 raise RuntimeError(f"worker did not finish {pcap.name}")
             time.sleep(POLL_S)
         entries = seen[-1][2]
-        caught_up, caught_up_cpu = next((t, c) for t, d, n, c in seen if d and n == entries)
+        caught_up, caught_up_cpu, roles = next((t, c, r) for t, d, n, c, r in seen if d and n == entries)
         return {"status": answered - started, "caught_up": caught_up - started, "entries": entries,
-                "status_cpu": answered_cpu, "status_api_cpu": api_cpu, "caught_up_cpu": caught_up_cpu}
+                "status_cpu": answered_cpu, "status_api_cpu": api_cpu, "caught_up_cpu": caught_up_cpu,
+                **{f"cpu_{role}": seconds for role, seconds in roles.items()}}
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -119,7 +168,7 @@ def main() -> None:
                         results.setdefault(key, []).append(one_run(pcap.resolve(), shards, repo, base))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    rows = []
+    rows, role_rows = [], []
     for key, runs in results.items():
         rows.append([key, statistics.median(r["status"] for r in runs),
                      statistics.median(r["caught_up"] for r in runs),
@@ -128,10 +177,13 @@ def main() -> None:
                      statistics.median(r["status_api_cpu"] for r in runs),
                      statistics.median(r["caught_up_cpu"] for r in runs),
                      "/".join(sorted({str(r["entries"]) for r in runs}))])
+        role_rows.append([key, *(statistics.median(r[f"cpu_{role}"] for r in runs) for role in ROLES)])
     print(f"repos {', '.join(map(str, repos))}; machine {machine()}")
     print(table(["capture", "to /status s", "to caught-up s", "caught-up s (best)",
                  "CPU s to /status", "of which API process", "CPU s to caught-up", "entries"], rows))
     print("medians of", args.runs, "runs; CPU: user + system of the worker's process tree")
+    print(table(["capture", *(f"CPU s {role}" for role in ROLES)], role_rows))
+    print("CPU seconds per process at caught up (shard: the mean of the shards), medians")
     write_json(args.json_out, {"machine": machine(), "repos": [str(repo) for repo in repos], "runs": results})
 
 
