@@ -13,8 +13,9 @@ import multiprocessing.forkserver
 from multiprocessing.context import ForkServerContext
 
 # What the server imports before it forks any shard: its signal dispositions, then the
-# shard's entry point and all it uses.
-PRELOAD = ["worker.shard_server_signals", "worker.shard"]
+# shard's entry point and all it uses, the dissectors included (a shard makes them first
+# thing: imported here once, they cost no shard, nor a shard's restart, any time).
+PRELOAD = ["worker.shard_server_signals", "worker.shard", "worker.dissectors.builtin"]
 
 
 def shard_context() -> ForkServerContext:

@@ -32,6 +32,17 @@ def test_the_worker_command_loads_neither_the_api_nor_the_dissection_before_its_
                     "worker.dissectors", "worker.shard", "worker.sharded", "shark.kfl") == set()
 
 
+def test_a_shard_imports_nothing_its_fork_server_did_not_when_it_starts_dissecting():
+    loaded_after(
+        "import importlib\n"
+        "from worker.shard_server import PRELOAD\n"
+        "for name in PRELOAD: importlib.import_module(name)\n"
+        "before = set(sys.modules)\n"
+        "from worker.dissection import Dissection\n"
+        "Dissection('node-a')   # what a shard makes first: every dissector\n"
+        "assert set(sys.modules) == before, sorted(set(sys.modules) - before)\n")
+
+
 def test_the_capture_path_leaves_ebpf_alone_without_tls(tmp_path: Path):
     capture = ROOT / "tests" / "golden" / "http1" / "basic.pcap"
     modules = loaded_after(
