@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 from struct import Struct
 from typing import NamedTuple
-from zlib import crc32
 
 # A captured frame as sources yield it: (timestamp in ns since the epoch, captured bytes,
 # original length on the wire). Plain tuples keep the capture path free of object overhead.
@@ -189,108 +188,53 @@ def ip_text(packed: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
 
 
-def flow_shard(linktype: int, frame: bytes, shards: int) -> int:
-    """Which of `shards` dissection shards owns this frame's flow: the same number for both
-    directions of a flow, and for an ICMP port unreachable the number of the UDP flow it
-    quotes. 0 for a frame decode() has no flow for (shard 0 decodes those and counts them).
-    Cheaper than decode(): a few slices of the headers, no payload copy."""
+def flow_key(linktype: int, frame: bytes) -> tuple[int, bytes, int] | None:
+    """(TCP or UDP, the flow's key, TCP flags) of a frame, for the dissection shards' flow table
+    (worker.flow_table): the key is the source and destination addresses then ports, as they
+    lie in the IP and transport headers (a FlowTable slices them from there). An ICMP port
+    unreachable gives the UDP flow it quotes (its flags 0). None for a frame decode() has no
+    flow for, or a fragment. Cheaper than decode(): a few slices of the headers."""
     located = _network_offset(linktype, frame)
     if located is None:
-        return 0
+        return None
     offset, version = located
     if version == 4:
         if len(frame) < offset + 20 or _u16.unpack_from(frame, offset + 6)[0] & 0x3FFF:
-            return 0
+            return None
         proto = frame[offset + 9]
         addresses = offset + 12, offset + 16, 4
         start = offset + (frame[offset] & 0x0F) * 4
     else:
         if len(frame) < offset + 40:
-            return 0
+            return None
         proto = frame[offset + 6]
         addresses = offset + 8, offset + 24, 16
         start = offset + 40
         while proto in _IPV6_EXTENSIONS:
             if len(frame) < start + 8:
-                return 0
+                return None
             proto, start = frame[start], start + (frame[start + 1] + 1) * 8
+    flags = 0
     if proto == _ICMP or proto == _ICMPV6:
-        # The quoted datagram's addresses and ports (decode() checks the rest; a frame it
-        # then refuses lands in some shard that refuses it just the same).
+        # A port unreachable: the quoted datagram's addresses and ports (decode() checks the
+        # rest; a frame it then refuses lands in some shard that refuses it just the same).
         inner = start + 8
         if proto == _ICMP:
-            if len(frame) < inner + 20:
-                return 0
+            if len(frame) < inner + 20 or frame[start:start + 2] != b"\x03\x03" \
+                    or frame[inner + 9] != UDP:
+                return None
             addresses, start = (inner + 12, inner + 16, 4), inner + (frame[inner] & 0x0F) * 4
         else:
+            if len(frame) < inner + 40 or frame[start:start + 2] != b"\x01\x04" \
+                    or frame[inner + 6] != UDP:
+                return None
             addresses, start = (inner + 8, inner + 24, 16), inner + 40
-    elif proto != TCP and proto != UDP:
-        return 0
+        proto = UDP
+    elif proto == TCP:
+        flags = frame[start + 13] if len(frame) > start + 13 else 0
+    elif proto != UDP:
+        return None
     if len(frame) < start + 4:
-        return 0
+        return None
     src_at, dst_at, size = addresses
-    source = frame[src_at:src_at + size] + frame[start:start + 2]
-    destination = frame[dst_at:dst_at + size] + frame[start + 2:start + 4]
-    pair = source + destination if source < destination else destination + source
-    return crc32(pair) % shards
-
-
-
-# FlowRouter's fast path, per linktype: (where the link layer's EtherType is, what it and the
-# IPv4 header's first byte read for IPv4 without options, what the EtherType reads for IPv6,
-# where the IP header is). Raw IP and loopback have no EtherType: the IP version nibble alone
-# says it, as in _network_offset. Anything else (VLAN tags, Linux cooked v2 whose EtherType is
-# not next to the IP header) goes through flow_shard().
-_FIXED_LINKS: dict[int, tuple[int, bytes, bytes, int]] = {
-    LINKTYPE_ETHERNET: (12, b"\x08\x00\x45", b"\x86\xdd", 14),
-    LINKTYPE_LINUX_SLL: (14, b"\x08\x00\x45", b"\x86\xdd", 16),
-    **{linktype: (0, b"\x45", b"", 0) for linktype in _RAW_IP_LINKTYPES},
-    LINKTYPE_NULL: (4, b"\x45", b"", 4), LINKTYPE_LOOP: (4, b"\x45", b"", 4),
-}
-_TCP_UDP = (TCP, UDP)
-# Addresses and ports a FlowRouter remembers before it starts again (a DNS flow is a query and
-# its answer: most keys are seen twice, not more).
-ROUTER_KEYS = 1 << 16
-
-
-class FlowRouter:
-    """flow_shard(linktype, frame, shards) for a frame that lies at buf[start:stop] (a record
-    in a read buffer), without slicing it out. The common frames -- Ethernet, Linux cooked or
-    raw IP; IPv4 without options and not a fragment, or IPv6 without extension headers; TCP
-    or UDP -- are told by bytes at fixed offsets, and their owner is looked up by the one slice
-    that decides it (addresses then ports: contiguous in both headers). Anything else goes to
-    flow_shard(), which also computes the owner of a key seen first: the answer is always
-    flow_shard()'s (tests/unit/test_dissect_shards.py)."""
-
-    __slots__ = ("shards", "_known")
-
-    def __init__(self, shards: int) -> None:
-        if shards < 1:
-            raise ValueError(f"shards {shards}: expected at least 1")
-        self.shards = shards
-        self._known: dict[bytes, int] = {}
-
-    def shard(self, linktype: int, buf: bytes, start: int, stop: int) -> int:
-        link = _FIXED_LINKS.get(linktype)
-        if link is not None:
-            at, v4, v6, ip = link
-            at += start
-            ip += start
-            key = None
-            if buf[at:ip + 1] == v4:
-                # Not a fragment (MF clear, offset 0: the DF and reserved bits may be set).
-                if ip + 24 <= stop and not buf[ip + 6] & 0x3F and not buf[ip + 7] \
-                        and buf[ip + 9] in _TCP_UDP:
-                    key = buf[ip + 12:ip + 24]
-            elif buf[at:ip] == v6 and ip + 44 <= stop and buf[ip] >> 4 == 6 \
-                    and buf[ip + 6] in _TCP_UDP:
-                key = buf[ip + 8:ip + 44]
-            if key is not None:
-                known = self._known
-                owner = known.get(key)
-                if owner is None:
-                    if len(known) >= ROUTER_KEYS:
-                        known.clear()
-                    owner = known[key] = flow_shard(linktype, buf[start:stop], self.shards)
-                return owner
-        return flow_shard(linktype, buf[start:stop], self.shards)
+    return proto, frame[src_at:src_at + size] + frame[dst_at:dst_at + size] + frame[start:start + 4], flags

@@ -3,7 +3,8 @@ shards' packets only those that its dissection's clock needs.
 
 A shard reads every record of the store, but a record of another shard's flow should cost it
 as little as can be: its owner comes from the bytes where it lies in the read buffer
-(packet.FlowRouter), no bytes are sliced out and no StoredPacket is made for it. What such a
+(worker.flow_table, the balanced assignment every shard makes alike), no bytes are sliced out
+and no StoredPacket is made for it. What such a
 record still means to the dissection is its time: Dissection.feed expires idle flows at the
 first packet more than EXPIRE_EVERY_NS after the packet of the last expiry, counting every
 packet of the store, so that all shards (and one in-thread dissection) expire at the same
@@ -11,7 +12,7 @@ packets and give their entries the same OrderKeys. The filter applies the same r
 record it reads, from the same start (0: a shard's filter and dissection are made together),
 and keeps a foreign record, as a FOREIGN StoredPacket without its bytes, exactly when the
 rule fires on it; the dissection, seeing the same times at every packet it would have expired
-at, fires at the same ones. The last record read in a call is kept too: after a batch the
+at, fires at the same ones. The flow table forgets idle flows at those same packets. The last record read in a call is kept too: after a batch the
 dissection's place and time are those of the last packet read, as when it read them all.
 """
 
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 from shark.pcap import NS, RECORD_HEADER_SIZE, FileHeader, Stop
 from worker.dissection import EXPIRE_EVERY_NS
-from worker.packet import FOREIGN, FlowRouter, StoredPacket
+from worker.flow_table import FlowTable
+from worker.packet import FOREIGN, StoredPacket
 
 
 class ShardFilter:
@@ -29,7 +31,7 @@ class ShardFilter:
         if not 0 <= index < count:
             raise ValueError(f"shard {index} of {count}: expected 0 <= index < count")
         self.index = index
-        self._shard = FlowRouter(count).shard
+        self.table = FlowTable(count)
         self._last_expire_ns = 0
         self.foreign = 0          # records of other shards' flows read
 
@@ -41,7 +43,8 @@ class ShardFilter:
         limit = header.snaplen
         linktype = header.linktype
         append = out.append
-        shard, index = self._shard, self.index
+        table = self.table
+        shard, sweep, index = table.owner, table.sweep, self.index
         last_expire, every = self._last_expire_ns, EXPIRE_EVERY_NS
         end = len(buf)
         read = foreign = 0
@@ -63,16 +66,18 @@ class ShardFilter:
                 break
             ts_ns = sec * NS + frac * mult
             at = base + pos
-            due = ts_ns - last_expire > every
-            if due:
-                last_expire = ts_ns
             if shard(linktype, buf, start, stop) == index:
                 append(((segment, at), linktype, ts_ns, buf[start:stop], wirelen))
                 kept_last = True
+                if ts_ns - last_expire > every:
+                    last_expire = ts_ns
+                    sweep(ts_ns)
             else:
                 foreign += 1
-                kept_last = due
-                if due:
+                kept_last = ts_ns - last_expire > every
+                if kept_last:
+                    last_expire = ts_ns
+                    sweep(ts_ns)
                     append(((segment, at), FOREIGN, ts_ns, b"", wirelen))
             read += 1
             pos = stop

@@ -1,7 +1,7 @@
-"""A shard's read of the store (worker.shard_filter, packet.FlowRouter): the owner of every
-frame is flow_shard()'s, and a shard that keeps only its own packets and the stand-ins its
-clock needs makes exactly the rows, keys included, that one dissection of everything makes
-for its flows."""
+"""A shard's read of the store (worker.shard_filter, worker.flow_table): the table's fast path
+reads every frame as packet.flow_key() does, flows are spread evenly and forgotten by packet
+time alike, and a shard that keeps only its own packets and the stand-ins its clock needs makes
+exactly the rows, keys included, that one dissection of everything makes for its flows."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ import pytest
 
 from factories import tcp_packet, udp_packet
 from test_dissect_shards import icmp_unreachable, write_mixed_store
-from worker import packet
 from worker.dissection import EXPIRED, Dissection, OrderKey
+from worker.flow_table import FORGET_NS, FlowTable, reverse_key
 from worker.packet import (FOREIGN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
-                           LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW, FlowRouter, StoredPacket,
-                           flow_shard)
+                           LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW, TCP, UDP, StoredPacket,
+                           flow_key)
 from worker.shard_filter import ShardFilter
 from worker.store.segments import SegmentTail
 
 
 def _relinked(frame: bytes) -> list[tuple[int, bytes]]:
-    """An Ethernet frame as each link layer FlowRouter knows (and some it leaves to
-    flow_shard) carries its IP packet."""
+    """An Ethernet frame as each link layer FlowTable reads at fixed offsets (and some it
+    leaves to flow_key) carries its IP packet."""
     ethertype, ip = frame[12:14], frame[14:]
     family = 2 if ethertype == b"\x08\x00" else 30
     return [
@@ -68,29 +68,88 @@ def _frames() -> list[tuple[int, bytes]]:
     return frames
 
 
+class _SlowTable(FlowTable):
+    """FlowTable through packet.flow_key() alone: what the fast path must agree with."""
+
+    def owner(self, linktype: int, buf: bytes, start: int, stop: int) -> int:
+        found = flow_key(linktype, buf[start:stop])
+        return 0 if found is None else self._route(*found)
+
+
 @pytest.mark.parametrize("shards", [1, 2, 3, 5])
-def test_the_router_gives_every_frame_to_flow_shards_owner(shards: int) -> None:
-    router = FlowRouter(shards)
+def test_the_tables_fast_path_reads_every_frame_as_flow_key(shards: int) -> None:
+    fast, slow = FlowTable(shards), _SlowTable(shards)
+    owners = set()
     for linktype, frame in _frames():
-        # Cut at every length, and lying in a buffer between other bytes: the router reads
+        # Cut at every length, and lying in a buffer between other bytes: the table reads
         # nothing outside buf[start:stop].
         for end in range(len(frame) + 1):
             cut = frame[:end]
             buf = b"\x45\x86\xdd" * 7 + cut + b"\x45\x00\x11" * 30
             start = 21
-            expected = flow_shard(linktype, cut, shards)
-            assert router.shard(linktype, buf, start, start + end) == expected, (linktype, cut.hex())
-            assert router.shard(linktype, cut, 0, end) == expected   # remembered: the same
+            expected = slow.owner(linktype, cut, 0, end)
+            assert fast.owner(linktype, buf, start, start + end) == expected, (linktype, cut.hex())
+            owners.add(expected)
+    assert owners == set(range(shards))
+    assert fast.packets == slow.packets and len(fast) == len(slow)
+    assert fast.live(TCP) == slow.live(TCP) and fast.live(UDP) == slow.live(UDP)
 
 
-def test_the_router_starts_again_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(packet, "ROUTER_KEYS", 4)
-    router = FlowRouter(3)
-    frames = [tcp_packet("10.0.0.1", "10.0.0.2", 40000 + n, 80) for n in range(50)]
-    for _ in range(2):
-        for frame in frames:
-            assert router.shard(1, frame, 0, len(frame)) == flow_shard(1, frame, 3)
-    assert len(router._known) <= 4
+def _owner(table: FlowTable, frame: bytes) -> int:
+    return table.owner(LINKTYPE_ETHERNET, frame, 0, len(frame))
+
+
+@pytest.mark.parametrize("connections", [2, 4, 16])
+def test_few_connections_split_evenly_after_a_short_one(connections: int) -> None:
+    """pgbench's and redis-benchmark's shape: a connection that asks a question and closes,
+    then the clients' connections, which the shards share evenly (a hash of their ports gave
+    one shard both of pgbench's two)."""
+    table = FlowTable(2)
+    setup = [tcp_packet("127.0.0.1", "127.0.0.1", 39000, 5432, flags="S"),
+             tcp_packet("127.0.0.1", "127.0.0.1", 5432, 39000, flags="SA"),
+             tcp_packet("127.0.0.1", "127.0.0.1", 39000, 5432, flags="PA", payload=b"q" * 40),
+             tcp_packet("127.0.0.1", "127.0.0.1", 39000, 5432, flags="FA"),
+             tcp_packet("127.0.0.1", "127.0.0.1", 5432, 39000, flags="FA")]
+    assert len({_owner(table, frame) for frame in setup}) == 1
+    assert table.live(TCP) == [0, 0]   # it ended: it counts no more
+    owners = [_owner(table, tcp_packet("127.0.0.1", "127.0.0.1", 40100 + 7 * n, 5432, flags="S"))
+              for n in range(connections)]
+    assert owners.count(0) == owners.count(1) == connections // 2
+    assert table.live(TCP) == [connections // 2] * 2
+    # The setup connection's late packets still go where it went.
+    assert _owner(table, setup[2]) == _owner(table, setup[0])
+
+
+def test_idle_flows_are_forgotten_by_packet_time_only() -> None:
+    table = FlowTable(2)
+    t0 = 1_700_000_000_000_000_000
+    busy = tcp_packet("10.0.0.1", "10.0.0.2", 40000, 80, flags="S")
+    busy_back = tcp_packet("10.0.0.2", "10.0.0.1", 80, 40000, flags="A")
+    quiet = tcp_packet("10.0.0.1", "10.0.0.2", 40001, 80, flags="S")
+    query = udp_packet("10.0.0.1", "10.0.0.3", 5353, 53, b"q")
+    first = [_owner(table, frame) for frame in (busy, quiet, query)]
+    assert first[:2] == [0, 1] and table.live(UDP) == [1, 0]
+    table.sweep(t0)
+    # Only one direction of `busy` goes on; both stay known. UDP is forgotten sooner.
+    for second in range(1, 300):
+        _owner(table, busy_back)
+        table.sweep(t0 + second * 1_000_000_000)
+        if second == FORGET_NS[UDP] // 1_000_000_000 - 1:
+            assert table.live(UDP) == [1, 0]   # idle for less than FORGET_NS: kept
+        if second == FORGET_NS[TCP] // 1_000_000_000 - 1:
+            assert table.live(TCP) == [1, 1]
+    assert table.live(UDP) == [0, 0] and table.live(TCP) == [1, 0]
+    assert _owner(table, busy) == first[0]
+    # `quiet` was forgotten: it is a new flow now, given to the shard with fewer live flows
+    assert _owner(table, quiet) == 1 and table.live(TCP) == [1, 1]
+    assert len(table) == 4   # two keys per flow, no more
+
+
+def test_reverse_key() -> None:
+    v4 = bytes(range(12))
+    assert reverse_key(v4) == v4[4:8] + v4[0:4] + v4[10:12] + v4[8:10]
+    v6 = bytes(range(36))
+    assert reverse_key(reverse_key(v6)) == v6 and reverse_key(v6)[:16] == v6[16:32]
 
 
 @pytest.fixture(scope="module")
@@ -157,4 +216,4 @@ def test_a_filter_names_its_shard() -> None:
     with pytest.raises(ValueError, match="shard 2 of 2"):
         ShardFilter(2, 2)
     with pytest.raises(ValueError, match="shards 0"):
-        FlowRouter(0)
+        FlowTable(0)

@@ -1,0 +1,156 @@
+"""Which dissection shard owns a flow: a balanced assignment that every shard makes alike.
+
+Every shard reads the very same packets of the store in the same order, so each runs this
+table over them and all agree on every owner without talking. A flow seen for the first time
+(its key, in either direction, not in the table) goes to the shard with the fewest live flows
+of its protocol, then the fewest packets so far, then the lowest number; both directions of
+the flow then map to that shard. A TCP flow stops counting as live at its first FIN or RST
+(and counts again at a SYN on the same addresses and ports), but keeps its owner: the last
+packets of a connection go where the rest went. A flow is forgotten once it was idle, in
+packet time, longer than the assembler keeps such a flow (FORGET_NS): its owner has closed it
+by then, as one in-thread dissection has, so whichever shard its next packet goes to starts
+it as one dissection would -- the sharded index stays the single one (OrderKeys do not depend
+on the owner). Packets that have no flow (not TCP or UDP, fragments) go to shard 0.
+
+A shard that does not see the same packets as the others (it shed segments its peers read,
+or it was started again mid-store) would not agree with them: worker.sharded then starts all
+the shards again from one place (a resync), where their tables start empty alike.
+
+The cost per packet matters (every shard looks at every packet): the common frames are told
+by bytes at fixed offsets and looked up by the one slice of addresses then ports, as they lie
+in the read buffer; anything else goes through packet.flow_key().
+"""
+
+from __future__ import annotations
+
+from worker.packet import (_RAW_IP_LINKTYPES, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LOOP,
+                           LINKTYPE_NULL, TCP, UDP, flow_key)
+
+# How long a flow idle in packet time keeps its owner: longer than the assembler keeps an idle
+# flow open (worker.assembler: TCP 120 s, UDP 30 s) plus one expiry step (1 s), so that a
+# flow forgotten here is closed in its owner's assembler too. A flow is forgotten between
+# FORGET_NS and twice that after its last packet (two generations of keys, swapped whole).
+FORGET_NS = {TCP: 125_000_000_000, UDP: 35_000_000_000}
+_FIN_SYN_RST = 0x07
+_ACK = 0x10
+_FORGOTTEN = -1   # an entry's live field: 1 live, 0 ended (FIN, RST), -1 forgotten
+
+# Per linktype: (where the link layer's EtherType is, what it and the IPv4 header's first byte
+# read for IPv4 without options, what the EtherType reads for IPv6, where the IP header is).
+# Raw IP and loopback have no EtherType: the IP version nibble alone says it. Anything else
+# (VLAN tags, Linux cooked v2 whose EtherType is not next to the IP header) goes through
+# packet.flow_key().
+_FIXED_LINKS: dict[int, tuple[int, bytes, bytes, int]] = {
+    LINKTYPE_ETHERNET: (12, b"\x08\x00\x45", b"\x86\xdd", 14),
+    LINKTYPE_LINUX_SLL: (14, b"\x08\x00\x45", b"\x86\xdd", 16),
+    **{linktype: (0, b"\x45", b"", 0) for linktype in _RAW_IP_LINKTYPES},
+    LINKTYPE_NULL: (4, b"\x45", b"", 4), LINKTYPE_LOOP: (4, b"\x45", b"", 4),
+}
+
+
+def reverse_key(key: bytes) -> bytes:
+    """The key of the other direction: addresses swapped, ports swapped."""
+    size = (len(key) - 4) // 2
+    return key[size:2 * size] + key[:size] + key[-2:] + key[-4:-2]
+
+
+class FlowTable:
+    """owner(linktype, buf, start, stop) of the frame at buf[start:stop]; sweep(ts_ns) at the
+    packets where the dissection's clock expires flows (worker.shard_filter)."""
+
+    __slots__ = ("shards", "_current", "_previous", "_swapped_ns", "_live", "packets")
+
+    def __init__(self, shards: int) -> None:
+        if shards < 1:
+            raise ValueError(f"shards {shards}: expected at least 1")
+        self.shards = shards
+        # key -> [owner, live]: both directions share the one list. Keys seen since the last
+        # swap are in _current, those of the generation before in _previous.
+        self._current: dict[int, dict[bytes, list[int]]] = {TCP: {}, UDP: {}}
+        self._previous: dict[int, dict[bytes, list[int]]] = {TCP: {}, UDP: {}}
+        self._swapped_ns = {TCP: 0, UDP: 0}
+        self._live = {TCP: [0] * shards, UDP: [0] * shards}
+        self.packets = [0] * shards     # packets of each shard's flows so far
+
+    def __len__(self) -> int:
+        """Keys held (two per flow seen in both directions)."""
+        return sum(len(keys) for keys in (*self._current.values(), *self._previous.values()))
+
+    def live(self, proto: int) -> list[int]:
+        return list(self._live[proto])
+
+    def owner(self, linktype: int, buf: bytes, start: int, stop: int) -> int:
+        link = _FIXED_LINKS.get(linktype)
+        if link is not None:
+            at, v4, v6, ip = link
+            at += start
+            ip += start
+            if buf[at:ip + 1] == v4:
+                # Not a fragment (MF clear, offset 0: the DF and reserved bits may be set).
+                if ip + 24 <= stop and not buf[ip + 6] & 0x3F and not buf[ip + 7]:
+                    proto = buf[ip + 9]
+                    if proto == TCP:
+                        flags_at = ip + 33
+                        return self._route(TCP, buf[ip + 12:ip + 24],
+                                           buf[flags_at] if flags_at < stop else 0)
+                    if proto == UDP:
+                        return self._route(UDP, buf[ip + 12:ip + 24], 0)
+            elif buf[at:ip] == v6 and ip + 44 <= stop and buf[ip] >> 4 == 6:
+                proto = buf[ip + 6]
+                if proto == TCP:
+                    flags_at = ip + 53
+                    return self._route(TCP, buf[ip + 8:ip + 44],
+                                       buf[flags_at] if flags_at < stop else 0)
+                if proto == UDP:
+                    return self._route(UDP, buf[ip + 8:ip + 44], 0)
+        found = flow_key(linktype, buf[start:stop])
+        return 0 if found is None else self._route(*found)
+
+    def _route(self, proto: int, key: bytes, flags: int) -> int:
+        current = self._current[proto]
+        entry = current.get(key)
+        if entry is None:
+            entry = self._previous[proto].pop(key, None)
+            if entry is None:
+                entry = self._new(proto, key)
+            else:
+                current[key] = entry
+        owner = entry[0]
+        self.packets[owner] += 1
+        if flags & _FIN_SYN_RST:
+            if flags & 0x05:          # FIN or RST: the connection ends; it keeps its owner
+                if entry[1] == 1:
+                    entry[1] = 0
+                    self._live[TCP][owner] -= 1
+            elif not entry[1] and not flags & _ACK:   # a new connection on the same ports
+                entry[1] = 1
+                self._live[TCP][owner] += 1
+        return owner
+
+    def _new(self, proto: int, key: bytes) -> list[int]:
+        live, packets = self._live[proto], self.packets
+        owner = min(range(self.shards), key=lambda shard: (live[shard], packets[shard]))
+        live[owner] += 1
+        entry = [owner, 1]
+        current = self._current[proto]
+        current[key] = entry
+        current[reverse_key(key)] = entry
+        return entry
+
+    def sweep(self, ts_ns: int) -> None:
+        """Forget the flows idle for FORGET_NS of packet time (called at packets of the
+        dissection's expiry clock, after the packet was routed: the same on every shard)."""
+        for proto, forget in FORGET_NS.items():
+            if ts_ns - self._swapped_ns[proto] < forget:
+                continue
+            self._swapped_ns[proto] = ts_ns
+            current, live = self._current[proto], self._live[proto]
+            for key, entry in self._previous[proto].items():
+                if reverse_key(key) in current:   # the other direction is still active
+                    current[key] = entry
+                elif entry[1] != _FORGOTTEN:
+                    if entry[1]:
+                        live[entry[0]] -= 1
+                    entry[1] = _FORGOTTEN   # its other direction, later in this loop, too
+            self._previous[proto] = current
+            self._current[proto] = {}
