@@ -52,6 +52,9 @@ class DissectionStats(DissectionCounters):
     unindexed_evicted: int = 0    # entries streamed live but not indexed: their packets were evicted
     # --dissect-shards above 1: each shard process (worker.sharded); empty when in-thread
     shards: list[ShardState] = msgspec.field(default_factory=list)
+    # times every shard was started again from the last packet indexed, so that their flow
+    # tables agree again (a shard failed or shed segments the others read: worker.sharded)
+    resyncs: int = 0
 
 
 class IndexWriter:

@@ -1,16 +1,21 @@
 """Dissection sharded by flow over N processes, merged into the one index (--dissect-shards).
 
 Each shard (worker.shard) follows all the packets of the store and dissects the flows that
-flow_shard() gives it. Every entry carries the OrderKey one in-thread dissection would have
+the flow table (worker.flow_table) gives it: a balanced assignment that every shard makes
+alike because every shard reads the same packets. Every entry carries the OrderKey one in-thread dissection would have
 made it with, and every shard reports a watermark below which it makes no more; this thread
 merges the shards' rows by key up to the lowest watermark, numbers them (seq, hence ids, in
 the order one dissection numbers them), indexes and broadcasts them as Pipeline does. The
 API sees one index: ids, /entries order, details and pcap exports are those of one shard.
 
-A shard that dies (a crash, the OOM killer) is started again after the last packet it had
-finished: the entries it had sent are kept; the exchanges then in progress on its flows are
-lost (its flows are picked up mid-stream, as after a discontinuity). /status says so:
-dissection.shards[i].restarts, last_failure.
+The shards' tables agree only while every shard has read the same packets. A shard that dies
+(a crash, the OOM killer) starts with an empty table, and one that shed segments (evicted
+before it read them) missed flows the others saw: either way every shard is started again
+after the last packet indexed (a resync), with empty tables alike. The entries indexed are
+kept; the rows not yet indexed are dropped and made again from the same packets; the exchanges
+then in progress on every flow are lost (flows are picked up mid-stream, as after a
+discontinuity). /status says so: dissection.resyncs, dissection.shards[i].restarts,
+last_failure.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from worker.redact import Redactor
 from worker.shard import (ShardConfig, ShardReport, ShardState, ShardStats, Watermark, WireRow,
                           decode_report, shard_main)
 from worker.shard_server import shard_context
+from worker.packet import PacketRef
 from worker.store.index import EntryIndex, IndexValues
+from worker.store.segments import list_segments
 
 log = logging.getLogger("shark.worker.sharded")
 
@@ -108,6 +115,9 @@ class ShardedPipeline:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shark-merge", daemon=True)
         self._merge_errors = 0
+        # What shard processes stopped by a resync had counted (their successors count anew).
+        self._carried = ShardStats()
+        self._resync_why = ""      # set when a shard's report shows it shed segments
         self.ended = False   # a replayed file is dissected to its end and indexed
         self.names = SharedNames(self._send_all)
         self.stats = DissectionStats()
@@ -143,11 +153,55 @@ class ShardedPipeline:
                     except OSError:
                         pass   # it is dying: the merge thread sees it and starts it again
 
-    def _spawn(self, shard: _Shard) -> None:
-        """Start the shard's process after the last packet it (or, if further, the merge)
-        had finished."""
-        resume = max(shard.watermark, self._released)
-        start = (resume[0], resume[1]) if resume[:2] != (0, 0) else None
+    def _start_all(self) -> None:
+        """Start every shard (but those waiting out a crash loop) from one place: after the
+        last packet indexed, or at the first record of the oldest segment after it if its
+        segment is gone (the ones between are shed here, once, not by each shard)."""
+        for shard in self._shards:
+            self._halt(shard)
+        # What the stopped processes counted goes on in /status (their successors count anew;
+        # the shed counts are the same in every shard, hence the most of them).
+        old, carried = [shard.stats for shard in self._shards], self._carried
+        carried.errors += sum(s.errors for s in old)
+        carried.shed_segments += max(s.shed_segments for s in old)
+        carried.shed_bytes += max(s.shed_bytes for s in old)
+        carried.discontinuities += max(s.discontinuities for s in old)
+        for shard in self._shards:
+            shard.rows.clear()
+            shard.stats = ShardStats()
+        self._resync_why = ""
+        start = self._start_point()
+        watermark: Watermark = (*start, IDLE, 0) if start is not None else self._released
+        for shard in self._shards:
+            shard.watermark = max(watermark, self._released)
+            if shard.restart_at is None:
+                self._spawn(shard, start)
+
+    def _start_point(self) -> PacketRef | None:
+        segment, offset = self._released[:2]
+        if (segment, offset) == (0, 0):
+            return None
+        present = [info.id for info in list_segments(self._storage_dir)]
+        newer = [i for i in present if i > segment]
+        if segment in present or not newer:
+            return segment, offset
+        self._carried.shed_segments += newer[0] - segment
+        self._carried.discontinuities += 1
+        return newer[0], 0
+
+    def _halt(self, shard: _Shard) -> None:
+        """Kill a running shard: it holds nothing that is not made again."""
+        if shard.process is not None and shard.state.running:
+            shard.process.kill()
+            shard.process.join(STOP_WAIT_S)
+        with self._guard:
+            if shard.conn is not None:
+                shard.conn.close()
+            shard.conn = None
+            shard.state.running = False
+
+    def _spawn(self, shard: _Shard, start: PacketRef | None) -> None:
+        """Start the shard's process after packet `start` (None: at the oldest segment)."""
         # Under the guard: names or a read batch changed meanwhile must not miss this shard.
         with self._guard:
             config = ShardConfig(
@@ -161,42 +215,40 @@ class ShardedPipeline:
             process.start()
             theirs.close()
             shard.process, shard.conn = process, ours
-            shard.watermark = resume
             shard.started = time.monotonic()
             shard.restart_at = None
             shard.state.pid, shard.state.running = process.pid, True
 
     def _failed(self, shard: _Shard) -> None:
-        """Its process is gone: keep what it sent, say so, start it again."""
+        """Its process is gone: say so, start every shard again (resync)."""
         self._drain(shard)
         code = shard.process.exitcode
-        with self._guard:
-            if shard.conn is not None:
-                shard.conn.close()
-            shard.conn = None
-            shard.state.running = False
+        self._halt(shard)
         why = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 \
             else f"exited with code {code}"
-        at = f"{shard.watermark[0]}:{shard.watermark[1]}"
+        at = f"{self._released[0]}:{self._released[1]}"
         state = shard.state
         # The first failure starts it again at once; one that follows a restart quickly waits.
         quick = state.restarts > 0 and time.monotonic() - shard.started < CRASH_LOOP_S
         state.restarts += 1
         state.last_failure_ts = time.time()
         again = (f"started again in {RESTART_BACKOFF_S:.0f}s, after the last packet indexed"
-                 if quick else f"started again after packet {at}")
-        state.last_failure = (f"shard {state.shard} {why}; {again}: the exchanges in progress "
-                              "on its flows were lost")
+                 if quick else f"started again after packet {at}, the last indexed")
+        state.last_failure = (f"shard {state.shard} {why}; {again}, with every shard (their flow "
+                              "tables must agree): the exchanges in progress were lost")
         log.warning("dissection %s", state.last_failure)
         if quick:
             shard.restart_at = time.monotonic() + RESTART_BACKOFF_S
         else:
-            self._spawn(shard)
+            self._resync()
+
+    def _resync(self) -> None:
+        self.stats.resyncs += 1
+        self._start_all()
 
     # -- the merge ----------------------------------------------------------------------------
     def _run(self) -> None:
-        for shard in self._shards:
-            self._spawn(shard)
+        self._start_all()
         last_prune = last_finished = 0.0
         try:
             while not self._stop.is_set():
@@ -223,7 +275,8 @@ class ShardedPipeline:
         now = time.monotonic()
         for shard in self._shards:
             if not shard.state.running and shard.restart_at is not None and now >= shard.restart_at:
-                self._spawn(shard)
+                shard.restart_at = None
+                self._resync()
         floor = self._floor()
         readable = [shard.conn for shard in self._shards
                     if shard.conn is not None and (len(shard.rows) < MAX_AHEAD_ROWS
@@ -238,6 +291,10 @@ class ShardedPipeline:
                 self._drain(shard)
             if shard.state.running and shard.process.exitcode is not None:
                 self._failed(shard)
+        if self._resync_why:
+            log.warning("dissection: %s; every shard starts again after the last packet indexed",
+                        self._resync_why)
+            self._resync()
         self._release()
         self._sum_stats()
 
@@ -260,6 +317,9 @@ class ShardedPipeline:
             else:
                 rows.extend(report.rows)
         shard.watermark = max(shard.watermark, report.watermark)
+        if report.stats.discontinuities > shard.stats.discontinuities:
+            # It skipped packets the others may have read: their tables no longer agree.
+            self._resync_why = f"shard {shard.state.shard} shed segments"
         shard.stats = report.stats
         state = shard.state
         state.position = [shard.watermark[0], shard.watermark[1]]
@@ -296,13 +356,14 @@ class ShardedPipeline:
 
     def _sum_stats(self) -> None:
         stats, shards = self.stats, [shard.stats for shard in self._shards]
+        carried = self._carried
         stats.packets = min(s.packets for s in shards)
         stats.not_tcp_udp = sum(s.not_tcp_udp for s in shards)
         stats.lag_bytes = max(s.lag_bytes for s in shards)
         stats.lag_seconds = max(s.lag_seconds for s in shards)
-        stats.shed_segments = max(s.shed_segments for s in shards)
-        stats.shed_bytes = max(s.shed_bytes for s in shards)
-        stats.discontinuities = max(s.discontinuities for s in shards)
+        stats.shed_segments = carried.shed_segments + max(s.shed_segments for s in shards)
+        stats.shed_bytes = carried.shed_bytes + max(s.shed_bytes for s in shards)
+        stats.discontinuities = carried.discontinuities + max(s.discontinuities for s in shards)
         stats.cut = _summed(s.cut for s in shards)
         stats.skipped = _summed(s.skipped for s in shards)
         stats.caught_up = all(s.caught_up for s in shards) and all(
@@ -312,7 +373,7 @@ class ShardedPipeline:
         if budgets:   # the shards' shares summed: the worker's --dissect-memory
             stats.memory = MemoryBudget(**{name: sum(getattr(b, name) for b in budgets)
                                            for name in MemoryBudget.__struct_fields__})
-        stats.errors = self._merge_errors + sum(s.errors for s in shards)
+        stats.errors = self._merge_errors + carried.errors + sum(s.errors for s in shards)
         stats.last_error = stats.last_error or next((s.last_error for s in shards if s.last_error), "")
 
     def _stop_shards(self) -> None:

@@ -142,6 +142,64 @@ def test_sharded_index_is_the_single_one(store: Path, tmp_path: Path, shards: in
     assert sharded_stats.memory.cut_sessions == single_stats.memory.cut_sessions == 0
 
 
+EXCHANGES = 25
+
+
+def few_connections(connections: int) -> list[tuple[int, bytes, int]]:
+    """redis-benchmark's and pgbench's shape: a connection that asks once and closes, then
+    `connections` keep-alive HTTP clients taking turns, EXCHANGES exchanges each."""
+    t0 = 1_700_000_000 * 1_000_000_000
+    frames: list[bytes] = []
+    request = b"GET /n HTTP/1.1\r\nHost: a\r\n\r\n"
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    ports = [39000] + [41000 + 13 * n for n in range(connections)]
+    seqs = {port: [1, 1] for port in ports}
+
+    def exchange(port: int) -> None:
+        sent, received = seqs[port]
+        frames.append(tcp_packet("10.7.0.1", "10.7.0.2", port, 80, seq=sent, ack=received,
+                                 flags="PA", payload=request))
+        frames.append(tcp_packet("10.7.0.2", "10.7.0.1", 80, port, seq=received, ack=sent + len(request),
+                                 flags="PA", payload=response))
+        seqs[port] = [sent + len(request), received + len(response)]
+
+    def handshake(port: int) -> None:
+        frames.append(tcp_packet("10.7.0.1", "10.7.0.2", port, 80, seq=0, flags="S"))
+        frames.append(tcp_packet("10.7.0.2", "10.7.0.1", 80, port, seq=0, ack=1, flags="SA"))
+        frames.append(tcp_packet("10.7.0.1", "10.7.0.2", port, 80, seq=1, ack=1, flags="A"))
+
+    handshake(ports[0])
+    exchange(ports[0])
+    sent, received = seqs[ports[0]]
+    frames.append(tcp_packet("10.7.0.1", "10.7.0.2", ports[0], 80, seq=sent, ack=received, flags="FA"))
+    frames.append(tcp_packet("10.7.0.2", "10.7.0.1", 80, ports[0], seq=received, ack=sent + 1,
+                             flags="FA"))
+    for port in ports[1:]:
+        handshake(port)
+    for _ in range(EXCHANGES):
+        for port in ports[1:]:
+            exchange(port)
+    return [(t0 + n * 100_000, frame, len(frame)) for n, frame in enumerate(frames)]
+
+
+@pytest.mark.parametrize(("connections", "shards"), [(2, 2), (4, 2), (16, 2), (4, 4), (16, 4)])
+def test_few_connections_are_shared_evenly_in_the_single_index(tmp_path: Path, connections: int,
+                                                               shards: int) -> None:
+    """Issue 17: with 2, 4 or 16 busy connections each shard dissects its share of them (a
+    hash of the ports gave pgbench's two connections to one shard), and the index is the one
+    a single dissection makes."""
+    writer = SegmentWriter(tmp_path / "store", LIMIT)
+    writer.append(1, few_connections(connections))
+    writer.close()
+    single, _stats = indexed(tmp_path / "store", tmp_path / "single.sqlite", 1)
+    sharded, stats = indexed(tmp_path / "store", tmp_path / "sharded.sqlite", shards)
+    assert len(single) == 1 + connections * EXCHANGES
+    assert sharded == single
+    per_shard = sorted(state.entries for state in stats.shards)
+    share = connections // shards * EXCHANGES
+    assert per_shard == [share] * (shards - 1) + [share + 1], per_shard   # +1: the short one
+
+
 @pytest.mark.parametrize("shards", [1, 2])
 def test_live_stream_gets_the_rows_indexed(store: Path, tmp_path: Path, shards: int) -> None:
     """Rows cross from the shards as bare values: the live stream still gets them as the

@@ -688,7 +688,7 @@ class SegmentTail:
 
     start=None begins at the first record of the oldest segment. start=ref resumes just AFTER
     ref (ref is the last record the caller processed, e.g. the index cursor): the first record
-    returned is the one that follows it. A partial record at the end of the newest segment is
+    returned is the one that follows it; (segment, 0) begins at that segment's first record. A partial record at the end of the newest segment is
     left for a later read(); once a newer segment exists, the older one is finished, and a torn
     tail there is skipped (torn_tails, torn_bytes).
 
@@ -835,7 +835,8 @@ class SegmentTail:
         return False
 
     def _open(self, segment_id: int, after: int | None = None) -> bool:
-        """Open a segment at its first record, or at the record following offset `after`."""
+        """Open a segment at its first record (`after` None or 0), or at the record following
+        offset `after`."""
         self._close_fd()
         path = self._pcap_dir / f"{segment_id:012d}.pcap"
         try:
@@ -848,7 +849,7 @@ class SegmentTail:
             os.close(fd)
             return False
         start = HEADER_SIZE
-        if after is not None:
+        if after:
             raw = os.pread(fd, RECORD_HEADER_SIZE, after)
             if after < HEADER_SIZE or len(raw) < RECORD_HEADER_SIZE \
                     or header.record.unpack(raw)[2] > header.snaplen:
