@@ -90,19 +90,29 @@ class FlowTable:
                 if ip + 24 <= stop and not buf[ip + 6] & 0x3F and not buf[ip + 7]:
                     proto = buf[ip + 9]
                     if proto == TCP:
-                        flags_at = ip + 33
-                        return self._route(TCP, buf[ip + 12:ip + 24],
-                                           buf[flags_at] if flags_at < stop else 0)
-                    if proto == UDP:
-                        return self._route(UDP, buf[ip + 12:ip + 24], 0)
+                        flags = buf[ip + 33] if ip + 34 <= stop else 0
+                        key = buf[ip + 12:ip + 24]
+                    elif proto == UDP:
+                        flags, key = 0, buf[ip + 12:ip + 24]
+                    else:
+                        return self._slow(linktype, buf, start, stop)
+                    # The common case inline: a known flow, no FIN, SYN or RST.
+                    entry = self._current[proto].get(key)
+                    if entry is None or flags & _FIN_SYN_RST:
+                        return self._route(proto, key, flags)
+                    owner = entry[0]
+                    self.packets[owner] += 1
+                    return owner
             elif buf[at:ip] == v6 and ip + 44 <= stop and buf[ip] >> 4 == 6:
                 proto = buf[ip + 6]
                 if proto == TCP:
-                    flags_at = ip + 53
                     return self._route(TCP, buf[ip + 8:ip + 44],
-                                       buf[flags_at] if flags_at < stop else 0)
+                                       buf[ip + 53] if ip + 54 <= stop else 0)
                 if proto == UDP:
                     return self._route(UDP, buf[ip + 8:ip + 44], 0)
+        return self._slow(linktype, buf, start, stop)
+
+    def _slow(self, linktype: int, buf: bytes, start: int, stop: int) -> int:
         found = flow_key(linktype, buf[start:stop])
         return 0 if found is None else self._route(*found)
 

@@ -102,7 +102,7 @@ class Child:
 
     def __init__(self, argv: Sequence[str], log_dir: Path, name: str,
                  env: dict[str, str] | None = None, stdout: Path | None = None,
-                 measure: bool = False) -> None:
+                 measure: bool = False, cwd: Path = ROOT) -> None:
         self.argv = list(argv)
         self.name = name
         self.stdout_path = stdout or log_dir / f"{name}.out"
@@ -113,7 +113,7 @@ class Child:
             self.argv = [GNU_TIME, "-f", "%M %U %S", "-o", str(self.time_path), *self.argv]
         self.started = time.monotonic()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen(self.argv, stdout=out, stderr=err, cwd=ROOT,
+            self.process = subprocess.Popen(self.argv, stdout=out, stderr=err, cwd=cwd,
                                             env={**os.environ, **(env or {})},
                                             start_new_session=True)
         self.pid = self.process.pid
@@ -195,9 +195,11 @@ class Child:
 
 # -- the worker ---------------------------------------------------------------------------------
 class Worker(Child):
-    def __init__(self, args: Sequence[str], storage_dir: Path, log_dir: Path, name: str = "worker") -> None:
+    def __init__(self, args: Sequence[str], storage_dir: Path, log_dir: Path, name: str = "worker",
+                 tree: Path = ROOT) -> None:
+        """`python -m worker` of the checkout `tree` (another one's for before/after runs)."""
         super().__init__([PYTHON, "-m", "worker", *args, "--storage-dir", str(storage_dir),
-                          "--listen", "127.0.0.1:0", "--node", "bench"], log_dir, name)
+                          "--listen", "127.0.0.1:0", "--node", "bench"], log_dir, name, cwd=tree)
         self.url = self.wait_stderr(r"serving on (http://\S+/api/v1)").group(1)
         self.ready = time.monotonic()
 

@@ -1,12 +1,15 @@
 """Per protocol: how fast the worker indexes a capture of a busy server, against tshark.
 
     .venv/bin/python tests/bench/bench_protocols.py [--only redis,dns] [--scale 1.0]
-        [--shards 1,2] [--work-dir DIR] [--regenerate] [--profile] [--json-out FILE]
+        [--shards 1,2] [--clients 4,16] [--pgbench-seconds 8] [--tree DIR] [--no-tshark]
+        [--work-dir DIR] [--regenerate] [--profile] [--json-out FILE]
 
 Captures (kept in --work-dir, made again with --regenerate) come from the machine's real
 servers driven as hard as their usual load tools drive them, recorded by tcpdump on lo:
-  redis     redis-benchmark -c 4 -t set,get -d 64 against 127.0.0.1:6379
-  postgres  pgbench -S -c 2 -j 2 against the `test` database (pgbench -i makes its tables once)
+  redis     redis-benchmark -n 100000 -c 4 -t set,get -d 64 against 127.0.0.1:6379 (-n times
+            --scale; -c from --clients)
+  postgres  pgbench -S -T 4 -c 2 -j 2 against the `test` database (pgbench -i makes its tables
+            once; -T from --pgbench-seconds or 4 times --scale; -c from --clients, -j at most 2)
   mysql     mysqlslap against MariaDB (auto-generated primary-key reads, 4 clients)
   amqp      pika publishing to a queue and consuming it (RabbitMQ)
   mqtt      paho publishing QoS 0 and 1 to Mosquitto, subscribed to its own topic
@@ -19,6 +22,13 @@ the file is read and dissection caught up (its entries counted), once per `--sha
 (frames only, no pairing: the cheaper peer). The ratio is tshark's time over ours (with the
 most shards): above 1.0 means the worker is faster; "N/1" is the speed-up of N shards over one. --profile adds cProfile's top functions of the in-process path
 (source -> decode -> assembler -> dissectors) per protocol.
+
+--clients 4,16 makes the redis and postgres captures once per number of client connections
+(redis-c4.pcap, postgres-c16.pcap, ...; without it: redis -c 4 and postgres -c 2, as
+redis.pcap and postgres.pcap). The issue's own captures (issue 17) are
+`--only redis --clients 4` and `--only postgres --clients 2 --pgbench-seconds 8`.
+--tree DIR runs `python -m worker` of another checkout (before/after runs on the same files;
+e.g. `git worktree add --detach /tmp/base main`).
 """
 
 from __future__ import annotations
@@ -85,15 +95,24 @@ def run(*argv: str) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+# Set from the command line: client connections (None: each maker's default) and pgbench -T.
+CLIENTS: dict[str, int | None] = {"n": None}
+PGBENCH_SECONDS: dict[str, int | None] = {"n": None}
+
+
 def make_redis(path: Path, scale: float) -> None:
+    clients = CLIENTS["n"] or 4
     record(path, "tcp port 6379", lambda: run("redis-benchmark", "-h", "127.0.0.1", "-n", str(int(100_000 * scale)),
-                                              "-c", "4", "-t", "set,get", "-d", "64", "-q"))
+                                              "-c", str(clients), "-t", "set,get", "-d", "64", "-q"))
 
 
 def make_postgres(path: Path, scale: float) -> None:
+    clients = CLIENTS["n"] or 2
+    seconds = PGBENCH_SECONDS["n"] or max(1, round(4 * scale))
     run("pgbench", "-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "1", "-q", "test")
-    record(path, "tcp port 5432", lambda: run("pgbench", "-h", "127.0.0.1", "-U", "postgres", "-S", "-c", "2",
-                                              "-j", "2", "-T", str(max(1, round(4 * scale))), "test"))
+    record(path, "tcp port 5432", lambda: run("pgbench", "-h", "127.0.0.1", "-U", "postgres", "-S",
+                                              "-c", str(clients), "-j", str(min(clients, 2)),
+                                              "-T", str(seconds), "test"))
 
 
 def make_mysql(path: Path, scale: float) -> None:
@@ -244,12 +263,13 @@ MAKERS: dict[str, Callable[[Path, float], None]] = {
 
 
 # -- measuring ----------------------------------------------------------------------------------
-def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str]) -> dict:
-    """`python -m worker --pcap` from start until the file is read, dissection has caught up and
-    the entry count holds for two more polls."""
+def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str], tree: Path = ROOT) -> dict:
+    """`python -m worker --pcap` (of checkout `tree`) from start until the file is read,
+    dissection has caught up and the entry count holds for two more polls."""
     storage = Path(tempfile.mkdtemp(prefix="worker-", dir=base))
     started = time.monotonic()
-    worker = Worker(["--pcap", str(pcap), "--storage-limit", "4GB", *extra], storage, logs, "worker-" + pcap.stem)
+    worker = Worker(["--pcap", str(pcap), "--storage-limit", "4GB", *extra], storage, logs, "worker-" + pcap.stem,
+                    tree=tree)
     try:
         last, same, done = -1, 0, 0.0
         while same < 2:
@@ -265,13 +285,15 @@ def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str]) -> dict:
                 raise RuntimeError(f"worker did not finish {pcap.name}: {status}")
             time.sleep(0.1)
         shards = {s["pid"] for s in status["dissection"].get("shards", [])}
+        split = [s["entries"] for s in status["dissection"].get("shards", [])]
         cpu = process_cpu([worker.pid, *descendants(worker.pid)])
         roles = {"api": cpu.pop(worker.pid, 0.0),
                  "shards": [round(used, 2) for pid, used in cpu.items() if pid in shards],
                  "capture": sum(used for pid, used in cpu.items() if pid not in shards)}   # + fork server
         return {"wall": done - started, "entries": last, "packets": status["dissection"]["packets"],
                 "cpu": roles["api"] + roles["capture"] + sum(roles["shards"]),
-                "cpu_max": max([roles["api"], *roles["shards"]]), "cpu_by_process": roles}
+                "cpu_max": max([roles["api"], *roles["shards"]]), "cpu_by_process": roles,
+                "entries_by_shard": split}
     finally:
         worker.stop()
         shutil.rmtree(storage, ignore_errors=True)
@@ -355,6 +377,11 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--shards", default=f"1,{len(os.sched_getaffinity(0))}",
                         help="comma-separated --dissect-shards counts to time (default: 1 and the CPUs)")
+    parser.add_argument("--clients", default="",
+                        help="comma-separated client connections for redis and postgres (a capture each)")
+    parser.add_argument("--pgbench-seconds", type=int, help="pgbench -T (default: 4 times --scale)")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose worker runs (default: this one)")
+    parser.add_argument("--no-tshark", action="store_true", help="time the worker only")
     parser.add_argument("--json-out")
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -367,6 +394,13 @@ def main() -> None:
         parser.error(f"--shards: {args.shards!r} is not a list of numbers, e.g. 1,2")
     if not counts or counts[0] < 1:
         parser.error(f"--shards: {args.shards!r}: expected numbers of 1 or more")
+    try:
+        clients = [int(n) for n in args.clients.split(",") if n.strip()] or [None]
+    except ValueError:
+        parser.error(f"--clients: {args.clients!r} is not a list of numbers, e.g. 4,16")
+    if any(n is not None and n < 1 for n in clients):
+        parser.error(f"--clients: {args.clients!r}: expected numbers of 1 or more")
+    PGBENCH_SECONDS["n"] = args.pgbench_seconds
     args.work_dir.mkdir(parents=True, exist_ok=True)
     logs = args.work_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -376,18 +410,22 @@ def main() -> None:
                *(f"cpu s (busiest dissecting process), {n}" for n in counts),
                "entries/s", "tshark -Y s", "tshark/worker"]
     rows, results = [], {}
-    for name in names:
+    captures = [(name, n) for name in names for n in (clients if name in ("redis", "postgres") else [None])]
+    for maker, client_count in captures:
+        name = maker if client_count is None else f"{maker}-c{client_count}"
         pcap = args.work_dir / f"{name}.pcap"
         if args.regenerate or not pcap.exists():
             print(f"making {pcap} ...", file=sys.stderr)
-            MAKERS[name](pcap, args.scale)
-        runs = {n: run_worker(pcap, logs, args.work_dir, [*args.worker_arg, "--dissect-shards", str(n)])
+            CLIENTS["n"] = client_count
+            MAKERS[maker](pcap, args.scale)
+        runs = {n: run_worker(pcap, logs, args.work_dir, [*args.worker_arg, "--dissect-shards", str(n)],
+                              args.tree)
                 for n in counts}
         if len({run["entries"] for run in runs.values()}) != 1:
             print(f"{name}: the shard counts indexed different numbers of entries: "
                   f"{ {n: run['entries'] for n, run in runs.items()} }", file=sys.stderr)
         ours = runs[counts[-1]]
-        peer = run_tshark(pcap, name, logs)
+        peer = {"wall": 0.0, "frames": 0} if args.no_tshark else run_tshark(pcap, maker, logs)
         ratio = peer["wall"] / ours["wall"] if ours["wall"] else 0.0
         size_mb = pcap.stat().st_size / 1e6
         results[name] = {"pcap_mb": size_mb, "worker": ours, "tshark": peer, "ratio": ratio,
@@ -401,6 +439,9 @@ def main() -> None:
         print(table(headers, rows[-1:]), file=sys.stderr)
         if args.profile:
             print(profile(pcap), file=sys.stderr)
+        print(f"{name}: entries by shard " + "; ".join(f"{n}: {runs[n]['entries_by_shard']}" for n in counts[1:])
+              + "; cpu s by process " + "; ".join(f"{n}: {runs[n]['cpu_by_process']}" for n in counts),
+              file=sys.stderr)
     print(table(headers, rows))
     write_json(args.json_out, {"machine": machine(), "results": results})
 

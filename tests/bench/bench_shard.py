@@ -74,12 +74,19 @@ IDLE_OF = 64
 def idle_shard(pcap: Path, count: int) -> int | None:
     """A shard of `count` that owns none of the capture's packets, if there is one."""
     from shark.pcap import PcapReader
-    from worker.packet import flow_shard
+    try:   # this tree's balanced flow table (worker.flow_table) ...
+        from worker.flow_table import FlowTable
+        owner = FlowTable(count).owner
+    except ImportError:   # ... or an older tree's hash of the flow
+        from worker.packet import flow_shard
+
+        def owner(linktype: int, buf: bytes, start: int, stop: int) -> int:
+            return flow_shard(linktype, buf[start:stop], count)
     owners = set()
     with pcap.open("rb") as file:
         reader = PcapReader(file)
         for _offset, _ts, data, _wirelen in _records_with_offsets(reader):
-            owners.add(flow_shard(reader.header.linktype, data, count))
+            owners.add(owner(reader.header.linktype, data, 0, len(data)))
     free = sorted(set(range(count)) - owners)
     return free[0] if free else None
 
