@@ -312,6 +312,39 @@ def test_a_shard_dying_again_soon_after_a_restart_waits_before_the_next(
         index.close()
 
 
+def test_a_shard_killed_mid_store_resyncs_every_shard_without_doubling_entries(
+        store: Path, tmp_path: Path) -> None:
+    """The restarted shard's flow table starts empty, so every shard starts again after the
+    last packet indexed: no flow gets two owners (no entry twice) and the store is indexed to
+    its end."""
+    single, _stats = indexed(store, tmp_path / "single.sqlite", 1)
+    index = EntryIndex(tmp_path / "index.sqlite")
+    pipeline = ShardedPipeline(store, index, "n1", Broadcaster(), lambda: True, shards=2)
+    pipeline._read_batch = 64   # slow enough to be killed half way
+    pipeline.start()
+    try:
+        wait_for(lambda: bool(pipeline.stats.shards) and index.count() > 50, "entries indexed")
+        before = [state.pid for state in pipeline.stats.shards]
+        assert not pipeline.ended
+        os.kill(before[1], signal.SIGKILL)
+        wait_for(lambda: pipeline.ended, "the store indexed to its end")
+        assert pipeline.stats.resyncs == 1
+        states = pipeline.stats.shards
+        assert [state.restarts for state in states] == [1 if i == 1 else 0 for i in range(2)]
+        assert all(state.running and state.pid not in before for state in states)
+        rows = index.newer_than(0)
+    finally:
+        pipeline.stop()
+        index.close()
+    assert [row.seq for row in rows] == list(range(1, len(rows) + 1))
+    def places(rows: list[IndexRow]) -> list[tuple[object, ...]]:
+        return [(row.protocol, row.first_seg, row.first_off, row.last_seg, row.last_off,
+                 row.client_port, row.client_offset) for row in rows]
+    assert len(set(places(single))) == len(single)
+    assert len(set(places(rows))) == len(rows)   # no exchange indexed twice
+    assert len(rows) > len(single) * 0.9     # only the exchanges in progress were lost
+
+
 def _http_halves() -> tuple[list[tuple[int, bytes, int]], list[tuple[int, bytes, int]]]:
     """An HTTP exchange recorded long ago: the handshake and request, then the response."""
     client, server = ("10.9.0.1", 41000), ("10.9.0.2", 80)
