@@ -1,9 +1,10 @@
 """One dissection shard: a process that follows the store and dissects the flows it owns.
 
 Every shard reads every record of the segments (the disk is shared, the page cache makes the
-second read cheap) so that capture time, expiry and shedding are the same in all of them, but
-decodes and dissects only the packets of the flows that flow_shard() gives it: the others are
-told apart where they lie in the read buffer and cost it no objects, bar the few stand-ins its
+second read cheap) so that capture time, expiry and the flows' owners are the same in all of
+them (one that shed what the others read makes the merge resync them all: worker.sharded),
+but decodes and dissects only the packets of the flows that the flow table (worker.flow_table,
+the balanced assignment every shard makes alike) gives it: the others are told apart where they lie in the read buffer and cost it no objects, bar the few stand-ins its
 clock needs (worker.shard_filter). It sends what it made to the API process (worker.sharded
 merges the shards into the one index) as ShardReports: rows tagged with their OrderKey, and a
 watermark below which it will make no more. The merge is serial and caps how far shards
