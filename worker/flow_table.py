@@ -31,6 +31,11 @@ from worker.packet import (_RAW_IP_LINKTYPES, LINKTYPE_ETHERNET, LINKTYPE_LINUX_
 # flow forgotten here is closed in its owner's assembler too. A flow is forgotten between
 # FORGET_NS and twice that after its last packet (two generations of keys, swapped whole).
 FORGET_NS = {TCP: 125_000_000_000, UDP: 35_000_000_000}
+# Keys one generation of a protocol holds at most (two per flow: as many flows as the
+# assembler's max_flows). A new flow past it swaps generations early, forgetting the flows not
+# seen since the last swap: a flood of new flows bounds the table (~30 MB per shard at most)
+# and, being counted in packets, still does so alike in every shard.
+GENERATION_KEYS = 2 * 65536
 _FIN_SYN_RST = 0x07
 _ACK = 0x10
 _FORGOTTEN = -1   # an entry's live field: 1 live, 0 ended (FIN, RST), -1 forgotten
@@ -138,6 +143,8 @@ class FlowTable:
         return owner
 
     def _new(self, proto: int, key: bytes) -> list[int]:
+        if len(self._current[proto]) >= GENERATION_KEYS:
+            self._swap(proto)
         live, packets = self._live[proto], self.packets
         owner = min(range(self.shards), key=lambda shard: (live[shard], packets[shard]))
         live[owner] += 1
@@ -151,16 +158,20 @@ class FlowTable:
         """Forget the flows idle for FORGET_NS of packet time (called at packets of the
         dissection's expiry clock, after the packet was routed: the same on every shard)."""
         for proto, forget in FORGET_NS.items():
-            if ts_ns - self._swapped_ns[proto] < forget:
-                continue
-            self._swapped_ns[proto] = ts_ns
-            current, live = self._current[proto], self._live[proto]
-            for key, entry in self._previous[proto].items():
-                if reverse_key(key) in current:   # the other direction is still active
-                    current[key] = entry
-                elif entry[1] != _FORGOTTEN:
-                    if entry[1]:
-                        live[entry[0]] -= 1
-                    entry[1] = _FORGOTTEN   # its other direction, later in this loop, too
-            self._previous[proto] = current
-            self._current[proto] = {}
+            if ts_ns - self._swapped_ns[proto] >= forget:
+                self._swapped_ns[proto] = ts_ns
+                self._swap(proto)
+
+    def _swap(self, proto: int) -> None:
+        """Forget the keys not seen since the last swap (but those whose other direction was),
+        and start a new generation."""
+        current, live = self._current[proto], self._live[proto]
+        for key, entry in self._previous[proto].items():
+            if reverse_key(key) in current:   # the other direction is still active
+                current[key] = entry
+            elif entry[1] != _FORGOTTEN:
+                if entry[1]:
+                    live[entry[0]] -= 1
+                entry[1] = _FORGOTTEN   # its other direction, later in this loop, too
+        self._previous[proto] = current
+        self._current[proto] = {}

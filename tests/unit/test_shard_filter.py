@@ -12,6 +12,7 @@ import pytest
 
 from factories import tcp_packet, udp_packet
 from test_dissect_shards import icmp_unreachable, write_mixed_store
+from worker import flow_table
 from worker.dissection import EXPIRED, Dissection, OrderKey
 from worker.flow_table import FORGET_NS, FlowTable, reverse_key
 from worker.packet import (FOREIGN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
@@ -217,3 +218,16 @@ def test_a_filter_names_its_shard() -> None:
         ShardFilter(2, 2)
     with pytest.raises(ValueError, match="shards 0"):
         FlowTable(0)
+
+
+def test_a_flood_of_new_flows_swaps_generations_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flow_table, "GENERATION_KEYS", 8)
+    table = FlowTable(2)
+    kept = tcp_packet("10.0.0.1", "10.0.0.2", 40000, 80, flags="S")
+    owner = _owner(table, kept)
+    for n in range(100):
+        _owner(table, tcp_packet("10.0.0.1", "10.0.0.2", 41000 + n, 80, flags="S"))
+        _owner(table, kept)   # seen all along: it keeps its owner
+    assert len(table) <= 2 * 8 + 2
+    assert _owner(table, kept) == owner
+    assert sum(table.live(TCP)) <= 8   # the forgotten ones count no more
