@@ -237,4 +237,5 @@ def flow_key(linktype: int, frame: bytes) -> tuple[int, bytes, int] | None:
     if len(frame) < start + 4:
         return None
     src_at, dst_at, size = addresses
-    return proto, frame[src_at:src_at + size] + frame[dst_at:dst_at + size] + frame[start:start + 4], flags
+    key = frame[src_at:src_at + size] + frame[dst_at:dst_at + size] + frame[start:start + 4]
+    return proto, key, flags

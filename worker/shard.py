@@ -4,8 +4,9 @@ Every shard reads every record of the segments (the disk is shared, the page cac
 second read cheap) so that capture time, expiry and the flows' owners are the same in all of
 them (one that shed what the others read makes the merge resync them all: worker.sharded),
 but decodes and dissects only the packets of the flows that the flow table (worker.flow_table,
-the balanced assignment every shard makes alike) gives it: the others are told apart where they lie in the read buffer and cost it no objects, bar the few stand-ins its
-clock needs (worker.shard_filter). It sends what it made to the API process (worker.sharded
+the balanced assignment every shard makes alike) gives it: the others are told apart where
+they lie in the read buffer and cost it no objects, bar the few stand-ins its clock needs
+(worker.shard_filter). It sends what it made to the API process (worker.sharded
 merges the shards into the one index) as ShardReports: rows tagged with their OrderKey, and a
 watermark below which it will make no more. The merge is serial and caps how far shards
 scale, so a row crosses ready to insert: IndexRow's values as one msgpack array (no field

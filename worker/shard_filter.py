@@ -1,18 +1,18 @@
 """What a dissection shard reads of the store: the packets of its own flows, and of the other
 shards' packets only those that its dissection's clock needs.
 
-A shard reads every record of the store, but a record of another shard's flow should cost it
-as little as can be: its owner comes from the bytes where it lies in the read buffer
+A shard reads every record of the store, but a record of another shard's flow should cost it as
+little as can be: its owner comes from the bytes where it lies in the read buffer
 (worker.flow_table, the balanced assignment every shard makes alike), no bytes are sliced out
-and no StoredPacket is made for it. What such a
-record still means to the dissection is its time: Dissection.feed expires idle flows at the
-first packet more than EXPIRE_EVERY_NS after the packet of the last expiry, counting every
-packet of the store, so that all shards (and one in-thread dissection) expire at the same
-packets and give their entries the same OrderKeys. The filter applies the same rule to every
-record it reads, from the same start (0: a shard's filter and dissection are made together),
-and keeps a foreign record, as a FOREIGN StoredPacket without its bytes, exactly when the
-rule fires on it; the dissection, seeing the same times at every packet it would have expired
-at, fires at the same ones. The flow table forgets idle flows at those same packets. The last record read in a call is kept too: after a batch the
+and no StoredPacket is made for it. What such a record still means to the dissection is its
+time: Dissection.feed expires idle flows at the first packet more than EXPIRE_EVERY_NS after
+the packet of the last expiry, counting every packet of the store, so that all shards (and one
+in-thread dissection) expire at the same packets and give their entries the same OrderKeys. The
+filter applies the same rule to every record it reads, from the same start (0: a shard's filter
+and dissection are made together), and keeps a foreign record, as a FOREIGN StoredPacket
+without its bytes, exactly when the rule fires on it; the dissection, seeing the same times at
+every packet it would have expired at, fires at the same ones. The flow table forgets idle
+flows at those same packets. The last record read in a call is kept too: after a batch the
 dissection's place and time are those of the last packet read, as when it read them all.
 """
 

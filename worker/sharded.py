@@ -1,12 +1,13 @@
 """Dissection sharded by flow over N processes, merged into the one index (--dissect-shards).
 
-Each shard (worker.shard) follows all the packets of the store and dissects the flows that
-the flow table (worker.flow_table) gives it: a balanced assignment that every shard makes
-alike because every shard reads the same packets. Every entry carries the OrderKey one in-thread dissection would have
-made it with, and every shard reports a watermark below which it makes no more; this thread
-merges the shards' rows by key up to the lowest watermark, numbers them (seq, hence ids, in
-the order one dissection numbers them), indexes and broadcasts them as Pipeline does. The
-API sees one index: ids, /entries order, details and pcap exports are those of one shard.
+Each shard (worker.shard) follows all the packets of the store and dissects the flows that the
+flow table (worker.flow_table) gives it: a balanced assignment that every shard makes alike
+because every shard reads the same packets. Every entry carries the OrderKey one in-thread
+dissection would have made it with, and every shard reports a watermark below which it makes no
+more; this thread merges the shards' rows by key up to the lowest watermark, numbers them (seq,
+hence ids, in the order one dissection numbers them), indexes and broadcasts them as Pipeline
+does. The API sees one index: ids, /entries order, details and pcap exports are those of one
+shard.
 
 The shards' tables agree only while every shard has read the same packets. A shard that dies
 (a crash, the OOM killer) starts with an empty table, and one that shed segments (evicted

@@ -686,11 +686,12 @@ def _describe_packet(packet: object) -> str:
 class SegmentTail:
     """Follows the writer from another process: complete records, oldest first.
 
-    start=None begins at the first record of the oldest segment. start=ref resumes just AFTER
-    ref (ref is the last record the caller processed, e.g. the index cursor): the first record
-    returned is the one that follows it; (segment, 0) begins at that segment's first record. A partial record at the end of the newest segment is
-    left for a later read(); once a newer segment exists, the older one is finished, and a torn
-    tail there is skipped (torn_tails, torn_bytes).
+    start=None begins at the first record of the oldest segment. start=ref resumes just AFTER ref
+    (ref is the last record the caller processed, e.g. the index cursor): the first record
+    returned is the one that follows it; (segment, 0) begins at that segment's first record. A
+    partial record at the end of the newest segment is left for a later read(); once a newer
+    segment exists, the older one is finished, and a torn tail there is skipped (torn_tails,
+    torn_bytes).
 
     When the writer evicted the segment to be read next (or the one being opened) before the
     tail got there, the tail jumps to the oldest segment left, adds what it lost to
