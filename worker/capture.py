@@ -3,9 +3,10 @@
 It runs apart from dissection (a child process with its own GIL), so a slow dissector can
 never make capture wait: the store on disk is the bounded queue between the two, and the
 dissection side sheds (counted) when the store evicts data it has not read yet.
-The parent talks to it over a Pipe: ("stats"|"filter"|"limit"|"stop", arg) -> ("ok"|"error", value).
-Once open it sends ("ready", CaptureReady); "stats" answers a CaptureStats (Structs pickle
-over the pipe like any value).
+The parent talks to it over a Pipe: (seq, "stats"|"filter"|"limit"|"stop", arg) ->
+(seq, "ok"|"error", value); the seq lets the parent skip the late answer of a command it gave up
+waiting for. Once open it sends ("ready", CaptureReady); "stats" answers a CaptureStats (Structs
+pickle over the pipe like any value); "filter" takes a CaptureFilter or a BPF expression.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from worker.options import WorkerOptions
 from worker.sources import open_file_source, open_source
 from worker.sources.base import BpfError, CaptureError, Source, SourceStats
 from worker.sources.ebpf.status import EbpfStatus
+from worker.sources.targets import CaptureFilter, TargetMatcher
 from worker.store.segments import SegmentWriter, StoreError, StoreStats, StoreWriteError
 
 log = logging.getLogger("shark.worker.capture")
@@ -57,6 +59,7 @@ class CaptureStats(msgspec.Struct):
     loop_errors: int = 0
     last_loop_error: str = ""
     last_loop_error_ts: float | None = None
+    target_left_out: int = 0      # packets the broad kernel filter of a long target list let through, dropped
 
 
 @dataclass(slots=True)
@@ -72,6 +75,8 @@ class CaptureState:
     last_loop_error_ts: float | None = None
     tls: Any = None               # the EbpfTlsSource with --tls, when it loaded
     tls_status: EbpfStatus | None = None   # off, or why it could not load (None: tls.status())
+    targets: TargetMatcher | None = None   # a long target list's exact check (worker.sources.targets)
+    target_left_out: int = 0      # what earlier matchers dropped
 
 
 def _open(options: WorkerOptions) -> tuple[list[Source], str]:
@@ -114,19 +119,24 @@ def _stats(state: CaptureState) -> CaptureStats:
         write_errors=state.write_errors, last_write_error=state.last_write_error,
         last_write_error_ts=state.last_write_error_ts, dropped_on_write=state.dropped_on_write,
         loop_errors=state.loop_errors, last_loop_error=state.last_loop_error,
-        last_loop_error_ts=state.last_loop_error_ts)
+        last_loop_error_ts=state.last_loop_error_ts,
+        target_left_out=state.target_left_out + (state.targets.left_out if state.targets else 0))
 
 
 def _handle(state: CaptureState, command: str, arg: Any) -> tuple[str, Any]:
     if command == "stats":
         return "ok", _stats(state)
     if command == "filter":
+        wanted = arg if isinstance(arg, CaptureFilter) else CaptureFilter(str(arg))
         try:
             for source in state.sources:
-                source.set_filter(arg)
-        except BpfError as error:
+                source.set_filter(wanted.bpf)
+        except (BpfError, OSError) as error:   # OSError: the kernel refused the program
             return "error", str(error)
-        return "ok", arg
+        if state.targets is not None:
+            state.target_left_out += state.targets.left_out
+        state.targets = None if wanted.addresses is None else TargetMatcher(wanted.addresses)
+        return "ok", wanted.bpf
     if command == "limit":
         try:
             state.writer.set_limit(int(arg))
@@ -141,6 +151,9 @@ def _drain(state: CaptureState, source: Source) -> None:
         batch = source.read_batch(BATCH)
         if not batch:
             return
+        read = len(batch)
+        if state.targets is not None:
+            batch = state.targets.keep(source.linktype, batch)
         try:
             state.writer.append(source.linktype, batch)
         except (StoreError, OSError) as error:
@@ -151,7 +164,7 @@ def _drain(state: CaptureState, source: Source) -> None:
                 else len(batch)
             state.last_write_error = f"{type(error).__name__}: {error}"
             state.last_write_error_ts = time.time()
-        if len(batch) < BATCH:
+        if read < BATCH:
             return
 
 
@@ -217,11 +230,11 @@ def _turn(state: CaptureState, conn: Connection, control: int, files: list[Sourc
     readable, _, _ = select.select([control, *by_fd], [], [], timeout)
     for fd in readable:
         if fd == control:
-            command, arg = conn.recv()
+            seq, command, arg = conn.recv()
             if command == "stop":
-                conn.send(("ok", None))
+                conn.send((seq, "ok", None))
                 return False
-            conn.send(_handle(state, command, arg))
+            conn.send((seq, *_handle(state, command, arg)))
         else:
             _drain(state, by_fd[fd])
     return True
@@ -245,6 +258,7 @@ class CaptureProcess:
         self.tls_ok = False
         self.exited_at: float | None = None   # time.monotonic() when the child was seen to exit
         self._stopping = False
+        self._seq = 0
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the child and wait until its sources and store are open; CaptureError if not."""
@@ -281,10 +295,15 @@ class CaptureProcess:
         with self._lock:
             if not self._process.is_alive():
                 raise CaptureError(f"capture process is not running (exit code {self._process.exitcode})")
-            self._conn.send((command, arg))
-            if not self._conn.poll(timeout):
-                raise CaptureError(f"capture process did not answer {command!r} within {timeout:g}s")
-            kind, value = self._conn.recv()
+            self._seq += 1
+            self._conn.send((self._seq, command, arg))
+            deadline = time.monotonic() + timeout
+            while True:
+                if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                    raise CaptureError(f"capture process did not answer {command!r} within {timeout:g}s")
+                seq, kind, value = self._conn.recv()
+                if seq == self._seq:
+                    break     # else the late answer to a command given up on: skip it
         if kind == "error":
             raise CaptureError(value)
         return value

@@ -38,6 +38,7 @@ from worker.filters import KflError, compile_query, row_predicate
 from worker.names import NamesError, parse_names, parse_nets
 from worker.pipeline import read_batch_for
 from worker.sources.base import CaptureError
+from worker.sources.targets import target_filter
 from worker.store.capacity import LimitRefused, check_limit
 from worker.store.index import EntryIndex, IndexRow, wal_limit_for
 from worker.store.segments import SegmentEvicted, StoreError, iter_segment, list_segments
@@ -323,17 +324,18 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
                 nets = parse_nets(None if body.cluster_nets is msgspec.UNSET else body.cluster_nets)
             except NamesError as error:
                 raise BadRequest(str(error)) from None
-        expression = targets_bpf(options.bpf, checked, idle)
+        wanted = target_filter(options.bpf, checked, idle)
+        expression = wanted.bpf
         if (checked, idle) != (runtime.target_ips, runtime.target_idle):
             try:
-                await anyio.to_thread.run_sync(runtime.capture.ask, "filter", expression)
+                await anyio.to_thread.run_sync(runtime.capture.ask, "filter", wanted)
             except CaptureError as error:
                 raise BadRequest(f"ips: the capture filter ({len(expression)} characters for {len(checked)} addresses) "
                                  f"was refused: {clip(str(error))}") from None
         runtime.target_ips, runtime.target_idle = checked, idle
         if names is not None:
             runtime.pipeline.names.replace(names, nets)
-        return {**_targets(), "bpf": expression}
+        return {**_targets(), "bpf": expression, "exact_in_kernel": wanted.exact_in_kernel}
 
     @get(f"{API}/config", sync_to_thread=True)
     def get_config() -> dict[str, Any]:
@@ -511,17 +513,10 @@ def _last_event_id(text: str | None) -> tuple[str | None, int] | None:
     raise BadRequest(f"Last-Event-ID: {text!r} is not an event id from this worker (SEQ or STORE:SEQ)")
 
 
-IDLE_BPF = "less 0"   # no packet is that short: capture nothing (an always-false filter is refused by libpcap)
-
-
 def targets_bpf(base: str, ips: list[str], idle: bool = False) -> str:
-    """The capture filter for a set of target IPs, combined with the worker's own --bpf."""
-    if idle:
-        return IDLE_BPF
-    if not ips:
-        return base
-    hosts = " or ".join(f"host {ip}" for ip in ips)
-    return f"({base}) and ({hosts})" if base else hosts
+    """The kernel's part of the capture filter for a set of target IPs, with the worker's own
+    --bpf (worker.sources.targets: long lists are finished by an exact check in user space)."""
+    return target_filter(base, ips, idle).bpf
 
 
 async def _events(runtime: WorkerRuntime, predicate, last_id: tuple[str | None, int] | None,  # type: ignore[no-untyped-def]

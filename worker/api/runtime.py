@@ -102,6 +102,7 @@ class WorkerRuntime:
                 "last_write_error": capture.last_write_error if capture else "",
                 "loop_errors": capture.loop_errors if capture else 0,
                 "last_loop_error": capture.last_loop_error if capture else "",
+                "target_left_out": capture.target_left_out if capture else 0,
             },
             "store": msgspec.to_builtins(capture.store) if capture else None,
             "ebpf": msgspec.to_builtins(capture.ebpf) if capture else None,
