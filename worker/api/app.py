@@ -513,12 +513,6 @@ def _last_event_id(text: str | None) -> tuple[str | None, int] | None:
     raise BadRequest(f"Last-Event-ID: {text!r} is not an event id from this worker (SEQ or STORE:SEQ)")
 
 
-def targets_bpf(base: str, ips: list[str], idle: bool = False) -> str:
-    """The kernel's part of the capture filter for a set of target IPs, with the worker's own
-    --bpf (worker.sources.targets: long lists are finished by an exact check in user space)."""
-    return target_filter(base, ips, idle).bpf
-
-
 async def _events(runtime: WorkerRuntime, predicate, last_id: tuple[str | None, int] | None,  # type: ignore[no-untyped-def]
                   ) -> AsyncIterator[ServerSentEvent | bytes]:
     subscriber = runtime.broadcaster.subscribe(predicate, SUBSCRIBER_QUEUE)
