@@ -170,7 +170,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str] | None = None) -> int:
-    capture = CaptureProcess(options)
+    from worker.store.grant import IndexBudget, IndexGrant
+    grant = IndexGrant()      # the index's share of the limit, agreed with the capture process
+    capture = CaptureProcess(options, grant)
     capture.launch()          # a fork: first, while this process has no other thread
     if options.dissect_shards > 1:
         start_shard_server()  # its interpreter and imports run beside ours
@@ -179,7 +181,7 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
     from worker.pipeline import Pipeline, read_batch_for
     from worker.redact import Redactor, key_for
     from worker.sharded import ShardedPipeline
-    from worker.store.index import open_index, wal_limit_for
+    from worker.store.index import INDEX_NAME, open_index, wal_limit_for
     try:
         capture.wait_ready()
     except CaptureError as error:
@@ -193,9 +195,10 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
             (log.info if capture.tls_ok else log.warning)("%s", capture.tls_note)
         for note in capture.repaired:
             log.warning("store: %s", note)
-        index, index_note = open_index(options.storage_dir / "index.sqlite",
+        index, index_note = open_index(options.storage_dir / INDEX_NAME,
                                        wal_limit_for(options.storage_limit))
         cleanup.callback(index.close)
+        index.budget = IndexBudget(grant, options.storage_limit)
         notes = [capture.note, *([capture.tls_note] if capture.tls_note else []), *capture.repaired]
         for note in store_notes or []:
             log.warning("store: %s", note)

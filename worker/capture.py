@@ -30,6 +30,8 @@ from worker.sources import open_file_source, open_source
 from worker.sources.base import BpfError, CaptureError, Source, SourceStats
 from worker.sources.ebpf.status import EbpfStatus
 from worker.sources.targets import CaptureFilter, TargetMatcher
+from worker.store.grant import IndexGrant
+from worker.store.index import INDEX_FILES
 from worker.store.segments import SegmentWriter, StoreError, StoreStats, StoreWriteError
 
 log = logging.getLogger("shark.worker.capture")
@@ -168,8 +170,10 @@ def _drain(state: CaptureState, source: Source) -> None:
             return
 
 
-def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connection) -> None:
-    """Entry point of the child process."""
+def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connection,
+                 grant: IndexGrant | None = None) -> None:
+    """Entry point of the child process. `grant`: the index's share of the limit, shared with
+    the API process (worker/store/grant.py)."""
     parent_conn.close()  # else the pipe never reports EOF when the parent is gone
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and says stop
@@ -177,7 +181,8 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         sources, note = _open(options)
-        writer = SegmentWriter(options.storage_dir, options.storage_limit, options.snaplen)
+        writer = SegmentWriter(options.storage_dir, options.storage_limit, options.snaplen,
+                               grant=grant, index_files=INDEX_FILES if grant is not None else ())
     except (CaptureError, StoreError) as error:
         conn.send(("error", str(error)))
         return
@@ -222,7 +227,7 @@ def _turn(state: CaptureState, conn: Connection, control: int, files: list[Sourc
     """One look at every source and the control pipe; False once told to stop."""
     if tls is not None:
         tls.housekeeping(time.monotonic())
-    state.writer.enforce()      # the index grew beside the segments: keep the limit
+    state.writer.enforce()      # the index grew, or asks for room: keep the limit
     busy_files = [s for s in files if not s.finished]
     for source in busy_files:
         _drain(state, source)
@@ -243,12 +248,12 @@ def _turn(state: CaptureState, conn: Connection, control: int, files: list[Sourc
 class CaptureProcess:
     """The parent's handle on the capture child: start, ask, stop."""
 
-    def __init__(self, options: WorkerOptions) -> None:
+    def __init__(self, options: WorkerOptions, grant: IndexGrant | None = None) -> None:
         self._options = options
         context = multiprocessing.get_context("fork")
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(target=capture_main,
-                                        args=(options, child_conn, self._conn),
+                                        args=(options, child_conn, self._conn, grant),
                                         name="shark-capture", daemon=True)
         self._child_conn = child_conn
         self._lock = threading.Lock()

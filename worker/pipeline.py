@@ -25,7 +25,7 @@ from worker.names import NameTable
 from worker.packet import PacketRef
 from worker.redact import Redactor
 from worker.shard import ShardState
-from worker.store.index import EntryIndex, IndexRow, IndexValues, row_from_values
+from worker.store.index import EntryIndex, IndexFull, IndexRow, IndexValues, row_from_values
 from worker.store.segments import SegmentTail, list_segments
 
 log = logging.getLogger("shark.worker.pipeline")
@@ -50,6 +50,7 @@ class DissectionStats(DissectionCounters):
     """/status dissection: one dissection's counters, and what the pipeline adds."""
 
     unindexed_evicted: int = 0    # entries streamed live but not indexed: their packets were evicted
+    index_full: int = 0           # writes that found no room in the index's share of the limit yet
     # --dissect-shards above 1: each shard process (worker.sharded); empty when in-thread
     shards: list[ShardState] = msgspec.field(default_factory=list)
     # times every shard was started again from the last packet indexed, so that their flow
@@ -64,8 +65,9 @@ class IndexWriter:
     and all of them are streamed live."""
 
     def __init__(self, storage_dir: Path, index: EntryIndex, broadcaster: Broadcaster,
-                 stats: DissectionStats) -> None:
+                 stats: DissectionStats, stop: threading.Event | None = None) -> None:
         self._storage_dir = storage_dir
+        self._stop = stop or threading.Event()
         self._index = index
         self._broadcaster = broadcaster
         self._stats = stats
@@ -93,14 +95,36 @@ class IndexWriter:
                 kept = [value for value in values if _first_seg(value) >= oldest]
             self._stats.unindexed_evicted += len(values) - len(kept)
         if kept or (cursor is not None and cursor != self._written_cursor):
-            self._index.add_values(kept, cursor)
-            self._written_cursor = cursor
-            self.keep_small()
+            self._store(kept, cursor, reading_segment)
         if values:
             self._stats.entries += len(values)
             if self._broadcaster.count:
                 self._broadcaster.publish(rows if rows is not None
                                           else [row_from_values(value) for value in values])
+
+    def _store(self, values: list[IndexValues], cursor: PacketRef | None,
+               reading_segment: int) -> None:
+        """Index the rows with the cursor. When the index has no room for them within its share
+        of the limit yet (the segment writer evicts for it, and the rows of what it evicted are
+        pruned here), try again: dissection waits, capture does not, and rows whose packets
+        were evicted meanwhile are only streamed. Given up only when the pipeline stops (the
+        cursor then stays behind them: they are dissected again at the next start)."""
+        while True:
+            try:
+                self._index.add_values(values, cursor)
+            except IndexFull as full:
+                self._stats.index_full += 1
+                values = values[full.written:]
+                if self._stop.wait(0.01):
+                    return
+                oldest = self.prune(reading_segment)
+                kept = [value for value in values if _first_seg(value) >= oldest]
+                self._stats.unindexed_evicted += len(values) - len(kept)
+                values = kept
+                continue
+            self._written_cursor = cursor
+            self.keep_small()
+            return
 
     def keep_small(self, now: float | None = None) -> None:
         """The index's keep_small() (free pages back to the disk) at most every
@@ -121,7 +145,11 @@ class IndexWriter:
         # none left: every row is of an evicted segment (the next one gets a higher id)
         oldest = segments[0].id if segments else self._newest_segment + 1
         if oldest != self._pruned_before:
-            self._index.prune_segments_before(oldest)
+            try:
+                self._index.prune_segments_before(oldest)
+            except IndexFull:         # no room for the WAL of the deletes yet: later
+                self._stats.index_full += 1
+                return oldest
             self._pruned_before = oldest
         self.keep_small()   # called every PRUNE_EVERY_S: the WAL is cut back when idle too
         return oldest
@@ -142,7 +170,7 @@ class Pipeline:
         self._closed_at_end = False
         self.ended = False   # a replayed file is dissected to its end and indexed
         self.stats = DissectionStats(memory=memory)   # the same object: its counters are live
-        self._writer = IndexWriter(storage_dir, index, broadcaster, self.stats)
+        self._writer = IndexWriter(storage_dir, index, broadcaster, self.stats, self._stop)
         self.read_batch = READ_BATCH     # serve() sets it from the storage limit: read_batch_for
 
     def start(self) -> None:

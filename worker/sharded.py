@@ -122,7 +122,7 @@ class ShardedPipeline:
         self.ended = False   # a replayed file is dissected to its end and indexed
         self.names = SharedNames(self._send_all)
         self.stats = DissectionStats()
-        self._writer = IndexWriter(storage_dir, index, broadcaster, self.stats)
+        self._writer = IndexWriter(storage_dir, index, broadcaster, self.stats, self._stop)
 
     # -- Pipeline's interface ---------------------------------------------------------------
     @property

@@ -4,6 +4,7 @@ now (the soak test and the benchmarks sample them)."""
 from __future__ import annotations
 
 import os
+import threading
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -34,6 +35,52 @@ def tree_rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total_kb / 1024
+
+
+def dir_apparent_bytes(path: str) -> int:
+    """What `du -sb` counts (what --storage-limit bounds): the apparent sizes of the directory,
+    its files and subdirectories, links not followed, walked with os.scandir; a file evicted
+    or a journal removed while walked counts as gone."""
+    total = 0
+    pending = [path]
+    while pending:
+        current = pending.pop()
+        try:
+            total += os.lstat(current).st_size
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return total
+
+
+class DirSampler(threading.Thread):
+    """The largest dir_apparent_bytes() of a directory, sampled every `every` seconds until
+    stop(); `above` counts the samples above `limit`."""
+
+    def __init__(self, path: str, limit: int, every: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.path, self.limit, self.every = path, limit, every
+        self.largest = self.samples = self.above = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.every):
+            size = dir_apparent_bytes(self.path)
+            self.largest = max(self.largest, size)
+            self.samples += 1
+            self.above += size > self.limit
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
 
 
 def dir_bytes(path: str) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from support.procstat import dir_bytes, tree_rss_mb
+from support.procstat import dir_apparent_bytes, tree_rss_mb
 from support.processes import Proc, Worker, free_port
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def soak(seconds: float, tmp: Path, storage_limit: str = "16MB", clients_per_pro
             status = worker.status()
             sample = Sample(
                 t=round(time.monotonic() - started, 1), worker_rss_mb=tree_rss_mb(worker.process.pid),
-                hub_rss_mb=tree_rss_mb(hub.process.pid), store_bytes=dir_bytes(str(store)),
+                hub_rss_mb=tree_rss_mb(hub.process.pid), store_bytes=dir_apparent_bytes(str(store)),
                 entries=int(status["index"]["entries"]),
                 kernel_dropped=sum(int(s.get("dropped") or 0) for s in status["capture"]["sources"]),
                 shed_bytes=int(status["dissection"].get("shed_bytes") or 0),

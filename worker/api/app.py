@@ -364,6 +364,8 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         options.storage_limit = limit
         runtime.pipeline.read_batch = read_batch_for(limit)
         runtime.index.wal_limit = wal_limit_for(limit)
+        if runtime.index.budget is not None:
+            runtime.index.budget.limit = limit
         return {"storage_limit": limit}
 
     @post(f"{API}/tags", status_code=200)

@@ -82,6 +82,16 @@ class WorkerRuntime:
     def capture_finished(self) -> bool:
         return replay_finished(self.options, self.capture)
 
+    def _index_status(self) -> dict[str, Any]:
+        index, budget = self.index, self.index.budget
+        return {"entries": index.count(), "bytes": index.size_bytes(),
+                # its share of --storage-limit (worker/store/grant.py): what the segment writer
+                # granted, the writes that waited for more, those that found none in time
+                "granted": budget.granted() if budget else None,
+                "room_waits": budget.waits if budget else 0,
+                "room_refused": budget.refused if budget else 0,
+                "over_estimate": index.over_estimate}
+
     def status(self) -> dict[str, Any]:
         capture = self.capture_stats()
         sources = capture.sources if capture else []
@@ -106,7 +116,7 @@ class WorkerRuntime:
             },
             "store": msgspec.to_builtins(capture.store) if capture else None,
             "ebpf": msgspec.to_builtins(capture.ebpf) if capture else None,
-            "index": {"entries": self.index.count(), "bytes": self.index.size_bytes()},
+            "index": self._index_status(),
             "dissection": msgspec.to_builtins(self.pipeline.stats),
             "assembler": self.pipeline.assembler_stats(),
             "stream": {"subscribers": self.broadcaster.count, "lost": self.broadcaster.lost_total,

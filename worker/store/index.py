@@ -19,13 +19,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from operator import itemgetter
+from itertools import accumulate
+from operator import itemgetter, lt
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from worker.packet import PacketRef
+from worker.store.grant import IndexBudget
 from worker.store.private import create_file, make_dir
 from worker.store.segments import StoreError
 
@@ -126,6 +128,43 @@ _ADD_RANGE = ("INSERT INTO segment_seqs (first_seg, lo, hi) VALUES (:seg, :lo, :
               "ON CONFLICT (first_seg, lo) DO UPDATE SET hi = max(hi, excluded.hi)")
 
 
+# The index's files, at the top of the storage directory: what the segment writer counts as the
+# room it granted them (worker/store/grant.py) rather than as measured.
+INDEX_NAME = "index.sqlite"
+INDEX_FILES = (INDEX_NAME, f"{INDEX_NAME}-wal", f"{INDEX_NAME}-shm")
+
+# What a write can add to the index's files, bounded before it is made (with a budget): every
+# page a transaction changes is one WAL frame (page + 24 bytes; sqlite rewrites a frame of the
+# same transaction in place), every page it adds also grows the database once checkpointed, and
+# the shared-memory file grows by 32 KiB per 4062 frames. Rows append at the right edge of the
+# table (leaves at least half full, one extra overflow page per row past the local limit), their
+# (ts, seq) index entries too while ts does not go back; a row whose ts goes back (or that
+# replaces one) may change a leaf and split it on its own (5 pages).
+WAL_HEADER = 32
+SHM_BLOCK = 32 * 1024
+SHM_FRAMES = 4062
+ROW_OVERHEAD = 128           # a row's columns besides entry_json, and its cell header
+INDEX_CELL = 100             # an entry of entries_by_time with its share of a half-full page, x4
+OUT_OF_ORDER_PAGES = 5
+# meta, segment_seqs, page 1, a pointer-map and a freelist page, the parents of new leaves and
+# a split of them; a write of the cursor alone: meta, page 1 and two more.
+TRANSACTION_PAGES = 10
+CURSOR_PAGES = 4
+STEP_PAGES = 32              # a budget step is at least this many pages
+# How long a write waits for the segment writer to grant more room before it gives up (it is
+# tried again; meanwhile dissection lags, capture never waits).
+ROOM_WAIT_S = 0.25
+
+
+class IndexFull(StoreError):
+    """A write found no room within the index's share of --storage-limit. `written`: rows of
+    the call that were stored before (in transactions of their own) and need not be again."""
+
+    def __init__(self, message: str, written: int = 0) -> None:
+        super().__init__(message)
+        self.written = written
+
+
 def wal_limit_for(storage_limit: int) -> int:
     """The WAL's hard size limit for a storage limit (WAL_LIMIT_SHARE of it, bounded)."""
     return min(WAL_LIMIT_MAX, max(WAL_LIMIT_MIN, storage_limit // WAL_LIMIT_SHARE))
@@ -154,6 +193,8 @@ class IndexRow(msgspec.Struct):
 # IndexRow's values in field order (msgspec.structs.astuple(row)).
 IndexValues = tuple[Any, ...]
 _SEQ = itemgetter(0)
+_TS = itemgetter(1)
+_ENTRY_JSON = itemgetter(3)
 _FIRST_SEG = itemgetter(4)
 
 
@@ -209,6 +250,13 @@ class EntryIndex:
         self._count: int | None = None
         self._generation = 0
         self._checkpointer: threading.Thread | None = None
+        # With a budget (set by the worker), every write that can grow the files first makes
+        # sure its bound fits the index's grant; _writing orders the writes with their checks.
+        self.budget: IndexBudget | None = None
+        self._writing = threading.RLock()
+        self._page_size = 0
+        self._max_ts: float | None = None   # the highest ts indexed: rows below it cost more
+        self.over_estimate = 0              # writes that grew the files past their bound
         # Checkpoints made by the checkpoint thread, and by a writer that found the WAL past
         # its limit (the writer then waited for it).
         self.background_checkpoints = 0
@@ -345,6 +393,129 @@ class EntryIndex:
                 log.warning("index %s: checkpoint failed: %s", self.path, exc)
                 time.sleep(CHECKPOINT_EVERY_S)
 
+    # -- room within the budget -----------------------------------------------------------
+
+    def files_bytes(self, connection: sqlite3.Connection | None = None) -> tuple[int, int]:
+        """(the bytes the index's files may take as they are, free pages): the database at
+        its committed size when that is above its file's (a checkpoint grows the file to it),
+        the WAL and the shared memory as they are."""
+        total, free, _wal, _shm = self._files(connection or self._connection())
+        return total, free
+
+    def _files(self, connection: sqlite3.Connection) -> tuple[int, int, int, int]:
+        """files_bytes(), and the WAL's and shared memory's bytes within it."""
+        if not self._page_size:
+            self._page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+            if self.budget is not None:      # a step holds a write of a few rows
+                self.budget.floor = STEP_PAGES * self._page_size
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+        sizes = []
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                sizes.append(os.stat(f"{self.path}{suffix}").st_size)
+            except FileNotFoundError:
+                sizes.append(0)
+        database, wal, shm = sizes
+        return max(database, pages * self._page_size) + wal + shm, free, wal, shm
+
+    def _growth(self, frames: int, new_pages: int, files: tuple[int, int, int, int]) -> int:
+        """The most a transaction changing `frames` pages, `new_pages` of them added (free
+        pages are used first), adds to the files (as _files() measured them)."""
+        page = self._page_size
+        _total, free, wal, shm = files
+        wal_frames = max(0, wal - WAL_HEADER) // (page + 24) + frames
+        shm_after = SHM_BLOCK * -(-wal_frames // SHM_FRAMES)
+        return (frames * (page + 24) + WAL_HEADER + max(0, new_pages - free) * page
+                + max(0, shm_after - shm))
+
+    def _room(self, connection: sqlite3.Connection, frames: int, new_pages: int,
+              shrinking: bool, files: tuple[int, int, int, int] | None = None) -> int | None:
+        """Make sure a write of that bound fits the budget; the files' bytes it may reach,
+        None without a budget. A write that grows the index keeps budget.step spare for the
+        ones that shrink it (pruning, vacuum), which may use it. IndexFull when the segment
+        writer did not grant the room in time. A shrinking write that does not fit first
+        has the WAL checkpointed and cut; it goes on anyway when the index is above its grant
+        already (a lowered limit, an older and larger index): only shrinking brings it back."""
+        budget = self.budget
+        if budget is None:
+            return None
+        files = files or self._files(connection)
+        now, growth = files[0], self._growth(frames, new_pages, files)
+        keep = 0 if shrinking else budget.step
+        if budget.fits(now, growth, keep, ROOM_WAIT_S):
+            return now + growth
+        if self._wal_size() > 0:
+            with self._checkpointing:
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self.writer_checkpoints += 1
+            files = self._files(connection)
+            now, growth = files[0], self._growth(frames, new_pages, files)
+            if budget.fits(now, growth, keep, ROOM_WAIT_S):
+                return now + growth
+        if shrinking and budget.over(now):
+            return None
+        raise IndexFull(f"index {self.path}: no room for {growth} more bytes beside its "
+                        f"{now} within the {budget.granted()} bytes of --storage-limit granted "
+                        "to it (the segment writer evicts for it; tried again later)")
+
+    def _check_bound(self, bound: int | None) -> None:
+        """After a write made within a bound: count (and log) one whose files (as `du` sees
+        them) grew past it."""
+        if bound is None:
+            return
+        now = self.size_bytes()
+        if now > bound:
+            self.over_estimate += 1
+            if self.over_estimate <= 10 or self.over_estimate % 1000 == 0:
+                log.warning("index %s: a write grew its files to %d bytes, past its bound of %d "
+                            "(%d times)", self.path, now, bound, self.over_estimate)
+
+    def _insert_bound(self, values: Sequence[IndexValues], replaces: bool,
+                      top: float | None = None) -> int:
+        """The pages inserting these rows changes at most, all of them maybe added (see
+        TRANSACTION_PAGES); `top`: the highest ts indexed before them (else the index's)."""
+        page = self._page_size or 4096
+        if not values:
+            return CURSOR_PAGES
+        # in C, not per row in Python: this runs before every write of rows
+        lengths = list(map(len, map(_ENTRY_JSON, values)))
+        payload = sum(lengths) + ROW_OVERHEAD * len(values)
+        local = page - 35 - ROW_OVERHEAD     # a longer entry spills to overflow pages
+        big = sum(map(local.__lt__, lengths)) if max(lengths) > local else 0
+        times = list(map(_TS, values))
+        if top is None:
+            top = self._max_ts if self._max_ts is not None else float("-inf")
+        behind = sum(map(lt, times, accumulate(times, max, initial=top)))
+        if replaces:
+            behind = len(values)
+        return (-(-2 * payload // page) + big + -(-INDEX_CELL * len(values) // page)
+                + OUT_OF_ORDER_PAGES * behind + TRANSACTION_PAGES)
+
+    def _pieces(self, files: tuple[int, int, int, int] | None, values: Sequence[IndexValues],
+                replaces: bool) -> list[tuple[Sequence[IndexValues], int]]:
+        """The rows in runs whose writes each fit one budget step as the files are now (all of
+        them without a budget), with the bound of each (pages changed, maybe all added)."""
+        if not values:
+            return [(values, CURSOR_PAGES)]
+        if self.budget is None or files is None:
+            return [(values, 0)]
+        pieces: list[tuple[Sequence[IndexValues], int]] = []
+        top = self._max_ts if self._max_ts is not None else float("-inf")
+        start, size = 0, len(values)
+        while start < len(values):
+            size = min(size * 2, len(values) - start)
+            while True:
+                piece = values[start:start + size]
+                pages = self._insert_bound(piece, replaces, top)
+                if size == 1 or self._growth(pages, pages, files) <= self.budget.step:
+                    break
+                size //= 2
+            pieces.append((piece, pages))
+            top = max(top, max(map(_TS, piece)))
+            start += size
+        return pieces
+
     # -- writing -------------------------------------------------------------------------
 
     def add(self, rows: Iterable[IndexRow], cursor: PacketRef | None) -> None:
@@ -355,8 +526,38 @@ class EntryIndex:
 
     def add_values(self, values: Sequence[IndexValues], cursor: PacketRef | None) -> None:
         """add() for rows given as IndexRow's values in field order (what the dissection
-        shards send), without keep_small(): a busy writer calls that now and then."""
+        shards send), without keep_small(): a busy writer calls that now and then.
+
+        With a budget, rows that together could pass one budget step go in several
+        transactions, the cursor with the last; IndexFull (with the rows written before) when
+        the room for the next one was not granted in time."""
         connection = self._connection()
+        with self._writing:
+            if self._max_ts is None:
+                self._max_ts = connection.execute("SELECT max(ts) FROM entries").fetchone()[0] \
+                    or float("-inf")
+            above = connection.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
+            replaces = bool(values) and min(map(_SEQ, values)) <= above
+            files = self._files(connection) if self.budget is not None else None
+            pieces = self._pieces(files, values, replaces)
+            written = 0
+            for number, (piece, pages) in enumerate(pieces):
+                last = number == len(pieces) - 1
+                try:
+                    # A cursor alone is tiny, and it must always be written: it may use the
+                    # room kept for shrinking writes.
+                    bound = self._room(connection, pages, pages if piece else 0,
+                                       shrinking=not piece, files=files)
+                    files = None     # measured again for the next piece: this one grows them
+                except IndexFull as full:
+                    full.written = written
+                    raise
+                self._add_piece(connection, piece, cursor if last else None)
+                self._check_bound(bound)
+                written += len(piece)
+
+    def _add_piece(self, connection: sqlite3.Connection, values: Sequence[IndexValues],
+                   cursor: PacketRef | None) -> None:
         added: int | None = 0        # rows the table gains (None: unknown, count them again)
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -385,6 +586,8 @@ class EntryIndex:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+        if values:
+            self._max_ts = max(self._max_ts or float("-inf"), max(map(_TS, values)))
         self._committed(connection)
 
     def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> dict[int, list[str]]:
@@ -393,7 +596,8 @@ class EntryIndex:
         Tags keep their order; an added tag that is there already is not added twice."""
         connection = self._connection()
         found: dict[int, list[str]] = {}
-        with _transaction(connection):
+        with self._writing:
+            updates: list[tuple[bytes, int]] = []
             for seq, add, remove in changes:
                 row = connection.execute("SELECT entry_json FROM entries WHERE seq = ?", (seq,)).fetchone()
                 if row is None:
@@ -402,10 +606,16 @@ class EntryIndex:
                 tags = [tag for tag in entry.get("tags") or [] if tag not in remove]
                 tags += [tag for tag in dict.fromkeys(add) if tag not in tags]
                 entry["tags"] = tags
-                connection.execute("UPDATE entries SET entry_json = ? WHERE seq = ?",
-                                   (msgspec.json.encode(entry), seq))
+                updates.append((msgspec.json.encode(entry), seq))
                 found[seq] = tags
-        self._committed(connection)
+            page = self._page_size or 4096
+            # each row: its leaf, its old and new overflow pages, a split
+            frames = sum(4 + 2 * -(-len(blob) // page) for blob, _seq in updates) + TRANSACTION_PAGES
+            bound = self._room(connection, frames, frames, shrinking=False)
+            with _transaction(connection):
+                connection.executemany("UPDATE entries SET entry_json = ? WHERE seq = ?", updates)
+            self._committed(connection)
+            self._check_bound(bound)
         return found
 
     def prune_segments_before(self, segment_id: int) -> int:
@@ -420,57 +630,116 @@ class EntryIndex:
         for segment, lo, hi in ranges:
             start = lo
             while True:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    chunk = connection.execute(
-                        "SELECT seq FROM entries WHERE seq BETWEEN ? AND ? AND first_seg < ? "
-                        "ORDER BY seq LIMIT ?", (start, hi, segment_id, PRUNE_CHUNK)).fetchall()
-                    if chunk:
-                        # the same rows: between the first and last chosen, of old segments
-                        connection.execute(
-                            "DELETE FROM entries WHERE seq BETWEEN ? AND ? AND first_seg < ?",
-                            (chunk[0][0], chunk[-1][0], segment_id))
-                        start = chunk[-1][0] + 1
-                    last = len(chunk) < PRUNE_CHUNK
-                    if last:   # with its last rows, so that no row is left without a range
-                        connection.execute("DELETE FROM segment_seqs WHERE first_seg = ? AND lo = ?",
-                                           (segment, lo))
-                    with self._counting:
-                        connection.execute("COMMIT")
-                        self._counted(-len(chunk))
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-                    raise
+                with self._writing:
+                    # The rows to go next: their sizes and times bound the pages it changes.
+                    found = connection.execute(
+                        "SELECT seq, ts, length(entry_json) FROM entries WHERE seq BETWEEN ? "
+                        "AND ? AND first_seg < ? ORDER BY seq LIMIT ?",
+                        (start, hi, segment_id, PRUNE_CHUNK)).fetchall()
+                    chunk, pages = self._prune_bound(connection, found)
+                    bound = self._room(connection, pages, 0, shrinking=True)
+                    last = len(found) < PRUNE_CHUNK and len(chunk) == len(found)
+                    self._prune_step(connection, (segment, lo), chunk, segment_id, last)
+                    self._check_bound(bound)
                 deleted += len(chunk)
                 self.keep_small()
                 if last:
                     break
+                start = chunk[-1][0] + 1
         return deleted
+
+    def _prune_bound(self, connection: sqlite3.Connection, found: list[Any]
+                     ) -> tuple[list[Any], int]:
+        """The first of the rows `found` (seq, ts, entry bytes) whose delete fits the room the
+        index has (at least one), and the pages that delete changes at most: their leaves
+        (rows were appended: leaves at least half full), their time index entries (one leaf
+        each for those whose time goes back), the leaves beside the range and the rest."""
+        if not found:
+            return found, CURSOR_PAGES
+        page = self._page_size or PAGE_SIZE
+        spare = self._spare_frames(connection)
+        count = len(found)
+        while True:
+            part = found[:count]
+            times = [row[1] for row in part]
+            behind = sum(map(lt, times, accumulate(times, max, initial=float("-inf"))))
+            payload = sum(row[2] for row in part) + ROW_OVERHEAD * count
+            pages = (-(-2 * payload // page) + -(-INDEX_CELL * count // page)
+                     + OUT_OF_ORDER_PAGES * behind + 4 + TRANSACTION_PAGES)
+            if count == 1 or pages <= spare:
+                return part, pages
+            count //= 2
+
+    def _spare_frames(self, connection: sqlite3.Connection) -> int:
+        """WAL frames a shrinking write may add: those of the room kept for it (a budget
+        step) or of what the grant leaves spare, if more; many without a budget."""
+        if self.budget is None:
+            return 1 << 30
+        spare = max(self.budget.step, self.budget.granted() - self._files(connection)[0])
+        return spare // (self._page_size + 24) - 8
+
+    def _prune_step(self, connection: sqlite3.Connection, seq_range: tuple[int, int],
+                    chunk: list[Any], segment_id: int, last: bool) -> None:
+        """Delete the rows `chunk` (seq first, in order: all the rows of segments before
+        segment_id between its first and last) in one transaction; with the `last` rows of
+        the seq range (first_seg, lo) the range goes too, so that no row is left without one."""
+        segment, lo = seq_range
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if chunk:
+                connection.execute(
+                    "DELETE FROM entries WHERE seq BETWEEN ? AND ? AND first_seg < ?",
+                    (chunk[0][0], chunk[-1][0], segment_id))
+            if last:
+                connection.execute("DELETE FROM segment_seqs WHERE first_seg = ? AND lo = ?",
+                                   (segment, lo))
+            with self._counting:
+                connection.execute("COMMIT")
+                self._counted(-len(chunk))
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
 
     def keep_small(self) -> None:
         """Give free pages back to the disk (up to VACUUM_BYTES at a time: each page moved is
         written to the WAL) and keep the WAL within its limit (_committed): both count in the
         storage limit, and the segment writer evicts for them."""
         connection = self._connection()
-        if connection.execute("PRAGMA freelist_count").fetchone()[0] > 0:
-            # executescript steps the pragma to its end; execute() frees one page per call
-            connection.executescript(f"PRAGMA incremental_vacuum({self._vacuum_pages(connection)});")
-        self._committed(connection)
+        with self._writing:
+            if connection.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+                pages = self._vacuum_pages(connection)
+                # each page moved: itself, its parent, a pointer-map page
+                try:
+                    bound = self._room(connection, 3 * pages + 8, 0, shrinking=True)
+                except IndexFull:
+                    bound, pages = None, 0       # the next call tries again
+                if pages:
+                    # executescript steps the pragma to its end; execute() frees one page per call
+                    connection.executescript(f"PRAGMA incremental_vacuum({pages});")
+                    self._check_bound(bound)
+            self._committed(connection)
 
     def _vacuum_pages(self, connection: sqlite3.Connection) -> int:
+        """Pages freed per vacuum step: VACUUM_BYTES of them, fewer when their bound would
+        pass the room the index has."""
         pages = getattr(self._local, "vacuum_pages", None)
         if pages is None:
             pages = self._local.vacuum_pages = max(
                 1, VACUUM_BYTES // connection.execute("PRAGMA page_size").fetchone()[0])
-        return pages
+        if self.budget is None:
+            return pages
+        return max(1, min(pages, (self._spare_frames(connection) - 8) // 3))
 
     def set_meta(self, key: str, value: str) -> None:
         connection = self._connection()
-        with _transaction(connection):
-            connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                               (key, value))
-        self._committed(connection)
+        with self._writing:
+            bound = self._room(connection, TRANSACTION_PAGES, 2, shrinking=False)
+            with _transaction(connection):
+                connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                   (key, value))
+            self._committed(connection)
+            self._check_bound(bound)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -47,6 +47,7 @@ from shark.pcap import (
 )
 from shark.units import format_size
 from worker.packet import PacketRef, RawPacket, StoredPacket
+from worker.store.grant import IndexGrant
 from worker.store.private import FILE_MODE, make_dir
 
 MIN_SEGMENT_SIZE = 512 * 1024
@@ -109,6 +110,8 @@ class StoreStats(msgspec.Struct):
     evicted_for_space: int = 0  # segments evicted because the disk was full (not the limit)
     other_bytes: int = 0        # the rest of the storage dir (index, WAL, temp files), as last measured
     evicted_for_other: int = 0  # segments evicted to make room for those (within evicted_segments)
+    index_granted: int = 0      # room granted to the index (its files stay within it; grant.py)
+    index_requests: int = 0     # the index side's requests answered
     last_write_error: str = ""  # one line: the path and the reason
     last_write_error_ts: float | None = None   # epoch seconds of that error
 
@@ -221,7 +224,8 @@ class SegmentWriter:
     append because its header carries the linktype of its packets.
     """
 
-    def __init__(self, directory: Path, limit: int, snaplen: int = MAX_SNAPLEN):
+    def __init__(self, directory: Path, limit: int, snaplen: int = MAX_SNAPLEN,
+                 grant: IndexGrant | None = None, index_files: Iterable[str] = ()):
         self._limit = validate_limit(limit)
         if not isinstance(snaplen, int) or not 0 < snaplen <= MAX_SNAPLEN:
             raise StoreError(f"snaplen {snaplen!r} is out of range 1..{MAX_SNAPLEN}")
@@ -242,7 +246,15 @@ class SegmentWriter:
         self._evicted_for_space = 0
         self._evicted_for_other = 0
         self._other = 0                     # bytes under the directory besides the segments
+        # With a grant (grant.py), the index's files (index_files, at the top of the directory)
+        # count as the room granted to them, not as measured: the index side stays within it.
+        self._grant = grant
+        self._index_files = frozenset(index_files)
+        self._granted = 0
+        self._grant_seq = 0
+        self._index_requests = 0
         self._other_at = float("-inf")      # time.monotonic() of that measure
+        self._index_measured = 0            # the index's files within _other, as measured
         self._other_when_evicted = -1       # _other when segments were last evicted for it
         self._subtrees: dict[str, int] = {}   # sizes of subdirectories measured once
         self._room_when_evicted = 0         # segment bytes left then: kept while held
@@ -358,6 +370,8 @@ class SegmentWriter:
                 new = self._fd is None or linktype != self._linktype
                 used = HEADER_SIZE if new else self._segments[-1].size
                 room = self._rotation_size()
+                if self._grant is not None:   # a segment alone fits beside the index's room
+                    room = min(room, self._limit - self._other)
                 if new:     # whatever the rotation size, one packet always fits a new segment
                     room = max(room, HEADER_SIZE + RECORD_HEADER_SIZE + self._snaplen)
                 parts, stop, size = self._pack(packets, index, room - used)
@@ -432,11 +446,13 @@ class SegmentWriter:
                     f"beside the current segment of {self._total} bytes")
             self._evict_oldest()
         self._refresh_other()
+        self._answer_grant()
         room = self._limit - self._other
         # After an eviction for them, the index shrinks only once the dissection pruned the
         # rows of what was evicted: until then (unless it grows further) its stale size must
         # not evict more; new bytes only replace the oldest (the segments keep their size).
-        held = self._other <= self._other_when_evicted and \
+        # Not with a grant: the index stays within it, and it is room the segments must leave.
+        held = self._grant is None and self._other <= self._other_when_evicted and \
             time.monotonic() - self._other_evicted_at < PRUNE_WAIT_S
         if held:
             room = max(room, self._room_when_evicted)
@@ -453,6 +469,32 @@ class SegmentWriter:
             self._other_when_evicted = self._other
             self._other_evicted_at = time.monotonic()
             self._room_when_evicted = self._total + incoming
+
+    def _answer_grant(self) -> None:
+        """Answer the index side's latest request for room (grant.py), once: evict the oldest
+        segments until it fits beside them (the current one too, finished first), then grant
+        it, or as much as there is. Packets come first: room for a segment with one packet of
+        the snaplen is never granted."""
+        if self._grant is None:
+            return
+        seq, wanted = self._grant.asked()
+        if seq == self._grant_seq:
+            return
+        rest = self._other - max(self._granted, self._index_measured)
+        floor = max(MIN_ROTATION_SIZE, HEADER_SIZE + RECORD_HEADER_SIZE + self._snaplen)
+        wanted = min(wanted, self._limit - rest - floor)
+        while self._segments and self._total + rest + wanted > self._limit:
+            if len(self._segments) == 1 and self._fd is not None:
+                if self._segments[0].size <= HEADER_SIZE:
+                    break
+                self._finish_current()
+            self._evict_oldest()
+            self._evicted_for_other += 1
+        self._granted = max(0, min(wanted, self._limit - rest - self._total))
+        self._grant_seq = seq
+        self._index_requests += 1
+        self._other = rest + max(self._granted, self._index_measured)
+        self._grant.give(seq, self._granted)
 
     def _evict_oldest(self) -> None:
         oldest = self._segments[0]
@@ -479,15 +521,24 @@ class SegmentWriter:
     def _refresh_other(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._other_at >= OTHER_BYTES_EVERY_S:
-            self._other = _other_bytes(self.directory, self._pcap_dir, self._subtrees)
+            rest, self._index_measured = _other_bytes(self.directory, self._pcap_dir,
+                                                      self._subtrees, self._index_files)
+            # The index's files count as their grant while they are within it (always, once
+            # the index side asked: before, at start, as measured).
+            self._other = rest + max(self._granted, self._index_measured)
             self._other_at = now
 
     def enforce(self) -> None:
         """Evict for what grew beside the segments since the last write (the index, as the
         dissection catches up): the capture loop calls this between batches."""
         with self._lock:
-            if self._lock_fd >= 0 and time.monotonic() - self._other_at >= OTHER_BYTES_EVERY_S:
+            if self._lock_fd >= 0 and (time.monotonic() - self._other_at >= OTHER_BYTES_EVERY_S
+                                       or self._grant_asked()):
                 self._evict_until(0)
+
+    def _grant_asked(self) -> bool:
+        """The index side asked for room and waits for the answer."""
+        return self._grant is not None and self._grant.asked()[0] != self._grant_seq
 
     def _start_segment(self, linktype: int, first_ts_ns: int) -> None:
         self._finish_current()
@@ -596,6 +647,7 @@ class SegmentWriter:
                 segment_size=self._segment_size, damaged_segments=self._damaged,
                 write_errors=self._write_errors, evicted_for_space=self._evicted_for_space,
                 other_bytes=self._other, evicted_for_other=self._evicted_for_other,
+                index_granted=self._granted, index_requests=self._index_requests,
                 last_write_error=self._last_write_error,
                 last_write_error_ts=self._last_write_error_ts)
 
@@ -613,12 +665,15 @@ class SegmentWriter:
         self.close()
 
 
-def _other_bytes(directory: Path, pcap_dir: Path, subtrees: dict[str, int]) -> int:
-    """What `du -sb` counts under the storage directory besides the segments: the index, its
-    WAL and shared memory, temp files, the directories themselves. The files at the top and in
-    pcap/ are measured each time; other subdirectories (with --tls, the merged kernel headers:
-    thousands of entries written once) are measured once, into `subtrees`."""
+def _other_bytes(directory: Path, pcap_dir: Path, subtrees: dict[str, int],
+                 apart: frozenset[str] = frozenset()) -> tuple[int, int]:
+    """What `du -sb` counts under the storage directory besides the segments, as (the rest,
+    the files at its top named in `apart`): the index, its WAL and shared memory, temp files,
+    the directories themselves. The files at the top and in pcap/ are measured each time; other
+    subdirectories (with --tls, the merged kernel headers: thousands of entries written once)
+    are measured once, into `subtrees`."""
     pcap = str(pcap_dir)
+    top = str(directory)
 
     def measured_once(path: str) -> int | None:
         if path == pcap:
@@ -627,10 +682,18 @@ def _other_bytes(directory: Path, pcap_dir: Path, subtrees: dict[str, int]) -> i
             subtrees[path] = _tree_bytes(path)
         return subtrees[path]
 
-    def is_segment(entry: os.DirEntry[str]) -> bool:
-        return bool(_SEGMENT_NAME.match(entry.name)) and os.path.dirname(entry.path) == pcap
+    def is_segment_or_apart(entry: os.DirEntry[str]) -> bool:
+        parent = os.path.dirname(entry.path)
+        return (parent == pcap and bool(_SEGMENT_NAME.match(entry.name))) or \
+            (parent == top and entry.name in apart)
 
-    return _tree_bytes(str(directory), skip=is_segment, known=measured_once)
+    apart_bytes = 0
+    for name in apart:
+        try:
+            apart_bytes += os.stat(os.path.join(top, name)).st_size
+        except FileNotFoundError:
+            pass
+    return _tree_bytes(top, skip=is_segment_or_apart, known=measured_once), apart_bytes
 
 
 def _tree_bytes(path: str, skip: Callable[[os.DirEntry[str]], bool] | None = None,

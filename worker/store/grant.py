@@ -1,0 +1,142 @@
+"""The index's share of --storage-limit, agreed between the two processes that write the store.
+
+The capture process writes the segments (SegmentWriter), the API process writes the index
+(EntryIndex): two writers of one directory under one limit. Each measuring the other and
+taking what looks free would let both take the same free bytes at the same moment (the index
+grew past the limit that way while dissection caught up). So the room is split up front:
+
+- the index side asks for a size (IndexBudget.fits, before any write that can grow the index
+  files: rows, pruning, vacuum steps, tags), and writes only within what was granted;
+- the writer answers each request once it has room for it beside its segments (it evicts the
+  oldest segments for it first) and keeps the segments within the limit minus the grant.
+
+The request and the answer are two 64-bit cells in memory shared across the fork (one aligned
+store each: no lock, so capture never waits for the API process), each holding a sequence
+number and a size. The index side counts the grant only when its sequence number is that of its
+latest request: a lower size asked for takes effect for both sides before the index grows again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import time
+
+_SIZE_BITS = 48                      # 256 TiB
+_SIZE_MASK = (1 << _SIZE_BITS) - 1
+_SEQ_MASK = (1 << (63 - _SIZE_BITS)) - 1
+ASKED, GIVEN = 0, 1
+# How often a side waiting for the other's answer looks.
+POLL_S = 0.002
+
+
+class IndexGrant:
+    """The two cells; made before the capture process is forked, used by both processes."""
+
+    def __init__(self) -> None:
+        self._cells = multiprocessing.RawArray(ctypes.c_int64, 2)
+
+    def _read(self, cell: int) -> tuple[int, int]:
+        value = self._cells[cell]
+        return value >> _SIZE_BITS, value & _SIZE_MASK
+
+    def _write(self, cell: int, seq: int, size: int) -> None:
+        self._cells[cell] = ((seq & _SEQ_MASK) << _SIZE_BITS) | min(max(0, size), _SIZE_MASK)
+
+    def asked(self) -> tuple[int, int]:
+        """(seq, bytes) of the index side's latest request; seq 0 before any."""
+        return self._read(ASKED)
+
+    def ask(self, seq: int, size: int) -> None:
+        self._write(ASKED, seq, size)
+
+    def given(self) -> tuple[int, int]:
+        """(seq, bytes): the writer's answer to request seq."""
+        return self._read(GIVEN)
+
+    def give(self, seq: int, size: int) -> None:
+        self._write(GIVEN, seq, size)
+
+
+class IndexBudget:
+    """The index side: keeps the index files within what the writer granted.
+
+    fits(now, growth, keep) says whether a write that can add `growth` bytes to the index's
+    files (now `now` bytes) fits, keeping `keep` bytes spare beside it (room the writes that
+    shrink the index need: pruning and vacuum go through the WAL too). When it does not fit it
+    asks for more (with half a `step` to spare, so that the next writes need not all ask) and
+    waits for the answer up to `wait` seconds. A grant more than 2 steps above what the index
+    needs is given back.
+    """
+
+    def __init__(self, grant: IndexGrant, limit: int) -> None:
+        self._grant = grant
+        self._seq = 0
+        self._floor = MIN_STEP
+        self.limit = limit
+        self.waits = 0              # writes that asked for more room and waited for it
+        self.refused = 0            # ... and found none in time (they are tried again later)
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._limit = value
+        # What one write may add (rows are written in transactions that fit it), and the
+        # room kept for the writes that shrink the index.
+        self.step = min(max(MAX_STEP, self._floor), max(self._floor, value // STEP_SHARE))
+
+    @property
+    def floor(self) -> int:
+        return self._floor
+
+    @floor.setter
+    def floor(self, value: int) -> None:
+        """The smallest step (the index sets it from its page size: a step holds a few rows)."""
+        self._floor = max(MIN_STEP, value)
+        self.limit = self._limit
+
+    def granted(self) -> int:
+        """What the index may use now: 0 while a request waits for its answer."""
+        seq, size = self._grant.given()
+        return min(size, self._limit) if seq == self._seq and self._seq else 0
+
+    def over(self, now: int) -> bool:
+        """The index's `now` bytes are above the room its latest request was answered with
+        (a lowered limit, an older and larger index: only shrinking brings it back)."""
+        return self._answered() and now > self.granted()
+
+    def fits(self, now: int, growth: int, keep: int, wait: float) -> bool:
+        need = now + growth + keep
+        granted = self.granted()
+        if need <= granted:
+            if granted > need + 2 * self.step:      # the index shrank: give the room back
+                self._ask(need + self.step // 2)
+            return True
+        self.waits += 1
+        if self._seq == 0 or self._grant.asked()[1] < need or self._answered():
+            self._ask(need + self.step // 2)
+        deadline = time.monotonic() + wait
+        while not self._answered() and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        if need <= self.granted():
+            return True
+        self.refused += 1
+        return False
+
+    def _answered(self) -> bool:
+        return self._grant.given()[0] == self._seq
+
+    def _ask(self, size: int) -> None:
+        self._seq = self._seq % _SEQ_MASK + 1
+        self._grant.ask(self._seq, min(size, self._limit))
+
+
+# A step is 1/16 of the limit, kept between 128 KiB and 8 MiB: the index holds one spare, and
+# up to two more before it gives room back, so at most ~3 steps of the limit are granted and
+# unused at a time.
+MIN_STEP = 128 * 1024
+MAX_STEP = 8 * 1024 * 1024
+STEP_SHARE = 16
