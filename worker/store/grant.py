@@ -134,9 +134,9 @@ class IndexBudget:
         self._grant.ask(self._seq, min(size, self._limit))
 
 
-# A step is 1/16 of the limit, kept between 128 KiB and 8 MiB: the index holds one spare, and
-# up to two more before it gives room back, so at most ~3 steps of the limit are granted and
-# unused at a time.
+# A step is 1/16 of the limit, kept between its floor (128 KiB, or 32 of the index's pages if
+# more: EntryIndex sets it) and 8 MiB: the index holds one spare, and up to two more before it
+# gives room back, so at most ~3 steps of the limit are granted and unused at a time.
 MIN_STEP = 128 * 1024
 MAX_STEP = 8 * 1024 * 1024
 STEP_SHARE = 16

@@ -475,7 +475,7 @@ class EntryIndex:
                       top: float | None = None) -> int:
         """The pages inserting these rows changes at most, all of them maybe added (see
         TRANSACTION_PAGES); `top`: the highest ts indexed before them (else the index's)."""
-        page = self._page_size or 4096
+        page = self._page_size or PAGE_SIZE
         if not values:
             return CURSOR_PAGES
         # in C, not per row in Python: this runs before every write of rows
@@ -608,7 +608,7 @@ class EntryIndex:
                 entry["tags"] = tags
                 updates.append((msgspec.json.encode(entry), seq))
                 found[seq] = tags
-            page = self._page_size or 4096
+            page = self._page_size or PAGE_SIZE
             # each row: its leaf, its old and new overflow pages, a split
             frames = sum(4 + 2 * -(-len(blob) // page) for blob, _seq in updates) + TRANSACTION_PAGES
             bound = self._room(connection, frames, frames, shrinking=False)
