@@ -5,6 +5,7 @@ while dissection lags and catches up (docs/OPERATIONS.md, Storage)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -118,12 +119,13 @@ def test_the_limit_holds_at_every_moment_while_dissection_lags_and_catches_up(st
             shards = worker.status()["dissection"]["shards"]
             pids = [shard["pid"] for shard in shards if shard["running"] and shard["pid"]]
             return pids if len(pids) == 2 else None
-        pids = wait_for(shard_pids, what="the 2 dissection shards")
         pairs = dns_pairs(2000)
         sampler = DirSampler(str(storage), LIMIT)
         sampler.start()
         try:
             for _round in range(2):
+                # (shards that shed are started again, all of them: new processes each round)
+                pids = wait_for(shard_pids, what="the 2 dissection shards")
                 for pid in pids:
                     os.kill(pid, signal.SIGSTOP)
                 try:
@@ -138,7 +140,8 @@ def test_the_limit_holds_at_every_moment_while_dissection_lags_and_catches_up(st
                             time.sleep(0.001)
                 finally:
                     for pid in pids:
-                        os.kill(pid, signal.SIGCONT)
+                        with contextlib.suppress(ProcessLookupError):   # restarted meanwhile
+                            os.kill(pid, signal.SIGCONT)
                 wait_for(lambda: worker.status()["dissection"]["caught_up"], timeout=30,
                          what="dissection to catch up")
         finally:
