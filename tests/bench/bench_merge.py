@@ -126,6 +126,10 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
 
         writer.write_values = timed  # type: ignore[method-assign]
         take, release, states = pipeline._take, pipeline._release, pipeline._shards
+        # what the merge thread does first (where the tree does it): its collector's tuning
+        tune = getattr(sys.modules["worker.sharded"], "tune_gc_for_merge", None)
+        if tune is not None:
+            tune()
         cpu, wall, thread = time.process_time(), time.perf_counter(), time.thread_time()
         for event in events:
             if event is None:
@@ -151,7 +155,7 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
             "wall_us": wall / count * 1e6,
             "writer_thread_us": in_writer[0] / count * 1e6,
             "writer_wall_us": in_writer[1] / count * 1e6,
-            "index_mb": size / 1e6, "checkpoints_thread/writer": checkpoints,
+            "gc_tuned": int(tune is not None), "index_mb": size / 1e6, "checkpoints_thread/writer": checkpoints,
             "digest": digest.hexdigest()[:16]}
 
 
