@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.broadcast import Broadcaster
-from worker.dissection import (DONE, IDLE, MemoryBudget, OrderKey, id_prefix_for,
-                               tune_gc_for_dissection)
+from worker.dissection import DONE, IDLE, MemoryBudget, OrderKey, id_prefix_for
 from worker.names import Name, Network, NameTable
 from worker.pipeline import PRUNE_EVERY_S, READ_BATCH, DissectionStats, IndexWriter
 from worker.redact import Redactor
@@ -250,7 +249,6 @@ class ShardedPipeline:
 
     # -- the merge ----------------------------------------------------------------------------
     def _run(self) -> None:
-        tune_gc_for_merge()
         self._start_all()
         last_prune = last_finished = 0.0
         try:
@@ -396,15 +394,6 @@ class ShardedPipeline:
 
 
 _key: Callable[[tuple[OrderKey, WireRow]], OrderKey] = itemgetter(0)
-
-
-def tune_gc_for_merge() -> None:
-    """The merge allocates three tuples per row (its key, its values, the pair) and holds
-    them until released: at CPython's default gen0 threshold (700) the collector ran every
-    ~230 rows and promoted the rows waiting for the other shard to older generations, whose
-    collections then walked them again. Process-wide, as the in-thread Pipeline does: the
-    API's event loop allocates far less (docs/BENCHMARKS.md, "The merge's collector")."""
-    tune_gc_for_dissection()
 
 
 # The entry JSON is joined into a bytearray: sqlite3 binds a bytearray as a blob directly, a

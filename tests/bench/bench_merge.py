@@ -10,9 +10,10 @@ merge released rows), once; later runs reuse both. Then it replays the recording
 times through ShardedPipeline's _take / _release and IndexWriter into a fresh index (in
 --index-dir: the same disk as the store unless told, so checkpoints' fsyncs count), with no
 shard processes: the merge thread's work alone, without the machine's other load on the
-shards. It prints CPU and wall time per row, the part spent in IndexWriter (sqlite), and a
-digest of every indexed row, which must be the same for every tree (--tree: import the worker
-from another checkout, to compare before and after on the same recording).
+shards. It prints CPU and wall time per row, the parts spent decoding the shards' reports and
+in IndexWriter (sqlite), and a digest of every indexed row, which must be the same for every
+tree (--tree: import the worker from another checkout, to compare before and after on the same
+recording).
 """
 
 from __future__ import annotations
@@ -126,16 +127,16 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
 
         writer.write_values = timed  # type: ignore[method-assign]
         take, release, states = pipeline._take, pipeline._release, pipeline._shards
-        # what the merge thread does first (where the tree does it): its collector's tuning
-        tune = getattr(sys.modules["worker.sharded"], "tune_gc_for_merge", None)
-        if tune is not None:
-            tune()
         cpu, wall, thread = time.process_time(), time.perf_counter(), time.thread_time()
+        decoding = 0.0
         for event in events:
             if event is None:
                 release()
             else:
-                take(states[event[0]], decode_report(event[1]))
+                start = time.thread_time()
+                report = decode_report(event[1])
+                decoding += time.thread_time() - start
+                take(states[event[0]], report)
         cpu, wall, thread = (time.process_time() - cpu, time.perf_counter() - wall,
                              time.thread_time() - thread)
         digest = hashlib.sha256()
@@ -153,9 +154,10 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
     return {"rows": count, "wall_s": wall,
             "thread_us": thread / count * 1e6, "process_us": cpu / count * 1e6,
             "wall_us": wall / count * 1e6,
+            "decode_thread_us": decoding / count * 1e6,
             "writer_thread_us": in_writer[0] / count * 1e6,
             "writer_wall_us": in_writer[1] / count * 1e6,
-            "gc_tuned": int(tune is not None), "index_mb": size / 1e6, "checkpoints_thread/writer": checkpoints,
+            "index_mb": size / 1e6, "checkpoints_thread/writer": checkpoints,
             "digest": digest.hexdigest()[:16]}
 
 
