@@ -37,7 +37,7 @@ SYN_TIMEOUT_NS = int(SYN_TIMEOUT_S * 1e9)
 
 Failure = Literal["refused", "reset", "timeout", "abandoned"]
 UNREACHABLE_NOTE = "refused: ICMP port unreachable (nothing listens on that port)"
-_SIDES = ("client", "server")
+_SIDES: tuple[Literal["client"], Literal["server"]] = ("client", "server")
 
 
 class TcpFacts:
@@ -86,7 +86,7 @@ class TcpFacts:
         if key == self._key and self._info is not None:
             return self._info
 
-        def side(value: int | None) -> str | None:
+        def side(value: int | None) -> Literal["client", "server"] | None:
             if value is None:
                 return None
             return _SIDES[1 - value if swapped else value]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Iterable
-from typing import Any
 
 import msgspec
 
@@ -24,11 +23,11 @@ from worker.packet import FOREIGN, PacketRef, StoredPacket, decode, ip_text
 from worker.redact import Redactor
 from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import IndexRow
+# Re-exported: these Structs were defined here before the module was compiled.
+from worker.dissection_structs import (LOW_WATER, DissectionCounters, IndexedEntry,  # noqa: F401
+                                       MemoryBudget)
 
 EXPIRE_EVERY_NS = 1_000_000_000
-# Over the budget, sessions are cut, largest first, until all hold at most this share of it
-# (so the next check does not cut again at once).
-LOW_WATER = 0.75
 # Between two checks what sessions hold grows by at most about twice the bytes delivered (the
 # selector keeps undecided bytes twice): the next check comes once that could reach the
 # budget, and at least every 1/16 of the budget delivered. A check sums every session (1-2 us
@@ -67,28 +66,6 @@ PACKET, EXPIRED, IDLE, END, DONE = 1, 2, 3, 4, 5
 # An entry encoded before its seq is known (dissection shards): the merge gives it its id.
 UNNUMBERED_ID = ""
 _UNNUMBERED_PREFIX = b'{"id":""'
-
-class DissectionCounters(msgspec.Struct):
-    """The counters of one dissection as /status shows them (dissection.*): the in-thread
-    pipeline's (worker.pipeline.DissectionStats) and each shard's (worker.shard.ShardStats)."""
-
-    packets: int = 0
-    not_tcp_udp: int = 0
-    entries: int = 0
-    lag_bytes: int = 0
-    lag_seconds: float = 0.0
-    shed_segments: int = 0
-    shed_bytes: int = 0
-    discontinuities: int = 0
-    cut: dict[str, int] = msgspec.field(default_factory=dict)   # entries a per-session cap cut, by cap
-    # bytes sessions passed over looking for a message start, by protocol (when flows end)
-    skipped: dict[str, int] = msgspec.field(default_factory=dict)
-    # the sessions' memory budget (--dissect-memory): what they held, what was cut for it
-    memory: MemoryBudget | None = None
-    errors: int = 0
-    last_error: str = ""
-    caught_up: bool = False       # everything stored so far has been dissected
-
 
 # Dissection allocates and frees many small containers per packet (flows, sessions, exchanges,
 # entries). At CPython's default gen0 threshold (700 allocations) the collector ran every few
@@ -137,32 +114,6 @@ def _endpoint_json(ip: str, port: int, named: Name | None) -> msgspec.Raw:
     if named is None:
         return msgspec.Raw(encode(Endpoint(ip, port)))
     return msgspec.Raw(encode(Endpoint(ip, port, *named)))  # type: ignore[arg-type]
-
-
-class IndexedEntry(msgspec.Struct):
-    """A shark.model.Entry as dissection encodes it for the index: the same fields in the same
-    order (the same JSON), with the parts every entry of a flow shares (its endpoints, its
-    TCP or UDP facts) spliced in pre-encoded. What the redactor reads and changes (protocol,
-    summary, request, response) is as in Entry."""
-
-    id: str
-    node: str
-    protocol: str
-    ts: float
-    src: msgspec.Raw
-    dst: msgspec.Raw
-    summary: str
-    elapsed_ms: float | None
-    status: int | None
-    request: dict[str, Any]
-    response: dict[str, Any] | None
-    size: Size
-    tls: bool
-    tags: tuple[str, ...]
-    complete: bool
-    notes: list[str]
-    tcp: msgspec.Raw | None
-    udp: msgspec.Raw | None
 
 
 class FlowEntries:
@@ -222,27 +173,6 @@ class FlowEntries:
         if info is not self.info:
             self.info, self.info_json = info, msgspec.Raw(encode(info))
         return self.info_json
-
-
-class MemoryBudget(msgspec.Struct):
-    """What the sessions of one Dissection may hold together (Session.held_bytes), and what
-    keeping to it cost. A worker divided into shards gives each its share."""
-
-    limit: int
-    held: int = 0              # what all sessions held at the last check (after cutting)
-    peak: int = 0              # the most they were found holding at a check (before cutting)
-    sessions: int = 0          # live sessions at the last check
-    checks: int = 0
-    cut_sessions: int = 0      # sessions cut: each emitted what it had and read on
-    cut_bytes: int = 0         # what those sessions held when cut
-
-    def __post_init__(self) -> None:
-        if self.limit < 1:
-            raise ValueError(f"memory budget {self.limit}: expected at least 1 byte")
-
-    @property
-    def low_water(self) -> int:
-        return int(self.limit * LOW_WATER)
 
 
 def unnumbered_rest(entry_json: bytes) -> bytes:

@@ -493,8 +493,9 @@ class Assembler:
                 self._deliver(half, payload, ts_ns, ref)
                 return
         pending = half.pending
-        if type(pending) is tuple:
-            pending = half.pending = []
+        if isinstance(pending, tuple):
+            pending = []
+            half.pending = pending
         stored = insert(pending, half.delivered + delta, payload, ref)
         if stored < size:
             stats.retransmitted_bytes += size - stored
@@ -528,7 +529,10 @@ class Assembler:
 
     def _drain(self, half: Half, ts_ns: int) -> None:
         """Deliver the buffered bytes that now continue the stream, as one chunk."""
-        run = take_run(half.pending, half.delivered)
+        pending = half.pending
+        if isinstance(pending, tuple):   # NO_PIECES: nothing was ever buffered
+            return
+        run = take_run(pending, half.delivered)
         if run is None:
             return
         data, ref = run

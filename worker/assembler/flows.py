@@ -64,6 +64,7 @@ class Half:
 
     __slots__ = ("flow", "direction", "peer", "base", "next_seq", "delivered", "pending",
                  "fin_offset")
+    __deletable__ = ("peer",)     # Flow.unlink (mypyc: compiled attributes are not deletable else)
 
     def __init__(self, flow: Flow, direction: Direction) -> None:
         self.flow = flow
@@ -87,6 +88,7 @@ class Flow:
 
     __slots__ = ("info", "key", "is_tcp", "session", "client", "server", "last_ns",
                  "queued_ns", "closed", "anchored", "buffered")
+    __deletable__ = ("client", "server")   # unlink
 
     def __init__(self, info: FlowInfo, key: FlowKey, session: Session | None, ts_ns: int,
                  anchored: bool = False) -> None:

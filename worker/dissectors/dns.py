@@ -238,6 +238,14 @@ class Message:
                  "qclass", "answers", "authorities", "additionals", "edns", "rcode", "error",
                  "end")
 
+    # The header's fields, set by whoever makes the message (parse, or a header alone).
+    id: int
+    flags: int
+    qdcount: int
+    ancount: int
+    nscount: int
+    arcount: int
+
     def __init__(self) -> None:
         self.qname = ""
         self.qtype = self.qclass = 0
@@ -614,26 +622,26 @@ class DnsSession:
         if not msg.flags & 0x8000:                          # a query
             if direction != Direction.CLIENT_TO_SERVER:     # a query from the server's side
                 offset = self.offsets[Direction.CLIENT_TO_SERVER]
-            query = _Query(msg, ts, ref, offset, size)
+            asked = _Query(msg, ts, ref, offset, size)
             if msg.error:
-                query.notes.append(f"malformed: {msg.error}")
+                asked.notes.append(f"malformed: {msg.error}")
             # The one query waiting with an id is kept as itself; a second with that id
             # makes a deque of them, oldest first.
             same_id = pending.get(msg.id)
             if same_id is None:
-                pending[msg.id] = query
-            elif type(same_id) is _Query:
-                pending[msg.id] = deque((same_id, query))
+                pending[msg.id] = asked
+            elif isinstance(same_id, _Query):
+                pending[msg.id] = deque((same_id, asked))
             else:
-                same_id.append(query)
-            self.order.append(query)
+                same_id.append(asked)
+            self.order.append(asked)
             self.waiting += 1
             if self.waiting > MAX_PENDING:
                 self._expire(None)
             return
         waiting = pending.pop(msg.id, None)
-        query = None
-        if type(waiting) is _Query:
+        query: _Query | None = None
+        if isinstance(waiting, _Query):
             if not waiting.done:
                 query = waiting
         elif waiting is not None:
@@ -678,7 +686,7 @@ class DnsSession:
             same_id = self.pending.get(query.msg.id)
             if same_id is query:
                 del self.pending[query.msg.id]
-            elif same_id is not None and type(same_id) is not _Query:
+            elif same_id is not None and not isinstance(same_id, _Query):
                 same_id.remove(query)
                 if not same_id:
                     del self.pending[query.msg.id]

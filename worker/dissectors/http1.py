@@ -43,14 +43,15 @@ SUMMARY_LIMIT = 256
 # "cut: http1 pending", and the rest of the connection is not dissected.
 MAX_PENDING = 128
 
-METHODS = frozenset({
+METHODS: frozenset[bytes] = frozenset({
     b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
     b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"REPORT",
     b"SEARCH", b"PURGE", b"LINK", b"UNLINK", b"MKCALENDAR", b"ACL", b"BIND", b"REBIND",
     b"UNBIND", b"MERGE", b"CHECKOUT", b"MKACTIVITY", b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE",
 })
 _METHOD_MAX = max(len(m) for m in METHODS)
-_METHOD_ALT = b"|".join(sorted(METHODS, key=len, reverse=True))
+_LONGEST_FIRST: list[bytes] = sorted(METHODS, key=len, reverse=True)
+_METHOD_ALT = b"|".join(_LONGEST_FIRST)
 _TARGET = rb"[^\x00-\x20\x7f]+"
 _REQUEST_LINE = re.compile(rb"(?:" + _METHOD_ALT + rb") " + _TARGET + rb" HTTP/1\.[01]\r?\n")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] [0-9]{3}(?:[ \t][^\r\n]*)?\r?\n")
@@ -615,11 +616,7 @@ class _Reader(StreamReader):
 UpgradeHook = Callable[[str, FlowInfo, Emit, int], "Session | None"]
 
 
-class HttpSession(TwoWaySession):
-    client: _Reader
-    server: _Reader
-    readers: tuple[_Reader, _Reader]
-
+class HttpSession(TwoWaySession[_Reader]):
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0,
                  upgrade_hook: UpgradeHook | None = None) -> None:
         super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER),

@@ -31,7 +31,7 @@ incomplete at close.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
@@ -104,7 +104,7 @@ class Malformed(ValueError):
 
 # -- fixed header ------------------------------------------------------------------------
 
-def fixed_header(data: bytes | bytearray, pos: int) -> tuple[int, int, int] | None | bool:
+def fixed_header(data: bytes | bytearray, pos: int) -> tuple[int, int, int] | None | Literal[False]:
     """(type_and_flags, remaining length, header length) of a packet at data[pos:]; None when
     more bytes are needed; False when it cannot be an MQTT fixed header."""
     n = len(data)
@@ -637,9 +637,7 @@ class _Reader(StreamReader):
 
 # -- the session -------------------------------------------------------------------------
 
-class MqttSession(TwoWaySession):
-    readers: tuple[_Reader, _Reader]
-
+class MqttSession(TwoWaySession[_Reader]):
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
         super().__init__(_Reader(self, C2S), _Reader(self, S2C))
         self.flow = flow

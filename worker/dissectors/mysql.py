@@ -31,7 +31,7 @@ header and a byte is never such a start (the rest of a packet a gap cut often is
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
 from worker.dissectors.stream import (Frame, LengthPrefixedReader, Span, TwoWaySession,
@@ -252,11 +252,10 @@ def detect(client: bytes, server: bytes) -> Detect:
 
 # -- per direction framing -----------------------------------------------------------------
 
-class _Reader(LengthPrefixedReader):
+class _Reader(LengthPrefixedReader["MySession"]):
     """Cuts one direction into packets; the SKIP state, gaps and marks are the base's."""
 
     __slots__ = ("resyncing", "continued")
-    sink: MySession
 
     def __init__(self, session: MySession, direction: Direction) -> None:
         super().__init__(session, direction)
@@ -387,10 +386,7 @@ def _parse_err(payload: bytes) -> dict[str, Any]:
             "message": message.decode("utf-8", "replace")[:QUERY_LIMIT]}
 
 
-class MySession(TwoWaySession):
-    client: _Reader
-    server: _Reader
-
+class MySession(TwoWaySession[_Reader]):
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
         super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER),
                          _Reader(self, Direction.SERVER_TO_CLIENT))
@@ -987,7 +983,7 @@ class MySession(TwoWaySession):
         # Positional, in Exchange's field order: a dozen keywords cost a microsecond more.
         ex = Exchange("mysql", start_ns, cmd.end_ts if answered else None, summary, cmd.request,
                       response, status, 0 if cmd.lost else max(0, cmd.req_end - cmd.start),
-                      (cmd.resp_end - cmd.resp_start) if answered else 0,
+                      (cmd.resp_end - cast(int, cmd.resp_start)) if answered else 0,
                       cmd.complete and not cmd.lost,
                       cmd.resp_ref if cmd.lost and answered else cmd.ref, cmd.end_ref,
                       cmd.start, cmd.resp_start, None, None, notes)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 import struct
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
 from worker.dissectors.stream import (Frame, LengthPrefixedReader, Span, TwoWaySession,
@@ -260,11 +260,10 @@ def detect(client: bytes, server: bytes) -> Detect:
 
 # -- per direction framing -----------------------------------------------------------------
 
-class _Reader(LengthPrefixedReader):
+class _Reader(LengthPrefixedReader["PgSession"]):
     """Cuts one direction into messages; the SKIP state, gaps and marks are the base's."""
 
     __slots__ = ("frontend", "resyncing", "untyped")
-    sink: PgSession
 
     def __init__(self, session: PgSession, direction: Direction) -> None:
         super().__init__(session, direction)
@@ -511,7 +510,7 @@ def _tag_rows(tag: str) -> int | None:
     return None
 
 
-class PgSession(TwoWaySession):
+class PgSession(TwoWaySession[_Reader]):
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
         super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER),
                          _Reader(self, Direction.SERVER_TO_CLIENT))
@@ -749,10 +748,10 @@ class PgSession(TwoWaySession):
             self._op(DESCRIBE, group)
         elif t == 0x45:                                       # Execute
             portal, i = _cstr(body, 0)
-            statement = self.portals.get(portal)
-            if statement is not None and not request["query"]:
-                request["statement"] = statement
-                query = self.statements.get(statement, "")
+            bound = self.portals.get(portal)
+            if bound is not None and not request["query"]:
+                request["statement"] = bound
+                query = self.statements.get(bound, "")
                 request["query"] = query[:QUERY_LIMIT]
                 group.summary = _short(query)
             if not group.summary:
@@ -852,10 +851,10 @@ class PgSession(TwoWaySession):
                 return
         if t == 0x4E:                                        # NoticeResponse
             fields = _error_fields(body)
-            unit = self.ops[0][1] if self.ops and self.ops[0][1] is not self.nobody else (
+            noticed = self.ops[0][1] if self.ops and self.ops[0][1] is not self.nobody else (
                 self.units[-1] if self.units else None)
-            if unit is not None and len(unit.notices) < NOTICES_LIMIT:
-                unit.notices.append(f"{fields.get('severity', 'NOTICE')}: "
+            if noticed is not None and len(noticed.notices) < NOTICES_LIMIT:
+                noticed.notices.append(f"{fields.get('severity', 'NOTICE')}: "
                                     f"{fields.get('message', '')}"[:QUERY_LIMIT])
             return
         if t == 0x41:                                        # NotificationResponse
@@ -1065,7 +1064,7 @@ class PgSession(TwoWaySession):
                       unit.end_ts if answered else None, summary or kind, request, response,
                       db_status(answered, unit.error is not None),
                       0 if unknown else max(0, unit.req_end - unit.start),
-                      (unit.resp_end - unit.resp_start) if answered else 0,
+                      (unit.resp_end - cast(int, unit.resp_start)) if answered else 0,
                       unit.complete and not unknown,
                       unit.resp_ref if unknown and answered else unit.ref, unit.end_ref,
                       unit.start, unit.resp_start, None, None, notes)

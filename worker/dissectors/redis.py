@@ -852,7 +852,7 @@ class _Reader(StreamReader):
         return held
 
 
-def _int(line: bytes) -> int | None:
+def _int(line: bytes | bytearray) -> int | None:
     if not line or len(line) > 20:
         return None
     try:
@@ -876,11 +876,7 @@ class _Request:
         self.expect = fields["args"] if fields["command"] in _SUBSCRIBE_COMMANDS else 1
 
 
-class RedisSession(TwoWaySession):
-    client: _Reader
-    server: _Reader
-    readers: tuple[_Reader, _Reader]
-
+class RedisSession(TwoWaySession[_Reader]):
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
         super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER, body_limit),
                          _Reader(self, Direction.SERVER_TO_CLIENT, body_limit))
@@ -1008,14 +1004,14 @@ class RedisSession(TwoWaySession):
         msg, reply = request.msg, request.reply
         fields = request.fields
         notes = list(msg.notes) if msg.notes else []
-        request_body = None if msg.raw is None else bytes(msg.raw)
+        request_body: bytes | None = None if msg.raw is None else bytes(msg.raw)
         if reply is None:
             # Positional, in Exchange's field order: a dozen keywords cost a microsecond more.
             self.emit(Exchange("redis", msg.ts, None, _summary(fields), fields, None, None,
                                msg.end - msg.start, 0, complete, msg.ref, msg.end_ref,
                                msg.start, None, request_body, None, notes))
             return
-        response = response_fields(reply.node) if reply.node is not None else \
+        response: dict[str, Any] = response_fields(reply.node) if reply.node is not None else \
             {"type": None, "value": None, "error": None, "length": None}
         if request.confirmations:
             response["confirmations"] = request.confirmations

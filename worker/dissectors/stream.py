@@ -15,9 +15,10 @@ rest skipped by length (the SKIP state), across chunks and gaps, and delivered a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
+from mypy_extensions import mypyc_attr
 
 from worker.dissectors.base import Direction
 from worker.packet import PacketRef
@@ -63,6 +64,8 @@ class Span(msgspec.Struct, frozen=True, gc=False):
         return self.end - self.start
 
 
+# Compiled (shark/compiled.py): other dissectors and tests subclass it in Python.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StreamReader(ABC):
     """Buffer, marks, offsets, gaps and skipped bytes of one direction.
 
@@ -234,13 +237,22 @@ class FrameSink(Protocol):
         should start ("malformed"); ts and ref say where the reader was."""
 
 
-class LengthPrefixedReader(StreamReader):
+
+# What a LengthPrefixedReader delivers to and a TwoWaySession reads with: generic so that a
+# dissector's session and reader see each other's own type (mypyc cannot narrow an attribute's
+# type in a subclass as mypy lets a class annotation do).
+_Sink = TypeVar("_Sink", bound=FrameSink)
+_Reader = TypeVar("_Reader", bound=StreamReader)
+
+# Compiled (shark/compiled.py): other dissectors and tests subclass it in Python.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class LengthPrefixedReader(StreamReader, Generic[_Sink]):
     """A StreamReader whose parser knows each message's length: a message longer than what
     the sink keeps is delivered from its head, the rest skipped by length (SKIP)."""
 
     __slots__ = ("sink", "skip_left", "pending", "cut")
 
-    def __init__(self, sink: FrameSink, direction: Direction) -> None:
+    def __init__(self, sink: _Sink, direction: Direction) -> None:
         super().__init__(direction)
         self.sink = sink
         self.skip_left = 0
@@ -313,12 +325,14 @@ class LengthPrefixedReader(StreamReader):
             kind, head, Span(start, end, first_ts, first_ref, ts, ref), cut, continued))
 
 
-class TwoWaySession:
+# Compiled (shark/compiled.py): other dissectors and tests subclass it in Python.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class TwoWaySession(Generic[_Reader]):
     """A session reading each direction with its own reader: the client's and the server's.
 
     Subclasses make the two readers and write on_close; `dead` stops both directions."""
 
-    def __init__(self, client: StreamReader, server: StreamReader) -> None:
+    def __init__(self, client: _Reader, server: _Reader) -> None:
         self.client = client
         self.server = server
         self.readers = (client, server)       # indexed by Direction
