@@ -96,7 +96,7 @@ def count_cuts(counts: dict[str, int], notes: Iterable[str]) -> None:
             counts[what] = counts.get(what, 0) + 1
 
 
-def elapsed_ms(start_ns: int, end_ns: int) -> float:
+def elapsed_ms(start_ns: int | float, end_ns: int | float) -> float:
     """round(max(0, end_ns - start_ns) / 1e6, 3), the same float, without round(): rounding a
     float to digits formats and parses its decimal (2 us, a fifth of what making an entry
     cost). Off a tie (ns ending in 500) the double ns / 1e6 rounds as the exact quotient does,

@@ -332,7 +332,8 @@ def _plausible_header(buf: bytes | bytearray, pos: int, is_response: bool | None
         return False
     if (flags >> 11) & 0x0F not in OPCODES:
         return False
-    return qd == 1 and max(an, ns, ar) <= 512 and (flags & 0x8000 or an == 0)
+    # bool(): struct gives untyped ints, and a compiled `-> bool` refuses an int
+    return bool(qd == 1 and max(an, ns, ar) <= 512 and (flags & 0x8000 or an == 0))
 
 
 def _question_plausible(buf: bytes, pos: int = 12) -> int:

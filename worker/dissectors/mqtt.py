@@ -351,9 +351,10 @@ class _Packet:
     __slots__ = ("kind", "flags", "direction", "fields", "start", "end", "ts", "end_ts", "ref",
                  "end_ref", "size", "payload", "notes", "packet_id", "code")
 
-    def __init__(self, kind: int, flags: int, direction: Direction) -> None:
+    def __init__(self, kind: int, flags: int, direction: Direction,
+                 fields: dict[str, Any] | None = None) -> None:
         self.kind, self.flags, self.direction = kind, flags, direction
-        self.fields: dict[str, Any] = {"packet_type": NAMES[kind]}
+        self.fields: dict[str, Any] = {"packet_type": NAMES[kind]} if fields is None else fields
         self.start = self.end = self.ts = self.end_ts = 0
         self.ref = self.end_ref = (0, 0)
         self.size = 0
@@ -543,22 +544,20 @@ class _Reader(StreamReader):
                         return pos                # properties: the general path reads them
                     at += 1
                 fields["payload_size"] = end - at
-                packet = _Packet.__new__(_Packet)
-                packet.kind, packet.flags, packet.fields = PUBLISH, flags, fields
-                packet.packet_id, packet.code = packet_id, None
+                # (a compiled class cannot be made by __new__ alone, as this was)
+                packet = _Packet(PUBLISH, flags, direction, fields)
+                packet.packet_id = packet_id
                 packet.payload = bytearray(work[at:min(end, at + body_limit)]) \
                     if body_limit > 0 else None
             elif PUBACK <= kind <= PUBCOMP and remaining == 2 and \
                     first & 15 == (2 if kind == PUBREL else 0):
                 packet_id = work[pos + 2] << 8 | work[pos + 3]
-                packet = _Packet.__new__(_Packet)
-                packet.kind, packet.flags = kind, first & 15
-                packet.fields = {"packet_type": NAMES[kind], "packet_id": packet_id,
-                                 "reason_code": 0}
-                packet.packet_id, packet.code, packet.payload = packet_id, 0, None
+                packet = _Packet(kind, first & 15, direction,
+                                 {"packet_type": NAMES[kind], "packet_id": packet_id,
+                                  "reason_code": 0})
+                packet.packet_id, packet.code = packet_id, 0
             else:
                 return pos
-            packet.direction = direction
             start = base + pos
             packet.start, packet.end, packet.size = start, base + end, end - pos
             if start >= last_start:               # within the chunk just taken
@@ -567,7 +566,6 @@ class _Reader(StreamReader):
             else:
                 _, packet.ts, packet.ref = chunk_at(marks, start)
                 _, packet.end_ts, packet.end_ref = chunk_at(marks, base + end - 1)
-            packet.notes = []
             pos = end
             on_packet(packet)
         return pos

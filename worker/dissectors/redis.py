@@ -219,7 +219,7 @@ class _Node:
         self.attrs = 0
 
 
-def _text(value: bytes, limit: int) -> str:
+def _text(value: bytes | bytearray, limit: int) -> str:
     text = value[:limit * 4].decode("utf-8", "replace")
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
