@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import msgspec
@@ -62,16 +64,32 @@ def test_merge_is_newest_first_across_workers():
     assert [w.count for w in answer.workers] == [2, 2, 2]
 
 
+SEQ_MARK, TS_MARK = "@seq@", 123456789.25
+
+
+def line_maker(node: str, **extra: Any) -> Callable[[int, float], bytes]:
+    """`json.dumps(entry(node, seq, ts, **extra))` and a newline, made from a template dumped
+    once: tens of thousands of json.dumps of whole entries (under tracemalloc) took most of the
+    time of the tests that stream big answers. Checked against the plain way once."""
+    template = json.dumps(entry(node, SEQ_MARK, TS_MARK, **extra))   # type: ignore[arg-type]
+
+    def line(seq: int, ts: float) -> bytes:
+        return template.replace(SEQ_MARK, str(seq)).replace(repr(TS_MARK), repr(ts)).encode() + b"\n"
+    assert line(7, 7.5) == json.dumps(entry(node, 7, 7.5, **extra)).encode() + b"\n"
+    return line
+
+
 class Lines(httpx.AsyncByteStream):
     """A worker answer made as it is read (nothing of it held before): `count` entries of
     `node`, oldest first (the order a worker must not send, which the hub still sorts)."""
 
     def __init__(self, node: str, count: int) -> None:
         self.node, self.count = node, count
+        self.line = line_maker(node, pad="x" * 150)
 
     async def __aiter__(self):
         for seq in range(self.count):
-            yield json.dumps(entry(self.node, seq, seq + 0.001 * int(self.node[1:]), pad="x" * 150)).encode() + b"\n"
+            yield self.line(seq, seq + 0.001 * int(self.node[1:]))
 
 
 @respx.mock
@@ -480,11 +498,14 @@ class NewestFirst(httpx.AsyncByteStream):
 
     def __init__(self, node: str, count: int) -> None:
         self.node, self.count = node, count
+        self.makers: dict[tuple[int, int], Callable[[int, float], bytes]] = {}
 
     async def __aiter__(self):
         for seq in range(self.count, 0, -1):
-            yield json.dumps(entry(self.node, seq, float(seq), pad="x" * 150, elapsed_ms=float(seq % 7),
-                                   status=500 if seq % 10 == 0 else 200)).encode() + b"\n"
+            key = (seq % 7, 500 if seq % 10 == 0 else 200)
+            if key not in self.makers:
+                self.makers[key] = line_maker(self.node, pad="x" * 150, elapsed_ms=float(key[0]), status=key[1])
+            yield self.makers[key](seq, float(seq))
 
 
 @respx.mock
