@@ -1,6 +1,10 @@
 """A real HTTP/1.1 server for capture tests, run as its own process.
 
-python -m support.http_server PORT [HOST] [--tls CERT KEY]   (from tests/, or with tests/ on sys.path)
+python -m support.http_server PORT [HOST] [--tls CERT KEY] [--nodelay]   (from tests/, or with tests/ on sys.path)
+--nodelay sets TCP_NODELAY: a response goes out as two writes (headers, then the body), and with
+Nagle's algorithm on, the body waits for the client's delayed ACK (40 ms on lo) on every request
+of a keep-alive connection (~20 requests/s). Off by default: the tests that compare segments with
+tshark (pipelining) were checked with the segments Nagle makes.
 Routes: /status/NNN, /json, /gzip, /deflate, /chunked, /bytes/N, /echo (POST), /slow/MS,
 /nobody (204), anything else 200 with a short text body. Keep-alive on; HTTP/1.1.
 """
@@ -21,10 +25,6 @@ SESSION = "server-session-5e1b0c"   # the cookie /setcookie sets
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "shark-test/1.0"
-    # TCP_NODELAY, as real servers set it: a response goes out as two writes (headers, then the
-    # body), and with Nagle on the body waited for the client's delayed ACK (40 ms on lo) on
-    # every request of a keep-alive connection, which held tests to ~20 requests/s.
-    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
@@ -98,6 +98,9 @@ def main() -> None:
     if "--tls" in args:                      # HTTPS with this certificate and key
         at = args.index("--tls")
         tls, args = args[at + 1:at + 3], args[:at] + args[at + 3:]
+    if "--nodelay" in args:
+        args.remove("--nodelay")
+        Handler.disable_nagle_algorithm = True
     port = int(args[0])
     host = args[1] if len(args) > 1 else "127.0.0.1"
     server = ThreadingHTTPServer((host, port), Handler)
