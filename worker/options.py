@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.store.private import tighten_store
+from worker.store.private import SharedDirectoryError, refuse_shared, tighten_store
 
 DEFAULT_LISTEN = "127.0.0.1:8897"
 DEFAULT_STORAGE_LIMIT = 200 * 1000 * 1000
@@ -97,6 +97,10 @@ def check_storage_dir(path: Path) -> list[str]:
     """Create the directory if needed (0700; an existing store is made private too) and prove
     it is writable, with one clear error if not. Returns notes about what stays readable
     beyond its owner."""
+    try:
+        refuse_shared(path)
+    except SharedDirectoryError as error:
+        raise OptionError(f"--storage-dir: {error}") from None
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         notes = tighten_store(path)

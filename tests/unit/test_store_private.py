@@ -12,9 +12,9 @@ import pytest
 
 from factories import LINKTYPE_ETHERNET, tcp_packet
 from test_store_index import make_row
-from worker.options import check_storage_dir
+from worker.options import OptionError, check_storage_dir
 from worker.store.index import open_index
-from worker.store.segments import MIN_STORAGE_LIMIT, SegmentWriter
+from worker.store.segments import MIN_STORAGE_LIMIT, SegmentWriter, StoreError
 
 
 def mode(path: Path) -> int:
@@ -78,3 +78,23 @@ def test_a_file_that_cannot_be_tightened_is_a_note_not_a_failure(tmp_path, loose
     assert f"{stuck} stays mode 644, readable beyond its owner: cannot change it (Operation not permitted)" \
         in done.stdout
     assert mode(store) == 0o700
+
+
+@pytest.mark.parametrize("shared_mode", [0o1777, 0o777, 0o1755])
+def test_a_shared_directory_is_refused_not_tightened(tmp_path, loose_umask, shared_mode):
+    # as /tmp and /dev/shm are: tightening one to 0700 locked PostgreSQL out of its shared memory
+    shared = tmp_path / "shm"
+    shared.mkdir()
+    shared.chmod(shared_mode)
+    theirs = shared / "PostgreSQL.1234"
+    theirs.write_bytes(b"x")
+    theirs.chmod(0o644)
+    with pytest.raises(OptionError, match=rf"--storage-dir: {shared} is a shared directory "
+                                          rf"\(mode {shared_mode:o}\).*e\.g\. {shared / 'shark'}"):
+        check_storage_dir(shared)
+    with pytest.raises(StoreError, match=rf"index directory {shared}: {shared} is a shared directory"):
+        open_index(shared / "index.sqlite")
+    assert mode(shared) == shared_mode and mode(theirs) == 0o644
+    assert sorted(p.name for p in shared.iterdir()) == ["PostgreSQL.1234"]
+    check_storage_dir(shared / "shark")     # a directory of its own inside it is fine
+    assert mode(shared / "shark") == 0o700 and mode(shared) == shared_mode

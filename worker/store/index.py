@@ -925,7 +925,7 @@ def open_index(path: Path, wal_limit: int = WAL_LIMIT_MIN) -> tuple[EntryIndex, 
     try:
         make_dir(path.parent)
     except OSError as exc:
-        raise StoreError(f"index directory {path.parent}: {exc.strerror}") from None
+        raise StoreError(f"index directory {path.parent}: {exc.strerror or exc}") from None
     problem = _check(path)
     if problem is None:
         return EntryIndex(path, wal_limit), None

@@ -4,7 +4,9 @@ and the index what the dissectors saw (docs/OPERATIONS.md, Storage).
 Files are created 0600 in 0700 directories by the code that makes them (and the worker runs
 with umask 077, which covers SQLite's WAL and shared-memory files and the capture child's);
 a store written by an older version, or a hostPath the kubelet made 0755, is tightened when
-a worker opens it.
+a worker opens it. A shared directory (world-writable or sticky, as /tmp and /dev/shm are) is
+refused, never tightened: making it 0700 locks every other user of it out (PostgreSQL keeps its
+shared memory in /dev/shm).
 """
 
 from __future__ import annotations
@@ -26,7 +28,27 @@ def create_file(path: Path) -> None:
         pass
 
 
+class SharedDirectoryError(OSError):
+    """The store was pointed at a directory other users share."""
+
+
+def refuse_shared(path: Path) -> None:
+    """Raise SharedDirectoryError when `path` is a directory others may write to (o+w or the
+    sticky bit): the store must be a directory of its own, which it then makes 0700."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISDIR(info.st_mode) and mode & (stat.S_IWOTH | stat.S_ISVTX):
+        raise SharedDirectoryError(
+            f"{path} is a shared directory (mode {mode:o}): the store needs a directory of its "
+            f"own, which it makes readable by its owner only; give one inside it, e.g. "
+            f"{path / 'shark'}")
+
+
 def make_dir(path: Path) -> None:
+    refuse_shared(path)
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     _tighten(path, DIR_MODE, [])
 
@@ -36,6 +58,7 @@ def tighten_store(storage_dir: Path) -> list[str]:
     other directories (e.g. kernel headers merged for --tls, links into /usr/src) are not
     followed. What could not be tightened (a file of another owner) is returned as notes: the
     worker says so and goes on, as it could before."""
+    refuse_shared(storage_dir)
     notes: list[str] = []
     for directory in (storage_dir, storage_dir / "pcap"):
         try:
