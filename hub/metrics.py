@@ -136,7 +136,10 @@ def render(workers: Iterable[tuple[str, bool | None, dict[str, Any] | None]],
               f"shark_hub_stream_groups {len(feed.groups) if feed else 0}",
               "# HELP shark_hub_worker_streams Open /stream connections from the hub to workers (one per query and worker).",
               "# TYPE shark_hub_worker_streams gauge",
-              f"shark_hub_worker_streams {feed.upstreams() if feed else 0}"]
+              f"shark_hub_worker_streams {feed.upstreams() if feed else 0}",
+              "# HELP shark_hub_live_queued_events Events waiting in live clients' queues (each at most the queue's size).",
+              "# TYPE shark_hub_live_queued_events gauge",
+              f"shark_hub_live_queued_events {feed.queued() if feed else 0}"]
     if feed is not None:
         lines += ["# HELP shark_hub_live_clients_limit Live (SSE + WebSocket) clients the hub serves at once (--max-live-clients).",
                   "# TYPE shark_hub_live_clients_limit gauge",

@@ -631,6 +631,11 @@ class Feed:
         for group in self.groups.values():
             group._broadcast(event)
 
+    def queued(self) -> int:
+        """Events waiting in the live clients' queues (for /metrics): at most clients x
+        queue_size, however slowly the clients read."""
+        return sum(len(member.items) for group in self.groups.values() for member in group.members)
+
     def upstreams(self) -> int:
         """Connections to workers the feed holds (for /metrics)."""
         return sum(len(group.followers) for group in self.groups.values())
