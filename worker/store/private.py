@@ -37,7 +37,7 @@ def refuse_shared(path: Path) -> None:
     sticky bit): the store must be a directory of its own, which it then makes 0700."""
     try:
         info = os.stat(path)
-    except FileNotFoundError:
+    except OSError:         # missing, or under a file: making it says what is wrong
         return
     mode = stat.S_IMODE(info.st_mode)
     if stat.S_ISDIR(info.st_mode) and mode & (stat.S_IWOTH | stat.S_ISVTX):
