@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
+import threading
+import time
 
 PR_SET_PDEATHSIG = 1
 
@@ -17,3 +20,23 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         libc.prctl(PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):
         pass
+
+
+def exit_after_parent(stop: threading.Event, grace_s: float = 5.0, every_s: float = 0.5) -> None:
+    """A daemon thread that notices this process's parent is gone (reparented), sets `stop`
+    for an orderly end and, if the process is still here `grace_s` later, ends it with
+    os._exit. die_with_parent's SIGTERM alone relies on the main thread reaching a Python
+    signal handler and then finishing its clean-up; a capture child once outlived its killed
+    parent by more than 20 s (tests/integration/test_worker_store.py). Records cut short by the
+    exit are repaired when the store is next opened, as after any crash."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        # kept up after `stop` is set too: die_with_parent's SIGTERM sets it first
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        stop.set()
+        time.sleep(grace_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="shark-parent-watch", daemon=True).start()

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from shark.process import die_with_parent
+from shark.process import die_with_parent, exit_after_parent
 from worker.options import WorkerOptions
 from worker.sources import open_file_source, open_source
 from worker.sources.base import BpfError, CaptureError, Source, SourceStats
@@ -179,6 +179,7 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and says stop
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    exit_after_parent(stop)
     try:
         sources, note = _open(options)
         writer = SegmentWriter(options.storage_dir, options.storage_limit, options.snaplen,
