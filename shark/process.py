@@ -26,9 +26,10 @@ def exit_after_parent(stop: threading.Event, grace_s: float = 5.0, every_s: floa
     """A daemon thread that notices this process's parent is gone (reparented), sets `stop`
     for an orderly end and, if the process is still here `grace_s` later, ends it with
     os._exit. die_with_parent's SIGTERM alone relies on the main thread reaching a Python
-    signal handler and then finishing its clean-up; a capture child once outlived its killed
-    parent by more than 20 s (tests/integration/test_worker_store.py). Records cut short by the
-    exit are repaired when the store is next opened, as after any crash."""
+    signal handler and then finishing its clean-up (a capture child once deadlocked in its
+    SIGTERM handler and outlived its killed parent: tests/integration/test_worker_store.py).
+    Records cut short by the exit are repaired when the store is next opened, as after any
+    crash."""
     parent = os.getppid()
 
     def watch() -> None:

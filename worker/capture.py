@@ -178,7 +178,12 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and says stop
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The handler only flips a flag the loop reads: a handler runs between two bytecodes of the
+    # main thread, possibly inside stop.set() itself, and Event.set takes a lock that is not
+    # reentrant. With `lambda: stop.set()` a capture child whose parent was killed got SIGTERM
+    # three times and deadlocked in the third handler, alive until killed by hand.
+    terminated = [False]
+    signal.signal(signal.SIGTERM, lambda *_: terminated.__setitem__(0, True))
     exit_after_parent(stop)
     try:
         sources, note = _open(options)
@@ -201,7 +206,7 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
     by_fd = {s.fileno(): s for s in live}
     control = conn.fileno()
     try:
-        while not stop.is_set():
+        while not stop.is_set() and not terminated[0]:
             try:
                 if not _turn(state, conn, control, files, by_fd, tls):
                     return
