@@ -44,6 +44,12 @@ COPY pyproject.toml README.md /src/
 COPY shark /src/shark
 COPY hub /src/hub
 COPY worker /src/worker
+# The dissection hot path compiled with mypyc (shark/compiled.py) before the wheel is made, so
+# that the wheel carries it (pyproject.toml, package-data). mypy goes in a venv of its own, which
+# no later stage copies; a release whose build failed stops here rather than ship pure Python.
+RUN python3 -m venv /opt/build && /opt/build/bin/pip install --no-cache-dir "/src[native]" \
+ && cd /src && /opt/build/bin/python -m shark.build_native \
+ && /opt/build/bin/python -m shark.build_native status | grep -qx 'dissection hot path: compiled'
 RUN /opt/kubectl-shark/bin/pip wheel --no-cache-dir --wheel-dir /wheels/deps /src \
  && mkdir /wheels/project && mv /wheels/deps/kubectl_shark-*.whl /wheels/project/
 

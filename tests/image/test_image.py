@@ -201,6 +201,12 @@ def test_worker_and_hub_images_run_with_the_manifests_pod_settings(images: Image
     assert status_of(hub_status, "NoNewPrivs") == "1"
     touched = hub.exec("touch", "/opt/kubectl-shark/x")
     assert touched.returncode != 0 and "Read-only file system" in touched.stderr
+    # the image's wheel carries this tree's mypyc build (`./dev` made it; pure Python here only
+    # where the build failed, and then in the image too)
+    here = subprocess.run([sys.executable, "-m", "shark.build_native", "status"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    in_image = worker.exec("python", "-m", "shark.build_native", "status")
+    assert (in_image.returncode, in_image.stdout) == (0, here), in_image.stderr
 
     # kubectl port-forward to the hub pod: its API, its UI, the worker it found as a pod
     service_port = find(objects, "Service", "shark-hub")["spec"]["ports"][0]["targetPort"]
