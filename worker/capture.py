@@ -30,7 +30,7 @@ from worker.sources import open_file_source, open_source
 from worker.sources.base import BpfError, CaptureError, Source, SourceStats
 from worker.sources.ebpf.status import EbpfStatus
 from worker.sources.targets import CaptureFilter, TargetMatcher
-from worker.store.grant import POLL_S, IndexGrant
+from worker.store.grant import IndexGrant
 from worker.store.index import INDEX_FILES
 from worker.store.segments import SegmentWriter, StoreError, StoreStats, StoreWriteError
 
@@ -41,13 +41,14 @@ BATCH = 4096
 BATCHES_PER_TURN = 16
 # With nothing to read, the loop waits this long for a packet or a command.
 IDLE_WAIT_S = 0.1
-# The index side waits for its room (worker.store.grant), looking every POLL_S, until this
-# loop answers (SegmentWriter.enforce, each turn). Nothing wakes the loop for it, so while the
-# index asks, an idle loop looks every POLL_S too, until GRANT_BUSY_S after the last request
-# or the last file read: else each request waited out IDLE_WAIT_S (a replayed file's index asks
-# a step at a time once the file is read: 14 waits, ~1 s, on the 40k entries of mqtt.pcap).
-# Live packets wake the loop anyway.
-GRANT_BUSY_S = 2.0
+# The index side waits for its room (worker.store.grant, looking every 2 ms) until this loop
+# answers (SegmentWriter.enforce, each turn), and nothing wakes the loop for it: an idle loop
+# waiting IDLE_WAIT_S made each request wait up to that long (a replayed file's index asks a
+# step at a time once the file is read: 14 waits, ~1 s, on the 40k entries of mqtt.pcap). So
+# for GRANT_BUSY_S after the last request seen, or after the last file read, the loop looks
+# every GRANT_LOOK_S (each idle turn costs the process ~50 us). Live packets wake it anyway.
+GRANT_BUSY_S = 1.0
+GRANT_LOOK_S = 0.005
 
 
 class CaptureReady(msgspec.Struct):
@@ -90,7 +91,7 @@ class CaptureState:
     target_left_out: int = 0      # what earlier matchers dropped
     grant: IndexGrant | None = None        # the index's room, answered by the writer
     grant_seq: int = 0            # the index side's last request seen
-    grant_busy_until: float = 0.0  # look every POLL_S until then (see GRANT_BUSY_S)
+    grant_busy_until: float = 0.0  # look every GRANT_LOOK_S until then (GRANT_BUSY_S)
 
 
 def _open(options: WorkerOptions) -> tuple[list[Source], str]:
@@ -267,7 +268,7 @@ def _turn(state: CaptureState, conn: Connection, control: int, files: list[Sourc
 
 
 def _idle_wait(state: CaptureState, now: float) -> float:
-    """How long an idle turn waits: POLL_S while the index side asks for room, else
+    """How long an idle turn waits: GRANT_LOOK_S while the index side asks for room, else
     IDLE_WAIT_S."""
     if state.grant is None:
         return IDLE_WAIT_S
@@ -275,7 +276,7 @@ def _idle_wait(state: CaptureState, now: float) -> float:
     if seq != state.grant_seq:
         state.grant_seq = seq
         state.grant_busy_until = now + GRANT_BUSY_S
-    return POLL_S if now < state.grant_busy_until else IDLE_WAIT_S
+    return GRANT_LOOK_S if now < state.grant_busy_until else IDLE_WAIT_S
 
 
 class CaptureProcess:
