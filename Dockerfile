@@ -50,7 +50,10 @@ COPY worker /src/worker
 RUN python3 -m venv /opt/build && /opt/build/bin/pip install --no-cache-dir "/src[native]" \
  && cd /src && /opt/build/bin/python -m shark.build_native \
  && /opt/build/bin/python -m shark.build_native status | grep -qx 'dissection hot path: compiled'
-RUN /opt/kubectl-shark/bin/pip wheel --no-cache-dir --wheel-dir /wheels/deps /src \
+# Built with the build venv's pip and `wheel` (Debian's pip 23 cannot wheel a setup.py-only
+# project, esprima and pypcap, without it): same interpreter, and nothing of it reaches the image.
+RUN /opt/build/bin/pip install --no-cache-dir wheel \
+ && /opt/build/bin/pip wheel --no-cache-dir --wheel-dir /wheels/deps /src \
  && mkdir /wheels/project && mv /wheels/deps/kubectl_shark-*.whl /wheels/project/
 
 # The dependencies first: a layer that code changes leave alone. kubectl-shark uses the
