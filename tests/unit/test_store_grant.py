@@ -3,6 +3,8 @@ before the index grows into it, so segments + index + WAL never pass the limit t
 
 from __future__ import annotations
 
+import random
+import struct
 import threading
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from support.procstat import dir_apparent_bytes
 from test_store_index import make_row
 from test_store_segments import ETHERNET, make_packets
 from worker.store.grant import IndexBudget, IndexGrant
-from worker.store.index import INDEX_FILES, INDEX_NAME, IndexFull, open_index
+from worker.store.index import INDEX_FILES, INDEX_NAME, OUT_OF_ORDER_PAGES, IndexFull, open_index
 from worker.store.segments import MIN_SEGMENT_SIZE, SegmentWriter
 
 LIMIT = 4 * MIN_SEGMENT_SIZE
@@ -134,3 +136,121 @@ def test_room_well_above_what_the_index_needs_is_given_back(make_store):
         index.set_meta("x", "y")
         return writer.stats().index_granted < granted - 2 * index.budget.step
     wait_for(given_back, timeout=5, what="room given back")
+
+
+
+def ts_values(first: int, times: list[float], segment: int = 1, size: int = 40) -> list[tuple]:
+    """Rows with new seqs from `first`, at the given times (small entries: the time index's
+    share of each write is large)."""
+    return [msgspec.structs.astuple(make_row(seq, ts=ts, segment=segment, entry_json=b"x" * size))
+            for seq, ts in zip(range(first, first + len(times)), times)]
+
+
+def last_transaction_frames(wal: Path) -> int:
+    """The pages the WAL's last committed transaction wrote: its frames (a frame header is 24
+    bytes: page number, the database's size in pages on a commit frame, else 0, and the WAL
+    header's two salts while the frame is current)."""
+    data = wal.read_bytes()
+    page, salts = struct.unpack(">I", data[8:12])[0], data[16:24]
+    commits, frames, offset = [0], 0, 32
+    while offset + 24 + page <= len(data) and data[offset + 8:offset + 16] == salts:
+        frames += 1
+        if struct.unpack(">I", data[offset + 4:offset + 8])[0]:
+            commits.append(frames)
+        offset += 24 + page
+    return commits[-1] - commits[-2]
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """measured(index) -> [(pages the transaction wrote, pages its bound allowed)] of every
+    transaction of rows the index makes from then on. Its WAL is kept (never cut by the
+    writer) so that each transaction's frames can be read after its commit."""
+    def measure(index) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+        bounds: list[int] = []
+        pieces, add_piece = index._pieces, index._add_piece
+
+        def record_pieces(*args):
+            made = pieces(*args)
+            bounds[:] = [pages for _piece, pages in made]
+            return made
+
+        def measure_piece(connection, values, cursor):
+            add_piece(connection, values, cursor)
+            found.append((last_transaction_frames(Path(index._wal_path)), bounds.pop(0)))
+        monkeypatch.setattr(index, "_pieces", record_pieces)
+        monkeypatch.setattr(index, "_add_piece", measure_piece)
+        index.wal_limit = 1 << 40
+        return found
+    return measure
+
+
+def test_rows_going_far_back_stay_within_their_bound(make_store, measured, tmp_path):
+    """Rows whose times are spread over the whole index (each may land on any leaf of the
+    time index and split it) are written in transactions that change no more pages than their
+    bound said, under a small limit (a step of 32 pages)."""
+    limit = 4 * 1024 * 1024
+    writer, index, loop = make_store(limit)
+    rng = random.Random(17)
+    base = 1_700_000_000.0
+    seq = 1
+    for start in range(0, 6000, 500):          # ~9 leaves of the time index, in order
+        index.add_values(ts_values(seq, [base + (start + i) * 0.01 for i in range(500)]), None)
+        seq += 500
+    transactions = measured(index)
+    for _ in range(12):
+        top = index._max_ts
+        times = [rng.uniform(base, top) for _ in range(rng.choice((1, 7, 60, 250)))]
+        index.add_values(ts_values(seq, times), (1, seq))
+        seq += len(times)
+        assert dir_apparent_bytes(str(tmp_path)) <= limit
+    assert all(wrote <= bound for wrote, bound in transactions), transactions
+    assert len(transactions) > 12               # the larger writes were cut into several
+    assert index.over_estimate == 0
+    assert index.count() == seq - 1
+
+
+def test_rows_a_little_behind_are_not_cut_into_many_transactions(make_store, measured):
+    """Two shards' rows merged in packet order: many are behind the newest indexed by less
+    than a millisecond. They land on the time index's last leaf like rows in order, so a write
+    of them fits one transaction (it took one per few rows while each was charged a split)."""
+    writer, index, loop = make_store(128 * 1024 * 1024)     # a step of 8 MiB, as the worker's
+    base = 1_700_000_000.0
+    index.add_values(ts_values(1, [base + i * 0.001 for i in range(3000)]), None)
+    seq, now = 3001, base + 3.0
+    page = index._page_size + 24
+    before = index.transactions
+    transactions = measured(index)
+    for _ in range(10):
+        times = []
+        for _ in range(500):                    # every other row 0.5 ms behind the one before
+            times += [now + 0.001, now + 0.0005]
+            now += 0.001
+        assert OUT_OF_ORDER_PAGES * 500 * page > index.budget.step   # charged per row: cut
+        index.add_values(ts_values(seq, times), (1, seq))
+        seq += 1000
+    assert index.transactions - before == 10
+    assert all(wrote <= bound for wrote, bound in transactions), transactions
+    assert index.over_estimate == 0
+
+
+def test_rows_behind_into_thinned_leaves_stay_within_their_bound(make_store, measured):
+    """The time index's leaves after the first quarter thinned by deletes to a few entries
+    each, then rows a little behind one of those entries, many at one place: the few leaves
+    they reach split over and over and pull their siblings in, still within the bound."""
+    writer, index, loop = make_store(128 * 1024 * 1024)
+    base = 1_700_000_000.0
+    index.add_values(ts_values(1, [base + i * 0.001 for i in range(20000)]), None)
+    connection = index._connection()
+    connection.execute("DELETE FROM entries WHERE seq > 5000 AND seq % 97 != 0")
+    transactions = measured(index)
+    rng = random.Random(3)
+    seq = 20001
+    for _ in range(10):
+        lowest = base + rng.uniform(5.0, 19.9)
+        times = sorted(lowest + rng.uniform(0, 0.01) for _ in range(rng.choice((300, 3000))))
+        index.add_values(ts_values(seq, times), (1, seq))
+        seq += len(times)
+    assert all(wrote <= bound for wrote, bound in transactions), transactions
+    assert index.over_estimate == 0

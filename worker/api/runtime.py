@@ -90,7 +90,10 @@ class WorkerRuntime:
                 "granted": budget.granted() if budget else None,
                 "room_waits": budget.waits if budget else 0,
                 "room_refused": budget.refused if budget else 0,
-                "over_estimate": index.over_estimate}
+                "over_estimate": index.over_estimate,
+                # transactions that wrote rows or the cursor: more than the writes of rows
+                # when a write's bound passed one budget step (it is cut to fit)
+                "transactions": index.transactions}
 
     def status(self) -> dict[str, Any]:
         capture = self.capture_stats()

@@ -139,13 +139,42 @@ INDEX_FILES = (INDEX_NAME, f"{INDEX_NAME}-wal", f"{INDEX_NAME}-shm")
 # the shared-memory file grows by 32 KiB per 4062 frames. Rows append at the right edge of the
 # table (leaves at least half full, one extra overflow page per row past the local limit), their
 # (ts, seq) index entries too while ts does not go back; a row whose ts goes back (or that
-# replaces one) may change a leaf and split it on its own (5 pages).
+# replaces one) may change a leaf and split it on its own (5 pages): but rows that go back only
+# a little all land on the same few leaves, which are charged once each (REACH_EDGE_LEAVES).
 WAL_HEADER = 32
 SHM_BLOCK = 32 * 1024
 SHM_FRAMES = 4062
 ROW_OVERHEAD = 128           # a row's columns besides entry_json, and its cell header
 INDEX_CELL = 100             # an entry of entries_by_time with its share of a half-full page, x4
 OUT_OF_ORDER_PAGES = 5
+# Rows whose ts goes back: what they cost, and why per leaf they reach rather than per row.
+# entries_by_ts is an index b-tree on (ts, rowid), rowid = seq; an entry takes at most ~22 bytes
+# (~700 on a 16 KiB leaf). A new row's seq is above every stored one, so its key comes after
+# every entry of its ts. sqlite inserts an index key on the leaf its search ends on, which holds
+# the key's predecessor among the stored keys or only keys above it (an interior key between the
+# two would have sent the search to one side of it). So every key of a piece whose lowest ts is
+# `lo` lands on a leaf holding one of the K stored entries with ts >= lo, or holding P, the last
+# entry below them: on K + 1 leaves at most, whatever the pages' fill (none is assumed). Rows
+# going back a little (shards merged: most <= 1 ms behind) find K ~ the rows of that last
+# millisecond; rows going far back find K large and keep the per-row charge (the smaller of the
+# two is taken; K is counted up to it).
+# Each leaf reached is charged what a row going back was, OUT_OF_ORDER_PAGES: the leaf and a
+# split of it (balance_nonroot: it, up to 2 siblings under the same parent, up to 2 pages added;
+# the parent is in TRANSACTION_PAGES). More rows on a leaf add no frame for it (a page changed
+# again in a transaction is the same frame). Their splits add pages, each at least half full
+# less two cells (balance_nonroot packs the cells to the left, then evens neighbours out), so a
+# transaction adds at most about as many pages as the leaves it changed, plus 2x its entries'
+# bytes over a page (INDEX_CELL charges 4.5x). Right siblings of a leaf reached hold keys above
+# P: they are among the K + 1. Left siblings of the first are the only others a split pulls in:
+# REACH_EDGE_LEAVES. A split pulls in further ones only after one moved keys above P into a page
+# left of the first (balance evens a group out: only into pages that held less than the group's
+# mean) and rows landing there overflowed a page again; the charge's margin covers a few such
+# steps (about 3 of the 5 pages per leaf reached are used; K + 1 leaves are charged where the K
+# entries fill one per ~700), not an unbounded walk left (not proven: measured, below). Rows
+# that replace others (seqs not new) keep the per-row charge. tests/unit/test_store_grant.py
+# reads each transaction's pages from the WAL against its bound (rows far back, a little back,
+# into thinned leaves); a fuzz of such writes (docs/BENCHMARKS.md) used at most 45% of it.
+REACH_EDGE_LEAVES = 2
 # meta, segment_seqs, page 1, a pointer-map and a freelist page, the parents of new leaves and
 # a split of them; a write of the cursor alone: meta, page 1 and two more.
 TRANSACTION_PAGES = 10
@@ -257,6 +286,7 @@ class EntryIndex:
         self._page_size = 0
         self._max_ts: float | None = None   # the highest ts indexed: rows below it cost more
         self.over_estimate = 0              # writes that grew the files past their bound
+        self.transactions = 0               # transactions that wrote rows or the cursor
         # Checkpoints made by the checkpoint thread, and by a writer that found the WAL past
         # its limit (the writer then waited for it).
         self.background_checkpoints = 0
@@ -471,10 +501,12 @@ class EntryIndex:
                 log.warning("index %s: a write grew its files to %d bytes, past its bound of %d "
                             "(%d times)", self.path, now, bound, self.over_estimate)
 
-    def _insert_bound(self, values: Sequence[IndexValues], replaces: bool,
-                      top: float | None = None) -> int:
+    def _insert_bound(self, connection: sqlite3.Connection, values: Sequence[IndexValues],
+                      replaces: bool, top: float | None = None,
+                      before: Sequence[float] = ()) -> int:
         """The pages inserting these rows changes at most, all of them maybe added (see
-        TRANSACTION_PAGES); `top`: the highest ts indexed before them (else the index's)."""
+        TRANSACTION_PAGES); `top`: the highest ts indexed before them (else the index's);
+        `before`: the ts of rows written before them and not yet in the index."""
         page = self._page_size or PAGE_SIZE
         if not values:
             return CURSOR_PAGES
@@ -489,11 +521,26 @@ class EntryIndex:
         behind = sum(map(lt, times, accumulate(times, max, initial=top)))
         if replaces:
             behind = len(values)
+        elif behind:
+            behind = self._reach(connection, min(times), behind, before)
         return (-(-2 * payload // page) + big + -(-INDEX_CELL * len(values) // page)
                 + OUT_OF_ORDER_PAGES * behind + TRANSACTION_PAGES)
 
-    def _pieces(self, files: tuple[int, int, int, int] | None, values: Sequence[IndexValues],
-                replaces: bool) -> list[tuple[Sequence[IndexValues], int]]:
+    def _reach(self, connection: sqlite3.Connection, lowest: float, most: int,
+               before: Sequence[float]) -> int:
+        """The leaves of entries_by_ts that new keys with ts >= `lowest` can land on (see
+        REACH_EDGE_LEAVES), or `most` if fewer: the stored entries with ts >= lowest (counted
+        up to `most`, a walk of the index's last entries) and those about to be, plus one."""
+        stored = connection.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM entries WHERE ts >= ? LIMIT ?)",
+            (lowest, most)).fetchone()[0]
+        if before:
+            stored += sum(map(lowest.__le__, before))
+        return min(most, stored + 1 + REACH_EDGE_LEAVES)
+
+    def _pieces(self, connection: sqlite3.Connection, files: tuple[int, int, int, int] | None,
+                values: Sequence[IndexValues], replaces: bool
+                ) -> list[tuple[Sequence[IndexValues], int]]:
         """The rows in runs whose writes each fit one budget step as the files are now (all of
         them without a budget), with the bound of each (pages changed, maybe all added)."""
         if not values:
@@ -505,9 +552,10 @@ class EntryIndex:
         start, size = 0, len(values)
         while start < len(values):
             size = min(size * 2, len(values) - start)
+            before = list(map(_TS, values[:start]))
             while True:
                 piece = values[start:start + size]
-                pages = self._insert_bound(piece, replaces, top)
+                pages = self._insert_bound(connection, piece, replaces, top, before)
                 if size == 1 or self._growth(pages, pages, files) <= self.budget.step:
                     break
                 size //= 2
@@ -539,7 +587,7 @@ class EntryIndex:
             above = connection.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
             replaces = bool(values) and min(map(_SEQ, values)) <= above
             files = self._files(connection) if self.budget is not None else None
-            pieces = self._pieces(files, values, replaces)
+            pieces = self._pieces(connection, files, values, replaces)
             written = 0
             for number, (piece, pages) in enumerate(pieces):
                 last = number == len(pieces) - 1
@@ -582,6 +630,7 @@ class EntryIndex:
             with self._counting:
                 connection.execute("COMMIT")
                 self._counted(added)
+            self.transactions += 1
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
