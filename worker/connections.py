@@ -24,7 +24,7 @@ their datagrams refuses them (the waiting request carries it, `Entry.udp`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from shark.model import TcpInfo
 from worker.dissectors.base import Direction, Exchange, FlowInfo
@@ -32,12 +32,12 @@ from worker.dissectors.generic import endpoint_text
 
 # Linux retransmits an unanswered SYN after 1 s, then 1 s (tcp_syn_linear_timeouts, 6.5+) or
 # 2 s later: by 3 s at least two retransmissions went unanswered.
-SYN_TIMEOUT_S = 3.0
-SYN_TIMEOUT_NS = int(SYN_TIMEOUT_S * 1e9)
+SYN_TIMEOUT_S: Final = 3.0
+SYN_TIMEOUT_NS: Final = int(SYN_TIMEOUT_S * 1e9)
 
 Failure = Literal["refused", "reset", "timeout", "abandoned"]
-UNREACHABLE_NOTE = "refused: ICMP port unreachable (nothing listens on that port)"
-_SIDES: tuple[Literal["client"], Literal["server"]] = ("client", "server")
+UNREACHABLE_NOTE: Final = "refused: ICMP port unreachable (nothing listens on that port)"
+_SIDES: Final[tuple[Literal["client"], Literal["server"]]] = ("client", "server")
 
 
 class TcpFacts:

@@ -6,6 +6,7 @@ The one path every packet takes, live (worker.pipeline follows the store with it
 
 from __future__ import annotations
 
+from typing import Final
 import gc
 import weakref
 from collections.abc import Iterable
@@ -27,30 +28,30 @@ from worker.store.index import IndexRow
 from worker.dissection_structs import (LOW_WATER, DissectionCounters, IndexedEntry,  # noqa: F401
                                        MemoryBudget)
 
-EXPIRE_EVERY_NS = 1_000_000_000
+EXPIRE_EVERY_NS: Final = 1_000_000_000
 # Between two checks what sessions hold grows by at most about twice the bytes delivered (the
 # selector keeps undecided bytes twice): the next check comes once that could reach the
 # budget, and at least every 1/16 of the budget delivered. A check sums every session (1-2 us
 # each: 138-177 ms with 65,536 flows), so it is never per packet; every 10 s of capture time one
 # comes anyway, for what grows faster than the bytes that made it (decoded HPACK entries).
-GROWTH_PER_BYTE = 2
-MIN_CHECK_SHARE = 16
-CHECK_AT_LEAST_EVERY_NS = 10_000_000_000
+GROWTH_PER_BYTE: Final = 2
+MIN_CHECK_SHARE: Final = 16
+CHECK_AT_LEAST_EVERY_NS: Final = 10_000_000_000
 # Whether a check is due is asked every this many packets of a batch and after it, so the
 # total passes the budget by at most what 256 packets deliver (x2) before it is cut back.
-CHECK_EVERY_PACKETS = 256
+CHECK_EVERY_PACKETS: Final = 256
 # How a dissector notes what a per-session cap cut: "cut: <what>: <detail>" (counted by what).
-CUT = "cut: "
+CUT: Final = "cut: "
 # The two things a UDP entry can say of its flow, made and encoded once (entries never change
 # them).
-_UDP_INFO = {None: UdpInfo(), "refused": UdpInfo(failure="refused")}
-_UDP_JSON = {failure: msgspec.Raw(encode(info)) for failure, info in _UDP_INFO.items()}
+_UDP_INFO: Final = {None: UdpInfo(), "refused": UdpInfo(failure="refused")}
+_UDP_JSON: Final = {failure: msgspec.Raw(encode(info)) for failure, info in _UDP_INFO.items()}
 # Below this many nanoseconds the double ns / 1e6 is within 1e-7 of the exact quotient, closer
 # than any millisecond value off a tie is to a rounding boundary (elapsed_ms).
-_EXACT_BELOW_NS = 10**15
-_NO_TAGS: tuple[str, ...] = ()
-_NOT_NAMED: tuple[Name | None, Name | None] = (None, None)
-_NO_JSON = msgspec.Raw(b"")
+_EXACT_BELOW_NS: Final = 10**15
+_NO_TAGS: Final[tuple[str, ...]] = ()
+_NOT_NAMED: Final[tuple[Name | None, Name | None]] = (None, None)
+_NO_JSON: Final = msgspec.Raw(b"")
 
 # Where an entry was made, in the order one dissection makes them: (segment, offset) of the
 # packet being processed, the phase, a time for the phases that have one, the assembler (0,
@@ -62,17 +63,21 @@ OrderKey = tuple[int, int, int, int, int, int, int, int]
 # The phases of one packet's position: its own processing, the capture-time expiry after it,
 # then (while no newer packet is there) expiry by the wall clock and close-all at a
 # discontinuity, both stamped with a strictly increasing time, and the close-all at the end.
-PACKET, EXPIRED, IDLE, END, DONE = 1, 2, 3, 4, 5
+PACKET: Final = 1
+EXPIRED: Final = 2
+IDLE: Final = 3
+END: Final = 4
+DONE: Final = 5
 # An entry encoded before its seq is known (dissection shards): the merge gives it its id.
-UNNUMBERED_ID = ""
-_UNNUMBERED_PREFIX = b'{"id":""'
+UNNUMBERED_ID: Final = ""
+_UNNUMBERED_PREFIX: Final = b'{"id":""'
 
 # Dissection allocates and frees many small containers per packet (flows, sessions, exchanges,
 # entries). At CPython's default gen0 threshold (700 allocations) the collector ran every few
 # packets and walked every young flow; 100,000 lets it run ~140x less often, for at most that
 # many objects of cyclic garbage held meanwhile (a few MB). Measured: DNS -30% CPU (issue 17,
 # docs/BENCHMARKS.md).
-GC_GEN0_THRESHOLD = 100_000
+GC_GEN0_THRESHOLD: Final = 100_000
 
 
 def tune_gc_for_dissection() -> None:
@@ -351,7 +356,7 @@ class Dissection:
         last_expire = self._last_expire_ns
         count = not_ip = 0
         ts_ns = self.last_ts
-        mark_linktype, mark_at = -1, None
+        mark_linktype, mark_at, mark = -1, None, MARK   # MARK is another module's: a local
         budgeted = self.memory is not None
         for ref, linktype, ts_ns, data, _wirelen in batch:
             count += 1
@@ -363,7 +368,8 @@ class Dissection:
                 else:
                     if linktype != mark_linktype:
                         mark_linktype, mark_at = linktype, mark_offset(linktype)
-                    if mark_at is not None and data[mark_at:mark_at + 6] == MARK:
+                    # startswith at an offset: no 6-byte slice made per packet
+                    if mark_at is not None and data.startswith(mark, mark_at):
                         tls_packet(ts_ns, ref, decoded)
                     else:
                         packet(ts_ns, ref, decoded)
@@ -472,6 +478,10 @@ class Dissection:
         rows: list[tuple[OrderKey, IndexRow]] = []
         node, names, identities, redactor = self._node, self._names, self._identities, self._redactor
         encode_json = ENCODER.encode
+        # Other modules' classes, once: each use of a module global is a dict lookup when
+        # compiled (mypyc inlines only this module's Final constants).
+        tcp_info, udp_json, indexed_entry, size, index_row = (TcpInfo, _UDP_JSON, IndexedEntry,
+                                                              Size, IndexRow)
         for entries, flow, exchange, client_seq, server_seq, info, key in pending:
             if exchange.notes:
                 count_cuts(self.cut, exchange.notes)
@@ -481,10 +491,10 @@ class Dissection:
                 self._next_seq += 1
             src, dst = entries.endpoints_json(flow, names, identities)
             tcp = udp = None
-            if type(info) is TcpInfo:
+            if type(info) is tcp_info:
                 tcp = entries.info_json if info is entries.info else entries.tcp_json(info)
             elif info is not None:
-                udp = _UDP_JSON[info.failure]
+                udp = udp_json[info.failure]
             start_ns, end_ns = exchange.start_ns, exchange.end_ns
             if end_ns is None:
                 elapsed = None
@@ -495,16 +505,16 @@ class Dissection:
                 elapsed = elapsed_ms(start_ns, end_ns)
             # Positional: the Entry's fields in order (IndexedEntry); msgspec takes a dozen
             # keywords and more several times slower than positions.
-            entry = IndexedEntry(
+            entry = indexed_entry(
                 f"{node}:{seq}" if seq else UNNUMBERED_ID, node, exchange.protocol,
                 start_ns / 1e9, src, dst, exchange.summary, elapsed,
                 exchange.status, exchange.request, exchange.response,
-                Size(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,
+                size(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,
                 exchange.complete, exchange.notes, tcp, udp)
             if redactor is not None:   # before the entry is indexed or streamed
                 redactor.entry(entry)
             first, last = exchange.first_ref, exchange.last_ref
-            rows.append((key, IndexRow(
+            rows.append((key, index_row(
                 seq, entry.ts, entry.protocol, encode_json(entry),
                 first[0], first[1], last[0], last[1],
                 flow.transport, entries.client_ip, flow.client_port,

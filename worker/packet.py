@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from struct import Struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 # A captured frame as sources yield it: (timestamp in ns since the epoch, captured bytes,
 # original length on the wire). Plain tuples keep the capture path free of object overhead.
@@ -21,35 +21,40 @@ PacketRef = tuple[int, int]
 StoredPacket = tuple[PacketRef, int, int, bytes, int]
 # The linktype of a StoredPacket that stands for a packet of another shard's flow, its bytes
 # left out (worker.shard_filter): it only moves the dissection's clock and place.
-FOREIGN = -1
+FOREIGN: Final = -1
 
-LINKTYPE_NULL = 0
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101
-LINKTYPE_LOOP = 108
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
-LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_NULL: Final = 0
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_RAW: Final = 101
+LINKTYPE_LOOP: Final = 108
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_IPV4: Final = 228
+LINKTYPE_IPV6: Final = 229
+LINKTYPE_LINUX_SLL2: Final = 276
 # Some libpcap builds report DLT_RAW as 12 or 14 instead of LINKTYPE_RAW.
-_RAW_IP_LINKTYPES = {LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6}
+_RAW_IP_LINKTYPES: Final = {LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6}
 
-TCP = 6
-UDP = 17
+TCP: Final = 6
+UDP: Final = 17
 # Not an IP protocol number: Decoded.proto of an ICMP/ICMPv6 "port unreachable" about a UDP
 # datagram, whose addresses and ports are those of that datagram (client -> server).
-UNREACHABLE = 256
-_ICMP, _ICMPV6 = 1, 58
+UNREACHABLE: Final = 256
+_ICMP: Final = 1
+_ICMPV6: Final = 58
 
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
 
-_u16 = Struct("!H")
-_ipv4 = Struct("!BxHxxHxB")   # version/IHL, total length, flags/fragment offset, protocol
-_tcp = Struct("!HHIIBBH")
-_udp_ports = Struct("!HH")
-_ETH_VLAN = {0x8100, 0x88A8, 0x9100}
-_IPV6_EXTENSIONS = {0, 43, 60}  # hop-by-hop, routing, destination options
-_IPV6_FRAGMENT = 44
+_u16: Final = Struct("!H")
+_ipv4: Final = Struct("!BxHxxHxB")   # version/IHL, total length, flags/fragment offset, protocol
+_tcp: Final = Struct("!HHIIBBH")
+_udp_ports: Final = Struct("!HH")
+_ETH_VLAN: Final = {0x8100, 0x88A8, 0x9100}
+_IPV6_EXTENSIONS: Final = {0, 43, 60}  # hop-by-hop, routing, destination options
+_IPV6_FRAGMENT: Final = 44
 
 
 class Decoded(NamedTuple):
@@ -105,13 +110,15 @@ def _network_offset(linktype: int, frame: bytes) -> tuple[int, int] | None:
 
 
 # Decoded made without NamedTuple's Python-level __new__ (one call less per packet).
-_new = tuple.__new__
+_new: Final = tuple.__new__
 
 
 def decode(linktype: int, frame: bytes) -> Decoded | None:
     """The TCP or UDP 5-tuple and payload of a frame; None for anything else or a fragment."""
-    if linktype == LINKTYPE_ETHERNET and frame[12:14] == b"\x08\x00":
-        offset, version = 14, 4      # the common case, without _network_offset's tests
+    # The common case, without _network_offset's tests; the EtherType by two indexings (a
+    # slice compared with b"\x08\x00" made a bytes object per packet).
+    if linktype == LINKTYPE_ETHERNET and len(frame) >= 14 and frame[12] == 8 and frame[13] == 0:
+        offset, version = 14, 4
     else:
         located = _network_offset(linktype, frame)
         if located is None:

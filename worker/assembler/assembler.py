@@ -12,6 +12,7 @@ the store from there finds them all) and the timestamp of the packet that releas
 
 from __future__ import annotations
 
+from typing import Final
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,13 +26,13 @@ from worker.connections import SYN_TIMEOUT_NS, TcpFacts
 from worker.dissectors.base import Direction, FlowInfo, Session
 from worker.packet import ACK, FIN, RST, SYN, TCP, UDP, UNREACHABLE, Decoded, PacketRef
 
-MAX_KNOWN_SERVERS = 65536
+MAX_KNOWN_SERVERS: Final = 65536
 
 log = logging.getLogger("shark.worker.assembler")
 
 # A closed TCP flow stays in the table this long (capture time) so that its stragglers (the
 # last ACK, retransmissions, a late RST) are absorbed instead of starting a bogus flow.
-CLOSED_LINGER_NS = 10_000_000_000
+CLOSED_LINGER_NS: Final = 10_000_000_000
 
 # Called when a TCP connection failed (worker.connections): after its session closed for a
 # refusal or a reset, when its SYNs have gone unanswered for SYN_TIMEOUT_NS.

@@ -7,6 +7,7 @@ direction's Half, so a packet finds its state with one dict lookup and no canoni
 
 from __future__ import annotations
 
+from typing import Final
 from worker.dissectors.base import Direction, FlowInfo, Session
 from worker.packet import TCP, PacketRef
 
@@ -14,7 +15,7 @@ FlowKey = tuple[int, bytes, int, bytes, int]   # (proto, src ip, src port, dst i
 
 # Ports that are servers more often than not, beyond the well-known range (<1024). Only a hint
 # for flows first seen mid-stream (no SYN) and for UDP; content decides the protocol.
-SERVER_PORT_HINTS = frozenset({
+SERVER_PORT_HINTS: Final = frozenset({
     1883, 2379, 3000, 3306, 4222, 5432, 5672, 6379, 6443, 8000, 8080, 8443, 8888, 9000, 9090,
     9092, 9200, 11211, 15672, 27017,
 })
@@ -56,7 +57,7 @@ def reverse_key(key: FlowKey) -> FlowKey:
 Piece = tuple[int, bytes, PacketRef]
 # A Half's `pending` until it first buffers a piece: most never do, and a list per direction
 # of every flow would be that many more objects for the garbage collector to walk.
-NO_PIECES: tuple[Piece, ...] = ()
+NO_PIECES: Final[tuple[Piece, ...]] = ()
 
 
 class Half:

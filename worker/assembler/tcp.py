@@ -7,17 +7,18 @@ the first copy wins and only the new bytes are stored.
 
 from __future__ import annotations
 
+from typing import Final
 from bisect import bisect_right, insort
 from operator import itemgetter
 
 from worker.assembler.flows import Piece
 from worker.packet import PacketRef
 
-SEQ_MOD = 1 << 32
-SEQ_MASK = SEQ_MOD - 1
-HALF_SPACE = 1 << 31
+SEQ_MOD: Final = 1 << 32
+SEQ_MASK: Final = SEQ_MOD - 1
+HALF_SPACE: Final = 1 << 31
 
-_offset_of = itemgetter(0)
+_offset_of: Final = itemgetter(0)
 
 
 def seq_delta(seq: int, reference: int) -> int:

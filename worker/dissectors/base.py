@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Final, Protocol
 
 from worker.packet import PacketRef
 
@@ -77,7 +77,7 @@ Emit = Callable[[Exchange], None]
 # do: 0 for a reply that is not an error, non-zero for an error reply (MySQL: its ERR code;
 # PostgreSQL and Redis, whose codes are not numbers: 1, the code is in response.error), null
 # without a reply. So `status != 0` finds the failures of every one of them.
-DB_ERROR = 1
+DB_ERROR: Final = 1
 
 
 def db_status(answered: bool, error: bool) -> int | None:

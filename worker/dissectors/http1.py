@@ -27,38 +27,38 @@ from __future__ import annotations
 import re
 import zlib
 from collections import deque
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Final, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, Session
 from worker.packet import PacketRef
 from worker.dissectors.stream import StreamReader, TwoWaySession
 
-HEAD_LIMIT = 64 * 1024   # a longer header block is not HTTP (resync)
-LINE_LIMIT = 8 * 1024    # request/status line, chunk-size line, trailer line
-SUMMARY_LIMIT = 256
+HEAD_LIMIT: Final = 64 * 1024   # a longer header block is not HTTP (resync)
+LINE_LIMIT: Final = 8 * 1024    # request/status line, chunk-size line, trailer line
+SUMMARY_LIMIT: Final = 256
 # Requests awaiting their responses kept per connection (each up to HEAD_LIMIT of headers:
 # 8 MiB at most). Pipelining that deep is not seen from real clients (wrk pipelines ~16), so
 # beyond it the connection is given up: what was pending becomes entries noted
 # "cut: http1 pending", and the rest of the connection is not dissected.
-MAX_PENDING = 128
+MAX_PENDING: Final = 128
 
-METHODS: frozenset[bytes] = frozenset({
+METHODS: Final[frozenset[bytes]] = frozenset({
     b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
     b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"REPORT",
     b"SEARCH", b"PURGE", b"LINK", b"UNLINK", b"MKCALENDAR", b"ACL", b"BIND", b"REBIND",
     b"UNBIND", b"MERGE", b"CHECKOUT", b"MKACTIVITY", b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE",
 })
-_METHOD_MAX = max(len(m) for m in METHODS)
-_LONGEST_FIRST: list[bytes] = sorted(METHODS, key=len, reverse=True)
-_METHOD_ALT = b"|".join(_LONGEST_FIRST)
-_TARGET = rb"[^\x00-\x20\x7f]+"
-_REQUEST_LINE = re.compile(rb"(?:" + _METHOD_ALT + rb") " + _TARGET + rb" HTTP/1\.[01]\r?\n")
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] [0-9]{3}(?:[ \t][^\r\n]*)?\r?\n")
-_TARGET_BAD = re.compile(rb"[\x00-\x20\x7f]")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
-_HTTP1 = b"HTTP/1."
-_DIGITS = frozenset(b"0123456789")
+_METHOD_MAX: Final = max(len(m) for m in METHODS)
+_LONGEST_FIRST: Final[list[bytes]] = sorted(METHODS, key=len, reverse=True)
+_METHOD_ALT: Final = b"|".join(_LONGEST_FIRST)
+_TARGET: Final = rb"[^\x00-\x20\x7f]+"
+_REQUEST_LINE: Final = re.compile(rb"(?:" + _METHOD_ALT + rb") " + _TARGET + rb" HTTP/1\.[01]\r?\n")
+_STATUS_LINE: Final = re.compile(rb"HTTP/1\.[01] [0-9]{3}(?:[ \t][^\r\n]*)?\r?\n")
+_TARGET_BAD: Final = re.compile(rb"[\x00-\x20\x7f]")
+_HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_HTTP1: Final = b"HTTP/1."
+_DIGITS: Final = frozenset(b"0123456789")
 
 
 # -- detection ---------------------------------------------------------------------------
@@ -326,7 +326,15 @@ def _content_length(headers: dict[str, str]) -> int | None:
 
 # -- one direction -----------------------------------------------------------------------
 
-HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, UNTIL_CLOSE, RESYNC, DEAD = range(9)
+HEAD: Final = 0
+BODY: Final = 1
+CHUNK_SIZE: Final = 2
+CHUNK_DATA: Final = 3
+CHUNK_END: Final = 4
+TRAILERS: Final = 5
+UNTIL_CLOSE: Final = 6
+RESYNC: Final = 7
+DEAD: Final = 8
 
 
 class _Sink(Protocol):

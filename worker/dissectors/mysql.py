@@ -31,36 +31,36 @@ header and a byte is never such a start (the rest of a packet a gap cut often is
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
 from worker.dissectors.stream import (Frame, LengthPrefixedReader, Span, TwoWaySession,
                                       chunk_at)
 from worker.packet import PacketRef
 
-QUERY_LIMIT = 1000
-SUMMARY_LIMIT = 200
-KEEP_LIMIT = 64 * 1024
-MAX_PAYLOAD = 0xFFFFFF
-STATEMENTS_LIMIT = 4096
+QUERY_LIMIT: Final = 1000
+SUMMARY_LIMIT: Final = 200
+KEEP_LIMIT: Final = 64 * 1024
+MAX_PAYLOAD: Final = 0xFFFFFF
+STATEMENTS_LIMIT: Final = 4096
 # Commands awaiting responses kept per connection (each keeps up to QUERY_LIMIT characters of
 # its query). MySQL clients wait for each answer; pipelining this deep is not seen, so beyond
 # it the connection is given up: the pending commands become entries noted "cut: mysql
 # pending" and the rest of the connection is not dissected.
-MAX_PENDING = 128
-COLUMNS_LIMIT = 64
+MAX_PENDING: Final = 128
+COLUMNS_LIMIT: Final = 64
 
-CLIENT_CONNECT_WITH_DB = 0x8
-CLIENT_PROTOCOL_41 = 0x200
-CLIENT_SSL = 0x800
-CLIENT_SECURE_CONNECTION = 0x8000
-CLIENT_PLUGIN_AUTH = 0x80000
-CLIENT_CONNECT_ATTRS = 0x100000
-CLIENT_PLUGIN_AUTH_LENENC = 0x200000
-CLIENT_DEPRECATE_EOF = 0x1000000
-SERVER_MORE_RESULTS_EXISTS = 0x8
+CLIENT_CONNECT_WITH_DB: Final = 0x8
+CLIENT_PROTOCOL_41: Final = 0x200
+CLIENT_SSL: Final = 0x800
+CLIENT_SECURE_CONNECTION: Final = 0x8000
+CLIENT_PLUGIN_AUTH: Final = 0x80000
+CLIENT_CONNECT_ATTRS: Final = 0x100000
+CLIENT_PLUGIN_AUTH_LENENC: Final = 0x200000
+CLIENT_DEPRECATE_EOF: Final = 0x1000000
+SERVER_MORE_RESULTS_EXISTS: Final = 0x8
 
-COMMANDS = {
+COMMANDS: Final = {
     0x00: "COM_SLEEP", 0x01: "COM_QUIT", 0x02: "COM_INIT_DB", 0x03: "COM_QUERY",
     0x04: "COM_FIELD_LIST", 0x05: "COM_CREATE_DB", 0x06: "COM_DROP_DB", 0x07: "COM_REFRESH",
     0x08: "COM_SHUTDOWN", 0x09: "COM_STATISTICS", 0x0A: "COM_PROCESS_INFO",
@@ -73,13 +73,28 @@ COMMANDS = {
     0x1E: "COM_BINLOG_DUMP_GTID", 0x1F: "COM_RESET_CONNECTION", 0xFA: "COM_STMT_BULK_EXECUTE",
 }
 # What answers each command (default: one OK/ERR packet).
-RESULT, OKERR, PREPARE, FIELDS, STRING, NONE, AUTH, UNKNOWN = range(8)
-_RESPONSE = {0x03: RESULT, 0x17: RESULT, 0xFA: RESULT, 0x1C: RESULT, 0x16: PREPARE,
+RESULT: Final = 0
+OKERR: Final = 1
+PREPARE: Final = 2
+FIELDS: Final = 3
+STRING: Final = 4
+NONE: Final = 5
+AUTH: Final = 6
+UNKNOWN: Final = 7
+_RESPONSE: Final = {0x03: RESULT, 0x17: RESULT, 0xFA: RESULT, 0x1C: RESULT, 0x16: PREPARE,
              0x04: FIELDS, 0x09: STRING, 0x01: NONE, 0x18: NONE, 0x19: NONE, 0x11: AUTH,
              0x0A: RESULT, 0x12: UNKNOWN, 0x1E: UNKNOWN, 0x13: UNKNOWN}
 
 # Response states
-FIRST, COLS, COLS_EOF, ROWS, P_PARAMS, P_PARAMS_EOF, P_COLS, P_COLS_EOF, DONE = range(9)
+FIRST: Final = 0
+COLS: Final = 1
+COLS_EOF: Final = 2
+ROWS: Final = 3
+P_PARAMS: Final = 4
+P_PARAMS_EOF: Final = 5
+P_COLS: Final = 6
+P_COLS_EOF: Final = 7
+DONE: Final = 8
 
 
 def _lenenc(b: bytes, i: int) -> tuple[int, int]:

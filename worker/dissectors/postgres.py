@@ -37,37 +37,39 @@ from __future__ import annotations
 import re
 import struct
 from collections import deque
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
 from worker.dissectors.stream import (Frame, LengthPrefixedReader, Span, TwoWaySession,
                                       chunk_at)
 from worker.packet import PacketRef
 
-QUERY_LIMIT = 1000          # request.query is capped at this many characters
-SUMMARY_LIMIT = 200
-KEEP_LIMIT = 64 * 1024      # message bytes kept for parsing; the rest is skipped
-MAX_LEN = 1 << 30           # a longer message is not PostgreSQL (resync)
-RESYNC_LIMIT = 64 * 1024    # a resync candidate must prove itself within this many bytes
-NAMES_LIMIT = 4096          # remembered statement and portal names
-COLUMNS_LIMIT = 64
-NOTICES_LIMIT = 16
-DETECT_SCAN = 8192          # detection looks for a message start in this many first bytes
+QUERY_LIMIT: Final = 1000          # request.query is capped at this many characters
+SUMMARY_LIMIT: Final = 200
+KEEP_LIMIT: Final = 64 * 1024      # message bytes kept for parsing; the rest is skipped
+MAX_LEN: Final = 1 << 30           # a longer message is not PostgreSQL (resync)
+RESYNC_LIMIT: Final = 64 * 1024    # a resync candidate must prove itself within this many bytes
+NAMES_LIMIT: Final = 4096          # remembered statement and portal names
+COLUMNS_LIMIT: Final = 64
+NOTICES_LIMIT: Final = 16
+DETECT_SCAN: Final = 8192          # detection looks for a message start in this many first bytes
 
-SSL_CODE, GSS_CODE, CANCEL_CODE = 80877103, 80877104, 80877102
+SSL_CODE: Final = 80877103
+GSS_CODE: Final = 80877104
+CANCEL_CODE: Final = 80877102
 
-FRONTEND = frozenset(b"QPBDESHXCpdcfF")
-BACKEND = frozenset(b"RKSZTDCEINA123nstvGHWdcV")
+FRONTEND: Final = frozenset(b"QPBDESHXCpdcfF")
+BACKEND: Final = frozenset(b"RKSZTDCEINA123nstvGHWdcV")
 
-AUTH_METHODS = {0: "trust", 2: "kerberos_v5", 3: "password", 5: "md5", 6: "scm_credentials",
+AUTH_METHODS: Final = {0: "trust", 2: "kerberos_v5", 3: "password", 5: "md5", 6: "scm_credentials",
                 7: "gss", 9: "sspi", 10: "sasl"}
-ERROR_FIELDS = {"S": "severity", "V": "severity", "C": "code", "M": "message", "D": "detail",
+ERROR_FIELDS: Final = {"S": "severity", "V": "severity", "C": "code", "M": "message", "D": "detail",
                 "H": "hint", "P": "position", "W": "where", "s": "schema", "t": "table",
                 "c": "column", "n": "constraint", "F": "file", "L": "line", "R": "routine",
                 "q": "internal_query", "p": "internal_position", "d": "data_type"}
 
-_HEAD = struct.Struct("!BI").unpack_from    # type byte and length of a typed message
-_CANDIDATE = {True: re.compile(b"[" + re.escape(bytes(sorted(FRONTEND))) + b"]\x00"),
+_HEAD: Final = struct.Struct("!BI").unpack_from    # type byte and length of a typed message
+_CANDIDATE: Final = {True: re.compile(b"[" + re.escape(bytes(sorted(FRONTEND))) + b"]\x00"),
               False: re.compile(b"[" + re.escape(bytes(sorted(BACKEND))) + b"]\x00")}
 
 
@@ -443,16 +445,26 @@ class _Reader(LengthPrefixedReader["PgSession"]):
 
 # -- units and ops -------------------------------------------------------------------------
 
-STARTUP, SSL, QUERY, PARSE, BIND, DESCRIBE, EXECUTE, CLOSE, OP_SYNC, FUNCTION, LOST = range(11)
+STARTUP: Final = 0
+SSL: Final = 1
+QUERY: Final = 2
+PARSE: Final = 3
+BIND: Final = 4
+DESCRIBE: Final = 5
+EXECUTE: Final = 6
+CLOSE: Final = 7
+OP_SYNC: Final = 8
+FUNCTION: Final = 9
+LOST: Final = 10
 
-_ACCEPTS = {
+_ACCEPTS: Final = {
     STARTUP: frozenset(b"RSKEv"), QUERY: frozenset(b"TDCIEGHWdc"), FUNCTION: frozenset(b"VE"),
     PARSE: frozenset(b"1E"), BIND: frozenset(b"2E"), DESCRIBE: frozenset(b"tTnE"),
     EXECUTE: frozenset(b"DCIsEGHWdc"), CLOSE: frozenset(b"3E"), OP_SYNC: frozenset(),
     LOST: frozenset(BACKEND), SSL: frozenset(),
 }
-_ENDS_AT_Z = frozenset({STARTUP, QUERY, FUNCTION, OP_SYNC, LOST})
-_RESULT_TAIL = frozenset(b"DCZ")     # the backend's fast path takes these of a query
+_ENDS_AT_Z: Final = frozenset({STARTUP, QUERY, FUNCTION, OP_SYNC, LOST})
+_RESULT_TAIL: Final = frozenset(b"DCZ")     # the backend's fast path takes these of a query
 
 
 class _Unit:

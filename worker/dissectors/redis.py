@@ -31,50 +31,50 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from worker.dissectors.base import (DB_ERROR, Detect, Direction, Emit, Exchange, FlowInfo,
                                     db_status)
 from worker.packet import PacketRef
 from worker.dissectors.stream import StreamReader, TwoWaySession
 
-PREVIEW = 256            # bytes kept of each bulk string / simple line for the fields
-KEEP = 8                 # children kept of each aggregate (the rest only counted)
-LINE_LIMIT = 64 * 1024   # a longer header/simple/inline line is not RESP
-MAX_DEPTH = 64
-MAX_COUNT = 1 << 32
-VALUE_CHARS = 100        # response.value preview
+PREVIEW: Final = 256            # bytes kept of each bulk string / simple line for the fields
+KEEP: Final = 8                 # children kept of each aggregate (the rest only counted)
+LINE_LIMIT: Final = 64 * 1024   # a longer header/simple/inline line is not RESP
+MAX_DEPTH: Final = 64
+MAX_COUNT: Final = 1 << 32
+VALUE_CHARS: Final = 100        # response.value preview
 # Commands awaiting replies kept per connection (each ~1 KB: previews only). Beyond it a
 # command is an entry at once ("cut: redis pending"), and its reply, when it comes, is counted
 # and dropped so the replies after it still pair (redis-cli --pipe sends everything first).
-MAX_PENDING = 1024
-ARG_CHARS = 64           # each request.arguments item
-ARGS_SHOWN = 4
+MAX_PENDING: Final = 1024
+ARG_CHARS: Final = 64           # each request.arguments item
+ARGS_SHOWN: Final = 4
 
-TYPES = {
+TYPES: Final = {
     0x2B: "simple_string", 0x2D: "error", 0x3A: "integer", 0x24: "bulk_string",
     0x2A: "array", 0x5F: "null", 0x2C: "double", 0x23: "boolean", 0x21: "blob_error",
     0x3D: "verbatim", 0x28: "big_number", 0x25: "map", 0x7E: "set", 0x7C: "attribute",
     0x3E: "push",
 }
-_AGGREGATES = frozenset(b"*%~|>")
-_BLOBS = frozenset(b"$!=")
-_LINES = frozenset(b"+-:_,#(")
-_REPLY_START = frozenset(TYPES)
-_PUSH_KINDS = frozenset(b"*>")
+_AGGREGATES: Final = frozenset(b"*%~|>")
+_BLOBS: Final = frozenset(b"$!=")
+_LINES: Final = frozenset(b"+-:_,#(")
+_REPLY_START: Final = frozenset(TYPES)
+_PUSH_KINDS: Final = frozenset(b"*>")
 
 # Commands whose first word takes a sub-command: "CONFIG GET", "CLIENT SETNAME".
-CONTAINERS = frozenset({
+CONTAINERS: Final = frozenset({
     "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY",
     "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
 })
 # Sub-commands whose next argument is a key.
-KEYED_SUBCOMMANDS = frozenset({
+KEYED_SUBCOMMANDS: Final = frozenset({
     "OBJECT ENCODING", "OBJECT FREQ", "OBJECT IDLETIME", "OBJECT REFCOUNT", "MEMORY USAGE",
     "XINFO STREAM", "XINFO GROUPS", "XINFO CONSUMERS", "XGROUP CREATE", "XGROUP DESTROY",
     "XGROUP SETID", "XGROUP CREATECONSUMER", "XGROUP DELCONSUMER",
 })
-NO_KEY = frozenset({
+NO_KEY: Final = frozenset({
     "AUTH", "BGREWRITEAOF", "BGSAVE", "DBSIZE", "DISCARD", "ECHO", "EXEC", "FAILOVER",
     "FLUSHALL", "FLUSHDB", "HELLO", "INFO", "KEYS", "LASTSAVE", "LOLWUT", "MONITOR", "MULTI",
     "PING", "PSUBSCRIBE", "PUBLISH", "PUNSUBSCRIBE", "QUIT", "RANDOMKEY", "READONLY",
@@ -83,23 +83,23 @@ NO_KEY = frozenset({
     "SYNC", "PSYNC", "TIME", "UNSUBSCRIBE", "UNWATCH", "WAIT", "WAITAOF",
 })
 # Commands whose keys follow a numkeys argument at index 2 (EVAL script numkeys key ...).
-NUMKEYS_AT_2 = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
-NUMKEYS_AT_1 = frozenset({"ZUNION", "ZINTER", "ZDIFF", "SINTERCARD", "LMPOP", "ZMPOP"})
+NUMKEYS_AT_2: Final = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
+NUMKEYS_AT_1: Final = frozenset({"ZUNION", "ZINTER", "ZDIFF", "SINTERCARD", "LMPOP", "ZMPOP"})
 # The first key of these is later: BLMPOP timeout numkeys key; XREAD ... STREAMS key.
-SUBSCRIBES = {"subscribe": "SUBSCRIBE", "psubscribe": "PSUBSCRIBE",
+SUBSCRIBES: Final = {"subscribe": "SUBSCRIBE", "psubscribe": "PSUBSCRIBE",
               "ssubscribe": "SSUBSCRIBE", "unsubscribe": "UNSUBSCRIBE",
               "punsubscribe": "PUNSUBSCRIBE", "sunsubscribe": "SUNSUBSCRIBE"}
-_SUBSCRIBE_COMMANDS = frozenset(SUBSCRIBES.values())
-MESSAGES = frozenset({"message", "pmessage", "smessage"})
+_SUBSCRIBE_COMMANDS: Final = frozenset(SUBSCRIBES.values())
+MESSAGES: Final = frozenset({"message", "pmessage", "smessage"})
 
-_INLINE_DETECT = frozenset({
+_INLINE_DETECT: Final = frozenset({
     b"PING", b"INFO", b"AUTH", b"HELLO", b"ECHO", b"SELECT", b"QUIT", b"MONITOR", b"DBSIZE",
     b"FLUSHALL", b"FLUSHDB", b"CLIENT", b"CONFIG", b"SUBSCRIBE",
 })
-_ARRAY_START = re.compile(rb"\*[0-9]{1,10}\r\n\$[0-9]{1,10}\r\n")
+_ARRAY_START: Final = re.compile(rb"\*[0-9]{1,10}\r\n\$[0-9]{1,10}\r\n")
 # Inline commands are accepted only for known command names (a stream picked up in the
 # middle of a value must not turn its tail into a command).
-KNOWN_COMMANDS = frozenset("""
+KNOWN_COMMANDS: Final = frozenset("""
 ACL APPEND ASKING AUTH BGREWRITEAOF BGSAVE BITCOUNT BITFIELD BITFIELD_RO BITOP BITPOS BLMOVE
 BLMPOP BLPOP BRPOP BRPOPLPUSH BZMPOP BZPOPMAX BZPOPMIN CLIENT CLUSTER COMMAND CONFIG COPY
 DBSIZE DEBUG DECR DECRBY DEL DISCARD DUMP ECHO EVAL EVALSHA EVALSHA_RO EVAL_RO EXEC EXISTS
@@ -122,14 +122,14 @@ ZRANDMEMBER ZRANGE ZRANGEBYLEX ZRANGEBYSCORE ZRANGESTORE ZRANK ZREM ZREMRANGEBYL
 ZREMRANGEBYRANK ZREMRANGEBYSCORE ZREVRANGE ZREVRANGEBYLEX ZREVRANGEBYSCORE ZREVRANK ZSCAN
 ZSCORE ZUNION ZUNIONSTORE
 """.split())
-_PRINTABLE = re.compile(rb"[\x20-\x7e]+")
+_PRINTABLE: Final = re.compile(rb"[\x20-\x7e]+")
 # An array header at the start of a line (or of the bytes at hand).
 # The fast path's header lines (stricter than the state machine's: what they miss, it reads).
-_FAST_COUNT = re.compile(rb"\*([0-9]{1,19})\r\n").match
-_FAST_BULK = re.compile(rb"\$([0-9]{1,19})\r\n").match
-_ARRAY_RESYNC = re.compile(rb"(?<![^\n])\*[0-9]{1,10}\r\n\$[0-9]{1,10}\r\n")
+_FAST_COUNT: Final = re.compile(rb"\*([0-9]{1,19})\r\n").match
+_FAST_BULK: Final = re.compile(rb"\$([0-9]{1,19})\r\n").match
+_ARRAY_RESYNC: Final = re.compile(rb"(?<![^\n])\*[0-9]{1,10}\r\n\$[0-9]{1,10}\r\n")
 # What a chunk may end with that could begin such a header ("*", "*2\r\n", "*2\r\n$3\r"...).
-_PARTIAL_ARRAY = re.compile(rb"(?<![^\n])\*[0-9]{0,10}(?:\r(?:\n(?:\$[0-9]{0,10}\r?)?)?)?\Z")
+_PARTIAL_ARRAY: Final = re.compile(rb"(?<![^\n])\*[0-9]{0,10}(?:\r(?:\n(?:\$[0-9]{0,10}\r?)?)?)?\Z")
 
 
 # -- detection ---------------------------------------------------------------------------
@@ -434,7 +434,9 @@ class _Message:
         self.notes: list[str] = []
 
 
-SYNC, RESYNC, LOST = range(3)
+SYNC: Final = 0
+RESYNC: Final = 1
+LOST: Final = 2
 
 
 class _Reader(StreamReader):
