@@ -351,8 +351,9 @@ class Dissection:
     def feed(self, batch: Iterable[StoredPacket]) -> None:
         """Packets in store order; flows idle for long in capture time are closed as we go
         (timed by every packet, dissected or not, so that every shard closes them alike)."""
-        packet = self._assembler.packet
-        tls_packet = self._tls_assembler.packet
+        # The assemblers, not their bound `packet` methods: compiled, a method called on its
+        # object is a direct call, a bound method goes through the argument-parsing wrapper.
+        assembler, tls_assembler = self._assembler, self._tls_assembler
         last_expire = self._last_expire_ns
         count = not_ip = 0
         ts_ns = self.last_ts
@@ -370,9 +371,9 @@ class Dissection:
                         mark_linktype, mark_at = linktype, mark_offset(linktype)
                     # startswith at an offset: no 6-byte slice made per packet
                     if mark_at is not None and data.startswith(mark, mark_at):
-                        tls_packet(ts_ns, ref, decoded)
+                        tls_assembler.packet(ts_ns, ref, decoded)
                     else:
-                        packet(ts_ns, ref, decoded)
+                        assembler.packet(ts_ns, ref, decoded)
             if ts_ns - last_expire > EXPIRE_EVERY_NS:
                 self._phase = EXPIRED
                 self._assembler.expire(ts_ns)

@@ -49,8 +49,6 @@ PSH: Final = 0x08
 ACK: Final = 0x10
 
 _u16: Final = Struct("!H")
-_ipv4: Final = Struct("!BxHxxHxB")   # version/IHL, total length, flags/fragment offset, protocol
-_tcp: Final = Struct("!HHIIBBH")
 _udp_ports: Final = Struct("!HH")
 _ETH_VLAN: Final = {0x8100, 0x88A8, 0x9100}
 _IPV6_EXTENSIONS: Final = {0, 43, 60}  # hop-by-hop, routing, destination options
@@ -127,10 +125,15 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
     if version == 4:
         if len(frame) < offset + 20:
             return None
-        version_ihl, total, fragment, proto = _ipv4.unpack_from(frame, offset)
-        ihl = (version_ihl & 0x0F) * 4
-        if fragment & 0x3FFF:  # MF set or a non-zero offset: fragments are not reassembled
+        # The header's fields by indexing, as in the TCP header below: compiled, that is native
+        # integer code, where Struct.unpack_from made a tuple and an int object per field.
+        ihl = (frame[offset] & 0x0F) * 4
+        # MF set or a non-zero offset (flags/fragment offset & 0x3FFF): fragments are not
+        # reassembled
+        if frame[offset + 6] & 0x3F or frame[offset + 7]:
             return None
+        total = (frame[offset + 2] << 8) | frame[offset + 3]
+        proto = frame[offset + 9]
         src = frame[offset + 12:offset + 16]
         dst = frame[offset + 16:offset + 20]
         # Trim Ethernet padding with the IP total length; TSO frames may report 0.
@@ -153,14 +156,23 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
     if proto == TCP:
         if len(frame) < start + 20:
             return None
-        sport, dport, seq, ack, data_offset, flags, window = _tcp.unpack_from(frame, start)
-        payload_start = start + (data_offset >> 4) * 4
+        # "!HHIIBBH": ports, sequence and acknowledgment numbers, data offset, flags, window
+        sport = (frame[start] << 8) | frame[start + 1]
+        dport = (frame[start + 2] << 8) | frame[start + 3]
+        seq = (frame[start + 4] << 24) | (frame[start + 5] << 16) | (frame[start + 6] << 8) \
+            | frame[start + 7]
+        ack = (frame[start + 8] << 24) | (frame[start + 9] << 16) | (frame[start + 10] << 8) \
+            | frame[start + 11]
+        flags = frame[start + 13]
+        window = (frame[start + 14] << 8) | frame[start + 15]
+        payload_start = start + (frame[start + 12] >> 4) * 4
         return _new(Decoded, (TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end],
                               ack, window))
     if proto == UDP:
         if len(frame) < start + 8:
             return None
-        sport, dport = _udp_ports.unpack_from(frame, start)
+        sport = (frame[start] << 8) | frame[start + 1]
+        dport = (frame[start + 2] << 8) | frame[start + 3]
         return _new(Decoded, (UDP, src, sport, dst, dport, 0, 0, frame[start + 8:end], 0, -1))
     if proto == _ICMP or proto == _ICMPV6:
         return _port_unreachable(frame, start, proto)

@@ -631,8 +631,9 @@ class _Reader(StreamReader):
         keep = self.s.keep
         is_request = self.is_request
         find = data.find
-        on_message = self.s.on_message
-        on_request = self.s.on_request
+        # The session's methods called on it, not bound to locals: compiled, that is a direct
+        # call, where a bound method goes through the argument-parsing wrapper.
+        session = self.s
         raw_limit = self.raw_limit
         while pos < n:
             start = pos
@@ -732,10 +733,10 @@ class _Reader(StreamReader):
                 msg.raw = bytearray(data[start:min(pos, start + raw_limit)])
             msg.end, msg.end_ts, msg.end_ref = base + pos, ts, ref
             if node is None:
-                on_request(msg, _request_fields(words, count, False))
+                session.on_request(msg, _request_fields(words, count, False))
             else:
                 msg.node = node
-                on_message(is_request, msg)
+                session.on_message(is_request, msg)
         return pos
 
     def _keep_raw(self, msg: _Message, data: bytes | bytearray, a: int, b: int) -> None:
