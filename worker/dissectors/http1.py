@@ -727,6 +727,11 @@ class HttpSession(TwoWaySession[_Reader]):
         pair = msg.pair
         if pair is None:                   # a 1xx response
             return
+        # The reader hands each message here once, as it lets go of it, and nothing else reads
+        # msg.pair: dropping it breaks the message <-> pair cycle, so an exchange's objects are
+        # freed when it is emitted instead of piling up for the garbage collector (27% of an
+        # HTTP/1 capture's compiled dissection went to collecting them; py-spy).
+        msg.pair = None
         if msg.is_request:
             pair.req_done = True
         else:
