@@ -82,6 +82,8 @@ def _i32(b: bytes | bytearray, i: int) -> int:
 
 
 def _u16(b: bytes | bytearray, i: int) -> int:
+    if 0 <= i <= len(b) - 2:     # two indexings: no slice, no int.from_bytes call
+        return (b[i] << 8) | b[i + 1]
     return int.from_bytes(b[i:i + 2], "big")
 
 
@@ -352,8 +354,9 @@ class _Reader(LengthPrefixedReader["PgSession"]):
         due, the reader closed): `parse` goes on from there."""
         frontend = self.frontend
         types = FRONTEND if frontend else BACKEND
+        # sink.on_message called on it, not bound to a local: compiled, that is a direct call,
+        # a bound method goes through the argument-parsing wrapper.
         sink = self.sink
-        on_message = sink.on_message
         ops = None if frontend else sink.ops
         # PgSession.keep, inline: a DataRow's body only for the detail view.
         data_rows = 0 if frontend else 0x44
@@ -408,8 +411,8 @@ class _Reader(LengthPrefixedReader["PgSession"]):
                 first_ts, first_ref = ts, ref
             else:
                 _, first_ts, first_ref = chunk_at(self.marks, start)
-            on_message(frontend, t, bytes(buf[pos + 5:pos + 5 + min(keep, size)]),
-                       Span(start, start + total, first_ts, first_ref, ts, ref))
+            sink.on_message(frontend, t, bytes(buf[pos + 5:pos + 5 + min(keep, size)]),
+                            Span(start, start + total, first_ts, first_ref, ts, ref))
             pos += total
             if self.dead:
                 break
