@@ -222,7 +222,8 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
                                        capture_finished=finished, redactor=redactor,
                                        shards=options.dissect_shards,
                                        memory_limit=options.dissect_memory,
-                                       replay=options.pcap_file is not None)
+                                       replay=options.pcap_file is not None,
+                                       replay_ended=capture.replay_ended)
         else:
             pipeline = Pipeline(options.storage_dir, index, options.node, broadcaster,
                                 capture_finished=finished, redactor=redactor,
@@ -249,7 +250,9 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
                  "credentials redacted" if redactor else "redaction off (--no-redact)",
                  f"{options.dissect_shards} shard processes" if options.dissect_shards > 1
                  else "a thread")
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+        # ws="none": the worker's API has no WebSocket route, and uvicorn's default imports the
+        # websockets package at start (~9 ms of CPU before the first answer).
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none",
                                                log_config=None, access_log=False,
                                                timeout_graceful_shutdown=3))
         server.run(sockets=[listener])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import select
 import signal
 import threading
@@ -92,6 +93,7 @@ class CaptureState:
     grant: IndexGrant | None = None        # the index's room, answered by the writer
     grant_seq: int = 0            # the index side's last request seen
     grant_busy_until: float = 0.0  # look every GRANT_LOOK_S until then (GRANT_BUSY_S)
+    replay_end: int | None = None  # write end of the parent's replay_ended pipe, until the file ends
 
 
 def _open(options: WorkerOptions) -> tuple[list[Source], str]:
@@ -184,9 +186,10 @@ def _drain(state: CaptureState, source: Source) -> None:
 
 
 def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connection,
-                 grant: IndexGrant | None = None) -> None:
+                 grant: IndexGrant | None = None, replay_end: int | None = None) -> None:
     """Entry point of the child process. `grant`: the index's share of the limit, shared with
-    the API process (worker/store/grant.py)."""
+    the API process (worker/store/grant.py). `replay_end`: a pipe's write end, closed once the
+    replayed file is read to its end (CaptureProcess.replay_ended)."""
     parent_conn.close()  # else the pipe never reports EOF when the parent is gone
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and says stop
@@ -211,7 +214,8 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
     tls, tls_status, tls_note = _open_tls(options, sources[0])
     if tls is not None:
         sources.append(tls)
-    state = CaptureState(sources, writer, tls=tls, tls_status=tls_status, grant=grant)
+    state = CaptureState(sources, writer, tls=tls, tls_status=tls_status, grant=grant,
+                         replay_end=replay_end)
     conn.send(("ready", CaptureReady(note, list(writer.stats().repaired), tls_note,
                                      tls is not None)))
     live = [s for s in sources if s.fileno() is not None]
@@ -250,6 +254,9 @@ def _turn(state: CaptureState, conn: Connection, control: int, files: list[Sourc
     busy_files = [s for s in files if not s.finished]
     for source in busy_files:
         _drain(state, source)
+    if state.replay_end is not None and all(s.finished for s in files):
+        os.close(state.replay_end)    # the parent's end reads EOF: the replay is over
+        state.replay_end = None
     now = time.monotonic()
     if busy_files:   # their entries are indexed next: the index will ask for room
         state.grant_busy_until = now + GRANT_BUSY_S
@@ -286,8 +293,16 @@ class CaptureProcess:
         self._options = options
         context = multiprocessing.get_context("fork")
         self._conn, child_conn = context.Pipe()
+        # With --pcap: readable (EOF) once the file is read to its end or the child is gone, so
+        # the dissection side can wait on it with its other pipes instead of asking every
+        # quarter second whether the replay is over.
+        self.replay_ended: int | None = None
+        self._replay_end: int | None = None
+        if options.pcap_file is not None:
+            self.replay_ended, self._replay_end = os.pipe()
         self._process = context.Process(target=capture_main,
-                                        args=(options, child_conn, self._conn, grant),
+                                        args=(options, child_conn, self._conn, grant,
+                                              self._replay_end),
                                         name="shark-capture", daemon=True)
         self._child_conn = child_conn
         self._lock = threading.Lock()
@@ -309,6 +324,9 @@ class CaptureProcess:
         calling thread, and a lock another one held would stay held in the child forever)."""
         self._process.start()
         self._child_conn.close()
+        if self._replay_end is not None:   # the child's copy alone keeps the pipe open now
+            os.close(self._replay_end)
+            self._replay_end = None
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the launched child's sources and store are open; CaptureError if not.

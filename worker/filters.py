@@ -8,14 +8,17 @@ rows of other protocols without decoding them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from shark import kfl
-from shark.kfl import KflError, Query
+from shark.kfl.errors import KflError
 from worker.store.index import IndexRow
 
-__all__ = ["KflError", "Query", "compile_query", "row_predicate"]
+if TYPE_CHECKING:
+    from shark.kfl import Query
+
+__all__ = ["KflError", "compile_query", "row_predicate"]
 
 RowPredicate = Callable[[IndexRow], bool]
 
@@ -24,6 +27,9 @@ _decode = msgspec.json.Decoder().decode
 
 def compile_query(text: str | None) -> Query:
     """The query of a `q` parameter; missing or empty matches everything. Raises KflError."""
+    # Imported at the first query, not with the API: lark and the KFL compiler are ~25 ms of
+    # CPU that would delay the worker's start (docs/BENCHMARKS.md, "Worker start, third round").
+    from shark import kfl
     return kfl.compile(text or "")
 
 

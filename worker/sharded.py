@@ -92,7 +92,8 @@ class ShardedPipeline:
 
     def __init__(self, storage_dir: Path, index: EntryIndex, node: str, broadcaster: Broadcaster,
                  capture_finished: Callable[[], bool], redactor: Redactor | None = None,
-                 shards: int = 2, memory_limit: int | None = None, replay: bool = False) -> None:
+                 shards: int = 2, memory_limit: int | None = None, replay: bool = False,
+                 replay_ended: int | None = None) -> None:
         if shards < 2:
             raise ValueError(f"shards {shards}: a sharded pipeline has at least 2 (1 is Pipeline)")
         self._storage_dir = storage_dir
@@ -100,6 +101,10 @@ class ShardedPipeline:
         self._id_prefix = id_prefix_for(node)
         self._capture_finished = capture_finished
         self._replay = replay
+        # A pipe readable once the replayed file is read (CaptureProcess.replay_ended): the merge
+        # waits on it with the shards' pipes, so the shards hear "finished" at once.
+        self._replay_ended = replay_ended
+        self._replay_ended_seen = False
         self._redactor = redactor
         self._count = shards
         # Sessions' memory is budgeted per shard: each keeps to its share of --dissect-memory.
@@ -256,11 +261,15 @@ class ShardedPipeline:
                 try:
                     self._turn()
                     now = time.monotonic()
-                    if not self._finished and now - last_finished > FINISHED_EVERY_S:
+                    if not self._finished and (self._replay_ended_seen
+                                               or now - last_finished > FINISHED_EVERY_S):
                         last_finished = now
                         if self._capture_finished():
                             self._finished = True
                             self._send_all(("finished",))
+                        elif self._replay_ended_seen:   # the capture child is not done (cannot
+                            self._replay_ended = None   # happen): back to asking, not spinning
+                        self._replay_ended_seen = False
                     if now - last_prune > PRUNE_EVERY_S:
                         last_prune = now
                         self._writer.prune(self._released[0])
@@ -283,8 +292,10 @@ class ShardedPipeline:
                     if shard.conn is not None and (len(shard.rows) < MAX_AHEAD_ROWS
                                                    or shard.watermark <= floor)]
         sentinels = [shard.process.sentinel for shard in self._shards if shard.state.running]
+        ended = [self._replay_ended] if self._replay_ended is not None and not self._finished else []
         if readable or sentinels:
-            wait([*readable, *sentinels], WAIT_S)
+            self._replay_ended_seen = bool(set(wait([*readable, *sentinels, *ended], WAIT_S))
+                                           & set(ended))
         else:   # every shard waits to be started again
             self._stop.wait(WAIT_S)
         for shard in self._shards:

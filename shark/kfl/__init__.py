@@ -12,11 +12,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shark.kfl.compiler import FIELDS, HELPERS, PROTOCOLS, compile_tree
 from shark.kfl.errors import KflError
-from shark.kfl.parser import parse
 
 __all__ = ["FIELDS", "HELPERS", "PROTOCOLS", "KflError", "Query", "compile", "validate"]
+
+# The parser (lark) and the compiler load at the first compile() or at the first use of these
+# names, not with the package: `shark.kfl.errors` alone is what a worker's API needs to start
+# (~25 ms of CPU less before it serves; docs/BENCHMARKS.md, "Worker start, third round").
+_FROM_COMPILER = frozenset({"FIELDS", "HELPERS", "PROTOCOLS"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_COMPILER:
+        from shark.kfl import compiler
+        return getattr(compiler, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Query:
@@ -47,6 +57,8 @@ class Query:
 def compile(source: str) -> Query:  # noqa: A001 - the name users expect (re.compile)
     """Parse and compile a query; an empty or all-whitespace query matches every entry.
     Raises KflError (and nothing else) for an invalid query."""
+    from shark.kfl.compiler import compile_tree
+    from shark.kfl.parser import parse
     tree = parse(source)
     if tree is None:
         return Query(source, lambda entry: True, None, True)

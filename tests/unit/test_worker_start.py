@@ -65,3 +65,20 @@ def test_the_worker_api_makes_its_app_without_pydantic():
         "assert any(isinstance(p, MsgspecDIPlugin) for p in app.plugins)\n")
     assert "litestar" in modules
     assert packages(modules, "pydantic", "litestar.plugins.pydantic", "attrs") == set()
+
+
+def test_the_worker_api_loads_kfl_and_sse_at_their_first_use():
+    # KFL's parser (lark) and sse_starlette load with the first query and the first /stream,
+    # not before the worker serves (docs/BENCHMARKS.md, "Worker start, third round").
+    modules = loaded_after("import worker.api.app, worker.filters\n"
+                           "from shark.kfl import KflError\n")
+    assert packages(modules, "lark", "shark.kfl.compiler", "shark.kfl.parser", "sse_starlette",
+                    "starlette", "websockets") == set()
+    modules = loaded_after(
+        "from worker.filters import KflError, compile_query\n"
+        "assert compile_query('http and response.status == 500').protocols == frozenset({'http'})\n"
+        "try:\n    compile_query('x ==')\nexcept KflError as error:\n    assert error.column == 5\n"
+        "else:\n    raise AssertionError('no KflError')\n"
+        "from shark import kfl\n"
+        "assert 'request' in kfl.FIELDS and 'http' in kfl.PROTOCOLS and 'contains' in kfl.HELPERS\n")
+    assert "lark" in modules and "shark.kfl.compiler" in modules

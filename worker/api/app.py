@@ -8,7 +8,7 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
@@ -20,8 +20,6 @@ from litestar.plugins import PluginProtocol
 from litestar.plugins.core import MsgspecDIPlugin
 from litestar.response import Stream
 from litestar.types import Receive, Scope, Send
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.responses import JSONResponse
 
 from shark.auth import LOOPBACK_HOSTS, Policy, protect
 from shark.bodies import BodyError, decode_body
@@ -42,6 +40,9 @@ from worker.sources.targets import target_filter
 from worker.store.capacity import LimitRefused, check_limit
 from worker.store.index import EntryIndex, IndexRow, wal_limit_for
 from worker.store.segments import SegmentEvicted, StoreError, iter_segment, list_segments
+
+if TYPE_CHECKING:
+    from sse_starlette import ServerSentEvent
 
 log = logging.getLogger("shark.worker.api")
 T = TypeVar("T")
@@ -380,6 +381,10 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
 
     @asgi(f"{API}/stream", is_mount=False, copy_scope=True)
     async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        # sse_starlette (and starlette under it) load with the first /stream, not with the
+        # API: ~10 ms of CPU less before the worker serves (docs/BENCHMARKS.md, "Worker start").
+        from sse_starlette import EventSourceResponse
+        from starlette.responses import JSONResponse
         params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
@@ -517,6 +522,7 @@ def _last_event_id(text: str | None) -> tuple[str | None, int] | None:
 
 async def _events(runtime: WorkerRuntime, predicate, last_id: tuple[str | None, int] | None,  # type: ignore[no-untyped-def]
                   ) -> AsyncIterator[ServerSentEvent | bytes]:
+    from sse_starlette import ServerSentEvent
     subscriber = runtime.broadcaster.subscribe(predicate, SUBSCRIBER_QUEUE)
     try:
         # subscribed first, so nothing indexed from here on is missed between hello and live
