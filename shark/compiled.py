@@ -17,7 +17,6 @@ compiled caller would keep running the old text of an edited callee.
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
 import importlib.util
 import os
 import sys
@@ -78,9 +77,12 @@ def recorded_hash() -> str | None:
         return None
 
 
-class SourceFirst(importlib.abc.MetaPathFinder):
+class SourceFirst:
     """Imports the named modules from their .py files under `root`, ahead of the path
-    finders (which would take an extension module of the same name first)."""
+    finders (which would take an extension module of the same name first). A meta path
+    finder by its find_spec: not a subclass of importlib.abc.MetaPathFinder, whose module
+    (with importlib.resources) cost every process ~12 ms of CPU at start (docs/BENCHMARKS.md,
+    "Worker start, third round")."""
 
     def __init__(self, modules: tuple[str, ...] = COMPILED, root: Path = ROOT,
                  warning: str = "") -> None:
