@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 from factories import tcp_packet
 from shark.model import Endpoint, Entry, encode
+# Imported here, not within the traced replay: the worker loads it at its first /stream.
+from sse_starlette import ServerSentEvent
 from worker.api.app import _entries_page, _entry_lines, _events
 from worker.api.export import collect_spans, span_packets
 from worker.broadcast import Broadcaster
@@ -52,6 +54,7 @@ def test_stream_replay_from_zero_reads_the_index_by_pages(tmp_path):
         tracemalloc.start()
         try:
             async for event in events:   # a ServerSentEvent, or entry events encoded together
+                assert isinstance(event, (bytes, ServerSentEvent))
                 ids = [m.decode() for m in re.findall(rb"^id: (\d+)\r$", event, re.M)] \
                     if isinstance(event, bytes) else [event.id]
                 seen += ids
