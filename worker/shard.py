@@ -7,11 +7,12 @@ but decodes and dissects only the packets of the flows that the flow table (work
 the balanced assignment every shard makes alike) gives it: the others are told apart where
 they lie in the read buffer and cost it no objects, bar the few stand-ins its clock needs
 (worker.shard_filter). It sends what it made to the API process (worker.sharded
-merges the shards into the one index) as ShardReports: rows tagged with their OrderKey, and a
-watermark below which it will make no more. The merge is serial and caps how far shards
-scale, so a row crosses ready to insert: IndexRow's values as one msgpack array (no field
-names, no Struct to build and take apart again), its entry JSON without the empty id that the
-merge replaces (WireRow).
+merges the shards into the one index) as ShardReports: rows, and a watermark below which it
+will make no more. The merge is serial and caps how far shards scale, so a row crosses ready
+to insert and is one flat msgpack array (worker.dissection.WireRow): IndexRow's values with no
+field names and no Struct to build and take apart again, its OrderKey packed into bytes in the
+seq's place (the merge sorts by it and replaces it), its entry JSON without the empty id that
+the merge fills in.
 
 The parent talks to it over the same Pipe: ("names", names, nets) | ("read_batch", n) |
 ("finished",) | ("stop",). Reports go the other way as msgpack bytes.
@@ -33,12 +34,11 @@ import msgspec
 
 from shark.process import die_with_parent
 from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, Dissection, DissectionCounters,
-                               MemoryBudget, OrderKey, tune_gc_for_dissection, unnumbered_rest)
+                               MemoryBudget, WireRow, tune_gc_for_dissection)
 from worker.names import Name, NameTable, parse_nets
 from worker.packet import PacketRef
 from worker.redact import Redactor
 from worker.shard_filter import ShardFilter
-from worker.store.index import NO_VALUE, OPTIONAL_FROM, IndexRow
 from worker.store.segments import SegmentTail
 
 log = logging.getLogger("shark.worker.shard")
@@ -74,30 +74,10 @@ class ShardState(msgspec.Struct):
     last_error: str = ""
 
 
-# IndexRow's fields in order, with entry_json cut after its empty id: `,"node":...}` (seq 0).
-# A shard sends NO_VALUE for None in the optional ones (server_offset, client_seq, server_seq);
-# the merge takes either.
-WireRow = tuple[int, float, str, bytes, int, int, int, int, str, str, int, str, int, int,
-                int | None, int | None, int | None]
-
-
 class ShardReport(msgspec.Struct, array_like=True):
     watermark: Watermark
-    rows: list[tuple[OrderKey, WireRow]]
+    rows: list[WireRow]
     stats: ShardStats
-
-
-def wire_row(row: IndexRow) -> WireRow:
-    """An unnumbered row as it crosses to the merge (worker.sharded numbers it), its optional
-    columns NO_VALUE for None: the merge inserts them as they come, and sqlite binds an int
-    faster than a None (worker.store.index)."""
-    rest = unnumbered_rest(row.entry_json)
-    values = msgspec.structs.astuple(row)
-    server_offset, client_seq, server_seq = values[OPTIONAL_FROM:]
-    return (*values[:3], rest, *values[4:OPTIONAL_FROM],   # type: ignore[return-value]
-            NO_VALUE if server_offset is None else server_offset,
-            NO_VALUE if client_seq is None else client_seq,
-            NO_VALUE if server_seq is None else server_seq)
 
 
 @dataclass(frozen=True)
@@ -281,7 +261,7 @@ class _Shard:
 
     def _report(self) -> None:
         dissection, stats = self._dissection, self.stats
-        rows = [(key, wire_row(row)) for key, row in dissection.take_keyed_rows(numbered=False)]
+        rows = dissection.take_wire_rows()
         stats.entries += len(rows)
         stats.packets, stats.not_tcp_udp = self._tail.packets_read, dissection.not_tcp_udp
         stats.cut, stats.skipped = dissection.cut, dissection.skipped

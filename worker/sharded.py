@@ -34,15 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from worker.broadcast import Broadcaster
-from worker.dissection import DONE, IDLE, MemoryBudget, OrderKey, id_prefix_for
+from worker.dissection import (DONE, IDLE, MemoryBudget, WireRow, id_prefix_for, numbered_values,
+                               packed_watermark)
 from worker.names import Name, Network, NameTable
 from worker.pipeline import PRUNE_EVERY_S, READ_BATCH, DissectionStats, IndexWriter
 from worker.redact import Redactor
-from worker.shard import (ShardConfig, ShardReport, ShardState, ShardStats, Watermark, WireRow,
+from worker.shard import (ShardConfig, ShardReport, ShardState, ShardStats, Watermark,
                           decode_report, shard_main)
 from worker.shard_server import shard_context
 from worker.packet import PacketRef
-from worker.store.index import EntryIndex, IndexValues
+from worker.store.index import EntryIndex
 from worker.store.segments import list_segments
 
 log = logging.getLogger("shark.worker.sharded")
@@ -67,7 +68,7 @@ class _Shard:
     watermark: Watermark = (0, 0, IDLE, 0)
     started: float = 0.0
     restart_at: float | None = None         # when a crash-looping shard is started again
-    rows: list[tuple[OrderKey, WireRow]] = field(default_factory=list)
+    rows: list[WireRow] = field(default_factory=list)   # sorted by their packed OrderKeys
     stats: ShardStats = field(default_factory=ShardStats)
 
 
@@ -346,9 +347,10 @@ class ShardedPipeline:
 
     def _release(self) -> None:
         floor = self._floor()
+        mark = packed_watermark(floor)
         runs = []
         for shard in self._shards:
-            cut = bisect_left(shard.rows, floor, key=_key)
+            cut = bisect_left(shard.rows, mark, key=_key)
             if cut:
                 runs.append(shard.rows[:cut])
                 del shard.rows[:cut]
@@ -360,7 +362,7 @@ class ShardedPipeline:
         merged = [item for run in runs for item in run]
         if len(runs) > 1:
             merged.sort(key=_key)
-        values = _numbered(merged, self._next_seq, self._id_prefix)
+        values = numbered_values(merged, self._next_seq, self._id_prefix)
         self._next_seq += len(values)
         cursor = (released[0], released[1]) if released[:2] != (0, 0) else None
         self._writer.write_values(values, cursor, released[0])
@@ -404,21 +406,8 @@ class ShardedPipeline:
                 shard.conn = None
 
 
-_key: Callable[[tuple[OrderKey, WireRow]], OrderKey] = itemgetter(0)
-
-
-# The entry JSON is joined into a bytearray: sqlite3 binds a bytearray as a blob directly, a
-# bytes only after looking for an adapter (~0.6 us per row). The index stores the same bytes.
-_join_blob = bytearray().join
-
-
-def _numbered(rows: Iterable[tuple[OrderKey, WireRow]], first_seq: int,
-              id_prefix: bytes) -> list[IndexValues]:
-    """The rows' values numbered from first_seq in their order: what number_row() does to an
-    IndexRow, to the wire form (its entry JSON comes without the empty id, from the comma on)."""
-    return [(seq, row[1], row[2], _join_blob((id_prefix, str(seq).encode(), b'"', row[3])),
-             *row[4:])
-            for seq, (_key_, row) in enumerate(rows, first_seq)]
+# A row's packed OrderKey (worker.dissection.packed_key).
+_key: Callable[[WireRow], bytes] = itemgetter(0)
 
 
 def _summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:

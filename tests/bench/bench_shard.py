@@ -101,7 +101,11 @@ def run_shard(store: Path, index: int, count: int, read_batch: int) -> tuple[flo
     import msgspec
 
     from worker.dissection import DONE, IDLE, Dissection
-    from worker.shard import ShardReport, ShardStats, wire_row
+    from worker.shard import ShardReport, ShardStats
+    try:   # an older tree's shards send (OrderKey, row) pairs made from IndexRows
+        from worker.shard import wire_row
+    except ImportError:
+        wire_row = None
     from worker.store.segments import SegmentTail
     try:   # this tree's shards read through a filter (worker.shard_filter) ...
         from worker.shard_filter import ShardFilter
@@ -127,12 +131,15 @@ def run_shard(store: Path, index: int, count: int, read_batch: int) -> tuple[flo
         else:
             dissection.close_all()
             phase = DONE
-        wire = [(key, wire_row(row)) for key, row in dissection.take_keyed_rows(numbered=False)]
+        if wire_row is None:   # this tree's flat rows (worker.dissection.WireRow)
+            wire = dissection.take_wire_rows()
+        else:
+            wire = [(key, wire_row(row)) for key, row in dissection.take_keyed_rows(numbered=False)]
         rows += len(wire)
         stats.packets = tail.packets_read
         report = encoder.encode(ShardReport((*position, phase, 0), wire, stats))
-        for _key, row in wire:
-            digest.update(row[3])
+        for row in wire:   # the entry JSON after its id, in either form
+            digest.update(row[3] if wire_row is None else row[1][3])
         del report
         if not batch:
             break
