@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -274,3 +275,40 @@ class _Shard:
 
 def decode_report(data: bytes, decoder: Any = msgspec.msgpack.Decoder(ShardReport)) -> ShardReport:
     return decoder.decode(data)
+
+
+# Connection.send_bytes's framing: a signed 4-byte length, or -1 and an 8-byte one.
+_LENGTH = struct.Struct("!i")
+_LONG_LENGTH = struct.Struct("!Q")
+
+
+class ReportReader:
+    """Reads the shards' reports off their Connections into one buffer used again for every
+    report, and decodes them from it (their rows' bytes are copied out, so nothing refers to
+    it after). Connection.recv_bytes allocates a buffer the size of what is still missing at
+    every read of a message that arrives in pieces (a report of several 100 KB read 64 KB at a
+    time while its shard is still writing it) and copies each piece again into a BytesIO."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(1 << 20)
+        self._decoder = msgspec.msgpack.Decoder(ShardReport)
+
+    def read(self, conn: Connection) -> ShardReport:
+        """The next report (blocks until it is whole); EOFError or OSError once the shard is gone."""
+        fd = conn.fileno()
+        size = _LENGTH.unpack(self._fill(fd, _LENGTH.size))[0]
+        if size == -1:
+            size = _LONG_LENGTH.unpack(self._fill(fd, _LONG_LENGTH.size))[0]
+        return self._decoder.decode(self._fill(fd, size))
+
+    def _fill(self, fd: int, size: int) -> memoryview:
+        if len(self._buffer) < size:
+            self._buffer = bytearray(max(size, 2 * len(self._buffer)))
+        view = memoryview(self._buffer)[:size]
+        got = 0
+        while got < size:
+            read = os.readv(fd, [view[got:]])
+            if read == 0:
+                raise EOFError if got == 0 else OSError("end of file in the middle of a report")
+            got += read
+        return view

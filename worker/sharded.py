@@ -39,8 +39,8 @@ from worker.dissection import (DONE, IDLE, MemoryBudget, WireRow, id_prefix_for,
 from worker.names import Name, Network, NameTable
 from worker.pipeline import PRUNE_EVERY_S, READ_BATCH, DissectionStats, IndexWriter
 from worker.redact import Redactor
-from worker.shard import (ShardConfig, ShardReport, ShardState, ShardStats, Watermark,
-                          decode_report, shard_main)
+from worker.shard import (ReportReader, ShardConfig, ShardReport, ShardState, ShardStats,
+                          Watermark, shard_main)
 from worker.shard_server import shard_context
 from worker.packet import PacketRef
 from worker.store.index import EntryIndex
@@ -129,6 +129,7 @@ class ShardedPipeline:
         self.names = SharedNames(self._send_all)
         self.stats = DissectionStats()
         self._writer = IndexWriter(storage_dir, index, broadcaster, self.stats, self._stop)
+        self._reader = ReportReader()   # the merge thread's, for every shard's reports
 
     # -- Pipeline's interface ---------------------------------------------------------------
     @property
@@ -317,7 +318,7 @@ class ShardedPipeline:
             return
         try:
             while conn.poll():
-                self._take(shard, decode_report(conn.recv_bytes()))
+                self._take(shard, self._reader.read(conn))
         except (EOFError, OSError):
             pass
 
