@@ -8,26 +8,28 @@ import os
 import shutil
 import signal
 import struct
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from factories import tcp_packet, udp_packet
 from support.golden import GOLDEN
 from worker.broadcast import Broadcaster
-from worker.dissection import MemoryBudget
+from worker.dissection import MemoryBudget, packed_key, packed_watermark
 from worker.options import default_dissect_shards
 from worker.flow_table import FlowTable
 from worker.packet import UNREACHABLE, decode
 from worker.pipeline import DissectionStats, Pipeline
 from worker.redact import Redactor
 from worker import sharded
-from worker.shard import ShardState
+from worker.shard import ReportReader, ShardReport, ShardState, ShardStats
 from worker.sharded import ShardedPipeline
 from worker.sources import open_file_source
-from worker.store.index import EntryIndex, IndexRow
+from worker.store.index import NO_VALUE, EntryIndex, IndexRow
 from worker.store.segments import SegmentWriter, list_segments
 
 # Copies of the mixed capture, each later by more than the TCP idle timeout (its flows end
@@ -398,3 +400,44 @@ def test_a_replay_waiting_for_the_rest_of_its_file_does_not_expire_flows_by_the_
     finally:
         pipeline.stop()
         index.close()
+
+
+def test_packed_keys_sort_as_the_keys_and_a_watermark_as_their_prefix() -> None:
+    keys = [(0, 0, 1, 0, 0, 0, 0, 1), (0, 24, 1, 0, 0, 0, 24, 2), (0, 24, 2, 0, 0, 0, 24, 3),
+            (0, 24, 3, 1_764_150_000_000_000_000, 1, 0, 24, 4), (1, 0, 1, 0, 0, 0, 24, 5),
+            (1, 2 ** 40, 5, 0, 0, 1, 2 ** 33, 2 ** 62)]
+    assert sorted(keys, key=packed_key) == sorted(keys)
+    for mark in [(0, 24, 1, 0), (0, 24, 3, 1_764_150_000_000_000_000), (1, 0, 1, 0), (2, 0, 0, 0)]:
+        assert [packed_key(k) < packed_watermark(mark) for k in keys] == [k < mark for k in keys]
+
+
+def test_report_reader_reads_reports_whole_however_they_arrive() -> None:
+    """Reports larger than the socket's buffer (read in pieces) and than the reader's first
+    buffer, between small ones, as Connection.send_bytes frames them; EOFError at the end."""
+    import multiprocessing
+
+    ours, theirs = multiprocessing.Pipe()
+
+    def report(rows: int, size: int) -> ShardReport:
+        row = (packed_key((1, 2, 1, 0, 0, 1, 2, 3)), 1.5, "redis", b"x" * size, 1, 2, 1, 3, "tcp",
+               "10.0.0.1", 40000, "10.0.0.2", 6379, 0, NO_VALUE, NO_VALUE, 7)
+        return ShardReport((1, 2, 1, 0), [row] * rows, ShardStats(packets=rows))
+
+    sent = [report(1, 10), report(3_000, 700), report(0, 0), report(2, 5)]
+    encoder = msgspec.msgpack.Encoder()
+
+    def send() -> None:
+        for each in sent:
+            theirs.send_bytes(encoder.encode(each))
+        theirs.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    reader = ReportReader()
+    try:
+        assert [reader.read(ours) for _ in sent] == sent
+        with pytest.raises(EOFError):
+            reader.read(ours)
+    finally:
+        sender.join()
+        ours.close()
