@@ -40,16 +40,9 @@ log = logging.getLogger("shark.worker.capture")
 BATCH = 4096
 # Bound the work between two looks at the control pipe, so stats and commands stay prompt.
 BATCHES_PER_TURN = 16
-# With nothing to read, the loop waits this long for a packet or a command.
+# With nothing to read, the loop waits this long for a packet or a command. The index's
+# requests for room wake it at once (IndexGrant.asked_fd): dissection waits for the answer.
 IDLE_WAIT_S = 0.1
-# The index side waits for its room (worker.store.grant, looking every 2 ms) until this loop
-# answers (SegmentWriter.enforce, each turn), and nothing wakes the loop for it: an idle loop
-# waiting IDLE_WAIT_S made each request wait up to that long (a replayed file's index asks a
-# step at a time once the file is read: 14 waits, ~1 s, on the 40k entries of mqtt.pcap). So
-# for GRANT_BUSY_S after the last request seen, or after the last file read, the loop looks
-# every GRANT_LOOK_S (each idle turn costs the process ~50 us). Live packets wake it anyway.
-GRANT_BUSY_S = 1.0
-GRANT_LOOK_S = 0.005
 
 
 class CaptureReady(msgspec.Struct):
@@ -91,8 +84,6 @@ class CaptureState:
     targets: TargetMatcher | None = None   # a long target list's exact check (worker.sources.targets)
     target_left_out: int = 0      # what earlier matchers dropped
     grant: IndexGrant | None = None        # the index's room, answered by the writer
-    grant_seq: int = 0            # the index side's last request seen
-    grant_busy_until: float = 0.0  # look every GRANT_LOOK_S until then (GRANT_BUSY_S)
     replay_end: int | None = None  # write end of the parent's replay_ended pipe, until the file ends
 
 
@@ -257,13 +248,13 @@ def _turn(state: CaptureState, conn: Connection, control: int, files: list[Sourc
     if state.replay_end is not None and all(s.finished for s in files):
         os.close(state.replay_end)    # the parent's end reads EOF: the replay is over
         state.replay_end = None
-    now = time.monotonic()
-    if busy_files:   # their entries are indexed next: the index will ask for room
-        state.grant_busy_until = now + GRANT_BUSY_S
-    timeout = 0 if busy_files else _idle_wait(state, now)
-    readable, _, _ = select.select([control, *by_fd], [], [], timeout)
+    asked = [state.grant.asked_fd] if state.grant is not None else []
+    readable, _, _ = select.select([control, *by_fd, *asked], [], [], 0 if busy_files else IDLE_WAIT_S)
     for fd in readable:
-        if fd == control:
+        if asked and fd == asked[0]:
+            state.grant.drain_asked()   # type: ignore[union-attr]
+            state.writer.enforce()      # answers it (evicting for it first)
+        elif fd == control:
             seq, command, arg = conn.recv()
             if command == "stop":
                 conn.send((seq, "ok", None))
@@ -272,18 +263,6 @@ def _turn(state: CaptureState, conn: Connection, control: int, files: list[Sourc
         else:
             _drain(state, by_fd[fd])
     return True
-
-
-def _idle_wait(state: CaptureState, now: float) -> float:
-    """How long an idle turn waits: GRANT_LOOK_S while the index side asks for room, else
-    IDLE_WAIT_S."""
-    if state.grant is None:
-        return IDLE_WAIT_S
-    seq = state.grant.asked()[0]
-    if seq != state.grant_seq:
-        state.grant_seq = seq
-        state.grant_busy_until = now + GRANT_BUSY_S
-    return GRANT_LOOK_S if now < state.grant_busy_until else IDLE_WAIT_S
 
 
 class CaptureProcess:
