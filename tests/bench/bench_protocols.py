@@ -52,7 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import PYTHON, ROOT, Child, Worker, machine, table, write_json  # noqa: E402
+from _common import PYTHON, ROOT, Child, Worker, machine, table, tree_pids, write_json  # noqa: E402
 
 TSHARK_FILTER = {"redis": "resp", "postgres": "pgsql", "mysql": "mysql", "amqp": "amqp", "mqtt": "mqtt",
                  "http1": "http", "h2c": "http2", "dns": "dns"}
@@ -289,7 +289,7 @@ def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str], tree: Path 
             time.sleep(0.1)
         shards = {s["pid"] for s in status["dissection"].get("shards", [])}
         split = [s["entries"] for s in status["dissection"].get("shards", [])]
-        cpu = process_cpu([worker.pid, *descendants(worker.pid)])
+        cpu = process_cpu(tree_pids(worker.pid))
         roles = {"api": cpu.pop(worker.pid, 0.0),
                  "shards": [round(used, 2) for pid, used in cpu.items() if pid in shards],
                  "capture": sum(used for pid, used in cpu.items() if pid not in shards)}   # + fork server
@@ -300,25 +300,6 @@ def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str], tree: Path 
     finally:
         worker.stop()
         shutil.rmtree(storage, ignore_errors=True)
-
-
-def descendants(pid: int) -> list[int]:
-    """Children, theirs, and so on (the shards are children of multiprocessing's fork server)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            tasks = list(Path(f"/proc/{current}/task").iterdir())
-        except FileNotFoundError:
-            continue
-        for task in tasks:
-            try:
-                kids = [int(c) for c in (task / "children").read_text().split()]
-            except FileNotFoundError:
-                continue
-            found += kids
-            todo += kids
-    return found
 
 
 def process_cpu(pids: list[int]) -> dict[int, float]:

@@ -26,25 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import PYTHON, ROOT, Child  # noqa: E402
-
-
-def _children(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            tasks = list(Path(f"/proc/{current}/task").iterdir())
-        except FileNotFoundError:
-            continue
-        for task in tasks:
-            try:
-                kids = [int(c) for c in (task / "children").read_text().split()]
-            except FileNotFoundError:
-                continue
-            found += kids
-            todo += kids
-    return found
+from _common import PYTHON, ROOT, Child, tree_pids  # noqa: E402
 
 
 def _schedstat(pid: int) -> dict[int, tuple[int, int]]:
@@ -73,7 +55,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             now = time.monotonic()
-            pids = [self.root, *_children(self.root)]
+            pids = tree_pids(self.root)
             self.samples.append((now, {pid: _schedstat(pid) for pid in pids}))
             self.done.wait(self.every)
 
