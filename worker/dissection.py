@@ -21,7 +21,7 @@ from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
 from worker.dissectors.select import SelectingSession, open_session
 from worker.names import Name, NameTable
-from worker.packet import FOREIGN, PacketRef, StoredPacket, decode, ip_text
+from worker.packet import FOREIGN, NOTHING, PacketRef, StoredPacket, decode_fields, ip_text
 from worker.redact import Redactor
 from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import NO_VALUE, IndexRow, IndexValues
@@ -275,6 +275,9 @@ class Dissection:
         self._pending: list[tuple[FlowEntries, FlowInfo, Exchange, int | None, int | None,
                                   TcpInfo | UdpInfo | None, OrderKey]] = []
         self._names: dict[bytes, str] = {}
+        # Entries are encoded into this one buffer and copied out (_entry): ENCODER.encode
+        # starts each output small and grows it several times for an entry of 0.5-1 KB.
+        self._json = bytearray(4096)
         self._current_ref: PacketRef = position
         self._phase = PACKET
         self._phase_t = 0
@@ -406,17 +409,22 @@ class Dissection:
             count += 1
             self._current_ref = ref
             if linktype != FOREIGN:
-                decoded = decode(linktype, data)
-                if decoded is None:
+                # The fields, not a Decoded: compiled, they pass as native values (no tuple,
+                # no int objects per packet).
+                proto, src, sport, dst, dport, flags, seq, payload, ack, window = \
+                    decode_fields(linktype, data)
+                if proto == NOTHING:
                     not_ip += 1
                 else:
                     if linktype != mark_linktype:
                         mark_linktype, mark_at = linktype, mark_offset(linktype)
                     # startswith at an offset: no 6-byte slice made per packet
                     if mark_at is not None and data.startswith(mark, mark_at):
-                        tls_assembler.packet(ts_ns, ref, decoded)
+                        tls_assembler.packet_fields(ts_ns, ref, proto, src, sport, dst, dport,
+                                                    flags, seq, payload, ack, window)
                     else:
-                        assembler.packet(ts_ns, ref, decoded)
+                        assembler.packet_fields(ts_ns, ref, proto, src, sport, dst, dport,
+                                                flags, seq, payload, ack, window)
             if ts_ns - last_expire > EXPIRE_EVERY_NS:
                 self._phase = EXPIRED
                 self._assembler.expire(ts_ns)
@@ -525,7 +533,7 @@ class Dissection:
             if numbered:
                 seq = self._next_seq
                 self._next_seq += 1
-            entry, entry_json = self._entry(item, seq)
+            entry, entry_json = self._entry(item, seq, 0)
             entries, flow, exchange, client_seq, server_seq, _info, key = item
             first, last = exchange.first_ref, exchange.last_ref
             rows.append((key, IndexRow(
@@ -544,12 +552,12 @@ class Dissection:
         pack = _PACKED_KEY.pack
         cut = len(_UNNUMBERED_PREFIX)   # an unnumbered entry's JSON starts so (IndexedEntry.id)
         for item in pending:
-            entry, entry_json = self._entry(item, 0)
+            entry, entry_json = self._entry(item, 0, cut)
             entries, flow, exchange, client_seq, server_seq, _info, key = item
             first, last = exchange.first_ref, exchange.last_ref
             server_offset = exchange.server_offset
             rows.append((
-                pack(*key), entry.ts, entry.protocol, entry_json[cut:],
+                pack(*key), entry.ts, entry.protocol, entry_json,
                 first[0], first[1], last[0], last[1],
                 flow.transport, entries.client_ip, flow.client_port,
                 entries.server_ip, flow.server_port, exchange.client_offset,
@@ -560,8 +568,8 @@ class Dissection:
 
     def _entry(self, item: tuple[FlowEntries, FlowInfo, Exchange, int | None, int | None,
                                  TcpInfo | UdpInfo | None, OrderKey],
-               seq: int) -> tuple[IndexedEntry, bytes]:
-        """A pending exchange's entry (redacted) and its JSON."""
+               seq: int, cut: int) -> tuple[IndexedEntry, bytes]:
+        """A pending exchange's entry (redacted) and its JSON without its first `cut` bytes."""
         entries, flow, exchange, _client_seq, _server_seq, info, _key = item
         node = self._node
         if exchange.notes:
@@ -590,4 +598,11 @@ class Dissection:
             exchange.complete, exchange.notes, tcp, udp)
         if self._redactor is not None:   # before the entry is indexed or streamed
             self._redactor.entry(entry)
-        return entry, ENCODER.encode(entry)
+        # Into the reused buffer, then one copy out: cheaper than encode()'s growing output
+        # (and, cut, than slicing that again); the bytes are the same. Deleting a bytearray's
+        # head only moves its start.
+        buffer = self._json
+        ENCODER.encode_into(entry, buffer)
+        if cut:
+            del buffer[:cut]
+        return entry, bytes(buffer)

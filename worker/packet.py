@@ -107,12 +107,26 @@ def _network_offset(linktype: int, frame: bytes) -> tuple[int, int] | None:
     return None
 
 
-# Decoded made without NamedTuple's Python-level __new__ (one call less per packet).
-_new: Final = tuple.__new__
+# decode_fields' result: Decoded's fields in order, proto NOTHING when the frame has none.
+# A fixed-length tuple of these types is, compiled, a C struct returned by value to a compiled
+# caller: no tuple and no int objects per packet (Dissection.feed -> Assembler.packet_fields),
+# where a Decoded was a tuple of 10 with its sequence numbers and ports boxed.
+Fields = tuple[int, bytes, int, bytes, int, int, int, bytes, int, int]
+NOTHING: Final = 0     # not an IP protocol decode gives (TCP, UDP, UNREACHABLE)
+_NO_FIELDS: Final[Fields] = (NOTHING, b"", 0, b"", 0, 0, 0, b"", 0, -1)
 
 
 def decode(linktype: int, frame: bytes) -> Decoded | None:
     """The TCP or UDP 5-tuple and payload of a frame; None for anything else or a fragment."""
+    fields = decode_fields(linktype, frame)
+    if fields[0] == NOTHING:
+        return None
+    return Decoded(*fields)
+
+
+def decode_fields(linktype: int, frame: bytes) -> Fields:
+    """decode()'s fields as a plain tuple, proto NOTHING (and the rest placeholders) where
+    decode() gives None."""
     # The common case, without _network_offset's tests; the EtherType by two indexings (a
     # slice compared with b"\x08\x00" made a bytes object per packet).
     if linktype == LINKTYPE_ETHERNET and len(frame) >= 14 and frame[12] == 8 and frame[13] == 0:
@@ -120,18 +134,18 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
     else:
         located = _network_offset(linktype, frame)
         if located is None:
-            return None
+            return _NO_FIELDS
         offset, version = located
     if version == 4:
         if len(frame) < offset + 20:
-            return None
+            return _NO_FIELDS
         # The header's fields by indexing, as in the TCP header below: compiled, that is native
         # integer code, where Struct.unpack_from made a tuple and an int object per field.
         ihl = (frame[offset] & 0x0F) * 4
         # MF set or a non-zero offset (flags/fragment offset & 0x3FFF): fragments are not
         # reassembled
         if frame[offset + 6] & 0x3F or frame[offset + 7]:
-            return None
+            return _NO_FIELDS
         total = (frame[offset + 2] << 8) | frame[offset + 3]
         proto = frame[offset + 9]
         src = frame[offset + 12:offset + 16]
@@ -141,7 +155,7 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
         start = offset + ihl
     else:
         if len(frame) < offset + 40:
-            return None
+            return _NO_FIELDS
         proto = frame[offset + 6]
         payload_length = _u16.unpack_from(frame, offset + 4)[0]
         src = frame[offset + 8:offset + 24]
@@ -150,12 +164,12 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
         end = start + payload_length if payload_length else len(frame)
         while proto in _IPV6_EXTENSIONS or proto == _IPV6_FRAGMENT:
             if proto == _IPV6_FRAGMENT or len(frame) < start + 8:
-                return None
+                return _NO_FIELDS
             proto, length = frame[start], (frame[start + 1] + 1) * 8
             start += length
     if proto == TCP:
         if len(frame) < start + 20:
-            return None
+            return _NO_FIELDS
         # "!HHIIBBH": ports, sequence and acknowledgment numbers, data offset, flags, window
         sport = (frame[start] << 8) | frame[start + 1]
         dport = (frame[start + 2] << 8) | frame[start + 3]
@@ -166,41 +180,41 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
         flags = frame[start + 13]
         window = (frame[start + 14] << 8) | frame[start + 15]
         payload_start = start + (frame[start + 12] >> 4) * 4
-        return _new(Decoded, (TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end],
-                              ack, window))
+        return (TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end], ack, window)
     if proto == UDP:
         if len(frame) < start + 8:
-            return None
+            return _NO_FIELDS
         sport = (frame[start] << 8) | frame[start + 1]
         dport = (frame[start + 2] << 8) | frame[start + 3]
-        return _new(Decoded, (UDP, src, sport, dst, dport, 0, 0, frame[start + 8:end], 0, -1))
+        return (UDP, src, sport, dst, dport, 0, 0, frame[start + 8:end], 0, -1)
     if proto == _ICMP or proto == _ICMPV6:
         return _port_unreachable(frame, start, proto)
-    return None
+    return _NO_FIELDS
 
 
-def _port_unreachable(frame: bytes, start: int, proto: int) -> Decoded | None:
+def _port_unreachable(frame: bytes, start: int, proto: int) -> Fields:
     """An ICMP destination unreachable / port unreachable (ICMPv6: type 1 code 4) quoting a
-    UDP datagram: that datagram's 5-tuple as Decoded(UNREACHABLE, ...); None otherwise."""
+    UDP datagram: that datagram's 5-tuple as Decoded(UNREACHABLE, ...)'s fields; no fields
+    otherwise."""
     if len(frame) < start + 8:
-        return None
+        return _NO_FIELDS
     kind, code = frame[start], frame[start + 1]
     inner = start + 8
     if proto == _ICMP:
         if kind != 3 or code != 3 or len(frame) < inner + 20 or frame[inner] >> 4 != 4:
-            return None
+            return _NO_FIELDS
         ihl = (frame[inner] & 0x0F) * 4
         if frame[inner + 9] != UDP or len(frame) < inner + ihl + 4:
-            return None
+            return _NO_FIELDS
         src, dst = frame[inner + 12:inner + 16], frame[inner + 16:inner + 20]
         ports_at = inner + ihl
     else:
         if kind != 1 or code != 4 or len(frame) < inner + 44 or frame[inner + 6] != UDP:
-            return None
+            return _NO_FIELDS
         src, dst = frame[inner + 8:inner + 24], frame[inner + 24:inner + 40]
         ports_at = inner + 40
     sport, dport = _udp_ports.unpack_from(frame, ports_at)
-    return Decoded(UNREACHABLE, src, sport, dst, dport, 0, 0, b"")
+    return (UNREACHABLE, src, sport, dst, dport, 0, 0, b"", 0, -1)
 
 
 def ip_text(packed: bytes) -> str:

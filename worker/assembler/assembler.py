@@ -84,9 +84,17 @@ class Assembler:
 
     # -- per packet -------------------------------------------------------------------------
     def packet(self, ts_ns: int, ref: PacketRef, decoded: Decoded) -> None:
+        proto, src, sport, dst, dport, flags, seq, payload, ack, window = decoded
+        self.packet_fields(ts_ns, ref, proto, src, sport, dst, dport, flags, seq, payload, ack,
+                           window)
+
+    def packet_fields(self, ts_ns: int, ref: PacketRef, proto: int, src: bytes, sport: int,
+                      dst: bytes, dport: int, flags: int, seq: int, payload: bytes, ack: int,
+                      window: int) -> None:
+        """packet() of a Decoded's fields (packet.decode_fields): compiled, they come as native
+        values, without the tuple and the int objects a Decoded is made of."""
         stats = self.stats
         stats.packets += 1
-        proto, src, sport, dst, dport, flags, seq, payload, ack, window = decoded
         key = (proto, src, sport, dst, dport)
         half = self._halves.get(key)
         if proto != TCP:
