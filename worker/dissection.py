@@ -411,7 +411,7 @@ class Dissection:
             if linktype != FOREIGN:
                 # The fields, not a Decoded: compiled, they pass as native values (no tuple,
                 # no int objects per packet).
-                proto, src, sport, dst, dport, flags, seq, payload, ack, window = \
+                proto, key, sport, dport, flags, seq, payload, ack, window = \
                     decode_fields(linktype, data)
                 if proto == NOTHING:
                     not_ip += 1
@@ -420,11 +420,11 @@ class Dissection:
                         mark_linktype, mark_at = linktype, mark_offset(linktype)
                     # startswith at an offset: no 6-byte slice made per packet
                     if mark_at is not None and data.startswith(mark, mark_at):
-                        tls_assembler.packet_fields(ts_ns, ref, proto, src, sport, dst, dport,
-                                                    flags, seq, payload, ack, window)
+                        tls_assembler.packet_fields(ts_ns, ref, proto, key, sport, dport, flags,
+                                                    seq, payload, ack, window)
                     else:
-                        assembler.packet_fields(ts_ns, ref, proto, src, sport, dst, dport,
-                                                flags, seq, payload, ack, window)
+                        assembler.packet_fields(ts_ns, ref, proto, key, sport, dport, flags, seq,
+                                                payload, ack, window)
             if ts_ns - last_expire > EXPIRE_EVERY_NS:
                 self._phase = EXPIRED
                 self._assembler.expire(ts_ns)

@@ -107,26 +107,38 @@ def _network_offset(linktype: int, frame: bytes) -> tuple[int, int] | None:
     return None
 
 
-# decode_fields' result: Decoded's fields in order, proto NOTHING when the frame has none.
-# A fixed-length tuple of these types is, compiled, a C struct returned by value to a compiled
-# caller: no tuple and no int objects per packet (Dissection.feed -> Assembler.packet_fields),
-# where a Decoded was a tuple of 10 with its sequence numbers and ports boxed.
-Fields = tuple[int, bytes, int, bytes, int, int, int, bytes, int, int]
+# decode_fields' result: (proto, key, sport, dport, flags, seq, payload, ack, window), proto
+# NOTHING when the frame has no flow. The key is the source and destination addresses then
+# ports, as they lie in the headers: for IPv4 without options one slice of the frame (the
+# assembler's flow key, worker.assembler.flows). A fixed-length tuple of these types is,
+# compiled, a C struct returned by value to a compiled caller: no tuple and no int objects per
+# packet (Dissection.feed -> Assembler.packet_fields), where a Decoded was a tuple of 10, two
+# address slices and its sequence numbers and ports boxed.
+Fields = tuple[int, bytes, int, int, int, int, bytes, int, int]
 NOTHING: Final = 0     # not an IP protocol decode gives (TCP, UDP, UNREACHABLE)
-_NO_FIELDS: Final[Fields] = (NOTHING, b"", 0, b"", 0, 0, 0, b"", 0, -1)
+_NO_FIELDS: Final[Fields] = (NOTHING, b"", 0, 0, 0, 0, b"", 0, -1)
 
 
 def decode(linktype: int, frame: bytes) -> Decoded | None:
     """The TCP or UDP 5-tuple and payload of a frame; None for anything else or a fragment."""
-    fields = decode_fields(linktype, frame)
-    if fields[0] == NOTHING:
+    proto, key, sport, dport, flags, seq, payload, ack, window = decode_fields(linktype, frame)
+    if proto == NOTHING:
         return None
-    return Decoded(*fields)
+    size = (len(key) - 4) >> 1
+    return Decoded(proto, key[:size], sport, key[size:2 * size], dport, flags, seq, payload, ack,
+                   window)
+
+
+def _key(frame: bytes, addresses: int, size: int, ports: int) -> bytes:
+    """The addresses (2 x size bytes at `addresses`) then the 4 bytes of ports at `ports`."""
+    if addresses + 2 * size == ports:
+        return frame[addresses:ports + 4]
+    return frame[addresses:addresses + 2 * size] + frame[ports:ports + 4]
 
 
 def decode_fields(linktype: int, frame: bytes) -> Fields:
-    """decode()'s fields as a plain tuple, proto NOTHING (and the rest placeholders) where
-    decode() gives None."""
+    """decode()'s fields, the addresses and ports as one key (above), proto NOTHING (and the
+    rest placeholders) where decode() gives None."""
     # The common case, without _network_offset's tests; the EtherType by two indexings (a
     # slice compared with b"\x08\x00" made a bytes object per packet).
     if linktype == LINKTYPE_ETHERNET and len(frame) >= 14 and frame[12] == 8 and frame[13] == 0:
@@ -148,8 +160,7 @@ def decode_fields(linktype: int, frame: bytes) -> Fields:
             return _NO_FIELDS
         total = (frame[offset + 2] << 8) | frame[offset + 3]
         proto = frame[offset + 9]
-        src = frame[offset + 12:offset + 16]
-        dst = frame[offset + 16:offset + 20]
+        addresses, size = offset + 12, 4
         # Trim Ethernet padding with the IP total length; TSO frames may report 0.
         end = offset + total if total >= ihl else len(frame)
         start = offset + ihl
@@ -158,8 +169,7 @@ def decode_fields(linktype: int, frame: bytes) -> Fields:
             return _NO_FIELDS
         proto = frame[offset + 6]
         payload_length = _u16.unpack_from(frame, offset + 4)[0]
-        src = frame[offset + 8:offset + 24]
-        dst = frame[offset + 24:offset + 40]
+        addresses, size = offset + 8, 16
         start = offset + 40
         end = start + payload_length if payload_length else len(frame)
         while proto in _IPV6_EXTENSIONS or proto == _IPV6_FRAGMENT:
@@ -180,13 +190,15 @@ def decode_fields(linktype: int, frame: bytes) -> Fields:
         flags = frame[start + 13]
         window = (frame[start + 14] << 8) | frame[start + 15]
         payload_start = start + (frame[start + 12] >> 4) * 4
-        return (TCP, src, sport, dst, dport, flags, seq, frame[payload_start:end], ack, window)
+        return (TCP, _key(frame, addresses, size, start), sport, dport, flags, seq,
+                frame[payload_start:end], ack, window)
     if proto == UDP:
         if len(frame) < start + 8:
             return _NO_FIELDS
         sport = (frame[start] << 8) | frame[start + 1]
         dport = (frame[start + 2] << 8) | frame[start + 3]
-        return (UDP, src, sport, dst, dport, 0, 0, frame[start + 8:end], 0, -1)
+        return (UDP, _key(frame, addresses, size, start), sport, dport, 0, 0,
+                frame[start + 8:end], 0, -1)
     if proto == _ICMP or proto == _ICMPV6:
         return _port_unreachable(frame, start, proto)
     return _NO_FIELDS
@@ -206,15 +218,13 @@ def _port_unreachable(frame: bytes, start: int, proto: int) -> Fields:
         ihl = (frame[inner] & 0x0F) * 4
         if frame[inner + 9] != UDP or len(frame) < inner + ihl + 4:
             return _NO_FIELDS
-        src, dst = frame[inner + 12:inner + 16], frame[inner + 16:inner + 20]
-        ports_at = inner + ihl
+        addresses, size, ports_at = inner + 12, 4, inner + ihl
     else:
         if kind != 1 or code != 4 or len(frame) < inner + 44 or frame[inner + 6] != UDP:
             return _NO_FIELDS
-        src, dst = frame[inner + 8:inner + 24], frame[inner + 24:inner + 40]
-        ports_at = inner + 40
+        addresses, size, ports_at = inner + 8, 16, inner + 40
     sport, dport = _udp_ports.unpack_from(frame, ports_at)
-    return (UNREACHABLE, src, sport, dst, dport, 0, 0, b"", 0, -1)
+    return (UNREACHABLE, _key(frame, addresses, size, ports_at), sport, dport, 0, 0, b"", 0, -1)
 
 
 def ip_text(packed: bytes) -> str:

@@ -1,6 +1,6 @@
 """The assembler: decoded packets in, per-flow in-order byte streams out to dissector Sessions.
 
-Per packet the work is one dict lookup by `Decoded[:5]` and, for in-order TCP data, a few
+Per packet the work is one dict lookup by the packet's addresses and ports (one bytes slice) and, for in-order TCP data, a few
 integer operations before `Session.on_data`; nothing is allocated and payloads are not copied.
 Only out-of-order data is buffered (see worker.assembler.tcp), bounded per flow and in total.
 
@@ -12,6 +12,7 @@ the store from there finds them all) and the timestamp of the packet that releas
 
 from __future__ import annotations
 
+from struct import Struct
 from typing import Final
 import logging
 from collections import OrderedDict
@@ -20,13 +21,15 @@ from dataclasses import replace
 
 import msgspec
 
-from worker.assembler.flows import Flow, FlowKey, Half, flow_key, reverse_key, roles_from_ports
+from worker.assembler.flows import (Flow, FlowKey, Half, flow_key, key_parts, reverse_key,
+                                    roles_from_ports)
 from worker.assembler.tcp import HALF_SPACE, SEQ_MASK, insert, seq_delta, take_run
 from worker.connections import SYN_TIMEOUT_NS, TcpFacts
 from worker.dissectors.base import Direction, FlowInfo, Session
-from worker.packet import ACK, FIN, RST, SYN, TCP, UDP, UNREACHABLE, Decoded, PacketRef
+from worker.packet import ACK, FIN, RST, SYN, TCP, UNREACHABLE, Decoded, PacketRef
 
 MAX_KNOWN_SERVERS: Final = 65536
+_PORTS: Final = Struct("!HH")
 
 log = logging.getLogger("shark.worker.assembler")
 
@@ -72,7 +75,9 @@ class Assembler:
         self._max_total_buffer = max_buffered_bytes_total
         self._tcp_idle_ns = int(tcp_idle_timeout_s * 1e9)
         self._udp_idle_ns = int(udp_idle_timeout_s * 1e9)
-        self._halves: dict[FlowKey, Half] = {}
+        # Per transport: a TCP and a UDP flow may share addresses and ports.
+        self._tcp_halves: dict[FlowKey, Half] = {}
+        self._udp_halves: dict[FlowKey, Half] = {}
         # Every flow in the table, oldest queued first: LRU eviction by second chance, so a
         # packet only stamps flow.last_ns and never reorders this.
         self._order: OrderedDict[Flow, None] = OrderedDict()
@@ -85,24 +90,24 @@ class Assembler:
     # -- per packet -------------------------------------------------------------------------
     def packet(self, ts_ns: int, ref: PacketRef, decoded: Decoded) -> None:
         proto, src, sport, dst, dport, flags, seq, payload, ack, window = decoded
-        self.packet_fields(ts_ns, ref, proto, src, sport, dst, dport, flags, seq, payload, ack,
-                           window)
+        self.packet_fields(ts_ns, ref, proto, src + dst + _PORTS.pack(sport, dport), sport,
+                           dport, flags, seq, payload, ack, window)
 
-    def packet_fields(self, ts_ns: int, ref: PacketRef, proto: int, src: bytes, sport: int,
-                      dst: bytes, dport: int, flags: int, seq: int, payload: bytes, ack: int,
+    def packet_fields(self, ts_ns: int, ref: PacketRef, proto: int, key: FlowKey, sport: int,
+                      dport: int, flags: int, seq: int, payload: bytes, ack: int,
                       window: int) -> None:
-        """packet() of a Decoded's fields (packet.decode_fields): compiled, they come as native
-        values, without the tuple and the int objects a Decoded is made of."""
+        """packet() of packet.decode_fields' fields: compiled, they come as native values,
+        without the tuple and the int objects a Decoded is made of; `key` is the packet's
+        addresses then ports (flows.FlowKey)."""
         stats = self.stats
         stats.packets += 1
-        key = (proto, src, sport, dst, dport)
-        half = self._halves.get(key)
         if proto != TCP:
             if proto == UNREACHABLE:
                 self._unreachable(key, ts_ns, ref)
                 return
+            half = self._udp_halves.get(key)
             if half is None:
-                half = self._new_flow(key, *roles_from_ports(sport, dport), ts_ns)
+                half = self._new_flow(False, key, *roles_from_ports(sport, dport), ts_ns)
             flow = half.flow
             flow.last_ns = ts_ns
             if payload:
@@ -118,16 +123,18 @@ class Assembler:
                         self._session_failed(flow, ts_ns)
             return
 
+        half = self._tcp_halves.get(key)
         if flags & SYN:
             syn_ack = flags & ACK
-            self._remember_server((proto, src, sport) if syn_ack else (proto, dst, dport))
+            src, sport, dst, dport = key_parts(key)
+            self._remember_server((TCP, src, sport) if syn_ack else (TCP, dst, dport))
             if half is None or self._starts_new_connection(half, seq, syn_ack):
                 half = self._replace(half, key, not syn_ack, ts_ns)
         elif half is None:
             if not payload:
                 return   # a stray ACK/FIN/RST of a connection we never saw
             sender_client, guessed = self._mid_stream_roles(key)
-            half = self._new_flow(key, sender_client, guessed, ts_ns)
+            half = self._new_flow(True, key, sender_client, guessed, ts_ns)
         flow = half.flow
         if flow.closed:
             return
@@ -189,7 +196,8 @@ class Assembler:
         flows = list(self._order)
         for flow in flows:
             self._close(flow, ts_ns)
-        self._halves.clear()
+        self._tcp_halves.clear()
+        self._udp_halves.clear()
         self._order.clear()
         for flow in flows:
             flow.unlink()
@@ -198,7 +206,8 @@ class Assembler:
         """Fix the roles of `flow` and, per direction, the TCP sequence number that becomes
         stream offset 0 (earlier bytes are dropped); None starts at the first byte seen."""
         key = flow_key(flow)
-        for existing in (self._halves.get(key), self._halves.get(reverse_key(key))):
+        halves = self._tcp_halves if flow.transport == "tcp" else self._udp_halves
+        for existing in (halves.get(key), halves.get(reverse_key(key))):
             if existing is not None:
                 self._close(existing.flow, self._clock_ns)
                 self._remove(existing.flow)
@@ -213,7 +222,8 @@ class Assembler:
         """Close the session of a live flow (it emits what it has, cut) and give the flow a new
         one that reads on from the next byte, as after a gap: the flow keeps its roles, facts
         and sequence numbers (the worker-wide memory budget's cut). False if it is gone."""
-        half = self._halves.get(flow_key(flow))
+        halves = self._tcp_halves if flow.transport == "tcp" else self._udp_halves
+        half = halves.get(flow_key(flow))
         if half is None or half.flow.info is not flow or half.flow.closed:
             return False
         live = half.flow
@@ -238,9 +248,7 @@ class Assembler:
         that direction has not started or the flow is gone."""
         if flow.transport != "tcp":
             return None
-        # Called twice per exchange: the key and the half inlined (flow_key, Flow.half).
-        half = self._halves.get((TCP, flow.client_ip, flow.client_port, flow.server_ip,
-                                 flow.server_port))
+        half = self._tcp_halves.get(flow_key(flow))
         if half is None:
             return None
         owner = half.flow
@@ -256,8 +264,7 @@ class Assembler:
         the assembler's server (the selector swapped guessed roles)."""
         if flow.transport != "tcp":
             return None, None
-        half = self._halves.get((TCP, flow.client_ip, flow.client_port, flow.server_ip,
-                                 flow.server_port))
+        half = self._tcp_halves.get(flow_key(flow))
         if half is None:
             return None, None
         owner = half.flow
@@ -300,10 +307,10 @@ class Assembler:
         started late, or flows reset after a discontinuity): an endpoint seen accepting a
         connection before is the server; else the port hints; else a guess the selector may
         correct by content."""
-        proto, src, sport, dst, dport = key
-        if (proto, src, sport) in self._known_servers:
+        src, sport, dst, dport = key_parts(key)
+        if (TCP, src, sport) in self._known_servers:
             return False, False
-        if (proto, dst, dport) in self._known_servers:
+        if (TCP, dst, dport) in self._known_servers:
             return True, False
         return roles_from_ports(sport, dport)
 
@@ -311,27 +318,27 @@ class Assembler:
         if old is not None:
             self._close(old.flow, ts_ns)
             self._remove(old.flow)
-        return self._new_flow(key, sender_client, False, ts_ns, handshake=True)
+        return self._new_flow(True, key, sender_client, False, ts_ns, handshake=True)
 
-    def _new_flow(self, key: FlowKey, sender_client: bool, guessed: bool, ts_ns: int,
+    def _new_flow(self, tcp: bool, key: FlowKey, sender_client: bool, guessed: bool, ts_ns: int,
                   handshake: bool = False) -> Half:
         """A flow for a packet with this key; returns the sender's half."""
-        proto, src, sport, dst, dport = key
+        src, sport, dst, dport = key_parts(key)
         # Both assemblers' UDP flows too: an ICMP port unreachable refuses them (failure).
         facts = TcpFacts()
-        transport = "tcp" if proto == TCP else "udp"
+        transport = "tcp" if tcp else "udp"
         if sender_client:
             info = FlowInfo(transport, src, sport, dst, dport, guessed, handshake, facts)
-            return self._install(info, key, ts_ns, False, (proto, dst, dport, src, sport)).client
+            return self._install(info, key, ts_ns, False, reverse_key(key)).client
         info = FlowInfo(transport, dst, dport, src, sport, guessed, handshake, facts)
-        return self._install(info, (proto, dst, dport, src, sport), ts_ns, False, key).server
+        return self._install(info, reverse_key(key), ts_ns, False, key).server
 
     def _install(self, info: FlowInfo, client_key: FlowKey, ts_ns: int,
                  anchored: bool = False, server_key: FlowKey | None = None) -> Flow:
         order = self._order
         while len(order) >= self._max_flows:
             self._evict_one(ts_ns)
-        if info.facts is None and client_key[0] == TCP:   # an anchored flow (detail view)
+        if info.facts is None and info.transport == "tcp":   # an anchored flow (detail view)
             info = replace(info, facts=TcpFacts())
         session: Session | None = None
         try:
@@ -341,7 +348,7 @@ class Assembler:
             log.warning("opening a session for %s failed; the flow is not dissected", info,
                         exc_info=True)
         flow = Flow(info, client_key, session, ts_ns, anchored)
-        halves = self._halves
+        halves = self._tcp_halves if flow.is_tcp else self._udp_halves
         halves[client_key] = flow.client
         halves[reverse_key(client_key) if server_key is None else server_key] = flow.server
         order[flow] = None
@@ -372,9 +379,10 @@ class Assembler:
         order = self._order
         if flow not in order:
             return
+        halves = self._tcp_halves if flow.is_tcp else self._udp_halves
         for key, half in ((flow.key, flow.client), (reverse_key(flow.key), flow.server)):
-            if self._halves.get(key) is half:
-                del self._halves[key]
+            if halves.get(key) is half:
+                del halves[key]
         del order[flow]
         flow.unlink()
 
@@ -412,7 +420,7 @@ class Assembler:
     def _unreachable(self, key: FlowKey, ts_ns: int, ref: PacketRef) -> None:
         """An ICMP port unreachable about a datagram of a UDP flow: nothing listens there. The
         flow is refused and ends now (its pending request comes out unanswered)."""
-        half = self._halves.get((UDP, *key[1:]))
+        half = self._udp_halves.get(key)
         if half is None or half.flow.closed:
             return
         flow = half.flow

@@ -1,17 +1,23 @@
 """Flow state: one Flow per connection (or UDP 5-tuple), one Half per direction, and roles.
 
 These are plain __slots__ classes made once per flow, never per packet. The assembler's table
-maps each direction's key (proto, src, sport, dst, dport), exactly `Decoded[:5]`, to that
-direction's Half, so a packet finds its state with one dict lookup and no canonicalisation.
+maps each direction's key (one table per transport) to that direction's Half, so a packet
+finds its state with one dict lookup and no canonicalisation. The key is the source and
+destination addresses then ports as they lie in the IP and transport headers
+(packet.decode_fields: one slice of the frame for IPv4 without options), the same bytes as the
+dissection shards' flow table keys.
 """
 
 from __future__ import annotations
 
+from struct import Struct
 from typing import Final
 from worker.dissectors.base import Direction, FlowInfo, Session
-from worker.packet import TCP, PacketRef
+from worker.packet import PacketRef
 
-FlowKey = tuple[int, bytes, int, bytes, int]   # (proto, src ip, src port, dst ip, dst port)
+# src ip, dst ip (4 or 16 bytes each), src port, dst port (2 bytes each, big-endian)
+FlowKey = bytes
+_PORTS: Final = Struct("!HH")
 
 # Ports that are servers more often than not, beyond the well-known range (<1024). Only a hint
 # for flows first seen mid-stream (no SYN) and for UDP; content decides the protocol.
@@ -44,13 +50,22 @@ def roles_from_ports(sport: int, dport: int) -> tuple[bool, bool]:
 
 def flow_key(flow: FlowInfo) -> FlowKey:
     """The client-to-server key of a FlowInfo."""
-    proto = TCP if flow.transport == "tcp" else 17
-    return (proto, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port)
+    return b"".join((flow.client_ip, flow.server_ip,
+                     _PORTS.pack(flow.client_port, flow.server_port)))
 
 
 def reverse_key(key: FlowKey) -> FlowKey:
-    proto, src, sport, dst, dport = key
-    return (proto, dst, dport, src, sport)
+    """The key of the other direction: addresses swapped, ports swapped."""
+    size = (len(key) - 4) >> 1
+    return b"".join((key[size:2 * size], key[:size], key[-2:], key[-4:-2]))
+
+
+def key_parts(key: FlowKey) -> tuple[bytes, int, bytes, int]:
+    """(src ip, src port, dst ip, dst port) of a key."""
+    size = (len(key) - 4) >> 1
+    end = 2 * size
+    return (key[:size], (key[end] << 8) | key[end + 1], key[size:end],
+            (key[end + 2] << 8) | key[end + 3])
 
 
 # One buffered out-of-order piece: (stream offset, bytes, ref of the packet they came from).
@@ -95,7 +110,7 @@ class Flow:
                  anchored: bool = False) -> None:
         self.info = info
         self.key = key                     # client-to-server key
-        self.is_tcp = key[0] == TCP
+        self.is_tcp = info.transport == "tcp"
         self.session = session             # None once closed or after the session failed
         self.client = Half(self, Direction.CLIENT_TO_SERVER)
         self.server = Half(self, Direction.SERVER_TO_CLIENT)
