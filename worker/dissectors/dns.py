@@ -23,20 +23,22 @@ import re
 import socket
 from collections import deque
 from struct import Struct
-from typing import Any, Protocol
+from typing import Any, Final
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
 from worker.dissectors.stream import Span, StreamReader
 
-MAX_ANSWERS = 50                      # answers listed per response (the count is exact)
-MAX_PENDING = 1024                    # queries waiting for an answer, per flow
-QUERY_TIMEOUT_NS = 10_000_000_000     # a query unanswered this long is emitted as such
-RDATA_HEX_LIMIT = 64                  # bytes of unknown rdata shown (as hex)
-TEXT_LIMIT = 1000                     # characters of TXT data shown
-RESYNC_SCAN_LIMIT = 4096              # positions tried per TCP chunk while resyncing
+# Final: mypyc folds the ints into the code and keeps the tables in C statics; a plain module
+# global is a dict lookup by name at every use.
+MAX_ANSWERS: Final = 50                      # answers listed per response (the count is exact)
+MAX_PENDING: Final = 1024                    # queries waiting for an answer, per flow
+QUERY_TIMEOUT_NS: Final = 10_000_000_000     # a query unanswered this long is emitted as such
+RDATA_HEX_LIMIT: Final = 64                  # bytes of unknown rdata shown (as hex)
+TEXT_LIMIT: Final = 1000                     # characters of TXT data shown
+RESYNC_SCAN_LIMIT: Final = 4096              # positions tried per TCP chunk while resyncing
 
-TYPES = {
+TYPES: Final = {
     1: "A", 2: "NS", 3: "MD", 4: "MF", 5: "CNAME", 6: "SOA", 7: "MB", 8: "MG", 9: "MR",
     10: "NULL", 11: "WKS", 12: "PTR", 13: "HINFO", 14: "MINFO", 15: "MX", 16: "TXT", 17: "RP",
     18: "AFSDB", 24: "SIG", 25: "KEY", 28: "AAAA", 29: "LOC", 33: "SRV", 35: "NAPTR", 36: "KX",
@@ -46,30 +48,28 @@ TYPES = {
     62: "CSYNC", 63: "ZONEMD", 64: "SVCB", 65: "HTTPS", 99: "SPF", 249: "TKEY", 250: "TSIG",
     251: "IXFR", 252: "AXFR", 253: "MAILB", 254: "MAILA", 255: "ANY", 256: "URI", 257: "CAA",
 }
-CLASSES = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
-RCODES = {
+CLASSES: Final = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
+RCODES: Final = {
     0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
     6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 11: "DSOTYPENI",
     16: "BADVERS", 17: "BADKEY", 18: "BADTIME", 19: "BADMODE", 20: "BADNAME", 21: "BADALG",
     22: "BADTRUNC", 23: "BADCOOKIE",
 }
-OPCODES = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE", 6: "DSO"}
-_NAME_TYPES = frozenset({2, 3, 4, 5, 7, 8, 9, 12, 39})   # rdata is one domain name
-_OPT = 41
-_MAX_HOPS = 64
-_HEADER = Struct("!6H")        # id, flags, qdcount, ancount, nscount, arcount
-_RECORD = Struct("!HHIH")       # type, class, ttl, rdlength
-_QUESTION = Struct("!HH")       # type, class
-_NEEDS_ESCAPE = re.compile(rb"[^\x21-\x7e]|[\\\"();]")   # "." is checked apart
-_PRINTABLE_LABEL = re.compile(rb"[\x21-\x7e]+")
+OPCODES: Final = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE", 6: "DSO"}
+_NAME_TYPES: Final = frozenset({2, 3, 4, 5, 7, 8, 9, 12, 39})   # rdata is one domain name
+_OPT: Final = 41
+_MAX_HOPS: Final = 64
+_HEADER: Final = Struct("!6H")        # id, flags, qdcount, ancount, nscount, arcount
+_NEEDS_ESCAPE: Final = re.compile(rb"[^\x21-\x7e]|[\\\"();]")   # "." is checked apart
+_PRINTABLE_LABEL: Final = re.compile(rb"[\x21-\x7e]+")
 
 
 # Names without compression pointers by their wire bytes (labels and root): what read_name made
 # of them, at most NAME_CACHE_SIZE (then emptied: a bound, not an LRU). A name's text depends
 # on those bytes alone, and in a node's traffic the same few hundred names come again and again
 # (a response repeats its query's question); 4096 names with their keys are a few hundred KB.
-NAME_CACHE_SIZE = 4096
-_NAMES: dict[bytes, str] = {}
+NAME_CACHE_SIZE: Final = 4096
+_NAMES: Final[dict[bytes, str]] = {}
 
 
 class Malformed(Exception):
@@ -272,9 +272,13 @@ def parse(buf: bytes, records: bool = True, keep_all: bool = False,
     if type(buf) is not bytes:
         buf = bytes(buf)
     msg = Message()
-    msg.id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(buf)
-    msg.flags, msg.qdcount, msg.ancount, msg.nscount, msg.arcount = \
-        flags, qdcount, ancount, nscount, arcount
+    # Indexing a typed bytes is native under mypyc: no Struct call and tuple per message.
+    msg.id = buf[0] << 8 | buf[1]
+    msg.flags = flags = buf[2] << 8 | buf[3]
+    msg.qdcount = qdcount = buf[4] << 8 | buf[5]
+    msg.ancount = ancount = buf[6] << 8 | buf[7]
+    msg.nscount = nscount = buf[8] << 8 | buf[9]
+    msg.arcount = arcount = buf[10] << 8 | buf[11]
     msg.rcode = flags & 0x0F
     pos = 12
     n = len(buf)
@@ -285,14 +289,14 @@ def parse(buf: bytes, records: bool = True, keep_all: bool = False,
             raise Malformed("question runs past the end of the message")
         if i == 0:
             msg.qname = name
-            msg.qtype, msg.qclass = _QUESTION.unpack_from(buf, pos)
+            msg.qtype = buf[pos] << 8 | buf[pos + 1]
+            msg.qclass = buf[pos + 2] << 8 | buf[pos + 3]
         pos += 4
     if not records:
         return msg
     if not (ancount or nscount or arcount):
         msg.end = pos
         return msg
-    record = _RECORD.unpack_from
     try:
         for section, count in ((msg.answers, ancount), (msg.authorities, nscount),
                                (msg.additionals, arcount)):
@@ -303,7 +307,10 @@ def parse(buf: bytes, records: bool = True, keep_all: bool = False,
                 name, pos = read_name(buf, pos, memo)
                 if pos + 10 > n:
                     raise Malformed("record runs past the end of the message")
-                rtype, rclass, ttl, rdlength = record(buf, pos)
+                rtype = buf[pos] << 8 | buf[pos + 1]
+                rclass = buf[pos + 2] << 8 | buf[pos + 3]
+                ttl = buf[pos + 4] << 24 | buf[pos + 5] << 16 | buf[pos + 6] << 8 | buf[pos + 7]
+                rdlength = buf[pos + 8] << 8 | buf[pos + 9]
                 start = pos + 10
                 pos = start + rdlength
                 if pos > n:
@@ -348,8 +355,14 @@ def _question_plausible(buf: bytes, pos: int = 12) -> int:
         if length == 0:
             pos += 1
             break
-        if length > 63 or _PRINTABLE_LABEL.fullmatch(buf, pos + 1, pos + 1 + length) is None:
+        if length > 63:
             return -1
+        # Printable bytes only (what _PRINTABLE_LABEL matches): a native loop under mypyc is
+        # cheaper than a regex call per label. A label cut by the end fails below (pos >= n).
+        for i in range(pos + 1, min(n, pos + 1 + length)):
+            c = buf[i]
+            if c < 0x21 or c > 0x7E:
+                return -1
         total += length + 1
         if total > 255:
             return -1
@@ -382,7 +395,15 @@ def _labels_so_far(buf: bytes, pos: int) -> bool:
 def _whole_message(buf: bytes, is_response: bool) -> Message | None:
     """buf is exactly one plausible DNS message of the given kind: its parse (records walked,
     not decoded), else None."""
-    if len(buf) < 17 or not _plausible_header(buf, 0, is_response):
+    if len(buf) < 17:
+        return None
+    # _plausible_header(buf, 0, is_response) on a typed bytes, by indexing (native)
+    flags = buf[2] << 8 | buf[3]
+    if bool(flags & 0x8000) != is_response or (flags >> 11) & 0x0F not in OPCODES:
+        return None
+    an = buf[6] << 8 | buf[7]
+    if buf[4] << 8 | buf[5] != 1 or an > 512 or (buf[8] << 8 | buf[9]) > 512 or \
+            (buf[10] << 8 | buf[11]) > 512 or not (flags & 0x8000 or an == 0):
         return None
     if _question_plausible(buf) < 0:
         return None
@@ -459,18 +480,12 @@ class _Query:
         self.done = False
 
 
-class _Sink(Protocol):
-    """All a DNS TCP reader calls on its session."""
-
-    def message(self, data: bytes, direction: Direction, span: Span) -> None: ...
-
-
 class _TcpReader(StreamReader):
     """One direction of DNS over TCP: length-prefixed frames, resync after a gap."""
 
     __slots__ = ("s", "started", "synced")
 
-    def __init__(self, session: _Sink, direction: Direction) -> None:
+    def __init__(self, session: DnsSession, direction: Direction) -> None:
         super().__init__(direction)
         self.s = session
         self.started = False
@@ -751,13 +766,12 @@ class DnsSession:
                   end_ref: PacketRef) -> None:
         if query is not None:
             request = self._request(query.msg)
-            notes = query.notes[:]
+            notes = query.notes         # the query is done: its list is taken, not copied
             start_ns, first_ref, client_offset = query.ts, query.ref, query.offset
             summary = self._summary(query.msg)
             request_size = query.size
         else:
             request = self._request(msg)
-            request["id"] = msg.id
             notes = ["query not captured"]
             start_ns, first_ref, request_size = ts, ref, 0
             client_offset = (offset if direction == Direction.CLIENT_TO_SERVER

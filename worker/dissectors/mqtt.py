@@ -31,28 +31,44 @@ incomplete at close.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
 from worker.dissectors.stream import StreamReader, TwoWaySession, chunk_at
 
-C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
-CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = range(8, 16)
-NAMES = {1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC", 6: "PUBREL",
+# Final: mypyc folds the ints into the code and keeps the tables in C statics; a plain module
+# global is a dict lookup by name at every use (each `kind == PUBLISH` of the per-packet path).
+C2S: Final = Direction.CLIENT_TO_SERVER
+S2C: Final = Direction.SERVER_TO_CLIENT
+CONNECT: Final = 1
+CONNACK: Final = 2
+PUBLISH: Final = 3
+PUBACK: Final = 4
+PUBREC: Final = 5
+PUBREL: Final = 6
+PUBCOMP: Final = 7
+SUBSCRIBE: Final = 8
+SUBACK: Final = 9
+UNSUBSCRIBE: Final = 10
+UNSUBACK: Final = 11
+PINGREQ: Final = 12
+PINGRESP: Final = 13
+DISCONNECT: Final = 14
+AUTH: Final = 15
+NAMES: Final = {1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC", 6: "PUBREL",
          7: "PUBCOMP", 8: "SUBSCRIBE", 9: "SUBACK", 10: "UNSUBSCRIBE", 11: "UNSUBACK",
          12: "PINGREQ", 13: "PINGRESP", 14: "DISCONNECT", 15: "AUTH"}
-PACKET_BUFFER = 256 * 1024         # a larger PUBLISH is parsed from its head, payload skipped
-HEAD_NEEDED = 70_000               # enough for a topic (<= 65535) and the usual properties
-STRING_LIMIT = 1000
-SUMMARY_LIMIT = 256
-VERSIONS = {3: "3.1", 4: "3.1.1", 5: "5.0"}
+PACKET_BUFFER: Final = 256 * 1024         # a larger PUBLISH is parsed from its head, payload skipped
+HEAD_NEEDED: Final = 70_000               # enough for a topic (<= 65535) and the usual properties
+STRING_LIMIT: Final = 1000
+SUMMARY_LIMIT: Final = 256
+VERSIONS: Final = {3: "3.1", 4: "3.1.1", 5: "5.0"}
 
-CONNACK_V3 = {0: "Connection Accepted", 1: "Unacceptable protocol version",
+CONNACK_V3: Final = {0: "Connection Accepted", 1: "Unacceptable protocol version",
               2: "Identifier rejected", 3: "Server unavailable",
               4: "Bad user name or password", 5: "Not authorized"}
-REASONS_V5 = {
+REASONS_V5: Final = {
     0x00: "Success", 0x01: "Granted QoS 1", 0x02: "Granted QoS 2",
     0x04: "Disconnect with Will Message", 0x10: "No matching subscribers",
     0x11: "No subscription existed", 0x18: "Continue authentication", 0x19: "Re-authenticate",
@@ -74,7 +90,7 @@ REASONS_V5 = {
 }
 # v5 property id -> (name, type): b byte, h two-byte int, i four-byte int, v varint,
 # s UTF-8 string, d binary data, p string pair.
-PROPERTIES = {
+PROPERTIES: Final = {
     1: ("payload_format_indicator", "b"), 2: ("message_expiry_interval", "i"),
     3: ("content_type", "s"), 8: ("response_topic", "s"), 9: ("correlation_data", "d"),
     11: ("subscription_identifier", "v"), 17: ("session_expiry_interval", "i"),
@@ -90,12 +106,12 @@ PROPERTIES = {
     42: ("shared_subscription_available", "b"),
 }
 # Fixed-header flags every packet type must carry (PUBLISH: any).
-_FLAGS = {t: 0 for t in range(1, 16)}
+_FLAGS: Final = {t: 0 for t in range(1, 16)}
 _FLAGS.update({PUBREL: 2, SUBSCRIBE: 2, UNSUBSCRIBE: 2})
 # What each acknowledgement answers, and the requests that wait for one.
-_ANSWERS = {PUBACK: PUBLISH, PUBREC: PUBLISH, PUBCOMP: PUBLISH, SUBACK: SUBSCRIBE,
+_ANSWERS: Final = {PUBACK: PUBLISH, PUBREC: PUBLISH, PUBCOMP: PUBLISH, SUBACK: SUBSCRIBE,
             UNSUBACK: UNSUBSCRIBE}
-_WAITS_FOR_REPLY = frozenset({CONNECT, PINGREQ, SUBSCRIBE, UNSUBSCRIBE})
+_WAITS_FOR_REPLY: Final = frozenset({CONNECT, PINGREQ, SUBSCRIBE, UNSUBSCRIBE})
 
 
 class Malformed(ValueError):
@@ -269,7 +285,7 @@ def _connect_state(data: bytes) -> Detect:
 
 # Packet types only the other side sends: seen from this side, the roles are the other way
 # round (a capture that starts after the CONNECT, on a port no hint knows).
-_NOT_FROM = {True: frozenset({CONNACK, SUBACK, UNSUBACK, PINGRESP}),
+_NOT_FROM: Final = {True: frozenset({CONNACK, SUBACK, UNSUBACK, PINGRESP}),
              False: frozenset({CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ})}
 
 
@@ -375,22 +391,9 @@ class _Flow:
         self.done = False
 
 
-SYNCED, RESYNC, SKIP = 0, 1, 2
-
-
-class _Sink(Protocol):
-    """All an MQTT reader calls on its session."""
-
-    body_limit: int
-    malformed_count: int
-    version: int
-
-    def decode(self, packet: _Packet, body: bytes, remaining: int, reader: _Reader) -> None:
-        """Fill the packet's fields from its body (the reader keeps the topic aliases)."""
-
-    def packet(self, packet: _Packet, complete: bool = True) -> None: ...
-
-    def malformed(self, direction: Direction, why: str) -> None: ...
+SYNCED: Final = 0
+RESYNC: Final = 1
+SKIP: Final = 2
 
 
 class _Reader(StreamReader):
@@ -399,8 +402,10 @@ class _Reader(StreamReader):
 
     __slots__ = ("s", "state", "skip_left", "skipping", "aliases")
 
-    def __init__(self, session: _Sink, direction: Direction) -> None:
+    def __init__(self, session: MqttSession, direction: Direction) -> None:
         super().__init__(direction)
+        # The session as its native class (not a Protocol): mypyc then calls its methods and
+        # reads its attributes directly instead of through Python attribute lookups.
         self.s = session
         self.state = RESYNC            # the first bytes must look like a packet start
         self.skip_left = 0
@@ -483,7 +488,6 @@ class _Reader(StreamReader):
             return pos              # a PUBLISH's properties are guessed: the general path
         v5 = version == 5
         body_limit = session.body_limit
-        on_packet = session.packet
         direction = self.direction
         marks = self.marks
         last_start = marks[-1][0] if marks else -1
@@ -567,7 +571,7 @@ class _Reader(StreamReader):
                 _, packet.ts, packet.ref = chunk_at(marks, start)
                 _, packet.end_ts, packet.end_ref = chunk_at(marks, base + end - 1)
             pos = end
-            on_packet(packet)
+            session.packet(packet)          # a native call (a bound method would not be)
         return pos
 
     def _plausible_start(self, data: bytes, pos: int) -> bool:
@@ -998,14 +1002,22 @@ class MqttSession(TwoWaySession[_Reader]):
 
 def _summary(packet: _Packet) -> str:
     fields = packet.fields
-    name = NAMES[packet.kind]
-    if packet.kind == PUBLISH:
-        text = f"{name} {fields.get('topic', '')} qos{fields.get('qos', 0)}"
-    elif packet.kind == CONNECT:
+    kind = packet.kind
+    name: str = NAMES[kind]
+    if kind == PUBLISH:
+        topic = fields.get("topic", "")
+        qos = fields.get("qos", 0)
+        if type(topic) is str and type(qos) is int:
+            # Typed, the one line below is a native string build (the f-string of two
+            # untyped values formats each through Python); the same text.
+            text = f"{name} {str(topic)} qos{int(qos)}"
+        else:
+            text = f"{name} {topic} qos{qos}"
+    elif kind == CONNECT:
         text = f"{name} {fields.get('client_id', '')}".rstrip()
-    elif packet.kind == SUBSCRIBE:
+    elif kind == SUBSCRIBE:
         text = f"{name} " + ", ".join(t["topic"] for t in fields.get("topics", []))
-    elif packet.kind == UNSUBSCRIBE:
+    elif kind == UNSUBSCRIBE:
         text = f"{name} " + ", ".join(fields.get("topics", []))
     elif "packet_id" in fields:
         text = f"{name} {fields['packet_id']}"
