@@ -282,7 +282,9 @@ def parse(buf: bytes, records: bool = True, keep_all: bool = False,
     msg.rcode = flags & 0x0F
     pos = 12
     n = len(buf)
-    memo: dict[int, str] = {}
+    # Positions -> names, for the records' compression pointers: a message without records (a
+    # query) reads its question without one (the same names; one dict less per query).
+    memo: dict[int, str] | None = {} if records and (ancount or nscount or arcount) else None
     for i in range(qdcount):
         name, pos = read_name(buf, pos, memo)
         if pos + 4 > n:
@@ -297,6 +299,8 @@ def parse(buf: bytes, records: bool = True, keep_all: bool = False,
     if not (ancount or nscount or arcount):
         msg.end = pos
         return msg
+    if memo is None:
+        memo = {}
     try:
         for section, count in ((msg.answers, ancount), (msg.authorities, nscount),
                                (msg.additionals, arcount)):

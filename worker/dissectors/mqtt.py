@@ -551,8 +551,8 @@ class _Reader(StreamReader):
                 # (a compiled class cannot be made by __new__ alone, as this was)
                 packet = _Packet(PUBLISH, flags, direction, fields)
                 packet.packet_id = packet_id
-                packet.payload = bytearray(work[at:min(end, at + body_limit)]) \
-                    if body_limit > 0 else None
+                if body_limit > 0:
+                    packet.payload = bytearray(work[at:min(end, at + body_limit)])
             elif PUBACK <= kind <= PUBCOMP and remaining == 2 and \
                     first & 15 == (2 if kind == PUBREL else 0):
                 packet_id = work[pos + 2] << 8 | work[pos + 3]
@@ -928,7 +928,8 @@ class MqttSession(TwoWaySession[_Reader]):
         final = replies[-1] if replies else None
         first = request if request is not None else final
         assert first is not None
-        notes = list(first.notes)
+        # Taken, not copied: a packet is finished once (as its fields below).
+        notes = first.notes
         if first.direction == C2S:
             client_offset, server_offset = first.start, None
         else:
