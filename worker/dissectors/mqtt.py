@@ -648,7 +648,9 @@ class MqttSession(TwoWaySession[_Reader]):
         self.version = 0                     # protocol level from CONNECT; 0 = not seen
         self.connects: deque[_Flow] = deque()
         self.pings: deque[_Flow] = deque()
-        self.pending: dict[tuple[int, int], _Flow] = {}    # (sender, packet id) -> flow
+        # (packet id + 1) * 2 + sender (0 client, 1 server; packet id -1: none) -> flow: an int
+        # key, no tuple made and hashed per lookup
+        self.pending: dict[int, _Flow] = {}
         self.malformed_count = 0
         self.losses = 0
 
@@ -871,7 +873,7 @@ class MqttSession(TwoWaySession[_Reader]):
         if not complete:
             packet.notes.append("incomplete")
         kind = packet.kind
-        sender = packet.direction
+        sender = 1 if packet.direction == S2C else 0
         if kind == CONNECT:
             self.connects.append(_Flow(packet))
         elif kind == CONNACK:
@@ -885,18 +887,20 @@ class MqttSession(TwoWaySession[_Reader]):
             if qos == 0 or packet.packet_id is None:
                 self._finish(_Flow(packet))
             else:
-                old = self.pending.pop((sender, packet.packet_id), None)
+                key = (packet.packet_id + 1) << 1 | sender
+                old = self.pending.pop(key, None)
                 if old is not None:
                     old.request.notes.append("no acknowledgement")  # type: ignore[union-attr]
                     self._finish(old, complete=False)
-                self.pending[(sender, packet.packet_id)] = _Flow(packet)
+                self.pending[key] = _Flow(packet)
         elif kind in (SUBSCRIBE, UNSUBSCRIBE):
             if packet.packet_id is None:
                 self._finish(_Flow(packet))
             else:
-                self.pending[(sender, packet.packet_id)] = _Flow(packet)
+                self.pending[(packet.packet_id + 1) << 1 | sender] = _Flow(packet)
         elif kind in (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK):
-            key = (1 - sender, packet.packet_id if packet.packet_id is not None else -1)
+            key = (packet.packet_id + 1 if packet.packet_id is not None else 0) << 1 | \
+                (1 - sender)
             flow = self.pending.get(key)
             if flow is None or flow.request is None or flow.request.kind != _ANSWERS[kind]:
                 self._reply(None, packet)
@@ -907,8 +911,8 @@ class MqttSession(TwoWaySession[_Reader]):
             del self.pending[key]
             self._finish(flow)
         elif kind == PUBREL:
-            flow = self.pending.get((sender, packet.packet_id if packet.packet_id is not None
-                                     else -1))
+            flow = self.pending.get(
+                (packet.packet_id + 1 if packet.packet_id is not None else 0) << 1 | sender)
             if flow is not None and flow.request is not None:
                 flow.replies.append(packet)
             else:
