@@ -150,10 +150,16 @@ class EdgeMetrics:
         return "\n".join(lines) + "\n"
 
     # -- feeding from the hub's live feed ------------------------------------------------
-    def start(self, feed: Feed) -> None:
-        """Follow every entry of `feed` (hub.stream.Feed) from now on; once."""
+    async def start(self, feed: Feed) -> None:
+        """Follow every entry of `feed` (hub.stream.Feed) from now on; once. The first call
+        returns when the feed's streams from the workers have opened (or failed; at most
+        Feed.ready's timeout), as /stream answers: an entry captured after the first scrape is
+        counted. Before, the scrape answered at once and the first entries after it could be
+        indexed before the worker's stream opened, and never counted."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._follow(feed.events(None, None)))
+            await asyncio.sleep(0)      # the task's first step joins the feed's group (no await before)
+            await feed.ready(None)
 
     async def _follow(self, events: AsyncIterator[HubEvent]) -> None:
         try:

@@ -45,7 +45,7 @@ class StatusController(Controller):
                       row_budget: Injected[RowBudget]) -> Response[str]:
         """Prometheus text: worker counters as last polled, hub stream counters, and the service
         map's edges (counted from the live feed from the first scrape on)."""
-        edge_metrics.start(feed)
+        await edge_metrics.start(feed)
         rows = [(c.node or c.url, c.health.ok, c.health.status) for c in pool.clients]
         text = render_metrics(rows, counters, feed, settings.max_query_rows)
         return Response(text + row_budget.metrics() + edge_metrics.render() + snapshot_metrics(snapshots)

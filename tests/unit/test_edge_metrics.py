@@ -87,10 +87,16 @@ def test_latency_histogram_is_cumulative():
 
 
 def test_follows_the_feed_and_counts_lost():
+    readies = []
+
     class Feed:
         def events(self, q, last_id):
             assert q is None and last_id is None
             return self.gen()
+
+        async def ready(self, q):      # start() returns only once the feed's streams opened
+            await asyncio.sleep(0.05)
+            readies.append(q)
 
         async def gen(self):
             yield entry_event(json.dumps(entry()).encode(), "a@x:1")
@@ -102,8 +108,10 @@ def test_follows_the_feed_and_counts_lost():
 
     async def go() -> EdgeMetrics:
         metrics = EdgeMetrics()
-        metrics.start(Feed())
-        metrics.start(Feed())                 # once only
+        await metrics.start(Feed())
+        assert readies == [None]
+        await metrics.start(Feed())           # once only
+        assert readies == [None]
         while metrics.entries < 2:
             await asyncio.sleep(0.01)
         await metrics.stop()
