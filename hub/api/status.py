@@ -45,9 +45,11 @@ class StatusController(Controller):
                       row_budget: Injected[RowBudget]) -> Response[str]:
         """Prometheus text: worker counters as last polled, hub stream counters, and the service
         map's edges (counted from the live feed from the first scrape on)."""
-        await edge_metrics.start(feed)
+        # The workers as polled when the scrape came: the first scrape's wait for the edge
+        # metrics' feed below may meanwhile try streams that a worker refuses.
         rows = [(c.node or c.url, c.health.ok, c.health.status) for c in pool.clients]
         text = render_metrics(rows, counters, feed, settings.max_query_rows)
+        await edge_metrics.start(feed)
         return Response(text + row_budget.metrics() + edge_metrics.render() + snapshot_metrics(snapshots)
                         + scripting.metrics(),
                         media_type=METRICS_CONTENT_TYPE)
