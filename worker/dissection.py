@@ -16,13 +16,14 @@ import msgspec
 
 from shark.model import ENCODER, Endpoint, Size, TcpInfo, UdpInfo, encode
 from worker.assembler import Assembler
+from worker.assembler.flows import flow_key
 from worker.connections import UNREACHABLE_NOTE, TcpFacts, failure_exchange, reset_note
 from worker.dissectors import fallback, registry
 from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
 from worker.dissectors.select import SelectingSession, open_session
 from worker.names import Name, NameTable
 from worker.packet import FOREIGN, NOTHING, PacketRef, StoredPacket, decode_fields, ip_text
-from worker.redact import Redactor
+from worker.redact import UNTOUCHED, Redactor
 from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import NO_VALUE, IndexRow, IndexValues
 # Re-exported: these Structs were defined here before the module was compiled.
@@ -143,7 +144,8 @@ class FlowEntries:
     """
 
     __slots__ = ("dissection", "flow", "tls", "first_ref", "selector", "entry_flow",
-                 "client_ip", "server_ip", "named", "endpoints", "info", "info_json")
+                 "client_ip", "server_ip", "named", "names_seen", "endpoints", "info",
+                 "info_json", "claimed", "swapped", "session_flow", "key")
 
     def __init__(self, dissection: Dissection, flow: FlowInfo, tls: bool,
                  first_ref: PacketRef) -> None:
@@ -160,9 +162,20 @@ class FlowEntries:
         self.client_ip = ""
         self.server_ip = ""
         self.named: tuple[Name | None, Name | None] | None = None   # what endpoints were made of
+        # The name table's snapshot `named` was looked up in (NameTable.now): the same
+        # snapshot gives the same names, so the lookups are made again only when it changed.
+        self.names_seen: object = None
         self.endpoints = (_NO_JSON, _NO_JSON)
         self.info: TcpInfo | None = None      # the TcpInfo last encoded, and its JSON
         self.info_json = _NO_JSON
+        # What the selector says of the flow once its session emits (claimed): its roles
+        # (swapped) and the flow as the session sees them; fixed from the claim on (a cut
+        # flow's new session gets a new FlowEntries). Read once, not per exchange.
+        self.claimed = False
+        self.swapped = False
+        self.session_flow = flow
+        # The assembler's key of the flow (flows.flow_key), made once for its seqs_of.
+        self.key = b""
 
     def __call__(self, exchange: Exchange) -> None:
         self.dissection._emit(self, exchange)
@@ -178,8 +191,16 @@ class FlowEntries:
                 flow.client_ip, ip_text(flow.client_ip))
             self.server_ip = names.get(flow.server_ip) or names.setdefault(
                 flow.server_ip, ip_text(flow.server_ip))
-        named = _NOT_NAMED if identities is None else (identities.get(self.client_ip),
-                                                      identities.get(self.server_ip))
+        if identities is None:
+            named = _NOT_NAMED
+        else:
+            # One read of the table's snapshot (it is replaced whole, never changed): the
+            # same one as the last entry's gives the same names.
+            snapshot = identities.now
+            if snapshot is self.names_seen and self.named is not None:
+                return self.endpoints
+            named = (identities.get(self.client_ip), identities.get(self.server_ip))
+            self.names_seen = snapshot
         if named != self.named:
             self.named = named
             self.endpoints = (_endpoint_json(self.client_ip, flow.client_port, named[0]),
@@ -323,28 +344,46 @@ class Dissection:
 
     def _emit(self, entries: FlowEntries, exchange: Exchange) -> None:
         """An exchange of the flow `entries` stands for, from its session."""
-        flow, flow_first_ref, selected = entries.flow, entries.first_ref, entries.selector
-        # Alive: the assembler's flow holds it while its session can emit.
-        selector = selected() if selected is not None else None
-        assert selector is not None
+        flow, flow_first_ref = entries.flow, entries.first_ref
+        if not entries.claimed:
+            selected = entries.selector
+            # Alive: the assembler's flow holds it while its session can emit.
+            selector = selected() if selected is not None else None
+            assert selector is not None
+            entries.claimed = True
+            entries.swapped, entries.session_flow = selector.swapped, selector.session_flow
+            entries.key = flow_key(flow)
+        swapped = entries.swapped
         if self._cut_note is not None:
             exchange.notes.insert(0, self._cut_note)
             exchange.complete = False
-        if exchange.client_offset == 0 and flow_first_ref < exchange.first_ref:
+        # PacketRefs compared by their two ints (a tuple comparison boxes both tuples when
+        # compiled): (segment, offset) in store order.
+        first0, first1 = exchange.first_ref
+        flow0, flow1 = flow_first_ref
+        if exchange.client_offset == 0 and (flow0 < first0 or (flow0 == first0 and
+                                                                flow1 < first1)):
             exchange.first_ref = flow_first_ref
+            first0, first1 = flow0, flow1
         # No packet of an exchange comes before its flow's first or after the current one
         # (a dissector that left a ref unset must not point the index at nothing).
-        if exchange.first_ref < flow_first_ref:
+        if first0 < flow0 or (first0 == flow0 and first1 < flow1):
             exchange.first_ref = flow_first_ref
-        if not exchange.first_ref <= exchange.last_ref <= self._current_ref:
-            exchange.last_ref = self._current_ref
-        client_seq = server_seq = None
+            first0, first1 = flow0, flow1
+        last0, last1 = exchange.last_ref
+        ref = self._current_ref
+        now0, now1 = ref
+        if not ((first0 < last0 or (first0 == last0 and first1 <= last1)) and
+                (last0 < now0 or (last0 == now0 and last1 <= now1))):
+            exchange.last_ref = ref
+        client_seq: int | None = None
+        server_seq: int | None = None
         if flow.transport == "tcp":
             # Offsets are per direction of the session; when the selector swapped the
             # assembler's guessed roles, its client is the assembler's server.
             client_seq, server_seq = (self._tls_assembler if entries.tls else self._assembler
-                                      ).seqs_of(flow, selector.swapped, exchange.client_offset,
-                                                exchange.server_offset)
+                                      ).seqs_of(flow, swapped, exchange.client_offset,
+                                                exchange.server_offset, entries.key)
         info: TcpInfo | UdpInfo | None = None
         facts: TcpFacts | None = flow.facts
         if facts is not None and flow.transport == "udp":
@@ -359,16 +398,14 @@ class Dissection:
                 # Emitted as the RST closed the flow: this entry carries the reset (and
                 # says so when the reset cut it).
                 if not exchange.complete:
-                    exchange.notes.append(reset_note(facts, exchange, selector.swapped))
+                    exchange.notes.append(reset_note(facts, exchange, swapped))
                 facts.carried = True
-            info = facts.info(selector.swapped)
+            info = facts.info(swapped)
         # The OrderKey (_key, inline: once per entry).
         self._made += 1
-        ref = self._current_ref
-        self._pending.append((entries, selector.session_flow, exchange, client_seq, server_seq,
-                              info, (ref[0], ref[1], self._phase, self._phase_t,
-                                     1 if entries.tls else 0, flow_first_ref[0],
-                                     flow_first_ref[1], self._made)))
+        self._pending.append((entries, entries.session_flow, exchange, client_seq, server_seq,
+                              info, (now0, now1, self._phase, self._phase_t,
+                                     1 if entries.tls else 0, flow0, flow1, self._made)))
 
     def _closed(self, selector: SelectingSession) -> None:
         self._sessions.discard(selector)
@@ -556,8 +593,10 @@ class Dissection:
             entries, flow, exchange, client_seq, server_seq, _info, key = item
             first, last = exchange.first_ref, exchange.last_ref
             server_offset = exchange.server_offset
+            # entry.ts and .protocol are the exchange's (read so, not through the Struct's
+            # Python attributes).
             rows.append((
-                pack(*key), entry.ts, entry.protocol, entry_json,
+                pack(*key), exchange.start_ns / 1e9, exchange.protocol, entry_json,
                 first[0], first[1], last[0], last[1],
                 flow.transport, entries.client_ip, flow.client_port,
                 entries.server_ip, flow.server_port, exchange.client_offset,
@@ -596,7 +635,8 @@ class Dissection:
             exchange.status, exchange.request, exchange.response,
             Size(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,
             exchange.complete, exchange.notes, tcp, udp)
-        if self._redactor is not None:   # before the entry is indexed or streamed
+        # Before the entry is indexed or streamed; not for a protocol it never changes.
+        if self._redactor is not None and exchange.protocol not in UNTOUCHED:
             self._redactor.entry(entry)
         # Into the reused buffer, then one copy out: cheaper than encode()'s growing output
         # (and, cut, than slicing that again); the bytes are the same. Deleting a bytearray's

@@ -33,10 +33,12 @@ class _Snapshot:
 
 class NameTable:
     def __init__(self) -> None:
-        self._now = _Snapshot({}, None)
+        # Replaced whole by replace(), never changed: a reader that saw the same snapshot
+        # before knows the names are the same (worker.dissection caches per flow by it).
+        self.now = _Snapshot({}, None)
 
     def get(self, ip: str) -> Name | None:
-        now = self._now
+        now = self.now
         name = now.names.get(ip)
         if name is not None or now.nets is None:
             return name
@@ -47,18 +49,18 @@ class NameTable:
         return EXTERNAL if outside else None
 
     def replace(self, names: dict[str, Name], nets: list[Network] | None = None) -> None:
-        self._now = _Snapshot(names, nets)
+        self.now = _Snapshot(names, nets)
 
     @property
     def cluster_nets(self) -> list[str] | None:
-        nets = self._now.nets
+        nets = self.now.nets
         return None if nets is None else [str(net) for net in nets]
 
     def __len__(self) -> int:
-        return len(self._now.names)
+        return len(self.now.names)
 
     def as_json(self) -> dict[str, dict[str, str]]:
-        return {ip: {"name": n, "namespace": ns, "kind": k} for ip, (n, ns, k) in sorted(self._now.names.items())}
+        return {ip: {"name": n, "namespace": ns, "kind": k} for ip, (n, ns, k) in sorted(self.now.names.items())}
 
 
 def parse_names(value: Any) -> dict[str, Name]:

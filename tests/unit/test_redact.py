@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+
 from factories import tentry
-from shark.model import Body
+from shark.model import Body, Entry
 from shark.token import keyed_hash
-from worker.redact import DEFAULT_FIELDS, DEFAULT_HEADERS, Redactor, key_for
+from worker.redact import DEFAULT_FIELDS, DEFAULT_HEADERS, UNTOUCHED, Redactor, key_for
 
 KEY = "installation-token"
 
@@ -107,6 +109,27 @@ def test_protocols_without_secret_fields_are_left_alone() -> None:
     entry = tentry(protocol="postgres", summary="SELECT 1", request={"kind": "simple", "query": "SELECT 1"})
     Redactor(KEY).entry(entry)
     assert entry.request == {"kind": "simple", "query": "SELECT 1"} and entry.summary == "SELECT 1"
+
+
+def test_protocols_the_dissection_does_not_redact_hold_nothing_to_redact() -> None:
+    """worker.dissection skips Redactor.entry for UNTOUCHED protocols: their golden entries
+    (every packet type and version the goldens have) go through it unchanged, even with extra
+    header and field names, and none of their fields is one entry() reads."""
+    from support.golden import GOLDEN, dissect_capture
+    read = {"headers", "trailers", "query", "host", "authority", "text"}
+    redactor = Redactor(KEY, headers=["topic", "client_id"], fields=["topic", "client_id", "payload"])
+    seen = 0
+    for protocol in UNTOUCHED:
+        for capture in sorted((GOLDEN / protocol).glob("*.pcap")):
+            for made in dissect_capture(capture):
+                entry = msgspec.convert(made, Entry)
+                before = msgspec.json.encode(entry)
+                redactor.entry(entry)
+                assert msgspec.json.encode(entry) == before, (capture.name, made["summary"])
+                for message in (made["request"], made["response"] or {}):
+                    assert not read & message.keys(), (capture.name, made["summary"])
+                seen += 1
+    assert seen > 20
 
 
 def test_json_bodies_keep_their_shape_even_truncated() -> None:

@@ -258,13 +258,14 @@ class Assembler:
         return None if base is None else (base + offset) & SEQ_MASK
 
     def seqs_of(self, flow: FlowInfo, swapped: bool, client_offset: int,
-                server_offset: int | None) -> tuple[int | None, int | None]:
+                server_offset: int | None, key: FlowKey = b"") -> tuple[int | None, int | None]:
         """seq_of of an exchange's two offsets with one lookup: the session's client offset
         and its server offset (None: none, and None back). `swapped`: the session's client is
-        the assembler's server (the selector swapped guessed roles)."""
+        the assembler's server (the selector swapped guessed roles). `key`: flow_key(flow),
+        when the caller keeps it (made here otherwise)."""
         if flow.transport != "tcp":
             return None, None
-        half = self._tcp_halves.get(flow_key(flow))
+        half = self._tcp_halves.get(key or flow_key(flow))
         if half is None:
             return None, None
         owner = half.flow

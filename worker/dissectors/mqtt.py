@@ -536,18 +536,32 @@ class _Reader(StreamReader):
                         return pos
                     packet_id = work[at] << 8 | work[at + 1]
                     at += 2
-                    fields: dict[str, Any] = {
-                        "packet_type": "PUBLISH", "topic": topic, "qos": qos,
-                        "retain": bool(flags & 1), "dup": bool(flags & 8),
-                        "packet_id": packet_id}
-                else:
-                    fields = {"packet_type": "PUBLISH", "topic": topic, "qos": 0,
-                              "retain": bool(flags & 1), "dup": bool(flags & 8)}
                 if v5:
                     if at >= end or work[at]:
                         return pos                # properties: the general path reads them
                     at += 1
-                fields["payload_size"] = end - at
+                if not qos:
+                    # QoS 0 is its own exchange: made here, without a _Packet (the fields
+                    # with the "sender" _finish adds, in its place).
+                    start = base + pos
+                    if start >= last_start:       # within the chunk just taken
+                        first_ts, first_ref, last_ref = ts, ref, ref
+                    else:
+                        _, first_ts, first_ref = chunk_at(marks, start)
+                        last_ref = chunk_at(marks, base + end - 1)[2]
+                    session.publish0(
+                        {"packet_type": "PUBLISH", "topic": topic, "qos": 0,
+                         "retain": bool(flags & 1), "dup": bool(flags & 8),
+                         "payload_size": end - at,
+                         "sender": "server" if direction == S2C else "client"},
+                        topic, direction, start, end - pos, first_ts, first_ref, last_ref,
+                        bytes(work[at:min(end, at + body_limit)]) if body_limit > 0 else None)
+                    pos = end
+                    continue
+                fields: dict[str, Any] = {
+                    "packet_type": "PUBLISH", "topic": topic, "qos": qos,
+                    "retain": bool(flags & 1), "dup": bool(flags & 8),
+                    "packet_id": packet_id, "payload_size": end - at}
                 # (a compiled class cannot be made by __new__ alone, as this was)
                 packet = _Packet(PUBLISH, flags, direction, fields)
                 packet.packet_id = packet_id
@@ -556,6 +570,17 @@ class _Reader(StreamReader):
             elif PUBACK <= kind <= PUBCOMP and remaining == 2 and \
                     first & 15 == (2 if kind == PUBREL else 0):
                 packet_id = work[pos + 2] << 8 | work[pos + 3]
+                if kind == PUBACK:
+                    # The acknowledgement of a QoS 1 PUBLISH waiting for it ends its
+                    # exchange here, without a _Packet; any other goes on below.
+                    start = base + pos
+                    if start >= last_start:
+                        last_ts, last_ref = ts, ref
+                    else:
+                        _, last_ts, last_ref = chunk_at(marks, base + end - 1)
+                    if session.acked(packet_id, direction, start, last_ts, last_ref):
+                        pos = end
+                        continue
                 packet = _Packet(kind, first & 15, direction,
                                  {"packet_type": NAMES[kind], "packet_id": packet_id,
                                   "reason_code": 0})
@@ -920,6 +945,66 @@ class MqttSession(TwoWaySession[_Reader]):
         else:                                # DISCONNECT, AUTH
             self._finish(_Flow(packet))
 
+    def publish0(self, fields: dict[str, Any], topic: str, direction: Direction, start: int,
+                 size: int, ts: int, ref: PacketRef, last_ref: PacketRef,
+                 body: bytes | None) -> None:
+        """A whole QoS 0 PUBLISH read by the fast path (_Reader._whole): its exchange, as
+        packet() and _finish make it of a _Packet with these fields (and "sender" added), at
+        stream offset `start` of `direction`, its first byte in (ts, ref), its last in
+        last_ref; `body` its payload's first body_limit bytes (None when bodies are not
+        kept)."""
+        notes: list[str] = []
+        if direction == C2S:
+            client_offset, server_offset = start, None
+        else:
+            client_offset, server_offset = self.readers[C2S].expected, start
+        if body is not None and fields["payload_size"] > self.body_limit:
+            notes.append(f"payload truncated at {self.body_limit} bytes")
+        self.emit(Exchange("mqtt", ts, None, _publish_summary(topic, 0), fields, None, None,
+                           size, 0, True, ref, last_ref, client_offset, server_offset, body,
+                           None, notes))
+
+    def acked(self, packet_id: int, direction: Direction, start: int, end_ts: int,
+              end_ref: PacketRef) -> bool:
+        """A whole two-byte PUBACK read by the fast path (_Reader._whole), at stream offset
+        `start` of `direction`, its last byte in (end_ts, end_ref): when a QoS 1 PUBLISH of
+        the other side waits for it with no reply yet, their exchange as packet() and _finish
+        make it of a PUBACK _Packet, and True; else False (nothing done: it goes as a _Packet)."""
+        key = (packet_id + 1) << 1 | (0 if direction == S2C else 1)
+        flow = self.pending.get(key)
+        if flow is None or flow.replies:
+            return False
+        request = flow.request
+        if request is None or request.kind != PUBLISH:
+            return False
+        fields = request.fields
+        topic = fields.get("topic", "")
+        qos = fields.get("qos", 0)
+        if type(topic) is not str or type(qos) is not int or qos != 1:
+            return False
+        del self.pending[key]
+        notes = request.notes
+        fields["sender"] = "server" if request.direction == S2C else "client"
+        if direction == S2C:            # the client's PUBLISH, the server's PUBACK
+            client_offset, server_offset = request.start, start
+        else:
+            client_offset, server_offset = start, request.start
+        body = None
+        if self.body_limit > 0 and request.payload is not None:
+            body = bytes(request.payload)
+            if fields.get("payload_size", 0) > self.body_limit:
+                notes.append(f"payload truncated at {self.body_limit} bytes")
+        complete = True
+        if "incomplete" in notes:
+            complete = False
+            notes = [n for n in notes if n != "incomplete"]
+        self.emit(Exchange("mqtt", request.ts, end_ts, _publish_summary(str(topic), int(qos)),
+                           fields, {"packet_type": "PUBACK", "packet_id": packet_id,
+                                    "reason_code": 0, "error": None},
+                           0, request.size, 4, complete, request.ref, end_ref, client_offset,
+                           server_offset, body, None, notes))
+        return True
+
     def _reply(self, flow: _Flow | None, packet: _Packet) -> None:
         if flow is None:
             flow = _Flow(None)
@@ -1013,11 +1098,8 @@ def _summary(packet: _Packet) -> str:
         topic = fields.get("topic", "")
         qos = fields.get("qos", 0)
         if type(topic) is str and type(qos) is int:
-            # Typed, the one line below is a native string build (the f-string of two
-            # untyped values formats each through Python); the same text.
-            text = f"{name} {str(topic)} qos{int(qos)}"
-        else:
-            text = f"{name} {topic} qos{qos}"
+            return _publish_summary(str(topic), int(qos))
+        text = f"{name} {topic} qos{qos}"
     elif kind == CONNECT:
         text = f"{name} {fields.get('client_id', '')}".rstrip()
     elif kind == SUBSCRIBE:
@@ -1029,6 +1111,13 @@ def _summary(packet: _Packet) -> str:
     else:
         text = name
     text = text.strip()
+    return text if len(text) <= SUMMARY_LIMIT else text[:SUMMARY_LIMIT - 3] + "..."
+
+
+def _publish_summary(topic: str, qos: int) -> str:
+    """_summary of a PUBLISH whose topic is a str and QoS an int: typed, a native string
+    build (the f-string of two untyped values formats each through Python); the same text."""
+    text = f"PUBLISH {topic} qos{qos}".strip()
     return text if len(text) <= SUMMARY_LIMIT else text[:SUMMARY_LIMIT - 3] + "..."
 
 
