@@ -61,7 +61,10 @@ class TcpFacts:
         self.carried = False                  # a protocol entry carries the failure
         self.first_ref: tuple[int, int] | None = None  # the packet that opened the flow
         self.last_ref: tuple[int, int] | None = None   # the last SYN or the RST
-        self._key: tuple | None = None        # what _info was made from
+        # What _info was made from: syns, synack_ns, retransmitted_bytes, zero_windows, fin_by,
+        # rst_by, failure, swapped (typed: compiled, read without boxing it, item by item).
+        self._key: tuple[int, int | None, int, int, int | None, int | None, str | None, bool] = \
+            (0, None, 0, 0, None, None, None, False)
         self._info: TcpInfo | None = None
 
     def reset_failure(self) -> Failure | None:
@@ -81,10 +84,13 @@ class TcpFacts:
         """The facts as an entry carries them (`swapped`: the session's roles are reversed).
         Made again only when a fact changed: most entries of a connection share one (entries
         are encoded as they are made, never changed after)."""
-        key = (self.syns, self.synack_ns, self.retransmitted_bytes, self.zero_windows,
-               self.fin_by, self.rst_by, self.failure, swapped)
-        if key == self._key and self._info is not None:
-            return self._info
+        info, key = self._info, self._key
+        # Item by item: a tuple made and compared per entry boxed every int of both.
+        if info is not None and key[0] == self.syns and key[1] == self.synack_ns and \
+                key[2] == self.retransmitted_bytes and key[3] == self.zero_windows and \
+                key[4] == self.fin_by and key[5] == self.rst_by and key[6] == self.failure and \
+                key[7] == swapped:
+            return info
 
         def side(value: int | None) -> Literal["client", "server"] | None:
             if value is None:
@@ -93,7 +99,8 @@ class TcpFacts:
         handshake = None
         if self.syn_ns is not None and self.synack_ns is not None:
             handshake = round(max(0, self.synack_ns - self.syn_ns) / 1e6, 3)
-        self._key = key
+        self._key = (self.syns, self.synack_ns, self.retransmitted_bytes, self.zero_windows,
+                     self.fin_by, self.rst_by, self.failure, swapped)
         self._info = TcpInfo(handshake_ms=handshake, syns=self.syns,
                              retransmitted_bytes=self.retransmitted_bytes,
                              zero_windows=self.zero_windows, closed_by=side(self.fin_by),

@@ -10,7 +10,7 @@ import gc
 import struct
 import weakref
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -269,6 +269,14 @@ def id_prefix_for(node: str) -> bytes:
     return b'{"id":' + encode(f"{node}:")[:-1]
 
 
+# An exchange emitted and not yet taken as a row: its flow's FlowEntries, the flow as the
+# session sees it, the exchange, its TCP sequence numbers, the flow's facts, its OrderKey. The
+# key as any tuple of ints: compiled, an OrderKey-typed item is unboxed into eight C ints when
+# read and boxed again for the key's pack (take_wire_rows); so it stays the tuple it was made.
+_Pending = tuple[FlowEntries, FlowInfo, Exchange, int | None, int | None, TcpInfo | UdpInfo | None,
+                 tuple[int, ...]]
+
+
 class Dissection:
     """One dissection of a sequence of stored packets. A dissection shard feeds it its own
     flows' packets and, for the clock, FOREIGN stand-ins of some of the others' (worker.
@@ -293,8 +301,7 @@ class Dissection:
         self._cleartext_dissectors = [d for d in self._dissectors if d.name != "tls"]
         # Exchanges emitted, with their flow as the entry sees it (the session's roles), TCP
         # sequence numbers and facts, until take_keyed_rows makes them index rows.
-        self._pending: list[tuple[FlowEntries, FlowInfo, Exchange, int | None, int | None,
-                                  TcpInfo | UdpInfo | None, OrderKey]] = []
+        self._pending: list[_Pending] = []
         self._names: dict[bytes, str] = {}
         # Entries are encoded into this one buffer and copied out (_entry): ENCODER.encode
         # starts each output small and grows it several times for an entry of 0.5-1 KB.
@@ -573,7 +580,7 @@ class Dissection:
             entry, entry_json = self._entry(item, seq, 0)
             entries, flow, exchange, client_seq, server_seq, _info, key = item
             first, last = exchange.first_ref, exchange.last_ref
-            rows.append((key, IndexRow(
+            rows.append((cast(OrderKey, key), IndexRow(
                 seq, entry.ts, entry.protocol, entry_json,
                 first[0], first[1], last[0], last[1],
                 flow.transport, entries.client_ip, flow.client_port,
@@ -588,6 +595,7 @@ class Dissection:
         rows: list[WireRow] = []
         pack = _PACKED_KEY.pack
         cut = len(_UNNUMBERED_PREFIX)   # an unnumbered entry's JSON starts so (IndexedEntry.id)
+        no_value = NO_VALUE             # another module's global: a dict lookup at each use
         for item in pending:
             entry, entry_json = self._entry(item, 0, cut)
             entries, flow, exchange, client_seq, server_seq, _info, key = item
@@ -600,14 +608,12 @@ class Dissection:
                 first[0], first[1], last[0], last[1],
                 flow.transport, entries.client_ip, flow.client_port,
                 entries.server_ip, flow.server_port, exchange.client_offset,
-                NO_VALUE if server_offset is None else server_offset,
-                NO_VALUE if client_seq is None else client_seq,
-                NO_VALUE if server_seq is None else server_seq))
+                no_value if server_offset is None else server_offset,
+                no_value if client_seq is None else client_seq,
+                no_value if server_seq is None else server_seq))
         return rows
 
-    def _entry(self, item: tuple[FlowEntries, FlowInfo, Exchange, int | None, int | None,
-                                 TcpInfo | UdpInfo | None, OrderKey],
-               seq: int, cut: int) -> tuple[IndexedEntry, bytes]:
+    def _entry(self, item: _Pending, seq: int, cut: int) -> tuple[IndexedEntry, bytes]:
         """A pending exchange's entry (redacted) and its JSON without its first `cut` bytes."""
         entries, flow, exchange, _client_seq, _server_seq, info, _key = item
         node = self._node
