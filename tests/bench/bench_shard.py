@@ -120,7 +120,11 @@ def run_shard(store: Path, index: int, count: int, read_batch: int) -> tuple[flo
     elif ShardFilter is None:
         dissection, keep = Dissection("bench", shard=(index, count)), ()
     else:
-        dissection, keep = Dissection("bench"), (ShardFilter(index, count),)
+        try:   # this tree's shards make their rows as exchanges are emitted, an older's not
+            dissection = Dissection("bench", wire_rows=True)
+        except TypeError:
+            dissection = Dissection("bench")
+        keep = (ShardFilter(index, count),)
     stats = ShardStats()
     position, phase = (0, 0), IDLE
     while True:
