@@ -26,7 +26,7 @@ from worker.packet import PacketRef
 from worker.redact import Redactor
 from worker.shard import ShardState
 from worker.store.index import EntryIndex, IndexFull, IndexRow, IndexValues, row_from_values
-from worker.store.segments import SegmentTail, list_segments
+from worker.store.segments import SegmentTail, segment_ids
 
 log = logging.getLogger("shark.worker.pipeline")
 
@@ -139,11 +139,11 @@ class IndexWriter:
     def prune(self, reading_segment: int) -> int:
         """Delete the rows of evicted segments (at once: the index counts in the storage
         limit, and the writer evicts for it); returns the oldest segment id left."""
-        segments = list_segments(self._storage_dir)
-        newest = max(segments[-1].id if segments else 0, reading_segment)
+        segments = segment_ids(self._storage_dir)
+        newest = max(segments[-1] if segments else 0, reading_segment)
         self._newest_segment = max(self._newest_segment, newest)
         # none left: every row is of an evicted segment (the next one gets a higher id)
-        oldest = segments[0].id if segments else self._newest_segment + 1
+        oldest = segments[0] if segments else self._newest_segment + 1
         if oldest != self._pruned_before:
             try:
                 self._index.prune_segments_before(oldest)

@@ -354,7 +354,9 @@ def test_newest_first_needs_no_sort_and_new_rows_are_appended(index):
     finally:
         connection.set_trace_callback(None)
     inserts = [text.split(" INTO")[0] for text in statements if text.startswith("INSERT") and "entries (" in text]
-    assert inserts == ["INSERT"] * 2 + ["INSERT OR REPLACE"] * 2, inserts
+    # new rows go several to a statement (APPEND_ROWS), replaced ones one by one
+    assert inserts == ["INSERT"] + ["INSERT OR REPLACE"] * 2, inserts
+    assert [text.count("), (") for text in statements if text.startswith("INSERT INTO entries")] == [1]
     assert [row.seq for row in index.newer_than(0)] == [1, 2, 3]
 
 

@@ -12,6 +12,7 @@ empty one, whose cursor() is None, so the caller re-dissects the PCAP segments f
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -19,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import accumulate
+from itertools import accumulate, chain
 from operator import itemgetter, lt
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,18 @@ _SELECT = ("SELECT " + ", ".join([*_COLUMNS[:OPTIONAL_FROM],
 # for a row to delete first, ~1 us per row with the time index.
 _APPEND = f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _INSERT = _APPEND.replace("INSERT", "INSERT OR REPLACE", 1)
+# Appended rows go APPEND_ROWS to a statement (`VALUES (...), (...), ...`, the values of the rows
+# in one flat tuple), the rest in statements of 64, 32, ... 1 rows: each statement's execution
+# costs sqlite a statement transaction and Python a reset and a step beside the binding, ~0.5 us
+# per row at one row a statement (docs/BENCHMARKS.md, "The merge's inserts"). The same rows go
+# in in the same order: the same table, the same index.
+APPEND_ROWS = 128
+_ROW_PARAMS = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+
+
+@functools.cache
+def _append_sql(rows: int) -> str:
+    return _APPEND.partition(" VALUES ")[0] + " VALUES " + ", ".join([_ROW_PARAMS] * rows)
 _ENTRIES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
@@ -235,11 +248,15 @@ def row_from_values(value: IndexValues) -> IndexRow:
     return IndexRow(*value)
 
 
-def seq_ranges(values: Sequence[IndexValues]) -> list[dict[str, int]]:
-    """Per segment of the rows' first packets: the lowest and highest seq of its rows."""
+def seq_ranges(values: Sequence[IndexValues], span: tuple[int, int] | None = None
+               ) -> list[dict[str, int]]:
+    """Per segment of the rows' first packets: the lowest and highest seq of its rows (`span`:
+    the lowest and highest of all the rows, when the caller knows them)."""
     segments = list(map(_FIRST_SEG, values))
     first = segments[0]
     if segments.count(first) == len(segments):   # the usual batch: one segment (in C)
+        if span is not None:
+            return [{"seg": first, "lo": span[0], "hi": span[1]}]
         seqs = list(map(_SEQ, values))
         return [{"seg": first, "lo": min(seqs), "hi": max(seqs)}]
     ranges: dict[int, list[int]] = {}
@@ -515,22 +532,45 @@ class EntryIndex:
         payload = sum(lengths) + ROW_OVERHEAD * len(values)
         local = page - 35 - ROW_OVERHEAD     # a longer entry spills to overflow pages
         big = sum(map(local.__lt__, lengths)) if max(lengths) > local else 0
-        times = list(map(_TS, values))
-        if top is None:
-            top = self._max_ts if self._max_ts is not None else float("-inf")
-        behind = sum(map(lt, times, accumulate(times, max, initial=top)))
         if replaces:
             behind = len(values)
-        elif behind:
-            behind = self._reach(connection, min(times), behind, before)
+        else:
+            if top is None:
+                top = self._max_ts if self._max_ts is not None else float("-inf")
+            behind = self._behind(connection, list(map(_TS, values)), top, before)
         return (-(-2 * payload // page) + big + -(-INDEX_CELL * len(values) // page)
                 + OUT_OF_ORDER_PAGES * behind + TRANSACTION_PAGES)
+
+    def _behind(self, connection: sqlite3.Connection, times: list[float], top: float,
+                before: Sequence[float]) -> int:
+        """The rows charged as going back: those whose ts is below `top` or an earlier row's,
+        but no more than the leaves they can reach (_reach). Counted only up to that: with
+        shards merged most rows go back a little and the reach is a handful (a running
+        maximum over every row cost ~0.15 us per row)."""
+        highest = top
+        for first, ts in enumerate(times):
+            if ts < highest:
+                break
+            highest = ts
+        else:
+            return 0                     # in order: none goes back
+        reach = self._reach(connection, min(times), len(times) - first, before)
+        behind = 0
+        for ts in times[first:]:
+            if ts < highest:
+                behind += 1
+                if behind >= reach:
+                    return reach
+            else:
+                highest = ts
+        return behind
 
     def _reach(self, connection: sqlite3.Connection, lowest: float, most: int,
                before: Sequence[float]) -> int:
         """The leaves of entries_by_ts that new keys with ts >= `lowest` can land on (see
         REACH_EDGE_LEAVES), or `most` if fewer: the stored entries with ts >= lowest (counted
-        up to `most`, a walk of the index's last entries) and those about to be, plus one."""
+        up to `most`, a walk of the index's last entries) and those about to be, plus one.
+        (`most`: at least the rows going back; the charge is the smaller of the two.)"""
         stored = connection.execute(
             "SELECT count(*) FROM (SELECT 1 FROM entries WHERE ts >= ? LIMIT ?)",
             (lowest, most)).fetchone()[0]
@@ -612,17 +652,27 @@ class EntryIndex:
             if values:
                 seqs = list(map(_SEQ, values))
                 above = connection.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
+                lowest, highest = seqs[0], seqs[-1]
+                if highest - lowest == len(seqs) - 1 and seqs == list(range(lowest, highest + 1)):
+                    # numbered in order (the merge's, a dissection's): distinct, lowest first
+                    distinct = True
+                else:
+                    lowest, highest = min(seqs), max(seqs)
+                    distinct = len(set(seqs)) == len(seqs)
                 # New seqs above every stored one add a row each; else some may replace one.
-                added = len(seqs) if min(seqs) > above and len(set(seqs)) == len(seqs) else None
-                connection.executemany(_INSERT if added is None else _APPEND, values)
-                for found in seq_ranges(values):
+                added = len(seqs) if lowest > above and distinct else None
+                if added is None:
+                    connection.executemany(_INSERT, values)
+                else:
+                    self._append(connection, values)
+                for found in seq_ranges(values, (lowest, highest)):
                     if not connection.execute(_EXTEND_RANGE, found).rowcount:
                         connection.execute(_ADD_RANGE, found)
                 connection.execute(
                     "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO "
                     "UPDATE SET value = "
                     "max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                    (max(seqs),))
+                    (highest,))
             if cursor is not None:
                 connection.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('cursor', ?)",
@@ -638,6 +688,30 @@ class EntryIndex:
         if values:
             self._max_ts = max(self._max_ts or float("-inf"), max(map(_TS, values)))
         self._committed(connection)
+
+    def _append(self, connection: sqlite3.Connection, values: Sequence[IndexValues]) -> None:
+        """INSERT rows whose seqs are all new, APPEND_ROWS to a statement (fewer if the build
+        of sqlite takes fewer parameters), the rest in runs of powers of two."""
+        width = len(_COLUMNS)
+        if len(set(map(len, values))) != 1 or len(values[0]) != width:
+            # flattened, a short row would shift the next rows' columns: refused as
+            # executemany refuses it
+            raise sqlite3.ProgrammingError(f"index rows: expected {width} values each")
+        most = getattr(self._local, "append_rows", None)
+        if most is None:
+            limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            most = self._local.append_rows = max(1, min(APPEND_ROWS, limit // width))
+        start, count = 0, len(values)
+        while start < count:
+            rows = min(most, 1 << ((count - start).bit_length() - 1))
+            end = start + (count - start) // rows * rows
+            if rows == 1:
+                connection.executemany(_APPEND, values[start:end])
+            else:
+                connection.executemany(_append_sql(rows), [
+                    tuple(chain.from_iterable(values[at:at + rows]))
+                    for at in range(start, end, rows)])
+            start = end
 
     def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> dict[int, list[str]]:
         """Add and remove tags on stored entries (scripts' test.pass/test.fail): per change

@@ -157,6 +157,16 @@ def list_segments(directory: Path) -> list[SegmentInfo]:
     return found
 
 
+def segment_ids(directory: Path) -> list[int]:
+    """The ids of the segments under a storage directory, oldest first: list_segments without
+    a Path per segment (the index writer asks before every write, ~4x cheaper so)."""
+    try:
+        names = os.listdir(os.path.join(directory, "pcap"))
+    except FileNotFoundError:
+        return []
+    return sorted(int(found.group(1)) for found in map(_SEGMENT_NAME.match, names) if found)
+
+
 def parse_header(raw: bytes, where: str) -> FileHeader:
     """The header of one of our segments (any pcap 2.x with a snaplen a record can have);
     StoreError saying what is wrong otherwise."""
