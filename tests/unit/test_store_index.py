@@ -432,3 +432,64 @@ def test_count_asked_while_writing_ends_true(tmp_path):
             "SELECT count(*) FROM entries").fetchone()[0] == 250
     finally:
         index.close()
+
+
+@pytest.mark.parametrize("most", [128, 5])
+def test_appended_rows_of_any_number_are_stored_as_given(tmp_path, monkeypatch, most):
+    """New rows go several to an INSERT (APPEND_ROWS, fewer where sqlite takes fewer
+    parameters): every count, around the statement sizes too, stores exactly the rows given."""
+    from worker.store import index as index_module
+    monkeypatch.setattr(index_module, "APPEND_ROWS", most)
+    index = EntryIndex(tmp_path / "index.sqlite")
+    try:
+        seq = 0
+        for count in (1, 2, 3, 4, 5, 7, 64, 127, 128, 129, 255, 300):
+            rows = [make_row(seq + n + 1, server_offset=None if n % 3 else 7, client_seq=None)
+                    for n in range(count)]
+            index.add(rows, (1, seq))
+            seq += count
+            assert index.newer_than(seq - count) == rows
+        assert index.count() == seq and index.max_seq() == seq
+        assert [row.seq for row in index.query(None, None)] == list(range(seq, 0, -1))
+    finally:
+        index.close()
+
+
+def test_a_row_of_the_wrong_width_is_refused_and_nothing_is_stored(index):
+    good = msgspec.structs.astuple(make_row(1))
+    with pytest.raises(sqlite3.ProgrammingError, match="17 values"):
+        index.add_values([good, msgspec.structs.astuple(make_row(2))[:-1]], (1, 5))
+    assert index.count() == 0 and index.cursor() is None
+
+
+def test_rows_going_back_are_charged_as_the_running_maximum_and_reach_say(tmp_path):
+    """_behind counts the rows going back only up to the leaves they can reach: the same
+    charge as counting every row below the running maximum and taking the smaller."""
+    import random
+    from itertools import accumulate
+    from operator import lt
+
+    from worker.store.index import REACH_EDGE_LEAVES
+    index = EntryIndex(tmp_path / "index.sqlite")
+    try:
+        index.add([make_row(seq, ts=1000.0 + seq * 0.01) for seq in range(1, 401)], None)
+        connection = index._connection()
+        stored = [1000.0 + seq * 0.01 for seq in range(1, 401)]
+        chance = random.Random(17)
+        for trial in range(300):
+            count = chance.randint(1, 60)
+            top = chance.choice([float("-inf"), 1004.0, 1003.5])
+            spread = chance.choice([0.0, 0.02, 0.5, 5.0])
+            times = [1003.0 + chance.uniform(-spread, spread) for _ in range(count)]
+            if trial % 5 == 0:
+                times.sort()
+            before = [1003.0 + chance.uniform(-1, 1) for _ in range(chance.randint(0, 5))]
+            behind = sum(map(lt, times, accumulate(times, max, initial=top)))
+            expected = 0
+            if behind:
+                lowest = min(times)
+                reach = min(behind, sum(ts >= lowest for ts in stored)) + sum(ts >= lowest for ts in before)
+                expected = min(behind, reach + 1 + REACH_EDGE_LEAVES)
+            assert index._behind(connection, times, top, before) == expected, (times, top, before)
+    finally:
+        index.close()
