@@ -701,6 +701,10 @@ class EntryIndex:
         if most is None:
             limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             most = self._local.append_rows = max(1, min(APPEND_ROWS, limit // width))
+            # A statement of several rows keeps a statement journal (the pages it changes, to
+            # undo it alone): in memory, not in a temporary file from 64 KiB on (an open, writes
+            # and an unlink per statement). Only this connection's: readers' sorts stay as they are.
+            connection.execute("PRAGMA temp_store=MEMORY")
         start, count = 0, len(values)
         while start < count:
             rows = min(most, 1 << ((count - start).bit_length() - 1))
