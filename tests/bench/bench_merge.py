@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/bench/bench_merge.py PCAP [--work-dir DIR] [--shards 2]
         [--repeat 3] [--tree DIR] [--index-dir DIR] [--tag NAME] [--keep-index FILE]
-        [--page-size BYTES]
+        [--page-size BYTES] [--budget]
 
 The first run imports PCAP into a store under --work-dir and records what the shards of
 `python -m worker --dissect-shards N` send the merge thread (their reports, raw, and when the
@@ -13,7 +13,8 @@ shard processes: the merge thread's work alone, without the machine's other load
 shards. It prints CPU and wall time per row, the parts spent decoding the shards' reports and
 in IndexWriter (sqlite), and a digest of every indexed row, which must be the same for every
 tree (--tree: import the worker from another checkout, to compare before and after on the same
-recording).
+recording). --budget gives the index a storage budget as the worker does (each write then has
+its bound computed and may be cut into several transactions; the grant answers at once).
 """
 
 from __future__ import annotations
@@ -95,8 +96,35 @@ def record(store: Path, shards: int, out: Path) -> int:
     return rows
 
 
+def _granter(index, stop):  # type: ignore[no-untyped-def]
+    """As the worker's segment writer for the index's budget (--budget): every request for room
+    is granted at once (nothing to evict: LIMIT holds the whole capture)."""
+    import select
+    import threading
+
+    from worker.store.grant import IndexBudget, IndexGrant
+
+    grant = IndexGrant()
+    index.budget = IndexBudget(grant, LIMIT)
+
+    def answer() -> None:
+        answered = 0
+        while not stop.is_set():
+            select.select([grant.asked_fd], [], [], 0.05)
+            grant.drain_asked()
+            seq, size = grant.asked()
+            if seq != answered:
+                grant.give(seq, size)
+                answered = seq
+
+    thread = threading.Thread(target=answer, name="granter", daemon=True)
+    thread.start()
+    return thread
+
+
 def replay(store: Path, recording: Path, shards: int, index_dir: Path,
-           keep: Path | None = None, page_size: int | None = None) -> dict[str, float | int | str]:
+           keep: Path | None = None, page_size: int | None = None,
+           budget: bool = False) -> dict[str, float | int | str]:
     import msgspec
 
     from worker.broadcast import Broadcaster
@@ -114,6 +142,9 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
         wal_limit_for = getattr(index_module, "wal_limit_for", None)
         index = EntryIndex(Path(scratch) / "index.sqlite",
                            *([wal_limit_for(LIMIT)] if wal_limit_for else []))
+        import threading
+        stop = threading.Event()
+        granter = _granter(index, stop) if budget else None
         pipeline = ShardedPipeline(store, index, NODE, Broadcaster(), lambda: True, shards=shards)
         writer = pipeline._writer
         write_values = writer.write_values
@@ -139,6 +170,9 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
                 take(states[event[0]], report)
         cpu, wall, thread = (time.process_time() - cpu, time.perf_counter() - wall,
                              time.thread_time() - thread)
+        stop.set()
+        if granter is not None:
+            granter.join()
         digest = hashlib.sha256()
         rows = index.newer_than(0)
         for row in rows:
@@ -158,6 +192,7 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
             "writer_thread_us": in_writer[0] / count * 1e6,
             "writer_wall_us": in_writer[1] / count * 1e6,
             "index_mb": size / 1e6, "checkpoints_thread/writer": checkpoints,
+            "transactions": getattr(index, "transactions", "-"),
             "digest": digest.hexdigest()[:16]}
 
 
@@ -171,6 +206,8 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose worker/ to import")
     parser.add_argument("--keep-index", type=Path, help="copy the last run's index here")
     parser.add_argument("--page-size", type=int, help="the new index's page size, for trees that set one")
+    parser.add_argument("--budget", action="store_true", help="give the index a storage budget as the "
+                        "worker does (its writes then bound each transaction; every request granted at once)")
     parser.add_argument("--tag", default="", help="names the recording: shards of another wire "
                         "format need their own (record with that tree)")
     args = parser.parse_args()
@@ -189,7 +226,7 @@ def main() -> None:
         print(f"recorded {rows} rows from {args.shards} shards in {recording}")
     for run in range(args.repeat):
         result = replay(store, recording, args.shards, args.index_dir or base, args.keep_index,
-                        args.page_size)
+                        args.page_size, args.budget)
         print(f"run {run + 1}: " + "  ".join(
             f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 
