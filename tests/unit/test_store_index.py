@@ -490,6 +490,76 @@ def test_rows_going_back_are_charged_as_the_running_maximum_and_reach_say(tmp_pa
                 lowest = min(times)
                 reach = min(behind, sum(ts >= lowest for ts in stored)) + sum(ts >= lowest for ts in before)
                 expected = min(behind, reach + 1 + REACH_EDGE_LEAVES)
-            assert index._behind(connection, times, top, before) == expected, (times, top, before)
+            assert index._behind(connection, times, top, sorted(before)) == expected, (times, top, before)
     finally:
+        index.close()
+
+
+def test_a_large_write_is_cut_into_the_pieces_and_bounds_of_the_per_piece_reckoning(tmp_path):
+    """_pieces reads the rows' times and sizes once per write (running sums, the earlier
+    pieces' times sorted): the same pieces and bounds as reckoning each piece from its rows."""
+    import random
+    from itertools import accumulate
+    from operator import lt
+
+    from worker.store import index as index_module
+
+    def reference(index, connection, files, values, step):
+        page = index._page_size
+
+        def bound(piece, top, before):
+            lengths = [len(value[3]) for value in piece]
+            payload = sum(lengths) + index_module.ROW_OVERHEAD * len(piece)
+            local = page - 35 - index_module.ROW_OVERHEAD
+            big = sum(length > local for length in lengths)
+            times = [value[1] for value in piece]
+            behind = sum(map(lt, times, accumulate(times, max, initial=top)))
+            if behind:
+                lowest = min(times)
+                stored = connection.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM entries WHERE ts >= ? LIMIT ?)",
+                    (lowest, behind)).fetchone()[0] + sum(ts >= lowest for ts in before)
+                behind = min(behind, stored + 1 + index_module.REACH_EDGE_LEAVES)
+            return (-(-2 * payload // page) + big + -(-index_module.INDEX_CELL * len(piece) // page)
+                    + index_module.OUT_OF_ORDER_PAGES * behind + index_module.TRANSACTION_PAGES)
+
+        pieces, top, start, size = [], index._max_ts, 0, len(values)
+        while start < len(values):
+            size = min(size * 2, len(values) - start)
+            before = [value[1] for value in values[:start]]
+            while True:
+                piece = values[start:start + size]
+                pages = bound(piece, top, before)
+                if size == 1 or index._growth(pages, pages, files) <= step:
+                    break
+                size //= 2
+            pieces.append((len(piece), pages))
+            top = max(top, max(value[1] for value in piece))
+            start += size
+        return pieces
+
+    class Budget:
+        step = 3 * 1024 * 1024
+
+    index = EntryIndex(tmp_path / "index.sqlite")
+    try:
+        index.add([make_row(seq, ts=1000.0 + seq * 0.01) for seq in range(1, 301)], None)
+        connection = index._connection()
+        index._max_ts = connection.execute("SELECT max(ts) FROM entries").fetchone()[0]
+        index.budget = Budget()           # only its step is read by _pieces
+        files = index._files(connection)
+        chance = random.Random(3)
+        for spread in (0.0, 0.05, 2.0, "halves"):
+            def ts(seq):
+                if spread == "halves":   # the later rows go back below the earlier ones only
+                    return (1010.0 if seq < 800 else 1005.0) + seq * 0.001
+                return 1003.0 + seq * 0.001 + chance.uniform(-spread, spread)
+            values = [msgspec.structs.astuple(make_row(
+                          seq, ts=ts(seq), entry_json=b"x" * chance.choice([300, 900, 20000])))
+                      for seq in range(301, 1301)]
+            got = [(len(piece), pages) for piece, pages in index._pieces(connection, files, values, False)]
+            assert got == reference(index, connection, files, values, Budget.step), spread
+            assert len(got) > 5 and sum(size for size, _pages in got) == 1000
+    finally:
+        index.budget = None
         index.close()

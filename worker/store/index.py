@@ -19,6 +19,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate, chain
 from operator import itemgetter, lt
@@ -196,6 +197,20 @@ STEP_PAGES = 32              # a budget step is at least this many pages
 # How long a write waits for the segment writer to grant more room before it gives up (it is
 # tried again; meanwhile dissection lags, capture never waits).
 ROOM_WAIT_S = 0.25
+
+
+class _WriteFacts:
+    """What a write's bound reads of its rows, read once: their times, and running sums of
+    their entries' sizes and of those past a page's local payload (overflow pages)."""
+
+    def __init__(self, values: Sequence[IndexValues], page: int) -> None:
+        self.page = page
+        self.times: list[float] = list(map(_TS, values))
+        lengths = list(map(len, map(_ENTRY_JSON, values)))     # in C, not per row in Python
+        self.sums = list(accumulate(lengths, initial=0))
+        local = page - 35 - ROW_OVERHEAD     # a longer entry spills to overflow pages
+        self.bigs = (list(accumulate(map(local.__lt__, lengths), initial=0))
+                     if max(lengths) > local else None)
 
 
 class IndexFull(StoreError):
@@ -524,29 +539,33 @@ class EntryIndex:
         """The pages inserting these rows changes at most, all of them maybe added (see
         TRANSACTION_PAGES); `top`: the highest ts indexed before them (else the index's);
         `before`: the ts of rows written before them and not yet in the index."""
-        page = self._page_size or PAGE_SIZE
         if not values:
             return CURSOR_PAGES
-        # in C, not per row in Python: this runs before every write of rows
-        lengths = list(map(len, map(_ENTRY_JSON, values)))
-        payload = sum(lengths) + ROW_OVERHEAD * len(values)
-        local = page - 35 - ROW_OVERHEAD     # a longer entry spills to overflow pages
-        big = sum(map(local.__lt__, lengths)) if max(lengths) > local else 0
+        if top is None:
+            top = self._max_ts if self._max_ts is not None else float("-inf")
+        facts = _WriteFacts(values, self._page_size or PAGE_SIZE)
+        return self._bound(connection, facts, 0, len(values), replaces, top, sorted(before))
+
+    def _bound(self, connection: sqlite3.Connection, facts: _WriteFacts, start: int, end: int,
+               replaces: bool, top: float, before: list[float]) -> int:
+        """_insert_bound() of the rows start:end of a write (`before`: sorted)."""
+        page = facts.page
+        count = end - start
+        payload = facts.sums[end] - facts.sums[start] + ROW_OVERHEAD * count
+        big = facts.bigs[end] - facts.bigs[start] if facts.bigs else 0
         if replaces:
-            behind = len(values)
+            behind = count
         else:
-            if top is None:
-                top = self._max_ts if self._max_ts is not None else float("-inf")
-            behind = self._behind(connection, list(map(_TS, values)), top, before)
-        return (-(-2 * payload // page) + big + -(-INDEX_CELL * len(values) // page)
+            behind = self._behind(connection, facts.times[start:end], top, before)
+        return (-(-2 * payload // page) + big + -(-INDEX_CELL * count // page)
                 + OUT_OF_ORDER_PAGES * behind + TRANSACTION_PAGES)
 
     def _behind(self, connection: sqlite3.Connection, times: list[float], top: float,
-                before: Sequence[float]) -> int:
+                before: list[float]) -> int:
         """The rows charged as going back: those whose ts is below `top` or an earlier row's,
-        but no more than the leaves they can reach (_reach). Counted only up to that: with
-        shards merged most rows go back a little and the reach is a handful (a running
-        maximum over every row cost ~0.15 us per row)."""
+        but no more than the leaves they can reach (_reach; `before` sorted). Counted only up
+        to that: with shards merged most rows go back a little and the reach is a handful (a
+        running maximum over every row cost ~0.15 us per row)."""
         highest = top
         for first, ts in enumerate(times):
             if ts < highest:
@@ -566,42 +585,50 @@ class EntryIndex:
         return behind
 
     def _reach(self, connection: sqlite3.Connection, lowest: float, most: int,
-               before: Sequence[float]) -> int:
+               before: list[float]) -> int:
         """The leaves of entries_by_ts that new keys with ts >= `lowest` can land on (see
         REACH_EDGE_LEAVES), or `most` if fewer: the stored entries with ts >= lowest (counted
-        up to `most`, a walk of the index's last entries) and those about to be, plus one.
-        (`most`: at least the rows going back; the charge is the smaller of the two.)"""
+        up to `most`, a walk of the index's last entries) and those about to be (`before`,
+        sorted: counted by bisection), plus one. (`most`: at least the rows going back; the
+        charge is the smaller of the two.)"""
         stored = connection.execute(
             "SELECT count(*) FROM (SELECT 1 FROM entries WHERE ts >= ? LIMIT ?)",
             (lowest, most)).fetchone()[0]
-        if before:
-            stored += sum(map(lowest.__le__, before))
+        stored += len(before) - bisect_left(before, lowest)
         return min(most, stored + 1 + REACH_EDGE_LEAVES)
 
     def _pieces(self, connection: sqlite3.Connection, files: tuple[int, int, int, int] | None,
                 values: Sequence[IndexValues], replaces: bool
                 ) -> list[tuple[Sequence[IndexValues], int]]:
         """The rows in runs whose writes each fit one budget step as the files are now (all of
-        them without a budget), with the bound of each (pages changed, maybe all added)."""
+        them without a budget), with the bound of each (pages changed, maybe all added).
+
+        The rows' times and sizes are read once per write (a merge may hand over 40,000 rows
+        at once: cut into ~70 pieces, each rebuilt the list of all the times before it, twice)."""
         if not values:
             return [(values, CURSOR_PAGES)]
         if self.budget is None or files is None:
             return [(values, 0)]
+        facts = _WriteFacts(values, self._page_size or PAGE_SIZE)
         pieces: list[tuple[Sequence[IndexValues], int]] = []
         top = self._max_ts if self._max_ts is not None else float("-inf")
-        start, size = 0, len(values)
-        while start < len(values):
-            size = min(size * 2, len(values) - start)
-            before = list(map(_TS, values[:start]))
+        before: list[float] = []      # the times of the pieces before, sorted
+        start, size, count = 0, len(values), len(values)
+        while start < count:
+            size = min(size * 2, count - start)
             while True:
-                piece = values[start:start + size]
-                pages = self._insert_bound(connection, piece, replaces, top, before)
+                pages = self._bound(connection, facts, start, start + size, replaces, top, before)
                 if size == 1 or self._growth(pages, pages, files) <= self.budget.step:
                     break
                 size //= 2
-            pieces.append((piece, pages))
-            top = max(top, max(map(_TS, piece)))
-            start += size
+            end = start + size
+            pieces.append((values[start:end], pages))
+            if end < count:
+                placed = facts.times[start:end]
+                top = max(top, max(placed))
+                before += placed
+                before.sort()         # two sorted runs (and a nearly sorted one): merged in C
+            start = end
         return pieces
 
     # -- writing -------------------------------------------------------------------------
