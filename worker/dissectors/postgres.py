@@ -35,7 +35,6 @@ messages nobody waits for (the capture started after the request) are entries wi
 from __future__ import annotations
 
 import re
-import struct
 from collections import deque
 from typing import Any, Final, cast
 
@@ -68,7 +67,9 @@ ERROR_FIELDS: Final = {"S": "severity", "V": "severity", "C": "code", "M": "mess
                 "c": "column", "n": "constraint", "F": "file", "L": "line", "R": "routine",
                 "q": "internal_query", "p": "internal_position", "d": "data_type"}
 
-_HEAD: Final = struct.Struct("!BI").unpack_from    # type byte and length of a typed message
+# 1 at the index of each type byte of the direction: a native lookup in the fast path.
+FRONTEND_TYPES: Final = bytes(int(i in FRONTEND) for i in range(256))
+BACKEND_TYPES: Final = bytes(int(i in BACKEND) for i in range(256))
 _CANDIDATE: Final = {True: re.compile(b"[" + re.escape(bytes(sorted(FRONTEND))) + b"]\x00"),
               False: re.compile(b"[" + re.escape(bytes(sorted(BACKEND))) + b"]\x00")}
 
@@ -81,8 +82,8 @@ def _i32(b: bytes | bytearray, i: int) -> int:
     return int.from_bytes(b[i:i + 4], "big", signed=True)
 
 
-def _u16(b: bytes | bytearray, i: int) -> int:
-    if 0 <= i <= len(b) - 2:     # two indexings: no slice, no int.from_bytes call
+def _u16(b: bytes, i: int) -> int:
+    if 0 <= i <= len(b) - 2:     # two indexings of a typed bytes (native): no slice, no call
         return (b[i] << 8) | b[i + 1]
     return int.from_bytes(b[i:i + 2], "big")
 
@@ -94,8 +95,21 @@ def _cstr(b: bytes, i: int) -> tuple[str, int]:
 
 
 def _short(text: str, limit: int = SUMMARY_LIMIT) -> str:
-    text = " ".join(text.split())
+    text = _one_line(text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _one_line(text: str) -> str:
+    """" ".join(text.split()): the words, one space between them. Without the list of words
+    when the only whitespace is the ASCII space (isprintable() is False for every other
+    whitespace character)."""
+    if not text.isprintable():
+        return " ".join(text.split())
+    while "  " in text:
+        text = text.replace("  ", " ")
+    if text.startswith(" ") or text.endswith(" "):
+        text = text.strip(" ")
+    return text
 
 
 # -- content checks (detection and resync) --------------------------------------------------
@@ -351,9 +365,22 @@ class _Reader(LengthPrefixedReader["PgSession"]):
         """The fast path: typed messages that lie whole in buf[pos:], cut and handed to the
         session one after another exactly as the loop of `parse` would. Returns where it
         stopped (a message cut by the end of buf, a bad header, the server's one-byte answer
-        due, the reader closed): `parse` goes on from there."""
+        due, the reader closed, a RowDescription that does not parse): `parse` goes on from
+        there."""
+        if isinstance(buf, bytes):
+            return self._whole_bytes(buf, pos, n, base, ts, ref)
+        # Bytes held from an earlier chunk: indexing a bytearray is a generic call per byte
+        # (mypyc boxes the index and the byte), a typed bytes' is native; so the fast path
+        # reads a copy, made only when a whole message is there (not for each chunk of a
+        # long one).
+        if n - pos < 5 or n - pos < 1 + _u32(buf, pos + 1):
+            return pos
+        return pos + self._whole_bytes(bytes(buf[pos:]), 0, n - pos, base + pos, ts, ref)
+
+    def _whole_bytes(self, data: bytes, pos: int, n: int, base: int, ts: int,
+                     ref: PacketRef) -> int:
         frontend = self.frontend
-        types = FRONTEND if frontend else BACKEND
+        types = FRONTEND_TYPES if frontend else BACKEND_TYPES
         # sink.on_message called on it, not bound to a local: compiled, that is a direct call,
         # a bound method goes through the argument-parsing wrapper.
         sink = self.sink
@@ -363,19 +390,28 @@ class _Reader(LengthPrefixedReader["PgSession"]):
         row_limit = max(0, sink.body_limit)
         chunk_start = self.marks[-1][0]       # messages from here on began in this chunk
         while n - pos >= 5:
-            t, length = _HEAD(buf, pos)
+            t = data[pos]
+            length = (data[pos + 1] << 24) | (data[pos + 2] << 16) | (data[pos + 3] << 8) \
+                | data[pos + 4]
             total = 1 + length
-            if n - pos < total or t not in types or length < 4 or length > MAX_LEN or \
+            if n - pos < total or not types[t] or length < 4 or length > MAX_LEN or \
                     (ops and ops[0][0] == SSL):
                 break
             size = length - 4
-            if ops and t in _RESULT_TAIL and not sink.server_lost and not row_limit:
+            start = base + pos
+            if ops and not row_limit and not sink.server_lost:
                 kind, unit = ops[0]
-                if kind == QUERY or (kind == EXECUTE and t == 0x44):
-                    # The rows, tag and ReadyForQuery of a simple query (rows of a portal),
-                    # none of which can fail to parse: what on_message -> _backend does with
-                    # them, without the calls (the detail view's rows take that path).
-                    start = base + pos
+                if kind == QUERY and (t == 0x44 or t == 0x43 or t == 0x5A or t == 0x54) \
+                        or kind == EXECUTE and t == 0x44:
+                    # The row description, rows, tag and ReadyForQuery of a simple query (rows
+                    # of a portal): what on_message -> _backend does with them, without the
+                    # calls and the Span (the detail view's rows take that path).
+                    names: list[str] | None = None
+                    if t == 0x54:
+                        try:
+                            names = _row_names(data[pos + 5:pos + 5 + min(size, KEEP_LIMIT)])
+                        except (ValueError, IndexError):
+                            break            # on_message notes it malformed: parse's loop
                     if unit.resp_start is None:
                         if start >= chunk_start:
                             first_ts, first_ref = ts, ref
@@ -386,16 +422,17 @@ class _Reader(LengthPrefixedReader["PgSession"]):
                     if t == 0x44:
                         unit.rows += 1
                     elif t == 0x43:
-                        body = bytes(buf[pos + 5:pos + 5 + min(size, KEEP_LIMIT)])
+                        body = data[pos + 5:pos + 5 + min(size, KEEP_LIMIT)]
                         unit.tags.append(_cstr(body, 0)[0] if b"\0" in body
                                          else body.decode("ascii", "replace"))
+                    elif t == 0x54:
+                        unit.columns = names
+                        sink.flush_if_due()
                     else:                                        # ReadyForQuery: the end
-                        unit.extra["transaction_status"] = chr(buf[pos + 5]) if size else ""
+                        unit.extra["transaction_status"] = chr(data[pos + 5]) if size else ""
                         ops.popleft()
                         unit.ops -= 1
-                        units = sink.units
-                        if units and not units[0].ops and units[0].closed:
-                            sink._flush()
+                        sink.flush_if_due()
                     pos += total
                     if self.dead:
                         break
@@ -406,13 +443,18 @@ class _Reader(LengthPrefixedReader["PgSession"]):
                 keep = 0
             else:
                 keep = min(size, KEEP_LIMIT)
-            start = base + pos
             if start >= chunk_start:
                 first_ts, first_ref = ts, ref
             else:
                 _, first_ts, first_ref = chunk_at(self.marks, start)
-            sink.on_message(frontend, t, bytes(buf[pos + 5:pos + 5 + min(keep, size)]),
-                            Span(start, start + total, first_ts, first_ref, ts, ref))
+            body = data[pos + 5:pos + 5 + min(keep, size)]
+            if t == 0x51 and frontend:
+                # A simple Query: what on_message -> _frontend does with it, without the Span.
+                sink.query(body, start, start + total, first_ts, first_ref)
+                sink.flush_if_due()
+            else:
+                sink.on_message(frontend, t, body,
+                                Span(start, start + total, first_ts, first_ref, ts, ref))
             pos += total
             if self.dead:
                 break
@@ -476,9 +518,10 @@ class _Unit:
                  "complete", "rows", "tags", "error", "columns", "notices", "extra", "body",
                  "summary", "executed", "emitted")
 
-    def __init__(self, kind: str, start: int, ts: int, ref: PacketRef) -> None:
+    def __init__(self, kind: str, start: int, ts: int, ref: PacketRef,
+                 request: dict[str, Any] | None = None) -> None:
         self.kind = kind
-        self.request: dict[str, Any] = {}
+        self.request: dict[str, Any] = {} if request is None else request
         self.start = self.req_end = start
         self.ts, self.ref = ts, ref
         self.resp_start: int | None = None
@@ -517,7 +560,20 @@ def _error_fields(body: bytes) -> dict[str, str]:
     return fields
 
 
+def _row_names(body: bytes) -> list[str]:
+    """A RowDescription's column names; ValueError or IndexError if it does not parse."""
+    names = []
+    i = 2
+    for _ in range(_u16(body, 0)):
+        name, i = _cstr(body, i)
+        i += 18
+        names.append(name)
+    return names
+
+
 def _tag_rows(tag: str) -> int | None:
+    if tag.startswith("SELECT ") and tag[7:].isdigit():     # the commonest, without split
+        return int(tag[7:])
     parts = tag.split()
     if len(parts) >= 2 and parts[0] in ("SELECT", "INSERT", "UPDATE", "DELETE", "COPY", "FETCH",
                                         "MOVE", "MERGE") and parts[-1].isdigit():
@@ -681,8 +737,12 @@ class PgSession(TwoWaySession[_Reader]):
             if unit is not None:
                 unit.notes.append(f"malformed: {'frontend' if frontend else 'backend'} "
                                   f"message {chr(t)!r} of {span.size} bytes")
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """_flush, called only when it has something to do (else it would stop at once)."""
         units = self.units
-        if units and not units[0].ops and units[0].closed:   # else _flush would stop at once
+        if units and not units[0].ops and units[0].closed:
             self._flush()
 
     def _frontend(self, t: int, body: bytes, span: Span) -> None:
@@ -691,12 +751,7 @@ class PgSession(TwoWaySession[_Reader]):
             return
         start, ts, ref, end = span.start, span.first_ts, span.first_ref, span.end
         if t == 0x51:                                         # Query
-            unit = _Unit("simple", start, ts, ref)
-            query = _cstr(body, 0)[0] if b"\0" in body else body.decode("utf-8", "replace")
-            unit.request = {"kind": "simple", "query": query[:QUERY_LIMIT]}
-            unit.summary = _short(query)
-            unit.req_end = end
-            self._add(unit, QUERY)
+            self.query(body, start, end, ts, ref)
             return
         if t == 0x46:                                         # FunctionCall
             unit = _Unit("function", start, ts, ref)
@@ -783,6 +838,14 @@ class PgSession(TwoWaySession[_Reader]):
             if not group.summary:
                 group.summary = f"CLOSE {'statement' if what == b'S' else 'portal'} {name}"
             self._op(CLOSE, group)
+
+    def query(self, body: bytes, start: int, end: int, ts: int, ref: PacketRef) -> None:
+        """A simple Query (_frontend's, and the readers' fast path's without a Span)."""
+        query = _cstr(body, 0)[0] if b"\0" in body else body.decode("utf-8", "replace")
+        unit = _Unit("simple", start, ts, ref, {"kind": "simple", "query": query[:QUERY_LIMIT]})
+        unit.summary = _short(query)
+        unit.req_end = end
+        self._add(unit, QUERY)
 
     def _op(self, kind: int, unit: _Unit) -> None:
         if self.discard_until_sync:     # the backend ignores it after the error
@@ -939,12 +1002,7 @@ class PgSession(TwoWaySession[_Reader]):
         elif t == 0x43:                                      # CommandComplete
             unit.tags.append(_cstr(body, 0)[0] if b"\0" in body else body.decode("ascii", "replace"))
         elif t == 0x54:                                      # RowDescription
-            names = []
-            i = 2
-            for _ in range(_u16(body, 0)):
-                name, i = _cstr(body, i)
-                i += 18
-                names.append(name)
+            names = _row_names(body)
             unit.columns = names
             if self.body_limit > 0:
                 self._add_line(unit, "\t".join(names))
