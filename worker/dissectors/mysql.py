@@ -34,8 +34,7 @@ from collections import deque
 from typing import Any, Final, cast
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
-from worker.dissectors.stream import (Frame, LengthPrefixedReader, Span, TwoWaySession,
-                                      chunk_at)
+from worker.dissectors.stream import Frame, LengthPrefixedReader, TwoWaySession, chunk_at
 from worker.packet import PacketRef
 
 QUERY_LIMIT: Final = 1000
@@ -125,16 +124,41 @@ def _cstr(b: bytes, i: int) -> tuple[str, int]:
     return b[i:end].decode("utf-8", "replace"), end + 1
 
 
+def _lenenc_end(b: bytes, i: int) -> int:
+    """The index after the length-encoded string at i (_lenenc_str without the slice)."""
+    size, i = _lenenc(b, i)
+    if i + size > len(b):
+        raise ValueError("string past the packet")
+    return i + size
+
+
 def _short(text: str, limit: int = SUMMARY_LIMIT) -> str:
-    text = " ".join(text.split())
+    text = _one_line(text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _one_line(text: str) -> str:
+    """" ".join(text.split()): the words, one space between them. Without the list of words
+    when the only whitespace is the ASCII space (isprintable() is False for every other
+    whitespace character). The same as postgres._one_line."""
+    if not text.isprintable():
+        return " ".join(text.split())
+    while "  " in text:
+        text = text.replace("  ", " ")
+    if text.startswith(" ") or text.endswith(" "):
+        text = text.strip(" ")
+    return text
+
+
 def _u16(b: bytes, i: int) -> int:
-    return int.from_bytes(b[i:i + 2], "little")
+    if 0 <= i <= len(b) - 2:     # indexing a typed bytes is native: no slice, no call
+        return b[i] | b[i + 1] << 8
+    return int.from_bytes(b[i:i + 2], "little")       # short: what is there, as before
 
 
 def _u32(b: bytes, i: int) -> int:
+    if 0 <= i <= len(b) - 4:
+        return b[i] | b[i + 1] << 8 | b[i + 2] << 16 | b[i + 3] << 24
     return int.from_bytes(b[i:i + 4], "little")
 
 
@@ -288,13 +312,20 @@ class _Reader(LengthPrefixedReader["MySession"]):
         super().chunk(data, offset, ts, ref)
 
     def parse(self, buf: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
+        # Indexing a bytearray (bytes held from an earlier chunk) is a generic call per byte
+        # under mypyc, a typed bytes' is native: such a buffer (at most a packet's kept head
+        # and what followed it) is read from a copy.
+        return self._parse(buf if isinstance(buf, bytes) else bytes(buf), base, ts, ref)
+
+    def _parse(self, buf: bytes, base: int, ts: int, ref: PacketRef) -> int:
         n = len(buf)
         pos = 0
         sink = self.sink
         direction = self.direction
         chunk_start = self.marks[-1][0]       # packets from here on began in this chunk
         # MySession.keep, inline (a call per packet): rows keep a head, the rest is parsed.
-        commands = sink.pending if direction == Direction.SERVER_TO_CLIENT else None
+        client = direction == Direction.CLIENT_TO_SERVER
+        commands = None if client else sink.pending
         body_limit = sink.body_limit
         while n - pos >= 4 and not (self.resyncing or self.dead or self.pending):
             size = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
@@ -309,19 +340,19 @@ class _Reader(LengthPrefixedReader["MySession"]):
             else:
                 keep = min(size, KEEP_LIMIT)
             if n - pos >= total:
-                # A whole packet (the common case): its Frame made here, without a lookup in
-                # the marks when it began in this chunk.
+                # A whole packet (the common case): handed over without a Frame or a Span, and
+                # without a lookup in the marks when it began in this chunk.
                 start = base + pos
                 if start >= chunk_start:
                     first_ts, first_ref = ts, ref
                 else:
                     _, first_ts, first_ref = chunk_at(self.marks, start)
-                body = bytes(buf[pos + 4:pos + 4 + min(keep, size)])
+                body = buf[pos + 4:pos + 4 + min(keep, size)]
                 pos += total
-                sink.on_frame(direction, Frame(seq, body, Span(start, start + total, first_ts,
-                                                               first_ref, ts, ref), False, cont))
+                sink.packet(client, seq, body, cont, False, start, start + total, first_ts,
+                            first_ref, ts, ref)
             elif keep < size and n - pos >= 4 + keep:
-                self.skip(seq, bytes(buf[pos + 4:pos + 4 + keep]), base + pos, total, cont)
+                self.skip(seq, buf[pos + 4:pos + 4 + keep], base + pos, total, cont)
                 pos = n
             else:
                 self.continued = cont
@@ -512,25 +543,36 @@ class MySession(TwoWaySession[_Reader]):
     # -- packets --
 
     def on_frame(self, direction: Direction, frame: Frame) -> None:
+        span = frame.span
+        self.packet(direction == Direction.CLIENT_TO_SERVER, frame.kind, frame.body,
+                    frame.continued, frame.cut, span.start, span.end, span.first_ts,
+                    span.first_ref, span.last_ts, span.last_ref)
+
+    def packet(self, client: bool, seq: int, body: bytes, cont: bool, cut: bool, start: int,
+               end: int, first_ts: int, first_ref: PacketRef, last_ts: int,
+               last_ref: PacketRef) -> None:
+        """One packet: on_frame's, and the readers' for a whole one, without the Frame and
+        its Span (the packet's stream offsets [start, end) and the times and packets of its
+        first and last bytes, as scalars: compiled, reading a Span's fields is a lookup by
+        name each)."""
         if self.dead:
             return
-        client = direction == Direction.CLIENT_TO_SERVER
         try:
             if client:
-                self._client(frame)
+                self._client(seq, body, cont, start, end, first_ts, first_ref)
             else:
-                self._server(frame)
+                self._server(seq, body, cont, cut, start, end, first_ts, first_ref, last_ts,
+                             last_ref)
         except (ValueError, IndexError):
             cmd = self.pending[0] if self.pending else self.handshake
             if cmd is not None:
                 note = (f"malformed: {'client' if client else 'server'} packet of "
-                        f"{frame.span.size} bytes")
+                        f"{end - start} bytes")
                 if note not in cmd.notes:
                     cmd.notes.append(note)
 
-    def _client(self, frame: Frame) -> None:
-        seq, body, span, cont = frame.kind, frame.body, frame.span, frame.continued
-        end = span.end
+    def _client(self, seq: int, body: bytes, cont: bool, start: int, end: int, first_ts: int,
+                first_ref: PacketRef) -> None:
         hs = self.handshake
         if hs is not None and (self.phase == "greeting" or seq != 0):
             if self.phase == "greeting" and seq == 1 and not cont:
@@ -546,7 +588,7 @@ class MySession(TwoWaySession[_Reader]):
         self.phase = "command"
         while self.pending and self.pending[-1].lost and self.pending[-1].resp_start is None:
             self.pending.pop()         # lockstep: a lost command without answer had none
-        cmd = _Cmd(body[0], span.start, span.first_ts, span.first_ref)
+        cmd = _Cmd(body[0], start, first_ts, first_ref)
         cmd.req_end = end
         self._command(cmd, body)
         if cmd.kind == NONE:
@@ -643,21 +685,21 @@ class MySession(TwoWaySession[_Reader]):
             cmd.notes.append("no response")
             self._emit(cmd)
 
-    def _server(self, frame: Frame) -> None:
-        seq, body, span = frame.kind, frame.body, frame.span
-        if frame.continued:
+    def _server(self, seq: int, body: bytes, cont: bool, cut: bool, start: int, end: int,
+                first_ts: int, first_ref: PacketRef, last_ts: int, last_ref: PacketRef) -> None:
+        if cont:
             cmd = self.pending[0] if self.pending else None
             if cmd is not None:
-                self._answer(cmd, span)
+                self._answer(cmd, start, end, first_ts, first_ref, last_ts, last_ref)
             return
         if not body:
             return
-        if self.phase == "unknown" and seq == 0 and body[0] == 0x0A and span.start == 0:
-            self._greeting(body, span)
+        if self.phase == "unknown" and seq == 0 and body[0] == 0x0A and start == 0:
+            self._greeting(body, start, end, first_ts, first_ref, last_ts, last_ref)
             return
         hs = self.handshake
         if hs is not None and self.phase in ("greeting", "auth"):
-            self._answer(hs, span)
+            self._answer(hs, start, end, first_ts, first_ref, last_ts, last_ref)
             first = body[0]
             if first == 0x00 and self.phase == "auth":
                 hs.ok = {"auth_result": "ok"}
@@ -678,12 +720,13 @@ class MySession(TwoWaySession[_Reader]):
         while True:
             cmd = self.pending[0] if self.pending else None
             if cmd is None:
-                self._orphan_packet(seq, body, span)
+                self._orphan_packet(seq, body, start, end, first_ts, first_ref, last_ts,
+                                    last_ref)
                 return
             if cmd.pending_eof:
                 cmd.pending_eof = False
                 if body[0] == 0xFE and len(body) < 9 and seq == cmd.seq + 1:
-                    self._answer(cmd, span)
+                    self._answer(cmd, start, end, first_ts, first_ref, last_ts, last_ref)
                     self._done(cmd)
                     return
                 self.deprecate_eof = True
@@ -695,17 +738,19 @@ class MySession(TwoWaySession[_Reader]):
             cmd.complete = False
             cmd.notes.append("response ended early")
             self._done(cmd)
-            self._server(frame)
+            self._server(seq, body, cont, cut, start, end, first_ts, first_ref, last_ts,
+                         last_ref)
             return
         cmd.seq = seq
-        self._answer(cmd, span)
-        if frame.cut:
+        self._answer(cmd, start, end, first_ts, first_ref, last_ts, last_ref)
+        if cut:
             cmd.complete = False
             cmd.notes.append("gap in a response packet")
-        self._response(cmd, body, span.size - 4)
+        self._response(cmd, body, end - start - 4)
 
-    def _greeting(self, body: bytes, span: Span) -> None:
-        hs = _Cmd(-1, 0, span.first_ts, span.first_ref)
+    def _greeting(self, body: bytes, start: int, end: int, first_ts: int, first_ref: PacketRef,
+                  last_ts: int, last_ref: PacketRef) -> None:
+        hs = _Cmd(-1, 0, first_ts, first_ref)
         hs.name = "handshake"
         hs.request = {"command": "handshake", "user": "", "database": ""}
         hs.summary = "connect"
@@ -716,7 +761,7 @@ class MySession(TwoWaySession[_Reader]):
         if len(body) >= i + 7:
             caps |= _u16(body, i + 5) << 16
         hs.params = caps                    # the server's capabilities
-        self._answer(hs, span)
+        self._answer(hs, start, end, first_ts, first_ref, last_ts, last_ref)
         hs.extra = {"server_version": version, "connection_id": conn_id}
         self.handshake = hs
         self.phase = "greeting"
@@ -865,7 +910,7 @@ class MySession(TwoWaySession[_Reader]):
             return
         i = 0
         for _ in range(4):                       # catalog, schema, table, org_table
-            _, i = _lenenc_str(body, i)
+            i = _lenenc_end(body, i)
         name, _ = _lenenc_str(body, i)
         cmd.column_names.append(name.decode("utf-8", "replace"))
 
@@ -905,10 +950,11 @@ class MySession(TwoWaySession[_Reader]):
             cmd.ok["status_flags"] = ok["status_flags"]
 
     @staticmethod
-    def _answer(cmd: _Cmd, span: Span) -> None:
+    def _answer(cmd: _Cmd, start: int, end: int, first_ts: int, first_ref: PacketRef,
+                last_ts: int, last_ref: PacketRef) -> None:
         if cmd.resp_start is None:
-            cmd.resp_start, cmd.resp_ts, cmd.resp_ref = span.start, span.first_ts, span.first_ref
-        cmd.resp_end, cmd.end_ts, cmd.end_ref = span.end, span.last_ts, span.last_ref
+            cmd.resp_start, cmd.resp_ts, cmd.resp_ref = start, first_ts, first_ref
+        cmd.resp_end, cmd.end_ts, cmd.end_ref = end, last_ts, last_ref
 
     def _done(self, cmd: _Cmd) -> None:
         cmd.state = DONE
@@ -916,22 +962,23 @@ class MySession(TwoWaySession[_Reader]):
             self.pending.popleft()
         self._emit(cmd)
 
-    def _orphan_packet(self, seq: int, body: bytes, span: Span) -> None:
+    def _orphan_packet(self, seq: int, body: bytes, start: int, end: int, first_ts: int,
+                       first_ref: PacketRef, last_ts: int, last_ref: PacketRef) -> None:
         cmd = self.orphan
         if cmd is not None and seq == 1:
             self._finish_orphan()
             cmd = None
         if cmd is None:
             if seq != 1:
-                self.server.skipped += span.size
+                self.server.skipped += end - start
                 return
-            cmd = self.orphan = _Cmd(-1, self.client.expected, span.first_ts, span.first_ref)
+            cmd = self.orphan = _Cmd(-1, self.client.expected, first_ts, first_ref)
             cmd.lost = True
             cmd.kind = UNKNOWN
             cmd.request = {"command": "unknown"}
             cmd.notes.append("request not captured")
         cmd.seq = seq
-        self._answer(cmd, span)
+        self._answer(cmd, start, end, first_ts, first_ref, last_ts, last_ref)
         first = body[0]
         if first == 0xFF:
             cmd.error = _parse_err(body)
