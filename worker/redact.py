@@ -45,6 +45,18 @@ _K8S_BEARER = "base64url.bearer.authorization.k8s.io."
 # plugin] BY 'x', SET PASSWORD [FOR u] = [PASSWORD]('x'); also WHERE password = 'x'.
 _SQL = frozenset({"postgres", "mysql"})
 _SQL_HINT = re.compile(r"password|identified", re.I)
+
+
+def _sql_hint(query: str) -> bool:
+    """Whether _SQL_HINT finds a word in the query (for every SQL entry). Its case-insensitive
+    search took ~3 µs per entry; for ASCII text (most SQL) lower() and two substring tests
+    find the same words: re.I's other foldings ('ſ' for 's', 'ı' for 'i') are not ASCII."""
+    if query.isascii():
+        lower = query.lower()
+        return "password" in lower or "identified" in lower
+    return _SQL_HINT.search(query) is not None
+
+
 _SQL_SECRET = re.compile(
     r"(?P<lead>\b(?:password|identified(?:\s+with\s+\S+)?\s+by)\s*(?:=\s*)?(?:password\s*)?\(?\s*)"
     r"'(?P<value>(?:[^'\\]|\\.|'')*)'?", re.I)
@@ -116,7 +128,7 @@ class Redactor:
             self._redis(entry)
         elif entry.protocol in _SQL:
             query = entry.request.get("query")
-            if isinstance(query, str) and _SQL_HINT.search(query):
+            if isinstance(query, str) and _sql_hint(query):
                 entry.request["query"] = self.sql(query)
                 entry.summary = self.sql(entry.summary)
 

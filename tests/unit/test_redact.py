@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
 
 import msgspec
 
 from factories import tentry
 from shark.model import Body, Entry
 from shark.token import keyed_hash
-from worker.redact import DEFAULT_FIELDS, DEFAULT_HEADERS, UNTOUCHED, Redactor, key_for
+from worker.redact import (_SQL_HINT, DEFAULT_FIELDS, DEFAULT_HEADERS, UNTOUCHED, Redactor, _sql_hint,
+                           key_for)
 
 KEY = "installation-token"
 
@@ -103,6 +105,16 @@ def test_sql_password_literals() -> None:
         entry = tentry(protocol="postgres", summary=query, request={"kind": "simple", "query": query})
         redactor.entry(entry)
         assert (entry.request["query"], entry.summary) == (expected, expected), query
+
+
+def test_sql_hint_finds_what_its_regex_finds() -> None:
+    # ASCII text is tested without the regex; re.I folds 'ſ' to 's' and 'ı' to 'i' too.
+    words = ["password", "PassWord", "IDENTIFIED", "identifie", "passwor d", "ſ", "ı", "k", "",
+             " ", "x", "pAſſword", "ıdentified", "SELECT 1", "pass", "word", "İDENTIFIED"]
+    rng = random.Random(3)
+    texts = ["".join(rng.choice(words) for _ in range(rng.randrange(4))) for _ in range(3000)]
+    for text in [*words, *texts]:
+        assert _sql_hint(text) == bool(_SQL_HINT.search(text)), text
 
 
 def test_protocols_without_secret_fields_are_left_alone() -> None:
