@@ -139,14 +139,12 @@ def _short(text: str, limit: int = SUMMARY_LIMIT) -> str:
 
 def _one_line(text: str) -> str:
     """" ".join(text.split()): the words, one space between them. Without the list of words
-    when the only whitespace is the ASCII space (isprintable() is False for every other
-    whitespace character). The same as postgres._one_line."""
-    if not text.isprintable():
+    when the only whitespace is single ASCII spaces (isprintable() is False for every other
+    whitespace character), the common case. The same as postgres._one_line."""
+    if not text.isprintable() or "  " in text:
         return " ".join(text.split())
-    while "  " in text:
-        text = text.replace("  ", " ")
     if text.startswith(" ") or text.endswith(" "):
-        text = text.strip(" ")
+        return text.strip(" ")
     return text
 
 
@@ -410,7 +408,7 @@ class _Cmd:
         self.pending_eof = False
         self.result_sets = 0
         self.lost = False
-        self.extra: dict[str, Any] = {}
+        self.extra: dict[str, Any] | None = None     # the greeting's, for the handshake
         self.response_plugin = ""
 
 
@@ -1008,7 +1006,7 @@ class MySession(TwoWaySession[_Reader]):
         notes = list(cmd.notes)
         summary = cmd.summary
         if cmd.name == "handshake":
-            response = dict(cmd.extra)
+            response = dict(cmd.extra or {})
             response["error"] = cmd.error
             response.update(cmd.ok or {"auth_result": None})
             if cmd.response_plugin:

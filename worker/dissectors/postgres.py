@@ -101,14 +101,12 @@ def _short(text: str, limit: int = SUMMARY_LIMIT) -> str:
 
 def _one_line(text: str) -> str:
     """" ".join(text.split()): the words, one space between them. Without the list of words
-    when the only whitespace is the ASCII space (isprintable() is False for every other
-    whitespace character)."""
-    if not text.isprintable():
+    when the only whitespace is single ASCII spaces (isprintable() is False for every other
+    whitespace character), the common case."""
+    if not text.isprintable() or "  " in text:
         return " ".join(text.split())
-    while "  " in text:
-        text = text.replace("  ", " ")
     if text.startswith(" ") or text.endswith(" "):
-        text = text.strip(" ")
+        return text.strip(" ")
     return text
 
 
