@@ -507,7 +507,6 @@ _ACCEPTS: Final = {
     LOST: frozenset(BACKEND), SSL: frozenset(),
 }
 _ENDS_AT_Z: Final = frozenset({STARTUP, QUERY, FUNCTION, OP_SYNC, LOST})
-_RESULT_TAIL: Final = frozenset(b"DCZ")     # the backend's fast path takes these of a query
 
 
 class _Unit:
