@@ -33,6 +33,8 @@ COMPILED: tuple[str, ...] = (
     "worker.assembler.flows",
     "worker.assembler.assembler",
     "worker.dissection",
+    "worker.flow_table",
+    "worker.shard_filter",
     "worker.dissectors.base",
     "worker.dissectors.stream",
     "worker.dissectors.dns",

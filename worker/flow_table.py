@@ -40,16 +40,16 @@ _FIN_SYN_RST = 0x07
 _ACK = 0x10
 _FORGOTTEN = -1   # an entry's live field: 1 live, 0 ended (FIN, RST), -1 forgotten
 
-# Per linktype: (where the link layer's EtherType is, what it and the IPv4 header's first byte
-# read for IPv4 without options, what the EtherType reads for IPv6, where the IP header is).
-# Raw IP and loopback have no EtherType: the IP version nibble alone says it. Anything else
-# (VLAN tags, Linux cooked v2 whose EtherType is not next to the IP header) goes through
-# packet.flow_key().
-_FIXED_LINKS: dict[int, tuple[int, bytes, bytes, int]] = {
-    LINKTYPE_ETHERNET: (12, b"\x08\x00\x45", b"\x86\xdd", 14),
-    LINKTYPE_LINUX_SLL: (14, b"\x08\x00\x45", b"\x86\xdd", 16),
-    **{linktype: (0, b"\x45", b"", 0) for linktype in _RAW_IP_LINKTYPES},
-    LINKTYPE_NULL: (4, b"\x45", b"", 4), LINKTYPE_LOOP: (4, b"\x45", b"", 4),
+# Per linktype: (where the link layer's EtherType is, what it reads for IPv4, what it reads for
+# IPv6, where the IP header is), offsets from the frame's start. Raw IP and loopback have no
+# EtherType (its place is the IP header's): the IP version nibble alone says it, and IPv4
+# without options is a first byte of 0x45. Anything else (VLAN tags, Linux cooked v2 whose
+# EtherType is not next to the IP header) goes through packet.flow_key().
+_FIXED_LINKS: dict[int, tuple[int, int, int, int]] = {
+    LINKTYPE_ETHERNET: (12, 0x0800, 0x86DD, 14),
+    LINKTYPE_LINUX_SLL: (14, 0x0800, 0x86DD, 16),
+    **{linktype: (0, 0, 0, 0) for linktype in _RAW_IP_LINKTYPES},
+    LINKTYPE_NULL: (4, 0, 0, 4), LINKTYPE_LOOP: (4, 0, 0, 4),
 }
 
 
@@ -63,7 +63,8 @@ class FlowTable:
     """owner(linktype, buf, start, stop) of the frame at buf[start:stop]; sweep(ts_ns) at the
     packets where the dissection's clock expires flows (worker.shard_filter)."""
 
-    __slots__ = ("shards", "_current", "_previous", "_swapped_ns", "_live", "packets")
+    __slots__ = ("shards", "_current", "_previous", "_swapped_ns", "_live", "packets", "_tcp",
+                 "_udp")
 
     def __init__(self, shards: int) -> None:
         if shards < 1:
@@ -76,6 +77,8 @@ class FlowTable:
         self._swapped_ns = {TCP: 0, UDP: 0}
         self._live = {TCP: [0] * shards, UDP: [0] * shards}
         self.packets = [0] * shards     # packets of each shard's flows so far
+        # _current[TCP] and _current[UDP] as attributes (owner_fixed's per-packet lookup)
+        self._tcp, self._udp = self._current[TCP], self._current[UDP]
 
     def __len__(self) -> int:
         """Keys held (two per flow seen in both directions)."""
@@ -86,35 +89,48 @@ class FlowTable:
 
     def owner(self, linktype: int, buf: bytes, start: int, stop: int) -> int:
         link = _FIXED_LINKS.get(linktype)
-        if link is not None:
-            at, v4, v6, ip = link
-            at += start
-            ip += start
-            if buf[at:ip + 1] == v4:
-                # Not a fragment (MF clear, offset 0: the DF and reserved bits may be set).
-                if ip + 24 <= stop and not buf[ip + 6] & 0x3F and not buf[ip + 7]:
-                    proto = buf[ip + 9]
-                    if proto == TCP:
-                        flags = buf[ip + 33] if ip + 34 <= stop else 0
-                        key = buf[ip + 12:ip + 24]
-                    elif proto == UDP:
-                        flags, key = 0, buf[ip + 12:ip + 24]
-                    else:
-                        return self._slow(linktype, buf, start, stop)
-                    # The common case inline: a known flow, no FIN, SYN or RST.
-                    entry = self._current[proto].get(key)
-                    if entry is None or flags & _FIN_SYN_RST:
-                        return self._route(proto, key, flags)
-                    owner = entry[0]
-                    self.packets[owner] += 1
-                    return owner
-            elif buf[at:ip] == v6 and ip + 44 <= stop and buf[ip] >> 4 == 6:
-                proto = buf[ip + 6]
+        if link is None:
+            return self._slow(linktype, buf, start, stop)
+        return self.owner_fixed(link, linktype, buf, start, stop)
+
+    def owner_fixed(self, link: tuple[int, int, int, int], linktype: int, buf: bytes,
+                    start: int, stop: int) -> int:
+        """owner() with the linktype's row of _FIXED_LINKS looked up once by the caller (a
+        shard's filter reads segments of one linktype). Compiled, each buf[i] is a native
+        load: no slice but the key's."""
+        at, v4, v6, ip = link
+        ip += start
+        if ip + 24 > stop:     # shorter than IPv4 and the ports: flow_key() says
+            return self._slow(linktype, buf, start, stop)
+        at += start
+        first = buf[ip]
+        if first == 0x45 and (at == ip or buf[at] << 8 | buf[at + 1] == v4):
+            # Not a fragment (MF clear, offset 0: the DF and reserved bits may be set).
+            if not buf[ip + 6] & 0x3F and not buf[ip + 7]:
+                proto = buf[ip + 9]
                 if proto == TCP:
-                    return self._route(TCP, buf[ip + 8:ip + 44],
-                                       buf[ip + 53] if ip + 54 <= stop else 0)
-                if proto == UDP:
-                    return self._route(UDP, buf[ip + 8:ip + 44], 0)
+                    flags = buf[ip + 33] if ip + 34 <= stop else 0
+                    current = self._tcp
+                elif proto == UDP:
+                    flags = 0
+                    current = self._udp
+                else:
+                    return self._slow(linktype, buf, start, stop)
+                key = buf[ip + 12:ip + 24]
+                # The common case inline: a known flow, no FIN, SYN or RST.
+                entry = current.get(key)
+                if entry is None or flags & _FIN_SYN_RST:
+                    return self._route(proto, key, flags)
+                owner = entry[0]
+                self.packets[owner] += 1
+                return owner
+        elif first >> 4 == 6 and ip + 44 <= stop and (at == ip or buf[at] << 8 | buf[at + 1] == v6):
+            proto = buf[ip + 6]
+            if proto == TCP:
+                return self._route(TCP, buf[ip + 8:ip + 44],
+                                   buf[ip + 53] if ip + 54 <= stop else 0)
+            if proto == UDP:
+                return self._route(UDP, buf[ip + 8:ip + 44], 0)
         return self._slow(linktype, buf, start, stop)
 
     def _slow(self, linktype: int, buf: bytes, start: int, stop: int) -> int:
@@ -175,3 +191,4 @@ class FlowTable:
                 entry[1] = _FORGOTTEN   # its other direction, later in this loop, too
         self._previous[proto] = current
         self._current[proto] = {}
+        self._tcp, self._udp = self._current[TCP], self._current[UDP]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from shark.pcap import NS, RECORD_HEADER_SIZE, FileHeader, Stop
 from worker.dissection import EXPIRE_EVERY_NS
-from worker.flow_table import FlowTable
+from worker.flow_table import _FIXED_LINKS, FlowTable
 from worker.packet import FOREIGN, StoredPacket
 
 
@@ -42,20 +42,28 @@ class ShardFilter:
         mult = header.ts_multiplier
         limit = header.snaplen
         linktype = header.linktype
-        append = out.append
         table = self.table
-        shard, sweep, index = table.owner, table.sweep, self.index
+        link = _FIXED_LINKS.get(linktype)   # one linktype per segment: looked up once
+        index = self.index
         last_expire, every = self._last_expire_ns, EXPIRE_EVERY_NS
         end = len(buf)
         read = foreign = 0
         kept_last = True
         stopped = Stop.FULL
         at = ts_ns = wirelen = 0
+        little = not header.big_endian
         while read < max_records:
             if pos + RECORD_HEADER_SIZE > end:
                 stopped = Stop.MORE
                 break
-            sec, frac, incl, wirelen = unpack(buf, pos)
+            if little:   # the store's own byte order; compiled, byte loads and no tuple
+                sec = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16 | buf[pos + 3] << 24
+                frac = buf[pos + 4] | buf[pos + 5] << 8 | buf[pos + 6] << 16 | buf[pos + 7] << 24
+                incl = buf[pos + 8] | buf[pos + 9] << 8 | buf[pos + 10] << 16 | buf[pos + 11] << 24
+                wirelen = (buf[pos + 12] | buf[pos + 13] << 8 | buf[pos + 14] << 16
+                           | buf[pos + 15] << 24)
+            else:
+                sec, frac, incl, wirelen = unpack(buf, pos)
             if incl > limit:
                 stopped = Stop.TOO_LONG
                 break
@@ -66,23 +74,25 @@ class ShardFilter:
                 break
             ts_ns = sec * NS + frac * mult
             at = base + pos
-            if shard(linktype, buf, start, stop) == index:
-                append(((segment, at), linktype, ts_ns, buf[start:stop], wirelen))
+            owner = (table.owner_fixed(link, linktype, buf, start, stop) if link is not None
+                     else table.owner(linktype, buf, start, stop))
+            if owner == index:
+                out.append(((segment, at), linktype, ts_ns, buf[start:stop], wirelen))
                 kept_last = True
                 if ts_ns - last_expire > every:
                     last_expire = ts_ns
-                    sweep(ts_ns)
+                    table.sweep(ts_ns)
             else:
                 foreign += 1
                 kept_last = ts_ns - last_expire > every
                 if kept_last:
                     last_expire = ts_ns
-                    sweep(ts_ns)
-                    append(((segment, at), FOREIGN, ts_ns, b"", wirelen))
+                    table.sweep(ts_ns)
+                    out.append(((segment, at), FOREIGN, ts_ns, b"", wirelen))
             read += 1
             pos = stop
         if not kept_last:
-            append(((segment, at), FOREIGN, ts_ns, b"", wirelen))
+            out.append(((segment, at), FOREIGN, ts_ns, b"", wirelen))
         self._last_expire_ns = last_expire
         self.foreign += foreign
         return pos, stopped, read
