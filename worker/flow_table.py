@@ -18,7 +18,9 @@ the shards again from one place (a resync), where their tables start empty alike
 
 The cost per packet matters (every shard looks at every packet): the common frames are told
 by bytes at fixed offsets and looked up by the one slice of addresses then ports, as they lie
-in the read buffer; anything else goes through packet.flow_key().
+in the read buffer; anything else goes through packet.flow_key(). The module is compiled
+(shark.compiled): each byte read is then a native load, and worker.shard_filter calls
+owner_fixed() directly with the linktype's row looked up once per read.
 """
 
 from __future__ import annotations
