@@ -54,6 +54,9 @@ _EXACT_BELOW_NS: Final = 10**15
 _NO_TAGS: Final[tuple[str, ...]] = ()
 _NOT_NAMED: Final[tuple[Name | None, Name | None]] = (None, None)
 _NO_JSON: Final = msgspec.Raw(b"")
+# Server endpoints' JSON kept (Dissection.server_json): a node's busy servers are tens to
+# hundreds; a scan of many only empties the cache now and then.
+SERVER_JSON_CACHE: Final = 4096
 
 # Where an entry was made, in the order one dissection makes them: (segment, offset) of the
 # packet being processed, the phase, a time for the phases that have one, the assembler (0,
@@ -203,8 +206,11 @@ class FlowEntries:
             self.names_seen = snapshot
         if named != self.named:
             self.named = named
+            # The server's from the dissection's cache: many flows go to one server (a new
+            # flow per DNS query), each from a port of its own.
             self.endpoints = (_endpoint_json(self.client_ip, flow.client_port, named[0]),
-                              _endpoint_json(self.server_ip, flow.server_port, named[1]))
+                              self.dissection.server_json(self.server_ip, flow.server_port,
+                                                          named[1]))
         return self.endpoints
 
     def tcp_json(self, info: TcpInfo) -> msgspec.Raw:
@@ -298,7 +304,9 @@ class Dissection:
         self._redactor = redactor
         self._identities = identities
         self._next_seq = first_seq
-        self._dissectors = registry() if dissectors is None else dissectors
+        # Tuples: open_session keys what every flow over them shares by the tuple (a list
+        # would be copied into one for each new flow).
+        self._dissectors = tuple(registry() if dissectors is None else dissectors)
         self._fallback = fallback()
         self._assembler = Assembler(self._open_session, on_failure=self._failed)
         # Cleartext from the eBPF TLS probes shares 5-tuples with the encrypted packets on
@@ -306,11 +314,12 @@ class Dissection:
         self._tls_assembler = Assembler(lambda flow: self._open_session(flow, tls=True))
         # TLS cleartext is what TLS carries, never TLS again (whose port hints would claim
         # it first and wait for a handshake that never comes).
-        self._cleartext_dissectors = [d for d in self._dissectors if d.name != "tls"]
+        self._cleartext_dissectors = tuple(d for d in self._dissectors if d.name != "tls")
         # Exchanges emitted, with their flow as the entry sees it (the session's roles), TCP
         # sequence numbers and facts, until take_keyed_rows makes them index rows.
         self._pending: list[_Pending] = []
         self._names: dict[bytes, str] = {}
+        self._server_json: dict[tuple[str, int, Name | None], msgspec.Raw] = {}
         # Entries are encoded into this one buffer and copied out (_entry): ENCODER.encode
         # starts each output small and grows it several times for an entry of 0.5-1 KB.
         self._json = bytearray(4096)
@@ -325,14 +334,25 @@ class Dissection:
         self.cut: dict[str, int] = {}   # per-session caps reached, by what (notes "cut: what: ...")
         # Bytes sessions passed over looking for a message start, by protocol (at flow end).
         self.skipped: dict[str, int] = {}
-        # The memory budget (None: none) and the live sessions it sums: each leaves the set
-        # when its flow closes (weak, so a session whose close raised cannot stay for ever).
+        # The memory budget (None: none). It sums the sessions of the flows in the assemblers'
+        # tables (Assembler.live_sessions): a flow drops its session when it closes, so no
+        # set of them is kept per flow (a WeakSet's add and discard, interpreted, per flow).
         self.memory = memory
-        self._sessions: weakref.WeakSet[SelectingSession] = weakref.WeakSet()
         self._next_check = 0          # bytes delivered (both assemblers) at the next check
         self._checked_ns = 0          # capture time of the last check
         self._cut_note: str | None = None   # set while a session is cut for the budget
         self._restarting = False      # a cut flow gets a new session: its first ref stays
+
+    def server_json(self, ip: str, port: int, named: Name | None) -> msgspec.Raw:
+        """_endpoint_json of a server endpoint, kept for the next flows to it (at most
+        SERVER_JSON_CACHE, then emptied: a bound, not an LRU)."""
+        key = (ip, port, named)
+        found = self._server_json.get(key)
+        if found is None:
+            if len(self._server_json) >= SERVER_JSON_CACHE:
+                self._server_json.clear()
+            found = self._server_json[key] = _endpoint_json(ip, port, named)
+        return found
 
     @property
     def assembler_stats(self) -> dict:
@@ -353,8 +373,6 @@ class Dissection:
         selector = open_session(flow, entries, dissectors, fallback=self._fallback,
                                 on_closed=self._closed)
         entries.selector = weakref.ref(selector)
-        if self.memory is not None:
-            self._sessions.add(selector)
         return selector
 
     def _emit(self, entries: FlowEntries, exchange: Exchange) -> None:
@@ -430,7 +448,6 @@ class Dissection:
                                      self._made)))
 
     def _closed(self, selector: SelectingSession) -> None:
-        self._sessions.discard(selector)
         skipped = selector.session_skipped_bytes
         if skipped and selector.dissector is not None:
             name = selector.dissector.name
@@ -527,7 +544,10 @@ class Dissection:
         self._checked_ns = ts_ns
         holding = []
         total = live = 0
-        for selector in list(self._sessions):
+        # The sessions the assemblers' flows hold: this Dissection's selectors (_open_session).
+        sessions: list[Any] = self._assembler.live_sessions()
+        sessions += self._tls_assembler.live_sessions()
+        for selector in sessions:
             live += 1
             held = selector.held_bytes()
             if held:
@@ -553,7 +573,6 @@ class Dissection:
         flow reads on with a new session from its next byte, as after a gap."""
         budget = self.memory
         assert budget is not None
-        self._sessions.discard(selector)
         self._cut_note = (f"cut: memory budget: this flow's session held {held} bytes when all "
                           f"sessions held {found} (budget {budget.limit}); it was ended here and "
                           "the flow is read on from its next message")

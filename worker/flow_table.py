@@ -25,6 +25,8 @@ owner_fixed() directly with the linktype's row looked up once per read.
 
 from __future__ import annotations
 
+from typing import Final
+
 from worker.packet import (_RAW_IP_LINKTYPES, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LOOP,
                            LINKTYPE_NULL, TCP, UDP, flow_key)
 
@@ -32,15 +34,16 @@ from worker.packet import (_RAW_IP_LINKTYPES, LINKTYPE_ETHERNET, LINKTYPE_LINUX_
 # flow open (worker.assembler: TCP 120 s, UDP 30 s) plus one expiry step (1 s), so that a
 # flow forgotten here is closed in its owner's assembler too. A flow is forgotten between
 # FORGET_NS and twice that after its last packet (two generations of keys, swapped whole).
-FORGET_NS = {TCP: 125_000_000_000, UDP: 35_000_000_000}
+FORGET_NS: Final = {TCP: 125_000_000_000, UDP: 35_000_000_000}
 # Keys one generation of a protocol holds at most (two per flow: as many flows as the
 # assembler's max_flows). A new flow past it swaps generations early, forgetting the flows not
 # seen since the last swap: a flood of new flows bounds the table (~30 MB per shard at most)
-# and, being counted in packets, still does so alike in every shard.
+# and, being counted in packets, still does so alike in every shard. (Not Final: a test lowers
+# it; compiled, it is read from the module's dict at each new flow.)
 GENERATION_KEYS = 2 * 65536
-_FIN_SYN_RST = 0x07
-_ACK = 0x10
-_FORGOTTEN = -1   # an entry's live field: 1 live, 0 ended (FIN, RST), -1 forgotten
+_FIN_SYN_RST: Final = 0x07
+_ACK: Final = 0x10
+_FORGOTTEN: Final = -1   # an entry's live field: 1 live, 0 ended (FIN, RST), -1 forgotten
 
 # Per linktype: (where the link layer's EtherType is, what it reads for IPv4, what it reads for
 # IPv6, where the IP header is), offsets from the frame's start. Raw IP and loopback have no
@@ -164,7 +167,13 @@ class FlowTable:
         if len(self._current[proto]) >= GENERATION_KEYS:
             self._swap(proto)
         live, packets = self._live[proto], self.packets
-        owner = min(range(self.shards), key=lambda shard: (live[shard], packets[shard]))
+        # The fewest live flows, then the fewest packets, then the lowest number (min()'s
+        # first of equals), without a key tuple per shard.
+        owner = 0
+        for shard in range(1, self.shards):
+            if live[shard] < live[owner] or (live[shard] == live[owner]
+                                             and packets[shard] < packets[owner]):
+                owner = shard
         live[owner] += 1
         entry = [owner, 1]
         current = self._current[proto]

@@ -107,7 +107,9 @@ class Assembler:
                 return
             half = self._udp_halves.get(key)
             if half is None:
-                half = self._new_flow(False, key, *roles_from_ports(sport, dport), ts_ns)
+                # Unpacked, not *args: compiled, a star call goes through the Python wrapper.
+                sender_client, guessed = roles_from_ports(sport, dport)
+                half = self._new_flow(False, key, sender_client, guessed, ts_ns)
             flow = half.flow
             flow.last_ns = ts_ns
             if payload:
@@ -242,6 +244,16 @@ class Assembler:
             log.warning("opening a session for %s failed; the flow is not dissected", flow,
                         exc_info=True)
         return True
+
+    def live_sessions(self) -> list[Session]:
+        """The sessions of the flows in the table, oldest flow first (a closed flow, or one
+        whose session failed, has none): what a memory budget sums."""
+        sessions: list[Session] = []
+        for flow in self._order:
+            session = flow.session
+            if session is not None:
+                sessions.append(session)
+        return sessions
 
     def seq_of(self, flow: FlowInfo, direction: Direction, offset: int) -> int | None:
         """The TCP sequence number (mod 2**32) of stream offset `offset`; None for UDP or when
