@@ -143,7 +143,7 @@ class SelectingSession:
         self._fallback = fallback
         self._hints = hints
         # Index in _candidates of the way a learned hint names (-1: none), asked first.
-        if hints is not None and len(hints):
+        if hints is not None and hints._table:   # len(hints), without a call per flow
             self._hint = _hinted(self._candidates, flow, hints)
         self.session_flow = flow
 
@@ -297,7 +297,9 @@ class SelectingSession:
         hint_answer: Detect | None = None
         if hint >= 0 and hint not in refused:
             dissector, swapped = candidates[hint]
-            hint_answer = _ask(dissector, swapped, client, server)
+            # _ask, inline: the one question most new flows get (a learned server's)
+            hint_answer = dissector.detect(server, client) if swapped else \
+                dissector.detect(client, server)
             if hint_answer is _MATCH:
                 self._claim(dissector, swapped)
                 return True
@@ -336,13 +338,20 @@ class SelectingSession:
             session = _Swapped(dissector.session(flow, self._emit_noting_skips(),
                                                  self._body_limit))
         else:
-            session = dissector.session(flow, self._emit_noting_skips(), self._body_limit)
+            session = dissector.session(
+                flow, self._emit_noting_skips() if self.skipped_bytes else self._emit,
+                self._body_limit)
         if self._hints is not None and dissector is not self._fallback:
             self._hints.learn((flow.transport, flow.server_ip, flow.server_port), dissector)
         self.dissector, self.session = dissector, session
-        calls, self._calls = self._calls, _NO_CALLS   # type: ignore[assignment]
-        self._windows = _NO_WINDOWS                    # type: ignore[assignment]
-        self._refused = _NONE_REFUSED                  # type: ignore[assignment]
+        # Back to the shared empties (a flow decided on its first call still has them: no
+        # instance attributes added then).
+        calls = self._calls
+        if calls is not _NO_CALLS:
+            self._calls = _NO_CALLS                    # type: ignore[assignment]
+            self._windows = _NO_WINDOWS                # type: ignore[assignment]
+        if self._refused is not _NONE_REFUSED:
+            self._refused = _NONE_REFUSED              # type: ignore[assignment]
         # From now on data goes straight to the session.
         self.on_data = session.on_data          # type: ignore[method-assign]
         if not calls:
@@ -474,14 +483,18 @@ def _hinted(candidates: Sequence[tuple[Dissector, bool]], flow: FlowInfo,
             hints: ServerHints) -> int:
     """The index of the way a learned hint names for this flow's server (or, with guessed
     roles, its client taken for the server); -1 for none or for the first way already."""
-    dissector = hints.get((flow.transport, flow.server_ip, flow.server_port))
+    table = hints._table      # ServerHints.get, without a call per flow
+    dissector = table.get((flow.transport, flow.server_ip, flow.server_port))
     way = (dissector, False)
     if dissector is None and flow.roles_guessed:
-        dissector = hints.get((flow.transport, flow.client_ip, flow.client_port))
+        dissector = table.get((flow.transport, flow.client_ip, flow.client_port))
         way = (dissector, True)
-    if dissector is None or not candidates or candidates[0] == way or way not in candidates:
+    if dissector is None or not candidates or candidates[0] == way:
         return -1
-    return candidates.index(way)
+    try:                      # one scan, not `in` and then index()
+        return candidates.index(way)
+    except ValueError:
+        return -1
 
 
 def open_session(flow: FlowInfo, emit: Emit, dissectors: Sequence[Dissector], *,
