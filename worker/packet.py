@@ -137,8 +137,9 @@ def _key(frame: bytes, addresses: int, size: int, ports: int) -> bytes:
 
 
 def decode_fields(linktype: int, frame: bytes) -> Fields:
-    """decode()'s fields, the addresses and ports as one key (above), proto NOTHING (and the
-    rest placeholders) where decode() gives None."""
+    """decode()'s fields, the addresses and ports as one key (above); where decode() gives
+    None, _NO_FIELDS: proto NOTHING, its other slots filled with fixed values that mean
+    nothing (a tuple of fixed length has a value in each)."""
     # The common case, without _network_offset's tests; the EtherType by two indexings (a
     # slice compared with b"\x08\x00" made a bytes object per packet).
     if linktype == LINKTYPE_ETHERNET and len(frame) >= 14 and frame[12] == 8 and frame[13] == 0:
