@@ -31,11 +31,23 @@ def test_full_disk_degrades_capture_but_never_stops_it(start_worker, http_server
         with open(disk / "filler", "wb") as filler:     # another program: ~3 MB left
             filler.write(b"\0" * 5_000_000)
         pushed = 0
+        # While the disk is full a read may find no room for SQLite's WAL index to grow: /status
+        # and /entries answer a 503 saying so, never a 500; the store frees room and the next
+        # read answers.
+        refusals: list[str] = []
+
+        def refused_write() -> dict | None:
+            answer = worker.get("/status")
+            if answer.status_code == 503:
+                refusals.append(answer.json()["detail"])
+                return None
+            assert answer.status_code == 200, answer.text
+            status = answer.json()
+            return status if status["store"]["write_errors"] else None
         with httpx.Client(base_url=f"http://127.0.0.1:{http_server}") as client:
             while pushed < 30_000_000:                 # ~10x the room left
                 pushed += len(client.get("/bytes/400000").content)
-            status = wait_for(lambda: (s := worker.status())["store"]["write_errors"] and s,
-                              what="the disk to refuse a write")
+            status = wait_for(refused_write, what="the disk to refuse a write")
             capture = status["capture"]
             assert capture["running"]
             assert capture["degraded"]
@@ -44,11 +56,8 @@ def test_full_disk_degrades_capture_but_never_stops_it(start_worker, http_server
             assert status["store"]["evicted_for_space"] > 0
             for n in range(5):
                 client.get(f"/after-full/{n}")
-        refusals: list[str] = []
 
         def after_flood() -> list[dict] | None:
-            # While the disk is full a read may find no room for SQLite's WAL index to grow:
-            # a 503 saying so, never a 500; the store frees room and the next read answers.
             answer = worker.get("/entries", params={"q": 'request.path.startsWith("/after-full")'})
             if answer.status_code == 503:
                 refusals.append(answer.json()["detail"])
