@@ -6,7 +6,11 @@ table over them and all agree on every owner without talking. A flow seen for th
 of its protocol, then the fewest packets so far, then the lowest number; both directions of
 the flow then map to that shard. A TCP flow stops counting as live at its first FIN or RST
 (and counts again at a SYN on the same addresses and ports), but keeps its owner: the last
-packets of a connection go where the rest went. A flow is forgotten once it was idle, in
+packets of a connection go where the rest went. A flow also stops counting as live while it
+is idle: no packet for ACTIVE_NS of packet time (counted again at its next packet). So a
+pool's idle connections do not weigh on their shards; a busy old flow still counts. Flows
+are found idle at the packets where the dissection's clock expires flows (sweep), like all
+else here the same packets in every shard. A flow is forgotten once it was idle, in
 packet time, longer than the assembler keeps such a flow (FORGET_NS): its owner has closed it
 by then, as one in-thread dissection has, so whichever shard its next packet goes to starts
 it as one dissection would -- the sharded index stays the single one (OrderKeys do not depend
@@ -41,9 +45,17 @@ FORGET_NS: Final = {TCP: 125_000_000_000, UDP: 35_000_000_000}
 # and, being counted in packets, still does so alike in every shard. (Not Final: a test lowers
 # it; compiled, it is read from the module's dict at each new flow.)
 GENERATION_KEYS = 2 * 65536
+# How long a flow without a packet still counts as live for balancing: between ACTIVE_NS and
+# that plus one sweep interval (worker.dissection.EXPIRE_EVERY_NS, 1 s, or the gap to the
+# next packet). Long enough that a request/response connection thinking between requests
+# still counts; short against a pool's connections idle for minutes.
+ACTIVE_NS: Final = 5_000_000_000
 _FIN_SYN_RST: Final = 0x07
 _ACK: Final = 0x10
-_FORGOTTEN: Final = -1   # an entry's live field: 1 live, 0 ended (FIN, RST), -1 forgotten
+# An entry is [owner, state, epoch of its last packet, protocol]. Its state: 1 live (counted
+# in _live), 2 live but idle (not counted), 0 ended (FIN, RST), -1 forgotten.
+_IDLE: Final = 2
+_FORGOTTEN: Final = -1
 
 # Per linktype: (where the link layer's EtherType is, what it reads for IPv4, what it reads for
 # IPv6, where the IP header is), offsets from the frame's start. Raw IP and loopback have no
@@ -69,13 +81,13 @@ class FlowTable:
     packets where the dissection's clock expires flows (worker.shard_filter)."""
 
     __slots__ = ("shards", "_current", "_previous", "_swapped_ns", "_live", "packets", "_tcp",
-                 "_udp")
+                 "_udp", "_epoch", "_recent", "_epochs")
 
     def __init__(self, shards: int) -> None:
         if shards < 1:
             raise ValueError(f"shards {shards}: expected at least 1")
         self.shards = shards
-        # key -> [owner, live]: both directions share the one list. Keys seen since the last
+        # key -> entry (see _IDLE): both directions share the one list. Keys seen since the last
         # swap are in _current, those of the generation before in _previous.
         self._current: dict[int, dict[bytes, list[int]]] = {TCP: {}, UDP: {}}
         self._previous: dict[int, dict[bytes, list[int]]] = {TCP: {}, UDP: {}}
@@ -84,12 +96,20 @@ class FlowTable:
         self.packets = [0] * shards     # packets of each shard's flows so far
         # _current[TCP] and _current[UDP] as attributes (owner_fixed's per-packet lookup)
         self._tcp, self._udp = self._current[TCP], self._current[UDP]
+        # Sweeps so far (an epoch is the time between two), the entries first seen in this
+        # epoch, and those of the epochs before, still within ACTIVE_NS: (the time the epoch
+        # ended, its number, its entries). A flow is touched once per epoch, so finding idle
+        # flows costs a sweep the flows of one old epoch, not the whole table.
+        self._epoch = 0
+        self._recent: list[list[int]] = []
+        self._epochs: list[tuple[int, int, list[list[int]]]] = []
 
     def __len__(self) -> int:
         """Keys held (two per flow seen in both directions)."""
         return sum(len(keys) for keys in (*self._current.values(), *self._previous.values()))
 
     def live(self, proto: int) -> list[int]:
+        """Per shard, its flows of `proto` that are live and not idle (what _new weighs)."""
         return list(self._live[proto])
 
     def owner(self, linktype: int, buf: bytes, start: int, stop: int) -> int:
@@ -127,6 +147,8 @@ class FlowTable:
                 if entry is None or flags & _FIN_SYN_RST:
                     return self._route(proto, key, flags)
                 owner = entry[0]
+                if entry[2] != self._epoch:   # its first packet in this epoch
+                    self._touch(entry)
                 self.packets[owner] += 1
                 return owner
         elif first >> 4 == 6 and ip + 44 <= stop and (at == ip or buf[at] << 8 | buf[at + 1] == v6):
@@ -151,6 +173,8 @@ class FlowTable:
                 entry = self._new(proto, key)
             else:
                 current[key] = entry
+        if entry[2] != self._epoch:
+            self._touch(entry)
         owner = entry[0]
         self.packets[owner] += 1
         if flags & _FIN_SYN_RST:
@@ -162,6 +186,14 @@ class FlowTable:
                 entry[1] = 1
                 self._live[TCP][owner] += 1
         return owner
+
+    def _touch(self, entry: list[int]) -> None:
+        """Note a flow's first packet in this epoch; an idle flow counts as live again."""
+        entry[2] = self._epoch
+        self._recent.append(entry)
+        if entry[1] == _IDLE:
+            entry[1] = 1
+            self._live[entry[3]][entry[0]] += 1
 
     def _new(self, proto: int, key: bytes) -> list[int]:
         if len(self._current[proto]) >= GENERATION_KEYS:
@@ -175,7 +207,8 @@ class FlowTable:
                                              and packets[shard] < packets[owner]):
                 owner = shard
         live[owner] += 1
-        entry = [owner, 1]
+        entry = [owner, 1, self._epoch, proto]
+        self._recent.append(entry)
         current = self._current[proto]
         current[key] = entry
         current[reverse_key(key)] = entry
@@ -183,7 +216,19 @@ class FlowTable:
 
     def sweep(self, ts_ns: int) -> None:
         """Forget the flows idle for FORGET_NS of packet time (called at packets of the
-        dissection's expiry clock, after the packet was routed: the same on every shard)."""
+        dissection's expiry clock, after the packet was routed: the same on every shard), and
+        stop counting as live the flows without a packet for ACTIVE_NS."""
+        self._epochs.append((ts_ns, self._epoch, self._recent))
+        self._epoch += 1
+        self._recent = []
+        epochs = self._epochs
+        while epochs and ts_ns - epochs[0][0] >= ACTIVE_NS:
+            _, epoch, entries = epochs.pop(0)
+            for entry in entries:
+                # Not touched since that epoch (else it is in a later one), and counted.
+                if entry[2] == epoch and entry[1] == 1:
+                    entry[1] = _IDLE
+                    self._live[entry[3]][entry[0]] -= 1
         for proto, forget in FORGET_NS.items():
             if ts_ns - self._swapped_ns[proto] >= forget:
                 self._swapped_ns[proto] = ts_ns
@@ -197,7 +242,7 @@ class FlowTable:
             if reverse_key(key) in current:   # the other direction is still active
                 current[key] = entry
             elif entry[1] != _FORGOTTEN:
-                if entry[1]:
+                if entry[1] == 1:
                     live[entry[0]] -= 1
                 entry[1] = _FORGOTTEN   # its other direction, later in this loop, too
         self._previous[proto] = current

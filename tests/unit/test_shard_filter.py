@@ -14,7 +14,7 @@ from factories import tcp_packet, udp_packet
 from test_dissect_shards import icmp_unreachable, write_mixed_store
 from worker import flow_table
 from worker.dissection import EXPIRED, Dissection, OrderKey
-from worker.flow_table import FORGET_NS, FlowTable, reverse_key
+from worker.flow_table import ACTIVE_NS, FORGET_NS, FlowTable, reverse_key
 from worker.packet import (FOREIGN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
                            LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW, TCP, UDP, StoredPacket,
                            flow_key)
@@ -135,14 +135,54 @@ def test_idle_flows_are_forgotten_by_packet_time_only() -> None:
         _owner(table, busy_back)
         table.sweep(t0 + second * 1_000_000_000)
         if second == FORGET_NS[UDP] // 1_000_000_000 - 1:
-            assert table.live(UDP) == [1, 0]   # idle for less than FORGET_NS: kept
+            assert len(table) == 6   # idle for less than FORGET_NS: kept (not counted live)
         if second == FORGET_NS[TCP] // 1_000_000_000 - 1:
-            assert table.live(TCP) == [1, 1]
+            assert len(table) == 4
     assert table.live(UDP) == [0, 0] and table.live(TCP) == [1, 0]
     assert _owner(table, busy) == first[0]
     # `quiet` was forgotten: it is a new flow now, given to the shard with fewer live flows
     assert _owner(table, quiet) == 1 and table.live(TCP) == [1, 1]
     assert len(table) == 4   # two keys per flow, no more
+
+
+def _client(port: int, flags: str = "PA") -> bytes:
+    return tcp_packet("127.0.0.1", "127.0.0.1", port, 3306, flags=flags, payload=b"q" * 40)
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_an_idle_old_flow_does_not_weigh_on_its_shard(idle: bool) -> None:
+    """A pool's shape (mysqlslap's setup connection, or any pool's idle connections): an old
+    flow, busy at first, then open but quiet. Idle for ACTIVE_NS it counts no more, and four
+    new busy clients split 2/2; still busy, it counts, and they split 3/1 against it."""
+    table = FlowTable(2)
+    t0 = 1_700_000_000_000_000_000
+    second = 1_000_000_000
+    old = _client(39000, "S")
+    assert _owner(table, old) == 0
+    for n in range(200):   # busy for 4 s
+        _owner(table, _client(39000))
+        table.sweep(t0 + n * second // 50)
+    now = t0 + 4 * second
+    while now < t0 + 4 * second + ACTIVE_NS + 2 * second:   # then idle, or still busy
+        now += second // 2
+        if not idle:
+            _owner(table, _client(39000))
+        table.sweep(now)
+    assert table.live(TCP) == ([0, 0] if idle else [1, 0])
+    owners = [_owner(table, _client(40000 + n, "S")) for n in range(4)]
+    assert sorted(owners) == ([0, 0, 1, 1] if idle else [0, 1, 1, 1])
+    # Its next packet counts it again, on the shard it had.
+    assert _owner(table, _client(39000)) == 0
+    assert table.live(TCP) == ([3, 2] if idle else [2, 3])
+    # The new flows' packets keep them live; idle again, all stop counting.
+    for _ in range(3):
+        now += second
+        for n in range(4):
+            _owner(table, _client(40000 + n))
+        table.sweep(now)
+    assert table.live(TCP) == ([3, 2] if idle else [2, 3])
+    table.sweep(now + ACTIVE_NS + second)
+    assert table.live(TCP) == [0, 0] and len(table) == 10
 
 
 def test_reverse_key() -> None:
