@@ -3,11 +3,8 @@
 Every shard reads the very same packets of the store in the same order, so each runs this
 table over them and all agree on every owner without talking. A flow seen for the first time
 (its key, in either direction, not in the table) goes to the shard with the fewest live flows
-of its protocol, then the fewest packets of its flows that are not live (ended, idle or
-forgotten), then the lowest number; both directions of the flow then map to that shard. (A
-live flow weighs as one flow, its packets not twice: with its packets too, mysqlslap's
-setup connection, busy until the four clients opened and idle after, sent three of them to
-the other shard.) A TCP flow stops counting as live at its first FIN or RST
+of its protocol, then the fewest packets so far, then the lowest number; both directions of
+the flow then map to that shard. A TCP flow stops counting as live at its first FIN or RST
 (and counts again at a SYN on the same addresses and ports), but keeps its owner: the last
 packets of a connection go where the rest went. A flow also stops counting as live while it
 is idle: no packet for ACTIVE_NS of packet time (counted again at its next packet). So a
@@ -55,9 +52,8 @@ GENERATION_KEYS = 2 * 65536
 ACTIVE_NS: Final = 5_000_000_000
 _FIN_SYN_RST: Final = 0x07
 _ACK: Final = 0x10
-# An entry is [owner, state, epoch of its last packet, protocol, packets since its state last
-# changed]. Its state: 1 live (counted in _live), 2 live but idle (not counted), 0 ended (FIN,
-# RST), -1 forgotten. At each change of state its packets move to the shard's `past`.
+# An entry is [owner, state, epoch of its last packet, protocol]. Its state: 1 live (counted
+# in _live), 2 live but idle (not counted), 0 ended (FIN, RST), -1 forgotten.
 _IDLE: Final = 2
 _FORGOTTEN: Final = -1
 
@@ -84,7 +80,7 @@ class FlowTable:
     """owner(linktype, buf, start, stop) of the frame at buf[start:stop]; sweep(ts_ns) at the
     packets where the dissection's clock expires flows (worker.shard_filter)."""
 
-    __slots__ = ("shards", "_current", "_previous", "_swapped_ns", "_live", "past", "_tcp",
+    __slots__ = ("shards", "_current", "_previous", "_swapped_ns", "_live", "packets", "_tcp",
                  "_udp", "_epoch", "_recent", "_epochs")
 
     def __init__(self, shards: int) -> None:
@@ -97,9 +93,7 @@ class FlowTable:
         self._previous: dict[int, dict[bytes, list[int]]] = {TCP: {}, UDP: {}}
         self._swapped_ns = {TCP: 0, UDP: 0}
         self._live = {TCP: [0] * shards, UDP: [0] * shards}
-        # Per shard, the packets of its flows while they were not live, and of their live
-        # spells that ended (what breaks ties between shards with as many live flows).
-        self.past = [0] * shards
+        self.packets = [0] * shards     # packets of each shard's flows so far
         # _current[TCP] and _current[UDP] as attributes (owner_fixed's per-packet lookup)
         self._tcp, self._udp = self._current[TCP], self._current[UDP]
         # Sweeps so far (an epoch is the time between two), the entries first seen in this
@@ -152,10 +146,11 @@ class FlowTable:
                 entry = current.get(key)
                 if entry is None or flags & _FIN_SYN_RST:
                     return self._route(proto, key, flags)
+                owner = entry[0]
                 if entry[2] != self._epoch:   # its first packet in this epoch
                     self._touch(entry)
-                entry[4] += 1
-                return entry[0]
+                self.packets[owner] += 1
+                return owner
         elif first >> 4 == 6 and ip + 44 <= stop and (at == ip or buf[at] << 8 | buf[at + 1] == v6):
             proto = buf[ip + 6]
             if proto == TCP:
@@ -181,14 +176,14 @@ class FlowTable:
         if entry[2] != self._epoch:
             self._touch(entry)
         owner = entry[0]
-        entry[4] += 1
+        self.packets[owner] += 1
         if flags & _FIN_SYN_RST:
             if flags & 0x05:          # FIN or RST: the connection ends; it keeps its owner
                 if entry[1] == 1:
-                    self._moved(entry, 0)
+                    entry[1] = 0
                     self._live[TCP][owner] -= 1
             elif not entry[1] and not flags & _ACK:   # a new connection on the same ports
-                self._moved(entry, 1)
+                entry[1] = 1
                 self._live[TCP][owner] += 1
         return owner
 
@@ -197,28 +192,22 @@ class FlowTable:
         entry[2] = self._epoch
         self._recent.append(entry)
         if entry[1] == _IDLE:
-            self._moved(entry, 1)
+            entry[1] = 1
             self._live[entry[3]][entry[0]] += 1
-
-    def _moved(self, entry: list[int], state: int) -> None:
-        """A flow's change of state: the packets of the state it leaves go to `past`."""
-        self.past[entry[0]] += entry[4]
-        entry[4] = 0
-        entry[1] = state
 
     def _new(self, proto: int, key: bytes) -> list[int]:
         if len(self._current[proto]) >= GENERATION_KEYS:
             self._swap(proto)
-        live, past = self._live[proto], self.past
-        # The fewest live flows, then the fewest packets while not live, then the lowest
-        # number (min()'s first of equals), without a key tuple per shard.
+        live, packets = self._live[proto], self.packets
+        # The fewest live flows, then the fewest packets, then the lowest number (min()'s
+        # first of equals), without a key tuple per shard.
         owner = 0
         for shard in range(1, self.shards):
             if live[shard] < live[owner] or (live[shard] == live[owner]
-                                             and past[shard] < past[owner]):
+                                             and packets[shard] < packets[owner]):
                 owner = shard
         live[owner] += 1
-        entry = [owner, 1, self._epoch, proto, 0]
+        entry = [owner, 1, self._epoch, proto]
         self._recent.append(entry)
         current = self._current[proto]
         current[key] = entry
@@ -238,7 +227,7 @@ class FlowTable:
             for entry in entries:
                 # Not touched since that epoch (else it is in a later one), and counted.
                 if entry[2] == epoch and entry[1] == 1:
-                    self._moved(entry, _IDLE)
+                    entry[1] = _IDLE
                     self._live[entry[3]][entry[0]] -= 1
         for proto, forget in FORGET_NS.items():
             if ts_ns - self._swapped_ns[proto] >= forget:
@@ -255,7 +244,7 @@ class FlowTable:
             elif entry[1] != _FORGOTTEN:
                 if entry[1] == 1:
                     live[entry[0]] -= 1
-                self._moved(entry, _FORGOTTEN)   # its other direction, later in this loop, too
+                entry[1] = _FORGOTTEN   # its other direction, later in this loop, too
         self._previous[proto] = current
         self._current[proto] = {}
         self._tcp, self._udp = self._current[TCP], self._current[UDP]
