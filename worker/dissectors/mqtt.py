@@ -989,11 +989,7 @@ class MqttSession(TwoWaySession[_Reader]):
             client_offset, server_offset = request.start, start
         else:
             client_offset, server_offset = start, request.start
-        body = None
-        if self.body_limit > 0 and request.payload is not None:
-            body = bytes(request.payload)
-            if fields.get("payload_size", 0) > self.body_limit:
-                notes.append(f"payload truncated at {self.body_limit} bytes")
+        body = self._body(request, notes)
         complete = True
         if "incomplete" in notes:
             complete = False
@@ -1004,6 +1000,15 @@ class MqttSession(TwoWaySession[_Reader]):
                            0, request.size, 4, complete, request.ref, end_ref, client_offset,
                            server_offset, body, None, notes))
         return True
+
+    def _body(self, packet: _Packet, notes: list[str]) -> bytes | None:
+        """The packet's payload as its exchange's body (None when bodies are not kept), with a
+        note in `notes` when the payload was longer than body_limit (it was cut when read)."""
+        if self.body_limit <= 0 or packet.payload is None:
+            return None
+        if packet.fields.get("payload_size", 0) > self.body_limit:
+            notes.append(f"payload truncated at {self.body_limit} bytes")
+        return bytes(packet.payload)
 
     def _reply(self, flow: _Flow | None, packet: _Packet) -> None:
         if flow is None:
@@ -1038,11 +1043,7 @@ class MqttSession(TwoWaySession[_Reader]):
         request_fields["sender"] = "server" if request.direction == S2C else "client"
         status = request.code if request.code is not None and kind != CONNECT and \
             kind != PUBLISH else None
-        request_body = None
-        if self.body_limit > 0 and request.payload is not None:
-            request_body = bytes(request.payload)
-            if fields.get("payload_size", 0) > self.body_limit:
-                notes.append(f"payload truncated at {self.body_limit} bytes")
+        request_body = self._body(request, notes)
         response = None
         end_ns = None
         last_ref = first.end_ref
