@@ -11,7 +11,9 @@ be shadowed by the .so built from its old text. The guard (install_guard, called
 recorded at build time with the sources' hash now; when they differ, or SHARK_PURE_PYTHON=1
 is set (debugging: tracebacks, pdb, coverage), every module in COMPILED is imported from its
 .py. All or none: compiled modules call each other's code directly in the shared library, so a
-compiled caller would keep running the old text of an edited callee.
+compiled caller would keep running the old text of an edited callee. A module taken out of
+COMPILED changes the hash too: until the next build (which deletes the .so it left) it is
+imported from its .py as well (stray_files).
 """
 
 from __future__ import annotations
@@ -72,6 +74,23 @@ def built_files() -> list[Path]:
     return found
 
 
+def stray_files(root: Path = ROOT, modules: tuple[str, ...] = COMPILED) -> dict[str, Path]:
+    """Extension modules beside a .py of the project's packages whose module is not in
+    `modules` (nor the shared library), by module: left by a build from before the module
+    left COMPILED. CPython would import one ahead of its .py, and it calls into a shared
+    library that no longer has its code. A walk of the packages: only for a stale build."""
+    known = {*modules, GROUP + "__mypyc"}
+    found: dict[str, Path] = {}
+    for package in ("worker", "shark", "hub"):
+        for suffix in EXTENSION_SUFFIXES:
+            for path in (root / package).rglob("*" + suffix):
+                source = path.with_name(path.name[:-len(suffix)] + ".py")
+                module = ".".join(source.relative_to(root).with_suffix("").parts)
+                if module not in known and source.exists():
+                    found[module] = path
+    return found
+
+
 def recorded_hash() -> str | None:
     try:
         return HASH_FILE.read_text().strip()
@@ -126,7 +145,7 @@ def install_guard() -> None:
     if pure_reason:
         warning = "" if pure_reason.startswith(PURE_ENV) else \
             f"kubectl-shark: pure Python dissection: {pure_reason}"
-        _guard = SourceFirst(warning=warning)
+        _guard = SourceFirst((*COMPILED, *stray_files()), warning=warning)
         sys.meta_path.insert(0, _guard)
 
 
@@ -136,7 +155,7 @@ def is_compiled(module: object) -> bool:
 
 
 def remove_built() -> None:
-    for path in built_files():
+    for path in (*built_files(), *stray_files().values()):
         path.unlink()
     HASH_FILE.unlink(missing_ok=True)
 

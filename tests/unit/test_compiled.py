@@ -6,6 +6,7 @@ import importlib
 import os
 import subprocess
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,20 @@ def test_fast_path_tests_in_pure_python() -> None:
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " skipped" not in done.stdout.splitlines()[-1], done.stdout[-1000:]
+
+
+def test_an_extension_module_an_older_build_left_is_found(tmp_path: Path) -> None:
+    """A module taken out of COMPILED keeps the .so its last build left beside its .py, which
+    CPython would import first: remove_built deletes it and a stale build's guard imports its
+    .py (an extension module without a .py, or one still compiled, is not such a one)."""
+    suffix = EXTENSION_SUFFIXES[0]
+    (tmp_path / "worker" / "sub").mkdir(parents=True)
+    (tmp_path / "hub").mkdir()
+    for name in ("worker/kept", "worker/sub/gone", "worker/alone", "worker/_native__mypyc", "hub/old"):
+        (tmp_path / (name + suffix)).write_bytes(b"")
+    for name in ("worker/kept", "worker/sub/gone", "hub/old"):
+        (tmp_path / (name + ".py")).write_text("")
+    assert compiled.stray_files(tmp_path, ("worker.kept",)) == {
+        "worker.sub.gone": tmp_path / ("worker/sub/gone" + suffix),
+        "hub.old": tmp_path / ("hub/old" + suffix)}
+    assert compiled.stray_files(tmp_path, ("worker.kept", "worker.sub.gone", "hub.old")) == {}
