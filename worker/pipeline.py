@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -42,8 +43,15 @@ def read_batch_for(storage_limit: int) -> int:
     return max(MIN_READ_BATCH, min(READ_BATCH, storage_limit // 6000))
 PRUNE_EVERY_S = 0.25
 KEEP_SMALL_EVERY_S = 0.25
+# How long a write of rows the disk refused (full) waits before it is tried again.
+DISK_FULL_WAIT_S = 0.1
 _first_seg = itemgetter(IndexRow.__struct_fields__.index("first_seg"))
 DISSECTION_NICE = 10
+
+
+def disk_full(error: sqlite3.OperationalError) -> bool:
+    """The index's disk had no room for a write (SQLITE_FULL), as opposed to any other failure."""
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 class DissectionStats(DissectionCounters):
@@ -51,6 +59,7 @@ class DissectionStats(DissectionCounters):
 
     unindexed_evicted: int = 0    # entries streamed live but not indexed: their packets were evicted
     index_full: int = 0           # writes that found no room in the index's share of the limit yet
+    index_disk_full: int = 0      # ... of them, those the disk itself refused (SQLITE_FULL)
     # --dissect-shards above 1: each shard process (worker.sharded); empty when in-thread
     shards: list[ShardState] = msgspec.field(default_factory=list)
     # times every shard was started again from the last packet indexed, so that their flow
@@ -117,14 +126,28 @@ class IndexWriter:
                 values = values[full.written:]
                 if self._stop.wait(0.01):
                     return
-                oldest = self.prune(reading_segment)
-                kept = [value for value in values if _first_seg(value) >= oldest]
-                self._stats.unindexed_evicted += len(values) - len(kept)
-                values = kept
-                continue
-            self._written_cursor = cursor
-            self.keep_small()
-            return
+            except sqlite3.OperationalError as error:
+                # The disk itself is full (another program filled it, or it is smaller than
+                # the limit): the rows wait as for room, or they would be lost until the next
+                # start; the segment writer evicts for space meanwhile. Pieces committed before
+                # the failure are written again as they were (the same seqs, replaced).
+                if not disk_full(error):
+                    raise
+                self._stats.index_full += 1
+                self._stats.index_disk_full += 1
+                if self._stats.index_disk_full <= 10 or self._stats.index_disk_full % 1000 == 0:
+                    log.warning("index: the disk is full (%d times): %d rows wait for room",
+                                self._stats.index_disk_full, len(values))
+                if self._stop.wait(DISK_FULL_WAIT_S):
+                    return
+            else:
+                self._written_cursor = cursor
+                self.keep_small()
+                return
+            oldest = self.prune(reading_segment)
+            kept = [value for value in values if _first_seg(value) >= oldest]
+            self._stats.unindexed_evicted += len(values) - len(kept)
+            values = kept
 
     def keep_small(self, now: float | None = None) -> None:
         """The index's keep_small() (free pages back to the disk) at most every
@@ -134,7 +157,12 @@ class IndexWriter:
         now = time.monotonic() if now is None else now
         if now - self._kept_small >= KEEP_SMALL_EVERY_S:
             self._kept_small = now
-            self._index.keep_small()
+            try:
+                self._index.keep_small()
+            except sqlite3.OperationalError as error:   # the disk is full: the next time
+                if not disk_full(error):
+                    raise
+                self._stats.index_disk_full += 1
 
     def prune(self, reading_segment: int) -> int:
         """Delete the rows of evicted segments (at once: the index counts in the storage
@@ -149,6 +177,12 @@ class IndexWriter:
                 self._index.prune_segments_before(oldest)
             except IndexFull:         # no room for the WAL of the deletes yet: later
                 self._stats.index_full += 1
+                return oldest
+            except sqlite3.OperationalError as error:   # nor on the disk: later too
+                if not disk_full(error):
+                    raise
+                self._stats.index_full += 1
+                self._stats.index_disk_full += 1
                 return oldest
             self._pruned_before = oldest
         self.keep_small()   # called every PRUNE_EVERY_S: the WAL is cut back when idle too

@@ -65,7 +65,11 @@ def test_full_disk_degrades_capture_but_never_stops_it(start_worker, http_server
             assert answer.status_code == 200, answer.text
             found = [json.loads(line) for line in answer.text.splitlines() if line]
             return found if len(found) == 5 else None
-        entries = wait_for(after_flood, timeout=60, what="the 5 requests after the flood")
+        try:
+            entries = wait_for(after_flood, timeout=60, what="the 5 requests after the flood")
+        except AssertionError as error:   # say what the worker saw (a CI run is not rerun)
+            raise AssertionError(f"{error}\n/status: {worker.get('/status').text[:4000]}\n"
+                                 f"worker log: {worker.output[-4000:]}") from None
         assert all(r.startswith("the store cannot answer now: ") for r in refusals), refusals
         assert [e["request"]["path"] for e in entries] == [f"/after-full/{n}" for n in range(4, -1, -1)]
         assert worker.status()["capture"]["running"]
