@@ -131,10 +131,7 @@ class IndexWriter:
                 # the limit): the rows wait as for room, or they would be lost until the next
                 # start; the segment writer evicts for space meanwhile. Pieces committed before
                 # the failure are written again as they were (the same seqs, replaced).
-                if not disk_full(error):
-                    raise
-                self._stats.index_full += 1
-                self._stats.index_disk_full += 1
+                self._disk_refused(error)
                 if self._stats.index_disk_full <= 10 or self._stats.index_disk_full % 1000 == 0:
                     log.warning("index: the disk is full (%d times): %d rows wait for room",
                                 self._stats.index_disk_full, len(values))
@@ -149,6 +146,14 @@ class IndexWriter:
             self._stats.unindexed_evicted += len(values) - len(kept)
             values = kept
 
+    def _disk_refused(self, error: sqlite3.OperationalError) -> None:
+        """Count a write the index's disk refused (full: the same write is made again later);
+        any other failure goes on up."""
+        if not disk_full(error):
+            raise error
+        self._stats.index_full += 1
+        self._stats.index_disk_full += 1
+
     def keep_small(self, now: float | None = None) -> None:
         """The index's keep_small() (free pages back to the disk) at most every
         KEEP_SMALL_EVERY_S: each vacuum step's page moves go through the WAL, too dear after
@@ -160,9 +165,7 @@ class IndexWriter:
             try:
                 self._index.keep_small()
             except sqlite3.OperationalError as error:   # the disk is full: the next time
-                if not disk_full(error):
-                    raise
-                self._stats.index_disk_full += 1
+                self._disk_refused(error)
 
     def prune(self, reading_segment: int) -> int:
         """Delete the rows of evicted segments (at once: the index counts in the storage
@@ -179,10 +182,7 @@ class IndexWriter:
                 self._stats.index_full += 1
                 return oldest
             except sqlite3.OperationalError as error:   # nor on the disk: later too
-                if not disk_full(error):
-                    raise
-                self._stats.index_full += 1
-                self._stats.index_disk_full += 1
+                self._disk_refused(error)
                 return oldest
             self._pruned_before = oldest
         self.keep_small()   # called every PRUNE_EVERY_S: the WAL is cut back when idle too
