@@ -92,6 +92,14 @@ def tree_peak_rss_mb(pid: int) -> float:
 GNU_TIME = "/usr/bin/time"
 
 
+def pinned_cpus(count: int) -> str:
+    """taskset's list of the first `count` CPUs this process may use."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if not 1 <= count <= len(allowed):
+        raise ValueError(f"{count} CPUs asked for; this process may use {len(allowed)}")
+    return ",".join(map(str, allowed[:count]))
+
+
 class Child:
     """A child in its own process group, stdout/stderr to files; reaped with wait4 for rusage.
 
@@ -102,7 +110,7 @@ class Child:
 
     def __init__(self, argv: Sequence[str], log_dir: Path, name: str,
                  env: dict[str, str] | None = None, stdout: Path | None = None,
-                 measure: bool = False, cwd: Path = ROOT) -> None:
+                 measure: bool = False, cwd: Path = ROOT, cpus: int | None = None) -> None:
         self.argv = list(argv)
         self.name = name
         self.stdout_path = stdout or log_dir / f"{name}.out"
@@ -111,6 +119,8 @@ class Child:
         if measure and os.path.exists(GNU_TIME):
             self.time_path = log_dir / f"{name}.time"
             self.argv = [GNU_TIME, "-f", "%M %U %S", "-o", str(self.time_path), *self.argv]
+        if cpus is not None:   # the program and every process it starts may use only these
+            self.argv = ["taskset", "-c", pinned_cpus(cpus), *self.argv]
         self.started = time.monotonic()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(self.argv, stdout=out, stderr=err, cwd=cwd,
@@ -196,10 +206,12 @@ class Child:
 # -- the worker ---------------------------------------------------------------------------------
 class Worker(Child):
     def __init__(self, args: Sequence[str], storage_dir: Path, log_dir: Path, name: str = "worker",
-                 tree: Path = ROOT) -> None:
-        """`python -m worker` of the checkout `tree` (another one's for before/after runs)."""
+                 tree: Path = ROOT, cpus: int | None = None) -> None:
+        """`python -m worker` of the checkout `tree` (another one's for before/after runs),
+        on the first `cpus` CPUs this process may use when given (all of them otherwise)."""
         super().__init__([PYTHON, "-m", "worker", *args, "--storage-dir", str(storage_dir),
-                          "--listen", "127.0.0.1:0", "--node", "bench"], log_dir, name, cwd=tree)
+                          "--listen", "127.0.0.1:0", "--node", "bench"], log_dir, name, cwd=tree,
+                         cpus=cpus)
         self.url = self.wait_stderr(r"serving on (http://\S+/api/v1)").group(1)
         self.ready = time.monotonic()
 

@@ -1,7 +1,7 @@
 """Per protocol: how fast the worker indexes a capture of a busy server, against tshark.
 
     .venv/bin/python tests/bench/bench_protocols.py [--only redis,dns] [--scale 1.0]
-        [--shards 1,2] [--clients 4,16] [--pgbench-seconds 8] [--tree DIR] [--no-tshark]
+        [--shards 1,2 | --cpus 1,2] [--clients 4,16] [--pgbench-seconds 8] [--tree DIR] [--no-tshark]
         [--work-dir DIR] [--regenerate] [--profile] [--json-out FILE]
 
 Captures (kept in --work-dir, made again with --regenerate) come from the machine's real
@@ -27,6 +27,10 @@ most shards): above 1.0 means the worker is faster; "N/1" is the speed-up of N s
 (redis-c4.pcap, postgres-c16.pcap, ...; without it: redis -c 4 and postgres -c 2, as
 redis.pcap and postgres.pcap). The issue's own captures (issue 17) are
 `--only redis --clients 4` and `--only postgres --clients 2 --pgbench-seconds 8`.
+--cpus 1,2 times the worker pinned (taskset) to the first N CPUs instead, each run with its
+default shards (as many as the CPUs it may use: 1 runs dissection in the API process), and
+tshark pinned to one CPU: "tshark/worker, 1 CPU" is the issue's per-core figure and "2/1" what
+a second core adds.
 --tree DIR runs `python -m worker` of another checkout (before/after runs on the same files;
 e.g. `git worktree add --detach /tmp/base main`).
 """
@@ -263,13 +267,15 @@ MAKERS: dict[str, Callable[[Path, float], None]] = {
 
 
 # -- measuring ----------------------------------------------------------------------------------
-def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str], tree: Path = ROOT) -> dict:
-    """`python -m worker --pcap` (of checkout `tree`) from start until the file is read,
-    dissection has caught up and the entry count holds for two more polls."""
+def run_worker(pcap: Path, logs: Path, base: Path, extra: list[str], tree: Path = ROOT,
+               cpus: int | None = None) -> dict:
+    """`python -m worker --pcap` (of checkout `tree`, on the first `cpus` CPUs when given) from
+    start until the file is read, dissection has caught up and the entry count holds for two
+    more polls."""
     storage = Path(tempfile.mkdtemp(prefix="worker-", dir=base))
     started = time.monotonic()
     worker = Worker(["--pcap", str(pcap), "--storage-limit", "4GB", *extra], storage, logs, "worker-" + pcap.stem,
-                    tree=tree)
+                    tree=tree, cpus=cpus)
     try:
         # `done` is the first poll that saw the final count; `before` the poll ahead of it:
         # the count was reached between the two (polls every 0.1 s cost the API ~0.8 ms each)
@@ -316,10 +322,11 @@ def process_cpu(pids: list[int]) -> dict[int, float]:
     return used
 
 
-def run_tshark(pcap: Path, proto: str, logs: Path) -> dict:
+def run_tshark(pcap: Path, proto: str, logs: Path, cpus: int | None = None) -> dict:
     rule = pcap.with_suffix(".decode-as")
     decode = ["-d", rule.read_text().strip()] if rule.exists() else []
-    child = Child(["tshark", "-r", str(pcap), *decode, "-Y", TSHARK_FILTER[proto]], logs, f"tshark-{proto}")
+    child = Child(["tshark", "-r", str(pcap), *decode, "-Y", TSHARK_FILTER[proto]], logs, f"tshark-{proto}",
+                  cpus=cpus)
     if child.wait(900) != 0:
         raise RuntimeError(f"tshark failed: {child.stderr()[-1000:]}")
     frames = sum(1 for line in open(child.stdout_path, errors="replace") if line.strip())
@@ -361,6 +368,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--shards", default=f"1,{len(os.sched_getaffinity(0))}",
                         help="comma-separated --dissect-shards counts to time (default: 1 and the CPUs)")
+    parser.add_argument("--cpus", default="",
+                        help="comma-separated CPU counts to pin the worker to, each with its default shards, "
+                             "instead of --shards (tshark then runs on one CPU)")
     parser.add_argument("--clients", default="",
                         help="comma-separated client connections for redis and postgres (a capture each)")
     parser.add_argument("--pgbench-seconds", type=int, help="pgbench -T (default: 4 times --scale)")
@@ -372,12 +382,17 @@ def main() -> None:
     unknown = [n for n in names if n not in MAKERS]
     if unknown:
         parser.error(f"--only: unknown {unknown[0]!r}; expected some of {', '.join(MAKERS)}")
+    option, listed = ("--cpus", args.cpus) if args.cpus else ("--shards", args.shards)
     try:
-        counts = sorted({int(n) for n in args.shards.split(",") if n.strip()})
+        counts = sorted({int(n) for n in listed.split(",") if n.strip()})
     except ValueError:
-        parser.error(f"--shards: {args.shards!r} is not a list of numbers, e.g. 1,2")
+        parser.error(f"{option}: {listed!r} is not a list of numbers, e.g. 1,2")
     if not counts or counts[0] < 1:
-        parser.error(f"--shards: {args.shards!r}: expected numbers of 1 or more")
+        parser.error(f"{option}: {listed!r}: expected numbers of 1 or more")
+    pinning = bool(args.cpus)
+    if pinning and counts[-1] > len(os.sched_getaffinity(0)):
+        parser.error(f"--cpus: {counts[-1]} asked for; this process may use {len(os.sched_getaffinity(0))}")
+    unit = "CPU" if pinning else "shard"
     try:
         clients = [int(n) for n in args.clients.split(",") if n.strip()] or [None]
     except ValueError:
@@ -389,10 +404,11 @@ def main() -> None:
     logs = args.work_dir / "logs"
     logs.mkdir(exist_ok=True)
     headers = ["capture", "MB", "packets", "entries",
-               *(f"worker s, {n} shard{'s' if n > 1 else ''}" for n in counts),
+               *(f"worker s, {n} {unit}{'s' if n > 1 else ''}" for n in counts),
                *(f"{n}/{counts[0]}" for n in counts[1:]),
                *(f"cpu s (busiest dissecting process), {n}" for n in counts),
-               "entries/s", "tshark -Y s", "tshark/worker"]
+               "entries/s", "tshark -Y s" + (", 1 CPU" if pinning else ""), "tshark/worker",
+               *([f"tshark/worker, {counts[0]} CPU"] if pinning and len(counts) > 1 else [])]
     rows, results = [], {}
     captures = [(name, n) for name in names for n in (clients if name in ("redis", "postgres") else [None])]
     for maker, client_count in captures:
@@ -402,24 +418,27 @@ def main() -> None:
             print(f"making {pcap} ...", file=sys.stderr)
             CLIENTS["n"] = client_count
             MAKERS[maker](pcap, args.scale)
-        runs = {n: run_worker(pcap, logs, args.work_dir, [*args.worker_arg, "--dissect-shards", str(n)],
-                              args.tree)
+        runs = {n: (run_worker(pcap, logs, args.work_dir, args.worker_arg, args.tree, cpus=n) if pinning else
+                    run_worker(pcap, logs, args.work_dir, [*args.worker_arg, "--dissect-shards", str(n)], args.tree))
                 for n in counts}
         if len({run["entries"] for run in runs.values()}) != 1:
-            print(f"{name}: the shard counts indexed different numbers of entries: "
+            print(f"{name}: the {unit} counts indexed different numbers of entries: "
                   f"{ {n: run['entries'] for n, run in runs.items()} }", file=sys.stderr)
         ours = runs[counts[-1]]
-        peer = {"wall": 0.0, "frames": 0} if args.no_tshark else run_tshark(pcap, maker, logs)
+        peer = ({"wall": 0.0, "frames": 0} if args.no_tshark
+                else run_tshark(pcap, maker, logs, cpus=1 if pinning else None))
         ratio = peer["wall"] / ours["wall"] if ours["wall"] else 0.0
+        fewest = peer["wall"] / runs[counts[0]]["wall"] if runs[counts[0]]["wall"] else 0.0
         size_mb = pcap.stat().st_size / 1e6
         results[name] = {"pcap_mb": size_mb, "worker": ours, "tshark": peer, "ratio": ratio,
-                         "shards": {str(n): run for n, run in runs.items()}}
+                         ("cpus" if pinning else "shards"): {str(n): run for n, run in runs.items()}}
         first = runs[counts[0]]["wall"]
         rows.append([name, f"{size_mb:.1f}", ours["packets"], ours["entries"],
                      *(f"{runs[n]['wall']:.2f}" for n in counts),
                      *(f"{first / runs[n]['wall']:.2f}x" for n in counts[1:]),
                      *(f"{runs[n]['cpu']:.1f} ({runs[n]['cpu_max']:.1f})" for n in counts),
-                     f"{ours['entries'] / ours['wall']:,.0f}", f"{peer['wall']:.2f}", f"{ratio:.2f}x"])
+                     f"{ours['entries'] / ours['wall']:,.0f}", f"{peer['wall']:.2f}", f"{ratio:.2f}x",
+                     *([f"{fewest:.2f}x"] if pinning and len(counts) > 1 else [])])
         print(table(headers, rows[-1:]), file=sys.stderr)
         if args.profile:
             print(profile(pcap), file=sys.stderr)
