@@ -10,7 +10,7 @@ import gc
 import struct
 import weakref
 from collections.abc import Iterable
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import msgspec
 
@@ -25,7 +25,7 @@ from worker.names import Name, NameTable
 from worker.packet import FOREIGN, NOTHING, PacketRef, StoredPacket, decode_fields, ip_text
 from worker.redact import UNTOUCHED, Redactor
 from worker.sources.ebpf.synth import MARK, mark_offset
-from worker.store.index import NO_VALUE, IndexRow, IndexValues
+from worker.store.index import NO_VALUE, IndexRow, IndexValues, row_from_values
 # Re-exported: these Structs were defined here before the module was compiled.
 from worker.dissection_structs import (LOW_WATER, DissectionCounters, IndexedEntry,  # noqa: F401
                                        MemoryBudget)
@@ -73,7 +73,7 @@ _PACKED_KEY = struct.Struct(">QQBQBQQQ")
 _PACKED_WATERMARK = struct.Struct(">QQBQ")
 # A row as a dissection shard sends it to the merge (worker.shard -> worker.sharded): IndexRow's
 # fields in order, but in the seq's place its packed OrderKey, in entry_json's the JSON after
-# the empty id (`,"node":...}`: unnumbered_rest), and NO_VALUE for None in the optional
+# the empty id (`,"node":...}`), and NO_VALUE for None in the optional
 # columns (the merge binds them as they come: worker.store.index).
 WireRow = tuple[bytes, float, str, bytes, int, int, int, int, str, str, int, str, int, int,
                 int, int, int]
@@ -220,28 +220,13 @@ class FlowEntries:
         return self.info_json
 
 
-def unnumbered_rest(entry_json: bytes) -> bytes:
-    """An unnumbered entry's JSON after its empty id (`,"node":...}`); the id is the entry's
-    first field, so the JSON is not decoded."""
-    if not entry_json.startswith(_UNNUMBERED_PREFIX):
-        raise ValueError(f"entry_json: expected an unnumbered entry ({_UNNUMBERED_PREFIX!r}...), "
-                         f"got {entry_json[:40]!r}")
-    return entry_json[len(_UNNUMBERED_PREFIX):]
-
-
-def numbered_json(id_prefix: bytes, seq: int, rest: bytes) -> bytes:
-    """The entry's JSON with its id: id_prefix is id_prefix_for(node), rest unnumbered_rest()."""
-    return b"".join((id_prefix, str(seq).encode(), b'"', rest))
-
-
-def number_row(row: IndexRow, seq: int, id_prefix: bytes) -> None:
-    """Give a row made unnumbered (seq 0) its seq and its entry its id, in place."""
-    row.entry_json = numbered_json(id_prefix, seq, unnumbered_rest(row.entry_json))
-    row.seq = seq
-
-
 def packed_key(key: OrderKey) -> bytes:
     return _PACKED_KEY.pack(*key)
+
+
+def unpacked_key(packed: bytes) -> OrderKey:
+    """packed_key's OrderKey back."""
+    return _PACKED_KEY.unpack(packed)
 
 
 def packed_watermark(mark: tuple[int, int, int, int]) -> bytes:
@@ -257,7 +242,7 @@ _join_blob = bytearray().join
 def numbered_values(rows: list[tuple[Any, ...]], first_seq: int,
                     id_prefix: bytes) -> list[IndexValues]:
     """Shards' rows (WireRow) in their merged order as the index's values, numbered from
-    first_seq: what number_row() does to an IndexRow. Compiled, as the merge is serial; the rows
+    first_seq, each entry given its id. Compiled, as the merge is serial; the rows
     are typed as any tuples because mypyc would check and unbox a WireRow's 17 items to read 4
     (measured: 1.1 us per row so, 0.7 so, 0.8 in Python)."""
     values: list[IndexValues] = []
@@ -275,14 +260,6 @@ def id_prefix_for(node: str) -> bytes:
     return b'{"id":' + encode(f"{node}:")[:-1]
 
 
-# An exchange emitted and not yet taken as a row: its flow's FlowEntries, the flow as the
-# session sees it, the exchange, its TCP sequence numbers, the flow's facts, its OrderKey. The
-# key as any tuple of ints: compiled, an OrderKey-typed item is unboxed into eight C ints when
-# read and boxed again for the key's pack (take_wire_rows); so it stays the tuple it was made.
-_Pending = tuple[FlowEntries, FlowInfo, Exchange, int | None, int | None, TcpInfo | UdpInfo | None,
-                 tuple[int, ...]]
-
-
 class Dissection:
     """One dissection of a sequence of stored packets. A dissection shard feeds it its own
     flows' packets and, for the clock, FOREIGN stand-ins of some of the others' (worker.
@@ -291,15 +268,14 @@ class Dissection:
     def __init__(self, node: str, first_seq: int = 1,
                  dissectors: list[Dissector] | None = None, identities: NameTable | None = None,
                  redactor: Redactor | None = None, memory: MemoryBudget | None = None,
-                 position: PacketRef = (0, 0), wire_rows: bool = False) -> None:
+                 position: PacketRef = (0, 0)) -> None:
         self._node = node
-        # A dissection shard's (worker.shard), whose rows are only ever taken as WireRows: each
-        # exchange becomes its row as it is emitted, while its objects are still in the CPU's
-        # caches (made a batch later, ~12,000 exchanges of a 2048-packet batch of mqtt.pcap
-        # were read back from memory, and the garbage collector walked them meanwhile: 22%
-        # of the shard's CPU there). take_wire_rows then hands them over; the other takes
-        # refuse (they would miss them).
-        self._wire_rows = wire_rows
+        self._id_prefix = id_prefix_for(node)
+        # Each exchange becomes its row (a WireRow, unnumbered) as it is emitted, while its
+        # objects are still in the CPU's caches (made a batch later, ~12,000 exchanges of a
+        # 2048-packet batch of mqtt.pcap were read back from memory, and the garbage collector
+        # walked them meanwhile: 22% of a shard's CPU there). A shard sends them as they are;
+        # the in-thread pipeline and take_rows number them (numbered_values).
         self._wire: list[WireRow] = []
         self._redactor = redactor
         self._identities = identities
@@ -315,12 +291,9 @@ class Dissection:
         # TLS cleartext is what TLS carries, never TLS again (whose port hints would claim
         # it first and wait for a handshake that never comes).
         self._cleartext_dissectors = tuple(d for d in self._dissectors if d.name != "tls")
-        # Exchanges emitted, with their flow as the entry sees it (the session's roles), TCP
-        # sequence numbers and facts, until take_keyed_rows makes them index rows.
-        self._pending: list[_Pending] = []
         self._names: dict[bytes, str] = {}
         self._server_json: dict[tuple[str, int, Name | None], msgspec.Raw] = {}
-        # Entries are encoded into this one buffer and copied out (_entry): ENCODER.encode
+        # Entries are encoded into this one buffer and copied out (_encoded): ENCODER.encode
         # starts each output small and grows it several times for an entry of 0.5-1 KB.
         self._json = bytearray(4096)
         self._current_ref: PacketRef = position
@@ -437,15 +410,10 @@ class Dissection:
         # The OrderKey (_key, inline: once per entry).
         self._made += 1
         tls = 1 if entries.tls else 0
-        if self._wire_rows:
-            self._wire.append(self._wire_row(
-                entries, entries.session_flow, exchange, client_seq, server_seq, info,
-                _PACKED_KEY.pack(now0, now1, self._phase, self._phase_t, tls, flow0, flow1,
-                                 self._made)))
-            return
-        self._pending.append((entries, entries.session_flow, exchange, client_seq, server_seq,
-                              info, (now0, now1, self._phase, self._phase_t, tls, flow0, flow1,
-                                     self._made)))
+        self._wire.append(self._wire_row(
+            entries, entries.session_flow, exchange, client_seq, server_seq, info,
+            _PACKED_KEY.pack(now0, now1, self._phase, self._phase_t, tls, flow0, flow1,
+                             self._made)))
 
     def _closed(self, selector: SelectingSession) -> None:
         skipped = selector.session_skipped_bytes
@@ -462,11 +430,8 @@ class Dissection:
         exchange = failure_exchange(flow, facts, ts_ns, first_ref)
         info = facts.info() if flow.transport == "tcp" else _UDP_INFO[facts.failure]
         entries, key = FlowEntries(self, flow, False, first_ref), self._key(False, first_ref)
-        if self._wire_rows:
-            self._wire.append(self._wire_row(entries, flow, exchange, None, None, info,
-                                             packed_key(key)))
-            return
-        self._pending.append((entries, flow, exchange, None, None, info, key))
+        self._wire.append(self._wire_row(entries, flow, exchange, None, None, info,
+                                         packed_key(key)))
 
     def _key(self, tls: bool, flow_ref: PacketRef) -> OrderKey:
         self._made += 1
@@ -596,57 +561,35 @@ class Dissection:
         self._phase, self._phase_t = PACKET, 0
 
     def has_pending(self) -> bool:
-        return bool(self._pending) or bool(self._wire)
+        return bool(self._wire)
 
     def discard_pending(self) -> None:
-        self._pending.clear()
         self._wire.clear()
 
-    def take_rows(self) -> list[IndexRow]:
-        """Index rows (with their entries) for the exchanges finished since the last call."""
-        return [row for _key, row in self.take_keyed_rows()]
-
-    def take_keyed_rows(self, numbered: bool = True) -> list[tuple[OrderKey, IndexRow]]:
-        """The same with their OrderKeys; unnumbered (seq 0, entry id UNNUMBERED_ID: a shard's
-        rows, numbered by the merge with number_row) unless `numbered`."""
-        if self._wire_rows:
-            raise RuntimeError("this dissection makes wire rows (wire_rows=True): take_wire_rows")
-        pending, self._pending = self._pending, []
-        rows: list[tuple[OrderKey, IndexRow]] = []
-        for item in pending:
-            seq = 0
-            if numbered:
-                seq = self._next_seq
-                self._next_seq += 1
-            entry, entry_json = self._entry(item, seq, 0)
-            entries, flow, exchange, client_seq, server_seq, _info, key = item
-            first, last = exchange.first_ref, exchange.last_ref
-            rows.append((cast(OrderKey, key), IndexRow(
-                seq, entry.ts, entry.protocol, entry_json,
-                first[0], first[1], last[0], last[1],
-                flow.transport, entries.client_ip, flow.client_port,
-                entries.server_ip, flow.server_port,
-                exchange.client_offset, exchange.server_offset, client_seq, server_seq)))
-        return rows
-
     def take_wire_rows(self) -> list[WireRow]:
-        """The rows of take_keyed_rows(numbered=False) as a shard sends them (WireRow), made
-        without an IndexRow in between (made as emitted with wire_rows=True)."""
+        """The rows of the exchanges finished since the last take, unnumbered, as a shard sends
+        them to the merge (WireRow: its packed OrderKey in the seq's place)."""
         rows, self._wire = self._wire, []
-        pending, self._pending = self._pending, []
-        pack = _PACKED_KEY.pack
-        for item in pending:
-            entries, flow, exchange, client_seq, server_seq, info, key = item
-            rows.append(self._wire_row(entries, flow, exchange, client_seq, server_seq, info,
-                                       pack(*key)))
         return rows
+
+    def take_values(self) -> list[IndexValues]:
+        """The same as the index's values, numbered on from the last take (the seq given at
+        the start: first_seq): the in-thread pipeline's rows, in the order they were made."""
+        values = numbered_values(self.take_wire_rows(), self._next_seq, self._id_prefix)
+        self._next_seq += len(values)
+        return values
+
+    def take_rows(self) -> list[IndexRow]:
+        """The same as IndexRows (with their entries)."""
+        return [row_from_values(value) for value in self.take_values()]
 
     def _wire_row(self, entries: FlowEntries, flow: FlowInfo, exchange: Exchange,
                   client_seq: int | None, server_seq: int | None,
                   info: TcpInfo | UdpInfo | None, key: bytes) -> WireRow:
         """One exchange's WireRow, its OrderKey packed (packed_key)."""
         # An unnumbered entry's JSON starts so (IndexedEntry.id): cut off.
-        entry_json = self._entry_json(entries, flow, exchange, info, 0, len(_UNNUMBERED_PREFIX))
+        entry_json = self._encoded(self._make_entry(entries, flow, exchange, info),
+                                   len(_UNNUMBERED_PREFIX))
         first, last = exchange.first_ref, exchange.last_ref
         server_offset = exchange.server_offset
         no_value = NO_VALUE             # another module's global: a dict lookup at each use
@@ -660,20 +603,10 @@ class Dissection:
                 no_value if client_seq is None else client_seq,
                 no_value if server_seq is None else server_seq)
 
-    def _entry(self, item: _Pending, seq: int, cut: int) -> tuple[IndexedEntry, bytes]:
-        """A pending exchange's entry (redacted) and its JSON without its first `cut` bytes."""
-        entries, flow, exchange, _client_seq, _server_seq, info, _key = item
-        entry = self._make_entry(entries, flow, exchange, info, seq)
-        return entry, self._encoded(entry, cut)
-
-    def _entry_json(self, entries: FlowEntries, flow: FlowInfo, exchange: Exchange,
-                    info: TcpInfo | UdpInfo | None, seq: int, cut: int) -> bytes:
-        """_entry's JSON alone."""
-        return self._encoded(self._make_entry(entries, flow, exchange, info, seq), cut)
-
     def _make_entry(self, entries: FlowEntries, flow: FlowInfo, exchange: Exchange,
-                    info: TcpInfo | UdpInfo | None, seq: int) -> IndexedEntry:
-        """An exchange's entry (redacted), numbered `seq` (0: unnumbered)."""
+                    info: TcpInfo | UdpInfo | None) -> IndexedEntry:
+        """An exchange's entry (redacted), unnumbered (its id is given with its seq:
+        numbered_values)."""
         node = self._node
         if exchange.notes:
             count_cuts(self.cut, exchange.notes)
@@ -694,7 +627,7 @@ class Dissection:
         # Positional: the Entry's fields in order (IndexedEntry); msgspec takes a dozen
         # keywords and more several times slower than positions.
         entry = IndexedEntry(
-            f"{node}:{seq}" if seq else UNNUMBERED_ID, node, exchange.protocol,
+            UNNUMBERED_ID, node, exchange.protocol,
             start_ns / 1e9, src, dst, exchange.summary, elapsed,
             exchange.status, exchange.request, exchange.response,
             Size(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,

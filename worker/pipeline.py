@@ -85,16 +85,11 @@ class IndexWriter:
         self._newest_segment = 0
         self._kept_small = 0.0
 
-    def write(self, rows: list[IndexRow], cursor: PacketRef | None, reading_segment: int) -> None:
-        """`rows` just dissected; `cursor` the last packet processed (None: none new);
-        `reading_segment` the segment dissection reads now."""
-        self.write_values([msgspec.structs.astuple(row) for row in rows], cursor, reading_segment,
-                          rows)
-
     def write_values(self, values: list[IndexValues], cursor: PacketRef | None,
-                     reading_segment: int, rows: list[IndexRow] | None = None) -> None:
-        """write() for rows given as their values (IndexRow's fields in order); `rows`, the
-        same as IndexRows when the caller has them: made only when someone streams live."""
+                     reading_segment: int) -> None:
+        """Rows just dissected, as their values (IndexRow's fields in order); `cursor` the last
+        packet processed (None: none new); `reading_segment` the segment dissection reads
+        now. IndexRows are made of them only when someone streams live."""
         kept = values
         if values:
             # Rows of a segment evicted while dissection read it would be pruned at once: they
@@ -108,8 +103,7 @@ class IndexWriter:
         if values:
             self._stats.entries += len(values)
             if self._broadcaster.count:
-                self._broadcaster.publish(rows if rows is not None
-                                          else [row_from_values(value) for value in values])
+                self._broadcaster.publish([row_from_values(value) for value in values])
 
     def _store(self, values: list[IndexValues], cursor: PacketRef | None,
                reading_segment: int) -> None:
@@ -280,12 +274,12 @@ class Pipeline:
         return True
 
     def _flush(self, cursor: PacketRef | None) -> None:
-        rows = self._dissection.take_rows()
+        values = self._dissection.take_values()
         if self._dissection.cut:
             self.stats.cut = dict(self._dissection.cut)
         if self._dissection.skipped:
             self.stats.skipped = dict(self._dissection.skipped)
-        self._writer.write(rows, cursor, self._reading_segment())
+        self._writer.write_values(values, cursor, self._reading_segment())
 
     def _reading_segment(self) -> int:
         position = self._tail.position

@@ -179,7 +179,7 @@ class _Shard:
                                       redactor=config.redactor,
                                       memory=(MemoryBudget(config.memory_limit)
                                               if config.memory_limit is not None else None),
-                                      position=config.start or (0, 0), wire_rows=True)
+                                      position=config.start or (0, 0))
         self._read_batch = config.read_batch
         self._finished = config.finished
         self._replay = config.replay

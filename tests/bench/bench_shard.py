@@ -120,9 +120,9 @@ def run_shard(store: Path, index: int, count: int, read_batch: int) -> tuple[flo
     elif ShardFilter is None:
         dissection, keep = Dissection("bench", shard=(index, count)), ()
     else:
-        try:   # this tree's shards make their rows as exchanges are emitted, an older's not
+        try:   # trees from mqtt-path on made rows as exchanges were emitted when asked to ...
             dissection = Dissection("bench", wire_rows=True)
-        except TypeError:
+        except TypeError:   # ... this one always does, older ones never did
             dissection = Dissection("bench")
         keep = (ShardFilter(index, count),)
     stats = ShardStats()

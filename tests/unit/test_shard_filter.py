@@ -13,7 +13,7 @@ import pytest
 from factories import tcp_packet, udp_packet
 from test_dissect_shards import icmp_unreachable, write_mixed_store
 from worker import flow_table
-from worker.dissection import EXPIRED, Dissection, OrderKey
+from worker.dissection import EXPIRED, Dissection, OrderKey, unpacked_key
 from worker.flow_table import ACTIVE_NS, FORGET_NS, FlowTable, reverse_key
 from worker.packet import (FOREIGN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
                            LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW, TCP, UDP, StoredPacket,
@@ -200,7 +200,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _keyed(dissection: Dissection) -> list[tuple[OrderKey, bytes]]:
-    return [(key, row.entry_json) for key, row in dissection.take_keyed_rows(numbered=False)]
+    """The rows made since the last take: their OrderKeys and entries (without their ids)."""
+    return [(unpacked_key(row[0]), row[3]) for row in dissection.take_wire_rows()]
 
 
 def _one_dissection(store: Path) -> tuple[list[tuple[OrderKey, bytes]], int, tuple[int, int]]:
