@@ -6,7 +6,8 @@ on a loaded machine (CPU time, not wall time), the trees run back to back.
 
 The file is read into memory first; then, timed with time.process_time(), what the worker's
 dissection process does before sqlite: worker.dissection.Dissection.feed (decode, assembler,
-selection, dissectors) and take_rows (entries encoded as index rows). `--tree` imports
+selection, dissectors) and the rows taken as the in-thread pipeline takes them for the index
+(take_values; an older tree's take_rows as tuples). `--tree` imports
 `worker` from another checkout (e.g. `git worktree add /tmp/old main`); the printed digest of
 every entry's JSON says whether two trees produced the same entries. `--gc-threshold` sets
 gen0's threshold (gc.set_threshold(N, 50, 100)) to show what the garbage collector costs.
@@ -68,6 +69,8 @@ def main() -> None:
     if not args.pcap:
         parser.error("a pcap is needed")
     sys.path.insert(0, args.tree or str(Path(__file__).resolve().parents[2]))
+    import msgspec
+
     from worker.dissection import Dissection
     from worker.sources import open_file_source
     source = open_file_source(args.pcap)
@@ -84,14 +87,18 @@ def main() -> None:
 
     def once() -> tuple[int, str]:
         dissection, digest, rows = Dissection("bench"), hashlib.sha256(), 0
+        # The rows as each tree's in-thread pipeline takes them for the index: its values, or
+        # (older trees) IndexRows turned into tuples.
+        take = getattr(dissection, "take_values", None) or (
+            lambda: [msgspec.structs.astuple(row) for row in dissection.take_rows()])
         for batch in [*batches, None]:
             if batch is None:
                 dissection.close_all()
             else:
                 dissection.feed(batch)
-            for row in dissection.take_rows():
+            for value in take():
                 rows += 1
-                digest.update(row.entry_json)
+                digest.update(value[3])
         return rows, digest.hexdigest()[:16]
 
     best = float("inf")
