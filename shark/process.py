@@ -9,6 +9,7 @@ import threading
 import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -18,6 +19,16 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, sig)
+    except (OSError, AttributeError):
+        pass
+
+
+def name_process(name: str) -> None:
+    """Name this process in ps and /proc/PID/comm (at most 15 bytes): a forked child has its
+    parent's command line. Linux only; a no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, name.encode()[:15])
     except (OSError, AttributeError):
         pass
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from shark.process import die_with_parent
+from shark.process import die_with_parent, name_process
 from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, Dissection, DissectionCounters,
                                MemoryBudget, WireRow, tune_gc_for_dissection)
 from worker.names import Name, NameTable, parse_nets
@@ -157,6 +157,7 @@ def shard_main(config: ShardConfig, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
+    name_process(f"shark-shard-{config.index}")   # else it has its fork server's name
     try:   # capture (another process) must win the CPU over dissection, as in-thread
         os.setpriority(os.PRIO_PROCESS, 0, SHARD_NICE)
     except OSError:

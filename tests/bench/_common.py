@@ -62,6 +62,17 @@ def tree_cpu_seconds(pid: int) -> float:
     return cpu_seconds(tree_pids(pid))
 
 
+def is_shard_server(pid: int) -> bool:
+    """The dissection shards' fork server: forked from the worker and named so (its command line
+    is the worker's: worker.shard_server), or multiprocessing's own (a new interpreter)."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_bytes().strip()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return comm == b"shark-forksrv" or b"multiprocessing.forkserver" in cmdline
+
+
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time of these processes (threads included)."""
     total = 0

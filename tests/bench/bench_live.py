@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PYTHON, Child, Worker, machine, table, tree_pids, write_json  # noqa: E402
+from _common import PYTHON, Child, Worker, is_shard_server, machine, table, tree_pids, write_json  # noqa: E402
 
 
 class Reader:
@@ -169,14 +169,13 @@ def cpu_by_role(worker: int, hub: int | None) -> dict[str, float]:
         add("worker event loop (/stream)" if tid == worker else "worker merge + other threads", seconds)
     for pid in tree_pids(worker)[1:]:
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if b"multiprocessing.forkserver" not in cmdline:
-            add("worker capture child", sum(_thread_cpu(pid).values()))
-        elif parent != worker:
+        if parent != worker:
             add("worker dissection shards", sum(_thread_cpu(pid).values()))
+        elif not is_shard_server(pid):
+            add("worker capture child", sum(_thread_cpu(pid).values()))
     if hub is not None:
         for tid, seconds in _thread_cpu(hub).items():
             add("hub event loop (/stream)" if tid == hub else "hub other threads", seconds)

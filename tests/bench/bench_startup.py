@@ -31,7 +31,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PYTHON, ROOT, cpu_seconds, machine, table, tree_pids, write_json  # noqa: E402
+from _common import (PYTHON, ROOT, cpu_seconds, is_shard_server, machine, table, tree_pids,  # noqa: E402
+                     write_json)
 
 # Every /status costs the API process some CPU (with one shard, GIL time taken from dissection).
 POLL_S = 0.05
@@ -59,13 +60,14 @@ def _cmdline(pid: int) -> bytes:
 
 def role_cpu(root: int) -> dict[str, float]:
     """CPU seconds per process of the worker's tree, by role: the API process (root), the
-    capture child (a fork of it, same command line), multiprocessing's fork server and
-    resource tracker (by their command lines) and the shards (the fork server's children;
-    their mean)."""
+    capture child (a fork of it, same command line), the shards' fork server (is_shard_server),
+    multiprocessing's resource tracker (by its command line) and the shards (the fork server's
+    children; their mean)."""
     pids = tree_pids(root)
     stats = {pid: st for pid in pids if (st := _stat(pid)) is not None}
     lines = {pid: _cmdline(pid) for pid in stats}
-    server = next((pid for pid, line in lines.items() if b"multiprocessing.forkserver" in line), None)
+    server = next((pid for pid, (parent, _) in stats.items()
+                   if parent == root and is_shard_server(pid)), None)
     cpu: dict[str, float] = {role: 0.0 for role in ROLES}
     shards: list[float] = []
     for pid, (parent, seconds) in stats.items():

@@ -82,9 +82,11 @@ def test_healthz_fails_once_the_capture_process_is_dead(start_worker, tmp_path):
     assert httpx.get(health).text == "ok\n"
     children = subprocess.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True,
                               text=True).stdout.split()
-    # the capture child is forked; the other is the fork server of the dissection shards
+    # the capture child is forked; the others are the dissection shards' fork server (forked
+    # too, named shark-forksrv) and multiprocessing's resource tracker
     child = [pid for pid in children
-             if b"multiprocessing" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+             if b"multiprocessing" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+             and Path(f"/proc/{pid}/comm").read_bytes().strip() != b"shark-forksrv"]
     assert len(child) == 1
     os.kill(int(child[0]), signal.SIGKILL)
     answer = wait_for(lambda: (r := httpx.get(health)).status_code == 503 and r,

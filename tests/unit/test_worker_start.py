@@ -82,3 +82,25 @@ def test_the_worker_api_loads_kfl_and_sse_at_their_first_use():
         "from shark import kfl\n"
         "assert 'request' in kfl.FIELDS and 'http' in kfl.PROTOCOLS and 'contains' in kfl.HELPERS\n")
     assert "lark" in modules and "shark.kfl.compiler" in modules
+
+
+def test_the_shards_fork_server_is_forked_from_the_worker_and_keeps_none_of_its_descriptors():
+    # `python -m worker` forks the server (worker.shard_server.start_shard_server) instead of
+    # starting an interpreter that imports everything again; a shard started through it runs,
+    # and neither holds a descriptor the worker had (its API socket, the capture child's pipes).
+    loaded_after(
+        "import os, select, multiprocessing.forkserver as forkserver\n"
+        "from worker.shard_server import SERVER_NAME, shard_context, start_shard_server\n"
+        "read, write = os.pipe()   # stands for the worker's descriptors\n"
+        "start_shard_server()\n"
+        "shard = shard_context().Process(target=sys.exit, args=(7,))\n"
+        "shard.start()   # returns once the server has forked it\n"
+        "shard.join(60)\n"
+        "assert shard.exitcode == 7, shard.exitcode\n"
+        "server = forkserver._forkserver._forkserver_pid\n"
+        "with open(f'/proc/{server}/comm') as comm:\n"
+        "    assert comm.read().strip() == SERVER_NAME\n"
+        "with open(f'/proc/{server}/cmdline', 'rb') as theirs, open('/proc/self/cmdline', 'rb') as ours:\n"
+        "    assert theirs.read() == ours.read()   # a fork of this process, not a new interpreter\n"
+        "os.close(write)   # the last writer, unless the server or the shard kept a copy\n"
+        "assert select.select([read], [], [], 30)[0] and os.read(read, 1) == b''\n")
