@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import traceback
+from typing import Any
 from multiprocessing import connection, resource_tracker, util
 from multiprocessing.context import ForkServerContext
 
@@ -52,7 +53,7 @@ def start_shard_server() -> None:
     running. This does not wait for the server's imports: the first shard's start does.
     Call it while this process has no other thread (a fork copies only the calling one)."""
     shard_context()
-    server = multiprocessing.forkserver._forkserver   # type: ignore[attr-defined]
+    server: Any = multiprocessing.forkserver._forkserver   # type: ignore[attr-defined]
     if threading.active_count() > 1 or not all(hasattr(server, f) for f in _SERVER_FIELDS):
         multiprocessing.forkserver.ensure_running()
         return
@@ -60,7 +61,7 @@ def start_shard_server() -> None:
         return
     # No lock: there is no other thread (and the server must not inherit a held one).
     resource_tracker.ensure_running()   # every shard gets its fd, as with ensure_running
-    address = connection.arbitrary_address("AF_UNIX")
+    address = connection.arbitrary_address("AF_UNIX")   # type: ignore[attr-defined]
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(address)
         if not util.is_abstract_socket_namespace(address):
