@@ -37,7 +37,7 @@ from worker.broadcast import Broadcaster
 from worker.dissection import (DONE, IDLE, MemoryBudget, WireRow, id_prefix_for, numbered_values,
                                packed_watermark)
 from worker.names import Name, Network, NameTable
-from worker.pipeline import PRUNE_EVERY_S, READ_BATCH, DissectionStats, IndexWriter
+from worker.pipeline import READ_BATCH, DissectionStats, IndexWriter
 from worker.redact import Redactor
 from worker.shard import (ReportReader, ShardConfig, ShardReport, ShardState, ShardStats,
                           Watermark, shard_main)
@@ -45,6 +45,7 @@ from worker.shard_server import shard_context
 from worker.packet import PacketRef
 from worker.store.index import EntryIndex
 from worker.store.segments import list_segments
+from worker.write_thread import WriteThread
 
 log = logging.getLogger("shark.worker.sharded")
 
@@ -125,10 +126,12 @@ class ShardedPipeline:
         # What shard processes stopped by a resync had counted (their successors count anew).
         self._carried = ShardStats()
         self._resync_why = ""      # set when a shard's report shows it shed segments
-        self.ended = False   # a replayed file is dissected to its end and indexed
         self.names = SharedNames(self._send_all)
         self.stats = DissectionStats()
-        self._writer = IndexWriter(storage_dir, index, broadcaster, self.stats, self._stop)
+        # The released rows are indexed by a thread of their own: sqlite's work overlaps the
+        # merge's (worker/write_thread.py).
+        self._writes = WriteThread(IndexWriter(storage_dir, index, broadcaster, self.stats,
+                                               self._stop), self.stats, self._stop)
         self._reader = ReportReader()   # the merge thread's, for every shard's reports
 
     # -- Pipeline's interface ---------------------------------------------------------------
@@ -141,12 +144,21 @@ class ShardedPipeline:
         self._read_batch = value
         self._send_all(("read_batch", value))
 
+    @property
+    def ended(self) -> bool:
+        """A replayed file is dissected to its end and indexed."""
+        return self._writes.ended
+
     def start(self) -> None:
+        self._writes.start()
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        deadline = time.monotonic() + timeout
         self._thread.join(timeout)
+        # the merge closes the writes as it ends (what it released is written): their end
+        self._writes.close(max(0.0, deadline - time.monotonic()))
 
     def assembler_stats(self) -> dict:
         return _summed(shard.stats.assembler for shard in self._shards)
@@ -257,7 +269,7 @@ class ShardedPipeline:
     # -- the merge ----------------------------------------------------------------------------
     def _run(self) -> None:
         self._start_all()
-        last_prune = last_finished = 0.0
+        last_finished = 0.0
         try:
             while not self._stop.is_set():
                 try:
@@ -272,9 +284,7 @@ class ShardedPipeline:
                         elif self._replay_ended_seen:   # the capture child is not done (cannot
                             self._replay_ended = None   # happen): back to asking, not spinning
                         self._replay_ended_seen = False
-                    if now - last_prune > PRUNE_EVERY_S:
-                        last_prune = now
-                        self._writer.prune(self._released[0])
+                    self._writes.reading(self._released[0])   # pruned there, between writes
                 except Exception as error:   # the merge must go on
                     self._merge_errors += 1
                     self.stats.last_error = f"{type(error).__name__}: {error}"
@@ -282,6 +292,7 @@ class ShardedPipeline:
                     self._stop.wait(0.1)
         finally:
             self._stop_shards()
+            self._writes.close(0.0)     # what is queued is written, then the thread ends
 
     def _turn(self) -> None:
         now = time.monotonic()
@@ -366,8 +377,7 @@ class ShardedPipeline:
         values = numbered_values(merged, self._next_seq, self._id_prefix)
         self._next_seq += len(values)
         cursor = (released[0], released[1]) if released[:2] != (0, 0) else None
-        self._writer.write_values(values, cursor, released[0])
-        self.ended = released[2] == DONE
+        self._writes.put(values, cursor, released[0], released[2] == DONE)
 
     def _sum_stats(self) -> None:
         stats, shards = self.stats, [shard.stats for shard in self._shards]
@@ -382,13 +392,15 @@ class ShardedPipeline:
         stats.cut = _summed(s.cut for s in shards)
         stats.skipped = _summed(s.skipped for s in shards)
         stats.caught_up = all(s.caught_up for s in shards) and all(
-            shard.state.running and not shard.rows for shard in self._shards)
+            shard.state.running and not shard.rows for shard in self._shards) \
+            and self._writes.idle()
         stats.shards = [shard.state for shard in self._shards]
         budgets = [s.memory for s in shards if s.memory is not None]
         if budgets:   # the shards' shares summed: the worker's --dissect-memory
             stats.memory = MemoryBudget(**{name: sum(getattr(b, name) for b in budgets)
                                            for name in MemoryBudget.__struct_fields__})
-        stats.errors = self._merge_errors + carried.errors + sum(s.errors for s in shards)
+        stats.errors = (self._merge_errors + self._writes.errors + carried.errors
+                        + sum(s.errors for s in shards))
         stats.last_error = stats.last_error or next((s.last_error for s in shards if s.last_error), "")
 
     def _stop_shards(self) -> None:

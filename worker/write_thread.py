@@ -1,0 +1,129 @@
+"""The sharded merge's index writes in a thread of their own (worker/sharded.py).
+
+The merge thread decodes the shards' reports, merges and numbers their rows (Python, under the
+GIL); IndexWriter then binds them and sqlite steps its statements and commits, which it does
+without the GIL. With the writes in this thread, sqlite's part of one release runs on the second
+core while the merge decodes the next reports (with one busy flow, mqtt, the other shards idle
+and that core is partly free).
+
+Every write is IndexWriter's as before, in the order released: the same seqs, rows and cursor
+in one transaction, room waits and a full disk handled there, rows streamed live after they
+are indexed. The queue is bounded in rows (MAX_QUEUED_ROWS): past it the merge waits, so it
+stops reading the shards, whose pipes then hold them back. Prune runs here too, every
+PRUNE_EVERY_S, as IndexWriter's state is this thread's alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from worker.packet import PacketRef
+from worker.pipeline import PRUNE_EVERY_S, DissectionStats, IndexWriter
+from worker.store.index import IndexValues
+
+log = logging.getLogger("shark.worker.sharded")
+
+# Rows released and not yet written past which the merge waits for the writer (~30 MB, as
+# sharded.MAX_AHEAD_ROWS); one release more than that may wait in the queue.
+MAX_QUEUED_ROWS = 20_000
+# How often a waiting merge looks at the stop event.
+PUT_WAIT_S = 0.1
+
+# values, cursor, the segment read, whether the replayed file is then indexed to its end
+_Write = tuple[list[IndexValues], "PacketRef | None", int, bool]
+
+
+class WriteThread:
+    """IndexWriter.write_values() of each put(), in order, in thread `shark-index-write`."""
+
+    def __init__(self, writer: IndexWriter, stats: DissectionStats, stop: threading.Event,
+                 max_rows: int = MAX_QUEUED_ROWS) -> None:
+        self._writer = writer
+        self._stats = stats
+        self._stop = stop
+        self._max_rows = max_rows
+        self._queue: deque[_Write | None] = deque()     # None: no more puts
+        self._queued_rows = 0
+        self._busy = False            # a write taken off the queue is being made
+        self._ready = threading.Condition(threading.Lock())
+        self._reading_segment = 0     # prune's, between writes: the merge's latest
+        self.errors = 0               # writes that failed otherwise than for room (counted)
+        self.ended = False            # the rows released at the end of a replay are indexed
+        self._thread = threading.Thread(target=self._run, name="shark-index-write", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, values: list[IndexValues], cursor: PacketRef | None, reading_segment: int,
+            ended: bool) -> None:
+        """Queue a write (after waiting while MAX_QUEUED_ROWS are queued, unless stopping:
+        what is released is written, as before, and the writer drains the queue at stop)."""
+        with self._ready:
+            while (self._queued_rows >= self._max_rows and self._queue
+                   and not self._stop.is_set()):
+                self._ready.wait(PUT_WAIT_S)
+            self._queue.append((values, cursor, reading_segment, ended))
+            self._queued_rows += len(values)
+            self._reading_segment = reading_segment
+            self._ready.notify_all()
+
+    def reading(self, segment: int) -> None:
+        """The segment the merge has released up to: pruned against while no write comes."""
+        self._reading_segment = segment
+
+    def idle(self) -> bool:
+        """Every write put is made (or given up)."""
+        with self._ready:
+            return not self._queue and not self._busy
+
+    def close(self, timeout: float) -> None:
+        """Write what is queued (each write gives up waiting for room, as the pipeline stops),
+        then end the thread."""
+        with self._ready:
+            self._queue.append(None)
+            self._ready.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        last_prune = time.monotonic()
+        while True:
+            with self._ready:
+                if not self._queue:
+                    self._ready.wait(PRUNE_EVERY_S)
+                if self._queue and self._queue[0] is None:
+                    return
+                write = self._queue.popleft() if self._queue else None
+                self._busy = write is not None
+            if write is not None:
+                self._write(write)
+            now = time.monotonic()
+            if now - last_prune > PRUNE_EVERY_S:
+                last_prune = now
+                self._guarded(self._writer.prune, self._reading_segment)
+
+    def _write(self, write: _Write) -> None:
+        values, cursor, reading_segment, ended = write
+        try:
+            if self._guarded(self._writer.write_values, values, cursor, reading_segment):
+                self.ended = ended
+        finally:
+            with self._ready:
+                self._queued_rows -= len(values)
+                self._busy = False
+                self._ready.notify_all()
+
+    def _guarded(self, call: Callable[..., object], *args: object) -> bool:
+        """A failed write is counted (dissection.errors), not fatal: the next one goes on."""
+        try:
+            call(*args)
+        except Exception as error:
+            self.errors += 1
+            self._stats.last_error = f"{type(error).__name__}: {error}"
+            log.exception("index write error")
+            return False
+        return True
