@@ -49,6 +49,7 @@ class WriteThread:
         self._queue: deque[_Write | None] = deque()     # None: no more puts
         self._queued_rows = 0
         self._busy = False            # a write taken off the queue is being made
+        self._closed = False
         self._ready = threading.Condition(threading.Lock())
         self._reading_segment = 0     # prune's, between writes: the merge's latest
         self.errors = 0               # writes that failed otherwise than for room (counted)
@@ -84,8 +85,10 @@ class WriteThread:
         """Write what is queued (each write gives up waiting for room, as the pipeline stops),
         then end the thread."""
         with self._ready:
-            self._queue.append(None)
-            self._ready.notify_all()
+            if not self._closed:
+                self._closed = True
+                self._queue.append(None)
+                self._ready.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -96,6 +99,7 @@ class WriteThread:
                 if not self._queue:
                     self._ready.wait(PRUNE_EVERY_S)
                 if self._queue and self._queue[0] is None:
+                    self._queue.popleft()
                     return
                 write = self._queue.popleft() if self._queue else None
                 self._busy = write is not None

@@ -1,0 +1,117 @@
+"""The sharded merge's writes in their own thread (worker/write_thread.py): in order, bounded,
+failures counted, drained at close. The rows and index of a real sharded run are
+test_dissect_shards.py's (sharded equals one dissection)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from support.processes import wait_for
+from worker.pipeline import DissectionStats
+from worker.write_thread import WriteThread
+
+
+class FakeWriter:
+    """IndexWriter's two calls the thread makes, recorded; a write of `fail_on` raises, and
+    each write waits for `go` (set: at once)."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.writes: list[tuple[Any, ...]] = []
+        self.pruned: list[int] = []
+        self.fail_on = fail_on
+        self.go = threading.Event()
+        self.go.set()
+        self.started = threading.Event()
+
+    def write_values(self, values: list[tuple[int]], cursor: Any, segment: int) -> None:
+        self.started.set()
+        self.go.wait()
+        if values and values[0][0] == self.fail_on:
+            raise RuntimeError("refused")
+        self.writes.append((values, cursor, segment))
+
+    def prune(self, segment: int) -> int:
+        self.pruned.append(segment)
+        return 0
+
+
+def _thread(writer: FakeWriter, max_rows: int = 100) -> tuple[WriteThread, DissectionStats,
+                                                              threading.Event]:
+    stats, stop = DissectionStats(), threading.Event()
+    thread = WriteThread(writer, stats, stop, max_rows=max_rows)   # type: ignore[arg-type]
+    thread.start()
+    return thread, stats, stop
+
+
+def test_writes_are_made_in_order_and_ended_comes_after_the_last() -> None:
+    writer = FakeWriter()
+    thread, _stats, _stop = _thread(writer)
+    batches = [[(seq,) for seq in range(start, start + 10)] for start in range(1, 101, 10)]
+    for number, batch in enumerate(batches):
+        thread.put(batch, (1, number), 1, number == len(batches) - 1)
+    wait_for(thread.idle, what="the writes")
+    assert [write[0] for write in writer.writes] == batches
+    assert [write[1] for write in writer.writes] == [(1, n) for n in range(len(batches))]
+    assert thread.ended
+    thread.close(5.0)
+
+
+def test_a_failed_write_is_counted_and_the_next_ones_are_made() -> None:
+    writer = FakeWriter(fail_on=11)
+    thread, stats, _stop = _thread(writer)
+    for start in (1, 11, 21):
+        thread.put([(seq,) for seq in range(start, start + 10)], (1, start), 1, start == 21)
+    wait_for(thread.idle, what="the writes")
+    assert [write[1] for write in writer.writes] == [(1, 1), (1, 21)]
+    assert thread.errors == 1 and stats.last_error == "RuntimeError: refused"
+    assert thread.ended
+    thread.close(5.0)
+
+
+def test_the_merge_waits_while_the_queue_holds_max_rows() -> None:
+    writer = FakeWriter()
+    writer.go.clear()                   # the writer is busy with the first write
+    thread, _stats, stop = _thread(writer, max_rows=100)
+    thread.put([(seq,) for seq in range(1, 101)], (1, 1), 1, False)
+    writer.started.wait(5.0)
+    thread.put([(101,)], (1, 2), 1, False)   # one release may wait beside the write
+    put = threading.Thread(target=thread.put, args=([(102,)], (1, 3), 1, False))
+    put.start()
+    put.join(0.3)
+    assert put.is_alive()               # 101 rows are not written yet: the merge waits
+    assert not thread.idle()
+    writer.go.set()
+    put.join(5.0)
+    assert not put.is_alive()
+    wait_for(thread.idle, what="the writes")
+    assert [write[1] for write in writer.writes] == [(1, 1), (1, 2), (1, 3)]
+    thread.close(5.0)
+
+
+def test_a_waiting_merge_goes_on_at_stop_and_close_writes_what_is_queued() -> None:
+    writer = FakeWriter()
+    writer.go.clear()
+    thread, _stats, stop = _thread(writer, max_rows=10)
+    thread.put([(seq,) for seq in range(1, 11)], (1, 1), 1, False)
+    writer.started.wait(5.0)
+    thread.put([(11,)], (1, 2), 1, False)
+    put = threading.Thread(target=thread.put, args=([(12,)], (1, 3), 1, True))
+    put.start()
+    put.join(0.3)
+    assert put.is_alive()
+    stop.set()
+    put.join(5.0)
+    assert not put.is_alive()           # stopping: the merge does not wait for room
+    writer.go.set()
+    thread.close(5.0)
+    assert [write[1] for write in writer.writes] == [(1, 1), (1, 2), (1, 3)]
+    assert thread.ended and thread.idle()
+
+
+def test_the_store_is_pruned_between_writes_at_the_merge_s_segment() -> None:
+    writer = FakeWriter()
+    thread, _stats, _stop = _thread(writer)
+    thread.reading(7)
+    wait_for(lambda: 7 in writer.pruned, what="a prune while no write comes")
+    thread.close(5.0)
