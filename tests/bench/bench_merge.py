@@ -146,7 +146,10 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
         stop = threading.Event()
         granter = _granter(index, stop) if budget else None
         pipeline = ShardedPipeline(store, index, NODE, Broadcaster(), lambda: True, shards=shards)
-        writer = pipeline._writer
+        # A tree whose merge writes in a thread of its own (worker/write_thread.py): the replay
+        # writes in line, as before, so that the writer's CPU is timed alone.
+        writes = getattr(pipeline, "_writes", None)
+        writer = pipeline._writer if writes is None else writes._writer
         write_values = writer.write_values
         in_writer = [0.0, 0.0]
 
@@ -157,6 +160,8 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
             in_writer[1] += time.perf_counter() - wall
 
         writer.write_values = timed  # type: ignore[method-assign]
+        if writes is not None:
+            writes.put = lambda values, cursor, segment, _ended: timed(values, cursor, segment)
         take, release, states = pipeline._take, pipeline._release, pipeline._shards
         cpu, wall, thread = time.process_time(), time.perf_counter(), time.thread_time()
         decoding = 0.0
