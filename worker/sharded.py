@@ -5,17 +5,17 @@ flow table (worker.flow_table) gives it: a balanced assignment that every shard 
 because every shard reads the same packets. Every entry carries the OrderKey one in-thread
 dissection would have made it with, and every shard reports a watermark below which it makes no
 more; this thread merges the shards' rows by key up to the lowest watermark, numbers them (seq,
-hence ids, in the order one dissection numbers them), indexes and broadcasts them as Pipeline
-does. The API sees one index: ids, /entries order, details and pcap exports are those of one
-shard.
+hence ids, in the order one dissection numbers them) and hands them to the index's write thread
+(worker/write_thread.py), which indexes and broadcasts them as Pipeline does. The API sees
+one index: ids, /entries order, details and pcap exports are those of one shard.
 
 The shards' tables agree only while every shard has read the same packets. A shard that dies
 (a crash, the OOM killer) starts with an empty table, and one that shed segments (evicted
 before it read them) missed flows the others saw: either way every shard is started again
-after the last packet indexed (a resync), with empty tables alike. The entries indexed are
-kept; the rows not yet indexed are dropped and made again from the same packets; the exchanges
-then in progress on every flow are lost (flows are picked up mid-stream, as after a
-discontinuity). /status says so: dissection.resyncs, dissection.shards[i].restarts,
+after the last packet merged for the index (a resync), with empty tables alike. The entries
+merged are kept (those queued for the write thread are written); the rows not merged yet are
+dropped and made again from the same packets; the exchanges then in progress on every flow are
+lost (flows are picked up mid-stream, as after a discontinuity). /status says so: dissection.resyncs, dissection.shards[i].restarts,
 last_failure.
 """
 
