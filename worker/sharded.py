@@ -15,8 +15,8 @@ before it read them) missed flows the others saw: either way every shard is star
 after the last packet merged for the index (a resync), with empty tables alike. The entries
 merged are kept (those queued for the write thread are written); the rows not merged yet are
 dropped and made again from the same packets; the exchanges then in progress on every flow are
-lost (flows are picked up mid-stream, as after a discontinuity). /status says so: dissection.resyncs, dissection.shards[i].restarts,
-last_failure.
+lost (flows are picked up mid-stream, as after a discontinuity). /status says so:
+dissection.resyncs, dissection.shards[i].restarts, last_failure.
 """
 
 from __future__ import annotations
