@@ -38,8 +38,11 @@ PRELOAD = ["worker.shard_server_signals", "worker.shard", "worker.dissectors.bui
 # The forked server's name in ps and /proc/PID/comm (its command line is the worker's).
 SERVER_NAME = "shark-forksrv"
 # The ForkServer fields (CPython 3.11's multiprocessing/forkserver.py) start_shard_server
-# fills in as ensure_running() would; with another layout it leaves the start to that.
+# fills in as ensure_running() would; with another layout it leaves the start to that. Only on
+# the versions whose forkserver.py has 3.11's fields and main() (later ones change the
+# server's protocol; they start it through ensure_running()).
 _SERVER_FIELDS = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid")
+_KNOWN_LAYOUT = {(3, 11), (3, 12)}
 
 
 def shard_context() -> ForkServerContext:
@@ -54,7 +57,8 @@ def start_shard_server() -> None:
     Call it while this process has no other thread (a fork copies only the calling one)."""
     shard_context()
     server: Any = multiprocessing.forkserver._forkserver   # type: ignore[attr-defined]
-    if threading.active_count() > 1 or not all(hasattr(server, f) for f in _SERVER_FIELDS):
+    if (threading.active_count() > 1 or sys.version_info[:2] not in _KNOWN_LAYOUT
+            or not all(hasattr(server, f) for f in _SERVER_FIELDS)):
         multiprocessing.forkserver.ensure_running()
         return
     if server._forkserver_pid is not None:
