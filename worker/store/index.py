@@ -374,6 +374,7 @@ class EntryIndex:
             return connection
         if self._closed:
             raise StoreError(f"index {self.path} is closed")
+        connection = None
         try:
             # Autocommit mode: transactions are explicit (BEGIN in add) so reads never hold
             # a snapshot open between calls.
@@ -394,6 +395,13 @@ class EntryIndex:
             # No checkpoint inside a COMMIT: the checkpoint thread makes them (_committed).
             connection.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
+            if connection is not None:
+                connection.close()
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                # A thread's first connection on a full disk (another program filled it): the
+                # writers wait for room on this error as on any write's (pipeline.disk_full),
+                # and open it again then.
+                raise
             raise StoreError(f"cannot open index {self.path}: {exc}") from None
         self._local.connection = connection
         with self._guard:
