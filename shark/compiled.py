@@ -38,6 +38,7 @@ COMPILED: tuple[str, ...] = (
     "worker.flow_table",
     "worker.shard_filter",
     "worker.dissectors.base",
+    "worker.dissectors.ways",
     "worker.dissectors.stream",
     "worker.dissectors.dns",
     "worker.dissectors.redis",

@@ -19,8 +19,9 @@ from worker.assembler import Assembler
 from worker.assembler.flows import flow_key
 from worker.connections import UNREACHABLE_NOTE, TcpFacts, failure_exchange, reset_note
 from worker.dissectors import fallback, registry
-from worker.dissectors.base import Direction, Dissector, Exchange, FlowInfo, Session
-from worker.dissectors.select import SelectingSession, open_session
+from worker.dissectors.base import Detect, Direction, Dissector, Exchange, FlowInfo, Session
+from worker.dissectors.select import CHECKPOINTS, DETECT_LIMIT, SelectingSession, open_session
+from worker.dissectors.ways import Registered, Way, hinted, registered
 from worker.names import Name, NameTable
 from worker.packet import FOREIGN, NOTHING, PacketRef, StoredPacket, decode_fields, ip_text
 from worker.redact import UNTOUCHED, Redactor
@@ -105,7 +106,7 @@ def tune_gc_for_dissection() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def _held(item: tuple[int, SelectingSession]) -> int:
+def _held(item: tuple[int, FlowSession]) -> int:
     return item[0]
 
 
@@ -220,6 +221,113 @@ class FlowEntries:
         return self.info_json
 
 
+# What FirstDatagram decides alone: a first datagram shorter than this (the selector decides
+# such a one on its own, as FirstDatagram does; a longer one goes through its checkpoints).
+_DECIDES_BELOW: Final = min(CHECKPOINTS[0], DETECT_LIMIT + 1)
+_MATCH: Final = Detect.MATCH
+
+
+class FirstDatagram:
+    """The session of a new UDP flow (Dissection._open_session): the selector's decision on
+    the flow's first datagram, compiled, for the case most UDP flows are (a DNS query each):
+    the way the selector asks first (a learned server hint's, else the first in order) says
+    MATCH with the roles as they are. Then its dissector's session gets the flow, as the
+    selector's _claim would make it (the hint learned, no recording, nothing skipped), and
+    every later call is passed to it. Anything else (another answer, a swapped way, a first
+    datagram the selector would record, a gap, a close before any data) makes the selector
+    open_session would have made, which gets that call and every later one: it asks the
+    first way again and decides as always (content on any port, fallback, ignore).
+
+    Not the selector itself, interpreted, per flow: its objects, calls and the _claim's
+    rebinding were ~30% of a DNS flow's instructions (docs/BENCHMARKS.md, "DNS: a new flow's
+    set-up" and "the first datagram compiled")."""
+
+    def __init__(self, dissection: Dissection, flow: FlowInfo, entries: FlowEntries,
+                 shared: Registered, ways: tuple[Way, ...]) -> None:
+        self.dissection = dissection
+        self.flow = flow
+        self.entries = entries
+        self.shared = shared
+        self.ways = ways
+        # As SelectingSession.__init__ computes it (a hint can be learned before the flow's
+        # first datagram when that is not its first packet).
+        hints = shared.hints
+        self.hint = hinted(ways, flow, hints) if hints._table else -1
+        self.session: Session | None = None        # the claimed session (fast claim)
+        self.dissector: Dissector | None = None
+        self.selector: SelectingSession | None = None   # otherwise the selector
+
+    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
+                ref: PacketRef) -> None:
+        session = self.session
+        if session is not None:
+            session.on_data(direction, data, offset, ts_ns, ref)
+            return
+        selector = self.selector
+        if selector is None:
+            if not data:
+                return          # the selector ignores it too (and stays undecided)
+            if len(data) < _DECIDES_BELOW and not (
+                    direction == Direction.SERVER_TO_CLIENT and offset == 0 and
+                    self.flow.handshake):
+                dissector, swapped = self.ways[self.hint if self.hint >= 0 else 0]
+                if not swapped and (dissector.detect(data, b"") if direction ==
+                                    Direction.CLIENT_TO_SERVER else
+                                    dissector.detect(b"", data)) is _MATCH:
+                    self._claim(dissector).on_data(direction, data, offset, ts_ns, ref)
+                    return
+            selector = self._selector()
+        selector.on_data(direction, data, offset, ts_ns, ref)
+
+    def _claim(self, dissector: Dissector) -> Session:
+        """SelectingSession._claim of an unswapped way with nothing recorded or skipped."""
+        flow = self.flow
+        session = dissector.session(flow, self.entries, 0)
+        self.shared.hints.learn((flow.transport, flow.server_ip, flow.server_port), dissector)
+        self.dissector, self.session = dissector, session
+        # What _emit reads of a selector at its first exchange: the roles as they are.
+        self.entries.claimed = True
+        return session
+
+    def _selector(self) -> SelectingSession:
+        dissection, entries = self.dissection, self.entries
+        shared = self.shared
+        selector = self.selector = open_session(
+            self.flow, entries, shared.dissectors, fallback=dissection._fallback,
+            on_closed=dissection._closed, hints=shared.hints, shared=shared)
+        entries.selector = weakref.ref(selector)
+        return selector
+
+    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        session = self.session
+        if session is not None:
+            session.on_gap(direction, offset, length, ts_ns)
+        else:
+            (self.selector or self._selector()).on_gap(direction, offset, length, ts_ns)
+
+    def on_close(self, ts_ns: int) -> None:
+        session = self.session
+        if session is None:
+            (self.selector or self._selector()).on_close(ts_ns)
+            return
+        session.on_close(ts_ns)
+        # Dissection._closed's count (SelectingSession.session_skipped_bytes, unswapped).
+        skipped: int = getattr(session, "skipped_bytes", 0)
+        if skipped and self.dissector is not None:
+            counts, name = self.dissection.skipped, self.dissector.name
+            counts[name] = counts.get(name, 0) + skipped
+
+    def held_bytes(self) -> int:
+        session = self.session
+        if session is not None:
+            return session.held_bytes()
+        return 0 if self.selector is None else self.selector.held_bytes()
+
+
+# The session the assemblers' flows hold (Dissection._open_session).
+FlowSession = SelectingSession | FirstDatagram
+
+
 def packed_key(key: OrderKey) -> bytes:
     return _PACKED_KEY.pack(*key)
 
@@ -291,6 +399,9 @@ class Dissection:
         # TLS cleartext is what TLS carries, never TLS again (whose port hints would claim
         # it first and wait for a handshake that never comes).
         self._cleartext_dissectors = tuple(d for d in self._dissectors if d.name != "tls")
+        # What open_session looks up by these tuples for every flow, looked up once.
+        self._shared = registered(self._dissectors)
+        self._cleartext_shared = registered(self._cleartext_dissectors)
         self._names: dict[bytes, str] = {}
         self._server_json: dict[tuple[str, int, Name | None], msgspec.Raw] = {}
         # Entries are encoded into this one buffer and copied out (_encoded): ENCODER.encode
@@ -342,9 +453,13 @@ class Dissection:
             else:
                 facts.first_ref = first_ref
         entries = FlowEntries(self, flow, tls, first_ref)
-        dissectors = self._cleartext_dissectors if tls else self._dissectors
-        selector = open_session(flow, entries, dissectors, fallback=self._fallback,
-                                on_closed=self._closed)
+        shared = self._cleartext_shared if tls else self._shared
+        if flow.transport == "udp":
+            ways = shared.ways(flow)
+            if ways:
+                return FirstDatagram(self, flow, entries, shared, ways)
+        selector = open_session(flow, entries, shared.dissectors, fallback=self._fallback,
+                                on_closed=self._closed, hints=shared.hints, shared=shared)
         entries.selector = weakref.ref(selector)
         return selector
 
@@ -416,6 +531,7 @@ class Dissection:
                              self._made)))
 
     def _closed(self, selector: SelectingSession) -> None:
+        """A selector's on_closed (FirstDatagram.on_close counts its own claims)."""
         skipped = selector.session_skipped_bytes
         if skipped and selector.dissector is not None:
             name = selector.dissector.name
@@ -533,7 +649,7 @@ class Dissection:
         self._next_check = delivered + max((budget.limit - total) // GROWTH_PER_BYTE,
                                            budget.limit // MIN_CHECK_SHARE)
 
-    def _cut(self, selector: SelectingSession, held: int, found: int, ts_ns: int) -> None:
+    def _cut(self, selector: FlowSession, held: int, found: int, ts_ns: int) -> None:
         """The budget's cut of one flow: its session emits what it has, cut (noted), and the
         flow reads on with a new session from its next byte, as after a gap."""
         budget = self.memory

@@ -49,10 +49,11 @@ only counted.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Callable, Sequence
 
 from worker.dissectors.base import Detect, Direction, Dissector, Emit, Exchange, FlowInfo, Session
+# The orders and hints, compiled (re-exported: they were defined here).
+from worker.dissectors.ways import Registered, ServerHints, hinted, registered
 from worker.packet import PacketRef
 
 DETECT_LIMIT = 16384
@@ -70,40 +71,6 @@ _NO_CALLS: tuple[tuple, ...] = ()
 _NONE_REFUSED: frozenset[int] = frozenset()
 _MATCH, _MORE = Detect.MATCH, Detect.MORE
 _C2S, _S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
-
-# Learned hints kept, most recently claimed last. A hint pays for a server that gets many
-# connections, and a node's busy servers are its services' endpoints: tens to hundreds. 4096
-# holds all of those with room for churn, in well under a megabyte (a 3-tuple key and a dict
-# slot each), while a scan of one-off endpoints only cycles the oldest out.
-MAX_SERVER_HINTS = 4096
-
-Endpoint = tuple[str, bytes, int]   # (transport, ip, port)
-
-
-class ServerHints:
-    """Server endpoints and the dissector that last claimed a flow to them, least recently
-    claimed first; at most `limit`."""
-
-    __slots__ = ("_table", "_limit")
-
-    def __init__(self, limit: int = MAX_SERVER_HINTS) -> None:
-        if limit < 1:
-            raise ValueError(f"server hint limit {limit}: expected at least 1")
-        self._table: dict[Endpoint, Dissector] = {}
-        self._limit = limit
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-    def get(self, endpoint: Endpoint) -> Dissector | None:
-        return self._table.get(endpoint)
-
-    def learn(self, endpoint: Endpoint, dissector: Dissector) -> None:
-        table = self._table
-        if table.pop(endpoint, None) is None and len(table) >= self._limit:
-            del table[next(iter(table))]
-        table[endpoint] = dissector
-
 
 class SelectingSession:
     """A Session that becomes its claiming dissector's session (see the module doc)."""
@@ -136,7 +103,7 @@ class SelectingSession:
         self.flow = flow
         self._on_closed = on_closed
         self._emit = emit
-        # (dissector, swapped) in the order they are asked (_Registered.ways).
+        # (dissector, swapped) in the order they are asked (ways.Registered.ways).
         self._candidates: Sequence[tuple[Dissector, bool]] = ways
         self._body_limit = body_limit
         self._detect_limit = detect_limit
@@ -144,7 +111,7 @@ class SelectingSession:
         self._hints = hints
         # Index in _candidates of the way a learned hint names (-1: none), asked first.
         if hints is not None and hints._table:   # len(hints), without a call per flow
-            self._hint = _hinted(self._candidates, flow, hints)
+            self._hint = hinted(self._candidates, flow, hints)
         self.session_flow = flow
 
     def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
@@ -436,79 +403,24 @@ class _Swapped:
 
 def candidates_for(flow: FlowInfo, dissectors: Sequence[Dissector]) -> list[Dissector]:
     """The dissectors for the flow's transport, port-hinted ones first, registry order kept."""
-    registered = _Registered.of(tuple(dissectors))
-    return [d for d, swapped in registered.ways(flow) if not swapped]
-
-
-class _Registered:
-    """What every flow over one set of dissector instances (a Dissection's) shares: the ports
-    that hint at some dissector, the candidate orders, the learned server hints. Made once per
-    such set, so a new flow hashes the set once."""
-
-    __slots__ = ("dissectors", "hint_ports", "orders", "hints")
-
-    def __init__(self, dissectors: tuple[Dissector, ...]) -> None:
-        self.dissectors = dissectors
-        self.hint_ports = frozenset(port for d in dissectors for port in d.ports)
-        # (transport, client port, server port, guessed) -> the ways in order; ports that
-        # hint nothing are keyed as -1, so there are few keys (bounded by the hint ports).
-        self.orders: dict[tuple[str, int, int, bool], tuple[tuple[Dissector, bool], ...]] = {}
-        self.hints = ServerHints()
-
-    @staticmethod
-    @lru_cache(maxsize=16)
-    def of(dissectors: tuple[Dissector, ...]) -> _Registered:
-        return _Registered(dissectors)
-
-    def ways(self, flow: FlowInfo) -> tuple[tuple[Dissector, bool], ...]:
-        """(dissector, swapped) in the order they are asked: port-hinted dissectors first,
-        registry order kept; with guessed roles each is also tried the other way round, right
-        after the assembler's way."""
-        ports, client_port, server_port = self.hint_ports, flow.client_port, flow.server_port
-        key = (flow.transport, client_port if client_port in ports else -1,
-               server_port if server_port in ports else -1, flow.roles_guessed)
-        ways = self.orders.get(key)
-        if ways is None:
-            transport, client_port, server_port, guessed = key
-            usable = [d for d in self.dissectors if transport in d.transports]
-            hinted = [d for d in usable if client_port in d.ports or server_port in d.ports]
-            sides = (False, True) if guessed else (False,)
-            ways = self.orders[key] = tuple(
-                (d, swapped) for d in hinted + [d for d in usable if d not in hinted]
-                for swapped in sides)
-        return ways
-
-
-def _hinted(candidates: Sequence[tuple[Dissector, bool]], flow: FlowInfo,
-            hints: ServerHints) -> int:
-    """The index of the way a learned hint names for this flow's server (or, with guessed
-    roles, its client taken for the server); -1 for none or for the first way already."""
-    table = hints._table      # ServerHints.get, without a call per flow
-    dissector = table.get((flow.transport, flow.server_ip, flow.server_port))
-    way = (dissector, False)
-    if dissector is None and flow.roles_guessed:
-        dissector = table.get((flow.transport, flow.client_ip, flow.client_port))
-        way = (dissector, True)
-    if dissector is None or not candidates or candidates[0] == way:
-        return -1
-    try:                      # one scan, not `in` and then index()
-        return candidates.index(way)
-    except ValueError:
-        return -1
+    return [d for d, swapped in registered(tuple(dissectors)).ways(flow) if not swapped]
 
 
 def open_session(flow: FlowInfo, emit: Emit, dissectors: Sequence[Dissector], *,
                  body_limit: int = 0, detect_limit: int = DETECT_LIMIT,
                  fallback: Dissector | None = None,
                  on_closed: Callable[[SelectingSession], None] | None = None,
-                 hints: ServerHints | None = None) -> SelectingSession:
+                 hints: ServerHints | None = None,
+                 shared: Registered | None = None) -> SelectingSession:
     """A session for a new flow that picks its dissector by content (see the module doc);
     on_closed is called with it after a claiming session's on_close. `hints` are the learned
     server hints to use and add to; by default those shared by these dissector instances (one
-    Dissection's: the worker makes its dissectors once per Dissection, so no two share them)."""
-    registered = _Registered.of(dissectors if type(dissectors) is tuple else tuple(dissectors))
-    selector = SelectingSession(flow, emit, registered.ways(flow), body_limit, detect_limit,
-                                fallback, on_closed, registered.hints if hints is None else hints)
+    Dissection's: the worker makes its dissectors once per Dissection, so no two share them).
+    `shared`: registered(dissectors), when the caller keeps it (not looked up per flow)."""
+    if shared is None:
+        shared = registered(dissectors if type(dissectors) is tuple else tuple(dissectors))
+    selector = SelectingSession(flow, emit, shared.ways(flow), body_limit, detect_limit,
+                                fallback, on_closed, shared.hints if hints is None else hints)
     if not selector._candidates:
         selector._give_up()
     return selector

@@ -1,0 +1,120 @@
+"""What the selector asks first about a new flow: the candidate orders and the learned server
+hints (worker.dissectors.select's module doc says how they are used).
+
+Apart from select.py so that it is compiled (shark/compiled.py): every new flow looks its order
+and its hint up here, and the selector's classes stay interpreted (they rebind their on_data).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Sequence
+
+from worker.dissectors.base import Dissector, FlowInfo
+
+# Learned hints kept, most recently claimed last. A hint pays for a server that gets many
+# connections, and a node's busy servers are its services' endpoints: tens to hundreds. 4096
+# holds all of those with room for churn, in well under a megabyte (a 3-tuple key and a dict
+# slot each), while a scan of one-off endpoints only cycles the oldest out.
+MAX_SERVER_HINTS: Final = 4096
+# Sets of dissector instances whose Registered is kept (an lru_cache's maxsize before): a
+# worker has one or two (its Dissection's, and TLS cleartext's).
+MAX_REGISTERED: Final = 16
+
+Endpoint = tuple[str, bytes, int]   # (transport, ip, port)
+Way = tuple[Dissector, bool]        # (dissector, swapped): asked with the roles reversed
+
+
+class ServerHints:
+    """Server endpoints and the dissector that last claimed a flow to them, least recently
+    claimed first; at most `limit`."""
+
+    def __init__(self, limit: int = MAX_SERVER_HINTS) -> None:
+        if limit < 1:
+            raise ValueError(f"server hint limit {limit}: expected at least 1")
+        self._table: dict[Endpoint, Dissector] = {}
+        self._limit = limit
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def get(self, endpoint: Endpoint) -> Dissector | None:
+        return self._table.get(endpoint)
+
+    def learn(self, endpoint: Endpoint, dissector: Dissector) -> None:
+        table = self._table
+        if table.pop(endpoint, None) is None and len(table) >= self._limit:
+            del table[next(iter(table))]
+        table[endpoint] = dissector
+
+
+class Registered:
+    """What every flow over one set of dissector instances (a Dissection's) shares: the ports
+    that hint at some dissector, the candidate orders, the learned server hints. Made once per
+    such set (registered()), so a new flow hashes the set once at most."""
+
+    def __init__(self, dissectors: tuple[Dissector, ...]) -> None:
+        self.dissectors = dissectors
+        self.hint_ports = frozenset(port for d in dissectors for port in d.ports)
+        # (transport, client port, server port, guessed) -> the ways in order; ports that
+        # hint nothing are keyed as -1, so there are few keys (bounded by the hint ports).
+        self.orders: dict[tuple[str, int, int, bool], tuple[Way, ...]] = {}
+        self.hints = ServerHints()
+
+    def ways(self, flow: FlowInfo) -> tuple[Way, ...]:
+        """(dissector, swapped) in the order they are asked: port-hinted dissectors first,
+        registry order kept; with guessed roles each is also tried the other way round, right
+        after the assembler's way."""
+        ports, client_port, server_port = self.hint_ports, flow.client_port, flow.server_port
+        key = (flow.transport, client_port if client_port in ports else -1,
+               server_port if server_port in ports else -1, flow.roles_guessed)
+        ways = self.orders.get(key)
+        if ways is None:
+            ways = self.orders[key] = _order(self.dissectors, key)
+        return ways
+
+
+def _order(dissectors: tuple[Dissector, ...], key: tuple[str, int, int, bool]) -> tuple[Way, ...]:
+    transport, client_port, server_port, guessed = key
+    usable = [d for d in dissectors if transport in d.transports]
+    hinted = [d for d in usable if client_port in d.ports or server_port in d.ports]
+    sides = (False, True) if guessed else (False,)
+    return tuple((d, swapped) for d in hinted + [d for d in usable if d not in hinted]
+                 for swapped in sides)
+
+
+_REGISTERED: Final[dict[tuple[Dissector, ...], Registered]] = {}
+
+
+def registered(dissectors: tuple[Dissector, ...]) -> Registered:
+    """The Registered of these dissector instances (the same object for the same tuple; the
+    MAX_REGISTERED most recently used are kept)."""
+    found = _REGISTERED.get(dissectors)
+    if found is None:
+        found = Registered(dissectors)
+        if len(_REGISTERED) >= MAX_REGISTERED:
+            del _REGISTERED[next(iter(_REGISTERED))]
+    elif next(reversed(_REGISTERED)) is dissectors:
+        return found            # the most recent already (a Dissection's own tuple)
+    else:
+        del _REGISTERED[dissectors]
+    _REGISTERED[dissectors] = found
+    return found
+
+
+def hinted(candidates: Sequence[Way], flow: FlowInfo, hints: ServerHints) -> int:
+    """The index of the way a learned hint names for this flow's server (or, with guessed
+    roles, its client taken for the server); -1 for none or for the first way already."""
+    table = hints._table
+    dissector = table.get((flow.transport, flow.server_ip, flow.server_port))
+    swapped = False
+    if dissector is None and flow.roles_guessed:
+        dissector = table.get((flow.transport, flow.client_ip, flow.client_port))
+        swapped = True
+    if dissector is None or not candidates:
+        return -1
+    # One scan by identity and side: a way is (dissector, swapped), and a Registered's
+    # dissectors are distinct instances.
+    for i, (candidate, side) in enumerate(candidates):
+        if candidate is dissector and side == swapped:
+            return -1 if i == 0 else i
+    return -1
