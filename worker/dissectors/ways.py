@@ -7,7 +7,7 @@ and its hint up here, and the selector's classes stay interpreted (they rebind t
 
 from __future__ import annotations
 
-from typing import Final, Sequence
+from typing import Any, Final, Sequence
 
 from worker.dissectors.base import Dissector, FlowInfo
 
@@ -20,7 +20,9 @@ MAX_SERVER_HINTS: Final = 4096
 # worker has one or two (its Dissection's, and TLS cleartext's).
 MAX_REGISTERED: Final = 16
 
-Endpoint = tuple[str, bytes, int]   # (transport, ip, port)
+# (transport, ip, port). A tuple of any length to mypyc: a tuple[str, bytes, int] would be
+# unboxed into a C struct, and boxed into a new tuple again at every use as a dict key.
+Endpoint = tuple[Any, ...]
 Way = tuple[Dissector, bool]        # (dissector, swapped): asked with the roles reversed
 
 
@@ -33,6 +35,8 @@ class ServerHints:
             raise ValueError(f"server hint limit {limit}: expected at least 1")
         self._table: dict[Endpoint, Dissector] = {}
         self._limit = limit
+        # The table's last key (learn alone adds and moves keys, and evicts the first).
+        self._last: Endpoint | None = None
 
     def __len__(self) -> int:
         return len(self._table)
@@ -42,9 +46,13 @@ class ServerHints:
 
     def learn(self, endpoint: Endpoint, dissector: Dissector) -> None:
         table = self._table
+        # The most recent already (a new flow per query to one DNS server): nothing moves.
+        if endpoint == self._last and table.get(endpoint) is dissector:
+            return
         if table.pop(endpoint, None) is None and len(table) >= self._limit:
             del table[next(iter(table))]
         table[endpoint] = dissector
+        self._last = endpoint
 
 
 class Registered:
