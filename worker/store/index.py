@@ -46,8 +46,9 @@ BUSY_TIMEOUT_MS = 10_000
 # storage limit, kept between 256 KiB (the minimum limit of 2 MiB holds 8) and 32 MiB. Past a
 # quarter of it a checkpoint thread copies it into the database beside the writer (sqlite's
 # own checkpoint would run inside the writer's COMMIT, with two fsyncs, while the dissection
-# shards wait on the merge); a writer that still finds it past the hard limit checkpoints and
-# truncates it itself. wal_limit_for() gives the limit; open_index() takes it.
+# shards wait on the merge); a writer that still finds it past the hard limit checkpoints it
+# itself and starts it over, cut back to the limit (its blocks reused: not to a quarter, nor
+# to nothing). wal_limit_for() gives the limit; open_index() takes it.
 WAL_LIMIT_MIN = 256 * 1024
 WAL_LIMIT_MAX = 32 * 1024 * 1024
 WAL_LIMIT_SHARE = 32
@@ -345,8 +346,7 @@ class EntryIndex:
         if value < 1:
             raise ValueError(f"wal_limit {value}: expected at least 1 byte")
         self._wal_limit = value
-        # The checkpoint thread is woken past a quarter of the limit; a WAL the writer
-        # restarts after a checkpoint is cut back to that size.
+        # The checkpoint thread is woken past a quarter of the limit.
         self._wal_wake = max(1, value // 4)
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
@@ -418,18 +418,31 @@ class EntryIndex:
 
     def _committed(self, connection: sqlite3.Connection) -> None:
         """After a write: past a quarter of the WAL's limit wake the checkpoint thread; past
-        the limit checkpoint and truncate it here (the thread fell behind a busy writer, or
-        readers kept it from restarting the WAL)."""
-        if getattr(self._local, "journal_limit", None) != self._wal_wake:
-            # A WAL that a write starts over is cut back to this size (set per connection,
-            # by its own thread: the limit can change while open).
-            self._local.journal_limit = self._wal_wake
-            connection.execute(f"PRAGMA journal_size_limit={self._wal_wake}").fetchall()
+        the limit checkpoint it here and start it over (the thread fell behind a busy writer,
+        or readers kept it from restarting the WAL)."""
+        limit = self._wal_limit
+        if getattr(self._local, "journal_limit", None) != limit:
+            # A WAL that a write starts over is cut back to the limit, not below: its blocks
+            # are written over in place (set per connection, by its own thread: the limit can
+            # change while open).
+            self._local.journal_limit = limit
+            connection.execute(f"PRAGMA journal_size_limit={limit}").fetchall()
         size = self._wal_size()
-        if size > self._wal_limit:
+        if size > limit:
             self.writer_checkpoints += 1
             with self._checkpointing:
-                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                # RESTART, not TRUNCATE: a WAL cut to nothing grew again from nothing, and a
+                # busy writer's WAL never restarts otherwise (the thread's checkpoints never
+                # catch up with it), so every frame went to a block the file system had to
+                # allocate anew (~25% of the writer's CPU: docs/BENCHMARKS.md, "The index
+                # writer's WAL"). A write after it starts the WAL over and cuts it to the limit.
+                connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                # (a write that changes nothing writes no page: this one counts them)
+                with _transaction(connection):
+                    connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES "
+                                       "('wal_restarts', ?)", (str(self.writer_checkpoints),))
+                if self._wal_size() > limit:     # readers kept it from starting over
+                    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         elif size > self._wal_wake:
             if self._checkpointer is None:
                 self._start_checkpointer()
