@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -86,10 +87,11 @@ class IndexWriter:
         self._kept_small = 0.0
 
     def write_values(self, values: list[IndexValues], cursor: PacketRef | None,
-                     reading_segment: int) -> None:
+                     reading_segment: int, chunks: list[tuple[Any, ...]] | None = None) -> None:
         """Rows just dissected, as their values (IndexRow's fields in order); `cursor` the last
         packet processed (None: none new); `reading_segment` the segment dissection reads
-        now. IndexRows are made of them only when someone streams live."""
+        now; `chunks`: the values' flat_chunks, when another thread made them. IndexRows are
+        made of them only when someone streams live."""
         kept = values
         if values:
             # Rows of a segment evicted while dissection read it would be pruned at once: they
@@ -99,14 +101,14 @@ class IndexWriter:
                 kept = [value for value in values if _first_seg(value) >= oldest]
             self._stats.unindexed_evicted += len(values) - len(kept)
         if kept or (cursor is not None and cursor != self._written_cursor):
-            self._store(kept, cursor, reading_segment)
+            self._store(kept, cursor, reading_segment, chunks if kept is values else None)
         if values:
             self._stats.entries += len(values)
             if self._broadcaster.count:
                 self._broadcaster.publish([row_from_values(value) for value in values])
 
     def _store(self, values: list[IndexValues], cursor: PacketRef | None,
-               reading_segment: int) -> None:
+               reading_segment: int, chunks: list[tuple[Any, ...]] | None = None) -> None:
         """Index the rows with the cursor. When the index has no room for them within its share
         of the limit yet (the segment writer evicts for it, and the rows of what it evicted are
         pruned here), try again: dissection waits, capture does not, and rows whose packets
@@ -114,10 +116,11 @@ class IndexWriter:
         cursor then stays behind them: they are dissected again at the next start)."""
         while True:
             try:
-                self._index.add_values(values, cursor)
+                self._index.add_values(values, cursor, chunks)
             except IndexFull as full:
                 self._stats.index_full += 1
                 values = values[full.written:]
+                chunks = None        # (a retry: the writer flattens the rows left itself)
                 if self._stop.wait(0.01):
                     return
             except sqlite3.OperationalError as error:
@@ -126,6 +129,7 @@ class IndexWriter:
                 # start; the segment writer evicts for space meanwhile. Pieces committed before
                 # the failure are written again as they were (the same seqs, replaced).
                 self._disk_refused(error)
+                chunks = None
                 if self._stats.index_disk_full <= 10 or self._stats.index_disk_full % 1000 == 0:
                     log.warning("index: the disk is full (%d times): %d rows wait for room",
                                 self._stats.index_disk_full, len(values))

@@ -20,10 +20,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from worker.packet import PacketRef
 from worker.pipeline import PRUNE_EVERY_S, DissectionStats, IndexWriter
-from worker.store.index import IndexValues
+from worker.store.index import IndexValues, flat_chunks
 
 log = logging.getLogger("shark.worker.sharded")
 
@@ -33,8 +34,9 @@ MAX_QUEUED_ROWS = 20_000
 # How often a waiting merge looks at the stop event.
 PUT_WAIT_S = 0.1
 
-# values, cursor, the segment read, whether the replayed file is then indexed to its end
-_Write = tuple[list[IndexValues], "PacketRef | None", int, bool]
+# values, cursor, the segment read, whether the replayed file is then indexed to its end, and
+# the values' flat_chunks
+_Write = tuple[list[IndexValues], "PacketRef | None", int, bool, list[tuple[Any, ...]]]
 
 
 class WriteThread:
@@ -62,12 +64,15 @@ class WriteThread:
     def put(self, values: list[IndexValues], cursor: PacketRef | None, reading_segment: int,
             ended: bool) -> None:
         """Queue a write (after waiting while MAX_QUEUED_ROWS are queued, unless stopping:
-        what is released is written, as before, and the writer drains the queue at stop)."""
+        what is released is written, as before, and the writer drains the queue at stop).
+        The rows' append statements' parameters are made here, in the merge thread: it waits
+        for the writer, the longer path."""
+        chunks = flat_chunks(values)
         with self._ready:
             while (self._queued_rows >= self._max_rows and self._queue
                    and not self._stop.is_set()):
                 self._ready.wait(PUT_WAIT_S)
-            self._queue.append((values, cursor, reading_segment, ended))
+            self._queue.append((values, cursor, reading_segment, ended, chunks))
             self._queued_rows += len(values)
             self._reading_segment = reading_segment
             self._ready.notify_all()
@@ -111,9 +116,9 @@ class WriteThread:
                 self._guarded(self._writer.prune, self._reading_segment)
 
     def _write(self, write: _Write) -> None:
-        values, cursor, reading_segment, ended = write
+        values, cursor, reading_segment, ended, chunks = write
         try:
-            if self._guarded(self._writer.write_values, values, cursor, reading_segment):
+            if self._guarded(self._writer.write_values, values, cursor, reading_segment, chunks):
                 self.ended = ended
         finally:
             with self._ready:

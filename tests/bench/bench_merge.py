@@ -161,7 +161,13 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
 
         writer.write_values = timed  # type: ignore[method-assign]
         if writes is not None:
-            writes.put = lambda values, cursor, segment, _ended: timed(values, cursor, segment)
+            # the merge thread makes the append statements' parameters where the tree does
+            chunks = getattr(index_module, "flat_chunks", None)
+            writes.put = (
+                (lambda values, cursor, segment, _ended: timed(values, cursor, segment))
+                if chunks is None else
+                (lambda values, cursor, segment, _ended: timed(values, cursor, segment,
+                                                               chunks(values))))
         take, release, states = pipeline._take, pipeline._release, pipeline._shards
         cpu, wall, thread = time.process_time(), time.perf_counter(), time.thread_time()
         decoding = 0.0

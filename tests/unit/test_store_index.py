@@ -563,3 +563,38 @@ def test_a_large_write_is_cut_into_the_pieces_and_bounds_of_the_per_piece_reckon
     finally:
         index.budget = None
         index.close()
+
+
+def test_rows_given_with_their_flat_chunks_are_stored_as_without(tmp_path):
+    """The merge makes the append statements' parameters (flat_chunks) for the write thread:
+    the whole chunks a piece holds go as made, the rows before and after them as before, and
+    chunks that are not of these rows are not used."""
+    from worker.store.index import APPEND_ROWS, flat_chunks
+
+    values = [msgspec.structs.astuple(make_row(seq, segment=1 + seq // 300))
+              for seq in range(1, 1001)]
+    chunks = flat_chunks(values)
+    assert len(chunks) == 1000 // APPEND_ROWS
+    assert chunks[1] == tuple(item for value in values[APPEND_ROWS:2 * APPEND_ROWS] for item in value)
+    expected = [make_row(seq, segment=1 + seq // 300) for seq in range(1, 1001)]
+    others = flat_chunks([msgspec.structs.astuple(make_row(seq + 5000)) for seq in range(1, 1001)])
+    # pieces of a write: from its start, from inside a chunk to inside another, a tail
+    for name, cuts, made in (("whole", [0, 1000], chunks), ("cut", [0, 200, 700, 1000], chunks),
+                             ("foreign", [0, 300, 1000], others)):
+        index = EntryIndex(tmp_path / f"{name}.sqlite")
+        try:
+            connection = index._connection()
+            statements: list[str] = []
+            connection.set_trace_callback(statements.append)
+            for start, end in zip(cuts, cuts[1:]):
+                index._add_piece(connection, values[start:end], (1, end), (made, start))
+            connection.set_trace_callback(None)
+            assert index.newer_than(0) == expected
+            assert index.cursor() == (1, 1000) and index.count() == 1000
+            whole = sum(text.count("), (") + 1 for text in statements
+                        if text.startswith("INSERT INTO entries") and
+                        text.count("), (") == APPEND_ROWS - 1)
+            # made chunks serve whole chunks only: 200-255 and 640-699 go row-runs of their own
+            assert whole == {"whole": 7, "cut": 5, "foreign": 7}[name] * APPEND_ROWS, (name, whole)
+        finally:
+            index.close()

@@ -9,6 +9,7 @@ from typing import Any
 
 from support.processes import wait_for
 from worker.pipeline import DissectionStats
+from worker.store.index import APPEND_ROWS, flat_chunks
 from worker.write_thread import WriteThread
 
 
@@ -24,12 +25,13 @@ class FakeWriter:
         self.go.set()
         self.started = threading.Event()
 
-    def write_values(self, values: list[tuple[int]], cursor: Any, segment: int) -> None:
+    def write_values(self, values: list[tuple[int]], cursor: Any, segment: int,
+                     chunks: list[tuple[Any, ...]] | None = None) -> None:
         self.started.set()
         self.go.wait()
         if values and values[0][0] == self.fail_on:
             raise RuntimeError("refused")
-        self.writes.append((values, cursor, segment))
+        self.writes.append((values, cursor, segment, chunks))
 
     def prune(self, segment: int) -> int:
         self.pruned.append(segment)
@@ -54,6 +56,19 @@ def test_writes_are_made_in_order_and_ended_comes_after_the_last() -> None:
     assert [write[0] for write in writer.writes] == batches
     assert [write[1] for write in writer.writes] == [(1, n) for n in range(len(batches))]
     assert thread.ended
+    thread.close(5.0)
+
+
+def test_the_append_parameters_are_made_before_the_write() -> None:
+    """put() (the merge thread) flattens the rows' whole chunks for the writer."""
+    writer = FakeWriter()
+    thread, _stats, _stop = _thread(writer, max_rows=1000)
+    batch = [(seq,) for seq in range(1, APPEND_ROWS * 2 + 31)]
+    thread.put(batch, (1, 0), 1, True)
+    wait_for(thread.idle, what="the write")
+    [(values, _cursor, _segment, chunks)] = writer.writes
+    assert values == batch and chunks == flat_chunks(batch)
+    assert chunks == [tuple(range(1, APPEND_ROWS + 1)), tuple(range(APPEND_ROWS + 1, 2 * APPEND_ROWS + 1))]
     thread.close(5.0)
 
 
