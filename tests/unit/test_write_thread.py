@@ -130,3 +130,36 @@ def test_the_store_is_pruned_between_writes_at_the_merge_s_segment() -> None:
     thread.reading(7)
     wait_for(lambda: 7 in writer.pruned, what="a prune while no write comes")
     thread.close(5.0)
+
+
+class _Rows(list):
+    """Rows that note the thread which freed them."""
+
+    freed_by: list[str] = []
+
+    def __del__(self) -> None:
+        _Rows.freed_by.append(threading.current_thread().name)
+
+
+class _CountingWriter(FakeWriter):
+    """Keeps no reference to the rows it writes."""
+
+    def write_values(self, values: list[tuple[int]], cursor: Any, segment: int,
+                     chunks: list[tuple[Any, ...]] | None = None) -> None:
+        self.writes.append((len(values), cursor, segment, chunks is not None))
+
+
+def test_the_rows_written_are_freed_by_the_merge_thread_not_the_writer() -> None:
+    writer = _CountingWriter()
+    thread, _stats, _stop = _thread(writer, max_rows=1000)
+    _Rows.freed_by = []
+    thread.put(_Rows([(seq,) for seq in range(1, 11)]), (1, 0), 1, False)
+    wait_for(thread.idle, what="the first write")
+    assert _Rows.freed_by == []                  # written, kept for the merge to free
+    thread.reading(1)                            # the merge's next turn
+    assert _Rows.freed_by == [threading.current_thread().name]
+    thread.put(_Rows([(seq,) for seq in range(11, 21)]), (1, 1), 1, True)
+    wait_for(thread.idle, what="the second write")
+    thread.close(5.0)                            # frees the last write's rows
+    assert _Rows.freed_by == [threading.current_thread().name] * 2
+    assert writer.writes == [(10, (1, 0), 1, True), (10, (1, 1), 1, True)]
