@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 from bisect import bisect_left
@@ -307,6 +308,7 @@ class EntryIndex:
     def __init__(self, path: Path, wal_limit: int = WAL_LIMIT_MIN):
         self.path = Path(path)
         self._wal_path = f"{self.path}-wal"
+        self._shm_path = f"{self.path}-shm"
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
@@ -426,6 +428,22 @@ class EntryIndex:
         except FileNotFoundError:
             return 0
 
+    def _wal_used(self) -> int:
+        """The bytes of the WAL's frames since it last started over (its file, kept at up to
+        the limit, says nothing of that): mxFrame of the wal-index header, the shared-memory
+        file's first bytes (https://sqlite.org/walformat.html, native byte order). A hint
+        for waking the checkpoint thread only: the file's size if it cannot be read."""
+        try:
+            with open(self._shm_path, "rb", buffering=0) as shm:
+                header = shm.read(20)
+        except OSError:
+            return self._wal_size()
+        if len(header) < 20:
+            return self._wal_size()
+        page = int.from_bytes(header[14:16], sys.byteorder) or 1
+        page = 65536 if page == 1 else page
+        return WAL_HEADER + int.from_bytes(header[16:20], sys.byteorder) * (page + 24)
+
     def _committed(self, connection: sqlite3.Connection) -> None:
         """After a write: past a quarter of the WAL's limit wake the checkpoint thread; past
         the limit checkpoint it here and start it over (the thread fell behind a busy writer,
@@ -453,7 +471,7 @@ class EntryIndex:
                                        "('wal_restarts', ?)", (str(self.writer_checkpoints),))
                 if self._wal_size() > limit:     # readers kept it from starting over
                     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        elif size > self._wal_wake:
+        elif size > self._wal_wake and self._wal_used() > self._wal_wake:
             if self._checkpointer is None:
                 self._start_checkpointer()
             self._checkpoint_wanted.set()
