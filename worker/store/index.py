@@ -776,7 +776,8 @@ class EntryIndex:
         """INSERT rows whose seqs are all new, APPEND_ROWS to a statement (fewer if the build
         of sqlite takes fewer parameters), the rest in runs of powers of two. With `chunks`
         (the write's flat_chunks, the offset of these rows in it) the whole chunks within
-        these rows go as they are, the rows before and after them as above."""
+        these rows go as they are, the rows before and after them (a piece of a write cut by
+        the budget) with their parameters sliced from the chunks that hold them."""
         width = len(_COLUMNS)
         if len(set(map(len, values))) != 1 or len(values[0]) != width:
             # flattened, a short row would shift the next rows' columns: refused as
@@ -790,35 +791,55 @@ class EntryIndex:
             # undo it alone): in memory, not in a temporary file from 64 KiB on (an open, writes
             # and an unlink per statement). Only this connection's: readers' sorts stay as they are.
             connection.execute("PRAGMA temp_store=MEMORY")
-        if chunks is not None and most == APPEND_ROWS:
-            made, offset = chunks
-            head = min(len(values), -offset % most)   # rows before the first whole chunk
-            first = (offset + head) // most
-            whole = (len(values) - head) // most
-            end = head + whole * most
-            # the chunks are of these very rows (a seq is each row's first value)
-            if (whole and first + whole <= len(made) and made[first][0] == values[head][0]
-                    and made[first + whole - 1][-width] == values[end - 1][0]):
-                self._append_runs(connection, values[:head], most)
-                connection.executemany(_append_sql(most), made[first:first + whole])
-                self._append_runs(connection, values[end:], most)
-                return
-        self._append_runs(connection, values, most)
+        if chunks is None or most != APPEND_ROWS:
+            self._append_runs(connection, values, 0, len(values), most, None)
+            return
+        made, offset = chunks
+        count = len(values)
+        head = min(count, -offset % most)         # rows before the first whole chunk
+        first = (offset + head) // most
+        whole = (count - head) // most
+        end = head + whole * most
+
+        def within(start: int, stop: int) -> tuple[Any, ...] | None:
+            """These rows' parameters (start:stop, all in one chunk) sliced from the chunk made,
+            None if it was not (the write's last rows) or is not of these rows."""
+            chunk, at = divmod(offset + start, most)
+            if (start >= stop or chunk >= len(made) or made[chunk][at * width] != values[start][0]
+                    or made[chunk][(at + stop - start - 1) * width] != values[stop - 1][0]):
+                return None
+            return made[chunk][at * width:(at + stop - start) * width]
+
+        self._append_runs(connection, values, 0, head, most, within(0, head))
+        # the chunks are of these very rows (a seq is each row's first value)
+        if (whole and first + whole <= len(made) and made[first][0] == values[head][0]
+                and made[first + whole - 1][-width] == values[end - 1][0]):
+            connection.executemany(_append_sql(most), made[first:first + whole])
+        else:
+            self._append_runs(connection, values, head, end, most, None)
+        self._append_runs(connection, values, end, count, most, within(end, count))
 
     @staticmethod
-    def _append_runs(connection: sqlite3.Connection, values: Sequence[IndexValues],
-                     most: int) -> None:
-        start, count = 0, len(values)
-        while start < count:
-            rows = min(most, 1 << ((count - start).bit_length() - 1))
-            end = start + (count - start) // rows * rows
+    def _append_runs(connection: sqlite3.Connection, values: Sequence[IndexValues], start: int,
+                     stop: int, most: int, flat: tuple[Any, ...] | None) -> None:
+        """The rows start:stop in statements of `most` rows, the rest in runs of powers of two;
+        `flat`: their parameters already flattened (sliced for each statement in C)."""
+        width = len(_COLUMNS)
+        at = start
+        while at < stop:
+            rows = min(most, 1 << ((stop - at).bit_length() - 1))
+            end = at + (stop - at) // rows * rows
             if rows == 1:
-                connection.executemany(_APPEND, values[start:end])
+                connection.executemany(_APPEND, values[at:end])
+            elif flat is not None:
+                connection.executemany(_append_sql(rows), [
+                    flat[(row - start) * width:(row - start + rows) * width]
+                    for row in range(at, end, rows)])
             else:
                 connection.executemany(_append_sql(rows), [
-                    tuple(chain.from_iterable(values[at:at + rows]))
-                    for at in range(start, end, rows)])
-            start = end
+                    tuple(chain.from_iterable(values[row:row + rows]))
+                    for row in range(at, end, rows)])
+            at = end
 
     def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> dict[int, list[str]]:
         """Add and remove tags on stored entries (scripts' test.pass/test.fail): per change
