@@ -254,3 +254,39 @@ def test_rows_behind_into_thinned_leaves_stay_within_their_bound(make_store, mea
         seq += len(times)
     assert all(wrote <= bound for wrote, bound in transactions), transactions
     assert index.over_estimate == 0
+
+
+def test_the_next_step_is_asked_for_ahead_and_the_last_answer_used_until_it_comes():
+    grant = IndexGrant()
+    budget = IndexBudget(grant, 1 << 30)
+    step = budget.step
+    assert not budget.fits(0, step, 0, 0.0)          # nothing granted yet: asked, no answer
+    seq, size = grant.asked()
+    grant.give(seq, size)                            # the segment writer's answer
+    assert budget.granted() == size == step + step // 2
+    # A write that leaves less than half a step: it goes on, and the next step is asked now.
+    need = size - step // 4
+    assert budget.fits(need, 0, 0, 0.0)
+    assert grant.asked() == (seq + 1, need + step)
+    # Until the writer answers, the room it gave last is ours (it keeps to that answer) ...
+    assert budget.granted() == size and budget.fits(size, 0, 0, 0.0)
+    assert grant.asked()[0] == seq + 1               # (asked once)
+    # ... and no more than that.
+    assert not budget.fits(size + 1, 0, 0, 0.0)
+    grant.give(seq + 1, need + step)
+    assert budget.fits(size + 1, 0, 0, 0.0)
+
+
+def test_room_given_back_is_not_used_while_the_smaller_request_waits():
+    grant = IndexGrant()
+    budget = IndexBudget(grant, 1 << 30)
+    step = budget.step
+    budget.fits(0, 10 * step, 0, 0.0)
+    grant.give(*grant.asked())
+    assert budget.granted() > 10 * step
+    assert budget.fits(step, 0, 0, 0.0)              # far below: room given back
+    assert grant.asked()[1] == step + step // 2
+    assert budget.granted() == 0                     # the larger answer is no longer ours
+    assert not budget.fits(step, 0, 0, 0.0)
+    grant.give(*grant.asked())
+    assert budget.fits(step, 0, 0, 0.0)

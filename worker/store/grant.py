@@ -114,13 +114,21 @@ class IndexBudget:
     files (now `now` bytes) fits, keeping `keep` bytes spare beside it (room the writes that
     shrink the index need: pruning and vacuum go through the WAL too). When it does not fit it
     asks for more (with half a `step` to spare, so that the next writes need not all ask) and
-    waits for the answer up to `wait` seconds. A grant more than 2 steps above what the index
-    needs is given back.
+    waits for the answer up to `wait` seconds. A write that fits but leaves less than half a
+    step asks for the next step at once, without waiting: the writer keeps to its last answer
+    until it gives the next, so the room of that answer may be used meanwhile, and a busy
+    writer rarely waits for the capture process to be scheduled (one wait per step before:
+    ~30 on mqtt.pcap, ~15% of the index write thread's time). A grant more than 2 steps above
+    what the index needs is given back.
     """
 
     def __init__(self, grant: IndexGrant, limit: int) -> None:
         self._grant = grant
         self._seq = 0
+        # The writer's last answer to us, usable while a larger request waits for its answer
+        # (the writer keeps the room it gave until it answers the next); 0 after a request for
+        # less (that takes effect for both sides before the index grows again).
+        self._held = 0
         self._floor = MIN_STEP
         self.limit = limit
         self.waits = 0              # writes that asked for more room and waited for it
@@ -148,9 +156,13 @@ class IndexBudget:
         self.limit = self._limit
 
     def granted(self) -> int:
-        """What the index may use now: 0 while a request waits for its answer."""
+        """What the index may use now: the latest answer; while a request waits for its
+        answer, the answer before if that request was for more, else 0."""
         seq, size = self._grant.given()
-        return min(size, self._limit) if seq == self._seq and self._seq else 0
+        if seq == self._seq and self._seq:
+            self._held = size
+            return min(size, self._limit)
+        return min(self._held, self._limit)
 
     def over(self, now: int) -> bool:
         """The index's `now` bytes are above the room its latest request was answered with
@@ -163,6 +175,8 @@ class IndexBudget:
         if need <= granted:
             if granted > need + 2 * self.step:      # the index shrank: give the room back
                 self._ask(need + self.step // 2)
+            elif granted - need < self.step // 2 and self._answered():
+                self._ask(need + self.step)         # the next step, asked ahead
             return True
         self.waits += 1
         self._grant.drain_given()
@@ -180,8 +194,13 @@ class IndexBudget:
         return self._grant.given()[0] == self._seq
 
     def _ask(self, size: int) -> None:
+        size = min(size, self._limit)
+        if self._answered():
+            self._held = self._grant.given()[1]
+        if size < self._held:       # less: the room held now is not ours once asked
+            self._held = 0
         self._seq = self._seq % _SEQ_MASK + 1
-        self._grant.ask(self._seq, min(size, self._limit))
+        self._grant.ask(self._seq, size)
 
 
 # A step is 1/16 of the limit, kept between its floor (128 KiB, or 32 of the index's pages if
