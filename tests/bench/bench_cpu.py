@@ -2,6 +2,7 @@
 on a loaded machine (CPU time, not wall time), the trees run back to back.
 
     .venv/bin/python tests/bench/bench_cpu.py PCAP [--tree DIR] [--repeat 3] [--gc-threshold N]
+        [--redact] [--packets N]
     .venv/bin/python tests/bench/bench_cpu.py --golden-copies OUT COPIES GOLDEN.pcap...
 
 The file is read into memory first; then, timed with time.process_time(), what the worker's
@@ -11,6 +12,8 @@ selection, dissectors) and the rows taken as the in-thread pipeline takes them f
 `worker` from another checkout (e.g. `git worktree add /tmp/old main`); the printed digest of
 every entry's JSON says whether two trees produced the same entries. `--gc-threshold` sets
 gen0's threshold (gc.set_threshold(N, 50, 100)) to show what the garbage collector costs.
+`--redact` gives the dissection a Redactor as the worker's (on unless --no-redact);
+`--packets N` reads only the capture's first N packets (a short run under callgrind).
 `--golden-copies` writes a pcap of golden captures repeated COPIES times, each copy's ports
 shifted (new flows) and its timestamps after the previous copy's (Kafka, WebSocket).
 """
@@ -60,6 +63,8 @@ def main() -> None:
     parser.add_argument("--tree", help="a checkout whose worker/ is measured (default: this one)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--gc-threshold", type=int)
+    parser.add_argument("--redact", action="store_true")
+    parser.add_argument("--packets", type=int, default=0)
     parser.add_argument("--golden-copies", nargs="+", metavar="ARG")
     args = parser.parse_args()
     if args.golden_copies:
@@ -72,12 +77,14 @@ def main() -> None:
     import msgspec
 
     from worker.dissection import Dissection
+    from worker.redact import Redactor
     from worker.sources import open_file_source
     source = open_file_source(args.pcap)
     batches, number = [], 0
-    while not source.finished:
+    while not source.finished and not 0 < args.packets <= number:
         stored = []
-        for ts_ns, data, wirelen in source.read_batch(4096):
+        want = 4096 if not args.packets else min(4096, args.packets - number)
+        for ts_ns, data, wirelen in source.read_batch(want):
             stored.append(((0, number), source.linktype, ts_ns, data, wirelen))
             number += 1
         batches.append(stored)
@@ -86,7 +93,8 @@ def main() -> None:
         gc.set_threshold(args.gc_threshold, 50, 100)
 
     def once() -> tuple[int, str]:
-        dissection, digest, rows = Dissection("bench"), hashlib.sha256(), 0
+        redactor = Redactor("bench-key") if args.redact else None
+        dissection, digest, rows = Dissection("bench", redactor=redactor), hashlib.sha256(), 0
         # The rows as each tree's in-thread pipeline takes them for the index: its values, or
         # (older trees) IndexRows turned into tuples.
         take = getattr(dissection, "take_values", None) or (

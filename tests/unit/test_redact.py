@@ -10,8 +10,8 @@ import msgspec
 from factories import tentry
 from shark.model import Body, Entry
 from shark.token import keyed_hash
-from worker.redact import (_SQL_HINT, DEFAULT_FIELDS, DEFAULT_HEADERS, UNTOUCHED, Redactor, _sql_hint,
-                           key_for)
+from worker.redact import (_SQL_HINT, DEFAULT_FIELDS, DEFAULT_HEADERS, MESSAGE_KEYS, UNTOUCHED,
+                           Redactor, _sql_hint, key_for)
 
 KEY = "installation-token"
 
@@ -128,7 +128,7 @@ def test_protocols_the_dissection_does_not_redact_hold_nothing_to_redact() -> No
     (every packet type and version the goldens have) go through it unchanged, even with extra
     header and field names, and none of their fields is one entry() reads."""
     from support.golden import GOLDEN, dissect_capture
-    read = {"headers", "trailers", "query", "host", "authority", "text"}
+    read = MESSAGE_KEYS
     redactor = Redactor(KEY, headers=["topic", "client_id"], fields=["topic", "client_id", "payload"])
     seen = 0
     for protocol in UNTOUCHED:
@@ -142,6 +142,45 @@ def test_protocols_the_dissection_does_not_redact_hold_nothing_to_redact() -> No
                     assert not read & message.keys(), (capture.name, made["summary"])
                 seen += 1
     assert seen > 20
+
+
+class _Reads(dict):
+    """A message that records the keys read from it."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):  # type: ignore[override]
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):  # type: ignore[override]
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+def test_entry_skips_only_sides_without_a_key_it_reads() -> None:
+    """Redactor.entry passes over a side none of whose keys is in MESSAGE_KEYS: _message reads
+    no other key (of a side holding every one, or none of them), and a side with any one of
+    them alone is still redacted."""
+    full = {"headers": {"cookie": "a=1"}, "trailers": {"x-api-key": "k"},
+            "query": {"token": ["t"]}, "host": "u:p@h", "authority": "v:q@h", "text": '{"token": "x"}'}
+    for message in (_Reads(full), _Reads({"method": "GET", "n": 1})):
+        Redactor(KEY)._message(message, True)
+        assert message.read <= MESSAGE_KEYS, message.read - MESSAGE_KEYS
+    assert _Reads(full).keys() == MESSAGE_KEYS
+    for key in MESSAGE_KEYS:
+        for side in ("request", "response"):
+            message = {"other": 1, key: full[key]}
+            entry = tentry(protocol="amqp", summary="x", **{side: message})
+            before = json.dumps(message, sort_keys=True)
+            Redactor(KEY).entry(entry)
+            assert json.dumps(getattr(entry, side), sort_keys=True) != before, (key, side)
 
 
 def test_json_bodies_keep_their_shape_even_truncated() -> None:
