@@ -58,6 +58,15 @@ _NO_JSON: Final = msgspec.Raw(b"")
 # Server endpoints' JSON kept (Dissection.server_json): a node's busy servers are tens to
 # hundreds; a scan of many only empties the cache now and then.
 SERVER_JSON_CACHE: Final = 4096
+# What every entry reads of other modules, as this module's Final names: compiled, those are
+# C statics, where an imported name is a lookup in the module's dict at each use (4-6 per
+# entry), and the bound methods are called without looking the method up again.
+_ENTRY: Final = IndexedEntry
+_SIZE: Final = Size
+_TCP_INFO: Final = TcpInfo
+_UNTOUCHED: Final = UNTOUCHED
+_NO_VALUE: Final = NO_VALUE
+_ENCODE_INTO: Final = ENCODER.encode_into
 
 # Where an entry was made, in the order one dissection makes them: (segment, offset) of the
 # packet being processed, the phase, a time for the phases that have one, the assembler (0,
@@ -72,6 +81,7 @@ OrderKey = tuple[int, int, int, int, int, int, int, int]
 # these with memcmp, and a shard sends one bytes object per key instead of eight ints.
 _PACKED_KEY = struct.Struct(">QQBQBQQQ")
 _PACKED_WATERMARK = struct.Struct(">QQBQ")
+_PACK_KEY: Final = _PACKED_KEY.pack
 # A row as a dissection shard sends it to the merge (worker.shard -> worker.sharded): IndexRow's
 # fields in order, but in the seq's place its packed OrderKey, in entry_json's the JSON after
 # the empty id (`,"node":...}`), and NO_VALUE for None in the optional
@@ -137,6 +147,17 @@ def _endpoint_json(ip: str, port: int, named: Name | None) -> msgspec.Raw:
     if named is None:
         return msgspec.Raw(encode(Endpoint(ip, port)))
     return msgspec.Raw(encode(Endpoint(ip, port, *named)))  # type: ignore[arg-type]
+
+
+# An unnamed endpoint's JSON around its port, as msgspec encodes Endpoint(ip, port): the head
+# up to the port is kept per address (Dissection.endpoint_json), the tail is the same for all.
+_UNNAMED: Final = encode(Endpoint("", 0))
+_UNNAMED_TAIL: Final = _UNNAMED[_UNNAMED.index(b',"name":'):]
+
+
+def unnamed_head(ip: str) -> bytes:
+    """The JSON of Endpoint(ip, port) up to the port."""
+    return b'{"ip":' + encode(ip) + b',"port":'
 
 
 class FlowEntries:
@@ -205,13 +226,15 @@ class FlowEntries:
                 return self.endpoints
             named = (identities.get(self.client_ip), identities.get(self.server_ip))
             self.names_seen = snapshot
-        if named != self.named:
+        if named is not self.named and named != self.named:
             self.named = named
             # The server's from the dissection's cache: many flows go to one server (a new
             # flow per DNS query), each from a port of its own.
-            self.endpoints = (_endpoint_json(self.client_ip, flow.client_port, named[0]),
-                              self.dissection.server_json(self.server_ip, flow.server_port,
-                                                          named[1]))
+            dissection = self.dissection
+            self.endpoints = (dissection.endpoint_json(self.client_ip, flow.client_port,
+                                                       named[0]),
+                              dissection.server_json(self.server_ip, flow.server_port,
+                                                     named[1]))
         return self.endpoints
 
     def tcp_json(self, info: TcpInfo) -> msgspec.Raw:
@@ -344,7 +367,7 @@ def packed_watermark(mark: tuple[int, int, int, int]) -> bytes:
 
 # The entry JSON is joined into a bytearray: sqlite3 binds a bytearray as a blob directly, a
 # bytes only after looking for an adapter (~0.6 us per row). The index stores the same bytes.
-_join_blob = bytearray().join
+_join_blob: Final = bytearray().join
 
 
 def numbered_values(rows: list[tuple[Any, ...]], first_seq: int,
@@ -385,7 +408,9 @@ class Dissection:
         # walked them meanwhile: 22% of a shard's CPU there). A shard sends them as they are;
         # the in-thread pipeline and take_rows number them (numbered_values).
         self._wire: list[WireRow] = []
-        self._redactor = redactor
+        # The redactor's bound entry(), made once (a method call from here looks the method up
+        # each time).
+        self._redact = None if redactor is None else redactor.entry
         self._identities = identities
         self._next_seq = first_seq
         # Tuples: open_session keys what every flow over them shares by the tuple (a list
@@ -404,6 +429,7 @@ class Dissection:
         self._cleartext_shared = registered(self._cleartext_dissectors)
         self._names: dict[bytes, str] = {}
         self._server_json: dict[tuple[str, int, Name | None], msgspec.Raw] = {}
+        self._unnamed_heads: dict[str, bytes] = {}     # unnamed_head by address
         # Entries are encoded into this one buffer and copied out (_encoded): ENCODER.encode
         # starts each output small and grows it several times for an entry of 0.5-1 KB.
         self._json = bytearray(4096)
@@ -435,8 +461,22 @@ class Dissection:
         if found is None:
             if len(self._server_json) >= SERVER_JSON_CACHE:
                 self._server_json.clear()
-            found = self._server_json[key] = _endpoint_json(ip, port, named)
+            found = self._server_json[key] = self.endpoint_json(ip, port, named)
         return found
+
+    def endpoint_json(self, ip: str, port: int, named: Name | None) -> msgspec.Raw:
+        """_endpoint_json's bytes; unnamed (the common case: a new client port per flow), joined
+        from the address's head kept (at most SERVER_JSON_CACHE, then emptied), the port's
+        digits (an int's JSON is its str) and the tail, instead of an Endpoint encoded."""
+        if named is not None:
+            return _endpoint_json(ip, port, named)
+        heads = self._unnamed_heads
+        head = heads.get(ip)
+        if head is None:
+            if len(heads) >= SERVER_JSON_CACHE:
+                heads.clear()
+            head = heads[ip] = unnamed_head(ip)
+        return msgspec.Raw(head + str(port).encode() + _UNNAMED_TAIL)
 
     @property
     def assembler_stats(self) -> dict:
@@ -527,8 +567,7 @@ class Dissection:
         tls = 1 if entries.tls else 0
         self._wire.append(self._wire_row(
             entries, entries.session_flow, exchange, client_seq, server_seq, info,
-            _PACKED_KEY.pack(now0, now1, self._phase, self._phase_t, tls, flow0, flow1,
-                             self._made)))
+            _PACK_KEY(now0, now1, self._phase, self._phase_t, tls, flow0, flow1, self._made)))
 
     def _closed(self, selector: SelectingSession) -> None:
         """A selector's on_closed (FirstDatagram.on_close counts its own claims)."""
@@ -708,7 +747,7 @@ class Dissection:
                                    len(_UNNUMBERED_PREFIX))
         first, last = exchange.first_ref, exchange.last_ref
         server_offset = exchange.server_offset
-        no_value = NO_VALUE             # another module's global: a dict lookup at each use
+        no_value = _NO_VALUE
         # The entry's ts and protocol are the exchange's (read so, not through the Struct's
         # Python attributes).
         return (key, exchange.start_ns / 1e9, exchange.protocol, entry_json,
@@ -728,7 +767,7 @@ class Dissection:
             count_cuts(self.cut, exchange.notes)
         src, dst = entries.endpoints_json(flow, self._names, self._identities)
         tcp = udp = None
-        if type(info) is TcpInfo:
+        if type(info) is _TCP_INFO:
             tcp = entries.info_json if info is entries.info else entries.tcp_json(info)
         elif info is not None:
             udp = _UDP_JSON[info.failure]
@@ -742,15 +781,17 @@ class Dissection:
             elapsed = elapsed_ms(start_ns, end_ns)
         # Positional: the Entry's fields in order (IndexedEntry); msgspec takes a dozen
         # keywords and more several times slower than positions.
-        entry = IndexedEntry(
-            UNNUMBERED_ID, node, exchange.protocol,
+        protocol = exchange.protocol
+        entry = _ENTRY(
+            UNNUMBERED_ID, node, protocol,
             start_ns / 1e9, src, dst, exchange.summary, elapsed,
             exchange.status, exchange.request, exchange.response,
-            Size(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,
+            _SIZE(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,
             exchange.complete, exchange.notes, tcp, udp)
         # Before the entry is indexed or streamed; not for a protocol it never changes.
-        if self._redactor is not None and exchange.protocol not in UNTOUCHED:
-            self._redactor.entry(entry)
+        redact = self._redact
+        if redact is not None and protocol not in _UNTOUCHED:
+            redact(entry)
         return entry
 
     def _encoded(self, entry: IndexedEntry, cut: int) -> bytes:
@@ -759,7 +800,7 @@ class Dissection:
         # (and, cut, than slicing that again); the bytes are the same. Deleting a bytearray's
         # head only moves its start.
         buffer = self._json
-        ENCODER.encode_into(entry, buffer)
+        _ENCODE_INTO(entry, buffer)
         if cut:
             del buffer[:cut]
         return bytes(buffer)

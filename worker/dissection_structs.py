@@ -58,11 +58,15 @@ class MemoryBudget(msgspec.Struct):
         return int(self.limit * LOW_WATER)
 
 
-class IndexedEntry(msgspec.Struct):
+class IndexedEntry(msgspec.Struct, gc=False):
     """A shark.model.Entry as dissection encodes it for the index: the same fields in the same
     order (the same JSON), with the parts every entry of a flow shares (its endpoints, its
     TCP or UDP facts) spliced in pre-encoded. What the redactor reads and changes (protocol,
-    summary, request, response) is as in Entry."""
+    summary, request, response) is as in Entry.
+
+    Not tracked by the garbage collector (gc=False): one is made and dropped per entry, and
+    nothing refers to it but the dissection while it is encoded, so it is in no cycle;
+    tracked, it counted towards every young collection."""
 
     id: str
     node: str

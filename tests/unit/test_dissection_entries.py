@@ -33,6 +33,23 @@ def test_elapsed_ms_is_the_float_round_gives():
     assert elapsed_ms(0.5, 1234.0) == round(1233.5 / 1e6, 3)     # not ints: round() itself
 
 
+def test_an_endpoint_joined_from_its_parts_is_the_endpoint_encoded():
+    """Dissection.endpoint_json joins an unnamed endpoint's JSON from kept parts: the same bytes
+    as msgspec's Endpoint (addresses that need escaping too); a named one is encoded."""
+    dissection = Dissection("n")
+    rng = random.Random(5)
+    ips = ["10.0.0.1", "fd00::2", "127.0.0.1", 'a"b\\c', "é", ""]
+    ips += [str(ipaddress.ip_address(rng.getrandbits(32))) for _ in range(50)]
+    ips += [str(ipaddress.ip_address(rng.getrandbits(128))) for _ in range(50)]
+    for ip in ips:
+        for port in (0, 1, 53, 65535, rng.randrange(65536), -1):
+            for named in (None, ("web-1", "shop", "pod")):
+                made = dissection.endpoint_json(ip, port, named)
+                expected = Endpoint(ip, port) if named is None else Endpoint(ip, port, *named)
+                assert bytes(made) == encode(expected), (ip, port, named)
+                assert bytes(dissection.server_json(ip, port, named)) == encode(expected)
+
+
 def test_an_indexed_entry_has_the_fields_of_an_entry_in_their_order():
     assert IndexedEntry.__struct_fields__ == Entry.__struct_fields__
     assert IndexedEntry.__struct_config__.omit_defaults == Entry.__struct_config__.omit_defaults
