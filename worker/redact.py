@@ -117,7 +117,9 @@ class Redactor:
 
     def entry(self, entry: Summary) -> None:
         """Redact `entry` in place."""
-        http = entry.protocol in _HTTP
+        # Each field read once (interpreted, per entry: every attribute read counts).
+        protocol = entry.protocol
+        http = protocol in _HTTP
         in_query = False
         # A side without any key _message reads is left as it is: one C-level look at its
         # keys instead of six lookups (most entries: DNS, Redis, SQL, AMQP).
@@ -126,17 +128,18 @@ class Redactor:
             in_query = self._message(request, http)
         if response and not MESSAGE_KEYS.isdisjoint(response):
             in_query |= self._message(response, http)
-        # An HTTP summary is the request line: its query is request.query's, so it needs a
-        # look only when that held a secret (or the target names a user).
-        summary = entry.summary
-        if http and (in_query or "@" in summary):
-            entry.summary = self.url_text(summary)
-        elif entry.protocol == "redis":
+        if http:
+            # An HTTP summary is the request line: its query is request.query's, so it needs a
+            # look only when that held a secret (or the target names a user).
+            summary = entry.summary
+            if in_query or "@" in summary:
+                entry.summary = self.url_text(summary)
+        elif protocol == "redis":
             self._redis(entry)
-        elif entry.protocol in _SQL:
-            query = entry.request.get("query")
+        elif protocol in _SQL:
+            query = request.get("query")
             if isinstance(query, str) and _sql_hint(query):
-                entry.request["query"] = self.sql(query)
+                request["query"] = self.sql(query)
                 entry.summary = self.sql(entry.summary)
 
     def sql(self, text: str) -> str:
