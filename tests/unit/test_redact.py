@@ -130,8 +130,8 @@ def test_protocols_the_dissection_does_not_redact_hold_nothing_to_redact() -> No
     from support.golden import GOLDEN, dissect_capture
     read = MESSAGE_KEYS
     redactor = Redactor(KEY, headers=["topic", "client_id"], fields=["topic", "client_id", "payload"])
-    seen = 0
     for protocol in UNTOUCHED:
+        seen = 0
         for capture in sorted((GOLDEN / protocol).glob("*.pcap")):
             for made in dissect_capture(capture):
                 entry = msgspec.convert(made, Entry)
@@ -141,7 +141,7 @@ def test_protocols_the_dissection_does_not_redact_hold_nothing_to_redact() -> No
                 for message in (made["request"], made["response"] or {}):
                     assert not read & message.keys(), (capture.name, made["summary"])
                 seen += 1
-    assert seen > 20
+        assert seen > 5, protocol
 
 
 class _Reads(dict):
