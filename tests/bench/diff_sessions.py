@@ -3,7 +3,7 @@ the exchanges must be equal field by field (on demand, not in the suite).
 
     .venv/bin/python tests/bench/diff_sessions.py --old DIR PROTOCOL [--inputs 20000] [--seed 5]
 
-PROTOCOL: mqtt, redis, postgres, mysql, http1 (TCP) or dns.
+PROTOCOL: mqtt, redis, postgres, mysql, http1, http2 (TCP) or dns.
 
 DIR is a checkout whose worker/dissectors/<protocol>.py is loaded beside this tree's (e.g.
 `git archive main worker | tar -x -C /tmp/old`); both use this tree's base and stream modules.
@@ -46,7 +46,7 @@ def load_old(old: Path, protocol: str) -> ModuleType:
 # The TCP protocols: their dissector class and port.
 TCP = {"mqtt": ("MqttDissector", 1883), "redis": ("RedisDissector", 6379),
        "postgres": ("PostgresDissector", 5432), "mysql": ("MysqlDissector", 3306),
-       "http1": ("Http1Dissector", 80)}
+       "http1": ("Http1Dissector", 80), "http2": ("Http2Dissector", 50051)}
 
 
 def tcp_run(module: ModuleType, protocol: str, client: list[bytes], server: list[bytes],
@@ -75,6 +75,8 @@ def tcp_run(module: ModuleType, protocol: str, client: list[bytes], server: list
                 pos += size
                 ts += 1
     session.on_close(ts)
+    if protocol == "http2":     # its counts of malformed frames and of frames on closed streams
+        return out, session.late_frames, session.malformed
     return out, 0, getattr(session, "malformed_count", 0)
 
 

@@ -1,7 +1,7 @@
 """HTTP/2 (cleartext: prior knowledge and Upgrade: h2c) and gRPC over it.
 
 Each direction has a _Reader that cuts its bytes into frames (RFC 9113 section 4.1) and
-decodes header blocks with its own HPACK decoder (`hpack`): the dynamic tables live per
+decodes header blocks with its own HPACK decoder (hpack_decode): the dynamic tables live per
 connection and per direction, as on the wire. Frames are handed to the session, which keeps
 one _Stream per stream id: the client's HEADERS (+CONTINUATION) and DATA are the request, the
 server's the response; the exchange is emitted when both sides ended (END_STREAM) or the
@@ -32,13 +32,13 @@ import zlib
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
-from hpack import Decoder
 from hpack.exceptions import InvalidTableSizeError
 from hpack.hpack import decode_integer
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
+from worker.dissectors.hpack_decode import HpackDecoder
 from worker.dissectors.http1 import _BodySink, _content_coding, fields_bytes
 from worker.dissectors.protobuf import decode_message
 from worker.packet import PacketRef
@@ -428,11 +428,8 @@ class _Reader(StreamReader):
         self.max_frame = UNKNOWN_MAX_FRAME   # the peer's SETTINGS_MAX_FRAME_SIZE when seen
 
     @staticmethod
-    def _new_decoder() -> Decoder:
-        decoder = Decoder()
-        decoder.max_allowed_table_size = HPACK_TABLE_LIMIT
-        decoder.max_header_list_size = HEADER_LIST_LIMIT
-        return decoder
+    def _new_decoder() -> HpackDecoder:
+        return HpackDecoder(HPACK_TABLE_LIMIT, HEADER_LIST_LIMIT)
 
     def feed(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         if not self.started and data:
@@ -631,7 +628,7 @@ class _Reader(StreamReader):
         data = b"".join(block.fragments)
         note = ""
         try:
-            pairs = self.decoder.decode(data, raw=True)
+            pairs = self.decoder.decode(data)
         except Exception as exc:   # hpack raises a zoo of errors on unknown state or garbage
             pairs, skipped = _self_contained(data)
             side = "request" if self.is_client else "response"
@@ -724,9 +721,7 @@ class Http2Session(TwoWaySession):
                 if msg.gkept is not None:
                     kept += sum(len(part[1]) for part in msg.gkept)
         for reader in self.readers:
-            # RFC 7541 4.1: an entry's size is its name and value plus 32
-            kept += sum(32 + len(name) + len(value)
-                        for name, value in reader.decoder.header_table.dynamic_entries)
+            kept += reader.decoder.table_size   # RFC 7541 4.1: name, value and 32 per entry
             if reader.block is not None and reader.block.fragments is not None:
                 kept += sum(map(len, reader.block.fragments))
         return kept
