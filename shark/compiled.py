@@ -46,6 +46,8 @@ COMPILED: tuple[str, ...] = (
     "worker.dissectors.mysql",
     "worker.dissectors.http1",
     "worker.dissectors.mqtt",
+    "worker.dissectors.hpack_decode",
+    "worker.dissectors.http2",
 )
 GROUP = "worker._native"           # the shared library: worker/_native__mypyc<suffix>
 HASH_FILE = ROOT / "worker" / "_native.hash"   # the sources' hash of the installed build

@@ -18,20 +18,21 @@ InvalidTableIndex, InvalidTableSizeError, OversizedHeaderListError.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from hpack.exceptions import (HPACKDecodingError, InvalidTableIndex, InvalidTableSizeError,
                               OversizedHeaderListError)
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 
-STATIC: tuple[tuple[bytes, bytes], ...] = tuple(HeaderTable.STATIC_TABLE)
-STATIC_LEN = len(STATIC)
-DEFAULT_TABLE_SIZE = 4096          # RFC 7541 4.2 (SETTINGS_HEADER_TABLE_SIZE's default)
-VARINT_MAX_LENGTH = 5              # hpack's limit on an integer's bytes after its prefix
+STATIC: Final[tuple[tuple[bytes, bytes], ...]] = tuple(HeaderTable.STATIC_TABLE)
+STATIC_LEN: Final = len(STATIC)
+DEFAULT_TABLE_SIZE: Final = 4096          # RFC 7541 4.2 (SETTINGS_HEADER_TABLE_SIZE's default)
+VARINT_MAX_LENGTH: Final = 5              # hpack's limit on an integer's bytes after its prefix
 
 # Huffman-coded strings already decoded: bounded, emptied whole when full (a burst of unique
 # values costs one decode each, as without it).
-HUFFMAN_CACHE_MAX = 4096
+HUFFMAN_CACHE_MAX: Final = 4096
 _huffman: dict[bytes, bytes] = {}
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, unquote
 
 from hpack.exceptions import InvalidTableSizeError
@@ -48,28 +48,38 @@ _GRPC_PATH = re.compile(r"/[A-Za-z_][\w.]*/\w+")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
-    CONTINUATION = range(10)
-END_STREAM = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
+# Frame types (RFC 9113 section 6); Final: compiled (shark/compiled.py) they are constants.
+DATA: Final = 0
+HEADERS: Final = 1
+PRIORITY: Final = 2
+RST_STREAM: Final = 3
+SETTINGS: Final = 4
+PUSH_PROMISE: Final = 5
+PING: Final = 6
+GOAWAY: Final = 7
+WINDOW_UPDATE: Final = 8
+CONTINUATION: Final = 9
+END_STREAM: Final = 0x1
+END_HEADERS: Final = 0x4
+PADDED: Final = 0x8
+PRIORITY_FLAG: Final = 0x20
 
-DEFAULT_MAX_FRAME = 16384
-UNKNOWN_MAX_FRAME = 1 << 20      # frame size limit when the peer's SETTINGS were not seen
-MAX_OPEN_STREAMS = 1000
-CLOSED_MEMORY = 1024
-MAX_SIZES = 100                  # gRPC message sizes listed per direction
-SUMMARY_LIMIT = 256
-HEADER_LIST_LIMIT = 1 << 20
+DEFAULT_MAX_FRAME: Final = 16384
+UNKNOWN_MAX_FRAME: Final = 1 << 20   # frame size limit when the peer's SETTINGS were not seen
+MAX_OPEN_STREAMS: Final = 1000
+CLOSED_MEMORY: Final = 1024
+MAX_SIZES: Final = 100               # gRPC message sizes listed per direction
+SUMMARY_LIMIT: Final = 256
+HEADER_LIST_LIMIT: Final = 1 << 20
 # Per-session byte caps: memory per flow stays bounded whatever a peer (or a forged capture)
 # sends, across up to the assembler's 65,536 flows. What is cut is noted in the entry as
 # "cut: <what>: ..." and counted in /status (dissection.cut).
-HEADER_BLOCK_LIMIT = 256 * 1024   # HEADERS + CONTINUATION kept for one block (4x the 64 KiB
-                                  # header lists common servers accept)
-HPACK_TABLE_LIMIT = 64 * 1024     # HPACK dynamic table per direction (16x the 4 KiB default;
-                                  # the protocol allows up to 4 GiB, hpack's own cap is 16 MiB)
-FRAME_LIMIT = 1 << 20             # one frame buffered whole; SETTINGS may allow up to 16 MiB
+# HEADERS + CONTINUATION kept for one block (4x the 64 KiB header lists common servers accept)
+HEADER_BLOCK_LIMIT: Final = 256 * 1024
+# HPACK dynamic table per direction (16x the 4 KiB default; the protocol allows up to 4 GiB,
+# hpack's own cap is 16 MiB)
+HPACK_TABLE_LIMIT: Final = 64 * 1024
+FRAME_LIMIT: Final = 1 << 20    # one frame buffered whole; SETTINGS may allow up to 16 MiB
 
 # Flags each frame type defines; a frame with others set is not taken as a frame start when
 # looking for one (detection, resync), though a synced reader ignores unknown flags.
@@ -364,7 +374,9 @@ def _headers(pairs: list[tuple[bytes, bytes]], msg: _Msg | None,
 
 # -- one direction -----------------------------------------------------------------------
 
-START, FRAMES, RESYNC = range(3)
+START: Final = 0
+FRAMES: Final = 1
+RESYNC: Final = 2
 
 
 class _Block:
@@ -656,11 +668,7 @@ class _Reader(StreamReader):
 
 # -- the session -------------------------------------------------------------------------
 
-class Http2Session(TwoWaySession):
-    client: _Reader
-    server: _Reader
-    readers: tuple[_Reader, _Reader]
-
+class Http2Session(TwoWaySession[_Reader]):
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0,
                  upgraded: bool = False) -> None:
         super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER),
@@ -799,12 +807,12 @@ class Http2Session(TwoWaySession):
             stream = self._stream(promised, True, self.client.expected or 0, ts, ref)
             stream.push = True
             stream.notes.append(f"server push (promised on stream {sid})")
-            msg = _Msg(start, ts, ref)
-            msg.size = 0
-            msg.end, msg.end_ts, msg.end_ref = start, ts, ref
-            msg.ended = True
-            self._fill(msg, pairs, note)
-            stream.req = msg
+            pushed = _Msg(start, ts, ref)
+            pushed.size = 0
+            pushed.end, pushed.end_ts, pushed.end_ref = start, ts, ref
+            pushed.ended = True
+            self._fill(pushed, pairs, note)
+            stream.req = pushed
             return
         if sid in self.closed:
             self.late_frames += 1
