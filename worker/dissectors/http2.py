@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Any, Final, Protocol
+from typing import Any, Final
 from urllib.parse import parse_qs, unquote
 
 from hpack.exceptions import InvalidTableSizeError
@@ -352,12 +352,43 @@ class _Stream:
         self.ref: PacketRef | None = None   # where the stream was first seen, if it was
 
 
+# Header names (lower-cased) and short values as text, by their bytes: the same ones come in
+# every block, most of them the very table entries' objects (bytes keep their hash). Bounded
+# by count and by the length of what is kept; emptied whole when full.
+TEXT_CACHE_MAX: Final = 4096
+TEXT_CACHE_LEN: Final = 64
+_names: dict[bytes, str] = {}
+_values: dict[bytes, str] = {}
+
+
+def _name_text(raw: bytes) -> str:
+    text = _names.get(raw)
+    if text is None:
+        text = raw.decode("utf-8", "replace").lower()
+        if len(raw) <= TEXT_CACHE_LEN:
+            if len(_names) >= TEXT_CACHE_MAX:
+                _names.clear()
+            _names[raw] = text
+    return text
+
+
+def _value_text(raw: bytes) -> str:
+    text = _values.get(raw)
+    if text is None:
+        text = raw.decode("utf-8", "replace")
+        if len(raw) <= TEXT_CACHE_LEN:
+            if len(_values) >= TEXT_CACHE_MAX:
+                _values.clear()
+            _values[raw] = text
+    return text
+
+
 def _headers(pairs: list[tuple[bytes, bytes]], msg: _Msg | None,
              into: dict[str, str]) -> dict[str, str]:
     """Decoded header pairs into `into` (pseudo-headers into msg.pseudo when msg is given)."""
     for raw_name, raw_value in pairs:
-        name = raw_name.decode("utf-8", "replace").lower()
-        value = raw_value.decode("utf-8", "replace")
+        name = _name_text(raw_name)
+        value = _value_text(raw_value)
         if name[:1] == ":":
             if msg is not None:
                 msg.pseudo.setdefault(name, value)
@@ -401,33 +432,13 @@ class _Block:
         return Span(self.start, end, self.ts, self.ref, last_ts, last_ref)
 
 
-class _Sink(Protocol):
-    """All an HTTP/2 reader calls on its session."""
-
-    connection_start: bool          # the client preface was seen
-    client: _Reader                 # a SETTINGS frame sets the other reader's max_frame
-    server: _Reader
-
-    def header_block(self, direction: Direction, block: _Block,
-                     pairs: list[tuple[bytes, bytes]] | None, span: Span, note: str) -> None: ...
-
-    def data(self, direction: Direction, sid: int, work: bytes | bytearray, p: int, end: int,
-             end_stream: bool, span: Span) -> None: ...
-
-    def rst(self, direction: Direction, sid: int, code: int, span: Span) -> None: ...
-
-    def malformed_frame(self, sid: int, note: str) -> None: ...
-
-    def cut_side(self, direction: Direction, why: str) -> None: ...
-
-
 class _Reader(StreamReader):
     """Cuts one direction into frames and decodes its header blocks (HPACK is per side)."""
 
     __slots__ = ("s", "is_client", "state", "started", "decoder", "known", "why_unknown",
                  "block", "max_frame")
 
-    def __init__(self, session: _Sink, direction: Direction) -> None:
+    def __init__(self, session: Http2Session, direction: Direction) -> None:
         super().__init__(direction)
         self.s = session
         self.is_client = direction == Direction.CLIENT_TO_SERVER
