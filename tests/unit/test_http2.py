@@ -580,3 +580,14 @@ def test_detail_view_from_the_entry_offsets_gets_the_body() -> None:
     assert detail.request["body"]["messages"][0]["fields"] == [
         {"field": 1, "type": "string", "value": "abc"}]
     assert detail.response["body"]["messages"][0]["fields"][0]["value"] == 3
+
+
+def test_header_text_cache_is_bounded_and_keeps_no_long_value() -> None:
+    from worker.dissectors import http2
+    http2._names.clear()
+    for n in range(http2.TEXT_CACHE_MAX + 5):
+        assert http2._name_text(b"X-H%d" % n) == f"x-h{n}"
+        assert len(http2._names) <= http2.TEXT_CACHE_MAX
+    long = b"\xff" + b"v" * http2.TEXT_CACHE_LEN
+    assert http2._value_text(long) == "\ufffd" + "v" * http2.TEXT_CACHE_LEN
+    assert long not in http2._values
