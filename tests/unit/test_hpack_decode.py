@@ -75,12 +75,16 @@ def test_same_fields_errors_and_table_as_hpack() -> None:
                         "OversizedHeaderListError"}
 
 
-def test_huffman_cache_is_bounded_and_failures_are_not_kept() -> None:
+def test_huffman_cache_is_bounded_and_keeps_no_long_string_nor_failure() -> None:
     hpack_decode._huffman.clear()
     for n in range(hpack_decode.HUFFMAN_CACHE_MAX + 10):
         encoded = Encoder().encode([(b"x", str(n).encode())], huffman=True)
         assert HpackDecoder(4096, 1 << 20).decode(encoded) == [(b"x", str(n).encode())]
         assert len(hpack_decode._huffman) <= hpack_decode.HUFFMAN_CACHE_MAX
+    long = b"v" * (hpack_decode.HUFFMAN_CACHE_LEN * 2)
+    encoded = Encoder().encode([(b"x", long)], huffman=True)
+    assert HpackDecoder(4096, 1 << 20).decode(encoded) == [(b"x", long)]
+    assert all(len(raw) <= hpack_decode.HUFFMAN_CACHE_LEN for raw in hpack_decode._huffman)
     before = dict(hpack_decode._huffman)
     bad = b"\x00\x01x\x81\xff"      # a literal whose value is one byte of Huffman padding: EOS
     assert _outcome(lambda: HpackDecoder(4096, 1 << 20).decode(bad)) == \

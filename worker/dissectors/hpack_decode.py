@@ -30,9 +30,11 @@ STATIC_LEN: Final = len(STATIC)
 DEFAULT_TABLE_SIZE: Final = 4096          # RFC 7541 4.2 (SETTINGS_HEADER_TABLE_SIZE's default)
 VARINT_MAX_LENGTH: Final = 5              # hpack's limit on an integer's bytes after its prefix
 
-# Huffman-coded strings already decoded: bounded, emptied whole when full (a burst of unique
-# values costs one decode each, as without it).
+# Huffman-coded strings already decoded, shared by every session: bounded by count and by the
+# length of what is kept (~1.3 MB at most), emptied whole when full (a burst of unique values
+# costs one decode each, as without it).
 HUFFMAN_CACHE_MAX: Final = 4096
+HUFFMAN_CACHE_LEN: Final = 128
 _huffman: dict[bytes, bytes] = {}
 
 
@@ -41,9 +43,10 @@ def huffman(raw: bytes) -> bytes:
     out = _huffman.get(raw)
     if out is None:
         out = decode_huffman(raw)
-        if len(_huffman) >= HUFFMAN_CACHE_MAX:
-            _huffman.clear()
-        _huffman[raw] = out
+        if len(raw) <= HUFFMAN_CACHE_LEN:
+            if len(_huffman) >= HUFFMAN_CACHE_MAX:
+                _huffman.clear()
+            _huffman[raw] = out
     return out
 
 
