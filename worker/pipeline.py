@@ -27,6 +27,7 @@ from worker.names import NameTable
 from worker.packet import PacketRef
 from worker.redact import Redactor
 from worker.shard import ShardState
+from worker.shard_filter import ShardFilter
 from worker.store.index import EntryIndex, IndexFull, IndexRow, IndexValues, row_from_values
 from worker.store.segments import SegmentTail, segment_ids
 
@@ -194,6 +195,9 @@ class Pipeline:
         self._capture_finished = capture_finished
         self._replay = replay   # a file: its flows expire by its packets' time only
         self._tail = SegmentTail(storage_dir, index.cursor())
+        # Every record, read by the shards' compiled reader (a shard of one): the store's
+        # plain read decodes each record in Python.
+        self._every_record = ShardFilter(0, 1)
         self.names = NameTable()   # the hub's names, stamped into entries as they are indexed
         self._dissection = Dissection(node, index.max_seq() + 1, identities=self.names,
                                       redactor=redactor, memory=memory)
@@ -251,7 +255,7 @@ class Pipeline:
 
     def _step(self) -> bool:
         tail = self._tail
-        batch = tail.read(self.read_batch)
+        batch = tail.read(self.read_batch, self._every_record)
         stats = self.stats
         if tail.take_discontinuity():
             stats.discontinuities += 1

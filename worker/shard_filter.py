@@ -44,6 +44,9 @@ class ShardFilter:
         if not 0 <= index < count:
             raise ValueError(f"shard {index} of {count}: expected 0 <= index < count")
         self.index = index
+        # A shard of one (the in-thread pipeline) owns every record: no owner to find, no
+        # flow table to keep; what it still does is decode_records' work, compiled.
+        self._all = count == 1
         self.table = FlowTable(count)
         self._last_expire_ns = 0
         self.foreign = 0          # records of other shards' flows read
@@ -65,6 +68,7 @@ class ShardFilter:
         stopped = Stop.FULL
         at = ts_ns = wirelen = 0
         little = _NATIVE and not header.big_endian
+        every_record = self._all
         while read < max_records:
             if pos + RECORD_HEADER_SIZE > end:
                 stopped = Stop.MORE
@@ -87,6 +91,11 @@ class ShardFilter:
                 break
             ts_ns = sec * NS + frac * mult
             at = base + pos
+            if every_record:
+                out.append(((segment, at), linktype, ts_ns, buf[start:stop], wirelen))
+                read += 1
+                pos = stop
+                continue
             owner = (table.owner_fixed(link, linktype, buf, start, stop) if link is not None
                      else table.owner(linktype, buf, start, stop))
             if owner == index:
