@@ -334,11 +334,9 @@ class FirstDatagram:
             (self.selector or self._selector()).on_close(ts_ns)
             return
         session.on_close(ts_ns)
-        # Dissection._closed's count (SelectingSession.session_skipped_bytes, unswapped).
-        skipped: int = getattr(session, "skipped_bytes", 0)
-        if skipped and self.dissector is not None:
-            counts, name = self.dissection.skipped, self.dissector.name
-            counts[name] = counts.get(name, 0) + skipped
+        # As a selector's on_closed counts them (SelectingSession.session_skipped_bytes,
+        # unswapped).
+        self.dissection.count_skipped(self.dissector, getattr(session, "skipped_bytes", 0))
 
     def held_bytes(self) -> int:
         session = self.session
@@ -571,9 +569,13 @@ class Dissection:
 
     def _closed(self, selector: SelectingSession) -> None:
         """A selector's on_closed (FirstDatagram.on_close counts its own claims)."""
-        skipped = selector.session_skipped_bytes
-        if skipped and selector.dissector is not None:
-            name = selector.dissector.name
+        self.count_skipped(selector.dissector, selector.session_skipped_bytes)
+
+    def count_skipped(self, dissector: Dissector | None, skipped: int) -> None:
+        """Bytes a closed flow's session passed over looking for a message start, by its
+        protocol (`skipped`, /status dissection.skipped)."""
+        if skipped and dissector is not None:
+            name = dissector.name
             self.skipped[name] = self.skipped.get(name, 0) + skipped
 
     def _failed(self, flow: FlowInfo, facts: TcpFacts, ts_ns: int) -> None:
