@@ -212,7 +212,8 @@ def make_http1(path: Path, scale: float) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
             for n in range(int(5_000 * scale)):
                 c.post("/echo", json={"n": n}) if n % 5 == 1 else c.get(paths[n % 5])
-    _record_against(path, [PYTHON, "-m", "support.http_server", str(port)], port, "http", client,
+    # --nodelay: with Nagle on, each keep-alive response waits 40 ms for the delayed ACK
+    _record_against(path, [PYTHON, "-m", "support.http_server", str(port), "--nodelay"], port, "http", client,
                     env={"PYTHONPATH": str(ROOT / "tests")})
 
 
