@@ -27,7 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Per-packet code only (docs/BENCHMARKS.md, "Compiled hot path"): decode, reassembly, the
-# dissection loop, the stream readers, the selector and the dissectors that were measured.
+# dissection loop, the stream readers, the selector and the dissectors that were measured; the
+# capture process's record loops (worker.records).
 COMPILED: tuple[str, ...] = (
     "worker.packet",
     "worker.connections",
@@ -48,6 +49,7 @@ COMPILED: tuple[str, ...] = (
     "worker.dissectors.mqtt",
     "worker.dissectors.hpack_decode",
     "worker.dissectors.http2",
+    "worker.records",
 )
 GROUP = "worker._native"           # the shared library: worker/_native__mypyc<suffix>
 HASH_FILE = ROOT / "worker" / "_native.hash"   # the sources' hash of the installed build

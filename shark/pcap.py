@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from struct import Struct
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 MAGIC_MICRO = 0xA1B2C3D4
 MAGIC_NANO = 0xA1B23C4D
@@ -39,6 +39,7 @@ _MAGICS = {
 _LINKTYPE_MASK = 0x0FFFFFFF
 
 Record = tuple[int, int, bytes, int]
+T = TypeVar("T")
 
 
 class PcapFormatError(ValueError):
@@ -174,6 +175,10 @@ def _record_error(stop: Stop, buf: bytes, pos: int, base: int, header: FileHeade
     return PcapFormatError("truncated packet record", base + pos)
 
 
+# What decode_records is: (buf, pos, header, limit, max_records, out, base) -> (pos, Stop).
+Decoder = Callable[[bytes, int, FileHeader, int, int, list[T], int], tuple[int, Stop]]
+
+
 class PcapWriter:
     """A pcap file encoded for a streamed answer: `add` returns a chunk of about `flush_at`
     bytes when one is full, `flush` what is left (the header alone for a file without
@@ -227,10 +232,15 @@ class PcapReader:
 
     def read(self, max_records: int) -> list[Record]:
         """Up to max_records records; fewer only at the end of the file or at damage."""
-        out: list[Record] = []
+        return self.read_as(decode_records, max_records)
+
+    def read_as(self, decode: Decoder[T], max_records: int) -> list[T]:
+        """read() with another decoder of the records: decode_records' arguments and answer,
+        what it appends its own (worker.records.decode_packets: the capture's RawPackets)."""
+        out: list[T] = []
         while not self.finished and len(out) < max_records:
-            pos, stop = decode_records(self._buf, self._pos, self.header, self.limit,
-                                       max_records - len(out), out, self._base)
+            pos, stop = decode(self._buf, self._pos, self.header, self.limit,
+                               max_records - len(out), out, self._base)
             self._pos = pos
             if stop is Stop.MORE and self._fill():
                 continue

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from shark import pcap
 from worker.packet import RawPacket
+from worker.records import decode_packets
 from worker.sources.base import CaptureError, SourceStats
 from worker.sources.bpf import UserFilter, compile_bpf
 
@@ -188,13 +189,13 @@ class FileSource:
 
     def _read_pcap(self, max_packets: int) -> list[RawPacket]:
         reader = self._pcap
-        records = reader.read(max_packets)
-        self._packets += len(records)
+        packets = reader.read_as(decode_packets, max_packets)
+        self._packets += len(packets)
         if reader.damage is not None:
             self._stop(reader.damage.what, reader.damage.offset or 0)
         elif reader.finished:
             self._finished = True
-        return [(ts_ns, data, wirelen) for _offset, ts_ns, data, wirelen in records]
+        return packets
 
     def _read_pcapng(self, max_packets: int, until_interface: bool = False) -> list[RawPacket]:
         buffer = self._buffer

@@ -47,6 +47,7 @@ from shark.pcap import (
 )
 from shark.units import format_size
 from worker.packet import PacketRef, RawPacket, StoredPacket
+from worker.records import pack_packets
 from worker.store.grant import IndexGrant
 from worker.store.private import FILE_MODE, make_dir
 
@@ -417,6 +418,16 @@ class SegmentWriter:
     def _pack(self, packets: list[RawPacket], start: int, room: int
               ) -> tuple[list[bytes], int, int]:
         """Record headers and data for packets[start:] that fit in `room` bytes."""
+        parts: list[bytes] = []
+        try:   # compiled (worker.records); it takes the packets as well formed
+            stop, size = pack_packets(packets, start, room, self._snaplen, parts)
+        except Exception:     # a malformed one: the plain loop says which and what is wrong
+            return self._pack_checked(packets, start, room)
+        return parts, stop, size
+
+    def _pack_checked(self, packets: list[RawPacket], start: int, room: int
+                      ) -> tuple[list[bytes], int, int]:
+        """_pack one packet at a time, naming a malformed one in a StoreError."""
         parts: list[bytes] = []
         add = parts.append
         pack = _record.pack
