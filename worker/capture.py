@@ -11,6 +11,7 @@ pickle over the pipe like any value); "filter" takes a CaptureFilter or a BPF ex
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -43,6 +44,12 @@ BATCHES_PER_TURN = 16
 # With nothing to read, the loop waits this long for a packet or a command. The index's
 # requests for room wake it at once (IndexGrant.asked_fd): dissection waits for the answer.
 IDLE_WAIT_S = 0.1
+# Each packet read is a tuple, alive until its batch is stored: at CPython's default gen0
+# threshold (700) the collector ran ~6 times per batch, and the tuples it found alive went on
+# to the older generations and their collections. The child keeps no cyclic garbage of its own
+# worth collecting sooner (as worker.dissection.GC_GEN0_THRESHOLD; docs/BENCHMARKS.md, "The
+# capture process's replay").
+GC_GEN0_THRESHOLD = 100_000
 
 
 class CaptureReady(msgspec.Struct):
@@ -176,6 +183,14 @@ def _drain(state: CaptureState, source: Source) -> None:
             return
 
 
+def tune_gc_for_capture() -> None:
+    """What the child inherited and opened is never garbage: it leaves every collection
+    (gc.freeze, which also keeps the collector from writing to the pages it shares with the
+    parent), and young collections come after GC_GEN0_THRESHOLD allocations."""
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connection,
                  grant: IndexGrant | None = None, replay_end: int | None = None) -> None:
     """Entry point of the child process. `grant`: the index's share of the limit, shared with
@@ -207,6 +222,7 @@ def capture_main(options: WorkerOptions, conn: Connection, parent_conn: Connecti
         sources.append(tls)
     state = CaptureState(sources, writer, tls=tls, tls_status=tls_status, grant=grant,
                          replay_end=replay_end)
+    tune_gc_for_capture()
     conn.send(("ready", CaptureReady(note, list(writer.stats().repaired), tls_note,
                                      tls is not None)))
     live = [s for s in sources if s.fileno() is not None]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import types
 from typing import Final
 
+from mypy_extensions import i64
+
 from struct import Struct
 
 from shark import pcap
@@ -40,30 +42,13 @@ def decode_packets(buf: bytes, pos: int, header: FileHeader, limit: int, max_rec
                    out: list[RawPacket], base: int = 0) -> tuple[int, Stop]:
     """shark.pcap.decode_records (the same arguments, the same answer) appending RawPackets
     (ts_ns, data, wirelen) to `out` instead of Records: no offsets (`base` is not used)."""
-    mult = header.ts_multiplier
-    end = len(buf)
-    read = 0
     if _NATIVE and not header.big_endian:
-        while read < max_records:
-            if pos + RECORD_HEADER_SIZE > end:
-                return pos, Stop.MORE
-            incl = buf[pos + 8] | buf[pos + 9] << 8 | buf[pos + 10] << 16 | buf[pos + 11] << 24
-            if incl > limit:
-                return pos, Stop.TOO_LONG
-            start = pos + RECORD_HEADER_SIZE
-            stop = start + incl
-            if stop > end:
-                return pos, Stop.MORE
-            sec = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16 | buf[pos + 3] << 24
-            frac = buf[pos + 4] | buf[pos + 5] << 8 | buf[pos + 6] << 16 | buf[pos + 7] << 24
-            wirelen = (buf[pos + 12] | buf[pos + 13] << 8 | buf[pos + 14] << 16
-                       | buf[pos + 15] << 24)
-            out.append((sec * NS + frac * mult, buf[start:stop], wirelen))
-            read += 1
-            pos = stop
-        return pos, Stop.FULL
+        return _decode_little(buf, pos, header.ts_multiplier, limit, max_records, out)
     unpack = header.record.unpack_from
     append = out.append
+    multiplier = header.ts_multiplier
+    end = len(buf)
+    read = 0
     while read < max_records:
         if pos + RECORD_HEADER_SIZE > end:
             return pos, Stop.MORE
@@ -74,7 +59,32 @@ def decode_packets(buf: bytes, pos: int, header: FileHeader, limit: int, max_rec
         stop = start + incl
         if stop > end:
             return pos, Stop.MORE
-        append((sec * NS + frac * mult, buf[start:stop], wirelen))
+        append((sec * NS + frac * multiplier, buf[start:stop], wirelen))
+        read += 1
+        pos = stop
+    return pos, Stop.FULL
+
+
+def _decode_little(buf: bytes, pos: int, multiplier: i64, limit: int, max_records: int,
+                   out: list[RawPacket]) -> tuple[int, Stop]:
+    """decode_packets of a little-endian file, compiled: byte loads, the time in i64 (a tagged
+    int's product is native only while both factors are below 2**31)."""
+    end = len(buf)
+    read = 0
+    while read < max_records:
+        if pos + RECORD_HEADER_SIZE > end:
+            return pos, Stop.MORE
+        incl = buf[pos + 8] | buf[pos + 9] << 8 | buf[pos + 10] << 16 | buf[pos + 11] << 24
+        if incl > limit:
+            return pos, Stop.TOO_LONG
+        start = pos + RECORD_HEADER_SIZE
+        stop = start + incl
+        if stop > end:
+            return pos, Stop.MORE
+        sec: i64 = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16 | buf[pos + 3] << 24
+        frac: i64 = buf[pos + 4] | buf[pos + 5] << 8 | buf[pos + 6] << 16 | buf[pos + 7] << 24
+        wirelen = buf[pos + 12] | buf[pos + 13] << 8 | buf[pos + 14] << 16 | buf[pos + 15] << 24
+        out.append((sec * NS + frac * multiplier, buf[start:stop], wirelen))
         read += 1
         pos = stop
     return pos, Stop.FULL
@@ -88,7 +98,8 @@ def pack_packets(packets: list[RawPacket], start: int, room: int, snaplen: int,
     pack = _STORE_RECORD.pack
     size = 0
     for index in range(start, len(packets)):
-        ts, data, wirelen = packets[index]
+        ts_ns, data, wirelen = packets[index]
+        ts: i64 = ts_ns
         incl = len(data)
         if incl > snaplen:
             data = data[:snaplen]

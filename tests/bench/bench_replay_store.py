@@ -10,7 +10,8 @@ Each run writes the store into a fresh temporary directory with the limit bench_
 the worker (4 GB: 64 MiB segments, nothing evicted); the printed digest is of the segment files
 (names and bytes, in order), so two trees (`--tree` imports `worker` from another checkout)
 that print the same digest wrote the same store. `--read-only` times FileSource.read_batch
-alone (the digest is then of the packets read). `--keep DIR` leaves the last run's store there.
+alone (the digest is then of the packets read). `--keep DIR` leaves the last run's store there;
+`--no-digest` leaves the digest out (under perf or py-spy).
 """
 
 from __future__ import annotations
@@ -35,11 +36,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--read-only", action="store_true", help="time FileSource.read_batch alone")
     parser.add_argument("--keep", type=Path, help="copy the last run's store to this directory")
+    parser.add_argument("--no-digest", action="store_true", help="no digest (under a profiler)")
     args = parser.parse_args()
     sys.path.insert(0, args.tree or str(Path(__file__).resolve().parents[2]))
 
+    from worker import capture
     from worker.sources import open_file_source
     from worker.store.segments import SegmentWriter
+    if hasattr(capture, "tune_gc_for_capture"):    # as the capture child (older trees: not)
+        capture.tune_gc_for_capture()
 
     def replay(directory: Path) -> tuple[int, float, hashlib._Hash]:
         started = time.process_time()
@@ -56,7 +61,7 @@ def main() -> None:
                 packets += len(batch)
                 if writer is not None:
                     writer.append(source.linktype, batch)
-                else:
+                elif not args.no_digest:
                     paused = time.process_time()
                     for ts_ns, data, wirelen in batch:
                         digest.update(b"%d %d " % (ts_ns, wirelen) + data)
@@ -78,7 +83,9 @@ def main() -> None:
         try:
             packets, used, digest = replay(directory)
             best = min(best, used)
-            if not args.read_only:
+            if args.no_digest:
+                digest = hashlib.sha256()
+            elif not args.read_only:
                 digest = hashlib.sha256()
                 for path in sorted((directory / "pcap").glob("*.pcap")):
                     digest.update(path.name.encode() + b"\n" + path.read_bytes())
