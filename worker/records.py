@@ -112,3 +112,79 @@ def pack_packets(packets: list[RawPacket], start: int, room: int, snaplen: int,
         parts.append(data)
         size += RECORD_HEADER_SIZE + incl
     return len(packets), size
+
+
+# pcapng's enhanced packet block: type, length, interface, ts high, ts low, caplen, wirelen.
+_EPB: Final = 6
+_EPB_FIXED: Final = 28          # the block's fields before the packet's bytes
+_U32: Final[Struct] = Struct("<I")
+_EPB_FIELDS: Final[Struct] = Struct("<IIIIIII")
+_I64_MAX: Final = (1 << 63) - 1
+_MAX_BLOCK: Final = 16 << 20      # as worker.sources.file: libpcap's limit on a block
+
+
+class EnhancedInterface:
+    """What decode_enhanced needs of a pcapng interface (worker.sources.file._Interface): whether
+    its packets are kept (its linktype is the file's), and its time as units * multiplier +
+    offset_ns; multiplier 0 when a division is needed (a binary resolution): such a packet is
+    left to the caller."""
+
+    def __init__(self, keep: bool, multiplier: int, offset_ns: int) -> None:
+        self.keep = keep
+        fits = 0 < multiplier <= _I64_MAX and abs(offset_ns) <= _I64_MAX // 2
+        self.multiplier: i64 = multiplier if fits else 0
+        self.offset_ns: i64 = offset_ns if fits else 0
+        # the largest time in units whose ns fit an i64 (-1: none, all left to the caller)
+        self.max_units: i64 = (_I64_MAX // 2 - abs(offset_ns)) // multiplier if fits else -1
+
+
+def decode_enhanced(buf: bytes, pos: int, interfaces: list[EnhancedInterface], max_packets: int,
+                    out: list[RawPacket], last_ts: int) -> tuple[int, int, int, int]:
+    """The run of whole, well-formed little-endian enhanced packet blocks at buf[pos:], at most
+    max_packets of them: their packets appended to `out` (those of a kept interface); returns
+    (the position after the run, blocks read, packets skipped, the last block's time). It stops
+    at anything else, a block that is not whole in buf, or one that is damaged, for the caller's
+    block-by-block parser to read (and to name the damage)."""
+    end = len(buf)
+    blocks = 0
+    skipped = 0
+    count = len(interfaces)
+    while blocks < max_packets and pos + _EPB_FIXED + 4 <= end:
+        if _NATIVE:
+            kind = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16 | buf[pos + 3] << 24
+            length = buf[pos + 4] | buf[pos + 5] << 8 | buf[pos + 6] << 16 | buf[pos + 7] << 24
+            interface_id = (buf[pos + 8] | buf[pos + 9] << 8 | buf[pos + 10] << 16
+                            | buf[pos + 11] << 24)
+            high: i64 = (buf[pos + 12] | buf[pos + 13] << 8 | buf[pos + 14] << 16
+                         | buf[pos + 15] << 24)
+            low: i64 = (buf[pos + 16] | buf[pos + 17] << 8 | buf[pos + 18] << 16
+                        | buf[pos + 19] << 24)
+            caplen = buf[pos + 20] | buf[pos + 21] << 8 | buf[pos + 22] << 16 | buf[pos + 23] << 24
+            wirelen = (buf[pos + 24] | buf[pos + 25] << 8 | buf[pos + 26] << 16
+                       | buf[pos + 27] << 24)
+        else:
+            kind, length, interface_id, high, low, caplen, wirelen = _EPB_FIELDS.unpack_from(buf, pos)
+        if kind != _EPB or length % 4 or length < _EPB_FIXED + 4 or length > _MAX_BLOCK \
+                or pos + length > end \
+                or _EPB_FIXED + caplen + 4 > length or interface_id >= count:
+            break
+        if _NATIVE:
+            at = pos + length - 4
+            trailer = buf[at] | buf[at + 1] << 8 | buf[at + 2] << 16 | buf[at + 3] << 24
+        else:
+            trailer = _U32.unpack_from(buf, pos + length - 4)[0]
+        if trailer != length:
+            break
+        interface = interfaces[interface_id]
+        units: i64 = high << 32 | low
+        if units > interface.max_units:
+            break
+        last_ts = units * interface.multiplier + interface.offset_ns
+        if interface.keep:
+            start = pos + _EPB_FIXED
+            out.append((last_ts, buf[start:start + caplen], wirelen))
+        else:
+            skipped += 1
+        blocks += 1
+        pos += length
+    return pos, blocks, skipped, last_ts

@@ -358,3 +358,47 @@ def test_any_bytes_parse_or_fail_cleanly(tmp_path, content):
         assert isinstance(ts, int) and isinstance(data, bytes) and isinstance(wirelen, int)
     assert "\n" not in stats.error
     source.close()
+
+
+def _replay(path: str, batch: int) -> tuple[list[tuple[int, bytes, int]], str, int]:
+    source = FileSource(path)
+    packets = read_all(source, batch)
+    return packets, source.stats().error, source.skipped
+
+
+@pytest.mark.parametrize("batch", [3, 4096])
+def test_pcapng_compiled_blocks_read_what_the_block_parser_reads_cut_anywhere(
+        tmp_path, monkeypatch, batch):
+    # Enhanced packet blocks go through worker.records.decode_enhanced (compiled) while they
+    # are whole and well formed; anything else through the block parser, which must then see
+    # the same place, count and time: the same file with decode_enhanced reading nothing
+    # (the block parser alone) gives the same packets, errors and counts at every cut.
+    spb = _block("<", 3, struct.pack("<I", len(frame(99))) + frame(99))
+    packets = [(i % 3, 1_700_000_000_000_000 + i * 997, frame(i, b"y" * (i % 17)))
+               for i in range(60)]
+    content = pcapng_bytes([(LINKTYPE_ETHERNET, None), (LINKTYPE_RAW, 9),
+                            (LINKTYPE_ETHERNET, 0x80 | 20)], packets[:30]) + spb + b"".join(
+        _block("<", 6, struct.pack("<IIIII", interface, units >> 32, units & 0xFFFFFFFF,
+                                   len(data), len(data) + 4) + data)
+        for interface, units, data in packets[30:])
+    cuts = [*range(200, len(content) - 400, 61), *range(len(content) - 400, len(content) + 1)]
+    fast = [_replay(write(tmp_path, content[:cut], f"{cut}.pcapng"), batch) for cut in cuts]
+    monkeypatch.setattr("worker.sources.file.decode_enhanced",
+                        lambda buf, pos, interfaces, most, out, last_ts: (pos, 0, 0, last_ts))
+    for cut, seen in zip(cuts, fast):
+        assert seen == _replay(str(tmp_path / f"{cut}.pcapng"), batch), cut
+    kept, error, skipped = fast[-1]      # the whole file: interface 1's packets are skipped
+    assert len(kept) == 41 and skipped == 20 and "skipped 20 packets" in error
+    assert kept[-1] == ((1_700_000_000_000_000 + 59 * 997) * NS // (1 << 20),
+                        frame(59, b"y" * 8), len(frame(59, b"y" * 8)) + 4)
+    assert any("truncated block" in error for _kept, error, _skipped in fast[:-1])
+
+
+def test_pcapng_spanning_many_read_chunks_through_the_compiled_blocks(tmp_path):
+    frames = [frame(i % 60000, bytes([i % 251]) * (i % 1400)) for i in range(3000)]
+    content = pcapng_bytes([(LINKTYPE_ETHERNET, 9)],
+                           [(0, 1_700_000_000_000_000_000 + i, data) for i, data in enumerate(frames)])
+    assert len(content) > 2 << 20      # more than two of the source's read chunks
+    packets = read_all(FileSource(write(tmp_path, content, "big.pcapng")), 1000)
+    assert [data for _ts, data, _w in packets] == frames
+    assert [ts for ts, _d, _w in packets] == [1_700_000_000_000_000_000 + i for i in range(3000)]

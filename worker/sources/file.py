@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from shark import pcap
 from worker.packet import RawPacket
-from worker.records import decode_packets
+from worker.records import EnhancedInterface, decode_enhanced, decode_packets
 from worker.sources.base import CaptureError, SourceStats
 from worker.sources.bpf import UserFilter, compile_bpf
 
@@ -95,6 +95,7 @@ class FileSource:
         self._skipped = 0        # pcapng packets of an interface with another linktype
         self._filter: UserFilter | None = None
         self._interfaces: list[_Interface] = []
+        self._enhanced: list[EnhancedInterface] | None = None   # decode_enhanced's, made anew
         self._last_ts = 0
         try:
             self._open()
@@ -203,6 +204,19 @@ class FileSource:
         while len(packets) < max_packets:
             if until_interface and self.linktype >= 0:
                 break
+            if self._order == "<" and not until_interface:   # the common blocks, compiled
+                if self._enhanced is None:
+                    self._enhanced = [
+                        EnhancedInterface(i.linktype == self.linktype,
+                                          i.multiplier if i.divisor == 1 else 0, i.offset_ns)
+                        for i in self._interfaces]
+                buffer.pos, blocks, skipped, self._last_ts = decode_enhanced(
+                    buffer.data, buffer.pos, self._enhanced, max_packets - len(packets),
+                    packets, self._last_ts)
+                self._packets += blocks
+                self._skipped += skipped
+                if len(packets) >= max_packets:
+                    break
             offset = buffer.offset
             if not buffer.ensure(12):
                 if buffer.at_end():
@@ -254,6 +268,7 @@ class FileSource:
                 self._add_interface(body, order)
             elif block_type == PCAPNG_SHB:
                 self._interfaces = []  # a new section starts its own interface numbering
+                self._enhanced = None
             # Other blocks (name resolution, statistics, custom, ...) carry no packets.
         return packets
 
@@ -272,6 +287,7 @@ class FileSource:
                 interface.offset_ns = struct.unpack_from(order + "q", value)[0] * 1_000_000_000
             position += 4 + (size + 3) // 4 * 4
         self._interfaces.append(interface)
+        self._enhanced = None
         if self.linktype < 0:
             self.linktype, self.snaplen = linktype, snaplen or pcap.MAX_SNAPLEN
 
