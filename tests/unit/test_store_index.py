@@ -354,9 +354,11 @@ def test_newest_first_needs_no_sort_and_new_rows_are_appended(index):
     finally:
         connection.set_trace_callback(None)
     inserts = [text.split(" INTO")[0] for text in statements if text.startswith("INSERT") and "entries (" in text]
-    # new rows go several to a statement (APPEND_ROWS), replaced ones one by one
-    assert inserts == ["INSERT"] + ["INSERT OR REPLACE"] * 2, inserts
-    assert [text.count("), (") for text in statements if text.startswith("INSERT INTO entries")] == [1]
+    # new rows go several to a statement (APPEND_ROWS), OR FAIL (no statement journal: a failed
+    # append rolls back its whole transaction), replaced ones one by one
+    assert inserts == ["INSERT OR FAIL"] + ["INSERT OR REPLACE"] * 2, inserts
+    assert [text.count("), (") for text in statements
+            if text.startswith("INSERT OR FAIL INTO entries")] == [1]
     assert [row.seq for row in index.newer_than(0)] == [1, 2, 3]
 
 
@@ -592,7 +594,7 @@ def test_rows_given_with_their_flat_chunks_are_stored_as_without(tmp_path):
             assert index.newer_than(0) == expected
             assert index.cursor() == (1, 1000) and index.count() == 1000
             whole = sum(text.count("), (") + 1 for text in statements
-                        if text.startswith("INSERT INTO entries") and
+                        if text.startswith("INSERT OR FAIL INTO entries") and
                         text.count("), (") == APPEND_ROWS - 1)
             # rows 200-255 and 640-699 (parts of chunks) go in runs of their own, whole chunks
             # apart: 5 of 128 rows where one piece would make 7 (and the foreign ones, 6)

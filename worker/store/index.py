@@ -22,8 +22,9 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from functools import reduce
 from itertools import accumulate, chain, compress
-from operator import itemgetter, lt
+from operator import iconcat, itemgetter, lt
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,16 @@ _SELECT = ("SELECT " + ", ".join([*_COLUMNS[:OPTIONAL_FROM],
                                   *(f"NULLIF({name}, {NO_VALUE})" for name in _COLUMNS[OPTIONAL_FROM:])])
            + " FROM entries")
 # Rows whose seqs are all new (the writer's usual batch) are appended: INSERT OR REPLACE looks
-# for a row to delete first, ~1 us per row with the time index.
-_APPEND = f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_INSERT = _APPEND.replace("INSERT", "INSERT OR REPLACE", 1)
+# for a row to delete first, ~1 us per row with the time index. OR FAIL: a statement of several
+# rows that may abort (ABORT, the default, undoes the statement's own rows) keeps a statement
+# journal, a copy of every page it changes that was there before it (the table's and the time
+# index's last leaves and their parents: ~5 pages of 16 KiB per 128 rows), written for nothing:
+# a failed append rolls its whole transaction back (_add_piece; sqlite does so itself on a
+# full disk when the statement has no journal), so FAIL, which keeps the statement's earlier
+# rows, ends the same (docs/BENCHMARKS.md, "The index write's CPU per row").
+_APPEND = (f"INSERT OR FAIL INTO entries ({', '.join(_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(_COLUMNS))})")
+_INSERT = _APPEND.replace("INSERT OR FAIL", "INSERT OR REPLACE", 1)
 # Appended rows go APPEND_ROWS to a statement (`VALUES (...), (...), ...`, the values of the rows
 # in one flat tuple), the rest in statements of 64, 32, ... 1 rows: each statement's execution
 # costs sqlite a statement transaction and Python a reset and a step beside the binding, ~0.5 us
@@ -106,8 +114,16 @@ def flat_chunks(values: Sequence[IndexValues]) -> list[tuple[Any, ...]]:
     the last whole chunk are left out). The sharded merge makes them for the index write thread
     (add_values' `chunks`): ~0.2 us per row that the writer, the longer path, then does not
     spend."""
-    return [tuple(chain.from_iterable(values[at:at + APPEND_ROWS]))
+    return [_flat(values[at:at + APPEND_ROWS])
             for at in range(0, len(values) - APPEND_ROWS + 1, APPEND_ROWS)]
+
+
+def _flat(rows: Sequence[IndexValues]) -> tuple[Any, ...]:
+    """The rows' values in one tuple: each row's tuple added to a list whole (list += tuple,
+    called by reduce in C), then the list made a tuple at once: ~0.14 us per row where
+    tuple(chain.from_iterable(rows)) took ~0.26 (an iterator step per value, the tuple grown
+    as it goes)."""
+    return tuple(reduce(iconcat, rows, []))
 _ENTRIES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
@@ -837,8 +853,7 @@ class EntryIndex:
                     for row in range(at, end, rows)])
             else:
                 connection.executemany(_append_sql(rows), [
-                    tuple(chain.from_iterable(values[row:row + rows]))
-                    for row in range(at, end, rows)])
+                    _flat(values[row:row + rows]) for row in range(at, end, rows)])
             at = end
 
     def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> dict[int, list[str]]:
