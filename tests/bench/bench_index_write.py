@@ -78,6 +78,10 @@ def replay(recording: Path, tree: Path, index_dir: Path, budget: bool, chunks: b
     from worker.store import index as index_module
 
     store, calls = pickle.loads(recording.read_bytes())
+    # the collector as the dissection thread sets it (the recording's rows frozen, as the
+    # worker's start-up objects are: a young collection would walk them all)
+    from worker.dissection import tune_gc_for_dissection
+    tune_gc_for_dissection()
     flat = getattr(index_module, "flat_chunks", None) if chunks else None
     made = [flat(values) if flat is not None else None for values, _c, _s in calls]
     index_dir.mkdir(parents=True, exist_ok=True)
