@@ -13,7 +13,7 @@ into a fresh index in --index-dir (on disk by default, as the worker's) through 
 of the tree (--tree: another checkout's worker), with a storage budget as the worker's for
 bench_protocols' 4 GB limit (every request for room granted at once; --no-budget: none), and
 prints the writer's CPU per row (`thread_time` of the calls), the process's (the checkpoint
-thread's included), the transactions made and a digest of every stored row: two trees must
+thread's included), the transactions and checkpoints made and a digest of every stored row: two trees must
 print the same digest. `--chunks` hands the writer the rows' flat_chunks as the sharded merge
 does (made outside the timed call).
 """
@@ -108,10 +108,12 @@ def replay(recording: Path, tree: Path, index_dir: Path, budget: bool, chunks: b
             digest.update(msgspec.msgpack.encode(row))
         digest.update(repr(index.cursor()).encode())
         transactions = index.transactions
+        checkpoints = f"{index.background_checkpoints}/{index.writer_checkpoints}"
         index.close()
     count = len(rows)
     return {"rows": count, "writer_us": round(thread / count * 1e6, 3),
             "process_us": round(process / count * 1e6, 3), "transactions": transactions,
+            "checkpoints_thread/writer": checkpoints,
             "digest": digest.hexdigest()[:16]}
 
 

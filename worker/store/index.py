@@ -803,9 +803,10 @@ class EntryIndex:
         if most is None:
             limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             most = self._local.append_rows = max(1, min(APPEND_ROWS, limit // width))
-            # A statement of several rows keeps a statement journal (the pages it changes, to
-            # undo it alone): in memory, not in a temporary file from 64 KiB on (an open, writes
-            # and an unlink per statement). Only this connection's: readers' sorts stay as they are.
+            # A statement that keeps a statement journal (the pages it changes, to undo it alone)
+            # keeps it in memory, not in a temporary file from 64 KiB on (an open, writes and an
+            # unlink per statement). Appends keep none since they are OR FAIL (_APPEND). Only
+            # this connection's: readers' sorts stay as they are.
             connection.execute("PRAGMA temp_store=MEMORY")
         if chunks is None or most != APPEND_ROWS:
             self._append_runs(connection, values, 0, len(values), most, None)
