@@ -601,3 +601,47 @@ def test_rows_given_with_their_flat_chunks_are_stored_as_without(tmp_path):
             assert whole == {"whole": 7, "cut": 5, "foreign": 6}[name] * APPEND_ROWS, (name, whole)
         finally:
             index.close()
+
+
+def test_appended_rows_bind_the_values_their_statement_shares_once(tmp_path):
+    """An append statement binds a column's value once when all its rows have it (protocol,
+    the connection's columns): the rows are stored as they were given, and a statement whose
+    rows differ in a column binds that column per row."""
+    from worker.store.index import APPEND_ROWS, NO_VALUE, _statement
+
+    def value(seq: int, port: int, protocol: str = "redis") -> tuple:
+        return msgspec.structs.astuple(make_row(seq, protocol=protocol, client_port=port,
+                                                server_seq=NO_VALUE if seq % 2 else 7))
+
+    # the first statement's rows share the client port, the second's do not, the third's
+    # protocol changes on its last row; then runs of 64, 32, ... rows
+    values = ([value(seq, 5000) for seq in range(1, APPEND_ROWS + 1)]
+              + [value(seq, 5000 + seq % 3) for seq in range(APPEND_ROWS + 1, 2 * APPEND_ROWS + 1)]
+              + [value(seq, 5000, "redis" if seq < 3 * APPEND_ROWS else "http")
+                 for seq in range(2 * APPEND_ROWS + 1, 3 * APPEND_ROWS + 1)]
+              + [value(seq, 6000) for seq in range(3 * APPEND_ROWS + 1, 3 * APPEND_ROWS + 100)])
+    index = EntryIndex(tmp_path / "index.sqlite")
+    try:
+        connection = index._connection()
+        statements: list[str] = []
+        connection.set_trace_callback(statements.append)
+        index.add_values(values, (1, 1))
+        connection.set_trace_callback(None)
+        stored = index.newer_than(0)
+        assert [msgspec.structs.astuple(row) for row in stored] == [
+            tuple(None if (column >= 14 and item == NO_VALUE) else item
+                  for column, item in enumerate(row)) for row in values]
+        assert [row.protocol for row in stored].count("http") == 1
+        assert {type(row.client_port) for row in stored} == {int}
+        appends = [text for text in statements if text.startswith("INSERT OR FAIL INTO entries")]
+        assert [text.count("), (") + 1 for text in appends] == [128, 128, 128, 64, 32, 2, 1]
+    finally:
+        index.close()
+    # the parameters bound: the 6 shared columns once, the other 11 per row; the second
+    # statement's ports and the third's protocol per row
+    chunks = [values[at:at + APPEND_ROWS] for at in range(0, 3 * APPEND_ROWS, APPEND_ROWS)]
+    assert [len(_statement(chunk)[1]) for chunk in chunks] == [
+        6 + 11 * APPEND_ROWS, 5 + 12 * APPEND_ROWS, 5 + 12 * APPEND_ROWS]
+    sql, params = _statement(chunks[0])
+    assert sql.count("?1,") == APPEND_ROWS and params[:6] == ("redis", "tcp", "10.0.0.1", 5000,
+                                                              "10.0.0.2", 80)
