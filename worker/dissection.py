@@ -82,6 +82,13 @@ OrderKey = tuple[int, int, int, int, int, int, int, int]
 _PACKED_KEY = struct.Struct(">QQBQBQQQ")
 _PACKED_WATERMARK = struct.Struct(">QQBQ")
 _PACK_KEY: Final = _PACKED_KEY.pack
+# The same bytes in three parts (">" has no padding): the current packet's and phase's five
+# fields, kept while they stand (a segment of MQTT or Redis makes several entries), the flow's
+# first packet, kept per flow (FlowEntries.packed_ref), and the running count: one int boxed
+# and packed per entry instead of eight.
+_PACK_HEAD: Final = struct.Struct(">QQBQB").pack
+_PACK_REF: Final = struct.Struct(">QQ").pack
+_PACK_PARTS: Final = struct.Struct(">26s16sQ").pack
 # A row as a dissection shard sends it to the merge (worker.shard -> worker.sharded): IndexRow's
 # fields in order, but in the seq's place its packed OrderKey, in entry_json's the JSON after
 # the empty id (`,"node":...}`), and NO_VALUE for None in the optional
@@ -170,7 +177,7 @@ class FlowEntries:
 
     __slots__ = ("dissection", "flow", "tls", "first_ref", "selector", "entry_flow",
                  "client_ip", "server_ip", "named", "names_seen", "endpoints", "info",
-                 "info_json", "claimed", "swapped", "session_flow", "key")
+                 "info_json", "claimed", "swapped", "session_flow", "key", "packed_ref")
 
     def __init__(self, dissection: Dissection, flow: FlowInfo, tls: bool,
                  first_ref: PacketRef) -> None:
@@ -201,6 +208,7 @@ class FlowEntries:
         self.session_flow = flow
         # The assembler's key of the flow (flows.flow_key), made once for its seqs_of.
         self.key = b""
+        self.packed_ref = b""         # first_ref as its OrderKeys pack it, made at the first
 
     def __call__(self, exchange: Exchange) -> None:
         self.dissection._emit(self, exchange)
@@ -435,6 +443,10 @@ class Dissection:
         self._phase = PACKET
         self._phase_t = 0
         self._made = 0                  # entries made: the last field of their OrderKey
+        # The packed OrderKey's first five fields (_PACK_HEAD), and what they were made of.
+        self._head = b""
+        self._head_ref: PacketRef | None = None
+        self._head_phase = self._head_phase_t = self._head_tls = -1
         self._last_expire_ns = 0
         self.last_ts = 0
         self.packets = 0
@@ -560,12 +572,21 @@ class Dissection:
                     exchange.notes.append(reset_note(facts, exchange, swapped))
                 facts.carried = True
             info = facts.info(swapped)
-        # The OrderKey (_key, inline: once per entry).
+        # The OrderKey (_key, inline: once per entry), packed from its kept parts.
         self._made += 1
         tls = 1 if entries.tls else 0
+        phase, phase_t = self._phase, self._phase_t
+        if ref is not self._head_ref or phase != self._head_phase or \
+                phase_t != self._head_phase_t or tls != self._head_tls:
+            self._head_ref, self._head_phase, self._head_phase_t, self._head_tls = \
+                ref, phase, phase_t, tls
+            self._head = _PACK_HEAD(now0, now1, phase, phase_t, tls)
+        packed_ref = entries.packed_ref
+        if not packed_ref:
+            packed_ref = entries.packed_ref = _PACK_REF(flow0, flow1)
         self._wire.append(self._wire_row(
             entries, entries.session_flow, exchange, client_seq, server_seq, info,
-            _PACK_KEY(now0, now1, self._phase, self._phase_t, tls, flow0, flow1, self._made)))
+            _PACK_PARTS(self._head, packed_ref, self._made)))
 
     def _closed(self, selector: SelectingSession) -> None:
         """A selector's on_closed (FirstDatagram.on_close counts its own claims)."""

@@ -400,7 +400,7 @@ class _Reader(StreamReader):
     """Cuts one direction into packets; a PUBLISH too large to buffer is read from its head
     and its payload passed over by length (kept up to body_limit), a gap in it ends it."""
 
-    __slots__ = ("s", "state", "skip_left", "skipping", "aliases")
+    __slots__ = ("s", "state", "skip_left", "skipping", "aliases", "topic_raw", "topic")
 
     def __init__(self, session: MqttSession, direction: Direction) -> None:
         super().__init__(direction)
@@ -411,6 +411,9 @@ class _Reader(StreamReader):
         self.skip_left = 0
         self.skipping: _Packet | None = None
         self.aliases: dict[int, str] = {}   # v5 topic aliases of this sender
+        # The fast path's last PUBLISH topic: its bytes and its text (_whole_bytes).
+        self.topic_raw = b""
+        self.topic = ""
 
     def take(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         self.last_ts, self.last_ref = ts, ref
@@ -443,6 +446,14 @@ class _Reader(StreamReader):
 
     def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         n = len(work)
+        if not isinstance(work, bytes):
+            # Bytes held from an earlier chunk: indexing a bytearray is a generic call per byte
+            # (mypyc boxes the index and the byte), a typed bytes' is native; so the packets
+            # are read from a copy, made only when the first one lies whole in it (not for each
+            # chunk of a long one). Else no packet ends here and the fast path takes none.
+            header = fixed_header(work, 0)
+            if isinstance(header, tuple) and header[1] + header[2] <= n:
+                work = bytes(work)
         # Whole PUBLISH and acknowledgement packets of the common shapes go by the fast path;
         # the loop below takes the first it leaves (cut by the chunk's end, or unusual), then
         # hands the rest back to it.
@@ -482,6 +493,12 @@ class _Reader(StreamReader):
         PUBACK/PUBREC/PUBREL/PUBCOMP, made exactly as _parse and MqttSession.decode make them
         and handed to the session. Returns where the first packet it does not take begins
         (cut by the end of work, another type, anything the general path must judge)."""
+        if isinstance(work, bytes):
+            return self._whole_bytes(work, pos, n, base, ts, ref)
+        return pos        # a bytearray only when its first packet is not whole (parse)
+
+    def _whole_bytes(self, work: bytes, pos: int, n: int, base: int, ts: int,
+                     ref: PacketRef) -> int:
         session = self.s
         version = session.version
         if version == 0:
@@ -527,9 +544,16 @@ class _Reader(StreamReader):
                 at += 2 + tlen
                 if at > end:
                     return pos
-                topic = work[pos + hlen + 2:at].decode("utf-8", "replace")
-                if len(topic) > STRING_LIMIT:
-                    topic = topic[:STRING_LIMIT] + "..."
+                # A sender publishes to the same topic again and again: its last topic's
+                # bytes and text kept (one bytes comparison instead of a decode).
+                raw = work[pos + hlen + 2:at]
+                if raw == self.topic_raw:
+                    topic = self.topic
+                else:
+                    topic = raw.decode("utf-8", "replace")
+                    if len(topic) > STRING_LIMIT:
+                        topic = topic[:STRING_LIMIT] + "..."
+                    self.topic_raw, self.topic = raw, topic
                 packet_id = None
                 if qos:
                     if at + 2 > end:
