@@ -405,9 +405,14 @@ class Dissection:
     def __init__(self, node: str, first_seq: int = 1,
                  dissectors: list[Dissector] | None = None, identities: NameTable | None = None,
                  redactor: Redactor | None = None, memory: MemoryBudget | None = None,
-                 position: PacketRef = (0, 0)) -> None:
+                 position: PacketRef = (0, 0), numbered: bool = False) -> None:
         self._node = node
         self._id_prefix = id_prefix_for(node)
+        # numbered (the in-thread pipeline): each row is made numbered, as take_values gives
+        # it (its entry encoded with its id, no OrderKey), instead of a WireRow numbered at the
+        # take (numbered_values: a second tuple and a second copy of the JSON per row).
+        self._numbered = numbered
+        self._values: list[IndexValues] = []
         # Each exchange becomes its row (a WireRow, unnumbered) as it is emitted, while its
         # objects are still in the CPU's caches (made a batch later, ~12,000 exchanges of a
         # 2048-packet batch of mqtt.pcap were read back from memory, and the garbage collector
@@ -445,7 +450,7 @@ class Dissection:
         self._made = 0                  # entries made: the last field of their OrderKey
         # The packed OrderKey's first five fields (_PACK_HEAD), and what they were made of.
         self._head = b""
-        self._head_ref: PacketRef | None = None
+        self._head_segment = self._head_offset = -1
         self._head_phase = self._head_phase_t = self._head_tls = -1
         self._last_expire_ns = 0
         self.last_ts = 0
@@ -572,14 +577,20 @@ class Dissection:
                     exchange.notes.append(reset_note(facts, exchange, swapped))
                 facts.carried = True
             info = facts.info(swapped)
-        # The OrderKey (_key, inline: once per entry), packed from its kept parts.
         self._made += 1
+        if self._numbered:
+            self._values.append(self._numbered_row(entries, entries.session_flow, exchange,
+                                                   client_seq, server_seq, info))
+            return
+        # The OrderKey (_key, inline: once per entry), packed from its kept parts.
         tls = 1 if entries.tls else 0
         phase, phase_t = self._phase, self._phase_t
-        if ref is not self._head_ref or phase != self._head_phase or \
-                phase_t != self._head_phase_t or tls != self._head_tls:
-            self._head_ref, self._head_phase, self._head_phase_t, self._head_tls = \
-                ref, phase, phase_t, tls
+        # (By value: compiled, a PacketRef is an unboxed pair, boxed anew for an `is`.)
+        if now1 != self._head_offset or now0 != self._head_segment or \
+                phase != self._head_phase or phase_t != self._head_phase_t or \
+                tls != self._head_tls:
+            self._head_segment, self._head_offset = now0, now1
+            self._head_phase, self._head_phase_t, self._head_tls = phase, phase_t, tls
             self._head = _PACK_HEAD(now0, now1, phase, phase_t, tls)
         packed_ref = entries.packed_ref
         if not packed_ref:
@@ -607,7 +618,12 @@ class Dissection:
         first_ref = facts.first_ref or self._current_ref
         exchange = failure_exchange(flow, facts, ts_ns, first_ref)
         info = facts.info() if flow.transport == "tcp" else _UDP_INFO[facts.failure]
-        entries, key = FlowEntries(self, flow, False, first_ref), self._key(False, first_ref)
+        entries = FlowEntries(self, flow, False, first_ref)
+        if self._numbered:
+            self._made += 1
+            self._values.append(self._numbered_row(entries, flow, exchange, None, None, info))
+            return
+        key = self._key(False, first_ref)
         self._wire.append(self._wire_row(entries, flow, exchange, None, None, info,
                                          packed_key(key)))
 
@@ -739,20 +755,28 @@ class Dissection:
         self._phase, self._phase_t = PACKET, 0
 
     def has_pending(self) -> bool:
-        return bool(self._wire)
+        return bool(self._wire) or bool(self._values)
 
     def discard_pending(self) -> None:
         self._wire.clear()
+        # Numbered rows dropped give their seqs back: the next row gets the first of them.
+        self._next_seq -= len(self._values)
+        self._values.clear()
 
     def take_wire_rows(self) -> list[WireRow]:
         """The rows of the exchanges finished since the last take, unnumbered, as a shard sends
         them to the merge (WireRow: its packed OrderKey in the seq's place)."""
+        if self._numbered:
+            raise ValueError("a numbered dissection's rows are taken with take_values")
         rows, self._wire = self._wire, []
         return rows
 
     def take_values(self) -> list[IndexValues]:
         """The same as the index's values, numbered on from the last take (the seq given at
         the start: first_seq): the in-thread pipeline's rows, in the order they were made."""
+        if self._numbered:
+            values, self._values = self._values, []
+            return values
         values = numbered_values(self.take_wire_rows(), self._next_seq, self._id_prefix)
         self._next_seq += len(values)
         return values
@@ -781,10 +805,33 @@ class Dissection:
                 no_value if client_seq is None else client_seq,
                 no_value if server_seq is None else server_seq)
 
+    def _numbered_row(self, entries: FlowEntries, flow: FlowInfo, exchange: Exchange,
+                      client_seq: int | None, server_seq: int | None,
+                      info: TcpInfo | UdpInfo | None) -> IndexValues:
+        """One exchange's row as numbered_values makes it of its WireRow: the next seq, the
+        entry's JSON with its id (a bytearray, as numbered_values joins it: sqlite binds it
+        directly)."""
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        buffer = self._json
+        _ENCODE_INTO(self._make_entry(entries, flow, exchange, info, f"{self._node}:{seq}"),
+                     buffer)
+        first, last = exchange.first_ref, exchange.last_ref
+        server_offset = exchange.server_offset
+        no_value = _NO_VALUE
+        return (seq, exchange.start_ns / 1e9, exchange.protocol, bytearray(buffer),
+                first[0], first[1], last[0], last[1],
+                flow.transport, entries.client_ip, flow.client_port,
+                entries.server_ip, flow.server_port, exchange.client_offset,
+                no_value if server_offset is None else server_offset,
+                no_value if client_seq is None else client_seq,
+                no_value if server_seq is None else server_seq)
+
     def _make_entry(self, entries: FlowEntries, flow: FlowInfo, exchange: Exchange,
-                    info: TcpInfo | UdpInfo | None) -> IndexedEntry:
-        """An exchange's entry (redacted), unnumbered (its id is given with its seq:
-        numbered_values)."""
+                    info: TcpInfo | UdpInfo | None,
+                    entry_id: str = UNNUMBERED_ID) -> IndexedEntry:
+        """An exchange's entry (redacted), unnumbered unless given its id (a WireRow's is
+        given with its seq: numbered_values)."""
         node = self._node
         if exchange.notes:
             count_cuts(self.cut, exchange.notes)
@@ -806,7 +853,7 @@ class Dissection:
         # keywords and more several times slower than positions.
         protocol = exchange.protocol
         entry = _ENTRY(
-            UNNUMBERED_ID, node, protocol,
+            entry_id, node, protocol,
             start_ns / 1e9, src, dst, exchange.summary, elapsed,
             exchange.status, exchange.request, exchange.response,
             _SIZE(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,

@@ -200,7 +200,7 @@ class Pipeline:
         self._every_record = ShardFilter(0, 1)
         self.names = NameTable()   # the hub's names, stamped into entries as they are indexed
         self._dissection = Dissection(node, index.max_seq() + 1, identities=self.names,
-                                      redactor=redactor, memory=memory)
+                                      redactor=redactor, memory=memory, numbered=True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shark-dissect", daemon=True)
         self._closed_at_end = False

@@ -94,7 +94,11 @@ def main() -> None:
 
     def once() -> tuple[int, str]:
         redactor = Redactor("bench-key") if args.redact else None
-        dissection, digest, rows = Dissection("bench", redactor=redactor), hashlib.sha256(), 0
+        try:    # numbered as the in-thread pipeline makes them (a tree with that option)
+            dissection = Dissection("bench", redactor=redactor, numbered=True)
+        except TypeError:
+            dissection = Dissection("bench", redactor=redactor)
+        digest, rows = hashlib.sha256(), 0
         # The rows as each tree's in-thread pipeline takes them for the index: its values, or
         # (older trees) IndexRows turned into tuples.
         take = getattr(dissection, "take_values", None) or (

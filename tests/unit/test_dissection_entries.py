@@ -110,3 +110,50 @@ def test_the_entries_of_one_flow_carry_the_names_as_they_are_when_each_is_made()
     assert all(e["dst"] == {**e["dst"], "ip": "10.0.0.2", "port": 8080} for e in entries)
     # the redactor still saw each entry: the query's token is hashed
     assert all("s3cret" not in json.dumps(e) for e in entries)
+
+
+def _golden_batches() -> list[list]:
+    """Every golden capture's packets, one after the other, in batches of 50 (stored refs)."""
+    from support.golden import GOLDEN
+    from worker.sources import open_file_source
+    packets, number = [], 0
+    for path in sorted(GOLDEN.rglob("*.pcap")):
+        source = open_file_source(path)
+        while not source.finished:
+            for ts_ns, data, wirelen in source.read_batch(4096):
+                packets.append(((0, number), source.linktype, ts_ns, data, wirelen))
+                number += 1
+        source.close()
+    return [packets[at:at + 50] for at in range(0, len(packets), 50)]
+
+
+def test_numbered_rows_are_the_wire_rows_numbered():
+    """The in-thread pipeline's rows, made numbered as exchanges are emitted (numbered=True),
+    are the values take_values makes of the WireRows (numbered_values): the same seqs, the
+    same entry JSON with its id (a bytearray, as sqlite binds it), the same columns; rows
+    discarded (a failed batch) give their seqs back alike."""
+    names = NameTable()
+    made = {numbered: Dissection("node-1", 7, identities=names, redactor=Redactor("k"),
+                                 numbered=numbered) for numbered in (False, True)}
+    taken: dict[bool, list] = {False: [], True: []}
+    discarded = 0
+    for number, batch in enumerate([*_golden_batches(), None]):
+        for numbered, dissection in made.items():
+            if batch is None:
+                dissection.close_all()
+            else:
+                dissection.feed(batch)
+            if number % 5 == 3 and dissection.has_pending():
+                dissection.discard_pending()
+                discarded += numbered
+            else:
+                taken[numbered] += dissection.take_values()
+    assert discarded >= 3
+    assert len(taken[True]) > 100
+    assert taken[True] == taken[False]
+    assert [value[0] for value in taken[True]] == list(range(7, 7 + len(taken[True])))
+    assert all(type(value[3]) is bytearray for value in taken[True])
+    assert {json.loads(value[3])["protocol"] for value in taken[True]} >= {
+        "http", "dns", "redis", "postgres", "mysql", "mqtt", "amqp"}
+    with pytest.raises(ValueError):
+        made[True].take_wire_rows()
