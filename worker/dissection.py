@@ -819,7 +819,9 @@ class Dissection:
         first, last = exchange.first_ref, exchange.last_ref
         server_offset = exchange.server_offset
         no_value = _NO_VALUE
-        return (seq, exchange.start_ns / 1e9, exchange.protocol, bytearray(buffer),
+        # (copy(): a method call; bytearray(buffer) goes through the buffer protocol, twice as
+        # slow for an entry's 0.5-1 KB)
+        return (seq, exchange.start_ns / 1e9, exchange.protocol, buffer.copy(),
                 first[0], first[1], last[0], last[1],
                 flow.transport, entries.client_ip, flow.client_port,
                 entries.server_ip, flow.server_port, exchange.client_offset,

@@ -702,6 +702,9 @@ class MqttSession(TwoWaySession[_Reader]):
         self.pending: dict[int, _Flow] = {}
         self.malformed_count = 0
         self.losses = 0
+        # The fast path's last summary per QoS 0 and 1, and its topic (publish_summary).
+        self.summary_topics = ["", ""]
+        self.summaries = [_publish_summary("", 0), _publish_summary("", 1)]
 
     @property
     def level(self) -> int:
@@ -984,7 +987,7 @@ class MqttSession(TwoWaySession[_Reader]):
             client_offset, server_offset = self.readers[C2S].expected, start
         if body is not None and fields["payload_size"] > self.body_limit:
             notes.append(f"payload truncated at {self.body_limit} bytes")
-        self.emit(Exchange("mqtt", ts, None, _publish_summary(topic, 0), fields, None, None,
+        self.emit(Exchange("mqtt", ts, None, self.publish_summary(topic, 0), fields, None, None,
                            size, 0, True, ref, last_ref, client_offset, server_offset, body,
                            None, notes))
 
@@ -1018,12 +1021,21 @@ class MqttSession(TwoWaySession[_Reader]):
         if "incomplete" in notes:
             complete = False
             notes = [n for n in notes if n != "incomplete"]
-        self.emit(Exchange("mqtt", request.ts, end_ts, _publish_summary(str(topic), int(qos)),
+        self.emit(Exchange("mqtt", request.ts, end_ts, self.publish_summary(str(topic), 1),
                            fields, {"packet_type": "PUBACK", "packet_id": packet_id,
                                     "reason_code": 0, "error": None},
                            0, request.size, 4, complete, request.ref, end_ref, client_offset,
                            server_offset, body, None, notes))
         return True
+
+    def publish_summary(self, topic: str, qos: int) -> str:
+        """_publish_summary of a QoS 0 or 1 PUBLISH, the last one's per QoS kept: a connection
+        publishes to the same topics again and again (QoS 0 and 1 alternate in many)."""
+        if topic == self.summary_topics[qos]:
+            return self.summaries[qos]
+        summary = self.summaries[qos] = _publish_summary(topic, qos)
+        self.summary_topics[qos] = topic
+        return summary
 
     def _body(self, packet: _Packet, notes: list[str]) -> bytes | None:
         """The packet's payload as its exchange's body (None when bodies are not kept), with a
