@@ -15,12 +15,18 @@ MS = 1_000_000
 
 
 def dissect(frames: list[tuple[int, bytes]], close: bool = True) -> list[dict]:
-    dissection = Dissection("n")
-    dissection.feed([((0, i), LINKTYPE_ETHERNET, ts, frame, len(frame))
-                     for i, (ts, frame) in enumerate(frames)])
-    if close:
-        dissection.close_all()
-    return [json.loads(row.entry_json) for row in dissection.take_rows()]
+    """The entries, made both ways rows are taken (numbered at the take, and numbered as made,
+    as the in-thread pipeline does): failed connections' entries too must be the same."""
+    taken = []
+    for numbered in (False, True):
+        dissection = Dissection("n", numbered=numbered)
+        dissection.feed([((0, i), LINKTYPE_ETHERNET, ts, frame, len(frame))
+                         for i, (ts, frame) in enumerate(frames)])
+        if close:
+            dissection.close_all()
+        taken.append(dissection.take_rows())
+    assert taken[0] == taken[1]
+    return [json.loads(row.entry_json) for row in taken[0]]
 
 
 def test_facts_of_a_connection_are_on_its_entries():
