@@ -41,28 +41,14 @@ assert NS == pcap.NS and RECORD_HEADER_SIZE == pcap.RECORD_HEADER_SIZE
 def decode_packets(buf: bytes, pos: int, header: FileHeader, limit: int, max_records: int,
                    out: list[RawPacket], base: int = 0) -> tuple[int, Stop]:
     """shark.pcap.decode_records (the same arguments, the same answer) appending RawPackets
-    (ts_ns, data, wirelen) to `out` instead of Records: no offsets (`base` is not used)."""
+    (ts_ns, data, wirelen) to `out` instead of Records: no offsets (`base` moves only those)."""
     if _NATIVE and not header.big_endian:
         return _decode_little(buf, pos, header.ts_multiplier, limit, max_records, out)
-    unpack = header.record.unpack_from
-    append = out.append
-    multiplier = header.ts_multiplier
-    end = len(buf)
-    read = 0
-    while read < max_records:
-        if pos + RECORD_HEADER_SIZE > end:
-            return pos, Stop.MORE
-        sec, frac, incl, wirelen = unpack(buf, pos)
-        if incl > limit:
-            return pos, Stop.TOO_LONG
-        start = pos + RECORD_HEADER_SIZE
-        stop = start + incl
-        if stop > end:
-            return pos, Stop.MORE
-        append((sec * NS + frac * multiplier, buf[start:stop], wirelen))
-        read += 1
-        pos = stop
-    return pos, Stop.FULL
+    # Interpreted (or a big-endian file): the plain loop's Records, less their offsets.
+    records: list[pcap.Record] = []
+    pos, stop = pcap.decode_records(buf, pos, header, limit, max_records, records, base)
+    out.extend([(ts_ns, data, wirelen) for _, ts_ns, data, wirelen in records])
+    return pos, stop
 
 
 def _decode_little(buf: bytes, pos: int, multiplier: i64, limit: int, max_records: int,
