@@ -247,6 +247,10 @@ def _rdata(buf: bytes, rtype: int, start: int, end: int, memo: dict[int, str]) -
     return f"\\# {length} {shown}{'...' if length > RDATA_HEX_LIMIT else ''}"
 
 
+# A Message's record sections until it has records of that kind (see Message.__init__).
+_NO_RECORDS: Final[list[dict[str, Any]]] = []
+
+
 class Message:
     """One parsed DNS message. `error` is set when only a part could be read."""
 
@@ -265,9 +269,13 @@ class Message:
     def __init__(self) -> None:
         self.qname = ""
         self.qtype = self.qclass = 0
-        self.answers: list[dict[str, Any]] = []
-        self.authorities: list[dict[str, Any]] = []
-        self.additionals: list[dict[str, Any]] = []
+        # The shared empty list until parse() reads a record of that section (a query has
+        # none: three lists per message were made and freed for nothing). Never appended to:
+        # parse gives a section a list of its own before reading its records, and a response
+        # dict gets a new list for an empty section (_response).
+        self.answers: list[dict[str, Any]] = _NO_RECORDS
+        self.authorities: list[dict[str, Any]] = _NO_RECORDS
+        self.additionals: list[dict[str, Any]] = _NO_RECORDS
         self.edns: int | None = None
         self.rcode = 0
         self.error = ""
@@ -317,6 +325,14 @@ def parse(buf: bytes, records: bool = True, keep_all: bool = False,
         return msg
     if memo is None:
         memo = {}
+    # Lists of their own for the sections that have records (distinct: told apart by identity
+    # below); the others keep _NO_RECORDS and are skipped.
+    if ancount:
+        msg.answers = []
+    if nscount:
+        msg.authorities = []
+    if arcount:
+        msg.additionals = []
     try:
         for section, count in ((msg.answers, ancount), (msg.authorities, nscount),
                                (msg.additionals, arcount)):
@@ -486,6 +502,20 @@ def detect(client: bytes, server: bytes, parsed: list[tuple[bytes, Message]] | N
 
 
 # -- the session -------------------------------------------------------------------------
+
+# An entry's request and response keys in their order, with the values of a message without a
+# question, and of a response without an error: _request and _response copy them and set the
+# rest. A copy of a dict clones its table whole (CPython's dict.copy), where a dict display
+# inserts key by key and grows the table on the way (~2k instructions a dict, compiled).
+_REQUEST: Final[dict[str, Any]] = {
+    "id": 0, "opcode": "", "qname": "", "qtype": "", "qclass": "", "rd": False, "flags": 0,
+    "questions": 0, "edns": None,
+}
+_RESPONSE: Final[dict[str, Any]] = {
+    "id": 0, "rcode": "", "aa": False, "ra": False, "truncated": False, "answers": None,
+    "answer_count": 0, "authority_count": 0, "additional_count": 0, "error": None,
+}
+
 
 class _Query:
     __slots__ = ("msg", "ts", "ref", "offset", "size", "notes", "done")
@@ -737,36 +767,40 @@ class DnsSession:
         flags = msg.flags
         opcode = (flags >> 11) & 0x0F
         asked = msg.qdcount
-        return {
-            "id": msg.id,
-            "opcode": OPCODES.get(opcode) or str(opcode),
-            "qname": msg.qname,
-            "qtype": (TYPES.get(msg.qtype) or f"TYPE{msg.qtype}") if asked else "",
-            "qclass": (CLASSES.get(msg.qclass) or f"CLASS{msg.qclass}") if asked else "",
-            "rd": bool(flags & 0x0100),
-            "flags": flags,
-            "questions": msg.qdcount,
-            "edns": msg.edns,
-        }
+        # The template's copy, its values replaced: the same keys in the same order as a dict
+        # display, without building the table key by key (see _REQUEST).
+        fields = _REQUEST.copy()
+        fields["id"] = msg.id
+        fields["opcode"] = OPCODES.get(opcode) or str(opcode)
+        fields["qname"] = msg.qname
+        if asked:
+            fields["qtype"] = TYPES.get(msg.qtype) or f"TYPE{msg.qtype}"
+            fields["qclass"] = CLASSES.get(msg.qclass) or f"CLASS{msg.qclass}"
+        fields["rd"] = bool(flags & 0x0100)
+        fields["flags"] = flags
+        fields["questions"] = asked
+        fields["edns"] = msg.edns
+        return fields
 
     def _response(self, msg: Message) -> dict[str, Any]:
         flags = msg.flags
         rcode = RCODES.get(msg.rcode) or f"RCODE{msg.rcode}"
-        fields: dict[str, Any] = {
-            "id": msg.id,
-            "rcode": rcode,
-            "aa": bool(flags & 0x0400),
-            "ra": bool(flags & 0x0080),
-            "truncated": bool(flags & 0x0200),
-            "answers": msg.answers,
-            "answer_count": msg.ancount,
-            "authority_count": msg.nscount,
-            "additional_count": msg.arcount,
-            "error": None if msg.rcode == 0 else rcode,
-        }
+        fields = _RESPONSE.copy()
+        fields["id"] = msg.id
+        fields["rcode"] = rcode
+        fields["aa"] = bool(flags & 0x0400)
+        fields["ra"] = bool(flags & 0x0080)
+        fields["truncated"] = bool(flags & 0x0200)
+        # A list of the entry's own (an empty section is the shared _NO_RECORDS).
+        fields["answers"] = msg.answers or []
+        fields["answer_count"] = msg.ancount
+        fields["authority_count"] = msg.nscount
+        fields["additional_count"] = msg.arcount
+        if msg.rcode:
+            fields["error"] = rcode
         if self.body_limit > 0:
-            fields["authorities"] = msg.authorities
-            fields["additionals"] = msg.additionals
+            fields["authorities"] = msg.authorities or []
+            fields["additionals"] = msg.additionals or []
         return fields
 
     @staticmethod
