@@ -19,7 +19,8 @@ from worker.assembler import Assembler
 from worker.assembler.flows import flow_key
 from worker.connections import UNREACHABLE_NOTE, TcpFacts, failure_exchange, reset_note
 from worker.dissectors import fallback, registry
-from worker.dissectors.base import Detect, Direction, Dissector, Exchange, FlowInfo, Session
+from worker.dissectors.base import (DatagramSession, Detect, Direction, Dissector, Exchange,
+                                    FlowInfo, Session)
 from worker.dissectors.dns import DnsSession
 from worker.dissectors.select import CHECKPOINTS, DETECT_LIMIT, SelectingSession, open_session
 from worker.dissectors.ways import Registered, Way, hinted, registered
@@ -259,7 +260,7 @@ _DECIDES_BELOW: Final = min(CHECKPOINTS[0], DETECT_LIMIT + 1)
 _MATCH: Final = Detect.MATCH
 
 
-class FirstDatagram:
+class FirstDatagram(DatagramSession):
     """The session of a new UDP flow (Dissection._open_session): the selector's decision on
     the flow's first datagram, compiled, for the case most UDP flows are (a DNS query each):
     the way the selector asks first (a learned server hint's, else the first in order) says
@@ -314,7 +315,12 @@ class FirstDatagram:
                 if not swapped and (dissector.detect(data, b"") if direction ==
                                     Direction.CLIENT_TO_SERVER else
                                     dissector.detect(b"", data)) is _MATCH:
-                    self._claim(dissector).on_data(direction, data, offset, ts_ns, ref)
+                    session = self._claim(dissector)
+                    dns = self.dns
+                    if dns is not None:
+                        dns.on_data(direction, data, offset, ts_ns, ref)
+                    else:
+                        session.on_data(direction, data, offset, ts_ns, ref)
                     return
             selector = self._selector()
         selector.on_data(direction, data, offset, ts_ns, ref)

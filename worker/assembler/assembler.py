@@ -25,7 +25,7 @@ from worker.assembler.flows import (Flow, FlowKey, Half, flow_key, key_parts, re
                                     roles_from_ports)
 from worker.assembler.tcp import HALF_SPACE, SEQ_MASK, insert, seq_delta, take_run
 from worker.connections import SYN_TIMEOUT_NS, TcpFacts
-from worker.dissectors.base import Direction, FlowInfo, Session
+from worker.dissectors.base import DatagramSession, Direction, FlowInfo, Session
 from worker.packet import ACK, FIN, RST, SYN, TCP, UNREACHABLE, Decoded, PacketRef
 
 MAX_KNOWN_SERVERS: Final = 65536
@@ -135,7 +135,10 @@ class Assembler:
                 session = flow.session
                 if session is not None:
                     try:
-                        session.on_data(half.direction, payload, offset, ts_ns, ref)
+                        if isinstance(session, DatagramSession):   # a direct call, compiled
+                            session.on_data(half.direction, payload, offset, ts_ns, ref)
+                        else:
+                            session.on_data(half.direction, payload, offset, ts_ns, ref)
                     except Exception:
                         self._session_failed(flow, ts_ns)
             return
@@ -418,11 +421,12 @@ class Assembler:
         in the table, closed, until removed."""
         if flow.closed:
             return
-        for half in (flow.client, flow.server):
-            while half.pending:
-                self._skip_hole(half, ts_ns)
-            if half.fin_offset is not None and half.delivered < half.fin_offset:
-                self._gap(half, half.fin_offset - half.delivered, ts_ns)
+        if flow.is_tcp:     # a UDP flow buffers nothing and has no FIN
+            for half in (flow.client, flow.server):
+                while half.pending:
+                    self._skip_hole(half, ts_ns)
+                if half.fin_offset is not None and half.delivered < half.fin_offset:
+                    self._gap(half, half.fin_offset - half.delivered, ts_ns)
         flow.closed = True
         flow.last_ns = max(flow.last_ns, ts_ns)
         self._flows_active -= 1

@@ -157,6 +157,27 @@ class Session(Protocol):
         (the assembler drops a closed session)."""
 
 
+class DatagramSession:
+    """A Session as a native class, for the assembler's UDP path: compiled, a datagram is
+    handed to one of these by a direct call (its arguments as they are), where a Session is
+    called by the method's name with its numbers and PacketRef boxed and parsed again by the
+    callee (~1k instructions a datagram). worker.dissection.FirstDatagram, every new UDP
+    flow's session, is one."""
+
+    def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
+                ref: PacketRef) -> None:
+        raise NotImplementedError
+
+    def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
+        raise NotImplementedError
+
+    def on_close(self, ts_ns: int) -> None:
+        raise NotImplementedError
+
+    def held_bytes(self) -> int:
+        raise NotImplementedError
+
+
 class Dissector(Protocol):
     name: str                         # the Entry.protocol it produces
     transports: frozenset[str]        # {"tcp"}, {"udp"} or both
