@@ -604,7 +604,9 @@ class DnsSession:
         self.pending: dict[int, _Query | deque[_Query]] = {}   # by id, oldest first
         self.order: deque[_Query] = deque()       # pending queries, oldest first (lazy)
         self.waiting = 0
-        self.offsets = [0, 0]                     # next offset per direction (for lone ones)
+        # The client's next stream offset (a response without its query, or a query from the
+        # server's side, is placed there); an int, not a list per flow of both directions'.
+        self.client_next = 0
         self.readers = (_TcpReader(self, Direction.CLIENT_TO_SERVER),
                         _TcpReader(self, Direction.SERVER_TO_CLIENT)) if self.tcp else None
         self.malformed = 0                        # messages dropped as unreadable
@@ -637,12 +639,14 @@ class DnsSession:
                               len(data), ts_ns, ref, ts_ns, ref)
         except Exception:       # a bug must not end the flow's dissection: count and go on
             self.errors += 1
-        self.offsets[direction] = offset + len(data)
+        if direction == Direction.CLIENT_TO_SERVER:
+            self.client_next = offset + len(data)
 
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
         if self.readers is not None and not self._closed:
             self.readers[direction].gap(offset, length, ts_ns)
-        self.offsets[direction] = offset + length
+        if direction == Direction.CLIENT_TO_SERVER:
+            self.client_next = offset + length
 
     def on_close(self, ts_ns: int) -> None:
         if self._closed:
@@ -687,7 +691,7 @@ class DnsSession:
         pending = self.pending
         if not msg.flags & 0x8000:                          # a query
             if direction != Direction.CLIENT_TO_SERVER:     # a query from the server's side
-                offset = self.offsets[Direction.CLIENT_TO_SERVER]
+                offset = self.client_next
             asked = _Query(msg, ts, ref, offset, size)
             if msg.error:
                 asked.notes.append(f"malformed: {msg.error}")
@@ -831,7 +835,7 @@ class DnsSession:
             notes = ["query not captured"]
             start_ns, first_ref, request_size = ts, ref, 0
             client_offset = (offset if direction == Direction.CLIENT_TO_SERVER
-                             else self.offsets[Direction.CLIENT_TO_SERVER])
+                             else self.client_next)
             summary = self._summary(msg)
         if msg.error:
             notes.append(f"malformed: {msg.error}")

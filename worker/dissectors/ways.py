@@ -35,8 +35,10 @@ class ServerHints:
             raise ValueError(f"server hint limit {limit}: expected at least 1")
         self._table: dict[Endpoint, Dissector] = {}
         self._limit = limit
-        # The table's last key (learn alone adds and moves keys, and evicts the first).
+        # The table's last key (learn alone adds and moves keys, and evicts the first) and its
+        # dissector.
         self._last: Endpoint | None = None
+        self._last_dissector: Dissector | None = None
 
     def __len__(self) -> int:
         return len(self._table)
@@ -47,12 +49,12 @@ class ServerHints:
     def learn(self, endpoint: Endpoint, dissector: Dissector) -> None:
         table = self._table
         # The most recent already (a new flow per query to one DNS server): nothing moves.
-        if endpoint == self._last and table.get(endpoint) is dissector:
+        if dissector is self._last_dissector and endpoint == self._last:
             return
         if table.pop(endpoint, None) is None and len(table) >= self._limit:
             del table[next(iter(table))]
         table[endpoint] = dissector
-        self._last = endpoint
+        self._last, self._last_dissector = endpoint, dissector
 
 
 class Registered:
