@@ -39,12 +39,31 @@ class ServerHints:
         # dissector.
         self._last: Endpoint | None = None
         self._last_dissector: Dissector | None = None
+        # The table's changes, counted, and what server() last found (valid while the count
+        # is the same): a new flow per query to one server asks for the same endpoint.
+        self._changes = 0
+        self._found_at = -1
+        self._found_transport = ""
+        self._found_ip = b""
+        self._found_port = -1
+        self._found: Dissector | None = None
 
     def __len__(self) -> int:
         return len(self._table)
 
     def get(self, endpoint: Endpoint) -> Dissector | None:
         return self._table.get(endpoint)
+
+    def server(self, transport: str, ip: bytes, port: int) -> Dissector | None:
+        """get((transport, ip, port)); the last answer again, without a key made and hashed,
+        while the table has not changed since and the endpoint is the same."""
+        if self._found_at == self._changes and port == self._found_port and \
+                ip == self._found_ip and transport == self._found_transport:
+            return self._found
+        found = self._table.get((transport, ip, port))
+        self._found_at, self._found = self._changes, found
+        self._found_transport, self._found_ip, self._found_port = transport, ip, port
+        return found
 
     def learn(self, endpoint: Endpoint, dissector: Dissector) -> None:
         table = self._table
@@ -55,6 +74,7 @@ class ServerHints:
             del table[next(iter(table))]
         table[endpoint] = dissector
         self._last, self._last_dissector = endpoint, dissector
+        self._changes += 1
 
 
 class Registered:
@@ -69,17 +89,31 @@ class Registered:
         # hint nothing are keyed as -1, so there are few keys (bounded by the hint ports).
         self.orders: dict[tuple[str, int, int, bool], tuple[Way, ...]] = {}
         self.hints = ServerHints()
+        # The last key ways() looked up, as its parts, and its ways (orders' entries never
+        # change): flows one after another to one server have the same key.
+        self._key_transport = ""
+        self._key_client = self._key_server = -2
+        self._key_guessed = False
+        self._key_ways: tuple[Way, ...] | None = None
 
     def ways(self, flow: FlowInfo) -> tuple[Way, ...]:
         """(dissector, swapped) in the order they are asked: port-hinted dissectors first,
         registry order kept; with guessed roles each is also tried the other way round, right
         after the assembler's way."""
         ports, client_port, server_port = self.hint_ports, flow.client_port, flow.server_port
-        key = (flow.transport, client_port if client_port in ports else -1,
-               server_port if server_port in ports else -1, flow.roles_guessed)
+        client = client_port if client_port in ports else -1
+        server = server_port if server_port in ports else -1
+        transport, guessed = flow.transport, flow.roles_guessed
+        ways = self._key_ways
+        if ways is not None and client == self._key_client and server == self._key_server \
+                and guessed == self._key_guessed and transport == self._key_transport:
+            return ways
+        key = (transport, client, server, guessed)
         ways = self.orders.get(key)
         if ways is None:
             ways = self.orders[key] = _order(self.dissectors, key)
+        self._key_transport, self._key_client, self._key_server = transport, client, server
+        self._key_guessed, self._key_ways = guessed, ways
         return ways
 
 
@@ -114,11 +148,10 @@ def registered(dissectors: tuple[Dissector, ...]) -> Registered:
 def hinted(candidates: Sequence[Way], flow: FlowInfo, hints: ServerHints) -> int:
     """The index of the way a learned hint names for this flow's server (or, with guessed
     roles, its client taken for the server); -1 for none or for the first way already."""
-    table = hints._table
-    dissector = table.get((flow.transport, flow.server_ip, flow.server_port))
+    dissector = hints.server(flow.transport, flow.server_ip, flow.server_port)
     swapped = False
     if dissector is None and flow.roles_guessed:
-        dissector = table.get((flow.transport, flow.client_ip, flow.client_port))
+        dissector = hints._table.get((flow.transport, flow.client_ip, flow.client_port))
         swapped = True
     if dissector is None or not candidates:
         return -1
