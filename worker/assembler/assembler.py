@@ -203,7 +203,7 @@ class Assembler:
                 if idle > CLOSED_LINGER_NS:
                     self._remove(flow)
             elif idle > (tcp_idle if flow.is_tcp else udp_idle):
-                self.stats.flows_expired += 1
+                self._stats.flows_expired += 1
                 abandoned = self._abandoned(flow)
                 self._close(flow, now_ns)
                 self._remove(flow)
@@ -253,12 +253,12 @@ class Assembler:
         try:
             session.on_close(ts_ns)
         except Exception:
-            self.stats.session_errors += 1
+            self._stats.session_errors += 1
             log.warning("closing the session of %s failed", flow, exc_info=True)
         try:
             live.session = self._open_session(flow)
         except Exception:
-            self.stats.session_errors += 1
+            self._stats.session_errors += 1
             log.warning("opening a session for %s failed; the flow is not dissected", flow,
                         exc_info=True)
         return True
@@ -375,13 +375,14 @@ class Assembler:
         try:
             session = self._open_session(info)
         except Exception:
-            self.stats.session_errors += 1
+            self._stats.session_errors += 1
             log.warning("opening a session for %s failed; the flow is not dissected", info,
                         exc_info=True)
-        flow = Flow(info, client_key, session, ts_ns, anchored)
+        flow = Flow(info, client_key, reverse_key(client_key) if server_key is None else server_key,
+                    session, ts_ns, anchored)
         halves = self._tcp_halves if flow.is_tcp else self._udp_halves
         halves[client_key] = flow.client
-        halves[reverse_key(client_key) if server_key is None else server_key] = flow.server
+        halves[flow.server_key] = flow.server
         order[flow] = None
         self._flows_total += 1
         self._flows_active += 1
@@ -398,7 +399,7 @@ class Assembler:
                 order.move_to_end(flow)
                 continue
             if not flow.closed:
-                self.stats.flows_evicted += 1
+                self._stats.flows_evicted += 1
                 self._close(flow, ts_ns)
             self._remove(flow)
             return
@@ -410,9 +411,12 @@ class Assembler:
         if flow not in order:
             return
         halves = self._tcp_halves if flow.is_tcp else self._udp_halves
-        for key, half in ((flow.key, flow.client), (reverse_key(flow.key), flow.server)):
-            if halves.get(key) is half:
-                del halves[key]
+        key = flow.key
+        if halves.get(key) is flow.client:
+            del halves[key]
+        key = flow.server_key
+        if halves.get(key) is flow.server:
+            del halves[key]
         del order[flow]
         flow.unlink()
 
@@ -441,9 +445,12 @@ class Assembler:
         session, flow.session = flow.session, None
         if session is not None:
             try:
-                session.on_close(ts_ns)
+                if isinstance(session, DatagramSession):   # a direct call, compiled
+                    session.on_close(ts_ns)
+                else:
+                    session.on_close(ts_ns)
             except Exception:
-                self.stats.session_errors += 1
+                self._stats.session_errors += 1
                 log.warning("closing the session of %s failed", flow.info, exc_info=True)
         if failed and self._on_failure is not None:
             self._on_failure(flow.info, facts, ts_ns)   # type: ignore[arg-type]
@@ -489,7 +496,7 @@ class Assembler:
 
     def _session_failed(self, flow: Flow, ts_ns: int) -> None:
         """A session raised: count it, close it, keep the flow without dissection."""
-        self.stats.session_errors += 1
+        self._stats.session_errors += 1
         log.warning("the session of %s failed; the flow is no longer dissected", flow.info,
                     exc_info=True)
         session, flow.session = flow.session, None
@@ -497,7 +504,7 @@ class Assembler:
             try:
                 session.on_close(ts_ns)
             except Exception:
-                self.stats.session_errors += 1
+                self._stats.session_errors += 1
 
     # -- TCP --------------------------------------------------------------------------------
     def _syn(self, half: Half, flags: int, seq: int, ack: int, ts_ns: int, ref: PacketRef) -> int:
@@ -521,7 +528,7 @@ class Assembler:
 
     def _segment(self, half: Half, seq: int, payload: bytes, ts_ns: int, ref: PacketRef) -> None:
         """The slow path: a segment that is not simply the next bytes of the stream."""
-        stats = self.stats
+        stats = self._stats
         assert half.next_seq is not None
         delta = seq_delta(seq, half.next_seq)
         size = len(payload)
@@ -586,7 +593,7 @@ class Assembler:
         data, ref = run
         size = len(data)
         half.flow.buffered -= size
-        self.stats.buffered_bytes -= size
+        self._stats.buffered_bytes -= size
         self._deliver(half, data, ts_ns, ref)
 
     def _gap(self, half: Half, length: int, ts_ns: int) -> None:
@@ -594,8 +601,8 @@ class Assembler:
         half.delivered = offset + length
         if half.next_seq is not None:
             half.next_seq = (half.next_seq + length) & SEQ_MASK
-        self.stats.gaps += 1
-        self.stats.gap_bytes += length
+        self._stats.gaps += 1
+        self._stats.gap_bytes += length
         flow = half.flow
         if flow.session is not None:
             try:
@@ -610,7 +617,7 @@ class Assembler:
 
     def _shed(self, flow: Flow, half: Half, ts_ns: int) -> None:
         """Over a buffer bound: skip the oldest holes of this flow until back under."""
-        stats = self.stats
+        stats = self._stats
         while flow.buffered > self._max_flow_buffer or stats.buffered_bytes > self._max_total_buffer:
             target = half if half.pending else half.peer
             if not target.pending:

@@ -102,14 +102,16 @@ class Half:
 class Flow:
     """A connection (TCP) or a 5-tuple (UDP) with fixed client/server roles."""
 
-    __slots__ = ("info", "key", "is_tcp", "session", "client", "server", "last_ns",
-                 "queued_ns", "closed", "anchored", "buffered")
+    __slots__ = ("info", "key", "server_key", "is_tcp", "session", "client", "server",
+                 "last_ns", "queued_ns", "closed", "anchored", "buffered")
     __deletable__ = ("client", "server")   # unlink
 
-    def __init__(self, info: FlowInfo, key: FlowKey, session: Session | None, ts_ns: int,
-                 anchored: bool = False) -> None:
+    def __init__(self, info: FlowInfo, key: FlowKey, server_key: FlowKey,
+                 session: Session | None, ts_ns: int, anchored: bool = False) -> None:
         self.info = info
         self.key = key                     # client-to-server key
+        # server-to-client (reverse_key(key)), as the assembler's table holds it: made once
+        self.server_key = server_key
         self.is_tcp = info.transport == "tcp"
         self.session = session             # None once closed or after the session failed
         self.client = Half(self, Direction.CLIENT_TO_SERVER)
