@@ -363,7 +363,27 @@ def test_tail_resumes_after_the_ref_it_is_given(tmp_path):
         assert not tail.take_discontinuity()
 
 
-def test_tail_sheds_evicted_segments_and_reports_the_discontinuity(tmp_path):
+def test_lag_lists_newer_segments_when_the_current_one_changes_or_in_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(segments_module, "LAG_LIST_EVERY_S", 3600.0)   # "in time": not here
+    first = write_segment(tmp_path, 1, make_packets(5))
+    tail = SegmentTail(tmp_path)
+    assert len(tail.read(2)) == 2
+    assert tail.lag_bytes() == 3 * 116               # listed: the tail's segment changed
+    with open(first, "ab") as grow:                  # the current segment grows
+        grow.write(b"".join(encode_record(ts, data, wirelen)
+                            for ts, data, wirelen in make_packets(4, start=5)))
+    assert tail.lag_bytes() == 7 * 116               # measured at every call
+    write_segment(tmp_path, 2, make_packets(2, start=9))
+    assert tail.lag_bytes() == 7 * 116               # a newer one: not listed yet
+    monkeypatch.setattr(segments_module, "LAG_LIST_EVERY_S", 0.0)      # the time has passed
+    assert tail.lag_bytes() == 7 * 116 + HEADER_SIZE + 2 * 116
+    monkeypatch.setattr(segments_module, "LAG_LIST_EVERY_S", 3600.0)
+    assert len(tail.read(8)) == 8                    # to segment 2's first packet
+    assert tail.lag_bytes() == 116                   # listed again at once
+
+
+def test_tail_sheds_evicted_segments_and_reports_the_discontinuity(tmp_path, monkeypatch):
+    monkeypatch.setattr(segments_module, "LAG_LIST_EVERY_S", 0.0)   # each glance lists the store
     sizes: dict[int, int] = {}
     with SegmentWriter(tmp_path, MIN_STORAGE_LIMIT) as writer:
         writer.append(ETHERNET, make_packets(100, size=1000))

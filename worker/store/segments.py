@@ -93,6 +93,10 @@ MIN_ROTATION_SIZE = 64 * 1024
 # Segments evicted for one failed write at most: when the space is held by something else
 # (a reader's open descriptor, another program), the store is not emptied in one go.
 EVICT_PER_WRITE_ERROR = 2
+# SegmentTail.lag_bytes() lists the storage directory for the segments after the one it reads
+# at most this often (and when that one changes): the segment it reads is measured at every
+# call, the newer ones as last listed (docs/OPERATIONS.md, dissection.lag_bytes).
+LAG_LIST_EVERY_S = 0.1
 
 
 class StoreStats(msgspec.Struct):
@@ -801,6 +805,10 @@ class SegmentTail:
         self._pos = 0                 # index in _buf of the next record
         self._sizes: dict[int, int] = {}   # last known sizes of segments newer than _seg
         self._final: set[int] = set()      # ids in _sizes that were finished when measured
+        # lag_bytes()'s last listing: the newer segments' ids, for which segment, and when
+        self._newer_ids: list[int] = []
+        self._listed_for = -1
+        self._listed_at = 0.0
         self._discontinuity = False
         self.shed_segments = 0
         self.shed_bytes = 0
@@ -854,12 +862,21 @@ class SegmentTail:
 
     def lag_bytes(self) -> int:
         """Bytes written but not read yet (whole segments after the current one included).
-        Cheap enough to call after every read: one listdir, one stat of the newest segment."""
+        Cheap enough to call after every read: the current segment is measured each time (one
+        fstat), the segments after it as the last listing found them. The directory is listed
+        again (and the newest segment measured) when the current segment changed or
+        LAG_LIST_EVERY_S passed: a listing per read step was ~3% of a DNS shard. So the lag can
+        be that old for the segments after the current one, never for the current one."""
         behind = 0
         if self._fd is not None:
             behind = max(0, os.fstat(self._fd).st_size - (self._buf_start + self._pos))
-        for segment_id in self._remember_sizes():
-            behind += self._sizes[segment_id]
+        now = time.monotonic()
+        if self._listed_for != self._seg or now - self._listed_at >= LAG_LIST_EVERY_S:
+            self._newer_ids = self._remember_sizes()
+            self._listed_for, self._listed_at = self._seg, now
+        sizes = self._sizes
+        for segment_id in self._newer_ids:
+            behind += sizes.get(segment_id, 0)
         return behind
 
     def close(self) -> None:
