@@ -143,7 +143,7 @@ class IndexBudget:
         self._limit = value
         # What one write may add (rows are written in transactions that fit it), and the
         # room kept for the writes that shrink the index.
-        self.step = min(max(MAX_STEP, self._floor), max(self._floor, value // STEP_SHARE))
+        self.step = min(max(step_cap(value), self._floor), max(self._floor, value // STEP_SHARE))
 
     @property
     def floor(self) -> int:
@@ -204,8 +204,20 @@ class IndexBudget:
 
 
 # A step is 1/16 of the limit, kept between its floor (128 KiB, or 32 of the index's pages if
-# more: EntryIndex sets it) and 8 MiB: the index holds one spare, and up to two more before it
-# gives room back, so at most ~3 steps of the limit are granted and unused at a time.
+# more: EntryIndex sets it) and its cap: 8 MiB, or above a 1 GiB limit 1/128 of it up to 32 MiB
+# (the WAL's largest limit, worker/store/index.py). The index holds one spare, and up to two more
+# before it gives room back, so at most ~3 steps are granted and unused at a time: under 3% of a
+# limit above 1 GiB. Rows are written in transactions that fit a step, and each transaction
+# costs (its Python, the leaves and header pages its COMMIT writes again, their checkpoint): a
+# 4 GB limit's 8 MiB steps cut a fast write of mqtt rows in ~4.5 times as many transactions as
+# 32 MiB ones (docs/BENCHMARKS.md, "The grant's step").
 MIN_STEP = 128 * 1024
 MAX_STEP = 8 * 1024 * 1024
+BIG_STEP_SHARE = 128
+BIG_STEP_MAX = 32 * 1024 * 1024
 STEP_SHARE = 16
+
+
+def step_cap(limit: int) -> int:
+    """The largest step for a storage limit (see MAX_STEP)."""
+    return max(MAX_STEP, min(BIG_STEP_MAX, limit // BIG_STEP_SHARE))
