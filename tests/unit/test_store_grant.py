@@ -16,8 +16,11 @@ from support.procstat import dir_apparent_bytes
 from test_store_index import make_row
 from test_store_segments import ETHERNET, make_packets
 from worker.store.grant import IndexBudget, IndexGrant
-from worker.store.index import INDEX_FILES, INDEX_NAME, OUT_OF_ORDER_PAGES, IndexFull, open_index
+from worker.store.index import (INDEX_FILES, INDEX_NAME, OUT_OF_ORDER_PAGES, WAL_LIMIT_MAX, IndexFull,
+                                open_index, wal_limit_for)
 from worker.store.segments import MIN_SEGMENT_SIZE, SegmentWriter
+
+KiB, MiB = 1024, 1024 * 1024
 
 LIMIT = 4 * MIN_SEGMENT_SIZE
 
@@ -290,3 +293,22 @@ def test_room_given_back_is_not_used_while_the_smaller_request_waits():
     assert not budget.fits(step, 0, 0, 0.0)
     grant.give(*grant.asked())
     assert budget.fits(step, 0, 0, 0.0)
+
+
+@pytest.mark.parametrize(("limit", "step"), [
+    (2 * MiB, 512 * KiB),            # 1/16, above the floor of 32 pages of 16 KiB
+    (64 * MiB, 4 * MiB),             # 1/16
+    (200_000_000, 8 * MiB),          # the 8 MiB cap, as up to 1 GiB
+    (1024 * MiB, 8 * MiB),
+    (2048 * MiB, 16 * MiB),          # above 1 GiB: 1/128 of the limit
+    (64 * 1024 * MiB, 32 * MiB),     # up to 32 MiB
+])
+def test_the_step_is_a_share_of_the_limit_larger_above_1_gib(limit, step):
+    budget = IndexBudget(IndexGrant(), limit)
+    budget.floor = 32 * 16 * KiB                         # as EntryIndex sets it for 16 KiB pages
+    assert budget.step == step
+    # the ~3 steps that may be granted and unused stay a small share of a large limit,
+    # and a write that fits a step fits the WAL's limit there
+    if limit > 1024 * MiB:
+        assert 3 * budget.step < 0.03 * limit
+        assert budget.step <= wal_limit_for(limit) <= WAL_LIMIT_MAX
