@@ -209,7 +209,7 @@ class IndexBudget:
 # before it gives room back, so at most ~3 steps are granted and unused at a time: under 3% of a
 # limit above 1 GiB. Rows are written in transactions that fit a step, and each transaction
 # costs (its Python, the leaves and header pages its COMMIT writes again, their checkpoint): a
-# 4 GB limit's 8 MiB steps cut a fast write of mqtt rows in ~4.5 times as many transactions as
+# 4 GB limit's 8 MiB steps cut a fast write of mqtt rows into ~4 times as many transactions as
 # 32 MiB ones (docs/BENCHMARKS.md, "The grant's step").
 MIN_STEP = 128 * 1024
 MAX_STEP = 8 * 1024 * 1024
