@@ -3,6 +3,7 @@ tree, the worker's /status, and printing tables. Run on demand, never part of th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -229,6 +230,17 @@ class Worker(Child):
     def status(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + "/status", timeout=30) as response:
             return json.load(response)
+
+
+def index_rows_digest(index: Any) -> tuple[Any, int]:
+    """sha256 over every row an EntryIndex holds (msgpack), oldest first, and how many rows:
+    two trees that index the same rows give the same digest."""
+    import msgspec
+    digest = hashlib.sha256()
+    rows = index.newer_than(0)
+    for row in rows:
+        digest.update(msgspec.msgpack.encode(row))
+    return digest, len(rows)
 
 
 # -- output -------------------------------------------------------------------------------------

@@ -21,13 +21,14 @@ does (made outside the timed call).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pickle
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from _common import index_rows_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 4 * 1024 ** 3      # bench_protocols' --storage-limit: nothing is evicted
@@ -70,7 +71,6 @@ def replay(recording: Path, tree: Path, index_dir: Path, budget: bool, chunks: b
            ) -> dict[str, float | int | str]:
     sys.path.insert(0, str(tree))
     sys.path.insert(0, str(ROOT / "tests" / "bench"))
-    import msgspec
     from bench_merge import _granter
 
     from worker.broadcast import Broadcaster
@@ -102,15 +102,11 @@ def replay(recording: Path, tree: Path, index_dir: Path, budget: bool, chunks: b
         stop.set()
         if granter is not None:
             granter.join()
-        digest = hashlib.sha256()
-        rows = index.newer_than(0)
-        for row in rows:
-            digest.update(msgspec.msgpack.encode(row))
+        digest, count = index_rows_digest(index)
         digest.update(repr(index.cursor()).encode())
         transactions = index.transactions
         checkpoints = f"{index.background_checkpoints}/{index.writer_checkpoints}"
         index.close()
-    count = len(rows)
     return {"rows": count, "writer_us": round(thread / count * 1e6, 3),
             "process_us": round(process / count * 1e6, 3), "transactions": transactions,
             "checkpoints_thread/writer": checkpoints,

@@ -20,12 +20,13 @@ its bound computed and may be cut into several transactions; the grant answers a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import index_rows_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 4 * 1024 ** 3      # bench_protocols' --storage-limit: nothing is evicted
@@ -184,17 +185,13 @@ def replay(store: Path, recording: Path, shards: int, index_dir: Path,
         stop.set()
         if granter is not None:
             granter.join()
-        digest = hashlib.sha256()
-        rows = index.newer_than(0)
-        for row in rows:
-            digest.update(msgspec.msgpack.encode(row))
+        digest, count = index_rows_digest(index)
         size = index.size_bytes()
         checkpoints = (f"{getattr(index, 'background_checkpoints', '-')}"
                        f"/{getattr(index, 'writer_checkpoints', '-')}")
         index.close()   # the last connection's close copies the WAL in
         if keep is not None:
             shutil.copy(Path(scratch) / "index.sqlite", keep)
-    count = len(rows)
     # per row: the merge thread's CPU, the process's (a checkpoint thread's included), wall
     return {"rows": count, "wall_s": wall,
             "thread_us": thread / count * 1e6, "process_us": cpu / count * 1e6,
