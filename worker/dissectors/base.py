@@ -9,6 +9,7 @@ request/response Exchange; the pipeline turns Exchanges into Entries and index r
 from __future__ import annotations
 
 import enum
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Protocol
 
@@ -157,25 +158,29 @@ class Session(Protocol):
         (the assembler drops a closed session)."""
 
 
-class DatagramSession:
+class DatagramSession(ABC):
     """A Session as a native class, for the assembler's UDP path: compiled, a datagram is
     handed to one of these by a direct call (its arguments as they are), where a Session is
     called by the method's name with its numbers and PacketRef boxed and parsed again by the
     callee (~1k instructions a datagram). worker.dissection.FirstDatagram, every new UDP
     flow's session, is one."""
 
+    @abstractmethod
     def on_data(self, direction: Direction, data: bytes, offset: int, ts_ns: int,
                 ref: PacketRef) -> None:
-        raise NotImplementedError
+        """Session.on_data."""
 
+    @abstractmethod
     def on_gap(self, direction: Direction, offset: int, length: int, ts_ns: int) -> None:
-        raise NotImplementedError
+        """Session.on_gap."""
 
+    @abstractmethod
     def on_close(self, ts_ns: int) -> None:
-        raise NotImplementedError
+        """Session.on_close."""
 
+    @abstractmethod
     def held_bytes(self) -> int:
-        raise NotImplementedError
+        """Session.held_bytes."""
 
 
 class Dissector(Protocol):
