@@ -573,13 +573,14 @@ def test_rows_given_with_their_flat_chunks_are_stored_as_without(tmp_path):
     """The merge makes the append statements' parameters (flat_chunks) for the write thread:
     the whole chunks a piece holds go as made, the rows before and after them as before, and
     chunks that are not of these rows are not used."""
-    from worker.store.index import APPEND_ROWS, flat_chunks
+    from worker.store.index import APPEND_ROWS, _statement, flat_chunks
 
     values = [msgspec.structs.astuple(make_row(seq, segment=1 + seq // 300))
               for seq in range(1, 1001)]
     chunks = flat_chunks(values)
     assert len(chunks) == 1000 // APPEND_ROWS
-    assert chunks[1] == tuple(item for value in values[APPEND_ROWS:2 * APPEND_ROWS] for item in value)
+    assert chunks[1] == (APPEND_ROWS + 1, 2 * APPEND_ROWS,
+                         *_statement(values[APPEND_ROWS:2 * APPEND_ROWS]))
     expected = [make_row(seq, segment=1 + seq // 300) for seq in range(1, 1001)]
     others = flat_chunks([msgspec.structs.astuple(make_row(seq + 5000)) for seq in range(1, 1001)])
     # pieces of a write: from its start, from inside a chunk to inside another, a tail
@@ -639,11 +640,35 @@ def test_appended_rows_bind_the_values_their_statement_shares_once(tmp_path):
         assert [text.count("), (") + 1 for text in appends] == [128, 128, 128, 64, 32, 2, 1]
     finally:
         index.close()
-    # the parameters bound: the 6 shared columns once, the other 11 per row; the second
-    # statement's ports and the third's protocol per row
+    # the parameters bound: the shared columns once (protocol, segments, addresses, ports, the
+    # client's TCP sequence number), the first seq once (the seqs are consecutive), the other 7
+    # per row (server_seq alternates); the second statement's client ports and the third's
+    # protocol per row
     chunks = [values[at:at + APPEND_ROWS] for at in range(0, 3 * APPEND_ROWS, APPEND_ROWS)]
     assert [len(_statement(chunk)[1]) for chunk in chunks] == [
-        6 + 11 * APPEND_ROWS, 5 + 12 * APPEND_ROWS, 5 + 12 * APPEND_ROWS]
+        9 + 1 + 7 * APPEND_ROWS, 8 + 1 + 8 * APPEND_ROWS, 8 + 1 + 8 * APPEND_ROWS]
     sql, params = _statement(chunks[0])
-    assert sql.count("?1,") == APPEND_ROWS and params[:6] == ("redis", "tcp", "10.0.0.1", 5000,
-                                                              "10.0.0.2", 80)
+    assert sql.count("?1,") == APPEND_ROWS and params[:10] == (
+        "redis", 1, 1, "tcp", "10.0.0.1", 5000, "10.0.0.2", 80, 1000, 1)
+    assert "?10 + 127," in sql
+
+
+def test_appended_rows_whose_seqs_are_not_consecutive_bind_each_seq(tmp_path):
+    """Rows with new seqs that skip some, or come out of order, are appended with each row's
+    seq bound (not counted from the first), and stored as given."""
+    from worker.store.index import APPEND_ROWS, _statement
+
+    gapped = [*range(1, 51), *range(60, 60 + APPEND_ROWS - 50), *range(500, 500 + APPEND_ROWS)]
+    shuffled = list(range(1000 + APPEND_ROWS, 1000, -1))
+    for name, seqs in (("gapped", gapped), ("shuffled", shuffled)):
+        values = [msgspec.structs.astuple(make_row(seq)) for seq in seqs]
+        sql, params = _statement(values[:APPEND_ROWS])
+        # shared: all but seq, ts, entry_json, offsets and client_port (40000 + seq)
+        assert "+" not in sql and len(params) == 9 + 8 * APPEND_ROWS, name
+        index = EntryIndex(tmp_path / f"{name}.sqlite")
+        try:
+            index.add_values(values, (1, 1))
+            assert index.newer_than(0) == sorted((make_row(seq) for seq in seqs),
+                                                 key=lambda row: row.seq), name
+        finally:
+            index.close()

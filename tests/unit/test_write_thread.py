@@ -9,7 +9,7 @@ from typing import Any
 
 from support.processes import wait_for
 from worker.pipeline import DissectionStats
-from worker.store.index import APPEND_ROWS, flat_chunks
+from worker.store.index import APPEND_ROWS, _statement, flat_chunks
 from worker.write_thread import WriteThread
 
 
@@ -63,12 +63,14 @@ def test_the_append_parameters_are_made_before_the_write() -> None:
     """put() (the merge thread) flattens the rows' whole chunks for the writer."""
     writer = FakeWriter()
     thread, _stats, _stop = _thread(writer, max_rows=1000)
-    batch = [(seq,) for seq in range(1, APPEND_ROWS * 2 + 31)]
+    batch = [(seq, 1.0 * seq, "redis", b"{}", 1, seq, 1, seq, "tcp", "10.0.0.1", 5000,
+              "10.0.0.2", 6379, seq, seq, 7, 8) for seq in range(1, APPEND_ROWS * 2 + 31)]
     thread.put(batch, (1, 0), 1, True)
     wait_for(thread.idle, what="the write")
     [(values, _cursor, _segment, chunks)] = writer.writes
     assert values == batch and chunks == flat_chunks(batch)
-    assert chunks == [tuple(range(1, APPEND_ROWS + 1)), tuple(range(APPEND_ROWS + 1, 2 * APPEND_ROWS + 1))]
+    assert [chunk[:2] for chunk in chunks] == [(1, APPEND_ROWS), (APPEND_ROWS + 1, 2 * APPEND_ROWS)]
+    assert chunks[1][2:] == _statement(batch[APPEND_ROWS:2 * APPEND_ROWS])
     thread.close(5.0)
 
 

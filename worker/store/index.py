@@ -94,74 +94,82 @@ _SELECT = ("SELECT " + ", ".join([*_COLUMNS[:OPTIONAL_FROM],
 _APPEND = (f"INSERT OR FAIL INTO entries ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_COLUMNS))})")
 _INSERT = _APPEND.replace("INSERT OR FAIL", "INSERT OR REPLACE", 1)
-# Appended rows go APPEND_ROWS to a statement (`VALUES (...), (...), ...`, the values of the rows
-# in one flat tuple), the rest in statements of 64, 32, ... 1 rows: each statement's execution
-# costs sqlite a statement transaction and Python a reset and a step beside the binding, ~0.5 us
-# per row at one row a statement (docs/BENCHMARKS.md, "The merge's inserts"). The same rows go
-# in in the same order: the same table, the same index.
+# Appended rows go APPEND_ROWS to a statement (`VALUES (...), (...), ...`), the rest in
+# statements of 64, 32, ... 1 rows: each statement's execution costs sqlite a statement
+# transaction and Python a reset and a step beside the binding, ~0.5 us per row at one row a
+# statement (docs/BENCHMARKS.md, "The merge's inserts"). The same rows go in in the same order:
+# the same table, the same index.
 APPEND_ROWS = 128
-_ROW_PARAMS = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 
 
-@functools.cache
-def _append_sql(rows: int) -> str:
-    return _APPEND.partition(" VALUES ")[0] + " VALUES " + ", ".join([_ROW_PARAMS] * rows)
-
-
-# The columns that the rows of one append statement often all share (one protocol; the same
-# connection, or the same server): each bound once for the statement when they do. A text
-# bind costs sqlite a mutex, a free and a malloc and a copy of the string (~0.1 us); an int's
-# the mutex. Equal values bind as the same value (the columns' affinity stores 443 and 443.0
-# alike; texts are equal only when the same), so the rows are stored as they would be.
+# The columns that the rows of one append statement often all share (one protocol; the rows of
+# one segment; the same connection, or the same server): each bound once for the statement when
+# they do. A text bind costs sqlite a mutex, a free and a malloc and a copy of the string (~0.1
+# us); an int's the mutex, and Python a type check and a conversion. Equal values bind as the
+# same value (the columns' affinity stores 443 and 443.0 alike; texts are equal only when the
+# same), so the rows are stored as they would be.
 _SHARED_COLUMNS = tuple(_COLUMNS.index(name) for name in (
-    "protocol", "transport", "client_ip", "client_port", "server_ip", "server_port"))
+    "protocol", "first_seg", "last_seg", "transport", "client_ip", "client_port", "server_ip",
+    "server_port", "client_seq", "server_seq"))
 
 
 @functools.cache
-def _shared_sql(rows: int, shared: tuple[int, ...]) -> tuple[str, Any]:
+def _shared_sql(rows: int, shared: tuple[int, ...], counted: bool) -> tuple[str, list[int]]:
     """An append statement of `rows` rows whose `shared` columns take the statement's first
-    parameters (?1, ?2, ... in that order) in every row, the rest of each row's values numbered
-    on; and the getter of a row's values that are not shared."""
+    parameters (?1, ?2, ... in that order) in every row; with `counted` (the rows' seqs are
+    consecutive) the next one is the first row's seq, each row's seq being it plus the row's
+    place (an addition in sqlite's VDBE, not a bind); then the other columns' values column
+    by column (every row's value of one column, then of the next: the rows' transpose,
+    zip(*rows), made in C). And those other columns, in that order."""
     width = len(_COLUMNS)
-    rest = [column for column in range(width) if column not in shared]
+    counted_seq = len(shared) + 1
+    rest = [column for column in range(width)
+            if column not in shared and not (counted and column == 0)]
+    base = len(shared) + counted
     groups = []
     for row in range(rows):
-        numbers = {column: len(shared) + row * len(rest) + place + 1
-                   for place, column in enumerate(rest)}
-        numbers.update({column: place + 1 for place, column in enumerate(shared)})
-        groups.append("(" + ", ".join(f"?{numbers[column]}" for column in range(width)) + ")")
-    return _APPEND.partition(" VALUES ")[0] + " VALUES " + ", ".join(groups), itemgetter(*rest)
+        numbers = {column: f"?{base + place * rows + row + 1}" for place, column in enumerate(rest)}
+        numbers.update({column: f"?{place + 1}" for place, column in enumerate(shared)})
+        if counted:
+            numbers[0] = f"?{counted_seq} + {row}" if row else f"?{counted_seq}"
+        groups.append("(" + ", ".join(numbers[column] for column in range(width)) + ")")
+    return _APPEND.partition(" VALUES ")[0] + " VALUES " + ", ".join(groups), rest
 
 
 def _statement(rows: Sequence[IndexValues]) -> tuple[str, tuple[Any, ...]]:
-    """An append statement of these rows (of IndexRow's width) and its parameters: the values
-    of _SHARED_COLUMNS that every row has the same bound once (_shared_sql)."""
-    count, width = len(rows), len(_COLUMNS)
-    flat = _flat(rows)
+    """An append statement of these rows (at least 2, of IndexRow's width) and its parameters:
+    the values of _SHARED_COLUMNS that every row has the same bound once, consecutive seqs as
+    the first one (_shared_sql)."""
+    count = len(rows)
+    columns = list(zip(*rows))
     shared = tuple(column for column in _SHARED_COLUMNS
-                   if flat[column::width].count(flat[column]) == count)
-    if not shared:
-        return _append_sql(count), flat
-    sql, rest = _shared_sql(count, shared)
-    return sql, tuple(reduce(iconcat, map(rest, rows), [flat[column] for column in shared]))
+                   if columns[column].count(columns[column][0]) == count)
+    seqs = columns[0]
+    low = seqs[0]
+    counted = (type(low) is int and seqs[-1] - low == count - 1
+               and seqs == tuple(range(low, low + count)))
+    sql, rest = _shared_sql(count, shared, counted)
+    params = [columns[column][0] for column in shared]
+    if counted:
+        params.append(low)
+    return sql, tuple(reduce(iconcat, [columns[column] for column in rest], params))
 
 
 def flat_chunks(values: Sequence[IndexValues]) -> list[tuple[Any, ...]]:
-    """The rows' values APPEND_ROWS rows to a flat tuple, the parameters of one append
-    statement each: rows 0 to APPEND_ROWS - 1, then the next APPEND_ROWS, ... (the rows after
-    the last whole chunk are left out). The sharded merge makes them for the index write thread
-    (add_values' `chunks`): ~0.2 us per row that the writer, the longer path, then does not
-    spend."""
-    return [_flat(values[at:at + APPEND_ROWS])
-            for at in range(0, len(values) - APPEND_ROWS + 1, APPEND_ROWS)]
+    """The rows' append statements, APPEND_ROWS rows each: rows 0 to APPEND_ROWS - 1, then the
+    next APPEND_ROWS, ... (the rows after the last whole chunk are left out), each as (its
+    first row's seq, its last row's, the statement, its parameters: _statement). The sharded
+    merge makes them for the index write thread (add_values' `chunks`): ~0.2 us per row that
+    the writer, the longer path, then does not spend."""
+    chunks: list[tuple[Any, ...]] = []
+    if set(map(len, values)) != {len(_COLUMNS)}:
+        return chunks          # not rows of the index: the writer refuses them (_append)
+    for at in range(0, len(values) - APPEND_ROWS + 1, APPEND_ROWS):
+        rows = values[at:at + APPEND_ROWS]
+        chunks.append((rows[0][0], rows[-1][0], *_statement(rows)))
+    return chunks
 
 
-def _flat(rows: Sequence[IndexValues]) -> tuple[Any, ...]:
-    """The rows' values in one tuple: each row's tuple added to a list whole (list += tuple,
-    called by reduce in C), then the list made a tuple at once: ~0.14 us per row where
-    tuple(chain.from_iterable(rows)) took ~0.26 (an iterator step per value, the tuple grown
-    as it goes)."""
-    return tuple(reduce(iconcat, rows, []))
 _ENTRIES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
@@ -830,8 +838,8 @@ class EntryIndex:
         """INSERT rows whose seqs are all new, APPEND_ROWS to a statement (fewer if the build
         of sqlite takes fewer parameters), the rest in runs of powers of two. With `chunks`
         (the write's flat_chunks, the offset of these rows in it) the whole chunks within
-        these rows go as they are, the rows before and after them (a piece of a write cut by
-        the budget) with their parameters sliced from the chunks that hold them."""
+        these rows go as they were made, the rows before and after them (a piece of a write
+        cut by the budget) in statements made here."""
         width = len(_COLUMNS)
         if len(set(map(len, values))) != 1 or len(values[0]) != width:
             # flattened, a short row would shift the next rows' columns: refused as
@@ -847,7 +855,7 @@ class EntryIndex:
             # this connection's: readers' sorts stay as they are.
             connection.execute("PRAGMA temp_store=MEMORY")
         if chunks is None or most != APPEND_ROWS:
-            self._append_runs(connection, values, 0, len(values), most, None)
+            self._append_runs(connection, values, 0, len(values), most)
             return
         made, offset = chunks
         count = len(values)
@@ -855,42 +863,27 @@ class EntryIndex:
         first = (offset + head) // most
         whole = (count - head) // most
         end = head + whole * most
-
-        def within(start: int, stop: int) -> tuple[Any, ...] | None:
-            """These rows' parameters (start:stop, all in one chunk) sliced from the chunk made,
-            None if it was not (the write's last rows) or is not of these rows."""
-            chunk, at = divmod(offset + start, most)
-            if (start >= stop or chunk >= len(made) or made[chunk][at * width] != values[start][0]
-                    or made[chunk][(at + stop - start - 1) * width] != values[stop - 1][0]):
-                return None
-            return made[chunk][at * width:(at + stop - start) * width]
-
-        self._append_runs(connection, values, 0, head, most, within(0, head))
-        # the chunks are of these very rows (a seq is each row's first value)
+        self._append_runs(connection, values, 0, head, most)
+        # the chunks are of these very rows (their first and last seqs)
         if (whole and first + whole <= len(made) and made[first][0] == values[head][0]
-                and made[first + whole - 1][-width] == values[end - 1][0]):
-            connection.executemany(_append_sql(most), made[first:first + whole])
+                and made[first + whole - 1][1] == values[end - 1][0]):
+            for _first, _last, sql, params in made[first:first + whole]:
+                connection.execute(sql, params)
         else:
-            self._append_runs(connection, values, head, end, most, None)
-        self._append_runs(connection, values, end, count, most, within(end, count))
+            self._append_runs(connection, values, head, end, most)
+        self._append_runs(connection, values, end, count, most)
 
     @staticmethod
     def _append_runs(connection: sqlite3.Connection, values: Sequence[IndexValues], start: int,
-                     stop: int, most: int, flat: tuple[Any, ...] | None) -> None:
-        """The rows start:stop in statements of `most` rows, the rest in runs of powers of two;
-        `flat`: their parameters already flattened (sliced for each statement in C), else each
-        statement binds the values its rows share once (_statement)."""
-        width = len(_COLUMNS)
+                     stop: int, most: int) -> None:
+        """The rows start:stop in statements of `most` rows, the rest in runs of powers of two,
+        each binding the values its rows share once (_statement)."""
         at = start
         while at < stop:
             rows = min(most, 1 << ((stop - at).bit_length() - 1))
             end = at + (stop - at) // rows * rows
             if rows == 1:
                 connection.executemany(_APPEND, values[at:end])
-            elif flat is not None:
-                connection.executemany(_append_sql(rows), [
-                    flat[(row - start) * width:(row - start + rows) * width]
-                    for row in range(at, end, rows)])
             else:
                 for row in range(at, end, rows):
                     connection.execute(*_statement(values[row:row + rows]))
