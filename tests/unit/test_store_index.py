@@ -640,17 +640,22 @@ def test_appended_rows_bind_the_values_their_statement_shares_once(tmp_path):
         assert [text.count("), (") + 1 for text in appends] == [128, 128, 128, 64, 32, 2, 1]
     finally:
         index.close()
-    # the parameters bound: the shared columns once (protocol, segments, addresses, ports, the
-    # client's TCP sequence number), the first seq once (the seqs are consecutive), the other 7
-    # per row (server_seq alternates); the second statement's client ports and the third's
-    # protocol per row
+    # the parameters bound: the first seq once (the seqs are consecutive), then the first of
+    # the statement shapes whose columns the rows share once: server_seq alternates, so not the
+    # connection's (segments, addresses, ports, TCP sequence numbers) but the client host's and
+    # server's (protocol, segments, transport, addresses, server port), the other 9 per row; the
+    # second statement's client ports vary too (the same shape); the third's protocol changes,
+    # so none is shared
     chunks = [values[at:at + APPEND_ROWS] for at in range(0, 3 * APPEND_ROWS, APPEND_ROWS)]
     assert [len(_statement(chunk)[1]) for chunk in chunks] == [
-        9 + 1 + 7 * APPEND_ROWS, 8 + 1 + 8 * APPEND_ROWS, 8 + 1 + 8 * APPEND_ROWS]
+        1 + 7 + 9 * APPEND_ROWS, 1 + 7 + 9 * APPEND_ROWS, 1 + 16 * APPEND_ROWS]
     sql, params = _statement(chunks[0])
-    assert sql.count("?1,") == APPEND_ROWS and params[:10] == (
-        "redis", 1, 1, "tcp", "10.0.0.1", 5000, "10.0.0.2", 80, 1000, 1)
-    assert "?10 + 127," in sql
+    assert sql.count("?1,") == APPEND_ROWS and params[:8] == (
+        "redis", 1, 1, "tcp", "10.0.0.1", "10.0.0.2", 80, 1)
+    whole = [value(seq, 5000, "redis") for seq in range(1, APPEND_ROWS + 1)]
+    whole = [(*row[:-1], 7) for row in whole]          # the same connection throughout
+    assert len(_statement(whole)[1]) == 10 + 1 + 6 * APPEND_ROWS
+    assert "?8 + 127," in sql
 
 
 def test_appended_rows_whose_seqs_are_not_consecutive_bind_each_seq(tmp_path):
@@ -663,8 +668,8 @@ def test_appended_rows_whose_seqs_are_not_consecutive_bind_each_seq(tmp_path):
     for name, seqs in (("gapped", gapped), ("shuffled", shuffled)):
         values = [msgspec.structs.astuple(make_row(seq)) for seq in seqs]
         sql, params = _statement(values[:APPEND_ROWS])
-        # shared: all but seq, ts, entry_json, offsets and client_port (40000 + seq)
-        assert "+" not in sql and len(params) == 9 + 8 * APPEND_ROWS, name
+        # each value per row: one statement shape per length for these rarer appends
+        assert "+" not in sql and len(params) == 17 * APPEND_ROWS, name
         index = EntryIndex(tmp_path / f"{name}.sqlite")
         try:
             index.add_values(values, (1, 1))

@@ -108,12 +108,27 @@ APPEND_ROWS = 128
 # us); an int's the mutex, and Python a type check and a conversion. Equal values bind as the
 # same value (the columns' affinity stores 443 and 443.0 alike; texts are equal only when the
 # same), so the rows are stored as they would be.
-_SHARED_COLUMNS = tuple(_COLUMNS.index(name) for name in (
-    "protocol", "first_seg", "last_seg", "transport", "client_ip", "client_port", "server_ip",
-    "server_port", "client_seq", "server_seq"))
+_SHARED_COLUMNS = ("protocol", "first_seg", "last_seg", "transport", "client_ip", "client_port",
+                   "server_ip", "server_port", "client_seq", "server_seq")
+# A statement binds once the first of these sets whose columns its rows all share: a few
+# shapes, not one per combination (each is a statement of its own, prepared in ~3 ms at 128
+# rows and kept in the connection's statement cache of 128: every combination of 10 columns
+# would thrash it). One connection in one segment; across a segment's end; one client host's
+# datagrams (a socket per DNS query); several connections of one client host to one server;
+# the same across a segment's end; one protocol.
+_SHARED_SETS = tuple(tuple(_COLUMNS.index(name) for name in _SHARED_COLUMNS if name not in left)
+                     for left in (
+    (),
+    ("first_seg", "last_seg"),
+    ("client_port",),
+    ("client_port", "client_seq", "server_seq"),
+    ("client_port", "client_seq", "server_seq", "first_seg", "last_seg"),
+    ("client_ip", "client_port", "client_seq", "server_seq", "first_seg", "last_seg",
+     "server_ip", "server_port")))
+_SHARED_CHECKED = tuple(_COLUMNS.index(name) for name in _SHARED_COLUMNS)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _shared_sql(rows: int, shared: tuple[int, ...], counted: bool) -> tuple[str, list[int]]:
     """An append statement of `rows` rows whose `shared` columns take the statement's first
     parameters (?1, ?2, ... in that order) in every row; with `counted` (the rows' seqs are
@@ -138,16 +153,19 @@ def _shared_sql(rows: int, shared: tuple[int, ...], counted: bool) -> tuple[str,
 
 def _statement(rows: Sequence[IndexValues]) -> tuple[str, tuple[Any, ...]]:
     """An append statement of these rows (at least 2, of IndexRow's width) and its parameters:
-    the values of _SHARED_COLUMNS that every row has the same bound once, consecutive seqs as
-    the first one (_shared_sql)."""
+    consecutive seqs as the first one, and then the first of _SHARED_SETS whose values every
+    row has the same bound once (_shared_sql)."""
     count = len(rows)
     columns = list(zip(*rows))
-    shared = tuple(column for column in _SHARED_COLUMNS
-                   if columns[column].count(columns[column][0]) == count)
     seqs = columns[0]
     low = seqs[0]
     counted = (type(low) is int and seqs[-1] - low == count - 1
                and seqs == tuple(range(low, low + count)))
+    shared: tuple[int, ...] = ()
+    if counted:      # (the usual append; others, rarer, take one shape per length)
+        same = {column for column in _SHARED_CHECKED
+                if columns[column].count(columns[column][0]) == count}
+        shared = next((shape for shape in _SHARED_SETS if same.issuperset(shape)), ())
     sql, rest = _shared_sql(count, shared, counted)
     params = [columns[column][0] for column in shared]
     if counted:
