@@ -8,8 +8,12 @@ and that core is partly free).
 
 Every write is IndexWriter's as before, in the order released: the same seqs, rows and cursor
 in one transaction, room waits and a full disk handled there, rows streamed live after they
-are indexed. The queue is bounded in rows (MAX_QUEUED_ROWS): past it the merge waits, so it
-stops reading the shards, whose pipes then hold them back. Prune runs here too, every
+are indexed. A release put while the writer is busy joins the write still queued (up to
+MAX_WRITE_ROWS): one transaction instead of several, which writes fewer WAL frames (each
+commit writes the tables' and indexes' last leaves again) and pays its per-write Python once;
+with the writer behind, what it takes next is all that waits. The queue is bounded in rows
+(MAX_QUEUED_ROWS): past it the merge waits, so it stops reading the shards, whose pipes then
+hold them back. Prune runs here too, every
 PRUNE_EVERY_S, as IndexWriter's state is this thread's alone.
 """
 
@@ -24,13 +28,16 @@ from typing import Any
 
 from worker.packet import PacketRef
 from worker.pipeline import PRUNE_EVERY_S, DissectionStats, IndexWriter
-from worker.store.index import IndexValues, flat_chunks
+from worker.store.index import APPEND_ROWS, IndexValues, flat_chunks
 
 log = logging.getLogger("shark.worker.sharded")
 
 # Rows released and not yet written past which the merge waits for the writer (~30 MB, as
 # sharded.MAX_AHEAD_ROWS); one release more than that may wait in the queue.
 MAX_QUEUED_ROWS = 20_000
+# The most rows queued releases are joined into (one transaction, well within a budget step:
+# IndexWriter cuts a write into steps anyway).
+MAX_WRITE_ROWS = 8192
 # How often a waiting merge looks at the stop event.
 PUT_WAIT_S = 0.1
 
@@ -43,11 +50,12 @@ class WriteThread:
     """IndexWriter.write_values() of each put(), in order, in thread `shark-index-write`."""
 
     def __init__(self, writer: IndexWriter, stats: DissectionStats, stop: threading.Event,
-                 max_rows: int = MAX_QUEUED_ROWS) -> None:
+                 max_rows: int = MAX_QUEUED_ROWS, max_write_rows: int = MAX_WRITE_ROWS) -> None:
         self._writer = writer
         self._stats = stats
         self._stop = stop
         self._max_rows = max_rows
+        self._max_write_rows = max_write_rows
         self._queue: deque[_Write | None] = deque()     # None: no more puts
         self._queued_rows = 0
         self._busy = False            # a write taken off the queue is being made
@@ -67,19 +75,36 @@ class WriteThread:
     def put(self, values: list[IndexValues], cursor: PacketRef | None, reading_segment: int,
             ended: bool) -> None:
         """Queue a write (after waiting while MAX_QUEUED_ROWS are queued, unless stopping:
-        what is released is written, as before, and the writer drains the queue at stop).
-        The rows' append statements' parameters are made here, in the merge thread: it waits
-        for the writer, the longer path."""
-        chunks = flat_chunks(values)
+        what is released is written, as before, and the writer drains the queue at stop), or
+        join it to the write queued last, not taken yet. The rows' append statements'
+        parameters are made here, in the merge thread: it waits for the writer, the longer
+        path."""
         with self._ready:
             while (self._queued_rows >= self._max_rows and self._queue
                    and not self._stop.is_set()):
                 self._ready.wait(PUT_WAIT_S)
-            self._queue.append((values, cursor, reading_segment, ended, chunks))
+            last = self._joinable(len(values))
+        # flattened outside the lock (the writer takes it to end a write): as joined to the
+        # last write if that is still queued then, which only the writer can change
+        chunks = flat_chunks(values if last is None else _tail(last) + values)
+        with self._ready:
+            if last is not None and self._joinable(len(values)) is last:
+                self._queue[-1] = _joined(last, values, cursor, reading_segment, ended, chunks)
+            else:
+                if last is not None:    # taken meanwhile: these rows' own chunks
+                    chunks = flat_chunks(values)
+                self._queue.append((values, cursor, reading_segment, ended, chunks))
             self._queued_rows += len(values)
             self._reading_segment = reading_segment
             self._ready.notify_all()
         self._free_spent()
+
+    def _joinable(self, rows: int) -> _Write | None:
+        """The write queued last, if `rows` more may join it (under the lock)."""
+        last = self._queue[-1] if self._queue else None
+        if last is None or len(last[0]) + rows > self._max_write_rows:
+            return None
+        return last
 
     def _free_spent(self) -> None:
         """Free the rows of the writes made (in the calling thread, the merge's)."""
@@ -154,3 +179,19 @@ class WriteThread:
             log.exception("index write error")
             return False
         return True
+
+
+
+def _tail(write: _Write) -> list[IndexValues]:
+    """The write's rows after its last whole chunk (flat_chunks leaves them out)."""
+    return write[0][len(write[4]) * APPEND_ROWS:]
+
+
+def _joined(first: _Write, values: list[IndexValues], cursor: PacketRef | None,
+            reading_segment: int, ended: bool, chunks: list[tuple[Any, ...]]) -> _Write:
+    """One write of `first`'s rows then these, with the later cursor (None: none new since),
+    segment and end. `chunks`: flat_chunks of _tail(first) + values, so that the joined rows'
+    chunks run APPEND_ROWS at a time from the first row."""
+    rows, last_cursor, _segment, _ended, made = first
+    return (rows + values, cursor if cursor is not None else last_cursor, reading_segment,
+            ended, made + chunks)

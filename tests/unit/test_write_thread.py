@@ -1,5 +1,5 @@
 """The sharded merge's writes in their own thread (worker/write_thread.py): in order, bounded,
-failures counted, drained at close. The rows and index of a real sharded run are
+failures counted, drained at close, releases joined while the writer is busy. The rows and index of a real sharded run are
 test_dissect_shards.py's (sharded equals one dissection)."""
 
 from __future__ import annotations
@@ -38,10 +38,12 @@ class FakeWriter:
         return 0
 
 
-def _thread(writer: FakeWriter, max_rows: int = 100) -> tuple[WriteThread, DissectionStats,
-                                                              threading.Event]:
+def _thread(writer: FakeWriter, max_rows: int = 100, max_write_rows: int = 1
+            ) -> tuple[WriteThread, DissectionStats, threading.Event]:
+    """The thread over `writer`; by default no release joins another (max_write_rows=1)."""
     stats, stop = DissectionStats(), threading.Event()
-    thread = WriteThread(writer, stats, stop, max_rows=max_rows)   # type: ignore[arg-type]
+    thread = WriteThread(writer, stats, stop, max_rows=max_rows,   # type: ignore[arg-type]
+                         max_write_rows=max_write_rows)
     thread.start()
     return thread, stats, stop
 
@@ -56,6 +58,48 @@ def test_writes_are_made_in_order_and_ended_comes_after_the_last() -> None:
     assert [write[0] for write in writer.writes] == batches
     assert [write[1] for write in writer.writes] == [(1, n) for n in range(len(batches))]
     assert thread.ended
+    thread.close(5.0)
+
+
+def test_releases_put_while_the_writer_is_busy_are_written_as_one() -> None:
+    """Joined in order, with the last cursor given and the last end, their chunks running
+    APPEND_ROWS at a time from the first row; not past max_write_rows."""
+    writer = FakeWriter()
+    writer.go.clear()                   # the writer is busy with the first write
+    thread, _stats, _stop = _thread(writer, max_rows=10_000, max_write_rows=3 * APPEND_ROWS)
+    first = [(seq,) for seq in range(1, 11)]
+    thread.put(first, (1, 1), 1, False)
+    writer.started.wait(5.0)
+    a = [(seq,) for seq in range(11, 11 + APPEND_ROWS + 5)]     # ends within a chunk
+    b = [(seq,) for seq in range(a[-1][0] + 1, a[-1][0] + 1 + APPEND_ROWS)]
+    c = [(b[-1][0] + 1,)]
+    d = [(seq,) for seq in range(c[-1][0] + 1, c[-1][0] + 1 + APPEND_ROWS)]   # past the most
+    thread.put(a, (2, 1), 2, False)
+    thread.put(b, None, 2, False)       # nothing new to say of the cursor
+    thread.put(c, (3, 1), 3, False)
+    thread.put(d, (3, 2), 3, True)
+    writer.go.set()
+    wait_for(thread.idle, what="the writes")
+    assert [(values, cursor, segment) for values, cursor, segment, _ in writer.writes] == [
+        (first, (1, 1), 1), (a + b + c, (3, 1), 3), (d, (3, 2), 3)]
+    assert [chunks for *_, chunks in writer.writes] == [
+        flat_chunks(first), flat_chunks(a + b + c), flat_chunks(d)]
+    assert thread.ended
+    thread.close(5.0)
+
+
+def test_a_join_keeps_the_earlier_cursor_when_the_later_has_none() -> None:
+    writer = FakeWriter()
+    writer.go.clear()
+    thread, _stats, _stop = _thread(writer, max_rows=1000, max_write_rows=1000)
+    thread.put([(1,)], (1, 1), 1, False)
+    writer.started.wait(5.0)
+    thread.put([(2,)], (1, 2), 1, False)
+    thread.put([(3,)], None, 1, False)
+    writer.go.set()
+    wait_for(thread.idle, what="the writes")
+    assert [(values, cursor) for values, cursor, *_ in writer.writes] == [
+        ([(1,)], (1, 1)), ([(2,), (3,)], (1, 2))]
     thread.close(5.0)
 
 
