@@ -14,9 +14,16 @@ phases: start (until the API serves), until both shards are busy, the tail after
 shard's last busy bucket.
 
 Threads are named by /proc's comm; Python threads of 3.11 carry their process's, so the
-API process's threads are told apart by the order they appear (first: main) and, with
-SHARK_TIMELINE set in the worker's environment (an optional marks file the worker's
-instrumented build writes), by name.
+API process's threads are told apart by the order they appear: api-main, then api-t1... (with
+2 shards: the index writer, the merge, then the checkpoint thread and uvicorn's, in the order
+they first ran while sampled: check with `py-spy dump` when it matters).
+
+--rt is for a machine shared with other programs' load: without it the worker's threads wait
+behind them (the runq column) and the cores look busy when the worker would have left them
+idle. With it the worker runs SCHED_RR (priority 2; its shards, once named, 1: the nice 10 they
+take under SCHED_OTHER becomes strict), and the sampler above it at 3; the kernel still keeps
+5% of each core for everything else (sched_rt_runtime_us). Its CPU seconds still vary run to
+run on a shared machine (caches, the other vCPU), so compare idle seconds and phases, not CPU.
 """
 
 from __future__ import annotations
