@@ -45,19 +45,18 @@ SCHEMA_VERSION = "3"
 MIGRATES_FROM = ("1", "2")
 BUSY_TIMEOUT_MS = 10_000
 # The WAL counts in --storage-limit, so its size is bounded: its hard limit is 1/32 of the
-# storage limit, kept between 256 KiB (the minimum limit of 2 MiB holds 8) and 128 MiB. Past a
+# storage limit, kept between 256 KiB (the minimum limit of 2 MiB holds 8) and 32 MiB. Past a
 # quarter of it a checkpoint thread copies it into the database beside the writer (sqlite's
 # own checkpoint would run inside the writer's COMMIT, with two fsyncs, while the dissection
 # shards wait on the merge); a writer that still finds it past the hard limit checkpoints it
 # itself and starts it over, cut back to the limit (its blocks reused: not to a quarter, nor
-# to nothing). wal_limit_for() gives the limit; open_index() takes it. A busy writer's WAL
-# reaches the limit once per limit's worth of frames (the thread's checkpoints overlap commits,
-# so the WAL does not start over by itself), and the writer's checkpoint there waits for the
-# thread's and then copies and syncs what is left: ~0.1-0.3 s in which the merge and the
-# shards behind it wait too. 128 MiB (at 4 GiB and above; it was 32) makes that once per
-# ~130,000 redis rows instead of once per ~33,000 (docs/BENCHMARKS.md, "Where two cores waited").
+# to nothing). wal_limit_for() gives the limit; open_index() takes it. (A busy writer's WAL
+# reaches the limit once per limit's worth of frames, and its checkpoint there waits for the
+# thread's: 0.1-0.4 s. A larger limit does not save that on a new index: the WAL's frames then
+# go to blocks the file system allocates while the thread's fsyncs run, and the writer waits
+# for those instead: docs/BENCHMARKS.md, "Where two cores waited".)
 WAL_LIMIT_MIN = 256 * 1024
-WAL_LIMIT_MAX = 128 * 1024 * 1024
+WAL_LIMIT_MAX = 32 * 1024 * 1024
 WAL_LIMIT_SHARE = 32
 # The checkpoint thread also looks every this often, so that a WAL left by a last write is
 # copied into the database while the writer is idle.
