@@ -15,7 +15,9 @@ bench_protocols' 4 GB limit (every request for room granted at once; --no-budget
 prints the writer's CPU per row (`thread_time` of the calls), the process's (the checkpoint
 thread's included), the transactions and checkpoints made and a digest of every stored row: two trees must
 print the same digest. `--chunks` hands the writer the rows' flat_chunks as the sharded merge
-does (made outside the timed call).
+does (made outside the timed call). `--join N` makes every N consecutive writes one (their rows
+in order, the last cursor and segment), as the sharded write thread joins the releases put
+while it is busy (worker/write_thread.py): the rows' digest is the same, the cursor's too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import index_rows_digest
 
@@ -67,8 +70,8 @@ def record(pcap: Path, out: Path, work_dir: Path) -> None:
     print(f"{pcap.name}: {len(calls)} writes, {rows} rows -> {out}")
 
 
-def replay(recording: Path, tree: Path, index_dir: Path, budget: bool, chunks: bool
-           ) -> dict[str, float | int | str]:
+def replay(recording: Path, tree: Path, index_dir: Path, budget: bool, chunks: bool,
+           join: int = 1) -> dict[str, float | int | str]:
     sys.path.insert(0, str(tree))
     sys.path.insert(0, str(ROOT / "tests" / "bench"))
     from bench_merge import _granter
@@ -78,6 +81,8 @@ def replay(recording: Path, tree: Path, index_dir: Path, budget: bool, chunks: b
     from worker.store import index as index_module
 
     store, calls = pickle.loads(recording.read_bytes())
+    if join > 1:
+        calls = [_joined(calls[at:at + join]) for at in range(0, len(calls), join)]
     # the collector as the dissection thread sets it (the recording's rows frozen, as the
     # worker's start-up objects are: a young collection would walk them all)
     from worker.dissection import tune_gc_for_dissection
@@ -113,6 +118,12 @@ def replay(recording: Path, tree: Path, index_dir: Path, budget: bool, chunks: b
             "digest": digest.hexdigest()[:16]}
 
 
+def _joined(calls: list[tuple[Any, Any, int]]) -> tuple[Any, Any, int]:
+    cursors = [cursor for _values, cursor, _segment in calls if cursor is not None]
+    return ([value for values, _c, _s in calls for value in values],
+            cursors[-1] if cursors else None, calls[-1][2])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,13 +141,15 @@ def main() -> None:
                         default=Path(tempfile.gettempdir()) / "bench-index-write")
     player.add_argument("--no-budget", action="store_true")
     player.add_argument("--chunks", action="store_true")
+    player.add_argument("--join", type=int, default=1, help="every N writes made one")
     args = parser.parse_args()
     if args.command == "record":
         args.work_dir.mkdir(parents=True, exist_ok=True)
         record(args.pcap, args.out, args.work_dir)
         return
     for _ in range(args.repeat):
-        print(replay(args.recording, args.tree, args.index_dir, not args.no_budget, args.chunks),
+        print(replay(args.recording, args.tree, args.index_dir, not args.no_budget, args.chunks,
+                     args.join),
               flush=True)
 
 
