@@ -50,11 +50,7 @@ BUSY_TIMEOUT_MS = 10_000
 # own checkpoint would run inside the writer's COMMIT, with two fsyncs, while the dissection
 # shards wait on the merge); a writer that still finds it past the hard limit checkpoints it
 # itself and starts it over, cut back to the limit (its blocks reused: not to a quarter, nor
-# to nothing). wal_limit_for() gives the limit; open_index() takes it. (A busy writer's WAL
-# reaches the limit once per limit's worth of frames, and its checkpoint there waits for the
-# thread's: 0.1-0.4 s. A larger limit does not save that on a new index: the WAL's frames then
-# go to blocks the file system allocates while the thread's fsyncs run, and the writer waits
-# for those instead: docs/BENCHMARKS.md, "Where two cores waited".)
+# to nothing). wal_limit_for() gives the limit; open_index() takes it.
 WAL_LIMIT_MIN = 256 * 1024
 WAL_LIMIT_MAX = 32 * 1024 * 1024
 WAL_LIMIT_SHARE = 32
