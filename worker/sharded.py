@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 import time
 from bisect import bisect_left
@@ -60,11 +59,6 @@ MAX_AHEAD_ROWS = 20_000
 CRASH_LOOP_S = 5.0
 RESTART_BACKOFF_S = 5.0
 STOP_WAIT_S = 3.0
-# A shard's send buffer (the kernel doubles it, within net.core.wmem_max): a report is ~0.4 MB
-# on redis.pcap, and with the default ~200 KB each send waited for the merge to read it in
-# pieces, each read taking the API process's GIL again, while the shard's next report waited
-# for the send (docs/BENCHMARKS.md, "Where two cores waited").
-REPORT_SEND_BUFFER = 2 << 20
 
 
 @dataclass
@@ -236,7 +230,6 @@ class ShardedPipeline:
                 redactor=self._redactor, names=self.names.names, nets=self.names.nets_text,
                 finished=self._finished, memory_limit=self._memory_share, replay=self._replay)
             ours, theirs = self._context.Pipe()
-            _widen_send_buffer(theirs)
             process = self._context.Process(target=shard_main, args=(config, theirs),
                                             name=f"shark-shard-{shard.state.shard}", daemon=True)
             process.start()
@@ -429,21 +422,6 @@ class ShardedPipeline:
             if shard.conn is not None:
                 shard.conn.close()
                 shard.conn = None
-
-
-def _widen_send_buffer(conn: Connection) -> None:
-    """REPORT_SEND_BUFFER for the shard's end of its pipe (a socket pair), where the system
-    allows it; left as it is otherwise."""
-    try:
-        sock = socket.socket(fileno=conn.fileno())
-    except OSError:
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, REPORT_SEND_BUFFER)
-    except OSError:
-        pass
-    finally:
-        sock.detach()
 
 
 # A row's packed OrderKey (worker.dissection.packed_key).

@@ -36,8 +36,11 @@ log = logging.getLogger("shark.worker.sharded")
 # sharded.MAX_AHEAD_ROWS); one release more than that may wait in the queue.
 MAX_QUEUED_ROWS = 20_000
 # The most rows queued releases are joined into (one transaction, well within a budget step:
-# IndexWriter cuts a write into steps anyway).
-MAX_WRITE_ROWS = 8192
+# IndexWriter cuts a write into steps anyway). A write's rows are published to the live
+# streams at once, and a subscriber's queue holds two of the largest publishes
+# (worker/api/app.py SUBSCRIBER_QUEUE, 4096 rows): a larger write would overflow the queue of
+# a client that keeps up. (bench_live.py replaying redis.pcap at ~39k entries/s: 0 lost.)
+MAX_WRITE_ROWS = 2048
 # How often a waiting merge looks at the stop event.
 PUT_WAIT_S = 0.1
 
