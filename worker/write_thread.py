@@ -10,11 +10,10 @@ Every write is IndexWriter's as before, in the order released: the same seqs, ro
 in one transaction, room waits and a full disk handled there, rows streamed live after they
 are indexed. A release put while the writer is busy joins the write still queued (up to
 MAX_WRITE_ROWS): one transaction instead of several, which writes fewer WAL frames (each
-commit writes the tables' and indexes' last leaves again) and pays its per-write Python once;
-with the writer behind, what it takes next is all that waits. The queue is bounded in rows
-(MAX_QUEUED_ROWS): past it the merge waits, so it stops reading the shards, whose pipes then
-hold them back. Prune runs here too, every
-PRUNE_EVERY_S, as IndexWriter's state is this thread's alone.
+commit writes the tables' and indexes' last leaves again) and pays its per-write Python once.
+The queue is bounded in rows (MAX_QUEUED_ROWS): past it the merge waits, so it stops reading
+the shards, whose pipes then hold them back. Prune runs here too, every PRUNE_EVERY_S, as
+IndexWriter's state is this thread's alone.
 """
 
 from __future__ import annotations
@@ -182,7 +181,6 @@ class WriteThread:
             log.exception("index write error")
             return False
         return True
-
 
 
 def _tail(write: _Write) -> list[IndexValues]:
