@@ -21,15 +21,20 @@ or it was started again mid-store) would not agree with them: worker.sharded the
 the shards again from one place (a resync), where their tables start empty alike.
 
 The cost per packet matters (every shard looks at every packet): the common frames are told
-by bytes at fixed offsets and looked up by the one slice of addresses then ports, as they lie
-in the read buffer; anything else goes through packet.flow_key(). The module is compiled
+by bytes at fixed offsets, anything else goes through packet.flow_key(). The module is compiled
 (shark.compiled): each byte read is then a native load, and worker.shard_filter calls
-owner_fixed() directly with the linktype's row looked up once per read.
+owner_fixed() directly with the linktype's row looked up once per read. A flow's entry and a
+shard's counts are objects of native fields (a packet counted is a native add), and each
+protocol keeps a small cache of the IPv4 keys it found in its current generation, compared as
+three native ints in place: consecutive packets of a few busy connections (redis, postgres)
+find their entry there without the key's slice and the dict's hash and compare.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from mypy_extensions import i64
 
 from worker.packet import (_RAW_IP_LINKTYPES, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LOOP,
                            LINKTYPE_NULL, TCP, UDP, flow_key)
@@ -43,7 +48,7 @@ FORGET_NS: Final = {TCP: 125_000_000_000, UDP: 35_000_000_000}
 # assembler's max_flows). A new flow past it swaps generations early, forgetting the flows not
 # seen since the last swap: a flood of new flows bounds the table (~30 MB per shard at most)
 # and, being counted in packets, still does so alike in every shard. (Not Final: a test lowers
-# it; compiled, it is read from the module's dict at each new flow.)
+# it; a table reads it when it is made.)
 GENERATION_KEYS = 2 * 65536
 # How long a flow without a packet still counts as live for balancing: between ACTIVE_NS and
 # that plus one sweep interval (worker.dissection.EXPIRE_EVERY_NS, 1 s, or the gap to the
@@ -52,10 +57,14 @@ GENERATION_KEYS = 2 * 65536
 ACTIVE_NS: Final = 5_000_000_000
 _FIN_SYN_RST: Final = 0x07
 _ACK: Final = 0x10
-# An entry is [owner, state, epoch of its last packet, protocol]. Its state: 1 live (counted
-# in _live), 2 live but idle (not counted), 0 ended (FIN, RST), -1 forgotten.
+# A flow's state: live (counted in its shard's live flows of its protocol), live but idle (not
+# counted), ended (FIN, RST), forgotten.
+_LIVE: Final = 1
 _IDLE: Final = 2
+_ENDED: Final = 0
 _FORGOTTEN: Final = -1
+# The recent-keys cache of a protocol: direct-mapped, by a mix of the key's three ints.
+_SLOTS: Final = 256
 
 # Per linktype: (where the link layer's EtherType is, what it reads for IPv4, what it reads for
 # IPv6, where the IP header is), offsets from the frame's start. Raw IP and loopback have no
@@ -76,41 +85,125 @@ def reverse_key(key: bytes) -> bytes:
     return key[size:2 * size] + key[:size] + key[-2:] + key[-4:-2]
 
 
+def _u32(buf: bytes, at: i64) -> i64:
+    """The big-endian u32 at buf[at:at + 4]. Compiled, each byte an i64: a tagged int's shift
+    is a call."""
+    b0: i64 = buf[at]
+    b1: i64 = buf[at + 1]
+    b2: i64 = buf[at + 2]
+    b3: i64 = buf[at + 3]
+    return b0 << 24 | b1 << 16 | b2 << 8 | b3
+
+
+class _Shard:
+    """A shard's counts. Native fields: a list[int] item's `+= 1` went through boxed ints
+    (~230 instructions a packet, callgrind)."""
+
+    __slots__ = ("number", "packets", "tcp", "udp")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.packets: i64 = 0   # packets of its flows so far
+        self.tcp: i64 = 0       # its live flows of each protocol
+        self.udp: i64 = 0
+
+    def live(self, proto: int) -> i64:
+        return self.tcp if proto == TCP else self.udp
+
+    def add_live(self, proto: int, change: i64) -> None:
+        if proto == TCP:
+            self.tcp += change
+        else:
+            self.udp += change
+
+
+class _Flow:
+    """The entry both directions of a flow share: its owner (and that shard's counts), its
+    state (_LIVE ...), the epoch of its last packet, its protocol."""
+
+    __slots__ = ("owner", "shard", "state", "epoch", "proto")
+
+    def __init__(self, shard: _Shard, epoch: i64, proto: int) -> None:
+        self.owner = shard.number
+        self.shard = shard
+        self.state: i64 = _LIVE
+        self.epoch: i64 = epoch
+        self.proto = proto
+
+
+class _Slot:
+    """One IPv4 key of the recent-keys cache (addresses and ports as u32s) and its entry."""
+
+    __slots__ = ("src", "dst", "ports", "flow")
+
+    def __init__(self, flow: _Flow) -> None:
+        self.src: i64 = 0
+        self.dst: i64 = 0
+        self.ports: i64 = -1    # no key: ports are never negative
+        self.flow = flow
+
+
+class _Keys:
+    """One protocol's keys: key -> entry, both directions sharing it. Those seen since the last
+    swap are in `current`, those of the generation before in `previous` (see _swap). The slots
+    cache keys found in `current`: a key there stays there, with its entry, until the next swap
+    (the keys of current and previous together hold both directions of each flow, so a new
+    flow's two keys are in neither), and the swap empties the slots."""
+
+    __slots__ = ("current", "previous", "swapped_ns", "slots", "_none")
+
+    def __init__(self, none: _Flow) -> None:
+        self.current: dict[bytes, _Flow] = {}
+        self.previous: dict[bytes, _Flow] = {}
+        self.swapped_ns: i64 = 0
+        self._none = none
+        self.slots = [_Slot(none) for _ in range(_SLOTS)]
+
+    def empty_slots(self) -> None:
+        for slot in self.slots:
+            slot.ports = -1
+            slot.flow = self._none
+
+
 class FlowTable:
     """owner(linktype, buf, start, stop) of the frame at buf[start:stop]; sweep(ts_ns) at the
     packets where the dissection's clock expires flows (worker.shard_filter)."""
 
-    __slots__ = ("shards", "_current", "_previous", "_swapped_ns", "_live", "packets", "_tcp",
-                 "_udp", "_epoch", "_recent", "_epochs")
+    __slots__ = ("shards", "_shards", "_tcp", "_udp", "_generation_keys", "_epoch", "_recent",
+                 "_epochs")
 
     def __init__(self, shards: int) -> None:
         if shards < 1:
             raise ValueError(f"shards {shards}: expected at least 1")
         self.shards = shards
-        # key -> entry (see _IDLE): both directions share the one list. Keys seen since the last
-        # swap are in _current, those of the generation before in _previous.
-        self._current: dict[int, dict[bytes, list[int]]] = {TCP: {}, UDP: {}}
-        self._previous: dict[int, dict[bytes, list[int]]] = {TCP: {}, UDP: {}}
-        self._swapped_ns = {TCP: 0, UDP: 0}
-        self._live = {TCP: [0] * shards, UDP: [0] * shards}
-        self.packets = [0] * shards     # packets of each shard's flows so far
-        # _current[TCP] and _current[UDP] as attributes (owner_fixed's per-packet lookup)
-        self._tcp, self._udp = self._current[TCP], self._current[UDP]
+        self._shards = [_Shard(number) for number in range(shards)]
+        none = _Flow(self._shards[0], -1, 0)   # what an empty slot holds
+        self._tcp = _Keys(none)
+        self._udp = _Keys(none)
+        self._generation_keys = GENERATION_KEYS
         # Sweeps so far (an epoch is the time between two), the entries first seen in this
         # epoch, and those of the epochs before, still within ACTIVE_NS: (the time the epoch
         # ended, its number, its entries). A flow is touched once per epoch, so finding idle
         # flows costs a sweep the flows of one old epoch, not the whole table.
-        self._epoch = 0
-        self._recent: list[list[int]] = []
-        self._epochs: list[tuple[int, int, list[list[int]]]] = []
+        self._epoch: i64 = 0
+        self._recent: list[_Flow] = []
+        self._epochs: list[tuple[int, int, list[_Flow]]] = []
+
+    @property
+    def packets(self) -> list[int]:
+        """Per shard, the packets of its flows so far."""
+        return [shard.packets for shard in self._shards]
 
     def __len__(self) -> int:
         """Keys held (two per flow seen in both directions)."""
-        return sum(len(keys) for keys in (*self._current.values(), *self._previous.values()))
+        return sum(len(keys.current) + len(keys.previous) for keys in (self._tcp, self._udp))
 
     def live(self, proto: int) -> list[int]:
         """Per shard, its flows of `proto` that are live and not idle (what _new weighs)."""
-        return list(self._live[proto])
+        return [shard.live(proto) for shard in self._shards]
+
+    def _keys(self, proto: int) -> _Keys:
+        return self._tcp if proto == TCP else self._udp
 
     def owner(self, linktype: int, buf: bytes, start: int, stop: int) -> int:
         link = _FIXED_LINKS.get(linktype)
@@ -119,39 +212,46 @@ class FlowTable:
         return self.owner_fixed(link, linktype, buf, start, stop)
 
     def owner_fixed(self, link: tuple[int, int, int, int], linktype: int, buf: bytes,
-                    start: int, stop: int) -> int:
+                    start: i64, stop: i64) -> int:
         """owner() with the linktype's row of _FIXED_LINKS looked up once by the caller (a
-        shard's filter reads segments of one linktype). Compiled, each buf[i] is a native
-        load: no slice but the key's."""
-        at, v4, v6, ip = link
+        shard's filter reads segments of one linktype). Compiled, offsets and bytes are i64:
+        each buf[i] is a native load and each shift native, no slice but a missed key's."""
+        ip: i64 = link[3]
         ip += start
         if ip + 24 > stop:     # shorter than IPv4 and the ports: flow_key() says
             return self._slow(linktype, buf, start, stop)
+        at: i64 = link[0]
         at += start
-        first = buf[ip]
-        if first == 0x45 and (at == ip or buf[at] << 8 | buf[at + 1] == v4):
-            # Not a fragment (MF clear, offset 0: the DF and reserved bits may be set).
-            if not buf[ip + 6] & 0x3F and not buf[ip + 7]:
-                proto = buf[ip + 9]
-                if proto == TCP:
-                    flags = buf[ip + 33] if ip + 34 <= stop else 0
-                    current = self._tcp
-                elif proto == UDP:
-                    flags = 0
-                    current = self._udp
-                else:
+        first: i64 = buf[ip]
+        if first == 0x45:
+            if at != ip:
+                high: i64 = buf[at]
+                low: i64 = buf[at + 1]
+                if high << 8 | low != link[1]:
                     return self._slow(linktype, buf, start, stop)
-                key = buf[ip + 12:ip + 24]
-                # The common case inline: a known flow, no FIN, SYN or RST.
-                entry = current.get(key)
-                if entry is None or flags & _FIN_SYN_RST:
-                    return self._route(proto, key, flags)
-                owner = entry[0]
-                if entry[2] != self._epoch:   # its first packet in this epoch
-                    self._touch(entry)
-                self.packets[owner] += 1
-                return owner
-        elif first >> 4 == 6 and ip + 44 <= stop and (at == ip or buf[at] << 8 | buf[at + 1] == v6):
+            # Not a fragment (MF clear, offset 0: the DF and reserved bits may be set).
+            fragment: i64 = buf[ip + 6]
+            offset: i64 = buf[ip + 7]
+            if fragment & 0x3F or offset:
+                return self._slow(linktype, buf, start, stop)
+            proto: i64 = buf[ip + 9]
+            if proto == TCP:
+                keys = self._tcp
+                if ip + 34 <= stop:
+                    flags: i64 = buf[ip + 33]
+                    if flags & _FIN_SYN_RST:
+                        return self._route(TCP, buf[ip + 12:ip + 24], flags)
+            elif proto == UDP:
+                keys = self._udp
+            else:
+                return self._slow(linktype, buf, start, stop)
+            return self._known(keys, proto, buf, ip)
+        if first >> 4 == 6 and ip + 44 <= stop:
+            if at != ip:
+                high = buf[at]
+                low = buf[at + 1]
+                if high << 8 | low != link[2]:
+                    return self._slow(linktype, buf, start, stop)
             proto = buf[ip + 6]
             if proto == TCP:
                 return self._route(TCP, buf[ip + 8:ip + 44],
@@ -160,56 +260,82 @@ class FlowTable:
                 return self._route(UDP, buf[ip + 8:ip + 44], 0)
         return self._slow(linktype, buf, start, stop)
 
+    def _known(self, keys: _Keys, proto: i64, buf: bytes, ip: i64) -> int:
+        """The owner of an IPv4 packet without FIN, SYN or RST whose key is at buf[ip + 12:
+        ip + 24]: from the slots or `current` (the common case), else by _route."""
+        src = _u32(buf, ip + 12)
+        dst = _u32(buf, ip + 16)
+        ports = _u32(buf, ip + 20)
+        mixed = src ^ dst << 1 ^ ports * 0x9E37
+        slot = keys.slots[(mixed ^ mixed >> 7 ^ mixed >> 17) & (_SLOTS - 1)]
+        if slot.ports == ports and slot.src == src and slot.dst == dst:
+            flow = slot.flow
+        else:
+            key = buf[ip + 12:ip + 24]
+            found = keys.current.get(key)
+            if found is None:
+                return self._route(proto, key, 0)
+            flow = found
+            slot.src = src
+            slot.dst = dst
+            slot.ports = ports
+            slot.flow = flow
+        if flow.epoch != self._epoch:   # its first packet in this epoch
+            self._touch(flow)
+        flow.shard.packets += 1
+        return flow.owner
+
     def _slow(self, linktype: int, buf: bytes, start: int, stop: int) -> int:
         found = flow_key(linktype, buf[start:stop])
         return 0 if found is None else self._route(*found)
 
     def _route(self, proto: int, key: bytes, flags: int) -> int:
-        current = self._current[proto]
-        entry = current.get(key)
+        keys = self._keys(proto)
+        entry = keys.current.get(key)
         if entry is None:
-            entry = self._previous[proto].pop(key, None)
+            entry = keys.previous.pop(key, None)
             if entry is None:
-                entry = self._new(proto, key)
+                entry = self._new(proto, keys, key)
             else:
-                current[key] = entry
-        if entry[2] != self._epoch:
+                keys.current[key] = entry
+        if entry.epoch != self._epoch:
             self._touch(entry)
-        owner = entry[0]
-        self.packets[owner] += 1
+        shard = entry.shard
+        shard.packets += 1
         if flags & _FIN_SYN_RST:
             if flags & 0x05:          # FIN or RST: the connection ends; it keeps its owner
-                if entry[1] == 1:
-                    entry[1] = 0
-                    self._live[TCP][owner] -= 1
-            elif not entry[1] and not flags & _ACK:   # a new connection on the same ports
-                entry[1] = 1
-                self._live[TCP][owner] += 1
-        return owner
+                if entry.state == _LIVE:
+                    entry.state = _ENDED
+                    shard.tcp -= 1
+            elif entry.state == _ENDED and not flags & _ACK:   # a new connection on the same ports
+                entry.state = _LIVE
+                shard.tcp += 1
+        return entry.owner
 
-    def _touch(self, entry: list[int]) -> None:
+    def _touch(self, entry: _Flow) -> None:
         """Note a flow's first packet in this epoch; an idle flow counts as live again."""
-        entry[2] = self._epoch
+        entry.epoch = self._epoch
         self._recent.append(entry)
-        if entry[1] == _IDLE:
-            entry[1] = 1
-            self._live[entry[3]][entry[0]] += 1
+        if entry.state == _IDLE:
+            entry.state = _LIVE
+            entry.shard.add_live(entry.proto, 1)
 
-    def _new(self, proto: int, key: bytes) -> list[int]:
-        if len(self._current[proto]) >= GENERATION_KEYS:
+    def _new(self, proto: int, keys: _Keys, key: bytes) -> _Flow:
+        if len(keys.current) >= self._generation_keys:
             self._swap(proto)
-        live, packets = self._live[proto], self.packets
+        shards = self._shards
         # The fewest live flows, then the fewest packets, then the lowest number (min()'s
         # first of equals), without a key tuple per shard.
-        owner = 0
-        for shard in range(1, self.shards):
-            if live[shard] < live[owner] or (live[shard] == live[owner]
-                                             and packets[shard] < packets[owner]):
-                owner = shard
-        live[owner] += 1
-        entry = [owner, 1, self._epoch, proto]
+        best = shards[0]
+        fewest = best.live(proto)
+        for shard in shards[1:]:
+            live = shard.live(proto)
+            if live < fewest or (live == fewest and shard.packets < best.packets):
+                best, fewest = shard, live
+        best.add_live(proto, 1)
+        entry = _Flow(best, self._epoch, proto)
         self._recent.append(entry)
-        current = self._current[proto]
+        current = keys.current
         current[key] = entry
         current[reverse_key(key)] = entry
         return entry
@@ -226,25 +352,27 @@ class FlowTable:
             _, epoch, entries = epochs.pop(0)
             for entry in entries:
                 # Not touched since that epoch (else it is in a later one), and counted.
-                if entry[2] == epoch and entry[1] == 1:
-                    entry[1] = _IDLE
-                    self._live[entry[3]][entry[0]] -= 1
+                if entry.epoch == epoch and entry.state == _LIVE:
+                    entry.state = _IDLE
+                    entry.shard.add_live(entry.proto, -1)
         for proto, forget in FORGET_NS.items():
-            if ts_ns - self._swapped_ns[proto] >= forget:
-                self._swapped_ns[proto] = ts_ns
+            keys = self._keys(proto)
+            if ts_ns - keys.swapped_ns >= forget:
+                keys.swapped_ns = ts_ns
                 self._swap(proto)
 
     def _swap(self, proto: int) -> None:
         """Forget the keys not seen since the last swap (but those whose other direction was),
         and start a new generation."""
-        current, live = self._current[proto], self._live[proto]
-        for key, entry in self._previous[proto].items():
+        keys = self._keys(proto)
+        current = keys.current
+        for key, entry in keys.previous.items():
             if reverse_key(key) in current:   # the other direction is still active
                 current[key] = entry
-            elif entry[1] != _FORGOTTEN:
-                if entry[1] == 1:
-                    live[entry[0]] -= 1
-                entry[1] = _FORGOTTEN   # its other direction, later in this loop, too
-        self._previous[proto] = current
-        self._current[proto] = {}
-        self._tcp, self._udp = self._current[TCP], self._current[UDP]
+            elif entry.state != _FORGOTTEN:
+                if entry.state == _LIVE:
+                    entry.shard.add_live(proto, -1)
+                entry.state = _FORGOTTEN   # its other direction, later in this loop, too
+        keys.previous = current
+        keys.current = {}
+        keys.empty_slots()

@@ -39,6 +39,16 @@ def _probe() -> None:
 _NATIVE: Final = not isinstance(_probe, types.FunctionType)
 
 
+def _u32le(buf: bytes, at: i64) -> i64:
+    """The little-endian u32 at buf[at:at + 4]. Compiled, each byte an i64: a tagged int's
+    shift is a call (CPyTagged_Lshift, twelve a record)."""
+    b0: i64 = buf[at]
+    b1: i64 = buf[at + 1]
+    b2: i64 = buf[at + 2]
+    b3: i64 = buf[at + 3]
+    return b0 | b1 << 8 | b2 << 16 | b3 << 24
+
+
 class ShardFilter:
     """SegmentTail.read's `keep` for shard `index` of `count` (a store.segments.RecordFilter)."""
 
@@ -53,7 +63,7 @@ class ShardFilter:
         self._last_expire_ns = 0
         self.foreign = 0          # records of other shards' flows read
 
-    def records(self, segment: int, buf: bytes, pos: int, header: FileHeader, max_records: int,
+    def records(self, segment: int, buf: bytes, pos: i64, header: FileHeader, max_records: int,
                 out: list[StoredPacket], base: int) -> tuple[int, Stop, int]:
         # shark.pcap.decode_records, with the owner of each record told before it is sliced.
         unpack = header.record.unpack_from
@@ -66,15 +76,15 @@ class ShardFilter:
         # shark.pcap is not compiled: its constants would be looked up in its module's dict at
         # each use (three per record, ~130 instructions each), so they are read once here.
         ns: i64 = NS
-        header_size = RECORD_HEADER_SIZE
-        limit = header.snaplen
+        header_size: i64 = RECORD_HEADER_SIZE
+        limit: i64 = header.snaplen
         linktype = header.linktype
         table = self.table
         link = _FIXED_LINKS.get(linktype)   # one linktype per segment: looked up once
         index = self.index
         last_expire: i64 = self._last_expire_ns
         every: i64 = EXPIRE_EVERY_NS
-        end = len(buf)
+        end: i64 = len(buf)
         read = foreign = 0
         kept_last = True
         stopped = Stop.FULL
@@ -82,6 +92,7 @@ class ShardFilter:
         ts_ns: i64 = 0
         sec: i64
         frac: i64
+        incl: i64
         little = _NATIVE and not header.big_endian
         every_record = self._all
         while read < max_records:
@@ -89,11 +100,10 @@ class ShardFilter:
                 stopped = Stop.MORE
                 break
             if little:   # the store's own byte order, compiled: byte loads, no tuple
-                sec = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16 | buf[pos + 3] << 24
-                frac = buf[pos + 4] | buf[pos + 5] << 8 | buf[pos + 6] << 16 | buf[pos + 7] << 24
-                incl = buf[pos + 8] | buf[pos + 9] << 8 | buf[pos + 10] << 16 | buf[pos + 11] << 24
-                wirelen = (buf[pos + 12] | buf[pos + 13] << 8 | buf[pos + 14] << 16
-                           | buf[pos + 15] << 24)
+                sec = _u32le(buf, pos)
+                frac = _u32le(buf, pos + 4)
+                incl = _u32le(buf, pos + 8)
+                wirelen = _u32le(buf, pos + 12)
             else:
                 sec, frac, incl, wirelen = unpack(buf, pos)
             if incl > limit:
