@@ -274,7 +274,7 @@ class FlowTable:
             key = buf[ip + 12:ip + 24]
             found = keys.current.get(key)
             if found is None:
-                return self._route(proto, key, 0)
+                return self._absent(proto, keys, key, 0)
             flow = found
             slot.src = src
             slot.dst = dst
@@ -293,11 +293,20 @@ class FlowTable:
         keys = self._keys(proto)
         entry = keys.current.get(key)
         if entry is None:
-            entry = keys.previous.pop(key, None)
-            if entry is None:
-                entry = self._new(proto, keys, key)
-            else:
-                keys.current[key] = entry
+            return self._absent(proto, keys, key, flags)
+        return self._count(entry, flags)
+
+    def _absent(self, proto: int, keys: _Keys, key: bytes, flags: int) -> int:
+        """_route of a key not in `current` (as _known found it): from `previous`, or new."""
+        entry = keys.previous.pop(key, None)
+        if entry is None:
+            entry = self._new(proto, keys, key)
+        else:
+            keys.current[key] = entry
+        return self._count(entry, flags)
+
+    def _count(self, entry: _Flow, flags: int) -> int:
+        """A packet of the entry's flow: counted, and a TCP connection's end or start noted."""
         if entry.epoch != self._epoch:
             self._touch(entry)
         shard = entry.shard
@@ -328,7 +337,8 @@ class FlowTable:
         # first of equals), without a key tuple per shard.
         best = shards[0]
         fewest = best.live(proto)
-        for shard in shards[1:]:
+        for number in range(1, len(shards)):
+            shard = shards[number]
             live = shard.live(proto)
             if live < fewest or (live == fewest and shard.packets < best.packets):
                 best, fewest = shard, live
