@@ -32,6 +32,7 @@ find their entry there without the key's slice and the dict's hash and compare.
 
 from __future__ import annotations
 
+import types
 from typing import Final
 
 from mypy_extensions import i64
@@ -77,6 +78,13 @@ _FIXED_LINKS: dict[int, tuple[int, int, int, int]] = {
     **{linktype: (0, 0, 0, 0) for linktype in _RAW_IP_LINKTYPES},
     LINKTYPE_NULL: (4, 0, 0, 4), LINKTYPE_LOOP: (4, 0, 0, 4),
 }
+
+
+def _probe() -> None:
+    """Its type says whether this module runs compiled (a native function) or not."""
+
+
+_NATIVE: Final = not isinstance(_probe, types.FunctionType)
 
 
 def reverse_key(key: bytes) -> bytes:
@@ -245,7 +253,13 @@ class FlowTable:
                 keys = self._udp
             else:
                 return self._slow(linktype, buf, start, stop)
-            return self._known(keys, proto, buf, ip)
+            if _NATIVE:
+                return self._known(keys, proto, buf, ip)
+            # Interpreted, the slice and the dict cost less than the slots' byte loads and
+            # arithmetic (the store read of redis.pcap took 1.8 times as long with them).
+            key = buf[ip + 12:ip + 24]
+            found = keys.current.get(key)
+            return self._absent(proto, keys, key, 0) if found is None else self._count(found, 0)
         if first >> 4 == 6 and ip + 44 <= stop:
             if at != ip:
                 high = buf[at]
