@@ -284,19 +284,21 @@ def test_the_fast_path_agrees_with_flow_key_across_sweeps_and_swaps(
     monkeypatch.setattr(flow_table, "GENERATION_KEYS", generation_keys)
     fast, slow = FlowTable(3), FlowTable(3)
     rng = random.Random(17)
-    flows = [(f"10.0.{n % 7}.{n % 251}", f"10.1.0.{n % 5}", 30000 + n, 80 if n % 3 else 53, n % 4 == 0)
-             for n in range(600)]
+    flows = [(f"10.0.{n % 7}.{n % 251}", f"10.1.0.{n % 5}", 30000 + n, 80 if n % 3 else 53,
+              n % 4 == 0) for n in range(600)]
     now = 1_700_000_000_000_000_000
     for step in range(6000):
         client, server, sport, dport, udp = flows[min(int(rng.expovariate(1 / 40)), 599)]
         repeat = rng.choice((1, 1, 2, 5))
         for _ in range(repeat):
             back = rng.random() < 0.5
-            src, dst, s, d = (server, client, dport, sport) if back else (client, server, sport, dport)
+            src, dst, s, d = ((server, client, dport, sport) if back
+                              else (client, server, sport, dport))
             if udp:
                 frame = udp_packet(src, dst, s, d, b"x")
             else:
-                frame = tcp_packet(src, dst, s, d, flags=rng.choice(("A", "A", "A", "PA", "S", "F", "R", "SA")))
+                flags = rng.choice(("A", "A", "A", "PA", "S", "F", "R", "SA"))
+                frame = tcp_packet(src, dst, s, d, flags=flags)
             assert _owner(fast, frame) == _slow_owner(slow, LINKTYPE_ETHERNET, frame), step
         if step % 50 == 0:
             now += rng.choice((1, 3, 20, 40)) * 1_000_000_000
