@@ -322,7 +322,10 @@ def test_a_shard_killed_mid_store_resyncs_every_shard_without_doubling_entries(
     single, _stats = indexed(store, tmp_path / "single.sqlite", 1)
     index = EntryIndex(tmp_path / "index.sqlite")
     pipeline = ShardedPipeline(store, index, "n1", Broadcaster(), lambda: True, shards=2)
-    pipeline._read_batch = 64   # slow enough to be killed half way
+    pipeline._read_batch = 64   # slow enough to be killed half way ...
+    # ... and the index's count a measure of the way: releases put while the writer is busy
+    # would otherwise join one write of up to MAX_WRITE_ROWS, all of this store at once
+    pipeline._writes._max_write_rows = 64
     pipeline.start()
     try:
         wait_for(lambda: bool(pipeline.stats.shards) and index.count() > 50, "entries indexed")
