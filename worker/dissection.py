@@ -91,12 +91,17 @@ _PACK_KEY: Final = _PACKED_KEY.pack
 _PACK_HEAD: Final = struct.Struct(">QQBQB").pack
 _PACK_REF: Final = struct.Struct(">QQ").pack
 _PACK_PARTS: Final = struct.Struct(">26s16sQ").pack
+# What a flow's rows share, as a shard's report sends it once (worker.shard.ShardReport.flows):
+# IndexRow's protocol, transport, client_ip, client_port, server_ip, server_port.
+WireFlow = tuple[str, str, str, int, str, int]
 # A row as a dissection shard sends it to the merge (worker.shard -> worker.sharded): IndexRow's
-# fields in order, but in the seq's place its packed OrderKey, in entry_json's the JSON after
-# the empty id (`,"node":...}`), and NO_VALUE for None in the optional
-# columns (the merge binds them as they come: worker.store.index).
-WireRow = tuple[bytes, float, str, bytes, int, int, int, int, str, str, int, str, int, int,
-                int, int, int]
+# fields in order, but in the seq's place its packed OrderKey, in protocol's the index of its
+# WireFlow in the report's flows (resolve_flows makes it the WireFlow), in entry_json's the JSON
+# after the empty id (`,"node":...}`), not the WireFlow's other five, and NO_VALUE for None in
+# the optional columns (the merge binds them as they come: worker.store.index). Per row, the
+# flow's 4 strings and 2 ports were 6 of its 17 objects decoded (and encoded) between the
+# processes; one small int each now, and a WireFlow per flow and report.
+WireRow = tuple[bytes, float, int, bytes, int, int, int, int, int, int, int, int]
 # The phases of one packet's position: its own processing, the capture-time expiry after it,
 # then (while no newer packet is there) expiry by the wall clock and close-all at a
 # discontinuity, both stamped with a strictly increasing time, and the close-all at the end.
@@ -179,7 +184,8 @@ class FlowEntries:
 
     __slots__ = ("dissection", "flow", "tls", "first_ref", "selector", "entry_flow",
                  "client_ip", "server_ip", "named", "names_seen", "endpoints", "info",
-                 "info_json", "claimed", "swapped", "session_flow", "key", "packed_ref")
+                 "info_json", "claimed", "swapped", "session_flow", "key", "packed_ref",
+                 "wire_take", "wire_flow", "wire_protocol")
 
     def __init__(self, dissection: Dissection, flow: FlowInfo, tls: bool,
                  first_ref: PacketRef) -> None:
@@ -211,6 +217,11 @@ class FlowEntries:
         # The assembler's key of the flow (flows.flow_key), made once for its seqs_of.
         self.key = b""
         self.packed_ref = b""         # first_ref as its OrderKeys pack it, made at the first
+        # Its WireFlow's index in the dissection's flows of take wire_take, for rows of
+        # protocol wire_protocol (a flow's protocol can change: an upgrade).
+        self.wire_take = 0
+        self.wire_flow = 0
+        self.wire_protocol = ""
 
     def __call__(self, exchange: Exchange) -> None:
         self.dissection._emit(self, exchange)
@@ -398,18 +409,27 @@ def packed_watermark(mark: tuple[int, int, int, int]) -> bytes:
 _join_blob: Final = bytearray().join
 
 
-def numbered_values(rows: list[tuple[Any, ...]], first_seq: int,
+def resolve_flows(rows: list[list[Any]], flows: list[Any]) -> None:
+    """A report's rows, decoded as lists (worker.shard), given their WireFlows: each row's index
+    into the report's flows becomes the flow (a row waits in the merge after its report's
+    table is gone), in place: one item set per row instead of a row made again."""
+    for row in rows:
+        row[2] = flows[row[2]]
+
+
+def numbered_values(rows: list[list[Any]], first_seq: int,
                     id_prefix: bytes) -> list[IndexValues]:
-    """Shards' rows (WireRow) in their merged order as the index's values, numbered from
-    first_seq, each entry given its id. Compiled, as the merge is serial; the rows
-    are typed as any tuples because mypyc would check and unbox a WireRow's 17 items to read 4
-    (measured: 1.1 us per row so, 0.7 so, 0.8 in Python)."""
+    """Shards' rows (WireRows decoded as lists, their flows resolved: resolve_flows) in their
+    merged order as the index's values, numbered from first_seq, each entry given its id.
+    Compiled, as the merge is serial; a row's items are read as Any (a list's items are: no
+    check nor unboxing of what is only passed on)."""
     values: list[IndexValues] = []
     seq = first_seq
     for row in rows:
-        values.append((seq, row[1], row[2], _join_blob((id_prefix, str(seq).encode(), b'"', row[3])),
-                       row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11], row[12],
-                       row[13], row[14], row[15], row[16]))
+        flow: tuple[Any, ...] = row[2]
+        values.append((seq, row[1], flow[0], _join_blob((id_prefix, str(seq).encode(), b'"', row[3])),
+                       row[4], row[5], row[6], row[7], flow[1], flow[2], flow[3], flow[4],
+                       flow[5], row[8], row[9], row[10], row[11]))
         seq += 1
     return values
 
@@ -441,6 +461,10 @@ class Dissection:
         # walked them meanwhile: 22% of a shard's CPU there). A shard sends them as they are;
         # the in-thread pipeline and take_rows number them (numbered_values).
         self._wire: list[WireRow] = []
+        # The WireFlows the rows since the last take point into, and the take they are of
+        # (a FlowEntries keeps its flow's index for the take it was made in: wire_take).
+        self._flows: list[WireFlow] = []
+        self._take = 1
         # The redactor's bound entry(), made once (a method call from here looks the method up
         # each time).
         self._redact = None if redactor is None else redactor.entry
@@ -781,17 +805,22 @@ class Dissection:
 
     def discard_pending(self) -> None:
         self._wire.clear()
+        self._flows = []
+        self._take += 1
         # Numbered rows dropped give their seqs back: the next row gets the first of them.
         self._next_seq -= len(self._values)
         self._values.clear()
 
-    def take_wire_rows(self) -> list[WireRow]:
+    def take_wire_report(self) -> tuple[list[WireFlow], list[WireRow]]:
         """The rows of the exchanges finished since the last take, unnumbered, as a shard sends
-        them to the merge (WireRow: its packed OrderKey in the seq's place)."""
+        them to the merge (WireRow: its packed OrderKey in the seq's place, its flow an index
+        into the WireFlows given with them)."""
         if self._numbered:
             raise ValueError("a numbered dissection's rows are taken with take_values")
+        flows, self._flows = self._flows, []
         rows, self._wire = self._wire, []
-        return rows
+        self._take += 1
+        return flows, rows
 
     def take_values(self) -> list[IndexValues]:
         """The same as the index's values, numbered on from the last take (the seq given at
@@ -799,7 +828,10 @@ class Dissection:
         if self._numbered:
             values, self._values = self._values, []
             return values
-        values = numbered_values(self.take_wire_rows(), self._next_seq, self._id_prefix)
+        flows, wire = self.take_wire_report()
+        rows = [list(row) for row in wire]
+        resolve_flows(rows, flows)
+        values = numbered_values(rows, self._next_seq, self._id_prefix)
         self._next_seq += len(values)
         return values
 
@@ -810,7 +842,8 @@ class Dissection:
     def _wire_row(self, entries: FlowEntries, flow: FlowInfo, exchange: Exchange,
                   client_seq: int | None, server_seq: int | None,
                   info: TcpInfo | UdpInfo | None, key: bytes) -> WireRow:
-        """One exchange's WireRow, its OrderKey packed (packed_key)."""
+        """One exchange's WireRow, its OrderKey packed (packed_key), its flow's WireFlow added
+        to this take's flows at its first row of the take."""
         # An unnumbered entry's JSON starts so (IndexedEntry.id): cut off.
         entry_json = self._encoded(self._make_entry(entries, flow, exchange, info),
                                    len(_UNNUMBERED_PREFIX))
@@ -819,10 +852,17 @@ class Dissection:
         no_value = _NO_VALUE
         # The entry's ts and protocol are the exchange's (read so, not through the Struct's
         # Python attributes).
-        return (key, exchange.start_ns / 1e9, exchange.protocol, entry_json,
-                first[0], first[1], last[0], last[1],
-                flow.transport, entries.client_ip, flow.client_port,
-                entries.server_ip, flow.server_port, exchange.client_offset,
+        protocol = exchange.protocol
+        take = self._take
+        if entries.wire_take != take or entries.wire_protocol != protocol:
+            # (After _make_entry: it sets the address texts.)
+            entries.wire_take, entries.wire_protocol = take, protocol
+            flows = self._flows
+            entries.wire_flow = len(flows)
+            flows.append((protocol, flow.transport, entries.client_ip, flow.client_port,
+                          entries.server_ip, flow.server_port))
+        return (key, exchange.start_ns / 1e9, entries.wire_flow, entry_json,
+                first[0], first[1], last[0], last[1], exchange.client_offset,
                 no_value if server_offset is None else server_offset,
                 no_value if client_seq is None else client_seq,
                 no_value if server_seq is None else server_seq)

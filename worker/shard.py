@@ -8,11 +8,14 @@ the balanced assignment every shard makes alike) gives it: the others are told a
 they lie in the read buffer and cost it no objects, bar the few stand-ins its clock needs
 (worker.shard_filter). It sends what it made to the API process (worker.sharded
 merges the shards into the one index) as ShardReports: rows, and a watermark below which it
-will make no more. The merge is serial and caps how far shards scale, so a row crosses ready
-to insert and is one flat msgpack array (worker.dissection.WireRow): IndexRow's values with no
-field names and no Struct to build and take apart again, its OrderKey packed into bytes in the
-seq's place (the merge sorts by it and replaces it), its entry JSON without the empty id that
-the merge fills in.
+will make no more. The merge is serial and caps how far shards scale, so a row crosses nearly
+ready to insert and is one flat msgpack array (worker.dissection.WireRow): IndexRow's values
+with no field names and no Struct to build and take apart again, its OrderKey packed into
+bytes in the seq's place (the merge sorts by it and replaces it), its entry JSON without the
+empty id that the merge fills in, and what its flow's rows share (protocol, transport, the
+addresses and ports: worker.dissection.WireFlow) once per report in the report's `flows`, the
+row holding its index there. The rows decode as lists, whose index the reader replaces by the
+flow's WireFlow (resolve_flows) before the merge keeps them.
 
 The parent talks to it over the same Pipe: ("names", names, nets) | ("read_batch", n) |
 ("finished",) | ("stop",). Reports go the other way as msgpack bytes.
@@ -35,7 +38,7 @@ import msgspec
 
 from shark.process import die_with_parent, name_process
 from worker.dissection import (DONE, EXPIRE_EVERY_NS, IDLE, Dissection, DissectionCounters,
-                               MemoryBudget, WireRow, tune_gc_for_dissection)
+                               MemoryBudget, WireFlow, resolve_flows, tune_gc_for_dissection)
 from worker.names import Name, NameTable, parse_nets
 from worker.packet import PacketRef
 from worker.redact import Redactor
@@ -77,7 +80,10 @@ class ShardState(msgspec.Struct):
 
 class ShardReport(msgspec.Struct, array_like=True):
     watermark: Watermark
-    rows: list[WireRow]
+    flows: list[WireFlow]       # what the rows' flows share: a row holds its index here
+    # WireRows as a shard sends them (tuples); decoded (decode_report, ReportReader) lists,
+    # their flows' indexes made the WireFlows (resolve_flows)
+    rows: list[Any]
     stats: ShardStats
 
 
@@ -263,7 +269,7 @@ class _Shard:
 
     def _report(self) -> None:
         dissection, stats = self._dissection, self.stats
-        rows = dissection.take_wire_rows()
+        flows, rows = dissection.take_wire_report()
         stats.entries += len(rows)
         stats.packets, stats.not_tcp_udp = self._tail.packets_read, dissection.not_tcp_udp
         stats.cut, stats.skipped = dissection.cut, dissection.skipped
@@ -271,11 +277,16 @@ class _Shard:
         stats.memory = dissection.memory
         if self._sender.gone:
             raise SystemExit(0)   # the parent is gone
-        self._sender.send(self._encoder.encode(ShardReport(self._watermark, rows, stats)))
+        self._sender.send(self._encoder.encode(ShardReport(self._watermark, flows, rows, stats)))
 
 
-def decode_report(data: bytes, decoder: Any = msgspec.msgpack.Decoder(ShardReport)) -> ShardReport:
-    return decoder.decode(data)
+def decode_report(data: bytes | memoryview,
+                  decoder: Any = msgspec.msgpack.Decoder(ShardReport)) -> ShardReport:
+    """A report as the merge keeps it: its rows lists, each holding its flow's WireFlow."""
+    report: ShardReport = decoder.decode(data)
+    if report.rows:
+        resolve_flows(report.rows, report.flows)
+    return report
 
 
 # Connection.send_bytes's framing: a signed 4-byte length, or -1 and an 8-byte one.
@@ -292,7 +303,6 @@ class ReportReader:
 
     def __init__(self) -> None:
         self._buffer = bytearray(1 << 20)
-        self._decoder = msgspec.msgpack.Decoder(ShardReport)
 
     def read(self, conn: Connection) -> ShardReport:
         """The next report (blocks until it is whole); EOFError or OSError once the shard is gone."""
@@ -300,7 +310,7 @@ class ReportReader:
         size = _LENGTH.unpack(self._fill(fd, _LENGTH.size))[0]
         if size == -1:
             size = _LONG_LENGTH.unpack(self._fill(fd, _LONG_LENGTH.size))[0]
-        return self._decoder.decode(self._fill(fd, size))
+        return decode_report(self._fill(fd, size))
 
     def _fill(self, fd: int, size: int) -> memoryview:
         if len(self._buffer) < size:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.broadcast import Broadcaster
-from worker.dissection import (DONE, IDLE, MemoryBudget, WireRow, id_prefix_for, numbered_values,
+from worker.dissection import (DONE, IDLE, MemoryBudget, id_prefix_for, numbered_values,
                                packed_watermark, tune_gc_for_dissection)
 from worker.names import Name, Network, NameTable
 from worker.pipeline import READ_BATCH, DissectionStats, IndexWriter
@@ -69,7 +69,9 @@ class _Shard:
     watermark: Watermark = (0, 0, IDLE, 0)
     started: float = 0.0
     restart_at: float | None = None         # when a crash-looping shard is started again
-    rows: list[WireRow] = field(default_factory=list)   # sorted by their packed OrderKeys
+    # WireRows as decode_report gives them (lists, their flows resolved), sorted by their
+    # packed OrderKeys
+    rows: list[list[Any]] = field(default_factory=list)
     stats: ShardStats = field(default_factory=ShardStats)
 
 
@@ -425,7 +427,7 @@ class ShardedPipeline:
 
 
 # A row's packed OrderKey (worker.dissection.packed_key).
-_key: Callable[[WireRow], bytes] = itemgetter(0)
+_key: Callable[[list[Any]], bytes] = itemgetter(0)
 
 
 def _summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -135,13 +135,17 @@ def run_shard(store: Path, index: int, count: int, read_batch: int) -> tuple[flo
         else:
             dissection.close_all()
             phase = DONE
-        if wire_row is None:   # this tree's flat rows (worker.dissection.WireRow)
+        flows = None
+        if hasattr(dissection, "take_wire_report"):   # this tree's rows and their flows' table
+            flows, wire = dissection.take_wire_report()
+        elif wire_row is None:   # an older tree's flat rows (worker.dissection.WireRow)
             wire = dissection.take_wire_rows()
         else:
             wire = [(key, wire_row(row)) for key, row in dissection.take_keyed_rows(numbered=False)]
         rows += len(wire)
         stats.packets = tail.packets_read
-        report = encoder.encode(ShardReport((*position, phase, 0), wire, stats))
+        report = encoder.encode(ShardReport((*position, phase, 0), wire, stats) if flows is None
+                                else ShardReport((*position, phase, 0), flows, wire, stats))
         for row in wire:   # the entry JSON after its id, in either form
             digest.update(row[3] if wire_row is None else row[1][3])
         del report

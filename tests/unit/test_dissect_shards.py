@@ -416,15 +416,23 @@ def test_packed_keys_sort_as_the_keys_and_a_watermark_as_their_prefix() -> None:
 
 def test_report_reader_reads_reports_whole_however_they_arrive() -> None:
     """Reports larger than the socket's buffer (read in pieces) and than the reader's first
-    buffer, between small ones, as Connection.send_bytes frames them; EOFError at the end."""
+    buffer, between small ones, as Connection.send_bytes frames them; EOFError at the end.
+    Each row comes as a list holding its flow's WireFlow where it was sent its index in the
+    report's flows."""
     import multiprocessing
 
     ours, theirs = multiprocessing.Pipe()
+    flows = [("redis", "tcp", "10.0.0.1", 40000, "10.0.0.2", 6379),
+             ("http", "tcp", "10.0.0.3", 40001, "10.0.0.4", 80)]
 
     def report(rows: int, size: int) -> ShardReport:
-        row = (packed_key((1, 2, 1, 0, 0, 1, 2, 3)), 1.5, "redis", b"x" * size, 1, 2, 1, 3, "tcp",
-               "10.0.0.1", 40000, "10.0.0.2", 6379, 0, NO_VALUE, NO_VALUE, 7)
-        return ShardReport((1, 2, 1, 0), [row] * rows, ShardStats(packets=rows))
+        return ShardReport((1, 2, 1, 0), flows, [
+            (packed_key((1, 2, 1, 0, 0, 1, 2, n)), 1.5, n % 2, b"x" * size, 1, 2, 1, 3, 0,
+             NO_VALUE, NO_VALUE, 7) for n in range(rows)], ShardStats(packets=rows))
+
+    def resolved(sent: ShardReport) -> ShardReport:
+        return ShardReport(sent.watermark, sent.flows,
+                           [[*row[:2], flows[row[2]], *row[3:]] for row in sent.rows], sent.stats)
 
     sent = [report(1, 10), report(3_000, 700), report(0, 0), report(2, 5)]
     encoder = msgspec.msgpack.Encoder()
@@ -438,7 +446,7 @@ def test_report_reader_reads_reports_whole_however_they_arrive() -> None:
     sender.start()
     reader = ReportReader()
     try:
-        assert [reader.read(ours) for _ in sent] == sent
+        assert [reader.read(ours) for _ in sent] == [resolved(each) for each in sent]
         with pytest.raises(EOFError):
             reader.read(ours)
     finally:

@@ -129,7 +129,7 @@ def _golden_batches() -> list[list]:
 
 def test_numbered_rows_are_the_wire_rows_numbered():
     """The in-thread pipeline's rows, made numbered as exchanges are emitted (numbered=True),
-    are the values take_values makes of the WireRows (numbered_values): the same seqs, the
+    are the values take_values makes of the WireRows (their WireFlows resolved, numbered_values): the same seqs, the
     same entry JSON with its id (a bytearray, as sqlite binds it), the same columns; rows
     discarded (a failed batch) give their seqs back alike."""
     names = NameTable()
@@ -156,4 +156,4 @@ def test_numbered_rows_are_the_wire_rows_numbered():
     assert {json.loads(value[3])["protocol"] for value in taken[True]} >= {
         "http", "dns", "redis", "postgres", "mysql", "mqtt", "amqp"}
     with pytest.raises(ValueError):
-        made[True].take_wire_rows()
+        made[True].take_wire_report()

@@ -201,7 +201,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _keyed(dissection: Dissection) -> list[tuple[OrderKey, bytes]]:
     """The rows made since the last take: their OrderKeys and entries (without their ids)."""
-    return [(unpacked_key(row[0]), row[3]) for row in dissection.take_wire_rows()]
+    return [(unpacked_key(row[0]), row[3]) for row in dissection.take_wire_report()[1]]
 
 
 def _one_dissection(store: Path) -> tuple[list[tuple[OrderKey, bytes]], int, tuple[int, int]]:
