@@ -96,12 +96,14 @@ _PACK_PARTS: Final = struct.Struct(">26s16sQ").pack
 WireFlow = tuple[str, str, str, int, str, int]
 # A row as a dissection shard sends it to the merge (worker.shard -> worker.sharded): IndexRow's
 # fields in order, but in the seq's place its packed OrderKey, in protocol's the index of its
-# WireFlow in the report's flows (resolve_flows makes it the WireFlow), in entry_json's the JSON
-# after the empty id (`,"node":...}`), not the WireFlow's other five, and NO_VALUE for None in
-# the optional columns (the merge binds them as they come: worker.store.index). Per row, the
-# flow's 4 strings and 2 ports were 6 of its 17 objects decoded (and encoded) between the
-# processes; one small int each now, and a WireFlow per flow and report.
-WireRow = tuple[bytes, float, int, bytes, int, int, int, int, int, int, int, int]
+# WireFlow in the report's flows, in entry_json's the JSON after the empty id
+# (`,"node":...}`), None (nil: one byte) for the WireFlow's other five, and NO_VALUE for None in
+# the optional columns (the merge binds them as they come: worker.store.index). The merge
+# decodes it as a list and makes that list the index's row in place (resolve_flows, then
+# numbered_values): per row, the flow's 4 strings and 2 ports were 6 of the 17 objects decoded
+# (and encoded) between the processes, and the numbered row a second 17-tuple.
+WireRow = tuple[bytes, float, int, bytes, int, int, int, int, None, None, None, None, None,
+                int, int, int, int]
 # The phases of one packet's position: its own processing, the capture-time expiry after it,
 # then (while no newer packet is there) expiry by the wall clock and close-all at a
 # discontinuity, both stamped with a strictly increasing time, and the close-all at the end.
@@ -410,28 +412,29 @@ _join_blob: Final = bytearray().join
 
 
 def resolve_flows(rows: list[list[Any]], flows: list[Any]) -> None:
-    """A report's rows, decoded as lists (worker.shard), given their WireFlows: each row's index
-    into the report's flows becomes the flow (a row waits in the merge after its report's
-    table is gone), in place: one item set per row instead of a row made again."""
+    """A report's rows, decoded as lists (worker.shard), given their flows' values from the
+    report's WireFlows, in place (a row waits in the merge after its report is gone)."""
     for row in rows:
-        row[2] = flows[row[2]]
+        flow: tuple[Any, ...] = flows[row[2]]
+        row[2] = flow[0]
+        row[8] = flow[1]
+        row[9] = flow[2]
+        row[10] = flow[3]
+        row[11] = flow[4]
+        row[12] = flow[5]
 
 
-def numbered_values(rows: list[list[Any]], first_seq: int,
-                    id_prefix: bytes) -> list[IndexValues]:
+def numbered_values(rows: list[list[Any]], first_seq: int, id_prefix: bytes) -> list[list[Any]]:
     """Shards' rows (WireRows decoded as lists, their flows resolved: resolve_flows) in their
-    merged order as the index's values, numbered from first_seq, each entry given its id.
-    Compiled, as the merge is serial; a row's items are read as Any (a list's items are: no
-    check nor unboxing of what is only passed on)."""
-    values: list[IndexValues] = []
+    merged order made the index's values in place, numbered from first_seq: the seq in the
+    packed OrderKey's place, the entry JSON given its id. The writer binds them as they are (a
+    list binds as a tuple does): no second row is made. Compiled, as the merge is serial."""
     seq = first_seq
     for row in rows:
-        flow: tuple[Any, ...] = row[2]
-        values.append((seq, row[1], flow[0], _join_blob((id_prefix, str(seq).encode(), b'"', row[3])),
-                       row[4], row[5], row[6], row[7], flow[1], flow[2], flow[3], flow[4],
-                       flow[5], row[8], row[9], row[10], row[11]))
+        row[0] = seq
+        row[3] = _join_blob((id_prefix, str(seq).encode(), b'"', row[3]))
         seq += 1
-    return values
+    return rows
 
 
 def id_prefix_for(node: str) -> bytes:
@@ -831,7 +834,8 @@ class Dissection:
         flows, wire = self.take_wire_report()
         rows = [list(row) for row in wire]
         resolve_flows(rows, flows)
-        values = numbered_values(rows, self._next_seq, self._id_prefix)
+        # Tuples, as the numbered rows are (the merge's lists bind alike).
+        values = [tuple(row) for row in numbered_values(rows, self._next_seq, self._id_prefix)]
         self._next_seq += len(values)
         return values
 
@@ -862,8 +866,8 @@ class Dissection:
             flows.append((protocol, flow.transport, entries.client_ip, flow.client_port,
                           entries.server_ip, flow.server_port))
         return (key, exchange.start_ns / 1e9, entries.wire_flow, entry_json,
-                first[0], first[1], last[0], last[1], exchange.client_offset,
-                no_value if server_offset is None else server_offset,
+                first[0], first[1], last[0], last[1], None, None, None, None, None,
+                exchange.client_offset, no_value if server_offset is None else server_offset,
                 no_value if client_seq is None else client_seq,
                 no_value if server_seq is None else server_seq)
 

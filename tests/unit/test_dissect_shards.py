@@ -417,8 +417,8 @@ def test_packed_keys_sort_as_the_keys_and_a_watermark_as_their_prefix() -> None:
 def test_report_reader_reads_reports_whole_however_they_arrive() -> None:
     """Reports larger than the socket's buffer (read in pieces) and than the reader's first
     buffer, between small ones, as Connection.send_bytes frames them; EOFError at the end.
-    Each row comes as a list holding its flow's WireFlow where it was sent its index in the
-    report's flows."""
+    Each row comes as a list holding its flow's values (the report's WireFlows) where it was
+    sent their index and five Nones."""
     import multiprocessing
 
     ours, theirs = multiprocessing.Pipe()
@@ -427,12 +427,17 @@ def test_report_reader_reads_reports_whole_however_they_arrive() -> None:
 
     def report(rows: int, size: int) -> ShardReport:
         return ShardReport((1, 2, 1, 0), flows, [
-            (packed_key((1, 2, 1, 0, 0, 1, 2, n)), 1.5, n % 2, b"x" * size, 1, 2, 1, 3, 0,
-             NO_VALUE, NO_VALUE, 7) for n in range(rows)], ShardStats(packets=rows))
+            (packed_key((1, 2, 1, 0, 0, 1, 2, n)), 1.5, n % 2, b"x" * size, 1, 2, 1, 3,
+             None, None, None, None, None, 0, NO_VALUE, NO_VALUE, 7) for n in range(rows)],
+            ShardStats(packets=rows))
 
     def resolved(sent: ShardReport) -> ShardReport:
-        return ShardReport(sent.watermark, sent.flows,
-                           [[*row[:2], flows[row[2]], *row[3:]] for row in sent.rows], sent.stats)
+        def row(wire: tuple) -> list:
+            protocol, transport, client_ip, client_port, server_ip, server_port = flows[wire[2]]
+            return [*wire[:2], protocol, *wire[3:8], transport, client_ip, client_port,
+                    server_ip, server_port, *wire[13:]]
+        return ShardReport(sent.watermark, sent.flows, [row(each) for each in sent.rows],
+                           sent.stats)
 
     sent = [report(1, 10), report(3_000, 700), report(0, 0), report(2, 5)]
     encoder = msgspec.msgpack.Encoder()
