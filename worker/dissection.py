@@ -92,17 +92,19 @@ _PACK_HEAD: Final = struct.Struct(">QQBQB").pack
 _PACK_REF: Final = struct.Struct(">QQ").pack
 _PACK_PARTS: Final = struct.Struct(">26s16sQ").pack
 # What a flow's rows share, as a shard's report sends it once (worker.shard.ShardReport.flows):
-# IndexRow's protocol, transport, client_ip, client_port, server_ip, server_port.
-WireFlow = tuple[str, str, str, int, str, int]
+# IndexRow's protocol, transport, client_ip, server_ip, server_port. Not the client's port: then
+# flows from one client address to one server (a DNS query each, from a port of its own) share
+# one WireFlow in a report.
+WireFlow = tuple[str, str, str, str, int]
 # A row as a dissection shard sends it to the merge (worker.shard -> worker.sharded): IndexRow's
 # fields in order, but in the seq's place its packed OrderKey, in protocol's the index of its
 # WireFlow in the report's flows, in entry_json's the JSON after the empty id
-# (`,"node":...}`), None (nil: one byte) for the WireFlow's other five, and NO_VALUE for None in
+# (`,"node":...}`), None (nil: one byte) for the WireFlow's other four, and NO_VALUE for None in
 # the optional columns (the merge binds them as they come: worker.store.index). The merge
 # decodes it as a list and makes that list the index's row in place (resolve_flows, then
-# numbered_values): per row, the flow's 4 strings and 2 ports were 6 of the 17 objects decoded
-# (and encoded) between the processes, and the numbered row a second 17-tuple.
-WireRow = tuple[bytes, float, int, bytes, int, int, int, int, None, None, None, None, None,
+# numbered_values): per row, the flow's 4 strings and server port were 5 of the 17 objects
+# decoded (and encoded) between the processes, and the numbered row a second 17-tuple.
+WireRow = tuple[bytes, float, int, bytes, int, int, int, int, None, None, int, None, None,
                 int, int, int, int]
 # The phases of one packet's position: its own processing, the capture-time expiry after it,
 # then (while no newer packet is there) expiry by the wall clock and close-all at a
@@ -419,9 +421,8 @@ def resolve_flows(rows: list[list[Any]], flows: list[Any]) -> None:
         row[2] = flow[0]
         row[8] = flow[1]
         row[9] = flow[2]
-        row[10] = flow[3]
-        row[11] = flow[4]
-        row[12] = flow[5]
+        row[11] = flow[3]
+        row[12] = flow[4]
 
 
 def numbered_values(rows: list[list[Any]], first_seq: int, id_prefix: bytes) -> list[list[Any]]:
@@ -467,6 +468,7 @@ class Dissection:
         # The WireFlows the rows since the last take point into, and the take they are of
         # (a FlowEntries keeps its flow's index for the take it was made in: wire_take).
         self._flows: list[WireFlow] = []
+        self._flow_index: dict[WireFlow, int] = {}    # the flows' indexes there
         self._take = 1
         # The redactor's bound entry(), made once (a method call from here looks the method up
         # each time).
@@ -809,6 +811,7 @@ class Dissection:
     def discard_pending(self) -> None:
         self._wire.clear()
         self._flows = []
+        self._flow_index = {}
         self._take += 1
         # Numbered rows dropped give their seqs back: the next row gets the first of them.
         self._next_seq -= len(self._values)
@@ -821,6 +824,7 @@ class Dissection:
         if self._numbered:
             raise ValueError("a numbered dissection's rows are taken with take_values")
         flows, self._flows = self._flows, []
+        self._flow_index = {}
         rows, self._wire = self._wire, []
         self._take += 1
         return flows, rows
@@ -861,12 +865,16 @@ class Dissection:
         if entries.wire_take != take or entries.wire_protocol != protocol:
             # (After _make_entry: it sets the address texts.)
             entries.wire_take, entries.wire_protocol = take, protocol
-            flows = self._flows
-            entries.wire_flow = len(flows)
-            flows.append((protocol, flow.transport, entries.client_ip, flow.client_port,
-                          entries.server_ip, flow.server_port))
+            shared = (protocol, flow.transport, entries.client_ip, entries.server_ip,
+                      flow.server_port)
+            found = self._flow_index.get(shared)
+            if found is None:
+                flows = self._flows
+                found = self._flow_index[shared] = len(flows)
+                flows.append(shared)
+            entries.wire_flow = found
         return (key, exchange.start_ns / 1e9, entries.wire_flow, entry_json,
-                first[0], first[1], last[0], last[1], None, None, None, None, None,
+                first[0], first[1], last[0], last[1], None, None, flow.client_port, None, None,
                 exchange.client_offset, no_value if server_offset is None else server_offset,
                 no_value if client_seq is None else client_seq,
                 no_value if server_seq is None else server_seq)

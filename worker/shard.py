@@ -13,9 +13,10 @@ ready to insert and is one flat msgpack array (worker.dissection.WireRow): Index
 with no field names and no Struct to build and take apart again, its OrderKey packed into
 bytes in the seq's place (the merge sorts by it and replaces it), its entry JSON without the
 empty id that the merge fills in, and what its flow's rows share (protocol, transport, the
-addresses and ports: worker.dissection.WireFlow) once per report in the report's `flows`, the
-row holding its index there. The rows decode as lists, whose index the reader replaces by the
-flow's WireFlow (resolve_flows) before the merge keeps them.
+addresses, the server's port: worker.dissection.WireFlow) once per report in the report's
+`flows`, the row holding its index there. The rows decode as lists, which the reader fills in
+with their flows' values (resolve_flows) and the merge numbers in place: they are the rows
+the index binds.
 
 The parent talks to it over the same Pipe: ("names", names, nets) | ("read_batch", n) |
 ("finished",) | ("stop",). Reports go the other way as msgpack bytes.
@@ -82,7 +83,7 @@ class ShardReport(msgspec.Struct, array_like=True):
     watermark: Watermark
     flows: list[WireFlow]       # what the rows' flows share: a row holds its index here
     # WireRows as a shard sends them (tuples); decoded (decode_report, ReportReader) lists,
-    # their flows' indexes made the WireFlows (resolve_flows)
+    # their flows' values filled in (resolve_flows)
     rows: list[Any]
     stats: ShardStats
 
@@ -282,7 +283,7 @@ class _Shard:
 
 def decode_report(data: bytes | memoryview,
                   decoder: Any = msgspec.msgpack.Decoder(ShardReport)) -> ShardReport:
-    """A report as the merge keeps it: its rows lists, each holding its flow's WireFlow."""
+    """A report as the merge keeps it: its rows lists, their flows' values filled in."""
     report: ShardReport = decoder.decode(data)
     if report.rows:
         resolve_flows(report.rows, report.flows)

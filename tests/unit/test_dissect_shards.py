@@ -418,23 +418,23 @@ def test_report_reader_reads_reports_whole_however_they_arrive() -> None:
     """Reports larger than the socket's buffer (read in pieces) and than the reader's first
     buffer, between small ones, as Connection.send_bytes frames them; EOFError at the end.
     Each row comes as a list holding its flow's values (the report's WireFlows) where it was
-    sent their index and five Nones."""
+    sent their index and four Nones."""
     import multiprocessing
 
     ours, theirs = multiprocessing.Pipe()
-    flows = [("redis", "tcp", "10.0.0.1", 40000, "10.0.0.2", 6379),
-             ("http", "tcp", "10.0.0.3", 40001, "10.0.0.4", 80)]
+    flows = [("redis", "tcp", "10.0.0.1", "10.0.0.2", 6379),
+             ("http", "tcp", "10.0.0.3", "10.0.0.4", 80)]
 
     def report(rows: int, size: int) -> ShardReport:
         return ShardReport((1, 2, 1, 0), flows, [
             (packed_key((1, 2, 1, 0, 0, 1, 2, n)), 1.5, n % 2, b"x" * size, 1, 2, 1, 3,
-             None, None, None, None, None, 0, NO_VALUE, NO_VALUE, 7) for n in range(rows)],
+             None, None, 40000 + n, None, None, 0, NO_VALUE, NO_VALUE, 7) for n in range(rows)],
             ShardStats(packets=rows))
 
     def resolved(sent: ShardReport) -> ShardReport:
         def row(wire: tuple) -> list:
-            protocol, transport, client_ip, client_port, server_ip, server_port = flows[wire[2]]
-            return [*wire[:2], protocol, *wire[3:8], transport, client_ip, client_port,
+            protocol, transport, client_ip, server_ip, server_port = flows[wire[2]]
+            return [*wire[:2], protocol, *wire[3:8], transport, client_ip, wire[10],
                     server_ip, server_port, *wire[13:]]
         return ShardReport(sent.watermark, sent.flows, [row(each) for each in sent.rows],
                            sent.stats)
