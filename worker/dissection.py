@@ -93,8 +93,8 @@ _PACK_REF: Final = struct.Struct(">QQ").pack
 _PACK_PARTS: Final = struct.Struct(">26s16sQ").pack
 # What a flow's rows share, as a shard's report sends it once (worker.shard.ShardReport.flows):
 # IndexRow's protocol, transport, client_ip, server_ip, server_port. Not the client's port: then
-# flows from one client address to one server (a DNS query each, from a port of its own) share
-# one WireFlow in a report.
+# consecutive flows from one client address to one server (a DNS query each, from a port of its
+# own) share one WireFlow in a report.
 WireFlow = tuple[str, str, str, str, int]
 # A row as a dissection shard sends it to the merge (worker.shard -> worker.sharded): IndexRow's
 # fields in order, but in the seq's place its packed OrderKey, in protocol's the index of its
@@ -468,8 +468,11 @@ class Dissection:
         # The WireFlows the rows since the last take point into, and the take they are of
         # (a FlowEntries keeps its flow's index for the take it was made in: wire_take).
         self._flows: list[WireFlow] = []
-        self._flow_index: dict[WireFlow, int] = {}    # the flows' indexes there
         self._take = 1
+        # The last WireFlow added, field by field: a new flow with the same values (the next
+        # DNS query's, from another port) shares it, compared without a tuple made or hashed.
+        self._last_protocol = self._last_transport = self._last_client = self._last_server = ""
+        self._last_port = -1
         # The redactor's bound entry(), made once (a method call from here looks the method up
         # each time).
         self._redact = None if redactor is None else redactor.entry
@@ -811,7 +814,6 @@ class Dissection:
     def discard_pending(self) -> None:
         self._wire.clear()
         self._flows = []
-        self._flow_index = {}
         self._take += 1
         # Numbered rows dropped give their seqs back: the next row gets the first of them.
         self._next_seq -= len(self._values)
@@ -824,7 +826,6 @@ class Dissection:
         if self._numbered:
             raise ValueError("a numbered dissection's rows are taken with take_values")
         flows, self._flows = self._flows, []
-        self._flow_index = {}
         rows, self._wire = self._wire, []
         self._take += 1
         return flows, rows
@@ -865,14 +866,17 @@ class Dissection:
         if entries.wire_take != take or entries.wire_protocol != protocol:
             # (After _make_entry: it sets the address texts.)
             entries.wire_take, entries.wire_protocol = take, protocol
-            shared = (protocol, flow.transport, entries.client_ip, entries.server_ip,
-                      flow.server_port)
-            found = self._flow_index.get(shared)
-            if found is None:
-                flows = self._flows
-                found = self._flow_index[shared] = len(flows)
-                flows.append(shared)
-            entries.wire_flow = found
+            transport, server_port = flow.transport, flow.server_port
+            client_ip, server_ip = entries.client_ip, entries.server_ip
+            flows = self._flows
+            if not (flows and protocol == self._last_protocol and
+                    transport == self._last_transport and client_ip == self._last_client and
+                    server_ip == self._last_server and server_port == self._last_port):
+                flows.append((protocol, transport, client_ip, server_ip, server_port))
+                self._last_protocol, self._last_transport = protocol, transport
+                self._last_client, self._last_server = client_ip, server_ip
+                self._last_port = server_port
+            entries.wire_flow = len(flows) - 1
         return (key, exchange.start_ns / 1e9, entries.wire_flow, entry_json,
                 first[0], first[1], last[0], last[1], None, None, flow.client_port, None, None,
                 exchange.client_offset, no_value if server_offset is None else server_offset,
