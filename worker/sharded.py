@@ -270,10 +270,10 @@ class ShardedPipeline:
 
     # -- the merge ----------------------------------------------------------------------------
     def _run(self) -> None:
-        # The merge makes two tuples per row (decoded, numbered), ~40,000 held at a time: at
-        # CPython's default thresholds young collections ran every few hundred rows and the
-        # older generations walked the held ones again and again (~6% of the API process on
-        # mqtt.pcap). Process-wide, as Pipeline does in-thread.
+        # The merge makes a container per row (the decoded list the index binds), ~40,000 held
+        # at a time: at CPython's default thresholds young collections ran every few hundred
+        # rows and the older generations walked the held ones again and again (~6% of the API
+        # process on mqtt.pcap). Process-wide, as Pipeline does in-thread.
         tune_gc_for_dissection()
         self._start_all()
         last_finished = 0.0
