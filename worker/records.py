@@ -38,6 +38,16 @@ RECORD_HEADER_SIZE: Final = 16
 assert NS == pcap.NS and RECORD_HEADER_SIZE == pcap.RECORD_HEADER_SIZE
 
 
+def u32le(buf: bytes, at: i64) -> i64:
+    """The little-endian u32 at buf[at:at + 4]. Compiled, each byte an i64: a tagged int's
+    shift is a call (CPyTagged_Lshift). worker.shard_filter reads its record headers so too."""
+    b0: i64 = buf[at]
+    b1: i64 = buf[at + 1]
+    b2: i64 = buf[at + 2]
+    b3: i64 = buf[at + 3]
+    return b0 | b1 << 8 | b2 << 16 | b3 << 24
+
+
 def decode_packets(buf: bytes, pos: int, header: FileHeader, limit: int, max_records: int,
                    out: list[RawPacket], base: int = 0) -> tuple[int, Stop]:
     """shark.pcap.decode_records (the same arguments, the same answer) appending RawPackets
@@ -60,16 +70,16 @@ def _decode_little(buf: bytes, pos: int, multiplier: i64, limit: int, max_record
     while read < max_records:
         if pos + RECORD_HEADER_SIZE > end:
             return pos, Stop.MORE
-        incl = buf[pos + 8] | buf[pos + 9] << 8 | buf[pos + 10] << 16 | buf[pos + 11] << 24
+        incl = u32le(buf, pos + 8)
         if incl > limit:
             return pos, Stop.TOO_LONG
         start = pos + RECORD_HEADER_SIZE
         stop = start + incl
         if stop > end:
             return pos, Stop.MORE
-        sec: i64 = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16 | buf[pos + 3] << 24
-        frac: i64 = buf[pos + 4] | buf[pos + 5] << 8 | buf[pos + 6] << 16 | buf[pos + 7] << 24
-        wirelen = buf[pos + 12] | buf[pos + 13] << 8 | buf[pos + 14] << 16 | buf[pos + 15] << 24
+        sec: i64 = u32le(buf, pos)
+        frac: i64 = u32le(buf, pos + 4)
+        wirelen = u32le(buf, pos + 12)
         out.append((sec * NS + frac * multiplier, buf[start:stop], wirelen))
         read += 1
         pos = stop
@@ -137,17 +147,13 @@ def decode_enhanced(buf: bytes, pos: int, interfaces: list[EnhancedInterface], m
     count = len(interfaces)
     while blocks < max_packets and pos + _EPB_FIXED + 4 <= end:
         if _NATIVE:
-            kind = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16 | buf[pos + 3] << 24
-            length = buf[pos + 4] | buf[pos + 5] << 8 | buf[pos + 6] << 16 | buf[pos + 7] << 24
-            interface_id = (buf[pos + 8] | buf[pos + 9] << 8 | buf[pos + 10] << 16
-                            | buf[pos + 11] << 24)
-            high: i64 = (buf[pos + 12] | buf[pos + 13] << 8 | buf[pos + 14] << 16
-                         | buf[pos + 15] << 24)
-            low: i64 = (buf[pos + 16] | buf[pos + 17] << 8 | buf[pos + 18] << 16
-                        | buf[pos + 19] << 24)
-            caplen = buf[pos + 20] | buf[pos + 21] << 8 | buf[pos + 22] << 16 | buf[pos + 23] << 24
-            wirelen = (buf[pos + 24] | buf[pos + 25] << 8 | buf[pos + 26] << 16
-                       | buf[pos + 27] << 24)
+            kind = u32le(buf, pos)
+            length = u32le(buf, pos + 4)
+            interface_id = u32le(buf, pos + 8)
+            high: i64 = u32le(buf, pos + 12)
+            low: i64 = u32le(buf, pos + 16)
+            caplen = u32le(buf, pos + 20)
+            wirelen = u32le(buf, pos + 24)
         else:
             kind, length, interface_id, high, low, caplen, wirelen = _EPB_FIELDS.unpack_from(buf, pos)
         if kind != _EPB or length % 4 or length < _EPB_FIXED + 4 or length > _MAX_BLOCK \
@@ -156,7 +162,7 @@ def decode_enhanced(buf: bytes, pos: int, interfaces: list[EnhancedInterface], m
             break
         if _NATIVE:
             at = pos + length - 4
-            trailer = buf[at] | buf[at + 1] << 8 | buf[at + 2] << 16 | buf[at + 3] << 24
+            trailer = u32le(buf, at)
         else:
             trailer = _U32.unpack_from(buf, pos + length - 4)[0]
         if trailer != length:

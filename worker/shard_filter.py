@@ -27,6 +27,7 @@ from shark.pcap import NS, RECORD_HEADER_SIZE, FileHeader, Stop
 from worker.dissection import EXPIRE_EVERY_NS
 from worker.flow_table import _FIXED_LINKS, FlowTable
 from worker.packet import FOREIGN, StoredPacket
+from worker.records import u32le
 
 
 def _probe() -> None:
@@ -37,16 +38,6 @@ def _probe() -> None:
 # 0.66 us per foreign record on redis.pcap); interpreted, they cost more than the tuple does
 # (1.6 against 0.97 us), so SHARK_PURE_PYTHON (or a failed build) reads headers with struct.
 _NATIVE: Final = not isinstance(_probe, types.FunctionType)
-
-
-def _u32le(buf: bytes, at: i64) -> i64:
-    """The little-endian u32 at buf[at:at + 4]. Compiled, each byte an i64: a tagged int's
-    shift is a call (CPyTagged_Lshift, twelve a record)."""
-    b0: i64 = buf[at]
-    b1: i64 = buf[at + 1]
-    b2: i64 = buf[at + 2]
-    b3: i64 = buf[at + 3]
-    return b0 | b1 << 8 | b2 << 16 | b3 << 24
 
 
 class ShardFilter:
@@ -100,10 +91,10 @@ class ShardFilter:
                 stopped = Stop.MORE
                 break
             if little:   # the store's own byte order, compiled: byte loads, no tuple
-                sec = _u32le(buf, pos)
-                frac = _u32le(buf, pos + 4)
-                incl = _u32le(buf, pos + 8)
-                wirelen = _u32le(buf, pos + 12)
+                sec = u32le(buf, pos)
+                frac = u32le(buf, pos + 4)
+                incl = u32le(buf, pos + 8)
+                wirelen = u32le(buf, pos + 12)
             else:
                 sec, frac, incl, wirelen = unpack(buf, pos)
             if incl > limit:
