@@ -225,7 +225,8 @@ def report(args: Any, samples: list, started: float, serving: float, done: float
     total = sum(totals.values())
     shard_cols = [c for c in cols if c.startswith("shark-shard") and "-t" not in c]
     busy = [[b for b in range(nb) if used[c][b] > bucket * 0.5] for c in shard_cols]
-    both = min((max(b[0] for b in busy)) if all(busy) else 0, nb) * bucket
+    # (no shards with 1 CPU: dissection is a thread of the API process)
+    both = min((max(b[0] for b in busy)) if busy and all(busy) else 0, nb) * bucket
     last_shard = max((b[-1] for b in busy if b), default=0) * bucket + bucket
     idle_total = sum(max(0.0, args.cpus * bucket - sum(used[c][b] for c in used) - waited[b])
                      for b in range(int(end / bucket) + 1))
