@@ -69,6 +69,7 @@ _TCP_INFO: Final = TcpInfo
 _UNTOUCHED: Final = UNTOUCHED
 _NO_VALUE: Final = NO_VALUE
 _ENCODE_INTO: Final = ENCODER.encode_into
+_RAW: Final = msgspec.Raw
 
 # Where an entry was made, in the order one dissection makes them: (segment, offset) of the
 # packet being processed, the phase, a time for the phases that have one, the assembler (0,
@@ -249,7 +250,9 @@ class FlowEntries:
             snapshot = identities.now
             if snapshot is self.names_seen and self.named is not None:
                 return self.endpoints
-            named = (identities.get(self.client_ip), identities.get(self.server_ip))
+            dissection = self.dissection
+            named = (dissection.identity(identities, snapshot, self.client_ip),
+                     dissection.identity(identities, snapshot, self.server_ip))
             self.names_seen = snapshot
         if named is not self.named and named != self.named:
             self.named = named
@@ -495,6 +498,11 @@ class Dissection:
         self._names: dict[bytes, str] = {}
         self._server_json: dict[tuple[str, int, Name | None], msgspec.Raw] = {}
         self._unnamed_heads: dict[str, bytes] = {}     # unnamed_head by address
+        # identities.get's answers for the snapshot they were looked up in (identity): a flow's
+        # first entry looked up both its addresses, interpreted, though most flows share them
+        # (a new flow per DNS query, from one client to one server).
+        self._identity_snapshot: object = None
+        self._identity: dict[str, Name | None] = {}
         # Entries are encoded into this one buffer and copied out (_encoded): ENCODER.encode
         # starts each output small and grows it several times for an entry of 0.5-1 KB.
         self._json = bytearray(4096)
@@ -533,6 +541,18 @@ class Dissection:
             found = self._server_json[key] = self.endpoint_json(ip, port, named)
         return found
 
+    def identity(self, identities: NameTable, snapshot: object, ip: str) -> Name | None:
+        """identities.get(ip), kept while the table's snapshot is `snapshot` (at most
+        SERVER_JSON_CACHE addresses, then emptied)."""
+        known = self._identity
+        if snapshot is not self._identity_snapshot or len(known) >= SERVER_JSON_CACHE:
+            self._identity_snapshot = snapshot
+            known.clear()
+        if ip in known:
+            return known[ip]
+        named = known[ip] = identities.get(ip)
+        return named
+
     def endpoint_json(self, ip: str, port: int, named: Name | None) -> msgspec.Raw:
         """_endpoint_json's bytes; unnamed (the common case: a new client port per flow), joined
         from the address's head kept (at most SERVER_JSON_CACHE, then emptied), the port's
@@ -545,7 +565,7 @@ class Dissection:
             if len(heads) >= SERVER_JSON_CACHE:
                 heads.clear()
             head = heads[ip] = unnamed_head(ip)
-        return msgspec.Raw(head + str(port).encode() + _UNNAMED_TAIL)
+        return _RAW(head + str(port).encode() + _UNNAMED_TAIL)
 
     @property
     def assembler_stats(self) -> dict:
