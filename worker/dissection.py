@@ -231,17 +231,15 @@ class FlowEntries:
     def __call__(self, exchange: Exchange) -> None:
         self.dissection._emit(self, exchange)
 
-    def endpoints_json(self, flow: FlowInfo, names: dict[bytes, str],
+    def endpoints_json(self, flow: FlowInfo,
                        identities: NameTable | None) -> tuple[msgspec.Raw, msgspec.Raw]:
         """src and dst of `flow` (the flow as the session sees it), named as the hub's names
-        are now (they can change between two entries of a flow); `names` caches address
-        texts."""
+        are now (they can change between two entries of a flow)."""
         if flow is not self.entry_flow:   # the flow's first entry
             self.entry_flow, self.named = flow, None
-            self.client_ip = names.get(flow.client_ip) or names.setdefault(
-                flow.client_ip, ip_text(flow.client_ip))
-            self.server_ip = names.get(flow.server_ip) or names.setdefault(
-                flow.server_ip, ip_text(flow.server_ip))
+            dissection = self.dissection
+            self.client_ip = dissection.address(flow.client_ip)
+            self.server_ip = dissection.address(flow.server_ip)
         if identities is None:
             named = _NOT_NAMED
         else:
@@ -503,6 +501,12 @@ class Dissection:
         # (a new flow per DNS query, from one client to one server).
         self._identity_snapshot: object = None
         self._identity: dict[str, Name | None] = {}
+        # The last two addresses' texts (address()), and the last server endpoint's JSON
+        # (server_json): compared before any table is looked up (a new flow per DNS query
+        # has the last one's addresses and server).
+        self._address = self._other_address = b""
+        self._address_text = self._other_text = ""
+        self._last_server: tuple[str, int, Name | None, msgspec.Raw] | None = None
         # Entries are encoded into this one buffer and copied out (_encoded): ENCODER.encode
         # starts each output small and grows it several times for an entry of 0.5-1 KB.
         self._json = bytearray(4096)
@@ -533,13 +537,30 @@ class Dissection:
     def server_json(self, ip: str, port: int, named: Name | None) -> msgspec.Raw:
         """_endpoint_json of a server endpoint, kept for the next flows to it (at most
         SERVER_JSON_CACHE, then emptied: a bound, not an LRU)."""
+        last = self._last_server
+        if last is not None and last[0] is ip and last[1] == port and last[2] is named:
+            return last[3]
         key = (ip, port, named)
         found = self._server_json.get(key)
         if found is None:
             if len(self._server_json) >= SERVER_JSON_CACHE:
                 self._server_json.clear()
             found = self._server_json[key] = self.endpoint_json(ip, port, named)
+        self._last_server = (ip, port, named, found)
         return found
+
+    def address(self, ip: bytes) -> str:
+        """ip_text(ip), kept (self._names); the last two addresses looked up are compared
+        first (no hash of a new bytes object and lookup)."""
+        if ip == self._address:
+            return self._address_text
+        if ip == self._other_address:
+            return self._other_text
+        names = self._names
+        text = names.get(ip) or names.setdefault(ip, ip_text(ip))
+        self._other_address, self._other_text = self._address, self._address_text
+        self._address, self._address_text = ip, text
+        return text
 
     def identity(self, identities: NameTable, snapshot: object, ip: str) -> Name | None:
         """identities.get(ip), kept while the table's snapshot is `snapshot` (at most
@@ -935,7 +956,7 @@ class Dissection:
         node = self._node
         if exchange.notes:
             count_cuts(self.cut, exchange.notes)
-        src, dst = entries.endpoints_json(flow, self._names, self._identities)
+        src, dst = entries.endpoints_json(flow, self._identities)
         tcp = udp = None
         if type(info) is _TCP_INFO:
             tcp = entries.info_json if info is entries.info else entries.tcp_json(info)
