@@ -506,7 +506,7 @@ class Dissection:
         # has the last one's addresses and server).
         self._address = self._other_address = b""
         self._address_text = self._other_text = ""
-        self._last_server: tuple[str, int, Name | None, msgspec.Raw] | None = None
+        self._server_endpoint: tuple[str, int, Name | None, msgspec.Raw] | None = None
         # Entries are encoded into this one buffer and copied out (_encoded): ENCODER.encode
         # starts each output small and grows it several times for an entry of 0.5-1 KB.
         self._json = bytearray(4096)
@@ -537,7 +537,7 @@ class Dissection:
     def server_json(self, ip: str, port: int, named: Name | None) -> msgspec.Raw:
         """_endpoint_json of a server endpoint, kept for the next flows to it (at most
         SERVER_JSON_CACHE, then emptied: a bound, not an LRU)."""
-        last = self._last_server
+        last = self._server_endpoint
         if last is not None and last[0] is ip and last[1] == port and last[2] is named:
             return last[3]
         key = (ip, port, named)
@@ -546,7 +546,7 @@ class Dissection:
             if len(self._server_json) >= SERVER_JSON_CACHE:
                 self._server_json.clear()
             found = self._server_json[key] = self.endpoint_json(ip, port, named)
-        self._last_server = (ip, port, named, found)
+        self._server_endpoint = (ip, port, named, found)
         return found
 
     def address(self, ip: bytes) -> str:
