@@ -134,6 +134,63 @@ def test_out_of_order_answers_pair_by_id() -> None:
     assert out[0].response["error"] == "NXDOMAIN"
 
 
+def test_many_pending_queries_pair_as_they_are_answered() -> None:
+    # 200 waiting: the oldest 150 answered in order (the pending list's head moves on and its
+    # left part is dropped on the way), then 30 of the rest newest first (left behind lazily);
+    # the other 20 come out unanswered at the close, oldest first.
+    conv = Conv()
+    for i in range(200):
+        conv.send(C2S, query(f"q{i}.test", qid=1000 + i))
+    answered = [*range(150), *range(199, 169, -1)]
+    for i in answered:
+        conv.send(S2C, answer(f"q{i}.test", qid=1000 + i))
+    out = conv.close()
+    assert [(e.summary, e.request["id"]) for e in out] == [
+        (f"A q{i}.test", 1000 + i) for i in [*answered, *range(150, 170)]]
+    assert all(e.response is not None for e in out[:180])
+    assert all(e.response is None and e.notes == ["no response"] for e in out[180:])
+
+
+def test_kept_question_and_header_fields_are_each_messages_own() -> None:
+    # The request and response fields are copies of what is kept per question and per
+    # header: an entry's dict changed does not change the next one's, and a question that
+    # differs only in type, class or opcode gets fields of its own.
+    conv = Conv()
+    conv.send(C2S, query("same.test", "A", qid=1))
+    conv.send(S2C, answer("same.test", "A", qid=1))
+    conv.send(C2S, query("same.test", "AAAA", qid=2))
+    conv.send(S2C, answer("same.test", "AAAA", qid=2, rcode=3, records=[]))
+    chaos = dnslib.DNSRecord.question("same.test", "A", "CH")
+    chaos.header.id = 3
+    conv.send(C2S, bytes(chaos.pack()))
+    notify = dnslib.DNSRecord.question("same.test", "A")
+    notify.header.id, notify.header.opcode = 4, 4
+    conv.send(C2S, bytes(notify.pack()))
+    first = conv.out[0]
+    first.request["qname"] = "changed"
+    first.response["rcode"] = "changed"
+    first.response["answers"].append("changed")
+    conv.send(C2S, query("same.test", "A", qid=5, edns=True))
+    conv.send(S2C, answer("same.test", "A", qid=5))
+    out = conv.close()
+    assert [(e.summary, e.request["qtype"], e.request["qclass"], e.request["opcode"],
+             e.request["id"], e.status) for e in out] == [
+        ("A same.test", "A", "IN", "QUERY", 1, 0),
+        ("AAAA same.test", "AAAA", "IN", "QUERY", 2, 3),
+        ("A same.test", "A", "IN", "QUERY", 5, 0),
+        ("A same.test", "A", "CH", "QUERY", 3, None),
+        ("A same.test", "A", "IN", "NOTIFY", 4, None)]
+    again = out[2]
+    assert again.request == {"id": 5, "opcode": "QUERY", "qname": "same.test", "qtype": "A",
+                             "qclass": "IN", "rd": True, "flags": 0x100, "questions": 1,
+                             "edns": 1232}
+    assert again.response["rcode"] == "NOERROR" and again.response["error"] is None
+    assert again.response["answers"] == [{"name": "same.test", "type": "A", "ttl": 60,
+                                          "data": "192.0.2.1"}]
+    assert out[1].response["rcode"] == out[1].response["error"] == "NXDOMAIN"
+    assert out[1].response["answers"] == [] and out[1].response["answer_count"] == 0
+
+
 def test_unanswered_and_lone_response() -> None:
     conv = Conv()
     conv.send(S2C, answer("late.test", qid=5))          # its query was before the capture
