@@ -970,19 +970,30 @@ class Dissection:
             elapsed = (end_ns - start_ns + 500) // 1000 / 1000   # elapsed_ms, inline
         else:
             elapsed = elapsed_ms(start_ns, end_ns)
+        protocol = exchange.protocol
+        redact = self._redact
+        if redact is not None and protocol not in _UNTOUCHED:
+            redacted = True
+            request: dict[str, Any] | msgspec.Raw = exchange.request
+            response: dict[str, Any] | msgspec.Raw | None = exchange.response
+        else:
+            # The request's and response's JSON when the dissector has it (the redactor, which
+            # changes the dicts, does not read them here).
+            redacted = False
+            request_json, response_json = exchange.request_json, exchange.response_json
+            request = exchange.request if request_json is None else request_json
+            response = exchange.response if response_json is None else response_json
         # Positional: the Entry's fields in order (IndexedEntry); msgspec takes a dozen
         # keywords and more several times slower than positions.
-        protocol = exchange.protocol
         entry = _ENTRY(
             entry_id, node, protocol,
             start_ns / 1e9, src, dst, exchange.summary, elapsed,
-            exchange.status, exchange.request, exchange.response,
+            exchange.status, request, response,
             _SIZE(exchange.request_size, exchange.response_size), entries.tls, _NO_TAGS,
             exchange.complete, exchange.notes, tcp, udp)
         # Before the entry is indexed or streamed; not for a protocol it never changes.
-        redact = self._redact
-        if redact is not None and protocol not in _UNTOUCHED:
-            redact(entry)
+        if redacted and redact is not None:
+            redact(entry)   # type: ignore[arg-type]   # (its request and response: the dicts)
         return entry
 
     def _encoded(self, entry: IndexedEntry, cut: int) -> bytes:

@@ -77,8 +77,9 @@ class IndexedEntry(msgspec.Struct, gc=False):
     summary: str
     elapsed_ms: float | None
     status: int | None
-    request: dict[str, Any]
-    response: dict[str, Any] | None
+    # (or their JSON as encoded: Exchange.request_json, response_json)
+    request: dict[str, Any] | msgspec.Raw
+    response: dict[str, Any] | msgspec.Raw | None
     size: Size
     tls: bool
     tags: tuple[str, ...]

@@ -17,13 +17,21 @@ import pytest
 
 from support.sessions import Step, both_paths
 from test_mqtt import Conv, ack, connack, connect, packet, publish, subscribe, suback, varint
+from shark.model import encode
 from worker.dissectors import mqtt
 from worker.dissectors.base import Exchange
 
 
 def both(steps: list[Step], body_limit: int = 0) -> tuple[list[Exchange], int]:
-    """The exchanges (equal both ways) and the bytes the fast path took."""
-    return both_paths(mqtt._Reader, lambda: Conv(body_limit), steps)
+    """The exchanges (equal both ways) and the bytes the fast path took; the JSON the fast
+    path gives with them (Exchange.request_json, response_json) is their dicts'."""
+    out, taken = both_paths(mqtt._Reader, lambda: Conv(body_limit), steps)
+    for ex in out:
+        if ex.request_json is not None:
+            assert bytes(ex.request_json) == encode(ex.request), ex
+        if ex.response_json is not None:
+            assert bytes(ex.response_json) == encode(ex.response), ex
+    return out, taken
 
 
 def traffic(level: int = 4, count: int = 12) -> tuple[bytes, bytes, bytes]:
@@ -154,3 +162,48 @@ def test_fast_path_reads_varint_lengths_as_fixed_header_does() -> None:
     for length in (0, 1, 2, 127, 128, 16_383, 16_384, 2_097_151):
         encoded = bytes([0x30]) + varint(length)
         assert mqtt.fixed_header(encoded, 0) == (0x30, length, len(encoded))
+
+
+def raw_publish(topic: bytes, payload: bytes, qos: int = 0, pid: int = 0, flags: int = 0) -> bytes:
+    """A PUBLISH whose topic is given as bytes (not always UTF-8)."""
+    body = struct.pack(">H", len(topic)) + topic + (struct.pack(">H", pid) if qos else b"")
+    return packet(3, qos << 1 | flags, body + payload)
+
+
+def test_the_kept_json_is_the_fields_json() -> None:
+    """Topics that JSON escapes or that decode with replacements, the flags, QoS 0 sizes past
+    what a topic keeps and topics past what a reader keeps, alternating topics: the fast
+    path's JSON (kept per topic, flags and size) is the fields' every time (both())."""
+    topics = [b'say "hi"', b"back\\slash", b"tab\tand\x01ctl", "caf\u00e9/\u2603".encode(),
+              b"bad\xff\xfeutf8", b"", b"t/" + b"x" * 1500, b"</script>", "a\u2028b".encode()]
+    client = b""
+    pid = 1
+    for n in range(3 * mqtt.PUBLISH0_KEPT):
+        topic = topics[n % len(topics)] if n % 5 else b"many/%d" % (n % (mqtt.TOPICS_KEPT + 9))
+        qos = n % 2
+        client += raw_publish(topic, b"p" * (n % (mqtt.PUBLISH0_KEPT + 40)), qos, pid,
+                              flags=(n // 2) % 2 | (8 if n % 7 == 0 else 0))
+        pid = pid % 65535 + 1
+    acks = b"".join(ack(4, p) for p in range(2, pid, 2))
+    out, taken = both([*session_of(4), ("c", client), ("s", acks)])
+    assert taken == len(client) + len(acks)
+    assert sum(ex.request_json is not None for ex in out) == 3 * mqtt.PUBLISH0_KEPT
+    assert sum(ex.response_json is not None for ex in out) == 3 * mqtt.PUBLISH0_KEPT // 2
+    assert {ex.request["retain"] for ex in out[2:]} == {True, False}
+    assert {ex.request["dup"] for ex in out[2:]} == {True, False}
+    assert {'say "hi"', "bad\ufffd\ufffdutf8", ""} <= {ex.request.get("topic") for ex in out}
+
+
+@pytest.mark.parametrize("topic", ['a"b', "x\\", "\u00e9", "plain/topic", ""])
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("flags", [0, 1, 8, 9])
+def test_publish_json_parts(topic: str, qos: int, flags: int) -> None:
+    head, middle, tail = mqtt.publish_json_parts(topic, qos, flags, "server")
+    fields: dict[str, object] = {"packet_type": "PUBLISH", "topic": topic, "qos": qos,
+                                 "retain": bool(flags & 1), "dup": bool(flags & 8)}
+    if qos:
+        fields["packet_id"] = 65535
+    fields["payload_size"] = 1234567
+    fields["sender"] = "server"
+    made = head + (b"65535" + middle if qos else b"") + b"1234567" + tail
+    assert made == encode(fields)

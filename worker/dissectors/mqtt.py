@@ -33,6 +33,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Final, Literal
 
+import msgspec
+
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
 from worker.dissectors.stream import StreamReader, TwoWaySession, chunk_at
@@ -361,11 +363,89 @@ def detect(client: bytes, server: bytes) -> Detect:
     return Detect.MORE
 
 
+# -- the fast path's JSON ------------------------------------------------------------------
+
+# The fast path's PUBLISH and PUBACK fields as the entry encodes them (Exchange.request_json,
+# response_json), for less than encoding the dicts: the JSON of a topic's fields (with its
+# QoS, flags and sender) is kept cut around its numbers, joined with their digits per packet
+# (msgspec writes an int as its decimal digits, str() too).
+_ENCODER: Final = msgspec.json.Encoder()
+_SIZE_KEY: Final = b'"payload_size":'
+_ID_KEY: Final = b'"packet_id":'
+# {"packet_type":"PUBACK","packet_id":N,"reason_code":0,"error":null}, around N
+_PUBACK_HEAD: Final = b'{"packet_type":"PUBACK","packet_id":'
+_PUBACK_TAIL: Final = b',"reason_code":0,"error":null}'
+# What a reader keeps per topic: its QoS 0 exchanges' fields and their JSON by payload size
+# and flags, a bound (past it, emptied), and the topics it keeps them for.
+PUBLISH0_KEPT: Final = 256
+TOPICS_KEPT: Final = 64
+JsonParts = tuple[bytes, bytes, bytes]
+
+
+def publish_json_parts(topic: str, qos: int, flags: int, sender: str) -> JsonParts:
+    """The JSON of the fields _Reader._whole_bytes makes of a PUBLISH (with the "sender"
+    packet() adds), cut around its numbers: QoS 0 is head + payload_size + tail, QoS 1 and 2
+    head + packet_id + middle + payload_size + tail. Encoded by msgspec, as the entry is:
+    the same bytes."""
+    fields: dict[str, Any] = {"packet_type": "PUBLISH", "topic": topic, "qos": qos,
+                              "retain": bool(flags & 1), "dup": bool(flags & 8)}
+    if qos:
+        fields["packet_id"] = 0
+    fields["payload_size"] = 0
+    fields["sender"] = sender
+    encoded = _ENCODER.encode(fields)
+    # The last keys, found from the end: a string's quotes are escaped, so none holds them.
+    size_at = encoded.rindex(_SIZE_KEY + b"0,") + len(_SIZE_KEY)
+    tail = encoded[size_at + 1:]
+    if not qos:
+        return encoded[:size_at], b"", tail
+    id_at = encoded.rindex(_ID_KEY + b"0,", 0, size_at) + len(_ID_KEY)
+    return encoded[:id_at], encoded[id_at + 1:size_at], tail
+
+
+class _TopicJson:
+    """A reader's kept JSON of one topic's PUBLISH fields (publish_json_parts) by QoS and
+    flags, and its QoS 0 exchanges' fields with their JSON by payload size and flags (a
+    sender publishes the same sizes again and again: the dict and its JSON shared by those
+    exchanges, never changed after their emit)."""
+
+    __slots__ = ("topic", "sender", "parts", "publish0")
+
+    def __init__(self, topic: str, sender: str) -> None:
+        self.topic = topic
+        self.sender = sender
+        self.parts: dict[int, JsonParts] = {}          # by qos << 4 | flags
+        self.publish0: dict[int, tuple[dict[str, Any], msgspec.Raw]] = {}   # by size << 4 | flags
+
+    def parts_of(self, qos: int, flags: int) -> JsonParts:
+        key = qos << 4 | flags
+        parts = self.parts.get(key)
+        if parts is None:
+            parts = self.parts[key] = publish_json_parts(self.topic, qos, flags, self.sender)
+        return parts
+
+    def publish0_of(self, flags: int, size: int) -> tuple[dict[str, Any], msgspec.Raw]:
+        """A QoS 0 PUBLISH's fields (flags: its retain and dup bits) and their JSON."""
+        key = size << 4 | flags
+        made = self.publish0.get(key)
+        if made is None:
+            head, _, tail = self.parts_of(0, flags)
+            if len(self.publish0) >= PUBLISH0_KEPT:
+                self.publish0.clear()
+            made = self.publish0[key] = (
+                {"packet_type": "PUBLISH", "topic": self.topic, "qos": 0,
+                 "retain": bool(flags & 1), "dup": bool(flags & 8), "payload_size": size,
+                 "sender": self.sender},
+                msgspec.Raw(head + str(size).encode() + tail))
+        return made
+
+
 # -- packets -----------------------------------------------------------------------------
 
 class _Packet:
     __slots__ = ("kind", "flags", "direction", "fields", "start", "end", "ts", "end_ts", "ref",
-                 "end_ref", "size", "payload", "notes", "packet_id", "code")
+                 "end_ref", "size", "payload", "notes", "packet_id", "code", "json_parts",
+                 "payload_size")
 
     def __init__(self, kind: int, flags: int, direction: Direction,
                  fields: dict[str, Any] | None = None) -> None:
@@ -378,6 +458,10 @@ class _Packet:
         self.notes: list[str] = []
         self.packet_id: int | None = None
         self.code: int | None = None
+        # A QoS 1 PUBLISH of the fast path: its fields' JSON cut around its numbers
+        # (publish_json_parts), and its payload size.
+        self.json_parts: JsonParts | None = None
+        self.payload_size = 0
 
 
 class _Flow:
@@ -400,7 +484,8 @@ class _Reader(StreamReader):
     """Cuts one direction into packets; a PUBLISH too large to buffer is read from its head
     and its payload passed over by length (kept up to body_limit), a gap in it ends it."""
 
-    __slots__ = ("s", "state", "skip_left", "skipping", "aliases", "topic_raw", "topic")
+    __slots__ = ("s", "state", "skip_left", "skipping", "aliases", "topic_raw", "topic",
+                 "topic_json", "topics_json")
 
     def __init__(self, session: MqttSession, direction: Direction) -> None:
         super().__init__(direction)
@@ -411,9 +496,12 @@ class _Reader(StreamReader):
         self.skip_left = 0
         self.skipping: _Packet | None = None
         self.aliases: dict[int, str] = {}   # v5 topic aliases of this sender
-        # The fast path's last PUBLISH topic: its bytes and its text (_whole_bytes).
+        # The fast path's last PUBLISH topic: its bytes and its text (_whole_bytes), and its
+        # kept JSON (of the last TOPICS_KEPT topics: topics_json).
         self.topic_raw = b""
         self.topic = ""
+        self.topic_json = _TopicJson("", "server" if direction == S2C else "client")
+        self.topics_json: dict[str, _TopicJson] = {}
 
     def take(self, data: bytes, offset: int, ts: int, ref: PacketRef) -> None:
         self.last_ts, self.last_ref = ts, ref
@@ -554,6 +642,7 @@ class _Reader(StreamReader):
                     if len(topic) > STRING_LIMIT:
                         topic = topic[:STRING_LIMIT] + "..."
                     self.topic_raw, self.topic = raw, topic
+                    self._topic_changed(topic)
                 packet_id = None
                 if qos:
                     if at + 2 > end:
@@ -566,19 +655,18 @@ class _Reader(StreamReader):
                     at += 1
                 if not qos:
                     # QoS 0 is its own exchange: made here, without a _Packet (the fields
-                    # with the "sender" _finish adds, in its place).
+                    # with the "sender" _finish adds, in its place), the fields and their
+                    # JSON kept per size and flags.
                     start = base + pos
                     if start >= last_start:       # within the chunk just taken
                         first_ts, first_ref, last_ref = ts, ref, ref
                     else:
                         _, first_ts, first_ref = chunk_at(marks, start)
                         last_ref = chunk_at(marks, base + end - 1)[2]
+                    fields0, fields_json = self.topic_json.publish0_of(flags & 9, end - at)
                     session.publish0(
-                        {"packet_type": "PUBLISH", "topic": topic, "qos": 0,
-                         "retain": bool(flags & 1), "dup": bool(flags & 8),
-                         "payload_size": end - at,
-                         "sender": "server" if direction == S2C else "client"},
-                        topic, direction, start, end - pos, first_ts, first_ref, last_ref,
+                        fields0, fields_json, topic, direction, start, end - pos, first_ts,
+                        first_ref, last_ref,
                         bytes(work[at:min(end, at + body_limit)]) if body_limit > 0 else None)
                     pos = end
                     continue
@@ -589,6 +677,9 @@ class _Reader(StreamReader):
                 # (a compiled class cannot be made by __new__ alone, as this was)
                 packet = _Packet(PUBLISH, flags, direction, fields)
                 packet.packet_id = packet_id
+                if qos == 1:              # its JSON when its PUBACK ends it (acked)
+                    packet.json_parts = self.topic_json.parts_of(1, flags & 9)
+                    packet.payload_size = end - at
                 if body_limit > 0:
                     packet.payload = bytearray(work[at:min(end, at + body_limit)])
             elif PUBACK <= kind <= PUBCOMP and remaining == 2 and \
@@ -622,6 +713,15 @@ class _Reader(StreamReader):
             pos = end
             session.packet(packet)          # a native call (a bound method would not be)
         return pos
+
+    def _topic_changed(self, topic: str) -> None:
+        """The fast path's PUBLISH topic is `topic` now: its kept JSON (made if new)."""
+        kept = self.topics_json.get(topic)
+        if kept is None:
+            if len(self.topics_json) >= TOPICS_KEPT:
+                self.topics_json.clear()
+            kept = self.topics_json[topic] = _TopicJson(topic, self.topic_json.sender)
+        self.topic_json = kept
 
     def _plausible_start(self, data: bytes, pos: int) -> bool:
         header = fixed_header(data, pos)
@@ -972,11 +1072,12 @@ class MqttSession(TwoWaySession[_Reader]):
         else:                                # DISCONNECT, AUTH
             self._finish(_Flow(packet))
 
-    def publish0(self, fields: dict[str, Any], topic: str, direction: Direction, start: int,
-                 size: int, ts: int, ref: PacketRef, last_ref: PacketRef,
-                 body: bytes | None) -> None:
+    def publish0(self, fields: dict[str, Any], fields_json: msgspec.Raw, topic: str,
+                 direction: Direction, start: int, size: int, ts: int, ref: PacketRef,
+                 last_ref: PacketRef, body: bytes | None) -> None:
         """A whole QoS 0 PUBLISH read by the fast path (_Reader._whole): its exchange, as
-        packet() and _finish make it of a _Packet with these fields (and "sender" added), at
+        packet() and _finish make it of a _Packet with these fields (with "sender";
+        fields_json their JSON), at
         stream offset `start` of `direction`, its first byte in (ts, ref), its last in
         last_ref; `body` its payload's first body_limit bytes (None when bodies are not
         kept)."""
@@ -989,7 +1090,7 @@ class MqttSession(TwoWaySession[_Reader]):
             notes.append(f"payload truncated at {self.body_limit} bytes")
         self.emit(Exchange("mqtt", ts, None, self.publish_summary(topic, 0), fields, None, None,
                            size, 0, True, ref, last_ref, client_offset, server_offset, body,
-                           None, notes))
+                           None, notes, fields_json))
 
     def acked(self, packet_id: int, direction: Direction, start: int, end_ts: int,
               end_ref: PacketRef) -> bool:
@@ -1021,11 +1122,20 @@ class MqttSession(TwoWaySession[_Reader]):
         if "incomplete" in notes:
             complete = False
             notes = [n for n in notes if n != "incomplete"]
+        request_json = response_json = None
+        parts = request.json_parts
+        # (the fast path's fields, and "sender": nothing added since)
+        if parts is not None and len(fields) == 8:
+            packet_digits = str(packet_id).encode()
+            request_json = msgspec.Raw(b"".join((
+                parts[0], packet_digits, parts[1], str(request.payload_size).encode(),
+                parts[2])))
+            response_json = msgspec.Raw(_PUBACK_HEAD + packet_digits + _PUBACK_TAIL)
         self.emit(Exchange("mqtt", request.ts, end_ts, self.publish_summary(str(topic), 1),
                            fields, {"packet_type": "PUBACK", "packet_id": packet_id,
                                     "reason_code": 0, "error": None},
                            0, request.size, 4, complete, request.ref, end_ref, client_offset,
-                           server_offset, body, None, notes))
+                           server_offset, body, None, notes, request_json, response_json))
         return True
 
     def publish_summary(self, topic: str, qos: int) -> str:
