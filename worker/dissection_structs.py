@@ -77,9 +77,8 @@ class IndexedEntry(msgspec.Struct, gc=False):
     summary: str
     elapsed_ms: float | None
     status: int | None
-    # (or their JSON as encoded: Exchange.request_json, response_json)
-    request: dict[str, Any] | msgspec.Raw
-    response: dict[str, Any] | msgspec.Raw | None
+    request: dict[str, Any] | msgspec.Raw    # (or its JSON: Exchange.request_json)
+    response: dict[str, Any] | None
     size: Size
     tls: bool
     tags: tuple[str, ...]

@@ -95,13 +95,11 @@ class Exchange:
     request_body: bytes | None = None
     response_body: bytes | None = None
     notes: list[str] = field(default_factory=list)   # e.g. "gap in response body"
-    # `request` and `response` as msgspec encodes them, when a dissector's fast path has them
-    # for less than encoding the dicts costs (MQTT's PUBLISH: its JSON kept per topic and
-    # flags, the numbers joined in): the entry splices them in. Never other than
-    # encode(request) / encode(response) (so the dicts are not changed after the emit); not
-    # compared (the dicts are).
+    # `request` as msgspec encodes it, when a dissector's fast path has it for less than
+    # encoding the dict costs (MQTT's PUBLISH: its JSON kept per topic and flags, the numbers
+    # joined in): the entry splices it in. Never other than encode(request) (so the dict is
+    # not changed after the emit); not compared (the dict is).
     request_json: msgspec.Raw | None = field(default=None, compare=False, repr=False)
-    response_json: msgspec.Raw | None = field(default=None, compare=False, repr=False)
 
     def __init__(self, protocol: str, start_ns: int, end_ns: int | None, summary: str,
                  request: dict[str, Any], response: dict[str, Any] | None,
@@ -110,8 +108,7 @@ class Exchange:
                  last_ref: PacketRef = (0, 0), client_offset: int = 0,
                  server_offset: int | None = None, request_body: bytes | None = None,
                  response_body: bytes | None = None, notes: list[str] | None = None,
-                 request_json: msgspec.Raw | None = None,
-                 response_json: msgspec.Raw | None = None) -> None:
+                 request_json: msgspec.Raw | None = None) -> None:
         # The fields in order, as the generated __init__ took them (notes: a new list each).
         self.protocol = protocol
         self.start_ns = start_ns
@@ -131,7 +128,6 @@ class Exchange:
         self.response_body = response_body
         self.notes = [] if notes is None else notes
         self.request_json = request_json
-        self.response_json = response_json
 
 
 Emit = Callable[[Exchange], None]

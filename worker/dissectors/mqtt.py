@@ -365,16 +365,19 @@ def detect(client: bytes, server: bytes) -> Detect:
 
 # -- the fast path's JSON ------------------------------------------------------------------
 
-# The fast path's PUBLISH and PUBACK fields as the entry encodes them (Exchange.request_json,
-# response_json), for less than encoding the dicts: the JSON of a topic's fields (with its
-# QoS, flags and sender) is kept cut around its numbers, joined with their digits per packet
-# (msgspec writes an int as its decimal digits, str() too).
+# The fast path's PUBLISH fields as the entry encodes them (Exchange.request_json), for less
+# than encoding the dicts: the JSON of a topic's fields (with its QoS, flags and sender) is
+# kept cut around its numbers, joined with their digits per packet (msgspec writes an int as
+# its decimal digits, as str() and an f-string do). A QoS 1
+# PUBLISH's JSON is a str (one f-string: msgspec.Raw takes a str, and writes its UTF-8, which
+# for ASCII text is the str's own bytes): a bytes join of the digits' encoded strs cost more
+# than the dict's encoding saved. Its PUBACK's four fields are encoded as a dict: a Raw of
+# them made per packet (~1.1k instructions: the f-string, the digits, the Raw's call) cost
+# what msgspec's encoding of the dict does.
 _ENCODER: Final = msgspec.json.Encoder()
+_RAW: Final = msgspec.Raw        # (a module attribute read per call otherwise, compiled)
 _SIZE_KEY: Final = b'"payload_size":'
 _ID_KEY: Final = b'"packet_id":'
-# {"packet_type":"PUBACK","packet_id":N,"reason_code":0,"error":null}, around N
-_PUBACK_HEAD: Final = b'{"packet_type":"PUBACK","packet_id":'
-_PUBACK_TAIL: Final = b',"reason_code":0,"error":null}'
 # What a reader keeps per topic: its QoS 0 exchanges' fields and their JSON by payload size
 # and flags, a bound (past it, emptied), and the topics it keeps them for.
 PUBLISH0_KEPT: Final = 256
@@ -386,7 +389,7 @@ def publish_json_parts(topic: str, qos: int, flags: int, sender: str) -> JsonPar
     """The JSON of the fields _Reader._whole_bytes makes of a PUBLISH (with the "sender"
     packet() adds), cut around its numbers: QoS 0 is head + payload_size + tail, QoS 1 and 2
     head + packet_id + middle + payload_size + tail. Encoded by msgspec, as the entry is:
-    the same bytes."""
+    the same bytes (they hold valid UTF-8: a topic's text was decoded with replacements)."""
     fields: dict[str, Any] = {"packet_type": "PUBLISH", "topic": topic, "qos": qos,
                               "retain": bool(flags & 1), "dup": bool(flags & 8)}
     if qos:
@@ -409,13 +412,16 @@ class _TopicJson:
     sender publishes the same sizes again and again: the dict and its JSON shared by those
     exchanges, never changed after their emit)."""
 
-    __slots__ = ("topic", "sender", "parts", "publish0")
+    __slots__ = ("topic", "sender", "parts", "publish0", "qos1_flags", "qos1")
 
     def __init__(self, topic: str, sender: str) -> None:
         self.topic = topic
         self.sender = sender
         self.parts: dict[int, JsonParts] = {}          # by qos << 4 | flags
         self.publish0: dict[int, tuple[dict[str, Any], msgspec.Raw]] = {}   # by size << 4 | flags
+        # The last QoS 1 flags' parts as strs (publish1_json)
+        self.qos1_flags = -1
+        self.qos1 = ("", "", "")
 
     def parts_of(self, qos: int, flags: int) -> JsonParts:
         key = qos << 4 | flags
@@ -436,15 +442,24 @@ class _TopicJson:
                 {"packet_type": "PUBLISH", "topic": self.topic, "qos": 0,
                  "retain": bool(flags & 1), "dup": bool(flags & 8), "payload_size": size,
                  "sender": self.sender},
-                msgspec.Raw(head + str(size).encode() + tail))
+                _RAW(head + str(size).encode() + tail))
         return made
+
+    def publish1_json(self, flags: int, packet_id: int, size: int) -> msgspec.Raw:
+        """A QoS 1 PUBLISH's fields' JSON (flags: its retain and dup bits)."""
+        if flags != self.qos1_flags:
+            head, middle, tail = self.parts_of(1, flags)
+            self.qos1 = (head.decode(), middle.decode(), tail.decode())
+            self.qos1_flags = flags
+        head_text, middle_text, tail_text = self.qos1
+        return _RAW(f"{head_text}{packet_id}{middle_text}{size}{tail_text}")
 
 
 # -- packets -----------------------------------------------------------------------------
 
 class _Packet:
     __slots__ = ("kind", "flags", "direction", "fields", "start", "end", "ts", "end_ts", "ref",
-                 "end_ref", "size", "payload", "notes", "packet_id", "code", "json_parts",
+                 "end_ref", "size", "payload", "notes", "packet_id", "code", "topic_json",
                  "payload_size")
 
     def __init__(self, kind: int, flags: int, direction: Direction,
@@ -458,9 +473,8 @@ class _Packet:
         self.notes: list[str] = []
         self.packet_id: int | None = None
         self.code: int | None = None
-        # A QoS 1 PUBLISH of the fast path: its fields' JSON cut around its numbers
-        # (publish_json_parts), and its payload size.
-        self.json_parts: JsonParts | None = None
+        # A QoS 1 PUBLISH of the fast path: its topic's kept JSON, and its payload size.
+        self.topic_json: _TopicJson | None = None
         self.payload_size = 0
 
 
@@ -678,7 +692,7 @@ class _Reader(StreamReader):
                 packet = _Packet(PUBLISH, flags, direction, fields)
                 packet.packet_id = packet_id
                 if qos == 1:              # its JSON when its PUBACK ends it (acked)
-                    packet.json_parts = self.topic_json.parts_of(1, flags & 9)
+                    packet.topic_json = self.topic_json
                     packet.payload_size = end - at
                 if body_limit > 0:
                     packet.payload = bytearray(work[at:min(end, at + body_limit)])
@@ -1122,20 +1136,17 @@ class MqttSession(TwoWaySession[_Reader]):
         if "incomplete" in notes:
             complete = False
             notes = [n for n in notes if n != "incomplete"]
-        request_json = response_json = None
-        parts = request.json_parts
+        request_json = None
+        topic_json = request.topic_json
         # (the fast path's fields, and "sender": nothing added since)
-        if parts is not None and len(fields) == 8:
-            packet_digits = str(packet_id).encode()
-            request_json = msgspec.Raw(b"".join((
-                parts[0], packet_digits, parts[1], str(request.payload_size).encode(),
-                parts[2])))
-            response_json = msgspec.Raw(_PUBACK_HEAD + packet_digits + _PUBACK_TAIL)
+        if topic_json is not None and len(fields) == 8:
+            request_json = topic_json.publish1_json(request.flags & 9, packet_id,
+                                                    request.payload_size)
         self.emit(Exchange("mqtt", request.ts, end_ts, self.publish_summary(str(topic), 1),
                            fields, {"packet_type": "PUBACK", "packet_id": packet_id,
                                     "reason_code": 0, "error": None},
                            0, request.size, 4, complete, request.ref, end_ref, client_offset,
-                           server_offset, body, None, notes, request_json, response_json))
+                           server_offset, body, None, notes, request_json))
         return True
 
     def publish_summary(self, topic: str, qos: int) -> str:
