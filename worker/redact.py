@@ -22,7 +22,7 @@ from urllib.parse import unquote, unquote_plus
 
 from shark.model import Body, Entry
 from shark.token import keyed_hash, load_or_create
-from worker.dissectors.redis import secret_arguments
+from worker.dissectors.redis import SECRET_COMMANDS, secret_arguments
 
 DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                    "x-auth-token")
@@ -136,7 +136,10 @@ class Redactor:
             if in_query or "@" in summary:
                 entry.summary = self.url_text(summary)
         elif protocol == "redis":
-            self._redis(entry)
+            # Only a command that can hold a credential is looked into (most hold none).
+            command = request.get("command") if request else None
+            if isinstance(command, str) and command in SECRET_COMMANDS:
+                self._redis(entry)
         elif protocol in _SQL:
             query = request.get("query")
             if isinstance(query, str) and _sql_hint(query):

@@ -89,6 +89,26 @@ def test_redis_credentials() -> None:
     assert get.request["arguments"] == ["AUTH"] and get.summary == "GET AUTH"
 
 
+def test_redis_commands_outside_secret_commands_hold_no_credentials() -> None:
+    """Redactor.entry looks into a Redis entry's arguments only for SECRET_COMMANDS: for every
+    other command (known ones, sub-commands, any case) secret_arguments finds nothing, with
+    arguments that would be hidden after one of those."""
+    from worker.dissectors.redis import (CONTAINERS, KNOWN_COMMANDS, SECRET_COMMANDS,
+                                         secret_arguments)
+    args = ["AUTH", "user", "pass", "AUTH2", "u", "p", "requirepass", "masterauth"]
+    subcommands = ("SET", "GET", "SETNAME", "AUTH", "HELLO", "MIGRATE")
+    commands = {*KNOWN_COMMANDS, *(f"{c} {s}" for c in CONTAINERS for s in subcommands),
+                "auth", "config set", "Hello", ""}
+    for command in commands - SECRET_COMMANDS:
+        assert secret_arguments(command, args) == [], command
+    for command in SECRET_COMMANDS:
+        assert secret_arguments(command, ["requirepass", *args]), command
+        entry = tentry(protocol="redis", summary=command, response=None,
+                       request={"command": command, "key": None, "args": 9, "arguments": ["requirepass", *args]})
+        Redactor(KEY).entry(entry)
+        assert entry.request["arguments"] != ["requirepass", *args], command
+
+
 def test_sql_password_literals() -> None:
     redactor = Redactor(KEY)
     cases = {

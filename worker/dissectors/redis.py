@@ -50,6 +50,8 @@ VALUE_CHARS: Final = 100        # response.value preview
 MAX_PENDING: Final = 1024
 ARG_CHARS: Final = 64           # each request.arguments item
 ARGS_SHOWN: Final = 4
+# What the fast path copies of bytes held from an earlier chunk (a bytearray) per call.
+WHOLE_WINDOW: Final = 4096
 
 TYPES: Final = {
     0x2B: "simple_string", 0x2D: "error", 0x3A: "integer", 0x24: "bulk_string",
@@ -124,9 +126,6 @@ ZSCORE ZUNION ZUNIONSTORE
 """.split())
 _PRINTABLE: Final = re.compile(rb"[\x20-\x7e]+")
 # An array header at the start of a line (or of the bytes at hand).
-# The fast path's header lines (stricter than the state machine's: what they miss, it reads).
-_FAST_COUNT: Final = re.compile(rb"\*([0-9]{1,19})\r\n").match
-_FAST_BULK: Final = re.compile(rb"\$([0-9]{1,19})\r\n").match
 _ARRAY_RESYNC: Final = re.compile(rb"(?<![^\n])\*[0-9]{1,10}\r\n\$[0-9]{1,10}\r\n")
 # What a chunk may end with that could begin such a header ("*", "*2\r\n", "*2\r\n$3\r"...).
 _PARTIAL_ARRAY: Final = re.compile(rb"(?<![^\n])\*[0-9]{0,10}(?:\r(?:\n(?:\$[0-9]{0,10}\r?)?)?)?\Z")
@@ -310,6 +309,11 @@ def _first_key(command: str, words: list[str], count: int) -> str | None:
     if index >= count or index >= len(words):
         return None
     return words[index]
+
+
+# The commands secret_arguments finds credentials in (for any other it finds none): the
+# redactor looks at an entry's arguments only for these.
+SECRET_COMMANDS: Final = frozenset({"AUTH", "HELLO", "MIGRATE", "CONFIG SET"})
 
 
 def secret_arguments(command: str, args: list[str]) -> list[int]:
@@ -627,10 +631,25 @@ class _Reader(StreamReader):
         strings; a reply line or bulk string) read straight from data[pos:] and handed to the
         session, exactly as the state machine would make them. Returns where the first value
         it does not take begins (a value cut by the end of data, any other type, anything
-        malformed): the state machine reads that one, from its start."""
+        malformed, a header not in its plain form): the state machine reads that one, from
+        its start."""
+        if isinstance(data, bytes):
+            return self._whole_bytes(data, pos, n, base, ts, ref, base)
+        # Bytes held from an earlier chunk: indexing a bytearray is a generic call per byte
+        # (mypyc boxes the index and the byte), a typed bytes' is native; so the fast path
+        # reads a copy of at most WHOLE_WINDOW bytes (a value that runs past it is the state
+        # machine's), which bounds what each call copies however often it stops early.
+        stop = min(n, pos + WHOLE_WINDOW)
+        return pos + self._whole_bytes(bytes(data[pos:stop]), 0, stop - pos, base + pos, ts,
+                                       ref, base)
+
+    def _whole_bytes(self, data: bytes, pos: int, n: int, base: int, ts: int, ref: PacketRef,
+                     origin: int) -> int:
+        """_whole over a typed bytes (every index and slice native): data[0] is stream byte
+        `base`; `origin` is the stream offset of the first byte held (a value starting there
+        takes its time and packet from the first mark)."""
         keep = self.s.keep
         is_request = self.is_request
-        find = data.find
         # The session's methods called on it, not bound to locals: compiled, that is a direct
         # call, where a bound method goes through the argument-parsing wrapper.
         session = self.s
@@ -639,31 +658,24 @@ class _Reader(StreamReader):
             start = pos
             t = data[pos]
             if t == 0x2A:                                        # "*": an array
-                m = _FAST_COUNT(data, pos)
-                if m is None:
+                count = _plain_size(data, pos + 1, n)
+                if count < 1:
                     return start
-                count = int(m.group(1))
-                if count < 1 or count >= MAX_COUNT:
-                    return start
-                pos = m.end()
+                pos = _after_size(data, pos + 1)
                 if is_request:
                     # A command: only its words are wanted (what request_fields would take
                     # of the nodes), so no node is made.
                     words: list[str] = []
                     for _ in range(count):
-                        # "$<1-19 digits>\r\n" (_FAST_BULK's header; found, not matched:
-                        # a fifth faster) and the string with its CRLF: only bulk strings.
+                        # "$<digits>\r\n" and the string with its CRLF: only bulk strings.
                         if pos >= n or data[pos] != 0x24:
                             return start
-                        nl = find(b"\r\n", pos + 1, pos + 22)
-                        digits = data[pos + 1:nl]
-                        if nl < 0 or not digits.isdigit():
+                        size = _plain_size(data, pos + 1, n)
+                        if size < 0:
                             return start
-                        size = int(digits)
-                        pos = nl + 2
+                        pos = _after_size(data, pos + 1)
                         stop = pos + size
-                        if size >= MAX_COUNT or stop + 2 > n or data[stop] != 0x0D or \
-                                data[stop + 1] != 0x0A:
+                        if stop + 2 > n or data[stop] != 0x0D or data[stop + 1] != 0x0A:
                             return start
                         if len(words) < KEEP:
                             words.append(data[pos:pos + size if size < PREVIEW else pos + PREVIEW]
@@ -673,13 +685,14 @@ class _Reader(StreamReader):
                 else:
                     children: list[_Node] = []
                     for _ in range(count):
-                        m = _FAST_BULK(data, pos)               # only bulk strings
-                        if m is None:
+                        if pos >= n or data[pos] != 0x24:        # only bulk strings
                             return start
-                        size = int(m.group(1))
-                        pos = m.end()
+                        size = _plain_size(data, pos + 1, n)
+                        if size < 0:
+                            return start
+                        pos = _after_size(data, pos + 1)
                         stop = pos + size
-                        if size >= MAX_COUNT or data[stop:stop + 2] != b"\r\n":
+                        if stop + 2 > n or data[stop] != 0x0D or data[stop + 1] != 0x0A:
                             return start
                         if len(children) < KEEP:
                             children.append(_Node(0x24, data[pos:pos + min(size, keep)], size))
@@ -688,47 +701,40 @@ class _Reader(StreamReader):
             elif is_request:
                 return start                       # inline commands: the general path
             elif t == 0x24:                                      # "$": a bulk string
-                nl = find(b"\n", pos, pos + LINE_LIMIT)
-                if nl < 0 or data[nl - 1] != 0x0D:
-                    return start
-                line = data[pos + 1:nl - 1]
-                if not 0 < len(line) <= 20:
-                    return start
-                try:
-                    size = int(line)
-                except ValueError:
-                    return start
-                if size < -1 or size >= MAX_COUNT:
-                    return start
-                pos = nl + 1
-                if size == -1:
+                if pos + 4 < n and data[pos + 1] == 0x2D and data[pos + 2] == 0x31 and \
+                        data[pos + 3] == 0x0D and data[pos + 4] == 0x0A:        # "$-1\r\n"
                     node = _Node(0x24, None, 0)
+                    pos += 5
                 else:
+                    size = _plain_size(data, pos + 1, n)
+                    if size < 0:
+                        return start
+                    pos = _after_size(data, pos + 1)
                     stop = pos + size
-                    if stop + 2 > n or data[stop:stop + 2] != b"\r\n":
+                    if stop + 2 > n or data[stop] != 0x0D or data[stop + 1] != 0x0A:
                         return start
                     node = _Node(0x24, data[pos:pos + min(size, keep)], size)
                     pos = stop + 2
             elif t == 0x2B or t == 0x2D or t == 0x3A:            # "+", "-", ":"
-                nl = find(b"\n", pos, pos + LINE_LIMIT)
+                nl = _line_end(data, pos + 1, n)
                 if nl < 0 or data[nl - 1] != 0x0D:
                     return start
                 line = data[pos + 1:nl - 1]
                 if t == 0x3A:
                     if _int(line) is None:
                         return start
-                    value = bytes(line[:64])
+                    value = line[:64]
                 else:
-                    value = bytes(line[:keep])
+                    value = line[:keep]
                 node = _Node(t, value, len(line))
                 pos = nl + 1
             else:
                 return start
-            if start:
+            if base + start != origin:
                 msg = _Message(base + start, ts, ref)
             else:                                  # where the buffered bytes began
                 _, start_ts, start_ref = self.marks[0]
-                msg = _Message(base, start_ts, start_ref)
+                msg = _Message(base + start, start_ts, start_ref)
             if raw_limit:
                 msg.raw = bytearray(data[start:min(pos, start + raw_limit)])
             msg.end, msg.end_ts, msg.end_ref = base + pos, ts, ref
@@ -862,6 +868,43 @@ def _int(line: bytes | bytearray) -> int | None:
         return int(line)
     except ValueError:
         return None
+
+
+def _plain_size(data: bytes, i: int, n: int) -> int:
+    """The size in a header's plain form at data[i:]: 1 to 10 ASCII digits and CRLF, below
+    MAX_COUNT; -1 for anything else (a sign, a longer or odd number: the state machine's
+    int() reads those). Read byte by byte: natively, no slice, find or int object."""
+    size = 0
+    j = i
+    while j < n:
+        c = data[j]
+        if c < 0x30 or c > 0x39:
+            break
+        size = size * 10 + (c - 0x30)
+        j += 1
+    if j == i or j - i > 10 or size >= MAX_COUNT or j + 1 >= n or data[j] != 0x0D or \
+            data[j + 1] != 0x0A:
+        return -1
+    return size
+
+
+def _after_size(data: bytes, i: int) -> int:
+    """Where what follows a header's plain size (_plain_size found one at data[i:]) begins."""
+    while data[i] != 0x0D:
+        i += 1
+    return i + 2
+
+
+def _line_end(data: bytes, i: int, n: int) -> int:
+    """The index of the first LF at or after data[i] (within LINE_LIMIT of the type byte
+    before it), or -1. Reply lines are short: a few bytes looked at natively before a find."""
+    stop = min(n, i + 32)
+    j = i
+    while j < stop:
+        if data[j] == 0x0A:
+            return j
+        j += 1
+    return data.find(b"\n", stop, min(n, i - 1 + LINE_LIMIT))
 
 
 # -- the session -------------------------------------------------------------------------
