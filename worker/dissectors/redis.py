@@ -219,7 +219,11 @@ class _Node:
 
 
 def _text(value: bytes | bytearray, limit: int) -> str:
-    text = value[:limit * 4].decode("utf-8", "replace")
+    # A bytes (the fast path's values) sliced and decoded natively; a bytearray generically.
+    if isinstance(value, bytes):
+        text = value[:limit * 4].decode("utf-8", "replace")
+    else:
+        text = value[:limit * 4].decode("utf-8", "replace")
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -286,8 +290,10 @@ def _word(node: _Node) -> str:
 
 def _first_key(command: str, words: list[str], count: int) -> str | None:
     """The first key of a command given its argument words (command words first)."""
-    name = command.split(" ")[0]
-    if command in KEYED_SUBCOMMANDS:
+    # (Every KEYED_SUBCOMMANDS has a space: a plain command's name is itself, no split.)
+    spaced = " " in command
+    name = command.split(" ")[0] if spaced else command
+    if spaced and command in KEYED_SUBCOMMANDS:
         index = 2
     elif name in CONTAINERS or name in NO_KEY:
         return None
