@@ -288,3 +288,14 @@ def test_a_gap_in_the_last_packet_of_a_result_leaves_the_next_query_answered() -
             assert not cut.complete and "response lost in a gap" in cut.notes, (start, lost)
             assert after.summary == "SELECT 2" and after.complete, (start, lost, after.notes)
             assert after.response["rows"] == 1, (start, lost)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", ";", "'", " ", "  ", "   ", "\t", "\n", "\xa0", "\u2028",
+                                 "\x1f", "\x85", "\u3000", "é"]) | st.characters(),
+                max_size=30).map("".join))
+def test_one_line_is_the_words_joined_by_one_space(text: str) -> None:
+    """mysql's and postgres's _one_line (their summaries) are " ".join(text.split())."""
+    from worker.dissectors import mysql, postgres
+    assert mysql._one_line(text) == " ".join(text.split())
+    assert postgres._one_line(text) == " ".join(text.split())

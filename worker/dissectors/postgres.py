@@ -38,6 +38,8 @@ import re
 from collections import deque
 from typing import Any, Final, cast
 
+from mypy_extensions import i64
+
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo, db_status
 from worker.dissectors.stream import (Frame, LengthPrefixedReader, Span, TwoWaySession,
                                       chunk_at)
@@ -52,7 +54,7 @@ NAMES_LIMIT: Final = 4096          # remembered statement and portal names
 COLUMNS_LIMIT: Final = 64
 NOTICES_LIMIT: Final = 16
 DETECT_SCAN: Final = 8192          # detection looks for a message start in this many first bytes
-NUL_SCAN: Final = 64               # bytes _nul looks at natively before a find
+NUL_SCAN: Final = 32               # bytes _nul looks at natively before a find
 
 SSL_CODE: Final = 80877103
 GSS_CODE: Final = 80877104
@@ -90,12 +92,14 @@ def _u16(b: bytes, i: int) -> int:
 
 
 def _nul(b: bytes, i: int) -> int:
-    """The index of the first NUL at or after b[i], or -1. Names, tags and short queries end
-    within a few dozen bytes: looked at natively (a find is a generic method call whose
-    arguments are parsed, ~1,000 instructions); a longer string is found by find."""
-    n = len(b)
-    stop = min(n, i + NUL_SCAN)
-    j = i
+    """The index of the first NUL at or after b[i] (i >= 0), or -1. Names and tags end within
+    a few bytes: looked at natively, the index an i64 (a find is a generic method call whose
+    arguments are parsed, ~1,000 instructions); past NUL_SCAN bytes, find."""
+    n: i64 = len(b)
+    j: i64 = i
+    stop: i64 = j + NUL_SCAN
+    if stop > n:
+        stop = n
     while j < stop:
         if b[j] == 0:
             return j
@@ -126,10 +130,14 @@ def _short(text: str, limit: int = SUMMARY_LIMIT) -> str:
 
 def _one_line(text: str) -> str:
     """" ".join(text.split()): the words, one space between them. Without the list of words
-    when the only whitespace is single ASCII spaces (isprintable() is False for every other
+    when the only whitespace is ASCII spaces (isprintable() is False for every other
     whitespace character), the common case."""
-    if not text.isprintable() or "  " in text:
+    if not text.isprintable():
         return " ".join(text.split())
+    # Printable: its only whitespace is ASCII spaces, whose runs (mysqlslap's "id =  '1'")
+    # replace makes single at C speed (split and join made a list of every word).
+    while "  " in text:
+        text = text.replace("  ", " ")
     if text.startswith(" ") or text.endswith(" "):
         return text.strip(" ")
     return text
@@ -861,8 +869,9 @@ class PgSession(TwoWaySession[_Reader]):
 
     def query(self, body: bytes, start: int, end: int, ts: int, ref: PacketRef) -> None:
         """A simple Query (_frontend's, and the readers' fast path's without a Span)."""
-        # _cstr(body, 0) when the body holds a NUL (_tag's way).
-        nul = _nul(body, 0)
+        # _cstr(body, 0) when the body holds a NUL (a query is longer than _nul's native look:
+        # one find; not `b"\\0" in body`, see _tag).
+        nul = body.find(b"\0")
         query = (body if nul < 0 else body[:nul]).decode("utf-8", "replace")
         unit = _Unit("simple", start, ts, ref, {"kind": "simple", "query": query[:QUERY_LIMIT]})
         unit.summary = _short(query)

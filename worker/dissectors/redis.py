@@ -33,6 +33,8 @@ import re
 from collections import deque
 from typing import Any, Final
 
+from mypy_extensions import i64
+
 from worker.dissectors.base import (DB_ERROR, Detect, Direction, Emit, Exchange, FlowInfo,
                                     db_status)
 from worker.packet import PacketRef
@@ -880,10 +882,13 @@ def _plain_size(data: bytes, i: int, n: int) -> int:
     """The size in a header's plain form at data[i:]: 1 to 10 ASCII digits and CRLF, below
     MAX_COUNT; -1 for anything else (a sign, a longer or odd number: the state machine's
     int() reads those). Read byte by byte: natively, no slice, find or int object."""
-    size = 0
-    j = i
-    while j < n:
-        c = data[j]
+    size: i64 = 0
+    j: i64 = i
+    stop: i64 = j + 11                       # an 11th digit is already too many
+    if stop > n:
+        stop = n
+    while j < stop:
+        c: i64 = data[j]
         if c < 0x30 or c > 0x39:
             break
         size = size * 10 + (c - 0x30)
