@@ -32,13 +32,13 @@ find their entry there without the key's slice and the dict's hash and compare.
 
 from __future__ import annotations
 
-import types
 from typing import Final
 
 from mypy_extensions import i64
 
 from worker.packet import (_RAW_IP_LINKTYPES, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LOOP,
                            LINKTYPE_NULL, TCP, UDP, flow_key)
+from worker.records import NATIVE
 
 # How long a flow idle in packet time keeps its owner: longer than the assembler keeps an idle
 # flow open (worker.assembler: TCP 120 s, UDP 30 s) plus one expiry step (1 s), so that a
@@ -78,13 +78,6 @@ _FIXED_LINKS: dict[int, tuple[int, int, int, int]] = {
     **{linktype: (0, 0, 0, 0) for linktype in _RAW_IP_LINKTYPES},
     LINKTYPE_NULL: (4, 0, 0, 4), LINKTYPE_LOOP: (4, 0, 0, 4),
 }
-
-
-def _probe() -> None:
-    """Its type says whether this module runs compiled (a native function) or not."""
-
-
-_NATIVE: Final = not isinstance(_probe, types.FunctionType)
 
 
 def reverse_key(key: bytes) -> bytes:
@@ -253,7 +246,7 @@ class FlowTable:
                 keys = self._udp
             else:
                 return self._slow(linktype, buf, start, stop)
-            if _NATIVE:
+            if NATIVE:
                 return self._known(keys, proto, buf, ip)
             # Interpreted, the slice and the dict cost less than the slots' byte loads and
             # arithmetic (the store read of redis.pcap took 1.8 times as long with them).

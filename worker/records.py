@@ -27,9 +27,10 @@ def _probe() -> None:
     """Its type says whether this module runs compiled (a native function) or not."""
 
 
-# As in worker.shard_filter: compiled, byte loads beat struct's tuple of four ints;
-# interpreted, the tuple costs less.
-_NATIVE: Final = not isinstance(_probe, types.FunctionType)
+# Whether the compiled build is in use: for all of shark.compiled's modules or none (its guard
+# imports them all from their .py otherwise), so worker.flow_table and worker.shard_filter ask
+# here. Compiled, byte loads beat struct's tuple of four ints; interpreted, the tuple costs less.
+NATIVE: Final = not isinstance(_probe, types.FunctionType)
 _STORE_RECORD: Final[Struct] = record_struct()   # the store's: little endian, nanoseconds
 # shark.pcap's constants as this module's own Finals: compiled, a name imported from an
 # interpreted module is a dict lookup at every use (and its arithmetic generic).
@@ -52,7 +53,7 @@ def decode_packets(buf: bytes, pos: int, header: FileHeader, limit: int, max_rec
                    out: list[RawPacket], base: int = 0) -> tuple[int, Stop]:
     """shark.pcap.decode_records (the same arguments, the same answer) appending RawPackets
     (ts_ns, data, wirelen) to `out` instead of Records: no offsets (`base` moves only those)."""
-    if _NATIVE and not header.big_endian:
+    if NATIVE and not header.big_endian:
         return _decode_little(buf, pos, header.ts_multiplier, limit, max_records, out)
     # Interpreted (or a big-endian file): the plain loop's Records, less their offsets.
     records: list[pcap.Record] = []
@@ -146,7 +147,7 @@ def decode_enhanced(buf: bytes, pos: int, interfaces: list[EnhancedInterface], m
     skipped = 0
     count = len(interfaces)
     while blocks < max_packets and pos + _EPB_FIXED + 4 <= end:
-        if _NATIVE:
+        if NATIVE:
             kind = u32le(buf, pos)
             length = u32le(buf, pos + 4)
             interface_id = u32le(buf, pos + 8)
@@ -160,7 +161,7 @@ def decode_enhanced(buf: bytes, pos: int, interfaces: list[EnhancedInterface], m
                 or pos + length > end \
                 or _EPB_FIXED + caplen + 4 > length or interface_id >= count:
             break
-        if _NATIVE:
+        if NATIVE:
             at = pos + length - 4
             trailer = u32le(buf, at)
         else:

@@ -18,26 +18,18 @@ dissection's place and time are those of the last packet read, as when it read t
 
 from __future__ import annotations
 
-import types
-from typing import Final
-
 from mypy_extensions import i64
 
 from shark.pcap import NS, RECORD_HEADER_SIZE, FileHeader, Stop
 from worker.dissection import EXPIRE_EVERY_NS
 from worker.flow_table import _FIXED_LINKS, FlowTable
 from worker.packet import FOREIGN, StoredPacket
-from worker.records import u32le
+from worker.records import NATIVE, u32le
 
 
-def _probe() -> None:
-    """Its type says whether this module runs compiled (a native function) or not."""
-
-
-# Compiled (shark.compiled), sixteen byte loads beat struct's tuple of four ints (0.29 against
+# Compiled (records.NATIVE), sixteen byte loads beat struct's tuple of four ints (0.29 against
 # 0.66 us per foreign record on redis.pcap); interpreted, they cost more than the tuple does
 # (1.6 against 0.97 us), so SHARK_PURE_PYTHON (or a failed build) reads headers with struct.
-_NATIVE: Final = not isinstance(_probe, types.FunctionType)
 
 
 class ShardFilter:
@@ -84,7 +76,7 @@ class ShardFilter:
         sec: i64
         frac: i64
         incl: i64
-        little = _NATIVE and not header.big_endian
+        little = NATIVE and not header.big_endian
         every_record = self._all
         while read < max_records:
             if pos + header_size > end:
