@@ -47,6 +47,8 @@ COMPILED: tuple[str, ...] = (
     "worker.dissectors.mysql",
     "worker.dissectors.http1",
     "worker.dissectors.mqtt",
+    "worker.dissectors.websocket",
+    "worker.dissectors.kafka",
     "worker.dissectors.hpack_decode",
     "worker.dissectors.http2",
     "worker.records",

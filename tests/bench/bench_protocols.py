@@ -59,7 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import PYTHON, ROOT, Child, Worker, machine, table, tree_pids, write_json  # noqa: E402
 
 TSHARK_FILTER = {"redis": "resp", "postgres": "pgsql", "mysql": "mysql", "amqp": "amqp", "mqtt": "mqtt",
-                 "http1": "http", "h2c": "http2", "dns": "dns"}
+                 "http1": "http", "h2c": "http2", "dns": "dns",
+                 "websocket": "websocket", "kafka": "kafka"}
 
 
 # -- making the captures ------------------------------------------------------------------------
@@ -262,9 +263,61 @@ def make_dns(path: Path, scale: float) -> None:
         server.server.server_close()
 
 
+def make_websocket(path: Path, scale: float) -> None:
+    from websockets.sync.client import connect
+    from websockets.sync.server import serve
+
+    def echo(ws) -> None:  # noqa: ANN001 (websockets' connection)
+        for message in ws:
+            ws.send(message)
+    port = free_port()
+    server = serve(echo, "127.0.0.1", port, ping_interval=None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    turn = iter(range(4))
+
+    def client() -> None:
+        # Half the connections plain, half with permessage-deflate (the library's default, as
+        # browsers negotiate it): both kinds of frames are dissected.
+        plain = next(turn) % 2 == 0
+        with connect(f"ws://127.0.0.1:{port}/feed", compression=None if plain else "deflate",
+                     ping_interval=None) as ws:
+            for n in range(int(5_000 * scale)):
+                ws.send('{"event": "tick", "n": %d, "price": %d.%02d}' % (n, n % 977, n % 100)
+                        if n % 4 else bytes(range(n % 256)) * 2)
+                ws.recv()
+    try:
+        record(path, f"tcp port {port}", lambda: _threads(4, client))
+        decode_as(path, f"tcp.port=={port},websocket")
+    finally:
+        server.shutdown()
+
+
+def make_kafka(path: Path, scale: float) -> None:
+    # No Kafka broker runs on this machine (tests/golden/capture_kafka.py says why): its
+    # FakeBroker answers kafka-python's real clients, with the flexible (newest) versions.
+    from kafka import KafkaProducer
+    from golden.capture_kafka import PROFILES, FakeBroker
+    port = free_port()
+    broker = FakeBroker(port, PROFILES["flexible"])
+
+    def client() -> None:
+        producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}", acks=1, linger_ms=0,
+                                 enable_idempotence=False, client_id=f"bench-{uuid.uuid4().hex[:6]}")
+        for n in range(int(2_500 * scale)):     # one Produce per record: each waits for its answer
+            producer.send("orders" if n % 3 else "payments", key=b"k%d" % n,
+                          value=b'{"order": %d, "total": %d}' % (n, n * 7)).get(timeout=10)
+        producer.close()
+    try:
+        record(path, f"tcp port {port}", lambda: _threads(4, client))
+        decode_as(path, f"tcp.port=={port},kafka")
+    finally:
+        broker.stop()
+
+
 MAKERS: dict[str, Callable[[Path, float], None]] = {
     "redis": make_redis, "postgres": make_postgres, "mysql": make_mysql, "amqp": make_amqp,
-    "mqtt": make_mqtt, "http1": make_http1, "h2c": make_h2c, "dns": make_dns}
+    "mqtt": make_mqtt, "http1": make_http1, "h2c": make_h2c, "dns": make_dns,
+    "websocket": make_websocket, "kafka": make_kafka}
 
 
 # -- measuring ----------------------------------------------------------------------------------

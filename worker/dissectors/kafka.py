@@ -240,7 +240,7 @@ def api_name(api_key: int) -> str:
 
 # -- detection ---------------------------------------------------------------------------
 
-def _plausible(data: bytes, p: int = 0) -> Detect:
+def _plausible(data: bytes | bytearray, p: int = 0) -> Detect:
     """Whether data[p:] begins with a request header (MORE: a prefix that may be one)."""
     head = data[p:p + 14]
     if len(head) < 14:
@@ -264,7 +264,7 @@ def _plausible(data: bytes, p: int = 0) -> Detect:
     return Detect.MATCH
 
 
-def find_request(data: bytes, start: int = 0, end: int | None = None) -> int:
+def find_request(data: bytes | bytearray, start: int = 0, end: int | None = None) -> int:
     """The position of the next plausible request header at or after start, or -1."""
     end = len(data) if end is None else end
     for m in _REQUEST_RE.finditer(data, start, end):
@@ -370,7 +370,7 @@ def parse_request(api_key: int, version: int, body: bytes, pos: int) -> dict[str
         if count < 0 or (count == 0 and version == 0):
             out["topics"] = None                           # all topics
         else:
-            names = []
+            names: list[str] = []
             for _ in range(count):
                 if version >= 10:
                     c.skip(16)                             # topic_id
@@ -500,9 +500,9 @@ def parse_response(api_key: int, version: int, body: bytes, pos: int) -> dict[st
             for _ in range(max(0, c.array())):
                 error = c.i16()
                 first_error = first_error or error
-                name = c.string()
+                listed = c.string()
                 if len(topics) < TOPICS_SHOWN:
-                    topics.append(name or "")
+                    topics.append(listed or "")
                 if version >= 10:
                     c.skip(16)
                 if version >= 1:
@@ -674,11 +674,7 @@ class _Request:
         self.notes = notes
 
 
-class KafkaSession(TwoWaySession):
-    client: _Reader
-    server: _Reader
-    readers: tuple[_Reader, _Reader]
-
+class KafkaSession(TwoWaySession[_Reader]):
     def __init__(self, flow: FlowInfo, emit: Emit, body_limit: int = 0) -> None:
         keep = max(PARSE_LIMIT, body_limit)
         super().__init__(_Reader(self, Direction.CLIENT_TO_SERVER, keep),

@@ -240,6 +240,7 @@ class _Reader:
             self.state = RESYNC
             return
         session = self.s
+        frame: _Message | None
         if opcode >= 8:
             frame = _Message(opcode, self.client, start, ts, ref, 125)
         else:
@@ -258,6 +259,7 @@ class _Reader:
                                  max(keep, session.body_limit))
                 frame.compressed = bool(rsv & 4)
                 self.msg = frame
+        assert frame is not None      # a continuation's message is self.msg, made above if none
         frame.frames += 1
         frame.length += length
         frame.wire += hlen + length
