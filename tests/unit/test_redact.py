@@ -74,6 +74,21 @@ def test_websocket_json_messages() -> None:
     assert entry.request["text"] == f'{{"type":"auth","access_token":"{mark("abc")}"}}'
 
 
+def test_websocket_text_prefilter_finds_what_the_json_regex_finds() -> None:
+    # A text is skipped only when the regex could not match in it: quoted names in any case,
+    # the non-ASCII foldings of re.I ('ſ' for 's', 'K' for 'k'), names inside longer names.
+    pieces = ['"', '"token"', '"TOKEN"', '"ToKen"', "token", '"to', 'ken"', '"toKen":"v"', ":",
+              '"aſſecret"', '"ſecret"', '"api\u212aey"', '"apiKey"', '"access_token"', "x", " ",
+              '"passwd"', '"pass"', '{"a": 1}', "é", '"secret": 5', '"my_token"']
+    rng = random.Random(5)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randrange(1, 6))) for _ in range(4000)]
+    for redactor in (Redactor(KEY), Redactor(KEY, fields=["Sessión"]), Redactor(KEY, fields=["x.y"])):
+        for text in [*pieces, *texts]:
+            if redactor._json.search(text):
+                assert redactor._may_hold_field(text), (text, redactor.fields)
+    assert not Redactor(KEY)._may_hold_field('{"event": "tick", "n": 5}')
+
+
 def test_redis_credentials() -> None:
     auth = tentry(protocol="redis", summary="AUTH user", response=None,
                   request={"command": "AUTH", "key": None, "args": 2, "arguments": ["user", "s3cret"]})
