@@ -126,6 +126,7 @@ ERRORS: dict[int, str] = {
 
 _I16 = struct.Struct(">h").unpack_from
 _I32 = struct.Struct(">i").unpack_from
+_REQUEST_HEADER = struct.Struct(">hhih").unpack_from    # api key, version, correlation id, id length
 _CLIENT_ID_TEXT = re.compile(rb"[\x20-\x7e]*")
 _HEADER = struct.Struct(">ihhih")    # size, api_key, api_version, correlation_id, client_id len
 # A request header: size < 2**28, a known api key, a version <= 20, any correlation id, and a
@@ -235,15 +236,18 @@ def _flexible(api_key: int, version: int) -> bool:
 
 
 def api_name(api_key: int) -> str:
-    return APIS.get(api_key, (f"api-{api_key}", None))[0]
+    known = APIS.get(api_key)       # (no default: its f-string was made on every call)
+    return known[0] if known is not None else f"api-{api_key}"
 
 
 # -- detection ---------------------------------------------------------------------------
 
-def _plausible(data: bytes | bytearray, p: int = 0) -> Detect:
-    """Whether data[p:] begins with a request header (MORE: a prefix that may be one)."""
-    head = data[p:p + 14]
-    if len(head) < 14:
+def _plausible(data: bytes | bytearray, p: int = 0, known_id: bytes = b"") -> Detect:
+    """Whether data[p:] begins with a request header (MORE: a prefix that may be one).
+    `known_id`: a client id (its first 64 bytes) already found plausible; the same one is not
+    matched against the pattern again (a connection's requests all carry the same)."""
+    if len(data) - p < 14:
+        head = data[p:p + 14]
         if len(head) >= 4 and not 10 <= int.from_bytes(head[:4], "big") <= MAX_SIZE:
             return Detect.NO
         if len(head) >= 6 and int.from_bytes(head[4:6], "big") > MAX_API_KEY:
@@ -251,12 +255,15 @@ def _plausible(data: bytes | bytearray, p: int = 0) -> Detect:
         if len(head) >= 8 and int.from_bytes(head[6:8], "big") > MAX_VERSION:
             return Detect.NO
         return Detect.MORE
-    size, key, version, _, cid_len = _HEADER.unpack(head)
+    size, key, version, _, cid_len = _HEADER.unpack_from(data, p)     # (in place: no slice)
     if not 10 <= size <= MAX_SIZE or not 0 <= key <= MAX_API_KEY or key not in APIS \
             or not 0 <= version <= MAX_VERSION or cid_len < -1 or 10 + cid_len > size:
         return Detect.NO
     if cid_len > 0:
-        cid = data[p + 14:p + 14 + min(cid_len, 64)]
+        shown = min(cid_len, 64)
+        if len(known_id) == shown and data.startswith(known_id, p + 14):
+            return Detect.MATCH
+        cid = data[p + 14:p + 14 + shown]
         if _CLIENT_ID_TEXT.fullmatch(cid) is None:
             return Detect.NO
         if len(cid) < min(cid_len, 64):
@@ -532,7 +539,8 @@ class _Reader(StreamReader):
     What the base buffers is only an unfinished size field, or while resyncing a tail that
     may begin a message; a body is passed by length and its first `keep` bytes kept."""
 
-    __slots__ = ("s", "is_request", "deliver", "keep", "resyncing", "open", "head", "left")
+    __slots__ = ("s", "is_request", "deliver", "keep", "resyncing", "open", "head", "left",
+                 "known_id")
 
     def __init__(self, session: KafkaSession, direction: Direction, keep: int) -> None:
         super().__init__(direction)
@@ -547,6 +555,7 @@ class _Reader(StreamReader):
         self.open: tuple[int, int, int, PacketRef] | None = None
         self.head = bytearray()
         self.left = 0
+        self.known_id = b""     # the last request's client id that passed _plausible
 
     def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         pos, n = 0, len(work)
@@ -583,7 +592,7 @@ class _Reader(StreamReader):
                 if n - pos < 4:
                     return pos
                 size = _I32(work, pos)[0]
-                if not ((size >= 10 and _plausible(work, pos) is not Detect.NO) if is_request
+                if not ((size >= 10 and self._plausible_request(work, pos)) if is_request
                         else 4 <= size <= MAX_SIZE):
                     self.resyncing = True
                     self.s.on_loss(is_request, f"malformed: size {size} or header not Kafka")
@@ -612,6 +621,17 @@ class _Reader(StreamReader):
             self.resyncing = True
             self.s.on_loss(is_request, f"malformed: {type(exc).__name__}")
             return n
+
+    def _plausible_request(self, work: bytes | bytearray, pos: int) -> bool:
+        """_plausible(work, pos) is not NO; the client id of a whole header that passed is
+        remembered (the next requests' is compared, not matched again)."""
+        known = self.known_id
+        verdict = _plausible(work, pos, known)
+        if verdict is Detect.MATCH:     # a whole header (14 bytes) and client id
+            shown = min(_I16(work, pos + 12)[0], 64)
+            if shown > 0 and (len(known) != shown or not work.startswith(known, pos + 14)):
+                self.known_id = bytes(work[pos + 14:pos + 14 + shown])
+        return verdict is not Detect.NO
 
     def _find(self, data: bytes | bytearray, pos: int) -> int:
         if self.is_request:
@@ -709,7 +729,7 @@ class KafkaSession(TwoWaySession[_Reader]):
         notes = [cut] if cut else []
         if len(body) < 10:
             return                                 # not even a header: nothing to show
-        api_key, version, cid, cid_len = struct.unpack_from(">hhih", body)
+        api_key, version, cid, cid_len = _REQUEST_HEADER(body, 0)
         pos = 10
         client_id = None
         if cid_len >= 0:
@@ -748,7 +768,7 @@ class KafkaSession(TwoWaySession[_Reader]):
         body = frame.body
         if len(body) < 4:
             return
-        cid = int.from_bytes(body[:4], "big", signed=True)
+        cid = _I32(body, 0)[0]
         request = self.waiting.pop(cid, None)
         notes = [cut] if cut else []
         fields: dict[str, Any] = {"correlation_id": cid, "error_code": None, "error": None}
