@@ -65,8 +65,9 @@ _SQL_SECRET = re.compile(
 # or SQL's. entry() leaves theirs as they are, so the dissection does not call it for them
 # (per entry it cost about as much as encoding the entry). A protocol whose fields gain one
 # of those names must leave this set (tests/unit/test_redact.py checks its golden entries).
-# DNS's request and response are dict literals of fixed keys (dns.py, _request and _response).
-UNTOUCHED = frozenset({"mqtt", "dns"})
+# DNS's request and response are dict literals of fixed keys (dns.py, _request and _response);
+# Kafka's hold the header's and the parsed body's fixed names (api, topics, acks, error, ...).
+UNTOUCHED = frozenset({"mqtt", "dns", "kafka"})
 # The keys of a request or response Redactor._message reads (tests/unit/test_redact.py checks
 # that it reads no other).
 MESSAGE_KEYS = frozenset({"headers", "trailers", "query", "host", "authority", "text"})

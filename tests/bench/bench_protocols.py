@@ -16,6 +16,10 @@ servers driven as hard as their usual load tools drive them, recorded by tcpdump
   http1     the test HTTP server, 4 keep-alive httpx clients
   h2c       hypercorn (tests/golden/capture_http2.py's server), httpx over h2 prior knowledge
   dns       dnslib on a free port, one UDP socket per query (as stub resolvers do)
+  websocket the `websockets` library's echo server, 4 connections (2 plain, 2 permessage-deflate)
+            sending JSON text and binary messages, each waiting for its echo
+  kafka     kafka-python producers (4, acks=1, each record waiting for its answer) against
+            tests/golden/capture_kafka.py's FakeBroker (no Kafka broker runs on this machine)
 Then per capture, in the same run: `python -m worker --pcap FILE` from start until /status says
 the file is read and dissection caught up (its entries counted), once per `--shards` count
 (`--dissect-shards`; default 1 and the CPUs this process may use), and `tshark -r FILE -Y PROTO`
