@@ -179,8 +179,8 @@ def measured(monkeypatch):
             bounds[:] = [pages for _piece, pages in made]
             return made
 
-        def measure_piece(connection, values, cursor, chunks=None):
-            add_piece(connection, values, cursor, chunks)
+        def measure_piece(connection, values, cursor, *rest):
+            add_piece(connection, values, cursor, *rest)
             found.append((last_transaction_frames(Path(index._wal_path)), bounds.pop(0)))
         monkeypatch.setattr(index, "_pieces", record_pieces)
         monkeypatch.setattr(index, "_add_piece", measure_piece)

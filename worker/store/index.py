@@ -151,20 +151,55 @@ def _shared_sql(rows: int, shared: tuple[int, ...], counted: bool) -> tuple[str,
     return _APPEND.partition(" VALUES ")[0] + " VALUES " + ", ".join(groups), rest
 
 
+def _columns(values: Sequence[IndexValues]) -> list[tuple[Any, ...]]:
+    """The rows' values column by column (their transpose, made in C, once per write: the
+    bound, the seq checks, the seq ranges and each statement's parameters read columns);
+    ProgrammingError when a row is not of the index's width (flattened, a short row would
+    shift the next rows' columns: refused as executemany refuses it)."""
+    width = len(_COLUMNS)
+    try:
+        columns = list(zip(*values, strict=True))
+    except ValueError:
+        columns = []
+    if len(columns) != width:
+        raise sqlite3.ProgrammingError(f"index rows: expected {width} values each")
+    return columns
+
+
+def _consecutive(seqs: Sequence[Any]) -> bool:
+    """Whether the seqs are ints numbered in order, each one more than the one before."""
+    low, count = seqs[0], len(seqs)
+    return (type(low) is int and seqs[-1] - low == count - 1
+            and tuple(seqs) == tuple(range(low, low + count)))
+
+
 def _statement(rows: Sequence[IndexValues]) -> tuple[str, tuple[Any, ...]]:
-    """An append statement of these rows (at least 2, of IndexRow's width) and its parameters:
-    consecutive seqs as the first one, and then the first of _SHARED_SETS whose values every
-    row has the same bound once (_shared_sql)."""
-    count = len(rows)
-    columns = list(zip(*rows))
+    """An append statement of these rows (at least 2, of IndexRow's width) and its parameters
+    (_column_statement of their columns)."""
+    return _column_statement(list(zip(*rows)))
+
+
+def _column_statement(columns: Sequence[tuple[Any, ...]], counted: bool | None = None
+                      ) -> tuple[str, tuple[Any, ...]]:
+    """An append statement of rows given as their columns (at least 2 rows) and its
+    parameters: consecutive seqs as the first one, and then the first of _SHARED_SETS whose
+    values every row has the same bound once (_shared_sql). `counted`: whether the seqs are
+    consecutive, when the caller checked (None: checked here)."""
     seqs = columns[0]
+    count = len(seqs)
     low = seqs[0]
-    counted = (type(low) is int and seqs[-1] - low == count - 1
-               and seqs == tuple(range(low, low + count)))
+    if counted is None:
+        counted = _consecutive(seqs)
     shared: tuple[int, ...] = ()
     if counted:      # (the usual append; others, rarer, take one shape per length)
-        same = {column for column in _SHARED_CHECKED
-                if columns[column].count(columns[column][0]) == count}
+        # a column whose first and last values differ is not shared: no count (each of its
+        # values compared, unequal ones at ~0.1 us a row)
+        same = set()
+        for column in _SHARED_CHECKED:
+            values = columns[column]
+            first = values[0]
+            if first == values[-1] and values.count(first) == count:
+                same.add(column)
         shared = next((shape for shape in _SHARED_SETS if same.issuperset(shape)), ())
     sql, rest = _shared_sql(count, shared, counted)
     params = [columns[column][0] for column in shared]
@@ -176,15 +211,19 @@ def _statement(rows: Sequence[IndexValues]) -> tuple[str, tuple[Any, ...]]:
 def flat_chunks(values: Sequence[IndexValues]) -> list[tuple[Any, ...]]:
     """The rows' append statements, APPEND_ROWS rows each: rows 0 to APPEND_ROWS - 1, then the
     next APPEND_ROWS, ... (the rows after the last whole chunk are left out), each as (its
-    first row's seq, its last row's, the statement, its parameters: _statement). The sharded
-    merge makes them for the index write thread (add_values' `chunks`): ~0.2 us per row that
-    the writer, the longer path, then does not spend."""
+    first row's seq, its last row's, the statement, its parameters: _column_statement). The
+    sharded merge makes them for the index write thread (add_values' `chunks`): ~0.2 us per row
+    that the writer, the longer path, then does not spend."""
     chunks: list[tuple[Any, ...]] = []
-    if set(map(len, values)) != {len(_COLUMNS)}:
-        return chunks          # not rows of the index: the writer refuses them (_append)
+    try:
+        columns = _columns(values)
+    except sqlite3.ProgrammingError:
+        return chunks          # not rows of the index: the writer refuses them (_columns)
+    seqs = columns[0]
     for at in range(0, len(values) - APPEND_ROWS + 1, APPEND_ROWS):
-        rows = values[at:at + APPEND_ROWS]
-        chunks.append((rows[0][0], rows[-1][0], *_statement(rows)))
+        end = at + APPEND_ROWS
+        chunks.append((seqs[at], seqs[end - 1],
+                       *_column_statement([column[at:end] for column in columns])))
     return chunks
 
 
@@ -295,10 +334,10 @@ class _WriteFacts:
     """What a write's bound reads of its rows, read once: their times, and running sums of
     their entries' sizes and of those past a page's local payload (overflow pages)."""
 
-    def __init__(self, values: Sequence[IndexValues], page: int) -> None:
+    def __init__(self, columns: Sequence[tuple[Any, ...]], page: int) -> None:
         self.page = page
-        self.times: list[float] = list(map(_TS, values))
-        lengths = list(map(len, map(_ENTRY_JSON, values)))     # in C, not per row in Python
+        self.times: Sequence[float] = columns[1]
+        lengths = list(map(len, columns[3]))     # in C, not per row in Python
         self.sums = list(accumulate(lengths, initial=0))
         local = page - 35 - ROW_OVERHEAD     # a longer entry spills to overflow pages
         self.bigs = (list(accumulate(map(local.__lt__, lengths), initial=0))
@@ -359,16 +398,19 @@ def seq_ranges(values: Sequence[IndexValues], span: tuple[int, int] | None = Non
                ) -> list[dict[str, int]]:
     """Per segment of the rows' first packets: the lowest and highest seq of its rows (`span`:
     the lowest and highest of all the rows, when the caller knows them)."""
-    segments = list(map(_FIRST_SEG, values))
+    return _seq_ranges(list(map(_SEQ, values)), list(map(_FIRST_SEG, values)), span)
+
+
+def _seq_ranges(seqs: Sequence[int], segments: Sequence[int],
+                span: tuple[int, int] | None = None) -> list[dict[str, int]]:
+    """seq_ranges() of the rows' seqs and first segments (their columns)."""
     first = segments[0]
     if segments.count(first) == len(segments):   # the usual batch: one segment (in C)
         if span is not None:
             return [{"seg": first, "lo": span[0], "hi": span[1]}]
-        seqs = list(map(_SEQ, values))
         return [{"seg": first, "lo": min(seqs), "hi": max(seqs)}]
     ranges: dict[int, list[int]] = {}
-    for segment, value in zip(segments, values):
-        seq = value[0]
+    for segment, seq in zip(segments, seqs):
         found = ranges.get(segment)
         if found is None:
             ranges[segment] = [seq, seq]
@@ -672,7 +714,7 @@ class EntryIndex:
             return CURSOR_PAGES
         if top is None:
             top = self._max_ts if self._max_ts is not None else float("-inf")
-        facts = _WriteFacts(values, self._page_size or PAGE_SIZE)
+        facts = _WriteFacts(_columns(values), self._page_size or PAGE_SIZE)
         return self._bound(connection, facts, 0, len(values), replaces, top, sorted(before))
 
     def _bound(self, connection: sqlite3.Connection, facts: _WriteFacts, start: int, end: int,
@@ -689,7 +731,7 @@ class EntryIndex:
         return (-(-2 * payload // page) + big + -(-INDEX_CELL * count // page)
                 + OUT_OF_ORDER_PAGES * behind + TRANSACTION_PAGES)
 
-    def _behind(self, connection: sqlite3.Connection, times: list[float], top: float,
+    def _behind(self, connection: sqlite3.Connection, times: Sequence[float], top: float,
                 before: list[float]) -> int:
         """The rows charged as going back: those whose ts is below `top` or an earlier row's,
         but no more than the leaves they can reach (_reach; `before` sorted). Counted only up
@@ -727,10 +769,12 @@ class EntryIndex:
         return min(most, stored + 1 + REACH_EDGE_LEAVES)
 
     def _pieces(self, connection: sqlite3.Connection, files: tuple[int, int, int, int] | None,
-                values: Sequence[IndexValues], replaces: bool
+                values: Sequence[IndexValues], replaces: bool,
+                columns: Sequence[tuple[Any, ...]] | None = None
                 ) -> list[tuple[Sequence[IndexValues], int]]:
         """The rows in runs whose writes each fit one budget step as the files are now (all of
         them without a budget), with the bound of each (pages changed, maybe all added).
+        `columns`: the rows' (_columns), when the caller has them.
 
         The rows' times and sizes are read once per write (a merge may hand over 40,000 rows
         at once: cut into ~70 pieces, each rebuilt the list of all the times before it, twice)."""
@@ -738,7 +782,7 @@ class EntryIndex:
             return [(values, CURSOR_PAGES)]
         if self.budget is None or files is None:
             return [(values, 0)]
-        facts = _WriteFacts(values, self._page_size or PAGE_SIZE)
+        facts = _WriteFacts(columns or _columns(values), self._page_size or PAGE_SIZE)
         pieces: list[tuple[Sequence[IndexValues], int]] = []
         top = self._max_ts if self._max_ts is not None else float("-inf")
         before: list[float] = []      # the times of the pieces before, sorted
@@ -755,7 +799,7 @@ class EntryIndex:
             if end < count:
                 placed = facts.times[start:end]
                 top = max(top, max(placed))
-                before += placed
+                before.extend(placed)
                 before.sort()         # two sorted runs (and a nearly sorted one): merged in C
             start = end
         return pieces
@@ -782,10 +826,15 @@ class EntryIndex:
             if self._max_ts is None:
                 self._max_ts = connection.execute("SELECT max(ts) FROM entries").fetchone()[0] \
                     or float("-inf")
+            # the rows' columns, read once for the whole write (ProgrammingError: a row of
+            # another width, refused before anything is written)
+            columns = _columns(values) if values else []
+            consecutive = bool(values) and _consecutive(columns[0])
             above = connection.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
-            replaces = bool(values) and min(map(_SEQ, values)) <= above
+            replaces = bool(values) and (columns[0][0] if consecutive
+                                         else min(columns[0])) <= above
             files = self._files(connection) if self.budget is not None else None
-            pieces = self._pieces(connection, files, values, replaces)
+            pieces = self._pieces(connection, files, values, replaces, columns)
             written = 0
             for number, (piece, pages) in enumerate(pieces):
                 last = number == len(pieces) - 1
@@ -798,26 +847,35 @@ class EntryIndex:
                 except IndexFull as full:
                     full.written = written
                     raise
+                end = written + len(piece)
                 self._add_piece(connection, piece, cursor if last else None,
-                                None if chunks is None else (chunks, written))
+                                None if chunks is None else (chunks, written),
+                                ([column[written:end] for column in columns], consecutive)
+                                if piece else None)
                 self._check_bound(bound)
-                written += len(piece)
+                written = end
 
     def _add_piece(self, connection: sqlite3.Connection, values: Sequence[IndexValues],
                    cursor: PacketRef | None,
-                   chunks: tuple[Sequence[tuple[Any, ...]], int] | None = None) -> None:
+                   chunks: tuple[Sequence[tuple[Any, ...]], int] | None = None,
+                   known: tuple[list[tuple[Any, ...]], bool] | None = None) -> None:
         """One transaction: the rows (`chunks`: the write's flat_chunks and where in the
-        write these rows start) and the cursor."""
+        write these rows start; `known`: the rows' columns and whether their seqs are
+        consecutive, when the caller has them) and the cursor."""
         added: int | None = 0        # rows the table gains (None: unknown, count them again)
         connection.execute("BEGIN IMMEDIATE")
         try:
             if values:
-                seqs = list(map(_SEQ, values))
+                if known is None:
+                    columns = _columns(values)
+                    consecutive = _consecutive(columns[0])
+                else:
+                    columns, consecutive = known
+                seqs = columns[0]
                 above = connection.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
-                lowest, highest = seqs[0], seqs[-1]
-                if highest - lowest == len(seqs) - 1 and seqs == list(range(lowest, highest + 1)):
+                if consecutive:
                     # numbered in order (the merge's, a dissection's): distinct, lowest first
-                    distinct = True
+                    lowest, highest, distinct = seqs[0], seqs[-1], True
                 else:
                     lowest, highest = min(seqs), max(seqs)
                     distinct = len(set(seqs)) == len(seqs)
@@ -826,8 +884,8 @@ class EntryIndex:
                 if added is None:
                     connection.executemany(_INSERT, values)
                 else:
-                    self._append(connection, values, chunks)
-                for found in seq_ranges(values, (lowest, highest)):
+                    self._append(connection, values, columns, consecutive, chunks)
+                for found in _seq_ranges(seqs, columns[4], (lowest, highest)):
                     if not connection.execute(_EXTEND_RANGE, found).rowcount:
                         connection.execute(_ADD_RANGE, found)
                 connection.execute(
@@ -848,21 +906,19 @@ class EntryIndex:
                 connection.execute("ROLLBACK")
             raise
         if values:
-            self._max_ts = max(self._max_ts or float("-inf"), max(map(_TS, values)))
+            self._max_ts = max(self._max_ts or float("-inf"), max(columns[1]))
         self._committed(connection)
 
     def _append(self, connection: sqlite3.Connection, values: Sequence[IndexValues],
+                columns: list[tuple[Any, ...]], consecutive: bool,
                 chunks: tuple[Sequence[tuple[Any, ...]], int] | None = None) -> None:
-        """INSERT rows whose seqs are all new, APPEND_ROWS to a statement (fewer if the build
-        of sqlite takes fewer parameters), the rest in runs of powers of two. With `chunks`
-        (the write's flat_chunks, the offset of these rows in it) the whole chunks within
-        these rows go as they were made, the rows before and after them (a piece of a write
-        cut by the budget) in statements made here."""
+        """INSERT rows whose seqs are all new (`columns`: theirs; `consecutive`: whether their
+        seqs are), APPEND_ROWS to a statement (fewer if the build of sqlite takes fewer
+        parameters), the rest in runs of powers of two. With `chunks` (the write's
+        flat_chunks, the offset of these rows in it) the whole chunks within these rows go as
+        they were made, the rows before and after them (a piece of a write cut by the budget)
+        in statements made here."""
         width = len(_COLUMNS)
-        if len(set(map(len, values))) != 1 or len(values[0]) != width:
-            # flattened, a short row would shift the next rows' columns: refused as
-            # executemany refuses it
-            raise sqlite3.ProgrammingError(f"index rows: expected {width} values each")
         most = getattr(self._local, "append_rows", None)
         if most is None:
             limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
@@ -872,30 +928,35 @@ class EntryIndex:
             # unlink per statement). Appends keep none since they are OR FAIL (_APPEND). Only
             # this connection's: readers' sorts stay as they are.
             connection.execute("PRAGMA temp_store=MEMORY")
+        # (slices of consecutive seqs are consecutive: the statements need not check again)
+        counted = True if consecutive else None
         if chunks is None or most != APPEND_ROWS:
-            self._append_runs(connection, values, 0, len(values), most)
+            self._append_runs(connection, values, columns, counted, 0, len(values), most)
             return
         made, offset = chunks
         count = len(values)
+        seqs = columns[0]
         head = min(count, -offset % most)         # rows before the first whole chunk
         first = (offset + head) // most
         whole = (count - head) // most
         end = head + whole * most
-        self._append_runs(connection, values, 0, head, most)
+        self._append_runs(connection, values, columns, counted, 0, head, most)
         # the chunks are of these very rows (their first and last seqs)
-        if (whole and first + whole <= len(made) and made[first][0] == values[head][0]
-                and made[first + whole - 1][1] == values[end - 1][0]):
+        if (whole and first + whole <= len(made) and made[first][0] == seqs[head]
+                and made[first + whole - 1][1] == seqs[end - 1]):
             for _first, _last, sql, params in made[first:first + whole]:
                 connection.execute(sql, params)
         else:
-            self._append_runs(connection, values, head, end, most)
-        self._append_runs(connection, values, end, count, most)
+            self._append_runs(connection, values, columns, counted, head, end, most)
+        self._append_runs(connection, values, columns, counted, end, count, most)
 
     @staticmethod
-    def _append_runs(connection: sqlite3.Connection, values: Sequence[IndexValues], start: int,
+    def _append_runs(connection: sqlite3.Connection, values: Sequence[IndexValues],
+                     columns: list[tuple[Any, ...]], counted: bool | None, start: int,
                      stop: int, most: int) -> None:
         """The rows start:stop in statements of `most` rows, the rest in runs of powers of two,
-        each binding the values its rows share once (_statement)."""
+        each binding the values its rows share once (_column_statement of the rows' columns;
+        `counted`: True when their seqs are known to be consecutive)."""
         at = start
         while at < stop:
             rows = min(most, 1 << ((stop - at).bit_length() - 1))
@@ -904,7 +965,9 @@ class EntryIndex:
                 connection.executemany(_APPEND, values[at:end])
             else:
                 for row in range(at, end, rows):
-                    connection.execute(*_statement(values[row:row + rows]))
+                    nxt = row + rows
+                    connection.execute(*_column_statement(
+                        [column[row:nxt] for column in columns], counted))
             at = end
 
     def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> dict[int, list[str]]:
