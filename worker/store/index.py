@@ -128,14 +128,22 @@ _SHARED_SETS = tuple(tuple(_COLUMNS.index(name) for name in _SHARED_COLUMNS if n
 _SHARED_CHECKED = tuple(_COLUMNS.index(name) for name in _SHARED_COLUMNS)
 
 
-@functools.lru_cache(maxsize=64)
-def _shared_sql(rows: int, shared: tuple[int, ...], counted: bool) -> tuple[str, list[int]]:
+@functools.lru_cache(maxsize=128)
+def _shared_sql(rows: int, shared: tuple[int, ...], counted: bool, numbered: bool = False
+                ) -> tuple[str, list[int]]:
     """An append statement of `rows` rows whose `shared` columns take the statement's first
     parameters (?1, ?2, ... in that order) in every row; with `counted` (the rows' seqs are
     consecutive) the next one is the first row's seq, each row's seq being it plus the row's
     place (an addition in sqlite's VDBE, not a bind); then the other columns' values column
     by column (every row's value of one column, then of the next: the rows' transpose,
-    zip(*rows), made in C). And those other columns, in that order."""
+    zip(*rows), made in C). And those other columns, in that order.
+
+    `numbered` (with `counted`, when the first row's seq is one above the table's highest):
+    the statement names no seq, so sqlite numbers each row one above the table's highest
+    (OP_NewRowid: the rows get the same seqs) and need not look for a row of that seq first
+    (OP_NotExists, a search of the table from its root per row: ~1.2k instructions, ~6% of a
+    row's write). The first seq's parameter stays, unused, so the parameters are the same."""
+    numbered = numbered and counted
     width = len(_COLUMNS)
     counted_seq = len(shared) + 1
     rest = [column for column in range(width)
@@ -147,30 +155,30 @@ def _shared_sql(rows: int, shared: tuple[int, ...], counted: bool) -> tuple[str,
         numbers.update({column: f"?{place + 1}" for place, column in enumerate(shared)})
         if counted:
             numbers[0] = f"?{counted_seq} + {row}" if row else f"?{counted_seq}"
-        groups.append("(" + ", ".join(numbers[column] for column in range(width)) + ")")
-    return _APPEND.partition(" VALUES ")[0] + " VALUES " + ", ".join(groups), rest
+        groups.append("(" + ", ".join(numbers[column] for column in range(numbered, width))
+                      + ")")
+    head = _APPEND.partition(" VALUES ")[0]
+    if numbered:
+        head = head.replace("(seq, ", "(", 1)
+    return head + " VALUES " + ", ".join(groups), rest
 
 
-def _columns(values: Sequence[IndexValues]) -> list[tuple[Any, ...]]:
-    """The rows' values column by column (their transpose, made in C, once per write: the
-    bound, the seq checks, the seq ranges and each statement's parameters read columns);
-    ProgrammingError when a row is not of the index's width (flattened, a short row would
+def _check_width(values: Sequence[IndexValues]) -> None:
+    """ProgrammingError when a row is not of the index's width (flattened, a short row would
     shift the next rows' columns: refused as executemany refuses it)."""
     width = len(_COLUMNS)
-    try:
-        columns = list(zip(*values, strict=True))
-    except ValueError:
-        columns = []
-    if len(columns) != width:
+    if set(map(len, values)) != {width}:
         raise sqlite3.ProgrammingError(f"index rows: expected {width} values each")
-    return columns
 
 
 def _consecutive(seqs: Sequence[Any]) -> bool:
-    """Whether the seqs are ints numbered in order, each one more than the one before."""
+    """Whether the seqs (a list or a tuple) are ints numbered in order, each one more than
+    the one before."""
     low, count = seqs[0], len(seqs)
-    return (type(low) is int and seqs[-1] - low == count - 1
-            and tuple(seqs) == tuple(range(low, low + count)))
+    if type(low) is not int or seqs[-1] - low != count - 1:
+        return False
+    numbered = range(low, low + count)
+    return seqs == (tuple(numbered) if type(seqs) is tuple else list(numbered))
 
 
 def _statement(rows: Sequence[IndexValues]) -> tuple[str, tuple[Any, ...]]:
@@ -179,12 +187,13 @@ def _statement(rows: Sequence[IndexValues]) -> tuple[str, tuple[Any, ...]]:
     return _column_statement(list(zip(*rows)))
 
 
-def _column_statement(columns: Sequence[tuple[Any, ...]], counted: bool | None = None
-                      ) -> tuple[str, tuple[Any, ...]]:
+def _column_statement(columns: Sequence[tuple[Any, ...]], counted: bool | None = None,
+                      numbered: bool = False) -> tuple[str, tuple[Any, ...]]:
     """An append statement of rows given as their columns (at least 2 rows) and its
     parameters: consecutive seqs as the first one, and then the first of _SHARED_SETS whose
     values every row has the same bound once (_shared_sql). `counted`: whether the seqs are
-    consecutive, when the caller checked (None: checked here)."""
+    consecutive, when the caller checked (None: checked here); `numbered`: the first seq is
+    one above the table's highest when the statement runs (_shared_sql)."""
     seqs = columns[0]
     count = len(seqs)
     low = seqs[0]
@@ -201,7 +210,7 @@ def _column_statement(columns: Sequence[tuple[Any, ...]], counted: bool | None =
             if first == values[-1] and values.count(first) == count:
                 same.add(column)
         shared = next((shape for shape in _SHARED_SETS if same.issuperset(shape)), ())
-    sql, rest = _shared_sql(count, shared, counted)
+    sql, rest = _shared_sql(count, shared, counted, numbered)
     params = [columns[column][0] for column in shared]
     if counted:
         params.append(low)
@@ -211,19 +220,15 @@ def _column_statement(columns: Sequence[tuple[Any, ...]], counted: bool | None =
 def flat_chunks(values: Sequence[IndexValues]) -> list[tuple[Any, ...]]:
     """The rows' append statements, APPEND_ROWS rows each: rows 0 to APPEND_ROWS - 1, then the
     next APPEND_ROWS, ... (the rows after the last whole chunk are left out), each as (its
-    first row's seq, its last row's, the statement, its parameters: _column_statement). The
+    first row's seq, its last row's, the statement, its parameters: _statement). The
     sharded merge makes them for the index write thread (add_values' `chunks`): ~0.2 us per row
     that the writer, the longer path, then does not spend."""
     chunks: list[tuple[Any, ...]] = []
-    try:
-        columns = _columns(values)
-    except sqlite3.ProgrammingError:
-        return chunks          # not rows of the index: the writer refuses them (_columns)
-    seqs = columns[0]
+    if set(map(len, values)) != {len(_COLUMNS)}:
+        return chunks          # not rows of the index: the writer refuses them (_check_width)
     for at in range(0, len(values) - APPEND_ROWS + 1, APPEND_ROWS):
-        end = at + APPEND_ROWS
-        chunks.append((seqs[at], seqs[end - 1],
-                       *_column_statement([column[at:end] for column in columns])))
+        rows = values[at:at + APPEND_ROWS]
+        chunks.append((rows[0][0], rows[-1][0], *_statement(rows)))
     return chunks
 
 
@@ -334,10 +339,11 @@ class _WriteFacts:
     """What a write's bound reads of its rows, read once: their times, and running sums of
     their entries' sizes and of those past a page's local payload (overflow pages)."""
 
-    def __init__(self, columns: Sequence[tuple[Any, ...]], page: int) -> None:
+    def __init__(self, values: Sequence[IndexValues], page: int,
+                 times: list[float] | None = None) -> None:
         self.page = page
-        self.times: Sequence[float] = columns[1]
-        lengths = list(map(len, columns[3]))     # in C, not per row in Python
+        self.times: list[float] = list(map(_TS, values)) if times is None else times
+        lengths = list(map(len, map(_ENTRY_JSON, values)))     # in C, not per row in Python
         self.sums = list(accumulate(lengths, initial=0))
         local = page - 35 - ROW_OVERHEAD     # a longer entry spills to overflow pages
         self.bigs = (list(accumulate(map(local.__lt__, lengths), initial=0))
@@ -714,7 +720,7 @@ class EntryIndex:
             return CURSOR_PAGES
         if top is None:
             top = self._max_ts if self._max_ts is not None else float("-inf")
-        facts = _WriteFacts(_columns(values), self._page_size or PAGE_SIZE)
+        facts = _WriteFacts(values, self._page_size or PAGE_SIZE)
         return self._bound(connection, facts, 0, len(values), replaces, top, sorted(before))
 
     def _bound(self, connection: sqlite3.Connection, facts: _WriteFacts, start: int, end: int,
@@ -769,12 +775,11 @@ class EntryIndex:
         return min(most, stored + 1 + REACH_EDGE_LEAVES)
 
     def _pieces(self, connection: sqlite3.Connection, files: tuple[int, int, int, int] | None,
-                values: Sequence[IndexValues], replaces: bool,
-                columns: Sequence[tuple[Any, ...]] | None = None
+                values: Sequence[IndexValues], replaces: bool, times: list[float] | None = None
                 ) -> list[tuple[Sequence[IndexValues], int]]:
         """The rows in runs whose writes each fit one budget step as the files are now (all of
         them without a budget), with the bound of each (pages changed, maybe all added).
-        `columns`: the rows' (_columns), when the caller has them.
+        `times`: the rows' ts, when the caller has them.
 
         The rows' times and sizes are read once per write (a merge may hand over 40,000 rows
         at once: cut into ~70 pieces, each rebuilt the list of all the times before it, twice)."""
@@ -782,7 +787,7 @@ class EntryIndex:
             return [(values, CURSOR_PAGES)]
         if self.budget is None or files is None:
             return [(values, 0)]
-        facts = _WriteFacts(columns or _columns(values), self._page_size or PAGE_SIZE)
+        facts = _WriteFacts(values, self._page_size or PAGE_SIZE, times)
         pieces: list[tuple[Sequence[IndexValues], int]] = []
         top = self._max_ts if self._max_ts is not None else float("-inf")
         before: list[float] = []      # the times of the pieces before, sorted
@@ -826,15 +831,20 @@ class EntryIndex:
             if self._max_ts is None:
                 self._max_ts = connection.execute("SELECT max(ts) FROM entries").fetchone()[0] \
                     or float("-inf")
-            # the rows' columns, read once for the whole write (ProgrammingError: a row of
-            # another width, refused before anything is written)
-            columns = _columns(values) if values else []
-            consecutive = bool(values) and _consecutive(columns[0])
+            # the rows' seqs and times, read once for the whole write (a row of another width
+            # is refused before anything is written)
+            seqs: list[int] = []
+            times: list[float] | None = None
+            consecutive = False
+            if values:
+                _check_width(values)
+                seqs = list(map(_SEQ, values))
+                times = list(map(_TS, values))
+                consecutive = _consecutive(seqs)
             above = connection.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
-            replaces = bool(values) and (columns[0][0] if consecutive
-                                         else min(columns[0])) <= above
+            replaces = bool(values) and (seqs[0] if consecutive else min(seqs)) <= above
             files = self._files(connection) if self.budget is not None else None
-            pieces = self._pieces(connection, files, values, replaces, columns)
+            pieces = self._pieces(connection, files, values, replaces, times)
             written = 0
             for number, (piece, pages) in enumerate(pieces):
                 last = number == len(pieces) - 1
@@ -850,28 +860,29 @@ class EntryIndex:
                 end = written + len(piece)
                 self._add_piece(connection, piece, cursor if last else None,
                                 None if chunks is None else (chunks, written),
-                                ([column[written:end] for column in columns], consecutive)
-                                if piece else None)
+                                (seqs[written:end], times[written:end], consecutive)
+                                if piece and times is not None else None)
                 self._check_bound(bound)
                 written = end
 
     def _add_piece(self, connection: sqlite3.Connection, values: Sequence[IndexValues],
                    cursor: PacketRef | None,
                    chunks: tuple[Sequence[tuple[Any, ...]], int] | None = None,
-                   known: tuple[list[tuple[Any, ...]], bool] | None = None) -> None:
+                   known: tuple[list[int], list[float], bool] | None = None) -> None:
         """One transaction: the rows (`chunks`: the write's flat_chunks and where in the
-        write these rows start; `known`: the rows' columns and whether their seqs are
+        write these rows start; `known`: the rows' seqs, their times and whether the seqs are
         consecutive, when the caller has them) and the cursor."""
         added: int | None = 0        # rows the table gains (None: unknown, count them again)
         connection.execute("BEGIN IMMEDIATE")
         try:
             if values:
                 if known is None:
-                    columns = _columns(values)
-                    consecutive = _consecutive(columns[0])
+                    _check_width(values)
+                    seqs = list(map(_SEQ, values))
+                    times = list(map(_TS, values))
+                    consecutive = _consecutive(seqs)
                 else:
-                    columns, consecutive = known
-                seqs = columns[0]
+                    seqs, times, consecutive = known
                 above = connection.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
                 if consecutive:
                     # numbered in order (the merge's, a dissection's): distinct, lowest first
@@ -884,8 +895,9 @@ class EntryIndex:
                 if added is None:
                     connection.executemany(_INSERT, values)
                 else:
-                    self._append(connection, values, columns, consecutive, chunks)
-                for found in _seq_ranges(seqs, columns[4], (lowest, highest)):
+                    self._append(connection, values, seqs, consecutive, chunks,
+                                 numbered=consecutive and lowest == above + 1)
+                for found in _seq_ranges(seqs, list(map(_FIRST_SEG, values)), (lowest, highest)):
                     if not connection.execute(_EXTEND_RANGE, found).rowcount:
                         connection.execute(_ADD_RANGE, found)
                 connection.execute(
@@ -906,18 +918,21 @@ class EntryIndex:
                 connection.execute("ROLLBACK")
             raise
         if values:
-            self._max_ts = max(self._max_ts or float("-inf"), max(columns[1]))
+            self._max_ts = max(self._max_ts or float("-inf"), max(times))
         self._committed(connection)
 
     def _append(self, connection: sqlite3.Connection, values: Sequence[IndexValues],
-                columns: list[tuple[Any, ...]], consecutive: bool,
-                chunks: tuple[Sequence[tuple[Any, ...]], int] | None = None) -> None:
-        """INSERT rows whose seqs are all new (`columns`: theirs; `consecutive`: whether their
-        seqs are), APPEND_ROWS to a statement (fewer if the build of sqlite takes fewer
+                seqs: list[int], consecutive: bool,
+                chunks: tuple[Sequence[tuple[Any, ...]], int] | None = None,
+                numbered: bool = False) -> None:
+        """INSERT rows whose seqs are all new (`seqs`: theirs; `consecutive`: whether they
+        are), APPEND_ROWS to a statement (fewer if the build of sqlite takes fewer
         parameters), the rest in runs of powers of two. With `chunks` (the write's
         flat_chunks, the offset of these rows in it) the whole chunks within these rows go as
         they were made, the rows before and after them (a piece of a write cut by the budget)
-        in statements made here."""
+        in statements made here. `numbered`: the seqs are consecutive from one above the
+        table's highest (_shared_sql's: the statements made here let sqlite number the rows;
+        statements run in the rows' order, so each starts one above the table's highest)."""
         width = len(_COLUMNS)
         most = getattr(self._local, "append_rows", None)
         if most is None:
@@ -931,32 +946,32 @@ class EntryIndex:
         # (slices of consecutive seqs are consecutive: the statements need not check again)
         counted = True if consecutive else None
         if chunks is None or most != APPEND_ROWS:
-            self._append_runs(connection, values, columns, counted, 0, len(values), most)
+            self._append_runs(connection, values, counted, 0, len(values), most, numbered)
             return
         made, offset = chunks
         count = len(values)
-        seqs = columns[0]
         head = min(count, -offset % most)         # rows before the first whole chunk
         first = (offset + head) // most
         whole = (count - head) // most
         end = head + whole * most
-        self._append_runs(connection, values, columns, counted, 0, head, most)
+        self._append_runs(connection, values, counted, 0, head, most, numbered)
         # the chunks are of these very rows (their first and last seqs)
         if (whole and first + whole <= len(made) and made[first][0] == seqs[head]
                 and made[first + whole - 1][1] == seqs[end - 1]):
             for _first, _last, sql, params in made[first:first + whole]:
                 connection.execute(sql, params)
         else:
-            self._append_runs(connection, values, columns, counted, head, end, most)
-        self._append_runs(connection, values, columns, counted, end, count, most)
+            self._append_runs(connection, values, counted, head, end, most, numbered)
+        self._append_runs(connection, values, counted, end, count, most, numbered)
 
     @staticmethod
     def _append_runs(connection: sqlite3.Connection, values: Sequence[IndexValues],
-                     columns: list[tuple[Any, ...]], counted: bool | None, start: int,
-                     stop: int, most: int) -> None:
+                     counted: bool | None, start: int, stop: int, most: int,
+                     numbered: bool = False) -> None:
         """The rows start:stop in statements of `most` rows, the rest in runs of powers of two,
-        each binding the values its rows share once (_column_statement of the rows' columns;
-        `counted`: True when their seqs are known to be consecutive)."""
+        each binding the values its rows share once (_column_statement of the rows' columns,
+        transposed per statement: its rows stay in the cache; `counted`: True when their seqs
+        are known to be consecutive; `numbered`: they are from one above the table's highest)."""
         at = start
         while at < stop:
             rows = min(most, 1 << ((stop - at).bit_length() - 1))
@@ -965,9 +980,8 @@ class EntryIndex:
                 connection.executemany(_APPEND, values[at:end])
             else:
                 for row in range(at, end, rows):
-                    nxt = row + rows
                     connection.execute(*_column_statement(
-                        [column[row:nxt] for column in columns], counted))
+                        list(zip(*values[row:row + rows])), counted, numbered))
             at = end
 
     def update_tags(self, changes: Iterable[tuple[int, list[str], list[str]]]) -> dict[int, list[str]]:
