@@ -677,3 +677,51 @@ def test_appended_rows_whose_seqs_are_not_consecutive_bind_each_seq(tmp_path):
                                                  key=lambda row: row.seq), name
         finally:
             index.close()
+
+
+def test_rows_from_one_above_the_highest_seq_are_numbered_by_sqlite(tmp_path):
+    """Appended rows whose seqs go on from the table's highest (the usual write) go in
+    statements that name no seq: sqlite numbers them one above the highest, the same seqs.
+    Rows that start past a gap (seqs of rows filtered out, or pruned: an empty table that
+    remembers a higher last_seq) or not in order name each seq."""
+    from worker.store.index import APPEND_ROWS
+
+    def values(seqs) -> list[tuple]:
+        return [msgspec.structs.astuple(make_row(seq, server_seq=7)) for seq in seqs]
+
+    index = EntryIndex(tmp_path / "index.sqlite")
+    try:
+        connection = index._connection()
+        statements: list[str] = []
+        connection.set_trace_callback(statements.append)
+        writes = [range(1, 2 * APPEND_ROWS + 40),              # from an empty table: seq 1
+                  range(2 * APPEND_ROWS + 40, 3 * APPEND_ROWS),  # one above the highest
+                  range(3 * APPEND_ROWS + 50, 4 * APPEND_ROWS),  # past a gap
+                  [*range(5 * APPEND_ROWS, 4 * APPEND_ROWS, -1)]]  # new, out of order
+        named = []
+        for seqs in writes:
+            statements.clear()
+            index.add_values(values(seqs), (1, 1))
+            appends = [text for text in statements
+                       if text.startswith("INSERT OR FAIL INTO entries") and "), (" in text]
+            assert appends
+            named.append({text.startswith("INSERT OR FAIL INTO entries (seq,")
+                          for text in appends})
+        connection.set_trace_callback(None)
+        assert named == [{False}, {False}, {True}, {True}]
+        expected = sorted((make_row(seq, server_seq=7) for seqs in writes for seq in seqs),
+                          key=lambda row: row.seq)
+        assert index.newer_than(0) == expected
+        # every row pruned: the table is empty, its last seq remembered
+        assert index.prune_segments_before(2) == len(expected)
+        statements.clear()
+        connection.set_trace_callback(statements.append)
+        later = range(5 * APPEND_ROWS + 1, 6 * APPEND_ROWS + 1)
+        index.add_values(values(later), (1, 2))
+        connection.set_trace_callback(None)
+        assert all(text.startswith("INSERT OR FAIL INTO entries (seq,") for text in statements
+                   if text.startswith("INSERT OR FAIL INTO entries") and "), (" in text)
+        assert index.newer_than(0) == [make_row(seq, server_seq=7) for seq in later]
+        assert index.max_seq() == 6 * APPEND_ROWS
+    finally:
+        index.close()
