@@ -26,7 +26,7 @@ from worker.sources.base import CaptureError
 from worker.store.capacity import LimitRefused, check_limit
 from worker.store.private import UMASK
 from worker.store.segments import MIN_STORAGE_LIMIT, StoreError, list_segments
-# The dissection, the API (Litestar) and uvicorn are imported in serve(), once the capture child
+# The dissection, the API and uvicorn are imported in serve(), once the capture child
 # and the shards' fork server run: their start overlaps this process's heaviest imports, and
 # the capture child is forked from a process that has not loaded them (docs/BENCHMARKS.md,
 # "Worker start").

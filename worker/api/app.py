@@ -1,4 +1,5 @@
-"""The worker's HTTP API (ARCHITECTURE.md, Worker API), a Litestar app over a WorkerRuntime."""
+"""The worker's HTTP API (ARCHITECTURE.md, Worker API): its routes over a WorkerRuntime, served by
+worker/api/asgi.py (a plain ASGI app: no web framework to import before the worker answers)."""
 
 from __future__ import annotations
 
@@ -13,23 +14,18 @@ from urllib.parse import parse_qsl
 
 import anyio
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get, post, put
-from litestar.exceptions import HTTPException, NotFoundException
-from litestar.handlers import asgi
-from litestar.plugins import PluginProtocol
-from litestar.plugins.core import MsgspecDIPlugin
-from litestar.response import Stream
-from litestar.types import Receive, Scope, Send
 
-from shark.auth import LOOPBACK_HOSTS, Policy, protect
+from shark.auth import LOOPBACK_HOSTS, Guard, Policy
 from shark.bodies import BodyError, decode_body
 from shark.clip import clip
 from shark.model import ConfigUpdate, TagChanges, TargetsUpdate
 from shark.pcap import PcapWriter
 from shark.seq import MAX_SEQ, parse_seq
 from shark.units import UnitError, check_window, parse_size, parse_time
+from worker.api.asgi import (ASGIApp, App, BadRequest, HTTPError, NotFound, Receive, Request, Response, Route,
+                             Scope, Send, Stream, json_response)
 from worker.api.export import Span, collect_spans, span_packets
-from worker.api.health import health_handler
+from worker.api.health import health_route
 from worker.api.runtime import WorkerRuntime
 from worker.detail import entry_packets, load_detail
 from worker.filters import KflError, compile_query, row_predicate
@@ -65,39 +61,36 @@ ENTRIES_PAGE = 500     # entries read and sent at a time by /entries
 QUERY_PARAMS = ("q", "since", "until", "limit")
 
 
-class BadRequest(HTTPException):
-    status_code = 400
-
-
 class BadQuery(BadRequest):
     """An invalid KFL `q`: the body carries the column as well."""
 
     def __init__(self, error: KflError) -> None:
-        super().__init__(detail=f"q: {error}")
+        super().__init__(f"q: {error}")
         self.column = error.column
 
 
-def _error_body(exc: HTTPException) -> dict[str, Any]:
+def _error_body(exc: HTTPError) -> dict[str, Any]:
     body: dict[str, Any] = {"error": _reason(exc.status_code), "detail": exc.detail}
     if isinstance(exc, BadQuery):
         body["column"] = exc.column
     return body
 
 
-def _error_response(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
-    return Response(_error_body(exc), status_code=exc.status_code)
+def _error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return json_response(_error_body(exc), exc.status_code)
 
 
-def _unexpected(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+def _unexpected(request: Request, exc: Exception) -> Response:
     """Anything a route did not handle: the index or the disk failing is a 503 saying so (the
     next request may well succeed: capture goes on), anything else a 500 naming the error; both
     are logged with the request."""
     if isinstance(exc, (sqlite3.Error, StoreError, OSError)):
-        log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-        return Response({"error": "unavailable", "detail": f"the store cannot answer now: {exc}"}, status_code=503,
-                        headers={"Retry-After": "1"})
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return Response({"error": "internal error", "detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
+        log.warning("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
+        return json_response({"error": "unavailable", "detail": f"the store cannot answer now: {exc}"}, 503,
+                             headers=[("Retry-After", "1")])
+    log.exception("%s %s failed", request.method, request.path, exc_info=exc)
+    return json_response({"error": "internal error", "detail": f"{type(exc).__name__}: {exc}"}, 500)
 
 
 def _reason(status: int) -> str:
@@ -159,7 +152,7 @@ def _query(params: Mapping[str, str]):  # type: ignore[no-untyped-def]
 def _seq_of(runtime: WorkerRuntime, entry_id: str) -> int:
     node, sep, number = entry_id.rpartition(":")
     if sep and node != runtime.options.node:
-        raise NotFoundException(f"entry {entry_id!r} belongs to node {node!r}, this is {runtime.options.node!r}")
+        raise NotFound(f"entry {entry_id!r} belongs to node {node!r}, this is {runtime.options.node!r}")
     seq = parse_seq(number)
     if seq is None:
         raise BadRequest(f"id: {entry_id!r} is not an entry id (NODE:NUMBER, NUMBER at most {MAX_SEQ})")
@@ -169,7 +162,7 @@ def _seq_of(runtime: WorkerRuntime, entry_id: str) -> int:
 def _row(runtime: WorkerRuntime, entry_id: str) -> IndexRow:
     row = runtime.index.get(_seq_of(runtime, entry_id))
     if row is None:
-        raise NotFoundException(f"no entry {entry_id!r} (never seen, or its packets were evicted)")
+        raise NotFound(f"no entry {entry_id!r} (never seen, or its packets were evicted)")
     return row
 
 
@@ -210,24 +203,11 @@ def _all_packets(runtime: WorkerRuntime, since: float | None, until: float | Non
             continue
 
 
-class WorkerLitestar(Litestar):
-    """Litestar without the plugins it adds when pydantic and attrs are installed (kubernetes
-    and mcp bring pydantic here): the worker's API carries msgspec Structs and plain values,
-    and importing pydantic for its plugins was ~0.15 s CPU of every start (docs/BENCHMARKS.md,
-    "Worker start"). A Litestar installed without them makes the same app."""
-
-    @staticmethod
-    def _get_default_plugins(plugins: list[PluginProtocol]) -> list[PluginProtocol]:
-        plugins.append(MsgspecDIPlugin())
-        return plugins
-
-
-def create_app(runtime: WorkerRuntime) -> Litestar:
+def create_app(runtime: WorkerRuntime) -> ASGIApp:
     options = runtime.options
 
-    @get(f"{API}/status", sync_to_thread=True)
-    def status() -> dict[str, Any]:
-        return runtime.status()
+    async def status(request: Request) -> Response:
+        return json_response(await anyio.to_thread.run_sync(runtime.status))
 
     def _collect_spans(query, since: float | None, until: float | None, limit: int) -> list[Span]:  # type: ignore[no-untyped-def]
         stored = list_segments(options.storage_dir)
@@ -236,9 +216,8 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         return collect_spans(runtime.index.query(since, until),
                              lambda row: row.first_seg >= oldest and predicate(row), limit)
 
-    @get(f"{API}/entries")
     async def entries(request: Request) -> Stream:
-        params = dict(request.query_params)
+        params = request.query()
         _check_params(params, QUERY_PARAMS)
         (since, until), limit = _window(params), _limit_param(params)
         query = _query(params)  # a bad query is a 400 before the stream starts
@@ -248,28 +227,31 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         first = await anyio.to_thread.run_sync(   # store errors here are still a 503
             _entries_page, runtime.index, predicate, oldest, since, until, None, min(ENTRIES_PAGE, limit))
         return Stream(_entry_lines(runtime.index, predicate, oldest, since, until, limit, first),
-                      media_type="application/x-ndjson")
+                      "application/x-ndjson")
 
-    @get(f"{API}/entries/{{entry_id:str}}", sync_to_thread=True)
-    def entry_detail(entry_id: str) -> Response[bytes]:
+    def _detail(entry_id: str) -> Response:
         row = _row(runtime, entry_id)
         try:
             entry = load_detail(options.storage_dir, row, options.body_limit, runtime.redactor)
         except SegmentEvicted as error:
-            raise HTTPException(status_code=410, detail=f"entry {entry_id!r}: its packets were evicted ({error})") from None
-        return Response(msgspec.json.encode(entry), media_type=MediaType.JSON)
+            raise HTTPError(f"entry {entry_id!r}: its packets were evicted ({error})", 410) from None
+        return Response(msgspec.json.encode(entry))
 
-    @get(f"{API}/entries/{{entry_id:str}}/pcap", sync_to_thread=True)
-    def entry_pcap(entry_id: str) -> Stream:
+    async def entry_detail(request: Request) -> Response:
+        return await anyio.to_thread.run_sync(_detail, request.param)
+
+    def _entry_pcap(entry_id: str) -> Stream:
         row = _row(runtime, entry_id)
         packets = list(_safe(entry_packets(options.storage_dir, row), entry_id))
         filename = f"{entry_id.replace(':', '-')}.pcap"
-        return Stream(_pcap_chunks(iter(packets), options.snaplen), media_type=PCAP_MEDIA_TYPE,
-                      headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+        return Stream(_pcap_chunks(iter(packets), options.snaplen), PCAP_MEDIA_TYPE,
+                      [("Content-Disposition", f'attachment; filename="{filename}"')])
 
-    @get(f"{API}/pcap")
+    async def entry_pcap(request: Request) -> Stream:
+        return await anyio.to_thread.run_sync(_entry_pcap, request.param)
+
     async def pcap(request: Request) -> Stream:
-        params = dict(request.query_params)
+        params = request.query()
         _check_params(params, QUERY_PARAMS)
         since, until = _window(params)
         query = _query(params)
@@ -279,30 +261,27 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
             limit = _limit_param(params) if "limit" in params else MAX_LIMIT
             spans = await anyio.to_thread.run_sync(_collect_spans, query, since, until, limit)
             packets = span_packets(options.storage_dir, spans)
-        return Stream(_pcap_chunks(packets, options.snaplen), media_type=PCAP_MEDIA_TYPE,
-                      headers={"Content-Disposition": f'attachment; filename="{options.node}.pcap"'})
+        return Stream(_pcap_chunks(packets, options.snaplen), PCAP_MEDIA_TYPE,
+                      [("Content-Disposition", f'attachment; filename="{options.node}.pcap"')])
 
-    @get(f"{API}/query/validate")
-    async def validate_query(request: Request) -> dict[str, Any]:
-        params = dict(request.query_params)
+    async def validate_query(request: Request) -> Response:
+        params = request.query()
         _check_params(params, ("q",))
         try:
             compile_query(params.get("q"))
         except KflError as error:
-            return {"valid": False, "error": str(error), "column": error.column}
-        return {"valid": True, "error": None, "column": None}
+            return json_response({"valid": False, "error": str(error), "column": error.column})
+        return json_response({"valid": True, "error": None, "column": None})
 
     def _targets() -> dict[str, Any]:
         names = runtime.pipeline.names
         return {"ips": runtime.target_ips, "idle": runtime.target_idle, "names": names.as_json(),
                 "cluster_nets": names.cluster_nets}
 
-    @get(f"{API}/targets")
-    async def get_targets() -> dict[str, Any]:
-        return _targets()
+    async def get_targets(request: Request) -> Response:
+        return json_response(_targets())
 
-    @put(f"{API}/targets", status_code=200)
-    async def put_targets(request: Request) -> dict[str, Any]:
+    async def put_targets(request: Request) -> Response:
         """{ips, idle?, names?, cluster_nets?}: capture only these addresses (none at all when
         idle, all when ips is empty and not idle); names (with cluster_nets), when given, replace
         the names stamped into entries."""
@@ -336,17 +315,18 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         runtime.target_ips, runtime.target_idle = checked, idle
         if names is not None:
             runtime.pipeline.names.replace(names, nets)
-        return {**_targets(), "bpf": expression, "exact_in_kernel": wanted.exact_in_kernel}
+        return json_response({**_targets(), "bpf": expression, "exact_in_kernel": wanted.exact_in_kernel})
 
-    @get(f"{API}/config", sync_to_thread=True)
-    def get_config() -> dict[str, Any]:
+    def _config() -> dict[str, Any]:
         stats = runtime.capture_stats()
         limit = stats.store.limit if stats else options.storage_limit
         return {"storage_limit": limit, "max_storage_limit": options.max_storage_limit, "bpf": options.bpf,
                 "node": options.node}
 
-    @put(f"{API}/config", status_code=200)
-    async def put_config(request: Request) -> dict[str, Any]:
+    async def get_config(request: Request) -> Response:
+        return json_response(await anyio.to_thread.run_sync(_config))
+
+    async def put_config(request: Request) -> Response:
         body = _body(await request.body(), ConfigUpdate)
         try:
             limit = parse_size(body.storage_limit, "storage_limit")
@@ -367,20 +347,19 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         runtime.index.wal_limit = wal_limit_for(limit)
         if runtime.index.budget is not None:
             runtime.index.budget.limit = limit
-        return {"storage_limit": limit}
+        return json_response({"storage_limit": limit})
 
-    @post(f"{API}/tags", status_code=200)
-    async def post_tags(request: Request) -> dict[str, Any]:
+    async def post_tags(request: Request) -> Response:
         """Add and remove tags on stored entries (the hub's scripts: test.pass / test.fail)."""
         changes = tag_changes(await request.body(), options.node)
         found = await anyio.to_thread.run_sync(runtime.index.update_tags, changes)
         ids = [f"{options.node}:{seq}" for seq, _, _ in changes]
-        return {"updated": [i for i, (seq, _, _) in zip(ids, changes) if seq in found],
-                "missing": [i for i, (seq, _, _) in zip(ids, changes) if seq not in found],
-                "tags": {f"{options.node}:{seq}": tags for seq, tags in found.items()}}
+        return json_response({"updated": [i for i, (seq, _, _) in zip(ids, changes) if seq in found],
+                              "missing": [i for i, (seq, _, _) in zip(ids, changes) if seq not in found],
+                              "tags": {f"{options.node}:{seq}": tags for seq, tags in found.items()}})
 
-    @asgi(f"{API}/stream", is_mount=False, copy_scope=True)
     async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        """Every method (the route has always taken any): an SSE answer, or a JSON error."""
         # sse_starlette (and starlette under it) load with the first /stream, not with the
         # API: ~10 ms of CPU less before the worker serves (docs/BENCHMARKS.md, "Worker start").
         from sse_starlette import EventSourceResponse
@@ -391,7 +370,7 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
             _check_params(params, ("q",))
             predicate = row_predicate(_query(params))
             last_id = _last_event_id(headers.get("last-event-id"))
-        except HTTPException as error:
+        except HTTPError as error:
             await JSONResponse(_error_body(error), status_code=400)(scope, receive, send)
             return
         # each client holds a queue of SUBSCRIBER_QUEUE rows and a filter run on every new row:
@@ -411,25 +390,30 @@ def create_app(runtime: WorkerRuntime) -> Litestar:
         finally:
             runtime.stream_clients -= 1
 
-    app = WorkerLitestar(
-        route_handlers=[health_handler(runtime.capture), status, entries, entry_detail, entry_pcap, pcap, validate_query, get_targets,
-                        put_targets, get_config, put_config, post_tags, stream],
-        exception_handlers={HTTPException: _error_response, Exception: _unexpected},
-        openapi_config=None,
-        logging_config=None,
-        debug=False,
-    )
+    # Each path's routes by method, the first one first (OPTIONS names that one: asgi.App).
+    paths: dict[str, dict[str, Route]] = {
+        f"{API}/status": {"GET": status},
+        f"{API}/entries": {"GET": entries},
+        f"{API}/pcap": {"GET": pcap},
+        f"{API}/query/validate": {"GET": validate_query},
+        f"{API}/targets": {"GET": get_targets, "PUT": put_targets},
+        f"{API}/config": {"GET": get_config, "PUT": put_config},
+        f"{API}/tags": {"POST": post_tags},
+    }
+    paths.update(health_route(runtime.capture))
+    app = App(paths, {f"{API}/entries/{{}}": {"GET": entry_detail}, f"{API}/entries/{{}}/pcap": {"GET": entry_pcap}},
+              {f"{API}/stream": stream}, on_error=_error_response, on_unexpected=_unexpected)
     # With a token, the hub reaches the worker by whatever address the node has; without one the
     # worker listens on loopback only and answers loopback names only (a rebound name is refused).
-    return protect(app, Policy(options.token, "worker", None if options.token else LOOPBACK_HOSTS,
-                               host_hint="; a worker without a token answers on loopback only"))
+    return Guard(app, Policy(options.token, "worker", None if options.token else LOOPBACK_HOSTS,
+                             host_hint="; a worker without a token answers on loopback only"))
 
 
 def _safe(packets: Iterator[tuple[int, int, bytes, int]], entry_id: str) -> Iterator[tuple[int, int, bytes, int]]:
     try:
         yield from packets
     except SegmentEvicted as error:
-        raise HTTPException(status_code=410, detail=f"entry {entry_id!r}: its packets were evicted ({error})") from None
+        raise HTTPError(f"entry {entry_id!r}: its packets were evicted ({error})", 410) from None
 
 
 MAX_TAG_CHANGES = 1000

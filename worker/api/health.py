@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import time
 
-from litestar import MediaType, Response, get
-from litestar.handlers import HTTPRouteHandler
-
 from shark.auth import HEALTH_PATH
+from worker.api.asgi import Request, Response, Route
 from worker.capture import CaptureProcess
 
 # A moment for a stop in progress: only a capture dead for longer fails the probe.
 CAPTURE_DEAD_GRACE_S = 3.0
+TEXT = "text/plain; charset=utf-8"
 
 
-def health_handler(capture: CaptureProcess) -> HTTPRouteHandler:
-    @get(HEALTH_PATH, media_type=MediaType.TEXT, include_in_schema=False, sync_to_thread=False)
-    def healthz() -> Response[str]:
+def health_route(capture: CaptureProcess) -> dict[str, dict[str, Route]]:
+    async def healthz(request: Request) -> Response:
         dead = capture.dead_for(time.monotonic())
         if dead is not None and dead > CAPTURE_DEAD_GRACE_S:
             return Response(f"capture process exited {dead:.0f}s ago (exit code "
-                            f"{capture.exitcode}) and was not restarted: nothing is captured\n",
-                            status_code=503)
-        return Response("ok\n")
-    return healthz
+                            f"{capture.exitcode}) and was not restarted: nothing is captured\n".encode(),
+                            503, TEXT)
+        return Response(b"ok\n", content_type=TEXT)
+    return {HEALTH_PATH: {"GET": healthz}}
