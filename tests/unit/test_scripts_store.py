@@ -10,13 +10,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from litestar.exceptions import HTTPException
 
 from hub.scripts.model import StoredScript, name_problem
 from hub.scripts.store import FileScriptStore, MemoryScriptStore
 from shark import kfl
 from unit.test_store_index import make_row
 from worker.api.app import tag_changes
+from worker.api.asgi import HTTPError
 from worker.store.index import open_index
 
 
@@ -106,7 +106,7 @@ def test_tags_are_written_into_the_stored_entries_and_seen_by_kfl(tmp_path: Path
     ({"changes": [{"id": "node-a:1", "tags": []}]}, "changes[0].tags: unknown field"),
 ])
 def test_tag_changes_are_checked(body: dict | bytes, detail: str) -> None:
-    with pytest.raises(HTTPException) as caught:
+    with pytest.raises(HTTPError) as caught:
         tag_changes(body if isinstance(body, bytes) else msgspec.json.encode(body), "node-a")
     assert caught.value.status_code == 400 and caught.value.detail.startswith(detail)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from litestar.exceptions import HTTPException
 
 from worker.api.app import _window
+from worker.api.asgi import HTTPError
 
 
 def test_durations_and_epoch_seconds() -> None:
@@ -29,6 +29,6 @@ def test_durations_and_epoch_seconds() -> None:
     ({"since": "1m", "until": "5m"}, "is before since"),
 ])
 def test_bad_windows_are_400s_naming_the_parameter(params: dict[str, str], message: str) -> None:
-    with pytest.raises(HTTPException) as error:
+    with pytest.raises(HTTPError) as error:
         _window(params)
     assert error.value.status_code == 400 and message in str(error.value.detail)
