@@ -251,8 +251,10 @@ def serve(options: WorkerOptions, listener: socket.socket, store_notes: list[str
                  f"{options.dissect_shards} shard processes" if options.dissect_shards > 1
                  else "a thread")
         # ws="none": the worker's API has no WebSocket route, and uvicorn's default imports the
-        # websockets package at start (~9 ms of CPU before the first answer).
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none",
+        # websockets package at start (~9 ms of CPU before the first answer). http="h11": what
+        # "auto" picks without httptools (not a dependency), without probing for it, and the
+        # wire format tests/bench/diff_worker_api.py compared.
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none", http="h11",
                                                log_config=None, access_log=False,
                                                timeout_graceful_shutdown=3))
         server.run(sockets=[listener])
