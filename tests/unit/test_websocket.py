@@ -103,6 +103,21 @@ def test_split_at_every_byte() -> None:
         assert [comparable(e) for e in conv.close()] == expected, cut
 
 
+def test_text_around_the_cap_decodes_as_the_cut_does() -> None:
+    # Up to TEXT_LIMIT bytes are decoded whole; longer ones cut to TEXT_LIMIT characters: both
+    # as if the first 4 * TEXT_LIMIT bytes were decoded and cut (multi-byte and invalid UTF-8
+    # at the edges included).
+    pieces = [b"a", "é".encode(), "€".encode(), "😀".encode(), b"\xff", b"\xe2\x82"]
+    for base in (TEXT_LIMIT - 4, TEXT_LIMIT - 1, TEXT_LIMIT, TEXT_LIMIT + 1, 4 * TEXT_LIMIT - 2):
+        for piece in pieces:
+            payload = b"x" * base + piece
+            conv = Conv()
+            conv.send(S2C, frame(1, payload))
+            (ex,) = conv.close()
+            expected = payload[:4 * TEXT_LIMIT].decode("utf-8", "replace")[:TEXT_LIMIT]
+            assert ex.request["text"] == expected, (base, piece)
+
+
 def test_text_is_capped_and_bodies_only_with_body_limit() -> None:
     conv = Conv()
     conv.send(S2C, frame(1, b"a" * 5000))

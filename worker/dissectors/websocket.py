@@ -580,7 +580,9 @@ class WebSocketSession:
                 self._emit(frame, None, None)
 
     def _fields(self, msg: _Message) -> dict[str, Any]:
-        opcode = OPCODES.get(msg.opcode, str(msg.opcode))
+        opcode = OPCODES.get(msg.opcode)     # (no default: its str() was made on every call)
+        if opcode is None:
+            opcode = str(msg.opcode)
         fields: dict[str, Any] = {
             "direction": "client" if msg.client else "server",
             "opcode": opcode,
@@ -593,8 +595,10 @@ class WebSocketSession:
             fields["wire_length"] = msg.length
         if msg.opcode == 1 or (msg.opcode == 0 and msg.kept and not self.body_limit):
             if not msg.inflate_error:
-                fields["text"] = bytes(msg.kept[:_TEXT_BYTES]).decode(
-                    "utf-8", "replace")[:TEXT_LIMIT]
+                kept = msg.kept
+                # (up to TEXT_LIMIT bytes decode to at most as many characters: no cut, no copy)
+                fields["text"] = kept.decode("utf-8", "replace") if len(kept) <= TEXT_LIMIT \
+                    else bytes(kept[:_TEXT_BYTES]).decode("utf-8", "replace")[:TEXT_LIMIT]
         elif msg.opcode == 8:
             payload = bytes(msg.kept)
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
