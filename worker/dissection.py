@@ -21,7 +21,7 @@ from worker.connections import UNREACHABLE_NOTE, TcpFacts, failure_exchange, res
 from worker.dissectors import fallback, registry
 from worker.dissectors.base import (DatagramSession, Detect, Direction, Dissector, Exchange,
                                     FlowInfo, Session)
-from worker.dissectors.dns import DnsSession
+from worker.dissectors.dns import DnsDissector, DnsSession
 from worker.dissectors.select import CHECKPOINTS, DETECT_LIMIT, SelectingSession, open_session
 from worker.dissectors.ways import Registered, Way, hinted, registered
 from worker.names import Name, NameTable
@@ -172,12 +172,14 @@ def _endpoint_json(ip: str, port: int, named: Name | None) -> msgspec.Raw:
 # An unnamed endpoint's JSON around its port, as msgspec encodes Endpoint(ip, port): the head
 # up to the port is kept per address (Dissection.endpoint_json), the tail is the same for all.
 _UNNAMED: Final = encode(Endpoint("", 0))
-_UNNAMED_TAIL: Final = _UNNAMED[_UNNAMED.index(b',"name":'):]
+# (As text: msgspec.Raw writes a str's UTF-8, and one f-string of head, port and tail is one
+# object made where the bytes' concatenations and the port's encode were four.)
+_UNNAMED_TAIL: Final = _UNNAMED[_UNNAMED.index(b',"name":'):].decode()
 
 
-def unnamed_head(ip: str) -> bytes:
+def unnamed_head(ip: str) -> str:
     """The JSON of Endpoint(ip, port) up to the port."""
-    return b'{"ip":' + encode(ip) + b',"port":'
+    return '{"ip":' + encode(ip).decode() + ',"port":'
 
 
 class FlowEntries:
@@ -335,9 +337,16 @@ class FirstDatagram(DatagramSession):
                     direction == Direction.SERVER_TO_CLIENT and offset == 0 and
                     self.flow.handshake):
                 dissector, swapped = self.ways[self.hint if self.hint >= 0 else 0]
-                if not swapped and (dissector.detect(data, b"") if direction ==
-                                    Direction.CLIENT_TO_SERVER else
-                                    dissector.detect(b"", data)) is _MATCH:
+                verdict: Detect | None = None
+                if swapped:
+                    pass
+                elif isinstance(dissector, DnsDissector):   # a direct call, compiled
+                    verdict = dissector.detect(data, b"") if direction == \
+                        Direction.CLIENT_TO_SERVER else dissector.detect(b"", data)
+                else:
+                    verdict = dissector.detect(data, b"") if direction == \
+                        Direction.CLIENT_TO_SERVER else dissector.detect(b"", data)
+                if verdict is _MATCH:
                     session = self._claim(dissector)
                     dns = self.dns
                     if dns is not None:
@@ -351,11 +360,16 @@ class FirstDatagram(DatagramSession):
     def _claim(self, dissector: Dissector) -> Session:
         """SelectingSession._claim of an unswapped way with nothing recorded or skipped."""
         flow = self.flow
-        session = dissector.session(flow, self.entries, 0)
+        if isinstance(dissector, DnsDissector):     # a direct call, compiled
+            dns = dissector.session(flow, self.entries, 0)
+            self.dns = dns
+            session: Session = dns
+        else:
+            session = dissector.session(flow, self.entries, 0)
+            if type(session) is DnsSession:
+                self.dns = session
         self.shared.hints.learn((flow.transport, flow.server_ip, flow.server_port), dissector)
         self.dissector, self.session = dissector, session
-        if type(session) is DnsSession:
-            self.dns = session
         # What _emit reads of a selector at its first exchange: the roles as they are.
         self.entries.claimed = True
         return session
@@ -503,7 +517,7 @@ class Dissection:
         self._cleartext_shared = registered(self._cleartext_dissectors)
         self._names: dict[bytes, str] = {}
         self._server_json: dict[tuple[str, int, Name | None], msgspec.Raw] = {}
-        self._unnamed_heads: dict[str, bytes] = {}     # unnamed_head by address
+        self._unnamed_heads: dict[str, str] = {}     # unnamed_head by address
         # identities.get's answers for the snapshot they were looked up in (identity): a flow's
         # first entry looked up both its addresses, interpreted, though most flows share them
         # (a new flow per DNS query, from one client to one server).
@@ -599,7 +613,7 @@ class Dissection:
             if len(heads) >= SERVER_JSON_CACHE:
                 heads.clear()
             head = heads[ip] = unnamed_head(ip)
-        return _RAW(head + str(port).encode() + _UNNAMED_TAIL)
+        return _RAW(f"{head}{port}{_UNNAMED_TAIL}")
 
     @property
     def assembler_stats(self) -> dict:
@@ -1000,12 +1014,15 @@ class Dissection:
         if redact is not None and protocol not in _UNTOUCHED:
             redacted = True
             request: dict[str, Any] | msgspec.Raw = exchange.request
+            response: dict[str, Any] | msgspec.Raw | None = exchange.response
         else:
-            # The request's JSON when the dissector has it (the redactor, which changes the
-            # dicts, does not read it here).
+            # The request's and response's JSON when the dissector has them (the redactor,
+            # which changes the dicts, does not read them here).
             redacted = False
             request_json = exchange.request_json
             request = exchange.request if request_json is None else request_json
+            response_json = exchange.response_json
+            response = exchange.response if response_json is None else response_json
         # The Size of one of the last two entries' sizes when it is the same (a protocol's
         # messages repeat a few sizes; MQTT's QoS 0 and 1 alternate): a Size made (a Python
         # call of the Struct) and freed per entry was ~0.45k instructions. Never changed.
@@ -1028,7 +1045,7 @@ class Dissection:
         entry = _ENTRY(
             entry_id, node, protocol,
             start_ns / 1e9, src, dst, exchange.summary, elapsed,
-            exchange.status, request, exchange.response, size, entries.tls, _NO_TAGS,
+            exchange.status, request, response, size, entries.tls, _NO_TAGS,
             exchange.complete, exchange.notes, tcp, udp)
         # Before the entry is indexed or streamed; not for a protocol it never changes.
         if redacted and redact is not None:

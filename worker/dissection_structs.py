@@ -78,7 +78,7 @@ class IndexedEntry(msgspec.Struct, gc=False):
     elapsed_ms: float | None
     status: int | None
     request: dict[str, Any] | msgspec.Raw    # (or its JSON: Exchange.request_json)
-    response: dict[str, Any] | None
+    response: dict[str, Any] | msgspec.Raw | None    # (or Exchange.response_json)
     size: Size
     tls: bool
     tags: tuple[str, ...]

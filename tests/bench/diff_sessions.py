@@ -12,7 +12,7 @@ in random chunks with gaps (the TCP protocols) or as datagrams with repeated, re
 queries (DNS, detection's parse handed to the session as the selector does). For a change that
 must not change any entry (a fast path, a cheaper structure), run with --old at the change's
 parent: every difference is printed with its input number. The new tree's pre-encoded requests
-(Exchange.request_json) must be their dicts' JSON, too.
+and responses (Exchange.request_json, response_json) must be their dicts' JSON, too.
 """
 
 from __future__ import annotations
@@ -104,12 +104,16 @@ def dns_run(module: ModuleType, flow: FlowInfo, chunks: list[tuple[int, bytes | 
 
 
 def encoded_alike(exchanges: list[Any]) -> bool:
-    """Each exchange's pre-encoded request (Exchange.request_json, when a fast path gave it) is
-    its dict's JSON: compared is the dicts' equality, not it."""
+    """Each exchange's pre-encoded request and response (Exchange.request_json and
+    response_json, when a fast path gave them) are their dicts' JSON: compared is the dicts'
+    equality, not them."""
     from shark.model import encode
     for exchange in exchanges:
         made = getattr(exchange, "request_json", None)
         if made is not None and bytes(made) != encode(exchange.request):
+            return False
+        made = getattr(exchange, "response_json", None)
+        if made is not None and bytes(made) != encode(exchange.response):
             return False
     return True
 

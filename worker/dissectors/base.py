@@ -100,6 +100,9 @@ class Exchange:
     # joined in): the entry splices it in. Never other than encode(request) (so the dict is
     # not changed after the emit); not compared (the dict is).
     request_json: msgspec.Raw | None = field(default=None, compare=False, repr=False)
+    # `response` likewise (DNS: a response without records listed), never other than
+    # encode(response).
+    response_json: msgspec.Raw | None = field(default=None, compare=False, repr=False)
 
     def __init__(self, protocol: str, start_ns: int, end_ns: int | None, summary: str,
                  request: dict[str, Any], response: dict[str, Any] | None,
@@ -108,7 +111,8 @@ class Exchange:
                  last_ref: PacketRef = (0, 0), client_offset: int = 0,
                  server_offset: int | None = None, request_body: bytes | None = None,
                  response_body: bytes | None = None, notes: list[str] | None = None,
-                 request_json: msgspec.Raw | None = None) -> None:
+                 request_json: msgspec.Raw | None = None,
+                 response_json: msgspec.Raw | None = None) -> None:
         # The fields in order, as the generated __init__ took them (notes: a new list each).
         self.protocol = protocol
         self.start_ns = start_ns
@@ -128,6 +132,7 @@ class Exchange:
         self.response_body = response_body
         self.notes = [] if notes is None else notes
         self.request_json = request_json
+        self.response_json = response_json
 
 
 Emit = Callable[[Exchange], None]

@@ -25,6 +25,9 @@ from collections import deque
 from struct import Struct
 from typing import Any, Final
 
+import msgspec
+
+from shark.model import ENCODER
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
 from worker.dissectors.stream import Span, StreamReader
@@ -538,9 +541,12 @@ _RESPONSE: Final[dict[str, Any]] = {
 
 class _Asked:
     """What a request's entry makes of its question (name, type, class, opcode and count):
-    the request fields without the message's own (id, rd, flags, edns), and the summary."""
+    the request fields without the message's own (id, rd, flags, edns), and the summary;
+    and the JSON of those fields after the id for the last flags and edns seen with it
+    (_request_json)."""
 
-    __slots__ = ("qtype", "qclass", "opcode", "count", "fields", "summary", "other")
+    __slots__ = ("qtype", "qclass", "opcode", "count", "fields", "summary", "other",
+                 "json_flags", "json_edns", "json_tail")
 
     def __init__(self, qtype: int, qclass: int, opcode: int, count: int,
                  fields: dict[str, Any], summary: str, other: _Asked | None) -> None:
@@ -551,6 +557,11 @@ class _Asked:
         self.fields = fields        # never handed out: entries get copies
         self.summary = summary
         self.other = other          # the same name's previous question (another type...)
+        # The request's JSON after its id (`,"opcode":...}`) for these flags and edns (-1:
+        # none; json_flags -1: not made yet).
+        self.json_flags = -1
+        self.json_edns = -1
+        self.json_tail = ""
 
 
 # The _Asked of recent questions by name (a short chain per name: A and AAAA, ...), at most
@@ -596,15 +607,51 @@ def _asked(msg: Message) -> _Asked:
     return found
 
 
+# The entry's request JSON (Exchange.request_json) from its _Asked's kept part: the request
+# dict's encoding was ~2.5k instructions a row, a str joined of the id's digits and the kept
+# tail and made a Raw ~1k. The dict is still made (Exchange.request is a dict by contract).
+_ENCODE: Final = ENCODER.encode      # the entry's encoder: the same bytes
+_RAW: Final = msgspec.Raw
+_ID_HEAD: Final = b'{"id":0'
+
+
+def _request_json(msg: Message, asked: _Asked, fields: dict[str, Any],
+                  id_text: str) -> msgspec.Raw:
+    """encode(fields), where `fields` is _request(msg, asked) and `id_text` str(msg.id): the
+    id's digits, then the encoding after them kept per _Asked for its last flags and edns."""
+    flags = msg.flags
+    edns = msg.edns
+    edns_key = -1 if edns is None else edns
+    if flags != asked.json_flags or edns_key != asked.json_edns:
+        # The id first (_REQUEST's order): the encoding after `{"id":0` is the tail (names
+        # are ASCII text: read_name escapes other bytes; Raw writes a str's UTF-8 back).
+        encoded = _ENCODE({**fields, "id": 0})
+        asked.json_tail = encoded[len(_ID_HEAD):].decode()
+        asked.json_flags = flags
+        asked.json_edns = edns_key
+    return _RAW('{"id":' + id_text + asked.json_tail)
+
+
+class _Header:
+    """The response fields a header makes (never handed out: copied), and the JSON of a
+    response with them and no records after its id (made at its first use)."""
+
+    __slots__ = ("fields", "tail")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        self.tail = ""
+
+
 # The response fields a header makes (rcode, aa, ra, truncated, the record counts) by its
 # key (_answer_header), at most NAME_CACHE_SIZE: a node's responses have a few headers, and
 # a response's fields were a template's copy with 10 values set (~2.5k instructions,
 # compiled); now a copy with 2 set.
-_ANSWER_HEADERS: Final[dict[int, dict[str, Any]]] = {}
+_ANSWER_HEADERS: Final[dict[int, _Header]] = {}
 
 
-def _answer_header(msg: Message) -> dict[str, Any]:
-    """The response fields of `msg` but its id and records (never handed out: copied)."""
+def _answer_header(msg: Message) -> _Header:
+    """The response fields of `msg` but its id and records."""
     flags, rcode = msg.flags, msg.rcode
     ancount, nscount, arcount = msg.ancount, msg.nscount, msg.arcount
     # The flags' aa, tc and ra bits, the (extended) rcode and the counts, packed in one int
@@ -627,11 +674,22 @@ def _answer_header(msg: Message) -> dict[str, Any]:
     fields["additional_count"] = arcount
     if rcode:
         fields["error"] = text
+    header = _Header(fields)
     if key >= 0:
         if len(_ANSWER_HEADERS) >= NAME_CACHE_SIZE:
             _ANSWER_HEADERS.clear()
-        _ANSWER_HEADERS[key] = fields
-    return fields
+        _ANSWER_HEADERS[key] = header
+    return header
+
+
+def _response_json(header: _Header, id_text: str) -> msgspec.Raw:
+    """encode() of a response's fields made of `header` when it lists no records (answers
+    [], no authorities or additionals keys): its id's digits, then the header's kept tail."""
+    tail = header.tail
+    if not tail:
+        encoded = _ENCODE({**header.fields, "id": 0, "answers": []})
+        tail = header.tail = encoded[len(_ID_HEAD):].decode()
+    return _RAW('{"id":' + id_text + tail)
 
 
 class _Query:
@@ -915,10 +973,10 @@ class DnsSession:
         fields["edns"] = msg.edns
         return fields
 
-    def _response(self, msg: Message) -> dict[str, Any]:
-        """The response fields of `msg`: its header's (_answer_header) copied, its id and
-        records set."""
-        fields = _answer_header(msg).copy()
+    def _response(self, msg: Message, header: _Header) -> dict[str, Any]:
+        """The response fields of `msg`: its header's (`header`, _answer_header's) copied,
+        its id and records set."""
+        fields = header.fields.copy()
         fields["id"] = msg.id
         # A list of the entry's own (an empty section is the shared _NO_RECORDS).
         fields["answers"] = msg.answers or []
@@ -930,24 +988,30 @@ class DnsSession:
     def _unanswered(self, query: _Query, why: str) -> None:
         msg = query.msg
         asked = _asked(msg)
+        request = self._request(msg, asked)
         self.emit(Exchange(
             protocol="dns", start_ns=query.ts, end_ns=None, summary=asked.summary,
-            request=self._request(msg, asked), response=None, status=None,
+            request=request, response=None, status=None,
             request_size=query.size, complete=False, first_ref=query.ref, last_ref=query.ref,
-            client_offset=query.offset, notes=[*query.notes, why]))
+            client_offset=query.offset, notes=[*query.notes, why],
+            request_json=_request_json(msg, asked, request, str(msg.id))))
 
     def _answered(self, query: _Query | None, msg: Message, direction: Direction,
                   offset: int, size: int, ts: int, ref: PacketRef, end_ts: int,
                   end_ref: PacketRef) -> None:
+        # The query's id is the response's (pending is keyed by it): its digits made once.
+        id_text = str(msg.id)
         if query is not None:
             asked = _asked(query.msg)
             request = self._request(query.msg, asked)
+            request_json = _request_json(query.msg, asked, request, id_text)
             notes = query.notes         # the query is done: its list is taken, not copied
             start_ns, first_ref, client_offset = query.ts, query.ref, query.offset
             request_size = query.size
         else:
             asked = _asked(msg)
             request = self._request(msg, asked)
+            request_json = _request_json(msg, asked, request, id_text)
             notes = ["query not captured"]
             start_ns, first_ref, request_size = ts, ref, 0
             client_offset = (offset if direction == Direction.CLIENT_TO_SERVER
@@ -956,10 +1020,16 @@ class DnsSession:
             notes.append(f"malformed: {msg.error}")
         elif msg.ancount > len(msg.answers):
             notes.append(f"{msg.ancount} answers, {len(msg.answers)} listed")
+        header = _answer_header(msg)
+        # The response's JSON when it lists no records (the detail view's responses have
+        # authorities and additionals keys too).
+        response_json = _response_json(header, id_text) \
+            if not msg.answers and self.body_limit <= 0 else None
         # Positional: Exchange's fields in order.
-        self.emit(Exchange("dns", start_ns, end_ts, asked.summary, request, self._response(msg),
-                           msg.rcode, request_size, size, query is not None, first_ref,
-                           end_ref, client_offset, offset, None, None, notes))
+        self.emit(Exchange("dns", start_ns, end_ts, asked.summary, request,
+                           self._response(msg, header), msg.rcode, request_size, size,
+                           query is not None, first_ref, end_ref, client_offset, offset, None,
+                           None, notes, request_json, response_json))
 
 
 class DnsDissector:
