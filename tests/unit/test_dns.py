@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from support import sessions
 from support.sessions import comparable
+from shark.model import encode
 from worker.dissectors.base import Detect, Direction, FlowInfo
 from worker.dissectors.dns import (MAX_ANSWERS, QUERY_TIMEOUT_NS, DnsDissector, Malformed, detect,
                                    parse, read_name)
@@ -189,6 +190,37 @@ def test_kept_question_and_header_fields_are_each_messages_own() -> None:
                                           "data": "192.0.2.1"}]
     assert out[1].response["rcode"] == out[1].response["error"] == "NXDOMAIN"
     assert out[1].response["answers"] == [] and out[1].response["answer_count"] == 0
+
+
+def test_pre_encoded_request_and_response_are_their_dicts_json() -> None:
+    # Exchange.request_json (every exchange) and response_json (a response listing no
+    # records, outside the detail view) are kept in parts per question and per header: each
+    # must be its own dict's encoding, whatever the id, flags, edns and name.
+    odd = b"\x00\x09\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00" + \
+        b'\x04q"\\x\x02\x01\xff\x04test\x00\x00\x01\x00\x01'     # a name needing escapes
+    no_rd = dnslib.DNSRecord.question("same.test", "A")
+    no_rd.header.id, no_rd.header.rd = 11, 0
+    for body_limit in (0, 1000):
+        conv = Conv(body_limit=body_limit)
+        conv.send(C2S, query("same.test", qid=1))
+        conv.send(S2C, answer("same.test", qid=1))                       # one record
+        conv.send(C2S, query("same.test", qid=2, edns=True))
+        conv.send(S2C, answer("same.test", qid=2, rcode=3, records=[]))  # NXDOMAIN, none
+        conv.send(C2S, bytes(no_rd.pack()))
+        conv.send(S2C, answer("same.test", "AAAA", qid=65535, records=[]))   # lone, none
+        conv.send(C2S, odd)
+        conv.send(C2S, query("same.test", qid=12))                     # never answered
+        out = conv.close()
+        assert len(out) == 6
+        for ex in out:
+            assert ex.request_json is not None and bytes(ex.request_json) == encode(ex.request)
+            if ex.response_json is not None:
+                assert bytes(ex.response_json) == encode(ex.response)
+        assert out[4].request["qname"] == 'q\\"\\\\x.\\001\\255.test'
+        made = [ex.response_json is not None for ex in out]
+        # The detail view's responses have more keys: never pre-encoded.
+        assert made == ([False, True, True, False, False, False] if not body_limit
+                        else [False] * 6), made
 
 
 def test_unanswered_and_lone_response() -> None:
