@@ -193,9 +193,9 @@ def test_kept_question_and_header_fields_are_each_messages_own() -> None:
 
 
 def test_pre_encoded_request_and_response_are_their_dicts_json() -> None:
-    # Exchange.request_json (every exchange) and response_json (a response listing no
-    # records, outside the detail view) are kept in parts per question and per header: each
-    # must be its own dict's encoding, whatever the id, flags, edns and name.
+    # Exchange.request_json (every exchange) and response_json (a response listing no records
+    # or one A or AAAA record, outside the detail view) are kept in parts per question and per
+    # header: each must be its own dict's encoding, whatever the id, flags, edns and name.
     odd = b"\x00\x09\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00" + \
         b'\x04q"\\x\x02\x01\xff\x04test\x00\x00\x01\x00\x01'     # a name needing escapes
     no_rd = dnslib.DNSRecord.question("same.test", "A")
@@ -208,19 +208,27 @@ def test_pre_encoded_request_and_response_are_their_dicts_json() -> None:
         conv.send(S2C, answer("same.test", qid=2, rcode=3, records=[]))  # NXDOMAIN, none
         conv.send(C2S, bytes(no_rd.pack()))
         conv.send(S2C, answer("same.test", "AAAA", qid=65535, records=[]))   # lone, none
+        conv.send(C2S, query("c.test", qid=13))
+        conv.send(S2C, answer("c.test", qid=13, records=["c.test. 60 IN CNAME x.test."]))
+        conv.send(C2S, query("two.test", "AAAA", qid=14))
+        conv.send(S2C, answer("two.test", "AAAA", qid=14, records=[
+            "two.test. 60 IN AAAA 2001:db8::1", "two.test. 60 IN AAAA 2001:db8::2"]))
+        conv.send(C2S, query("six.test", "AAAA", qid=15))
+        conv.send(S2C, answer("six.test", "AAAA", qid=15, records=[
+            "six.test. 300 IN AAAA 2001:db8::6"]))
         conv.send(C2S, odd)
         conv.send(C2S, query("same.test", qid=12))                     # never answered
         out = conv.close()
-        assert len(out) == 6
+        assert len(out) == 9
         for ex in out:
             assert ex.request_json is not None and bytes(ex.request_json) == encode(ex.request)
             if ex.response_json is not None:
                 assert bytes(ex.response_json) == encode(ex.response)
-        assert out[4].request["qname"] == 'q\\"\\\\x.\\001\\255.test'
+        assert out[7].request["qname"] == 'q\\"\\\\x.\\001\\255.test'
         made = [ex.response_json is not None for ex in out]
         # The detail view's responses have more keys: never pre-encoded.
-        assert made == ([False, True, True, False, False, False] if not body_limit
-                        else [False] * 6), made
+        assert made == ([True, True, True, False, False, True, False, False, False]
+                        if not body_limit else [False] * 9), made
 
 
 def test_unanswered_and_lone_response() -> None:

@@ -263,7 +263,7 @@ class Message:
 
     __slots__ = ("id", "flags", "qdcount", "ancount", "nscount", "arcount", "qname", "qtype",
                  "qclass", "answers", "authorities", "additionals", "edns", "rcode", "error",
-                 "end")
+                 "end", "answers_json")
 
     # The header's fields, set by whoever makes the message (parse, or a header alone).
     id: int
@@ -287,6 +287,9 @@ class Message:
         self.rcode = 0
         self.error = ""
         self.end = -1                 # where the last record ends (-1: not read to the end)
+        # The answers' JSON (as msgspec encodes the list) when parse made it: one A or AAAA
+        # record of class IN, its name needing no escape ("": not made).
+        self.answers_json = ""
 
     @property
     def is_response(self) -> bool:
@@ -346,6 +349,8 @@ def parse(buf: bytes, records: bool = True, keep_all: bool = False,
         if ancount:
             pos = _section(msg, buf, pos, ancount, msg.answers, MAX_ANSWERS if rdata else 0,
                            memo, False)
+            if ancount == 1 and rdata:
+                _answer_json(msg)
         if nscount:
             pos = _section(msg, buf, pos, nscount, msg.authorities,
                            MAX_ANSWERS if keep_all and rdata else 0, memo, False)
@@ -388,6 +393,27 @@ def _section(msg: Message, buf: bytes, pos: int, count: int, section: list[dict[
             if rclass != 1:
                 section[-1]["class"] = class_name(rclass)
     return pos
+
+
+def _answer_json(msg: Message) -> None:
+    """msg.answers_json of a response whose one answer is an A or AAAA record of class IN
+    whose name and data JSON writes as they are (no quote or backslash: read_name's text is
+    printable ASCII; the data an address's text, unless its length was not one's): the text
+    msgspec makes of the list, joined here."""
+    if len(msg.answers) != 1:
+        return
+    record = msg.answers[0]
+    if len(record) != 4:                    # a "class" key: not IN
+        return
+    rtype: str = record["type"]
+    if rtype != "A" and rtype != "AAAA":
+        return
+    name: str = record["name"]
+    data: str = record["data"]
+    if '"' in name or "\\" in name or "\\" in data:     # (data: an address, or RFC 3597 hex)
+        return
+    msg.answers_json = f'[{{"name":"{name}","type":"{rtype}","ttl":{record["ttl"]},' \
+        f'"data":"{data}"}}]'
 
 
 def _plausible_header(buf: bytes | bytearray, pos: int, is_response: bool | None) -> bool:
@@ -634,13 +660,14 @@ def _request_json(msg: Message, asked: _Asked, fields: dict[str, Any],
 
 class _Header:
     """The response fields a header makes (never handed out: copied), and the JSON of a
-    response with them and no records after its id (made at its first use)."""
+    response with them after its id, cut around its answers (made at its first use)."""
 
-    __slots__ = ("fields", "tail")
+    __slots__ = ("fields", "head", "rest")
 
     def __init__(self, fields: dict[str, Any]) -> None:
         self.fields = fields
-        self.tail = ""
+        self.head = ""          # `,"rcode":...,"answers":`
+        self.rest = ""          # `,"answer_count":...}`
 
 
 # The response fields a header makes (rcode, aa, ra, truncated, the record counts) by its
@@ -682,14 +709,20 @@ def _answer_header(msg: Message) -> _Header:
     return header
 
 
-def _response_json(header: _Header, id_text: str) -> msgspec.Raw:
-    """encode() of a response's fields made of `header` when it lists no records (answers
-    [], no authorities or additionals keys): its id's digits, then the header's kept tail."""
-    tail = header.tail
-    if not tail:
-        encoded = _ENCODE({**header.fields, "id": 0, "answers": []})
-        tail = header.tail = encoded[len(_ID_HEAD):].decode()
-    return _RAW('{"id":' + id_text + tail)
+_ANSWERS_KEY: Final = ',"answers":'
+
+
+def _response_json(header: _Header, id_text: str, answers_json: str) -> msgspec.Raw:
+    """encode() of a response's fields made of `header` and answers whose JSON is
+    `answers_json` (no authorities or additionals keys): its id's digits, the header's kept
+    head, the answers, the header's kept rest."""
+    if not header.head:
+        # The answers come right after the header's flags (_RESPONSE's order); no string
+        # before them holds the key (rcode's text is a name or RCODE<n>).
+        text = _ENCODE({**header.fields, "id": 0, "answers": []})[len(_ID_HEAD):].decode()
+        at = text.index(_ANSWERS_KEY + "[]") + len(_ANSWERS_KEY)
+        header.head, header.rest = text[:at], text[at + 2:]
+    return _RAW(f'{{"id":{id_text}{header.head}{answers_json}{header.rest}')
 
 
 class _Query:
@@ -1021,10 +1054,15 @@ class DnsSession:
         elif msg.ancount > len(msg.answers):
             notes.append(f"{msg.ancount} answers, {len(msg.answers)} listed")
         header = _answer_header(msg)
-        # The response's JSON when it lists no records (the detail view's responses have
-        # authorities and additionals keys too).
-        response_json = _response_json(header, id_text) \
-            if not msg.answers and self.body_limit <= 0 else None
+        # The response's JSON when its answers' is known: none listed, or the one record
+        # parse made it of (the detail view's responses have authorities and additionals
+        # keys too: encoded as dicts).
+        response_json = None
+        if self.body_limit <= 0:
+            if not msg.answers:
+                response_json = _response_json(header, id_text, "[]")
+            elif msg.answers_json:
+                response_json = _response_json(header, id_text, msg.answers_json)
         # Positional: Exchange's fields in order.
         self.emit(Exchange("dns", start_ns, end_ts, asked.summary, request,
                            self._response(msg, header), msg.rcode, request_size, size,
