@@ -287,8 +287,8 @@ class Message:
         self.rcode = 0
         self.error = ""
         self.end = -1                 # where the last record ends (-1: not read to the end)
-        # The answers' JSON (as msgspec encodes the list) when parse made it: one A or AAAA
-        # record of class IN, its name needing no escape ("": not made).
+        # The answers' JSON (as msgspec encodes the list) when parse made it (_section): one
+        # A or AAAA record of class IN, its name needing no escape ("": not made).
         self.answers_json = ""
 
     @property
@@ -349,8 +349,6 @@ def parse(buf: bytes, records: bool = True, keep_all: bool = False,
         if ancount:
             pos = _section(msg, buf, pos, ancount, msg.answers, MAX_ANSWERS if rdata else 0,
                            memo, False)
-            if ancount == 1 and rdata:
-                _answer_json(msg)
         if nscount:
             pos = _section(msg, buf, pos, nscount, msg.authorities,
                            MAX_ANSWERS if keep_all and rdata else 0, memo, False)
@@ -388,32 +386,22 @@ def _section(msg: Message, buf: bytes, pos: int, count: int, section: list[dict[
             msg.rcode |= (ttl >> 24) << 4          # extended rcode
             continue
         if len(section) < keep:
-            section.append({"name": name, "type": type_name(rtype), "ttl": ttl,
-                            "data": _rdata(buf, rtype, start, pos, memo)})
+            data = _rdata(buf, rtype, start, pos, memo)
+            section.append({"name": name, "type": type_name(rtype), "ttl": ttl, "data": data})
             if rclass != 1:
                 section[-1]["class"] = class_name(rclass)
+            elif count == 1 and section is msg.answers and "\\" not in name:
+                # The one answer's JSON, as msgspec writes the list, when it is an A or AAAA
+                # record: its name is read_name's printable ASCII (a quote in a label comes
+                # escaped, so after a backslash), its data an address's text (the length
+                # checked: another is RFC 3597 hex, with a backslash).
+                if rtype == 1 and rdlength == 4:
+                    msg.answers_json = \
+                        f'[{{"name":"{name}","type":"A","ttl":{ttl},"data":"{data}"}}]'
+                elif rtype == 28 and rdlength == 16:
+                    msg.answers_json = \
+                        f'[{{"name":"{name}","type":"AAAA","ttl":{ttl},"data":"{data}"}}]'
     return pos
-
-
-def _answer_json(msg: Message) -> None:
-    """msg.answers_json of a response whose one answer is an A or AAAA record of class IN
-    whose name and data JSON writes as they are (no quote or backslash: read_name's text is
-    printable ASCII; the data an address's text, unless its length was not one's): the text
-    msgspec makes of the list, joined here."""
-    if len(msg.answers) != 1:
-        return
-    record = msg.answers[0]
-    if len(record) != 4:                    # a "class" key: not IN
-        return
-    rtype: str = record["type"]
-    if rtype != "A" and rtype != "AAAA":
-        return
-    name: str = record["name"]
-    data: str = record["data"]
-    if '"' in name or "\\" in name or "\\" in data:     # (data: an address, or RFC 3597 hex)
-        return
-    msg.answers_json = f'[{{"name":"{name}","type":"{rtype}","ttl":{record["ttl"]},' \
-        f'"data":"{data}"}}]'
 
 
 def _plausible_header(buf: bytes | bytearray, pos: int, is_response: bool | None) -> bool:
