@@ -560,7 +560,7 @@ class _Asked:
     (_request_json)."""
 
     __slots__ = ("qtype", "qclass", "opcode", "count", "fields", "summary", "other",
-                 "json_flags", "json_edns", "json_tail")
+                 "json_head", "json_flags", "json_edns", "json_tail")
 
     def __init__(self, qtype: int, qclass: int, opcode: int, count: int,
                  fields: dict[str, Any], summary: str, other: _Asked | None) -> None:
@@ -571,6 +571,9 @@ class _Asked:
         self.fields = fields        # never handed out: entries get copies
         self.summary = summary
         self.other = other          # the same name's previous question (another type...)
+        # The request's JSON from its opcode to its "rd" key (`,"opcode":...,"rd":`), when
+        # the name needs no escape ("": encoded by msgspec, _request_tail).
+        self.json_head = ""
         # The request's JSON after its id (`,"opcode":...}`) for these flags and edns (-1:
         # none; json_flags -1: not made yet).
         self.json_flags = -1
@@ -603,12 +606,17 @@ def _asked(msg: Message) -> _Asked:
     # The template's copy, its values replaced: the same keys in the same order as a dict
     # display, without building the table key by key (see _REQUEST).
     fields = _REQUEST.copy()
-    fields["opcode"] = OPCODES.get(opcode) or str(opcode)
-    fields["qname"] = msg.qname
+    qname = msg.qname
+    opcode_text = OPCODES.get(opcode) or str(opcode)
+    fields["opcode"] = opcode_text
+    fields["qname"] = qname
+    qtype_text = qclass_text = ""
     if count:
-        fields["qtype"] = TYPES.get(qtype) or f"TYPE{qtype}"
-        fields["qclass"] = CLASSES.get(qclass) or f"CLASS{qclass}"
-        summary = f"{TYPES.get(qtype) or f'TYPE{qtype}'} {msg.qname}"
+        qtype_text = TYPES.get(qtype) or f"TYPE{qtype}"
+        qclass_text = CLASSES.get(qclass) or f"CLASS{qclass}"
+        fields["qtype"] = qtype_text
+        fields["qclass"] = qclass_text
+        summary = f"{qtype_text} {qname}"
     else:
         summary = f"{OPCODES.get(opcode, 'opcode')} (no question)"
     fields["questions"] = count
@@ -617,13 +625,19 @@ def _asked(msg: Message) -> _Asked:
     # In front of the name's chain, which starts again once it is that long.
     found = _Asked(qtype, qclass, opcode, count, fields, summary,
                    first if kept < _ASKED_PER_NAME else None)
-    _ASKED[msg.qname] = found
+    if "\\" not in qname:
+        # JSON writes the texts as they are: read_name's names are printable ASCII (a quote
+        # in a label comes escaped, after a backslash); the others are the tables' names or
+        # their numbers'.
+        found.json_head = f',"opcode":"{opcode_text}","qname":"{qname}","qtype":"{qtype_text}",' \
+            f'"qclass":"{qclass_text}","rd":'
+    _ASKED[qname] = found
     return found
 
 
-# The entry's request JSON (Exchange.request_json) from its _Asked's kept part: the request
+# The entry's request JSON (Exchange.request_json) from its _Asked's kept parts: the request
 # dict's encoding was ~2.3k instructions a row, one f-string of the id's digits and the kept
-# tail made a Raw ~0.8k. The dict is still made (Exchange.request is a dict by contract).
+# tail made a Raw ~1k. The dict is still made (Exchange.request is a dict by contract).
 _ENCODE: Final = ENCODER.encode      # the entry's encoder: the same bytes
 _RAW: Final = msgspec.Raw
 _ID_HEAD: Final = b'{"id":0'
@@ -637,27 +651,19 @@ def _request_json(msg: Message, asked: _Asked, fields: dict[str, Any],
     edns = msg.edns
     edns_key = -1 if edns is None else edns
     if flags != asked.json_flags or edns_key != asked.json_edns:
-        asked.json_tail = _request_tail(fields)
+        head = asked.json_head
+        if head:
+            # Typed texts and ints only: an f-string of the dict's values (objects) was ~4k
+            # instructions, msgspec's encoding of the dict ~4.5k with the copy it needs.
+            edns_text = "null" if edns is None else str(edns)
+            rd_text = "true" if flags & 0x0100 else "false"
+            asked.json_tail = f'{head}{rd_text},"flags":{flags},"questions":{asked.count},' \
+                f'"edns":{edns_text}}}'
+        else:       # (names are ASCII text; Raw writes a str's UTF-8 back)
+            asked.json_tail = _ENCODE({**fields, "id": 0})[len(_ID_HEAD):].decode()
         asked.json_flags = flags
         asked.json_edns = edns_key
     return _RAW(f'{{"id":{id_text}{asked.json_tail}')
-
-
-def _request_tail(fields: dict[str, Any]) -> str:
-    """encode(fields) after its id: `,"opcode":...}` (the id first: _REQUEST's order).
-    Joined here when the name JSON writes as it is (read_name's text is printable ASCII; a
-    quote or a backslash is escaped): a question's first request made it by msgspec, ~3.5k
-    instructions, a quarter of all requests where each name is asked by a few clients. The
-    texts of opcode, type and class are names from the tables or their numbers'."""
-    qname: str = fields["qname"]
-    if '"' in qname or "\\" in qname:
-        # (names are ASCII text; Raw writes a str's UTF-8 back)
-        return _ENCODE({**fields, "id": 0})[len(_ID_HEAD):].decode()
-    edns = fields["edns"]
-    return f',"opcode":"{fields["opcode"]}","qname":"{qname}","qtype":"{fields["qtype"]}",' \
-        f'"qclass":"{fields["qclass"]}","rd":{"true" if fields["rd"] else "false"},' \
-        f'"flags":{fields["flags"]},"questions":{fields["questions"]},' \
-        f'"edns":{"null" if edns is None else edns}}}'
 
 
 class _Header:
