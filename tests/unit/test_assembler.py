@@ -524,6 +524,46 @@ def test_flow_table_evicts_the_least_recently_active_flow() -> None:
     assert by_port[40001].closed == 1 and len(h.sessions) == 4
 
 
+class ClosingOrder(Harness):
+    """A Harness whose sessions note their client port as they close, in one list."""
+
+    def __init__(self, **options: int | float) -> None:
+        super().__init__(**options)
+        self.closed_ports: list[int] = []
+
+    def open(self, flow: FlowInfo) -> Recorder:
+        session = super().open(flow)
+        close = session.on_close
+
+        def on_close(ts_ns: int) -> None:
+            self.closed_ports.append(flow.client_port)
+            close(ts_ns)
+
+        session.on_close = on_close  # type: ignore[method-assign]
+        return session
+
+
+def test_flows_expire_and_close_in_the_tables_order_before_and_after_a_second_chance() -> None:
+    # expire() and close_all() walk the table in its order (oldest queued first): read from
+    # the plain dict's insertion order until a flow was moved to the end (eviction's second
+    # chance), the OrderedDict's after; both must be the table's order.
+    start = 1_700_000_000 * SECOND
+    h = ClosingOrder(udp_idle_timeout_s=30)
+    for port, ts in ((1001, 0), (1002, 1), (1003, 20), (1004, 2)):
+        h.feed(udp_packet(sport=port, dport=53, payload=b"q"), ts_ns=start + ts * SECOND)
+    h.assembler.expire(start + 33 * SECOND)          # 1001, 1002, 1004 idle; 1003 not
+    h.feed(udp_packet(sport=1001, dport=53, payload=b"q"), ts_ns=start + 34 * SECOND)
+    h.assembler.close_all(h.ts)
+    assert h.closed_ports == [1001, 1002, 1004, 1003, 1001]
+
+    h = ClosingOrder(max_flows=3)
+    for port in (2001, 2002, 2003, 2001):             # 2001 active again since queued
+        h.feed(udp_packet(sport=port, dport=53, payload=b"q"))
+    h.feed(udp_packet(sport=2004, dport=53, payload=b"q"))   # full: 2001 moves on, 2002 goes
+    h.assembler.close_all(h.ts)
+    assert h.closed_ports == [2002, 2003, 2001, 2004]
+
+
 def test_idle_flows_expire_by_transport_timeout() -> None:
     conn = TcpSegments()
     h = Harness(tcp_idle_timeout_s=120, udp_idle_timeout_s=30)

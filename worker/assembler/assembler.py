@@ -60,6 +60,11 @@ class AssemblerStats(msgspec.Struct):
     non_ip_or_fragments: int = 0    # counted by the caller: packets decode() returned None for
 
 
+# The plain dict's keys view, for an OrderedDict: iterated in the underlying dict's insertion
+# order, without the OrderedDict's lookup of each key (Assembler._flows).
+_DICT_KEYS: Final = dict.keys
+
+
 class Assembler:
     def __init__(self, open_session: Callable[[FlowInfo], Session], *, max_flows: int = 65536,
                  max_buffered_bytes_per_flow: int = 4 * 1024 * 1024,
@@ -81,6 +86,10 @@ class Assembler:
         # Every flow in the table, oldest queued first: LRU eviction by second chance, so a
         # packet only stamps flow.last_ns and never reorders this.
         self._order: OrderedDict[Flow, None] = OrderedDict()
+        # True once a flow was moved to the end of _order (eviction's second chance): until
+        # then its order is its underlying dict's insertion order, which a plain dict's
+        # iteration gives without the OrderedDict's hash lookup per flow (_flows).
+        self._moved = False
         self._clock_ns = 0   # latest time given to expire()/close_all()
         # Endpoints seen accepting connections (SYN/SYN-ACK), most recent last: they decide
         # roles of flows later seen mid-stream, where ports alone often cannot.
@@ -195,7 +204,7 @@ class Assembler:
         """Close flows idle longer than their timeout; forget closed flows after a linger."""
         self._clock_ns = max(self._clock_ns, now_ns)
         tcp_idle, udp_idle = self._tcp_idle_ns, self._udp_idle_ns
-        for flow in list(self._order):
+        for flow in self._flows():
             idle = now_ns - flow.last_ns
             if flow.is_tcp and not flow.closed and flow.info.facts.synack_ns is None:
                 self._check_syn_timeout(flow, now_ns)   # only connections still unanswered
@@ -213,7 +222,7 @@ class Assembler:
     def close_all(self, ts_ns: int) -> None:
         """End of capture or a discontinuity: every session gets on_close; the table empties."""
         self._clock_ns = max(self._clock_ns, ts_ns)
-        flows = list(self._order)
+        flows = self._flows()
         for flow in flows:
             self._close(flow, ts_ns)
         self._tcp_halves.clear()
@@ -262,6 +271,15 @@ class Assembler:
             log.warning("opening a session for %s failed; the flow is not dissected", flow,
                         exc_info=True)
         return True
+
+    def _flows(self) -> list[Flow]:
+        """The flows of _order, in its order. Walked every second of capture time (expire):
+        over an OrderedDict's iterator each step looks its key up in the dict, a cache miss
+        per flow with tens of thousands of flows (perf: ~10% of a DNS capture's dissection
+        time); a plain dict's iteration reads its entries in order, ~7x faster."""
+        if self._moved:
+            return list(self._order)
+        return list(_DICT_KEYS(self._order))
 
     def live_sessions(self) -> list[Session]:
         """The sessions of the flows in the table, oldest flow first (a closed flow, or one
@@ -397,6 +415,7 @@ class Assembler:
             if not flow.closed and flow.last_ns > flow.queued_ns:
                 flow.queued_ns = flow.last_ns
                 order.move_to_end(flow)
+                self._moved = True
                 continue
             if not flow.closed:
                 self._stats.flows_evicted += 1
