@@ -194,18 +194,29 @@ def _threads(clients: int, target: Callable[[], None]) -> None:
         thread.join()
 
 
+def _record_clients(path: Path, port: int, tshark_name: str, client: Callable[[], None],
+                    stop: Callable[[], object]) -> None:
+    """Record 4 threads of `client` against the TCP server on `port`, then `stop` it."""
+    try:
+        record(path, f"tcp port {port}", lambda: _threads(4, client))
+        decode_as(path, f"tcp.port=={port},{tshark_name}")
+    finally:
+        stop()
+
+
 def _record_against(path: Path, server_argv: list[str], port: int, tshark_name: str, client: Callable[[], None],
                     env: dict[str, str] | None = None) -> None:
     """Start a server child (it prints "listening"), record 4 threads of `client` against it."""
     server = subprocess.Popen(server_argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None and "listening" in server.stdout.readline()
-        time.sleep(0.5)
-        record(path, f"tcp port {port}", lambda: _threads(4, client))
-        decode_as(path, f"tcp.port=={port},{tshark_name}")
-    finally:
+
+    def stop() -> None:
         server.terminate()
         server.wait(10)
+    if server.stdout is None or "listening" not in server.stdout.readline():
+        stop()
+        raise RuntimeError(f"{server_argv[1]} did not start")
+    time.sleep(0.5)
+    _record_clients(path, port, tshark_name, client, stop)
 
 
 def make_http1(path: Path, scale: float) -> None:
@@ -289,11 +300,7 @@ def make_websocket(path: Path, scale: float) -> None:
                 ws.send('{"event": "tick", "n": %d, "price": %d.%02d}' % (n, n % 977, n % 100)
                         if n % 4 else bytes(range(n % 256)) * 2)
                 ws.recv()
-    try:
-        record(path, f"tcp port {port}", lambda: _threads(4, client))
-        decode_as(path, f"tcp.port=={port},websocket")
-    finally:
-        server.shutdown()
+    _record_clients(path, port, "websocket", client, server.shutdown)
 
 
 def make_kafka(path: Path, scale: float) -> None:
@@ -311,11 +318,7 @@ def make_kafka(path: Path, scale: float) -> None:
             producer.send("orders" if n % 3 else "payments", key=b"k%d" % n,
                           value=b'{"order": %d, "total": %d}' % (n, n * 7)).get(timeout=10)
         producer.close()
-    try:
-        record(path, f"tcp port {port}", lambda: _threads(4, client))
-        decode_as(path, f"tcp.port=={port},kafka")
-    finally:
-        broker.stop()
+    _record_clients(path, port, "kafka", client, broker.stop)
 
 
 MAKERS: dict[str, Callable[[Path, float], None]] = {
