@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from support.processes import ROOT, Proc, Worker, wait_for
@@ -72,8 +73,32 @@ def tls_entries(worker: Worker, port: int, count: int, q: str = "",
     def found() -> list[dict] | None:
         entries = [e for e in worker.entries(q=query, limit=1000) if e["tls"]]
         return entries if len(entries) >= count else None
-    entries = wait_for(found, timeout, f"{count} tls entries to port {port}")
+    try:
+        entries = wait_for(found, timeout, f"{count} tls entries to port {port}")
+    except AssertionError as timeout_error:
+        raise AssertionError(f"{timeout_error}\n{what_the_worker_saw(worker, port, query)}") from None
     return sorted(entries, key=lambda e: e["ts"])
+
+
+def what_the_worker_saw(worker: Worker, port: int, query: str) -> str:
+    """For a timeout's message: the entries the query and the port find, the eBPF counters and
+    the worker's last lines, so a failure in CI (where nothing else is kept) says where the
+    entries stopped."""
+    matching = worker.entries(q=query, limit=1000)
+    to_port = worker.entries(q=f"dst.port == {port}", limit=1000)
+    kinds = Counter((e["protocol"], e["tls"], e["complete"], e["src"]["port"]) for e in to_port)
+    status = worker.status()
+    ebpf = {key: value for key, value in status.get("ebpf", {}).items() if key != "libraries"}
+    return "\n".join([
+        f"the query finds {len(matching)} ({sum(e['tls'] for e in matching)} tls): "
+        f"{sorted(e.get('request', {}).get('path', '?') for e in matching)[:60]}",
+        f"to port {port}: {len(to_port)} entries by (protocol, tls, complete, client port): "
+        f"{dict(kinds)}",
+        "incomplete ones: " + "; ".join(json.dumps(e)[:400] for e in to_port
+                                         if not e["complete"])[:4000],
+        f"ebpf: {ebpf}",
+        f"dissection: {status.get('dissection')}",
+        "the worker's last lines:", *list(worker.lines)[-40:]])
 
 
 class ProbedFiles:

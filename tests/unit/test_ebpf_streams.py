@@ -17,6 +17,7 @@ from worker.packet import (ACK, FIN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINK
 from worker.sources.ebpf.events import TlsEvent, connection_of
 from worker.sources.ebpf.program import (FLAG_READ_FAILED, FLAG_TUPLE, KIND_READ, KIND_WRITE,
                                          ROLE_CLIENT, ROLE_SERVER)
+from worker.sources.ebpf import streams
 from worker.sources.ebpf.pending import PendingChunks
 from worker.sources.ebpf.streams import CLOSED_MEMORY_NS, IDLE_FORGET_NS, StreamSynthesizer
 from worker.sources.ebpf.synth import is_synthesized, max_payload
@@ -248,6 +249,103 @@ def test_a_client_end_with_other_bytes_at_the_same_offsets_stays_a_duplicate():
     story.close(tgid=200, fd=9)
     [entry] = story.entries()
     assert (entry["request"]["path"], entry["status"], entry["complete"]) == ("/orders", 200, True)
+
+def h2_conversation() -> tuple[bytes, list[bytes], bytes, bytes]:
+    """Real HTTP/2 bytes (the h2 library at both ends): the server's SETTINGS, the client's
+    writes (preface and SETTINGS, then one HEADERS per request), what the server reads up to
+    its first HEADERS, and the server's answers."""
+    import h2.config
+    import h2.connection
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_connection()
+    server_settings = server.data_to_send()
+    client.initiate_connection()
+    writes = [client.data_to_send()]
+    for stream, path in ((1, "/h2/a"), (3, "/h2/b")):
+        client.send_headers(stream, [(":method", "GET"), (":path", path), (":scheme", "https"),
+                                     (":authority", "shop")], end_stream=True)
+        writes.append(client.data_to_send())
+    server.receive_data(b"".join(writes))
+    for stream in (1, 3):
+        server.send_headers(stream, [(":status", "200"), ("content-length", "0")],
+                            end_stream=True)
+    answers = server.data_to_send()
+    return server_settings, writes, writes[0], answers
+
+
+def test_a_client_end_whose_writes_came_before_the_server_read_them_loses_none():
+    """Go's HTTP/2 server writes its SETTINGS before it reads: its end owns the connection,
+    and the client's first writes match nothing it has read yet. They wait; when the client's
+    read of those SETTINGS hands it the connection, what they carry beyond the server's
+    reads (here the HEADERS of both requests) is replayed, so no request is lost."""
+    story = Story()
+    client = dict(role=ROLE_CLIENT, tgid=100, ssl=0xA000, fd=5)
+    server = dict(role=ROLE_SERVER, tgid=200, ssl=0xC000, fd=9)
+    settings, writes, server_read, answers = h2_conversation()
+    story.chunk(event(KIND_WRITE, settings, **server))                  # the server owns it
+    offset = 0
+    for write in writes:                                                # nothing to match yet
+        assert story.chunk(event(KIND_WRITE, write, offset, **client)) == []
+        offset += len(write)
+    story.chunk(event(KIND_READ, server_read, **server))               # the preface only
+    assert story.synth.stats.handovers == 0
+    story.chunk(event(KIND_READ, settings, **client))                   # the match
+    assert story.synth.stats.handovers == 1
+    assert story.synth.stats.duplicate_chunks == 0
+    story.chunk(event(KIND_WRITE, answers, len(settings), **server))    # now a duplicate
+    story.chunk(event(KIND_READ, answers, len(settings), **client))
+    story.close()
+    assert story.synth.stats.gaps == 0
+    payloads = [decode(LINKTYPE_ETHERNET, f) for _t, f, _l in story.packets]
+    to_server = b"".join(p.payload for p in payloads if p.payload and p.dport == SERVER[1])
+    assert to_server == b"".join(writes)                               # each byte once
+    entries = story.entries()
+    assert [(e["protocol"], e["request"].get("path"), e["status"], e["complete"])
+            for e in entries] == [("http2", "/h2/a", 200, True), ("http2", "/h2/b", 200, True)]
+
+
+def test_a_client_ends_waiting_chunks_are_bounded(monkeypatch):
+    """Past WAITING_BYTES the oldest waiting chunks go: what they held is a gap after the
+    takeover, as without the wait; the newer ones are still replayed."""
+    monkeypatch.setattr(streams, "WAITING_BYTES", 120)
+    story = Story()
+    client = dict(role=ROLE_CLIENT, tgid=100, ssl=0xA000, fd=5)
+    server = dict(role=ROLE_SERVER, tgid=200, ssl=0xC000, fd=9)
+    banner = b"220 ready\r\n"
+    story.chunk(event(KIND_WRITE, banner, **server))
+    pieces = [bytes([65 + i]) * 40 for i in range(4)]                 # 160 bytes: 40 too many
+    for i, piece in enumerate(pieces):
+        story.chunk(event(KIND_WRITE, piece, 40 * i, **client))
+    story.chunk(event(KIND_READ, banner, **client))
+    assert story.synth.stats.handovers == 1
+    assert story.synth.stats.duplicate_chunks == 1                     # the one dropped
+    assert (story.synth.stats.gaps, story.synth.stats.gap_bytes) == (1, 40)
+    payloads = [decode(LINKTYPE_ETHERNET, f) for _t, f, _l in story.packets]
+    to_server = b"".join(p.payload for p in payloads if p.payload and p.dport == SERVER[1])
+    assert to_server == b"".join(pieces[1:])
+
+
+def test_waiting_chunks_are_bounded_in_all_and_freed_with_their_connection(monkeypatch):
+    """Client ends hooked mid-connection never match: their chunks wait only within the
+    bound over all connections (the connection that began to wait first loses first), and
+    a connection's close frees what it held."""
+    monkeypatch.setattr(streams, "WAITING_TOTAL_BYTES", 100)
+    story = Story()
+    for number in range(3):
+        client_port = (CLIENT[0], 41000 + number)
+        exchange(story, role=ROLE_SERVER, tgid=200, ssl=0xC000 + number, fd=9 + number,
+                 client=client_port)
+        story.chunk(event(KIND_WRITE, b"x" * 40, 500, tgid=100, ssl=0xA000 + number,
+                          fd=5 + number, client=client_port))
+    held = {key: connection.waiting_bytes
+            for key, connection in story.synth._connections.items()}
+    assert sorted(held.values()) == [0, 40, 40]                       # the first one's went
+    assert story.synth._waiting_bytes == 80
+    for number in range(3):
+        story.close(tgid=200, fd=9 + number)
+    assert story.synth._waiting_bytes == 0 and not story.synth._waiting_in
+
 
 def test_the_closed_memory_fades():
     story = Story()

@@ -17,6 +17,10 @@ the client is preempted between its write and the probe on the write's return, o
 server speaks first; it owns the connection until the client's first chunk, which takes over
 if its bytes match what the server reported at the same offsets (both ends count from the
 connection's start; an end hooked mid-connection does not, and is left out as a duplicate).
+The client's chunks that came before the match (a Go HTTP/2 server writes its SETTINGS
+before it reads anything, so the client's first writes have nothing to match yet) are kept,
+bounded, and replayed at the takeover: what they carry beyond what the server reported is
+not lost.
 
 Pure: events and times in, packets out; no I/O.
 """
@@ -40,6 +44,11 @@ IDLE_FORGET_NS = 600_000_000_000
 # Of a connection a server's end owns, this many first bytes each way are kept to match the
 # client's end against.
 MATCH_BYTES = 256
+# And of the client's end's chunks while they cannot be matched yet, this many bytes a
+# connection and in all (the oldest go first: what they held becomes a gap after a takeover;
+# an end hooked mid-connection never matches, and its chunks only wait until dropped).
+WAITING_BYTES = 64 * 1024
+WAITING_TOTAL_BYTES = 4 << 20
 
 Owner = tuple[int, int]   # (process, SSL object): one end of one TLS connection
 
@@ -75,6 +84,9 @@ class _Connection:
     to_client: _Half = field(default_factory=lambda: _Half(0))
     # While a server's end owns it: (offset, bytes) of the first data each way, by to_server.
     first_data: dict[bool, tuple[int, bytes]] = field(default_factory=dict)
+    # While a server's end owns it: the chunks of client ends not matched yet, oldest first.
+    waiting: dict[Owner, list[TlsEvent]] = field(default_factory=dict)
+    waiting_bytes: int = 0
 
 
 def _isn(key: ConnKey, to_server: bool) -> int:
@@ -93,6 +105,9 @@ class StreamSynthesizer:
         self._connections: dict[ConnKey, _Connection] = {}
         self._by_owner: dict[Owner, ConnKey] = {}
         self._closed: dict[ConnKey, tuple[Owner, int]] = {}
+        # The connections holding waiting chunks, in the order they began to (a set in order).
+        self._waiting_in: dict[ConnKey, None] = {}
+        self._waiting_bytes = 0
         self.stats = SynthStats()
 
     # -- events ---------------------------------------------------------------------------
@@ -113,10 +128,19 @@ class StreamSynthesizer:
                 packets += self._finish(self._connections[previous], wall_ns)
             connection = self._open(key, owner, owner_is_client, event.fd, wall_ns, packets)
         elif connection.owner != owner:
-            if not (owner_is_client and self._takes_over(connection, event)):
+            if not owner_is_client or connection.owner_is_client:
+                self.stats.duplicate_chunks += 1
+                return packets
+            earlier = connection.waiting.get(owner, [])
+            if not any(self._takes_over(connection, chunk) for chunk in (*earlier, event)):
+                self._wait(connection, owner, event)
                 self.stats.duplicate_chunks += 1
                 return packets
             packets += self._hand_over(connection, owner, event.fd, wall_ns)
+            for chunk in earlier:       # what they carry beyond the server's report
+                sent = chunk.kind == KIND_WRITE      # by the client, now the owner: to the server
+                packets += self._data(connection, sent, sent, chunk, wall_ns)
+            self.stats.duplicate_chunks -= len(earlier)
         connection.last_ns = wall_ns
         sent_by_owner = event.kind == KIND_WRITE
         to_server = sent_by_owner == connection.owner_is_client
@@ -172,6 +196,33 @@ class StreamSynthesizer:
         return high > low and (seen[low - start:high - start]
                                == event.data[low - event.offset:high - event.offset])
 
+    def _wait(self, connection: _Connection, owner: Owner, event: TlsEvent) -> None:
+        """Keep a client end's chunk that matches nothing yet, within the bounds."""
+        connection.waiting.setdefault(owner, []).append(event)
+        connection.waiting_bytes += len(event.data)
+        self._waiting_bytes += len(event.data)
+        self._waiting_in[connection.key] = None
+        while connection.waiting_bytes > WAITING_BYTES:
+            self._drop_oldest_waiting(connection)
+        while self._waiting_bytes > WAITING_TOTAL_BYTES:
+            self._drop_oldest_waiting(self._connections[next(iter(self._waiting_in))])
+
+    def _drop_oldest_waiting(self, connection: _Connection) -> None:
+        owner, chunks = next(iter(connection.waiting.items()))
+        size = len(chunks.pop(0).data)
+        connection.waiting_bytes -= size
+        self._waiting_bytes -= size
+        if not chunks:
+            del connection.waiting[owner]
+        if not connection.waiting:
+            del self._waiting_in[connection.key]
+
+    def _stop_waiting(self, connection: _Connection) -> None:
+        self._waiting_bytes -= connection.waiting_bytes
+        connection.waiting.clear()
+        connection.waiting_bytes = 0
+        self._waiting_in.pop(connection.key, None)
+
     def _hand_over(self, connection: _Connection, owner: Owner, fd: int,
                    wall_ns: int) -> list[RawPacket]:
         """The client's end owns the connection from now on; the server's is a duplicate."""
@@ -184,6 +235,7 @@ class StreamSynthesizer:
             packets += self._finish(self._connections[previous], wall_ns)
         connection.owner, connection.owner_is_client, connection.fd = owner, True, fd
         connection.first_data.clear()
+        self._stop_waiting(connection)
         self._by_owner[owner] = connection.key
         self.stats.handovers += 1
         return packets
@@ -262,6 +314,7 @@ class StreamSynthesizer:
         return packets
 
     def _forget(self, connection: _Connection) -> None:
+        self._stop_waiting(connection)
         self._connections.pop(connection.key, None)
         if self._by_owner.get(connection.owner) == connection.key:
             del self._by_owner[connection.owner]
