@@ -303,6 +303,12 @@ def test_a_client_end_whose_writes_came_before_the_server_read_them_loses_none()
     entries = story.entries()
     assert [(e["protocol"], e["request"].get("path"), e["status"], e["complete"])
             for e in entries] == [("http2", "/h2/a", 200, True), ("http2", "/h2/b", 200, True)]
+    # the replayed HEADERS keep the times the client wrote them at (3 and 4 ms), not the
+    # takeover's (6 ms)
+    sent = [(ts - START) // MS for ts, frame, _l in story.packets
+            if decode(LINKTYPE_ETHERNET, frame).dport == SERVER[1]
+            and decode(LINKTYPE_ETHERNET, frame).payload]
+    assert sent == [5, 3, 4]                       # the server's read of the preface, then them
 
 
 def test_a_client_ends_waiting_chunks_are_bounded(monkeypatch):

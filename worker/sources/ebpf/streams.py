@@ -84,8 +84,9 @@ class _Connection:
     to_client: _Half = field(default_factory=lambda: _Half(0))
     # While a server's end owns it: (offset, bytes) of the first data each way, by to_server.
     first_data: dict[bool, tuple[int, bytes]] = field(default_factory=dict)
-    # While a server's end owns it: the chunks of client ends not matched yet, oldest first.
-    waiting: dict[Owner, list[TlsEvent]] = field(default_factory=dict)
+    # While a server's end owns it: the chunks of client ends not matched yet, oldest first,
+    # with their times.
+    waiting: dict[Owner, list[tuple[TlsEvent, int]]] = field(default_factory=dict)
     waiting_bytes: int = 0
 
 
@@ -132,14 +133,15 @@ class StreamSynthesizer:
                 self.stats.duplicate_chunks += 1
                 return packets
             earlier = connection.waiting.get(owner, [])
-            if not any(self._takes_over(connection, chunk) for chunk in (*earlier, event)):
-                self._wait(connection, owner, event)
+            if not (self._takes_over(connection, event)
+                    or any(self._takes_over(connection, chunk) for chunk, _ns in earlier)):
+                self._wait(connection, owner, event, wall_ns)
                 self.stats.duplicate_chunks += 1
                 return packets
             packets += self._hand_over(connection, owner, event.fd, wall_ns)
-            for chunk in earlier:       # what they carry beyond the server's report
+            for chunk, chunk_ns in earlier:     # what they carry beyond the server's report
                 sent = chunk.kind == KIND_WRITE      # by the client, now the owner: to the server
-                packets += self._data(connection, sent, sent, chunk, wall_ns)
+                packets += self._data(connection, sent, sent, chunk, chunk_ns)
             self.stats.duplicate_chunks -= len(earlier)
         connection.last_ns = wall_ns
         sent_by_owner = event.kind == KIND_WRITE
@@ -196,9 +198,9 @@ class StreamSynthesizer:
         return high > low and (seen[low - start:high - start]
                                == event.data[low - event.offset:high - event.offset])
 
-    def _wait(self, connection: _Connection, owner: Owner, event: TlsEvent) -> None:
+    def _wait(self, connection: _Connection, owner: Owner, event: TlsEvent, wall_ns: int) -> None:
         """Keep a client end's chunk that matches nothing yet, within the bounds."""
-        connection.waiting.setdefault(owner, []).append(event)
+        connection.waiting.setdefault(owner, []).append((event, wall_ns))
         connection.waiting_bytes += len(event.data)
         self._waiting_bytes += len(event.data)
         self._waiting_in[connection.key] = None
@@ -209,7 +211,7 @@ class StreamSynthesizer:
 
     def _drop_oldest_waiting(self, connection: _Connection) -> None:
         owner, chunks = next(iter(connection.waiting.items()))
-        size = len(chunks.pop(0).data)
+        size = len(chunks.pop(0)[0].data)
         connection.waiting_bytes -= size
         self._waiting_bytes -= size
         if not chunks:
