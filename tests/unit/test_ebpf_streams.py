@@ -332,6 +332,41 @@ def test_a_client_ends_waiting_chunks_are_bounded(monkeypatch):
     assert to_server == b"".join(pieces[1:])
 
 
+def test_a_waiting_chunk_that_matches_what_the_server_read_later_hands_over():
+    """The client writes before the server has read anything, and again beyond the bytes the
+    server's first read holds: the later write matches nothing itself, but the first one now
+    matches the server's read, so the client takes over and both are replayed."""
+    story = Story()
+    client = dict(role=ROLE_CLIENT, tgid=100, ssl=0xA000, fd=5)
+    server = dict(role=ROLE_SERVER, tgid=200, ssl=0xC000, fd=9)
+    story.chunk(event(KIND_WRITE, b"220 ready\r\n", **server))
+    head, tail = b"H" * 300, b"T" * 50
+    story.chunk(event(KIND_WRITE, head, **client))                      # nothing to match yet
+    story.chunk(event(KIND_READ, head[:100], **server))
+    assert story.synth.stats.handovers == 0
+    story.chunk(event(KIND_WRITE, tail, 300, **client))                 # past the server's read
+    assert story.synth.stats.handovers == 1
+    payloads = [decode(LINKTYPE_ETHERNET, f) for _t, f, _l in story.packets]
+    assert b"".join(p.payload for p in payloads if p.payload and p.dport == SERVER[1]) == head + tail
+
+
+def test_a_client_end_that_never_matches_is_tried_once_per_direction(monkeypatch):
+    """An end hooked mid-connection never matches: each new chunk is tried, and the waiting
+    ones again only when the server's end has reported a new direction, not at every chunk."""
+    story = Story()
+    tried = []
+    real = StreamSynthesizer._takes_over
+    monkeypatch.setattr(StreamSynthesizer, "_takes_over",
+                        staticmethod(lambda connection, ev: tried.append(ev) or real(connection, ev)))
+    exchange(story, role=ROLE_SERVER, tgid=200, ssl=0xC000, fd=9)        # both directions seen
+    for number in range(200):
+        story.chunk(event(KIND_WRITE, b"y" * 10, 5000 + 10 * number))
+    assert story.synth.stats.handovers == 0
+    # each chunk once; the waiting ones never again, as the server's end reported both
+    # directions before they came (tried at every chunk, they would be 200 * 201 / 2)
+    assert len(tried) == 200
+
+
 def test_waiting_chunks_are_bounded_in_all_and_freed_with_their_connection(monkeypatch):
     """Client ends hooked mid-connection never match: their chunks wait only within the
     bound over all connections (the connection that began to wait first loses first), and

@@ -88,6 +88,9 @@ class _Connection:
     # with their times.
     waiting: dict[Owner, list[tuple[TlsEvent, int]]] = field(default_factory=dict)
     waiting_bytes: int = 0
+    # How many directions first_data held when the waiting chunks were last matched against
+    # it (it only grows until the takeover): they are matched again only when it has grown.
+    waiting_matched: int = 0
 
 
 def _isn(key: ConnKey, to_server: bool) -> int:
@@ -133,8 +136,7 @@ class StreamSynthesizer:
                 self.stats.duplicate_chunks += 1
                 return packets
             earlier = connection.waiting.get(owner, [])
-            if not (self._takes_over(connection, event)
-                    or any(self._takes_over(connection, chunk) for chunk, _ns in earlier)):
+            if not (self._takes_over(connection, event) or self._waiting_match(connection, earlier)):
                 self._wait(connection, owner, event, wall_ns)
                 self.stats.duplicate_chunks += 1
                 return packets
@@ -197,6 +199,15 @@ class StreamSynthesizer:
         high = min(start + len(seen), event.offset + len(event.data))
         return high > low and (seen[low - start:high - start]
                                == event.data[low - event.offset:high - event.offset])
+
+    def _waiting_match(self, connection: _Connection,
+                       earlier: list[tuple[TlsEvent, int]]) -> bool:
+        """Whether a waiting chunk matches what the server's end has reported since they were
+        last tried (each is tried once per direction the server reports, not per chunk)."""
+        if connection.waiting_matched == len(connection.first_data):
+            return False
+        connection.waiting_matched = len(connection.first_data)
+        return any(self._takes_over(connection, chunk) for chunk, _ns in earlier)
 
     def _wait(self, connection: _Connection, owner: Owner, event: TlsEvent, wall_ns: int) -> None:
         """Keep a client end's chunk that matches nothing yet, within the bounds."""
