@@ -114,6 +114,10 @@ _FLAGS.update({PUBREL: 2, SUBSCRIBE: 2, UNSUBSCRIBE: 2})
 _ANSWERS: Final = {PUBACK: PUBLISH, PUBREC: PUBLISH, PUBCOMP: PUBLISH, SUBACK: SUBSCRIBE,
             UNSUBACK: UNSUBSCRIBE}
 _WAITS_FOR_REPLY: Final = frozenset({CONNECT, PINGREQ, SUBSCRIBE, UNSUBSCRIBE})
+# A PUBACK's response fields as MqttSession.acked gives them (its packet id set in a copy):
+# what _finish makes of a successful two-byte PUBACK's fields. Never handed out itself.
+_PUBACK_FIELDS: Final[dict[str, Any]] = {"packet_type": "PUBACK", "packet_id": 0,
+                                         "reason_code": 0, "error": None}
 
 
 class Malformed(ValueError):
@@ -412,7 +416,8 @@ class _TopicJson:
     sender publishes the same sizes again and again: the dict and its JSON shared by those
     exchanges, never changed after their emit)."""
 
-    __slots__ = ("topic", "sender", "parts", "publish0", "qos1_flags", "qos1")
+    __slots__ = ("topic", "sender", "parts", "publish0", "qos1_flags", "qos1", "fields_key",
+                 "fields")
 
     def __init__(self, topic: str, sender: str) -> None:
         self.topic = topic
@@ -422,6 +427,10 @@ class _TopicJson:
         # The last QoS 1 flags' parts as strs (publish1_json)
         self.qos1_flags = -1
         self.qos1 = ("", "", "")
+        # The last QoS 1 or 2 PUBLISH's fields but its numbers, by qos << 4 | flags
+        # (publish_fields): never handed out, copied.
+        self.fields_key = -1
+        self.fields: dict[str, Any] = {}
 
     def parts_of(self, qos: int, flags: int) -> JsonParts:
         key = qos << 4 | flags
@@ -444,6 +453,21 @@ class _TopicJson:
                  "sender": self.sender},
                 _RAW(head + str(size).encode() + tail))
         return made
+
+    def publish_fields(self, qos: int, flags: int, packet_id: int, size: int) -> dict[str, Any]:
+        """A QoS 1 or 2 PUBLISH's fields (flags: its retain and dup bits), as _parse and
+        decode make them: a copy of the kept ones with its numbers set (a copy of a dict and
+        two values replaced cost about half of building the seven entries)."""
+        key = qos << 4 | flags
+        if key != self.fields_key:
+            self.fields_key = key
+            self.fields = {"packet_type": "PUBLISH", "topic": self.topic, "qos": qos,
+                           "retain": bool(flags & 1), "dup": bool(flags & 8), "packet_id": 0,
+                           "payload_size": 0}
+        fields = self.fields.copy()
+        fields["packet_id"] = packet_id
+        fields["payload_size"] = size
+        return fields
 
     def publish1_json(self, flags: int, packet_id: int, size: int) -> msgspec.Raw:
         """A QoS 1 PUBLISH's fields' JSON (flags: its retain and dup bits)."""
@@ -657,7 +681,7 @@ class _Reader(StreamReader):
                         topic = topic[:STRING_LIMIT] + "..."
                     self.topic_raw, self.topic = raw, topic
                     self._topic_changed(topic)
-                packet_id = None
+                packet_id = 0
                 if qos:
                     if at + 2 > end:
                         return pos
@@ -684,15 +708,13 @@ class _Reader(StreamReader):
                         bytes(work[at:min(end, at + body_limit)]) if body_limit > 0 else None)
                     pos = end
                     continue
-                fields: dict[str, Any] = {
-                    "packet_type": "PUBLISH", "topic": topic, "qos": qos,
-                    "retain": bool(flags & 1), "dup": bool(flags & 8),
-                    "packet_id": packet_id, "payload_size": end - at}
+                topic_json = self.topic_json
                 # (a compiled class cannot be made by __new__ alone, as this was)
-                packet = _Packet(PUBLISH, flags, direction, fields)
+                packet = _Packet(PUBLISH, flags, direction,
+                                 topic_json.publish_fields(qos, flags & 9, packet_id, end - at))
                 packet.packet_id = packet_id
                 if qos == 1:              # its JSON when its PUBACK ends it (acked)
-                    packet.topic_json = self.topic_json
+                    packet.topic_json = topic_json
                     packet.payload_size = end - at
                 if body_limit > 0:
                     packet.payload = bytearray(work[at:min(end, at + body_limit)])
@@ -725,7 +747,11 @@ class _Reader(StreamReader):
                 _, packet.ts, packet.ref = chunk_at(marks, start)
                 _, packet.end_ts, packet.end_ref = chunk_at(marks, base + end - 1)
             pos = end
-            session.packet(packet)          # a native call (a bound method would not be)
+            # (native calls: a bound method would not be)
+            if kind == PUBLISH:
+                session.publish_waits(packet, packet_id)
+            else:
+                session.packet(packet)
         return pos
 
     def _topic_changed(self, topic: str) -> None:
@@ -1086,6 +1112,21 @@ class MqttSession(TwoWaySession[_Reader]):
         else:                                # DISCONNECT, AUTH
             self._finish(_Flow(packet))
 
+    def publish_waits(self, packet: _Packet, packet_id: int) -> None:
+        """packet() of a QoS 1 or 2 PUBLISH read by the fast path (_Reader._whole): it waits
+        for its acknowledgement under its packet id, after a PUBLISH of the same sender and
+        id still waiting is finished as unacknowledged. (Called directly: packet() reads the
+        QoS from the fields and pops through a Python method call.)"""
+        key = (packet_id + 1) << 1 | (1 if packet.direction == S2C else 0)
+        pending = self.pending
+        old = pending.get(key)
+        if old is not None:
+            del pending[key]
+            if old.request is not None:
+                old.request.notes.append("no acknowledgement")
+            self._finish(old, complete=False)
+        pending[key] = _Flow(packet)
+
     def publish0(self, fields: dict[str, Any], fields_json: msgspec.Raw, topic: str,
                  direction: Direction, start: int, size: int, ts: int, ref: PacketRef,
                  last_ref: PacketRef, body: bytes | None) -> None:
@@ -1142,11 +1183,12 @@ class MqttSession(TwoWaySession[_Reader]):
         if topic_json is not None and len(fields) == 8:
             request_json = topic_json.publish1_json(request.flags & 9, packet_id,
                                                     request.payload_size)
+        # (a copy of the fields with the id set: about half of building the four)
+        response = _PUBACK_FIELDS.copy()
+        response["packet_id"] = packet_id
         self.emit(Exchange("mqtt", request.ts, end_ts, self.publish_summary(str(topic), 1),
-                           fields, {"packet_type": "PUBACK", "packet_id": packet_id,
-                                    "reason_code": 0, "error": None},
-                           0, request.size, 4, complete, request.ref, end_ref, client_offset,
-                           server_offset, body, None, notes, request_json))
+                           fields, response, 0, request.size, 4, complete, request.ref, end_ref,
+                           client_offset, server_offset, body, None, notes, request_json))
         return True
 
     def publish_summary(self, topic: str, qos: int) -> str:
