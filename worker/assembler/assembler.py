@@ -26,6 +26,7 @@ from worker.assembler.flows import (Flow, FlowKey, Half, flow_key, key_parts, re
 from worker.assembler.tcp import HALF_SPACE, SEQ_MASK, insert, seq_delta, take_run
 from worker.connections import SYN_TIMEOUT_NS, TcpFacts
 from worker.dissectors.base import DatagramSession, Direction, FlowInfo, Session
+from worker.dissectors.stream import TwoWaySession
 from worker.packet import ACK, FIN, RST, SYN, TCP, UNREACHABLE, Decoded, PacketRef
 
 MAX_KNOWN_SERVERS: Final = 65536
@@ -63,6 +64,27 @@ class AssemblerStats(msgspec.Struct):
 # The plain dict's keys view, for an OrderedDict: iterated in the underlying dict's insertion
 # order, without the OrderedDict's lookup of each key (Assembler._flows).
 _DICT_KEYS: Final = dict.keys
+
+
+# TwoWaySession's own on_data (a session class that overrides it is not called directly).
+_TWO_WAY_ON_DATA: Final = TwoWaySession.on_data
+
+
+def _probe_stream(flow: Flow, session: Session) -> None:
+    """After an in-order chunk went through the flow's session (a dissection selector until a
+    dissector claims the flow, then its bound method forwards each call unchanged): once the
+    selector has handed the flow to a TwoWaySession whose on_data is TwoWaySession's own,
+    that session, for the assembler to call directly (through the selector, each chunk was a
+    Python method call with its five arguments boxed: ~1k instructions a packet). At most
+    flow.probes calls look (a session of another kind has no claimed one)."""
+    claimed = getattr(session, "session", None)
+    if claimed is None:
+        flow.probes -= 1
+        return
+    flow.probes = 0
+    if isinstance(claimed, TwoWaySession) and type(claimed).on_data is _TWO_WAY_ON_DATA \
+            and getattr(session, "on_data", None) == claimed.on_data:
+        flow.stream = claimed
 
 
 class Assembler:
@@ -188,8 +210,14 @@ class Assembler:
                 self._delivered += size
                 session = flow.session
                 if session is not None:
+                    stream = flow.stream
                     try:
-                        session.on_data(half.direction, payload, offset, ts_ns, ref)
+                        if stream is not None:    # a native call: no boxed arguments
+                            stream.on_data(half.direction, payload, offset, ts_ns, ref)
+                        else:
+                            session.on_data(half.direction, payload, offset, ts_ns, ref)
+                            if flow.probes:
+                                _probe_stream(flow, session)
                     except Exception:
                         self._session_failed(flow, ts_ns)
             else:
@@ -266,6 +294,7 @@ class Assembler:
             log.warning("closing the session of %s failed", flow, exc_info=True)
         try:
             live.session = self._open_session(flow)
+            live.new_session()
         except Exception:
             self._stats.session_errors += 1
             log.warning("opening a session for %s failed; the flow is not dissected", flow,

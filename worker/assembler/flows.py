@@ -13,6 +13,7 @@ from __future__ import annotations
 from struct import Struct
 from typing import Final
 from worker.dissectors.base import Direction, FlowInfo, Session
+from worker.dissectors.stream import TwoWaySession
 from worker.packet import PacketRef
 
 # src ip, dst ip (4 or 16 bytes each), src port, dst port (2 bytes each, big-endian)
@@ -99,11 +100,17 @@ class Half:
         self.base = self.next_seq = seq
 
 
+# Calls through a flow's session after which the assembler stops looking for a TwoWaySession
+# that claimed it (Assembler._probe_stream): a selector decides within its first few calls;
+# a session of another kind never has one.
+STREAM_PROBES: Final = 16
+
+
 class Flow:
     """A connection (TCP) or a 5-tuple (UDP) with fixed client/server roles."""
 
     __slots__ = ("info", "key", "server_key", "is_tcp", "session", "client", "server",
-                 "last_ns", "queued_ns", "closed", "anchored", "buffered")
+                 "last_ns", "queued_ns", "closed", "anchored", "buffered", "stream", "probes")
     __deletable__ = ("client", "server")   # unlink
 
     def __init__(self, info: FlowInfo, key: FlowKey, server_key: FlowKey,
@@ -114,6 +121,7 @@ class Flow:
         self.server_key = server_key
         self.is_tcp = info.transport == "tcp"
         self.session = session             # None once closed or after the session failed
+        self.new_session()
         self.client = Half(self, Direction.CLIENT_TO_SERVER)
         self.server = Half(self, Direction.SERVER_TO_CLIENT)
         self.client.peer, self.server.peer = self.server, self.client
@@ -122,6 +130,13 @@ class Flow:
         self.closed = False                # on_close delivered; kept briefly to absorb stragglers
         self.anchored = anchored
         self.buffered = 0                  # out-of-order bytes held, both directions
+
+    def new_session(self) -> None:
+        """`session` is new: what the assembler learnt of the last one is forgotten."""
+        # The TwoWaySession that claimed the flow through its selector, called directly
+        # (Assembler._probe_stream), and how many more calls may look for it.
+        self.stream: TwoWaySession | None = None
+        self.probes = STREAM_PROBES
 
     def unlink(self) -> None:
         """The flow left the assembler's table for good: cut the references between it and
