@@ -568,6 +568,19 @@ class _Reader(StreamReader):
                 self.skipped += len(data) - pos
                 return
             self.state = SYNCED
+        if not self.buf:
+            # Nothing buffered (the commonest chunk): the fast path reads its whole packets
+            # first, as parse would, without the chunk's mark (a tuple and four ints made and
+            # freed per chunk): every packet it reads starts in this chunk, so none is looked
+            # up. The rest (none, mostly) goes the usual way, its mark from its first byte.
+            if self.marks:
+                self.marks.clear()
+            n = len(data)
+            taken = self._whole(data, pos, n, offset, ts, ref)
+            if taken >= n:
+                self.base = offset + pos
+                return
+            pos = taken
         super().take(data[pos:] if pos else data, offset + pos, ts, ref)
 
     def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
@@ -633,6 +646,7 @@ class _Reader(StreamReader):
         body_limit = session.body_limit
         direction = self.direction
         marks = self.marks
+        # (no marks: the chunk (ts, ref) just taken holds every packet, take's fast path)
         last_start = marks[-1][0] if marks else -1
         while n - pos >= 4:
             first = work[pos]
