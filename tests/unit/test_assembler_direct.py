@@ -124,3 +124,13 @@ def test_a_session_that_is_no_selector_is_probed_a_few_times_then_left_alone() -
     flow = list(assembler._order)[0]
     assert flow.probes == 0 and flow.stream is None
     assert sessions[0].data == chunks
+
+
+def test_a_closed_flow_holds_no_stream_session() -> None:
+    """A closed flow lingers in the table for a while: the session it called directly is
+    let go with its session, not held until the flow leaves."""
+    dissection = Dissection("n", numbered=True)
+    made = feed(dissection, mqtt_packets(10, close="fin"))
+    flow = the_flow(dissection)
+    assert flow.closed and flow.session is None
+    assert flow.stream is None and made

@@ -285,6 +285,7 @@ class Assembler:
             return False
         live = half.flow
         session, live.session = live.session, None
+        live.new_session()   # (nor is its stream session called any more)
         if session is None:
             return False   # its session failed: the flow is no longer dissected
         try:
@@ -294,7 +295,6 @@ class Assembler:
             log.warning("closing the session of %s failed", flow, exc_info=True)
         try:
             live.session = self._open_session(flow)
-            live.new_session()
         except Exception:
             self._stats.session_errors += 1
             log.warning("opening a session for %s failed; the flow is not dissected", flow,
@@ -491,6 +491,7 @@ class Assembler:
                 facts.failure = "timeout"
             failed = facts.failure is not None
         session, flow.session = flow.session, None
+        flow.new_session()   # its stream session freed with it, not held while it lingers
         if session is not None:
             try:
                 if isinstance(session, DatagramSession):   # a direct call, compiled
@@ -548,6 +549,7 @@ class Assembler:
         log.warning("the session of %s failed; the flow is no longer dissected", flow.info,
                     exc_info=True)
         session, flow.session = flow.session, None
+        flow.new_session()   # its stream session freed with it, not held while it lingers
         if session is not None:
             try:
                 session.on_close(ts_ns)

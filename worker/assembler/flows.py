@@ -132,7 +132,8 @@ class Flow:
         self.buffered = 0                  # out-of-order bytes held, both directions
 
     def new_session(self) -> None:
-        """`session` is new: what the assembler learnt of the last one is forgotten."""
+        """`session` is new (or None): what the assembler learnt of the last one is
+        forgotten, and the claimed session it called is no longer held."""
         # The TwoWaySession that claimed the flow through its selector, called directly
         # (Assembler._probe_stream), and how many more calls may look for it.
         self.stream: TwoWaySession | None = None
