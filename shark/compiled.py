@@ -36,6 +36,7 @@ COMPILED: tuple[str, ...] = (
     "worker.assembler.flows",
     "worker.assembler.assembler",
     "worker.dissection",
+    "worker.redact_scan",
     "worker.flow_table",
     "worker.shard_filter",
     "worker.dissectors.base",

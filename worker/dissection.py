@@ -26,7 +26,8 @@ from worker.dissectors.select import CHECKPOINTS, DETECT_LIMIT, SelectingSession
 from worker.dissectors.ways import Registered, Way, hinted, registered
 from worker.names import Name, NameTable
 from worker.packet import FOREIGN, NOTHING, PacketRef, StoredPacket, decode_fields, ip_text
-from worker.redact import UNTOUCHED, Redactor
+from worker.redact import NOT_TEXT_KEYS, SUMMARY_READ, UNTOUCHED, Redactor
+from worker.redact_scan import message_left_alone
 from worker.sources.ebpf.synth import MARK, mark_offset
 from worker.store.index import NO_VALUE, IndexRow, IndexValues, row_from_values
 # Re-exported: these Structs were defined here before the module was compiled.
@@ -67,6 +68,8 @@ _ENTRY: Final = IndexedEntry
 _SIZE: Final = Size
 _TCP_INFO: Final = TcpInfo
 _UNTOUCHED: Final = UNTOUCHED
+_SUMMARY_READ: Final = SUMMARY_READ
+_NOT_TEXT_KEYS: Final = NOT_TEXT_KEYS
 _NO_VALUE: Final = NO_VALUE
 _ENCODE_INTO: Final = ENCODER.encode_into
 _RAW: Final = msgspec.Raw
@@ -499,6 +502,9 @@ class Dissection:
         # The redactor's bound entry(), made once (a method call from here looks the method up
         # each time).
         self._redact = None if redactor is None else redactor.entry
+        # What message_left_alone needs of the redactor: its field names in quotes.
+        self._quoted_names: tuple[str, ...] | None = \
+            None if redactor is None else redactor.quoted_names
         self._identities = identities
         self._next_seq = first_seq
         # Tuples: open_session keys what every flow over them shares by the tuple (a list
@@ -1011,13 +1017,18 @@ class Dissection:
             elapsed = elapsed_ms(start_ns, end_ns)
         protocol = exchange.protocol
         redact = self._redact
-        if redact is not None and protocol not in _UNTOUCHED:
+        # The redactor (interpreted: ~10k instructions a WebSocket entry) only for an entry it
+        # could change: one of SUMMARY_READ's, or a side message_left_alone does not pass.
+        if redact is not None and protocol not in _UNTOUCHED and (
+                protocol in _SUMMARY_READ or not (
+                    message_left_alone(exchange.request, _NOT_TEXT_KEYS, self._quoted_names) and
+                    message_left_alone(exchange.response, _NOT_TEXT_KEYS, self._quoted_names))):
             redacted = True
             request: dict[str, Any] | msgspec.Raw = exchange.request
             response: dict[str, Any] | msgspec.Raw | None = exchange.response
         else:
             # The request's and response's JSON when the dissector has them (the redactor,
-            # which changes the dicts, does not read them here).
+            # which changes the dicts, is not called, or changes nothing: UNTOUCHED).
             redacted = False
             request_json = exchange.request_json
             request = exchange.request if request_json is None else request_json

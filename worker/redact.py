@@ -23,6 +23,7 @@ from urllib.parse import unquote, unquote_plus
 from shark.model import Body, Entry
 from shark.token import keyed_hash, load_or_create
 from worker.dissectors.redis import SECRET_COMMANDS, secret_arguments
+from worker.redact_scan import may_hold_field
 
 DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                    "x-auth-token")
@@ -71,6 +72,14 @@ UNTOUCHED = frozenset({"mqtt", "dns", "kafka"})
 # The keys of a request or response Redactor._message reads (tests/unit/test_redact.py checks
 # that it reads no other).
 MESSAGE_KEYS = frozenset({"headers", "trailers", "query", "host", "authority", "text"})
+# Those but "text": a side holding none of them is left as it is unless its text may hold a
+# field (worker.redact_scan.message_left_alone).
+NOT_TEXT_KEYS = MESSAGE_KEYS - {"text"}
+# Protocols whose summary or fields entry() reads beyond what _message reads (the request line,
+# a Redis command, SQL). For every other protocol entry() changes only what _message changes,
+# so the dissection calls it only when redact_scan.message_left_alone says it could change a
+# side (for most entries it cannot: a WebSocket message without a field name in quotes).
+SUMMARY_READ = _HTTP | {"redis"} | _SQL
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#@\s]+)@")
 
 
@@ -101,11 +110,10 @@ class Redactor:
         # is still redacted (an unterminated string runs to the end).
         self._json = re.compile(
             rf'"(?P<name>{names})"(?P<sep>\s*:\s*)(?P<value>"(?:[^"\\]|\\.)*"?|[^\s,{{}}\[\]][^\s,}}\]]*)', re.I)
-        # What _json needs in a text before it can match: one of the names in quotes. For ASCII
-        # text and names, lower() and substring tests find exactly the names re.I finds (its other
-        # foldings, 'ſ' for 's', 'K' for 'k', 'ı' and 'İ' for 'i', are not ASCII); the regex's
-        # search per WebSocket text message was ~a sixth of that protocol's dissection.
-        self._quoted_names = tuple(f'"{name}"' for name in self.fields) \
+        # What _json needs in a text before it can match: one of the names in quotes
+        # (redact_scan.may_hold_field; None: a name is not ASCII, every text is searched). The
+        # regex's search per WebSocket text message was ~a sixth of that protocol's dissection.
+        self.quoted_names = tuple(f'"{name}"' for name in self.fields) \
             if all(name.isascii() for name in self.fields) else None
 
     def describe(self) -> dict[str, Any]:
@@ -203,14 +211,7 @@ class Redactor:
 
     def _may_hold_field(self, text: str) -> bool:
         """False only when _json cannot match in `text` (no field name in quotes)."""
-        quoted = self._quoted_names
-        if quoted is None or not text.isascii():
-            return True
-        lower = text.lower()
-        for name in quoted:     # (a loop: any() over a generator costs as much as the regex)
-            if name in lower:
-                return True
-        return False
+        return may_hold_field(text, self.quoted_names)
 
     def _headers(self, headers: dict[str, Any], lower_case: bool) -> None:
         watched = self._watched

@@ -4,6 +4,7 @@ made from scratch as a shark.model.Entry."""
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import random
@@ -157,3 +158,30 @@ def test_numbered_rows_are_the_wire_rows_numbered():
         "http", "dns", "redis", "postgres", "mysql", "mqtt", "amqp"}
     with pytest.raises(ValueError):
         made[True].take_wire_report()
+
+
+@pytest.mark.parametrize("fields", [(), ("seq", "payload", "n"), ("Sessión",)])
+def test_entries_are_those_the_redactor_makes_of_the_unredacted_ones(fields: tuple) -> None:
+    """Dissection calls Redactor.entry only for an entry it could change (SUMMARY_READ's, or a
+    side redact_scan.message_left_alone does not pass): every golden entry is what entry()
+    makes of the same entry made without a redactor, with field names that are in the
+    WebSocket goldens' JSON texts ("seq", "payload"), in none, and one not ASCII."""
+    redactor = Redactor("k", headers=["upgrade", "date"], fields=fields)
+    rows = {}
+    for redacting in (False, True):
+        dissection = Dissection("node-1", redactor=redactor if redacting else None, numbered=True)
+        for batch in _golden_batches():
+            dissection.feed(batch)
+        dissection.close_all()
+        rows[redacting] = [json.loads(bytes(value[3])) for value in dissection.take_values()]
+    redacted = 0
+    assert len(rows[True]) == len(rows[False]) > 100
+    for plain, made in zip(rows[False], rows[True]):
+        entry = msgspec.convert(copy.deepcopy(plain), Entry)   # (convert keeps the dicts)
+        redactor.entry(entry)
+        assert msgspec.to_builtins(entry) == made, plain["summary"]
+        redacted += made != plain
+    texts = sum(1 for made in rows[True] if made["protocol"] == "websocket" and
+                "[redacted:" in (made["request"] or {}).get("text", ""))
+    # not vacuous: the headers are hashed in every upgrade; with "seq" the JSON texts are too
+    assert redacted > 0 and (texts > 0) == ("seq" in fields)
