@@ -141,6 +141,39 @@ def test_permessage_deflate_with_context_takeover() -> None:
     assert out[1].request["compressed"] and out[1].request["wire_length"] < 20
 
 
+def test_deflate_tail_goes_in_with_the_last_bytes_or_at_the_frame_end() -> None:
+    """A compressed message's tail (00 00 ff ff) is inflated with its last payload bytes when
+    they come in the final frame, else at that frame's end (an empty final frame): the same
+    texts and lengths for a message in one frame, fragmented, ended by an empty frame, and the
+    stream cut at every byte; data that does not inflate is noted, and the next message
+    inflates with a fresh context."""
+    compressor = zlib.compressobj(wbits=-15)
+    texts = [b'{"n": %d, "text": "compress me"}' % n * (n + 1) for n in range(4)]
+    datas = [(compressor.compress(t) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4] for t in texts]
+    client = (cframe(1, datas[0], rsv1=True)
+              + cframe(1, datas[1][:5], rsv1=True, fin=False) + cframe(0, datas[1][5:])
+              + cframe(1, datas[2], rsv1=True, fin=False) + cframe(0, b"")
+              + cframe(1, datas[3][:1], rsv1=True, fin=False) + cframe(9, b"p")
+              + cframe(0, datas[3][1:]))
+    fresh = zlib.compressobj(wbits=-15)
+    after = (fresh.compress(b"after") + fresh.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    server = frame(2, b"\xff\xfe\xfd", rsv1=True) + frame(1, after, rsv1=True)
+    expected = [(t.decode(), len(t)) for t in texts]
+    for cut in range(0, len(client), 3):
+        conv = Conv()
+        conv.send(C2S, client[:cut])
+        conv.send(C2S, client[cut:])
+        conv.send(S2C, server[:cut % len(server)])
+        conv.send(S2C, server[cut % len(server):])
+        out = conv.close()
+        data = [e for e in out if e.request["opcode"] == "text" and e.request["direction"] == "client"]
+        assert [(e.request["text"], e.request["length"]) for e in data] == expected, cut
+        assert all(e.complete and not e.notes for e in data), cut
+        broken, later = [e for e in out if e.request["direction"] == "server"]
+        assert broken.notes[0].startswith("compressed payload could not be inflated"), cut
+        assert broken.request["length"] == 3 and later.request["text"] == "after", cut
+
+
 def test_close_without_reply_unanswered_ping_and_lone_pong() -> None:
     conv = Conv()
     conv.send(S2C, frame(10, b""))
