@@ -25,19 +25,21 @@ from __future__ import annotations
 import re
 import zlib
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
 from worker.packet import PacketRef
 from worker.dissectors.stream import in_order
 
-OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
-TEXT_LIMIT = 1000                 # characters of a text message shown (and of a close reason)
-_TEXT_BYTES = 4 * TEXT_LIMIT      # enough UTF-8 for TEXT_LIMIT characters
-INFLATE_LIMIT = 64 * 1024 * 1024  # inflated bytes per message before inflating is abandoned
-_INFLATE_STEP = 256 * 1024
-_DEFLATE_TAIL = b"\x00\x00\xff\xff"
-RESYNC_LIMIT = 64 * 1024          # bytes a resync candidate may need to be decided
+# Final: compiled, a module's other names are looked up in its dict at every use (the reader's
+# states and limits: ~1.7k instructions a message).
+OPCODES: Final = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
+TEXT_LIMIT: Final = 1000          # characters of a text message shown (and of a close reason)
+_TEXT_BYTES: Final = 4 * TEXT_LIMIT   # enough UTF-8 for TEXT_LIMIT characters
+INFLATE_LIMIT: Final = 64 * 1024 * 1024   # inflated bytes per message before inflating is abandoned
+_INFLATE_STEP: Final = 256 * 1024
+_DEFLATE_TAIL: Final = b"\x00\x00\xff\xff"
+RESYNC_LIMIT: Final = 64 * 1024   # bytes a resync candidate may need to be decided
 
 
 def _start_class(client: bool) -> re.Pattern[bytes]:
@@ -48,10 +50,18 @@ def _start_class(client: bool) -> re.Pattern[bytes]:
     return re.compile(b"[" + re.escape(first) + b"][" + re.escape(second) + b"]", re.DOTALL)
 
 
-_CLIENT_START = _start_class(True)
-_SERVER_START = _start_class(False)
+_CLIENT_START: Final = _start_class(True)
+_SERVER_START: Final = _start_class(False)
 
-HEADER, PAYLOAD, RESYNC = range(3)
+HEADER: Final = 0
+PAYLOAD: Final = 1
+RESYNC: Final = 2
+# A frame header as parse_header gives it: (header length, fin, rsv bits, opcode, mask or None,
+# payload length), header length 0 when incomplete (_PARTIAL). Never None: compiled, a tuple
+# of this exact type is passed by value, its ints unboxed (an optional one is a tuple object of
+# boxed ints: ~8 made per frame).
+Header = tuple[int, int, int, int, bytes | None, int]
+_PARTIAL: Final[Header] = (0, 0, 0, 0, None, 0)
 
 CLOSE_CODES = {
     1000: "normal closure", 1001: "going away", 1002: "protocol error",
@@ -68,18 +78,17 @@ def _unmask(data: bytes, mask: bytes, start: int) -> bytes:
     if not n:
         return b""
     shift = start & 3
-    key = mask[shift:] + mask[:shift]
+    key = mask[shift:] + mask[:shift] if shift else mask     # (a frame's first piece: 0)
     key = (key * (n // 4 + 1))[:n]
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-def parse_header(buf: bytes | bytearray, i: int = 0
-                 ) -> tuple[int, int, int, int, bytes | None, int] | None:
+def parse_header(buf: bytes | bytearray, i: int = 0) -> Header:
     """(header length, fin, rsv bits, opcode, mask or None, payload length) of the frame
-    header at buf[i:], or None when buf holds only part of it."""
+    header at buf[i:], or _PARTIAL (header length 0) when buf holds only part of it."""
     n = len(buf) - i
     if n < 2:
-        return None
+        return _PARTIAL
     b0, b1 = buf[i], buf[i + 1]
     length = b1 & 0x7F
     hlen = 2
@@ -91,7 +100,7 @@ def parse_header(buf: bytes | bytearray, i: int = 0
     if masked:
         hlen += 4
     if n < hlen:
-        return None
+        return _PARTIAL
     if length == 126:
         length = (buf[i + 2] << 8) | buf[i + 3]
     elif length == 127:
@@ -210,7 +219,7 @@ class _Reader:
                 have = len(self.hbuf)
                 work = bytes(self.hbuf) + data[pos:pos + 14]
                 header = parse_header(work)
-                if header is None:
+                if not header[0]:
                     self.hbuf = bytearray(work)
                     return n
                 start, fts, fref = self.hmark
@@ -218,7 +227,7 @@ class _Reader:
                 self.hbuf = bytearray()
             else:
                 header = parse_header(data, pos)
-                if header is None:
+                if not header[0]:
                     self.hbuf = bytearray(data[pos:])
                     self.hmark = (offset + pos, ts, ref)
                     return n
@@ -229,7 +238,7 @@ class _Reader:
                 return start - offset + 1 if start >= offset else pos
         return n
 
-    def _frame_start(self, header: tuple, start: int, ts: int, ref: PacketRef, now_ts: int,
+    def _frame_start(self, header: Header, start: int, ts: int, ref: PacketRef, now_ts: int,
                      now_ref: PacketRef) -> None:
         hlen, fin, rsv, opcode, mask, length = header
         problem = header_problem(fin, opcode, length)
@@ -301,7 +310,7 @@ class _Reader:
         inflater = self.inflater
         try:
             while piece:
-                out = inflater.decompress(piece, _INFLATE_STEP)
+                out: bytes = inflater.decompress(piece, _INFLATE_STEP)
                 frame.inflated += len(out)
                 room = frame.keep - len(frame.kept)
                 if room > 0:
@@ -405,7 +414,7 @@ class _Reader:
         first = i
         for _ in range(2):
             header = parse_header(buf, i)
-            if header is None:
+            if not header[0]:
                 return 0 if n - first < RESYNC_LIMIT else -1
             hlen, fin, rsv, opcode, mask, length = header
             if (header_problem(fin, opcode, length) or rsv & 3
@@ -641,7 +650,8 @@ class WebSocketSession:
         ex = Exchange(
             protocol="websocket", start_ns=msg.ts, end_ns=None,
             summary=self._label(msg, request), request=request, response=None,
-            status=request.get("code"), request_size=msg.wire, complete=msg.complete,
+            status=request["code"] if msg.opcode == 8 else None,     # (only a close has one)
+            request_size=msg.wire, complete=msg.complete,
             first_ref=msg.ref, last_ref=msg.end_ref, client_offset=client_offset,
             server_offset=server_offset, notes=notes)
         if reply is not None:
