@@ -61,6 +61,10 @@ _NO_JSON: Final = msgspec.Raw(b"")
 # Server endpoints' JSON kept (Dissection.server_json): a node's busy servers are tens to
 # hundreds; a scan of many only empties the cache now and then.
 SERVER_JSON_CACHE: Final = 4096
+# Sizes of lone messages (no response: WebSocket's, MQTT's QoS 0) kept by request size: such a
+# protocol's sizes vary past the last two (_make_entry); a Size made and freed per entry was
+# ~0.9k instructions, a lookup ~0.15k. At most this many, then emptied.
+LONE_SIZE_CACHE: Final = 2048
 # What every entry reads of other modules, as this module's Final names: compiled, those are
 # C statics, where an imported name is a lookup in the module's dict at each use (4-6 per
 # entry), and the bound methods are called without looking the method up again.
@@ -540,6 +544,7 @@ class Dissection:
         self._size_a_request = self._size_a_response = 0
         self._size_b_request = self._size_b_response = 0
         self._size_b_newer = True
+        self._lone_sizes: dict[int, Size] = {}
         # Entries are encoded into this one buffer and copied out (_encoded): ENCODER.encode
         # starts each output small and grows it several times for an entry of 0.5-1 KB.
         self._json = bytearray(4096)
@@ -1043,7 +1048,15 @@ class Dissection:
         elif request_size == self._size_b_request and response_size == self._size_b_response:
             size = self._size_b
         else:       # in the place of the older one
-            size = _SIZE(request_size, response_size)
+            lone = self._lone_sizes.get(request_size) if response_size == 0 else None
+            if lone is not None:
+                size = lone
+            else:
+                size = _SIZE(request_size, response_size)
+                if response_size == 0:
+                    if len(self._lone_sizes) >= LONE_SIZE_CACHE:
+                        self._lone_sizes.clear()
+                    self._lone_sizes[request_size] = size
             if self._size_b_newer:
                 self._size_a, self._size_a_request = size, request_size
                 self._size_a_response = response_size
