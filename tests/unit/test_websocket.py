@@ -174,6 +174,37 @@ def test_deflate_tail_goes_in_with_the_last_bytes_or_at_the_frame_end() -> None:
         assert broken.request["length"] == 3 and later.request["text"] == "after", cut
 
 
+def test_detail_view_shows_what_inflated_before_a_bad_tail() -> None:
+    """The bytes inflated before the tail fails are the detail view's body (the summary shows
+    no text either way: the message is noted as not inflated)."""
+    compressor = zlib.compressobj(wbits=-15)
+    data = (compressor.compress(b"hello hello hello") + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    data += b"\x20"        # inflates, and the tail after it does not (bad stored block lengths)
+    for body_limit in (0, 64):
+        conv = Conv(body_limit=body_limit)
+        conv.send(C2S, cframe(1, data, rsv1=True))
+        (ex,) = conv.close()
+        assert ex.notes == ["compressed payload could not be inflated: Error -3 while "
+                            "decompressing data: invalid stored block lengths"], body_limit
+        assert "text" not in ex.request and ex.request["length"] == len(data)
+        assert ex.request_body == (b"hello hello hello" if body_limit else None)
+
+
+def test_labels_say_each_message_past_the_label_cache() -> None:
+    """Data messages' labels are kept by length, opcode and side (a bound of _LABEL_CACHE, then
+    emptied): every label is the message's own, past the bound and back."""
+    from worker.dissectors.websocket import _LABEL_CACHE
+    conv = Conv()
+    lengths = [*range(0, _LABEL_CACHE // 2 + 50), *range(0, 40)]
+    for n in lengths:
+        conv.send(C2S, cframe(1 + n % 2, b"x" * n))
+        conv.send(S2C, frame(1 + n % 2, b"y" * n))
+    summaries = [e.summary for e in conv.close()]
+    kinds = ["text", "binary"]
+    assert summaries == [label for n in lengths for label in (
+        f"{kinds[n % 2]} {n} bytes →", f"← {kinds[n % 2]} {n} bytes")]
+
+
 def test_close_without_reply_unanswered_ping_and_lone_pong() -> None:
     conv = Conv()
     conv.send(S2C, frame(10, b""))
