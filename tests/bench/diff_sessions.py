@@ -3,7 +3,8 @@ the exchanges must be equal field by field (on demand, not in the suite).
 
     .venv/bin/python tests/bench/diff_sessions.py --old DIR PROTOCOL [--inputs 20000] [--seed 5]
 
-PROTOCOL: mqtt, redis, postgres, mysql, http1, http2 (TCP) or dns.
+PROTOCOL: mqtt, redis, postgres, mysql, http1, http2, websocket (TCP) or dns. WebSocket's
+inputs are its golden connections' bytes after the HTTP/1.1 upgrade (fuzz_websocket.py's).
 
 DIR is a checkout whose worker/dissectors/<protocol>.py is loaded beside this tree's (e.g.
 `git archive main worker | tar -x -C /tmp/old`); both use this tree's base and stream modules.
@@ -47,7 +48,8 @@ def load_old(old: Path, protocol: str) -> ModuleType:
 # The TCP protocols: their dissector class and port.
 TCP = {"mqtt": ("MqttDissector", 1883), "redis": ("RedisDissector", 6379),
        "postgres": ("PostgresDissector", 5432), "mysql": ("MysqlDissector", 3306),
-       "http1": ("Http1Dissector", 80), "http2": ("Http2Dissector", 50051)}
+       "http1": ("Http1Dissector", 80), "http2": ("Http2Dissector", 50051),
+       "websocket": ("WebSocketDissector", 8080)}
 
 
 def tcp_run(module: ModuleType, protocol: str, client: list[bytes], server: list[bytes],
@@ -131,8 +133,14 @@ def main() -> None:
     differing = exchanges = 0
     if args.protocol in TCP:
         from fuzz_amqp import GOLDEN, mutated_pair, streams_of
-        corpus = [s for pcap in sorted((GOLDEN / args.protocol).glob("*.pcap"))
-                  for s in streams_of(pcap)]
+        if args.protocol == "websocket":
+            from fuzz_websocket import websocket_parts
+            corpus = [([d for side, d in chunks if side == 0], [d for side, d in chunks if side == 1])
+                      for pcap in sorted((GOLDEN / "websocket").glob("*.pcap"))
+                      for _, chunks in websocket_parts(pcap)]
+        else:
+            corpus = [s for pcap in sorted((GOLDEN / args.protocol).glob("*.pcap"))
+                      for s in streams_of(pcap)]
     else:
         from fuzz_dns import mutate as mutate_chunks
         from fuzz_dns import read_flows
