@@ -243,6 +243,29 @@ def test_gap_across_frames_resyncs() -> None:
     assert conv.session.skipped_bytes > 0
 
 
+def test_a_bad_header_begun_in_the_chunk_before_resyncs_as_in_one_chunk() -> None:
+    """The first frame says 3 bytes of its 5: the header read after them (28 7e 82 fe: a
+    control frame of 126 bytes) is bad, and the search for the next frame starts at its second
+    byte, where the binary frame's header (82 fe ...) is among the bytes it took, however
+    the stream is cut (hypothesis found the cut after its first byte)."""
+    client, server = conversation()
+    client = bytes([0x00, 0x83]) + client[2:]
+    whole = Conv()
+    whole.send(C2S, client)
+    whole.send(S2C, server)
+    expected = [comparable(e) for e in whole.close()]
+    assert [e["summary"] for e in expected][:3] == [
+        "continuation 3 bytes →", "binary 300 bytes →", "text 18 bytes →"]
+    for cut in range(1, len(client)):
+        for second in (cut + 1, cut + 3, len(client)):
+            conv = Conv()
+            for piece in (client[:cut], client[cut:second], client[second:]):
+                conv.send(C2S, piece)
+            conv.send(S2C, server)
+            assert [comparable(e) for e in conv.close()] == expected, (cut, second)
+            assert conv.session.skipped_bytes == whole.session.skipped_bytes, (cut, second)
+
+
 def test_malformed_frames_are_counted_not_raised() -> None:
     conv = Conv()
     conv.send(S2C, bytes([0x83, 0x00]))                       # reserved opcode 3

@@ -220,15 +220,16 @@ class _Reader:
                     self._frame_end(ts, ref)
                 continue
             # HEADER
+            held = b""
             if self.hbuf:
-                have = len(self.hbuf)
-                work = bytes(self.hbuf) + data[pos:pos + 14]
+                held = bytes(self.hbuf)
+                work = held + data[pos:pos + 14]
                 header = parse_header(work)
                 if not header[0]:
                     self.hbuf = bytearray(work)
                     return n
                 start, fts, fref = self.hmark
-                pos += header[0] - have
+                pos += header[0] - len(held)
                 self.hbuf = bytearray()
             else:
                 header = parse_header(data, pos)
@@ -240,7 +241,15 @@ class _Reader:
                 pos += header[0]
             self._frame_start(header, start, fts, fref, ts, ref)
             if self.state == RESYNC:      # a malformed header: look for a frame after it
-                return start - offset + 1 if start >= offset else pos
+                if start >= offset:
+                    return start - offset + 1
+                # It began in the previous chunk: the search starts at its second byte there,
+                # as in one chunk (the bytes it took of this one may hold the next frame).
+                self.rbuf = bytearray(held[1:])
+                self.rstart = start + 1
+                self.rmarks = [(start + 1, fts, fref)] if len(held) > 1 else []
+                self.rscan = 0
+                return 0
         return n
 
     def _frame_start(self, header: Header, start: int, ts: int, ref: PacketRef, now_ts: int,
@@ -390,9 +399,11 @@ class _Reader:
                     continue
                 pos = self._parse(segment, seg_offset, mark_ts, mark_ref)
                 if pos < len(segment):
-                    self.rstart = seg_offset + pos
-                    self.rbuf = bytearray(segment[pos:])
-                    self.rmarks = [(seg_offset + pos, mark_ts, mark_ref)]
+                    # (after what _parse kept of a bad header begun in the segment before)
+                    if not self.rbuf:
+                        self.rstart = seg_offset + pos
+                    self.rbuf += segment[pos:]
+                    self.rmarks.append((seg_offset + pos, mark_ts, mark_ref))
 
     def _find_start(self) -> int:
         """The first position of rbuf where a plausible frame header is followed by another
