@@ -3,7 +3,7 @@ the exchanges must be equal field by field (on demand, not in the suite).
 
     .venv/bin/python tests/bench/diff_sessions.py --old DIR PROTOCOL [--inputs 20000] [--seed 5]
 
-PROTOCOL: mqtt, redis, postgres, mysql, http1, http2, websocket (TCP) or dns. WebSocket's
+PROTOCOL: mqtt, redis, postgres, mysql, http1, http2, websocket, kafka (TCP) or dns. WebSocket's
 inputs are its golden connections' bytes after the HTTP/1.1 upgrade (fuzz_websocket.py's).
 
 DIR is a checkout whose worker/dissectors/<protocol>.py is loaded beside this tree's (e.g.
@@ -49,7 +49,7 @@ def load_old(old: Path, protocol: str) -> ModuleType:
 TCP = {"mqtt": ("MqttDissector", 1883), "redis": ("RedisDissector", 6379),
        "postgres": ("PostgresDissector", 5432), "mysql": ("MysqlDissector", 3306),
        "http1": ("Http1Dissector", 80), "http2": ("Http2Dissector", 50051),
-       "websocket": ("WebSocketDissector", 8080)}
+       "websocket": ("WebSocketDissector", 8080), "kafka": ("KafkaDissector", 9092)}
 
 
 def tcp_run(module: ModuleType, protocol: str, client: list[bytes], server: list[bytes],
