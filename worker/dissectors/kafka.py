@@ -4,7 +4,7 @@ Every message is a 4-byte big-endian size and a body. Each direction has a _Read
 StreamReader of worker/dissectors/stream.py: order, gaps, the buffer and its marks) whose parse
 keeps the first PARSE_LIMIT bytes of a body (enough for the headers, topic names and the first
 partitions) and passes the rest by length itself, so a large Fetch response costs no copy; the
-session is a TwoWaySession and gets each message as a stream.Frame.
+session is a TwoWaySession and gets each message as a _Message.
 
 Request header: api_key int16, api_version int16, correlation_id int32, client_id nullable
 string (int16 length), and in flexible versions (header v2, see FLEXIBLE) tagged fields.
@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Any
+from typing import Any, Final
 
 from worker.dissectors.base import Detect, Direction, Emit, Exchange, FlowInfo
-from worker.dissectors.stream import Frame, Span, StreamReader, TwoWaySession, chunk_at
+from worker.dissectors.stream import StreamReader, TwoWaySession, chunk_at
 from worker.packet import PacketRef
 
 PARSE_LIMIT = 64 * 1024      # body bytes kept for parsing each message
@@ -230,14 +230,31 @@ class _Cursor:
                 self.skip(self.uvarint())
 
 
-def _flexible(api_key: int, version: int) -> bool:
+def _first_flexible(api_key: int) -> int:
+    """The api's first flexible version; past any int16 version when it has none or the key
+    is unknown."""
     first = APIS.get(api_key, ("", None))[1]
-    return first is not None and version >= first
+    return 1 << 16 if first is None else first
+
+
+# APIS by api key, as lists (an index, not a dict lookup of a boxed key and a tuple made
+# for its default: ~0.6k instructions a call): a key's name ("" when unknown) and its first
+# flexible version (_first_flexible).
+_NAMES: Final[list[str]] = [APIS[key][0] if key in APIS else ""
+                            for key in range(MAX_API_KEY + 1)]
+_FIRST_FLEXIBLE: Final[list[int]] = [_first_flexible(key) for key in range(MAX_API_KEY + 1)]
+
+
+def _flexible(api_key: int, version: int) -> bool:
+    return 0 <= api_key <= MAX_API_KEY and version >= _FIRST_FLEXIBLE[api_key]
 
 
 def api_name(api_key: int) -> str:
-    known = APIS.get(api_key)       # (no default: its f-string was made on every call)
-    return known[0] if known is not None else f"api-{api_key}"
+    if 0 <= api_key <= MAX_API_KEY:
+        name: str = _NAMES[api_key]
+        if name:
+            return name
+    return f"api-{api_key}"
 
 
 # -- detection ---------------------------------------------------------------------------
@@ -343,9 +360,10 @@ def _skip_fetch_partitions(version: int) -> Any:
     return skip
 
 
-def parse_request(api_key: int, version: int, body: bytes, pos: int) -> dict[str, Any]:
-    """Fields of the request body (may raise _Short)."""
-    c = _Cursor(body, pos, _flexible(api_key, version))
+def parse_request(api_key: int, version: int, body: bytes, pos: int,
+                  flexible: bool) -> dict[str, Any]:
+    """Fields of the request body (may raise _Short); `flexible`: _flexible(api_key, version)."""
+    c = _Cursor(body, pos, flexible)
     out: dict[str, Any] = {}
     if api_key == 0:                                       # Produce
         if version >= 3:
@@ -389,9 +407,11 @@ def parse_request(api_key: int, version: int, body: bytes, pos: int) -> dict[str
     return out
 
 
-def parse_response(api_key: int, version: int, body: bytes, pos: int) -> dict[str, Any]:
-    """throttle_time_ms, error_code (top-level or first partition error) and topics."""
-    c = _Cursor(body, pos, _flexible(api_key, version))
+def parse_response(api_key: int, version: int, body: bytes, pos: int,
+                   flexible: bool) -> dict[str, Any]:
+    """throttle_time_ms, error_code (top-level or first partition error) and topics;
+    `flexible`: _flexible(api_key, version)."""
+    c = _Cursor(body, pos, flexible)
     out: dict[str, Any] = {}
     if api_key in TOP_LEVEL_ERROR:
         throttle_from = TOP_LEVEL_ERROR[api_key]
@@ -409,7 +429,7 @@ def parse_response(api_key: int, version: int, body: bytes, pos: int) -> dict[st
         out["error_code"] = c.i16()
         return out
     if api_key == 0:                                       # Produce
-        errors: list[int] = []
+        first_error = 0         # the first non-zero partition error
         topics: list[str] = []
         for _ in range(max(0, c.array())):
             name = c.take(16).hex() if version >= 13 else (c.string() or "")
@@ -417,7 +437,9 @@ def parse_response(api_key: int, version: int, body: bytes, pos: int) -> dict[st
                 topics.append(name)
             for _ in range(max(0, c.array())):
                 c.skip(4)
-                errors.append(c.i16())
+                error = c.i16()
+                if not first_error:
+                    first_error = error
                 c.skip(8)                                  # base_offset
                 if version >= 2:
                     c.skip(8)                              # log_append_time_ms
@@ -432,7 +454,7 @@ def parse_response(api_key: int, version: int, body: bytes, pos: int) -> dict[st
                 c.tags()                                   # current_leader (v10+)
             c.tags()
         out["topics"] = topics
-        out["error_code"] = next((e for e in errors if e), 0)
+        out["error_code"] = first_error
         if version >= 1:
             try:
                 out["throttle_time_ms"] = c.i32()
@@ -534,20 +556,44 @@ def parse_response(api_key: int, version: int, body: bytes, pos: int) -> dict[st
 
 # -- one direction -----------------------------------------------------------------------
 
+class _Message:
+    """One message as a reader cut it: its kept body, where it is in its direction's stream
+    (start, end: its size field's first byte and past its last) and the time and packet of
+    its first and last bytes; `cut` when it ended early (a gap, the connection's end).
+    stream.Frame and Span's fields in one compiled class: the session reads them directly
+    (a Struct's attribute was a generic lookup, ~250 instructions each, a dozen a row)."""
+
+    __slots__ = ("body", "start", "end", "size", "first_ts", "first_ref", "last_ts",
+                 "last_ref", "cut")
+
+    def __init__(self, body: bytes, start: int, end: int, first_ts: int, first_ref: PacketRef,
+                 last_ts: int, last_ref: PacketRef, cut: bool = False) -> None:
+        self.body = body
+        self.start = start
+        self.end = end
+        self.size = end - start         # on the wire, its size field included
+        self.first_ts = first_ts
+        self.first_ref = first_ref
+        self.last_ts = last_ts
+        self.last_ref = last_ref
+        self.cut = cut
+
+
 class _Reader(StreamReader):
-    """Cuts one direction into messages: stream.Frame, kind 0 (Kafka's framing has no type).
+    """Cuts one direction into messages (_Message), each passed to the session's on_request
+    or on_response.
     What the base buffers is only an unfinished size field, or while resyncing a tail that
     may begin a message; a body is passed by length and its first `keep` bytes kept."""
 
-    __slots__ = ("s", "is_request", "deliver", "keep", "resyncing", "open", "head", "left",
+    __slots__ = ("s", "is_request", "keep", "resyncing", "open", "head", "left",
                  "known_id")
 
     def __init__(self, session: KafkaSession, direction: Direction, keep: int) -> None:
         super().__init__(direction)
         self.s = session
+        # Its messages go to the session's on_request, else its on_response (called directly,
+        # compiled: a bound method's call boxed its arguments, ~0.5k instructions a message).
         self.is_request = direction == Direction.CLIENT_TO_SERVER
-        # The session's handler, bound once: one call per message.
-        self.deliver = session.on_request if self.is_request else session.on_response
         self.keep = keep
         self.resyncing = False
         # The message whose body is still coming: (start, size, first_ts, first_ref), the
@@ -560,7 +606,7 @@ class _Reader(StreamReader):
     def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         pos, n = 0, len(work)
         keep = self.keep
-        deliver = self.deliver
+        session = self.s
         is_request = self.is_request
         chunk_start = self.marks[-1][0]      # work from here on came in (ts, ref)
         try:
@@ -577,8 +623,12 @@ class _Reader(StreamReader):
                         start, size, first_ts, first_ref = self.open
                         self.open = None
                         self.head = bytearray()
-                        deliver(Frame(0, bytes(head), Span(start, start + 4 + size, first_ts,
-                                                           first_ref, ts, ref)), None)
+                        message = _Message(bytes(head), start, start + 4 + size, first_ts,
+                                           first_ref, ts, ref)
+                        if is_request:
+                            session.on_request(message, None)
+                        else:
+                            session.on_response(message, None)
                     continue
                 if self.resyncing:
                     found = self._find(work, pos)
@@ -605,8 +655,12 @@ class _Reader(StreamReader):
                     _, first_ts, first_ref = chunk_at(self.marks, start)
                 end = pos + 4 + size
                 if end <= n:                     # whole: its body cut from work, no state
-                    deliver(Frame(0, bytes(work[pos + 4:min(end, pos + 4 + keep)]),
-                                  Span(start, base + end, first_ts, first_ref, ts, ref)), None)
+                    message = _Message(bytes(work[pos + 4:min(end, pos + 4 + keep)]), start,
+                                       base + end, first_ts, first_ref, ts, ref)
+                    if is_request:
+                        session.on_request(message, None)
+                    else:
+                        session.on_response(message, None)
                     pos = end
                     continue
                 self.open = (start, size, first_ts, first_ref)
@@ -623,15 +677,31 @@ class _Reader(StreamReader):
             return n
 
     def _plausible_request(self, work: bytes | bytearray, pos: int) -> bool:
-        """_plausible(work, pos) is not NO; the client id of a whole header that passed is
-        remembered (the next requests' is compared, not matched again)."""
-        known = self.known_id
-        verdict = _plausible(work, pos, known)
-        if verdict is Detect.MATCH:     # a whole header (14 bytes) and client id
-            shown = min(_I16(work, pos + 12)[0], 64)
-            if shown > 0 and (len(known) != shown or not work.startswith(known, pos + 14)):
-                self.known_id = bytes(work[pos + 14:pos + 14 + shown])
-        return verdict is not Detect.NO
+        """_plausible(work, pos) is not NO; the client id of a whole header that passed (a
+        MATCH) is remembered: the next requests' is compared, not matched again. _plausible's
+        checks inline for a whole header, its fields typed (compared as ints, not objects),
+        the client id cut once (~7k instructions a request through _plausible)."""
+        if len(work) - pos < 14:
+            return _plausible(work, pos) is not Detect.NO
+        header = _HEADER.unpack_from(work, pos)
+        size: int = header[0]
+        key: int = header[1]
+        version: int = header[2]
+        cid_len: int = header[4]
+        if not 10 <= size <= MAX_SIZE or not 0 <= key <= MAX_API_KEY or key not in APIS \
+                or not 0 <= version <= MAX_VERSION or cid_len < -1 or 10 + cid_len > size:
+            return False
+        if cid_len <= 0:
+            return True
+        shown = min(cid_len, 64)
+        cid = bytes(work[pos + 14:pos + 14 + shown])
+        if cid == self.known_id:
+            return True     # (shorter than shown: a prefix of a printable id, MORE)
+        if _CLIENT_ID_TEXT.fullmatch(cid) is None:
+            return False
+        if len(cid) == shown:       # MATCH (shorter: MORE, not remembered)
+            self.known_id = cid
+        return True
 
     def _find(self, data: bytes | bytearray, pos: int) -> int:
         if self.is_request:
@@ -660,8 +730,12 @@ class _Reader(StreamReader):
         self.open = None
         self.head = bytearray()
         self.left = 0
-        self.deliver(Frame(0, bytes(head), Span(start, start + 4 + size, first_ts, first_ref,
-                                                self.last_ts, self.last_ref), True), note)
+        message = _Message(bytes(head), start, start + 4 + size, first_ts, first_ref,
+                           self.last_ts, self.last_ref, True)
+        if self.is_request:
+            self.s.on_request(message, note)
+        else:
+            self.s.on_response(message, note)
 
     def lose(self, offset: int, end: int, ts: int) -> None:
         side = "request" if self.is_request else "response"
@@ -685,7 +759,7 @@ class _Reader(StreamReader):
 class _Request:
     __slots__ = ("frame", "fields", "api_key", "version", "cid", "notes")
 
-    def __init__(self, frame: Frame, fields: dict[str, Any], notes: list[str]) -> None:
+    def __init__(self, frame: _Message, fields: dict[str, Any], notes: list[str]) -> None:
         self.frame = frame
         self.fields = fields
         self.api_key = fields["api_key"]
@@ -724,7 +798,7 @@ class KafkaSession(TwoWaySession[_Reader]):
 
     # -- called by the readers --
 
-    def on_request(self, frame: Frame, cut: str | None) -> None:
+    def on_request(self, frame: _Message, cut: str | None) -> None:
         body = frame.body
         notes = [cut] if cut else []
         if len(body) < 10:
@@ -740,13 +814,14 @@ class KafkaSession(TwoWaySession[_Reader]):
             "correlation_id": cid, "client_id": client_id, "topic": None, "topics": None,
         }
         try:
-            if _flexible(api_key, version):          # request header v2: tagged fields
+            flexible = _flexible(api_key, version)
+            if flexible:                              # request header v2: tagged fields
                 c = _Cursor(body, pos, True)
                 c.tags()
                 pos = c.p
-            fields.update(parse_request(api_key, version, body, pos))
+            fields.update(parse_request(api_key, version, body, pos, flexible))
         except _Short:
-            if not frame.cut and len(body) == frame.span.size - 4:
+            if not frame.cut and len(body) == frame.size - 4:
                 notes.append("malformed: request body shorter than its fields")
         topics = fields.get("topics")
         if topics:
@@ -764,7 +839,7 @@ class KafkaSession(TwoWaySession[_Reader]):
             self._emit(old, None, complete=False)
         self.waiting[cid] = request
 
-    def on_response(self, frame: Frame, cut: str | None) -> None:
+    def on_response(self, frame: _Message, cut: str | None) -> None:
         body = frame.body
         if len(body) < 4:
             return
@@ -772,15 +847,14 @@ class KafkaSession(TwoWaySession[_Reader]):
         request = self.waiting.pop(cid, None)
         notes = [cut] if cut else []
         fields: dict[str, Any] = {"correlation_id": cid, "error_code": None, "error": None}
-        span = frame.span
         if request is None:
             notes.append("request not captured")
-            ex = Exchange(protocol="kafka", start_ns=span.first_ts, end_ns=span.last_ts,
+            ex = Exchange(protocol="kafka", start_ns=frame.first_ts, end_ns=frame.last_ts,
                           summary=f"response {cid} (request not captured)", request={},
-                          response=fields, response_size=span.size,
-                          complete=not frame.cut, first_ref=span.first_ref,
-                          last_ref=span.last_ref, client_offset=self.client.expected,
-                          server_offset=span.start, notes=notes)
+                          response=fields, response_size=frame.size,
+                          complete=not frame.cut, first_ref=frame.first_ref,
+                          last_ref=frame.last_ref, client_offset=self.client.expected,
+                          server_offset=frame.start, notes=notes)
             if self.body_limit:
                 ex.response_body = self._raw(frame)
             self.emit(ex)
@@ -788,13 +862,14 @@ class KafkaSession(TwoWaySession[_Reader]):
         api_key, version = request.api_key, request.version
         pos = 4
         try:
-            if _flexible(api_key, version) and api_key != 18:   # ApiVersions: header v0
+            flexible = _flexible(api_key, version)
+            if flexible and api_key != 18:                # ApiVersions: header v0
                 c = _Cursor(body, pos, True)
                 c.tags()
                 pos = c.p
-            fields.update(parse_response(api_key, version, body, pos))
+            fields.update(parse_response(api_key, version, body, pos, flexible))
         except _Short:
-            if not frame.cut and len(body) == span.size - 4:
+            if not frame.cut and len(body) == frame.size - 4:
                 notes.append("malformed: response body shorter than its fields")
         code = fields.get("error_code")
         if code:
@@ -807,41 +882,42 @@ class KafkaSession(TwoWaySession[_Reader]):
         if is_request:
             return          # responses of lost requests come back as lone entries
         for request in list(self.waiting.values()):
-            if request.frame.span.last_ts <= self.server.last_ts:
+            if request.frame.last_ts <= self.server.last_ts:
                 request.notes.append("response lost in a gap" if "gap" in why else why)
                 self._emit(request, None, complete=False)
                 del self.waiting[request.cid]
 
-    def _raw(self, frame: Frame) -> bytes:
+    def _raw(self, frame: _Message) -> bytes:
         """The message's first body_limit bytes as on the wire (at least its size field)."""
-        span = frame.span
-        return (span.size - 4).to_bytes(4, "big") + frame.body[:max(0, self.body_limit - 4)]
+        return (frame.size - 4).to_bytes(4, "big") + frame.body[:max(0, self.body_limit - 4)]
 
-    def _emit(self, request: _Request, frame_r: Frame | None, complete: bool,
+    def _emit(self, request: _Request, frame_r: _Message | None, complete: bool,
               response: dict[str, Any] | None = None) -> None:
-        span = request.frame.span
+        frame = request.frame
         fields = request.fields
         summary = fields["api"]
         topics = fields.get("topics")
         if topics:
-            summary += " " + ", ".join(topics[:3]) + (" ..." if len(topics) > 3 else "")
-        ex = Exchange(protocol="kafka", start_ns=span.first_ts, end_ns=None,
+            if len(topics) == 1:        # (most: one topic, no join)
+                summary += " " + topics[0]
+            else:
+                summary += " " + ", ".join(topics[:3]) + (" ..." if len(topics) > 3 else "")
+        ex = Exchange(protocol="kafka", start_ns=frame.first_ts, end_ns=None,
                       summary=summary[:256], request=fields, response=None,
-                      request_size=span.size, complete=complete, first_ref=span.first_ref,
-                      last_ref=span.last_ref, client_offset=span.start,
+                      request_size=frame.size, complete=complete, first_ref=frame.first_ref,
+                      last_ref=frame.last_ref, client_offset=frame.start,
                       notes=list(request.notes))
         if fields.get("acks") == 0 and fields["api_key"] == 0:
             ex.notes.append("acks=0: no response expected")
         if self.body_limit:
             ex.request_body = self._raw(request.frame)
         if frame_r is not None and response is not None:
-            span_r = frame_r.span
             ex.response = response
             ex.status = response.get("error_code")
-            ex.end_ns = span_r.last_ts
-            ex.last_ref = span_r.last_ref
-            ex.server_offset = span_r.start
-            ex.response_size = span_r.size
+            ex.end_ns = frame_r.last_ts
+            ex.last_ref = frame_r.last_ref
+            ex.server_offset = frame_r.start
+            ex.response_size = frame_r.size
             if self.body_limit:
                 ex.response_body = self._raw(frame_r)
         self.emit(ex)
