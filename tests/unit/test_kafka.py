@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from support import sessions
 from support.sessions import comparable
 from worker.dissectors.base import Detect, Direction, Exchange, FlowInfo
-from worker.dissectors.kafka import PARSE_LIMIT, KafkaDissector, detect
+from worker.dissectors import kafka
+from worker.dissectors.kafka import APIS, MAX_API_KEY, PARSE_LIMIT, KafkaDissector, api_name, detect
 
 with warnings.catch_warnings():   # kafka-python 3 loads its schemas with a deprecated API
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -46,12 +47,13 @@ def response(message, cid: int) -> bytes:
 BATCH = b"\x00" * 61 + b"records"
 
 
-def produce(version: int, cid: int, topic: str = "orders", acks: int = 1) -> bytes:
+def produce(version: int, cid: int, topic: str = "orders", acks: int = 1,
+            client_id: str = "app") -> bytes:
     R = ProduceRequest
     data = R.TopicProduceData(name=topic, partition_data=[
         R.TopicProduceData.PartitionProduceData(index=0, records=BATCH)])
     return request(R(version=version, transactional_id=None, acks=acks, timeout_ms=1000,
-                     topic_data=[data]), cid)
+                     topic_data=[data]), cid, client_id)
 
 
 def produce_ok(version: int, cid: int, topic: str = "orders", error: int = 0) -> bytes:
@@ -139,6 +141,45 @@ def test_produce(version: int) -> None:
 def test_produce_partition_error() -> None:
     (ex,) = run(produce(8, 1), produce_ok(8, 1, error=3))
     assert ex.status == 3 and ex.response["error"] == "UNKNOWN_TOPIC_OR_PARTITION"
+
+
+@pytest.mark.parametrize("version", [8, 9])
+def test_produce_status_is_the_first_partition_error(version: int) -> None:
+    R = ProduceResponse
+    parts = [R.TopicProduceResponse.PartitionProduceResponse(
+        index=i, error_code=error, base_offset=5, log_append_time_ms=-1, log_start_offset=0,
+        record_errors=[], error_message=None) for i, error in enumerate((0, 6, 3))]
+    reply = response(R(version=version, throttle_time_ms=0, responses=[
+        R.TopicProduceResponse(name="a", partition_responses=parts[:1]),
+        R.TopicProduceResponse(name="b", partition_responses=parts[1:])]), 1)
+    (ex,) = run(produce(version, 1), reply)
+    assert ex.status == 6 and ex.response["error"] == "NOT_LEADER_OR_FOLLOWER"
+    assert ex.response["topics"] == ["a", "b"]
+
+
+def test_each_request_carries_its_own_client_id() -> None:
+    # The reader and the session keep the last client id (compared, not matched or decoded
+    # again): a change within a connection is seen, and an id that is not printable makes
+    # the message not a request (resync), even one that starts like the kept id.
+    bad = bytearray(produce(8, 3))
+    bad[14 + 2] = 0x01                  # "ap\x01"
+    client = (produce(8, 1) + produce(8, 2, client_id="other") + bytes(bad) +
+              produce(8, 4) + produce(8, 5, client_id="appx"))
+    server = produce_ok(8, 1) + produce_ok(8, 2) + produce_ok(8, 4) + produce_ok(8, 5)
+    out = run(client, server)
+    assert [(ex.request["correlation_id"], ex.request["client_id"]) for ex in out] == [
+        (1, "app"), (2, "other"), (4, "app"), (5, "appx")]
+    assert all(ex.complete and ex.status == 0 for ex in out)
+
+
+def test_api_tables_are_apis() -> None:
+    # _flexible and api_name read lists made from APIS: the same answers as APIS, for
+    # unknown keys too
+    for key in range(-2, MAX_API_KEY + 3):
+        first = APIS.get(key, ("", None))[1]
+        for version in (0, 1, 2, 3, 5, 9, 12, 20, 21, 32767):
+            assert kafka._flexible(key, version) == (first is not None and version >= first)
+        assert api_name(key) == (APIS[key][0] if key in APIS else f"api-{key}")
 
 
 @pytest.mark.parametrize("version", [4, 7, 11, 12])
