@@ -335,7 +335,8 @@ def detect(client: bytes, server: bytes) -> Detect:
 
 # -- bodies --------------------------------------------------------------------------------
 
-def _topics_list(c: _Cursor, count: int, by_id: bool, fetch_version: int) -> list[str]:
+def _topics_list(c: _Cursor, count: int, by_id: bool, fetch: bool, version: int) -> list[str]:
+    """The topics of a Produce request (fetch False) or a Fetch request of `version`."""
     names: list[str] = []
     try:
         for _ in range(max(0, count)):
@@ -347,10 +348,10 @@ def _topics_list(c: _Cursor, count: int, by_id: bool, fetch_version: int) -> lis
                 names.append(name)
             # (called directly, compiled: a callable passed in was a call with its
             # arguments boxed, ~1k instructions a topic)
-            if fetch_version < 0:
-                _skip_produce_partitions(c)
+            if fetch:
+                _skip_fetch_partitions(c, version)
             else:
-                _skip_fetch_partitions(c, fetch_version)
+                _skip_produce_partitions(c)
     except _Short:
         if not names:
             raise
@@ -391,7 +392,7 @@ def parse_request(api_key: int, version: int, body: bytes, pos: int,
         out["acks"] = c.i16()
         c.skip(4)                                          # timeout_ms
         by_id = version >= 13
-        out["topics"] = _topics_list(c, c.array(), by_id, -1)
+        out["topics"] = _topics_list(c, c.array(), by_id, False, version)
     elif api_key == 1:                                     # Fetch
         if version <= 14:
             c.skip(4)                                      # replica_id
@@ -402,7 +403,7 @@ def parse_request(api_key: int, version: int, body: bytes, pos: int,
             c.skip(1)                                      # isolation_level
         if version >= 7:
             c.skip(8)                                      # session_id, session_epoch
-        out["topics"] = _topics_list(c, c.array(), version >= 13, version)
+        out["topics"] = _topics_list(c, c.array(), version >= 13, True, version)
     elif api_key == 2:                                     # ListOffsets: first topic only
         c.skip(4)                                          # replica_id
         if version >= 2:
