@@ -381,10 +381,9 @@ def _skip_fetch_partitions(c: _Cursor, version: int) -> None:
     c.tags()
 
 
-def parse_request(api_key: int, version: int, body: bytes, pos: int,
-                  flexible: bool) -> dict[str, Any]:
-    """Fields of the request body (may raise _Short); `flexible`: _flexible(api_key, version)."""
-    c = _Cursor(body, pos, flexible)
+def parse_request(api_key: int, version: int, c: _Cursor) -> dict[str, Any]:
+    """Fields of the request body at the cursor (may raise _Short); the cursor's `flexible`
+    is _flexible(api_key, version)."""
     out: dict[str, Any] = {}
     if api_key == 0:                                       # Produce
         if version >= 3:
@@ -427,11 +426,9 @@ def parse_request(api_key: int, version: int, body: bytes, pos: int,
     return out
 
 
-def parse_response(api_key: int, version: int, body: bytes, pos: int,
-                   flexible: bool) -> dict[str, Any]:
-    """throttle_time_ms, error_code (top-level or first partition error) and topics;
-    `flexible`: _flexible(api_key, version)."""
-    c = _Cursor(body, pos, flexible)
+def parse_response(api_key: int, version: int, c: _Cursor) -> dict[str, Any]:
+    """throttle_time_ms, error_code (top-level or first partition error) and topics, of the
+    body at the cursor; the cursor's `flexible` is _flexible(api_key, version)."""
     out: dict[str, Any] = {}
     if api_key in TOP_LEVEL_ERROR:
         throttle_from = TOP_LEVEL_ERROR[api_key]
@@ -786,6 +783,13 @@ class _Reader(StreamReader):
 
 # -- the session -------------------------------------------------------------------------
 
+def _merge(fields: dict[str, Any], parsed: dict[str, Any]) -> None:
+    """fields.update(parsed), as a loop of direct item sets (compiled: dict.update's merge
+    cost more for the two or three keys a body gives)."""
+    for key, value in parsed.items():
+        fields[key] = value
+
+
 class _Request:
     __slots__ = ("frame", "fields", "api_key", "version", "cid", "notes")
 
@@ -858,12 +862,10 @@ class KafkaSession(TwoWaySession[_Reader]):
             "correlation_id": cid, "client_id": client_id, "topic": None, "topics": None,
         }
         try:
-            flexible = _flexible(api_key, version)
-            if flexible:                              # request header v2: tagged fields
-                c = _Cursor(body, pos, True)
-                c.tags()
-                pos = c.p
-            fields.update(parse_request(api_key, version, body, pos, flexible))
+            # One cursor for the header's tagged fields and the body.
+            c = _Cursor(body, pos, _flexible(api_key, version))
+            c.tags()                                  # request header v2 (flexible): tags
+            _merge(fields, parse_request(api_key, version, c))
         except _Short:
             if not frame.cut and len(body) == frame.size - 4:
                 notes.append("malformed: request body shorter than its fields")
@@ -904,14 +906,12 @@ class KafkaSession(TwoWaySession[_Reader]):
             self.emit(ex)
             return
         api_key, version = request.api_key, request.version
-        pos = 4
         try:
-            flexible = _flexible(api_key, version)
-            if flexible and api_key != 18:                # ApiVersions: header v0
-                c = _Cursor(body, pos, True)
-                c.tags()
-                pos = c.p
-            fields.update(parse_response(api_key, version, body, pos, flexible))
+            # One cursor for the header's tagged fields and the body.
+            c = _Cursor(body, 4, _flexible(api_key, version))
+            if api_key != 18:                             # ApiVersions: header v0
+                c.tags()                                  # (none unless flexible)
+            _merge(fields, parse_response(api_key, version, c))
         except _Short:
             if not frame.cut and len(body) == frame.size - 4:
                 notes.append("malformed: response body shorter than its fields")
