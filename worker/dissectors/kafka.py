@@ -783,12 +783,6 @@ class _Reader(StreamReader):
 
 # -- the session -------------------------------------------------------------------------
 
-def _merge(fields: dict[str, Any], parsed: dict[str, Any]) -> None:
-    """fields.update(parsed), as a loop of direct item sets (compiled: dict.update's merge
-    cost more for the two or three keys a body gives)."""
-    for key, value in parsed.items():
-        fields[key] = value
-
 
 class _Request:
     __slots__ = ("frame", "fields", "api_key", "version", "cid", "notes")
@@ -865,7 +859,7 @@ class KafkaSession(TwoWaySession[_Reader]):
             # One cursor for the header's tagged fields and the body.
             c = _Cursor(body, pos, _flexible(api_key, version))
             c.tags()                                  # request header v2 (flexible): tags
-            _merge(fields, parse_request(api_key, version, c))
+            fields.update(parse_request(api_key, version, c))
         except _Short:
             if not frame.cut and len(body) == frame.size - 4:
                 notes.append("malformed: request body shorter than its fields")
@@ -911,7 +905,7 @@ class KafkaSession(TwoWaySession[_Reader]):
             c = _Cursor(body, 4, _flexible(api_key, version))
             if api_key != 18:                             # ApiVersions: header v0
                 c.tags()                                  # (none unless flexible)
-            _merge(fields, parse_response(api_key, version, c))
+            fields.update(parse_response(api_key, version, c))
         except _Short:
             if not frame.cut and len(body) == frame.size - 4:
                 notes.append("malformed: response body shorter than its fields")
