@@ -315,6 +315,7 @@ def test_a_client_ends_waiting_chunks_are_bounded(monkeypatch):
     """Past WAITING_BYTES the oldest waiting chunks go: what they held is a gap after the
     takeover, as without the wait; the newer ones are still replayed."""
     monkeypatch.setattr(streams, "WAITING_BYTES", 120)
+    monkeypatch.setattr(streams, "WAITING_OVERHEAD", 0)
     story = Story()
     client = dict(role=ROLE_CLIENT, tgid=100, ssl=0xA000, fd=5)
     server = dict(role=ROLE_SERVER, tgid=200, ssl=0xC000, fd=9)
@@ -372,6 +373,7 @@ def test_waiting_chunks_are_bounded_in_all_and_freed_with_their_connection(monke
     bound over all connections (the connection that began to wait first loses first), and
     a connection's close frees what it held."""
     monkeypatch.setattr(streams, "WAITING_TOTAL_BYTES", 100)
+    monkeypatch.setattr(streams, "WAITING_OVERHEAD", 0)
     story = Story()
     for number in range(3):
         client_port = (CLIENT[0], 41000 + number)
@@ -386,6 +388,19 @@ def test_waiting_chunks_are_bounded_in_all_and_freed_with_their_connection(monke
     for number in range(3):
         story.close(tgid=200, fd=9 + number)
     assert story.synth._waiting_bytes == 0 and not story.synth._waiting_in
+
+
+def test_unreadable_waiting_chunks_count_against_the_bound():
+    """A client end whose buffers cannot be read reports chunks without bytes: each still
+    counts WAITING_OVERHEAD, so their number is bounded too."""
+    story = Story()
+    exchange(story, role=ROLE_SERVER, tgid=200, ssl=0xC000, fd=9)
+    for number in range(5000):
+        story.chunk(event(KIND_WRITE, b"", 5000 + 10 * number, length=10, failed=True))
+    [connection] = story.synth._connections.values()
+    held = sum(len(chunks) for chunks in connection.waiting.values())
+    assert held == streams.WAITING_BYTES // streams.WAITING_OVERHEAD
+    assert connection.waiting_bytes <= streams.WAITING_BYTES
 
 
 def test_the_closed_memory_fades():

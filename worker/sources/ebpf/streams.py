@@ -49,6 +49,9 @@ MATCH_BYTES = 256
 # an end hooked mid-connection never matches, and its chunks only wait until dropped).
 WAITING_BYTES = 64 * 1024
 WAITING_TOTAL_BYTES = 4 << 20
+# What a waiting chunk counts beyond its bytes (the event and its place in the list): an
+# unreadable chunk has none, and must still count against the bounds.
+WAITING_OVERHEAD = 256
 
 Owner = tuple[int, int]   # (process, SSL object): one end of one TLS connection
 
@@ -212,8 +215,9 @@ class StreamSynthesizer:
     def _wait(self, connection: _Connection, owner: Owner, event: TlsEvent, wall_ns: int) -> None:
         """Keep a client end's chunk that matches nothing yet, within the bounds."""
         connection.waiting.setdefault(owner, []).append((event, wall_ns))
-        connection.waiting_bytes += len(event.data)
-        self._waiting_bytes += len(event.data)
+        size = len(event.data) + WAITING_OVERHEAD
+        connection.waiting_bytes += size
+        self._waiting_bytes += size
         self._waiting_in[connection.key] = None
         while connection.waiting_bytes > WAITING_BYTES:
             self._drop_oldest_waiting(connection)
@@ -222,7 +226,7 @@ class StreamSynthesizer:
 
     def _drop_oldest_waiting(self, connection: _Connection) -> None:
         owner, chunks = next(iter(connection.waiting.items()))
-        size = len(chunks.pop(0)[0].data)
+        size = len(chunks.pop(0)[0].data) + WAITING_OVERHEAD
         connection.waiting_bytes -= size
         self._waiting_bytes -= size
         if not chunks:
