@@ -276,10 +276,8 @@ def api_name(api_key: int) -> str:
 
 # -- detection ---------------------------------------------------------------------------
 
-def _plausible(data: bytes | bytearray, p: int = 0, known_id: bytes = b"") -> Detect:
-    """Whether data[p:] begins with a request header (MORE: a prefix that may be one).
-    `known_id`: a client id (its first 64 bytes) already found plausible; the same one is not
-    matched against the pattern again (a connection's requests all carry the same)."""
+def _plausible(data: bytes | bytearray, p: int = 0) -> Detect:
+    """Whether data[p:] begins with a request header (MORE: a prefix that may be one)."""
     if len(data) - p < 14:
         head = data[p:p + 14]
         if len(head) >= 4 and not 10 <= int.from_bytes(head[:4], "big") <= MAX_SIZE:
@@ -295,8 +293,6 @@ def _plausible(data: bytes | bytearray, p: int = 0, known_id: bytes = b"") -> De
         return Detect.NO
     if cid_len > 0:
         shown = min(cid_len, 64)
-        if len(known_id) == shown and data.startswith(known_id, p + 14):
-            return Detect.MATCH
         cid = data[p + 14:p + 14 + shown]
         if _CLIENT_ID_TEXT.fullmatch(cid) is None:
             return Detect.NO
@@ -623,7 +619,6 @@ class _Reader(StreamReader):
     def parse(self, work: bytes | bytearray, base: int, ts: int, ref: PacketRef) -> int:
         pos, n = 0, len(work)
         keep = self.keep
-        session = self.s
         is_request = self.is_request
         chunk_start = self.marks[-1][0]      # work from here on came in (ts, ref)
         # work as bytes (a packet's payload parsed in place, the common case): read by index
@@ -643,12 +638,8 @@ class _Reader(StreamReader):
                         start, size, first_ts, first_ref = self.open
                         self.open = None
                         self.head = bytearray()
-                        message = _Message(bytes(head), start, start + 4 + size, first_ts,
-                                           first_ref, ts, ref)
-                        if is_request:
-                            session.on_request(message, None)
-                        else:
-                            session.on_response(message, None)
+                        self._deliver(_Message(bytes(head), start, start + 4 + size,
+                                               first_ts, first_ref, ts, ref), None)
                     continue
                 if self.resyncing:
                     found = self._find(work, pos)
@@ -678,11 +669,8 @@ class _Reader(StreamReader):
                     cut_at = min(end, pos + 4 + keep)
                     body = data[pos + 4:cut_at] if data is not None else \
                         bytes(work[pos + 4:cut_at])
-                    message = _Message(body, start, base + end, first_ts, first_ref, ts, ref)
-                    if is_request:
-                        session.on_request(message, None)
-                    else:
-                        session.on_response(message, None)
+                    self._deliver(_Message(body, start, base + end, first_ts, first_ref, ts,
+                                           ref), None)
                     pos = end
                     continue
                 self.open = (start, size, first_ts, first_ref)
@@ -757,8 +745,11 @@ class _Reader(StreamReader):
         self.open = None
         self.head = bytearray()
         self.left = 0
-        message = _Message(bytes(head), start, start + 4 + size, first_ts, first_ref,
-                           self.last_ts, self.last_ref, True)
+        self._deliver(_Message(bytes(head), start, start + 4 + size, first_ts, first_ref,
+                               self.last_ts, self.last_ref, True), note)
+
+    def _deliver(self, message: _Message, note: str | None) -> None:
+        """To the session's on_request or on_response (native calls, compiled)."""
         if self.is_request:
             self.s.on_request(message, note)
         else:
